@@ -1,0 +1,8 @@
+//! portcall's logic: the plan model and catalog, the probe engine, canary
+//! listeners, the agents' control protocol and the report renderers. The
+//! `portcall` binary is thin glue over this crate.
+#![warn(missing_docs, clippy::print_stdout, clippy::print_stderr)]
+
+pub mod port;
+
+pub use port::{Port, PortRange};
