@@ -5,4 +5,4 @@
 
 pub mod port;
 
-pub use port::{Port, PortRange};
+pub use port::{Port, PortRange, Protocol};

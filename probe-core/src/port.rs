@@ -169,3 +169,33 @@ mod tests {
         }
     }
 }
+
+/// How a port is spoken to: a bare TCP handshake, or TCP followed by a TLS
+/// handshake.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// A TCP handshake is the whole probe.
+    #[default]
+    Tcp,
+    /// TCP, then a TLS client handshake.
+    Tls,
+}
+
+impl Protocol {
+    /// The lowercase name used in plans, targets and reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
