@@ -6,3 +6,6 @@
 pub mod port;
 
 pub use port::{Port, PortRange, Protocol};
+pub mod catalog;
+pub mod plan;
+pub mod render;

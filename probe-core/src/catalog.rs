@@ -1,0 +1,143 @@
+//! The built-in catalog of product roles and their default ports, shipped as
+//! data (`catalog.toml`) inside the binary so users can read and extend it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use crate::plan::Role;
+use crate::plan::raw::RawRole;
+use crate::plan::roles::{Resolver, RoleOrigin};
+
+/// The catalog's source, embedded at build time.
+pub const CATALOG_TOML: &str = include_str!("catalog.toml");
+
+/// The built-in roles, by name.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    roles: BTreeMap<String, Role>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    roles: BTreeMap<String, toml::Spanned<RawRole>>,
+}
+
+impl Catalog {
+    /// The catalog built into this binary. Parsed once; a unit test keeps
+    /// the embedded file valid, so this cannot fail at run time.
+    pub fn builtin() -> &'static Catalog {
+        static CATALOG: OnceLock<Catalog> = OnceLock::new();
+        CATALOG.get_or_init(|| {
+            Catalog::parse(CATALOG_TOML).expect("the embedded catalog is checked by a unit test")
+        })
+    }
+
+    /// Parses a catalog file; the error lists every problem found.
+    pub fn parse(src: &str) -> Result<Catalog, crate::plan::Diagnostics> {
+        let file: Arc<str> = Arc::from("<catalog>");
+        let raw: RawCatalog = toml::from_str(src).map_err(|e| {
+            crate::plan::Diagnostics(vec![crate::plan::syntax_diagnostic(&file, src, &e)])
+        })?;
+        let empty = BTreeMap::new();
+        let mut r = Resolver {
+            file: &file,
+            src,
+            raw: &raw.roles,
+            base: &empty,
+            origin: RoleOrigin::Catalog,
+            done: BTreeMap::new(),
+            diags: Vec::new(),
+        };
+        r.resolve_all();
+        if !r.diags.is_empty() {
+            return Err(crate::plan::Diagnostics(r.diags));
+        }
+        let roles = r
+            .done
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        Ok(Catalog { roles })
+    }
+
+    /// A role by name.
+    pub fn get(&self, name: &str) -> Option<&Role> {
+        self.roles.get(name)
+    }
+
+    /// All roles, sorted by name.
+    pub fn roles(&self) -> impl Iterator<Item = &Role> {
+        self.roles.values()
+    }
+
+    /// The roles as a map, for plan resolution.
+    pub(crate) fn map(&self) -> &BTreeMap<String, Role> {
+        &self.roles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Protocol;
+
+    #[test]
+    fn embedded_catalog_parses() {
+        Catalog::parse(CATALOG_TOML).unwrap();
+    }
+
+    fn ports(role: &str) -> Vec<(String, u16, Protocol, bool)> {
+        Catalog::builtin()
+            .get(role)
+            .unwrap_or_else(|| panic!("catalog lacks {role}"))
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.port.get(), p.protocol, p.offset))
+            .collect()
+    }
+
+    #[test]
+    fn catalog_has_the_product_table() {
+        use Protocol::{Tcp, Tls};
+        let carbon = vec![
+            ("https-servlet".to_owned(), 9443, Tls, true),
+            ("http-servlet".to_owned(), 9763, Tcp, true),
+        ];
+        assert_eq!(ports("wso2-carbon"), carbon);
+        assert_eq!(ports("wso2-apim-publisher"), carbon);
+        assert_eq!(ports("wso2-apim-store"), carbon);
+        let mut km = carbon.clone();
+        km.push(("thrift-km".into(), 10397, Tcp, false));
+        assert_eq!(ports("wso2-apim-keymanager"), km);
+        let mut gw = carbon.clone();
+        gw.push(("nio-http".into(), 8280, Tcp, true));
+        gw.push(("nio-https".into(), 8243, Tls, true));
+        assert_eq!(ports("wso2-apim-gateway"), gw);
+        assert_eq!(ports("wso2-esb"), gw);
+        let mut tm = carbon.clone();
+        tm.push(("binary".into(), 9611, Tcp, true));
+        tm.push(("binary-ssl".into(), 9711, Tls, true));
+        tm.push(("broker".into(), 5672, Tcp, true));
+        assert_eq!(ports("wso2-apim-trafficmanager"), tm);
+        let mut das = carbon.clone();
+        das.push(("thrift".into(), 7611, Tcp, true));
+        das.push(("thrift-ssl".into(), 7711, Tls, true));
+        assert_eq!(ports("wso2-das"), das);
+        let mut cep = das.clone();
+        cep.push(("binary".into(), 9611, Tcp, true));
+        cep.push(("binary-ssl".into(), 9711, Tls, true));
+        assert_eq!(ports("wso2-cep"), cep);
+        assert_eq!(
+            ports("wso2-cluster-wka"),
+            vec![("cluster".into(), 4000, Tcp, true)]
+        );
+        for db in ["mariadb", "mysql"] {
+            assert_eq!(ports(db), vec![("mysql".into(), 3306, Tcp, false)]);
+        }
+        assert_eq!(
+            ports("postgresql"),
+            vec![("postgresql".into(), 5432, Tcp, false)]
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! Diagnostics about a plan: every problem names where it is (file, line,
+//! column) and what was expected, so an operator can fix it without guessing.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::port::PortError;
+
+/// A position in a plan file, 1-based line and column (in characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The file as the user named it.
+    pub file: Arc<str>,
+    /// Line, starting at 1.
+    pub line: usize,
+    /// Column in characters, starting at 1.
+    pub col: usize,
+}
+
+impl Location {
+    /// The location of byte `offset` in `src`.
+    pub fn of_offset(file: &Arc<str>, src: &str, offset: usize) -> Location {
+        let offset = offset.min(src.len());
+        // Step back to a char boundary so slicing cannot panic on a span that
+        // ends inside a multi-byte character.
+        let mut offset = offset;
+        while !src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &src[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = src[line_start..offset].chars().count() + 1;
+        Location {
+            file: Arc::clone(file),
+            line,
+            col,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The plan is usable, but probably not what the author meant.
+    Warning,
+    /// The plan cannot be used.
+    Error,
+}
+
+/// One finding about a plan, with its place in the file when known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Where the problem is; `None` only for whole-file problems.
+    pub location: Option<Location>,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match &self.location {
+            Some(loc) => write!(f, "{loc}: {sev}: {}", self.problem),
+            None => write!(f, "{sev}: {}", self.problem),
+        }
+    }
+}
+
+/// Everything that can be wrong with a plan. Warnings and errors share this
+/// type; [`Problem::severity`] says which is which.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Problem {
+    /// The file is not valid TOML, or a value has the wrong type or a key is
+    /// unknown; the message is the TOML parser's.
+    #[error("{message}{hint}")]
+    Syntax {
+        /// The parser's explanation.
+        message: String,
+        /// An extra hint from portcall (may be empty).
+        hint: String,
+    },
+    /// A port number is outside 1..=65535.
+    #[error("{what}: {error}")]
+    BadPort {
+        /// What the number was for, e.g. "port `thrift` of role `wso2-das`".
+        what: String,
+        /// Why it is not a port.
+        error: PortError,
+    },
+    /// A port offset is outside 0..=65535.
+    #[error("port_offset {value} is out of range (expected 0..=65535)")]
+    BadOffset {
+        /// The offending value.
+        value: i64,
+    },
+    /// A default setting is out of range.
+    #[error("defaults.{key} = {value} is out of range (expected {expected})")]
+    BadDefault {
+        /// The key in `[defaults]`.
+        key: &'static str,
+        /// The offending value.
+        value: i64,
+        /// The accepted range, in words.
+        expected: &'static str,
+    },
+    /// The plan's name is empty.
+    #[error("name must not be empty")]
+    EmptyPlanName,
+    /// A host name is not usable (empty or with characters outside
+    /// `A-Za-z0-9._-`).
+    #[error("host name `{name}` is not valid (expected letters, digits, `.`, `_` or `-`)")]
+    BadHostName {
+        /// The name as written.
+        name: String,
+    },
+    /// A host's address is neither an IP literal nor a DNS name.
+    #[error("address `{address}` of host `{host}` is not an IPv4/IPv6 literal or a DNS name")]
+    BadAddress {
+        /// The host.
+        host: String,
+        /// The address as written.
+        address: String,
+    },
+    /// Two hosts have the same name.
+    #[error("host `{name}` is defined twice (first at {first})")]
+    DuplicateHost {
+        /// The repeated name.
+        name: String,
+        /// Where it was first defined.
+        first: Location,
+    },
+    /// Two hosts have the same address.
+    #[error("host `{host}` has address {address}, already used by host `{other}` (at {first})")]
+    DuplicateAddress {
+        /// The later host.
+        host: String,
+        /// The shared address.
+        address: String,
+        /// The earlier host.
+        other: String,
+        /// Where the earlier host is.
+        first: Location,
+    },
+    /// A host names a zone that `[zones]` does not declare.
+    #[error("host `{host}` is in zone `{zone}`, which [zones] does not declare{suggestion}")]
+    UnknownZone {
+        /// The host.
+        host: String,
+        /// The undeclared zone.
+        zone: String,
+        /// "; did you mean ..." or empty.
+        suggestion: Suggestion,
+    },
+    /// A role name is neither defined in the plan nor in the catalog.
+    #[error("unknown role `{role}` (not in the plan's [roles] nor in the catalog){suggestion}")]
+    UnknownRole {
+        /// The name as written.
+        role: String,
+        /// "; did you mean ..." or empty.
+        suggestion: Suggestion,
+    },
+    /// Roles `use` each other in a circle.
+    #[error("roles use each other in a cycle: {}", chain.join(" -> "))]
+    UseCycle {
+        /// The roles in the cycle, the first repeated at the end.
+        chain: Vec<String>,
+    },
+    /// One role defines a port name twice.
+    #[error("role `{role}` defines port `{name}` twice")]
+    DuplicatePortName {
+        /// The role.
+        role: String,
+        /// The repeated port name.
+        name: String,
+    },
+    /// A port name is not a usable identifier.
+    #[error(
+        "port name `{name}` in role `{role}` is not valid (expected letters, digits, `_` or `-`, not only digits)"
+    )]
+    BadPortName {
+        /// The role.
+        role: String,
+        /// The name as written.
+        name: String,
+    },
+    /// A port plus its offset passes 65535.
+    #[error(
+        "port `{port_name}` of role `{role}` on host `{host}` is {base} + offset {offset} = {sum}, above 65535"
+    )]
+    EffectivePortTooLarge {
+        /// The host.
+        host: String,
+        /// The role instance.
+        role: String,
+        /// The port's name.
+        port_name: String,
+        /// The catalog or plan port before the offset.
+        base: u16,
+        /// The role instance's offset.
+        offset: u16,
+        /// The sum.
+        sum: u32,
+    },
+    /// `port_overrides` names a port no role of the host defines.
+    #[error(
+        "port_overrides of host `{host}` names `{name}`, which none of its roles define (they define: {known})"
+    )]
+    UnknownOverride {
+        /// The host.
+        host: String,
+        /// The unknown port name.
+        name: String,
+        /// The names that do exist, comma-separated.
+        known: String,
+    },
+    /// Two role instances on one host end up on the same port.
+    #[error(
+        "on host `{host}`, port {port} is both `{first_port}` of role `{first_role}` and `{second_port}` of role `{second_role}`; {fix}"
+    )]
+    PortCollision {
+        /// The host.
+        host: String,
+        /// The contested port.
+        port: u16,
+        /// The earlier role instance.
+        first_role: String,
+        /// Its port name.
+        first_port: String,
+        /// The later role instance.
+        second_role: String,
+        /// Its port name.
+        second_port: String,
+        /// How to fix it.
+        fix: CollisionFix,
+    },
+    /// A planned port is the agents' control port.
+    #[error(
+        "on host `{host}`, port {port} (`{port_name}` of role `{role}`) is the agents' control_port; set [defaults] control_port to a free port"
+    )]
+    ControlPortCollision {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The role.
+        role: String,
+        /// The port's name.
+        port_name: String,
+    },
+    /// A flow selector is not of the form `host:NAME`, `role:NAME`,
+    /// `zone:NAME` or `all`.
+    #[error("selector `{text}` is not valid (expected host:NAME, role:NAME, zone:NAME or all)")]
+    BadSelector {
+        /// The selector as written.
+        text: String,
+    },
+    /// A flow selector matches no host.
+    #[error("selector `{text}` matches no host{suggestion}")]
+    SelectorMatchesNothing {
+        /// The selector as written.
+        text: String,
+        /// "; did you mean ..." or empty.
+        suggestion: Suggestion,
+    },
+    /// A flow lists no ports.
+    #[error("flow has no ports (expected a list of port names or numbers)")]
+    EmptyPorts,
+    /// A flow port name resolves on none of the flow's target hosts.
+    #[error(
+        "port `{name}` is not defined by any role of the flow's targets ({targets}){suggestion}"
+    )]
+    UnknownPortName {
+        /// The port name.
+        name: String,
+        /// The flow's target hosts, comma-separated.
+        targets: String,
+        /// "; did you mean ..." or empty.
+        suggestion: Suggestion,
+    },
+    /// Two flows give one path opposite expectations.
+    #[error(
+        "path {from} -> {to}:{port} is expected {first_expect} by the flow at {first} but {second_expect} by this flow"
+    )]
+    ConflictingExpectations {
+        /// The source host.
+        from: String,
+        /// The target host.
+        to: String,
+        /// The port.
+        port: u16,
+        /// The earlier flow.
+        first: Location,
+        /// The earlier flow's expectation.
+        first_expect: &'static str,
+        /// This flow's expectation.
+        second_expect: &'static str,
+    },
+    /// A role defined in the plan is used by no host (warning).
+    #[error("role `{role}` is defined but no host uses it")]
+    UnusedRole {
+        /// The role.
+        role: String,
+    },
+    /// A zone has no hosts (warning).
+    #[error("zone `{zone}` has no hosts")]
+    ZoneWithoutHosts {
+        /// The zone.
+        zone: String,
+    },
+    /// A flow produces no path, e.g. a host to itself only (warning).
+    #[error("flow produces no path (its only source is its only target)")]
+    FlowWithoutPaths,
+    /// A numeric flow port is not a planned port of the target host, so no
+    /// canary will hold it (warning).
+    #[error(
+        "port {port} is not a planned port of host `{host}`: no canary will listen there, only a live service can answer"
+    )]
+    UnplannedPort {
+        /// The target host.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl Problem {
+    /// Whether this problem makes the plan unusable.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Problem::UnusedRole { .. }
+            | Problem::ZoneWithoutHosts { .. }
+            | Problem::FlowWithoutPaths
+            | Problem::UnplannedPort { .. } => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+}
+
+/// How to resolve a port collision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CollisionFix {
+    /// Give the later role instance this offset, the smallest that clears
+    /// all its collisions on the host.
+    Offset {
+        /// The later role.
+        role: String,
+        /// The offset to use.
+        offset: u16,
+    },
+    /// No offset helps (the colliding port is not offset-able, or no offset
+    /// stays below 65536); a `port_overrides` entry is needed.
+    Override {
+        /// The port name to pin.
+        port_name: String,
+    },
+}
+
+impl fmt::Display for CollisionFix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollisionFix::Offset { role, offset } => write!(
+                f,
+                "give `{role}` port_offset = {offset} (the smallest offset that clears all its collisions), e.g. roles = [..., {{ role = \"{role}\", port_offset = {offset} }}]"
+            ),
+            CollisionFix::Override { port_name } => write!(
+                f,
+                "no offset resolves it because the port is not offset-able; pin one with port_overrides = {{ {port_name} = PORT }}"
+            ),
+        }
+    }
+}
+
+/// A "did you mean" hint; displays as nothing when there is no close match.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Suggestion(pub Option<String>);
+
+impl Suggestion {
+    /// The closest of `candidates` to `word`, if one is close enough to be a
+    /// likely typo.
+    pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Suggestion {
+        let best = candidates
+            .into_iter()
+            .map(|c| (edit_distance(word, c), c))
+            .filter(|(d, c)| *d > 0 && *d <= (word.len().max(c.len()) / 3).max(1))
+            .min_by_key(|(d, _)| *d);
+        Suggestion(best.map(|(_, c)| c.to_owned()))
+    }
+}
+
+impl fmt::Display for Suggestion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(s) => write!(f, "; did you mean `{s}`?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Levenshtein distance, for typo suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_chars() {
+        let f: Arc<str> = Arc::from("p.toml");
+        let src = "a = 1\nbé = 2\n";
+        let loc = Location::of_offset(&f, src, src.find('2').unwrap());
+        assert_eq!((loc.line, loc.col), (2, 6));
+        assert_eq!(Location::of_offset(&f, src, 0).to_string(), "p.toml:1:1");
+        // Offsets past the end or inside a character do not panic.
+        let _ = Location::of_offset(&f, src, 999);
+        let _ = Location::of_offset(&f, src, 8);
+    }
+
+    #[test]
+    fn suggestion_finds_typos_only() {
+        let c = ["wso2-das", "wso2-esb", "mariadb"];
+        assert_eq!(
+            Suggestion::closest("wso2-dsa", c).0.as_deref(),
+            Some("wso2-das")
+        );
+        assert_eq!(Suggestion::closest("postgres-xyz", c).0, None);
+    }
+}

@@ -1,0 +1,431 @@
+//! Hosts: addresses, role instances with their offsets, effective ports,
+//! and the collisions between role instances that share a host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::raw::RawPlan;
+use super::{Address, Cx, Defaults, EffectivePort, Host, Problem, Role, RoleInstance};
+use super::{CollisionFix, Location, Suggestion};
+use crate::catalog::Catalog;
+use crate::port::Port;
+
+/// Builds every host; returns them with the roles they use.
+pub(crate) fn build(
+    cx: &mut Cx<'_>,
+    raw: &RawPlan,
+    plan_roles: &BTreeMap<String, Option<Role>>,
+    catalog: &Catalog,
+    defaults: Defaults,
+) -> (Vec<Host>, BTreeMap<String, Role>) {
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut used: BTreeMap<String, Role> = BTreeMap::new();
+    let mut names: BTreeMap<String, Location> = BTreeMap::new();
+    let mut addresses: BTreeMap<Address, (String, Location)> = BTreeMap::new();
+    let known_roles: Vec<&str> = plan_roles
+        .keys()
+        .map(String::as_str)
+        .chain(catalog.roles().map(|r| r.name.as_str()))
+        .collect();
+
+    for rh in &raw.hosts {
+        let h = rh.get_ref();
+        let location = cx.loc(rh.span());
+        let name = h.name.get_ref().clone();
+        if !valid_host_name(&name) {
+            cx.push(h.name.span(), Problem::BadHostName { name: name.clone() });
+        }
+        if let Some(first) = names.get(&name) {
+            cx.push(
+                h.name.span(),
+                Problem::DuplicateHost {
+                    name: name.clone(),
+                    first: first.clone(),
+                },
+            );
+        } else {
+            names.insert(name.clone(), cx.loc(h.name.span()));
+        }
+        let address = match parse_address(h.address.get_ref()) {
+            Some(a) => a,
+            None => {
+                cx.push(
+                    h.address.span(),
+                    Problem::BadAddress {
+                        host: name.clone(),
+                        address: h.address.get_ref().clone(),
+                    },
+                );
+                Address::Dns(h.address.get_ref().clone())
+            }
+        };
+        if let Some((other, first)) = addresses.get(&address) {
+            cx.push(
+                h.address.span(),
+                Problem::DuplicateAddress {
+                    host: name.clone(),
+                    address: address.to_string(),
+                    other: other.clone(),
+                    first: first.clone(),
+                },
+            );
+        } else {
+            addresses.insert(address.clone(), (name.clone(), cx.loc(h.address.span())));
+        }
+        let port_offset = h
+            .port_offset
+            .as_ref()
+            .and_then(|o| offset(cx, o))
+            .unwrap_or(0);
+
+        // Role instances, each with its own offset.
+        let mut instances: Vec<(RoleInstance, &Role, std::ops::Range<usize>)> = Vec::new();
+        for item in &h.roles {
+            let ri = item.get_ref();
+            let role = match plan_roles.get(&ri.role) {
+                Some(Some(r)) => Some(r),
+                // A plan role with errors was already reported.
+                Some(None) => None,
+                None => match catalog.get(&ri.role) {
+                    Some(r) => Some(r),
+                    None => {
+                        cx.push(
+                            item.span(),
+                            Problem::UnknownRole {
+                                role: ri.role.clone(),
+                                suggestion: Suggestion::closest(
+                                    &ri.role,
+                                    known_roles.iter().copied(),
+                                ),
+                            },
+                        );
+                        None
+                    }
+                },
+            };
+            let inst_offset = match &ri.port_offset {
+                Some(o) => offset(cx, o).unwrap_or(port_offset),
+                None => port_offset,
+            };
+            if let Some(role) = role {
+                used.entry(role.name.clone())
+                    .or_insert_with(|| role.clone());
+                instances.push((
+                    RoleInstance {
+                        role: role.name.clone(),
+                        port_offset: inst_offset,
+                    },
+                    role,
+                    item.span(),
+                ));
+            }
+        }
+
+        // Overrides pin a port by name, whatever the offset.
+        let mut overrides: BTreeMap<&str, Port> = BTreeMap::new();
+        for (pname, value) in &h.port_overrides {
+            let defined = instances
+                .iter()
+                .any(|(_, r, _)| r.ports.iter().any(|p| &p.name == pname));
+            if !defined {
+                let mut known: Vec<&str> = instances
+                    .iter()
+                    .flat_map(|(_, r, _)| r.ports.iter().map(|p| p.name.as_str()))
+                    .collect();
+                known.sort_unstable();
+                known.dedup();
+                cx.push(
+                    value.span(),
+                    Problem::UnknownOverride {
+                        host: name.clone(),
+                        name: pname.clone(),
+                        known: if known.is_empty() {
+                            "no ports".into()
+                        } else {
+                            known.join(", ")
+                        },
+                    },
+                );
+                continue;
+            }
+            match Port::from_i64(*value.get_ref()) {
+                Ok(p) => {
+                    overrides.insert(pname.as_str(), p);
+                }
+                Err(error) => cx.push(
+                    value.span(),
+                    Problem::BadPort {
+                        what: format!("port_overrides.{pname} of host `{name}`"),
+                        error,
+                    },
+                ),
+            }
+        }
+
+        let mut ports: Vec<EffectivePort> = Vec::new();
+        let mut per_instance: Vec<Vec<(String, Port)>> = Vec::new();
+        for (inst, role, span) in &instances {
+            let mut mine = Vec::new();
+            for def in &role.ports {
+                let port = if let Some(p) = overrides.get(def.name.as_str()) {
+                    *p
+                } else if def.offset {
+                    match def.port.checked_offset(inst.port_offset) {
+                        Ok(p) => p,
+                        Err(sum) => {
+                            cx.push(
+                                span.clone(),
+                                Problem::EffectivePortTooLarge {
+                                    host: name.clone(),
+                                    role: role.name.clone(),
+                                    port_name: def.name.clone(),
+                                    base: def.port.get(),
+                                    offset: inst.port_offset,
+                                    sum,
+                                },
+                            );
+                            continue;
+                        }
+                    }
+                } else {
+                    def.port
+                };
+                mine.push((def.name.clone(), port));
+                ports.push(EffectivePort {
+                    name: def.name.clone(),
+                    port,
+                    protocol: def.protocol,
+                    role: role.name.clone(),
+                });
+            }
+            per_instance.push(mine);
+        }
+        collisions(cx, &name, &instances, &per_instance, &overrides);
+        for (i, (inst, role, span)) in instances.iter().enumerate() {
+            for (pname, port) in &per_instance[i] {
+                if *port == defaults.control_port {
+                    cx.push(
+                        span.clone(),
+                        Problem::ControlPortCollision {
+                            host: name.clone(),
+                            port: port.get(),
+                            role: role.name.clone(),
+                            port_name: pname.clone(),
+                        },
+                    );
+                }
+            }
+            let _ = inst;
+        }
+
+        hosts.push(Host {
+            name,
+            address,
+            zone: h.zone.as_ref().map(|z| z.get_ref().clone()),
+            roles: instances.into_iter().map(|(i, _, _)| i).collect(),
+            port_offset,
+            ports,
+            location,
+        });
+    }
+
+    // Plan roles nobody uses are probably typos or leftovers.
+    let bases: BTreeSet<&str> = used
+        .values()
+        .filter_map(|r| r.based_on.as_deref())
+        .collect();
+    for (rname, rrole) in &raw.roles {
+        if !used.contains_key(rname) && !bases.contains(rname.as_str()) {
+            cx.push(
+                rrole.span(),
+                Problem::UnusedRole {
+                    role: rname.clone(),
+                },
+            );
+        }
+    }
+    (hosts, used)
+}
+
+/// Reports each pair of role instances on a host that share a port, once,
+/// with the smallest offset for the later instance that clears every one of
+/// its collisions.
+fn collisions(
+    cx: &mut Cx<'_>,
+    host: &str,
+    instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
+    per_instance: &[Vec<(String, Port)>],
+    overrides: &BTreeMap<&str, Port>,
+) {
+    for j in 0..per_instance.len() {
+        for i in 0..=j {
+            let clash = per_instance[j]
+                .iter()
+                .enumerate()
+                .find_map(|(bi, (bn, bp))| {
+                    per_instance[i]
+                        .iter()
+                        .enumerate()
+                        .find(|(ai, (_, ap))| ap == bp && (i != j || *ai < bi))
+                        .map(|(_, (an, _))| (an.clone(), bn.clone(), *bp))
+                });
+            let Some((first_port, second_port, port)) = clash else {
+                continue;
+            };
+            let (inst, role, span) = &instances[j];
+            let fix = match smallest_offset(j, instances, per_instance, overrides) {
+                Some(offset) => CollisionFix::Offset {
+                    role: role.name.clone(),
+                    offset,
+                },
+                None => CollisionFix::Override {
+                    port_name: second_port.clone(),
+                },
+            };
+            let _ = inst;
+            cx.push(
+                span.clone(),
+                Problem::PortCollision {
+                    host: host.to_owned(),
+                    port: port.get(),
+                    first_role: instances[i].1.name.clone(),
+                    first_port,
+                    second_role: role.name.clone(),
+                    second_port,
+                    fix,
+                },
+            );
+        }
+    }
+}
+
+/// The smallest offset for instance `j` under which none of its ports
+/// collides with another instance's or with its own, and all stay below
+/// 65536; `None` when no offset works (a fixed port is in the way).
+pub(crate) fn smallest_offset(
+    j: usize,
+    instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
+    per_instance: &[Vec<(String, Port)>],
+    overrides: &BTreeMap<&str, Port>,
+) -> Option<u16> {
+    let others: BTreeSet<u16> = per_instance
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != j)
+        .flat_map(|(_, v)| v.iter().map(|(_, p)| p.get()))
+        .collect();
+    let role = instances[j].1;
+    let try_offset = |off: u16| -> bool {
+        let mut mine = BTreeSet::new();
+        for def in &role.ports {
+            let p = if let Some(p) = overrides.get(def.name.as_str()) {
+                p.get()
+            } else if def.offset {
+                match def.port.checked_offset(off) {
+                    Ok(p) => p.get(),
+                    Err(_) => return false,
+                }
+            } else {
+                def.port.get()
+            };
+            if others.contains(&p) || !mine.insert(p) {
+                return false;
+            }
+        }
+        true
+    };
+    (0..=u16::MAX).find(|&off| try_offset(off))
+}
+
+fn offset(cx: &mut Cx<'_>, o: &toml::Spanned<i64>) -> Option<u16> {
+    match u16::try_from(*o.get_ref()) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            cx.push(
+                o.span(),
+                Problem::BadOffset {
+                    value: *o.get_ref(),
+                },
+            );
+            None
+        }
+    }
+}
+
+/// Zones as declared (with descriptions) or implied by hosts; reports hosts
+/// in undeclared zones and declared zones without hosts.
+pub(crate) fn zones(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &[Host]) -> BTreeMap<String, String> {
+    let used: BTreeSet<&str> = hosts.iter().filter_map(|h| h.zone.as_deref()).collect();
+    match &raw.zones {
+        Some(declared) => {
+            let declared = declared.get_ref();
+            for rh in &raw.hosts {
+                if let Some(z) = &rh.get_ref().zone {
+                    if !declared.contains_key(z.get_ref()) {
+                        cx.push(
+                            z.span(),
+                            Problem::UnknownZone {
+                                host: rh.get_ref().name.get_ref().clone(),
+                                zone: z.get_ref().clone(),
+                                suggestion: Suggestion::closest(
+                                    z.get_ref(),
+                                    declared.keys().map(String::as_str),
+                                ),
+                            },
+                        );
+                    }
+                }
+            }
+            for (z, desc) in declared {
+                if !used.contains(z.as_str()) {
+                    cx.push(desc.span(), Problem::ZoneWithoutHosts { zone: z.clone() });
+                }
+            }
+            declared
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect()
+        }
+        None => used
+            .into_iter()
+            .map(|z| (z.to_owned(), String::new()))
+            .collect(),
+    }
+}
+
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// An IP literal (IPv6 with or without brackets) or a syntactically valid
+/// DNS name; digits-and-dots that are not an IPv4 address are rejected
+/// rather than sent to a resolver.
+pub(crate) fn parse_address(s: &str) -> Option<Address> {
+    let s = s.trim();
+    let unbracketed = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Some(Address::Ip(ip));
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let labels_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    let tld_alpha = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|t| t.chars().any(|c| c.is_ascii_alphabetic()));
+    (labels_ok && tld_alpha).then(|| Address::Dns(name.to_ascii_lowercase()))
+}

@@ -1,0 +1,541 @@
+//! The plan: hosts, the roles they serve, zones, and the flows that must or
+//! must not pass, parsed from TOML into a validated model and expanded into
+//! the concrete paths a check measures.
+//!
+//! Parsing never stops at the first problem: [`analyze`] returns every
+//! diagnostic it can find, each with its file, line and column, so that
+//! `plan lint` can show them all at once.
+
+mod diag;
+mod flows;
+mod hosts;
+pub(crate) mod raw;
+pub(crate) mod roles;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::port::{Port, Protocol};
+
+pub use diag::{CollisionFix, Diagnostic, Location, Problem, Severity, Suggestion};
+pub use roles::RoleOrigin;
+
+/// A validated, expanded plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The plan's `name`.
+    pub name: String,
+    /// The file it was read from, as the user named it.
+    pub source: Arc<str>,
+    /// Settings every round uses unless told otherwise.
+    pub defaults: Defaults,
+    /// Zones and their descriptions (declared or implied by hosts).
+    pub zones: BTreeMap<String, String>,
+    /// The hosts, in file order.
+    pub hosts: Vec<Host>,
+    /// The roles the hosts use, resolved, by name.
+    pub roles: BTreeMap<String, Role>,
+    /// The flows, in file order.
+    pub flows: Vec<Flow>,
+    /// Every path the flows expand into, merged and deduplicated, in the
+    /// order the flows first produce them.
+    pub paths: Vec<Path>,
+}
+
+/// `[defaults]`, filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// Per-attempt timeout, in milliseconds.
+    pub timeout_ms: u64,
+    /// Extra attempts for silent (timed-out) paths.
+    pub retries: u32,
+    /// Where agents serve their control endpoint.
+    pub control_port: Port,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timeout_ms: 1000,
+            retries: 1,
+            control_port: Port::new(7400).expect("7400 is a port"),
+        }
+    }
+}
+
+/// A host's address as written: an IP literal or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Address {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A DNS name, resolved when probing.
+    Dns(String),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Ip(ip) => ip.fmt(f),
+            Address::Dns(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A role: a named set of ports, from the catalog or the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    /// The role's name.
+    pub name: String,
+    /// What it is, in a few words.
+    pub description: String,
+    /// Its ports, before any offset.
+    pub ports: Vec<PortDef>,
+    /// Catalog or plan.
+    pub origin: RoleOrigin,
+    /// The role it `use`s, if any.
+    pub based_on: Option<String>,
+}
+
+/// A port as a role defines it, before offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortDef {
+    /// The port's name, e.g. `https-servlet`.
+    pub name: String,
+    /// The default number.
+    pub port: Port,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// Whether the server's port offset shifts it.
+    pub offset: bool,
+}
+
+/// One role on one host, with its own offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoleInstance {
+    /// The role's name.
+    pub role: String,
+    /// The offset added to its offset-able ports.
+    pub port_offset: u16,
+}
+
+/// A port a host serves, after offsets and overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EffectivePort {
+    /// The port's name.
+    pub name: String,
+    /// The number the host listens on.
+    pub port: Port,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// The role that defines it.
+    pub role: String,
+}
+
+/// A host of the plan.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Unique name.
+    pub name: String,
+    /// Where it is reached, and the source address of its probes.
+    pub address: Address,
+    /// Its zone, if any.
+    pub zone: Option<String>,
+    /// Its roles, in order, each with its offset.
+    pub roles: Vec<RoleInstance>,
+    /// The default offset for role items without one.
+    pub port_offset: u16,
+    /// Every port it serves, role by role.
+    pub ports: Vec<EffectivePort>,
+    /// Where the host is defined.
+    pub location: Location,
+}
+
+/// Which hosts a flow endpoint means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Every host.
+    All,
+    /// One host by name.
+    Host(String),
+    /// Every host with this role.
+    Role(String),
+    /// Every host in this zone.
+    Zone(String),
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::All => f.write_str("all"),
+            Selector::Host(n) => write!(f, "host:{n}"),
+            Selector::Role(n) => write!(f, "role:{n}"),
+            Selector::Zone(n) => write!(f, "zone:{n}"),
+        }
+    }
+}
+
+/// A port named in a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortRef {
+    /// A port name, resolved on each target host through its roles.
+    Name(String),
+    /// A literal number.
+    Number(Port),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Name(n) => f.write_str(n),
+            PortRef::Number(p) => p.fmt(f),
+        }
+    }
+}
+
+/// What a path is expected to do.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// The connection must succeed.
+    Open,
+    /// The connection must not succeed.
+    Blocked,
+}
+
+impl Expect {
+    /// `open` or `blocked`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Expect::Open => "open",
+            Expect::Blocked => "blocked",
+        }
+    }
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A flow: who must (or must not) reach what.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Position in the file, starting at 1.
+    pub index: usize,
+    /// The flow's optional `name`.
+    pub name: Option<String>,
+    /// Sources.
+    pub from: Vec<Selector>,
+    /// Targets.
+    pub to: Vec<Selector>,
+    /// Ports.
+    pub ports: Vec<PortRef>,
+    /// Open or blocked.
+    pub expect: Expect,
+    /// Where the flow is defined.
+    pub location: Location,
+}
+
+impl Flow {
+    /// A short label for reports: the flow's name, or `from -> to`.
+    pub fn label(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let join = |v: &[Selector]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        format!("{} -> {}", join(&self.from), join(&self.to))
+    }
+}
+
+/// One concrete `(from, to, port)` with its expectation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    /// Source host name.
+    pub from: String,
+    /// Target host name.
+    pub to: String,
+    /// Target address.
+    pub address: Address,
+    /// Target port.
+    pub port: Port,
+    /// The port's name on the target (or its number when it has none).
+    pub service: String,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// Open or blocked.
+    pub expect: Expect,
+    /// The target role serving the port, when the port is planned.
+    pub role: Option<String>,
+    /// The flows (indices starting at 1) that produce this path.
+    pub flows: Vec<usize>,
+}
+
+/// A list of diagnostics, displayed one per line.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|d| d.severity == Severity::Error)
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            d.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a plan could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The file could not be read.
+    #[error("read plan {path}")]
+    Io {
+        /// The path as given.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plan has errors; every one is listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// The result of reading a plan: the plan if it has no errors, and every
+/// diagnostic (errors and warnings) in file order.
+#[derive(Debug)]
+pub struct Analysis {
+    /// The plan, present only when there are no errors.
+    pub plan: Option<Plan>,
+    /// Everything found, sorted by position.
+    pub diagnostics: Diagnostics,
+}
+
+impl Plan {
+    /// Reads and validates a plan file against the built-in catalog.
+    /// Warnings are dropped; use [`analyze`] to see them.
+    pub fn load(path: &std::path::Path) -> Result<Plan, PlanError> {
+        let src = std::fs::read_to_string(path).map_err(|source| PlanError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Plan::parse(&src, &path.display().to_string())
+    }
+
+    /// Validates plan text; `file` names it in diagnostics.
+    pub fn parse(src: &str, file: &str) -> Result<Plan, PlanError> {
+        let a = analyze(src, file, Catalog::builtin());
+        match a.plan {
+            Some(p) => Ok(p),
+            None => Err(PlanError::Invalid(Diagnostics(
+                a.diagnostics
+                    .0
+                    .into_iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .collect(),
+            ))),
+        }
+    }
+
+    /// A host by name.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// A flow by its 1-based index.
+    pub fn flow(&self, index: usize) -> Option<&Flow> {
+        index.checked_sub(1).and_then(|i| self.flows.get(i))
+    }
+}
+
+/// Turns a TOML parser error into a located diagnostic, with a hint for the
+/// commonest mistake (an unquoted address or name).
+pub(crate) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error) -> Diagnostic {
+    let location = e.span().map(|s| Location::of_offset(file, src, s.start));
+    let mut hint = String::new();
+    if let Some(span) = e.span() {
+        let line_start = src[..span.start.min(src.len())]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let line = src[line_start..].lines().next().unwrap_or("");
+        if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim();
+            let bare = !value.is_empty()
+                && !value.starts_with(['"', '\'', '[', '{'])
+                && value
+                    .chars()
+                    .any(|c| c.is_ascii_alphabetic() || c == '.' || c == ':')
+                && value.parse::<f64>().is_err()
+                && !matches!(value, "true" | "false");
+            if bare {
+                hint = format!(
+                    "; strings must be quoted, e.g. {} = \"{}\"",
+                    key.trim(),
+                    value
+                );
+            }
+        }
+    }
+    let problem = Problem::Syntax {
+        message: e.message().trim_end_matches('\n').replace('\n', "; "),
+        hint,
+    };
+    Diagnostic {
+        severity: Severity::Error,
+        location,
+        problem,
+    }
+}
+
+/// Reads plan text against a catalog, collecting every diagnostic.
+pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
+    let file: Arc<str> = Arc::from(file);
+    let raw: raw::RawPlan = match toml::from_str(src) {
+        Ok(r) => r,
+        Err(e) => {
+            return Analysis {
+                plan: None,
+                diagnostics: Diagnostics(vec![syntax_diagnostic(&file, src, &e)]),
+            };
+        }
+    };
+    let mut cx = Cx {
+        file: &file,
+        src,
+        diags: Vec::new(),
+    };
+    let name = raw.name.get_ref().trim().to_owned();
+    if name.is_empty() {
+        cx.push(raw.name.span(), Problem::EmptyPlanName);
+    }
+    let defaults = cx.defaults(raw.defaults.as_ref());
+
+    // Roles: the plan's own tables, resolved over the catalog.
+    let mut resolver = roles::Resolver {
+        file: &file,
+        src,
+        raw: &raw.roles,
+        base: catalog.map(),
+        origin: RoleOrigin::Plan,
+        done: BTreeMap::new(),
+        diags: Vec::new(),
+    };
+    resolver.resolve_all();
+    cx.diags.append(&mut resolver.diags);
+    let plan_roles = resolver.done;
+
+    let (hosts, roles) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
+    let zones = hosts::zones(&mut cx, &raw, &hosts);
+    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts);
+
+    cx.diags
+        .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.col)));
+    let diagnostics = Diagnostics(cx.diags);
+    let plan = (!diagnostics.has_errors()).then(|| Plan {
+        name,
+        source: Arc::clone(&file),
+        defaults,
+        zones,
+        hosts,
+        roles,
+        flows,
+        paths,
+    });
+    Analysis { plan, diagnostics }
+}
+
+/// Shared state while validating: where we are and what we found.
+pub(crate) struct Cx<'a> {
+    pub file: &'a Arc<str>,
+    pub src: &'a str,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    pub fn loc(&self, span: std::ops::Range<usize>) -> Location {
+        Location::of_offset(self.file, self.src, span.start)
+    }
+
+    pub fn push(&mut self, span: std::ops::Range<usize>, problem: Problem) {
+        let location = Some(self.loc(span));
+        self.diags.push(Diagnostic {
+            severity: problem.severity(),
+            location,
+            problem,
+        });
+    }
+
+    fn defaults(&mut self, raw: Option<&toml::Spanned<raw::RawDefaults>>) -> Defaults {
+        let mut d = Defaults::default();
+        let Some(raw) = raw else { return d };
+        let raw = raw.get_ref();
+        if let Some(t) = &raw.timeout_ms {
+            match u64::try_from(*t.get_ref()) {
+                Ok(v) if (1..=600_000).contains(&v) => d.timeout_ms = v,
+                _ => self.push(
+                    t.span(),
+                    Problem::BadDefault {
+                        key: "timeout_ms",
+                        value: *t.get_ref(),
+                        expected: "1..=600000",
+                    },
+                ),
+            }
+        }
+        if let Some(r) = &raw.retries {
+            match u32::try_from(*r.get_ref()) {
+                Ok(v) if v <= 20 => d.retries = v,
+                _ => self.push(
+                    r.span(),
+                    Problem::BadDefault {
+                        key: "retries",
+                        value: *r.get_ref(),
+                        expected: "0..=20",
+                    },
+                ),
+            }
+        }
+        if let Some(c) = &raw.control_port {
+            match Port::from_i64(*c.get_ref()) {
+                Ok(p) => d.control_port = p,
+                Err(error) => self.push(
+                    c.span(),
+                    Problem::BadPort {
+                        what: "defaults.control_port".into(),
+                        error,
+                    },
+                ),
+            }
+        }
+        d
+    }
+}

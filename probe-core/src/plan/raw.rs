@@ -1,0 +1,211 @@
+//! The plan file as written: serde types that keep every value's span, so
+//! that validation can point at the exact line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use toml::Spanned;
+
+/// The whole plan file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlan {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub defaults: Option<Spanned<RawDefaults>>,
+    #[serde(default)]
+    pub zones: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub hosts: Vec<Spanned<RawHost>>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, Spanned<RawRole>>,
+    pub flows: Vec<Spanned<RawFlow>>,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<i64>>,
+    pub control_port: Option<Spanned<i64>>,
+}
+
+/// One `[[hosts]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHost {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub zone: Option<Spanned<String>>,
+    #[serde(default)]
+    pub roles: Vec<Spanned<RawRoleItem>>,
+    pub port_offset: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub port_overrides: BTreeMap<String, Spanned<i64>>,
+}
+
+/// An item of a host's `roles`: a name, or a name with its own offset.
+#[derive(Debug)]
+pub(crate) struct RawRoleItem {
+    pub role: String,
+    pub port_offset: Option<Spanned<i64>>,
+}
+
+impl<'de> Deserialize<'de> for RawRoleItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRoleItem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a role name or { role = "NAME", port_offset = N }"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRoleItem, E> {
+                Ok(RawRoleItem {
+                    role: v.to_owned(),
+                    port_offset: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRoleItem, A::Error> {
+                let mut role = None;
+                let mut port_offset = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "role" => role = Some(map.next_value::<String>()?),
+                        "port_offset" => port_offset = Some(map.next_value::<Spanned<i64>>()?),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["role", "port_offset"]));
+                        }
+                    }
+                }
+                let role = role.ok_or_else(|| de::Error::missing_field("role"))?;
+                Ok(RawRoleItem { role, port_offset })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One `[roles.NAME]` table (also the catalog's format).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRole {
+    #[serde(rename = "use")]
+    pub use_: Option<Spanned<String>>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<Spanned<RawPort>>,
+}
+
+/// A port entry of a role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPort {
+    pub name: Spanned<String>,
+    pub port: Spanned<i64>,
+    #[serde(default)]
+    pub protocol: crate::Protocol,
+    #[serde(default = "yes")]
+    pub offset: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Whether a flow expects its paths open or blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawExpect {
+    #[default]
+    Open,
+    Blocked,
+}
+
+/// One `[[flows]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFlow {
+    pub name: Option<String>,
+    pub from: Spanned<Selectors>,
+    pub to: Spanned<Selectors>,
+    pub ports: Spanned<Vec<Spanned<RawPortRef>>>,
+    #[serde(default)]
+    pub expect: RawExpect,
+}
+
+/// A flow's `from`/`to`: one selector or a list of them.
+#[derive(Debug)]
+pub(crate) struct Selectors(pub Vec<Spanned<String>>);
+
+impl<'de> Deserialize<'de> for Selectors {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Selectors;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a selector (host:NAME, role:NAME, zone:NAME or all) or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, _v: &str) -> Result<Selectors, E> {
+                // The span of a lone string is the enclosing value's; the
+                // caller fills it in (see `Selectors::fix_single_span`).
+                Ok(Selectors(vec![Spanned::new(0..0, _v.to_owned())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Selectors, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<Spanned<String>>()? {
+                    v.push(s);
+                }
+                Ok(Selectors(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Selectors {
+    /// A lone string has no span of its own; give it the enclosing one.
+    pub(crate) fn spans_fixed(sp: &Spanned<Selectors>) -> Vec<Spanned<String>> {
+        sp.get_ref()
+            .0
+            .iter()
+            .map(|s| {
+                if s.span() == (0..0) {
+                    Spanned::new(sp.span(), s.get_ref().clone())
+                } else {
+                    s.clone()
+                }
+            })
+            .collect()
+    }
+}
+
+/// A flow's port: a name or a number.
+#[derive(Debug, Clone)]
+pub(crate) enum RawPortRef {
+    Name(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawPortRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPortRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port name (string) or a port number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPortRef, E> {
+                Ok(RawPortRef::Name(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPortRef, E> {
+                Ok(RawPortRef::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPortRef, E> {
+                Ok(RawPortRef::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

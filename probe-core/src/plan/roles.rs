@@ -1,0 +1,181 @@
+//! Role resolution: `use` inheritance with replacement by port name, shared
+//! by the catalog and by plans.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::diag::{Diagnostic, Location, Problem, Suggestion};
+use super::raw::{RawPort, RawRole};
+use super::{PortDef, Role};
+use crate::port::Port;
+
+/// Where a role came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleOrigin {
+    /// Built into the binary.
+    Catalog,
+    /// Defined in the plan (possibly starting from a catalog role).
+    Plan,
+}
+
+/// Resolves raw role tables into [`Role`]s. Plan roles shadow catalog roles;
+/// a plan role that `use`s its own name starts from the catalog role.
+pub(crate) struct Resolver<'a> {
+    pub file: &'a Arc<str>,
+    pub src: &'a str,
+    pub raw: &'a BTreeMap<String, Spanned<RawRole>>,
+    pub base: &'a BTreeMap<String, Role>,
+    pub origin: RoleOrigin,
+    pub done: BTreeMap<String, Option<Role>>,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Resolver<'_> {
+    fn loc(&self, span: std::ops::Range<usize>) -> Location {
+        Location::of_offset(self.file, self.src, span.start)
+    }
+
+    fn error(&mut self, span: std::ops::Range<usize>, problem: Problem) {
+        let location = Some(self.loc(span));
+        self.diags.push(Diagnostic {
+            severity: problem.severity(),
+            location,
+            problem,
+        });
+    }
+
+    /// Resolves every raw role; the results are in `done` (None where the
+    /// role had errors).
+    pub fn resolve_all(&mut self) {
+        let names: Vec<String> = self.raw.keys().cloned().collect();
+        for name in names {
+            let mut stack = Vec::new();
+            self.resolve(&name, &mut stack);
+        }
+    }
+
+    fn resolve(&mut self, name: &str, stack: &mut Vec<String>) -> Option<Role> {
+        if let Some(done) = self.done.get(name) {
+            return done.clone();
+        }
+        let raw = self.raw.get(name)?;
+        if let Some(pos) = stack.iter().position(|s| s == name) {
+            let mut chain: Vec<String> = stack[pos..].to_vec();
+            chain.push(name.to_owned());
+            let span = raw.span();
+            self.error(span, Problem::UseCycle { chain });
+            return None;
+        }
+        stack.push(name.to_owned());
+        let mut ok = true;
+        let mut ports: Vec<PortDef> = Vec::new();
+        if let Some(base) = &raw.get_ref().use_ {
+            let base_name = base.get_ref().as_str();
+            let resolved = if base_name != name && self.raw.contains_key(base_name) {
+                self.resolve(base_name, stack)
+            } else if let Some(r) = self.base.get(base_name) {
+                Some(r.clone())
+            } else {
+                let candidates: Vec<&str> = self
+                    .raw
+                    .keys()
+                    .chain(self.base.keys())
+                    .map(String::as_str)
+                    .collect();
+                let suggestion = Suggestion::closest(base_name, candidates);
+                self.error(
+                    base.span(),
+                    Problem::UnknownRole {
+                        role: base_name.to_owned(),
+                        suggestion,
+                    },
+                );
+                None
+            };
+            match resolved {
+                Some(r) => ports = r.ports,
+                None => ok = false,
+            }
+        }
+        let mut own: Vec<&str> = Vec::new();
+        for p in &raw.get_ref().ports {
+            match self.port_def(name, p) {
+                Some(def) => {
+                    if own.contains(&def.name.as_str()) {
+                        self.error(
+                            p.get_ref().name.span(),
+                            Problem::DuplicatePortName {
+                                role: name.to_owned(),
+                                name: def.name.clone(),
+                            },
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    own.push(p.get_ref().name.get_ref());
+                    match ports.iter_mut().find(|q| q.name == def.name) {
+                        Some(slot) => *slot = def,
+                        None => ports.push(def),
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        stack.pop();
+        let role = ok.then(|| Role {
+            name: name.to_owned(),
+            description: raw.get_ref().description.clone().unwrap_or_default(),
+            ports,
+            origin: self.origin,
+            based_on: raw.get_ref().use_.as_ref().map(|u| u.get_ref().clone()),
+        });
+        self.done.insert(name.to_owned(), role.clone());
+        role
+    }
+
+    fn port_def(&mut self, role: &str, p: &Spanned<RawPort>) -> Option<PortDef> {
+        let p = p.get_ref();
+        let name = p.name.get_ref();
+        if !valid_port_name(name) {
+            self.error(
+                p.name.span(),
+                Problem::BadPortName {
+                    role: role.to_owned(),
+                    name: name.clone(),
+                },
+            );
+            return None;
+        }
+        match Port::from_i64(*p.port.get_ref()) {
+            Ok(port) => Some(PortDef {
+                name: name.clone(),
+                port,
+                protocol: p.protocol,
+                offset: p.offset,
+            }),
+            Err(error) => {
+                self.error(
+                    p.port.span(),
+                    Problem::BadPort {
+                        what: format!("port `{name}` of role `{role}`"),
+                        error,
+                    },
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A port name is an identifier; all digits would be confused with a port
+/// number in flows.
+pub(crate) fn valid_port_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.chars().all(|c| c.is_ascii_digit())
+}

@@ -1,0 +1,280 @@
+//! `plan show` and `catalog` output: the expanded plan as a table or as
+//! `portcall.plan/v1` JSON.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::Table;
+use crate::catalog::Catalog;
+use crate::plan::{Address, Expect, Plan};
+use crate::port::{Port, Protocol};
+
+/// The `schema` value of plan JSON.
+pub const PLAN_SCHEMA: &str = "portcall.plan/v1";
+/// The `schema` value of catalog JSON.
+pub const CATALOG_SCHEMA: &str = "portcall.catalog/v1";
+
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    schema: &'static str,
+    plan: &'a str,
+    hosts: Vec<HostJson<'a>>,
+    paths: Vec<PathJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct HostJson<'a> {
+    name: &'a str,
+    address: &'a Address,
+    zone: Option<&'a str>,
+    roles: Vec<&'a str>,
+    port_offset: u16,
+    ports: Vec<PortJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PortJson<'a> {
+    name: &'a str,
+    port: Port,
+    protocol: Protocol,
+    role: &'a str,
+}
+
+#[derive(Serialize)]
+struct PathJson<'a> {
+    from: &'a str,
+    to: &'a str,
+    address: &'a Address,
+    port: Port,
+    service: &'a str,
+    protocol: Protocol,
+    expect: Expect,
+}
+
+/// Writes `portcall.plan/v1` JSON (pretty, with a trailing newline).
+pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
+    let doc = PlanJson {
+        schema: PLAN_SCHEMA,
+        plan: &plan.name,
+        hosts: plan
+            .hosts
+            .iter()
+            .map(|h| HostJson {
+                name: &h.name,
+                address: &h.address,
+                zone: h.zone.as_deref(),
+                roles: h.roles.iter().map(|r| r.role.as_str()).collect(),
+                port_offset: h.port_offset,
+                ports: h
+                    .ports
+                    .iter()
+                    .map(|p| PortJson {
+                        name: &p.name,
+                        port: p.port,
+                        protocol: p.protocol,
+                        role: &p.role,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        paths: plan
+            .paths
+            .iter()
+            .map(|p| PathJson {
+                from: &p.from,
+                to: &p.to,
+                address: &p.address,
+                port: p.port,
+                service: &p.service,
+                protocol: p.protocol,
+                expect: p.expect,
+            })
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut *w, &doc)?;
+    writeln!(w)
+}
+
+fn port_label(name: &str, port: Port, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Tcp => format!("{name} {port}"),
+        Protocol::Tls => format!("{name} {port}/tls"),
+    }
+}
+
+/// Writes the plan for a terminal: hosts with their effective ports, then
+/// the paths grouped by the flow that first produces them.
+pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        w,
+        "plan {} ({}): {} hosts, {} flows, {} paths",
+        plan.name,
+        plan.source,
+        plan.hosts.len(),
+        plan.flows.len(),
+        plan.paths.len()
+    )?;
+    writeln!(w)?;
+    let mut t = Table::with_header(["HOST", "ADDRESS", "ZONE", "ROLE", "OFFSET", "PORTS"]);
+    for h in &plan.hosts {
+        if h.roles.is_empty() {
+            t.row([
+                h.name.clone(),
+                h.address.to_string(),
+                h.zone.clone().unwrap_or_else(|| "-".into()),
+                "-".into(),
+                "-".into(),
+                "(no ports: a probe source only)".into(),
+            ]);
+        }
+        for (i, r) in h.roles.iter().enumerate() {
+            let ports: Vec<String> = h
+                .ports
+                .iter()
+                .filter(|p| p.role == r.role)
+                .map(|p| port_label(&p.name, p.port, p.protocol))
+                .collect();
+            let first = i == 0;
+            t.row([
+                if first { h.name.clone() } else { String::new() },
+                if first {
+                    h.address.to_string()
+                } else {
+                    String::new()
+                },
+                if first {
+                    h.zone.clone().unwrap_or_else(|| "-".into())
+                } else {
+                    String::new()
+                },
+                r.role.clone(),
+                format!("+{}", r.port_offset),
+                ports.join(", "),
+            ]);
+        }
+    }
+    t.write_to(w)?;
+    for f in &plan.flows {
+        let paths: Vec<_> = plan
+            .paths
+            .iter()
+            .filter(|p| p.flows[0] == f.index)
+            .collect();
+        writeln!(w)?;
+        let ports: Vec<String> = f.ports.iter().map(ToString::to_string).collect();
+        writeln!(
+            w,
+            "flow {} ({}): {} [{}] expect {}, {} path{}",
+            f.index,
+            f.location,
+            f.label(),
+            ports.join(", "),
+            f.expect,
+            paths.len(),
+            if paths.len() == 1 { "" } else { "s" }
+        )?;
+        let mut t = Table::default().indent(2);
+        for p in paths {
+            let also = if p.flows.len() > 1 {
+                let others: Vec<String> =
+                    p.flows[1..].iter().map(|i| format!("flow {i}")).collect();
+                format!("(also {})", others.join(", "))
+            } else {
+                String::new()
+            };
+            t.row([
+                p.from.clone(),
+                "->".into(),
+                p.to.clone(),
+                format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol),
+                p.service.clone(),
+                also,
+            ]);
+        }
+        t.write_to(w)?;
+    }
+    Ok(())
+}
+
+/// IPv6 literals are bracketed when a port follows.
+pub fn bracket(a: &Address) -> String {
+    match a {
+        Address::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Serialize)]
+struct CatalogJson<'a> {
+    schema: &'static str,
+    roles: Vec<CatalogRoleJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CatalogRoleJson<'a> {
+    name: &'a str,
+    description: &'a str,
+    based_on: Option<&'a str>,
+    ports: Vec<CatalogPortJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CatalogPortJson<'a> {
+    name: &'a str,
+    port: Port,
+    protocol: Protocol,
+    offset: bool,
+}
+
+/// Writes the catalog as `portcall.catalog/v1` JSON.
+pub fn catalog_json(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
+    let doc = CatalogJson {
+        schema: CATALOG_SCHEMA,
+        roles: catalog
+            .roles()
+            .map(|r| CatalogRoleJson {
+                name: &r.name,
+                description: &r.description,
+                based_on: r.based_on.as_deref(),
+                ports: r
+                    .ports
+                    .iter()
+                    .map(|p| CatalogPortJson {
+                        name: &p.name,
+                        port: p.port,
+                        protocol: p.protocol,
+                        offset: p.offset,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_writer_pretty(&mut *w, &doc)?;
+    writeln!(w)
+}
+
+/// Writes the catalog as a table; fixed ports (not shifted by offsets) are
+/// marked `fixed`.
+pub fn catalog_table(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
+    let mut t = Table::with_header(["ROLE", "PORTS", "DESCRIPTION"]);
+    for r in catalog.roles() {
+        let ports: Vec<String> = r
+            .ports
+            .iter()
+            .map(|p| {
+                let mut s = port_label(&p.name, p.port, p.protocol);
+                if !p.offset {
+                    s.push_str(" fixed");
+                }
+                s
+            })
+            .collect();
+        t.row([r.name.clone(), ports.join(", "), r.description.clone()]);
+    }
+    t.write_to(w)?;
+    writeln!(
+        w,
+        "\nports shift by the host's port_offset unless marked fixed; use a role by name in a host's roles, or start from it with `use`"
+    )
+}
