@@ -8,7 +8,12 @@ use super::{Cx, Expect, Flow, Host, Location, Path, PortRef, Problem, Selector, 
 use crate::port::{Port, Protocol};
 
 /// Expands every flow into paths, merging duplicates.
-pub(crate) fn expand(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &[Host]) -> (Vec<Flow>, Vec<Path>) {
+pub(crate) fn expand(
+    cx: &mut Cx<'_>,
+    raw: &RawPlan,
+    hosts: &[Host],
+    tainted: &BTreeSet<usize>,
+) -> (Vec<Flow>, Vec<Path>) {
     let mut flows = Vec::new();
     let mut paths: Vec<Path> = Vec::new();
     // (from, to, port) -> index into `paths`, and the flow that made it.
@@ -18,6 +23,7 @@ pub(crate) fn expand(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &[Host]) -> (Vec<Flo
         let f = rf.get_ref();
         let index = i + 1;
         let location = cx.loc(rf.span());
+        let errors_before = cx.error_count();
         let from = selectors(cx, &f.from, hosts);
         let to = selectors(cx, &f.to, hosts);
         let expect = match f.expect {
@@ -106,7 +112,8 @@ pub(crate) fn expand(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &[Host]) -> (Vec<Flo
                 }
             }
             if let PortRef::Name(n) = pref {
-                if !resolved_somewhere && !targets.is_empty() {
+                let incomplete = targets.iter().any(|t| tainted.contains(t));
+                if !resolved_somewhere && !targets.is_empty() && !incomplete {
                     let names: BTreeSet<&str> = targets
                         .iter()
                         .flat_map(|&t| hosts[t].ports.iter().map(|p| p.name.as_str()))
@@ -126,7 +133,7 @@ pub(crate) fn expand(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &[Host]) -> (Vec<Flo
                 }
             }
         }
-        if produced == 0 && !sources.is_empty() && !targets.is_empty() && !port_refs.is_empty() {
+        if produced == 0 && cx.error_count() == errors_before && !targets.iter().any(|t| tainted.contains(t)) && !port_refs.is_empty() {
             cx.push(rf.span(), Problem::FlowWithoutPaths);
         }
         flows.push(Flow {

@@ -17,8 +17,11 @@ pub(crate) fn build(
     plan_roles: &BTreeMap<String, Option<Role>>,
     catalog: &Catalog,
     defaults: Defaults,
-) -> (Vec<Host>, BTreeMap<String, Role>) {
+) -> (Vec<Host>, BTreeMap<String, Role>, BTreeSet<usize>) {
     let mut hosts: Vec<Host> = Vec::new();
+    // Hosts whose ports are incomplete because of an error already
+    // reported; flows do not pile more errors on them.
+    let mut tainted: BTreeSet<usize> = BTreeSet::new();
     let mut used: BTreeMap<String, Role> = BTreeMap::new();
     let mut names: BTreeMap<String, Location> = BTreeMap::new();
     let mut addresses: BTreeMap<Address, (String, Location)> = BTreeMap::new();
@@ -28,8 +31,10 @@ pub(crate) fn build(
         .chain(catalog.roles().map(|r| r.name.as_str()))
         .collect();
 
-    for rh in &raw.hosts {
+    for (hi, rh) in raw.hosts.iter().enumerate() {
         let h = rh.get_ref();
+        let errors_before = cx.error_count();
+        let mut incomplete = false;
         let location = cx.loc(rh.span());
         let name = h.name.get_ref().clone();
         if !valid_host_name(&name) {
@@ -85,7 +90,10 @@ pub(crate) fn build(
             let role = match plan_roles.get(&ri.role) {
                 Some(Some(r)) => Some(r),
                 // A plan role with errors was already reported.
-                Some(None) => None,
+                Some(None) => {
+                    incomplete = true;
+                    None
+                }
                 None => match catalog.get(&ri.role) {
                     Some(r) => Some(r),
                     None => {
@@ -201,7 +209,7 @@ pub(crate) fn build(
             per_instance.push(mine);
         }
         collisions(cx, &name, &instances, &per_instance, &overrides);
-        for (i, (inst, role, span)) in instances.iter().enumerate() {
+        for (i, (_, role, span)) in instances.iter().enumerate() {
             for (pname, port) in &per_instance[i] {
                 if *port == defaults.control_port {
                     cx.push(
@@ -215,9 +223,11 @@ pub(crate) fn build(
                     );
                 }
             }
-            let _ = inst;
         }
 
+        if incomplete || cx.error_count() > errors_before {
+            tainted.insert(hi);
+        }
         hosts.push(Host {
             name,
             address,
@@ -234,8 +244,17 @@ pub(crate) fn build(
         .values()
         .filter_map(|r| r.based_on.as_deref())
         .collect();
+    let named: BTreeSet<&str> = raw
+        .hosts
+        .iter()
+        .flat_map(|h| h.get_ref().roles.iter().map(|r| r.get_ref().role.as_str()))
+        .collect();
     for (rname, rrole) in &raw.roles {
-        if !used.contains_key(rname) && !bases.contains(rname.as_str()) {
+        let mentioned = named.contains(rname.as_str())
+            || raw.roles.values().any(|r| {
+                r.get_ref().use_.as_ref().is_some_and(|u| u.get_ref() == rname)
+            });
+        if !used.contains_key(rname) && !bases.contains(rname.as_str()) && !mentioned {
             cx.push(
                 rrole.span(),
                 Problem::UnusedRole {
@@ -244,7 +263,7 @@ pub(crate) fn build(
             );
         }
     }
-    (hosts, used)
+    (hosts, used, tainted)
 }
 
 /// Reports each pair of role instances on a host that share a port, once,
@@ -272,7 +291,7 @@ fn collisions(
             let Some((first_port, second_port, port)) = clash else {
                 continue;
             };
-            let (inst, role, span) = &instances[j];
+            let (_, role, span) = &instances[j];
             let fix = match smallest_offset(j, instances, per_instance, overrides) {
                 Some(offset) => CollisionFix::Offset {
                     role: role.name.clone(),
@@ -282,7 +301,6 @@ fn collisions(
                     port_name: second_port.clone(),
                 },
             };
-            let _ = inst;
             cx.push(
                 span.clone(),
                 Problem::PortCollision {

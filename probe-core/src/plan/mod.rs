@@ -380,35 +380,49 @@ impl Plan {
 /// Turns a TOML parser error into a located diagnostic, with a hint for the
 /// commonest mistake (an unquoted address or name).
 pub(crate) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error) -> Diagnostic {
-    let location = e.span().map(|s| Location::of_offset(file, src, s.start));
-    let mut hint = String::new();
+    let mut message = e
+        .message()
+        .trim_end_matches('\n')
+        .replace('\n', "; ")
+        .replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected a non-negative integer");
+    if message == "duplicate key" {
+        if let Some(span) = e.span() {
+            let key = src.get(span.clone()).unwrap_or("").trim();
+            if !key.is_empty() && !key.contains('\n') {
+                message = format!("duplicate key `{key}`");
+            }
+        }
+    }
+    let mut location = e.span().map(|s| Location::of_offset(file, src, s.start));
+    let mut problem = Problem::Syntax {
+        message: message.clone(),
+        hint: String::new(),
+    };
     if let Some(span) = e.span() {
-        let line_start = src[..span.start.min(src.len())]
-            .rfind('\n')
-            .map_or(0, |i| i + 1);
+        let start = span.start.min(src.len());
+        let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
         let line = src[line_start..].lines().next().unwrap_or("");
         if let Some((key, value)) = line.split_once('=') {
-            let value = value.trim();
+            let value = value.split('#').next().unwrap_or("").trim();
             let bare = !value.is_empty()
                 && !value.starts_with(['"', '\'', '[', '{'])
                 && value
                     .chars()
                     .any(|c| c.is_ascii_alphabetic() || c == '.' || c == ':')
                 && value.parse::<f64>().is_err()
-                && !matches!(value, "true" | "false");
+                && !matches!(value, "true" | "false" | "inf" | "nan");
             if bare {
-                hint = format!(
-                    "; strings must be quoted, e.g. {} = \"{}\"",
-                    key.trim(),
-                    value
-                );
+                // Point at the value itself, not wherever the parser gave up.
+                let value_at = line_start + line.find(value).unwrap_or(0);
+                location = Some(Location::of_offset(file, src, value_at));
+                problem = Problem::Syntax {
+                    message: format!("expected a quoted string, found unquoted `{value}` ({message})"),
+                    hint: format!("; write {} = \"{}\"", key.trim(), value),
+                };
             }
         }
     }
-    let problem = Problem::Syntax {
-        message: e.message().trim_end_matches('\n').replace('\n', "; "),
-        hint,
-    };
     Diagnostic {
         severity: Severity::Error,
         location,
@@ -453,12 +467,13 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     cx.diags.append(&mut resolver.diags);
     let plan_roles = resolver.done;
 
-    let (hosts, roles) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
+    let (hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
     let zones = hosts::zones(&mut cx, &raw, &hosts);
-    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts);
+    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted);
 
     cx.diags
         .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.col)));
+    cx.diags.dedup();
     let diagnostics = Diagnostics(cx.diags);
     let plan = (!diagnostics.has_errors()).then(|| Plan {
         name,
@@ -481,6 +496,13 @@ pub(crate) struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    pub fn error_count(&self) -> usize {
+        self.diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
     pub fn loc(&self, span: std::ops::Range<usize>) -> Location {
         Location::of_offset(self.file, self.src, span.start)
     }
