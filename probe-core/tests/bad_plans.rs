@@ -20,7 +20,11 @@ fn every_bad_plan_is_rejected_with_its_expected_message() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= 20, "the corpus shrank to {} plans", cases.len());
+    assert!(
+        cases.len() >= 20,
+        "the corpus shrank to {} plans",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let src = String::from_utf8_lossy(&std::fs::read(case).unwrap()).into_owned();

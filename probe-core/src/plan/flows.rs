@@ -133,7 +133,11 @@ pub(crate) fn expand(
                 }
             }
         }
-        if produced == 0 && cx.error_count() == errors_before && !targets.iter().any(|t| tainted.contains(t)) && !port_refs.is_empty() {
+        if produced == 0
+            && cx.error_count() == errors_before
+            && !targets.iter().any(|t| tainted.contains(t))
+            && !port_refs.is_empty()
+        {
             cx.push(rf.span(), Problem::FlowWithoutPaths);
         }
         flows.push(Flow {

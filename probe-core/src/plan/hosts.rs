@@ -252,7 +252,10 @@ pub(crate) fn build(
     for (rname, rrole) in &raw.roles {
         let mentioned = named.contains(rname.as_str())
             || raw.roles.values().any(|r| {
-                r.get_ref().use_.as_ref().is_some_and(|u| u.get_ref() == rname)
+                r.get_ref()
+                    .use_
+                    .as_ref()
+                    .is_some_and(|u| u.get_ref() == rname)
             });
         if !used.contains_key(rname) && !bases.contains(rname.as_str()) && !mentioned {
             cx.push(

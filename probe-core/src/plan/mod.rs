@@ -417,7 +417,9 @@ pub(crate) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error)
                 let value_at = line_start + line.find(value).unwrap_or(0);
                 location = Some(Location::of_offset(file, src, value_at));
                 problem = Problem::Syntax {
-                    message: format!("expected a quoted string, found unquoted `{value}` ({message})"),
+                    message: format!(
+                        "expected a quoted string, found unquoted `{value}` ({message})"
+                    ),
                     hint: format!("; write {} = \"{}\"", key.trim(), value),
                 };
             }

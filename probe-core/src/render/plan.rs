@@ -183,12 +183,14 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             } else {
                 String::new()
             };
+            let service = match &p.role {
+                Some(role) => format!("{} ({role})", p.service),
+                None => format!("{} (not a planned port)", p.service),
+            };
             t.row([
-                p.from.clone(),
-                "->".into(),
-                p.to.clone(),
+                format!("{} -> {}", p.from, p.to),
                 format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol),
-                p.service.clone(),
+                service,
                 also,
             ]);
         }

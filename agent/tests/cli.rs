@@ -1,0 +1,159 @@
+//! The `portcall` binary as an operator meets it: exit codes, where output
+//! goes, and the must-show behaviours of the plan commands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn portcall(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .expect("run portcall")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn plan_show_lists_effective_ports_of_the_example() {
+    let out = portcall(&["plan", "show", "examples/wso2-distributed.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let analytics = s.lines().find(|l| l.starts_with("apim-analytics")).unwrap();
+    assert!(
+        analytics.contains("thrift 7612") && analytics.contains("thrift-ssl 7712/tls"),
+        "{analytics}"
+    );
+    let km = s.lines().find(|l| l.starts_with("keymanager")).unwrap();
+    assert!(km.contains("+2") && km.contains("thrift-km 10397"), "{km}");
+    let store = s.lines().find(|l| l.contains("wso2-apim-store")).unwrap();
+    assert!(
+        store.contains("+1") && store.contains("https-servlet 9444/tls"),
+        "{store}"
+    );
+}
+
+#[test]
+fn plan_show_json_is_the_v1_schema() {
+    let out = portcall(&[
+        "plan",
+        "show",
+        "examples/wso2-distributed.toml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "portcall.plan/v1");
+    assert_eq!(v["paths"].as_array().unwrap().len(), 83);
+}
+
+#[test]
+fn lint_of_publisher_and_store_without_offsets_fails_and_suggests_offset_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("portal.toml");
+    std::fs::write(
+        &plan,
+        r#"name = "portal"
+[[hosts]]
+name = "portal"
+address = "198.18.0.1"
+roles = ["wso2-apim-publisher", "wso2-apim-store"]
+[[hosts]]
+name = "op"
+address = "198.18.0.2"
+[[flows]]
+from = "host:op"
+to = "host:portal"
+ports = ["https-servlet"]
+"#,
+    )
+    .unwrap();
+    let out = portcall(&["plan", "lint", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let s = text(&out.stdout);
+    assert!(s.contains("portal.toml:5:"), "{s}");
+    assert!(
+        s.contains("`wso2-apim-publisher`") && s.contains("`wso2-apim-store`"),
+        "{s}"
+    );
+    assert!(s.contains("port_offset = 1"), "{s}");
+}
+
+#[test]
+fn lint_of_the_example_is_clean() {
+    let out = portcall(&["plan", "lint", "examples/wso2-distributed.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("0 warnings"));
+}
+
+#[test]
+fn unquoted_address_names_file_and_line_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("unquoted.toml");
+    std::fs::write(
+        &plan,
+        "name = \"x\"\n[[hosts]]\nname = \"db\"\naddress = 198.18.0.1\n[[flows]]\nfrom = \"all\"\nto = \"all\"\nports = [3306]\n",
+    )
+    .unwrap();
+    for cmd in ["show", "lint"] {
+        let out = portcall(&["plan", cmd, plan.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "plan {cmd}");
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(
+            all.contains("unquoted.toml:4:11: error"),
+            "plan {cmd}: {all}"
+        );
+        assert!(
+            all.contains(r#"address = "198.18.0.1""#),
+            "plan {cmd}: {all}"
+        );
+    }
+}
+
+#[test]
+fn missing_plan_file_is_exit_2_with_the_path() {
+    let out = portcall(&["plan", "show", "no/such/plan.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("read plan no/such/plan.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(portcall(&["plan", "show"]).status.code(), Some(2));
+    assert_eq!(portcall(&["no-such-command"]).status.code(), Some(2));
+    assert_eq!(
+        portcall(&["catalog", "--format", "yaml"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn catalog_lists_roles_as_table_and_json() {
+    let out = portcall(&["catalog"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("thrift-km 10397 fixed"));
+    let out = portcall(&["catalog", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "portcall.catalog/v1");
+    let das = v["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "wso2-das")
+        .unwrap();
+    assert_eq!(das["ports"][2]["port"], 7611);
+}

@@ -1,0 +1,548 @@
+//! The plan rules of PRODUCT.md, one test each, plus snapshots of
+//! `plan show` for the bundled WSO2 example and property tests of offsets,
+//! overrides and selectors.
+
+use expect_test::expect_file;
+use probe_core::Protocol;
+use probe_core::catalog::Catalog;
+use probe_core::plan::{Expect, Plan, PlanError, Problem, analyze};
+use probe_core::render::plan::{plan_json, plan_table};
+
+const EXAMPLE: &str = include_str!("../../examples/wso2-distributed.toml");
+const EXAMPLE_NAME: &str = "examples/wso2-distributed.toml";
+
+fn example() -> Plan {
+    Plan::parse(EXAMPLE, EXAMPLE_NAME).expect("the example plan is valid")
+}
+
+fn port_of(plan: &Plan, host: &str, role: &str, name: &str) -> u16 {
+    plan.host(host)
+        .unwrap()
+        .ports
+        .iter()
+        .find(|p| p.role == role && p.name == name)
+        .unwrap_or_else(|| panic!("{host} has no {role}/{name}"))
+        .port
+        .get()
+}
+
+fn errors(src: &str) -> Vec<Problem> {
+    match Plan::parse(src, "t.toml") {
+        Ok(_) => panic!("plan accepted:\n{src}"),
+        Err(PlanError::Invalid(d)) => d.0.into_iter().map(|d| d.problem).collect(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn example_is_clean_and_has_the_documented_ports() {
+    let a = analyze(EXAMPLE, EXAMPLE_NAME, Catalog::builtin());
+    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+    let p = example();
+    assert_eq!(port_of(&p, "apim-analytics", "wso2-das", "thrift"), 7612);
+    assert_eq!(
+        port_of(&p, "apim-analytics", "wso2-das", "thrift-ssl"),
+        7712
+    );
+    assert_eq!(port_of(&p, "esb-analytics", "wso2-das", "thrift"), 7611);
+    assert_eq!(
+        port_of(&p, "keymanager", "wso2-apim-keymanager", "thrift-km"),
+        10397
+    );
+    assert_eq!(
+        port_of(&p, "keymanager", "wso2-apim-keymanager", "https-servlet"),
+        9445
+    );
+    assert_eq!(
+        port_of(&p, "pub-store", "wso2-apim-store", "https-servlet"),
+        9444
+    );
+    assert_eq!(
+        port_of(&p, "pub-store", "wso2-apim-publisher", "https-servlet"),
+        9443
+    );
+    assert_eq!(
+        port_of(&p, "gw-worker-2", "apim-gateway-worker", "cluster"),
+        4200
+    );
+    assert_eq!(
+        port_of(&p, "gw-worker-1", "apim-gateway-worker", "cluster"),
+        4100
+    );
+    assert_eq!(
+        port_of(&p, "gw-manager", "apim-gateway-manager", "cluster"),
+        4500
+    );
+    // Must-be-blocked flows are present.
+    let blocked: Vec<_> = p
+        .paths
+        .iter()
+        .filter(|x| x.expect == Expect::Blocked)
+        .map(|x| format!("{}->{}:{}", x.from, x.to, x.port))
+        .collect();
+    assert!(blocked.contains(&"internet->db:3306".to_owned()));
+    assert!(blocked.contains(&"lb->db:3306".to_owned()));
+    assert!(blocked.contains(&"internet->pub-store:9444".to_owned()));
+    assert!(p.paths.iter().all(|x| x.from != x.to));
+}
+
+#[test]
+fn plan_show_table_snapshot() {
+    let mut out = Vec::new();
+    plan_table(&example(), &mut out).unwrap();
+    expect_file!["snapshots/wso2-plan-show.txt"].assert_eq(&String::from_utf8(out).unwrap());
+}
+
+#[test]
+fn plan_show_json_snapshot() {
+    let mut out = Vec::new();
+    plan_json(&example(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["schema"], "portcall.plan/v1");
+    // Exactly the keys of the contract, no more (serde_json sorts them).
+    let host_keys: Vec<&str> = v["hosts"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        host_keys,
+        ["address", "name", "port_offset", "ports", "roles", "zone"]
+    );
+    let port_keys: Vec<&str> = v["hosts"][2]["ports"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(port_keys, ["name", "port", "protocol", "role"]);
+    let path_keys: Vec<&str> = v["paths"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        path_keys,
+        [
+            "address", "expect", "from", "port", "protocol", "service", "to"
+        ]
+    );
+    expect_file!["snapshots/wso2-plan-show.json"].assert_eq(&text);
+}
+
+const TWO_PORTALS: &str = r#"
+name = "t"
+[[hosts]]
+name = "portal"
+address = "198.18.0.1"
+roles = ["wso2-apim-publisher", { role = "wso2-apim-store", port_offset = 1 }]
+[[hosts]]
+name = "op"
+address = "198.18.0.2"
+"#;
+
+#[test]
+fn a_name_two_roles_define_gives_one_path_per_role() {
+    let p = Plan::parse(
+        &format!("{TWO_PORTALS}[[flows]]\nfrom = \"host:op\"\nto = \"host:portal\"\nports = [\"https-servlet\"]\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let got: Vec<_> = p
+        .paths
+        .iter()
+        .map(|x| (x.port.get(), x.role.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (9443, "wso2-apim-publisher".to_owned()),
+            (9444, "wso2-apim-store".to_owned())
+        ]
+    );
+    assert!(p.paths.iter().all(|x| x.protocol == Protocol::Tls));
+}
+
+#[test]
+fn a_role_selector_resolves_names_through_that_role() {
+    let p = Plan::parse(
+        &format!("{TWO_PORTALS}[[flows]]\nfrom = \"host:op\"\nto = \"role:wso2-apim-store\"\nports = [\"https-servlet\"]\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let got: Vec<u16> = p.paths.iter().map(|x| x.port.get()).collect();
+    assert_eq!(got, [9444]);
+}
+
+#[test]
+fn numbers_are_literal_and_take_the_planned_name_where_there_is_one() {
+    let p = Plan::parse(
+        &format!("{TWO_PORTALS}[[flows]]\nfrom = \"host:op\"\nto = \"host:portal\"\nports = [9444, 8080]\n"),
+        "t.toml",
+    )
+    .unwrap();
+    let got: Vec<_> = p
+        .paths
+        .iter()
+        .map(|x| {
+            (
+                x.port.get(),
+                x.service.as_str(),
+                x.protocol,
+                x.role.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (9444, "https-servlet", Protocol::Tls, true),
+            (8080, "8080", Protocol::Tcp, false)
+        ]
+    );
+}
+
+#[test]
+fn use_adds_ports_and_replaces_ports_of_the_same_name() {
+    let p = Plan::parse(
+        r#"
+name = "t"
+[[hosts]]
+name = "gw"
+address = "gw.lab.example"
+roles = ["mygw"]
+port_offset = 10
+[[hosts]]
+name = "c"
+address = "::1"
+[roles.mygw]
+use = "wso2-apim-gateway"
+ports = [
+  { name = "nio-http", port = 8000, offset = false },
+  { name = "cluster", port = 4100, offset = false },
+]
+[[flows]]
+from = "host:c"
+to = "host:gw"
+ports = ["nio-http", "cluster", "https-servlet"]
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let gw = p.host("gw").unwrap();
+    let ports: Vec<_> = gw
+        .ports
+        .iter()
+        .map(|x| (x.name.as_str(), x.port.get()))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("https-servlet", 9453),
+            ("http-servlet", 9773),
+            ("nio-http", 8000),
+            ("nio-https", 8253),
+            ("cluster", 4100)
+        ]
+    );
+    assert_eq!(p.host("c").unwrap().address.to_string(), "::1");
+    assert_eq!(p.paths.len(), 3);
+}
+
+#[test]
+fn a_plan_role_replaces_the_catalog_role_of_the_same_name() {
+    let p = Plan::parse(
+        r#"
+name = "t"
+[[hosts]]
+name = "db"
+address = "198.18.0.1"
+roles = ["mariadb"]
+[[hosts]]
+name = "c"
+address = "198.18.0.2"
+[roles.mariadb]
+ports = [{ name = "mysql", port = 3307, offset = false }]
+[[flows]]
+from = "host:c"
+to = "role:mariadb"
+ports = ["mysql"]
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(p.paths[0].port.get(), 3307);
+}
+
+#[test]
+fn duplicate_paths_merge_and_conflicts_name_both_flows() {
+    let base = r#"
+name = "t"
+[[hosts]]
+name = "db"
+address = "198.18.0.1"
+zone = "data"
+roles = ["mariadb"]
+[[hosts]]
+name = "app"
+address = "198.18.0.2"
+zone = "app"
+[[flows]]
+from = "zone:app"
+to = "role:mariadb"
+ports = ["mysql"]
+"#;
+    let merged = Plan::parse(
+        &format!("{base}[[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [3306]\n"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(merged.paths.len(), 1);
+    assert_eq!(merged.paths[0].flows, [1, 2]);
+
+    let errs = errors(&format!(
+        "{base}[[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [3306]\nexpect = \"blocked\"\n"
+    ));
+    match &errs[..] {
+        [
+            Problem::ConflictingExpectations {
+                first, port: 3306, ..
+            },
+        ] => {
+            assert_eq!((first.line, first.col), (12, 1));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn flows_never_produce_self_paths() {
+    let p = Plan::parse(
+        r#"
+name = "t"
+[[hosts]]
+name = "a"
+address = "198.18.0.1"
+roles = ["wso2-cluster-wka"]
+[[hosts]]
+name = "b"
+address = "198.18.0.2"
+roles = ["wso2-cluster-wka"]
+[[flows]]
+from = "role:wso2-cluster-wka"
+to = "role:wso2-cluster-wka"
+ports = ["cluster"]
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let got: Vec<_> = p
+        .paths
+        .iter()
+        .map(|x| format!("{}->{}", x.from, x.to))
+        .collect();
+    assert_eq!(got, ["b->a", "a->b"]);
+}
+
+#[test]
+fn publisher_and_store_without_offsets_suggest_offset_1() {
+    let errs = errors(&format!(
+        "{}[[flows]]\nfrom = \"host:op\"\nto = \"host:portal\"\nports = [\"https-servlet\"]\n",
+        TWO_PORTALS.replace(
+            r#"{ role = "wso2-apim-store", port_offset = 1 }"#,
+            r#""wso2-apim-store""#
+        )
+    ));
+    match &errs[..] {
+        [
+            Problem::PortCollision {
+                first_role,
+                second_role,
+                fix,
+                ..
+            },
+        ] => {
+            assert_eq!(first_role, "wso2-apim-publisher");
+            assert_eq!(second_role, "wso2-apim-store");
+            assert_eq!(
+                *fix,
+                probe_core::plan::CollisionFix::Offset {
+                    role: "wso2-apim-store".into(),
+                    offset: 1
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+mod props {
+    //! Property tests: offsets and overrides against a brute-force model,
+    //! and selector expansion against counting.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// Role "r{i}" has ports base_i (offset-able) and, when `fixed_i`, a
+    /// fixed port 20000 + i.
+    fn plan_text(roles: &[(u16, u16, bool)], override_port: Option<u16>) -> String {
+        let mut s = String::from(
+            "name = \"p\"\n[[hosts]]\nname = \"h\"\naddress = \"198.18.0.1\"\nroles = [",
+        );
+        let items: Vec<String> = roles
+            .iter()
+            .enumerate()
+            .map(|(i, (_, off, _))| format!("{{ role = \"r{i}\", port_offset = {off} }}"))
+            .collect();
+        s.push_str(&items.join(", "));
+        s.push_str("]\n");
+        if let Some(o) = override_port {
+            s.push_str(&format!("port_overrides = {{ a0 = {o} }}\n"));
+        }
+        s.push_str("[[hosts]]\nname = \"c\"\naddress = \"198.18.0.2\"\n");
+        for (i, (base, _, fixed)) in roles.iter().enumerate() {
+            s.push_str(&format!(
+                "[roles.r{i}]\nports = [{{ name = \"a{i}\", port = {base} }}"
+            ));
+            if *fixed {
+                s.push_str(&format!(
+                    ", {{ name = \"f{i}\", port = {}, offset = false }}",
+                    20000 + i
+                ));
+            }
+            s.push_str("]\n");
+        }
+        s.push_str("[[flows]]\nfrom = \"host:c\"\nto = \"host:h\"\nports = [\"a0\"]\n");
+        s
+    }
+
+    fn effective(roles: &[(u16, u16, bool)], override_port: Option<u16>) -> Option<Vec<Vec<u32>>> {
+        let mut all = Vec::new();
+        for (i, (base, off, fixed)) in roles.iter().enumerate() {
+            let a = match (i, override_port) {
+                (0, Some(o)) => u32::from(o),
+                _ => u32::from(*base) + u32::from(*off),
+            };
+            if a > 65535 {
+                return None;
+            }
+            let mut v = vec![a];
+            if *fixed {
+                v.push(20000 + i as u32);
+            }
+            all.push(v);
+        }
+        Some(all)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn effective_ports_and_collisions_match_the_model(
+            roles in prop::collection::vec((1000u16..1010, 0u16..6, any::<bool>()), 1..4),
+            override_port in prop::option::of(1000u16..1012),
+        ) {
+            let src = plan_text(&roles, override_port);
+            let eff = effective(&roles, override_port).unwrap();
+            let flat: Vec<u32> = eff.iter().flatten().copied().collect();
+            let unique: BTreeSet<u32> = flat.iter().copied().collect();
+            let a = analyze(&src, "p.toml", Catalog::builtin());
+            if unique.len() == flat.len() {
+                let plan = a.plan.expect("no collision, so the plan is valid");
+                let got: Vec<u32> = plan.hosts[0].ports.iter().map(|p| u32::from(p.port.get())).collect();
+                prop_assert_eq!(got, flat);
+                prop_assert_eq!(u32::from(plan.paths[0].port.get()), eff[0][0]);
+            } else {
+                prop_assert!(a.plan.is_none());
+                let fixes: Vec<_> = a.diagnostics.0.iter().filter_map(|d| match &d.problem {
+                    Problem::PortCollision { second_role, fix, .. } => Some((second_role.clone(), fix.clone())),
+                    _ => None,
+                }).collect();
+                prop_assert!(!fixes.is_empty(), "{}", a.diagnostics);
+                for (role, fix) in fixes {
+                    if let probe_core::plan::CollisionFix::Offset { offset, .. } = fix {
+                        let j: usize = role[1..].parse().unwrap();
+                        // The suggested offset clears role j's collisions and
+                        // no smaller offset does.
+                        let clears = |off: u16| {
+                            let mut r = roles.clone();
+                            r[j].1 = off;
+                            let e = effective(&r, override_port);
+                            e.is_some_and(|e| {
+                                let mine: Vec<u32> = e[j].clone();
+                                let others: BTreeSet<u32> = e.iter().enumerate().filter(|(k, _)| *k != j).flat_map(|(_, v)| v.clone()).collect();
+                                let own: BTreeSet<u32> = mine.iter().copied().collect();
+                                own.len() == mine.len() && mine.iter().all(|p| !others.contains(p))
+                            })
+                        };
+                        prop_assert!(clears(offset), "offset {} does not clear r{}", offset, j);
+                        prop_assert!((0..offset).all(|o| !clears(o)), "a smaller offset than {} works", offset);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn selectors_expand_to_sources_times_targets_minus_self(
+            zones in prop::collection::vec(0u8..3, 2..7),
+            from_zone in 0u8..3,
+            to_zone in 0u8..3,
+        ) {
+            let mut s = String::from("name = \"z\"\n");
+            for (i, z) in zones.iter().enumerate() {
+                s.push_str(&format!("[[hosts]]\nname = \"h{i}\"\naddress = \"198.18.1.{}\"\nzone = \"z{z}\"\nroles = [\"ssh\"]\n", i + 1));
+            }
+            s.push_str(&format!("[[flows]]\nfrom = \"zone:z{from_zone}\"\nto = \"zone:z{to_zone}\"\nports = [\"ssh\"]\n"));
+            let a = analyze(&s, "z.toml", Catalog::builtin());
+            let n_from = zones.iter().filter(|z| **z == from_zone).count();
+            let n_to = zones.iter().filter(|z| **z == to_zone).count();
+            if n_from == 0 || n_to == 0 {
+                prop_assert!(a.plan.is_none(), "a selector matching nothing must be an error");
+                let is_match_err = a.diagnostics.0.iter().any(|d| matches!(d.problem, Problem::SelectorMatchesNothing { .. }));
+                prop_assert!(is_match_err);
+            } else {
+                let plan = a.plan.unwrap();
+                let both = if from_zone == to_zone { n_from } else { 0 };
+                prop_assert_eq!(plan.paths.len(), n_from * n_to - both);
+                prop_assert!(plan.paths.iter().all(|p| p.from != p.to && p.port.get() == 22));
+            }
+        }
+    }
+}
+
+mod never_panics {
+    //! Whatever the input, analysis returns diagnostics instead of panicking.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn mangled_example_never_panics(cut in 0usize..EXAMPLE.len(), len in 0usize..40, insert in "[\\[\\]{}=\"',.:#0-9a-z \n-]{0,8}") {
+            let mut s: Vec<char> = EXAMPLE.chars().collect();
+            let cut = cut.min(s.len());
+            let end = (cut + len).min(s.len());
+            s.splice(cut..end, insert.chars());
+            let s: String = s.into_iter().collect();
+            let a = analyze(&s, "m.toml", Catalog::builtin());
+            if a.plan.is_none() {
+                prop_assert!(a.diagnostics.has_errors());
+                for d in &a.diagnostics.0 {
+                    prop_assert!(d.location.is_some(), "unlocated: {}", d);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,200}") {
+            let _ = analyze(&s, "a.toml", Catalog::builtin());
+        }
+    }
+}
