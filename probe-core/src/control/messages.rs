@@ -1,0 +1,252 @@
+//! The control protocol's messages. A round is four requests per agent:
+//! `prepare` (canaries up), `probe` (this host's outgoing paths),
+//! `evidence` (what the canaries saw), `teardown`; `hello` answers who the
+//! agent is without changing anything.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::port::Protocol;
+use crate::probe::Observed;
+
+/// The protocol version an agent reports in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request from the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Who are you, and which plan do you hold?
+    Hello,
+    /// Start a round: open canaries on this host's planned ports.
+    Prepare(PrepareRequest),
+    /// Probe this host's outgoing paths.
+    Probe(ProbeRequest),
+    /// What did the canaries see?
+    Evidence(RoundRef),
+    /// Close the canaries now.
+    Teardown(RoundRef),
+}
+
+/// `prepare`: a new round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareRequest {
+    /// The round's id (hex).
+    pub round: String,
+    /// The host the coordinator believes this agent plays.
+    pub host: String,
+    /// The coordinator's [`super::plan_digest`].
+    pub plan_digest: String,
+    /// How long the canaries may stay up, in milliseconds, if nobody tears
+    /// them down (the agent caps it).
+    pub ttl_ms: u64,
+}
+
+/// A host's port, naming a target of this host's paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HostPort {
+    /// The target host's name.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// `probe`: measure this host's outgoing paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    /// The round's id.
+    pub round: String,
+    /// Target ports where a real service holds the port: probed live,
+    /// without the nonce exchange.
+    #[serde(default)]
+    pub live: Vec<HostPort>,
+    /// Target ports that have nothing to measure against (the target's
+    /// agent is down, or could not open the canary): not probed.
+    #[serde(default)]
+    pub skip: Vec<HostPort>,
+    /// Target hosts whose agent is down: none of their ports is probed.
+    #[serde(default)]
+    pub skip_hosts: Vec<String>,
+}
+
+/// Names a round in `evidence` and `teardown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundRef {
+    /// The round's id.
+    pub round: String,
+}
+
+/// A reply from an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum Response {
+    /// To `hello`.
+    Hello(HelloReply),
+    /// To `prepare`.
+    Prepared(PrepareReply),
+    /// To `probe`.
+    Probed(ProbeReply),
+    /// To `evidence`.
+    Evidence(EvidenceReply),
+    /// To `teardown`.
+    TornDown(RoundRef),
+    /// The request was refused or could not be served.
+    Error(ErrorReply),
+}
+
+/// Who the agent is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The host it plays.
+    pub host: String,
+    /// Its plan's name.
+    pub plan: String,
+    /// Its plan's digest.
+    pub plan_digest: String,
+    /// [`PROTOCOL_VERSION`].
+    pub version: u32,
+}
+
+/// What a planned port of this host got for the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerState {
+    /// A canary listens on it.
+    Canary,
+    /// A real service already holds it: probed live, never stolen.
+    Held,
+    /// No canary could be opened (say, a port below 1024 without the
+    /// privilege to bind it).
+    Failed,
+}
+
+impl ListenerState {
+    /// `canary`, `held` or `failed`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ListenerState::Canary => "canary",
+            ListenerState::Held => "held",
+            ListenerState::Failed => "failed",
+        }
+    }
+}
+
+/// One planned port's listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerReport {
+    /// The port.
+    pub port: u16,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// The port's name.
+    pub service: String,
+    /// Canary, held or failed.
+    pub state: ListenerState,
+    /// Why, for held and failed ports.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// `prepared`: the round's listeners on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareReply {
+    /// The round's id.
+    pub round: String,
+    /// One per planned port that some path targets.
+    pub listeners: Vec<ListenerReport>,
+}
+
+/// The prober's side of one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathProbe {
+    /// Index of the path in the plan's path list.
+    pub path: usize,
+    /// The nonce sent after connecting; `None` when the path was probed
+    /// live (no canary).
+    pub nonce: Option<String>,
+    /// The outcome.
+    pub observed: Observed,
+    /// The prober's detail.
+    pub detail: String,
+    /// Duration of the final attempt, in microseconds.
+    pub latency_us: u64,
+    /// Attempts that reached the network.
+    pub attempts: u32,
+    /// The local address the connection left from, when it connected.
+    pub source: Option<SocketAddr>,
+    /// The host name a canary answered with, when one answered.
+    pub answered_by: Option<String>,
+}
+
+/// `probed`: results of this host's outgoing paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReply {
+    /// The round's id.
+    pub round: String,
+    /// One per probed path.
+    pub results: Vec<PathProbe>,
+}
+
+/// A nonce a canary received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// The nonce.
+    pub nonce: String,
+    /// The source address the connection came from.
+    pub source: SocketAddr,
+}
+
+/// What one canary saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryEvidence {
+    /// The canary's port.
+    pub port: u16,
+    /// Nonces seen, in arrival order (capped).
+    pub seen: Vec<Sighting>,
+    /// Connections that carried no valid line for this round.
+    pub strays: u64,
+    /// Sightings dropped because the cap was reached.
+    pub dropped: u64,
+}
+
+/// `evidence`: what this host's canaries saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceReply {
+    /// The round's id.
+    pub round: String,
+    /// One per canary.
+    pub canaries: Vec<CanaryEvidence>,
+}
+
+/// `error`: why a request was not served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// Lowercase, naming what was wrong.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_tagged_json() {
+        let r = Request::Evidence(RoundRef {
+            round: "ab".into(),
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"op":"evidence","round":"ab"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let h: Request = serde_json::from_str(r#"{"op":"hello"}"#).unwrap();
+        assert_eq!(h, Request::Hello);
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format-disk"}"#).is_err());
+        let e = Response::Error(ErrorReply {
+            message: "x".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"reply":"error","message":"x"}"#
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! The agents' control channel: the messages a coordinator and an agent
+//! exchange during a round, their framing (one JSON object per line, with a
+//! hard size cap), and the transport (mutual TLS 1.3, or plain TCP on
+//! loopback with `--insecure`). Both `portcall check` and `portcall demo`
+//! speak it, so the demo exercises exactly what a real check does.
+
+mod frame;
+mod messages;
+mod transport;
+
+pub use frame::{FrameError, read_frame, write_frame};
+pub use messages::{
+    CanaryEvidence, ErrorReply, EvidenceReply, HelloReply, HostPort, ListenerReport, ListenerState, PathProbe,
+    PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, PROTOCOL_VERSION, Request, Response,
+    RoundRef, Sighting,
+};
+pub use transport::{ClientSecurity, ControlError, ControlStream, ServerSecurity, connect, op_name};
+
+use crate::plan::Plan;
+
+/// Largest request frame an agent accepts, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Largest reply frame a coordinator accepts, in bytes.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A fingerprint of everything in a plan that a round depends on (hosts,
+/// addresses, ports, paths, defaults), so that an agent and a coordinator
+/// reading different plans notice before measuring anything.
+///
+/// FNV-1a is enough: both ends are authenticated by mutual TLS, so the
+/// digest only has to catch accidents, not forgeries.
+pub fn plan_digest(plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let d = &plan.defaults;
+    let _ = writeln!(
+        s,
+        "{}|{}|{}|{}",
+        plan.name, d.timeout_ms, d.retries, d.control_port
+    );
+    for h in &plan.hosts {
+        let _ = write!(s, "H|{}|{}", h.name, h.address);
+        for p in &h.ports {
+            let _ = write!(s, "|{}:{}:{}:{}", p.name, p.port, p.protocol.as_str(), p.role);
+        }
+        s.push('\n');
+    }
+    for p in &plan.paths {
+        let _ = writeln!(
+            s,
+            "P|{}|{}|{}|{}|{}|{}|{}|{}",
+            p.from,
+            p.to,
+            p.address,
+            p.port,
+            p.service,
+            p.protocol.as_str(),
+            p.expect,
+            p.role.as_deref().unwrap_or("-")
+        );
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// A fresh random identifier of `bytes` bytes, as lowercase hex (round ids
+/// and nonces).
+pub fn random_id(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    crate::pki::random_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_changes_with_the_plan_and_ids_are_random_hex() {
+        let src = r#"
+name = "t"
+[[hosts]]
+name = "a"
+address = "127.0.0.1"
+[[hosts]]
+name = "b"
+address = "127.0.0.2"
+roles = ["mysql"]
+[[flows]]
+from = "host:a"
+to = "host:b"
+ports = ["mysql"]
+"#;
+        let p1 = Plan::parse(src, "t.toml").unwrap();
+        let p2 = Plan::parse(&src.replace("127.0.0.2", "127.0.0.3"), "t.toml").unwrap();
+        assert_eq!(plan_digest(&p1), plan_digest(&p1.clone()));
+        assert_ne!(plan_digest(&p1), plan_digest(&p2));
+        let (a, b) = (random_id(16), random_id(16));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}
