@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Validates the deployment assets in scripts/deploy with the tools operators
+# run: systemd-analyze (unit), ansible-playbook (playbook), promtool
+# (Prometheus config, rules and rule unit tests). Installs nothing. A missing
+# tool is skipped with the reason printed, or is a failure when
+# PORTCALL_REQUIRE_TOOLS=1.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+require="${PORTCALL_REQUIRE_TOOLS:-0}"
+failed=0
+passed=0
+skipped=0
+
+have() {
+  if command -v "$1" >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$require" = "1" ]; then
+    echo "FAIL: $1 not found (PORTCALL_REQUIRE_TOOLS=1; install $2)" >&2
+    failed=$((failed + 1))
+  else
+    echo "skipped: $1 not found (install $2 to check this)"
+    skipped=$((skipped + 1))
+  fi
+  return 1
+}
+
+run() {
+  local what="$1"
+  shift
+  echo "== $what"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $what" >&2
+    failed=$((failed + 1))
+  fi
+}
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+if have systemd-analyze systemd; then
+  # `verify` insists that ExecStart's binary exists, so check a copy of the
+  # unit whose ExecStart points at a stand-in executable.
+  mkdir -p "$tmp/unit"
+  printf '#!/bin/sh\nexit 0\n' >"$tmp/unit/portcall"
+  chmod +x "$tmp/unit/portcall"
+  sed "s#/usr/local/bin/portcall#$tmp/unit/portcall#" \
+    "$here/systemd/portcall-agent.service" >"$tmp/unit/portcall-agent.service"
+  # A clean verify prints nothing; any warning is a failure.
+  verify_unit() {
+    local out
+    out="$(systemd-analyze verify "$tmp/unit/portcall-agent.service" 2>&1)" || {
+      echo "$out"
+      return 1
+    }
+    if [ -n "$out" ]; then
+      echo "$out"
+      return 1
+    fi
+  }
+  run "systemd-analyze verify portcall-agent.service" verify_unit
+  if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
+    # Print only the overall exposure line; the exit status carries the
+    # verdict against the threshold.
+    exposure() {
+      systemd-analyze security --offline=yes --threshold=20 --no-pager \
+        "$tmp/unit/portcall-agent.service" | tail -n 1
+    }
+    run "systemd-analyze security (exposure at most 2.0)" exposure
+  fi
+fi
+
+if have ansible-playbook "ansible-core (Debian) or ansible-core (PyPI)"; then
+  run "ansible-playbook --syntax-check site.yml" \
+    env ANSIBLE_NOCOLOR=1 ANSIBLE_LOCAL_TEMP="$tmp/ansible" ANSIBLE_HOME="$tmp/ansible" \
+    ansible-playbook -i "$here/ansible/inventory.example.ini" \
+    -e "@$here/ansible/group_vars.example.yml" --syntax-check "$here/ansible/site.yml"
+fi
+
+if have promtool "prometheus (Debian)"; then
+  run "promtool check config prometheus.yml" \
+    promtool check config "$here/prometheus/prometheus.yml"
+  run "promtool check rules portcall-rules.yml" \
+    promtool check rules "$here/prometheus/portcall-rules.yml"
+  run "promtool test rules portcall-rules.test.yml" \
+    promtool test rules "$here/prometheus/portcall-rules.test.yml"
+fi
+
+echo "deploy checks: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
