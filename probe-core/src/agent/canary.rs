@@ -1,0 +1,552 @@
+//! Canary listeners and the nonce exchange: during a round an agent holds a
+//! listener on each planned port of its host, and every prober that gets
+//! through says which round and nonce it carries, so that "open" means the
+//! intended host saw that very connection, from a known source.
+//!
+//! The exchange is one short line each way, bounded in bytes and time on
+//! both sides:
+//!
+//! ```text
+//! prober -> canary   PORTCALL <round> <nonce>
+//! canary -> prober   PORTCALL-OK <host> <nonce>      (or PORTCALL-ERR <host> <why>)
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::control::{CanaryEvidence, ListenerReport, ListenerState, Sighting};
+use crate::port::Protocol;
+use crate::probe::classify::error_detail;
+use crate::probe::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
+
+/// Longest exchange line either side reads, newline included.
+pub const MAX_LINE: usize = 160;
+
+/// Longest round id or nonce accepted, in hex digits.
+const MAX_ID: usize = 64;
+
+/// The line a prober sends after connecting.
+pub fn probe_line(round: &str, nonce: &str) -> String {
+    format!("PORTCALL {round} {nonce}\n")
+}
+
+/// A prober's line, parsed: `(round, nonce)`.
+pub fn parse_probe_line(line: &str) -> Option<(&str, &str)> {
+    let mut it = line.trim_end_matches(['\r', '\n']).split(' ');
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some("PORTCALL"), Some(round), Some(nonce), None) if is_id(round) && is_id(nonce) => {
+            Some((round, nonce))
+        }
+        _ => None,
+    }
+}
+
+fn is_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What a canary answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// It recorded the nonce.
+    Ok {
+        /// The host the answering agent plays.
+        host: String,
+        /// The nonce it echoes.
+        nonce: String,
+    },
+    /// It refused the line (another round, or garbage).
+    Err {
+        /// The host the answering agent plays.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A canary's line, parsed.
+pub fn parse_answer(line: &str) -> Option<Answer> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (head, rest) = line.split_once(' ')?;
+    let (host, tail) = rest.split_once(' ')?;
+    let host_ok = !host.is_empty() && host.len() <= 64 && host.bytes().all(|b| b.is_ascii_graphic());
+    if !host_ok {
+        return None;
+    }
+    match head {
+        "PORTCALL-OK" if is_id(tail) => Some(Answer::Ok {
+            host: host.to_string(),
+            nonce: tail.to_string(),
+        }),
+        "PORTCALL-ERR" => Some(Answer::Err {
+            host: host.to_string(),
+            reason: tail.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; `None` if the peer closed
+/// or sent too much without a newline.
+async fn read_line<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> Option<String> {
+    let mut buf = [0u8; MAX_LINE];
+    let mut n = 0;
+    while n < buf.len() {
+        match s.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => {
+                n += k;
+                if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+                    return std::str::from_utf8(&buf[..i]).ok().map(str::to_string);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A planned port this host should hold a canary on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPort {
+    /// The port.
+    pub port: u16,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// Its name.
+    pub service: String,
+}
+
+/// What one canary recorded.
+#[derive(Debug, Default)]
+struct Log {
+    seen: Vec<Sighting>,
+    strays: u64,
+    dropped: u64,
+}
+
+/// The evidence of one round's canaries, shared by their tasks.
+#[derive(Debug, Default)]
+pub struct EvidenceLog {
+    logs: Mutex<BTreeMap<u16, Log>>,
+}
+
+impl EvidenceLog {
+    fn record(&self, port: u16, sighting: Option<Sighting>, cap: usize) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let log = logs.entry(port).or_default();
+        match sighting {
+            Some(s) if log.seen.len() < cap => log.seen.push(s),
+            Some(_) => log.dropped += 1,
+            None => log.strays += 1,
+        }
+    }
+
+    /// Everything recorded so far, one entry per canary port.
+    pub fn snapshot(&self) -> Vec<CanaryEvidence> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.iter()
+            .map(|(port, l)| CanaryEvidence {
+                port: *port,
+                seen: l.seen.clone(),
+                strays: l.strays,
+                dropped: l.dropped,
+            })
+            .collect()
+    }
+}
+
+/// How the canaries of one round behave.
+#[derive(Debug, Clone)]
+pub struct CanaryOptions {
+    /// The host this agent plays (sent in every answer).
+    pub host: Arc<str>,
+    /// The round's id.
+    pub round: Arc<str>,
+    /// Server configuration for TLS canaries.
+    pub tls: Arc<ServerConfig>,
+    /// Deadline for one connection's TLS handshake and line.
+    pub exchange_timeout: Duration,
+    /// Most sightings kept per canary.
+    pub max_sightings: usize,
+    /// Most canary connections served at once, over all canaries.
+    pub connections: Arc<Semaphore>,
+}
+
+/// Opens a canary on each port at `ip`, serving until `deadline` (the
+/// round's TTL) or until `cancel` fires, whichever comes first. Ports a
+/// real service holds are reported as held, never taken over.
+pub fn open_canaries(
+    ip: IpAddr,
+    ports: &[PlannedPort],
+    options: &CanaryOptions,
+    deadline: Instant,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> (Vec<ListenerReport>, Arc<EvidenceLog>) {
+    let log = Arc::new(EvidenceLog::default());
+    let mut reports = Vec::with_capacity(ports.len());
+    for p in ports {
+        let addr = SocketAddr::new(ip, p.port);
+        let (state, detail) = match bind(addr) {
+            Ok(listener) => {
+                log.logs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(p.port)
+                    .or_default();
+                tracker.spawn(serve(
+                    listener,
+                    p.protocol,
+                    options.clone(),
+                    log.clone(),
+                    deadline,
+                    cancel.clone(),
+                ));
+                (ListenerState::Canary, String::new())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => (
+                ListenerState::Held,
+                format!("a service already listens on {addr}; probed live"),
+            ),
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) && p.port < 1024 => (
+                ListenerState::Failed,
+                format!(
+                    "cannot listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                ),
+            ),
+            Err(e) => (
+                ListenerState::Failed,
+                format!("cannot listen on {addr}: {}", error_detail(&e)),
+            ),
+        };
+        reports.push(ListenerReport {
+            port: p.port,
+            protocol: p.protocol,
+            service: p.service.clone(),
+            state,
+            detail,
+        });
+    }
+    (reports, log)
+}
+
+/// Binds a listener without SO_REUSEPORT, so that a port some service
+/// listens on fails with EADDRINUSE instead of being shared. SO_REUSEADDR
+/// only lets us rebind past connections lingering in TIME_WAIT; Linux still
+/// refuses it while anything listens there.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(256)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn serve(
+    listener: TcpListener,
+    protocol: Protocol,
+    options: CanaryOptions,
+    log: Arc<EvidenceLog>,
+    deadline: Instant,
+    cancel: CancellationToken,
+) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let conns = TaskTracker::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = sleep_until(deadline) => {
+                tracing::info!(port, "canary closed: round TTL passed");
+                break;
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                // Over the limit, the connection is closed unanswered: a
+                // flood must not grow the agent.
+                let Ok(permit) = options.connections.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let (options, log) = (options.clone(), log.clone());
+                conns.spawn(async move {
+                    let _permit = permit;
+                    let limit = options.exchange_timeout;
+                    let _ = timeout(limit, answer(stream, peer, port, protocol, &options, &log)).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    conns.close();
+    // Connections in flight finish within their own exchange deadline.
+    let _ = timeout(options.exchange_timeout, conns.wait()).await;
+}
+
+async fn answer(
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    protocol: Protocol,
+    options: &CanaryOptions,
+    log: &EvidenceLog,
+) {
+    match protocol {
+        Protocol::Tcp => talk(stream, peer, port, options, log).await,
+        Protocol::Tls => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.clone());
+            match acceptor.accept(stream).await {
+                Ok(tls) => talk(tls, peer, port, options, log).await,
+                Err(_) => log.record(port, None, options.max_sightings),
+            }
+        }
+    }
+}
+
+async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    peer: SocketAddr,
+    port: u16,
+    options: &CanaryOptions,
+    log: &EvidenceLog,
+) {
+    let line = read_line(&mut s).await;
+    let reply = match line.as_deref().and_then(parse_probe_line) {
+        Some((round, nonce)) if round == &*options.round => {
+            log.record(
+                port,
+                Some(Sighting {
+                    nonce: nonce.to_string(),
+                    source: peer,
+                }),
+                options.max_sightings,
+            );
+            format!("PORTCALL-OK {} {nonce}\n", options.host)
+        }
+        Some(_) => {
+            log.record(port, None, options.max_sightings);
+            format!("PORTCALL-ERR {} not-this-round\n", options.host)
+        }
+        None => {
+            log.record(port, None, options.max_sightings);
+            format!("PORTCALL-ERR {} bad-line\n", options.host)
+        }
+    };
+    let _ = s.write_all(reply.as_bytes()).await;
+    let _ = s.flush().await;
+    let _ = s.shutdown().await;
+}
+
+/// The prober's side of the exchange, for one sweep: per target, the nonce
+/// to send and the host expected to answer (no nonce: probed live, nothing
+/// to exchange).
+#[derive(Debug)]
+pub struct NonceExchange {
+    round: String,
+    slots: Vec<Option<(String, String)>>,
+    answered: Mutex<Vec<Option<String>>>,
+}
+
+impl NonceExchange {
+    /// An exchange for targets whose `slots[i]` is `Some((nonce,
+    /// expected_host))` where a canary should answer.
+    pub fn new(round: String, slots: Vec<Option<(String, String)>>) -> NonceExchange {
+        let answered = Mutex::new(vec![None; slots.len()]);
+        NonceExchange {
+            round,
+            slots,
+            answered,
+        }
+    }
+
+    /// The host that answered target `i`, if any did.
+    pub fn answered_by(&self, i: usize) -> Option<String> {
+        let a = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        a.get(i).cloned().flatten()
+    }
+
+    fn note(&self, i: usize, host: &str) {
+        let mut a = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = a.get_mut(i) {
+            *slot = Some(host.to_string());
+        }
+    }
+
+    async fn run(&self, i: usize, stream: &mut dyn ProbeStream) -> ExchangeOutcome {
+        let Some(Some((nonce, expected))) = self.slots.get(i) else {
+            return ExchangeOutcome::Confirmed {
+                detail: String::new(),
+            };
+        };
+        if stream
+            .write_all(probe_line(&self.round, nonce).as_bytes())
+            .await
+            .is_err()
+        {
+            return ExchangeOutcome::WrongHost {
+                detail: "connected, but the connection closed before the nonce was sent"
+                    .to_string(),
+            };
+        }
+        let _ = stream.flush().await;
+        let line = read_line(stream).await;
+        match line.as_deref().and_then(parse_answer) {
+            Some(Answer::Ok { host, nonce: echoed }) => {
+                self.note(i, &host);
+                if host != *expected {
+                    ExchangeOutcome::WrongHost {
+                        detail: format!("answered by the agent of {host}, not {expected}"),
+                    }
+                } else if echoed != *nonce {
+                    ExchangeOutcome::WrongHost {
+                        detail: format!("the canary of {host} echoed another nonce"),
+                    }
+                } else {
+                    ExchangeOutcome::Confirmed {
+                        detail: String::new(),
+                    }
+                }
+            }
+            Some(Answer::Err { host, reason }) => {
+                self.note(i, &host);
+                ExchangeOutcome::WrongHost {
+                    detail: format!("the agent of {host} refused our nonce ({reason})"),
+                }
+            }
+            None => ExchangeOutcome::WrongHost {
+                detail: format!("connected, but no canary of {expected} answered"),
+            },
+        }
+    }
+}
+
+impl Exchange for NonceExchange {
+    fn exchange<'a>(
+        &'a self,
+        context: ExchangeContext<'a>,
+        stream: &'a mut dyn ProbeStream,
+    ) -> ExchangeFuture<'a> {
+        Box::pin(self.run(context.index, stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_strictly() {
+        assert_eq!(
+            parse_probe_line(&probe_line("ab12", "ff00")),
+            Some(("ab12", "ff00"))
+        );
+        for bad in [
+            "",
+            "PORTCALL",
+            "PORTCALL ab",
+            "PORTCALL ab cd ef",
+            "PORTCALL zz cd",
+            "HELLO ab cd",
+            &format!("PORTCALL {} cd", "a".repeat(65)),
+        ] {
+            assert_eq!(parse_probe_line(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_answer("PORTCALL-OK db 00ff\n"),
+            Some(Answer::Ok {
+                host: "db".into(),
+                nonce: "00ff".into()
+            })
+        );
+        assert_eq!(
+            parse_answer("PORTCALL-ERR db not-this-round"),
+            Some(Answer::Err {
+                host: "db".into(),
+                reason: "not-this-round".into()
+            })
+        );
+        assert_eq!(parse_answer("PORTCALL-OK db"), None);
+        assert_eq!(parse_answer("SSH-2.0-OpenSSH_9.6"), None);
+        assert_eq!(parse_answer("PORTCALL-OK db xyz"), None);
+    }
+
+    #[tokio::test]
+    async fn a_canary_records_nonces_with_their_source_and_answers_with_its_host() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // Port 0 asks the OS for a free port; find out which afterwards.
+        let probe = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let options = CanaryOptions {
+            host: "db".into(),
+            round: "abcd".into(),
+            tls: crate::pki::self_signed_canary_config("db").unwrap(),
+            exchange_timeout: Duration::from_secs(2),
+            max_sightings: 2,
+            connections: Arc::new(Semaphore::new(8)),
+        };
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Tcp,
+            service: "mysql".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (reports, log) = open_canaries(ip, &ports, &options, deadline, &cancel, &tracker);
+        assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
+
+        // A second canary on the same port sees it held.
+        let (again, _) = open_canaries(ip, &ports, &options, deadline, &cancel, &tracker);
+        assert_eq!(again[0].state, ListenerState::Held, "{again:?}");
+
+        let ask = |line: String| async move {
+            let mut s = TcpStream::connect((ip, port)).await.unwrap();
+            let local = s.local_addr().unwrap();
+            s.write_all(line.as_bytes()).await.unwrap();
+            (read_line(&mut s).await, local)
+        };
+        let (reply, local) = ask(probe_line("abcd", "0011")).await;
+        assert_eq!(reply.as_deref(), Some("PORTCALL-OK db 0011"));
+        let (reply, _) = ask(probe_line("ffff", "0022")).await;
+        assert_eq!(reply.as_deref(), Some("PORTCALL-ERR db not-this-round"));
+        // An overlong line is refused (or reset, when the canary closes
+        // with our unread bytes still queued): never recorded.
+        let (reply, _) = ask("x".repeat(500)).await;
+        assert!(
+            reply.is_none() || reply.as_deref() == Some("PORTCALL-ERR db bad-line"),
+            "{reply:?}"
+        );
+        for n in ["0033", "0044"] {
+            ask(probe_line("abcd", n)).await;
+        }
+        let ev = log.snapshot();
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].seen[0].nonce, "0011");
+        assert_eq!(ev[0].seen[0].source, local);
+        assert_eq!(ev[0].seen.len(), 2, "capped at max_sightings");
+        assert_eq!(ev[0].dropped, 1);
+        assert_eq!(ev[0].strays, 2);
+
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        assert!(std::net::TcpListener::bind((ip, port)).is_ok(), "port freed");
+    }
+}

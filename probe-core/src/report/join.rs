@@ -1,0 +1,552 @@
+//! The verdict join: both sides' evidence of every path (what the prober
+//! saw, what the target's canary saw) turned into one observed outcome and
+//! a verdict, exactly as PRODUCT.md defines them. Pure: no I/O, so every
+//! rule is tested directly.
+//!
+//! - open only when the target's canary saw our nonce;
+//! - blocked when the canary was listening and saw nothing (`timeout` =
+//!   dropped, `unreachable` = rejected by ICMP, `refused` = reset);
+//! - without a canary (a real service holds the port, or the port is not a
+//!   planned one), `refused` means the service is down: an `error`, never
+//!   "blocked";
+//! - a path whose agent (either end) is unreachable is an `error`.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::{AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, Verdict};
+use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
+use crate::plan::{Expect, Plan};
+use crate::probe::Observed;
+
+/// Whether an agent took part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentOutcome {
+    /// It prepared the round.
+    Up,
+    /// It could not be reached or refused the round; the reason.
+    Unreachable(String),
+}
+
+/// Everything one agent contributed to a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEvidence {
+    /// Whether it took part.
+    pub outcome: AgentOutcome,
+    /// Its listeners, from `prepare`.
+    pub listeners: Vec<ListenerReport>,
+    /// Its probes of its outgoing paths.
+    pub probes: Vec<PathProbe>,
+    /// Why the probe request failed, if it did.
+    pub probe_error: Option<String>,
+    /// What its canaries saw.
+    pub canaries: Vec<CanaryEvidence>,
+    /// Why the evidence request failed, if it did.
+    pub evidence_error: Option<String>,
+}
+
+impl AgentEvidence {
+    /// An agent that took no part, for `reason`.
+    pub fn unreachable(reason: String) -> AgentEvidence {
+        AgentEvidence {
+            outcome: AgentOutcome::Unreachable(reason),
+            listeners: Vec::new(),
+            probes: Vec::new(),
+            probe_error: None,
+            canaries: Vec::new(),
+            evidence_error: None,
+        }
+    }
+}
+
+/// A round's raw material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundEvidence {
+    /// When the round started.
+    pub started_at: SystemTime,
+    /// When it finished.
+    pub finished_at: SystemTime,
+    /// The agents asked, by host; hosts in no path are absent.
+    pub agents: BTreeMap<String, AgentEvidence>,
+}
+
+/// Joins the evidence of a round on `plan` into its report.
+pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
+    let hosts = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            let (agent, agent_detail, conflicts) = match round.agents.get(&h.name) {
+                None => (AgentState::None, None, Vec::new()),
+                Some(a) => match &a.outcome {
+                    AgentOutcome::Unreachable(r) => (AgentState::Unreachable, Some(r.clone()), Vec::new()),
+                    AgentOutcome::Up => (
+                        AgentState::Up,
+                        None,
+                        a.listeners
+                            .iter()
+                            .filter(|l| l.state != ListenerState::Canary)
+                            .map(|l| Conflict {
+                                port: l.port,
+                                service: l.service.clone(),
+                                state: l.state,
+                                detail: l.detail.clone(),
+                            })
+                            .collect(),
+                    ),
+                },
+            };
+            HostReport {
+                name: h.name.clone(),
+                address: h.address.to_string(),
+                agent,
+                conflicts,
+                agent_detail,
+            }
+        })
+        .collect();
+    let paths = (0..plan.paths.len())
+        .map(|i| judge_path(plan, round, i))
+        .collect();
+    let mut report = Report {
+        schema: SCHEMA.to_string(),
+        plan: plan.name.clone(),
+        started_at: super::rfc3339(round.started_at),
+        finished_at: super::rfc3339(round.finished_at),
+        summary: Summary::default(),
+        hosts,
+        paths,
+    };
+    report.recount();
+    report
+}
+
+/// What the target end of a path offered.
+enum Listener<'a> {
+    /// A canary listened.
+    Canary,
+    /// No canary: a real service held the port, or the port is not planned.
+    Live { why: &'a str },
+}
+
+fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
+    let path = &plan.paths[i];
+    let mut r = PathReport {
+        from: path.from.clone(),
+        to: path.to.clone(),
+        address: path.address.to_string(),
+        port: path.port.get(),
+        service: path.service.clone(),
+        protocol: path.protocol,
+        expect: path.expect,
+        observed: None,
+        verdict: Verdict::Error,
+        detail: String::new(),
+        latency_ms: None,
+        attempts: 0,
+        target_saw: None,
+        seen_source: None,
+        flows: path
+            .flows
+            .iter()
+            .filter_map(|f| plan.flow(*f))
+            .map(|f| f.label())
+            .collect(),
+    };
+    let fail = |mut r: PathReport, detail: String| {
+        r.verdict = Verdict::Error;
+        r.detail = detail;
+        r
+    };
+    let (Some(src), Some(dst)) = (round.agents.get(&path.from), round.agents.get(&path.to)) else {
+        return fail(r, "agent not asked (internal error: the path's hosts were not contacted)".into());
+    };
+    if let AgentOutcome::Unreachable(why) = &src.outcome {
+        return fail(r, format!("source agent {} unreachable: {why}", path.from));
+    }
+    if let AgentOutcome::Unreachable(why) = &dst.outcome {
+        return fail(
+            r,
+            format!("target agent {} unreachable, nothing to measure against: {why}", path.to),
+        );
+    }
+    if let Some(e) = &src.probe_error {
+        return fail(r, format!("source agent {} could not probe: {e}", path.from));
+    }
+    let port = path.port.get();
+    let listener_report = dst.listeners.iter().find(|l| l.port == port);
+    let listener = match (&path.role, listener_report) {
+        (None, _) => Listener::Live {
+            why: "not a planned port of the target, so no canary",
+        },
+        (Some(_), Some(l)) => match l.state {
+            ListenerState::Canary => Listener::Canary,
+            ListenerState::Held => Listener::Live {
+                why: "a real service holds the port",
+            },
+            ListenerState::Failed => {
+                return fail(r, format!("no canary on {}:{port}: {}", path.to, l.detail));
+            }
+        },
+        (Some(_), None) => {
+            return fail(
+                r,
+                format!("target agent {} reported no listener for port {port}", path.to),
+            );
+        }
+    };
+    let Some(probe) = src.probes.iter().find(|p| p.path == i) else {
+        return fail(
+            r,
+            format!("source agent {} returned no result for this path", path.from),
+        );
+    };
+    r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
+    r.attempts = probe.attempts;
+    if probe.observed == Observed::LocalError {
+        r.observed = Some(Observed::LocalError);
+        return fail(r, format!("the prober on {} could not try: {}", path.from, probe.detail));
+    }
+    let d = plan.defaults;
+    let silence = |whose: &str| {
+        format!(
+            "dropped: no answer within {} ms, {} attempt{}{whose}",
+            d.timeout_ms,
+            probe.attempts,
+            if probe.attempts == 1 { "" } else { "s" }
+        )
+    };
+    let with = |base: String| {
+        if probe.detail.is_empty() {
+            base
+        } else {
+            format!("{base} ({})", probe.detail)
+        }
+    };
+    match listener {
+        Listener::Canary => {
+            if let Some(e) = &dst.evidence_error {
+                r.observed = Some(probe.observed);
+                return fail(r, format!("target agent {} gave no evidence: {e}", path.to));
+            }
+            let sighting = probe.nonce.as_ref().and_then(|n| {
+                dst.canaries
+                    .iter()
+                    .filter(|c| c.port == port)
+                    .flat_map(|c| c.seen.iter())
+                    .find(|s| &s.nonce == n)
+            });
+            r.target_saw = Some(sighting.is_some());
+            r.seen_source = sighting.map(|s| s.source.ip().to_string());
+            let observed = match (sighting, probe.observed) {
+                (Some(_), _) => Observed::Open,
+                (None, Observed::Open) => Observed::WrongHost,
+                (None, o) => o,
+            };
+            let canary = format!(" while the canary of {} was listening", path.to);
+            r.detail = match observed {
+                Observed::Open => format!(
+                    "{} saw our nonce from {}",
+                    path.to,
+                    r.seen_source.as_deref().unwrap_or("?")
+                ),
+                Observed::Timeout => silence(&canary),
+                Observed::Unreachable => with(format!("rejected with an ICMP error{canary}")),
+                Observed::Refused => format!("reset (TCP RST){canary}: a firewall rejects with reset"),
+                Observed::TlsError => with(format!("TLS with the canary of {} failed", path.to)),
+                Observed::WrongHost => {
+                    let mut s = if probe.observed == Observed::Open {
+                        format!("connected, but the canary of {} did not record our nonce", path.to)
+                    } else {
+                        probe.detail.clone()
+                    };
+                    if let Some((host, source)) = probe.nonce.as_ref().and_then(|n| elsewhere(round, n)) {
+                        s.push_str(&format!("; our nonce arrived at {host} from {source}"));
+                    }
+                    s
+                }
+                Observed::LocalError => probe.detail.clone(),
+            };
+            r.observed = Some(observed);
+        }
+        Listener::Live { why } => {
+            r.observed = Some(probe.observed);
+            let live = format!(" ({why})");
+            r.detail = match probe.observed {
+                Observed::Open => format!("connected to the live service{live}"),
+                Observed::Refused => {
+                    return fail(
+                        r,
+                        format!(
+                            "refused: service down on {}:{port}{live}; a refusal here cannot tell a firewall reset from a stopped service",
+                            path.to
+                        ),
+                    );
+                }
+                Observed::Timeout => silence(&live),
+                Observed::Unreachable => with(format!("rejected with an ICMP error{live}")),
+                Observed::TlsError => with(format!("TLS with the live service failed{live}")),
+                Observed::WrongHost | Observed::LocalError => with(format!("unexpected{live}")),
+            };
+        }
+    }
+    r.verdict = verdict(path.expect, r.observed);
+    r
+}
+
+/// Where else a nonce turned up: `(host, source)`.
+fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
+    round.agents.iter().find_map(|(host, a)| {
+        a.canaries
+            .iter()
+            .flat_map(|c| c.seen.iter())
+            .find(|s| s.nonce == nonce)
+            .map(|s| (host.clone(), s.source.ip().to_string()))
+    })
+}
+
+/// The verdict of a measured path: open and blocked meet or miss their
+/// expectation; a connection to the wrong party (or a failed TLS handshake
+/// after TCP got through) is neither, so it misses both.
+fn verdict(expect: Expect, observed: Option<Observed>) -> Verdict {
+    match (observed, expect) {
+        (None | Some(Observed::LocalError), _) => Verdict::Error,
+        (Some(Observed::Open), Expect::Open) => Verdict::Ok,
+        (Some(Observed::Refused | Observed::Timeout | Observed::Unreachable), Expect::Blocked) => {
+            Verdict::Ok
+        }
+        _ => Verdict::Violation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Sighting;
+    use crate::port::Protocol;
+
+    const PLAN: &str = r#"
+name = "join"
+[defaults]
+timeout_ms = 500
+retries = 1
+[[hosts]]
+name = "web"
+address = "127.0.9.1"
+[[hosts]]
+name = "db"
+address = "127.0.9.2"
+roles = ["mysql"]
+[[flows]]
+name = "web to db"
+from = "host:web"
+to = "host:db"
+ports = ["mysql", 22]
+[[flows]]
+from = "host:db"
+to = "host:web"
+ports = [80]
+expect = "blocked"
+"#;
+
+    fn plan() -> Plan {
+        Plan::parse(PLAN, "join.toml").unwrap()
+    }
+
+    fn up(listeners: Vec<ListenerReport>, probes: Vec<PathProbe>, seen: Vec<Sighting>) -> AgentEvidence {
+        AgentEvidence {
+            outcome: AgentOutcome::Up,
+            canaries: listeners
+                .iter()
+                .filter(|l| l.state == ListenerState::Canary)
+                .map(|l| CanaryEvidence {
+                    port: l.port,
+                    seen: seen.clone(),
+                    strays: 0,
+                    dropped: 0,
+                })
+                .collect(),
+            listeners,
+            probes,
+            probe_error: None,
+            evidence_error: None,
+        }
+    }
+
+    fn mysql(state: ListenerState) -> ListenerReport {
+        ListenerReport {
+            port: 3306,
+            protocol: Protocol::Tcp,
+            service: "mysql".into(),
+            state,
+            detail: String::new(),
+        }
+    }
+
+    fn probe(path: usize, nonce: Option<&str>, observed: Observed) -> PathProbe {
+        PathProbe {
+            path,
+            nonce: nonce.map(str::to_string),
+            observed,
+            detail: String::new(),
+            latency_us: 1234,
+            attempts: 1,
+            source: Some("127.0.9.1:40000".parse().unwrap()),
+            answered_by: None,
+        }
+    }
+
+    /// Joins with db's 3306 in `state`, web's probe of path 0 observing
+    /// `observed`, and db's canary having seen `seen`.
+    fn run(state: ListenerState, observed: Observed, seen: Vec<Sighting>) -> Report {
+        let p = plan();
+        let web = up(
+            vec![],
+            vec![
+                probe(0, Some("aa"), observed),
+                probe(1, None, Observed::Refused),
+            ],
+            vec![],
+        );
+        let db = up(vec![mysql(state)], vec![probe(2, None, Observed::Timeout)], seen);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        join(&p, &round)
+    }
+
+    fn saw(nonce: &str) -> Vec<Sighting> {
+        vec![Sighting {
+            nonce: nonce.into(),
+            source: "127.0.9.1:40000".parse().unwrap(),
+        }]
+    }
+
+    #[test]
+    fn open_needs_the_target_to_see_our_nonce() {
+        let r = run(ListenerState::Canary, Observed::Open, saw("aa"));
+        let p = &r.paths[0];
+        assert_eq!((p.observed, p.verdict), (Some(Observed::Open), Verdict::Ok));
+        assert_eq!(p.target_saw, Some(true));
+        assert_eq!(p.seen_source.as_deref(), Some("127.0.9.1"));
+        assert_eq!(p.flows, ["web to db"]);
+        assert_eq!(p.latency_ms, Some(1.23));
+
+        let r = run(ListenerState::Canary, Observed::Open, saw("bb"));
+        let p = &r.paths[0];
+        assert_eq!(p.observed, Some(Observed::WrongHost));
+        assert_eq!(p.verdict, Verdict::Violation);
+        assert_eq!(p.target_saw, Some(false));
+        assert!(p.detail.contains("did not record our nonce"), "{}", p.detail);
+    }
+
+    #[test]
+    fn silence_at_a_listening_canary_is_blocked() {
+        for o in [Observed::Timeout, Observed::Unreachable, Observed::Refused] {
+            let r = run(ListenerState::Canary, o, vec![]);
+            let p = &r.paths[0];
+            assert_eq!(p.observed, Some(o));
+            assert_eq!(p.verdict, Verdict::Violation, "must-be-open path blocked");
+            assert_eq!(p.target_saw, Some(false));
+            assert!(p.detail.contains("canary of db was listening"), "{}", p.detail);
+        }
+        // The reverse path db -> web:80 is must-be-blocked and timed out,
+        // but 80 is not planned on web: no canary, still blocked.
+        let r = run(ListenerState::Canary, Observed::Open, saw("aa"));
+        let p = &r.paths[2];
+        assert_eq!((p.observed, p.verdict), (Some(Observed::Timeout), Verdict::Ok));
+        assert_eq!(p.target_saw, None);
+        assert_eq!(r.summary.ok, 2);
+    }
+
+    #[test]
+    fn refused_without_a_canary_is_service_down_not_blocked() {
+        // Path 1 is web -> db:22, not planned: refused means nothing listens.
+        let r = run(ListenerState::Held, Observed::Refused, vec![]);
+        for p in &r.paths[..2] {
+            assert_eq!(p.observed, Some(Observed::Refused));
+            assert_eq!(p.verdict, Verdict::Error);
+            assert!(p.detail.contains("service down"), "{}", p.detail);
+            assert_eq!(p.target_saw, None);
+        }
+        assert_eq!(r.hosts[1].conflicts.len(), 1);
+        assert_eq!(r.hosts[1].conflicts[0].state, ListenerState::Held);
+        assert_eq!(r.exit_code(), 3);
+        let r = run(ListenerState::Held, Observed::Open, vec![]);
+        assert_eq!(r.paths[0].verdict, Verdict::Ok);
+        assert_eq!(r.paths[0].target_saw, None);
+    }
+
+    #[test]
+    fn an_unreachable_agent_makes_its_paths_errors_and_the_rest_are_measured() {
+        let p = plan();
+        let web = up(vec![], vec![probe(0, Some("aa"), Observed::Open)], vec![]);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [
+                ("web".to_string(), web),
+                ("db".to_string(), AgentEvidence::unreachable("connect refused".into())),
+            ]
+            .into(),
+        };
+        let r = join(&p, &round);
+        assert!(r.paths.iter().all(|p| p.verdict == Verdict::Error));
+        assert!(r.paths[0].detail.contains("target agent db unreachable"));
+        assert!(r.paths[2].detail.contains("source agent db unreachable"));
+        assert_eq!(r.hosts[1].agent, AgentState::Unreachable);
+        assert_eq!(r.hosts[0].agent, AgentState::Up);
+        assert_eq!(r.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_nonce_seen_by_another_agent_is_named() {
+        let p = plan();
+        let mut web = up(
+            vec![ListenerReport {
+                port: 3306,
+                protocol: Protocol::Tcp,
+                service: "x".into(),
+                state: ListenerState::Canary,
+                detail: String::new(),
+            }],
+            vec![probe(0, Some("aa"), Observed::WrongHost)],
+            saw("aa"),
+        );
+        web.probes[0].detail = "answered by the agent of web, not db".into();
+        let db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        let r = join(&p, &round);
+        let p = &r.paths[0];
+        assert_eq!(p.observed, Some(Observed::WrongHost));
+        assert!(p.detail.contains("our nonce arrived at web from 127.0.9.1"), "{}", p.detail);
+    }
+
+    #[test]
+    fn verdicts_follow_the_table() {
+        use Expect::*;
+        use Observed::*;
+        let cases = [
+            (Open, Some(Observed::Open), Verdict::Ok),
+            (Blocked, Some(Observed::Open), Verdict::Violation),
+            (Blocked, Some(Timeout), Verdict::Ok),
+            (Blocked, Some(Unreachable), Verdict::Ok),
+            (Blocked, Some(Refused), Verdict::Ok),
+            (Open, Some(Timeout), Verdict::Violation),
+            (Open, Some(WrongHost), Verdict::Violation),
+            (Blocked, Some(WrongHost), Verdict::Violation),
+            (Blocked, Some(TlsError), Verdict::Violation),
+            (Open, Some(LocalError), Verdict::Error),
+            (Blocked, None, Verdict::Error),
+        ];
+        for (e, o, v) in cases {
+            assert_eq!(verdict(e, o), v, "{e:?} {o:?}");
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The result of a round as plain data: the `portcall.report/v1` model, the
+//! join that turns both sides' evidence into verdicts, and the renderers.
+//! Every output format (table and JSON here; junit, markdown, html,
+//! Prometheus beside them) reads a [`Report`], never the round itself, so
+//! they all agree.
+
+mod join;
+pub mod json;
+pub mod table;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
+
+use crate::control::ListenerState;
+use crate::plan::Expect;
+use crate::port::Protocol;
+use crate::probe::Observed;
+
+/// The `schema` value of a report.
+pub const SCHEMA: &str = "portcall.report/v1";
+
+/// A round's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The plan's name.
+    pub plan: String,
+    /// When the round started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When the round finished (RFC 3339, UTC).
+    pub finished_at: String,
+    /// Counts by verdict.
+    pub summary: Summary,
+    /// Every host of the plan.
+    pub hosts: Vec<HostReport>,
+    /// Every path of the plan, in plan order.
+    pub paths: Vec<PathReport>,
+}
+
+/// Counts by verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// Paths in the plan.
+    pub paths: usize,
+    /// Expectation met.
+    pub ok: usize,
+    /// Expectation not met.
+    pub violations: usize,
+    /// Not measured, or not measurable.
+    pub errors: usize,
+}
+
+/// A host and its agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// The host's name.
+    pub name: String,
+    /// Its address as the round used it.
+    pub address: String,
+    /// Whether its agent took part.
+    pub agent: AgentState,
+    /// Planned ports that got no canary: held by a real service (probed
+    /// live) or impossible to open.
+    pub conflicts: Vec<Conflict>,
+    /// Why the agent was unreachable. Not part of the JSON contract.
+    #[serde(skip)]
+    pub agent_detail: Option<String>,
+}
+
+/// Whether a host's agent took part in the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentState {
+    /// It answered and did its part.
+    Up,
+    /// It could not be reached, or refused the round.
+    Unreachable,
+    /// The host is in no path, so its agent was not asked.
+    None,
+}
+
+impl AgentState {
+    /// `up`, `unreachable` or `none`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Up => "up",
+            AgentState::Unreachable => "unreachable",
+            AgentState::None => "none",
+        }
+    }
+}
+
+/// A planned port without a canary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The port.
+    pub port: u16,
+    /// Its name.
+    pub service: String,
+    /// `held` or `failed`.
+    pub state: ListenerState,
+    /// Why.
+    pub detail: String,
+}
+
+/// A path's verdict against its expectation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Expectation met.
+    Ok,
+    /// Expectation not met.
+    Violation,
+    /// Not measured, or the measurement cannot tell; never counts as open
+    /// or blocked.
+    Error,
+}
+
+impl Verdict {
+    /// `ok`, `violation` or `error`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Violation => "violation",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// One path's measurement and verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathReport {
+    /// Source host.
+    pub from: String,
+    /// Target host.
+    pub to: String,
+    /// Target address.
+    pub address: String,
+    /// Target port.
+    pub port: u16,
+    /// The port's name on the target.
+    pub service: String,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// What the plan wants.
+    pub expect: Expect,
+    /// What was observed, joined with the target's evidence; `null` when
+    /// the path was not probed.
+    pub observed: Option<Observed>,
+    /// Against the expectation.
+    pub verdict: Verdict,
+    /// Why, in words.
+    pub detail: String,
+    /// Duration of the final attempt; `null` when not probed.
+    pub latency_ms: Option<f64>,
+    /// Attempts that reached the network.
+    pub attempts: u32,
+    /// Whether the target's canary saw our nonce; `null` without a canary.
+    pub target_saw: Option<bool>,
+    /// The source address the canary saw.
+    pub seen_source: Option<String>,
+    /// Labels of the flows that produce the path, for grouping. Not part
+    /// of the JSON contract (empty when read back from JSON).
+    #[serde(skip)]
+    pub flows: Vec<String>,
+}
+
+impl Report {
+    /// The process exit code the report calls for: 3 when some path could
+    /// not be measured (the check did not complete), else 1 when an
+    /// expectation failed, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.summary.errors > 0 {
+            3
+        } else if self.summary.violations > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Recounts [`Report::summary`] from the paths.
+    pub fn recount(&mut self) {
+        let mut s = Summary {
+            paths: self.paths.len(),
+            ..Summary::default()
+        };
+        for p in &self.paths {
+            match p.verdict {
+                Verdict::Ok => s.ok += 1,
+                Verdict::Violation => s.violations += 1,
+                Verdict::Error => s.errors += 1,
+            }
+        }
+        self.summary = s;
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for an instant.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, synced, then renamed over the target, so a reader never sees
+/// half a report.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        crate::control::random_id(4)
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_millis() {
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(951_782_400_123);
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        write_atomically(&p, b"one").unwrap();
+        write_atomically(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        let err = write_atomically(&dir.path().join("missing/r.json"), b"x");
+        assert!(err.is_err());
+    }
+}

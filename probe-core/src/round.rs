@@ -1,0 +1,372 @@
+//! The coordinator: drives every agent of a plan through one round
+//! (canaries up, probes, evidence back, canaries down), all agents at once
+//! and each request under its own deadline, and collects what they report.
+//! An agent that cannot be reached does not stop the round: its part is
+//! recorded as unreachable and the others are measured.
+//!
+//! `portcall check` and `portcall demo` both come through [`run_round`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{
+    self, ClientSecurity, ControlError, ControlStream, HostPort, ListenerState, PrepareRequest,
+    ProbeRequest, Request, Response, RoundRef,
+};
+use crate::plan::{Address, Plan};
+use crate::report::{self, AgentEvidence, AgentOutcome, Report, RoundEvidence};
+
+/// Deadlines and endpoints of a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundConfig {
+    /// Deadline of the TCP connect, and separately of the TLS handshake, to
+    /// each agent.
+    pub connect_timeout: Duration,
+    /// Deadline of `prepare`, `evidence` and `teardown`.
+    pub request_timeout: Duration,
+    /// Added to the longest a sweep can take to get the `probe` deadline.
+    pub probe_slack: Duration,
+    /// Added to the whole round's worst case to get the canaries' TTL.
+    pub ttl_slack: Duration,
+    /// Control endpoints that differ from `address:control_port` (the demo
+    /// and tests bind ephemeral ports), by host.
+    pub endpoints: BTreeMap<String, SocketAddr>,
+}
+
+impl Default for RoundConfig {
+    fn default() -> RoundConfig {
+        RoundConfig {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            probe_slack: Duration::from_secs(10),
+            ttl_slack: Duration::from_secs(30),
+            endpoints: BTreeMap::new(),
+        }
+    }
+}
+
+impl RoundConfig {
+    /// The deadline of a `probe` request: every attempt of a silent path,
+    /// its TLS handshake and exchange, the engine's ICMP pacing window,
+    /// plus slack.
+    pub fn probe_deadline(&self, plan: &Plan) -> Duration {
+        let d = plan.defaults;
+        let attempt = Duration::from_millis(d.timeout_ms);
+        let pacing = crate::probe::ProbeConfig::default().icmp_pacing_window;
+        attempt * (d.retries.saturating_add(3)) + pacing + self.probe_slack
+    }
+
+    /// The canaries' TTL: the worst case of the whole round, plus slack.
+    pub fn ttl(&self, plan: &Plan) -> Duration {
+        self.connect_timeout * 2
+            + self.request_timeout * 2
+            + self.probe_deadline(plan)
+            + self.ttl_slack
+    }
+}
+
+/// Runs one round of `plan` and joins it into a report.
+pub async fn check(
+    plan: &Plan,
+    security: &ClientSecurity,
+    config: &RoundConfig,
+    cancel: &CancellationToken,
+) -> Report {
+    let evidence = run_round(plan, security, config, cancel).await;
+    report::join(plan, &evidence)
+}
+
+/// One agent's part of the round, moved into each phase's task and back.
+struct Session {
+    host: String,
+    ip: Option<IpAddr>,
+    conn: Option<ControlStream>,
+    evidence: AgentEvidence,
+}
+
+impl Session {
+    fn up(&self) -> bool {
+        self.conn.is_some() && self.evidence.outcome == AgentOutcome::Up
+    }
+
+    fn lost(&mut self, why: String) {
+        self.conn = None;
+        self.evidence.outcome = AgentOutcome::Unreachable(why);
+    }
+}
+
+/// Runs one round of `plan`: every agent that is the source or target of
+/// some path takes part.
+pub async fn run_round(
+    plan: &Plan,
+    security: &ClientSecurity,
+    config: &RoundConfig,
+    cancel: &CancellationToken,
+) -> RoundEvidence {
+    let started_at = SystemTime::now();
+    let round = control::random_id(8);
+    let digest = control::plan_digest(plan);
+    let involved: BTreeSet<&str> = plan
+        .paths
+        .iter()
+        .flat_map(|p| [p.from.as_str(), p.to.as_str()])
+        .collect();
+    let sources: HashSet<&str> = plan.paths.iter().map(|p| p.from.as_str()).collect();
+    tracing::info!(%round, agents = involved.len(), paths = plan.paths.len(), "round starting");
+
+    // Phase 1: connect and prepare, all agents at once.
+    let security = Arc::new(security.clone());
+    let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
+    let mut sessions = Vec::new();
+    for name in &involved {
+        let Some(host) = plan.host(name) else { continue };
+        let ip = match &host.address {
+            Address::Ip(ip) => Some(*ip),
+            Address::Dns(_) => None,
+        };
+        sessions.push(Session {
+            host: host.name.clone(),
+            ip,
+            conn: None,
+            evidence: AgentEvidence::unreachable("not contacted".into()),
+        });
+    }
+    let endpoints: BTreeMap<String, (Address, u16)> = plan
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), (h.address.clone(), plan.defaults.control_port.get())))
+        .collect();
+    let sessions = each(sessions, cancel, |mut s| {
+        let security = security.clone();
+        let config = config.clone();
+        let (address, port) = endpoints[&s.host].clone();
+        let request = Request::Prepare(PrepareRequest {
+            round: round.clone(),
+            host: s.host.clone(),
+            plan_digest: digest.clone(),
+            ttl_ms,
+        });
+        async move {
+            let addr = match config.endpoints.get(&s.host) {
+                Some(a) => *a,
+                None => match resolve(&address, port, config.connect_timeout).await {
+                    Ok(a) => a,
+                    Err(why) => {
+                        s.lost(why);
+                        return s;
+                    }
+                },
+            };
+            let mut conn =
+                match control::connect(&security, &s.host, s.ip, addr, config.connect_timeout)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        s.lost(chain(&e));
+                        return s;
+                    }
+                };
+            match conn.request(&request, config.request_timeout).await {
+                Ok(Response::Prepared(p)) => {
+                    s.evidence.outcome = AgentOutcome::Up;
+                    s.evidence.listeners = p.listeners;
+                    s.conn = Some(conn);
+                }
+                Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                Err(e) => s.lost(chain(&e)),
+            }
+            s
+        }
+    })
+    .await;
+
+    // Phase 2: probe. Each source learns which target ports have no canary.
+    let mut live = Vec::new();
+    let mut skip = Vec::new();
+    let mut skip_hosts = Vec::new();
+    for s in &sessions {
+        if !s.up() {
+            skip_hosts.push(s.host.clone());
+            continue;
+        }
+        for l in &s.evidence.listeners {
+            let hp = HostPort {
+                host: s.host.clone(),
+                port: l.port,
+            };
+            match l.state {
+                ListenerState::Canary => {}
+                ListenerState::Held => live.push(hp),
+                ListenerState::Failed => skip.push(hp),
+            }
+        }
+    }
+    let probe = Request::Probe(ProbeRequest {
+        round: round.clone(),
+        live,
+        skip,
+        skip_hosts,
+    });
+    let probe_deadline = config.probe_deadline(plan);
+    let sessions = each(sessions, cancel, |mut s| {
+        let probe = probe.clone();
+        let wanted = s.up() && sources.contains(s.host.as_str());
+        async move {
+            let Some(conn) = s.conn.as_mut().filter(|_| wanted) else {
+                return s;
+            };
+            match conn.request(&probe, probe_deadline).await {
+                Ok(Response::Probed(p)) => s.evidence.probes = p.results,
+                Ok(_) => s.evidence.probe_error = Some(chain(&conn.unexpected(&probe))),
+                Err(e) => {
+                    s.evidence.probe_error = Some(chain(&e));
+                    // A timed-out stream may still deliver the late reply
+                    // as the next frame: do not reuse it.
+                    s.conn = None;
+                }
+            }
+            s
+        }
+    })
+    .await;
+
+    // Phase 3: evidence from every agent that held canaries.
+    let evidence = Request::Evidence(RoundRef {
+        round: round.clone(),
+    });
+    let sessions = each(sessions, cancel, |mut s| {
+        let evidence = evidence.clone();
+        let config = config.clone();
+        async move {
+            let has_canaries = s
+                .evidence
+                .listeners
+                .iter()
+                .any(|l| l.state == ListenerState::Canary);
+            if !has_canaries || s.evidence.outcome != AgentOutcome::Up {
+                return s;
+            }
+            let Some(conn) = s.conn.as_mut() else {
+                s.evidence.evidence_error =
+                    Some("the control connection was dropped after the probe request failed".into());
+                return s;
+            };
+            match conn.request(&evidence, config.request_timeout).await {
+                Ok(Response::Evidence(e)) => s.evidence.canaries = e.canaries,
+                Ok(_) => s.evidence.evidence_error = Some(chain(&conn.unexpected(&evidence))),
+                Err(e) => {
+                    s.evidence.evidence_error = Some(chain(&e));
+                    s.conn = None;
+                }
+            }
+            s
+        }
+    })
+    .await;
+    let finished_at = SystemTime::now();
+
+    // Phase 4: teardown. Best effort: the TTL closes whatever this misses.
+    let teardown = Request::Teardown(RoundRef {
+        round: round.clone(),
+    });
+    let never = CancellationToken::new();
+    let sessions = each(sessions, &never, |mut s| {
+        let teardown = teardown.clone();
+        let deadline = config.request_timeout.min(Duration::from_secs(3));
+        async move {
+            if let Some(conn) = s.conn.as_mut() {
+                if let Err(e) = conn.request(&teardown, deadline).await {
+                    tracing::warn!(host = %s.host, error = %chain(&e), "teardown failed; the canaries close at the round's TTL");
+                }
+            }
+            s.conn = None;
+            s
+        }
+    })
+    .await;
+    tracing::info!(%round, "round finished");
+    RoundEvidence {
+        started_at,
+        finished_at,
+        agents: sessions
+            .into_iter()
+            .map(|s| (s.host, s.evidence))
+            .collect(),
+    }
+}
+
+/// Runs `f` on every session at once and returns them in their original
+/// order. When `cancel` fires, unfinished sessions are marked lost.
+async fn each<F, Fut>(sessions: Vec<Session>, cancel: &CancellationToken, f: F) -> Vec<Session>
+where
+    F: Fn(Session) -> Fut,
+    Fut: Future<Output = Session> + Send + 'static,
+{
+    let n = sessions.len();
+    let hosts: Vec<String> = sessions.iter().map(|s| s.host.clone()).collect();
+    let mut set = JoinSet::new();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let fut = f(s);
+        set.spawn(async move { (i, fut.await) });
+    }
+    let mut out: Vec<Option<Session>> = (0..n).map(|_| None).collect();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            next = set.join_next() => match next {
+                None => break,
+                Some(Ok((i, s))) => out[i] = Some(s),
+                Some(Err(e)) => tracing::error!(error = %e, "round task failed"),
+            },
+        }
+    }
+    set.abort_all();
+    out.into_iter()
+        .zip(hosts)
+        .map(|(s, host)| {
+            s.unwrap_or_else(|| {
+                let mut s = Session {
+                    host,
+                    ip: None,
+                    conn: None,
+                    evidence: AgentEvidence::unreachable(String::new()),
+                };
+                s.lost("the round was cancelled".into());
+                s
+            })
+        })
+        .collect()
+}
+
+async fn resolve(address: &Address, port: u16, deadline: Duration) -> Result<SocketAddr, String> {
+    match address {
+        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
+        Address::Dns(name) => match timeout(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
+            Err(_) => Err(format!("resolve {name}: no answer within {} ms", deadline.as_millis())),
+            Ok(Err(e)) => Err(format!("resolve {name}: {e}")),
+            Ok(Ok(mut addrs)) => addrs
+                .next()
+                .ok_or_else(|| format!("resolve {name}: no address")),
+        },
+    }
+}
+
+/// An error and its causes on one line.
+fn chain(e: &ControlError) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
