@@ -1,0 +1,116 @@
+//! `portcall agent`: one host's agent, serving the control endpoint until
+//! SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use probe_core::agent::{self, Agent, AgentConfig, AgentLimits};
+use probe_core::control::ServerSecurity;
+use probe_core::pki::{self, TlsIdentity};
+use probe_core::plan::Plan;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The plan file (TOML), the same one the coordinator uses.
+    #[arg(long)]
+    plan: PathBuf,
+    /// The plan host this agent plays (default: the host whose address is
+    /// one of this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// Directory with ca.pem, HOST.pem and HOST-key.pem.
+    #[arg(long, required_unless_present = "insecure")]
+    pki: Option<PathBuf>,
+    /// Serve the control endpoint over plain TCP without client
+    /// certificates; refused unless the endpoint is on loopback.
+    #[arg(long, conflicts_with = "pki")]
+    insecure: bool,
+    /// Serve the control endpoint here instead of the host's plan address
+    /// and control_port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+}
+
+pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    init_logging("info");
+    let plan = Arc::new(Plan::load(&args.plan)?);
+    let host = match args.host {
+        Some(h) => h,
+        None => agent::detect_host(&plan)?,
+    };
+    let (security, canary_tls) = match &args.pki {
+        Some(dir) => {
+            let id = TlsIdentity::load(dir, &host)
+                .with_context(|| format!("load the certificate of {host}"))?;
+            (
+                ServerSecurity::Mtls(id.control_server_config()?),
+                id.canary_server_config()?,
+            )
+        }
+        None => (
+            ServerSecurity::Insecure,
+            pki::self_signed_canary_config(&host)?,
+        ),
+    };
+    let config = AgentConfig {
+        plan,
+        host,
+        security,
+        canary_tls,
+        listen: args.listen,
+        limits: AgentLimits::default(),
+    };
+    // One thread: an agent mostly waits, and a single-threaded runtime
+    // keeps its idle footprint small.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        let agent = Agent::bind(config).await?;
+        eprintln!(
+            "portcall agent {}: control endpoint on {}",
+            agent.host(),
+            agent.local_addr()
+        );
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        });
+        agent.run(cancel).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Logs to standard error; `RUST_LOG` overrides the default level.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,137 @@
+//! `portcall check`: the coordinator. Loads the plan and the coordinator's
+//! certificate, runs one round through every agent, renders the report.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use probe_core::control::ClientSecurity;
+use probe_core::pki::{COORDINATOR, TlsIdentity};
+use probe_core::plan::{Address, Plan};
+use probe_core::report::{self, Report, table::TableOptions};
+use probe_core::round::{self, RoundConfig};
+use tokio_util::sync::CancellationToken;
+
+/// Output format of a report.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// Grouped tables, violations first.
+    #[default]
+    Table,
+    /// `portcall.report/v1` JSON.
+    Json,
+}
+
+/// Where and how a report is written.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
+    /// Write the report to FILE (atomically) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The plan file (TOML), the same one the agents hold.
+    #[arg(long)]
+    plan: PathBuf,
+    /// Directory with ca.pem, coordinator.pem and coordinator-key.pem.
+    #[arg(long, required_unless_present = "insecure")]
+    pki: Option<PathBuf>,
+    /// Talk plain TCP to agents started with --insecure (loopback only).
+    #[arg(long, conflicts_with = "pki")]
+    insecure: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    crate::agent_cmd::init_logging("warn");
+    let plan = Plan::load(&args.plan)?;
+    let security = match &args.pki {
+        Some(dir) => ClientSecurity::Mtls(
+            TlsIdentity::load(dir, COORDINATOR)
+                .context("load the coordinator's certificate")?,
+        ),
+        None => {
+            if let Some(h) = plan.hosts.iter().find(|h| !is_loopback(&h.address)) {
+                anyhow::bail!(
+                    "--insecure talks plain TCP, allowed only when every agent is on loopback; host {} is at {}",
+                    h.name,
+                    h.address
+                );
+            }
+            ClientSecurity::Insecure
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let report = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_signal.cancel();
+            }
+        });
+        round::check(&plan, &security, &RoundConfig::default(), &cancel).await
+    });
+    emit(&report, &args.output, &[])?;
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+fn is_loopback(a: &Address) -> bool {
+    matches!(a, Address::Ip(ip) if ip.is_loopback())
+}
+
+/// Renders `report` where `output` says. `notes` precede a table on
+/// standard output and go to standard error otherwise, so JSON stays pure.
+pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::Result<()> {
+    let to_tty = output.out.is_none() && std::io::stdout().is_terminal();
+    let mut bytes = Vec::new();
+    match output.format {
+        ReportFormat::Table => {
+            for n in notes {
+                bytes.extend_from_slice(format!("note: {n}\n").as_bytes());
+            }
+            if !notes.is_empty() {
+                bytes.push(b'\n');
+            }
+            let options = TableOptions {
+                color: to_tty,
+                ..TableOptions::default()
+            };
+            report::table::write(report, options, &mut bytes)?;
+        }
+        ReportFormat::Json => {
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            report::json::write(report, &mut bytes)?;
+        }
+    }
+    match &output.out {
+        None => crate::write_stdout(&bytes),
+        Some(path) => {
+            report::write_atomically(path, &bytes)
+                .with_context(|| format!("write report {}", path.display()))?;
+            let s = &report.summary;
+            eprintln!(
+                "wrote {}: {} paths, {} ok, {} violations, {} errors",
+                path.display(),
+                s.paths,
+                s.ok,
+                s.violations,
+                s.errors
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `portcall pki init|issue`: the control channel's CA and certificates.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use probe_core::pki::{self, CertUsage, IssueRequest};
+
+#[derive(Subcommand, Debug)]
+pub enum PkiCommand {
+    /// Create a CA: DIR/ca.pem and DIR/ca-key.pem (mode 0600).
+    Init {
+        /// Directory for the CA (created with mode 0700 if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace an existing CA (every certificate it signed stops
+        /// being trusted).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue DIR/NAME.pem and DIR/NAME-key.pem signed by the CA in DIR: one
+    /// per agent host (named as in the plan), and `coordinator` for
+    /// `portcall check`.
+    Issue {
+        /// Directory holding the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate's name: a plan host name, or `coordinator`.
+        #[arg(long)]
+        name: String,
+        /// An IP address the certificate is valid for (the host's plan
+        /// address); repeatable.
+        #[arg(long = "ip", value_name = "ADDR")]
+        ips: Vec<IpAddr>,
+        /// A further DNS name the certificate is valid for; repeatable.
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Issue a client certificate (implied for `coordinator`).
+        #[arg(long)]
+        client: bool,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
+    let written = match cmd {
+        PkiCommand::Init { dir, force } => pki::init(&dir, force)?,
+        PkiCommand::Issue {
+            dir,
+            name,
+            ips,
+            dns,
+            client,
+            force,
+        } => {
+            let mut req = IssueRequest::new(name);
+            req.ips = ips;
+            req.dns = dns;
+            if client {
+                req.usage = CertUsage::Client;
+            }
+            pki::issue(&dir, &req, force)?
+        }
+    };
+    eprintln!(
+        "wrote {} and {} (mode 0600)",
+        written.cert.display(),
+        written.key.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
