@@ -1,0 +1,340 @@
+//! The agent's HTTP endpoint: `GET /metrics` and `GET /healthz`, nothing
+//! else. Hand-written on tokio because two fixed routes do not justify a web
+//! framework in an agent that should idle in a few MiB; every connection is
+//! bounded in count, request size and time, and answered once, then closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::metrics::MetricsStore;
+
+/// Limits on what one client may cost the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request head (request line and headers) read, in bytes.
+    pub max_request: usize,
+    /// Deadline to receive the request head, and again to send the reply.
+    pub io_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_request: 4096,
+            io_timeout: Duration::from_secs(5),
+            max_connections: 16,
+        }
+    }
+}
+
+/// The Prometheus text exposition's content type.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves `listener` until `cancel` fires, then stops accepting, abandons
+/// connections in flight and returns.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    store: Arc<MetricsStore>,
+    limits: HttpLimits,
+    cancel: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    loop {
+        // Take a permit before accepting, so a flood of clients waits in
+        // the backlog instead of costing a task each.
+        let permit = tokio::select! {
+            () = cancel.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before we
+                    // took it: keep serving, after a pause that lets
+                    // descriptors come back.
+                    tracing::warn!("metrics endpoint: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let store = store.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = handle(stream, &store, limits) => {}
+            }
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Answers one request, then closes the connection.
+async fn handle(mut stream: TcpStream, store: &MetricsStore, limits: HttpLimits) {
+    let reply = match timeout(
+        limits.io_timeout,
+        read_head(&mut stream, limits.max_request),
+    )
+    .await
+    {
+        Err(_) => return,
+        Ok(Err(_)) => return,
+        Ok(Ok(Head::TooLarge)) => Reply::text(
+            431,
+            "Request Header Fields Too Large",
+            "request too large\n",
+        ),
+        Ok(Ok(Head::Complete(head))) => route(&head, store),
+    };
+    let _ = timeout(limits.io_timeout, async {
+        stream.write_all(&reply.head()).await?;
+        stream.write_all(&reply.body).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+enum Head {
+    Complete(Vec<u8>),
+    TooLarge,
+}
+
+/// Reads until the blank line that ends the request head.
+async fn read_head(stream: &mut TcpStream, max: usize) -> std::io::Result<Head> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find_end(&buf) {
+            buf.truncate(end);
+            return Ok(Head::Complete(buf));
+        }
+        if buf.len() >= max {
+            return Ok(Head::TooLarge);
+        }
+    }
+}
+
+fn find_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| buf.windows(2).position(|w| w == b"\n\n"))
+}
+
+fn route(head: &[u8], store: &MetricsStore) -> Reply {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = String::from_utf8_lossy(&head[..line_end]);
+    let mut parts = line.trim_end().split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Reply::text(400, "Bad Request", "bad request line\n");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Reply::text(400, "Bad Request", "unsupported HTTP version\n");
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    match (method, path) {
+        ("GET", "/metrics") => Reply {
+            status: 200,
+            reason: "OK",
+            content_type: METRICS_CONTENT_TYPE,
+            body: Body::Shared(store.rendered()),
+            allow: false,
+        },
+        ("GET", "/healthz") => Reply::text(200, "OK", "ok\n"),
+        ("GET", _) => Reply::text(404, "Not Found", "not found: try /metrics or /healthz\n"),
+        (_, _) => {
+            let mut r = Reply::text(405, "Method Not Allowed", "only GET is served\n");
+            r.allow = true;
+            r
+        }
+    }
+}
+
+enum Body {
+    Static(&'static str),
+    Shared(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Static(s) => s.as_bytes(),
+            Body::Shared(b) => b,
+        }
+    }
+}
+
+struct Reply {
+    status: u16,
+    reason: &'static str,
+    content_type: &'static str,
+    body: Body,
+    allow: bool,
+}
+
+impl Reply {
+    fn text(status: u16, reason: &'static str, body: &'static str) -> Reply {
+        Reply {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            body: Body::Static(body),
+            allow: false,
+        }
+    }
+
+    fn head(&self) -> Vec<u8> {
+        let allow = if self.allow { "Allow: GET\r\n" } else { "" };
+        format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn start(
+        limits: HttpLimits,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let store = Arc::new(MetricsStore::new());
+        let task = tokio::spawn(serve(listener, store, limits, cancel.clone()));
+        (addr, cancel, task)
+    }
+
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .expect("the server answers and closes")
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_metrics_healthz_and_everything_else() {
+        let (addr, cancel, task) = start(HttpLimits::default()).await;
+
+        let r = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("\r\n\r\n# HELP portcall_path_open "), "{r}");
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{r}"
+        );
+
+        let r = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\n\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+
+        let r = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"),
+            "{r}"
+        );
+
+        let r = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
+
+        let r = exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(
+            r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && r.contains("Allow: GET\r\n"),
+            "{r}"
+        );
+
+        let r = exchange(addr, b"garbage\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{r}");
+
+        cancel.cancel();
+        timeout(Duration::from_secs(1), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
+        let limits = HttpLimits {
+            max_request: 256,
+            ..HttpLimits::default()
+        };
+        let (addr, cancel, task) = start(limits).await;
+        let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 1000));
+        let r = exchange(addr, &big).await;
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+        let r = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_dropped_after_the_deadline_and_does_not_block_others() {
+        let limits = HttpLimits {
+            io_timeout: Duration::from_millis(200),
+            max_connections: 1,
+            ..HttpLimits::default()
+        };
+        let (addr, cancel, task) = start(limits).await;
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        // The idle client holds the only slot until its deadline passes;
+        // then the next client is served.
+        let started = tokio::time::Instant::now();
+        let r = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        let mut buf = [0u8; 16];
+        let n = timeout(Duration::from_secs(2), idle.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the idle client was closed without a reply");
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

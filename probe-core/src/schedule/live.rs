@@ -1,0 +1,199 @@
+//! One schedule-mode round against the live services: this host's outgoing
+//! paths, probed from its own address with the plan's timeouts, published
+//! to the metrics store; and plan reloads that never replace a good plan
+//! with a bad one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ScheduleError;
+use super::metrics::{MetricsStore, PathSample, RoundMetrics};
+use super::timing::Rounds;
+use crate::agent::{AgentError, local_ip};
+use crate::plan::{Address, Path, Plan};
+use crate::probe::{Host, ProbeConfig, Prober, Target};
+use crate::report::Verdict;
+
+/// The state of a schedule-mode agent between rounds.
+pub(crate) struct LiveRounds {
+    pub(crate) plan_path: PathBuf,
+    pub(crate) host: String,
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) prober: Prober,
+    pub(crate) concurrency: usize,
+    pub(crate) store: Arc<MetricsStore>,
+    /// Each path's last verdict, to log changes rather than every round.
+    last: HashMap<(String, u16), Verdict>,
+}
+
+impl LiveRounds {
+    pub(crate) fn new(
+        plan_path: PathBuf,
+        host: String,
+        plan: Arc<Plan>,
+        concurrency: usize,
+        store: Arc<MetricsStore>,
+    ) -> Result<LiveRounds, ScheduleError> {
+        let prober = prober_for(&plan, &host, concurrency)?;
+        Ok(LiveRounds {
+            plan_path,
+            host,
+            plan,
+            prober,
+            concurrency,
+            store,
+            last: HashMap::new(),
+        })
+    }
+
+    fn outgoing(&self) -> Vec<&Path> {
+        self.plan
+            .paths
+            .iter()
+            .filter(|p| p.from == self.host)
+            .collect()
+    }
+
+    fn try_reload(&self) -> Result<(Arc<Plan>, Prober), ScheduleError> {
+        let plan = Plan::load(&self.plan_path)?;
+        let prober = prober_for(&plan, &self.host, self.concurrency)?;
+        Ok((Arc::new(plan), prober))
+    }
+}
+
+/// The probe engine for `host`'s rounds: the plan's timeouts and retries,
+/// and the host's plan address as source when it is an address of this
+/// machine (behind NAT it is not, and the kernel picks the source).
+pub(crate) fn prober_for(
+    plan: &Plan,
+    host: &str,
+    concurrency: usize,
+) -> Result<Prober, ScheduleError> {
+    let Some(h) = plan.host(host) else {
+        return Err(ScheduleError::Host(AgentError::UnknownHost {
+            host: host.to_string(),
+            plan: plan.source.to_string(),
+            known: plan
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }));
+    };
+    let timeout = Duration::from_millis(plan.defaults.timeout_ms);
+    let config = ProbeConfig {
+        connect_timeout: timeout,
+        tls_timeout: timeout,
+        exchange_timeout: timeout,
+        retries: plan.defaults.retries,
+        concurrency,
+        source: local_ip(&h.address),
+        ..ProbeConfig::default()
+    };
+    Ok(Prober::new(config)?)
+}
+
+fn target_of(path: &Path) -> Target {
+    let host = match &path.address {
+        Address::Ip(ip) => Host::Ip(*ip),
+        Address::Dns(name) => Host::Name(name.as_str().into()),
+    };
+    Target::new(host, path.port, path.protocol)
+}
+
+impl Rounds for LiveRounds {
+    async fn round(&mut self, cancel: &CancellationToken) {
+        let paths: Vec<Path> = self.outgoing().into_iter().cloned().collect();
+        let targets = paths.iter().map(target_of).collect();
+        let started = Instant::now();
+        let results = self.prober.sweep(targets, cancel, |_, _| {}).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let samples: Vec<PathSample> = paths
+            .iter()
+            .zip(results)
+            .map(|(p, r)| PathSample {
+                from: p.from.clone(),
+                to: p.to.clone(),
+                port: p.port,
+                service: p.service.clone(),
+                expect: p.expect,
+                observed: r.observed,
+                latency: r.latency,
+            })
+            .collect();
+        let duration = started.elapsed();
+        let mut ok = 0usize;
+        for (s, p) in samples.iter().zip(&paths) {
+            let verdict = s.verdict();
+            if verdict == Verdict::Ok {
+                ok += 1;
+            }
+            let key = (s.to.clone(), s.port.get());
+            let before = self.last.insert(key, verdict);
+            if before != Some(verdict) && (verdict != Verdict::Ok || before.is_some()) {
+                let msg = format!(
+                    "path {} -> {}:{} ({}) expected {}: observed {}",
+                    s.from, s.to, p.port, s.service, s.expect, s.observed
+                );
+                match verdict {
+                    Verdict::Ok => tracing::info!("{msg}, ok again"),
+                    Verdict::Violation => tracing::warn!("{msg}, violation"),
+                    Verdict::Error => tracing::warn!("{msg}, could not probe"),
+                }
+            }
+        }
+        tracing::info!(
+            host = %self.host,
+            paths = samples.len(),
+            ok,
+            not_ok = samples.len() - ok,
+            duration_ms = duration.as_millis() as u64,
+            "round finished"
+        );
+        self.store.publish_round(RoundMetrics {
+            finished_at: SystemTime::now(),
+            duration,
+            paths: samples,
+        });
+    }
+
+    fn reload(&mut self) {
+        match self.try_reload() {
+            Ok((plan, prober)) => {
+                self.plan = plan;
+                self.prober = prober;
+                // Paths that left the plan must not be logged as changes
+                // if they come back later.
+                let keep: std::collections::HashSet<(String, u16)> = self
+                    .outgoing()
+                    .iter()
+                    .map(|p| (p.to.clone(), p.port.get()))
+                    .collect();
+                self.last.retain(|k, _| keep.contains(k));
+                self.store.set_reload_ok(true);
+                tracing::info!(
+                    plan = %self.plan_path.display(),
+                    host = %self.host,
+                    paths = keep.len(),
+                    "plan reloaded"
+                );
+            }
+            Err(e) => {
+                self.store.set_reload_ok(false);
+                tracing::error!(
+                    "reload plan {}: {}; keeping the previous plan",
+                    self.plan_path.display(),
+                    super::error_chain(&e)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The metrics a schedule-mode agent exports, and their Prometheus text
+//! exposition (format 0.0.4), so that Prometheus stores the history of every
+//! path and Alertmanager, not portcall, decides when to page.
+//!
+//! A round's results are rendered once, when the round finishes, and every
+//! scrape until the next round serves the same bytes.
+
+use std::io::{self, Write};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::plan::Expect;
+use crate::port::Port;
+use crate::probe::Observed;
+use crate::report::Verdict;
+
+/// The verdict of a live probe (no canary) against `expect`, the same
+/// table `portcall check` applies where the target is a real service.
+///
+/// Against a real service, `refused`, `unreachable` and `timeout` all mean
+/// that the connection did not get through, which is what a must-be-blocked
+/// path wants and a must-be-open one does not. `tls-error` and `wrong-host`
+/// connected, so they never count as blocked, nor as a working open path;
+/// `local-error` is neither open nor blocked.
+pub fn live_verdict(observed: Observed, expect: Expect) -> Verdict {
+    match (observed, expect) {
+        (Observed::LocalError, _) => Verdict::Error,
+        (Observed::Open, Expect::Open) => Verdict::Ok,
+        (Observed::Refused | Observed::Unreachable | Observed::Timeout, Expect::Blocked) => {
+            Verdict::Ok
+        }
+        _ => Verdict::Violation,
+    }
+}
+
+/// One path's result in one round, with the labels it is exported under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathSample {
+    /// Source host (this agent's host).
+    pub from: String,
+    /// Target host.
+    pub to: String,
+    /// Target port.
+    pub port: Port,
+    /// The port's name on the target.
+    pub service: String,
+    /// What the path must do.
+    pub expect: Expect,
+    /// What the probe saw.
+    pub observed: Observed,
+    /// Duration of the final attempt.
+    pub latency: Duration,
+}
+
+impl PathSample {
+    /// The sample's verdict against its expectation.
+    pub fn verdict(&self) -> Verdict {
+        live_verdict(self.observed, self.expect)
+    }
+}
+
+/// The results of one completed round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundMetrics {
+    /// When the round finished (wall clock).
+    pub finished_at: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// One sample per outgoing path, in plan order.
+    pub paths: Vec<PathSample>,
+}
+
+/// Everything `/metrics` shows at one moment.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exposition {
+    /// The last completed round, if any.
+    pub last_round: Option<RoundMetrics>,
+    /// Rounds completed since the agent started.
+    pub rounds_total: u64,
+    /// Whether the last plan reload (SIGHUP) succeeded; true before any.
+    pub last_reload_ok: bool,
+}
+
+impl Exposition {
+    /// Writes the Prometheus text exposition (format 0.0.4): every family
+    /// with its HELP and TYPE lines, samples in plan order.
+    pub fn render(&self, out: &mut impl Write) -> io::Result<()> {
+        let paths = self.last_round.as_ref().map_or(&[][..], |r| &r.paths[..]);
+
+        family(
+            out,
+            "portcall_path_open",
+            "1 when the path's last probe completed the TCP (and TLS) handshake, 0 when it did not; absent when the prober could not try.",
+            "gauge",
+        )?;
+        for p in paths.iter().filter(|p| p.observed.is_network_evidence()) {
+            sample(
+                out,
+                "portcall_path_open",
+                p,
+                &[],
+                bool01(p.observed == Observed::Open),
+            )?;
+        }
+
+        family(
+            out,
+            "portcall_path_ok",
+            "1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or the prober could not try).",
+            "gauge",
+        )?;
+        for p in paths {
+            sample(
+                out,
+                "portcall_path_ok",
+                p,
+                &[],
+                bool01(p.verdict() == Verdict::Ok),
+            )?;
+        }
+
+        family(
+            out,
+            "portcall_path_latency_seconds",
+            "Duration of the path's last probe attempt, in seconds; absent when the prober could not try.",
+            "gauge",
+        )?;
+        for p in paths.iter().filter(|p| p.observed.is_network_evidence()) {
+            let v = p.latency.as_secs_f64();
+            sample(out, "portcall_path_latency_seconds", p, &[], &v.to_string())?;
+        }
+
+        family(
+            out,
+            "portcall_path_observed",
+            "What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.",
+            "gauge",
+        )?;
+        for p in paths {
+            sample(
+                out,
+                "portcall_path_observed",
+                p,
+                &[("observed", p.observed.as_str())],
+                "1",
+            )?;
+        }
+
+        family(
+            out,
+            "portcall_last_round_timestamp_seconds",
+            "Unix time at which the last completed round finished; absent before the first round.",
+            "gauge",
+        )?;
+        if let Some(r) = &self.last_round {
+            let t = r
+                .finished_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            writeln!(out, "portcall_last_round_timestamp_seconds {t}")?;
+        }
+
+        family(
+            out,
+            "portcall_round_duration_seconds",
+            "Wall time of the last completed round, in seconds.",
+            "gauge",
+        )?;
+        if let Some(r) = &self.last_round {
+            let d = r.duration.as_secs_f64();
+            writeln!(out, "portcall_round_duration_seconds {d}")?;
+        }
+
+        family(
+            out,
+            "portcall_rounds_total",
+            "Rounds completed since the agent started.",
+            "counter",
+        )?;
+        writeln!(out, "portcall_rounds_total {}", self.rounds_total)?;
+
+        family(
+            out,
+            "portcall_plan_last_reload_successful",
+            "0 when the last plan reload (SIGHUP) failed and the agent kept its previous plan, else 1.",
+            "gauge",
+        )?;
+        writeln!(
+            out,
+            "portcall_plan_last_reload_successful {}",
+            bool01(self.last_reload_ok)
+        )
+    }
+
+    /// The exposition as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut buf =
+            Vec::with_capacity(256 + 256 * self.last_round.as_ref().map_or(0, |r| r.paths.len()));
+        self.render(&mut buf)
+            .expect("writing to a Vec<u8> cannot fail");
+        buf
+    }
+}
+
+fn bool01(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
+fn family(out: &mut impl Write, name: &str, help: &str, kind: &str) -> io::Result<()> {
+    writeln!(out, "# HELP {name} {}", escape_help(help))?;
+    writeln!(out, "# TYPE {name} {kind}")
+}
+
+fn sample(
+    out: &mut impl Write,
+    name: &str,
+    p: &PathSample,
+    extra: &[(&str, &str)],
+    value: &str,
+) -> io::Result<()> {
+    let port = p.port.get().to_string();
+    let base = [
+        ("from", p.from.as_str()),
+        ("to", p.to.as_str()),
+        ("port", port.as_str()),
+        ("service", p.service.as_str()),
+        ("expect", p.expect.as_str()),
+    ];
+    write!(out, "{name}{{")?;
+    for (i, (k, v)) in base.iter().chain(extra).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        write!(out, "{k}=\"{}\"", escape_label(v))?;
+    }
+    writeln!(out, "}} {value}")
+}
+
+/// Label values escape backslash, double quote and line feed.
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// HELP text escapes backslash and line feed.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// The agent's current exposition, shared between the scheduler (which
+/// replaces it after each round) and the HTTP endpoint (which serves it).
+#[derive(Debug)]
+pub struct MetricsStore {
+    state: RwLock<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    exposition: Exposition,
+    rendered: Arc<[u8]>,
+}
+
+impl Default for MetricsStore {
+    fn default() -> MetricsStore {
+        let exposition = Exposition {
+            last_reload_ok: true,
+            ..Exposition::default()
+        };
+        let rendered = exposition.to_bytes().into();
+        MetricsStore {
+            state: RwLock::new(Shared {
+                exposition,
+                rendered,
+            }),
+        }
+    }
+}
+
+impl MetricsStore {
+    /// A store with no round yet.
+    pub fn new() -> MetricsStore {
+        MetricsStore::default()
+    }
+
+    /// The rendered exposition, as served at `/metrics`.
+    pub fn rendered(&self) -> Arc<[u8]> {
+        self.read(|s| s.rendered.clone())
+    }
+
+    /// A copy of the current exposition.
+    pub fn snapshot(&self) -> Exposition {
+        self.read(|s| s.exposition.clone())
+    }
+
+    /// Publishes a completed round.
+    pub fn publish_round(&self, round: RoundMetrics) {
+        self.update(|e| {
+            e.last_round = Some(round);
+            e.rounds_total += 1;
+        });
+    }
+
+    /// Records whether a plan reload succeeded.
+    pub fn set_reload_ok(&self, ok: bool) {
+        self.update(|e| e.last_reload_ok = ok);
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Shared) -> T) -> T {
+        // A panic while holding the lock cannot leave the exposition
+        // half-written (it is replaced whole), so a poisoned lock is safe.
+        let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Exposition)) {
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard.exposition);
+        guard.rendered = guard.exposition.to_bytes().into();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(n: u16) -> Port {
+        Port::new(n).unwrap()
+    }
+
+    fn fixture() -> Exposition {
+        let s = |to: &str, p: u16, service: &str, expect, observed, ms| PathSample {
+            from: "app-1".into(),
+            to: to.into(),
+            port: port(p),
+            service: service.into(),
+            expect,
+            observed,
+            latency: Duration::from_micros(ms),
+        };
+        Exposition {
+            last_round: Some(RoundMetrics {
+                finished_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
+                duration: Duration::from_millis(1500),
+                paths: vec![
+                    s("db", 3306, "mysql", Expect::Open, Observed::Open, 250),
+                    s(
+                        "db",
+                        5432,
+                        "postgresql",
+                        Expect::Open,
+                        Observed::Refused,
+                        120,
+                    ),
+                    s(
+                        "dmz",
+                        22,
+                        "22",
+                        Expect::Blocked,
+                        Observed::Timeout,
+                        1_000_000,
+                    ),
+                    s(
+                        "km",
+                        9443,
+                        "https-servlet",
+                        Expect::Open,
+                        Observed::TlsError,
+                        3_500,
+                    ),
+                    s(
+                        "gw",
+                        8243,
+                        "nio-https",
+                        Expect::Open,
+                        Observed::LocalError,
+                        0,
+                    ),
+                ],
+            }),
+            rounds_total: 3,
+            last_reload_ok: false,
+        }
+    }
+
+    #[test]
+    fn exposition_exact_text_for_a_small_round() {
+        let text = String::from_utf8(fixture().to_bytes()).unwrap();
+        expect_test::expect![[r#"
+            # HELP portcall_path_open 1 when the path's last probe completed the TCP (and TLS) handshake, 0 when it did not; absent when the prober could not try.
+            # TYPE portcall_path_open gauge
+            portcall_path_open{from="app-1",to="db",port="3306",service="mysql",expect="open"} 1
+            portcall_path_open{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0
+            portcall_path_open{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 0
+            portcall_path_open{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0
+            # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or the prober could not try).
+            # TYPE portcall_path_ok gauge
+            portcall_path_ok{from="app-1",to="db",port="3306",service="mysql",expect="open"} 1
+            portcall_path_ok{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0
+            portcall_path_ok{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 1
+            portcall_path_ok{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0
+            portcall_path_ok{from="app-1",to="gw",port="8243",service="nio-https",expect="open"} 0
+            # HELP portcall_path_latency_seconds Duration of the path's last probe attempt, in seconds; absent when the prober could not try.
+            # TYPE portcall_path_latency_seconds gauge
+            portcall_path_latency_seconds{from="app-1",to="db",port="3306",service="mysql",expect="open"} 0.00025
+            portcall_path_latency_seconds{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0.00012
+            portcall_path_latency_seconds{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 1
+            portcall_path_latency_seconds{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0.0035
+            # HELP portcall_path_observed What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
+            # TYPE portcall_path_observed gauge
+            portcall_path_observed{from="app-1",to="db",port="3306",service="mysql",expect="open",observed="open"} 1
+            portcall_path_observed{from="app-1",to="db",port="5432",service="postgresql",expect="open",observed="refused"} 1
+            portcall_path_observed{from="app-1",to="dmz",port="22",service="22",expect="blocked",observed="timeout"} 1
+            portcall_path_observed{from="app-1",to="km",port="9443",service="https-servlet",expect="open",observed="tls-error"} 1
+            portcall_path_observed{from="app-1",to="gw",port="8243",service="nio-https",expect="open",observed="local-error"} 1
+            # HELP portcall_last_round_timestamp_seconds Unix time at which the last completed round finished; absent before the first round.
+            # TYPE portcall_last_round_timestamp_seconds gauge
+            portcall_last_round_timestamp_seconds 1700000000.25
+            # HELP portcall_round_duration_seconds Wall time of the last completed round, in seconds.
+            # TYPE portcall_round_duration_seconds gauge
+            portcall_round_duration_seconds 1.5
+            # HELP portcall_rounds_total Rounds completed since the agent started.
+            # TYPE portcall_rounds_total counter
+            portcall_rounds_total 3
+            # HELP portcall_plan_last_reload_successful 0 when the last plan reload (SIGHUP) failed and the agent kept its previous plan, else 1.
+            # TYPE portcall_plan_last_reload_successful gauge
+            portcall_plan_last_reload_successful 0
+        "#]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn before_the_first_round_only_counters_have_samples() {
+        let store = MetricsStore::new();
+        let text = String::from_utf8(store.rendered().to_vec()).unwrap();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "portcall_rounds_total 0",
+                "portcall_plan_last_reload_successful 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+        let mut e = fixture();
+        e.last_round.as_mut().unwrap().paths[0].service = "my\"sql\n".into();
+        let text = String::from_utf8(e.to_bytes()).unwrap();
+        assert!(
+            text.contains(r#"service="my\"sql\n",expect="open"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn store_publishes_rounds_and_reload_state() {
+        let store = MetricsStore::new();
+        let round = fixture().last_round.unwrap();
+        store.publish_round(round.clone());
+        store.publish_round(round);
+        store.set_reload_ok(false);
+        let snap = store.snapshot();
+        assert_eq!(snap.rounds_total, 2);
+        assert!(!snap.last_reload_ok);
+        assert_eq!(&*store.rendered(), &snap.to_bytes()[..]);
+    }
+
+    #[test]
+    fn verdicts_of_live_probes() {
+        use Expect::{Blocked, Open};
+        let cases = [
+            (Observed::Open, Open, Verdict::Ok),
+            (Observed::Open, Blocked, Verdict::Violation),
+            (Observed::Refused, Open, Verdict::Violation),
+            (Observed::Refused, Blocked, Verdict::Ok),
+            (Observed::Unreachable, Blocked, Verdict::Ok),
+            (Observed::Timeout, Blocked, Verdict::Ok),
+            (Observed::Timeout, Open, Verdict::Violation),
+            (Observed::TlsError, Open, Verdict::Violation),
+            (Observed::TlsError, Blocked, Verdict::Violation),
+            (Observed::WrongHost, Blocked, Verdict::Violation),
+            (Observed::LocalError, Open, Verdict::Error),
+            (Observed::LocalError, Blocked, Verdict::Error),
+        ];
+        for (o, e, v) in cases {
+            assert_eq!(live_verdict(o, e), v, "{o} expecting {e}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Schedule mode: an agent left running on a host probes that host's
+//! outgoing paths against the live services every `--every`, and exports the
+//! results as Prometheus metrics, so that Prometheus keeps the history and
+//! Alertmanager pages on drift. No coordinator and no certificates are
+//! involved.
+//!
+//! [`Scheduled::start`] loads the plan, picks the host and binds the metrics
+//! endpoint; [`Scheduled::run`] then runs rounds (see [`Timing`]) and serves
+//! `GET /metrics` and `GET /healthz` until cancelled. A [`ReloadHandle`]
+//! re-reads the plan between rounds; a plan that became invalid is logged
+//! and the previous one kept.
+
+mod duration;
+mod http;
+mod live;
+pub mod metrics;
+mod timing;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use duration::{DurationError, parse_duration};
+pub use http::HttpLimits;
+pub use metrics::{Exposition, MetricsStore, PathSample, RoundMetrics, live_verdict};
+pub use timing::Timing;
+
+use crate::agent::{AgentError, detect_host};
+use crate::plan::{Plan, PlanError};
+use crate::probe::ProbeError;
+use live::LiveRounds;
+
+/// The shortest period `--every` accepts.
+pub const MIN_EVERY: Duration = Duration::from_secs(1);
+
+/// Everything schedule mode needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// The plan file; re-read on reload.
+    pub plan_path: PathBuf,
+    /// The plan host this agent plays; `None` finds it among the plan's
+    /// hosts by the addresses of this machine.
+    pub host: Option<String>,
+    /// How often rounds run, and their jitter.
+    pub timing: Timing,
+    /// Where `/metrics` and `/healthz` are served.
+    pub metrics_listen: SocketAddr,
+    /// Limits on the HTTP endpoint's clients.
+    pub http: HttpLimits,
+    /// Probe attempts in flight at once during a round.
+    pub probe_concurrency: usize,
+}
+
+impl ScheduleConfig {
+    /// A configuration with the default jitter, HTTP limits and probe
+    /// concurrency.
+    pub fn new(plan_path: PathBuf, every: Duration, metrics_listen: SocketAddr) -> ScheduleConfig {
+        ScheduleConfig {
+            plan_path,
+            host: None,
+            timing: Timing::with_default_jitter(every),
+            metrics_listen,
+            http: HttpLimits::default(),
+            probe_concurrency: 256,
+        }
+    }
+}
+
+/// Why schedule mode could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScheduleError {
+    /// The plan could not be read or is invalid.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The host is not in the plan, or could not be found among this
+    /// machine's addresses.
+    #[error(transparent)]
+    Host(#[from] AgentError),
+    /// The probe engine could not be configured.
+    #[error("set up the prober")]
+    Probe(#[from] ProbeError),
+    /// `--every` is shorter than [`MIN_EVERY`].
+    #[error("--every {every:?} is too short: rounds run at most once a second")]
+    EveryTooShort {
+        /// The period asked for.
+        every: Duration,
+    },
+    /// The metrics endpoint could not be bound.
+    #[error("listen for /metrics on {addr}")]
+    BindMetrics {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Asks a running [`Scheduled`] to re-read its plan (what SIGHUP does).
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(Arc<Notify>);
+
+impl ReloadHandle {
+    /// Requests a reload; it happens before the next round, or after the
+    /// round in progress. Requests made meanwhile collapse into one.
+    pub fn reload(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A schedule-mode agent, bound and ready to run.
+pub struct Scheduled {
+    rounds: LiveRounds,
+    listener: TcpListener,
+    timing: Timing,
+    http: HttpLimits,
+    reload: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Scheduled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduled")
+            .field("host", &self.rounds.host)
+            .field("plan", &self.rounds.plan_path)
+            .field("timing", &self.timing)
+            .field("metrics", &self.listener.local_addr().ok())
+            .finish()
+    }
+}
+
+impl Scheduled {
+    /// Loads the plan, picks the host, sets up the prober and binds the
+    /// metrics endpoint. Nothing is probed yet.
+    pub async fn start(config: ScheduleConfig) -> Result<Scheduled, ScheduleError> {
+        if config.timing.every < MIN_EVERY {
+            return Err(ScheduleError::EveryTooShort {
+                every: config.timing.every,
+            });
+        }
+        let plan = Plan::load(&config.plan_path)?;
+        let host = match config.host {
+            Some(h) => h,
+            None => detect_host(&plan)?,
+        };
+        let store = Arc::new(MetricsStore::new());
+        let rounds = LiveRounds::new(
+            config.plan_path,
+            host,
+            Arc::new(plan),
+            config.probe_concurrency.max(1),
+            store,
+        )?;
+        let addr = config.metrics_listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ScheduleError::BindMetrics { addr, source })?;
+        Ok(Scheduled {
+            rounds,
+            listener,
+            timing: config.timing,
+            http: config.http,
+            reload: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Where `/metrics` is served (useful when bound to port 0).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The plan host this agent plays.
+    pub fn host(&self) -> &str {
+        &self.rounds.host
+    }
+
+    /// The number of paths this host probes each round.
+    pub fn outgoing_paths(&self) -> usize {
+        self.rounds
+            .plan
+            .paths
+            .iter()
+            .filter(|p| p.from == self.rounds.host)
+            .count()
+    }
+
+    /// The metrics the endpoint serves.
+    pub fn store(&self) -> Arc<MetricsStore> {
+        self.rounds.store.clone()
+    }
+
+    /// A handle that requests plan reloads.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.reload.clone())
+    }
+
+    /// Runs rounds and serves the endpoint until `cancel` fires; returns
+    /// promptly then (a round in progress is abandoned, unpublished).
+    pub async fn run(self, cancel: CancellationToken) {
+        let Scheduled {
+            mut rounds,
+            listener,
+            timing,
+            http,
+            reload,
+        } = self;
+        tracing::info!(
+            host = %rounds.host,
+            every = ?timing.every,
+            metrics = ?listener.local_addr().ok(),
+            "schedule mode: probing outgoing paths"
+        );
+        let store = rounds.store.clone();
+        let mut rng = timing::Rng::from_entropy();
+        tokio::join!(
+            timing::drive(timing, &mut rng, &mut rounds, &reload, &cancel),
+            http::serve(listener, store, http, cancel.clone()),
+        );
+    }
+}
+
+/// [`Scheduled::start`] then [`Scheduled::run`].
+pub async fn run(config: ScheduleConfig, cancel: CancellationToken) -> Result<(), ScheduleError> {
+    Scheduled::start(config).await?.run(cancel).await;
+    Ok(())
+}
+
+/// An error and its sources, joined with ": ", for log lines.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
