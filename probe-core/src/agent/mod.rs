@@ -370,7 +370,11 @@ impl Shared {
             if let Response::Error(e) = &reply {
                 tracing::warn!(%peer, message = %e.message, "control request refused");
             }
-            if write_frame(&mut io, &reply).await.is_err() || !keep {
+            if write_frame(&mut io, &reply).await.is_err() {
+                return;
+            }
+            if !keep {
+                linger(&mut io).await;
                 return;
             }
         }
@@ -577,6 +581,26 @@ impl Shared {
             results,
         })
     }
+}
+
+/// Closes our side, then reads and discards what the client still sends
+/// for a moment (bounded in bytes and time), so that closing with unread
+/// input does not reset the connection before the client reads our last
+/// reply.
+async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: &mut S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = io.shutdown().await;
+    let mut buf = [0u8; 8192];
+    let mut left: usize = 1 << 20;
+    let _ = timeout(Duration::from_secs(1), async {
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 fn error(message: String) -> Response {

@@ -530,8 +530,8 @@ expect = "blocked"
 
     #[test]
     fn verdicts_follow_the_table() {
-        use Expect::*;
-        use Observed::*;
+        use Expect::{Blocked, Open};
+        use Observed::{LocalError, Refused, Timeout, TlsError, Unreachable, WrongHost};
         let cases = [
             (Open, Some(Observed::Open), Verdict::Ok),
             (Blocked, Some(Observed::Open), Verdict::Violation),

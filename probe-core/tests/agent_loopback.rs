@@ -1,0 +1,572 @@
+//! Agents, the control channel and whole rounds on loopback, no root
+//! needed. Each test plays its plan on its own 127.0.4N.0/24 block so the
+//! tests can run at once without touching each other's ports.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use probe_core::agent::{Agent, AgentConfig, AgentLimits};
+use probe_core::control::{
+    self, ClientSecurity, ControlError, ListenerState, PrepareRequest, Request, Response,
+    RoundRef, ServerSecurity,
+};
+use probe_core::pki::{self, Authority, COORDINATOR, IssueRequest, TlsIdentity};
+use probe_core::plan::{Address, Plan};
+use probe_core::probe::Observed;
+use probe_core::report::{AgentState, PathReport, Report, Verdict};
+use probe_core::round::{self, RoundConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A three-host plan on 127.0.`net`.0/24: `web` (no roles) reaches `app`
+/// over TCP and TLS, `app` reaches `db`, and `web` must not reach `db`.
+fn plan(net: u8, extra_flows: &str) -> Plan {
+    let src = format!(
+        r#"
+name = "loopback-{net}"
+[defaults]
+timeout_ms = 400
+retries = 0
+[[hosts]]
+name = "web"
+address = "127.0.{net}.1"
+[[hosts]]
+name = "app"
+address = "127.0.{net}.2"
+roles = ["app"]
+[[hosts]]
+name = "db"
+address = "127.0.{net}.3"
+roles = ["db"]
+[roles.app]
+ports = [
+  {{ name = "http", port = 18080, offset = false }},
+  {{ name = "https", port = 18443, protocol = "tls", offset = false }},
+]
+[roles.db]
+ports = [{{ name = "sql", port = 13306, offset = false }}]
+[[flows]]
+name = "web to app"
+from = "host:web"
+to = "host:app"
+ports = ["http", "https"]
+[[flows]]
+name = "app to db"
+from = "host:app"
+to = "host:db"
+ports = ["sql"]
+[[flows]]
+name = "web never reaches db"
+from = "host:web"
+to = "host:db"
+ports = ["sql"]
+expect = "blocked"
+{extra_flows}
+"#
+    );
+    Plan::parse(&src, &format!("loopback-{net}.toml")).unwrap()
+}
+
+/// A PKI directory made with the same functions `portcall pki` uses: the
+/// CA, one certificate per host (IP SAN = its plan address), and the
+/// coordinator's.
+fn pki_dir(plan: &Plan) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    pki::init(dir.path(), false).unwrap();
+    for h in &plan.hosts {
+        let mut req = IssueRequest::new(h.name.as_str());
+        if let Address::Ip(ip) = h.address {
+            req.ips.push(ip);
+        }
+        pki::issue(dir.path(), &req, false).unwrap();
+    }
+    pki::issue(dir.path(), &IssueRequest::new(COORDINATOR), false).unwrap();
+    dir
+}
+
+fn ip_of(plan: &Plan, host: &str) -> IpAddr {
+    match plan.host(host).unwrap().address {
+        Address::Ip(ip) => ip,
+        Address::Dns(_) => unreachable!("test plans use addresses"),
+    }
+}
+
+/// Agents of a plan running in this process until dropped.
+struct Agents {
+    endpoints: BTreeMap<String, SocketAddr>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Agents {
+    async fn start(plan: &Arc<Plan>, pki: &Path, hosts: &[&str]) -> Agents {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut endpoints = BTreeMap::new();
+        for host in hosts {
+            let id = TlsIdentity::load(pki, host).unwrap();
+            let config = AgentConfig {
+                plan: plan.clone(),
+                host: (*host).to_string(),
+                security: ServerSecurity::Mtls(id.control_server_config().unwrap()),
+                canary_tls: id.canary_server_config().unwrap(),
+                listen: Some(SocketAddr::new(ip_of(plan, host), 0)),
+                limits: AgentLimits::default(),
+            };
+            let agent = Agent::bind(config).await.unwrap();
+            endpoints.insert((*host).to_string(), agent.local_addr());
+            tracker.spawn(agent.run(cancel.clone()));
+        }
+        Agents {
+            endpoints,
+            cancel,
+            tracker,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+fn coordinator(pki: &Path) -> ClientSecurity {
+    ClientSecurity::Mtls(TlsIdentity::load(pki, COORDINATOR).unwrap())
+}
+
+fn path<'a>(r: &'a Report, from: &str, to: &str, port: u16) -> &'a PathReport {
+    r.paths
+        .iter()
+        .find(|p| p.from == from && p.to == to && p.port == port)
+        .unwrap_or_else(|| panic!("no path {from} -> {to}:{port}"))
+}
+
+fn config(endpoints: &BTreeMap<String, SocketAddr>) -> RoundConfig {
+    RoundConfig {
+        connect_timeout: Duration::from_secs(2),
+        endpoints: endpoints.clone(),
+        ..RoundConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
+    let plan = Arc::new(plan(41, ""));
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["web", "app", "db"]).await;
+    let cancel = CancellationToken::new();
+    let report = round::check(&plan, &coordinator(pki.path()), &config(&agents.endpoints), &cancel).await;
+    agents.stop().await;
+
+    assert_eq!(report.schema, "portcall.report/v1");
+    assert_eq!(report.summary.paths, 4);
+    assert_eq!((report.summary.ok, report.summary.violations, report.summary.errors), (3, 1, 0));
+    for (from, to, port, source) in [
+        ("web", "app", 18080, "127.0.41.1"),
+        ("web", "app", 18443, "127.0.41.1"),
+        ("app", "db", 13306, "127.0.41.2"),
+    ] {
+        let p = path(&report, from, to, port);
+        assert_eq!(p.observed, Some(Observed::Open), "{p:?}");
+        assert_eq!(p.verdict, Verdict::Ok, "{p:?}");
+        assert_eq!(p.target_saw, Some(true), "{p:?}");
+        assert_eq!(p.seen_source.as_deref(), Some(source), "{p:?}");
+        assert_eq!(p.attempts, 1);
+    }
+    // Loopback filters nothing: the must-be-blocked path is open, proven
+    // by the nonce db's canary saw.
+    let p = path(&report, "web", "db", 13306);
+    assert_eq!((p.observed, p.verdict), (Some(Observed::Open), Verdict::Violation));
+    assert_eq!(p.target_saw, Some(true));
+    assert_eq!(p.seen_source.as_deref(), Some("127.0.41.1"));
+    assert!(report.hosts.iter().all(|h| h.agent == AgentState::Up && h.conflicts.is_empty()));
+    assert_eq!(report.exit_code(), 1);
+
+    // The JSON contract: exactly these keys.
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&json),
+        ["finished_at", "hosts", "paths", "plan", "schema", "started_at", "summary"]
+    );
+    assert_eq!(keys(&json["hosts"][0]), ["address", "agent", "conflicts", "name"]);
+    assert_eq!(
+        keys(&json["paths"][0]),
+        [
+            "address", "attempts", "detail", "expect", "from", "latency_ms", "observed", "port",
+            "protocol", "seen_source", "service", "target_saw", "to", "verdict"
+        ]
+    );
+    assert_eq!(json["paths"][0]["observed"], "open");
+    assert_eq!(json["hosts"][0]["agent"], "up");
+
+    // Every canary is gone once the round is over.
+    for port in [18080, 18443] {
+        assert!(std::net::TcpListener::bind(("127.0.41.2", port)).is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_dead_agent_makes_its_paths_errors_and_the_others_are_measured() {
+    let plan = Arc::new(plan(42, ""));
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["web", "app"]).await;
+    let mut endpoints = agents.endpoints.clone();
+    // db's agent is down: nothing listens on its endpoint.
+    let free = std::net::TcpListener::bind("127.0.42.3:0").unwrap();
+    endpoints.insert("db".into(), free.local_addr().unwrap());
+    drop(free);
+    let cancel = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let report = round::check(&plan, &coordinator(pki.path()), &config(&endpoints), &cancel).await;
+    agents.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    for port in [18080, 18443] {
+        let p = path(&report, "web", "app", port);
+        assert_eq!((p.observed, p.verdict), (Some(Observed::Open), Verdict::Ok));
+    }
+    for (from, to) in [("app", "db"), ("web", "db")] {
+        let p = path(&report, from, to, 13306);
+        assert_eq!(p.verdict, Verdict::Error, "{p:?}");
+        assert_eq!(p.observed, None);
+        assert!(p.detail.contains("target agent db unreachable"), "{}", p.detail);
+        assert!(p.detail.contains("connection refused") || p.detail.contains("onnect"), "{}", p.detail);
+    }
+    let db = report.hosts.iter().find(|h| h.name == "db").unwrap();
+    assert_eq!(db.agent, AgentState::Unreachable);
+    assert_eq!(report.summary.errors, 2);
+    assert_eq!(report.exit_code(), 3);
+}
+
+/// Sends `hello` and expects the agent's answer.
+async fn hello(security: &ClientSecurity, host: &str, ip: IpAddr, addr: SocketAddr) -> Result<Response, ControlError> {
+    let mut c = control::connect(security, host, Some(ip), addr, Duration::from_secs(2)).await?;
+    c.request(&Request::Hello, Duration::from_secs(2)).await
+}
+
+#[tokio::test]
+async fn clients_without_a_certificate_of_the_ca_are_refused_and_the_agent_keeps_serving() {
+    let plan = Arc::new(plan(43, ""));
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["db"]).await;
+    let addr = agents.endpoints["db"];
+    let ip = ip_of(&plan, "db");
+    let ca_pem = std::fs::read_to_string(pki.path().join("ca.pem")).unwrap();
+
+    // Plain TCP: no TLS at all.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"{\"op\":\"hello\"}\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(!String::from_utf8_lossy(&buf).contains("\"reply\":\"hello\""), "{buf:?}");
+
+    // TLS, but no client certificate.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(TlsIdentity::load(pki.path(), COORDINATOR).unwrap().roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(ip.into());
+    let outcome = async {
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        tls.write_all(b"{\"op\":\"hello\"}\n").await?;
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await?;
+        std::io::Result::Ok(buf)
+    }
+    .await;
+    match outcome {
+        Err(_) => {}
+        Ok(buf) => assert!(buf.is_empty(), "served without a certificate: {buf:?}"),
+    }
+
+    // A certificate from a foreign CA (trusting the real CA for the agent).
+    let foreign = Authority::generate("someone else's CA").unwrap();
+    let cert = foreign.issue(&IssueRequest::new(COORDINATOR)).unwrap();
+    let impostor = TlsIdentity::from_pem(COORDINATOR, &ca_pem, &cert.cert_pem, &cert.key_pem).unwrap();
+    let r = hello(&ClientSecurity::Mtls(impostor), "db", ip, addr).await;
+    assert!(r.is_err(), "foreign CA accepted: {r:?}");
+
+    // An agent's own certificate (server usage only) cannot drive agents.
+    let agent_id = TlsIdentity::load(pki.path(), "web").unwrap();
+    let r = hello(&ClientSecurity::Mtls(agent_id), "db", ip, addr).await;
+    assert!(r.is_err(), "an agent certificate was accepted as coordinator: {r:?}");
+
+    // The coordinator is served, and checks the agent's name: db's
+    // certificate is not web's.
+    let ok = hello(&coordinator(pki.path()), "db", ip, addr).await.unwrap();
+    assert!(matches!(ok, Response::Hello(h) if h.host == "db" && h.version == control::PROTOCOL_VERSION));
+    let wrong = hello(&coordinator(pki.path()), "web", ip_of(&plan, "web"), addr).await;
+    assert!(matches!(wrong, Err(ControlError::Handshake { .. })), "{wrong:?}");
+    agents.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_serving() {
+    let plan = Arc::new(plan(44, ""));
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["db"]).await;
+    let addr = agents.endpoints["db"];
+    let ip = ip_of(&plan, "db");
+    let security = coordinator(pki.path());
+    let mut c = control::connect(&security, "db", Some(ip), addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let error_reply = |r: Response| match r {
+        Response::Error(e) => e.message,
+        other => panic!("expected an error reply, got {other:?}"),
+    };
+    for bad in [
+        &b"this is not json\n"[..],
+        b"{\"op\":\"format-disk\"}\n",
+        b"{\"op\":\"prepare\",\"round\":\"zz\"}\n",
+        b"\xff\xfe\n",
+    ] {
+        c.send_raw(bad).await.unwrap();
+        let msg = error_reply(c.read_reply().await.unwrap());
+        assert!(msg.contains("malformed frame"), "{msg}");
+    }
+    // A well-formed request from the wrong coordinator's point of view.
+    let r = c
+        .request(
+            &Request::Prepare(PrepareRequest {
+                round: "abcd".into(),
+                host: "web".into(),
+                plan_digest: control::plan_digest(&plan),
+                ttl_ms: 1000,
+            }),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(matches!(&r, Err(ControlError::Refused { message, .. }) if message.contains("plays db, not web")), "{r:?}");
+    let r = c
+        .request(
+            &Request::Prepare(PrepareRequest {
+                round: "abcd".into(),
+                host: "db".into(),
+                plan_digest: "0000".into(),
+                ttl_ms: 1000,
+            }),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(matches!(&r, Err(ControlError::Refused { message, .. }) if message.contains("plan mismatch")), "{r:?}");
+    let r = c
+        .request(&Request::Evidence(RoundRef { round: "ab".into() }), Duration::from_secs(2))
+        .await;
+    assert!(matches!(&r, Err(ControlError::Refused { .. })), "{r:?}");
+    // Still the same connection, still served.
+    assert!(matches!(c.request(&Request::Hello, Duration::from_secs(2)).await, Ok(Response::Hello(_))));
+
+    // More than the cap without a newline: an error reply, then the
+    // connection is closed (it cannot be resynchronised).
+    let big = vec![b'x'; control::MAX_REQUEST_BYTES + 10];
+    c.send_raw(&big).await.unwrap();
+    let msg = error_reply(c.read_reply().await.unwrap());
+    assert!(msg.contains("exceeds"), "{msg}");
+    assert!(c.read_reply().await.is_err(), "connection should be closed");
+
+    // A new connection is served.
+    let ok = hello(&security, "db", ip, addr).await.unwrap();
+    assert!(matches!(ok, Response::Hello(_)));
+
+    // A burst beyond the rate limit is refused, not served.
+    let mut c = control::connect(&security, "db", Some(ip), addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut limited = 0;
+    for _ in 0..120 {
+        if let Err(ControlError::Refused { message, .. }) =
+            c.request(&Request::Hello, Duration::from_secs(2)).await
+        {
+            assert!(message.contains("rate limit"), "{message}");
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "120 requests at once were all served");
+    agents.stop().await;
+}
+
+#[tokio::test]
+async fn canaries_close_after_the_ttl_when_the_coordinator_vanishes_mid_round() {
+    let plan = Arc::new(plan(45, ""));
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["db"]).await;
+    let addr = agents.endpoints["db"];
+    let ip = ip_of(&plan, "db");
+    let security = coordinator(pki.path());
+    let mut c = control::connect(&security, "db", Some(ip), addr, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let r = c
+        .request(
+            &Request::Prepare(PrepareRequest {
+                round: "0123abcd".into(),
+                host: "db".into(),
+                plan_digest: control::plan_digest(&plan),
+                ttl_ms: 1200,
+            }),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    let Response::Prepared(p) = r else { panic!("{r:?}") };
+    assert_eq!(p.listeners.len(), 1);
+    assert_eq!(p.listeners[0].state, ListenerState::Canary);
+    // The coordinator dies without a teardown.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.45.3", 13306)).await.is_ok(),
+        "the canary should still be up within its TTL"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = tokio::net::TcpStream::connect(("127.0.45.3", 13306)).await;
+    assert!(refused.is_err(), "the canary outlived its TTL");
+    assert!(std::net::TcpListener::bind(("127.0.45.3", 13306)).is_ok());
+    // And the agent still serves.
+    assert!(matches!(hello(&security, "db", ip, addr).await, Ok(Response::Hello(_))));
+    agents.stop().await;
+}
+
+#[tokio::test]
+async fn a_real_service_holding_a_planned_port_is_reported_held_and_probed_live() {
+    // An extra flow to a port nobody plans: no canary there either.
+    let plan = Arc::new(plan(
+        46,
+        r#"
+[[flows]]
+name = "web to an unplanned port"
+from = "host:web"
+to = "host:db"
+ports = [24999]
+"#,
+    ));
+    let pki = pki_dir(&plan);
+    // The "real service": accepts on db's planned port and greets.
+    let service = tokio::net::TcpListener::bind("127.0.46.3:13306").await.unwrap();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    let service_task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = service.accept().await else { break };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s.write_all(b"5.7.0-fake-mysql\n").await;
+        }
+    });
+    let agents = Agents::start(&plan, pki.path(), &["web", "app", "db"]).await;
+    let cancel = CancellationToken::new();
+    let report = round::check(&plan, &coordinator(pki.path()), &config(&agents.endpoints), &cancel).await;
+    agents.stop().await;
+
+    let db = report.hosts.iter().find(|h| h.name == "db").unwrap();
+    assert_eq!(db.conflicts.len(), 1, "{db:?}");
+    assert_eq!(db.conflicts[0].port, 13306);
+    assert_eq!(db.conflicts[0].state, ListenerState::Held);
+    for from in ["app", "web"] {
+        let p = path(&report, from, "db", 13306);
+        assert_eq!(p.observed, Some(Observed::Open), "{p:?}");
+        assert_eq!(p.target_saw, None, "no canary, no nonce: {p:?}");
+        assert_eq!(p.seen_source, None);
+        assert!(p.detail.contains("live service"), "{}", p.detail);
+    }
+    assert_eq!(path(&report, "app", "db", 13306).verdict, Verdict::Ok);
+    assert_eq!(path(&report, "web", "db", 13306).verdict, Verdict::Violation);
+    // Nothing listens on the unplanned port: refused without a canary is
+    // "service down", never "blocked".
+    let p = path(&report, "web", "db", 24999);
+    assert_eq!((p.observed, p.verdict), (Some(Observed::Refused), Verdict::Error));
+    assert!(p.detail.contains("service down"), "{}", p.detail);
+    assert_eq!(report.exit_code(), 3);
+
+    // The service was probed, never displaced, and still works.
+    assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    let mut s = tokio::net::TcpStream::connect("127.0.46.3:13306").await.unwrap();
+    let mut greeting = [0u8; 16];
+    s.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"5.7.0-fake-mysql");
+    service_task.abort();
+}
+
+#[tokio::test]
+async fn insecure_agents_refuse_to_serve_off_loopback() {
+    let plan = Arc::new(plan(47, ""));
+    let config = AgentConfig {
+        plan: plan.clone(),
+        host: "db".into(),
+        security: ServerSecurity::Insecure,
+        canary_tls: pki::self_signed_canary_config("db").unwrap(),
+        listen: Some("0.0.0.0:0".parse().unwrap()),
+        limits: AgentLimits::default(),
+    };
+    let err = Agent::bind(config).await.unwrap_err().to_string();
+    assert!(err.contains("only on loopback"), "{err}");
+
+    // On loopback an insecure agent and coordinator run a whole round.
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut endpoints = BTreeMap::new();
+    for host in ["web", "app", "db"] {
+        let agent = Agent::bind(AgentConfig {
+            plan: plan.clone(),
+            host: host.into(),
+            security: ServerSecurity::Insecure,
+            canary_tls: pki::self_signed_canary_config(host).unwrap(),
+            listen: Some(SocketAddr::new(ip_of(&plan, host), 0)),
+            limits: AgentLimits::default(),
+        })
+        .await
+        .unwrap();
+        endpoints.insert(host.to_string(), agent.local_addr());
+        tracker.spawn(agent.run(cancel.clone()));
+    }
+    let report = round::check(&plan, &ClientSecurity::Insecure, &config_of(&endpoints), &cancel).await;
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    assert_eq!((report.summary.ok, report.summary.violations), (3, 1));
+}
+
+fn config_of(endpoints: &BTreeMap<String, SocketAddr>) -> RoundConfig {
+    config(endpoints)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_plays_the_wso2_plan_with_only_the_must_be_blocked_paths_failing() {
+    let started = std::time::Instant::now();
+    let run = probe_core::demo::run_wso2().await.unwrap();
+    let r = &run.report;
+    assert_eq!(r.summary.paths, 83);
+    assert_eq!(r.summary.errors, 0, "{:#?}", r.paths.iter().filter(|p| p.verdict == Verdict::Error).collect::<Vec<_>>());
+    for p in &r.paths {
+        match p.expect {
+            probe_core::plan::Expect::Open => {
+                assert_eq!((p.verdict, p.target_saw), (Verdict::Ok, Some(true)), "{p:?}");
+            }
+            probe_core::plan::Expect::Blocked => {
+                assert_eq!((p.verdict, p.observed), (Verdict::Violation, Some(Observed::Open)), "{p:?}");
+            }
+        }
+        assert!(p.seen_source.as_deref().is_some_and(|s| s.starts_with("127.0.")));
+    }
+    assert_eq!(r.summary.violations, 13);
+    assert_eq!(run.exit_code(), 0);
+    assert!(run.notes.iter().any(|n| n.contains("nothing filters traffic on loopback")));
+    assert!(run.notes.iter().any(|n| n.contains("lb http 80 -> 10080")));
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+}
