@@ -24,7 +24,7 @@ pub struct AgentArgs {
     #[arg(long)]
     host: Option<String>,
     /// Directory with ca.pem, HOST.pem and HOST-key.pem.
-    #[arg(long, required_unless_present = "insecure")]
+    #[arg(long, required_unless_present_any = ["insecure", "every"])]
     pki: Option<PathBuf>,
     /// Serve the control endpoint over plain TCP without client
     /// certificates; refused unless the endpoint is on loopback.
@@ -34,10 +34,18 @@ pub struct AgentArgs {
     /// and control_port.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+    /// Schedule mode: `--every` and `--metrics` (see schedule_cmd).
+    #[command(flatten)]
+    schedule: crate::schedule_cmd::ScheduleArgs,
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     init_logging("info");
+    // Schedule mode alone: without --pki or --insecure there is no control
+    // endpoint (clap has made sure --every is there).
+    if args.pki.is_none() && !args.insecure {
+        return crate::schedule_cmd::run(&args.plan, args.host.as_deref(), &args.schedule);
+    }
     let plan = Arc::new(Plan::load(&args.plan)?);
     let host = match args.host {
         Some(h) => h,
@@ -84,7 +92,14 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             on_signal.cancel();
         });
-        agent.run(cancel).await;
+        // With --every, schedule mode runs beside the control endpoint.
+        let scheduled =
+            crate::schedule_cmd::start(&args.plan, Some(agent.host()), &args.schedule).await?;
+        let ((), scheduled) = tokio::join!(
+            agent.run(cancel.clone()),
+            crate::schedule_cmd::run_scheduled(scheduled, cancel)
+        );
+        scheduled?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -55,8 +55,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan::load(&args.plan)?;
     let security = match &args.pki {
         Some(dir) => ClientSecurity::Mtls(
-            TlsIdentity::load(dir, COORDINATOR)
-                .context("load the coordinator's certificate")?,
+            TlsIdentity::load(dir, COORDINATOR).context("load the coordinator's certificate")?,
         ),
         None => {
             if let Some(h) = plan.hosts.iter().find(|h| !is_loopback(&h.address)) {

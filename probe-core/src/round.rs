@@ -126,7 +126,9 @@ pub async fn run_round(
     let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
     let mut sessions = Vec::new();
     for name in &involved {
-        let Some(host) = plan.host(name) else { continue };
+        let Some(host) = plan.host(name) else {
+            continue;
+        };
         let ip = match &host.address {
             Address::Ip(ip) => Some(*ip),
             Address::Dns(_) => None,
@@ -141,52 +143,58 @@ pub async fn run_round(
     let endpoints: BTreeMap<String, (Address, u16)> = plan
         .hosts
         .iter()
-        .map(|h| (h.name.clone(), (h.address.clone(), plan.defaults.control_port.get())))
+        .map(|h| {
+            (
+                h.name.clone(),
+                (h.address.clone(), plan.defaults.control_port.get()),
+            )
+        })
         .collect();
-    let sessions = each(sessions, cancel, |mut s| {
-        let security = security.clone();
-        let config = config.clone();
-        let (address, port) = endpoints[&s.host].clone();
-        let request = Request::Prepare(PrepareRequest {
-            round: round.clone(),
-            host: s.host.clone(),
-            plan_digest: digest.clone(),
-            ttl_ms,
-        });
-        async move {
-            let addr = match config.endpoints.get(&s.host) {
-                Some(a) => *a,
-                None => match resolve(&address, port, config.connect_timeout).await {
-                    Ok(a) => a,
-                    Err(why) => {
-                        s.lost(why);
-                        return s;
-                    }
-                },
-            };
-            let mut conn =
-                match control::connect(&security, &s.host, s.ip, addr, config.connect_timeout)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        s.lost(chain(&e));
-                        return s;
-                    }
+    let sessions =
+        each(sessions, cancel, |mut s| {
+            let security = security.clone();
+            let config = config.clone();
+            let (address, port) = endpoints[&s.host].clone();
+            let request = Request::Prepare(PrepareRequest {
+                round: round.clone(),
+                host: s.host.clone(),
+                plan_digest: digest.clone(),
+                ttl_ms,
+            });
+            async move {
+                let addr = match config.endpoints.get(&s.host) {
+                    Some(a) => *a,
+                    None => match resolve(&address, port, config.connect_timeout).await {
+                        Ok(a) => a,
+                        Err(why) => {
+                            s.lost(why);
+                            return s;
+                        }
+                    },
                 };
-            match conn.request(&request, config.request_timeout).await {
-                Ok(Response::Prepared(p)) => {
-                    s.evidence.outcome = AgentOutcome::Up;
-                    s.evidence.listeners = p.listeners;
-                    s.conn = Some(conn);
+                let mut conn =
+                    match control::connect(&security, &s.host, s.ip, addr, config.connect_timeout)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            s.lost(chain(&e));
+                            return s;
+                        }
+                    };
+                match conn.request(&request, config.request_timeout).await {
+                    Ok(Response::Prepared(p)) => {
+                        s.evidence.outcome = AgentOutcome::Up;
+                        s.evidence.listeners = p.listeners;
+                        s.conn = Some(conn);
+                    }
+                    Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                    Err(e) => s.lost(chain(&e)),
                 }
-                Ok(_) => s.lost(chain(&conn.unexpected(&request))),
-                Err(e) => s.lost(chain(&e)),
+                s
             }
-            s
-        }
-    })
-    .await;
+        })
+        .await;
 
     // Phase 2: probe. Each source learns which target ports have no canary.
     let mut live = Vec::new();
@@ -255,8 +263,9 @@ pub async fn run_round(
                 return s;
             }
             let Some(conn) = s.conn.as_mut() else {
-                s.evidence.evidence_error =
-                    Some("the control connection was dropped after the probe request failed".into());
+                s.evidence.evidence_error = Some(
+                    "the control connection was dropped after the probe request failed".into(),
+                );
                 return s;
             };
             match conn.request(&evidence, config.request_timeout).await {
@@ -296,10 +305,7 @@ pub async fn run_round(
     RoundEvidence {
         started_at,
         finished_at,
-        agents: sessions
-            .into_iter()
-            .map(|s| (s.host, s.evidence))
-            .collect(),
+        agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
     }
 }
 
@@ -349,13 +355,18 @@ where
 async fn resolve(address: &Address, port: u16, deadline: Duration) -> Result<SocketAddr, String> {
     match address {
         Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
-        Address::Dns(name) => match timeout(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
-            Err(_) => Err(format!("resolve {name}: no answer within {} ms", deadline.as_millis())),
-            Ok(Err(e)) => Err(format!("resolve {name}: {e}")),
-            Ok(Ok(mut addrs)) => addrs
-                .next()
-                .ok_or_else(|| format!("resolve {name}: no address")),
-        },
+        Address::Dns(name) => {
+            match timeout(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
+                Err(_) => Err(format!(
+                    "resolve {name}: no answer within {} ms",
+                    deadline.as_millis()
+                )),
+                Ok(Err(e)) => Err(format!("resolve {name}: {e}")),
+                Ok(Ok(mut addrs)) => addrs
+                    .next()
+                    .ok_or_else(|| format!("resolve {name}: no address")),
+            }
+        }
     }
 }
 

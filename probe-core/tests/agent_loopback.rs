@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use probe_core::agent::{Agent, AgentConfig, AgentLimits};
 use probe_core::control::{
-    self, ClientSecurity, ControlError, ListenerState, PrepareRequest, Request, Response,
-    RoundRef, ServerSecurity,
+    self, ClientSecurity, ControlError, ListenerState, PrepareRequest, Request, Response, RoundRef,
+    ServerSecurity,
 };
 use probe_core::pki::{self, Authority, COORDINATOR, IssueRequest, TlsIdentity};
 use probe_core::plan::{Address, Plan};
@@ -160,12 +160,25 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     let pki = pki_dir(&plan);
     let agents = Agents::start(&plan, pki.path(), &["web", "app", "db"]).await;
     let cancel = CancellationToken::new();
-    let report = round::check(&plan, &coordinator(pki.path()), &config(&agents.endpoints), &cancel).await;
+    let report = round::check(
+        &plan,
+        &coordinator(pki.path()),
+        &config(&agents.endpoints),
+        &cancel,
+    )
+    .await;
     agents.stop().await;
 
     assert_eq!(report.schema, "portcall.report/v1");
     assert_eq!(report.summary.paths, 4);
-    assert_eq!((report.summary.ok, report.summary.violations, report.summary.errors), (3, 1, 0));
+    assert_eq!(
+        (
+            report.summary.ok,
+            report.summary.violations,
+            report.summary.errors
+        ),
+        (3, 1, 0)
+    );
     for (from, to, port, source) in [
         ("web", "app", 18080, "127.0.41.1"),
         ("web", "app", 18443, "127.0.41.1"),
@@ -181,10 +194,18 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     // Loopback filters nothing: the must-be-blocked path is open, proven
     // by the nonce db's canary saw.
     let p = path(&report, "web", "db", 13306);
-    assert_eq!((p.observed, p.verdict), (Some(Observed::Open), Verdict::Violation));
+    assert_eq!(
+        (p.observed, p.verdict),
+        (Some(Observed::Open), Verdict::Violation)
+    );
     assert_eq!(p.target_saw, Some(true));
     assert_eq!(p.seen_source.as_deref(), Some("127.0.41.1"));
-    assert!(report.hosts.iter().all(|h| h.agent == AgentState::Up && h.conflicts.is_empty()));
+    assert!(
+        report
+            .hosts
+            .iter()
+            .all(|h| h.agent == AgentState::Up && h.conflicts.is_empty())
+    );
     assert_eq!(report.exit_code(), 1);
 
     // The JSON contract: exactly these keys.
@@ -196,14 +217,37 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     };
     assert_eq!(
         keys(&json),
-        ["finished_at", "hosts", "paths", "plan", "schema", "started_at", "summary"]
+        [
+            "finished_at",
+            "hosts",
+            "paths",
+            "plan",
+            "schema",
+            "started_at",
+            "summary"
+        ]
     );
-    assert_eq!(keys(&json["hosts"][0]), ["address", "agent", "conflicts", "name"]);
+    assert_eq!(
+        keys(&json["hosts"][0]),
+        ["address", "agent", "conflicts", "name"]
+    );
     assert_eq!(
         keys(&json["paths"][0]),
         [
-            "address", "attempts", "detail", "expect", "from", "latency_ms", "observed", "port",
-            "protocol", "seen_source", "service", "target_saw", "to", "verdict"
+            "address",
+            "attempts",
+            "detail",
+            "expect",
+            "from",
+            "latency_ms",
+            "observed",
+            "port",
+            "protocol",
+            "seen_source",
+            "service",
+            "target_saw",
+            "to",
+            "verdict"
         ]
     );
     assert_eq!(json["paths"][0]["observed"], "open");
@@ -227,9 +271,19 @@ async fn a_dead_agent_makes_its_paths_errors_and_the_others_are_measured() {
     drop(free);
     let cancel = CancellationToken::new();
     let started = std::time::Instant::now();
-    let report = round::check(&plan, &coordinator(pki.path()), &config(&endpoints), &cancel).await;
+    let report = round::check(
+        &plan,
+        &coordinator(pki.path()),
+        &config(&endpoints),
+        &cancel,
+    )
+    .await;
     agents.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     for port in [18080, 18443] {
         let p = path(&report, "web", "app", port);
@@ -239,8 +293,16 @@ async fn a_dead_agent_makes_its_paths_errors_and_the_others_are_measured() {
         let p = path(&report, from, to, 13306);
         assert_eq!(p.verdict, Verdict::Error, "{p:?}");
         assert_eq!(p.observed, None);
-        assert!(p.detail.contains("target agent db unreachable"), "{}", p.detail);
-        assert!(p.detail.contains("connection refused") || p.detail.contains("onnect"), "{}", p.detail);
+        assert!(
+            p.detail.contains("target agent db unreachable"),
+            "{}",
+            p.detail
+        );
+        assert!(
+            p.detail.contains("connection refused") || p.detail.contains("onnect"),
+            "{}",
+            p.detail
+        );
     }
     let db = report.hosts.iter().find(|h| h.name == "db").unwrap();
     assert_eq!(db.agent, AgentState::Unreachable);
@@ -249,7 +311,12 @@ async fn a_dead_agent_makes_its_paths_errors_and_the_others_are_measured() {
 }
 
 /// Sends `hello` and expects the agent's answer.
-async fn hello(security: &ClientSecurity, host: &str, ip: IpAddr, addr: SocketAddr) -> Result<Response, ControlError> {
+async fn hello(
+    security: &ClientSecurity,
+    host: &str,
+    ip: IpAddr,
+    addr: SocketAddr,
+) -> Result<Response, ControlError> {
     let mut c = control::connect(security, host, Some(ip), addr, Duration::from_secs(2)).await?;
     c.request(&Request::Hello, Duration::from_secs(2)).await
 }
@@ -268,7 +335,10 @@ async fn clients_without_a_certificate_of_the_ca_are_refused_and_the_agent_keeps
     tcp.write_all(b"{\"op\":\"hello\"}\n").await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
-    assert!(!String::from_utf8_lossy(&buf).contains("\"reply\":\"hello\""), "{buf:?}");
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("\"reply\":\"hello\""),
+        "{buf:?}"
+    );
 
     // TLS, but no client certificate.
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -298,21 +368,32 @@ async fn clients_without_a_certificate_of_the_ca_are_refused_and_the_agent_keeps
     // A certificate from a foreign CA (trusting the real CA for the agent).
     let foreign = Authority::generate("someone else's CA").unwrap();
     let cert = foreign.issue(&IssueRequest::new(COORDINATOR)).unwrap();
-    let impostor = TlsIdentity::from_pem(COORDINATOR, &ca_pem, &cert.cert_pem, &cert.key_pem).unwrap();
+    let impostor =
+        TlsIdentity::from_pem(COORDINATOR, &ca_pem, &cert.cert_pem, &cert.key_pem).unwrap();
     let r = hello(&ClientSecurity::Mtls(impostor), "db", ip, addr).await;
     assert!(r.is_err(), "foreign CA accepted: {r:?}");
 
     // An agent's own certificate (server usage only) cannot drive agents.
     let agent_id = TlsIdentity::load(pki.path(), "web").unwrap();
     let r = hello(&ClientSecurity::Mtls(agent_id), "db", ip, addr).await;
-    assert!(r.is_err(), "an agent certificate was accepted as coordinator: {r:?}");
+    assert!(
+        r.is_err(),
+        "an agent certificate was accepted as coordinator: {r:?}"
+    );
 
     // The coordinator is served, and checks the agent's name: db's
     // certificate is not web's.
-    let ok = hello(&coordinator(pki.path()), "db", ip, addr).await.unwrap();
-    assert!(matches!(ok, Response::Hello(h) if h.host == "db" && h.version == control::PROTOCOL_VERSION));
+    let ok = hello(&coordinator(pki.path()), "db", ip, addr)
+        .await
+        .unwrap();
+    assert!(
+        matches!(ok, Response::Hello(h) if h.host == "db" && h.version == control::PROTOCOL_VERSION)
+    );
     let wrong = hello(&coordinator(pki.path()), "web", ip_of(&plan, "web"), addr).await;
-    assert!(matches!(wrong, Err(ControlError::Handshake { .. })), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(ControlError::Handshake { .. })),
+        "{wrong:?}"
+    );
     agents.stop().await;
 }
 
@@ -353,7 +434,10 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
             Duration::from_secs(2),
         )
         .await;
-    assert!(matches!(&r, Err(ControlError::Refused { message, .. }) if message.contains("plays db, not web")), "{r:?}");
+    assert!(
+        matches!(&r, Err(ControlError::Refused { message, .. }) if message.contains("plays db, not web")),
+        "{r:?}"
+    );
     let r = c
         .request(
             &Request::Prepare(PrepareRequest {
@@ -365,13 +449,22 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
             Duration::from_secs(2),
         )
         .await;
-    assert!(matches!(&r, Err(ControlError::Refused { message, .. }) if message.contains("plan mismatch")), "{r:?}");
+    assert!(
+        matches!(&r, Err(ControlError::Refused { message, .. }) if message.contains("plan mismatch")),
+        "{r:?}"
+    );
     let r = c
-        .request(&Request::Evidence(RoundRef { round: "ab".into() }), Duration::from_secs(2))
+        .request(
+            &Request::Evidence(RoundRef { round: "ab".into() }),
+            Duration::from_secs(2),
+        )
         .await;
     assert!(matches!(&r, Err(ControlError::Refused { .. })), "{r:?}");
     // Still the same connection, still served.
-    assert!(matches!(c.request(&Request::Hello, Duration::from_secs(2)).await, Ok(Response::Hello(_))));
+    assert!(matches!(
+        c.request(&Request::Hello, Duration::from_secs(2)).await,
+        Ok(Response::Hello(_))
+    ));
 
     // More than the cap without a newline: an error reply, then the
     // connection is closed (it cannot be resynchronised).
@@ -425,14 +518,18 @@ async fn canaries_close_after_the_ttl_when_the_coordinator_vanishes_mid_round() 
         )
         .await
         .unwrap();
-    let Response::Prepared(p) = r else { panic!("{r:?}") };
+    let Response::Prepared(p) = r else {
+        panic!("{r:?}")
+    };
     assert_eq!(p.listeners.len(), 1);
     assert_eq!(p.listeners[0].state, ListenerState::Canary);
     // The coordinator dies without a teardown.
     drop(c);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        tokio::net::TcpStream::connect(("127.0.45.3", 13306)).await.is_ok(),
+        tokio::net::TcpStream::connect(("127.0.45.3", 13306))
+            .await
+            .is_ok(),
         "the canary should still be up within its TTL"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -440,7 +537,10 @@ async fn canaries_close_after_the_ttl_when_the_coordinator_vanishes_mid_round() 
     assert!(refused.is_err(), "the canary outlived its TTL");
     assert!(std::net::TcpListener::bind(("127.0.45.3", 13306)).is_ok());
     // And the agent still serves.
-    assert!(matches!(hello(&security, "db", ip, addr).await, Ok(Response::Hello(_))));
+    assert!(matches!(
+        hello(&security, "db", ip, addr).await,
+        Ok(Response::Hello(_))
+    ));
     agents.stop().await;
 }
 
@@ -459,19 +559,29 @@ ports = [24999]
     ));
     let pki = pki_dir(&plan);
     // The "real service": accepts on db's planned port and greets.
-    let service = tokio::net::TcpListener::bind("127.0.46.3:13306").await.unwrap();
+    let service = tokio::net::TcpListener::bind("127.0.46.3:13306")
+        .await
+        .unwrap();
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = served.clone();
     let service_task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = service.accept().await else { break };
+            let Ok((mut s, _)) = service.accept().await else {
+                break;
+            };
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = s.write_all(b"5.7.0-fake-mysql\n").await;
         }
     });
     let agents = Agents::start(&plan, pki.path(), &["web", "app", "db"]).await;
     let cancel = CancellationToken::new();
-    let report = round::check(&plan, &coordinator(pki.path()), &config(&agents.endpoints), &cancel).await;
+    let report = round::check(
+        &plan,
+        &coordinator(pki.path()),
+        &config(&agents.endpoints),
+        &cancel,
+    )
+    .await;
     agents.stop().await;
 
     let db = report.hosts.iter().find(|h| h.name == "db").unwrap();
@@ -486,17 +596,25 @@ ports = [24999]
         assert!(p.detail.contains("live service"), "{}", p.detail);
     }
     assert_eq!(path(&report, "app", "db", 13306).verdict, Verdict::Ok);
-    assert_eq!(path(&report, "web", "db", 13306).verdict, Verdict::Violation);
+    assert_eq!(
+        path(&report, "web", "db", 13306).verdict,
+        Verdict::Violation
+    );
     // Nothing listens on the unplanned port: refused without a canary is
     // "service down", never "blocked".
     let p = path(&report, "web", "db", 24999);
-    assert_eq!((p.observed, p.verdict), (Some(Observed::Refused), Verdict::Error));
+    assert_eq!(
+        (p.observed, p.verdict),
+        (Some(Observed::Refused), Verdict::Error)
+    );
     assert!(p.detail.contains("service down"), "{}", p.detail);
     assert_eq!(report.exit_code(), 3);
 
     // The service was probed, never displaced, and still works.
     assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 2);
-    let mut s = tokio::net::TcpStream::connect("127.0.46.3:13306").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect("127.0.46.3:13306")
+        .await
+        .unwrap();
     let mut greeting = [0u8; 16];
     s.read_exact(&mut greeting).await.unwrap();
     assert_eq!(&greeting, b"5.7.0-fake-mysql");
@@ -535,7 +653,13 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
         endpoints.insert(host.to_string(), agent.local_addr());
         tracker.spawn(agent.run(cancel.clone()));
     }
-    let report = round::check(&plan, &ClientSecurity::Insecure, &config_of(&endpoints), &cancel).await;
+    let report = round::check(
+        &plan,
+        &ClientSecurity::Insecure,
+        &config_of(&endpoints),
+        &cancel,
+    )
+    .await;
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
@@ -552,21 +676,49 @@ async fn the_demo_plays_the_wso2_plan_with_only_the_must_be_blocked_paths_failin
     let run = probe_core::demo::run_wso2().await.unwrap();
     let r = &run.report;
     assert_eq!(r.summary.paths, 83);
-    assert_eq!(r.summary.errors, 0, "{:#?}", r.paths.iter().filter(|p| p.verdict == Verdict::Error).collect::<Vec<_>>());
+    assert_eq!(
+        r.summary.errors,
+        0,
+        "{:#?}",
+        r.paths
+            .iter()
+            .filter(|p| p.verdict == Verdict::Error)
+            .collect::<Vec<_>>()
+    );
     for p in &r.paths {
         match p.expect {
             probe_core::plan::Expect::Open => {
-                assert_eq!((p.verdict, p.target_saw), (Verdict::Ok, Some(true)), "{p:?}");
+                assert_eq!(
+                    (p.verdict, p.target_saw),
+                    (Verdict::Ok, Some(true)),
+                    "{p:?}"
+                );
             }
             probe_core::plan::Expect::Blocked => {
-                assert_eq!((p.verdict, p.observed), (Verdict::Violation, Some(Observed::Open)), "{p:?}");
+                assert_eq!(
+                    (p.verdict, p.observed),
+                    (Verdict::Violation, Some(Observed::Open)),
+                    "{p:?}"
+                );
             }
         }
-        assert!(p.seen_source.as_deref().is_some_and(|s| s.starts_with("127.0.")));
+        assert!(
+            p.seen_source
+                .as_deref()
+                .is_some_and(|s| s.starts_with("127.0."))
+        );
     }
     assert_eq!(r.summary.violations, 13);
     assert_eq!(run.exit_code(), 0);
-    assert!(run.notes.iter().any(|n| n.contains("nothing filters traffic on loopback")));
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("nothing filters traffic on loopback"))
+    );
     assert!(run.notes.iter().any(|n| n.contains("lb http 80 -> 10080")));
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -80,7 +80,8 @@ pub fn parse_answer(line: &str) -> Option<Answer> {
     let line = line.trim_end_matches(['\r', '\n']);
     let (head, rest) = line.split_once(' ')?;
     let (host, tail) = rest.split_once(' ')?;
-    let host_ok = !host.is_empty() && host.len() <= 64 && host.bytes().all(|b| b.is_ascii_graphic());
+    let host_ok =
+        !host.is_empty() && host.len() <= 64 && host.bytes().all(|b| b.is_ascii_graphic());
     if !host_ok {
         return None;
     }
@@ -407,7 +408,10 @@ impl NonceExchange {
         let _ = stream.flush().await;
         let line = read_line(stream).await;
         match line.as_deref().and_then(parse_answer) {
-            Some(Answer::Ok { host, nonce: echoed }) => {
+            Some(Answer::Ok {
+                host,
+                nonce: echoed,
+            }) => {
                 self.note(i, &host);
                 if host != *expected {
                     ExchangeOutcome::WrongHost {
@@ -547,6 +551,9 @@ mod tests {
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
-        assert!(std::net::TcpListener::bind((ip, port)).is_ok(), "port freed");
+        assert!(
+            std::net::TcpListener::bind((ip, port)).is_ok(),
+            "port freed"
+        );
     }
 }

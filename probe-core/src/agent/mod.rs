@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control::{
-    self, ErrorReply, EvidenceReply, FrameError, HelloReply, HostPort, PROTOCOL_VERSION,
-    PathProbe, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, Request, Response,
-    RoundRef, ServerSecurity, read_frame, write_frame,
+    self, ErrorReply, EvidenceReply, FrameError, HelloReply, HostPort, PROTOCOL_VERSION, PathProbe,
+    PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, Request, Response, RoundRef,
+    ServerSecurity, read_frame, write_frame,
 };
 use crate::plan::{Address, Plan};
 use crate::probe::{self, ProbeConfig, Prober, Target};
@@ -119,7 +119,9 @@ pub enum AgentError {
         plan: String,
     },
     /// Several plan hosts have addresses of this machine.
-    #[error("several hosts of plan {plan} have addresses of this machine ({candidates}); pass --host NAME")]
+    #[error(
+        "several hosts of plan {plan} have addresses of this machine ({candidates}); pass --host NAME"
+    )]
     AmbiguousHost {
         /// The plan's file.
         plan: String,
@@ -340,7 +342,12 @@ impl Shared {
     async fn connection(self: &Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         let limits = &self.config.limits;
         let _ = tcp.set_nodelay(true);
-        let stream = match self.config.security.accept(tcp, limits.handshake_timeout).await {
+        let stream = match self
+            .config
+            .security
+            .accept(tcp, limits.handshake_timeout)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "control handshake failed");
@@ -363,7 +370,10 @@ impl Shared {
                     if self.take_token() {
                         (self.handle(request).await, true)
                     } else {
-                        (error("rate limit: too many requests, slow down".into()), true)
+                        (
+                            error("rate limit: too many requests, slow down".into()),
+                            true,
+                        )
                     }
                 }
             };
@@ -384,7 +394,8 @@ impl Shared {
         let limits = &self.config.limits;
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let refill = now.duration_since(b.last).as_secs_f64() * f64::from(limits.requests_per_second);
+        let refill =
+            now.duration_since(b.last).as_secs_f64() * f64::from(limits.requests_per_second);
         b.tokens = (b.tokens + refill).min(f64::from(limits.request_burst));
         b.last = now;
         if b.tokens >= 1.0 {

@@ -97,16 +97,24 @@ mod tests {
         let mut r = BufReader::with_capacity(16, &out[..]);
         let v: serde_json::Value = read_frame(&mut r, 1000).await.unwrap();
         assert_eq!(v["op"], "hello");
-        let e = read_frame::<serde_json::Value, _>(&mut r, 50).await.unwrap_err();
+        let e = read_frame::<serde_json::Value, _>(&mut r, 50)
+            .await
+            .unwrap_err();
         assert!(matches!(e, FrameError::TooLarge { limit: 50 }), "{e}");
         let mut r = BufReader::with_capacity(16, &out[..]);
         let _: serde_json::Value = read_frame(&mut r, 1000).await.unwrap();
         let _: serde_json::Value = read_frame(&mut r, 1000).await.unwrap();
-        let e = read_frame::<serde_json::Value, _>(&mut r, 1000).await.unwrap_err();
+        let e = read_frame::<serde_json::Value, _>(&mut r, 1000)
+            .await
+            .unwrap_err();
         assert!(matches!(e, FrameError::Malformed(_)), "{e}");
-        let e = read_frame::<serde_json::Value, _>(&mut r, 1000).await.unwrap_err();
+        let e = read_frame::<serde_json::Value, _>(&mut r, 1000)
+            .await
+            .unwrap_err();
         assert!(matches!(e, FrameError::Truncated), "{e}");
-        let e = read_frame::<serde_json::Value, _>(&mut r, 1000).await.unwrap_err();
+        let e = read_frame::<serde_json::Value, _>(&mut r, 1000)
+            .await
+            .unwrap_err();
         assert!(matches!(e, FrameError::Closed), "{e}");
     }
 }

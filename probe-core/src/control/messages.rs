@@ -232,9 +232,7 @@ mod tests {
 
     #[test]
     fn wire_format_is_tagged_json() {
-        let r = Request::Evidence(RoundRef {
-            round: "ab".into(),
-        });
+        let r = Request::Evidence(RoundRef { round: "ab".into() });
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"op":"evidence","round":"ab"}"#);
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);

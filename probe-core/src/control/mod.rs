@@ -10,11 +10,13 @@ mod transport;
 
 pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
-    CanaryEvidence, ErrorReply, EvidenceReply, HelloReply, HostPort, ListenerReport, ListenerState, PathProbe,
-    PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, PROTOCOL_VERSION, Request, Response,
-    RoundRef, Sighting,
+    CanaryEvidence, ErrorReply, EvidenceReply, HelloReply, HostPort, ListenerReport, ListenerState,
+    PROTOCOL_VERSION, PathProbe, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, Request,
+    Response, RoundRef, Sighting,
 };
-pub use transport::{ClientSecurity, ControlError, ControlStream, ServerSecurity, connect, op_name};
+pub use transport::{
+    ClientSecurity, ControlError, ControlStream, ServerSecurity, connect, op_name,
+};
 
 use crate::plan::Plan;
 
@@ -42,7 +44,14 @@ pub fn plan_digest(plan: &Plan) -> String {
     for h in &plan.hosts {
         let _ = write!(s, "H|{}|{}", h.name, h.address);
         for p in &h.ports {
-            let _ = write!(s, "|{}:{}:{}:{}", p.name, p.port, p.protocol.as_str(), p.role);
+            let _ = write!(
+                s,
+                "|{}:{}:{}:{}",
+                p.name,
+                p.port,
+                p.protocol.as_str(),
+                p.role
+            );
         }
         s.push('\n');
     }

@@ -79,7 +79,9 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
             let (agent, agent_detail, conflicts) = match round.agents.get(&h.name) {
                 None => (AgentState::None, None, Vec::new()),
                 Some(a) => match &a.outcome {
-                    AgentOutcome::Unreachable(r) => (AgentState::Unreachable, Some(r.clone()), Vec::new()),
+                    AgentOutcome::Unreachable(r) => {
+                        (AgentState::Unreachable, Some(r.clone()), Vec::new())
+                    }
                     AgentOutcome::Up => (
                         AgentState::Up,
                         None,
@@ -159,7 +161,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         r
     };
     let (Some(src), Some(dst)) = (round.agents.get(&path.from), round.agents.get(&path.to)) else {
-        return fail(r, "agent not asked (internal error: the path's hosts were not contacted)".into());
+        return fail(
+            r,
+            "agent not asked (internal error: the path's hosts were not contacted)".into(),
+        );
     };
     if let AgentOutcome::Unreachable(why) = &src.outcome {
         return fail(r, format!("source agent {} unreachable: {why}", path.from));
@@ -167,11 +172,17 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     if let AgentOutcome::Unreachable(why) = &dst.outcome {
         return fail(
             r,
-            format!("target agent {} unreachable, nothing to measure against: {why}", path.to),
+            format!(
+                "target agent {} unreachable, nothing to measure against: {why}",
+                path.to
+            ),
         );
     }
     if let Some(e) = &src.probe_error {
-        return fail(r, format!("source agent {} could not probe: {e}", path.from));
+        return fail(
+            r,
+            format!("source agent {} could not probe: {e}", path.from),
+        );
     }
     let port = path.port.get();
     let listener_report = dst.listeners.iter().find(|l| l.port == port);
@@ -191,26 +202,38 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         (Some(_), None) => {
             return fail(
                 r,
-                format!("target agent {} reported no listener for port {port}", path.to),
+                format!(
+                    "target agent {} reported no listener for port {port}",
+                    path.to
+                ),
             );
         }
     };
     let Some(probe) = src.probes.iter().find(|p| p.path == i) else {
         return fail(
             r,
-            format!("source agent {} returned no result for this path", path.from),
+            format!(
+                "source agent {} returned no result for this path",
+                path.from
+            ),
         );
     };
     r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
     r.attempts = probe.attempts;
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
-        return fail(r, format!("the prober on {} could not try: {}", path.from, probe.detail));
+        return fail(
+            r,
+            format!(
+                "the prober on {} could not try: {}",
+                path.from, probe.detail
+            ),
+        );
     }
     let d = plan.defaults;
     let silence = |whose: &str| {
         format!(
-            "dropped: no answer within {} ms, {} attempt{}{whose}",
+            "dropped: no answer within {} ms ({} attempt{}){whose}",
             d.timeout_ms,
             probe.attempts,
             if probe.attempts == 1 { "" } else { "s" }
@@ -252,15 +275,22 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 ),
                 Observed::Timeout => silence(&canary),
                 Observed::Unreachable => with(format!("rejected with an ICMP error{canary}")),
-                Observed::Refused => format!("reset (TCP RST){canary}: a firewall rejects with reset"),
+                Observed::Refused => {
+                    format!("reset (TCP RST){canary}: a firewall rejects with reset")
+                }
                 Observed::TlsError => with(format!("TLS with the canary of {} failed", path.to)),
                 Observed::WrongHost => {
                     let mut s = if probe.observed == Observed::Open {
-                        format!("connected, but the canary of {} did not record our nonce", path.to)
+                        format!(
+                            "connected, but the canary of {} did not record our nonce",
+                            path.to
+                        )
                     } else {
                         probe.detail.clone()
                     };
-                    if let Some((host, source)) = probe.nonce.as_ref().and_then(|n| elsewhere(round, n)) {
+                    if let Some((host, source)) =
+                        probe.nonce.as_ref().and_then(|n| elsewhere(round, n))
+                    {
                         s.push_str(&format!("; our nonce arrived at {host} from {source}"));
                     }
                     s
@@ -353,7 +383,11 @@ expect = "blocked"
         Plan::parse(PLAN, "join.toml").unwrap()
     }
 
-    fn up(listeners: Vec<ListenerReport>, probes: Vec<PathProbe>, seen: Vec<Sighting>) -> AgentEvidence {
+    fn up(
+        listeners: Vec<ListenerReport>,
+        probes: Vec<PathProbe>,
+        seen: Vec<Sighting>,
+    ) -> AgentEvidence {
         AgentEvidence {
             outcome: AgentOutcome::Up,
             canaries: listeners
@@ -408,7 +442,11 @@ expect = "blocked"
             ],
             vec![],
         );
-        let db = up(vec![mysql(state)], vec![probe(2, None, Observed::Timeout)], seen);
+        let db = up(
+            vec![mysql(state)],
+            vec![probe(2, None, Observed::Timeout)],
+            seen,
+        );
         let round = RoundEvidence {
             started_at: SystemTime::UNIX_EPOCH,
             finished_at: SystemTime::UNIX_EPOCH,
@@ -439,7 +477,11 @@ expect = "blocked"
         assert_eq!(p.observed, Some(Observed::WrongHost));
         assert_eq!(p.verdict, Verdict::Violation);
         assert_eq!(p.target_saw, Some(false));
-        assert!(p.detail.contains("did not record our nonce"), "{}", p.detail);
+        assert!(
+            p.detail.contains("did not record our nonce"),
+            "{}",
+            p.detail
+        );
     }
 
     #[test]
@@ -450,13 +492,20 @@ expect = "blocked"
             assert_eq!(p.observed, Some(o));
             assert_eq!(p.verdict, Verdict::Violation, "must-be-open path blocked");
             assert_eq!(p.target_saw, Some(false));
-            assert!(p.detail.contains("canary of db was listening"), "{}", p.detail);
+            assert!(
+                p.detail.contains("canary of db was listening"),
+                "{}",
+                p.detail
+            );
         }
         // The reverse path db -> web:80 is must-be-blocked and timed out,
         // but 80 is not planned on web: no canary, still blocked.
         let r = run(ListenerState::Canary, Observed::Open, saw("aa"));
         let p = &r.paths[2];
-        assert_eq!((p.observed, p.verdict), (Some(Observed::Timeout), Verdict::Ok));
+        assert_eq!(
+            (p.observed, p.verdict),
+            (Some(Observed::Timeout), Verdict::Ok)
+        );
         assert_eq!(p.target_saw, None);
         assert_eq!(r.summary.ok, 2);
     }
@@ -488,7 +537,10 @@ expect = "blocked"
             finished_at: SystemTime::UNIX_EPOCH,
             agents: [
                 ("web".to_string(), web),
-                ("db".to_string(), AgentEvidence::unreachable("connect refused".into())),
+                (
+                    "db".to_string(),
+                    AgentEvidence::unreachable("connect refused".into()),
+                ),
             ]
             .into(),
         };
@@ -525,7 +577,11 @@ expect = "blocked"
         let r = join(&p, &round);
         let p = &r.paths[0];
         assert_eq!(p.observed, Some(Observed::WrongHost));
-        assert!(p.detail.contains("our nonce arrived at web from 127.0.9.1"), "{}", p.detail);
+        assert!(
+            p.detail.contains("our nonce arrived at web from 127.0.9.1"),
+            "{}",
+            p.detail
+        );
     }
 
     #[test]

@@ -46,7 +46,11 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
         (Verdict::Ok, "OK", "32"),
     ];
     for (verdict, title, colour) in sections {
-        let paths: Vec<&PathReport> = report.paths.iter().filter(|p| p.verdict == verdict).collect();
+        let paths: Vec<&PathReport> = report
+            .paths
+            .iter()
+            .filter(|p| p.verdict == verdict)
+            .collect();
         if paths.is_empty() {
             continue;
         }
@@ -57,8 +61,9 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
         }
         for (label, group) in by_flow(&paths) {
             writeln!(w, "  {label}")?;
-            let mut t = Table::with_header(["FROM", "TO", "PORT", "EXPECT", "OBSERVED", "LATENCY", "WHY"])
-                .indent(4);
+            let mut t =
+                Table::with_header(["FROM", "TO", "PORT", "EXPECT", "OBSERVED", "LATENCY", "WHY"])
+                    .indent(4);
             for p in group {
                 t.row([
                     p.from.clone(),
@@ -66,7 +71,8 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
                     format!("{}/{} ({})", p.port, p.protocol.as_str(), p.service),
                     p.expect.to_string(),
                     p.observed.map_or("-".to_string(), |o| o.to_string()),
-                    p.latency_ms.map_or("-".to_string(), |l| format!("{l:.2} ms")),
+                    p.latency_ms
+                        .map_or("-".to_string(), |l| format!("{l:.2} ms")),
                     why(p),
                 ]);
             }
@@ -101,7 +107,13 @@ fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io
                 h.name.clone(),
                 h.address.clone(),
                 h.agent.as_str().to_string(),
-                format!("port {} ({}) {}: {}", c.port, c.service, c.state.as_str(), c.detail),
+                format!(
+                    "port {} ({}) {}: {}",
+                    c.port,
+                    c.service,
+                    c.state.as_str(),
+                    c.detail
+                ),
             ]);
         }
     }
@@ -137,4 +149,274 @@ fn by_flow<'a>(paths: &[&'a PathReport]) -> Vec<(String, Vec<&'a PathReport>)> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::control::ListenerState;
+    use crate::plan::Expect;
+    use crate::port::Protocol;
+    use crate::probe::Observed;
+    use crate::report::{AgentState, Conflict, HostReport, Summary};
+
+    fn path(
+        to: &str,
+        port: u16,
+        expect: Expect,
+        observed: Option<Observed>,
+        verdict: Verdict,
+        detail: &str,
+        flow: &str,
+    ) -> PathReport {
+        PathReport {
+            from: "web".into(),
+            to: to.into(),
+            address: format!("127.0.9.{}", to.len()),
+            port,
+            service: "svc".into(),
+            protocol: Protocol::Tcp,
+            expect,
+            observed,
+            verdict,
+            detail: detail.into(),
+            latency_ms: observed.map(|_| 0.25),
+            attempts: u32::from(observed.is_some()),
+            target_saw: None,
+            seen_source: None,
+            flows: vec![flow.into()],
+        }
+    }
+
+    pub(crate) fn sample() -> Report {
+        let mut r = Report {
+            schema: crate::report::SCHEMA.into(),
+            plan: "sample".into(),
+            started_at: "2025-01-01T00:00:00.000Z".into(),
+            finished_at: "2025-01-01T00:00:01.000Z".into(),
+            summary: Summary::default(),
+            hosts: vec![
+                HostReport {
+                    name: "db".into(),
+                    address: "127.0.9.2".into(),
+                    agent: AgentState::Up,
+                    conflicts: vec![Conflict {
+                        port: 3306,
+                        service: "mysql".into(),
+                        state: ListenerState::Held,
+                        detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
+                    }],
+                    agent_detail: None,
+                },
+                HostReport {
+                    name: "cache".into(),
+                    address: "127.0.9.3".into(),
+                    agent: AgentState::Unreachable,
+                    conflicts: vec![],
+                    agent_detail: Some("connect refused".into()),
+                },
+            ],
+            paths: vec![
+                path(
+                    "db",
+                    3306,
+                    Expect::Open,
+                    Some(Observed::Open),
+                    Verdict::Ok,
+                    "connected to the live service (a real service holds the port)",
+                    "app tier",
+                ),
+                path(
+                    "db",
+                    3306,
+                    Expect::Blocked,
+                    Some(Observed::Open),
+                    Verdict::Violation,
+                    "db saw our nonce from 127.0.9.1",
+                    "no db from web",
+                ),
+                path(
+                    "cache",
+                    6379,
+                    Expect::Open,
+                    None,
+                    Verdict::Error,
+                    "target agent cache unreachable, nothing to measure against: connect refused",
+                    "app tier",
+                ),
+                path(
+                    "db",
+                    9999,
+                    Expect::Open,
+                    Some(Observed::Timeout),
+                    Verdict::Violation,
+                    "dropped: no answer within 500 ms (2 attempts) while the canary of db was listening",
+                    "app tier",
+                ),
+            ],
+        };
+        r.recount();
+        r
+    }
+
+    #[test]
+    fn violations_come_first_grouped_by_flow_with_reasons() {
+        let mut out = Vec::new();
+        write(&sample(), TableOptions::default(), &mut out).unwrap();
+        expect![[r#"
+            sample: 4 paths, 1 ok, 2 violations, 1 error
+
+            AGENTS
+              HOST   ADDRESS    AGENT        NOTE
+              db     127.0.9.2  up           port 3306 (mysql) held: a service already listens on 127.0.9.2:3306; probed live
+              cache  127.0.9.3  unreachable  connect refused
+
+            VIOLATIONS (2)
+              no db from web
+                FROM  TO  PORT            EXPECT   OBSERVED  LATENCY  WHY
+                web   db  3306/tcp (svc)  blocked  open      0.25 ms  must be blocked, but db saw our nonce from 127.0.9.1
+              app tier
+                FROM  TO  PORT            EXPECT  OBSERVED  LATENCY  WHY
+                web   db  9999/tcp (svc)  open    timeout   0.25 ms  must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+
+            ERRORS (1)
+              app tier
+                FROM  TO     PORT            EXPECT  OBSERVED  LATENCY  WHY
+                web   cache  6379/tcp (svc)  open    -         -        target agent cache unreachable, nothing to measure against: connect refused
+
+            OK (1)
+              app tier
+                FROM  TO  PORT            EXPECT  OBSERVED  LATENCY  WHY
+                web   db  3306/tcp (svc)  open    open      0.25 ms  connected to the live service (a real service holds the port)
+        "#]].assert_eq(&String::from_utf8(out).unwrap());
+    }
+
+    #[test]
+    fn json_is_the_v1_contract_and_reads_back() {
+        let r = sample();
+        let mut out = Vec::new();
+        crate::report::json::write(&r, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        expect![[r#"
+            {
+              "schema": "portcall.report/v1",
+              "plan": "sample",
+              "started_at": "2025-01-01T00:00:00.000Z",
+              "finished_at": "2025-01-01T00:00:01.000Z",
+              "summary": {
+                "paths": 4,
+                "ok": 1,
+                "violations": 2,
+                "errors": 1
+              },
+              "hosts": [
+                {
+                  "name": "db",
+                  "address": "127.0.9.2",
+                  "agent": "up",
+                  "conflicts": [
+                    {
+                      "port": 3306,
+                      "service": "mysql",
+                      "state": "held",
+                      "detail": "a service already listens on 127.0.9.2:3306; probed live"
+                    }
+                  ]
+                },
+                {
+                  "name": "cache",
+                  "address": "127.0.9.3",
+                  "agent": "unreachable",
+                  "conflicts": []
+                }
+              ],
+              "paths": [
+                {
+                  "from": "web",
+                  "to": "db",
+                  "address": "127.0.9.2",
+                  "port": 3306,
+                  "service": "svc",
+                  "protocol": "tcp",
+                  "expect": "open",
+                  "observed": "open",
+                  "verdict": "ok",
+                  "detail": "connected to the live service (a real service holds the port)",
+                  "latency_ms": 0.25,
+                  "attempts": 1,
+                  "target_saw": null,
+                  "seen_source": null
+                },
+                {
+                  "from": "web",
+                  "to": "db",
+                  "address": "127.0.9.2",
+                  "port": 3306,
+                  "service": "svc",
+                  "protocol": "tcp",
+                  "expect": "blocked",
+                  "observed": "open",
+                  "verdict": "violation",
+                  "detail": "db saw our nonce from 127.0.9.1",
+                  "latency_ms": 0.25,
+                  "attempts": 1,
+                  "target_saw": null,
+                  "seen_source": null
+                },
+                {
+                  "from": "web",
+                  "to": "cache",
+                  "address": "127.0.9.5",
+                  "port": 6379,
+                  "service": "svc",
+                  "protocol": "tcp",
+                  "expect": "open",
+                  "observed": null,
+                  "verdict": "error",
+                  "detail": "target agent cache unreachable, nothing to measure against: connect refused",
+                  "latency_ms": null,
+                  "attempts": 0,
+                  "target_saw": null,
+                  "seen_source": null
+                },
+                {
+                  "from": "web",
+                  "to": "db",
+                  "address": "127.0.9.2",
+                  "port": 9999,
+                  "service": "svc",
+                  "protocol": "tcp",
+                  "expect": "open",
+                  "observed": "timeout",
+                  "verdict": "violation",
+                  "detail": "dropped: no answer within 500 ms (2 attempts) while the canary of db was listening",
+                  "latency_ms": 0.25,
+                  "attempts": 1,
+                  "target_saw": null,
+                  "seen_source": null
+                }
+              ]
+            }
+        "#]].assert_eq(&text);
+        let mut back = crate::report::json::read(&text).unwrap();
+        for p in &mut back.paths {
+            p.flows = vec![];
+        }
+        let mut want = r.clone();
+        for p in &mut want.paths {
+            p.flows = vec![];
+        }
+        for h in &mut want.hosts {
+            h.agent_detail = None;
+        }
+        assert_eq!(back, want);
+        let err = crate::report::json::read(r#"{"schema":"portcall.plan/v1"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("expected portcall.report/v1"),
+            "{err}"
+        );
+        assert!(crate::report::json::read("nope").is_err());
+    }
 }
