@@ -9,6 +9,22 @@ use clap::Args;
 use crate::check_cmd::{OutputArgs, emit};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Every host of examples/wso2-distributed.toml becomes an in-process agent on its own
+127.0.x.y address (the last two octets of its plan address), with a throwaway CA
+for the mutual-TLS control channel, and one round runs through the same code as
+`portcall check`.
+
+Loopback differs from a real network in two ways, and the output says so:
+  - nothing filters loopback traffic, so every must-be-blocked path is observed
+    open and reported as a violation: what a missing firewall rule looks like;
+  - ports below 1024 need privileges, so they are played 10000 higher
+    (lb http 80 -> 10080, https 443 -> 10443).
+
+Exit status: 0 when the demo worked, that is when its only violations are
+must-be-blocked paths observed open (which loopback cannot avoid); 1 for any
+other violation (a must-be-open path failed: something on this machine holds
+or blocks a demo port); 3 when a path could not be measured; 2 on bad usage.")]
 pub struct DemoArgs {
     #[command(flatten)]
     output: OutputArgs,
