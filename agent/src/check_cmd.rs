@@ -36,6 +36,13 @@ pub struct OutputArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Every agent of the plan is reached at address:control_port over mutual TLS: the
+coordinator presents DIR/coordinator.pem and checks each agent's certificate
+against DIR/ca.pem and the agent's plan address or host name.
+
+Exit status: 0 every expectation met; 1 at least one violation; 3 the check
+could not complete (an agent unreachable, a path not measurable); 2 bad input.")]
 pub struct CheckArgs {
     /// The plan file (TOML), the same one the agents hold.
     #[arg(long)]

@@ -688,11 +688,16 @@ async fn the_demo_plays_the_wso2_plan_with_only_the_must_be_blocked_paths_failin
     for p in &r.paths {
         match p.expect {
             probe_core::plan::Expect::Open => {
-                assert_eq!(
-                    (p.verdict, p.target_saw),
-                    (Verdict::Ok, Some(true)),
-                    "{p:?}"
-                );
+                assert_eq!(p.verdict, Verdict::Ok, "{p:?}");
+                // A service of this machine listening on a demo port on
+                // every address holds it; the path is then probed live.
+                let held = r.hosts.iter().any(|h| {
+                    h.name == p.to
+                        && h.conflicts
+                            .iter()
+                            .any(|c| c.port == p.port && c.state == ListenerState::Held)
+                });
+                assert_eq!(p.target_saw, if held { None } else { Some(true) }, "{p:?}");
             }
             probe_core::plan::Expect::Blocked => {
                 assert_eq!(
@@ -702,11 +707,10 @@ async fn the_demo_plays_the_wso2_plan_with_only_the_must_be_blocked_paths_failin
                 );
             }
         }
-        assert!(
-            p.seen_source
-                .as_deref()
-                .is_some_and(|s| s.starts_with("127.0."))
-        );
+        if p.target_saw == Some(true) {
+            let source = p.seen_source.as_deref().unwrap_or_default();
+            assert!(source.starts_with("127.0."), "{p:?}");
+        }
     }
     assert_eq!(r.summary.violations, 13);
     assert_eq!(run.exit_code(), 0);
