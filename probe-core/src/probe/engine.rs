@@ -1,0 +1,728 @@
+//! The sweep engine: probes many targets at once within a fixed concurrency,
+//! a deadline per phase, and a retry schedule that respects how targets
+//! rate-limit their ICMP errors, so that every outcome it reports is exact.
+//!
+//! One scheduler loop owns all per-target state. It hands single attempts to
+//! tasks (each holding a semaphore permit for its socket's lifetime) and
+//! decides from each attempt's report whether the target is finished, is
+//! retried because it was silent, or waits because the prober itself ran
+//! out of something.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::classify::{ConnectClass, classify_connect_error, error_detail};
+use super::error::ProbeError;
+use super::exchange::{Exchange, ExchangeContext, ExchangeOutcome, ProbeStream};
+use super::outcome::{CertFacts, Observed, ProbeResult};
+use super::target::{Host, Target};
+use super::tls::{TlsClient, TlsOptions, server_name_for};
+use crate::port::Protocol;
+
+/// Everything that shapes a sweep. Build it with struct update syntax from
+/// [`ProbeConfig::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Deadline of one TCP connect attempt (`timeout_ms`).
+    pub connect_timeout: Duration,
+    /// Deadline of the TLS handshake, after TCP connected.
+    pub tls_timeout: Duration,
+    /// Deadline of the caller's [`Exchange`], after connect (and TLS).
+    pub exchange_timeout: Duration,
+    /// Extra attempts for targets that stayed silent. Other outcomes are
+    /// final at once.
+    pub retries: u32,
+    /// Least time between the starts of two attempts on one target, and
+    /// between paced retries to a host that sends ICMP errors. Linux lets a
+    /// host send about one ICMP error per second to each peer (after a burst
+    /// of six), so a second apart gives each retry a fresh token.
+    pub retry_spacing: Duration,
+    /// How much longer a sweep may take to pace retries to a host that has
+    /// been seen rejecting with ICMP. Within this window the retries to
+    /// that host go one per `retry_spacing`, so that a handful of rejected
+    /// ports are each seen as `unreachable` rather than drowned in the rate
+    /// limit; past it the remaining retries go at once.
+    pub icmp_pacing_window: Duration,
+    /// Most attempts in flight at once. Each holds one socket.
+    pub concurrency: usize,
+    /// Local address to bind probes to, so the target sees this source.
+    pub source: Option<IpAddr>,
+    /// How TLS targets are verified.
+    pub tls: TlsOptions,
+    /// Deadline for resolving each DNS name.
+    pub resolve_timeout: Duration,
+    /// How long a target may keep failing locally (no descriptor, no
+    /// ephemeral port) before it is reported as `local-error`.
+    pub local_error_budget: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> ProbeConfig {
+        ProbeConfig {
+            connect_timeout: Duration::from_millis(1000),
+            tls_timeout: Duration::from_millis(1000),
+            exchange_timeout: Duration::from_millis(1000),
+            retries: 1,
+            retry_spacing: Duration::from_millis(1000),
+            icmp_pacing_window: Duration::from_secs(5),
+            concurrency: 1024,
+            source: None,
+            tls: TlsOptions::default(),
+            resolve_timeout: Duration::from_secs(5),
+            local_error_budget: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The probe engine. Cheap to clone; clones share the TLS client.
+#[derive(Clone)]
+pub struct Prober {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ProbeConfig,
+    tls: TlsClient,
+    exchange: Option<Arc<dyn Exchange>>,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("config", &self.shared.config)
+            .field("exchange", &self.shared.exchange.is_some())
+            .finish()
+    }
+}
+
+impl Prober {
+    /// An engine for `config`. Fails on configuration that can never work
+    /// (an unreadable `--ca` file, zero concurrency).
+    pub fn new(config: ProbeConfig) -> Result<Prober, ProbeError> {
+        Prober::build(config, None)
+    }
+
+    /// An engine that runs `exchange` on every connected stream before
+    /// closing it (the agents' canary nonce exchange).
+    pub fn with_exchange(
+        config: ProbeConfig,
+        exchange: Arc<dyn Exchange>,
+    ) -> Result<Prober, ProbeError> {
+        Prober::build(config, Some(exchange))
+    }
+
+    fn build(
+        config: ProbeConfig,
+        exchange: Option<Arc<dyn Exchange>>,
+    ) -> Result<Prober, ProbeError> {
+        if config.concurrency == 0 {
+            return Err(ProbeError::ZeroConcurrency);
+        }
+        let tls = TlsClient::new(&config.tls)?;
+        Ok(Prober {
+            shared: Arc::new(Shared {
+                config,
+                tls,
+                exchange,
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ProbeConfig {
+        &self.shared.config
+    }
+
+    /// Probes one target.
+    pub async fn probe(&self, target: Target) -> ProbeResult {
+        let mut results = self
+            .sweep(vec![target], &CancellationToken::new(), |_, _| {})
+            .await;
+        results.pop().expect("one target gives one result")
+    }
+
+    /// Probes every target and returns their results in the same order.
+    /// `on_result` is called as each target finishes (for progress
+    /// display), with its index. When `cancel` fires, attempts in flight are
+    /// abandoned and unfinished targets are `local-error` ("cancelled").
+    pub async fn sweep<F>(
+        &self,
+        targets: Vec<Target>,
+        cancel: &CancellationToken,
+        mut on_result: F,
+    ) -> Vec<ProbeResult>
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        let config = &self.shared.config;
+        let n = targets.len();
+        let targets: Arc<[Target]> = targets.into();
+        let resolved = resolve_all(&targets, config, cancel).await;
+
+        let mut slots: Vec<Slot> = (0..n).map(|_| Slot::default()).collect();
+        let mut done = 0usize;
+        let mut fresh = VecDeque::with_capacity(n);
+        for (i, r) in resolved.into_iter().enumerate() {
+            match r {
+                Ok(addr) => {
+                    slots[i].addr = Some(addr);
+                    fresh.push_back(i);
+                }
+                Err(detail) => {
+                    let result = finished(&targets[i], &slots[i], Observed::LocalError, detail);
+                    on_result(i, &result);
+                    slots[i].result = Some(result);
+                    done += 1;
+                }
+            }
+        }
+
+        let semaphore = Arc::new(Semaphore::new(config.concurrency));
+        let mut capacity = config.concurrency;
+        let mut clean_streak = 0usize;
+        let mut later: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+        let mut hosts: HashMap<IpAddr, HostPacing> = HashMap::new();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Attempt)>();
+        let tracker = TaskTracker::new();
+
+        while done < n {
+            let now = Instant::now();
+            // Due retries go first, so that a long sweep finishes targets
+            // instead of only starting new ones.
+            while semaphore.available_permits() > 0 {
+                let next = match later.peek() {
+                    Some(Reverse((due, _))) if *due <= now => later.pop().map(|Reverse((_, i))| i),
+                    _ => fresh.pop_front(),
+                };
+                let Some(i) = next else { break };
+                let permit = semaphore
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("a permit is available and only this loop takes them");
+                let shared = self.shared.clone();
+                let targets = targets.clone();
+                let addr = slots[i].addr.expect("only resolved targets are scheduled");
+                let tx = tx.clone();
+                let cancel = cancel.clone();
+                tracker.spawn(async move {
+                    let attempt = tokio::select! {
+                        a = shared.attempt(i, &targets[i], addr) => a,
+                        () = cancel.cancelled() => Attempt::cancelled(),
+                    };
+                    // Free the socket's permit before reporting, so the
+                    // scheduler can start the next attempt at once.
+                    drop(permit);
+                    let _ = tx.send((i, attempt));
+                });
+            }
+
+            let next_due = later.peek().map(|Reverse((due, _))| *due);
+            let (i, attempt) = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(report) = rx.recv() => report,
+                () = sleep_until(next_due.unwrap_or(now)), if next_due.is_some() && semaphore.available_permits() > 0 => continue,
+            };
+
+            let slot = &mut slots[i];
+            let addr = slot.addr.expect("only resolved targets are scheduled");
+            slot.latency = attempt.latency;
+            if attempt.local_address.is_some() {
+                slot.local_address = attempt.local_address;
+            }
+            let verdict = match attempt.kind {
+                AttemptKind::Final {
+                    observed,
+                    detail,
+                    cert,
+                } => {
+                    slot.attempts += 1;
+                    slot.cert = cert;
+                    if observed == Observed::Unreachable {
+                        hosts.entry(addr.ip()).or_default().icmp_seen = true;
+                    }
+                    Some((observed, detail))
+                }
+                AttemptKind::Silent => {
+                    slot.attempts += 1;
+                    if slot.attempts <= config.retries {
+                        let due = hosts.entry(addr.ip()).or_default().retry_due(
+                            attempt.started + config.retry_spacing,
+                            Instant::now(),
+                            config,
+                        );
+                        later.push(Reverse((due, i)));
+                        None
+                    } else {
+                        Some((
+                            Observed::Timeout,
+                            format!(
+                                "no answer within {} ms ({} attempt{})",
+                                config.connect_timeout.as_millis(),
+                                slot.attempts,
+                                if slot.attempts == 1 { "" } else { "s" }
+                            ),
+                        ))
+                    }
+                }
+                AttemptKind::SelfConnect => {
+                    // The kernel picked the destination port as our source
+                    // port and connected the socket to itself: nothing
+                    // listened. Try again from another port.
+                    slot.self_connects += 1;
+                    if slot.self_connects <= 3 {
+                        later.push(Reverse((Instant::now(), i)));
+                        None
+                    } else {
+                        Some((
+                            Observed::LocalError,
+                            "the socket kept connecting to itself".to_string(),
+                        ))
+                    }
+                }
+                AttemptKind::LocalTransient { detail } => {
+                    let now = Instant::now();
+                    let since = *slot.local_since.get_or_insert(now);
+                    slot.local_failures += 1;
+                    // Too many sockets at once for this process or system:
+                    // run with what is in flight now, and grow back slowly.
+                    let in_flight = capacity - semaphore.available_permits();
+                    let wanted = in_flight.max(1);
+                    if wanted < capacity {
+                        capacity -= semaphore.forget_permits(capacity - wanted);
+                    }
+                    clean_streak = 0;
+                    if now.duration_since(since) < config.local_error_budget {
+                        let backoff = Duration::from_millis(10u64 << slot.local_failures.min(7));
+                        later.push(Reverse((now + backoff, i)));
+                        None
+                    } else {
+                        Some((Observed::LocalError, detail))
+                    }
+                }
+                AttemptKind::LocalPermanent { detail } => Some((Observed::LocalError, detail)),
+                AttemptKind::Cancelled => None,
+            };
+            if !matches!(verdict, Some((Observed::LocalError, _))) {
+                clean_streak += 1;
+                if clean_streak >= capacity && capacity < config.concurrency {
+                    semaphore.add_permits(1);
+                    capacity += 1;
+                    clean_streak = 0;
+                }
+            }
+            if let Some((observed, detail)) = verdict {
+                let result = finished(&targets[i], &slots[i], observed, detail);
+                on_result(i, &result);
+                slots[i].result = Some(result);
+                done += 1;
+            }
+        }
+
+        tracker.close();
+        tracker.wait().await;
+        targets
+            .iter()
+            .zip(slots)
+            .enumerate()
+            .map(|(i, (target, slot))| match slot.result {
+                Some(r) => r,
+                None => {
+                    let r = finished(
+                        target,
+                        &slot,
+                        Observed::LocalError,
+                        "cancelled before a result".to_string(),
+                    );
+                    on_result(i, &r);
+                    r
+                }
+            })
+            .collect()
+    }
+}
+
+/// Per-target state, owned by the scheduler loop.
+#[derive(Default)]
+struct Slot {
+    addr: Option<SocketAddr>,
+    local_address: Option<SocketAddr>,
+    attempts: u32,
+    local_failures: u32,
+    local_since: Option<Instant>,
+    self_connects: u32,
+    latency: Duration,
+    cert: Option<CertFacts>,
+    result: Option<ProbeResult>,
+}
+
+fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) -> ProbeResult {
+    ProbeResult {
+        target: target.clone(),
+        address: slot.addr,
+        local_address: slot.local_address,
+        observed,
+        detail,
+        latency: slot.latency,
+        attempts: slot.attempts,
+        cert: slot.cert.clone(),
+    }
+}
+
+/// Retry pacing for one destination address.
+#[derive(Default)]
+struct HostPacing {
+    /// The host answered some probe with an ICMP error, so its silent ports
+    /// may be rejects that its rate limit swallowed.
+    icmp_seen: bool,
+    /// When the next paced retry may go.
+    next_slot: Option<Instant>,
+    /// End of the pacing window, fixed at the first paced retry.
+    window_end: Option<Instant>,
+}
+
+impl HostPacing {
+    fn retry_due(&mut self, earliest: Instant, now: Instant, config: &ProbeConfig) -> Instant {
+        let base = earliest.max(now);
+        if !self.icmp_seen {
+            return base;
+        }
+        let window_end = *self
+            .window_end
+            .get_or_insert(base + config.icmp_pacing_window);
+        let slot = self.next_slot.map_or(base, |s| s.max(base));
+        if slot > window_end {
+            return base;
+        }
+        self.next_slot = Some(slot + config.retry_spacing);
+        slot
+    }
+}
+
+/// What one attempt saw.
+struct Attempt {
+    kind: AttemptKind,
+    started: Instant,
+    latency: Duration,
+    local_address: Option<SocketAddr>,
+}
+
+enum AttemptKind {
+    Final {
+        observed: Observed,
+        detail: String,
+        cert: Option<CertFacts>,
+    },
+    Silent,
+    SelfConnect,
+    LocalTransient {
+        detail: String,
+    },
+    LocalPermanent {
+        detail: String,
+    },
+    Cancelled,
+}
+
+impl Attempt {
+    fn cancelled() -> Attempt {
+        Attempt {
+            kind: AttemptKind::Cancelled,
+            started: Instant::now(),
+            latency: Duration::ZERO,
+            local_address: None,
+        }
+    }
+}
+
+impl Shared {
+    async fn attempt(&self, index: usize, target: &Target, addr: SocketAddr) -> Attempt {
+        let started = Instant::now();
+        let mut local_address = None;
+        let kind = self
+            .attempt_inner(index, target, addr, &mut local_address)
+            .await;
+        Attempt {
+            kind,
+            started,
+            latency: started.elapsed(),
+            local_address,
+        }
+    }
+
+    async fn attempt_inner(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        local_address: &mut Option<SocketAddr>,
+    ) -> AttemptKind {
+        let config = &self.config;
+        let socket = match open_socket(addr, config.source) {
+            Ok(s) => s,
+            Err(kind) => return kind,
+        };
+        let mut stream = match timeout(config.connect_timeout, socket.connect(addr)).await {
+            Err(_elapsed) => return AttemptKind::Silent,
+            Ok(Err(e)) => {
+                let detail = error_detail(&e);
+                return match classify_connect_error(&e) {
+                    ConnectClass::Network(Observed::Timeout) => AttemptKind::Silent,
+                    ConnectClass::Network(observed) => AttemptKind::Final {
+                        observed,
+                        detail,
+                        cert: None,
+                    },
+                    ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail },
+                    ConnectClass::LocalPermanent => AttemptKind::LocalPermanent {
+                        detail: format!("connect: {detail}"),
+                    },
+                };
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        let local = stream.local_addr().ok();
+        *local_address = local;
+        if local == Some(addr) {
+            return AttemptKind::SelfConnect;
+        }
+        let local = local.unwrap_or(addr);
+        match target.protocol {
+            Protocol::Tcp => {
+                let (observed, detail) = self
+                    .run_exchange(index, target, addr, local, &mut stream)
+                    .await;
+                AttemptKind::Final {
+                    observed,
+                    detail,
+                    cert: None,
+                }
+            }
+            Protocol::Tls => self.tls_phase(index, target, addr, local, stream).await,
+        }
+    }
+
+    async fn tls_phase(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        local: SocketAddr,
+        stream: TcpStream,
+    ) -> AttemptKind {
+        let config = &self.config;
+        let name = server_name_for(target, addr);
+        let handshake = self.tls.connector().connect(name.clone(), stream);
+        let mut tls = match timeout(config.tls_timeout, handshake).await {
+            Err(_elapsed) => {
+                return AttemptKind::Final {
+                    observed: Observed::TlsError,
+                    detail: format!(
+                        "no TLS answer within {} ms (the port does not seem to speak TLS)",
+                        config.tls_timeout.as_millis()
+                    ),
+                    cert: None,
+                };
+            }
+            Ok(Err(e)) => {
+                let reason = match e.get_ref() {
+                    Some(inner) => inner.to_string(),
+                    None => error_detail(&e),
+                };
+                return AttemptKind::Final {
+                    observed: Observed::TlsError,
+                    detail: format!("TLS handshake failed: {reason}"),
+                    cert: None,
+                };
+            }
+            Ok(Ok(tls)) => tls,
+        };
+        let chain = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
+        let facts = self.tls.facts(chain, &name);
+        if config.tls.require_verified && !facts.verified {
+            let why = facts.verify_error.clone().unwrap_or_default();
+            return AttemptKind::Final {
+                observed: Observed::TlsError,
+                detail: format!("certificate not verified: {why}"),
+                cert: Some(facts),
+            };
+        }
+        let (observed, mut detail) = self
+            .run_exchange(index, target, addr, local, &mut tls)
+            .await;
+        if observed == Observed::Open && !facts.verified {
+            let why = facts.verify_error.as_deref().unwrap_or("");
+            detail = join_detail(format!("certificate not verified: {why}"), detail);
+        }
+        AttemptKind::Final {
+            observed,
+            detail,
+            cert: Some(facts),
+        }
+    }
+
+    async fn run_exchange(
+        &self,
+        index: usize,
+        target: &Target,
+        peer: SocketAddr,
+        local: SocketAddr,
+        stream: &mut dyn ProbeStream,
+    ) -> (Observed, String) {
+        let Some(exchange) = &self.exchange else {
+            return (Observed::Open, String::new());
+        };
+        let context = ExchangeContext {
+            index,
+            target,
+            peer,
+            local,
+        };
+        match timeout(
+            self.config.exchange_timeout,
+            exchange.exchange(context, stream),
+        )
+        .await
+        {
+            Ok(ExchangeOutcome::Confirmed { detail }) => (Observed::Open, detail),
+            Ok(ExchangeOutcome::WrongHost { detail }) => (Observed::WrongHost, detail),
+            Err(_elapsed) => (
+                Observed::WrongHost,
+                format!(
+                    "connected, but no answer to the exchange within {} ms",
+                    self.config.exchange_timeout.as_millis()
+                ),
+            ),
+        }
+    }
+}
+
+fn join_detail(a: String, b: String) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a,
+        (true, false) => b,
+        (false, false) => format!("{a}; {b}"),
+    }
+}
+
+/// A non-blocking socket that resets instead of lingering in TIME_WAIT when
+/// closed, bound to `source` when one is given.
+fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpSocket, AttemptKind> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(|e| match classify_connect_error(&e) {
+        ConnectClass::LocalTransient => AttemptKind::LocalTransient {
+            detail: error_detail(&e),
+        },
+        _ => AttemptKind::LocalPermanent {
+            detail: format!("socket: {}", error_detail(&e)),
+        },
+    })?;
+    socket
+        .set_linger(Some(Duration::ZERO))
+        .map_err(|e| AttemptKind::LocalPermanent {
+            detail: format!("set SO_LINGER: {}", error_detail(&e)),
+        })?;
+    if let Some(source) = source {
+        if source.is_ipv4() != addr.is_ipv4() {
+            return Err(AttemptKind::LocalPermanent {
+                detail: format!("source address {source} is not of the target's address family"),
+            });
+        }
+        let bind_to = SockAddr::from(SocketAddr::new(source, 0));
+        socket.bind(&bind_to).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                // No ephemeral port left for this source: wait for one.
+                AttemptKind::LocalTransient {
+                    detail: error_detail(&e),
+                }
+            } else {
+                AttemptKind::LocalPermanent {
+                    detail: format!("bind source {source}: {}", error_detail(&e)),
+                }
+            }
+        })?;
+    }
+    Ok(TcpSocket::from_std_stream(socket.into()))
+}
+
+/// Resolves each target's host once per distinct name. Returns, per target,
+/// the address to connect to or why there is none.
+async fn resolve_all(
+    targets: &[Target],
+    config: &ProbeConfig,
+    cancel: &CancellationToken,
+) -> Vec<Result<SocketAddr, String>> {
+    let mut names: HashMap<Arc<str>, Result<IpAddr, String>> = HashMap::new();
+    for t in targets {
+        if let Host::Name(n) = &t.host {
+            names.entry(n.clone()).or_insert_with(|| Err(String::new()));
+        }
+    }
+    let mut lookups = tokio::task::JoinSet::new();
+    for name in names.keys().cloned() {
+        let deadline = config.resolve_timeout;
+        let want_v4 = config.source.map(|s| s.is_ipv4());
+        lookups.spawn(async move {
+            let found = timeout(deadline, tokio::net::lookup_host((name.to_string(), 0u16))).await;
+            let r = match found {
+                Err(_) => Err(format!(
+                    "cannot resolve {name}: no answer within {} ms",
+                    deadline.as_millis()
+                )),
+                Ok(Err(e)) => Err(format!("cannot resolve {name}: {e}")),
+                Ok(Ok(addrs)) => {
+                    let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                    let pick = match want_v4 {
+                        Some(v4) => addrs.iter().find(|a| a.is_ipv4() == v4),
+                        None => addrs.first(),
+                    };
+                    pick.copied().ok_or_else(|| {
+                        format!("cannot resolve {name}: no address of the source's family")
+                    })
+                }
+            };
+            (name, r)
+        });
+    }
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => {
+                lookups.abort_all();
+                break;
+            }
+            next = lookups.join_next() => match next {
+                Some(Ok((name, r))) => { names.insert(name, r); }
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
+    }
+    targets
+        .iter()
+        .map(|t| {
+            let ip = match &t.host {
+                Host::Ip(ip) => Ok(*ip),
+                Host::Name(n) => match names.get(n) {
+                    Some(Ok(ip)) => Ok(*ip),
+                    Some(Err(e)) if !e.is_empty() => Err(e.clone()),
+                    _ => Err(format!("cannot resolve {n}: lookup did not finish")),
+                },
+            };
+            ip.map(|ip| SocketAddr::new(ip, t.port.get()))
+        })
+        .collect()
+}

@@ -1,0 +1,67 @@
+//! The extension point where a caller talks over a freshly connected probe
+//! stream (after TLS on `tls` targets) before it is closed: the agents'
+//! canary nonce exchange plugs in here, so that the engine keeps owning
+//! sockets, deadlines and classification.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::target::Target;
+
+/// A connected probe stream: plain TCP, or TLS over TCP.
+pub trait ProbeStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ProbeStream for T {}
+
+/// What the exchange is told about the connection it runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeContext<'a> {
+    /// Position of the target in the list given to
+    /// [`super::Prober::sweep`], so the caller can find its own per-target
+    /// data (e.g. the nonce it planned for this path).
+    pub index: usize,
+    /// The target probed.
+    pub target: &'a Target,
+    /// The address connected to.
+    pub peer: SocketAddr,
+    /// The local address the connection left from.
+    pub local: SocketAddr,
+}
+
+/// The verdict of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeOutcome {
+    /// The other end answered as expected (or the exchange does not apply to
+    /// this target): the probe stays `open`. A non-empty detail is reported.
+    Confirmed {
+        /// Appended to the probe's detail when non-empty.
+        detail: String,
+    },
+    /// Connected, but not to the party expected: the probe becomes
+    /// `wrong-host`.
+    WrongHost {
+        /// What was (or was not) seen, e.g. "answered by gw-2".
+        detail: String,
+    },
+}
+
+/// Boxed future returned by [`Exchange::exchange`].
+pub type ExchangeFuture<'a> = Pin<Box<dyn Future<Output = ExchangeOutcome> + Send + 'a>>;
+
+/// Something to do on every connected probe stream before it is closed.
+///
+/// The engine bounds the whole exchange by
+/// [`super::ProbeConfig::exchange_timeout`]; when it runs out the probe is
+/// `wrong-host` ("no answer"). Implementations should also bound the bytes
+/// they read.
+pub trait Exchange: Send + Sync {
+    /// Runs the exchange on `stream`.
+    fn exchange<'a>(
+        &'a self,
+        context: ExchangeContext<'a>,
+        stream: &'a mut dyn ProbeStream,
+    ) -> ExchangeFuture<'a>;
+}

@@ -1,0 +1,23 @@
+//! The probe engine: exact TCP and TLS outcomes for many targets at once.
+//! Every feature that touches the network (`portcall probe`, the agents'
+//! probes) goes through here, so classification lives in one place.
+//!
+//! Build a [`Prober`] from a [`ProbeConfig`], hand it [`Target`]s, get one
+//! [`ProbeResult`] per target back. Outcomes are data ([`Observed`]), never
+//! errors; [`render`] writes them as a table or `portcall.probe/v1` JSON.
+
+pub mod classify;
+mod engine;
+mod error;
+mod exchange;
+mod outcome;
+pub mod render;
+mod target;
+mod tls;
+
+pub use engine::{ProbeConfig, Prober};
+pub use error::ProbeError;
+pub use exchange::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
+pub use outcome::{CertFacts, Observed, ProbeResult};
+pub use target::{Host, Target, TargetError, TargetListError, parse_target, parse_target_list};
+pub use tls::{TlsOptions, TrustRoots};

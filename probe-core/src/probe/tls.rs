@@ -1,0 +1,303 @@
+//! The TLS side of a probe: a client that completes the handshake whatever
+//! certificate it is shown, and then records what it saw (subject, issuer,
+//! SANs, expiry, whether it verifies) instead of failing, so that a probe
+//! reports facts about the certificate rather than one opaque error.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::DigitallySignedStruct;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::error::ProbeError;
+use super::outcome::CertFacts;
+use super::target::Target;
+
+/// Which certificates a probe's TLS verification trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TrustRoots {
+    /// The operating system's store (rustls-native-certs), loaded on the
+    /// first TLS probe.
+    #[default]
+    System,
+    /// Only the certificates of this PEM file (`--ca FILE`).
+    PemFile(PathBuf),
+}
+
+/// How TLS targets are handled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// What verification trusts.
+    pub roots: TrustRoots,
+    /// Report a certificate that does not verify as `tls-error` (`--verify`)
+    /// instead of `open` with `verified: false`.
+    pub require_verified: bool,
+}
+
+/// The probe's TLS client: one rustls configuration shared by all probes,
+/// plus the verifier used to judge the recorded certificates.
+pub(crate) struct TlsClient {
+    connector: tokio_rustls::TlsConnector,
+    provider: Arc<CryptoProvider>,
+    roots: TrustRoots,
+    /// Built on first use: loading the system store reads hundreds of files,
+    /// which a TCP-only sweep should not pay for.
+    judge: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
+}
+
+impl TlsClient {
+    pub(crate) fn new(options: &TlsOptions) -> Result<TlsClient, ProbeError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let recorder = Arc::new(RecordingVerifier {
+            algorithms: provider.signature_verification_algorithms,
+        });
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(ProbeError::TlsSetup)?
+            .dangerous()
+            .with_custom_certificate_verifier(recorder)
+            .with_no_client_auth();
+        let client = TlsClient {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            provider,
+            roots: options.roots.clone(),
+            judge: OnceLock::new(),
+        };
+        if let TrustRoots::PemFile(path) = &options.roots {
+            // A bad --ca file is bad input: fail before probing anything.
+            let store = load_pem_roots(path)?;
+            let judge = client.build_judge(store, path.display().to_string());
+            let _ = client.judge.set(judge);
+        }
+        Ok(client)
+    }
+
+    pub(crate) fn connector(&self) -> &tokio_rustls::TlsConnector {
+        &self.connector
+    }
+
+    fn build_judge(
+        &self,
+        store: RootCertStore,
+        source: String,
+    ) -> Result<Arc<WebPkiServerVerifier>, String> {
+        WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+            .build()
+            .map_err(|e| format!("no usable trust roots in {source}: {e}"))
+    }
+
+    fn judge(&self) -> Result<Arc<WebPkiServerVerifier>, String> {
+        self.judge
+            .get_or_init(|| {
+                let loaded = rustls_native_certs::load_native_certs();
+                let mut store = RootCertStore::empty();
+                let (_added, _ignored) = store.add_parsable_certificates(loaded.certs);
+                self.build_judge(store, "the system store".to_string())
+            })
+            .clone()
+    }
+
+    /// The facts of a presented chain, judged against the trust roots and
+    /// the name the probe used.
+    pub(crate) fn facts(&self, chain: &[CertificateDer<'_>], name: &ServerName<'_>) -> CertFacts {
+        let mut facts = describe(chain);
+        let verdict = match (self.judge(), chain.split_first()) {
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err("the server sent no certificate".to_string()),
+            (Ok(judge), Some((leaf, rest))) => judge
+                .verify_server_cert(leaf, rest, name, &[], UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        facts.verified = verdict.is_ok();
+        facts.verify_error = verdict.err();
+        if self.roots == TrustRoots::System {
+            if let Some(e) = &mut facts.verify_error {
+                e.push_str(" (against the system store)");
+            }
+        }
+        facts
+    }
+}
+
+/// The name a TLS probe sends as SNI and checks the certificate against: the
+/// target's DNS name when it has one, else the address connected to (no SNI
+/// is sent for an address).
+pub(crate) fn server_name_for(target: &Target, addr: SocketAddr) -> ServerName<'static> {
+    target
+        .tls_name()
+        .and_then(|n| ServerName::try_from(n.to_string()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
+}
+
+fn load_pem_roots(path: &Path) -> Result<RootCertStore, ProbeError> {
+    let bytes = std::fs::read(path).map_err(|source| ProbeError::CaFileRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut store = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| ProbeError::CaFileInvalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        store.add(cert).map_err(|e| ProbeError::CaFileInvalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    if store.is_empty() {
+        return Err(ProbeError::CaFileInvalid {
+            path: path.to_path_buf(),
+            reason: "no PEM certificate found".to_string(),
+        });
+    }
+    Ok(store)
+}
+
+/// Subject, issuer, SANs and expiry of the end-entity certificate.
+fn describe(chain: &[CertificateDer<'_>]) -> CertFacts {
+    let mut facts = CertFacts {
+        subject: String::new(),
+        issuer: String::new(),
+        sans: Vec::new(),
+        not_after: String::new(),
+        verified: false,
+        verify_error: None,
+    };
+    let Some(leaf) = chain.first() else {
+        return facts;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        facts.subject = "(unparsable certificate)".to_string();
+        return facts;
+    };
+    facts.subject = cert.subject().to_string();
+    facts.issuer = cert.issuer().to_string();
+    facts.not_after = rfc3339_utc(cert.validity().not_after.timestamp());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        use x509_parser::extensions::GeneralName;
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) => facts.sans.push(format!("DNS:{n}")),
+                GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        facts.sans.push(format!("IP:{ip}"));
+                    }
+                }
+                GeneralName::RFC822Name(n) => facts.sans.push(format!("email:{n}")),
+                GeneralName::URI(n) => facts.sans.push(format!("URI:{n}")),
+                _ => {}
+            }
+        }
+    }
+    facts
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix timestamp (proleptic Gregorian; the
+/// civil-from-days algorithm of H. Hinnant).
+fn rfc3339_utc(ts: i64) -> String {
+    let days = ts.div_euclid(86_400);
+    let secs = ts.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Accepts any certificate during the handshake (the facts are judged
+/// afterwards), while still checking that the server holds the key of the
+/// certificate it showed.
+#[derive(Debug)]
+struct RecordingVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.pem");
+        std::fs::write(&path, "not a pem\n").unwrap();
+        let options = TlsOptions {
+            roots: TrustRoots::PemFile(path.clone()),
+            require_verified: false,
+        };
+        let err = TlsClient::new(&options).err().unwrap().to_string();
+        assert!(err.contains("empty.pem"), "{err}");
+        let missing = TlsOptions {
+            roots: TrustRoots::PemFile(dir.path().join("missing.pem")),
+            require_verified: false,
+        };
+        let err = TlsClient::new(&missing).err().unwrap().to_string();
+        assert!(err.contains("missing.pem"), "{err}");
+    }
+}

@@ -1,0 +1,549 @@
+//! The probe engine against real sockets on loopback: every outcome that
+//! loopback can produce without root (open, refused, silence from a full
+//! accept queue, TLS facts, TLS errors, local errors), plus the exchange
+//! extension point and the concurrency bound.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use probe_core::probe::{
+    Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, Host, Observed, ProbeConfig,
+    ProbeResult, ProbeStream, Prober, Target, TlsOptions, TrustRoots,
+};
+use probe_core::{Port, Protocol};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn target(port: u16, protocol: Protocol) -> Target {
+    Target::new(Host::Ip(LOCALHOST), Port::new(port).unwrap(), protocol)
+}
+
+fn quick() -> ProbeConfig {
+    ProbeConfig {
+        connect_timeout: Duration::from_millis(500),
+        tls_timeout: Duration::from_millis(500),
+        exchange_timeout: Duration::from_millis(500),
+        retries: 0,
+        ..ProbeConfig::default()
+    }
+}
+
+async fn probe(config: ProbeConfig, t: Target) -> ProbeResult {
+    Prober::new(config).unwrap().probe(t).await
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn listening_port_is_open_and_records_the_source() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let r = probe(quick(), target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    assert_eq!(r.attempts, 1);
+    assert_eq!(r.address, Some(SocketAddr::new(LOCALHOST, port)));
+    assert_eq!(r.local_address.map(|a| a.ip()), Some(LOCALHOST));
+    assert!(r.cert.is_none());
+}
+
+#[tokio::test]
+async fn nothing_listening_is_refused_on_the_first_attempt() {
+    let port = free_port();
+    let config = ProbeConfig {
+        retries: 3,
+        ..quick()
+    };
+    let r = probe(config, target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::Refused, "{r:?}");
+    // A reset is an answer: it is never retried.
+    assert_eq!(r.attempts, 1);
+    assert!(r.detail.starts_with("ECONNREFUSED"), "{}", r.detail);
+}
+
+#[tokio::test]
+async fn ipv6_loopback_is_probed_too() {
+    let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let t = probe_core::probe::parse_target(&format!("[::1]:{port}")).unwrap();
+    let r = probe(quick(), t[0].clone()).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+}
+
+/// A listener whose accept queue is full: Linux drops further SYNs without
+/// answering, which is silence on loopback without a firewall.
+fn silent_listener() -> (socket2::Socket, std::net::TcpStream, u16) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(LOCALHOST, 0).into()).unwrap();
+    s.listen(0).unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    let filler = std::net::TcpStream::connect((LOCALHOST, port)).unwrap();
+    (s, filler, port)
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_is_retried_spaced_and_then_timeout() {
+    let (_listener, _filler, port) = silent_listener();
+    let config = ProbeConfig {
+        connect_timeout: Duration::from_millis(200),
+        retries: 2,
+        retry_spacing: Duration::from_millis(1000),
+        ..ProbeConfig::default()
+    };
+    let start = tokio::time::Instant::now();
+    let r = probe(config, target(port, Protocol::Tcp)).await;
+    let elapsed = start.elapsed();
+    assert_eq!(r.observed, Observed::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 3);
+    assert!(r.detail.contains("3 attempts"), "{}", r.detail);
+    // Attempts start a full spacing apart: 0 s, 1 s, 2 s, the last one
+    // ending 200 ms later.
+    assert!(elapsed >= Duration::from_millis(2200), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_retries_means_one_attempt() {
+    let (_listener, _filler, port) = silent_listener();
+    let r = probe(quick(), target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::Timeout, "{r:?}");
+    assert_eq!(r.attempts, 1);
+}
+
+#[tokio::test]
+async fn a_source_address_that_is_not_local_is_a_local_error() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Binding fails before any packet leaves, so nothing is sent anywhere.
+    let config = ProbeConfig {
+        source: Some("198.18.0.99".parse().unwrap()),
+        ..quick()
+    };
+    let r = probe(config, target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::LocalError, "{r:?}");
+    assert!(r.detail.contains("198.18.0.99"), "{}", r.detail);
+    assert_eq!(r.attempts, 0);
+
+    let config = ProbeConfig {
+        source: Some("::1".parse().unwrap()),
+        ..quick()
+    };
+    let r = probe(config, target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::LocalError, "{r:?}");
+    assert!(r.detail.contains("address family"), "{}", r.detail);
+}
+
+#[tokio::test]
+async fn a_local_source_address_is_used() {
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let source: IpAddr = "127.0.0.9".parse().unwrap();
+    let config = ProbeConfig {
+        source: Some(source),
+        ..quick()
+    };
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap().1 });
+    let r = probe(config, target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    assert_eq!(r.local_address.map(|a| a.ip()), Some(source));
+    assert_eq!(accept.await.unwrap().ip(), source);
+}
+
+struct Pki {
+    ca_pem: String,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+}
+
+/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it.
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "portcall test ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test server");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        cert: cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    }
+}
+
+/// A TLS server on 127.0.0.1 that reports the SNI each client sent.
+async fn tls_server(pki: &Pki) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![pki.cert.clone()], pki.key.clone_key())
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let config = config.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let acceptor =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), s);
+                let Ok(start) = acceptor.await else { return };
+                // Read the SNI from the ClientHello: the prober resets the
+                // connection as soon as its side of the handshake is done.
+                let _ = tx.send(start.client_hello().server_name().map(str::to_string));
+                if let Ok(mut tls) = start.into_stream(config).await {
+                    let mut buf = [0u8; 64];
+                    let _ = tls.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn ca_file(pki: &Pki) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &pki.ca_pem).unwrap();
+    f
+}
+
+#[tokio::test]
+async fn tls_server_is_open_with_verified_facts_against_the_given_ca() {
+    let pki = pki();
+    let (port, mut sni) = tls_server(&pki).await;
+    let ca = ca_file(&pki);
+    let config = ProbeConfig {
+        tls: TlsOptions {
+            roots: TrustRoots::PemFile(ca.path().to_path_buf()),
+            require_verified: true,
+        },
+        ..quick()
+    };
+    let t = target(port, Protocol::Tls).with_server_name("localhost");
+    let r = probe(config, t).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    let c = r.cert.expect("certificate facts");
+    assert!(c.verified, "{c:?}");
+    assert_eq!(c.verify_error, None);
+    assert_eq!(c.subject, "CN=test server");
+    assert_eq!(c.issuer, "CN=portcall test ca");
+    assert_eq!(c.sans, ["DNS:localhost", "IP:127.0.0.1"]);
+    assert!(
+        c.not_after.ends_with('Z') && c.not_after.len() == 20,
+        "{}",
+        c.not_after
+    );
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), sni.recv())
+            .await
+            .expect("the server saw a ClientHello")
+            .unwrap().as_deref(), Some("localhost"));
+}
+
+#[tokio::test]
+async fn tls_to_an_address_checks_the_ip_san_and_sends_no_sni() {
+    let pki = pki();
+    let (port, mut sni) = tls_server(&pki).await;
+    let ca = ca_file(&pki);
+    let config = ProbeConfig {
+        tls: TlsOptions {
+            roots: TrustRoots::PemFile(ca.path().to_path_buf()),
+            require_verified: true,
+        },
+        ..quick()
+    };
+    let r = probe(config, target(port, Protocol::Tls)).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    assert!(r.cert.unwrap().verified);
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), sni.recv())
+            .await
+            .expect("the server saw a ClientHello")
+            .unwrap(), None);
+}
+
+#[tokio::test]
+async fn unverified_certificate_is_open_with_facts_unless_verify_is_asked() {
+    let pki = pki();
+    let (port, _sni) = tls_server(&pki).await;
+    let ca = ca_file(&pki);
+    // The right CA but the wrong name.
+    let wrong_name = target(port, Protocol::Tls).with_server_name("db1.example");
+    let lenient = ProbeConfig {
+        tls: TlsOptions {
+            roots: TrustRoots::PemFile(ca.path().to_path_buf()),
+            require_verified: false,
+        },
+        ..quick()
+    };
+    let r = probe(lenient.clone(), wrong_name.clone()).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    let c = r.cert.clone().unwrap();
+    assert!(!c.verified);
+    assert!(c.verify_error.unwrap().contains("not valid for name \"db1.example\""), "{r:?}");
+    assert!(
+        r.detail.starts_with("certificate not verified"),
+        "{}",
+        r.detail
+    );
+
+    let strict = ProbeConfig {
+        tls: TlsOptions {
+            require_verified: true,
+            ..lenient.tls.clone()
+        },
+        ..lenient
+    };
+    let r = probe(strict, wrong_name).await;
+    assert_eq!(r.observed, Observed::TlsError, "{r:?}");
+    assert!(
+        r.detail.starts_with("certificate not verified"),
+        "{}",
+        r.detail
+    );
+    assert_eq!(r.cert.unwrap().subject, "CN=test server");
+
+    // A private CA is not in the system store.
+    let system = ProbeConfig {
+        tls: TlsOptions {
+            roots: TrustRoots::System,
+            require_verified: true,
+        },
+        ..quick()
+    };
+    let r = probe(
+        system,
+        target(port, Protocol::Tls).with_server_name("localhost"),
+    )
+    .await;
+    assert_eq!(r.observed, Observed::TlsError, "{r:?}");
+    assert!(!r.cert.unwrap().verified);
+}
+
+#[tokio::test]
+async fn plain_listener_probed_as_tls_is_a_tls_error_with_the_reason() {
+    // One that stays silent after accepting: the handshake deadline runs out.
+    let silent = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let config = ProbeConfig {
+        tls_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let r = probe(config.clone(), target(silent_port, Protocol::Tls)).await;
+    assert_eq!(r.observed, Observed::TlsError, "{r:?}");
+    assert!(
+        r.detail.contains("no TLS answer within 300 ms"),
+        "{}",
+        r.detail
+    );
+    assert!(r.cert.is_none());
+
+    // One that speaks another protocol first (like SSH or SMTP).
+    let banner = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let banner_port = banner.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = banner.accept().await {
+            let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await;
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await;
+        }
+    });
+    let r = probe(config, target(banner_port, Protocol::Tls)).await;
+    assert_eq!(r.observed, Observed::TlsError, "{r:?}");
+    assert!(r.detail.starts_with("TLS handshake failed"), "{}", r.detail);
+}
+
+/// Sends a line and expects the server to echo it back, like the canary
+/// nonce exchange will.
+struct Echo {
+    in_flight: AtomicUsize,
+    most: AtomicUsize,
+    hold: Duration,
+}
+
+impl Exchange for Echo {
+    fn exchange<'a>(
+        &'a self,
+        context: ExchangeContext<'a>,
+        stream: &'a mut dyn ProbeStream,
+    ) -> ExchangeFuture<'a> {
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.hold).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let nonce = format!("nonce-{}\n", context.index);
+            if stream.write_all(nonce.as_bytes()).await.is_err() {
+                return ExchangeOutcome::WrongHost {
+                    detail: "write failed".to_string(),
+                };
+            }
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream).take(128);
+            let _ = reader.read_line(&mut line).await;
+            if line == nonce {
+                ExchangeOutcome::Confirmed {
+                    detail: format!("echoed by {}", context.peer),
+                }
+            } else {
+                ExchangeOutcome::WrongHost {
+                    detail: format!("answered {line:?}"),
+                }
+            }
+        })
+    }
+}
+
+async fn echo_server(mangle: bool) -> u16 {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut line = String::new();
+                let _ = BufReader::new(r).read_line(&mut line).await;
+                if mangle {
+                    line = "someone else\n".to_string();
+                }
+                let _ = w.write_all(line.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn exchange_confirms_or_reports_wrong_host_and_concurrency_is_bounded() {
+    let good = echo_server(false).await;
+    let bad = echo_server(true).await;
+    let echo = Arc::new(Echo {
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+        hold: Duration::from_millis(30),
+    });
+    let config = ProbeConfig {
+        concurrency: 3,
+        ..quick()
+    };
+    let prober = Prober::with_exchange(config, echo.clone()).unwrap();
+    let mut targets: Vec<Target> = (0..12).map(|_| target(good, Protocol::Tcp)).collect();
+    targets.push(target(bad, Protocol::Tcp));
+    let mut seen = Vec::new();
+    let results = prober
+        .sweep(targets, &CancellationToken::new(), |i, _| seen.push(i))
+        .await;
+    assert_eq!(results.len(), 13);
+    for r in &results[..12] {
+        assert_eq!(r.observed, Observed::Open, "{r:?}");
+        assert!(r.detail.starts_with("echoed by 127.0.0.1:"), "{}", r.detail);
+    }
+    assert_eq!(results[12].observed, Observed::WrongHost);
+    assert_eq!(results[12].detail, "answered \"someone else\\n\"");
+    seen.sort_unstable();
+    assert_eq!(seen, (0..13).collect::<Vec<_>>());
+    assert_eq!(echo.most.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn exchange_without_an_answer_is_wrong_host_within_its_deadline() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let echo = Arc::new(Echo {
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+        hold: Duration::ZERO,
+    });
+    let config = ProbeConfig {
+        exchange_timeout: Duration::from_millis(200),
+        ..quick()
+    };
+    let prober = Prober::with_exchange(config, echo).unwrap();
+    let r = prober.probe(target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::WrongHost, "{r:?}");
+    assert!(r.detail.contains("within 200 ms"), "{}", r.detail);
+    assert!(r.latency < Duration::from_millis(450), "{:?}", r.latency);
+}
+
+#[tokio::test]
+async fn sweep_keeps_input_order_and_cancellation_reports_local_error() {
+    let open = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let open_port = open.local_addr().unwrap().port();
+    let closed = free_port();
+    let prober = Prober::new(quick()).unwrap();
+    let targets = vec![
+        target(closed, Protocol::Tcp),
+        target(open_port, Protocol::Tcp),
+        target(closed, Protocol::Tcp),
+    ];
+    let results = prober
+        .sweep(targets.clone(), &CancellationToken::new(), |_, _| {})
+        .await;
+    let observed: Vec<Observed> = results.iter().map(|r| r.observed).collect();
+    assert_eq!(
+        observed,
+        [Observed::Refused, Observed::Open, Observed::Refused]
+    );
+    assert_eq!(results[1].target, targets[1]);
+
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let results = prober.sweep(targets, &cancel, |_, _| {}).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.observed == Observed::LocalError && r.detail == "cancelled before a result")
+    );
+}
+
+#[tokio::test]
+async fn dns_names_resolve_from_the_hosts_file() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // `localhost` resolves from /etc/hosts; bind the source to IPv4 so the
+    // IPv4 answer is the one used.
+    let config = ProbeConfig {
+        source: Some(LOCALHOST),
+        ..quick()
+    };
+    let t = probe_core::probe::parse_target(&format!("localhost:{port}")).unwrap();
+    let r = probe(config, t[0].clone()).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    assert_eq!(r.address, Some(SocketAddr::new(LOCALHOST, port)));
+}
