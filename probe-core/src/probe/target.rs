@@ -114,12 +114,12 @@ pub enum TargetError {
         item: String,
     },
     /// A port number out of range.
-    #[error("target {spec:?}: {source}")]
+    #[error("target {spec:?}: {error}")]
     BadPort {
         /// The specification as given.
         spec: String,
         /// Why the number is not a port.
-        source: PortError,
+        error: PortError,
     },
     /// A range whose end is below its start.
     #[error("target {spec:?}: range {item:?} ends before it starts")]
@@ -144,12 +144,12 @@ pub enum TargetError {
 #[non_exhaustive]
 pub enum TargetListError {
     /// One entry of the list is not a valid target.
-    #[error("line {line}: {source}")]
+    #[error("line {line}: {error}")]
     Entry {
         /// 1-based line number.
         line: usize,
         /// What is wrong with the entry.
-        source: TargetError,
+        error: TargetError,
     },
 }
 
@@ -191,9 +191,9 @@ pub fn parse_target_list(text: &str) -> Result<Vec<Target>, TargetListError> {
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("");
         for spec in line.split_whitespace() {
-            let targets = parse_target(spec).map_err(|source| TargetListError::Entry {
+            let targets = parse_target(spec).map_err(|error| TargetListError::Entry {
                 line: i + 1,
-                source,
+                error,
             })?;
             out.extend(targets);
         }
@@ -271,9 +271,9 @@ fn parse_port_item(spec: &str, item: &str) -> Result<PortRange, TargetError> {
         }
         // More digits than fit in u64 are certainly above 65535.
         let n = text.parse::<u64>().unwrap_or(u64::MAX);
-        Port::from_u64(n).map_err(|source| TargetError::BadPort {
+        Port::from_u64(n).map_err(|error| TargetError::BadPort {
             spec: spec.to_string(),
-            source,
+            error,
         })
     };
     match item.split_once('-') {

@@ -1,0 +1,177 @@
+//! `portcall probe`: agentless probes of targets named on the command line
+//! or in a file. Parses arguments into a `ProbeConfig` and targets, runs the
+//! engine, renders, and maps outcomes to the exit code.
+
+use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use probe_core::probe::{
+    Observed, ProbeConfig, Prober, Target, TlsOptions, TrustRoots, parse_target,
+    parse_target_list, render,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Sweeps of at least this many targets get a progress bar on a terminal.
+const PROGRESS_FROM: usize = 100;
+
+/// Arguments of `portcall probe`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+TARGET is HOST:PORTS[/tls]: HOST a DNS name, an IPv4 address or a bracketed
+IPv6 address; PORTS a port, a list (7611,7711) or a range (30000-30999).
+Examples: db1:3306  10.0.0.5:9443/tls  host:7611,7711  [::1]:443
+
+Exit status: 0 every target open, 1 some target not open, 2 bad input.")]
+pub struct ProbeArgs {
+    /// Targets to probe.
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Read more targets from FILE (whitespace-separated, `#` comments;
+    /// `-` is standard input).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Deadline of each connect attempt and of the TLS handshake.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    timeout_ms: u64,
+    /// Extra attempts for targets that stay silent.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
+    retries: u32,
+    /// Most connection attempts in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    concurrency: u64,
+    /// Local address to send probes from.
+    #[arg(long, value_name = "ADDR")]
+    source: Option<IpAddr>,
+    /// Verify TLS certificates against the CA certificates in FILE (PEM)
+    /// instead of the system store.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Report a TLS certificate that does not verify as `tls-error`.
+    #[arg(long)]
+    verify: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// How results are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// An aligned table for people.
+    Table,
+    /// `portcall.probe/v1` JSON.
+    Json,
+}
+
+/// Runs `portcall probe`.
+pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    let targets = collect_targets(&args)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let config = ProbeConfig {
+        connect_timeout: timeout,
+        tls_timeout: timeout,
+        retries: args.retries,
+        concurrency: usize::try_from(args.concurrency).context("--concurrency")?,
+        source: args.source,
+        tls: TlsOptions {
+            roots: args.ca.clone().map_or(TrustRoots::System, TrustRoots::PemFile),
+            require_verified: args.verify,
+        },
+        ..ProbeConfig::default()
+    };
+    if let Some(source) = args.source {
+        check_source(source)?;
+    }
+    let prober = Prober::new(config)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let results = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let on_interrupt = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_interrupt.cancel();
+            }
+        });
+        let bar = progress_bar(targets.len());
+        let results = prober
+            .sweep(targets, &cancel, |_, _| {
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+            })
+            .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        results
+    });
+
+    let mut out = Vec::new();
+    match args.format {
+        Format::Table => render::write_table(&results, &mut out)?,
+        Format::Json => render::write_json(&results, &mut out)?,
+    }
+    crate::write_stdout(&out)?;
+    let all_open = results.iter().all(|r| r.observed == Observed::Open);
+    Ok(if all_open {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Targets from the arguments, then from each file, without repeats.
+fn collect_targets(args: &ProbeArgs) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for spec in &args.targets {
+        targets.extend(parse_target(spec)?);
+    }
+    for file in &args.files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("read targets from stdin")?
+        } else {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("read targets from {}", file.display()))?
+        };
+        let found = parse_target_list(&text)
+            .with_context(|| format!("targets file {}", file.display()))?;
+        targets.extend(found);
+    }
+    if targets.is_empty() {
+        bail!("no targets given (name some, e.g. db1:3306, or use -f FILE)");
+    }
+    let mut seen = std::collections::HashSet::new();
+    targets.retain(|t| seen.insert(t.clone()));
+    Ok(targets)
+}
+
+/// A source address that is not on this host would make every probe a
+/// local error; say so once, as bad input.
+fn check_source(source: IpAddr) -> anyhow::Result<()> {
+    std::net::TcpListener::bind((source, 0))
+        .map(drop)
+        .with_context(|| format!("--source {source} is not an address of this host"))
+}
+
+fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
+    if total < PROGRESS_FROM || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} probing [{bar:40}] {pos}/{len} targets, {elapsed} elapsed, eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
