@@ -243,3 +243,170 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::probe::Observed;
+    use crate::report::Verdict;
+
+    fn plan_text(open_port: u16, blocked_port: Option<u16>) -> String {
+        let mut s = format!(
+            "name = \"schedule-unit\"\n[defaults]\ntimeout_ms = 500\nretries = 0\n\
+             [[hosts]]\nname = \"app\"\naddress = \"127.0.0.1\"\n\
+             [[hosts]]\nname = \"db\"\naddress = \"127.0.0.2\"\nroles = [\"db\"]\n\
+             [roles.db]\nports = [{{ name = \"mysql\", port = {open_port}, offset = false }}]\n\
+             [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"mysql\"]\n"
+        );
+        if let Some(p) = blocked_port {
+            s.push_str(&format!(
+                "[[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [{p}]\nexpect = \"blocked\"\n"
+            ));
+        }
+        s
+    }
+
+    fn config(plan: &Path) -> ScheduleConfig {
+        let mut c = ScheduleConfig::new(
+            plan.to_path_buf(),
+            Duration::from_secs(1),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        c.host = Some("app".into());
+        c.timing.jitter = Duration::ZERO;
+        c
+    }
+
+    async fn until(
+        what: &str,
+        store: &MetricsStore,
+        f: impl Fn(&Exposition) -> bool,
+    ) -> Exposition {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = store.snapshot();
+            if f(&e) {
+                return e;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not reached; last {e:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn observed(e: &Exposition) -> Vec<(u16, Observed, Verdict)> {
+        e.last_round
+            .as_ref()
+            .map(|r| {
+                r.paths
+                    .iter()
+                    .map(|p| (p.port.get(), p.observed, p.verdict()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn live_rounds_publish_results_and_an_invalid_reload_keeps_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let open = db.local_addr().unwrap().port();
+        let closed = std::net::TcpListener::bind("127.0.0.2:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = dir.path().join("plan.toml");
+        std::fs::write(&path, plan_text(open, None)).unwrap();
+
+        let s = Scheduled::start(config(&path)).await.unwrap();
+        assert_eq!((s.host(), s.outgoing_paths()), ("app", 1));
+        let store = s.store();
+        let reload = s.reload_handle();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(s.run(cancel.clone()));
+
+        let e = until("a first round", &store, |e| e.rounds_total >= 1).await;
+        assert_eq!(observed(&e), [(open, Observed::Open, Verdict::Ok)]);
+
+        std::fs::write(&path, "name = \"broken\"\n[[hosts]]\n").unwrap();
+        reload.reload();
+        let e = until("the failed reload", &store, |e| !e.last_reload_ok).await;
+        let n = e.rounds_total;
+        let e = until("a round after it", &store, |e| e.rounds_total > n).await;
+        assert_eq!(observed(&e), [(open, Observed::Open, Verdict::Ok)]);
+
+        std::fs::write(&path, plan_text(open, Some(closed))).unwrap();
+        reload.reload();
+        let e = until("the new plan's round", &store, |e| {
+            e.last_reload_ok && observed(e).len() == 2
+        })
+        .await;
+        assert_eq!(
+            observed(&e),
+            [
+                (open, Observed::Open, Verdict::Ok),
+                (closed, Observed::Refused, Verdict::Ok)
+            ]
+        );
+
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("stops within a second")
+            .unwrap();
+        drop(db);
+    }
+
+    #[tokio::test]
+    async fn start_rejects_bad_configuration_with_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.toml");
+        std::fs::write(&path, plan_text(3306, None)).unwrap();
+
+        let mut c = config(&path);
+        c.timing.every = Duration::from_millis(500);
+        let e = Scheduled::start(c).await.unwrap_err();
+        assert!(matches!(e, ScheduleError::EveryTooShort { .. }), "{e}");
+
+        let mut c = config(&path);
+        c.host = Some("nope".into());
+        let e = Scheduled::start(c).await.unwrap_err();
+        assert!(
+            e.to_string().starts_with("host \"nope\" is not in plan"),
+            "{e}"
+        );
+
+        // Both plan hosts are loopback addresses, so both are local.
+        let mut c = config(&path);
+        c.host = None;
+        let e = Scheduled::start(c).await.unwrap_err();
+        assert!(e.to_string().contains("app, db"), "{e}");
+
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = config(&path);
+        c.metrics_listen = taken.local_addr().unwrap();
+        let e = Scheduled::start(c).await.unwrap_err();
+        assert!(matches!(e, ScheduleError::BindMetrics { .. }), "{e}");
+
+        std::fs::write(&path, "name = 3\n").unwrap();
+        let e = Scheduled::start(config(&path)).await.unwrap_err();
+        assert!(matches!(e, ScheduleError::Plan(_)), "{e}");
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let e = ScheduleError::BindMetrics {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "listen for /metrics on 127.0.0.1:1: address in use"
+        );
+    }
+}
