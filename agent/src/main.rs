@@ -5,7 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod agent_cmd;
+mod check_cmd;
+mod demo_cmd;
+mod pki_cmd;
 mod plan_cmd;
+mod probe_cmd;
+mod schedule_cmd;
 
 /// portcall — prove which network paths of a distributed deployment are open,
 /// which are blocked, and by what.
@@ -23,6 +29,17 @@ enum Command {
     Plan(plan_cmd::PlanCommand),
     /// List the built-in catalog of product roles and their ports.
     Catalog(plan_cmd::CatalogArgs),
+    /// Create the control channel's CA (`init`) and certificates (`issue`).
+    #[command(subcommand)]
+    Pki(pki_cmd::PkiCommand),
+    /// Run one host's agent: canaries, probes and the control endpoint.
+    Agent(agent_cmd::AgentArgs),
+    /// Coordinate a round through every agent of a plan and report.
+    Check(check_cmd::CheckArgs),
+    /// Play the bundled WSO2 plan on loopback, no root and no setup.
+    Demo(demo_cmd::DemoArgs),
+    /// Probe targets directly, without agents: exact TCP/TLS outcomes.
+    Probe(probe_cmd::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +57,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(cmd) => plan_cmd::plan(cmd),
         Command::Catalog(args) => plan_cmd::catalog(args),
+        Command::Pki(cmd) => pki_cmd::pki(cmd),
+        Command::Agent(args) => agent_cmd::agent(args),
+        Command::Check(args) => check_cmd::check(args),
+        Command::Demo(args) => demo_cmd::demo(args),
+        Command::Probe(args) => probe_cmd::probe(args),
     };
     match result {
         Ok(code) => code,

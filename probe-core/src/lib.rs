@@ -6,6 +6,14 @@
 pub mod port;
 
 pub use port::{Port, PortRange, Protocol};
+pub mod agent;
 pub mod catalog;
+pub mod control;
+pub mod demo;
+pub mod pki;
 pub mod plan;
+pub mod probe;
 pub mod render;
+pub mod report;
+pub mod round;
+pub mod schedule;
