@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use super::{AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, Verdict};
 use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
-use crate::plan::{Expect, Plan};
+use crate::plan::Plan;
 use crate::probe::Observed;
 
 /// Whether an agent took part.
@@ -320,7 +320,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             };
         }
     }
-    r.verdict = verdict(path.expect, r.observed);
+    r.verdict = Verdict::judge(path.expect, r.observed);
     r
 }
 
@@ -333,20 +333,6 @@ fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
             .find(|s| s.nonce == nonce)
             .map(|s| (host.clone(), s.source.ip().to_string()))
     })
-}
-
-/// The verdict of a measured path: open and blocked meet or miss their
-/// expectation; a connection to the wrong party (or a failed TLS handshake
-/// after TCP got through) is neither, so it misses both.
-fn verdict(expect: Expect, observed: Option<Observed>) -> Verdict {
-    match (observed, expect) {
-        (None | Some(Observed::LocalError), _) => Verdict::Error,
-        (Some(Observed::Open), Expect::Open) => Verdict::Ok,
-        (Some(Observed::Refused | Observed::Timeout | Observed::Unreachable), Expect::Blocked) => {
-            Verdict::Ok
-        }
-        _ => Verdict::Violation,
-    }
 }
 
 #[cfg(test)]
@@ -586,7 +572,7 @@ expect = "blocked"
 
     #[test]
     fn verdicts_follow_the_table() {
-        use Expect::{Blocked, Open};
+        use crate::plan::Expect::{Blocked, Open};
         use Observed::{LocalError, Refused, Timeout, TlsError, Unreachable, WrongHost};
         let cases = [
             (Open, Some(Observed::Open), Verdict::Ok),
@@ -602,7 +588,7 @@ expect = "blocked"
             (Blocked, None, Verdict::Error),
         ];
         for (e, o, v) in cases {
-            assert_eq!(verdict(e, o), v, "{e:?} {o:?}");
+            assert_eq!(Verdict::judge(e, o), v, "{e:?} {o:?}");
         }
     }
 }

@@ -122,6 +122,23 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict of a measured path against its expectation, shared by
+    /// `check` and schedule mode: open and blocked meet or miss their
+    /// expectation; a connection to the wrong party, or a failed TLS
+    /// handshake after TCP got through, is neither, so it misses both;
+    /// `local-error` (or no measurement) is never open nor blocked.
+    pub fn judge(expect: Expect, observed: Option<Observed>) -> Verdict {
+        match (observed, expect) {
+            (None | Some(Observed::LocalError), _) => Verdict::Error,
+            (Some(Observed::Open), Expect::Open) => Verdict::Ok,
+            (
+                Some(Observed::Refused | Observed::Timeout | Observed::Unreachable),
+                Expect::Blocked,
+            ) => Verdict::Ok,
+            _ => Verdict::Violation,
+        }
+    }
+
     /// `ok`, `violation` or `error`.
     pub const fn as_str(self) -> &'static str {
         match self {

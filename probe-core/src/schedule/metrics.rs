@@ -14,25 +14,6 @@ use crate::port::Port;
 use crate::probe::Observed;
 use crate::report::Verdict;
 
-/// The verdict of a live probe (no canary) against `expect`, the same
-/// table `portcall check` applies where the target is a real service.
-///
-/// Against a real service, `refused`, `unreachable` and `timeout` all mean
-/// that the connection did not get through, which is what a must-be-blocked
-/// path wants and a must-be-open one does not. `tls-error` and `wrong-host`
-/// connected, so they never count as blocked, nor as a working open path;
-/// `local-error` is neither open nor blocked.
-pub fn live_verdict(observed: Observed, expect: Expect) -> Verdict {
-    match (observed, expect) {
-        (Observed::LocalError, _) => Verdict::Error,
-        (Observed::Open, Expect::Open) => Verdict::Ok,
-        (Observed::Refused | Observed::Unreachable | Observed::Timeout, Expect::Blocked) => {
-            Verdict::Ok
-        }
-        _ => Verdict::Violation,
-    }
-}
-
 /// One path's result in one round, with the labels it is exported under.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PathSample {
@@ -55,7 +36,7 @@ pub struct PathSample {
 impl PathSample {
     /// The sample's verdict against its expectation.
     pub fn verdict(&self) -> Verdict {
-        live_verdict(self.observed, self.expect)
+        Verdict::judge(self.expect, Some(self.observed))
     }
 }
 
@@ -495,7 +476,7 @@ mod tests {
             (Observed::LocalError, Blocked, Verdict::Error),
         ];
         for (o, e, v) in cases {
-            assert_eq!(live_verdict(o, e), v, "{o} expecting {e}");
+            assert_eq!(Verdict::judge(e, Some(o)), v, "{o} expecting {e}");
         }
     }
 }

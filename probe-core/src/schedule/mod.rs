@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use duration::{DurationError, parse_duration};
 pub use http::HttpLimits;
-pub use metrics::{Exposition, MetricsStore, PathSample, RoundMetrics, live_verdict};
+pub use metrics::{Exposition, MetricsStore, PathSample, RoundMetrics};
 pub use timing::Timing;
 
 use crate::agent::{AgentError, detect_host};
