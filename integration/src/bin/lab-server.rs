@@ -1,0 +1,133 @@
+//! `lab-server`: the listeners a lab host (or the loopback benchmark) needs,
+//! plain TCP and TLS with a freshly made CA, in one small process that exits
+//! by itself after `--lifetime` seconds so that nothing outlives a test.
+//!
+//! Usage: `lab-server --bind ADDR [--tcp PORTS] [--tls PORTS --ca-out FILE
+//! --name NAME] [--lifetime SECS]`; PORTS as in targets (`80,443,7000-7099`).
+//! Prints `ready` once every listener is bound.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+struct Options {
+    bind: IpAddr,
+    tcp: Vec<u16>,
+    tls: Vec<u16>,
+    ca_out: Option<PathBuf>,
+    name: String,
+    lifetime: Duration,
+}
+
+fn ports(spec: &str) -> anyhow::Result<Vec<u16>> {
+    let targets = probe_core::probe::parse_target(&format!("lab:{spec}"))?;
+    Ok(targets.iter().map(|t| t.port.get()).collect())
+}
+
+fn parse_args() -> anyhow::Result<Options> {
+    let mut o = Options {
+        bind: IpAddr::from([127, 0, 0, 1]),
+        tcp: Vec::new(),
+        tls: Vec::new(),
+        ca_out: None,
+        name: "lab-server".to_string(),
+        lifetime: Duration::from_secs(300),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--bind" => o.bind = value.parse().context("--bind")?,
+            "--tcp" => o.tcp = ports(&value)?,
+            "--tls" => o.tls = ports(&value)?,
+            "--ca-out" => o.ca_out = Some(PathBuf::from(value)),
+            "--name" => o.name = value,
+            "--lifetime" => o.lifetime = Duration::from_secs(value.parse().context("--lifetime")?),
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    if !o.tls.is_empty() && o.ca_out.is_none() {
+        bail!("--tls needs --ca-out FILE");
+    }
+    Ok(o)
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    let mut listeners = Vec::new();
+    for &port in &o.tcp {
+        let l = TcpListener::bind((o.bind, port)).with_context(|| format!("bind {port}"))?;
+        listeners.push((l, None));
+    }
+    if !o.tls.is_empty() {
+        let config = Arc::new(tls_config(&o)?);
+        for &port in &o.tls {
+            let l = TcpListener::bind((o.bind, port)).with_context(|| format!("bind {port}"))?;
+            listeners.push((l, Some(config.clone())));
+        }
+    }
+    for (listener, tls) in listeners {
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Some(config) = &tls {
+                    let config = config.clone();
+                    std::thread::spawn(move || serve_tls(stream, config));
+                }
+                // Plain connections are closed at once: the handshake is
+                // all a probe needs.
+            }
+        });
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    std::thread::sleep(o.lifetime);
+    Ok(())
+}
+
+fn serve_tls(mut stream: TcpStream, config: Arc<rustls::ServerConfig>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let Ok(mut conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::Stream::new(&mut conn, &mut stream);
+    let mut buf = [0u8; 256];
+    let _ = tls.read(&mut buf);
+}
+
+/// A CA (written to `--ca-out`) and a server certificate for `--name` and
+/// the bound address, signed by it.
+fn tls_config(o: &Options) -> anyhow::Result<rustls::ServerConfig> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "portcall lab ca");
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    if let Some(path) = &o.ca_out {
+        std::fs::write(path, ca_cert.pem()).with_context(|| format!("write {}", path.display()))?;
+    }
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![o.name.clone(), o.bind.to_string()])?;
+    params.distinguished_name.push(DnType::CommonName, &o.name);
+    let cert = params.signed_by(&key, &issuer)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )?;
+    Ok(config)
+}
