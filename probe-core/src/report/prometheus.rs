@@ -1,0 +1,288 @@
+//! A check's report as Prometheus text exposition (format 0.0.4), for
+//! node_exporter's textfile collector: a cron job or systemd timer runs
+//! `portcall check --format prometheus --out DIR/portcall.prom`, and the
+//! same alert rules that watch schedule-mode agents watch it too.
+//!
+//! The per-path families use the schedule-mode agent's names and labels
+//! (`portcall_path_open`, `portcall_path_ok`, `portcall_path_latency_seconds`,
+//! `portcall_path_observed`, all labelled `{from, to, port, service,
+//! expect}`; see `schedule::metrics`), with the verdict of the joined
+//! report rather than a live probe's. The textfile collector forbids sample
+//! timestamps, so the round's time is a gauge of its own.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+
+use super::format::unix_seconds;
+use super::{PathReport, Report, Verdict};
+use crate::probe::Observed;
+
+/// Writes the report's metrics.
+pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
+    // A hand-edited report could repeat a path; a repeated series would make
+    // the whole file unusable, so only the first occurrence is exported.
+    let mut seen = HashSet::new();
+    let paths: Vec<&PathReport> = report
+        .paths
+        .iter()
+        .filter(|p| seen.insert((&p.from, &p.to, p.port, &p.service, p.expect)))
+        .collect();
+    let measured = || {
+        paths
+            .iter()
+            .copied()
+            .filter(|p| p.observed.is_some_and(Observed::is_network_evidence))
+    };
+
+    family(
+        w,
+        "portcall_path_open",
+        "1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.",
+    )?;
+    for p in measured() {
+        sample(
+            w,
+            "portcall_path_open",
+            p,
+            None,
+            bool01(p.observed == Some(Observed::Open)),
+        )?;
+    }
+
+    family(
+        w,
+        "portcall_path_ok",
+        "1 when the path met its expectation (open or blocked) in the check, else 0 (a violation, or not measured).",
+    )?;
+    for p in &paths {
+        sample(
+            w,
+            "portcall_path_ok",
+            p,
+            None,
+            bool01(p.verdict == Verdict::Ok),
+        )?;
+    }
+
+    family(
+        w,
+        "portcall_path_latency_seconds",
+        "Duration of the path's last probe attempt, in seconds; absent when the path was not measured.",
+    )?;
+    for p in measured() {
+        if let Some(ms) = p.latency_ms {
+            sample(
+                w,
+                "portcall_path_latency_seconds",
+                p,
+                None,
+                &(ms / 1000.0).to_string(),
+            )?;
+        }
+    }
+
+    family(
+        w,
+        "portcall_path_observed",
+        "What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.",
+    )?;
+    for p in &paths {
+        if let Some(o) = p.observed {
+            sample(
+                w,
+                "portcall_path_observed",
+                p,
+                Some(("observed", o.as_str())),
+                "1",
+            )?;
+        }
+    }
+
+    family(
+        w,
+        "portcall_path_verdict",
+        "The path's verdict in the check, as the verdict label (ok, violation, error); always 1.",
+    )?;
+    for p in &paths {
+        sample(
+            w,
+            "portcall_path_verdict",
+            p,
+            Some(("verdict", p.verdict.as_str())),
+            "1",
+        )?;
+    }
+
+    family(
+        w,
+        "portcall_check_paths",
+        "Paths of the check by verdict.",
+    )?;
+    let s = &report.summary;
+    for (verdict, n) in [
+        (Verdict::Ok, s.ok),
+        (Verdict::Violation, s.violations),
+        (Verdict::Error, s.errors),
+    ] {
+        writeln!(
+            w,
+            "portcall_check_paths{{plan=\"{}\",verdict=\"{}\"}} {n}",
+            escape_label(&report.plan),
+            verdict.as_str()
+        )?;
+    }
+
+    if let Some(t) = unix_seconds(&report.finished_at) {
+        family(
+            w,
+            "portcall_last_round_timestamp_seconds",
+            "Unix time at which the check's round finished.",
+        )?;
+        writeln!(w, "portcall_last_round_timestamp_seconds {t}")?;
+        if let Some(start) = unix_seconds(&report.started_at).filter(|s| *s <= t) {
+            family(
+                w,
+                "portcall_round_duration_seconds",
+                "Wall time of the check's round, in seconds.",
+            )?;
+            writeln!(w, "portcall_round_duration_seconds {}", t - start)?;
+        }
+    }
+    Ok(())
+}
+
+fn bool01(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
+/// Every family here is a gauge: a report is a snapshot, not a count since
+/// some start.
+fn family(w: &mut impl Write, name: &str, help: &str) -> io::Result<()> {
+    writeln!(w, "# HELP {name} {}", escape_help(help))?;
+    writeln!(w, "# TYPE {name} gauge")
+}
+
+fn sample(
+    w: &mut impl Write,
+    name: &str,
+    p: &PathReport,
+    extra: Option<(&str, &str)>,
+    value: &str,
+) -> io::Result<()> {
+    let port = p.port.to_string();
+    let labels = [
+        ("from", p.from.as_str()),
+        ("to", p.to.as_str()),
+        ("port", port.as_str()),
+        ("service", p.service.as_str()),
+        ("expect", p.expect.as_str()),
+    ];
+    write!(w, "{name}{{")?;
+    for (i, (k, v)) in labels.iter().chain(extra.iter()).enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        write!(w, "{k}=\"{}\"", escape_label(v))?;
+    }
+    writeln!(w, "}} {value}")
+}
+
+/// Label values escape backslash, double quote and line feed (the same
+/// rules as `schedule::metrics`, whose helpers are private to it).
+fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// HELP text escapes backslash and line feed.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::report::table::tests::sample;
+
+    #[test]
+    fn path_families_match_schedule_mode_names_and_labels() {
+        let mut out = Vec::new();
+        write(&sample(), &mut out).unwrap();
+        expect![[r##"
+            # HELP portcall_path_open 1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.
+            # TYPE portcall_path_open gauge
+            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="open"} 1
+            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="blocked"} 1
+            portcall_path_open{from="web",to="db",port="9999",service="svc",expect="open"} 0
+            # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the check, else 0 (a violation, or not measured).
+            # TYPE portcall_path_ok gauge
+            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="open"} 1
+            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="blocked"} 0
+            portcall_path_ok{from="web",to="cache",port="6379",service="svc",expect="open"} 0
+            portcall_path_ok{from="web",to="db",port="9999",service="svc",expect="open"} 0
+            # HELP portcall_path_latency_seconds Duration of the path's last probe attempt, in seconds; absent when the path was not measured.
+            # TYPE portcall_path_latency_seconds gauge
+            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="open"} 0.00025
+            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="blocked"} 0.00025
+            portcall_path_latency_seconds{from="web",to="db",port="9999",service="svc",expect="open"} 0.00025
+            # HELP portcall_path_observed What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
+            # TYPE portcall_path_observed gauge
+            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="open",observed="open"} 1
+            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="blocked",observed="open"} 1
+            portcall_path_observed{from="web",to="db",port="9999",service="svc",expect="open",observed="timeout"} 1
+            # HELP portcall_path_verdict The path's verdict in the check, as the verdict label (ok, violation, error); always 1.
+            # TYPE portcall_path_verdict gauge
+            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="open",verdict="ok"} 1
+            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="blocked",verdict="violation"} 1
+            portcall_path_verdict{from="web",to="cache",port="6379",service="svc",expect="open",verdict="error"} 1
+            portcall_path_verdict{from="web",to="db",port="9999",service="svc",expect="open",verdict="violation"} 1
+            # HELP portcall_check_paths Paths of the check by verdict.
+            # TYPE portcall_check_paths gauge
+            portcall_check_paths{plan="sample",verdict="ok"} 1
+            portcall_check_paths{plan="sample",verdict="violation"} 2
+            portcall_check_paths{plan="sample",verdict="error"} 1
+            # HELP portcall_last_round_timestamp_seconds Unix time at which the check's round finished.
+            # TYPE portcall_last_round_timestamp_seconds gauge
+            portcall_last_round_timestamp_seconds 1735689601
+            # HELP portcall_round_duration_seconds Wall time of the check's round, in seconds.
+            # TYPE portcall_round_duration_seconds gauge
+            portcall_round_duration_seconds 1
+        "##]]
+        .assert_eq(&String::from_utf8(out).unwrap());
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut r = sample();
+        r.paths[0].service = "a\"b\\c\nd".into();
+        let mut out = Vec::new();
+        write(&r, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#"service="a\"b\\c\nd""#), "{text}");
+    }
+
+    #[test]
+    fn repeated_paths_are_exported_once() {
+        let mut r = sample();
+        let first = r.paths[0].clone();
+        r.paths.push(first);
+        let mut out = Vec::new();
+        write(&r, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let n = text
+            .lines()
+            .filter(|l| l.starts_with("portcall_path_ok{") && l.contains("port=\"3306\"") && l.contains("expect=\"open\""))
+            .count();
+        assert_eq!(n, 1, "{text}");
+    }
+}
