@@ -315,8 +315,8 @@ impl Diff {
             }
             writeln!(w)?;
             writeln!(w, "{title}: {}", rows.len())?;
-            let mut t = Table::with_header(["FROM", "TO", "PORT", "BEFORE", "AFTER", "WHY"])
-                .indent(2);
+            let mut t =
+                Table::with_header(["FROM", "TO", "PORT", "BEFORE", "AFTER", "WHY"]).indent(2);
             for c in rows {
                 let now = c.after.as_ref().or(c.before.as_ref());
                 t.row([
@@ -524,7 +524,10 @@ mod tests {
             &crate::report::table::tests::sample(),
             &crate::report::table::tests::sample(),
         );
-        assert!(matches!(twin, Err(DiffError::DuplicatePath { side: "old", .. })));
+        assert!(matches!(
+            twin,
+            Err(DiffError::DuplicatePath { side: "old", .. })
+        ));
         assert_eq!(d.exit_code(), 0);
         assert_eq!(d.summary.compared, 4);
     }

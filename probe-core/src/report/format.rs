@@ -66,7 +66,9 @@ impl fmt::Display for ReportFormat {
 
 /// A format name that is not one of [`ReportFormat::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown report format {name:?}: expected one of table, json, junit, markdown, html, prometheus")]
+#[error(
+    "unknown report format {name:?}: expected one of table, json, junit, markdown, html, prometheus"
+)]
 pub struct UnknownFormat {
     /// The name given.
     pub name: String,
@@ -79,7 +81,9 @@ impl FromStr for ReportFormat {
         ReportFormat::ALL
             .into_iter()
             .find(|f| f.as_str() == s)
-            .ok_or_else(|| UnknownFormat { name: s.to_string() })
+            .ok_or_else(|| UnknownFormat {
+                name: s.to_string(),
+            })
     }
 }
 
@@ -195,7 +199,12 @@ mod tests {
             assert!((back - ms as f64 / 1000.0).abs() < 1e-6, "{ms}: {back}");
         }
         assert_eq!(unix_seconds("2025-01-01T00:00:00Z"), Some(1_735_689_600.0));
-        for bad in ["", "2025-01-01", "2025-13-01T00:00:00Z", "2025-01-01T00:00:00+01:00"] {
+        for bad in [
+            "",
+            "2025-01-01",
+            "2025-13-01T00:00:00Z",
+            "2025-01-01T00:00:00+01:00",
+        ] {
             assert_eq!(unix_seconds(bad), None, "{bad}");
         }
     }

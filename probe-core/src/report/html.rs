@@ -47,10 +47,10 @@ td.error { background: var(--err-bg); }
 .port.ok { background: var(--ok); }
 .port.violation { background: var(--bad); }
 .port.error { background: var(--err); }
-.port.blocked { background: #fff; border-style: dashed; }
-.port.blocked.ok { color: var(--ok); border-color: var(--ok); }
-.port.blocked.violation { color: var(--bad); border-color: var(--bad); }
-.port.blocked.error { color: var(--err); border-color: var(--err); }
+.port.blocked { text-decoration: line-through; text-decoration-thickness: 2px; }
+.port.blocked.ok { background: #fff; color: var(--ok); border-color: var(--ok); }
+.legend .port { color: #fff; }
+.legend .port.blocked.ok { color: var(--ok); }
 table.list { border-collapse: collapse; width: 100%; }
 table.list th { text-align: left; font-size: 12px; color: var(--muted); font-weight: 600; border-bottom: 1px solid var(--line); padding: 4px 8px; }
 table.list td { border-bottom: 1px solid #eaeef2; padding: 5px 8px; vertical-align: top; }
@@ -182,7 +182,7 @@ fn write_matrix(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "<section><h2>Matrix</h2>")?;
     writeln!(
         w,
-        r#"<div class="legend"><span>rows: source · columns: target · one chip per port</span><span class="port ok">open</span><span class="port blocked ok">blocked</span><span>met</span><span class="port violation">open</span><span class="port blocked violation">blocked</span><span>violated</span><span class="port error">any</span><span>not measured</span></div>"#
+        r#"<div class="legend"><span>rows: source, columns: target, one chip per port</span><span><span class="port ok">8280</span> must be open</span><span><span class="port blocked ok">3306</span> must be blocked</span><span>·</span><span><span class="port ok">ok</span> met</span><span><span class="port violation">violation</span> not met</span><span><span class="port error">error</span> not measured</span></div>"#
     )?;
     writeln!(w, r#"<div class="matrix-wrap"><table class="matrix">"#)?;
     write!(w, r#"<thead><tr><th class="corner">from \ to</th>"#)?;
@@ -204,7 +204,14 @@ fn write_matrix(report: &Report, w: &mut impl Write) -> io::Result<()> {
                         .unwrap_or(Verdict::Ok);
                     let title = ports
                         .iter()
-                        .map(|p| format!("{}: must be {}, {}", path_label(p), p.expect, p.verdict.as_str()))
+                        .map(|p| {
+                            format!(
+                                "{}: must be {}, {}",
+                                path_label(p),
+                                p.expect,
+                                p.verdict.as_str()
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("\n");
                     write!(
@@ -336,7 +343,7 @@ mod tests {
             <div class="meta">round 2025-01-01T00:00:00.000Z – 2025-01-01T00:00:01.000Z</div>
             </header>
             <section><h2>Matrix</h2>
-            <div class="legend"><span>rows: source · columns: target · one chip per port</span><span class="port ok">open</span><span class="port blocked ok">blocked</span><span>met</span><span class="port violation">open</span><span class="port blocked violation">blocked</span><span>violated</span><span class="port error">any</span><span>not measured</span></div>
+            <div class="legend"><span>rows: source, columns: target, one chip per port</span><span><span class="port ok">8280</span> must be open</span><span><span class="port blocked ok">3306</span> must be blocked</span><span>·</span><span><span class="port ok">ok</span> met</span><span><span class="port violation">violation</span> not met</span><span><span class="port error">error</span> not measured</span></div>
             <div class="matrix-wrap"><table class="matrix">
             <thead><tr><th class="corner">from \ to</th><th class="col"><div>db</div></th><th class="col"><div>cache</div></th></tr></thead><tbody>
             <tr><th>web</th><td class="violation" title="web -&gt; db:3306/tcp (svc): must be open, ok

@@ -56,12 +56,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         ));
     }
     for (k, v) in props {
-        writeln!(
-            w,
-            r#"      <property name="{}" value="{}"/>"#,
-            x(&k),
-            x(&v)
-        )?;
+        writeln!(w, r#"      <property name="{}" value="{}"/>"#, x(&k), x(&v))?;
     }
     writeln!(w, "    </properties>")?;
     for p in &report.paths {
@@ -201,7 +196,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("<evil/>"), "{text}");
         assert!(!text.contains("<x "), "{text}");
-        assert!(text.contains(r#"classname="a&quot;&gt;&lt;x y=&#39;""#), "{text}");
+        assert!(
+            text.contains(r#"classname="a&quot;&gt;&lt;x y=&#39;""#),
+            "{text}"
+        );
         assert!(!text.contains('\u{7}'));
     }
 }

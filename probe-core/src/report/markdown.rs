@@ -200,7 +200,9 @@ mod tests {
         write(&r, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.starts_with("### portcall sample: **PASS** — 0 violations, 0 errors, 1 of 1 paths ok"),
+            text.starts_with(
+                "### portcall sample: **PASS** — 0 violations, 0 errors, 1 of 1 paths ok"
+            ),
             "{text}"
         );
         assert!(!text.contains("Violations"), "{text}");

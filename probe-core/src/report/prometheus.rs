@@ -113,11 +113,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         )?;
     }
 
-    family(
-        w,
-        "portcall_check_paths",
-        "Paths of the check by verdict.",
-    )?;
+    family(w, "portcall_check_paths", "Paths of the check by verdict.")?;
     let s = &report.summary;
     for (verdict, n) in [
         (Verdict::Ok, s.ok),
@@ -281,7 +277,11 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let n = text
             .lines()
-            .filter(|l| l.starts_with("portcall_path_ok{") && l.contains("port=\"3306\"") && l.contains("expect=\"open\""))
+            .filter(|l| {
+                l.starts_with("portcall_path_ok{")
+                    && l.contains("port=\"3306\"")
+                    && l.contains("expect=\"open\"")
+            })
             .count();
         assert_eq!(n, 1, "{text}");
     }

@@ -231,7 +231,8 @@ fn nft_identifier(s: &str) -> bool {
 fn iptables_chain(s: &str) -> bool {
     let mut b = s.bytes();
     s.len() <= 28
-        && b.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && b.next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
         && b.all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
@@ -239,7 +240,8 @@ fn iptables_chain(s: &str) -> bool {
 fn firewalld_zone(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 17
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"_-".contains(&c))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_-".contains(&c))
 }
 
 impl Backend {
@@ -401,7 +403,11 @@ impl Backend {
                     words.push(format!("--zone={z}"));
                 }
                 words.push(format!("--add-rich-rule={rule}"));
-                words.iter().map(|w| sh_quote(w)).collect::<Vec<_>>().join(" ")
+                words
+                    .iter()
+                    .map(|w| sh_quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
         }
     }
@@ -780,12 +786,7 @@ impl Suggestions {
         for h in &self.hosts {
             writeln!(w)?;
             match &h.address {
-                Some(a) => writeln!(
-                    w,
-                    "# host {} ({})",
-                    comment_line(&h.host),
-                    comment_line(a)
-                )?,
+                Some(a) => writeln!(w, "# host {} ({})", comment_line(&h.host), comment_line(a))?,
                 None => writeln!(w, "# host {}", comment_line(&h.host))?,
             }
             for i in &h.items {
@@ -796,9 +797,11 @@ impl Suggestions {
                 }
                 let rule_note = format!("portcall: {}", i.path);
                 match &i.action {
-                    Action::Accept { source, port } => {
-                        writeln!(w, "{}", self.backend.command(true, *source, *port, &rule_note))?
-                    }
+                    Action::Accept { source, port } => writeln!(
+                        w,
+                        "{}",
+                        self.backend.command(true, *source, *port, &rule_note)
+                    )?,
                     Action::Drop { source, port } => writeln!(
                         w,
                         "{}",
@@ -897,19 +900,136 @@ mod tests {
                 host("named", "web.example"),
             ],
             paths: vec![
-                path("web", "db", 3306, Open, Some(O::Open), V::Ok, "db saw our nonce from 198.18.0.2", Some("198.18.0.2")),
-                path("web", "db", 5432, Open, Some(O::Timeout), V::Violation, "dropped: no answer within 500 ms (2 attempts) while the canary of db was listening", None),
-                path("web6", "db6", 5432, Open, Some(O::Refused), V::Violation, "reset (TCP RST) while the canary of db6 was listening: a firewall rejects with reset", None),
-                path("web", "db", 22, Blocked, Some(O::Open), V::Violation, "db saw our nonce from 198.18.0.2", Some("198.18.0.2")),
-                path("nat", "db", 22, Blocked, Some(O::Open), V::Violation, "db saw our nonce from 198.18.0.1", Some("198.18.0.1")),
-                path("web6", "db6", 22, Blocked, Some(O::Open), V::Violation, "db6 saw our nonce from 2001:db8::2", Some("2001:db8::2")),
-                path("web", "db", 9443, Open, Some(O::Unreachable), V::Violation, "rejected with an ICMP error while the canary of db was listening (EPERM (operation not permitted))", None),
-                path("web", "db", 8080, Open, Some(O::Unreachable), V::Violation, "rejected with an ICMP error while the canary of db was listening (EHOSTUNREACH (no route to host))", None),
-                path("web", "db", 8243, Open, Some(O::TlsError), V::Violation, "TLS with the canary of db failed (alert: handshake failure)", None),
-                path("web", "db", 7611, Open, Some(O::WrongHost), V::Violation, "connected, but the canary of db did not record our nonce", None),
-                path("web", "db", 6379, Open, Some(O::Refused), V::Error, "refused: service down on db:6379 (a real service holds the port)", None),
-                path("web", "db6", 1, Open, None, V::Error, "target agent db6 unreachable, nothing to measure against: connect refused", None),
-                path("named", "db", 5432, Open, Some(O::Timeout), V::Violation, "dropped", None),
+                path(
+                    "web",
+                    "db",
+                    3306,
+                    Open,
+                    Some(O::Open),
+                    V::Ok,
+                    "db saw our nonce from 198.18.0.2",
+                    Some("198.18.0.2"),
+                ),
+                path(
+                    "web",
+                    "db",
+                    5432,
+                    Open,
+                    Some(O::Timeout),
+                    V::Violation,
+                    "dropped: no answer within 500 ms (2 attempts) while the canary of db was listening",
+                    None,
+                ),
+                path(
+                    "web6",
+                    "db6",
+                    5432,
+                    Open,
+                    Some(O::Refused),
+                    V::Violation,
+                    "reset (TCP RST) while the canary of db6 was listening: a firewall rejects with reset",
+                    None,
+                ),
+                path(
+                    "web",
+                    "db",
+                    22,
+                    Blocked,
+                    Some(O::Open),
+                    V::Violation,
+                    "db saw our nonce from 198.18.0.2",
+                    Some("198.18.0.2"),
+                ),
+                path(
+                    "nat",
+                    "db",
+                    22,
+                    Blocked,
+                    Some(O::Open),
+                    V::Violation,
+                    "db saw our nonce from 198.18.0.1",
+                    Some("198.18.0.1"),
+                ),
+                path(
+                    "web6",
+                    "db6",
+                    22,
+                    Blocked,
+                    Some(O::Open),
+                    V::Violation,
+                    "db6 saw our nonce from 2001:db8::2",
+                    Some("2001:db8::2"),
+                ),
+                path(
+                    "web",
+                    "db",
+                    9443,
+                    Open,
+                    Some(O::Unreachable),
+                    V::Violation,
+                    "rejected with an ICMP error while the canary of db was listening (EPERM (operation not permitted))",
+                    None,
+                ),
+                path(
+                    "web",
+                    "db",
+                    8080,
+                    Open,
+                    Some(O::Unreachable),
+                    V::Violation,
+                    "rejected with an ICMP error while the canary of db was listening (EHOSTUNREACH (no route to host))",
+                    None,
+                ),
+                path(
+                    "web",
+                    "db",
+                    8243,
+                    Open,
+                    Some(O::TlsError),
+                    V::Violation,
+                    "TLS with the canary of db failed (alert: handshake failure)",
+                    None,
+                ),
+                path(
+                    "web",
+                    "db",
+                    7611,
+                    Open,
+                    Some(O::WrongHost),
+                    V::Violation,
+                    "connected, but the canary of db did not record our nonce",
+                    None,
+                ),
+                path(
+                    "web",
+                    "db",
+                    6379,
+                    Open,
+                    Some(O::Refused),
+                    V::Error,
+                    "refused: service down on db:6379 (a real service holds the port)",
+                    None,
+                ),
+                path(
+                    "web",
+                    "db6",
+                    1,
+                    Open,
+                    None,
+                    V::Error,
+                    "target agent db6 unreachable, nothing to measure against: connect refused",
+                    None,
+                ),
+                path(
+                    "named",
+                    "db",
+                    5432,
+                    Open,
+                    Some(O::Timeout),
+                    V::Violation,
+                    "dropped",
+                    None,
+                ),
             ],
         };
         r.paths[10].target_saw = None;
@@ -1038,7 +1158,11 @@ mod tests {
         assert!(text.contains("egress filter"), "{text}");
         o.host = Some("nope".into());
         let err = suggest(&report(), &o).unwrap_err();
-        assert!(err.to_string().starts_with("host \"nope\" is not in the report (its hosts: web, web6"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("host \"nope\" is not in the report (its hosts: web, web6"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1047,20 +1171,71 @@ mod tests {
         o.table = Some("ip filter".into());
         o.host = Some("db6".into());
         let text = script(&o);
-        assert!(text.contains("NO RULE HERE: table ip filter cannot match the IPv6 source 2001:db8::2"), "{text}");
+        assert!(
+            text.contains("NO RULE HERE: table ip filter cannot match the IPv6 source 2001:db8::2"),
+            "{text}"
+        );
         assert!(!text.contains("nft insert"), "{text}");
     }
 
     #[test]
     fn bad_tables_chains_zones_and_misplaced_options_are_refused() {
-        let cases: [(FirewallFormat, Option<&str>, Option<&str>, Option<&str>, &str); 7] = [
-            (FirewallFormat::Nft, Some("filter"), None, None, "table \"filter\""),
-            (FirewallFormat::Nft, Some("bridge filter"), None, None, "table \"bridge filter\""),
-            (FirewallFormat::Nft, Some("inet f;x"), None, None, "table \"inet f;x\""),
-            (FirewallFormat::Nft, None, Some("in put"), None, "chain \"in put\" is not a valid nft chain name"),
-            (FirewallFormat::Iptables, None, Some("-j"), None, "chain \"-j\""),
-            (FirewallFormat::Iptables, Some("inet filter"), None, None, "--table does not apply to --format iptables"),
-            (FirewallFormat::Firewalld, None, None, Some("a'b"), "zone \"a'b\""),
+        let cases: [(
+            FirewallFormat,
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+            &str,
+        ); 7] = [
+            (
+                FirewallFormat::Nft,
+                Some("filter"),
+                None,
+                None,
+                "table \"filter\"",
+            ),
+            (
+                FirewallFormat::Nft,
+                Some("bridge filter"),
+                None,
+                None,
+                "table \"bridge filter\"",
+            ),
+            (
+                FirewallFormat::Nft,
+                Some("inet f;x"),
+                None,
+                None,
+                "table \"inet f;x\"",
+            ),
+            (
+                FirewallFormat::Nft,
+                None,
+                Some("in put"),
+                None,
+                "chain \"in put\" is not a valid nft chain name",
+            ),
+            (
+                FirewallFormat::Iptables,
+                None,
+                Some("-j"),
+                None,
+                "chain \"-j\"",
+            ),
+            (
+                FirewallFormat::Iptables,
+                Some("inet filter"),
+                None,
+                None,
+                "--table does not apply to --format iptables",
+            ),
+            (
+                FirewallFormat::Firewalld,
+                None,
+                None,
+                Some("a'b"),
+                "zone \"a'b\"",
+            ),
         ];
         for (format, table, chain, zone, want) in cases {
             let o = SuggestOptions {
@@ -1087,12 +1262,17 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         for line in text.lines() {
             assert!(
-                line.is_empty() || line.starts_with('#') || line.starts_with("nft insert rule inet filter input "),
+                line.is_empty()
+                    || line.starts_with('#')
+                    || line.starts_with("nft insert rule inet filter input "),
                 "{line}"
             );
             assert!(!line.starts_with("rm"), "{line}");
         }
-        assert!(text.contains("comment '\"portcall: web_rm -rf /tmp/x; echo _ -> db:5432/tcp (svc)\"'"), "{text}");
+        assert!(
+            text.contains("comment '\"portcall: web_rm -rf /tmp/x; echo _ -> db:5432/tcp (svc)\"'"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -1103,7 +1283,11 @@ mod tests {
         assert_eq!((s.rules(), s.manual()), (0, 0));
         let mut out = Vec::new();
         s.write(&mut out).unwrap();
-        assert!(String::from_utf8(out).unwrap().ends_with("# nothing to change: every path meets its expectation\n"));
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("# nothing to change: every path meets its expectation\n")
+        );
     }
 
     #[test]

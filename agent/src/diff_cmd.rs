@@ -1,0 +1,59 @@
+//! `portcall diff`: what changed between two reports of one plan, for the
+//! network team checking a firewall change; exit 1 when a path got worse.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use probe_core::report::{self, Report};
+
+/// Output format of a diff.
+#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+pub enum DiffFormat {
+    /// Regressed, fixed and changed-reason paths as tables.
+    #[default]
+    Table,
+    /// `portcall.diff/v1` JSON.
+    Json,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Both files are portcall.report/v1 JSON (`portcall check --format json --out FILE`)
+of the same plan. Paths are matched by (from, to, port); a path in only one
+report (the plan was edited between the runs) is listed as only in old or only
+in new, with `null` on the other side in JSON.
+
+Exit status: 0 no path got worse; 1 a path that was ok is now a violation or an
+error; 2 bad input (unreadable file, not a report, reports of different plans).")]
+pub struct DiffArgs {
+    /// The earlier report (JSON).
+    old: PathBuf,
+    /// The later report (JSON).
+    new: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: DiffFormat,
+}
+
+pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let old = read_report(&args.old)?;
+    let new = read_report(&args.new)?;
+    let d = report::diff::diff(&old, &new)
+        .with_context(|| format!("compare {} with {}", args.old.display(), args.new.display()))?;
+    let mut bytes = Vec::new();
+    match args.format {
+        DiffFormat::Table => d.write_table(&mut bytes)?,
+        DiffFormat::Json => d.write_json(&mut bytes)?,
+    }
+    crate::write_stdout(&bytes)?;
+    Ok(ExitCode::from(d.exit_code()))
+}
+
+/// Reads a `portcall.report/v1` file; errors name the file.
+pub fn read_report(path: &Path) -> anyhow::Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read report {}", path.display()))?;
+    report::json::read(&text).with_context(|| format!("report {}", path.display()))
+}

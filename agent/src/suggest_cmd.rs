@@ -1,0 +1,77 @@
+//! `portcall suggest`: the firewall commands that would fix a report's
+//! violations, as a script per host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use probe_core::report::suggest::{self, FirewallFormat, SuggestOptions};
+
+/// `--format`: the names of [`FirewallFormat::ALL`], parsed by probe-core.
+fn firewall_format() -> impl TypedValueParser<Value = FirewallFormat> {
+    PossibleValuesParser::new(FirewallFormat::ALL.map(FirewallFormat::as_str))
+        .try_map(|s| s.parse::<FirewallFormat>())
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+For each violation the rule goes on the path's target host: a source-restricted
+accept for a must-be-open path, inserted ahead of the chain's drops and rejects;
+a source-restricted drop for a must-be-blocked path, inserted ahead of its
+accepts. The source address is the one the target saw when it saw the
+connection (after any NAT), else the source host's plan address.
+
+Violations no rule at the target can fix (an egress filter on the source, a
+NAT or redirect answering from the wrong host, a TLS failure, a service that is
+down, paths not measured) are explained in `# NO RULE HERE` comments.
+
+Without --host every host's commands are printed, each after a `# host NAME`
+line; run each section on its host with sh.
+
+Exit status: 0 the script was written; 2 bad input (unreadable file, not a
+report, an unknown host, a bad table, chain or zone).")]
+pub struct SuggestArgs {
+    /// The report (portcall.report/v1 JSON).
+    report: PathBuf,
+    /// The firewall to write commands for.
+    #[arg(long, value_parser = firewall_format())]
+    format: FirewallFormat,
+    /// Only the commands for this host.
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+    /// nft: the table, as "FAMILY NAME" (default "inet filter").
+    #[arg(long, value_name = "FAMILY NAME")]
+    table: Option<String>,
+    /// nft and iptables: the chain (default input for nft, INPUT for iptables).
+    #[arg(long, value_name = "NAME")]
+    chain: Option<String>,
+    /// firewalld: the zone (default: firewalld's default zone).
+    #[arg(long, value_name = "NAME")]
+    zone: Option<String>,
+}
+
+pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
+    let report = crate::diff_cmd::read_report(&args.report)?;
+    let options = SuggestOptions {
+        format: args.format,
+        host: args.host,
+        table: args.table,
+        chain: args.chain,
+        zone: args.zone,
+    };
+    let s = suggest::suggest(&report, &options)
+        .with_context(|| format!("suggest for report {}", args.report.display()))?;
+    let mut bytes = Vec::new();
+    s.write(&mut bytes)?;
+    crate::write_stdout(&bytes)?;
+    eprintln!(
+        "{} rule{}, {} path{} explained without a rule",
+        s.rules(),
+        if s.rules() == 1 { "" } else { "s" },
+        s.manual(),
+        if s.manual() == 1 { "" } else { "s" },
+    );
+    Ok(ExitCode::SUCCESS)
+}
