@@ -1180,13 +1180,15 @@ mod tests {
 
     #[test]
     fn bad_tables_chains_zones_and_misplaced_options_are_refused() {
-        let cases: [(
+        /// Format, table, chain, zone, and what the error must say.
+        type Case<'a> = (
             FirewallFormat,
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-            &str,
-        ); 7] = [
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+        );
+        let cases: [Case; 7] = [
             (
                 FirewallFormat::Nft,
                 Some("filter"),
