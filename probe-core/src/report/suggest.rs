@@ -24,11 +24,18 @@
 //!
 //! Some violations have no fix at the target, and the script says why in
 //! `#` comments instead of guessing: a connection refused by the source's
-//! own egress filter (`unreachable` with a local `EPERM`/`EACCES`, reported
-//! under the source host), a connection answered by another host
-//! (`wrong-host`: a NAT or redirect, not a filter), a failed TLS handshake
-//! over a TCP path that works, a live service that refused (the service is
-//! down), and paths that were not measured at all (`error`).
+//! own egress policy (`unreachable` with a local `EPERM`/`EACCES` in the
+//! detail, as the probe engine's errno names spell them; reported under the
+//! source host), a connection answered by another host (`wrong-host`: a NAT
+//! or redirect, not a filter), a failed TLS handshake over a TCP path that
+//! works, a live service that refused (the service is down), and paths that
+//! were not measured at all (`error`).
+//!
+//! An output-chain *drop* on the source is not among them: Linux ignores the
+//! error of a SYN its own netfilter dropped and retransmits until the
+//! deadline, so the prober sees a `timeout` like any other drop. For
+//! timeouts the script suggests the accept at the target and says where
+//! else the drop may be.
 //!
 //! Every command token is either fixed text, a number, an address printed
 //! from its parsed form, or a validated name, and is still quoted for `sh`;
@@ -624,9 +631,12 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
             );
         }
         (Expect::Open, Some(Observed::Timeout)) => {
+            // Linux swallows the EPERM of a SYN dropped by the source's own
+            // output filter and keeps retransmitting, so such a drop also
+            // looks like silence to the prober.
             item.notes.push(format!(
-                "dropped without an answer: if a network firewall between {} and {} drops it rather than {}'s own, allow it there",
-                p.from, p.to, p.to
+                "dropped without an answer, which {}'s input filter, a network firewall on the way and {}'s own output filter all look like; if this rule does not fix it, allow the path there",
+                p.to, p.from
             ));
             true
         }
@@ -1059,7 +1069,7 @@ mod tests {
             # host db (198.18.0.4)
             # web -> db:5432/tcp (svc)
             #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
-            #   note: dropped without an answer: if a network firewall between web and db drops it rather than db's own, allow it there
+            #   note: dropped without an answer, which db's input filter, a network firewall on the way and web's own output filter all look like; if this rule does not fix it, allow the path there
             nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 5432 counter accept comment '"portcall: web -> db:5432/tcp (svc)"'
             # web -> db:22/tcp (svc)
             #   violation: must be blocked, observed open: db saw our nonce from 198.18.0.2
@@ -1082,7 +1092,7 @@ mod tests {
             #   NO RULE HERE: the live service on db:6379 refused the connection, so it is down (no canary held the port); start it, a firewall rule would not help
             # named -> db:5432/tcp (svc)
             #   violation: must be open, observed timeout: dropped
-            #   note: dropped without an answer: if a network firewall between named and db drops it rather than db's own, allow it there
+            #   note: dropped without an answer, which db's input filter, a network firewall on the way and named's own output filter all look like; if this rule does not fix it, allow the path there
             #   NO RULE HERE: named's address "web.example" is not an IP address and db saw no source, so a source-restricted rule cannot be written here; resolve the name and write the rule by hand
 
             # host db6 (2001:db8::4)
