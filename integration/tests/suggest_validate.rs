@@ -76,7 +76,11 @@ impl Netns {
             .args(["netns", "add", &name])
             .output()
             .context("run ip netns add")?;
-        ensure!(out.status.success(), "ip netns add {name}: {}", text(&out.stderr));
+        ensure!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            text(&out.stderr)
+        );
         Ok(Netns { name })
     }
 
@@ -157,9 +161,7 @@ fn report() -> Report {
             "target_saw": seen.is_some(), "seen_source": seen,
         })
     };
-    let host = |name: &str, address: &str| {
-        serde_json::json!({"name": name, "address": address, "agent": "up", "conflicts": []})
-    };
+    let host = |name: &str, address: &str| serde_json::json!({"name": name, "address": address, "agent": "up", "conflicts": []});
     let value = serde_json::json!({
         "schema": "portcall.report/v1",
         "plan": "validate",
@@ -299,19 +301,13 @@ fn nft_rules_of_one_host_apply_to_an_ip_family_table() -> Result<()> {
     )?;
     ns.sh(&script)?;
     let listing = ns.run("nft", &["list", "chain", "ip", "fw", "in-tcp"], None)?;
-    ensure!(
-        listing.matches("portcall: ").count() == 4,
-        "{listing}"
-    );
+    ensure!(listing.matches("portcall: ").count() == 4, "{listing}");
     Ok(())
 }
 
 #[test]
 fn iptables_rules_apply_in_a_namespace_ahead_of_existing_rules() -> Result<()> {
-    if !ready(
-        &[("iptables", "iptables"), ("ip6tables", "iptables")],
-        true,
-    ) {
+    if !ready(&[("iptables", "iptables"), ("ip6tables", "iptables")], true) {
         return Ok(());
     }
     let (s, script) = script(FirewallFormat::Iptables, None);
@@ -328,8 +324,19 @@ fn iptables_rules_apply_in_a_namespace_ahead_of_existing_rules() -> Result<()> {
             ns.run(
                 tool,
                 &[
-                    "-w", "-A", "INPUT", "-p", "tcp", "--dport", &port, "-m", "comment",
-                    "--comment", note, "-j", target,
+                    "-w",
+                    "-A",
+                    "INPUT",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    &port,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    note,
+                    "-j",
+                    target,
                 ],
                 None,
             )?;
@@ -398,7 +405,10 @@ fn firewalld_rich_rules_are_accepted_by_firewall_offline_cmd() -> Result<()> {
     s.write(&mut out)?;
     let script = String::from_utf8(out)?;
     let mut applied = 0;
-    for line in script.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in script
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         if line == "firewall-cmd --reload" {
             continue;
         }
@@ -432,8 +442,14 @@ fn firewalld_rich_rules_are_accepted_by_firewall_offline_cmd() -> Result<()> {
         ),
         "{listed}"
     );
-    let bad = offline(scratch.path(), "--add-rich-rule='rule family=\"ipv4\" bogus'")?;
-    ensure!(!bad.status.success(), "firewall-offline-cmd accepted a bad rule");
+    let bad = offline(
+        scratch.path(),
+        "--add-rich-rule='rule family=\"ipv4\" bogus'",
+    )?;
+    ensure!(
+        !bad.status.success(),
+        "firewall-offline-cmd accepted a bad rule"
+    );
     Ok(())
 }
 
@@ -442,7 +458,10 @@ fn unfixable_violations_are_comments_under_the_right_host() {
     let (_, script) = script(FirewallFormat::Nft, None);
     let web = script.split("# host web (").nth(1).expect("a web section");
     let web = web.split("\n# host ").next().unwrap_or_default();
-    assert!(web.contains("NO RULE HERE: the connection never left web"), "{script}");
+    assert!(
+        web.contains("NO RULE HERE: the connection never left web"),
+        "{script}"
+    );
     assert!(
         script.contains("NO RULE HERE: another host (or no agent) answered at 198.18.0.4:7611"),
         "{script}"
