@@ -6,29 +6,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use probe_core::control::ClientSecurity;
 use probe_core::pki::{COORDINATOR, TlsIdentity};
 use probe_core::plan::{Address, Plan};
-use probe_core::report::{self, Report, table::TableOptions};
+use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
 use probe_core::round::{self, RoundConfig};
 use tokio_util::sync::CancellationToken;
 
-/// Output format of a report.
-#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
-pub enum ReportFormat {
-    /// Grouped tables, violations first.
-    #[default]
-    Table,
-    /// `portcall.report/v1` JSON.
-    Json,
+/// `--format`: the names of [`ReportFormat::ALL`], parsed by probe-core.
+fn report_format() -> impl TypedValueParser<Value = ReportFormat> {
+    PossibleValuesParser::new(ReportFormat::ALL.map(ReportFormat::as_str))
+        .try_map(|s| s.parse::<ReportFormat>())
 }
 
 /// Where and how a report is written.
 #[derive(Args, Debug, Clone)]
 pub struct OutputArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    /// Output format: table (colour on a TTY), json (portcall.report/v1),
+    /// junit, markdown, html (self-contained page) or prometheus (textfile
+    /// collector).
+    #[arg(long, default_value = "table", value_parser = report_format())]
     pub format: ReportFormat,
     /// Write the report to FILE (atomically) instead of standard output.
     #[arg(long, value_name = "FILE")]
@@ -102,27 +101,25 @@ fn is_loopback(a: &Address) -> bool {
 pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::Result<()> {
     let to_tty = output.out.is_none() && std::io::stdout().is_terminal();
     let mut bytes = Vec::new();
-    match output.format {
-        ReportFormat::Table => {
-            for n in notes {
-                bytes.extend_from_slice(format!("note: {n}\n").as_bytes());
-            }
-            if !notes.is_empty() {
-                bytes.push(b'\n');
-            }
-            let options = TableOptions {
-                color: to_tty,
-                ..TableOptions::default()
-            };
-            report::table::write(report, options, &mut bytes)?;
+    if output.format.is_terminal_text() {
+        for n in notes {
+            bytes.extend_from_slice(format!("note: {n}\n").as_bytes());
         }
-        ReportFormat::Json => {
-            for n in notes {
-                eprintln!("note: {n}");
-            }
-            report::json::write(report, &mut bytes)?;
+        if !notes.is_empty() {
+            bytes.push(b'\n');
+        }
+    } else {
+        for n in notes {
+            eprintln!("note: {n}");
         }
     }
+    let options = RenderOptions {
+        table: TableOptions {
+            color: to_tty,
+            ..TableOptions::default()
+        },
+    };
+    report::render(report, output.format, options, &mut bytes)?;
     match &output.out {
         None => crate::write_stdout(&bytes),
         Some(path) => {

@@ -8,10 +8,12 @@ use clap::{Parser, Subcommand};
 mod agent_cmd;
 mod check_cmd;
 mod demo_cmd;
+mod diff_cmd;
 mod pki_cmd;
 mod plan_cmd;
 mod probe_cmd;
 mod schedule_cmd;
+mod suggest_cmd;
 
 /// portcall — prove which network paths of a distributed deployment are open,
 /// which are blocked, and by what.
@@ -40,6 +42,10 @@ enum Command {
     Demo(demo_cmd::DemoArgs),
     /// Probe targets directly, without agents: exact TCP/TLS outcomes.
     Probe(probe_cmd::ProbeArgs),
+    /// Compare two reports of one plan: fixed, regressed and changed paths.
+    Diff(diff_cmd::DiffArgs),
+    /// Print the firewall commands that would fix a report's violations.
+    Suggest(suggest_cmd::SuggestArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check_cmd::check(args),
         Command::Demo(args) => demo_cmd::demo(args),
         Command::Probe(args) => probe_cmd::probe(args),
+        Command::Diff(args) => diff_cmd::diff(args),
+        Command::Suggest(args) => suggest_cmd::suggest(args),
     };
     match result {
         Ok(code) => code,

@@ -4,8 +4,16 @@
 //! Prometheus beside them) reads a [`Report`], never the round itself, so
 //! they all agree.
 
+pub mod diff;
+mod format;
+pub mod html;
 mod join;
 pub mod json;
+pub mod junit;
+pub mod markdown;
+mod markup;
+pub mod prometheus;
+pub mod suggest;
 pub mod table;
 
 use std::path::Path;
@@ -13,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
 
 use crate::control::ListenerState;
