@@ -20,6 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail, ensure};
 
+pub mod firewall;
+pub mod plan_lab;
+
+pub use plan_lab::{CheckRun, PlanLab};
+
 /// Set to `1` to make a missing lab prerequisite (root, `ip`, `nft`) a test
 /// failure instead of a skip; CI sets it.
 pub const REQUIRE_LAB_ENV: &str = "PORTCALL_REQUIRE_LAB";
@@ -56,6 +61,12 @@ pub fn lab_available() -> bool {
             false
         }
     }
+}
+
+/// Whether `addr` is in 198.18.0.0/15, the benchmarking range labs use.
+pub fn in_lab_net(addr: Ipv4Addr) -> bool {
+    let [a, b, ..] = addr.octets();
+    a == 198 && (b == 18 || b == 19)
 }
 
 fn is_root() -> bool {
@@ -105,6 +116,27 @@ impl Lab {
     /// Builds a lab with one host per name, addressed 198.18.0.10,
     /// 198.18.0.11, … in order, all on one bridge.
     pub fn new(names: &[&str]) -> anyhow::Result<Lab> {
+        let hosts = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let octet = u8::try_from(10 + i).context("too many lab hosts")?;
+                Ok(((*name).to_string(), Ipv4Addr::new(198, 18, 0, octet)))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Lab::with_hosts(&hosts)
+    }
+
+    /// Builds a lab with the given hosts and addresses, all on one bridge
+    /// and one /15 subnet. Every address must be in 198.18.0.0/15: the lab
+    /// never uses any other range.
+    pub fn with_hosts(hosts: &[(String, Ipv4Addr)]) -> anyhow::Result<Lab> {
+        for (name, addr) in hosts {
+            ensure!(
+                in_lab_net(*addr),
+                "lab host {name}: {addr} is outside 198.18.0.0/15, the only range the lab uses"
+            );
+        }
         reap_stale_namespaces();
         let ip = find_tool("ip").context("`ip` (iproute2) not found")?;
         let prefix = format!(
@@ -125,12 +157,11 @@ impl Lab {
         lab.run_ip(&["-n", &br, "link", "set", "lo", "up"])?;
         lab.run_ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
         lab.run_ip(&["-n", &br, "link", "set", "br0", "up"])?;
-        for (i, name) in names.iter().enumerate() {
-            let octet = u8::try_from(10 + i).context("too many lab hosts")?;
+        for (i, (name, addr)) in hosts.iter().enumerate() {
             let host = LabHost {
-                name: (*name).to_string(),
+                name: name.clone(),
                 netns: format!("{prefix}-h{i}"),
-                addr: Ipv4Addr::new(198, 18, 0, octet),
+                addr: *addr,
             };
             let ns = host.netns.clone();
             lab.run_ip(&["netns", "add", &ns])?;
@@ -150,7 +181,7 @@ impl Lab {
                 &ns,
                 "addr",
                 "add",
-                &format!("{}/24", host.addr),
+                &format!("{}/15", host.addr),
                 "dev",
                 "eth0",
             ])?;
@@ -265,6 +296,54 @@ impl Lab {
             Ok(true) => Ok(()),
             Ok(false) => bail!("lab process in {host} exited before it was ready"),
             Err(_) => bail!("lab process in {host} not ready within 20 s"),
+        }
+    }
+
+    /// Starts `program args` inside `host` with stdout and stderr appended
+    /// to `log`, and keeps it running until the lab is dropped.
+    pub fn spawn_logged(
+        &self,
+        host: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<()> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = self
+            .command(host, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start a lab process in {host}"))?;
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        Ok(())
+    }
+
+    /// Waits (up to `within`) until something listens on TCP `port` inside
+    /// `host`, asking `ss` in that namespace rather than connecting, so that
+    /// nothing in the root namespace touches the lab.
+    pub fn wait_listening(&self, host: &str, port: u16, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let filter = format!("sport = :{port}");
+        loop {
+            let out = self.output(host, "ss", &["-Hltn", &filter])?;
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "nothing listens on port {port} in lab host {host} after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -1,0 +1,191 @@
+//! A lab built from a plan: one namespace per plan host at its plan address,
+//! a CA and certificates for every agent and the coordinator, a real
+//! `portcall agent` process per host, and `portcall check` run from a chosen
+//! host, exactly as an operator would deploy them.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use probe_core::plan::{Address, Plan};
+use probe_core::report::Report;
+
+use crate::Lab;
+use crate::firewall::HostRules;
+
+/// A lab playing every host of a plan.
+pub struct PlanLab {
+    /// The namespaces.
+    pub lab: Lab,
+    /// The plan, as the agents read it.
+    pub plan: Plan,
+    /// Where the plan file, certificates, logs and reports live.
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+/// The result of one `portcall check`.
+#[derive(Debug)]
+pub struct CheckRun {
+    /// The exit code.
+    pub code: i32,
+    /// The JSON report it wrote.
+    pub report: Report,
+    /// Its standard error (notes and warnings).
+    pub stderr: String,
+}
+
+impl PlanLab {
+    /// Builds the namespaces for `plan_file`'s hosts and issues the
+    /// certificates; agents are not started yet (load firewalls first with
+    /// [`PlanLab::firewall`], then [`PlanLab::start_agents`]).
+    pub fn new(plan_file: &Path) -> anyhow::Result<PlanLab> {
+        let bin = crate::portcall_bin()?;
+        let plan = Plan::load(plan_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut hosts = Vec::new();
+        for h in &plan.hosts {
+            let Address::Ip(IpAddr::V4(v4)) = h.address else {
+                bail!("lab host {}: {} is not an IPv4 literal", h.name, h.address);
+            };
+            hosts.push((h.name.clone(), v4));
+        }
+        let lab = Lab::with_hosts(&hosts)?;
+        let dir = tempfile::tempdir().context("temp dir")?;
+        std::fs::copy(plan_file, dir.path().join("plan.toml")).context("copy the plan")?;
+        let me = PlanLab {
+            lab,
+            plan,
+            dir,
+            bin,
+        };
+        let pki = me.pki().to_string_lossy().into_owned();
+        me.portcall_ok(&["pki", "init", "--dir", &pki])?;
+        for h in &me.plan.hosts {
+            let ip = h.address.to_string();
+            me.portcall_ok(&[
+                "pki", "issue", "--dir", &pki, "--name", &h.name, "--ip", &ip,
+            ])?;
+        }
+        me.portcall_ok(&["pki", "issue", "--dir", &pki, "--name", "coordinator"])?;
+        Ok(me)
+    }
+
+    /// The plan file the agents and coordinator use.
+    pub fn plan_path(&self) -> PathBuf {
+        self.dir.path().join("plan.toml")
+    }
+
+    /// The certificate directory.
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// The address of plan host `name`.
+    pub fn addr(&self, name: &str) -> Ipv4Addr {
+        self.lab.host(name).addr
+    }
+
+    /// Replaces `host`'s whole nftables ruleset.
+    pub fn firewall(&self, host: &str, rules: &HostRules) -> anyhow::Result<()> {
+        self.lab
+            .nft(host, &rules.render())
+            .with_context(|| format!("firewall of {host}:\n{}", rules.render()))
+    }
+
+    /// Starts `portcall agent` in every host's namespace and waits until
+    /// each serves its control port.
+    pub fn start_agents(&self) -> anyhow::Result<()> {
+        let plan = self.plan_path().to_string_lossy().into_owned();
+        let pki = self.pki().to_string_lossy().into_owned();
+        for h in &self.plan.hosts {
+            self.lab.spawn_logged(
+                &h.name,
+                &self.bin,
+                &["agent", "--plan", &plan, "--host", &h.name, "--pki", &pki],
+                &self.log(&h.name),
+            )?;
+        }
+        let port = self.plan.defaults.control_port.get();
+        for h in &self.plan.hosts {
+            self.lab
+                .wait_listening(&h.name, port, Duration::from_secs(20))
+                .with_context(|| self.logs())?;
+        }
+        Ok(())
+    }
+
+    /// Runs `portcall check` inside host `from` and reads its JSON report.
+    pub fn check(&self, from: &str) -> anyhow::Result<CheckRun> {
+        let out_file = self.dir.path().join(format!("report-{}.json", unique()));
+        let plan = self.plan_path().to_string_lossy().into_owned();
+        let pki = self.pki().to_string_lossy().into_owned();
+        let out = self
+            .lab
+            .command(from, &self.bin)
+            .args(["check", "--plan", &plan, "--pki", &pki, "--format", "json"])
+            .arg("--out")
+            .arg(&out_file)
+            .stdin(Stdio::null())
+            .output()
+            .context("run portcall check")?;
+        let code = out.status.code().unwrap_or(-1);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let text = std::fs::read_to_string(&out_file).with_context(|| {
+            format!(
+                "check exited {code} without a report: {stderr}\n{}",
+                self.logs()
+            )
+        })?;
+        let report = probe_core::report::json::read(&text).context("read the report")?;
+        Ok(CheckRun {
+            code,
+            report,
+            stderr,
+        })
+    }
+
+    /// Runs `portcall ARGS` in the root namespace (certificates, suggest,
+    /// diff: nothing that touches the network) and fails on a non-zero exit.
+    pub fn portcall_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(&self.bin)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .context("run portcall")?;
+        ensure!(
+            out.status.success(),
+            "portcall {} exited {:?}: {}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Where host `name`'s agent logs.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{name}.log"))
+    }
+
+    /// Every agent's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for h in &self.plan.hosts {
+            if let Ok(text) = std::fs::read_to_string(self.log(&h.name)) {
+                if !text.trim().is_empty() {
+                    s.push_str(&format!("--- agent {} ---\n{}\n", h.name, text.trim_end()));
+                }
+            }
+        }
+        s
+    }
+}
+
+fn unique() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
