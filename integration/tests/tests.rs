@@ -1,3 +1,6 @@
 //! End-to-end tests; one module per topic.
 
+mod probe_lab;
 mod prometheus;
+mod suggest_validate;
+mod wso2_lab;
