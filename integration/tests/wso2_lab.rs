@@ -188,3 +188,200 @@ fn wso2_correct_firewall_then_each_fault_alone_and_all_together() {
     let run = lab.check(COORDINATOR).unwrap();
     assert_exactly(&run, &all, "all faults together", &lab);
 }
+
+/// The MariaDB binaries, or why they are missing (a skip locally, a failure
+/// under `PORTCALL_REQUIRE_LAB=1`).
+fn mariadb_tools() -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let find = |name: &str| {
+        ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    };
+    match (
+        find("mariadb-install-db"),
+        find("mariadbd"),
+        find("mariadb"),
+    ) {
+        (Some(i), Some(d), Some(c)) => Some((i, d, c)),
+        _ => {
+            let reason = "needs mariadb-server (mariadb-install-db, mariadbd, mariadb)";
+            if std::env::var(integration::REQUIRE_LAB_ENV).as_deref() == Ok("1") {
+                panic!("{}=1 but {reason}", integration::REQUIRE_LAB_ENV);
+            }
+            eprintln!("skipped: {reason}");
+            None
+        }
+    }
+}
+
+#[test]
+fn wso2_real_mariadb_is_held_probed_live_and_keeps_working() {
+    if !lab_available() {
+        return;
+    }
+    let Some((install_db, mariadbd, client)) = mariadb_tools() else {
+        return;
+    };
+    let lab = PlanLab::new(&example()).unwrap();
+    apply(&lab, &firewall::correct(&lab.plan, COORDINATOR));
+
+    // A real MariaDB on the db host's plan address, with a user the app
+    // servers can log in as.
+    let data = lab.dir.path().join("mariadb");
+    std::fs::create_dir_all(&data).unwrap();
+    let datadir = format!("--datadir={}", data.join("data").display());
+    let out = std::process::Command::new(&install_db)
+        .args([
+            "--no-defaults",
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=normal",
+            &datadir,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb-install-db: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let init = data.join("init.sql");
+    std::fs::write(
+        &init,
+        "CREATE USER IF NOT EXISTS 'portcall'@'%' IDENTIFIED BY 'portcall';\nGRANT ALL ON *.* TO 'portcall'@'%';\n",
+    )
+    .unwrap();
+    let db_addr = lab.addr("db").to_string();
+    lab.lab
+        .spawn_logged(
+            "db",
+            &mariadbd,
+            &[
+                "--no-defaults",
+                "--user=root",
+                &datadir,
+                &format!("--bind-address={db_addr}"),
+                "--port=3306",
+                &format!("--socket={}", data.join("mysqld.sock").display()),
+                &format!("--pid-file={}", data.join("mysqld.pid").display()),
+                &format!("--init-file={}", init.display()),
+                "--skip-log-bin",
+            ],
+            &data.join("mariadbd.log"),
+        )
+        .unwrap();
+    lab.lab
+        .wait_listening("db", 3306, std::time::Duration::from_secs(30))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\n{}",
+                std::fs::read_to_string(data.join("mariadbd.log")).unwrap_or_default()
+            )
+        });
+    lab.start_agents().unwrap();
+
+    let run = lab.check(COORDINATOR).unwrap();
+    assert_exactly(&run, &[], "real mariadb", &lab);
+    let db = run.report.hosts.iter().find(|h| h.name == "db").unwrap();
+    assert!(
+        db.conflicts.iter().any(|c| c.port == 3306),
+        "the agent reports 3306 held by the real server: {:?}",
+        db.conflicts
+    );
+    let to_db: Vec<_> = run
+        .report
+        .paths
+        .iter()
+        .filter(|p| p.to == "db" && p.port == 3306)
+        .collect();
+    assert!(to_db.len() > 5);
+    for p in to_db {
+        let want = match p.expect {
+            probe_core::plan::Expect::Open => Observed::Open,
+            probe_core::plan::Expect::Blocked => Observed::Timeout,
+        };
+        assert_eq!(p.observed, Some(want), "{}->db:3306", p.from);
+        assert_eq!(
+            p.target_saw, None,
+            "no canary on a held port: {}->db",
+            p.from
+        );
+    }
+
+    // The server still serves an app server after being probed.
+    let out = lab
+        .lab
+        .output(
+            "gw-worker-1",
+            &client,
+            &[
+                "-h",
+                &db_addr,
+                "-P",
+                "3306",
+                "-uportcall",
+                "-pportcall",
+                "-N",
+                "-B",
+                "-e",
+                "SELECT 40 + 2",
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mariadb client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+}
+
+#[test]
+fn wso2_dnat_to_another_host_is_wrong_host() {
+    if !lab_available() {
+        return;
+    }
+    let lab = PlanLab::new(&example()).unwrap();
+    let mut rules = firewall::correct(&lab.plan, COORDINATOR);
+    // gw-worker-1 forwards its planned nio-http port to gw-worker-2 (a stale
+    // NAT rule after a migration, say), masquerading so replies come back.
+    let (w1, w2) = (lab.addr("gw-worker-1"), lab.addr("gw-worker-2"));
+    rules.get_mut("gw-worker-1").unwrap().extra = format!(
+        "table ip nat {{\n  chain prerouting {{ type nat hook prerouting priority dstnat; tcp dport 8280 dnat to {w2}:8280; }}\n  chain postrouting {{ type nat hook postrouting priority srcnat; ip daddr {w2} tcp dport 8280 masquerade; }}\n}}\n"
+    );
+    rules
+        .get_mut("gw-worker-2")
+        .unwrap()
+        .input_accepts
+        .push(firewall::accept(&w1.to_string(), 8280));
+    lab.lab
+        .sysctl("gw-worker-1", "net.ipv4.ip_forward", "1")
+        .unwrap();
+    apply(&lab, &rules);
+    lab.start_agents().unwrap();
+
+    let run = lab.check(COORDINATOR).unwrap();
+    assert_exactly(
+        &run,
+        &[("lb->gw-worker-1:8280", Observed::WrongHost)],
+        "dnat",
+        &lab,
+    );
+    let p = run
+        .report
+        .paths
+        .iter()
+        .find(|p| p.from == "lb" && p.to == "gw-worker-1" && p.port == 8280)
+        .unwrap();
+    assert_eq!(
+        p.target_saw,
+        Some(false),
+        "gw-worker-1's canary saw nothing"
+    );
+    assert!(
+        p.detail.contains("gw-worker-2"),
+        "the detail names who answered: {}",
+        p.detail
+    );
+}
