@@ -447,16 +447,15 @@ pub fn portcall_bin() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("find the test executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable is not under target/<profile>/deps")?;
-    let bin = profile_dir.join("portcall");
-    ensure!(
-        bin.is_file(),
-        "{} not found: run `cargo build -p portcall` first (or set PORTCALL_BIN)",
-        bin.display()
-    );
+    // Test executables live in target/<profile>/deps, binaries (such as
+    // portcall-lab) in target/<profile>.
+    let bin = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("portcall"))
+        .find(|p| p.is_file())
+        .context("portcall not found next to this executable: run `cargo build -p portcall` first (or set PORTCALL_BIN)")?;
     let built = std::fs::metadata(&bin)?.modified()?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
