@@ -33,6 +33,8 @@ pub struct CheckRun {
     pub code: i32,
     /// The JSON report it wrote.
     pub report: Report,
+    /// Where that report is.
+    pub path: PathBuf,
     /// Its standard error (notes and warnings).
     pub stderr: String,
 }
@@ -142,6 +144,7 @@ impl PlanLab {
         Ok(CheckRun {
             code,
             report,
+            path: out_file,
             stderr,
         })
     }
