@@ -10,12 +10,21 @@
 # RULES_DIR holds HOST.nft files (nft -f syntax); a host without one has no
 # firewall. Everything lives in namespaces on 198.18.0.0/15 with nothing in
 # the root namespace; state is kept in $PORTCALL_LAB_STATE (/run/portcall-lab).
+# PROFILE=release uses optimised builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state="${PORTCALL_LAB_STATE:-/run/portcall-lab}"
-target="${CARGO_TARGET_DIR:-target}/debug"
+# PROFILE=release builds and runs optimised binaries (benchmarks do).
+profile="${PROFILE:-debug}"
+target="${CARGO_TARGET_DIR:-target}/$profile"
 
-build() { cargo build -q -p portcall -p integration; }
+build() {
+  if [ "$profile" = release ]; then
+    cargo build -q --release -p portcall -p integration
+  else
+    cargo build -q -p portcall -p integration
+  fi
+}
 
 netns_of() {
   [ -f "$state/hosts" ] || { echo "lab.sh: no lab is up (run: scripts/lab.sh up PLAN RULES_DIR)" >&2; exit 2; }
