@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use probe_core::probe::{
-    Observed, ProbeConfig, Prober, Target, TlsOptions, TrustRoots, parse_target,
-    parse_target_list, render,
+    Observed, ProbeConfig, Prober, Target, TlsOptions, TrustRoots, parse_target, parse_target_list,
+    render,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +42,7 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     retries: u32,
     /// Most connection attempts in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     concurrency: u64,
     /// Local address to send probes from.
     #[arg(long, value_name = "ADDR")]
@@ -79,7 +79,10 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         concurrency: usize::try_from(args.concurrency).context("--concurrency")?,
         source: args.source,
         tls: TlsOptions {
-            roots: args.ca.clone().map_or(TrustRoots::System, TrustRoots::PemFile),
+            roots: args
+                .ca
+                .clone()
+                .map_or(TrustRoots::System, TrustRoots::PemFile),
             require_verified: args.verify,
         },
         ..ProbeConfig::default()
@@ -142,8 +145,8 @@ fn collect_targets(args: &ProbeArgs) -> anyhow::Result<Vec<Target>> {
             std::fs::read_to_string(file)
                 .with_context(|| format!("read targets from {}", file.display()))?
         };
-        let found = parse_target_list(&text)
-            .with_context(|| format!("targets file {}", file.display()))?;
+        let found =
+            parse_target_list(&text).with_context(|| format!("targets file {}", file.display()))?;
         targets.extend(found);
     }
     if targets.is_empty() {

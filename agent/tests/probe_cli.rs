@@ -37,7 +37,10 @@ fn all_open_exits_0_and_json_has_the_v1_shape() {
     assert_eq!(r["observed"], "open");
     assert_eq!(r["attempts"], 1);
     assert!(r["latency_ms"].is_number());
-    assert!(out.stderr.is_empty(), "no progress bar when not on a terminal");
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar when not on a terminal"
+    );
 }
 
 #[test]
@@ -56,11 +59,20 @@ fn any_target_not_open_exits_1_and_the_table_says_why() {
 #[test]
 fn bad_input_exits_2_naming_the_target() {
     for (args, want) in [
-        (vec!["db1:99999"], "target \"db1:99999\": port 99999 is above 65535"),
-        (vec!["::1:443"], "target \"::1:443\": an IPv6 address needs brackets"),
+        (
+            vec!["db1:99999"],
+            "target \"db1:99999\": port 99999 is above 65535",
+        ),
+        (
+            vec!["::1:443"],
+            "target \"::1:443\": an IPv6 address needs brackets",
+        ),
         (vec!["db1"], "target \"db1\": expected HOST:PORT"),
         (vec![], "no targets given"),
-        (vec!["127.0.0.1:1", "--ca", "/nonexistent/ca.pem"], "read CA file /nonexistent/ca.pem"),
+        (
+            vec!["127.0.0.1:1", "--ca", "/nonexistent/ca.pem"],
+            "read CA file /nonexistent/ca.pem",
+        ),
     ] {
         let out = portcall(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");

@@ -25,6 +25,7 @@ table ip lab {
     tcp dport 7001 drop
     tcp dport 7002 reject with icmp type admin-prohibited
     tcp dport 7003 reject with tcp reset
+    tcp dport 7010-7019 reject with icmp type admin-prohibited
     tcp dport 7200-7299 drop
   }
 }
@@ -130,6 +131,30 @@ fn nft_reject_admin_prohibited_is_unreachable() {
     assert!(
         r["detail"].as_str().unwrap().starts_with("EHOSTUNREACH"),
         "{r}"
+    );
+}
+
+#[test]
+fn a_handful_of_rejects_beyond_the_icmp_burst_are_all_unreachable() {
+    let Some(s) = setup() else { return };
+    // Linux answers a peer with a burst of six ICMP errors, then one per
+    // second: four of these ten rejects are silent at first, and only
+    // retries spaced a second apart see each of them rejected.
+    let args = vec![
+        format!("{}:7010-7019", s.server),
+        "--retries".to_string(),
+        "1".to_string(),
+    ];
+    let (code, results) = probe(&s, &args, None);
+    assert_eq!(code, 1);
+    let observed: Vec<&str> = results
+        .iter()
+        .map(|r| r["observed"].as_str().unwrap())
+        .collect();
+    assert_eq!(observed, ["unreachable"; 10], "{results:#?}");
+    assert!(
+        results.iter().any(|r| r["attempts"] == 2),
+        "some reject should only have shown on its retry: {results:#?}"
     );
 }
 

@@ -48,12 +48,16 @@ pub struct ProbeConfig {
     /// of six), so a second apart gives each retry a fresh token.
     pub retry_spacing: Duration,
     /// How much longer a sweep may take to pace retries to a host that has
-    /// been seen rejecting with ICMP. Within this window the retries to
-    /// that host go one per `retry_spacing`, so that a handful of rejected
-    /// ports are each seen as `unreachable` rather than drowned in the rate
-    /// limit; past it the remaining retries go at once.
+    /// been seen rejecting with ICMP: when all of that host's unfinished
+    /// targets fit in this window at one per `retry_spacing`, its retries
+    /// are paced so that a handful of rejected ports are each seen as
+    /// `unreachable` rather than drowned in its rate limit; otherwise they
+    /// go at once.
     pub icmp_pacing_window: Duration,
-    /// Most attempts in flight at once. Each holds one socket.
+    /// Most attempts in flight at once. Each holds one socket. When the
+    /// process or system runs out of descriptors first (EMFILE, ENFILE),
+    /// the sweep narrows itself to what fits and widens again slowly, so a
+    /// value above the open-file limit costs speed, never correctness.
     pub concurrency: usize,
     /// Local address to bind probes to, so the target sees this source.
     pub source: Option<IpAddr>,
@@ -75,7 +79,7 @@ impl Default for ProbeConfig {
             retries: 1,
             retry_spacing: Duration::from_millis(1000),
             icmp_pacing_window: Duration::from_secs(5),
-            concurrency: 1024,
+            concurrency: 4096,
             source: None,
             tls: TlsOptions::default(),
             resolve_timeout: Duration::from_secs(5),
@@ -192,6 +196,11 @@ impl Prober {
         let mut clean_streak = 0usize;
         let mut later: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
         let mut hosts: HashMap<IpAddr, HostPacing> = HashMap::new();
+        for slot in &slots {
+            if let (Some(addr), None) = (slot.addr, &slot.result) {
+                hosts.entry(addr.ip()).or_default().unfinished += 1;
+            }
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Attempt)>();
         let tracker = TaskTracker::new();
 
@@ -205,6 +214,19 @@ impl Prober {
                     _ => fresh.pop_front(),
                 };
                 let Some(i) = next else { break };
+                if slots[i].paced {
+                    // A paced retry goes only when the target should have an
+                    // ICMP token for it; the estimate moves with every
+                    // reject seen, so the due time is checked again here.
+                    let addr = slots[i].addr.expect("only resolved targets are scheduled");
+                    let host = hosts.entry(addr.ip()).or_default();
+                    let ready = host.token_ready_at(now, config);
+                    if ready > now {
+                        later.push(Reverse((ready, i)));
+                        continue;
+                    }
+                    host.take_token(now, config);
+                }
                 let permit = semaphore
                     .clone()
                     .try_acquire_owned()
@@ -249,19 +271,21 @@ impl Prober {
                     slot.attempts += 1;
                     slot.cert = cert;
                     if observed == Observed::Unreachable {
-                        hosts.entry(addr.ip()).or_default().icmp_seen = true;
+                        let host = hosts.entry(addr.ip()).or_default();
+                        host.icmp_seen = true;
+                        // A paced retry already took its token when it left.
+                        if !slot.paced {
+                            host.take_token(Instant::now(), config);
+                        }
                     }
                     Some((observed, detail))
                 }
                 AttemptKind::Silent => {
                     slot.attempts += 1;
                     if slot.attempts <= config.retries {
-                        let due = hosts.entry(addr.ip()).or_default().retry_due(
-                            attempt.started + config.retry_spacing,
-                            Instant::now(),
-                            config,
-                        );
-                        later.push(Reverse((due, i)));
+                        let earliest = (attempt.started + config.retry_spacing).max(Instant::now());
+                        slot.paced = hosts.entry(addr.ip()).or_default().should_pace(config);
+                        later.push(Reverse((earliest, i)));
                         None
                     } else {
                         Some((
@@ -322,6 +346,9 @@ impl Prober {
                 }
             }
             if let Some((observed, detail)) = verdict {
+                if let Some(h) = hosts.get_mut(&addr.ip()) {
+                    h.unfinished -= 1;
+                }
                 let result = finished(&targets[i], &slots[i], observed, detail);
                 on_result(i, &result);
                 slots[i].result = Some(result);
@@ -361,6 +388,8 @@ struct Slot {
     local_failures: u32,
     local_since: Option<Instant>,
     self_connects: u32,
+    /// The next attempt waits for the target's ICMP budget.
+    paced: bool,
     latency: Duration,
     cert: Option<CertFacts>,
     result: Option<ProbeResult>,
@@ -380,32 +409,72 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
 }
 
 /// Retry pacing for one destination address.
+///
+/// A host that rate-limits its ICMP errors (Linux: a burst of six, then one
+/// per second to each peer) turns rejects beyond its budget into silence.
+/// Once it has been seen rejecting, its silent ports may be such rejects,
+/// so their retries are paced by an estimate of the host's token bucket
+/// (emptied by every reject seen, refilled one token per `retry_spacing`):
+/// each goes when a token should be there for it - but only when every
+/// unfinished port of the host fits in `icmp_pacing_window`. A host with more silent ports than that cannot be
+/// told apart in any reasonable time (1000 rejects need some 1000 s from
+/// one source), so its retries go at once rather than stretching the sweep
+/// for a handful of extra answers.
 #[derive(Default)]
 struct HostPacing {
-    /// The host answered some probe with an ICMP error, so its silent ports
-    /// may be rejects that its rate limit swallowed.
+    /// The host answered some probe with an ICMP error.
     icmp_seen: bool,
-    /// When the next paced retry may go.
-    next_slot: Option<Instant>,
-    /// End of the pacing window, fixed at the first paced retry.
-    window_end: Option<Instant>,
+    /// Targets on this address without a result yet.
+    unfinished: usize,
+    /// Estimate of the host's ICMP token bucket towards us: its level at
+    /// `tokens_at` (in tokens; `None` before any reject was seen, when the
+    /// bucket is taken to be empty so that the first paced retry waits a
+    /// full interval).
+    tokens: f64,
+    tokens_at: Option<Instant>,
 }
 
+/// Linux's `icmp_ratelimit` burst: six tokens.
+const ICMP_BURST: f64 = 6.0;
+
+/// Wait for a little more than one whole token: the target refills
+/// continuously, and a retry sent exactly one interval after the last
+/// reject can find its bucket a hair short.
+const TOKEN_MARGIN: f64 = 1.1;
+
 impl HostPacing {
-    fn retry_due(&mut self, earliest: Instant, now: Instant, config: &ProbeConfig) -> Instant {
-        let base = earliest.max(now);
-        if !self.icmp_seen {
-            return base;
+    fn should_pace(&self, config: &ProbeConfig) -> bool {
+        let needed = config
+            .retry_spacing
+            .mul_f64(TOKEN_MARGIN)
+            .saturating_mul(u32::try_from(self.unfinished).unwrap_or(u32::MAX));
+        self.icmp_seen && needed <= config.icmp_pacing_window
+    }
+
+    fn level(&self, now: Instant, config: &ProbeConfig) -> f64 {
+        let Some(at) = self.tokens_at else {
+            return 0.0;
+        };
+        let refill = now.duration_since(at).as_secs_f64() / config.retry_spacing.as_secs_f64();
+        (self.tokens + refill).min(ICMP_BURST)
+    }
+
+    /// One ICMP error was (or is about to be) sent to us at `now`.
+    fn take_token(&mut self, now: Instant, config: &ProbeConfig) {
+        self.tokens = (self.level(now, config) - 1.0).max(0.0);
+        self.tokens_at = Some(now);
+    }
+
+    /// When the bucket should hold a token for one more reject.
+    fn token_ready_at(&self, now: Instant, config: &ProbeConfig) -> Instant {
+        let missing = TOKEN_MARGIN - self.level(now, config);
+        if self.tokens_at.is_none() || missing > 0.0 {
+            now + config
+                .retry_spacing
+                .mul_f64(missing.clamp(0.0, TOKEN_MARGIN))
+        } else {
+            now
         }
-        let window_end = *self
-            .window_end
-            .get_or_insert(base + config.icmp_pacing_window);
-        let slot = self.next_slot.map_or(base, |s| s.max(base));
-        if slot > window_end {
-            return base;
-        }
-        self.next_slot = Some(slot + config.retry_spacing);
-        slot
     }
 }
 

@@ -191,10 +191,8 @@ pub fn parse_target_list(text: &str) -> Result<Vec<Target>, TargetListError> {
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("");
         for spec in line.split_whitespace() {
-            let targets = parse_target(spec).map_err(|error| TargetListError::Entry {
-                line: i + 1,
-                error,
-            })?;
+            let targets = parse_target(spec)
+                .map_err(|error| TargetListError::Entry { line: i + 1, error })?;
             out.extend(targets);
         }
     }
