@@ -11,7 +11,7 @@ mod join;
 pub mod json;
 pub mod junit;
 pub mod markdown;
-mod markup;
+pub(crate) mod markup;
 pub mod prometheus;
 pub mod suggest;
 pub mod table;

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 
 use super::format::unix_seconds;
+use super::markup::{escape_help, escape_label};
 use super::{PathReport, Report, Verdict};
 use crate::probe::Observed;
 
@@ -181,26 +182,6 @@ fn sample(
         write!(w, "{k}=\"{}\"", escape_label(v))?;
     }
     writeln!(w, "}} {value}")
-}
-
-/// Label values escape backslash, double quote and line feed (the same
-/// rules as `schedule::metrics`, whose helpers are private to it).
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// HELP text escapes backslash and line feed.
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::plan::Expect;
 use crate::port::Port;
 use crate::probe::Observed;
 use crate::report::Verdict;
+use crate::report::markup::{escape_help, escape_label};
 
 /// One path's result in one round, with the labels it is exported under.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,25 +217,6 @@ fn sample(
         write!(out, "{k}=\"{}\"", escape_label(v))?;
     }
     writeln!(out, "}} {value}")
-}
-
-/// Label values escape backslash, double quote and line feed.
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// HELP text escapes backslash and line feed.
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// The agent's current exposition, shared between the scheduler (which
