@@ -259,10 +259,14 @@ async fn tls_server_is_open_with_verified_facts_against_the_given_ca() {
         "{}",
         c.not_after
     );
-    assert_eq!(tokio::time::timeout(Duration::from_secs(5), sni.recv())
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), sni.recv())
             .await
             .expect("the server saw a ClientHello")
-            .unwrap().as_deref(), Some("localhost"));
+            .unwrap()
+            .as_deref(),
+        Some("localhost")
+    );
 }
 
 #[tokio::test]
@@ -280,10 +284,13 @@ async fn tls_to_an_address_checks_the_ip_san_and_sends_no_sni() {
     let r = probe(config, target(port, Protocol::Tls)).await;
     assert_eq!(r.observed, Observed::Open, "{r:?}");
     assert!(r.cert.unwrap().verified);
-    assert_eq!(tokio::time::timeout(Duration::from_secs(5), sni.recv())
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), sni.recv())
             .await
             .expect("the server saw a ClientHello")
-            .unwrap(), None);
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -304,7 +311,12 @@ async fn unverified_certificate_is_open_with_facts_unless_verify_is_asked() {
     assert_eq!(r.observed, Observed::Open, "{r:?}");
     let c = r.cert.clone().unwrap();
     assert!(!c.verified);
-    assert!(c.verify_error.unwrap().contains("not valid for name \"db1.example\""), "{r:?}");
+    assert!(
+        c.verify_error
+            .unwrap()
+            .contains("not valid for name \"db1.example\""),
+        "{r:?}"
+    );
     assert!(
         r.detail.starts_with("certificate not verified"),
         "{}",
