@@ -269,7 +269,7 @@ impl Prober {
                     cert,
                 } => {
                     slot.attempts += 1;
-                    slot.cert = cert;
+                    slot.cert = cert.map(|c| *c);
                     if observed == Observed::Unreachable {
                         let host = hosts.entry(addr.ip()).or_default();
                         host.icmp_seen = true;
@@ -490,7 +490,7 @@ enum AttemptKind {
     Final {
         observed: Observed,
         detail: String,
-        cert: Option<CertFacts>,
+        cert: Option<Box<CertFacts>>,
     },
     Silent,
     SelfConnect,
@@ -632,7 +632,7 @@ impl Shared {
             return AttemptKind::Final {
                 observed: Observed::TlsError,
                 detail: format!("certificate not verified: {why}"),
-                cert: Some(facts),
+                cert: Some(Box::new(facts)),
             };
         }
         let (observed, mut detail) = self
@@ -645,7 +645,7 @@ impl Shared {
         AttemptKind::Final {
             observed,
             detail,
-            cert: Some(facts),
+            cert: Some(Box::new(facts)),
         }
     }
 
