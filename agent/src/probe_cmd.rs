@@ -2,7 +2,7 @@
 //! or in a file. Parses arguments into a `ProbeConfig` and targets, runs the
 //! engine, renders, and maps outcomes to the exit code.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,12 +118,20 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         results
     });
 
-    let mut out = Vec::new();
-    match args.format {
-        Format::Table => render::write_table(&results, &mut out)?,
-        Format::Json => render::write_json(&results, &mut out)?,
+    // Streamed rather than built in memory first: a full sweep is 65535
+    // results. A closed pipe (`| head`) is not an error worth reporting.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = match args.format {
+        Format::Table => render::write_table(&results, &mut out),
+        Format::Json => render::write_json(&results, &mut out),
     }
-    crate::write_stdout(&out)?;
+    .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(anyhow::Error::new(e).context("write the results"));
+        }
+        _ => {}
+    }
     let all_open = results.iter().all(|r| r.observed == Observed::Open);
     Ok(if all_open {
         ExitCode::SUCCESS

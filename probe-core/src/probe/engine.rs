@@ -269,7 +269,7 @@ impl Prober {
                     cert,
                 } => {
                     slot.attempts += 1;
-                    slot.cert = cert.map(|c| *c);
+                    slot.cert = cert;
                     if observed == Observed::Unreachable {
                         let host = hosts.entry(addr.ip()).or_default();
                         host.icmp_seen = true;
@@ -391,7 +391,7 @@ struct Slot {
     /// The next attempt waits for the target's ICMP budget.
     paced: bool,
     latency: Duration,
-    cert: Option<CertFacts>,
+    cert: Option<Box<CertFacts>>,
     result: Option<ProbeResult>,
 }
 

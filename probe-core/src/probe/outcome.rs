@@ -113,8 +113,8 @@ pub struct ProbeResult {
     /// failed locally (no descriptor, no ephemeral port) are not counted.
     pub attempts: u32,
     /// Certificate facts, present when a TLS handshake got far enough to
-    /// see a certificate.
-    pub cert: Option<CertFacts>,
+    /// see a certificate (boxed: most results of a sweep have none).
+    pub cert: Option<Box<CertFacts>>,
 }
 
 #[cfg(test)]

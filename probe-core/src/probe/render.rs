@@ -56,7 +56,7 @@ pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()>
                 detail: &r.detail,
                 latency_ms: latency_ms(r),
                 attempts: r.attempts,
-                certificate: r.cert.as_ref(),
+                certificate: r.cert.as_deref(),
             })
             .collect(),
     };
@@ -191,14 +191,14 @@ mod tests {
 
     fn sample() -> Vec<ProbeResult> {
         let mut tls = result("db1:9443/tls", Observed::Open, "", 3);
-        tls.cert = Some(CertFacts {
+        tls.cert = Some(Box::new(CertFacts {
             subject: "CN=db1".to_string(),
             issuer: "CN=lab ca".to_string(),
             sans: vec!["DNS:db1".to_string(), "IP:198.18.0.2".to_string()],
             not_after: "2030-01-01T00:00:00Z".to_string(),
             verified: false,
             verify_error: Some("invalid peer certificate: UnknownIssuer".to_string()),
-        });
+        }));
         let mut timeout = result(
             "db1:3306",
             Observed::Timeout,
