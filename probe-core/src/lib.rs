@@ -17,3 +17,4 @@ pub mod render;
 pub mod report;
 pub mod round;
 pub mod schedule;
+mod time;

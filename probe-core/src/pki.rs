@@ -279,26 +279,11 @@ fn set_validity(params: &mut CertificateParams, days: i64) {
         .map_or(0, |d| d.as_secs() as i64)
         / 86_400;
     let ymd = |day: i64| {
-        let (y, m, d) = civil_from_days(day);
+        let (y, m, d) = crate::time::civil_from_days(day);
         rcgen::date_time_ymd(y, m, d)
     };
     params.not_before = ymd(now - 1);
     params.not_after = ymd(now + days);
-}
-
-/// Year, month, day of a day count since 1970-01-01 (H. Hinnant's
-/// civil-from-days).
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month as u8, day as u8)
 }
 
 fn check_name(name: &str) -> Result<(), PkiError> {
@@ -718,13 +703,6 @@ impl ServerCertVerifier for AgentVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates_are_right() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-    }
 
     #[test]
     fn init_and_issue_write_files_with_private_keys_0600_and_never_overwrite() {

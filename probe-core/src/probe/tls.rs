@@ -180,7 +180,7 @@ fn describe(chain: &[CertificateDer<'_>]) -> CertFacts {
     };
     facts.subject = cert.subject().to_string();
     facts.issuer = cert.issuer().to_string();
-    facts.not_after = rfc3339_utc(cert.validity().not_after.timestamp());
+    facts.not_after = crate::time::rfc3339_seconds(cert.validity().not_after.timestamp());
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         use x509_parser::extensions::GeneralName;
         for name in &san.value.general_names {
@@ -203,28 +203,6 @@ fn describe(chain: &[CertificateDer<'_>]) -> CertFacts {
         }
     }
     facts
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix timestamp (proleptic Gregorian; the
-/// civil-from-days algorithm of H. Hinnant).
-fn rfc3339_utc(ts: i64) -> String {
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// Accepts any certificate during the handshake (the facts are judged
@@ -273,14 +251,6 @@ impl ServerCertVerifier for RecordingVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(4_102_444_799), "2099-12-31T23:59:59Z");
-        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn a_ca_file_without_certificates_is_rejected() {

@@ -164,15 +164,7 @@ pub(crate) fn unix_seconds(s: &str) -> Option<f64> {
     } else {
         format!("0.{frac}").parse::<f64>().ok()?
     };
-    // Days from the civil date (Howard Hinnant's algorithm), the inverse of
-    // the conversion in `rfc3339`.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::time::days_from_civil(year, month, day);
     Some((days * 86_400 + hour * 3600 + min * 60 + sec) as f64 + fraction)
 }
 
