@@ -245,21 +245,28 @@ struct Bucket {
     last: Instant,
 }
 
+impl AgentError {
+    /// `host` is not a host of `plan`; the error lists the ones that are.
+    pub fn unknown_host(plan: &Plan, host: &str) -> AgentError {
+        AgentError::UnknownHost {
+            host: host.to_owned(),
+            plan: plan.source.to_string(),
+            known: plan
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
 impl Agent {
     /// Checks the configuration and binds the control endpoint.
     pub async fn bind(config: AgentConfig) -> Result<Agent, AgentError> {
         let plan = &config.plan;
         let Some(host) = plan.host(&config.host) else {
-            return Err(AgentError::UnknownHost {
-                host: config.host.clone(),
-                plan: plan.source.to_string(),
-                known: plan
-                    .hosts
-                    .iter()
-                    .map(|h| h.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            return Err(AgentError::unknown_host(plan, &config.host));
         };
         let ip = bind_ip(&host.address);
         let source = local_ip(&host.address);

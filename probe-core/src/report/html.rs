@@ -281,16 +281,7 @@ fn write_agents(report: &Report, w: &mut impl Write) -> io::Result<()> {
             ));
         }
         for c in &x.conflicts {
-            rows.push((
-                x,
-                format!(
-                    "port {} ({}) {}: {}",
-                    c.port,
-                    c.service,
-                    c.state.as_str(),
-                    c.detail
-                ),
-            ));
+            rows.push((x, c.to_string()));
         }
     }
     if rows.is_empty() {

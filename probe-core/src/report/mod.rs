@@ -117,6 +117,19 @@ pub struct Conflict {
     pub detail: String,
 }
 
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "port {} ({}) {}: {}",
+            self.port,
+            self.service,
+            self.state.as_str(),
+            self.detail
+        )
+    }
+}
+
 /// A path's verdict against its expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

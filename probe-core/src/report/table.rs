@@ -107,13 +107,7 @@ fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io
                 h.name.clone(),
                 h.address.clone(),
                 h.agent.as_str().to_string(),
-                format!(
-                    "port {} ({}) {}: {}",
-                    c.port,
-                    c.service,
-                    c.state.as_str(),
-                    c.detail
-                ),
+                c.to_string(),
             ]);
         }
     }

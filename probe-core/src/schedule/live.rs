@@ -75,16 +75,7 @@ pub(crate) fn prober_for(
     concurrency: usize,
 ) -> Result<Prober, ScheduleError> {
     let Some(h) = plan.host(host) else {
-        return Err(ScheduleError::Host(AgentError::UnknownHost {
-            host: host.to_string(),
-            plan: plan.source.to_string(),
-            known: plan
-                .hosts
-                .iter()
-                .map(|h| h.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }));
+        return Err(ScheduleError::Host(AgentError::unknown_host(plan, host)));
     };
     let timeout = Duration::from_millis(plan.defaults.timeout_ms);
     let config = ProbeConfig {
