@@ -274,6 +274,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                     r.seen_source.as_deref().unwrap_or("?")
                 ),
                 Observed::Timeout => silence(&canary),
+                Observed::Unreachable if local_denial(&probe.detail) => with(format!(
+                    "refused on {} itself before anything was sent: its own packet filter or security policy{canary}",
+                    path.from
+                )),
                 Observed::Unreachable => with(format!("rejected with an ICMP error{canary}")),
                 Observed::Refused => {
                     format!("reset (TCP RST){canary}: a firewall rejects with reset")
@@ -314,6 +318,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                     );
                 }
                 Observed::Timeout => silence(&live),
+                Observed::Unreachable if local_denial(&probe.detail) => with(format!(
+                    "refused on {} itself before anything was sent: its own packet filter or security policy{live}",
+                    path.from
+                )),
                 Observed::Unreachable => with(format!("rejected with an ICMP error{live}")),
                 Observed::TlsError => with(format!("TLS with the live service failed{live}")),
                 Observed::WrongHost | Observed::LocalError => with(format!("unexpected{live}")),
@@ -322,6 +330,14 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     }
     r.verdict = Verdict::judge(path.expect, r.observed);
     r
+}
+
+/// Whether a prober's detail is a local permission error (`EPERM`,
+/// `EACCES`): the source's own kernel refused to send, which no ICMP
+/// message explains. The detail starts with the errno's stable name
+/// ([`crate::probe::classify::errno_name`]), never with OS message text.
+fn local_denial(detail: &str) -> bool {
+    detail.starts_with("EPERM") || detail.starts_with("EACCES")
 }
 
 /// Where else a nonce turned up: `(host, source)`.
@@ -468,6 +484,35 @@ expect = "blocked"
             "{}",
             p.detail
         );
+    }
+
+    #[test]
+    fn local_eperm_is_not_called_an_icmp_rejection() {
+        let p = plan();
+        let mut denied = probe(0, Some("aa"), Observed::Unreachable);
+        denied.detail = crate::probe::classify::errno_name(libc::EPERM);
+        let mut icmp = probe(0, Some("aa"), Observed::Unreachable);
+        icmp.detail = crate::probe::classify::errno_name(libc::EHOSTUNREACH);
+        for (probe_of_0, local) in [(denied, true), (icmp, false)] {
+            let web = up(
+                vec![],
+                vec![probe_of_0, probe(1, None, Observed::Refused)],
+                vec![],
+            );
+            let db = up(
+                vec![mysql(ListenerState::Canary)],
+                vec![probe(2, None, Observed::Timeout)],
+                vec![],
+            );
+            let round = RoundEvidence {
+                started_at: SystemTime::UNIX_EPOCH,
+                finished_at: SystemTime::UNIX_EPOCH,
+                agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+            };
+            let d = &join(&p, &round).paths[0].detail;
+            assert_eq!(d.contains("refused on web itself"), local, "{d}");
+            assert_eq!(d.contains("ICMP"), !local, "{d}");
+        }
     }
 
     #[test]
