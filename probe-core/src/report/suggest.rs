@@ -977,7 +977,7 @@ mod tests {
                     Open,
                     Some(O::Unreachable),
                     V::Violation,
-                    "rejected with an ICMP error while the canary of db was listening (EPERM (operation not permitted))",
+                    "refused on web itself before anything was sent: its own packet filter or security policy while the canary of db was listening (EPERM (operation not permitted))",
                     None,
                 ),
                 path(
@@ -1063,7 +1063,7 @@ mod tests {
 
             # host web (198.18.0.2)
             # web -> db:9443/tcp (svc)
-            #   violation: must be open, observed unreachable: rejected with an ICMP error while the canary of db was listening (EPERM (operation not permitted))
+            #   violation: must be open, observed unreachable: refused on web itself before anything was sent: its own packet filter or security policy while the canary of db was listening (EPERM (operation not permitted))
             #   NO RULE HERE: the connection never left web: connect failed locally with EPERM (operation not permitted), which is the source's own egress filter (an output-chain drop or reject, or a cgroup policy); allow TCP to 198.18.0.4:9443 in web's output rules, no rule on db can help
 
             # host db (198.18.0.4)
