@@ -559,3 +559,36 @@ async fn dns_names_resolve_from_the_hosts_file() {
     assert_eq!(r.observed, Observed::Open, "{r:?}");
     assert_eq!(r.address, Some(SocketAddr::new(LOCALHOST, port)));
 }
+
+/// Regression: attempts are no longer raced against the cancel token one by
+/// one, so cancelling must abort the attempts in flight instead of waiting
+/// for their connect timeouts.
+#[tokio::test]
+async fn cancelling_a_sweep_aborts_attempts_in_flight() {
+    let (_listener, _filler, port) = silent_listener();
+    let prober = Prober::new(ProbeConfig {
+        connect_timeout: Duration::from_secs(30),
+        retries: 0,
+        ..ProbeConfig::default()
+    })
+    .unwrap();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        trigger.cancel();
+    });
+    let started = std::time::Instant::now();
+    let results = prober
+        .sweep(vec![target(port, Protocol::Tcp); 3], &cancel, |_, _| {})
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the sweep waited {:?} for its attempts",
+        started.elapsed()
+    );
+    for r in &results {
+        assert_eq!(r.observed, Observed::LocalError, "{}", r.detail);
+        assert!(r.detail.contains("cancelled"), "{}", r.detail);
+    }
+}

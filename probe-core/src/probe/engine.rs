@@ -17,6 +17,7 @@ use std::time::Duration;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -235,17 +236,17 @@ impl Prober {
                 let targets = targets.clone();
                 let addr = slots[i].addr.expect("only resolved targets are scheduled");
                 let tx = tx.clone();
-                let cancel = cancel.clone();
-                tracker.spawn(async move {
-                    let attempt = tokio::select! {
-                        a = shared.attempt(i, &targets[i], addr) => a,
-                        () = cancel.cancelled() => Attempt::cancelled(),
-                    };
+                // Attempts are not raced against the cancel token each (a
+                // waiter per attempt on one shared lock is what a fast sweep
+                // would spend its time on); a cancelled sweep aborts them.
+                let task = tracker.spawn(async move {
+                    let attempt = shared.attempt(i, &targets[i], addr).await;
                     // Free the socket's permit before reporting, so the
                     // scheduler can start the next attempt at once.
                     drop(permit);
                     let _ = tx.send((i, attempt));
                 });
+                slots[i].task = Some(task.abort_handle());
             }
 
             let next_due = later.peek().map(|Reverse((due, _))| *due);
@@ -257,6 +258,8 @@ impl Prober {
             };
 
             let slot = &mut slots[i];
+            // The attempt is over: let its task's memory go.
+            slot.task = None;
             let addr = slot.addr.expect("only resolved targets are scheduled");
             slot.latency = attempt.latency;
             if attempt.local_address.is_some() {
@@ -335,7 +338,6 @@ impl Prober {
                     }
                 }
                 AttemptKind::LocalPermanent { detail } => Some((Observed::LocalError, detail)),
-                AttemptKind::Cancelled => None,
             };
             if !matches!(verdict, Some((Observed::LocalError, _))) {
                 clean_streak += 1;
@@ -356,6 +358,13 @@ impl Prober {
             }
         }
 
+        if cancel.is_cancelled() {
+            for slot in &slots {
+                if let (None, Some(task)) = (&slot.result, &slot.task) {
+                    task.abort();
+                }
+            }
+        }
         tracker.close();
         tracker.wait().await;
         targets
@@ -393,6 +402,8 @@ struct Slot {
     latency: Duration,
     cert: Option<Box<CertFacts>>,
     result: Option<ProbeResult>,
+    /// The attempt in flight, aborted when the sweep is cancelled.
+    task: Option<AbortHandle>,
 }
 
 fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) -> ProbeResult {
@@ -500,18 +511,6 @@ enum AttemptKind {
     LocalPermanent {
         detail: String,
     },
-    Cancelled,
-}
-
-impl Attempt {
-    fn cancelled() -> Attempt {
-        Attempt {
-            kind: AttemptKind::Cancelled,
-            started: Instant::now(),
-            latency: Duration::ZERO,
-            local_address: None,
-        }
-    }
 }
 
 impl Shared {

@@ -16,12 +16,6 @@ pub const PROBE_SCHEMA: &str = "portcall.probe/v1";
 pub const TABLE_COLLAPSE_OVER: usize = 100;
 
 #[derive(Serialize)]
-struct Document<'a> {
-    schema: &'static str,
-    results: Vec<Row<'a>>,
-}
-
-#[derive(Serialize)]
 struct Row<'a> {
     target: String,
     address: Option<String>,
@@ -41,27 +35,30 @@ fn latency_ms(r: &ProbeResult) -> f64 {
 }
 
 /// Writes `results` as the `portcall.probe/v1` JSON document, one result per
-/// target in the order probed.
+/// target in the order probed. Each result is one compact line: a sweep of
+/// 65535 ports stays greppable and is written in a fraction of the time a
+/// fully indented document takes.
 pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()> {
-    let doc = Document {
-        schema: PROBE_SCHEMA,
-        results: results
-            .iter()
-            .map(|r| Row {
-                target: r.target.to_string(),
-                address: r.address.map(|a| a.ip().to_string()),
-                port: r.target.port.get(),
-                protocol: r.target.protocol,
-                observed: r.observed,
-                detail: &r.detail,
-                latency_ms: latency_ms(r),
-                attempts: r.attempts,
-                certificate: r.cert.as_deref(),
-            })
-            .collect(),
-    };
-    serde_json::to_writer_pretty(&mut w, &doc)?;
-    writeln!(w)
+    write!(w, "{{\n  \"schema\": \"{PROBE_SCHEMA}\",\n  \"results\": [")?;
+    for (i, r) in results.iter().enumerate() {
+        let row = Row {
+            target: r.target.to_string(),
+            address: r.address.map(|a| a.ip().to_string()),
+            port: r.target.port.get(),
+            protocol: r.target.protocol,
+            observed: r.observed,
+            detail: &r.detail,
+            latency_ms: latency_ms(r),
+            attempts: r.attempts,
+            certificate: r.cert.as_deref(),
+        };
+        w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
+        serde_json::to_writer(&mut w, &row)?;
+    }
+    if !results.is_empty() {
+        w.write_all(b"\n  ")?;
+    }
+    w.write_all(b"]\n}\n")
 }
 
 /// Counts of each outcome, in taxonomy order, leaving out zeros.
