@@ -98,9 +98,16 @@ fn every_format_is_written_atomically_with_out() {
             "html" => {
                 assert_eq!(first, "<!DOCTYPE html>");
                 assert!(body.contains(r#"<table class="matrix">"#));
-                for external in ["<script", "<link", "src=", "url("] {
+                for external in ["<script", "<link", "src=", "href="] {
                     assert!(!body.contains(external), "{external} in the page");
                 }
+                // url() only for the host graph's arrow markers in the page.
+                assert_eq!(
+                    body.matches("url(").count(),
+                    body.matches("url(#arrow-").count(),
+                    "an external url() in the page"
+                );
+                assert!(body.contains(r#"<svg class="graph""#));
             }
             "prometheus" => assert!(first.starts_with("# HELP portcall_path_open "), "{first}"),
             _ => unreachable!(),

@@ -16,6 +16,13 @@ const STYLE: &str = r#"
 :root { --ok: #1a7f37; --ok-bg: #dafbe1; --bad: #cf222e; --bad-bg: #ffebe9;
   --err: #9a6700; --err-bg: #fff8c5; --line: #d0d7de; --muted: #57606a; }
 * { box-sizing: border-box; }
+svg.graph { width: 100%; max-width: 760px; height: auto; display: block; }
+svg.graph .edge { fill: none; stroke-width: 1.4; opacity: .55; }
+svg.graph .edge.ok { stroke: var(--ok); }
+svg.graph .edge.violation { stroke: var(--bad); stroke-width: 2.4; opacity: 1; }
+svg.graph .edge.error { stroke: var(--err); stroke-width: 2.2; opacity: 1; stroke-dasharray: 5 3; }
+svg.graph .node circle { fill: #fff; stroke: #57606a; stroke-width: 2; }
+svg.graph .node text { font-size: 13px; fill: #1f2328; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
   color: #1f2328; margin: 0; padding: 24px 32px; background: #f6f8fa; }
 header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 12px 24px; margin-bottom: 16px; }
@@ -100,6 +107,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "</header>")?;
 
     write_matrix(report, w)?;
+    write_graph(report, w)?;
 
     let by = |v: Verdict| -> Vec<&PathReport> {
         report.paths.iter().filter(|p| p.verdict == v).collect()
@@ -243,6 +251,102 @@ fn write_matrix(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "</tbody></table></div></section>")
 }
 
+/// The hosts around a circle and one line per (source, target) pair,
+/// coloured by the pair's worst verdict, as inline SVG: the shape of the
+/// deployment and where it breaks, at a glance.
+fn write_graph(report: &Report, w: &mut impl Write) -> io::Result<()> {
+    let mut hosts: Vec<&str> = report.hosts.iter().map(|x| x.name.as_str()).collect();
+    for p in &report.paths {
+        for n in [p.from.as_str(), p.to.as_str()] {
+            if !hosts.contains(&n) {
+                hosts.push(n);
+            }
+        }
+    }
+    if hosts.len() < 2 {
+        return Ok(());
+    }
+    // (from, to) -> (worst verdict, ports, paths)
+    let mut pairs: std::collections::BTreeMap<(&str, &str), (Verdict, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for p in &report.paths {
+        let e = pairs
+            .entry((p.from.as_str(), p.to.as_str()))
+            .or_insert((Verdict::Ok, Vec::new()));
+        if severity(p.verdict) > severity(e.0) {
+            e.0 = p.verdict;
+        }
+        e.1.push(format!("{}/{} {}", p.port, p.expect, p.verdict.as_str()));
+    }
+    let n = hosts.len() as f64;
+    let (cx, cy, r) = (380.0_f64, 330.0_f64, 250.0_f64);
+    let at = |i: usize| {
+        let a = std::f64::consts::TAU * i as f64 / n - std::f64::consts::FRAC_PI_2;
+        (cx + r * a.cos(), cy + r * a.sin())
+    };
+    let index = |name: &str| hosts.iter().position(|h| *h == name).unwrap_or(0);
+    writeln!(w, "<section><h2>Host graph</h2>")?;
+    writeln!(
+        w,
+        r#"<div class="legend"><span>one line per source → target pair, arrow at the target, coloured by its worst path</span><span><span class="port ok">ok</span></span><span><span class="port violation">violation</span></span><span><span class="port error">error</span></span></div>"#
+    )?;
+    writeln!(
+        w,
+        r#"<svg class="graph" viewBox="0 0 760 660" role="img" aria-label="host graph"><defs>"#
+    )?;
+    for (id, colour) in [
+        ("ok", "var(--ok)"),
+        ("violation", "var(--bad)"),
+        ("error", "var(--err)"),
+    ] {
+        writeln!(
+            w,
+            r#"<marker id="arrow-{id}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{colour}"/></marker>"#
+        )?;
+    }
+    writeln!(w, "</defs>")?;
+    // Ok lines first, so that the broken ones are drawn on top.
+    let mut edges: Vec<_> = pairs.iter().collect();
+    edges.sort_by_key(|(_, (v, _))| severity(*v));
+    for ((from, to), (verdict, ports)) in edges {
+        let (x1, y1) = at(index(from));
+        let (x2, y2) = at(index(to));
+        // Stop short of the node circles, and bend a little so that a pair
+        // of opposite lines does not overlap.
+        let (dx, dy) = (x2 - x1, y2 - y1);
+        let len = (dx * dx + dy * dy).sqrt().max(1.0);
+        let (ux, uy) = (dx / len, dy / len);
+        let (sx, sy) = (x1 + ux * 14.0, y1 + uy * 14.0);
+        let (ex, ey) = (x2 - ux * 16.0, y2 - uy * 16.0);
+        let (mx, my) = ((sx + ex) / 2.0 - uy * 18.0, (sy + ey) / 2.0 + ux * 18.0);
+        let class = verdict.as_str();
+        writeln!(
+            w,
+            r#"<path class="edge {class}" d="M{sx:.1},{sy:.1} Q{mx:.1},{my:.1} {ex:.1},{ey:.1}" marker-end="url(#arrow-{class})"><title>{} -&gt; {}: {}</title></path>"#,
+            h(from),
+            h(to),
+            h(&ports.join(", "))
+        )?;
+    }
+    for (i, name) in hosts.iter().enumerate() {
+        let (x, y) = at(i);
+        let anchor = if x < cx - 1.0 {
+            "end"
+        } else if x > cx + 1.0 {
+            "start"
+        } else {
+            "middle"
+        };
+        let (lx, ly) = (x + (x - cx) / r * 20.0, y + (y - cy) / r * 20.0 + 4.0);
+        writeln!(
+            w,
+            r#"<g class="node"><circle cx="{x:.1}" cy="{y:.1}" r="11"/><text x="{lx:.1}" y="{ly:.1}" text-anchor="{anchor}">{}</text></g>"#,
+            h(name)
+        )?;
+    }
+    writeln!(w, "</svg></section>")
+}
+
 fn write_list(paths: &[&PathReport], w: &mut impl Write) -> io::Result<()> {
     writeln!(
         w,
@@ -341,6 +445,19 @@ mod tests {
             web -&gt; db:3306/tcp (svc): must be blocked, violation
             web -&gt; db:9999/tcp (svc): must be open, violation"><span class="port ok" title="web -&gt; db:3306/tcp (svc): connected to the live service (a real service holds the port)">3306</span><span class="port violation blocked" title="web -&gt; db:3306/tcp (svc): must be blocked, but db saw our nonce from 127.0.9.1">3306</span><span class="port violation" title="web -&gt; db:9999/tcp (svc): must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening">9999</span></td><td class="error" title="web -&gt; cache:6379/tcp (svc): must be open, error"><span class="port error" title="web -&gt; cache:6379/tcp (svc): target agent cache unreachable, nothing to measure against: connect refused">6379</span></td></tr>
             </tbody></table></div></section>
+            <section><h2>Host graph</h2>
+            <div class="legend"><span>one line per source → target pair, arrow at the target, coloured by its worst path</span><span><span class="port ok">ok</span></span><span><span class="port violation">violation</span></span><span><span class="port error">error</span></span></div>
+            <svg class="graph" viewBox="0 0 760 660" role="img" aria-label="host graph"><defs>
+            <marker id="arrow-ok" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="var(--ok)"/></marker>
+            <marker id="arrow-violation" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="var(--bad)"/></marker>
+            <marker id="arrow-error" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="var(--err)"/></marker>
+            </defs>
+            <path class="edge error" d="M177.5,455.0 Q379.0,473.0 580.5,455.0" marker-end="url(#arrow-error)"><title>web -&gt; cache: 6379/open error</title></path>
+            <path class="edge violation" d="M170.5,442.9 Q286.8,277.4 372.0,93.9" marker-end="url(#arrow-violation)"><title>web -&gt; db: 3306/open ok, 3306/blocked violation, 9999/open violation</title></path>
+            <g class="node"><circle cx="380.0" cy="80.0" r="11"/><text x="380.0" y="64.0" text-anchor="middle">db</text></g>
+            <g class="node"><circle cx="596.5" cy="455.0" r="11"/><text x="613.8" y="469.0" text-anchor="start">cache</text></g>
+            <g class="node"><circle cx="163.5" cy="455.0" r="11"/><text x="146.2" y="469.0" text-anchor="end">web</text></g>
+            </svg></section>
             <section><h2>Violations (2)</h2>
             <table class="list"><thead><tr><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
             <tr><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>blocked</td><td><span class="tag violation">open</span></td><td class="why">must be blocked, but db saw our nonce from 127.0.9.1</td></tr>
@@ -371,9 +488,15 @@ mod tests {
     #[test]
     fn the_page_is_self_contained() {
         let text = body(&sample());
-        for needle in ["src=", "href=", "@import", "url(", "<script", "<link"] {
+        for needle in ["src=", "href=", "@import", "<script", "<link"] {
             assert!(!text.contains(needle), "{needle} in {text}");
         }
+        // The only url() references are the graph's own arrow markers,
+        // fragments of this document.
+        for (i, _) in text.match_indices("url(") {
+            assert!(text[i..].starts_with("url(#arrow-"), "{}", &text[i..i + 40]);
+        }
+        assert!(text.contains(r#"marker-end="url(#arrow-violation)""#));
         assert!(!STYLE.contains("url("));
     }
 
