@@ -24,7 +24,7 @@ const PROGRESS_FROM: usize = 100;
 #[command(after_help = "\
 TARGET is HOST:PORTS[/tls]: HOST a DNS name, an IPv4 address or a bracketed
 IPv6 address; PORTS a port, a list (7611,7711) or a range (30000-30999).
-Examples: db1:3306  10.0.0.5:9443/tls  host:7611,7711  [::1]:443
+Examples: db1:3306  198.18.0.5:9443/tls  host:7611,7711  [::1]:443
 
 Exit status: 0 every target open, 1 some target not open, 2 bad input.")]
 pub struct ProbeArgs {

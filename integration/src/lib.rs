@@ -8,8 +8,8 @@
 //! nothing is attached to the root namespace.
 //!
 //! Architecture invariant: only this crate needs root, and it checks for it
-//! at run time ([`lab_available`]) instead of hiding tests behind
-//! `#[ignore]`.
+//! at run time ([`lab_available`]) instead of hiding tests behind an
+//! ignore attribute.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -154,7 +154,7 @@ pub enum TargetListError {
 }
 
 /// Expands one specification such as `db1:3306`, `host:7611,7711/tls`,
-/// `10.0.0.5:30000-30999` or `[::1]:443` into targets, in the order given.
+/// `198.18.0.5:30000-30999` or `[::1]:443` into targets, in the order given.
 pub fn parse_target(spec: &str) -> Result<Vec<Target>, TargetError> {
     let owned = || spec.to_string();
     let s = spec.trim();
@@ -234,7 +234,7 @@ fn split_host_port<'a>(spec: &str, s: &'a str) -> Result<(Host, &'a str), Target
     };
     let host = if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         // All digits and dots: an IPv4 literal or nothing (never a DNS name,
-        // which would make "10.0.0.256" silently resolve elsewhere).
+        // which would make "198.18.0.256" silently resolve elsewhere).
         Host::Ip(IpAddr::V4(host.parse().map_err(|_| bad_host())?))
     } else if is_dns_name(host) {
         Host::Name(Arc::from(host.to_ascii_lowercase()))
@@ -304,7 +304,7 @@ mod tests {
     #[test]
     fn grammar_covers_names_lists_ranges_tls_and_ipv6() {
         assert_eq!(render("db1:3306"), ["db1:3306"]);
-        assert_eq!(render("10.0.0.5:9443/tls"), ["10.0.0.5:9443/tls"]);
+        assert_eq!(render("198.18.0.5:9443/tls"), ["198.18.0.5:9443/tls"]);
         assert_eq!(render("host:7611,7711"), ["host:7611", "host:7711"]);
         assert_eq!(render("h:80/tcp"), ["h:80"]);
         assert_eq!(
@@ -349,7 +349,7 @@ mod tests {
             ("[::1:443", "is not an IPv4 address"),
             ("[::1]443", "expected HOST:PORT"),
             ("[zz]:443", "is not an IPv4 address"),
-            ("10.0.0.256:80", "is not an IPv4 address"),
+            ("198.18.0.256:80", "is not an IPv4 address"),
             ("bad host:80", "is not an IPv4 address"),
             ("-bad:80", "is not an IPv4 address"),
         ];
