@@ -46,27 +46,6 @@ pub(crate) fn escape_markdown_cell(s: &str) -> String {
     out
 }
 
-/// Label values escape backslash, double quote and line feed (the same
-/// rules for every exposition portcall writes: `check --format prometheus`
-/// and the schedule-mode agent).
-pub(crate) fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// HELP text escapes backslash and line feed.
-pub(crate) fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::io::{self, Write};
 
 use super::format::unix_seconds;
-use super::markup::{escape_help, escape_label};
 use super::{PathReport, Report, Verdict};
+use crate::plan::Expect;
 use crate::probe::Observed;
 
 /// Writes the report's metrics.
@@ -35,7 +35,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
             .filter(|p| p.observed.is_some_and(Observed::is_network_evidence))
     };
 
-    family(
+    gauge(
         w,
         "portcall_path_open",
         "1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.",
@@ -50,7 +50,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         )?;
     }
 
-    family(
+    gauge(
         w,
         "portcall_path_ok",
         "1 when the path met its expectation (open or blocked) in the check, else 0 (a violation, or not measured).",
@@ -65,7 +65,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         )?;
     }
 
-    family(
+    gauge(
         w,
         "portcall_path_latency_seconds",
         "Duration of the path's last probe attempt, in seconds; absent when the path was not measured.",
@@ -82,7 +82,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         }
     }
 
-    family(
+    gauge(
         w,
         "portcall_path_observed",
         "What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.",
@@ -99,7 +99,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         }
     }
 
-    family(
+    gauge(
         w,
         "portcall_path_verdict",
         "The path's verdict in the check, as the verdict label (ok, violation, error); always 1.",
@@ -114,7 +114,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         )?;
     }
 
-    family(w, "portcall_check_paths", "Paths of the check by verdict.")?;
+    gauge(w, "portcall_check_paths", "Paths of the check by verdict.")?;
     let s = &report.summary;
     for (verdict, n) in [
         (Verdict::Ok, s.ok),
@@ -130,14 +130,14 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     }
 
     if let Some(t) = unix_seconds(&report.finished_at) {
-        family(
+        gauge(
             w,
             "portcall_last_round_timestamp_seconds",
             "Unix time at which the check's round finished.",
         )?;
         writeln!(w, "portcall_last_round_timestamp_seconds {t}")?;
         if let Some(start) = unix_seconds(&report.started_at).filter(|s| *s <= t) {
-            family(
+            gauge(
                 w,
                 "portcall_round_duration_seconds",
                 "Wall time of the check's round, in seconds.",
@@ -148,15 +148,57 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
-fn bool01(b: bool) -> &'static str {
+/// `1` or `0`.
+pub(crate) fn bool01(b: bool) -> &'static str {
     if b { "1" } else { "0" }
 }
 
-/// Every family here is a gauge: a report is a snapshot, not a count since
-/// some start.
-fn family(w: &mut impl Write, name: &str, help: &str) -> io::Result<()> {
+/// The HELP and TYPE lines of a metric family.
+pub(crate) fn family(w: &mut impl Write, name: &str, help: &str, kind: &str) -> io::Result<()> {
     writeln!(w, "# HELP {name} {}", escape_help(help))?;
-    writeln!(w, "# TYPE {name} gauge")
+    writeln!(w, "# TYPE {name} {kind}")
+}
+
+/// The labels of every per-path sample, the same for a check's report and
+/// for the schedule-mode agent, so one set of alert rules watches both.
+pub(crate) struct PathLabels<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub port: u16,
+    pub service: &'a str,
+    pub expect: Expect,
+}
+
+/// One per-path sample: the path's labels, then `extra`, then the value.
+pub(crate) fn path_sample(
+    w: &mut impl Write,
+    name: &str,
+    path: &PathLabels<'_>,
+    extra: &[(&str, &str)],
+    value: &str,
+) -> io::Result<()> {
+    let port = path.port.to_string();
+    let labels = [
+        ("from", path.from),
+        ("to", path.to),
+        ("port", port.as_str()),
+        ("service", path.service),
+        ("expect", path.expect.as_str()),
+    ];
+    write!(w, "{name}{{")?;
+    for (i, (k, v)) in labels.iter().chain(extra).enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        write!(w, "{k}=\"{}\"", escape_label(v))?;
+    }
+    writeln!(w, "}} {value}")
+}
+
+/// Every family of a report is a gauge: a report is a snapshot, not a
+/// count since some start.
+fn gauge(w: &mut impl Write, name: &str, help: &str) -> io::Result<()> {
+    family(w, name, help, "gauge")
 }
 
 fn sample(
@@ -166,22 +208,35 @@ fn sample(
     extra: Option<(&str, &str)>,
     value: &str,
 ) -> io::Result<()> {
-    let port = p.port.to_string();
-    let labels = [
-        ("from", p.from.as_str()),
-        ("to", p.to.as_str()),
-        ("port", port.as_str()),
-        ("service", p.service.as_str()),
-        ("expect", p.expect.as_str()),
-    ];
-    write!(w, "{name}{{")?;
-    for (i, (k, v)) in labels.iter().chain(extra.iter()).enumerate() {
-        if i > 0 {
-            w.write_all(b",")?;
+    let labels = PathLabels {
+        from: &p.from,
+        to: &p.to,
+        port: p.port,
+        service: &p.service,
+        expect: p.expect,
+    };
+    path_sample(w, name, &labels, extra.as_slice(), value)
+}
+
+/// Label values escape backslash, double quote and line feed (the same
+/// rules for every exposition portcall writes: `check --format prometheus`
+/// and the schedule-mode agent).
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
         }
-        write!(w, "{k}=\"{}\"", escape_label(v))?;
     }
-    writeln!(w, "}} {value}")
+    s
+}
+
+/// HELP text escapes backslash and line feed.
+pub(crate) fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]

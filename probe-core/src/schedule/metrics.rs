@@ -13,7 +13,7 @@ use crate::plan::Expect;
 use crate::port::Port;
 use crate::probe::Observed;
 use crate::report::Verdict;
-use crate::report::markup::{escape_help, escape_label};
+use crate::report::prometheus::{PathLabels, bool01, family, path_sample};
 
 /// One path's result in one round, with the labels it is exported under.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,15 +185,6 @@ impl Exposition {
     }
 }
 
-fn bool01(b: bool) -> &'static str {
-    if b { "1" } else { "0" }
-}
-
-fn family(out: &mut impl Write, name: &str, help: &str, kind: &str) -> io::Result<()> {
-    writeln!(out, "# HELP {name} {}", escape_help(help))?;
-    writeln!(out, "# TYPE {name} {kind}")
-}
-
 fn sample(
     out: &mut impl Write,
     name: &str,
@@ -201,22 +192,14 @@ fn sample(
     extra: &[(&str, &str)],
     value: &str,
 ) -> io::Result<()> {
-    let port = p.port.get().to_string();
-    let base = [
-        ("from", p.from.as_str()),
-        ("to", p.to.as_str()),
-        ("port", port.as_str()),
-        ("service", p.service.as_str()),
-        ("expect", p.expect.as_str()),
-    ];
-    write!(out, "{name}{{")?;
-    for (i, (k, v)) in base.iter().chain(extra).enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        write!(out, "{k}=\"{}\"", escape_label(v))?;
-    }
-    writeln!(out, "}} {value}")
+    let labels = PathLabels {
+        from: &p.from,
+        to: &p.to,
+        port: p.port.get(),
+        service: &p.service,
+        expect: p.expect,
+    };
+    path_sample(out, name, &labels, extra, value)
 }
 
 /// The agent's current exposition, shared between the scheduler (which
@@ -416,8 +399,11 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_label("x\ny"), "x\\ny");
+        assert_eq!(
+            crate::report::prometheus::escape_label(r#"a"b\c"#),
+            r#"a\"b\\c"#
+        );
+        assert_eq!(crate::report::prometheus::escape_label("x\ny"), "x\\ny");
         let mut e = fixture();
         e.last_round.as_mut().unwrap().paths[0].service = "my\"sql\n".into();
         let text = String::from_utf8(e.to_bytes()).unwrap();
