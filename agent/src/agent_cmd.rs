@@ -87,11 +87,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             agent.local_addr()
         );
         let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            on_signal.cancel();
-        });
+        crate::schedule_cmd::stop_on_signal(cancel.clone())?;
         // With --every, schedule mode runs beside the control endpoint.
         let scheduled =
             crate::schedule_cmd::start(&args.plan, Some(agent.host()), &args.schedule).await?;
@@ -103,21 +99,6 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Logs to standard error; `RUST_LOG` overrides the default level.

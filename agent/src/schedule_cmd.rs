@@ -94,8 +94,8 @@ pub async fn run_scheduled(
     Ok(())
 }
 
-/// Cancels `cancel` on SIGTERM or SIGINT.
-fn stop_on_signal(cancel: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Cancels `cancel` on SIGTERM or SIGINT (every agent mode).
+pub fn stop_on_signal(cancel: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     Ok(tokio::spawn(async move {
