@@ -85,12 +85,15 @@ impl fmt::Display for Diagnostic {
 pub enum Problem {
     /// The file is not valid TOML, or a value has the wrong type or a key is
     /// unknown; the message is the TOML parser's.
-    #[error("{message}{hint}")]
+    #[error("{message}{hint}{snippet}")]
     Syntax {
         /// The parser's explanation.
         message: String,
         /// An extra hint from portcall (may be empty).
         hint: String,
+        /// The source line with a caret under the problem, on lines of its
+        /// own after the message (empty when the position is unknown).
+        snippet: String,
     },
     /// A port number is outside 1..=65535.
     #[error("{what}: {error}")]
@@ -116,6 +119,9 @@ pub enum Problem {
         /// The accepted range, in words.
         expected: &'static str,
     },
+    /// The file holds nothing but blanks and comments.
+    #[error("the plan is empty (expected at least name, [[hosts]] and [[flows]])")]
+    EmptyPlan,
     /// The plan's name is empty.
     #[error("name must not be empty")]
     EmptyPlanName,
