@@ -358,13 +358,20 @@ impl Problem {
 /// How to resolve a port collision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CollisionFix {
-    /// Give the later role instance this offset, the smallest that clears
-    /// all its collisions on the host.
+    /// Give a role instance of the pair this offset. The offsets of every
+    /// collision on the host are computed together, so applying all of them
+    /// at once clears them all (`roles` is the host's list with them).
     Offset {
-        /// The later role.
+        /// The role instance to move.
         role: String,
         /// The offset to use.
         offset: u16,
+        /// Every role instance of the host with the offsets that clear all
+        /// its collisions at once.
+        roles: Vec<super::RoleInstance>,
+        /// The host's own `port_offset` (items at this offset need no
+        /// explicit one).
+        host_offset: u16,
     },
     /// No offset helps (the colliding port is not offset-able, or no offset
     /// stays below 65536); a `port_overrides` entry is needed.
@@ -377,10 +384,31 @@ pub enum CollisionFix {
 impl fmt::Display for CollisionFix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CollisionFix::Offset { role, offset } => write!(
-                f,
-                "give `{role}` port_offset = {offset} (the smallest offset that clears all its collisions), e.g. roles = [..., {{ role = \"{role}\", port_offset = {offset} }}]"
-            ),
+            CollisionFix::Offset {
+                role,
+                offset,
+                roles,
+                host_offset,
+            } => {
+                let items: Vec<String> = roles
+                    .iter()
+                    .map(|r| {
+                        if r.port_offset == *host_offset {
+                            format!("\"{}\"", r.role)
+                        } else {
+                            format!(
+                                "{{ role = \"{}\", port_offset = {} }}",
+                                r.role, r.port_offset
+                            )
+                        }
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "give `{role}` port_offset = {offset}; every collision on this host clears at once with roles = [{}]",
+                    items.join(", ")
+                )
+            }
             CollisionFix::Override { port_name } => write!(
                 f,
                 "no offset resolves it because the port is not offset-able; pin one with port_overrides = {{ {port_name} = PORT }}"
