@@ -592,6 +592,8 @@ impl Shared {
                 attempts: r.attempts,
                 source: r.local_address,
                 answered_by: exchange.answered_by(k),
+                cert: r.cert,
+                service_banner: None,
             })
             .collect();
         Response::Probed(ProbeReply {

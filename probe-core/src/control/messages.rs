@@ -177,6 +177,12 @@ pub struct PathProbe {
     pub source: Option<SocketAddr>,
     /// The host name a canary answered with, when one answered.
     pub answered_by: Option<String>,
+    /// The server certificate's facts, where a TLS handshake saw one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Box<crate::probe::CertFacts>>,
+    /// What a live service that speaks first said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_banner: Option<String>,
 }
 
 /// `probed`: results of this host's outgoing paths.

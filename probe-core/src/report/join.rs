@@ -118,6 +118,7 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
         summary: Summary::default(),
         hosts,
         paths,
+        notes: Vec::new(),
     };
     report.recount();
     report
@@ -154,6 +155,15 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             .filter_map(|f| plan.flow(*f))
             .map(|f| f.label())
             .collect(),
+        flow: path
+            .flows
+            .first()
+            .and_then(|f| plan.flow(*f))
+            .map(|f| f.label())
+            .unwrap_or_default(),
+        role: path.role.clone(),
+        cert: None,
+        service_banner: None,
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -220,6 +230,8 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     };
     r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
     r.attempts = probe.attempts;
+    r.cert = probe.cert.as_deref().cloned();
+    r.service_banner = probe.service_banner.clone();
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
         return fail(
@@ -429,6 +441,8 @@ expect = "blocked"
             attempts: 1,
             source: Some("127.0.9.1:40000".parse().unwrap()),
             answered_by: None,
+            cert: None,
+            service_banner: None,
         }
     }
 

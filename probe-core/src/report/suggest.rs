@@ -887,6 +887,10 @@ mod tests {
             }),
             seen_source: seen.map(str::to_string),
             flows: vec![],
+            flow: String::new(),
+            role: None,
+            cert: None,
+            service_banner: None,
         }
     }
 
@@ -896,6 +900,7 @@ mod tests {
         use Observed as O;
         use Verdict as V;
         let mut r = Report {
+            notes: Vec::new(),
             schema: crate::report::SCHEMA.into(),
             plan: "suggest".into(),
             started_at: "2025-01-01T00:00:00.000Z".into(),

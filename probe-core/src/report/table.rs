@@ -28,6 +28,12 @@ impl Default for TableOptions {
 /// Writes the report as grouped tables.
 pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
     let s = &report.summary;
+    for n in &report.notes {
+        writeln!(w, "note: {n}")?;
+    }
+    if !report.notes.is_empty() {
+        writeln!(w)?;
+    }
     writeln!(
         w,
         "{}: {} paths, {} ok, {} violation{}, {} error{}",
@@ -40,6 +46,7 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
         if s.errors == 1 { "" } else { "s" },
     )?;
     write_hosts(report, options, w)?;
+    let labels = super::PortLabels::new(report);
     let sections = [
         (Verdict::Violation, "VIOLATIONS", "31"),
         (Verdict::Error, "ERRORS", "33"),
@@ -68,7 +75,7 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
                 t.row([
                     p.from.clone(),
                     p.to.clone(),
-                    format!("{}/{} ({})", p.port, p.protocol.as_str(), p.service),
+                    labels.port(p),
                     p.expect.to_string(),
                     p.observed.map_or("-".to_string(), |o| o.to_string()),
                     p.latency_ms
@@ -127,16 +134,12 @@ fn why(p: &PathReport) -> String {
     }
 }
 
-/// Groups paths by their first flow's label (or `from -> to` when read back
-/// from JSON, which does not carry flows), keeping first-seen order.
+/// Groups paths by their flow's label ([`PathReport::flow_label`]), keeping
+/// first-seen order.
 fn by_flow<'a>(paths: &[&'a PathReport]) -> Vec<(String, Vec<&'a PathReport>)> {
     let mut groups: Vec<(String, Vec<&PathReport>)> = Vec::new();
     for p in paths {
-        let label = p
-            .flows
-            .first()
-            .cloned()
-            .unwrap_or_else(|| format!("{} -> {}", p.from, p.to));
+        let label = p.flow_label();
         match groups.iter_mut().find(|(l, _)| *l == label) {
             Some((_, g)) => g.push(p),
             None => groups.push((label, vec![p])),
@@ -181,11 +184,16 @@ pub(crate) mod tests {
             target_saw: None,
             seen_source: None,
             flows: vec![flow.into()],
+            flow: flow.into(),
+            role: None,
+            cert: None,
+            service_banner: None,
         }
     }
 
     pub(crate) fn sample() -> Report {
         let mut r = Report {
+            notes: Vec::new(),
             schema: crate::report::SCHEMA.into(),
             plan: "sample".into(),
             started_at: "2025-01-01T00:00:00.000Z".into(),
@@ -341,7 +349,11 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow": "app tier",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 },
                 {
                   "from": "web",
@@ -357,7 +369,11 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow": "no db from web",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 },
                 {
                   "from": "web",
@@ -373,7 +389,11 @@ pub(crate) mod tests {
                   "latency_ms": null,
                   "attempts": 0,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow": "app tier",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 },
                 {
                   "from": "web",
@@ -389,7 +409,11 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow": "app tier",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 }
               ]
             }

@@ -118,6 +118,10 @@ impl Rounds for LiveRounds {
                 expect: p.expect,
                 observed: r.observed,
                 latency: r.latency,
+                cert_not_after: r
+                    .cert
+                    .as_ref()
+                    .and_then(|c| crate::report::unix_seconds(&c.not_after)),
             })
             .collect();
         let duration = started.elapsed();
@@ -150,6 +154,7 @@ impl Rounds for LiveRounds {
             "round finished"
         );
         self.store.publish_round(RoundMetrics {
+            plan: self.plan.name.clone(),
             finished_at: SystemTime::now(),
             duration,
             paths: samples,
