@@ -48,7 +48,9 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "ADDR")]
     source: Option<IpAddr>,
     /// Verify TLS certificates against the CA certificates in FILE (PEM)
-    /// instead of the system store.
+    /// instead of the system store; a server certificate found in FILE
+    /// itself (self-signed) is trusted as pinned, as with
+    /// `openssl s_client -CAfile`.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Report a TLS certificate that does not verify as `tls-error`.
