@@ -99,7 +99,11 @@ fn is_loopback(a: &Address) -> bool {
 /// Renders `report` where `output` says. `notes` precede a table on
 /// standard output and go to standard error otherwise, so JSON stays pure.
 pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::Result<()> {
-    let to_tty = output.out.is_none() && std::io::stdout().is_terminal();
+    let to_tty = output.out.is_none()
+        && probe_core::render::colour_allowed(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
     let mut bytes = Vec::new();
     if output.format.is_terminal_text() {
         for n in notes {
@@ -125,15 +129,7 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
         Some(path) => {
             report::write_atomically(path, &bytes)
                 .with_context(|| format!("write report {}", path.display()))?;
-            let s = &report.summary;
-            eprintln!(
-                "wrote {}: {} paths, {} ok, {} violations, {} errors",
-                path.display(),
-                s.paths,
-                s.ok,
-                s.violations,
-                s.errors
-            );
+            eprintln!("wrote {}: {}", path.display(), report.summary);
             Ok(())
         }
     }

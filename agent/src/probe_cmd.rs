@@ -6,13 +6,14 @@ use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use probe_core::probe::{
-    Observed, ProbeConfig, Prober, Target, TlsOptions, TrustRoots, parse_target, parse_target_list,
-    render,
+    Greeting, GreetingExchange, Observed, ProbeConfig, Prober, Target, TlsOptions, TrustRoots,
+    parse_target, parse_target_list, render,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -92,7 +93,18 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     if let Some(source) = args.source {
         check_source(source)?;
     }
-    let prober = Prober::new(config)?;
+    // Well-known services that speak first (MySQL on 3306) are greeted and
+    // left politely; their greeting shows in the detail.
+    let greetings = targets
+        .iter()
+        .map(|t| {
+            (t.protocol == probe_core::port::Protocol::Tcp)
+                .then(|| Greeting::for_port(t.port.get()))
+                .flatten()
+        })
+        .collect();
+    let greeter = Arc::new(GreetingExchange::new(greetings, timeout / 2, None));
+    let prober = Prober::with_exchange(config, greeter)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -475,6 +475,13 @@ async fn plain_listener_probed_as_tls_is_a_tls_error_with_the_reason() {
     let r = probe(config, target(banner_port, Protocol::Tls)).await;
     assert_eq!(r.observed, Observed::TlsError, "{r:?}");
     assert!(r.detail.starts_with("TLS handshake failed"), "{}", r.detail);
+    // In words, not rustls's variant name.
+    assert!(
+        r.detail.contains("this port speaks plain TCP, not TLS")
+            && !r.detail.contains("InvalidContentType"),
+        "{}",
+        r.detail
+    );
 }
 
 /// Sends a line and expects the server to echo it back, like the canary

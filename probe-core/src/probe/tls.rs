@@ -208,6 +208,42 @@ fn pinned_valid(leaf: &CertificateDer<'_>, name: &ServerName<'_>) -> Result<(), 
     }
 }
 
+/// Why a handshake failed, in words rather than rustls's variant names
+/// (`InvalidContentType`, `HandshakeFailure`).
+pub(crate) fn handshake_failure_in_words(
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+) -> String {
+    use rustls::{AlertDescription as A, Error as E, InvalidMessage as M};
+    let Some(e) = e.downcast_ref::<rustls::Error>() else {
+        return e.to_string();
+    };
+    match e {
+        E::InvalidMessage(M::InvalidContentType) => {
+            "this port speaks plain TCP, not TLS (its answer is not a TLS record)".to_string()
+        }
+        E::InvalidMessage(_) => "the server's answer is not valid TLS".to_string(),
+        E::AlertReceived(A::HandshakeFailure) => {
+            "the server refused the handshake (no cipher suite or key exchange in common)"
+                .to_string()
+        }
+        E::AlertReceived(A::ProtocolVersion) => {
+            "the server refused the handshake (no TLS version in common)".to_string()
+        }
+        E::AlertReceived(A::CertificateRequired) | E::AlertReceived(A::BadCertificate) => {
+            "the server wants a client certificate".to_string()
+        }
+        E::AlertReceived(A::UnrecognisedName) => {
+            "the server does not serve the name asked for (SNI)".to_string()
+        }
+        E::AlertReceived(a) => {
+            format!("the server ended the handshake with alert {}", u8::from(*a))
+        }
+        E::PeerIncompatible(_) => "the server's TLS is incompatible with ours".to_string(),
+        E::InvalidCertificate(_) => in_words(e),
+        _ => e.to_string(),
+    }
+}
+
 /// A verification failure in words an operator reads, not rustls's
 /// variant names (`UnknownIssuer`, `CaUsedAsEndEntity`).
 fn in_words(e: &rustls::Error) -> String {

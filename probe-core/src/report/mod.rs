@@ -228,6 +228,21 @@ pub struct PathReport {
     pub service_banner: Option<String>,
 }
 
+impl std::fmt::Display for Summary {
+    /// `83 paths, 70 ok, 1 violation, 0 errors`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::render::count;
+        write!(
+            f,
+            "{}, {} ok, {}, {}",
+            count(self.paths, "path"),
+            self.ok,
+            count(self.violations, "violation"),
+            count(self.errors, "error")
+        )
+    }
+}
+
 impl PathReport {
     /// The label of the flow the path came from: the in-memory flow labels
     /// of a fresh report, `flow` of one read back from JSON, else

@@ -34,17 +34,7 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
     if !report.notes.is_empty() {
         writeln!(w)?;
     }
-    writeln!(
-        w,
-        "{}: {} paths, {} ok, {} violation{}, {} error{}",
-        report.plan,
-        s.paths,
-        s.ok,
-        s.violations,
-        if s.violations == 1 { "" } else { "s" },
-        s.errors,
-        if s.errors == 1 { "" } else { "s" },
-    )?;
+    writeln!(w, "{}: {s}", report.plan)?;
     write_hosts(report, options, w)?;
     let labels = super::PortLabels::new(report);
     let sections = [
@@ -77,7 +67,11 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
                     p.to.clone(),
                     labels.port(p),
                     p.expect.to_string(),
-                    p.observed.map_or("-".to_string(), |o| o.to_string()),
+                    paint(
+                        options,
+                        verdict_colour(p.verdict),
+                        &p.observed.map_or("-".to_string(), |o| o.to_string()),
+                    ),
                     p.latency_ms
                         .map_or("-".to_string(), |l| format!("{l:.2} ms")),
                     why(p),
@@ -87,6 +81,24 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
         }
     }
     Ok(())
+}
+
+/// The ANSI colour of a verdict: red, yellow, green.
+fn verdict_colour(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Violation => "31",
+        Verdict::Error => "33",
+        Verdict::Ok => "32",
+    }
+}
+
+/// A cell in the verdict's colour, when colour is on.
+fn paint(options: TableOptions, colour: &str, text: &str) -> String {
+    if options.color {
+        format!("\x1b[{colour}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) -> io::Result<()> {
@@ -261,6 +273,49 @@ pub(crate) mod tests {
         };
         r.recount();
         r
+    }
+
+    #[test]
+    fn colour_marks_the_observed_cells_by_verdict_and_keeps_columns_aligned() {
+        let mut out = Vec::new();
+        let options = TableOptions {
+            color: true,
+            show_ok: true,
+        };
+        write(&sample(), options, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\x1b[31mopen\x1b[0m"), "{text}");
+        assert!(text.contains("\x1b[32mopen\x1b[0m"), "{text}");
+        assert!(text.contains("\x1b[31mtimeout\x1b[0m"), "{text}");
+        // Without the colour codes, the table is the plain one.
+        let mut plain = Vec::new();
+        write(
+            &sample(),
+            TableOptions {
+                color: false,
+                ..options
+            },
+            &mut plain,
+        )
+        .unwrap();
+        let stripped: String = {
+            let mut s = String::new();
+            let mut esc = false;
+            for c in text.chars() {
+                match (esc, c) {
+                    (false, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => s.push(c),
+                }
+            }
+            s
+        };
+        assert_eq!(stripped, String::from_utf8(plain).unwrap());
+        assert!(
+            stripped.starts_with("sample: 4 paths, 1 ok, 2 violations, 1 error\n"),
+            "{stripped}"
+        );
     }
 
     #[test]
