@@ -86,7 +86,20 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 on_signal.cancel();
             }
         });
-        round::check(&plan, &security, &RoundConfig::default(), &cancel).await
+        let progress = crate::progress::RoundProgress::on_terminal().map(std::sync::Arc::new);
+        let config = RoundConfig {
+            observer: round::Observer(
+                progress
+                    .clone()
+                    .map(|p| p as std::sync::Arc<dyn round::RoundObserver>),
+            ),
+            ..RoundConfig::default()
+        };
+        let report = round::check(&plan, &security, &config, &cancel).await;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        report
     });
     emit(&report, &args.output, &[])?;
     Ok(ExitCode::from(report.exit_code()))

@@ -2,7 +2,7 @@
 //! or in a file. Parses arguments into a `ProbeConfig` and targets, runs the
 //! engine, renders, and maps outcomes to the exit code.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use probe_core::probe::{
-    Greeting, GreetingExchange, Observed, ProbeConfig, Prober, Target, TlsOptions, TrustRoots,
-    parse_target, parse_target_list, render,
+    Greeting, GreetingExchange, Observed, ProbeConfig, Prober, SweepEta, Target, TlsOptions,
+    TrustRoots, parse_target, parse_target_list, render,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +104,10 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let greeter = Arc::new(GreetingExchange::new(greetings, timeout / 2, None));
+    // The worst one target can take: every attempt silent, then the TLS
+    // handshake and the greeting at their deadlines.
+    let worst = timeout * (args.retries + 1) + timeout * 2;
+    let eta = SweepEta::new(targets.len(), config.concurrency, worst);
     let prober = Prober::with_exchange(config, greeter)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -118,16 +122,17 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
                 on_interrupt.cancel();
             }
         });
-        let bar = progress_bar(targets.len());
+        let mut bar =
+            crate::progress::SweepProgress::on_terminal(targets.len(), PROGRESS_FROM, eta);
         let results = prober
             .sweep(targets, &cancel, |_, _| {
-                if let Some(bar) = &bar {
-                    bar.inc(1);
+                if let Some(bar) = &mut bar {
+                    bar.inc();
                 }
             })
             .await;
         if let Some(bar) = bar {
-            bar.finish_and_clear();
+            bar.finish();
         }
         results
     });
@@ -185,18 +190,4 @@ fn check_source(source: IpAddr) -> anyhow::Result<()> {
     std::net::TcpListener::bind((source, 0))
         .map(drop)
         .with_context(|| format!("--source {source} is not an address of this host"))
-}
-
-fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
-    if total < PROGRESS_FROM || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} probing [{bar:40}] {pos}/{len} targets, {elapsed} elapsed, eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    Some(bar)
 }

@@ -9,6 +9,7 @@
 pub mod classify;
 mod engine;
 mod error;
+mod eta;
 mod exchange;
 mod greeting;
 mod outcome;
@@ -18,6 +19,7 @@ mod tls;
 
 pub use engine::{ProbeConfig, Prober};
 pub use error::ProbeError;
+pub use eta::SweepEta;
 pub use exchange::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
 pub use greeting::{Greeting, GreetingExchange, mysql_banner, read_and_close};
 pub use outcome::{CertFacts, Observed, ProbeResult};
