@@ -78,6 +78,7 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let config = ProbeConfig {
         connect_timeout: timeout,
         tls_timeout: timeout,
+        exchange_timeout: timeout,
         retries: args.retries,
         concurrency: usize::try_from(args.concurrency).context("--concurrency")?,
         source: args.source,

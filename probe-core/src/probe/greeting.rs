@@ -43,7 +43,7 @@ impl Greeting {
 /// The longest greeting read: a MySQL handshake packet is about 100 bytes.
 const MAX_GREETING: usize = 1024;
 
-/// Reads the greeting within `wait`, then closes politely: our FIN first,
+/// Reads the greeting, then closes politely, all within `wait`: our FIN first,
 /// then the server's, so the server sees a client that left before
 /// authenticating rather than a broken connection. Returns the greeting in
 /// words, `None` when nothing recognisable came.
@@ -52,8 +52,12 @@ pub async fn read_and_close(
     stream: &mut dyn ProbeStream,
     wait: Duration,
 ) -> Option<String> {
+    // One deadline for reading and closing together, so the whole exchange
+    // stays within `wait` (the engine turns an exchange that overruns its
+    // own deadline into `wrong-host`).
+    let deadline = tokio::time::Instant::now() + wait;
     let mut buf = Vec::with_capacity(128);
-    let read = tokio::time::timeout(wait, async {
+    let read = tokio::time::timeout_at(deadline, async {
         let mut chunk = [0u8; 256];
         loop {
             if complete(greeting, &buf) || buf.len() >= MAX_GREETING {
@@ -72,8 +76,8 @@ pub async fn read_and_close(
     if read.is_ok() {
         // Our FIN, then the server's close (bounded): the server reads end
         // of file where it waits for the login packet.
-        let _ = stream.shutdown().await;
-        let _ = tokio::time::timeout(wait, async {
+        let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+        let _ = tokio::time::timeout_at(deadline, async {
             let mut sink = [0u8; 256];
             let mut left = 4096usize;
             while left > 0 {
