@@ -63,21 +63,25 @@ impl LiveRounds {
             .collect()
     }
 
-    fn try_reload(&self) -> Result<(Arc<Plan>, (Prober, Arc<GreetingExchange>)), ScheduleError> {
+    fn try_reload(&self) -> Result<(Arc<Plan>, Probing), ScheduleError> {
         let plan = Plan::load(&self.plan_path)?;
         let prober = prober_for(&plan, &self.host, self.concurrency)?;
         Ok((Arc::new(plan), prober))
     }
 }
 
+/// A prober and the greeting exchange it runs.
+pub(crate) type Probing = (Prober, Arc<GreetingExchange>);
+
 /// The probe engine for `host`'s rounds: the plan's timeouts and retries,
 /// and the host's plan address as source when it is an address of this
-/// machine (behind NAT it is not, and the kernel picks the source).
+/// machine (behind NAT it is not, and the kernel picks the source); it
+/// greets live services that speak first.
 pub(crate) fn prober_for(
     plan: &Plan,
     host: &str,
     concurrency: usize,
-) -> Result<(Prober, Arc<GreetingExchange>), ScheduleError> {
+) -> Result<Probing, ScheduleError> {
     let Some(h) = plan.host(host) else {
         return Err(ScheduleError::Host(AgentError::unknown_host(plan, host)));
     };
