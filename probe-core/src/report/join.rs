@@ -154,6 +154,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             .filter_map(|f| plan.flow(*f))
             .map(|f| f.label())
             .collect(),
+        server_port: path.server_port.map(|p| p.get()),
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -199,6 +200,9 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 return fail(r, format!("no canary on {}:{port}: {}", path.to, l.detail));
             }
         },
+        // The client dials a port the target does not listen on: probe it
+        // as a live port and say why nothing of the plan is there.
+        (Some(_), None) if path.server_port.is_some() => Listener::Live { why: "" },
         (Some(_), None) => {
             return fail(
                 r,
@@ -302,6 +306,23 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 Observed::LocalError => probe.detail.clone(),
             };
             r.observed = Some(observed);
+        }
+        Listener::Live { why } if why.is_empty() => {
+            // Only a dial mismatch gets here (see above).
+            let sp = path.server_port.map_or(0, |p| p.get());
+            let note = format!(
+                "{} dials {port}; {}'s {} listens on {sp}",
+                path.from, path.to, path.service
+            );
+            r.observed = Some(probe.observed);
+            r.detail = match probe.observed {
+                Observed::Refused => {
+                    format!("refused: {note}, and nothing listens on {port}")
+                }
+                Observed::Open => format!("connected to something else on {port}: {note}"),
+                Observed::Timeout => silence(&format!("; {note}")),
+                _ => with(note),
+            };
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);

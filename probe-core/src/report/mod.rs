@@ -207,6 +207,10 @@ pub struct PathReport {
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]
     pub flows: Vec<String>,
+    /// Where the target listens, present only when it differs from the
+    /// dialled `port` (a client/server port mismatch in the plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
 }
 
 impl Report {

@@ -181,6 +181,7 @@ pub(crate) mod tests {
             target_saw: None,
             seen_source: None,
             flows: vec![flow.into()],
+            server_port: None,
         }
     }
 
