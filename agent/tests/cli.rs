@@ -34,7 +34,7 @@ fn plan_show_lists_effective_ports_of_the_example() {
         "{analytics}"
     );
     let km = s.lines().find(|l| l.starts_with("keymanager")).unwrap();
-    assert!(km.contains("+2") && km.contains("thrift-km 10397"), "{km}");
+    assert!(km.contains("+2") && km.contains("thrift-km 10399"), "{km}");
     let store = s.lines().find(|l| l.contains("wso2-apim-store")).unwrap();
     assert!(
         store.contains("+1") && store.contains("https-servlet 9444/tls"),
@@ -145,7 +145,12 @@ fn usage_errors_exit_2() {
 fn catalog_lists_roles_as_table_and_json() {
     let out = portcall(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("thrift-km 10397 fixed"));
+    let table = text(&out.stdout);
+    assert!(table.contains("mysql 3306 fixed"), "{table}");
+    assert!(
+        table.contains("dials thrift-km 10397 on wso2-apim-keymanager"),
+        "{table}"
+    );
     let out = portcall(&["catalog", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "portcall.catalog/v1");

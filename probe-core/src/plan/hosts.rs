@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use super::RoleInstance;
 use super::raw::RawPlan;
 use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
-use super::RoleInstance;
 use super::{CollisionFix, Location, Suggestion};
 use crate::catalog::Catalog;
 use crate::port::Port;

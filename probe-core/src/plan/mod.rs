@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
-pub use diag::{CollisionFix, DialFix, Diagnostic, Location, Problem, Severity, Suggestion};
+pub use diag::{CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion};
 pub use roles::RoleOrigin;
 
 /// A validated, expanded plan.
