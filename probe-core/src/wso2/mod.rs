@@ -207,7 +207,6 @@ impl Element {
 pub(crate) fn parse_xml(file: &Path, text: &str) -> Result<Element, ScanError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(text);
-    reader.config_mut().trim_text(true);
     let malformed = |offset: u64, message: String| ScanError::Malformed {
         at: Source::at(file, text, usize::try_from(offset).unwrap_or(usize::MAX)),
         message,
@@ -249,7 +248,8 @@ pub(crate) fn parse_xml(file: &Path, text: &str) -> Result<Element, ScanError> {
                 }
             }
             Event::End(_) => {
-                let el = stack.pop().expect("quick-xml checks end names");
+                let mut el = stack.pop().expect("quick-xml checks end names");
+                el.text = el.text.trim().to_owned();
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(el),
                     None => return Err(malformed(before, "unexpected end tag".into())),
@@ -262,12 +262,12 @@ pub(crate) fn parse_xml(file: &Path, text: &str) -> Result<Element, ScanError> {
                 let s = quick_xml::escape::unescape(&raw)
                     .map_err(|err| malformed(before, err.to_string()))?;
                 if let Some(el) = stack.last_mut() {
-                    el.text.push_str(s.trim());
+                    el.text.push_str(&s);
                 }
             }
             Event::CData(t) => {
                 if let Some(el) = stack.last_mut() {
-                    el.text.push_str(String::from_utf8_lossy(&t).trim());
+                    el.text.push_str(&String::from_utf8_lossy(&t));
                 }
             }
             Event::GeneralRef(r) => {
