@@ -174,13 +174,17 @@ pub(crate) fn expand(
 
 /// The roles a plan can name: its own (resolved) and the catalog's.
 pub(crate) struct Known<'a> {
-    pub roles: &'a BTreeMap<String, Role>,
+    /// The plan's own roles, resolved (`None` where a role had errors).
+    pub plan: &'a BTreeMap<String, Option<Role>>,
     pub catalog: &'a crate::catalog::Catalog,
 }
 
 impl Known<'_> {
     fn get(&self, name: &str) -> Option<&Role> {
-        self.roles.get(name).or_else(|| self.catalog.get(name))
+        match self.plan.get(name) {
+            Some(r) => r.as_ref(),
+            None => self.catalog.get(name),
+        }
     }
 }
 

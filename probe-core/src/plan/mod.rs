@@ -538,7 +538,7 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     let (hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
     let zones = hosts::zones(&mut cx, &raw, &hosts);
     let known = flows::Known {
-        roles: &roles,
+        plan: &plan_roles,
         catalog,
     };
     let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known);
