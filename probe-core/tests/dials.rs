@@ -193,3 +193,64 @@ fn a_flow_by_number_from_a_host_without_dials_is_unchanged() {
         (7000, None)
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The dialled port is the client's base plus its offset (or the
+        /// pin), the listening port the server's; they disagree exactly
+        /// when the numbers differ, and then lint names both.
+        #[test]
+        fn dialled_and_listening_ports_follow_both_offsets(
+            base in 1024u16..60000,
+            client_off in 0u16..200,
+            server_off in 0u16..200,
+            dial_offset in any::<bool>(),
+            pin in proptest::option::of(1024u16..65000),
+        ) {
+            let pin_line = pin.map_or(String::new(), |p| format!("dial_overrides = {{ svc = {p} }}\n"));
+            let src = format!(r#"
+name = "p"
+[[hosts]]
+name = "client"
+address = "198.18.0.1"
+roles = ["app"]
+port_offset = {client_off}
+{pin_line}
+[[hosts]]
+name = "server"
+address = "198.18.0.2"
+roles = ["srv"]
+port_offset = {server_off}
+[roles.app]
+dials = [{{ name = "svc", to = "srv", port = {base}, offset = {dial_offset} }}]
+[roles.srv]
+ports = [{{ name = "svc", port = {base} }}]
+[[flows]]
+from = "host:client"
+to = "host:server"
+ports = ["svc"]
+"#);
+            let plan = Plan::parse(&src, "p.toml").unwrap();
+            let dialled = pin.unwrap_or(if dial_offset { base + client_off } else { base });
+            let listening = base + server_off;
+            let path = &plan.paths[0];
+            prop_assert_eq!(path.port.get(), dialled);
+            prop_assert_eq!(path.server_port.map(|p| p.get()), (dialled != listening).then_some(listening));
+            let found = lint(&src);
+            if dialled == listening {
+                prop_assert!(found.is_empty(), "{:?}", found);
+            } else {
+                prop_assert_eq!(found.len(), 1);
+                let want_client_fix = format!("dial_overrides = {{ svc = {listening} }} on client");
+                let want_server_fix = format!("port_overrides = {{ svc = {dialled} }} on server");
+                prop_assert!(found[0].contains(&want_client_fix), "{}", found[0]);
+                prop_assert!(found[0].contains(&want_server_fix), "{}", found[0]);
+            }
+        }
+    }
+}
