@@ -180,6 +180,7 @@ pub(crate) mod tests {
             attempts: u32::from(observed.is_some()),
             target_saw: None,
             seen_source: None,
+            family: Some(crate::plan::Family::Ipv4),
             flows: vec![flow.into()],
         }
     }
@@ -341,7 +342,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 },
                 {
                   "from": "web",
@@ -357,7 +359,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 },
                 {
                   "from": "web",
@@ -373,7 +376,8 @@ pub(crate) mod tests {
                   "latency_ms": null,
                   "attempts": 0,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 },
                 {
                   "from": "web",
@@ -389,7 +393,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 }
               ]
             }
