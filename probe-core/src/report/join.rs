@@ -104,6 +104,11 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                 agent,
                 conflicts,
                 agent_detail,
+                addresses: if h.addresses.len() > 1 {
+                    h.addresses.iter().map(ToString::to_string).collect()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();

@@ -204,6 +204,7 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    addresses: Vec::new(),
                 },
                 HostReport {
                     name: "cache".into(),
@@ -211,6 +212,7 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    addresses: Vec::new(),
                 },
             ],
             paths: vec![
