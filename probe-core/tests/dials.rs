@@ -194,6 +194,28 @@ fn a_flow_by_number_from_a_host_without_dials_is_unchanged() {
     );
 }
 
+#[test]
+fn a_dual_stack_mismatch_gives_one_path_per_family_and_one_lint_error() {
+    let src = PLAN
+        .replace(
+            "address = \"198.18.0.1\"",
+            "address = [\"198.18.0.1\", \"2001:2::1\"]",
+        )
+        .replace(
+            "address = \"198.18.0.2\"",
+            "address = [\"198.18.0.2\", \"2001:2::2\"]",
+        );
+    let plan = Plan::parse(&src, "p.toml").unwrap();
+    assert_eq!(plan.paths.len(), 2);
+    for p in &plan.paths {
+        assert_eq!(
+            (p.port.get(), p.server_port.map(|s| s.get())),
+            (7003, Some(7000))
+        );
+    }
+    assert_eq!(lint(&src).len(), 1, "{:#?}", lint(&src));
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
