@@ -1,7 +1,10 @@
 //! End-to-end tests; one module per topic.
 
 mod closed_loop;
+mod dials_lab;
+mod dual_stack;
 mod probe_lab;
 mod prometheus;
+mod routed_lab;
 mod suggest_validate;
 mod wso2_lab;

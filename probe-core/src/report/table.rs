@@ -37,6 +37,11 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
     writeln!(w, "{}: {s}", report.plan)?;
     write_hosts(report, options, w)?;
     let labels = super::PortLabels::new(report);
+    // Paths name their family when the report has more than one, so a
+    // dual-stack pair's two rows can be told apart.
+    let families: std::collections::BTreeSet<_> =
+        report.paths.iter().filter_map(|p| p.family).collect();
+    let mixed = families.len() > 1;
     let sections = [
         (Verdict::Violation, "VIOLATIONS", "31"),
         (Verdict::Error, "ERRORS", "33"),
@@ -65,7 +70,10 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
                 t.row([
                     p.from.clone(),
                     p.to.clone(),
-                    labels.port(p),
+                    match p.family.filter(|_| mixed) {
+                        Some(f) => format!("{} {f}", labels.port(p)),
+                        None => labels.port(p),
+                    },
                     p.expect.to_string(),
                     paint(
                         options,
@@ -195,7 +203,9 @@ pub(crate) mod tests {
             attempts: u32::from(observed.is_some()),
             target_saw: None,
             seen_source: None,
+            family: Some(crate::plan::Family::Ipv4),
             flows: vec![flow.into()],
+            server_port: None,
             flow: flow.into(),
             role: None,
             cert: None,
@@ -223,6 +233,7 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    addresses: Vec::new(),
                 },
                 HostReport {
                     name: "cache".into(),
@@ -230,6 +241,7 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    addresses: Vec::new(),
                 },
             ],
             paths: vec![
@@ -319,6 +331,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_report_with_both_families_names_each_paths_family() {
+        let mut r = sample();
+        let mut out = Vec::new();
+        write(&r, TableOptions::default(), &mut out).unwrap();
+        let one_family = String::from_utf8(out).unwrap();
+        assert!(!one_family.contains("ipv4"), "{one_family}");
+        r.paths[1].family = Some(crate::plan::Family::Ipv6);
+        r.paths[1].address = "2001:2:0:9::3".into();
+        let mut out = Vec::new();
+        write(&r, TableOptions::default(), &mut out).unwrap();
+        let both = String::from_utf8(out).unwrap();
+        assert!(both.contains("(svc) ipv6"), "{both}");
+        assert!(both.contains("(svc) ipv4"), "{both}");
+    }
+
+    #[test]
     fn violations_come_first_grouped_by_flow_with_reasons() {
         let mut out = Vec::new();
         write(&sample(), TableOptions::default(), &mut out).unwrap();
@@ -405,6 +433,7 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow": "app tier",
                   "role": null,
                   "cert": null,
@@ -425,6 +454,7 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow": "no db from web",
                   "role": null,
                   "cert": null,
@@ -445,6 +475,7 @@ pub(crate) mod tests {
                   "attempts": 0,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow": "app tier",
                   "role": null,
                   "cert": null,
@@ -465,6 +496,7 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow": "app tier",
                   "role": null,
                   "cert": null,

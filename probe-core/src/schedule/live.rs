@@ -92,7 +92,7 @@ pub(crate) fn prober_for(
         exchange_timeout: timeout,
         retries: plan.defaults.retries,
         concurrency,
-        source: local_ip(&h.address),
+        sources: h.addresses.iter().filter_map(local_ip).collect(),
         ..ProbeConfig::default()
     };
     let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
@@ -133,6 +133,7 @@ impl Rounds for LiveRounds {
                 expect: p.expect,
                 observed: r.observed,
                 latency: r.latency,
+                family: p.family,
                 cert_not_after: r
                     .cert
                     .as_ref()
