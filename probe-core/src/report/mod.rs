@@ -4,6 +4,7 @@
 //! Prometheus beside them) reads a [`Report`], never the round itself, so
 //! they all agree.
 
+mod atomic;
 pub mod diff;
 mod format;
 pub mod html;
@@ -16,11 +17,11 @@ pub mod prometheus;
 pub mod suggest;
 pub mod table;
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use atomic::{WriteError, write_atomically};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
 
@@ -245,38 +246,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     crate::time::rfc3339_millis(t)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, synced, then renamed over the target, so a reader never sees
-/// half a report.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        crate::control::random_id(4)
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,18 +256,5 @@ mod tests {
         let t = UNIX_EPOCH + std::time::Duration::from_millis(951_782_400_123);
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("r.json");
-        write_atomically(&p, b"one").unwrap();
-        write_atomically(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1);
-        let err = write_atomically(&dir.path().join("missing/r.json"), b"x");
-        assert!(err.is_err());
     }
 }
