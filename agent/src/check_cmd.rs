@@ -40,8 +40,10 @@ Every agent of the plan is reached at address:control_port over mutual TLS: the
 coordinator presents DIR/coordinator.pem and checks each agent's certificate
 against DIR/ca.pem and the agent's plan address or host name.
 
-Exit status: 0 every expectation met; 1 at least one violation; 3 the check
-could not complete (an agent unreachable, a path not measurable); 2 bad input.")]
+Exit status: 0 every expectation met; 1 at least one violation (whether or not
+other paths could be measured: a violation is a definite failure); 3 no
+violation, but the check could not complete (an agent unreachable, a path not
+measurable); 2 bad input; 130 interrupted (Ctrl-C, SIGTERM).")]
 pub struct CheckArgs {
     /// The plan file (TOML), the same one the agents hold.
     #[arg(long)]

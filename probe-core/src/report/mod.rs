@@ -211,14 +211,15 @@ pub struct PathReport {
 }
 
 impl Report {
-    /// The process exit code the report calls for: 3 when some path could
-    /// not be measured (the check did not complete), else 1 when an
-    /// expectation failed, else 0.
+    /// The process exit code the report calls for: 1 when any path is a
+    /// violation (a definite failure, even if other paths could not be
+    /// measured), else 3 when some path could not be measured (the check
+    /// did not complete), else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.summary.errors > 0 {
-            3
-        } else if self.summary.violations > 0 {
+        if self.summary.violations > 0 {
             1
+        } else if self.summary.errors > 0 {
+            3
         } else {
             0
         }
@@ -250,6 +251,32 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    fn with(violations: usize, errors: usize) -> Report {
+        Report {
+            schema: SCHEMA.into(),
+            plan: "p".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            summary: Summary {
+                paths: 10,
+                ok: 10 - violations - errors,
+                violations,
+                errors,
+            },
+            hosts: vec![],
+            paths: vec![],
+        }
+    }
+
+    #[test]
+    fn a_violation_exits_1_even_when_other_paths_are_errors() {
+        // Regression: 3 used to win, so CI keyed on 1 missed violations.
+        assert_eq!(with(4, 2).exit_code(), 1);
+        assert_eq!(with(1, 0).exit_code(), 1);
+        assert_eq!(with(0, 2).exit_code(), 3);
+        assert_eq!(with(0, 0).exit_code(), 0);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_millis() {
