@@ -592,6 +592,8 @@ impl Shared {
                 attempts: r.attempts,
                 source: r.local_address,
                 answered_by: exchange.answered_by(k),
+                connect_us: r.connect_time.map(micros),
+                tls_us: r.tls_time.map(micros),
             })
             .collect();
         Response::Probed(ProbeReply {
@@ -623,4 +625,9 @@ async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: &mu
 
 fn error(message: String) -> Response {
     Response::Error(ErrorReply { message })
+}
+
+/// A duration in whole microseconds, saturating.
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -177,6 +177,14 @@ pub struct PathProbe {
     pub source: Option<SocketAddr>,
     /// The host name a canary answered with, when one answered.
     pub answered_by: Option<String>,
+    /// The final attempt's TCP connect round trip (SYN to SYN-ACK), in
+    /// microseconds; `None` when it did not connect.
+    #[serde(default)]
+    pub connect_us: Option<u64>,
+    /// The final attempt's TLS handshake, in microseconds; `None` when none
+    /// completed.
+    #[serde(default)]
+    pub tls_us: Option<u64>,
 }
 
 /// `probed`: results of this host's outgoing paths.

@@ -181,6 +181,8 @@ mod tests {
             observed,
             detail: detail.to_string(),
             latency: Duration::from_micros(ms * 1000 + 400),
+            connect_time: None,
+            tls_time: None,
             attempts: 1,
             cert: None,
         }

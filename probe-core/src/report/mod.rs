@@ -144,19 +144,36 @@ pub enum Verdict {
     Error,
 }
 
+/// What held the target end of a measured path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetEnd {
+    /// Our canary listened on the port (a `check` round).
+    Canary,
+    /// No canary: a real service holds the port, the port is not a planned
+    /// one, or the probe ran against the live services (schedule mode).
+    Live,
+}
+
 impl Verdict {
-    /// The verdict of a measured path against its expectation, shared by
-    /// `check` and schedule mode: open and blocked meet or miss their
-    /// expectation; a connection to the wrong party, or a failed TLS
-    /// handshake after TCP got through, is neither, so it misses both;
-    /// `local-error` (or no measurement) is never open nor blocked.
-    pub fn judge(expect: Expect, observed: Option<Observed>) -> Verdict {
-        match (observed, expect) {
-            (None | Some(Observed::LocalError), _) => Verdict::Error,
-            (Some(Observed::Open), Expect::Open) => Verdict::Ok,
+    /// The verdict of a measured path against its expectation: the one
+    /// rule for `check` and schedule mode.
+    ///
+    /// - open and blocked meet or miss their expectation;
+    /// - a connection to the wrong party, or a failed TLS handshake after
+    ///   TCP got through, is neither, so it misses both;
+    /// - `refused` where no canary listened cannot tell a firewall's reset
+    ///   from a stopped (or never started) service, so it proves neither
+    ///   open nor blocked: `error`, whatever the expectation;
+    /// - `local-error` (or no measurement) is never open nor blocked.
+    pub fn judge(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
+        match (observed, expect, end) {
+            (None | Some(Observed::LocalError), _, _) => Verdict::Error,
+            (Some(Observed::Refused), _, TargetEnd::Live) => Verdict::Error,
+            (Some(Observed::Open), Expect::Open, _) => Verdict::Ok,
             (
                 Some(Observed::Refused | Observed::Timeout | Observed::Unreachable),
                 Expect::Blocked,
+                _,
             ) => Verdict::Ok,
             _ => Verdict::Violation,
         }
@@ -196,7 +213,9 @@ pub struct PathReport {
     pub verdict: Verdict,
     /// Why, in words.
     pub detail: String,
-    /// Duration of the final attempt; `null` when not probed.
+    /// The final attempt's TCP connect round trip (SYN to SYN-ACK) in
+    /// milliseconds, without the TLS handshake or the nonce exchange;
+    /// `null` when the path never connected.
     pub latency_ms: Option<f64>,
     /// Attempts that reached the network.
     pub attempts: u32,
@@ -208,6 +227,10 @@ pub struct PathReport {
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]
     pub flows: Vec<String>,
+    /// The final attempt's TLS handshake in milliseconds; `null` for TCP
+    /// paths and when no handshake completed.
+    #[serde(default)]
+    pub tls_ms: Option<f64>,
 }
 
 impl Report {

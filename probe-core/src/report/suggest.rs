@@ -887,6 +887,7 @@ mod tests {
             }),
             seen_source: seen.map(str::to_string),
             flows: vec![],
+            tls_ms: None,
         }
     }
 

@@ -181,6 +181,7 @@ pub(crate) mod tests {
             target_saw: None,
             seen_source: None,
             flows: vec![flow.into()],
+            tls_ms: None,
         }
     }
 
@@ -341,7 +342,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -357,7 +359,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -373,7 +376,8 @@ pub(crate) mod tests {
                   "latency_ms": null,
                   "attempts": 0,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -389,7 +393,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "tls_ms": null
                 }
               ]
             }

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::plan::Expect;
 use crate::port::Port;
 use crate::probe::Observed;
-use crate::report::Verdict;
 use crate::report::prometheus::{PathLabels, bool01, family, path_sample};
+use crate::report::{TargetEnd, Verdict};
 
 /// One path's result in one round, with the labels it is exported under.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,13 +31,17 @@ pub struct PathSample {
     /// What the probe saw.
     pub observed: Observed,
     /// Duration of the final attempt.
-    pub latency: Duration,
+    /// The final attempt's TCP connect round trip; `None` when it never
+    /// connected.
+    pub latency: Option<Duration>,
 }
 
 impl PathSample {
-    /// The sample's verdict against its expectation.
+    /// The sample's verdict against its expectation. Schedule mode probes
+    /// the live services, never a canary, so [`TargetEnd::Live`]: the same
+    /// rule as a `check` path to a port a real service holds.
     pub fn verdict(&self) -> Verdict {
-        Verdict::judge(self.expect, Some(self.observed))
+        Verdict::judge(self.expect, Some(self.observed), TargetEnd::Live)
     }
 }
 
@@ -88,7 +92,7 @@ impl Exposition {
         family(
             out,
             "portcall_path_ok",
-            "1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or the prober could not try).",
+            "1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or no verdict: the prober could not try, or a refusal that cannot tell a firewall from a stopped service).",
             "gauge",
         )?;
         for p in paths {
@@ -104,12 +108,14 @@ impl Exposition {
         family(
             out,
             "portcall_path_latency_seconds",
-            "Duration of the path's last probe attempt, in seconds; absent when the prober could not try.",
+            "TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.",
             "gauge",
         )?;
-        for p in paths.iter().filter(|p| p.observed.is_network_evidence()) {
-            let v = p.latency.as_secs_f64();
-            sample(out, "portcall_path_latency_seconds", p, &[], &v.to_string())?;
+        for p in paths {
+            if let Some(latency) = p.latency {
+                let v = latency.as_secs_f64();
+                sample(out, "portcall_path_latency_seconds", p, &[], &v.to_string())?;
+            }
         }
 
         family(
@@ -290,7 +296,11 @@ mod tests {
             service: service.into(),
             expect,
             observed,
-            latency: Duration::from_micros(ms),
+            latency: matches!(
+                observed,
+                Observed::Open | Observed::TlsError | Observed::WrongHost
+            )
+            .then(|| Duration::from_micros(ms)),
         };
         Exposition {
             last_round: Some(RoundMetrics {
@@ -340,25 +350,23 @@ mod tests {
     #[test]
     fn exposition_exact_text_for_a_small_round() {
         let text = String::from_utf8(fixture().to_bytes()).unwrap();
-        expect_test::expect![[r#"
+        expect_test::expect![[r##"
             # HELP portcall_path_open 1 when the path's last probe completed the TCP (and TLS) handshake, 0 when it did not; absent when the prober could not try.
             # TYPE portcall_path_open gauge
             portcall_path_open{from="app-1",to="db",port="3306",service="mysql",expect="open"} 1
             portcall_path_open{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0
             portcall_path_open{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 0
             portcall_path_open{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0
-            # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or the prober could not try).
+            # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or no verdict: the prober could not try, or a refusal that cannot tell a firewall from a stopped service).
             # TYPE portcall_path_ok gauge
             portcall_path_ok{from="app-1",to="db",port="3306",service="mysql",expect="open"} 1
             portcall_path_ok{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0
             portcall_path_ok{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 1
             portcall_path_ok{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0
             portcall_path_ok{from="app-1",to="gw",port="8243",service="nio-https",expect="open"} 0
-            # HELP portcall_path_latency_seconds Duration of the path's last probe attempt, in seconds; absent when the prober could not try.
+            # HELP portcall_path_latency_seconds TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.
             # TYPE portcall_path_latency_seconds gauge
             portcall_path_latency_seconds{from="app-1",to="db",port="3306",service="mysql",expect="open"} 0.00025
-            portcall_path_latency_seconds{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0.00012
-            portcall_path_latency_seconds{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 1
             portcall_path_latency_seconds{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0.0035
             # HELP portcall_path_observed What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
             # TYPE portcall_path_observed gauge
@@ -379,7 +387,7 @@ mod tests {
             # HELP portcall_plan_last_reload_successful 0 when the last plan reload (SIGHUP) failed and the agent kept its previous plan, else 1.
             # TYPE portcall_plan_last_reload_successful gauge
             portcall_plan_last_reload_successful 0
-        "#]]
+        "##]]
         .assert_eq(&text);
     }
 
@@ -432,8 +440,10 @@ mod tests {
         let cases = [
             (Observed::Open, Open, Verdict::Ok),
             (Observed::Open, Blocked, Verdict::Violation),
-            (Observed::Refused, Open, Verdict::Violation),
-            (Observed::Refused, Blocked, Verdict::Ok),
+            // A refusal without a canary: a firewall's reset or a stopped
+            // service, so no verdict either way (as in `check`).
+            (Observed::Refused, Open, Verdict::Error),
+            (Observed::Refused, Blocked, Verdict::Error),
             (Observed::Unreachable, Blocked, Verdict::Ok),
             (Observed::Timeout, Blocked, Verdict::Ok),
             (Observed::Timeout, Open, Verdict::Violation),
@@ -444,7 +454,11 @@ mod tests {
             (Observed::LocalError, Blocked, Verdict::Error),
         ];
         for (o, e, v) in cases {
-            assert_eq!(Verdict::judge(e, Some(o)), v, "{o} expecting {e}");
+            assert_eq!(
+                Verdict::judge(e, Some(o), TargetEnd::Live),
+                v,
+                "{o} expecting {e}"
+            );
         }
     }
 }
