@@ -80,17 +80,16 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    let cancel = CancellationToken::new();
     let report = runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
-            }
-        });
-        round::check(&plan, &security, &RoundConfig::default(), &cancel).await
-    });
+        crate::schedule_cmd::stop_on_signal(cancel.clone())?;
+        anyhow::Ok(round::check(&plan, &security, &RoundConfig::default(), &cancel).await)
+    })?;
     emit(&report, &args.output, &[])?;
+    if cancel.is_cancelled() {
+        eprintln!("portcall: interrupted; the round was torn down on every agent it reached");
+        return Ok(ExitCode::from(crate::INTERRUPTED));
+    }
     Ok(ExitCode::from(report.exit_code()))
 }
 

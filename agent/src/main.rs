@@ -80,6 +80,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The exit status of a command interrupted by SIGINT or SIGTERM (the
+/// shell's 128 + SIGINT).
+pub const INTERRUPTED: u8 = 130;
+
 /// Writes rendered output to stdout; a closed pipe (`| head`) is not an
 /// error worth reporting.
 fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {

@@ -4,6 +4,10 @@
 //! An agent that cannot be reached does not stop the round: its part is
 //! recorded as unreachable and the others are measured.
 //!
+//! When the round is cancelled (Ctrl-C, SIGTERM), the coordinator tears
+//! it down on every agent it reached, within [`CANCEL_TEARDOWN`], and
+//! those agents are reported `cancelled`, not unreachable.
+//!
 //! `portcall check` and `portcall demo` both come through [`run_round`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -21,7 +25,10 @@ use crate::control::{
     ProbeRequest, Request, Response, RoundRef,
 };
 use crate::plan::{Address, Plan};
-use crate::report::{self, AgentEvidence, AgentOutcome, Report, RoundEvidence};
+use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
+
+/// How long a cancelled round may spend tearing down what it started.
+pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
 
 /// Deadlines and endpoints of a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +109,10 @@ impl Session {
     }
 }
 
+/// Control endpoints the round connected to, by host: where a cancelled
+/// round must send its teardown.
+type Reached = Arc<std::sync::Mutex<BTreeMap<String, (Option<IpAddr>, SocketAddr)>>>;
+
 /// Runs one round of `plan`: every agent that is the source or target of
 /// some path takes part.
 pub async fn run_round(
@@ -150,10 +161,15 @@ pub async fn run_round(
             )
         })
         .collect();
+    let reached: Reached = Arc::default();
+    let coordinator_file = plan.source.to_string();
     let sessions =
         each(sessions, cancel, |mut s| {
             let security = security.clone();
             let config = config.clone();
+            let reached = reached.clone();
+            let digest = digest.clone();
+            let coordinator_file = coordinator_file.clone();
             let (address, port) = endpoints[&s.host].clone();
             let request = Request::Prepare(PrepareRequest {
                 round: round.clone(),
@@ -182,6 +198,10 @@ pub async fn run_round(
                             return s;
                         }
                     };
+                reached
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(s.host.clone(), (s.ip, addr));
                 match conn.request(&request, config.request_timeout).await {
                     Ok(Response::Prepared(p)) => {
                         s.evidence.outcome = AgentOutcome::Up;
@@ -189,12 +209,31 @@ pub async fn run_round(
                         s.conn = Some(conn);
                     }
                     Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                    Err(e @ ControlError::Refused { .. }) => {
+                        // Ask who it is: a refusal because it holds another
+                        // plan is reported as such, with both sides' files.
+                        match other_plan(&mut conn, &digest, &config).await {
+                            Some((agent_digest, agent_file)) => {
+                                s.conn = None;
+                                s.evidence.outcome = AgentOutcome::PlanMismatch(PlanMismatch {
+                                    coordinator_digest: digest,
+                                    coordinator_file,
+                                    agent_digest,
+                                    agent_file,
+                                });
+                            }
+                            None => s.lost(chain(&e)),
+                        }
+                    }
                     Err(e) => s.lost(chain(&e)),
                 }
                 s
             }
         })
         .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+    }
 
     // Phase 2: probe. Each source learns which target ports have no canary.
     let mut live = Vec::new();
@@ -245,6 +284,9 @@ pub async fn run_round(
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+    }
 
     // Phase 3: evidence from every agent that held canaries.
     let evidence = Request::Evidence(RoundRef {
@@ -280,6 +322,9 @@ pub async fn run_round(
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+    }
     let finished_at = SystemTime::now();
 
     // Phase 4: teardown. Best effort: the TTL closes whatever this misses.
@@ -306,6 +351,78 @@ pub async fn run_round(
         started_at,
         finished_at,
         agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+    }
+}
+
+/// Ends a cancelled round: every agent that was reached gets a teardown
+/// (over its own connection when it is still usable, else a new one), all
+/// at once and within [`CANCEL_TEARDOWN`]; agents that did not fail for
+/// another reason are reported `cancelled`.
+async fn cancelled(
+    mut sessions: Vec<Session>,
+    reached: &Reached,
+    round: &str,
+    security: &Arc<ClientSecurity>,
+    config: &RoundConfig,
+    started_at: SystemTime,
+) -> RoundEvidence {
+    tracing::warn!(%round, "round cancelled; tearing it down");
+    let reached = reached.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let teardown = Request::Teardown(RoundRef {
+        round: round.to_string(),
+    });
+    let mut set = JoinSet::new();
+    for s in &mut sessions {
+        let conn = s.conn.take();
+        let Some(&(ip, addr)) = reached.get(&s.host) else {
+            continue;
+        };
+        let (host, security, teardown) = (s.host.clone(), security.clone(), teardown.clone());
+        let connect_timeout = config.connect_timeout.min(CANCEL_TEARDOWN);
+        set.spawn(async move {
+            let mut conn = match conn {
+                Some(c) => c,
+                None => control::connect(&security, &host, ip, addr, connect_timeout).await?,
+            };
+            conn.request(&teardown, CANCEL_TEARDOWN).await.map(drop)
+        });
+    }
+    let all = async { while set.join_next().await.is_some() {} };
+    if timeout(CANCEL_TEARDOWN, all).await.is_err() {
+        tracing::warn!(%round, "teardown after cancel not finished within {CANCEL_TEARDOWN:?}; the canaries close at the round's TTL");
+    }
+    set.abort_all();
+    for s in &mut sessions {
+        // Agents that failed for a reason of their own keep it.
+        let cut_short = match &s.evidence.outcome {
+            AgentOutcome::Up => true,
+            AgentOutcome::Unreachable(why) => why == CANCELLED,
+            AgentOutcome::Cancelled | AgentOutcome::PlanMismatch(_) => false,
+        };
+        if cut_short {
+            s.evidence.outcome = AgentOutcome::Cancelled;
+        }
+    }
+    RoundEvidence {
+        started_at,
+        finished_at: SystemTime::now(),
+        agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+    }
+}
+
+/// The reason given to sessions a cancelled phase did not finish.
+const CANCELLED: &str = "the round was cancelled";
+
+/// After `prepare` was refused: the agent's digest and plan file when it
+/// holds another plan than `digest`, from a `hello` on the same connection.
+async fn other_plan(
+    conn: &mut ControlStream,
+    digest: &str,
+    config: &RoundConfig,
+) -> Option<(String, Option<String>)> {
+    match conn.request(&Request::Hello, config.request_timeout).await {
+        Ok(Response::Hello(h)) if h.plan_digest != digest => Some((h.plan_digest, h.plan_file)),
+        _ => None,
     }
 }
 
@@ -345,7 +462,7 @@ where
                     conn: None,
                     evidence: AgentEvidence::unreachable(String::new()),
                 };
-                s.lost("the round was cancelled".into());
+                s.lost(CANCELLED.into());
                 s
             })
         })

@@ -420,6 +420,7 @@ impl Shared {
                 plan: self.config.plan.name.clone(),
                 plan_digest: self.digest.clone(),
                 version: PROTOCOL_VERSION,
+                plan_file: Some(self.config.plan.source.to_string()),
             }),
             Request::Prepare(req) => self.prepare(req).await,
             Request::Probe(req) => self.probe(req).await,

@@ -106,6 +106,10 @@ pub struct HelloReply {
     pub plan_digest: String,
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
+    /// The plan file it loaded, as it was named to it (agents before this
+    /// field existed send none).
+    #[serde(default)]
+    pub plan_file: Option<String>,
 }
 
 /// What a planned port of this host got for the round.

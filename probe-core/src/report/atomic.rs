@@ -285,6 +285,7 @@ impl Temp {
 }
 
 #[cfg(test)]
+#[allow(clippy::print_stderr)] // skip reasons, as in the lab tests
 mod tests {
     use super::*;
     use std::os::unix::fs::FileTypeExt;

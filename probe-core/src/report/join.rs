@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::{
-    AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, TargetEnd, Verdict,
+    AgentState, Conflict, HostReport, PathReport, PlanMismatch, Report, SCHEMA, Summary, TargetEnd,
+    Verdict,
 };
 use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
 use crate::plan::Plan;
@@ -28,6 +29,24 @@ pub enum AgentOutcome {
     Up,
     /// It could not be reached or refused the round; the reason.
     Unreachable(String),
+    /// The round was cancelled before it finished its part.
+    Cancelled,
+    /// It holds another plan.
+    PlanMismatch(PlanMismatch),
+}
+
+impl AgentOutcome {
+    /// Why the agent did not do its part, in words; `None` when it did.
+    fn problem(&self) -> Option<String> {
+        match self {
+            AgentOutcome::Up => None,
+            AgentOutcome::Unreachable(why) => Some(format!("unreachable: {why}")),
+            AgentOutcome::Cancelled => {
+                Some("the round was cancelled before it finished its part".into())
+            }
+            AgentOutcome::PlanMismatch(m) => Some(m.to_string()),
+        }
+    }
 }
 
 /// Everything one agent contributed to a round.
@@ -78,11 +97,19 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
         .hosts
         .iter()
         .map(|h| {
+            let mut plan_mismatch = None;
             let (agent, agent_detail, conflicts) = match round.agents.get(&h.name) {
                 None => (AgentState::None, None, Vec::new()),
                 Some(a) => match &a.outcome {
                     AgentOutcome::Unreachable(r) => {
                         (AgentState::Unreachable, Some(r.clone()), Vec::new())
+                    }
+                    AgentOutcome::Cancelled => {
+                        (AgentState::Cancelled, a.outcome.problem(), Vec::new())
+                    }
+                    AgentOutcome::PlanMismatch(m) => {
+                        plan_mismatch = Some(m.clone());
+                        (AgentState::PlanMismatch, Some(m.to_string()), Vec::new())
                     }
                     AgentOutcome::Up => (
                         AgentState::Up,
@@ -106,6 +133,7 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                 agent,
                 conflicts,
                 agent_detail,
+                plan_mismatch,
             }
         })
         .collect();
@@ -180,6 +208,12 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 path.to
             ),
         );
+    }
+    if let Some(why) = src.outcome.problem() {
+        return fail(r, format!("source agent {}: {why}", path.from));
+    }
+    if let Some(why) = dst.outcome.problem() {
+        return fail(r, format!("target agent {}: {why}", path.to));
     }
     if let Some(e) = &src.probe_error {
         return fail(

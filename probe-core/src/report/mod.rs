@@ -80,6 +80,36 @@ pub struct HostReport {
     /// Why the agent was unreachable. Not part of the JSON contract.
     #[serde(skip)]
     pub agent_detail: Option<String>,
+    /// When the agent holds another plan (`agent` is `plan-mismatch`):
+    /// both sides' digests and files. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_mismatch: Option<PlanMismatch>,
+}
+
+/// The coordinator and an agent hold different plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanMismatch {
+    /// The coordinator's plan digest.
+    pub coordinator_digest: String,
+    /// The plan file the coordinator loaded.
+    pub coordinator_file: String,
+    /// The agent's plan digest.
+    pub agent_digest: String,
+    /// The plan file the agent loaded; `null` when it did not say.
+    pub agent_file: Option<String>,
+}
+
+impl std::fmt::Display for PlanMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the agent holds another plan: digest {} from {}, the coordinator's is {} from {}; give both the same plan file",
+            self.agent_digest,
+            self.agent_file.as_deref().unwrap_or("an unnamed file"),
+            self.coordinator_digest,
+            self.coordinator_file
+        )
+    }
 }
 
 /// Whether a host's agent took part in the round.
@@ -92,16 +122,34 @@ pub enum AgentState {
     Unreachable,
     /// The host is in no path, so its agent was not asked.
     None,
+    /// The round was cancelled (Ctrl-C, SIGTERM) before the agent finished
+    /// its part; the coordinator tore the round down on it.
+    Cancelled,
+    /// The agent holds another plan than the coordinator
+    /// ([`HostReport::plan_mismatch`] says which).
+    #[serde(rename = "plan-mismatch")]
+    PlanMismatch,
 }
 
 impl AgentState {
-    /// `up`, `unreachable` or `none`.
+    /// `up`, `unreachable`, `none`, `cancelled` or `plan-mismatch`.
     pub const fn as_str(self) -> &'static str {
         match self {
             AgentState::Up => "up",
             AgentState::Unreachable => "unreachable",
             AgentState::None => "none",
+            AgentState::Cancelled => "cancelled",
+            AgentState::PlanMismatch => "plan-mismatch",
         }
+    }
+
+    /// Whether the agent was asked and did not do its part (the renderers
+    /// list these hosts with the reason).
+    pub const fn is_problem(self) -> bool {
+        matches!(
+            self,
+            AgentState::Unreachable | AgentState::Cancelled | AgentState::PlanMismatch
+        )
     }
 }
 

@@ -850,6 +850,7 @@ mod tests {
             agent: AgentState::Up,
             conflicts: vec![],
             agent_detail: None,
+            plan_mismatch: None,
         }
     }
 

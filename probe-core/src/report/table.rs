@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::{AgentState, PathReport, Report, Verdict};
+use super::{PathReport, Report, Verdict};
 use crate::render::Table;
 
 /// How the table is drawn.
@@ -94,7 +94,7 @@ fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) 
 fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
     let mut t = Table::with_header(["HOST", "ADDRESS", "AGENT", "NOTE"]).indent(2);
     for h in &report.hosts {
-        if h.agent == AgentState::Unreachable {
+        if h.agent.is_problem() {
             t.row([
                 h.name.clone(),
                 h.address.clone(),
@@ -204,6 +204,7 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    plan_mismatch: None,
                 },
                 HostReport {
                     name: "cache".into(),
@@ -211,6 +212,7 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    plan_mismatch: None,
                 },
             ],
             paths: vec![
