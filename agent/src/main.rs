@@ -12,6 +12,7 @@ mod diff_cmd;
 mod pki_cmd;
 mod plan_cmd;
 mod probe_cmd;
+mod report_cmd;
 mod schedule_cmd;
 mod suggest_cmd;
 
@@ -46,6 +47,9 @@ enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Print the firewall commands that would fix a report's violations.
     Suggest(suggest_cmd::SuggestArgs),
+    /// Re-render a saved JSON report: html, markdown, junit, table,
+    /// prometheus or json.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe_cmd::probe(args),
         Command::Diff(args) => diff_cmd::diff(args),
         Command::Suggest(args) => suggest_cmd::suggest(args),
+        Command::Report(args) => report_cmd::report(args),
     };
     match result {
         Ok(code) => code,
