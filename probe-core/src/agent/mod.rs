@@ -103,12 +103,14 @@ pub struct AgentConfig {
 #[non_exhaustive]
 pub enum AgentError {
     /// `--host` names no host of the plan.
-    #[error("host {host:?} is not in plan {plan} (hosts: {known})")]
+    #[error("host {host:?} is not in plan {plan}{suggestion} (hosts: {known})")]
     UnknownHost {
         /// The name given.
         host: String,
         /// The plan's file.
         plan: String,
+        /// "; did you mean ..." or empty.
+        suggestion: crate::plan::Suggestion,
         /// The plan's host names.
         known: String,
     },
@@ -251,6 +253,10 @@ impl AgentError {
         AgentError::UnknownHost {
             host: host.to_owned(),
             plan: plan.source.to_string(),
+            suggestion: crate::plan::Suggestion::closest(
+                host,
+                plan.hosts.iter().map(|h| h.name.as_str()),
+            ),
             known: plan
                 .hosts
                 .iter()
