@@ -10,7 +10,7 @@ use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use probe_core::control::ClientSecurity;
 use probe_core::pki::{COORDINATOR, TlsIdentity};
-use probe_core::plan::{Address, Plan};
+use probe_core::plan::{Address, Only, Plan};
 use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
 use probe_core::round::{self, RoundConfig};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,12 @@ pub struct CheckArgs {
     /// Talk plain TCP to agents started with --insecure (loopback only).
     #[arg(long, conflicts_with = "pki")]
     insecure: bool,
+    /// Measure only the paths from or to these hosts, or of this flow:
+    /// host:NAME, role:NAME, zone:NAME or flow:NAME (a flow's name, its
+    /// `from -> to` label, or its position in the file); repeatable, the
+    /// union is measured. Agents still hold the whole plan.
+    #[arg(long, value_name = "SELECTOR")]
+    only: Vec<Only>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -61,6 +67,14 @@ pub struct CheckArgs {
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     crate::agent_cmd::init_logging("warn");
     let plan = Plan::load(&args.plan)?;
+    let config = RoundConfig {
+        only: if args.only.is_empty() {
+            None
+        } else {
+            Some(plan.select_paths(&args.only)?)
+        },
+        ..RoundConfig::default()
+    };
     let security = match &args.pki {
         Some(dir) => ClientSecurity::Mtls(
             TlsIdentity::load(dir, COORDINATOR).context("load the coordinator's certificate")?,
@@ -83,7 +97,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let report = runtime.block_on(async {
         crate::schedule_cmd::stop_on_signal(cancel.clone())?;
-        anyhow::Ok(round::check(&plan, &security, &RoundConfig::default(), &cancel).await)
+        anyhow::Ok(round::check(&plan, &security, &config, &cancel).await)
     })?;
     emit(&report, &args.output, &[])?;
     if cancel.is_cancelled() {

@@ -227,3 +227,36 @@ fn agent_with_a_host_not_in_the_plan_says_so_with_did_you_mean_before_certificat
         "no certificate was looked for: {err}"
     );
 }
+
+#[test]
+fn check_only_with_a_typo_is_exit_2_with_did_you_mean() {
+    let out = portcall(&[
+        "check",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--insecure",
+        "--only",
+        "host:keymanagr",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--only host:keymanagr: matches nothing"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `host:keymanager`?"), "{err}");
+    let out = portcall(&[
+        "check",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--insecure",
+        "--only",
+        "keymanager",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected host:NAME"),
+        "{}",
+        text(&out.stderr)
+    );
+}

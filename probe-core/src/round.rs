@@ -45,6 +45,9 @@ pub struct RoundConfig {
     /// Control endpoints that differ from `address:control_port` (the demo
     /// and tests bind ephemeral ports), by host.
     pub endpoints: BTreeMap<String, SocketAddr>,
+    /// The paths to measure (`check --only`, from
+    /// [`Plan::select_paths`]); `None` for every path of the plan.
+    pub only: Option<Vec<usize>>,
 }
 
 impl Default for RoundConfig {
@@ -55,6 +58,7 @@ impl Default for RoundConfig {
             probe_slack: Duration::from_secs(10),
             ttl_slack: Duration::from_secs(30),
             endpoints: BTreeMap::new(),
+            only: None,
         }
     }
 }
@@ -87,7 +91,10 @@ pub async fn check(
     cancel: &CancellationToken,
 ) -> Report {
     let evidence = run_round(plan, security, config, cancel).await;
-    report::join(plan, &evidence)
+    match &config.only {
+        None => report::join(plan, &evidence),
+        Some(only) => report::join_paths(plan, &evidence, only),
+    }
 }
 
 /// One agent's part of the round, moved into each phase's task and back.
@@ -124,13 +131,16 @@ pub async fn run_round(
     let started_at = SystemTime::now();
     let round = control::random_id(8);
     let digest = control::plan_digest(plan);
-    let involved: BTreeSet<&str> = plan
-        .paths
+    let selected: Vec<&crate::plan::Path> = match &config.only {
+        None => plan.paths.iter().collect(),
+        Some(only) => only.iter().filter_map(|&i| plan.paths.get(i)).collect(),
+    };
+    let involved: BTreeSet<&str> = selected
         .iter()
         .flat_map(|p| [p.from.as_str(), p.to.as_str()])
         .collect();
-    let sources: HashSet<&str> = plan.paths.iter().map(|p| p.from.as_str()).collect();
-    tracing::info!(%round, agents = involved.len(), paths = plan.paths.len(), "round starting");
+    let sources: HashSet<&str> = selected.iter().map(|p| p.from.as_str()).collect();
+    tracing::info!(%round, agents = involved.len(), paths = selected.len(), "round starting");
 
     // Phase 1: connect and prepare, all agents at once.
     let security = Arc::new(security.clone());
@@ -261,6 +271,7 @@ pub async fn run_round(
         live,
         skip,
         skip_hosts,
+        only: config.only.clone(),
     });
     let probe_deadline = config.probe_deadline(plan);
     let sessions = each(sessions, cancel, |mut s| {

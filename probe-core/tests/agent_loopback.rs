@@ -761,6 +761,36 @@ async fn an_agent_holding_another_plan_is_a_plan_mismatch_with_both_digests_and_
 }
 
 #[tokio::test]
+async fn only_limits_a_round_to_the_selected_paths_and_their_agents() {
+    let plan = Arc::new(plan(50, ""));
+    let pki = pki_dir(&plan);
+    // web's agent is not even running: a round limited to app -> db never
+    // asks it.
+    let agents = Agents::start(&plan, pki.path(), &["app", "db"]).await;
+    let only = plan
+        .select_paths(&["flow:app to db".parse().unwrap()])
+        .unwrap();
+    let report = round::check(
+        &plan,
+        &coordinator(pki.path()),
+        &RoundConfig {
+            only: Some(only),
+            ..config(&agents.endpoints)
+        },
+        &CancellationToken::new(),
+    )
+    .await;
+    agents.stop().await;
+    assert_eq!(report.summary.paths, 1, "{:?}", report.paths);
+    let p = path(&report, "app", "db", 13306);
+    assert_eq!((p.observed, p.verdict), (Some(Observed::Open), Verdict::Ok));
+    assert_eq!(p.target_saw, Some(true));
+    let web = report.hosts.iter().find(|h| h.name == "web").unwrap();
+    assert_eq!(web.agent, AgentState::None, "not involved, not asked");
+    assert_eq!(report.exit_code(), 0);
+}
+
+#[tokio::test]
 async fn insecure_agents_refuse_to_serve_off_loopback() {
     let plan = Arc::new(plan(47, ""));
     let config = AgentConfig {

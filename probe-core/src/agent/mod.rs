@@ -534,11 +534,15 @@ impl Shared {
         let live: HashSet<&HostPort> = req.live.iter().collect();
         let skip: HashSet<&HostPort> = req.skip.iter().collect();
         let skip_hosts: HashSet<&str> = req.skip_hosts.iter().map(String::as_str).collect();
+        let only: Option<HashSet<usize>> = req.only.as_ref().map(|o| o.iter().copied().collect());
         let mut indices = Vec::new();
         let mut targets = Vec::new();
         let mut slots = Vec::new();
         for (i, path) in plan.paths.iter().enumerate() {
-            if path.from != *host || skip_hosts.contains(path.to.as_str()) {
+            if path.from != *host
+                || skip_hosts.contains(path.to.as_str())
+                || only.as_ref().is_some_and(|o| !o.contains(&i))
+            {
                 continue;
             }
             let key = HostPort {

@@ -68,6 +68,10 @@ pub struct ProbeRequest {
     /// Target hosts whose agent is down: none of their ports is probed.
     #[serde(default)]
     pub skip_hosts: Vec<String>,
+    /// When the round measures part of the plan (`check --only`): the
+    /// indices of the paths to probe; `None` for every outgoing path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<usize>>,
 }
 
 /// Names a round in `evidence` and `teardown`.

@@ -93,6 +93,13 @@ pub struct RoundEvidence {
 
 /// Joins the evidence of a round on `plan` into its report.
 pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
+    let all: Vec<usize> = (0..plan.paths.len()).collect();
+    join_paths(plan, round, &all)
+}
+
+/// [`join`] for a round that measured only the paths `only` (indices into
+/// the plan's paths, `check --only`): the report lists those paths.
+pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report {
     let hosts = plan
         .hosts
         .iter()
@@ -137,8 +144,10 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
             }
         })
         .collect();
-    let paths = (0..plan.paths.len())
-        .map(|i| judge_path(plan, round, i))
+    let paths = only
+        .iter()
+        .filter(|&&i| i < plan.paths.len())
+        .map(|&i| judge_path(plan, round, i))
         .collect();
     let mut report = Report {
         schema: SCHEMA.to_string(),

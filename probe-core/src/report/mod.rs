@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use atomic::{WriteError, write_atomically};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
-pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
+pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join, join_paths};
 
 use crate::control::ListenerState;
 use crate::plan::Expect;
