@@ -58,6 +58,11 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// List every result in the table; by default an outcome other than
+    /// open with more than 25 results is counted in a "Not shown" line, as
+    /// nmap does.
+    #[arg(long)]
+    all: bool,
 }
 
 /// How results are written.
@@ -118,7 +123,9 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     // results. A closed pipe (`| head`) is not an error worth reporting.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = match args.format {
-        Format::Table => render::write_table(&results, &mut out),
+        Format::Table => {
+            render::write_table(&results, render::TableOptions { all: args.all }, &mut out)
+        }
         Format::Json => render::write_json(&results, &mut out),
     }
     .and_then(|()| out.flush());
