@@ -652,3 +652,56 @@ fn report_bad_input_and_unwritable_out_exit_2() {
     );
     assert!(dir.path().is_dir());
 }
+
+#[test]
+fn kill_9_during_out_leaves_no_temporary_file() {
+    // Regression (issue 15): a writer killed mid-write left its named
+    // temporary file beside the report.
+    let dir = tempfile::tempdir().unwrap();
+    let path = serde_json::json!({
+        "from": "web", "to": "db", "address": "198.18.0.2", "port": 3306,
+        "service": "mysql", "protocol": "tcp", "expect": "open", "observed": "open",
+        "verdict": "ok", "detail": "db saw our nonce from 198.18.0.1 ".repeat(8),
+        "latency_ms": 0.25, "attempts": 1, "target_saw": true, "seen_source": "198.18.0.1"
+    });
+    let paths: Vec<Value> = (0..20_000).map(|_| path.clone()).collect();
+    let json = dir.path().join("big.json");
+    write_json(
+        &json,
+        &serde_json::json!({
+            "schema": "portcall.report/v1", "plan": "p",
+            "started_at": "2025-01-01T00:00:00.000Z", "finished_at": "2025-01-01T00:00:01.000Z",
+            "summary": {"paths": 20_000, "ok": 20_000, "violations": 0, "errors": 0},
+            "hosts": [], "paths": paths
+        }),
+    );
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let target = out_dir.join("report.json");
+    let mut killed = 0;
+    for i in 0..20u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcall"))
+            .args(["report", s(&json), "--format", "json", "--out", s(&target)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20 + i * 15));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        let names: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "report.json")
+            .collect();
+        assert!(names.is_empty(), "left behind after kill -9: {names:?}");
+        // Whatever is there is a whole report, never half of one.
+        if target.exists() {
+            read_json(&target);
+        }
+    }
+    assert!(killed > 0, "no run was killed mid-way; the test proves nothing");
+}
