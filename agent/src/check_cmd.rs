@@ -138,8 +138,7 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
     match &output.out {
         None => crate::write_stdout(&bytes),
         Some(path) => {
-            report::write_atomically(path, &bytes)
-                .with_context(|| format!("write report {}", path.display()))?;
+            report::write_atomically(path, &bytes).context("write the report")?;
             let s = &report.summary;
             eprintln!(
                 "wrote {}: {} paths, {} ok, {} violations, {} errors",

@@ -703,5 +703,8 @@ fn kill_9_during_out_leaves_no_temporary_file() {
             read_json(&target);
         }
     }
-    assert!(killed > 0, "no run was killed mid-way; the test proves nothing");
+    assert!(
+        killed > 0,
+        "no run was killed mid-way; the test proves nothing"
+    );
 }

@@ -27,7 +27,7 @@ pub enum WriteError {
     /// The existing file's owner cannot be given to its replacement, and
     /// replacing it would change who owns it.
     #[error(
-        "cannot keep the owner (uid {uid}, gid {gid}) of {}: {source}; remove it or write elsewhere",
+        "cannot keep the owner (uid {uid}, gid {gid}) of {} (remove it or write elsewhere)",
         path.display()
     )]
     Owner {
@@ -41,7 +41,7 @@ pub enum WriteError {
         source: io::Error,
     },
     /// Creating, writing, syncing or renaming failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -78,9 +78,20 @@ enum Target {
     Missing(PathBuf),
     /// A regular file: replace it whole, keeping mode and owner.
     Regular(PathBuf, Metadata),
-    /// A FIFO, device, socket or `/proc` magic link (`/dev/stdout`):
-    /// write into it in place.
+    /// A FIFO, device, socket or `/proc` magic link: write into it in
+    /// place.
     Special(PathBuf),
+    /// This process's own standard output or error (`/dev/stdout`,
+    /// `/dev/stderr`): written through the descriptor the shell gave us, so
+    /// its offset (`>` or `>>`) is respected.
+    Own(OwnStream),
+}
+
+/// A standard stream of this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnStream {
+    Stdout,
+    Stderr,
 }
 
 /// Symbolic links followed before giving up (Linux's own limit).
@@ -99,6 +110,12 @@ fn resolve(path: &Path) -> Result<Target, WriteError> {
             // `/proc/self/fd/N` (and `/dev/stdout` pointing there) are magic
             // links to open files, pipes and terminals: what they name is
             // not a path we could rename next to, so write through them.
+            if cur == Path::new("/proc/self/fd/1") {
+                return Ok(Target::Own(OwnStream::Stdout));
+            }
+            if cur == Path::new("/proc/self/fd/2") {
+                return Ok(Target::Own(OwnStream::Stderr));
+            }
             if cur.starts_with("/proc") {
                 return Ok(Target::Special(cur));
             }
@@ -146,6 +163,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
                 .and_then(|()| f.flush())
                 .map_err(WriteError::io("write", &p))
         }
+        // The caller asked for its report on its own standard stream: the
+        // one place where writing to it is the library's job.
+        Target::Own(OwnStream::Stdout) => {
+            let mut out = io::stdout().lock();
+            out.write_all(bytes)
+                .and_then(|()| out.flush())
+                .map_err(WriteError::io("write", path))
+        }
+        Target::Own(OwnStream::Stderr) => io::stderr()
+            .lock()
+            .write_all(bytes)
+            .map_err(WriteError::io("write", path)),
         Target::Missing(p) => replace(&p, bytes, None),
         Target::Regular(p, meta) => replace(&p, bytes, Some(&meta)),
     }
@@ -367,6 +396,18 @@ mod tests {
         assert!(matches!(
             write_atomically(&a, b"x"),
             Err(WriteError::SymlinkLoop(_))
+        ));
+    }
+
+    #[test]
+    fn dev_stdout_is_this_process_s_own_stream() {
+        assert!(matches!(
+            resolve(Path::new("/dev/stdout")),
+            Ok(Target::Own(OwnStream::Stdout))
+        ));
+        assert!(matches!(
+            resolve(Path::new("/proc/self/fd/2")),
+            Ok(Target::Own(OwnStream::Stderr))
         ));
     }
 
