@@ -372,10 +372,10 @@ pub fn plan_requests(plan: &crate::plan::Plan) -> Vec<IssueRequest> {
     requests
 }
 
-/// Every address of a host, the one place that knows how a host holds
-/// them (one today; a list for dual-stack hosts).
+/// Every address of a host (a dual-stack host has several, primary
+/// first).
 fn host_addresses(host: &crate::plan::Host) -> impl Iterator<Item = &crate::plan::Address> {
-    std::iter::once(&host.address)
+    host.addresses.iter()
 }
 
 /// `portcall pki issue --plan`: every host's certificate and the
@@ -850,7 +850,7 @@ mod tests {
 name = "pki"
 [[hosts]]
 name = "web"
-address = "198.18.7.1"
+address = ["198.18.7.1", "2001:2::7:1"]
 [[hosts]]
 name = "db"
 address = "db.lab.example"
@@ -884,6 +884,12 @@ ports = ["mysql"]
                 .join(" ")
         };
         assert!(sans("web").contains("c6:12:07:01"), "{}", sans("web"));
+        // A dual-stack host's certificate names every address.
+        assert!(
+            sans("web").contains("20:01:00:02:00:00:00:00:00:00:00:00:00:07:00:01"),
+            "{}",
+            sans("web")
+        );
         assert!(sans("db").contains("db.lab.example"), "{}", sans("db"));
         // The agents and the coordinator can load what was issued.
         for name in ["web", "db", COORDINATOR] {

@@ -19,7 +19,7 @@ use super::{
     Verdict,
 };
 use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
-use crate::plan::Plan;
+use crate::plan::{Family, Plan};
 use crate::probe::Observed;
 
 /// Whether an agent took part.
@@ -141,6 +141,11 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
                 conflicts,
                 agent_detail,
                 plan_mismatch,
+                addresses: if h.addresses.len() > 1 {
+                    h.addresses.iter().map(ToString::to_string).collect()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
@@ -187,6 +192,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         attempts: 0,
         target_saw: None,
         seen_source: None,
+        family: path.family,
         flows: path
             .flows
             .iter()
@@ -268,6 +274,8 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     r.latency_ms = probe.connect_us.map(ms);
     r.tls_ms = probe.tls_us.map(ms);
     r.attempts = probe.attempts;
+    // A DNS target's family is the one its resolved address had.
+    r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
         return fail(
@@ -671,6 +679,7 @@ expect = "blocked"
                     expect: path.expect,
                     observed,
                     latency: None,
+                    family: None,
                 };
                 assert_eq!(
                     path.verdict,

@@ -26,7 +26,7 @@ pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join, join_paths};
 
 use crate::control::ListenerState;
-use crate::plan::Expect;
+use crate::plan::{Expect, Family};
 use crate::port::Protocol;
 use crate::probe::Observed;
 
@@ -84,6 +84,29 @@ pub struct HostReport {
     /// both sides' digests and files. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_mismatch: Option<PlanMismatch>,
+    /// Every plan address of a host with several (dual stack), primary
+    /// first; absent (empty) when it has one, which is `address`.
+    #[serde(default, skip_serializing_if = "several_not")]
+    pub addresses: Vec<String>,
+}
+
+fn several_not(v: &[String]) -> bool {
+    v.len() < 2
+}
+
+impl HostReport {
+    /// Its plan address of `family`: from `addresses`, or `address` when
+    /// that is the only one and of that family.
+    pub fn address_of(&self, family: crate::plan::Family) -> Option<&str> {
+        let of = |a: &&String| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| crate::plan::Family::of(ip) == family)
+        };
+        match self.addresses.as_slice() {
+            [] => Some(&self.address).filter(of).map(String::as_str),
+            all => all.iter().find(of).map(String::as_str),
+        }
+    }
 }
 
 /// The coordinator and an agent hold different plans.
@@ -271,6 +294,11 @@ pub struct PathReport {
     pub target_saw: Option<bool>,
     /// The source address the canary saw.
     pub seen_source: Option<String>,
+    /// The address family the path runs over (`ipv4`, `ipv6`): a
+    /// dual-stack pair has one path per family. `null` in reports written
+    /// before families existed, and for a DNS target never probed.
+    #[serde(default)]
+    pub family: Option<Family>,
     /// Labels of the flows that produce the path, for grouping. Not part
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]
