@@ -9,6 +9,7 @@
 mod diag;
 mod flows;
 mod hosts;
+mod only;
 pub(crate) mod raw;
 pub(crate) mod roles;
 
@@ -23,6 +24,7 @@ use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
 pub use diag::{CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion};
+pub use only::{Only, OnlyError};
 pub use roles::RoleOrigin;
 
 /// A validated, expanded plan.

@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::{AgentState, PathReport, Report, Verdict};
+use super::{PathReport, Report, Verdict};
 use crate::render::Table;
 
 /// How the table is drawn.
@@ -121,7 +121,7 @@ fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) 
 fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
     let mut t = Table::with_header(["HOST", "ADDRESS", "AGENT", "NOTE"]).indent(2);
     for h in &report.hosts {
-        if h.agent == AgentState::Unreachable {
+        if h.agent.is_problem() {
             t.row([
                 h.name.clone(),
                 h.address.clone(),
@@ -206,6 +206,7 @@ pub(crate) mod tests {
             family: Some(crate::plan::Family::Ipv4),
             flows: vec![flow.into()],
             server_port: None,
+            tls_ms: None,
             flow: flow.into(),
             role: None,
             cert: None,
@@ -233,6 +234,7 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    plan_mismatch: None,
                     addresses: Vec::new(),
                 },
                 HostReport {
@@ -241,6 +243,7 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    plan_mismatch: None,
                     addresses: Vec::new(),
                 },
             ],
@@ -434,6 +437,7 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "tls_ms": null,
                   "flow": "app tier",
                   "role": null,
                   "cert": null,
@@ -455,6 +459,7 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "tls_ms": null,
                   "flow": "no db from web",
                   "role": null,
                   "cert": null,
@@ -476,6 +481,7 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "tls_ms": null,
                   "flow": "app tier",
                   "role": null,
                   "cert": null,
@@ -497,6 +503,7 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "tls_ms": null,
                   "flow": "app tier",
                   "role": null,
                   "cert": null,

@@ -132,7 +132,7 @@ impl Rounds for LiveRounds {
                 service: p.service.clone(),
                 expect: p.expect,
                 observed: r.observed,
-                latency: r.latency,
+                latency: r.connect_time,
                 family: p.family,
                 cert_not_after: r
                     .cert
