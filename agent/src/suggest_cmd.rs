@@ -18,10 +18,16 @@ fn firewall_format() -> impl TypedValueParser<Value = FirewallFormat> {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 For each violation the rule goes on the path's target host: a source-restricted
-accept for a must-be-open path, inserted ahead of the chain's drops and rejects;
-a source-restricted drop for a must-be-blocked path, inserted ahead of its
-accepts. The source address is the one the target saw when it saw the
-connection (after any NAT), else the source host's plan address.
+accept for a must-be-open path, inserted ahead of the chain's drops and rejects.
+A must-be-blocked path that was open gets a default deny of its port, closed for
+everyone the plan does not allow and not only for the host that probed: a drop
+of the port, with accepts ahead of it for each must-be-open source of that port
+(its plan addresses and every address the target saw it arrive from in the
+round); with no must-be-open source the port is dropped for all. The report
+carries all of this (the plan's must-be-open paths, host zones and addresses,
+the flows' source selectors), so no plan file is needed. The source address is
+the one the target saw when it saw the connection (after any NAT), else the
+source host's plan address.
 
 Violations no rule at the target can fix (an egress filter on the source, a
 NAT or redirect answering from the wrong host, a TLS failure, a service that is

@@ -104,6 +104,8 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                 agent,
                 conflicts,
                 agent_detail,
+                zone: h.zone.clone(),
+                addresses: vec![h.address.to_string()],
             }
         })
         .collect();
@@ -121,6 +123,24 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
     };
     report.recount();
     report
+}
+
+/// The source selectors of the flows behind a path, each once, in flow
+/// order.
+fn flow_from(plan: &Plan, path: &crate::plan::Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in path
+        .flows
+        .iter()
+        .filter_map(|f| plan.flow(*f))
+        .flat_map(|f| f.from.iter())
+    {
+        let s = s.to_string();
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// What the target end of a path offered.
@@ -154,6 +174,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             .filter_map(|f| plan.flow(*f))
             .map(|f| f.label())
             .collect(),
+        flow_from: flow_from(plan, path),
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;

@@ -79,6 +79,27 @@ pub struct HostReport {
     /// Why the agent was unreachable. Not part of the JSON contract.
     #[serde(skip)]
     pub agent_detail: Option<String>,
+    /// The host's zone in the plan, `null` without one. Added to v1 so
+    /// that `suggest` can say which addresses a zone selector covers
+    /// without the plan file.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Every address the plan gives the host, the primary first. Added to
+    /// v1; empty in older reports, where `address` is the only one.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl HostReport {
+    /// Every plan address of the host: `addresses`, or `address` alone in
+    /// reports written before the list existed.
+    pub fn plan_addresses(&self) -> Vec<&str> {
+        if self.addresses.is_empty() {
+            vec![self.address.as_str()]
+        } else {
+            self.addresses.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 /// Whether a host's agent took part in the round.
@@ -207,6 +228,11 @@ pub struct PathReport {
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]
     pub flows: Vec<String>,
+    /// The source selectors (`zone:NAME`, `role:NAME`, `host:NAME`, `all`)
+    /// of the flows that produce the path. Added to v1 so that `suggest`
+    /// can name what a must-be-blocked flow covers; empty in older reports.
+    #[serde(default)]
+    pub flow_from: Vec<String>,
 }
 
 impl Report {

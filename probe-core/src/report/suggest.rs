@@ -333,23 +333,25 @@ impl Backend {
                 table,
                 chain,
             } => format!(
-                "Each rule is inserted at the head of chain {chain} of table {} {table}, so accepts precede the chain's drops and rejects, and drops precede its accepts",
+                "Each rule is inserted at the head of chain {chain} of table {} {table}, so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop, then accepts for the port's must-be-open sources inserted ahead of it",
                 family.as_str()
             ),
             Backend::Iptables { chain } => format!(
-                "Each rule is inserted at the head of chain {chain} (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts"
+                "Each rule is inserted at the head of chain {chain} (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop (both families), then accepts for the port's must-be-open sources inserted ahead of it"
             ),
             Backend::Firewalld { zone } => format!(
-                "Rich rules in the {} zone, accepts at priority -32767 and drops at -32768, ahead of the zone's other rules and its target",
+                "Rich rules in the {} zone, accepts at priority -32768 and a port's default-deny drop at -32767, both ahead of the zone's other rules and its target",
                 zone.as_deref().unwrap_or("default")
             ),
         }
     }
 
-    /// The command that accepts (`accept`) or drops traffic from `source`
-    /// to TCP `port`.
-    fn command(&self, accept: bool, source: IpAddr, port: u16, note: &str) -> String {
-        let v6 = source.is_ipv6();
+    /// The commands that accept (`accept`) or drop TCP to `port` from
+    /// `source`, or from every source when it is `None` (for iptables, one
+    /// command per address family then).
+    fn commands(&self, accept: bool, source: Option<IpAddr>, port: u16, note: &str) -> Vec<String> {
+        let v6 = source.is_some_and(|s| s.is_ipv6());
+        let port_text = port.to_string();
         match self {
             Backend::Nft {
                 family,
@@ -357,52 +359,74 @@ impl Backend {
                 chain,
             } => {
                 let comment = format!("\"{}\"", comment_token(note, 128));
-                [
-                    "nft",
-                    "insert",
-                    "rule",
-                    family.as_str(),
-                    table,
-                    chain,
-                    if v6 { "ip6" } else { "ip" },
-                    "saddr",
-                    &source.to_string(),
+                let mut words = vec!["nft", "insert", "rule", family.as_str(), table, chain];
+                let addr = source.map(|s| s.to_string());
+                if let Some(a) = &addr {
+                    words.extend([if v6 { "ip6" } else { "ip" }, "saddr", a]);
+                }
+                words.extend([
                     "tcp",
                     "dport",
-                    &port.to_string(),
+                    &port_text,
                     "counter",
                     if accept { "accept" } else { "drop" },
                     "comment",
                     &comment,
+                ]);
+                vec![
+                    words
+                        .into_iter()
+                        .map(sh_quote)
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 ]
-                .map(sh_quote)
-                .join(" ")
             }
-            Backend::Iptables { chain } => [
-                if v6 { "ip6tables" } else { "iptables" },
-                "-w",
-                "-I",
-                chain,
-                "-s",
-                &source.to_string(),
-                "-p",
-                "tcp",
-                "--dport",
-                &port.to_string(),
-                "-m",
-                "comment",
-                "--comment",
-                &comment_token(note, 255),
-                "-j",
-                if accept { "ACCEPT" } else { "DROP" },
-            ]
-            .map(sh_quote)
-            .join(" "),
+            Backend::Iptables { chain } => {
+                let tools: &[&str] = match source {
+                    Some(_) if v6 => &["ip6tables"],
+                    Some(_) => &["iptables"],
+                    None => &["iptables", "ip6tables"],
+                };
+                let comment = comment_token(note, 255);
+                let addr = source.map(|s| s.to_string());
+                tools
+                    .iter()
+                    .map(|tool| {
+                        let mut words = vec![*tool, "-w", "-I", chain];
+                        if let Some(a) = &addr {
+                            words.extend(["-s", a]);
+                        }
+                        words.extend([
+                            "-p",
+                            "tcp",
+                            "--dport",
+                            &port_text,
+                            "-m",
+                            "comment",
+                            "--comment",
+                            &comment,
+                            "-j",
+                            if accept { "ACCEPT" } else { "DROP" },
+                        ]);
+                        words
+                            .into_iter()
+                            .map(sh_quote)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect()
+            }
             Backend::Firewalld { zone } => {
+                let from = match source {
+                    Some(a) => format!(
+                        " family=\"{}\" source address=\"{a}\"",
+                        if v6 { "ipv6" } else { "ipv4" }
+                    ),
+                    None => String::new(),
+                };
                 let rule = format!(
-                    "rule priority=\"{}\" family=\"{}\" source address=\"{source}\" port port=\"{port}\" protocol=\"tcp\" {}",
-                    if accept { -32767 } else { -32768 },
-                    if v6 { "ipv6" } else { "ipv4" },
+                    "rule priority=\"{}\"{from} port port=\"{port}\" protocol=\"tcp\" {}",
+                    if accept { -32768 } else { -32767 },
                     if accept { "accept" } else { "drop" },
                 );
                 let mut words = vec!["firewall-cmd".to_string(), "--permanent".to_string()];
@@ -410,18 +434,18 @@ impl Backend {
                     words.push(format!("--zone={z}"));
                 }
                 words.push(format!("--add-rich-rule={rule}"));
-                words
-                    .iter()
-                    .map(|w| sh_quote(w))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
             }
         }
     }
 }
 
-/// Quotes one word for `sh`: as is when it has only characters no shell
-/// treats specially, else in single quotes.
 fn sh_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
@@ -466,12 +490,21 @@ pub enum Action {
         /// The target port.
         port: u16,
     },
-    /// Drop TCP from `source` to `port` at the path's target.
-    Drop {
-        /// The source address the rule matches.
-        source: IpAddr,
+    /// Per-port default deny at the path's target, for a must-be-blocked
+    /// path that was open: accept TCP to `port` from each of `allow` (the
+    /// port's must-be-open sources), then drop it from everyone else.
+    DefaultDeny {
         /// The target port.
         port: u16,
+        /// The addresses that must still get through, each once, sorted,
+        /// with the must-be-open source host each belongs to.
+        allow: Vec<(IpAddr, String)>,
+    },
+    /// Fixed by the default deny another path's item already writes for
+    /// the same target port.
+    Covered {
+        /// The label of the path whose item holds the rules.
+        by: String,
     },
     /// No rule on this host can fix the path; why, and what would.
     Manual {
@@ -536,8 +569,19 @@ pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions,
         }
     }
     let mut hosts: Vec<HostSuggestions> = Vec::new();
+    // The first path whose item holds each (host, port)'s default deny.
+    let mut denied: Vec<(String, u16, String)> = Vec::new();
     for p in report.paths.iter().filter(|p| p.verdict != Verdict::Ok) {
-        let (host, item) = judge(report, &backend, p);
+        let (host, mut item) = judge(report, &backend, p);
+        if let Action::DefaultDeny { port, .. } = item.action {
+            match denied.iter().find(|(h, q, _)| *h == host && *q == port) {
+                Some((_, _, by)) => {
+                    item.notes.clear();
+                    item.action = Action::Covered { by: by.clone() };
+                }
+                None => denied.push((host.clone(), port, item.path.clone())),
+            }
+        }
         if options.host.as_ref().is_some_and(|h| *h != host) {
             continue;
         }
@@ -673,6 +717,15 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
     if p.port == 0 {
         return manual(item, target, "port 0 cannot be filtered".to_string());
     }
+    if !accept {
+        return match default_deny(report, backend, p, &mut item.notes) {
+            Ok(action) => {
+                item.action = action;
+                (target, item)
+            }
+            Err(reason) => manual(item, target, reason),
+        };
+    }
     let source = match source_address(report, p) {
         Ok((ip, note)) => {
             item.notes.extend(note);
@@ -695,18 +748,142 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
             ),
         );
     }
-    item.action = if accept {
-        Action::Accept {
-            source,
-            port: p.port,
-        }
-    } else {
-        Action::Drop {
-            source,
-            port: p.port,
-        }
+    item.action = Action::Accept {
+        source,
+        port: p.port,
     };
     (target, item)
+}
+
+/// The default deny that closes a must-be-blocked port for everyone the plan
+/// does not allow, not only for the host that probed: an accept for every
+/// address of every must-be-open source of the port (its plan addresses and
+/// every address the target saw it arrive from in this round, since a
+/// dual-stack host may arrive from a family the plan does not list), then a
+/// drop for the port. Explains itself in `notes`; an error when a
+/// must-be-open source's address is unknown, since dropping the port would
+/// then cut off a path the plan needs.
+fn default_deny(
+    report: &Report,
+    backend: &Backend,
+    p: &PathReport,
+    notes: &mut Vec<String>,
+) -> Result<Action, String> {
+    let host = |name: &str| report.hosts.iter().find(|h| h.name == name);
+    if let (Backend::Nft { family, table, .. }, Ok(to)) = (backend, p.address.parse::<IpAddr>())
+        && !family.carries(to.to_canonical())
+    {
+        return Err(format!(
+            "table {} {table} cannot filter the {} traffic to {to}; use an inet table (--table \"inet {table}\")",
+            family.as_str(),
+            if to.is_ipv6() { "IPv6" } else { "IPv4" }
+        ));
+    }
+    // Which addresses the flow's zone selectors cover, so the reader sees
+    // that the probe host was one of many.
+    for zone in p.flow_from.iter().filter_map(|s| s.strip_prefix("zone:")) {
+        let members: Vec<String> = report
+            .hosts
+            .iter()
+            .filter(|h| h.zone.as_deref() == Some(zone))
+            .map(|h| format!("{} ({})", h.name, h.plan_addresses().join(", ")))
+            .collect();
+        notes.push(format!(
+            "the flow's source zone:{zone} covers zone {zone}'s hosts {}; the drop below blocks them and every other address the plan does not allow",
+            if members.is_empty() {
+                "(none in the report)".to_string()
+            } else {
+                members.join(", ")
+            }
+        ));
+    }
+    let mut open_from: Vec<&str> = Vec::new();
+    for q in report
+        .paths
+        .iter()
+        .filter(|q| q.to == p.to && q.port == p.port && q.expect == Expect::Open)
+    {
+        if !open_from.contains(&q.from.as_str()) {
+            open_from.push(&q.from);
+        }
+    }
+    let mut allow: Vec<(IpAddr, String)> = Vec::new();
+    for name in &open_from {
+        let Some(h) = host(name) else {
+            return Err(format!(
+                "{name} must reach {}:{} but is not in the report's host list, so its address is unknown and a default deny would cut it off; write the rules by hand",
+                p.to, p.port
+            ));
+        };
+        let mut mine: Vec<(IpAddr, &str)> = Vec::new();
+        for a in h.plan_addresses() {
+            let Ok(ip) = a.parse::<IpAddr>() else {
+                return Err(format!(
+                    "{name} must reach {}:{} but its address {a:?} is not an IP address, so a default deny would cut it off; resolve the name and write the rules by hand",
+                    p.to, p.port
+                ));
+            };
+            mine.push((ip.to_canonical(), "plan"));
+        }
+        let seen = report
+            .paths
+            .iter()
+            .filter(|r| r.from == *name && r.to == p.to)
+            .filter_map(|r| r.seen_source.as_deref()?.parse::<IpAddr>().ok());
+        for ip in seen.map(|ip| ip.to_canonical()) {
+            if !mine.iter().any(|(m, _)| *m == ip) {
+                mine.push((ip, "seen by the target in this round, not in the plan"));
+            }
+        }
+        let mut kept = Vec::new();
+        for (ip, how) in mine {
+            if let Backend::Nft { family, table, .. } = backend
+                && !family.carries(ip)
+            {
+                notes.push(format!(
+                    "{name}'s {ip} ({how}) is not matched by table {} {table}, whose drop does not touch that family either",
+                    family.as_str()
+                ));
+                continue;
+            }
+            kept.push(format!("{ip} ({how})"));
+            if !allow.iter().any(|(a, _)| *a == ip) {
+                allow.push((ip, name.to_string()));
+            }
+        }
+        notes.push(format!(
+            "must stay open for {name}: {}",
+            if kept.is_empty() {
+                "no address this table can match".to_string()
+            } else {
+                kept.join(", ")
+            }
+        ));
+    }
+    if open_from.is_empty() {
+        notes.push(format!(
+            "no flow of the plan must reach {}:{}, so the port is dropped for every source",
+            p.to, p.port
+        ));
+    }
+    if let Backend::Nft { family, table, .. } = backend
+        && *family != NftFamily::Inet
+    {
+        notes.push(format!(
+            "table {} {table} filters {} only; drop the port in the other family's table too",
+            family.as_str(),
+            if *family == NftFamily::Ip {
+                "IPv4"
+            } else {
+                "IPv6"
+            }
+        ));
+    }
+    allow.sort();
+    Ok(Action::DefaultDeny {
+        port: p.port,
+        allow,
+    })
 }
 
 /// The source address the target's firewall sees, and a note when it is
@@ -751,10 +928,11 @@ fn source_address(report: &Report, p: &PathReport) -> Result<(IpAddr, Option<Str
 }
 
 impl Suggestions {
-    /// Commands (rules) in the script.
+    /// Paths fixed by commands in the script (a port's default deny counts
+    /// once, for the path that carries it).
     pub fn rules(&self) -> usize {
         self.items()
-            .filter(|i| !matches!(i.action, Action::Manual { .. }))
+            .filter(|i| matches!(i.action, Action::Accept { .. } | Action::DefaultDeny { .. }))
             .count()
     }
 
@@ -806,26 +984,43 @@ impl Suggestions {
                     writeln!(w, "#   note: {}", comment_line(n))?;
                 }
                 let rule_note = format!("portcall: {}", i.path);
-                match &i.action {
-                    Action::Accept { source, port } => writeln!(
-                        w,
-                        "{}",
-                        self.backend.command(true, *source, *port, &rule_note)
-                    )?,
-                    Action::Drop { source, port } => writeln!(
-                        w,
-                        "{}",
-                        self.backend.command(false, *source, *port, &rule_note)
-                    )?,
-                    Action::Manual { reason } => {
-                        writeln!(w, "#   NO RULE HERE: {}", comment_line(reason))?
+                let commands = match &i.action {
+                    Action::Accept { source, port } => {
+                        self.backend
+                            .commands(true, Some(*source), *port, &rule_note)
                     }
+                    Action::DefaultDeny { port, allow } => {
+                        // The drop first: each accept is then inserted
+                        // ahead of it.
+                        let deny = format!("portcall: default deny of port {port}, {}", i.path);
+                        let mut c = self.backend.commands(false, None, *port, &deny);
+                        for (a, from) in allow {
+                            let keep = format!("portcall: keep port {port} open for {from}");
+                            c.extend(self.backend.commands(true, Some(*a), *port, &keep));
+                        }
+                        c
+                    }
+                    Action::Covered { by } => {
+                        writeln!(
+                            w,
+                            "#   covered by the default deny written for {}",
+                            comment_line(by)
+                        )?;
+                        Vec::new()
+                    }
+                    Action::Manual { reason } => {
+                        writeln!(w, "#   NO RULE HERE: {}", comment_line(reason))?;
+                        Vec::new()
+                    }
+                };
+                for c in commands {
+                    writeln!(w, "{c}")?;
                 }
             }
             let rules = h
                 .items
                 .iter()
-                .any(|i| !matches!(i.action, Action::Manual { .. }));
+                .any(|i| matches!(i.action, Action::Accept { .. } | Action::DefaultDeny { .. }));
             if rules && matches!(self.backend, Backend::Firewalld { .. }) {
                 writeln!(w, "# load the permanent rules into the running firewall")?;
                 writeln!(w, "firewall-cmd --reload")?;
@@ -850,6 +1045,8 @@ mod tests {
             agent: AgentState::Up,
             conflicts: vec![],
             agent_detail: None,
+            zone: None,
+            addresses: vec![],
         }
     }
 
@@ -887,6 +1084,7 @@ mod tests {
             }),
             seen_source: seen.map(str::to_string),
             flows: vec![],
+            flow_from: vec![],
         }
     }
 
@@ -908,6 +1106,7 @@ mod tests {
                 host("db", "198.18.0.4"),
                 host("db6", "2001:db8::4"),
                 host("named", "web.example"),
+                host("ops", "198.18.0.7"),
             ],
             paths: vec![
                 path(
@@ -949,6 +1148,16 @@ mod tests {
                     V::Violation,
                     "db saw our nonce from 198.18.0.2",
                     Some("198.18.0.2"),
+                ),
+                path(
+                    "ops",
+                    "db",
+                    22,
+                    Open,
+                    Some(O::Open),
+                    V::Ok,
+                    "db saw our nonce from 2001:db8::7",
+                    Some("2001:db8::7"),
                 ),
                 path(
                     "nat",
@@ -1042,7 +1251,13 @@ mod tests {
                 ),
             ],
         };
-        r.paths[10].target_saw = None;
+        r.paths[11].target_saw = None;
+        // The internet zone's flow to the console port.
+        r.paths[3].flow_from = vec!["zone:dmz".into()];
+        for h in &mut r.hosts[..3] {
+            h.zone = Some("dmz".into());
+        }
+        r.hosts[0].addresses = vec!["198.18.0.2".into(), "2001:db8::12".into()];
         r.recount();
         r
     }
@@ -1058,7 +1273,7 @@ mod tests {
     fn nft_script_accepts_drops_and_explains_the_rest() {
         expect![[r##"
             # portcall suggest --format nft: plan suggest, round finished 2025-01-01T00:00:01.000Z
-            # Each rule is inserted at the head of chain input of table inet filter, so accepts precede the chain's drops and rejects, and drops precede its accepts.
+            # Each rule is inserted at the head of chain input of table inet filter, so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop, then accepts for the port's must-be-open sources inserted ahead of it.
             # Review, then run each host's section on that host with sh.
 
             # host web (198.18.0.2)
@@ -1073,11 +1288,14 @@ mod tests {
             nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 5432 counter accept comment '"portcall: web -> db:5432/tcp (svc)"'
             # web -> db:22/tcp (svc)
             #   violation: must be blocked, observed open: db saw our nonce from 198.18.0.2
-            nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 22 counter drop comment '"portcall: web -> db:22/tcp (svc)"'
+            #   note: the flow's source zone:dmz covers zone dmz's hosts web (198.18.0.2, 2001:db8::12), web6 (2001:db8::2), nat (198.18.0.3); the drop below blocks them and every other address the plan does not allow
+            #   note: must stay open for ops: 198.18.0.7 (plan), 2001:db8::7 (seen by the target in this round, not in the plan)
+            nft insert rule inet filter input tcp dport 22 counter drop comment '"portcall: default deny of port 22, web -> db:22/tcp (svc)"'
+            nft insert rule inet filter input ip saddr 198.18.0.7 tcp dport 22 counter accept comment '"portcall: keep port 22 open for ops"'
+            nft insert rule inet filter input ip6 saddr 2001:db8::7 tcp dport 22 counter accept comment '"portcall: keep port 22 open for ops"'
             # nat -> db:22/tcp (svc)
             #   violation: must be blocked, observed open: db saw our nonce from 198.18.0.1
-            #   note: db saw the connection come from 198.18.0.1, not from nat's planned address 198.18.0.3: an address translation on the way; the rule matches 198.18.0.1, what db's firewall sees
-            nft insert rule inet filter input ip saddr 198.18.0.1 tcp dport 22 counter drop comment '"portcall: nat -> db:22/tcp (svc)"'
+            #   covered by the default deny written for web -> db:22/tcp (svc)
             # web -> db:8080/tcp (svc)
             #   violation: must be open, observed unreachable: rejected with an ICMP error while the canary of db was listening (EHOSTUNREACH (no route to host))
             nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 8080 counter accept comment '"portcall: web -> db:8080/tcp (svc)"'
@@ -1101,7 +1319,8 @@ mod tests {
             nft insert rule inet filter input ip6 saddr 2001:db8::2 tcp dport 5432 counter accept comment '"portcall: web6 -> db6:5432/tcp (svc)"'
             # web6 -> db6:22/tcp (svc)
             #   violation: must be blocked, observed open: db6 saw our nonce from 2001:db8::2
-            nft insert rule inet filter input ip6 saddr 2001:db8::2 tcp dport 22 counter drop comment '"portcall: web6 -> db6:22/tcp (svc)"'
+            #   note: no flow of the plan must reach db6:22, so the port is dropped for every source
+            nft insert rule inet filter input tcp dport 22 counter drop comment '"portcall: default deny of port 22, web6 -> db6:22/tcp (svc)"'
             # web -> db6:1/tcp (svc)
             #   error: must be open, observed nothing (not measured): target agent db6 unreachable, nothing to measure against: connect refused
             #   NO RULE HERE: the path was not measured, so there is nothing to fix yet; resolve the reason above and check again
@@ -1115,7 +1334,7 @@ mod tests {
         o.host = Some("db6".into());
         expect![[r#"
             # portcall suggest --format iptables: plan suggest, round finished 2025-01-01T00:00:01.000Z
-            # Each rule is inserted at the head of chain INPUT (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts.
+            # Each rule is inserted at the head of chain INPUT (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop (both families), then accepts for the port's must-be-open sources inserted ahead of it.
             # Review, then run each host's section on that host with sh.
 
             # host db6 (2001:db8::4)
@@ -1124,7 +1343,9 @@ mod tests {
             ip6tables -w -I INPUT -s 2001:db8::2 -p tcp --dport 5432 -m comment --comment 'portcall: web6 -> db6:5432/tcp (svc)' -j ACCEPT
             # web6 -> db6:22/tcp (svc)
             #   violation: must be blocked, observed open: db6 saw our nonce from 2001:db8::2
-            ip6tables -w -I INPUT -s 2001:db8::2 -p tcp --dport 22 -m comment --comment 'portcall: web6 -> db6:22/tcp (svc)' -j DROP
+            #   note: no flow of the plan must reach db6:22, so the port is dropped for every source
+            iptables -w -I INPUT -p tcp --dport 22 -m comment --comment 'portcall: default deny of port 22, web6 -> db6:22/tcp (svc)' -j DROP
+            ip6tables -w -I INPUT -p tcp --dport 22 -m comment --comment 'portcall: default deny of port 22, web6 -> db6:22/tcp (svc)' -j DROP
             # web -> db6:1/tcp (svc)
             #   error: must be open, observed nothing (not measured): target agent db6 unreachable, nothing to measure against: connect refused
             #   NO RULE HERE: the path was not measured, so there is nothing to fix yet; resolve the reason above and check again
@@ -1139,16 +1360,17 @@ mod tests {
         o.zone = Some("internal".into());
         expect![[r##"
             # portcall suggest --format firewalld: plan suggest, round finished 2025-01-01T00:00:01.000Z
-            # Rich rules in the internal zone, accepts at priority -32767 and drops at -32768, ahead of the zone's other rules and its target.
+            # Rich rules in the internal zone, accepts at priority -32768 and a port's default-deny drop at -32767, both ahead of the zone's other rules and its target.
             # Review, then run each host's section on that host with sh.
 
             # host db6 (2001:db8::4)
             # web6 -> db6:5432/tcp (svc)
             #   violation: must be open, observed refused: reset (TCP RST) while the canary of db6 was listening: a firewall rejects with reset
-            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32767" family="ipv6" source address="2001:db8::2" port port="5432" protocol="tcp" accept'
+            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32768" family="ipv6" source address="2001:db8::2" port port="5432" protocol="tcp" accept'
             # web6 -> db6:22/tcp (svc)
             #   violation: must be blocked, observed open: db6 saw our nonce from 2001:db8::2
-            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32768" family="ipv6" source address="2001:db8::2" port port="22" protocol="tcp" drop'
+            #   note: no flow of the plan must reach db6:22, so the port is dropped for every source
+            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32767" port port="22" protocol="tcp" drop'
             # web -> db6:1/tcp (svc)
             #   error: must be open, observed nothing (not measured): target agent db6 unreachable, nothing to measure against: connect refused
             #   NO RULE HERE: the path was not measured, so there is nothing to fix yet; resolve the reason above and check again
@@ -1183,6 +1405,12 @@ mod tests {
         let text = script(&o);
         assert!(
             text.contains("NO RULE HERE: table ip filter cannot match the IPv6 source 2001:db8::2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "NO RULE HERE: table ip filter cannot filter the IPv6 traffic to 2001:db8::4"
+            ),
             "{text}"
         );
         assert!(!text.contains("nft insert"), "{text}");

@@ -181,6 +181,7 @@ pub(crate) mod tests {
             target_saw: None,
             seen_source: None,
             flows: vec![flow.into()],
+            flow_from: vec![],
         }
     }
 
@@ -203,6 +204,8 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    zone: None,
+                    addresses: vec![],
                 },
                 HostReport {
                     name: "cache".into(),
@@ -210,6 +213,8 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    zone: None,
+                    addresses: vec![],
                 },
             ],
             paths: vec![
@@ -317,13 +322,17 @@ pub(crate) mod tests {
                       "state": "held",
                       "detail": "a service already listens on 127.0.9.2:3306; probed live"
                     }
-                  ]
+                  ],
+                  "zone": null,
+                  "addresses": []
                 },
                 {
                   "name": "cache",
                   "address": "127.0.9.3",
                   "agent": "unreachable",
-                  "conflicts": []
+                  "conflicts": [],
+                  "zone": null,
+                  "addresses": []
                 }
               ],
               "paths": [
@@ -341,7 +350,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow_from": []
                 },
                 {
                   "from": "web",
@@ -357,7 +367,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow_from": []
                 },
                 {
                   "from": "web",
@@ -373,7 +384,8 @@ pub(crate) mod tests {
                   "latency_ms": null,
                   "attempts": 0,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow_from": []
                 },
                 {
                   "from": "web",
@@ -389,7 +401,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "flow_from": []
                 }
               ]
             }
