@@ -116,6 +116,7 @@ impl Agents {
                 canary_tls: id.canary_server_config().unwrap(),
                 listen: Some(SocketAddr::new(ip_of(plan, host), 0)),
                 limits: AgentLimits::default(),
+                rule_trace: false,
             };
             let agent = Agent::bind(config).await.unwrap();
             endpoints.insert((*host).to_string(), agent.local_addr());
@@ -631,6 +632,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
         canary_tls: pki::self_signed_canary_config("db").unwrap(),
         listen: Some("0.0.0.0:0".parse().unwrap()),
         limits: AgentLimits::default(),
+        rule_trace: false,
     };
     let err = Agent::bind(config).await.unwrap_err().to_string();
     assert!(err.contains("only on loopback"), "{err}");
@@ -647,6 +649,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
             canary_tls: pki::self_signed_canary_config(host).unwrap(),
             listen: Some(SocketAddr::new(ip_of(&plan, host), 0)),
             limits: AgentLimits::default(),
+            rule_trace: false,
         })
         .await
         .unwrap();

@@ -12,7 +12,7 @@ pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
     CanaryEvidence, ErrorReply, EvidenceReply, HelloReply, HostPort, ListenerReport, ListenerState,
     PROTOCOL_VERSION, PathProbe, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, Request,
-    Response, RoundRef, Sighting,
+    Response, RoundRef, Sighting, TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow,
 };
 pub use transport::{
     ClientSecurity, ControlError, ControlStream, ServerSecurity, connect, op_name,
