@@ -1,7 +1,9 @@
 //! End-to-end tests; one module per topic.
 
 mod closed_loop;
+mod dual_stack;
 mod probe_lab;
 mod prometheus;
+mod routed_lab;
 mod suggest_validate;
 mod wso2_lab;

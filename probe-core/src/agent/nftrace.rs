@@ -707,7 +707,7 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
     #[test]
     fn lines_parse_into_packets_rules_and_policies() {
         let lines: Vec<TraceLine> = DROP_BY_RULE.lines().filter_map(parse_line).collect();
-        assert_eq!(lines.len(), 14, "{lines:#?}");
+        assert_eq!(lines.len(), 13, "{lines:#?}");
         assert_eq!(
             lines[0],
             TraceLine::Packet {

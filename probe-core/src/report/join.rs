@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use super::{AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, Verdict};
 use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
-use crate::plan::Plan;
+use crate::plan::{Family, Plan};
 use crate::probe::Observed;
 
 /// Whether an agent took part.
@@ -105,7 +105,7 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                 conflicts,
                 agent_detail,
                 zone: h.zone.clone(),
-                addresses: vec![h.address.to_string()],
+                addresses: h.addresses.iter().map(ToString::to_string).collect(),
             }
         })
         .collect();
@@ -168,6 +168,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         attempts: 0,
         target_saw: None,
         seen_source: None,
+        family: path.family,
         flows: path
             .flows
             .iter()
@@ -241,6 +242,8 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     };
     r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
     r.attempts = probe.attempts;
+    // A DNS target's family is the one its resolved address had.
+    r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
         return fail(

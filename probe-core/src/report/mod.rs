@@ -25,7 +25,7 @@ pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
 
 use crate::control::ListenerState;
-use crate::plan::Expect;
+use crate::plan::{Expect, Family};
 use crate::port::Protocol;
 use crate::probe::Observed;
 
@@ -224,6 +224,11 @@ pub struct PathReport {
     pub target_saw: Option<bool>,
     /// The source address the canary saw.
     pub seen_source: Option<String>,
+    /// The address family the path runs over (`ipv4`, `ipv6`): a
+    /// dual-stack pair has one path per family. `null` in reports written
+    /// before families existed, and for a DNS target never probed.
+    #[serde(default)]
+    pub family: Option<Family>,
     /// Labels of the flows that produce the path, for grouping. Not part
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]

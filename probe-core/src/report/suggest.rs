@@ -1083,6 +1083,11 @@ mod tests {
                 _ => None,
             }),
             seen_source: seen.map(str::to_string),
+            family: Some(if to == "db6" {
+                crate::plan::Family::Ipv6
+            } else {
+                crate::plan::Family::Ipv4
+            }),
             flows: vec![],
             flow_from: vec![],
         }

@@ -180,6 +180,7 @@ pub(crate) mod tests {
             attempts: u32::from(observed.is_some()),
             target_saw: None,
             seen_source: None,
+            family: Some(crate::plan::Family::Ipv4),
             flows: vec![flow.into()],
             flow_from: vec![],
         }
@@ -351,6 +352,7 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow_from": []
                 },
                 {
@@ -368,6 +370,7 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow_from": []
                 },
                 {
@@ -385,6 +388,7 @@ pub(crate) mod tests {
                   "attempts": 0,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow_from": []
                 },
                 {
@@ -402,6 +406,7 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
+                  "family": "ipv4",
                   "flow_from": []
                 }
               ]

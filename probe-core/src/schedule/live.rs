@@ -84,7 +84,7 @@ pub(crate) fn prober_for(
         exchange_timeout: timeout,
         retries: plan.defaults.retries,
         concurrency,
-        source: local_ip(&h.address),
+        sources: h.addresses.iter().filter_map(local_ip).collect(),
         ..ProbeConfig::default()
     };
     Ok(Prober::new(config)?)
