@@ -254,12 +254,13 @@ pub async fn run_round(
         let evidence = evidence.clone();
         let config = config.clone();
         async move {
-            let has_canaries = s
+            // Held ports too: the agent's handshake watch covers them.
+            let has_listeners = s
                 .evidence
                 .listeners
                 .iter()
-                .any(|l| l.state == ListenerState::Canary);
-            if !has_canaries || s.evidence.outcome != AgentOutcome::Up {
+                .any(|l| l.state != ListenerState::Failed);
+            if !has_listeners || s.evidence.outcome != AgentOutcome::Up {
                 return s;
             }
             let Some(conn) = s.conn.as_mut() else {
@@ -269,7 +270,10 @@ pub async fn run_round(
                 return s;
             };
             match conn.request(&evidence, config.request_timeout).await {
-                Ok(Response::Evidence(e)) => s.evidence.canaries = e.canaries,
+                Ok(Response::Evidence(e)) => {
+                    s.evidence.canaries = e.canaries;
+                    s.evidence.handshakes = e.handshakes;
+                }
                 Ok(_) => s.evidence.evidence_error = Some(chain(&conn.unexpected(&evidence))),
                 Err(e) => {
                     s.evidence.evidence_error = Some(chain(&e));

@@ -11,6 +11,7 @@
 //! when the coordinator vanished).
 
 pub mod canary;
+pub mod syn_watch;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -236,6 +237,7 @@ struct Round {
     tracker: TaskTracker,
     expires: Instant,
     log: Arc<EvidenceLog>,
+    handshakes: Arc<syn_watch::SynLog>,
 }
 
 /// A token bucket over all control requests.
@@ -429,6 +431,7 @@ impl Shared {
                     Some(round) if round.id == r.round => Response::Evidence(EvidenceReply {
                         round: r.round,
                         canaries: round.log.snapshot(),
+                        handshakes: round.handshakes.snapshot(),
                     }),
                     _ => error(format!("evidence: no round {} on this agent", r.round)),
                 }
@@ -494,6 +497,14 @@ impl Shared {
         let ports = canary_ports(&self.config.plan, host);
         let (listeners, log) =
             canary::open_canaries(self.ip, &ports, &options, expires, &cancel, &tracker);
+        // Every planned port is watched, held ones too: the kernel's
+        // handshakes say how far a probe got even where no canary listens.
+        let handshakes = syn_watch::start(
+            vec![self.ip],
+            listeners.iter().map(|l| l.port).collect(),
+            expires,
+            &cancel,
+        );
         tracing::info!(round = %req.round, ttl_ms = ttl.as_millis() as u64, canaries = listeners.len(), "round prepared");
         *self.round.lock().unwrap_or_else(|e| e.into_inner()) = Some(Round {
             id: req.round.clone(),
@@ -501,6 +512,7 @@ impl Shared {
             tracker,
             expires,
             log,
+            handshakes,
         });
         Response::Prepared(PrepareReply {
             round: req.round,
@@ -571,6 +583,7 @@ impl Shared {
             retries: d.retries,
             concurrency: self.config.limits.probe_concurrency,
             source: self.source,
+            ttl_walk: Some(probe::WalkConfig::default()),
             ..ProbeConfig::default()
         };
         let prober = match Prober::with_exchange(config, exchange.clone()) {
@@ -592,6 +605,9 @@ impl Shared {
                 attempts: r.attempts,
                 source: r.local_address,
                 answered_by: exchange.answered_by(k),
+                icmp: r.icmp,
+                path_mtu: r.path_mtu,
+                walk: r.walk,
             })
             .collect();
         Response::Probed(ProbeReply {

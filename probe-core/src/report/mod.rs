@@ -4,6 +4,7 @@
 //! Prometheus beside them) reads a [`Report`], never the round itself, so
 //! they all agree.
 
+pub mod blame;
 pub mod diff;
 mod format;
 pub mod html;
@@ -21,13 +22,14 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
 
 use crate::control::ListenerState;
 use crate::plan::Expect;
 use crate::port::Protocol;
-use crate::probe::Observed;
+use crate::probe::{IcmpEvidence, Observed};
 
 /// The `schema` value of a report.
 pub const SCHEMA: &str = "portcall.report/v1";
@@ -203,6 +205,17 @@ pub struct PathReport {
     pub target_saw: Option<bool>,
     /// The source address the canary saw.
     pub seen_source: Option<String>,
+    /// The ICMP error that came back for the probe, with its sender.
+    #[serde(default)]
+    pub icmp: Option<IcmpEvidence>,
+    /// How far our connection got at the target, by the target agent's
+    /// evidence; `null` without it.
+    #[serde(default)]
+    pub target_stage: Option<TargetStage>,
+    /// Where and why the path is blocked or failing; `null` for open paths
+    /// and for paths not measured.
+    #[serde(default)]
+    pub blame: Option<Blame>,
     /// Labels of the flows that produce the path, for grouping. Not part
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]

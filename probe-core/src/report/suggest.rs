@@ -886,6 +886,9 @@ mod tests {
                 _ => None,
             }),
             seen_source: seen.map(str::to_string),
+            icmp: None,
+            target_stage: None,
+            blame: None,
             flows: vec![],
         }
     }

@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 
+use super::format::why;
 use super::{AgentState, PathReport, Report, Verdict};
 use crate::render::Table;
 
@@ -119,14 +120,6 @@ fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io
     t.write_to(w)
 }
 
-/// Why a path got its verdict, in words.
-fn why(p: &PathReport) -> String {
-    match p.verdict {
-        Verdict::Violation => format!("must be {}, but {}", p.expect, p.detail),
-        _ => p.detail.clone(),
-    }
-}
-
 /// Groups paths by their first flow's label (or `from -> to` when read back
 /// from JSON, which does not carry flows), keeping first-seen order.
 fn by_flow<'a>(paths: &[&'a PathReport]) -> Vec<(String, Vec<&'a PathReport>)> {
@@ -180,6 +173,9 @@ pub(crate) mod tests {
             attempts: u32::from(observed.is_some()),
             target_saw: None,
             seen_source: None,
+            icmp: None,
+            target_stage: None,
+            blame: None,
             flows: vec![flow.into()],
         }
     }
@@ -341,7 +337,10 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null
                 },
                 {
                   "from": "web",
@@ -357,7 +356,10 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null
                 },
                 {
                   "from": "web",
@@ -373,7 +375,10 @@ pub(crate) mod tests {
                   "latency_ms": null,
                   "attempts": 0,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null
                 },
                 {
                   "from": "web",
@@ -389,7 +394,10 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null
                 }
               ]
             }
