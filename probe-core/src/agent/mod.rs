@@ -12,6 +12,7 @@
 
 pub mod canary;
 pub mod nftrace;
+pub mod syn_watch;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -250,6 +251,7 @@ struct Round {
     /// The round's rule tracing, or why there is none; `None` when the
     /// agent does not trace.
     trace: Option<Result<Arc<Tracer>, String>>,
+    handshakes: Arc<syn_watch::SynLog>,
 }
 
 /// A token bucket over all control requests.
@@ -455,9 +457,15 @@ impl Shared {
                     guard
                         .as_ref()
                         .filter(|round| round.id == r.round)
-                        .map(|round| (round.log.snapshot(), round.trace.clone()))
+                        .map(|round| {
+                            (
+                                round.log.snapshot(),
+                                round.handshakes.snapshot(),
+                                round.trace.clone(),
+                            )
+                        })
                 };
-                let Some((canaries, trace)) = found else {
+                let Some((canaries, handshakes, trace)) = found else {
                     return error(format!("evidence: no round {} on this agent", r.round));
                 };
                 let trace = match trace {
@@ -468,6 +476,7 @@ impl Shared {
                 Response::Evidence(EvidenceReply {
                     round: r.round,
                     canaries,
+                    handshakes,
                     trace,
                 })
             }
@@ -538,6 +547,14 @@ impl Shared {
             &cancel,
             &tracker,
         );
+        // Every planned port is watched, held ones too: the kernel's
+        // handshakes say how far a probe got even where no canary listens.
+        let handshakes = syn_watch::start(
+            self.canary_ips.clone(),
+            listeners.iter().map(|l| l.port).collect(),
+            expires,
+            &cancel,
+        );
         let trace = if self.config.rule_trace {
             Some(self.start_trace(&req.round, ttl, &cancel, &tracker).await)
         } else {
@@ -551,6 +568,7 @@ impl Shared {
             expires,
             log,
             trace,
+            handshakes,
         });
         Response::Prepared(PrepareReply {
             round: req.round,
@@ -679,6 +697,7 @@ impl Shared {
             retries: d.retries,
             concurrency: self.config.limits.probe_concurrency,
             sources: self.sources.clone(),
+            ttl_walk: Some(probe::WalkConfig::default()),
             ..ProbeConfig::default()
         };
         let prober = match Prober::with_exchange(config, exchange.clone()) {
@@ -700,6 +719,9 @@ impl Shared {
                 attempts: r.attempts,
                 source: r.local_address,
                 answered_by: exchange.answered_by(k),
+                icmp: r.icmp,
+                path_mtu: r.path_mtu,
+                walk: r.walk,
             })
             .collect();
         Response::Probed(ProbeReply {

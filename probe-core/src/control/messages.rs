@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::port::Protocol;
-use crate::probe::Observed;
+use crate::probe::{IcmpEvidence, Observed, Walk};
 
 /// The protocol version an agent reports in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -177,6 +177,16 @@ pub struct PathProbe {
     pub source: Option<SocketAddr>,
     /// The host name a canary answered with, when one answered.
     pub answered_by: Option<String>,
+    /// The ICMP error that came back, with its sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpEvidence>,
+    /// TCP opened, TLS or the exchange stalled, and a small MSS got
+    /// through: a path-MTU black hole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_mtu: bool,
+    /// For a `timeout`, the TTL walk toward the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk: Option<Walk>,
 }
 
 /// `probed`: results of this host's outgoing paths.
@@ -217,9 +227,14 @@ pub struct EvidenceReply {
     pub round: String,
     /// One per canary.
     pub canaries: Vec<CanaryEvidence>,
+    /// Handshakes the host's kernel saw on its planned ports, per port and
+    /// source address, whether or not a connection was accepted; `None`
+    /// where the agent cannot watch them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshakes: Option<Vec<Handshake>>,
     /// What this host's nftables tracing saw of the round's packets;
     /// `None` from agents that do not trace (older ones, the demo's).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceEvidence>,
 }
 
@@ -297,6 +312,27 @@ pub struct TraceEvidence {
     pub reason: Option<String>,
     /// The round's traced packets, by flow (capped).
     pub flows: Vec<TracedFlow>,
+}
+
+/// How far a source's handshakes on one port got at this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandshakeStage {
+    /// A SYN arrived; the handshake never completed here.
+    Syn,
+    /// The handshake completed (the kernel accepted the connection).
+    Connected,
+}
+
+/// One source's handshakes on one planned port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    /// The port.
+    pub port: u16,
+    /// The source address.
+    pub source: String,
+    /// The furthest stage seen.
+    pub stage: HandshakeStage,
 }
 
 /// `error`: why a request was not served.

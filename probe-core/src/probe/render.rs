@@ -183,6 +183,9 @@ mod tests {
             latency: Duration::from_micros(ms * 1000 + 400),
             attempts: 1,
             cert: None,
+            icmp: None,
+            path_mtu: false,
+            walk: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Prometheus beside them) reads a [`Report`], never the round itself, so
 //! they all agree.
 
+pub mod blame;
 pub mod diff;
 mod format;
 pub mod html;
@@ -21,13 +22,14 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
 
 use crate::control::ListenerState;
 use crate::plan::{Expect, Family};
 use crate::port::Protocol;
-use crate::probe::Observed;
+use crate::probe::{IcmpEvidence, Observed};
 
 /// The `schema` value of a report.
 pub const SCHEMA: &str = "portcall.report/v1";
@@ -88,6 +90,21 @@ pub struct HostReport {
     /// v1; empty in older reports, where `address` is the only one.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Whether the host's agent could trace its firewall to name the rule
+    /// that stops a path, and why not; `null` when it did not try (the
+    /// demo's agents, `--no-rule-trace`). Added to v1.
+    #[serde(default)]
+    pub rule_trace: Option<RuleTrace>,
+}
+
+/// Whether an agent traced its host's firewall in the round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTrace {
+    /// `traced` or `unavailable`.
+    pub state: crate::control::TraceState,
+    /// Why tracing was not possible (not permitted, no nftables), or what
+    /// it could not see (legacy iptables).
+    pub reason: Option<String>,
 }
 
 impl HostReport {
@@ -229,6 +246,17 @@ pub struct PathReport {
     /// before families existed, and for a DNS target never probed.
     #[serde(default)]
     pub family: Option<Family>,
+    /// The ICMP error that came back for the probe, with its sender.
+    #[serde(default)]
+    pub icmp: Option<IcmpEvidence>,
+    /// How far our connection got at the target, by the target agent's
+    /// evidence; `null` without it.
+    #[serde(default)]
+    pub target_stage: Option<TargetStage>,
+    /// Where and why the path is blocked or failing; `null` for open paths
+    /// and for paths not measured.
+    #[serde(default)]
+    pub blame: Option<Blame>,
     /// Labels of the flows that produce the path, for grouping. Not part
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]

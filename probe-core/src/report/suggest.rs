@@ -1047,6 +1047,7 @@ mod tests {
             agent_detail: None,
             zone: None,
             addresses: vec![],
+            rule_trace: None,
         }
     }
 
@@ -1088,6 +1089,9 @@ mod tests {
             } else {
                 crate::plan::Family::Ipv4
             }),
+            icmp: None,
+            target_stage: None,
+            blame: None,
             flows: vec![],
             flow_from: vec![],
         }

@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 
+use super::format::why;
 use super::{AgentState, PathReport, Report, Verdict};
 use crate::render::Table;
 
@@ -119,14 +120,6 @@ fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io
     t.write_to(w)
 }
 
-/// Why a path got its verdict, in words.
-fn why(p: &PathReport) -> String {
-    match p.verdict {
-        Verdict::Violation => format!("must be {}, but {}", p.expect, p.detail),
-        _ => p.detail.clone(),
-    }
-}
-
 /// Groups paths by their first flow's label (or `from -> to` when read back
 /// from JSON, which does not carry flows), keeping first-seen order.
 fn by_flow<'a>(paths: &[&'a PathReport]) -> Vec<(String, Vec<&'a PathReport>)> {
@@ -181,6 +174,9 @@ pub(crate) mod tests {
             target_saw: None,
             seen_source: None,
             family: Some(crate::plan::Family::Ipv4),
+            icmp: None,
+            target_stage: None,
+            blame: None,
             flows: vec![flow.into()],
             flow_from: vec![],
         }
@@ -207,6 +203,7 @@ pub(crate) mod tests {
                     agent_detail: None,
                     zone: None,
                     addresses: vec![],
+                    rule_trace: None,
                 },
                 HostReport {
                     name: "cache".into(),
@@ -216,6 +213,7 @@ pub(crate) mod tests {
                     agent_detail: Some("connect refused".into()),
                     zone: None,
                     addresses: vec![],
+                    rule_trace: None,
                 },
             ],
             paths: vec![
@@ -325,7 +323,8 @@ pub(crate) mod tests {
                     }
                   ],
                   "zone": null,
-                  "addresses": []
+                  "addresses": [],
+                  "rule_trace": null
                 },
                 {
                   "name": "cache",
@@ -333,7 +332,8 @@ pub(crate) mod tests {
                   "agent": "unreachable",
                   "conflicts": [],
                   "zone": null,
-                  "addresses": []
+                  "addresses": [],
+                  "rule_trace": null
                 }
               ],
               "paths": [
@@ -353,6 +353,9 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
                   "flow_from": []
                 },
                 {
@@ -371,6 +374,9 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
                   "flow_from": []
                 },
                 {
@@ -389,6 +395,9 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
                   "flow_from": []
                 },
                 {
@@ -407,6 +416,9 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
                   "flow_from": []
                 }
               ]
