@@ -1,0 +1,161 @@
+//! Rule attribution end to end: the agents trace the round's packets
+//! through their hosts' nftables firewalls, and each blocked path's
+//! `blame.rule` names the rule (table, chain, handle, text) or the chain
+//! policy that stopped it — on the target, or in the source's output chain —
+//! and nothing of the tracing is left on the hosts afterwards, even when an
+//! agent is killed in the middle of a round.
+
+use integration::firewall::{self, accept};
+use integration::{LabNet, PlanLab, lab_available};
+use probe_core::report::{PathReport, Report, Verdict};
+
+/// src probes dst on four ports; the faults are layered on the correct
+/// firewalls.
+const PLAN: &str = r#"
+name = "rule-trace"
+
+[defaults]
+timeout_ms = 400
+retries = 0
+control_port = 7400
+
+[[hosts]]
+name = "src"
+address = "198.18.0.10"
+
+[[hosts]]
+name = "dst"
+address = "198.18.0.11"
+roles = ["svc"]
+
+[roles.svc]
+ports = [
+  { name = "host-drop", port = 7101 },
+  { name = "policy-drop", port = 7102 },
+  { name = "egress-drop", port = 7103 },
+  { name = "open", port = 7104 },
+]
+
+[[flows]]
+from = "host:src"
+to = "host:dst"
+ports = ["host-drop", "policy-drop", "egress-drop", "open"]
+"#;
+
+fn path<'a>(r: &'a Report, port: u16) -> &'a PathReport {
+    r.paths
+        .iter()
+        .find(|p| p.port == port)
+        .unwrap_or_else(|| panic!("no path to port {port}"))
+}
+
+/// The handle of the rule of `chain` (table inet portcall) whose text
+/// starts with `text`.
+fn handle(lab: &PlanLab, host: &str, chain: &str, text: &str) -> u64 {
+    let listing = lab
+        .lab
+        .run_ok(
+            host,
+            "nft",
+            &["-a", "list", "chain", "inet", "portcall", chain],
+        )
+        .unwrap();
+    listing
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(text))
+        .and_then(|l| l.rsplit_once("# handle "))
+        .and_then(|(_, h)| h.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rule {text:?} in {host} {chain}:\n{listing}"))
+}
+
+/// Our trace tables still on `host`.
+fn trace_tables(lab: &impl LabNet, host: &str) -> Vec<String> {
+    lab.run_ok(host, "nft", &["list", "tables"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("portcall_trace_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn host_rule_policy_and_egress_drops_are_named_and_nothing_is_left_behind() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let lab = PlanLab::new(&plan).unwrap();
+    let (src, dst) = (lab.addr("src").to_string(), lab.addr("dst").to_string());
+    let mut rules = firewall::correct(&lab.plan, "src");
+    let d = rules.get_mut("dst").unwrap();
+    d.input_first
+        .push(format!("ip saddr {src} tcp dport 7101 drop"));
+    d.remove_accept(&accept(&src, 7102));
+    rules
+        .get_mut("src")
+        .unwrap()
+        .output
+        .push(format!("ip daddr {dst} tcp dport 7103 drop"));
+    for (host, r) in &rules {
+        lab.firewall(host, r).unwrap();
+    }
+    lab.start_agents().unwrap();
+    let run = lab.check("src").unwrap();
+    let r = &run.report;
+    for h in &r.hosts {
+        let t = h.rule_trace.as_ref().unwrap_or_else(|| panic!("{h:?}"));
+        assert_eq!(t.state.as_str(), "traced", "{h:?}\n{}", lab.logs());
+    }
+
+    let host_drop = path(r, 7101);
+    assert_eq!(host_drop.verdict, Verdict::Violation);
+    let b = host_drop.blame.as_ref().expect("blame");
+    assert_eq!(
+        serde_json::to_value(b).unwrap(),
+        serde_json::json!({
+            "where": "target", "hop": null, "hop_distance": null, "cause": "drop",
+            "rule": {
+                "host": "dst", "table": "inet portcall", "chain": "input",
+                "handle": handle(&lab, "dst", "input", &format!("ip saddr {src} tcp dport 7101 drop")),
+                "text": format!("ip saddr {src} tcp dport 7101 drop"),
+            }
+        }),
+        "{host_drop:#?}"
+    );
+
+    let policy = path(r, 7102);
+    assert_eq!(
+        serde_json::to_value(policy.blame.as_ref().unwrap()).unwrap(),
+        serde_json::json!({
+            "where": "target", "hop": null, "hop_distance": null, "cause": "drop",
+            "rule": {"host": "dst", "table": "inet portcall", "chain": "input", "policy": "drop"}
+        }),
+        "{policy:#?}"
+    );
+
+    let egress = path(r, 7103);
+    assert_eq!(
+        serde_json::to_value(egress.blame.as_ref().unwrap()).unwrap(),
+        serde_json::json!({
+            "where": "source", "hop": null, "hop_distance": null, "cause": "egress",
+            "rule": {
+                "host": "src", "table": "inet portcall", "chain": "output",
+                "handle": handle(&lab, "src", "output", &format!("ip daddr {dst} tcp dport 7103 drop")),
+                "text": format!("ip daddr {dst} tcp dport 7103 drop"),
+            }
+        }),
+        "{egress:#?}"
+    );
+
+    let open = path(r, 7104);
+    assert_eq!(open.verdict, Verdict::Ok, "{open:#?}");
+    assert_eq!(open.blame, None);
+
+    // Teardown removed the trace tables.
+    for host in ["src", "dst"] {
+        assert_eq!(trace_tables(&lab.lab, host), Vec::<String>::new(), "{host}");
+    }
+}
