@@ -29,9 +29,16 @@ the flows' source selectors), so no plan file is needed. The source address is
 the one the target saw when it saw the connection (after any NAT), else the
 source host's plan address.
 
-Violations no rule at the target can fix (an egress filter on the source, a
-NAT or redirect answering from the wrong host, a TLS failure, a service that is
-down, paths not measured) are explained in `# NO RULE HERE` comments.
+The rule follows the report's `blame`: a path blamed on the target gets the
+accept in the table and chain of the traced rule it overrides (named, by
+handle); one blamed on the source (its own output chain) an output accept on the
+source; one blamed on the network no host rule but a paragraph for the network
+team (hop, zones, addresses, port), or with --router HOST a forward-chain accept
+on that host; where blame is unknown the script says so.
+
+Violations no rule can fix (a NAT or redirect answering from the wrong host, a
+TLS failure, a service that is down, paths not measured) are explained in
+`# NO RULE HERE` comments.
 
 Without --host every host's commands are printed, each after a `# host NAME`
 line; run each section on its host with sh.
@@ -56,6 +63,10 @@ pub struct SuggestArgs {
     /// firewalld: the zone (default: firewalld's default zone).
     #[arg(long, value_name = "NAME")]
     zone: Option<String>,
+    /// nft and iptables: a plan host that routes between the zones; a path
+    /// blamed on the network gets a forward-chain accept on it.
+    #[arg(long, value_name = "HOST")]
+    router: Option<String>,
 }
 
 pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
@@ -66,6 +77,7 @@ pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
         table: args.table,
         chain: args.chain,
         zone: args.zone,
+        router: args.router,
     };
     let s = suggest::suggest(&report, &options)
         .with_context(|| format!("suggest for report {}", args.report.display()))?;

@@ -199,7 +199,7 @@ fn rules(s: &Suggestions) -> Vec<(bool, Option<String>, u16)> {
         .iter()
         .flat_map(|h| h.items.iter())
         .flat_map(|i| match &i.action {
-            Action::Accept { source, port } => vec![(true, Some(source.to_string()), *port)],
+            Action::Accept { source, port, .. } => vec![(true, Some(source.to_string()), *port)],
             Action::DefaultDeny { port, allow } => std::iter::once((false, None, *port))
                 .chain(
                     allow

@@ -47,6 +47,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use super::blame::{Blame, BlameRule, Where};
 use super::format::path_label;
 use super::{PathReport, Report, Verdict};
 use crate::plan::Expect;
@@ -117,6 +118,9 @@ pub struct SuggestOptions {
     pub chain: Option<String>,
     /// firewalld only: the zone; firewalld's default zone when `None`.
     pub zone: Option<String>,
+    /// A plan host that routes between the zones (nft and iptables): for a
+    /// path blamed on the network, a forward-chain accept on it.
+    pub router: Option<String>,
 }
 
 impl SuggestOptions {
@@ -128,6 +132,7 @@ impl SuggestOptions {
             table: None,
             chain: None,
             zone: None,
+            router: None,
         }
     }
 }
@@ -141,6 +146,14 @@ pub enum SuggestError {
     UnknownFormat {
         /// The name given.
         name: String,
+    },
+    /// `--router` names no host of the report.
+    #[error("router {host:?} is not a host of the report (its hosts: {known})")]
+    UnknownRouter {
+        /// The name given.
+        host: String,
+        /// The report's hosts, comma-separated.
+        known: String,
     },
     /// `--host` names no host of the report.
     #[error("host {host:?} is not in the report (its hosts: {known})")]
@@ -310,6 +323,9 @@ impl Backend {
                 Ok(Backend::Iptables { chain })
             }
             FirewallFormat::Firewalld => {
+                if o.router.is_some() {
+                    return Err(not("--router"));
+                }
                 if o.table.is_some() {
                     return Err(not("--table"));
                 }
@@ -446,6 +462,102 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Accepts TCP to `dest:port` (from `source`, when given) in `hook`'s
+    /// chain (`output` or `forward`), or in the traced rule's table and
+    /// chain `at` (nft).
+    fn accept_in(
+        &self,
+        hook: &str,
+        at: Option<&(String, String)>,
+        source: Option<IpAddr>,
+        dest: Option<IpAddr>,
+        port: u16,
+        note: &str,
+    ) -> Vec<String> {
+        let v6 = dest.or(source).is_some_and(|a| a.is_ipv6());
+        let ipf = if v6 { "ip6" } else { "ip" };
+        let port = port.to_string();
+        let (src, dst) = (source.map(|a| a.to_string()), dest.map(|a| a.to_string()));
+        match self {
+            Backend::Nft { family, table, .. } => {
+                let (table, chain) = match at {
+                    Some((t, c)) => (t.clone(), c.clone()),
+                    None => (format!("{} {table}", family.as_str()), hook.to_string()),
+                };
+                let mut words: Vec<String> = ["nft", "insert", "rule"].map(String::from).to_vec();
+                words.extend(table.split_whitespace().map(String::from));
+                words.push(chain);
+                if let Some(a) = &src {
+                    words.extend([ipf.to_string(), "saddr".into(), a.clone()]);
+                }
+                if let Some(a) = dst {
+                    words.extend([ipf.to_string(), "daddr".into(), a]);
+                }
+                words.extend(
+                    ["tcp", "dport", &port, "counter", "accept", "comment"].map(String::from),
+                );
+                words.push(format!("\"{}\"", comment_token(note, 128)));
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            }
+            Backend::Iptables { .. } => {
+                let mut words: Vec<String> = vec![
+                    if v6 { "ip6tables" } else { "iptables" }.into(),
+                    "-w".into(),
+                    "-I".into(),
+                    hook.to_ascii_uppercase(),
+                ];
+                if let Some(a) = &src {
+                    words.extend(["-s".into(), a.clone()]);
+                }
+                if let Some(a) = dst {
+                    words.extend(["-d".into(), a]);
+                }
+                words.extend(
+                    ["-p", "tcp", "--dport", &port, "-m", "comment", "--comment"].map(String::from),
+                );
+                words.push(comment_token(note, 255));
+                words.extend(["-j".into(), "ACCEPT".into()]);
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            }
+            Backend::Firewalld { .. } => {
+                // firewalld zones filter what arrives; a host's own output
+                // is filtered by direct rules.
+                let rule = format!(
+                    "{} filter {} 0 -d {} -p tcp --dport {port} -j ACCEPT",
+                    if v6 { "ipv6" } else { "ipv4" },
+                    hook.to_ascii_uppercase(),
+                    dst.unwrap_or_default()
+                );
+                let mut words = vec!["firewall-cmd", "--permanent", "--direct", "--add-rule"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>();
+                words.extend(rule.split(' ').map(String::from));
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            }
+        }
+    }
+}
+
 fn sh_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
@@ -487,6 +599,30 @@ pub enum Action {
     Accept {
         /// The source address the rule matches.
         source: IpAddr,
+        /// The target port.
+        port: u16,
+        /// nft: the table and chain of the traced rule or policy that
+        /// stopped the path (`FAMILY TABLE`, chain), when it is not the
+        /// script's: an accept elsewhere would not override a drop there.
+        at: Option<(String, String)>,
+    },
+    /// Accept TCP to `dest:port` in the source host's output chain: its
+    /// own egress filter stopped the path.
+    AcceptOut {
+        /// The target address.
+        dest: IpAddr,
+        /// The target port.
+        port: u16,
+        /// nft: the traced rule's table and chain, as for `Accept`.
+        at: Option<(String, String)>,
+    },
+    /// Accept forwarded TCP from `source` to `dest:port` on the router
+    /// (`--router`): a device between the zones stopped the path.
+    Forward {
+        /// The source address.
+        source: IpAddr,
+        /// The target address.
+        dest: IpAddr,
         /// The target port.
         port: u16,
     },
@@ -553,6 +689,19 @@ pub struct Suggestions {
 /// rule that fixes it or why none can.
 pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions, SuggestError> {
     let backend = Backend::new(options)?;
+    if let Some(r) = &options.router
+        && !report.hosts.iter().any(|h| &h.name == r)
+    {
+        return Err(SuggestError::UnknownRouter {
+            host: r.clone(),
+            known: report
+                .hosts
+                .iter()
+                .map(|x| x.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     if let Some(h) = &options.host {
         let known = report.hosts.iter().any(|x| &x.name == h)
             || report.paths.iter().any(|p| &p.from == h || &p.to == h);
@@ -572,7 +721,7 @@ pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions,
     // The first path whose item holds each (host, port)'s default deny.
     let mut denied: Vec<(String, u16, String)> = Vec::new();
     for p in report.paths.iter().filter(|p| p.verdict != Verdict::Ok) {
-        let (host, mut item) = judge(report, &backend, p);
+        let (host, mut item) = judge(report, &backend, options.router.as_deref(), p);
         if let Action::DefaultDeny { port, .. } = item.action {
             match denied.iter().find(|(h, q, _)| *h == host && *q == port) {
                 Some((_, _, by)) => {
@@ -617,7 +766,12 @@ pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions,
 }
 
 /// The host whose firewall a path concerns, and what to do there.
-fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
+fn judge(
+    report: &Report,
+    backend: &Backend,
+    router: Option<&str>,
+    p: &PathReport,
+) -> (String, Item) {
     let observed = p.observed.map_or("nothing (not measured)", |o| o.as_str());
     let mut item = Item {
         path: path_label(p),
@@ -648,6 +802,65 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
         };
         return manual(item, target, reason);
     }
+    let mut target_rule = None;
+    if let (Expect::Open, Some(b)) = (p.expect, p.blame.as_ref()) {
+        match b.at {
+            Where::Source => {
+                let Ok(dest) = p.address.parse::<IpAddr>() else {
+                    return manual(
+                        item,
+                        p.from.clone(),
+                        format!("{}'s own output filter stops the path; allow TCP to {}:{} there", p.from, p.address, p.port),
+                    );
+                };
+                item.notes.push(format!(
+                    "blamed on {}: its own output filter stops the probe before it leaves ({})",
+                    p.from, b.cause
+                ));
+                if let Some(rule) = &b.rule {
+                    item.notes.push(overrides(rule));
+                }
+                item.action = Action::AcceptOut {
+                    dest: dest.to_canonical(),
+                    port: p.port,
+                    at: b
+                        .rule
+                        .as_ref()
+                        .and_then(rule_chain)
+                        .filter(|_| matches!(backend, Backend::Nft { .. })),
+                };
+                return (p.from.clone(), item);
+            }
+            Where::Network | Where::ReturnPath => {
+                let paragraph = network_paragraph(report, p, b);
+                let router = router.filter(|r| *r != p.to && *r != p.from);
+                let (Some(router), Ok(dest)) = (router, p.address.parse::<IpAddr>()) else {
+                    return manual(item, target, paragraph);
+                };
+                let Ok((source, note)) = source_address(report, p) else {
+                    return manual(item, target, paragraph);
+                };
+                item.notes.push(paragraph);
+                item.notes.extend(note);
+                item.action = Action::Forward {
+                    source,
+                    dest: dest.to_canonical(),
+                    port: p.port,
+                };
+                return (router.to_string(), item);
+            }
+            Where::Unknown => item.notes.push(format!(
+                "where the path breaks is unknown ({}): the evidence cannot tell {}'s firewall from a device on the way, so this accept at {} helps only if {}'s own firewall is what stops it",
+                b.cause, p.to, p.to, p.to
+            )),
+            Where::Target => {
+                if let Some(rule) = &b.rule {
+                    item.notes.push(overrides(rule));
+                    target_rule = rule_chain(rule);
+                }
+            }
+        }
+    }
     let local_denial = [libc::EPERM, libc::EACCES]
         .into_iter()
         .map(errno_name)
@@ -674,6 +887,7 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
                 ),
             );
         }
+        (Expect::Open, Some(Observed::Timeout)) if p.blame.is_some() => true,
         (Expect::Open, Some(Observed::Timeout)) => {
             // Linux swallows the EPERM of a SYN dropped by the source's own
             // output filter and keeps retransmitting, so such a drop also
@@ -751,8 +965,72 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
     item.action = Action::Accept {
         source,
         port: p.port,
+        at: target_rule.filter(|_| matches!(backend, Backend::Nft { .. })),
     };
     (target, item)
+}
+
+/// The traced rule's `(FAMILY TABLE, chain)`, when it names an nft table.
+fn rule_chain(rule: &BlameRule) -> Option<(String, String)> {
+    let mut words = rule.table.split_whitespace();
+    let (Some(family), Some(table), None) = (words.next(), words.next(), words.next()) else {
+        return None;
+    };
+    (matches!(family, "ip" | "ip6" | "inet")
+        && nft_identifier(table)
+        && nft_identifier(&rule.chain))
+    .then(|| (format!("{family} {table}"), rule.chain.clone()))
+}
+
+/// What a traced rule is, for a note, and how to remove it instead.
+fn overrides(rule: &BlameRule) -> String {
+    let mut s = format!("overrides {}", rule.describe());
+    if let (Some(h), None, Some((table, chain))) = (rule.handle, &rule.policy, rule_chain(rule)) {
+        s.push_str(&format!(
+            "; or remove that rule on {}: nft delete rule {table} {chain} handle {h}",
+            rule.host
+        ));
+    }
+    s
+}
+
+/// The paragraph for the network team about a path a device between the
+/// hosts stops: hop, zones, addresses, protocol and port.
+fn network_paragraph(report: &Report, p: &PathReport, blame: &Blame) -> String {
+    let host = |name: &str| report.hosts.iter().find(|h| h.name == name);
+    let zone = |name: &str| {
+        host(name)
+            .and_then(|h| h.zone.clone())
+            .map_or(String::new(), |z| format!(", zone {z}"))
+    };
+    let from_addrs = host(&p.from).map_or_else(String::new, |h| h.plan_addresses().join(", "));
+    let hop = match (&blame.hop, blame.hop_distance) {
+        (Some(h), Some(d)) => format!("the device at {h} (hop {d} from {})", p.from),
+        (Some(h), None) => format!("the device at {h}"),
+        _ => "a device between the hosts".to_string(),
+    };
+    let what = match blame.at {
+        Where::ReturnPath => format!(
+            "{} got the SYN but its answers never came back: {hop} loses the return direction",
+            p.to
+        ),
+        _ => format!("{hop} stops it ({})", blame.cause),
+    };
+    format!(
+        "blamed on the network: {what}; no rule on {} or {} can fix it. For the network team: allow TCP from {} ({from_addrs}{}) to {} ({}{}) port {}{}",
+        p.to,
+        p.from,
+        p.from,
+        zone(&p.from),
+        p.to,
+        p.address,
+        zone(&p.to),
+        p.port,
+        blame
+            .hop
+            .as_ref()
+            .map_or(String::new(), |h| format!(" at {h}")),
+    )
 }
 
 /// The default deny that closes a must-be-blocked port for everyone the plan
@@ -932,7 +1210,15 @@ impl Suggestions {
     /// once, for the path that carries it).
     pub fn rules(&self) -> usize {
         self.items()
-            .filter(|i| matches!(i.action, Action::Accept { .. } | Action::DefaultDeny { .. }))
+            .filter(|i| {
+                matches!(
+                    i.action,
+                    Action::Accept { .. }
+                        | Action::DefaultDeny { .. }
+                        | Action::AcceptOut { .. }
+                        | Action::Forward { .. }
+                )
+            })
             .count()
     }
 
@@ -985,10 +1271,38 @@ impl Suggestions {
                 }
                 let rule_note = format!("portcall: {}", i.path);
                 let commands = match &i.action {
-                    Action::Accept { source, port } => {
+                    Action::Accept {
+                        source,
+                        port,
+                        at: Some(at),
+                    } if matches!(self.backend, Backend::Nft { .. }) => self.backend.accept_in(
+                        "input",
+                        Some(at),
+                        Some(*source),
+                        None,
+                        *port,
+                        &rule_note,
+                    ),
+                    Action::Accept { source, port, .. } => {
                         self.backend
                             .commands(true, Some(*source), *port, &rule_note)
                     }
+                    Action::AcceptOut { dest, port, at } => self.backend.accept_in(
+                        "output",
+                        at.as_ref(),
+                        None,
+                        Some(*dest),
+                        *port,
+                        &rule_note,
+                    ),
+                    Action::Forward { source, dest, port } => self.backend.accept_in(
+                        "forward",
+                        None,
+                        Some(*source),
+                        Some(*dest),
+                        *port,
+                        &rule_note,
+                    ),
                     Action::DefaultDeny { port, allow } => {
                         // The drop first: each accept is then inserted
                         // ahead of it.
@@ -1493,6 +1807,7 @@ mod tests {
                 table: table.map(Into::into),
                 chain: chain.map(Into::into),
                 zone: zone.map(Into::into),
+                router: None,
             };
             let err = suggest(&report(), &o).unwrap_err().to_string();
             assert!(err.contains(want), "{err} lacks {want}");
@@ -1536,6 +1851,140 @@ mod tests {
             String::from_utf8(out)
                 .unwrap()
                 .ends_with("# nothing to change: every path meets its expectation\n")
+        );
+    }
+
+    /// Regression: a drop in the network was "fixed" with an accept on the
+    /// target host. Suggest follows `blame`: a network fault gets a
+    /// paragraph for the network team (and, with --router, a forward rule
+    /// on the router), an egress drop an output accept on the source, a
+    /// target rule the accept in that rule's own table plus the rule it
+    /// overrides, and an unknown place says so.
+    #[test]
+    fn an_accept_on_the_target_for_a_network_drop_changed_nothing() {
+        use crate::report::blame::{Blame, BlameRule, Cause, Where};
+        let mut r = report();
+        r.paths.truncate(2);
+        r.hosts.push(host("router", "198.18.0.254"));
+        r.hosts[0].zone = Some("app".into());
+        r.hosts[3].zone = Some("data".into());
+        let rule = |host: &str,
+                    chain: &str,
+                    handle: Option<u64>,
+                    text: Option<&str>,
+                    policy: Option<&str>| BlameRule {
+            host: host.into(),
+            table: "inet portcall".into(),
+            chain: chain.into(),
+            handle,
+            text: text.map(Into::into),
+            policy: policy.map(Into::into),
+        };
+        let blame = |at, cause, hop: Option<&str>, rule| {
+            Some(Blame {
+                at,
+                hop: hop.map(Into::into),
+                hop_distance: hop.map(|_| 1),
+                cause,
+                rule,
+            })
+        };
+        let mut network = r.paths[1].clone();
+        network.blame = blame(Where::Network, Cause::Drop, Some("198.18.0.254"), None);
+        let mut egress = r.paths[1].clone();
+        egress.port = 5433;
+        egress.blame = blame(
+            Where::Source,
+            Cause::Egress,
+            None,
+            Some(rule(
+                "web",
+                "output",
+                Some(9),
+                Some("ip daddr 198.18.0.4 tcp dport 5433 drop"),
+                None,
+            )),
+        );
+        let mut target = r.paths[1].clone();
+        target.port = 5434;
+        target.blame = blame(
+            Where::Target,
+            Cause::Drop,
+            None,
+            Some(rule(
+                "db",
+                "input",
+                Some(4),
+                Some("ip saddr 198.18.0.2 tcp dport 5434 drop"),
+                None,
+            )),
+        );
+        let mut policy = r.paths[1].clone();
+        policy.port = 5435;
+        policy.blame = blame(
+            Where::Target,
+            Cause::Drop,
+            None,
+            Some(rule("db", "input", None, None, Some("drop"))),
+        );
+        let mut unknown = r.paths[1].clone();
+        unknown.port = 5436;
+        unknown.blame = blame(Where::Unknown, Cause::Reset, None, None);
+        r.paths = vec![network, egress, target, policy, unknown];
+        r.recount();
+        let run = |router: Option<&str>| {
+            let mut o = SuggestOptions::new(FirewallFormat::Nft);
+            o.router = router.map(Into::into);
+            let s = suggest(&r, &o).unwrap();
+            let mut out = Vec::new();
+            s.write(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        expect![[r##"
+            # portcall suggest --format nft: plan suggest, round finished 2025-01-01T00:00:01.000Z
+            # Each rule is inserted at the head of chain input of table inet filter, so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop, then accepts for the port's must-be-open sources inserted ahead of it.
+            # Review, then run each host's section on that host with sh.
+
+            # host web (198.18.0.2)
+            # web -> db:5433/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: blamed on web: its own output filter stops the probe before it leaves (egress)
+            #   note: overrides web: table inet portcall chain output rule handle 9 (ip daddr 198.18.0.4 tcp dport 5433 drop); or remove that rule on web: nft delete rule inet portcall output handle 9
+            nft insert rule inet portcall output ip daddr 198.18.0.4 tcp dport 5433 counter accept comment '"portcall: web -> db:5433/tcp (svc)"'
+
+            # host db (198.18.0.4)
+            # web -> db:5432/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   NO RULE HERE: blamed on the network: the device at 198.18.0.254 (hop 1 from web) stops it (drop); no rule on db or web can fix it. For the network team: allow TCP from web (198.18.0.2, 2001:db8::12, zone app) to db (198.18.0.4, zone data) port 5432 at 198.18.0.254
+            # web -> db:5434/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: overrides db: table inet portcall chain input rule handle 4 (ip saddr 198.18.0.2 tcp dport 5434 drop); or remove that rule on db: nft delete rule inet portcall input handle 4
+            nft insert rule inet portcall input ip saddr 198.18.0.2 tcp dport 5434 counter accept comment '"portcall: web -> db:5434/tcp (svc)"'
+            # web -> db:5435/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: overrides db: table inet portcall chain input policy drop
+            nft insert rule inet portcall input ip saddr 198.18.0.2 tcp dport 5435 counter accept comment '"portcall: web -> db:5435/tcp (svc)"'
+            # web -> db:5436/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: where the path breaks is unknown (reset): the evidence cannot tell db's firewall from a device on the way, so this accept at db helps only if db's own firewall is what stops it
+            nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 5436 counter accept comment '"portcall: web -> db:5436/tcp (svc)"'
+        "##]].assert_eq(&run(None));
+        let with_router = run(Some("router"));
+        assert!(
+            with_router.contains("# host router (198.18.0.254)\n# web -> db:5432/tcp (svc)\n"),
+            "{with_router}"
+        );
+        assert!(
+            with_router.contains("nft insert rule inet filter forward ip saddr 198.18.0.2 ip daddr 198.18.0.4 tcp dport 5432 counter accept comment"),
+            "{with_router}"
+        );
+        let mut o = SuggestOptions::new(FirewallFormat::Nft);
+        o.router = Some("nope".into());
+        assert!(
+            suggest(&r, &o)
+                .unwrap_err()
+                .to_string()
+                .starts_with("router \"nope\" is not a host")
         );
     }
 
