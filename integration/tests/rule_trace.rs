@@ -53,9 +53,8 @@ fn path<'a>(r: &'a Report, port: u16) -> &'a PathReport {
 
 /// The handle of the rule of `chain` (table inet portcall) whose text
 /// starts with `text`.
-fn handle(lab: &PlanLab, host: &str, chain: &str, text: &str) -> u64 {
+fn handle(lab: &impl LabNet, host: &str, chain: &str, text: &str) -> u64 {
     let listing = lab
-        .lab
         .run_ok(
             host,
             "nft",
@@ -121,7 +120,7 @@ fn host_rule_policy_and_egress_drops_are_named_and_nothing_is_left_behind() {
             "where": "target", "hop": null, "hop_distance": null, "cause": "drop",
             "rule": {
                 "host": "dst", "table": "inet portcall", "chain": "input",
-                "handle": handle(&lab, "dst", "input", &format!("ip saddr {src} tcp dport 7101 drop")),
+                "handle": handle(&lab.lab, "dst", "input", &format!("ip saddr {src} tcp dport 7101 drop")),
                 "text": format!("ip saddr {src} tcp dport 7101 drop"),
             }
         }),
@@ -145,7 +144,7 @@ fn host_rule_policy_and_egress_drops_are_named_and_nothing_is_left_behind() {
             "where": "source", "hop": null, "hop_distance": null, "cause": "egress",
             "rule": {
                 "host": "src", "table": "inet portcall", "chain": "output",
-                "handle": handle(&lab, "src", "output", &format!("ip daddr {dst} tcp dport 7103 drop")),
+                "handle": handle(&lab.lab, "src", "output", &format!("ip daddr {dst} tcp dport 7103 drop")),
                 "text": format!("ip daddr {dst} tcp dport 7103 drop"),
             }
         }),
@@ -297,4 +296,214 @@ fn tracing_state_is_bounded_by_the_ttl_after_kill_9_and_a_restart() {
         "only the killed round's, until its TTL: {remaining:?}"
     );
     assert!(remaining[0].contains(&name), "{remaining:?}");
+}
+
+/// The routed lab: client (ops, dual stack) reaches db (data, dual stack)
+/// on three ports; `out` (an outside zone) must not reach the third.
+const ROUTED: &str = r#"
+name = "rule-trace-routed"
+
+[defaults]
+timeout_ms = 400
+retries = 0
+control_port = 7400
+
+[zones]
+ops = "Operators"
+data = "Databases"
+outside = "The internet"
+
+[[hosts]]
+name = "client"
+address = ["198.18.1.10", "2001:2:0:1::10"]
+zone = "ops"
+
+[[hosts]]
+name = "out"
+address = "198.18.5.10"
+zone = "outside"
+
+[[hosts]]
+name = "db"
+address = ["198.18.3.40", "2001:2:0:3::40"]
+zone = "data"
+roles = ["svc"]
+
+[roles.svc]
+ports = [
+  { name = "router-drop", port = 7201 },
+  { name = "v6-drop", port = 7202 },
+  { name = "console", port = 7203 },
+]
+
+[[flows]]
+from = "host:client"
+to = "host:db"
+ports = ["router-drop", "v6-drop", "console"]
+
+[[flows]]
+name = "the console is not exposed outside"
+from = "zone:outside"
+to = "host:db"
+ports = ["console"]
+expect = "blocked"
+"#;
+
+fn family_path<'a>(r: &'a Report, from: &str, port: u16, family: &str) -> &'a PathReport {
+    r.paths
+        .iter()
+        .find(|p| {
+            p.from == from && p.port == port && p.family.is_some_and(|f| f.as_str() == family)
+        })
+        .unwrap_or_else(|| panic!("no path {from} -> {port} over {family}"))
+}
+
+/// A router fault is blamed on the network with the router as the hop and
+/// gets no host rule; an IPv6-only drop on the dual-stack db names its rule;
+/// a too-broad accept closed by `suggest`'s default deny blocks an outside
+/// address no plan host has, while every must-be-open source still passes.
+#[test]
+fn routed_faults_are_placed_and_a_default_deny_closes_the_port_for_everyone() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, ROUTED).unwrap();
+    // A second outside address, in no plan.
+    let outsider = "198.18.5.99";
+    let lab = PlanLab::routed(&plan, &[("out", outsider)]).unwrap();
+    let mut rules = firewall::correct(&lab.plan, "client");
+    let db = rules.get_mut("db").unwrap();
+    db.input_first
+        .push("ip6 saddr 2001:2:0:1::10 tcp dport 7202 drop".into());
+    // Too broad: the console open to every source.
+    db.input_accepts.push("tcp dport 7203 accept".into());
+    for (host, r) in &rules {
+        lab.firewall(host, r).unwrap();
+    }
+    lab.lab
+        .router_rules(&integration::RouterRules {
+            forward: vec![
+                "ip daddr 198.18.3.40 tcp dport 7201 drop".into(),
+                "ip6 daddr 2001:2:0:3::40 tcp dport 7201 drop".into(),
+            ],
+            ..integration::RouterRules::default()
+        })
+        .unwrap();
+    lab.start_agents().unwrap();
+
+    let before = lab.check("client").unwrap();
+    let r = &before.report;
+    for (family, hop) in [("ipv4", "198.18.1.254"), ("ipv6", "2001:2:0:1::254")] {
+        let p = family_path(r, "client", 7201, family);
+        assert_eq!(p.verdict, Verdict::Violation, "{p:#?}");
+        let b = p.blame.as_ref().expect("blame");
+        assert_eq!(b.at.as_str(), "network", "{p:#?}\n{}", lab.logs());
+        assert_eq!(b.hop.as_deref(), Some(hop), "{p:#?}");
+        assert_eq!(b.rule, None);
+    }
+    let v6 = family_path(r, "client", 7202, "ipv6");
+    let text = "ip6 saddr 2001:2:0:1::10 tcp dport 7202 drop";
+    assert_eq!(
+        serde_json::to_value(v6.blame.as_ref().unwrap()).unwrap(),
+        serde_json::json!({
+            "where": "target", "hop": null, "hop_distance": null, "cause": "drop",
+            "rule": {
+                "host": "db", "table": "inet portcall", "chain": "input",
+                "handle": handle(&lab.lab, "db", "input", text), "text": text,
+            }
+        }),
+        "{v6:#?}"
+    );
+    assert_eq!(family_path(r, "client", 7202, "ipv4").verdict, Verdict::Ok);
+    let hole = family_path(r, "out", 7203, "ipv4");
+    assert_eq!(hole.verdict, Verdict::Violation, "{hole:#?}");
+
+    // db's section of the suggestion: no host rule for the router's drop,
+    // the default deny of 7203 with accepts for both of client's addresses.
+    let script = lab
+        .portcall_ok(&[
+            "suggest",
+            &before.path.to_string_lossy(),
+            "--format",
+            "nft",
+            "--host",
+            "db",
+            "--table",
+            "inet portcall",
+        ])
+        .unwrap();
+    assert!(!script.contains("dport 7201"), "{script}");
+    assert!(
+        script.contains("NO RULE HERE: blamed on the network: the device at 198.18.1.254"),
+        "{script}"
+    );
+    assert!(
+        script.contains(
+            "the flow's source zone:outside covers zone outside's hosts out (198.18.5.10)"
+        ),
+        "{script}"
+    );
+    let out = lab.lab.output("db", "sh", &["-e", "-c", &script]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let after = lab.check("client").unwrap();
+    let r = &after.report;
+    assert_eq!(family_path(r, "out", 7203, "ipv4").verdict, Verdict::Ok);
+    for family in ["ipv4", "ipv6"] {
+        let p = family_path(r, "client", 7203, family);
+        assert_eq!(
+            p.verdict,
+            Verdict::Ok,
+            "must-be-open source still passes: {p:#?}"
+        );
+    }
+    // The outsider, not in the plan, is blocked too: probe it against a
+    // listener of its own on db.
+    let bin = integration::portcall_bin().unwrap();
+    lab.lab
+        .spawn_ready(
+            "db",
+            env!("CARGO_BIN_EXE_lab-server"),
+            &["--bind", "198.18.3.40", "--tcp", "7203", "--lifetime", "3"],
+        )
+        .unwrap();
+    let probe = |source: &str| {
+        let out = lab
+            .lab
+            .output(
+                "out",
+                &bin,
+                &[
+                    "probe",
+                    "198.18.3.40:7203",
+                    "--source",
+                    source,
+                    "--timeout-ms",
+                    "300",
+                    "--retries",
+                    "0",
+                    "--format",
+                    "json",
+                ],
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        v["results"][0]["observed"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        probe(outsider),
+        "timeout",
+        "an outside address not in the plan"
+    );
+    assert_eq!(probe("198.18.5.10"), "timeout");
+    for host in ["client", "out", "db"] {
+        assert_eq!(trace_tables(&lab.lab, host), Vec::<String>::new(), "{host}");
+    }
 }
