@@ -333,7 +333,18 @@ impl Blame {
             (Some(h), None) => h.clone(),
             _ => String::new(),
         };
-        match (self.at, self.cause) {
+        let said = match (self.at, self.cause) {
+            (Where::Target, Cause::Drop) => format!("dropped by {to}'s own firewall"),
+            (Where::Network, Cause::Drop) if self.hop.is_some() => format!(
+                "dropped on the way, before {to}'s firewall saw it (last hop that answered: {})",
+                hop()
+            ),
+            (Where::Network, Cause::Drop) => {
+                format!("dropped on the way, before {to}'s firewall saw it")
+            }
+            (Where::Source, Cause::Egress) if self.rule.is_some() => {
+                "dropped by the source's own output filter before anything left".into()
+            }
             (Where::Target, Cause::IcmpReject) => format!("rejected by {to}{kind}"),
             (Where::Network, Cause::IcmpReject) => {
                 format!("rejected by {}{kind}, a device on the way, not {to}", hop())
@@ -367,6 +378,10 @@ impl Blame {
                 )
             }
             (_, Cause::Egress) => "refused by the source itself before anything was sent".into(),
+        };
+        match &self.rule {
+            Some(rule) => format!("{said}: {}", rule.describe()),
+            None => said,
         }
     }
 }
@@ -523,6 +538,66 @@ mod tests {
         .unwrap();
         assert_eq!(back.cause, Cause::PathMtu);
         assert_eq!(back.rule, None);
+    }
+
+    /// The firewall traces settle what silence alone cannot: a rule on the
+    /// target, the source's output chain, or nothing at the target at all.
+    #[test]
+    fn traces_place_a_silent_drop_and_name_the_rule() {
+        let rule = |host: &str, chain: &str| BlameRule {
+            host: host.into(),
+            table: "inet filter".into(),
+            chain: chain.into(),
+            handle: Some(7),
+            text: Some("tcp dport 9443 drop".into()),
+            policy: None,
+        };
+        let mut e = ev(Observed::Timeout);
+        e.traced = Some(Traced::AtTarget(rule("db", "input")));
+        let b = blame(&e).unwrap();
+        assert_eq!((b.at, b.cause), (Where::Target, Cause::Drop));
+        assert_eq!(
+            b.sentence("db", None),
+            "dropped by db's own firewall: db: table inet filter chain input rule handle 7 (tcp dport 9443 drop)"
+        );
+        e.traced = Some(Traced::Egress(rule("web", "output")));
+        let b = blame(&e).unwrap();
+        assert_eq!((b.at, b.cause), (Where::Source, Cause::Egress));
+        assert_eq!(b.rule.as_ref().unwrap().host, "web");
+        let walk = Walk {
+            last_hop: Some(Hop {
+                address: "198.18.1.254".into(),
+                distance: 1,
+            }),
+            ..Walk::default()
+        };
+        e.walk = Some(&walk);
+        e.traced = Some(Traced::NeverArrived);
+        let b = blame(&e).unwrap();
+        assert_eq!(
+            (b.at, b.cause, b.hop.as_deref()),
+            (Where::Network, Cause::Drop, Some("198.18.1.254"))
+        );
+        assert_eq!(b.rule, None);
+        // Direct evidence wins over an absent trace: an ICMP from db itself.
+        let own = icmp("port-unreachable", "198.18.3.40");
+        let db = ["198.18.3.40".to_string()];
+        let mut e = ev(Observed::Refused);
+        e.icmp = Some(&own);
+        e.target_addresses = &db;
+        e.traced = Some(Traced::NeverArrived);
+        assert_eq!(blame(&e).unwrap().at, Where::Target);
+        // A policy reads as a policy.
+        let policy = BlameRule {
+            handle: None,
+            text: None,
+            policy: Some("drop".into()),
+            ..rule("db", "input")
+        };
+        assert_eq!(
+            serde_json::to_string(&policy).unwrap(),
+            r#"{"host":"db","table":"inet filter","chain":"input","policy":"drop"}"#
+        );
     }
 
     #[test]
