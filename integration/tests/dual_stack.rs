@@ -105,6 +105,16 @@ fn lab(db_rules: Option<&str>) -> Option<PlanLab<RoutedLab>> {
     Some(lab)
 }
 
+/// The report as `portcall check` prints it, shown with `--nocapture` (the
+/// closing notes quote it) and in failure messages.
+fn table(run: &CheckRun) -> String {
+    let mut out = Vec::new();
+    probe_core::report::table::write(&run.report, Default::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    eprintln!("{text}");
+    text
+}
+
 /// Every path as `from->to address:port family observed verdict seen`.
 fn rows(run: &CheckRun) -> Vec<String> {
     let mut v: Vec<String> = run
@@ -133,6 +143,7 @@ fn rows(run: &CheckRun) -> Vec<String> {
 fn dual_stack_round_reaches_across_families_with_the_kernels_source() {
     let Some(lab) = lab(None) else { return };
     let run = lab.check("jump").unwrap();
+    let shown = table(&run);
     assert_eq!(
         rows(&run),
         [
@@ -149,7 +160,7 @@ fn dual_stack_round_reaches_across_families_with_the_kernels_source() {
             "ops6->db 2001:2:0:3::40:3306 ipv6 open ok 2001:2:0:1::20",
             "ops6->jump 198.18.1.10:8443 ipv4 open ok 198.18.1.20",
         ],
-        "{}\n{}",
+        "{shown}\n{}\n{}",
         run.stderr,
         lab.logs()
     );
@@ -161,6 +172,7 @@ fn ipv6_only_drop_on_a_dual_stack_host_is_a_drop() {
     let rules = "table inet fw {\n chain input {\n  type filter hook input priority 0; policy accept;\n  meta nfproto ipv6 tcp dport 3306 drop\n }\n}\n";
     let Some(lab) = lab(Some(rules)) else { return };
     let run = lab.check("jump").unwrap();
+    let shown = table(&run);
     let rows = rows(&run);
     let db: Vec<&str> = rows
         .iter()
@@ -177,7 +189,7 @@ fn ipv6_only_drop_on_a_dual_stack_host_is_a_drop() {
             // ops6 reaches db only over IPv6, which db drops: a violation.
             "ops6->db 2001:2:0:3::40:3306 ipv6 timeout violation -",
         ],
-        "{}\n{}",
+        "{shown}\n{}\n{}",
         run.stderr,
         lab.logs()
     );

@@ -235,7 +235,6 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
         keys(&json["hosts"][0]),
         [
             "address",
-            "addresses",
             "agent",
             "conflicts",
             "name",

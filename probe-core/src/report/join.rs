@@ -125,7 +125,11 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                         state: t.state,
                         reason: t.reason.clone(),
                     }),
-                addresses: h.addresses.iter().map(ToString::to_string).collect(),
+                addresses: if h.addresses.len() > 1 {
+                    h.addresses.iter().map(ToString::to_string).collect()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();

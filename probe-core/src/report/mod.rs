@@ -81,20 +81,24 @@ pub struct HostReport {
     /// Why the agent was unreachable. Not part of the JSON contract.
     #[serde(skip)]
     pub agent_detail: Option<String>,
+    /// Every plan address of a host with several (dual stack), primary
+    /// first; absent (empty) when it has one, which is `address`.
+    #[serde(default, skip_serializing_if = "several_not")]
+    pub addresses: Vec<String>,
     /// The host's zone in the plan, `null` without one. Added to v1 so
     /// that `suggest` can say which addresses a zone selector covers
     /// without the plan file.
     #[serde(default)]
     pub zone: Option<String>,
-    /// Every address the plan gives the host, the primary first. Added to
-    /// v1; empty in older reports, where `address` is the only one.
-    #[serde(default)]
-    pub addresses: Vec<String>,
     /// Whether the host's agent could trace its firewall to name the rule
     /// that stops a path, and why not; `null` when it did not try (the
     /// demo's agents, `--no-rule-trace`). Added to v1.
     #[serde(default)]
     pub rule_trace: Option<RuleTrace>,
+}
+
+fn several_not(v: &[String]) -> bool {
+    v.len() < 2
 }
 
 /// Whether an agent traced its host's firewall in the round.
@@ -108,13 +112,26 @@ pub struct RuleTrace {
 }
 
 impl HostReport {
-    /// Every plan address of the host: `addresses`, or `address` alone in
-    /// reports written before the list existed.
+    /// Every plan address of the host: `addresses`, or `address` alone
+    /// when it has one (and in reports written before the list existed).
     pub fn plan_addresses(&self) -> Vec<&str> {
         if self.addresses.is_empty() {
             vec![self.address.as_str()]
         } else {
             self.addresses.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// Its plan address of `family`: from `addresses`, or `address` when
+    /// that is the only one and of that family.
+    pub fn address_of(&self, family: crate::plan::Family) -> Option<&str> {
+        let of = |a: &&String| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| crate::plan::Family::of(ip) == family)
+        };
+        match self.addresses.as_slice() {
+            [] => Some(&self.address).filter(of).map(String::as_str),
+            all => all.iter().find(of).map(String::as_str),
         }
     }
 }

@@ -1167,11 +1167,19 @@ fn default_deny(
 /// The source address the target's firewall sees, and a note when it is
 /// not the source's planned address.
 fn source_address(report: &Report, p: &PathReport) -> Result<(IpAddr, Option<String>), String> {
-    let planned = report
-        .hosts
-        .iter()
-        .find(|h| h.name == p.from)
-        .map(|h| h.address.as_str());
+    let host = report.hosts.iter().find(|h| h.name == p.from);
+    // The source's planned address of the path's family (a dual-stack
+    // source probes from the one of its target's family).
+    let planned = match (host, p.family) {
+        (Some(h), Some(family)) => h.address_of(family).or_else(|| {
+            // No planned address of that family: the source's kernel chose
+            // one the report does not know unless the target saw it.
+            (h.addresses.len() < 2 && h.address.parse::<IpAddr>().is_err())
+                .then_some(h.address.as_str())
+        }),
+        (Some(h), None) => Some(h.address.as_str()),
+        (None, _) => None,
+    };
     let planned_ip = planned
         .and_then(|a| a.parse::<IpAddr>().ok())
         .map(|ip| ip.to_canonical());
@@ -1197,6 +1205,14 @@ fn source_address(report: &Report, p: &PathReport) -> Result<(IpAddr, Option<Str
         (Some(a), None) => Err(format!(
             "{}'s address {a:?} is not an IP address and {} saw no source, so a source-restricted rule cannot be written here; resolve the name and write the rule by hand",
             p.from, p.to
+        )),
+        (None, None) if host.is_some() => Err(format!(
+            "the plan gives {} no {} address and {} saw no connection, so the source its kernel chose is unknown and a source-restricted rule cannot be written here; give {} its {} address in the plan and check again",
+            p.from,
+            p.family.map_or("such", |f| f.as_str()),
+            p.to,
+            p.from,
+            p.family.map_or("", |f| f.as_str()),
         )),
         (None, None) => Err(format!(
             "{} is not in the report's host list, so its address is unknown",
@@ -1580,7 +1596,7 @@ mod tests {
         for h in &mut r.hosts[..3] {
             h.zone = Some("dmz".into());
         }
-        r.hosts[0].addresses = vec!["198.18.0.2".into(), "2001:db8::12".into()];
+        r.hosts[2].addresses = vec!["198.18.0.3".into(), "2001:db8::13".into()];
         r.recount();
         r
     }
@@ -1611,7 +1627,7 @@ mod tests {
             nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 5432 counter accept comment '"portcall: web -> db:5432/tcp (svc)"'
             # web -> db:22/tcp (svc)
             #   violation: must be blocked, observed open: db saw our nonce from 198.18.0.2
-            #   note: the flow's source zone:dmz covers zone dmz's hosts web (198.18.0.2, 2001:db8::12), web6 (2001:db8::2), nat (198.18.0.3); the drop below blocks them and every other address the plan does not allow
+            #   note: the flow's source zone:dmz covers zone dmz's hosts web (198.18.0.2), web6 (2001:db8::2), nat (198.18.0.3, 2001:db8::13); the drop below blocks them and every other address the plan does not allow
             #   note: must stay open for ops: 198.18.0.7 (plan), 2001:db8::7 (seen by the target in this round, not in the plan)
             nft insert rule inet filter input tcp dport 22 counter drop comment '"portcall: default deny of port 22, web -> db:22/tcp (svc)"'
             nft insert rule inet filter input ip saddr 198.18.0.7 tcp dport 22 counter accept comment '"portcall: keep port 22 open for ops"'
@@ -1649,6 +1665,50 @@ mod tests {
             #   NO RULE HERE: the path was not measured, so there is nothing to fix yet; resolve the reason above and check again
         "##]]
         .assert_eq(&script(&SuggestOptions::new(FirewallFormat::Nft)));
+    }
+
+    #[test]
+    fn a_silent_path_gets_the_sources_planned_address_of_its_family() {
+        use crate::plan::Family;
+        let mut r = report();
+        let mut dual = host("dual", "198.18.0.5");
+        dual.addresses = vec!["198.18.0.5".into(), "2001:db8::5".into()];
+        r.hosts.push(dual);
+        let dropped = |from: &str| {
+            let mut p = path(
+                from,
+                "db6",
+                5432,
+                Expect::Open,
+                Some(Observed::Timeout),
+                Verdict::Violation,
+                "dropped",
+                None,
+            );
+            p.family = Some(Family::Ipv6);
+            p
+        };
+        // A dual-stack source over IPv6, and an IPv4-only one whose IPv6
+        // source its kernel chose unseen.
+        r.paths = vec![dropped("dual"), dropped("web")];
+        r.recount();
+        let mut o = SuggestOptions::new(FirewallFormat::Nft);
+        o.host = Some("db6".into());
+        let s = suggest(&r, &o).unwrap();
+        let mut out = Vec::new();
+        s.write(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("ip6 saddr 2001:db8::5 tcp dport 5432 counter accept"),
+            "{out}"
+        );
+        assert!(!out.contains("198.18.0.5 tcp dport"), "{out}");
+        assert!(
+            out.contains(
+                "NO RULE HERE: the plan gives web no ipv6 address and db6 saw no connection"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -1955,7 +2015,7 @@ mod tests {
             # host db (198.18.0.4)
             # web -> db:5432/tcp (svc)
             #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
-            #   NO RULE HERE: blamed on the network: the device at 198.18.0.254 (hop 1 from web) stops it (drop); no rule on db or web can fix it. For the network team: allow TCP from web (198.18.0.2, 2001:db8::12, zone app) to db (198.18.0.4, zone data) port 5432 at 198.18.0.254
+            #   NO RULE HERE: blamed on the network: the device at 198.18.0.254 (hop 1 from web) stops it (drop); no rule on db or web can fix it. For the network team: allow TCP from web (198.18.0.2, zone app) to db (198.18.0.4, zone data) port 5432 at 198.18.0.254
             # web -> db:5434/tcp (svc)
             #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
             #   note: overrides db: table inet portcall chain input rule handle 4 (ip saddr 198.18.0.2 tcp dport 5434 drop); or remove that rule on db: nft delete rule inet portcall input handle 4

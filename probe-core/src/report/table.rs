@@ -41,6 +41,11 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
         if s.errors == 1 { "" } else { "s" },
     )?;
     write_hosts(report, options, w)?;
+    // Paths name their family when the report has more than one, so a
+    // dual-stack pair's two rows can be told apart.
+    let families: std::collections::BTreeSet<_> =
+        report.paths.iter().filter_map(|p| p.family).collect();
+    let mixed = families.len() > 1;
     let sections = [
         (Verdict::Violation, "VIOLATIONS", "31"),
         (Verdict::Error, "ERRORS", "33"),
@@ -69,7 +74,12 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
                 t.row([
                     p.from.clone(),
                     p.to.clone(),
-                    format!("{}/{} ({})", p.port, p.protocol.as_str(), p.service),
+                    match p.family.filter(|_| mixed) {
+                        Some(f) => {
+                            format!("{}/{} ({}) {f}", p.port, p.protocol.as_str(), p.service)
+                        }
+                        None => format!("{}/{} ({})", p.port, p.protocol.as_str(), p.service),
+                    },
                     p.expect.to_string(),
                     p.observed.map_or("-".to_string(), |o| o.to_string()),
                     p.latency_ms
@@ -260,6 +270,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_report_with_both_families_names_each_paths_family() {
+        let mut r = sample();
+        let mut out = Vec::new();
+        write(&r, TableOptions::default(), &mut out).unwrap();
+        let one_family = String::from_utf8(out).unwrap();
+        assert!(!one_family.contains("ipv4"), "{one_family}");
+        r.paths[1].family = Some(crate::plan::Family::Ipv6);
+        r.paths[1].address = "2001:2:0:9::3".into();
+        let mut out = Vec::new();
+        write(&r, TableOptions::default(), &mut out).unwrap();
+        let both = String::from_utf8(out).unwrap();
+        assert!(both.contains("(svc) ipv6"), "{both}");
+        assert!(both.contains("(svc) ipv4"), "{both}");
+    }
+
+    #[test]
     fn violations_come_first_grouped_by_flow_with_reasons() {
         let mut out = Vec::new();
         write(&sample(), TableOptions::default(), &mut out).unwrap();
@@ -323,7 +349,6 @@ pub(crate) mod tests {
                     }
                   ],
                   "zone": null,
-                  "addresses": [],
                   "rule_trace": null
                 },
                 {
@@ -332,7 +357,6 @@ pub(crate) mod tests {
                   "agent": "unreachable",
                   "conflicts": [],
                   "zone": null,
-                  "addresses": [],
                   "rule_trace": null
                 }
               ],

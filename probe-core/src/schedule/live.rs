@@ -118,6 +118,7 @@ impl Rounds for LiveRounds {
                 expect: p.expect,
                 observed: r.observed,
                 latency: r.latency,
+                family: p.family,
             })
             .collect();
         let duration = started.elapsed();
