@@ -507,3 +507,97 @@ fn routed_faults_are_placed_and_a_default_deny_closes_the_port_for_everyone() {
         assert_eq!(trace_tables(&lab.lab, host), Vec::<String>::new(), "{host}");
     }
 }
+
+/// An agent without CAP_NET_ADMIN cannot trace: the report says so once for
+/// its host, and the round is otherwise the same (verdicts, the other
+/// host's rule).
+#[test]
+fn without_cap_net_admin_the_report_says_why_and_the_rest_works() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let lab = PlanLab::new(&plan).unwrap();
+    let (src, dst) = (lab.addr("src").to_string(), lab.addr("dst").to_string());
+    let mut rules = firewall::correct(&lab.plan, "src");
+    rules
+        .get_mut("dst")
+        .unwrap()
+        .input_first
+        .push(format!("ip saddr {src} tcp dport 7101 drop"));
+    rules
+        .get_mut("src")
+        .unwrap()
+        .output
+        .push(format!("ip daddr {dst} tcp dport 7103 drop"));
+    for (host, r) in &rules {
+        lab.firewall(host, r).unwrap();
+    }
+    let bin = integration::portcall_bin().unwrap();
+    let (plan_path, pki) = (
+        lab.plan_path().to_string_lossy().into_owned(),
+        lab.pki().to_string_lossy().into_owned(),
+    );
+    let agent = |host: &'static str| {
+        vec![
+            "agent".to_string(),
+            "--plan".into(),
+            plan_path.clone(),
+            "--host".into(),
+            host.into(),
+            "--pki".into(),
+            pki.clone(),
+        ]
+    };
+    let src_args = agent("src");
+    let src_args: Vec<&str> = src_args.iter().map(String::as_str).collect();
+    lab.lab
+        .spawn_logged("src", &bin, &src_args, &lab.log("src"))
+        .unwrap();
+    // dst's agent runs without CAP_NET_ADMIN, and so does the nft it runs.
+    let mut confined = vec![
+        "--bounding-set".to_string(),
+        "-net_admin".into(),
+        "--".into(),
+        bin.to_string_lossy().into_owned(),
+    ];
+    confined.extend(agent("dst"));
+    let confined: Vec<&str> = confined.iter().map(String::as_str).collect();
+    lab.lab
+        .spawn_logged("dst", "setpriv", &confined, &lab.log("dst"))
+        .unwrap();
+    for host in ["src", "dst"] {
+        lab.lab
+            .wait_listening(host, 7400, Duration::from_secs(20))
+            .unwrap();
+    }
+    let run = lab.check("src").unwrap();
+    let r = &run.report;
+    let trace = |host: &str| {
+        r.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .and_then(|h| h.rule_trace.clone())
+            .unwrap_or_else(|| panic!("{host}: {:#?}", r.hosts))
+    };
+    let d = trace("dst");
+    assert_eq!(d.state.as_str(), "unavailable");
+    assert!(
+        d.reason
+            .as_deref()
+            .is_some_and(|w| w.starts_with("not permitted: rule tracing needs CAP_NET_ADMIN")),
+        "{d:?}"
+    );
+    assert_eq!(trace("src").state.as_str(), "traced");
+    // The same verdicts; dst's drop has no rule to name, src's egress does.
+    let dropped = path(r, 7101);
+    assert_eq!(dropped.verdict, Verdict::Violation);
+    assert_eq!(dropped.blame.as_ref().and_then(|b| b.rule.as_ref()), None);
+    assert_eq!(path(r, 7104).verdict, Verdict::Ok);
+    let egress = path(r, 7103).blame.as_ref().unwrap();
+    assert_eq!(egress.at.as_str(), "source");
+    assert_eq!(egress.rule.as_ref().map(|r| r.host.as_str()), Some("src"));
+    assert_eq!(trace_tables(&lab.lab, "dst"), Vec::<String>::new());
+}
