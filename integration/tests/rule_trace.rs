@@ -44,7 +44,7 @@ to = "host:dst"
 ports = ["host-drop", "policy-drop", "egress-drop", "open"]
 "#;
 
-fn path<'a>(r: &'a Report, port: u16) -> &'a PathReport {
+fn path(r: &Report, port: u16) -> &PathReport {
     r.paths
         .iter()
         .find(|p| p.port == port)

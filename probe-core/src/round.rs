@@ -261,9 +261,8 @@ pub async fn run_round(
                 .listeners
                 .iter()
                 .any(|l| l.state != ListenerState::Failed);
-            if !(has_listeners || !s.evidence.probes.is_empty())
-                || s.evidence.outcome != AgentOutcome::Up
-            {
+            let has_probes = !s.evidence.probes.is_empty();
+            if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
                 return s;
             }
             let Some(conn) = s.conn.as_mut() else {

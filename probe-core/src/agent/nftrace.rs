@@ -247,15 +247,18 @@ pub fn parse_line(line: &str) -> Option<TraceLine> {
     })
 }
 
+/// A flow's key: direction, source, destination, port.
+type FlowKey = (TraceDirection, IpAddr, IpAddr, u16);
+
 /// The traced packets of a round, by flow.
 #[derive(Debug, Default)]
 pub struct TraceLog {
     /// Our own table's name: its lines only say which way a packet goes.
     table: String,
     /// Trace id → the flow its packet belongs to.
-    ids: HashMap<String, (TraceDirection, IpAddr, IpAddr, u16)>,
+    ids: HashMap<String, FlowKey>,
     /// Flow → packets and the first stop.
-    flows: BTreeMap<(TraceDirection, IpAddr, IpAddr, u16), (u32, Option<TraceStop>)>,
+    flows: BTreeMap<FlowKey, (u32, Option<TraceStop>)>,
 }
 
 impl TraceLog {
