@@ -593,6 +593,9 @@ impl Tracer {
     /// What was traced so far; rules the monitor printed as unknown (added
     /// after it started) are read back by handle.
     pub async fn evidence(&self) -> TraceEvidence {
+        // Let the monitor's last lines (the round's final packets) through
+        // the pipe before reading the log.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let mut flows = self.log.lock().unwrap_or_else(|e| e.into_inner()).flows();
         for f in &mut flows {
             let Some(stop) = f.stop.as_mut() else {
