@@ -202,14 +202,18 @@ fn bind_ip(address: &Address) -> IpAddr {
 }
 
 /// The planned ports of `host` that some path targets: where its canaries go.
+/// A path whose client dials another port (`server_port`) puts the canary
+/// where the server listens, so the dialled port stays as empty as it will
+/// be in production.
 pub fn canary_ports(plan: &Plan, host: &str) -> Vec<PlannedPort> {
     let mut seen = HashSet::new();
     plan.paths
         .iter()
         .filter(|p| p.to == host && p.role.is_some())
-        .filter(|p| seen.insert(p.port.get()))
-        .map(|p| PlannedPort {
-            port: p.port.get(),
+        .map(|p| (p, p.server_port.unwrap_or(p.port)))
+        .filter(|(_, port)| seen.insert(port.get()))
+        .map(|(p, port)| PlannedPort {
+            port: port.get(),
             protocol: p.protocol,
             service: p.service.clone(),
         })

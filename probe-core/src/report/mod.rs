@@ -283,6 +283,10 @@ pub struct PathReport {
     /// can name what a must-be-blocked flow covers; empty in older reports.
     #[serde(default)]
     pub flow_from: Vec<String>,
+    /// Where the target listens, present only when it differs from the
+    /// dialled `port` (a client/server port mismatch in the plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
 }
 
 impl Report {

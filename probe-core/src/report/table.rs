@@ -189,6 +189,7 @@ pub(crate) mod tests {
             blame: None,
             flows: vec![flow.into()],
             flow_from: vec![],
+            server_port: None,
         }
     }
 
