@@ -9,6 +9,7 @@
 pub mod classify;
 mod engine;
 mod error;
+pub mod errqueue;
 mod eta;
 mod exchange;
 mod greeting;
@@ -16,12 +17,15 @@ mod outcome;
 pub mod render;
 mod target;
 mod tls;
+pub mod ttl_walk;
 
 pub use engine::{ProbeConfig, Prober};
 pub use error::ProbeError;
+pub use errqueue::IcmpEvidence;
 pub use eta::SweepEta;
 pub use exchange::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
 pub use greeting::{Greeting, GreetingExchange, mysql_banner, read_and_close};
 pub use outcome::{CertFacts, Observed, ProbeResult};
 pub use target::{Host, Target, TargetError, TargetListError, parse_target, parse_target_list};
 pub use tls::{TlsOptions, TrustRoots};
+pub use ttl_walk::{Hop, Walk, WalkConfig};
