@@ -134,6 +134,16 @@ pub enum Problem {
         /// The address as written.
         address: String,
     },
+    /// An `ssh` destination or `ssh_user` that ssh would not take.
+    #[error("{what} `{value}`: {why}")]
+    BadSsh {
+        /// Which setting, e.g. "ssh of host `gw1`".
+        what: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Two hosts have the same name.
     #[error("host `{name}` is defined twice (first at {first})")]
     DuplicateHost {

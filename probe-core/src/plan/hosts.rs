@@ -236,6 +236,7 @@ pub(crate) fn build(
             port_offset,
             ports,
             location,
+            ssh: None,
         });
     }
 

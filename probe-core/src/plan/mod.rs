@@ -11,6 +11,7 @@ mod flows;
 mod hosts;
 pub(crate) mod raw;
 pub(crate) mod roles;
+mod ssh;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ use crate::port::{Port, Protocol};
 
 pub use diag::{CollisionFix, Diagnostic, Location, Problem, Severity, Suggestion};
 pub use roles::RoleOrigin;
+pub use ssh::SshTarget;
 
 /// A validated, expanded plan.
 #[derive(Debug, Clone)]
@@ -159,6 +161,9 @@ pub struct Host {
     pub ports: Vec<EffectivePort>,
     /// Where the host is defined.
     pub location: Location,
+    /// Where `check --ssh` reaches it (its `ssh`, else its address, with
+    /// `[defaults] ssh_user`).
+    pub ssh: Option<SshTarget>,
 }
 
 /// Which hosts a flow endpoint means.
@@ -469,7 +474,8 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     cx.diags.append(&mut resolver.diags);
     let plan_roles = resolver.done;
 
-    let (hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
+    let (mut hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
+    ssh::resolve(&mut cx, &raw, &mut hosts);
     let zones = hosts::zones(&mut cx, &raw, &hosts);
     let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted);
 
