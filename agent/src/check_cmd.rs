@@ -1,5 +1,6 @@
 //! `portcall check`: the coordinator. Loads the plan and the coordinator's
-//! certificate, runs one round through every agent, renders the report.
+//! certificate (or, with `--ssh`, the ssh settings), runs one round through
+//! every agent, renders the report.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use probe_core::control::ClientSecurity;
+use probe_core::control::{ClientSecurity, SshOptions, SshTransport, Transport};
 use probe_core::pki::{COORDINATOR, TlsIdentity};
 use probe_core::plan::{Address, Plan};
 use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
@@ -40,6 +41,13 @@ Every agent of the plan is reached at address:control_port over mutual TLS: the
 coordinator presents DIR/coordinator.pem and checks each agent's certificate
 against DIR/ca.pem and the agent's plan address or host name.
 
+With --ssh, nothing listens for the coordinator: each host's agent is started
+as `ssh [OPTIONS] TARGET portcall agent --stdio --plan - --host NAME` (TARGET
+from the host's `ssh = \"user@name:port\"`, else its address with [defaults]
+ssh_user) and the round runs over that session. Your ssh configuration, agent
+and known_hosts apply; a host whose ssh fails is reported unreachable with
+ssh's last line.
+
 Exit status: 0 every expectation met; 1 at least one violation; 3 the check
 could not complete (an agent unreachable, a path not measurable); 2 bad input.")]
 pub struct CheckArgs {
@@ -47,17 +55,49 @@ pub struct CheckArgs {
     #[arg(long)]
     plan: PathBuf,
     /// Directory with ca.pem, coordinator.pem and coordinator-key.pem.
-    #[arg(long, required_unless_present = "insecure")]
+    #[arg(long, required_unless_present_any = ["insecure", "ssh"])]
     pki: Option<PathBuf>,
     /// Talk plain TCP to agents started with --insecure (loopback only).
     #[arg(long, conflicts_with = "pki")]
     insecure: bool,
     #[command(flatten)]
+    ssh: SshArgs,
+    #[command(flatten)]
     output: OutputArgs,
+}
+
+/// `--ssh` and its settings.
+#[derive(Args, Debug)]
+pub struct SshArgs {
+    /// Start each host's agent over ssh and run the round through it: no
+    /// control port, no certificates.
+    #[arg(long, conflicts_with_all = ["pki", "insecure"])]
+    ssh: bool,
+    /// Copy this portcall binary to each host for the round (a private
+    /// temporary path, SHA-256 checked, removed afterwards).
+    #[arg(long, requires = "ssh")]
+    push: bool,
+    /// The portcall binary on the hosts (default: `portcall` on the
+    /// remote PATH).
+    #[arg(long, value_name = "PATH", requires = "ssh", conflicts_with = "push")]
+    remote_path: Option<String>,
+    /// An ssh option (`-o OPTION`), e.g. `ProxyJump=bastion`; repeatable.
+    #[arg(long = "ssh-option", value_name = "OPTION", requires = "ssh")]
+    ssh_options: Vec<String>,
+    /// Use this ssh_config instead of ~/.ssh/config (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE", requires = "ssh")]
+    ssh_config: Option<PathBuf>,
+    /// Hosts whose ssh sessions are being set up at once.
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "ssh",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    ssh_parallel: u16,
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     crate::agent_cmd::init_logging("warn");
+    if args.ssh.ssh {
+        return check_ssh(&args);
+    }
     let plan = Plan::load(&args.plan)?;
     let security = match &args.pki {
         Some(dir) => ClientSecurity::Mtls(
@@ -74,6 +114,33 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             ClientSecurity::Insecure
         }
     };
+    run(&plan, &security, &args.output)
+}
+
+/// `check --ssh`: the same round through ssh sessions.
+fn check_ssh(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.plan)
+        .with_context(|| format!("read plan {}", args.plan.display()))?;
+    let plan = Plan::parse(&text, &args.plan.display().to_string())?;
+    let a = &args.ssh;
+    let push = match a.push {
+        false => None,
+        true => Some(std::env::current_exe().context("find the running portcall to push")?),
+    };
+    let options = SshOptions {
+        config_file: a.ssh_config.clone(),
+        options: a.ssh_options.clone(),
+        remote_path: a.remote_path.clone(),
+        push,
+        parallel: usize::from(a.ssh_parallel),
+        ..SshOptions::default()
+    };
+    let transport = SshTransport::new(&plan, &text, options)?;
+    run(&plan, &transport, &args.output)
+}
+
+/// Runs the round through `transport`, stopping on Ctrl-C, and emits it.
+fn run<T: Transport>(plan: &Plan, transport: &T, output: &OutputArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,9 +153,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 on_signal.cancel();
             }
         });
-        round::check(&plan, &security, &RoundConfig::default(), &cancel).await
+        round::check(plan, transport, &RoundConfig::default(), &cancel).await
     });
-    emit(&report, &args.output, &[])?;
+    emit(&report, output, &[])?;
     Ok(ExitCode::from(report.exit_code()))
 }
 

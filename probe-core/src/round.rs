@@ -2,25 +2,25 @@
 //! (canaries up, probes, evidence back, canaries down), all agents at once
 //! and each request under its own deadline, and collects what they report.
 //! An agent that cannot be reached does not stop the round: its part is
-//! recorded as unreachable and the others are measured.
+//! recorded as unreachable and the others are measured. How an agent is
+//! reached (mutual TLS to its control port, or ssh) is the [`Transport`]'s
+//! business; the round only asks it for a control stream per host.
 //!
 //! `portcall check` and `portcall demo` both come through [`run_round`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
-use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{
-    self, ClientSecurity, ControlError, ControlStream, HostPort, ListenerState, PrepareRequest,
-    ProbeRequest, Request, Response, RoundRef,
+    self, ControlError, ControlStream, Dial, HostPort, ListenerState, PrepareRequest, ProbeRequest,
+    Request, Response, RoundRef, Transport,
 };
-use crate::plan::{Address, Plan};
+use crate::plan::Plan;
 use crate::report::{self, AgentEvidence, AgentOutcome, Report, RoundEvidence};
 
 /// Deadlines and endpoints of a round.
@@ -72,21 +72,21 @@ impl RoundConfig {
     }
 }
 
-/// Runs one round of `plan` and joins it into a report.
-pub async fn check(
+/// Runs one round of `plan` through `transport` and joins it into a
+/// report.
+pub async fn check<T: Transport + ?Sized>(
     plan: &Plan,
-    security: &ClientSecurity,
+    transport: &T,
     config: &RoundConfig,
     cancel: &CancellationToken,
 ) -> Report {
-    let evidence = run_round(plan, security, config, cancel).await;
+    let evidence = run_round(plan, transport, config, cancel).await;
     report::join(plan, &evidence)
 }
 
 /// One agent's part of the round, moved into each phase's task and back.
 struct Session {
     host: String,
-    ip: Option<IpAddr>,
     conn: Option<ControlStream>,
     evidence: AgentEvidence,
 }
@@ -104,9 +104,9 @@ impl Session {
 
 /// Runs one round of `plan`: every agent that is the source or target of
 /// some path takes part.
-pub async fn run_round(
+pub async fn run_round<T: Transport + ?Sized>(
     plan: &Plan,
-    security: &ClientSecurity,
+    transport: &T,
     config: &RoundConfig,
     cancel: &CancellationToken,
 ) -> RoundEvidence {
@@ -122,79 +122,59 @@ pub async fn run_round(
     tracing::info!(%round, agents = involved.len(), paths = plan.paths.len(), "round starting");
 
     // Phase 1: connect and prepare, all agents at once.
-    let security = Arc::new(security.clone());
     let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
     let mut sessions = Vec::new();
     for name in &involved {
         let Some(host) = plan.host(name) else {
             continue;
         };
-        let ip = match &host.address {
-            Address::Ip(ip) => Some(*ip),
-            Address::Dns(_) => None,
-        };
         sessions.push(Session {
             host: host.name.clone(),
-            ip,
             conn: None,
             evidence: AgentEvidence::unreachable("not contacted".into()),
         });
     }
-    let endpoints: BTreeMap<String, (Address, u16)> = plan
-        .hosts
-        .iter()
-        .map(|h| {
-            (
-                h.name.clone(),
-                (h.address.clone(), plan.defaults.control_port.get()),
-            )
-        })
-        .collect();
-    let sessions =
-        each(sessions, cancel, |mut s| {
-            let security = security.clone();
-            let config = config.clone();
-            let (address, port) = endpoints[&s.host].clone();
-            let request = Request::Prepare(PrepareRequest {
-                round: round.clone(),
-                host: s.host.clone(),
-                plan_digest: digest.clone(),
-                ttl_ms,
-            });
-            async move {
-                let addr = match config.endpoints.get(&s.host) {
-                    Some(a) => *a,
-                    None => match resolve(&address, port, config.connect_timeout).await {
-                        Ok(a) => a,
-                        Err(why) => {
-                            s.lost(why);
-                            return s;
-                        }
-                    },
-                };
-                let mut conn =
-                    match control::connect(&security, &s.host, s.ip, addr, config.connect_timeout)
-                        .await
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            s.lost(chain(&e));
-                            return s;
-                        }
-                    };
-                match conn.request(&request, config.request_timeout).await {
-                    Ok(Response::Prepared(p)) => {
-                        s.evidence.outcome = AgentOutcome::Up;
-                        s.evidence.listeners = p.listeners;
-                        s.conn = Some(conn);
-                    }
-                    Ok(_) => s.lost(chain(&conn.unexpected(&request))),
-                    Err(e) => s.lost(chain(&e)),
+    let control_port = plan.defaults.control_port.get();
+    let sessions = each(sessions, cancel, |mut s| {
+        let config = config.clone();
+        let address = plan
+            .host(&s.host)
+            .map(|h| h.address.clone())
+            .expect("sessions are plan hosts");
+        let opening = transport.open(Dial {
+            host: s.host.clone(),
+            address,
+            control_port,
+            endpoint: config.endpoints.get(&s.host).copied(),
+            connect_timeout: config.connect_timeout,
+        });
+        let request = Request::Prepare(PrepareRequest {
+            round: round.clone(),
+            host: s.host.clone(),
+            plan_digest: digest.clone(),
+            ttl_ms,
+        });
+        async move {
+            let mut conn = match opening.await {
+                Ok(c) => c,
+                Err(e) => {
+                    s.lost(chain(&e));
+                    return s;
                 }
-                s
+            };
+            match conn.request(&request, config.request_timeout).await {
+                Ok(Response::Prepared(p)) => {
+                    s.evidence.outcome = AgentOutcome::Up;
+                    s.evidence.listeners = p.listeners;
+                    s.conn = Some(conn);
+                }
+                Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                Err(e) => s.lost(chain(&e)),
             }
-        })
-        .await;
+            s
+        }
+    })
+    .await;
 
     // Phase 2: probe. Each source learns which target ports have no canary.
     let mut live = Vec::new();
@@ -291,12 +271,12 @@ pub async fn run_round(
         let teardown = teardown.clone();
         let deadline = config.request_timeout.min(Duration::from_secs(3));
         async move {
-            if let Some(conn) = s.conn.as_mut() {
+            if let Some(mut conn) = s.conn.take() {
                 if let Err(e) = conn.request(&teardown, deadline).await {
                     tracing::warn!(host = %s.host, error = %chain(&e), "teardown failed; the canaries close at the round's TTL");
                 }
+                conn.close(deadline).await;
             }
-            s.conn = None;
             s
         }
     })
@@ -341,7 +321,6 @@ where
             s.unwrap_or_else(|| {
                 let mut s = Session {
                     host,
-                    ip: None,
                     conn: None,
                     evidence: AgentEvidence::unreachable(String::new()),
                 };
@@ -350,24 +329,6 @@ where
             })
         })
         .collect()
-}
-
-async fn resolve(address: &Address, port: u16, deadline: Duration) -> Result<SocketAddr, String> {
-    match address {
-        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
-        Address::Dns(name) => {
-            match timeout(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
-                Err(_) => Err(format!(
-                    "resolve {name}: no answer within {} ms",
-                    deadline.as_millis()
-                )),
-                Ok(Err(e)) => Err(format!("resolve {name}: {e}")),
-                Ok(Ok(mut addrs)) => addrs
-                    .next()
-                    .ok_or_else(|| format!("resolve {name}: no address")),
-            }
-        }
-    }
 }
 
 /// An error and its causes on one line.

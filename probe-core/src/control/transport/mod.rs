@@ -1,71 +1,103 @@
-//! The control channel's transport: mutual TLS 1.3 in normal use, plain TCP
-//! only on loopback with `--insecure`, and the coordinator's client side
-//! with a deadline on connect, handshake and every request.
+//! The control channel's transports behind one trait: mutual TLS 1.3 to an
+//! agent's control port ([`mtls`]; plain TCP on loopback with `--insecure`),
+//! or an agent started over the system `ssh` client speaking on its
+//! standard input and output ([`ssh`]). The round asks a [`Transport`] for a
+//! [`ControlStream`] per host and never knows which one it got.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+pub mod mtls;
+pub mod ssh;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::ServerConfig;
-use rustls_pki_types::ServerName;
-use tokio::io::BufReader;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::time::timeout;
 
 use super::frame::{FrameError, read_frame, write_frame};
 use super::messages::{Request, Response};
-use crate::pki::{PkiError, TlsIdentity};
+use crate::pki::PkiError;
+use crate::plan::Address;
 use crate::probe::ProbeStream;
 
-/// How an agent's control endpoint authenticates its clients.
-#[derive(Clone)]
-pub enum ServerSecurity {
-    /// Mutual TLS: clients must present a certificate chaining to the CA.
-    Mtls(Arc<ServerConfig>),
-    /// Plain TCP, accepted only on a loopback address (`--insecure`).
-    Insecure,
+/// A boxed future that owns what it needs.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Which agent to reach, as the plan and round configuration say.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// The plan host.
+    pub host: String,
+    /// Its plan address.
+    pub address: Address,
+    /// The plan's `control_port`.
+    pub control_port: u16,
+    /// A control endpoint that differs from `address:control_port` (the
+    /// demo and tests bind ephemeral ports).
+    pub endpoint: Option<SocketAddr>,
+    /// Deadline of connecting (each step of it).
+    pub connect_timeout: Duration,
 }
 
-impl std::fmt::Debug for ServerSecurity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ServerSecurity::Mtls(_) => "Mtls",
-            ServerSecurity::Insecure => "Insecure",
+/// A way to open a control stream to a plan host's agent.
+pub trait Transport: Send + Sync {
+    /// Opens the control stream to `dial.host`'s agent (starting the agent
+    /// first, when the transport does that).
+    fn open(&self, dial: Dial) -> BoxFuture<Result<ControlStream, ControlError>>;
+}
+
+/// The byte stream under a [`ControlStream`], with the transport's own
+/// account of why it broke and its own way to close.
+pub trait ControlIo: AsyncRead + AsyncWrite + Send + Unpin {
+    /// Why the stream broke, in the transport's words (the last line ssh
+    /// printed), when it has any.
+    fn failure(&mut self) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
+        Box::pin(async { None })
+    }
+
+    /// Closes the stream, waiting up to `deadline` for the other end to
+    /// finish.
+    fn finish(self: Box<Self>, deadline: Duration) -> BoxFuture<()>;
+}
+
+/// A TCP or TLS stream as a control stream.
+pub(crate) struct SocketIo(pub(crate) Box<dyn ProbeStream>);
+
+impl AsyncRead for SocketIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SocketIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl ControlIo for SocketIo {
+    fn finish(mut self: Box<Self>, deadline: Duration) -> BoxFuture<()> {
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = timeout(deadline, self.0.shutdown()).await;
         })
     }
-}
-
-impl ServerSecurity {
-    /// Completes the server side of a new connection.
-    pub(crate) async fn accept(
-        &self,
-        tcp: TcpStream,
-        deadline: Duration,
-    ) -> Result<Box<dyn ProbeStream>, std::io::Error> {
-        match self {
-            ServerSecurity::Insecure => Ok(Box::new(tcp)),
-            ServerSecurity::Mtls(config) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-                match timeout(deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => Ok(Box::new(tls)),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "TLS handshake timed out",
-                    )),
-                }
-            }
-        }
-    }
-}
-
-/// How the coordinator connects to agents.
-#[derive(Debug, Clone)]
-pub enum ClientSecurity {
-    /// Mutual TLS with the coordinator's identity.
-    Mtls(TlsIdentity),
-    /// Plain TCP, loopback agents only (`--insecure`).
-    Insecure,
 }
 
 /// Why talking to an agent failed.
@@ -114,13 +146,32 @@ pub enum ControlError {
         /// The deadline.
         after_ms: u128,
     },
+    /// The host's address could not be resolved.
+    #[error("agent {host}: {message}")]
+    Resolve {
+        /// The agent's host.
+        host: String,
+        /// What the resolver said.
+        message: String,
+    },
+    /// The transport itself failed (ssh could not log in, verify the host
+    /// key or start the agent); `message` is its own last word.
+    #[error("agent {host} via {peer}: {message}")]
+    Transport {
+        /// The agent's host.
+        host: String,
+        /// How it was reached, e.g. `ssh root@gw1:22`.
+        peer: String,
+        /// What went wrong (for ssh, the last line it printed).
+        message: String,
+    },
     /// A request got no reply in time.
     #[error("agent {host} at {addr}: no reply to {op} within {after_ms} ms")]
     RequestTimeout {
         /// The agent's host.
         host: String,
-        /// Its control endpoint.
-        addr: SocketAddr,
+        /// Its control endpoint, or how it was reached.
+        addr: String,
         /// The request.
         op: &'static str,
         /// The deadline.
@@ -131,8 +182,8 @@ pub enum ControlError {
     Frame {
         /// The agent's host.
         host: String,
-        /// Its control endpoint.
-        addr: SocketAddr,
+        /// Its control endpoint, or how it was reached.
+        addr: String,
         /// The request.
         op: &'static str,
         /// What went wrong.
@@ -144,8 +195,8 @@ pub enum ControlError {
     Refused {
         /// The agent's host.
         host: String,
-        /// Its control endpoint.
-        addr: SocketAddr,
+        /// Its control endpoint, or how it was reached.
+        addr: String,
         /// The request.
         op: &'static str,
         /// The agent's message.
@@ -156,8 +207,8 @@ pub enum ControlError {
     Unexpected {
         /// The agent's host.
         host: String,
-        /// Its control endpoint.
-        addr: SocketAddr,
+        /// Its control endpoint, or how it was reached.
+        addr: String,
         /// The request.
         op: &'static str,
     },
@@ -169,8 +220,8 @@ pub enum ControlError {
 /// An open control connection to one agent.
 pub struct ControlStream {
     host: String,
-    addr: SocketAddr,
-    io: BufReader<Box<dyn ProbeStream>>,
+    addr: String,
+    io: BufReader<Box<dyn ControlIo>>,
 }
 
 impl std::fmt::Debug for ControlStream {
@@ -182,79 +233,25 @@ impl std::fmt::Debug for ControlStream {
     }
 }
 
-/// Opens a control connection to the agent of `host` at `addr`, verifying
-/// its certificate against the CA and its plan address `host_ip` or host
-/// name. `deadline` bounds connect and handshake each.
-pub async fn connect(
-    security: &ClientSecurity,
-    host: &str,
-    host_ip: Option<IpAddr>,
-    addr: SocketAddr,
-    deadline: Duration,
-) -> Result<ControlStream, ControlError> {
-    let tcp = match timeout(deadline, TcpStream::connect(addr)).await {
-        Err(_) => {
-            return Err(ControlError::ConnectTimeout {
-                host: host.to_string(),
-                addr,
-                after_ms: deadline.as_millis(),
-            });
-        }
-        Ok(Err(source)) => {
-            return Err(ControlError::Connect {
-                host: host.to_string(),
-                addr,
-                source,
-            });
-        }
-        Ok(Ok(s)) => s,
-    };
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn ProbeStream> = match security {
-        ClientSecurity::Insecure => Box::new(tcp),
-        ClientSecurity::Mtls(identity) => {
-            let config = identity.control_client_config(host, host_ip)?;
-            let connector = tokio_rustls::TlsConnector::from(config);
-            // The verifier checks the plan's address and host name itself;
-            // this name only fills SNI.
-            let name = host_ip
-                .map(|ip| ServerName::IpAddress(ip.into()))
-                .or_else(|| ServerName::try_from(host.to_string()).ok())
-                .unwrap_or(ServerName::IpAddress(addr.ip().into()));
-            match timeout(deadline, connector.connect(name, tcp)).await {
-                Err(_) => {
-                    return Err(ControlError::HandshakeTimeout {
-                        host: host.to_string(),
-                        addr,
-                        after_ms: deadline.as_millis(),
-                    });
-                }
-                Ok(Err(source)) => {
-                    return Err(ControlError::Handshake {
-                        host: host.to_string(),
-                        addr,
-                        source,
-                    });
-                }
-                Ok(Ok(tls)) => Box::new(tls),
-            }
-        }
-    };
-    Ok(ControlStream {
-        host: host.to_string(),
-        addr,
-        io: BufReader::new(stream),
-    })
-}
-
 impl ControlStream {
+    /// A control stream to `host`'s agent over `io`; `addr` says where or
+    /// how it was reached, for messages.
+    pub fn new(host: &str, addr: String, io: Box<dyn ControlIo>) -> ControlStream {
+        ControlStream {
+            host: host.to_string(),
+            addr,
+            io: BufReader::new(io),
+        }
+    }
+
     /// The agent's host name.
     pub fn host(&self) -> &str {
         &self.host
     }
 
     /// Sends a request and waits up to `deadline` for its reply. An
-    /// `error` reply becomes [`ControlError::Refused`].
+    /// `error` reply becomes [`ControlError::Refused`]; a stream the
+    /// transport saw break becomes [`ControlError::Transport`].
     pub async fn request(
         &mut self,
         request: &Request,
@@ -268,19 +265,33 @@ impl ControlStream {
         match timeout(deadline, exchange).await {
             Err(_) => Err(ControlError::RequestTimeout {
                 host: self.host.clone(),
-                addr: self.addr,
+                addr: self.addr.clone(),
                 op,
                 after_ms: deadline.as_millis(),
             }),
-            Ok(Err(source)) => Err(ControlError::Frame {
-                host: self.host.clone(),
-                addr: self.addr,
-                op,
-                source,
-            }),
+            Ok(Err(source)) => {
+                if matches!(
+                    source,
+                    FrameError::Closed | FrameError::Truncated | FrameError::Io(_)
+                ) {
+                    if let Some(message) = self.io.get_mut().failure().await {
+                        return Err(ControlError::Transport {
+                            host: self.host.clone(),
+                            peer: self.addr.clone(),
+                            message,
+                        });
+                    }
+                }
+                Err(ControlError::Frame {
+                    host: self.host.clone(),
+                    addr: self.addr.clone(),
+                    op,
+                    source,
+                })
+            }
             Ok(Ok(Response::Error(e))) => Err(ControlError::Refused {
                 host: self.host.clone(),
-                addr: self.addr,
+                addr: self.addr.clone(),
                 op,
                 message: e.message,
             }),
@@ -288,11 +299,17 @@ impl ControlStream {
         }
     }
 
+    /// Closes the stream the transport's way (for ssh: end the agent's
+    /// input and wait up to `deadline` for it and ssh to exit).
+    pub async fn close(self, deadline: Duration) {
+        self.io.into_inner().finish(deadline).await;
+    }
+
     /// The error for a reply of the wrong kind to `request`.
     pub fn unexpected(&self, request: &Request) -> ControlError {
         ControlError::Unexpected {
             host: self.host.clone(),
-            addr: self.addr,
+            addr: self.addr.clone(),
             op: op_name(request),
         }
     }
