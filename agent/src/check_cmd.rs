@@ -91,6 +91,15 @@ pub struct SshArgs {
     #[arg(long, value_name = "N", default_value_t = 32, requires = "ssh",
           value_parser = clap::value_parser!(u16).range(1..))]
     ssh_parallel: u16,
+    /// The ssh client to run (tests stand a fake one in).
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "ssh",
+        hide = true,
+        default_value = "ssh"
+    )]
+    ssh_program: PathBuf,
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -128,6 +137,7 @@ fn check_ssh(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         true => Some(std::env::current_exe().context("find the running portcall to push")?),
     };
     let options = SshOptions {
+        program: a.ssh_program.clone(),
         config_file: a.ssh_config.clone(),
         options: a.ssh_options.clone(),
         remote_path: a.remote_path.clone(),
