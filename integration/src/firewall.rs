@@ -63,6 +63,16 @@ pub fn accept(source: &str, port: u16) -> String {
 /// reach every agent's control port, every must-be-open path is accepted
 /// from its source's address, and everything else arriving is dropped.
 pub fn correct(plan: &Plan, coordinator: &str) -> BTreeMap<String, HostRules> {
+    correct_with_control(plan, coordinator, plan.defaults.control_port.get())
+}
+
+/// [`correct`], with `port` (ssh's, for `check --ssh`) as the only port the
+/// coordinator host may reach besides the plan's paths: no control port.
+pub fn correct_with_control(
+    plan: &Plan,
+    coordinator: &str,
+    port: u16,
+) -> BTreeMap<String, HostRules> {
     let addr = |name: &str| {
         plan.host(name)
             .unwrap_or_else(|| panic!("no host {name} in the plan"))
@@ -75,7 +85,7 @@ pub fn correct(plan: &Plan, coordinator: &str) -> BTreeMap<String, HostRules> {
         .iter()
         .map(|h| {
             let r = HostRules {
-                input_accepts: vec![accept(&coord, plan.defaults.control_port.get())],
+                input_accepts: vec![accept(&coord, port)],
                 ..HostRules::default()
             };
             (h.name.clone(), r)

@@ -22,6 +22,7 @@ use anyhow::{Context, bail, ensure};
 
 pub mod firewall;
 pub mod plan_lab;
+pub mod sshd;
 
 pub use plan_lab::{CheckRun, PlanLab};
 
@@ -197,6 +198,22 @@ impl Lab {
             .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no lab host named {name}"))
+    }
+
+    /// The lab's hosts.
+    pub fn hosts(&self) -> &[LabHost] {
+        &self.hosts
+    }
+
+    /// Kills every process the lab started so far (agents, servers) and
+    /// waits for them; the namespaces stay.
+    pub fn stop_processes(&self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        for child in children.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        children.clear();
     }
 
     /// A command that runs `program` inside `host`'s namespace.

@@ -3,5 +3,6 @@
 mod closed_loop;
 mod probe_lab;
 mod prometheus;
+mod ssh_lab;
 mod suggest_validate;
 mod wso2_lab;
