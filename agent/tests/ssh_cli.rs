@@ -187,3 +187,89 @@ fn a_missing_remote_binary_is_named_with_a_hint() {
     assert!(all.contains("/nonexistent/portcall"), "{report:#}");
     assert!(all.contains("use --push, or --remote-path"), "{report:#}");
 }
+
+/// Counts how many stand-in ssh sessions were being set up at once.
+fn max_overlap(log: &Path) -> (usize, usize) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let (mut now, mut max, mut starts) = (0usize, 0usize, 0usize);
+    for line in text.lines() {
+        match line {
+            "start" => {
+                now += 1;
+                starts += 1;
+                max = max.max(now);
+            }
+            "end" => now -= 1,
+            other => panic!("odd log line {other:?}"),
+        }
+    }
+    (max, starts)
+}
+
+#[test]
+fn ssh_sessions_are_set_up_at_most_ssh_parallel_at_a_time() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ssh = dir.path().join("slow-ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\necho start >>\"$SSH_LOG\"\nsleep 1\necho end >>\"$SSH_LOG\"\nfor last; do :; done\nexec sh -c \"$last\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let mut src = format!(
+        "name = \"fan-out\"\n[roles.svc]\nports = [{{ name = \"svc\", port = {port} }}]\n[[flows]]\nfrom = \"all\"\nto = \"host:h1\"\nports = [\"svc\"]\n"
+    );
+    for i in 1..=6 {
+        src.push_str(&format!(
+            "[[hosts]]\nname = \"h{i}\"\naddress = \"127.0.0.{i}\"\n"
+        ));
+        if i == 1 {
+            src.push_str("roles = [\"svc\"]\n");
+        }
+    }
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, src).unwrap();
+    let run = |parallel: &str| {
+        let log = dir.path().join(format!("log-{parallel}"));
+        let out = Command::new(bin())
+            .args(["check", "--plan"])
+            .arg(&plan)
+            .args(["--ssh", "--ssh-program"])
+            .arg(&ssh)
+            .args(["--remote-path", bin(), "--ssh-parallel", parallel])
+            .args(["--format", "json"])
+            .env("SSH_LOG", &log)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        max_overlap(&log)
+    };
+    assert_eq!(run("2"), (2, 6), "--ssh-parallel 2");
+    let (max, starts) = run("32");
+    assert_eq!(starts, 6);
+    assert!(max > 2, "without a tight bound the sessions overlap: {max}");
+}
+
+#[test]
+fn a_remote_portcall_that_rejects_stdio_is_named_by_its_error_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("remote-tmp")).unwrap();
+    let old = dir.path().join("old-portcall");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\nprintf \"error: unexpected argument '--stdio' found\\n\\nUsage: portcall agent --plan <PLAN>\\n\\nFor more information, try '--help'.\\n\" >&2\nexit 2\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plan = plan(dir.path(), false);
+    let (out, report) = check(dir.path(), &plan, &["--remote-path", old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let all = report.to_string();
+    assert!(
+        all.contains("error: unexpected argument '--stdio' found (is the remote portcall this version? use --push)"),
+        "{report:#}"
+    );
+}

@@ -142,18 +142,33 @@ fn ssh_bench(plan: &Path, coordinator: &str, runs: usize) -> anyhow::Result<()> 
     let push_args = ["--ssh", "--ssh-config", &cfg, "--push"];
     let mut times: [Vec<f64>; 3] = Default::default();
     let mut notes = Vec::new();
-    println!("plan {} ({} hosts, {} paths), control port {control}", lab.plan.name, lab.plan.hosts.len(), lab.plan.paths.len());
-    println!("{:>4}  {:>8}  {:>8}  {:>11}", "run", "mtls_s", "ssh_s", "ssh_push_s");
+    println!(
+        "plan {} ({} hosts, {} paths), control port {control}",
+        lab.plan.name,
+        lab.plan.hosts.len(),
+        lab.plan.paths.len()
+    );
+    println!(
+        "{:>4}  {:>8}  {:>8}  {:>11}",
+        "run", "mtls_s", "ssh_s", "ssh_push_s"
+    );
     for i in 1..=runs {
         let mut row = Vec::new();
-        for (k, args) in [&mtls_args[..], &ssh_args[..], &push_args[..]].iter().enumerate() {
+        for (k, args) in [&mtls_args[..], &ssh_args[..], &push_args[..]]
+            .iter()
+            .enumerate()
+        {
             let t = Instant::now();
             let run = lab.check_with(coordinator, args)?;
             let s = t.elapsed().as_secs_f64();
             times[k].push(s);
             row.push(format!("{s:.3}{}", if run.code == 0 { "" } else { "*" }));
             if run.code != 0 {
-                notes.push(format!("run {i} {args:?} exited {}: {}", run.code, run.stderr.trim()));
+                notes.push(format!(
+                    "run {i} {args:?} exited {}: {}",
+                    run.code,
+                    run.stderr.trim()
+                ));
             }
         }
         println!("{i:>4}  {:>8}  {:>8}  {:>11}", row[0], row[1], row[2]);
@@ -164,7 +179,11 @@ fn ssh_bench(plan: &Path, coordinator: &str, runs: usize) -> anyhow::Result<()> 
     };
     let [m, s, p] = times.each_mut().map(median);
     println!("median  {m:>6.3}  {s:>8.3}  {p:>11.3}");
-    println!("ssh - mtls: {:+.3} s (goal: within 1 s); ssh --push - mtls: {:+.3} s", s - m, p - m);
+    println!(
+        "ssh - mtls: {:+.3} s (goal: within 1 s); ssh --push - mtls: {:+.3} s",
+        s - m,
+        p - m
+    );
     for n in notes {
         println!("* {n}");
     }

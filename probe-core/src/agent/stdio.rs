@@ -57,6 +57,10 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    // Silence between requests is normal here (other hosts are probing);
+    // the round's TTL and the input closing are what end a session.
+    let mut limits = limits;
+    limits.idle_timeout = limits.idle_timeout.max(limits.max_ttl);
     let mut io = BufReader::with_capacity(8 * 1024, tokio::io::join(input, output));
     let started = async {
         let plan = match plan {

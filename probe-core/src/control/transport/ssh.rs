@@ -260,7 +260,7 @@ impl Transport for SshTransport {
             else {
                 return Err(fail("ssh started without pipes".into()));
             };
-            let tail = Arc::new(Mutex::new(String::new()));
+            let tail = Arc::new(Mutex::new(Tail::default()));
             let stderr_task = tokio::spawn(keep_last_line(stderr, tail.clone(), dial.host.clone()));
             let io = SshIo {
                 child,
@@ -270,7 +270,12 @@ impl Transport for SshTransport {
                 stderr_task: Some(stderr_task),
             };
             let mut stream = ControlStream::new(&dial.host, peer.clone(), Box::new(io));
-            let deadline = inner.options.setup_timeout;
+            // A copy gets extra time at a slow link's pace (1 MB/s).
+            let copy = inner
+                .push
+                .as_ref()
+                .map_or(0, |p| p.bytes.len() as u64 / 1_000_000);
+            let deadline = inner.options.setup_timeout + Duration::from_secs(copy);
             let setup = async {
                 if let Some(p) = &inner.push {
                     stream.send_raw(&p.bytes).await?;
@@ -322,7 +327,7 @@ struct SshIo {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
-    tail: Arc<Mutex<String>>,
+    tail: Arc<Mutex<Tail>>,
     stderr_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -384,7 +389,16 @@ impl ControlIo for SshIo {
                 .exited(Duration::from_secs(3))
                 .await
                 .and_then(|s| s.code());
-            let line = self.tail.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (mut line, error) = {
+                let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+                (t.last.clone(), t.last_error.clone())
+            };
+            // A remote portcall that rejects its arguments (one too old for
+            // --stdio, say) ends with clap's "For more information" line;
+            // the line that says what is wrong came before it.
+            if line.starts_with("For more information") && !error.is_empty() {
+                line = format!("{error} (is the remote portcall this version? use --push)");
+            }
             let mut message = match (line.is_empty(), code) {
                 (false, _) => line,
                 (true, Some(code)) => format!("ssh exited with status {code}"),
@@ -412,11 +426,20 @@ impl ControlIo for SshIo {
     }
 }
 
+/// The end of ssh's standard error.
+#[derive(Debug, Default)]
+struct Tail {
+    /// The last non-empty line.
+    last: String,
+    /// The last line starting with `error:`.
+    last_error: String,
+}
+
 /// Reads ssh's standard error to its end, logging each line and keeping
 /// the last non-empty one (at most 512 bytes) in `tail`.
 async fn keep_last_line(
     mut stderr: tokio::process::ChildStderr,
-    tail: Arc<Mutex<String>>,
+    tail: Arc<Mutex<Tail>>,
     host: String,
 ) {
     let mut line: Vec<u8> = Vec::new();
@@ -427,7 +450,10 @@ async fn keep_last_line(
         if !text.is_empty() {
             tracing::debug!(%host, "ssh: {text}");
             let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-            *t = text.chars().filter(|c| !c.is_control()).collect();
+            t.last = text.chars().filter(|c| !c.is_control()).collect();
+            if t.last.starts_with("error:") {
+                t.last_error = t.last.clone();
+            }
         }
         line.clear();
     };
