@@ -31,7 +31,7 @@ pub enum StdioError {
     #[error("no plan on standard input")]
     NoPlan(#[source] crate::control::FrameError),
     /// The uploaded plan is not valid (every diagnostic, located).
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
     /// The host is not in the plan, or the canaries' certificate failed.
     #[error(transparent)]

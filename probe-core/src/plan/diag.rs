@@ -135,9 +135,9 @@ pub enum Problem {
         address: String,
     },
     /// An `ssh` destination or `ssh_user` that ssh would not take.
-    #[error("{what} `{value}`: {why}")]
+    #[error("{what} = `{value}`: {why}")]
     BadSsh {
-        /// Which setting, e.g. "ssh of host `gw1`".
+        /// Which setting, e.g. "host `gw1`: ssh".
         what: String,
         /// The value as written.
         value: String,

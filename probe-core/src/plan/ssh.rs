@@ -152,7 +152,7 @@ pub(crate) fn resolve(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &mut [Host]) {
                     cx.push(
                         s.span(),
                         Problem::BadSsh {
-                            what: format!("ssh of host `{}`", host.name),
+                            what: format!("host `{}`: ssh", host.name),
                             value: s.get_ref().clone(),
                             why,
                         },
