@@ -102,3 +102,72 @@ where
     shared.end_round(None).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{
+        ListenerState, MAX_REPLY_BYTES, PrepareRequest, Request, Response, plan_digest,
+    };
+
+    #[tokio::test]
+    async fn one_session_then_the_canaries_close_when_the_input_does() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "name = \"stdio\"\n[roles.svc]\nports = [{{ name = \"svc\", port = {port} }}]\n[[hosts]]\nname = \"a\"\naddress = \"127.0.0.2\"\n[[hosts]]\nname = \"b\"\naddress = \"127.0.0.1\"\nroles = [\"svc\"]\n[[flows]]\nfrom = \"host:a\"\nto = \"host:b\"\nports = [\"svc\"]\n"
+        );
+        let digest = plan_digest(&Plan::parse(&text, "p.toml").unwrap());
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (input, output) = tokio::io::split(theirs);
+        let agent = tokio::spawn(async move {
+            serve_stdio(
+                StdioPlan::Upload,
+                "b",
+                AgentLimits::default(),
+                input,
+                output,
+                CancellationToken::new(),
+            )
+            .await
+        });
+        let mut io = BufReader::new(ours);
+        let upload = PlanUpload {
+            source: "p.toml".into(),
+            plan: text.clone(),
+        };
+        write_frame(&mut io, &upload).await.unwrap();
+        write_frame(
+            &mut io,
+            &Request::Prepare(PrepareRequest {
+                round: "ab12".into(),
+                host: "b".into(),
+                plan_digest: digest,
+                ttl_ms: 60_000,
+            }),
+        )
+        .await
+        .unwrap();
+        let reply: Response = read_frame(&mut io, MAX_REPLY_BYTES).await.unwrap();
+        let Response::Prepared(p) = reply else {
+            panic!("{reply:?}");
+        };
+        assert_eq!(p.listeners.len(), 1);
+        assert_eq!(p.listeners[0].state, ListenerState::Canary);
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        );
+
+        // The coordinator goes away: the agent ends the round and returns.
+        drop(io);
+        let done = tokio::time::timeout(std::time::Duration::from_secs(10), agent).await;
+        assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
+        let after = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+        assert!(after.is_err(), "the canary outlived its session");
+    }
+}
