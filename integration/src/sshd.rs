@@ -136,9 +136,16 @@ impl SshLab {
             key = self.dir.join(&host_key).display(),
             authorized = authorized.display(),
         );
+        // Sessions get the test's own HOME: the login shell (bash sources
+        // ~/.bashrc under sshd) must not run the machine's dotfiles. Only
+        // the first SetEnv line counts, so one line.
+        let home = self.dir.join("home");
+        std::fs::create_dir_all(&home)?;
+        let _ = write!(cfg, "SetEnv HOME={}", home.display());
         if let Some(path) = &sshd.path {
-            let _ = writeln!(cfg, "SetEnv PATH={path}");
+            let _ = write!(cfg, " PATH={path}");
         }
+        cfg.push('\n');
         let cfg_path = self.dir.join(format!("sshd_config-{host}"));
         std::fs::write(&cfg_path, cfg)?;
         let cfg_arg = cfg_path.display().to_string();
