@@ -1,8 +1,11 @@
 //! End-to-end tests; one module per topic.
 
 mod closed_loop;
+mod dials_lab;
+mod dual_stack;
 mod probe_lab;
 mod prometheus;
+mod routed_lab;
 mod ssh_lab;
 mod suggest_validate;
 mod wso2_lab;
