@@ -46,11 +46,11 @@ pub(crate) struct RawHost {
     pub port_offset: Option<Spanned<i64>>,
     #[serde(default)]
     pub port_overrides: BTreeMap<String, Spanned<i64>>,
-    /// Where `check --ssh` reaches the host: `[user@]name[:port]`.
-    pub ssh: Option<Spanned<String>>,
     /// Pins the port a client role of this host dials, by dial name.
     #[serde(default)]
     pub dial_overrides: BTreeMap<String, Spanned<i64>>,
+    /// Where `check --ssh` reaches the host: `[user@]name[:port]`.
+    pub ssh: Option<Spanned<String>>,
 }
 
 /// An item of a host's `roles`: a name, or a name with its own offset.
