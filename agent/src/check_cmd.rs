@@ -11,7 +11,7 @@ use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use probe_core::control::{ClientSecurity, SshOptions, SshTransport, Transport};
 use probe_core::pki::{COORDINATOR, TlsIdentity};
-use probe_core::plan::{Address, Plan};
+use probe_core::plan::{Address, Only, Plan};
 use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
 use probe_core::round::{self, RoundConfig};
 use tokio_util::sync::CancellationToken;
@@ -48,8 +48,10 @@ ssh_user) and the round runs over that session. Your ssh configuration, agent
 and known_hosts apply; a host whose ssh fails is reported unreachable with
 ssh's last line.
 
-Exit status: 0 every expectation met; 1 at least one violation; 3 the check
-could not complete (an agent unreachable, a path not measurable); 2 bad input.")]
+Exit status: 0 every expectation met; 1 at least one violation (whether or not
+other paths could be measured: a violation is a definite failure); 3 no
+violation, but the check could not complete (an agent unreachable, a path not
+measurable); 2 bad input; 130 interrupted (Ctrl-C, SIGTERM).")]
 pub struct CheckArgs {
     /// The plan file (TOML), the same one the agents hold.
     #[arg(long)]
@@ -60,6 +62,12 @@ pub struct CheckArgs {
     /// Talk plain TCP to agents started with --insecure (loopback only).
     #[arg(long, conflicts_with = "pki")]
     insecure: bool,
+    /// Measure only the paths from or to these hosts, or of this flow:
+    /// host:NAME, role:NAME, zone:NAME or flow:NAME (a flow's name, its
+    /// `from -> to` label, or its position in the file); repeatable, the
+    /// union is measured. Agents still hold the whole plan.
+    #[arg(long, value_name = "SELECTOR")]
+    only: Vec<Only>,
     #[command(flatten)]
     ssh: SshArgs,
     #[command(flatten)]
@@ -108,6 +116,7 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return check_ssh(&args);
     }
     let plan = Plan::load(&args.plan)?;
+    let config = round_config(&plan, &args)?;
     let security = match &args.pki {
         Some(dir) => ClientSecurity::Mtls(
             TlsIdentity::load(dir, COORDINATOR).context("load the coordinator's certificate")?,
@@ -123,7 +132,19 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             ClientSecurity::Insecure
         }
     };
-    run(&plan, &security, &args.output)
+    run(&plan, &security, &config, &args.output)
+}
+
+/// The round's settings: `--only` selects paths.
+fn round_config(plan: &Plan, args: &CheckArgs) -> anyhow::Result<RoundConfig> {
+    Ok(RoundConfig {
+        only: if args.only.is_empty() {
+            None
+        } else {
+            Some(plan.select_paths(&args.only)?)
+        },
+        ..RoundConfig::default()
+    })
 }
 
 /// `check --ssh`: the same round through ssh sessions.
@@ -146,26 +167,32 @@ fn check_ssh(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         ..SshOptions::default()
     };
     let transport = SshTransport::new(&plan, &text, options)?;
-    run(&plan, &transport, &args.output)
+    let config = round_config(&plan, args)?;
+    run(&plan, &transport, &config, &args.output)
 }
 
-/// Runs the round through `transport`, stopping on Ctrl-C, and emits it.
-fn run<T: Transport>(plan: &Plan, transport: &T, output: &OutputArgs) -> anyhow::Result<ExitCode> {
+/// Runs the round through `transport`, tearing it down on SIGINT or
+/// SIGTERM, and emits it.
+fn run<T: Transport>(
+    plan: &Plan,
+    transport: &T,
+    config: &RoundConfig,
+    output: &OutputArgs,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    let cancel = CancellationToken::new();
     let report = runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
-            }
-        });
-        round::check(plan, transport, &RoundConfig::default(), &cancel).await
-    });
+        crate::schedule_cmd::stop_on_signal(cancel.clone())?;
+        anyhow::Ok(round::check(plan, transport, config, &cancel).await)
+    })?;
     emit(&report, output, &[])?;
+    if cancel.is_cancelled() {
+        eprintln!("portcall: interrupted; the round was torn down on every agent it reached");
+        return Ok(ExitCode::from(crate::INTERRUPTED));
+    }
     Ok(ExitCode::from(report.exit_code()))
 }
 
@@ -200,8 +227,7 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
     match &output.out {
         None => crate::write_stdout(&bytes),
         Some(path) => {
-            report::write_atomically(path, &bytes)
-                .with_context(|| format!("write report {}", path.display()))?;
+            report::write_atomically(path, &bytes).context("write the report")?;
             let s = &report.summary;
             eprintln!(
                 "wrote {}: {} paths, {} ok, {} violations, {} errors",

@@ -6,14 +6,20 @@
 //! reached (mutual TLS to its control port, or ssh) is the [`Transport`]'s
 //! business; the round only asks it for a control stream per host.
 //!
+//! When the round is cancelled (Ctrl-C, SIGTERM), the coordinator tears
+//! it down on every agent it reached, within [`CANCEL_TEARDOWN`], and
+//! those agents are reported `cancelled`, not unreachable.
+//!
 //! `portcall check` and `portcall demo` both come through [`run_round`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{
@@ -21,7 +27,10 @@ use crate::control::{
     Request, Response, RoundRef, Transport,
 };
 use crate::plan::Plan;
-use crate::report::{self, AgentEvidence, AgentOutcome, Report, RoundEvidence};
+use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
+
+/// How long a cancelled round may spend tearing down what it started.
+pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
 
 /// Deadlines and endpoints of a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +47,9 @@ pub struct RoundConfig {
     /// Control endpoints that differ from `address:control_port` (the demo
     /// and tests bind ephemeral ports), by host.
     pub endpoints: BTreeMap<String, SocketAddr>,
+    /// The paths to measure (`check --only`, from
+    /// [`Plan::select_paths`]); `None` for every path of the plan.
+    pub only: Option<Vec<usize>>,
 }
 
 impl Default for RoundConfig {
@@ -48,6 +60,7 @@ impl Default for RoundConfig {
             probe_slack: Duration::from_secs(10),
             ttl_slack: Duration::from_secs(30),
             endpoints: BTreeMap::new(),
+            only: None,
         }
     }
 }
@@ -72,8 +85,7 @@ impl RoundConfig {
     }
 }
 
-/// Runs one round of `plan` through `transport` and joins it into a
-/// report.
+/// Runs one round of `plan` and joins it into a report.
 pub async fn check<T: Transport + ?Sized>(
     plan: &Plan,
     transport: &T,
@@ -81,7 +93,10 @@ pub async fn check<T: Transport + ?Sized>(
     cancel: &CancellationToken,
 ) -> Report {
     let evidence = run_round(plan, transport, config, cancel).await;
-    report::join(plan, &evidence)
+    match &config.only {
+        None => report::join(plan, &evidence),
+        Some(only) => report::join_paths(plan, &evidence, only),
+    }
 }
 
 /// One agent's part of the round, moved into each phase's task and back.
@@ -102,6 +117,10 @@ impl Session {
     }
 }
 
+/// Control endpoints the round connected to, by host: where a cancelled
+/// round must send its teardown.
+type Reached = Arc<std::sync::Mutex<BTreeMap<String, Dial>>>;
+
 /// Runs one round of `plan`: every agent that is the source or target of
 /// some path takes part.
 pub async fn run_round<T: Transport + ?Sized>(
@@ -113,13 +132,16 @@ pub async fn run_round<T: Transport + ?Sized>(
     let started_at = SystemTime::now();
     let round = control::random_id(8);
     let digest = control::plan_digest(plan);
-    let involved: BTreeSet<&str> = plan
-        .paths
+    let selected: Vec<&crate::plan::Path> = match &config.only {
+        None => plan.paths.iter().collect(),
+        Some(only) => only.iter().filter_map(|&i| plan.paths.get(i)).collect(),
+    };
+    let involved: BTreeSet<&str> = selected
         .iter()
         .flat_map(|p| [p.from.as_str(), p.to.as_str()])
         .collect();
-    let sources: HashSet<&str> = plan.paths.iter().map(|p| p.from.as_str()).collect();
-    tracing::info!(%round, agents = involved.len(), paths = plan.paths.len(), "round starting");
+    let sources: HashSet<&str> = selected.iter().map(|p| p.from.as_str()).collect();
+    tracing::info!(%round, agents = involved.len(), paths = selected.len(), "round starting");
 
     // Phase 1: connect and prepare, all agents at once.
     let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
@@ -135,19 +157,24 @@ pub async fn run_round<T: Transport + ?Sized>(
         });
     }
     let control_port = plan.defaults.control_port.get();
+    let reached: Reached = Arc::default();
+    let coordinator_file = plan.source.to_string();
     let sessions = each(sessions, cancel, |mut s| {
         let config = config.clone();
-        let address = plan
-            .host(&s.host)
-            .map(|h| h.address.clone())
-            .expect("sessions are plan hosts");
-        let opening = transport.open(Dial {
+        let reached = reached.clone();
+        let digest = digest.clone();
+        let coordinator_file = coordinator_file.clone();
+        let dial = Dial {
             host: s.host.clone(),
-            address,
+            address: plan
+                .host(&s.host)
+                .map(|h| h.address.clone())
+                .expect("sessions are plan hosts"),
             control_port,
             endpoint: config.endpoints.get(&s.host).copied(),
             connect_timeout: config.connect_timeout,
-        });
+        };
+        let opening = transport.open(dial.clone());
         let request = Request::Prepare(PrepareRequest {
             round: round.clone(),
             host: s.host.clone(),
@@ -162,6 +189,10 @@ pub async fn run_round<T: Transport + ?Sized>(
                     return s;
                 }
             };
+            reached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(s.host.clone(), dial);
             match conn.request(&request, config.request_timeout).await {
                 Ok(Response::Prepared(p)) => {
                     s.evidence.outcome = AgentOutcome::Up;
@@ -169,12 +200,31 @@ pub async fn run_round<T: Transport + ?Sized>(
                     s.conn = Some(conn);
                 }
                 Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                Err(e @ ControlError::Refused { .. }) => {
+                    // Ask who it is: a refusal because it holds another
+                    // plan is reported as such, with both sides' files.
+                    match other_plan(&mut conn, &digest, &config).await {
+                        Some((agent_digest, agent_file)) => {
+                            s.conn = None;
+                            s.evidence.outcome = AgentOutcome::PlanMismatch(PlanMismatch {
+                                coordinator_digest: digest,
+                                coordinator_file,
+                                agent_digest,
+                                agent_file,
+                            });
+                        }
+                        None => s.lost(chain(&e)),
+                    }
+                }
                 Err(e) => s.lost(chain(&e)),
             }
             s
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, transport, started_at).await;
+    }
 
     // Phase 2: probe. Each source learns which target ports have no canary.
     let mut live = Vec::new();
@@ -202,6 +252,7 @@ pub async fn run_round<T: Transport + ?Sized>(
         live,
         skip,
         skip_hosts,
+        only: config.only.clone(),
     });
     let probe_deadline = config.probe_deadline(plan);
     let sessions = each(sessions, cancel, |mut s| {
@@ -225,6 +276,9 @@ pub async fn run_round<T: Transport + ?Sized>(
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, transport, started_at).await;
+    }
 
     // Phase 3: evidence from every agent that held canaries.
     let evidence = Request::Evidence(RoundRef {
@@ -260,6 +314,9 @@ pub async fn run_round<T: Transport + ?Sized>(
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, transport, started_at).await;
+    }
     let finished_at = SystemTime::now();
 
     // Phase 4: teardown. Best effort: the TTL closes whatever this misses.
@@ -286,6 +343,89 @@ pub async fn run_round<T: Transport + ?Sized>(
         started_at,
         finished_at,
         agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+    }
+}
+
+/// Ends a cancelled round: every agent that was reached gets a teardown
+/// (over its own connection when it is still usable, else a new one when
+/// the transport's agents outlive their connection), all at once and within
+/// [`CANCEL_TEARDOWN`]; agents that did not fail for another reason are
+/// reported `cancelled`.
+async fn cancelled<T: Transport + ?Sized>(
+    mut sessions: Vec<Session>,
+    reached: &Reached,
+    round: &str,
+    transport: &T,
+    started_at: SystemTime,
+) -> RoundEvidence {
+    tracing::warn!(%round, "round cancelled; tearing it down");
+    let reached = reached.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let teardown = Request::Teardown(RoundRef {
+        round: round.to_string(),
+    });
+    let mut set = JoinSet::new();
+    for s in &mut sessions {
+        let conn = s.conn.take();
+        let Some(dial) = reached.get(&s.host) else {
+            continue;
+        };
+        let teardown = teardown.clone();
+        let reopen = match &conn {
+            None if transport.agents_outlive_connections() => {
+                let mut dial = dial.clone();
+                dial.connect_timeout = dial.connect_timeout.min(CANCEL_TEARDOWN);
+                Some(transport.open(dial))
+            }
+            _ => None,
+        };
+        if conn.is_none() && reopen.is_none() {
+            continue;
+        }
+        set.spawn(async move {
+            let mut conn = match (conn, reopen) {
+                (Some(c), _) => c,
+                (None, Some(opening)) => opening.await?,
+                (None, None) => return Ok(()),
+            };
+            conn.request(&teardown, CANCEL_TEARDOWN).await.map(drop)
+        });
+    }
+    let all = async { while set.join_next().await.is_some() {} };
+    if timeout(CANCEL_TEARDOWN, all).await.is_err() {
+        tracing::warn!(%round, "teardown after cancel not finished within {CANCEL_TEARDOWN:?}; the canaries close at the round's TTL");
+    }
+    set.abort_all();
+    for s in &mut sessions {
+        // Agents that failed for a reason of their own keep it.
+        let cut_short = match &s.evidence.outcome {
+            AgentOutcome::Up => true,
+            AgentOutcome::Unreachable(why) => why == CANCELLED,
+            AgentOutcome::Cancelled | AgentOutcome::PlanMismatch(_) => false,
+        };
+        if cut_short {
+            s.evidence.outcome = AgentOutcome::Cancelled;
+        }
+    }
+    RoundEvidence {
+        started_at,
+        finished_at: SystemTime::now(),
+        agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+    }
+}
+
+/// The reason given to sessions a cancelled phase did not finish.
+const CANCELLED: &str = "the round was cancelled";
+
+/// After `prepare` was refused: the agent's digest and plan file when it
+/// holds another plan than `digest`, from a `hello` on the same connection.
+async fn other_plan(
+    conn: &mut ControlStream,
+    digest: &str,
+    config: &RoundConfig,
+) -> Option<(String, Option<String>)> {
+    match conn.request(&Request::Hello, config.request_timeout).await {
+        Ok(Response::Hello(h)) if h.plan_digest != digest => Some((h.plan_digest, h.plan_file)),
+        _ => None,
     }
 }
 
@@ -324,7 +464,7 @@ where
                     conn: None,
                     evidence: AgentEvidence::unreachable(String::new()),
                 };
-                s.lost("the round was cancelled".into());
+                s.lost(CANCELLED.into());
                 s
             })
         })

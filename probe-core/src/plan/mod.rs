@@ -9,6 +9,7 @@
 mod diag;
 mod flows;
 mod hosts;
+mod only;
 pub(crate) mod raw;
 pub(crate) mod roles;
 mod ssh;
@@ -24,6 +25,7 @@ use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
 pub use diag::{CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion};
+pub use only::{Only, OnlyError};
 pub use roles::RoleOrigin;
 pub use ssh::SshTarget;
 

@@ -46,6 +46,13 @@ pub trait Transport: Send + Sync {
     /// Opens the control stream to `dial.host`'s agent (starting the agent
     /// first, when the transport does that).
     fn open(&self, dial: Dial) -> BoxFuture<Result<ControlStream, ControlError>>;
+
+    /// Whether an agent stays up when its connection is gone, so that a
+    /// cancelled round opens a new one to tear it down (true for agents on
+    /// a control port; an ssh session's agent ends with its session).
+    fn agents_outlive_connections(&self) -> bool {
+        true
+    }
 }
 
 /// The byte stream under a [`ControlStream`], with the transport's own

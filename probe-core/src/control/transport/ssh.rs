@@ -222,6 +222,10 @@ chmod 0700 "$d/portcall"
 }
 
 impl Transport for SshTransport {
+    fn agents_outlive_connections(&self) -> bool {
+        false
+    }
+
     fn open(&self, dial: Dial) -> BoxFuture<Result<ControlStream, ControlError>> {
         let me = self.clone();
         Box::pin(async move {
