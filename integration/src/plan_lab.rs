@@ -222,11 +222,22 @@ impl<N: LabNet> PlanLab<N> {
     /// Runs `portcall check --plan PLAN --format json --out FILE ARGS`
     /// inside host `from` (ARGS choose the transport) and reads its report.
     pub fn check_with(&self, from: &str, args: &[&str]) -> anyhow::Result<CheckRun> {
+        self.check_with_bin(from, &self.bin, args)
+    }
+
+    /// [`PlanLab::check_with`] running the coordinator from `bin` (a
+    /// stripped copy, say, for `--push`, which copies the running binary).
+    pub fn check_with_bin(
+        &self,
+        from: &str,
+        bin: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<CheckRun> {
         let out_file = self.dir.path().join(format!("report-{}.json", unique()));
         let plan = self.plan_path().to_string_lossy().into_owned();
         let out = self
             .lab
-            .command(from, &self.bin)
+            .command(from, bin)
             .args(["check", "--plan", &plan, "--format", "json"])
             .args(args)
             .arg("--out")

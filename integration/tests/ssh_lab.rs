@@ -97,6 +97,21 @@ fn wait_clean(lab: &PlanLab, within: Duration, extra: impl Fn() -> Vec<String>) 
     }
 }
 
+/// A copy of the portcall binary without debug information, for the
+/// coordinator of `--push` runs: the debug build is over 100 MB, and
+/// copying it to every host would load the machine the other lab tests
+/// measure on. The unstripped binary when `strip` is not there.
+fn stripped(lab: &PlanLab) -> PathBuf {
+    let copy = lab.dir.path().join("portcall-stripped");
+    let ok = std::process::Command::new("strip")
+        .args(["--strip-debug", "-o"])
+        .arg(&copy)
+        .arg(lab.bin())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { copy } else { lab.bin().to_path_buf() }
+}
+
 fn push_dirs() -> BTreeSet<String> {
     std::fs::read_dir(std::env::temp_dir())
         .map(|it| {
@@ -402,8 +417,13 @@ fn ssh_failures_stay_per_host_and_push_and_kill_9_leave_nothing_behind() {
 
     // b. --push: the host without portcall takes part; the copies are gone
     // when the round is over, and so are the agents.
+    let small = stripped(&lab);
     let run = lab
-        .check_with(COORDINATOR, &["--ssh", "--ssh-config", &cfg, "--push"])
+        .check_with_bin(
+            COORDINATOR,
+            &small,
+            &["--ssh", "--ssh-config", &cfg, "--push"],
+        )
         .unwrap();
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert_eq!(agent(&run, "nobin"), AgentState::Up, "{run:#?}");
