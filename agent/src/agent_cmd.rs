@@ -41,6 +41,11 @@ pub struct AgentArgs {
     /// opened and no certificate is needed.
     #[arg(long, requires = "host", conflicts_with_all = ["pki", "insecure", "listen", "every"])]
     stdio: bool,
+    /// Do not trace the round's packets through this host's nftables
+    /// firewall (rule attribution; needs CAP_NET_ADMIN, reported as
+    /// unavailable without it).
+    #[arg(long)]
+    no_rule_trace: bool,
     /// Schedule mode: `--every` and `--metrics` (see schedule_cmd).
     #[command(flatten)]
     schedule: crate::schedule_cmd::ScheduleArgs,
@@ -87,6 +92,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         canary_tls,
         listen: args.listen,
         limits: AgentLimits::default(),
+        rule_trace: !args.no_rule_trace,
     };
     // One thread: an agent mostly waits, and a single-threaded runtime
     // keeps its idle footprint small.
@@ -137,6 +143,7 @@ fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
             plan,
             &host,
             AgentLimits::default(),
+            !args.no_rule_trace,
             tokio::io::stdin(),
             tokio::io::stdout(),
             cancel,

@@ -43,12 +43,14 @@ pub enum StdioError {
 
 /// Serves one coordinator on `input`/`output` as plan host `host` until
 /// the input closes or `cancel` fires, then closes the round's canaries.
+/// `rule_trace` is [`AgentConfig::rule_trace`].
 /// Problems before serving (no plan, a bad plan, an unknown host) are also
 /// sent to the coordinator as an error reply, so it can report them.
 pub async fn serve_stdio<R, W>(
     plan: StdioPlan,
     host: &str,
     limits: AgentLimits,
+    rule_trace: bool,
     input: R,
     output: W,
     cancel: CancellationToken,
@@ -82,6 +84,7 @@ where
             canary_tls,
             listen: None,
             limits,
+            rule_trace,
         })?;
         Ok::<_, StdioError>(shared)
     };
@@ -128,6 +131,7 @@ mod tests {
                 StdioPlan::Upload,
                 "b",
                 AgentLimits::default(),
+                false,
                 input,
                 output,
                 CancellationToken::new(),

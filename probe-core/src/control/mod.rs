@@ -12,9 +12,10 @@ pub mod transport;
 
 pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
-    CanaryEvidence, ErrorReply, EvidenceReply, HelloReply, HostPort, ListenerReport, ListenerState,
-    PROTOCOL_VERSION, PathProbe, PlanUpload, PrepareReply, PrepareRequest, ProbeReply,
-    ProbeRequest, Request, Response, RoundRef, Sighting,
+    CanaryEvidence, ErrorReply, EvidenceReply, Handshake, HandshakeStage, HelloReply, HostPort,
+    ListenerReport, ListenerState, PROTOCOL_VERSION, PathProbe, PlanUpload, PrepareReply,
+    PrepareRequest, ProbeReply, ProbeRequest, Request, Response, RoundRef, Sighting,
+    TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow,
 };
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};
 pub use transport::ssh::{SshOptions, SshTransport};

@@ -24,10 +24,12 @@ use tokio_util::task::TaskTracker;
 
 use super::classify::{ConnectClass, classify_connect_error, error_detail};
 use super::error::ProbeError;
+use super::errqueue::{self, IcmpEvidence};
 use super::exchange::{Exchange, ExchangeContext, ExchangeOutcome, ProbeStream};
 use super::outcome::{CertFacts, Observed, ProbeResult};
 use super::target::{Host, Target};
 use super::tls::{TlsClient, TlsOptions, server_name_for};
+use super::ttl_walk::{self, Walk, WalkConfig};
 use crate::port::Protocol;
 
 /// Everything that shapes a sweep. Build it with struct update syntax from
@@ -75,7 +77,21 @@ pub struct ProbeConfig {
     /// How long a target may keep failing locally (no descriptor, no
     /// ephemeral port) before it is reported as `local-error`.
     pub local_error_budget: Duration,
+    /// When TCP opens but TLS (or the exchange) stalls, try once more with
+    /// this maximum segment size; success there is a path-MTU black hole.
+    /// `None` turns the second try off.
+    pub mtu_retry_mss: Option<u32>,
+    /// Walk the TTL toward targets that stayed silent
+    /// ([`super::ttl_walk`]), to name the last router before the silence.
+    /// `None` turns walks off.
+    pub ttl_walk: Option<WalkConfig>,
 }
+
+/// Most distinct addresses walked after one sweep, and walks at once: each
+/// walk holds up to [`ttl_walk::MAX_HOPS`] sockets for at most its deadline,
+/// so a sweep spends at most `MAX_WALKS / WALKS_AT_ONCE` deadlines on them.
+const MAX_WALKS: usize = 32;
+const WALKS_AT_ONCE: usize = 4;
 
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
@@ -92,6 +108,8 @@ impl Default for ProbeConfig {
             tls: TlsOptions::default(),
             resolve_timeout: Duration::from_secs(5),
             local_error_budget: Duration::from_secs(30),
+            mtu_retry_mss: Some(536),
+            ttl_walk: None,
         }
     }
 }
@@ -273,14 +291,20 @@ impl Prober {
             if attempt.local_address.is_some() {
                 slot.local_address = attempt.local_address;
             }
+            if attempt.icmp.is_some() {
+                slot.icmp = attempt.icmp.clone();
+            }
             let verdict = match attempt.kind {
                 AttemptKind::Final {
                     observed,
                     detail,
                     cert,
+                    path_mtu,
+                    ..
                 } => {
                     slot.attempts += 1;
                     slot.cert = cert;
+                    slot.path_mtu = path_mtu;
                     if observed == Observed::Unreachable {
                         let host = hosts.entry(addr.ip()).or_default();
                         host.icmp_seen = true;
@@ -375,6 +399,9 @@ impl Prober {
         }
         tracker.close();
         tracker.wait().await;
+        if let (Some(walk), false) = (config.ttl_walk, cancel.is_cancelled()) {
+            walk_silent(&mut slots, walk, config.source, cancel).await;
+        }
         targets
             .iter()
             .zip(slots)
@@ -410,6 +437,8 @@ struct Slot {
     latency: Duration,
     timing: Timing,
     cert: Option<Box<CertFacts>>,
+    icmp: Option<IcmpEvidence>,
+    path_mtu: bool,
     result: Option<ProbeResult>,
     /// The attempt in flight, aborted when the sweep is cancelled.
     task: Option<AbortHandle>,
@@ -427,6 +456,68 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         tls_time: slot.timing.tls,
         attempts: slot.attempts,
         cert: slot.cert.clone(),
+        icmp: slot.icmp.clone(),
+        path_mtu: slot.path_mtu,
+        walk: None,
+    }
+}
+
+/// Walks the TTL toward every address whose result is `timeout` (one walk
+/// per address and port, at most [`MAX_WALKS`], [`WALKS_AT_ONCE`] at a
+/// time), skipping targets on this host's own link, and attaches each walk
+/// to the results it explains.
+async fn walk_silent(
+    slots: &mut [Slot],
+    config: WalkConfig,
+    source: Option<IpAddr>,
+    cancel: &CancellationToken,
+) {
+    let mut wanted: Vec<SocketAddr> = Vec::new();
+    for slot in slots.iter() {
+        if let (Some(r), Some(addr)) = (&slot.result, slot.addr) {
+            if r.observed == Observed::Timeout
+                && !wanted.contains(&addr)
+                && wanted.len() < MAX_WALKS
+                && ttl_walk::on_link(addr.ip()) != Some(true)
+            {
+                wanted.push(addr);
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let config = WalkConfig {
+        source: config.source.or(source),
+        ..config
+    };
+    let mut walks: HashMap<SocketAddr, Walk> = HashMap::new();
+    for chunk in wanted.chunks(WALKS_AT_ONCE) {
+        let mut set = tokio::task::JoinSet::new();
+        for addr in chunk {
+            let addr = *addr;
+            set.spawn(async move { (addr, ttl_walk::walk(addr, config).await) });
+        }
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    set.abort_all();
+                    return;
+                }
+                next = set.join_next() => match next {
+                    Some(Ok((addr, w))) => { walks.insert(addr, w); }
+                    Some(Err(_)) => {}
+                    None => break,
+                }
+            }
+        }
+    }
+    for slot in slots.iter_mut() {
+        if let (Some(r), Some(addr)) = (slot.result.as_mut(), slot.addr) {
+            if r.observed == Observed::Timeout {
+                r.walk = walks.get(&addr).cloned();
+            }
+        }
     }
 }
 
@@ -507,6 +598,7 @@ struct Attempt {
     latency: Duration,
     timing: Timing,
     local_address: Option<SocketAddr>,
+    icmp: Option<IcmpEvidence>,
 }
 
 /// How long an attempt's handshakes took, each measured on its own so that
@@ -525,6 +617,10 @@ enum AttemptKind {
         observed: Observed,
         detail: String,
         cert: Option<Box<CertFacts>>,
+        /// TCP opened, then TLS or the exchange got no answer in time.
+        stalled: bool,
+        /// The stall went away with a small MSS: a path-MTU black hole.
+        path_mtu: bool,
     },
     Silent,
     SelfConnect,
@@ -541,15 +637,129 @@ impl Shared {
         let started = Instant::now();
         let mut local_address = None;
         let mut timing = Timing::default();
-        let kind = self
-            .attempt_inner(index, target, addr, &mut local_address, &mut timing)
+        let mut icmp = None;
+        let mut kind = self
+            .attempt_inner(
+                index,
+                target,
+                addr,
+                None,
+                &mut local_address,
+                &mut icmp,
+                &mut timing,
+            )
             .await;
+        if let (AttemptKind::Final { stalled: true, .. }, Some(mss)) =
+            (&kind, self.config.mtu_retry_mss)
+        {
+            kind = self
+                .mtu_retry(
+                    index,
+                    target,
+                    addr,
+                    mss,
+                    kind,
+                    &mut local_address,
+                    &mut timing,
+                )
+                .await;
+        }
         Attempt {
             kind,
             started,
             latency: started.elapsed(),
             timing,
             local_address,
+            icmp,
+        }
+    }
+
+    /// The second try of a stalled attempt with a small MSS. When it gets
+    /// through, a third try with the ordinary MSS is the control: if that
+    /// gets through too, the stall was passing (a busy host, not the path)
+    /// and its result is the attempt's; if it stalls again, the first try's
+    /// outcome stands (that is what ordinary clients get) and the attempt is
+    /// marked as a path-MTU black hole. When the small MSS stalls too, the
+    /// first try's outcome stands as it was.
+    async fn mtu_retry(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        mss: u32,
+        first: AttemptKind,
+        local_address: &mut Option<SocketAddr>,
+        timing: &mut Timing,
+    ) -> AttemptKind {
+        let AttemptKind::Final {
+            observed, detail, ..
+        } = first
+        else {
+            return first;
+        };
+        let mut local = None;
+        let mut icmp = None;
+        let mut second_timing = Timing::default();
+        let second = self
+            .attempt_inner(
+                index,
+                target,
+                addr,
+                Some(mss),
+                &mut local,
+                &mut icmp,
+                &mut second_timing,
+            )
+            .await;
+        match second {
+            AttemptKind::Final {
+                observed: Observed::Open,
+                cert,
+                ..
+            } => {
+                let mut control_local = None;
+                let mut control_icmp = None;
+                let mut control_timing = Timing::default();
+                let control = self
+                    .attempt_inner(
+                        index,
+                        target,
+                        addr,
+                        None,
+                        &mut control_local,
+                        &mut control_icmp,
+                        &mut control_timing,
+                    )
+                    .await;
+                if matches!(
+                    control,
+                    AttemptKind::Final {
+                        observed: Observed::Open,
+                        ..
+                    }
+                ) {
+                    *local_address = control_local.or(*local_address);
+                    *timing = control_timing;
+                    return control;
+                }
+                *local_address = local.or(*local_address);
+                AttemptKind::Final {
+                    observed,
+                    detail: format!(
+                        "path MTU black hole: TCP opened but large packets never arrived ({detail}); a second try with a {mss}-byte MSS got through"
+                    ),
+                    cert,
+                    stalled: true,
+                    path_mtu: true,
+                }
+            }
+            _ => AttemptKind::Final {
+                observed,
+                detail,
+                cert: None,
+                stalled: true,
+                path_mtu: false,
+            },
         }
     }
 
@@ -558,7 +768,9 @@ impl Shared {
         index: usize,
         target: &Target,
         addr: SocketAddr,
+        mss: Option<u32>,
         local_address: &mut Option<SocketAddr>,
+        icmp: &mut Option<IcmpEvidence>,
         timing: &mut Timing,
     ) -> AttemptKind {
         let config = &self.config;
@@ -569,13 +781,15 @@ impl Shared {
                 .copied()
                 .find(|s| s.is_ipv4() == addr.is_ipv4())
         });
-        let socket = match open_socket(addr, source) {
+        let socket = match open_socket(addr, source, mss) {
             Ok(s) => s,
             Err(kind) => return kind,
         };
-        let mut stream = match timeout(config.connect_timeout, connect(socket, addr)).await {
-            Err(_elapsed) => return AttemptKind::Silent,
-            Ok(Err(e)) => {
+        let (connected, queued) = connect(socket, addr, config.connect_timeout).await;
+        *icmp = queued;
+        let mut stream = match connected {
+            Err(None) => return AttemptKind::Silent,
+            Err(Some(e)) => {
                 let detail = error_detail(&e);
                 return match classify_connect_error(&e) {
                     ConnectClass::Network(Observed::Timeout) => AttemptKind::Silent,
@@ -583,6 +797,8 @@ impl Shared {
                         observed,
                         detail,
                         cert: None,
+                        stalled: false,
+                        path_mtu: false,
                     },
                     ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail },
                     ConnectClass::LocalPermanent => AttemptKind::LocalPermanent {
@@ -590,7 +806,7 @@ impl Shared {
                     },
                 };
             }
-            Ok(Ok((stream, rtt))) => {
+            Ok((stream, rtt)) => {
                 timing.connect = Some(rtt);
                 stream
             }
@@ -612,13 +828,15 @@ impl Shared {
         let local = local.unwrap_or(addr);
         match target.protocol {
             Protocol::Tcp => {
-                let (observed, detail) = self
+                let (observed, detail, stalled) = self
                     .run_exchange(index, target, addr, local, &mut stream)
                     .await;
                 AttemptKind::Final {
                     observed,
                     detail,
                     cert: None,
+                    stalled,
+                    path_mtu: false,
                 }
             }
             Protocol::Tls => {
@@ -650,6 +868,8 @@ impl Shared {
                         config.tls_timeout.as_millis()
                     ),
                     cert: None,
+                    stalled: true,
+                    path_mtu: false,
                 };
             }
             Ok(Err(e)) => {
@@ -661,6 +881,8 @@ impl Shared {
                     observed: Observed::TlsError,
                     detail: format!("TLS handshake failed: {reason}"),
                     cert: None,
+                    stalled: false,
+                    path_mtu: false,
                 };
             }
             Ok(Ok(tls)) => {
@@ -676,9 +898,11 @@ impl Shared {
                 observed: Observed::TlsError,
                 detail: format!("certificate not verified: {why}"),
                 cert: Some(Box::new(facts)),
+                stalled: false,
+                path_mtu: false,
             };
         }
-        let (observed, mut detail) = self
+        let (observed, mut detail, stalled) = self
             .run_exchange(index, target, addr, local, &mut tls)
             .await;
         if observed == Observed::Open && !facts.verified {
@@ -689,9 +913,13 @@ impl Shared {
             observed,
             detail,
             cert: Some(Box::new(facts)),
+            stalled,
+            path_mtu: false,
         }
     }
 
+    /// The caller's exchange on a connected stream: the outcome, its detail
+    /// and whether it stalled (no answer in time).
     async fn run_exchange(
         &self,
         index: usize,
@@ -699,9 +927,9 @@ impl Shared {
         peer: SocketAddr,
         local: SocketAddr,
         stream: &mut dyn ProbeStream,
-    ) -> (Observed, String) {
+    ) -> (Observed, String, bool) {
         let Some(exchange) = &self.exchange else {
-            return (Observed::Open, String::new());
+            return (Observed::Open, String::new(), false);
         };
         let context = ExchangeContext {
             index,
@@ -715,14 +943,15 @@ impl Shared {
         )
         .await
         {
-            Ok(ExchangeOutcome::Confirmed { detail }) => (Observed::Open, detail),
-            Ok(ExchangeOutcome::WrongHost { detail }) => (Observed::WrongHost, detail),
+            Ok(ExchangeOutcome::Confirmed { detail }) => (Observed::Open, detail, false),
+            Ok(ExchangeOutcome::WrongHost { detail }) => (Observed::WrongHost, detail, false),
             Err(_elapsed) => (
                 Observed::WrongHost,
                 format!(
                     "connected, but no answer to the exchange within {} ms",
                     self.config.exchange_timeout.as_millis()
                 ),
+                true,
             ),
         }
     }
@@ -736,8 +965,14 @@ fn join_detail(a: String, b: String) -> String {
     }
 }
 
-/// A non-blocking socket, bound to `source` when one is given.
-fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<Socket, AttemptKind> {
+/// A non-blocking socket, bound to `source` when one is given, that queues
+/// ICMP errors with their sender, and with maximum segment size `mss` when
+/// one is given.
+fn open_socket(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    mss: Option<u32>,
+) -> Result<Socket, AttemptKind> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -751,6 +986,15 @@ fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<Socket, Attem
             detail: format!("socket: {}", error_detail(&e)),
         },
     })?;
+    // Where the error queue is not available the errno alone classifies.
+    errqueue::enable(&socket, addr.is_ipv6());
+    if let Some(mss) = mss {
+        socket
+            .set_tcp_mss(mss)
+            .map_err(|e| AttemptKind::LocalPermanent {
+                detail: format!("set TCP_MAXSEG {mss}: {}", error_detail(&e)),
+            })?;
+    }
     if let Some(source) = source {
         if source.is_ipv4() != addr.is_ipv4() {
             return Err(AttemptKind::LocalPermanent {
@@ -774,41 +1018,63 @@ fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<Socket, Attem
     Ok(socket)
 }
 
-/// Connects a non-blocking socket, returning the stream and the connect
-/// round trip (SYN to SYN-ACK, as near as user space can see it). The
-/// answer is often already there when `connect` returns (a reset, or a
-/// handshake with a local or nearby host), so it is read straight away,
-/// and only a connection still in progress is handed to the reactor: that
-/// spares most refused ports two `epoll_ctl` calls and a wake-up, and keeps
-/// the reactor's scheduling delay out of a local round trip. Errors carry
-/// the raw errno, from `connect` or from `SO_ERROR` (where ICMP errors
-/// land).
-async fn connect(socket: Socket, addr: SocketAddr) -> std::io::Result<(TcpStream, Duration)> {
+/// Connects a non-blocking socket within `deadline`, returning the stream
+/// and the connect round trip (SYN to SYN-ACK, as near as user space can
+/// see it). The answer is often already there when `connect` returns (a
+/// reset, or a handshake with a local or nearby host), so it is read
+/// straight away, and only a connection still in progress is handed to the
+/// reactor: that spares most refused ports two `epoll_ctl` calls and a
+/// wake-up, and keeps the reactor's scheduling delay out of a local round
+/// trip. Errors carry the raw errno, from `connect` or from `SO_ERROR`
+/// (where ICMP errors land); `Err(None)` is silence. Beside the result
+/// comes the ICMP error the socket's queue holds, read before the socket
+/// closes.
+async fn connect(
+    socket: Socket,
+    addr: SocketAddr,
+    deadline: Duration,
+) -> (
+    Result<(TcpStream, Duration), Option<std::io::Error>>,
+    Option<IcmpEvidence>,
+) {
     let started = Instant::now();
     let mut connected = None;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => connected = Some(started.elapsed()),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            if let Some(e) = socket.take_error()? {
-                return Err(e);
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match socket.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let icmp = errqueue::read(&socket);
+                return (Err(Some(e)), icmp);
             }
             // Established already (a peer name exists only then).
-            if socket.peer_addr().is_ok() {
-                connected = Some(started.elapsed());
+            Ok(None) if socket.peer_addr().is_ok() => connected = Some(started.elapsed()),
+            Ok(None) => {}
+        },
+        Err(e) => {
+            let icmp = errqueue::read(&socket);
+            return (Err(Some(e)), icmp);
+        }
+    }
+    let stream = match TcpStream::from_std(socket.into()) {
+        Ok(s) => s,
+        Err(e) => return (Err(Some(e)), None),
+    };
+    if let Some(rtt) = connected {
+        return (Ok((stream, rtt)), None);
+    }
+    let r = match timeout(deadline, stream.writable()).await {
+        Err(_elapsed) => Err(None),
+        Ok(Err(e)) => Err(Some(e)),
+        Ok(Ok(())) => {
+            let rtt = started.elapsed();
+            match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(Some(e)),
+                Ok(None) => return (Ok((stream, rtt)), None),
             }
         }
-        Err(e) => return Err(e),
-    }
-    let stream = TcpStream::from_std(socket.into())?;
-    if let Some(rtt) = connected {
-        return Ok((stream, rtt));
-    }
-    stream.writable().await?;
-    let rtt = started.elapsed();
-    match stream.take_error()? {
-        Some(e) => Err(e),
-        None => Ok((stream, rtt)),
-    }
+    };
+    let icmp = errqueue::read(&stream);
+    (r, icmp)
 }
 
 /// Resolves each target's host once per distinct name. Returns, per target,
