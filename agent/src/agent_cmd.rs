@@ -143,7 +143,9 @@ fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
             plan,
             &host,
             AgentLimits::default(),
-            !args.no_rule_trace,
+            // Not yet: the trace's `nft monitor` child must end with the
+            // session, and a stdio agent exits without dropping its tasks.
+            false,
             tokio::io::stdin(),
             tokio::io::stdout(),
             cancel,
