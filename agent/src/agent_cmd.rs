@@ -1,5 +1,6 @@
 //! `portcall agent`: one host's agent, serving the control endpoint until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM, or (`--stdio`, started by `check --ssh`) one
+//! coordinator on standard input and output until the input closes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use probe_core::agent::{self, Agent, AgentConfig, AgentLimits};
+use probe_core::agent::{self, Agent, AgentConfig, AgentLimits, StdioPlan};
 use probe_core::control::ServerSecurity;
 use probe_core::pki::{self, TlsIdentity};
 use probe_core::plan::Plan;
@@ -16,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// The plan file (TOML), the same one the coordinator uses.
+    /// The plan file (TOML), the same one the coordinator uses; with
+    /// --stdio, `-` reads it from the coordinator first.
     #[arg(long)]
     plan: PathBuf,
     /// The plan host this agent plays (default: the host whose address is
@@ -24,7 +26,7 @@ pub struct AgentArgs {
     #[arg(long)]
     host: Option<String>,
     /// Directory with ca.pem, HOST.pem and HOST-key.pem.
-    #[arg(long, required_unless_present_any = ["insecure", "every"])]
+    #[arg(long, required_unless_present_any = ["insecure", "every", "stdio"])]
     pki: Option<PathBuf>,
     /// Serve the control endpoint over plain TCP without client
     /// certificates; refused unless the endpoint is on loopback.
@@ -34,6 +36,11 @@ pub struct AgentArgs {
     /// and control_port.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+    /// Serve one coordinator on standard input and output (what
+    /// `check --ssh` runs) and exit when the input closes; no port is
+    /// opened and no certificate is needed.
+    #[arg(long, requires = "host", conflicts_with_all = ["pki", "insecure", "listen", "every"])]
+    stdio: bool,
     /// Do not trace the round's packets through this host's nftables
     /// firewall (rule attribution; needs CAP_NET_ADMIN, reported as
     /// unavailable without it).
@@ -45,6 +52,9 @@ pub struct AgentArgs {
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if args.stdio {
+        return stdio(&args);
+    }
     init_logging("info");
     // Schedule mode alone: without --pki or --insecure there is no control
     // endpoint (clap has made sure --every is there).
@@ -109,6 +119,44 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         scheduled?;
         anyhow::Ok(())
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent --stdio`: the plan from a file or (`-`) from the coordinator.
+fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    // Standard error travels back through ssh; only warnings go there.
+    init_logging("warn");
+    let plan = if args.plan.as_os_str() == "-" {
+        StdioPlan::Upload
+    } else {
+        StdioPlan::Loaded(Arc::new(Plan::load(&args.plan)?))
+    };
+    let host = args.host.clone().context("--stdio needs --host")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let result = runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        crate::schedule_cmd::stop_on_signal(cancel.clone())?;
+        agent::serve_stdio(
+            plan,
+            &host,
+            AgentLimits::default(),
+            // Not yet: the trace's `nft monitor` child must end with the
+            // session, and a stdio agent exits without dropping its tasks.
+            false,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            cancel,
+        )
+        .await?;
+        anyhow::Ok(())
+    });
+    // A read of standard input may still be blocked in a worker thread
+    // after a signal: do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

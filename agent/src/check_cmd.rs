@@ -1,5 +1,6 @@
 //! `portcall check`: the coordinator. Loads the plan and the coordinator's
-//! certificate, runs one round through every agent, renders the report.
+//! certificate (or, with `--ssh`, the ssh settings), runs one round through
+//! every agent, renders the report.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use probe_core::control::ClientSecurity;
+use probe_core::control::{ClientSecurity, SshOptions, SshTransport, Transport};
 use probe_core::pki::{COORDINATOR, TlsIdentity};
 use probe_core::plan::{Address, Only, Plan};
 use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
@@ -40,6 +41,13 @@ Every agent of the plan is reached at address:control_port over mutual TLS: the
 coordinator presents DIR/coordinator.pem and checks each agent's certificate
 against DIR/ca.pem and the agent's plan address or host name.
 
+With --ssh, nothing listens for the coordinator: each host's agent is started
+as `ssh [OPTIONS] TARGET portcall agent --stdio --plan - --host NAME` (TARGET
+from the host's `ssh = \"user@name:port\"`, else its address with [defaults]
+ssh_user) and the round runs over that session. Your ssh configuration, agent
+and known_hosts apply; a host whose ssh fails is reported unreachable with
+ssh's last line.
+
 Exit status: 0 every expectation met; 1 at least one violation (whether or not
 other paths could be measured: a violation is a definite failure); 3 no
 violation, but the check could not complete (an agent unreachable, a path not
@@ -49,7 +57,7 @@ pub struct CheckArgs {
     #[arg(long)]
     plan: PathBuf,
     /// Directory with ca.pem, coordinator.pem and coordinator-key.pem.
-    #[arg(long, required_unless_present = "insecure")]
+    #[arg(long, required_unless_present_any = ["insecure", "ssh"])]
     pki: Option<PathBuf>,
     /// Talk plain TCP to agents started with --insecure (loopback only).
     #[arg(long, conflicts_with = "pki")]
@@ -61,20 +69,54 @@ pub struct CheckArgs {
     #[arg(long, value_name = "SELECTOR")]
     only: Vec<Only>,
     #[command(flatten)]
+    ssh: SshArgs,
+    #[command(flatten)]
     output: OutputArgs,
+}
+
+/// `--ssh` and its settings.
+#[derive(Args, Debug)]
+pub struct SshArgs {
+    /// Start each host's agent over ssh and run the round through it: no
+    /// control port, no certificates.
+    #[arg(long, conflicts_with_all = ["pki", "insecure"])]
+    ssh: bool,
+    /// Copy this portcall binary to each host for the round (a private
+    /// temporary path, SHA-256 checked, removed afterwards).
+    #[arg(long, requires = "ssh")]
+    push: bool,
+    /// The portcall binary on the hosts (default: `portcall` on the
+    /// remote PATH).
+    #[arg(long, value_name = "PATH", requires = "ssh", conflicts_with = "push")]
+    remote_path: Option<String>,
+    /// An ssh option (`-o OPTION`), e.g. `ProxyJump=bastion`; repeatable.
+    #[arg(long = "ssh-option", value_name = "OPTION", requires = "ssh")]
+    ssh_options: Vec<String>,
+    /// Use this ssh_config instead of ~/.ssh/config (`ssh -F FILE`).
+    #[arg(long, value_name = "FILE", requires = "ssh")]
+    ssh_config: Option<PathBuf>,
+    /// Hosts whose ssh sessions are being set up at once.
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "ssh",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    ssh_parallel: u16,
+    /// The ssh client to run (tests stand a fake one in).
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "ssh",
+        hide = true,
+        default_value = "ssh"
+    )]
+    ssh_program: PathBuf,
 }
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     crate::agent_cmd::init_logging("warn");
+    if args.ssh.ssh {
+        return check_ssh(&args);
+    }
     let plan = Plan::load(&args.plan)?;
-    let config = RoundConfig {
-        only: if args.only.is_empty() {
-            None
-        } else {
-            Some(plan.select_paths(&args.only)?)
-        },
-        ..RoundConfig::default()
-    };
+    let config = round_config(&plan, &args)?;
     let security = match &args.pki {
         Some(dir) => ClientSecurity::Mtls(
             TlsIdentity::load(dir, COORDINATOR).context("load the coordinator's certificate")?,
@@ -90,6 +132,53 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             ClientSecurity::Insecure
         }
     };
+    run(&plan, &security, &config, &args.output)
+}
+
+/// The round's settings: `--only` selects paths.
+fn round_config(plan: &Plan, args: &CheckArgs) -> anyhow::Result<RoundConfig> {
+    Ok(RoundConfig {
+        only: if args.only.is_empty() {
+            None
+        } else {
+            Some(plan.select_paths(&args.only)?)
+        },
+        ..RoundConfig::default()
+    })
+}
+
+/// `check --ssh`: the same round through ssh sessions.
+fn check_ssh(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.plan)
+        .with_context(|| format!("read plan {}", args.plan.display()))?;
+    let plan = Plan::parse(&text, &args.plan.display().to_string())?;
+    let a = &args.ssh;
+    let push = match a.push {
+        false => None,
+        true => Some(std::env::current_exe().context("find the running portcall to push")?),
+    };
+    let options = SshOptions {
+        program: a.ssh_program.clone(),
+        config_file: a.ssh_config.clone(),
+        options: a.ssh_options.clone(),
+        remote_path: a.remote_path.clone(),
+        push,
+        parallel: usize::from(a.ssh_parallel),
+        ..SshOptions::default()
+    };
+    let transport = SshTransport::new(&plan, &text, options)?;
+    let config = round_config(&plan, args)?;
+    run(&plan, &transport, &config, &args.output)
+}
+
+/// Runs the round through `transport`, tearing it down on SIGINT or
+/// SIGTERM, and emits it.
+fn run<T: Transport>(
+    plan: &Plan,
+    transport: &T,
+    config: &RoundConfig,
+    output: &OutputArgs,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,15 +193,15 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
                     .clone()
                     .map(|p| p as std::sync::Arc<dyn round::RoundObserver>),
             ),
-            ..config
+            ..config.clone()
         };
-        let report = round::check(&plan, &security, &config, &cancel).await;
+        let report = round::check(plan, transport, &config, &cancel).await;
         if let Some(p) = progress {
             p.finish();
         }
         anyhow::Ok(report)
     })?;
-    emit(&report, &args.output, &[])?;
+    emit(&report, output, &[])?;
     if cancel.is_cancelled() {
         eprintln!("portcall: interrupted; the round was torn down on every agent it reached");
         return Ok(ExitCode::from(crate::INTERRUPTED));

@@ -67,6 +67,16 @@ pub fn accept(source: &str, port: u16) -> String {
 /// reach every agent's control port, every must-be-open path is accepted
 /// from its source's address, and everything else arriving is dropped.
 pub fn correct(plan: &Plan, coordinator: &str) -> BTreeMap<String, HostRules> {
+    correct_with_control(plan, coordinator, plan.defaults.control_port.get())
+}
+
+/// [`correct`], with `port` (ssh's, for `check --ssh`) as the only port the
+/// coordinator host may reach besides the plan's paths: no control port.
+pub fn correct_with_control(
+    plan: &Plan,
+    coordinator: &str,
+    port: u16,
+) -> BTreeMap<String, HostRules> {
     // Every address of a host, so a dual-stack source is accepted on
     // whichever family it arrives.
     let addrs = |name: &str| -> Vec<String> {
@@ -77,7 +87,7 @@ pub fn correct(plan: &Plan, coordinator: &str) -> BTreeMap<String, HostRules> {
             .map(ToString::to_string)
             .collect()
     };
-    let control = plan.defaults.control_port.get();
+    let control = port;
     let mut rules: BTreeMap<String, HostRules> = plan
         .hosts
         .iter()

@@ -25,6 +25,7 @@ pub mod firewall;
 pub mod netns;
 pub mod plan_lab;
 pub mod routed;
+pub mod sshd;
 
 pub use netns::LabNet;
 pub use plan_lab::{CheckRun, PlanLab};
@@ -208,6 +209,22 @@ impl Lab {
             .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no lab host named {name}"))
+    }
+
+    /// The lab's hosts.
+    pub fn hosts(&self) -> &[LabHost] {
+        &self.hosts
+    }
+
+    /// Kills every process the lab started so far (agents, servers) and
+    /// waits for them; the namespaces stay.
+    pub fn stop_processes(&self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        for child in children.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        children.clear();
     }
 
     /// A command that runs `program` inside `host`'s namespace.

@@ -174,6 +174,11 @@ impl<N: LabNet> PlanLab<N> {
         self.dir.path().join("plan.toml")
     }
 
+    /// The portcall binary the lab runs.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     /// The certificate directory.
     pub fn pki(&self) -> PathBuf {
         self.dir.path().join("pki")
@@ -210,13 +215,31 @@ impl<N: LabNet> PlanLab<N> {
 
     /// Runs `portcall check` inside host `from` and reads its JSON report.
     pub fn check(&self, from: &str) -> anyhow::Result<CheckRun> {
+        let pki = self.pki().to_string_lossy().into_owned();
+        self.check_with(from, &["--pki", &pki])
+    }
+
+    /// Runs `portcall check --plan PLAN --format json --out FILE ARGS`
+    /// inside host `from` (ARGS choose the transport) and reads its report.
+    pub fn check_with(&self, from: &str, args: &[&str]) -> anyhow::Result<CheckRun> {
+        self.check_with_bin(from, &self.bin, args)
+    }
+
+    /// [`PlanLab::check_with`] running the coordinator from `bin` (a
+    /// stripped copy, say, for `--push`, which copies the running binary).
+    pub fn check_with_bin(
+        &self,
+        from: &str,
+        bin: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<CheckRun> {
         let out_file = self.dir.path().join(format!("report-{}.json", unique()));
         let plan = self.plan_path().to_string_lossy().into_owned();
-        let pki = self.pki().to_string_lossy().into_owned();
         let out = self
             .lab
-            .command(from, &self.bin)
-            .args(["check", "--plan", &plan, "--pki", &pki, "--format", "json"])
+            .command(from, bin)
+            .args(["check", "--plan", &plan, "--format", "json"])
+            .args(args)
             .arg("--out")
             .arg(&out_file)
             .stdin(Stdio::null())

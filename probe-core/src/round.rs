@@ -2,7 +2,9 @@
 //! (canaries up, probes, evidence back, canaries down), all agents at once
 //! and each request under its own deadline, and collects what they report.
 //! An agent that cannot be reached does not stop the round: its part is
-//! recorded as unreachable and the others are measured.
+//! recorded as unreachable and the others are measured. How an agent is
+//! reached (mutual TLS to its control port, or ssh) is the [`Transport`]'s
+//! business; the round only asks it for a control stream per host.
 //!
 //! When the round is cancelled (Ctrl-C, SIGTERM), the coordinator tears
 //! it down on every agent it reached, within [`CANCEL_TEARDOWN`], and
@@ -12,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,10 +23,10 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{
-    self, ClientSecurity, ControlError, ControlStream, HostPort, ListenerState, PrepareRequest,
-    ProbeRequest, Request, Response, RoundRef,
+    self, ControlError, ControlStream, Dial, HostPort, ListenerState, PrepareRequest, ProbeRequest,
+    Request, Response, RoundRef, Transport,
 };
-use crate::plan::{Address, Plan};
+use crate::plan::Plan;
 use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
 
 /// How long a cancelled round may spend tearing down what it started.
@@ -171,13 +173,13 @@ impl RoundConfig {
 }
 
 /// Runs one round of `plan` and joins it into a report.
-pub async fn check(
+pub async fn check<T: Transport + ?Sized>(
     plan: &Plan,
-    security: &ClientSecurity,
+    transport: &T,
     config: &RoundConfig,
     cancel: &CancellationToken,
 ) -> Report {
-    let evidence = run_round(plan, security, config, cancel).await;
+    let evidence = run_round(plan, transport, config, cancel).await;
     match &config.only {
         None => report::join(plan, &evidence),
         Some(only) => report::join_paths(plan, &evidence, only),
@@ -187,7 +189,6 @@ pub async fn check(
 /// One agent's part of the round, moved into each phase's task and back.
 struct Session {
     host: String,
-    ip: Option<IpAddr>,
     conn: Option<ControlStream>,
     evidence: AgentEvidence,
 }
@@ -205,13 +206,13 @@ impl Session {
 
 /// Control endpoints the round connected to, by host: where a cancelled
 /// round must send its teardown.
-type Reached = Arc<std::sync::Mutex<BTreeMap<String, (Option<IpAddr>, SocketAddr)>>>;
+type Reached = Arc<std::sync::Mutex<BTreeMap<String, Dial>>>;
 
 /// Runs one round of `plan`: every agent that is the source or target of
 /// some path takes part.
-pub async fn run_round(
+pub async fn run_round<T: Transport + ?Sized>(
     plan: &Plan,
-    security: &ClientSecurity,
+    transport: &T,
     config: &RoundConfig,
     cancel: &CancellationToken,
 ) -> RoundEvidence {
@@ -230,34 +231,19 @@ pub async fn run_round(
     tracing::info!(%round, agents = involved.len(), paths = selected.len(), "round starting");
 
     // Phase 1: connect and prepare, all agents at once.
-    let security = Arc::new(security.clone());
     let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
     let mut sessions = Vec::new();
     for name in &involved {
         let Some(host) = plan.host(name) else {
             continue;
         };
-        let ip = match &host.address {
-            Address::Ip(ip) => Some(*ip),
-            Address::Dns(_) => None,
-        };
         sessions.push(Session {
             host: host.name.clone(),
-            ip,
             conn: None,
             evidence: AgentEvidence::unreachable("not contacted".into()),
         });
     }
-    let endpoints: BTreeMap<String, (Address, u16)> = plan
-        .hosts
-        .iter()
-        .map(|h| {
-            (
-                h.name.clone(),
-                (h.address.clone(), plan.defaults.control_port.get()),
-            )
-        })
-        .collect();
+    let control_port = plan.defaults.control_port.get();
     let observer = &config.observer;
     observer.event(RoundEvent::PhaseStarted {
         phase: Phase::Prepare,
@@ -266,12 +252,21 @@ pub async fn run_round(
     let reached: Reached = Arc::default();
     let coordinator_file = plan.source.to_string();
     let sessions = each(sessions, cancel, |mut s| {
-        let security = security.clone();
         let config = config.clone();
         let reached = reached.clone();
         let digest = digest.clone();
         let coordinator_file = coordinator_file.clone();
-        let (address, port) = endpoints[&s.host].clone();
+        let dial = Dial {
+            host: s.host.clone(),
+            address: plan
+                .host(&s.host)
+                .map(|h| h.address.clone())
+                .expect("sessions are plan hosts"),
+            control_port,
+            endpoint: config.endpoints.get(&s.host).copied(),
+            connect_timeout: config.connect_timeout,
+        };
+        let opening = transport.open(dial.clone());
         let request = Request::Prepare(PrepareRequest {
             round: round.clone(),
             host: s.host.clone(),
@@ -279,59 +274,45 @@ pub async fn run_round(
             ttl_ms,
         });
         let observer = config.observer.clone();
-        let prepared =
-            async move {
-                let addr = match config.endpoints.get(&s.host) {
-                    Some(a) => *a,
-                    None => match resolve(&address, port, config.connect_timeout).await {
-                        Ok(a) => a,
-                        Err(why) => {
-                            s.lost(why);
-                            return s;
-                        }
-                    },
-                };
-                let mut conn =
-                    match control::connect(&security, &s.host, s.ip, addr, config.connect_timeout)
-                        .await
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            s.lost(chain(&e));
-                            return s;
-                        }
-                    };
-                reached
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(s.host.clone(), (s.ip, addr));
-                match conn.request(&request, config.request_timeout).await {
-                    Ok(Response::Prepared(p)) => {
-                        s.evidence.outcome = AgentOutcome::Up;
-                        s.evidence.listeners = p.listeners;
-                        s.conn = Some(conn);
-                    }
-                    Ok(_) => s.lost(chain(&conn.unexpected(&request))),
-                    Err(e @ ControlError::Refused { .. }) => {
-                        // Ask who it is: a refusal because it holds another
-                        // plan is reported as such, with both sides' files.
-                        match other_plan(&mut conn, &digest, &config).await {
-                            Some((agent_digest, agent_file)) => {
-                                s.conn = None;
-                                s.evidence.outcome = AgentOutcome::PlanMismatch(PlanMismatch {
-                                    coordinator_digest: digest,
-                                    coordinator_file,
-                                    agent_digest,
-                                    agent_file,
-                                });
-                            }
-                            None => s.lost(chain(&e)),
-                        }
-                    }
-                    Err(e) => s.lost(chain(&e)),
+        let prepared = async move {
+            let mut conn = match opening.await {
+                Ok(c) => c,
+                Err(e) => {
+                    s.lost(chain(&e));
+                    return s;
                 }
-                s
             };
+            reached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(s.host.clone(), dial);
+            match conn.request(&request, config.request_timeout).await {
+                Ok(Response::Prepared(p)) => {
+                    s.evidence.outcome = AgentOutcome::Up;
+                    s.evidence.listeners = p.listeners;
+                    s.conn = Some(conn);
+                }
+                Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                Err(e @ ControlError::Refused { .. }) => {
+                    // Ask who it is: a refusal because it holds another
+                    // plan is reported as such, with both sides' files.
+                    match other_plan(&mut conn, &digest, &config).await {
+                        Some((agent_digest, agent_file)) => {
+                            s.conn = None;
+                            s.evidence.outcome = AgentOutcome::PlanMismatch(PlanMismatch {
+                                coordinator_digest: digest,
+                                coordinator_file,
+                                agent_digest,
+                                agent_file,
+                            });
+                        }
+                        None => s.lost(chain(&e)),
+                    }
+                }
+                Err(e) => s.lost(chain(&e)),
+            }
+            s
+        };
         async move {
             let s = prepared.await;
             observer.event(RoundEvent::AgentDone {
@@ -344,7 +325,7 @@ pub async fn run_round(
     })
     .await;
     if cancel.is_cancelled() {
-        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+        return cancelled(sessions, &reached, &round, transport, started_at).await;
     }
 
     // Phase 2: probe. Each source learns which target ports have no canary.
@@ -411,7 +392,7 @@ pub async fn run_round(
     })
     .await;
     if cancel.is_cancelled() {
-        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+        return cancelled(sessions, &reached, &round, transport, started_at).await;
     }
 
     // Phase 3: evidence from every agent that held canaries.
@@ -456,7 +437,7 @@ pub async fn run_round(
     })
     .await;
     if cancel.is_cancelled() {
-        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+        return cancelled(sessions, &reached, &round, transport, started_at).await;
     }
     let finished_at = SystemTime::now();
 
@@ -469,12 +450,12 @@ pub async fn run_round(
         let teardown = teardown.clone();
         let deadline = config.request_timeout.min(Duration::from_secs(3));
         async move {
-            if let Some(conn) = s.conn.as_mut() {
+            if let Some(mut conn) = s.conn.take() {
                 if let Err(e) = conn.request(&teardown, deadline).await {
                     tracing::warn!(host = %s.host, error = %chain(&e), "teardown failed; the canaries close at the round's TTL");
                 }
+                conn.close(deadline).await;
             }
-            s.conn = None;
             s
         }
     })
@@ -488,15 +469,15 @@ pub async fn run_round(
 }
 
 /// Ends a cancelled round: every agent that was reached gets a teardown
-/// (over its own connection when it is still usable, else a new one), all
-/// at once and within [`CANCEL_TEARDOWN`]; agents that did not fail for
-/// another reason are reported `cancelled`.
-async fn cancelled(
+/// (over its own connection when it is still usable, else a new one when
+/// the transport's agents outlive their connection), all at once and within
+/// [`CANCEL_TEARDOWN`]; agents that did not fail for another reason are
+/// reported `cancelled`.
+async fn cancelled<T: Transport + ?Sized>(
     mut sessions: Vec<Session>,
     reached: &Reached,
     round: &str,
-    security: &Arc<ClientSecurity>,
-    config: &RoundConfig,
+    transport: &T,
     started_at: SystemTime,
 ) -> RoundEvidence {
     tracing::warn!(%round, "round cancelled; tearing it down");
@@ -507,15 +488,26 @@ async fn cancelled(
     let mut set = JoinSet::new();
     for s in &mut sessions {
         let conn = s.conn.take();
-        let Some(&(ip, addr)) = reached.get(&s.host) else {
+        let Some(dial) = reached.get(&s.host) else {
             continue;
         };
-        let (host, security, teardown) = (s.host.clone(), security.clone(), teardown.clone());
-        let connect_timeout = config.connect_timeout.min(CANCEL_TEARDOWN);
+        let teardown = teardown.clone();
+        let reopen = match &conn {
+            None if transport.agents_outlive_connections() => {
+                let mut dial = dial.clone();
+                dial.connect_timeout = dial.connect_timeout.min(CANCEL_TEARDOWN);
+                Some(transport.open(dial))
+            }
+            _ => None,
+        };
+        if conn.is_none() && reopen.is_none() {
+            continue;
+        }
         set.spawn(async move {
-            let mut conn = match conn {
-                Some(c) => c,
-                None => control::connect(&security, &host, ip, addr, connect_timeout).await?,
+            let mut conn = match (conn, reopen) {
+                (Some(c), _) => c,
+                (None, Some(opening)) => opening.await?,
+                (None, None) => return Ok(()),
             };
             conn.request(&teardown, CANCEL_TEARDOWN).await.map(drop)
         });
@@ -591,7 +583,6 @@ where
             s.unwrap_or_else(|| {
                 let mut s = Session {
                     host,
-                    ip: None,
                     conn: None,
                     evidence: AgentEvidence::unreachable(String::new()),
                 };
@@ -600,24 +591,6 @@ where
             })
         })
         .collect()
-}
-
-async fn resolve(address: &Address, port: u16, deadline: Duration) -> Result<SocketAddr, String> {
-    match address {
-        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
-        Address::Dns(name) => {
-            match timeout(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
-                Err(_) => Err(format!(
-                    "resolve {name}: no answer within {} ms",
-                    deadline.as_millis()
-                )),
-                Ok(Err(e)) => Err(format!("resolve {name}: {e}")),
-                Ok(Ok(mut addrs)) => addrs
-                    .next()
-                    .ok_or_else(|| format!("resolve {name}: no address")),
-            }
-        }
-    }
 }
 
 /// An error and its causes on one line.

@@ -77,6 +77,34 @@ if have ansible-playbook "ansible-core (Debian) or ansible-core (PyPI)"; then
     env ANSIBLE_NOCOLOR=1 ANSIBLE_LOCAL_TEMP="$tmp/ansible" ANSIBLE_HOME="$tmp/ansible" \
     ansible-playbook -i "$here/ansible/inventory.example.ini" \
     -e "@$here/ansible/group_vars.example.yml" --syntax-check "$here/ansible/site.yml"
+  run "ansible-playbook --syntax-check check-ssh.yml" \
+    env ANSIBLE_NOCOLOR=1 ANSIBLE_LOCAL_TEMP="$tmp/ansible" ANSIBLE_HOME="$tmp/ansible" \
+    ansible-playbook -i "$here/ansible/inventory.example.ini" \
+    -e "@$here/ansible/group_vars.example.yml" --syntax-check "$here/ansible/check-ssh.yml"
+  # Render the ssh_config for the example inventory (on this machine only,
+  # no host is contacted) and ask ssh what it would do with it.
+  ssh_config_renders() {
+    env ANSIBLE_NOCOLOR=1 ANSIBLE_LOCAL_TEMP="$tmp/ansible" ANSIBLE_HOME="$tmp/ansible" \
+      ansible-playbook -i "$here/ansible/inventory.example.ini" \
+      -e "@$here/ansible/group_vars.example.yml" \
+      -e "portcall_ssh_config=$tmp/ssh_config" --tags ssh_config \
+      "$here/ansible/check-ssh.yml" >"$tmp/ssh_config.log" 2>&1 || {
+      cat "$tmp/ssh_config.log"
+      return 1
+    }
+    if ! command -v ssh >/dev/null 2>&1; then
+      echo "ssh not found: rendered, not interpreted"
+      return 0
+    fi
+    local g
+    g="$(ssh -G -F "$tmp/ssh_config" 198.18.10.21)" || return 1
+    grep -qx 'user deploy' <<<"$g" && grep -qx 'hostname 198.18.10.21' <<<"$g" || {
+      echo "unexpected ssh -G output:"
+      echo "$g" | grep -E '^(user|hostname|port) '
+      return 1
+    }
+  }
+  run "check-ssh.yml renders an ssh_config that ssh reads" ssh_config_renders
 fi
 
 if have promtool "prometheus (Debian)"; then

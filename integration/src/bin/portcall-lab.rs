@@ -14,6 +14,10 @@
 //!   zone `n` being 198.18.n.0/24 and 2001:2:0:n::/64), also loading
 //!   `RULES_DIR/router.nft` into the router, which `hosts` lists as
 //!   `router`.
+//! - `portcall-lab ssh-bench PLAN COORDINATOR RUNS` times the same round
+//!   through mutual TLS (agents on the control port) and through `check
+//!   --ssh` (sshd in every host, no control port allowed), alternating, and
+//!   prints each run and the medians (`scripts/bench/ssh_round.sh`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,8 +46,11 @@ fn run() -> anyhow::Result<()> {
         ["up-routed", plan, rules, state] => {
             up(Path::new(plan), Path::new(rules), Path::new(state), true)
         }
+        ["ssh-bench", plan, coordinator, runs] => {
+            ssh_bench(Path::new(plan), coordinator, runs.parse().context("RUNS")?)
+        }
         _ => bail!(
-            "usage: portcall-lab rules PLAN COORDINATOR OUTDIR | portcall-lab up|up-routed PLAN RULES_DIR STATE_DIR"
+            "usage: portcall-lab rules PLAN COORDINATOR OUTDIR | portcall-lab up|up-routed PLAN RULES_DIR STATE_DIR | portcall-lab ssh-bench PLAN COORDINATOR RUNS"
         ),
     }
 }
@@ -134,5 +141,83 @@ fn hold<N: LabNet>(lab: PlanLab<N>, rules: &Path, state: &Path, extra: &str) -> 
     let _ = std::fs::remove_file(state.join("hosts"));
     let _ = std::fs::remove_file(state.join("env"));
     let _ = std::fs::remove_file(&down);
+    Ok(())
+}
+
+fn ssh_bench(plan: &Path, coordinator: &str, runs: usize) -> anyhow::Result<()> {
+    use integration::sshd::{SshLab, Sshd};
+    use std::time::Instant;
+    if let Some(reason) = lab_missing().or_else(integration::sshd::ssh_missing) {
+        bail!("the lab cannot run here: {reason}");
+    }
+    let lab = PlanLab::new(plan)?;
+    // Both transports' ports are open: each round uses only its own.
+    let control = lab.plan.defaults.control_port.get();
+    let mut rules = firewall::correct(&lab.plan, coordinator);
+    let coord = lab.addr(coordinator).to_string();
+    for r in rules.values_mut() {
+        r.input_accepts.push(firewall::accept(&coord, 22));
+    }
+    for (host, r) in &rules {
+        lab.firewall(host, r)?;
+    }
+    lab.start_agents()?;
+    let ssh = SshLab::new(lab.dir.path())?;
+    for h in &lab.plan.hosts {
+        ssh.start(&lab.lab, &h.name, &Sshd::default())?;
+    }
+    let pki = lab.pki().display().to_string();
+    let cfg = ssh.config().display().to_string();
+    let bin = lab.bin().display().to_string();
+    let mtls_args = ["--pki", pki.as_str()];
+    let ssh_args = ["--ssh", "--ssh-config", &cfg, "--remote-path", &bin];
+    let push_args = ["--ssh", "--ssh-config", &cfg, "--push"];
+    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut notes = Vec::new();
+    println!(
+        "plan {} ({} hosts, {} paths), control port {control}",
+        lab.plan.name,
+        lab.plan.hosts.len(),
+        lab.plan.paths.len()
+    );
+    println!(
+        "{:>4}  {:>8}  {:>8}  {:>11}",
+        "run", "mtls_s", "ssh_s", "ssh_push_s"
+    );
+    for i in 1..=runs {
+        let mut row = Vec::new();
+        for (k, args) in [&mtls_args[..], &ssh_args[..], &push_args[..]]
+            .iter()
+            .enumerate()
+        {
+            let t = Instant::now();
+            let run = lab.check_with(coordinator, args)?;
+            let s = t.elapsed().as_secs_f64();
+            times[k].push(s);
+            row.push(format!("{s:.3}{}", if run.code == 0 { "" } else { "*" }));
+            if run.code != 0 {
+                notes.push(format!(
+                    "run {i} {args:?} exited {}: {}",
+                    run.code,
+                    run.stderr.trim()
+                ));
+            }
+        }
+        println!("{i:>4}  {:>8}  {:>8}  {:>11}", row[0], row[1], row[2]);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [m, s, p] = times.each_mut().map(median);
+    println!("median  {m:>6.3}  {s:>8.3}  {p:>11.3}");
+    println!(
+        "ssh - mtls: {:+.3} s (goal: within 1 s); ssh --push - mtls: {:+.3} s",
+        s - m,
+        p - m
+    );
+    for n in notes {
+        println!("* {n}");
+    }
     Ok(())
 }

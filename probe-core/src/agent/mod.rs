@@ -12,7 +12,10 @@
 
 pub mod canary;
 pub mod nftrace;
+mod stdio;
 pub mod syn_watch;
+
+pub use stdio::{StdioPlan, serve_stdio};
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -290,40 +293,21 @@ impl AgentError {
 impl Agent {
     /// Checks the configuration and binds the control endpoint.
     pub async fn bind(config: AgentConfig) -> Result<Agent, AgentError> {
-        let plan = &config.plan;
-        let Some(host) = plan.host(&config.host) else {
-            return Err(AgentError::unknown_host(plan, &config.host));
-        };
-        let ip = bind_ip(&host.address);
-        let sources: Vec<IpAddr> = host.addresses.iter().filter_map(local_ip).collect();
-        let canary_ips = if sources.is_empty() {
-            vec![ip]
-        } else {
-            sources.clone()
+        let shared = Shared::new(config)?;
+        let config = &shared.config;
+        let ip = match config.plan.host(&config.host) {
+            Some(h) => bind_ip(&h.address),
+            None => return Err(AgentError::unknown_host(&config.plan, &config.host)),
         };
         let addr = config
             .listen
-            .unwrap_or_else(|| SocketAddr::new(ip, plan.defaults.control_port.get()));
+            .unwrap_or_else(|| SocketAddr::new(ip, config.plan.defaults.control_port.get()));
         if matches!(config.security, ServerSecurity::Insecure) && !addr.ip().is_loopback() {
             return Err(AgentError::InsecureNotLoopback { addr });
         }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AgentError::Bind { addr, source })?;
-        let limits = &config.limits;
-        let shared = Arc::new(Shared {
-            digest: control::plan_digest(plan),
-            canary_ips,
-            sources,
-            round: Mutex::new(None),
-            probing: tokio::sync::Mutex::new(()),
-            bucket: Mutex::new(Bucket {
-                tokens: f64::from(limits.request_burst),
-                last: Instant::now(),
-            }),
-            canary_connections: Arc::new(Semaphore::new(limits.canary_connections)),
-            config,
-        });
         Ok(Agent { listener, shared })
     }
 
@@ -384,6 +368,35 @@ impl Agent {
 }
 
 impl Shared {
+    /// Checks that the plan has the host and sets up the agent's state.
+    fn new(config: AgentConfig) -> Result<Arc<Shared>, AgentError> {
+        let plan = &config.plan;
+        let Some(host) = plan.host(&config.host) else {
+            return Err(AgentError::unknown_host(plan, &config.host));
+        };
+        let ip = bind_ip(&host.address);
+        let sources: Vec<IpAddr> = host.addresses.iter().filter_map(local_ip).collect();
+        let canary_ips = if sources.is_empty() {
+            vec![ip]
+        } else {
+            sources.clone()
+        };
+        let limits = &config.limits;
+        Ok(Arc::new(Shared {
+            digest: control::plan_digest(plan),
+            canary_ips,
+            sources,
+            round: Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
+            bucket: Mutex::new(Bucket {
+                tokens: f64::from(limits.request_burst),
+                last: Instant::now(),
+            }),
+            canary_connections: Arc::new(Semaphore::new(limits.canary_connections)),
+            config,
+        }))
+    }
+
     async fn connection(self: &Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
         let limits = &self.config.limits;
         let _ = tcp.set_nodelay(true);
@@ -400,10 +413,21 @@ impl Shared {
             }
         };
         let mut io = BufReader::with_capacity(8 * 1024, stream);
+        self.serve(&mut io, &peer).await;
+    }
+
+    /// Answers requests on `io` until the client closes it, stays silent
+    /// past the idle timeout, or sends what cannot be answered.
+    async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        self: &Arc<Self>,
+        io: &mut BufReader<S>,
+        peer: &(dyn std::fmt::Display + Sync),
+    ) {
+        let limits = &self.config.limits;
         loop {
             let frame = timeout(
                 limits.idle_timeout,
-                read_frame::<Request, _>(&mut io, limits.max_request_bytes),
+                read_frame::<Request, _>(io, limits.max_request_bytes),
             )
             .await;
             let (reply, keep) = match frame {
@@ -425,11 +449,11 @@ impl Shared {
             if let Response::Error(e) = &reply {
                 tracing::warn!(%peer, message = %e.message, "control request refused");
             }
-            if write_frame(&mut io, &reply).await.is_err() {
+            if write_frame(io, &reply).await.is_err() {
                 return;
             }
             if !keep {
-                linger(&mut io).await;
+                linger(io).await;
                 return;
             }
         }

@@ -43,6 +43,16 @@ pub struct PrepareRequest {
     pub ttl_ms: u64,
 }
 
+/// The first frame on the input of `agent --stdio --plan -` (under
+/// `check --ssh`): the coordinator's plan, so both ends read the same one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanUpload {
+    /// The plan file's name on the coordinator, for diagnostics.
+    pub source: String,
+    /// The plan's TOML text.
+    pub plan: String,
+}
+
 /// A host's port, naming a target of this host's paths.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HostPort {

@@ -1,28 +1,33 @@
 //! The agents' control channel: the messages a coordinator and an agent
 //! exchange during a round, their framing (one JSON object per line, with a
-//! hard size cap), and the transport (mutual TLS 1.3, or plain TCP on
-//! loopback with `--insecure`). Both `portcall check` and `portcall demo`
-//! speak it, so the demo exercises exactly what a real check does.
+//! hard size cap), and the transports behind one trait (mutual TLS 1.3 to
+//! the control port, plain TCP on loopback with `--insecure`, or an agent
+//! started over `ssh` on its standard input and output). Both `portcall
+//! check` and `portcall demo` speak it, so the demo exercises exactly what a
+//! real check does.
 
 mod frame;
 mod messages;
-mod transport;
+pub mod transport;
 
 pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
     CanaryEvidence, ErrorReply, EvidenceReply, Handshake, HandshakeStage, HelloReply, HostPort,
-    ListenerReport, ListenerState, PROTOCOL_VERSION, PathProbe, PrepareReply, PrepareRequest,
-    ProbeReply, ProbeRequest, Request, Response, RoundRef, Sighting, TraceDirection, TraceEvidence,
-    TraceState, TraceStop, TracedFlow,
+    ListenerReport, ListenerState, PROTOCOL_VERSION, PathProbe, PlanUpload, PrepareReply,
+    PrepareRequest, ProbeReply, ProbeRequest, Request, Response, RoundRef, Sighting,
+    TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow,
 };
-pub use transport::{
-    ClientSecurity, ControlError, ControlStream, ServerSecurity, connect, op_name,
-};
+pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};
+pub use transport::ssh::{SshOptions, SshTransport};
+pub use transport::{ControlError, ControlStream, Dial, Transport, op_name};
 
 use crate::plan::Plan;
 
 /// Largest request frame an agent accepts, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Largest plan an `agent --stdio --plan -` accepts on its input, in bytes.
+pub const MAX_PLAN_UPLOAD_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest reply frame a coordinator accepts, in bytes.
 pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;

@@ -140,6 +140,16 @@ pub enum Problem {
         /// The address as written.
         address: String,
     },
+    /// An `ssh` destination or `ssh_user` that ssh would not take.
+    #[error("{what} = `{value}`: {why}")]
+    BadSsh {
+        /// Which setting, e.g. "host `gw1`: ssh".
+        what: String,
+        /// The value as written.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A host's address list is empty.
     #[error("host `{host}` has an empty address list; give at least one address, primary first")]
     EmptyAddressList {

@@ -228,6 +228,7 @@ pub(crate) fn build(
             ports,
             dials,
             location,
+            ssh: None,
         });
     }
 

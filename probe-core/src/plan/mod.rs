@@ -12,6 +12,7 @@ mod hosts;
 mod only;
 pub(crate) mod raw;
 pub(crate) mod roles;
+mod ssh;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::port::{Port, Protocol};
 pub use diag::{CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion};
 pub use only::{Only, OnlyError};
 pub use roles::RoleOrigin;
+pub use ssh::SshTarget;
 
 /// A validated, expanded plan.
 #[derive(Debug, Clone)]
@@ -298,6 +300,9 @@ pub struct Host {
     pub dials: Vec<EffectiveDial>,
     /// Where the host is defined.
     pub location: Location,
+    /// Where `check --ssh` reaches it (its `ssh`, else its address, with
+    /// `[defaults] ssh_user`).
+    pub ssh: Option<SshTarget>,
 }
 
 impl Host {
@@ -774,7 +779,8 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     cx.diags.append(&mut resolver.diags);
     let plan_roles = resolver.done;
 
-    let (hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
+    let (mut hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
+    ssh::resolve(&mut cx, &raw, &mut hosts);
     // Roles that failed with an error already reported: plan roles with
     // errors, and names hosts gave that resolve to no role. Selectors naming
     // them (or a near miss of them, the name the typo meant) match no host

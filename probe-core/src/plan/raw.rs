@@ -30,6 +30,8 @@ pub(crate) struct RawDefaults {
     pub timeout_ms: Option<Spanned<i64>>,
     pub retries: Option<Spanned<i64>>,
     pub control_port: Option<Spanned<i64>>,
+    /// The login name `check --ssh` uses where a host's `ssh` names none.
+    pub ssh_user: Option<Spanned<String>>,
 }
 
 /// One `[[hosts]]` entry.
@@ -47,6 +49,8 @@ pub(crate) struct RawHost {
     /// Pins the port a client role of this host dials, by dial name.
     #[serde(default)]
     pub dial_overrides: BTreeMap<String, Spanned<i64>>,
+    /// Where `check --ssh` reaches the host: `[user@]name[:port]`.
+    pub ssh: Option<Spanned<String>>,
 }
 
 /// An item of a host's `roles`: a name, or a name with its own offset.

@@ -1,0 +1,173 @@
+//! The control channel over TCP: mutual TLS 1.3 in normal use, plain TCP
+//! only on loopback with `--insecure`; the agent's accepting side and the
+//! coordinator's connecting side, with a deadline on connect and handshake.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::{BoxFuture, ControlError, ControlStream, Dial, SocketIo, Transport};
+use crate::pki::TlsIdentity;
+use crate::plan::Address;
+use crate::probe::ProbeStream;
+
+/// How an agent's control endpoint authenticates its clients.
+#[derive(Clone)]
+pub enum ServerSecurity {
+    /// Mutual TLS: clients must present a certificate chaining to the CA.
+    Mtls(Arc<ServerConfig>),
+    /// Plain TCP, accepted only on a loopback address (`--insecure`).
+    Insecure,
+}
+
+impl std::fmt::Debug for ServerSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerSecurity::Mtls(_) => "Mtls",
+            ServerSecurity::Insecure => "Insecure",
+        })
+    }
+}
+
+impl ServerSecurity {
+    /// Completes the server side of a new connection.
+    pub(crate) async fn accept(
+        &self,
+        tcp: TcpStream,
+        deadline: Duration,
+    ) -> Result<Box<dyn ProbeStream>, std::io::Error> {
+        match self {
+            ServerSecurity::Insecure => Ok(Box::new(tcp)),
+            ServerSecurity::Mtls(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                match timeout(deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Ok(Box::new(tls)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// How the coordinator connects to agents: the mutual-TLS transport.
+#[derive(Debug, Clone)]
+pub enum ClientSecurity {
+    /// Mutual TLS with the coordinator's identity.
+    Mtls(TlsIdentity),
+    /// Plain TCP, loopback agents only (`--insecure`).
+    Insecure,
+}
+
+impl Transport for ClientSecurity {
+    fn open(&self, dial: Dial) -> BoxFuture<Result<ControlStream, ControlError>> {
+        let security = self.clone();
+        Box::pin(async move {
+            let addr = match dial.endpoint {
+                Some(a) => a,
+                None => resolve(&dial.address, dial.control_port, dial.connect_timeout)
+                    .await
+                    .map_err(|message| ControlError::Resolve {
+                        host: dial.host.clone(),
+                        message,
+                    })?,
+            };
+            let ip = match &dial.address {
+                Address::Ip(ip) => Some(*ip),
+                Address::Dns(_) => None,
+            };
+            connect(&security, &dial.host, ip, addr, dial.connect_timeout).await
+        })
+    }
+}
+
+async fn resolve(address: &Address, port: u16, deadline: Duration) -> Result<SocketAddr, String> {
+    match address {
+        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
+        Address::Dns(name) => {
+            match timeout(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
+                Err(_) => Err(format!(
+                    "resolve {name}: no answer within {} ms",
+                    deadline.as_millis()
+                )),
+                Ok(Err(e)) => Err(format!("resolve {name}: {e}")),
+                Ok(Ok(mut addrs)) => addrs
+                    .next()
+                    .ok_or_else(|| format!("resolve {name}: no address")),
+            }
+        }
+    }
+}
+
+/// Opens a control connection to the agent of `host` at `addr`, verifying
+/// its certificate against the CA and its plan address `host_ip` or host
+/// name. `deadline` bounds connect and handshake each.
+pub async fn connect(
+    security: &ClientSecurity,
+    host: &str,
+    host_ip: Option<IpAddr>,
+    addr: SocketAddr,
+    deadline: Duration,
+) -> Result<ControlStream, ControlError> {
+    let tcp = match timeout(deadline, TcpStream::connect(addr)).await {
+        Err(_) => {
+            return Err(ControlError::ConnectTimeout {
+                host: host.to_string(),
+                addr,
+                after_ms: deadline.as_millis(),
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(ControlError::Connect {
+                host: host.to_string(),
+                addr,
+                source,
+            });
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn ProbeStream> = match security {
+        ClientSecurity::Insecure => Box::new(tcp),
+        ClientSecurity::Mtls(identity) => {
+            let config = identity.control_client_config(host, host_ip)?;
+            let connector = tokio_rustls::TlsConnector::from(config);
+            // The verifier checks the plan's address and host name itself;
+            // this name only fills SNI.
+            let name = host_ip
+                .map(|ip| ServerName::IpAddress(ip.into()))
+                .or_else(|| ServerName::try_from(host.to_string()).ok())
+                .unwrap_or(ServerName::IpAddress(addr.ip().into()));
+            match timeout(deadline, connector.connect(name, tcp)).await {
+                Err(_) => {
+                    return Err(ControlError::HandshakeTimeout {
+                        host: host.to_string(),
+                        addr,
+                        after_ms: deadline.as_millis(),
+                    });
+                }
+                Ok(Err(source)) => {
+                    return Err(ControlError::Handshake {
+                        host: host.to_string(),
+                        addr,
+                        source,
+                    });
+                }
+                Ok(Ok(tls)) => Box::new(tls),
+            }
+        }
+    };
+    Ok(ControlStream::new(
+        host,
+        addr.to_string(),
+        Box::new(SocketIo(stream)),
+    ))
+}
