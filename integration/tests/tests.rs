@@ -3,6 +3,7 @@
 mod closed_loop;
 mod probe_lab;
 mod prometheus;
+mod routed_faults;
 mod routed_lab;
 mod suggest_validate;
 mod wso2_lab;

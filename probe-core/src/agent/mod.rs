@@ -428,11 +428,14 @@ impl Shared {
             Request::Evidence(r) => {
                 let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_ref() {
-                    Some(round) if round.id == r.round => Response::Evidence(EvidenceReply {
-                        round: r.round,
-                        canaries: round.log.snapshot(),
-                        handshakes: round.handshakes.snapshot(),
-                    }),
+                    Some(round) if round.id == r.round => {
+                        round.handshakes.refresh();
+                        Response::Evidence(EvidenceReply {
+                            round: r.round,
+                            canaries: round.log.snapshot(),
+                            handshakes: round.handshakes.snapshot(),
+                        })
+                    }
                     _ => error(format!("evidence: no round {} on this agent", r.round)),
                 }
             }

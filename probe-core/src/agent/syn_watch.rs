@@ -33,11 +33,22 @@ pub const MAX_ENTRIES: usize = 4096;
 /// What the watch saw in one round.
 #[derive(Debug, Default)]
 pub struct SynLog {
+    ips: Vec<IpAddr>,
+    ports: HashSet<u16>,
     seen: Mutex<BTreeMap<(u16, IpAddr), HandshakeStage>>,
     available: Mutex<Option<bool>>,
 }
 
 impl SynLog {
+    /// Reads the tables once more, now: the evidence request calls it so
+    /// that the answer includes the latest state whatever the poller's
+    /// schedule (a busy host may have delayed it).
+    pub fn refresh(&self) {
+        if !self.ports.is_empty() {
+            self.absorb(read_tables().as_deref(), &self.ips, &self.ports);
+        }
+    }
+
     /// Every (port, source) seen with its furthest stage; `None` when the
     /// socket tables could not be read.
     pub fn snapshot(&self) -> Option<Vec<Handshake>> {
@@ -129,8 +140,12 @@ pub fn start(
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Arc<SynLog> {
-    let log = Arc::new(SynLog::default());
     let ports: HashSet<u16> = ports.into_iter().collect();
+    let log = Arc::new(SynLog {
+        ips: ips.clone(),
+        ports: ports.clone(),
+        ..SynLog::default()
+    });
     if ports.is_empty() {
         return log;
     }

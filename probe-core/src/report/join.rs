@@ -373,9 +373,13 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);
-            // Without a canary only a trace of the handshake is evidence:
-            // polling can miss a short connection, so "nothing" is not said.
-            r.target_stage = handshake.flatten().map(|h| stage_of(Some(h)));
+            // Without a canary only a trace of a failing connection is
+            // evidence: polling can miss a short one, so neither "nothing"
+            // nor the stage of a connection that worked is said.
+            r.target_stage = handshake
+                .flatten()
+                .filter(|_| probe.observed != Observed::Open)
+                .map(|h| stage_of(Some(h)));
             let live = format!(" ({why})");
             r.detail = match probe.observed {
                 Observed::Open => format!("connected to the live service{live}"),
