@@ -13,7 +13,7 @@
 //! without it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -35,6 +35,10 @@ pub const MAX_ENTRIES: usize = 4096;
 pub struct SynLog {
     ips: Vec<IpAddr>,
     ports: HashSet<u16>,
+    /// Sockets already there when the round began (say, a request socket
+    /// of the previous round's probe, which lingers for half a minute):
+    /// never evidence of this round.
+    baseline: HashSet<(u16, SocketAddr)>,
     seen: Mutex<BTreeMap<(u16, IpAddr), HandshakeStage>>,
     available: Mutex<Option<bool>>,
 }
@@ -82,8 +86,11 @@ impl SynLog {
     fn absorb(&self, rows: Option<&[Row]>, ips: &[IpAddr], ports: &HashSet<u16>) {
         if let Some(rows) = rows {
             for (local, port, remote, stage) in rows {
-                if ports.contains(port) && ips.iter().any(|ip| ip.is_unspecified() || ip == local) {
-                    self.note(*port, *remote, *stage);
+                if ports.contains(port)
+                    && ips.iter().any(|ip| ip.is_unspecified() || ip == local)
+                    && !self.baseline.contains(&(*port, *remote))
+                {
+                    self.note(*port, remote.ip(), *stage);
                 }
             }
         }
@@ -101,8 +108,9 @@ impl SynLog {
     }
 }
 
-/// One socket of the tables: local address and port, remote address, stage.
-type Row = (IpAddr, u16, IpAddr, HandshakeStage);
+/// One socket of the tables: local address and port, remote address and
+/// port, stage.
+type Row = (IpAddr, u16, SocketAddr, HandshakeStage);
 
 /// Both tables' handshakes; `None` when neither can be read.
 fn read_tables() -> Option<Vec<Row>> {
@@ -141,9 +149,21 @@ pub fn start(
     cancel: &CancellationToken,
 ) -> Arc<SynLog> {
     let ports: HashSet<u16> = ports.into_iter().collect();
+    // The baseline is read here, before any probe of the round can leave.
+    let baseline = if ports.is_empty() {
+        HashSet::new()
+    } else {
+        read_tables()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, port, _, _)| ports.contains(port))
+            .map(|(_, port, remote, _)| (port, remote))
+            .collect()
+    };
     let log = Arc::new(SynLog {
         ips: ips.clone(),
         ports: ports.clone(),
+        baseline,
         ..SynLog::default()
     });
     if ports.is_empty() {
@@ -204,7 +224,7 @@ fn poller() {
 }
 
 /// The sockets of one `/proc/net/tcp{,6}` table that show a handshake from
-/// a peer: `(local address, local port, remote address, stage)`. Listening
+/// a peer: `(local address, local port, remote, stage)`. Listening
 /// sockets and our own outgoing SYNs are left out.
 fn parse_table(text: &str) -> Vec<Row> {
     let mut out = Vec::new();
@@ -222,10 +242,10 @@ fn parse_table(text: &str) -> Vec<Row> {
             "01" | "04" | "05" | "06" | "08" | "09" | "0B" => HandshakeStage::Connected,
             _ => continue,
         };
-        let (Some((lip, lport)), Some((rip, _))) = (endpoint(local), endpoint(remote)) else {
+        let (Some((lip, lport)), Some((rip, rport))) = (endpoint(local), endpoint(remote)) else {
             continue;
         };
-        out.push((lip, lport, rip, stage));
+        out.push((lip, lport, SocketAddr::new(rip, rport), stage));
     }
     out
 }
@@ -275,13 +295,13 @@ mod tests {
                 (
                     ip("198.18.18.40"),
                     9467,
-                    ip("198.18.1.20"),
+                    "198.18.1.20:40000".parse().unwrap(),
                     HandshakeStage::Syn
                 ),
                 (
                     ip("198.18.18.40"),
                     3306,
-                    ip("198.18.1.21"),
+                    "198.18.1.21:40001".parse().unwrap(),
                     HandshakeStage::Connected
                 ),
             ]
@@ -289,9 +309,9 @@ mod tests {
         let v6 = "  sl  local_address                         remote_address                        st\n   0: 02000120030000000000000040000000:24FB 02000120010000000000000020000000:9C40 03 0\n   1: 0000000000000000FFFF0000281212C6:24FB 0000000000000000FFFF0000140112C6:9C40 01 0\n";
         let rows = parse_table(v6);
         assert_eq!(rows[0].0, ip("2001:2:0:3::40"));
-        assert_eq!(rows[0].2, ip("2001:2:0:1::20"));
+        assert_eq!(rows[0].2.ip(), ip("2001:2:0:1::20"));
         assert_eq!(rows[1].0, ip("198.18.18.40"));
-        assert_eq!(rows[1].2, ip("198.18.1.20"));
+        assert_eq!(rows[1].2.ip(), ip("198.18.1.20"));
     }
 
     #[test]
@@ -333,5 +353,20 @@ mod tests {
         let other = SynLog::default();
         assert!(other.poll(&["127.0.0.2".parse().unwrap()], &ports));
         assert_eq!(other.snapshot(), Some(vec![]));
+        // A watch started while the connection already existed leaves it
+        // out: it belongs to an earlier round.
+        let cancel = CancellationToken::new();
+        let later = start(
+            vec!["127.0.0.1".parse().unwrap()],
+            vec![port],
+            Instant::now() + Duration::from_secs(5),
+            &cancel,
+        );
+        later.refresh();
+        assert_eq!(later.snapshot(), Some(vec![]));
+        let _c2 = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        later.refresh();
+        assert_eq!(later.snapshot().unwrap().len(), 1);
+        cancel.cancel();
     }
 }
