@@ -443,3 +443,91 @@ fn a_path_mtu_black_hole_under_a_real_tls_service_is_named() {
     );
     assert_rest_open(&run, ("web", 8443));
 }
+
+/// The same plan shape addressed by IPv6 only: the error queue, the hop
+/// limit walk and `/proc/net/tcp6` give the same evidence. (Dual-stack
+/// hosts, with an IPv6-only drop on one of them, need plan address lists.)
+const PLAN_V6: &str = r#"
+name = "routed-faults-v6"
+
+[defaults]
+timeout_ms = 1000
+retries = 0
+control_port = 7400
+
+[zones]
+ops = "Operators"
+data = "Data"
+
+[[hosts]]
+name = "client"
+address = "2001:2:0:1::20"
+zone = "ops"
+
+[[hosts]]
+name = "db"
+address = "2001:2:0:3::40"
+zone = "data"
+roles = ["svc"]
+
+[roles.svc]
+ports = [{ name = "app", port = 7100 }, { name = "app-tls", port = 7443, protocol = "tls" }]
+
+[[flows]]
+from = "host:client"
+to = "role:svc"
+ports = ["app", "app-tls"]
+"#;
+
+const ROUTER_OPS_V6: &str = "2001:2:0:1::254";
+
+#[test]
+fn ipv6_paths_name_the_router_the_hop_and_the_half_open_handshake() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN_V6).unwrap();
+    let lab = PlanLab::routed(&plan, &[]).expect("build the routed lab");
+    lab.start_agents().expect("start the agents");
+    // One fault at a time; each check starts from a clean router.
+    let faults = [
+        (
+            "ip6 daddr 2001:2:0:3::40 tcp dport 7100 reject with icmpx admin-prohibited",
+            json!({
+                "observed": "unreachable", "verdict": "violation",
+                "icmp": {"type": "admin-prohibited", "code": 1, "from": ROUTER_OPS_V6},
+                "target_stage": "nothing",
+                "blame": {"where": "network", "hop": ROUTER_OPS_V6, "hop_distance": null, "cause": "icmp-reject", "rule": null},
+            }),
+        ),
+        (
+            "ip6 daddr 2001:2:0:3::40 tcp dport 7100 drop",
+            json!({
+                "observed": "timeout", "verdict": "violation", "icmp": null,
+                "target_stage": "nothing",
+                "blame": {"where": "unknown", "hop": ROUTER_OPS_V6, "hop_distance": 1, "cause": "drop", "rule": null},
+            }),
+        ),
+        (
+            "ip6 saddr 2001:2:0:3::40 tcp sport 7100 drop",
+            json!({
+                "observed": "timeout", "verdict": "violation", "icmp": null,
+                "target_stage": "syn",
+                "blame": {"where": "return-path", "hop": ROUTER_OPS_V6, "hop_distance": 1, "cause": "return-path-lost", "rule": null},
+            }),
+        ),
+    ];
+    for (rule, want) in faults {
+        lab.lab
+            .router_rules(&RouterRules {
+                forward: vec![rule.into()],
+                ..RouterRules::default()
+            })
+            .unwrap();
+        let run = lab.check("client").expect("portcall check");
+        assert_path(&run, "db", 7100, want);
+        assert_rest_open(&run, ("db", 7100));
+    }
+}

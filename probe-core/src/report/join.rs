@@ -290,6 +290,9 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             }
         })
     };
+    // EACCES is also how the kernel reports an ICMPv6 admin-prohibited: it
+    // is the source's own refusal only when no ICMP error came back.
+    let denied = local_denial(&probe.detail) && probe.icmp.is_none();
     let mut redirected_to = None;
     match listener {
         Listener::Canary => {
@@ -333,7 +336,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                     silence("")
                 ),
                 Observed::Timeout => silence(&canary),
-                Observed::Unreachable if local_denial(&probe.detail) => with(format!(
+                Observed::Unreachable if denied => with(format!(
                     "refused on {} itself before anything was sent: its own packet filter or security policy{canary}",
                     path.from
                 )),
@@ -393,7 +396,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                     );
                 }
                 Observed::Timeout => silence(&live),
-                Observed::Unreachable if local_denial(&probe.detail) => with(format!(
+                Observed::Unreachable if denied => with(format!(
                     "refused on {} itself before anything was sent: its own packet filter or security policy{live}",
                     path.from
                 )),
@@ -416,7 +419,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         target_stage: r.target_stage,
         walk: probe.walk.as_ref(),
         path_mtu: probe.path_mtu,
-        local_denial: local_denial(&probe.detail),
+        local_denial: denied,
         redirected_to: redirected_to.as_deref(),
     });
     r.verdict = Verdict::judge(path.expect, r.observed);
@@ -588,7 +591,16 @@ expect = "blocked"
         denied.detail = crate::probe::classify::errno_name(libc::EPERM);
         let mut icmp = probe(0, Some("aa"), Observed::Unreachable);
         icmp.detail = crate::probe::classify::errno_name(libc::EHOSTUNREACH);
-        for (probe_of_0, local) in [(denied, true), (icmp, false)] {
+        // An ICMPv6 admin-prohibited reaches connect as EACCES: with the
+        // ICMP error in hand it is the router's, not the source's.
+        let mut v6 = probe(0, Some("aa"), Observed::Unreachable);
+        v6.detail = crate::probe::classify::errno_name(libc::EACCES);
+        v6.icmp = Some(crate::probe::IcmpEvidence {
+            kind: "admin-prohibited".into(),
+            code: 1,
+            from: "2001:2:0:1::254".into(),
+        });
+        for (probe_of_0, local) in [(denied, true), (icmp, false), (v6, false)] {
             let web = up(
                 vec![],
                 vec![probe_of_0, probe(1, None, Observed::Refused)],
