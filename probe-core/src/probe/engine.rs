@@ -81,11 +81,14 @@ pub struct ProbeConfig {
     pub ttl_walk: Option<WalkConfig>,
 }
 
-/// Most distinct addresses walked after one sweep, and walks at once: each
-/// walk holds up to [`ttl_walk::MAX_HOPS`] sockets for at most its deadline,
-/// so a sweep spends at most `MAX_WALKS / WALKS_AT_ONCE` deadlines on them.
-const MAX_WALKS: usize = 32;
+/// Walks after one sweep: at most [`WALKS_AT_ONCE`] at a time (each holds
+/// up to [`ttl_walk::MAX_HOPS`] sockets for at most its deadline), and no
+/// new batch once [`WALK_BUDGET`] would be exceeded, so walking adds at
+/// most `WALK_BUDGET` to a sweep however many targets were silent.
 const WALKS_AT_ONCE: usize = 4;
+
+/// The most time walks may add to one sweep.
+pub const WALK_BUDGET: Duration = Duration::from_secs(3);
 
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
@@ -451,28 +454,39 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
     }
 }
 
-/// Walks the TTL toward every address whose result is `timeout` (one walk
-/// per address and port, at most [`MAX_WALKS`], [`WALKS_AT_ONCE`] at a
-/// time), skipping targets on this host's own link, and attaches each walk
-/// to the results it explains.
+/// Walks the TTL toward the targets whose result is `timeout` (one walk per
+/// address and port; one port of every silent address first, then the
+/// others, within [`WALK_BUDGET`]), skipping targets on this host's own
+/// link, and attaches each walk to the results it explains.
 async fn walk_silent(
     slots: &mut [Slot],
     config: WalkConfig,
     source: Option<IpAddr>,
     cancel: &CancellationToken,
 ) {
-    let mut wanted: Vec<SocketAddr> = Vec::new();
+    let mut on_link: HashMap<IpAddr, bool> = HashMap::new();
+    let mut first: Vec<SocketAddr> = Vec::new();
+    let mut rest: Vec<SocketAddr> = Vec::new();
     for slot in slots.iter() {
-        if let (Some(r), Some(addr)) = (&slot.result, slot.addr) {
-            if r.observed == Observed::Timeout
-                && !wanted.contains(&addr)
-                && wanted.len() < MAX_WALKS
-                && ttl_walk::on_link(addr.ip()) != Some(true)
-            {
-                wanted.push(addr);
-            }
+        let (Some(r), Some(addr)) = (&slot.result, slot.addr) else {
+            continue;
+        };
+        if r.observed != Observed::Timeout || first.contains(&addr) || rest.contains(&addr) {
+            continue;
+        }
+        let local = *on_link
+            .entry(addr.ip())
+            .or_insert_with(|| ttl_walk::on_link(addr.ip()) == Some(true));
+        if local {
+            continue;
+        }
+        if first.iter().any(|a| a.ip() == addr.ip()) {
+            rest.push(addr);
+        } else {
+            first.push(addr);
         }
     }
+    let wanted: Vec<SocketAddr> = first.into_iter().chain(rest).collect();
     if wanted.is_empty() {
         return;
     }
@@ -481,7 +495,11 @@ async fn walk_silent(
         ..config
     };
     let mut walks: HashMap<SocketAddr, Walk> = HashMap::new();
+    let started = Instant::now();
     for chunk in wanted.chunks(WALKS_AT_ONCE) {
+        if started.elapsed() + config.deadline > WALK_BUDGET {
+            break;
+        }
         let mut set = tokio::task::JoinSet::new();
         for addr in chunk {
             let addr = *addr;

@@ -17,7 +17,7 @@ mod target;
 mod tls;
 pub mod ttl_walk;
 
-pub use engine::{ProbeConfig, Prober};
+pub use engine::{ProbeConfig, Prober, WALK_BUDGET};
 pub use error::ProbeError;
 pub use errqueue::IcmpEvidence;
 pub use exchange::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
