@@ -23,7 +23,11 @@
 //! translated address instead.
 //!
 //! Some violations have no fix at the target, and the script says why in
-//! `#` comments instead of guessing: a connection refused by the source's
+//! `#` comments instead of guessing: a path whose `blame` puts the break
+//! on a device on the way (`where = network`: an ICMP reject by a router,
+//! a path-MTU black hole, a redirect), on the way back (`return-path-lost`)
+//! or after the SYN (`handshake-incomplete`: a filter without connection
+//! tracking); a connection refused by the source's
 //! own egress policy (`unreachable` with a local `EPERM`/`EACCES` in the
 //! detail, as the probe engine's errno names spell them; reported under the
 //! source host), a connection answered by another host (`wrong-host`: a NAT
@@ -47,6 +51,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use super::blame::{Blame, Cause, Where};
 use super::format::path_label;
 use super::{PathReport, Report, Verdict};
 use crate::plan::Expect;
@@ -572,6 +577,28 @@ pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions,
     })
 }
 
+/// Why no input rule on the target fixes a must-be-open path, when its
+/// blame says it breaks elsewhere: on a device on the way, on the way back,
+/// or after the SYN (a filter without connection tracking).
+fn beyond_the_target_input(p: &PathReport, b: &Blame) -> Option<String> {
+    let what = b.sentence(&p.to, p.icmp.as_ref());
+    match (b.at, b.cause) {
+        (Where::Network, _) => Some(format!(
+            "{what}: a device on the way stops it, not a filter on {}; fix it there",
+            p.to
+        )),
+        (_, Cause::ReturnPathLost) => Some(format!(
+            "{what}: {}'s input filter let the SYN in, so no input rule helps; allow the replies in {}'s output filter or on the device on the way back",
+            p.to, p.to
+        )),
+        (_, Cause::HandshakeIncomplete) => Some(format!(
+            "{what}: let the whole connection in on {} (for nftables `ct state established,related accept` ahead of the port's rules), not only its SYN",
+            p.to
+        )),
+        _ => None,
+    }
+}
+
 /// The host whose firewall a path concerns, and what to do there.
 fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
     let observed = p.observed.map_or("nothing (not measured)", |o| o.as_str());
@@ -604,10 +631,20 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
         };
         return manual(item, target, reason);
     }
+    if let Some(reason) = p
+        .blame
+        .as_ref()
+        .filter(|_| p.expect == Expect::Open)
+        .and_then(|b| beyond_the_target_input(p, b))
+    {
+        return manual(item, target, reason);
+    }
+    // An ICMPv6 admin-prohibited also reaches connect as EACCES; with the
+    // ICMP error in hand it is not the source's own refusal.
     let local_denial = [libc::EPERM, libc::EACCES]
         .into_iter()
         .map(errno_name)
-        .find(|name| p.detail.contains(name.as_str()));
+        .find(|name| p.icmp.is_none() && p.detail.contains(name.as_str()));
     let accept = match (p.expect, p.observed) {
         (Expect::Open, Some(Observed::Unreachable)) if local_denial.is_some() => {
             let errno = local_denial.unwrap_or_default();
@@ -1303,6 +1340,72 @@ mod tests {
                 .unwrap()
                 .ends_with("# nothing to change: every path meets its expectation\n")
         );
+    }
+
+    /// Blame that puts the break off the target's input filter turns the
+    /// accept into an explanation; a drop of unknown place keeps it.
+    #[test]
+    fn paths_blamed_on_the_network_or_the_way_back_get_no_input_rule() {
+        use crate::probe::IcmpEvidence;
+        use crate::report::{Blame, Cause, Where};
+        let blamed = |at, cause, icmp: Option<IcmpEvidence>, observed| {
+            let mut p = path(
+                "web",
+                "db",
+                9443,
+                Expect::Open,
+                Some(observed),
+                Verdict::Violation,
+                "EACCES (permission denied)",
+                None,
+            );
+            p.icmp = icmp;
+            p.blame = Some(Blame {
+                at,
+                hop: Some("198.18.9.254".into()),
+                hop_distance: Some(1),
+                cause,
+                rule: None,
+            });
+            let mut r = report();
+            r.paths = vec![p];
+            let s = suggest(&r, &SuggestOptions::new(FirewallFormat::Nft)).unwrap();
+            let mut out = Vec::new();
+            s.write(&mut out).unwrap();
+            ((s.rules(), s.manual()), String::from_utf8(out).unwrap())
+        };
+        let router = IcmpEvidence {
+            kind: "admin-prohibited".into(),
+            code: 1,
+            from: "198.18.9.254".into(),
+        };
+        let (counts, text) = blamed(
+            Where::Network,
+            Cause::IcmpReject,
+            Some(router),
+            Observed::Unreachable,
+        );
+        assert_eq!(counts, (0, 1), "{text}");
+        assert!(text.contains("a device on the way stops it"), "{text}");
+        assert!(!text.contains("never left web"), "{text}");
+        let (counts, text) = blamed(
+            Where::ReturnPath,
+            Cause::ReturnPathLost,
+            None,
+            Observed::Timeout,
+        );
+        assert_eq!(counts, (0, 1), "{text}");
+        assert!(text.contains("output filter"), "{text}");
+        let (counts, text) = blamed(
+            Where::Target,
+            Cause::HandshakeIncomplete,
+            None,
+            Observed::WrongHost,
+        );
+        assert_eq!(counts, (0, 1), "{text}");
+        assert!(text.contains("ct state established"), "{text}");
+        let (counts, _) = blamed(Where::Unknown, Cause::Drop, None, Observed::Timeout);
+        assert_eq!(counts, (1, 0));
     }
 
     #[test]
