@@ -83,10 +83,13 @@ impl PlanLab<RoutedLab> {
                     )
                 })?;
                 let mut addrs = Vec::new();
-                let Address::Ip(ip) = h.address else {
-                    bail!("lab host {}: {} is not an IP literal", h.name, h.address);
-                };
-                addrs.push(ip);
+                for a in &h.addresses {
+                    let Address::Ip(ip) = a else {
+                        bail!("lab host {}: {a} is not an IP literal", h.name);
+                    };
+                    addrs.push(*ip);
+                }
+                let ip = addrs[0];
                 for (_, a) in extra.iter().filter(|(n, _)| *n == h.name) {
                     let a: IpAddr = a.parse().with_context(|| format!("extra address {a}"))?;
                     if !addrs.contains(&a) {
@@ -108,6 +111,12 @@ impl PlanLab<RoutedLab> {
                     None => zones.push((zone.clone(), index)),
                 }
                 hosts.push((h.name.clone(), zone, addrs));
+            }
+            for (name, _) in extra {
+                ensure!(
+                    plan.host(name).is_some(),
+                    "extra address for {name}, which is not a plan host"
+                );
             }
             for (zone, index) in zones {
                 builder = builder.zone(&zone, index);
@@ -142,10 +151,19 @@ impl<N: LabNet> PlanLab<N> {
         let pki = me.pki().to_string_lossy().into_owned();
         me.portcall_ok(&["pki", "init", "--dir", &pki])?;
         for h in &me.plan.hosts {
-            let ip = h.address.to_string();
-            me.portcall_ok(&[
-                "pki", "issue", "--dir", &pki, "--name", &h.name, "--ip", &ip,
-            ])?;
+            let mut args = vec![
+                "pki",
+                "issue",
+                "--dir",
+                pki.as_str(),
+                "--name",
+                h.name.as_str(),
+            ];
+            let ips: Vec<String> = h.addresses.iter().map(ToString::to_string).collect();
+            for ip in &ips {
+                args.extend(["--ip", ip.as_str()]);
+            }
+            me.portcall_ok(&args)?;
         }
         me.portcall_ok(&["pki", "issue", "--dir", &pki, "--name", "coordinator"])?;
         Ok(me)

@@ -278,3 +278,33 @@ fn plan_lab_runs_agents_and_check_across_the_router() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
 }
+
+#[test]
+fn without_static_neighbours_arp_and_neighbour_discovery_resolve_across_the_router() {
+    if !lab_available() {
+        return;
+    }
+    let lab = RoutedLab::builder()
+        .zone("ops", 1)
+        .zone("data", 3)
+        .host("client", "ops", &["198.18.1.10", "2001:2:0:1::10"])
+        .host("db", "data", &["198.18.3.40", "2001:2:0:3::40"])
+        .static_neighbours(false)
+        .build()
+        .unwrap();
+    lab.spawn_ready(
+        "db",
+        LAB_SERVER,
+        &["--bind", "::", "--tcp", "7000", "--lifetime", "60"],
+    )
+    .unwrap();
+    for target in ["198.18.3.40:7000", "[2001:2:0:3::40]:7000"] {
+        let (observed, r) = probe(&lab, target);
+        assert_eq!(observed, "open", "{target}: {r}");
+    }
+    let neigh = lab.run_ok("client", "ip", &["neigh", "show"]).unwrap();
+    assert!(
+        !neigh.contains("PERMANENT") && neigh.contains("198.18.1.254"),
+        "{neigh}"
+    );
+}

@@ -202,6 +202,7 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     );
     assert_eq!(p.target_saw, Some(true));
     assert_eq!(p.seen_source.as_deref(), Some("127.0.41.1"));
+    assert_eq!(p.family, Some(probe_core::plan::Family::Ipv4));
     assert!(
         report
             .hosts
@@ -241,6 +242,7 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "blame",
             "detail",
             "expect",
+            "family",
             "from",
             "icmp",
             "latency_ms",

@@ -151,7 +151,7 @@ pub fn detect_host(plan: &Plan) -> Result<String, AgentError> {
     let found: Vec<&str> = plan
         .hosts
         .iter()
-        .filter(|h| local_ip(&h.address).is_some())
+        .filter(|h| h.addresses.iter().any(|a| local_ip(a).is_some()))
         .map(|h| h.name.as_str())
         .collect();
     match found.as_slice() {
@@ -220,8 +220,12 @@ pub struct Agent {
 struct Shared {
     config: AgentConfig,
     digest: String,
-    ip: IpAddr,
-    source: Option<IpAddr>,
+    /// Where canaries listen: every plan address of this host that is
+    /// local, else the wildcard of its primary's family.
+    canary_ips: Vec<IpAddr>,
+    /// The plan addresses of this host that are local: probes leave from
+    /// the one of their target's family.
+    sources: Vec<IpAddr>,
     round: Mutex<Option<Round>>,
     probing: tokio::sync::Mutex<()>,
     bucket: Mutex<Bucket>,
@@ -271,7 +275,12 @@ impl Agent {
             return Err(AgentError::unknown_host(plan, &config.host));
         };
         let ip = bind_ip(&host.address);
-        let source = local_ip(&host.address);
+        let sources: Vec<IpAddr> = host.addresses.iter().filter_map(local_ip).collect();
+        let canary_ips = if sources.is_empty() {
+            vec![ip]
+        } else {
+            sources.clone()
+        };
         let addr = config
             .listen
             .unwrap_or_else(|| SocketAddr::new(ip, plan.defaults.control_port.get()));
@@ -284,8 +293,8 @@ impl Agent {
         let limits = &config.limits;
         let shared = Arc::new(Shared {
             digest: control::plan_digest(plan),
-            ip,
-            source,
+            canary_ips,
+            sources,
             round: Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
             bucket: Mutex::new(Bucket {
@@ -498,12 +507,18 @@ impl Shared {
             connections: self.canary_connections.clone(),
         };
         let ports = canary_ports(&self.config.plan, host);
-        let (listeners, log) =
-            canary::open_canaries(self.ip, &ports, &options, expires, &cancel, &tracker);
+        let (listeners, log) = canary::open_canaries(
+            &self.canary_ips,
+            &ports,
+            &options,
+            expires,
+            &cancel,
+            &tracker,
+        );
         // Every planned port is watched, held ones too: the kernel's
         // handshakes say how far a probe got even where no canary listens.
         let handshakes = syn_watch::start(
-            vec![self.ip],
+            self.canary_ips.clone(),
             listeners.iter().map(|l| l.port).collect(),
             expires,
             &cancel,
@@ -585,7 +600,7 @@ impl Shared {
             exchange_timeout: per_attempt,
             retries: d.retries,
             concurrency: self.config.limits.probe_concurrency,
-            source: self.source,
+            sources: self.sources.clone(),
             ttl_walk: Some(probe::WalkConfig::default()),
             ..ProbeConfig::default()
         };

@@ -134,6 +134,37 @@ pub enum Problem {
         /// The address as written.
         address: String,
     },
+    /// A host's address list is empty.
+    #[error("host `{host}` has an empty address list; give at least one address, primary first")]
+    EmptyAddressList {
+        /// The host.
+        host: String,
+    },
+    /// A host lists the same address twice.
+    #[error("host `{host}` lists address {address} twice")]
+    RepeatedAddress {
+        /// The host.
+        host: String,
+        /// The repeated address.
+        address: String,
+    },
+    /// A DNS name among several addresses: a list is of IP literals, a
+    /// name stands alone (it resolves to its own families).
+    #[error(
+        "address `{address}` of host `{host}` is a DNS name in a list; a list holds IPv4/IPv6 literals, a DNS name stands alone (address = \"{address}\")"
+    )]
+    NameInAddressList {
+        /// The host.
+        host: String,
+        /// The name as written.
+        address: String,
+    },
+    /// A flow's `family` is not one of the accepted values.
+    #[error("family `{value}` is not one of ipv4, ipv6, both")]
+    BadFamily {
+        /// The value as written.
+        value: String,
+    },
     /// Two hosts have the same name.
     #[error("host `{name}` is defined twice (first at {first})")]
     DuplicateHost {

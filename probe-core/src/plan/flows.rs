@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::raw::{RawExpect, RawPlan, RawPortRef, Selectors};
-use super::{Cx, Expect, Flow, Host, Location, Path, PortRef, Problem, Selector, Suggestion};
+use super::{
+    Address, Cx, Expect, Family, FamilyFilter, Flow, Host, Location, Path, PortRef, Problem,
+    Selector, Suggestion,
+};
 use crate::port::{Port, Protocol};
 
 /// Expands every flow into paths, merging duplicates.
@@ -16,8 +19,10 @@ pub(crate) fn expand(
 ) -> (Vec<Flow>, Vec<Path>) {
     let mut flows = Vec::new();
     let mut paths: Vec<Path> = Vec::new();
-    // (from, to, port) -> index into `paths`, and the flow that made it.
-    let mut seen: BTreeMap<(String, String, Port), (usize, Location)> = BTreeMap::new();
+    // (from, to, port, family) -> index into `paths`, and the flow that
+    // made it.
+    type Key = (String, String, Port, Option<Family>);
+    let mut seen: BTreeMap<Key, (usize, Location)> = BTreeMap::new();
 
     for (i, rf) in raw.flows.iter().enumerate() {
         let f = rf.get_ref();
@@ -33,6 +38,23 @@ pub(crate) fn expand(
         if f.ports.get_ref().is_empty() {
             cx.push(f.ports.span(), Problem::EmptyPorts);
         }
+        let family = match &f.family {
+            None => FamilyFilter::Both,
+            Some(v) => match v.get_ref().as_str() {
+                "both" => FamilyFilter::Both,
+                "ipv4" => FamilyFilter::Only(Family::Ipv4),
+                "ipv6" => FamilyFilter::Only(Family::Ipv6),
+                other => {
+                    cx.push(
+                        v.span(),
+                        Problem::BadFamily {
+                            value: other.to_owned(),
+                        },
+                    );
+                    FamilyFilter::Both
+                }
+            },
+        };
         let mut port_refs = Vec::new();
         for p in f.ports.get_ref() {
             match p.get_ref() {
@@ -75,39 +97,42 @@ pub(crate) fn expand(
                         if s == t {
                             continue;
                         }
-                        produced += 1;
-                        let key = (hosts[s].name.clone(), target.name.clone(), port);
-                        if let Some((pi, first)) = seen.get(&key) {
-                            let existing = &mut paths[*pi];
-                            if existing.expect != expect {
-                                cx.push(
-                                    rf.span(),
-                                    Problem::ConflictingExpectations {
-                                        from: key.0.clone(),
-                                        to: key.1.clone(),
-                                        port: port.get(),
-                                        first: first.clone(),
-                                        first_expect: existing.expect.as_str(),
-                                        second_expect: expect.as_str(),
-                                    },
-                                );
-                            } else if !existing.flows.contains(&index) {
-                                existing.flows.push(index);
+                        for (fam, address) in path_families(&hosts[s], target, family) {
+                            produced += 1;
+                            let key = (hosts[s].name.clone(), target.name.clone(), port, fam);
+                            if let Some((pi, first)) = seen.get(&key) {
+                                let existing = &mut paths[*pi];
+                                if existing.expect != expect {
+                                    cx.push(
+                                        rf.span(),
+                                        Problem::ConflictingExpectations {
+                                            from: key.0.clone(),
+                                            to: key.1.clone(),
+                                            port: port.get(),
+                                            first: first.clone(),
+                                            first_expect: existing.expect.as_str(),
+                                            second_expect: expect.as_str(),
+                                        },
+                                    );
+                                } else if !existing.flows.contains(&index) {
+                                    existing.flows.push(index);
+                                }
+                                continue;
                             }
-                            continue;
+                            seen.insert(key, (paths.len(), location.clone()));
+                            paths.push(Path {
+                                from: hosts[s].name.clone(),
+                                to: target.name.clone(),
+                                address,
+                                port,
+                                service: service.clone(),
+                                protocol,
+                                expect,
+                                role: role.clone(),
+                                flows: vec![index],
+                                family: fam,
+                            });
                         }
-                        seen.insert(key, (paths.len(), location.clone()));
-                        paths.push(Path {
-                            from: hosts[s].name.clone(),
-                            to: target.name.clone(),
-                            address: target.address.clone(),
-                            port,
-                            service: service.clone(),
-                            protocol,
-                            expect,
-                            role: role.clone(),
-                            flows: vec![index],
-                        });
                     }
                 }
             }
@@ -147,10 +172,47 @@ pub(crate) fn expand(
             to: to_sel,
             ports: port_refs.into_iter().map(|(p, _)| p).collect(),
             expect,
+            family,
             location,
         });
     }
     (flows, paths)
+}
+
+/// The paths one (source, target) pair gets, one per address family, each
+/// with the target address it goes to: the target's families the flow
+/// allows, narrowed to those the source has too when it shares any (a
+/// dual-stack pair is checked on both; a source the plan gives only IPv4
+/// still reaches an IPv6-only target, from whatever address its kernel
+/// chooses). A target known by a DNS name gets one path of no fixed family.
+fn path_families(
+    source: &Host,
+    target: &Host,
+    filter: FamilyFilter,
+) -> Vec<(Option<Family>, Address)> {
+    let target_families = target.families();
+    if target_families.is_empty() {
+        return vec![(None, target.address.clone())];
+    }
+    let candidates: Vec<Family> = target_families
+        .into_iter()
+        .filter(|f| filter.allows(*f))
+        .collect();
+    let source_families = source.families();
+    let shared: Vec<Family> = candidates
+        .iter()
+        .copied()
+        .filter(|f| source_families.contains(f))
+        .collect();
+    let chosen = if shared.is_empty() {
+        candidates
+    } else {
+        shared
+    };
+    chosen
+        .into_iter()
+        .filter_map(|f| target.address_of(f).map(|a| (Some(f), a.clone())))
+        .collect()
 }
 
 /// Parses and checks a `from`/`to` value; `None` when any selector is bad.

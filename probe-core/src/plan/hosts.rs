@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::raw::RawPlan;
+use super::raw::{RawAddresses, RawPlan};
 use super::{Address, Cx, Defaults, EffectivePort, Host, Problem, Role, RoleInstance};
 use super::{CollisionFix, Location, Suggestion};
 use crate::catalog::Catalog;
@@ -51,32 +51,7 @@ pub(crate) fn build(
         } else {
             names.insert(name.clone(), cx.loc(h.name.span()));
         }
-        let address = match parse_address(h.address.get_ref()) {
-            Some(a) => a,
-            None => {
-                cx.push(
-                    h.address.span(),
-                    Problem::BadAddress {
-                        host: name.clone(),
-                        address: h.address.get_ref().clone(),
-                    },
-                );
-                Address::Dns(h.address.get_ref().clone())
-            }
-        };
-        if let Some((other, first)) = addresses.get(&address) {
-            cx.push(
-                h.address.span(),
-                Problem::DuplicateAddress {
-                    host: name.clone(),
-                    address: address.to_string(),
-                    other: other.clone(),
-                    first: first.clone(),
-                },
-            );
-        } else {
-            addresses.insert(address.clone(), (name.clone(), cx.loc(h.address.span())));
-        }
+        let host_addresses = host_addresses(cx, &name, &h.address, &mut addresses);
         let port_offset = h
             .port_offset
             .as_ref()
@@ -228,9 +203,14 @@ pub(crate) fn build(
         if incomplete || cx.error_count() > errors_before {
             tainted.insert(hi);
         }
+        let address = host_addresses
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Address::Dns(String::new()));
         hosts.push(Host {
             name,
             address,
+            addresses: host_addresses,
             zone: h.zone.as_ref().map(|z| z.get_ref().clone()),
             roles: instances.into_iter().map(|(i, _, _)| i).collect(),
             port_offset,
@@ -423,6 +403,82 @@ fn valid_host_name(name: &str) -> bool {
 }
 
 /// An IP literal (IPv6 with or without brackets) or a syntactically valid
+/// Parses a host's `address` (one or a list), reporting every bad,
+/// repeated or already used address where it is written; returns the good
+/// ones, primary first.
+fn host_addresses(
+    cx: &mut Cx<'_>,
+    host: &str,
+    raw: &toml::Spanned<RawAddresses>,
+    used: &mut BTreeMap<Address, (String, Location)>,
+) -> Vec<Address> {
+    let items = RawAddresses::spans_fixed(raw);
+    if items.is_empty() {
+        cx.push(
+            raw.span(),
+            Problem::EmptyAddressList {
+                host: host.to_owned(),
+            },
+        );
+        return Vec::new();
+    }
+    let mut out: Vec<Address> = Vec::new();
+    for item in &items {
+        let text = item.get_ref();
+        let address = match parse_address(text) {
+            Some(a) => a,
+            None => {
+                cx.push(
+                    item.span(),
+                    Problem::BadAddress {
+                        host: host.to_owned(),
+                        address: text.clone(),
+                    },
+                );
+                // The plan is rejected; keep the text so flows still
+                // expand and report what else is wrong.
+                out.push(Address::Dns(text.clone()));
+                continue;
+            }
+        };
+        if raw.get_ref().is_list && items.len() > 1 && matches!(address, Address::Dns(_)) {
+            cx.push(
+                item.span(),
+                Problem::NameInAddressList {
+                    host: host.to_owned(),
+                    address: text.clone(),
+                },
+            );
+            continue;
+        }
+        if out.contains(&address) {
+            cx.push(
+                item.span(),
+                Problem::RepeatedAddress {
+                    host: host.to_owned(),
+                    address: address.to_string(),
+                },
+            );
+            continue;
+        }
+        if let Some((other, first)) = used.get(&address) {
+            cx.push(
+                item.span(),
+                Problem::DuplicateAddress {
+                    host: host.to_owned(),
+                    address: address.to_string(),
+                    other: other.clone(),
+                    first: first.clone(),
+                },
+            );
+        } else {
+            used.insert(address.clone(), (host.to_owned(), cx.loc(item.span())));
+        }
+        out.push(address);
+    }
+    out
+}
+
 /// DNS name; digits-and-dots that are not an IPv4 address are rejected
 /// rather than sent to a resolver.
 pub(crate) fn parse_address(s: &str) -> Option<Address> {

@@ -92,6 +92,84 @@ impl Serialize for Address {
     }
 }
 
+impl Address {
+    /// The address family of an IP literal; `None` for a DNS name (its
+    /// family is the resolved address's).
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            Address::Ip(ip) => Some(Family::of(*ip)),
+            Address::Dns(_) => None,
+        }
+    }
+}
+
+/// An address family: which IP version a path runs over.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl Family {
+    /// The family of `ip`.
+    pub fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }
+    }
+
+    /// `ipv4` or `ipv6`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which families a flow's paths may use (`family = "ipv4" | "ipv6" |
+/// "both"`, default both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FamilyFilter {
+    /// Every family both ends have.
+    #[default]
+    Both,
+    /// Only this one.
+    Only(Family),
+}
+
+impl FamilyFilter {
+    /// Whether a path of `family` passes.
+    pub fn allows(self, family: Family) -> bool {
+        match self {
+            FamilyFilter::Both => true,
+            FamilyFilter::Only(f) => f == family,
+        }
+    }
+}
+
+impl fmt::Display for FamilyFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FamilyFilter::Both => f.write_str("both"),
+            FamilyFilter::Only(x) => x.fmt(f),
+        }
+    }
+}
+
 /// A role: a named set of ports, from the catalog or the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Role {
@@ -147,8 +225,13 @@ pub struct EffectivePort {
 pub struct Host {
     /// Unique name.
     pub name: String,
-    /// Where it is reached, and the source address of its probes.
+    /// Its primary address: where it is reached (its control endpoint,
+    /// its certificate's first name), and the source of its probes to
+    /// targets of this family. The first of [`Host::addresses`].
     pub address: Address,
+    /// Every address the plan gives it, primary first: its canaries listen
+    /// on all, and its probes leave from the first of the target's family.
+    pub addresses: Vec<Address>,
     /// Its zone, if any.
     pub zone: Option<String>,
     /// Its roles, in order, each with its offset.
@@ -159,6 +242,24 @@ pub struct Host {
     pub ports: Vec<EffectivePort>,
     /// Where the host is defined.
     pub location: Location,
+}
+
+impl Host {
+    /// Its first plan address of `family`, if any.
+    pub fn address_of(&self, family: Family) -> Option<&Address> {
+        self.addresses.iter().find(|a| a.family() == Some(family))
+    }
+
+    /// The families its IP literal addresses cover, in address order.
+    pub fn families(&self) -> Vec<Family> {
+        let mut v: Vec<Family> = Vec::new();
+        for f in self.addresses.iter().filter_map(Address::family) {
+            if !v.contains(&f) {
+                v.push(f);
+            }
+        }
+        v
+    }
 }
 
 /// Which hosts a flow endpoint means.
@@ -246,6 +347,8 @@ pub struct Flow {
     pub ports: Vec<PortRef>,
     /// Open or blocked.
     pub expect: Expect,
+    /// The address families its paths may use.
+    pub family: FamilyFilter,
     /// Where the flow is defined.
     pub location: Location,
 }
@@ -287,6 +390,9 @@ pub struct Path {
     pub role: Option<String>,
     /// The flows (indices starting at 1) that produce this path.
     pub flows: Vec<usize>,
+    /// The address family of `address`; `None` for a DNS name (it takes
+    /// the resolved address's).
+    pub family: Option<Family>,
 }
 
 /// A list of diagnostics, displayed one per line.

@@ -62,8 +62,14 @@ pub struct ProbeConfig {
     /// the sweep narrows itself to what fits and widens again slowly, so a
     /// value above the open-file limit costs speed, never correctness.
     pub concurrency: usize,
-    /// Local address to bind probes to, so the target sees this source.
+    /// Local address to bind probes to, so the target sees this source;
+    /// a target of the other family is a `local-error`.
     pub source: Option<IpAddr>,
+    /// This host's own addresses, when `source` is not given: each probe
+    /// binds to the first of its target's family, and when there is none
+    /// the kernel chooses (a dual-stack host the plan names by one
+    /// address still reaches targets of the other family).
+    pub sources: Vec<IpAddr>,
     /// How TLS targets are verified.
     pub tls: TlsOptions,
     /// Deadline for resolving each DNS name.
@@ -101,6 +107,7 @@ impl Default for ProbeConfig {
             icmp_pacing_window: Duration::from_secs(5),
             concurrency: 4096,
             source: None,
+            sources: Vec::new(),
             tls: TlsOptions::default(),
             resolve_timeout: Duration::from_secs(5),
             local_error_budget: Duration::from_secs(30),
@@ -395,7 +402,7 @@ impl Prober {
         tracker.close();
         tracker.wait().await;
         if let (Some(walk), false) = (config.ttl_walk, cancel.is_cancelled()) {
-            walk_silent(&mut slots, walk, config.source, cancel).await;
+            walk_silent(&mut slots, walk, config, cancel).await;
         }
         targets
             .iter()
@@ -461,7 +468,7 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
 async fn walk_silent(
     slots: &mut [Slot],
     config: WalkConfig,
-    source: Option<IpAddr>,
+    probe: &ProbeConfig,
     cancel: &CancellationToken,
 ) {
     let mut on_link: HashMap<IpAddr, bool> = HashMap::new();
@@ -490,9 +497,14 @@ async fn walk_silent(
     if wanted.is_empty() {
         return;
     }
-    let config = WalkConfig {
-        source: config.source.or(source),
-        ..config
+    // A walk leaves from the address the probes left from.
+    let source_for = |addr: SocketAddr| {
+        config
+            .source
+            .into_iter()
+            .chain(probe.source)
+            .chain(probe.sources.iter().copied())
+            .find(|s| s.is_ipv4() == addr.is_ipv4())
     };
     let mut walks: HashMap<SocketAddr, Walk> = HashMap::new();
     let started = Instant::now();
@@ -503,6 +515,10 @@ async fn walk_silent(
         let mut set = tokio::task::JoinSet::new();
         for addr in chunk {
             let addr = *addr;
+            let config = WalkConfig {
+                source: source_for(addr),
+                ..config
+            };
             set.spawn(async move { (addr, ttl_walk::walk(addr, config).await) });
         }
         loop {
@@ -737,7 +753,14 @@ impl Shared {
         icmp: &mut Option<IcmpEvidence>,
     ) -> AttemptKind {
         let config = &self.config;
-        let socket = match open_socket(addr, config.source, mss) {
+        let source = config.source.or_else(|| {
+            config
+                .sources
+                .iter()
+                .copied()
+                .find(|s| s.is_ipv4() == addr.is_ipv4())
+        });
+        let socket = match open_socket(addr, source, mss) {
             Ok(s) => s,
             Err(kind) => return kind,
         };
@@ -1026,6 +1049,9 @@ async fn resolve_all(
     for name in names.keys().cloned() {
         let deadline = config.resolve_timeout;
         let want_v4 = config.source.map(|s| s.is_ipv4());
+        // Without an explicit source, prefer a family this host has an
+        // address of, and take any other rather than none.
+        let have: Vec<bool> = config.sources.iter().map(IpAddr::is_ipv4).collect();
         lookups.spawn(async move {
             let found = timeout(deadline, tokio::net::lookup_host((name.to_string(), 0u16))).await;
             let r = match found {
@@ -1038,7 +1064,10 @@ async fn resolve_all(
                     let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
                     let pick = match want_v4 {
                         Some(v4) => addrs.iter().find(|a| a.is_ipv4() == v4),
-                        None => addrs.first(),
+                        None => addrs
+                            .iter()
+                            .find(|a| have.contains(&a.is_ipv4()))
+                            .or(addrs.first()),
                     };
                     pick.copied().ok_or_else(|| {
                         format!("cannot resolve {name}: no address of the source's family")

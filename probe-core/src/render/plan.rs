@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Table;
 use crate::catalog::Catalog;
-use crate::plan::{Address, Expect, Plan};
+use crate::plan::{Address, Expect, Family, FamilyFilter, Host, Plan};
 use crate::port::{Port, Protocol};
 
 /// The `schema` value of plan JSON.
@@ -27,6 +27,7 @@ struct PlanJson<'a> {
 struct HostJson<'a> {
     name: &'a str,
     address: &'a Address,
+    addresses: &'a [Address],
     zone: Option<&'a str>,
     roles: Vec<&'a str>,
     port_offset: u16,
@@ -50,6 +51,7 @@ struct PathJson<'a> {
     service: &'a str,
     protocol: Protocol,
     expect: Expect,
+    family: Option<Family>,
 }
 
 /// Writes `portcall.plan/v1` JSON (pretty, with a trailing newline).
@@ -63,6 +65,7 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             .map(|h| HostJson {
                 name: &h.name,
                 address: &h.address,
+                addresses: &h.addresses,
                 zone: h.zone.as_deref(),
                 roles: h.roles.iter().map(|r| r.role.as_str()).collect(),
                 port_offset: h.port_offset,
@@ -89,6 +92,7 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
                 service: &p.service,
                 protocol: p.protocol,
                 expect: p.expect,
+                family: p.family,
             })
             .collect(),
     };
@@ -121,7 +125,7 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         if h.roles.is_empty() {
             t.row([
                 h.name.clone(),
-                h.address.to_string(),
+                addresses(h),
                 h.zone.clone().unwrap_or_else(|| "-".into()),
                 "-".into(),
                 "-".into(),
@@ -138,11 +142,7 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             let first = i == 0;
             t.row([
                 if first { h.name.clone() } else { String::new() },
-                if first {
-                    h.address.to_string()
-                } else {
-                    String::new()
-                },
+                if first { addresses(h) } else { String::new() },
                 if first {
                     h.zone.clone().unwrap_or_else(|| "-".into())
                 } else {
@@ -155,6 +155,10 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         }
     }
     t.write_to(w)?;
+    // Paths name their family when the plan has more than one.
+    let families: std::collections::BTreeSet<Family> =
+        plan.paths.iter().filter_map(|p| p.family).collect();
+    let mixed = families.len() > 1;
     for f in &plan.flows {
         let paths: Vec<_> = plan
             .paths
@@ -165,12 +169,16 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         let ports: Vec<String> = f.ports.iter().map(ToString::to_string).collect();
         writeln!(
             w,
-            "flow {} ({}): {} [{}] expect {}, {} path{}",
+            "flow {} ({}): {} [{}] expect {}{}, {} path{}",
             f.index,
             f.location,
             f.label(),
             ports.join(", "),
             f.expect,
+            match f.family {
+                FamilyFilter::Both => String::new(),
+                FamilyFilter::Only(x) => format!(" over {x} only"),
+            },
             paths.len(),
             if paths.len() == 1 { "" } else { "s" }
         )?;
@@ -187,16 +195,25 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
                 Some(role) => format!("{} ({role})", p.service),
                 None => format!("{} (not a planned port)", p.service),
             };
-            t.row([
-                format!("{} -> {}", p.from, p.to),
-                format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol),
-                service,
-                also,
-            ]);
+            let mut target = format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol);
+            if mixed {
+                target.push(' ');
+                target.push_str(p.family.map_or("dns", Family::as_str));
+            }
+            t.row([format!("{} -> {}", p.from, p.to), target, service, also]);
         }
         t.write_to(w)?;
     }
     Ok(())
+}
+
+/// A host's addresses for the table, primary first.
+fn addresses(h: &Host) -> String {
+    h.addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// IPv6 literals are bracketed when a port follows.

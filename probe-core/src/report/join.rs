@@ -19,7 +19,7 @@ use super::{AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summar
 use crate::control::{
     CanaryEvidence, Handshake, HandshakeStage, ListenerReport, ListenerState, PathProbe,
 };
-use crate::plan::Plan;
+use crate::plan::{Family, Plan};
 use crate::probe::Observed;
 
 /// Whether an agent took part.
@@ -111,6 +111,11 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                 agent,
                 conflicts,
                 agent_detail,
+                addresses: if h.addresses.len() > 1 {
+                    h.addresses.iter().map(ToString::to_string).collect()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
@@ -155,6 +160,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         attempts: 0,
         target_saw: None,
         seen_source: None,
+        family: path.family,
         icmp: None,
         target_stage: None,
         blame: None,
@@ -231,6 +237,8 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
     r.attempts = probe.attempts;
     r.icmp = probe.icmp.clone();
+    // A DNS target's family is the one its resolved address had.
+    r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
         return fail(
@@ -264,7 +272,11 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         .source
         .map(|s| s.ip().to_string())
         .into_iter()
-        .chain(plan.host(&path.from).map(|h| h.address.to_string()))
+        .chain(
+            plan.host(&path.from)
+                .into_iter()
+                .flat_map(|h| h.addresses.iter().map(ToString::to_string)),
+        )
         .collect();
     let handshake = dst.handshakes.as_ref().map(|hs| {
         hs.iter()
@@ -366,7 +378,22 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                         probe.nonce.as_ref().and_then(|n| elsewhere(round, n))
                     {
                         s.push_str(&format!("; our nonce arrived at {host} from {source}"));
-                        redirected_to = plan.host(&host).map(|h| h.address.to_string());
+                        // The address of the path's family where it landed.
+                        let v4 = path
+                            .address
+                            .to_string()
+                            .parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(|a| a.is_ipv4());
+                        redirected_to = plan.host(&host).map(|h| {
+                            h.addresses
+                                .iter()
+                                .map(ToString::to_string)
+                                .find(|a| {
+                                    a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4
+                                })
+                                .unwrap_or_else(|| h.address.to_string())
+                        });
                     }
                     s
                 }
@@ -410,7 +437,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     }
     let mut addresses = vec![r.address.clone()];
     if let Some(h) = plan.host(&path.to) {
-        addresses.push(h.address.to_string());
+        addresses.extend(h.addresses.iter().map(ToString::to_string));
     }
     r.blame = blame::blame(&blame::Evidence {
         observed: r.observed,
