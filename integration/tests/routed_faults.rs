@@ -531,3 +531,98 @@ fn ipv6_paths_name_the_router_the_hop_and_the_half_open_handshake() {
         assert_rest_open(&run, ("db", 7100));
     }
 }
+
+/// client and db both dual stack in the plan: one path per family.
+const PLAN_DUAL: &str = r#"
+name = "routed-faults-dual"
+
+[defaults]
+timeout_ms = 1000
+retries = 0
+control_port = 7400
+
+[zones]
+ops = "Operators"
+data = "Data"
+
+[[hosts]]
+name = "client"
+address = ["198.18.1.20", "2001:2:0:1::20"]
+zone = "ops"
+
+[[hosts]]
+name = "db"
+address = ["198.18.3.40", "2001:2:0:3::40"]
+zone = "data"
+roles = ["svc"]
+
+[roles.svc]
+ports = [{ name = "app", port = 7100 }]
+
+[[flows]]
+from = "host:client"
+to = "role:svc"
+ports = ["app"]
+"#;
+
+#[test]
+fn an_ipv6_only_drop_on_a_dual_stack_host_is_a_drop_of_the_ipv6_path_only() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN_DUAL).unwrap();
+    let lab = PlanLab::routed(&plan, &[]).expect("build the routed lab");
+    lab.lab
+        .nft(
+            "db",
+            "flush ruleset\ntable inet fw {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    meta nfproto ipv6 tcp dport 7100 drop\n  }\n}\n",
+        )
+        .expect("db's firewall");
+    lab.start_agents().expect("start the agents");
+    let run = lab.check("client").expect("portcall check");
+    if let Some(dir) = std::env::var_os("PORTCALL_FAULT_TABLES") {
+        let out = lab
+            .lab
+            .command("client", integration::portcall_bin().unwrap())
+            .args(["check", "--plan"])
+            .arg(lab.plan_path())
+            .arg("--pki")
+            .arg(lab.pki())
+            .args(["--format", "table"])
+            .output()
+            .expect("portcall check --format table");
+        std::fs::write(
+            std::path::Path::new(&dir).join("host-ipv6-only-drop.txt"),
+            out.stdout,
+        )
+        .unwrap();
+    }
+    let by_family = |v6: bool| {
+        run.report
+            .paths
+            .iter()
+            .find(|p| p.address.contains(':') == v6)
+            .unwrap_or_else(|| panic!("no path of that family: {:?}", run.report.paths))
+    };
+    let p = by_family(true);
+    assert_eq!(
+        json!({"observed": p.observed, "verdict": p.verdict, "family": p.family, "icmp": p.icmp, "target_stage": p.target_stage, "blame": p.blame}),
+        json!({
+            "observed": "timeout", "verdict": "violation", "family": "ipv6", "icmp": null,
+            "target_stage": "nothing",
+            "blame": {"where": "unknown", "hop": ROUTER_OPS_V6, "hop_distance": 1, "cause": "drop", "rule": null},
+        }),
+        "{}",
+        p.detail
+    );
+    let p = by_family(false);
+    assert_eq!(
+        json!({"observed": p.observed, "verdict": p.verdict, "family": p.family, "target_stage": p.target_stage, "blame": p.blame}),
+        json!({"observed": "open", "verdict": "ok", "family": "ipv4", "target_stage": "nonce", "blame": null}),
+        "{}",
+        p.detail
+    );
+    assert_eq!(run.report.paths.len(), 2);
+}
