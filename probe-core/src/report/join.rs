@@ -268,6 +268,13 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     // How far the source's handshakes got at the target, by the target's
     // kernel: keyed by the address the source sent from (or, when it never
     // connected, its plan address).
+    // Only addresses of the path's own family: a dual-stack pair's other
+    // path must not lend this one its handshakes.
+    let v4 = r
+        .address
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|a| a.is_ipv4());
     let sources: Vec<String> = probe
         .source
         .map(|s| s.ip().to_string())
@@ -277,6 +284,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 .into_iter()
                 .flat_map(|h| h.addresses.iter().map(ToString::to_string)),
         )
+        .filter(|a| v4.is_none() || a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
         .collect();
     let handshake = dst.handshakes.as_ref().map(|hs| {
         hs.iter()
@@ -747,6 +755,69 @@ expect = "blocked"
             "{}",
             p.detail
         );
+    }
+
+    /// The target's handshake trace is matched to a path by the source's
+    /// address of the path's family only: the IPv4 path's connection is no
+    /// evidence that the IPv6 path's SYN arrived.
+    #[test]
+    fn handshakes_count_only_for_the_paths_own_family() {
+        let p = Plan::parse(
+            r#"
+name = "dual"
+[defaults]
+timeout_ms = 500
+retries = 0
+[[hosts]]
+name = "web"
+address = ["198.18.1.20", "2001:2:0:1::20"]
+[[hosts]]
+name = "db"
+address = ["198.18.3.40", "2001:2:0:3::40"]
+roles = ["mysql"]
+[[flows]]
+from = "host:web"
+to = "host:db"
+ports = ["mysql"]
+"#,
+            "dual.toml",
+        )
+        .unwrap();
+        assert_eq!(p.paths.len(), 2);
+        let v6 = p
+            .paths
+            .iter()
+            .position(|x| x.address.to_string().contains(':'))
+            .unwrap();
+        let v4 = 1 - v6;
+        let mut silent = probe(v6, Some("bb"), Observed::Timeout);
+        silent.source = None;
+        let mut open = probe(v4, Some("aa"), Observed::Open);
+        open.source = Some("198.18.1.20:40000".parse().unwrap());
+        let web = up(vec![], vec![silent, open], vec![]);
+        let mut db = up(
+            vec![mysql(ListenerState::Canary)],
+            vec![],
+            vec![Sighting {
+                nonce: "aa".into(),
+                source: "198.18.1.20:40000".parse().unwrap(),
+            }],
+        );
+        db.handshakes = Some(vec![Handshake {
+            port: 3306,
+            source: "198.18.1.20".into(),
+            stage: HandshakeStage::Connected,
+        }]);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        let r = join(&p, &round);
+        assert_eq!(r.paths[v4].target_stage, Some(TargetStage::Nonce));
+        assert_eq!(r.paths[v6].target_stage, Some(TargetStage::Nothing));
+        let blame = r.paths[v6].blame.as_ref().unwrap();
+        assert_eq!(blame.cause, crate::report::Cause::Drop, "{blame:?}");
     }
 
     #[test]
