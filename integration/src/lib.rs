@@ -1,5 +1,6 @@
 //! The lab builder: network namespaces joined by veth pairs to a bridge in a
-//! dedicated namespace, nftables rules per host, torn down on drop.
+//! dedicated namespace, nftables rules per host, torn down on drop; and, in
+//! [`routed`], zones on their own bridges behind a router namespace.
 //!
 //! Tests that cross a network build their own hosts here, so that real
 //! firewalls (drop, ICMP reject, TCP reset) shape real packets without
