@@ -394,7 +394,7 @@ fn router_dnat_to_another_host_is_a_redirect() {
             "observed": "wrong-host",
             "verdict": "violation",
             "icmp": null,
-            "target_stage": "nothing",
+            "target_stage": null,
             "blame": {"where": "network", "hop": "198.18.3.41", "hop_distance": null, "cause": "redirect", "rule": null},
         }),
     );

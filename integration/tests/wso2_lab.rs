@@ -504,7 +504,7 @@ fn wso2_dnat_to_another_host_is_wrong_host() {
     );
     assert_eq!(
         json!({"target_stage": p.target_stage, "blame": p.blame}),
-        json!({"target_stage": "nothing", "blame": {
+        json!({"target_stage": null, "blame": {
             "where": "network", "hop": lab.addr("gw-worker-2").to_string(),
             "hop_distance": null, "cause": "redirect", "rule": null
         }}),

@@ -435,18 +435,25 @@ impl Shared {
             Request::Prepare(req) => self.prepare(req).await,
             Request::Probe(req) => self.probe(req).await,
             Request::Evidence(r) => {
-                let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
-                match guard.as_ref() {
-                    Some(round) if round.id == r.round => {
-                        round.handshakes.refresh();
-                        Response::Evidence(EvidenceReply {
-                            round: r.round,
-                            canaries: round.log.snapshot(),
-                            handshakes: round.handshakes.snapshot(),
-                        })
-                    }
-                    _ => error(format!("evidence: no round {} on this agent", r.round)),
-                }
+                let found = {
+                    let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
+                    guard
+                        .as_ref()
+                        .filter(|round| round.id == r.round)
+                        .map(|round| (round.log.clone(), round.handshakes.clone()))
+                };
+                let Some((log, handshakes)) = found else {
+                    return error(format!("evidence: no round {} on this agent", r.round));
+                };
+                // Reading the kernel's tables blocks: off the runtime's
+                // workers.
+                let watched = handshakes.clone();
+                let _ = tokio::task::spawn_blocking(move || watched.refresh()).await;
+                Response::Evidence(EvidenceReply {
+                    round: r.round,
+                    canaries: log.snapshot(),
+                    handshakes: handshakes.snapshot(),
+                })
             }
             Request::Teardown(r) => {
                 self.end_round(Some(&r.round)).await;
@@ -517,12 +524,21 @@ impl Shared {
         );
         // Every planned port is watched, held ones too: the kernel's
         // handshakes say how far a probe got even where no canary listens.
-        let handshakes = syn_watch::start(
+        // Only a held port is polled during the round (see syn_watch).
+        let held = listeners
+            .iter()
+            .any(|l| l.state == control::ListenerState::Held);
+        // Reading the kernel's tables blocks: off the runtime's workers.
+        let (ips, watched, watch_cancel) = (
             self.canary_ips.clone(),
             listeners.iter().map(|l| l.port).collect(),
-            expires,
-            &cancel,
+            cancel.clone(),
         );
+        let handshakes = tokio::task::spawn_blocking(move || {
+            syn_watch::start(ips, watched, held, expires, &watch_cancel)
+        })
+        .await
+        .unwrap_or_default();
         tracing::info!(round = %req.round, ttl_ms = ttl.as_millis() as u64, canaries = listeners.len(), "round prepared");
         *self.round.lock().unwrap_or_else(|e| e.into_inner()) = Some(Round {
             id: req.round.clone(),

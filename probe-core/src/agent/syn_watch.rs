@@ -3,10 +3,18 @@
 //! A canary only learns of connections that complete; a SYN whose SYN-ACK
 //! is lost on the way back, or whose ACK is dropped by a stateless filter,
 //! leaves only a request socket in `SYN_RECV`. Linux lists those without
-//! root in `/proc/net/tcp` and `/proc/net/tcp6` (state `03`), so the agent
-//! polls them while the round's canaries are up and keeps, per port and
-//! source address, the furthest stage it saw: `syn`, or `connected` once
-//! the handshake completed there.
+//! root in `/proc/net/tcp` and `/proc/net/tcp6` (state `03`), and keeps
+//! them while it retransmits its SYN-ACK (about a minute), so the agent
+//! reads the tables when the round starts (what is already there is no
+//! evidence) and again when the coordinator asks for evidence, and keeps,
+//! per port and source address, the furthest stage it saw: `syn`, or
+//! `connected` once the handshake completed there.
+//!
+//! Reading the tables walks the kernel's whole connection hash (some 10 ms
+//! of system time on a large host, whatever the namespace), so the agent
+//! polls in between only when a real service holds one of its planned
+//! ports: a connection that stalls there (a path-MTU black hole) is gone by
+//! the time evidence is asked for, and no canary saw it accepted.
 //!
 //! Where `/proc/net/tcp` cannot be read (not Linux) the watch reports "not
 //! available" ([`SynLog::snapshot`] is `None`) and the round goes on
@@ -24,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::{Handshake, HandshakeStage};
 
 /// How often the socket tables are read.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Most (port, source) pairs kept per round: a scan of the host must not
 /// grow the agent.
@@ -112,7 +120,34 @@ impl SynLog {
 /// port, stage.
 type Row = (IpAddr, u16, SocketAddr, HandshakeStage);
 
-/// Both tables' handshakes; `None` when neither can be read.
+/// How old a reading of the tables may be and still serve as another
+/// watch's baseline: the agents of one process (`portcall demo`) prepare
+/// at the same moment, and one walk of the kernel's tables serves them
+/// all. (An older baseline only leaves out fewer sockets.)
+const SHARED_READING: Duration = Duration::from_millis(100);
+
+/// The last reading of the tables and when it was taken.
+static LAST_READING: Mutex<Option<(std::time::Instant, Option<Arc<[Row]>>)>> = Mutex::new(None);
+
+/// Both tables' handshakes for a baseline, read now or at most
+/// [`SHARED_READING`] ago; `None` when neither can be read. Concurrent
+/// callers wait for one reading instead of each walking the tables.
+fn read_baseline() -> Option<Vec<Row>> {
+    let mut last = LAST_READING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, rows)) = last.as_ref() {
+        if at.elapsed() < SHARED_READING {
+            return rows.as_ref().map(|r| r.to_vec());
+        }
+    }
+    let rows = read_tables();
+    *last = Some((
+        std::time::Instant::now(),
+        rows.as_ref().map(|r| Arc::from(r.as_slice())),
+    ));
+    rows
+}
+
+/// Both tables' handshakes, read now; `None` when neither can be read.
 fn read_tables() -> Option<Vec<Row>> {
     let mut rows = Vec::new();
     let mut any = false;
@@ -141,32 +176,38 @@ static WATCHES: Mutex<Vec<Watch>> = Mutex::new(Vec::new());
 static POLLING: AtomicBool = AtomicBool::new(false);
 
 /// Starts watching `ports` on `ips` until `cancel` fires or `deadline`
-/// passes, polling every [`POLL_INTERVAL`].
+/// passes. The tables are read now (the baseline) and on
+/// [`SynLog::refresh`]; with `poll`, also every [`POLL_INTERVAL`] in
+/// between.
 pub fn start(
     ips: Vec<IpAddr>,
     ports: Vec<u16>,
+    poll: bool,
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Arc<SynLog> {
     let ports: HashSet<u16> = ports.into_iter().collect();
-    // The baseline is read here, before any probe of the round can leave.
-    let baseline = if ports.is_empty() {
-        HashSet::new()
+    // The baseline is read here, before any probe of the round can leave;
+    // that reading also says whether the tables are there at all.
+    let tables = if ports.is_empty() {
+        None
     } else {
-        read_tables()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, port, _, _)| ports.contains(port))
-            .map(|(_, port, remote, _)| (port, remote))
-            .collect()
+        read_baseline()
     };
+    let baseline = tables
+        .iter()
+        .flatten()
+        .filter(|(_, port, _, _)| ports.contains(port))
+        .map(|(_, port, remote, _)| (*port, *remote))
+        .collect();
     let log = Arc::new(SynLog {
         ips: ips.clone(),
         ports: ports.clone(),
         baseline,
+        available: Mutex::new(tables.as_ref().map(|_| true)),
         ..SynLog::default()
     });
-    if ports.is_empty() {
+    if ports.is_empty() || !poll {
         return log;
     }
     WATCHES
@@ -359,6 +400,7 @@ mod tests {
         let later = start(
             vec!["127.0.0.1".parse().unwrap()],
             vec![port],
+            false,
             Instant::now() + Duration::from_secs(5),
             &cancel,
         );

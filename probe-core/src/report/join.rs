@@ -331,6 +331,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             r.seen_source = sighting.map(|s| s.source.ip().to_string());
             r.target_stage = match (sighting, handshake) {
                 (Some(_), _) => Some(TargetStage::Nonce),
+                // The source connected, yet the target's tables show
+                // nothing: a short connection can come and go between two
+                // readings, so "nothing" is not said.
+                (None, Some(None)) if probe.source.is_some() => None,
                 (None, Some(h)) => Some(stage_of(h)),
                 (None, None) => None,
             };
