@@ -626,3 +626,49 @@ fn an_ipv6_only_drop_on_a_dual_stack_host_is_a_drop_of_the_ipv6_path_only() {
     );
     assert_eq!(run.report.paths.len(), 2);
 }
+
+/// On a flat network (no router, so no walk) the return path dropped by the
+/// target's own output chain is still a lost return path, with no hop.
+#[test]
+fn flat_return_path_dropped_at_the_target_has_no_hop() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        PLAN_DUAL
+            .replace(
+                "address = [\"198.18.1.20\", \"2001:2:0:1::20\"]",
+                "address = \"198.18.1.20\"",
+            )
+            .replace(
+                "address = [\"198.18.3.40\", \"2001:2:0:3::40\"]",
+                "address = \"198.18.3.40\"",
+            ),
+    )
+    .unwrap();
+    let lab = PlanLab::new(&plan).expect("build the flat lab");
+    lab.lab
+        .nft(
+            "db",
+            "flush ruleset\ntable inet fw {\n  chain output {\n    type filter hook output priority 0; policy accept;\n    ip daddr 198.18.1.20 tcp sport 7100 drop\n  }\n}\n",
+        )
+        .expect("db's firewall");
+    lab.start_agents().expect("start the agents");
+    for round in 0..2 {
+        let run = lab.check("client").expect("portcall check");
+        assert_path(
+            &run,
+            "db",
+            7100,
+            json!({
+                "observed": "timeout", "verdict": "violation", "icmp": null,
+                "target_stage": "syn",
+                "blame": {"where": "return-path", "hop": null, "hop_distance": null, "cause": "return-path-lost", "rule": null},
+            }),
+        );
+        assert_eq!(run.report.paths.len(), 1, "round {round}");
+    }
+}
