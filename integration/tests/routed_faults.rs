@@ -653,7 +653,7 @@ fn flat_return_path_dropped_at_the_target_has_no_hop() {
     lab.lab
         .nft(
             "db",
-            "flush ruleset\ntable inet fw {\n  chain output {\n    type filter hook output priority 0; policy accept;\n    ip daddr 198.18.1.20 tcp sport 7100 drop\n  }\n}\n",
+            "flush ruleset\ntable inet fw {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    ct state established,related accept\n    iif \"lo\" accept\n    ip saddr 198.18.1.20 tcp dport 7400 accept\n    ip saddr 198.18.1.20 tcp dport 7100 accept\n  }\n  chain output {\n    type filter hook output priority 0; policy accept;\n    ip daddr 198.18.1.20 tcp sport 7100 drop\n  }\n}\n",
         )
         .expect("db's firewall");
     lab.start_agents().expect("start the agents");

@@ -448,7 +448,11 @@ impl Shared {
                 // Reading the kernel's tables blocks: off the runtime's
                 // workers.
                 let watched = handshakes.clone();
-                let _ = tokio::task::spawn_blocking(move || watched.refresh()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    watched.refresh();
+                    watched.finish();
+                })
+                .await;
                 Response::Evidence(EvidenceReply {
                     round: r.round,
                     canaries: log.snapshot(),
@@ -524,10 +528,7 @@ impl Shared {
         );
         // Every planned port is watched, held ones too: the kernel's
         // handshakes say how far a probe got even where no canary listens.
-        // Only a held port is polled during the round (see syn_watch).
-        let held = listeners
-            .iter()
-            .any(|l| l.state == control::ListenerState::Held);
+        // Polled until the evidence is taken (see syn_watch).
         // Reading the kernel's tables blocks: off the runtime's workers.
         let (ips, watched, watch_cancel) = (
             self.canary_ips.clone(),
@@ -535,7 +536,7 @@ impl Shared {
             cancel.clone(),
         );
         let handshakes = tokio::task::spawn_blocking(move || {
-            syn_watch::start(ips, watched, held, expires, &watch_cancel)
+            syn_watch::start(ips, watched, true, expires, &watch_cancel)
         })
         .await
         .unwrap_or_default();

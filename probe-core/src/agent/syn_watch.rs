@@ -10,11 +10,14 @@
 //! per port and source address, the furthest stage it saw: `syn`, or
 //! `connected` once the handshake completed there.
 //!
-//! Reading the tables walks the kernel's whole connection hash (some 10 ms
-//! of system time on a large host, whatever the namespace), so the agent
-//! polls in between only when a real service holds one of its planned
-//! ports: a connection that stalls there (a path-MTU black hole) is gone by
-//! the time evidence is asked for, and no canary saw it accepted.
+//! In between it polls every [`POLL_INTERVAL`]: a request socket whose
+//! SYN-ACK the host's own output filter drops is removed at the first
+//! retransmission (about a second), and a connection that stalls (a
+//! path-MTU black hole) is gone by the time evidence is asked for. Reading
+//! the tables walks the kernel's whole connection hash (some 10 ms of
+//! system time on a large host, whatever the namespace), so polling stops
+//! once the evidence is taken, and one poller thread serves every agent of
+//! a process.
 //!
 //! Where `/proc/net/tcp` cannot be read (not Linux) the watch reports "not
 //! available" ([`SynLog::snapshot`] is `None`) and the round goes on
@@ -32,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::{Handshake, HandshakeStage};
 
 /// How often the socket tables are read.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(400);
 
 /// Most (port, source) pairs kept per round: a scan of the host must not
 /// grow the agent.
@@ -49,6 +52,8 @@ pub struct SynLog {
     baseline: HashSet<(u16, SocketAddr)>,
     seen: Mutex<BTreeMap<(u16, IpAddr), HandshakeStage>>,
     available: Mutex<Option<bool>>,
+    /// The evidence was taken: polling for this round stops.
+    finished: AtomicBool,
 }
 
 impl SynLog {
@@ -59,6 +64,11 @@ impl SynLog {
         if !self.ports.is_empty() {
             self.absorb(read_tables().as_deref(), &self.ips, &self.ports);
         }
+    }
+
+    /// Stops polling for this round (the evidence has been taken).
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
     }
 
     /// Every (port, source) seen with its furthest stage; `None` when the
@@ -176,9 +186,9 @@ static WATCHES: Mutex<Vec<Watch>> = Mutex::new(Vec::new());
 static POLLING: AtomicBool = AtomicBool::new(false);
 
 /// Starts watching `ports` on `ips` until `cancel` fires or `deadline`
-/// passes. The tables are read now (the baseline) and on
-/// [`SynLog::refresh`]; with `poll`, also every [`POLL_INTERVAL`] in
-/// between.
+/// passes, or [`SynLog::finish`] is called. The tables are read now (the
+/// baseline), on [`SynLog::refresh`], and with `poll` every
+/// [`POLL_INTERVAL`] in between.
 pub fn start(
     ips: Vec<IpAddr>,
     ports: Vec<u16>,
@@ -238,8 +248,13 @@ fn poller() {
         {
             let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
-            watches
-                .retain(|w| now < w.until && !w.cancel.is_cancelled() && w.log.strong_count() > 0);
+            watches.retain(|w| {
+                now < w.until
+                    && !w.cancel.is_cancelled()
+                    && w.log
+                        .upgrade()
+                        .is_some_and(|l| !l.finished.load(Ordering::Acquire))
+            });
             if watches.is_empty() {
                 POLLING.store(false, Ordering::Release);
                 return;
