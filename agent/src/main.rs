@@ -12,8 +12,10 @@ mod diff_cmd;
 mod pki_cmd;
 mod plan_cmd;
 mod probe_cmd;
+mod report_cmd;
 mod schedule_cmd;
 mod suggest_cmd;
+mod wso2_cmd;
 
 /// portcall — prove which network paths of a distributed deployment are open,
 /// which are blocked, and by what.
@@ -46,6 +48,12 @@ enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Print the firewall commands that would fix a report's violations.
     Suggest(suggest_cmd::SuggestArgs),
+    /// Read WSO2 installations: offsets, ports, dials, client/server mismatches.
+    #[command(subcommand)]
+    Wso2(wso2_cmd::Wso2Command),
+    /// Re-render a saved JSON report: html, markdown, junit, table,
+    /// prometheus or json.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +78,8 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe_cmd::probe(args),
         Command::Diff(args) => diff_cmd::diff(args),
         Command::Suggest(args) => suggest_cmd::suggest(args),
+        Command::Wso2(cmd) => wso2_cmd::wso2(cmd),
+        Command::Report(args) => report_cmd::report(args),
     };
     match result {
         Ok(code) => code,
@@ -79,6 +89,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The exit status of a command interrupted by SIGINT or SIGTERM (the
+/// shell's 128 + SIGINT).
+pub const INTERRUPTED: u8 = 130;
 
 /// Writes rendered output to stdout; a closed pipe (`| head`) is not an
 /// error worth reporting.

@@ -34,7 +34,7 @@ fn plan_show_lists_effective_ports_of_the_example() {
         "{analytics}"
     );
     let km = s.lines().find(|l| l.starts_with("keymanager")).unwrap();
-    assert!(km.contains("+2") && km.contains("thrift-km 10397"), "{km}");
+    assert!(km.contains("+2") && km.contains("thrift-km 10399"), "{km}");
     let store = s.lines().find(|l| l.contains("wso2-apim-store")).unwrap();
     assert!(
         store.contains("+1") && store.contains("https-servlet 9444/tls"),
@@ -145,7 +145,12 @@ fn usage_errors_exit_2() {
 fn catalog_lists_roles_as_table_and_json() {
     let out = portcall(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("thrift-km 10397 fixed"));
+    let table = text(&out.stdout);
+    assert!(table.contains("mysql 3306 fixed"), "{table}");
+    assert!(
+        table.contains("dials thrift-km 10397 on wso2-apim-keymanager"),
+        "{table}"
+    );
     let out = portcall(&["catalog", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "portcall.catalog/v1");
@@ -156,4 +161,154 @@ fn catalog_lists_roles_as_table_and_json() {
         .find(|r| r["name"] == "wso2-das")
         .unwrap();
     assert_eq!(das["ports"][2]["port"], 7611);
+}
+
+#[test]
+fn plan_lint_reports_the_guides_thrift_mismatch_with_both_fixes_and_exits_1() {
+    let out = portcall(&["plan", "lint", "examples/wso2-thrift-offsets.toml"]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(
+        s.contains("error: gw-1 dials thrift-km on 10399 (10397 + its offset 2) but keymanager listens on 10402 (10397 + its offset 5): set ThriftClientPort 10402 on gw-1 (plan: dial_overrides = { thrift-km = 10402 }), or ThriftServerPort 10399 on keymanager (plan: port_overrides = { thrift-km = 10399 })"),
+        "{s}"
+    );
+    let out = portcall(&["plan", "lint", "examples/wso2-thrift-offsets-agree.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(": ok: 3 hosts"));
+}
+
+#[test]
+fn wso2_scan_exit_codes_and_formats() {
+    let f = "probe-core/tests/fixtures/wso2";
+    let gw = format!("gw-1={f}/apim26-mismatch/gw-1");
+    let km = format!("keymanager={f}/apim26-mismatch/keymanager");
+    let out = portcall(&["wso2", "scan", &gw, &km]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("mismatch: gw-1 dials thrift-km on 10399 but keymanager listens on 10402")
+    );
+    let gw = format!("gw-1={f}/apim26-agree/gw-1");
+    let km = format!("keymanager={f}/apim26-agree/keymanager");
+    let out = portcall(&["wso2", "scan", &gw, &km, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "portcall.wso2/v1");
+    assert_eq!(v["mismatches"].as_array().unwrap().len(), 0);
+    let out = portcall(&["wso2", "scan", &gw, &km, "--format", "toml"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("dial_overrides = {"));
+    let bad = format!("x={f}/malformed/bad-xml");
+    let out = portcall(&["wso2", "scan", &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("malformed/bad-xml/repository/conf/carbon.xml:4:18: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = portcall(&["wso2", "scan", "no-equals-sign"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn pki_issue_plan_issues_every_host_and_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let pki_s = pki.to_str().unwrap();
+    let out = portcall(&["pki", "init", "--dir", pki_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = "examples/wso2-distributed.toml";
+    let out = portcall(&["pki", "issue", "--dir", pki_s, "--plan", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = portcall(&["plan", "show", plan, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let hosts: Vec<&str> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(hosts.len() > 3);
+    for name in hosts.iter().copied().chain(["coordinator"]) {
+        assert!(pki.join(format!("{name}.pem")).exists(), "{name}.pem");
+        assert!(
+            pki.join(format!("{name}-key.pem")).exists(),
+            "{name}-key.pem"
+        );
+    }
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        hosts.len() + 1,
+        "{}",
+        text(&out.stderr)
+    );
+    // Again without --force: refused, exit 2.
+    let out = portcall(&["pki", "issue", "--dir", pki_s, "--plan", plan]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --plan and --name are one or the other.
+    let out = portcall(&[
+        "pki", "issue", "--dir", pki_s, "--plan", plan, "--name", "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn agent_with_a_host_not_in_the_plan_says_so_with_did_you_mean_before_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_pki = dir.path().to_str().unwrap();
+    let out = portcall(&[
+        "agent",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--host",
+        "keymanagr",
+        "--pki",
+        empty_pki,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("\"keymanagr\" is not in plan"), "{err}");
+    assert!(err.contains("did you mean `keymanager`?"), "{err}");
+    assert!(
+        !err.contains(".pem"),
+        "no certificate was looked for: {err}"
+    );
+}
+
+#[test]
+fn check_only_with_a_typo_is_exit_2_with_did_you_mean() {
+    let out = portcall(&[
+        "check",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--insecure",
+        "--only",
+        "host:keymanagr",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--only host:keymanagr: matches nothing"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `host:keymanager`?"), "{err}");
+    let out = portcall(&[
+        "check",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--insecure",
+        "--only",
+        "keymanager",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected host:NAME"),
+        "{}",
+        text(&out.stderr)
+    );
 }

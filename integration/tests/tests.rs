@@ -1,6 +1,7 @@
 //! End-to-end tests; one module per topic.
 
 mod closed_loop;
+mod dials_lab;
 mod dual_stack;
 mod probe_lab;
 mod prometheus;

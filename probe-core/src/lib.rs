@@ -18,3 +18,4 @@ pub mod report;
 pub mod round;
 pub mod schedule;
 mod time;
+pub mod wso2;

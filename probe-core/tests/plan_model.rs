@@ -47,7 +47,7 @@ fn example_is_clean_and_has_the_documented_ports() {
     assert_eq!(port_of(&p, "esb-analytics", "wso2-das", "thrift"), 7611);
     assert_eq!(
         port_of(&p, "keymanager", "wso2-apim-keymanager", "thrift-km"),
-        10397
+        10399
     );
     assert_eq!(
         port_of(&p, "keymanager", "wso2-apim-keymanager", "https-servlet"),

@@ -8,6 +8,7 @@ use super::{
     Address, Cx, Expect, Family, FamilyFilter, Flow, Host, Location, Path, PortRef, Problem,
     Selector, Suggestion,
 };
+use super::{DialFix, EffectiveDial, PortShift, Role};
 use crate::port::{Port, Protocol};
 
 /// Expands every flow into paths, merging duplicates.
@@ -16,6 +17,7 @@ pub(crate) fn expand(
     raw: &RawPlan,
     hosts: &[Host],
     tainted: &BTreeSet<usize>,
+    roles: &Known<'_>,
 ) -> (Vec<Flow>, Vec<Path>) {
     let mut flows = Vec::new();
     let mut paths: Vec<Path> = Vec::new();
@@ -23,6 +25,8 @@ pub(crate) fn expand(
     // made it.
     type Key = (String, String, Port, Option<Family>);
     let mut seen: BTreeMap<Key, (usize, Location)> = BTreeMap::new();
+    // (client, server, dialled port) already reported as a mismatch.
+    let mut mismatched: BTreeSet<(String, String, Port)> = BTreeSet::new();
 
     for (i, rf) in raw.flows.iter().enumerate() {
         let f = rf.get_ref();
@@ -97,9 +101,21 @@ pub(crate) fn expand(
                         if s == t {
                             continue;
                         }
+                        // A client role of the source that dials this port
+                        // name on the target's role decides the port probed.
+                        let dial = role.as_deref().and_then(|r| {
+                            hosts[s]
+                                .dials
+                                .iter()
+                                .find(|d| d.def.name == service && inherits(r, &d.def.to, roles))
+                        });
+                        let (probed, server_port) = match dial {
+                            Some(d) if d.port != port => (d.port, Some(port)),
+                            _ => (port, None),
+                        };
                         for (fam, address) in path_families(&hosts[s], target, family) {
                             produced += 1;
-                            let key = (hosts[s].name.clone(), target.name.clone(), port, fam);
+                            let key = (hosts[s].name.clone(), target.name.clone(), probed, fam);
                             if let Some((pi, first)) = seen.get(&key) {
                                 let existing = &mut paths[*pi];
                                 if existing.expect != expect {
@@ -120,11 +136,22 @@ pub(crate) fn expand(
                                 continue;
                             }
                             seen.insert(key, (paths.len(), location.clone()));
+                            if let (Some(d), Some(_)) = (dial, server_port) {
+                                // Once per client, server and port, whatever
+                                // the address families.
+                                let pair = (hosts[s].name.clone(), target.name.clone(), probed);
+                                if mismatched.insert(pair) {
+                                    let problem =
+                                        mismatch(&hosts[s], target, d, port, role.as_deref());
+                                    cx.push_at(hosts[s].location.clone(), problem);
+                                }
+                            }
                             paths.push(Path {
                                 from: hosts[s].name.clone(),
                                 to: target.name.clone(),
                                 address,
-                                port,
+                                port: probed,
+                                server_port,
                                 service: service.clone(),
                                 protocol,
                                 expect,
@@ -177,6 +204,95 @@ pub(crate) fn expand(
         });
     }
     (flows, paths)
+}
+
+/// The roles a plan can name: its own (resolved) and the catalog's.
+pub(crate) struct Known<'a> {
+    /// The plan's own roles, resolved (`None` where a role had errors).
+    pub plan: &'a BTreeMap<String, Option<Role>>,
+    pub catalog: &'a crate::catalog::Catalog,
+}
+
+impl Known<'_> {
+    fn get(&self, name: &str) -> Option<&Role> {
+        match self.plan.get(name) {
+            Some(r) => r.as_ref(),
+            None => self.catalog.get(name),
+        }
+    }
+}
+
+/// Whether role `r` is `to` or built on it through `use`.
+fn inherits(r: &str, to: &str, roles: &Known<'_>) -> bool {
+    let mut cur = r;
+    // `use` chains are short and acyclic once resolved; the bound only
+    // guards against a role that `use`s its own name.
+    for _ in 0..32 {
+        if cur == to {
+            return true;
+        }
+        match roles.get(cur).and_then(|x| x.based_on.as_deref()) {
+            Some(b) if b != cur => cur = b,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The lint error for a client dialling `dial.port` where the server
+/// listens on `port`, with both ports explained and both fixes named.
+fn mismatch(
+    client: &Host,
+    server: &Host,
+    dial: &EffectiveDial,
+    port: Port,
+    server_role: Option<&str>,
+) -> Problem {
+    let client_offset = client
+        .roles
+        .iter()
+        .find(|i| i.role == dial.role)
+        .map_or(client.port_offset, |i| i.port_offset);
+    let client_how = match dial.shift {
+        PortShift::Offset(o) => format!("{} + its offset {o}", dial.def.port),
+        PortShift::Fixed => format!("as configured, not moved by its offset {client_offset}"),
+        PortShift::Pinned => "pinned by dial_overrides".to_owned(),
+    };
+    let listening = server
+        .ports
+        .iter()
+        .find(|e| e.name == dial.def.name && Some(e.role.as_str()) == server_role);
+    let server_offset = server
+        .roles
+        .iter()
+        .find(|i| Some(i.role.as_str()) == server_role)
+        .map_or(server.port_offset, |i| i.port_offset);
+    let server_how = match listening.map(|e| (e.base, e.shift)) {
+        Some((base, PortShift::Offset(o))) => format!("{base} + its offset {o}"),
+        Some((base, PortShift::Fixed)) => {
+            format!("{base}, not moved by its offset {server_offset}")
+        }
+        Some((_, PortShift::Pinned)) => "pinned by port_overrides".to_owned(),
+        None => "as planned".to_owned(),
+    };
+    Problem::DialMismatch {
+        client: client.name.clone(),
+        name: dial.def.name.clone(),
+        client_port: dial.port.get(),
+        client_how,
+        server: server.name.clone(),
+        server_port: port.get(),
+        server_how,
+        fix: DialFix {
+            client: client.name.clone(),
+            server: server.name.clone(),
+            name: dial.def.name.clone(),
+            client_setting: dial.def.client_setting.clone(),
+            server_setting: dial.def.server_setting.clone(),
+            client_port: dial.port.get(),
+            server_port: port.get(),
+        },
+    }
 }
 
 /// The paths one (source, target) pair gets, one per address family, each

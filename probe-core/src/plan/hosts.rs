@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use super::RoleInstance;
 use super::raw::{RawAddresses, RawPlan};
-use super::{Address, Cx, Defaults, EffectivePort, Host, Problem, Role, RoleInstance};
+use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
 use super::{CollisionFix, Location, Suggestion};
 use crate::catalog::Catalog;
 use crate::port::Port;
@@ -150,11 +151,11 @@ pub(crate) fn build(
         for (inst, role, span) in &instances {
             let mut mine = Vec::new();
             for def in &role.ports {
-                let port = if let Some(p) = overrides.get(def.name.as_str()) {
-                    *p
+                let (port, shift) = if let Some(p) = overrides.get(def.name.as_str()) {
+                    (*p, PortShift::Pinned)
                 } else if def.offset {
                     match def.port.checked_offset(inst.port_offset) {
-                        Ok(p) => p,
+                        Ok(p) => (p, PortShift::Offset(inst.port_offset)),
                         Err(sum) => {
                             cx.push(
                                 span.clone(),
@@ -171,7 +172,7 @@ pub(crate) fn build(
                         }
                     }
                 } else {
-                    def.port
+                    (def.port, PortShift::Fixed)
                 };
                 mine.push((def.name.clone(), port));
                 ports.push(EffectivePort {
@@ -179,11 +180,14 @@ pub(crate) fn build(
                     port,
                     protocol: def.protocol,
                     role: role.name.clone(),
+                    base: def.port,
+                    shift,
                 });
             }
             per_instance.push(mine);
         }
         collisions(cx, &name, &instances, &per_instance, &overrides);
+        let dials = dials(cx, &name, h, &instances);
         for (i, (_, role, span)) in instances.iter().enumerate() {
             for (pname, port) in &per_instance[i] {
                 if *port == defaults.control_port {
@@ -215,6 +219,7 @@ pub(crate) fn build(
             roles: instances.into_iter().map(|(i, _, _)| i).collect(),
             port_offset,
             ports,
+            dials,
             location,
         });
     }
@@ -247,6 +252,90 @@ pub(crate) fn build(
         }
     }
     (hosts, used, tainted)
+}
+
+/// The ports the host's client roles dial: each dial moved by the client
+/// role instance's offset where it says so, or pinned by `dial_overrides`.
+fn dials(
+    cx: &mut Cx<'_>,
+    host: &str,
+    h: &super::raw::RawHost,
+    instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
+) -> Vec<EffectiveDial> {
+    let mut pinned: BTreeMap<&str, Port> = BTreeMap::new();
+    for (dname, value) in &h.dial_overrides {
+        let declared = instances
+            .iter()
+            .any(|(_, r, _)| r.dials.iter().any(|d| &d.name == dname));
+        if !declared {
+            let mut known: Vec<&str> = instances
+                .iter()
+                .flat_map(|(_, r, _)| r.dials.iter().map(|d| d.name.as_str()))
+                .collect();
+            known.sort_unstable();
+            known.dedup();
+            cx.push(
+                value.span(),
+                Problem::UnknownDialOverride {
+                    host: host.to_owned(),
+                    name: dname.clone(),
+                    known: if known.is_empty() {
+                        "nothing".into()
+                    } else {
+                        known.join(", ")
+                    },
+                },
+            );
+            continue;
+        }
+        match Port::from_i64(*value.get_ref()) {
+            Ok(p) => {
+                pinned.insert(dname.as_str(), p);
+            }
+            Err(error) => cx.push(
+                value.span(),
+                Problem::BadPort {
+                    what: format!("dial_overrides.{dname} of host `{host}`"),
+                    error,
+                },
+            ),
+        }
+    }
+    let mut out = Vec::new();
+    for (inst, role, span) in instances {
+        for def in &role.dials {
+            let (port, shift) = if let Some(p) = pinned.get(def.name.as_str()) {
+                (*p, PortShift::Pinned)
+            } else if def.offset {
+                match def.port.checked_offset(inst.port_offset) {
+                    Ok(p) => (p, PortShift::Offset(inst.port_offset)),
+                    Err(sum) => {
+                        cx.push(
+                            span.clone(),
+                            Problem::EffectivePortTooLarge {
+                                host: host.to_owned(),
+                                role: role.name.clone(),
+                                port_name: def.name.clone(),
+                                base: def.port.get(),
+                                offset: inst.port_offset,
+                                sum,
+                            },
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                (def.port, PortShift::Fixed)
+            };
+            out.push(EffectiveDial {
+                def: def.clone(),
+                role: role.name.clone(),
+                port,
+                shift,
+            });
+        }
+    }
+    out
 }
 
 /// Reports each pair of role instances on a host that share a port, once,

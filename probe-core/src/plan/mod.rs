@@ -9,6 +9,7 @@
 mod diag;
 mod flows;
 mod hosts;
+mod only;
 pub(crate) mod raw;
 pub(crate) mod roles;
 
@@ -22,7 +23,8 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
-pub use diag::{CollisionFix, Diagnostic, Location, Problem, Severity, Suggestion};
+pub use diag::{CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion};
+pub use only::{Only, OnlyError};
 pub use roles::RoleOrigin;
 
 /// A validated, expanded plan.
@@ -183,6 +185,52 @@ pub struct Role {
     pub origin: RoleOrigin,
     /// The role it `use`s, if any.
     pub based_on: Option<String>,
+    /// The ports it dials on other roles, as its clients are configured.
+    pub dials: Vec<DialDef>,
+}
+
+/// A client port as a role defines it: the port a client of this role is
+/// configured to dial on a role `to`, before the client host's offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialDef {
+    /// The dial's name: the port name it reaches on the target role.
+    pub name: String,
+    /// The target role (or a role built on it with `use`).
+    pub to: String,
+    /// The configured client port.
+    pub port: Port,
+    /// Whether the *client host's* offset moves it.
+    pub offset: bool,
+    /// The product's name for the client setting (e.g. `ThriftClientPort`),
+    /// used when naming a fix.
+    pub client_setting: Option<String>,
+    /// The product's name for the server setting (e.g. `ThriftServerPort`).
+    pub server_setting: Option<String>,
+}
+
+/// How a port number came about, for explanations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortShift {
+    /// The port as defined; no offset applies to it.
+    #[default]
+    Fixed,
+    /// The defined port plus this offset.
+    Offset(u16),
+    /// Pinned by an override.
+    Pinned,
+}
+
+/// A port a client role of a host will dial, after offsets and overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveDial {
+    /// The dial as the role defines it.
+    pub def: DialDef,
+    /// The client role that declares it.
+    pub role: String,
+    /// The port the client will dial.
+    pub port: Port,
+    /// How `port` came from `def.port`.
+    pub shift: PortShift,
 }
 
 /// A port as a role defines it, before offsets.
@@ -218,6 +266,12 @@ pub struct EffectivePort {
     pub protocol: Protocol,
     /// The role that defines it.
     pub role: String,
+    /// The port before offsets and overrides. Not part of `plan/v1`.
+    #[serde(skip)]
+    pub base: Port,
+    /// How `port` came from `base`. Not part of `plan/v1`.
+    #[serde(skip)]
+    pub shift: PortShift,
 }
 
 /// A host of the plan.
@@ -240,6 +294,8 @@ pub struct Host {
     pub port_offset: u16,
     /// Every port it serves, role by role.
     pub ports: Vec<EffectivePort>,
+    /// Every port its client roles dial, role by role.
+    pub dials: Vec<EffectiveDial>,
     /// Where the host is defined.
     pub location: Location,
 }
@@ -378,8 +434,11 @@ pub struct Path {
     pub to: String,
     /// Target address.
     pub address: Address,
-    /// Target port.
+    /// The port probed: the one the client dials.
     pub port: Port,
+    /// Where the target listens, when a dial of the source makes that
+    /// differ from `port` (a client/server mismatch).
+    pub server_port: Option<Port>,
     /// The port's name on the target (or its number when it has none).
     pub service: String,
     /// TCP or TLS.
@@ -403,6 +462,15 @@ impl Diagnostics {
     /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Whether any error makes the plan unusable. A client/server port
+    /// mismatch is an error about the deployment, not the plan: `lint`
+    /// fails on it, but a check still runs and measures the dialled port.
+    pub fn has_blocking_errors(&self) -> bool {
+        self.0
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.problem.blocks_plan())
     }
 }
 
@@ -466,7 +534,7 @@ impl Plan {
                 a.diagnostics
                     .0
                     .into_iter()
-                    .filter(|d| d.severity == Severity::Error)
+                    .filter(|d| d.severity == Severity::Error && d.problem.blocks_plan())
                     .collect(),
             ))),
         }
@@ -577,13 +645,17 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
 
     let (hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
     let zones = hosts::zones(&mut cx, &raw, &hosts);
-    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted);
+    let known = flows::Known {
+        plan: &plan_roles,
+        catalog,
+    };
+    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known);
 
     cx.diags
         .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.col)));
     cx.diags.dedup();
     let diagnostics = Diagnostics(cx.diags);
-    let plan = (!diagnostics.has_errors()).then(|| Plan {
+    let plan = (!diagnostics.has_blocking_errors()).then(|| Plan {
         name,
         source: Arc::clone(&file),
         defaults,
@@ -613,6 +685,14 @@ impl Cx<'_> {
 
     pub fn loc(&self, span: std::ops::Range<usize>) -> Location {
         Location::of_offset(self.file, self.src, span.start)
+    }
+
+    pub fn push_at(&mut self, location: Location, problem: Problem) {
+        self.diags.push(Diagnostic {
+            severity: problem.severity(),
+            location: Some(location),
+            problem,
+        });
     }
 
     pub fn push(&mut self, span: std::ops::Range<usize>, problem: Problem) {

@@ -44,6 +44,9 @@ pub(crate) struct RawHost {
     pub port_offset: Option<Spanned<i64>>,
     #[serde(default)]
     pub port_overrides: BTreeMap<String, Spanned<i64>>,
+    /// Pins the port a client role of this host dials, by dial name.
+    #[serde(default)]
+    pub dial_overrides: BTreeMap<String, Spanned<i64>>,
 }
 
 /// An item of a host's `roles`: a name, or a name with its own offset.
@@ -96,6 +99,23 @@ pub(crate) struct RawRole {
     pub description: Option<String>,
     #[serde(default)]
     pub ports: Vec<Spanned<RawPort>>,
+    /// The ports this role dials on other roles, as the client is configured.
+    #[serde(default)]
+    pub dials: Vec<Spanned<RawDial>>,
+}
+
+/// A client port of a role: `{ name, to, port, offset = true }`, plus the
+/// product's names for the client and server settings, used in fixes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDial {
+    pub name: Spanned<String>,
+    pub to: Spanned<String>,
+    pub port: Spanned<i64>,
+    #[serde(default = "yes")]
+    pub offset: bool,
+    pub client_setting: Option<String>,
+    pub server_setting: Option<String>,
 }
 
 /// A port entry of a role.

@@ -290,6 +290,7 @@ impl Prober {
             slot.task = None;
             let addr = slot.addr.expect("only resolved targets are scheduled");
             slot.latency = attempt.latency;
+            slot.timing = attempt.timing;
             if attempt.local_address.is_some() {
                 slot.local_address = attempt.local_address;
             }
@@ -437,6 +438,7 @@ struct Slot {
     /// The next attempt waits for the target's ICMP budget.
     paced: bool,
     latency: Duration,
+    timing: Timing,
     cert: Option<Box<CertFacts>>,
     icmp: Option<IcmpEvidence>,
     path_mtu: bool,
@@ -453,6 +455,8 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         observed,
         detail,
         latency: slot.latency,
+        connect_time: slot.timing.connect,
+        tls_time: slot.timing.tls,
         attempts: slot.attempts,
         cert: slot.cert.clone(),
         icmp: slot.icmp.clone(),
@@ -619,8 +623,20 @@ struct Attempt {
     kind: AttemptKind,
     started: Instant,
     latency: Duration,
+    timing: Timing,
     local_address: Option<SocketAddr>,
     icmp: Option<IcmpEvidence>,
+}
+
+/// How long an attempt's handshakes took, each measured on its own so that
+/// neither includes the other (or the exchange after them).
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    /// The TCP connect round trip (SYN to SYN-ACK); `None` when it did not
+    /// connect.
+    connect: Option<Duration>,
+    /// The TLS handshake; `None` when none completed.
+    tls: Option<Duration>,
 }
 
 enum AttemptKind {
@@ -648,20 +664,38 @@ impl Shared {
         let started = Instant::now();
         let mut local_address = None;
         let mut icmp = None;
+        let mut timing = Timing::default();
         let mut kind = self
-            .attempt_inner(index, target, addr, None, &mut local_address, &mut icmp)
+            .attempt_inner(
+                index,
+                target,
+                addr,
+                None,
+                &mut local_address,
+                &mut icmp,
+                &mut timing,
+            )
             .await;
         if let (AttemptKind::Final { stalled: true, .. }, Some(mss)) =
             (&kind, self.config.mtu_retry_mss)
         {
             kind = self
-                .mtu_retry(index, target, addr, mss, kind, &mut local_address)
+                .mtu_retry(
+                    index,
+                    target,
+                    addr,
+                    mss,
+                    kind,
+                    &mut local_address,
+                    &mut timing,
+                )
                 .await;
         }
         Attempt {
             kind,
             started,
             latency: started.elapsed(),
+            timing,
             local_address,
             icmp,
         }
@@ -672,8 +706,9 @@ impl Shared {
     /// gets through too, the stall was passing (a busy host, not the path)
     /// and its result is the attempt's; if it stalls again, the first try's
     /// outcome stands (that is what ordinary clients get) and the attempt is
-    /// marked as a path-MTU black hole. When the small MSS stalls too, the
-    /// first try's outcome stands as it was.
+    /// marked as a path-MTU black hole. When the small MSS stalls too, or
+    /// gets through only slowly (in more than half its deadline: a busy
+    /// host), the first try's outcome stands as it was.
     async fn mtu_retry(
         &self,
         index: usize,
@@ -682,6 +717,7 @@ impl Shared {
         mss: u32,
         first: AttemptKind,
         local_address: &mut Option<SocketAddr>,
+        timing: &mut Timing,
     ) -> AttemptKind {
         let AttemptKind::Final {
             observed, detail, ..
@@ -691,17 +727,33 @@ impl Shared {
         };
         let mut local = None;
         let mut icmp = None;
+        let mut second_timing = Timing::default();
+        let second_started = Instant::now();
         let second = self
-            .attempt_inner(index, target, addr, Some(mss), &mut local, &mut icmp)
+            .attempt_inner(
+                index,
+                target,
+                addr,
+                Some(mss),
+                &mut local,
+                &mut icmp,
+                &mut second_timing,
+            )
             .await;
+        // A black hole eats large packets and lets small ones through at
+        // once; a small try that only just made its deadline is a slow
+        // host, and proves nothing about the path.
+        let deadline = self.config.tls_timeout.max(self.config.exchange_timeout);
+        let quick = second_started.elapsed() * 2 < deadline;
         match second {
             AttemptKind::Final {
                 observed: Observed::Open,
                 cert,
                 ..
-            } => {
+            } if quick => {
                 let mut control_local = None;
                 let mut control_icmp = None;
+                let mut control_timing = Timing::default();
                 let control = self
                     .attempt_inner(
                         index,
@@ -710,6 +762,7 @@ impl Shared {
                         None,
                         &mut control_local,
                         &mut control_icmp,
+                        &mut control_timing,
                     )
                     .await;
                 if matches!(
@@ -720,9 +773,11 @@ impl Shared {
                     }
                 ) {
                     *local_address = control_local.or(*local_address);
+                    *timing = control_timing;
                     return control;
                 }
                 *local_address = local.or(*local_address);
+                timing.tls = second_timing.tls;
                 AttemptKind::Final {
                     observed,
                     detail: format!(
@@ -751,6 +806,7 @@ impl Shared {
         mss: Option<u32>,
         local_address: &mut Option<SocketAddr>,
         icmp: &mut Option<IcmpEvidence>,
+        timing: &mut Timing,
     ) -> AttemptKind {
         let config = &self.config;
         let source = config.source.or_else(|| {
@@ -785,7 +841,10 @@ impl Shared {
                     },
                 };
             }
-            Ok(stream) => stream,
+            Ok((stream, rtt)) => {
+                timing.connect = Some(rtt);
+                stream
+            }
         };
         // Close with a reset rather than through TIME_WAIT, so that sweeps
         // do not pile up sockets. Only an established connection can reach
@@ -815,7 +874,10 @@ impl Shared {
                     path_mtu: false,
                 }
             }
-            Protocol::Tls => self.tls_phase(index, target, addr, local, stream).await,
+            Protocol::Tls => {
+                self.tls_phase(index, target, addr, local, stream, timing)
+                    .await
+            }
         }
     }
 
@@ -826,9 +888,11 @@ impl Shared {
         addr: SocketAddr,
         local: SocketAddr,
         stream: TcpStream,
+        timing: &mut Timing,
     ) -> AttemptKind {
         let config = &self.config;
         let name = server_name_for(target, addr);
+        let tls_started = Instant::now();
         let handshake = self.tls.connector().connect(name.clone(), stream);
         let mut tls = match timeout(config.tls_timeout, handshake).await {
             Err(_elapsed) => {
@@ -856,7 +920,10 @@ impl Shared {
                     path_mtu: false,
                 };
             }
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => {
+                timing.tls = Some(tls_started.elapsed());
+                tls
+            }
         };
         let chain = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
         let facts = self.tls.facts(chain, &name);
@@ -986,30 +1053,40 @@ fn open_socket(
     Ok(socket)
 }
 
-/// Connects a non-blocking socket within `deadline`. The answer is often
-/// already there when `connect` returns (a reset from a local or nearby
-/// host), so it is read straight away, and only a connection still in
-/// progress is handed to the reactor: that spares most refused ports two
-/// `epoll_ctl` calls and a wake-up. Errors carry the raw errno, from
-/// `connect` or from `SO_ERROR` (where ICMP errors land); `Err(None)` is
-/// silence. Beside the result comes the ICMP error the socket's queue
-/// holds, read before the socket closes.
+/// Connects a non-blocking socket within `deadline`, returning the stream
+/// and the connect round trip (SYN to SYN-ACK, as near as user space can
+/// see it). The answer is often already there when `connect` returns (a
+/// reset, or a handshake with a local or nearby host), so it is read
+/// straight away, and only a connection still in progress is handed to the
+/// reactor: that spares most refused ports two `epoll_ctl` calls and a
+/// wake-up, and keeps the reactor's scheduling delay out of a local round
+/// trip. Errors carry the raw errno, from `connect` or from `SO_ERROR`
+/// (where ICMP errors land); `Err(None)` is silence. Beside the result
+/// comes the ICMP error the socket's queue holds, read before the socket
+/// closes.
 async fn connect(
     socket: Socket,
     addr: SocketAddr,
     deadline: Duration,
 ) -> (
-    Result<TcpStream, Option<std::io::Error>>,
+    Result<(TcpStream, Duration), Option<std::io::Error>>,
     Option<IcmpEvidence>,
 ) {
+    let started = Instant::now();
+    let mut connected = None;
     match socket.connect(&SockAddr::from(addr)) {
-        Ok(()) => {}
+        Ok(()) => connected = Some(started.elapsed()),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match socket.take_error() {
             Ok(Some(e)) | Err(e) => {
                 let icmp = errqueue::read(&socket);
                 return (Err(Some(e)), icmp);
             }
-            Ok(None) => {}
+            Ok(None) => {
+                // Established already (a peer name exists only then).
+                if socket.peer_addr().is_ok() {
+                    connected = Some(started.elapsed());
+                }
+            }
         },
         Err(e) => {
             let icmp = errqueue::read(&socket);
@@ -1020,13 +1097,19 @@ async fn connect(
         Ok(s) => s,
         Err(e) => return (Err(Some(e)), None),
     };
+    if let Some(rtt) = connected {
+        return (Ok((stream, rtt)), None);
+    }
     let r = match timeout(deadline, stream.writable()).await {
         Err(_elapsed) => Err(None),
         Ok(Err(e)) => Err(Some(e)),
-        Ok(Ok(())) => match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Err(Some(e)),
-            Ok(None) => return (Ok(stream), None),
-        },
+        Ok(Ok(())) => {
+            let rtt = started.elapsed();
+            match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(Some(e)),
+                Ok(None) => return (Ok((stream, rtt)), None),
+            }
+        }
     };
     let icmp = errqueue::read(&stream);
     (r, icmp)

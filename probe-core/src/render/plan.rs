@@ -52,6 +52,8 @@ struct PathJson<'a> {
     protocol: Protocol,
     expect: Expect,
     family: Option<Family>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_port: Option<Port>,
 }
 
 /// Writes `portcall.plan/v1` JSON (pretty, with a trailing newline).
@@ -93,6 +95,7 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
                 protocol: p.protocol,
                 expect: p.expect,
                 family: p.family,
+                server_port: p.server_port,
             })
             .collect(),
     };
@@ -191,10 +194,13 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             } else {
                 String::new()
             };
-            let service = match &p.role {
+            let mut service = match &p.role {
                 Some(role) => format!("{} ({role})", p.service),
                 None => format!("{} (not a planned port)", p.service),
             };
+            if let Some(sp) = p.server_port {
+                service.push_str(&format!(", dialled; {} listens on {sp}", p.to));
+            }
             let mut target = format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol);
             if mixed {
                 target.push(' ');
@@ -236,6 +242,16 @@ struct CatalogRoleJson<'a> {
     description: &'a str,
     based_on: Option<&'a str>,
     ports: Vec<CatalogPortJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dials: Vec<CatalogDialJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CatalogDialJson<'a> {
+    name: &'a str,
+    to: &'a str,
+    port: Port,
+    offset: bool,
 }
 
 #[derive(Serialize)]
@@ -266,6 +282,16 @@ pub fn catalog_json(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
                         offset: p.offset,
                     })
                     .collect(),
+                dials: r
+                    .dials
+                    .iter()
+                    .map(|d| CatalogDialJson {
+                        name: &d.name,
+                        to: &d.to,
+                        port: d.port,
+                        offset: d.offset,
+                    })
+                    .collect(),
             })
             .collect(),
     };
@@ -289,11 +315,21 @@ pub fn catalog_table(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
                 s
             })
             .collect();
-        t.row([r.name.clone(), ports.join(", "), r.description.clone()]);
+        let mut ports = ports.join(", ");
+        for d in &r.dials {
+            ports.push_str(&format!(
+                "; dials {} {} on {}{}",
+                d.name,
+                d.port,
+                d.to,
+                if d.offset { "" } else { " fixed" }
+            ));
+        }
+        t.row([r.name.clone(), ports, r.description.clone()]);
     }
     t.write_to(w)?;
     writeln!(
         w,
-        "\nports shift by the host's port_offset unless marked fixed; use a role by name in a host's roles, or start from it with `use`"
+        "\nports (and the ports a role dials) shift by the host's port_offset unless marked fixed; use a role by name in a host's roles, or start from it with `use`"
     )
 }

@@ -645,6 +645,18 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
         .into_iter()
         .map(errno_name)
         .find(|name| p.icmp.is_none() && p.detail.contains(name.as_str()));
+    if let Some(sp) = p.server_port.filter(|sp| *sp != p.port) {
+        // The client dials a port the server does not listen on: opening
+        // the dialled port would not make anything answer there.
+        return manual(
+            item,
+            target,
+            format!(
+                "{} dials {} but {} listens on {sp}: make the client and the server agree on the port (see `portcall plan lint`), a firewall rule would not help",
+                p.from, p.port, p.to
+            ),
+        );
+    }
     let accept = match (p.expect, p.observed) {
         (Expect::Open, Some(Observed::Unreachable)) if local_denial.is_some() => {
             let errno = local_denial.unwrap_or_default();
@@ -903,6 +915,7 @@ mod tests {
             agent: AgentState::Up,
             conflicts: vec![],
             agent_detail: None,
+            plan_mismatch: None,
             addresses: Vec::new(),
         }
     }
@@ -949,6 +962,8 @@ mod tests {
             target_stage: None,
             blame: None,
             flows: vec![],
+            server_port: None,
+            tls_ms: None,
         }
     }
 
@@ -1279,6 +1294,33 @@ mod tests {
                 .starts_with("host \"nope\" is not in the report (its hosts: web, web6"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_client_server_port_mismatch_gets_no_firewall_rule() {
+        let mut r = report();
+        let mut p = path(
+            "web",
+            "db",
+            10399,
+            Expect::Open,
+            Some(Observed::Refused),
+            Verdict::Violation,
+            "refused: web dials 10399; db's svc listens on 10402, and nothing listens on 10399",
+            None,
+        );
+        p.server_port = Some(10402);
+        r.paths = vec![p];
+        r.recount();
+        let s = suggest(&r, &SuggestOptions::new(FirewallFormat::Nft)).unwrap();
+        let mut out = Vec::new();
+        s.write(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("NO RULE HERE: web dials 10399 but db listens on 10402: make the client and the server agree"),
+            "{text}"
+        );
+        assert!(!text.contains("nft insert"), "{text}");
     }
 
     #[test]

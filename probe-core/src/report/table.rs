@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 
 use super::format::why;
-use super::{AgentState, PathReport, Report, Verdict};
+use super::{PathReport, Report, Verdict};
 use crate::render::Table;
 
 /// How the table is drawn.
@@ -105,7 +105,7 @@ fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) 
 fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
     let mut t = Table::with_header(["HOST", "ADDRESS", "AGENT", "NOTE"]).indent(2);
     for h in &report.hosts {
-        if h.agent == AgentState::Unreachable {
+        if h.agent.is_problem() {
             t.row([
                 h.name.clone(),
                 h.address.clone(),
@@ -188,6 +188,8 @@ pub(crate) mod tests {
             target_stage: None,
             blame: None,
             flows: vec![flow.into()],
+            server_port: None,
+            tls_ms: None,
         }
     }
 
@@ -210,6 +212,7 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    plan_mismatch: None,
                     addresses: Vec::new(),
                 },
                 HostReport {
@@ -218,6 +221,7 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    plan_mismatch: None,
                     addresses: Vec::new(),
                 },
             ],
@@ -418,7 +422,8 @@ pub(crate) mod tests {
                   "family": "ipv4",
                   "icmp": null,
                   "target_stage": null,
-                  "blame": null
+                  "blame": null,
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -438,7 +443,8 @@ pub(crate) mod tests {
                   "family": "ipv4",
                   "icmp": null,
                   "target_stage": null,
-                  "blame": null
+                  "blame": null,
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -458,7 +464,8 @@ pub(crate) mod tests {
                   "family": "ipv4",
                   "icmp": null,
                   "target_stage": null,
-                  "blame": null
+                  "blame": null,
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -478,7 +485,8 @@ pub(crate) mod tests {
                   "family": "ipv4",
                   "icmp": null,
                   "target_stage": null,
-                  "blame": null
+                  "blame": null,
+                  "tls_ms": null
                 }
               ]
             }
