@@ -260,6 +260,7 @@ pub async fn run(plan: &Plan) -> Result<DemoRun, DemoError> {
             canary_tls: id.canary_server_config()?,
             listen: Some(SocketAddr::new(*ip, 0)),
             limits: AgentLimits::default(),
+            rule_trace: false,
         };
         match Agent::bind(config).await {
             Ok(agent) => {

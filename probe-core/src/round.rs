@@ -311,13 +311,15 @@ pub async fn run_round(
         let evidence = evidence.clone();
         let config = config.clone();
         async move {
-            // Held ports too: the agent's handshake watch covers them.
+            // Held ports too: the agent's handshake watch covers them. A
+            // host that only probed has its firewall trace of its probes.
             let has_listeners = s
                 .evidence
                 .listeners
                 .iter()
                 .any(|l| l.state != ListenerState::Failed);
-            if !has_listeners || s.evidence.outcome != AgentOutcome::Up {
+            let has_probes = !s.evidence.probes.is_empty();
+            if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
                 return s;
             }
             let Some(conn) = s.conn.as_mut() else {
@@ -330,6 +332,7 @@ pub async fn run_round(
                 Ok(Response::Evidence(e)) => {
                     s.evidence.canaries = e.canaries;
                     s.evidence.handshakes = e.handshakes;
+                    s.evidence.trace = e.trace;
                 }
                 Ok(_) => s.evidence.evidence_error = Some(chain(&conn.unexpected(&evidence))),
                 Err(e) => {

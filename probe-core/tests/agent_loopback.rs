@@ -116,6 +116,7 @@ impl Agents {
                 canary_tls: id.canary_server_config().unwrap(),
                 listen: Some(SocketAddr::new(ip_of(plan, host), 0)),
                 limits: AgentLimits::default(),
+                rule_trace: false,
             };
             let agent = Agent::bind(config).await.unwrap();
             endpoints.insert((*host).to_string(), agent.local_addr());
@@ -232,7 +233,14 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     );
     assert_eq!(
         keys(&json["hosts"][0]),
-        ["address", "agent", "conflicts", "name"]
+        [
+            "address",
+            "agent",
+            "conflicts",
+            "name",
+            "rule_trace",
+            "zone"
+        ]
     );
     assert_eq!(
         keys(&json["paths"][0]),
@@ -243,6 +251,7 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "detail",
             "expect",
             "family",
+            "flow_from",
             "from",
             "icmp",
             "latency_ms",
@@ -811,6 +820,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
         canary_tls: pki::self_signed_canary_config("db").unwrap(),
         listen: Some("0.0.0.0:0".parse().unwrap()),
         limits: AgentLimits::default(),
+        rule_trace: false,
     };
     let err = Agent::bind(config).await.unwrap_err().to_string();
     assert!(err.contains("only on loopback"), "{err}");
@@ -827,6 +837,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
             canary_tls: pki::self_signed_canary_config(host).unwrap(),
             listen: Some(SocketAddr::new(ip_of(&plan, host), 0)),
             limits: AgentLimits::default(),
+            rule_trace: false,
         })
         .await
         .unwrap();

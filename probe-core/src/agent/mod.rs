@@ -11,6 +11,7 @@
 //! when the coordinator vanished).
 
 pub mod canary;
+pub mod nftrace;
 pub mod syn_watch;
 
 use std::collections::HashSet;
@@ -34,6 +35,7 @@ use crate::control::{
 use crate::plan::{Address, Plan};
 use crate::probe::{self, ProbeConfig, Prober, Target};
 use canary::{CanaryOptions, EvidenceLog, NonceExchange, PlannedPort};
+use nftrace::{TraceScope, Tracer};
 
 /// Limits that keep an agent small and unbothered by misbehaving clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,11 @@ pub struct AgentConfig {
     pub listen: Option<SocketAddr>,
     /// Resource and abuse limits.
     pub limits: AgentLimits,
+    /// Trace the round's packets through this host's nftables firewall to
+    /// name the rule that stops them ([`nftrace`]); needs CAP_NET_ADMIN,
+    /// and changes the host's ruleset for the round, so in-process agents
+    /// (the demo, tests on loopback) leave it off.
+    pub rule_trace: bool,
 }
 
 /// Why an agent could not start.
@@ -247,6 +254,9 @@ struct Round {
     tracker: TaskTracker,
     expires: Instant,
     log: Arc<EvidenceLog>,
+    /// The round's rule tracing, or why there is none; `None` when the
+    /// agent does not trace.
+    trace: Option<Result<Arc<Tracer>, String>>,
     handshakes: Arc<syn_watch::SynLog>,
 }
 
@@ -333,6 +343,13 @@ impl Agent {
     pub async fn run(self, cancel: CancellationToken) {
         let Agent { listener, shared } = self;
         let conns = TaskTracker::new();
+        if shared.config.rule_trace {
+            // Trace tables an earlier agent left when it was killed: the
+            // expired ones go now, the others at their expiry.
+            for (table, expiry) in nftrace::sweep(nftrace::unix_now()).await {
+                tokio::spawn(nftrace::delete_at(table, expiry));
+            }
+        }
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         tracing::info!(host = %shared.config.host, addr = ?listener.local_addr().ok(), "agent serving");
         loop {
@@ -451,9 +468,15 @@ impl Shared {
                     guard
                         .as_ref()
                         .filter(|round| round.id == r.round)
-                        .map(|round| (round.log.clone(), round.handshakes.clone()))
+                        .map(|round| {
+                            (
+                                round.log.clone(),
+                                round.handshakes.clone(),
+                                round.trace.clone(),
+                            )
+                        })
                 };
-                let Some((log, handshakes)) = found else {
+                let Some((log, handshakes, trace)) = found else {
                     return error(format!("evidence: no round {} on this agent", r.round));
                 };
                 // Reading the kernel's tables blocks: off the runtime's
@@ -464,10 +487,16 @@ impl Shared {
                     watched.finish();
                 })
                 .await;
+                let trace = match trace {
+                    None => None,
+                    Some(Ok(tracer)) => Some(tracer.evidence().await),
+                    Some(Err(why)) => Some(nftrace::unavailable(why)),
+                };
                 Response::Evidence(EvidenceReply {
                     round: r.round,
                     canaries: log.snapshot(),
                     handshakes: handshakes.snapshot(),
+                    trace,
                 })
             }
             Request::Teardown(r) => {
@@ -551,6 +580,11 @@ impl Shared {
         })
         .await
         .unwrap_or_default();
+        let trace = if self.config.rule_trace {
+            Some(self.start_trace(&req.round, ttl, &cancel, &tracker).await)
+        } else {
+            None
+        };
         tracing::info!(round = %req.round, ttl_ms = ttl.as_millis() as u64, canaries = listeners.len(), "round prepared");
         *self.round.lock().unwrap_or_else(|e| e.into_inner()) = Some(Round {
             id: req.round.clone(),
@@ -558,12 +592,71 @@ impl Shared {
             tracker,
             expires,
             log,
+            trace,
             handshakes,
         });
         Response::Prepared(PrepareReply {
             round: req.round,
             listeners,
         })
+    }
+
+    /// Starts the round's rule tracing, stopped at teardown or at the TTL;
+    /// the error is why tracing is not possible on this host.
+    async fn start_trace(
+        &self,
+        round: &str,
+        ttl: Duration,
+        cancel: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Tracer>, String> {
+        let plan = &self.config.plan;
+        let host = &self.config.host;
+        let ip = |a: &Address| match a {
+            Address::Ip(ip) => Some(*ip),
+            Address::Dns(_) => None,
+        };
+        let mut inbound = Vec::new();
+        let mut outbound = Vec::new();
+        for p in &plan.paths {
+            if p.to == *host && p.role.is_some() {
+                // Every address of the source: a dual-stack source may
+                // arrive from either family.
+                for a in plan.host(&p.from).iter().flat_map(|h| &h.addresses) {
+                    if let Some(a) = ip(a) {
+                        inbound.push((a, p.port.get()));
+                    }
+                }
+            }
+            if p.from == *host {
+                if let Some(a) = ip(&p.address) {
+                    outbound.push((a, p.port.get()));
+                }
+            }
+        }
+        let scope = TraceScope {
+            round: round.to_string(),
+            expires_unix: nftrace::unix_now() + ttl.as_secs() + 1,
+            inbound,
+            outbound,
+        };
+        let tracer = match Tracer::start(&scope, ttl).await {
+            Ok(t) => Arc::new(t),
+            Err(why) => {
+                tracing::warn!(round, reason = %why, "no rule tracing on this host");
+                return Err(why);
+            }
+        };
+        tracing::info!(round, table = tracer.table(), "rule tracing on");
+        let (t, cancel, deadline) = (tracer.clone(), cancel.clone(), Instant::now() + ttl);
+        tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            t.stop().await;
+        });
+        Ok(tracer)
     }
 
     async fn probe(self: &Arc<Self>, req: ProbeRequest) -> Response {

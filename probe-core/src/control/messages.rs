@@ -3,7 +3,7 @@
 //! `evidence` (what the canaries saw), `teardown`; `hello` answers who the
 //! agent is without changing anything.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -248,6 +248,86 @@ pub struct EvidenceReply {
     /// where the agent cannot watch them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handshakes: Option<Vec<Handshake>>,
+    /// What this host's nftables tracing saw of the round's packets;
+    /// `None` from agents that do not trace (older ones, the demo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceEvidence>,
+}
+
+/// Whether an agent could trace its host's firewall during the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceState {
+    /// The round's packets were traced.
+    Traced,
+    /// Tracing was not possible here (the reason says why).
+    Unavailable,
+}
+
+impl TraceState {
+    /// `traced` or `unavailable`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TraceState::Traced => "traced",
+            TraceState::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Which way a traced packet went, seen from the tracing host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceDirection {
+    /// Arriving for one of this host's canary ports.
+    In,
+    /// Leaving: this host's own probes.
+    Out,
+}
+
+/// The nftables rule, or chain policy, whose verdict stopped a packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStop {
+    /// `FAMILY NAME` of the table.
+    pub table: String,
+    /// The chain.
+    pub chain: String,
+    /// The rule's handle; `None` when the chain's policy stopped it.
+    pub handle: Option<u64>,
+    /// The rule as nft prints it; `None` for a policy, or when it could
+    /// not be read back.
+    pub text: Option<String>,
+    /// The chain's policy (`drop`) when the policy stopped it.
+    pub policy: Option<String>,
+}
+
+/// The traced packets of one direction, address pair and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedFlow {
+    /// In (to a canary) or out (a probe).
+    pub direction: TraceDirection,
+    /// The packets' source address.
+    pub source: IpAddr,
+    /// Their destination address.
+    pub dest: IpAddr,
+    /// Their TCP destination port.
+    pub port: u16,
+    /// Packets traced.
+    pub packets: u32,
+    /// The first verdict that dropped or rejected one; `None` when every
+    /// one passed this host's firewall.
+    pub stop: Option<TraceStop>,
+}
+
+/// What nftables tracing on the agent's host saw during a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEvidence {
+    /// Traced, or not possible.
+    pub state: TraceState,
+    /// Why tracing was not possible, or what it cannot see (say, rules of
+    /// legacy iptables).
+    pub reason: Option<String>,
+    /// The round's traced packets, by flow (capped).
+    pub flows: Vec<TracedFlow>,
 }
 
 /// How far a source's handshakes on one port got at this host.

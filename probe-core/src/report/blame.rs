@@ -94,7 +94,9 @@ impl fmt::Display for Cause {
 }
 
 /// The firewall rule (or chain policy) that stopped a path, where the
-/// host's agent could trace it. Reserved: nothing fills it yet.
+/// host's agent could trace it (`agent::nftrace`): `{host, table, chain,
+/// handle, text}` for a rule, `{host, table, chain, policy}` for a chain's
+/// policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlameRule {
     /// The host whose firewall holds it.
@@ -103,10 +105,56 @@ pub struct BlameRule {
     pub table: String,
     /// The chain.
     pub chain: String,
-    /// The rule's handle; `None` for a chain policy.
+    /// The rule's handle; absent for a chain policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handle: Option<u64>,
-    /// The rule as the firewall prints it.
-    pub text: String,
+    /// The rule as the firewall prints it; absent for a chain policy (and
+    /// `null` when the rule could not be read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The chain's policy (`drop`) when the policy stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+impl BlameRule {
+    /// The rule of a traced stop on `host`.
+    pub fn of(host: &str, stop: &crate::control::TraceStop) -> BlameRule {
+        BlameRule {
+            host: host.to_string(),
+            table: stop.table.clone(),
+            chain: stop.chain.clone(),
+            handle: stop.handle,
+            text: stop.text.clone(),
+            policy: stop.policy.clone(),
+        }
+    }
+
+    /// `table inet filter chain input rule handle 7 (tcp dport 9443 drop)`,
+    /// or `... chain input policy drop`.
+    pub fn describe(&self) -> String {
+        let head = format!("{}: table {} chain {}", self.host, self.table, self.chain);
+        match (&self.policy, self.handle, &self.text) {
+            (Some(p), _, _) => format!("{head} policy {p}"),
+            (None, Some(h), Some(t)) => format!("{head} rule handle {h} ({t})"),
+            (None, Some(h), None) => format!("{head} rule handle {h}"),
+            (None, None, Some(t)) => format!("{head} rule ({t})"),
+            (None, None, None) => head,
+        }
+    }
+}
+
+/// What the firewall traces of both ends say about a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traced {
+    /// The source's own output chain stopped the probe.
+    Egress(BlameRule),
+    /// A rule (or policy) on the target stopped it.
+    AtTarget(BlameRule),
+    /// The target's firewall let it through.
+    PassedTarget,
+    /// The target traced, and our packets never reached its netfilter.
+    NeverArrived,
 }
 
 /// Where and why a path is blocked or failing.
@@ -154,7 +202,7 @@ impl TargetStage {
 }
 
 /// Everything [`blame`] weighs for one path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Evidence<'a> {
     /// The joined outcome.
     pub observed: Option<Observed>,
@@ -172,11 +220,48 @@ pub struct Evidence<'a> {
     pub local_denial: bool,
     /// Where our nonce turned up instead of the target (its address).
     pub redirected_to: Option<&'a str>,
+    /// What the ends' firewall traces say, where they traced.
+    pub traced: Option<Traced>,
 }
 
 /// Where and why the path breaks; `None` for an open path and for one that
 /// was not measured (or could not be tried: `local-error`).
 pub fn blame(e: &Evidence<'_>) -> Option<Blame> {
+    let base = blame_untraced(e)?;
+    Some(match &e.traced {
+        None | Some(Traced::PassedTarget) => base,
+        // An output-chain drop looks like any silence to the prober; the
+        // source's trace names it.
+        Some(Traced::Egress(rule)) => Blame {
+            at: Where::Source,
+            hop: None,
+            hop_distance: None,
+            cause: Cause::Egress,
+            rule: Some(rule.clone()),
+        },
+        Some(Traced::AtTarget(rule)) => Blame {
+            at: Where::Target,
+            hop: None,
+            hop_distance: None,
+            cause: match base.cause {
+                c @ (Cause::IcmpReject | Cause::Reset | Cause::HandshakeIncomplete) => c,
+                _ => Cause::Drop,
+            },
+            rule: Some(rule.clone()),
+        },
+        // The target's netfilter never saw the SYN: something between the
+        // hosts stopped it (unless direct evidence already says where).
+        Some(Traced::NeverArrived) => match base.at {
+            Where::Unknown => Blame {
+                at: Where::Network,
+                ..base
+            },
+            _ => base,
+        },
+    })
+}
+
+fn blame_untraced(e: &Evidence<'_>) -> Option<Blame> {
     let observed = e.observed?;
     let at = |at: Where, cause: Cause, hop: Option<(String, Option<u8>)>| {
         let (hop, hop_distance) = hop.map_or((None, None), |(h, d)| (Some(h), d));
@@ -248,7 +333,18 @@ impl Blame {
             (Some(h), None) => h.clone(),
             _ => String::new(),
         };
-        match (self.at, self.cause) {
+        let said = match (self.at, self.cause) {
+            (Where::Target, Cause::Drop) => format!("dropped by {to}'s own firewall"),
+            (Where::Network, Cause::Drop) if self.hop.is_some() => format!(
+                "dropped on the way, before {to}'s firewall saw it (last hop that answered: {})",
+                hop()
+            ),
+            (Where::Network, Cause::Drop) => {
+                format!("dropped on the way, before {to}'s firewall saw it")
+            }
+            (Where::Source, Cause::Egress) if self.rule.is_some() => {
+                "dropped by the source's own output filter before anything left".into()
+            }
             (Where::Target, Cause::IcmpReject) => format!("rejected by {to}{kind}"),
             (Where::Network, Cause::IcmpReject) => {
                 format!("rejected by {}{kind}, a device on the way, not {to}", hop())
@@ -282,6 +378,10 @@ impl Blame {
                 )
             }
             (_, Cause::Egress) => "refused by the source itself before anything was sent".into(),
+        };
+        match &self.rule {
+            Some(rule) => format!("{said}: {}", rule.describe()),
+            None => said,
         }
     }
 }
@@ -310,6 +410,7 @@ mod tests {
             path_mtu: false,
             local_denial: false,
             redirected_to: None,
+            traced: None,
         }
     }
 
@@ -437,6 +538,66 @@ mod tests {
         .unwrap();
         assert_eq!(back.cause, Cause::PathMtu);
         assert_eq!(back.rule, None);
+    }
+
+    /// The firewall traces settle what silence alone cannot: a rule on the
+    /// target, the source's output chain, or nothing at the target at all.
+    #[test]
+    fn traces_place_a_silent_drop_and_name_the_rule() {
+        let rule = |host: &str, chain: &str| BlameRule {
+            host: host.into(),
+            table: "inet filter".into(),
+            chain: chain.into(),
+            handle: Some(7),
+            text: Some("tcp dport 9443 drop".into()),
+            policy: None,
+        };
+        let mut e = ev(Observed::Timeout);
+        e.traced = Some(Traced::AtTarget(rule("db", "input")));
+        let b = blame(&e).unwrap();
+        assert_eq!((b.at, b.cause), (Where::Target, Cause::Drop));
+        assert_eq!(
+            b.sentence("db", None),
+            "dropped by db's own firewall: db: table inet filter chain input rule handle 7 (tcp dport 9443 drop)"
+        );
+        e.traced = Some(Traced::Egress(rule("web", "output")));
+        let b = blame(&e).unwrap();
+        assert_eq!((b.at, b.cause), (Where::Source, Cause::Egress));
+        assert_eq!(b.rule.as_ref().unwrap().host, "web");
+        let walk = Walk {
+            last_hop: Some(Hop {
+                address: "198.18.1.254".into(),
+                distance: 1,
+            }),
+            ..Walk::default()
+        };
+        e.walk = Some(&walk);
+        e.traced = Some(Traced::NeverArrived);
+        let b = blame(&e).unwrap();
+        assert_eq!(
+            (b.at, b.cause, b.hop.as_deref()),
+            (Where::Network, Cause::Drop, Some("198.18.1.254"))
+        );
+        assert_eq!(b.rule, None);
+        // Direct evidence wins over an absent trace: an ICMP from db itself.
+        let own = icmp("port-unreachable", "198.18.3.40");
+        let db = ["198.18.3.40".to_string()];
+        let mut e = ev(Observed::Refused);
+        e.icmp = Some(&own);
+        e.target_addresses = &db;
+        e.traced = Some(Traced::NeverArrived);
+        assert_eq!(blame(&e).unwrap().at, Where::Target);
+        // A policy reads as a policy.
+        let policy = BlameRule {
+            handle: None,
+            text: None,
+            policy: Some("drop".into()),
+            ..rule("db", "input")
+        };
+        assert_eq!(
+            serde_json::to_string(&policy).unwrap(),
+            r#"{"host":"db","table":"inet filter","chain":"input","policy":"drop"}"#
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::control::{
     CanaryEvidence, Handshake, HandshakeStage, ListenerReport, ListenerState, PathProbe,
+    TraceDirection, TraceEvidence, TraceState,
 };
 use crate::plan::{Family, Plan};
 use crate::probe::Observed;
@@ -70,6 +71,9 @@ pub struct AgentEvidence {
     /// The handshakes its kernel saw on its planned ports; `None` when it
     /// could not watch them (or gave no evidence).
     pub handshakes: Option<Vec<Handshake>>,
+    /// What nftables tracing on its host saw; `None` when it does not
+    /// trace (or gave no evidence).
+    pub trace: Option<TraceEvidence>,
 }
 
 impl AgentEvidence {
@@ -83,6 +87,7 @@ impl AgentEvidence {
             canaries: Vec::new(),
             evidence_error: None,
             handshakes: None,
+            trace: None,
         }
     }
 }
@@ -148,6 +153,15 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
                 conflicts,
                 agent_detail,
                 plan_mismatch,
+                zone: h.zone.clone(),
+                rule_trace: round
+                    .agents
+                    .get(&h.name)
+                    .and_then(|a| a.trace.as_ref())
+                    .map(|t| super::RuleTrace {
+                        state: t.state,
+                        reason: t.reason.clone(),
+                    }),
                 addresses: if h.addresses.len() > 1 {
                     h.addresses.iter().map(ToString::to_string).collect()
                 } else {
@@ -172,6 +186,24 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
     };
     report.recount();
     report
+}
+
+/// The source selectors of the flows behind a path, each once, in flow
+/// order.
+fn flow_from(plan: &Plan, path: &crate::plan::Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in path
+        .flows
+        .iter()
+        .filter_map(|f| plan.flow(*f))
+        .flat_map(|f| f.from.iter())
+    {
+        let s = s.to_string();
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// What the target end of a path offered.
@@ -212,6 +244,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             .filter_map(|f| plan.flow(*f))
             .map(|f| f.label())
             .collect(),
+        flow_from: flow_from(plan, path),
         server_port: path.server_port.map(|p| p.get()),
         tls_ms: None,
     };
@@ -320,6 +353,12 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             format!("{base} ({})", probe.detail)
         }
     };
+    let end = match listener {
+        // A dialled port the target agent vouches is empty is as known as a
+        // canary's: a refusal there is what the client will get.
+        Listener::Canary | Listener::Dialled => TargetEnd::Canary,
+        Listener::Live { .. } => TargetEnd::Live,
+    };
     // How far the source's handshakes got at the target, by the target's
     // kernel: keyed by the address the source sent from (or, when it never
     // connected, its plan address).
@@ -369,12 +408,6 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     // is the source's own refusal only when no ICMP error came back.
     let denied = local_denial(&probe.detail) && probe.icmp.is_none();
     let mut redirected_to = None;
-    let end = match listener {
-        // A dialled port the target agent vouches is empty is as known as a
-        // canary's: a refusal there is what the client will get.
-        Listener::Canary | Listener::Dialled => TargetEnd::Canary,
-        Listener::Live { .. } => TargetEnd::Live,
-    };
     match listener {
         Listener::Canary => {
             if let Some(e) = &dst.evidence_error {
@@ -523,6 +556,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     if let Some(h) = plan.host(&path.to) {
         addresses.extend(h.addresses.iter().map(ToString::to_string));
     }
+    let traced = traced(plan, path, probe, &r.address, src, dst);
     r.blame = blame::blame(&blame::Evidence {
         observed: r.observed,
         target_addresses: &addresses,
@@ -532,9 +566,70 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         path_mtu: probe.path_mtu,
         local_denial: denied,
         redirected_to: redirected_to.as_deref(),
+        traced,
     });
     r.verdict = Verdict::judge(path.expect, r.observed, end);
     r
+}
+
+/// What the firewall traces of both ends say about one path: the source's
+/// output chain stopped our probe, a rule or policy on the target stopped
+/// it, the target's firewall let it through, or the target (tracing) never
+/// saw it. `None` where neither end traced.
+fn traced(
+    plan: &Plan,
+    path: &crate::plan::Path,
+    probe: &PathProbe,
+    address: &str,
+    src: &AgentEvidence,
+    dst: &AgentEvidence,
+) -> Option<blame::Traced> {
+    fn on(a: &AgentEvidence) -> Option<&TraceEvidence> {
+        a.trace.as_ref().filter(|t| t.state == TraceState::Traced)
+    }
+    let dest: Option<std::net::IpAddr> = address.parse().ok();
+    let port = path.port.get();
+    if let Some(t) = on(src) {
+        let egress = t.flows.iter().find(|f| {
+            f.direction == TraceDirection::Out
+                && f.port == port
+                && Some(f.dest) == dest
+                && f.stop.is_some()
+        });
+        if let Some(stop) = egress.and_then(|f| f.stop.as_ref()) {
+            return Some(blame::Traced::Egress(blame::BlameRule::of(
+                &path.from, stop,
+            )));
+        }
+    }
+    let t = on(dst)?;
+    let mut sources: Vec<std::net::IpAddr> = probe.source.map(|s| s.ip()).into_iter().collect();
+    if let Some(h) = plan.host(&path.from) {
+        sources.extend(h.addresses.iter().filter_map(|a| match a {
+            crate::plan::Address::Ip(ip) => Some(*ip),
+            crate::plan::Address::Dns(_) => None,
+        }));
+    }
+    let arrived: Vec<_> = t
+        .flows
+        .iter()
+        .filter(|f| {
+            f.direction == TraceDirection::In
+                && f.port == port
+                && sources.contains(&f.source)
+                && dest.is_none_or(|d| d == f.dest)
+        })
+        .collect();
+    if let Some(stop) = arrived.iter().find_map(|f| f.stop.as_ref()) {
+        return Some(blame::Traced::AtTarget(blame::BlameRule::of(
+            &path.to, stop,
+        )));
+    }
+    Some(if arrived.is_empty() {
+        blame::Traced::NeverArrived
+    } else {
+        blame::Traced::PassedTarget
+    })
 }
 
 /// Whether a prober's detail is a local permission error (`EPERM`,
@@ -612,6 +707,7 @@ expect = "blocked"
             probe_error: None,
             evidence_error: None,
             handshakes: None,
+            trace: None,
         }
     }
 

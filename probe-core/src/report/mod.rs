@@ -90,13 +90,43 @@ pub struct HostReport {
     /// first; absent (empty) when it has one, which is `address`.
     #[serde(default, skip_serializing_if = "several_not")]
     pub addresses: Vec<String>,
+    /// The host's zone in the plan, `null` without one. Added to v1 so
+    /// that `suggest` can say which addresses a zone selector covers
+    /// without the plan file.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Whether the host's agent could trace its firewall to name the rule
+    /// that stops a path, and why not; `null` when it did not try (the
+    /// demo's agents, `--no-rule-trace`). Added to v1.
+    #[serde(default)]
+    pub rule_trace: Option<RuleTrace>,
 }
 
 fn several_not(v: &[String]) -> bool {
     v.len() < 2
 }
 
+/// Whether an agent traced its host's firewall in the round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTrace {
+    /// `traced` or `unavailable`.
+    pub state: crate::control::TraceState,
+    /// Why tracing was not possible (not permitted, no nftables), or what
+    /// it could not see (legacy iptables).
+    pub reason: Option<String>,
+}
+
 impl HostReport {
+    /// Every plan address of the host: `addresses`, or `address` alone
+    /// when it has one (and in reports written before the list existed).
+    pub fn plan_addresses(&self) -> Vec<&str> {
+        if self.addresses.is_empty() {
+            vec![self.address.as_str()]
+        } else {
+            self.addresses.iter().map(String::as_str).collect()
+        }
+    }
+
     /// Its plan address of `family`: from `addresses`, or `address` when
     /// that is the only one and of that family.
     pub fn address_of(&self, family: crate::plan::Family) -> Option<&str> {
@@ -316,6 +346,11 @@ pub struct PathReport {
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]
     pub flows: Vec<String>,
+    /// The source selectors (`zone:NAME`, `role:NAME`, `host:NAME`, `all`)
+    /// of the flows that produce the path. Added to v1 so that `suggest`
+    /// can name what a must-be-blocked flow covers; empty in older reports.
+    #[serde(default)]
+    pub flow_from: Vec<String>,
     /// Where the target listens, present only when it differs from the
     /// dialled `port` (a client/server port mismatch in the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -188,6 +188,7 @@ pub(crate) mod tests {
             target_stage: None,
             blame: None,
             flows: vec![flow.into()],
+            flow_from: vec![],
             server_port: None,
             tls_ms: None,
         }
@@ -213,7 +214,9 @@ pub(crate) mod tests {
                     }],
                     agent_detail: None,
                     plan_mismatch: None,
-                    addresses: Vec::new(),
+                    zone: None,
+                    addresses: vec![],
+                    rule_trace: None,
                 },
                 HostReport {
                     name: "cache".into(),
@@ -222,7 +225,9 @@ pub(crate) mod tests {
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
                     plan_mismatch: None,
-                    addresses: Vec::new(),
+                    zone: None,
+                    addresses: vec![],
+                    rule_trace: None,
                 },
             ],
             paths: vec![
@@ -394,13 +399,17 @@ pub(crate) mod tests {
                       "state": "held",
                       "detail": "a service already listens on 127.0.9.2:3306; probed live"
                     }
-                  ]
+                  ],
+                  "zone": null,
+                  "rule_trace": null
                 },
                 {
                   "name": "cache",
                   "address": "127.0.9.3",
                   "agent": "unreachable",
-                  "conflicts": []
+                  "conflicts": [],
+                  "zone": null,
+                  "rule_trace": null
                 }
               ],
               "paths": [
@@ -423,6 +432,7 @@ pub(crate) mod tests {
                   "icmp": null,
                   "target_stage": null,
                   "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 },
                 {
@@ -444,6 +454,7 @@ pub(crate) mod tests {
                   "icmp": null,
                   "target_stage": null,
                   "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 },
                 {
@@ -465,6 +476,7 @@ pub(crate) mod tests {
                   "icmp": null,
                   "target_stage": null,
                   "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 },
                 {
@@ -486,6 +498,7 @@ pub(crate) mod tests {
                   "icmp": null,
                   "target_stage": null,
                   "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 }
               ]
