@@ -215,7 +215,7 @@ fn router_drop_is_silence_after_the_router() {
             "verdict": "violation",
             "icmp": null,
             "target_stage": "nothing",
-            "blame": {"where": "unknown", "hop": ROUTER_OPS, "hop_distance": 1, "cause": "drop", "rule": null},
+            "blame": {"where": "network", "hop": ROUTER_OPS, "hop_distance": 1, "cause": "drop", "rule": null},
         }),
     );
     assert_rest_open(&run, ("db", 7100));
@@ -272,7 +272,7 @@ fn router_reset_is_a_reset_that_never_reached_the_target() {
             "verdict": "violation",
             "icmp": null,
             "target_stage": "nothing",
-            "blame": {"where": "unknown", "hop": null, "hop_distance": null, "cause": "reset", "rule": null},
+            "blame": {"where": "network", "hop": null, "hop_distance": null, "cause": "reset", "rule": null},
         }),
     );
     assert!(path(&run, "db", 7100).detail.contains("TCP RST"));
@@ -331,7 +331,8 @@ fn a_stateless_acl_passing_only_syns_leaves_the_handshake_incomplete_at_the_targ
             "verdict": "violation",
             "icmp": null,
             "target_stage": "syn",
-            "blame": {"where": "target", "hop": null, "hop_distance": null, "cause": "handshake-incomplete", "rule": null},
+            "blame": {"where": "target", "hop": null, "hop_distance": null, "cause": "handshake-incomplete",
+                "rule": {"host": "db", "table": "inet acl", "chain": "input", "handle": 2, "text": "tcp dport 7100 tcp flags != syn / fin,syn,rst,ack drop"}},
         }),
     );
     assert!(
@@ -364,7 +365,8 @@ fn a_host_reject_with_port_unreachable_is_refused_by_the_target_not_a_reset() {
             "verdict": "violation",
             "icmp": {"type": "port-unreachable", "code": 3, "from": "198.18.3.40"},
             "target_stage": "nothing",
-            "blame": {"where": "target", "hop": "198.18.3.40", "hop_distance": null, "cause": "icmp-reject", "rule": null},
+            "blame": {"where": "target", "hop": null, "hop_distance": null, "cause": "icmp-reject",
+                "rule": {"host": "db", "table": "inet fw", "chain": "input", "handle": 2, "text": "tcp dport 7100 reject"}},
         }),
     );
     let p = path(&run, "db", 7100);
@@ -507,7 +509,7 @@ fn ipv6_paths_name_the_router_the_hop_and_the_half_open_handshake() {
             json!({
                 "observed": "timeout", "verdict": "violation", "icmp": null,
                 "target_stage": "nothing",
-                "blame": {"where": "unknown", "hop": ROUTER_OPS_V6, "hop_distance": 1, "cause": "drop", "rule": null},
+                "blame": {"where": "network", "hop": ROUTER_OPS_V6, "hop_distance": 1, "cause": "drop", "rule": null},
             }),
         ),
         (
@@ -612,7 +614,8 @@ fn an_ipv6_only_drop_on_a_dual_stack_host_is_a_drop_of_the_ipv6_path_only() {
         json!({
             "observed": "timeout", "verdict": "violation", "family": "ipv6", "icmp": null,
             "target_stage": "nothing",
-            "blame": {"where": "unknown", "hop": ROUTER_OPS_V6, "hop_distance": 1, "cause": "drop", "rule": null},
+            "blame": {"where": "target", "hop": null, "hop_distance": null, "cause": "drop",
+                "rule": {"host": "db", "table": "inet fw", "chain": "input", "handle": 2, "text": "meta nfproto ipv6 tcp dport 7100 drop"}},
         }),
         "{}",
         p.detail

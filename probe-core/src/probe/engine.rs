@@ -77,8 +77,9 @@ pub struct ProbeConfig {
     /// How long a target may keep failing locally (no descriptor, no
     /// ephemeral port) before it is reported as `local-error`.
     pub local_error_budget: Duration,
-    /// When TCP opens but TLS (or the exchange) stalls, try once more with
-    /// this maximum segment size; success there is a path-MTU black hole.
+    /// When TCP opens but the TLS handshake stalls, try once more with this
+    /// maximum segment size; success there (and a control try that stalls
+    /// again) is a path-MTU black hole.
     /// `None` turns the second try off.
     pub mtu_retry_mss: Option<u32>,
     /// Walk the TTL toward targets that stayed silent
@@ -986,7 +987,9 @@ impl Shared {
                     "connected, but no answer to the exchange within {} ms",
                     self.config.exchange_timeout.as_millis()
                 ),
-                true,
+                // The exchange's lines are far below any path MTU: a stall
+                // there is never a black hole, so no small-MSS retry.
+                false,
             ),
         }
     }
