@@ -351,7 +351,7 @@ impl Agent {
             }
         }
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
-        tracing::info!(host = %shared.config.host, addr = ?listener.local_addr().ok(), "agent serving");
+        tracing::info!(host = %shared.config.host, addr = %listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()), "agent serving");
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
@@ -682,6 +682,7 @@ impl Shared {
         let mut indices = Vec::new();
         let mut targets = Vec::new();
         let mut slots = Vec::new();
+        let mut greetings = Vec::new();
         for (i, path) in plan.paths.iter().enumerate() {
             if path.from != *host
                 || skip_hosts.contains(path.to.as_str())
@@ -710,6 +711,12 @@ impl Shared {
             };
             indices.push(i);
             targets.push(target);
+            // A live service that speaks first is read and left politely.
+            greetings.push(if slot.is_none() {
+                probe::Greeting::for_service(&path.service)
+            } else {
+                None
+            });
             slots.push(slot);
         }
         let nonces: Vec<Option<String>> = slots
@@ -729,7 +736,12 @@ impl Shared {
             ttl_walk: Some(probe::WalkConfig::default()),
             ..ProbeConfig::default()
         };
-        let prober = match Prober::with_exchange(config, exchange.clone()) {
+        let greeter = Arc::new(probe::GreetingExchange::new(
+            greetings,
+            per_attempt / 2,
+            Some(exchange.clone()),
+        ));
+        let prober = match Prober::with_exchange(config, greeter.clone()) {
             Ok(p) => p,
             Err(e) => return error(format!("probe: {e}")),
         };
@@ -753,6 +765,8 @@ impl Shared {
                 walk: r.walk,
                 connect_us: r.connect_time.map(micros),
                 tls_us: r.tls_time.map(micros),
+                cert: r.cert,
+                service_banner: greeter.banner(k),
             })
             .collect();
         Response::Probed(ProbeReply {

@@ -203,6 +203,12 @@ pub struct PathProbe {
     /// completed.
     #[serde(default)]
     pub tls_us: Option<u64>,
+    /// The server certificate's facts, where a TLS handshake saw one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Box<crate::probe::CertFacts>>,
+    /// What a live service that speaks first said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_banner: Option<String>,
 }
 
 /// `probed`: results of this host's outgoing paths.

@@ -910,7 +910,7 @@ impl Shared {
             }
             Ok(Err(e)) => {
                 let reason = match e.get_ref() {
-                    Some(inner) => inner.to_string(),
+                    Some(inner) => super::tls::handshake_failure_in_words(inner),
                     None => error_detail(&e),
                 };
                 return AttemptKind::Final {
