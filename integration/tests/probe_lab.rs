@@ -132,6 +132,13 @@ fn nft_reject_admin_prohibited_is_unreachable() {
         r["detail"].as_str().unwrap().starts_with("EHOSTUNREACH"),
         "{r}"
     );
+    // The ICMP error itself, read from the socket's error queue: its type
+    // and the host that sent it.
+    assert_eq!(
+        r["icmp"],
+        serde_json::json!({"type": "admin-prohibited", "code": 13, "from": s.server}),
+        "{r}"
+    );
 }
 
 #[test]

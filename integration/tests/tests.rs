@@ -5,6 +5,7 @@ mod dials_lab;
 mod dual_stack;
 mod probe_lab;
 mod prometheus;
+mod routed_faults;
 mod routed_lab;
 mod rule_trace;
 mod ssh_lab;

@@ -11,6 +11,7 @@ use integration::firewall::{self, HostRules};
 use integration::{CheckRun, PlanLab, lab_available};
 use probe_core::probe::Observed;
 use probe_core::report::Verdict;
+use serde_json::{Value, json};
 
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wso2-distributed.toml")
@@ -45,6 +46,29 @@ struct Fault {
     name: &'static str,
     inject: fn(&PlanLab, &mut BTreeMap<String, HostRules>),
     expect: &'static [(&'static str, Observed)],
+    /// The faulted path's `icmp`, `target_stage` and `blame`, exactly.
+    evidence: fn(&PlanLab) -> Value,
+}
+
+/// `{icmp, target_stage, blame}` with `rule` left unset (null).
+fn evidence(icmp: Value, stage: Value, blame: Value) -> Value {
+    let blame = match blame {
+        Value::Object(mut b) => {
+            b.insert("rule".into(), Value::Null);
+            Value::Object(b)
+        }
+        other => other,
+    };
+    json!({"icmp": icmp, "target_stage": stage, "blame": blame})
+}
+
+/// A silent drop: on the source's own link no walk runs, so no hop.
+fn dropped(_: &PlanLab) -> Value {
+    evidence(
+        Value::Null,
+        json!("nothing"),
+        json!({"where": "unknown", "hop": null, "hop_distance": null, "cause": "drop"}),
+    )
 }
 
 fn faults() -> Vec<Fault> {
@@ -56,6 +80,7 @@ fn faults() -> Vec<Fault> {
                 r.get_mut("gw-worker-1").unwrap().remove_accept(&rule);
             },
             expect: &[("lb->gw-worker-1:8280", Observed::Timeout)],
+            evidence: dropped,
         },
         Fault {
             name: "reject with icmp admin-prohibited",
@@ -66,6 +91,68 @@ fn faults() -> Vec<Fault> {
                 ));
             },
             expect: &[("lb->esb-1:8243", Observed::Unreachable)],
+            evidence: |lab| {
+                let esb = lab.addr("esb-1").to_string();
+                evidence(
+                    json!({"type": "admin-prohibited", "code": 13, "from": esb}),
+                    json!("nothing"),
+                    json!({"where": "target", "hop": esb, "hop_distance": null, "cause": "icmp-reject"}),
+                )
+            },
+        },
+        Fault {
+            name: "reject with icmp port-unreachable",
+            inject: |lab, r| {
+                r.get_mut("esb-2")
+                    .unwrap()
+                    .input_first
+                    .push(format!("ip saddr {} tcp dport 8243 reject", lab.addr("lb")));
+            },
+            expect: &[("lb->esb-2:8243", Observed::Refused)],
+            evidence: |lab| {
+                let esb = lab.addr("esb-2").to_string();
+                evidence(
+                    json!({"type": "port-unreachable", "code": 3, "from": esb}),
+                    json!("nothing"),
+                    json!({"where": "target", "hop": esb, "hop_distance": null, "cause": "icmp-reject"}),
+                )
+            },
+        },
+        Fault {
+            name: "return path dropped on the target's output chain",
+            inject: |lab, r| {
+                r.get_mut("esb-2")
+                    .unwrap()
+                    .output
+                    .push(format!("ip daddr {} tcp sport 8280 drop", lab.addr("lb")));
+            },
+            expect: &[("lb->esb-2:8280", Observed::Timeout)],
+            evidence: |_| {
+                evidence(
+                    Value::Null,
+                    json!("syn"),
+                    json!({"where": "return-path", "hop": null, "hop_distance": null, "cause": "return-path-lost"}),
+                )
+            },
+        },
+        Fault {
+            name: "stateless ACL passing only SYNs",
+            inject: |lab, r| {
+                // Ahead of the connection tracking accept: a table of its
+                // own, hooked earlier.
+                r.get_mut("gw-worker-2").unwrap().extra = format!(
+                    "table inet acl {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    ip saddr {} tcp dport 8280 tcp flags & (fin|syn|rst|ack) != syn drop\n  }}\n}}\n",
+                    lab.addr("lb")
+                );
+            },
+            expect: &[("lb->gw-worker-2:8280", Observed::WrongHost)],
+            evidence: |_| {
+                evidence(
+                    Value::Null,
+                    json!("syn"),
+                    json!({"where": "target", "hop": null, "hop_distance": null, "cause": "handshake-incomplete"}),
+                )
+            },
         },
         Fault {
             name: "reject with tcp reset",
@@ -79,6 +166,13 @@ fn faults() -> Vec<Fault> {
                     ));
             },
             expect: &[("gw-manager->trafficmanager:5672", Observed::Refused)],
+            evidence: |_| {
+                evidence(
+                    Value::Null,
+                    json!("nothing"),
+                    json!({"where": "unknown", "hop": null, "hop_distance": null, "cause": "reset"}),
+                )
+            },
         },
         Fault {
             name: "wrong accept to 3306 from the DMZ",
@@ -87,6 +181,7 @@ fn faults() -> Vec<Fault> {
                 r.get_mut("db").unwrap().input_accepts.push(rule);
             },
             expect: &[("lb->db:3306", Observed::Open)],
+            evidence: |_| evidence(Value::Null, json!("nonce"), Value::Null),
         },
         Fault {
             name: "egress drop on a source host",
@@ -97,6 +192,7 @@ fn faults() -> Vec<Fault> {
                 ));
             },
             expect: &[("gw-worker-2->keymanager:10399", Observed::Timeout)],
+            evidence: dropped,
         },
     ]
 }
@@ -107,11 +203,19 @@ fn assert_exactly(run: &CheckRun, expect: &[(&str, Observed)], what: &str, lab: 
         .iter()
         .map(|(k, o)| ((*k).to_owned(), (Verdict::Violation, Some(*o))))
         .collect();
+    let details: Vec<String> = run
+        .report
+        .paths
+        .iter()
+        .filter(|p| p.verdict != Verdict::Ok)
+        .map(|p| format!("{}->{}:{}: {}", p.from, p.to, p.port, p.detail))
+        .collect();
     assert_eq!(
         got,
         want,
-        "{what}: wrong violations (exit {}):\n{}\n{}",
+        "{what}: wrong violations (exit {}):\n{}\n{}\n{}",
         run.code,
+        details.join("\n"),
         run.stderr,
         lab.logs()
     );
@@ -177,6 +281,24 @@ fn wso2_correct_firewall_then_each_fault_alone_and_all_together() {
         apply(&lab, &rules);
         let run = lab.check(COORDINATOR).unwrap();
         assert_exactly(&run, f.expect, f.name, &lab);
+        let key = f.expect[0].0;
+        let p = run
+            .report
+            .paths
+            .iter()
+            .find(|p| format!("{}->{}:{}", p.from, p.to, p.port) == key)
+            .unwrap();
+        // Where and which rule are rule attribution's (routed_faults and
+        // the rule tests assert them); here the evidence of both ends and
+        // the cause it gives.
+        let want = (f.evidence)(&lab);
+        assert_eq!(
+            json!({"icmp": p.icmp, "target_stage": p.target_stage, "cause": p.blame.as_ref().map(|b| b.cause)}),
+            json!({"icmp": want["icmp"], "target_stage": want["target_stage"], "cause": want["blame"].get("cause")}),
+            "{}: {key}: {}",
+            f.name,
+            p.detail
+        );
     }
     let mut rules = correct.clone();
     let mut all = Vec::new();
@@ -408,6 +530,15 @@ fn wso2_dnat_to_another_host_is_wrong_host() {
     assert!(
         p.detail.contains("gw-worker-2"),
         "the detail names who answered: {}",
+        p.detail
+    );
+    assert_eq!(
+        json!({"target_stage": p.target_stage, "blame": p.blame}),
+        json!({"target_stage": null, "blame": {
+            "where": "network", "hop": lab.addr("gw-worker-2").to_string(),
+            "hop_distance": null, "cause": "redirect", "rule": null
+        }}),
+        "{}",
         p.detail
     );
 }

@@ -154,13 +154,17 @@ impl Default for RoundConfig {
 
 impl RoundConfig {
     /// The deadline of a `probe` request: every attempt of a silent path,
-    /// its TLS handshake and exchange, the engine's ICMP pacing window,
-    /// plus slack.
+    /// its TLS handshake and exchange, the two extra tries of a stalled
+    /// handshake (the path-MTU retry and its control), the engine's ICMP
+    /// pacing window, the TTL walks' budget, plus slack.
     pub fn probe_deadline(&self, plan: &Plan) -> Duration {
         let d = plan.defaults;
         let attempt = Duration::from_millis(d.timeout_ms);
         let pacing = crate::probe::ProbeConfig::default().icmp_pacing_window;
-        attempt * (d.retries.saturating_add(3)) + pacing + self.probe_slack
+        attempt * (d.retries.saturating_add(5))
+            + pacing
+            + crate::probe::WALK_BUDGET
+            + self.probe_slack
     }
 
     /// The canaries' TTL: the worst case of the whole round, plus slack.

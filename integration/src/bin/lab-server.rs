@@ -3,7 +3,9 @@
 //! by itself after `--lifetime` seconds so that nothing outlives a test.
 //!
 //! Usage: `lab-server --bind ADDR [--tcp PORTS] [--tls PORTS --ca-out FILE
-//! --name NAME] [--lifetime SECS]`; PORTS as in targets (`80,443,7000-7099`).
+//! --name NAME [--extra-sans N]] [--lifetime SECS]`; PORTS as in targets
+//! (`80,443,7000-7099`). `--extra-sans N` pads the certificate with N more
+//! DNS names, for a handshake too large for a small path MTU.
 //! Prints `ready` once every listener is bound.
 
 use std::io::{Read, Write};
@@ -22,6 +24,7 @@ struct Options {
     tls: Vec<u16>,
     ca_out: Option<PathBuf>,
     name: String,
+    extra_sans: usize,
     lifetime: Duration,
 }
 
@@ -37,6 +40,7 @@ fn parse_args() -> anyhow::Result<Options> {
         tls: Vec::new(),
         ca_out: None,
         name: "lab-server".to_string(),
+        extra_sans: 0,
         lifetime: Duration::from_secs(300),
     };
     let mut args = std::env::args().skip(1);
@@ -50,6 +54,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--tls" => o.tls = ports(&value)?,
             "--ca-out" => o.ca_out = Some(PathBuf::from(value)),
             "--name" => o.name = value,
+            "--extra-sans" => o.extra_sans = value.parse().context("--extra-sans")?,
             "--lifetime" => o.lifetime = Duration::from_secs(value.parse().context("--lifetime")?),
             _ => bail!("unknown flag {flag}"),
         }
@@ -117,7 +122,9 @@ fn tls_config(o: &Options) -> anyhow::Result<rustls::ServerConfig> {
     }
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![o.name.clone(), o.bind.to_string()])?;
+    let mut names = vec![o.name.clone(), o.bind.to_string()];
+    names.extend((0..o.extra_sans).map(|i| format!("padding-{i:04}.{}.lab.invalid", o.name)));
+    let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, &o.name);
     let cert = params.signed_by(&key, &issuer)?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(

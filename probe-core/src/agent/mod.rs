@@ -494,15 +494,23 @@ impl Shared {
                         .filter(|round| round.id == r.round)
                         .map(|round| {
                             (
-                                round.log.snapshot(),
-                                round.handshakes.snapshot(),
+                                round.log.clone(),
+                                round.handshakes.clone(),
                                 round.trace.clone(),
                             )
                         })
                 };
-                let Some((canaries, handshakes, trace)) = found else {
+                let Some((log, handshakes, trace)) = found else {
                     return error(format!("evidence: no round {} on this agent", r.round));
                 };
+                // Reading the kernel's tables blocks: off the runtime's
+                // workers.
+                let watched = handshakes.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    watched.refresh();
+                    watched.finish();
+                })
+                .await;
                 let trace = match trace {
                     None => None,
                     Some(Ok(tracer)) => Some(tracer.evidence().await),
@@ -510,8 +518,8 @@ impl Shared {
                 };
                 Response::Evidence(EvidenceReply {
                     round: r.round,
-                    canaries,
-                    handshakes,
+                    canaries: log.snapshot(),
+                    handshakes: handshakes.snapshot(),
                     trace,
                 })
             }
@@ -584,12 +592,18 @@ impl Shared {
         );
         // Every planned port is watched, held ones too: the kernel's
         // handshakes say how far a probe got even where no canary listens.
-        let handshakes = syn_watch::start(
+        // Polled until the evidence is taken (see syn_watch).
+        // Reading the kernel's tables blocks: off the runtime's workers.
+        let (ips, watched, watch_cancel) = (
             self.canary_ips.clone(),
             listeners.iter().map(|l| l.port).collect(),
-            expires,
-            &cancel,
+            cancel.clone(),
         );
+        let handshakes = tokio::task::spawn_blocking(move || {
+            syn_watch::start(ips, watched, true, expires, &watch_cancel)
+        })
+        .await
+        .unwrap_or_default();
         let trace = if self.config.rule_trace {
             Some(self.start_trace(&req.round, ttl, &cancel, &tracker).await)
         } else {
@@ -770,11 +784,11 @@ impl Shared {
                 attempts: r.attempts,
                 source: r.local_address,
                 answered_by: exchange.answered_by(k),
-                connect_us: r.connect_time.map(micros),
-                tls_us: r.tls_time.map(micros),
                 icmp: r.icmp,
                 path_mtu: r.path_mtu,
                 walk: r.walk,
+                connect_us: r.connect_time.map(micros),
+                tls_us: r.tls_time.map(micros),
                 cert: r.cert,
                 service_banner: greeter.banner(k),
             })

@@ -3,17 +3,28 @@
 //! A canary only learns of connections that complete; a SYN whose SYN-ACK
 //! is lost on the way back, or whose ACK is dropped by a stateless filter,
 //! leaves only a request socket in `SYN_RECV`. Linux lists those without
-//! root in `/proc/net/tcp` and `/proc/net/tcp6` (state `03`), so the agent
-//! polls them while the round's canaries are up and keeps, per port and
-//! source address, the furthest stage it saw: `syn`, or `connected` once
-//! the handshake completed there.
+//! root in `/proc/net/tcp` and `/proc/net/tcp6` (state `03`), and keeps
+//! them while it retransmits its SYN-ACK (about a minute), so the agent
+//! reads the tables when the round starts (what is already there is no
+//! evidence) and again when the coordinator asks for evidence, and keeps,
+//! per port and source address, the furthest stage it saw: `syn`, or
+//! `connected` once the handshake completed there.
+//!
+//! In between it polls every [`POLL_INTERVAL`]: a request socket whose
+//! SYN-ACK the host's own output filter drops is removed at the first
+//! retransmission (about a second), and a connection that stalls (a
+//! path-MTU black hole) is gone by the time evidence is asked for. Reading
+//! the tables walks the kernel's whole connection hash (some 10 ms of
+//! system time on a large host, whatever the namespace), so polling stops
+//! once the evidence is taken, and one poller thread serves every agent of
+//! a process.
 //!
 //! Where `/proc/net/tcp` cannot be read (not Linux) the watch reports "not
 //! available" ([`SynLog::snapshot`] is `None`) and the round goes on
 //! without it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -24,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::{Handshake, HandshakeStage};
 
 /// How often the socket tables are read.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(400);
 
 /// Most (port, source) pairs kept per round: a scan of the host must not
 /// grow the agent.
@@ -33,11 +44,33 @@ pub const MAX_ENTRIES: usize = 4096;
 /// What the watch saw in one round.
 #[derive(Debug, Default)]
 pub struct SynLog {
+    ips: Vec<IpAddr>,
+    ports: HashSet<u16>,
+    /// Sockets already there when the round began (say, a request socket
+    /// of the previous round's probe, which lingers for half a minute):
+    /// never evidence of this round.
+    baseline: HashSet<(u16, SocketAddr)>,
     seen: Mutex<BTreeMap<(u16, IpAddr), HandshakeStage>>,
     available: Mutex<Option<bool>>,
+    /// The evidence was taken: polling for this round stops.
+    finished: AtomicBool,
 }
 
 impl SynLog {
+    /// Reads the tables once more, now: the evidence request calls it so
+    /// that the answer includes the latest state whatever the poller's
+    /// schedule (a busy host may have delayed it).
+    pub fn refresh(&self) {
+        if !self.ports.is_empty() {
+            self.absorb(read_tables().as_deref(), &self.ips, &self.ports);
+        }
+    }
+
+    /// Stops polling for this round (the evidence has been taken).
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
     /// Every (port, source) seen with its furthest stage; `None` when the
     /// socket tables could not be read.
     pub fn snapshot(&self) -> Option<Vec<Handshake>> {
@@ -71,8 +104,11 @@ impl SynLog {
     fn absorb(&self, rows: Option<&[Row]>, ips: &[IpAddr], ports: &HashSet<u16>) {
         if let Some(rows) = rows {
             for (local, port, remote, stage) in rows {
-                if ports.contains(port) && ips.iter().any(|ip| ip.is_unspecified() || ip == local) {
-                    self.note(*port, *remote, *stage);
+                if ports.contains(port)
+                    && ips.iter().any(|ip| ip.is_unspecified() || ip == local)
+                    && !self.baseline.contains(&(*port, *remote))
+                {
+                    self.note(*port, remote.ip(), *stage);
                 }
             }
         }
@@ -90,10 +126,38 @@ impl SynLog {
     }
 }
 
-/// One socket of the tables: local address and port, remote address, stage.
-type Row = (IpAddr, u16, IpAddr, HandshakeStage);
+/// One socket of the tables: local address and port, remote address and
+/// port, stage.
+type Row = (IpAddr, u16, SocketAddr, HandshakeStage);
 
-/// Both tables' handshakes; `None` when neither can be read.
+/// How old a reading of the tables may be and still serve as another
+/// watch's baseline: the agents of one process (`portcall demo`) prepare
+/// at the same moment, and one walk of the kernel's tables serves them
+/// all. (An older baseline only leaves out fewer sockets.)
+const SHARED_READING: Duration = Duration::from_millis(100);
+
+/// The last reading of the tables and when it was taken.
+static LAST_READING: Mutex<Option<(std::time::Instant, Option<Arc<[Row]>>)>> = Mutex::new(None);
+
+/// Both tables' handshakes for a baseline, read now or at most
+/// [`SHARED_READING`] ago; `None` when neither can be read. Concurrent
+/// callers wait for one reading instead of each walking the tables.
+fn read_baseline() -> Option<Vec<Row>> {
+    let mut last = LAST_READING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, rows)) = last.as_ref() {
+        if at.elapsed() < SHARED_READING {
+            return rows.as_ref().map(|r| r.to_vec());
+        }
+    }
+    let rows = read_tables();
+    *last = Some((
+        std::time::Instant::now(),
+        rows.as_ref().map(|r| Arc::from(r.as_slice())),
+    ));
+    rows
+}
+
+/// Both tables' handshakes, read now; `None` when neither can be read.
 fn read_tables() -> Option<Vec<Row>> {
     let mut rows = Vec::new();
     let mut any = false;
@@ -122,16 +186,38 @@ static WATCHES: Mutex<Vec<Watch>> = Mutex::new(Vec::new());
 static POLLING: AtomicBool = AtomicBool::new(false);
 
 /// Starts watching `ports` on `ips` until `cancel` fires or `deadline`
-/// passes, polling every [`POLL_INTERVAL`].
+/// passes, or [`SynLog::finish`] is called. The tables are read now (the
+/// baseline), on [`SynLog::refresh`], and with `poll` every
+/// [`POLL_INTERVAL`] in between.
 pub fn start(
     ips: Vec<IpAddr>,
     ports: Vec<u16>,
+    poll: bool,
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Arc<SynLog> {
-    let log = Arc::new(SynLog::default());
     let ports: HashSet<u16> = ports.into_iter().collect();
-    if ports.is_empty() {
+    // The baseline is read here, before any probe of the round can leave;
+    // that reading also says whether the tables are there at all.
+    let tables = if ports.is_empty() {
+        None
+    } else {
+        read_baseline()
+    };
+    let baseline = tables
+        .iter()
+        .flatten()
+        .filter(|(_, port, _, _)| ports.contains(port))
+        .map(|(_, port, remote, _)| (*port, *remote))
+        .collect();
+    let log = Arc::new(SynLog {
+        ips: ips.clone(),
+        ports: ports.clone(),
+        baseline,
+        available: Mutex::new(tables.as_ref().map(|_| true)),
+        ..SynLog::default()
+    });
+    if ports.is_empty() || !poll {
         return log;
     }
     WATCHES
@@ -162,8 +248,13 @@ fn poller() {
         {
             let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
-            watches
-                .retain(|w| now < w.until && !w.cancel.is_cancelled() && w.log.strong_count() > 0);
+            watches.retain(|w| {
+                now < w.until
+                    && !w.cancel.is_cancelled()
+                    && w.log
+                        .upgrade()
+                        .is_some_and(|l| !l.finished.load(Ordering::Acquire))
+            });
             if watches.is_empty() {
                 POLLING.store(false, Ordering::Release);
                 return;
@@ -189,7 +280,7 @@ fn poller() {
 }
 
 /// The sockets of one `/proc/net/tcp{,6}` table that show a handshake from
-/// a peer: `(local address, local port, remote address, stage)`. Listening
+/// a peer: `(local address, local port, remote, stage)`. Listening
 /// sockets and our own outgoing SYNs are left out.
 fn parse_table(text: &str) -> Vec<Row> {
     let mut out = Vec::new();
@@ -207,10 +298,10 @@ fn parse_table(text: &str) -> Vec<Row> {
             "01" | "04" | "05" | "06" | "08" | "09" | "0B" => HandshakeStage::Connected,
             _ => continue,
         };
-        let (Some((lip, lport)), Some((rip, _))) = (endpoint(local), endpoint(remote)) else {
+        let (Some((lip, lport)), Some((rip, rport))) = (endpoint(local), endpoint(remote)) else {
             continue;
         };
-        out.push((lip, lport, rip, stage));
+        out.push((lip, lport, SocketAddr::new(rip, rport), stage));
     }
     out
 }
@@ -260,13 +351,13 @@ mod tests {
                 (
                     ip("198.18.18.40"),
                     9467,
-                    ip("198.18.1.20"),
+                    "198.18.1.20:40000".parse().unwrap(),
                     HandshakeStage::Syn
                 ),
                 (
                     ip("198.18.18.40"),
                     3306,
-                    ip("198.18.1.21"),
+                    "198.18.1.21:40001".parse().unwrap(),
                     HandshakeStage::Connected
                 ),
             ]
@@ -274,9 +365,9 @@ mod tests {
         let v6 = "  sl  local_address                         remote_address                        st\n   0: 02000120030000000000000040000000:24FB 02000120010000000000000020000000:9C40 03 0\n   1: 0000000000000000FFFF0000281212C6:24FB 0000000000000000FFFF0000140112C6:9C40 01 0\n";
         let rows = parse_table(v6);
         assert_eq!(rows[0].0, ip("2001:2:0:3::40"));
-        assert_eq!(rows[0].2, ip("2001:2:0:1::20"));
+        assert_eq!(rows[0].2.ip(), ip("2001:2:0:1::20"));
         assert_eq!(rows[1].0, ip("198.18.18.40"));
-        assert_eq!(rows[1].2, ip("198.18.1.20"));
+        assert_eq!(rows[1].2.ip(), ip("198.18.1.20"));
     }
 
     #[test]
@@ -318,5 +409,21 @@ mod tests {
         let other = SynLog::default();
         assert!(other.poll(&["127.0.0.2".parse().unwrap()], &ports));
         assert_eq!(other.snapshot(), Some(vec![]));
+        // A watch started while the connection already existed leaves it
+        // out: it belongs to an earlier round.
+        let cancel = CancellationToken::new();
+        let later = start(
+            vec!["127.0.0.1".parse().unwrap()],
+            vec![port],
+            false,
+            Instant::now() + Duration::from_secs(5),
+            &cancel,
+        );
+        later.refresh();
+        assert_eq!(later.snapshot(), Some(vec![]));
+        let _c2 = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        later.refresh();
+        assert_eq!(later.snapshot().unwrap().len(), 1);
+        cancel.cancel();
     }
 }

@@ -195,14 +195,6 @@ pub struct PathProbe {
     pub source: Option<SocketAddr>,
     /// The host name a canary answered with, when one answered.
     pub answered_by: Option<String>,
-    /// The final attempt's TCP connect round trip (SYN to SYN-ACK), in
-    /// microseconds; `None` when it did not connect.
-    #[serde(default)]
-    pub connect_us: Option<u64>,
-    /// The final attempt's TLS handshake, in microseconds; `None` when none
-    /// completed.
-    #[serde(default)]
-    pub tls_us: Option<u64>,
     /// The ICMP error that came back, with its sender.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<IcmpEvidence>,
@@ -213,6 +205,14 @@ pub struct PathProbe {
     /// For a `timeout`, the TTL walk toward the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk: Option<Walk>,
+    /// The final attempt's TCP connect round trip (SYN to SYN-ACK), in
+    /// microseconds; `None` when it did not connect.
+    #[serde(default)]
+    pub connect_us: Option<u64>,
+    /// The final attempt's TLS handshake, in microseconds; `None` when none
+    /// completed.
+    #[serde(default)]
+    pub tls_us: Option<u64>,
     /// The server certificate's facts, where a TLS handshake saw one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert: Option<Box<crate::probe::CertFacts>>,

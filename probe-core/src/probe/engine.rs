@@ -77,8 +77,9 @@ pub struct ProbeConfig {
     /// How long a target may keep failing locally (no descriptor, no
     /// ephemeral port) before it is reported as `local-error`.
     pub local_error_budget: Duration,
-    /// When TCP opens but TLS (or the exchange) stalls, try once more with
-    /// this maximum segment size; success there is a path-MTU black hole.
+    /// When TCP opens but the TLS handshake stalls, try once more with this
+    /// maximum segment size; success there (and a control try that stalls
+    /// again) is a path-MTU black hole.
     /// `None` turns the second try off.
     pub mtu_retry_mss: Option<u32>,
     /// Walk the TTL toward targets that stayed silent
@@ -87,11 +88,14 @@ pub struct ProbeConfig {
     pub ttl_walk: Option<WalkConfig>,
 }
 
-/// Most distinct addresses walked after one sweep, and walks at once: each
-/// walk holds up to [`ttl_walk::MAX_HOPS`] sockets for at most its deadline,
-/// so a sweep spends at most `MAX_WALKS / WALKS_AT_ONCE` deadlines on them.
-const MAX_WALKS: usize = 32;
+/// Walks after one sweep: at most [`WALKS_AT_ONCE`] at a time (each holds
+/// up to [`ttl_walk::MAX_HOPS`] sockets for at most its deadline), and no
+/// new batch once [`WALK_BUDGET`] would be exceeded, so walking adds at
+/// most `WALK_BUDGET` to a sweep however many targets were silent.
 const WALKS_AT_ONCE: usize = 4;
+
+/// The most time walks may add to one sweep.
+pub const WALK_BUDGET: Duration = Duration::from_secs(3);
 
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
@@ -400,7 +404,7 @@ impl Prober {
         tracker.close();
         tracker.wait().await;
         if let (Some(walk), false) = (config.ttl_walk, cancel.is_cancelled()) {
-            walk_silent(&mut slots, walk, config.source, cancel).await;
+            walk_silent(&mut slots, walk, config, cancel).await;
         }
         targets
             .iter()
@@ -462,40 +466,64 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
     }
 }
 
-/// Walks the TTL toward every address whose result is `timeout` (one walk
-/// per address and port, at most [`MAX_WALKS`], [`WALKS_AT_ONCE`] at a
-/// time), skipping targets on this host's own link, and attaches each walk
-/// to the results it explains.
+/// Walks the TTL toward the targets whose result is `timeout` (one walk per
+/// address and port; one port of every silent address first, then the
+/// others, within [`WALK_BUDGET`]), skipping targets on this host's own
+/// link, and attaches each walk to the results it explains.
 async fn walk_silent(
     slots: &mut [Slot],
     config: WalkConfig,
-    source: Option<IpAddr>,
+    probe: &ProbeConfig,
     cancel: &CancellationToken,
 ) {
-    let mut wanted: Vec<SocketAddr> = Vec::new();
+    let mut on_link: HashMap<IpAddr, bool> = HashMap::new();
+    let mut first: Vec<SocketAddr> = Vec::new();
+    let mut rest: Vec<SocketAddr> = Vec::new();
     for slot in slots.iter() {
-        if let (Some(r), Some(addr)) = (&slot.result, slot.addr) {
-            if r.observed == Observed::Timeout
-                && !wanted.contains(&addr)
-                && wanted.len() < MAX_WALKS
-                && ttl_walk::on_link(addr.ip()) != Some(true)
-            {
-                wanted.push(addr);
-            }
+        let (Some(r), Some(addr)) = (&slot.result, slot.addr) else {
+            continue;
+        };
+        if r.observed != Observed::Timeout || first.contains(&addr) || rest.contains(&addr) {
+            continue;
+        }
+        let local = *on_link
+            .entry(addr.ip())
+            .or_insert_with(|| ttl_walk::on_link(addr.ip()) == Some(true));
+        if local {
+            continue;
+        }
+        if first.iter().any(|a| a.ip() == addr.ip()) {
+            rest.push(addr);
+        } else {
+            first.push(addr);
         }
     }
+    let wanted: Vec<SocketAddr> = first.into_iter().chain(rest).collect();
     if wanted.is_empty() {
         return;
     }
-    let config = WalkConfig {
-        source: config.source.or(source),
-        ..config
+    // A walk leaves from the address the probes left from.
+    let source_for = |addr: SocketAddr| {
+        config
+            .source
+            .into_iter()
+            .chain(probe.source)
+            .chain(probe.sources.iter().copied())
+            .find(|s| s.is_ipv4() == addr.is_ipv4())
     };
     let mut walks: HashMap<SocketAddr, Walk> = HashMap::new();
+    let started = Instant::now();
     for chunk in wanted.chunks(WALKS_AT_ONCE) {
+        if started.elapsed() + config.deadline > WALK_BUDGET {
+            break;
+        }
         let mut set = tokio::task::JoinSet::new();
         for addr in chunk {
             let addr = *addr;
+            let config = WalkConfig {
+                source: source_for(addr),
+                ..config
+            };
             set.spawn(async move { (addr, ttl_walk::walk(addr, config).await) });
         }
         loop {
@@ -636,8 +664,8 @@ impl Shared {
     async fn attempt(&self, index: usize, target: &Target, addr: SocketAddr) -> Attempt {
         let started = Instant::now();
         let mut local_address = None;
-        let mut timing = Timing::default();
         let mut icmp = None;
+        let mut timing = Timing::default();
         let mut kind = self
             .attempt_inner(
                 index,
@@ -679,8 +707,9 @@ impl Shared {
     /// gets through too, the stall was passing (a busy host, not the path)
     /// and its result is the attempt's; if it stalls again, the first try's
     /// outcome stands (that is what ordinary clients get) and the attempt is
-    /// marked as a path-MTU black hole. When the small MSS stalls too, the
-    /// first try's outcome stands as it was.
+    /// marked as a path-MTU black hole. When the small MSS stalls too, or
+    /// gets through only slowly (in more than half its deadline: a busy
+    /// host), the first try's outcome stands as it was.
     async fn mtu_retry(
         &self,
         index: usize,
@@ -700,6 +729,7 @@ impl Shared {
         let mut local = None;
         let mut icmp = None;
         let mut second_timing = Timing::default();
+        let second_started = Instant::now();
         let second = self
             .attempt_inner(
                 index,
@@ -711,12 +741,17 @@ impl Shared {
                 &mut second_timing,
             )
             .await;
+        // A black hole eats large packets and lets small ones through at
+        // once; a small try that only just made its deadline is a slow
+        // host, and proves nothing about the path.
+        let deadline = self.config.tls_timeout.max(self.config.exchange_timeout);
+        let quick = second_started.elapsed() * 2 < deadline;
         match second {
             AttemptKind::Final {
                 observed: Observed::Open,
                 cert,
                 ..
-            } => {
+            } if quick => {
                 let mut control_local = None;
                 let mut control_icmp = None;
                 let mut control_timing = Timing::default();
@@ -743,6 +778,7 @@ impl Shared {
                     return control;
                 }
                 *local_address = local.or(*local_address);
+                timing.tls = second_timing.tls;
                 AttemptKind::Final {
                     observed,
                     detail: format!(
@@ -951,7 +987,9 @@ impl Shared {
                     "connected, but no answer to the exchange within {} ms",
                     self.config.exchange_timeout.as_millis()
                 ),
-                true,
+                // The exchange's lines are far below any path MTU: a stall
+                // there is never a black hole, so no small-MSS retry.
+                false,
             ),
         }
     }
@@ -1046,9 +1084,12 @@ async fn connect(
                 let icmp = errqueue::read(&socket);
                 return (Err(Some(e)), icmp);
             }
-            // Established already (a peer name exists only then).
-            Ok(None) if socket.peer_addr().is_ok() => connected = Some(started.elapsed()),
-            Ok(None) => {}
+            Ok(None) => {
+                // Established already (a peer name exists only then).
+                if socket.peer_addr().is_ok() {
+                    connected = Some(started.elapsed());
+                }
+            }
         },
         Err(e) => {
             let icmp = errqueue::read(&socket);

@@ -19,7 +19,7 @@ mod target;
 mod tls;
 pub mod ttl_walk;
 
-pub use engine::{ProbeConfig, Prober};
+pub use engine::{ProbeConfig, Prober, WALK_BUDGET};
 pub use error::ProbeError;
 pub use errqueue::IcmpEvidence;
 pub use eta::SweepEta;

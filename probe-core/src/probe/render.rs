@@ -5,6 +5,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
+use super::errqueue::IcmpEvidence;
 use super::outcome::{CertFacts, Observed, ProbeResult};
 use crate::port::Protocol;
 
@@ -35,6 +36,8 @@ struct Row<'a> {
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     certificate: Option<&'a CertFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp: Option<&'a IcmpEvidence>,
 }
 
 fn latency_ms(r: &ProbeResult) -> f64 {
@@ -59,6 +62,7 @@ pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()>
             latency_ms: latency_ms(r),
             attempts: r.attempts,
             certificate: r.cert.as_deref(),
+            icmp: r.icmp.as_ref(),
         };
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &row)?;
@@ -112,7 +116,10 @@ pub fn write_table<W: Write>(
                 r.observed.to_string(),
                 format!("{:.1} ms", r.latency.as_secs_f64() * 1e3),
                 r.attempts.to_string(),
-                r.detail.clone(),
+                match &r.icmp {
+                    Some(i) => format!("{} (ICMP {} from {})", r.detail, i.kind, i.from),
+                    None => r.detail.clone(),
+                },
             ]
         })
         .collect();

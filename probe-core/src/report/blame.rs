@@ -329,7 +329,7 @@ impl Blame {
     pub fn sentence(&self, to: &str, icmp: Option<&IcmpEvidence>) -> String {
         let kind = icmp.map_or(String::new(), |i| format!(" (ICMP {})", i.kind));
         let hop = || match (&self.hop, self.hop_distance) {
-            (Some(h), Some(d)) => format!("{h} (hop {d})"),
+            (Some(h), Some(d)) => format!("{h} at hop {d}"),
             (Some(h), None) => h.clone(),
             _ => String::new(),
         };
@@ -359,7 +359,7 @@ impl Blame {
             ),
             (_, Cause::Drop) => format!("dropped silently on the way to {to} or at {to}"),
             (_, Cause::ReturnPathLost) if self.hop.is_some() => format!(
-                "return path lost: {to} got the SYN but its answers never came back (last hop that answered: {})",
+                "return path lost: {to} got the SYN but its answers never came back; the last hop that answered on the way there is {}",
                 hop()
             ),
             (_, Cause::ReturnPathLost) => {

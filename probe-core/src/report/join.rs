@@ -334,9 +334,9 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     r.latency_ms = probe.connect_us.map(ms);
     r.tls_ms = probe.tls_us.map(ms);
     r.attempts = probe.attempts;
+    r.icmp = probe.icmp.clone();
     // A DNS target's family is the one its resolved address had.
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
-    r.icmp = probe.icmp.clone();
     r.cert = probe.cert.as_deref().cloned();
     r.service_banner = probe.service_banner.clone();
     if probe.observed == Observed::LocalError {
@@ -374,11 +374,23 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     // How far the source's handshakes got at the target, by the target's
     // kernel: keyed by the address the source sent from (or, when it never
     // connected, its plan address).
+    // Only addresses of the path's own family: a dual-stack pair's other
+    // path must not lend this one its handshakes.
+    let v4 = r
+        .address
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|a| a.is_ipv4());
     let sources: Vec<String> = probe
         .source
         .map(|s| s.ip().to_string())
         .into_iter()
-        .chain(plan.host(&path.from).map(|h| h.address.to_string()))
+        .chain(
+            plan.host(&path.from)
+                .into_iter()
+                .flat_map(|h| h.addresses.iter().map(ToString::to_string)),
+        )
+        .filter(|a| v4.is_none() || a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
         .collect();
     let handshake = dst.handshakes.as_ref().map(|hs| {
         hs.iter()
@@ -404,6 +416,9 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             }
         })
     };
+    // EACCES is also how the kernel reports an ICMPv6 admin-prohibited: it
+    // is the source's own refusal only when no ICMP error came back.
+    let denied = local_denial(&probe.detail) && probe.icmp.is_none();
     let mut redirected_to = None;
     match listener {
         Listener::Canary => {
@@ -422,6 +437,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             r.seen_source = sighting.map(|s| s.source.ip().to_string());
             r.target_stage = match (sighting, handshake) {
                 (Some(_), _) => Some(TargetStage::Nonce),
+                // The source connected, yet the target's tables show
+                // nothing: a short connection can come and go between two
+                // readings, so "nothing" is not said.
+                (None, Some(None)) if probe.source.is_some() => None,
                 (None, Some(h)) => Some(stage_of(h)),
                 (None, None) => None,
             };
@@ -447,7 +466,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                     silence("")
                 ),
                 Observed::Timeout => silence(&canary),
-                Observed::Unreachable if local_denial(&probe.detail) => with(format!(
+                Observed::Unreachable if denied => with(format!(
                     "refused on {} itself before anything was sent: its own packet filter or security policy{canary}",
                     path.from
                 )),
@@ -477,7 +496,22 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                         probe.nonce.as_ref().and_then(|n| elsewhere(round, n))
                     {
                         s.push_str(&format!("; our nonce arrived at {host} from {source}"));
-                        redirected_to = plan.host(&host).map(|h| h.address.to_string());
+                        // The address of the path's family where it landed.
+                        let v4 = path
+                            .address
+                            .to_string()
+                            .parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(|a| a.is_ipv4());
+                        redirected_to = plan.host(&host).map(|h| {
+                            h.addresses
+                                .iter()
+                                .map(ToString::to_string)
+                                .find(|a| {
+                                    a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4
+                                })
+                                .unwrap_or_else(|| h.address.to_string())
+                        });
                     }
                     s
                 }
@@ -503,9 +537,13 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);
-            // Without a canary only a trace of the handshake is evidence:
-            // polling can miss a short connection, so "nothing" is not said.
-            r.target_stage = handshake.flatten().map(|h| stage_of(Some(h)));
+            // Without a canary only a trace of a failing connection is
+            // evidence: polling can miss a short one, so neither "nothing"
+            // nor the stage of a connection that worked is said.
+            r.target_stage = handshake
+                .flatten()
+                .filter(|_| probe.observed != Observed::Open)
+                .map(|h| stage_of(Some(h)));
             let live = format!(" ({why})");
             r.detail = match probe.observed {
                 Observed::Open => format!("connected to the live service{live}"),
@@ -514,7 +552,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                     path.to
                 ),
                 Observed::Timeout => silence(&live),
-                Observed::Unreachable if local_denial(&probe.detail) => with(format!(
+                Observed::Unreachable if denied => with(format!(
                     "refused on {} itself before anything was sent: its own packet filter or security policy{live}",
                     path.from
                 )),
@@ -528,7 +566,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     }
     let mut addresses = vec![r.address.clone()];
     if let Some(h) = plan.host(&path.to) {
-        addresses.push(h.address.to_string());
+        addresses.extend(h.addresses.iter().map(ToString::to_string));
     }
     let traced = traced(plan, path, probe, &r.address, src, dst);
     r.blame = blame::blame(&blame::Evidence {
@@ -538,7 +576,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         target_stage: r.target_stage,
         walk: probe.walk.as_ref(),
         path_mtu: probe.path_mtu,
-        local_denial: local_denial(&probe.detail),
+        local_denial: denied,
         redirected_to: redirected_to.as_deref(),
         traced,
     });
@@ -807,7 +845,16 @@ expect = "blocked"
         denied.detail = crate::probe::classify::errno_name(libc::EPERM);
         let mut icmp = probe(0, Some("aa"), Observed::Unreachable);
         icmp.detail = crate::probe::classify::errno_name(libc::EHOSTUNREACH);
-        for (probe_of_0, local) in [(denied, true), (icmp, false)] {
+        // An ICMPv6 admin-prohibited reaches connect as EACCES: with the
+        // ICMP error in hand it is the router's, not the source's.
+        let mut v6 = probe(0, Some("aa"), Observed::Unreachable);
+        v6.detail = crate::probe::classify::errno_name(libc::EACCES);
+        v6.icmp = Some(crate::probe::IcmpEvidence {
+            kind: "admin-prohibited".into(),
+            code: 1,
+            from: "2001:2:0:1::254".into(),
+        });
+        for (probe_of_0, local) in [(denied, true), (icmp, false), (v6, false)] {
             let web = up(
                 vec![],
                 vec![probe_of_0, probe(1, None, Observed::Refused)],
@@ -981,6 +1028,69 @@ expect = "blocked"
             "{}",
             p.detail
         );
+    }
+
+    /// The target's handshake trace is matched to a path by the source's
+    /// address of the path's family only: the IPv4 path's connection is no
+    /// evidence that the IPv6 path's SYN arrived.
+    #[test]
+    fn handshakes_count_only_for_the_paths_own_family() {
+        let p = Plan::parse(
+            r#"
+name = "dual"
+[defaults]
+timeout_ms = 500
+retries = 0
+[[hosts]]
+name = "web"
+address = ["198.18.1.20", "2001:2:0:1::20"]
+[[hosts]]
+name = "db"
+address = ["198.18.3.40", "2001:2:0:3::40"]
+roles = ["mysql"]
+[[flows]]
+from = "host:web"
+to = "host:db"
+ports = ["mysql"]
+"#,
+            "dual.toml",
+        )
+        .unwrap();
+        assert_eq!(p.paths.len(), 2);
+        let v6 = p
+            .paths
+            .iter()
+            .position(|x| x.address.to_string().contains(':'))
+            .unwrap();
+        let v4 = 1 - v6;
+        let mut silent = probe(v6, Some("bb"), Observed::Timeout);
+        silent.source = None;
+        let mut open = probe(v4, Some("aa"), Observed::Open);
+        open.source = Some("198.18.1.20:40000".parse().unwrap());
+        let web = up(vec![], vec![silent, open], vec![]);
+        let mut db = up(
+            vec![mysql(ListenerState::Canary)],
+            vec![],
+            vec![Sighting {
+                nonce: "aa".into(),
+                source: "198.18.1.20:40000".parse().unwrap(),
+            }],
+        );
+        db.handshakes = Some(vec![Handshake {
+            port: 3306,
+            source: "198.18.1.20".into(),
+            stage: HandshakeStage::Connected,
+        }]);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        let r = join(&p, &round);
+        assert_eq!(r.paths[v4].target_stage, Some(TargetStage::Nonce));
+        assert_eq!(r.paths[v6].target_stage, Some(TargetStage::Nothing));
+        let blame = r.paths[v6].blame.as_ref().unwrap();
+        assert_eq!(blame.cause, crate::report::Cause::Drop, "{blame:?}");
     }
 
     #[test]

@@ -864,7 +864,7 @@ fn judge(
     let local_denial = [libc::EPERM, libc::EACCES]
         .into_iter()
         .map(errno_name)
-        .find(|name| p.detail.contains(name.as_str()));
+        .find(|name| p.icmp.is_none() && p.detail.contains(name.as_str()));
     if let Some(sp) = p.server_port.filter(|sp| *sp != p.port) {
         // The client dials a port the server does not listen on: opening
         // the dialled port would not make anything answer there.

@@ -291,6 +291,54 @@ pub(crate) mod tests {
         r
     }
 
+    /// A blamed path reads as one sentence in the table's WHY column, in
+    /// markdown and in HTML; JSON carries the fields themselves.
+    #[test]
+    fn blame_is_one_sentence_in_every_human_format() {
+        use crate::probe::IcmpEvidence;
+        use crate::report::{Blame, Cause, ReportFormat, TargetStage, Where, render};
+        let mut r = sample();
+        let p = &mut r.paths[1];
+        p.observed = Some(Observed::Unreachable);
+        p.icmp = Some(IcmpEvidence {
+            kind: "admin-prohibited".into(),
+            code: 13,
+            from: "198.18.1.254".into(),
+        });
+        p.target_stage = Some(TargetStage::Nothing);
+        p.blame = Some(Blame {
+            at: Where::Network,
+            hop: Some("198.18.1.254".into()),
+            hop_distance: None,
+            cause: Cause::IcmpReject,
+            rule: None,
+        });
+        let sentence =
+            "rejected by 198.18.1.254 (ICMP admin-prohibited), a device on the way, not db";
+        for format in [
+            ReportFormat::Table,
+            ReportFormat::Markdown,
+            ReportFormat::Html,
+        ] {
+            let mut out = Vec::new();
+            render(&r, format, Default::default(), &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            // HTML says it once in the violations list (the matrix cell's
+            // tooltip repeats it).
+            let needle = match format {
+                ReportFormat::Html => {
+                    format!("<td class=\"why\">must be blocked, but {sentence}</td>")
+                }
+                _ => format!("must be blocked, but {sentence}"),
+            };
+            assert_eq!(text.matches(&needle).count(), 1, "{format:?}:\n{text}");
+        }
+        let json = serde_json::to_value(&r.paths[1]).unwrap();
+        assert_eq!(json["blame"]["where"], "network");
+        assert_eq!(json["icmp"]["type"], "admin-prohibited");
+        assert_eq!(json["target_stage"], "nothing");
+    }
+
     #[test]
     fn colour_marks_the_observed_cells_by_verdict_and_keeps_columns_aligned() {
         let mut out = Vec::new();
