@@ -150,51 +150,47 @@ pub async fn run_round(
             )
         })
         .collect();
-    let sessions =
-        each(sessions, cancel, |mut s| {
-            let security = security.clone();
-            let config = config.clone();
-            let (address, port) = endpoints[&s.host].clone();
-            let request = Request::Prepare(PrepareRequest {
-                round: round.clone(),
-                host: s.host.clone(),
-                plan_digest: digest.clone(),
-                ttl_ms,
-            });
-            async move {
-                let addr = match config.endpoints.get(&s.host) {
-                    Some(a) => *a,
-                    None => match resolve(&address, port, config.connect_timeout).await {
-                        Ok(a) => a,
-                        Err(why) => {
-                            s.lost(why);
-                            return s;
-                        }
-                    },
-                };
-                let mut conn =
-                    match control::connect(&security, &s.host, s.ip, addr, config.connect_timeout)
-                        .await
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            s.lost(chain(&e));
-                            return s;
-                        }
-                    };
-                match conn.request(&request, config.request_timeout).await {
-                    Ok(Response::Prepared(p)) => {
-                        s.evidence.outcome = AgentOutcome::Up;
-                        s.evidence.listeners = p.listeners;
-                        s.conn = Some(conn);
+    let sessions = each(sessions, cancel, |mut s| {
+        let security = security.clone();
+        let config = config.clone();
+        let (address, port) = endpoints[&s.host].clone();
+        let request = Request::Prepare(PrepareRequest {
+            round: round.clone(),
+            host: s.host.clone(),
+            plan_digest: digest.clone(),
+            ttl_ms,
+        });
+        async move {
+            let addr = match config.endpoints.get(&s.host) {
+                Some(a) => *a,
+                None => match resolve(&address, port, config.connect_timeout).await {
+                    Ok(a) => a,
+                    Err(why) => {
+                        s.lost(why);
+                        return s;
                     }
-                    Ok(_) => s.lost(chain(&conn.unexpected(&request))),
-                    Err(e) => s.lost(chain(&e)),
+                },
+            };
+            let mut conn = match connect_retrying(&security, &s.host, s.ip, addr, &config).await {
+                Ok(c) => c,
+                Err(e) => {
+                    s.lost(chain(&e));
+                    return s;
                 }
-                s
+            };
+            match conn.request(&request, config.request_timeout).await {
+                Ok(Response::Prepared(p)) => {
+                    s.evidence.outcome = AgentOutcome::Up;
+                    s.evidence.listeners = p.listeners;
+                    s.conn = Some(conn);
+                }
+                Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                Err(e) => s.lost(chain(&e)),
             }
-        })
-        .await;
+            s
+        }
+    })
+    .await;
 
     // Phase 2: probe. Each source learns which target ports have no canary.
     let mut live = Vec::new();
@@ -350,6 +346,47 @@ where
             })
         })
         .collect()
+}
+
+/// Connects to a session's agent, retrying within the connect phase
+/// (twice the connect timeout) when the connection was cut or the
+/// handshake failed or stalled: an agent shedding a flood of strangers
+/// evicts unauthenticated connections, ours among them at worst, and a
+/// retry gets through. A refused connection (no agent) is not retried.
+async fn connect_retrying(
+    security: &ClientSecurity,
+    host: &str,
+    ip: Option<IpAddr>,
+    addr: SocketAddr,
+    config: &RoundConfig,
+) -> Result<ControlStream, ControlError> {
+    let give_up = tokio::time::Instant::now() + config.connect_timeout * 2;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        let deadline = config
+            .connect_timeout
+            .min(left.max(Duration::from_millis(100)));
+        let err = match control::connect(security, host, ip, addr, deadline).await {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let retry = match &err {
+            ControlError::Connect { source, .. } => {
+                source.kind() != std::io::ErrorKind::ConnectionRefused
+            }
+            ControlError::ConnectTimeout { .. }
+            | ControlError::HandshakeTimeout { .. }
+            | ControlError::Handshake { .. } => true,
+            _ => false,
+        };
+        if !retry || tokio::time::Instant::now() + backoff >= give_up {
+            return Err(err);
+        }
+        tracing::debug!(%host, error = %chain(&err), "connect failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(800));
+    }
 }
 
 async fn resolve(address: &Address, port: u16, deadline: Duration) -> Result<SocketAddr, String> {

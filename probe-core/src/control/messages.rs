@@ -1,7 +1,9 @@
 //! The control protocol's messages. A round is four requests per agent:
 //! `prepare` (canaries up), `probe` (this host's outgoing paths),
 //! `evidence` (what the canaries saw), `teardown`; `hello` answers who the
-//! agent is without changing anything.
+//! agent is without changing anything, and `renew` extends the round's
+//! lease (the canaries close a few seconds after the coordinator's control
+//! connection is gone and nothing renewed it).
 
 use std::net::SocketAddr;
 
@@ -27,6 +29,8 @@ pub enum Request {
     Evidence(RoundRef),
     /// Close the canaries now.
     Teardown(RoundRef),
+    /// Keep the round's canaries up for another lease.
+    Renew(RoundRef),
 }
 
 /// `prepare`: a new round.
@@ -91,6 +95,8 @@ pub enum Response {
     Evidence(EvidenceReply),
     /// To `teardown`.
     TornDown(RoundRef),
+    /// To `renew`.
+    Renewed(RenewReply),
     /// The request was refused or could not be served.
     Error(ErrorReply),
 }
@@ -106,6 +112,16 @@ pub struct HelloReply {
     pub plan_digest: String,
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
+}
+
+/// `renewed`: the round's lease was extended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewReply {
+    /// The round's id.
+    pub round: String,
+    /// How long the lease lasts from now without a further renewal or the
+    /// control connection, in milliseconds.
+    pub lease_ms: u64,
 }
 
 /// What a planned port of this host got for the round.
@@ -177,6 +193,10 @@ pub struct PathProbe {
     pub source: Option<SocketAddr>,
     /// The host name a canary answered with, when one answered.
     pub answered_by: Option<String>,
+    /// The far end closed every attempt without answering anything, as a
+    /// canary shedding load does: the path was not measured.
+    #[serde(default)]
+    pub shed: bool,
 }
 
 /// `probed`: results of this host's outgoing paths.
@@ -208,6 +228,10 @@ pub struct CanaryEvidence {
     pub strays: u64,
     /// Sightings dropped because the cap was reached.
     pub dropped: u64,
+    /// Connections closed unanswered because the canary was full
+    /// (unauthenticated idle ones first): the canary was under load.
+    #[serde(default)]
+    pub shed: u64,
 }
 
 /// `evidence`: what this host's canaries saw.

@@ -11,8 +11,8 @@ mod transport;
 pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
     CanaryEvidence, ErrorReply, EvidenceReply, HelloReply, HostPort, ListenerReport, ListenerState,
-    PROTOCOL_VERSION, PathProbe, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, Request,
-    Response, RoundRef, Sighting,
+    PROTOCOL_VERSION, PathProbe, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest,
+    RenewReply, Request, Response, RoundRef, Sighting,
 };
 pub use transport::{
     ClientSecurity, ControlError, ControlStream, ServerSecurity, connect, op_name,

@@ -302,6 +302,23 @@ impl Prober {
                         ))
                     }
                 }
+                AttemptKind::Shed {
+                    observed,
+                    detail,
+                    cert,
+                } => {
+                    slot.attempts += 1;
+                    slot.sheds += 1;
+                    slot.cert = cert;
+                    if slot.sheds <= SHED_RETRIES {
+                        let backoff = Duration::from_millis(50 << slot.sheds);
+                        later.push(Reverse((Instant::now() + backoff, i)));
+                        None
+                    } else {
+                        slot.shed = true;
+                        Some((observed, detail))
+                    }
+                }
                 AttemptKind::SelfConnect => {
                     // The kernel picked the destination port as our source
                     // port and connected the socket to itself: nothing
@@ -397,6 +414,10 @@ struct Slot {
     local_failures: u32,
     local_since: Option<Instant>,
     self_connects: u32,
+    /// Attempts closed unanswered (a canary shedding load).
+    sheds: u32,
+    /// Every retry of the final attempt was closed unanswered.
+    shed: bool,
     /// The next attempt waits for the target's ICMP budget.
     paced: bool,
     latency: Duration,
@@ -416,8 +437,13 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         latency: slot.latency,
         attempts: slot.attempts,
         cert: slot.cert.clone(),
+        shed: slot.shed,
     }
 }
+
+/// Extra attempts for a path whose connection a canary shed (closed
+/// unanswered), spaced 100, 200, 400, 800 ms apart.
+const SHED_RETRIES: u32 = 4;
 
 /// Retry pacing for one destination address.
 ///
@@ -504,6 +530,13 @@ enum AttemptKind {
         cert: Option<Box<CertFacts>>,
     },
     Silent,
+    /// Closed before the far end sent a byte, where an exchange expected an
+    /// answer: retried a few times, never taken for another host.
+    Shed {
+        observed: Observed,
+        detail: String,
+        cert: Option<Box<CertFacts>>,
+    },
     SelfConnect,
     LocalTransient {
         detail: String,
@@ -575,16 +608,21 @@ impl Shared {
         }
         let local = local.unwrap_or(addr);
         match target.protocol {
-            Protocol::Tcp => {
-                let (observed, detail) = self
-                    .run_exchange(index, target, addr, local, &mut stream)
-                    .await;
-                AttemptKind::Final {
+            Protocol::Tcp => match self
+                .run_exchange(index, target, addr, local, &mut stream)
+                .await
+            {
+                Ok((observed, detail)) => AttemptKind::Final {
                     observed,
                     detail,
                     cert: None,
-                }
-            }
+                },
+                Err(detail) => AttemptKind::Shed {
+                    observed: Observed::WrongHost,
+                    detail,
+                    cert: None,
+                },
+            },
             Protocol::Tls => self.tls_phase(index, target, addr, local, stream).await,
         }
     }
@@ -616,6 +654,24 @@ impl Shared {
                     Some(inner) => inner.to_string(),
                     None => error_detail(&e),
                 };
+                // Closed before a byte of the handshake came back, where a
+                // canary should answer: shed under load, not a TLS failure.
+                let closed = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                );
+                if closed && self.exchange.is_some() {
+                    return AttemptKind::Shed {
+                        observed: Observed::TlsError,
+                        detail: format!(
+                            "TLS handshake failed: {reason} (closed before answering; the canary may be shedding load)"
+                        ),
+                        cert: None,
+                    };
+                }
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
                     detail: format!("TLS handshake failed: {reason}"),
@@ -634,9 +690,19 @@ impl Shared {
                 cert: Some(Box::new(facts)),
             };
         }
-        let (observed, mut detail) = self
+        let (observed, mut detail) = match self
             .run_exchange(index, target, addr, local, &mut tls)
-            .await;
+            .await
+        {
+            Ok(r) => r,
+            Err(detail) => {
+                return AttemptKind::Shed {
+                    observed: Observed::WrongHost,
+                    detail,
+                    cert: Some(Box::new(facts)),
+                };
+            }
+        };
         if observed == Observed::Open && !facts.verified {
             let why = facts.verify_error.as_deref().unwrap_or("");
             detail = join_detail(format!("certificate not verified: {why}"), detail);
@@ -655,9 +721,9 @@ impl Shared {
         peer: SocketAddr,
         local: SocketAddr,
         stream: &mut dyn ProbeStream,
-    ) -> (Observed, String) {
+    ) -> Result<(Observed, String), String> {
         let Some(exchange) = &self.exchange else {
-            return (Observed::Open, String::new());
+            return Ok((Observed::Open, String::new()));
         };
         let context = ExchangeContext {
             index,
@@ -671,15 +737,16 @@ impl Shared {
         )
         .await
         {
-            Ok(ExchangeOutcome::Confirmed { detail }) => (Observed::Open, detail),
-            Ok(ExchangeOutcome::WrongHost { detail }) => (Observed::WrongHost, detail),
-            Err(_elapsed) => (
+            Ok(ExchangeOutcome::Confirmed { detail }) => Ok((Observed::Open, detail)),
+            Ok(ExchangeOutcome::WrongHost { detail }) => Ok((Observed::WrongHost, detail)),
+            Ok(ExchangeOutcome::Unanswered { detail }) => Err(detail),
+            Err(_elapsed) => Ok((
                 Observed::WrongHost,
                 format!(
                     "connected, but no answer to the exchange within {} ms",
                     self.config.exchange_timeout.as_millis()
                 ),
-            ),
+            )),
         }
     }
 }

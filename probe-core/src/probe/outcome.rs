@@ -115,6 +115,10 @@ pub struct ProbeResult {
     /// Certificate facts, present when a TLS handshake got far enough to
     /// see a certificate (boxed: most results of a sweep have none).
     pub cert: Option<Box<CertFacts>>,
+    /// Every attempt connected and was closed before the far end sent a
+    /// byte, where an exchange expected an answer (a canary shedding load):
+    /// the outcome measures nothing.
+    pub shed: bool,
 }
 
 #[cfg(test)]

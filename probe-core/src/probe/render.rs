@@ -183,6 +183,7 @@ mod tests {
             latency: Duration::from_micros(ms * 1000 + 400),
             attempts: 1,
             cert: None,
+            shed: false,
         }
     }
 
