@@ -30,6 +30,7 @@ pub(crate) struct RawDefaults {
     pub timeout_ms: Option<Spanned<i64>>,
     pub retries: Option<Spanned<i64>>,
     pub control_port: Option<Spanned<i64>>,
+    pub max_paths: Option<Spanned<i64>>,
 }
 
 /// One `[[hosts]]` entry.
