@@ -177,3 +177,65 @@ while time.time() < end:
     let lines = log.lines().filter(|l| l.contains("refused")).count();
     assert!(lines < 20, "{lines} refusal lines:\n{log}");
 }
+
+#[test]
+fn an_agent_killed_after_prepare_is_unreachable_with_the_phase_not_up() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = lab(&dir, true);
+    let plan = lab.plan_path().to_string_lossy().into_owned();
+    let pki = lab.pki().to_string_lossy().into_owned();
+    let out_file = dir.path().join("report.json");
+    let bin = integration::portcall_bin().unwrap();
+    let check = lab
+        .lab
+        .command("coord", &bin)
+        .args(["check", "--plan", &plan, "--pki", &pki, "--format", "json"])
+        .arg("--out")
+        .arg(&out_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lab.lab
+        .wait_listening("db", 13306, Duration::from_secs(20))
+        .unwrap();
+    // db's agent: the process listening on the control port, by its id.
+    let ss = lab
+        .lab
+        .output("db", "ss", &["-Hltnp", "sport = :7400"])
+        .unwrap();
+    let ss = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let pid = ss
+        .split("pid=")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no pid in {ss:?}"))
+        .to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = check.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let report =
+        probe_core::report::json::read(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let db = report.hosts.iter().find(|h| h.name == "db").unwrap();
+    assert_eq!(
+        db.agent,
+        probe_core::report::AgentState::Unreachable,
+        "{report:#?}"
+    );
+    let p = report.paths.iter().find(|p| p.port == 13306).unwrap();
+    assert_eq!(p.verdict, Verdict::Error);
+    assert!(
+        p.detail.contains("lost during evidence") || p.detail.contains("lost during probe"),
+        "{}",
+        p.detail
+    );
+}
