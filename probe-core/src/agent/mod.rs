@@ -104,7 +104,7 @@ impl Default for AgentLimits {
             max_malformed: 4,
             max_ttl: Duration::from_secs(600),
             lease: Duration::from_secs(5),
-            canary_timeout: Duration::from_secs(2),
+            canary_timeout: Duration::from_secs(3),
             canary_connections: 8192,
             canary_headroom: 64,
             max_sightings: 4096,
