@@ -33,7 +33,7 @@ fn plan(net: u8) -> Plan {
         r#"
 name = "abuse-{net}"
 [defaults]
-timeout_ms = 1000
+timeout_ms = 3000
 retries = 0
 [[hosts]]
 name = "web"
