@@ -306,11 +306,15 @@ impl Prober {
                     observed,
                     detail,
                     cert,
+                    silent,
                 } => {
                     slot.attempts += 1;
                     slot.sheds += 1;
                     slot.cert = cert;
-                    if slot.sheds <= SHED_RETRIES {
+                    // A silent attempt costs a whole timeout: one retry, so
+                    // the sweep stays within the probe request's deadline.
+                    let limit = if silent { 1 } else { SHED_RETRIES };
+                    if slot.sheds <= limit {
                         let backoff = Duration::from_millis(50 << slot.sheds);
                         later.push(Reverse((Instant::now() + backoff, i)));
                         None
@@ -530,12 +534,14 @@ enum AttemptKind {
         cert: Option<Box<CertFacts>>,
     },
     Silent,
-    /// Closed before the far end sent a byte, where an exchange expected an
-    /// answer: retried a few times, never taken for another host.
+    /// Closed (or silent past its deadline, `silent`) before the far end
+    /// sent a byte, where an exchange expected an answer: retried, never
+    /// taken for another host.
     Shed {
         observed: Observed,
         detail: String,
         cert: Option<Box<CertFacts>>,
+        silent: bool,
     },
     SelfConnect,
     LocalTransient {
@@ -617,10 +623,11 @@ impl Shared {
                     detail,
                     cert: None,
                 },
-                Err(detail) => AttemptKind::Shed {
+                Err((detail, silent)) => AttemptKind::Shed {
                     observed: Observed::WrongHost,
                     detail,
                     cert: None,
+                    silent,
                 },
             },
             Protocol::Tls => self.tls_phase(index, target, addr, local, stream).await,
@@ -640,12 +647,23 @@ impl Shared {
         let handshake = self.tls.connector().connect(name.clone(), stream);
         let mut tls = match timeout(config.tls_timeout, handshake).await {
             Err(_elapsed) => {
+                let detail = format!(
+                    "no TLS answer within {} ms (the port does not seem to speak TLS)",
+                    config.tls_timeout.as_millis()
+                );
+                // Where a canary should answer, silence may be a canary too
+                // busy to answer in time: retried once, and never a verdict.
+                if self.exchange.is_some() {
+                    return AttemptKind::Shed {
+                        observed: Observed::TlsError,
+                        detail: format!("{detail}; the canary may be overloaded"),
+                        cert: None,
+                        silent: true,
+                    };
+                }
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
-                    detail: format!(
-                        "no TLS answer within {} ms (the port does not seem to speak TLS)",
-                        config.tls_timeout.as_millis()
-                    ),
+                    detail,
                     cert: None,
                 };
             }
@@ -670,6 +688,7 @@ impl Shared {
                             "TLS handshake failed: {reason} (closed before answering; the canary may be shedding load)"
                         ),
                         cert: None,
+                        silent: false,
                     };
                 }
                 return AttemptKind::Final {
@@ -695,11 +714,12 @@ impl Shared {
             .await
         {
             Ok(r) => r,
-            Err(detail) => {
+            Err((detail, silent)) => {
                 return AttemptKind::Shed {
                     observed: Observed::WrongHost,
                     detail,
                     cert: Some(Box::new(facts)),
+                    silent,
                 };
             }
         };
@@ -721,7 +741,7 @@ impl Shared {
         peer: SocketAddr,
         local: SocketAddr,
         stream: &mut dyn ProbeStream,
-    ) -> Result<(Observed, String), String> {
+    ) -> Result<(Observed, String), (String, bool)> {
         let Some(exchange) = &self.exchange else {
             return Ok((Observed::Open, String::new()));
         };
@@ -739,13 +759,15 @@ impl Shared {
         {
             Ok(ExchangeOutcome::Confirmed { detail }) => Ok((Observed::Open, detail)),
             Ok(ExchangeOutcome::WrongHost { detail }) => Ok((Observed::WrongHost, detail)),
-            Ok(ExchangeOutcome::Unanswered { detail }) => Err(detail),
-            Err(_elapsed) => Ok((
-                Observed::WrongHost,
+            Ok(ExchangeOutcome::Unanswered { detail }) => Err((detail, false)),
+            // Nothing answered at all: not another host, at worst our own
+            // canary too busy to answer in time.
+            Err(_elapsed) => Err((
                 format!(
-                    "connected, but no answer to the exchange within {} ms",
+                    "connected, but no answer to the exchange within {} ms (the canary may be overloaded)",
                     self.config.exchange_timeout.as_millis()
                 ),
+                true,
             )),
         }
     }
