@@ -3,6 +3,8 @@
 #
 #   scripts/lab.sh rules PLAN COORDINATOR RULES_DIR  # write each host's correct firewall
 #   scripts/lab.sh up PLAN RULES_DIR                 # namespaces, firewalls, agents
+#   ROUTED=1 scripts/lab.sh up PLAN RULES_DIR        # a bridge per zone behind a router
+#                                                    # (RULES_DIR/router.nft for the router)
 #   scripts/lab.sh check [HOST] [portcall check args] # run check from HOST (default operator)
 #   scripts/lab.sh exec HOST CMD...                  # run a command in HOST's namespace
 #   scripts/lab.sh down                              # tear everything down
@@ -45,7 +47,8 @@ case "${1:-}" in
     [ ! -f "$state/hosts" ] || { echo "lab.sh: a lab is already up; run scripts/lab.sh down first" >&2; exit 2; }
     build
     mkdir -p "$state"
-    nohup "$target/portcall-lab" up "$2" "$3" "$state" >"$state/lab.log" 2>&1 &
+    mode=up; [ "${ROUTED:-}" != 1 ] || mode=up-routed
+    nohup "$target/portcall-lab" "$mode" "$2" "$3" "$state" >"$state/lab.log" 2>&1 &
     echo $! >"$state/pid"
     for _ in $(seq 1 300); do
       if grep -q '^ready$' "$state/lab.log" 2>/dev/null; then
@@ -78,7 +81,7 @@ case "${1:-}" in
     echo "lab down"
     ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -14,6 +14,7 @@ mod plan_cmd;
 mod probe_cmd;
 mod schedule_cmd;
 mod suggest_cmd;
+mod wso2_cmd;
 
 /// portcall — prove which network paths of a distributed deployment are open,
 /// which are blocked, and by what.
@@ -46,6 +47,9 @@ enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Print the firewall commands that would fix a report's violations.
     Suggest(suggest_cmd::SuggestArgs),
+    /// Read WSO2 installations: offsets, ports, dials, client/server mismatches.
+    #[command(subcommand)]
+    Wso2(wso2_cmd::Wso2Command),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => probe_cmd::probe(args),
         Command::Diff(args) => diff_cmd::diff(args),
         Command::Suggest(args) => suggest_cmd::suggest(args),
+        Command::Wso2(cmd) => wso2_cmd::wso2(cmd),
     };
     match result {
         Ok(code) => code,

@@ -81,7 +81,7 @@ pub fn plan(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{d}")?;
             }
             match &a.plan {
-                Some(p) => writeln!(
+                Some(p) if errors == 0 => writeln!(
                     out,
                     "{}: ok: {} hosts, {} flows, {} paths; {} warning{}",
                     path.display(),
@@ -91,7 +91,7 @@ pub fn plan(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                     warnings,
                     if warnings == 1 { "" } else { "s" }
                 )?,
-                None => writeln!(
+                _ => writeln!(
                     out,
                     "{}: {} error{}, {} warning{}",
                     path.display(),
@@ -102,8 +102,13 @@ pub fn plan(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                 )?,
             }
             crate::write_stdout(&out)?;
-            Ok(if errors > 0 {
+            // A plan that is valid but describes clients dialling ports
+            // their servers do not listen on exits 1, like a violation; an
+            // invalid plan exits 2.
+            Ok(if a.plan.is_none() {
                 ExitCode::from(2)
+            } else if errors > 0 {
+                ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             })

@@ -34,7 +34,7 @@ fn plan_show_lists_effective_ports_of_the_example() {
         "{analytics}"
     );
     let km = s.lines().find(|l| l.starts_with("keymanager")).unwrap();
-    assert!(km.contains("+2") && km.contains("thrift-km 10397"), "{km}");
+    assert!(km.contains("+2") && km.contains("thrift-km 10399"), "{km}");
     let store = s.lines().find(|l| l.contains("wso2-apim-store")).unwrap();
     assert!(
         store.contains("+1") && store.contains("https-servlet 9444/tls"),
@@ -145,7 +145,12 @@ fn usage_errors_exit_2() {
 fn catalog_lists_roles_as_table_and_json() {
     let out = portcall(&["catalog"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("thrift-km 10397 fixed"));
+    let table = text(&out.stdout);
+    assert!(table.contains("mysql 3306 fixed"), "{table}");
+    assert!(
+        table.contains("dials thrift-km 10397 on wso2-apim-keymanager"),
+        "{table}"
+    );
     let out = portcall(&["catalog", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "portcall.catalog/v1");
@@ -234,4 +239,51 @@ fn plan_show_rejects_escape_sequences_in_names_with_a_location_and_prints_none()
         "{err}"
     );
     assert!(err.contains("control character"), "{err}");
+}
+
+#[test]
+fn plan_lint_reports_the_guides_thrift_mismatch_with_both_fixes_and_exits_1() {
+    let out = portcall(&["plan", "lint", "examples/wso2-thrift-offsets.toml"]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{s}");
+    assert!(
+        s.contains("error: gw-1 dials thrift-km on 10399 (10397 + its offset 2) but keymanager listens on 10402 (10397 + its offset 5): set ThriftClientPort 10402 on gw-1 (plan: dial_overrides = { thrift-km = 10402 }), or ThriftServerPort 10399 on keymanager (plan: port_overrides = { thrift-km = 10399 })"),
+        "{s}"
+    );
+    let out = portcall(&["plan", "lint", "examples/wso2-thrift-offsets-agree.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(": ok: 3 hosts"));
+}
+
+#[test]
+fn wso2_scan_exit_codes_and_formats() {
+    let f = "probe-core/tests/fixtures/wso2";
+    let gw = format!("gw-1={f}/apim26-mismatch/gw-1");
+    let km = format!("keymanager={f}/apim26-mismatch/keymanager");
+    let out = portcall(&["wso2", "scan", &gw, &km]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("mismatch: gw-1 dials thrift-km on 10399 but keymanager listens on 10402")
+    );
+    let gw = format!("gw-1={f}/apim26-agree/gw-1");
+    let km = format!("keymanager={f}/apim26-agree/keymanager");
+    let out = portcall(&["wso2", "scan", &gw, &km, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "portcall.wso2/v1");
+    assert_eq!(v["mismatches"].as_array().unwrap().len(), 0);
+    let out = portcall(&["wso2", "scan", &gw, &km, "--format", "toml"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("dial_overrides = {"));
+    let bad = format!("x={f}/malformed/bad-xml");
+    let out = portcall(&["wso2", "scan", &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("malformed/bad-xml/repository/conf/carbon.xml:4:18: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = portcall(&["wso2", "scan", "no-equals-sign"]);
+    assert_eq!(out.status.code(), Some(2));
 }

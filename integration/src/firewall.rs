@@ -24,8 +24,10 @@ pub struct HostRules {
 impl HostRules {
     /// The ruleset as `nft -f` input; it replaces whatever the host had.
     pub fn render(&self) -> String {
+        // Neighbour discovery is to IPv6 what ARP (which nftables' inet
+        // family never sees) is to IPv4: a host firewall lets it through.
         let mut s = String::from(
-            "flush ruleset\ntable inet portcall {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    ct state established,related accept\n    iif \"lo\" accept\n",
+            "flush ruleset\ntable inet portcall {\n  chain input {\n    type filter hook input priority 0; policy drop;\n    ct state established,related accept\n    iif \"lo\" accept\n    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n",
         );
         for r in self.input_first.iter().chain(&self.input_accepts) {
             let _ = writeln!(s, "    {r}");
@@ -54,38 +56,49 @@ impl HostRules {
     }
 }
 
-/// The accept rule for `source` reaching TCP `port`.
+/// The accept rule for `source` (an IPv4 or IPv6 address or network)
+/// reaching TCP `port`.
 pub fn accept(source: &str, port: u16) -> String {
-    format!("ip saddr {source} tcp dport {port} accept")
+    let family = if source.contains(':') { "ip6" } else { "ip" };
+    format!("{family} saddr {source} tcp dport {port} accept")
 }
 
 /// The correct firewall for every host of `plan`: the coordinator host may
 /// reach every agent's control port, every must-be-open path is accepted
 /// from its source's address, and everything else arriving is dropped.
 pub fn correct(plan: &Plan, coordinator: &str) -> BTreeMap<String, HostRules> {
-    let addr = |name: &str| {
+    // Every address of a host, so a dual-stack source is accepted on
+    // whichever family it arrives.
+    let addrs = |name: &str| -> Vec<String> {
         plan.host(name)
             .unwrap_or_else(|| panic!("no host {name} in the plan"))
-            .address
-            .to_string()
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     };
-    let coord = addr(coordinator);
+    let control = plan.defaults.control_port.get();
     let mut rules: BTreeMap<String, HostRules> = plan
         .hosts
         .iter()
         .map(|h| {
             let r = HostRules {
-                input_accepts: vec![accept(&coord, plan.defaults.control_port.get())],
+                input_accepts: addrs(coordinator)
+                    .iter()
+                    .map(|a| accept(a, control))
+                    .collect(),
                 ..HostRules::default()
             };
             (h.name.clone(), r)
         })
         .collect();
     for p in plan.paths.iter().filter(|p| p.expect == Expect::Open) {
-        let rule = accept(&addr(&p.from), p.port.get());
         let r = rules.get_mut(&p.to).expect("every target is a host");
-        if !r.input_accepts.contains(&rule) {
-            r.input_accepts.push(rule);
+        for a in addrs(&p.from) {
+            let rule = accept(&a, p.port.get());
+            if !r.input_accepts.contains(&rule) {
+                r.input_accepts.push(rule);
+            }
         }
     }
     rules

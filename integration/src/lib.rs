@@ -1,5 +1,6 @@
 //! The lab builder: network namespaces joined by veth pairs to a bridge in a
-//! dedicated namespace, nftables rules per host, torn down on drop.
+//! dedicated namespace, nftables rules per host, torn down on drop; and, in
+//! [`routed`], zones on their own bridges behind a router namespace.
 //!
 //! Tests that cross a network build their own hosts here, so that real
 //! firewalls (drop, ICMP reject, TCP reset) shape real packets without
@@ -18,12 +19,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 
 pub mod firewall;
+pub mod netns;
 pub mod plan_lab;
+pub mod routed;
 
+pub use netns::LabNet;
 pub use plan_lab::{CheckRun, PlanLab};
+pub use routed::{RoutedLab, RouterRules};
 
 /// Set to `1` to make a missing lab prerequisite (root, `ip`, `nft`) a test
 /// failure instead of a skip; CI sets it.
@@ -81,7 +86,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
@@ -112,6 +117,16 @@ pub struct Lab {
 
 static LAB_SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// A namespace-name prefix no other lab uses: `pc<pid>-<seq>`, which
+/// [`reap_stale_namespaces`] recognises once the pid is gone.
+pub(crate) fn lab_prefix() -> String {
+    format!(
+        "pc{}-{}",
+        std::process::id(),
+        LAB_SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 impl Lab {
     /// Builds a lab with one host per name, addressed 198.18.0.10,
     /// 198.18.0.11, … in order, all on one bridge.
@@ -139,11 +154,7 @@ impl Lab {
         }
         reap_stale_namespaces();
         let ip = find_tool("ip").context("`ip` (iproute2) not found")?;
-        let prefix = format!(
-            "pc{}-{}",
-            std::process::id(),
-            LAB_SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        let prefix = lab_prefix();
         let mut lab = Lab {
             bridge: format!("{prefix}-br"),
             hosts: Vec::new(),
@@ -201,10 +212,7 @@ impl Lab {
 
     /// A command that runs `program` inside `host`'s namespace.
     pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(&self.ip);
-        c.args(["netns", "exec", &self.host(host).netns])
-            .arg(program);
-        c
+        LabNet::command(self, host, program)
     }
 
     /// Runs `program args` inside `host` and returns its output, whatever
@@ -215,51 +223,18 @@ impl Lab {
         program: impl AsRef<std::ffi::OsStr>,
         args: &[&str],
     ) -> anyhow::Result<Output> {
-        let program = program.as_ref().to_os_string();
-        self.command(host, &program)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("run {} in lab host {host}", Path::new(&program).display()))
+        LabNet::output(self, host, program, args)
     }
 
     /// Loads an nftables ruleset (nft syntax) inside `host`.
     pub fn nft(&self, host: &str, ruleset: &str) -> anyhow::Result<()> {
-        use std::io::Write;
-        let nft = find_tool("nft").context("`nft` (nftables) not found")?;
-        let mut child = self
-            .command(host, nft)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("start nft")?;
-        child
-            .stdin
-            .take()
-            .context("nft stdin")?
-            .write_all(ruleset.as_bytes())
-            .context("write the ruleset to nft")?;
-        let out = child.wait_with_output().context("wait for nft")?;
-        ensure!(
-            out.status.success(),
-            "nft in lab host {host} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+        LabNet::nft(self, host, ruleset)
     }
 
     /// Sets a sysctl inside `host`'s namespace (only per-namespace keys,
     /// such as `net.ipv4.icmp_ratelimit`, stay inside it).
     pub fn sysctl(&self, host: &str, key: &str, value: &str) -> anyhow::Result<()> {
-        let out = self.output(host, "sysctl", &["-q", "-w", &format!("{key}={value}")])?;
-        ensure!(
-            out.status.success(),
-            "sysctl {key}={value} in lab host {host}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+        LabNet::sysctl(self, host, key, value)
     }
 
     /// Starts `program args` inside `host`, waits until it prints a line
@@ -271,32 +246,7 @@ impl Lab {
         program: impl AsRef<std::ffi::OsStr>,
         args: &[&str],
     ) -> anyhow::Result<()> {
-        use std::io::BufRead;
-        let mut child = self
-            .command(host, program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start a lab process")?;
-        let stdout = child.stdout.take().context("lab process stdout")?;
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let ready = lines.any(|l| l.map(|l| l.trim() == "ready").unwrap_or(false));
-            let _ = tx.send(ready);
-            // Keep draining so the process never blocks on a full pipe.
-            for _ in lines {}
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(true) => Ok(()),
-            Ok(false) => bail!("lab process in {host} exited before it was ready"),
-            Err(_) => bail!("lab process in {host} not ready within 20 s"),
-        }
+        LabNet::spawn_ready(self, host, program, args)
     }
 
     /// Starts `program args` inside `host` with stdout and stderr appended
@@ -308,43 +258,14 @@ impl Lab {
         args: &[&str],
         log: &Path,
     ) -> anyhow::Result<()> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("open {}", log.display()))?;
-        let child = self
-            .command(host, program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("start a lab process in {host}"))?;
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(child);
-        Ok(())
+        LabNet::spawn_logged(self, host, program, args, log)
     }
 
     /// Waits (up to `within`) until something listens on TCP `port` inside
     /// `host`, asking `ss` in that namespace rather than connecting, so that
     /// nothing in the root namespace touches the lab.
     pub fn wait_listening(&self, host: &str, port: u16, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
-        let filter = format!("sport = :{port}");
-        loop {
-            let out = self.output(host, "ss", &["-Hltn", &filter])?;
-            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "nothing listens on port {port} in lab host {host} after {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        LabNet::wait_listening(self, host, port, within)
     }
 
     fn run_ip(&self, args: &[&str]) -> anyhow::Result<()> {
@@ -388,13 +309,23 @@ impl Lab {
     }
 }
 
+impl LabNet for Lab {
+    fn netns(&self, host: &str) -> &str {
+        &self.host(host).netns
+    }
+
+    fn ip_tool(&self) -> &Path {
+        &self.ip
+    }
+
+    fn children(&self) -> &Mutex<Vec<Child>> {
+        &self.children
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
-        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-        for child in children.iter_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        netns::kill_children(&self.children);
         // Deleting a namespace deletes the interfaces in it; the bridge
         // namespace goes last.
         for h in &self.hosts {
@@ -404,7 +335,7 @@ impl Drop for Lab {
     }
 }
 
-fn delete_netns(ip: &Path, name: &str) {
+pub(crate) fn delete_netns(ip: &Path, name: &str) {
     let _ = Command::new(ip)
         .args(["netns", "del", name])
         .stdin(Stdio::null())
@@ -416,7 +347,7 @@ fn delete_netns(ip: &Path, name: &str) {
 /// Deletes namespaces left by lab processes that died without running their
 /// destructors (SIGKILL, power loss): names are `pc<pid>-…` and a dead pid
 /// means nobody owns them.
-fn reap_stale_namespaces() {
+pub(crate) fn reap_stale_namespaces() {
     let Some(ip) = find_tool("ip") else { return };
     let Ok(entries) = std::fs::read_dir("/run/netns") else {
         return;

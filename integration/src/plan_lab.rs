@@ -12,13 +12,15 @@ use anyhow::{Context, bail, ensure};
 use probe_core::plan::{Address, Plan};
 use probe_core::report::Report;
 
-use crate::Lab;
 use crate::firewall::HostRules;
+use crate::routed::zone_index_of;
+use crate::{Lab, LabNet, RoutedLab};
 
-/// A lab playing every host of a plan.
-pub struct PlanLab {
+/// A lab playing every host of a plan: on one flat bridge ([`Lab`], the
+/// default) or zone by zone behind a router ([`RoutedLab`]).
+pub struct PlanLab<N: LabNet = Lab> {
     /// The namespaces.
-    pub lab: Lab,
+    pub lab: N,
     /// The plan, as the agents read it.
     pub plan: Plan,
     /// Where the plan file, certificates, logs and reports live.
@@ -39,21 +41,105 @@ pub struct CheckRun {
     pub stderr: String,
 }
 
-impl PlanLab {
-    /// Builds the namespaces for `plan_file`'s hosts and issues the
-    /// certificates; agents are not started yet (load firewalls first with
-    /// [`PlanLab::firewall`], then [`PlanLab::start_agents`]).
+impl PlanLab<Lab> {
+    /// Builds the namespaces for `plan_file`'s hosts on one bridge and
+    /// issues the certificates; agents are not started yet (load firewalls
+    /// first with [`PlanLab::firewall`], then [`PlanLab::start_agents`]).
     pub fn new(plan_file: &Path) -> anyhow::Result<PlanLab> {
+        PlanLab::on(plan_file, |plan| {
+            let mut hosts = Vec::new();
+            for h in &plan.hosts {
+                let Address::Ip(IpAddr::V4(v4)) = h.address else {
+                    bail!("lab host {}: {} is not an IPv4 literal", h.name, h.address);
+                };
+                hosts.push((h.name.clone(), v4));
+            }
+            Lab::with_hosts(&hosts)
+        })
+    }
+
+    /// The address of plan host `name`.
+    pub fn addr(&self, name: &str) -> Ipv4Addr {
+        self.lab.host(name).addr
+    }
+}
+
+impl PlanLab<RoutedLab> {
+    /// Builds a routed lab for `plan_file`: one zone per plan zone, its
+    /// index taken from its hosts' addresses (198.18.n.x, 2001:2:0:n::x),
+    /// every host at its plan addresses plus any of `extra` (host, address)
+    /// the plan does not list (a host the OS gives both families while the
+    /// plan names one), then issues the certificates.
+    pub fn routed(plan_file: &Path, extra: &[(&str, &str)]) -> anyhow::Result<PlanLab<RoutedLab>> {
+        PlanLab::on(plan_file, |plan| {
+            let mut zones: Vec<(String, u8)> = Vec::new();
+            let mut builder = RoutedLab::builder();
+            let mut hosts = Vec::new();
+            for h in &plan.hosts {
+                let zone = h.zone.clone().with_context(|| {
+                    format!(
+                        "lab host {}: a routed lab needs every host in a zone",
+                        h.name
+                    )
+                })?;
+                let mut addrs = Vec::new();
+                for a in &h.addresses {
+                    let Address::Ip(ip) = a else {
+                        bail!("lab host {}: {a} is not an IP literal", h.name);
+                    };
+                    addrs.push(*ip);
+                }
+                let ip = addrs[0];
+                for (_, a) in extra.iter().filter(|(n, _)| *n == h.name) {
+                    let a: IpAddr = a.parse().with_context(|| format!("extra address {a}"))?;
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
+                let index = zone_index_of(ip).with_context(|| {
+                    format!(
+                        "lab host {}: {ip} is outside 198.18.0.0/16 and 2001:2::/48",
+                        h.name
+                    )
+                })?;
+                match zones.iter().find(|(z, _)| *z == zone) {
+                    Some((_, i)) => ensure!(
+                        *i == index,
+                        "lab host {}: {ip} puts zone {zone} at index {index}, another host at {i}",
+                        h.name
+                    ),
+                    None => zones.push((zone.clone(), index)),
+                }
+                hosts.push((h.name.clone(), zone, addrs));
+            }
+            for (name, _) in extra {
+                ensure!(
+                    plan.host(name).is_some(),
+                    "extra address for {name}, which is not a plan host"
+                );
+            }
+            for (zone, index) in zones {
+                builder = builder.zone(&zone, index);
+            }
+            for (name, zone, addrs) in hosts {
+                builder = builder.host_addrs(&name, &zone, addrs);
+            }
+            builder.build()
+        })
+    }
+}
+
+impl<N: LabNet> PlanLab<N> {
+    /// Loads `plan_file`, builds its namespaces with `build` and issues a
+    /// certificate for every host (with every address the lab gives it)
+    /// and for the coordinator.
+    pub fn on(
+        plan_file: &Path,
+        build: impl FnOnce(&Plan) -> anyhow::Result<N>,
+    ) -> anyhow::Result<PlanLab<N>> {
         let bin = crate::portcall_bin()?;
         let plan = Plan::load(plan_file).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut hosts = Vec::new();
-        for h in &plan.hosts {
-            let Address::Ip(IpAddr::V4(v4)) = h.address else {
-                bail!("lab host {}: {} is not an IPv4 literal", h.name, h.address);
-            };
-            hosts.push((h.name.clone(), v4));
-        }
-        let lab = Lab::with_hosts(&hosts)?;
+        let lab = build(&plan)?;
         let dir = tempfile::tempdir().context("temp dir")?;
         std::fs::copy(plan_file, dir.path().join("plan.toml")).context("copy the plan")?;
         let me = PlanLab {
@@ -65,10 +151,19 @@ impl PlanLab {
         let pki = me.pki().to_string_lossy().into_owned();
         me.portcall_ok(&["pki", "init", "--dir", &pki])?;
         for h in &me.plan.hosts {
-            let ip = h.address.to_string();
-            me.portcall_ok(&[
-                "pki", "issue", "--dir", &pki, "--name", &h.name, "--ip", &ip,
-            ])?;
+            let mut args = vec![
+                "pki",
+                "issue",
+                "--dir",
+                pki.as_str(),
+                "--name",
+                h.name.as_str(),
+            ];
+            let ips: Vec<String> = h.addresses.iter().map(ToString::to_string).collect();
+            for ip in &ips {
+                args.extend(["--ip", ip.as_str()]);
+            }
+            me.portcall_ok(&args)?;
         }
         me.portcall_ok(&["pki", "issue", "--dir", &pki, "--name", "coordinator"])?;
         Ok(me)
@@ -82,11 +177,6 @@ impl PlanLab {
     /// The certificate directory.
     pub fn pki(&self) -> PathBuf {
         self.dir.path().join("pki")
-    }
-
-    /// The address of plan host `name`.
-    pub fn addr(&self, name: &str) -> Ipv4Addr {
-        self.lab.host(name).addr
     }
 
     /// Replaces `host`'s whole nftables ruleset.

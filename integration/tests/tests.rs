@@ -2,7 +2,10 @@
 
 mod abuse_lab;
 mod closed_loop;
+mod dials_lab;
+mod dual_stack;
 mod probe_lab;
 mod prometheus;
+mod routed_lab;
 mod suggest_validate;
 mod wso2_lab;

@@ -92,11 +92,11 @@ fn faults() -> Vec<Fault> {
             name: "egress drop on a source host",
             inject: |lab, r| {
                 r.get_mut("gw-worker-2").unwrap().output.push(format!(
-                    "ip daddr {} tcp dport 10397 drop",
+                    "ip daddr {} tcp dport 10399 drop",
                     lab.addr("keymanager")
                 ));
             },
-            expect: &[("gw-worker-2->keymanager:10397", Observed::Timeout)],
+            expect: &[("gw-worker-2->keymanager:10399", Observed::Timeout)],
         },
     ]
 }

@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(ports("wso2-apim-publisher"), carbon);
         assert_eq!(ports("wso2-apim-store"), carbon);
         let mut km = carbon.clone();
-        km.push(("thrift-km".into(), 10397, Tcp, false));
+        km.push(("thrift-km".into(), 10397, Tcp, true));
         assert_eq!(ports("wso2-apim-keymanager"), km);
         let mut gw = carbon.clone();
         gw.push(("nio-http".into(), 8280, Tcp, true));
@@ -139,5 +139,41 @@ mod tests {
             ports("postgresql"),
             vec![("postgresql".into(), 5432, Tcp, false)]
         );
+    }
+
+    #[test]
+    fn catalog_has_the_wso2_dials() {
+        let dials = |role: &str| -> Vec<(String, String, u16, bool)> {
+            Catalog::builtin()
+                .get(role)
+                .unwrap()
+                .dials
+                .iter()
+                .map(|d| (d.name.clone(), d.to.clone(), d.port.get(), d.offset))
+                .collect()
+        };
+        let gw = dials("wso2-apim-gateway");
+        assert!(gw.contains(&(
+            "thrift-km".into(),
+            "wso2-apim-keymanager".into(),
+            10397,
+            true
+        )));
+        assert!(gw.contains(&(
+            "https-servlet".into(),
+            "wso2-apim-keymanager".into(),
+            9443,
+            false
+        )));
+        assert!(gw.contains(&(
+            "binary".into(),
+            "wso2-apim-trafficmanager".into(),
+            9611,
+            false
+        )));
+        assert!(gw.contains(&("thrift".into(), "wso2-das".into(), 7611, false)));
+        assert!(dials("wso2-esb").contains(&("thrift".into(), "wso2-das".into(), 7611, false)));
+        // `use` inherits dials.
+        assert!(dials("wso2-carbon").is_empty());
     }
 }

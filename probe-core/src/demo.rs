@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::{Agent, AgentConfig, AgentError, AgentLimits};
 use crate::control::{ClientSecurity, ServerSecurity};
 use crate::pki::{Authority, COORDINATOR, IssueRequest, PkiError, TlsIdentity};
-use crate::plan::{Address, Expect, Plan, PlanError};
+use crate::plan::{Address, Expect, Family, Plan, PlanError};
 use crate::port::Port;
 use crate::probe::Observed;
 use crate::report::{Report, Verdict};
@@ -126,6 +126,7 @@ pub fn to_loopback(plan: &Plan) -> Result<LoopbackPlan, DemoError> {
     for (h, ip) in out.hosts.iter_mut().zip(&ips) {
         addresses.push((h.name.clone(), h.address.clone(), *ip));
         h.address = Address::Ip(*ip);
+        h.addresses = vec![h.address.clone()];
         let mut used: BTreeSet<u16> = h.ports.iter().map(|p| p.port.get()).collect();
         let mut moved: BTreeMap<u16, Port> = BTreeMap::new();
         for p in &mut h.ports {
@@ -159,9 +160,14 @@ pub fn to_loopback(plan: &Plan) -> Result<LoopbackPlan, DemoError> {
         .iter()
         .map(|(name, _, ip)| (name.as_str(), *ip))
         .collect();
+    // Loopback has one family here: a dual-stack pair's paths become one.
+    let mut kept = HashSet::new();
+    out.paths
+        .retain(|p| kept.insert((p.from.clone(), p.to.clone(), p.port)));
     for path in &mut out.paths {
         if let Some(ip) = by_host.get(path.to.as_str()) {
             path.address = Address::Ip(*ip);
+            path.family = Some(Family::of(*ip));
         }
         if path.role.is_some() {
             if let Some(m) = moves

@@ -20,3 +20,4 @@ pub mod report;
 pub mod round;
 pub mod schedule;
 mod time;
+pub mod wso2;

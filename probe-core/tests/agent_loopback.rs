@@ -201,6 +201,7 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     );
     assert_eq!(p.target_saw, Some(true));
     assert_eq!(p.seen_source.as_deref(), Some("127.0.41.1"));
+    assert_eq!(p.family, Some(probe_core::plan::Family::Ipv4));
     assert!(
         report
             .hosts
@@ -239,6 +240,7 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "attempts",
             "detail",
             "expect",
+            "family",
             "from",
             "latency_ms",
             "observed",

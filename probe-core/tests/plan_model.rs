@@ -5,7 +5,7 @@
 use expect_test::expect_file;
 use probe_core::Protocol;
 use probe_core::catalog::Catalog;
-use probe_core::plan::{Expect, Plan, PlanError, Problem, analyze};
+use probe_core::plan::{Expect, Family, Plan, PlanError, Problem, analyze};
 use probe_core::render::plan::{plan_json, plan_table};
 
 const EXAMPLE: &str = include_str!("../../examples/wso2-distributed.toml");
@@ -47,7 +47,7 @@ fn example_is_clean_and_has_the_documented_ports() {
     assert_eq!(port_of(&p, "esb-analytics", "wso2-das", "thrift"), 7611);
     assert_eq!(
         port_of(&p, "keymanager", "wso2-apim-keymanager", "thrift-km"),
-        10397
+        10399
     );
     assert_eq!(
         port_of(&p, "keymanager", "wso2-apim-keymanager", "https-servlet"),
@@ -100,7 +100,8 @@ fn plan_show_json_snapshot() {
     let text = String::from_utf8(out).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["schema"], "portcall.plan/v1");
-    // Exactly the keys of the contract, no more (serde_json sorts them).
+    // Exactly the keys of the contract, no more (serde_json sorts them);
+    // `addresses` and `family` were added with dual-stack hosts.
     let host_keys: Vec<&str> = v["hosts"][0]
         .as_object()
         .unwrap()
@@ -109,7 +110,15 @@ fn plan_show_json_snapshot() {
         .collect();
     assert_eq!(
         host_keys,
-        ["address", "name", "port_offset", "ports", "roles", "zone"]
+        [
+            "address",
+            "addresses",
+            "name",
+            "port_offset",
+            "ports",
+            "roles",
+            "zone"
+        ]
     );
     let port_keys: Vec<&str> = v["hosts"][2]["ports"][0]
         .as_object()
@@ -127,7 +136,7 @@ fn plan_show_json_snapshot() {
     assert_eq!(
         path_keys,
         [
-            "address", "expect", "from", "port", "protocol", "service", "to"
+            "address", "expect", "family", "from", "port", "protocol", "service", "to"
         ]
     );
     expect_file!["snapshots/wso2-plan-show.json"].assert_eq(&text);
@@ -545,4 +554,181 @@ mod never_panics {
             let _ = analyze(&s, "a.toml", Catalog::builtin());
         }
     }
+}
+
+// --- address families -------------------------------------------------------
+
+const DUAL: &str = r#"
+name = "dual"
+[[hosts]]
+name = "jump"
+address = "198.18.1.10"
+[[hosts]]
+name = "ops6"
+address = "2001:2:0:1::20"
+[[hosts]]
+name = "app"
+address = ["198.18.2.10", "2001:2:0:2::10"]
+[[hosts]]
+name = "db"
+address = ["2001:2:0:3::40", "198.18.3.40"]
+roles = ["mariadb"]
+"#;
+
+fn dual(flows: &str) -> Plan {
+    Plan::parse(&format!("{DUAL}{flows}"), "t.toml").expect("valid")
+}
+
+/// `from->to address family` per path, in order.
+fn paths_of(p: &Plan) -> Vec<String> {
+    p.paths
+        .iter()
+        .map(|x| {
+            format!(
+                "{}->{} {} {}",
+                x.from,
+                x.to,
+                x.address,
+                x.family.map_or("dns", Family::as_str)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn address_list_makes_the_first_the_primary() {
+    let p = dual("[[flows]]\nfrom = \"all\"\nto = \"host:db\"\nports = [\"mysql\"]\n");
+    let db = p.host("db").unwrap();
+    assert_eq!(db.address.to_string(), "2001:2:0:3::40");
+    let all: Vec<String> = db.addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(all, ["2001:2:0:3::40", "198.18.3.40"]);
+    assert_eq!(db.families(), [Family::Ipv6, Family::Ipv4]);
+    assert_eq!(
+        db.address_of(Family::Ipv4).map(ToString::to_string),
+        Some("198.18.3.40".to_string())
+    );
+}
+
+#[test]
+fn a_flow_gets_one_path_per_family_both_ends_have() {
+    let p = dual("[[flows]]\nfrom = \"all\"\nto = \"host:db\"\nports = [\"mysql\"]\n");
+    assert_eq!(
+        paths_of(&p),
+        [
+            // Only IPv4 in the plan: the family both have.
+            "jump->db 198.18.3.40 ipv4",
+            // Only IPv6 in the plan: likewise.
+            "ops6->db 2001:2:0:3::40 ipv6",
+            // Dual stack on both ends: both families, in the target's order.
+            "app->db 2001:2:0:3::40 ipv6",
+            "app->db 198.18.3.40 ipv4",
+        ]
+    );
+}
+
+#[test]
+fn a_source_without_the_targets_family_still_gets_the_path() {
+    // jump has only IPv4 in the plan, ops6 only IPv6: each reaches the other
+    // over the target's family, from whatever address its kernel chooses.
+    let p = dual(
+        "[[flows]]\nfrom = [\"host:jump\", \"host:ops6\"]\nto = [\"host:jump\", \"host:ops6\"]\nports = [22]\n",
+    );
+    assert_eq!(
+        paths_of(&p),
+        [
+            "ops6->jump 198.18.1.10 ipv4",
+            "jump->ops6 2001:2:0:1::20 ipv6"
+        ]
+    );
+}
+
+#[test]
+fn a_flow_may_restrict_its_family() {
+    let p = dual(
+        "[[flows]]\nfrom = \"host:jump\"\nto = \"host:db\"\nports = [\"mysql\"]\nfamily = \"ipv6\"\n\
+         [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"mysql\"]\nfamily = \"ipv4\"\n\
+         [[flows]]\nfrom = \"host:app\"\nto = \"host:jump\"\nports = [22]\nfamily = \"both\"\n",
+    );
+    assert_eq!(
+        paths_of(&p),
+        [
+            // Asked for IPv6 explicitly: the target has it, so the source's
+            // kernel picks an IPv6 source.
+            "jump->db 2001:2:0:3::40 ipv6",
+            "app->db 198.18.3.40 ipv4",
+            "app->jump 198.18.1.10 ipv4",
+        ]
+    );
+    assert_eq!(
+        p.flows
+            .iter()
+            .map(|f| f.family.to_string())
+            .collect::<Vec<_>>(),
+        ["ipv6", "ipv4", "both"]
+    );
+}
+
+#[test]
+fn a_family_the_target_lacks_gives_no_path_and_a_warning() {
+    let src = format!(
+        "{DUAL}[[flows]]\nfrom = \"host:app\"\nto = \"host:jump\"\nports = [22]\nfamily = \"ipv6\"\n"
+    );
+    let a = analyze(&src, "t.toml", Catalog::builtin());
+    let p = a.plan.expect("a warning only");
+    assert!(p.paths.is_empty(), "{:?}", paths_of(&p));
+    assert!(
+        a.diagnostics
+            .0
+            .iter()
+            .any(|d| d.problem == Problem::FlowWithoutPaths),
+        "{}",
+        a.diagnostics
+    );
+}
+
+#[test]
+fn expectations_merge_per_family() {
+    // Open over IPv4, blocked over IPv6: two paths, no conflict.
+    let p = dual(
+        "[[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"mysql\"]\nfamily = \"ipv4\"\n\
+         [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"mysql\"]\nfamily = \"ipv6\"\nexpect = \"blocked\"\n",
+    );
+    let got: Vec<(String, Expect)> = p
+        .paths
+        .iter()
+        .map(|x| (x.address.to_string(), x.expect))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("198.18.3.40".to_string(), Expect::Open),
+            ("2001:2:0:3::40".to_string(), Expect::Blocked)
+        ]
+    );
+    // Open on both families, then blocked over IPv6: a conflict.
+    let problems = errors(&format!(
+        "{DUAL}[[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"mysql\"]\n\
+         [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"mysql\"]\nfamily = \"ipv6\"\nexpect = \"blocked\"\n"
+    ));
+    assert!(
+        matches!(&problems[..], [Problem::ConflictingExpectations { .. }]),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn plan_show_lists_addresses_and_families() {
+    let p = dual("[[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"mysql\"]\n");
+    let mut table = Vec::new();
+    plan_table(&p, &mut table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.contains("2001:2:0:3::40, 198.18.3.40"), "{table}");
+    assert!(table.contains("[2001:2:0:3::40]:3306/tcp ipv6"), "{table}");
+    assert!(table.contains("198.18.3.40:3306/tcp ipv4"), "{table}");
+    let mut json = Vec::new();
+    plan_json(&p, &mut json).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(doc["paths"][0]["family"], "ipv6");
+    assert_eq!(doc["paths"][1]["family"], "ipv4");
+    assert_eq!(doc["hosts"][3]["addresses"][1], "198.18.3.40");
 }

@@ -162,6 +162,39 @@ async fn a_local_source_address_is_used() {
     assert_eq!(accept.await.unwrap().ip(), source);
 }
 
+#[tokio::test]
+async fn a_hosts_sources_bind_per_family_and_the_kernel_chooses_for_the_other() {
+    // The host's own addresses: one IPv4, no IPv6.
+    let config = ProbeConfig {
+        sources: vec!["127.0.0.9".parse().unwrap()],
+        ..quick()
+    };
+    let v4 = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).await.unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let r = probe(config.clone(), target(port, Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    assert_eq!(
+        r.local_address.map(|a| a.ip()),
+        Some("127.0.0.9".parse().unwrap())
+    );
+    // An IPv6 target: no local error; the kernel picks the source.
+    let Ok(v6) = TcpListener::bind(("::1", 0)).await else {
+        return; // no IPv6 loopback here
+    };
+    let port = v6.local_addr().unwrap().port();
+    let t = Target::new(
+        Host::Ip("::1".parse().unwrap()),
+        Port::new(port).unwrap(),
+        Protocol::Tcp,
+    );
+    let r = probe(config, t).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    assert_eq!(
+        r.local_address.map(|a| a.ip()),
+        Some("::1".parse().unwrap())
+    );
+}
+
 struct Pki {
     ca_pem: String,
     cert: CertificateDer<'static>,

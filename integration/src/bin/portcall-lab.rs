@@ -9,12 +9,18 @@
 //!   `RULES_DIR/HOST.nft` where present, starts the agents, writes
 //!   `STATE_DIR/hosts` (`NAME NETNS ADDRESS` lines) and `STATE_DIR/env`,
 //!   then waits until `STATE_DIR/down` exists and tears everything down.
+//! - `portcall-lab up-routed PLAN RULES_DIR STATE_DIR` does the same in
+//!   the routed lab (a bridge per plan zone behind a router namespace,
+//!   zone `n` being 198.18.n.0/24 and 2001:2:0:n::/64), also loading
+//!   `RULES_DIR/router.nft` into the router, which `hosts` lists as
+//!   `router`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use integration::{PlanLab, firewall, lab_missing};
+use integration::routed::ROUTER;
+use integration::{LabNet, PlanLab, firewall, lab_missing};
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -30,9 +36,14 @@ fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["rules", plan, coordinator, out] => rules(Path::new(plan), coordinator, Path::new(out)),
-        ["up", plan, rules, state] => up(Path::new(plan), Path::new(rules), Path::new(state)),
+        ["up", plan, rules, state] => {
+            up(Path::new(plan), Path::new(rules), Path::new(state), false)
+        }
+        ["up-routed", plan, rules, state] => {
+            up(Path::new(plan), Path::new(rules), Path::new(state), true)
+        }
         _ => bail!(
-            "usage: portcall-lab rules PLAN COORDINATOR OUTDIR | portcall-lab up PLAN RULES_DIR STATE_DIR"
+            "usage: portcall-lab rules PLAN COORDINATOR OUTDIR | portcall-lab up|up-routed PLAN RULES_DIR STATE_DIR"
         ),
     }
 }
@@ -54,14 +65,33 @@ fn rules(plan: &Path, coordinator: &str, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn up(plan: &Path, rules: &Path, state: &Path) -> anyhow::Result<()> {
+fn up(plan: &Path, rules: &Path, state: &Path, routed: bool) -> anyhow::Result<()> {
     if let Some(reason) = lab_missing() {
         bail!("the lab cannot run here: {reason}");
     }
     std::fs::create_dir_all(state).with_context(|| format!("create {}", state.display()))?;
     let down = state.join("down");
     let _ = std::fs::remove_file(&down);
-    let lab = PlanLab::new(plan)?;
+    if routed {
+        let lab = PlanLab::routed(plan, &[])?;
+        let file = rules.join(format!("{ROUTER}.nft"));
+        if file.is_file() {
+            let text = std::fs::read_to_string(&file)?;
+            lab.lab
+                .nft(ROUTER, &text)
+                .with_context(|| format!("load {}", file.display()))?;
+        }
+        let router = format!("{ROUTER} {} -\n", lab.lab.router_netns());
+        hold(lab, rules, state, &router)
+    } else {
+        hold(PlanLab::new(plan)?, rules, state, "")
+    }
+}
+
+/// Loads the hosts' rules, starts the agents, writes the state files and
+/// keeps the lab until `STATE_DIR/down` appears.
+fn hold<N: LabNet>(lab: PlanLab<N>, rules: &Path, state: &Path, extra: &str) -> anyhow::Result<()> {
+    let down = state.join("down");
     for h in &lab.plan.hosts {
         let file = rules.join(format!("{}.nft", h.name));
         if file.is_file() {
@@ -74,13 +104,15 @@ fn up(plan: &Path, rules: &Path, state: &Path) -> anyhow::Result<()> {
     lab.start_agents()?;
     let mut hosts = String::new();
     for h in &lab.plan.hosts {
+        let addresses: Vec<String> = h.addresses.iter().map(ToString::to_string).collect();
         hosts.push_str(&format!(
             "{} {} {}\n",
             h.name,
-            lab.lab.host(&h.name).netns,
-            h.address
+            lab.lab.netns(&h.name),
+            addresses.join(",")
         ));
     }
+    hosts.push_str(extra);
     std::fs::write(state.join("hosts"), hosts)?;
     let bin: PathBuf = integration::portcall_bin()?;
     std::fs::write(

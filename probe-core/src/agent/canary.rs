@@ -210,11 +210,12 @@ pub struct CanaryOptions {
     pub per_canary: usize,
 }
 
-/// Opens a canary on each port at `ip`, serving until `deadline` (the
-/// round's TTL) or until `cancel` fires, whichever comes first. Ports a
-/// real service holds are reported as held, never taken over.
+/// Opens a canary on each port at every one of `ips` (the host's
+/// addresses), serving until `deadline` (the round's TTL) or until `cancel`
+/// fires, whichever comes first. Ports a real service holds (at any of the
+/// addresses) are reported as held, never taken over.
 pub fn open_canaries(
-    ip: IpAddr,
+    ips: &[IpAddr],
     ports: &[PlannedPort],
     options: &CanaryOptions,
     deadline: Instant,
@@ -224,38 +225,40 @@ pub fn open_canaries(
     let log = Arc::new(EvidenceLog::default());
     let mut reports = Vec::with_capacity(ports.len());
     for p in ports {
-        let addr = SocketAddr::new(ip, p.port);
-        let (state, detail) = match bind(addr) {
-            Ok(listener) => {
+        let mut listeners = Vec::with_capacity(ips.len());
+        let mut failure = None;
+        for ip in ips {
+            let addr = SocketAddr::new(*ip, p.port);
+            match bind(addr) {
+                Ok(listener) => listeners.push(listener),
+                Err(e) => {
+                    failure = Some(bind_failure(addr, p.port, &e));
+                    break;
+                }
+            }
+        }
+        let (state, detail) = match failure {
+            // Listeners already bound on other addresses close here: a port
+            // is a canary on every address or on none.
+            Some(f) => f,
+            None => {
                 log.logs
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .entry(p.port)
                     .or_default();
-                tracker.spawn(serve(
-                    listener,
-                    p.protocol,
-                    options.clone(),
-                    log.clone(),
-                    deadline,
-                    cancel.clone(),
-                ));
+                for listener in listeners {
+                    tracker.spawn(serve(
+                        listener,
+                        p.protocol,
+                        options.clone(),
+                        log.clone(),
+                        deadline,
+                        cancel.clone(),
+                    ));
+                }
                 (ListenerState::Canary, String::new())
             }
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => (
-                ListenerState::Held,
-                format!("a service already listens on {addr}; probed live"),
-            ),
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) && p.port < 1024 => (
-                ListenerState::Failed,
-                format!(
-                    "cannot listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE"
-                ),
-            ),
-            Err(e) => (
-                ListenerState::Failed,
-                format!("cannot listen on {addr}: {}", error_detail(&e)),
-            ),
         };
         reports.push(ListenerReport {
             port: p.port,
@@ -266,6 +269,23 @@ pub fn open_canaries(
         });
     }
     (reports, log)
+}
+
+fn bind_failure(addr: SocketAddr, port: u16, e: &std::io::Error) -> (ListenerState, String) {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => (
+            ListenerState::Held,
+            format!("a service already listens on {addr}; probed live"),
+        ),
+        Some(libc::EACCES) if port < 1024 => (
+            ListenerState::Failed,
+            format!("cannot listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE"),
+        ),
+        _ => (
+            ListenerState::Failed,
+            format!("cannot listen on {addr}: {}", error_detail(e)),
+        ),
+    }
 }
 
 /// Binds a listener without SO_REUSEPORT, so that a port some service
@@ -703,7 +723,7 @@ mod tests {
             service: "mysql".into(),
         }];
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (_, log) = open_canaries(ip, &ports, &options, deadline, &cancel, &tracker);
+        let (_, log) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
         // Twenty idle strangers: the canary keeps four at most.
         let mut idle = Vec::new();
         for _ in 0..20 {
@@ -739,6 +759,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dual_stack_host_holds_its_canary_on_every_address_or_on_none() {
+        let v4: IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        if std::net::TcpListener::bind((v6, 0)).is_err() {
+            // No IPv6 loopback here (some containers): nothing to test.
+            return;
+        }
+        // A port free on both families.
+        let port = loop {
+            let l = std::net::TcpListener::bind((v4, 0)).unwrap();
+            let port = l.local_addr().unwrap().port();
+            drop(l);
+            if std::net::TcpListener::bind((v6, port)).is_ok() {
+                break port;
+            }
+        };
+        let options = CanaryOptions {
+            host: "db".into(),
+            round: "abcd".into(),
+            tls: crate::pki::self_signed_canary_config("db").unwrap(),
+            exchange_timeout: Duration::from_secs(2),
+            max_sightings: 8,
+            connections: Arc::new(Semaphore::new(8)),
+            per_canary: 8,
+        };
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Tcp,
+            service: "mysql".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (reports, log) =
+            open_canaries(&[v4, v6], &ports, &options, deadline, &cancel, &tracker);
+        assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
+        for (ip, nonce) in [(v4, "0001"), (v6, "0006")] {
+            let mut s = TcpStream::connect((ip, port)).await.unwrap();
+            s.write_all(probe_line("abcd", nonce).as_bytes())
+                .await
+                .unwrap();
+            let reply = read_line(&mut s).await;
+            assert_eq!(reply, Some(format!("PORTCALL-OK db {nonce}")), "{ip}");
+        }
+        let seen: Vec<(String, bool)> = log.snapshot()[0]
+            .seen
+            .iter()
+            .map(|s| (s.nonce.clone(), s.source.is_ipv4()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("0001".to_string(), true), ("0006".to_string(), false)]
+        );
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+
+        // A service on the IPv6 address alone: the port is held, and the
+        // IPv4 canary bound first is released again.
+        let service = std::net::TcpListener::bind((v6, port)).unwrap();
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (reports, _) = open_canaries(&[v4, v6], &ports, &options, deadline, &cancel, &tracker);
+        assert_eq!(reports[0].state, ListenerState::Held, "{reports:?}");
+        assert!(reports[0].detail.contains("[::1]"), "{reports:?}");
+        assert!(std::net::TcpListener::bind((v4, port)).is_ok());
+        drop(service);
+    }
+
+    #[tokio::test]
     async fn a_canary_records_nonces_with_their_source_and_answers_with_its_host() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         // Port 0 asks the OS for a free port; find out which afterwards.
@@ -762,11 +850,11 @@ mod tests {
             service: "mysql".into(),
         }];
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (reports, log) = open_canaries(ip, &ports, &options, deadline, &cancel, &tracker);
+        let (reports, log) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
         assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
 
         // A second canary on the same port sees it held.
-        let (again, _) = open_canaries(ip, &ports, &options, deadline, &cancel, &tracker);
+        let (again, _) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
         assert_eq!(again[0].state, ListenerState::Held, "{again:?}");
 
         let ask = |line: String| async move {

@@ -188,7 +188,7 @@ pub fn detect_host(plan: &Plan) -> Result<String, AgentError> {
     let found: Vec<&str> = plan
         .hosts
         .iter()
-        .filter(|h| local_ip(&h.address).is_some())
+        .filter(|h| h.addresses.iter().any(|a| local_ip(a).is_some()))
         .map(|h| h.name.as_str())
         .collect();
     match found.as_slice() {
@@ -232,14 +232,18 @@ fn bind_ip(address: &Address) -> IpAddr {
 }
 
 /// The planned ports of `host` that some path targets: where its canaries go.
+/// A path whose client dials another port (`server_port`) puts the canary
+/// where the server listens, so the dialled port stays as empty as it will
+/// be in production.
 pub fn canary_ports(plan: &Plan, host: &str) -> Vec<PlannedPort> {
     let mut seen = HashSet::new();
     plan.paths
         .iter()
         .filter(|p| p.to == host && p.role.is_some())
-        .filter(|p| seen.insert(p.port.get()))
-        .map(|p| PlannedPort {
-            port: p.port.get(),
+        .map(|p| (p, p.server_port.unwrap_or(p.port)))
+        .filter(|(_, port)| seen.insert(port.get()))
+        .map(|(p, port)| PlannedPort {
+            port: port.get(),
             protocol: p.protocol,
             service: p.service.clone(),
         })
@@ -257,8 +261,12 @@ pub struct Agent {
 struct Shared {
     config: AgentConfig,
     digest: String,
-    ip: IpAddr,
-    source: Option<IpAddr>,
+    /// Where canaries listen: every plan address of this host that is
+    /// local, else the wildcard of its primary's family.
+    canary_ips: Vec<IpAddr>,
+    /// The plan addresses of this host that are local: probes leave from
+    /// the one of their target's family.
+    sources: Vec<IpAddr>,
     round: Mutex<Option<Round>>,
     probing: tokio::sync::Mutex<()>,
     admission: Arc<Admission>,
@@ -344,7 +352,12 @@ impl Agent {
             return Err(AgentError::unknown_host(plan, &config.host));
         };
         let ip = bind_ip(&host.address);
-        let source = local_ip(&host.address);
+        let sources: Vec<IpAddr> = host.addresses.iter().filter_map(local_ip).collect();
+        let canary_ips = if sources.is_empty() {
+            vec![ip]
+        } else {
+            sources.clone()
+        };
         let addr = config
             .listen
             .unwrap_or_else(|| SocketAddr::new(ip, plan.defaults.control_port.get()));
@@ -361,8 +374,8 @@ impl Agent {
         }
         let shared = Arc::new(Shared {
             digest: control::plan_digest(plan),
-            ip,
-            source,
+            canary_ips,
+            sources,
             round: Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
             admission: Arc::new(Admission::new(
@@ -716,8 +729,14 @@ impl Shared {
             connections: self.canary_connections.clone(),
             per_canary: expected.saturating_add(limits.canary_headroom),
         };
-        let (listeners, log) =
-            canary::open_canaries(self.ip, &ports, &options, expires, &cancel, &tracker);
+        let (listeners, log) = canary::open_canaries(
+            &self.canary_ips,
+            &ports,
+            &options,
+            expires,
+            &cancel,
+            &tracker,
+        );
         let lease = Arc::new(Lease {
             duration: limits.lease,
             holders: AtomicUsize::new(0),
@@ -806,7 +825,7 @@ impl Shared {
             exchange_timeout: per_attempt,
             retries: d.retries,
             concurrency: self.config.limits.probe_concurrency,
-            source: self.source,
+            sources: self.sources.clone(),
             ..ProbeConfig::default()
         };
         let prober = match Prober::with_exchange(config, exchange.clone()) {

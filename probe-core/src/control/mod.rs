@@ -43,6 +43,11 @@ pub fn plan_digest(plan: &Plan) -> String {
     );
     for h in &plan.hosts {
         let _ = write!(s, "H|{}|{}", h.name, h.address);
+        // Further addresses only when there are any, so a single-address
+        // plan keeps the digest it always had.
+        for a in h.addresses.iter().skip(1) {
+            let _ = write!(s, "|+{a}");
+        }
         for p in &h.ports {
             let _ = write!(
                 s,

@@ -182,6 +182,37 @@ pub enum Problem {
         /// The address as written.
         address: String,
     },
+    /// A host's address list is empty.
+    #[error("host `{host}` has an empty address list; give at least one address, primary first")]
+    EmptyAddressList {
+        /// The host.
+        host: String,
+    },
+    /// A host lists the same address twice.
+    #[error("host `{host}` lists address {address} twice")]
+    RepeatedAddress {
+        /// The host.
+        host: String,
+        /// The repeated address.
+        address: String,
+    },
+    /// A DNS name among several addresses: a list is of IP literals, a
+    /// name stands alone (it resolves to its own families).
+    #[error(
+        "address `{address}` of host `{host}` is a DNS name in a list; a list holds IPv4/IPv6 literals, a DNS name stands alone (address = \"{address}\")"
+    )]
+    NameInAddressList {
+        /// The host.
+        host: String,
+        /// The name as written.
+        address: String,
+    },
+    /// A flow's `family` is not one of the accepted values.
+    #[error("family `{value}` is not one of ipv4, ipv6, both")]
+    BadFamily {
+        /// The value as written.
+        value: String,
+    },
     /// Two hosts have the same name.
     #[error("host `{name}` is defined twice (first at {first})")]
     DuplicateHost {
@@ -371,6 +402,52 @@ pub enum Problem {
     /// A flow produces no path, e.g. a host to itself only (warning).
     #[error("flow produces no path (its only source is its only target)")]
     FlowWithoutPaths,
+    /// One role declares the same dial (name and target role) twice.
+    #[error("role `{role}` declares dial `{name}` to `{to}` twice")]
+    DuplicateDial {
+        /// The role.
+        role: String,
+        /// The dial's name.
+        name: String,
+        /// The target role.
+        to: String,
+    },
+    /// `dial_overrides` names a dial no role of the host declares.
+    #[error(
+        "dial_overrides of host `{host}` names `{name}`, which none of its roles dial (they dial: {known})"
+    )]
+    UnknownDialOverride {
+        /// The host.
+        host: String,
+        /// The unknown dial name.
+        name: String,
+        /// The dials that do exist, comma-separated.
+        known: String,
+    },
+    /// A client dials a port the server does not listen on: the WSO2
+    /// Thrift client/server mismatch. An error for `lint`, but it does not
+    /// stop a check, which probes the dialled port.
+    #[error(
+        "{client} dials {name} on {client_port} ({client_how}) but {server} listens on {server_port} ({server_how}): {fix}"
+    )]
+    DialMismatch {
+        /// The client host.
+        client: String,
+        /// The dial (and target port) name.
+        name: String,
+        /// The port the client dials.
+        client_port: u16,
+        /// How the client port came about, e.g. "10397 + its offset 2".
+        client_how: String,
+        /// The server host.
+        server: String,
+        /// The port the server listens on.
+        server_port: u16,
+        /// How the server port came about.
+        server_how: String,
+        /// Both ways to make them agree.
+        fix: DialFix,
+    },
     /// A numeric flow port is not a planned port of the target host, so no
     /// canary will hold it (warning).
     #[error(
@@ -385,6 +462,13 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// Whether this error stops the plan from being used. A client/server
+    /// port mismatch does not: the plan describes a deployment that will
+    /// fail, and a check must still be able to measure it.
+    pub fn blocks_plan(&self) -> bool {
+        !matches!(self, Problem::DialMismatch { .. })
+    }
+
     /// Whether this problem makes the plan unusable.
     pub fn severity(&self) -> Severity {
         match self {
@@ -427,6 +511,51 @@ impl fmt::Display for CollisionFix {
                 f,
                 "no offset resolves it because the port is not offset-able; pin one with port_overrides = {{ {port_name} = PORT }}"
             ),
+        }
+    }
+}
+
+/// The two ways to make a client and a server agree on a port: the client
+/// dials the server's port, or the server listens on the client's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialFix {
+    /// The client host.
+    pub client: String,
+    /// The server host.
+    pub server: String,
+    /// The dial (and port) name.
+    pub name: String,
+    /// The product's client setting, if the catalog names it.
+    pub client_setting: Option<String>,
+    /// The product's server setting, if the catalog names it.
+    pub server_setting: Option<String>,
+    /// The port the client dials.
+    pub client_port: u16,
+    /// The port the server listens on.
+    pub server_port: u16,
+}
+
+impl fmt::Display for DialFix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let DialFix {
+            client,
+            server,
+            name,
+            client_port,
+            server_port,
+            ..
+        } = self;
+        let client_plan = format!("dial_overrides = {{ {name} = {server_port} }}");
+        let server_plan = format!("port_overrides = {{ {name} = {client_port} }}");
+        f.write_str("set ")?;
+        match &self.client_setting {
+            Some(s) => write!(f, "{s} {server_port} on {client} (plan: {client_plan})")?,
+            None => write!(f, "{client_plan} on {client}")?,
+        }
+        f.write_str(", or ")?;
+        match &self.server_setting {
+            Some(s) => write!(f, "{s} {client_port} on {server} (plan: {server_plan})"),
+            None => write!(f, "{server_plan} on {server}"),
         }
     }
 }

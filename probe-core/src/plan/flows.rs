@@ -4,7 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::raw::{RawExpect, RawPlan, RawPortRef, Selectors};
-use super::{Cx, Expect, Flow, Host, Location, Path, PortRef, Problem, Selector, Suggestion};
+use super::{
+    Address, Cx, Expect, Family, FamilyFilter, Flow, Host, Location, Path, PortRef, Problem,
+    Selector, Suggestion,
+};
+use super::{DialFix, EffectiveDial, PortShift, Role};
 use crate::port::{Port, Protocol};
 
 /// Expands every flow into paths, merging duplicates.
@@ -13,6 +17,7 @@ pub(crate) fn expand(
     raw: &RawPlan,
     hosts: &[Host],
     tainted: &BTreeSet<usize>,
+    roles: &Known<'_>,
     max_paths: u64,
 ) -> (Vec<Flow>, Vec<Path>) {
     // Count before allocating anything: a short plan (200 hosts, all to
@@ -31,8 +36,12 @@ pub(crate) fn expand(
     }
     let mut flows = Vec::new();
     let mut paths: Vec<Path> = Vec::new();
-    // (from, to, port) -> index into `paths`, and the flow that made it.
-    let mut seen: BTreeMap<(String, String, Port), (usize, Location)> = BTreeMap::new();
+    // (from, to, port, family) -> index into `paths`, and the flow that
+    // made it.
+    type Key = (String, String, Port, Option<Family>);
+    let mut seen: BTreeMap<Key, (usize, Location)> = BTreeMap::new();
+    // (client, server, dialled port) already reported as a mismatch.
+    let mut mismatched: BTreeSet<(String, String, Port)> = BTreeSet::new();
 
     for (i, rf) in raw.flows.iter().enumerate() {
         let f = rf.get_ref();
@@ -48,6 +57,23 @@ pub(crate) fn expand(
         if f.ports.get_ref().is_empty() {
             cx.push(f.ports.span(), Problem::EmptyPorts);
         }
+        let family = match &f.family {
+            None => FamilyFilter::Both,
+            Some(v) => match v.get_ref().as_str() {
+                "both" => FamilyFilter::Both,
+                "ipv4" => FamilyFilter::Only(Family::Ipv4),
+                "ipv6" => FamilyFilter::Only(Family::Ipv6),
+                other => {
+                    cx.push(
+                        v.span(),
+                        Problem::BadFamily {
+                            value: other.to_owned(),
+                        },
+                    );
+                    FamilyFilter::Both
+                }
+            },
+        };
         let mut port_refs = Vec::new();
         for p in f.ports.get_ref() {
             match p.get_ref() {
@@ -90,39 +116,65 @@ pub(crate) fn expand(
                         if s == t {
                             continue;
                         }
-                        produced += 1;
-                        let key = (hosts[s].name.clone(), target.name.clone(), port);
-                        if let Some((pi, first)) = seen.get(&key) {
-                            let existing = &mut paths[*pi];
-                            if existing.expect != expect {
-                                cx.push(
-                                    rf.span(),
-                                    Problem::ConflictingExpectations {
-                                        from: key.0.clone(),
-                                        to: key.1.clone(),
-                                        port: port.get(),
-                                        first: first.clone(),
-                                        first_expect: existing.expect.as_str(),
-                                        second_expect: expect.as_str(),
-                                    },
-                                );
-                            } else if !existing.flows.contains(&index) {
-                                existing.flows.push(index);
-                            }
-                            continue;
-                        }
-                        seen.insert(key, (paths.len(), location.clone()));
-                        paths.push(Path {
-                            from: hosts[s].name.clone(),
-                            to: target.name.clone(),
-                            address: target.address.clone(),
-                            port,
-                            service: service.clone(),
-                            protocol,
-                            expect,
-                            role: role.clone(),
-                            flows: vec![index],
+                        // A client role of the source that dials this port
+                        // name on the target's role decides the port probed.
+                        let dial = role.as_deref().and_then(|r| {
+                            hosts[s]
+                                .dials
+                                .iter()
+                                .find(|d| d.def.name == service && inherits(r, &d.def.to, roles))
                         });
+                        let (probed, server_port) = match dial {
+                            Some(d) if d.port != port => (d.port, Some(port)),
+                            _ => (port, None),
+                        };
+                        for (fam, address) in path_families(&hosts[s], target, family) {
+                            produced += 1;
+                            let key = (hosts[s].name.clone(), target.name.clone(), probed, fam);
+                            if let Some((pi, first)) = seen.get(&key) {
+                                let existing = &mut paths[*pi];
+                                if existing.expect != expect {
+                                    cx.push(
+                                        rf.span(),
+                                        Problem::ConflictingExpectations {
+                                            from: key.0.clone(),
+                                            to: key.1.clone(),
+                                            port: port.get(),
+                                            first: first.clone(),
+                                            first_expect: existing.expect.as_str(),
+                                            second_expect: expect.as_str(),
+                                        },
+                                    );
+                                } else if !existing.flows.contains(&index) {
+                                    existing.flows.push(index);
+                                }
+                                continue;
+                            }
+                            seen.insert(key, (paths.len(), location.clone()));
+                            if let (Some(d), Some(_)) = (dial, server_port) {
+                                // Once per client, server and port, whatever
+                                // the address families.
+                                let pair = (hosts[s].name.clone(), target.name.clone(), probed);
+                                if mismatched.insert(pair) {
+                                    let problem =
+                                        mismatch(&hosts[s], target, d, port, role.as_deref());
+                                    cx.push_at(hosts[s].location.clone(), problem);
+                                }
+                            }
+                            paths.push(Path {
+                                from: hosts[s].name.clone(),
+                                to: target.name.clone(),
+                                address,
+                                port: probed,
+                                server_port,
+                                service: service.clone(),
+                                protocol,
+                                expect,
+                                role: role.clone(),
+                                flows: vec![index],
+                                family: fam,
+                            });
+                        }
                     }
                 }
             }
@@ -162,6 +214,7 @@ pub(crate) fn expand(
             to: to_sel,
             ports: port_refs.into_iter().map(|(p, _)| p).collect(),
             expect,
+            family,
             location,
         });
     }
@@ -199,10 +252,12 @@ fn over_limit(raw: &RawPlan, hosts: &[Host], limit: u64) -> Option<(u64, usize)>
                 },
             };
             for &t in &targets {
-                // Paths never run from a host to itself.
+                // Paths never run from a host to itself; a pair gets at
+                // most one path per address family of the target.
                 let from = sources.len() as u64 - u64::from(sources.contains(&t));
+                let families = hosts[t].families().len().max(1) as u64;
                 let ports = resolve(&pref, &hosts[t], &to).len() as u64;
-                total = total.saturating_add(ports.saturating_mul(from));
+                total = total.saturating_add(ports.saturating_mul(from).saturating_mul(families));
             }
         }
         if total > limit {
@@ -210,6 +265,131 @@ fn over_limit(raw: &RawPlan, hosts: &[Host], limit: u64) -> Option<(u64, usize)>
         }
     }
     first_over.map(|flow| (total, flow))
+}
+
+/// The roles a plan can name: its own (resolved) and the catalog's.
+pub(crate) struct Known<'a> {
+    /// The plan's own roles, resolved (`None` where a role had errors).
+    pub plan: &'a BTreeMap<String, Option<Role>>,
+    pub catalog: &'a crate::catalog::Catalog,
+}
+
+impl Known<'_> {
+    fn get(&self, name: &str) -> Option<&Role> {
+        match self.plan.get(name) {
+            Some(r) => r.as_ref(),
+            None => self.catalog.get(name),
+        }
+    }
+}
+
+/// Whether role `r` is `to` or built on it through `use`.
+fn inherits(r: &str, to: &str, roles: &Known<'_>) -> bool {
+    let mut cur = r;
+    // `use` chains are short and acyclic once resolved; the bound only
+    // guards against a role that `use`s its own name.
+    for _ in 0..32 {
+        if cur == to {
+            return true;
+        }
+        match roles.get(cur).and_then(|x| x.based_on.as_deref()) {
+            Some(b) if b != cur => cur = b,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The lint error for a client dialling `dial.port` where the server
+/// listens on `port`, with both ports explained and both fixes named.
+fn mismatch(
+    client: &Host,
+    server: &Host,
+    dial: &EffectiveDial,
+    port: Port,
+    server_role: Option<&str>,
+) -> Problem {
+    let client_offset = client
+        .roles
+        .iter()
+        .find(|i| i.role == dial.role)
+        .map_or(client.port_offset, |i| i.port_offset);
+    let client_how = match dial.shift {
+        PortShift::Offset(o) => format!("{} + its offset {o}", dial.def.port),
+        PortShift::Fixed => format!("as configured, not moved by its offset {client_offset}"),
+        PortShift::Pinned => "pinned by dial_overrides".to_owned(),
+    };
+    let listening = server
+        .ports
+        .iter()
+        .find(|e| e.name == dial.def.name && Some(e.role.as_str()) == server_role);
+    let server_offset = server
+        .roles
+        .iter()
+        .find(|i| Some(i.role.as_str()) == server_role)
+        .map_or(server.port_offset, |i| i.port_offset);
+    let server_how = match listening.map(|e| (e.base, e.shift)) {
+        Some((base, PortShift::Offset(o))) => format!("{base} + its offset {o}"),
+        Some((base, PortShift::Fixed)) => {
+            format!("{base}, not moved by its offset {server_offset}")
+        }
+        Some((_, PortShift::Pinned)) => "pinned by port_overrides".to_owned(),
+        None => "as planned".to_owned(),
+    };
+    Problem::DialMismatch {
+        client: client.name.clone(),
+        name: dial.def.name.clone(),
+        client_port: dial.port.get(),
+        client_how,
+        server: server.name.clone(),
+        server_port: port.get(),
+        server_how,
+        fix: DialFix {
+            client: client.name.clone(),
+            server: server.name.clone(),
+            name: dial.def.name.clone(),
+            client_setting: dial.def.client_setting.clone(),
+            server_setting: dial.def.server_setting.clone(),
+            client_port: dial.port.get(),
+            server_port: port.get(),
+        },
+    }
+}
+
+/// The paths one (source, target) pair gets, one per address family, each
+/// with the target address it goes to: the target's families the flow
+/// allows, narrowed to those the source has too when it shares any (a
+/// dual-stack pair is checked on both; a source the plan gives only IPv4
+/// still reaches an IPv6-only target, from whatever address its kernel
+/// chooses). A target known by a DNS name gets one path of no fixed family.
+fn path_families(
+    source: &Host,
+    target: &Host,
+    filter: FamilyFilter,
+) -> Vec<(Option<Family>, Address)> {
+    let target_families = target.families();
+    if target_families.is_empty() {
+        return vec![(None, target.address.clone())];
+    }
+    let candidates: Vec<Family> = target_families
+        .into_iter()
+        .filter(|f| filter.allows(*f))
+        .collect();
+    let source_families = source.families();
+    let shared: Vec<Family> = candidates
+        .iter()
+        .copied()
+        .filter(|f| source_families.contains(f))
+        .collect();
+    let chosen = if shared.is_empty() {
+        candidates
+    } else {
+        shared
+    };
+    chosen
+        .into_iter()
+        .filter_map(|f| target.address_of(f).map(|a| (Some(f), a.clone())))
+        .collect()
 }
 
 /// Parses and checks a `from`/`to` value; `None` when any selector is bad.

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::raw::RawPlan;
-use super::{Address, Cx, Defaults, EffectivePort, Host, Problem, Role, RoleInstance};
+use super::RoleInstance;
+use super::raw::{RawAddresses, RawPlan};
+use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
 use super::{CollisionFix, Location, Suggestion};
 use crate::catalog::Catalog;
 use crate::port::Port;
@@ -51,32 +52,7 @@ pub(crate) fn build(
         } else {
             names.insert(name.clone(), cx.loc(h.name.span()));
         }
-        let address = match parse_address(h.address.get_ref()) {
-            Some(a) => a,
-            None => {
-                cx.push(
-                    h.address.span(),
-                    Problem::BadAddress {
-                        host: name.clone(),
-                        address: h.address.get_ref().clone(),
-                    },
-                );
-                Address::Dns(h.address.get_ref().clone())
-            }
-        };
-        if let Some((other, first)) = addresses.get(&address) {
-            cx.push(
-                h.address.span(),
-                Problem::DuplicateAddress {
-                    host: name.clone(),
-                    address: address.to_string(),
-                    other: other.clone(),
-                    first: first.clone(),
-                },
-            );
-        } else {
-            addresses.insert(address.clone(), (name.clone(), cx.loc(h.address.span())));
-        }
+        let host_addresses = host_addresses(cx, &name, &h.address, &mut addresses);
         let port_offset = h
             .port_offset
             .as_ref()
@@ -175,11 +151,11 @@ pub(crate) fn build(
         for (inst, role, span) in &instances {
             let mut mine = Vec::new();
             for def in &role.ports {
-                let port = if let Some(p) = overrides.get(def.name.as_str()) {
-                    *p
+                let (port, shift) = if let Some(p) = overrides.get(def.name.as_str()) {
+                    (*p, PortShift::Pinned)
                 } else if def.offset {
                     match def.port.checked_offset(inst.port_offset) {
-                        Ok(p) => p,
+                        Ok(p) => (p, PortShift::Offset(inst.port_offset)),
                         Err(sum) => {
                             cx.push(
                                 span.clone(),
@@ -196,7 +172,7 @@ pub(crate) fn build(
                         }
                     }
                 } else {
-                    def.port
+                    (def.port, PortShift::Fixed)
                 };
                 mine.push((def.name.clone(), port));
                 ports.push(EffectivePort {
@@ -204,11 +180,14 @@ pub(crate) fn build(
                     port,
                     protocol: def.protocol,
                     role: role.name.clone(),
+                    base: def.port,
+                    shift,
                 });
             }
             per_instance.push(mine);
         }
         collisions(cx, &name, &instances, &per_instance, &overrides);
+        let dials = dials(cx, &name, h, &instances);
         for (i, (_, role, span)) in instances.iter().enumerate() {
             for (pname, port) in &per_instance[i] {
                 if *port == defaults.control_port {
@@ -228,13 +207,19 @@ pub(crate) fn build(
         if incomplete || cx.error_count() > errors_before {
             tainted.insert(hi);
         }
+        let address = host_addresses
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Address::Dns(String::new()));
         hosts.push(Host {
             name,
             address,
+            addresses: host_addresses,
             zone: h.zone.as_ref().map(|z| z.get_ref().clone()),
             roles: instances.into_iter().map(|(i, _, _)| i).collect(),
             port_offset,
             ports,
+            dials,
             location,
         });
     }
@@ -267,6 +252,90 @@ pub(crate) fn build(
         }
     }
     (hosts, used, tainted)
+}
+
+/// The ports the host's client roles dial: each dial moved by the client
+/// role instance's offset where it says so, or pinned by `dial_overrides`.
+fn dials(
+    cx: &mut Cx<'_>,
+    host: &str,
+    h: &super::raw::RawHost,
+    instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
+) -> Vec<EffectiveDial> {
+    let mut pinned: BTreeMap<&str, Port> = BTreeMap::new();
+    for (dname, value) in &h.dial_overrides {
+        let declared = instances
+            .iter()
+            .any(|(_, r, _)| r.dials.iter().any(|d| &d.name == dname));
+        if !declared {
+            let mut known: Vec<&str> = instances
+                .iter()
+                .flat_map(|(_, r, _)| r.dials.iter().map(|d| d.name.as_str()))
+                .collect();
+            known.sort_unstable();
+            known.dedup();
+            cx.push(
+                value.span(),
+                Problem::UnknownDialOverride {
+                    host: host.to_owned(),
+                    name: dname.clone(),
+                    known: if known.is_empty() {
+                        "nothing".into()
+                    } else {
+                        known.join(", ")
+                    },
+                },
+            );
+            continue;
+        }
+        match Port::from_i64(*value.get_ref()) {
+            Ok(p) => {
+                pinned.insert(dname.as_str(), p);
+            }
+            Err(error) => cx.push(
+                value.span(),
+                Problem::BadPort {
+                    what: format!("dial_overrides.{dname} of host `{host}`"),
+                    error,
+                },
+            ),
+        }
+    }
+    let mut out = Vec::new();
+    for (inst, role, span) in instances {
+        for def in &role.dials {
+            let (port, shift) = if let Some(p) = pinned.get(def.name.as_str()) {
+                (*p, PortShift::Pinned)
+            } else if def.offset {
+                match def.port.checked_offset(inst.port_offset) {
+                    Ok(p) => (p, PortShift::Offset(inst.port_offset)),
+                    Err(sum) => {
+                        cx.push(
+                            span.clone(),
+                            Problem::EffectivePortTooLarge {
+                                host: host.to_owned(),
+                                role: role.name.clone(),
+                                port_name: def.name.clone(),
+                                base: def.port.get(),
+                                offset: inst.port_offset,
+                                sum,
+                            },
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                (def.port, PortShift::Fixed)
+            };
+            out.push(EffectiveDial {
+                def: def.clone(),
+                role: role.name.clone(),
+                port,
+                shift,
+            });
+        }
+    }
+    out
 }
 
 /// Reports each pair of role instances on a host that share a port, once,
@@ -423,6 +492,82 @@ fn valid_host_name(name: &str) -> bool {
 }
 
 /// An IP literal (IPv6 with or without brackets) or a syntactically valid
+/// Parses a host's `address` (one or a list), reporting every bad,
+/// repeated or already used address where it is written; returns the good
+/// ones, primary first.
+fn host_addresses(
+    cx: &mut Cx<'_>,
+    host: &str,
+    raw: &toml::Spanned<RawAddresses>,
+    used: &mut BTreeMap<Address, (String, Location)>,
+) -> Vec<Address> {
+    let items = RawAddresses::spans_fixed(raw);
+    if items.is_empty() {
+        cx.push(
+            raw.span(),
+            Problem::EmptyAddressList {
+                host: host.to_owned(),
+            },
+        );
+        return Vec::new();
+    }
+    let mut out: Vec<Address> = Vec::new();
+    for item in &items {
+        let text = item.get_ref();
+        let address = match parse_address(text) {
+            Some(a) => a,
+            None => {
+                cx.push(
+                    item.span(),
+                    Problem::BadAddress {
+                        host: host.to_owned(),
+                        address: text.clone(),
+                    },
+                );
+                // The plan is rejected; keep the text so flows still
+                // expand and report what else is wrong.
+                out.push(Address::Dns(text.clone()));
+                continue;
+            }
+        };
+        if raw.get_ref().is_list && items.len() > 1 && matches!(address, Address::Dns(_)) {
+            cx.push(
+                item.span(),
+                Problem::NameInAddressList {
+                    host: host.to_owned(),
+                    address: text.clone(),
+                },
+            );
+            continue;
+        }
+        if out.contains(&address) {
+            cx.push(
+                item.span(),
+                Problem::RepeatedAddress {
+                    host: host.to_owned(),
+                    address: address.to_string(),
+                },
+            );
+            continue;
+        }
+        if let Some((other, first)) = used.get(&address) {
+            cx.push(
+                item.span(),
+                Problem::DuplicateAddress {
+                    host: host.to_owned(),
+                    address: address.to_string(),
+                    other: other.clone(),
+                    first: first.clone(),
+                },
+            );
+        } else {
+            used.insert(address.clone(), (host.to_owned(), cx.loc(item.span())));
+        }
+        out.push(address);
+    }
+    out
+}
+
 /// DNS name; digits-and-dots that are not an IPv4 address are rejected
 /// rather than sent to a resolver.
 pub(crate) fn parse_address(s: &str) -> Option<Address> {

@@ -23,7 +23,7 @@ use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
 pub use diag::{
-    CollisionFix, Diagnostic, Location, Problem, Severity, Suggestion, escape_controls,
+    CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion, escape_controls,
 };
 pub use roles::RoleOrigin;
 
@@ -94,6 +94,84 @@ impl Serialize for Address {
     }
 }
 
+impl Address {
+    /// The address family of an IP literal; `None` for a DNS name (its
+    /// family is the resolved address's).
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            Address::Ip(ip) => Some(Family::of(*ip)),
+            Address::Dns(_) => None,
+        }
+    }
+}
+
+/// An address family: which IP version a path runs over.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl Family {
+    /// The family of `ip`.
+    pub fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }
+    }
+
+    /// `ipv4` or `ipv6`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which families a flow's paths may use (`family = "ipv4" | "ipv6" |
+/// "both"`, default both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FamilyFilter {
+    /// Every family both ends have.
+    #[default]
+    Both,
+    /// Only this one.
+    Only(Family),
+}
+
+impl FamilyFilter {
+    /// Whether a path of `family` passes.
+    pub fn allows(self, family: Family) -> bool {
+        match self {
+            FamilyFilter::Both => true,
+            FamilyFilter::Only(f) => f == family,
+        }
+    }
+}
+
+impl fmt::Display for FamilyFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FamilyFilter::Both => f.write_str("both"),
+            FamilyFilter::Only(x) => x.fmt(f),
+        }
+    }
+}
+
 /// A role: a named set of ports, from the catalog or the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Role {
@@ -107,6 +185,52 @@ pub struct Role {
     pub origin: RoleOrigin,
     /// The role it `use`s, if any.
     pub based_on: Option<String>,
+    /// The ports it dials on other roles, as its clients are configured.
+    pub dials: Vec<DialDef>,
+}
+
+/// A client port as a role defines it: the port a client of this role is
+/// configured to dial on a role `to`, before the client host's offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialDef {
+    /// The dial's name: the port name it reaches on the target role.
+    pub name: String,
+    /// The target role (or a role built on it with `use`).
+    pub to: String,
+    /// The configured client port.
+    pub port: Port,
+    /// Whether the *client host's* offset moves it.
+    pub offset: bool,
+    /// The product's name for the client setting (e.g. `ThriftClientPort`),
+    /// used when naming a fix.
+    pub client_setting: Option<String>,
+    /// The product's name for the server setting (e.g. `ThriftServerPort`).
+    pub server_setting: Option<String>,
+}
+
+/// How a port number came about, for explanations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortShift {
+    /// The port as defined; no offset applies to it.
+    #[default]
+    Fixed,
+    /// The defined port plus this offset.
+    Offset(u16),
+    /// Pinned by an override.
+    Pinned,
+}
+
+/// A port a client role of a host will dial, after offsets and overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveDial {
+    /// The dial as the role defines it.
+    pub def: DialDef,
+    /// The client role that declares it.
+    pub role: String,
+    /// The port the client will dial.
+    pub port: Port,
+    /// How `port` came from `def.port`.
+    pub shift: PortShift,
 }
 
 /// A port as a role defines it, before offsets.
@@ -142,6 +266,12 @@ pub struct EffectivePort {
     pub protocol: Protocol,
     /// The role that defines it.
     pub role: String,
+    /// The port before offsets and overrides. Not part of `plan/v1`.
+    #[serde(skip)]
+    pub base: Port,
+    /// How `port` came from `base`. Not part of `plan/v1`.
+    #[serde(skip)]
+    pub shift: PortShift,
 }
 
 /// A host of the plan.
@@ -149,8 +279,13 @@ pub struct EffectivePort {
 pub struct Host {
     /// Unique name.
     pub name: String,
-    /// Where it is reached, and the source address of its probes.
+    /// Its primary address: where it is reached (its control endpoint,
+    /// its certificate's first name), and the source of its probes to
+    /// targets of this family. The first of [`Host::addresses`].
     pub address: Address,
+    /// Every address the plan gives it, primary first: its canaries listen
+    /// on all, and its probes leave from the first of the target's family.
+    pub addresses: Vec<Address>,
     /// Its zone, if any.
     pub zone: Option<String>,
     /// Its roles, in order, each with its offset.
@@ -159,8 +294,28 @@ pub struct Host {
     pub port_offset: u16,
     /// Every port it serves, role by role.
     pub ports: Vec<EffectivePort>,
+    /// Every port its client roles dial, role by role.
+    pub dials: Vec<EffectiveDial>,
     /// Where the host is defined.
     pub location: Location,
+}
+
+impl Host {
+    /// Its first plan address of `family`, if any.
+    pub fn address_of(&self, family: Family) -> Option<&Address> {
+        self.addresses.iter().find(|a| a.family() == Some(family))
+    }
+
+    /// The families its IP literal addresses cover, in address order.
+    pub fn families(&self) -> Vec<Family> {
+        let mut v: Vec<Family> = Vec::new();
+        for f in self.addresses.iter().filter_map(Address::family) {
+            if !v.contains(&f) {
+                v.push(f);
+            }
+        }
+        v
+    }
 }
 
 /// Which hosts a flow endpoint means.
@@ -248,6 +403,8 @@ pub struct Flow {
     pub ports: Vec<PortRef>,
     /// Open or blocked.
     pub expect: Expect,
+    /// The address families its paths may use.
+    pub family: FamilyFilter,
     /// Where the flow is defined.
     pub location: Location,
 }
@@ -277,8 +434,11 @@ pub struct Path {
     pub to: String,
     /// Target address.
     pub address: Address,
-    /// Target port.
+    /// The port probed: the one the client dials.
     pub port: Port,
+    /// Where the target listens, when a dial of the source makes that
+    /// differ from `port` (a client/server mismatch).
+    pub server_port: Option<Port>,
     /// The port's name on the target (or its number when it has none).
     pub service: String,
     /// TCP or TLS.
@@ -289,6 +449,9 @@ pub struct Path {
     pub role: Option<String>,
     /// The flows (indices starting at 1) that produce this path.
     pub flows: Vec<usize>,
+    /// The address family of `address`; `None` for a DNS name (it takes
+    /// the resolved address's).
+    pub family: Option<Family>,
 }
 
 /// A list of diagnostics, displayed one per line.
@@ -299,6 +462,15 @@ impl Diagnostics {
     /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.0.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Whether any error makes the plan unusable. A client/server port
+    /// mismatch is an error about the deployment, not the plan: `lint`
+    /// fails on it, but a check still runs and measures the dialled port.
+    pub fn has_blocking_errors(&self) -> bool {
+        self.0
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.problem.blocks_plan())
     }
 }
 
@@ -362,7 +534,7 @@ impl Plan {
                 a.diagnostics
                     .0
                     .into_iter()
-                    .filter(|d| d.severity == Severity::Error)
+                    .filter(|d| d.severity == Severity::Error && d.problem.blocks_plan())
                     .collect(),
             ))),
         }
@@ -489,13 +661,17 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
         .and_then(|m| u64::try_from(*m.get_ref()).ok())
         .filter(|m| (1..=MAX_PATHS_CEILING).contains(m))
         .unwrap_or(DEFAULT_MAX_PATHS);
-    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted, max_paths);
+    let known = flows::Known {
+        plan: &plan_roles,
+        catalog,
+    };
+    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known, max_paths);
 
     cx.diags
         .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.col)));
     cx.diags.dedup();
     let diagnostics = Diagnostics(cx.diags);
-    let plan = (!diagnostics.has_errors()).then(|| Plan {
+    let plan = (!diagnostics.has_blocking_errors()).then(|| Plan {
         name,
         source: Arc::clone(&file),
         defaults,
@@ -563,6 +739,14 @@ impl Cx<'_> {
 
     pub fn loc(&self, span: std::ops::Range<usize>) -> Location {
         Location::of_offset(self.file, self.src, span.start)
+    }
+
+    pub fn push_at(&mut self, location: Location, problem: Problem) {
+        self.diags.push(Diagnostic {
+            severity: problem.severity(),
+            location: Some(location),
+            problem,
+        });
     }
 
     pub fn push(&mut self, span: std::ops::Range<usize>, problem: Problem) {

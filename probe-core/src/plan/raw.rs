@@ -38,13 +38,16 @@ pub(crate) struct RawDefaults {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHost {
     pub name: Spanned<String>,
-    pub address: Spanned<String>,
+    pub address: Spanned<RawAddresses>,
     pub zone: Option<Spanned<String>>,
     #[serde(default)]
     pub roles: Vec<Spanned<RawRoleItem>>,
     pub port_offset: Option<Spanned<i64>>,
     #[serde(default)]
     pub port_overrides: BTreeMap<String, Spanned<i64>>,
+    /// Pins the port a client role of this host dials, by dial name.
+    #[serde(default)]
+    pub dial_overrides: BTreeMap<String, Spanned<i64>>,
 }
 
 /// An item of a host's `roles`: a name, or a name with its own offset.
@@ -97,6 +100,23 @@ pub(crate) struct RawRole {
     pub description: Option<String>,
     #[serde(default)]
     pub ports: Vec<Spanned<RawPort>>,
+    /// The ports this role dials on other roles, as the client is configured.
+    #[serde(default)]
+    pub dials: Vec<Spanned<RawDial>>,
+}
+
+/// A client port of a role: `{ name, to, port, offset = true }`, plus the
+/// product's names for the client and server settings, used in fixes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDial {
+    pub name: Spanned<String>,
+    pub to: Spanned<String>,
+    pub port: Spanned<i64>,
+    #[serde(default = "yes")]
+    pub offset: bool,
+    pub client_setting: Option<String>,
+    pub server_setting: Option<String>,
 }
 
 /// A port entry of a role.
@@ -134,6 +154,64 @@ pub(crate) struct RawFlow {
     pub ports: Spanned<Vec<Spanned<RawPortRef>>>,
     #[serde(default)]
     pub expect: RawExpect,
+    pub family: Option<Spanned<String>>,
+}
+
+/// A host's `address`: one address, or a list whose first is the primary.
+#[derive(Debug)]
+pub(crate) struct RawAddresses {
+    pub list: Vec<Spanned<String>>,
+    /// Whether it was written as a list (`address = [...]`).
+    pub is_list: bool,
+}
+
+impl<'de> Deserialize<'de> for RawAddresses {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAddresses;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"an address ("198.18.3.40") or a list of them, primary first"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAddresses, E> {
+                // A lone string has no span of its own; the caller gives it
+                // the enclosing value's (see `RawAddresses::spans_fixed`).
+                Ok(RawAddresses {
+                    list: vec![Spanned::new(0..0, v.to_owned())],
+                    is_list: false,
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawAddresses, A::Error> {
+                let mut list = Vec::new();
+                while let Some(s) = seq.next_element::<Spanned<String>>()? {
+                    list.push(s);
+                }
+                Ok(RawAddresses {
+                    list,
+                    is_list: true,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl RawAddresses {
+    /// Every address with its own span (a lone string gets the enclosing
+    /// value's).
+    pub(crate) fn spans_fixed(sp: &Spanned<RawAddresses>) -> Vec<Spanned<String>> {
+        sp.get_ref()
+            .list
+            .iter()
+            .map(|s| {
+                if s.span() == (0..0) {
+                    Spanned::new(sp.span(), s.get_ref().clone())
+                } else {
+                    s.clone()
+                }
+            })
+            .collect()
+    }
 }
 
 /// A flow's `from`/`to`: one selector or a list of them.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Location, Problem, Suggestion};
-use super::raw::{RawPort, RawRole};
-use super::{PortDef, Role};
+use super::raw::{RawDial, RawPort, RawRole};
+use super::{DialDef, PortDef, Role};
 use crate::port::Port;
 
 /// Where a role came from.
@@ -71,6 +71,7 @@ impl Resolver<'_> {
         stack.push(name.to_owned());
         let mut ok = true;
         let mut ports: Vec<PortDef> = Vec::new();
+        let mut dials: Vec<DialDef> = Vec::new();
         if let Some(base) = &raw.get_ref().use_ {
             let base_name = base.get_ref().as_str();
             let resolved = if base_name != name && self.raw.contains_key(base_name) {
@@ -95,7 +96,10 @@ impl Resolver<'_> {
                 None
             };
             match resolved {
-                Some(r) => ports = r.ports,
+                Some(r) => {
+                    ports = r.ports;
+                    dials = r.dials;
+                }
                 None => ok = false,
             }
         }
@@ -123,6 +127,35 @@ impl Resolver<'_> {
                 None => ok = false,
             }
         }
+        let mut own_dials: Vec<(String, String)> = Vec::new();
+        for d in &raw.get_ref().dials {
+            match self.dial_def(name, d) {
+                Some(def) => {
+                    let key = (def.name.clone(), def.to.clone());
+                    if own_dials.contains(&key) {
+                        self.error(
+                            d.get_ref().name.span(),
+                            Problem::DuplicateDial {
+                                role: name.to_owned(),
+                                name: def.name.clone(),
+                                to: def.to.clone(),
+                            },
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    own_dials.push(key);
+                    match dials
+                        .iter_mut()
+                        .find(|q| q.name == def.name && q.to == def.to)
+                    {
+                        Some(slot) => *slot = def,
+                        None => dials.push(def),
+                    }
+                }
+                None => ok = false,
+            }
+        }
         stack.pop();
         let role = ok.then(|| Role {
             name: name.to_owned(),
@@ -130,6 +163,7 @@ impl Resolver<'_> {
             ports,
             origin: self.origin,
             based_on: raw.get_ref().use_.as_ref().map(|u| u.get_ref().clone()),
+            dials,
         });
         self.done.insert(name.to_owned(), role.clone());
         role
@@ -160,6 +194,60 @@ impl Resolver<'_> {
                     p.port.span(),
                     Problem::BadPort {
                         what: format!("port `{name}` of role `{role}`"),
+                        error,
+                    },
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Resolver<'_> {
+    fn dial_def(&mut self, role: &str, d: &Spanned<RawDial>) -> Option<DialDef> {
+        let d = d.get_ref();
+        let name = d.name.get_ref();
+        if !valid_port_name(name) {
+            self.error(
+                d.name.span(),
+                Problem::BadPortName {
+                    role: role.to_owned(),
+                    name: name.clone(),
+                },
+            );
+            return None;
+        }
+        let to = d.to.get_ref();
+        if !self.raw.contains_key(to) && !self.base.contains_key(to) {
+            let candidates: Vec<&str> = self
+                .raw
+                .keys()
+                .chain(self.base.keys())
+                .map(String::as_str)
+                .collect();
+            self.error(
+                d.to.span(),
+                Problem::UnknownRole {
+                    role: to.clone(),
+                    suggestion: Suggestion::closest(to, candidates),
+                },
+            );
+            return None;
+        }
+        match Port::from_i64(*d.port.get_ref()) {
+            Ok(port) => Some(DialDef {
+                name: name.clone(),
+                to: to.clone(),
+                port,
+                offset: d.offset,
+                client_setting: d.client_setting.clone(),
+                server_setting: d.server_setting.clone(),
+            }),
+            Err(error) => {
+                self.error(
+                    d.port.span(),
+                    Problem::BadPort {
+                        what: format!("dial `{name}` of role `{role}`"),
                         error,
                     },
                 );

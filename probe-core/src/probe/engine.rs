@@ -60,8 +60,14 @@ pub struct ProbeConfig {
     /// the sweep narrows itself to what fits and widens again slowly, so a
     /// value above the open-file limit costs speed, never correctness.
     pub concurrency: usize,
-    /// Local address to bind probes to, so the target sees this source.
+    /// Local address to bind probes to, so the target sees this source;
+    /// a target of the other family is a `local-error`.
     pub source: Option<IpAddr>,
+    /// This host's own addresses, when `source` is not given: each probe
+    /// binds to the first of its target's family, and when there is none
+    /// the kernel chooses (a dual-stack host the plan names by one
+    /// address still reaches targets of the other family).
+    pub sources: Vec<IpAddr>,
     /// How TLS targets are verified.
     pub tls: TlsOptions,
     /// Deadline for resolving each DNS name.
@@ -82,6 +88,7 @@ impl Default for ProbeConfig {
             icmp_pacing_window: Duration::from_secs(5),
             concurrency: 4096,
             source: None,
+            sources: Vec::new(),
             tls: TlsOptions::default(),
             resolve_timeout: Duration::from_secs(5),
             local_error_budget: Duration::from_secs(30),
@@ -575,7 +582,14 @@ impl Shared {
         local_address: &mut Option<SocketAddr>,
     ) -> AttemptKind {
         let config = &self.config;
-        let socket = match open_socket(addr, config.source) {
+        let source = config.source.or_else(|| {
+            config
+                .sources
+                .iter()
+                .copied()
+                .find(|s| s.is_ipv4() == addr.is_ipv4())
+        });
+        let socket = match open_socket(addr, source) {
             Ok(s) => s,
             Err(kind) => return kind,
         };
@@ -860,6 +874,9 @@ async fn resolve_all(
     for name in names.keys().cloned() {
         let deadline = config.resolve_timeout;
         let want_v4 = config.source.map(|s| s.is_ipv4());
+        // Without an explicit source, prefer a family this host has an
+        // address of, and take any other rather than none.
+        let have: Vec<bool> = config.sources.iter().map(IpAddr::is_ipv4).collect();
         lookups.spawn(async move {
             let found = timeout(deadline, tokio::net::lookup_host((name.to_string(), 0u16))).await;
             let r = match found {
@@ -872,7 +889,10 @@ async fn resolve_all(
                     let addrs: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
                     let pick = match want_v4 {
                         Some(v4) => addrs.iter().find(|a| a.is_ipv4() == v4),
-                        None => addrs.first(),
+                        None => addrs
+                            .iter()
+                            .find(|a| have.contains(&a.is_ipv4()))
+                            .or(addrs.first()),
                     };
                     pick.copied().ok_or_else(|| {
                         format!("cannot resolve {name}: no address of the source's family")

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Table;
 use crate::catalog::Catalog;
-use crate::plan::{Address, Expect, Plan};
+use crate::plan::{Address, Expect, Family, FamilyFilter, Host, Plan};
 use crate::port::{Port, Protocol};
 
 /// The `schema` value of plan JSON.
@@ -27,6 +27,7 @@ struct PlanJson<'a> {
 struct HostJson<'a> {
     name: &'a str,
     address: &'a Address,
+    addresses: &'a [Address],
     zone: Option<&'a str>,
     roles: Vec<&'a str>,
     port_offset: u16,
@@ -50,6 +51,9 @@ struct PathJson<'a> {
     service: &'a str,
     protocol: Protocol,
     expect: Expect,
+    family: Option<Family>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_port: Option<Port>,
 }
 
 /// Writes `portcall.plan/v1` JSON (pretty, with a trailing newline).
@@ -63,6 +67,7 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             .map(|h| HostJson {
                 name: &h.name,
                 address: &h.address,
+                addresses: &h.addresses,
                 zone: h.zone.as_deref(),
                 roles: h.roles.iter().map(|r| r.role.as_str()).collect(),
                 port_offset: h.port_offset,
@@ -89,6 +94,8 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
                 service: &p.service,
                 protocol: p.protocol,
                 expect: p.expect,
+                family: p.family,
+                server_port: p.server_port,
             })
             .collect(),
     };
@@ -121,7 +128,7 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         if h.roles.is_empty() {
             t.row([
                 h.name.clone(),
-                h.address.to_string(),
+                addresses(h),
                 h.zone.clone().unwrap_or_else(|| "-".into()),
                 "-".into(),
                 "-".into(),
@@ -138,11 +145,7 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             let first = i == 0;
             t.row([
                 if first { h.name.clone() } else { String::new() },
-                if first {
-                    h.address.to_string()
-                } else {
-                    String::new()
-                },
+                if first { addresses(h) } else { String::new() },
                 if first {
                     h.zone.clone().unwrap_or_else(|| "-".into())
                 } else {
@@ -155,6 +158,10 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         }
     }
     t.write_to(w)?;
+    // Paths name their family when the plan has more than one.
+    let families: std::collections::BTreeSet<Family> =
+        plan.paths.iter().filter_map(|p| p.family).collect();
+    let mixed = families.len() > 1;
     for f in &plan.flows {
         let paths: Vec<_> = plan
             .paths
@@ -165,12 +172,16 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         let ports: Vec<String> = f.ports.iter().map(ToString::to_string).collect();
         writeln!(
             w,
-            "flow {} ({}): {} [{}] expect {}, {} path{}",
+            "flow {} ({}): {} [{}] expect {}{}, {} path{}",
             f.index,
             f.location,
             f.label(),
             ports.join(", "),
             f.expect,
+            match f.family {
+                FamilyFilter::Both => String::new(),
+                FamilyFilter::Only(x) => format!(" over {x} only"),
+            },
             paths.len(),
             if paths.len() == 1 { "" } else { "s" }
         )?;
@@ -183,20 +194,32 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             } else {
                 String::new()
             };
-            let service = match &p.role {
+            let mut service = match &p.role {
                 Some(role) => format!("{} ({role})", p.service),
                 None => format!("{} (not a planned port)", p.service),
             };
-            t.row([
-                format!("{} -> {}", p.from, p.to),
-                format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol),
-                service,
-                also,
-            ]);
+            if let Some(sp) = p.server_port {
+                service.push_str(&format!(", dialled; {} listens on {sp}", p.to));
+            }
+            let mut target = format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol);
+            if mixed {
+                target.push(' ');
+                target.push_str(p.family.map_or("dns", Family::as_str));
+            }
+            t.row([format!("{} -> {}", p.from, p.to), target, service, also]);
         }
         t.write_to(w)?;
     }
     Ok(())
+}
+
+/// A host's addresses for the table, primary first.
+fn addresses(h: &Host) -> String {
+    h.addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// IPv6 literals are bracketed when a port follows.
@@ -219,6 +242,16 @@ struct CatalogRoleJson<'a> {
     description: &'a str,
     based_on: Option<&'a str>,
     ports: Vec<CatalogPortJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dials: Vec<CatalogDialJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct CatalogDialJson<'a> {
+    name: &'a str,
+    to: &'a str,
+    port: Port,
+    offset: bool,
 }
 
 #[derive(Serialize)]
@@ -249,6 +282,16 @@ pub fn catalog_json(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
                         offset: p.offset,
                     })
                     .collect(),
+                dials: r
+                    .dials
+                    .iter()
+                    .map(|d| CatalogDialJson {
+                        name: &d.name,
+                        to: &d.to,
+                        port: d.port,
+                        offset: d.offset,
+                    })
+                    .collect(),
             })
             .collect(),
     };
@@ -272,11 +315,21 @@ pub fn catalog_table(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
                 s
             })
             .collect();
-        t.row([r.name.clone(), ports.join(", "), r.description.clone()]);
+        let mut ports = ports.join(", ");
+        for d in &r.dials {
+            ports.push_str(&format!(
+                "; dials {} {} on {}{}",
+                d.name,
+                d.port,
+                d.to,
+                if d.offset { "" } else { " fixed" }
+            ));
+        }
+        t.row([r.name.clone(), ports, r.description.clone()]);
     }
     t.write_to(w)?;
     writeln!(
         w,
-        "\nports shift by the host's port_offset unless marked fixed; use a role by name in a host's roles, or start from it with `use`"
+        "\nports (and the ports a role dials) shift by the host's port_offset unless marked fixed; use a role by name in a host's roles, or start from it with `use`"
     )
 }

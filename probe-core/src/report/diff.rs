@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use serde::{Deserialize, Serialize};
 
 use super::{PathReport, Report, Verdict};
+use crate::plan::Family;
 use crate::probe::Observed;
 use crate::render::Table;
 
@@ -170,10 +171,16 @@ pub enum DiffError {
     },
 }
 
-type Key<'a> = (&'a str, &'a str, u16);
+type Key<'a> = (&'a str, &'a str, u16, Option<Family>);
 
+/// A path is its source, target, port and address family (a dual-stack
+/// pair has one path per family); a report from before families takes
+/// the family of its target address.
 fn key(p: &PathReport) -> Key<'_> {
-    (p.from.as_str(), p.to.as_str(), p.port)
+    let family = p
+        .family
+        .or_else(|| p.address.parse::<std::net::IpAddr>().ok().map(Family::of));
+    (p.from.as_str(), p.to.as_str(), p.port, family)
 }
 
 fn index<'a>(
@@ -530,6 +537,27 @@ mod tests {
         ));
         assert_eq!(d.exit_code(), 0);
         assert_eq!(d.summary.compared, 4);
+    }
+
+    #[test]
+    fn a_dual_stack_pair_is_two_paths_and_old_reports_take_the_address_family() {
+        use crate::plan::Family;
+        let mut old = sample();
+        // A report from before families: no `family`, an IPv4 address.
+        for p in &mut old.paths {
+            p.family = None;
+        }
+        let mut new = sample();
+        let mut v6 = new.paths[0].clone();
+        v6.address = "2001:2:0:3::40".into();
+        v6.family = Some(Family::Ipv6);
+        v6.verdict = Verdict::Violation;
+        new.paths.push(v6);
+        new.recount();
+        let d = diff(&old, &new).unwrap();
+        assert_eq!(d.summary.compared, 4, "{:?}", d.summary);
+        assert_eq!(d.summary.added, 1, "the IPv6 path is new: {:?}", d.summary);
+        assert_eq!(d.summary.removed, 0);
     }
 
     #[test]

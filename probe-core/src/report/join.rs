@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use super::{AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, Verdict};
 use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
-use crate::plan::Plan;
+use crate::plan::{Family, Plan};
 use crate::probe::Observed;
 
 /// Whether an agent took part.
@@ -106,6 +106,11 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                 agent,
                 conflicts,
                 agent_detail,
+                addresses: if h.addresses.len() > 1 {
+                    h.addresses.iter().map(ToString::to_string).collect()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
@@ -131,6 +136,9 @@ enum Listener<'a> {
     Canary,
     /// No canary: a real service held the port, or the port is not planned.
     Live { why: &'a str },
+    /// The client dials a port the target does not listen on; the canary
+    /// sits on the listening port (`server_port`), this one is empty.
+    Dialled,
 }
 
 fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
@@ -150,12 +158,14 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         attempts: 0,
         target_saw: None,
         seen_source: None,
+        family: path.family,
         flows: path
             .flows
             .iter()
             .filter_map(|f| plan.flow(*f))
             .map(|f| f.label())
             .collect(),
+        server_port: path.server_port.map(|p| p.get()),
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -201,6 +211,9 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 return fail(r, format!("no canary on {}:{port}: {}", path.to, l.detail));
             }
         },
+        // The client dials a port the target does not listen on: probe it
+        // as a live port and say why nothing of the plan is there.
+        (Some(_), None) if path.server_port.is_some() => Listener::Dialled,
         (Some(_), None) => {
             return fail(
                 r,
@@ -222,6 +235,8 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     };
     r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
     r.attempts = probe.attempts;
+    // A DNS target's family is the one its resolved address had.
+    r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
         return fail(
@@ -323,6 +338,22 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 Observed::LocalError => probe.detail.clone(),
             };
             r.observed = Some(observed);
+        }
+        Listener::Dialled => {
+            let sp = path.server_port.map_or(0, |p| p.get());
+            let note = format!(
+                "{} dials {port}; {}'s {} listens on {sp}",
+                path.from, path.to, path.service
+            );
+            r.observed = Some(probe.observed);
+            r.detail = match probe.observed {
+                Observed::Refused => {
+                    format!("refused: {note}, and nothing listens on {port}")
+                }
+                Observed::Open => format!("connected to something else on {port}: {note}"),
+                Observed::Timeout => silence(&format!("; {note}")),
+                _ => with(note),
+            };
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);
@@ -700,5 +731,65 @@ expect = "blocked"
         for (e, o, v) in cases {
             assert_eq!(Verdict::judge(e, o), v, "{e:?} {o:?}");
         }
+    }
+
+    #[test]
+    fn a_dial_to_where_nothing_listens_is_refused_with_both_ports_named() {
+        let plan = Plan::parse(
+            r#"
+name = "dial"
+[[hosts]]
+name = "gw"
+address = "127.0.9.1"
+roles = ["client"]
+port_offset = 2
+[[hosts]]
+name = "km"
+address = "127.0.9.2"
+roles = ["server"]
+[roles.client]
+dials = [{ name = "thrift", to = "server", port = 7000 }]
+[roles.server]
+ports = [{ name = "thrift", port = 7000, offset = false }]
+[[flows]]
+from = "host:gw"
+to = "host:km"
+ports = ["thrift"]
+"#,
+            "dial.toml",
+        )
+        .unwrap();
+        let gw = up(
+            vec![],
+            vec![probe(0, Some("aa"), Observed::Refused)],
+            vec![],
+        );
+        let km = up(
+            vec![ListenerReport {
+                port: 7000,
+                protocol: Protocol::Tcp,
+                service: "thrift".into(),
+                state: ListenerState::Canary,
+                detail: String::new(),
+            }],
+            vec![],
+            vec![],
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("gw".to_string(), gw), ("km".to_string(), km)].into(),
+        };
+        let r = join(&plan, &round);
+        let p = &r.paths[0];
+        assert_eq!((p.port, p.server_port), (7002, Some(7000)));
+        assert_eq!(
+            (p.observed, p.verdict),
+            (Some(Observed::Refused), Verdict::Violation)
+        );
+        assert_eq!(
+            p.detail,
+            "refused: gw dials 7002; km's thrift listens on 7000, and nothing listens on 7002"
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
 
 use crate::control::ListenerState;
-use crate::plan::Expect;
+use crate::plan::{Expect, Family};
 use crate::port::Protocol;
 use crate::probe::Observed;
 
@@ -79,6 +79,29 @@ pub struct HostReport {
     /// Why the agent was unreachable. Not part of the JSON contract.
     #[serde(skip)]
     pub agent_detail: Option<String>,
+    /// Every plan address of a host with several (dual stack), primary
+    /// first; absent (empty) when it has one, which is `address`.
+    #[serde(default, skip_serializing_if = "several_not")]
+    pub addresses: Vec<String>,
+}
+
+fn several_not(v: &[String]) -> bool {
+    v.len() < 2
+}
+
+impl HostReport {
+    /// Its plan address of `family`: from `addresses`, or `address` when
+    /// that is the only one and of that family.
+    pub fn address_of(&self, family: crate::plan::Family) -> Option<&str> {
+        let of = |a: &&String| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| crate::plan::Family::of(ip) == family)
+        };
+        match self.addresses.as_slice() {
+            [] => Some(&self.address).filter(of).map(String::as_str),
+            all => all.iter().find(of).map(String::as_str),
+        }
+    }
 }
 
 /// Whether a host's agent took part in the round.
@@ -203,10 +226,19 @@ pub struct PathReport {
     pub target_saw: Option<bool>,
     /// The source address the canary saw.
     pub seen_source: Option<String>,
+    /// The address family the path runs over (`ipv4`, `ipv6`): a
+    /// dual-stack pair has one path per family. `null` in reports written
+    /// before families existed, and for a DNS target never probed.
+    #[serde(default)]
+    pub family: Option<Family>,
     /// Labels of the flows that produce the path, for grouping. Not part
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]
     pub flows: Vec<String>,
+    /// Where the target listens, present only when it differs from the
+    /// dialled `port` (a client/server port mismatch in the plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_port: Option<u16>,
 }
 
 impl Report {

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 
 use super::format::unix_seconds;
 use super::{PathReport, Report, Verdict};
-use crate::plan::Expect;
+use crate::plan::{Expect, Family};
 use crate::probe::Observed;
 
 /// Writes the report's metrics.
@@ -167,6 +167,9 @@ pub(crate) struct PathLabels<'a> {
     pub port: u16,
     pub service: &'a str,
     pub expect: Expect,
+    /// `ipv4` or `ipv6`, where known: a dual-stack pair has a series per
+    /// family.
+    pub family: Option<Family>,
 }
 
 /// One per-path sample: the path's labels, then `extra`, then the value.
@@ -185,8 +188,14 @@ pub(crate) fn path_sample(
         ("service", path.service),
         ("expect", path.expect.as_str()),
     ];
+    let family = path.family.map(|f| ("family", f.as_str()));
     write!(w, "{name}{{")?;
-    for (i, (k, v)) in labels.iter().chain(extra).enumerate() {
+    for (i, (k, v)) in labels
+        .iter()
+        .chain(family.as_slice())
+        .chain(extra)
+        .enumerate()
+    {
         if i > 0 {
             w.write_all(b",")?;
         }
@@ -214,6 +223,7 @@ fn sample(
         port: p.port,
         service: &p.service,
         expect: p.expect,
+        family: p.family,
     };
     path_sample(w, name, &labels, extra.as_slice(), value)
 }
@@ -253,31 +263,31 @@ mod tests {
         expect![[r##"
             # HELP portcall_path_open 1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.
             # TYPE portcall_path_open gauge
-            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="open"} 1
-            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="blocked"} 1
-            portcall_path_open{from="web",to="db",port="9999",service="svc",expect="open"} 0
+            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1
+            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 1
+            portcall_path_open{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0
             # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the check, else 0 (a violation, or not measured).
             # TYPE portcall_path_ok gauge
-            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="open"} 1
-            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="blocked"} 0
-            portcall_path_ok{from="web",to="cache",port="6379",service="svc",expect="open"} 0
-            portcall_path_ok{from="web",to="db",port="9999",service="svc",expect="open"} 0
+            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1
+            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0
+            portcall_path_ok{from="web",to="cache",port="6379",service="svc",expect="open",family="ipv4"} 0
+            portcall_path_ok{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0
             # HELP portcall_path_latency_seconds Duration of the path's last probe attempt, in seconds; absent when the path was not measured.
             # TYPE portcall_path_latency_seconds gauge
-            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="open"} 0.00025
-            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="blocked"} 0.00025
-            portcall_path_latency_seconds{from="web",to="db",port="9999",service="svc",expect="open"} 0.00025
+            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 0.00025
+            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0.00025
+            portcall_path_latency_seconds{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0.00025
             # HELP portcall_path_observed What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
             # TYPE portcall_path_observed gauge
-            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="open",observed="open"} 1
-            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="blocked",observed="open"} 1
-            portcall_path_observed{from="web",to="db",port="9999",service="svc",expect="open",observed="timeout"} 1
+            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4",observed="open"} 1
+            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4",observed="open"} 1
+            portcall_path_observed{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",observed="timeout"} 1
             # HELP portcall_path_verdict The path's verdict in the check, as the verdict label (ok, violation, error); always 1.
             # TYPE portcall_path_verdict gauge
-            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="open",verdict="ok"} 1
-            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="blocked",verdict="violation"} 1
-            portcall_path_verdict{from="web",to="cache",port="6379",service="svc",expect="open",verdict="error"} 1
-            portcall_path_verdict{from="web",to="db",port="9999",service="svc",expect="open",verdict="violation"} 1
+            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4",verdict="ok"} 1
+            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4",verdict="violation"} 1
+            portcall_path_verdict{from="web",to="cache",port="6379",service="svc",expect="open",family="ipv4",verdict="error"} 1
+            portcall_path_verdict{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",verdict="violation"} 1
             # HELP portcall_check_paths Paths of the check by verdict.
             # TYPE portcall_check_paths gauge
             portcall_check_paths{plan="sample",verdict="ok"} 1

@@ -608,6 +608,18 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
         .into_iter()
         .map(errno_name)
         .find(|name| p.detail.contains(name.as_str()));
+    if let Some(sp) = p.server_port.filter(|sp| *sp != p.port) {
+        // The client dials a port the server does not listen on: opening
+        // the dialled port would not make anything answer there.
+        return manual(
+            item,
+            target,
+            format!(
+                "{} dials {} but {} listens on {sp}: make the client and the server agree on the port (see `portcall plan lint`), a firewall rule would not help",
+                p.from, p.port, p.to
+            ),
+        );
+    }
     let accept = match (p.expect, p.observed) {
         (Expect::Open, Some(Observed::Unreachable)) if local_denial.is_some() => {
             let errno = local_denial.unwrap_or_default();
@@ -712,11 +724,19 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
 /// The source address the target's firewall sees, and a note when it is
 /// not the source's planned address.
 fn source_address(report: &Report, p: &PathReport) -> Result<(IpAddr, Option<String>), String> {
-    let planned = report
-        .hosts
-        .iter()
-        .find(|h| h.name == p.from)
-        .map(|h| h.address.as_str());
+    let host = report.hosts.iter().find(|h| h.name == p.from);
+    // The source's planned address of the path's family (a dual-stack
+    // source probes from the one of its target's family).
+    let planned = match (host, p.family) {
+        (Some(h), Some(family)) => h.address_of(family).or_else(|| {
+            // No planned address of that family: the source's kernel chose
+            // one the report does not know unless the target saw it.
+            (h.addresses.len() < 2 && h.address.parse::<IpAddr>().is_err())
+                .then_some(h.address.as_str())
+        }),
+        (Some(h), None) => Some(h.address.as_str()),
+        (None, _) => None,
+    };
     let planned_ip = planned
         .and_then(|a| a.parse::<IpAddr>().ok())
         .map(|ip| ip.to_canonical());
@@ -742,6 +762,14 @@ fn source_address(report: &Report, p: &PathReport) -> Result<(IpAddr, Option<Str
         (Some(a), None) => Err(format!(
             "{}'s address {a:?} is not an IP address and {} saw no source, so a source-restricted rule cannot be written here; resolve the name and write the rule by hand",
             p.from, p.to
+        )),
+        (None, None) if host.is_some() => Err(format!(
+            "the plan gives {} no {} address and {} saw no connection, so the source its kernel chose is unknown and a source-restricted rule cannot be written here; give {} its {} address in the plan and check again",
+            p.from,
+            p.family.map_or("such", |f| f.as_str()),
+            p.to,
+            p.from,
+            p.family.map_or("", |f| f.as_str()),
         )),
         (None, None) => Err(format!(
             "{} is not in the report's host list, so its address is unknown",
@@ -850,6 +878,7 @@ mod tests {
             agent: AgentState::Up,
             conflicts: vec![],
             agent_detail: None,
+            addresses: Vec::new(),
         }
     }
 
@@ -886,7 +915,13 @@ mod tests {
                 _ => None,
             }),
             seen_source: seen.map(str::to_string),
+            family: Some(if to == "db6" {
+                crate::plan::Family::Ipv6
+            } else {
+                crate::plan::Family::Ipv4
+            }),
             flows: vec![],
+            server_port: None,
         }
     }
 
@@ -1110,6 +1145,50 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_path_gets_the_sources_planned_address_of_its_family() {
+        use crate::plan::Family;
+        let mut r = report();
+        let mut dual = host("dual", "198.18.0.5");
+        dual.addresses = vec!["198.18.0.5".into(), "2001:db8::5".into()];
+        r.hosts.push(dual);
+        let dropped = |from: &str| {
+            let mut p = path(
+                from,
+                "db6",
+                5432,
+                Expect::Open,
+                Some(Observed::Timeout),
+                Verdict::Violation,
+                "dropped",
+                None,
+            );
+            p.family = Some(Family::Ipv6);
+            p
+        };
+        // A dual-stack source over IPv6, and an IPv4-only one whose IPv6
+        // source its kernel chose unseen.
+        r.paths = vec![dropped("dual"), dropped("web")];
+        r.recount();
+        let mut o = SuggestOptions::new(FirewallFormat::Nft);
+        o.host = Some("db6".into());
+        let s = suggest(&r, &o).unwrap();
+        let mut out = Vec::new();
+        s.write(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("ip6 saddr 2001:db8::5 tcp dport 5432 counter accept"),
+            "{out}"
+        );
+        assert!(!out.contains("198.18.0.5 tcp dport"), "{out}");
+        assert!(
+            out.contains(
+                "NO RULE HERE: the plan gives web no ipv6 address and db6 saw no connection"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn iptables_uses_ip6tables_for_ipv6_sources() {
         let mut o = SuggestOptions::new(FirewallFormat::Iptables);
         o.host = Some("db6".into());
@@ -1173,6 +1252,33 @@ mod tests {
                 .starts_with("host \"nope\" is not in the report (its hosts: web, web6"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_client_server_port_mismatch_gets_no_firewall_rule() {
+        let mut r = report();
+        let mut p = path(
+            "web",
+            "db",
+            10399,
+            Expect::Open,
+            Some(Observed::Refused),
+            Verdict::Violation,
+            "refused: web dials 10399; db's svc listens on 10402, and nothing listens on 10399",
+            None,
+        );
+        p.server_port = Some(10402);
+        r.paths = vec![p];
+        r.recount();
+        let s = suggest(&r, &SuggestOptions::new(FirewallFormat::Nft)).unwrap();
+        let mut out = Vec::new();
+        s.write(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("NO RULE HERE: web dials 10399 but db listens on 10402: make the client and the server agree"),
+            "{text}"
+        );
+        assert!(!text.contains("nft insert"), "{text}");
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
         if s.errors == 1 { "" } else { "s" },
     )?;
     write_hosts(report, options, w)?;
+    // Paths name their family when the report has more than one, so a
+    // dual-stack pair's two rows can be told apart.
+    let families: std::collections::BTreeSet<_> =
+        report.paths.iter().filter_map(|p| p.family).collect();
+    let mixed = families.len() > 1;
     let sections = [
         (Verdict::Violation, "VIOLATIONS", "31"),
         (Verdict::Error, "ERRORS", "33"),
@@ -68,7 +73,12 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
                 t.row([
                     p.from.clone(),
                     p.to.clone(),
-                    format!("{}/{} ({})", p.port, p.protocol.as_str(), p.service),
+                    match p.family.filter(|_| mixed) {
+                        Some(f) => {
+                            format!("{}/{} ({}) {f}", p.port, p.protocol.as_str(), p.service)
+                        }
+                        None => format!("{}/{} ({})", p.port, p.protocol.as_str(), p.service),
+                    },
                     p.expect.to_string(),
                     p.observed.map_or("-".to_string(), |o| o.to_string()),
                     p.latency_ms
@@ -180,7 +190,9 @@ pub(crate) mod tests {
             attempts: u32::from(observed.is_some()),
             target_saw: None,
             seen_source: None,
+            family: Some(crate::plan::Family::Ipv4),
             flows: vec![flow.into()],
+            server_port: None,
         }
     }
 
@@ -203,6 +215,7 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    addresses: Vec::new(),
                 },
                 HostReport {
                     name: "cache".into(),
@@ -210,6 +223,7 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    addresses: Vec::new(),
                 },
             ],
             paths: vec![
@@ -253,6 +267,22 @@ pub(crate) mod tests {
         };
         r.recount();
         r
+    }
+
+    #[test]
+    fn a_report_with_both_families_names_each_paths_family() {
+        let mut r = sample();
+        let mut out = Vec::new();
+        write(&r, TableOptions::default(), &mut out).unwrap();
+        let one_family = String::from_utf8(out).unwrap();
+        assert!(!one_family.contains("ipv4"), "{one_family}");
+        r.paths[1].family = Some(crate::plan::Family::Ipv6);
+        r.paths[1].address = "2001:2:0:9::3".into();
+        let mut out = Vec::new();
+        write(&r, TableOptions::default(), &mut out).unwrap();
+        let both = String::from_utf8(out).unwrap();
+        assert!(both.contains("(svc) ipv6"), "{both}");
+        assert!(both.contains("(svc) ipv4"), "{both}");
     }
 
     #[test]
@@ -341,7 +371,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 },
                 {
                   "from": "web",
@@ -357,7 +388,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 },
                 {
                   "from": "web",
@@ -373,7 +405,8 @@ pub(crate) mod tests {
                   "latency_ms": null,
                   "attempts": 0,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 },
                 {
                   "from": "web",
@@ -389,7 +422,8 @@ pub(crate) mod tests {
                   "latency_ms": 0.25,
                   "attempts": 1,
                   "target_saw": null,
-                  "seen_source": null
+                  "seen_source": null,
+                  "family": "ipv4"
                 }
               ]
             }

@@ -84,7 +84,7 @@ pub(crate) fn prober_for(
         exchange_timeout: timeout,
         retries: plan.defaults.retries,
         concurrency,
-        source: local_ip(&h.address),
+        sources: h.addresses.iter().filter_map(local_ip).collect(),
         ..ProbeConfig::default()
     };
     Ok(Prober::new(config)?)
@@ -118,6 +118,7 @@ impl Rounds for LiveRounds {
                 expect: p.expect,
                 observed: r.observed,
                 latency: r.latency,
+                family: p.family,
             })
             .collect();
         let duration = started.elapsed();

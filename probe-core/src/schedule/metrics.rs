@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::plan::Expect;
+use crate::plan::{Expect, Family};
 use crate::port::Port;
 use crate::probe::Observed;
 use crate::report::Verdict;
@@ -32,6 +32,8 @@ pub struct PathSample {
     pub observed: Observed,
     /// Duration of the final attempt.
     pub latency: Duration,
+    /// The path's address family, where known.
+    pub family: Option<Family>,
 }
 
 impl PathSample {
@@ -198,6 +200,7 @@ fn sample(
         port: p.port.get(),
         service: &p.service,
         expect: p.expect,
+        family: p.family,
     };
     path_sample(out, name, &labels, extra, value)
 }
@@ -291,6 +294,7 @@ mod tests {
             expect,
             observed,
             latency: Duration::from_micros(ms),
+            family: Some(Family::Ipv4),
         };
         Exposition {
             last_round: Some(RoundMetrics {
@@ -340,33 +344,33 @@ mod tests {
     #[test]
     fn exposition_exact_text_for_a_small_round() {
         let text = String::from_utf8(fixture().to_bytes()).unwrap();
-        expect_test::expect![[r#"
+        expect_test::expect![[r##"
             # HELP portcall_path_open 1 when the path's last probe completed the TCP (and TLS) handshake, 0 when it did not; absent when the prober could not try.
             # TYPE portcall_path_open gauge
-            portcall_path_open{from="app-1",to="db",port="3306",service="mysql",expect="open"} 1
-            portcall_path_open{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0
-            portcall_path_open{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 0
-            portcall_path_open{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0
+            portcall_path_open{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1
+            portcall_path_open{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
+            portcall_path_open{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 0
+            portcall_path_open{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
             # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or the prober could not try).
             # TYPE portcall_path_ok gauge
-            portcall_path_ok{from="app-1",to="db",port="3306",service="mysql",expect="open"} 1
-            portcall_path_ok{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0
-            portcall_path_ok{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 1
-            portcall_path_ok{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0
-            portcall_path_ok{from="app-1",to="gw",port="8243",service="nio-https",expect="open"} 0
+            portcall_path_ok{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1
+            portcall_path_ok{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
+            portcall_path_ok{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 1
+            portcall_path_ok{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
+            portcall_path_ok{from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4"} 0
             # HELP portcall_path_latency_seconds Duration of the path's last probe attempt, in seconds; absent when the prober could not try.
             # TYPE portcall_path_latency_seconds gauge
-            portcall_path_latency_seconds{from="app-1",to="db",port="3306",service="mysql",expect="open"} 0.00025
-            portcall_path_latency_seconds{from="app-1",to="db",port="5432",service="postgresql",expect="open"} 0.00012
-            portcall_path_latency_seconds{from="app-1",to="dmz",port="22",service="22",expect="blocked"} 1
-            portcall_path_latency_seconds{from="app-1",to="km",port="9443",service="https-servlet",expect="open"} 0.0035
+            portcall_path_latency_seconds{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 0.00025
+            portcall_path_latency_seconds{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0.00012
+            portcall_path_latency_seconds{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 1
+            portcall_path_latency_seconds{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0.0035
             # HELP portcall_path_observed What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
             # TYPE portcall_path_observed gauge
-            portcall_path_observed{from="app-1",to="db",port="3306",service="mysql",expect="open",observed="open"} 1
-            portcall_path_observed{from="app-1",to="db",port="5432",service="postgresql",expect="open",observed="refused"} 1
-            portcall_path_observed{from="app-1",to="dmz",port="22",service="22",expect="blocked",observed="timeout"} 1
-            portcall_path_observed{from="app-1",to="km",port="9443",service="https-servlet",expect="open",observed="tls-error"} 1
-            portcall_path_observed{from="app-1",to="gw",port="8243",service="nio-https",expect="open",observed="local-error"} 1
+            portcall_path_observed{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4",observed="open"} 1
+            portcall_path_observed{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4",observed="refused"} 1
+            portcall_path_observed{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4",observed="timeout"} 1
+            portcall_path_observed{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4",observed="tls-error"} 1
+            portcall_path_observed{from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4",observed="local-error"} 1
             # HELP portcall_last_round_timestamp_seconds Unix time at which the last completed round finished; absent before the first round.
             # TYPE portcall_last_round_timestamp_seconds gauge
             portcall_last_round_timestamp_seconds 1700000000.25
@@ -379,7 +383,7 @@ mod tests {
             # HELP portcall_plan_last_reload_successful 0 when the last plan reload (SIGHUP) failed and the agent kept its previous plan, else 1.
             # TYPE portcall_plan_last_reload_successful gauge
             portcall_plan_last_reload_successful 0
-        "#]]
+        "##]]
         .assert_eq(&text);
     }
 
@@ -408,7 +412,7 @@ mod tests {
         e.last_round.as_mut().unwrap().paths[0].service = "my\"sql\n".into();
         let text = String::from_utf8(e.to_bytes()).unwrap();
         assert!(
-            text.contains(r#"service="my\"sql\n",expect="open"} 1"#),
+            text.contains(r#"service="my\"sql\n",expect="open",family="ipv4"} 1"#),
             "{text}"
         );
     }
