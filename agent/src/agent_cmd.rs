@@ -55,6 +55,11 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(h) => h,
         None => agent::detect_host(&plan)?,
     };
+    // Before looking for its certificate: a misspelt host would otherwise
+    // be reported as a missing certificate file.
+    if plan.host(&host).is_none() {
+        return Err(agent::AgentError::unknown_host(&plan, &host).into());
+    }
     let (security, canary_tls) = match &args.pki {
         Some(dir) => {
             let id = TlsIdentity::load(dir, &host)

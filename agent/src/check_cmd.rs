@@ -10,7 +10,7 @@ use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use probe_core::control::ClientSecurity;
 use probe_core::pki::{COORDINATOR, TlsIdentity};
-use probe_core::plan::{Address, Plan};
+use probe_core::plan::{Address, Only, Plan};
 use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
 use probe_core::round::{self, RoundConfig};
 use tokio_util::sync::CancellationToken;
@@ -40,8 +40,10 @@ Every agent of the plan is reached at address:control_port over mutual TLS: the
 coordinator presents DIR/coordinator.pem and checks each agent's certificate
 against DIR/ca.pem and the agent's plan address or host name.
 
-Exit status: 0 every expectation met; 1 at least one violation; 3 the check
-could not complete (an agent unreachable, a path not measurable); 2 bad input.")]
+Exit status: 0 every expectation met; 1 at least one violation (whether or not
+other paths could be measured: a violation is a definite failure); 3 no
+violation, but the check could not complete (an agent unreachable, a path not
+measurable); 2 bad input; 130 interrupted (Ctrl-C, SIGTERM).")]
 pub struct CheckArgs {
     /// The plan file (TOML), the same one the agents hold.
     #[arg(long)]
@@ -52,6 +54,12 @@ pub struct CheckArgs {
     /// Talk plain TCP to agents started with --insecure (loopback only).
     #[arg(long, conflicts_with = "pki")]
     insecure: bool,
+    /// Measure only the paths from or to these hosts, or of this flow:
+    /// host:NAME, role:NAME, zone:NAME or flow:NAME (a flow's name, its
+    /// `from -> to` label, or its position in the file); repeatable, the
+    /// union is measured. Agents still hold the whole plan.
+    #[arg(long, value_name = "SELECTOR")]
+    only: Vec<Only>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -59,6 +67,14 @@ pub struct CheckArgs {
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     crate::agent_cmd::init_logging("warn");
     let plan = Plan::load(&args.plan)?;
+    let config = RoundConfig {
+        only: if args.only.is_empty() {
+            None
+        } else {
+            Some(plan.select_paths(&args.only)?)
+        },
+        ..RoundConfig::default()
+    };
     let security = match &args.pki {
         Some(dir) => ClientSecurity::Mtls(
             TlsIdentity::load(dir, COORDINATOR).context("load the coordinator's certificate")?,
@@ -78,17 +94,16 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    let cancel = CancellationToken::new();
     let report = runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
-            }
-        });
-        round::check(&plan, &security, &RoundConfig::default(), &cancel).await
-    });
+        crate::schedule_cmd::stop_on_signal(cancel.clone())?;
+        anyhow::Ok(round::check(&plan, &security, &config, &cancel).await)
+    })?;
     emit(&report, &args.output, &[])?;
+    if cancel.is_cancelled() {
+        eprintln!("portcall: interrupted; the round was torn down on every agent it reached");
+        return Ok(ExitCode::from(crate::INTERRUPTED));
+    }
     Ok(ExitCode::from(report.exit_code()))
 }
 
@@ -123,8 +138,7 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
     match &output.out {
         None => crate::write_stdout(&bytes),
         Some(path) => {
-            report::write_atomically(path, &bytes)
-                .with_context(|| format!("write report {}", path.display()))?;
+            report::write_atomically(path, &bytes).context("write the report")?;
             let s = &report.summary;
             eprintln!(
                 "wrote {}: {} paths, {} ok, {} violations, {} errors",

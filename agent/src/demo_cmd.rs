@@ -24,7 +24,8 @@ Loopback differs from a real network in two ways, and the output says so:
 Exit status: 0 when the demo worked, that is when its only violations are
 must-be-blocked paths observed open (which loopback cannot avoid); 1 for any
 other violation (a must-be-open path failed: something on this machine holds
-or blocks a demo port); 3 when a path could not be measured; 2 on bad usage.")]
+or blocks a demo port), even when other paths could not be measured; 3 when
+there is no such violation but a path could not be measured; 2 on bad usage.")]
 pub struct DemoArgs {
     #[command(flatten)]
     output: OutputArgs,

@@ -12,6 +12,7 @@ mod diff_cmd;
 mod pki_cmd;
 mod plan_cmd;
 mod probe_cmd;
+mod report_cmd;
 mod schedule_cmd;
 mod suggest_cmd;
 mod wso2_cmd;
@@ -50,6 +51,9 @@ enum Command {
     /// Read WSO2 installations: offsets, ports, dials, client/server mismatches.
     #[command(subcommand)]
     Wso2(wso2_cmd::Wso2Command),
+    /// Re-render a saved JSON report: html, markdown, junit, table,
+    /// prometheus or json.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff_cmd::diff(args),
         Command::Suggest(args) => suggest_cmd::suggest(args),
         Command::Wso2(cmd) => wso2_cmd::wso2(cmd),
+        Command::Report(args) => report_cmd::report(args),
     };
     match result {
         Ok(code) => code,
@@ -84,6 +89,10 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The exit status of a command interrupted by SIGINT or SIGTERM (the
+/// shell's 128 + SIGINT).
+pub const INTERRUPTED: u8 = 130;
 
 /// Writes rendered output to stdout; a closed pipe (`| head`) is not an
 /// error worth reporting.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use probe_core::pki::{self, CertUsage, IssueRequest};
+use probe_core::plan::Plan;
 
 #[derive(Subcommand, Debug)]
 pub enum PkiCommand {
@@ -21,14 +22,18 @@ pub enum PkiCommand {
     },
     /// Issue DIR/NAME.pem and DIR/NAME-key.pem signed by the CA in DIR: one
     /// per agent host (named as in the plan), and `coordinator` for
-    /// `portcall check`.
+    /// `portcall check`; or, with --plan, all of them at once.
     Issue {
         /// Directory holding the CA.
         #[arg(long)]
         dir: PathBuf,
         /// The certificate's name: a plan host name, or `coordinator`.
-        #[arg(long)]
-        name: String,
+        #[arg(long, required_unless_present = "plan", conflicts_with = "plan")]
+        name: Option<String>,
+        /// Issue every host's certificate of this plan (valid for all its
+        /// addresses) plus the coordinator's, in one go.
+        #[arg(long, value_name = "PLAN", conflicts_with_all = ["ips", "dns", "client"])]
+        plan: Option<PathBuf>,
         /// An IP address the certificate is valid for (the host's plan
         /// address); repeatable.
         #[arg(long = "ip", value_name = "ADDR")]
@@ -49,7 +54,16 @@ pub enum PkiCommand {
 
 pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
     let written = match cmd {
-        PkiCommand::Init { dir, force } => pki::init(&dir, force)?,
+        PkiCommand::Init { dir, force } => vec![pki::init(&dir, force)?],
+        PkiCommand::Issue {
+            dir,
+            plan: Some(plan),
+            force,
+            ..
+        } => {
+            let plan = Plan::load(&plan)?;
+            pki::issue_plan(&dir, &plan, force)?
+        }
         PkiCommand::Issue {
             dir,
             name,
@@ -57,7 +71,9 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             dns,
             client,
             force,
+            ..
         } => {
+            let name = name.expect("clap requires --name without --plan");
             let mut req = IssueRequest::new(name);
             req.ips = ips;
             req.dns = dns;
@@ -71,13 +87,15 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
-            pki::issue(&dir, &req, force)?
+            vec![pki::issue(&dir, &req, force)?]
         }
     };
-    eprintln!(
-        "wrote {} and {} (mode 0600)",
-        written.cert.display(),
-        written.key.display()
-    );
+    for w in written {
+        eprintln!(
+            "wrote {} and {} (mode 0600)",
+            w.cert.display(),
+            w.key.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

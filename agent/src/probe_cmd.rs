@@ -26,7 +26,8 @@ TARGET is HOST:PORTS[/tls]: HOST a DNS name, an IPv4 address or a bracketed
 IPv6 address; PORTS a port, a list (7611,7711) or a range (30000-30999).
 Examples: db1:3306  198.18.0.5:9443/tls  host:7611,7711  [::1]:443
 
-Exit status: 0 every target open, 1 some target not open, 2 bad input.")]
+Exit status: 0 every target open, 1 some target not open, 2 bad input, 130
+interrupted (Ctrl-C, SIGTERM).")]
 pub struct ProbeArgs {
     /// Targets to probe.
     #[arg(value_name = "TARGET")]
@@ -57,6 +58,11 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// List every result in the table; by default an outcome other than
+    /// open with more than 25 results is counted in a "Not shown" line, as
+    /// nmap does.
+    #[arg(long)]
+    all: bool,
 }
 
 /// How results are written.
@@ -96,14 +102,9 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
+    let cancel = CancellationToken::new();
     let results = runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        let on_interrupt = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_interrupt.cancel();
-            }
-        });
+        crate::schedule_cmd::stop_on_signal(cancel.clone())?;
         let bar = progress_bar(targets.len());
         let results = prober
             .sweep(targets, &cancel, |_, _| {
@@ -115,14 +116,16 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        results
-    });
+        anyhow::Ok(results)
+    })?;
 
     // Streamed rather than built in memory first: a full sweep is 65535
     // results. A closed pipe (`| head`) is not an error worth reporting.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = match args.format {
-        Format::Table => render::write_table(&results, &mut out),
+        Format::Table => {
+            render::write_table(&results, render::TableOptions { all: args.all }, &mut out)
+        }
         Format::Json => render::write_json(&results, &mut out),
     }
     .and_then(|()| out.flush());
@@ -131,6 +134,10 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(e).context("write the results"));
         }
         _ => {}
+    }
+    if cancel.is_cancelled() {
+        eprintln!("portcall: interrupted; targets not probed are listed as local-error");
+        return Ok(ExitCode::from(crate::INTERRUPTED));
     }
     let all_open = results.iter().all(|r| r.observed == Observed::Open);
     Ok(if all_open {

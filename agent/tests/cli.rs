@@ -287,3 +287,106 @@ fn wso2_scan_exit_codes_and_formats() {
     let out = portcall(&["wso2", "scan", "no-equals-sign"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn pki_issue_plan_issues_every_host_and_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let pki_s = pki.to_str().unwrap();
+    let out = portcall(&["pki", "init", "--dir", pki_s]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = "examples/wso2-distributed.toml";
+    let out = portcall(&["pki", "issue", "--dir", pki_s, "--plan", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = portcall(&["plan", "show", plan, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let hosts: Vec<&str> = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(hosts.len() > 3);
+    for name in hosts.iter().copied().chain(["coordinator"]) {
+        assert!(pki.join(format!("{name}.pem")).exists(), "{name}.pem");
+        assert!(
+            pki.join(format!("{name}-key.pem")).exists(),
+            "{name}-key.pem"
+        );
+    }
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        hosts.len() + 1,
+        "{}",
+        text(&out.stderr)
+    );
+    // Again without --force: refused, exit 2.
+    let out = portcall(&["pki", "issue", "--dir", pki_s, "--plan", plan]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --plan and --name are one or the other.
+    let out = portcall(&[
+        "pki", "issue", "--dir", pki_s, "--plan", plan, "--name", "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn agent_with_a_host_not_in_the_plan_says_so_with_did_you_mean_before_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_pki = dir.path().to_str().unwrap();
+    let out = portcall(&[
+        "agent",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--host",
+        "keymanagr",
+        "--pki",
+        empty_pki,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("\"keymanagr\" is not in plan"), "{err}");
+    assert!(err.contains("did you mean `keymanager`?"), "{err}");
+    assert!(
+        !err.contains(".pem"),
+        "no certificate was looked for: {err}"
+    );
+}
+
+#[test]
+fn check_only_with_a_typo_is_exit_2_with_did_you_mean() {
+    let out = portcall(&[
+        "check",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--insecure",
+        "--only",
+        "host:keymanagr",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--only host:keymanagr: matches nothing"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `host:keymanager`?"), "{err}");
+    let out = portcall(&[
+        "check",
+        "--plan",
+        "examples/wso2-distributed.toml",
+        "--insecure",
+        "--only",
+        "keymanager",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("expected host:NAME"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -521,3 +521,190 @@ fn suggest_bad_input_exits_2() {
         assert!(out.stdout.is_empty(), "{all:?}");
     }
 }
+
+#[test]
+fn report_re_renders_a_saved_json_report_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = demo(dir.path(), "json");
+    let saved = std::fs::read_to_string(&json).unwrap();
+    let paths = read_json(&json)["paths"].as_array().unwrap().len();
+    assert!(paths > 0);
+
+    // JSON round-trips byte for byte.
+    let out = portcall(&["report", s(&json), "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), saved);
+
+    for format in ["table", "junit", "markdown", "html", "prometheus"] {
+        let out = portcall(&["report", s(&json), "--format", format]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{format}: {}",
+            text(&out.stderr)
+        );
+        let body = text(&out.stdout);
+        let first = body.lines().next().unwrap_or_default();
+        match format {
+            "table" => assert!(
+                body.contains("VERDICT") || body.contains("violation"),
+                "{body}"
+            ),
+            "junit" => {
+                assert_eq!(first, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+                assert_eq!(body.matches("<testcase ").count(), paths, "one per path");
+            }
+            "markdown" => assert!(
+                first.starts_with("### portcall wso2-apim-distributed: "),
+                "{first}"
+            ),
+            "html" => {
+                assert_eq!(first, "<!DOCTYPE html>");
+                assert!(body.contains(r#"<table class="matrix">"#));
+            }
+            "prometheus" => {
+                assert!(first.starts_with("# HELP portcall_path_open "), "{first}");
+                assert_eq!(
+                    body.lines()
+                        .filter(|l| l.starts_with("portcall_path_verdict{"))
+                        .count(),
+                    paths
+                );
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    // --out writes the file, atomically, and says so.
+    let html = dir.path().join("again.html");
+    let out = portcall(&["report", s(&json), "--format", "html", "--out", s(&html)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains("wrote "),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&html)
+            .unwrap()
+            .starts_with("<!DOCTYPE html>")
+    );
+}
+
+#[test]
+fn report_bad_input_and_unwritable_out_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_report = dir.path().join("plan.json");
+    std::fs::write(&not_a_report, "{\"schema\": \"portcall.plan/v1\"}").unwrap();
+    let out = portcall(&["report", s(&not_a_report), "--format", "html"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("plan.json"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = portcall(&["report", s(&dir.path().join("missing.json"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.json"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A real report to write out.
+    let json = dir.path().join("r.json");
+    write_json(
+        &json,
+        &serde_json::json!({
+            "schema": "portcall.report/v1", "plan": "p",
+            "started_at": "2025-01-01T00:00:00.000Z", "finished_at": "2025-01-01T00:00:01.000Z",
+            "summary": {"paths": 0, "ok": 0, "violations": 0, "errors": 0},
+            "hosts": [], "paths": []
+        }),
+    );
+    // Regression: --out /dev/full printed "wrote /dev/full", exited 0 and
+    // replaced the device with a file.
+    if Path::new("/dev/full").exists() {
+        let out = portcall(&["report", s(&json), "--format", "json", "--out", "/dev/full"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("wrote"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("/dev/full"),
+            "{}",
+            text(&out.stderr)
+        );
+        use std::os::unix::fs::FileTypeExt;
+        let ft = std::fs::metadata("/dev/full").unwrap().file_type();
+        assert!(ft.is_char_device(), "/dev/full is still a device");
+    }
+    // A directory is refused, and left alone.
+    let out = portcall(&["report", s(&json), "--out", s(dir.path())]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(dir.path().is_dir());
+}
+
+#[test]
+fn kill_9_during_out_leaves_no_temporary_file() {
+    // Regression (issue 15): a writer killed mid-write left its named
+    // temporary file beside the report.
+    let dir = tempfile::tempdir().unwrap();
+    let path = serde_json::json!({
+        "from": "web", "to": "db", "address": "198.18.0.2", "port": 3306,
+        "service": "mysql", "protocol": "tcp", "expect": "open", "observed": "open",
+        "verdict": "ok", "detail": "db saw our nonce from 198.18.0.1 ".repeat(8),
+        "latency_ms": 0.25, "attempts": 1, "target_saw": true, "seen_source": "198.18.0.1"
+    });
+    let paths: Vec<Value> = (0..20_000).map(|_| path.clone()).collect();
+    let json = dir.path().join("big.json");
+    write_json(
+        &json,
+        &serde_json::json!({
+            "schema": "portcall.report/v1", "plan": "p",
+            "started_at": "2025-01-01T00:00:00.000Z", "finished_at": "2025-01-01T00:00:01.000Z",
+            "summary": {"paths": 20_000, "ok": 20_000, "violations": 0, "errors": 0},
+            "hosts": [], "paths": paths
+        }),
+    );
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let target = out_dir.join("report.json");
+    let mut killed = 0;
+    for i in 0..20u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcall"))
+            .args(["report", s(&json), "--format", "json", "--out", s(&target)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20 + i * 15));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        let names: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "report.json")
+            .collect();
+        assert!(names.is_empty(), "left behind after kill -9: {names:?}");
+        // Whatever is there is a whole report, never half of one.
+        if target.exists() {
+            read_json(&target);
+        }
+    }
+    assert!(
+        killed > 0,
+        "no run was killed mid-way; the test proves nothing"
+    );
+}

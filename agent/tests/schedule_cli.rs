@@ -187,10 +187,12 @@ fn sighup_reloads_the_plan_and_keeps_the_old_one_when_the_new_one_is_invalid() {
     assert!(m.contains(&ok), "{m}");
 
     // A valid plan with one more path: both are probed from the next round.
+    // The new must-be-blocked port is refused with no canary there: no
+    // verdict (a firewall's reset or a stopped service), so not ok.
     std::fs::write(&plan_path, plan(db_port, "tcp", Some(closed))).unwrap();
     agent.signal("HUP");
     let blocked = format!(
-        r#"portcall_path_ok{{from="app",to="db",port="{closed}",service="{closed}",expect="blocked",family="ipv4"}} 1"#
+        r#"portcall_path_ok{{from="app",to="db",port="{closed}",service="{closed}",expect="blocked",family="ipv4"}} 0"#
     );
     let m = agent.wait_for("the new path", |m| {
         m.contains(&blocked) && m.contains("portcall_plan_last_reload_successful 1")

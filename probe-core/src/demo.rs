@@ -200,17 +200,21 @@ impl DemoRun {
     /// designed, not a failure: 0 when the only violations are
     /// must-be-blocked paths observed open, 1 for any other violation (a
     /// must-be-open path that failed means something is wrong on this
-    /// machine), 3 when some path could not be measured.
+    /// machine, and wins over errors), else 3 when some path could not be
+    /// measured.
     pub fn exit_code(&self) -> u8 {
         let r = &self.report;
-        if r.summary.errors > 0 {
-            return 3;
-        }
         let unexpected = r.paths.iter().any(|p| {
             p.verdict == Verdict::Violation
                 && !(p.expect == Expect::Blocked && p.observed == Some(Observed::Open))
         });
-        u8::from(unexpected)
+        if unexpected {
+            1
+        } else if r.summary.errors > 0 {
+            3
+        } else {
+            0
+        }
     }
 }
 

@@ -350,6 +350,70 @@ pub fn issue(dir: &Path, req: &IssueRequest, force: bool) -> Result<Written, Pki
     write_pair(dir, &req.name, &pair, force)
 }
 
+/// The certificate requests of a whole plan: one per host, valid for every
+/// address of the host (IP SANs, and DNS SANs for names), plus the
+/// coordinator's.
+pub fn plan_requests(plan: &crate::plan::Plan) -> Vec<IssueRequest> {
+    let mut requests: Vec<IssueRequest> = plan
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut req = IssueRequest::new(h.name.as_str());
+            for address in host_addresses(h) {
+                match address {
+                    crate::plan::Address::Ip(ip) => req.ips.push(*ip),
+                    crate::plan::Address::Dns(name) => req.dns.push(name.clone()),
+                }
+            }
+            req
+        })
+        .collect();
+    requests.push(IssueRequest::new(COORDINATOR));
+    requests
+}
+
+/// Every address of a host (a dual-stack host has several, primary
+/// first).
+fn host_addresses(host: &crate::plan::Host) -> impl Iterator<Item = &crate::plan::Address> {
+    host.addresses.iter()
+}
+
+/// `portcall pki issue --plan`: every host's certificate and the
+/// coordinator's, signed by the CA in `dir`. Without `force`, nothing is
+/// written when any of the files exists already.
+pub fn issue_plan(
+    dir: &Path,
+    plan: &crate::plan::Plan,
+    force: bool,
+) -> Result<Vec<Written>, PkiError> {
+    let requests = plan_requests(plan);
+    for req in &requests {
+        check_name(&req.name)?;
+        if req.name == "ca" {
+            return Err(PkiError::BadName {
+                name: req.name.clone(),
+            });
+        }
+    }
+    let ca = load_authority(dir)?;
+    if !force {
+        for req in &requests {
+            for p in [cert_path(dir, &req.name), key_path(dir, &req.name)] {
+                if p.exists() {
+                    return Err(PkiError::Exists { path: p });
+                }
+            }
+        }
+    }
+    requests
+        .iter()
+        .map(|req| {
+            let pair = ca.issue(req)?;
+            write_pair(dir, &req.name, &pair, force)
+        })
+        .collect()
+}
+
 /// Reads the CA of `dir`.
 pub fn load_authority(dir: &Path) -> Result<Authority, PkiError> {
     let (cert, key) = (cert_path(dir, "ca"), key_path(dir, "ca"));
@@ -830,5 +894,68 @@ mod tests {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
+    }
+
+    #[test]
+    fn issue_plan_issues_every_host_on_its_addresses_and_the_coordinator() {
+        let plan = crate::plan::Plan::parse(
+            r#"
+name = "pki"
+[[hosts]]
+name = "web"
+address = ["198.18.7.1", "2001:2::7:1"]
+[[hosts]]
+name = "db"
+address = "db.lab.example"
+roles = ["mysql"]
+[[flows]]
+from = "host:web"
+to = "host:db"
+ports = ["mysql"]
+"#,
+            "pki.toml",
+        )
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        init(tmp.path(), false).unwrap();
+        let written = issue_plan(tmp.path(), &plan, false).unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|w| w.cert.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["web.pem", "db.pem", "coordinator.pem"]);
+        let sans = |name: &str| {
+            let pem = fs::read(tmp.path().join(format!("{name}.pem"))).unwrap();
+            let der = CertificateDer::from_pem_slice(&pem).unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+            let san = cert.subject_alternative_name().unwrap().unwrap();
+            san.value
+                .general_names
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(sans("web").contains("c6:12:07:01"), "{}", sans("web"));
+        // A dual-stack host's certificate names every address.
+        assert!(
+            sans("web").contains("20:01:00:02:00:00:00:00:00:00:00:00:00:07:00:01"),
+            "{}",
+            sans("web")
+        );
+        assert!(sans("db").contains("db.lab.example"), "{}", sans("db"));
+        // The agents and the coordinator can load what was issued.
+        for name in ["web", "db", COORDINATOR] {
+            TlsIdentity::load(tmp.path(), name).unwrap();
+        }
+        // Nothing is replaced without force, and nothing half-issued.
+        let before = fs::read(tmp.path().join("db.pem")).unwrap();
+        fs::remove_file(tmp.path().join("web.pem")).unwrap();
+        fs::remove_file(tmp.path().join("web-key.pem")).unwrap();
+        let err = issue_plan(tmp.path(), &plan, false).unwrap_err();
+        assert!(matches!(err, PkiError::Exists { .. }), "{err}");
+        assert!(!tmp.path().join("web.pem").exists(), "nothing written");
+        issue_plan(tmp.path(), &plan, true).unwrap();
+        assert_ne!(fs::read(tmp.path().join("db.pem")).unwrap(), before);
     }
 }

@@ -4,6 +4,10 @@
 //! An agent that cannot be reached does not stop the round: its part is
 //! recorded as unreachable and the others are measured.
 //!
+//! When the round is cancelled (Ctrl-C, SIGTERM), the coordinator tears
+//! it down on every agent it reached, within [`CANCEL_TEARDOWN`], and
+//! those agents are reported `cancelled`, not unreachable.
+//!
 //! `portcall check` and `portcall demo` both come through [`run_round`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -21,7 +25,10 @@ use crate::control::{
     ProbeRequest, Request, Response, RoundRef,
 };
 use crate::plan::{Address, Plan};
-use crate::report::{self, AgentEvidence, AgentOutcome, Report, RoundEvidence};
+use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
+
+/// How long a cancelled round may spend tearing down what it started.
+pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
 
 /// Deadlines and endpoints of a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +45,9 @@ pub struct RoundConfig {
     /// Control endpoints that differ from `address:control_port` (the demo
     /// and tests bind ephemeral ports), by host.
     pub endpoints: BTreeMap<String, SocketAddr>,
+    /// The paths to measure (`check --only`, from
+    /// [`Plan::select_paths`]); `None` for every path of the plan.
+    pub only: Option<Vec<usize>>,
 }
 
 impl Default for RoundConfig {
@@ -48,6 +58,7 @@ impl Default for RoundConfig {
             probe_slack: Duration::from_secs(10),
             ttl_slack: Duration::from_secs(30),
             endpoints: BTreeMap::new(),
+            only: None,
         }
     }
 }
@@ -80,7 +91,10 @@ pub async fn check(
     cancel: &CancellationToken,
 ) -> Report {
     let evidence = run_round(plan, security, config, cancel).await;
-    report::join(plan, &evidence)
+    match &config.only {
+        None => report::join(plan, &evidence),
+        Some(only) => report::join_paths(plan, &evidence, only),
+    }
 }
 
 /// One agent's part of the round, moved into each phase's task and back.
@@ -102,6 +116,10 @@ impl Session {
     }
 }
 
+/// Control endpoints the round connected to, by host: where a cancelled
+/// round must send its teardown.
+type Reached = Arc<std::sync::Mutex<BTreeMap<String, (Option<IpAddr>, SocketAddr)>>>;
+
 /// Runs one round of `plan`: every agent that is the source or target of
 /// some path takes part.
 pub async fn run_round(
@@ -113,13 +131,16 @@ pub async fn run_round(
     let started_at = SystemTime::now();
     let round = control::random_id(8);
     let digest = control::plan_digest(plan);
-    let involved: BTreeSet<&str> = plan
-        .paths
+    let selected: Vec<&crate::plan::Path> = match &config.only {
+        None => plan.paths.iter().collect(),
+        Some(only) => only.iter().filter_map(|&i| plan.paths.get(i)).collect(),
+    };
+    let involved: BTreeSet<&str> = selected
         .iter()
         .flat_map(|p| [p.from.as_str(), p.to.as_str()])
         .collect();
-    let sources: HashSet<&str> = plan.paths.iter().map(|p| p.from.as_str()).collect();
-    tracing::info!(%round, agents = involved.len(), paths = plan.paths.len(), "round starting");
+    let sources: HashSet<&str> = selected.iter().map(|p| p.from.as_str()).collect();
+    tracing::info!(%round, agents = involved.len(), paths = selected.len(), "round starting");
 
     // Phase 1: connect and prepare, all agents at once.
     let security = Arc::new(security.clone());
@@ -150,9 +171,14 @@ pub async fn run_round(
             )
         })
         .collect();
+    let reached: Reached = Arc::default();
+    let coordinator_file = plan.source.to_string();
     let sessions = each(sessions, cancel, |mut s| {
         let security = security.clone();
         let config = config.clone();
+        let reached = reached.clone();
+        let digest = digest.clone();
+        let coordinator_file = coordinator_file.clone();
         let (address, port) = endpoints[&s.host].clone();
         let request = Request::Prepare(PrepareRequest {
             round: round.clone(),
@@ -178,6 +204,10 @@ pub async fn run_round(
                     return s;
                 }
             };
+            reached
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(s.host.clone(), (s.ip, addr));
             match conn.request(&request, config.request_timeout).await {
                 Ok(Response::Prepared(p)) => {
                     s.evidence.outcome = AgentOutcome::Up;
@@ -185,12 +215,31 @@ pub async fn run_round(
                     s.conn = Some(conn);
                 }
                 Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                Err(e @ ControlError::Refused { .. }) => {
+                    // Ask who it is: a refusal because it holds another
+                    // plan is reported as such, with both sides' files.
+                    match other_plan(&mut conn, &digest, &config).await {
+                        Some((agent_digest, agent_file)) => {
+                            s.conn = None;
+                            s.evidence.outcome = AgentOutcome::PlanMismatch(PlanMismatch {
+                                coordinator_digest: digest,
+                                coordinator_file,
+                                agent_digest,
+                                agent_file,
+                            });
+                        }
+                        None => s.lost(chain(&e)),
+                    }
+                }
                 Err(e) => s.lost(chain(&e)),
             }
             s
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+    }
 
     // Phase 2: probe. Each source learns which target ports have no canary.
     let mut live = Vec::new();
@@ -218,6 +267,7 @@ pub async fn run_round(
         live,
         skip,
         skip_hosts,
+        only: config.only.clone(),
     });
     let probe_deadline = config.probe_deadline(plan);
     let sessions = each(sessions, cancel, |mut s| {
@@ -242,6 +292,9 @@ pub async fn run_round(
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+    }
 
     // Phase 3: evidence from every agent that held canaries.
     let evidence = Request::Evidence(RoundRef {
@@ -278,6 +331,9 @@ pub async fn run_round(
         }
     })
     .await;
+    if cancel.is_cancelled() {
+        return cancelled(sessions, &reached, &round, &security, config, started_at).await;
+    }
     let finished_at = SystemTime::now();
 
     // Phase 4: teardown. Best effort: the TTL closes whatever this misses.
@@ -304,6 +360,78 @@ pub async fn run_round(
         started_at,
         finished_at,
         agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+    }
+}
+
+/// Ends a cancelled round: every agent that was reached gets a teardown
+/// (over its own connection when it is still usable, else a new one), all
+/// at once and within [`CANCEL_TEARDOWN`]; agents that did not fail for
+/// another reason are reported `cancelled`.
+async fn cancelled(
+    mut sessions: Vec<Session>,
+    reached: &Reached,
+    round: &str,
+    security: &Arc<ClientSecurity>,
+    config: &RoundConfig,
+    started_at: SystemTime,
+) -> RoundEvidence {
+    tracing::warn!(%round, "round cancelled; tearing it down");
+    let reached = reached.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let teardown = Request::Teardown(RoundRef {
+        round: round.to_string(),
+    });
+    let mut set = JoinSet::new();
+    for s in &mut sessions {
+        let conn = s.conn.take();
+        let Some(&(ip, addr)) = reached.get(&s.host) else {
+            continue;
+        };
+        let (host, security, teardown) = (s.host.clone(), security.clone(), teardown.clone());
+        let connect_timeout = config.connect_timeout.min(CANCEL_TEARDOWN);
+        set.spawn(async move {
+            let mut conn = match conn {
+                Some(c) => c,
+                None => control::connect(&security, &host, ip, addr, connect_timeout).await?,
+            };
+            conn.request(&teardown, CANCEL_TEARDOWN).await.map(drop)
+        });
+    }
+    let all = async { while set.join_next().await.is_some() {} };
+    if timeout(CANCEL_TEARDOWN, all).await.is_err() {
+        tracing::warn!(%round, "teardown after cancel not finished within {CANCEL_TEARDOWN:?}; the canaries close at the round's TTL");
+    }
+    set.abort_all();
+    for s in &mut sessions {
+        // Agents that failed for a reason of their own keep it.
+        let cut_short = match &s.evidence.outcome {
+            AgentOutcome::Up => true,
+            AgentOutcome::Unreachable(why) => why == CANCELLED,
+            AgentOutcome::Cancelled | AgentOutcome::PlanMismatch(_) => false,
+        };
+        if cut_short {
+            s.evidence.outcome = AgentOutcome::Cancelled;
+        }
+    }
+    RoundEvidence {
+        started_at,
+        finished_at: SystemTime::now(),
+        agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+    }
+}
+
+/// The reason given to sessions a cancelled phase did not finish.
+const CANCELLED: &str = "the round was cancelled";
+
+/// After `prepare` was refused: the agent's digest and plan file when it
+/// holds another plan than `digest`, from a `hello` on the same connection.
+async fn other_plan(
+    conn: &mut ControlStream,
+    digest: &str,
+    config: &RoundConfig,
+) -> Option<(String, Option<String>)> {
+    match conn.request(&Request::Hello, config.request_timeout).await {
+        Ok(Response::Hello(h)) if h.plan_digest != digest => Some((h.plan_digest, h.plan_file)),
+        _ => None,
     }
 }
 
@@ -343,7 +471,7 @@ where
                     conn: None,
                     evidence: AgentEvidence::unreachable(String::new()),
                 };
-                s.lost("the round was cancelled".into());
+                s.lost(CANCELLED.into());
                 s
             })
         })

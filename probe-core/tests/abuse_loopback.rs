@@ -245,6 +245,7 @@ async fn a_client_certificate_with_another_name_gets_no_canary_and_no_probe() {
             live: vec![],
             skip: vec![],
             skip_hosts: vec![],
+            only: None,
         }),
     ] {
         let mut c = control::connect(&hb, "db", Some(ip), db, Duration::from_secs(2))
@@ -360,6 +361,7 @@ async fn round_with_pause<F: std::future::Future<Output = ()>>(
         live: vec![],
         skip: vec![],
         skip_hosts: vec![],
+        only: None,
     });
     for host in ["web", "app"] {
         let r = conns

@@ -249,6 +249,7 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "seen_source",
             "service",
             "target_saw",
+            "tls_ms",
             "to",
             "verdict"
         ]
@@ -620,7 +621,9 @@ ports = [24999]
         (Some(Observed::Refused), Verdict::Error)
     );
     assert!(p.detail.contains("service down"), "{}", p.detail);
-    assert_eq!(report.exit_code(), 3);
+    // The must-be-blocked path to the live service is a violation, and a
+    // violation wins over errors.
+    assert_eq!(report.exit_code(), 1);
 
     // The service was probed, never displaced, and still works.
     assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 2);
@@ -631,6 +634,172 @@ ports = [24999]
     s.read_exact(&mut greeting).await.unwrap();
     assert_eq!(&greeting, b"5.7.0-fake-mysql");
     service_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_round_is_torn_down_on_every_agent_it_reached_and_says_cancelled() {
+    // Regression: Ctrl-C left canaries up for the whole TTL and listed
+    // every agent as unreachable.
+    let src = r#"
+name = "cancel-48"
+[defaults]
+timeout_ms = 4000
+retries = 0
+[[hosts]]
+name = "web"
+address = "127.0.48.1"
+[[hosts]]
+name = "app"
+address = "127.0.48.2"
+roles = ["app"]
+[[hosts]]
+name = "db"
+address = "127.0.48.3"
+roles = ["db"]
+[roles.app]
+ports = [{ name = "http", port = 18080, offset = false }]
+[roles.db]
+ports = [{ name = "sql", port = 13306, offset = false }]
+[[flows]]
+from = "host:web"
+to = ["host:app", "host:db"]
+ports = ["http", "sql"]
+"#;
+    let plan = Arc::new(Plan::parse(src, "cancel-48.toml").unwrap());
+    // A "real service" on db's port whose accept queue is full: the live
+    // probe of it waits out its 4 s timeout, so the round is mid-probe
+    // when it is cancelled.
+    let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    silent
+        .bind(&"127.0.48.3:13306".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    silent.listen(0).unwrap();
+    let _filler = std::net::TcpStream::connect("127.0.48.3:13306").unwrap();
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["web", "app", "db"]).await;
+    let cancel = CancellationToken::new();
+    let round = {
+        let (plan, security, config, cancel) = (
+            plan.clone(),
+            coordinator(pki.path()),
+            config(&agents.endpoints),
+            cancel.clone(),
+        );
+        tokio::spawn(async move { round::check(&plan, &security, &config, &cancel).await })
+    };
+    // Wait for app's canary: the round is prepared and probing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect("127.0.48.2:18080")
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "no canary came up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cancelled_at = std::time::Instant::now();
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(4), round)
+        .await
+        .expect("the cancelled round returns")
+        .unwrap();
+    let took = cancelled_at.elapsed();
+    assert!(took < Duration::from_millis(2500), "teardown took {took:?}");
+    // The canary is down now, not at the TTL.
+    assert!(
+        tokio::net::TcpStream::connect("127.0.48.2:18080")
+            .await
+            .is_err(),
+        "app's canary outlived the cancelled round"
+    );
+    for h in &report.hosts {
+        assert_eq!(h.agent, AgentState::Cancelled, "{h:?}");
+    }
+    for p in &report.paths {
+        assert_eq!(p.verdict, Verdict::Error, "{p:?}");
+        assert!(p.detail.contains("cancelled"), "{}", p.detail);
+        assert!(!p.detail.contains("unreachable"), "{}", p.detail);
+    }
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["hosts"][0]["agent"], "cancelled");
+    agents.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_holding_another_plan_is_a_plan_mismatch_with_both_digests_and_files() {
+    let agents_plan = Arc::new(plan(49, ""));
+    let ours = plan(
+        49,
+        "[[flows]]\nfrom = \"host:db\"\nto = \"host:app\"\nports = [\"http\"]\n",
+    );
+    let pki = pki_dir(&ours);
+    let agents = Agents::start(&agents_plan, pki.path(), &["web", "app", "db"]).await;
+    let report = round::check(
+        &ours,
+        &coordinator(pki.path()),
+        &config(&agents.endpoints),
+        &CancellationToken::new(),
+    )
+    .await;
+    agents.stop().await;
+    let ours_digest = control::plan_digest(&ours);
+    let theirs = control::plan_digest(&agents_plan);
+    assert_ne!(ours_digest, theirs);
+    for h in &report.hosts {
+        assert_eq!(h.agent, AgentState::PlanMismatch, "{h:?}");
+        let m = h.plan_mismatch.as_ref().expect("both sides named");
+        assert_eq!(m.coordinator_digest, ours_digest);
+        assert_eq!(m.agent_digest, theirs);
+        assert_eq!(m.coordinator_file, "loopback-49.toml");
+        assert_eq!(m.agent_file.as_deref(), Some("loopback-49.toml"));
+        let detail = h.agent_detail.as_deref().unwrap();
+        assert!(
+            detail.contains(&theirs) && detail.contains(&ours_digest),
+            "{detail}"
+        );
+    }
+    assert!(
+        report
+            .paths
+            .iter()
+            .all(|p| p.detail.contains("another plan")),
+        "{:?}",
+        report.paths
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["hosts"][0]["agent"], "plan-mismatch");
+    assert_eq!(json["hosts"][0]["plan_mismatch"]["agent_digest"], theirs);
+    assert!(!json.to_string().contains("unreachable"));
+}
+
+#[tokio::test]
+async fn only_limits_a_round_to_the_selected_paths_and_their_agents() {
+    let plan = Arc::new(plan(50, ""));
+    let pki = pki_dir(&plan);
+    // web's agent is not even running: a round limited to app -> db never
+    // asks it.
+    let agents = Agents::start(&plan, pki.path(), &["app", "db"]).await;
+    let only = plan
+        .select_paths(&["flow:app to db".parse().unwrap()])
+        .unwrap();
+    let report = round::check(
+        &plan,
+        &coordinator(pki.path()),
+        &RoundConfig {
+            only: Some(only),
+            ..config(&agents.endpoints)
+        },
+        &CancellationToken::new(),
+    )
+    .await;
+    agents.stop().await;
+    assert_eq!(report.summary.paths, 1, "{:?}", report.paths);
+    let p = path(&report, "app", "db", 13306);
+    assert_eq!((p.observed, p.verdict), (Some(Observed::Open), Verdict::Ok));
+    assert_eq!(p.target_saw, Some(true));
+    let web = report.hosts.iter().find(|h| h.name == "web").unwrap();
+    assert_eq!(web.agent, AgentState::None, "not involved, not asked");
+    assert_eq!(report.exit_code(), 0);
 }
 
 #[tokio::test]

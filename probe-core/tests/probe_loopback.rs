@@ -227,6 +227,14 @@ fn pki() -> Pki {
 
 /// A TLS server on 127.0.0.1 that reports the SNI each client sent.
 async fn tls_server(pki: &Pki) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    tls_server_after(pki, Duration::ZERO).await
+}
+
+/// [`tls_server`], starting each handshake only `delay` after accepting.
+async fn tls_server_after(
+    pki: &Pki,
+    delay: Duration,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -244,6 +252,7 @@ async fn tls_server(pki: &Pki) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Opt
             let config = config.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
                 let acceptor =
                     tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), s);
                 let Ok(start) = acceptor.await else { return };
@@ -264,6 +273,47 @@ fn ca_file(pki: &Pki) -> tempfile::NamedTempFile {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), &pki.ca_pem).unwrap();
     f
+}
+
+#[tokio::test]
+async fn latency_is_the_connect_round_trip_and_the_tls_handshake_is_timed_apart() {
+    // Regression: latency was the whole attempt, so a slow (or contended)
+    // TLS handshake read as network latency, and a timeout's latency was
+    // just the timeout.
+    let pki = pki();
+    let (port, _sni) = tls_server_after(&pki, Duration::from_millis(300)).await;
+    let r = probe(quick(), target(port, Protocol::Tls)).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    let connect = r.connect_time.expect("it connected");
+    let tls = r.tls_time.expect("a handshake completed");
+    assert!(connect < Duration::from_millis(150), "{connect:?}");
+    assert!(tls >= Duration::from_millis(290), "{tls:?}");
+    assert!(r.latency >= connect + tls, "{r:?}");
+
+    let plain = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let r = probe(
+        quick(),
+        target(plain.local_addr().unwrap().port(), Protocol::Tcp),
+    )
+    .await;
+    assert!(r.connect_time.is_some() && r.tls_time.is_none(), "{r:?}");
+
+    let r = probe(quick(), target(free_port(), Protocol::Tcp)).await;
+    assert_eq!(r.observed, Observed::Refused);
+    assert_eq!(
+        (r.connect_time, r.tls_time),
+        (None, None),
+        "never connected"
+    );
+
+    let (_listener, _filler, port) = silent_listener();
+    let r = probe(quick(), target(port, Protocol::Tls)).await;
+    assert_eq!(r.observed, Observed::Timeout);
+    assert_eq!(
+        (r.connect_time, r.tls_time),
+        (None, None),
+        "never connected"
+    );
 }
 
 #[tokio::test]

@@ -141,12 +141,14 @@ pub struct AgentConfig {
 #[non_exhaustive]
 pub enum AgentError {
     /// `--host` names no host of the plan.
-    #[error("host {host:?} is not in plan {plan} (hosts: {known})")]
+    #[error("host {host:?} is not in plan {plan}{suggestion} (hosts: {known})")]
     UnknownHost {
         /// The name given.
         host: String,
         /// The plan's file.
         plan: String,
+        /// "; did you mean ..." or empty.
+        suggestion: crate::plan::Suggestion,
         /// The plan's host names.
         known: String,
     },
@@ -334,6 +336,10 @@ impl AgentError {
         AgentError::UnknownHost {
             host: host.to_owned(),
             plan: plan.source.to_string(),
+            suggestion: crate::plan::Suggestion::closest(
+                host,
+                plan.hosts.iter().map(|h| h.name.as_str()),
+            ),
             known: plan
                 .hosts
                 .iter()
@@ -633,6 +639,7 @@ impl Shared {
                 plan: self.config.plan.name.clone(),
                 plan_digest: self.digest.clone(),
                 version: PROTOCOL_VERSION,
+                plan_file: Some(self.config.plan.source.to_string()),
             }),
             Request::Prepare(req) => self.prepare(req).await,
             Request::Probe(req) => {
@@ -782,11 +789,15 @@ impl Shared {
         let live: HashSet<&HostPort> = req.live.iter().collect();
         let skip: HashSet<&HostPort> = req.skip.iter().collect();
         let skip_hosts: HashSet<&str> = req.skip_hosts.iter().map(String::as_str).collect();
+        let only: Option<HashSet<usize>> = req.only.as_ref().map(|o| o.iter().copied().collect());
         let mut indices = Vec::new();
         let mut targets = Vec::new();
         let mut slots = Vec::new();
         for (i, path) in plan.paths.iter().enumerate() {
-            if path.from != *host || skip_hosts.contains(path.to.as_str()) {
+            if path.from != *host
+                || skip_hosts.contains(path.to.as_str())
+                || only.as_ref().is_some_and(|o| !o.contains(&i))
+            {
                 continue;
             }
             let key = HostPort {
@@ -847,6 +858,8 @@ impl Shared {
                 attempts: r.attempts,
                 source: r.local_address,
                 answered_by: exchange.answered_by(k),
+                connect_us: r.connect_time.map(micros),
+                tls_us: r.tls_time.map(micros),
                 shed: r.shed,
             })
             .collect();
@@ -913,4 +926,9 @@ async fn linger<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(io: &mu
 
 fn error(message: String) -> Response {
     Response::Error(ErrorReply { message })
+}
+
+/// A duration in whole microseconds, saturating.
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

@@ -72,6 +72,10 @@ pub struct ProbeRequest {
     /// Target hosts whose agent is down: none of their ports is probed.
     #[serde(default)]
     pub skip_hosts: Vec<String>,
+    /// When the round measures part of the plan (`check --only`): the
+    /// indices of the paths to probe; `None` for every outgoing path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<usize>>,
 }
 
 /// Names a round in `evidence` and `teardown`.
@@ -112,6 +116,10 @@ pub struct HelloReply {
     pub plan_digest: String,
     /// [`PROTOCOL_VERSION`].
     pub version: u32,
+    /// The plan file it loaded, as it was named to it (agents before this
+    /// field existed send none).
+    #[serde(default)]
+    pub plan_file: Option<String>,
 }
 
 /// `renewed`: the round's lease was extended.
@@ -193,6 +201,14 @@ pub struct PathProbe {
     pub source: Option<SocketAddr>,
     /// The host name a canary answered with, when one answered.
     pub answered_by: Option<String>,
+    /// The final attempt's TCP connect round trip (SYN to SYN-ACK), in
+    /// microseconds; `None` when it did not connect.
+    #[serde(default)]
+    pub connect_us: Option<u64>,
+    /// The final attempt's TLS handshake, in microseconds; `None` when none
+    /// completed.
+    #[serde(default)]
+    pub tls_us: Option<u64>,
     /// The far end closed every attempt without answering anything, as a
     /// canary shedding load does: the path was not measured.
     #[serde(default)]

@@ -9,6 +9,7 @@
 mod diag;
 mod flows;
 mod hosts;
+mod only;
 pub(crate) mod raw;
 pub(crate) mod roles;
 
@@ -25,6 +26,7 @@ use crate::port::{Port, Protocol};
 pub use diag::{
     CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion, escape_controls,
 };
+pub use only::{Only, OnlyError};
 pub use roles::RoleOrigin;
 
 /// A validated, expanded plan.

@@ -269,6 +269,7 @@ impl Prober {
             slot.task = None;
             let addr = slot.addr.expect("only resolved targets are scheduled");
             slot.latency = attempt.latency;
+            slot.timing = attempt.timing;
             if attempt.local_address.is_some() {
                 slot.local_address = attempt.local_address;
             }
@@ -432,6 +433,7 @@ struct Slot {
     /// The next attempt waits for the target's ICMP budget.
     paced: bool,
     latency: Duration,
+    timing: Timing,
     cert: Option<Box<CertFacts>>,
     result: Option<ProbeResult>,
     /// The attempt in flight, aborted when the sweep is cancelled.
@@ -446,6 +448,8 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         observed,
         detail,
         latency: slot.latency,
+        connect_time: slot.timing.connect,
+        tls_time: slot.timing.tls,
         attempts: slot.attempts,
         cert: slot.cert.clone(),
         shed: slot.shed,
@@ -531,7 +535,19 @@ struct Attempt {
     kind: AttemptKind,
     started: Instant,
     latency: Duration,
+    timing: Timing,
     local_address: Option<SocketAddr>,
+}
+
+/// How long an attempt's handshakes took, each measured on its own so that
+/// neither includes the other (or the exchange after them).
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    /// The TCP connect round trip (SYN to SYN-ACK); `None` when it did not
+    /// connect.
+    connect: Option<Duration>,
+    /// The TLS handshake; `None` when none completed.
+    tls: Option<Duration>,
 }
 
 enum AttemptKind {
@@ -563,13 +579,15 @@ impl Shared {
     async fn attempt(&self, index: usize, target: &Target, addr: SocketAddr) -> Attempt {
         let started = Instant::now();
         let mut local_address = None;
+        let mut timing = Timing::default();
         let kind = self
-            .attempt_inner(index, target, addr, &mut local_address)
+            .attempt_inner(index, target, addr, &mut local_address, &mut timing)
             .await;
         Attempt {
             kind,
             started,
             latency: started.elapsed(),
+            timing,
             local_address,
         }
     }
@@ -580,6 +598,7 @@ impl Shared {
         target: &Target,
         addr: SocketAddr,
         local_address: &mut Option<SocketAddr>,
+        timing: &mut Timing,
     ) -> AttemptKind {
         let config = &self.config;
         let source = config.source.or_else(|| {
@@ -610,7 +629,10 @@ impl Shared {
                     },
                 };
             }
-            Ok(Ok(stream)) => stream,
+            Ok(Ok((stream, rtt))) => {
+                timing.connect = Some(rtt);
+                stream
+            }
         };
         // Close with a reset rather than through TIME_WAIT, so that sweeps
         // do not pile up sockets. Only an established connection can reach
@@ -644,7 +666,10 @@ impl Shared {
                     silent,
                 },
             },
-            Protocol::Tls => self.tls_phase(index, target, addr, local, stream).await,
+            Protocol::Tls => {
+                self.tls_phase(index, target, addr, local, stream, timing)
+                    .await
+            }
         }
     }
 
@@ -655,9 +680,11 @@ impl Shared {
         addr: SocketAddr,
         local: SocketAddr,
         stream: TcpStream,
+        timing: &mut Timing,
     ) -> AttemptKind {
         let config = &self.config;
         let name = server_name_for(target, addr);
+        let tls_started = Instant::now();
         let handshake = self.tls.connector().connect(name.clone(), stream);
         let mut tls = match timeout(config.tls_timeout, handshake).await {
             Err(_elapsed) => {
@@ -711,7 +738,10 @@ impl Shared {
                     cert: None,
                 };
             }
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => {
+                timing.tls = Some(tls_started.elapsed());
+                tls
+            }
         };
         let chain = tls.get_ref().1.peer_certificates().unwrap_or(&[]);
         let facts = self.tls.facts(chain, &name);
@@ -833,27 +863,40 @@ fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<Socket, Attem
     Ok(socket)
 }
 
-/// Connects a non-blocking socket. The answer is often already there when
-/// `connect` returns (a reset from a local or nearby host), so it is read
-/// straight away, and only a connection still in progress is handed to the
-/// reactor: that spares most refused ports two `epoll_ctl` calls and a
-/// wake-up. Errors carry the raw errno, from `connect` or from `SO_ERROR`
-/// (where ICMP errors land).
-async fn connect(socket: Socket, addr: SocketAddr) -> std::io::Result<TcpStream> {
+/// Connects a non-blocking socket, returning the stream and the connect
+/// round trip (SYN to SYN-ACK, as near as user space can see it). The
+/// answer is often already there when `connect` returns (a reset, or a
+/// handshake with a local or nearby host), so it is read straight away,
+/// and only a connection still in progress is handed to the reactor: that
+/// spares most refused ports two `epoll_ctl` calls and a wake-up, and keeps
+/// the reactor's scheduling delay out of a local round trip. Errors carry
+/// the raw errno, from `connect` or from `SO_ERROR` (where ICMP errors
+/// land).
+async fn connect(socket: Socket, addr: SocketAddr) -> std::io::Result<(TcpStream, Duration)> {
+    let started = Instant::now();
+    let mut connected = None;
     match socket.connect(&SockAddr::from(addr)) {
-        Ok(()) => {}
+        Ok(()) => connected = Some(started.elapsed()),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
             if let Some(e) = socket.take_error()? {
                 return Err(e);
+            }
+            // Established already (a peer name exists only then).
+            if socket.peer_addr().is_ok() {
+                connected = Some(started.elapsed());
             }
         }
         Err(e) => return Err(e),
     }
     let stream = TcpStream::from_std(socket.into())?;
+    if let Some(rtt) = connected {
+        return Ok((stream, rtt));
+    }
     stream.writable().await?;
+    let rtt = started.elapsed();
     match stream.take_error()? {
         Some(e) => Err(e),
-        None => Ok(stream),
+        None => Ok((stream, rtt)),
     }
 }
 

@@ -109,6 +109,11 @@ pub struct ProbeResult {
     /// Duration of the final attempt (connect, plus TLS and exchange when
     /// they ran).
     pub latency: Duration,
+    /// The final attempt's TCP connect round trip (SYN to SYN-ACK); `None`
+    /// when it did not connect.
+    pub connect_time: Option<Duration>,
+    /// The final attempt's TLS handshake; `None` when none completed.
+    pub tls_time: Option<Duration>,
     /// How many connection attempts reached the network. Attempts that
     /// failed locally (no descriptor, no ephemeral port) are not counted.
     pub attempts: u32,

@@ -11,9 +11,17 @@ use crate::port::Protocol;
 /// The `schema` value of the JSON document.
 pub const PROBE_SCHEMA: &str = "portcall.probe/v1";
 
-/// Above this many results the table leaves out `refused` rows (as nmap
-/// leaves out closed ports) and counts them in the summary instead.
-pub const TABLE_COLLAPSE_OVER: usize = 100;
+/// An outcome other than `open` with more results than this is not listed
+/// row by row but counted in a "Not shown" line, as nmap does with closed
+/// and filtered ports (unless [`TableOptions::all`]).
+pub const TABLE_COLLAPSE_OVER: usize = 25;
+
+/// How the probe table is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableOptions {
+    /// List every result, never collapsing (`probe --all`).
+    pub all: bool,
+}
 
 #[derive(Serialize)]
 struct Row<'a> {
@@ -70,14 +78,30 @@ pub fn summarize(results: &[ProbeResult]) -> Vec<(Observed, usize)> {
         .collect()
 }
 
-/// Writes `results` as an aligned table followed by a summary line. Above
-/// [`TABLE_COLLAPSE_OVER`] results, `refused` rows are only counted.
-pub fn write_table<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()> {
-    let collapse = results.len() > TABLE_COLLAPSE_OVER;
+/// Writes `results` as an aligned table followed by a summary line. An
+/// outcome other than `open` with more than [`TABLE_COLLAPSE_OVER`]
+/// results is counted in a "Not shown: 9,900 timeout" line before the
+/// table instead of listed, unless `options.all`.
+pub fn write_table<W: Write>(
+    results: &[ProbeResult],
+    options: TableOptions,
+    mut w: W,
+) -> io::Result<()> {
+    let hidden: Vec<(Observed, usize)> = summarize(results)
+        .into_iter()
+        .filter(|&(o, n)| !options.all && o != Observed::Open && n > TABLE_COLLAPSE_OVER)
+        .collect();
     let shown: Vec<&ProbeResult> = results
         .iter()
-        .filter(|r| !(collapse && r.observed == Observed::Refused))
+        .filter(|r| !hidden.iter().any(|(o, _)| *o == r.observed))
         .collect();
+    if !hidden.is_empty() {
+        let parts: Vec<String> = hidden
+            .iter()
+            .map(|(o, n)| format!("{} {o}", thousands(*n)))
+            .collect();
+        writeln!(w, "Not shown: {} (--all lists them)", parts.join(", "))?;
+    }
     let rows: Vec<[String; 6]> = shown
         .iter()
         .map(|r| {
@@ -125,12 +149,12 @@ pub fn write_table<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()
     }
     let counts: Vec<String> = summarize(results)
         .iter()
-        .map(|(o, n)| format!("{n} {o}"))
+        .map(|(o, n)| format!("{} {o}", thousands(*n)))
         .collect();
     write!(
         w,
         "{} target{}: {}",
-        results.len(),
+        thousands(results.len()),
         if results.len() == 1 { "" } else { "s" },
         if counts.is_empty() {
             "nothing probed".to_string()
@@ -138,14 +162,20 @@ pub fn write_table<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()
             counts.join(", ")
         }
     )?;
-    let hidden = results.len() - shown.len();
-    if hidden > 0 {
-        write!(
-            w,
-            " ({hidden} refused not listed; --format json lists every result)"
-        )?;
-    }
     writeln!(w)
+}
+
+/// `9900` as `9,900`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn write_row<W: Write>(w: &mut W, row: &[String; 6], widths: &[usize; 6]) -> io::Result<()> {
@@ -181,6 +211,8 @@ mod tests {
             observed,
             detail: detail.to_string(),
             latency: Duration::from_micros(ms * 1000 + 400),
+            connect_time: None,
+            tls_time: None,
             attempts: 1,
             cert: None,
             shed: false,
@@ -241,7 +273,7 @@ mod tests {
     #[test]
     fn table_lists_results_certificates_and_a_summary() {
         let mut out = Vec::new();
-        write_table(&sample(), &mut out).unwrap();
+        write_table(&sample(), TableOptions::default(), &mut out).unwrap();
         expect_test::expect![[r#"
             TARGET        ADDRESS     OBSERVED    LATENCY  ATTEMPTS  DETAIL
             db1:9443/tls  198.18.0.2  open         3.4 ms         1
@@ -254,18 +286,47 @@ mod tests {
     }
 
     #[test]
-    fn big_tables_count_refused_rows_instead_of_listing_them() {
-        let mut results: Vec<ProbeResult> = (1..=150)
-            .map(|p| result(&format!("h:{p}"), Observed::Refused, "ECONNREFUSED", 0))
+    fn big_outcomes_collapse_into_not_shown_like_nmap_unless_all() {
+        let mut results: Vec<ProbeResult> = (1..=10_000)
+            .map(|p| result(&format!("h:{p}"), Observed::Timeout, "no answer", 0))
             .collect();
         results[41].observed = Observed::Open;
+        for r in &mut results[100..195] {
+            r.observed = Observed::Refused;
+        }
+        for r in &mut results[200..210] {
+            r.observed = Observed::Unreachable;
+        }
         let mut out = Vec::new();
-        write_table(&results, &mut out).unwrap();
+        write_table(&results, TableOptions::default(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
-        assert!(text.contains("h:42"));
-        assert!(text.ends_with(
-            "150 targets: 1 open, 149 refused (149 refused not listed; --format json lists every result)\n"
-        ));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Not shown: 95 refused, 9,894 timeout (--all lists them)"
+        );
+        // The header, the open port, the ten unreachable ones (too few to
+        // collapse), the summary.
+        assert_eq!(lines.len(), 1 + 1 + 1 + 10 + 1, "{text}");
+        assert!(lines[2].starts_with("h:42 "), "{}", lines[2]);
+        assert_eq!(
+            *lines.last().unwrap(),
+            "10,000 targets: 1 open, 95 refused, 10 unreachable, 9,894 timeout"
+        );
+        let mut out = Vec::new();
+        write_table(&results, TableOptions { all: true }, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 10_000 + 2);
+        assert!(!text.contains("Not shown"));
+        // Open ports are never collapsed.
+        let open: Vec<ProbeResult> = (1..=30)
+            .map(|p| result(&format!("h:{p}"), Observed::Open, "", 0))
+            .collect();
+        let mut out = Vec::new();
+        write_table(&open, TableOptions::default(), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 32);
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use super::format::{path_label, why};
 use super::markup::escape_xml as h;
-use super::{AgentState, PathReport, Report, Verdict};
+use super::{PathReport, Report, Verdict};
 use crate::plan::Expect;
 
 const STYLE: &str = r#"
@@ -373,11 +373,12 @@ fn write_list(paths: &[&PathReport], w: &mut impl Write) -> io::Result<()> {
 fn write_agents(report: &Report, w: &mut impl Write) -> io::Result<()> {
     let mut rows = Vec::new();
     for x in &report.hosts {
-        if x.agent == AgentState::Unreachable {
+        if x.agent.is_problem() {
             rows.push((
                 x,
                 format!(
-                    "agent unreachable{}",
+                    "agent {}{}",
+                    x.agent.as_str(),
                     x.agent_detail
                         .as_deref()
                         .map_or(String::new(), |d| format!(": {d}"))

@@ -16,7 +16,10 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use super::{AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, Verdict};
+use super::{
+    AgentState, Conflict, HostReport, PathReport, PlanMismatch, Report, SCHEMA, Summary, TargetEnd,
+    Verdict,
+};
 use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
 use crate::plan::{Family, Plan};
 use crate::probe::Observed;
@@ -28,6 +31,24 @@ pub enum AgentOutcome {
     Up,
     /// It could not be reached or refused the round; the reason.
     Unreachable(String),
+    /// The round was cancelled before it finished its part.
+    Cancelled,
+    /// It holds another plan.
+    PlanMismatch(PlanMismatch),
+}
+
+impl AgentOutcome {
+    /// Why the agent did not do its part, in words; `None` when it did.
+    fn problem(&self) -> Option<String> {
+        match self {
+            AgentOutcome::Up => None,
+            AgentOutcome::Unreachable(why) => Some(format!("unreachable: {why}")),
+            AgentOutcome::Cancelled => {
+                Some("the round was cancelled before it finished its part".into())
+            }
+            AgentOutcome::PlanMismatch(m) => Some(m.to_string()),
+        }
+    }
 }
 
 /// Everything one agent contributed to a round.
@@ -74,15 +95,30 @@ pub struct RoundEvidence {
 
 /// Joins the evidence of a round on `plan` into its report.
 pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
+    let all: Vec<usize> = (0..plan.paths.len()).collect();
+    join_paths(plan, round, &all)
+}
+
+/// [`join`] for a round that measured only the paths `only` (indices into
+/// the plan's paths, `check --only`): the report lists those paths.
+pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report {
     let hosts = plan
         .hosts
         .iter()
         .map(|h| {
+            let mut plan_mismatch = None;
             let (agent, agent_detail, conflicts) = match round.agents.get(&h.name) {
                 None => (AgentState::None, None, Vec::new()),
                 Some(a) => match &a.outcome {
                     AgentOutcome::Unreachable(r) => {
                         (AgentState::Unreachable, Some(r.clone()), Vec::new())
+                    }
+                    AgentOutcome::Cancelled => {
+                        (AgentState::Cancelled, a.outcome.problem(), Vec::new())
+                    }
+                    AgentOutcome::PlanMismatch(m) => {
+                        plan_mismatch = Some(m.clone());
+                        (AgentState::PlanMismatch, Some(m.to_string()), Vec::new())
                     }
                     AgentOutcome::Up => (
                         AgentState::Up,
@@ -106,6 +142,7 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
                 agent,
                 conflicts,
                 agent_detail,
+                plan_mismatch,
                 addresses: if h.addresses.len() > 1 {
                     h.addresses.iter().map(ToString::to_string).collect()
                 } else {
@@ -114,8 +151,10 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
             }
         })
         .collect();
-    let paths = (0..plan.paths.len())
-        .map(|i| judge_path(plan, round, i))
+    let paths = only
+        .iter()
+        .filter(|&&i| i < plan.paths.len())
+        .map(|&i| judge_path(plan, round, i))
         .collect();
     let mut report = Report {
         schema: SCHEMA.to_string(),
@@ -166,6 +205,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             .map(|f| f.label())
             .collect(),
         server_port: path.server_port.map(|p| p.get()),
+        tls_ms: None,
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -189,6 +229,12 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 path.to
             ),
         );
+    }
+    if let Some(why) = src.outcome.problem() {
+        return fail(r, format!("source agent {}: {why}", path.from));
+    }
+    if let Some(why) = dst.outcome.problem() {
+        return fail(r, format!("target agent {}: {why}", path.to));
     }
     if let Some(e) = &src.probe_error {
         return fail(
@@ -233,7 +279,9 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             ),
         );
     };
-    r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
+    let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
+    r.latency_ms = probe.connect_us.map(ms);
+    r.tls_ms = probe.tls_us.map(ms);
     r.attempts = probe.attempts;
     // A DNS target's family is the one its resolved address had.
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
@@ -262,6 +310,12 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         } else {
             format!("{base} ({})", probe.detail)
         }
+    };
+    let end = match listener {
+        // A dialled port the target agent vouches is empty is as known as a
+        // canary's: a refusal there is what the client will get.
+        Listener::Canary | Listener::Dialled => TargetEnd::Canary,
+        Listener::Live { .. } => TargetEnd::Live,
     };
     match listener {
         Listener::Canary => {
@@ -360,15 +414,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             let live = format!(" ({why})");
             r.detail = match probe.observed {
                 Observed::Open => format!("connected to the live service{live}"),
-                Observed::Refused => {
-                    return fail(
-                        r,
-                        format!(
-                            "refused: service down on {}:{port}{live}; a refusal here cannot tell a firewall reset from a stopped service",
-                            path.to
-                        ),
-                    );
-                }
+                Observed::Refused => format!(
+                    "refused: service down on {}:{port}{live}; a refusal here cannot tell a firewall reset from a stopped service",
+                    path.to
+                ),
                 Observed::Timeout => silence(&live),
                 Observed::Unreachable if local_denial(&probe.detail) => with(format!(
                     "refused on {} itself before anything was sent: its own packet filter or security policy{live}",
@@ -380,7 +429,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             };
         }
     }
-    r.verdict = Verdict::judge(path.expect, r.observed);
+    r.verdict = Verdict::judge(path.expect, r.observed, end);
     r
 }
 
@@ -482,6 +531,12 @@ expect = "blocked"
             attempts: 1,
             source: Some("127.0.9.1:40000".parse().unwrap()),
             answered_by: None,
+            connect_us: matches!(
+                observed,
+                Observed::Open | Observed::TlsError | Observed::WrongHost
+            )
+            .then_some(1234),
+            tls_us: None,
             shed: false,
         }
     }
@@ -516,6 +571,33 @@ expect = "blocked"
             nonce: nonce.into(),
             source: "127.0.9.1:40000".parse().unwrap(),
         }]
+    }
+
+    #[test]
+    fn latency_is_the_connect_round_trip_null_without_a_connection_and_tls_apart() {
+        let mut r = run(ListenerState::Canary, Observed::Timeout, vec![]);
+        assert_eq!(r.paths[0].latency_ms, None, "a timeout never connected");
+        assert_eq!(r.paths[0].tls_ms, None);
+        let p = plan();
+        let mut web = up(vec![], vec![probe(0, Some("aa"), Observed::Open)], vec![]);
+        web.probes[0].tls_us = Some(45_678);
+        web.probes[0].latency_us = 99_999;
+        let db = up(vec![mysql(ListenerState::Canary)], vec![], saw("aa"));
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        r = join(&p, &round);
+        assert_eq!(r.paths[0].latency_ms, Some(1.23), "connect only");
+        assert_eq!(r.paths[0].tls_ms, Some(45.68));
+        let json = serde_json::to_value(&r.paths[0]).unwrap();
+        assert_eq!(json["tls_ms"], 45.68);
+        // Reports written before `tls_ms` existed still parse.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("tls_ms");
+        let back: PathReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.tls_ms, None);
     }
 
     #[test]
@@ -611,6 +693,59 @@ expect = "blocked"
         let r = run(ListenerState::Held, Observed::Open, vec![]);
         assert_eq!(r.paths[0].verdict, Verdict::Ok);
         assert_eq!(r.paths[0].target_saw, None);
+    }
+
+    #[test]
+    fn check_and_schedule_mode_judge_a_live_port_alike() {
+        // Regression: a must-be-blocked path answered by `refused` where no
+        // canary holds the port was `error` in check but ok in schedule mode.
+        use crate::schedule::PathSample;
+        for observed in Observed::ALL {
+            // Path 0 (expect open) to a held port, path 2 (expect blocked)
+            // to a port that is not planned: both live, no canary.
+            let p = plan();
+            let mut web = up(vec![], vec![probe(0, None, observed)], vec![]);
+            web.probes.push(probe(1, None, Observed::Timeout));
+            let db = up(
+                vec![mysql(ListenerState::Held)],
+                vec![probe(2, None, observed)],
+                vec![],
+            );
+            let round = RoundEvidence {
+                started_at: SystemTime::UNIX_EPOCH,
+                finished_at: SystemTime::UNIX_EPOCH,
+                agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+            };
+            let r = join(&p, &round);
+            for i in [0, 2] {
+                let path = &r.paths[i];
+                let scheduled = PathSample {
+                    from: path.from.clone(),
+                    to: path.to.clone(),
+                    port: crate::port::Port::new(path.port).unwrap(),
+                    service: path.service.clone(),
+                    expect: path.expect,
+                    observed,
+                    latency: None,
+                    family: None,
+                };
+                assert_eq!(
+                    path.verdict,
+                    scheduled.verdict(),
+                    "{observed} expecting {}: check and schedule mode disagree",
+                    path.expect
+                );
+            }
+            if observed == Observed::Refused {
+                assert_eq!(r.paths[0].verdict, Verdict::Error);
+                assert_eq!(r.paths[2].verdict, Verdict::Error);
+                assert!(
+                    r.paths[2].detail.contains("service down"),
+                    "{}",
+                    r.paths[2].detail
+                );
+            }
+        }
     }
 
     #[test]
@@ -729,7 +864,14 @@ expect = "blocked"
             (Blocked, None, Verdict::Error),
         ];
         for (e, o, v) in cases {
-            assert_eq!(Verdict::judge(e, o), v, "{e:?} {o:?}");
+            assert_eq!(Verdict::judge(e, o, TargetEnd::Canary), v, "{e:?} {o:?}");
+        }
+        // Without a canary a refusal proves nothing either way.
+        for e in [Open, Blocked] {
+            assert_eq!(
+                Verdict::judge(e, Some(Refused), TargetEnd::Live),
+                Verdict::Error
+            );
         }
     }
 

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use super::format::why;
 use super::markup::escape_markdown_cell as md;
-use super::{AgentState, PathReport, Report, Verdict};
+use super::{PathReport, Report, Verdict};
 
 /// Writes the report as Markdown.
 pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
@@ -86,11 +86,12 @@ fn plural(n: usize) -> &'static str {
 fn write_agents(report: &Report, w: &mut impl Write) -> io::Result<()> {
     let mut rows = Vec::new();
     for h in &report.hosts {
-        if h.agent == AgentState::Unreachable {
+        if h.agent.is_problem() {
             rows.push(format!(
-                "| {} | {} | agent unreachable{} |",
+                "| {} | {} | agent {}{} |",
                 md(&h.name),
                 md(&h.address),
+                h.agent.as_str(),
                 h.agent_detail
                     .as_deref()
                     .map_or(String::new(), |d| format!(": {}", md(d)))

@@ -4,6 +4,7 @@
 //! Prometheus beside them) reads a [`Report`], never the round itself, so
 //! they all agree.
 
+mod atomic;
 pub mod diff;
 mod format;
 pub mod html;
@@ -16,13 +17,13 @@ pub mod prometheus;
 pub mod suggest;
 pub mod table;
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use atomic::{WriteError, write_atomically};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
-pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join};
+pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join, join_paths};
 
 use crate::control::ListenerState;
 use crate::plan::{Expect, Family};
@@ -79,6 +80,10 @@ pub struct HostReport {
     /// Why the agent was unreachable. Not part of the JSON contract.
     #[serde(skip)]
     pub agent_detail: Option<String>,
+    /// When the agent holds another plan (`agent` is `plan-mismatch`):
+    /// both sides' digests and files. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_mismatch: Option<PlanMismatch>,
     /// Every plan address of a host with several (dual stack), primary
     /// first; absent (empty) when it has one, which is `address`.
     #[serde(default, skip_serializing_if = "several_not")]
@@ -104,6 +109,32 @@ impl HostReport {
     }
 }
 
+/// The coordinator and an agent hold different plans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanMismatch {
+    /// The coordinator's plan digest.
+    pub coordinator_digest: String,
+    /// The plan file the coordinator loaded.
+    pub coordinator_file: String,
+    /// The agent's plan digest.
+    pub agent_digest: String,
+    /// The plan file the agent loaded; `null` when it did not say.
+    pub agent_file: Option<String>,
+}
+
+impl std::fmt::Display for PlanMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the agent holds another plan: digest {} from {}, the coordinator's is {} from {}; give both the same plan file",
+            self.agent_digest,
+            self.agent_file.as_deref().unwrap_or("an unnamed file"),
+            self.coordinator_digest,
+            self.coordinator_file
+        )
+    }
+}
+
 /// Whether a host's agent took part in the round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,16 +145,34 @@ pub enum AgentState {
     Unreachable,
     /// The host is in no path, so its agent was not asked.
     None,
+    /// The round was cancelled (Ctrl-C, SIGTERM) before the agent finished
+    /// its part; the coordinator tore the round down on it.
+    Cancelled,
+    /// The agent holds another plan than the coordinator
+    /// ([`HostReport::plan_mismatch`] says which).
+    #[serde(rename = "plan-mismatch")]
+    PlanMismatch,
 }
 
 impl AgentState {
-    /// `up`, `unreachable` or `none`.
+    /// `up`, `unreachable`, `none`, `cancelled` or `plan-mismatch`.
     pub const fn as_str(self) -> &'static str {
         match self {
             AgentState::Up => "up",
             AgentState::Unreachable => "unreachable",
             AgentState::None => "none",
+            AgentState::Cancelled => "cancelled",
+            AgentState::PlanMismatch => "plan-mismatch",
         }
+    }
+
+    /// Whether the agent was asked and did not do its part (the renderers
+    /// list these hosts with the reason).
+    pub const fn is_problem(self) -> bool {
+        matches!(
+            self,
+            AgentState::Unreachable | AgentState::Cancelled | AgentState::PlanMismatch
+        )
     }
 }
 
@@ -166,19 +215,36 @@ pub enum Verdict {
     Error,
 }
 
+/// What held the target end of a measured path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetEnd {
+    /// Our canary listened on the port (a `check` round).
+    Canary,
+    /// No canary: a real service holds the port, the port is not a planned
+    /// one, or the probe ran against the live services (schedule mode).
+    Live,
+}
+
 impl Verdict {
-    /// The verdict of a measured path against its expectation, shared by
-    /// `check` and schedule mode: open and blocked meet or miss their
-    /// expectation; a connection to the wrong party, or a failed TLS
-    /// handshake after TCP got through, is neither, so it misses both;
-    /// `local-error` (or no measurement) is never open nor blocked.
-    pub fn judge(expect: Expect, observed: Option<Observed>) -> Verdict {
-        match (observed, expect) {
-            (None | Some(Observed::LocalError), _) => Verdict::Error,
-            (Some(Observed::Open), Expect::Open) => Verdict::Ok,
+    /// The verdict of a measured path against its expectation: the one
+    /// rule for `check` and schedule mode.
+    ///
+    /// - open and blocked meet or miss their expectation;
+    /// - a connection to the wrong party, or a failed TLS handshake after
+    ///   TCP got through, is neither, so it misses both;
+    /// - `refused` where no canary listened cannot tell a firewall's reset
+    ///   from a stopped (or never started) service, so it proves neither
+    ///   open nor blocked: `error`, whatever the expectation;
+    /// - `local-error` (or no measurement) is never open nor blocked.
+    pub fn judge(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
+        match (observed, expect, end) {
+            (None | Some(Observed::LocalError), _, _) => Verdict::Error,
+            (Some(Observed::Refused), _, TargetEnd::Live) => Verdict::Error,
+            (Some(Observed::Open), Expect::Open, _) => Verdict::Ok,
             (
                 Some(Observed::Refused | Observed::Timeout | Observed::Unreachable),
                 Expect::Blocked,
+                _,
             ) => Verdict::Ok,
             _ => Verdict::Violation,
         }
@@ -218,7 +284,9 @@ pub struct PathReport {
     pub verdict: Verdict,
     /// Why, in words.
     pub detail: String,
-    /// Duration of the final attempt; `null` when not probed.
+    /// The final attempt's TCP connect round trip (SYN to SYN-ACK) in
+    /// milliseconds, without the TLS handshake or the nonce exchange;
+    /// `null` when the path never connected.
     pub latency_ms: Option<f64>,
     /// Attempts that reached the network.
     pub attempts: u32,
@@ -239,17 +307,22 @@ pub struct PathReport {
     /// dialled `port` (a client/server port mismatch in the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_port: Option<u16>,
+    /// The final attempt's TLS handshake in milliseconds; `null` for TCP
+    /// paths and when no handshake completed.
+    #[serde(default)]
+    pub tls_ms: Option<f64>,
 }
 
 impl Report {
-    /// The process exit code the report calls for: 3 when some path could
-    /// not be measured (the check did not complete), else 1 when an
-    /// expectation failed, else 0.
+    /// The process exit code the report calls for: 1 when any path is a
+    /// violation (a definite failure, even if other paths could not be
+    /// measured), else 3 when some path could not be measured (the check
+    /// did not complete), else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.summary.errors > 0 {
-            3
-        } else if self.summary.violations > 0 {
+        if self.summary.violations > 0 {
             1
+        } else if self.summary.errors > 0 {
+            3
         } else {
             0
         }
@@ -277,60 +350,41 @@ pub fn rfc3339(t: SystemTime) -> String {
     crate::time::rfc3339_millis(t)
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, synced, then renamed over the target, so a reader never sees
-/// half a report.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        crate::control::random_id(4)
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    fn with(violations: usize, errors: usize) -> Report {
+        Report {
+            schema: SCHEMA.into(),
+            plan: "p".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            summary: Summary {
+                paths: 10,
+                ok: 10 - violations - errors,
+                violations,
+                errors,
+            },
+            hosts: vec![],
+            paths: vec![],
+        }
+    }
+
+    #[test]
+    fn a_violation_exits_1_even_when_other_paths_are_errors() {
+        // Regression: 3 used to win, so CI keyed on 1 missed violations.
+        assert_eq!(with(4, 2).exit_code(), 1);
+        assert_eq!(with(1, 0).exit_code(), 1);
+        assert_eq!(with(0, 2).exit_code(), 3);
+        assert_eq!(with(0, 0).exit_code(), 0);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_millis() {
         let t = UNIX_EPOCH + std::time::Duration::from_millis(951_782_400_123);
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("r.json");
-        write_atomically(&p, b"one").unwrap();
-        write_atomically(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1);
-        let err = write_atomically(&dir.path().join("missing/r.json"), b"x");
-        assert!(err.is_err());
     }
 }

@@ -68,7 +68,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     gauge(
         w,
         "portcall_path_latency_seconds",
-        "Duration of the path's last probe attempt, in seconds; absent when the path was not measured.",
+        "TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.",
     )?;
     for p in measured() {
         if let Some(ms) = p.latency_ms {
@@ -272,7 +272,7 @@ mod tests {
             portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0
             portcall_path_ok{from="web",to="cache",port="6379",service="svc",expect="open",family="ipv4"} 0
             portcall_path_ok{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0
-            # HELP portcall_path_latency_seconds Duration of the path's last probe attempt, in seconds; absent when the path was not measured.
+            # HELP portcall_path_latency_seconds TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.
             # TYPE portcall_path_latency_seconds gauge
             portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 0.00025
             portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0.00025

@@ -878,6 +878,7 @@ mod tests {
             agent: AgentState::Up,
             conflicts: vec![],
             agent_detail: None,
+            plan_mismatch: None,
             addresses: Vec::new(),
         }
     }
@@ -922,6 +923,7 @@ mod tests {
             }),
             flows: vec![],
             server_port: None,
+            tls_ms: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::{AgentState, PathReport, Report, Verdict};
+use super::{PathReport, Report, Verdict};
 use crate::render::Table;
 
 /// How the table is drawn.
@@ -104,7 +104,7 @@ fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) 
 fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
     let mut t = Table::with_header(["HOST", "ADDRESS", "AGENT", "NOTE"]).indent(2);
     for h in &report.hosts {
-        if h.agent == AgentState::Unreachable {
+        if h.agent.is_problem() {
             t.row([
                 h.name.clone(),
                 h.address.clone(),
@@ -193,6 +193,7 @@ pub(crate) mod tests {
             family: Some(crate::plan::Family::Ipv4),
             flows: vec![flow.into()],
             server_port: None,
+            tls_ms: None,
         }
     }
 
@@ -215,6 +216,7 @@ pub(crate) mod tests {
                         detail: "a service already listens on 127.0.9.2:3306; probed live".into(),
                     }],
                     agent_detail: None,
+                    plan_mismatch: None,
                     addresses: Vec::new(),
                 },
                 HostReport {
@@ -223,6 +225,7 @@ pub(crate) mod tests {
                     agent: AgentState::Unreachable,
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
+                    plan_mismatch: None,
                     addresses: Vec::new(),
                 },
             ],
@@ -372,7 +375,8 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
-                  "family": "ipv4"
+                  "family": "ipv4",
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -389,7 +393,8 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
-                  "family": "ipv4"
+                  "family": "ipv4",
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -406,7 +411,8 @@ pub(crate) mod tests {
                   "attempts": 0,
                   "target_saw": null,
                   "seen_source": null,
-                  "family": "ipv4"
+                  "family": "ipv4",
+                  "tls_ms": null
                 },
                 {
                   "from": "web",
@@ -423,7 +429,8 @@ pub(crate) mod tests {
                   "attempts": 1,
                   "target_saw": null,
                   "seen_source": null,
-                  "family": "ipv4"
+                  "family": "ipv4",
+                  "tls_ms": null
                 }
               ]
             }

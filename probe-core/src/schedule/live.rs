@@ -117,7 +117,7 @@ impl Rounds for LiveRounds {
                 service: p.service.clone(),
                 expect: p.expect,
                 observed: r.observed,
-                latency: r.latency,
+                latency: r.connect_time,
                 family: p.family,
             })
             .collect();

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::plan::{Expect, Family};
 use crate::port::Port;
 use crate::probe::Observed;
-use crate::report::Verdict;
 use crate::report::prometheus::{PathLabels, bool01, family, path_sample};
+use crate::report::{TargetEnd, Verdict};
 
 /// One path's result in one round, with the labels it is exported under.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,15 +31,19 @@ pub struct PathSample {
     /// What the probe saw.
     pub observed: Observed,
     /// Duration of the final attempt.
-    pub latency: Duration,
+    /// The final attempt's TCP connect round trip; `None` when it never
+    /// connected.
+    pub latency: Option<Duration>,
     /// The path's address family, where known.
     pub family: Option<Family>,
 }
 
 impl PathSample {
-    /// The sample's verdict against its expectation.
+    /// The sample's verdict against its expectation. Schedule mode probes
+    /// the live services, never a canary, so [`TargetEnd::Live`]: the same
+    /// rule as a `check` path to a port a real service holds.
     pub fn verdict(&self) -> Verdict {
-        Verdict::judge(self.expect, Some(self.observed))
+        Verdict::judge(self.expect, Some(self.observed), TargetEnd::Live)
     }
 }
 
@@ -90,7 +94,7 @@ impl Exposition {
         family(
             out,
             "portcall_path_ok",
-            "1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or the prober could not try).",
+            "1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or no verdict: the prober could not try, or a refusal that cannot tell a firewall from a stopped service).",
             "gauge",
         )?;
         for p in paths {
@@ -106,12 +110,14 @@ impl Exposition {
         family(
             out,
             "portcall_path_latency_seconds",
-            "Duration of the path's last probe attempt, in seconds; absent when the prober could not try.",
+            "TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.",
             "gauge",
         )?;
-        for p in paths.iter().filter(|p| p.observed.is_network_evidence()) {
-            let v = p.latency.as_secs_f64();
-            sample(out, "portcall_path_latency_seconds", p, &[], &v.to_string())?;
+        for p in paths {
+            if let Some(latency) = p.latency {
+                let v = latency.as_secs_f64();
+                sample(out, "portcall_path_latency_seconds", p, &[], &v.to_string())?;
+            }
         }
 
         family(
@@ -293,7 +299,11 @@ mod tests {
             service: service.into(),
             expect,
             observed,
-            latency: Duration::from_micros(ms),
+            latency: matches!(
+                observed,
+                Observed::Open | Observed::TlsError | Observed::WrongHost
+            )
+            .then(|| Duration::from_micros(ms)),
             family: Some(Family::Ipv4),
         };
         Exposition {
@@ -351,18 +361,16 @@ mod tests {
             portcall_path_open{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
             portcall_path_open{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 0
             portcall_path_open{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
-            # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or the prober could not try).
+            # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or no verdict: the prober could not try, or a refusal that cannot tell a firewall from a stopped service).
             # TYPE portcall_path_ok gauge
             portcall_path_ok{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1
             portcall_path_ok{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
             portcall_path_ok{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 1
             portcall_path_ok{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
             portcall_path_ok{from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4"} 0
-            # HELP portcall_path_latency_seconds Duration of the path's last probe attempt, in seconds; absent when the prober could not try.
+            # HELP portcall_path_latency_seconds TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.
             # TYPE portcall_path_latency_seconds gauge
             portcall_path_latency_seconds{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 0.00025
-            portcall_path_latency_seconds{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0.00012
-            portcall_path_latency_seconds{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 1
             portcall_path_latency_seconds{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0.0035
             # HELP portcall_path_observed What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
             # TYPE portcall_path_observed gauge
@@ -436,8 +444,10 @@ mod tests {
         let cases = [
             (Observed::Open, Open, Verdict::Ok),
             (Observed::Open, Blocked, Verdict::Violation),
-            (Observed::Refused, Open, Verdict::Violation),
-            (Observed::Refused, Blocked, Verdict::Ok),
+            // A refusal without a canary: a firewall's reset or a stopped
+            // service, so no verdict either way (as in `check`).
+            (Observed::Refused, Open, Verdict::Error),
+            (Observed::Refused, Blocked, Verdict::Error),
             (Observed::Unreachable, Blocked, Verdict::Ok),
             (Observed::Timeout, Blocked, Verdict::Ok),
             (Observed::Timeout, Open, Verdict::Violation),
@@ -448,7 +458,11 @@ mod tests {
             (Observed::LocalError, Blocked, Verdict::Error),
         ];
         for (o, e, v) in cases {
-            assert_eq!(Verdict::judge(e, Some(o)), v, "{o} expecting {e}");
+            assert_eq!(
+                Verdict::judge(e, Some(o), TargetEnd::Live),
+                v,
+                "{o} expecting {e}"
+            );
         }
     }
 }

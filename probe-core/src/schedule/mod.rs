@@ -350,7 +350,7 @@ mod tests {
             observed(&e),
             [
                 (open, Observed::Open, Verdict::Ok),
-                (closed, Observed::Refused, Verdict::Ok)
+                (closed, Observed::Refused, Verdict::Error)
             ]
         );
 
