@@ -38,6 +38,11 @@ pub struct AgentArgs {
     /// and control_port.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+    /// Do not trace the round's packets through this host's nftables
+    /// firewall (rule attribution; needs CAP_NET_ADMIN, reported as
+    /// unavailable without it).
+    #[arg(long)]
+    no_rule_trace: bool,
     /// Schedule mode: `--every` and `--metrics` (see schedule_cmd).
     #[command(flatten)]
     schedule: crate::schedule_cmd::ScheduleArgs,
@@ -82,6 +87,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         coordinator: args.coordinator,
         limits: AgentLimits::default(),
+        rule_trace: !args.no_rule_trace,
     };
     // One thread: an agent mostly waits, and a single-threaded runtime
     // keeps its idle footprint small.

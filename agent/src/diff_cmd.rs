@@ -23,7 +23,9 @@ pub enum DiffFormat {
 Both files are portcall.report/v1 JSON (`portcall check --format json --out FILE`)
 of the same plan. Paths are matched by (from, to, port); a path in only one
 report (the plan was edited between the runs) is listed as only in old or only
-in new, with `null` on the other side in JSON.
+in new, with `null` on the other side in JSON. Paths that are a violation or an
+error in both reports are listed as STILL FAILING (`still_failing` in JSON),
+whether they fail the same way or not, so that a partial fix is not read as done.
 
 Exit status: 0 no path got worse; 1 a path that was ok is now a violation or an
 error; 2 bad input (unreadable file, not a report, reports of different plans).")]

@@ -18,14 +18,27 @@ fn firewall_format() -> impl TypedValueParser<Value = FirewallFormat> {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 For each violation the rule goes on the path's target host: a source-restricted
-accept for a must-be-open path, inserted ahead of the chain's drops and rejects;
-a source-restricted drop for a must-be-blocked path, inserted ahead of its
-accepts. The source address is the one the target saw when it saw the
-connection (after any NAT), else the source host's plan address.
+accept for a must-be-open path, inserted ahead of the chain's drops and rejects.
+A must-be-blocked path that was open gets a default deny of its port, closed for
+everyone the plan does not allow and not only for the host that probed: a drop
+of the port, with accepts ahead of it for each must-be-open source of that port
+(its plan addresses and every address the target saw it arrive from in the
+round); with no must-be-open source the port is dropped for all. The report
+carries all of this (the plan's must-be-open paths, host zones and addresses,
+the flows' source selectors), so no plan file is needed. The source address is
+the one the target saw when it saw the connection (after any NAT), else the
+source host's plan address.
 
-Violations no rule at the target can fix (an egress filter on the source, a
-NAT or redirect answering from the wrong host, a TLS failure, a service that is
-down, paths not measured) are explained in `# NO RULE HERE` comments.
+The rule follows the report's `blame`: a path blamed on the target gets the
+accept in the table and chain of the traced rule it overrides (named, by
+handle); one blamed on the source (its own output chain) an output accept on the
+source; one blamed on the network no host rule but a paragraph for the network
+team (hop, zones, addresses, port), or with --router HOST a forward-chain accept
+on that host; where blame is unknown the script says so.
+
+Violations no rule can fix (a NAT or redirect answering from the wrong host, a
+TLS failure, a service that is down, paths not measured) are explained in
+`# NO RULE HERE` comments.
 
 Without --host every host's commands are printed, each after a `# host NAME`
 line; run each section on its host with sh.
@@ -50,6 +63,10 @@ pub struct SuggestArgs {
     /// firewalld: the zone (default: firewalld's default zone).
     #[arg(long, value_name = "NAME")]
     zone: Option<String>,
+    /// nft and iptables: a plan host that routes between the zones; a path
+    /// blamed on the network gets a forward-chain accept on it.
+    #[arg(long, value_name = "HOST")]
+    router: Option<String>,
 }
 
 pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
@@ -60,6 +77,7 @@ pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
         table: args.table,
         chain: args.chain,
         zone: args.zone,
+        router: args.router,
     };
     let s = suggest::suggest(&report, &options)
         .with_context(|| format!("suggest for report {}", args.report.display()))?;

@@ -417,12 +417,40 @@ fn diff_bad_input_names_the_file_and_exits_2() {
     }
 }
 
+/// Regression: a must-be-blocked port "fixed" with a drop for the probing
+/// host alone stayed open to every other outside address. Each open
+/// must-be-blocked port now gets one default deny: its drop, and accepts for
+/// the port's must-be-open sources only.
 #[test]
-fn suggest_prints_one_drop_per_open_must_be_blocked_path() {
+fn suggest_drop_for_the_prober_alone_left_the_port_open_to_everyone_else() {
     let dir = tempfile::tempdir().unwrap();
     let report = demo(dir.path(), "json");
     let v = read_json(&report);
-    let violations = v["summary"]["violations"].as_u64().unwrap() as usize;
+    let paths = v["paths"].as_array().unwrap();
+    // (target, port) of every open must-be-blocked path, and the
+    // must-be-open sources of each.
+    let mut denied: Vec<(String, u64)> = paths
+        .iter()
+        .filter(|p| p["verdict"] == "violation" && p["expect"] == "blocked")
+        .map(|p| {
+            (
+                p["to"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    denied.sort();
+    denied.dedup();
+    assert!(denied.contains(&("db".to_string(), 3306)), "{denied:?}");
+    let allowed: usize = denied
+        .iter()
+        .map(|(to, port)| {
+            paths
+                .iter()
+                .filter(|p| p["to"] == to.as_str() && p["port"] == *port && p["expect"] == "open")
+                .count()
+        })
+        .sum();
 
     let out = portcall(&["suggest", s(&report), "--format", "nft"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -431,23 +459,46 @@ fn suggest_prints_one_drop_per_open_must_be_blocked_path() {
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    assert_eq!(commands.len(), violations, "{script}");
-    for c in &commands {
+    assert_eq!(commands.len(), denied.len() + allowed, "{script}");
+    let drops: Vec<&&str> = commands.iter().filter(|c| c.contains(" drop ")).collect();
+    assert_eq!(drops.len(), denied.len(), "{script}");
+    for c in drops {
+        // Not restricted to a source: closed for everyone.
         assert!(
-            c.starts_with("nft insert rule inet filter input ip saddr 127.0."),
+            c.starts_with("nft insert rule inet filter input tcp dport "),
             "{c}"
         );
-        assert!(c.contains(" counter drop comment '\"portcall: "), "{c}");
     }
+    // db's section: the drop, then accepts for every server the plan lets
+    // reach the database; the internet and the load balancer get none.
+    let db = script.split("\n# host db (127.0.4.10)\n").nth(1).unwrap();
     assert!(
-        script.contains(
-            "nft insert rule inet filter input ip saddr 127.0.0.10 tcp dport 3306 counter drop comment '\"portcall: internet -> db:3306/tcp (mysql)\"'\n"
+        db.starts_with(
+            "# internet -> db:3306/tcp (mysql)\n#   violation: must be blocked, observed open: "
         ),
-        "{script}"
+        "{db}"
     );
     assert!(
-        script.contains("\n# host db (127.0.4.10)\n# internet -> db:3306/tcp (mysql)\n#   violation: must be blocked, observed open: "),
-        "{script}"
+        db.contains("#   note: the flow's source zone:internet covers zone internet's hosts internet (127.0.0.10)"),
+        "{db}"
+    );
+    assert!(
+        db.contains("nft insert rule inet filter input tcp dport 3306 counter drop comment '\"portcall: default deny of port 3306, internet -> db:3306/tcp (mysql)\"'\n"),
+        "{db}"
+    );
+    assert!(
+        db.contains("nft insert rule inet filter input ip saddr 127.0.2.10 tcp dport 3306 counter accept comment '\"portcall: keep port 3306 open for pub-store\"'\n"),
+        "{db}"
+    );
+    assert!(!db.contains("saddr 127.0.0.10 "), "{db}");
+    assert!(!db.contains("saddr 127.0.1.10 "), "{db}");
+    assert!(
+        db.contains("# lb -> db:3306/tcp (mysql)\n#   violation: must be blocked, observed open: "),
+        "{db}"
+    );
+    assert!(
+        db.contains("#   covered by the default deny written for internet -> db:3306/tcp (mysql)"),
+        "{db}"
     );
     // The script is valid sh.
     let file = dir.path().join("fix.sh");
@@ -467,7 +518,10 @@ fn suggest_prints_one_drop_per_open_must_be_blocked_path() {
     let script = text(&out.stdout);
     assert!(script.contains("# host db (127.0.4.10)"), "{script}");
     assert_eq!(script.matches("# host ").count(), 1, "{script}");
-    assert!(script.contains("iptables -w -I INPUT -s 127.0.1.10 -p tcp --dport 3306 -m comment --comment 'portcall: lb -> db:3306/tcp (mysql)' -j DROP"), "{script}");
+    for tool in ["iptables", "ip6tables"] {
+        assert!(script.contains(&format!("{tool} -w -I INPUT -p tcp --dport 3306 -m comment --comment 'portcall: default deny of port 3306, internet -> db:3306/tcp (mysql)' -j DROP")), "{script}");
+    }
+    assert!(script.contains("iptables -w -I INPUT -s 127.0.2.10 -p tcp --dport 3306 -m comment --comment 'portcall: keep port 3306 open for pub-store' -j ACCEPT"), "{script}");
 
     let out = portcall(&[
         "suggest",
@@ -482,7 +536,8 @@ fn suggest_prints_one_drop_per_open_must_be_blocked_path() {
     assert_eq!(out.status.code(), Some(0));
     let script = text(&out.stdout);
     assert!(script.ends_with("firewall-cmd --reload\n"), "{script}");
-    assert!(script.contains("firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority=\"-32768\" family=\"ipv4\" source address=\"127.0.0.10\" port port=\"3306\" protocol=\"tcp\" drop'"), "{script}");
+    assert!(script.contains("firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority=\"-32767\" port port=\"3306\" protocol=\"tcp\" drop'"), "{script}");
+    assert!(script.contains("firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority=\"-32768\" family=\"ipv4\" source address=\"127.0.2.10\" port port=\"3306\" protocol=\"tcp\" accept'"), "{script}");
 }
 
 #[test]

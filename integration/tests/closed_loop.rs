@@ -1,7 +1,9 @@
 //! The firewall-change loop an operator runs: check, see the violations,
 //! apply what `portcall suggest` prints on each host, check again, and
 //! `portcall diff` the two reports — in the WSO2 lab, with every fault one a
-//! rule on the target can fix.
+//! rule on the target can fix. A too-broad accept on the database is closed
+//! for everyone the plan does not allow, not only for the hosts that probed:
+//! an outside address no plan host has is blocked after the fix too.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,7 +23,8 @@ fn suggest_fixes_every_target_side_fault_and_diff_lists_exactly_those() {
         lab.addr("lb").to_string(),
         lab.addr("gw-manager").to_string(),
     );
-    // A missing accept, an ICMP reject, a TCP reset and a wrong accept.
+    // A missing accept, an ICMP reject, a TCP reset and a too-broad accept
+    // (the database open to every source).
     rules
         .get_mut("gw-worker-1")
         .unwrap()
@@ -40,11 +43,65 @@ fn suggest_fixes_every_target_side_fault_and_diff_lists_exactly_those() {
         .get_mut("db")
         .unwrap()
         .input_accepts
-        .push(firewall::accept(&lb, 3306));
+        .push("tcp dport 3306 accept".to_string());
     for (host, r) in &rules {
         lab.firewall(host, r).unwrap();
     }
     lab.start_agents().unwrap();
+    // A second outside address on the internet host, in no plan.
+    let outsider = "198.18.0.99";
+    lab.lab
+        .output(
+            "internet",
+            "ip",
+            &["addr", "add", &format!("{outsider}/15"), "dev", "eth0"],
+        )
+        .unwrap();
+    let db = format!("{}:3306", lab.addr("db"));
+    let bin = integration::portcall_bin().unwrap();
+    // Outside a round no canary holds the port: a listener of its own for
+    // two seconds, gone before the next round needs the port.
+    let probe_from_outside = || {
+        let db_addr = lab.addr("db").to_string();
+        lab.lab
+            .spawn_ready(
+                "db",
+                env!("CARGO_BIN_EXE_lab-server"),
+                &["--bind", &db_addr, "--tcp", "3306", "--lifetime", "2"],
+            )
+            .unwrap();
+        let out = lab
+            .lab
+            .output(
+                "internet",
+                &bin,
+                &[
+                    "probe",
+                    &db,
+                    "--source",
+                    outsider,
+                    "--timeout-ms",
+                    "300",
+                    "--retries",
+                    "0",
+                    "--format",
+                    "json",
+                ],
+            )
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while listening(&lab, "db", 3306) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lab-server outlived its lifetime"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        v["results"][0]["observed"].as_str().unwrap().to_string()
+    };
+    assert_eq!(probe_from_outside(), "open", "the hole the fault opened");
 
     let before = lab.check("operator").unwrap();
     assert_eq!(before.code, 1, "{}", before.stderr);
@@ -60,6 +117,7 @@ fn suggest_fixes_every_target_side_fault_and_diff_lists_exactly_those() {
         "lb->esb-1:8243",
         "gw-manager->trafficmanager:5672",
         "lb->db:3306",
+        "internet->db:3306",
     ]
     .map(String::from)
     .into();
@@ -100,7 +158,17 @@ fn suggest_fixes_every_target_side_fault_and_diff_lists_exactly_those() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(applied, 4, "one rule per violation");
+    // One rule per must-be-open violation; for the database, one default
+    // deny: a drop and an accept per must-be-open source of port 3306.
+    let open_sources: BTreeSet<&str> = before
+        .report
+        .paths
+        .iter()
+        .filter(|p| p.to == "db" && p.port == 3306 && p.expect == probe_core::plan::Expect::Open)
+        .map(|p| p.from.as_str())
+        .collect();
+    assert!(open_sources.len() >= 9, "{open_sources:?}");
+    assert_eq!(applied, 3 + 1 + open_sources.len());
 
     let after = lab.check("operator").unwrap();
     assert_eq!(
@@ -109,6 +177,14 @@ fn suggest_fixes_every_target_side_fault_and_diff_lists_exactly_those() {
         "after the suggested rules: {}\n{}",
         after.stderr,
         lab.logs()
+    );
+
+    // Every must-be-open source of the port still passes (the check above is
+    // all ok), and an address no plan host has is now blocked too.
+    assert_eq!(
+        probe_from_outside(),
+        "timeout",
+        "the outsider after the fix"
     );
 
     let diff = lab
@@ -137,4 +213,13 @@ fn suggest_fixes_every_target_side_fault_and_diff_lists_exactly_those() {
         })
         .collect();
     assert_eq!(fixed, want, "diff lists exactly the fixed paths");
+}
+
+/// Whether something listens on TCP `port` in lab host `host`.
+fn listening(lab: &PlanLab, host: &str, port: u16) -> bool {
+    let out = lab
+        .lab
+        .output(host, "ss", &["-Hltn", &format!("sport = :{port}")])
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }

@@ -2,8 +2,10 @@
 //! land where they must: nft and iptables scripts run with `sh` inside a
 //! throwaway network namespace whose chain already holds an accept and a drop,
 //! and every suggested accept ends up ahead of the drop for its port, every
-//! suggested drop ahead of the accept; firewalld rich rules are accepted by
-//! `firewall-offline-cmd` against a scratch configuration directory.
+//! suggested drop (a port's default deny) ahead of the accept, and the
+//! default deny's accepts for the port's must-be-open sources ahead of its
+//! own drop; firewalld rich rules are accepted by `firewall-offline-cmd`
+//! against a scratch configuration directory.
 //!
 //! The namespaces have only their own loopback: no interface, no address,
 //! nothing attached to the root namespace, and no packet is sent. Needs root,
@@ -169,7 +171,7 @@ fn report() -> Report {
         "finished_at": "2025-01-01T00:00:01.000Z",
         "summary": {"paths": 0, "ok": 0, "violations": 0, "errors": 0},
         "hosts": [
-            host("web", "198.18.0.2"), host("nat", "198.18.0.3"),
+            host("web", "198.18.0.2"), host("nat", "198.18.0.3"), host("ops", "198.18.0.7"),
             host("web6", "2001:db8::2"), host("db", "198.18.0.4"), host("db6", "2001:db8::4"),
         ],
         "paths": [
@@ -177,6 +179,7 @@ fn report() -> Report {
             path("web", "db", 5433, "open", "refused", "violation", "reset (TCP RST) while the canary of db was listening", None),
             path("web", "db", 22, "blocked", "open", "violation", "db saw our nonce from 198.18.0.2", Some("198.18.0.2")),
             path("nat", "db", 22, "blocked", "open", "violation", "db saw our nonce from 198.18.0.1", Some("198.18.0.1")),
+            path("ops", "db", 22, "open", "open", "ok", "db saw our nonce from 2001:db8::7", Some("2001:db8::7")),
             path("web", "db", 9443, "open", "unreachable", "violation", "rejected with an ICMP error while the canary of db was listening (EPERM (operation not permitted))", None),
             path("web6", "db6", 5432, "open", "unreachable", "violation", "rejected with an ICMP error (EHOSTUNREACH (no route to host))", None),
             path("web6", "db6", 22, "blocked", "open", "violation", "db6 saw our nonce from 2001:db8::2", Some("2001:db8::2")),
@@ -188,15 +191,23 @@ fn report() -> Report {
     r
 }
 
-/// `(accept, source, port)` of every rule the suggestions hold.
-fn rules(s: &Suggestions) -> Vec<(bool, String, u16)> {
+/// `(accept, source, port)` of every rule the suggestions hold; a default
+/// deny is its drop for every source (`None`) and an accept per allowed
+/// address.
+fn rules(s: &Suggestions) -> Vec<(bool, Option<String>, u16)> {
     s.hosts
         .iter()
         .flat_map(|h| h.items.iter())
-        .filter_map(|i| match &i.action {
-            Action::Accept { source, port } => Some((true, source.to_string(), *port)),
-            Action::Drop { source, port } => Some((false, source.to_string(), *port)),
-            Action::Manual { .. } => None,
+        .flat_map(|i| match &i.action {
+            Action::Accept { source, port, .. } => vec![(true, Some(source.to_string()), *port)],
+            Action::DefaultDeny { port, allow } => std::iter::once((false, None, *port))
+                .chain(
+                    allow
+                        .iter()
+                        .map(|(a, _)| (true, Some(a.to_string()), *port)),
+                )
+                .collect(),
+            _ => vec![],
         })
         .collect()
 }
@@ -225,7 +236,7 @@ fn nft_rules_apply_in_a_namespace_ahead_of_existing_rules() -> Result<()> {
     }
     let (s, script) = script(FirewallFormat::Nft, None);
     let wanted = rules(&s);
-    ensure!(wanted.len() == 6, "{wanted:?}\n{script}");
+    ensure!(wanted.len() == 7, "{wanted:?}\n{script}");
     let ns = Netns::new("nft")?;
     // What an administrator already has: a drop and an accept per port the
     // suggestions touch, appended, so that only insertion at the head makes
@@ -242,17 +253,27 @@ fn nft_rules_apply_in_a_namespace_ahead_of_existing_rules() -> Result<()> {
     ns.run("nft", &["-f", "-"], Some(&base))?;
     ns.sh(&script)?;
     let listing = ns.run("nft", &["list", "chain", "inet", "filter", "input"], None)?;
+    let deny = |port: &u16| format!("portcall: default deny of port {port}");
     for (accept, source, port) in &wanted {
-        let family = if source.contains(':') { "ip6" } else { "ip" };
-        let ours = position(
-            &listing,
-            &[
-                &format!("{family} saddr {source} "),
-                &format!("tcp dport {port} "),
-                if *accept { " accept" } else { " drop" },
-                "portcall: ",
-            ],
-        )?;
+        let ours = match source {
+            Some(source) => {
+                let family = if source.contains(':') { "ip6" } else { "ip" };
+                position(
+                    &listing,
+                    &[
+                        &format!("{family} saddr {source} "),
+                        &format!("tcp dport {port} "),
+                        if *accept { " accept" } else { " drop" },
+                        "portcall: ",
+                    ],
+                )?
+            }
+            None => position(
+                &listing,
+                &[&format!("tcp dport {port} "), " drop", &deny(port)],
+            )?,
+        };
+
         let theirs = position(
             &listing,
             &[
@@ -266,8 +287,14 @@ fn nft_rules_apply_in_a_namespace_ahead_of_existing_rules() -> Result<()> {
         )?;
         ensure!(
             ours < theirs,
-            "suggested rule for {source} port {port} comes after the existing one:\n{listing}"
+            "suggested rule for {source:?} port {port} comes after the existing one:\n{listing}"
         );
+    }
+    // db's default deny of port 22: both of ops's accepts precede its drop.
+    let drop = position(&listing, &["default deny of port 22, web -> db:22"])?;
+    for source in ["ip saddr 198.18.0.7 ", "ip6 saddr 2001:db8::7 "] {
+        let keep = position(&listing, &[source, "keep port 22 open for ops"])?;
+        ensure!(keep < drop, "{source} after the default deny:\n{listing}");
     }
     // The validator is not a rubber stamp: a malformed line fails.
     ensure!(
@@ -291,7 +318,14 @@ fn nft_rules_of_one_host_apply_to_an_ip_family_table() -> Result<()> {
     let mut out = Vec::new();
     s.write(&mut out)?;
     let script = String::from_utf8(out)?;
+    // Accepts for 5432 and 5433, the default deny of 22 with its IPv4
+    // accept for ops (the IPv6 address ops arrived from is noted, not
+    // written: an ip table neither matches nor drops IPv6).
     ensure!(rules(&s).len() == 4, "{script}");
+    ensure!(
+        script.contains("2001:db8::7 (seen by the target in this round, not in the plan) is not matched by table ip fw"),
+        "{script}"
+    );
     ensure!(!script.contains("# host db6"), "{script}");
     let ns = Netns::new("nftip")?;
     ns.run(
@@ -313,49 +347,57 @@ fn iptables_rules_apply_in_a_namespace_ahead_of_existing_rules() -> Result<()> {
     let (s, script) = script(FirewallFormat::Iptables, None);
     let wanted = rules(&s);
     let ns = Netns::new("ipt")?;
+    let tools = |source: &Option<String>| -> &'static [&'static str] {
+        match source {
+            Some(s) if s.contains(':') => &["ip6tables"],
+            Some(_) => &["iptables"],
+            None => &["iptables", "ip6tables"],
+        }
+    };
     for (_, source, port) in &wanted {
-        let tool = if source.contains(':') {
-            "ip6tables"
-        } else {
-            "iptables"
-        };
         let port = port.to_string();
-        for (target, note) in [("DROP", "existing drop"), ("ACCEPT", "existing accept")] {
-            ns.run(
-                tool,
-                &[
-                    "-w",
-                    "-A",
-                    "INPUT",
-                    "-p",
-                    "tcp",
-                    "--dport",
-                    &port,
-                    "-m",
-                    "comment",
-                    "--comment",
-                    note,
-                    "-j",
-                    target,
-                ],
-                None,
-            )?;
+        for tool in tools(source) {
+            for (target, note) in [("DROP", "existing drop"), ("ACCEPT", "existing accept")] {
+                ns.run(
+                    tool,
+                    &[
+                        "-w",
+                        "-A",
+                        "INPUT",
+                        "-p",
+                        "tcp",
+                        "--dport",
+                        &port,
+                        "-m",
+                        "comment",
+                        "--comment",
+                        note,
+                        "-j",
+                        target,
+                    ],
+                    None,
+                )?;
+            }
         }
     }
     ns.sh(&script)?;
     for (tool, v6) in [("iptables", false), ("ip6tables", true)] {
         let listing = ns.run(tool, &["-w", "-S", "INPUT"], None)?;
-        for (accept, source, port) in wanted.iter().filter(|w| w.1.contains(':') == v6) {
+        for (accept, source, port) in wanted.iter().filter(|w| tools(&w.1).contains(&tool)) {
             let prefix = if v6 { "/128" } else { "/32" };
-            let ours = position(
-                &listing,
-                &[
-                    &format!("-s {source}{prefix} "),
-                    &format!("--dport {port} "),
-                    if *accept { "-j ACCEPT" } else { "-j DROP" },
-                    "portcall: ",
-                ],
-            )?;
+            let deny = format!("portcall: default deny of port {port}");
+            let ours = match source {
+                Some(source) => position(
+                    &listing,
+                    &[
+                        &format!("-s {source}{prefix} "),
+                        &format!("--dport {port} "),
+                        if *accept { "-j ACCEPT" } else { "-j DROP" },
+                        "portcall: ",
+                    ],
+                )?,
+                None => position(&listing, &[&format!("--dport {port} "), "-j DROP", &deny])?,
+            };
             let theirs = position(
                 &listing,
                 &[
@@ -367,9 +409,16 @@ fn iptables_rules_apply_in_a_namespace_ahead_of_existing_rules() -> Result<()> {
                     },
                 ],
             )?;
-            ensure!(ours < theirs, "{tool}: {source} port {port}:\n{listing}");
+            ensure!(ours < theirs, "{tool}: {source:?} port {port}:\n{listing}");
         }
     }
+    let listing = ns.run("iptables", &["-w", "-S", "INPUT"], None)?;
+    let drop = position(&listing, &["default deny of port 22, web -> db:22"])?;
+    let keep = position(
+        &listing,
+        &["-s 198.18.0.7/32 ", "keep port 22 open for ops"],
+    )?;
+    ensure!(keep < drop, "{listing}");
     ensure!(
         ns.sh("iptables -w -I INPUT -s 198.18.0.300 -p tcp --dport 1 -j ACCEPT\n")
             .is_err(),
@@ -426,19 +475,25 @@ fn firewalld_rich_rules_are_accepted_by_firewall_offline_cmd() -> Result<()> {
         );
         applied += 1;
     }
-    ensure!(applied == rules(&s).len() && applied == 6, "{script}");
+    ensure!(applied == rules(&s).len() && applied == 7, "{script}");
     let listed = offline(scratch.path(), "--zone=internal --list-rich-rules")?;
     let listed = text(&listed.stdout);
+    // db's and db6's default deny of port 22 are the same rich rule in one
+    // zone, which firewalld keeps once.
     ensure!(listed.lines().count() == 6, "{listed}");
     ensure!(
+        listed.contains(r#"rule priority="-32767" port port="22" protocol="tcp" drop"#),
+        "{listed}"
+    );
+    ensure!(
         listed.contains(
-            r#"rule priority="-32768" family="ipv4" source address="198.18.0.1" port port="22" protocol="tcp" drop"#
+            r#"rule priority="-32768" family="ipv6" source address="2001:db8::7" port port="22" protocol="tcp" accept"#
         ),
         "{listed}"
     );
     ensure!(
         listed.contains(
-            r#"rule priority="-32767" family="ipv6" source address="2001:db8::2" port port="5432" protocol="tcp" accept"#
+            r#"rule priority="-32768" family="ipv6" source address="2001:db8::2" port port="5432" protocol="tcp" accept"#
         ),
         "{listed}"
     );
@@ -466,8 +521,14 @@ fn unfixable_violations_are_comments_under_the_right_host() {
         script.contains("NO RULE HERE: another host (or no agent) answered at 198.18.0.4:7611"),
         "{script}"
     );
+    // The NAT'd prober is covered by the port's default deny, not given a
+    // drop of its own; the must-be-open source stays open in both families.
     assert!(
-        script.contains("note: db saw the connection come from 198.18.0.1, not from nat's planned address 198.18.0.3"),
+        script.contains("# nat -> db:22/tcp (svc22)\n#   violation: must be blocked, observed open: db saw our nonce from 198.18.0.1\n#   covered by the default deny written for web -> db:22/tcp (svc22)"),
+        "{script}"
+    );
+    assert!(
+        script.contains("note: must stay open for ops: 198.18.0.7 (plan), 2001:db8::7 (seen by the target in this round, not in the plan)"),
         "{script}"
     );
 }

@@ -7,5 +7,6 @@ mod dual_stack;
 mod probe_lab;
 mod prometheus;
 mod routed_lab;
+mod rule_trace;
 mod suggest_validate;
 mod wso2_lab;

@@ -261,6 +261,7 @@ pub async fn run(plan: &Plan) -> Result<DemoRun, DemoError> {
             listen: Some(SocketAddr::new(*ip, 0)),
             coordinator: COORDINATOR.to_string(),
             limits: AgentLimits::default(),
+            rule_trace: false,
         };
         match Agent::bind(config).await {
             Ok(agent) => {

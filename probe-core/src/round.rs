@@ -304,12 +304,15 @@ pub async fn run_round(
         let evidence = evidence.clone();
         let config = config.clone();
         async move {
-            let has_canaries = s
+            // Held ports too: the agent's handshake watch covers them. A
+            // host that only probed has its firewall trace of its probes.
+            let has_listeners = s
                 .evidence
                 .listeners
                 .iter()
-                .any(|l| l.state == ListenerState::Canary);
-            if !has_canaries || s.evidence.outcome != AgentOutcome::Up {
+                .any(|l| l.state != ListenerState::Failed);
+            let has_probes = !s.evidence.probes.is_empty();
+            if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
                 return s;
             }
             let Some(conn) = s.conn.as_mut() else {
@@ -319,7 +322,11 @@ pub async fn run_round(
                 return s;
             };
             match conn.request(&evidence, config.request_timeout).await {
-                Ok(Response::Evidence(e)) => s.evidence.canaries = e.canaries,
+                Ok(Response::Evidence(e)) => {
+                    s.evidence.canaries = e.canaries;
+                    s.evidence.handshakes = e.handshakes;
+                    s.evidence.trace = e.trace;
+                }
                 Ok(_) => s.evidence.evidence_error = Some(chain(&conn.unexpected(&evidence))),
                 Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", chain(&e))),
                 Err(e) => {

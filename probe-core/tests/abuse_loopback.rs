@@ -111,6 +111,7 @@ impl Agents {
                 canary_tls: id.canary_server_config().unwrap(),
                 listen: Some(SocketAddr::new(ip_of(plan, &h.name), 0)),
                 coordinator: COORDINATOR.to_string(),
+                rule_trace: false,
                 limits: limits.clone(),
             })
             .await

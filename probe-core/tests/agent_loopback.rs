@@ -16,7 +16,7 @@ use probe_core::control::{
 use probe_core::pki::{self, Authority, COORDINATOR, IssueRequest, TlsIdentity};
 use probe_core::plan::{Address, Plan};
 use probe_core::probe::Observed;
-use probe_core::report::{AgentState, PathReport, Report, Verdict};
+use probe_core::report::{AgentState, PathReport, Report, TargetStage, Verdict};
 use probe_core::round::{self, RoundConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -117,6 +117,7 @@ impl Agents {
                 listen: Some(SocketAddr::new(ip_of(plan, host), 0)),
                 coordinator: COORDINATOR.to_string(),
                 limits: AgentLimits::default(),
+                rule_trace: false,
             };
             let agent = Agent::bind(config).await.unwrap();
             endpoints.insert((*host).to_string(), agent.local_addr());
@@ -191,6 +192,8 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
         assert_eq!(p.target_saw, Some(true), "{p:?}");
         assert_eq!(p.seen_source.as_deref(), Some(source), "{p:?}");
         assert_eq!(p.attempts, 1);
+        assert_eq!(p.target_stage, Some(TargetStage::Nonce), "{p:?}");
+        assert_eq!(p.blame, None, "{p:?}");
     }
     // Loopback filters nothing: the must-be-blocked path is open, proven
     // by the nonce db's canary saw.
@@ -231,17 +234,27 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     );
     assert_eq!(
         keys(&json["hosts"][0]),
-        ["address", "agent", "conflicts", "name"]
+        [
+            "address",
+            "agent",
+            "conflicts",
+            "name",
+            "rule_trace",
+            "zone"
+        ]
     );
     assert_eq!(
         keys(&json["paths"][0]),
         [
             "address",
             "attempts",
+            "blame",
             "detail",
             "expect",
             "family",
+            "flow_from",
             "from",
+            "icmp",
             "latency_ms",
             "observed",
             "port",
@@ -249,12 +262,17 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "seen_source",
             "service",
             "target_saw",
+            "target_stage",
             "tls_ms",
             "to",
             "verdict"
         ]
     );
     assert_eq!(json["paths"][0]["observed"], "open");
+    // An open path: our nonce arrived, nothing to blame, no ICMP.
+    assert_eq!(json["paths"][0]["target_stage"], "nonce");
+    assert_eq!(json["paths"][0]["blame"], serde_json::Value::Null);
+    assert_eq!(json["paths"][0]["icmp"], serde_json::Value::Null);
     assert_eq!(json["hosts"][0]["agent"], "up");
 
     // Every canary is gone once the round is over.
@@ -813,6 +831,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
         listen: Some("0.0.0.0:0".parse().unwrap()),
         coordinator: COORDINATOR.to_string(),
         limits: AgentLimits::default(),
+        rule_trace: false,
     };
     let err = Agent::bind(config).await.unwrap_err().to_string();
     assert!(err.contains("only on loopback"), "{err}");
@@ -830,6 +849,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
             listen: Some(SocketAddr::new(ip_of(&plan, host), 0)),
             coordinator: COORDINATOR.to_string(),
             limits: AgentLimits::default(),
+            rule_trace: false,
         })
         .await
         .unwrap();

@@ -675,3 +675,85 @@ async fn cancelling_a_sweep_aborts_attempts_in_flight() {
         assert!(r.detail.contains("cancelled"), "{}", r.detail);
     }
 }
+
+/// A TLS server that behaves like one behind a path-MTU black hole: it
+/// answers only connections whose SYN advertised a small MSS (the segments
+/// it would send to anyone else are the ones a black hole eats).
+async fn mtu_black_hole_server(pki: &Pki) -> u16 {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![pki.cert.clone()], pki.key.clone_key())
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            let mss = socket2::SockRef::from(&s).tcp_mss().unwrap_or(u32::MAX);
+            if mss > 1000 {
+                held.push(s);
+                continue;
+            }
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let mut buf = [0u8; 64];
+                    let _ = tls.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_tls_stall_that_a_small_mss_clears_is_a_path_mtu_black_hole() {
+    let pki = pki();
+    let port = mtu_black_hole_server(&pki).await;
+    let config = ProbeConfig {
+        tls_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let r = probe(config.clone(), target(port, Protocol::Tls)).await;
+    // What ordinary clients get stands; the second try names the cause.
+    assert_eq!(r.observed, Observed::TlsError, "{r:?}");
+    assert!(r.path_mtu, "{r:?}");
+    assert!(
+        r.detail.starts_with("path MTU black hole") && r.detail.contains("536-byte MSS"),
+        "{}",
+        r.detail
+    );
+    assert!(r.cert.is_some(), "the second try saw the certificate");
+
+    // Without the second try it is only a stall; a server that is silent
+    // to everyone stays "does not seem to speak TLS".
+    let r = probe(
+        ProbeConfig {
+            mtu_retry_mss: None,
+            ..config.clone()
+        },
+        target(port, Protocol::Tls),
+    )
+    .await;
+    assert_eq!((r.observed, r.path_mtu), (Observed::TlsError, false));
+    let quiet = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let quiet_port = quiet.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = quiet.accept().await {
+            held.push(s);
+        }
+    });
+    let r = probe(config, target(quiet_port, Protocol::Tls)).await;
+    assert_eq!((r.observed, r.path_mtu), (Observed::TlsError, false));
+    assert!(
+        r.detail.contains("does not seem to speak TLS"),
+        "{}",
+        r.detail
+    );
+}

@@ -17,6 +17,8 @@
 
 pub mod canary;
 mod endpoint;
+pub mod nftrace;
+pub mod syn_watch;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -41,6 +43,7 @@ use crate::plan::{Address, Plan};
 use crate::probe::{self, ProbeConfig, Prober, Target};
 use canary::{CanaryOptions, EvidenceLog, NonceExchange, PlannedPort};
 use endpoint::{Admission, Bucket, Refusal, SlotLimits, Ticket};
+use nftrace::{TraceScope, Tracer};
 
 /// Limits that keep an agent small and unbothered by misbehaving clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +137,11 @@ pub struct AgentConfig {
     pub listen: Option<SocketAddr>,
     /// Resource and abuse limits.
     pub limits: AgentLimits,
+    /// Trace the round's packets through this host's nftables firewall to
+    /// name the rule that stops them ([`nftrace`]); needs CAP_NET_ADMIN,
+    /// and changes the host's ruleset for the round, so in-process agents
+    /// (the demo, tests on loopback) leave it off.
+    pub rule_trace: bool,
 }
 
 /// Why an agent could not start.
@@ -287,6 +295,10 @@ struct Round {
     expires: Instant,
     log: Arc<EvidenceLog>,
     lease: Arc<Lease>,
+    /// The round's rule tracing, or why there is none; `None` when the
+    /// agent does not trace.
+    trace: Option<Result<Arc<Tracer>, String>>,
+    handshakes: Arc<syn_watch::SynLog>,
 }
 
 /// A round's lease: held while the coordinator's control connection that
@@ -415,6 +427,13 @@ impl Agent {
     pub async fn run(self, cancel: CancellationToken) {
         let Agent { listener, shared } = self;
         let conns = TaskTracker::new();
+        if shared.config.rule_trace {
+            // Trace tables an earlier agent left when it was killed: the
+            // expired ones go now, the others at their expiry.
+            for (table, expiry) in nftrace::sweep(nftrace::unix_now()).await {
+                tokio::spawn(nftrace::delete_at(table, expiry));
+            }
+        }
         tracing::info!(host = %shared.config.host, addr = ?listener.local_addr().ok(), "agent serving");
         let mut summary = tokio::time::interval(Duration::from_secs(10));
         loop {
@@ -659,14 +678,33 @@ impl Shared {
             }
             Request::Evidence(r) => {
                 self.renew(&r.round);
-                let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
-                match guard.as_ref() {
-                    Some(round) if round.id == r.round => Response::Evidence(EvidenceReply {
-                        round: r.round,
-                        canaries: round.log.snapshot(),
-                    }),
-                    _ => error(format!("evidence: no round {} on this agent", r.round)),
-                }
+                let found = {
+                    let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
+                    guard
+                        .as_ref()
+                        .filter(|round| round.id == r.round)
+                        .map(|round| {
+                            (
+                                round.log.snapshot(),
+                                round.handshakes.snapshot(),
+                                round.trace.clone(),
+                            )
+                        })
+                };
+                let Some((canaries, handshakes, trace)) = found else {
+                    return error(format!("evidence: no round {} on this agent", r.round));
+                };
+                let trace = match trace {
+                    None => None,
+                    Some(Ok(tracer)) => Some(tracer.evidence().await),
+                    Some(Err(why)) => Some(nftrace::unavailable(why)),
+                };
+                Response::Evidence(EvidenceReply {
+                    round: r.round,
+                    canaries,
+                    handshakes,
+                    trace,
+                })
             }
             Request::Teardown(r) => {
                 self.end_round(Some(&r.round)).await;
@@ -744,6 +782,19 @@ impl Shared {
             &cancel,
             &tracker,
         );
+        // Every planned port is watched, held ones too: the kernel's
+        // handshakes say how far a probe got even where no canary listens.
+        let handshakes = syn_watch::start(
+            self.canary_ips.clone(),
+            listeners.iter().map(|l| l.port).collect(),
+            expires,
+            &cancel,
+        );
+        let trace = if self.config.rule_trace {
+            Some(self.start_trace(&req.round, ttl, &cancel, &tracker).await)
+        } else {
+            None
+        };
         let lease = Arc::new(Lease {
             duration: limits.lease,
             holders: AtomicUsize::new(0),
@@ -763,11 +814,71 @@ impl Shared {
             expires,
             log,
             lease,
+            trace,
+            handshakes,
         });
         Response::Prepared(PrepareReply {
             round: req.round,
             listeners,
         })
+    }
+
+    /// Starts the round's rule tracing, stopped at teardown or at the TTL;
+    /// the error is why tracing is not possible on this host.
+    async fn start_trace(
+        &self,
+        round: &str,
+        ttl: Duration,
+        cancel: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Tracer>, String> {
+        let plan = &self.config.plan;
+        let host = &self.config.host;
+        let ip = |a: &Address| match a {
+            Address::Ip(ip) => Some(*ip),
+            Address::Dns(_) => None,
+        };
+        let mut inbound = Vec::new();
+        let mut outbound = Vec::new();
+        for p in &plan.paths {
+            if p.to == *host && p.role.is_some() {
+                // Every address of the source: a dual-stack source may
+                // arrive from either family.
+                for a in plan.host(&p.from).iter().flat_map(|h| &h.addresses) {
+                    if let Some(a) = ip(a) {
+                        inbound.push((a, p.port.get()));
+                    }
+                }
+            }
+            if p.from == *host {
+                if let Some(a) = ip(&p.address) {
+                    outbound.push((a, p.port.get()));
+                }
+            }
+        }
+        let scope = TraceScope {
+            round: round.to_string(),
+            expires_unix: nftrace::unix_now() + ttl.as_secs() + 1,
+            inbound,
+            outbound,
+        };
+        let tracer = match Tracer::start(&scope, ttl).await {
+            Ok(t) => Arc::new(t),
+            Err(why) => {
+                tracing::warn!(round, reason = %why, "no rule tracing on this host");
+                return Err(why);
+            }
+        };
+        tracing::info!(round, table = tracer.table(), "rule tracing on");
+        let (t, cancel, deadline) = (tracer.clone(), cancel.clone(), Instant::now() + ttl);
+        tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            t.stop().await;
+        });
+        Ok(tracer)
     }
 
     async fn probe(self: &Arc<Self>, req: ProbeRequest) -> Response {
@@ -837,6 +948,7 @@ impl Shared {
             retries: d.retries,
             concurrency: self.config.limits.probe_concurrency,
             sources: self.sources.clone(),
+            ttl_walk: Some(probe::WalkConfig::default()),
             ..ProbeConfig::default()
         };
         let prober = match Prober::with_exchange(config, exchange.clone()) {
@@ -860,6 +972,9 @@ impl Shared {
                 answered_by: exchange.answered_by(k),
                 connect_us: r.connect_time.map(micros),
                 tls_us: r.tls_time.map(micros),
+                icmp: r.icmp,
+                path_mtu: r.path_mtu,
+                walk: r.walk,
                 shed: r.shed,
             })
             .collect();

@@ -5,12 +5,12 @@
 //! lease (the canaries close a few seconds after the coordinator's control
 //! connection is gone and nothing renewed it).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::port::Protocol;
-use crate::probe::Observed;
+use crate::probe::{IcmpEvidence, Observed, Walk};
 
 /// The protocol version an agent reports in `hello`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -209,6 +209,16 @@ pub struct PathProbe {
     /// completed.
     #[serde(default)]
     pub tls_us: Option<u64>,
+    /// The ICMP error that came back, with its sender.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpEvidence>,
+    /// TCP opened, TLS or the exchange stalled, and a small MSS got
+    /// through: a path-MTU black hole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub path_mtu: bool,
+    /// For a `timeout`, the TTL walk toward the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk: Option<Walk>,
     /// The far end closed every attempt without answering anything, as a
     /// canary shedding load does: the path was not measured.
     #[serde(default)]
@@ -257,6 +267,112 @@ pub struct EvidenceReply {
     pub round: String,
     /// One per canary.
     pub canaries: Vec<CanaryEvidence>,
+    /// Handshakes the host's kernel saw on its planned ports, per port and
+    /// source address, whether or not a connection was accepted; `None`
+    /// where the agent cannot watch them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshakes: Option<Vec<Handshake>>,
+    /// What this host's nftables tracing saw of the round's packets;
+    /// `None` from agents that do not trace (older ones, the demo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceEvidence>,
+}
+
+/// Whether an agent could trace its host's firewall during the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceState {
+    /// The round's packets were traced.
+    Traced,
+    /// Tracing was not possible here (the reason says why).
+    Unavailable,
+}
+
+impl TraceState {
+    /// `traced` or `unavailable`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TraceState::Traced => "traced",
+            TraceState::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Which way a traced packet went, seen from the tracing host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceDirection {
+    /// Arriving for one of this host's canary ports.
+    In,
+    /// Leaving: this host's own probes.
+    Out,
+}
+
+/// The nftables rule, or chain policy, whose verdict stopped a packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStop {
+    /// `FAMILY NAME` of the table.
+    pub table: String,
+    /// The chain.
+    pub chain: String,
+    /// The rule's handle; `None` when the chain's policy stopped it.
+    pub handle: Option<u64>,
+    /// The rule as nft prints it; `None` for a policy, or when it could
+    /// not be read back.
+    pub text: Option<String>,
+    /// The chain's policy (`drop`) when the policy stopped it.
+    pub policy: Option<String>,
+}
+
+/// The traced packets of one direction, address pair and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracedFlow {
+    /// In (to a canary) or out (a probe).
+    pub direction: TraceDirection,
+    /// The packets' source address.
+    pub source: IpAddr,
+    /// Their destination address.
+    pub dest: IpAddr,
+    /// Their TCP destination port.
+    pub port: u16,
+    /// Packets traced.
+    pub packets: u32,
+    /// The first verdict that dropped or rejected one; `None` when every
+    /// one passed this host's firewall.
+    pub stop: Option<TraceStop>,
+}
+
+/// What nftables tracing on the agent's host saw during a round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEvidence {
+    /// Traced, or not possible.
+    pub state: TraceState,
+    /// Why tracing was not possible, or what it cannot see (say, rules of
+    /// legacy iptables).
+    pub reason: Option<String>,
+    /// The round's traced packets, by flow (capped).
+    pub flows: Vec<TracedFlow>,
+}
+
+/// How far a source's handshakes on one port got at this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandshakeStage {
+    /// A SYN arrived; the handshake never completed here.
+    Syn,
+    /// The handshake completed (the kernel accepted the connection).
+    Connected,
+}
+
+/// One source's handshakes on one planned port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    /// The port.
+    pub port: u16,
+    /// The source address.
+    pub source: String,
+    /// The furthest stage seen.
+    pub stage: HandshakeStage,
 }
 
 /// `error`: why a request was not served.

@@ -10,9 +10,10 @@ mod transport;
 
 pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
-    CanaryEvidence, ErrorReply, EvidenceReply, HelloReply, HostPort, ListenerReport, ListenerState,
-    PROTOCOL_VERSION, PathProbe, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest,
-    RenewReply, Request, Response, RoundRef, Sighting,
+    CanaryEvidence, ErrorReply, EvidenceReply, Handshake, HandshakeStage, HelloReply, HostPort,
+    ListenerReport, ListenerState, PROTOCOL_VERSION, PathProbe, PrepareReply, PrepareRequest,
+    ProbeReply, ProbeRequest, RenewReply, Request, Response, RoundRef, Sighting, TraceDirection,
+    TraceEvidence, TraceState, TraceStop, TracedFlow,
 };
 pub use transport::{
     ClientSecurity, ControlError, ControlStream, ServerSecurity, connect, op_name,

@@ -24,10 +24,12 @@ use tokio_util::task::TaskTracker;
 
 use super::classify::{ConnectClass, classify_connect_error, error_detail};
 use super::error::ProbeError;
+use super::errqueue::{self, IcmpEvidence};
 use super::exchange::{Exchange, ExchangeContext, ExchangeOutcome, ProbeStream};
 use super::outcome::{CertFacts, Observed, ProbeResult};
 use super::target::{Host, Target};
 use super::tls::{TlsClient, TlsOptions, server_name_for};
+use super::ttl_walk::{self, Walk, WalkConfig};
 use crate::port::Protocol;
 
 /// Everything that shapes a sweep. Build it with struct update syntax from
@@ -75,7 +77,21 @@ pub struct ProbeConfig {
     /// How long a target may keep failing locally (no descriptor, no
     /// ephemeral port) before it is reported as `local-error`.
     pub local_error_budget: Duration,
+    /// When TCP opens but TLS (or the exchange) stalls, try once more with
+    /// this maximum segment size; success there is a path-MTU black hole.
+    /// `None` turns the second try off.
+    pub mtu_retry_mss: Option<u32>,
+    /// Walk the TTL toward targets that stayed silent
+    /// ([`super::ttl_walk`]), to name the last router before the silence.
+    /// `None` turns walks off.
+    pub ttl_walk: Option<WalkConfig>,
 }
+
+/// Most distinct addresses walked after one sweep, and walks at once: each
+/// walk holds up to [`ttl_walk::MAX_HOPS`] sockets for at most its deadline,
+/// so a sweep spends at most `MAX_WALKS / WALKS_AT_ONCE` deadlines on them.
+const MAX_WALKS: usize = 32;
+const WALKS_AT_ONCE: usize = 4;
 
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
@@ -92,6 +108,8 @@ impl Default for ProbeConfig {
             tls: TlsOptions::default(),
             resolve_timeout: Duration::from_secs(5),
             local_error_budget: Duration::from_secs(30),
+            mtu_retry_mss: Some(536),
+            ttl_walk: None,
         }
     }
 }
@@ -273,14 +291,20 @@ impl Prober {
             if attempt.local_address.is_some() {
                 slot.local_address = attempt.local_address;
             }
+            if attempt.icmp.is_some() {
+                slot.icmp = attempt.icmp.clone();
+            }
             let verdict = match attempt.kind {
                 AttemptKind::Final {
                     observed,
                     detail,
                     cert,
+                    path_mtu,
+                    ..
                 } => {
                     slot.attempts += 1;
                     slot.cert = cert;
+                    slot.path_mtu = path_mtu;
                     if observed == Observed::Unreachable {
                         let host = hosts.entry(addr.ip()).or_default();
                         host.icmp_seen = true;
@@ -314,15 +338,11 @@ impl Prober {
                     observed,
                     detail,
                     cert,
-                    silent,
                 } => {
                     slot.attempts += 1;
                     slot.sheds += 1;
                     slot.cert = cert;
-                    // A silent attempt costs a whole timeout: one retry, so
-                    // the sweep stays within the probe request's deadline.
-                    let limit = if silent { 1 } else { SHED_RETRIES };
-                    if slot.sheds <= limit {
+                    if slot.sheds <= SHED_RETRIES {
                         let backoff = Duration::from_millis(50 << slot.sheds);
                         later.push(Reverse((Instant::now() + backoff, i)));
                         None
@@ -396,6 +416,9 @@ impl Prober {
         }
         tracker.close();
         tracker.wait().await;
+        if let (Some(walk), false) = (config.ttl_walk, cancel.is_cancelled()) {
+            walk_silent(&mut slots, walk, config.source, cancel).await;
+        }
         targets
             .iter()
             .zip(slots)
@@ -435,6 +458,8 @@ struct Slot {
     latency: Duration,
     timing: Timing,
     cert: Option<Box<CertFacts>>,
+    icmp: Option<IcmpEvidence>,
+    path_mtu: bool,
     result: Option<ProbeResult>,
     /// The attempt in flight, aborted when the sweep is cancelled.
     task: Option<AbortHandle>,
@@ -453,6 +478,68 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         attempts: slot.attempts,
         cert: slot.cert.clone(),
         shed: slot.shed,
+        icmp: slot.icmp.clone(),
+        path_mtu: slot.path_mtu,
+        walk: None,
+    }
+}
+
+/// Walks the TTL toward every address whose result is `timeout` (one walk
+/// per address and port, at most [`MAX_WALKS`], [`WALKS_AT_ONCE`] at a
+/// time), skipping targets on this host's own link, and attaches each walk
+/// to the results it explains.
+async fn walk_silent(
+    slots: &mut [Slot],
+    config: WalkConfig,
+    source: Option<IpAddr>,
+    cancel: &CancellationToken,
+) {
+    let mut wanted: Vec<SocketAddr> = Vec::new();
+    for slot in slots.iter() {
+        if let (Some(r), Some(addr)) = (&slot.result, slot.addr) {
+            if r.observed == Observed::Timeout
+                && !wanted.contains(&addr)
+                && wanted.len() < MAX_WALKS
+                && ttl_walk::on_link(addr.ip()) != Some(true)
+            {
+                wanted.push(addr);
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let config = WalkConfig {
+        source: config.source.or(source),
+        ..config
+    };
+    let mut walks: HashMap<SocketAddr, Walk> = HashMap::new();
+    for chunk in wanted.chunks(WALKS_AT_ONCE) {
+        let mut set = tokio::task::JoinSet::new();
+        for addr in chunk {
+            let addr = *addr;
+            set.spawn(async move { (addr, ttl_walk::walk(addr, config).await) });
+        }
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    set.abort_all();
+                    return;
+                }
+                next = set.join_next() => match next {
+                    Some(Ok((addr, w))) => { walks.insert(addr, w); }
+                    Some(Err(_)) => {}
+                    None => break,
+                }
+            }
+        }
+    }
+    for slot in slots.iter_mut() {
+        if let (Some(r), Some(addr)) = (slot.result.as_mut(), slot.addr) {
+            if r.observed == Observed::Timeout {
+                r.walk = walks.get(&addr).cloned();
+            }
+        }
     }
 }
 
@@ -537,6 +624,7 @@ struct Attempt {
     latency: Duration,
     timing: Timing,
     local_address: Option<SocketAddr>,
+    icmp: Option<IcmpEvidence>,
 }
 
 /// How long an attempt's handshakes took, each measured on its own so that
@@ -555,16 +643,18 @@ enum AttemptKind {
         observed: Observed,
         detail: String,
         cert: Option<Box<CertFacts>>,
+        /// TCP opened, then TLS or the exchange got no answer in time.
+        stalled: bool,
+        /// The stall went away with a small MSS: a path-MTU black hole.
+        path_mtu: bool,
     },
     Silent,
-    /// Closed (or silent past its deadline, `silent`) before the far end
-    /// sent a byte, where an exchange expected an answer: retried, never
-    /// taken for another host.
+    /// Closed before the far end sent a byte, where an exchange expected an
+    /// answer: retried a few times, never taken for another host.
     Shed {
         observed: Observed,
         detail: String,
         cert: Option<Box<CertFacts>>,
-        silent: bool,
     },
     SelfConnect,
     LocalTransient {
@@ -580,15 +670,129 @@ impl Shared {
         let started = Instant::now();
         let mut local_address = None;
         let mut timing = Timing::default();
-        let kind = self
-            .attempt_inner(index, target, addr, &mut local_address, &mut timing)
+        let mut icmp = None;
+        let mut kind = self
+            .attempt_inner(
+                index,
+                target,
+                addr,
+                None,
+                &mut local_address,
+                &mut icmp,
+                &mut timing,
+            )
             .await;
+        if let (AttemptKind::Final { stalled: true, .. }, Some(mss)) =
+            (&kind, self.config.mtu_retry_mss)
+        {
+            kind = self
+                .mtu_retry(
+                    index,
+                    target,
+                    addr,
+                    mss,
+                    kind,
+                    &mut local_address,
+                    &mut timing,
+                )
+                .await;
+        }
         Attempt {
             kind,
             started,
             latency: started.elapsed(),
             timing,
             local_address,
+            icmp,
+        }
+    }
+
+    /// The second try of a stalled attempt with a small MSS. When it gets
+    /// through, a third try with the ordinary MSS is the control: if that
+    /// gets through too, the stall was passing (a busy host, not the path)
+    /// and its result is the attempt's; if it stalls again, the first try's
+    /// outcome stands (that is what ordinary clients get) and the attempt is
+    /// marked as a path-MTU black hole. When the small MSS stalls too, the
+    /// first try's outcome stands as it was.
+    async fn mtu_retry(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        mss: u32,
+        first: AttemptKind,
+        local_address: &mut Option<SocketAddr>,
+        timing: &mut Timing,
+    ) -> AttemptKind {
+        let AttemptKind::Final {
+            observed, detail, ..
+        } = first
+        else {
+            return first;
+        };
+        let mut local = None;
+        let mut icmp = None;
+        let mut second_timing = Timing::default();
+        let second = self
+            .attempt_inner(
+                index,
+                target,
+                addr,
+                Some(mss),
+                &mut local,
+                &mut icmp,
+                &mut second_timing,
+            )
+            .await;
+        match second {
+            AttemptKind::Final {
+                observed: Observed::Open,
+                cert,
+                ..
+            } => {
+                let mut control_local = None;
+                let mut control_icmp = None;
+                let mut control_timing = Timing::default();
+                let control = self
+                    .attempt_inner(
+                        index,
+                        target,
+                        addr,
+                        None,
+                        &mut control_local,
+                        &mut control_icmp,
+                        &mut control_timing,
+                    )
+                    .await;
+                if matches!(
+                    control,
+                    AttemptKind::Final {
+                        observed: Observed::Open,
+                        ..
+                    }
+                ) {
+                    *local_address = control_local.or(*local_address);
+                    *timing = control_timing;
+                    return control;
+                }
+                *local_address = local.or(*local_address);
+                AttemptKind::Final {
+                    observed,
+                    detail: format!(
+                        "path MTU black hole: TCP opened but large packets never arrived ({detail}); a second try with a {mss}-byte MSS got through"
+                    ),
+                    cert,
+                    stalled: true,
+                    path_mtu: true,
+                }
+            }
+            _ => AttemptKind::Final {
+                observed,
+                detail,
+                cert: None,
+                stalled: true,
+                path_mtu: false,
+            },
         }
     }
 
@@ -597,7 +801,9 @@ impl Shared {
         index: usize,
         target: &Target,
         addr: SocketAddr,
+        mss: Option<u32>,
         local_address: &mut Option<SocketAddr>,
+        icmp: &mut Option<IcmpEvidence>,
         timing: &mut Timing,
     ) -> AttemptKind {
         let config = &self.config;
@@ -608,13 +814,15 @@ impl Shared {
                 .copied()
                 .find(|s| s.is_ipv4() == addr.is_ipv4())
         });
-        let socket = match open_socket(addr, source) {
+        let socket = match open_socket(addr, source, mss) {
             Ok(s) => s,
             Err(kind) => return kind,
         };
-        let mut stream = match timeout(config.connect_timeout, connect(socket, addr)).await {
-            Err(_elapsed) => return AttemptKind::Silent,
-            Ok(Err(e)) => {
+        let (connected, queued) = connect(socket, addr, config.connect_timeout).await;
+        *icmp = queued;
+        let mut stream = match connected {
+            Err(None) => return AttemptKind::Silent,
+            Err(Some(e)) => {
                 let detail = error_detail(&e);
                 return match classify_connect_error(&e) {
                     ConnectClass::Network(Observed::Timeout) => AttemptKind::Silent,
@@ -622,6 +830,8 @@ impl Shared {
                         observed,
                         detail,
                         cert: None,
+                        stalled: false,
+                        path_mtu: false,
                     },
                     ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail },
                     ConnectClass::LocalPermanent => AttemptKind::LocalPermanent {
@@ -629,7 +839,7 @@ impl Shared {
                     },
                 };
             }
-            Ok(Ok((stream, rtt))) => {
+            Ok((stream, rtt)) => {
                 timing.connect = Some(rtt);
                 stream
             }
@@ -654,16 +864,17 @@ impl Shared {
                 .run_exchange(index, target, addr, local, &mut stream)
                 .await
             {
-                Ok((observed, detail)) => AttemptKind::Final {
+                Ok((observed, detail, stalled)) => AttemptKind::Final {
                     observed,
                     detail,
                     cert: None,
+                    stalled,
+                    path_mtu: false,
                 },
-                Err((detail, silent)) => AttemptKind::Shed {
+                Err(detail) => AttemptKind::Shed {
                     observed: Observed::WrongHost,
                     detail,
                     cert: None,
-                    silent,
                 },
             },
             Protocol::Tls => {
@@ -692,20 +903,12 @@ impl Shared {
                     "no TLS answer within {} ms (the port does not seem to speak TLS)",
                     config.tls_timeout.as_millis()
                 );
-                // Where a canary should answer, silence may be a canary too
-                // busy to answer in time: retried once, and never a verdict.
-                if self.exchange.is_some() {
-                    return AttemptKind::Shed {
-                        observed: Observed::TlsError,
-                        detail: format!("{detail}; the canary may be overloaded"),
-                        cert: None,
-                        silent: true,
-                    };
-                }
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
                     detail,
                     cert: None,
+                    stalled: true,
+                    path_mtu: false,
                 };
             }
             Ok(Err(e)) => {
@@ -729,13 +932,14 @@ impl Shared {
                             "TLS handshake failed: {reason} (closed before answering; the canary may be shedding load)"
                         ),
                         cert: None,
-                        silent: false,
                     };
                 }
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
                     detail: format!("TLS handshake failed: {reason}"),
                     cert: None,
+                    stalled: false,
+                    path_mtu: false,
                 };
             }
             Ok(Ok(tls)) => {
@@ -751,19 +955,20 @@ impl Shared {
                 observed: Observed::TlsError,
                 detail: format!("certificate not verified: {why}"),
                 cert: Some(Box::new(facts)),
+                stalled: false,
+                path_mtu: false,
             };
         }
-        let (observed, mut detail) = match self
+        let (observed, mut detail, stalled) = match self
             .run_exchange(index, target, addr, local, &mut tls)
             .await
         {
             Ok(r) => r,
-            Err((detail, silent)) => {
+            Err(detail) => {
                 return AttemptKind::Shed {
                     observed: Observed::WrongHost,
                     detail,
                     cert: Some(Box::new(facts)),
-                    silent,
                 };
             }
         };
@@ -775,9 +980,13 @@ impl Shared {
             observed,
             detail,
             cert: Some(Box::new(facts)),
+            stalled,
+            path_mtu: false,
         }
     }
 
+    /// The caller's exchange on a connected stream: the outcome, its detail
+    /// and whether it stalled (no answer in time).
     async fn run_exchange(
         &self,
         index: usize,
@@ -785,9 +994,9 @@ impl Shared {
         peer: SocketAddr,
         local: SocketAddr,
         stream: &mut dyn ProbeStream,
-    ) -> Result<(Observed, String), (String, bool)> {
+    ) -> Result<(Observed, String, bool), String> {
         let Some(exchange) = &self.exchange else {
-            return Ok((Observed::Open, String::new()));
+            return Ok((Observed::Open, String::new(), false));
         };
         let context = ExchangeContext {
             index,
@@ -801,14 +1010,13 @@ impl Shared {
         )
         .await
         {
-            Ok(ExchangeOutcome::Confirmed { detail }) => Ok((Observed::Open, detail)),
-            Ok(ExchangeOutcome::WrongHost { detail }) => Ok((Observed::WrongHost, detail)),
-            Ok(ExchangeOutcome::Unanswered { detail }) => Err((detail, false)),
-            // Nothing answered at all: not another host, at worst our own
-            // canary too busy to answer in time.
-            Err(_elapsed) => Err((
+            Ok(ExchangeOutcome::Confirmed { detail }) => Ok((Observed::Open, detail, false)),
+            Ok(ExchangeOutcome::WrongHost { detail }) => Ok((Observed::WrongHost, detail, false)),
+            Ok(ExchangeOutcome::Unanswered { detail }) => Err(detail),
+            Err(_elapsed) => Ok((
+                Observed::WrongHost,
                 format!(
-                    "connected, but no answer to the exchange within {} ms (the canary may be overloaded)",
+                    "connected, but no answer to the exchange within {} ms",
                     self.config.exchange_timeout.as_millis()
                 ),
                 true,
@@ -825,8 +1033,14 @@ fn join_detail(a: String, b: String) -> String {
     }
 }
 
-/// A non-blocking socket, bound to `source` when one is given.
-fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<Socket, AttemptKind> {
+/// A non-blocking socket, bound to `source` when one is given, that queues
+/// ICMP errors with their sender, and with maximum segment size `mss` when
+/// one is given.
+fn open_socket(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    mss: Option<u32>,
+) -> Result<Socket, AttemptKind> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -840,6 +1054,15 @@ fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<Socket, Attem
             detail: format!("socket: {}", error_detail(&e)),
         },
     })?;
+    // Where the error queue is not available the errno alone classifies.
+    errqueue::enable(&socket, addr.is_ipv6());
+    if let Some(mss) = mss {
+        socket
+            .set_tcp_mss(mss)
+            .map_err(|e| AttemptKind::LocalPermanent {
+                detail: format!("set TCP_MAXSEG {mss}: {}", error_detail(&e)),
+            })?;
+    }
     if let Some(source) = source {
         if source.is_ipv4() != addr.is_ipv4() {
             return Err(AttemptKind::LocalPermanent {
@@ -863,41 +1086,63 @@ fn open_socket(addr: SocketAddr, source: Option<IpAddr>) -> Result<Socket, Attem
     Ok(socket)
 }
 
-/// Connects a non-blocking socket, returning the stream and the connect
-/// round trip (SYN to SYN-ACK, as near as user space can see it). The
-/// answer is often already there when `connect` returns (a reset, or a
-/// handshake with a local or nearby host), so it is read straight away,
-/// and only a connection still in progress is handed to the reactor: that
-/// spares most refused ports two `epoll_ctl` calls and a wake-up, and keeps
-/// the reactor's scheduling delay out of a local round trip. Errors carry
-/// the raw errno, from `connect` or from `SO_ERROR` (where ICMP errors
-/// land).
-async fn connect(socket: Socket, addr: SocketAddr) -> std::io::Result<(TcpStream, Duration)> {
+/// Connects a non-blocking socket within `deadline`, returning the stream
+/// and the connect round trip (SYN to SYN-ACK, as near as user space can
+/// see it). The answer is often already there when `connect` returns (a
+/// reset, or a handshake with a local or nearby host), so it is read
+/// straight away, and only a connection still in progress is handed to the
+/// reactor: that spares most refused ports two `epoll_ctl` calls and a
+/// wake-up, and keeps the reactor's scheduling delay out of a local round
+/// trip. Errors carry the raw errno, from `connect` or from `SO_ERROR`
+/// (where ICMP errors land); `Err(None)` is silence. Beside the result
+/// comes the ICMP error the socket's queue holds, read before the socket
+/// closes.
+async fn connect(
+    socket: Socket,
+    addr: SocketAddr,
+    deadline: Duration,
+) -> (
+    Result<(TcpStream, Duration), Option<std::io::Error>>,
+    Option<IcmpEvidence>,
+) {
     let started = Instant::now();
     let mut connected = None;
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => connected = Some(started.elapsed()),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            if let Some(e) = socket.take_error()? {
-                return Err(e);
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match socket.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let icmp = errqueue::read(&socket);
+                return (Err(Some(e)), icmp);
             }
             // Established already (a peer name exists only then).
-            if socket.peer_addr().is_ok() {
-                connected = Some(started.elapsed());
+            Ok(None) if socket.peer_addr().is_ok() => connected = Some(started.elapsed()),
+            Ok(None) => {}
+        },
+        Err(e) => {
+            let icmp = errqueue::read(&socket);
+            return (Err(Some(e)), icmp);
+        }
+    }
+    let stream = match TcpStream::from_std(socket.into()) {
+        Ok(s) => s,
+        Err(e) => return (Err(Some(e)), None),
+    };
+    if let Some(rtt) = connected {
+        return (Ok((stream, rtt)), None);
+    }
+    let r = match timeout(deadline, stream.writable()).await {
+        Err(_elapsed) => Err(None),
+        Ok(Err(e)) => Err(Some(e)),
+        Ok(Ok(())) => {
+            let rtt = started.elapsed();
+            match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(Some(e)),
+                Ok(None) => return (Ok((stream, rtt)), None),
             }
         }
-        Err(e) => return Err(e),
-    }
-    let stream = TcpStream::from_std(socket.into())?;
-    if let Some(rtt) = connected {
-        return Ok((stream, rtt));
-    }
-    stream.writable().await?;
-    let rtt = started.elapsed();
-    match stream.take_error()? {
-        Some(e) => Err(e),
-        None => Ok((stream, rtt)),
-    }
+    };
+    let icmp = errqueue::read(&stream);
+    (r, icmp)
 }
 
 /// Resolves each target's host once per distinct name. Returns, per target,

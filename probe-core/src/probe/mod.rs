@@ -9,15 +9,19 @@
 pub mod classify;
 mod engine;
 mod error;
+pub mod errqueue;
 mod exchange;
 mod outcome;
 pub mod render;
 mod target;
 mod tls;
+pub mod ttl_walk;
 
 pub use engine::{ProbeConfig, Prober};
 pub use error::ProbeError;
+pub use errqueue::IcmpEvidence;
 pub use exchange::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
 pub use outcome::{CertFacts, Observed, ProbeResult};
 pub use target::{Host, Target, TargetError, TargetListError, parse_target, parse_target_list};
 pub use tls::{TlsOptions, TrustRoots};
+pub use ttl_walk::{Hop, Walk, WalkConfig};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::errqueue::IcmpEvidence;
 use super::target::Target;
+use super::ttl_walk::Walk;
 
 /// The raw outcome of probing one target, before any expectation is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,6 +122,13 @@ pub struct ProbeResult {
     /// Certificate facts, present when a TLS handshake got far enough to
     /// see a certificate (boxed: most results of a sweep have none).
     pub cert: Option<Box<CertFacts>>,
+    /// The ICMP error the last attempt's socket queued, with its sender.
+    pub icmp: Option<IcmpEvidence>,
+    /// TCP opened but TLS (or the exchange) stalled, and a second try with
+    /// a small MSS got through: a path-MTU black hole.
+    pub path_mtu: bool,
+    /// For a `timeout`, the TTL walk toward the target, when one ran.
+    pub walk: Option<Walk>,
     /// Every attempt connected and was closed before the far end sent a
     /// byte, where an exchange expected an answer (a canary shedding load):
     /// the outcome measures nothing.

@@ -215,6 +215,9 @@ mod tests {
             tls_time: None,
             attempts: 1,
             cert: None,
+            icmp: None,
+            path_mtu: false,
+            walk: None,
             shed: false,
         }
     }

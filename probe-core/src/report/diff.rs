@@ -6,7 +6,9 @@
 //! merges flows, so each appears at most once per report. A path in only one
 //! report (the plan file was edited between the runs) is listed with `null`
 //! on the side where it is missing. Only a path that was `ok` and no longer
-//! is counts as worse; see [`Diff::exit_code`].
+//! is counts as worse; see [`Diff::exit_code`]. Paths that fail in both
+//! reports are listed apart as well (`still_failing`), so that a change that
+//! fixed some paths is not read as having fixed them all.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -37,6 +39,12 @@ pub struct Diff {
     /// Every path that changed, in the new report's order, then the paths
     /// only the old report has.
     pub changes: Vec<Change>,
+    /// Every path that is a violation or an error in both reports, in the
+    /// new report's order: `change` is `changed` when it fails differently
+    /// now (it is then in `changes` too), `still-failing` when it fails the
+    /// same way. Added to `portcall.diff/v1`; empty in older diffs.
+    #[serde(default)]
+    pub still_failing: Vec<Change>,
 }
 
 /// When a report's round ran.
@@ -64,6 +72,10 @@ pub struct DiffSummary {
     pub added: usize,
     /// Only in the old report.
     pub removed: usize,
+    /// Not ok in either report, failing the same way or not (the length of
+    /// [`Diff::still_failing`]).
+    #[serde(default)]
+    pub still_failing: usize,
 }
 
 /// One path that changed.
@@ -87,7 +99,7 @@ pub struct Change {
 
 /// How a path changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ChangeKind {
     /// It was `ok` and no longer is: the only change that fails a diff.
     Regressed,
@@ -99,6 +111,9 @@ pub enum ChangeKind {
     Added,
     /// Only the old report has it.
     Removed,
+    /// Not `ok` either time, failing the same way: listed only in
+    /// [`Diff::still_failing`], never in [`Diff::changes`].
+    StillFailing,
 }
 
 impl ChangeKind {
@@ -110,6 +125,7 @@ impl ChangeKind {
             ChangeKind::Changed => "changed",
             ChangeKind::Added => "added",
             ChangeKind::Removed => "removed",
+            ChangeKind::StillFailing => "still-failing",
         }
     }
 }
@@ -213,6 +229,7 @@ pub fn diff(old: &Report, new: &Report) -> Result<Diff, DiffError> {
     index(new, "new")?;
     let mut summary = DiffSummary::default();
     let mut changes = Vec::new();
+    let mut still_failing = Vec::new();
     let mut matched = HashSet::new();
     for n in &new.paths {
         let after = Outcome::of(n);
@@ -229,10 +246,18 @@ pub fn diff(old: &Report, new: &Report) -> Result<Diff, DiffError> {
             (false, false) if o.verdict != n.verdict || o.observed != n.observed => {
                 ChangeKind::Changed
             }
+            (false, false) => ChangeKind::StillFailing,
             // Ok both times (perhaps observed differently: a must-be-blocked
-            // path now refused instead of dropped), or failing the same way.
-            _ => continue,
+            // path now refused instead of dropped).
+            (true, true) => continue,
         };
+        if matches!(kind, ChangeKind::Changed | ChangeKind::StillFailing) {
+            still_failing.push(change(n, kind, Some(Outcome::of(o)), Some(after.clone())));
+            summary.still_failing += 1;
+            if kind == ChangeKind::StillFailing {
+                continue;
+            }
+        }
         match kind {
             ChangeKind::Regressed => summary.regressed += 1,
             ChangeKind::Fixed => summary.fixed += 1,
@@ -257,6 +282,7 @@ pub fn diff(old: &Report, new: &Report) -> Result<Diff, DiffError> {
         new: round(new),
         summary,
         changes,
+        still_failing,
     })
 }
 
@@ -297,8 +323,15 @@ impl Diff {
         let s = &self.summary;
         writeln!(
             w,
-            "{}: {} regressed, {} fixed, {} changed reason, {} only in new, {} only in old ({} paths compared)",
-            self.plan, s.regressed, s.fixed, s.changed, s.added, s.removed, s.compared
+            "{}: {} regressed, {} fixed, {} changed reason, {} still failing, {} only in new, {} only in old ({} paths compared)",
+            self.plan,
+            s.regressed,
+            s.fixed,
+            s.changed,
+            s.still_failing,
+            s.added,
+            s.removed,
+            s.compared
         )?;
         writeln!(
             w,
@@ -314,9 +347,21 @@ impl Diff {
             ),
             (ChangeKind::Added, "ONLY IN NEW (the plan gained the path)"),
             (ChangeKind::Removed, "ONLY IN OLD (the plan lost the path)"),
+            (
+                ChangeKind::StillFailing,
+                "STILL FAILING (not ok before, not ok now)",
+            ),
         ];
         for (kind, title) in sections {
-            let rows: Vec<&Change> = self.changes.iter().filter(|c| c.change == kind).collect();
+            if kind == ChangeKind::StillFailing && self.changes.is_empty() {
+                writeln!(w)?;
+                writeln!(w, "no path changed")?;
+            }
+            let rows: Vec<&Change> = if kind == ChangeKind::StillFailing {
+                self.still_failing.iter().collect()
+            } else {
+                self.changes.iter().filter(|c| c.change == kind).collect()
+            };
             if rows.is_empty() {
                 continue;
             }
@@ -336,10 +381,6 @@ impl Diff {
                 ]);
             }
             t.write_to(w)?;
-        }
-        if self.changes.is_empty() {
-            writeln!(w)?;
-            writeln!(w, "no path changed")?;
         }
         Ok(())
     }
@@ -393,14 +434,15 @@ mod tests {
                 regressed: 1,
                 changed: 1,
                 added: 1,
-                removed: 1
+                removed: 1,
+                still_failing: 1
             }
         );
         assert_eq!(d.exit_code(), 1);
         let mut out = Vec::new();
         d.write_table(&mut out).unwrap();
         expect![[r#"
-            sample: 1 regressed, 1 fixed, 1 changed reason, 1 only in new, 1 only in old (3 paths compared)
+            sample: 1 regressed, 1 fixed, 1 changed reason, 1 still failing, 1 only in new, 1 only in old (3 paths compared)
               old round 2025-01-01T00:00:00.000Z – 2025-01-01T00:00:01.000Z
               new round 2025-01-02T00:00:00.000Z – 2025-01-02T00:00:01.000Z
 
@@ -423,6 +465,10 @@ mod tests {
             ONLY IN OLD (the plan lost the path): 1
               FROM  TO  PORT        BEFORE               AFTER  WHY
               web   db  9999 (svc)  violation (timeout)  -      must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+
+            STILL FAILING (not ok before, not ok now): 1
+              FROM  TO     PORT        BEFORE                AFTER                WHY
+              web   cache  6379 (svc)  error (not measured)  violation (refused)  must be open, but reset
         "#]]
         .assert_eq(&String::from_utf8(out).unwrap());
         let mut out = Vec::new();
@@ -445,7 +491,8 @@ mod tests {
                 "regressed": 1,
                 "changed": 1,
                 "added": 1,
-                "removed": 1
+                "removed": 1,
+                "still_failing": 1
               },
               "changes": [
                 {
@@ -517,10 +564,83 @@ mod tests {
                   },
                   "after": null
                 }
+              ],
+              "still_failing": [
+                {
+                  "from": "web",
+                  "to": "cache",
+                  "port": 6379,
+                  "service": "svc",
+                  "change": "changed",
+                  "before": {
+                    "verdict": "error",
+                    "observed": null
+                  },
+                  "after": {
+                    "verdict": "violation",
+                    "observed": "refused"
+                  }
+                }
               ]
             }
         "#]]
         .assert_eq(&String::from_utf8(out).unwrap());
+    }
+
+    /// The issue's case: a must-be-blocked hole "fixed" for one path while
+    /// others of the same kind still fail. The diff must list them, in JSON
+    /// and in the table, so that the fix is not read as done.
+    #[test]
+    fn partial_fix_lists_the_paths_still_failing() {
+        let old = sample();
+        let mut new = sample();
+        new.paths[1].verdict = Verdict::Ok;
+        new.paths[1].observed = Some(Observed::Timeout);
+        new.recount();
+        let d = diff(&old, &new).unwrap();
+        assert_eq!(d.summary.fixed, 1);
+        assert_eq!(d.summary.still_failing, 2);
+        assert_eq!(d.exit_code(), 0);
+        let failing: Vec<(u16, ChangeKind)> =
+            d.still_failing.iter().map(|c| (c.port, c.change)).collect();
+        assert_eq!(
+            failing,
+            [
+                (6379, ChangeKind::StillFailing),
+                (9999, ChangeKind::StillFailing)
+            ]
+        );
+        // Failing the same way is not a change.
+        assert_eq!(d.changes.len(), 1);
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["still_failing"][0]["change"], "still-failing");
+        assert_eq!(json["still_failing"][1]["after"]["verdict"], "violation");
+        assert_eq!(json["summary"]["still_failing"], 2);
+        let mut out = Vec::new();
+        d.write_table(&mut out).unwrap();
+        expect![[r#"
+            sample: 0 regressed, 1 fixed, 0 changed reason, 2 still failing, 0 only in new, 0 only in old (4 paths compared)
+              old round 2025-01-01T00:00:00.000Z – 2025-01-01T00:00:01.000Z
+              new round 2025-01-01T00:00:00.000Z – 2025-01-01T00:00:01.000Z
+
+            FIXED (not ok before, ok now): 1
+              FROM  TO  PORT        BEFORE            AFTER         WHY
+              web   db  3307 (svc)  violation (open)  ok (timeout)  db saw our nonce from 127.0.9.1
+
+            STILL FAILING (not ok before, not ok now): 2
+              FROM  TO     PORT        BEFORE                AFTER                 WHY
+              web   cache  6379 (svc)  error (not measured)  error (not measured)  target agent cache unreachable, nothing to measure against: connect refused
+              web   db     9999 (svc)  violation (timeout)   violation (timeout)   must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+        "#]].assert_eq(&String::from_utf8(out).unwrap());
+        // A diff written before the list existed still reads.
+        let mut old_json = json.clone();
+        old_json.as_object_mut().unwrap().remove("still_failing");
+        old_json["summary"]
+            .as_object_mut()
+            .unwrap()
+            .remove("still_failing");
+        let back: Diff = serde_json::from_value(old_json).unwrap();
+        assert!(back.still_failing.is_empty());
     }
 
     #[test]

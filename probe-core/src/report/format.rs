@@ -124,11 +124,17 @@ pub(crate) fn path_label(p: &super::PathReport) -> String {
     )
 }
 
-/// Why a path got its verdict, in words: a violation says what was wanted.
+/// Why a path got its verdict, in words: a violation says what was wanted,
+/// and a path with a [`super::Blame`] says where it breaks in one sentence
+/// (the JSON `detail` keeps the whole evidence).
 pub(crate) fn why(p: &super::PathReport) -> String {
+    let said = match &p.blame {
+        Some(b) => b.sentence(&p.to, p.icmp.as_ref()),
+        None => p.detail.clone(),
+    };
     match p.verdict {
-        super::Verdict::Violation => format!("must be {}, but {}", p.expect, p.detail),
-        _ => p.detail.clone(),
+        super::Verdict::Violation => format!("must be {}, but {said}", p.expect),
+        _ => said,
     }
 }
 

@@ -16,11 +16,15 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use super::blame::{self, TargetStage};
 use super::{
     AgentState, Conflict, HostReport, PathReport, PlanMismatch, Report, SCHEMA, Summary, TargetEnd,
     Verdict,
 };
-use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe};
+use crate::control::{
+    CanaryEvidence, Handshake, HandshakeStage, ListenerReport, ListenerState, PathProbe,
+    TraceDirection, TraceEvidence, TraceState,
+};
 use crate::plan::{Family, Plan};
 use crate::probe::Observed;
 
@@ -66,6 +70,12 @@ pub struct AgentEvidence {
     pub canaries: Vec<CanaryEvidence>,
     /// Why the evidence request failed, if it did.
     pub evidence_error: Option<String>,
+    /// The handshakes its kernel saw on its planned ports; `None` when it
+    /// could not watch them (or gave no evidence).
+    pub handshakes: Option<Vec<Handshake>>,
+    /// What nftables tracing on its host saw; `None` when it does not
+    /// trace (or gave no evidence).
+    pub trace: Option<TraceEvidence>,
 }
 
 impl AgentEvidence {
@@ -78,6 +88,8 @@ impl AgentEvidence {
             probe_error: None,
             canaries: Vec::new(),
             evidence_error: None,
+            handshakes: None,
+            trace: None,
         }
     }
 }
@@ -143,6 +155,15 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
                 conflicts,
                 agent_detail,
                 plan_mismatch,
+                zone: h.zone.clone(),
+                rule_trace: round
+                    .agents
+                    .get(&h.name)
+                    .and_then(|a| a.trace.as_ref())
+                    .map(|t| super::RuleTrace {
+                        state: t.state,
+                        reason: t.reason.clone(),
+                    }),
                 addresses: if h.addresses.len() > 1 {
                     h.addresses.iter().map(ToString::to_string).collect()
                 } else {
@@ -167,6 +188,24 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
     };
     report.recount();
     report
+}
+
+/// The source selectors of the flows behind a path, each once, in flow
+/// order.
+fn flow_from(plan: &Plan, path: &crate::plan::Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in path
+        .flows
+        .iter()
+        .filter_map(|f| plan.flow(*f))
+        .flat_map(|f| f.from.iter())
+    {
+        let s = s.to_string();
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// What the target end of a path offered.
@@ -198,12 +237,16 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         target_saw: None,
         seen_source: None,
         family: path.family,
+        icmp: None,
+        target_stage: None,
+        blame: None,
         flows: path
             .flows
             .iter()
             .filter_map(|f| plan.flow(*f))
             .map(|f| f.label())
             .collect(),
+        flow_from: flow_from(plan, path),
         server_port: path.server_port.map(|p| p.get()),
         tls_ms: None,
     };
@@ -285,6 +328,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     r.attempts = probe.attempts;
     // A DNS target's family is the one its resolved address had.
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
+    r.icmp = probe.icmp.clone();
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
         return fail(
@@ -317,6 +361,40 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         Listener::Canary | Listener::Dialled => TargetEnd::Canary,
         Listener::Live { .. } => TargetEnd::Live,
     };
+    // How far the source's handshakes got at the target, by the target's
+    // kernel: keyed by the address the source sent from (or, when it never
+    // connected, its plan address).
+    let sources: Vec<String> = probe
+        .source
+        .map(|s| s.ip().to_string())
+        .into_iter()
+        .chain(plan.host(&path.from).map(|h| h.address.to_string()))
+        .collect();
+    let handshake = dst.handshakes.as_ref().map(|hs| {
+        hs.iter()
+            .filter(|h| h.port == port && sources.contains(&h.source))
+            .map(|h| h.stage)
+            .max()
+    });
+    let stage_of = |h: Option<HandshakeStage>| match h {
+        None => TargetStage::Nothing,
+        Some(HandshakeStage::Syn) => TargetStage::Syn,
+        Some(HandshakeStage::Connected) => TargetStage::Connected,
+    };
+    let icmp_words = |canary: &str| {
+        probe.icmp.as_ref().map(|icmp| {
+            let from_target = icmp.from == r.address;
+            if from_target {
+                format!("rejected by {} (ICMP {}){canary}", path.to, icmp.kind)
+            } else {
+                format!(
+                    "rejected by {} (ICMP {}), a device on the way, not {}",
+                    icmp.from, icmp.kind, path.to
+                )
+            }
+        })
+    };
+    let mut redirected_to = None;
     match listener {
         Listener::Canary => {
             if let Some(e) = &dst.evidence_error {
@@ -332,6 +410,11 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             });
             r.target_saw = Some(sighting.is_some());
             r.seen_source = sighting.map(|s| s.source.ip().to_string());
+            r.target_stage = match (sighting, handshake) {
+                (Some(_), _) => Some(TargetStage::Nonce),
+                (None, Some(h)) => Some(stage_of(h)),
+                (None, None) => None,
+            };
             if sighting.is_none() && probe.shed {
                 // Our own canary was too busy to answer: nothing measured,
                 // and never a verdict on the path.
@@ -352,26 +435,43 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 );
             }
             let observed = match (sighting, probe.observed) {
+                // A second try with a small MSS delivered the nonce, but
+                // ordinary traffic does not get through.
+                (Some(_), o) if probe.path_mtu => o,
                 (Some(_), _) => Observed::Open,
                 (None, Observed::Open) => Observed::WrongHost,
                 (None, o) => o,
             };
             let canary = format!(" while the canary of {} was listening", path.to);
+            let half_open = r.target_stage == Some(TargetStage::Syn);
             r.detail = match observed {
                 Observed::Open => format!(
                     "{} saw our nonce from {}",
                     path.to,
                     r.seen_source.as_deref().unwrap_or("?")
                 ),
+                Observed::Timeout if half_open => format!(
+                    "return path lost: {} got our SYN but its answers never came back; {}",
+                    path.to,
+                    silence("")
+                ),
                 Observed::Timeout => silence(&canary),
                 Observed::Unreachable if local_denial(&probe.detail) => with(format!(
                     "refused on {} itself before anything was sent: its own packet filter or security policy{canary}",
                     path.from
                 )),
+                Observed::Unreachable | Observed::Refused if probe.icmp.is_some() => {
+                    icmp_words(&canary).unwrap_or_default()
+                }
                 Observed::Unreachable => with(format!("rejected with an ICMP error{canary}")),
                 Observed::Refused => {
                     format!("reset (TCP RST){canary}: a firewall rejects with reset")
                 }
+                _ if probe.path_mtu => probe.detail.clone(),
+                Observed::TlsError | Observed::WrongHost if half_open => format!(
+                    "handshake incomplete at {}: our SYN arrived, but the rest of the connection never did (a stateless filter or an asymmetric route); {}",
+                    path.to, probe.detail
+                ),
                 Observed::TlsError => with(format!("TLS with the canary of {} failed", path.to)),
                 Observed::WrongHost => {
                     let mut s = if probe.observed == Observed::Open {
@@ -386,6 +486,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                         probe.nonce.as_ref().and_then(|n| elsewhere(round, n))
                     {
                         s.push_str(&format!("; our nonce arrived at {host} from {source}"));
+                        redirected_to = plan.host(&host).map(|h| h.address.to_string());
                     }
                     s
                 }
@@ -411,10 +512,13 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);
+            // Without a canary only a trace of the handshake is evidence:
+            // polling can miss a short connection, so "nothing" is not said.
+            r.target_stage = handshake.flatten().map(|h| stage_of(Some(h)));
             let live = format!(" ({why})");
             r.detail = match probe.observed {
                 Observed::Open => format!("connected to the live service{live}"),
-                Observed::Refused => format!(
+                Observed::Refused if probe.icmp.is_none() => format!(
                     "refused: service down on {}:{port}{live}; a refusal here cannot tell a firewall reset from a stopped service",
                     path.to
                 ),
@@ -423,14 +527,92 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                     "refused on {} itself before anything was sent: its own packet filter or security policy{live}",
                     path.from
                 )),
-                Observed::Unreachable => with(format!("rejected with an ICMP error{live}")),
+                Observed::Unreachable | Observed::Refused => icmp_words(&live)
+                    .unwrap_or_else(|| with(format!("rejected with an ICMP error{live}"))),
+                Observed::TlsError if probe.path_mtu => probe.detail.clone(),
                 Observed::TlsError => with(format!("TLS with the live service failed{live}")),
                 Observed::WrongHost | Observed::LocalError => with(format!("unexpected{live}")),
             };
         }
     }
+    let mut addresses = vec![r.address.clone()];
+    if let Some(h) = plan.host(&path.to) {
+        addresses.push(h.address.to_string());
+    }
+    let traced = traced(plan, path, probe, &r.address, src, dst);
+    r.blame = blame::blame(&blame::Evidence {
+        observed: r.observed,
+        target_addresses: &addresses,
+        icmp: probe.icmp.as_ref(),
+        target_stage: r.target_stage,
+        walk: probe.walk.as_ref(),
+        path_mtu: probe.path_mtu,
+        local_denial: local_denial(&probe.detail),
+        redirected_to: redirected_to.as_deref(),
+        traced,
+    });
     r.verdict = Verdict::judge(path.expect, r.observed, end);
     r
+}
+
+/// What the firewall traces of both ends say about one path: the source's
+/// output chain stopped our probe, a rule or policy on the target stopped
+/// it, the target's firewall let it through, or the target (tracing) never
+/// saw it. `None` where neither end traced.
+fn traced(
+    plan: &Plan,
+    path: &crate::plan::Path,
+    probe: &PathProbe,
+    address: &str,
+    src: &AgentEvidence,
+    dst: &AgentEvidence,
+) -> Option<blame::Traced> {
+    fn on(a: &AgentEvidence) -> Option<&TraceEvidence> {
+        a.trace.as_ref().filter(|t| t.state == TraceState::Traced)
+    }
+    let dest: Option<std::net::IpAddr> = address.parse().ok();
+    let port = path.port.get();
+    if let Some(t) = on(src) {
+        let egress = t.flows.iter().find(|f| {
+            f.direction == TraceDirection::Out
+                && f.port == port
+                && Some(f.dest) == dest
+                && f.stop.is_some()
+        });
+        if let Some(stop) = egress.and_then(|f| f.stop.as_ref()) {
+            return Some(blame::Traced::Egress(blame::BlameRule::of(
+                &path.from, stop,
+            )));
+        }
+    }
+    let t = on(dst)?;
+    let mut sources: Vec<std::net::IpAddr> = probe.source.map(|s| s.ip()).into_iter().collect();
+    if let Some(h) = plan.host(&path.from) {
+        sources.extend(h.addresses.iter().filter_map(|a| match a {
+            crate::plan::Address::Ip(ip) => Some(*ip),
+            crate::plan::Address::Dns(_) => None,
+        }));
+    }
+    let arrived: Vec<_> = t
+        .flows
+        .iter()
+        .filter(|f| {
+            f.direction == TraceDirection::In
+                && f.port == port
+                && sources.contains(&f.source)
+                && dest.is_none_or(|d| d == f.dest)
+        })
+        .collect();
+    if let Some(stop) = arrived.iter().find_map(|f| f.stop.as_ref()) {
+        return Some(blame::Traced::AtTarget(blame::BlameRule::of(
+            &path.to, stop,
+        )));
+    }
+    Some(if arrived.is_empty() {
+        blame::Traced::NeverArrived
+    } else {
+        blame::Traced::PassedTarget
+    })
 }
 
 /// Whether a prober's detail is a local permission error (`EPERM`,
@@ -508,6 +690,8 @@ expect = "blocked"
             probes,
             probe_error: None,
             evidence_error: None,
+            handshakes: None,
+            trace: None,
         }
     }
 
@@ -537,6 +721,9 @@ expect = "blocked"
             )
             .then_some(1234),
             tls_us: None,
+            icmp: None,
+            path_mtu: false,
+            walk: None,
             shed: false,
         }
     }

@@ -5,6 +5,7 @@
 //! they all agree.
 
 mod atomic;
+pub mod blame;
 pub mod diff;
 mod format;
 pub mod html;
@@ -22,13 +23,14 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use atomic::{WriteError, write_atomically};
+pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join, join_paths};
 
 use crate::control::ListenerState;
 use crate::plan::{Expect, Family};
 use crate::port::Protocol;
-use crate::probe::Observed;
+use crate::probe::{IcmpEvidence, Observed};
 
 /// The `schema` value of a report.
 pub const SCHEMA: &str = "portcall.report/v1";
@@ -88,13 +90,43 @@ pub struct HostReport {
     /// first; absent (empty) when it has one, which is `address`.
     #[serde(default, skip_serializing_if = "several_not")]
     pub addresses: Vec<String>,
+    /// The host's zone in the plan, `null` without one. Added to v1 so
+    /// that `suggest` can say which addresses a zone selector covers
+    /// without the plan file.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Whether the host's agent could trace its firewall to name the rule
+    /// that stops a path, and why not; `null` when it did not try (the
+    /// demo's agents, `--no-rule-trace`). Added to v1.
+    #[serde(default)]
+    pub rule_trace: Option<RuleTrace>,
 }
 
 fn several_not(v: &[String]) -> bool {
     v.len() < 2
 }
 
+/// Whether an agent traced its host's firewall in the round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTrace {
+    /// `traced` or `unavailable`.
+    pub state: crate::control::TraceState,
+    /// Why tracing was not possible (not permitted, no nftables), or what
+    /// it could not see (legacy iptables).
+    pub reason: Option<String>,
+}
+
 impl HostReport {
+    /// Every plan address of the host: `addresses`, or `address` alone
+    /// when it has one (and in reports written before the list existed).
+    pub fn plan_addresses(&self) -> Vec<&str> {
+        if self.addresses.is_empty() {
+            vec![self.address.as_str()]
+        } else {
+            self.addresses.iter().map(String::as_str).collect()
+        }
+    }
+
     /// Its plan address of `family`: from `addresses`, or `address` when
     /// that is the only one and of that family.
     pub fn address_of(&self, family: crate::plan::Family) -> Option<&str> {
@@ -299,10 +331,26 @@ pub struct PathReport {
     /// before families existed, and for a DNS target never probed.
     #[serde(default)]
     pub family: Option<Family>,
+    /// The ICMP error that came back for the probe, with its sender.
+    #[serde(default)]
+    pub icmp: Option<IcmpEvidence>,
+    /// How far our connection got at the target, by the target agent's
+    /// evidence; `null` without it.
+    #[serde(default)]
+    pub target_stage: Option<TargetStage>,
+    /// Where and why the path is blocked or failing; `null` for open paths
+    /// and for paths not measured.
+    #[serde(default)]
+    pub blame: Option<Blame>,
     /// Labels of the flows that produce the path, for grouping. Not part
     /// of the JSON contract (empty when read back from JSON).
     #[serde(skip)]
     pub flows: Vec<String>,
+    /// The source selectors (`zone:NAME`, `role:NAME`, `host:NAME`, `all`)
+    /// of the flows that produce the path. Added to v1 so that `suggest`
+    /// can name what a must-be-blocked flow covers; empty in older reports.
+    #[serde(default)]
+    pub flow_from: Vec<String>,
     /// Where the target listens, present only when it differs from the
     /// dialled `port` (a client/server port mismatch in the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]

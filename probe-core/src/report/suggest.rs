@@ -47,6 +47,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use super::blame::{Blame, BlameRule, Where};
 use super::format::path_label;
 use super::{PathReport, Report, Verdict};
 use crate::plan::Expect;
@@ -117,6 +118,9 @@ pub struct SuggestOptions {
     pub chain: Option<String>,
     /// firewalld only: the zone; firewalld's default zone when `None`.
     pub zone: Option<String>,
+    /// A plan host that routes between the zones (nft and iptables): for a
+    /// path blamed on the network, a forward-chain accept on it.
+    pub router: Option<String>,
 }
 
 impl SuggestOptions {
@@ -128,6 +132,7 @@ impl SuggestOptions {
             table: None,
             chain: None,
             zone: None,
+            router: None,
         }
     }
 }
@@ -141,6 +146,14 @@ pub enum SuggestError {
     UnknownFormat {
         /// The name given.
         name: String,
+    },
+    /// `--router` names no host of the report.
+    #[error("router {host:?} is not a host of the report (its hosts: {known})")]
+    UnknownRouter {
+        /// The name given.
+        host: String,
+        /// The report's hosts, comma-separated.
+        known: String,
     },
     /// `--host` names no host of the report.
     #[error("host {host:?} is not in the report (its hosts: {known})")]
@@ -310,6 +323,9 @@ impl Backend {
                 Ok(Backend::Iptables { chain })
             }
             FirewallFormat::Firewalld => {
+                if o.router.is_some() {
+                    return Err(not("--router"));
+                }
                 if o.table.is_some() {
                     return Err(not("--table"));
                 }
@@ -333,23 +349,25 @@ impl Backend {
                 table,
                 chain,
             } => format!(
-                "Each rule is inserted at the head of chain {chain} of table {} {table}, so accepts precede the chain's drops and rejects, and drops precede its accepts",
+                "Each rule is inserted at the head of chain {chain} of table {} {table}, so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop, then accepts for the port's must-be-open sources inserted ahead of it",
                 family.as_str()
             ),
             Backend::Iptables { chain } => format!(
-                "Each rule is inserted at the head of chain {chain} (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts"
+                "Each rule is inserted at the head of chain {chain} (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop (both families), then accepts for the port's must-be-open sources inserted ahead of it"
             ),
             Backend::Firewalld { zone } => format!(
-                "Rich rules in the {} zone, accepts at priority -32767 and drops at -32768, ahead of the zone's other rules and its target",
+                "Rich rules in the {} zone, accepts at priority -32768 and a port's default-deny drop at -32767, both ahead of the zone's other rules and its target",
                 zone.as_deref().unwrap_or("default")
             ),
         }
     }
 
-    /// The command that accepts (`accept`) or drops traffic from `source`
-    /// to TCP `port`.
-    fn command(&self, accept: bool, source: IpAddr, port: u16, note: &str) -> String {
-        let v6 = source.is_ipv6();
+    /// The commands that accept (`accept`) or drop TCP to `port` from
+    /// `source`, or from every source when it is `None` (for iptables, one
+    /// command per address family then).
+    fn commands(&self, accept: bool, source: Option<IpAddr>, port: u16, note: &str) -> Vec<String> {
+        let v6 = source.is_some_and(|s| s.is_ipv6());
+        let port_text = port.to_string();
         match self {
             Backend::Nft {
                 family,
@@ -357,52 +375,74 @@ impl Backend {
                 chain,
             } => {
                 let comment = format!("\"{}\"", comment_token(note, 128));
-                [
-                    "nft",
-                    "insert",
-                    "rule",
-                    family.as_str(),
-                    table,
-                    chain,
-                    if v6 { "ip6" } else { "ip" },
-                    "saddr",
-                    &source.to_string(),
+                let mut words = vec!["nft", "insert", "rule", family.as_str(), table, chain];
+                let addr = source.map(|s| s.to_string());
+                if let Some(a) = &addr {
+                    words.extend([if v6 { "ip6" } else { "ip" }, "saddr", a]);
+                }
+                words.extend([
                     "tcp",
                     "dport",
-                    &port.to_string(),
+                    &port_text,
                     "counter",
                     if accept { "accept" } else { "drop" },
                     "comment",
                     &comment,
+                ]);
+                vec![
+                    words
+                        .into_iter()
+                        .map(sh_quote)
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 ]
-                .map(sh_quote)
-                .join(" ")
             }
-            Backend::Iptables { chain } => [
-                if v6 { "ip6tables" } else { "iptables" },
-                "-w",
-                "-I",
-                chain,
-                "-s",
-                &source.to_string(),
-                "-p",
-                "tcp",
-                "--dport",
-                &port.to_string(),
-                "-m",
-                "comment",
-                "--comment",
-                &comment_token(note, 255),
-                "-j",
-                if accept { "ACCEPT" } else { "DROP" },
-            ]
-            .map(sh_quote)
-            .join(" "),
+            Backend::Iptables { chain } => {
+                let tools: &[&str] = match source {
+                    Some(_) if v6 => &["ip6tables"],
+                    Some(_) => &["iptables"],
+                    None => &["iptables", "ip6tables"],
+                };
+                let comment = comment_token(note, 255);
+                let addr = source.map(|s| s.to_string());
+                tools
+                    .iter()
+                    .map(|tool| {
+                        let mut words = vec![*tool, "-w", "-I", chain];
+                        if let Some(a) = &addr {
+                            words.extend(["-s", a]);
+                        }
+                        words.extend([
+                            "-p",
+                            "tcp",
+                            "--dport",
+                            &port_text,
+                            "-m",
+                            "comment",
+                            "--comment",
+                            &comment,
+                            "-j",
+                            if accept { "ACCEPT" } else { "DROP" },
+                        ]);
+                        words
+                            .into_iter()
+                            .map(sh_quote)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect()
+            }
             Backend::Firewalld { zone } => {
+                let from = match source {
+                    Some(a) => format!(
+                        " family=\"{}\" source address=\"{a}\"",
+                        if v6 { "ipv6" } else { "ipv4" }
+                    ),
+                    None => String::new(),
+                };
                 let rule = format!(
-                    "rule priority=\"{}\" family=\"{}\" source address=\"{source}\" port port=\"{port}\" protocol=\"tcp\" {}",
-                    if accept { -32767 } else { -32768 },
-                    if v6 { "ipv6" } else { "ipv4" },
+                    "rule priority=\"{}\"{from} port port=\"{port}\" protocol=\"tcp\" {}",
+                    if accept { -32768 } else { -32767 },
                     if accept { "accept" } else { "drop" },
                 );
                 let mut words = vec!["firewall-cmd".to_string(), "--permanent".to_string()];
@@ -410,18 +450,114 @@ impl Backend {
                     words.push(format!("--zone={z}"));
                 }
                 words.push(format!("--add-rich-rule={rule}"));
-                words
-                    .iter()
-                    .map(|w| sh_quote(w))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
             }
         }
     }
 }
 
-/// Quotes one word for `sh`: as is when it has only characters no shell
-/// treats specially, else in single quotes.
+impl Backend {
+    /// Accepts TCP to `dest:port` (from `source`, when given) in `hook`'s
+    /// chain (`output` or `forward`), or in the traced rule's table and
+    /// chain `at` (nft).
+    fn accept_in(
+        &self,
+        hook: &str,
+        at: Option<&(String, String)>,
+        source: Option<IpAddr>,
+        dest: Option<IpAddr>,
+        port: u16,
+        note: &str,
+    ) -> Vec<String> {
+        let v6 = dest.or(source).is_some_and(|a| a.is_ipv6());
+        let ipf = if v6 { "ip6" } else { "ip" };
+        let port = port.to_string();
+        let (src, dst) = (source.map(|a| a.to_string()), dest.map(|a| a.to_string()));
+        match self {
+            Backend::Nft { family, table, .. } => {
+                let (table, chain) = match at {
+                    Some((t, c)) => (t.clone(), c.clone()),
+                    None => (format!("{} {table}", family.as_str()), hook.to_string()),
+                };
+                let mut words: Vec<String> = ["nft", "insert", "rule"].map(String::from).to_vec();
+                words.extend(table.split_whitespace().map(String::from));
+                words.push(chain);
+                if let Some(a) = &src {
+                    words.extend([ipf.to_string(), "saddr".into(), a.clone()]);
+                }
+                if let Some(a) = dst {
+                    words.extend([ipf.to_string(), "daddr".into(), a]);
+                }
+                words.extend(
+                    ["tcp", "dport", &port, "counter", "accept", "comment"].map(String::from),
+                );
+                words.push(format!("\"{}\"", comment_token(note, 128)));
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            }
+            Backend::Iptables { .. } => {
+                let mut words: Vec<String> = vec![
+                    if v6 { "ip6tables" } else { "iptables" }.into(),
+                    "-w".into(),
+                    "-I".into(),
+                    hook.to_ascii_uppercase(),
+                ];
+                if let Some(a) = &src {
+                    words.extend(["-s".into(), a.clone()]);
+                }
+                if let Some(a) = dst {
+                    words.extend(["-d".into(), a]);
+                }
+                words.extend(
+                    ["-p", "tcp", "--dport", &port, "-m", "comment", "--comment"].map(String::from),
+                );
+                words.push(comment_token(note, 255));
+                words.extend(["-j".into(), "ACCEPT".into()]);
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            }
+            Backend::Firewalld { .. } => {
+                // firewalld zones filter what arrives; a host's own output
+                // is filtered by direct rules.
+                let rule = format!(
+                    "{} filter {} 0 -d {} -p tcp --dport {port} -j ACCEPT",
+                    if v6 { "ipv6" } else { "ipv4" },
+                    hook.to_ascii_uppercase(),
+                    dst.unwrap_or_default()
+                );
+                let mut words = vec!["firewall-cmd", "--permanent", "--direct", "--add-rule"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>();
+                words.extend(rule.split(' ').map(String::from));
+                vec![
+                    words
+                        .iter()
+                        .map(|w| sh_quote(w))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            }
+        }
+    }
+}
+
 fn sh_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
@@ -465,13 +601,46 @@ pub enum Action {
         source: IpAddr,
         /// The target port.
         port: u16,
+        /// nft: the table and chain of the traced rule or policy that
+        /// stopped the path (`FAMILY TABLE`, chain), when it is not the
+        /// script's: an accept elsewhere would not override a drop there.
+        at: Option<(String, String)>,
     },
-    /// Drop TCP from `source` to `port` at the path's target.
-    Drop {
-        /// The source address the rule matches.
-        source: IpAddr,
+    /// Accept TCP to `dest:port` in the source host's output chain: its
+    /// own egress filter stopped the path.
+    AcceptOut {
+        /// The target address.
+        dest: IpAddr,
         /// The target port.
         port: u16,
+        /// nft: the traced rule's table and chain, as for `Accept`.
+        at: Option<(String, String)>,
+    },
+    /// Accept forwarded TCP from `source` to `dest:port` on the router
+    /// (`--router`): a device between the zones stopped the path.
+    Forward {
+        /// The source address.
+        source: IpAddr,
+        /// The target address.
+        dest: IpAddr,
+        /// The target port.
+        port: u16,
+    },
+    /// Per-port default deny at the path's target, for a must-be-blocked
+    /// path that was open: accept TCP to `port` from each of `allow` (the
+    /// port's must-be-open sources), then drop it from everyone else.
+    DefaultDeny {
+        /// The target port.
+        port: u16,
+        /// The addresses that must still get through, each once, sorted,
+        /// with the must-be-open source host each belongs to.
+        allow: Vec<(IpAddr, String)>,
+    },
+    /// Fixed by the default deny another path's item already writes for
+    /// the same target port.
+    Covered {
+        /// The label of the path whose item holds the rules.
+        by: String,
     },
     /// No rule on this host can fix the path; why, and what would.
     Manual {
@@ -520,6 +689,19 @@ pub struct Suggestions {
 /// rule that fixes it or why none can.
 pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions, SuggestError> {
     let backend = Backend::new(options)?;
+    if let Some(r) = &options.router
+        && !report.hosts.iter().any(|h| &h.name == r)
+    {
+        return Err(SuggestError::UnknownRouter {
+            host: r.clone(),
+            known: report
+                .hosts
+                .iter()
+                .map(|x| x.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     if let Some(h) = &options.host {
         let known = report.hosts.iter().any(|x| &x.name == h)
             || report.paths.iter().any(|p| &p.from == h || &p.to == h);
@@ -536,8 +718,19 @@ pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions,
         }
     }
     let mut hosts: Vec<HostSuggestions> = Vec::new();
+    // The first path whose item holds each (host, port)'s default deny.
+    let mut denied: Vec<(String, u16, String)> = Vec::new();
     for p in report.paths.iter().filter(|p| p.verdict != Verdict::Ok) {
-        let (host, item) = judge(report, &backend, p);
+        let (host, mut item) = judge(report, &backend, options.router.as_deref(), p);
+        if let Action::DefaultDeny { port, .. } = item.action {
+            match denied.iter().find(|(h, q, _)| *h == host && *q == port) {
+                Some((_, _, by)) => {
+                    item.notes.clear();
+                    item.action = Action::Covered { by: by.clone() };
+                }
+                None => denied.push((host.clone(), port, item.path.clone())),
+            }
+        }
         if options.host.as_ref().is_some_and(|h| *h != host) {
             continue;
         }
@@ -573,7 +766,12 @@ pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions,
 }
 
 /// The host whose firewall a path concerns, and what to do there.
-fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
+fn judge(
+    report: &Report,
+    backend: &Backend,
+    router: Option<&str>,
+    p: &PathReport,
+) -> (String, Item) {
     let observed = p.observed.map_or("nothing (not measured)", |o| o.as_str());
     let mut item = Item {
         path: path_label(p),
@@ -603,6 +801,65 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
             "the path was not measured, so there is nothing to fix yet; resolve the reason above and check again".to_string()
         };
         return manual(item, target, reason);
+    }
+    let mut target_rule = None;
+    if let (Expect::Open, Some(b)) = (p.expect, p.blame.as_ref()) {
+        match b.at {
+            Where::Source => {
+                let Ok(dest) = p.address.parse::<IpAddr>() else {
+                    return manual(
+                        item,
+                        p.from.clone(),
+                        format!("{}'s own output filter stops the path; allow TCP to {}:{} there", p.from, p.address, p.port),
+                    );
+                };
+                item.notes.push(format!(
+                    "blamed on {}: its own output filter stops the probe before it leaves ({})",
+                    p.from, b.cause
+                ));
+                if let Some(rule) = &b.rule {
+                    item.notes.push(overrides(rule));
+                }
+                item.action = Action::AcceptOut {
+                    dest: dest.to_canonical(),
+                    port: p.port,
+                    at: b
+                        .rule
+                        .as_ref()
+                        .and_then(rule_chain)
+                        .filter(|_| matches!(backend, Backend::Nft { .. })),
+                };
+                return (p.from.clone(), item);
+            }
+            Where::Network | Where::ReturnPath => {
+                let paragraph = network_paragraph(report, p, b);
+                let router = router.filter(|r| *r != p.to && *r != p.from);
+                let (Some(router), Ok(dest)) = (router, p.address.parse::<IpAddr>()) else {
+                    return manual(item, target, paragraph);
+                };
+                let Ok((source, note)) = source_address(report, p) else {
+                    return manual(item, target, paragraph);
+                };
+                item.notes.push(paragraph);
+                item.notes.extend(note);
+                item.action = Action::Forward {
+                    source,
+                    dest: dest.to_canonical(),
+                    port: p.port,
+                };
+                return (router.to_string(), item);
+            }
+            Where::Unknown => item.notes.push(format!(
+                "where the path breaks is unknown ({}): the evidence cannot tell {}'s firewall from a device on the way, so this accept at {} helps only if {}'s own firewall is what stops it",
+                b.cause, p.to, p.to, p.to
+            )),
+            Where::Target => {
+                if let Some(rule) = &b.rule {
+                    item.notes.push(overrides(rule));
+                    target_rule = rule_chain(rule);
+                }
+            }
+        }
     }
     let local_denial = [libc::EPERM, libc::EACCES]
         .into_iter()
@@ -642,6 +899,7 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
                 ),
             );
         }
+        (Expect::Open, Some(Observed::Timeout)) if p.blame.is_some() => true,
         (Expect::Open, Some(Observed::Timeout)) => {
             // Linux swallows the EPERM of a SYN dropped by the source's own
             // output filter and keeps retransmitting, so such a drop also
@@ -685,6 +943,15 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
     if p.port == 0 {
         return manual(item, target, "port 0 cannot be filtered".to_string());
     }
+    if !accept {
+        return match default_deny(report, backend, p, &mut item.notes) {
+            Ok(action) => {
+                item.action = action;
+                (target, item)
+            }
+            Err(reason) => manual(item, target, reason),
+        };
+    }
     let source = match source_address(report, p) {
         Ok((ip, note)) => {
             item.notes.extend(note);
@@ -707,18 +974,206 @@ fn judge(report: &Report, backend: &Backend, p: &PathReport) -> (String, Item) {
             ),
         );
     }
-    item.action = if accept {
-        Action::Accept {
-            source,
-            port: p.port,
-        }
-    } else {
-        Action::Drop {
-            source,
-            port: p.port,
-        }
+    item.action = Action::Accept {
+        source,
+        port: p.port,
+        at: target_rule.filter(|_| matches!(backend, Backend::Nft { .. })),
     };
     (target, item)
+}
+
+/// The traced rule's `(FAMILY TABLE, chain)`, when it names an nft table.
+fn rule_chain(rule: &BlameRule) -> Option<(String, String)> {
+    let mut words = rule.table.split_whitespace();
+    let (Some(family), Some(table), None) = (words.next(), words.next(), words.next()) else {
+        return None;
+    };
+    (matches!(family, "ip" | "ip6" | "inet")
+        && nft_identifier(table)
+        && nft_identifier(&rule.chain))
+    .then(|| (format!("{family} {table}"), rule.chain.clone()))
+}
+
+/// What a traced rule is, for a note, and how to remove it instead.
+fn overrides(rule: &BlameRule) -> String {
+    let mut s = format!("overrides {}", rule.describe());
+    if let (Some(h), None, Some((table, chain))) = (rule.handle, &rule.policy, rule_chain(rule)) {
+        s.push_str(&format!(
+            "; or remove that rule on {}: nft delete rule {table} {chain} handle {h}",
+            rule.host
+        ));
+    }
+    s
+}
+
+/// The paragraph for the network team about a path a device between the
+/// hosts stops: hop, zones, addresses, protocol and port.
+fn network_paragraph(report: &Report, p: &PathReport, blame: &Blame) -> String {
+    let host = |name: &str| report.hosts.iter().find(|h| h.name == name);
+    let zone = |name: &str| {
+        host(name)
+            .and_then(|h| h.zone.clone())
+            .map_or(String::new(), |z| format!(", zone {z}"))
+    };
+    let from_addrs = host(&p.from).map_or_else(String::new, |h| h.plan_addresses().join(", "));
+    let hop = match (&blame.hop, blame.hop_distance) {
+        (Some(h), Some(d)) => format!("the device at {h} (hop {d} from {})", p.from),
+        (Some(h), None) => format!("the device at {h}"),
+        _ => "a device between the hosts".to_string(),
+    };
+    let what = match blame.at {
+        Where::ReturnPath => format!(
+            "{} got the SYN but its answers never came back: {hop} loses the return direction",
+            p.to
+        ),
+        _ => format!("{hop} stops it ({})", blame.cause),
+    };
+    format!(
+        "blamed on the network: {what}; no rule on {} or {} can fix it. For the network team: allow TCP from {} ({from_addrs}{}) to {} ({}{}) port {}{}",
+        p.to,
+        p.from,
+        p.from,
+        zone(&p.from),
+        p.to,
+        p.address,
+        zone(&p.to),
+        p.port,
+        blame
+            .hop
+            .as_ref()
+            .map_or(String::new(), |h| format!(" at {h}")),
+    )
+}
+
+/// The default deny that closes a must-be-blocked port for everyone the plan
+/// does not allow, not only for the host that probed: an accept for every
+/// address of every must-be-open source of the port (its plan addresses and
+/// every address the target saw it arrive from in this round, since a
+/// dual-stack host may arrive from a family the plan does not list), then a
+/// drop for the port. Explains itself in `notes`; an error when a
+/// must-be-open source's address is unknown, since dropping the port would
+/// then cut off a path the plan needs.
+fn default_deny(
+    report: &Report,
+    backend: &Backend,
+    p: &PathReport,
+    notes: &mut Vec<String>,
+) -> Result<Action, String> {
+    let host = |name: &str| report.hosts.iter().find(|h| h.name == name);
+    if let (Backend::Nft { family, table, .. }, Ok(to)) = (backend, p.address.parse::<IpAddr>())
+        && !family.carries(to.to_canonical())
+    {
+        return Err(format!(
+            "table {} {table} cannot filter the {} traffic to {to}; use an inet table (--table \"inet {table}\")",
+            family.as_str(),
+            if to.is_ipv6() { "IPv6" } else { "IPv4" }
+        ));
+    }
+    // Which addresses the flow's zone selectors cover, so the reader sees
+    // that the probe host was one of many.
+    for zone in p.flow_from.iter().filter_map(|s| s.strip_prefix("zone:")) {
+        let members: Vec<String> = report
+            .hosts
+            .iter()
+            .filter(|h| h.zone.as_deref() == Some(zone))
+            .map(|h| format!("{} ({})", h.name, h.plan_addresses().join(", ")))
+            .collect();
+        notes.push(format!(
+            "the flow's source zone:{zone} covers zone {zone}'s hosts {}; the drop below blocks them and every other address the plan does not allow",
+            if members.is_empty() {
+                "(none in the report)".to_string()
+            } else {
+                members.join(", ")
+            }
+        ));
+    }
+    let mut open_from: Vec<&str> = Vec::new();
+    for q in report
+        .paths
+        .iter()
+        .filter(|q| q.to == p.to && q.port == p.port && q.expect == Expect::Open)
+    {
+        if !open_from.contains(&q.from.as_str()) {
+            open_from.push(&q.from);
+        }
+    }
+    let mut allow: Vec<(IpAddr, String)> = Vec::new();
+    for name in &open_from {
+        let Some(h) = host(name) else {
+            return Err(format!(
+                "{name} must reach {}:{} but is not in the report's host list, so its address is unknown and a default deny would cut it off; write the rules by hand",
+                p.to, p.port
+            ));
+        };
+        let mut mine: Vec<(IpAddr, &str)> = Vec::new();
+        for a in h.plan_addresses() {
+            let Ok(ip) = a.parse::<IpAddr>() else {
+                return Err(format!(
+                    "{name} must reach {}:{} but its address {a:?} is not an IP address, so a default deny would cut it off; resolve the name and write the rules by hand",
+                    p.to, p.port
+                ));
+            };
+            mine.push((ip.to_canonical(), "plan"));
+        }
+        let seen = report
+            .paths
+            .iter()
+            .filter(|r| r.from == *name && r.to == p.to)
+            .filter_map(|r| r.seen_source.as_deref()?.parse::<IpAddr>().ok());
+        for ip in seen.map(|ip| ip.to_canonical()) {
+            if !mine.iter().any(|(m, _)| *m == ip) {
+                mine.push((ip, "seen by the target in this round, not in the plan"));
+            }
+        }
+        let mut kept = Vec::new();
+        for (ip, how) in mine {
+            if let Backend::Nft { family, table, .. } = backend
+                && !family.carries(ip)
+            {
+                notes.push(format!(
+                    "{name}'s {ip} ({how}) is not matched by table {} {table}, whose drop does not touch that family either",
+                    family.as_str()
+                ));
+                continue;
+            }
+            kept.push(format!("{ip} ({how})"));
+            if !allow.iter().any(|(a, _)| *a == ip) {
+                allow.push((ip, name.to_string()));
+            }
+        }
+        notes.push(format!(
+            "must stay open for {name}: {}",
+            if kept.is_empty() {
+                "no address this table can match".to_string()
+            } else {
+                kept.join(", ")
+            }
+        ));
+    }
+    if open_from.is_empty() {
+        notes.push(format!(
+            "no flow of the plan must reach {}:{}, so the port is dropped for every source",
+            p.to, p.port
+        ));
+    }
+    if let Backend::Nft { family, table, .. } = backend
+        && *family != NftFamily::Inet
+    {
+        notes.push(format!(
+            "table {} {table} filters {} only; drop the port in the other family's table too",
+            family.as_str(),
+            if *family == NftFamily::Ip {
+                "IPv4"
+            } else {
+                "IPv6"
+            }
+        ));
+    }
+    allow.sort();
+    Ok(Action::DefaultDeny {
+        port: p.port,
+        allow,
+    })
 }
 
 /// The source address the target's firewall sees, and a note when it is
@@ -779,10 +1234,19 @@ fn source_address(report: &Report, p: &PathReport) -> Result<(IpAddr, Option<Str
 }
 
 impl Suggestions {
-    /// Commands (rules) in the script.
+    /// Paths fixed by commands in the script (a port's default deny counts
+    /// once, for the path that carries it).
     pub fn rules(&self) -> usize {
         self.items()
-            .filter(|i| !matches!(i.action, Action::Manual { .. }))
+            .filter(|i| {
+                matches!(
+                    i.action,
+                    Action::Accept { .. }
+                        | Action::DefaultDeny { .. }
+                        | Action::AcceptOut { .. }
+                        | Action::Forward { .. }
+                )
+            })
             .count()
     }
 
@@ -834,26 +1298,71 @@ impl Suggestions {
                     writeln!(w, "#   note: {}", comment_line(n))?;
                 }
                 let rule_note = format!("portcall: {}", i.path);
-                match &i.action {
-                    Action::Accept { source, port } => writeln!(
-                        w,
-                        "{}",
-                        self.backend.command(true, *source, *port, &rule_note)
-                    )?,
-                    Action::Drop { source, port } => writeln!(
-                        w,
-                        "{}",
-                        self.backend.command(false, *source, *port, &rule_note)
-                    )?,
-                    Action::Manual { reason } => {
-                        writeln!(w, "#   NO RULE HERE: {}", comment_line(reason))?
+                let commands = match &i.action {
+                    Action::Accept {
+                        source,
+                        port,
+                        at: Some(at),
+                    } if matches!(self.backend, Backend::Nft { .. }) => self.backend.accept_in(
+                        "input",
+                        Some(at),
+                        Some(*source),
+                        None,
+                        *port,
+                        &rule_note,
+                    ),
+                    Action::Accept { source, port, .. } => {
+                        self.backend
+                            .commands(true, Some(*source), *port, &rule_note)
                     }
+                    Action::AcceptOut { dest, port, at } => self.backend.accept_in(
+                        "output",
+                        at.as_ref(),
+                        None,
+                        Some(*dest),
+                        *port,
+                        &rule_note,
+                    ),
+                    Action::Forward { source, dest, port } => self.backend.accept_in(
+                        "forward",
+                        None,
+                        Some(*source),
+                        Some(*dest),
+                        *port,
+                        &rule_note,
+                    ),
+                    Action::DefaultDeny { port, allow } => {
+                        // The drop first: each accept is then inserted
+                        // ahead of it.
+                        let deny = format!("portcall: default deny of port {port}, {}", i.path);
+                        let mut c = self.backend.commands(false, None, *port, &deny);
+                        for (a, from) in allow {
+                            let keep = format!("portcall: keep port {port} open for {from}");
+                            c.extend(self.backend.commands(true, Some(*a), *port, &keep));
+                        }
+                        c
+                    }
+                    Action::Covered { by } => {
+                        writeln!(
+                            w,
+                            "#   covered by the default deny written for {}",
+                            comment_line(by)
+                        )?;
+                        Vec::new()
+                    }
+                    Action::Manual { reason } => {
+                        writeln!(w, "#   NO RULE HERE: {}", comment_line(reason))?;
+                        Vec::new()
+                    }
+                };
+                for c in commands {
+                    writeln!(w, "{c}")?;
                 }
             }
             let rules = h
                 .items
                 .iter()
-                .any(|i| !matches!(i.action, Action::Manual { .. }));
+                .any(|i| matches!(i.action, Action::Accept { .. } | Action::DefaultDeny { .. }));
             if rules && matches!(self.backend, Backend::Firewalld { .. }) {
                 writeln!(w, "# load the permanent rules into the running firewall")?;
                 writeln!(w, "firewall-cmd --reload")?;
@@ -879,7 +1388,9 @@ mod tests {
             conflicts: vec![],
             agent_detail: None,
             plan_mismatch: None,
-            addresses: Vec::new(),
+            zone: None,
+            addresses: vec![],
+            rule_trace: None,
         }
     }
 
@@ -921,7 +1432,11 @@ mod tests {
             } else {
                 crate::plan::Family::Ipv4
             }),
+            icmp: None,
+            target_stage: None,
+            blame: None,
             flows: vec![],
+            flow_from: vec![],
             server_port: None,
             tls_ms: None,
         }
@@ -945,6 +1460,7 @@ mod tests {
                 host("db", "198.18.0.4"),
                 host("db6", "2001:db8::4"),
                 host("named", "web.example"),
+                host("ops", "198.18.0.7"),
             ],
             paths: vec![
                 path(
@@ -986,6 +1502,16 @@ mod tests {
                     V::Violation,
                     "db saw our nonce from 198.18.0.2",
                     Some("198.18.0.2"),
+                ),
+                path(
+                    "ops",
+                    "db",
+                    22,
+                    Open,
+                    Some(O::Open),
+                    V::Ok,
+                    "db saw our nonce from 2001:db8::7",
+                    Some("2001:db8::7"),
                 ),
                 path(
                     "nat",
@@ -1079,7 +1605,13 @@ mod tests {
                 ),
             ],
         };
-        r.paths[10].target_saw = None;
+        r.paths[11].target_saw = None;
+        // The internet zone's flow to the console port.
+        r.paths[3].flow_from = vec!["zone:dmz".into()];
+        for h in &mut r.hosts[..3] {
+            h.zone = Some("dmz".into());
+        }
+        r.hosts[2].addresses = vec!["198.18.0.3".into(), "2001:db8::13".into()];
         r.recount();
         r
     }
@@ -1095,7 +1627,7 @@ mod tests {
     fn nft_script_accepts_drops_and_explains_the_rest() {
         expect![[r##"
             # portcall suggest --format nft: plan suggest, round finished 2025-01-01T00:00:01.000Z
-            # Each rule is inserted at the head of chain input of table inet filter, so accepts precede the chain's drops and rejects, and drops precede its accepts.
+            # Each rule is inserted at the head of chain input of table inet filter, so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop, then accepts for the port's must-be-open sources inserted ahead of it.
             # Review, then run each host's section on that host with sh.
 
             # host web (198.18.0.2)
@@ -1110,11 +1642,14 @@ mod tests {
             nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 5432 counter accept comment '"portcall: web -> db:5432/tcp (svc)"'
             # web -> db:22/tcp (svc)
             #   violation: must be blocked, observed open: db saw our nonce from 198.18.0.2
-            nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 22 counter drop comment '"portcall: web -> db:22/tcp (svc)"'
+            #   note: the flow's source zone:dmz covers zone dmz's hosts web (198.18.0.2), web6 (2001:db8::2), nat (198.18.0.3, 2001:db8::13); the drop below blocks them and every other address the plan does not allow
+            #   note: must stay open for ops: 198.18.0.7 (plan), 2001:db8::7 (seen by the target in this round, not in the plan)
+            nft insert rule inet filter input tcp dport 22 counter drop comment '"portcall: default deny of port 22, web -> db:22/tcp (svc)"'
+            nft insert rule inet filter input ip saddr 198.18.0.7 tcp dport 22 counter accept comment '"portcall: keep port 22 open for ops"'
+            nft insert rule inet filter input ip6 saddr 2001:db8::7 tcp dport 22 counter accept comment '"portcall: keep port 22 open for ops"'
             # nat -> db:22/tcp (svc)
             #   violation: must be blocked, observed open: db saw our nonce from 198.18.0.1
-            #   note: db saw the connection come from 198.18.0.1, not from nat's planned address 198.18.0.3: an address translation on the way; the rule matches 198.18.0.1, what db's firewall sees
-            nft insert rule inet filter input ip saddr 198.18.0.1 tcp dport 22 counter drop comment '"portcall: nat -> db:22/tcp (svc)"'
+            #   covered by the default deny written for web -> db:22/tcp (svc)
             # web -> db:8080/tcp (svc)
             #   violation: must be open, observed unreachable: rejected with an ICMP error while the canary of db was listening (EHOSTUNREACH (no route to host))
             nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 8080 counter accept comment '"portcall: web -> db:8080/tcp (svc)"'
@@ -1138,7 +1673,8 @@ mod tests {
             nft insert rule inet filter input ip6 saddr 2001:db8::2 tcp dport 5432 counter accept comment '"portcall: web6 -> db6:5432/tcp (svc)"'
             # web6 -> db6:22/tcp (svc)
             #   violation: must be blocked, observed open: db6 saw our nonce from 2001:db8::2
-            nft insert rule inet filter input ip6 saddr 2001:db8::2 tcp dport 22 counter drop comment '"portcall: web6 -> db6:22/tcp (svc)"'
+            #   note: no flow of the plan must reach db6:22, so the port is dropped for every source
+            nft insert rule inet filter input tcp dport 22 counter drop comment '"portcall: default deny of port 22, web6 -> db6:22/tcp (svc)"'
             # web -> db6:1/tcp (svc)
             #   error: must be open, observed nothing (not measured): target agent db6 unreachable, nothing to measure against: connect refused
             #   NO RULE HERE: the path was not measured, so there is nothing to fix yet; resolve the reason above and check again
@@ -1196,7 +1732,7 @@ mod tests {
         o.host = Some("db6".into());
         expect![[r#"
             # portcall suggest --format iptables: plan suggest, round finished 2025-01-01T00:00:01.000Z
-            # Each rule is inserted at the head of chain INPUT (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts.
+            # Each rule is inserted at the head of chain INPUT (iptables for IPv4 sources, ip6tables for IPv6), so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop (both families), then accepts for the port's must-be-open sources inserted ahead of it.
             # Review, then run each host's section on that host with sh.
 
             # host db6 (2001:db8::4)
@@ -1205,7 +1741,9 @@ mod tests {
             ip6tables -w -I INPUT -s 2001:db8::2 -p tcp --dport 5432 -m comment --comment 'portcall: web6 -> db6:5432/tcp (svc)' -j ACCEPT
             # web6 -> db6:22/tcp (svc)
             #   violation: must be blocked, observed open: db6 saw our nonce from 2001:db8::2
-            ip6tables -w -I INPUT -s 2001:db8::2 -p tcp --dport 22 -m comment --comment 'portcall: web6 -> db6:22/tcp (svc)' -j DROP
+            #   note: no flow of the plan must reach db6:22, so the port is dropped for every source
+            iptables -w -I INPUT -p tcp --dport 22 -m comment --comment 'portcall: default deny of port 22, web6 -> db6:22/tcp (svc)' -j DROP
+            ip6tables -w -I INPUT -p tcp --dport 22 -m comment --comment 'portcall: default deny of port 22, web6 -> db6:22/tcp (svc)' -j DROP
             # web -> db6:1/tcp (svc)
             #   error: must be open, observed nothing (not measured): target agent db6 unreachable, nothing to measure against: connect refused
             #   NO RULE HERE: the path was not measured, so there is nothing to fix yet; resolve the reason above and check again
@@ -1220,16 +1758,17 @@ mod tests {
         o.zone = Some("internal".into());
         expect![[r##"
             # portcall suggest --format firewalld: plan suggest, round finished 2025-01-01T00:00:01.000Z
-            # Rich rules in the internal zone, accepts at priority -32767 and drops at -32768, ahead of the zone's other rules and its target.
+            # Rich rules in the internal zone, accepts at priority -32768 and a port's default-deny drop at -32767, both ahead of the zone's other rules and its target.
             # Review, then run each host's section on that host with sh.
 
             # host db6 (2001:db8::4)
             # web6 -> db6:5432/tcp (svc)
             #   violation: must be open, observed refused: reset (TCP RST) while the canary of db6 was listening: a firewall rejects with reset
-            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32767" family="ipv6" source address="2001:db8::2" port port="5432" protocol="tcp" accept'
+            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32768" family="ipv6" source address="2001:db8::2" port port="5432" protocol="tcp" accept'
             # web6 -> db6:22/tcp (svc)
             #   violation: must be blocked, observed open: db6 saw our nonce from 2001:db8::2
-            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32768" family="ipv6" source address="2001:db8::2" port port="22" protocol="tcp" drop'
+            #   note: no flow of the plan must reach db6:22, so the port is dropped for every source
+            firewall-cmd --permanent --zone=internal '--add-rich-rule=rule priority="-32767" port port="22" protocol="tcp" drop'
             # web -> db6:1/tcp (svc)
             #   error: must be open, observed nothing (not measured): target agent db6 unreachable, nothing to measure against: connect refused
             #   NO RULE HERE: the path was not measured, so there is nothing to fix yet; resolve the reason above and check again
@@ -1291,6 +1830,12 @@ mod tests {
         let text = script(&o);
         assert!(
             text.contains("NO RULE HERE: table ip filter cannot match the IPv6 source 2001:db8::2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "NO RULE HERE: table ip filter cannot filter the IPv6 traffic to 2001:db8::4"
+            ),
             "{text}"
         );
         assert!(!text.contains("nft insert"), "{text}");
@@ -1364,6 +1909,7 @@ mod tests {
                 table: table.map(Into::into),
                 chain: chain.map(Into::into),
                 zone: zone.map(Into::into),
+                router: None,
             };
             let err = suggest(&report(), &o).unwrap_err().to_string();
             assert!(err.contains(want), "{err} lacks {want}");
@@ -1407,6 +1953,140 @@ mod tests {
             String::from_utf8(out)
                 .unwrap()
                 .ends_with("# nothing to change: every path meets its expectation\n")
+        );
+    }
+
+    /// Regression: a drop in the network was "fixed" with an accept on the
+    /// target host. Suggest follows `blame`: a network fault gets a
+    /// paragraph for the network team (and, with --router, a forward rule
+    /// on the router), an egress drop an output accept on the source, a
+    /// target rule the accept in that rule's own table plus the rule it
+    /// overrides, and an unknown place says so.
+    #[test]
+    fn an_accept_on_the_target_for_a_network_drop_changed_nothing() {
+        use crate::report::blame::{Blame, BlameRule, Cause, Where};
+        let mut r = report();
+        r.paths.truncate(2);
+        r.hosts.push(host("router", "198.18.0.254"));
+        r.hosts[0].zone = Some("app".into());
+        r.hosts[3].zone = Some("data".into());
+        let rule = |host: &str,
+                    chain: &str,
+                    handle: Option<u64>,
+                    text: Option<&str>,
+                    policy: Option<&str>| BlameRule {
+            host: host.into(),
+            table: "inet portcall".into(),
+            chain: chain.into(),
+            handle,
+            text: text.map(Into::into),
+            policy: policy.map(Into::into),
+        };
+        let blame = |at, cause, hop: Option<&str>, rule| {
+            Some(Blame {
+                at,
+                hop: hop.map(Into::into),
+                hop_distance: hop.map(|_| 1),
+                cause,
+                rule,
+            })
+        };
+        let mut network = r.paths[1].clone();
+        network.blame = blame(Where::Network, Cause::Drop, Some("198.18.0.254"), None);
+        let mut egress = r.paths[1].clone();
+        egress.port = 5433;
+        egress.blame = blame(
+            Where::Source,
+            Cause::Egress,
+            None,
+            Some(rule(
+                "web",
+                "output",
+                Some(9),
+                Some("ip daddr 198.18.0.4 tcp dport 5433 drop"),
+                None,
+            )),
+        );
+        let mut target = r.paths[1].clone();
+        target.port = 5434;
+        target.blame = blame(
+            Where::Target,
+            Cause::Drop,
+            None,
+            Some(rule(
+                "db",
+                "input",
+                Some(4),
+                Some("ip saddr 198.18.0.2 tcp dport 5434 drop"),
+                None,
+            )),
+        );
+        let mut policy = r.paths[1].clone();
+        policy.port = 5435;
+        policy.blame = blame(
+            Where::Target,
+            Cause::Drop,
+            None,
+            Some(rule("db", "input", None, None, Some("drop"))),
+        );
+        let mut unknown = r.paths[1].clone();
+        unknown.port = 5436;
+        unknown.blame = blame(Where::Unknown, Cause::Reset, None, None);
+        r.paths = vec![network, egress, target, policy, unknown];
+        r.recount();
+        let run = |router: Option<&str>| {
+            let mut o = SuggestOptions::new(FirewallFormat::Nft);
+            o.router = router.map(Into::into);
+            let s = suggest(&r, &o).unwrap();
+            let mut out = Vec::new();
+            s.write(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        expect![[r##"
+            # portcall suggest --format nft: plan suggest, round finished 2025-01-01T00:00:01.000Z
+            # Each rule is inserted at the head of chain input of table inet filter, so accepts precede the chain's drops and rejects, and drops precede its accepts; a port's default deny is its drop, then accepts for the port's must-be-open sources inserted ahead of it.
+            # Review, then run each host's section on that host with sh.
+
+            # host web (198.18.0.2)
+            # web -> db:5433/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: blamed on web: its own output filter stops the probe before it leaves (egress)
+            #   note: overrides web: table inet portcall chain output rule handle 9 (ip daddr 198.18.0.4 tcp dport 5433 drop); or remove that rule on web: nft delete rule inet portcall output handle 9
+            nft insert rule inet portcall output ip daddr 198.18.0.4 tcp dport 5433 counter accept comment '"portcall: web -> db:5433/tcp (svc)"'
+
+            # host db (198.18.0.4)
+            # web -> db:5432/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   NO RULE HERE: blamed on the network: the device at 198.18.0.254 (hop 1 from web) stops it (drop); no rule on db or web can fix it. For the network team: allow TCP from web (198.18.0.2, zone app) to db (198.18.0.4, zone data) port 5432 at 198.18.0.254
+            # web -> db:5434/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: overrides db: table inet portcall chain input rule handle 4 (ip saddr 198.18.0.2 tcp dport 5434 drop); or remove that rule on db: nft delete rule inet portcall input handle 4
+            nft insert rule inet portcall input ip saddr 198.18.0.2 tcp dport 5434 counter accept comment '"portcall: web -> db:5434/tcp (svc)"'
+            # web -> db:5435/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: overrides db: table inet portcall chain input policy drop
+            nft insert rule inet portcall input ip saddr 198.18.0.2 tcp dport 5435 counter accept comment '"portcall: web -> db:5435/tcp (svc)"'
+            # web -> db:5436/tcp (svc)
+            #   violation: must be open, observed timeout: dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+            #   note: where the path breaks is unknown (reset): the evidence cannot tell db's firewall from a device on the way, so this accept at db helps only if db's own firewall is what stops it
+            nft insert rule inet filter input ip saddr 198.18.0.2 tcp dport 5436 counter accept comment '"portcall: web -> db:5436/tcp (svc)"'
+        "##]].assert_eq(&run(None));
+        let with_router = run(Some("router"));
+        assert!(
+            with_router.contains("# host router (198.18.0.254)\n# web -> db:5432/tcp (svc)\n"),
+            "{with_router}"
+        );
+        assert!(
+            with_router.contains("nft insert rule inet filter forward ip saddr 198.18.0.2 ip daddr 198.18.0.4 tcp dport 5432 counter accept comment"),
+            "{with_router}"
+        );
+        let mut o = SuggestOptions::new(FirewallFormat::Nft);
+        o.router = Some("nope".into());
+        assert!(
+            suggest(&r, &o)
+                .unwrap_err()
+                .to_string()
+                .starts_with("router \"nope\" is not a host")
         );
     }
 

@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 
+use super::format::why;
 use super::{PathReport, Report, Verdict};
 use crate::render::Table;
 
@@ -129,14 +130,6 @@ fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io
     t.write_to(w)
 }
 
-/// Why a path got its verdict, in words.
-fn why(p: &PathReport) -> String {
-    match p.verdict {
-        Verdict::Violation => format!("must be {}, but {}", p.expect, p.detail),
-        _ => p.detail.clone(),
-    }
-}
-
 /// Groups paths by their first flow's label (or `from -> to` when read back
 /// from JSON, which does not carry flows), keeping first-seen order.
 fn by_flow<'a>(paths: &[&'a PathReport]) -> Vec<(String, Vec<&'a PathReport>)> {
@@ -191,7 +184,11 @@ pub(crate) mod tests {
             target_saw: None,
             seen_source: None,
             family: Some(crate::plan::Family::Ipv4),
+            icmp: None,
+            target_stage: None,
+            blame: None,
             flows: vec![flow.into()],
+            flow_from: vec![],
             server_port: None,
             tls_ms: None,
         }
@@ -217,7 +214,9 @@ pub(crate) mod tests {
                     }],
                     agent_detail: None,
                     plan_mismatch: None,
-                    addresses: Vec::new(),
+                    zone: None,
+                    addresses: vec![],
+                    rule_trace: None,
                 },
                 HostReport {
                     name: "cache".into(),
@@ -226,7 +225,9 @@ pub(crate) mod tests {
                     conflicts: vec![],
                     agent_detail: Some("connect refused".into()),
                     plan_mismatch: None,
-                    addresses: Vec::new(),
+                    zone: None,
+                    addresses: vec![],
+                    rule_trace: None,
                 },
             ],
             paths: vec![
@@ -350,13 +351,17 @@ pub(crate) mod tests {
                       "state": "held",
                       "detail": "a service already listens on 127.0.9.2:3306; probed live"
                     }
-                  ]
+                  ],
+                  "zone": null,
+                  "rule_trace": null
                 },
                 {
                   "name": "cache",
                   "address": "127.0.9.3",
                   "agent": "unreachable",
-                  "conflicts": []
+                  "conflicts": [],
+                  "zone": null,
+                  "rule_trace": null
                 }
               ],
               "paths": [
@@ -376,6 +381,10 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 },
                 {
@@ -394,6 +403,10 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 },
                 {
@@ -412,6 +425,10 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 },
                 {
@@ -430,6 +447,10 @@ pub(crate) mod tests {
                   "target_saw": null,
                   "seen_source": null,
                   "family": "ipv4",
+                  "icmp": null,
+                  "target_stage": null,
+                  "blame": null,
+                  "flow_from": [],
                   "tls_ms": null
                 }
               ]

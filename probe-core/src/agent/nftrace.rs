@@ -1,0 +1,849 @@
+//! Rule attribution: which nftables rule, or chain policy, on this host
+//! stopped a round's packets, read from the kernel's own packet tracing, so
+//! that a report can name the rule to change and not only the host.
+//!
+//! During a round the agent adds a table of its own,
+//! `inet portcall_trace_<round>_<expiry>`, whose chains run before every
+//! other on the prerouting and output hooks and set `meta nftrace` only on
+//! TCP packets from the plan's source addresses to this host's canary ports,
+//! and on this host's own probes to their targets (sets of `address . port`
+//! with element timeouts). The kernel then reports every verdict those
+//! packets meet, in every table, through netlink trace events.
+//!
+//! The events are read by running `nft -a monitor` and parsing its lines,
+//! not by speaking nf_tables netlink ourselves: trace events carry rule
+//! handles and raw expressions, and turning them into the rule's text means
+//! re-implementing libnftables' expression printer (and keeping it in step
+//! with every nftables release), which `nft` already does; where nftables is
+//! the firewall, `nft` is installed. The price is a parser of `nft`'s
+//! trace lines, pinned by the tests below.
+//!
+//! Tracing state is bounded by the round's TTL even when the agent dies:
+//! the set elements time out in the kernel at the TTL (so the table goes
+//! inert on its own), the monitor runs under `timeout` with the same bound,
+//! the table is deleted at teardown or TTL, and an agent starting up deletes
+//! every expired `portcall_trace_` table it finds (the expiry is in the name)
+//! and schedules the deletion of unexpired ones. A table with `flags owner`
+//! would vanish with the netlink socket that created it, the best bound of
+//! all, but that socket would have to live in the agent process, which the
+//! `nft` command cannot give us.
+//!
+//! Where tracing is not possible (no `nft`, no CAP_NET_ADMIN), the round
+//! goes on and the evidence says why, once per host. Rules of legacy
+//! iptables are invisible to nftables tracing; when legacy tables are
+//! loaded the evidence says so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+use crate::control::{TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow};
+
+/// Every table the agent adds starts with this.
+pub const TABLE_PREFIX: &str = "portcall_trace_";
+
+/// Flows kept per round; packets beyond are still counted by no one.
+const MAX_FLOWS: usize = 4096;
+
+/// Trace ids remembered at once (a packet's lines arrive together).
+const MAX_IDS: usize = 8192;
+
+/// Which packets to trace in a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceScope {
+    /// The round's id (hex).
+    pub round: String,
+    /// When the round's TTL ends, in seconds since the epoch.
+    pub expires_unix: u64,
+    /// `(source address, canary port)` pairs to trace arriving.
+    pub inbound: Vec<(IpAddr, u16)>,
+    /// `(target address, port)` pairs of this host's probes to trace
+    /// leaving.
+    pub outbound: Vec<(IpAddr, u16)>,
+}
+
+/// The table name for a round: the prefix, up to 16 hex digits of the
+/// round id, and the expiry (seconds since the epoch).
+pub fn table_name(round: &str, expires_unix: u64) -> String {
+    let id: String = round
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    format!("{TABLE_PREFIX}{id}_{expires_unix}")
+}
+
+/// The expiry carried by one of our table names; `None` for other tables.
+pub fn table_expiry(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(TABLE_PREFIX)?;
+    let (id, expiry) = rest.rsplit_once('_')?;
+    if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    expiry.parse().ok()
+}
+
+/// The `nft -f` input that creates the round's trace table.
+pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
+    let name = table_name(&scope.round, scope.expires_unix);
+    let secs = ttl.as_secs().max(1) + u64::from(ttl.subsec_nanos() > 0);
+    let mut s = format!("table inet {name} {{\n");
+    let sets = [
+        ("in4", "ipv4_addr", &scope.inbound, false),
+        ("in6", "ipv6_addr", &scope.inbound, true),
+        ("out4", "ipv4_addr", &scope.outbound, false),
+        ("out6", "ipv6_addr", &scope.outbound, true),
+    ];
+    for (set, kind, pairs, v6) in sets {
+        let mut elements: Vec<String> = pairs
+            .iter()
+            .filter(|(a, _)| a.is_ipv6() == v6)
+            .map(|(a, p)| format!("{a} . {p} timeout {secs}s"))
+            .collect();
+        elements.sort();
+        elements.dedup();
+        let _ = write!(
+            s,
+            "  set {set} {{\n    type {kind} . inet_service\n    flags timeout\n"
+        );
+        if !elements.is_empty() {
+            let _ = writeln!(s, "    elements = {{ {} }}", elements.join(", "));
+        }
+        s.push_str("  }\n");
+    }
+    // Below raw (-300) and conntrack (-200): our mark is set before any
+    // other chain of the hook sees the packet.
+    s.push_str(
+        "  chain pre {\n    type filter hook prerouting priority -500; policy accept;\n    ip saddr . tcp dport @in4 meta nftrace set 1\n    ip6 saddr . tcp dport @in6 meta nftrace set 1\n  }\n",
+    );
+    s.push_str(
+        "  chain out {\n    type filter hook output priority -500; policy accept;\n    ip daddr . tcp dport @out4 meta nftrace set 1\n    ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }\n}\n",
+    );
+    s
+}
+
+/// A table, as `nft` trace lines name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRef {
+    /// `ip`, `ip6`, `inet`, ...
+    pub family: String,
+    /// The table's name.
+    pub table: String,
+    /// The chain's name.
+    pub chain: String,
+}
+
+/// One line of `nft -a monitor trace` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceLine {
+    /// `packet: ...`: the packet as the chain saw it.
+    Packet {
+        /// The trace id.
+        id: String,
+        /// Where.
+        at: ChainRef,
+        /// Source address.
+        source: IpAddr,
+        /// Destination address.
+        dest: IpAddr,
+        /// TCP destination port.
+        port: u16,
+    },
+    /// `rule ... (verdict V)`: a rule's verdict.
+    Rule {
+        /// The trace id.
+        id: String,
+        /// Where.
+        at: ChainRef,
+        /// The rule's handle, when printed.
+        handle: Option<u64>,
+        /// The rule's text; `None` when nft printed `unknown rule`.
+        text: Option<String>,
+        /// `accept`, `drop`, `continue`, `jump X`, ...
+        verdict: String,
+    },
+    /// `policy P`: the chain's policy decided.
+    Policy {
+        /// The trace id.
+        id: String,
+        /// Where.
+        at: ChainRef,
+        /// `accept` or `drop`.
+        policy: String,
+    },
+}
+
+/// Parses one line of `nft -a monitor` output; `None` for anything that is
+/// not a trace line of a TCP packet, a rule verdict or a policy.
+pub fn parse_line(line: &str) -> Option<TraceLine> {
+    let rest = line.trim_end().strip_prefix("trace id ")?;
+    let mut it = rest.splitn(5, ' ');
+    let (id, family, table, chain, body) =
+        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+    let at = ChainRef {
+        family: family.to_string(),
+        table: table.to_string(),
+        chain: chain.to_string(),
+    };
+    let id = id.to_string();
+    if let Some(packet) = body.strip_prefix("packet: ") {
+        let words: Vec<&str> = packet.split_whitespace().collect();
+        let after = |a: &str, b: &str| {
+            words
+                .windows(3)
+                .find(|w| w[0] == a && w[1] == b)
+                .map(|w| w[2])
+        };
+        let (source, dest) = match (after("ip", "saddr"), after("ip", "daddr")) {
+            (Some(s), Some(d)) => (s, d),
+            _ => (after("ip6", "saddr")?, after("ip6", "daddr")?),
+        };
+        return Some(TraceLine::Packet {
+            id,
+            at,
+            source: source.parse().ok()?,
+            dest: dest.parse().ok()?,
+            port: after("tcp", "dport")?.parse().ok()?,
+        });
+    }
+    if let Some(policy) = body.strip_prefix("policy ") {
+        return Some(TraceLine::Policy {
+            id,
+            at,
+            policy: policy.trim().to_string(),
+        });
+    }
+    if let Some(r) = body.strip_prefix("unknown rule handle ") {
+        // The monitor did not know the rule (added after it started); the
+        // caller reads it back by handle.
+        let (handle, verdict) = r.split_once(" (verdict ")?;
+        return Some(TraceLine::Rule {
+            id,
+            at,
+            handle: handle.trim().parse().ok(),
+            text: None,
+            verdict: verdict.strip_suffix(')')?.to_string(),
+        });
+    }
+    let (text, verdict) = body.strip_prefix("rule ")?.rsplit_once(" (verdict ")?;
+    let (text, handle) = match text.rsplit_once(" # handle ") {
+        Some((t, h)) => (t, h.trim().parse().ok()),
+        None => (text, None),
+    };
+    Some(TraceLine::Rule {
+        id,
+        at,
+        handle,
+        text: Some(text.trim().to_string()),
+        verdict: verdict.strip_suffix(')')?.to_string(),
+    })
+}
+
+/// A flow's key: direction, source, destination, port.
+type FlowKey = (TraceDirection, IpAddr, IpAddr, u16);
+
+/// The traced packets of a round, by flow.
+#[derive(Debug, Default)]
+pub struct TraceLog {
+    /// Our own table's name: its lines only say which way a packet goes.
+    table: String,
+    /// Trace id → the flow its packet belongs to.
+    ids: HashMap<String, FlowKey>,
+    /// Flow → packets and the first stop.
+    flows: BTreeMap<FlowKey, (u32, Option<TraceStop>)>,
+}
+
+impl TraceLog {
+    /// A log for the packets our table `table` marks.
+    pub fn new(table: &str) -> TraceLog {
+        TraceLog {
+            table: table.to_string(),
+            ..TraceLog::default()
+        }
+    }
+
+    /// Takes one parsed trace line.
+    pub fn record(&mut self, line: TraceLine) {
+        match line {
+            TraceLine::Packet {
+                id,
+                at,
+                source,
+                dest,
+                port,
+            } => {
+                // The first packet line of an id is in our own chain (it
+                // runs first); later ones are the same packet elsewhere.
+                if at.table != self.table || self.ids.contains_key(&id) {
+                    return;
+                }
+                let direction = if at.chain == "out" {
+                    TraceDirection::Out
+                } else {
+                    TraceDirection::In
+                };
+                let key = (direction, source, dest, port);
+                if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS {
+                    return;
+                }
+                if self.ids.len() >= MAX_IDS {
+                    self.ids.clear();
+                }
+                self.ids.insert(id, key);
+                self.flows.entry(key).or_default().0 += 1;
+            }
+            TraceLine::Rule {
+                id,
+                at,
+                handle,
+                text,
+                verdict,
+            } => {
+                if at.table == self.table || !(verdict == "drop" || verdict.starts_with("reject")) {
+                    return;
+                }
+                self.stop(
+                    &id,
+                    TraceStop {
+                        table: format!("{} {}", at.family, at.table),
+                        chain: at.chain,
+                        handle,
+                        text,
+                        policy: None,
+                    },
+                );
+            }
+            TraceLine::Policy { id, at, policy } => {
+                if at.table == self.table || policy != "drop" {
+                    return;
+                }
+                self.stop(
+                    &id,
+                    TraceStop {
+                        table: format!("{} {}", at.family, at.table),
+                        chain: at.chain,
+                        handle: None,
+                        text: None,
+                        policy: Some(policy),
+                    },
+                );
+            }
+        }
+    }
+
+    fn stop(&mut self, id: &str, stop: TraceStop) {
+        let Some(key) = self.ids.get(id) else {
+            return;
+        };
+        if let Some((_, slot @ None)) = self.flows.get_mut(key) {
+            *slot = Some(stop);
+        }
+    }
+
+    /// The flows, in order.
+    pub fn flows(&self) -> Vec<TracedFlow> {
+        self.flows
+            .iter()
+            .map(
+                |(&(direction, source, dest, port), (packets, stop))| TracedFlow {
+                    direction,
+                    source,
+                    dest,
+                    port,
+                    packets: *packets,
+                    stop: stop.clone(),
+                },
+            )
+            .collect()
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The `nft` binary, if installed.
+pub fn nft_path() -> Option<PathBuf> {
+    find_tool("nft")
+}
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs `nft args` with `stdin`; its stderr as the error.
+async fn nft(nft: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new(nft);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("run nft: {e}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .await
+            .map_err(|e| format!("write to nft: {e}"))?;
+    }
+    let out = timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .map_err(|_| "nft did not finish within 10 s".to_string())?
+        .map_err(|e| format!("run nft: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The legacy iptables tables loaded in this network namespace, whose rules
+/// nftables tracing cannot see.
+fn legacy_tables() -> Vec<String> {
+    let mut names = Vec::new();
+    for (file, tool) in [
+        ("/proc/net/ip_tables_names", "iptables"),
+        ("/proc/net/ip6_tables_names", "ip6tables"),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            names.extend(
+                text.split_whitespace()
+                    .map(|t| format!("{tool}-legacy {t}")),
+            );
+        }
+    }
+    names
+}
+
+/// Deletes our expired trace tables (left by an agent that was killed) and
+/// returns the unexpired ones with their expiry, for the caller to delete
+/// when they expire. Errors (no nft, not permitted) leave nothing to do.
+pub async fn sweep(now_unix: u64) -> Vec<(String, u64)> {
+    let Some(bin) = nft_path() else {
+        return Vec::new();
+    };
+    let Ok(listing) = nft(&bin, &["list", "tables", "inet"], None).await else {
+        return Vec::new();
+    };
+    let mut pending = Vec::new();
+    for name in listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet "))
+    {
+        let Some(expiry) = table_expiry(name) else {
+            continue;
+        };
+        if expiry <= now_unix {
+            match nft(&bin, &["delete", "table", "inet", name], None).await {
+                Ok(_) => tracing::info!(table = name, "deleted an expired trace table"),
+                Err(e) => {
+                    tracing::warn!(table = name, error = %e, "could not delete an expired trace table")
+                }
+            }
+        } else {
+            pending.push((name.to_string(), expiry));
+        }
+    }
+    pending
+}
+
+/// Deletes table `inet name` when its expiry passes (now, if it has).
+pub async fn delete_at(name: String, expiry_unix: u64) {
+    let wait = expiry_unix.saturating_sub(unix_now());
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    if let Some(bin) = nft_path() {
+        let _ = nft(&bin, &["delete", "table", "inet", &name], None).await;
+    }
+}
+
+/// A round's tracing, running.
+#[derive(Debug)]
+pub struct Tracer {
+    nft: PathBuf,
+    table: String,
+    log: Arc<Mutex<TraceLog>>,
+    monitor: Mutex<Option<Child>>,
+    note: Option<String>,
+}
+
+impl Tracer {
+    /// Starts tracing `scope` for `ttl`: the monitor first, then the table,
+    /// and returns once the monitor is seen to receive events. The error is
+    /// the reason tracing is not possible here, in words for the report.
+    pub async fn start(scope: &TraceScope, ttl: Duration) -> Result<Tracer, String> {
+        let Some(bin) = nft_path() else {
+            return Err("no nftables: the nft command is not installed".into());
+        };
+        let table = table_name(&scope.round, scope.expires_unix);
+        // The monitor may not outlive the round even if we die: `timeout`
+        // ends it at the TTL (and kill_on_drop when we drop it).
+        let bound = format!("{}s", ttl.as_secs() + 2);
+        let mut cmd = match find_tool("timeout") {
+            Some(t) => {
+                let mut c = Command::new(t);
+                c.args(["-k", "1", &bound]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(["-a", "monitor"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("could not run nft monitor: {e}"))?;
+        let stdout = child.stdout.take().ok_or("nft monitor has no stdout")?;
+        let stderr = child.stderr.take();
+        let log = Arc::new(Mutex::new(TraceLog::new(&table)));
+        let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+        {
+            let log = log.clone();
+            let table = table.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if !*ready_tx.borrow() && line.contains(&table) && !line.starts_with("trace") {
+                        let _ = ready_tx.send(true);
+                    }
+                    if let Some(t) = parse_line(&line) {
+                        log.lock().unwrap_or_else(|e| e.into_inner()).record(t);
+                    }
+                }
+            });
+        }
+        if let Err(e) = nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
+            let _ = child.kill().await;
+            return Err(refusal(&e));
+        }
+        // The monitor subscribes asynchronously: touch our table until it
+        // shows that it receives events (or give up after about 2 s).
+        let mut ready = false;
+        for i in 0..20 {
+            if timeout(Duration::from_millis(100), ready_rx.wait_for(|r| *r))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                ready = true;
+                break;
+            }
+            let _ = nft(
+                &bin,
+                &["add", "chain", "inet", &table, &format!("sync{i}")],
+                None,
+            )
+            .await;
+        }
+        if !ready {
+            let mut why = String::new();
+            if let Some(mut err) = stderr {
+                use tokio::io::AsyncReadExt;
+                let mut buf = Vec::new();
+                let _ = timeout(Duration::from_millis(200), err.read_to_end(&mut buf)).await;
+                why = String::from_utf8_lossy(&buf).trim().to_string();
+            }
+            let _ = child.kill().await;
+            let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
+            return Err(if why.is_empty() {
+                "nft monitor received no events within 2 s".to_string()
+            } else {
+                refusal(&why)
+            });
+        }
+        let legacy = legacy_tables();
+        let note = (!legacy.is_empty()).then(|| {
+            format!(
+                "legacy iptables tables are loaded ({}): their rules are invisible to nftables tracing",
+                legacy.join(", ")
+            )
+        });
+        Ok(Tracer {
+            nft: bin,
+            table,
+            log,
+            monitor: Mutex::new(Some(child)),
+            note,
+        })
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// What was traced so far; rules the monitor printed as unknown (added
+    /// after it started) are read back by handle.
+    pub async fn evidence(&self) -> TraceEvidence {
+        // Let the monitor's last lines (the round's final packets) through
+        // the pipe before reading the log.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut flows = self.log.lock().unwrap_or_else(|e| e.into_inner()).flows();
+        for f in &mut flows {
+            let Some(stop) = f.stop.as_mut() else {
+                continue;
+            };
+            if let (None, Some(handle), None) = (&stop.text, stop.handle, &stop.policy) {
+                stop.text = self.rule_text(stop, handle).await;
+            }
+        }
+        TraceEvidence {
+            state: TraceState::Traced,
+            reason: self.note.clone(),
+            flows,
+        }
+    }
+
+    async fn rule_text(&self, stop: &TraceStop, handle: u64) -> Option<String> {
+        let (family, table) = stop.table.split_once(' ')?;
+        let listing = nft(
+            &self.nft,
+            &["-a", "list", "chain", family, table, &stop.chain],
+            None,
+        )
+        .await
+        .ok()?;
+        let suffix = format!(" # handle {handle}");
+        listing
+            .lines()
+            .find_map(|l| l.trim().strip_suffix(suffix.as_str()))
+            .map(|t| t.trim().to_string())
+    }
+
+    /// Ends tracing: the monitor stops and the table is deleted.
+    pub async fn stop(&self) {
+        let child = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut c) = child {
+            let _ = c.kill().await;
+        }
+        if let Err(e) = nft(&self.nft, &["delete", "table", "inet", &self.table], None).await
+            && !e.contains("No such file")
+        {
+            tracing::warn!(table = %self.table, error = %e, "could not delete the trace table");
+        }
+    }
+}
+
+/// The report's words for why `nft` refused.
+fn refusal(stderr: &str) -> String {
+    let first = stderr.lines().next().unwrap_or_default();
+    if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
+        format!("not permitted: rule tracing needs CAP_NET_ADMIN (nft: {first})")
+    } else if stderr.contains("Protocol not supported")
+        || stderr.contains("No such file or directory")
+    {
+        format!("no nftables in this kernel (nft: {first})")
+    } else {
+        format!("nft refused the trace table: {first}")
+    }
+}
+
+/// An unavailable trace, for the evidence.
+pub fn unavailable(reason: String) -> TraceEvidence {
+    TraceEvidence {
+        state: TraceState::Unavailable,
+        reason: Some(reason),
+        flows: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "portcall_trace_ab12_1999999999";
+
+    /// Lines copied from `nft -a monitor` (nftables 1.0.6) while a SYN was
+    /// dropped by a rule, and one by a chain's policy.
+    const DROP_BY_RULE: &str = "\
+add table inet portcall_trace_ab12_1999999999 # handle 3
+trace id 22dcab81 inet portcall_trace_ab12_1999999999 pre packet: iif \"eth0\" ether saddr 3a:ee:ad:b0:89:cc ether daddr ae:7b:3e:a5:37:63 ip saddr 198.18.0.1 ip daddr 198.18.0.2 ip dscp cs0 ip ecn not-ect ip ttl 64 ip id 22448 ip protocol tcp ip length 60 tcp sport 35764 tcp dport 9443 tcp flags == syn tcp window 64240 
+trace id 22dcab81 inet portcall_trace_ab12_1999999999 pre unknown rule handle 4 (verdict continue)
+trace id 22dcab81 inet portcall_trace_ab12_1999999999 pre policy accept 
+trace id 22dcab81 inet filter input packet: iif \"eth0\" ether saddr 3a:ee:ad:b0:89:cc ether daddr ae:7b:3e:a5:37:63 ip saddr 198.18.0.1 ip daddr 198.18.0.2 ip dscp cs0 ip ecn not-ect ip ttl 64 ip id 22448 ip protocol tcp ip length 60 tcp sport 35764 tcp dport 9443 tcp flags == syn tcp window 64240 
+trace id 22dcab81 inet filter input rule tcp dport 9443 drop comment \"the culprit\" # handle 2 (verdict drop)
+trace id 81a69835 inet portcall_trace_ab12_1999999999 pre packet: iif \"eth0\" ip6 saddr 2001:2::1 ip6 daddr 2001:2::2 ip6 dscp cs0 ip6 ecn not-ect ip6 hoplimit 64 ip6 nexthdr tcp ip6 length 40 tcp sport 35766 tcp dport 9443 tcp flags == syn tcp window 64240 
+trace id 81a69835 inet filter input packet: iif \"eth0\" ip6 saddr 2001:2::1 ip6 daddr 2001:2::2 tcp sport 35766 tcp dport 9443 tcp flags == syn
+trace id 81a69835 inet filter input policy drop 
+trace id 99aa0000 inet portcall_trace_ab12_1999999999 out packet: oif \"eth0\" ip saddr 198.18.0.2 ip daddr 198.18.0.7 tcp sport 40000 tcp dport 5432 tcp flags == syn
+trace id 99aa0000 ip filter OUTPUT rule meta l4proto tcp tcp dport 5432 counter packets 1 bytes 60 reject # handle 7 (verdict drop)
+trace id 77770000 inet portcall_trace_ab12_1999999999 pre packet: iif \"eth0\" ip saddr 198.18.0.1 ip daddr 198.18.0.2 tcp sport 35800 tcp dport 8080 tcp flags == syn
+trace id 77770000 inet filter input rule tcp dport 8080 accept # handle 9 (verdict accept)
+trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
+";
+
+    #[test]
+    fn names_carry_the_round_and_expiry_and_only_ours_parse() {
+        assert_eq!(
+            table_name("ab12ff", 1_999_999_999),
+            "portcall_trace_ab12ff_1999999999"
+        );
+        assert_eq!(
+            table_name(&"a".repeat(64), 7),
+            format!("portcall_trace_{}_7", "a".repeat(16))
+        );
+        assert_eq!(table_expiry(TABLE), Some(1_999_999_999));
+        assert_eq!(table_expiry("filter"), None);
+        assert_eq!(table_expiry("portcall_trace_zz_5"), None);
+        assert_eq!(table_expiry("portcall_trace_ab_x"), None);
+    }
+
+    #[test]
+    fn lines_parse_into_packets_rules_and_policies() {
+        let lines: Vec<TraceLine> = DROP_BY_RULE.lines().filter_map(parse_line).collect();
+        assert_eq!(lines.len(), 13, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            TraceLine::Packet {
+                id: "22dcab81".into(),
+                at: ChainRef {
+                    family: "inet".into(),
+                    table: TABLE.into(),
+                    chain: "pre".into()
+                },
+                source: "198.18.0.1".parse().unwrap(),
+                dest: "198.18.0.2".parse().unwrap(),
+                port: 9443,
+            }
+        );
+        assert_eq!(
+            lines[1],
+            TraceLine::Rule {
+                id: "22dcab81".into(),
+                at: ChainRef {
+                    family: "inet".into(),
+                    table: TABLE.into(),
+                    chain: "pre".into()
+                },
+                handle: Some(4),
+                text: None,
+                verdict: "continue".into(),
+            }
+        );
+        assert_eq!(
+            lines[4],
+            TraceLine::Rule {
+                id: "22dcab81".into(),
+                at: ChainRef {
+                    family: "inet".into(),
+                    table: "filter".into(),
+                    chain: "input".into()
+                },
+                handle: Some(2),
+                text: Some("tcp dport 9443 drop comment \"the culprit\"".into()),
+                verdict: "drop".into(),
+            }
+        );
+        assert!(matches!(&lines[7], TraceLine::Policy { policy, .. } if policy == "drop"));
+        assert_eq!(parse_line("add table inet x"), None);
+        assert_eq!(parse_line("trace id 1 inet"), None);
+    }
+
+    #[test]
+    fn the_log_keeps_the_first_stop_of_each_flow_and_ignores_our_own_rules() {
+        let mut log = TraceLog::new(TABLE);
+        for l in DROP_BY_RULE.lines().filter_map(parse_line) {
+            log.record(l);
+        }
+        let flows = log.flows();
+        let summary: Vec<String> = flows
+            .iter()
+            .map(|f| {
+                format!(
+                    "{:?} {} -> {}:{} x{} {:?}",
+                    f.direction, f.source, f.dest, f.port, f.packets, f.stop
+                )
+            })
+            .collect();
+        expect_test::expect![[r#"
+            [
+                "In 198.18.0.1 -> 198.18.0.2:8080 x1 None",
+                "In 198.18.0.1 -> 198.18.0.2:9443 x1 Some(TraceStop { table: \"inet filter\", chain: \"input\", handle: Some(2), text: Some(\"tcp dport 9443 drop comment \\\"the culprit\\\"\"), policy: None })",
+                "In 2001:2::1 -> 2001:2::2:9443 x1 Some(TraceStop { table: \"inet filter\", chain: \"input\", handle: None, text: None, policy: Some(\"drop\") })",
+                "Out 198.18.0.2 -> 198.18.0.7:5432 x1 Some(TraceStop { table: \"ip filter\", chain: \"OUTPUT\", handle: Some(7), text: Some(\"meta l4proto tcp tcp dport 5432 counter packets 1 bytes 60 reject\"), policy: None })",
+            ]
+        "#]]
+        .assert_debug_eq(&summary);
+    }
+
+    #[test]
+    fn the_ruleset_marks_only_the_scope_and_times_out_with_the_round() {
+        let scope = TraceScope {
+            round: "ab12".into(),
+            expires_unix: 1_999_999_999,
+            inbound: vec![
+                ("198.18.0.1".parse().unwrap(), 9443),
+                ("2001:2::1".parse().unwrap(), 9443),
+                ("198.18.0.1".parse().unwrap(), 9443),
+            ],
+            outbound: vec![],
+        };
+        expect_test::expect![[r#"
+            table inet portcall_trace_ab12_1999999999 {
+              set in4 {
+                type ipv4_addr . inet_service
+                flags timeout
+                elements = { 198.18.0.1 . 9443 timeout 31s }
+              }
+              set in6 {
+                type ipv6_addr . inet_service
+                flags timeout
+                elements = { 2001:2::1 . 9443 timeout 31s }
+              }
+              set out4 {
+                type ipv4_addr . inet_service
+                flags timeout
+              }
+              set out6 {
+                type ipv6_addr . inet_service
+                flags timeout
+              }
+              chain pre {
+                type filter hook prerouting priority -500; policy accept;
+                ip saddr . tcp dport @in4 meta nftrace set 1
+                ip6 saddr . tcp dport @in6 meta nftrace set 1
+              }
+              chain out {
+                type filter hook output priority -500; policy accept;
+                ip daddr . tcp dport @out4 meta nftrace set 1
+                ip6 daddr . tcp dport @out6 meta nftrace set 1
+              }
+            }
+        "#]]
+        .assert_eq(&ruleset(&scope, Duration::from_millis(30_500)));
+    }
+
+    #[test]
+    fn refusals_are_named() {
+        assert!(
+            refusal("Error: Could not process rule: Operation not permitted")
+                .starts_with("not permitted: rule tracing needs CAP_NET_ADMIN")
+        );
+        assert!(
+            refusal("netlink: Error: cache initialization failed: Protocol not supported")
+                .starts_with("no nftables in this kernel")
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The target's side of a handshake: which sources' SYNs reached this host's
+//! planned ports during a round, even when no connection was ever accepted.
+//! A canary only learns of connections that complete; a SYN whose SYN-ACK
+//! is lost on the way back, or whose ACK is dropped by a stateless filter,
+//! leaves only a request socket in `SYN_RECV`. Linux lists those without
+//! root in `/proc/net/tcp` and `/proc/net/tcp6` (state `03`), so the agent
+//! polls them while the round's canaries are up and keeps, per port and
+//! source address, the furthest stage it saw: `syn`, or `connected` once
+//! the handshake completed there.
+//!
+//! Where `/proc/net/tcp` cannot be read (not Linux) the watch reports "not
+//! available" ([`SynLog::snapshot`] is `None`) and the round goes on
+//! without it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{Handshake, HandshakeStage};
+
+/// How often the socket tables are read.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Most (port, source) pairs kept per round: a scan of the host must not
+/// grow the agent.
+pub const MAX_ENTRIES: usize = 4096;
+
+/// What the watch saw in one round.
+#[derive(Debug, Default)]
+pub struct SynLog {
+    seen: Mutex<BTreeMap<(u16, IpAddr), HandshakeStage>>,
+    available: Mutex<Option<bool>>,
+}
+
+impl SynLog {
+    /// Every (port, source) seen with its furthest stage; `None` when the
+    /// socket tables could not be read.
+    pub fn snapshot(&self) -> Option<Vec<Handshake>> {
+        if *self.available.lock().unwrap_or_else(|e| e.into_inner()) != Some(true) {
+            return None;
+        }
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        Some(
+            seen.iter()
+                .map(|((port, source), stage)| Handshake {
+                    port: *port,
+                    source: source.to_string(),
+                    stage: *stage,
+                })
+                .collect(),
+        )
+    }
+
+    fn note(&self, port: u16, source: IpAddr, stage: HandshakeStage) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_ENTRIES && !seen.contains_key(&(port, source)) {
+            return;
+        }
+        let e = seen.entry((port, source)).or_insert(stage);
+        if stage > *e {
+            *e = stage;
+        }
+    }
+
+    /// Takes in one reading of the tables (`None`: they could not be read).
+    fn absorb(&self, rows: Option<&[Row]>, ips: &[IpAddr], ports: &HashSet<u16>) {
+        if let Some(rows) = rows {
+            for (local, port, remote, stage) in rows {
+                if ports.contains(port) && ips.iter().any(|ip| ip.is_unspecified() || ip == local) {
+                    self.note(*port, *remote, *stage);
+                }
+            }
+        }
+        let mut available = self.available.lock().unwrap_or_else(|e| e.into_inner());
+        if *available != Some(true) {
+            *available = Some(rows.is_some());
+        }
+    }
+
+    #[cfg(test)]
+    fn poll(&self, ips: &[IpAddr], ports: &HashSet<u16>) -> bool {
+        let rows = read_tables();
+        self.absorb(rows.as_deref(), ips, ports);
+        rows.is_some()
+    }
+}
+
+/// One socket of the tables: local address and port, remote address, stage.
+type Row = (IpAddr, u16, IpAddr, HandshakeStage);
+
+/// Both tables' handshakes; `None` when neither can be read.
+fn read_tables() -> Option<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut any = false;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            any = true;
+            rows.extend(parse_table(&text));
+        }
+    }
+    any.then_some(rows)
+}
+
+/// One round's watch: what to look for, until when, and where to record it.
+struct Watch {
+    ips: Vec<IpAddr>,
+    ports: HashSet<u16>,
+    until: std::time::Instant,
+    cancel: CancellationToken,
+    log: Weak<SynLog>,
+}
+
+/// Every watch of this process. One poller thread serves them all, so that
+/// many agents in one process (`portcall demo`) read the tables once per
+/// interval, not once each.
+static WATCHES: Mutex<Vec<Watch>> = Mutex::new(Vec::new());
+static POLLING: AtomicBool = AtomicBool::new(false);
+
+/// Starts watching `ports` on `ips` until `cancel` fires or `deadline`
+/// passes, polling every [`POLL_INTERVAL`].
+pub fn start(
+    ips: Vec<IpAddr>,
+    ports: Vec<u16>,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Arc<SynLog> {
+    let log = Arc::new(SynLog::default());
+    let ports: HashSet<u16> = ports.into_iter().collect();
+    if ports.is_empty() {
+        return log;
+    }
+    WATCHES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Watch {
+            ips,
+            ports,
+            until: deadline.into_std(),
+            cancel: cancel.clone(),
+            log: Arc::downgrade(&log),
+        });
+    if !POLLING.swap(true, Ordering::AcqRel) {
+        let spawned = std::thread::Builder::new()
+            .name("portcall-syn-watch".into())
+            .spawn(poller);
+        if spawned.is_err() {
+            POLLING.store(false, Ordering::Release);
+        }
+    }
+    log
+}
+
+/// Reads the tables every [`POLL_INTERVAL`] while any watch is live, and
+/// hands each reading to every watch.
+fn poller() {
+    loop {
+        {
+            let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            watches
+                .retain(|w| now < w.until && !w.cancel.is_cancelled() && w.log.strong_count() > 0);
+            if watches.is_empty() {
+                POLLING.store(false, Ordering::Release);
+                return;
+            }
+        }
+        let rows = read_tables();
+        {
+            let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
+            for w in watches.iter() {
+                if let Some(log) = w.log.upgrade() {
+                    log.absorb(rows.as_deref(), &w.ips, &w.ports);
+                }
+            }
+            if rows.is_none() {
+                // Not Linux, or no /proc: nothing to watch, ever.
+                watches.clear();
+                POLLING.store(false, Ordering::Release);
+                return;
+            }
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// The sockets of one `/proc/net/tcp{,6}` table that show a handshake from
+/// a peer: `(local address, local port, remote address, stage)`. Listening
+/// sockets and our own outgoing SYNs are left out.
+fn parse_table(text: &str) -> Vec<Row> {
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut f = line.split_whitespace();
+        let (Some(_sl), Some(local), Some(remote), Some(state)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let stage = match state {
+            "03" => HandshakeStage::Syn,
+            // Established, and every state a connection reaches only after
+            // its handshake completed.
+            "01" | "04" | "05" | "06" | "08" | "09" | "0B" => HandshakeStage::Connected,
+            _ => continue,
+        };
+        let (Some((lip, lport)), Some((rip, _))) = (endpoint(local), endpoint(remote)) else {
+            continue;
+        };
+        out.push((lip, lport, rip, stage));
+    }
+    out
+}
+
+/// `0100007F:0CEA` (IPv4) or 32 hex digits and a port (IPv6): the kernel
+/// prints the address as native-endian 32-bit words.
+fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.swap_bytes(),
+        )),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+                chunk.copy_from_slice(&word.swap_bytes().to_be_bytes());
+            }
+            let v6 = Ipv6Addr::from(bytes);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some((ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 281212C6:24FB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 281212C6:24FB 140112C6:9C40 03 00000000:00000000 02:00000064 00000002     0        0 0 1 0
+   2: 281212C6:0CEA 150112C6:9C41 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0
+   3: 140112C6:9C42 281212C6:24FB 02 00000000:00000000 01:00000064 00000000     0        0 3 1 0
+";
+
+    #[test]
+    fn request_sockets_and_connections_are_read_from_the_table() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let rows = parse_table(TCP);
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    ip("198.18.18.40"),
+                    9467,
+                    ip("198.18.1.20"),
+                    HandshakeStage::Syn
+                ),
+                (
+                    ip("198.18.18.40"),
+                    3306,
+                    ip("198.18.1.21"),
+                    HandshakeStage::Connected
+                ),
+            ]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st\n   0: 02000120030000000000000040000000:24FB 02000120010000000000000020000000:9C40 03 0\n   1: 0000000000000000FFFF0000281212C6:24FB 0000000000000000FFFF0000140112C6:9C40 01 0\n";
+        let rows = parse_table(v6);
+        assert_eq!(rows[0].0, ip("2001:2:0:3::40"));
+        assert_eq!(rows[0].2, ip("2001:2:0:1::20"));
+        assert_eq!(rows[1].0, ip("198.18.18.40"));
+        assert_eq!(rows[1].2, ip("198.18.1.20"));
+    }
+
+    #[test]
+    fn the_furthest_stage_per_port_and_source_is_kept_and_the_log_is_capped() {
+        let log = SynLog::default();
+        let a: IpAddr = "198.18.1.20".parse().unwrap();
+        log.note(9443, a, HandshakeStage::Connected);
+        log.note(9443, a, HandshakeStage::Syn);
+        *log.available.lock().unwrap() = Some(true);
+        let snap = log.snapshot().unwrap();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].stage, HandshakeStage::Connected);
+        for i in 0..(MAX_ENTRIES as u32 + 10) {
+            log.note(1, IpAddr::V4(Ipv4Addr::from(i)), HandshakeStage::Syn);
+        }
+        assert_eq!(log.snapshot().unwrap().len(), MAX_ENTRIES);
+        assert_eq!(SynLog::default().snapshot(), None, "never polled");
+    }
+
+    /// A real listener on loopback that never accepts: the watch sees the
+    /// connection from our address as `connected` (the kernel completed the
+    /// handshake), and nothing on other ports.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_connection_to_a_watched_port_is_seen_with_its_source() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let log = SynLog::default();
+        let ports: HashSet<u16> = [port].into();
+        assert!(log.poll(&["127.0.0.1".parse().unwrap()], &ports));
+        let snap = log.snapshot().unwrap();
+        assert!(
+            snap.iter().any(|h| h.port == port
+                && h.source == "127.0.0.1"
+                && h.stage == HandshakeStage::Connected),
+            "{snap:?}"
+        );
+        let other = SynLog::default();
+        assert!(other.poll(&["127.0.0.2".parse().unwrap()], &ports));
+        assert_eq!(other.snapshot(), Some(vec![]));
+    }
+}
