@@ -126,6 +126,9 @@ pub fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, not in journald or
         // a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(probe_core::render::colour_allowed(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .try_init();
 }

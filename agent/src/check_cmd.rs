@@ -97,7 +97,20 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let report = runtime.block_on(async {
         crate::schedule_cmd::stop_on_signal(cancel.clone())?;
-        anyhow::Ok(round::check(&plan, &security, &config, &cancel).await)
+        let progress = crate::progress::RoundProgress::on_terminal().map(std::sync::Arc::new);
+        let config = RoundConfig {
+            observer: round::Observer(
+                progress
+                    .clone()
+                    .map(|p| p as std::sync::Arc<dyn round::RoundObserver>),
+            ),
+            ..config
+        };
+        let report = round::check(&plan, &security, &config, &cancel).await;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        anyhow::Ok(report)
     })?;
     emit(&report, &args.output, &[])?;
     if cancel.is_cancelled() {
@@ -114,7 +127,11 @@ fn is_loopback(a: &Address) -> bool {
 /// Renders `report` where `output` says. `notes` precede a table on
 /// standard output and go to standard error otherwise, so JSON stays pure.
 pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::Result<()> {
-    let to_tty = output.out.is_none() && std::io::stdout().is_terminal();
+    let to_tty = output.out.is_none()
+        && probe_core::render::colour_allowed(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
     let mut bytes = Vec::new();
     if output.format.is_terminal_text() {
         for n in notes {
@@ -139,15 +156,7 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
         None => crate::write_stdout(&bytes),
         Some(path) => {
             report::write_atomically(path, &bytes).context("write the report")?;
-            let s = &report.summary;
-            eprintln!(
-                "wrote {}: {} paths, {} ok, {} violations, {} errors",
-                path.display(),
-                s.paths,
-                s.ok,
-                s.violations,
-                s.errors
-            );
+            eprintln!("wrote {}: {}", path.display(), report.summary);
             Ok(())
         }
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use probe_core::report::ReportFormat;
 
 use crate::check_cmd::{OutputArgs, emit};
 
@@ -40,6 +41,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("start the async runtime")?;
     let run = runtime.block_on(probe_core::demo::run_wso2())?;
-    emit(&run.report, &args.output, &run.notes)?;
+    // The notes travel inside the report, so every format carries them but
+    // the metrics, which get them on standard error.
+    let notes: &[String] = if args.output.format == ReportFormat::Prometheus {
+        &run.notes
+    } else {
+        &[]
+    };
+    emit(&run.report, &args.output, notes)?;
     Ok(ExitCode::from(run.exit_code()))
 }

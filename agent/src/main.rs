@@ -12,6 +12,7 @@ mod diff_cmd;
 mod pki_cmd;
 mod plan_cmd;
 mod probe_cmd;
+mod progress;
 mod report_cmd;
 mod schedule_cmd;
 mod suggest_cmd;

@@ -2,17 +2,18 @@
 //! or in a file. Parses arguments into a `ProbeConfig` and targets, runs the
 //! engine, renders, and maps outcomes to the exit code.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use probe_core::probe::{
-    Observed, ProbeConfig, Prober, Target, TlsOptions, TrustRoots, parse_target, parse_target_list,
-    render,
+    Greeting, GreetingExchange, Observed, ProbeConfig, Prober, SweepEta, Target, TlsOptions,
+    TrustRoots, parse_target, parse_target_list, render,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +50,9 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "ADDR")]
     source: Option<IpAddr>,
     /// Verify TLS certificates against the CA certificates in FILE (PEM)
-    /// instead of the system store.
+    /// instead of the system store; a server certificate found in FILE
+    /// itself (self-signed) is trusted as pinned, as with
+    /// `openssl s_client -CAfile`.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Report a TLS certificate that does not verify as `tls-error`.
@@ -81,6 +84,7 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let config = ProbeConfig {
         connect_timeout: timeout,
         tls_timeout: timeout,
+        exchange_timeout: timeout,
         retries: args.retries,
         concurrency: usize::try_from(args.concurrency).context("--concurrency")?,
         source: args.source,
@@ -96,7 +100,22 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     if let Some(source) = args.source {
         check_source(source)?;
     }
-    let prober = Prober::new(config)?;
+    // Well-known services that speak first (MySQL on 3306) are greeted and
+    // left politely; their greeting shows in the detail.
+    let greetings = targets
+        .iter()
+        .map(|t| {
+            (t.protocol == probe_core::port::Protocol::Tcp)
+                .then(|| Greeting::for_port(t.port.get()))
+                .flatten()
+        })
+        .collect();
+    let greeter = Arc::new(GreetingExchange::new(greetings, timeout / 2, None));
+    // The worst one target can take: every attempt silent, then the TLS
+    // handshake and the greeting at their deadlines.
+    let worst = timeout * (args.retries + 1) + timeout * 2;
+    let eta = SweepEta::new(targets.len(), config.concurrency, worst);
+    let prober = Prober::with_exchange(config, greeter)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -105,16 +124,17 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let results = runtime.block_on(async {
         crate::schedule_cmd::stop_on_signal(cancel.clone())?;
-        let bar = progress_bar(targets.len());
+        let mut bar =
+            crate::progress::SweepProgress::on_terminal(targets.len(), PROGRESS_FROM, eta);
         let results = prober
             .sweep(targets, &cancel, |_, _| {
-                if let Some(bar) = &bar {
-                    bar.inc(1);
+                if let Some(bar) = &mut bar {
+                    bar.inc();
                 }
             })
             .await;
         if let Some(bar) = bar {
-            bar.finish_and_clear();
+            bar.finish();
         }
         anyhow::Ok(results)
     })?;
@@ -178,18 +198,4 @@ fn check_source(source: IpAddr) -> anyhow::Result<()> {
     std::net::TcpListener::bind((source, 0))
         .map(drop)
         .with_context(|| format!("--source {source} is not an address of this host"))
-}
-
-fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
-    if total < PROGRESS_FROM || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} probing [{bar:40}] {pos}/{len} targets, {elapsed} elapsed, eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    Some(bar)
 }

@@ -257,13 +257,13 @@ fn prometheus_report_passes_promtool() {
     let body = std::fs::read_to_string(&prom).unwrap();
     assert!(
         body.contains(
-            "portcall_path_ok{from=\"internet\",to=\"db\",port=\"3306\",service=\"mysql\",expect=\"blocked\",family=\"ipv4\"} 0\n"
+            "portcall_path_ok{plan=\"wso2-apim-distributed\",from=\"internet\",to=\"db\",port=\"3306\",service=\"mysql\",expect=\"blocked\",family=\"ipv4\"} 0\n"
         ),
         "{body}"
     );
     assert!(
         body.contains(
-            "portcall_path_open{from=\"internet\",to=\"db\",port=\"3306\",service=\"mysql\",expect=\"blocked\",family=\"ipv4\"} 1\n"
+            "portcall_path_open{plan=\"wso2-apim-distributed\",from=\"internet\",to=\"db\",port=\"3306\",service=\"mysql\",expect=\"blocked\",family=\"ipv4\"} 1\n"
         ),
         "{body}"
     );

@@ -170,7 +170,7 @@ fn sighup_reloads_the_plan_and_keeps_the_old_one_when_the_new_one_is_invalid() {
     let agent = Agent::start(&plan_path);
 
     let ok = format!(
-        r#"portcall_path_ok{{from="app",to="db",port="{db_port}",service="svc",expect="open",family="ipv4"}} 1"#
+        r#"portcall_path_ok{{plan="schedule-cli",from="app",to="db",port="{db_port}",service="svc",expect="open",family="ipv4"}} 1"#
     );
     agent.wait_for("the first round", |m| m.contains(&ok));
 
@@ -192,7 +192,7 @@ fn sighup_reloads_the_plan_and_keeps_the_old_one_when_the_new_one_is_invalid() {
     std::fs::write(&plan_path, plan(db_port, "tcp", Some(closed))).unwrap();
     agent.signal("HUP");
     let blocked = format!(
-        r#"portcall_path_ok{{from="app",to="db",port="{closed}",service="{closed}",expect="blocked",family="ipv4"}} 0"#
+        r#"portcall_path_ok{{plan="schedule-cli",from="app",to="db",port="{closed}",service="{closed}",expect="blocked",family="ipv4"}} 0"#
     );
     let m = agent.wait_for("the new path", |m| {
         m.contains(&blocked) && m.contains("portcall_plan_last_reload_successful 1")

@@ -267,6 +267,9 @@ fn wso2_real_mariadb_is_held_probed_live_and_keeps_working() {
                 &format!("--pid-file={}", data.join("mysqld.pid").display()),
                 &format!("--init-file={}", init.display()),
                 "--skip-log-bin",
+                // Every aborted connection and why, so a probe that resets
+                // the server's connection shows up as an error below.
+                "--log-warnings=4",
             ],
             &data.join("mariadbd.log"),
         )
@@ -307,7 +310,30 @@ fn wso2_real_mariadb_is_held_probed_live_and_keeps_working() {
             "no canary on a held port: {}->db",
             p.from
         );
+        if p.observed == Some(Observed::Open) {
+            // The server's greeting is the evidence that MariaDB answered.
+            let banner = p.service_banner.as_deref().unwrap_or_default();
+            assert!(
+                banner.starts_with("MySQL ") && banner.contains("MariaDB"),
+                "{}->db banner {banner:?}",
+                p.from
+            );
+        }
     }
+    // The probes left after the greeting with an orderly close: MariaDB
+    // logs no communication error (a reset gives "Got an error writing
+    // communication packets"). A client that leaves before logging in is
+    // still counted as an aborted connection "closed normally without
+    // authentication": no client without credentials can avoid that.
+    let log = std::fs::read_to_string(data.join("mariadbd.log")).unwrap_or_default();
+    assert!(
+        log.contains("closed normally without authentication"),
+        "the probes reached the server: {log}"
+    );
+    assert!(
+        !log.contains("communication packets") && !log.contains("Could not write packet"),
+        "a probe broke a connection: {log}"
+    );
 
     // The server still serves an app server after being probed.
     let out = lab

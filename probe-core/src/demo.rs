@@ -290,11 +290,10 @@ pub async fn run(plan: &Plan) -> Result<DemoRun, DemoError> {
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    let report = report?;
-    Ok(DemoRun {
-        notes: notes(&lp, &report),
-        report,
-    })
+    let mut report = report?;
+    let notes = notes(&lp, &report);
+    report.notes = notes.clone();
+    Ok(DemoRun { notes, report })
 }
 
 fn notes(lp: &LoopbackPlan, report: &Report) -> Vec<String> {

@@ -45,10 +45,96 @@ pub struct RoundConfig {
     /// Control endpoints that differ from `address:control_port` (the demo
     /// and tests bind ephemeral ports), by host.
     pub endpoints: BTreeMap<String, SocketAddr>,
+    /// Told how the round advances (the binary draws progress from it).
+    pub observer: Observer,
     /// The paths to measure (`check --only`, from
     /// [`Plan::select_paths`]); `None` for every path of the plan.
     pub only: Option<Vec<usize>>,
 }
+
+/// The phases of a round, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connecting to every agent and opening canaries.
+    Prepare,
+    /// Every source agent probing its paths.
+    Probe,
+    /// Collecting what the canaries saw.
+    Evidence,
+    /// Closing the canaries.
+    Teardown,
+}
+
+impl Phase {
+    /// What the phase does, in a few words.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prepare => "agents reached",
+            Phase::Probe => "agents done probing",
+            Phase::Evidence => "evidence collected",
+            Phase::Teardown => "canaries closed",
+        }
+    }
+}
+
+/// What happens in a round, as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundEvent<'a> {
+    /// A phase starts, with the number of agents it involves.
+    PhaseStarted {
+        /// Which phase.
+        phase: Phase,
+        /// How many agents take part in it.
+        agents: usize,
+    },
+    /// One agent finished its part of a phase.
+    AgentDone {
+        /// Which phase.
+        phase: Phase,
+        /// The agent's host.
+        host: &'a str,
+        /// Whether its part succeeded.
+        ok: bool,
+    },
+}
+
+/// Receives a round's events; called from the round's tasks, so it must be
+/// quick and must not block.
+pub trait RoundObserver: Send + Sync {
+    /// One event.
+    fn event(&self, event: RoundEvent<'_>);
+}
+
+/// An optional [`RoundObserver`] in a [`RoundConfig`] (none by default).
+#[derive(Clone, Default)]
+pub struct Observer(pub Option<Arc<dyn RoundObserver>>);
+
+impl Observer {
+    fn event(&self, event: RoundEvent<'_>) {
+        if let Some(o) = &self.0 {
+            o.event(event);
+        }
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Observer(set)"
+        } else {
+            "Observer(none)"
+        })
+    }
+}
+
+/// Observers do not make two configurations differ.
+impl PartialEq for Observer {
+    fn eq(&self, _: &Observer) -> bool {
+        true
+    }
+}
+
+impl Eq for Observer {}
 
 impl Default for RoundConfig {
     fn default() -> RoundConfig {
@@ -58,6 +144,7 @@ impl Default for RoundConfig {
             probe_slack: Duration::from_secs(10),
             ttl_slack: Duration::from_secs(30),
             endpoints: BTreeMap::new(),
+            observer: Observer::default(),
             only: None,
         }
     }
@@ -171,6 +258,11 @@ pub async fn run_round(
             )
         })
         .collect();
+    let observer = &config.observer;
+    observer.event(RoundEvent::PhaseStarted {
+        phase: Phase::Prepare,
+        agents: sessions.len(),
+    });
     let reached: Reached = Arc::default();
     let coordinator_file = plan.source.to_string();
     let sessions = each(sessions, cancel, |mut s| {
@@ -186,7 +278,8 @@ pub async fn run_round(
             plan_digest: digest.clone(),
             ttl_ms,
         });
-        async move {
+        let observer = config.observer.clone();
+        let prepared = async move {
             let addr = match config.endpoints.get(&s.host) {
                 Some(a) => *a,
                 None => match resolve(&address, port, config.connect_timeout).await {
@@ -234,6 +327,15 @@ pub async fn run_round(
                 Err(e) => s.lost(chain(&e)),
             }
             s
+        };
+        async move {
+            let s = prepared.await;
+            observer.event(RoundEvent::AgentDone {
+                phase: Phase::Prepare,
+                host: &s.host,
+                ok: s.up(),
+            });
+            s
         }
     })
     .await;
@@ -270,9 +372,17 @@ pub async fn run_round(
         only: config.only.clone(),
     });
     let probe_deadline = config.probe_deadline(plan);
+    observer.event(RoundEvent::PhaseStarted {
+        phase: Phase::Probe,
+        agents: sessions
+            .iter()
+            .filter(|s| s.up() && sources.contains(s.host.as_str()))
+            .count(),
+    });
     let sessions = each(sessions, cancel, |mut s| {
         let probe = probe.clone();
         let wanted = s.up() && sources.contains(s.host.as_str());
+        let observer = observer.clone();
         async move {
             let Some(conn) = s.conn.as_mut().filter(|_| wanted) else {
                 return s;
@@ -288,6 +398,11 @@ pub async fn run_round(
                     s.conn = None;
                 }
             }
+            observer.event(RoundEvent::AgentDone {
+                phase: Phase::Probe,
+                host: &s.host,
+                ok: s.evidence.probe_error.is_none(),
+            });
             s
         }
     })

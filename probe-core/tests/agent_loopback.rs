@@ -249,9 +249,11 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "address",
             "attempts",
             "blame",
+            "cert",
             "detail",
             "expect",
             "family",
+            "flow",
             "flow_from",
             "from",
             "icmp",
@@ -259,8 +261,10 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "observed",
             "port",
             "protocol",
+            "role",
             "seen_source",
             "service",
+            "service_banner",
             "target_saw",
             "target_stage",
             "tls_ms",
@@ -281,6 +285,28 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
     }
 }
 
+/// Every round event, in words.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<String>>);
+
+impl round::RoundObserver for Events {
+    fn event(&self, event: round::RoundEvent<'_>) {
+        let line = match event {
+            round::RoundEvent::PhaseStarted { phase, agents } => {
+                format!("start {} {agents}", phase.as_str())
+            }
+            round::RoundEvent::AgentDone { phase, host, ok } => {
+                format!(
+                    "{} {host} {}",
+                    phase.as_str(),
+                    if ok { "ok" } else { "failed" }
+                )
+            }
+        };
+        self.0.lock().unwrap().push(line);
+    }
+}
+
 #[tokio::test]
 async fn a_dead_agent_makes_its_paths_errors_and_the_others_are_measured() {
     let plan = Arc::new(plan(42, ""));
@@ -293,10 +319,14 @@ async fn a_dead_agent_makes_its_paths_errors_and_the_others_are_measured() {
     drop(free);
     let cancel = CancellationToken::new();
     let started = std::time::Instant::now();
+    let events = Arc::new(Events::default());
     let report = round::check(
         &plan,
         &coordinator(pki.path()),
-        &config(&endpoints),
+        &RoundConfig {
+            observer: round::Observer(Some(events.clone())),
+            ..config(&endpoints)
+        },
         &cancel,
     )
     .await;
@@ -305,6 +335,28 @@ async fn a_dead_agent_makes_its_paths_errors_and_the_others_are_measured() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+    // The observer heard each phase start and each agent finish it, the
+    // dead one as not ok.
+    let mut seen = events.0.lock().unwrap().clone();
+    let prepare_done = seen.split_off(1);
+    assert_eq!(seen, ["start agents reached 3"]);
+    let mut reached: Vec<String> = prepare_done[..3].to_vec();
+    reached.sort();
+    assert_eq!(
+        reached,
+        [
+            "agents reached app ok",
+            "agents reached db failed",
+            "agents reached web ok"
+        ]
+    );
+    assert_eq!(prepare_done[3], "start agents done probing 2");
+    let mut probed: Vec<String> = prepare_done[4..].to_vec();
+    probed.sort();
+    assert_eq!(
+        probed,
+        ["agents done probing app ok", "agents done probing web ok"]
     );
 
     for port in [18080, 18443] {

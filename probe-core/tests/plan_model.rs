@@ -376,16 +376,53 @@ fn publisher_and_store_without_offsets_suggest_offset_1() {
         ] => {
             assert_eq!(first_role, "wso2-apim-publisher");
             assert_eq!(second_role, "wso2-apim-store");
-            assert_eq!(
-                *fix,
-                probe_core::plan::CollisionFix::Offset {
-                    role: "wso2-apim-store".into(),
-                    offset: 1
+            match fix {
+                probe_core::plan::CollisionFix::Offset { role, offset, .. } => {
+                    assert_eq!((role.as_str(), *offset), ("wso2-apim-store", 1));
                 }
-            );
+                other => panic!("{other:?}"),
+            }
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Regression: with three products on one host, the advice gave two of them
+/// offset 1 (each computed as if the others stayed put).
+#[test]
+fn three_products_on_one_host_get_one_assignment_that_clears_all() {
+    let src = "name = \"three\"\n[[hosts]]\nname = \"portal\"\naddress = \"198.18.0.1\"\nroles = [\"wso2-apim-publisher\", \"wso2-apim-store\", \"wso2-apim-keymanager\"]\n[[hosts]]\nname = \"op\"\naddress = \"198.18.0.2\"\n[[flows]]\nfrom = \"host:op\"\nto = \"host:portal\"\nports = [\"https-servlet\"]\n";
+    let errs = errors(src);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    let mut offsets = std::collections::BTreeMap::new();
+    let mut lists = Vec::new();
+    for e in &errs {
+        let Problem::PortCollision {
+            fix:
+                probe_core::plan::CollisionFix::Offset {
+                    role,
+                    offset,
+                    roles,
+                    ..
+                },
+            ..
+        } = e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(*offsets.entry(role.clone()).or_insert(*offset), *offset);
+        lists.push(roles.clone());
+    }
+    assert_eq!(offsets["wso2-apim-store"], 1);
+    assert_eq!(offsets["wso2-apim-keymanager"], 2);
+    assert!(lists.windows(2).all(|w| w[0] == w[1]), "one assignment");
+    // Applying the printed assignment gives a valid plan.
+    let fixed = src.replace(
+        "roles = [\"wso2-apim-publisher\", \"wso2-apim-store\", \"wso2-apim-keymanager\"]",
+        "roles = [\"wso2-apim-publisher\", { role = \"wso2-apim-store\", port_offset = 1 }, { role = \"wso2-apim-keymanager\", port_offset = 2 }]",
+    );
+    let a = analyze(&fixed, "three.toml", Catalog::builtin());
+    assert!(a.plan.is_some(), "{}", a.diagnostics);
 }
 
 mod props {
@@ -473,25 +510,45 @@ mod props {
                     _ => None,
                 }).collect();
                 prop_assert!(!fixes.is_empty(), "{}", a.diagnostics);
-                for (role, fix) in fixes {
-                    if let probe_core::plan::CollisionFix::Offset { offset, .. } = fix {
-                        let j: usize = role[1..].parse().unwrap();
-                        // The suggested offset clears role j's collisions and
-                        // no smaller offset does.
-                        let clears = |off: u16| {
-                            let mut r = roles.clone();
-                            r[j].1 = off;
-                            let e = effective(&r, override_port);
-                            e.is_some_and(|e| {
-                                let mine: Vec<u32> = e[j].clone();
-                                let others: BTreeSet<u32> = e.iter().enumerate().filter(|(k, _)| *k != j).flat_map(|(_, v)| v.clone()).collect();
-                                let own: BTreeSet<u32> = mine.iter().copied().collect();
-                                own.len() == mine.len() && mine.iter().all(|p| !others.contains(p))
-                            })
-                        };
-                        prop_assert!(clears(offset), "offset {} does not clear r{}", offset, j);
-                        prop_assert!((0..offset).all(|o| !clears(o)), "a smaller offset than {} works", offset);
+                // Brute force: is there any offset per instance (0..16)
+                // under which nothing collides?
+                let n = roles.len();
+                let solvable = (0..16usize.pow(n as u32)).any(|code| {
+                    let mut r = roles.clone();
+                    for (k, item) in r.iter_mut().enumerate() {
+                        item.1 = ((code / 16usize.pow(k as u32)) % 16) as u16;
                     }
+                    effective(&r, override_port).is_some_and(|e| {
+                        let flat: Vec<u32> = e.iter().flatten().copied().collect();
+                        flat.iter().copied().collect::<BTreeSet<u32>>().len() == flat.len()
+                    })
+                });
+                let mut assignments = Vec::new();
+                for (_, fix) in fixes {
+                    match fix {
+                        probe_core::plan::CollisionFix::Offset { roles: assigned, .. } => assignments.push(assigned),
+                        probe_core::plan::CollisionFix::Override { .. } => {
+                            prop_assert!(!solvable, "offsets solve it, but the advice is an override");
+                        }
+                    }
+                }
+                // Every collision carries the same assignment, and applying
+                // it clears every collision at once.
+                prop_assert!(assignments.windows(2).all(|w| w[0] == w[1]));
+                if let Some(assigned) = assignments.first() {
+                    let mut r = roles.clone();
+                    for (k, item) in r.iter_mut().enumerate() {
+                        item.1 = assigned[k].port_offset;
+                    }
+                    let e = effective(&r, override_port);
+                    prop_assert!(e.is_some(), "assignment passes 65535");
+                    let flat: Vec<u32> = e.unwrap().into_iter().flatten().collect();
+                    let unique: BTreeSet<u32> = flat.iter().copied().collect();
+                    prop_assert_eq!(unique.len(), flat.len(), "assignment {:?} leaves a collision", assigned);
+                    let a = analyze(&plan_text(&r, override_port), "p.toml", Catalog::builtin());
+                    prop_assert!(a.plan.is_some(), "{}", a.diagnostics);
+                } else {
+                    prop_assert!(!solvable);
                 }
             }
         }

@@ -439,6 +439,88 @@ async fn unverified_certificate_is_open_with_facts_unless_verify_is_asked() {
     assert!(!r.cert.unwrap().verified);
 }
 
+/// A self-signed server certificate for `localhost` / 127.0.0.1, marked as
+/// a CA when `ca` (as `openssl req -x509` makes them), with its PEM.
+fn self_signed(ca: bool) -> (Pki, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "self-signed server");
+    if ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    let cert = params.self_signed(&key).unwrap();
+    let pem = cert.pem();
+    (
+        Pki {
+            ca_pem: pem.clone(),
+            cert: cert.der().clone(),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        },
+        pem,
+    )
+}
+
+/// Regression: `probe --ca FILE` with a self-signed server certificate
+/// failed with `CaUsedAsEndEntity`, while `openssl s_client -CAfile FILE`
+/// verifies it.
+#[tokio::test]
+async fn ca_file_pins_a_self_signed_server_certificate() {
+    for ca_flag in [true, false] {
+        let (server, pem) = self_signed(ca_flag);
+        let (port, _sni) = tls_server(&server).await;
+        let pinned = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(pinned.path(), &pem).unwrap();
+        let strict = |file: &std::path::Path| ProbeConfig {
+            tls: TlsOptions {
+                roots: TrustRoots::PemFile(file.to_path_buf()),
+                require_verified: true,
+            },
+            ..quick()
+        };
+        for t in [
+            target(port, Protocol::Tls).with_server_name("localhost"),
+            target(port, Protocol::Tls),
+        ] {
+            let r = probe(strict(pinned.path()), t).await;
+            assert_eq!(r.observed, Observed::Open, "ca={ca_flag}: {r:?}");
+            let c = r.cert.unwrap();
+            assert!(c.verified, "{c:?}");
+            assert_eq!(c.subject, "CN=self-signed server");
+        }
+
+        // Pinned, but asked for another name: not verified.
+        let r = probe(
+            strict(pinned.path()),
+            target(port, Protocol::Tls).with_server_name("db1.example"),
+        )
+        .await;
+        assert_eq!(r.observed, Observed::TlsError, "{r:?}");
+        let e = r.cert.unwrap().verify_error.unwrap();
+        assert!(e.contains("db1.example"), "{e}");
+
+        // Another self-signed certificate in the file pins nothing, and
+        // the reason is in words, not rustls's variant names.
+        let (_, other) = self_signed(ca_flag);
+        let other_file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(other_file.path(), &other).unwrap();
+        let r = probe(
+            strict(other_file.path()),
+            target(port, Protocol::Tls).with_server_name("localhost"),
+        )
+        .await;
+        assert_eq!(r.observed, Observed::TlsError, "{r:?}");
+        let e = r.cert.unwrap().verify_error.unwrap();
+        assert!(e.starts_with("certificate not trusted: "), "{e}");
+        assert!(
+            !e.contains("UnknownIssuer") && !e.contains("CaUsedAsEndEntity"),
+            "{e}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn plain_listener_probed_as_tls_is_a_tls_error_with_the_reason() {
     // One that stays silent after accepting: the handshake deadline runs out.
@@ -476,6 +558,13 @@ async fn plain_listener_probed_as_tls_is_a_tls_error_with_the_reason() {
     let r = probe(config, target(banner_port, Protocol::Tls)).await;
     assert_eq!(r.observed, Observed::TlsError, "{r:?}");
     assert!(r.detail.starts_with("TLS handshake failed"), "{}", r.detail);
+    // In words, not rustls's variant name.
+    assert!(
+        r.detail.contains("this port speaks plain TCP, not TLS")
+            && !r.detail.contains("InvalidContentType"),
+        "{}",
+        r.detail
+    );
 }
 
 /// Sends a line and expects the server to echo it back, like the canary

@@ -434,7 +434,7 @@ impl Agent {
                 tokio::spawn(nftrace::delete_at(table, expiry));
             }
         }
-        tracing::info!(host = %shared.config.host, addr = ?listener.local_addr().ok(), "agent serving");
+        tracing::info!(host = %shared.config.host, addr = %listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()), "agent serving");
         let mut summary = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
@@ -904,6 +904,7 @@ impl Shared {
         let mut indices = Vec::new();
         let mut targets = Vec::new();
         let mut slots = Vec::new();
+        let mut greetings = Vec::new();
         for (i, path) in plan.paths.iter().enumerate() {
             if path.from != *host
                 || skip_hosts.contains(path.to.as_str())
@@ -932,6 +933,12 @@ impl Shared {
             };
             indices.push(i);
             targets.push(target);
+            // A live service that speaks first is read and left politely.
+            greetings.push(if slot.is_none() {
+                probe::Greeting::for_service(&path.service)
+            } else {
+                None
+            });
             slots.push(slot);
         }
         let nonces: Vec<Option<String>> = slots
@@ -951,7 +958,12 @@ impl Shared {
             ttl_walk: Some(probe::WalkConfig::default()),
             ..ProbeConfig::default()
         };
-        let prober = match Prober::with_exchange(config, exchange.clone()) {
+        let greeter = Arc::new(probe::GreetingExchange::new(
+            greetings,
+            per_attempt / 2,
+            Some(exchange.clone()),
+        ));
+        let prober = match Prober::with_exchange(config, greeter.clone()) {
             Ok(p) => p,
             Err(e) => return error(format!("probe: {e}")),
         };
@@ -975,6 +987,8 @@ impl Shared {
                 icmp: r.icmp,
                 path_mtu: r.path_mtu,
                 walk: r.walk,
+                cert: r.cert,
+                service_banner: greeter.banner(k),
                 shed: r.shed,
             })
             .collect();

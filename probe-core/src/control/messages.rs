@@ -219,6 +219,12 @@ pub struct PathProbe {
     /// For a `timeout`, the TTL walk toward the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk: Option<Walk>,
+    /// The server certificate's facts, where a TLS handshake saw one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<Box<crate::probe::CertFacts>>,
+    /// What a live service that speaks first said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_banner: Option<String>,
     /// The far end closed every attempt without answering anything, as a
     /// canary shedding load does: the path was not measured.
     #[serde(default)]

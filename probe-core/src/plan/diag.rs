@@ -111,12 +111,15 @@ impl fmt::Display for Diagnostic {
 pub enum Problem {
     /// The file is not valid TOML, or a value has the wrong type or a key is
     /// unknown; the message is the TOML parser's.
-    #[error("{message}{hint}")]
+    #[error("{message}{hint}{snippet}")]
     Syntax {
         /// The parser's explanation.
         message: String,
         /// An extra hint from portcall (may be empty).
         hint: String,
+        /// The source line with a caret under the problem, on lines of its
+        /// own after the message (empty when the position is unknown).
+        snippet: String,
     },
     /// A port number is outside 1..=65535.
     #[error("{what}: {error}")]
@@ -142,6 +145,9 @@ pub enum Problem {
         /// The accepted range, in words.
         expected: &'static str,
     },
+    /// The file holds nothing but blanks and comments.
+    #[error("the plan is empty (expected at least name, [[hosts]] and [[flows]])")]
+    EmptyPlan,
     /// The plan's name is empty.
     #[error("name must not be empty")]
     EmptyPlanName,
@@ -484,13 +490,20 @@ impl Problem {
 /// How to resolve a port collision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CollisionFix {
-    /// Give the later role instance this offset, the smallest that clears
-    /// all its collisions on the host.
+    /// Give a role instance of the pair this offset. The offsets of every
+    /// collision on the host are computed together, so applying all of them
+    /// at once clears them all (`roles` is the host's list with them).
     Offset {
-        /// The later role.
+        /// The role instance to move.
         role: String,
         /// The offset to use.
         offset: u16,
+        /// Every role instance of the host with the offsets that clear all
+        /// its collisions at once.
+        roles: Vec<super::RoleInstance>,
+        /// The host's own `port_offset` (items at this offset need no
+        /// explicit one).
+        host_offset: u16,
     },
     /// No offset helps (the colliding port is not offset-able, or no offset
     /// stays below 65536); a `port_overrides` entry is needed.
@@ -503,10 +516,31 @@ pub enum CollisionFix {
 impl fmt::Display for CollisionFix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CollisionFix::Offset { role, offset } => write!(
-                f,
-                "give `{role}` port_offset = {offset} (the smallest offset that clears all its collisions), e.g. roles = [..., {{ role = \"{role}\", port_offset = {offset} }}]"
-            ),
+            CollisionFix::Offset {
+                role,
+                offset,
+                roles,
+                host_offset,
+            } => {
+                let items: Vec<String> = roles
+                    .iter()
+                    .map(|r| {
+                        if r.port_offset == *host_offset {
+                            format!("\"{}\"", r.role)
+                        } else {
+                            format!(
+                                "{{ role = \"{}\", port_offset = {} }}",
+                                r.role, r.port_offset
+                            )
+                        }
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "give `{role}` port_offset = {offset}; every collision on this host clears at once with roles = [{}]",
+                    items.join(", ")
+                )
+            }
             CollisionFix::Override { port_name } => write!(
                 f,
                 "no offset resolves it because the port is not offset-able; pin one with port_overrides = {{ {port_name} = PORT }}"

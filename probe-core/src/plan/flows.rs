@@ -231,6 +231,7 @@ fn over_limit(raw: &RawPlan, hosts: &[Host], limit: u64) -> Option<(u64, usize)>
         file: &std::sync::Arc::from(""),
         src: "",
         diags: Vec::new(),
+        broken_roles: BTreeSet::new(),
     };
     for (i, rf) in raw.flows.iter().enumerate() {
         let f = rf.get_ref();
@@ -425,6 +426,18 @@ fn selectors(
             continue;
         };
         if matching(std::slice::from_ref(&sel), hosts).is_empty() {
+            if let Selector::Role(r) = &sel {
+                let explained = cx.broken_roles.contains(r)
+                    || Suggestion::closest(r, cx.broken_roles.iter().map(String::as_str))
+                        .0
+                        .is_some();
+                if explained {
+                    // A consequence of an error already reported: the flow is
+                    // dropped quietly, the plan fails on that error.
+                    ok = false;
+                    continue;
+                }
+            }
             let candidates: Vec<String> = match &sel {
                 Selector::All => Vec::new(),
                 Selector::Host(_) => hosts.iter().map(|h| format!("host:{}", h.name)).collect(),

@@ -186,7 +186,14 @@ pub(crate) fn build(
             }
             per_instance.push(mine);
         }
-        collisions(cx, &name, &instances, &per_instance, &overrides);
+        collisions(
+            cx,
+            &name,
+            port_offset,
+            &instances,
+            &per_instance,
+            &overrides,
+        );
         let dials = dials(cx, &name, h, &instances);
         for (i, (_, role, span)) in instances.iter().enumerate() {
             for (pname, port) in &per_instance[i] {
@@ -339,15 +346,17 @@ fn dials(
 }
 
 /// Reports each pair of role instances on a host that share a port, once,
-/// with the smallest offset for the later instance that clears every one of
-/// its collisions.
+/// with one assignment of offsets (see [`assign_offsets`]) that clears every
+/// collision on the host at once.
 fn collisions(
     cx: &mut Cx<'_>,
     host: &str,
+    host_offset: u16,
     instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
     per_instance: &[Vec<(String, Port)>],
     overrides: &BTreeMap<&str, Port>,
 ) {
+    let mut assignment: Option<Vec<Option<u16>>> = None;
     for j in 0..per_instance.len() {
         for i in 0..=j {
             let clash = per_instance[j]
@@ -363,18 +372,40 @@ fn collisions(
             let Some((first_port, second_port, port)) = clash else {
                 continue;
             };
-            let (_, role, span) = &instances[j];
-            let fix = match smallest_offset(j, instances, per_instance, overrides) {
-                Some(offset) => CollisionFix::Offset {
-                    role: role.name.clone(),
+            let assigned = assignment
+                .get_or_insert_with(|| assign_offsets(instances, per_instance, overrides));
+            // The instance of the pair that moves: the later one, unless the
+            // assignment keeps it and moves the earlier one instead.
+            let moved = if assigned[j] != Some(instances[j].0.port_offset) || i == j {
+                j
+            } else {
+                i
+            };
+            let (_, role, _) = &instances[j];
+            let fix = match assigned[moved] {
+                Some(offset) if assigned.iter().all(Option::is_some) => CollisionFix::Offset {
+                    role: instances[moved].1.name.clone(),
                     offset,
+                    roles: instances
+                        .iter()
+                        .zip(assigned.iter())
+                        .map(|((inst, _, _), off)| RoleInstance {
+                            role: inst.role.clone(),
+                            port_offset: off.unwrap_or(inst.port_offset),
+                        })
+                        .collect(),
+                    host_offset,
                 },
-                None => CollisionFix::Override {
-                    port_name: second_port.clone(),
+                _ => CollisionFix::Override {
+                    port_name: if moved == j {
+                        second_port.clone()
+                    } else {
+                        first_port.clone()
+                    },
                 },
             };
             cx.push(
-                span.clone(),
+                instances[j].2.clone(),
                 Problem::PortCollision {
                     host: host.to_owned(),
                     port: port.get(),
@@ -389,42 +420,61 @@ fn collisions(
     }
 }
 
-/// The smallest offset for instance `j` under which none of its ports
-/// collides with another instance's or with its own, and all stay below
-/// 65536; `None` when no offset works (a fixed port is in the way).
-pub(crate) fn smallest_offset(
-    j: usize,
+/// One offset per role instance that clears every collision on the host at
+/// once: instances are kept, in order, while they collide with none kept
+/// before them; each other one then gets, in order, the smallest offset
+/// under which its ports collide with none of the kept and already moved
+/// instances (nor with each other) and stay below 65536. `None` for an
+/// instance no offset can move clear (a fixed port is in the way).
+pub(crate) fn assign_offsets(
     instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
     per_instance: &[Vec<(String, Port)>],
     overrides: &BTreeMap<&str, Port>,
-) -> Option<u16> {
-    let others: BTreeSet<u16> = per_instance
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| *k != j)
-        .flat_map(|(_, v)| v.iter().map(|(_, p)| p.get()))
-        .collect();
-    let role = instances[j].1;
-    let try_offset = |off: u16| -> bool {
-        let mut mine = BTreeSet::new();
-        for def in &role.ports {
-            let p = if let Some(p) = overrides.get(def.name.as_str()) {
-                p.get()
-            } else if def.offset {
-                match def.port.checked_offset(off) {
-                    Ok(p) => p.get(),
-                    Err(_) => return false,
-                }
-            } else {
-                def.port.get()
-            };
-            if others.contains(&p) || !mine.insert(p) {
-                return false;
-            }
+) -> Vec<Option<u16>> {
+    let mut taken: BTreeSet<u16> = BTreeSet::new();
+    let mut kept = vec![false; instances.len()];
+    for (k, ports) in per_instance.iter().enumerate() {
+        let mine: BTreeSet<u16> = ports.iter().map(|(_, p)| p.get()).collect();
+        let clear = mine.len() == ports.len() && mine.is_disjoint(&taken);
+        // An instance that lost a port to an error (offset past 65535) is
+        // never kept: its port list is incomplete.
+        if clear && ports.len() == instances[k].1.ports.len() {
+            kept[k] = true;
+            taken.extend(mine);
         }
-        true
-    };
-    (0..=u16::MAX).find(|&off| try_offset(off))
+    }
+    let mut out: Vec<Option<u16>> = instances
+        .iter()
+        .zip(&kept)
+        .map(|((inst, _, _), &k)| k.then_some(inst.port_offset))
+        .collect();
+    for (k, slot) in out.iter_mut().enumerate() {
+        if kept[k] {
+            continue;
+        }
+        let role = instances[k].1;
+        let ports_at = |off: u16| -> Option<BTreeSet<u16>> {
+            let mut mine = BTreeSet::new();
+            for def in &role.ports {
+                let p = if let Some(p) = overrides.get(def.name.as_str()) {
+                    p.get()
+                } else if def.offset {
+                    def.port.checked_offset(off).ok()?.get()
+                } else {
+                    def.port.get()
+                };
+                if taken.contains(&p) || !mine.insert(p) {
+                    return None;
+                }
+            }
+            Some(mine)
+        };
+        if let Some((off, mine)) = (0..=u16::MAX).find_map(|off| ports_at(off).map(|m| (off, m))) {
+            *slot = Some(off);
+            taken.extend(mine);
+        }
+    }
+    out
 }
 
 fn offset(cx: &mut Cx<'_>, o: &toml::Spanned<i64>) -> Option<u16> {

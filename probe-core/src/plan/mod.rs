@@ -562,6 +562,7 @@ pub(crate) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error)
         .replace('\n', "; ")
         .replace("expected i64", "expected an integer")
         .replace("expected u64", "expected a non-negative integer");
+    message = plain_words(&message);
     if message == "duplicate key" {
         if let Some(span) = e.span() {
             let key = src.get(span.clone()).unwrap_or("").trim();
@@ -574,6 +575,7 @@ pub(crate) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error)
     let mut problem = Problem::Syntax {
         message: message.clone(),
         hint: String::new(),
+        snippet: String::new(),
     };
     if let Some(span) = e.span() {
         let start = span.start.min(src.len());
@@ -597,9 +599,32 @@ pub(crate) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error)
                         "expected a quoted string, found unquoted `{value}` ({message})"
                     ),
                     hint: format!("; write {} = \"{}\"", key.trim(), value),
+                    snippet: String::new(),
                 };
             }
         }
+    }
+    if let Problem::Syntax { message, hint, .. } = problem {
+        let at = match (&location, e.span()) {
+            (Some(l), Some(span)) => {
+                // The caret goes where the location points (it may have been
+                // moved to an unquoted value), as wide as the parser's span
+                // allows on that line.
+                let start = offset_of(src, l.line, l.col);
+                let end = if start == span.start.min(src.len()) {
+                    span.end
+                } else {
+                    start
+                };
+                Some(start..end)
+            }
+            _ => None,
+        };
+        problem = Problem::Syntax {
+            message,
+            hint,
+            snippet: at.map(|r| snippet(src, r)).unwrap_or_default(),
+        };
     }
     Diagnostic {
         severity: Severity::Error,
@@ -616,9 +641,114 @@ pub const DEFAULT_MAX_PATHS: u64 = 1_000_000;
 /// The highest `max_paths` a plan may set.
 pub const MAX_PATHS_CEILING: u64 = 100_000_000;
 
+/// Rewrites serde's wording for the two mistakes people make most: an
+/// unknown field gets "did you mean" when one of the expected fields is
+/// close, and an unknown variant lists the allowed values in plain words.
+fn plain_words(message: &str) -> String {
+    let backticked =
+        |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let words = backticked(message);
+        if let Some((field, expected)) = words.split_first() {
+            let suggestion = Suggestion::closest(field, expected.iter().map(String::as_str));
+            if suggestion.0.is_some() {
+                return format!(
+                    "unknown field `{field}`{suggestion} (allowed here: {})",
+                    expected.join(", ")
+                );
+            }
+        }
+        return format!("unknown field `{rest}");
+    }
+    if message.starts_with("unknown variant `") {
+        let words = backticked(message);
+        if let Some((value, allowed)) = words.split_first() {
+            let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+            let list = match allowed.as_slice() {
+                [] => String::new(),
+                [one] => one.clone(),
+                [init @ .., last] => format!("{} or {last}", init.join(", ")),
+            };
+            let suggestion = Suggestion::closest(value, words[1..].iter().map(String::as_str));
+            return format!("\"{value}\" is not allowed here; write {list}{suggestion}");
+        }
+    }
+    message.to_owned()
+}
+
+/// The byte offset of 1-based `line` and character column `col` in `src`.
+fn offset_of(src: &str, line: usize, col: usize) -> usize {
+    let line_start: usize = src
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let rest = &src[line_start.min(src.len())..];
+    line_start
+        + rest
+            .char_indices()
+            .nth(col.saturating_sub(1))
+            .map_or(rest.len(), |(i, _)| i)
+}
+
+/// The source line holding `span` with a caret under it, rustc-style
+/// (without the header line, which the diagnostic already gives as
+/// `file:line:col: error: ...`), each line starting with a newline.
+pub(crate) fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
+    use annotate_snippets::{Level, Renderer, Snippet};
+    let mut start = span.start.min(src.len());
+    while !src.is_char_boundary(start) {
+        start -= 1;
+    }
+    // One line only: the caret stays under the token the parser stopped at.
+    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
+    let line = &src[line_start..line_end];
+    let line_no = src[..line_start].matches('\n').count() + 1;
+    let mut end = span.end.clamp(start, line_end);
+    while !src.is_char_boundary(end) {
+        end += 1;
+    }
+    let (s, mut e) = (start - line_start, end - line_start);
+    if e == s {
+        // An empty span (end of line, end of file) still gets one caret.
+        e = line[s..].chars().next().map_or(s + 1, |c| s + c.len_utf8());
+    }
+    let message = Level::Error.title("").snippet(
+        Snippet::source(line)
+            .line_start(line_no)
+            .annotation(Level::Error.span(s..e)),
+    );
+    let rendered = Renderer::plain().render(message).to_string();
+    let mut out = String::new();
+    let body: Vec<&str> = rendered.lines().skip(1).collect();
+    let last = body
+        .iter()
+        .rposition(|l| l.trim() != "|")
+        .map_or(0, |i| i + 1);
+    for l in &body[..last] {
+        out.push('\n');
+        out.push_str(l.trim_end());
+    }
+    out
+}
+
 /// Reads plan text against a catalog, collecting every diagnostic.
 pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     let file: Arc<str> = Arc::from(file);
+    let blank = src
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        return Analysis {
+            plan: None,
+            diagnostics: Diagnostics(vec![Diagnostic {
+                severity: Severity::Error,
+                location: Some(Location::of_offset(&file, src, 0)),
+                problem: Problem::EmptyPlan,
+            }]),
+        };
+    }
     let raw: raw::RawPlan = match toml::from_str(src) {
         Ok(r) => r,
         Err(e) => {
@@ -632,6 +762,7 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
         file: &file,
         src,
         diags: Vec::new(),
+        broken_roles: std::collections::BTreeSet::new(),
     };
     let name = raw.name.get_ref().trim().to_owned();
     if name.is_empty() {
@@ -655,6 +786,21 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     let plan_roles = resolver.done;
 
     let (hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
+    // Roles that failed with an error already reported: plan roles with
+    // errors, and names hosts gave that resolve to no role. Selectors naming
+    // them (or a near miss of them, the name the typo meant) match no host
+    // as a consequence, and are not reported again.
+    cx.broken_roles = plan_roles
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(n, _)| n.clone())
+        .chain(
+            raw.hosts
+                .iter()
+                .flat_map(|h| h.get_ref().roles.iter().map(|r| r.get_ref().role.clone()))
+                .filter(|n| !roles.contains_key(n)),
+        )
+        .collect();
     let zones = hosts::zones(&mut cx, &raw, &hosts);
     let max_paths = raw
         .defaults
@@ -729,6 +875,8 @@ pub(crate) struct Cx<'a> {
     pub file: &'a Arc<str>,
     pub src: &'a str,
     pub diags: Vec<Diagnostic>,
+    /// Role names whose failure is already reported (see [`analyze`]).
+    pub broken_roles: std::collections::BTreeSet<String>,
 }
 
 impl Cx<'_> {

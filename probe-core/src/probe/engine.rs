@@ -913,7 +913,7 @@ impl Shared {
             }
             Ok(Err(e)) => {
                 let reason = match e.get_ref() {
-                    Some(inner) => inner.to_string(),
+                    Some(inner) => super::tls::handshake_failure_in_words(inner),
                     None => error_detail(&e),
                 };
                 // Closed before a byte of the handshake came back, where a

@@ -49,6 +49,10 @@ pub(crate) struct TlsClient {
     /// Built on first use: loading the system store reads hundreds of files,
     /// which a TCP-only sweep should not pay for.
     judge: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
+    /// The certificates of the `--ca` file: a server that presents one of
+    /// them as its own (a self-signed certificate) is trusted as pinned,
+    /// as `openssl s_client -CAfile` trusts it.
+    pinned: Vec<CertificateDer<'static>>,
 }
 
 impl TlsClient {
@@ -68,10 +72,13 @@ impl TlsClient {
             provider,
             roots: options.roots.clone(),
             judge: OnceLock::new(),
+            pinned: Vec::new(),
         };
+        let mut client = client;
         if let TrustRoots::PemFile(path) = &options.roots {
             // A bad --ca file is bad input: fail before probing anything.
-            let store = load_pem_roots(path)?;
+            let (store, pinned) = load_pem_roots(path)?;
+            client.pinned = pinned;
             let judge = client.build_judge(store, path.display().to_string());
             let _ = client.judge.set(judge);
         }
@@ -113,7 +120,13 @@ impl TlsClient {
             (Ok(judge), Some((leaf, rest))) => judge
                 .verify_server_cert(leaf, rest, name, &[], UnixTime::now())
                 .map(|_| ())
-                .map_err(|e| e.to_string()),
+                .or_else(|e| {
+                    if self.pinned.iter().any(|p| p.as_ref() == leaf.as_ref()) {
+                        pinned_valid(leaf, name)
+                    } else {
+                        Err(in_words(&e))
+                    }
+                }),
         };
         facts.verified = verdict.is_ok();
         facts.verify_error = verdict.err();
@@ -136,17 +149,147 @@ pub(crate) fn server_name_for(target: &Target, addr: SocketAddr) -> ServerName<'
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
 }
 
-fn load_pem_roots(path: &Path) -> Result<RootCertStore, ProbeError> {
+/// A server certificate found verbatim in the `--ca` file (a pinned,
+/// typically self-signed one): valid when it is within its validity period
+/// and names the server the probe asked for. The handshake already proved
+/// the server holds its key.
+fn pinned_valid(leaf: &CertificateDer<'_>, name: &ServerName<'_>) -> Result<(), String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        return Err("the pinned certificate cannot be parsed".to_string());
+    };
+    if !cert.validity().is_valid() {
+        return Err(format!(
+            "the pinned certificate is outside its validity period ({} to {})",
+            crate::time::rfc3339_seconds(cert.validity().not_before.timestamp()),
+            crate::time::rfc3339_seconds(cert.validity().not_after.timestamp())
+        ));
+    }
+    use x509_parser::extensions::GeneralName;
+    let sans: Vec<GeneralName<'_>> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| s.value.general_names.clone())
+        .unwrap_or_default();
+    let matches = match name {
+        ServerName::DnsName(d) => {
+            let want = d.as_ref().trim_end_matches('.').to_ascii_lowercase();
+            sans.iter().any(|n| match n {
+                GeneralName::DNSName(s) => {
+                    let s = s.trim_end_matches('.').to_ascii_lowercase();
+                    s == want
+                        || s.strip_prefix("*.").is_some_and(|suffix| {
+                            want.split_once('.').is_some_and(|(_, rest)| rest == suffix)
+                        })
+                }
+                _ => false,
+            })
+        }
+        ServerName::IpAddress(ip) => {
+            let want = IpAddr::from(*ip);
+            sans.iter().any(|n| match n {
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).is_ok_and(|a| IpAddr::from(a) == want),
+                    16 => <[u8; 16]>::try_from(*b).is_ok_and(|a| IpAddr::from(a) == want),
+                    _ => false,
+                },
+                _ => false,
+            })
+        }
+        _ => false,
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(format!(
+            "the pinned certificate is not valid for name {:?}",
+            name.to_str()
+        ))
+    }
+}
+
+/// Why a handshake failed, in words rather than rustls's variant names
+/// (`InvalidContentType`, `HandshakeFailure`).
+pub(crate) fn handshake_failure_in_words(
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+) -> String {
+    use rustls::{AlertDescription as A, Error as E, InvalidMessage as M};
+    let Some(e) = e.downcast_ref::<rustls::Error>() else {
+        return e.to_string();
+    };
+    match e {
+        E::InvalidMessage(M::InvalidContentType) => {
+            "this port speaks plain TCP, not TLS (its answer is not a TLS record)".to_string()
+        }
+        E::InvalidMessage(_) => "the server's answer is not valid TLS".to_string(),
+        E::AlertReceived(A::HandshakeFailure) => {
+            "the server refused the handshake (no cipher suite or key exchange in common)"
+                .to_string()
+        }
+        E::AlertReceived(A::ProtocolVersion) => {
+            "the server refused the handshake (no TLS version in common)".to_string()
+        }
+        E::AlertReceived(A::CertificateRequired) | E::AlertReceived(A::BadCertificate) => {
+            "the server wants a client certificate".to_string()
+        }
+        E::AlertReceived(A::UnrecognisedName) => {
+            "the server does not serve the name asked for (SNI)".to_string()
+        }
+        E::AlertReceived(a) => {
+            format!("the server ended the handshake with alert {}", u8::from(*a))
+        }
+        E::PeerIncompatible(_) => "the server's TLS is incompatible with ours".to_string(),
+        E::InvalidCertificate(_) => in_words(e),
+        _ => e.to_string(),
+    }
+}
+
+/// A verification failure in words an operator reads, not rustls's
+/// variant names (`UnknownIssuer`, `CaUsedAsEndEntity`).
+fn in_words(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e else {
+        return e.to_string();
+    };
+    let words = match c {
+        C::UnknownIssuer => "issued by a CA the trust roots do not hold",
+        C::Expired | C::ExpiredContext { .. } => "the certificate has expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => "the certificate is not valid yet",
+        C::Revoked => "the certificate is revoked",
+        C::BadSignature => "the certificate's signature does not verify",
+        C::BadEncoding => "the certificate cannot be parsed",
+        C::UnhandledCriticalExtension => {
+            "the certificate has a critical extension no verifier knows"
+        }
+        // webpki's own errors arrive wrapped in `Other`, shown only by their
+        // Debug form; this is the one self-signed servers produce.
+        C::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity") => {
+            "the server presents a CA certificate as its own; pass that certificate with --ca to pin it"
+        }
+        // The name mismatch already reads well ("certificate not valid for
+        // name ...; certificate is only valid for ...").
+        _ => return e.to_string(),
+    };
+    format!("certificate not trusted: {words}")
+}
+
+/// The trust store of a `--ca` file, and its certificates as they are (for
+/// pinning a server's own certificate).
+fn load_pem_roots(
+    path: &Path,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), ProbeError> {
     let bytes = std::fs::read(path).map_err(|source| ProbeError::CaFileRead {
         path: path.to_path_buf(),
         source,
     })?;
     let mut store = RootCertStore::empty();
+    let mut pinned = Vec::new();
     for cert in CertificateDer::pem_slice_iter(&bytes) {
         let cert = cert.map_err(|e| ProbeError::CaFileInvalid {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
+        pinned.push(cert.clone());
         store.add(cert).map_err(|e| ProbeError::CaFileInvalid {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -158,7 +301,7 @@ fn load_pem_roots(path: &Path) -> Result<RootCertStore, ProbeError> {
             reason: "no PEM certificate found".to_string(),
         });
     }
-    Ok(store)
+    Ok((store, pinned))
 }
 
 /// Subject, issuer, SANs and expiry of the end-entity certificate.

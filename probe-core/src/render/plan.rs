@@ -299,10 +299,22 @@ pub fn catalog_json(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
     writeln!(w)
 }
 
-/// Writes the catalog as a table; fixed ports (not shifted by offsets) are
-/// marked `fixed`.
+/// The width the catalog fits in: a terminal of 100 columns.
+const CATALOG_WIDTH: usize = 100;
+
+/// Writes the catalog as a table that fits in [`CATALOG_WIDTH`] columns:
+/// each role's description beside its name, its ports wrapped below; fixed
+/// ports (not shifted by offsets) are marked `fixed`.
 pub fn catalog_table(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
-    let mut t = Table::with_header(["ROLE", "PORTS", "DESCRIPTION"]);
+    let name_width = catalog
+        .roles()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4)
+        + 2;
+    let room = CATALOG_WIDTH.saturating_sub(name_width).max(20);
+    writeln!(w, "{:name_width$}DESCRIPTION, then PORTS", "ROLE")?;
     for r in catalog.roles() {
         let ports: Vec<String> = r
             .ports
@@ -315,21 +327,88 @@ pub fn catalog_table(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
                 s
             })
             .collect();
-        let mut ports = ports.join(", ");
+        let mut items = ports.clone();
         for d in &r.dials {
-            ports.push_str(&format!(
-                "; dials {} {} on {}{}",
+            items.push(format!(
+                "dials {} {} on {}{}",
                 d.name,
                 d.port,
                 d.to,
                 if d.offset { "" } else { " fixed" }
             ));
         }
-        t.row([r.name.clone(), ports, r.description.clone()]);
+        let mut lines = wrap(r.description.split(' ').map(str::to_owned), " ", room);
+        lines.extend(
+            wrap(
+                items.iter().enumerate().map(|(i, p)| {
+                    if i + 1 < items.len() {
+                        format!("{p},")
+                    } else {
+                        p.clone()
+                    }
+                }),
+                " ",
+                room.saturating_sub(2),
+            )
+            .into_iter()
+            .map(|l| format!("  {l}")),
+        );
+        for (i, line) in lines.iter().enumerate() {
+            let name = if i == 0 { r.name.as_str() } else { "" };
+            writeln!(w, "{}", format!("{name:name_width$}{line}").trim_end())?;
+        }
     }
-    t.write_to(w)?;
     writeln!(
         w,
-        "\nports (and the ports a role dials) shift by the host's port_offset unless marked fixed; use a role by name in a host's roles, or start from it with `use`"
+        "\nports (and the ports a role dials) shift by the host's port_offset unless marked fixed;\nuse a role by name in a host's roles, or start from it with `use`"
     )
+}
+
+/// Joins `words` with `sep` into lines of at most `width` characters (a
+/// word longer than that gets a line of its own).
+fn wrap(words: impl IntoIterator<Item = String>, sep: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in words {
+        if !line.is_empty() && line.chars().count() + sep.len() + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push_str(sep);
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_fits_in_100_columns_and_lists_every_port() {
+        let mut out = Vec::new();
+        catalog_table(Catalog::builtin(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        for r in Catalog::builtin().roles() {
+            assert!(text.contains(&format!("\n{}", r.name)), "{}", r.name);
+            for p in &r.ports {
+                assert!(text.contains(&p.name), "{} of {}", p.name, r.name);
+            }
+        }
+        assert!(
+            text.contains("dials thrift-km 10397 on wso2-apim-keymanager"),
+            "{text}"
+        );
+    }
 }

@@ -141,7 +141,7 @@ pub(crate) fn why(p: &super::PathReport) -> String {
 /// Seconds since the Unix epoch of a report timestamp (`rfc3339`'s
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z`); `None` for anything else, since reports
 /// read back from JSON may come from elsewhere.
-pub(crate) fn unix_seconds(s: &str) -> Option<f64> {
+pub fn unix_seconds(s: &str) -> Option<f64> {
     let s = s.strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
     let mut d = date.splitn(3, '-');

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use super::format::{path_label, why};
 use super::markup::escape_xml as h;
-use super::{PathReport, Report, Verdict};
+use super::{PathReport, PortLabels, Report, Verdict};
 use crate::plan::Expect;
 
 const STYLE: &str = r#"
@@ -32,6 +32,7 @@ h2 { font-size: 16px; margin: 0 0 10px; }
 .meta { color: var(--muted); font-size: 12px; }
 .pills { display: flex; gap: 8px; }
 .pill { border-radius: 999px; padding: 2px 12px; font-weight: 600; border: 1px solid var(--line); background: #fff; }
+.note { background: #ddf4ff; border: 1px solid #54aeff; border-radius: 6px; padding: 8px 12px; margin: 0 0 12px; }
 .pill.violation { color: var(--bad); background: var(--bad-bg); border-color: var(--bad); }
 .pill.error { color: var(--err); background: var(--err-bg); border-color: var(--err); }
 .pill.ok { color: var(--ok); background: var(--ok-bg); border-color: var(--ok); }
@@ -106,8 +107,13 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     )?;
     writeln!(w, "</header>")?;
 
+    for n in &report.notes {
+        writeln!(w, r#"<p class="note"><strong>Note:</strong> {}</p>"#, h(n))?;
+    }
+
     write_matrix(report, w)?;
     write_graph(report, w)?;
+    let labels = PortLabels::new(report);
 
     let by = |v: Verdict| -> Vec<&PathReport> {
         report.paths.iter().filter(|p| p.verdict == v).collect()
@@ -115,13 +121,13 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     let violations = by(Verdict::Violation);
     if !violations.is_empty() {
         writeln!(w, "<section><h2>Violations ({})</h2>", violations.len())?;
-        write_list(&violations, w)?;
+        write_list(&violations, &labels, w)?;
         writeln!(w, "</section>")?;
     }
     let errors = by(Verdict::Error);
     if !errors.is_empty() {
         writeln!(w, "<section><h2>Not measured ({})</h2>", errors.len())?;
-        write_list(&errors, w)?;
+        write_list(&errors, &labels, w)?;
         writeln!(w, "</section>")?;
     }
     write_agents(report, w)?;
@@ -134,7 +140,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
             plural(ok.len()),
             if ok.len() == 1 { "its" } else { "their" }
         )?;
-        write_list(&ok, w)?;
+        write_list(&ok, &labels, w)?;
         writeln!(w, "</details></section>")?;
     }
     writeln!(
@@ -190,7 +196,7 @@ fn write_matrix(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "<section><h2>Matrix</h2>")?;
     writeln!(
         w,
-        r#"<div class="legend"><span>rows: source, columns: target, one chip per port</span><span><span class="port ok">8280</span> must be open</span><span><span class="port blocked ok">3306</span> must be blocked</span><span>·</span><span><span class="port ok">ok</span> met</span><span><span class="port violation">violation</span> not met</span><span><span class="port error">error</span> not measured</span></div>"#
+        r#"<div class="legend"><span>rows: source, columns: target, one chip per port</span><span><span class="port ok">✓8280</span> must be open</span><span><span class="port blocked ok">✓3306</span> must be blocked</span><span>·</span><span><span class="port ok">✓ ok</span> met</span><span><span class="port violation">✗ violation</span> not met</span><span><span class="port error">? error</span> not measured</span><span>must-be-blocked ports are struck through</span></div>"#
     )?;
     writeln!(w, r#"<div class="matrix-wrap"><table class="matrix">"#)?;
     write!(w, r#"<thead><tr><th class="corner">from \ to</th>"#)?;
@@ -236,9 +242,15 @@ fn write_matrix(report: &Report, w: &mut impl Write) -> io::Result<()> {
                         };
                         write!(
                             w,
-                            r#"<span class="port {}{blocked}" title="{}">{}</span>"#,
+                            r#"<span class="port {}{blocked}" title="{}">{}{}</span>"#,
                             p.verdict.as_str(),
-                            h(&format!("{}: {}", path_label(p), why(p))),
+                            h(&format!(
+                                "{}: {}: {}",
+                                path_label(p),
+                                p.verdict.as_str(),
+                                why(p)
+                            )),
+                            mark(p.verdict),
                             p.port
                         )?;
                     }
@@ -347,22 +359,33 @@ fn write_graph(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "</svg></section>")
 }
 
-fn write_list(paths: &[&PathReport], w: &mut impl Write) -> io::Result<()> {
+/// The verdict as a mark that reads without colour (printed in black and
+/// white, or by a colour-blind reader): ✓ met, ✗ not met, ? not measured.
+fn mark(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Ok => "✓",
+        Verdict::Violation => "✗",
+        Verdict::Error => "?",
+    }
+}
+
+fn write_list(paths: &[&PathReport], labels: &PortLabels, w: &mut impl Write) -> io::Result<()> {
     writeln!(
         w,
-        r#"<table class="list"><thead><tr><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>"#
+        r#"<table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>"#
     )?;
     for p in paths {
         writeln!(
             w,
-            r#"<tr><td>{}</td><td>{}</td><td class="mono">{}/{} ({})</td><td>{}</td><td><span class="tag {}">{}</span></td><td class="why">{}</td></tr>"#,
+            r#"<tr><td><span class="tag {}">{} {}</span></td><td>{}</td><td>{}</td><td>{}</td><td class="mono">{}</td><td>{}</td><td>{}</td><td class="why">{}</td></tr>"#,
+            p.verdict.as_str(),
+            mark(p.verdict),
+            p.verdict.as_str(),
+            h(&p.flow_label()),
             h(&p.from),
             h(&p.to),
-            p.port,
-            p.protocol.as_str(),
-            h(&p.service),
+            h(&labels.port(p)),
             p.expect,
-            p.verdict.as_str(),
             p.observed.map_or("–", |o| o.as_str()),
             h(&why(p)),
         )?;
@@ -439,12 +462,12 @@ mod tests {
             <div class="meta">round 2025-01-01T00:00:00.000Z – 2025-01-01T00:00:01.000Z</div>
             </header>
             <section><h2>Matrix</h2>
-            <div class="legend"><span>rows: source, columns: target, one chip per port</span><span><span class="port ok">8280</span> must be open</span><span><span class="port blocked ok">3306</span> must be blocked</span><span>·</span><span><span class="port ok">ok</span> met</span><span><span class="port violation">violation</span> not met</span><span><span class="port error">error</span> not measured</span></div>
+            <div class="legend"><span>rows: source, columns: target, one chip per port</span><span><span class="port ok">✓8280</span> must be open</span><span><span class="port blocked ok">✓3306</span> must be blocked</span><span>·</span><span><span class="port ok">✓ ok</span> met</span><span><span class="port violation">✗ violation</span> not met</span><span><span class="port error">? error</span> not measured</span><span>must-be-blocked ports are struck through</span></div>
             <div class="matrix-wrap"><table class="matrix">
             <thead><tr><th class="corner">from \ to</th><th class="col"><div>db</div></th><th class="col"><div>cache</div></th></tr></thead><tbody>
             <tr><th>web</th><td class="violation" title="web -&gt; db:3306/tcp (svc): must be open, ok
             web -&gt; db:3306/tcp (svc): must be blocked, violation
-            web -&gt; db:9999/tcp (svc): must be open, violation"><span class="port ok" title="web -&gt; db:3306/tcp (svc): connected to the live service (a real service holds the port)">3306</span><span class="port violation blocked" title="web -&gt; db:3306/tcp (svc): must be blocked, but db saw our nonce from 127.0.9.1">3306</span><span class="port violation" title="web -&gt; db:9999/tcp (svc): must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening">9999</span></td><td class="error" title="web -&gt; cache:6379/tcp (svc): must be open, error"><span class="port error" title="web -&gt; cache:6379/tcp (svc): target agent cache unreachable, nothing to measure against: connect refused">6379</span></td></tr>
+            web -&gt; db:9999/tcp (svc): must be open, violation"><span class="port ok" title="web -&gt; db:3306/tcp (svc): ok: connected to the live service (a real service holds the port)">✓3306</span><span class="port violation blocked" title="web -&gt; db:3306/tcp (svc): violation: must be blocked, but db saw our nonce from 127.0.9.1">✗3306</span><span class="port violation" title="web -&gt; db:9999/tcp (svc): violation: must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening">✗9999</span></td><td class="error" title="web -&gt; cache:6379/tcp (svc): must be open, error"><span class="port error" title="web -&gt; cache:6379/tcp (svc): error: target agent cache unreachable, nothing to measure against: connect refused">?6379</span></td></tr>
             </tbody></table></div></section>
             <section><h2>Host graph</h2>
             <div class="legend"><span>one line per source → target pair, arrow at the target, coloured by its worst path</span><span><span class="port ok">ok</span></span><span><span class="port violation">violation</span></span><span><span class="port error">error</span></span></div>
@@ -460,14 +483,14 @@ mod tests {
             <g class="node"><circle cx="163.5" cy="455.0" r="11"/><text x="146.2" y="469.0" text-anchor="end">web</text></g>
             </svg></section>
             <section><h2>Violations (2)</h2>
-            <table class="list"><thead><tr><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
-            <tr><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>blocked</td><td><span class="tag violation">open</span></td><td class="why">must be blocked, but db saw our nonce from 127.0.9.1</td></tr>
-            <tr><td>web</td><td>db</td><td class="mono">9999/tcp (svc)</td><td>open</td><td><span class="tag violation">timeout</span></td><td class="why">must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening</td></tr>
+            <table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
+            <tr><td><span class="tag violation">✗ violation</span></td><td>no db from web</td><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>blocked</td><td>open</td><td class="why">must be blocked, but db saw our nonce from 127.0.9.1</td></tr>
+            <tr><td><span class="tag violation">✗ violation</span></td><td>app tier</td><td>web</td><td>db</td><td class="mono">9999/tcp (svc)</td><td>open</td><td>timeout</td><td class="why">must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening</td></tr>
             </tbody></table>
             </section>
             <section><h2>Not measured (1)</h2>
-            <table class="list"><thead><tr><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
-            <tr><td>web</td><td>cache</td><td class="mono">6379/tcp (svc)</td><td>open</td><td><span class="tag error">–</span></td><td class="why">target agent cache unreachable, nothing to measure against: connect refused</td></tr>
+            <table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
+            <tr><td><span class="tag error">? error</span></td><td>app tier</td><td>web</td><td>cache</td><td class="mono">6379/tcp (svc)</td><td>open</td><td>–</td><td class="why">target agent cache unreachable, nothing to measure against: connect refused</td></tr>
             </tbody></table>
             </section>
             <section><h2>Agents</h2>
@@ -476,8 +499,8 @@ mod tests {
             <tr><td>cache</td><td class="mono">127.0.9.3</td><td>unreachable</td><td>agent unreachable: connect refused</td></tr>
             </tbody></table></section>
             <section><details><summary>1 path meeting its expectation</summary>
-            <table class="list"><thead><tr><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
-            <tr><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>open</td><td><span class="tag ok">open</span></td><td class="why">connected to the live service (a real service holds the port)</td></tr>
+            <table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
+            <tr><td><span class="tag ok">✓ ok</span></td><td>app tier</td><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>open</td><td>open</td><td class="why">connected to the live service (a real service holds the port)</td></tr>
             </tbody></table>
             </details></section>
             <footer>portcall.report/v1 · generated by portcall</footer>

@@ -185,6 +185,7 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
         summary: Summary::default(),
         hosts,
         paths,
+        notes: Vec::new(),
     };
     report.recount();
     report
@@ -249,6 +250,15 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         flow_from: flow_from(plan, path),
         server_port: path.server_port.map(|p| p.get()),
         tls_ms: None,
+        flow: path
+            .flows
+            .first()
+            .and_then(|f| plan.flow(*f))
+            .map(|f| f.label())
+            .unwrap_or_default(),
+        role: path.role.clone(),
+        cert: None,
+        service_banner: None,
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -329,6 +339,8 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
     // A DNS target's family is the one its resolved address had.
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     r.icmp = probe.icmp.clone();
+    r.cert = probe.cert.as_deref().cloned();
+    r.service_banner = probe.service_banner.clone();
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
         return fail(
@@ -724,6 +736,8 @@ expect = "blocked"
             icmp: None,
             path_mtu: false,
             walk: None,
+            cert: None,
+            service_banner: None,
             shed: false,
         }
     }
@@ -915,6 +929,7 @@ expect = "blocked"
                     observed,
                     latency: None,
                     family: None,
+                    cert_not_after: None,
                 };
                 assert_eq!(
                     path.verdict,

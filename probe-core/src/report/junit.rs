@@ -3,9 +3,9 @@
 //! for a violation and an `error` for a path that could not be measured,
 //! each carrying the observed outcome and the reason.
 //!
-//! Test cases are classed by the path's flow (its label) when the report
-//! carries flows, and by the source host when it was read back from JSON,
-//! which does not.
+//! Test cases are classed by the path's flow (its label, or `flow` of a
+//! report read back from JSON), and by the source host when a report from
+//! before `flow` existed carries none. The report's notes are properties.
 
 use std::io::{self, Write};
 
@@ -55,6 +55,9 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
             format!("{} agent {}", h.address, h.agent.as_str()),
         ));
     }
+    for (i, n) in report.notes.iter().enumerate() {
+        props.push((format!("note.{}", i + 1), n.clone()));
+    }
     for (k, v) in props {
         writeln!(w, r#"      <property name="{}" value="{}"/>"#, x(&k), x(&v))?;
     }
@@ -67,7 +70,12 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
 }
 
 fn write_case(p: &PathReport, w: &mut impl Write) -> io::Result<()> {
-    let classname = p.flows.first().cloned().unwrap_or_else(|| p.from.clone());
+    let classname = p
+        .flows
+        .first()
+        .cloned()
+        .or_else(|| (!p.flow.is_empty()).then(|| p.flow.clone()))
+        .unwrap_or_else(|| p.from.clone());
     let name = format!("{} must be {}", path_label(p), p.expect);
     let time = p.latency_ms.map_or(0.0, |ms| ms / 1000.0);
     write!(
@@ -191,6 +199,7 @@ mod tests {
         r.paths[1].from = "a\"><x y='".into();
         r.paths[1].detail = "</failure><evil/>\u{7}".into();
         r.paths[1].flows.clear();
+        r.paths[1].flow.clear();
         let mut out = Vec::new();
         write(&r, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

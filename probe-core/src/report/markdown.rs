@@ -7,7 +7,7 @@ use std::io::{self, Write};
 
 use super::format::why;
 use super::markup::escape_markdown_cell as md;
-use super::{PathReport, Report, Verdict};
+use super::{PathReport, PortLabels, Report, Verdict};
 
 /// Writes the report as Markdown.
 pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
@@ -38,7 +38,13 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         md(&report.finished_at)
     )?;
 
+    for n in &report.notes {
+        writeln!(w)?;
+        writeln!(w, "> **Note:** {}", md(n))?;
+    }
+
     write_agents(report, w)?;
+    let labels = PortLabels::new(report);
 
     let paths = |v: Verdict| -> Vec<&PathReport> {
         report.paths.iter().filter(|p| p.verdict == v).collect()
@@ -48,14 +54,14 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         writeln!(w)?;
         writeln!(w, "#### Violations ({})", violations.len())?;
         writeln!(w)?;
-        write_table(&violations, w)?;
+        write_table(&violations, &labels, w)?;
     }
     let errors = paths(Verdict::Error);
     if !errors.is_empty() {
         writeln!(w)?;
         writeln!(w, "#### Not measured ({})", errors.len())?;
         writeln!(w)?;
-        write_table(&errors, w)?;
+        write_table(&errors, &labels, w)?;
     }
     let ok = paths(Verdict::Ok);
     if !ok.is_empty() {
@@ -70,7 +76,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
             if ok.len() == 1 { "its" } else { "their" },
         )?;
         writeln!(w)?;
-        write_table(&ok, w)?;
+        write_table(&ok, &labels, w)?;
         writeln!(w)?;
         writeln!(w, "</details>")?;
     }
@@ -123,18 +129,17 @@ fn write_agents(report: &Report, w: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
-fn write_table(paths: &[&PathReport], w: &mut impl Write) -> io::Result<()> {
-    writeln!(w, "| From | To | Port | Expect | Observed | Why |")?;
-    writeln!(w, "|---|---|---:|---|---|---|")?;
+fn write_table(paths: &[&PathReport], labels: &PortLabels, w: &mut impl Write) -> io::Result<()> {
+    writeln!(w, "| Flow | From | To | Port | Expect | Observed | Why |")?;
+    writeln!(w, "|---|---|---|---:|---|---|---|")?;
     for p in paths {
         writeln!(
             w,
-            "| {} | {} | {}/{} ({}) | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            md(&p.flow_label()),
             md(&p.from),
             md(&p.to),
-            p.port,
-            p.protocol.as_str(),
-            md(&p.service),
+            md(&labels.port(p)),
             p.expect,
             p.observed.map_or("–", |o| o.as_str()),
             md(&why(p)),
@@ -168,23 +173,23 @@ mod tests {
 
             #### Violations (2)
 
-            | From | To | Port | Expect | Observed | Why |
-            |---|---|---:|---|---|---|
-            | web | db | 3306/tcp (svc) | blocked | open | must be blocked, but db saw our nonce from 127.0.9.1 |
-            | web | db | 9999/tcp (svc) | open | timeout | must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening |
+            | Flow | From | To | Port | Expect | Observed | Why |
+            |---|---|---|---:|---|---|---|
+            | no db from web | web | db | 3306/tcp (svc) | blocked | open | must be blocked, but db saw our nonce from 127.0.9.1 |
+            | app tier | web | db | 9999/tcp (svc) | open | timeout | must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening |
 
             #### Not measured (1)
 
-            | From | To | Port | Expect | Observed | Why |
-            |---|---|---:|---|---|---|
-            | web | cache | 6379/tcp (svc) | open | – | target agent cache unreachable, nothing to measure against: connect refused |
+            | Flow | From | To | Port | Expect | Observed | Why |
+            |---|---|---|---:|---|---|---|
+            | app tier | web | cache | 6379/tcp (svc) | open | – | target agent cache unreachable, nothing to measure against: connect refused |
 
             <details>
             <summary>1 path meets its expectation</summary>
 
-            | From | To | Port | Expect | Observed | Why |
-            |---|---|---:|---|---|---|
-            | web | db | 3306/tcp (svc) | open | open | connected to the live service (a real service holds the port) |
+            | Flow | From | To | Port | Expect | Observed | Why |
+            |---|---|---|---:|---|---|---|
+            | app tier | web | db | 3306/tcp (svc) | open | open | connected to the live service (a real service holds the port) |
 
             </details>
         "#]]

@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 
 pub use atomic::{WriteError, write_atomically};
 pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
-pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
+pub use format::{RenderOptions, ReportFormat, UnknownFormat, render, unix_seconds};
 pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join, join_paths};
 
 use crate::control::ListenerState;
 use crate::plan::{Expect, Family};
 use crate::port::Protocol;
-use crate::probe::{IcmpEvidence, Observed};
+use crate::probe::{CertFacts, IcmpEvidence, Observed};
 
 /// The `schema` value of a report.
 pub const SCHEMA: &str = "portcall.report/v1";
@@ -52,6 +52,11 @@ pub struct Report {
     pub hosts: Vec<HostReport>,
     /// Every path of the plan, in plan order.
     pub paths: Vec<PathReport>,
+    /// Notes about how the round ran that a reader needs to interpret it
+    /// (the demo's: why must-be-blocked paths are violations on loopback);
+    /// every format carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Counts by verdict.
@@ -359,6 +364,95 @@ pub struct PathReport {
     /// paths and when no handshake completed.
     #[serde(default)]
     pub tls_ms: Option<f64>,
+    /// The flow the path came from: its `name`, or `from -> to` as the
+    /// flow wrote them (the first flow, when several merged into the path).
+    #[serde(default)]
+    pub flow: String,
+    /// The target role that serves the port, when the port is planned.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The server certificate's facts, where a TLS handshake saw one.
+    #[serde(default)]
+    pub cert: Option<CertFacts>,
+    /// What a service that speaks first said (e.g. `MySQL 10.11.6-MariaDB`):
+    /// evidence that a real service answered, not just a port.
+    #[serde(default)]
+    pub service_banner: Option<String>,
+}
+
+impl std::fmt::Display for Summary {
+    /// `83 paths, 70 ok, 1 violation, 0 errors`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::render::count;
+        write!(
+            f,
+            "{}, {} ok, {}, {}",
+            count(self.paths, "path"),
+            self.ok,
+            count(self.violations, "violation"),
+            count(self.errors, "error")
+        )
+    }
+}
+
+impl PathReport {
+    /// The label of the flow the path came from: the in-memory flow labels
+    /// of a fresh report, `flow` of one read back from JSON, else
+    /// `from -> to`.
+    pub fn flow_label(&self) -> String {
+        self.flows
+            .first()
+            .cloned()
+            .filter(|l| !l.is_empty())
+            .or_else(|| (!self.flow.is_empty()).then(|| self.flow.clone()))
+            .unwrap_or_else(|| format!("{} -> {}", self.from, self.to))
+    }
+}
+
+/// Port labels for renderers: `9443/tls (https-servlet)`, or with the role
+/// (`9443/tls (https-servlet, wso2-apim-publisher)`) where two roles of the
+/// target host define a port of that name in the report.
+#[derive(Debug, Default)]
+pub struct PortLabels {
+    ambiguous: std::collections::BTreeSet<(String, String)>,
+}
+
+impl PortLabels {
+    /// Finds the port names that need their role to be told apart.
+    pub fn new(report: &Report) -> PortLabels {
+        let mut roles: std::collections::BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> =
+            std::collections::BTreeMap::new();
+        for p in &report.paths {
+            if let Some(r) = &p.role {
+                roles
+                    .entry((p.to.as_str(), p.service.as_str()))
+                    .or_default()
+                    .insert(r.as_str());
+            }
+        }
+        PortLabels {
+            ambiguous: roles
+                .into_iter()
+                .filter(|(_, r)| r.len() > 1)
+                .map(|((to, s), _)| (to.to_owned(), s.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The service in words: its name, plus the role where that is needed.
+    pub fn service(&self, p: &PathReport) -> String {
+        match &p.role {
+            Some(r) if self.ambiguous.contains(&(p.to.clone(), p.service.clone())) => {
+                format!("{}, {r}", p.service)
+            }
+            _ => p.service.clone(),
+        }
+    }
+
+    /// `PORT/PROTOCOL (SERVICE)`.
+    pub fn port(&self, p: &PathReport) -> String {
+        format!("{}/{} ({})", p.port, p.protocol.as_str(), self.service(p))
+    }
 }
 
 impl Report {
@@ -417,6 +511,7 @@ mod tests {
             },
             hosts: vec![],
             paths: vec![],
+            notes: vec![],
         }
     }
 
@@ -434,5 +529,87 @@ mod tests {
         let t = UNIX_EPOCH + std::time::Duration::from_millis(951_782_400_123);
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn notes_appear_in_every_format_but_the_metrics() {
+        let mut r = crate::report::table::tests::sample();
+        r.notes = vec!["nothing filters loopback & so on".into()];
+        for format in ReportFormat::ALL {
+            let mut out = Vec::new();
+            render(&r, format, RenderOptions::default(), &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let want = match format {
+                // Metrics carry numbers, not prose.
+                ReportFormat::Prometheus => continue,
+                ReportFormat::Json => {
+                    r#""notes": [
+    "nothing filters loopback & so on"
+  ]"#
+                }
+                ReportFormat::Table => "note: nothing filters loopback & so on",
+                ReportFormat::Markdown => "> **Note:** nothing filters loopback &amp; so on",
+                ReportFormat::Html => "<strong>Note:</strong> nothing filters loopback &amp; so on",
+                ReportFormat::Junit => {
+                    r#"<property name="note.1" value="nothing filters loopback &amp; so on"/>"#
+                }
+            };
+            assert!(text.contains(want), "{format}:\n{text}");
+        }
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.notes, r.notes);
+    }
+
+    #[test]
+    fn a_port_name_two_roles_of_the_target_define_shows_its_role() {
+        let mut r = crate::report::table::tests::sample();
+        r.paths[0].service = "https-servlet".into();
+        r.paths[0].role = Some("wso2-apim-publisher".into());
+        r.paths[1].service = "https-servlet".into();
+        r.paths[1].role = Some("wso2-apim-store".into());
+        r.paths[2].service = "https-servlet".into();
+        r.paths[2].role = Some("wso2-apim-store".into());
+        let labels = PortLabels::new(&r);
+        // Same host `db`, two roles: told apart.
+        assert_eq!(
+            labels.port(&r.paths[0]),
+            "3306/tcp (https-servlet, wso2-apim-publisher)"
+        );
+        assert_eq!(
+            labels.service(&r.paths[1]),
+            "https-servlet, wso2-apim-store"
+        );
+        // Another host with one role of that name: just the name.
+        assert_eq!(r.paths[2].to, "cache");
+        assert_eq!(labels.port(&r.paths[2]), "6379/tcp (https-servlet)");
+        let mut table = Vec::new();
+        table::write(&r, table::TableOptions::default(), &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(
+            table.contains("(https-servlet, wso2-apim-store)"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_path_carries_its_flow_in_json_and_back() {
+        let r = crate::report::table::tests::sample();
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["paths"][0]["flow"], "app tier");
+        let mut back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back.paths[0].flow, "app tier");
+        // Read back, the table still groups by flow.
+        back.paths.iter_mut().for_each(|p| p.flows.clear());
+        assert_eq!(back.paths[0].flow_label(), "app tier");
+        // A report from before `flow` existed still reads.
+        let mut old = serde_json::to_value(&r).unwrap();
+        for p in old["paths"].as_array_mut().unwrap() {
+            let p = p.as_object_mut().unwrap();
+            for k in ["flow", "role", "cert", "service_banner"] {
+                p.remove(k);
+            }
+        }
+        let old: Report = serde_json::from_value(old).unwrap();
+        assert_eq!(old.paths[0].flow_label(), "web -> db");
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! The per-path families use the schedule-mode agent's names and labels
 //! (`portcall_path_open`, `portcall_path_ok`, `portcall_path_latency_seconds`,
-//! `portcall_path_observed`, all labelled `{from, to, port, service,
-//! expect}`; see `schedule::metrics`), with the verdict of the joined
+//! `portcall_path_observed`, `portcall_tls_cert_not_after_seconds`, all
+//! labelled `{plan, from, to, port, service, expect}` so two plans'
+//! textfiles never collide; see `schedule::metrics`), with the verdict of the joined
 //! report rather than a live probe's. The textfile collector forbids sample
 //! timestamps, so the round's time is a gauge of its own.
 
@@ -28,6 +29,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         .iter()
         .filter(|p| seen.insert((&p.from, &p.to, p.port, &p.service, p.expect)))
         .collect();
+    let plan = report.plan.as_str();
     let measured = || {
         paths
             .iter()
@@ -44,7 +46,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         sample(
             w,
             "portcall_path_open",
-            p,
+            (plan, p),
             None,
             bool01(p.observed == Some(Observed::Open)),
         )?;
@@ -59,7 +61,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         sample(
             w,
             "portcall_path_ok",
-            p,
+            (plan, p),
             None,
             bool01(p.verdict == Verdict::Ok),
         )?;
@@ -75,7 +77,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
             sample(
                 w,
                 "portcall_path_latency_seconds",
-                p,
+                (plan, p),
                 None,
                 &(ms / 1000.0).to_string(),
             )?;
@@ -92,7 +94,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
             sample(
                 w,
                 "portcall_path_observed",
-                p,
+                (plan, p),
                 Some(("observed", o.as_str())),
                 "1",
             )?;
@@ -108,10 +110,27 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         sample(
             w,
             "portcall_path_verdict",
-            p,
+            (plan, p),
             Some(("verdict", p.verdict.as_str())),
             "1",
         )?;
+    }
+
+    gauge(
+        w,
+        "portcall_tls_cert_not_after_seconds",
+        "Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.",
+    )?;
+    for p in &paths {
+        if let Some(t) = p.cert.as_ref().and_then(|c| unix_seconds(&c.not_after)) {
+            sample(
+                w,
+                "portcall_tls_cert_not_after_seconds",
+                (plan, p),
+                None,
+                &t.to_string(),
+            )?;
+        }
     }
 
     gauge(w, "portcall_check_paths", "Paths of the check by verdict.")?;
@@ -162,6 +181,7 @@ pub(crate) fn family(w: &mut impl Write, name: &str, help: &str, kind: &str) -> 
 /// The labels of every per-path sample, the same for a check's report and
 /// for the schedule-mode agent, so one set of alert rules watches both.
 pub(crate) struct PathLabels<'a> {
+    pub plan: &'a str,
     pub from: &'a str,
     pub to: &'a str,
     pub port: u16,
@@ -182,6 +202,7 @@ pub(crate) fn path_sample(
 ) -> io::Result<()> {
     let port = path.port.to_string();
     let labels = [
+        ("plan", path.plan),
         ("from", path.from),
         ("to", path.to),
         ("port", port.as_str()),
@@ -213,11 +234,12 @@ fn gauge(w: &mut impl Write, name: &str, help: &str) -> io::Result<()> {
 fn sample(
     w: &mut impl Write,
     name: &str,
-    p: &PathReport,
+    (plan, p): (&str, &PathReport),
     extra: Option<(&str, &str)>,
     value: &str,
 ) -> io::Result<()> {
     let labels = PathLabels {
+        plan,
         from: &p.from,
         to: &p.to,
         port: p.port,
@@ -263,31 +285,33 @@ mod tests {
         expect![[r##"
             # HELP portcall_path_open 1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.
             # TYPE portcall_path_open gauge
-            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1
-            portcall_path_open{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 1
-            portcall_path_open{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0
+            portcall_path_open{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1
+            portcall_path_open{plan="sample",from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 1
+            portcall_path_open{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0
             # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the check, else 0 (a violation, or not measured).
             # TYPE portcall_path_ok gauge
-            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1
-            portcall_path_ok{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0
-            portcall_path_ok{from="web",to="cache",port="6379",service="svc",expect="open",family="ipv4"} 0
-            portcall_path_ok{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0
+            portcall_path_ok{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1
+            portcall_path_ok{plan="sample",from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0
+            portcall_path_ok{plan="sample",from="web",to="cache",port="6379",service="svc",expect="open",family="ipv4"} 0
+            portcall_path_ok{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0
             # HELP portcall_path_latency_seconds TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.
             # TYPE portcall_path_latency_seconds gauge
-            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 0.00025
-            portcall_path_latency_seconds{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0.00025
-            portcall_path_latency_seconds{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0.00025
+            portcall_path_latency_seconds{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 0.00025
+            portcall_path_latency_seconds{plan="sample",from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0.00025
+            portcall_path_latency_seconds{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0.00025
             # HELP portcall_path_observed What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
             # TYPE portcall_path_observed gauge
-            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4",observed="open"} 1
-            portcall_path_observed{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4",observed="open"} 1
-            portcall_path_observed{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",observed="timeout"} 1
+            portcall_path_observed{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4",observed="open"} 1
+            portcall_path_observed{plan="sample",from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4",observed="open"} 1
+            portcall_path_observed{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",observed="timeout"} 1
             # HELP portcall_path_verdict The path's verdict in the check, as the verdict label (ok, violation, error); always 1.
             # TYPE portcall_path_verdict gauge
-            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="open",family="ipv4",verdict="ok"} 1
-            portcall_path_verdict{from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4",verdict="violation"} 1
-            portcall_path_verdict{from="web",to="cache",port="6379",service="svc",expect="open",family="ipv4",verdict="error"} 1
-            portcall_path_verdict{from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",verdict="violation"} 1
+            portcall_path_verdict{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4",verdict="ok"} 1
+            portcall_path_verdict{plan="sample",from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4",verdict="violation"} 1
+            portcall_path_verdict{plan="sample",from="web",to="cache",port="6379",service="svc",expect="open",family="ipv4",verdict="error"} 1
+            portcall_path_verdict{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",verdict="violation"} 1
+            # HELP portcall_tls_cert_not_after_seconds Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.
+            # TYPE portcall_tls_cert_not_after_seconds gauge
             # HELP portcall_check_paths Paths of the check by verdict.
             # TYPE portcall_check_paths gauge
             portcall_check_paths{plan="sample",verdict="ok"} 1
@@ -301,6 +325,33 @@ mod tests {
             portcall_round_duration_seconds 1
         "##]]
         .assert_eq(&String::from_utf8(out).unwrap());
+    }
+
+    #[test]
+    fn tls_paths_export_their_certificate_expiry() {
+        let mut r = sample();
+        r.paths[0].cert = Some(crate::probe::CertFacts {
+            subject: "CN=db".into(),
+            issuer: "CN=ca".into(),
+            sans: vec![],
+            not_after: "2030-01-01T00:00:00Z".into(),
+            verified: true,
+            verify_error: None,
+        });
+        let mut out = Vec::new();
+        write(&r, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("portcall_tls_cert_not_after_seconds{"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"portcall_tls_cert_not_after_seconds{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1893456000"#
+            ],
+            "{text}"
+        );
     }
 
     #[test]

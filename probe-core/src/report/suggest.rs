@@ -1439,6 +1439,10 @@ mod tests {
             flow_from: vec![],
             server_port: None,
             tls_ms: None,
+            flow: String::new(),
+            role: None,
+            cert: None,
+            service_banner: None,
         }
     }
 
@@ -1448,6 +1452,7 @@ mod tests {
         use Observed as O;
         use Verdict as V;
         let mut r = Report {
+            notes: Vec::new(),
             schema: crate::report::SCHEMA.into(),
             plan: "suggest".into(),
             started_at: "2025-01-01T00:00:00.000Z".into(),

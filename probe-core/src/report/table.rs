@@ -29,18 +29,15 @@ impl Default for TableOptions {
 /// Writes the report as grouped tables.
 pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
     let s = &report.summary;
-    writeln!(
-        w,
-        "{}: {} paths, {} ok, {} violation{}, {} error{}",
-        report.plan,
-        s.paths,
-        s.ok,
-        s.violations,
-        if s.violations == 1 { "" } else { "s" },
-        s.errors,
-        if s.errors == 1 { "" } else { "s" },
-    )?;
+    for n in &report.notes {
+        writeln!(w, "note: {n}")?;
+    }
+    if !report.notes.is_empty() {
+        writeln!(w)?;
+    }
+    writeln!(w, "{}: {s}", report.plan)?;
     write_hosts(report, options, w)?;
+    let labels = super::PortLabels::new(report);
     // Paths name their family when the report has more than one, so a
     // dual-stack pair's two rows can be told apart.
     let families: std::collections::BTreeSet<_> =
@@ -75,13 +72,15 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
                     p.from.clone(),
                     p.to.clone(),
                     match p.family.filter(|_| mixed) {
-                        Some(f) => {
-                            format!("{}/{} ({}) {f}", p.port, p.protocol.as_str(), p.service)
-                        }
-                        None => format!("{}/{} ({})", p.port, p.protocol.as_str(), p.service),
+                        Some(f) => format!("{} {f}", labels.port(p)),
+                        None => labels.port(p),
                     },
                     p.expect.to_string(),
-                    p.observed.map_or("-".to_string(), |o| o.to_string()),
+                    paint(
+                        options,
+                        verdict_colour(p.verdict),
+                        &p.observed.map_or("-".to_string(), |o| o.to_string()),
+                    ),
                     p.latency_ms
                         .map_or("-".to_string(), |l| format!("{l:.2} ms")),
                     why(p),
@@ -91,6 +90,24 @@ pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::
         }
     }
     Ok(())
+}
+
+/// The ANSI colour of a verdict: red, yellow, green.
+fn verdict_colour(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Violation => "31",
+        Verdict::Error => "33",
+        Verdict::Ok => "32",
+    }
+}
+
+/// A cell in the verdict's colour, when colour is on.
+fn paint(options: TableOptions, colour: &str, text: &str) -> String {
+    if options.color {
+        format!("\x1b[{colour}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) -> io::Result<()> {
@@ -130,16 +147,12 @@ fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io
     t.write_to(w)
 }
 
-/// Groups paths by their first flow's label (or `from -> to` when read back
-/// from JSON, which does not carry flows), keeping first-seen order.
+/// Groups paths by their flow's label ([`PathReport::flow_label`]), keeping
+/// first-seen order.
 fn by_flow<'a>(paths: &[&'a PathReport]) -> Vec<(String, Vec<&'a PathReport>)> {
     let mut groups: Vec<(String, Vec<&PathReport>)> = Vec::new();
     for p in paths {
-        let label = p
-            .flows
-            .first()
-            .cloned()
-            .unwrap_or_else(|| format!("{} -> {}", p.from, p.to));
+        let label = p.flow_label();
         match groups.iter_mut().find(|(l, _)| *l == label) {
             Some((_, g)) => g.push(p),
             None => groups.push((label, vec![p])),
@@ -191,11 +204,16 @@ pub(crate) mod tests {
             flow_from: vec![],
             server_port: None,
             tls_ms: None,
+            flow: flow.into(),
+            role: None,
+            cert: None,
+            service_banner: None,
         }
     }
 
     pub(crate) fn sample() -> Report {
         let mut r = Report {
+            notes: Vec::new(),
             schema: crate::report::SCHEMA.into(),
             plan: "sample".into(),
             started_at: "2025-01-01T00:00:00.000Z".into(),
@@ -271,6 +289,49 @@ pub(crate) mod tests {
         };
         r.recount();
         r
+    }
+
+    #[test]
+    fn colour_marks_the_observed_cells_by_verdict_and_keeps_columns_aligned() {
+        let mut out = Vec::new();
+        let options = TableOptions {
+            color: true,
+            show_ok: true,
+        };
+        write(&sample(), options, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\x1b[31mopen\x1b[0m"), "{text}");
+        assert!(text.contains("\x1b[32mopen\x1b[0m"), "{text}");
+        assert!(text.contains("\x1b[31mtimeout\x1b[0m"), "{text}");
+        // Without the colour codes, the table is the plain one.
+        let mut plain = Vec::new();
+        write(
+            &sample(),
+            TableOptions {
+                color: false,
+                ..options
+            },
+            &mut plain,
+        )
+        .unwrap();
+        let stripped: String = {
+            let mut s = String::new();
+            let mut esc = false;
+            for c in text.chars() {
+                match (esc, c) {
+                    (false, '\x1b') => esc = true,
+                    (true, 'm') => esc = false,
+                    (true, _) => {}
+                    (false, c) => s.push(c),
+                }
+            }
+            s
+        };
+        assert_eq!(stripped, String::from_utf8(plain).unwrap());
+        assert!(
+            stripped.starts_with("sample: 4 paths, 1 ok, 2 violations, 1 error\n"),
+            "{stripped}"
+        );
     }
 
     #[test]
@@ -385,7 +446,11 @@ pub(crate) mod tests {
                   "target_stage": null,
                   "blame": null,
                   "flow_from": [],
-                  "tls_ms": null
+                  "tls_ms": null,
+                  "flow": "app tier",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 },
                 {
                   "from": "web",
@@ -407,7 +472,11 @@ pub(crate) mod tests {
                   "target_stage": null,
                   "blame": null,
                   "flow_from": [],
-                  "tls_ms": null
+                  "tls_ms": null,
+                  "flow": "no db from web",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 },
                 {
                   "from": "web",
@@ -429,7 +498,11 @@ pub(crate) mod tests {
                   "target_stage": null,
                   "blame": null,
                   "flow_from": [],
-                  "tls_ms": null
+                  "tls_ms": null,
+                  "flow": "app tier",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 },
                 {
                   "from": "web",
@@ -451,7 +524,11 @@ pub(crate) mod tests {
                   "target_stage": null,
                   "blame": null,
                   "flow_from": [],
-                  "tls_ms": null
+                  "tls_ms": null,
+                  "flow": "app tier",
+                  "role": null,
+                  "cert": null,
+                  "service_banner": null
                 }
               ]
             }

@@ -143,6 +143,9 @@ fn find_end(buf: &[u8]) -> Option<usize> {
         .or_else(|| buf.windows(2).position(|w| w == b"\n\n"))
 }
 
+/// What a person pointing a browser at the metrics address sees.
+const INDEX_PAGE: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>portcall agent</title></head>\n<body><h1>portcall agent</h1>\n<p>Scheduled reachability audit of this host's outgoing paths.</p>\n<ul><li><a href=\"/metrics\">/metrics</a>: Prometheus text exposition</li>\n<li><a href=\"/healthz\">/healthz</a>: liveness</li></ul>\n</body></html>\n";
+
 fn route(head: &[u8], store: &MetricsStore) -> Reply {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let line = String::from_utf8_lossy(&head[..line_end]);
@@ -165,6 +168,10 @@ fn route(head: &[u8], store: &MetricsStore) -> Reply {
             allow: false,
         },
         ("GET", "/healthz") => Reply::text(200, "OK", "ok\n"),
+        ("GET", "/") => Reply {
+            content_type: "text/html; charset=utf-8",
+            ..Reply::text(200, "OK", INDEX_PAGE)
+        },
         ("GET", _) => Reply::text(404, "Not Found", "not found: try /metrics or /healthz\n"),
         (_, _) => {
             let mut r = Reply::text(405, "Method Not Allowed", "only GET is served\n");
@@ -278,6 +285,14 @@ mod tests {
         );
 
         let r = exchange(addr, b"GET / HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{r}"
+        );
+        assert!(r.contains(r#"<a href="/metrics">"#), "{r}");
+
+        let r = exchange(addr, b"GET /nothing HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{r}");
 
         let r = exchange(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;

@@ -16,7 +16,7 @@ use super::metrics::{MetricsStore, PathSample, RoundMetrics};
 use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
 use crate::plan::{Address, Path, Plan};
-use crate::probe::{Host, ProbeConfig, Prober, Target};
+use crate::probe::{Greeting, GreetingExchange, Host, ProbeConfig, Prober, Target};
 use crate::report::Verdict;
 
 /// The state of a schedule-mode agent between rounds.
@@ -25,6 +25,9 @@ pub(crate) struct LiveRounds {
     pub(crate) host: String,
     pub(crate) plan: Arc<Plan>,
     pub(crate) prober: Prober,
+    /// Reads the greeting of live services that speak first (MySQL), as
+    /// evidence, and leaves them politely.
+    pub(crate) greeter: Arc<GreetingExchange>,
     pub(crate) concurrency: usize,
     pub(crate) store: Arc<MetricsStore>,
     /// Each path's last verdict, to log changes rather than every round.
@@ -39,12 +42,13 @@ impl LiveRounds {
         concurrency: usize,
         store: Arc<MetricsStore>,
     ) -> Result<LiveRounds, ScheduleError> {
-        let prober = prober_for(&plan, &host, concurrency)?;
+        let (prober, greeter) = prober_for(&plan, &host, concurrency)?;
         Ok(LiveRounds {
             plan_path,
             host,
             plan,
             prober,
+            greeter,
             concurrency,
             store,
             last: HashMap::new(),
@@ -59,21 +63,25 @@ impl LiveRounds {
             .collect()
     }
 
-    fn try_reload(&self) -> Result<(Arc<Plan>, Prober), ScheduleError> {
+    fn try_reload(&self) -> Result<(Arc<Plan>, Probing), ScheduleError> {
         let plan = Plan::load(&self.plan_path)?;
         let prober = prober_for(&plan, &self.host, self.concurrency)?;
         Ok((Arc::new(plan), prober))
     }
 }
 
+/// A prober and the greeting exchange it runs.
+pub(crate) type Probing = (Prober, Arc<GreetingExchange>);
+
 /// The probe engine for `host`'s rounds: the plan's timeouts and retries,
 /// and the host's plan address as source when it is an address of this
-/// machine (behind NAT it is not, and the kernel picks the source).
+/// machine (behind NAT it is not, and the kernel picks the source); it
+/// greets live services that speak first.
 pub(crate) fn prober_for(
     plan: &Plan,
     host: &str,
     concurrency: usize,
-) -> Result<Prober, ScheduleError> {
+) -> Result<Probing, ScheduleError> {
     let Some(h) = plan.host(host) else {
         return Err(ScheduleError::Host(AgentError::unknown_host(plan, host)));
     };
@@ -87,7 +95,8 @@ pub(crate) fn prober_for(
         sources: h.addresses.iter().filter_map(local_ip).collect(),
         ..ProbeConfig::default()
     };
-    Ok(Prober::new(config)?)
+    let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
+    Ok((Prober::with_exchange(config, greeter.clone())?, greeter))
 }
 
 fn target_of(path: &Path) -> Target {
@@ -102,6 +111,12 @@ impl Rounds for LiveRounds {
     async fn round(&mut self, cancel: &CancellationToken) {
         let paths: Vec<Path> = self.outgoing().into_iter().cloned().collect();
         let targets = paths.iter().map(target_of).collect();
+        self.greeter.set_greetings(
+            paths
+                .iter()
+                .map(|p| Greeting::for_service(&p.service))
+                .collect(),
+        );
         let started = Instant::now();
         let results = self.prober.sweep(targets, cancel, |_, _| {}).await;
         if cancel.is_cancelled() {
@@ -119,6 +134,10 @@ impl Rounds for LiveRounds {
                 observed: r.observed,
                 latency: r.connect_time,
                 family: p.family,
+                cert_not_after: r
+                    .cert
+                    .as_ref()
+                    .and_then(|c| crate::report::unix_seconds(&c.not_after)),
             })
             .collect();
         let duration = started.elapsed();
@@ -151,6 +170,7 @@ impl Rounds for LiveRounds {
             "round finished"
         );
         self.store.publish_round(RoundMetrics {
+            plan: self.plan.name.clone(),
             finished_at: SystemTime::now(),
             duration,
             paths: samples,
@@ -159,9 +179,10 @@ impl Rounds for LiveRounds {
 
     fn reload(&mut self) {
         match self.try_reload() {
-            Ok((plan, prober)) => {
+            Ok((plan, (prober, greeter))) => {
                 self.plan = plan;
                 self.prober = prober;
+                self.greeter = greeter;
                 // Paths that left the plan must not be logged as changes
                 // if they come back later.
                 let keep: std::collections::HashSet<(String, u16)> = self

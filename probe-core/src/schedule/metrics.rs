@@ -36,6 +36,9 @@ pub struct PathSample {
     pub latency: Option<Duration>,
     /// The path's address family, where known.
     pub family: Option<Family>,
+    /// When the server certificate of a TLS path expires (Unix seconds),
+    /// where a handshake saw one.
+    pub cert_not_after: Option<f64>,
 }
 
 impl PathSample {
@@ -50,6 +53,8 @@ impl PathSample {
 /// The results of one completed round.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoundMetrics {
+    /// The plan's name, the `plan` label of every path series.
+    pub plan: String,
     /// When the round finished (wall clock).
     pub finished_at: SystemTime,
     /// How long it took.
@@ -74,6 +79,7 @@ impl Exposition {
     /// with its HELP and TYPE lines, samples in plan order.
     pub fn render(&self, out: &mut impl Write) -> io::Result<()> {
         let paths = self.last_round.as_ref().map_or(&[][..], |r| &r.paths[..]);
+        let plan = self.last_round.as_ref().map_or("", |r| r.plan.as_str());
 
         family(
             out,
@@ -85,7 +91,7 @@ impl Exposition {
             sample(
                 out,
                 "portcall_path_open",
-                p,
+                (plan, p),
                 &[],
                 bool01(p.observed == Observed::Open),
             )?;
@@ -101,7 +107,7 @@ impl Exposition {
             sample(
                 out,
                 "portcall_path_ok",
-                p,
+                (plan, p),
                 &[],
                 bool01(p.verdict() == Verdict::Ok),
             )?;
@@ -116,7 +122,13 @@ impl Exposition {
         for p in paths {
             if let Some(latency) = p.latency {
                 let v = latency.as_secs_f64();
-                sample(out, "portcall_path_latency_seconds", p, &[], &v.to_string())?;
+                sample(
+                    out,
+                    "portcall_path_latency_seconds",
+                    (plan, p),
+                    &[],
+                    &v.to_string(),
+                )?;
             }
         }
 
@@ -130,10 +142,28 @@ impl Exposition {
             sample(
                 out,
                 "portcall_path_observed",
-                p,
+                (plan, p),
                 &[("observed", p.observed.as_str())],
                 "1",
             )?;
+        }
+
+        family(
+            out,
+            "portcall_tls_cert_not_after_seconds",
+            "Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.",
+            "gauge",
+        )?;
+        for p in paths {
+            if let Some(t) = p.cert_not_after {
+                sample(
+                    out,
+                    "portcall_tls_cert_not_after_seconds",
+                    (plan, p),
+                    &[],
+                    &t.to_string(),
+                )?;
+            }
         }
 
         family(
@@ -196,11 +226,12 @@ impl Exposition {
 fn sample(
     out: &mut impl Write,
     name: &str,
-    p: &PathSample,
+    (plan, p): (&str, &PathSample),
     extra: &[(&str, &str)],
     value: &str,
 ) -> io::Result<()> {
     let labels = PathLabels {
+        plan,
         from: &p.from,
         to: &p.to,
         port: p.port.get(),
@@ -305,9 +336,11 @@ mod tests {
             )
             .then(|| Duration::from_micros(ms)),
             family: Some(Family::Ipv4),
+            cert_not_after: None,
         };
         Exposition {
             last_round: Some(RoundMetrics {
+                plan: "wso2".into(),
                 finished_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
                 duration: Duration::from_millis(1500),
                 paths: vec![
@@ -357,28 +390,30 @@ mod tests {
         expect_test::expect![[r##"
             # HELP portcall_path_open 1 when the path's last probe completed the TCP (and TLS) handshake, 0 when it did not; absent when the prober could not try.
             # TYPE portcall_path_open gauge
-            portcall_path_open{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1
-            portcall_path_open{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
-            portcall_path_open{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 0
-            portcall_path_open{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
+            portcall_path_open{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1
+            portcall_path_open{plan="wso2",from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
+            portcall_path_open{plan="wso2",from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 0
+            portcall_path_open{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
             # HELP portcall_path_ok 1 when the path met its expectation (open or blocked) in the last round, else 0 (a violation, or no verdict: the prober could not try, or a refusal that cannot tell a firewall from a stopped service).
             # TYPE portcall_path_ok gauge
-            portcall_path_ok{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1
-            portcall_path_ok{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
-            portcall_path_ok{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 1
-            portcall_path_ok{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
-            portcall_path_ok{from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4"} 0
+            portcall_path_ok{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1
+            portcall_path_ok{plan="wso2",from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
+            portcall_path_ok{plan="wso2",from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 1
+            portcall_path_ok{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0
+            portcall_path_ok{plan="wso2",from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4"} 0
             # HELP portcall_path_latency_seconds TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.
             # TYPE portcall_path_latency_seconds gauge
-            portcall_path_latency_seconds{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 0.00025
-            portcall_path_latency_seconds{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0.0035
+            portcall_path_latency_seconds{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 0.00025
+            portcall_path_latency_seconds{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0.0035
             # HELP portcall_path_observed What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
             # TYPE portcall_path_observed gauge
-            portcall_path_observed{from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4",observed="open"} 1
-            portcall_path_observed{from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4",observed="refused"} 1
-            portcall_path_observed{from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4",observed="timeout"} 1
-            portcall_path_observed{from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4",observed="tls-error"} 1
-            portcall_path_observed{from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4",observed="local-error"} 1
+            portcall_path_observed{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4",observed="open"} 1
+            portcall_path_observed{plan="wso2",from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4",observed="refused"} 1
+            portcall_path_observed{plan="wso2",from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4",observed="timeout"} 1
+            portcall_path_observed{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4",observed="tls-error"} 1
+            portcall_path_observed{plan="wso2",from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4",observed="local-error"} 1
+            # HELP portcall_tls_cert_not_after_seconds Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.
+            # TYPE portcall_tls_cert_not_after_seconds gauge
             # HELP portcall_last_round_timestamp_seconds Unix time at which the last completed round finished; absent before the first round.
             # TYPE portcall_last_round_timestamp_seconds gauge
             portcall_last_round_timestamp_seconds 1700000000.25
