@@ -32,6 +32,10 @@ pub struct AgentArgs {
     /// certificates; refused unless the endpoint is on loopback.
     #[arg(long, conflicts_with = "pki")]
     insecure: bool,
+    /// The name the coordinator's client certificate carries: this agent
+    /// acts for no other certificate, even one from the same CA.
+    #[arg(long, value_name = "NAME", default_value = pki::COORDINATOR)]
+    coordinator: String,
     /// Serve the control endpoint here instead of the host's plan address
     /// and control_port.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -91,6 +95,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         security,
         canary_tls,
         listen: args.listen,
+        coordinator: args.coordinator,
         limits: AgentLimits::default(),
         rule_trace: !args.no_rule_trace,
     };

@@ -41,7 +41,9 @@ pub enum PkiCommand {
         /// A further DNS name the certificate is valid for; repeatable.
         #[arg(long = "dns", value_name = "NAME")]
         dns: Vec<String>,
-        /// Issue a client certificate (implied for `coordinator`).
+        /// Issue a client certificate (implied for `coordinator`). Agents
+        /// act only for the client certificate named `coordinator`, or the
+        /// name given to `portcall agent --coordinator`.
         #[arg(long)]
         client: bool,
         /// Replace existing files.
@@ -77,6 +79,13 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             req.dns = dns;
             if client {
                 req.usage = CertUsage::Client;
+                if req.name != pki::COORDINATOR {
+                    eprintln!(
+                        "note: agents act only for the certificate named {:?} unless started with `--coordinator {}`",
+                        pki::COORDINATOR,
+                        req.name
+                    );
+                }
             }
             vec![pki::issue(&dir, &req, force)?]
         }

@@ -163,6 +163,84 @@ fn catalog_lists_roles_as_table_and_json() {
     assert_eq!(das["ports"][2]["port"], 7611);
 }
 
+/// A 200-host, 500-port, all-to-all plan: about 40 KB of text that would
+/// expand into 19.9 million paths.
+fn huge_plan() -> String {
+    let mut s = String::from("name = \"huge\"\n[roles.big]\nports = [\n");
+    for i in 0..500 {
+        s.push_str(&format!(
+            "  {{ name = \"p{i}\", port = {}, offset = false }},\n",
+            20000 + i
+        ));
+    }
+    s.push_str("]\n");
+    for h in 0..200 {
+        s.push_str(&format!(
+            "[[hosts]]\nname = \"h{h}\"\naddress = \"198.18.{}.{}\"\nroles = [\"big\"]\n",
+            h / 200,
+            h % 200 + 1
+        ));
+    }
+    s.push_str("[[flows]]\nfrom = \"all\"\nto = \"all\"\nports = [");
+    s.push_str(
+        &(0..500)
+            .map(|i| format!("\"p{i}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    s.push_str("]\n");
+    s
+}
+
+#[test]
+fn a_twenty_million_path_plan_exits_2_with_the_counts_before_allocating_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("huge.toml");
+    std::fs::write(&plan, huge_plan()).unwrap();
+    let plan = plan.to_str().unwrap();
+    for cmd in ["lint", "show"] {
+        // Exit 2 with the count, not an abort after a minute of allocating
+        // (the time it takes is measured by hand, not here: see README).
+        let out = portcall(&["plan", cmd, plan]);
+        let err = text(&[out.stdout.as_slice(), out.stderr.as_slice()].concat());
+        assert_eq!(out.status.code(), Some(2), "plan {cmd}: {err}");
+        assert!(
+            err.contains("expand into 19900000 paths") && err.contains("over the limit of 1000000"),
+            "{err}"
+        );
+        assert!(err.contains("huge.toml:"), "located: {err}");
+    }
+}
+
+#[test]
+fn plan_show_rejects_escape_sequences_in_names_with_a_location_and_prints_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("esc.toml");
+    std::fs::write(
+        &plan,
+        "name = \"x\\u001b]0;pwned\\u0007\\u001b[2J\"\n[zones]\n\"d\\u001bmz\" = \"z\"\n[[hosts]]\nname = \"a\"\naddress = \"198.18.0.1\"\n[[hosts]]\nname = \"b\"\naddress = \"198.18.0.2\"\nroles = [\"mysql\"]\n[[flows]]\nname = \"f\\u009b\"\nfrom = \"host:a\"\nto = \"host:b\"\nports = [\"mysql\"]\n",
+    )
+    .unwrap();
+    let out = portcall(&["plan", "show", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    assert!(
+        !all.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control bytes reached the terminal: {:?}",
+        text(&all)
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("esc.toml:1:8") && err.contains("plan name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("zone name") && err.contains("flow name"),
+        "{err}"
+    );
+    assert!(err.contains("control character"), "{err}");
+}
+
 #[test]
 fn plan_lint_reports_the_guides_thrift_mismatch_with_both_fixes_and_exits_1() {
     let out = portcall(&["plan", "lint", "examples/wso2-thrift-offsets.toml"]);

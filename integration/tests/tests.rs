@@ -1,5 +1,6 @@
 //! End-to-end tests; one module per topic.
 
+mod abuse_lab;
 mod closed_loop;
 mod dials_lab;
 mod dual_stack;

@@ -259,6 +259,7 @@ pub async fn run(plan: &Plan) -> Result<DemoRun, DemoError> {
             security: ServerSecurity::Mtls(id.control_server_config()?),
             canary_tls: id.canary_server_config()?,
             listen: Some(SocketAddr::new(*ip, 0)),
+            coordinator: COORDINATOR.to_string(),
             limits: AgentLimits::default(),
             rule_trace: false,
         };

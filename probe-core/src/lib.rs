@@ -10,6 +10,8 @@ pub mod agent;
 pub mod catalog;
 pub mod control;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pki;
 pub mod plan;
 pub mod probe;

@@ -701,6 +701,59 @@ pub fn random_bytes(buf: &mut [u8]) {
         .fill(buf);
 }
 
+/// The names a client certificate carries: its DNS subject alternative
+/// names, or its common name when it has none (as RFC 6125 reads a
+/// certificate). Empty when the certificate cannot be parsed.
+pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        names = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+            .collect();
+    }
+    names
+}
+
+/// The authorization rule of the control channel: an agent acts only for a
+/// client certificate that names the coordinator (`coordinator` unless the
+/// agent was told another name). A certificate from the same CA with any
+/// other name, even with the `clientAuth` usage, drives nothing. `Err` is
+/// the error message the client gets, naming the rule.
+pub fn authorize_coordinator(names: &[String], coordinator: &str) -> Result<(), String> {
+    if names.iter().any(|n| n == coordinator) {
+        return Ok(());
+    }
+    let shown = if names.is_empty() {
+        "no name".to_string()
+    } else {
+        names
+            .iter()
+            .take(4)
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(format!(
+        "not authorized: this agent acts only for the certificate named {coordinator:?} (the coordinator's); the client certificate names {shown}"
+    ))
+}
+
 /// Accepts an agent's certificate when it chains to the CA and names either
 /// the agent's plan address or its host name.
 #[derive(Debug)]

@@ -379,6 +379,7 @@ pub async fn run_round<T: Transport + ?Sized>(
             match conn.request(&probe, probe_deadline).await {
                 Ok(Response::Probed(p)) => s.evidence.probes = p.results,
                 Ok(_) => s.evidence.probe_error = Some(chain(&conn.unexpected(&probe))),
+                Err(e) if died(&e) => s.lost(format!("lost during probe: {}", chain(&e))),
                 Err(e) => {
                     s.evidence.probe_error = Some(chain(&e));
                     // A timed-out stream may still deliver the late reply
@@ -431,6 +432,7 @@ pub async fn run_round<T: Transport + ?Sized>(
                     s.evidence.trace = e.trace;
                 }
                 Ok(_) => s.evidence.evidence_error = Some(chain(&conn.unexpected(&evidence))),
+                Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", chain(&e))),
                 Err(e) => {
                     s.evidence.evidence_error = Some(chain(&e));
                     s.conn = None;
@@ -595,6 +597,20 @@ where
             })
         })
         .collect()
+}
+
+/// Whether the agent's end of the connection is gone (closed or reset): an
+/// agent that died after `prepare` is unreachable, with the phase, not up.
+fn died(e: &ControlError) -> bool {
+    matches!(
+        e,
+        ControlError::Frame {
+            source: control::FrameError::Closed
+                | control::FrameError::Truncated
+                | control::FrameError::Io(_),
+            ..
+        } | ControlError::Transport { .. }
+    )
 }
 
 /// An error and its causes on one line.

@@ -115,6 +115,7 @@ impl Agents {
                 security: ServerSecurity::Mtls(id.control_server_config().unwrap()),
                 canary_tls: id.canary_server_config().unwrap(),
                 listen: Some(SocketAddr::new(ip_of(plan, host), 0)),
+                coordinator: COORDINATOR.to_string(),
                 limits: AgentLimits::default(),
                 rule_trace: false,
             };
@@ -495,6 +496,15 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
         let msg = error_reply(c.read_reply().await.unwrap());
         assert!(msg.contains("malformed frame"), "{msg}");
     }
+    // A few malformed frames end the connection: a peer cannot make the
+    // agent answer (and log) garbage forever.
+    assert!(
+        c.read_reply().await.is_err(),
+        "closed after 4 malformed frames"
+    );
+    let mut c = control::connect(&security, "db", Some(ip), addr, Duration::from_secs(2))
+        .await
+        .unwrap();
     // A well-formed request from the wrong coordinator's point of view.
     let r = c
         .request(
@@ -871,6 +881,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
         security: ServerSecurity::Insecure,
         canary_tls: pki::self_signed_canary_config("db").unwrap(),
         listen: Some("0.0.0.0:0".parse().unwrap()),
+        coordinator: COORDINATOR.to_string(),
         limits: AgentLimits::default(),
         rule_trace: false,
     };
@@ -888,6 +899,7 @@ async fn insecure_agents_refuse_to_serve_off_loopback() {
             security: ServerSecurity::Insecure,
             canary_tls: pki::self_signed_canary_config(host).unwrap(),
             listen: Some(SocketAddr::new(ip_of(&plan, host), 0)),
+            coordinator: COORDINATOR.to_string(),
             limits: AgentLimits::default(),
             rule_trace: false,
         })

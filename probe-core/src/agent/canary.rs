@@ -10,9 +10,19 @@
 //! prober -> canary   PORTCALL <round> <nonce>
 //! canary -> prober   PORTCALL-OK <host> <nonce>      (or PORTCALL-ERR <host> <why>)
 //! ```
+//!
+//! A canary cannot be flooded into lies: each holds at most as many
+//! connections as the round makes it expect plus headroom; a connection
+//! must send its line within a short deadline; when full, the oldest
+//! connection that has sent nothing yet is shed (then, if every one has,
+//! the newcomer), and the evidence counts what was shed. A prober whose
+//! connection closes without a byte of answer retries, and reports the
+//! path as shed, never as `wrong-host`: only something that answered and
+//! is not our canary is another host.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,20 +111,26 @@ pub fn parse_answer(line: &str) -> Option<Answer> {
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` if the peer closed
 /// or sent too much without a newline.
 async fn read_line<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> Option<String> {
+    read_line_counted(s).await.0
+}
+
+/// [`read_line`], also saying how many bytes arrived (zero: the peer said
+/// nothing at all before closing).
+async fn read_line_counted<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> (Option<String>, usize) {
     let mut buf = [0u8; MAX_LINE];
     let mut n = 0;
     while n < buf.len() {
         match s.read(&mut buf[n..]).await {
-            Ok(0) | Err(_) => return None,
+            Ok(0) | Err(_) => return (None, n),
             Ok(k) => {
                 n += k;
                 if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
-                    return std::str::from_utf8(&buf[..i]).ok().map(str::to_string);
+                    return (std::str::from_utf8(&buf[..i]).ok().map(str::to_string), n);
                 }
             }
         }
     }
-    None
+    (None, n)
 }
 
 /// A planned port this host should hold a canary on.
@@ -134,6 +150,7 @@ struct Log {
     seen: Vec<Sighting>,
     strays: u64,
     dropped: u64,
+    shed: u64,
 }
 
 /// The evidence of one round's canaries, shared by their tasks.
@@ -153,6 +170,11 @@ impl EvidenceLog {
         }
     }
 
+    fn shed(&self, port: u16) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry(port).or_default().shed += 1;
+    }
+
     /// Everything recorded so far, one entry per canary port.
     pub fn snapshot(&self) -> Vec<CanaryEvidence> {
         let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,6 +184,7 @@ impl EvidenceLog {
                 seen: l.seen.clone(),
                 strays: l.strays,
                 dropped: l.dropped,
+                shed: l.shed,
             })
             .collect()
     }
@@ -182,6 +205,9 @@ pub struct CanaryOptions {
     pub max_sightings: usize,
     /// Most canary connections served at once, over all canaries.
     pub connections: Arc<Semaphore>,
+    /// Most connections one canary holds at once (the nonces the round
+    /// makes it expect, plus headroom).
+    pub per_canary: usize,
 }
 
 /// Opens a canary on each port at every one of `ips` (the host's
@@ -277,8 +303,48 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         socket.set_only_v6(true)?;
     }
     socket.bind(&addr.into())?;
-    socket.listen(256)?;
+    // A deep accept queue: a flood of strangers waits there (and is shed
+    // once accepted) instead of making the kernel drop a prober's SYN.
+    socket.listen(4096)?;
     TcpListener::from_std(socket.into())
+}
+
+/// A connection a canary holds, until it has sent its line.
+#[derive(Debug)]
+struct Held {
+    id: u64,
+    /// When the peer sent its first bytes, in milliseconds after the
+    /// canary opened, plus one; zero while it has sent nothing.
+    spoke: Arc<AtomicU64>,
+    shed: CancellationToken,
+}
+
+/// How long a connection that has started talking may take to finish its
+/// line before a newcomer may push it out. A prober sends the whole line
+/// (after TLS, a few round trips) within milliseconds.
+const SPEAKING_GRACE_MS: u64 = 250;
+
+/// Makes room for one more connection at `now_ms`: sheds the oldest
+/// connection that has sent nothing, else the oldest that started talking
+/// long ago without finishing its line, else reports that the newcomer
+/// must go.
+fn make_room(held: &mut VecDeque<Held>, limit: usize, now_ms: u64) -> Result<Option<Held>, ()> {
+    if held.len() < limit.max(1) {
+        return Ok(None);
+    }
+    let idle = held
+        .iter()
+        .position(|h| h.spoke.load(Ordering::Relaxed) == 0);
+    let stalled = || {
+        held.iter().position(|h| {
+            let at = h.spoke.load(Ordering::Relaxed);
+            at != 0 && now_ms + 1 >= at + SPEAKING_GRACE_MS
+        })
+    };
+    match idle.or_else(stalled) {
+        Some(i) => Ok(held.remove(i)),
+        None => Err(()),
+    }
 }
 
 async fn serve(
@@ -291,6 +357,10 @@ async fn serve(
 ) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     let conns = TaskTracker::new();
+    let held: Arc<Mutex<VecDeque<Held>>> = Arc::default();
+    let mut next_id = 0u64;
+    let opened = Instant::now();
+    let ms = move || u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -300,16 +370,56 @@ async fn serve(
             }
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
-                // Over the limit, the connection is closed unanswered: a
-                // flood must not grow the agent.
+                // Full: the oldest connection that has sent nothing goes;
+                // when every one has spoken, the newcomer goes. Either way
+                // the evidence says the canary shed a connection.
+                let room = {
+                    let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+                    make_room(&mut h, options.per_canary, ms())
+                };
+                match room {
+                    Ok(None) => {}
+                    Ok(Some(victim)) => {
+                        victim.shed.cancel();
+                        log.shed(port);
+                    }
+                    Err(()) => {
+                        log.shed(port);
+                        continue;
+                    }
+                }
+                // Over the agent-wide memory bound: closed unanswered.
                 let Ok(permit) = options.connections.clone().try_acquire_owned() else {
+                    log.shed(port);
                     continue;
                 };
-                let (options, log) = (options.clone(), log.clone());
+                next_id += 1;
+                let id = next_id;
+                let spoke = Arc::new(AtomicU64::new(0));
+                let shed = CancellationToken::new();
+                held.lock().unwrap_or_else(|e| e.into_inner()).push_back(Held {
+                    id,
+                    spoke: spoke.clone(),
+                    shed: shed.clone(),
+                });
+                let (options, log, held) = (options.clone(), log.clone(), held.clone());
                 conns.spawn(async move {
                     let _permit = permit;
                     let limit = options.exchange_timeout;
-                    let _ = timeout(limit, answer(stream, peer, port, protocol, &options, &log)).await;
+                    let talk = async {
+                        // Wait for the first bytes before anything else, so
+                        // that an idle connection is known as one.
+                        let mut first = [0u8; 1];
+                        if matches!(stream.peek(&mut first).await, Ok(n) if n > 0) {
+                            spoke.store(ms() + 1, Ordering::Relaxed);
+                            answer(stream, peer, port, protocol, &options, &log).await;
+                        }
+                    };
+                    tokio::select! {
+                        () = shed.cancelled() => {}
+                        _ = timeout(limit, talk) => {}
+                    }
+                    held.lock().unwrap_or_else(|e| e.into_inner()).retain(|h| h.id != id);
                 });
             }
         }
@@ -420,13 +530,21 @@ impl NonceExchange {
             .await
             .is_err()
         {
-            return ExchangeOutcome::WrongHost {
-                detail: "connected, but the connection closed before the nonce was sent"
-                    .to_string(),
+            return ExchangeOutcome::Unanswered {
+                detail: format!(
+                    "connected, but the connection closed before the nonce was sent (the canary of {expected} may be shedding load)"
+                ),
             };
         }
         let _ = stream.flush().await;
-        let line = read_line(stream).await;
+        let (line, bytes) = read_line_counted(stream).await;
+        if line.is_none() && bytes == 0 {
+            return ExchangeOutcome::Unanswered {
+                detail: format!(
+                    "connected, but the connection closed without an answer (the canary of {expected} may be shedding load)"
+                ),
+            };
+        }
         match line.as_deref().and_then(parse_answer) {
             Some(Answer::Ok {
                 host,
@@ -511,6 +629,121 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_canary_that_closes_unanswered_is_retried_and_never_wrong_host() {
+        use crate::probe::{Host, Observed, ProbeConfig, Prober, Target};
+        // One listener closes every connection unanswered (a canary
+        // shedding load), one answers as another host.
+        let closer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ports = [&closer, &other].map(|l| l.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = closer.accept().await else {
+                    return;
+                };
+                drop(s);
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = other.accept().await else {
+                    return;
+                };
+                let _ = read_line(&mut s).await;
+                let _ = s.write_all(b"PORTCALL-OK web 00\n").await;
+            }
+        });
+        let slot = || Some(("00".to_string(), "db".to_string()));
+        let exchange = Arc::new(NonceExchange::new("ab".into(), vec![slot(), slot()]));
+        let config = ProbeConfig {
+            connect_timeout: Duration::from_millis(300),
+            tls_timeout: Duration::from_millis(300),
+            exchange_timeout: Duration::from_millis(300),
+            retries: 0,
+            ..ProbeConfig::default()
+        };
+        let prober = Prober::with_exchange(config, exchange).unwrap();
+        let targets = ports
+            .iter()
+            .map(|&p| {
+                Target::new(
+                    Host::Ip("127.0.0.1".parse().unwrap()),
+                    crate::port::Port::new(p).unwrap(),
+                    Protocol::Tcp,
+                )
+            })
+            .collect();
+        let r = prober
+            .sweep(targets, &CancellationToken::new(), |_, _| {})
+            .await;
+        assert!(r[0].shed && r[0].attempts == 5, "{:?}", r[0]);
+        assert!(!r[1].shed, "{:?}", r[1]);
+        assert_eq!(r[1].observed, Observed::WrongHost);
+        assert!(
+            r[1].detail.contains("answered by the agent of web"),
+            "{}",
+            r[1].detail
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_canary_sheds_idle_strangers_first_and_still_answers_a_prober() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let free = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let options = CanaryOptions {
+            host: "db".into(),
+            round: "abcd".into(),
+            tls: crate::pki::self_signed_canary_config("db").unwrap(),
+            exchange_timeout: Duration::from_secs(5),
+            max_sightings: 16,
+            connections: Arc::new(Semaphore::new(1000)),
+            per_canary: 4,
+        };
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Tcp,
+            service: "mysql".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (_, log) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
+        // Twenty idle strangers: the canary keeps four at most.
+        let mut idle = Vec::new();
+        for _ in 0..20 {
+            idle.push(TcpStream::connect((ip, port)).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut s = TcpStream::connect((ip, port)).await.unwrap();
+        s.write_all(probe_line("abcd", "0011").as_bytes())
+            .await
+            .unwrap();
+        let got = read_line(&mut s).await;
+        assert_eq!(
+            got.as_deref(),
+            Some("PORTCALL-OK db 0011"),
+            "{:?}",
+            log.snapshot()
+        );
+        let ev = log.snapshot();
+        assert_eq!(ev[0].seen.len(), 1);
+        assert!(ev[0].shed >= 16, "{ev:?}");
+        // Shed strangers were closed, not kept.
+        let mut closed = 0;
+        for mut c in idle {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(0) | Err(_)) = timeout(Duration::from_millis(50), c.read(&mut b)).await {
+                closed += 1;
+            }
+        }
+        assert!(closed >= 16, "{closed} closed");
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[tokio::test]
     async fn a_dual_stack_host_holds_its_canary_on_every_address_or_on_none() {
         let v4: IpAddr = "127.0.0.1".parse().unwrap();
         let v6: IpAddr = "::1".parse().unwrap();
@@ -534,6 +767,7 @@ mod tests {
             exchange_timeout: Duration::from_secs(2),
             max_sightings: 8,
             connections: Arc::new(Semaphore::new(8)),
+            per_canary: 8,
         };
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
         let ports = [PlannedPort {
@@ -591,6 +825,7 @@ mod tests {
             exchange_timeout: Duration::from_secs(2),
             max_sightings: 2,
             connections: Arc::new(Semaphore::new(8)),
+            per_canary: 8,
         };
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();

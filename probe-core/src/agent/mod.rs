@@ -5,26 +5,33 @@
 //! single process, through exactly this code.
 //!
 //! Everything an agent does on request is bounded: request size
-//! ([`crate::control::MAX_REQUEST_BYTES`]), request rate, connections at
-//! once, the time a client may take to handshake or send a request, and
-//! the life of every canary (the round's TTL, which ends the canaries even
-//! when the coordinator vanished).
+//! ([`crate::control::MAX_REQUEST_BYTES`]), request rate per connection,
+//! connections at once (per address, unauthenticated ones evicted first;
+//! see `endpoint`), the time a client may take to handshake, send a
+//! request or read a reply, and the life of every canary: a short lease
+//! held by the coordinator's control connection (and renewed by its
+//! requests), under the round's TTL as the outer bound.
+//!
+//! Authorization is by name: an agent acts only for the client certificate
+//! that names the coordinator ([`AgentConfig::coordinator`]).
 
 pub mod canary;
+mod endpoint;
 pub mod nftrace;
 mod stdio;
 pub mod syn_watch;
 
 pub use stdio::{StdioPlan, serve_stdio};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::ServerConfig;
-use tokio::io::BufReader;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -32,12 +39,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::control::{
     self, ErrorReply, EvidenceReply, FrameError, HelloReply, HostPort, PROTOCOL_VERSION, PathProbe,
-    PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, Request, Response, RoundRef,
-    ServerSecurity, read_frame, write_frame,
+    PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RenewReply, Request, Response,
+    RoundRef, ServerSecurity, read_frame, write_frame,
 };
 use crate::plan::{Address, Plan};
 use crate::probe::{self, ProbeConfig, Prober, Target};
 use canary::{CanaryOptions, EvidenceLog, NonceExchange, PlannedPort};
+use endpoint::{Admission, Bucket, Refusal, SlotLimits, Ticket};
 use nftrace::{TraceScope, Tracer};
 
 /// Limits that keep an agent small and unbothered by misbehaving clients.
@@ -45,22 +53,42 @@ use nftrace::{TraceScope, Tracer};
 pub struct AgentLimits {
     /// Largest request frame, in bytes.
     pub max_request_bytes: usize,
-    /// Control connections served at once; more are closed at once.
+    /// Authenticated (coordinator) control connections at once; when full,
+    /// the oldest is closed to make room.
     pub max_connections: usize,
-    /// Deadline for a client's TLS handshake.
+    /// Unauthenticated control connections (handshake and name check in
+    /// progress) at once; when full, the oldest is evicted.
+    pub pending_connections: usize,
+    /// Control connections at once from one address.
+    pub connections_per_peer: usize,
+    /// Deadline for a client's TLS handshake and authorization.
     pub handshake_timeout: Duration,
     /// How long a control connection may stay silent between requests.
     pub idle_timeout: Duration,
-    /// Requests allowed in a burst, over all connections.
+    /// Deadline for writing one reply: a client that stops reading is
+    /// disconnected.
+    pub write_timeout: Duration,
+    /// Requests allowed in a burst, per connection.
     pub request_burst: u32,
-    /// Requests per second allowed once the burst is spent.
+    /// Requests per second allowed once the burst is spent, per connection.
     pub requests_per_second: u32,
+    /// Malformed frames a connection may send before it is closed (each
+    /// also spends a request token).
+    pub max_malformed: u32,
     /// Longest round TTL a coordinator may ask for.
     pub max_ttl: Duration,
-    /// Deadline of one canary connection (TLS handshake and line).
+    /// The round's lease: canaries close this long after the coordinator's
+    /// control connection is gone and nothing renewed the round.
+    pub lease: Duration,
+    /// Deadline of one canary connection: its TLS handshake and the nonce
+    /// line must arrive within it.
     pub canary_timeout: Duration,
-    /// Canary connections served at once, over all canaries.
+    /// Canary connections served at once, over all canaries (a memory
+    /// bound; each canary also has its own limit, see `canary_headroom`).
     pub canary_connections: usize,
+    /// Connections one canary holds beyond the nonces the round makes it
+    /// expect; past that, unauthenticated idle connections are shed first.
+    pub canary_headroom: usize,
     /// Nonces kept per canary.
     pub max_sightings: usize,
     /// Probe attempts in flight at once.
@@ -72,13 +100,19 @@ impl Default for AgentLimits {
         AgentLimits {
             max_request_bytes: control::MAX_REQUEST_BYTES,
             max_connections: 16,
-            handshake_timeout: Duration::from_secs(5),
+            pending_connections: 64,
+            connections_per_peer: 8,
+            handshake_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(10),
             request_burst: 40,
             requests_per_second: 20,
+            max_malformed: 4,
             max_ttl: Duration::from_secs(600),
-            canary_timeout: Duration::from_secs(5),
-            canary_connections: 256,
+            lease: Duration::from_secs(5),
+            canary_timeout: Duration::from_secs(3),
+            canary_connections: 8192,
+            canary_headroom: 64,
             max_sightings: 4096,
             probe_concurrency: 256,
         }
@@ -94,6 +128,10 @@ pub struct AgentConfig {
     pub host: String,
     /// How control clients are authenticated.
     pub security: ServerSecurity,
+    /// The name the coordinator's client certificate must carry (SAN, or
+    /// CN without SANs): the agent acts for nobody else.
+    /// [`crate::pki::COORDINATOR`] unless configured otherwise.
+    pub coordinator: String,
     /// The TLS canaries' server configuration.
     pub canary_tls: Arc<ServerConfig>,
     /// Where to serve the control endpoint; `None` means the host's plan
@@ -244,8 +282,10 @@ struct Shared {
     sources: Vec<IpAddr>,
     round: Mutex<Option<Round>>,
     probing: tokio::sync::Mutex<()>,
-    bucket: Mutex<Bucket>,
+    admission: Arc<Admission>,
     canary_connections: Arc<Semaphore>,
+    /// Nonces each canary port must expect in a round (paths to it).
+    expected: HashMap<u16, usize>,
 }
 
 /// The round in progress (or the last one, whose evidence stays readable
@@ -257,17 +297,52 @@ struct Round {
     tracker: TaskTracker,
     expires: Instant,
     log: Arc<EvidenceLog>,
+    lease: Arc<Lease>,
     /// The round's rule tracing, or why there is none; `None` when the
     /// agent does not trace.
     trace: Option<Result<Arc<Tracer>, String>>,
     handshakes: Arc<syn_watch::SynLog>,
 }
 
-/// A token bucket over all control requests.
+/// A round's lease: held while the coordinator's control connection that
+/// prepared it is open (TCP keepalive probes it), renewed by every request
+/// naming the round; it lapses `duration` after the last sign of life.
 #[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
+struct Lease {
+    duration: Duration,
+    holders: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Lease {
+    fn renew(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn hold(self: &Arc<Self>) -> LeaseHold {
+        self.holders.fetch_add(1, Ordering::SeqCst);
+        self.renew();
+        LeaseHold(self.clone())
+    }
+
+    /// When the lease lapses if nothing renews it; `None` while held.
+    fn lapses_at(&self) -> Option<Instant> {
+        if self.holders.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(*self.last.lock().unwrap_or_else(|e| e.into_inner()) + self.duration)
+    }
+}
+
+/// A control connection holding a round's lease.
+#[derive(Debug)]
+struct LeaseHold(Arc<Lease>);
+
+impl Drop for LeaseHold {
+    fn drop(&mut self) {
+        self.0.renew();
+        self.0.holders.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl AgentError {
@@ -334,32 +409,38 @@ impl Agent {
                 tokio::spawn(nftrace::delete_at(table, expiry));
             }
         }
-        let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         tracing::info!(host = %shared.config.host, addr = %listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()), "agent serving");
+        let mut summary = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
+                _ = summary.tick() => {
+                    shared.admission.refusals.flush(false);
+                }
                 accepted = listener.accept() => {
                     let Ok((tcp, peer)) = accepted else {
                         // EMFILE and friends: back off instead of spinning.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     };
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "control connection refused: too many at once");
+                    // Over its per-address limit with only authenticated
+                    // connections: closed at once, counted in the summary.
+                    let Some(ticket) = shared.admission.admit(peer.ip()) else {
                         continue;
                     };
                     let (shared, cancel) = (shared.clone(), cancel.clone());
                     conns.spawn(async move {
-                        let _permit = permit;
+                        let evicted = ticket.evicted.clone();
                         tokio::select! {
                             () = cancel.cancelled() => {}
-                            () = shared.connection(tcp, peer) => {}
+                            () = evicted.cancelled() => {}
+                            () = shared.connection(tcp, peer, &ticket) => {}
                         }
                     });
                 }
             }
         }
+        shared.admission.refusals.flush(true);
         drop(listener);
         shared.end_round(None).await;
         conns.close();
@@ -382,48 +463,128 @@ impl Shared {
             sources.clone()
         };
         let limits = &config.limits;
+        let mut expected: HashMap<u16, usize> = HashMap::new();
+        for p in plan.paths.iter().filter(|p| p.to == config.host) {
+            *expected.entry(p.port.get()).or_default() += 1;
+        }
         Ok(Arc::new(Shared {
             digest: control::plan_digest(plan),
             canary_ips,
             sources,
             round: Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
-            bucket: Mutex::new(Bucket {
-                tokens: f64::from(limits.request_burst),
-                last: Instant::now(),
-            }),
+            admission: Arc::new(Admission::new(
+                SlotLimits {
+                    pending: limits.pending_connections,
+                    authenticated: limits.max_connections,
+                    per_peer: limits.connections_per_peer,
+                },
+                Duration::from_secs(10),
+            )),
             canary_connections: Arc::new(Semaphore::new(limits.canary_connections)),
+            expected,
             config,
         }))
     }
 
-    async fn connection(self: &Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    /// Authenticates a new connection within the handshake deadline: mutual
+    /// TLS and the coordinator's name, or (with `--insecure`, loopback
+    /// only) the first bytes of a request.
+    async fn authenticate(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<Box<dyn crate::probe::ProbeStream>> {
         let limits = &self.config.limits;
-        let _ = tcp.set_nodelay(true);
-        let stream = match self
-            .config
-            .security
-            .accept(tcp, limits.handshake_timeout)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "control handshake failed");
-                return;
+        let refusals = &self.admission.refusals;
+        let config = match &self.config.security {
+            ServerSecurity::Insecure => {
+                // No handshake to wait for: the first request must arrive
+                // within the same deadline instead.
+                let mut first = [0u8; 1];
+                let spoke = timeout(limits.handshake_timeout, tcp.peek(&mut first)).await;
+                if !matches!(spoke, Ok(Ok(n)) if n > 0) {
+                    refusals.note(Refusal::Handshake, peer.ip());
+                    return None;
+                }
+                return self
+                    .config
+                    .security
+                    .accept(tcp, limits.handshake_timeout)
+                    .await
+                    .ok();
+            }
+            ServerSecurity::Mtls(config) => config.clone(),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let mut tls = match timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            _ => {
+                refusals.note(Refusal::Handshake, peer.ip());
+                return None;
             }
         };
+        let names = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(crate::pki::certificate_names)
+            .unwrap_or_default();
+        if let Err(message) = crate::pki::authorize_coordinator(&names, &self.config.coordinator) {
+            refusals.note(Refusal::NotCoordinator, peer.ip());
+            let reply = error(message);
+            if timeout(limits.write_timeout, write_frame(&mut tls, &reply))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                linger(&mut tls).await;
+            }
+            return None;
+        }
+        Some(Box::new(tls))
+    }
+
+    async fn connection(self: &Arc<Self>, tcp: TcpStream, peer: SocketAddr, ticket: &Ticket) {
+        let limits = &self.config.limits;
+        let _ = tcp.set_nodelay(true);
+        // Keepalive probes an idle coordinator connection, so that a
+        // coordinator host that vanished (no FIN) releases the round's
+        // lease within seconds.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(2))
+            .with_interval(Duration::from_secs(1))
+            .with_retries(3);
+        let sock = socket2::SockRef::from(&tcp);
+        let _ = sock.set_tcp_keepalive(&keepalive);
+        let _ = sock.set_tcp_user_timeout(Some(limits.lease.max(Duration::from_secs(1))));
+        let Some(stream) = self.authenticate(tcp, peer).await else {
+            return;
+        };
+        self.admission.authenticated(ticket);
         let mut io = BufReader::with_capacity(8 * 1024, stream);
-        self.serve(&mut io, &peer).await;
+        self.serve(&mut io, &peer, Some(peer.ip())).await;
     }
 
     /// Answers requests on `io` until the client closes it, stays silent
     /// past the idle timeout, or sends what cannot be answered.
+    /// Refusals are counted against `peer_ip` where the client has one.
     async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         self: &Arc<Self>,
         io: &mut BufReader<S>,
         peer: &(dyn std::fmt::Display + Sync),
+        peer_ip: Option<IpAddr>,
     ) {
         let limits = &self.config.limits;
+        let note = |r: Refusal| {
+            if let Some(ip) = peer_ip {
+                self.admission.refusals.note(r, ip);
+            }
+        };
+        let mut bucket = Bucket::new(limits.request_burst, limits.requests_per_second);
+        let mut malformed = 0u32;
+        // Dropped with the connection: the lease then runs down.
+        let mut _lease_hold: Option<LeaseHold> = None;
         loop {
             let frame = timeout(
                 limits.idle_timeout,
@@ -433,12 +594,32 @@ impl Shared {
             let (reply, keep) = match frame {
                 Err(_) => return,
                 Ok(Err(FrameError::Closed | FrameError::Truncated | FrameError::Io(_))) => return,
-                Ok(Err(e @ FrameError::TooLarge { .. })) => (error(e.to_string()), false),
-                Ok(Err(e)) => (error(e.to_string()), true),
+                Ok(Err(e @ FrameError::TooLarge { .. })) => {
+                    note(Refusal::Malformed);
+                    (error(e.to_string()), false)
+                }
+                Ok(Err(e)) => {
+                    // Malformed frames spend the budget like requests, and
+                    // a few of them end the connection.
+                    malformed += 1;
+                    note(Refusal::Malformed);
+                    let _ = bucket.take();
+                    (error(e.to_string()), malformed < limits.max_malformed)
+                }
                 Ok(Ok(request)) => {
-                    if self.take_token() {
-                        (self.handle(request).await, true)
+                    if bucket.take() {
+                        let prepares = matches!(request, Request::Prepare(_));
+                        let reply = self.handle_watching(request, io).await;
+                        let Some(reply) = reply else {
+                            // The coordinator went away mid-request.
+                            return;
+                        };
+                        if prepares && matches!(reply, Response::Prepared(_)) {
+                            _lease_hold = self.current_lease().map(|l| l.hold());
+                        }
+                        (reply, true)
                     } else {
+                        note(Refusal::RateLimited);
                         (
                             error("rate limit: too many requests, slow down".into()),
                             true,
@@ -447,10 +628,15 @@ impl Shared {
                 }
             };
             if let Response::Error(e) = &reply {
-                tracing::warn!(%peer, message = %e.message, "control request refused");
+                tracing::debug!(%peer, message = %e.message, "control request refused");
             }
-            if write_frame(io, &reply).await.is_err() {
-                return;
+            match timeout(limits.write_timeout, write_frame(io, &reply)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    note(Refusal::WriteTimeout);
+                    return;
+                }
             }
             if !keep {
                 linger(io).await;
@@ -459,19 +645,42 @@ impl Shared {
         }
     }
 
-    fn take_token(&self) -> bool {
-        let limits = &self.config.limits;
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let refill =
-            now.duration_since(b.last).as_secs_f64() * f64::from(limits.requests_per_second);
-        b.tokens = (b.tokens + refill).min(f64::from(limits.request_burst));
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
+    /// Handles `request` while watching the connection: when the client
+    /// closes it (a coordinator killed mid-request), the request is dropped
+    /// and `None` returned. A pipelined frame stays buffered for later.
+    async fn handle_watching<S: tokio::io::AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        request: Request,
+        io: &mut BufReader<S>,
+    ) -> Option<Response> {
+        let handling = self.handle(request);
+        tokio::pin!(handling);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                reply = &mut handling => return Some(reply),
+                more = io.fill_buf(), if watching => match more {
+                    Ok([]) | Err(_) => return None,
+                    Ok(_) => watching = false,
+                },
+            }
+        }
+    }
+
+    fn current_lease(&self) -> Option<Arc<Lease>> {
+        let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(|r| r.lease.clone())
+    }
+
+    /// Renews the lease of round `id` when it is the current one.
+    fn renew(&self, id: &str) -> bool {
+        let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(r) if r.id == id && !r.cancel.is_cancelled() => {
+                r.lease.renew();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -485,8 +694,23 @@ impl Shared {
                 plan_file: Some(self.config.plan.source.to_string()),
             }),
             Request::Prepare(req) => self.prepare(req).await,
-            Request::Probe(req) => self.probe(req).await,
+            Request::Probe(req) => {
+                self.renew(&req.round);
+                self.probe(req).await
+            }
+            Request::Renew(r) => {
+                if self.renew(&r.round) {
+                    Response::Renewed(RenewReply {
+                        round: r.round,
+                        lease_ms: u64::try_from(self.config.limits.lease.as_millis())
+                            .unwrap_or(u64::MAX),
+                    })
+                } else {
+                    error(format!("renew: no live round {} on this agent", r.round))
+                }
+            }
             Request::Evidence(r) => {
+                self.renew(&r.round);
                 let found = {
                     let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
                     guard
@@ -573,6 +797,15 @@ impl Shared {
         let expires = Instant::now() + ttl;
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let ports = canary_ports(&self.config.plan, host);
+        // Sized from the round: every path to a port may have a connection
+        // in flight at once, plus headroom; a flood beyond that is shed,
+        // idle unauthenticated connections first.
+        let expected = ports
+            .iter()
+            .map(|p| self.expected.get(&p.port).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
         let options = CanaryOptions {
             host: Arc::from(host.as_str()),
             round: Arc::from(req.round.as_str()),
@@ -580,8 +813,8 @@ impl Shared {
             exchange_timeout: limits.canary_timeout,
             max_sightings: limits.max_sightings,
             connections: self.canary_connections.clone(),
+            per_canary: expected.saturating_add(limits.canary_headroom),
         };
-        let ports = canary_ports(&self.config.plan, host);
         let (listeners, log) = canary::open_canaries(
             &self.canary_ips,
             &ports,
@@ -609,13 +842,25 @@ impl Shared {
         } else {
             None
         };
-        tracing::info!(round = %req.round, ttl_ms = ttl.as_millis() as u64, canaries = listeners.len(), "round prepared");
+        let lease = Arc::new(Lease {
+            duration: limits.lease,
+            holders: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        });
+        tracker.spawn(watch_lease(
+            lease.clone(),
+            expires,
+            cancel.clone(),
+            req.round.clone(),
+        ));
+        tracing::info!(round = %req.round, ttl_ms = ttl.as_millis() as u64, lease_ms = limits.lease.as_millis() as u64, canaries = listeners.len(), "round prepared");
         *self.round.lock().unwrap_or_else(|e| e.into_inner()) = Some(Round {
             id: req.round.clone(),
             cancel,
             tracker,
             expires,
             log,
+            lease,
             trace,
             handshakes,
         });
@@ -791,12 +1036,47 @@ impl Shared {
                 tls_us: r.tls_time.map(micros),
                 cert: r.cert,
                 service_banner: greeter.banner(k),
+                shed: r.shed,
             })
             .collect();
         Response::Probed(ProbeReply {
             round: req.round,
             results,
         })
+    }
+}
+
+/// Ends the round when its lease lapses (the coordinator is gone and
+/// nothing renewed it) or its TTL passes, whichever comes first.
+async fn watch_lease(
+    lease: Arc<Lease>,
+    expires: Instant,
+    cancel: CancellationToken,
+    round: String,
+) {
+    loop {
+        let now = Instant::now();
+        if now >= expires {
+            // The canaries close themselves at the TTL.
+            return;
+        }
+        match lease.lapses_at() {
+            Some(at) if at <= now => {
+                tracing::info!(%round, lease_ms = lease.duration.as_millis() as u64, "round lease lapsed: the coordinator is gone; closing the canaries");
+                cancel.cancel();
+                return;
+            }
+            next => {
+                // Re-checked at least every quarter lease: a renewal moves
+                // the lapse time later, never earlier.
+                let step = lease.duration / 4;
+                let wake = next.unwrap_or(now + step).min(now + step).min(expires);
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep_until(wake.max(now + Duration::from_millis(10))) => {}
+                }
+            }
+        }
     }
 }
 

@@ -81,6 +81,7 @@ where
             // Unused: the coordinator is whoever holds our input, which
             // ssh authenticated.
             security: ServerSecurity::Insecure,
+            coordinator: pki::COORDINATOR.to_owned(),
             canary_tls,
             listen: None,
             limits,
@@ -100,7 +101,7 @@ where
     tracing::info!(%host, "agent serving on standard input and output");
     tokio::select! {
         () = cancel.cancelled() => {}
-        () = shared.serve(&mut io, &"stdin") => {}
+        () = shared.serve(&mut io, &"stdin", None) => {}
     }
     shared.end_round(None).await;
     Ok(())

@@ -1,7 +1,9 @@
 //! The control protocol's messages. A round is four requests per agent:
 //! `prepare` (canaries up), `probe` (this host's outgoing paths),
 //! `evidence` (what the canaries saw), `teardown`; `hello` answers who the
-//! agent is without changing anything.
+//! agent is without changing anything, and `renew` extends the round's
+//! lease (the canaries close a few seconds after the coordinator's control
+//! connection is gone and nothing renewed it).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,6 +29,8 @@ pub enum Request {
     Evidence(RoundRef),
     /// Close the canaries now.
     Teardown(RoundRef),
+    /// Keep the round's canaries up for another lease.
+    Renew(RoundRef),
 }
 
 /// `prepare`: a new round.
@@ -105,6 +109,8 @@ pub enum Response {
     Evidence(EvidenceReply),
     /// To `teardown`.
     TornDown(RoundRef),
+    /// To `renew`.
+    Renewed(RenewReply),
     /// The request was refused or could not be served.
     Error(ErrorReply),
 }
@@ -124,6 +130,16 @@ pub struct HelloReply {
     /// field existed send none).
     #[serde(default)]
     pub plan_file: Option<String>,
+}
+
+/// `renewed`: the round's lease was extended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewReply {
+    /// The round's id.
+    pub round: String,
+    /// How long the lease lasts from now without a further renewal or the
+    /// control connection, in milliseconds.
+    pub lease_ms: u64,
 }
 
 /// What a planned port of this host got for the round.
@@ -219,6 +235,10 @@ pub struct PathProbe {
     /// What a live service that speaks first said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_banner: Option<String>,
+    /// The far end closed every attempt without answering anything, as a
+    /// canary shedding load does: the path was not measured.
+    #[serde(default)]
+    pub shed: bool,
 }
 
 /// `probed`: results of this host's outgoing paths.
@@ -250,6 +270,10 @@ pub struct CanaryEvidence {
     pub strays: u64,
     /// Sightings dropped because the cap was reached.
     pub dropped: u64,
+    /// Connections closed unanswered because the canary was full
+    /// (unauthenticated idle ones first): the canary was under load.
+    #[serde(default)]
+    pub shed: u64,
 }
 
 /// `evidence`: what this host's canaries saw.

@@ -14,7 +14,7 @@ pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
     CanaryEvidence, ErrorReply, EvidenceReply, Handshake, HandshakeStage, HelloReply, HostPort,
     ListenerReport, ListenerState, PROTOCOL_VERSION, PathProbe, PlanUpload, PrepareReply,
-    PrepareRequest, ProbeReply, ProbeRequest, Request, Response, RoundRef, Sighting,
+    PrepareRequest, ProbeReply, ProbeRequest, RenewReply, Request, Response, RoundRef, Sighting,
     TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow,
 };
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};

@@ -65,15 +65,41 @@ pub struct Diagnostic {
     pub problem: Problem,
 }
 
+/// `s` with every control character except newline and tab written as a
+/// Rust escape (`\u{1b}`), so text from a file or a peer can never drive a
+/// terminal.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `Some(escaped)` when `s` holds any control character at all.
+pub(crate) fn has_controls(s: &str) -> Option<String> {
+    s.chars().any(char::is_control).then(|| format!("{:?}", s))
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sev = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        // Problems quote what the plan says; a control character there must
+        // not reach the terminal raw.
+        let problem = escape_controls(&self.problem.to_string()).into_owned();
         match &self.location {
-            Some(loc) => write!(f, "{loc}: {sev}: {}", self.problem),
-            None => write!(f, "{sev}: {}", self.problem),
+            Some(loc) => write!(f, "{loc}: {sev}: {problem}"),
+            None => write!(f, "{sev}: {problem}"),
         }
     }
 }
@@ -125,6 +151,28 @@ pub enum Problem {
     /// The plan's name is empty.
     #[error("name must not be empty")]
     EmptyPlanName,
+    /// A name holds a control character (an escape sequence would reach
+    /// every terminal that shows it).
+    #[error("{what} {shown} contains a control character; names are text, not terminal commands")]
+    ControlCharacter {
+        /// What kind of name, e.g. "plan name".
+        what: &'static str,
+        /// The name, escaped.
+        shown: String,
+    },
+    /// The flows would expand into more paths than the cap allows; nothing
+    /// was expanded (the cap bounds the expander's memory).
+    #[error(
+        "the flows expand into {paths} paths (before merging duplicates), over the limit of {limit} from flow {flow} on; nothing was expanded: split the plan, or raise [defaults] max_paths"
+    )]
+    TooManyPaths {
+        /// Paths the flows would produce, before merging duplicates.
+        paths: u64,
+        /// The flow (1-based) whose paths pass the limit.
+        flow: usize,
+        /// The cap.
+        limit: u64,
+    },
     /// A host name is not usable (empty or with characters outside
     /// `A-Za-z0-9._-`).
     #[error("host name `{name}` is not valid (expected letters, digits, `.`, `_` or `-`)")]

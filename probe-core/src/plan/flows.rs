@@ -18,7 +18,22 @@ pub(crate) fn expand(
     hosts: &[Host],
     tainted: &BTreeSet<usize>,
     roles: &Known<'_>,
+    max_paths: u64,
 ) -> (Vec<Flow>, Vec<Path>) {
+    // Count before allocating anything: a short plan (200 hosts, all to
+    // all, 500 ports) would otherwise ask for tens of millions of paths.
+    if let Some((paths, flow)) = over_limit(raw, hosts, max_paths) {
+        let span = raw.flows[flow - 1].span();
+        cx.push(
+            span,
+            Problem::TooManyPaths {
+                paths,
+                flow,
+                limit: max_paths,
+            },
+        );
+        return (Vec::new(), Vec::new());
+    }
     let mut flows = Vec::new();
     let mut paths: Vec<Path> = Vec::new();
     // (from, to, port, family) -> index into `paths`, and the flow that
@@ -204,6 +219,53 @@ pub(crate) fn expand(
         });
     }
     (flows, paths)
+}
+
+/// Counts, without allocating paths, how many the flows would produce
+/// (before merging duplicates, so an upper bound); when that passes
+/// `limit`, the count and the flow (1-based) where it passed.
+fn over_limit(raw: &RawPlan, hosts: &[Host], limit: u64) -> Option<(u64, usize)> {
+    let mut total: u64 = 0;
+    let mut first_over = None;
+    let mut scratch = Cx {
+        file: &std::sync::Arc::from(""),
+        src: "",
+        diags: Vec::new(),
+        broken_roles: BTreeSet::new(),
+    };
+    for (i, rf) in raw.flows.iter().enumerate() {
+        let f = rf.get_ref();
+        let (Some(from), Some(to)) = (
+            selectors(&mut scratch, &f.from, hosts),
+            selectors(&mut scratch, &f.to, hosts),
+        ) else {
+            continue;
+        };
+        scratch.diags.clear();
+        let sources: BTreeSet<usize> = matching(&from, hosts).into_iter().collect();
+        let targets = matching(&to, hosts);
+        for p in f.ports.get_ref() {
+            let pref = match p.get_ref() {
+                RawPortRef::Name(n) => PortRef::Name(n.clone()),
+                RawPortRef::Number(n) => match Port::from_i64(*n) {
+                    Ok(port) => PortRef::Number(port),
+                    Err(_) => continue,
+                },
+            };
+            for &t in &targets {
+                // Paths never run from a host to itself; a pair gets at
+                // most one path per address family of the target.
+                let from = sources.len() as u64 - u64::from(sources.contains(&t));
+                let families = hosts[t].families().len().max(1) as u64;
+                let ports = resolve(&pref, &hosts[t], &to).len() as u64;
+                total = total.saturating_add(ports.saturating_mul(from).saturating_mul(families));
+            }
+        }
+        if total > limit {
+            first_over.get_or_insert(i + 1);
+        }
+    }
+    first_over.map(|flow| (total, flow))
 }
 
 /// The roles a plan can name: its own (resolved) and the catalog's.

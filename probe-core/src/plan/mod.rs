@@ -24,7 +24,9 @@ use serde::Serialize;
 use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
-pub use diag::{CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion};
+pub use diag::{
+    CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion, escape_controls,
+};
 pub use only::{Only, OnlyError};
 pub use roles::RoleOrigin;
 pub use ssh::SshTarget;
@@ -636,6 +638,14 @@ pub(crate) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error)
     }
 }
 
+/// The default cap on the paths a plan may expand into (`[defaults]
+/// max_paths`): far above real deployments (a 100-host full mesh over ten
+/// ports is 99,000 paths), far below what exhausts memory.
+pub const DEFAULT_MAX_PATHS: u64 = 1_000_000;
+
+/// The highest `max_paths` a plan may set.
+pub const MAX_PATHS_CEILING: u64 = 100_000_000;
+
 /// Rewrites serde's wording for the two mistakes people make most: an
 /// unknown field gets "did you mean" when one of the expected fields is
 /// close, and an unknown variant lists the allowed values in plain words.
@@ -763,6 +773,7 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     if name.is_empty() {
         cx.push(raw.name.span(), Problem::EmptyPlanName);
     }
+    control_characters(&mut cx, &raw);
     let defaults = cx.defaults(raw.defaults.as_ref());
 
     // Roles: the plan's own tables, resolved over the catalog.
@@ -797,11 +808,18 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
         )
         .collect();
     let zones = hosts::zones(&mut cx, &raw, &hosts);
+    let max_paths = raw
+        .defaults
+        .as_ref()
+        .and_then(|d| d.get_ref().max_paths.as_ref())
+        .and_then(|m| u64::try_from(*m.get_ref()).ok())
+        .filter(|m| (1..=MAX_PATHS_CEILING).contains(m))
+        .unwrap_or(DEFAULT_MAX_PATHS);
     let known = flows::Known {
         plan: &plan_roles,
         catalog,
     };
-    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known);
+    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known, max_paths);
 
     cx.diags
         .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.col)));
@@ -818,6 +836,44 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
         paths,
     });
     Analysis { plan, diagnostics }
+}
+
+/// Rejects control characters in every name a plan gives (plan, flows,
+/// zones, roles, host zones and role items; host and port names have their
+/// own stricter grammar), each at its location.
+fn control_characters(cx: &mut Cx<'_>, raw: &raw::RawPlan) {
+    let check = |cx: &mut Cx<'_>, span: std::ops::Range<usize>, what, s: &str| {
+        if let Some(shown) = diag::has_controls(s) {
+            cx.push(span, Problem::ControlCharacter { what, shown });
+        }
+    };
+    check(cx, raw.name.span(), "plan name", raw.name.get_ref());
+    for rf in &raw.flows {
+        if let Some(n) = &rf.get_ref().name {
+            check(cx, rf.span(), "flow name", n);
+        }
+    }
+    if let Some(z) = &raw.zones {
+        for (name, desc) in z.get_ref() {
+            check(cx, desc.span(), "zone name", name);
+            check(cx, desc.span(), "zone description", desc.get_ref());
+        }
+    }
+    for (name, role) in &raw.roles {
+        check(cx, role.span(), "role name", name);
+        if let Some(d) = &role.get_ref().description {
+            check(cx, role.span(), "role description", d);
+        }
+    }
+    for rh in &raw.hosts {
+        let h = rh.get_ref();
+        if let Some(z) = &h.zone {
+            check(cx, z.span(), "zone name", z.get_ref());
+        }
+        for item in &h.roles {
+            check(cx, item.span(), "role name", &item.get_ref().role);
+        }
+    }
 }
 
 /// Shared state while validating: where we are and what we found.
@@ -886,6 +942,19 @@ impl Cx<'_> {
                         expected: "0..=20",
                     },
                 ),
+            }
+        }
+        if let Some(m) = &raw.max_paths {
+            // Checked in `flows::expand`, before any path is allocated.
+            if !(1..=MAX_PATHS_CEILING as i64).contains(m.get_ref()) {
+                self.push(
+                    m.span(),
+                    Problem::BadDefault {
+                        key: "max_paths",
+                        value: *m.get_ref(),
+                        expected: "1..=100000000",
+                    },
+                );
             }
         }
         if let Some(c) = &raw.control_port {

@@ -32,6 +32,7 @@ pub(crate) struct RawDefaults {
     pub control_port: Option<Spanned<i64>>,
     /// The login name `check --ssh` uses where a host's `ssh` names none.
     pub ssh_user: Option<Spanned<String>>,
+    pub max_paths: Option<Spanned<i64>>,
 }
 
 /// One `[[hosts]]` entry.

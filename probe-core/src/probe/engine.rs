@@ -338,6 +338,23 @@ impl Prober {
                         ))
                     }
                 }
+                AttemptKind::Shed {
+                    observed,
+                    detail,
+                    cert,
+                } => {
+                    slot.attempts += 1;
+                    slot.sheds += 1;
+                    slot.cert = cert;
+                    if slot.sheds <= SHED_RETRIES {
+                        let backoff = Duration::from_millis(50 << slot.sheds);
+                        later.push(Reverse((Instant::now() + backoff, i)));
+                        None
+                    } else {
+                        slot.shed = true;
+                        Some((observed, detail))
+                    }
+                }
                 AttemptKind::SelfConnect => {
                     // The kernel picked the destination port as our source
                     // port and connected the socket to itself: nothing
@@ -436,6 +453,10 @@ struct Slot {
     local_failures: u32,
     local_since: Option<Instant>,
     self_connects: u32,
+    /// Attempts closed unanswered (a canary shedding load).
+    sheds: u32,
+    /// Every retry of the final attempt was closed unanswered.
+    shed: bool,
     /// The next attempt waits for the target's ICMP budget.
     paced: bool,
     latency: Duration,
@@ -460,6 +481,7 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         tls_time: slot.timing.tls,
         attempts: slot.attempts,
         cert: slot.cert.clone(),
+        shed: slot.shed,
         icmp: slot.icmp.clone(),
         path_mtu: slot.path_mtu,
         walk: None,
@@ -548,6 +570,10 @@ async fn walk_silent(
         }
     }
 }
+
+/// Extra attempts for a path whose connection a canary shed (closed
+/// unanswered), spaced 100, 200, 400, 800 ms apart.
+const SHED_RETRIES: u32 = 4;
 
 /// Retry pacing for one destination address.
 ///
@@ -651,6 +677,13 @@ enum AttemptKind {
         path_mtu: bool,
     },
     Silent,
+    /// Closed before the far end sent a byte, where an exchange expected an
+    /// answer: retried a few times, never taken for another host.
+    Shed {
+        observed: Observed,
+        detail: String,
+        cert: Option<Box<CertFacts>>,
+    },
     SelfConnect,
     LocalTransient {
         detail: String,
@@ -863,18 +896,23 @@ impl Shared {
         }
         let local = local.unwrap_or(addr);
         match target.protocol {
-            Protocol::Tcp => {
-                let (observed, detail, stalled) = self
-                    .run_exchange(index, target, addr, local, &mut stream)
-                    .await;
-                AttemptKind::Final {
+            Protocol::Tcp => match self
+                .run_exchange(index, target, addr, local, &mut stream)
+                .await
+            {
+                Ok((observed, detail, stalled)) => AttemptKind::Final {
                     observed,
                     detail,
                     cert: None,
                     stalled,
                     path_mtu: false,
-                }
-            }
+                },
+                Err(detail) => AttemptKind::Shed {
+                    observed: Observed::WrongHost,
+                    detail,
+                    cert: None,
+                },
+            },
             Protocol::Tls => {
                 self.tls_phase(index, target, addr, local, stream, timing)
                     .await
@@ -897,12 +935,13 @@ impl Shared {
         let handshake = self.tls.connector().connect(name.clone(), stream);
         let mut tls = match timeout(config.tls_timeout, handshake).await {
             Err(_elapsed) => {
+                let detail = format!(
+                    "no TLS answer within {} ms (the port does not seem to speak TLS)",
+                    config.tls_timeout.as_millis()
+                );
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
-                    detail: format!(
-                        "no TLS answer within {} ms (the port does not seem to speak TLS)",
-                        config.tls_timeout.as_millis()
-                    ),
+                    detail,
                     cert: None,
                     stalled: true,
                     path_mtu: false,
@@ -913,6 +952,24 @@ impl Shared {
                     Some(inner) => super::tls::handshake_failure_in_words(inner),
                     None => error_detail(&e),
                 };
+                // Closed before a byte of the handshake came back, where a
+                // canary should answer: shed under load, not a TLS failure.
+                let closed = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                );
+                if closed && self.exchange.is_some() {
+                    return AttemptKind::Shed {
+                        observed: Observed::TlsError,
+                        detail: format!(
+                            "TLS handshake failed: {reason} (closed before answering; the canary may be shedding load)"
+                        ),
+                        cert: None,
+                    };
+                }
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
                     detail: format!("TLS handshake failed: {reason}"),
@@ -938,9 +995,19 @@ impl Shared {
                 path_mtu: false,
             };
         }
-        let (observed, mut detail, stalled) = self
+        let (observed, mut detail, stalled) = match self
             .run_exchange(index, target, addr, local, &mut tls)
-            .await;
+            .await
+        {
+            Ok(r) => r,
+            Err(detail) => {
+                return AttemptKind::Shed {
+                    observed: Observed::WrongHost,
+                    detail,
+                    cert: Some(Box::new(facts)),
+                };
+            }
+        };
         if observed == Observed::Open && !facts.verified {
             let why = facts.verify_error.as_deref().unwrap_or("");
             detail = join_detail(format!("certificate not verified: {why}"), detail);
@@ -963,9 +1030,9 @@ impl Shared {
         peer: SocketAddr,
         local: SocketAddr,
         stream: &mut dyn ProbeStream,
-    ) -> (Observed, String, bool) {
+    ) -> Result<(Observed, String, bool), String> {
         let Some(exchange) = &self.exchange else {
-            return (Observed::Open, String::new(), false);
+            return Ok((Observed::Open, String::new(), false));
         };
         let context = ExchangeContext {
             index,
@@ -979,9 +1046,10 @@ impl Shared {
         )
         .await
         {
-            Ok(ExchangeOutcome::Confirmed { detail }) => (Observed::Open, detail, false),
-            Ok(ExchangeOutcome::WrongHost { detail }) => (Observed::WrongHost, detail, false),
-            Err(_elapsed) => (
+            Ok(ExchangeOutcome::Confirmed { detail }) => Ok((Observed::Open, detail, false)),
+            Ok(ExchangeOutcome::WrongHost { detail }) => Ok((Observed::WrongHost, detail, false)),
+            Ok(ExchangeOutcome::Unanswered { detail }) => Err(detail),
+            Err(_elapsed) => Ok((
                 Observed::WrongHost,
                 format!(
                     "connected, but no answer to the exchange within {} ms",
@@ -990,7 +1058,7 @@ impl Shared {
                 // The exchange's lines are far below any path MTU: a stall
                 // there is never a black hole, so no small-MSS retry.
                 false,
-            ),
+            )),
         }
     }
 }

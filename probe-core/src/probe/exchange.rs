@@ -46,6 +46,14 @@ pub enum ExchangeOutcome {
         /// What was (or was not) seen, e.g. "answered by gw-2".
         detail: String,
     },
+    /// The connection closed before the other end sent a single byte (a
+    /// canary shedding load closes unanswered): nobody answered, so this
+    /// is never `wrong-host`. The engine retries; when every attempt ends
+    /// so, the result is marked [`super::ProbeResult::shed`].
+    Unanswered {
+        /// What happened.
+        detail: String,
+    },
 }
 
 /// Boxed future returned by [`Exchange::exchange`].

@@ -129,6 +129,10 @@ pub struct ProbeResult {
     pub path_mtu: bool,
     /// For a `timeout`, the TTL walk toward the target, when one ran.
     pub walk: Option<Walk>,
+    /// Every attempt connected and was closed before the far end sent a
+    /// byte, where an exchange expected an answer (a canary shedding load):
+    /// the outcome measures nothing.
+    pub shed: bool,
 }
 
 #[cfg(test)]

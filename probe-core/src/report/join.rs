@@ -9,7 +9,9 @@
 //! - without a canary (a real service holds the port, or the port is not a
 //!   planned one), `refused` means the service is down: an `error`, never
 //!   "blocked";
-//! - a path whose agent (either end) is unreachable is an `error`.
+//! - a path whose agent (either end) is unreachable is an `error`;
+//! - a path whose canary closed every attempt unanswered (it was shedding
+//!   a flood) is an `error`, never `wrong-host`.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -444,6 +446,25 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 (None, Some(h)) => Some(stage_of(h)),
                 (None, None) => None,
             };
+            if sighting.is_none() && probe.shed {
+                // Our own canary was too busy to answer: nothing measured,
+                // and never a verdict on the path.
+                let shed: u64 = dst
+                    .canaries
+                    .iter()
+                    .filter(|c| c.port == port)
+                    .map(|c| c.shed)
+                    .sum();
+                return fail(
+                    r,
+                    format!(
+                        "not measured: the canary of {} closed every attempt unanswered; it shed {shed} connection{} under load this round ({})",
+                        path.to,
+                        if shed == 1 { "" } else { "s" },
+                        probe.detail
+                    ),
+                );
+            }
             let observed = match (sighting, probe.observed) {
                 // A second try with a small MSS delivered the nonce, but
                 // ordinary traffic does not get through.
@@ -712,6 +733,7 @@ expect = "blocked"
                     seen: seen.clone(),
                     strays: 0,
                     dropped: 0,
+                    shed: 0,
                 })
                 .collect(),
             listeners,
@@ -754,6 +776,7 @@ expect = "blocked"
             walk: None,
             cert: None,
             service_banner: None,
+            shed: false,
         }
     }
 
@@ -997,6 +1020,48 @@ expect = "blocked"
         assert_eq!(r.hosts[1].agent, AgentState::Unreachable);
         assert_eq!(r.hosts[0].agent, AgentState::Up);
         assert_eq!(r.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_path_whose_canary_shed_every_attempt_is_an_error_never_wrong_host() {
+        let p = plan();
+        let mut web = up(
+            vec![],
+            vec![probe(0, Some("aa"), Observed::WrongHost)],
+            vec![],
+        );
+        web.probes[0].shed = true;
+        web.probes[0].detail = "connected, but the connection closed without an answer".into();
+        let mut db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+        db.canaries[0].shed = 3;
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        let r = join(&p, &round);
+        let path = &r.paths[0];
+        assert_eq!(path.verdict, Verdict::Error, "{path:?}");
+        assert_eq!(path.observed, None);
+        assert!(
+            path.detail.contains("shed 3 connections"),
+            "{}",
+            path.detail
+        );
+        // The same probe without the shed mark stays the prober's word.
+        let mut web = up(
+            vec![],
+            vec![probe(0, Some("aa"), Observed::WrongHost)],
+            vec![],
+        );
+        web.probes[0].detail = "answered by something else".into();
+        let db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        assert_eq!(join(&p, &round).paths[0].verdict, Verdict::Violation);
     }
 
     #[test]

@@ -11,9 +11,13 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w)
 }
 
-/// Reads a report back, checking its schema.
+/// Reads a report back, checking its schema. A report file is input, not
+/// our own writing: control characters in any of its strings are escaped
+/// here (`\u{1b}`), so that no renderer of `diff`, `suggest` or `report`
+/// can pass an escape sequence to a terminal.
 pub fn read(text: &str) -> Result<Report, ReadError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(ReadError::Json)?;
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(ReadError::Json)?;
+    escape_strings(&mut value);
     match value.get("schema").and_then(|s| s.as_str()) {
         Some(super::SCHEMA) => {}
         other => {
@@ -23,6 +27,19 @@ pub fn read(text: &str) -> Result<Report, ReadError> {
         }
     }
     serde_json::from_value(value).map_err(ReadError::Json)
+}
+
+fn escape_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(e) = crate::plan::escape_controls(s) {
+                *s = e;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(escape_strings),
+        serde_json::Value::Object(o) => o.values_mut().for_each(escape_strings),
+        _ => {}
+    }
 }
 
 /// Why a report could not be read.
@@ -38,4 +55,20 @@ pub enum ReadError {
         /// The schema found, if any.
         found: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_in_a_report_read_back_are_escaped() {
+        let text = include_str!("../../../fuzz/corpus/report/small-escapes.json");
+        let r = super::read(text).unwrap();
+        assert_eq!(r.plan, "esc\\u{1b}]0;t\\u{7}");
+        assert_eq!(r.paths[0].detail, "x\\u{1b}[2J");
+        let mut out = Vec::new();
+        for format in crate::report::ReportFormat::ALL {
+            crate::report::render(&r, format, Default::default(), &mut out).unwrap();
+        }
+        assert!(!out.contains(&0x1b) && !out.contains(&0x07));
+    }
 }

@@ -344,5 +344,6 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::Probe(_) => "probe",
         Request::Evidence(_) => "evidence",
         Request::Teardown(_) => "teardown",
+        Request::Renew(_) => "renew",
     }
 }

@@ -84,8 +84,47 @@ impl Transport for ClientSecurity {
                 Address::Ip(ip) => Some(*ip),
                 Address::Dns(_) => None,
             };
-            connect(&security, &dial.host, ip, addr, dial.connect_timeout).await
+            connect_retrying(&security, &dial.host, ip, addr, dial.connect_timeout).await
         })
+    }
+}
+
+/// Connects to an agent, retrying within the connect phase (twice the
+/// connect timeout) when the connection was cut or the handshake failed or
+/// stalled: an agent shedding a flood of strangers evicts unauthenticated
+/// connections, ours among them at worst, and a retry gets through. A
+/// refused connection (no agent) is not retried.
+async fn connect_retrying(
+    security: &ClientSecurity,
+    host: &str,
+    ip: Option<IpAddr>,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<ControlStream, ControlError> {
+    let give_up = tokio::time::Instant::now() + connect_timeout * 2;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        let deadline = connect_timeout.min(left.max(Duration::from_millis(100)));
+        let err = match connect(security, host, ip, addr, deadline).await {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let retry = match &err {
+            ControlError::Connect { source, .. } => {
+                source.kind() != std::io::ErrorKind::ConnectionRefused
+            }
+            ControlError::ConnectTimeout { .. }
+            | ControlError::HandshakeTimeout { .. }
+            | ControlError::Handshake { .. } => true,
+            _ => false,
+        };
+        if !retry || tokio::time::Instant::now() + backoff >= give_up {
+            return Err(err);
+        }
+        tracing::debug!(%host, error = %err, "connect failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(800));
     }
 }
 

@@ -1,0 +1,5 @@
+//! Fuzzes `probe_core::fuzzing::plan` (the same entry point the stable
+//! corpus replay test drives).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| probe_core::fuzzing::plan(data));
