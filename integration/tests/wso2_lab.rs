@@ -71,6 +71,16 @@ fn dropped(_: &PlanLab) -> Value {
     )
 }
 
+/// A drop in the source's own output chain: the source agent's rule trace
+/// names it, so the cause is `egress`, not a drop on the way.
+fn dropped_on_egress(_: &PlanLab) -> Value {
+    evidence(
+        Value::Null,
+        json!("nothing"),
+        json!({"where": "source", "hop": null, "hop_distance": null, "cause": "egress"}),
+    )
+}
+
 fn faults() -> Vec<Fault> {
     vec![
         Fault {
@@ -192,7 +202,7 @@ fn faults() -> Vec<Fault> {
                 ));
             },
             expect: &[("gw-worker-2->keymanager:10399", Observed::Timeout)],
-            evidence: dropped,
+            evidence: dropped_on_egress,
         },
     ]
 }
