@@ -775,13 +775,20 @@ ports = ["http", "sql"]
         .unwrap();
     let took = cancelled_at.elapsed();
     assert!(took < Duration::from_millis(2500), "teardown took {took:?}");
-    // The canary is down now, not at the TTL.
-    assert!(
-        tokio::net::TcpStream::connect("127.0.48.2:18080")
-            .await
-            .is_err(),
-        "app's canary outlived the cancelled round"
-    );
+    // The canary is down within the teardown bound, not at the TTL (the
+    // agent closes its listeners as it answers the teardown, so allow the
+    // rest of the bound rather than racing that close).
+    let bound = cancelled_at + Duration::from_millis(2500);
+    while tokio::net::TcpStream::connect("127.0.48.2:18080")
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < bound,
+            "app's canary outlived the cancelled round's teardown bound"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for h in &report.hosts {
         assert_eq!(h.agent, AgentState::Cancelled, "{h:?}");
     }

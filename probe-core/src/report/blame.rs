@@ -350,6 +350,10 @@ impl Blame {
                 format!("rejected by {}{kind}, a device on the way, not {to}", hop())
             }
             (_, Cause::IcmpReject) => format!("rejected with an ICMP error on the way to {to}"),
+            (Where::Network, Cause::Reset) => {
+                format!("reset on the way, before {to}'s firewall saw the SYN")
+            }
+            (Where::Target, Cause::Reset) => format!("reset by {to}'s own firewall"),
             (_, Cause::Reset) => format!(
                 "reset before {to} saw the SYN: by {to}'s own firewall or a device on the way"
             ),
