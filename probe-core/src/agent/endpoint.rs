@@ -355,19 +355,19 @@ mod tests {
             },
             Duration::from_secs(3600),
         ));
-        let flood: Vec<Ticket> = (0..3).map(|_| a.admit(ip("10.0.0.9")).unwrap()).collect();
+        let flood: Vec<Ticket> = (0..3).map(|_| a.admit(ip("198.18.0.9")).unwrap()).collect();
         // The flooding address is at its limit: its own oldest goes.
-        let fourth = a.admit(ip("10.0.0.9")).unwrap();
+        let fourth = a.admit(ip("198.18.0.9")).unwrap();
         assert!(flood[0].evicted.is_cancelled());
         assert!(!flood[1].evicted.is_cancelled());
         // Another address still gets in, evicting the oldest overall.
-        let coord = a.admit(ip("10.0.0.1")).unwrap();
+        let coord = a.admit(ip("198.18.0.1")).unwrap();
         assert!(!coord.evicted.is_cancelled());
         assert_eq!(a.held(), (4, 0));
         a.authenticated(&coord);
         assert_eq!(a.held(), (3, 1));
         // A flood of new connections never evicts an authenticated one.
-        let more: Vec<Ticket> = (0..20).filter_map(|_| a.admit(ip("10.0.0.7"))).collect();
+        let more: Vec<Ticket> = (0..20).filter_map(|_| a.admit(ip("198.18.0.7"))).collect();
         assert!(!coord.evicted.is_cancelled());
         assert!(more.len() == 20 && flood[2].evicted.is_cancelled());
         drop(more);
@@ -375,13 +375,13 @@ mod tests {
         drop(fourth);
         assert_eq!(a.held(), (0, 1));
         // Authenticated slots are full: the oldest makes room.
-        let c2 = a.admit(ip("10.0.0.1")).unwrap();
+        let c2 = a.admit(ip("198.18.0.1")).unwrap();
         a.authenticated(&c2);
-        let c3 = a.admit(ip("10.0.0.1")).unwrap();
+        let c3 = a.admit(ip("198.18.0.1")).unwrap();
         a.authenticated(&c3);
         assert!(coord.evicted.is_cancelled() && !c3.evicted.is_cancelled());
         // An address holding only authenticated slots at its limit is refused.
-        let c4 = a.admit(ip("10.0.0.1")).unwrap();
+        let c4 = a.admit(ip("198.18.0.1")).unwrap();
         a.authenticated(&c4);
         assert!(c2.evicted.is_cancelled());
         let lim = Arc::new(Admission::new(
@@ -392,9 +392,9 @@ mod tests {
             },
             Duration::from_secs(3600),
         ));
-        let only = lim.admit(ip("10.0.0.1")).unwrap();
+        let only = lim.admit(ip("198.18.0.1")).unwrap();
         lim.authenticated(&only);
-        assert!(lim.admit(ip("10.0.0.1")).is_none());
+        assert!(lim.admit(ip("198.18.0.1")).is_none());
         let line = a.refusals.flush(true).unwrap();
         assert!(line.contains("evicted unauthenticated"), "{line}");
         assert!(line.contains("from 2 addresses"), "{line}");
