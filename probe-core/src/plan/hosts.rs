@@ -112,22 +112,15 @@ pub(crate) fn build(
                 .iter()
                 .any(|(_, r, _)| r.ports.iter().any(|p| &p.name == pname));
             if !defined {
-                let mut known: Vec<&str> = instances
+                let known = instances
                     .iter()
-                    .flat_map(|(_, r, _)| r.ports.iter().map(|p| p.name.as_str()))
-                    .collect();
-                known.sort_unstable();
-                known.dedup();
+                    .flat_map(|(_, r, _)| r.ports.iter().map(|p| p.name.as_str()));
                 cx.push(
                     value.span(),
                     Problem::UnknownOverride {
                         host: name.clone(),
                         name: pname.clone(),
-                        known: if known.is_empty() {
-                            "no ports".into()
-                        } else {
-                            known.join(", ")
-                        },
+                        known: listing(known, "no ports"),
                     },
                 );
                 continue;
@@ -276,22 +269,15 @@ fn dials(
             .iter()
             .any(|(_, r, _)| r.dials.iter().any(|d| &d.name == dname));
         if !declared {
-            let mut known: Vec<&str> = instances
+            let known = instances
                 .iter()
-                .flat_map(|(_, r, _)| r.dials.iter().map(|d| d.name.as_str()))
-                .collect();
-            known.sort_unstable();
-            known.dedup();
+                .flat_map(|(_, r, _)| r.dials.iter().map(|d| d.name.as_str()));
             cx.push(
                 value.span(),
                 Problem::UnknownDialOverride {
                     host: host.to_owned(),
                     name: dname.clone(),
-                    known: if known.is_empty() {
-                        "nothing".into()
-                    } else {
-                        known.join(", ")
-                    },
+                    known: listing(known, "nothing"),
                 },
             );
             continue;
@@ -645,4 +631,17 @@ pub(crate) fn parse_address(s: &str) -> Option<Address> {
         .next()
         .is_some_and(|t| t.chars().any(|c| c.is_ascii_alphabetic()));
     (labels_ok && tld_alpha).then(|| Address::Dns(name.to_ascii_lowercase()))
+}
+
+/// The distinct names, sorted and comma-separated, or `none` when there are
+/// none: what an unknown override's error offers instead.
+fn listing<'a>(names: impl Iterator<Item = &'a str>, none: &str) -> String {
+    let mut names: Vec<&str> = names.collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        none.into()
+    } else {
+        names.join(", ")
+    }
 }
