@@ -286,18 +286,7 @@ impl Lab {
     }
 
     fn run_ip(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new(&self.ip)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("run ip")?;
-        ensure!(
-            out.status.success(),
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+        netns::run_ip(&self.ip, args)
     }
 
     /// Waits until every host's `eth0` (and its bridge port) reports

@@ -191,6 +191,22 @@ pub trait LabNet {
 }
 
 /// Kills every process a lab started and waits for it.
+/// Runs `ip ARGS` (iproute2 at `ip`) and fails with its own complaint.
+pub(crate) fn run_ip(ip: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(ip)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("run ip")?;
+    ensure!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 pub(crate) fn kill_children(children: &Mutex<Vec<Child>>) {
     let mut children = children.lock().unwrap_or_else(|e| e.into_inner());
     for child in children.iter_mut() {

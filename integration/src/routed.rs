@@ -589,18 +589,7 @@ impl RoutedLab {
     }
 
     fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new(&self.ip)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("run ip")?;
-        ensure!(
-            out.status.success(),
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+        crate::netns::run_ip(&self.ip, args)
     }
 
     /// Waits until every host's `eth0` and every router leg report carrier.
