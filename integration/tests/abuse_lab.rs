@@ -70,6 +70,27 @@ fn listening(lab: &PlanLab, host: &str, port: u16) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
+/// Waits until the probe phase is under way: web's SYN to db's dropped port
+/// 13307 is in flight, so every agent's prepare has been answered.
+fn wait_probing(lab: &PlanLab) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = lab
+            .lab
+            .output("web", "ss", &["-Htn", "state", "syn-sent", "dport = :13307"])
+            .unwrap();
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web never probed db:13307\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn canaries_close_within_the_lease_after_the_coordinator_is_killed_mid_round() {
     if !lab_available() {
@@ -94,7 +115,7 @@ fn canaries_close_within_the_lease_after_the_coordinator_is_killed_mid_round() {
     lab.lab
         .wait_listening("db", 13306, Duration::from_secs(20))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_probing(&lab);
     assert!(check.try_wait().unwrap().is_none(), "the round ended early");
     check.kill().unwrap(); // SIGKILL: no teardown, no FIN from a clean exit.
     let killed = Instant::now();
@@ -203,6 +224,9 @@ fn an_agent_killed_after_prepare_is_unreachable_with_the_phase_not_up() {
     lab.lab
         .wait_listening("db", 13306, Duration::from_secs(20))
         .unwrap();
+    // After prepare: the canary being up is not enough (db may still be
+    // writing its prepare answer); the probe phase must have begun.
+    wait_probing(&lab);
     // db's agent: the process listening on the control port, by its id.
     let ss = lab
         .lab
