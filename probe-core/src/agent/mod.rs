@@ -952,7 +952,10 @@ impl Shared {
         let mut targets = Vec::new();
         let mut slots = Vec::new();
         let mut greetings = Vec::new();
-        for (i, path) in plan.paths.iter().enumerate() {
+        for (k, path) in plan.paths.iter().enumerate() {
+            // The path's position in the whole plan, which is what the
+            // coordinator names (the agent may hold only its own paths).
+            let i = plan.path_index(k);
             if path.from != *host
                 || skip_hosts.contains(path.to.as_str())
                 || only.as_ref().is_some_and(|o| !o.contains(&i))
