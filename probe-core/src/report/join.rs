@@ -114,6 +114,131 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
 /// [`join`] for a round that measured only the paths `only` (indices into
 /// the plan's paths, `check --only`): the report lists those paths.
 pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report {
+    let probes = probe_index(plan, round);
+    let paths = only
+        .iter()
+        .filter(|&&i| i < plan.paths.len())
+        .map(|&i| judge_path(plan, round, i, probes[i]))
+        .collect();
+    let mut report = report_without_paths(plan, round);
+    report.paths = paths;
+    report.recount();
+    report
+}
+
+/// Each path's probe, from its source agent (the first it returned for
+/// the path), by path index: found once, not searched for per path.
+fn probe_index<'a>(plan: &Plan, round: &'a RoundEvidence) -> Vec<Option<&'a PathProbe>> {
+    let mut index: Vec<Option<&PathProbe>> = vec![None; plan.paths.len()];
+    for (host, a) in &round.agents {
+        for p in &a.probes {
+            if let Some(slot) = index.get_mut(p.path) {
+                if slot.is_none() && plan.paths[p.path].from == *host {
+                    *slot = Some(p);
+                }
+            }
+        }
+    }
+    index
+}
+
+/// A joined round whose paths are judged as they are written
+/// ([`StreamedReport::write_json`]), one at a time: the coordinator holds
+/// the evidence, never every path's report at once.
+#[derive(Debug)]
+pub struct StreamedReport<'a> {
+    plan: &'a Plan,
+    round: &'a RoundEvidence,
+    only: Option<&'a [usize]>,
+    probes: Vec<Option<&'a PathProbe>>,
+    /// The report without its paths (`paths` is empty); its summary
+    /// counts them.
+    pub report: Report,
+}
+
+/// [`join_paths`] (or [`join`], without `only`) judged path by path, for
+/// writing as JSON without holding the paths' reports.
+pub fn join_streamed<'a>(
+    plan: &'a Plan,
+    round: &'a RoundEvidence,
+    only: Option<&'a [usize]>,
+) -> StreamedReport<'a> {
+    let mut s = StreamedReport {
+        plan,
+        round,
+        only,
+        probes: probe_index(plan, round),
+        report: report_without_paths(plan, round),
+    };
+    let mut summary = Summary::default();
+    s.each(|p| {
+        summary.paths += 1;
+        match p.verdict {
+            Verdict::Ok => summary.ok += 1,
+            Verdict::Violation => summary.violations += 1,
+            Verdict::Error => summary.errors += 1,
+        }
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|e| match e {});
+    s.report.summary = summary;
+    s
+}
+
+impl StreamedReport<'_> {
+    /// Judges every path in order, handing each report to `f`.
+    fn each<E>(&self, mut f: impl FnMut(PathReport) -> Result<(), E>) -> Result<(), E> {
+        let n = self.plan.paths.len();
+        let mut one = |i: usize| f(judge_path(self.plan, self.round, i, self.probes[i]));
+        match self.only {
+            None => (0..n).try_for_each(&mut one),
+            Some(only) => only.iter().filter(|&&i| i < n).try_for_each(|&i| one(i)),
+        }
+    }
+
+    /// Writes the report as [`super::json::write`] writes the whole one,
+    /// byte for byte, judging each path as it goes.
+    pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use serde::Serialize;
+        use serde::ser::{SerializeSeq, SerializeStruct};
+
+        struct Paths<'s, 'a>(&'s StreamedReport<'a>);
+        impl Serialize for Paths<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.report.summary.paths))?;
+                self.0.each(|p| seq.serialize_element(&p))?;
+                seq.end()
+            }
+        }
+        // The fields of `Report`, in its order, with the paths streamed.
+        struct Doc<'s, 'a>(&'s StreamedReport<'a>);
+        impl Serialize for Doc<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let r = &self.0.report;
+                let notes = !r.notes.is_empty();
+                let mut st = s.serialize_struct("Report", 7 + usize::from(notes))?;
+                st.serialize_field("schema", &r.schema)?;
+                st.serialize_field("plan", &r.plan)?;
+                st.serialize_field("started_at", &r.started_at)?;
+                st.serialize_field("finished_at", &r.finished_at)?;
+                st.serialize_field("summary", &r.summary)?;
+                st.serialize_field("hosts", &r.hosts)?;
+                st.serialize_field("paths", &Paths(self.0))?;
+                if notes {
+                    st.serialize_field("notes", &r.notes)?;
+                } else {
+                    st.skip_field("notes")?;
+                }
+                st.end()
+            }
+        }
+        serde_json::to_writer_pretty(&mut *w, &Doc(self))?;
+        writeln!(w)
+    }
+}
+
+/// The report of a round on `plan` with its hosts and no paths yet.
+fn report_without_paths(plan: &Plan, round: &RoundEvidence) -> Report {
     let hosts = plan
         .hosts
         .iter()
@@ -172,23 +297,16 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
             }
         })
         .collect();
-    let paths = only
-        .iter()
-        .filter(|&&i| i < plan.paths.len())
-        .map(|&i| judge_path(plan, round, i))
-        .collect();
-    let mut report = Report {
+    Report {
         schema: SCHEMA.to_string(),
         plan: plan.name.clone(),
         started_at: super::rfc3339(round.started_at),
         finished_at: super::rfc3339(round.finished_at),
         summary: Summary::default(),
         hosts,
-        paths,
+        paths: Vec::new(),
         notes: Vec::new(),
-    };
-    report.recount();
-    report
+    }
 }
 
 /// The source selectors of the flows behind a path, each once, in flow
@@ -220,7 +338,12 @@ enum Listener<'a> {
     Dialled,
 }
 
-fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
+fn judge_path(
+    plan: &Plan,
+    round: &RoundEvidence,
+    i: usize,
+    probe: Option<&PathProbe>,
+) -> PathReport {
     let path = &plan.paths[i];
     let mut r = PathReport {
         from: path.from.clone(),
@@ -323,7 +446,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             );
         }
     };
-    let Some(probe) = src.probes.iter().find(|p| p.path == i) else {
+    let Some(probe) = probe else {
         return fail(
             r,
             format!(

@@ -22,10 +22,12 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-pub use atomic::{WriteError, write_atomically};
+pub use atomic::{WriteError, write_atomically, write_atomically_with};
 pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render, unix_seconds};
-pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join, join_paths};
+pub use join::{
+    AgentEvidence, AgentOutcome, RoundEvidence, StreamedReport, join, join_paths, join_streamed,
+};
 
 use crate::control::ListenerState;
 use crate::plan::{Expect, Family};
