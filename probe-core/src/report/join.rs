@@ -1369,4 +1369,55 @@ ports = ["thrift"]
             "refused: gw dials 7002; km's thrift listens on 7000, and nothing listens on 7002"
         );
     }
+
+    #[test]
+    fn the_streamed_json_report_is_the_joined_one_byte_for_byte() {
+        let p = plan();
+        // A probe a stranger agent claims for web's path must not count,
+        // streamed or not.
+        let mut stranger = up(vec![], vec![probe(0, Some("zz"), Observed::Refused)], vec![]);
+        stranger.outcome = AgentOutcome::Up;
+        let web = up(
+            vec![],
+            vec![
+                probe(0, Some("aa"), Observed::Open),
+                probe(1, None, Observed::Refused),
+            ],
+            vec![],
+        );
+        let db = up(
+            vec![mysql(ListenerState::Canary)],
+            vec![probe(2, None, Observed::Timeout)],
+            saw("aa"),
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [
+                ("web".to_string(), web),
+                ("db".to_string(), db),
+                ("stranger".to_string(), stranger),
+            ]
+            .into(),
+        };
+        for only in [None, Some(vec![2, 0]), Some(vec![])] {
+            let whole = match &only {
+                None => join(&p, &round),
+                Some(o) => join_paths(&p, &round, o),
+            };
+            let streamed = join_streamed(&p, &round, only.as_deref());
+            assert_eq!(streamed.report.summary, whole.summary, "{only:?}");
+            assert!(streamed.report.paths.is_empty());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            crate::report::json::write(&whole, &mut a).unwrap();
+            streamed.write_json(&mut b).unwrap();
+            assert_eq!(
+                String::from_utf8(b).unwrap(),
+                String::from_utf8(a).unwrap(),
+                "{only:?}"
+            );
+        }
+        let r = join(&p, &round);
+        assert_eq!(r.paths[0].verdict, Verdict::Ok);
+    }
 }
