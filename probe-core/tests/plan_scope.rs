@@ -28,7 +28,10 @@ fn mesh(n: usize, m: usize) -> String {
     }
     s += "[roles.svc]\nports = [\n";
     for j in 0..m {
-        s += &format!("  {{ name = \"p{j}\", port = {}, offset = false }},\n", 20000 + j);
+        s += &format!(
+            "  {{ name = \"p{j}\", port = {}, offset = false }},\n",
+            20000 + j
+        );
     }
     let names: Vec<String> = (0..m).map(|j| format!("\"p{j}\"")).collect();
     s += &format!(

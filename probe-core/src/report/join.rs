@@ -1375,7 +1375,11 @@ ports = ["thrift"]
         let p = plan();
         // A probe a stranger agent claims for web's path must not count,
         // streamed or not.
-        let mut stranger = up(vec![], vec![probe(0, Some("zz"), Observed::Refused)], vec![]);
+        let mut stranger = up(
+            vec![],
+            vec![probe(0, Some("zz"), Observed::Refused)],
+            vec![],
+        );
         stranger.outcome = AgentOutcome::Up;
         let web = up(
             vec![],
