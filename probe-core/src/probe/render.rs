@@ -225,6 +225,7 @@ mod tests {
             icmp: None,
             path_mtu: false,
             walk: None,
+            arrived: None,
             shed: false,
         }
     }
