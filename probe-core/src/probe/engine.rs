@@ -358,7 +358,7 @@ impl Prober {
                         if udp_target {
                             let service =
                                 UdpService::for_port(targets[i].port.get(), &self.shared.udp);
-                            detail = format!("{detail}; {}", service.silence());
+                            detail = format!("{detail}: {}", service.silence());
                         }
                         Some((Observed::Timeout, detail))
                     }

@@ -185,7 +185,7 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
         // The ICMP itself, when the kernel queued it: its type decides, and
         // its sender is the evidence.
         result.icmp = errqueue::read(&socket);
-        let (outcome, detail) = classify(&e, result.icmp.as_ref());
+        let (outcome, detail) = classify(&e, result.icmp.as_ref(), req.target.ip());
         result.outcome = outcome;
         result.transient = matches!(classify_connect_error(&e), ConnectClass::LocalTransient)
             && outcome == Observed::LocalError;
@@ -236,19 +236,22 @@ fn read_one(
 
 /// The outcome of a failed send or receive: the ICMP type when one was
 /// queued, else the errno.
-fn classify(e: &io::Error, icmp: Option<&IcmpEvidence>) -> (Observed, String) {
+fn classify(e: &io::Error, icmp: Option<&IcmpEvidence>, target: IpAddr) -> (Observed, String) {
     if let Some(i) = icmp {
-        return if i.kind == "port-unreachable" {
-            (
-                Observed::Refused,
-                "ICMP port-unreachable: no UDP socket on the port".to_string(),
-            )
+        // The ICMP's type and sender are in the evidence itself; the detail
+        // says what they mean.
+        let mut r = if i.kind == "port-unreachable" {
+            (Observed::Refused, "no UDP socket on the port".to_string())
         } else {
             (
                 Observed::Unreachable,
-                format!("ICMP {}: the datagram was blocked or not routed", i.kind),
+                "the datagram was blocked or not routed".to_string(),
             )
         };
+        if i.from_ip() != Some(target) {
+            r.1.push_str(", by a device on the way, not the target");
+        }
+        return r;
     }
     let detail = error_detail(e);
     match classify_connect_error(e) {
@@ -291,7 +294,7 @@ fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, UdpResu
     if let Err(e) = socket.connect(&SockAddr::from(target)) {
         // Connecting a UDP socket only picks a route: "no route" here is
         // this host's own answer about the path.
-        let (outcome, detail) = classify(&e, None);
+        let (outcome, detail) = classify(&e, None, target.ip());
         let mut r = UdpResult::new(outcome, detail);
         if outcome == Observed::LocalError {
             r.detail = format!("connect: {}", error_detail(&e));

@@ -217,20 +217,21 @@ impl UdpService {
         }
     }
 
-    /// What silence means for this service, for a `timeout` detail.
+    /// What silence means for this service, for a `timeout` detail (after
+    /// "no answer within N ms (k attempts): ").
     pub fn silence(self) -> &'static str {
         match self {
             UdpService::Dns => {
-                "no DNS answer: dropped, or no DNS server there; UDP cannot be proven without an answer"
+                "dropped, or no DNS server there; UDP cannot be proven without an answer"
             }
             UdpService::Ntp => {
-                "no NTP answer: dropped, or no NTP server there; UDP cannot be proven without an answer"
+                "dropped, or no NTP server there; UDP cannot be proven without an answer"
             }
             UdpService::Snmp => {
-                "no SNMP answer: dropped, no agent there, or the community is wrong; UDP cannot be proven without an answer"
+                "dropped, no SNMP agent there, or the community is wrong; UDP cannot be proven without an answer"
             }
             UdpService::Canary => {
-                "no answer: dropped, or a service that ignores this request; UDP cannot be proven without a canary"
+                "dropped, or a service that ignores this request; UDP cannot be proven without a canary"
             }
         }
     }
