@@ -494,10 +494,25 @@ fn resolve(
     to: &[Selector],
 ) -> Vec<(Port, String, Protocol, Option<String>)> {
     match pref {
-        PortRef::Number(p) => match target.ports.iter().find(|e| e.port == *p) {
-            Some(e) => vec![(*p, e.name.clone(), e.protocol, Some(e.role.clone()))],
-            None => vec![(*p, p.to_string(), Protocol::Tcp, None)],
-        },
+        // A number means every planned port of that number (53/tcp and
+        // 53/udp alike); an unplanned one is probed as TCP.
+        PortRef::Number(p) => {
+            let mut found: Vec<_> = Vec::new();
+            for e in target.ports.iter().filter(|e| e.port == *p) {
+                if !found
+                    .iter()
+                    .any(|(_, _, pr, _): &(Port, String, Protocol, Option<String>)| {
+                        (*pr == Protocol::Udp) == (e.protocol == Protocol::Udp)
+                    })
+                {
+                    found.push((*p, e.name.clone(), e.protocol, Some(e.role.clone())));
+                }
+            }
+            if found.is_empty() {
+                found.push((*p, p.to_string(), Protocol::Tcp, None));
+            }
+            found
+        }
         PortRef::Name(n) => {
             let by_role_only = !to
                 .iter()

@@ -9,7 +9,7 @@ use super::raw::{RawAddresses, RawPlan};
 use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
 use super::{CollisionFix, Location, Suggestion};
 use crate::catalog::Catalog;
-use crate::port::Port;
+use crate::port::{Port, Protocol};
 
 /// Builds every host; returns them with the roles they use.
 pub(crate) fn build(
@@ -140,7 +140,7 @@ pub(crate) fn build(
         }
 
         let mut ports: Vec<EffectivePort> = Vec::new();
-        let mut per_instance: Vec<Vec<(String, Port)>> = Vec::new();
+        let mut per_instance: Vec<Vec<(String, Port, bool)>> = Vec::new();
         for (inst, role, span) in &instances {
             let mut mine = Vec::new();
             for def in &role.ports {
@@ -167,7 +167,7 @@ pub(crate) fn build(
                 } else {
                     (def.port, PortShift::Fixed)
                 };
-                mine.push((def.name.clone(), port));
+                mine.push((def.name.clone(), port, def.protocol == Protocol::Udp));
                 ports.push(EffectivePort {
                     name: def.name.clone(),
                     port,
@@ -189,8 +189,9 @@ pub(crate) fn build(
         );
         let dials = dials(cx, &name, h, &instances);
         for (i, (_, role, span)) in instances.iter().enumerate() {
-            for (pname, port) in &per_instance[i] {
-                if *port == defaults.control_port {
+            // The control port is TCP: a UDP port of that number is free.
+            for (pname, port, udp) in &per_instance[i] {
+                if *port == defaults.control_port && !*udp {
                     cx.push(
                         span.clone(),
                         Problem::ControlPortCollision {
@@ -340,7 +341,7 @@ fn collisions(
     host: &str,
     host_offset: u16,
     instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
-    per_instance: &[Vec<(String, Port)>],
+    per_instance: &[Vec<(String, Port, bool)>],
     overrides: &BTreeMap<&str, Port>,
 ) {
     let mut assignment: Option<Vec<Option<u16>>> = None;
@@ -349,12 +350,13 @@ fn collisions(
             let clash = per_instance[j]
                 .iter()
                 .enumerate()
-                .find_map(|(bi, (bn, bp))| {
+                .find_map(|(bi, (bn, bp, bu))| {
                     per_instance[i]
                         .iter()
                         .enumerate()
-                        .find(|(ai, (_, ap))| ap == bp && (i != j || *ai < bi))
-                        .map(|(_, (an, _))| (an.clone(), bn.clone(), *bp))
+                        // 53/tcp and 53/udp do not collide; tcp and tls do.
+                        .find(|(ai, (_, ap, au))| ap == bp && au == bu && (i != j || *ai < bi))
+                        .map(|(_, (an, _, _))| (an.clone(), bn.clone(), *bp))
                 });
             let Some((first_port, second_port, port)) = clash else {
                 continue;
@@ -415,13 +417,16 @@ fn collisions(
 /// instance no offset can move clear (a fixed port is in the way).
 pub(crate) fn assign_offsets(
     instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
-    per_instance: &[Vec<(String, Port)>],
+    per_instance: &[Vec<(String, Port, bool)>],
     overrides: &BTreeMap<&str, Port>,
 ) -> Vec<Option<u16>> {
-    let mut taken: BTreeSet<u16> = BTreeSet::new();
+    // A port number per transport: UDP ports are keyed above 65535, so
+    // that 53/udp never takes 53/tcp.
+    let key = |p: u16, udp: bool| u32::from(p) + if udp { 1 << 16 } else { 0 };
+    let mut taken: BTreeSet<u32> = BTreeSet::new();
     let mut kept = vec![false; instances.len()];
     for (k, ports) in per_instance.iter().enumerate() {
-        let mine: BTreeSet<u16> = ports.iter().map(|(_, p)| p.get()).collect();
+        let mine: BTreeSet<u32> = ports.iter().map(|(_, p, u)| key(p.get(), *u)).collect();
         let clear = mine.len() == ports.len() && mine.is_disjoint(&taken);
         // An instance that lost a port to an error (offset past 65535) is
         // never kept: its port list is incomplete.
@@ -440,7 +445,7 @@ pub(crate) fn assign_offsets(
             continue;
         }
         let role = instances[k].1;
-        let ports_at = |off: u16| -> Option<BTreeSet<u16>> {
+        let ports_at = |off: u16| -> Option<BTreeSet<u32>> {
             let mut mine = BTreeSet::new();
             for def in &role.ports {
                 let p = if let Some(p) = overrides.get(def.name.as_str()) {
@@ -450,6 +455,7 @@ pub(crate) fn assign_offsets(
                 } else {
                     def.port.get()
                 };
+                let p = key(p, def.protocol == Protocol::Udp);
                 if taken.contains(&p) || !mine.insert(p) {
                     return None;
                 }

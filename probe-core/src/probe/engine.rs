@@ -896,7 +896,7 @@ impl Shared {
         }
         let local = local.unwrap_or(addr);
         match target.protocol {
-            Protocol::Tcp => match self
+            Protocol::Tcp | Protocol::Udp => match self
                 .run_exchange(index, target, addr, local, &mut stream)
                 .await
             {

@@ -1443,6 +1443,7 @@ mod tests {
             role: None,
             cert: None,
             service_banner: None,
+            arrived: None,
         }
     }
 
