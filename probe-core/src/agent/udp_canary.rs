@@ -553,4 +553,96 @@ mod tests {
             .expect("closed at the TTL without a cancel");
         assert!(std::net::UdpSocket::bind((ip, port)).is_ok(), "port freed");
     }
+
+    #[tokio::test]
+    async fn a_round_prober_tells_open_wrong_host_refused_and_silent_apart_on_loopback() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let port = free_udp_port(ip);
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Udp,
+            service: "dns".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (_, log) = open_canaries(&[ip], &ports, &options(8), deadline, &cancel, &tracker);
+        // A socket that reads and never answers, and a port nobody holds.
+        let silent = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        let closed = free_udp_port(ip);
+        let path = |path: usize, port: u16, expected: &str| UdpPath {
+            path,
+            target: Ok(SocketAddr::new(ip, port)),
+            nonce: format!("00{path}"),
+            expected: expected.into(),
+        };
+        let probing = UdpProbing {
+            round: "abcd".into(),
+            sources: vec![ip],
+            per_attempt: Duration::from_millis(200),
+            attempts: 2,
+            concurrency: 4,
+        };
+        let r = probe_paths(
+            &probing,
+            vec![
+                path(7, port, "ns"),
+                path(8, port, "db"),
+                path(9, closed, "ns"),
+                path(10, silent_port, "ns"),
+                UdpPath {
+                    target: Err("cannot resolve nowhere.invalid".into()),
+                    ..path(11, port, "ns")
+                },
+            ],
+            &cancel,
+        )
+        .await;
+        let got: Vec<(usize, Observed, u32)> =
+            r.iter().map(|p| (p.path, p.observed, p.attempts)).collect();
+        assert_eq!(
+            got,
+            [
+                (7, Observed::Open, 1),
+                (8, Observed::WrongHost, 1),
+                (9, Observed::Refused, 1),
+                (10, Observed::Timeout, 2),
+                (11, Observed::LocalError, 0),
+            ],
+            "{r:?}"
+        );
+        assert_eq!(r[0].answered_by.as_deref(), Some("ns"));
+        assert_eq!(r[0].nonce.as_deref(), Some("007"));
+        assert!(
+            r[1].detail.contains("answered by the agent of ns, not db"),
+            "{}",
+            r[1].detail
+        );
+        assert_eq!(
+            r[2].icmp.as_ref().map(|i| i.kind.as_str()),
+            Some("port-unreachable"),
+            "{:?}",
+            r[2]
+        );
+        // The silent socket got both datagrams, each the nonce line.
+        silent.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let mut lines = Vec::new();
+        while let Ok(n) = silent.recv(&mut b) {
+            lines.push(String::from_utf8_lossy(&b[..n]).into_owned());
+        }
+        assert_eq!(lines, ["PORTCALL abcd 0010\n", "PORTCALL abcd 0010\n"]);
+        // The canary recorded what reached it, with the prober's source.
+        let ev = log.snapshot();
+        let seen: Vec<(&str, u32)> = ev[0]
+            .seen
+            .iter()
+            .map(|s| (s.nonce.as_str(), s.datagrams))
+            .collect();
+        assert_eq!(seen, [("007", 1), ("008", 1)]);
+        assert_eq!(Some(ev[0].seen[0].source), r[0].source);
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
 }

@@ -38,7 +38,8 @@ pub(crate) fn expand(
     let mut paths: Vec<Path> = Vec::new();
     // (from, to, port, family) -> index into `paths`, and the flow that
     // made it.
-    type Key = (String, String, Port, Option<Family>);
+    // (from, to, port, family, udp)
+    type Key = (String, String, Port, Option<Family>, bool);
     let mut seen: BTreeMap<Key, (usize, Location)> = BTreeMap::new();
     // (client, server, dialled port) already reported as a mismatch.
     let mut mismatched: BTreeSet<(String, String, Port)> = BTreeSet::new();
@@ -130,7 +131,10 @@ pub(crate) fn expand(
                         };
                         for (fam, address) in path_families(&hosts[s], target, family) {
                             produced += 1;
-                            let key = (hosts[s].name.clone(), target.name.clone(), probed, fam);
+                            // 53/tcp and 53/udp are two paths.
+                            let udp = protocol == Protocol::Udp;
+                            let key =
+                                (hosts[s].name.clone(), target.name.clone(), probed, fam, udp);
                             if let Some((pi, first)) = seen.get(&key) {
                                 let existing = &mut paths[*pi];
                                 if existing.expect != expect {

@@ -235,3 +235,352 @@ fn note_elsewhere(
             .unwrap_or_else(|| h.address.to_string())
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::control::{CanaryEvidence, ListenerReport, ListenerState, PathProbe, Sighting};
+    use crate::plan::Expect;
+    use crate::port::Protocol;
+    use crate::probe::IcmpEvidence;
+    use crate::report::blame::{Cause, Where};
+    use crate::report::join::{AgentOutcome, join};
+    use crate::report::{Report, Verdict};
+
+    const PLAN: &str = r#"
+name = "udp-join"
+[defaults]
+timeout_ms = 500
+retries = 2
+[[hosts]]
+name = "web"
+address = "198.18.0.1"
+[[hosts]]
+name = "ns"
+address = "198.18.0.2"
+roles = ["dns", "syslog"]
+[[flows]]
+from = "host:web"
+to = "host:ns"
+ports = ["dns", "dns-tcp", "syslog"]
+[[flows]]
+from = "host:web"
+to = "host:ns"
+ports = [9999]
+expect = "blocked"
+"#;
+
+    /// The plan's paths: web -> ns 53/udp, 53/tcp, 514/udp (open) and
+    /// 9999 (blocked, unplanned).
+    fn plan() -> Plan {
+        let p = Plan::parse(PLAN, "udp.toml").unwrap();
+        let shape: Vec<(u16, Protocol)> =
+            p.paths.iter().map(|p| (p.port.get(), p.protocol)).collect();
+        assert_eq!(
+            shape,
+            [
+                (53, Protocol::Udp),
+                (53, Protocol::Tcp),
+                (514, Protocol::Udp),
+                (9999, Protocol::Tcp)
+            ]
+        );
+        p
+    }
+
+    fn listener(port: u16, protocol: Protocol, state: ListenerState) -> ListenerReport {
+        ListenerReport {
+            port,
+            protocol,
+            service: String::new(),
+            state,
+            detail: String::new(),
+        }
+    }
+
+    fn probe(path: usize, observed: Observed, attempts: u32) -> PathProbe {
+        PathProbe {
+            path,
+            nonce: Some(format!("n{path}")),
+            observed,
+            detail: String::new(),
+            latency_us: 800,
+            attempts,
+            source: Some("198.18.0.1:40000".parse().unwrap()),
+            answered_by: None,
+            icmp: None,
+            path_mtu: false,
+            walk: None,
+            connect_us: None,
+            tls_us: None,
+            cert: None,
+            service_banner: None,
+            shed: false,
+        }
+    }
+
+    fn agent(
+        listeners: Vec<ListenerReport>,
+        probes: Vec<PathProbe>,
+        canaries: Vec<CanaryEvidence>,
+    ) -> AgentEvidence {
+        AgentEvidence {
+            outcome: AgentOutcome::Up,
+            listeners,
+            probes,
+            probe_error: None,
+            canaries,
+            evidence_error: None,
+            handshakes: None,
+            trace: None,
+        }
+    }
+
+    fn saw(port: u16, udp: bool, nonce: &str, datagrams: u32) -> CanaryEvidence {
+        CanaryEvidence {
+            port,
+            seen: vec![Sighting {
+                nonce: nonce.into(),
+                source: "198.18.0.1:40000".parse().unwrap(),
+                datagrams,
+            }],
+            strays: 0,
+            dropped: 0,
+            shed: 0,
+            udp,
+        }
+    }
+
+    /// Joins path 0 (53/udp to a canary) probed as `p`, with ns's canaries
+    /// having seen `canaries`; 53/udp is in `udp_state`.
+    fn run(p: PathProbe, canaries: Vec<CanaryEvidence>, udp_state: ListenerState) -> Report {
+        let plan = plan();
+        let web = agent(vec![], vec![p], vec![]);
+        let ns = agent(
+            vec![
+                listener(53, Protocol::Udp, udp_state),
+                listener(53, Protocol::Tcp, ListenerState::Canary),
+                listener(514, Protocol::Udp, ListenerState::Canary),
+            ],
+            vec![],
+            canaries,
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("ns".to_string(), ns)].into(),
+        };
+        join(&plan, &round)
+    }
+
+    #[test]
+    fn open_needs_the_nonce_at_the_canary_and_the_answer_back() {
+        let r = run(
+            probe(0, Observed::Open, 3),
+            vec![saw(53, true, "n0", 2)],
+            ListenerState::Canary,
+        );
+        let p = &r.paths[0];
+        assert_eq!(p.protocol, Protocol::Udp);
+        assert_eq!(
+            (p.observed, p.verdict),
+            (Some(Observed::Open), Verdict::Ok),
+            "{p:?}"
+        );
+        assert_eq!(p.arrived, Some(2));
+        assert_eq!(p.attempts, 3);
+        assert_eq!(arrival(p).as_deref(), Some("2 of 3 datagrams arrived"));
+        assert!(
+            p.detail.contains("2 of 3 datagrams arrived"),
+            "{}",
+            p.detail
+        );
+        assert_eq!(p.seen_source.as_deref(), Some("198.18.0.1"));
+        assert_eq!(p.blame, None);
+
+        // An answer without the nonce at the canary is not open: the TCP
+        // canary of the same port number saw it, which proves nothing of
+        // UDP.
+        let r = run(
+            probe(0, Observed::Open, 1),
+            vec![saw(53, false, "n0", 0)],
+            ListenerState::Canary,
+        );
+        let p = &r.paths[0];
+        assert_eq!(p.observed, Some(Observed::WrongHost), "{p:?}");
+        assert_eq!(p.verdict, Verdict::Violation);
+        assert_eq!(p.arrived, Some(0));
+    }
+
+    #[test]
+    fn a_nonce_that_arrived_without_an_answer_back_is_the_one_way_finding() {
+        for expect_blocked in [false, true] {
+            let mut plan_text = PLAN.to_string();
+            if expect_blocked {
+                plan_text = plan_text.replacen(
+                    "ports = [\"dns\", \"dns-tcp\", \"syslog\"]",
+                    "ports = [\"dns\", \"dns-tcp\", \"syslog\"]\nexpect = \"blocked\"",
+                    1,
+                );
+            }
+            let plan = Plan::parse(&plan_text, "udp.toml").unwrap();
+            assert_eq!(
+                plan.paths[0].expect,
+                if expect_blocked {
+                    Expect::Blocked
+                } else {
+                    Expect::Open
+                }
+            );
+            let web = agent(vec![], vec![probe(0, Observed::Timeout, 3)], vec![]);
+            let ns = agent(
+                vec![listener(53, Protocol::Udp, ListenerState::Canary)],
+                vec![],
+                vec![saw(53, true, "n0", 3)],
+            );
+            let round = RoundEvidence {
+                started_at: SystemTime::UNIX_EPOCH,
+                finished_at: SystemTime::UNIX_EPOCH,
+                agents: [("web".to_string(), web), ("ns".to_string(), ns)].into(),
+            };
+            let r = join(&plan, &round);
+            let p = &r.paths[0];
+            assert_eq!(p.observed, Some(Observed::Timeout), "{p:?}");
+            assert_eq!(p.verdict, Verdict::Violation, "blocked={expect_blocked}");
+            assert_eq!(p.arrived, Some(3));
+            assert_eq!(p.target_stage, Some(TargetStage::Nonce));
+            assert!(
+                p.detail
+                    .starts_with("the target received it; its answer never came back"),
+                "{}",
+                p.detail
+            );
+            let b = p.blame.as_ref().expect("blamed");
+            assert_eq!((b.at, b.cause), (Where::ReturnPath, Cause::AnswerLost));
+            assert!(
+                b.sentence("ns", None)
+                    .contains("ns received it; its answer never came back"),
+                "{}",
+                b.sentence("ns", None)
+            );
+        }
+    }
+
+    #[test]
+    fn silence_without_the_nonce_is_a_drop_and_icmp_is_refused_or_unreachable() {
+        let r = run(
+            probe(0, Observed::Timeout, 3),
+            vec![],
+            ListenerState::Canary,
+        );
+        let p = &r.paths[0];
+        assert_eq!(
+            (p.observed, p.verdict),
+            (Some(Observed::Timeout), Verdict::Violation)
+        );
+        assert_eq!(p.arrived, Some(0));
+        assert_eq!(p.target_saw, Some(false));
+        assert!(
+            p.detail
+                .starts_with("dropped: no answer within 500 ms (3 datagrams)"),
+            "{}",
+            p.detail
+        );
+        assert_eq!(p.blame.as_ref().map(|b| b.cause), Some(Cause::Drop));
+
+        let mut refused = probe(0, Observed::Refused, 1);
+        refused.icmp = Some(IcmpEvidence {
+            kind: "port-unreachable".into(),
+            code: 3,
+            from: "198.18.0.2".into(),
+        });
+        let r = run(refused, vec![], ListenerState::Canary);
+        let p = &r.paths[0];
+        assert_eq!(
+            (p.observed, p.verdict),
+            (Some(Observed::Refused), Verdict::Violation)
+        );
+        assert!(
+            p.detail.contains("rejected by ns (ICMP port-unreachable)"),
+            "{}",
+            p.detail
+        );
+        let b = p.blame.as_ref().unwrap();
+        assert_eq!((b.at, b.cause), (Where::Target, Cause::IcmpReject));
+
+        let mut prohibited = probe(0, Observed::Unreachable, 1);
+        prohibited.icmp = Some(IcmpEvidence {
+            kind: "admin-prohibited".into(),
+            code: 13,
+            from: "198.18.0.254".into(),
+        });
+        let r = run(prohibited, vec![], ListenerState::Canary);
+        let p = &r.paths[0];
+        assert_eq!(p.observed, Some(Observed::Unreachable));
+        assert_eq!(
+            p.icmp.as_ref().map(|i| i.from.as_str()),
+            Some("198.18.0.254")
+        );
+        assert!(
+            p.detail.contains("a device on the way, not ns"),
+            "{}",
+            p.detail
+        );
+        let b = p.blame.as_ref().unwrap();
+        assert_eq!(
+            (b.at, b.hop.as_deref()),
+            (Where::Network, Some("198.18.0.254"))
+        );
+    }
+
+    #[test]
+    fn a_held_udp_port_is_live_where_portcall_knows_a_request_else_an_error() {
+        // 53: a DNS request proves a live server.
+        let mut live = probe(0, Observed::Open, 1);
+        live.nonce = None;
+        live.detail = "DNS answered".into();
+        let r = run(live, vec![], ListenerState::Held);
+        let p = &r.paths[0];
+        assert_eq!(
+            (p.observed, p.verdict),
+            (Some(Observed::Open), Verdict::Ok),
+            "{p:?}"
+        );
+        assert!(
+            p.detail.contains("the live service answered"),
+            "{}",
+            p.detail
+        );
+        assert_eq!(p.arrived, None);
+        // Silence from it is never open.
+        let mut silent = probe(0, Observed::Timeout, 3);
+        silent.nonce = None;
+        let r = run(silent, vec![], ListenerState::Held);
+        assert_eq!(r.paths[0].observed, Some(Observed::Timeout));
+        assert_ne!(r.paths[0].verdict, Verdict::Ok);
+
+        // 514 held: nothing portcall can ask a syslog collector.
+        let plan = plan();
+        let web = agent(vec![], vec![], vec![]);
+        let ns = agent(
+            vec![listener(514, Protocol::Udp, ListenerState::Held)],
+            vec![],
+            vec![],
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("ns".to_string(), ns)].into(),
+        };
+        let p = &join(&plan, &round).paths[2];
+        assert_eq!((p.observed, p.verdict), (None, Verdict::Error), "{p:?}");
+        assert!(
+            p.detail
+                .starts_with("UDP cannot be proven without a canary"),
+            "{}",
+            p.detail
+        );
+    }
+}
