@@ -1000,6 +1000,7 @@ expect = "blocked"
                     latency: None,
                     family: None,
                     cert_not_after: None,
+                    protocol: path.protocol,
                 };
                 assert_eq!(
                     path.verdict,
