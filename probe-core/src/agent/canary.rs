@@ -486,8 +486,7 @@ async fn answer(
     log: &EvidenceLog,
 ) {
     match protocol {
-        // UDP canaries never accept connections (see `udp_canary`).
-        Protocol::Tcp | Protocol::Udp => talk(stream, peer, port, options, log).await,
+        Protocol::Tcp => talk(stream, peer, port, options, log).await,
         Protocol::Tls => {
             let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.clone());
             match acceptor.accept(stream).await {
@@ -495,6 +494,8 @@ async fn answer(
                 Err(_) => log.record(port, None, options.max_sightings),
             }
         }
+        // UDP ports never get a TCP listener (see `udp_canary`).
+        Protocol::Udp => drop(stream),
     }
 }
 

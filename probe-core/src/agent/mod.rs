@@ -989,7 +989,10 @@ impl Shared {
                 }
                 // A live UDP service portcall knows no request for cannot
                 // be proven: nothing is sent (the join says why).
-                if !crate::report::udp::live_request_known(path.port.get()) {
+                if !crate::report::udp::live_request_known(
+                    path.port.get(),
+                    plan.snmp_community.as_deref(),
+                ) {
                     continue;
                 }
             }
@@ -1036,7 +1039,10 @@ impl Shared {
             per_attempt / 2,
             Some(exchange.clone()),
         ));
-        let prober = match Prober::with_exchange(config, greeter.clone()) {
+        let udp_options = probe::udp_service::UdpOptions {
+            snmp_community: plan.snmp_community.clone(),
+        };
+        let prober = match Prober::with_udp(config, Some(greeter.clone()), udp_options) {
             Ok(p) => p,
             Err(e) => return error(format!("probe: {e}")),
         };

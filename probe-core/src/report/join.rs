@@ -310,7 +310,9 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         (Some(_), Some(l)) => match l.state {
             ListenerState::Canary if udp => return super::udp::judge(plan, round, i, r, src, dst),
             ListenerState::Canary => Listener::Canary,
-            ListenerState::Held if udp && !super::udp::live_request_known(port) => {
+            ListenerState::Held
+                if udp && !super::udp::live_request_known(port, plan.snmp_community.as_deref()) =>
+            {
                 return fail(
                     r,
                     format!(

@@ -21,11 +21,14 @@ use crate::probe::Observed;
 use crate::probe::udp_service::{UdpOptions, UdpService};
 
 /// Whether portcall knows a valid request to prove that a live UDP service
-/// on `port` answers ([`UdpService::for_port`]: DNS, NTP; SNMP only with a
-/// community, which rounds do not send). Elsewhere a held UDP port cannot
-/// be proven.
-pub fn live_request_known(port: u16) -> bool {
-    UdpService::for_port(port, &UdpOptions::default()) != UdpService::Canary
+/// on `port` answers ([`UdpService::for_port`]: DNS, NTP; SNMP only with
+/// the plan's `snmp_community`). Elsewhere a held UDP port cannot be
+/// proven.
+pub fn live_request_known(port: u16, snmp_community: Option<&str>) -> bool {
+    let options = UdpOptions {
+        snmp_community: snmp_community.map(str::to_string),
+    };
+    UdpService::for_port(port, &options) != UdpService::Canary
 }
 
 /// "2 of 3 datagrams arrived", for renderers; `None` when the canary's
