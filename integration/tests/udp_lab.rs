@@ -5,13 +5,15 @@
 //! counted), a drop is `timeout`, ICMP port-unreachable is `refused`,
 //! admin-prohibited is `unreachable` with the ICMP's sender, an answer lost
 //! on the way back is the one-way finding with the datagrams that arrived,
-//! a lost first datagram is `open` with "1 of 2", and a port a real service
-//! holds is an `error` (UDP cannot be proven without a canary).
+//! a lost first datagram is `open` with "1 of 2", a port a real service
+//! holds is an `error` (UDP cannot be proven without a canary), and a real
+//! DNS server (dnsmasq) holding 53/udp and 53/tcp is proven live by a DNS
+//! query.
 
 use std::io::Write as _;
 
 use integration::firewall::{self, HostRules};
-use integration::{PlanLab, lab_available};
+use integration::{PlanLab, find_tool, lab_available};
 use probe_core::port::Protocol;
 use probe_core::probe::Observed;
 use probe_core::report::{Cause, PathReport, TargetStage, Verdict, Where};
@@ -62,10 +64,19 @@ name = "held"
 address = "198.18.0.8"
 roles = ["udp-app"]
 
+[[hosts]]
+name = "resolver"
+address = "198.18.0.9"
+roles = ["dns"]
+
 [[flows]]
 from = "host:client"
 to = "role:udp-app"
 ports = ["app"]
+[[flows]]
+from = "host:client"
+to = "host:resolver"
+ports = [53]
 "#;
 
 fn path<'a>(paths: &'a [PathReport], to: &str) -> &'a PathReport {
@@ -138,11 +149,73 @@ fn every_udp_outcome_is_exact_through_check() {
             ],
         )
         .unwrap();
+    // A real DNS server holds 53 (UDP and TCP) on the resolver, with a
+    // test-generated configuration only, authoritative for `.`.
+    let dnsmasq = find_tool("dnsmasq");
+    if dnsmasq.is_none() {
+        assert!(
+            std::env::var(integration::REQUIRE_LAB_ENV).as_deref() != Ok("1"),
+            "{}=1 but dnsmasq (Debian dnsmasq-base) is missing",
+            integration::REQUIRE_LAB_ENV
+        );
+        eprintln!("dnsmasq missing (Debian dnsmasq-base): the live DNS part is not checked");
+    }
+    if let Some(dnsmasq) = &dnsmasq {
+        lab.lab
+            .spawn_logged(
+                "resolver",
+                dnsmasq,
+                &[
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--pid-file=",
+                    "--user=root",
+                    "--log-facility=-",
+                    "--port=53",
+                    "--listen-address=198.18.0.9",
+                    "--bind-interfaces",
+                    "--auth-server=ns1.lab.test,eth0",
+                    "--auth-zone=.",
+                    "--host-record=ns1.lab.test,198.18.0.9",
+                ],
+                &dir.path().join("dnsmasq.log"),
+            )
+            .unwrap();
+        lab.lab
+            .wait_listening("resolver", 53, std::time::Duration::from_secs(10))
+            .unwrap();
+    }
     lab.start_agents().unwrap();
     let run = lab.check("operator").unwrap();
     let paths = &run.report.paths;
-    assert_eq!(paths.len(), 7, "{paths:#?}");
-    assert!(paths.iter().all(|p| p.protocol == Protocol::Udp));
+    assert_eq!(paths.len(), 9, "{paths:#?}");
+    let udp: Vec<&PathReport> = paths
+        .iter()
+        .filter(|p| p.protocol == Protocol::Udp)
+        .collect();
+    assert_eq!(udp.len(), 8, "{paths:#?}");
+    if dnsmasq.is_some() {
+        for p in paths.iter().filter(|p| p.to == "resolver") {
+            assert_eq!(
+                (p.port, p.observed, p.verdict, p.target_saw),
+                (53, Some(Observed::Open), Verdict::Ok, None),
+                "{p:?}"
+            );
+            assert_eq!(p.arrived, None, "no canary counted: {p:?}");
+        }
+        let dns = paths
+            .iter()
+            .find(|p| p.to == "resolver" && p.protocol == Protocol::Udp)
+            .unwrap();
+        assert!(
+            dns.detail.contains("the live service answered"),
+            "{}",
+            dns.detail
+        );
+        assert_eq!(dns.service, "dns");
+    }
     let logs = || lab.logs();
 
     let open = path(paths, "open");

@@ -586,4 +586,39 @@ expect = "blocked"
             p.detail
         );
     }
+
+    #[test]
+    fn every_format_shows_udp_and_the_datagrams_that_arrived() {
+        use crate::report::{ReportFormat, render};
+        let mut r = run(
+            probe(0, Observed::Timeout, 3),
+            vec![saw(53, true, "n0", 2)],
+            ListenerState::Canary,
+        );
+        r.paths.truncate(1);
+        r.recount();
+        for format in ReportFormat::ALL {
+            let mut out = Vec::new();
+            render(&r, format, Default::default(), &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            match format {
+                ReportFormat::Prometheus => {
+                    assert!(text.contains(r#"protocol="udp""#), "{format:?}: {text}")
+                }
+                ReportFormat::Json => {
+                    assert!(text.contains(r#""protocol": "udp""#), "{text}");
+                    assert!(text.contains(r#""arrived": 2"#), "{text}");
+                    let back = crate::report::json::read(&text).unwrap();
+                    assert_eq!(back.paths[0].arrived, Some(2));
+                }
+                _ => {
+                    assert!(text.contains("53/udp"), "{format:?}: {text}");
+                    assert!(
+                        text.contains("2 of 3 datagrams arrived"),
+                        "{format:?}: {text}"
+                    );
+                }
+            }
+        }
+    }
 }
