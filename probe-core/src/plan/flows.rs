@@ -38,8 +38,8 @@ pub(crate) fn expand(
     let mut paths: Vec<Path> = Vec::new();
     // (from, to, port, family) -> index into `paths`, and the flow that
     // made it.
-    // (from, to, port, family, udp)
-    type Key = (String, String, Port, Option<Family>, bool);
+    // UDP and TCP (or TLS) paths to one port number are different paths.
+    type Key = (String, String, Port, bool, Option<Family>);
     let mut seen: BTreeMap<Key, (usize, Location)> = BTreeMap::new();
     // (client, server, dialled port) already reported as a mismatch.
     let mut mismatched: BTreeSet<(String, String, Port)> = BTreeSet::new();
@@ -131,10 +131,13 @@ pub(crate) fn expand(
                         };
                         for (fam, address) in path_families(&hosts[s], target, family) {
                             produced += 1;
-                            // 53/tcp and 53/udp are two paths.
-                            let udp = protocol == Protocol::Udp;
-                            let key =
-                                (hosts[s].name.clone(), target.name.clone(), probed, fam, udp);
+                            let key = (
+                                hosts[s].name.clone(),
+                                target.name.clone(),
+                                probed,
+                                protocol.is_tcp(),
+                                fam,
+                            );
                             if let Some((pi, first)) = seen.get(&key) {
                                 let existing = &mut paths[*pi];
                                 if existing.expect != expect {
@@ -498,24 +501,19 @@ fn resolve(
     to: &[Selector],
 ) -> Vec<(Port, String, Protocol, Option<String>)> {
     match pref {
-        // A number means every planned port of that number (53/tcp and
-        // 53/udp alike); an unplanned one is probed as TCP.
         PortRef::Number(p) => {
-            let mut found: Vec<_> = Vec::new();
-            for e in target.ports.iter().filter(|e| e.port == *p) {
-                if !found
-                    .iter()
-                    .any(|(_, _, pr, _): &(Port, String, Protocol, Option<String>)| {
-                        (*pr == Protocol::Udp) == (e.protocol == Protocol::Udp)
-                    })
-                {
-                    found.push((*p, e.name.clone(), e.protocol, Some(e.role.clone())));
-                }
+            // Every port of that number: a TCP and a UDP one may share it.
+            let planned: Vec<_> = target
+                .ports
+                .iter()
+                .filter(|e| e.port == *p)
+                .map(|e| (*p, e.name.clone(), e.protocol, Some(e.role.clone())))
+                .collect();
+            if planned.is_empty() {
+                vec![(*p, p.to_string(), Protocol::Tcp, None)]
+            } else {
+                planned
             }
-            if found.is_empty() {
-                found.push((*p, p.to_string(), Protocol::Tcp, None));
-            }
-            found
         }
         PortRef::Name(n) => {
             let by_role_only = !to

@@ -113,7 +113,7 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
     let step = wait.max(req.spacing.min(MAX_TIMEOUT));
     let socket = match open(req.target, req.source) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let local = socket.local_addr().ok();
     let mut result = UdpResult::new(Observed::Timeout, String::new());
@@ -266,11 +266,11 @@ fn classify(e: &io::Error, icmp: Option<&IcmpEvidence>, target: IpAddr) -> (Obse
 /// A non-blocking UDP socket with the error queue on, bound to `source`
 /// when given, connected to `target` (so that only the target's replies
 /// and ICMP errors about it reach it).
-fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, UdpResult> {
+fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, Box<UdpResult>> {
     let local = |e: &io::Error, what: &str| {
         let mut r = UdpResult::new(Observed::LocalError, format!("{what}: {}", error_detail(e)));
         r.transient = matches!(classify_connect_error(e), ConnectClass::LocalTransient);
-        r
+        Box::new(r)
     };
     let socket = Socket::new(
         Domain::for_address(target),
@@ -282,10 +282,10 @@ fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, UdpResu
     errqueue::enable(&socket, target.is_ipv6());
     if let Some(source) = source {
         if source.is_ipv4() != target.is_ipv4() {
-            return Err(UdpResult::new(
+            return Err(Box::new(UdpResult::new(
                 Observed::LocalError,
                 format!("source address {source} is not of the target's address family"),
-            ));
+            )));
         }
         socket
             .bind(&SockAddr::from(SocketAddr::new(source, 0)))
@@ -300,7 +300,7 @@ fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, UdpResu
             r.detail = format!("connect: {}", error_detail(&e));
             r.transient = matches!(classify_connect_error(&e), ConnectClass::LocalTransient);
         }
-        return Err(r);
+        return Err(Box::new(r));
     }
     UdpSocket::from_std(socket.into()).map_err(|e| local(&e, "register socket"))
 }
