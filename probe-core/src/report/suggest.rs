@@ -474,6 +474,7 @@ impl Backend {
     /// Accepts TCP to `dest:port` (from `source`, when given) in `hook`'s
     /// chain (`output` or `forward`), or in the traced rule's table and
     /// chain `at` (nft).
+    #[allow(clippy::too_many_arguments)]
     fn accept_in(
         &self,
         hook: &str,
