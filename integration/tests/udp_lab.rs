@@ -340,6 +340,8 @@ fn every_udp_outcome_is_exact_through_check() {
     let table = lab
         .portcall_ok(&["report", &report, "--format", "table"])
         .unwrap();
+    // Shown with --nocapture, for the record.
+    eprintln!("{table}");
     assert!(table.contains("5000/udp"), "{table}");
     assert!(
         table.contains("oneway received it; its answer never came back"),

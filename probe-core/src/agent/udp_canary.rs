@@ -60,7 +60,9 @@ pub(crate) fn open(
                 let (state, detail) = bind_failure(addr, p.port, &e);
                 let detail = match state {
                     ListenerState::Held => {
-                        format!("a service already holds {addr}/udp; probed live")
+                        format!(
+                            "a service already holds {addr}/udp; probed live where portcall knows a request of its protocol"
+                        )
                     }
                     _ => detail,
                 };

@@ -577,6 +577,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);
+            // UDP has no connect: its round trip is the answer's.
+            if udp && probe.observed == Observed::Open {
+                r.latency_ms = Some(ms(probe.latency_us));
+            }
             // Without a canary only a trace of a failing connection is
             // evidence: polling can miss a short one, so neither "nothing"
             // nor the stage of a connection that worked is said.

@@ -363,9 +363,9 @@ impl Backend {
         }
     }
 
-    /// The commands that accept (`accept`) or drop TCP to `port` from
-    /// `source`, or from every source when it is `None` (for iptables, one
-    /// command per address family then).
+    /// The commands that accept (`accept`) or drop `l4` (`tcp` or `udp`)
+    /// to `port` from `source`, or from every source when it is `None` (for
+    /// iptables, one command per address family then).
     fn commands(
         &self,
         accept: bool,
@@ -471,7 +471,7 @@ impl Backend {
 }
 
 impl Backend {
-    /// Accepts TCP to `dest:port` (from `source`, when given) in `hook`'s
+    /// Accepts `l4` to `dest:port` (from `source`, when given) in `hook`'s
     /// chain (`output` or `forward`), or in the traced rule's table and
     /// chain `at` (nft).
     #[allow(clippy::too_many_arguments)]
