@@ -450,7 +450,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             let sighting = probe.nonce.as_ref().and_then(|n| {
                 dst.canaries
                     .iter()
-                    .filter(|c| c.port == port)
+                    .filter(|c| c.port == port && !c.udp)
                     .flat_map(|c| c.seen.iter())
                     .find(|s| &s.nonce == n)
             });
@@ -471,7 +471,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 let shed: u64 = dst
                     .canaries
                     .iter()
-                    .filter(|c| c.port == port)
+                    .filter(|c| c.port == port && !c.udp)
                     .map(|c| c.shed)
                     .sum();
                 return fail(
