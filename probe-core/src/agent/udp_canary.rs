@@ -173,9 +173,12 @@ async fn serve(
             }
             got = socket.recv_from(&mut buf) => match got {
                 Ok(got) => got,
-                // ICMP errors for our earlier answers (the prober's socket
-                // closed) surface here on some kernels: nothing to do.
-                Err(_) => continue,
+                // An error queued for an earlier answer (the prober's
+                // socket closed): nothing to do, but never a busy loop.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
             },
         };
         let answer = match reply_to(&buf[..n], &options.round, &options.host) {
