@@ -130,6 +130,7 @@ impl Rounds for LiveRounds {
                 to: p.to.clone(),
                 port: p.port,
                 service: p.service.clone(),
+                protocol: p.protocol,
                 expect: p.expect,
                 observed: r.observed,
                 latency: r.connect_time,
