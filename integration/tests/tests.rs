@@ -11,4 +11,6 @@ mod routed_lab;
 mod rule_trace;
 mod ssh_lab;
 mod suggest_validate;
+mod udp_lab;
+mod udp_probe_lab;
 mod wso2_lab;

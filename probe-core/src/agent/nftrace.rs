@@ -480,8 +480,48 @@ pub struct Tracer {
     nft: PathBuf,
     table: String,
     log: Arc<Mutex<TraceLog>>,
-    monitor: Mutex<Option<Child>>,
+    monitor: Mutex<Option<Monitor>>,
     note: Option<String>,
+}
+
+/// The `nft monitor` process and the `timeout` wrapper around it, in a
+/// process group of their own. Killing only the wrapper (what
+/// `kill_on_drop` does) leaves `nft` running under init, holding its
+/// network namespace alive, once per round; so the whole group is ended,
+/// when tracing stops and when the monitor is dropped.
+#[derive(Debug)]
+struct Monitor {
+    child: Child,
+    group: Option<nix::unistd::Pid>,
+}
+
+impl Monitor {
+    fn spawn(cmd: &mut Command) -> std::io::Result<Monitor> {
+        cmd.process_group(0);
+        let child = cmd.spawn()?;
+        let group = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(nix::unistd::Pid::from_raw);
+        Ok(Monitor { child, group })
+    }
+
+    fn signal_group(&mut self) {
+        if let Some(group) = self.group.take() {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    async fn kill(mut self) {
+        self.signal_group();
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.signal_group();
+    }
 }
 
 impl Tracer {
@@ -509,11 +549,14 @@ impl Tracer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("could not run nft monitor: {e}"))?;
-        let stdout = child.stdout.take().ok_or("nft monitor has no stdout")?;
-        let stderr = child.stderr.take();
+        let mut monitor =
+            Monitor::spawn(&mut cmd).map_err(|e| format!("could not run nft monitor: {e}"))?;
+        let stdout = monitor
+            .child
+            .stdout
+            .take()
+            .ok_or("nft monitor has no stdout")?;
+        let stderr = monitor.child.stderr.take();
         let log = Arc::new(Mutex::new(TraceLog::new(&table)));
         let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
         {
@@ -532,7 +575,7 @@ impl Tracer {
             });
         }
         if let Err(e) = nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
-            let _ = child.kill().await;
+            monitor.kill().await;
             return Err(refusal(&e));
         }
         // The monitor subscribes asynchronously: touch our table until it
@@ -561,7 +604,7 @@ impl Tracer {
                 let _ = timeout(Duration::from_millis(200), err.read_to_end(&mut buf)).await;
                 why = String::from_utf8_lossy(&buf).trim().to_string();
             }
-            let _ = child.kill().await;
+            monitor.kill().await;
             let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
             return Err(if why.is_empty() {
                 "nft monitor received no events within 2 s".to_string()
@@ -580,7 +623,7 @@ impl Tracer {
             nft: bin,
             table,
             log,
-            monitor: Mutex::new(Some(child)),
+            monitor: Mutex::new(Some(monitor)),
             note,
         })
     }
@@ -635,8 +678,8 @@ impl Tracer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(mut c) = child {
-            let _ = c.kill().await;
+        if let Some(m) = child {
+            m.kill().await;
         }
         if let Err(e) = nft(&self.nft, &["delete", "table", "inet", &self.table], None).await
             && !e.contains("No such file")

@@ -205,17 +205,26 @@ pub(crate) fn expand(
     (flows, x)
 }
 
-/// A path's identity: (source, target, port probed, family), by host index.
+/// A path's identity: (source, target, port probed, family and transport),
+/// by host index. UDP and TCP (or TLS) paths to one port number are
+/// different paths.
 type Key = (u32, u32, u16, u8);
 
-fn key(source: usize, target: usize, port: Port, family: Option<Family>) -> Key {
+fn key(
+    source: usize,
+    target: usize,
+    port: Port,
+    protocol: Protocol,
+    family: Option<Family>,
+) -> Key {
     let fam = match family {
         None => 0,
         Some(Family::Ipv4) => 1,
         Some(Family::Ipv6) => 2,
     };
+    let udp = if protocol.is_tcp() { 0 } else { 4 };
     // Host counts are far below u32::MAX: `max_paths` bounds the plan.
-    (source as u32, target as u32, port.get(), fam)
+    (source as u32, target as u32, port.get(), fam | udp)
 }
 
 /// How a plan's flows expand into paths, without the paths: one [`Unit`]
@@ -381,7 +390,7 @@ impl Expansion {
         let _ = self.walk(hosts, fams, |e| {
             let (s, t) = (e.source, e.unit.target);
             let new = if e.colliding {
-                match merged.entry(key(s, t, e.probed, e.family)) {
+                match merged.entry(key(s, t, e.probed, e.entry.protocol, e.family)) {
                     std::collections::hash_map::Entry::Occupied(mut o) => {
                         let m = o.get_mut();
                         if m.expect != e.unit.expect {
@@ -451,7 +460,7 @@ impl Expansion {
         self.walk(hosts, &fams, |e| {
             let (s, t) = (e.source, e.unit.target);
             let flows: &[usize] = if e.colliding {
-                let k = key(s, t, e.probed, e.family);
+                let k = key(s, t, e.probed, e.entry.protocol, e.family);
                 if !emitted.insert(k) {
                     return ControlFlow::Continue(());
                 }
@@ -464,7 +473,7 @@ impl Expansion {
             };
             let expect = if e.colliding {
                 self.merged
-                    .get(&key(s, t, e.probed, e.family))
+                    .get(&key(s, t, e.probed, e.entry.protocol, e.family))
                     .map_or(e.unit.expect, |m| m.expect)
             } else {
                 e.unit.expect
@@ -786,10 +795,20 @@ fn resolve(
     to: &[Selector],
 ) -> Vec<(Port, String, Protocol, Option<String>)> {
     match pref {
-        PortRef::Number(p) => match target.ports.iter().find(|e| e.port == *p) {
-            Some(e) => vec![(*p, e.name.clone(), e.protocol, Some(e.role.clone()))],
-            None => vec![(*p, p.to_string(), Protocol::Tcp, None)],
-        },
+        PortRef::Number(p) => {
+            // Every port of that number: a TCP and a UDP one may share it.
+            let planned: Vec<_> = target
+                .ports
+                .iter()
+                .filter(|e| e.port == *p)
+                .map(|e| (*p, e.name.clone(), e.protocol, Some(e.role.clone())))
+                .collect();
+            if planned.is_empty() {
+                vec![(*p, p.to_string(), Protocol::Tcp, None)]
+            } else {
+                planned
+            }
+        }
         PortRef::Name(n) => {
             let by_role_only = !to
                 .iter()

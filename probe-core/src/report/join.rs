@@ -26,6 +26,7 @@ use crate::control::{
     TraceDirection, TraceEvidence, TraceState,
 };
 use crate::plan::{Family, Plan};
+use crate::port::Protocol;
 use crate::probe::Observed;
 
 /// Whether an agent took part.
@@ -382,6 +383,7 @@ fn judge_path(
         role: path.role.clone(),
         cert: None,
         service_banner: None,
+        arrived: None,
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -419,13 +421,29 @@ fn judge_path(
         );
     }
     let port = path.port.get();
-    let listener_report = dst.listeners.iter().find(|l| l.port == port);
+    let udp = path.protocol == Protocol::Udp;
+    let listener_report = dst
+        .listeners
+        .iter()
+        .find(|l| l.port == port && (l.protocol == Protocol::Udp) == udp);
     let listener = match (&path.role, listener_report) {
         (None, _) => Listener::Live {
             why: "not a planned port of the target, so no canary",
         },
         (Some(_), Some(l)) => match l.state {
+            ListenerState::Canary if udp => return super::udp::judge(plan, round, i, r, src, dst),
             ListenerState::Canary => Listener::Canary,
+            ListenerState::Held
+                if udp && !super::udp::live_request_known(port, plan.snmp_community.as_deref()) =>
+            {
+                return fail(
+                    r,
+                    format!(
+                        "UDP cannot be proven without a canary: a real service holds {}:{port}/udp ({}) and portcall knows no request of its protocol; silence would prove nothing",
+                        path.to, path.service
+                    ),
+                );
+            }
             ListenerState::Held => Listener::Live {
                 why: "a real service holds the port",
             },
@@ -517,7 +535,8 @@ fn judge_path(
         )
         .filter(|a| v4.is_none() || a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
         .collect();
-    let handshake = dst.handshakes.as_ref().map(|hs| {
+    // The kernel's handshake tables are TCP's: nothing to say of UDP.
+    let handshake = dst.handshakes.as_ref().filter(|_| !udp).map(|hs| {
         hs.iter()
             .filter(|h| h.port == port && sources.contains(&h.source))
             .map(|h| h.stage)
@@ -554,7 +573,7 @@ fn judge_path(
             let sighting = probe.nonce.as_ref().and_then(|n| {
                 dst.canaries
                     .iter()
-                    .filter(|c| c.port == port)
+                    .filter(|c| c.port == port && !c.udp)
                     .flat_map(|c| c.seen.iter())
                     .find(|s| &s.nonce == n)
             });
@@ -575,7 +594,7 @@ fn judge_path(
                 let shed: u64 = dst
                     .canaries
                     .iter()
-                    .filter(|c| c.port == port)
+                    .filter(|c| c.port == port && !c.udp)
                     .map(|c| c.shed)
                     .sum();
                 return fail(
@@ -681,6 +700,10 @@ fn judge_path(
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);
+            // UDP has no connect: its round trip is the answer's.
+            if udp && probe.observed == Observed::Open {
+                r.latency_ms = Some(ms(probe.latency_us));
+            }
             // Without a canary only a trace of a failing connection is
             // evidence: polling can miss a short one, so neither "nothing"
             // nor the stage of a connection that worked is said.
@@ -690,6 +713,7 @@ fn judge_path(
                 .map(|h| stage_of(Some(h)));
             let live = format!(" ({why})");
             r.detail = match probe.observed {
+                Observed::Open if udp => with(format!("the live service answered{live}")),
                 Observed::Open => format!("connected to the live service{live}"),
                 Observed::Refused if probe.icmp.is_none() => format!(
                     "refused: service down on {}:{port}{live}; a refusal here cannot tell a firewall reset from a stopped service",
@@ -743,6 +767,10 @@ fn traced(
     fn on(a: &AgentEvidence) -> Option<&TraceEvidence> {
         a.trace.as_ref().filter(|t| t.state == TraceState::Traced)
     }
+    // The trace table matches TCP only.
+    if path.protocol == Protocol::Udp {
+        return None;
+    }
     let dest: Option<std::net::IpAddr> = address.parse().ok();
     let port = path.port.get();
     if let Some(t) = on(src) {
@@ -792,12 +820,12 @@ fn traced(
 /// `EACCES`): the source's own kernel refused to send, which no ICMP
 /// message explains. The detail starts with the errno's stable name
 /// ([`crate::probe::classify::errno_name`]), never with OS message text.
-fn local_denial(detail: &str) -> bool {
+pub(super) fn local_denial(detail: &str) -> bool {
     detail.starts_with("EPERM") || detail.starts_with("EACCES")
 }
 
 /// Where else a nonce turned up: `(host, source)`.
-fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
+pub(super) fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
     round.agents.iter().find_map(|(host, a)| {
         a.canaries
             .iter()
@@ -811,7 +839,6 @@ fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use crate::control::Sighting;
-    use crate::port::Protocol;
 
     const PLAN: &str = r#"
 name = "join"
@@ -857,6 +884,7 @@ expect = "blocked"
                     strays: 0,
                     dropped: 0,
                     shed: 0,
+                    udp: l.protocol == Protocol::Udp,
                 })
                 .collect(),
             listeners,
@@ -932,6 +960,7 @@ expect = "blocked"
         vec![Sighting {
             nonce: nonce.into(),
             source: "127.0.9.1:40000".parse().unwrap(),
+            datagrams: 0,
         }]
     }
 
@@ -1100,6 +1129,7 @@ expect = "blocked"
                     latency: None,
                     family: None,
                     cert_not_after: None,
+                    protocol: path.protocol,
                 };
                 assert_eq!(
                     path.verdict,
@@ -1262,6 +1292,7 @@ ports = ["mysql"]
             vec![Sighting {
                 nonce: "aa".into(),
                 source: "198.18.1.20:40000".parse().unwrap(),
+                datagrams: 0,
             }],
         );
         db.handshakes = Some(vec![Handshake {

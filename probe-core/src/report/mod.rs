@@ -17,6 +17,7 @@ pub(crate) mod markup;
 pub mod prometheus;
 pub mod suggest;
 pub mod table;
+pub mod udp;
 
 use std::time::SystemTime;
 
@@ -380,6 +381,10 @@ pub struct PathReport {
     /// evidence that a real service answered, not just a port.
     #[serde(default)]
     pub service_banner: Option<String>,
+    /// For a UDP path with a canary: how many of the `attempts` datagrams
+    /// the target's canary recorded; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived: Option<u32>,
 }
 
 impl std::fmt::Display for Summary {

@@ -133,6 +133,7 @@ impl Rounds for LiveRounds {
                 to: p.to.clone(),
                 port: p.port,
                 service: p.service.clone(),
+                protocol: p.protocol,
                 expect: p.expect,
                 observed: r.observed,
                 latency: r.connect_time,
