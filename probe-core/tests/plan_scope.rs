@@ -62,7 +62,9 @@ roles = ["mysql"]
 [[hosts]]
 name = "named"
 address = "db.example.internal"
-roles = ["mysql"]
+roles = ["mysql", "resolver"]
+[roles.resolver]
+ports = [{ name = "dns", port = 53, protocol = "udp", offset = false }, { name = "dns-tcp", port = 53, offset = false }]
 [roles.app]
 dials = [{ name = "svc", to = "base", port = 7000 }]
 [roles.base]
@@ -88,6 +90,10 @@ family = "ipv6"
 from = "role:mysql"
 to = "host:db"
 ports = ["svc"]
+[[flows]]
+from = "all"
+to = "role:resolver"
+ports = [53, "dns"]
 "#;
 
 fn whole(src: &str) -> Plan {
@@ -160,6 +166,15 @@ fn lazy_and_host_scoped_plans_agree_with_the_whole_expansion() {
     assert!(mixed.paths.iter().any(|p| p.server_port.is_some()));
     assert!(mixed.paths.iter().any(|p| p.family.is_none()));
     assert!(mixed.paths.iter().any(|p| p.role.is_none()));
+    // A UDP and a TCP port of one number are two paths, each merged with
+    // its own duplicate.
+    let dns: Vec<&Path> = mixed
+        .paths
+        .iter()
+        .filter(|p| p.from == "web" && p.port.get() == 53)
+        .collect();
+    assert_eq!(dns.len(), 2, "{dns:#?}");
+    assert_ne!(dns[0].protocol, dns[1].protocol);
 }
 
 #[test]
