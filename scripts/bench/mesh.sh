@@ -11,6 +11,8 @@
 #   scripts/bench/mesh.sh [--rounds R] [N...]        # default: 10 25 50 100, 5 rounds
 #   PORTCALL_BIN=/path/to/portcall scripts/bench/mesh.sh 50
 #   PORTS=10 DROP=0.05 SEED=14 TIMEOUT_MS=1000 RETRIES=1 ROUND_LIMIT=300 ...
+#   AGENT_ARGS=--no-rule-trace   # extra `portcall agent` arguments
+#   KILL_STRAYS=1                # end leftover agent children after each round
 #
 # Every host has a static (`nud permanent`) neighbour entry for every other
 # host: the kernel's neighbour table limit (gc_thresh3) is shared by all
@@ -136,6 +138,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'echo "mesh.sh: line $LINENO failed (exit $?)" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -228,7 +231,17 @@ agents_ready() {
 strays() {
     local ns
     for ns in "${lab_ns[@]}"; do ip netns pids "$ns" 2>/dev/null; done |
-        grep -vxF -f <(printf '%s\n' "${agents[@]}") | wc -l
+        { grep -vxF -f <(printf '%s\n' "${agents[@]}") || true; } | wc -l
+}
+
+# kill_strays: ends them (KILL_STRAYS=1: to tell their cost from the rest).
+kill_strays() {
+    local ns p
+    for ns in "${lab_ns[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do
+            [[ " ${agents[*]} " == *" $p "* ]] || kill -KILL "$p" 2>/dev/null || true
+        done
+    done
 }
 
 # rss FIELD: median and max of FIELD (VmRSS, VmHWM) over the agents, in KiB.
@@ -327,6 +340,7 @@ for n in "${ns_list[@]}"; do
         read -r _ hwm_max < <(rss VmHWM)
         sleep 1
         stray=$(strays)
+        ((${KILL_STRAYS:-0} == 0)) || kill_strays
         if [[ -s $tfile ]] && read -r wall coord < <(tail -n 1 "$tfile") && [[ $wall =~ ^[0-9.]+$ ]]; then :; else
             wall=$ROUND_LIMIT coord=0
         fi
