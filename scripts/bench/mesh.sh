@@ -138,7 +138,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'echo "mesh.sh: line $LINENO failed (exit $?)" >&2' ERR
+trap 'echo "mesh.sh: line $LINENO failed" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
