@@ -244,6 +244,13 @@ kill_strays() {
     done
 }
 
+# agents_cpu: CPU ticks (user + system) the agents have used so far.
+agents_cpu() {
+    local p
+    for p in "${agents[@]}"; do cat "/proc/$p/stat" 2>/dev/null; done |
+        sed 's/.*) //' | awk '{ t += $12 + $13 } END { print t + 0 }'
+}
+
 # rss FIELD: median and max of FIELD (VmRSS, VmHWM) over the agents, in KiB.
 rss() {
     local p files=()
@@ -323,8 +330,20 @@ for n in "${ns_list[@]}"; do
         fi
         sleep 0.5
     done
-    sleep "${SETTLE:-2}"
-    echo "agents ready in $((SECONDS - t0)) s"
+    # Listening is not idle: wait (bounded) until the agents together use
+    # under a tenth of a CPU, so startup work is not timed as the round.
+    settle_deadline=$((SECONDS + 60 + n))
+    cpu0=$(agents_cpu)
+    while sleep 1; do
+        cpu1=$(agents_cpu)
+        (((cpu1 - cpu0) * 10 < $(getconf CLK_TCK))) && break
+        cpu0=$cpu1
+        if ((SECONDS > settle_deadline)); then
+            echo "note: the agents still use $(((cpu1 - cpu0) * 100 / $(getconf CLK_TCK)))% CPU; timing anyway"
+            break
+        fi
+    done
+    echo "agents ready (listening, idle) in $((SECONDS - t0)) s"
     printf '%5s %8s %9s %10s %10s %10s %7s %6s  %s\n' round wall_s coord_MiB idle_MiB idle_max agent_peak strays false kinds
     for ((r = 1; r <= ROUNDS; r++)); do
         read -r idle_med idle_max < <(rss VmRSS)
