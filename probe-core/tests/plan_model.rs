@@ -789,3 +789,88 @@ fn plan_show_lists_addresses_and_families() {
     assert_eq!(doc["paths"][1]["family"], "ipv4");
     assert_eq!(doc["hosts"][3]["addresses"][1], "198.18.3.40");
 }
+
+const UDP_PLAN: &str = r#"
+name = "udp"
+[defaults]
+snmp_community = "public"
+[roles.infra]
+ports = [
+  { name = "ntp", port = 123, protocol = "udp" },
+  { name = "dns", port = 53, protocol = "udp" },
+  { name = "dns-tcp", port = 53 },
+]
+[[hosts]]
+name = "a"
+address = "198.18.0.10"
+roles = []
+[[hosts]]
+name = "b"
+address = "198.18.0.11"
+roles = ["infra"]
+[[flows]]
+from = "host:a"
+to = "host:b"
+ports = ["ntp", 53]
+"#;
+
+#[test]
+fn udp_ports_parse_and_never_collide_with_tcp_ports_of_the_same_number() {
+    let a = analyze(UDP_PLAN, "u.toml", Catalog::builtin());
+    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+    let p = a.plan.unwrap();
+    let paths: Vec<(u16, Protocol, &str)> = p
+        .paths
+        .iter()
+        .map(|x| (x.port.get(), x.protocol, x.service.as_str()))
+        .collect();
+    // The number 53 means both planned ports of that number: two paths.
+    assert_eq!(
+        paths,
+        [
+            (123, Protocol::Udp, "ntp"),
+            (53, Protocol::Udp, "dns"),
+            (53, Protocol::Tcp, "dns-tcp")
+        ]
+    );
+    assert_eq!(p.snmp_community.as_deref(), Some("public"));
+    // Two UDP ports of one number still collide.
+    let twice = UDP_PLAN.replace(
+        r#"{ name = "dns-tcp", port = 53 }"#,
+        r#"{ name = "dns2", port = 53, protocol = "udp" }"#,
+    );
+    assert!(
+        errors(&twice)
+            .iter()
+            .any(|e| matches!(e, Problem::PortCollision { port: 53, .. })),
+        "{:?}",
+        errors(&twice)
+    );
+}
+
+#[test]
+fn a_bad_snmp_community_or_protocol_is_an_error_at_its_place() {
+    let empty = UDP_PLAN.replace(r#"snmp_community = "public""#, r#"snmp_community = """#);
+    match Plan::parse(&empty, "u.toml") {
+        Err(PlanError::Invalid(d)) => {
+            let text = d.to_string();
+            assert!(text.contains("u.toml:4:18"), "{text}");
+            assert!(text.contains("defaults.snmp_community"), "{text}");
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+    let sctp = UDP_PLAN.replace(
+        r#"protocol = "udp" },
+  { name = "dns""#,
+        r#"protocol = "sctp" },
+  { name = "dns""#,
+    );
+    match Plan::parse(&sctp, "u.toml") {
+        Err(PlanError::Invalid(d)) => {
+            let text = d.to_string();
+            assert!(text.contains("u.toml:7:"), "{text}");
+            assert!(text.contains("udp"), "{text}");
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+}

@@ -225,6 +225,18 @@ pub fn open_canaries(
     let log = Arc::new(EvidenceLog::default());
     let mut reports = Vec::with_capacity(ports.len());
     for p in ports {
+        if p.protocol == Protocol::Udp {
+            // Placeholder until UDP canaries exist: the port is reported,
+            // not taken, so its paths cannot be proven.
+            reports.push(ListenerReport {
+                port: p.port,
+                protocol: p.protocol,
+                service: p.service.clone(),
+                state: ListenerState::Failed,
+                detail: "UDP canaries not yet supported".to_string(),
+            });
+            continue;
+        }
         let mut listeners = Vec::with_capacity(ips.len());
         let mut failure = None;
         for ip in ips {
@@ -447,6 +459,8 @@ async fn answer(
                 Err(_) => log.record(port, None, options.max_sightings),
             }
         }
+        // UDP ports never get a TCP listener (see `open_canaries`).
+        Protocol::Udp => drop(stream),
     }
 }
 

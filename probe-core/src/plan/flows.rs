@@ -38,7 +38,8 @@ pub(crate) fn expand(
     let mut paths: Vec<Path> = Vec::new();
     // (from, to, port, family) -> index into `paths`, and the flow that
     // made it.
-    type Key = (String, String, Port, Option<Family>);
+    // UDP and TCP (or TLS) paths to one port number are different paths.
+    type Key = (String, String, Port, bool, Option<Family>);
     let mut seen: BTreeMap<Key, (usize, Location)> = BTreeMap::new();
     // (client, server, dialled port) already reported as a mismatch.
     let mut mismatched: BTreeSet<(String, String, Port)> = BTreeSet::new();
@@ -130,7 +131,13 @@ pub(crate) fn expand(
                         };
                         for (fam, address) in path_families(&hosts[s], target, family) {
                             produced += 1;
-                            let key = (hosts[s].name.clone(), target.name.clone(), probed, fam);
+                            let key = (
+                                hosts[s].name.clone(),
+                                target.name.clone(),
+                                probed,
+                                protocol.is_tcp(),
+                                fam,
+                            );
                             if let Some((pi, first)) = seen.get(&key) {
                                 let existing = &mut paths[*pi];
                                 if existing.expect != expect {
@@ -494,10 +501,20 @@ fn resolve(
     to: &[Selector],
 ) -> Vec<(Port, String, Protocol, Option<String>)> {
     match pref {
-        PortRef::Number(p) => match target.ports.iter().find(|e| e.port == *p) {
-            Some(e) => vec![(*p, e.name.clone(), e.protocol, Some(e.role.clone()))],
-            None => vec![(*p, p.to_string(), Protocol::Tcp, None)],
-        },
+        PortRef::Number(p) => {
+            // Every port of that number: a TCP and a UDP one may share it.
+            let planned: Vec<_> = target
+                .ports
+                .iter()
+                .filter(|e| e.port == *p)
+                .map(|e| (*p, e.name.clone(), e.protocol, Some(e.role.clone())))
+                .collect();
+            if planned.is_empty() {
+                vec![(*p, p.to_string(), Protocol::Tcp, None)]
+            } else {
+                planned
+            }
+        }
         PortRef::Name(n) => {
             let by_role_only = !to
                 .iter()

@@ -51,6 +51,9 @@ pub struct Plan {
     /// Every path the flows expand into, merged and deduplicated, in the
     /// order the flows first produce them.
     pub paths: Vec<Path>,
+    /// `[defaults] snmp_community`: the community a UDP probe of port 161
+    /// may send in an SNMP get of sysDescr.0. `None`: no SNMP request.
+    pub snmp_community: Option<String>,
 }
 
 /// `[defaults]`, filled in.
@@ -824,6 +827,7 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
     cx.diags
         .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.col)));
     cx.diags.dedup();
+    let snmp_community = cx.snmp_community(raw.defaults.as_ref());
     let diagnostics = Diagnostics(cx.diags);
     let plan = (!diagnostics.has_blocking_errors()).then(|| Plan {
         name,
@@ -834,8 +838,21 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
         roles,
         flows,
         paths,
+        snmp_community,
     });
     Analysis { plan, diagnostics }
+}
+
+/// Whether `c` can be sent as an SNMP community: 1 to 255 characters, none
+/// a control character (shared with `probe --snmp-community`).
+pub fn check_snmp_community(c: &str) -> Result<(), &'static str> {
+    if c.is_empty() || c.len() > 255 {
+        return Err("expected 1 to 255 characters");
+    }
+    if c.chars().any(char::is_control) {
+        return Err("a community must not contain control characters");
+    }
+    Ok(())
 }
 
 /// Rejects control characters in every name a plan gives (plan, flows,
@@ -912,6 +929,26 @@ impl Cx<'_> {
             location,
             problem,
         });
+    }
+
+    /// `[defaults] snmp_community`, when it is one an SNMP message can
+    /// carry: 1 to 255 printable characters.
+    fn snmp_community(&mut self, raw: Option<&toml::Spanned<raw::RawDefaults>>) -> Option<String> {
+        let c = raw?.get_ref().snmp_community.as_ref()?;
+        match check_snmp_community(c.get_ref()) {
+            Ok(()) => Some(c.get_ref().clone()),
+            Err(why) => {
+                self.push(
+                    c.span(),
+                    Problem::BadDefaultText {
+                        key: "snmp_community",
+                        value: c.get_ref().clone(),
+                        why,
+                    },
+                );
+                None
+            }
+        }
     }
 
     fn defaults(&mut self, raw: Option<&toml::Spanned<raw::RawDefaults>>) -> Defaults {

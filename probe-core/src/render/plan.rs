@@ -107,6 +107,7 @@ fn port_label(name: &str, port: Port, protocol: Protocol) -> String {
     match protocol {
         Protocol::Tcp => format!("{name} {port}"),
         Protocol::Tls => format!("{name} {port}/tls"),
+        Protocol::Udp => format!("{name} {port}/udp"),
     }
 }
 
