@@ -45,7 +45,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 plan=$tmp/plan.toml
-scripts/bench/mesh_plan.py "$HOSTS" "$PORTS" --out "$plan"
+scripts/bench/mesh_plan.py "$HOSTS" "$PORTS" >"$plan"
 paths=$((HOSTS * (HOSTS - 1) * PORTS))
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 echo "portcall: $BIN ($("$BIN" --version)); plan: $HOSTS hosts x $PORTS ports, full mesh, $paths paths"

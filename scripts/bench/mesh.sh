@@ -2,11 +2,12 @@
 # Scale benchmark (root, iproute2, nftables, python3, /usr/bin/time): for
 # each N, a bridge lab of N hosts (one network namespace each, a veth to a
 # bridge in its own namespace, nothing in the root namespace, addresses
-# 198.18.0.0/16), a full-mesh plan of N hosts x PORTS ports
+# from 198.18.0.0/15), a full-mesh plan of N hosts x PORTS ports
 # (scripts/bench/mesh_plan.py: N*(N-1)*PORTS paths, all expected open),
 # about DROP of the paths dropped by the target hosts' nft firewalls (a
-# selection by SEED: the ground truth), one `portcall agent` per host and
-# ROUNDS timed `portcall check` rounds from host h1.
+# selection by SEED from scripts/bench/mesh_drops.py: the ground truth),
+# one `portcall agent` per host and ROUNDS timed `portcall check` rounds
+# from host h1.
 #
 #   scripts/bench/mesh.sh [--rounds R] [N...]        # default: 10 25 50 100, 5 rounds
 #   PORTCALL_BIN=/path/to/portcall scripts/bench/mesh.sh 50
@@ -143,7 +144,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 mac_of() { printf '02:00:c6:12:%02x:%02x' $(($1 >> 8)) $(($1 & 255)); }
-addr_of() { echo "198.18.$(($1 >> 8)).$(($1 & 255))"; }
+# The addresses mesh_plan.py gives: 250 hosts per /24 of 198.18.0.0/15.
+addr_of() { local k=$(($1 - 1)); echo "198.$((18 + k / 250 / 256)).$((k / 250 % 256)).$((k % 250 + 1))"; }
 kib_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # lab_up N DIR: namespaces, bridge, addresses, permanent neighbours.
@@ -163,7 +165,7 @@ lab_up() {
     for ((i = 1; i <= n; i++)); do
         {
             echo "link set lo up"
-            echo "addr add $(addr_of "$i")/16 dev eth0"
+            echo "addr add $(addr_of "$i")/15 dev eth0"
             echo "link set eth0 up"
             for ((j = 1; j <= n; j++)); do
                 ((j == i)) || echo "neigh replace $(addr_of "$j") lladdr $(mac_of "$j") dev eth0 nud permanent"
@@ -193,7 +195,9 @@ firewalls() {
     python3 - "$drops" "$dir" "$n" <<'PY'
 import collections, sys
 drops, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-addr = lambda h: f"198.18.{int(h[1:]) >> 8}.{int(h[1:]) & 255}"
+def addr(h):
+    k = int(h[1:]) - 1
+    return f"198.{18 + k // 250 // 256}.{k // 250 % 256}.{k % 250 + 1}"
 by_target = collections.defaultdict(list)
 for line in open(drops):
     s, t, p = line.split()
@@ -296,8 +300,9 @@ for n in "${ns_list[@]}"; do
     dir=$work/n$n
     mkdir -p "$dir"
     plan=$dir/plan.toml drops=$dir/drops
-    scripts/bench/mesh_plan.py "$n" "$PORTS" --out "$plan" --drops "$drops" --drop "$DROP" --seed "$SEED" \
-        --timeout-ms "$TIMEOUT_MS" --retries "$RETRIES" --control-port "$CONTROL_PORT" --base-port "$BASE_PORT"
+    scripts/bench/mesh_plan.py "$n" "$PORTS" --timeout-ms "$TIMEOUT_MS" --retries "$RETRIES" \
+        --control-port "$CONTROL_PORT" --base-port "$BASE_PORT" >"$plan"
+    scripts/bench/mesh_drops.py "$n" "$PORTS" --base-port "$BASE_PORT" --drop "$DROP" --seed "$SEED" >"$drops"
     paths=$((n * (n - 1) * PORTS))
     # The floor from the plan: timeout_ms x (1 + retries) for a dropped path.
     floor=$(awk -F' *= *' '$1 == "timeout_ms" { t = $2 } $1 == "retries" { r = $2 } END { printf "%.1f", t * (1 + r) / 1000 }' "$plan")

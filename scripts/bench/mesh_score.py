@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Scores one `portcall check --format json` report of a mesh plan against
-the ground truth (the dropped paths mesh_plan.py wrote): every dropped path
+the ground truth (the dropped paths of mesh_drops.py): every dropped path
 must be `timeout` with verdict `violation`, every other path `open` with
 verdict `ok`, and every planned path must be in the report.
 
@@ -48,7 +48,7 @@ def main():
         seen.add(key)
         observed, verdict = p.get("observed"), p.get("verdict")
         s, t = int(p["from"][1:]), int(p["to"][1:])
-        if not (1 <= s <= n and 1 <= t <= n and s != t and base < p["port"] <= base + ports):
+        if not (1 <= s <= n and 1 <= t <= n and s != t and base <= p["port"] < base + ports):
             kind = "extra"
         elif key in drops:
             if observed == "timeout" and verdict == "violation":
@@ -73,7 +73,7 @@ def main():
     in_plan = sum(
         1
         for (s, t, p) in seen
-        if s != t and 1 <= int(s[1:]) <= n and 1 <= int(t[1:]) <= n and base < p <= base + ports
+        if s != t and 1 <= int(s[1:]) <= n and 1 <= int(t[1:]) <= n and base <= p < base + ports
     )
     if in_plan < planned:
         kinds["missing"] += planned - in_plan
