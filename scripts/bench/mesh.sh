@@ -38,7 +38,7 @@ while (($#)); do
     case $1 in
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
-        -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *[!0-9]* | '') echo "mesh.sh: not a host count: $1" >&2; exit 2 ;;
         *) ns_list+=("$1"); shift ;;
     esac
