@@ -63,7 +63,11 @@ pub struct AgentLimits {
     pub pending_connections: usize,
     /// Control connections at once from one address.
     pub connections_per_peer: usize,
-    /// Deadline for a client's TLS handshake and authorization.
+    /// Deadline for a client's TLS handshake and authorization; as long as
+    /// the coordinator's connect deadline, so that a round of a hundred
+    /// agents starting their handshakes at once on a busy host is not
+    /// refused by its own agents (slow clients are still bounded by
+    /// `pending_connections`, the oldest evicted first).
     pub handshake_timeout: Duration,
     /// How long a control connection may stay silent between requests.
     pub idle_timeout: Duration,
@@ -104,7 +108,7 @@ impl Default for AgentLimits {
             max_connections: 16,
             pending_connections: 64,
             connections_per_peer: 8,
-            handshake_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(10),
             request_burst: 40,
