@@ -120,15 +120,12 @@ pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
         s.push_str("  }\n");
     }
     // Below raw (-300) and conntrack (-200): our mark is set before any
-    // other chain of the hook sees the packet. Only the opening SYN is
-    // traced: it is what a filter drops or rejects, and tracing every
-    // packet of every exchange made `nft monitor` the busiest process of a
-    // large round.
+    // other chain of the hook sees the packet.
     s.push_str(
-        "  chain pre {\n    type filter hook prerouting priority -500; policy accept;\n    tcp flags & (syn | ack) == syn ip saddr . tcp dport @in4 meta nftrace set 1\n    tcp flags & (syn | ack) == syn ip6 saddr . tcp dport @in6 meta nftrace set 1\n  }\n",
+        "  chain pre {\n    type filter hook prerouting priority -500; policy accept;\n    ip saddr . tcp dport @in4 meta nftrace set 1\n    ip6 saddr . tcp dport @in6 meta nftrace set 1\n  }\n",
     );
     s.push_str(
-        "  chain out {\n    type filter hook output priority -500; policy accept;\n    tcp flags & (syn | ack) == syn ip daddr . tcp dport @out4 meta nftrace set 1\n    tcp flags & (syn | ack) == syn ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }\n}\n",
+        "  chain out {\n    type filter hook output priority -500; policy accept;\n    ip daddr . tcp dport @out4 meta nftrace set 1\n    ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }\n}\n",
     );
     s
 }
@@ -868,13 +865,13 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
               }
               chain pre {
                 type filter hook prerouting priority -500; policy accept;
-                tcp flags & (syn | ack) == syn ip saddr . tcp dport @in4 meta nftrace set 1
-                tcp flags & (syn | ack) == syn ip6 saddr . tcp dport @in6 meta nftrace set 1
+                ip saddr . tcp dport @in4 meta nftrace set 1
+                ip6 saddr . tcp dport @in6 meta nftrace set 1
               }
               chain out {
                 type filter hook output priority -500; policy accept;
-                tcp flags & (syn | ack) == syn ip daddr . tcp dport @out4 meta nftrace set 1
-                tcp flags & (syn | ack) == syn ip6 daddr . tcp dport @out6 meta nftrace set 1
+                ip daddr . tcp dport @out4 meta nftrace set 1
+                ip6 daddr . tcp dport @out6 meta nftrace set 1
               }
             }
         "#]]
