@@ -77,7 +77,11 @@ fn wait_probing(lab: &PlanLab) {
     loop {
         let out = lab
             .lab
-            .output("web", "ss", &["-Htn", "state", "syn-sent", "dport = :13307"])
+            .output(
+                "web",
+                "ss",
+                &["-Htn", "state", "syn-sent", "dport = :13307"],
+            )
             .unwrap();
         if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
             return;

@@ -937,7 +937,10 @@ async fn silence_on_a_host_that_answers_elsewhere_gives_up_after_its_round_trip(
     let (_listener, _filler, silent) = silent_listener();
     let open = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
     let open_port = open.local_addr().unwrap().port();
-    let mut targets = vec![target(silent, Protocol::Tcp), target(open_port, Protocol::Tcp)];
+    let mut targets = vec![
+        target(silent, Protocol::Tcp),
+        target(open_port, Protocol::Tcp),
+    ];
     targets.extend((0..20).map(|_| target(free_port(), Protocol::Tcp)));
     let config = ProbeConfig {
         connect_timeout: Duration::from_millis(3000),
@@ -952,7 +955,11 @@ async fn silence_on_a_host_that_answers_elsewhere_gives_up_after_its_round_trip(
     let elapsed = started.elapsed();
     assert_eq!(results[0].observed, Observed::Timeout, "{:?}", results[0]);
     assert_eq!(results[0].attempts, 2);
-    assert!(results[0].detail.contains("adaptive"), "{}", results[0].detail);
+    assert!(
+        results[0].detail.contains("adaptive"),
+        "{}",
+        results[0].detail
+    );
     assert_eq!(results[1].observed, Observed::Open);
     // Two attempts of about 100 ms each, where a fixed deadline is 6 s.
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");

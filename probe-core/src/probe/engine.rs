@@ -27,10 +27,10 @@ use super::error::ProbeError;
 use super::errqueue::{self, IcmpEvidence};
 use super::exchange::{Exchange, ExchangeContext, ExchangeOutcome, ProbeStream};
 use super::outcome::{CertFacts, Observed, ProbeResult};
-use super::target::{Host, Target};
-use super::tls::{TlsClient, TlsOptions, server_name_for};
 use super::rtt::{self, RttEstimate};
 use super::spread;
+use super::target::{Host, Target};
+use super::tls::{TlsClient, TlsOptions, server_name_for};
 use super::ttl_walk::{self, Walk, WalkConfig};
 use crate::port::Protocol;
 
@@ -470,7 +470,13 @@ impl Prober {
                     slot.sheds += 1;
                     slot.cert = cert;
                     if slot.sheds <= SHED_RETRIES {
-                        let backoff = Duration::from_millis(50 << slot.sheds);
+                        // The far end is overloaded (by us and the round's
+                        // other sources): fewer at once to it, and a
+                        // backoff with jitter so that sources shed together
+                        // do not come back together.
+                        host.congested(attempt.started);
+                        let base = 50u64 << slot.sheds;
+                        let backoff = Duration::from_millis(base + jitter(i, slot.sheds) % base);
                         later.push(Reverse((Instant::now() + backoff, i)));
                         None
                     } else {
@@ -701,8 +707,19 @@ async fn walk_silent(
 }
 
 /// Extra attempts for a path whose connection a canary shed (closed
-/// unanswered), spaced 100, 200, 400, 800 ms apart.
-const SHED_RETRIES: u32 = 4;
+/// unanswered), spaced 100, 200, 400, 800, 1600 ms apart, each plus up to
+/// as much again at random.
+const SHED_RETRIES: u32 = 5;
+
+/// A few bits that differ between targets, tries and processes, for
+/// backoff jitter (not for anything that needs real randomness).
+fn jitter(index: usize, round: u32) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(index);
+    h.write_u32(round);
+    h.finish()
+}
 
 /// What an attempt's task tells the scheduler.
 enum Report {
