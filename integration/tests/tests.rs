@@ -11,4 +11,5 @@ mod routed_lab;
 mod rule_trace;
 mod ssh_lab;
 mod suggest_validate;
+mod timing_lab;
 mod wso2_lab;
