@@ -109,6 +109,10 @@ pub struct ProbeConfig {
     pub spread_offset: u64,
 }
 
+/// The least an attempt waits before it stops counting against its host's
+/// bound, once the host's round trips are known.
+const QUIET_FLOOR: Duration = Duration::from_millis(10);
+
 /// Extra tries for a TLS handshake that stalled on a host whose other
 /// handshakes succeed: each goes at the host's reduced concurrency before
 /// the stall may become `tls-error`.
@@ -917,11 +921,15 @@ impl HostPacing {
         }
     }
 
-    /// After how long without an answer an attempt is taken for silent.
+    /// After how long without an answer an attempt is taken for silent
+    /// (for the per-host bound only, never for its outcome): before any
+    /// round trip is known, `min_rtt_timeout`; then [`rtt::SAFETY`] times
+    /// the longest seen, and at least [`QUIET_FLOOR`].
     fn quiet_after(&self, config: &ProbeConfig) -> Duration {
-        config
-            .min_rtt_timeout
-            .max(self.rtt.max_seen().saturating_mul(rtt::SAFETY))
+        if self.rtt.samples() == 0 {
+            return config.min_rtt_timeout;
+        }
+        QUIET_FLOOR.max(self.rtt.max_seen().saturating_mul(rtt::SAFETY))
     }
 
     fn should_pace(&self, config: &ProbeConfig) -> bool {
