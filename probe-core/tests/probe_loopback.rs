@@ -979,3 +979,47 @@ async fn silence_on_a_host_that_answers_elsewhere_gives_up_after_its_round_trip(
     assert!(started.elapsed() >= Duration::from_millis(1000));
     assert_eq!(results[0].detail, "no answer within 1000 ms (1 attempt)");
 }
+
+/// A canary too busy to answer one connection in time, among others it
+/// answers: the prober tries that path again at lower concurrency instead
+/// of calling it answered by another host.
+#[tokio::test]
+async fn an_exchange_late_at_a_host_that_answers_others_is_tried_again_not_wrong_host() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut line = String::new();
+                let _ = BufReader::new(r).read_line(&mut line).await;
+                // The first nonce-5 is held unanswered (a busy canary).
+                if line == "nonce-5\n" && seen.lock().unwrap().insert(line.clone()) {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    return;
+                }
+                let _ = w.write_all(line.as_bytes()).await;
+            });
+        }
+    });
+    let echo = Arc::new(Echo {
+        in_flight: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+        hold: Duration::ZERO,
+    });
+    let config = ProbeConfig {
+        exchange_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let prober = Prober::with_exchange(config, echo).unwrap();
+    let targets: Vec<Target> = (0..6).map(|_| target(port, Protocol::Tcp)).collect();
+    let results = prober
+        .sweep(targets, &CancellationToken::new(), |_, _| {})
+        .await;
+    for r in &results {
+        assert_eq!(r.observed, Observed::Open, "{r:?}");
+    }
+    assert_eq!(results[5].attempts, 2, "{:?}", results[5]);
+}

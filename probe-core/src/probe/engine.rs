@@ -403,10 +403,11 @@ impl Prober {
             }
             let verdict = match attempt.kind {
                 AttemptKind::Final {
-                    stalled: true,
+                    stalled,
                     path_mtu: false,
+                    late,
                     ..
-                } if slot.may_defer => {
+                } if (stalled || late) && slot.may_defer => {
                     slot.attempts += 1;
                     if host.answered {
                         // A handshake stalled on a host that completes
@@ -1000,6 +1001,8 @@ enum AttemptKind {
         stalled: bool,
         /// The stall went away with a small MSS: a path-MTU black hole.
         path_mtu: bool,
+        /// Connected, and the exchange got no answer in time.
+        late: bool,
     },
     Silent {
         /// The deadline it waited.
@@ -1164,6 +1167,7 @@ impl Shared {
                     cert,
                     stalled: true,
                     path_mtu: true,
+                    late: false,
                 }
             }
             _ => AttemptKind::Final {
@@ -1172,6 +1176,7 @@ impl Shared {
                 cert: None,
                 stalled: true,
                 path_mtu: false,
+                late: false,
             },
         }
     }
@@ -1218,6 +1223,7 @@ impl Shared {
                         cert: None,
                         stalled: false,
                         path_mtu: false,
+                        late: false,
                     },
                     ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail },
                     ConnectClass::LocalPermanent => AttemptKind::LocalPermanent {
@@ -1251,12 +1257,13 @@ impl Shared {
                 .run_exchange(index, target, addr, local, &mut stream)
                 .await
             {
-                Ok((observed, detail, stalled)) => AttemptKind::Final {
+                Ok((observed, detail, late)) => AttemptKind::Final {
                     observed,
                     detail,
                     cert: None,
-                    stalled,
+                    stalled: false,
                     path_mtu: false,
+                    late,
                 },
                 Err(detail) => AttemptKind::Shed {
                     observed: Observed::WrongHost,
@@ -1296,6 +1303,7 @@ impl Shared {
                     cert: None,
                     stalled: true,
                     path_mtu: false,
+                    late: false,
                 };
             }
             Ok(Err(e)) => {
@@ -1327,6 +1335,7 @@ impl Shared {
                     cert: None,
                     stalled: false,
                     path_mtu: false,
+                    late: false,
                 };
             }
             Ok(Ok(tls)) => {
@@ -1344,9 +1353,10 @@ impl Shared {
                 cert: Some(Box::new(facts)),
                 stalled: false,
                 path_mtu: false,
+                late: false,
             };
         }
-        let (observed, mut detail, stalled) = match self
+        let (observed, mut detail, late) = match self
             .run_exchange(index, target, addr, local, &mut tls)
             .await
         {
@@ -1367,13 +1377,14 @@ impl Shared {
             observed,
             detail,
             cert: Some(Box::new(facts)),
-            stalled,
+            stalled: false,
             path_mtu: false,
+            late,
         }
     }
 
     /// The caller's exchange on a connected stream: the outcome, its detail
-    /// and whether it stalled (no answer in time).
+    /// and whether it was late (no answer in time).
     async fn run_exchange(
         &self,
         index: usize,
@@ -1407,8 +1418,9 @@ impl Shared {
                     self.config.exchange_timeout.as_millis()
                 ),
                 // The exchange's lines are far below any path MTU: a stall
-                // there is never a black hole, so no small-MSS retry.
-                false,
+                // there is never a black hole, so no small-MSS retry; but
+                // it may be a busy canary, which the scheduler tries again.
+                true,
             )),
         }
     }
