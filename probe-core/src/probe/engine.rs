@@ -109,8 +109,8 @@ pub struct ProbeConfig {
     pub spread_offset: u64,
 }
 
-/// The least an attempt waits before it stops counting against its host's
-/// bound, once the host's round trips are known.
+/// The least an attempt waits without an answer before it stops counting
+/// against its host's bound.
 const QUIET_FLOOR: Duration = Duration::from_millis(10);
 
 /// Extra tries for a TLS handshake that stalled on a host whose other
@@ -329,7 +329,7 @@ impl Prober {
                 // Past this without an answer the attempt is most likely
                 // silent: it stops counting against the host's bound (a SYN
                 // nobody answers costs the server nothing).
-                let quiet_after = host.quiet_after(config);
+                let quiet_after = host.quiet_after();
                 // Only where our own queue can be the cause: other attempts
                 // to the host in flight, or handshakes it completed.
                 let may_defer = (host.answered || host.in_flight > 1)
@@ -923,13 +923,12 @@ impl HostPacing {
     }
 
     /// After how long without an answer an attempt is taken for silent
-    /// (for the per-host bound only, never for its outcome): before any
-    /// round trip is known, `min_rtt_timeout`; then [`rtt::SAFETY`] times
-    /// the longest seen, and at least [`QUIET_FLOOR`].
-    fn quiet_after(&self, config: &ProbeConfig) -> Duration {
-        if self.rtt.samples() == 0 {
-            return config.min_rtt_timeout;
-        }
+    /// (for the per-host bound only, never for its outcome): [`rtt::SAFETY`]
+    /// times the longest round trip seen, and at least [`QUIET_FLOOR`].
+    /// Before any round trip is known that is the floor: a far host's
+    /// first wave is then bounded only by the sweep's concurrency, and
+    /// handshakes that stall there are tried again at lower concurrency.
+    fn quiet_after(&self) -> Duration {
         QUIET_FLOOR.max(self.rtt.max_seen().saturating_mul(rtt::SAFETY))
     }
 
