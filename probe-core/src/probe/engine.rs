@@ -279,6 +279,8 @@ impl Prober {
             }
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Report)>();
+        // The longest round trip measured to any address in this sweep.
+        let mut sweep_max_rtt = Duration::ZERO;
         let tracker = TaskTracker::new();
 
         while done < n {
@@ -399,8 +401,26 @@ impl Prober {
             }
             if let Some(rtt) = attempt.timing.answer {
                 host.rtt.sample(rtt);
-                host.publish(config);
+                if rtt > sweep_max_rtt {
+                    // A round trip longer than any before, to any address:
+                    // the sweep's own load (or the shared network) may be
+                    // slowing every path, so every deadline respects it.
+                    sweep_max_rtt = rtt;
+                    let floor = sweep_max_rtt.saturating_mul(rtt::SAFETY);
+                    for h in hosts.values_mut() {
+                        h.publish(config, floor);
+                    }
+                } else {
+                    let floor = sweep_max_rtt.saturating_mul(rtt::SAFETY);
+                    hosts
+                        .get_mut(&addr.ip())
+                        .expect("every scheduled address has its pacing")
+                        .publish(config, floor);
+                }
             }
+            let host = hosts
+                .get_mut(&addr.ip())
+                .expect("every scheduled address has its pacing");
             let verdict = match attempt.kind {
                 AttemptKind::Final {
                     stalled,
@@ -908,11 +928,12 @@ impl HostPacing {
         }
     }
 
-    /// Tells attempts in flight the deadline the new estimate gives.
-    fn publish(&mut self, config: &ProbeConfig) {
+    /// Tells attempts in flight the deadline the new estimate gives, never
+    /// below `floor` (from the sweep's longest round trip to any address).
+    fn publish(&mut self, config: &ProbeConfig, floor: Duration) {
         let t = self
             .rtt
-            .timeout(config.min_rtt_timeout, config.connect_timeout);
+            .timeout(config.min_rtt_timeout.max(floor), config.connect_timeout);
         if let Some(tx) = &self.timeout {
             tx.send_if_modified(|cur| {
                 let changed = *cur != t;

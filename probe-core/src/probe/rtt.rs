@@ -6,7 +6,9 @@
 //! `--initial-rtt-timeout`) on RFC 6298's estimator: the smoothed round
 //! trip plus four times its variation, never below the longest round trip
 //! seen for that address times [`SAFETY`], never below the floor
-//! (`min_rtt_timeout`, 100 ms) and never above the ceiling (`timeout_ms`).
+//! (`min_rtt_timeout`, 100 ms, raised by the engine to [`SAFETY`] times the
+//! longest round trip its sweep saw to any address) and never above the
+//! ceiling (`timeout_ms`).
 //! Before the first sample the timeout is the ceiling. A sample is any
 //! answer that comes from the target's own stack: the SYN-ACK of an open
 //! port, the reset of a closed one.
