@@ -423,11 +423,11 @@ impl Prober {
                 .expect("every scheduled address has its pacing");
             let verdict = match attempt.kind {
                 AttemptKind::Final {
-                    stalled,
+                    stalled: true,
                     path_mtu: false,
-                    late,
                     ..
-                } if (stalled || late) && slot.may_defer => {
+                } if slot.may_defer => {
+                    tracing::debug!(%addr, answered = host.answered, limit = host.limit, "stalled handshake deferred");
                     slot.attempts += 1;
                     if host.answered {
                         // A handshake stalled on a host that completes
@@ -468,6 +468,7 @@ impl Prober {
                     Some((observed, detail))
                 }
                 AttemptKind::Silent { waited } => {
+                    tracing::debug!(%addr, waited_ms = waited.as_millis() as u64, "probe silent");
                     slot.attempts += 1;
                     slot.waited = waited;
                     if slot.attempts <= config.retries {
@@ -491,6 +492,7 @@ impl Prober {
                     detail,
                     cert,
                 } => {
+                    tracing::debug!(%addr, %detail, "probe shed");
                     slot.attempts += 1;
                     slot.sheds += 1;
                     slot.cert = cert;
@@ -1021,8 +1023,6 @@ enum AttemptKind {
         stalled: bool,
         /// The stall went away with a small MSS: a path-MTU black hole.
         path_mtu: bool,
-        /// Connected, and the exchange got no answer in time.
-        late: bool,
     },
     Silent {
         /// The deadline it waited.
@@ -1187,7 +1187,6 @@ impl Shared {
                     cert,
                     stalled: true,
                     path_mtu: true,
-                    late: false,
                 }
             }
             _ => AttemptKind::Final {
@@ -1196,7 +1195,6 @@ impl Shared {
                 cert: None,
                 stalled: true,
                 path_mtu: false,
-                late: false,
             },
         }
     }
@@ -1243,7 +1241,6 @@ impl Shared {
                         cert: None,
                         stalled: false,
                         path_mtu: false,
-                        late: false,
                     },
                     ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail },
                     ConnectClass::LocalPermanent => AttemptKind::LocalPermanent {
@@ -1277,13 +1274,12 @@ impl Shared {
                 .run_exchange(index, target, addr, local, &mut stream)
                 .await
             {
-                Ok((observed, detail, late)) => AttemptKind::Final {
+                Ok((observed, detail, stalled)) => AttemptKind::Final {
                     observed,
                     detail,
                     cert: None,
-                    stalled: false,
+                    stalled,
                     path_mtu: false,
-                    late,
                 },
                 Err(detail) => AttemptKind::Shed {
                     observed: Observed::WrongHost,
@@ -1323,7 +1319,6 @@ impl Shared {
                     cert: None,
                     stalled: true,
                     path_mtu: false,
-                    late: false,
                 };
             }
             Ok(Err(e)) => {
@@ -1355,7 +1350,6 @@ impl Shared {
                     cert: None,
                     stalled: false,
                     path_mtu: false,
-                    late: false,
                 };
             }
             Ok(Ok(tls)) => {
@@ -1373,10 +1367,9 @@ impl Shared {
                 cert: Some(Box::new(facts)),
                 stalled: false,
                 path_mtu: false,
-                late: false,
             };
         }
-        let (observed, mut detail, late) = match self
+        let (observed, mut detail, stalled) = match self
             .run_exchange(index, target, addr, local, &mut tls)
             .await
         {
@@ -1397,14 +1390,13 @@ impl Shared {
             observed,
             detail,
             cert: Some(Box::new(facts)),
-            stalled: false,
+            stalled,
             path_mtu: false,
-            late,
         }
     }
 
     /// The caller's exchange on a connected stream: the outcome, its detail
-    /// and whether it was late (no answer in time).
+    /// and whether it stalled (no answer in time).
     async fn run_exchange(
         &self,
         index: usize,
@@ -1438,9 +1430,11 @@ impl Shared {
                     self.config.exchange_timeout.as_millis()
                 ),
                 // The exchange's lines are far below any path MTU: a stall
-                // there is never a black hole, so no small-MSS retry; but
-                // it may be a busy canary, which the scheduler tries again.
-                true,
+                // there is never a black hole, so no small-MSS retry. Nor
+                // is it tried again: where a canary was slow, the round's
+                // join finds our nonce in its evidence and says open, and
+                // retries would only add to the load that made it slow.
+                false,
             )),
         }
     }
