@@ -12,7 +12,7 @@ use clap::Args;
 use probe_core::agent::{self, Agent, AgentConfig, AgentLimits, StdioPlan};
 use probe_core::control::ServerSecurity;
 use probe_core::pki::{self, TlsIdentity};
-use probe_core::plan::Plan;
+use probe_core::plan::{PathScope, Plan};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
@@ -65,7 +65,9 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if args.pki.is_none() && !args.insecure {
         return crate::schedule_cmd::run(&args.plan, args.host.as_deref(), &args.schedule);
     }
-    let plan = Arc::new(Plan::load(&args.plan)?);
+    // Read without materializing a path, then keep only this host's: an
+    // agent's memory follows its own paths, not the whole plan's.
+    let plan = Plan::load_scoped(&args.plan, &PathScope::Lazy)?;
     let host = match args.host {
         Some(h) => h,
         None => agent::detect_host(&plan)?,
@@ -75,6 +77,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if plan.host(&host).is_none() {
         return Err(agent::AgentError::unknown_host(&plan, &host).into());
     }
+    let plan = Arc::new(plan.scoped(&PathScope::Host(host.clone())));
     let (security, canary_tls) = match &args.pki {
         Some(dir) => {
             let id = TlsIdentity::load(dir, &host)
@@ -131,12 +134,15 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     // Standard error travels back through ssh; only warnings go there.
     init_logging("warn");
+    let host = args.host.clone().context("--stdio needs --host")?;
     let plan = if args.plan.as_os_str() == "-" {
         StdioPlan::Upload
     } else {
-        StdioPlan::Loaded(Arc::new(Plan::load(&args.plan)?))
+        StdioPlan::Loaded(Arc::new(Plan::load_scoped(
+            &args.plan,
+            &PathScope::Host(host.clone()),
+        )?))
     };
-    let host = args.host.clone().context("--stdio needs --host")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -184,7 +184,7 @@ fn run<T: Transport>(
         .build()
         .context("start the async runtime")?;
     let cancel = CancellationToken::new();
-    let report = runtime.block_on(async {
+    let evidence = runtime.block_on(async {
         crate::schedule_cmd::stop_on_signal(cancel.clone())?;
         let progress = crate::progress::RoundProgress::on_terminal().map(std::sync::Arc::new);
         let config = RoundConfig {
@@ -195,18 +195,56 @@ fn run<T: Transport>(
             ),
             ..config.clone()
         };
-        let report = round::check(plan, transport, &config, &cancel).await;
+        let evidence = round::run_round(plan, transport, &config, &cancel).await;
         if let Some(p) = progress {
             p.finish();
         }
-        anyhow::Ok(report)
+        anyhow::Ok(evidence)
     })?;
-    emit(&report, output, &[])?;
+    let code = if output.format == ReportFormat::Json {
+        // JSON is written as each path is judged: the paths' reports are
+        // never all held at once (a 100-host mesh has 99,000).
+        let streamed = report::join_streamed(plan, &evidence, config.only.as_deref());
+        emit_json_streamed(&streamed, output)?;
+        streamed.report.exit_code()
+    } else {
+        let report = match &config.only {
+            None => report::join(plan, &evidence),
+            Some(only) => report::join_paths(plan, &evidence, only),
+        };
+        emit(&report, output, &[])?;
+        report.exit_code()
+    };
     if cancel.is_cancelled() {
         eprintln!("portcall: interrupted; the round was torn down on every agent it reached");
         return Ok(ExitCode::from(crate::INTERRUPTED));
     }
-    Ok(ExitCode::from(report.exit_code()))
+    Ok(ExitCode::from(code))
+}
+
+/// [`emit`] for `--format json`, judging the paths as they are written.
+fn emit_json_streamed(
+    streamed: &report::StreamedReport<'_>,
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
+    match &output.out {
+        None => {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            match streamed
+                .write_json(&mut out)
+                .and_then(|()| std::io::Write::flush(&mut out))
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
+        Some(path) => {
+            report::write_atomically_with(path, |w| streamed.write_json(w))
+                .context("write the report")?;
+            eprintln!("wrote {}: {}", path.display(), streamed.report.summary);
+            Ok(())
+        }
+    }
 }
 
 fn is_loopback(a: &Address) -> bool {
@@ -221,15 +259,9 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         );
-    let mut bytes = Vec::new();
-    if output.format.is_terminal_text() {
-        for n in notes {
-            bytes.extend_from_slice(format!("note: {n}\n").as_bytes());
-        }
-        if !notes.is_empty() {
-            bytes.push(b'\n');
-        }
-    } else {
+    let format = output.format;
+    let notes_here = format.is_terminal_text();
+    if !notes_here {
         for n in notes {
             eprintln!("note: {n}");
         }
@@ -240,11 +272,29 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
             ..TableOptions::default()
         },
     };
-    report::render(report, output.format, options, &mut bytes)?;
+    // Rendered as it is written: a report of 100,000 paths is never held
+    // twice (as the model and as its text).
+    let render = |mut w: &mut dyn std::io::Write| -> std::io::Result<()> {
+        if notes_here {
+            for n in notes {
+                writeln!(w, "note: {n}")?;
+            }
+            if !notes.is_empty() {
+                writeln!(w)?;
+            }
+        }
+        report::render(report, format, options, &mut w)
+    };
     match &output.out {
-        None => crate::write_stdout(&bytes),
+        None => {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            match render(&mut out).and_then(|()| std::io::Write::flush(&mut out)) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
         Some(path) => {
-            report::write_atomically(path, &bytes).context("write the report")?;
+            report::write_atomically_with(path, render).context("write the report")?;
             eprintln!("wrote {}: {}", path.display(), report.summary);
             Ok(())
         }

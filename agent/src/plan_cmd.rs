@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use probe_core::catalog::Catalog;
-use probe_core::plan::{self, Severity};
+use probe_core::plan::{self, PathScope, Severity};
 use probe_core::render::plan as render;
 
 /// Output format of `plan show` and `catalog`.
@@ -51,24 +51,45 @@ pub fn plan(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PlanCommand::Show { plan: path, format } => {
             let src = read(&path)?;
-            let a = plan::analyze(&src, &path.display().to_string(), Catalog::builtin());
+            // JSON streams the paths as the plan produces them; the table
+            // groups them by flow, so it holds them all.
+            let scope = match format {
+                ShowFormat::Table => PathScope::All,
+                ShowFormat::Json => PathScope::Lazy,
+            };
+            let a = plan::analyze_scoped(
+                &src,
+                &path.display().to_string(),
+                Catalog::builtin(),
+                &scope,
+            );
             for d in &a.diagnostics.0 {
                 eprintln!("{d}");
             }
             let Some(p) = a.plan else {
                 return Ok(ExitCode::from(2));
             };
-            let mut out = Vec::new();
-            match format {
-                ShowFormat::Table => render::plan_table(&p, &mut out)?,
-                ShowFormat::Json => render::plan_json(&p, &mut out)?,
+            if let ShowFormat::Json = format {
+                let out = std::io::stdout().lock();
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+                return match render::plan_json(&p, &mut out).and_then(|()| out.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                    _ => Ok(ExitCode::SUCCESS),
+                };
             }
+            let mut out = Vec::new();
+            render::plan_table(&p, &mut out)?;
             crate::write_stdout(&out)?;
             Ok(ExitCode::SUCCESS)
         }
         PlanCommand::Lint { plan: path } => {
             let src = read(&path)?;
-            let a = plan::analyze(&src, &path.display().to_string(), Catalog::builtin());
+            let a = plan::analyze_scoped(
+                &src,
+                &path.display().to_string(),
+                Catalog::builtin(),
+                &PathScope::Lazy,
+            );
             let errors = a
                 .diagnostics
                 .0
@@ -87,7 +108,7 @@ pub fn plan(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                     path.display(),
                     p.hosts.len(),
                     p.flows.len(),
-                    p.paths.len(),
+                    p.path_count(),
                     warnings,
                     if warnings == 1 { "" } else { "s" }
                 )?,

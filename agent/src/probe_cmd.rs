@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use probe_core::probe::{
     Greeting, GreetingExchange, Observed, ProbeConfig, Prober, SweepEta, Target, TlsOptions,
-    TrustRoots, parse_target, parse_target_list, render,
+    TrustRoots, UdpOptions, parse_target, parse_target_list, render,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +23,15 @@ const PROGRESS_FROM: usize = 100;
 /// Arguments of `portcall probe`.
 #[derive(Args, Debug)]
 #[command(after_help = "\
-TARGET is HOST:PORTS[/tls]: HOST a DNS name, an IPv4 address or a bracketed
-IPv6 address; PORTS a port, a list (7611,7711) or a range (30000-30999).
-Examples: db1:3306  198.18.0.5:9443/tls  host:7611,7711  [::1]:443
+TARGET is HOST:PORTS[/tls|/udp]: HOST a DNS name, an IPv4 address or a
+bracketed IPv6 address; PORTS a port, a list (7611,7711) or a range
+(30000-30999).
+Examples: db1:3306  198.18.0.5:9443/tls  host:7611,7711  [::1]:443  ns1:53/udp
+
+UDP targets are open only on an answer that proves arrival: a valid reply to
+a DNS (53), NTP (123) or, with --snmp-community, SNMP (161) request, or a
+portcall canary's line. Silence is timeout, never open: without a canary or a
+known service, UDP cannot be proven.
 
 Exit status: 0 every target open, 1 some target not open, 2 bad input, 130
 interrupted (Ctrl-C, SIGTERM).")]
@@ -71,6 +77,11 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// SNMP community for a v2c get of sysDescr.0 on UDP port 161 (e.g.
+    /// `public`). Without it no SNMP request is sent: a community is a
+    /// credential.
+    #[arg(long, value_name = "COMMUNITY")]
+    snmp_community: Option<String>,
     /// List every result in the table; by default an outcome other than
     /// open with more than 25 results is counted in a "Not shown" line, as
     /// nmap does.
@@ -127,7 +138,15 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     // handshake and the greeting at their deadlines.
     let worst = timeout * (args.retries + 1) + timeout * 2;
     let eta = SweepEta::new(targets.len(), config.concurrency, worst);
-    let prober = Prober::with_exchange(config, greeter)?;
+    if let Some(c) = &args.snmp_community {
+        if let Err(why) = probe_core::plan::check_snmp_community(c) {
+            bail!("--snmp-community {c:?}: {why}");
+        }
+    }
+    let udp = UdpOptions {
+        snmp_community: args.snmp_community.clone(),
+    };
+    let prober = Prober::with_udp(config, Some(greeter), udp)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

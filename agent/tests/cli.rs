@@ -42,6 +42,64 @@ fn plan_show_lists_effective_ports_of_the_example() {
     );
 }
 
+/// The plan of `scripts/bench/mesh_plan.py N M`.
+fn mesh(n: usize, m: usize) -> String {
+    let mut s = format!("name = \"mesh-{n}x{m}\"\n");
+    for i in 1..=n {
+        s += &format!(
+            "[[hosts]]\nname = \"h{i}\"\naddress = \"198.18.{}.{}\"\nroles = [\"svc\"]\n",
+            (i - 1) / 250,
+            (i - 1) % 250 + 1
+        );
+    }
+    s += "[roles.svc]\nports = [\n";
+    for j in 0..m {
+        s += &format!(
+            "  {{ name = \"p{j}\", port = {}, offset = false }},\n",
+            20000 + j
+        );
+    }
+    let names: Vec<String> = (0..m).map(|j| format!("\"p{j}\"")).collect();
+    s += &format!(
+        "]\n[[flows]]\nfrom = \"all\"\nto = \"role:svc\"\nports = [{}]\n",
+        names.join(", ")
+    );
+    s
+}
+
+#[test]
+fn plan_show_json_streams_the_same_document_as_the_whole_plan_renders() {
+    // A mesh big enough to stream over many buffers: 60 x 59 x 5 paths.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.toml");
+    let src = mesh(60, 5);
+    std::fs::write(&file, &src).unwrap();
+    let f = file.to_str().unwrap();
+    let out = portcall(&["plan", "show", f, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The rendering of the plan expanded whole, paths held in memory.
+    let whole = probe_core::plan::Plan::parse(&src, f).unwrap();
+    assert!(whole.holds_every_path());
+    let mut want = Vec::new();
+    probe_core::render::plan::plan_json(&whole, &mut want).unwrap();
+    assert_eq!(out.stdout.len(), want.len());
+    assert!(out.stdout == want, "plan show --format json differs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths = v["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 60 * 59 * 5);
+    assert_eq!(paths[0]["from"], "h2");
+    assert_eq!(paths[0]["to"], "h1");
+    assert_eq!(paths[paths.len() - 1]["from"], "h59");
+    assert_eq!(paths[paths.len() - 1]["port"], 20004);
+    let lint = portcall(&["plan", "lint", f]);
+    assert_eq!(lint.status.code(), Some(0), "{}", text(&lint.stderr));
+    assert!(
+        text(&lint.stdout).contains("ok: 60 hosts, 1 flows, 17700 paths"),
+        "{}",
+        text(&lint.stdout)
+    );
+}
+
 #[test]
 fn plan_show_json_is_the_v1_schema() {
     let out = portcall(&[

@@ -101,3 +101,62 @@ fn target_files_are_read_and_bad_lines_named() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("line 2: target \"127.0.0.1:http\""), "{err}");
 }
+
+/// UDP targets on loopback: a socket answering as a canary is open with
+/// `arrived`, a closed port is refused with the ICMP, the table shows both;
+/// bad UDP input exits 2 naming it.
+#[test]
+fn udp_targets_give_exact_outcomes_and_bad_udp_input_exits_2() {
+    let canary = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = canary.local_addr().unwrap().port();
+    let answering = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        for _ in 0..2 {
+            let (_, from) = canary.recv_from(&mut buf).unwrap();
+            canary
+                .send_to(b"PORTCALL-ERR lo not-this-round\n", from)
+                .unwrap();
+        }
+    });
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let spec = format!("127.0.0.1:{port},{closed}/udp");
+    let out = portcall(&[&spec, "--format", "json", "--timeout-ms", "500"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["results"];
+    assert_eq!(r[0]["target"], format!("127.0.0.1:{port}/udp"));
+    assert_eq!(r[0]["protocol"], "udp");
+    assert_eq!(r[0]["observed"], "open", "{}", r[0]);
+    assert_eq!(r[0]["arrived"], 1);
+    assert_eq!(r[1]["observed"], "refused", "{}", r[1]);
+    assert_eq!(r[1]["icmp"]["type"], "port-unreachable");
+    assert!(r[1].get("arrived").is_none());
+
+    let out = portcall(&[&spec, "--timeout-ms", "500"]);
+    answering.join().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("the portcall canary of lo answered (not-this-round)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("no UDP socket on the port (ICMP port-unreachable from 127.0.0.1)"),
+        "{text}"
+    );
+    assert!(text.ends_with("2 targets: 1 open, 1 refused\n"), "{text}");
+
+    let out = portcall(&["127.0.0.1:53/sctp"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("127.0.0.1:53/sctp") && err.contains("tcp, tls or udp"),
+        "{err}"
+    );
+    let out = portcall(&["127.0.0.1:161/udp", "--snmp-community", ""]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--snmp-community"), "{err}");
+}

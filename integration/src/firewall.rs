@@ -63,6 +63,11 @@ pub fn accept(source: &str, port: u16) -> String {
     format!("{family} saddr {source} tcp dport {port} accept")
 }
 
+/// The accept rule for `source` reaching UDP `port`.
+pub fn accept_udp(source: &str, port: u16) -> String {
+    accept(source, port).replace(" tcp dport ", " udp dport ")
+}
+
 /// The correct firewall for every host of `plan`: the coordinator host may
 /// reach every agent's control port, every must-be-open path is accepted
 /// from its source's address, and everything else arriving is dropped.
@@ -105,7 +110,11 @@ pub fn correct_with_control(
     for p in plan.paths.iter().filter(|p| p.expect == Expect::Open) {
         let r = rules.get_mut(&p.to).expect("every target is a host");
         for a in addrs(&p.from) {
-            let rule = accept(&a, p.port.get());
+            let rule = if p.protocol == probe_core::port::Protocol::Udp {
+                accept_udp(&a, p.port.get())
+            } else {
+                accept(&a, p.port.get())
+            };
             if !r.input_accepts.contains(&rule) {
                 r.input_accepts.push(rule);
             }

@@ -87,7 +87,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
+/// `name` on `PATH` or in the usual system directories.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))

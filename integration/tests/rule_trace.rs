@@ -155,10 +155,41 @@ fn host_rule_policy_and_egress_drops_are_named_and_nothing_is_left_behind() {
     assert_eq!(open.verdict, Verdict::Ok, "{open:#?}");
     assert_eq!(open.blame, None);
 
-    // Teardown removed the trace tables.
+    // Teardown removed the trace tables and ended every `nft monitor` (and
+    // its `timeout` wrapper): none may outlive the round in the namespace.
     for host in ["src", "dst"] {
         assert_eq!(trace_tables(&lab.lab, host), Vec::<String>::new(), "{host}");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let left = commands_in(&lab, host, "nft");
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{host}: nft processes left after the round: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+}
+
+/// The command lines of processes in lab host `host`'s namespace whose
+/// program name is `name` (or that run it, as `timeout ... nft` does).
+fn commands_in(lab: &PlanLab, host: &str, name: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "pids", lab.lab.netns(host)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| {
+            c.split_whitespace()
+                .any(|w| w.rsplit('/').next() == Some(name))
+        })
+        .collect()
 }
 
 /// The pid of the `portcall` agent inside lab host `host`, found among

@@ -532,3 +532,109 @@ fn unfixable_violations_are_comments_under_the_right_host() {
         "{script}"
     );
 }
+
+/// A report of UDP paths: a dropped must-be-open 53/udp, a must-be-blocked
+/// 514/udp that got through (web must still reach 514/tcp, which the UDP
+/// default deny must not keep open for it).
+fn udp_report() -> Report {
+    let path = |port: u16, protocol: &str, expect: &str, observed: &str, verdict: &str| {
+        serde_json::json!({
+            "from": "web", "to": "db", "address": "198.18.0.4",
+            "port": port, "service": format!("svc{port}"), "protocol": protocol,
+            "expect": expect, "observed": observed, "verdict": verdict,
+            "detail": "udp", "latency_ms": null, "attempts": 2, "arrived": 0,
+            "target_saw": observed == "open", "seen_source": null,
+        })
+    };
+    let host = |name: &str, address: &str| serde_json::json!({"name": name, "address": address, "agent": "up", "conflicts": []});
+    let value = serde_json::json!({
+        "schema": "portcall.report/v1",
+        "plan": "validate-udp",
+        "started_at": "2025-01-01T00:00:00.000Z",
+        "finished_at": "2025-01-01T00:00:01.000Z",
+        "summary": {"paths": 0, "ok": 0, "violations": 0, "errors": 0},
+        "hosts": [host("web", "198.18.0.2"), host("db", "198.18.0.4")],
+        "paths": [
+            path(53, "udp", "open", "timeout", "violation"),
+            path(514, "udp", "blocked", "open", "violation"),
+            path(514, "tcp", "open", "open", "ok"),
+        ],
+    });
+    let mut r = report::json::read(&value.to_string()).expect("a valid report");
+    r.recount();
+    r
+}
+
+fn udp_script(format: FirewallFormat) -> Result<String> {
+    let s = suggest(&udp_report(), &SuggestOptions::new(format))?;
+    ensure!(rules(&s).len() == 2, "{:?}", rules(&s));
+    let mut out = Vec::new();
+    s.write(&mut out)?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[test]
+fn udp_rules_are_applied_by_nft_iptables_and_firewall_offline_cmd() -> Result<()> {
+    if ready(&[("nft", "nftables")], true) {
+        let script = udp_script(FirewallFormat::Nft)?;
+        let ns = Netns::new("nftudp")?;
+        ns.run(
+            "nft",
+            &["-f", "-"],
+            Some("table inet filter {\n chain input {\n  type filter hook input priority 0; policy accept;\n }\n}\n"),
+        )?;
+        ns.sh(&script)?;
+        let listing = ns.run("nft", &["list", "chain", "inet", "filter", "input"], None)?;
+        position(&listing, &["ip saddr 198.18.0.2 udp dport 53 ", " accept"])?;
+        position(
+            &listing,
+            &["udp dport 514 ", " drop", "default deny of port 514"],
+        )?;
+        ensure!(!listing.contains("tcp dport"), "{listing}");
+    }
+    if ready(&[("iptables", "iptables")], true) {
+        let script = udp_script(FirewallFormat::Iptables)?;
+        let ns = Netns::new("iptudp")?;
+        ns.sh(&script)?;
+        let listing = ns.run("iptables", &["-w", "-S", "INPUT"], None)?;
+        position(
+            &listing,
+            &["-s 198.18.0.2/32", "-p udp", "--dport 53", "-j ACCEPT"],
+        )?;
+        position(&listing, &["-p udp", "--dport 514", "-j DROP"])?;
+        ensure!(!listing.contains("-p tcp"), "{listing}");
+    }
+    if ready(&[("firewall-offline-cmd", "firewalld")], false) {
+        let script = udp_script(FirewallFormat::Firewalld)?;
+        let scratch = tempfile::tempdir()?;
+        std::fs::write(
+            scratch.path().join("firewalld.conf"),
+            "DefaultZone=public\n",
+        )?;
+        for line in script
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#') && *l != "firewall-cmd --reload")
+        {
+            let Some(args) = line.strip_prefix("firewall-cmd --permanent ") else {
+                bail!("unexpected command: {line}");
+            };
+            let out = offline(scratch.path(), args)?;
+            ensure!(
+                out.status.success(),
+                "firewall-offline-cmd refused {line}: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        let listed = text(&offline(scratch.path(), "--list-rich-rules")?.stdout);
+        ensure!(
+            listed.contains(r#"source address="198.18.0.2" port port="53" protocol="udp" accept"#),
+            "{listed}"
+        );
+        ensure!(
+            listed.contains(r#"port port="514" protocol="udp" drop"#),
+            "{listed}"
+        );
+    }
+    Ok(())
+}

@@ -12,4 +12,6 @@ mod rule_trace;
 mod ssh_lab;
 mod suggest_validate;
 mod timing_lab;
+mod udp_lab;
+mod udp_probe_lab;
 mod wso2_lab;

@@ -170,8 +170,8 @@ mod tests {
     }
 }
 
-/// How a port is spoken to: a bare TCP handshake, or TCP followed by a TLS
-/// handshake.
+/// How a port is spoken to: a bare TCP handshake, TCP followed by a TLS
+/// handshake, or UDP datagrams (which prove nothing without an answer).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, serde::Deserialize,
 )]
@@ -182,6 +182,10 @@ pub enum Protocol {
     Tcp,
     /// TCP, then a TLS client handshake.
     Tls,
+    /// UDP: a datagram out, and `open` only on an answer that proves it
+    /// arrived (a canary's line, or a valid reply of a service portcall
+    /// knows); see `probe::udp`.
+    Udp,
 }
 
 impl Protocol {
@@ -190,7 +194,15 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Tls => "tls",
+            Protocol::Udp => "udp",
         }
+    }
+}
+
+impl Protocol {
+    /// True for the protocols carried over TCP (`tcp`, `tls`).
+    pub const fn is_tcp(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Tls)
     }
 }
 

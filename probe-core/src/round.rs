@@ -346,6 +346,7 @@ pub async fn run_round<T: Transport + ?Sized>(
             let hp = HostPort {
                 host: s.host.clone(),
                 port: l.port,
+                udp: l.protocol == crate::port::Protocol::Udp,
             };
             match l.state {
                 ListenerState::Canary => {}

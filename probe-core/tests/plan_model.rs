@@ -789,3 +789,172 @@ fn plan_show_lists_addresses_and_families() {
     assert_eq!(doc["paths"][1]["family"], "ipv4");
     assert_eq!(doc["hosts"][3]["addresses"][1], "198.18.3.40");
 }
+
+#[test]
+fn a_port_number_over_tcp_and_udp_is_no_collision_but_the_same_protocol_twice_is() {
+    let src = r#"
+name = "udp"
+[roles.rsyslog-tls]
+ports = [{ name = "syslog-tcp", port = 514, offset = false }]
+[[hosts]]
+name = "ns"
+address = "198.18.0.1"
+roles = ["dns", "syslog", "rsyslog-tls", "ntp"]
+[[hosts]]
+name = "app"
+address = "198.18.0.2"
+[[flows]]
+from = "host:app"
+to = "host:ns"
+ports = [53, "syslog", "syslog-tcp", "ntp"]
+"#;
+    let a = analyze(src, "t.toml", Catalog::builtin());
+    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+    let plan = a.plan.unwrap();
+    // Port 53 by number means both of dns's ports; every path is its own.
+    let paths: Vec<(u16, Protocol, &str)> = plan
+        .paths
+        .iter()
+        .map(|p| (p.port.get(), p.protocol, p.service.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (53, Protocol::Udp, "dns"),
+            (53, Protocol::Tcp, "dns-tcp"),
+            (514, Protocol::Udp, "syslog"),
+            (514, Protocol::Tcp, "syslog-tcp"),
+            (123, Protocol::Udp, "ntp"),
+        ]
+    );
+    let mut table = Vec::new();
+    plan_table(&plan, &mut table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.contains("dns 53/udp"), "{table}");
+    assert!(table.contains("dns-tcp 53"), "{table}");
+    let mut json = Vec::new();
+    plan_json(&plan, &mut json).unwrap();
+    let json = String::from_utf8(json).unwrap();
+    assert!(json.contains(r#""protocol": "udp""#), "{json}");
+
+    // Two UDP services on 514 do collide.
+    let twice = src.replace(
+        r#"ports = [{ name = "syslog-tcp", port = 514, offset = false }]"#,
+        r#"ports = [{ name = "syslog-tcp", port = 514, protocol = "udp", offset = false }]"#,
+    );
+    let problems = errors(&twice);
+    assert!(
+        problems
+            .iter()
+            .any(|p| matches!(p, Problem::PortCollision { port: 514, .. })),
+        "{problems:?}"
+    );
+}
+
+const UDP_PLAN: &str = r#"
+name = "udp"
+[defaults]
+snmp_community = "public"
+[roles.infra]
+ports = [
+  { name = "ntp", port = 123, protocol = "udp" },
+  { name = "dns", port = 53, protocol = "udp" },
+  { name = "dns-tcp", port = 53 },
+]
+[[hosts]]
+name = "a"
+address = "198.18.0.10"
+roles = []
+[[hosts]]
+name = "b"
+address = "198.18.0.11"
+roles = ["infra"]
+[[flows]]
+from = "host:a"
+to = "host:b"
+ports = ["ntp", 53]
+"#;
+
+#[test]
+fn udp_ports_parse_and_never_collide_with_tcp_ports_of_the_same_number() {
+    let a = analyze(UDP_PLAN, "u.toml", Catalog::builtin());
+    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+    let p = a.plan.unwrap();
+    let paths: Vec<(u16, Protocol, &str)> = p
+        .paths
+        .iter()
+        .map(|x| (x.port.get(), x.protocol, x.service.as_str()))
+        .collect();
+    // The number 53 means both planned ports of that number: two paths.
+    assert_eq!(
+        paths,
+        [
+            (123, Protocol::Udp, "ntp"),
+            (53, Protocol::Udp, "dns"),
+            (53, Protocol::Tcp, "dns-tcp")
+        ]
+    );
+    assert_eq!(p.snmp_community.as_deref(), Some("public"));
+    // Two UDP ports of one number still collide.
+    let twice = UDP_PLAN.replace(
+        r#"{ name = "dns-tcp", port = 53 }"#,
+        r#"{ name = "dns2", port = 53, protocol = "udp" }"#,
+    );
+    assert!(
+        errors(&twice)
+            .iter()
+            .any(|e| matches!(e, Problem::PortCollision { port: 53, .. })),
+        "{:?}",
+        errors(&twice)
+    );
+}
+
+#[test]
+fn the_catalog_has_the_udp_roles() {
+    let c = Catalog::builtin();
+    let ports = |role: &str| -> Vec<(String, u16, Protocol)> {
+        c.get(role)
+            .unwrap_or_else(|| panic!("no {role}"))
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.port.get(), p.protocol))
+            .collect()
+    };
+    assert_eq!(
+        ports("dns"),
+        [
+            ("dns".into(), 53, Protocol::Udp),
+            ("dns-tcp".into(), 53, Protocol::Tcp)
+        ]
+    );
+    assert_eq!(ports("ntp"), [("ntp".into(), 123, Protocol::Udp)]);
+    assert_eq!(ports("syslog"), [("syslog".into(), 514, Protocol::Udp)]);
+    assert_eq!(ports("snmp"), [("snmp".into(), 161, Protocol::Udp)]);
+}
+
+#[test]
+fn a_bad_snmp_community_or_protocol_is_an_error_at_its_place() {
+    let empty = UDP_PLAN.replace(r#"snmp_community = "public""#, r#"snmp_community = """#);
+    match Plan::parse(&empty, "u.toml") {
+        Err(PlanError::Invalid(d)) => {
+            let text = d.to_string();
+            assert!(text.contains("u.toml:4:18"), "{text}");
+            assert!(text.contains("defaults.snmp_community"), "{text}");
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+    let sctp = UDP_PLAN.replace(
+        r#"protocol = "udp" },
+  { name = "dns""#,
+        r#"protocol = "sctp" },
+  { name = "dns""#,
+    );
+    match Plan::parse(&sctp, "u.toml") {
+        Err(PlanError::Invalid(d)) => {
+            let text = d.to_string();
+            assert!(text.contains("u.toml:7:"), "{text}");
+            assert!(text.contains("udp"), "{text}");
+        }
+        other => panic!("accepted: {other:?}"),
+    }
+}

@@ -979,3 +979,104 @@ async fn silence_on_a_host_that_answers_elsewhere_gives_up_after_its_round_trip(
     assert!(started.elapsed() >= Duration::from_millis(1000));
     assert_eq!(results[0].detail, "no answer within 1000 ms (1 attempt)");
 }
+
+/// A UDP socket on loopback that answers each datagram with `reply` (or
+/// stays silent when `None`), counting what it received.
+async fn udp_responder(reply: Option<&'static [u8]>) -> (u16, Arc<AtomicUsize>) {
+    let s = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let port = s.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((_, from)) = s.recv_from(&mut buf).await {
+            count.fetch_add(1, Ordering::SeqCst);
+            if let Some(r) = reply {
+                let _ = s.send_to(r, from).await;
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn udp_canary_line_is_open_with_arrival_and_the_host_named() {
+    let (port, seen) = udp_responder(Some(b"PORTCALL-OK web 00ff\n")).await;
+    let r = probe(quick(), target(port, Protocol::Udp)).await;
+    assert_eq!(r.observed, Observed::Open, "{r:?}");
+    assert_eq!(r.arrived, Some(1));
+    assert_eq!(r.attempts, 1);
+    assert_eq!(
+        r.detail,
+        "the portcall canary of web answered: the datagram arrived"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(r.local_address.map(|a| a.ip()), Some(LOCALHOST));
+}
+
+#[tokio::test]
+async fn udp_silence_and_stray_replies_are_timeout_after_every_retry_never_open() {
+    let config = ProbeConfig {
+        connect_timeout: Duration::from_millis(150),
+        retry_spacing: Duration::from_millis(50),
+        retries: 2,
+        ..quick()
+    };
+    for reply in [None, Some(&b"hello, not an answer\n"[..])] {
+        let (port, seen) = udp_responder(reply).await;
+        let r = probe(config.clone(), target(port, Protocol::Udp)).await;
+        assert_eq!(r.observed, Observed::Timeout, "{r:?}");
+        assert_eq!(r.attempts, 3, "{r:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 3, "every datagram left");
+        assert_eq!(r.arrived, None);
+        assert!(
+            r.detail.ends_with(
+                "dropped, or a service that ignores this request; UDP cannot be proven without a canary"
+            ),
+            "{}",
+            r.detail
+        );
+        assert!(r.walk.is_none());
+    }
+}
+
+#[tokio::test]
+async fn udp_closed_port_is_refused_with_the_icmp_evidence() {
+    let closed = std::net::UdpSocket::bind((LOCALHOST, 0)).unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = ProbeConfig {
+        retries: 2,
+        ..quick()
+    };
+    let r = probe(config, target(port, Protocol::Udp)).await;
+    assert_eq!(r.observed, Observed::Refused, "{r:?}");
+    assert_eq!(r.attempts, 1, "ICMP is final, not retried");
+    let icmp = r.icmp.expect("the ICMP is evidence");
+    assert_eq!(
+        (icmp.kind.as_str(), icmp.from.as_str()),
+        ("port-unreachable", "127.0.0.1")
+    );
+}
+
+#[tokio::test]
+async fn udp_on_ipv6_loopback_reads_icmpv6_evidence() {
+    let Ok(closed) = std::net::UdpSocket::bind("[::1]:0") else {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    };
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let t = Target::new(
+        Host::Ip("::1".parse().unwrap()),
+        Port::new(port).unwrap(),
+        Protocol::Udp,
+    );
+    let r = probe(quick(), t).await;
+    assert_eq!(r.observed, Observed::Refused, "{r:?}");
+    let icmp = r.icmp.expect("the ICMPv6 is evidence");
+    assert_eq!(
+        (icmp.kind.as_str(), icmp.from.as_str()),
+        ("port-unreachable", "::1")
+    );
+}

@@ -3,13 +3,17 @@
 //! by itself after `--lifetime` seconds so that nothing outlives a test.
 //!
 //! Usage: `lab-server --bind ADDR [--tcp PORTS] [--tls PORTS --ca-out FILE
-//! --name NAME [--extra-sans N]] [--lifetime SECS]`; PORTS as in targets
-//! (`80,443,7000-7099`). `--extra-sans N` pads the certificate with N more
-//! DNS names, for a handshake too large for a small path MTU.
+//! --name NAME [--extra-sans N]] [--udp-canary PORTS] [--udp-silent PORTS]
+//! [--lifetime SECS]`; PORTS as in targets (`80,443,7000-7099`).
+//! `--extra-sans N` pads the certificate with N more DNS names, for a
+//! handshake too large for a small path MTU. `--udp-canary` answers each
+//! datagram as a portcall canary of `--name` from another round would
+//! (`PORTCALL-ERR NAME not-this-round`); `--udp-silent` reads datagrams and
+//! never answers (a service that ignores the request).
 //! Prints `ready` once every listener is bound.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,8 @@ struct Options {
     ca_out: Option<PathBuf>,
     name: String,
     extra_sans: usize,
+    udp_canary: Vec<u16>,
+    udp_silent: Vec<u16>,
     lifetime: Duration,
 }
 
@@ -41,6 +47,8 @@ fn parse_args() -> anyhow::Result<Options> {
         ca_out: None,
         name: "lab-server".to_string(),
         extra_sans: 0,
+        udp_canary: Vec::new(),
+        udp_silent: Vec::new(),
         lifetime: Duration::from_secs(300),
     };
     let mut args = std::env::args().skip(1);
@@ -55,6 +63,8 @@ fn parse_args() -> anyhow::Result<Options> {
             "--ca-out" => o.ca_out = Some(PathBuf::from(value)),
             "--name" => o.name = value,
             "--extra-sans" => o.extra_sans = value.parse().context("--extra-sans")?,
+            "--udp-canary" => o.udp_canary = ports(&value)?,
+            "--udp-silent" => o.udp_silent = ports(&value)?,
             "--lifetime" => o.lifetime = Duration::from_secs(value.parse().context("--lifetime")?),
             _ => bail!("unknown flag {flag}"),
         }
@@ -91,10 +101,35 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
+    for &port in &o.udp_canary {
+        let s = UdpSocket::bind((o.bind, port)).with_context(|| format!("bind udp {port}"))?;
+        let name = o.name.clone();
+        std::thread::spawn(move || canary_udp(&s, &name));
+    }
+    for &port in &o.udp_silent {
+        let s = UdpSocket::bind((o.bind, port)).with_context(|| format!("bind udp {port}"))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while s.recv_from(&mut buf).is_ok() {}
+        });
+    }
     println!("ready");
     std::io::stdout().flush()?;
     std::thread::sleep(o.lifetime);
     Ok(())
+}
+
+/// Answers every datagram as a portcall canary of `name` in another round.
+fn canary_udp(s: &UdpSocket, name: &str) {
+    let mut buf = [0u8; 2048];
+    while let Ok((n, from)) = s.recv_from(&mut buf) {
+        let line = std::str::from_utf8(&buf[..n]).unwrap_or("");
+        let why = match probe_core::agent::canary::parse_probe_line(line) {
+            Some(_) => "not-this-round",
+            None => "bad-line",
+        };
+        let _ = s.send_to(format!("PORTCALL-ERR {name} {why}\n").as_bytes(), from);
+    }
 }
 
 fn serve_tls(mut stream: TcpStream, config: Arc<rustls::ServerConfig>) {

@@ -20,7 +20,7 @@
 //! path as shed, never as `wrong-host`: only something that answered and
 //! is not our canary is another host.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -151,18 +151,21 @@ struct Log {
     strays: u64,
     dropped: u64,
     shed: u64,
+    /// Where each nonce sits in `seen` (UDP canaries count repeats).
+    index: HashMap<String, usize>,
 }
 
-/// The evidence of one round's canaries, shared by their tasks.
+/// The evidence of one round's canaries, shared by their tasks. Keyed by
+/// port and whether the canary is UDP: a host may plan 53/tcp and 53/udp.
 #[derive(Debug, Default)]
 pub struct EvidenceLog {
-    logs: Mutex<BTreeMap<u16, Log>>,
+    logs: Mutex<BTreeMap<(u16, bool), Log>>,
 }
 
 impl EvidenceLog {
     fn record(&self, port: u16, sighting: Option<Sighting>, cap: usize) {
         let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        let log = logs.entry(port).or_default();
+        let log = logs.entry((port, false)).or_default();
         match sighting {
             Some(s) if log.seen.len() < cap => log.seen.push(s),
             Some(_) => log.dropped += 1,
@@ -170,21 +173,59 @@ impl EvidenceLog {
         }
     }
 
+    /// A datagram carrying `nonce` from `source` at UDP canary `port`: a
+    /// nonce seen before counts one more datagram, a new one is kept while
+    /// fewer than `cap` are (else counted as dropped).
+    pub(crate) fn record_datagram(&self, port: u16, nonce: &str, source: SocketAddr, cap: usize) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let log = logs.entry((port, true)).or_default();
+        if let Some(&i) = log.index.get(nonce) {
+            log.seen[i].datagrams = log.seen[i].datagrams.saturating_add(1);
+        } else if log.seen.len() < cap {
+            log.index.insert(nonce.to_string(), log.seen.len());
+            log.seen.push(Sighting {
+                nonce: nonce.to_string(),
+                source,
+                datagrams: 1,
+            });
+        } else {
+            log.dropped += 1;
+        }
+    }
+
+    /// `n` datagrams at UDP canary `port` that carried no line of this
+    /// round.
+    pub(crate) fn stray_datagrams(&self, port: u16, n: u64) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry((port, true)).or_default().strays += n;
+    }
+
+    /// Registers a canary, so that its evidence is listed even when it saw
+    /// nothing.
+    pub(crate) fn open(&self, port: u16, udp: bool) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((port, udp))
+            .or_default();
+    }
+
     fn shed(&self, port: u16) {
         let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.entry(port).or_default().shed += 1;
+        logs.entry((port, false)).or_default().shed += 1;
     }
 
     /// Everything recorded so far, one entry per canary port.
     pub fn snapshot(&self) -> Vec<CanaryEvidence> {
         let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
         logs.iter()
-            .map(|(port, l)| CanaryEvidence {
+            .map(|((port, udp), l)| CanaryEvidence {
                 port: *port,
                 seen: l.seen.clone(),
                 strays: l.strays,
                 dropped: l.dropped,
                 shed: l.shed,
+                udp: *udp,
             })
             .collect()
     }
@@ -225,6 +266,12 @@ pub fn open_canaries(
     let log = Arc::new(EvidenceLog::default());
     let mut reports = Vec::with_capacity(ports.len());
     for p in ports {
+        if p.protocol == Protocol::Udp {
+            reports.push(super::udp_canary::open(
+                ips, p, options, &log, deadline, cancel, tracker,
+            ));
+            continue;
+        }
         let mut listeners = Vec::with_capacity(ips.len());
         let mut failure = None;
         for ip in ips {
@@ -242,11 +289,7 @@ pub fn open_canaries(
             // is a canary on every address or on none.
             Some(f) => f,
             None => {
-                log.logs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(p.port)
-                    .or_default();
+                log.open(p.port, false);
                 for listener in listeners {
                     tracker.spawn(serve(
                         listener,
@@ -271,7 +314,11 @@ pub fn open_canaries(
     (reports, log)
 }
 
-fn bind_failure(addr: SocketAddr, port: u16, e: &std::io::Error) -> (ListenerState, String) {
+pub(crate) fn bind_failure(
+    addr: SocketAddr,
+    port: u16,
+    e: &std::io::Error,
+) -> (ListenerState, String) {
     match e.raw_os_error() {
         Some(libc::EADDRINUSE) => (
             ListenerState::Held,
@@ -447,6 +494,8 @@ async fn answer(
                 Err(_) => log.record(port, None, options.max_sightings),
             }
         }
+        // UDP ports never get a TCP listener (see `udp_canary`).
+        Protocol::Udp => drop(stream),
     }
 }
 
@@ -465,6 +514,7 @@ async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
                 Some(Sighting {
                     nonce: nonce.to_string(),
                     source: peer,
+                    datagrams: 0,
                 }),
                 options.max_sightings,
             );

@@ -20,6 +20,7 @@ mod endpoint;
 pub mod nftrace;
 mod stdio;
 pub mod syn_watch;
+pub mod udp_canary;
 
 pub use stdio::{StdioPlan, serve_stdio};
 
@@ -43,6 +44,7 @@ use crate::control::{
     RoundRef, ServerSecurity, read_frame, write_frame,
 };
 use crate::plan::{Address, Plan};
+use crate::port::Protocol;
 use crate::probe::{self, ProbeConfig, Prober, Target};
 use canary::{CanaryOptions, EvidenceLog, NonceExchange, PlannedPort};
 use endpoint::{Admission, Bucket, Refusal, SlotLimits, Ticket};
@@ -61,7 +63,11 @@ pub struct AgentLimits {
     pub pending_connections: usize,
     /// Control connections at once from one address.
     pub connections_per_peer: usize,
-    /// Deadline for a client's TLS handshake and authorization.
+    /// Deadline for a client's TLS handshake and authorization; as long as
+    /// the coordinator's connect deadline, so that a round of a hundred
+    /// agents starting their handshakes at once on a busy host is not
+    /// refused by its own agents (slow clients are still bounded by
+    /// `pending_connections`, the oldest evicted first).
     pub handshake_timeout: Duration,
     /// How long a control connection may stay silent between requests.
     pub idle_timeout: Duration,
@@ -104,7 +110,7 @@ impl Default for AgentLimits {
             max_connections: 16,
             pending_connections: 64,
             connections_per_peer: 8,
-            handshake_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(120),
             write_timeout: Duration::from_secs(10),
             request_burst: 40,
@@ -257,7 +263,8 @@ pub fn canary_ports(plan: &Plan, host: &str) -> Vec<PlannedPort> {
         .iter()
         .filter(|p| p.to == host && p.role.is_some())
         .map(|p| (p, p.server_port.unwrap_or(p.port)))
-        .filter(|(_, port)| seen.insert(port.get()))
+        // 53/tcp and 53/udp are two canaries.
+        .filter(|(p, port)| seen.insert((port.get(), p.protocol == Protocol::Udp)))
         .map(|(p, port)| PlannedPort {
             port: port.get(),
             protocol: p.protocol,
@@ -832,7 +839,11 @@ impl Shared {
         // Reading the kernel's tables blocks: off the runtime's workers.
         let (ips, watched, watch_cancel) = (
             self.canary_ips.clone(),
-            listeners.iter().map(|l| l.port).collect(),
+            listeners
+                .iter()
+                .filter(|l| l.protocol.is_tcp())
+                .map(|l| l.port)
+                .collect(),
             cancel.clone(),
         );
         let handshakes = tokio::task::spawn_blocking(move || {
@@ -890,7 +901,8 @@ impl Shared {
         };
         let mut inbound = Vec::new();
         let mut outbound = Vec::new();
-        for p in &plan.paths {
+        // The trace table matches TCP only (UDP paths are not traced).
+        for p in plan.paths.iter().filter(|p| p.protocol.is_tcp()) {
             if p.to == *host && p.role.is_some() {
                 // Every address of the source: a dual-stack source may
                 // arrive from either family.
@@ -955,7 +967,11 @@ impl Shared {
         let mut targets = Vec::new();
         let mut slots = Vec::new();
         let mut greetings = Vec::new();
-        for (i, path) in plan.paths.iter().enumerate() {
+        let mut udp_paths = Vec::new();
+        for (k, path) in plan.paths.iter().enumerate() {
+            // The path's position in the whole plan, which is what the
+            // coordinator names (the agent may hold only its own paths).
+            let i = plan.path_index(k);
             if path.from != *host
                 || skip_hosts.contains(path.to.as_str())
                 || only.as_ref().is_some_and(|o| !o.contains(&i))
@@ -965,11 +981,31 @@ impl Shared {
             let key = HostPort {
                 host: path.to.clone(),
                 port: path.port.get(),
+                udp: path.protocol == Protocol::Udp,
             };
             if skip.contains(&key) {
                 continue;
             }
             let canary = path.role.is_some() && !live.contains(&key);
+            if path.protocol == Protocol::Udp {
+                if canary {
+                    udp_paths.push(udp_canary::UdpPath {
+                        path: i,
+                        target: udp_target(&path.address, path.port.get()).await,
+                        nonce: control::random_id(16),
+                        expected: path.to.clone(),
+                    });
+                    continue;
+                }
+                // A live UDP service portcall knows no request for cannot
+                // be proven: nothing is sent (the join says why).
+                if !crate::report::udp::live_request_known(
+                    path.port.get(),
+                    plan.snmp_community.as_deref(),
+                ) {
+                    continue;
+                }
+            }
             let probe_host = match &path.address {
                 Address::Ip(ip) => probe::Host::Ip(*ip),
                 Address::Dns(n) => probe::Host::Name(Arc::from(n.as_str())),
@@ -1022,13 +1058,26 @@ impl Shared {
             per_attempt / 2,
             Some(exchange.clone()),
         ));
-        let prober = match Prober::with_exchange(config, greeter.clone()) {
+        let udp_options = probe::udp_service::UdpOptions {
+            snmp_community: plan.snmp_community.clone(),
+        };
+        let prober = match Prober::with_udp(config, Some(greeter.clone()), udp_options) {
             Ok(p) => p,
             Err(e) => return error(format!("probe: {e}")),
         };
         let started = Instant::now();
-        let results = prober.sweep(targets, &cancel, |_, _| {}).await;
-        tracing::info!(round = %req.round, paths = results.len(), ms = started.elapsed().as_millis() as u64, "probes done");
+        let udp_probing = udp_canary::UdpProbing {
+            round: req.round.clone(),
+            sources: self.sources.clone(),
+            per_attempt,
+            attempts: d.retries.saturating_add(1),
+            concurrency: self.config.limits.probe_concurrency,
+        };
+        let (results, udp_results) = tokio::join!(
+            prober.sweep(targets, &cancel, |_, _| {}),
+            udp_canary::probe_paths(&udp_probing, udp_paths, &cancel),
+        );
+        tracing::info!(round = %req.round, paths = results.len() + udp_results.len(), ms = started.elapsed().as_millis() as u64, "probes done");
         let results = results
             .into_iter()
             .enumerate()
@@ -1050,11 +1099,26 @@ impl Shared {
                 service_banner: greeter.banner(k),
                 shed: r.shed,
             })
+            .chain(udp_results)
             .collect();
         Response::Probed(ProbeReply {
             round: req.round,
             results,
         })
+    }
+}
+
+/// Where a UDP path's datagrams go: its plan address, a name resolved
+/// here (the first address).
+async fn udp_target(address: &Address, port: u16) -> Result<SocketAddr, String> {
+    match address {
+        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
+        Address::Dns(name) => match tokio::net::lookup_host((name.as_str(), port)).await {
+            Ok(mut found) => found
+                .next()
+                .ok_or_else(|| format!("{name} resolves to no address")),
+            Err(e) => Err(format!("cannot resolve {name}: {e}")),
+        },
     }
 }
 

@@ -120,12 +120,15 @@ pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
         s.push_str("  }\n");
     }
     // Below raw (-300) and conntrack (-200): our mark is set before any
-    // other chain of the hook sees the packet.
+    // other chain of the hook sees the packet. Only the opening SYN is
+    // traced: it is what a filter drops or rejects, and tracing every
+    // packet of every exchange made `nft monitor` the busiest process of a
+    // large round.
     s.push_str(
-        "  chain pre {\n    type filter hook prerouting priority -500; policy accept;\n    ip saddr . tcp dport @in4 meta nftrace set 1\n    ip6 saddr . tcp dport @in6 meta nftrace set 1\n  }\n",
+        "  chain pre {\n    type filter hook prerouting priority -500; policy accept;\n    tcp flags & (syn | ack) == syn ip saddr . tcp dport @in4 meta nftrace set 1\n    tcp flags & (syn | ack) == syn ip6 saddr . tcp dport @in6 meta nftrace set 1\n  }\n",
     );
     s.push_str(
-        "  chain out {\n    type filter hook output priority -500; policy accept;\n    ip daddr . tcp dport @out4 meta nftrace set 1\n    ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }\n}\n",
+        "  chain out {\n    type filter hook output priority -500; policy accept;\n    tcp flags & (syn | ack) == syn ip daddr . tcp dport @out4 meta nftrace set 1\n    tcp flags & (syn | ack) == syn ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }\n}\n",
     );
     s
 }
@@ -480,8 +483,48 @@ pub struct Tracer {
     nft: PathBuf,
     table: String,
     log: Arc<Mutex<TraceLog>>,
-    monitor: Mutex<Option<Child>>,
+    monitor: Mutex<Option<Monitor>>,
     note: Option<String>,
+}
+
+/// The `nft monitor` process and the `timeout` wrapper around it, in a
+/// process group of their own. Killing only the wrapper (what
+/// `kill_on_drop` does) leaves `nft` running under init, holding its
+/// network namespace alive, once per round; so the whole group is ended,
+/// when tracing stops and when the monitor is dropped.
+#[derive(Debug)]
+struct Monitor {
+    child: Child,
+    group: Option<nix::unistd::Pid>,
+}
+
+impl Monitor {
+    fn spawn(cmd: &mut Command) -> std::io::Result<Monitor> {
+        cmd.process_group(0);
+        let child = cmd.spawn()?;
+        let group = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(nix::unistd::Pid::from_raw);
+        Ok(Monitor { child, group })
+    }
+
+    fn signal_group(&mut self) {
+        if let Some(group) = self.group.take() {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    async fn kill(mut self) {
+        self.signal_group();
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.signal_group();
+    }
 }
 
 impl Tracer {
@@ -509,11 +552,14 @@ impl Tracer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("could not run nft monitor: {e}"))?;
-        let stdout = child.stdout.take().ok_or("nft monitor has no stdout")?;
-        let stderr = child.stderr.take();
+        let mut monitor =
+            Monitor::spawn(&mut cmd).map_err(|e| format!("could not run nft monitor: {e}"))?;
+        let stdout = monitor
+            .child
+            .stdout
+            .take()
+            .ok_or("nft monitor has no stdout")?;
+        let stderr = monitor.child.stderr.take();
         let log = Arc::new(Mutex::new(TraceLog::new(&table)));
         let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
         {
@@ -532,7 +578,7 @@ impl Tracer {
             });
         }
         if let Err(e) = nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
-            let _ = child.kill().await;
+            monitor.kill().await;
             return Err(refusal(&e));
         }
         // The monitor subscribes asynchronously: touch our table until it
@@ -561,7 +607,7 @@ impl Tracer {
                 let _ = timeout(Duration::from_millis(200), err.read_to_end(&mut buf)).await;
                 why = String::from_utf8_lossy(&buf).trim().to_string();
             }
-            let _ = child.kill().await;
+            monitor.kill().await;
             let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
             return Err(if why.is_empty() {
                 "nft monitor received no events within 2 s".to_string()
@@ -580,7 +626,7 @@ impl Tracer {
             nft: bin,
             table,
             log,
-            monitor: Mutex::new(Some(child)),
+            monitor: Mutex::new(Some(monitor)),
             note,
         })
     }
@@ -635,8 +681,8 @@ impl Tracer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(mut c) = child {
-            let _ = c.kill().await;
+        if let Some(m) = child {
+            m.kill().await;
         }
         if let Err(e) = nft(&self.nft, &["delete", "table", "inet", &self.table], None).await
             && !e.contains("No such file")
@@ -822,13 +868,13 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
               }
               chain pre {
                 type filter hook prerouting priority -500; policy accept;
-                ip saddr . tcp dport @in4 meta nftrace set 1
-                ip6 saddr . tcp dport @in6 meta nftrace set 1
+                tcp flags & (syn | ack) == syn ip saddr . tcp dport @in4 meta nftrace set 1
+                tcp flags & (syn | ack) == syn ip6 saddr . tcp dport @in6 meta nftrace set 1
               }
               chain out {
                 type filter hook output priority -500; policy accept;
-                ip daddr . tcp dport @out4 meta nftrace set 1
-                ip6 daddr . tcp dport @out6 meta nftrace set 1
+                tcp flags & (syn | ack) == syn ip daddr . tcp dport @out4 meta nftrace set 1
+                tcp flags & (syn | ack) == syn ip6 daddr . tcp dport @out6 meta nftrace set 1
               }
             }
         "#]]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentConfig, AgentLimits, Shared, error};
 use crate::control::{MAX_PLAN_UPLOAD_BYTES, PlanUpload, ServerSecurity, read_frame, write_frame};
 use crate::pki;
-use crate::plan::Plan;
+use crate::plan::{PathScope, Plan};
 
 /// Where a stdio agent's plan comes from.
 #[derive(Debug, Clone)]
@@ -71,7 +71,13 @@ where
                 let up: PlanUpload = read_frame(&mut io, MAX_PLAN_UPLOAD_BYTES)
                     .await
                     .map_err(StdioError::NoPlan)?;
-                Arc::new(Plan::parse(&up.plan, &up.source)?)
+                // Only this host's paths are kept; the digest still
+                // covers the whole plan.
+                Arc::new(Plan::parse_scoped(
+                    &up.plan,
+                    &up.source,
+                    &PathScope::Host(host.to_owned()),
+                )?)
             }
         };
         let canary_tls = pki::self_signed_canary_config(host)?;

@@ -64,6 +64,9 @@ pub struct HostPort {
     pub host: String,
     /// The port.
     pub port: u16,
+    /// A UDP port (a host may plan the same number over TCP and UDP).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// `probe`: measure this host's outgoing paths.
@@ -255,8 +258,17 @@ pub struct ProbeReply {
 pub struct Sighting {
     /// The nonce.
     pub nonce: String,
-    /// The source address the connection came from.
+    /// The source address the connection came from (for UDP, the first
+    /// datagram's).
     pub source: SocketAddr,
+    /// For a UDP canary: how many datagrams carried this nonce (a prober
+    /// retries); 0 for TCP, where one connection carries one nonce.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub datagrams: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What one canary saw.
@@ -274,6 +286,10 @@ pub struct CanaryEvidence {
     /// (unauthenticated idle ones first): the canary was under load.
     #[serde(default)]
     pub shed: u64,
+    /// A UDP canary (its `port` may also have a TCP canary); `strays` then
+    /// counts datagrams, not connections.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// `evidence`: what this host's canaries saw.

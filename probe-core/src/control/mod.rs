@@ -38,58 +38,11 @@ pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 ///
 /// FNV-1a is enough: both ends are authenticated by mutual TLS, so the
 /// digest only has to catch accidents, not forgeries.
+///
+/// Taken one path at a time ([`Plan::digest`]), so an agent holding only
+/// its own paths still has the whole plan's.
 pub fn plan_digest(plan: &Plan) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let d = &plan.defaults;
-    let _ = writeln!(
-        s,
-        "{}|{}|{}|{}",
-        plan.name, d.timeout_ms, d.retries, d.control_port
-    );
-    // Only when set, so that plans without it keep their digest.
-    if !d.adaptive {
-        s.push_str("fixed-timeouts\n");
-    }
-    for h in &plan.hosts {
-        let _ = write!(s, "H|{}|{}", h.name, h.address);
-        // Further addresses only when there are any, so a single-address
-        // plan keeps the digest it always had.
-        for a in h.addresses.iter().skip(1) {
-            let _ = write!(s, "|+{a}");
-        }
-        for p in &h.ports {
-            let _ = write!(
-                s,
-                "|{}:{}:{}:{}",
-                p.name,
-                p.port,
-                p.protocol.as_str(),
-                p.role
-            );
-        }
-        s.push('\n');
-    }
-    for p in &plan.paths {
-        let _ = writeln!(
-            s,
-            "P|{}|{}|{}|{}|{}|{}|{}|{}",
-            p.from,
-            p.to,
-            p.address,
-            p.port,
-            p.service,
-            p.protocol.as_str(),
-            p.expect,
-            p.role.as_deref().unwrap_or("-")
-        );
-    }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    plan.digest()
 }
 
 /// A fresh random identifier of `bytes` bytes, as lowercase hex (round ids

@@ -145,6 +145,16 @@ pub enum Problem {
         /// The accepted range, in words.
         expected: &'static str,
     },
+    /// A text default setting that cannot be used.
+    #[error("defaults.{key} = {value:?}: {why}")]
+    BadDefaultText {
+        /// The key in `[defaults]`.
+        key: &'static str,
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The file holds nothing but blanks and comments.
     #[error("the plan is empty (expected at least name, [[hosts]] and [[flows]])")]
     EmptyPlan,

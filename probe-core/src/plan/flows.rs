@@ -1,17 +1,21 @@
 //! Flows: selectors resolved to hosts, port names resolved through each
 //! target's roles, and the expansion into merged, self-free paths.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::ControlFlow;
 
 use super::raw::{RawExpect, RawPlan, RawPortRef, Selectors};
 use super::{
-    Address, Cx, Expect, Family, FamilyFilter, Flow, Host, Location, Path, PortRef, Problem,
-    Selector, Suggestion,
+    Address, Cx, Expect, Family, FamilyFilter, Flow, Host, PathView, PortRef, Problem, Selector,
+    Suggestion,
 };
 use super::{DialFix, EffectiveDial, PortShift, Role};
 use crate::port::{Port, Protocol};
 
-/// Expands every flow into paths, merging duplicates.
+/// Validates every flow and prepares its expansion into paths, merging
+/// duplicates. Nothing here is per path: the paths themselves are walked
+/// on demand ([`Expansion::for_each`]), so a caller keeps only those it
+/// needs (an agent its own, `plan show` none at all).
 pub(crate) fn expand(
     cx: &mut Cx<'_>,
     raw: &RawPlan,
@@ -19,7 +23,7 @@ pub(crate) fn expand(
     tainted: &BTreeSet<usize>,
     roles: &Known<'_>,
     max_paths: u64,
-) -> (Vec<Flow>, Vec<Path>) {
+) -> (Vec<Flow>, Expansion) {
     // Count before allocating anything: a short plan (200 hosts, all to
     // all, 500 ports) would otherwise ask for tens of millions of paths.
     if let Some((paths, flow)) = over_limit(raw, hosts, max_paths) {
@@ -32,16 +36,12 @@ pub(crate) fn expand(
                 limit: max_paths,
             },
         );
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), Expansion::default());
     }
     let mut flows = Vec::new();
-    let mut paths: Vec<Path> = Vec::new();
-    // (from, to, port, family) -> index into `paths`, and the flow that
-    // made it.
-    type Key = (String, String, Port, Option<Family>);
-    let mut seen: BTreeMap<Key, (usize, Location)> = BTreeMap::new();
-    // (client, server, dialled port) already reported as a mismatch.
-    let mut mismatched: BTreeSet<(String, String, Port)> = BTreeSet::new();
+    let mut x = Expansion::default();
+    let fams: Vec<HostFamilies> = hosts.iter().map(HostFamilies::of).collect();
+    let any_dials = hosts.iter().any(|h| !h.dials.is_empty());
 
     for (i, rf) in raw.flows.iter().enumerate() {
         let f = rf.get_ref();
@@ -95,12 +95,14 @@ pub(crate) fn expand(
         };
         let sources = matching(&from_sel, hosts);
         let targets = matching(&to_sel, hosts);
+        let source_set = x.sources.len();
 
         let mut produced = 0usize;
         for (pref, pspan) in &port_refs {
             let mut resolved_somewhere = false;
             for &t in &targets {
                 let target = &hosts[t];
+                let mut entries = Vec::new();
                 for (port, service, protocol, role) in resolve(pref, target, &to_sel) {
                     resolved_somewhere = true;
                     if role.is_none() {
@@ -112,70 +114,49 @@ pub(crate) fn expand(
                             },
                         );
                     }
-                    for &s in &sources {
-                        if s == t {
-                            continue;
-                        }
-                        // A client role of the source that dials this port
-                        // name on the target's role decides the port probed.
-                        let dial = role.as_deref().and_then(|r| {
-                            hosts[s]
-                                .dials
-                                .iter()
-                                .find(|d| d.def.name == service && inherits(r, &d.def.to, roles))
-                        });
-                        let (probed, server_port) = match dial {
-                            Some(d) if d.port != port => (d.port, Some(port)),
-                            _ => (port, None),
-                        };
-                        for (fam, address) in path_families(&hosts[s], target, family) {
-                            produced += 1;
-                            let key = (hosts[s].name.clone(), target.name.clone(), probed, fam);
-                            if let Some((pi, first)) = seen.get(&key) {
-                                let existing = &mut paths[*pi];
-                                if existing.expect != expect {
-                                    cx.push(
-                                        rf.span(),
-                                        Problem::ConflictingExpectations {
-                                            from: key.0.clone(),
-                                            to: key.1.clone(),
-                                            port: port.get(),
-                                            first: first.clone(),
-                                            first_expect: existing.expect.as_str(),
-                                            second_expect: expect.as_str(),
-                                        },
-                                    );
-                                } else if !existing.flows.contains(&index) {
-                                    existing.flows.push(index);
-                                }
-                                continue;
-                            }
-                            seen.insert(key, (paths.len(), location.clone()));
-                            if let (Some(d), Some(_)) = (dial, server_port) {
-                                // Once per client, server and port, whatever
-                                // the address families.
-                                let pair = (hosts[s].name.clone(), target.name.clone(), probed);
-                                if mismatched.insert(pair) {
-                                    let problem =
-                                        mismatch(&hosts[s], target, d, port, role.as_deref());
-                                    cx.push_at(hosts[s].location.clone(), problem);
-                                }
-                            }
-                            paths.push(Path {
-                                from: hosts[s].name.clone(),
-                                to: target.name.clone(),
-                                address,
-                                port: probed,
-                                server_port,
-                                service: service.clone(),
-                                protocol,
-                                expect,
-                                role: role.clone(),
-                                flows: vec![index],
-                                family: fam,
+                    // A client role of a source that dials this port name
+                    // on the target's role decides the port it probes.
+                    let mut dials = Vec::new();
+                    if let Some(r) = role.as_deref().filter(|_| any_dials) {
+                        for &s in sources.iter().filter(|&&s| s != t) {
+                            let found = hosts[s].dials.iter().position(|d| {
+                                d.def.name == service && inherits(r, &d.def.to, roles)
                             });
+                            if let Some(k) = found.filter(|&k| hosts[s].dials[k].port != port) {
+                                dials.push(SourceDial {
+                                    source: s,
+                                    dial: k,
+                                    port: hosts[s].dials[k].port,
+                                    colliding: false,
+                                });
+                            }
                         }
                     }
+                    if produced == 0 {
+                        produced += sources
+                            .iter()
+                            .filter(|&&s| s != t)
+                            .map(|&s| families(&fams[s], &fams[t], target, family).count())
+                            .sum::<usize>();
+                    }
+                    entries.push(Entry {
+                        port,
+                        service,
+                        protocol,
+                        role,
+                        colliding: false,
+                        dials,
+                    });
+                }
+                if !entries.is_empty() {
+                    x.units.push(Unit {
+                        flow: index,
+                        expect,
+                        family,
+                        sources: source_set,
+                        target: t,
+                        entries,
+                    });
                 }
             }
             if let PortRef::Name(n) = pref {
@@ -200,6 +181,7 @@ pub(crate) fn expand(
                 }
             }
         }
+        x.sources.push(sources);
         if produced == 0
             && cx.error_count() == errors_before
             && !targets.iter().any(|t| tainted.contains(t))
@@ -218,7 +200,302 @@ pub(crate) fn expand(
             location,
         });
     }
-    (flows, paths)
+    x.mark_collisions();
+    x.merge(cx, raw, hosts, &flows, &fams);
+    (flows, x)
+}
+
+/// A path's identity: (source, target, port probed, family and transport),
+/// by host index. UDP and TCP (or TLS) paths to one port number are
+/// different paths.
+type Key = (u32, u32, u16, u8);
+
+fn key(
+    source: usize,
+    target: usize,
+    port: Port,
+    protocol: Protocol,
+    family: Option<Family>,
+) -> Key {
+    let fam = match family {
+        None => 0,
+        Some(Family::Ipv4) => 1,
+        Some(Family::Ipv6) => 2,
+    };
+    let udp = if protocol.is_tcp() { 0 } else { 4 };
+    // Host counts are far below u32::MAX: `max_paths` bounds the plan.
+    (source as u32, target as u32, port.get(), fam | udp)
+}
+
+/// How a plan's flows expand into paths, without the paths: one [`Unit`]
+/// per (flow, port reference, target), the sources of each flow, and the
+/// merged flows of the few paths more than one unit produces. Its size
+/// follows flows × ports × targets, not the paths (× sources).
+#[derive(Debug, Default)]
+pub(crate) struct Expansion {
+    units: Vec<Unit>,
+    /// Each flow's sources, in host order (units point here).
+    sources: Vec<Vec<usize>>,
+    /// Paths that more than one unit (or entry) may produce, with the
+    /// expectation of the first and every flow that produces them.
+    merged: HashMap<Key, Merged>,
+    /// The distinct paths.
+    total: usize,
+}
+
+#[derive(Debug)]
+struct Unit {
+    flow: usize,
+    expect: Expect,
+    family: FamilyFilter,
+    /// Index into [`Expansion::sources`].
+    sources: usize,
+    target: usize,
+    entries: Vec<Entry>,
+}
+
+/// One port a flow's port reference means on a target.
+#[derive(Debug)]
+struct Entry {
+    port: Port,
+    service: String,
+    protocol: Protocol,
+    role: Option<String>,
+    /// Whether another entry may produce a path to the same target and port.
+    colliding: bool,
+    /// The sources (in host order) whose client role dials another port.
+    dials: Vec<SourceDial>,
+}
+
+#[derive(Debug)]
+struct SourceDial {
+    source: usize,
+    /// Index into the source's `dials`.
+    dial: usize,
+    /// The port it dials.
+    port: Port,
+    colliding: bool,
+}
+
+#[derive(Debug)]
+struct Merged {
+    expect: Expect,
+    flows: Vec<usize>,
+}
+
+/// One path as the walk produces it, before merging.
+struct Emission<'a> {
+    unit: &'a Unit,
+    entry: &'a Entry,
+    source: usize,
+    probed: Port,
+    server_port: Option<Port>,
+    dial: Option<usize>,
+    family: Option<Family>,
+    address: &'a Address,
+    colliding: bool,
+}
+
+impl Expansion {
+    /// The number of distinct paths.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Marks the entries (and dials) whose (target, port) some other entry
+    /// may also produce: only their paths need the merge map.
+    fn mark_collisions(&mut self) {
+        let mut count: HashMap<(usize, u16), u32> = HashMap::new();
+        for u in &self.units {
+            for e in &u.entries {
+                *count.entry((u.target, e.port.get())).or_default() += 1;
+                let mut ports: Vec<u16> = e.dials.iter().map(|d| d.port.get()).collect();
+                ports.sort_unstable();
+                ports.dedup();
+                for p in ports {
+                    *count.entry((u.target, p)).or_default() += 1;
+                }
+            }
+        }
+        for u in &mut self.units {
+            for e in &mut u.entries {
+                e.colliding = count[&(u.target, e.port.get())] > 1;
+                for d in &mut e.dials {
+                    d.colliding = count[&(u.target, d.port.get())] > 1;
+                }
+            }
+        }
+    }
+
+    /// Every path in order, duplicates included.
+    fn walk<B>(
+        &self,
+        hosts: &[Host],
+        fams: &[HostFamilies],
+        mut f: impl FnMut(Emission<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        for unit in &self.units {
+            let t = unit.target;
+            let target = &hosts[t];
+            for entry in &unit.entries {
+                let mut dials = entry.dials.iter().peekable();
+                for &s in &self.sources[unit.sources] {
+                    if s == t {
+                        continue;
+                    }
+                    let dial = dials.next_if(|d| d.source == s);
+                    let (probed, server_port, colliding, dial) = match dial {
+                        Some(d) => (d.port, Some(entry.port), d.colliding, Some(d.dial)),
+                        None => (entry.port, None, entry.colliding, None),
+                    };
+                    for (family, address) in families(&fams[s], &fams[t], target, unit.family) {
+                        f(Emission {
+                            unit,
+                            entry,
+                            source: s,
+                            probed,
+                            server_port,
+                            dial,
+                            family,
+                            address,
+                            colliding,
+                        })?;
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Merges the paths several units produce (reporting conflicting
+    /// expectations), reports dial mismatches, and counts the paths.
+    fn merge(
+        &mut self,
+        cx: &mut Cx<'_>,
+        raw: &RawPlan,
+        hosts: &[Host],
+        flows: &[Flow],
+        fams: &[HostFamilies],
+    ) {
+        let mut merged: HashMap<Key, Merged> = HashMap::new();
+        // (client, server, dialled port) already reported as a mismatch.
+        let mut mismatched: HashSet<(usize, usize, Port)> = HashSet::new();
+        let mut total = 0usize;
+        let flow_location = |index: usize| {
+            flows
+                .iter()
+                .find(|f| f.index == index)
+                .map(|f| f.location.clone())
+        };
+        let _ = self.walk(hosts, fams, |e| {
+            let (s, t) = (e.source, e.unit.target);
+            let new = if e.colliding {
+                match merged.entry(key(s, t, e.probed, e.entry.protocol, e.family)) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        let m = o.get_mut();
+                        if m.expect != e.unit.expect {
+                            let first = m.flows[0];
+                            cx.push(
+                                raw.flows[e.unit.flow - 1].span(),
+                                Problem::ConflictingExpectations {
+                                    from: hosts[s].name.clone(),
+                                    to: hosts[t].name.clone(),
+                                    port: e.entry.port.get(),
+                                    first: flow_location(first)
+                                        .unwrap_or_else(|| cx.loc(raw.flows[first - 1].span())),
+                                    first_expect: m.expect.as_str(),
+                                    second_expect: e.unit.expect.as_str(),
+                                },
+                            );
+                        } else if !m.flows.contains(&e.unit.flow) {
+                            m.flows.push(e.unit.flow);
+                        }
+                        false
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(Merged {
+                            expect: e.unit.expect,
+                            flows: vec![e.unit.flow],
+                        });
+                        true
+                    }
+                }
+            } else {
+                true
+            };
+            if new {
+                total += 1;
+                // Once per client, server and port, whatever the address
+                // families.
+                if let Some(k) = e.dial {
+                    if mismatched.insert((s, t, e.probed)) {
+                        let d = &hosts[s].dials[k];
+                        let problem = mismatch(
+                            &hosts[s],
+                            &hosts[t],
+                            d,
+                            e.entry.port,
+                            e.entry.role.as_deref(),
+                        );
+                        cx.push_at(hosts[s].location.clone(), problem);
+                    }
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        self.merged = merged;
+        self.total = total;
+    }
+
+    /// Calls `f` with every distinct path, in plan order, until it breaks.
+    pub(crate) fn for_each<B>(
+        &self,
+        hosts: &[Host],
+        mut f: impl FnMut(PathView<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        let fams: Vec<HostFamilies> = hosts.iter().map(HostFamilies::of).collect();
+        // Which merged paths were produced already (only those).
+        let mut emitted: HashSet<Key> = HashSet::new();
+        let mut index = 0usize;
+        self.walk(hosts, &fams, |e| {
+            let (s, t) = (e.source, e.unit.target);
+            let flows: &[usize] = if e.colliding {
+                let k = key(s, t, e.probed, e.entry.protocol, e.family);
+                if !emitted.insert(k) {
+                    return ControlFlow::Continue(());
+                }
+                match self.merged.get(&k) {
+                    Some(m) => &m.flows,
+                    None => std::slice::from_ref(&e.unit.flow),
+                }
+            } else {
+                std::slice::from_ref(&e.unit.flow)
+            };
+            let expect = if e.colliding {
+                self.merged
+                    .get(&key(s, t, e.probed, e.entry.protocol, e.family))
+                    .map_or(e.unit.expect, |m| m.expect)
+            } else {
+                e.unit.expect
+            };
+            let view = PathView {
+                index,
+                from: &hosts[s].name,
+                to: &hosts[t].name,
+                address: e.address,
+                port: e.probed,
+                server_port: e.server_port,
+                service: &e.entry.service,
+                protocol: e.entry.protocol,
+                expect,
+                role: e.entry.role.as_deref(),
+                flows,
+                family: e.family,
+            };
+            index += 1;
+            f(view)
+        })
+    }
 }
 
 /// Counts, without allocating paths, how many the flows would produce
@@ -357,40 +634,64 @@ fn mismatch(
     }
 }
 
+/// The address families of a host's IP literal addresses, in address
+/// order (at most two).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HostFamilies([Option<Family>; 2]);
+
+impl HostFamilies {
+    pub(crate) fn of(h: &Host) -> HostFamilies {
+        let mut v = [None; 2];
+        for f in h.addresses.iter().filter_map(Address::family) {
+            if v[0].is_none() {
+                v[0] = Some(f);
+            } else if v[0] != Some(f) && v[1].is_none() {
+                v[1] = Some(f);
+            }
+        }
+        HostFamilies(v)
+    }
+
+    fn iter(self) -> impl Iterator<Item = Family> + Clone {
+        self.0.into_iter().flatten()
+    }
+
+    fn contains(self, f: Family) -> bool {
+        self.0.contains(&Some(f))
+    }
+
+    fn is_empty(self) -> bool {
+        self.0[0].is_none()
+    }
+}
+
 /// The paths one (source, target) pair gets, one per address family, each
 /// with the target address it goes to: the target's families the flow
 /// allows, narrowed to those the source has too when it shares any (a
 /// dual-stack pair is checked on both; a source the plan gives only IPv4
 /// still reaches an IPv6-only target, from whatever address its kernel
 /// chooses). A target known by a DNS name gets one path of no fixed family.
-fn path_families(
-    source: &Host,
-    target: &Host,
+fn families<'a>(
+    source: &HostFamilies,
+    target_families: &HostFamilies,
+    target: &'a Host,
     filter: FamilyFilter,
-) -> Vec<(Option<Family>, Address)> {
-    let target_families = target.families();
+) -> impl Iterator<Item = (Option<Family>, &'a Address)> + use<'a> {
+    let mut out: [Option<(Option<Family>, &'a Address)>; 2] = [None, None];
     if target_families.is_empty() {
-        return vec![(None, target.address.clone())];
-    }
-    let candidates: Vec<Family> = target_families
-        .into_iter()
-        .filter(|f| filter.allows(*f))
-        .collect();
-    let source_families = source.families();
-    let shared: Vec<Family> = candidates
-        .iter()
-        .copied()
-        .filter(|f| source_families.contains(f))
-        .collect();
-    let chosen = if shared.is_empty() {
-        candidates
+        out[0] = Some((None, &target.address));
     } else {
-        shared
-    };
-    chosen
-        .into_iter()
-        .filter_map(|f| target.address_of(f).map(|a| (Some(f), a.clone())))
-        .collect()
+        let candidates = || target_families.iter().filter(|f| filter.allows(*f));
+        let shared = candidates().any(|f| source.contains(f));
+        let mut n = 0;
+        for f in candidates().filter(|f| !shared || source.contains(*f)) {
+            if let Some(a) = target.address_of(f) {
+                out[n] = Some((Some(f), a));
+                n += 1;
+            }
+        }
+    }
+    out.into_iter().flatten()
 }
 
 /// Parses and checks a `from`/`to` value; `None` when any selector is bad.
@@ -494,10 +795,20 @@ fn resolve(
     to: &[Selector],
 ) -> Vec<(Port, String, Protocol, Option<String>)> {
     match pref {
-        PortRef::Number(p) => match target.ports.iter().find(|e| e.port == *p) {
-            Some(e) => vec![(*p, e.name.clone(), e.protocol, Some(e.role.clone()))],
-            None => vec![(*p, p.to_string(), Protocol::Tcp, None)],
-        },
+        PortRef::Number(p) => {
+            // Every port of that number: a TCP and a UDP one may share it.
+            let planned: Vec<_> = target
+                .ports
+                .iter()
+                .filter(|e| e.port == *p)
+                .map(|e| (*p, e.name.clone(), e.protocol, Some(e.role.clone())))
+                .collect();
+            if planned.is_empty() {
+                vec![(*p, p.to_string(), Protocol::Tcp, None)]
+            } else {
+                planned
+            }
+        }
         PortRef::Name(n) => {
             let by_role_only = !to
                 .iter()

@@ -9,7 +9,13 @@ use super::raw::{RawAddresses, RawPlan};
 use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
 use super::{CollisionFix, Location, Suggestion};
 use crate::catalog::Catalog;
-use crate::port::Port;
+use crate::port::{Port, Protocol};
+
+/// A port as the kernel keys sockets: TCP (and TLS) and UDP ports of the
+/// same number are different sockets and never collide.
+fn socket_key(port: Port, protocol: Protocol) -> u32 {
+    u32::from(port.get()) + if protocol.is_tcp() { 0 } else { 1 << 16 }
+}
 
 /// Builds every host; returns them with the roles they use.
 pub(crate) fn build(
@@ -140,7 +146,7 @@ pub(crate) fn build(
         }
 
         let mut ports: Vec<EffectivePort> = Vec::new();
-        let mut per_instance: Vec<Vec<(String, Port)>> = Vec::new();
+        let mut per_instance: Vec<Vec<(String, Port, Protocol)>> = Vec::new();
         for (inst, role, span) in &instances {
             let mut mine = Vec::new();
             for def in &role.ports {
@@ -167,7 +173,7 @@ pub(crate) fn build(
                 } else {
                     (def.port, PortShift::Fixed)
                 };
-                mine.push((def.name.clone(), port));
+                mine.push((def.name.clone(), port, def.protocol));
                 ports.push(EffectivePort {
                     name: def.name.clone(),
                     port,
@@ -189,8 +195,8 @@ pub(crate) fn build(
         );
         let dials = dials(cx, &name, h, &instances);
         for (i, (_, role, span)) in instances.iter().enumerate() {
-            for (pname, port) in &per_instance[i] {
-                if *port == defaults.control_port {
+            for (pname, port, protocol) in &per_instance[i] {
+                if *port == defaults.control_port && protocol.is_tcp() {
                     cx.push(
                         span.clone(),
                         Problem::ControlPortCollision {
@@ -340,7 +346,7 @@ fn collisions(
     host: &str,
     host_offset: u16,
     instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
-    per_instance: &[Vec<(String, Port)>],
+    per_instance: &[Vec<(String, Port, Protocol)>],
     overrides: &BTreeMap<&str, Port>,
 ) {
     let mut assignment: Option<Vec<Option<u16>>> = None;
@@ -349,12 +355,14 @@ fn collisions(
             let clash = per_instance[j]
                 .iter()
                 .enumerate()
-                .find_map(|(bi, (bn, bp))| {
+                .find_map(|(bi, (bn, bp, bt))| {
                     per_instance[i]
                         .iter()
                         .enumerate()
-                        .find(|(ai, (_, ap))| ap == bp && (i != j || *ai < bi))
-                        .map(|(_, (an, _))| (an.clone(), bn.clone(), *bp))
+                        .find(|(ai, (_, ap, at))| {
+                            socket_key(*ap, *at) == socket_key(*bp, *bt) && (i != j || *ai < bi)
+                        })
+                        .map(|(_, (an, _, _))| (an.clone(), bn.clone(), *bp))
                 });
             let Some((first_port, second_port, port)) = clash else {
                 continue;
@@ -415,13 +423,13 @@ fn collisions(
 /// instance no offset can move clear (a fixed port is in the way).
 pub(crate) fn assign_offsets(
     instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
-    per_instance: &[Vec<(String, Port)>],
+    per_instance: &[Vec<(String, Port, Protocol)>],
     overrides: &BTreeMap<&str, Port>,
 ) -> Vec<Option<u16>> {
-    let mut taken: BTreeSet<u16> = BTreeSet::new();
+    let mut taken: BTreeSet<u32> = BTreeSet::new();
     let mut kept = vec![false; instances.len()];
     for (k, ports) in per_instance.iter().enumerate() {
-        let mine: BTreeSet<u16> = ports.iter().map(|(_, p)| p.get()).collect();
+        let mine: BTreeSet<u32> = ports.iter().map(|(_, p, t)| socket_key(*p, *t)).collect();
         let clear = mine.len() == ports.len() && mine.is_disjoint(&taken);
         // An instance that lost a port to an error (offset past 65535) is
         // never kept: its port list is incomplete.
@@ -440,16 +448,17 @@ pub(crate) fn assign_offsets(
             continue;
         }
         let role = instances[k].1;
-        let ports_at = |off: u16| -> Option<BTreeSet<u16>> {
+        let ports_at = |off: u16| -> Option<BTreeSet<u32>> {
             let mut mine = BTreeSet::new();
             for def in &role.ports {
                 let p = if let Some(p) = overrides.get(def.name.as_str()) {
-                    p.get()
+                    *p
                 } else if def.offset {
-                    def.port.checked_offset(off).ok()?.get()
+                    def.port.checked_offset(off).ok()?
                 } else {
-                    def.port.get()
+                    def.port
                 };
+                let p = socket_key(p, def.protocol);
                 if taken.contains(&p) || !mine.insert(p) {
                     return None;
                 }

@@ -7,6 +7,7 @@
 //! `plan lint` can show them all at once.
 
 mod diag;
+mod digest;
 mod flows;
 mod hosts;
 mod only;
@@ -49,8 +50,52 @@ pub struct Plan {
     /// The flows, in file order.
     pub flows: Vec<Flow>,
     /// Every path the flows expand into, merged and deduplicated, in the
-    /// order the flows first produce them.
+    /// order the flows first produce them; for a plan read with
+    /// [`PathScope::Host`], only that host's paths (see
+    /// [`Plan::path_index`]), and none with [`PathScope::Lazy`] (see
+    /// [`Plan::for_each_path`]).
     pub paths: Vec<Path>,
+    /// `[defaults] snmp_community`: the community a UDP probe of port 161
+    /// may send in an SNMP get of sysDescr.0. `None`: no SNMP request.
+    pub snmp_community: Option<String>,
+    /// What `paths` holds of the whole expansion.
+    held: Held,
+}
+
+/// Which of a plan's paths [`analyze_scoped`] materializes into
+/// [`Plan::paths`]. The plan's memory follows what is kept: a 200-host
+/// full mesh over 20 ports is 796,000 paths, of which one host's are 8,000.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PathScope {
+    /// Every path (the coordinator, `plan show` as a table).
+    #[default]
+    All,
+    /// Only the paths from or to this host (an agent): its outgoing paths
+    /// and those its canaries answer. Their positions in the whole plan
+    /// stay known ([`Plan::path_index`]), as does the whole plan's digest.
+    Host(String),
+    /// None: [`Plan::for_each_path`] produces them one at a time
+    /// (`plan show --format json`, `plan lint`).
+    Lazy,
+}
+
+/// What [`Plan::paths`] holds.
+#[derive(Debug, Clone, Default)]
+enum Held {
+    /// Every path, in order.
+    #[default]
+    All,
+    /// One host's paths.
+    Host {
+        /// Each held path's position in the whole plan.
+        indices: Vec<usize>,
+        /// The whole plan's path count.
+        total: usize,
+        /// The whole plan's digest.
+        digest: String,
+    },
+    /// None; the expansion walks them on demand.
+    Lazy(Arc<flows::Expansion>),
 }
 
 /// `[defaults]`, filled in.
@@ -466,6 +511,75 @@ pub struct Path {
     pub family: Option<Family>,
 }
 
+/// A path borrowed from wherever it lives (a materialized [`Path`] or the
+/// plan's expansion, walked without allocating one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathView<'a> {
+    /// Its position in the whole plan's path list.
+    pub index: usize,
+    /// Source host name.
+    pub from: &'a str,
+    /// Target host name.
+    pub to: &'a str,
+    /// Target address.
+    pub address: &'a Address,
+    /// The port probed.
+    pub port: Port,
+    /// Where the target listens, when it differs from `port`.
+    pub server_port: Option<Port>,
+    /// The port's name on the target.
+    pub service: &'a str,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// Open or blocked.
+    pub expect: Expect,
+    /// The target role serving the port, when the port is planned.
+    pub role: Option<&'a str>,
+    /// The flows that produce it.
+    pub flows: &'a [usize],
+    /// The address family of `address`.
+    pub family: Option<Family>,
+}
+
+impl PathView<'_> {
+    /// An owned [`Path`].
+    pub fn to_path(&self) -> Path {
+        Path {
+            from: self.from.to_owned(),
+            to: self.to.to_owned(),
+            address: self.address.clone(),
+            port: self.port,
+            server_port: self.server_port,
+            service: self.service.to_owned(),
+            protocol: self.protocol,
+            expect: self.expect,
+            role: self.role.map(str::to_owned),
+            flows: self.flows.to_vec(),
+            family: self.family,
+        }
+    }
+}
+
+impl Path {
+    /// This path borrowed, at position `index` of the plan.
+    pub fn view(&self, index: usize) -> PathView<'_> {
+        PathView {
+            index,
+            from: &self.from,
+            to: &self.to,
+            address: &self.address,
+            port: self.port,
+            server_port: self.server_port,
+            service: &self.service,
+            protocol: self.protocol,
+            expect: self.expect,
+            role: self.role.as_deref(),
+            flows: &self.flows,
+            family: self.family,
+        }
+    }
+}
+
 /// A list of diagnostics, displayed one per line.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
@@ -537,9 +651,23 @@ impl Plan {
         Plan::parse(&src, &path.display().to_string())
     }
 
+    /// Reads and validates a plan file, keeping the paths `scope` says.
+    pub fn load_scoped(path: &std::path::Path, scope: &PathScope) -> Result<Plan, PlanError> {
+        let src = std::fs::read_to_string(path).map_err(|source| PlanError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Plan::parse_scoped(&src, &path.display().to_string(), scope)
+    }
+
     /// Validates plan text; `file` names it in diagnostics.
     pub fn parse(src: &str, file: &str) -> Result<Plan, PlanError> {
-        let a = analyze(src, file, Catalog::builtin());
+        Plan::parse_scoped(src, file, &PathScope::All)
+    }
+
+    /// Validates plan text, keeping the paths `scope` says.
+    pub fn parse_scoped(src: &str, file: &str, scope: &PathScope) -> Result<Plan, PlanError> {
+        let a = analyze_scoped(src, file, Catalog::builtin(), scope);
         match a.plan {
             Some(p) => Ok(p),
             None => Err(PlanError::Invalid(Diagnostics(
@@ -560,6 +688,96 @@ impl Plan {
     /// A flow by its 1-based index.
     pub fn flow(&self, index: usize) -> Option<&Flow> {
         index.checked_sub(1).and_then(|i| self.flows.get(i))
+    }
+
+    /// The number of paths of the whole plan (also when [`Plan::paths`]
+    /// holds only some or none).
+    pub fn path_count(&self) -> usize {
+        match &self.held {
+            Held::All => self.paths.len(),
+            Held::Host { total, .. } => *total,
+            Held::Lazy(x) => x.total(),
+        }
+    }
+
+    /// The position in the whole plan of `paths[k]` (`k` itself unless the
+    /// plan holds one host's paths): what the control protocol names.
+    pub fn path_index(&self, k: usize) -> usize {
+        match &self.held {
+            Held::Host { indices, .. } => indices.get(k).copied().unwrap_or(usize::MAX),
+            _ => k,
+        }
+    }
+
+    /// This plan keeping only the paths `scope` says: an agent reads a
+    /// plan with [`PathScope::Lazy`], finds which host it plays, and keeps
+    /// that host's paths. A plan can only give up paths this way, never
+    /// get back ones it no longer holds (asking for more keeps it as is).
+    pub fn scoped(mut self, scope: &PathScope) -> Plan {
+        match (std::mem::take(&mut self.held), scope) {
+            (Held::Lazy(x), _) => materialize(&mut self, x, scope),
+            (Held::All, PathScope::Host(host)) => {
+                let digest = self.digest();
+                let total = self.paths.len();
+                let mut indices = Vec::new();
+                let mut k = 0;
+                self.paths.retain(|p| {
+                    let keep = p.from == *host || p.to == *host;
+                    if keep {
+                        indices.push(k);
+                    }
+                    k += 1;
+                    keep
+                });
+                self.paths.shrink_to_fit();
+                self.held = Held::Host {
+                    indices,
+                    total,
+                    digest,
+                };
+            }
+            (held, _) => self.held = held,
+        }
+        self
+    }
+
+    /// Whether [`Plan::paths`] holds every path of the plan.
+    pub fn holds_every_path(&self) -> bool {
+        matches!(self.held, Held::All)
+    }
+
+    /// Calls `f` with every path of the plan in order, until it breaks; a
+    /// plan read with [`PathScope::Lazy`] produces them one at a time,
+    /// without holding them. For a plan holding one host's paths, only
+    /// those.
+    pub fn for_each_path<B>(
+        &self,
+        mut f: impl FnMut(PathView<'_>) -> std::ops::ControlFlow<B>,
+    ) -> std::ops::ControlFlow<B> {
+        match &self.held {
+            Held::Lazy(x) => x.for_each(&self.hosts, f),
+            _ => {
+                for (k, p) in self.paths.iter().enumerate() {
+                    f(p.view(self.path_index(k)))?;
+                }
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// A fingerprint of everything in the plan that a round depends on
+    /// (hosts, addresses, ports, paths, defaults): see
+    /// [`crate::control::plan_digest`].
+    pub fn digest(&self) -> String {
+        if let Held::Host { digest, .. } = &self.held {
+            return digest.clone();
+        }
+        let mut d = digest::Digest::start(self);
+        let _ = self.for_each_path(|p| {
+            d.path(&p);
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        d.finish()
     }
 }
 
@@ -745,6 +963,11 @@ pub(crate) fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
 
 /// Reads plan text against a catalog, collecting every diagnostic.
 pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
+    analyze_scoped(src, file, catalog, &PathScope::All)
+}
+
+/// [`analyze`], keeping the paths `scope` says in the plan.
+pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScope) -> Analysis {
     let file: Arc<str> = Arc::from(file);
     let blank = src
         .lines()
@@ -824,23 +1047,82 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
         plan: &plan_roles,
         catalog,
     };
-    let (flows, paths) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known, max_paths);
+    let (flows, expansion) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known, max_paths);
 
     cx.diags
         .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.col)));
     cx.diags.dedup();
+    let snmp_community = cx.snmp_community(raw.defaults.as_ref());
     let diagnostics = Diagnostics(cx.diags);
-    let plan = (!diagnostics.has_blocking_errors()).then(|| Plan {
-        name,
-        source: Arc::clone(&file),
-        defaults,
-        zones,
-        hosts,
-        roles,
-        flows,
-        paths,
+    let plan = (!diagnostics.has_blocking_errors()).then(|| {
+        let mut plan = Plan {
+            name,
+            source: Arc::clone(&file),
+            defaults,
+            zones,
+            hosts,
+            roles,
+            flows,
+            paths: Vec::new(),
+            snmp_community,
+            held: Held::All,
+        };
+        materialize(&mut plan, Arc::new(expansion), scope);
+        plan
     });
     Analysis { plan, diagnostics }
+}
+
+/// Fills [`Plan::paths`] with what `scope` keeps of the expansion.
+fn materialize(plan: &mut Plan, expansion: Arc<flows::Expansion>, scope: &PathScope) {
+    use std::ops::ControlFlow::Continue;
+    match scope {
+        PathScope::All => {
+            let mut paths = Vec::with_capacity(expansion.total());
+            let _ = expansion.for_each(&plan.hosts, |p| {
+                paths.push(p.to_path());
+                Continue::<()>(())
+            });
+            plan.paths = paths;
+            plan.held = Held::All;
+        }
+        PathScope::Host(host) => {
+            // The digest covers the whole plan, so both ends of a round
+            // notice a different plan; it is taken while walking, and only
+            // the host's paths are kept.
+            let mut d = digest::Digest::start(plan);
+            let (mut paths, mut indices) = (Vec::new(), Vec::new());
+            let _ = expansion.for_each(&plan.hosts, |p| {
+                d.path(&p);
+                if p.from == host || p.to == host {
+                    paths.push(p.to_path());
+                    indices.push(p.index);
+                }
+                Continue::<()>(())
+            });
+            paths.shrink_to_fit();
+            indices.shrink_to_fit();
+            plan.paths = paths;
+            plan.held = Held::Host {
+                indices,
+                total: expansion.total(),
+                digest: d.finish(),
+            };
+        }
+        PathScope::Lazy => plan.held = Held::Lazy(expansion),
+    }
+}
+
+/// Whether `c` can be sent as an SNMP community: 1 to 255 characters, none
+/// a control character (shared with `probe --snmp-community`).
+pub fn check_snmp_community(c: &str) -> Result<(), &'static str> {
+    if c.is_empty() || c.len() > 255 {
+        return Err("expected 1 to 255 characters");
+    }
+    if c.chars().any(char::is_control) {
+        return Err("a community must not contain control characters");
+    }
+    Ok(())
 }
 
 /// Rejects control characters in every name a plan gives (plan, flows,
@@ -917,6 +1199,26 @@ impl Cx<'_> {
             location,
             problem,
         });
+    }
+
+    /// `[defaults] snmp_community`, when it is one an SNMP message can
+    /// carry: 1 to 255 printable characters.
+    fn snmp_community(&mut self, raw: Option<&toml::Spanned<raw::RawDefaults>>) -> Option<String> {
+        let c = raw?.get_ref().snmp_community.as_ref()?;
+        match check_snmp_community(c.get_ref()) {
+            Ok(()) => Some(c.get_ref().clone()),
+            Err(why) => {
+                self.push(
+                    c.span(),
+                    Problem::BadDefaultText {
+                        key: "snmp_community",
+                        value: c.get_ref().clone(),
+                        why,
+                    },
+                );
+                None
+            }
+        }
     }
 
     fn defaults(&mut self, raw: Option<&toml::Spanned<raw::RawDefaults>>) -> Defaults {

@@ -35,6 +35,8 @@ pub(crate) struct RawDefaults {
     pub max_paths: Option<Spanned<i64>>,
     /// `false` keeps every connect deadline at `timeout_ms`.
     pub adaptive: Option<Spanned<bool>>,
+    /// The SNMP community UDP probes of port 161 may use.
+    pub snmp_community: Option<Spanned<String>>,
 }
 
 /// One `[[hosts]]` entry.

@@ -32,6 +32,8 @@ use super::spread;
 use super::target::{Host, Target};
 use super::tls::{TlsClient, TlsOptions, server_name_for};
 use super::ttl_walk::{self, Walk, WalkConfig};
+use super::udp::{self, UdpRequest};
+use super::udp_service::{ServiceRequest, UdpOptions, UdpService};
 use crate::port::Protocol;
 
 /// Everything that shapes a sweep. Build it with struct update syntax from
@@ -167,6 +169,7 @@ struct Shared {
     config: ProbeConfig,
     tls: TlsClient,
     exchange: Option<Arc<dyn Exchange>>,
+    udp: UdpOptions,
 }
 
 impl std::fmt::Debug for Prober {
@@ -182,7 +185,7 @@ impl Prober {
     /// An engine for `config`. Fails on configuration that can never work
     /// (an unreadable `--ca` file, zero concurrency).
     pub fn new(config: ProbeConfig) -> Result<Prober, ProbeError> {
-        Prober::build(config, None)
+        Prober::build(config, None, UdpOptions::default())
     }
 
     /// An engine that runs `exchange` on every connected stream before
@@ -191,12 +194,23 @@ impl Prober {
         config: ProbeConfig,
         exchange: Arc<dyn Exchange>,
     ) -> Result<Prober, ProbeError> {
-        Prober::build(config, Some(exchange))
+        Prober::build(config, Some(exchange), UdpOptions::default())
+    }
+
+    /// An engine with `exchange` (when given) for TCP streams and `udp` for
+    /// the live requests sent to UDP targets (an SNMP community).
+    pub fn with_udp(
+        config: ProbeConfig,
+        exchange: Option<Arc<dyn Exchange>>,
+        udp: UdpOptions,
+    ) -> Result<Prober, ProbeError> {
+        Prober::build(config, exchange, udp)
     }
 
     fn build(
         config: ProbeConfig,
         exchange: Option<Arc<dyn Exchange>>,
+        udp: UdpOptions,
     ) -> Result<Prober, ProbeError> {
         if config.concurrency == 0 || config.per_host_concurrency == 0 {
             return Err(ProbeError::ZeroConcurrency);
@@ -207,6 +221,7 @@ impl Prober {
                 config,
                 tls,
                 exchange,
+                udp,
             }),
         })
     }
@@ -399,6 +414,9 @@ impl Prober {
             if attempt.icmp.is_some() {
                 slot.icmp = attempt.icmp.clone();
             }
+            if attempt.arrived.is_some() {
+                slot.arrived = attempt.arrived;
+            }
             if let Some(rtt) = attempt.timing.answer {
                 host.rtt.sample(rtt);
                 if rtt > sweep_max_rtt {
@@ -421,6 +439,7 @@ impl Prober {
             let host = hosts
                 .get_mut(&addr.ip())
                 .expect("every scheduled address has its pacing");
+            let udp_target = targets[i].protocol == Protocol::Udp;
             let verdict = match attempt.kind {
                 AttemptKind::Final {
                     stalled: true,
@@ -455,7 +474,10 @@ impl Prober {
                     slot.attempts += 1;
                     slot.cert = cert;
                     slot.path_mtu = path_mtu;
-                    if observed == Observed::Unreachable {
+                    // A UDP port-unreachable is an ICMP error too, and as
+                    // rate-limited as any.
+                    let icmp_refused = udp_target && observed == Observed::Refused;
+                    if observed == Observed::Unreachable || icmp_refused {
                         host.icmp_seen = true;
                         // A paced retry already took its token when it left.
                         if !slot.paced {
@@ -484,7 +506,13 @@ impl Prober {
                         later.push(Reverse((earliest, i)));
                         None
                     } else {
-                        Some((Observed::Timeout, silence_detail(slot, host, config)))
+                        let mut detail = silence_detail(slot, host, config);
+                        if udp_target {
+                            let service =
+                                UdpService::for_port(targets[i].port.get(), &self.shared.udp);
+                            detail = format!("{detail}: {}", service.silence());
+                        }
+                        Some((Observed::Timeout, detail))
                     }
                 }
                 AttemptKind::Shed {
@@ -629,6 +657,8 @@ struct Slot {
     result: Option<ProbeResult>,
     /// The attempt in flight, aborted when the sweep is cancelled.
     task: Option<AbortHandle>,
+    /// UDP: datagrams a canary answered.
+    arrived: Option<u32>,
 }
 
 fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) -> ProbeResult {
@@ -647,6 +677,7 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         icmp: slot.icmp.clone(),
         path_mtu: slot.path_mtu,
         walk: None,
+        arrived: slot.arrived,
     }
 }
 
@@ -668,6 +699,10 @@ async fn walk_silent(
             continue;
         };
         if r.observed != Observed::Timeout || first.contains(&addr) || rest.contains(&addr) {
+            continue;
+        }
+        // A walk sends TCP; a firewall may treat UDP to the port otherwise.
+        if r.target.protocol == Protocol::Udp {
             continue;
         }
         let local = *on_link
@@ -998,6 +1033,7 @@ struct Attempt {
     timing: Timing,
     local_address: Option<SocketAddr>,
     icmp: Option<IcmpEvidence>,
+    arrived: Option<u32>,
 }
 
 /// How long an attempt's handshakes took, each measured on its own so that
@@ -1052,6 +1088,9 @@ impl Shared {
         addr: SocketAddr,
         setup: AttemptSetup,
     ) -> Attempt {
+        if target.protocol == Protocol::Udp {
+            return self.udp_attempt(target, addr).await;
+        }
         let started = Instant::now();
         let mut local_address = None;
         let mut icmp = None;
@@ -1096,6 +1135,70 @@ impl Shared {
             timing,
             local_address,
             icmp,
+            arrived: None,
+        }
+    }
+
+    /// One datagram of the live request (or canary line) for a UDP target;
+    /// silence goes back to the scheduler to be retried like a silent TCP
+    /// path.
+    async fn udp_attempt(&self, target: &Target, addr: SocketAddr) -> Attempt {
+        let started = Instant::now();
+        let config = &self.config;
+        let source = config.source.or_else(|| {
+            config
+                .sources
+                .iter()
+                .copied()
+                .find(|s| s.is_ipv4() == addr.is_ipv4())
+        });
+        let request = ServiceRequest::for_port(target.port.get(), &self.udp);
+        let facts = std::sync::Mutex::new(None);
+        let r = udp::exchange(
+            &UdpRequest {
+                target: addr,
+                source,
+                payload: &request.payload,
+                attempts: 1,
+                timeout: config.connect_timeout,
+                spacing: Duration::ZERO,
+            },
+            |reply| match request.check(reply) {
+                Some(f) => {
+                    *facts.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                    true
+                }
+                None => false,
+            },
+        )
+        .await;
+        let facts = facts.into_inner().unwrap_or_else(|e| e.into_inner());
+        let arrived = facts.as_ref().filter(|f| f.is_canary()).map(|_| r.replies);
+        let kind = match r.outcome {
+            Observed::Timeout if r.attempts > 0 => AttemptKind::Silent {
+                waited: config.connect_timeout,
+            },
+            Observed::LocalError if r.transient => AttemptKind::LocalTransient { detail: r.detail },
+            Observed::LocalError => AttemptKind::LocalPermanent { detail: r.detail },
+            observed => AttemptKind::Final {
+                observed,
+                detail: match (&facts, observed) {
+                    (Some(f), Observed::Open) => f.detail(),
+                    _ => r.detail,
+                },
+                cert: None,
+                stalled: false,
+                path_mtu: false,
+            },
+        };
+        Attempt {
+            kind,
+            started,
+            latency: r.rtt.unwrap_or_else(|| started.elapsed()),
+            timing: Timing::default(),
+            local_address: r.local,
+            icmp: r.icmp,
+            arrived,
         }
     }
 
@@ -1291,6 +1394,10 @@ impl Shared {
                 self.tls_phase(index, target, addr, local, stream, timing)
                     .await
             }
+            // UDP targets never reach a TCP connect (see `attempt`).
+            Protocol::Udp => AttemptKind::LocalPermanent {
+                detail: "UDP target given to the TCP path".to_string(),
+            },
         }
     }
 

@@ -1,4 +1,4 @@
-//! The probe engine: exact TCP and TLS outcomes for many targets at once.
+//! The probe engine: exact TCP, TLS and UDP outcomes for many targets at once.
 //! Every feature that touches the network (`portcall probe`, the agents'
 //! probes) goes through here, so classification lives in one place.
 //!
@@ -20,6 +20,8 @@ pub mod spread;
 mod target;
 mod tls;
 pub mod ttl_walk;
+pub mod udp;
+pub mod udp_service;
 
 pub use engine::{DEFAULT_PER_HOST, ProbeConfig, Prober, WALK_BUDGET};
 pub use error::ProbeError;
@@ -31,3 +33,5 @@ pub use outcome::{CertFacts, Observed, ProbeResult};
 pub use target::{Host, Target, TargetError, TargetListError, parse_target, parse_target_list};
 pub use tls::{TlsOptions, TrustRoots};
 pub use ttl_walk::{Hop, Walk, WalkConfig};
+pub use udp::{UdpRequest, UdpResult};
+pub use udp_service::{ServiceRequest, UdpOptions, UdpService};

@@ -116,7 +116,7 @@ pub struct ProbeResult {
     pub connect_time: Option<Duration>,
     /// The final attempt's TLS handshake; `None` when none completed.
     pub tls_time: Option<Duration>,
-    /// How many connection attempts reached the network. Attempts that
+    /// How many connection attempts (UDP: datagrams) reached the network. Attempts that
     /// failed locally (no descriptor, no ephemeral port) are not counted.
     pub attempts: u32,
     /// Certificate facts, present when a TLS handshake got far enough to
@@ -133,6 +133,9 @@ pub struct ProbeResult {
     /// byte, where an exchange expected an answer (a canary shedding load):
     /// the outcome measures nothing.
     pub shed: bool,
+    /// UDP: datagrams a portcall canary reported receiving (its answers
+    /// seen); `None` where no canary answered.
+    pub arrived: Option<u32>,
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ struct Row<'a> {
     certificate: Option<&'a CertFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     icmp: Option<&'a IcmpEvidence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arrived: Option<u32>,
 }
 
 fn latency_ms(r: &ProbeResult) -> f64 {
@@ -63,6 +65,7 @@ pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()>
             attempts: r.attempts,
             certificate: r.cert.as_deref(),
             icmp: r.icmp.as_ref(),
+            arrived: r.arrived,
         };
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &row)?;
@@ -225,6 +228,7 @@ mod tests {
             icmp: None,
             path_mtu: false,
             walk: None,
+            arrived: None,
             shed: false,
         }
     }

@@ -1,5 +1,5 @@
 //! Probe targets and their command-line grammar (`host:port`, lists,
-//! ranges, `/tls`, bracketed IPv6), so that every caller names a target the
+//! ranges, `/tls`, `/udp`, bracketed IPv6), so that every caller names a target the
 //! same way and bad input is rejected with the offending text.
 
 use std::fmt;
@@ -33,9 +33,9 @@ impl fmt::Display for Host {
 pub struct Target {
     /// The host.
     pub host: Host,
-    /// The TCP port.
+    /// The port.
     pub port: Port,
-    /// Bare TCP, or TCP then TLS.
+    /// Bare TCP, TCP then TLS, or UDP.
     pub protocol: Protocol,
     /// The TLS server name to send (SNI) and check the certificate against
     /// when it differs from the host, e.g. an agent probing a plan host's
@@ -73,8 +73,8 @@ impl Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)?;
-        if self.protocol == Protocol::Tls {
-            f.write_str("/tls")?;
+        if self.protocol != Protocol::Tcp {
+            write!(f, "/{}", self.protocol)?;
         }
         Ok(())
     }
@@ -129,8 +129,8 @@ pub enum TargetError {
         /// The offending range.
         item: String,
     },
-    /// A `/suffix` other than `/tcp` or `/tls`.
-    #[error("target {spec:?}: unknown protocol {proto:?} (expected tcp or tls)")]
+    /// A `/suffix` other than `/tcp`, `/tls` or `/udp`.
+    #[error("target {spec:?}: unknown protocol {proto:?} (expected tcp, tls or udp)")]
     BadProtocol {
         /// The specification as given.
         spec: String,
@@ -163,6 +163,7 @@ pub fn parse_target(spec: &str) -> Result<Vec<Target>, TargetError> {
             let protocol = match proto.to_ascii_lowercase().as_str() {
                 "tcp" => Protocol::Tcp,
                 "tls" => Protocol::Tls,
+                "udp" => Protocol::Udp,
                 _ => {
                     return Err(TargetError::BadProtocol {
                         spec: owned(),
@@ -317,6 +318,12 @@ mod tests {
         );
         assert_eq!(render("[::1]:443/TLS"), ["[::1]:443/tls"]);
         assert_eq!(render("[::1]:1,5-6"), ["[::1]:1", "[::1]:5", "[::1]:6"]);
+        assert_eq!(
+            render("198.18.0.5:53,123/UDP"),
+            ["198.18.0.5:53/udp", "198.18.0.5:123/udp"]
+        );
+        assert_eq!(render("h:7000-7001/udp"), ["h:7000/udp", "h:7001/udp"]);
+        assert_eq!(parse_target("h:53/udp").unwrap()[0].protocol, Protocol::Udp);
         assert_eq!(parse_target("h:65535-65535").unwrap().len(), 1);
         assert_eq!(parse_target("h:1-65535").unwrap().len(), 65535);
     }
@@ -344,7 +351,7 @@ mod tests {
             ("db1:http", "is not a port number"),
             ("db1:80,", "is not a port number"),
             ("db1:90-80", "ends before it starts"),
-            ("db1:80/udp", "unknown protocol"),
+            ("db1:80/sctp", "unknown protocol"),
             ("::1:443", "needs brackets"),
             ("[::1:443", "is not an IPv4 address"),
             ("[::1]443", "expected HOST:PORT"),

@@ -20,7 +20,7 @@ struct PlanJson<'a> {
     schema: &'static str,
     plan: &'a str,
     hosts: Vec<HostJson<'a>>,
-    paths: Vec<PathJson<'a>>,
+    paths: PathsJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -56,7 +56,43 @@ struct PathJson<'a> {
     server_port: Option<Port>,
 }
 
-/// Writes `portcall.plan/v1` JSON (pretty, with a trailing newline).
+/// The plan's paths as a JSON array, serialized one at a time as the plan
+/// produces them ([`Plan::for_each_path`]): a plan read lazily is never
+/// held whole, in any form.
+struct PathsJson<'a>(&'a Plan);
+
+impl Serialize for PathsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        use std::ops::ControlFlow;
+        let mut seq = s.serialize_seq(None)?;
+        let done = self.0.for_each_path(|p| {
+            let path = PathJson {
+                from: p.from,
+                to: p.to,
+                address: p.address,
+                port: p.port,
+                service: p.service,
+                protocol: p.protocol,
+                expect: p.expect,
+                family: p.family,
+                server_port: p.server_port,
+            };
+            match seq.serialize_element(&path) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => ControlFlow::Break(e),
+            }
+        });
+        if let ControlFlow::Break(e) = done {
+            return Err(e);
+        }
+        seq.end()
+    }
+}
+
+/// Writes `portcall.plan/v1` JSON (pretty, with a trailing newline). The
+/// paths are written as they are produced, so a plan read with
+/// [`crate::plan::PathScope::Lazy`] streams: pass `w` a buffered writer.
 pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
     let doc = PlanJson {
         schema: PLAN_SCHEMA,
@@ -83,21 +119,7 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
                     .collect(),
             })
             .collect(),
-        paths: plan
-            .paths
-            .iter()
-            .map(|p| PathJson {
-                from: &p.from,
-                to: &p.to,
-                address: &p.address,
-                port: p.port,
-                service: &p.service,
-                protocol: p.protocol,
-                expect: p.expect,
-                family: p.family,
-                server_port: p.server_port,
-            })
-            .collect(),
+        paths: PathsJson(plan),
     };
     serde_json::to_writer_pretty(&mut *w, &doc)?;
     writeln!(w)
@@ -107,6 +129,7 @@ fn port_label(name: &str, port: Port, protocol: Protocol) -> String {
     match protocol {
         Protocol::Tcp => format!("{name} {port}"),
         Protocol::Tls => format!("{name} {port}/tls"),
+        Protocol::Udp => format!("{name} {port}/udp"),
     }
 }
 
@@ -120,7 +143,7 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         plan.source,
         plan.hosts.len(),
         plan.flows.len(),
-        plan.paths.len()
+        plan.path_count()
     )?;
     writeln!(w)?;
     let mut t = Table::with_header(["HOST", "ADDRESS", "ZONE", "ROLE", "OFFSET", "PORTS"]);

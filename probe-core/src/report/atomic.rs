@@ -153,30 +153,43 @@ fn parent(path: &Path) -> &Path {
 ///   errors (`ENOSPC` on `/dev/full`) are returned;
 /// - a directory is refused.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    write_atomically_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomically`] of what `write` writes, as it writes it (through a
+/// buffer), so a large report is never held whole in memory; the same
+/// guarantees hold: a reader sees the old file or the whole new one.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), WriteError> {
     match resolve(path)? {
         Target::Special(p) => {
-            let mut f = OpenOptions::new()
+            let f = OpenOptions::new()
                 .append(true)
                 .open(&p)
                 .map_err(WriteError::io("open", &p))?;
-            f.write_all(bytes)
-                .and_then(|()| f.flush())
+            let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+            write(&mut w)
+                .and_then(|()| w.flush())
                 .map_err(WriteError::io("write", &p))
         }
         // The caller asked for its report on its own standard stream: the
         // one place where writing to it is the library's job.
         Target::Own(OwnStream::Stdout) => {
-            let mut out = io::stdout().lock();
-            out.write_all(bytes)
+            let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+            write(&mut out)
                 .and_then(|()| out.flush())
                 .map_err(WriteError::io("write", path))
         }
-        Target::Own(OwnStream::Stderr) => io::stderr()
-            .lock()
-            .write_all(bytes)
-            .map_err(WriteError::io("write", path)),
-        Target::Missing(p) => replace(&p, bytes, None),
-        Target::Regular(p, meta) => replace(&p, bytes, Some(&meta)),
+        Target::Own(OwnStream::Stderr) => {
+            let mut err = io::BufWriter::with_capacity(64 * 1024, io::stderr().lock());
+            write(&mut err)
+                .and_then(|()| err.flush())
+                .map_err(WriteError::io("write", path))
+        }
+        Target::Missing(p) => replace(&p, write, None),
+        Target::Regular(p, meta) => replace(&p, write, Some(&meta)),
     }
 }
 
@@ -186,7 +199,11 @@ fn temp_prefix(name: &str) -> String {
     format!(".{name}.portcall-")
 }
 
-fn replace(path: &Path, bytes: &[u8], existing: Option<&Metadata>) -> Result<(), WriteError> {
+fn replace(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    existing: Option<&Metadata>,
+) -> Result<(), WriteError> {
     let dir = parent(path);
     let name = path
         .file_name()
@@ -196,10 +213,12 @@ fn replace(path: &Path, bytes: &[u8], existing: Option<&Metadata>) -> Result<(),
     if let Some(meta) = existing {
         keep_owner_and_mode(&temp.file, path, meta)?;
     }
-    let mut file = &temp.file;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+    let mut w = io::BufWriter::with_capacity(64 * 1024, &temp.file);
+    write(&mut w)
+        .and_then(|()| w.flush())
+        .and_then(|()| temp.file.sync_all())
         .map_err(WriteError::io("write", path))?;
+    drop(w);
     let named = dir.join(format!(
         "{}{}-{}.tmp",
         temp_prefix(&name),

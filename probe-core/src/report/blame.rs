@@ -49,6 +49,9 @@ impl Where {
 pub enum Cause {
     /// Packets vanished.
     Drop,
+    /// A UDP datagram reached the target's canary; its answer never came
+    /// back (a one-way path).
+    AnswerLost,
     /// An ICMP error came back.
     IcmpReject,
     /// A TCP reset came back.
@@ -70,6 +73,7 @@ impl Cause {
     pub const fn as_str(self) -> &'static str {
         match self {
             Cause::Drop => "drop",
+            Cause::AnswerLost => "answer-lost",
             Cause::IcmpReject => "icmp-reject",
             Cause::Reset => "reset",
             Cause::ReturnPathLost => "return-path-lost",
@@ -300,6 +304,8 @@ fn blame_untraced(e: &Evidence<'_>) -> Option<Blame> {
             None => at(Where::Unknown, Cause::IcmpReject, None),
         },
         Observed::Timeout => match e.target_stage {
+            // Only UDP times out with the nonce delivered.
+            Some(TargetStage::Nonce) => at(Where::ReturnPath, Cause::AnswerLost, last_hop()),
             Some(TargetStage::Syn | TargetStage::Connected) => {
                 at(Where::ReturnPath, Cause::ReturnPathLost, last_hop())
             }
@@ -369,6 +375,9 @@ impl Blame {
             (_, Cause::ReturnPathLost) => {
                 format!("return path lost: {to} got the SYN but its answers never came back")
             }
+            (_, Cause::AnswerLost) => format!(
+                "one-way path: {to} received it; its answer never came back (the return route, or a filter on the way back)"
+            ),
             (_, Cause::HandshakeIncomplete) => format!(
                 "handshake incomplete at {to}: the SYN arrived, what followed did not (a stateless filter or an asymmetric route)"
             ),

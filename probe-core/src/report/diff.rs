@@ -2,8 +2,9 @@
 //! network team needs after a firewall change (what got fixed, what broke,
 //! what fails differently), as the `portcall.diff/v1` contract and a table.
 //!
-//! Paths are matched by `(from, to, port)`, the key under which a plan
-//! merges flows, so each appears at most once per report. A path in only one
+//! Paths are matched by `(from, to, port)` (with the address family, and
+//! UDP apart from TCP), the key under which a plan merges flows, so each
+//! appears at most once per report. A path in only one
 //! report (the plan file was edited between the runs) is listed with `null`
 //! on the side where it is missing. Only a path that was `ok` and no longer
 //! is counts as worse; see [`Diff::exit_code`]. Paths that fail in both
@@ -187,16 +188,18 @@ pub enum DiffError {
     },
 }
 
-type Key<'a> = (&'a str, &'a str, u16, Option<Family>);
+type Key<'a> = (&'a str, &'a str, u16, Option<Family>, bool);
 
-/// A path is its source, target, port and address family (a dual-stack
-/// pair has one path per family); a report from before families takes
-/// the family of its target address.
+/// A path is its source, target, port, address family (a dual-stack pair
+/// has one path per family) and whether it is UDP (53/udp and 53/tcp are
+/// two paths); a report from before families takes the family of its
+/// target address.
 fn key(p: &PathReport) -> Key<'_> {
     let family = p
         .family
         .or_else(|| p.address.parse::<std::net::IpAddr>().ok().map(Family::of));
-    (p.from.as_str(), p.to.as_str(), p.port, family)
+    let udp = p.protocol == crate::port::Protocol::Udp;
+    (p.from.as_str(), p.to.as_str(), p.port, family, udp)
 }
 
 fn index<'a>(
@@ -678,6 +681,20 @@ mod tests {
         assert_eq!(d.summary.compared, 4, "{:?}", d.summary);
         assert_eq!(d.summary.added, 1, "the IPv6 path is new: {:?}", d.summary);
         assert_eq!(d.summary.removed, 0);
+    }
+
+    #[test]
+    fn udp_and_tcp_of_one_port_are_two_paths() {
+        let old = sample();
+        let mut new = sample();
+        let mut udp = new.paths[0].clone();
+        udp.protocol = crate::port::Protocol::Udp;
+        udp.verdict = Verdict::Violation;
+        new.paths.push(udp);
+        new.recount();
+        let d = diff(&old, &new).unwrap();
+        assert_eq!(d.summary.compared, 4, "{:?}", d.summary);
+        assert_eq!(d.summary.added, 1, "the UDP path is new: {:?}", d.summary);
     }
 
     #[test]

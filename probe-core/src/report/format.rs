@@ -129,7 +129,12 @@ pub(crate) fn path_label(p: &super::PathReport) -> String {
 /// (the JSON `detail` keeps the whole evidence).
 pub(crate) fn why(p: &super::PathReport) -> String {
     let said = match &p.blame {
-        Some(b) => b.sentence(&p.to, p.icmp.as_ref()),
+        // A UDP path's datagram count is part of the evidence (the detail
+        // already says it).
+        Some(b) => match super::udp::arrival(p) {
+            Some(a) => format!("{}; {a}", b.sentence(&p.to, p.icmp.as_ref())),
+            None => b.sentence(&p.to, p.icmp.as_ref()),
+        },
         None => p.detail.clone(),
     };
     match p.verdict {

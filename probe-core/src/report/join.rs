@@ -26,6 +26,7 @@ use crate::control::{
     TraceDirection, TraceEvidence, TraceState,
 };
 use crate::plan::{Family, Plan};
+use crate::port::Protocol;
 use crate::probe::Observed;
 
 /// Whether an agent took part.
@@ -114,6 +115,131 @@ pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
 /// [`join`] for a round that measured only the paths `only` (indices into
 /// the plan's paths, `check --only`): the report lists those paths.
 pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report {
+    let probes = probe_index(plan, round);
+    let paths = only
+        .iter()
+        .filter(|&&i| i < plan.paths.len())
+        .map(|&i| judge_path(plan, round, i, probes[i]))
+        .collect();
+    let mut report = report_without_paths(plan, round);
+    report.paths = paths;
+    report.recount();
+    report
+}
+
+/// Each path's probe, from its source agent (the first it returned for
+/// the path), by path index: found once, not searched for per path.
+fn probe_index<'a>(plan: &Plan, round: &'a RoundEvidence) -> Vec<Option<&'a PathProbe>> {
+    let mut index: Vec<Option<&PathProbe>> = vec![None; plan.paths.len()];
+    for (host, a) in &round.agents {
+        for p in &a.probes {
+            if let Some(slot) = index.get_mut(p.path) {
+                if slot.is_none() && plan.paths[p.path].from == *host {
+                    *slot = Some(p);
+                }
+            }
+        }
+    }
+    index
+}
+
+/// A joined round whose paths are judged as they are written
+/// ([`StreamedReport::write_json`]), one at a time: the coordinator holds
+/// the evidence, never every path's report at once.
+#[derive(Debug)]
+pub struct StreamedReport<'a> {
+    plan: &'a Plan,
+    round: &'a RoundEvidence,
+    only: Option<&'a [usize]>,
+    probes: Vec<Option<&'a PathProbe>>,
+    /// The report without its paths (`paths` is empty); its summary
+    /// counts them.
+    pub report: Report,
+}
+
+/// [`join_paths`] (or [`join`], without `only`) judged path by path, for
+/// writing as JSON without holding the paths' reports.
+pub fn join_streamed<'a>(
+    plan: &'a Plan,
+    round: &'a RoundEvidence,
+    only: Option<&'a [usize]>,
+) -> StreamedReport<'a> {
+    let mut s = StreamedReport {
+        plan,
+        round,
+        only,
+        probes: probe_index(plan, round),
+        report: report_without_paths(plan, round),
+    };
+    let mut summary = Summary::default();
+    s.each(|p| {
+        summary.paths += 1;
+        match p.verdict {
+            Verdict::Ok => summary.ok += 1,
+            Verdict::Violation => summary.violations += 1,
+            Verdict::Error => summary.errors += 1,
+        }
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|e| match e {});
+    s.report.summary = summary;
+    s
+}
+
+impl StreamedReport<'_> {
+    /// Judges every path in order, handing each report to `f`.
+    fn each<E>(&self, mut f: impl FnMut(PathReport) -> Result<(), E>) -> Result<(), E> {
+        let n = self.plan.paths.len();
+        let mut one = |i: usize| f(judge_path(self.plan, self.round, i, self.probes[i]));
+        match self.only {
+            None => (0..n).try_for_each(&mut one),
+            Some(only) => only.iter().filter(|&&i| i < n).try_for_each(|&i| one(i)),
+        }
+    }
+
+    /// Writes the report as [`super::json::write`] writes the whole one,
+    /// byte for byte, judging each path as it goes.
+    pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use serde::Serialize;
+        use serde::ser::{SerializeSeq, SerializeStruct};
+
+        struct Paths<'s, 'a>(&'s StreamedReport<'a>);
+        impl Serialize for Paths<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.report.summary.paths))?;
+                self.0.each(|p| seq.serialize_element(&p))?;
+                seq.end()
+            }
+        }
+        // The fields of `Report`, in its order, with the paths streamed.
+        struct Doc<'s, 'a>(&'s StreamedReport<'a>);
+        impl Serialize for Doc<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let r = &self.0.report;
+                let notes = !r.notes.is_empty();
+                let mut st = s.serialize_struct("Report", 7 + usize::from(notes))?;
+                st.serialize_field("schema", &r.schema)?;
+                st.serialize_field("plan", &r.plan)?;
+                st.serialize_field("started_at", &r.started_at)?;
+                st.serialize_field("finished_at", &r.finished_at)?;
+                st.serialize_field("summary", &r.summary)?;
+                st.serialize_field("hosts", &r.hosts)?;
+                st.serialize_field("paths", &Paths(self.0))?;
+                if notes {
+                    st.serialize_field("notes", &r.notes)?;
+                } else {
+                    st.skip_field("notes")?;
+                }
+                st.end()
+            }
+        }
+        serde_json::to_writer_pretty(&mut *w, &Doc(self))?;
+        writeln!(w)
+    }
+}
+
+/// The report of a round on `plan` with its hosts and no paths yet.
+fn report_without_paths(plan: &Plan, round: &RoundEvidence) -> Report {
     let hosts = plan
         .hosts
         .iter()
@@ -172,23 +298,16 @@ pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report 
             }
         })
         .collect();
-    let paths = only
-        .iter()
-        .filter(|&&i| i < plan.paths.len())
-        .map(|&i| judge_path(plan, round, i))
-        .collect();
-    let mut report = Report {
+    Report {
         schema: SCHEMA.to_string(),
         plan: plan.name.clone(),
         started_at: super::rfc3339(round.started_at),
         finished_at: super::rfc3339(round.finished_at),
         summary: Summary::default(),
         hosts,
-        paths,
+        paths: Vec::new(),
         notes: Vec::new(),
-    };
-    report.recount();
-    report
+    }
 }
 
 /// The source selectors of the flows behind a path, each once, in flow
@@ -220,7 +339,12 @@ enum Listener<'a> {
     Dialled,
 }
 
-fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
+fn judge_path(
+    plan: &Plan,
+    round: &RoundEvidence,
+    i: usize,
+    probe: Option<&PathProbe>,
+) -> PathReport {
     let path = &plan.paths[i];
     let mut r = PathReport {
         from: path.from.clone(),
@@ -259,6 +383,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         role: path.role.clone(),
         cert: None,
         service_banner: None,
+        arrived: None,
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -296,13 +421,29 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         );
     }
     let port = path.port.get();
-    let listener_report = dst.listeners.iter().find(|l| l.port == port);
+    let udp = path.protocol == Protocol::Udp;
+    let listener_report = dst
+        .listeners
+        .iter()
+        .find(|l| l.port == port && (l.protocol == Protocol::Udp) == udp);
     let listener = match (&path.role, listener_report) {
         (None, _) => Listener::Live {
             why: "not a planned port of the target, so no canary",
         },
         (Some(_), Some(l)) => match l.state {
+            ListenerState::Canary if udp => return super::udp::judge(plan, round, i, r, src, dst),
             ListenerState::Canary => Listener::Canary,
+            ListenerState::Held
+                if udp && !super::udp::live_request_known(port, plan.snmp_community.as_deref()) =>
+            {
+                return fail(
+                    r,
+                    format!(
+                        "UDP cannot be proven without a canary: a real service holds {}:{port}/udp ({}) and portcall knows no request of its protocol; silence would prove nothing",
+                        path.to, path.service
+                    ),
+                );
+            }
             ListenerState::Held => Listener::Live {
                 why: "a real service holds the port",
             },
@@ -323,7 +464,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             );
         }
     };
-    let Some(probe) = src.probes.iter().find(|p| p.path == i) else {
+    let Some(probe) = probe else {
         return fail(
             r,
             format!(
@@ -399,7 +540,8 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         )
         .filter(|a| v4.is_none() || a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
         .collect();
-    let handshake = dst.handshakes.as_ref().map(|hs| {
+    // The kernel's handshake tables are TCP's: nothing to say of UDP.
+    let handshake = dst.handshakes.as_ref().filter(|_| !udp).map(|hs| {
         hs.iter()
             .filter(|h| h.port == port && sources.contains(&h.source))
             .map(|h| h.stage)
@@ -436,7 +578,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
             let sighting = probe.nonce.as_ref().and_then(|n| {
                 dst.canaries
                     .iter()
-                    .filter(|c| c.port == port)
+                    .filter(|c| c.port == port && !c.udp)
                     .flat_map(|c| c.seen.iter())
                     .find(|s| &s.nonce == n)
             });
@@ -457,7 +599,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 let shed: u64 = dst
                     .canaries
                     .iter()
-                    .filter(|c| c.port == port)
+                    .filter(|c| c.port == port && !c.udp)
                     .map(|c| c.shed)
                     .sum();
                 return fail(
@@ -563,6 +705,10 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
         }
         Listener::Live { why } => {
             r.observed = Some(probe.observed);
+            // UDP has no connect: its round trip is the answer's.
+            if udp && probe.observed == Observed::Open {
+                r.latency_ms = Some(ms(probe.latency_us));
+            }
             // Without a canary only a trace of a failing connection is
             // evidence: polling can miss a short one, so neither "nothing"
             // nor the stage of a connection that worked is said.
@@ -572,6 +718,7 @@ fn judge_path(plan: &Plan, round: &RoundEvidence, i: usize) -> PathReport {
                 .map(|h| stage_of(Some(h)));
             let live = format!(" ({why})");
             r.detail = match probe.observed {
+                Observed::Open if udp => with(format!("the live service answered{live}")),
                 Observed::Open => format!("connected to the live service{live}"),
                 Observed::Refused if probe.icmp.is_none() => format!(
                     "refused: service down on {}:{port}{live}; a refusal here cannot tell a firewall reset from a stopped service",
@@ -625,6 +772,10 @@ fn traced(
     fn on(a: &AgentEvidence) -> Option<&TraceEvidence> {
         a.trace.as_ref().filter(|t| t.state == TraceState::Traced)
     }
+    // The trace table matches TCP only.
+    if path.protocol == Protocol::Udp {
+        return None;
+    }
     let dest: Option<std::net::IpAddr> = address.parse().ok();
     let port = path.port.get();
     if let Some(t) = on(src) {
@@ -674,12 +825,12 @@ fn traced(
 /// `EACCES`): the source's own kernel refused to send, which no ICMP
 /// message explains. The detail starts with the errno's stable name
 /// ([`crate::probe::classify::errno_name`]), never with OS message text.
-fn local_denial(detail: &str) -> bool {
+pub(super) fn local_denial(detail: &str) -> bool {
     detail.starts_with("EPERM") || detail.starts_with("EACCES")
 }
 
 /// Where else a nonce turned up: `(host, source)`.
-fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
+pub(super) fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
     round.agents.iter().find_map(|(host, a)| {
         a.canaries
             .iter()
@@ -693,7 +844,6 @@ fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use crate::control::Sighting;
-    use crate::port::Protocol;
 
     const PLAN: &str = r#"
 name = "join"
@@ -739,6 +889,7 @@ expect = "blocked"
                     strays: 0,
                     dropped: 0,
                     shed: 0,
+                    udp: l.protocol == Protocol::Udp,
                 })
                 .collect(),
             listeners,
@@ -814,6 +965,7 @@ expect = "blocked"
         vec![Sighting {
             nonce: nonce.into(),
             source: "127.0.9.1:40000".parse().unwrap(),
+            datagrams: 0,
         }]
     }
 
@@ -982,6 +1134,7 @@ expect = "blocked"
                     latency: None,
                     family: None,
                     cert_not_after: None,
+                    protocol: path.protocol,
                 };
                 assert_eq!(
                     path.verdict,
@@ -1144,6 +1297,7 @@ ports = ["mysql"]
             vec![Sighting {
                 nonce: "aa".into(),
                 source: "198.18.1.20:40000".parse().unwrap(),
+                datagrams: 0,
             }],
         );
         db.handshakes = Some(vec![Handshake {
@@ -1250,5 +1404,60 @@ ports = ["thrift"]
             p.detail,
             "refused: gw dials 7002; km's thrift listens on 7000, and nothing listens on 7002"
         );
+    }
+
+    #[test]
+    fn the_streamed_json_report_is_the_joined_one_byte_for_byte() {
+        let p = plan();
+        // A probe a stranger agent claims for web's path must not count,
+        // streamed or not.
+        let mut stranger = up(
+            vec![],
+            vec![probe(0, Some("zz"), Observed::Refused)],
+            vec![],
+        );
+        stranger.outcome = AgentOutcome::Up;
+        let web = up(
+            vec![],
+            vec![
+                probe(0, Some("aa"), Observed::Open),
+                probe(1, None, Observed::Refused),
+            ],
+            vec![],
+        );
+        let db = up(
+            vec![mysql(ListenerState::Canary)],
+            vec![probe(2, None, Observed::Timeout)],
+            saw("aa"),
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [
+                ("web".to_string(), web),
+                ("db".to_string(), db),
+                ("stranger".to_string(), stranger),
+            ]
+            .into(),
+        };
+        for only in [None, Some(vec![2, 0]), Some(vec![])] {
+            let whole = match &only {
+                None => join(&p, &round),
+                Some(o) => join_paths(&p, &round, o),
+            };
+            let streamed = join_streamed(&p, &round, only.as_deref());
+            assert_eq!(streamed.report.summary, whole.summary, "{only:?}");
+            assert!(streamed.report.paths.is_empty());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            crate::report::json::write(&whole, &mut a).unwrap();
+            streamed.write_json(&mut b).unwrap();
+            assert_eq!(
+                String::from_utf8(b).unwrap(),
+                String::from_utf8(a).unwrap(),
+                "{only:?}"
+            );
+        }
+        let r = join(&p, &round);
+        assert_eq!(r.paths[0].verdict, Verdict::Ok);
     }
 }

@@ -124,7 +124,7 @@ fn evidence(p: &PathReport) -> String {
         p.attempts,
         p.latency_ms.map_or("-".to_string(), |l| format!("{l:.2}")),
         p.seen_source.as_deref().unwrap_or("-"),
-    )
+    ) + &super::udp::arrival(p).map_or(String::new(), |a| format!("arrived: {a}\n"))
 }
 
 #[cfg(test)]

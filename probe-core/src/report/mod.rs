@@ -17,15 +17,18 @@ pub(crate) mod markup;
 pub mod prometheus;
 pub mod suggest;
 pub mod table;
+pub mod udp;
 
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-pub use atomic::{WriteError, write_atomically};
+pub use atomic::{WriteError, write_atomically, write_atomically_with};
 pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render, unix_seconds};
-pub use join::{AgentEvidence, AgentOutcome, RoundEvidence, join, join_paths};
+pub use join::{
+    AgentEvidence, AgentOutcome, RoundEvidence, StreamedReport, join, join_paths, join_streamed,
+};
 
 use crate::control::ListenerState;
 use crate::plan::{Expect, Family};
@@ -378,6 +381,10 @@ pub struct PathReport {
     /// evidence that a real service answered, not just a port.
     #[serde(default)]
     pub service_banner: Option<String>,
+    /// For a UDP path with a canary: how many of the `attempts` datagrams
+    /// the target's canary recorded; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived: Option<u32>,
 }
 
 impl std::fmt::Display for Summary {

@@ -6,7 +6,8 @@
 //! The per-path families use the schedule-mode agent's names and labels
 //! (`portcall_path_open`, `portcall_path_ok`, `portcall_path_latency_seconds`,
 //! `portcall_path_observed`, `portcall_tls_cert_not_after_seconds`, all
-//! labelled `{plan, from, to, port, service, expect}` so two plans'
+//! labelled `{plan, from, to, port, service, expect}` (plus `family` where
+//! known and `protocol="udp"` on UDP paths) so two plans'
 //! textfiles never collide; see `schedule::metrics`), with the verdict of the joined
 //! report rather than a live probe's. The textfile collector forbids sample
 //! timestamps, so the round's time is a gauge of its own.
@@ -17,6 +18,7 @@ use std::io::{self, Write};
 use super::format::unix_seconds;
 use super::{PathReport, Report, Verdict};
 use crate::plan::{Expect, Family};
+use crate::port::Protocol;
 use crate::probe::Observed;
 
 /// Writes the report's metrics.
@@ -27,7 +29,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     let paths: Vec<&PathReport> = report
         .paths
         .iter()
-        .filter(|p| seen.insert((&p.from, &p.to, p.port, &p.service, p.expect)))
+        .filter(|p| seen.insert((&p.from, &p.to, p.port, p.protocol, &p.service, p.expect)))
         .collect();
     let plan = report.plan.as_str();
     let measured = || {
@@ -190,6 +192,10 @@ pub(crate) struct PathLabels<'a> {
     /// `ipv4` or `ipv6`, where known: a dual-stack pair has a series per
     /// family.
     pub family: Option<Family>,
+    /// Exported as `protocol="udp"` for UDP paths only, so that the series
+    /// of TCP and TLS paths keep the labels they always had (53/udp and
+    /// 53/tcp still differ by it).
+    pub protocol: Protocol,
 }
 
 /// One per-path sample: the path's labels, then `extra`, then the value.
@@ -210,10 +216,12 @@ pub(crate) fn path_sample(
         ("expect", path.expect.as_str()),
     ];
     let family = path.family.map(|f| ("family", f.as_str()));
+    let protocol = (path.protocol == Protocol::Udp).then_some(("protocol", "udp"));
     write!(w, "{name}{{")?;
     for (i, (k, v)) in labels
         .iter()
         .chain(family.as_slice())
+        .chain(protocol.as_slice())
         .chain(extra)
         .enumerate()
     {
@@ -246,6 +254,7 @@ fn sample(
         service: &p.service,
         expect: p.expect,
         family: p.family,
+        protocol: p.protocol,
     };
     path_sample(w, name, &labels, extra.as_slice(), value)
 }

@@ -51,6 +51,7 @@ use super::blame::{Blame, BlameRule, Where};
 use super::format::path_label;
 use super::{PathReport, Report, Verdict};
 use crate::plan::Expect;
+use crate::port::Protocol;
 use crate::probe::Observed;
 use crate::probe::classify::errno_name;
 
@@ -362,10 +363,17 @@ impl Backend {
         }
     }
 
-    /// The commands that accept (`accept`) or drop TCP to `port` from
-    /// `source`, or from every source when it is `None` (for iptables, one
-    /// command per address family then).
-    fn commands(&self, accept: bool, source: Option<IpAddr>, port: u16, note: &str) -> Vec<String> {
+    /// The commands that accept (`accept`) or drop `l4` (`tcp` or `udp`)
+    /// to `port` from `source`, or from every source when it is `None` (for
+    /// iptables, one command per address family then).
+    fn commands(
+        &self,
+        accept: bool,
+        source: Option<IpAddr>,
+        l4: &str,
+        port: u16,
+        note: &str,
+    ) -> Vec<String> {
         let v6 = source.is_some_and(|s| s.is_ipv6());
         let port_text = port.to_string();
         match self {
@@ -381,7 +389,7 @@ impl Backend {
                     words.extend([if v6 { "ip6" } else { "ip" }, "saddr", a]);
                 }
                 words.extend([
-                    "tcp",
+                    l4,
                     "dport",
                     &port_text,
                     "counter",
@@ -414,7 +422,7 @@ impl Backend {
                         }
                         words.extend([
                             "-p",
-                            "tcp",
+                            l4,
                             "--dport",
                             &port_text,
                             "-m",
@@ -441,7 +449,7 @@ impl Backend {
                     None => String::new(),
                 };
                 let rule = format!(
-                    "rule priority=\"{}\"{from} port port=\"{port}\" protocol=\"tcp\" {}",
+                    "rule priority=\"{}\"{from} port port=\"{port}\" protocol=\"{l4}\" {}",
                     if accept { -32768 } else { -32767 },
                     if accept { "accept" } else { "drop" },
                 );
@@ -463,15 +471,17 @@ impl Backend {
 }
 
 impl Backend {
-    /// Accepts TCP to `dest:port` (from `source`, when given) in `hook`'s
+    /// Accepts `l4` to `dest:port` (from `source`, when given) in `hook`'s
     /// chain (`output` or `forward`), or in the traced rule's table and
     /// chain `at` (nft).
+    #[allow(clippy::too_many_arguments)]
     fn accept_in(
         &self,
         hook: &str,
         at: Option<&(String, String)>,
         source: Option<IpAddr>,
         dest: Option<IpAddr>,
+        l4: &str,
         port: u16,
         note: &str,
     ) -> Vec<String> {
@@ -494,9 +504,8 @@ impl Backend {
                 if let Some(a) = dst {
                     words.extend([ipf.to_string(), "daddr".into(), a]);
                 }
-                words.extend(
-                    ["tcp", "dport", &port, "counter", "accept", "comment"].map(String::from),
-                );
+                words
+                    .extend([l4, "dport", &port, "counter", "accept", "comment"].map(String::from));
                 words.push(format!("\"{}\"", comment_token(note, 128)));
                 vec![
                     words
@@ -520,7 +529,7 @@ impl Backend {
                     words.extend(["-d".into(), a]);
                 }
                 words.extend(
-                    ["-p", "tcp", "--dport", &port, "-m", "comment", "--comment"].map(String::from),
+                    ["-p", l4, "--dport", &port, "-m", "comment", "--comment"].map(String::from),
                 );
                 words.push(comment_token(note, 255));
                 words.extend(["-j".into(), "ACCEPT".into()]);
@@ -536,7 +545,7 @@ impl Backend {
                 // firewalld zones filter what arrives; a host's own output
                 // is filtered by direct rules.
                 let rule = format!(
-                    "{} filter {} 0 -d {} -p tcp --dport {port} -j ACCEPT",
+                    "{} filter {} 0 -d {} -p {l4} --dport {port} -j ACCEPT",
                     if v6 { "ipv6" } else { "ipv4" },
                     hook.to_ascii_uppercase(),
                     dst.unwrap_or_default()
@@ -660,6 +669,9 @@ pub struct Item {
     pub notes: Vec<String>,
     /// What to do.
     pub action: Action,
+    /// The path's protocol: its rules match `udp` for UDP paths, `tcp`
+    /// otherwise (TLS runs over TCP).
+    pub protocol: Protocol,
 }
 
 /// The suggestions for one host.
@@ -719,16 +731,20 @@ pub fn suggest(report: &Report, options: &SuggestOptions) -> Result<Suggestions,
     }
     let mut hosts: Vec<HostSuggestions> = Vec::new();
     // The first path whose item holds each (host, port)'s default deny.
-    let mut denied: Vec<(String, u16, String)> = Vec::new();
+    let mut denied: Vec<(String, u16, Protocol, String)> = Vec::new();
     for p in report.paths.iter().filter(|p| p.verdict != Verdict::Ok) {
         let (host, mut item) = judge(report, &backend, options.router.as_deref(), p);
         if let Action::DefaultDeny { port, .. } = item.action {
-            match denied.iter().find(|(h, q, _)| *h == host && *q == port) {
-                Some((_, _, by)) => {
+            let udp = |p: Protocol| p == Protocol::Udp;
+            match denied
+                .iter()
+                .find(|(h, q, pr, _)| *h == host && *q == port && udp(*pr) == udp(item.protocol))
+            {
+                Some((_, _, _, by)) => {
                     item.notes.clear();
                     item.action = Action::Covered { by: by.clone() };
                 }
-                None => denied.push((host.clone(), port, item.path.clone())),
+                None => denied.push((host.clone(), port, item.protocol, item.path.clone())),
             }
         }
         if options.host.as_ref().is_some_and(|h| *h != host) {
@@ -785,6 +801,7 @@ fn judge(
         action: Action::Manual {
             reason: String::new(),
         },
+        protocol: p.protocol,
     };
     let target = p.to.clone();
     let manual = |mut item: Item, host: String, reason: String| {
@@ -1022,6 +1039,10 @@ fn network_paragraph(report: &Report, p: &PathReport, blame: &Blame) -> String {
         _ => "a device between the hosts".to_string(),
     };
     let what = match blame.at {
+        Where::ReturnPath if blame.cause == super::blame::Cause::AnswerLost => format!(
+            "{} received our datagram, but its answers never came back: the return direction is lost, at {}'s output filter, {}'s input filter or {hop} on the way back",
+            p.to, p.to, p.from
+        ),
         Where::ReturnPath => format!(
             "{} got the SYN but its answers never came back: {hop} loses the return direction",
             p.to
@@ -1029,9 +1050,20 @@ fn network_paragraph(report: &Report, p: &PathReport, blame: &Blame) -> String {
         _ => format!("{hop} stops it ({})", blame.cause),
     };
     format!(
-        "blamed on the network: {what}; no rule on {} or {} can fix it. For the network team: allow TCP from {} ({from_addrs}{}) to {} ({}{}) port {}{}",
-        p.to,
-        p.from,
+        "blamed on the network: {what}; {}. For the network team: allow {} from {} ({from_addrs}{}) to {} ({}{}) port {}{}",
+        if blame.cause == super::blame::Cause::AnswerLost {
+            format!(
+                "no accept for arriving traffic on {} can fix it; look at the filters of the answers' way first",
+                p.to
+            )
+        } else {
+            format!("no rule on {} or {} can fix it", p.to, p.from)
+        },
+        if p.protocol == Protocol::Udp {
+            "UDP (both ways: the answers too)"
+        } else {
+            "TCP"
+        },
         p.from,
         zone(&p.from),
         p.to,
@@ -1092,6 +1124,8 @@ fn default_deny(
         .paths
         .iter()
         .filter(|q| q.to == p.to && q.port == p.port && q.expect == Expect::Open)
+        // 53/udp's must-be-open sources say nothing of 53/tcp.
+        .filter(|q| (q.protocol == Protocol::Udp) == (p.protocol == Protocol::Udp))
     {
         if !open_from.contains(&q.from.as_str()) {
             open_from.push(&q.from);
@@ -1298,6 +1332,11 @@ impl Suggestions {
                     writeln!(w, "#   note: {}", comment_line(n))?;
                 }
                 let rule_note = format!("portcall: {}", i.path);
+                let l4 = if i.protocol == Protocol::Udp {
+                    "udp"
+                } else {
+                    "tcp"
+                };
                 let commands = match &i.action {
                     Action::Accept {
                         source,
@@ -1308,18 +1347,20 @@ impl Suggestions {
                         Some(at),
                         Some(*source),
                         None,
+                        l4,
                         *port,
                         &rule_note,
                     ),
                     Action::Accept { source, port, .. } => {
                         self.backend
-                            .commands(true, Some(*source), *port, &rule_note)
+                            .commands(true, Some(*source), l4, *port, &rule_note)
                     }
                     Action::AcceptOut { dest, port, at } => self.backend.accept_in(
                         "output",
                         at.as_ref(),
                         None,
                         Some(*dest),
+                        l4,
                         *port,
                         &rule_note,
                     ),
@@ -1328,6 +1369,7 @@ impl Suggestions {
                         None,
                         Some(*source),
                         Some(*dest),
+                        l4,
                         *port,
                         &rule_note,
                     ),
@@ -1335,10 +1377,10 @@ impl Suggestions {
                         // The drop first: each accept is then inserted
                         // ahead of it.
                         let deny = format!("portcall: default deny of port {port}, {}", i.path);
-                        let mut c = self.backend.commands(false, None, *port, &deny);
+                        let mut c = self.backend.commands(false, None, l4, *port, &deny);
                         for (a, from) in allow {
                             let keep = format!("portcall: keep port {port} open for {from}");
-                            c.extend(self.backend.commands(true, Some(*a), *port, &keep));
+                            c.extend(self.backend.commands(true, Some(*a), l4, *port, &keep));
                         }
                         c
                     }
@@ -1443,6 +1485,7 @@ mod tests {
             role: None,
             cert: None,
             service_banner: None,
+            arrived: None,
         }
     }
 
@@ -1626,6 +1669,98 @@ mod tests {
         let mut out = Vec::new();
         s.write(&mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn udp_violations_get_udp_rules_in_every_backend() {
+        use Expect::*;
+        let mut r = report();
+        r.paths.clear();
+        // A dropped must-be-open 53/udp (blamed on the target), a
+        // must-be-blocked 514/udp that got through, and an open 53/tcp that
+        // must stay out of the UDP default deny.
+        let mut dropped = path(
+            "web",
+            "db",
+            53,
+            Open,
+            Some(Observed::Timeout),
+            Verdict::Violation,
+            "dropped",
+            None,
+        );
+        dropped.protocol = Protocol::Udp;
+        dropped.arrived = Some(0);
+        dropped.blame = Some(Blame {
+            at: Where::Target,
+            hop: None,
+            hop_distance: None,
+            cause: super::super::blame::Cause::Drop,
+            rule: None,
+        });
+        let mut through = path(
+            "web",
+            "db",
+            514,
+            Blocked,
+            Some(Observed::Open),
+            Verdict::Violation,
+            "db saw our nonce",
+            Some("198.18.0.2"),
+        );
+        through.protocol = Protocol::Udp;
+        let mut tcp = path(
+            "ops",
+            "db",
+            514,
+            Open,
+            Some(Observed::Open),
+            Verdict::Ok,
+            "",
+            None,
+        );
+        tcp.protocol = Protocol::Tcp;
+        r.paths = vec![dropped, through, tcp];
+        r.recount();
+        let run = |format| {
+            let s = suggest(&r, &SuggestOptions::new(format)).unwrap();
+            let mut out = Vec::new();
+            s.write(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let nft = run(FirewallFormat::Nft);
+        assert!(
+            nft.contains(
+                "nft insert rule inet filter input ip saddr 198.18.0.2 udp dport 53 counter accept"
+            ),
+            "{nft}"
+        );
+        assert!(
+            nft.contains("nft insert rule inet filter input udp dport 514 counter drop"),
+            "{nft}"
+        );
+        // ops must reach 514/tcp, not 514/udp: the UDP deny keeps no one.
+        assert!(!nft.contains("keep port 514 open for ops"), "{nft}");
+        assert!(!nft.contains("tcp dport"), "{nft}");
+        let ipt = run(FirewallFormat::Iptables);
+        assert!(
+            ipt.contains("iptables -w -I INPUT -s 198.18.0.2 -p udp --dport 53 "),
+            "{ipt}"
+        );
+        assert!(
+            ipt.contains("-p udp --dport 514 ") && !ipt.contains("-p tcp"),
+            "{ipt}"
+        );
+        let fwd = run(FirewallFormat::Firewalld);
+        assert!(
+            fwd.contains(r#"port port="53" protocol="udp" accept"#),
+            "{fwd}"
+        );
+        assert!(
+            fwd.contains(r#"port port="514" protocol="udp" drop"#)
+                && !fwd.contains(r#"protocol="tcp""#),
+            "{fwd}"
+        );
     }
 
     #[test]

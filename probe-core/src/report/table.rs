@@ -208,6 +208,7 @@ pub(crate) mod tests {
             role: None,
             cert: None,
             service_banner: None,
+            arrived: None,
         }
     }
 

@@ -64,7 +64,10 @@ impl LiveRounds {
     }
 
     fn try_reload(&self) -> Result<(Arc<Plan>, Probing), ScheduleError> {
-        let plan = Plan::load(&self.plan_path)?;
+        let plan = Plan::load_scoped(
+            &self.plan_path,
+            &crate::plan::PathScope::Host(self.host.clone()),
+        )?;
         let prober = prober_for(&plan, &self.host, self.concurrency)?;
         Ok((Arc::new(plan), prober))
     }
@@ -131,6 +134,7 @@ impl Rounds for LiveRounds {
                 to: p.to.clone(),
                 port: p.port,
                 service: p.service.clone(),
+                protocol: p.protocol,
                 expect: p.expect,
                 observed: r.observed,
                 latency: r.connect_time,

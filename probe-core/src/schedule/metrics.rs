@@ -39,6 +39,8 @@ pub struct PathSample {
     /// When the server certificate of a TLS path expires (Unix seconds),
     /// where a handshake saw one.
     pub cert_not_after: Option<f64>,
+    /// TCP, TLS or UDP (exported as the `protocol` label for UDP).
+    pub protocol: crate::port::Protocol,
 }
 
 impl PathSample {
@@ -238,6 +240,7 @@ fn sample(
         service: &p.service,
         expect: p.expect,
         family: p.family,
+        protocol: p.protocol,
     };
     path_sample(out, name, &labels, extra, value)
 }
@@ -328,6 +331,7 @@ mod tests {
             to: to.into(),
             port: port(p),
             service: service.into(),
+            protocol: crate::port::Protocol::Tcp,
             expect,
             observed,
             latency: matches!(

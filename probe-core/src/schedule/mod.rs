@@ -143,11 +143,13 @@ impl Scheduled {
                 every: config.timing.every,
             });
         }
-        let plan = Plan::load(&config.plan_path)?;
+        // Only this host's paths are kept (it probes its outgoing ones).
+        let plan = Plan::load_scoped(&config.plan_path, &crate::plan::PathScope::Lazy)?;
         let host = match config.host {
             Some(h) => h,
             None => detect_host(&plan)?,
         };
+        let plan = plan.scoped(&crate::plan::PathScope::Host(host.clone()));
         let store = Arc::new(MetricsStore::new());
         let rounds = LiveRounds::new(
             config.plan_path,

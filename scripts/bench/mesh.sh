@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# Scale benchmark (root, iproute2, nftables, python3, /usr/bin/time): for
+# each N, a bridge lab of N hosts (one network namespace each, a veth to a
+# bridge in its own namespace, nothing in the root namespace, addresses
+# from 198.18.0.0/15), a full-mesh plan of N hosts x PORTS ports
+# (scripts/bench/mesh_plan.py: N*(N-1)*PORTS paths, all expected open),
+# about DROP of the paths dropped by the target hosts' nft firewalls (a
+# selection by SEED from scripts/bench/mesh_drops.py: the ground truth),
+# one `portcall agent` per host and ROUNDS timed `portcall check` rounds
+# from host h1.
+#
+#   scripts/bench/mesh.sh [--rounds R] [N...]        # default: 10 25 50 100, 5 rounds
+#   PORTCALL_BIN=/path/to/portcall scripts/bench/mesh.sh 50
+#   PORTS=10 DROP=0.05 SEED=14 TIMEOUT_MS=1000 RETRIES=1 ROUND_LIMIT=300 ...
+#   AGENT_ARGS=--no-rule-trace   # extra `portcall agent` arguments
+#   KILL_STRAYS=1                # end leftover agent children after each round
+#
+# Every host has a static (`nud permanent`) neighbour entry for every other
+# host: the kernel's neighbour table limit (gc_thresh3) is shared by all
+# namespaces, and dynamic ARP for 100 x 99 pairs would overflow it and make
+# the lab, not portcall, drop packets. Permanent entries are not counted
+# against it (the script prints both numbers).
+#
+# Per round: wall (and wall/floor, floor = timeout_ms x (1 + retries) from
+# the plan), false results against the ground truth (every dropped path must
+# be `timeout`/violation, every other path `open`/ok; mesh_score.py names
+# the kinds), the coordinator's peak RSS, and the agents' RSS idle (before
+# the round) and peak (VmHWM, after). Prints the rounds and a table of
+# medians; exits 1 when any round had a false result (a gate), 2 on bad
+# arguments or a lab that could not be built. Everything (agents, the
+# check, namespaces) is torn down on exit, error, Ctrl-C or SIGTERM.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-5}
+ns_list=()
+while (($#)); do
+    case $1 in
+        --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
+        --rounds=*) ROUNDS=${1#*=}; shift ;;
+        -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *[!0-9]* | '') echo "mesh.sh: not a host count: $1" >&2; exit 2 ;;
+        *) ns_list+=("$1"); shift ;;
+    esac
+done
+((${#ns_list[@]})) || ns_list=(10 25 50 100)
+PORTS=${PORTS:-10}
+DROP=${DROP:-0.05}
+SEED=${SEED:-14}
+TIMEOUT_MS=${TIMEOUT_MS:-1000}
+RETRIES=${RETRIES:-1}
+CONTROL_PORT=${CONTROL_PORT:-7400}
+BASE_PORT=20000
+# Bound of one `portcall check` (seconds); past it the round is killed
+# and scored as it stands (no report: every path false).
+ROUND_LIMIT=${ROUND_LIMIT:-300}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mesh.sh: --rounds must be a positive number, got $ROUNDS" >&2; exit 2; }
+for n in "${ns_list[@]}"; do
+    ((n >= 2 && n <= 250)) || { echo "mesh.sh: N must be between 2 and 250, got $n" >&2; exit 2; }
+done
+
+if ((EUID != 0)); then echo "mesh.sh: needs root (network namespaces)" >&2; exit 2; fi
+for tool in ip nft python3 timeout /usr/bin/time; do
+    command -v "$tool" >/dev/null || { echo "mesh.sh: needs $tool" >&2; exit 2; }
+done
+if [[ -n ${PORTCALL_BIN:-} ]]; then
+    BIN=$PORTCALL_BIN
+else
+    cargo build -q --release -p portcall
+    BIN=${CARGO_TARGET_DIR:-target}/release/portcall
+fi
+[[ -x $BIN ]] || { echo "mesh.sh: no portcall binary at $BIN" >&2; exit 2; }
+BIN=$(realpath "$BIN")
+
+# A hundred agents each hold a connection per path of theirs plus the
+# canaries' and the control channel's: lift the descriptor limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# Namespaces are pc<pid>-mesh-*, like integration::Lab's pc<pid>-<seq>, so
+# parallel runs never collide. Leftovers of a run that was SIGKILLed
+# (its pid gone) are removed first; nothing else is touched.
+PREFIX="pc$$-mesh-"
+while read -r name _; do
+    if [[ $name =~ ^pc([0-9]+)-mesh- ]] && ! kill -0 "${BASH_REMATCH[1]}" 2>/dev/null; then
+        ip netns del "$name" 2>/dev/null || true
+    fi
+done < <(ip netns list)
+
+work=$(mktemp -d /tmp/portcall-mesh.XXXXXX)
+agents=()
+check_pid=
+lab_ns=()
+printed=
+rows=$work/rows
+: >"$rows"
+
+lab_down() {
+    local p
+    if ((${#agents[@]})); then
+        kill -TERM "${agents[@]}" 2>/dev/null || true
+        for _ in $(seq 50); do
+            local alive=0
+            for p in "${agents[@]}"; do kill -0 "$p" 2>/dev/null && alive=1 && break; done
+            ((alive)) || break
+            sleep 0.1
+        done
+        kill -KILL "${agents[@]}" 2>/dev/null || true
+        wait "${agents[@]}" 2>/dev/null || true
+    fi
+    agents=()
+    # Whatever the agents left running inside the lab (a child that outlived
+    # its agent keeps the namespace alive after `netns del`).
+    local ns strays=()
+    for ns in "${lab_ns[@]}"; do
+        mapfile -t -O "${#strays[@]}" strays < <(ip netns pids "$ns" 2>/dev/null)
+    done
+    if ((${#strays[@]})); then
+        kill -KILL "${strays[@]}" 2>/dev/null || true
+    fi
+    if ((${#lab_ns[@]})); then
+        printf 'netns del %s\n' "${lab_ns[@]}" | ip -force -batch - 2>/dev/null || true
+    fi
+    lab_ns=()
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $check_pid ]]; then
+        kill -TERM "$check_pid" 2>/dev/null || true
+        wait "$check_pid" 2>/dev/null || true
+    fi
+    lab_down
+    # Anything of ours still there (a namespace made before lab_ns knew it).
+    ip netns list | awk -v p="$PREFIX" 'index($1, p) == 1 { print "netns del " $1 }' |
+        ip -force -batch - 2>/dev/null || true
+    [[ -n $printed ]] || table || true
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "mesh.sh: line $LINENO failed" >&2' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mac_of() { printf '02:00:c6:12:%02x:%02x' $(($1 >> 8)) $(($1 & 255)); }
+# The addresses mesh_plan.py gives: 250 hosts per /24 of 198.18.0.0/15.
+addr_of() { local k=$(($1 - 1)); echo "198.$((18 + k / 250 / 256)).$((k / 250 % 256)).$((k % 250 + 1))"; }
+kib_mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# lab_up N DIR: namespaces, bridge, addresses, permanent neighbours.
+lab_up() {
+    local n=$1 dir=$2 i j br="${PREFIX}br"
+    lab_ns=("$br")
+    for ((i = 1; i <= n; i++)); do lab_ns+=("${PREFIX}h$i"); done
+    printf 'netns add %s\n' "${lab_ns[@]}" | ip -batch -
+    {
+        echo "link add br0 type bridge"
+        echo "link set br0 up"
+        for ((i = 1; i <= n; i++)); do
+            echo "link add v$i type veth peer name eth0 address $(mac_of "$i") netns ${PREFIX}h$i"
+            echo "link set v$i master br0 up"
+        done
+    } | ip -n "$br" -batch -
+    for ((i = 1; i <= n; i++)); do
+        {
+            echo "link set lo up"
+            echo "addr add $(addr_of "$i")/15 dev eth0"
+            echo "link set eth0 up"
+            for ((j = 1; j <= n; j++)); do
+                ((j == i)) || echo "neigh replace $(addr_of "$j") lladdr $(mac_of "$j") dev eth0 nud permanent"
+            done
+        } >"$dir/ip-h$i"
+        ip -n "${PREFIX}h$i" -batch "$dir/ip-h$i"
+    done
+}
+
+# neigh_count N STATE: neighbour entries of STATE (permanent or all) over all hosts.
+neigh_count() {
+    local i total=0 c
+    for ((i = 1; i <= $1; i++)); do
+        if [[ $2 == permanent ]]; then
+            c=$(ip -n "${PREFIX}h$i" neigh show nud permanent | wc -l)
+        else
+            c=$(ip -n "${PREFIX}h$i" neigh show | wc -l)
+        fi
+        total=$((total + c))
+    done
+    echo "$total"
+}
+
+# firewalls N DIR DROPS: each target host drops its selected (source, port) pairs.
+firewalls() {
+    local n=$1 dir=$2 drops=$3 i
+    python3 - "$drops" "$dir" "$n" <<'PY'
+import collections, sys
+drops, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def addr(h):
+    k = int(h[1:]) - 1
+    return f"198.{18 + k // 250 // 256}.{k // 250 % 256}.{k % 250 + 1}"
+by_target = collections.defaultdict(list)
+for line in open(drops):
+    s, t, p = line.split()
+    by_target[t].append(f"{addr(s)} . {p}")
+for i in range(1, n + 1):
+    elems = by_target.get(f"h{i}", [])
+    with open(f"{out}/fw-h{i}.nft", "w") as f:
+        f.write("table inet pcmesh {\n")
+        f.write("  set drops { type ipv4_addr . inet_service\n")
+        if elems:
+            f.write("    elements = { " + ", ".join(elems) + " }\n")
+        f.write("  }\n")
+        f.write("  chain input { type filter hook input priority 0; policy accept;\n")
+        f.write("    ip saddr . tcp dport @drops drop\n  }\n}\n")
+PY
+    for ((i = 1; i <= n; i++)); do
+        ip netns exec "${PREFIX}h$i" nft -f "$dir/fw-h$i.nft"
+    done
+}
+
+# agents_ready N: every agent's control port is listening (read from the
+# agent's own /proc/PID/net/tcp, which shows its namespace).
+agents_ready() {
+    local hex p
+    hex=$(printf ':%04X' "$CONTROL_PORT")
+    for p in "${agents[@]}"; do
+        kill -0 "$p" 2>/dev/null || return 2
+        awk -v h="$hex" '$4 == "0A" && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' \
+            "/proc/$p/net/tcp" || return 1
+    done
+}
+
+# strays: processes in the lab's namespaces that are not agents (children
+# an agent should have ended; counted after each round).
+strays() {
+    local ns
+    for ns in "${lab_ns[@]}"; do ip netns pids "$ns" 2>/dev/null; done |
+        { grep -vxF -f <(printf '%s\n' "${agents[@]}") || true; } | wc -l
+}
+
+# kill_strays: ends them (KILL_STRAYS=1: to tell their cost from the rest).
+kill_strays() {
+    local ns p
+    for ns in "${lab_ns[@]}"; do
+        for p in $(ip netns pids "$ns" 2>/dev/null); do
+            [[ " ${agents[*]} " == *" $p "* ]] || kill -KILL "$p" 2>/dev/null || true
+        done
+    done
+}
+
+# agents_cpu: CPU ticks (user + system) the agents have used so far.
+agents_cpu() {
+    local p
+    for p in "${agents[@]}"; do cat "/proc/$p/stat" 2>/dev/null; done |
+        sed 's/.*) //' | awk '{ t += $12 + $13 } END { print t + 0 }'
+}
+
+# rss FIELD: median and max of FIELD (VmRSS, VmHWM) over the agents, in KiB.
+rss() {
+    local p files=()
+    for p in "${agents[@]}"; do files+=("/proc/$p/status"); done
+    awk -v f="$1:" '$1 == f { print $2 }' "${files[@]}" | sort -n |
+        awk '{ v[NR] = $1 } END { printf "%d %d\n", v[int((NR + 1) / 2)], v[NR] }'
+}
+
+median_col() { # median_col N COLUMN: median of a column of N's rows
+    awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$rows" | sort -g |
+        awk '{ v[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+max_col() { awk -v n="$1" -v c="$2" '$1 == n && $c > m { m = $c } END { print m + 0 }' "$rows"; }
+
+# rows: N paths floor round wall coord_kib idle_med idle_max hwm_max false kinds exit strays
+table() {
+    [[ -s $rows ]] || return 0
+    printed=1
+    echo
+    echo "medians over the rounds (RSS in MiB; agent idle = median agent before the round, max = largest; agent peak = largest VmHWM after;"
+    echo "strays = most processes other than the agents left in the lab's namespaces a second after a round)"
+    printf '%-9s %7s %7s %8s %11s %-16s %-34s %8s %11s %10s %11s %7s\n' \
+        hosts paths floor_s wall_s wall/floor "false/round" "false kinds (all rounds)" coord_rss agent_idle idle_max agent_peak strays
+    local n
+    for n in $(awk '{ print $1 }' "$rows" | uniq); do
+        local paths floor wall per kinds
+        paths=$(awk -v n="$n" '$1 == n { print $2; exit }' "$rows")
+        floor=$(awk -v n="$n" '$1 == n { print $3; exit }' "$rows")
+        wall=$(median_col "$n" 5)
+        per=$(awk -v n="$n" '$1 == n { printf "%s%s", s, $10; s = "," }' "$rows")
+        kinds=$(awk -v n="$n" '$1 == n && $11 != "-" { k = split($11, a, ","); for (i = 1; i <= k; i++) { split(a[i], b, ":"); t[b[1]] += b[2] } }
+            END { s = ""; for (x in t) { s = s (s ? "," : "") x ":" t[x] }; print (s ? s : "-") }' "$rows")
+        printf '%-9s %7s %7s %8.2f %10.2fx %-16s %-34s %8s %11s %10s %11s %7s\n' \
+            "${n}x$PORTS" "$paths" "$floor" "$wall" "$(awk -v w="$wall" -v f="$floor" 'BEGIN { print w / f }')" \
+            "$per" "$kinds" "$(kib_mib "$(median_col "$n" 6)")" "$(kib_mib "$(median_col "$n" 7)")" \
+            "$(kib_mib "$(max_col "$n" 8)")" "$(kib_mib "$(max_col "$n" 9)")" "$(max_col "$n" 13)"
+    done
+}
+
+echo "portcall: $BIN ($("$BIN" --version))"
+echo "mesh: N = ${ns_list[*]}, $PORTS ports, drop $DROP (seed $SEED), $ROUNDS rounds; gc_thresh3 = $(cat /proc/sys/net/ipv4/neigh/default/gc_thresh3); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for n in "${ns_list[@]}"; do
+    dir=$work/n$n
+    mkdir -p "$dir"
+    plan=$dir/plan.toml drops=$dir/drops
+    scripts/bench/mesh_plan.py "$n" "$PORTS" --timeout-ms "$TIMEOUT_MS" --retries "$RETRIES" \
+        --control-port "$CONTROL_PORT" --base-port "$BASE_PORT" >"$plan"
+    scripts/bench/mesh_drops.py "$n" "$PORTS" --base-port "$BASE_PORT" --drop "$DROP" --seed "$SEED" >"$drops"
+    paths=$((n * (n - 1) * PORTS))
+    # The floor from the plan: timeout_ms x (1 + retries) for a dropped path.
+    floor=$(awk -F' *= *' '$1 == "timeout_ms" { t = $2 } $1 == "retries" { r = $2 } END { printf "%.1f", t * (1 + r) / 1000 }' "$plan")
+    echo
+    echo "== $n hosts x $PORTS ports: $paths paths, $(wc -l <"$drops") dropped; floor ${floor} s (timeout_ms $TIMEOUT_MS x (1 + retries $RETRIES))"
+    t0=$SECONDS
+    "$BIN" pki init --dir "$dir/pki" >"$dir/pki.log" 2>&1 || { cat "$dir/pki.log" >&2; exit 2; }
+    "$BIN" pki issue --dir "$dir/pki" --plan "$plan" >"$dir/pki.log" 2>&1 || { cat "$dir/pki.log" >&2; exit 2; }
+    lab_up "$n" "$dir"
+    firewalls "$n" "$dir" "$drops"
+    perm=$(neigh_count "$n" permanent) all=$(neigh_count "$n" all)
+    if ((perm != n * (n - 1))); then
+        echo "mesh.sh: expected $((n * (n - 1))) permanent neighbours, found $perm" >&2
+        exit 2
+    fi
+    echo "lab up in $((SECONDS - t0)) s: $((n + 1)) namespaces, $perm permanent neighbour entries ($all in all; gc_thresh3 $(cat /proc/sys/net/ipv4/neigh/default/gc_thresh3) does not count permanent ones)"
+    t0=$SECONDS
+    for ((i = 1; i <= n; i++)); do
+        RUST_LOG=${RUST_LOG:-warn} ip netns exec "${PREFIX}h$i" "$BIN" agent --plan "$plan" --host "h$i" --pki "$dir/pki" ${AGENT_ARGS:-} \
+            </dev/null >"$dir/agent-h$i.log" 2>&1 &
+        agents+=($!)
+    done
+    deadline=$((SECONDS + 60 + 2 * n))
+    until agents_ready; do
+        rc=$?
+        if ((rc == 2)) || ((SECONDS > deadline)); then
+            echo "mesh.sh: agents not ready after $((SECONDS - t0)) s ($( ((rc == 2)) && echo 'one exited' || echo 'timed out'))" >&2
+            tail -n 3 "$dir"/agent-*.log | head -n 40 >&2
+            exit 2
+        fi
+        sleep 0.5
+    done
+    # Listening is not idle: wait (bounded) until the agents together use
+    # under a tenth of a CPU, so startup work is not timed as the round.
+    settle_deadline=$((SECONDS + 60 + n))
+    cpu0=$(agents_cpu)
+    while sleep 1; do
+        cpu1=$(agents_cpu)
+        (((cpu1 - cpu0) * 10 < $(getconf CLK_TCK))) && break
+        cpu0=$cpu1
+        if ((SECONDS > settle_deadline)); then
+            echo "note: the agents still use $(((cpu1 - cpu0) * 100 / $(getconf CLK_TCK)))% CPU; timing anyway"
+            break
+        fi
+    done
+    echo "agents ready (listening, idle) in $((SECONDS - t0)) s"
+    printf '%5s %8s %9s %10s %10s %10s %7s %6s  %s\n' round wall_s coord_MiB idle_MiB idle_max agent_peak strays false kinds
+    for ((r = 1; r <= ROUNDS; r++)); do
+        read -r idle_med idle_max < <(rss VmRSS)
+        report=$dir/report.json tfile=$dir/time
+        rm -f "$report" "$tfile"
+        timeout -k 10 "$ROUND_LIMIT" ip netns exec "${PREFIX}h1" /usr/bin/time -f '%e %M' -o "$tfile" \
+            "$BIN" check --plan "$plan" --pki "$dir/pki" --format json --out "$report" \
+            </dev/null >/dev/null 2>"$dir/check.err" &
+        check_pid=$!
+        code=0
+        wait "$check_pid" || code=$?
+        check_pid=
+        read -r _ hwm_max < <(rss VmHWM)
+        sleep 1
+        stray=$(strays)
+        ((${KILL_STRAYS:-0} == 0)) || kill_strays
+        if [[ -s $tfile ]] && read -r wall coord < <(tail -n 1 "$tfile") && [[ $wall =~ ^[0-9.]+$ ]]; then :; else
+            wall=$ROUND_LIMIT coord=0
+        fi
+        # `check` exits 1 for the dropped paths' violations; anything but
+        # 0/1 is worth seeing.
+        if ((code != 0 && code != 1)); then
+            echo "  check exited $code: $(tail -n 2 "$dir/check.err" | tr '\n' ' ')"
+        fi
+        score=$(python3 scripts/bench/mesh_score.py "$report" "$drops" "$n" "$PORTS" "$BASE_PORT")
+        false=$(sed -n '1s/^false=\([0-9]*\).*/\1/p' <<<"$score")
+        kinds=$(sed -n '1s/.* kinds=\([^ ]*\).*/\1/p' <<<"$score")
+        echo "$n $paths $floor $r $wall $coord $idle_med $idle_max $hwm_max $false $kinds $code $stray" >>"$rows"
+        printf '%5s %8s %9s %10s %10s %10s %7s %6s  %s\n' "$r" "$wall" "$(kib_mib "$coord")" "$(kib_mib "$idle_med")" \
+            "$(kib_mib "$idle_max")" "$(kib_mib "$hwm_max")" "$stray" "$false" "$kinds"
+        sed -n '2,$p' <<<"$score"
+    done
+    lab_down
+    if ip netns list | grep -q "^$PREFIX"; then
+        echo "mesh.sh: namespaces left behind after teardown" >&2
+        exit 2
+    fi
+done
+
+table
+if awk '$10 > 0 { f = 1 } END { exit !f }' "$rows"; then
+    echo "false results: some (see above) -> exit 1"
+    exit 1
+fi
+echo "false results: none"
