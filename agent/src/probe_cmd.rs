@@ -43,15 +43,25 @@ pub struct ProbeArgs {
     /// `-` is standard input).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Deadline of each connect attempt and of the TLS handshake.
+    /// Deadline of each connect attempt and of the TLS handshake. Connect
+    /// deadlines adapt below it to the round trips measured to each target
+    /// address (see --no-adaptive).
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     timeout_ms: u64,
+    /// Wait the whole --timeout-ms on every connect attempt instead of a
+    /// deadline derived from measured round trips.
+    #[arg(long)]
+    no_adaptive: bool,
     /// Extra attempts for targets that stay silent.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     retries: u32,
     /// Most connection attempts in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     concurrency: u64,
+    /// Most connection attempts in flight at once to one target address
+    /// (halved for a host whose TLS handshakes stall while others succeed).
+    #[arg(long, value_name = "N", default_value_t = probe_core::probe::DEFAULT_PER_HOST as u64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    per_host: u64,
     /// Local address to send probes from.
     #[arg(long, value_name = "ADDR")]
     source: Option<IpAddr>,
@@ -98,6 +108,8 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         exchange_timeout: timeout,
         retries: args.retries,
         concurrency: usize::try_from(args.concurrency).context("--concurrency")?,
+        per_host_concurrency: usize::try_from(args.per_host).context("--per-host")?,
+        adaptive: !args.no_adaptive,
         source: args.source,
         tls: TlsOptions {
             roots: args

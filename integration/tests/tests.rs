@@ -11,6 +11,7 @@ mod routed_lab;
 mod rule_trace;
 mod ssh_lab;
 mod suggest_validate;
+mod timing_lab;
 mod udp_lab;
 mod udp_probe_lab;
 mod wso2_lab;

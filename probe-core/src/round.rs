@@ -155,13 +155,14 @@ impl Default for RoundConfig {
 impl RoundConfig {
     /// The deadline of a `probe` request: every attempt of a silent path,
     /// its TLS handshake and exchange, the two extra tries of a stalled
-    /// handshake (the path-MTU retry and its control), the engine's ICMP
-    /// pacing window, the TTL walks' budget, plus slack.
+    /// handshake (the path-MTU retry and its control) and the two tries at
+    /// lower concurrency before them, the engine's ICMP pacing window, the
+    /// TTL walks' budget, plus slack.
     pub fn probe_deadline(&self, plan: &Plan) -> Duration {
         let d = plan.defaults;
         let attempt = Duration::from_millis(d.timeout_ms);
         let pacing = crate::probe::ProbeConfig::default().icmp_pacing_window;
-        attempt * (d.retries.saturating_add(5))
+        attempt * (d.retries.saturating_add(7))
             + pacing
             + crate::probe::WALK_BUDGET
             + self.probe_slack

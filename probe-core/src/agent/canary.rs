@@ -726,7 +726,7 @@ mod tests {
         let r = prober
             .sweep(targets, &CancellationToken::new(), |_, _| {})
             .await;
-        assert!(r[0].shed && r[0].attempts == 5, "{:?}", r[0]);
+        assert!(r[0].shed && r[0].attempts == 6, "{:?}", r[0]);
         assert!(!r[1].shed, "{:?}", r[1]);
         assert_eq!(r[1].observed, Observed::WrongHost);
         assert!(

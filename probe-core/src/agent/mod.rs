@@ -99,6 +99,8 @@ pub struct AgentLimits {
     pub max_sightings: usize,
     /// Probe attempts in flight at once.
     pub probe_concurrency: usize,
+    /// Probe attempts in flight at once to one target address.
+    pub probe_per_host: usize,
 }
 
 impl Default for AgentLimits {
@@ -121,6 +123,7 @@ impl Default for AgentLimits {
             canary_headroom: 64,
             max_sightings: 4096,
             probe_concurrency: 256,
+            probe_per_host: probe::DEFAULT_PER_HOST,
         }
     }
 }
@@ -1037,6 +1040,15 @@ impl Shared {
             exchange_timeout: per_attempt,
             retries: d.retries,
             concurrency: self.config.limits.probe_concurrency,
+            per_host_concurrency: self.config.limits.probe_per_host.max(1),
+            adaptive: d.adaptive,
+            // Each source starts on another host: its place in the plan
+            // (sources of a mesh then start one host apart).
+            spread_offset: plan
+                .hosts
+                .iter()
+                .position(|h| h.name == *host)
+                .map_or(0, |p| p as u64),
             sources: self.sources.clone(),
             ttl_walk: Some(probe::WalkConfig::default()),
             ..ProbeConfig::default()

@@ -77,6 +77,21 @@ ports = ["mysql"]
         let p2 = Plan::parse(&src.replace("127.0.0.2", "127.0.0.3"), "t.toml").unwrap();
         assert_eq!(plan_digest(&p1), plan_digest(&p1.clone()));
         assert_ne!(plan_digest(&p1), plan_digest(&p2));
+        // `[defaults] adaptive = false` is parsed and changes the digest;
+        // plans without it keep theirs.
+        let fixed = src.replace(
+            "name = \"t\"\n",
+            "name = \"t\"\n[defaults]\nadaptive = false\n",
+        );
+        let p3 = Plan::parse(&fixed, "t.toml").unwrap();
+        assert!(p1.defaults.adaptive && !p3.defaults.adaptive);
+        assert_ne!(plan_digest(&p1), plan_digest(&p3));
+        let bad = src.replace(
+            "name = \"t\"\n",
+            "name = \"t\"\n[defaults]\nadaptive = \"no\"\n",
+        );
+        let e = Plan::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml:4"), "{e}");
         let (a, b) = (random_id(16), random_id(16));
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);

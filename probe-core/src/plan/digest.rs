@@ -28,6 +28,10 @@ impl Digest {
             "{}|{}|{}|{}",
             plan.name, d.timeout_ms, d.retries, d.control_port
         );
+        // Only when set, so that plans without it keep their digest.
+        if !d.adaptive {
+            let _ = s.write_str("fixed-timeouts\n");
+        }
         for h in &plan.hosts {
             let _ = write!(s, "H|{}|{}", h.name, h.address);
             // Further addresses only when there are any, so a single-address

@@ -107,6 +107,10 @@ pub struct Defaults {
     pub retries: u32,
     /// Where agents serve their control endpoint.
     pub control_port: Port,
+    /// Derive each connect deadline from measured round trips, with
+    /// `timeout_ms` as the upper bound (`adaptive = false`: every attempt
+    /// waits `timeout_ms`).
+    pub adaptive: bool,
 }
 
 impl Default for Defaults {
@@ -115,6 +119,7 @@ impl Default for Defaults {
             timeout_ms: 1000,
             retries: 1,
             control_port: Port::new(7400).expect("7400 is a port"),
+            adaptive: true,
         }
     }
 }
@@ -1245,6 +1250,9 @@ impl Cx<'_> {
                     },
                 ),
             }
+        }
+        if let Some(a) = &raw.adaptive {
+            d.adaptive = *a.get_ref();
         }
         if let Some(m) = &raw.max_paths {
             // Checked in `flows::expand`, before any path is allocated.

@@ -33,6 +33,8 @@ pub(crate) struct RawDefaults {
     /// The login name `check --ssh` uses where a host's `ssh` names none.
     pub ssh_user: Option<Spanned<String>>,
     pub max_paths: Option<Spanned<i64>>,
+    /// `false` keeps every connect deadline at `timeout_ms`.
+    pub adaptive: Option<Spanned<bool>>,
     /// The SNMP community UDP probes of port 161 may use.
     pub snmp_community: Option<Spanned<String>>,
 }

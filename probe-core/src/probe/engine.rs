@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,8 @@ use super::error::ProbeError;
 use super::errqueue::{self, IcmpEvidence};
 use super::exchange::{Exchange, ExchangeContext, ExchangeOutcome, ProbeStream};
 use super::outcome::{CertFacts, Observed, ProbeResult};
+use super::rtt::{self, RttEstimate};
+use super::spread;
 use super::target::{Host, Target};
 use super::tls::{TlsClient, TlsOptions, server_name_for};
 use super::ttl_walk::{self, Walk, WalkConfig};
@@ -38,7 +40,8 @@ use crate::port::Protocol;
 /// [`ProbeConfig::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeConfig {
-    /// Deadline of one TCP connect attempt (`timeout_ms`).
+    /// Deadline of one TCP connect attempt (`timeout_ms`); with `adaptive`,
+    /// the upper bound of the deadline derived from measured round trips.
     pub connect_timeout: Duration,
     /// Deadline of the TLS handshake, after TCP connected.
     pub tls_timeout: Duration,
@@ -47,10 +50,12 @@ pub struct ProbeConfig {
     /// Extra attempts for targets that stayed silent. Other outcomes are
     /// final at once.
     pub retries: u32,
-    /// Least time between the starts of two attempts on one target, and
-    /// between paced retries to a host that sends ICMP errors. Linux lets a
-    /// host send about one ICMP error per second to each peer (after a burst
-    /// of six), so a second apart gives each retry a fresh token.
+    /// Least time between paced retries to a host that sends ICMP errors
+    /// (and between the starts of two attempts on one of its targets).
+    /// Linux lets a host send about one ICMP error per second to each peer
+    /// (after a burst of six), so a second apart gives each retry a fresh
+    /// token. Other silent targets are retried as soon as their attempt's
+    /// deadline has passed.
     pub retry_spacing: Duration,
     /// How much longer a sweep may take to pace retries to a host that has
     /// been seen rejecting with ICMP: when all of that host's unfinished
@@ -88,7 +93,32 @@ pub struct ProbeConfig {
     /// ([`super::ttl_walk`]), to name the last router before the silence.
     /// `None` turns walks off.
     pub ttl_walk: Option<WalkConfig>,
+    /// Most attempts in flight at once to one destination address, so that
+    /// a sweep never queues more handshakes at one server than it can take.
+    /// A host whose TLS handshakes stall while others succeed gets half as
+    /// many (down to one), and one more back with each handshake that
+    /// succeeds.
+    pub per_host_concurrency: usize,
+    /// Derive each connect deadline from the round trips measured to the
+    /// target's address ([`super::rtt`]), within `min_rtt_timeout ..=
+    /// connect_timeout`. Off: every attempt waits `connect_timeout`.
+    pub adaptive: bool,
+    /// The least an adaptive connect deadline may be.
+    pub min_rtt_timeout: Duration,
+    /// Where in the destination addresses the sweep starts
+    /// ([`super::spread`]): sources of one round given different offsets
+    /// start on different hosts.
+    pub spread_offset: u64,
 }
+
+/// The least an attempt waits without an answer before it stops counting
+/// against its host's bound.
+const QUIET_FLOOR: Duration = Duration::from_millis(10);
+
+/// Extra tries for a TLS handshake that stalled on a host whose other
+/// handshakes succeed: each goes at the host's reduced concurrency before
+/// the stall may become `tls-error`.
+const CONGESTION_RETRIES: u32 = 2;
 
 /// Walks after one sweep: at most [`WALKS_AT_ONCE`] at a time (each holds
 /// up to [`ttl_walk::MAX_HOPS`] sockets for at most its deadline), and no
@@ -98,6 +128,11 @@ const WALKS_AT_ONCE: usize = 4;
 
 /// The most time walks may add to one sweep.
 pub const WALK_BUDGET: Duration = Duration::from_secs(3);
+
+/// The default of [`ProbeConfig::per_host_concurrency`]: a single-threaded
+/// TLS server taking a few milliseconds per handshake clears this many
+/// well within a one-second TLS deadline.
+pub const DEFAULT_PER_HOST: usize = 64;
 
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
@@ -116,6 +151,10 @@ impl Default for ProbeConfig {
             local_error_budget: Duration::from_secs(30),
             mtu_retry_mss: Some(536),
             ttl_walk: None,
+            per_host_concurrency: DEFAULT_PER_HOST,
+            adaptive: true,
+            min_rtt_timeout: Duration::from_millis(100),
+            spread_offset: 0,
         }
     }
 }
@@ -173,7 +212,7 @@ impl Prober {
         exchange: Option<Arc<dyn Exchange>>,
         udp: UdpOptions,
     ) -> Result<Prober, ProbeError> {
-        if config.concurrency == 0 {
+        if config.concurrency == 0 || config.per_host_concurrency == 0 {
             return Err(ProbeError::ZeroConcurrency);
         }
         let tls = TlsClient::new(&config.tls)?;
@@ -220,12 +259,12 @@ impl Prober {
 
         let mut slots: Vec<Slot> = (0..n).map(|_| Slot::default()).collect();
         let mut done = 0usize;
-        let mut fresh = VecDeque::with_capacity(n);
+        let mut start = Vec::with_capacity(n);
         for (i, r) in resolved.into_iter().enumerate() {
             match r {
                 Ok(addr) => {
                     slots[i].addr = Some(addr);
-                    fresh.push_back(i);
+                    start.push((i, addr.ip()));
                 }
                 Err(detail) => {
                     let result = finished(&targets[i], &slots[i], Observed::LocalError, detail);
@@ -235,18 +274,28 @@ impl Prober {
                 }
             }
         }
+        // One target of each address in turn, from the caller's offset.
+        let mut fresh: VecDeque<usize> = spread::spread(&start, config.spread_offset).into();
+        drop(start);
 
         let semaphore = Arc::new(Semaphore::new(config.concurrency));
         let mut capacity = config.concurrency;
         let mut clean_streak = 0usize;
         let mut later: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+        // Targets whose host had room again, ahead of fresh ones.
+        let mut ready: VecDeque<usize> = VecDeque::new();
         let mut hosts: HashMap<IpAddr, HostPacing> = HashMap::new();
         for slot in &slots {
             if let (Some(addr), None) = (slot.addr, &slot.result) {
-                hosts.entry(addr.ip()).or_default().unfinished += 1;
+                let host = hosts
+                    .entry(addr.ip())
+                    .or_insert_with(|| HostPacing::new(config));
+                host.unfinished += 1;
             }
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Attempt)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Report)>();
+        // The longest round trip measured to any address in this sweep.
+        let mut sweep_max_rtt = Duration::ZERO;
         let tracker = TaskTracker::new();
 
         while done < n {
@@ -254,47 +303,83 @@ impl Prober {
             // Due retries go first, so that a long sweep finishes targets
             // instead of only starting new ones.
             while semaphore.available_permits() > 0 {
-                let next = match later.peek() {
-                    Some(Reverse((due, _))) if *due <= now => later.pop().map(|Reverse((_, i))| i),
-                    _ => fresh.pop_front(),
+                let next = match ready.pop_front() {
+                    Some(i) => Some(i),
+                    None => match later.peek() {
+                        Some(Reverse((due, _))) if *due <= now => {
+                            later.pop().map(|Reverse((_, i))| i)
+                        }
+                        _ => fresh.pop_front(),
+                    },
                 };
                 let Some(i) = next else { break };
+                let addr = slots[i].addr.expect("only resolved targets are scheduled");
+                let host = hosts
+                    .entry(addr.ip())
+                    .or_insert_with(|| HostPacing::new(config));
+                if host.in_flight >= host.limit {
+                    // The host has as many attempts as it may take: this one
+                    // waits for one of them to finish.
+                    host.waiting.push_back(i);
+                    continue;
+                }
                 if slots[i].paced {
                     // A paced retry goes only when the target should have an
                     // ICMP token for it; the estimate moves with every
                     // reject seen, so the due time is checked again here.
-                    let addr = slots[i].addr.expect("only resolved targets are scheduled");
-                    let host = hosts.entry(addr.ip()).or_default();
-                    let ready = host.token_ready_at(now, config);
-                    if ready > now {
-                        later.push(Reverse((ready, i)));
+                    let ready_at = host.token_ready_at(now, config);
+                    if ready_at > now {
+                        later.push(Reverse((ready_at, i)));
                         continue;
                     }
                     host.take_token(now, config);
                 }
+                host.in_flight += 1;
                 let permit = semaphore
                     .clone()
                     .try_acquire_owned()
                     .expect("a permit is available and only this loop takes them");
+                let deadline = match &host.timeout {
+                    Some(tx) if config.adaptive => ConnectDeadline::Adaptive(tx.subscribe()),
+                    _ => ConnectDeadline::Fixed(config.connect_timeout),
+                };
+                // Past this without an answer the attempt is most likely
+                // silent: it stops counting against the host's bound (a SYN
+                // nobody answers costs the server nothing).
+                let quiet_after = host.quiet_after();
+                // Only where our own queue can be the cause: other attempts
+                // to the host in flight, or handshakes it completed.
+                let may_defer = (host.answered || host.in_flight > 1)
+                    && slots[i].deferrals < CONGESTION_RETRIES;
+                slots[i].may_defer = may_defer;
+                slots[i].quiet = false;
                 let shared = self.shared.clone();
                 let targets = targets.clone();
-                let addr = slots[i].addr.expect("only resolved targets are scheduled");
                 let tx = tx.clone();
                 // Attempts are not raced against the cancel token each (a
                 // waiter per attempt on one shared lock is what a fast sweep
                 // would spend its time on); a cancelled sweep aborts them.
                 let task = tracker.spawn(async move {
-                    let attempt = shared.attempt(i, &targets[i], addr).await;
+                    let quiet_tx = tx.clone();
+                    let quiet: Quiet = Box::new(move || {
+                        let _ = quiet_tx.send((i, Report::Quiet));
+                    });
+                    let how = AttemptSetup {
+                        deadline,
+                        quiet: Some((quiet, quiet_after)),
+                        may_defer,
+                    };
+                    let attempt = shared.attempt(i, &targets[i], addr, how).await;
                     // Free the socket's permit before reporting, so the
                     // scheduler can start the next attempt at once.
                     drop(permit);
-                    let _ = tx.send((i, attempt));
+                    let _ = tx.send((i, Report::Done(attempt)));
                 });
                 slots[i].task = Some(task.abort_handle());
             }
 
             let next_due = later.peek().map(|Reverse((due, _))| *due);
-            let (i, attempt) = tokio::select! {
+            let (i, report) = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(report) = rx.recv() => report,
@@ -302,9 +387,25 @@ impl Prober {
             };
 
             let slot = &mut slots[i];
+            let addr = slot.addr.expect("only resolved targets are scheduled");
+            let host = hosts
+                .get_mut(&addr.ip())
+                .expect("every scheduled address has its pacing");
+            let attempt = match report {
+                Report::Quiet => {
+                    if !slot.quiet {
+                        slot.quiet = true;
+                        host.release(&mut ready);
+                    }
+                    continue;
+                }
+                Report::Done(attempt) => attempt,
+            };
+            if !std::mem::replace(&mut slot.quiet, false) {
+                host.release(&mut ready);
+            }
             // The attempt is over: let its task's memory go.
             slot.task = None;
-            let addr = slot.addr.expect("only resolved targets are scheduled");
             slot.latency = attempt.latency;
             slot.timing = attempt.timing;
             if attempt.local_address.is_some() {
@@ -316,8 +417,53 @@ impl Prober {
             if attempt.arrived.is_some() {
                 slot.arrived = attempt.arrived;
             }
+            if let Some(rtt) = attempt.timing.answer {
+                host.rtt.sample(rtt);
+                if rtt > sweep_max_rtt {
+                    // A round trip longer than any before, to any address:
+                    // the sweep's own load (or the shared network) may be
+                    // slowing every path, so every deadline respects it.
+                    sweep_max_rtt = rtt;
+                    let floor = sweep_max_rtt.saturating_mul(rtt::SAFETY);
+                    for h in hosts.values_mut() {
+                        h.publish(config, floor);
+                    }
+                } else {
+                    let floor = sweep_max_rtt.saturating_mul(rtt::SAFETY);
+                    hosts
+                        .get_mut(&addr.ip())
+                        .expect("every scheduled address has its pacing")
+                        .publish(config, floor);
+                }
+            }
+            let host = hosts
+                .get_mut(&addr.ip())
+                .expect("every scheduled address has its pacing");
             let udp_target = targets[i].protocol == Protocol::Udp;
             let verdict = match attempt.kind {
+                AttemptKind::Final {
+                    stalled: true,
+                    path_mtu: false,
+                    ..
+                } if slot.may_defer => {
+                    tracing::debug!(%addr, answered = host.answered, limit = host.limit, "stalled handshake deferred");
+                    slot.attempts += 1;
+                    if host.answered {
+                        // A handshake stalled on a host that completes
+                        // others: our own queue at a busy server, not a
+                        // verdict. Fewer at once to that host, and this
+                        // target tries again.
+                        slot.deferrals += 1;
+                        host.congested(attempt.started);
+                    } else {
+                        // Nothing on this host has answered: maybe no TLS
+                        // there at all. Once more, this time with the
+                        // path-MTU tries.
+                        slot.deferrals = CONGESTION_RETRIES;
+                    }
+                    later.push(Reverse((Instant::now(), i)));
+                    None
+                }
                 AttemptKind::Final {
                     observed,
                     detail,
@@ -332,29 +478,35 @@ impl Prober {
                     // rate-limited as any.
                     let icmp_refused = udp_target && observed == Observed::Refused;
                     if observed == Observed::Unreachable || icmp_refused {
-                        let host = hosts.entry(addr.ip()).or_default();
                         host.icmp_seen = true;
                         // A paced retry already took its token when it left.
                         if !slot.paced {
                             host.take_token(Instant::now(), config);
                         }
                     }
+                    if observed == Observed::Open {
+                        host.on_answer(&mut ready, config);
+                    }
                     Some((observed, detail))
                 }
-                AttemptKind::Silent => {
+                AttemptKind::Silent { waited } => {
+                    tracing::debug!(%addr, waited_ms = waited.as_millis() as u64, "probe silent");
                     slot.attempts += 1;
+                    slot.waited = waited;
                     if slot.attempts <= config.retries {
-                        let earliest = (attempt.started + config.retry_spacing).max(Instant::now());
-                        slot.paced = hosts.entry(addr.ip()).or_default().should_pace(config);
+                        // The attempt waited out its deadline already: the
+                        // retry goes at once, except that retries to a host
+                        // that rejects with ICMP keep to its rate limit.
+                        slot.paced = host.should_pace(config);
+                        let earliest = if slot.paced {
+                            (attempt.started + config.retry_spacing).max(Instant::now())
+                        } else {
+                            Instant::now()
+                        };
                         later.push(Reverse((earliest, i)));
                         None
                     } else {
-                        let mut detail = format!(
-                            "no answer within {} ms ({} attempt{})",
-                            config.connect_timeout.as_millis(),
-                            slot.attempts,
-                            if slot.attempts == 1 { "" } else { "s" }
-                        );
+                        let mut detail = silence_detail(slot, host, config);
                         if udp_target {
                             let service =
                                 UdpService::for_port(targets[i].port.get(), &self.shared.udp);
@@ -368,11 +520,18 @@ impl Prober {
                     detail,
                     cert,
                 } => {
+                    tracing::debug!(%addr, %detail, "probe shed");
                     slot.attempts += 1;
                     slot.sheds += 1;
                     slot.cert = cert;
                     if slot.sheds <= SHED_RETRIES {
-                        let backoff = Duration::from_millis(50 << slot.sheds);
+                        // The far end is overloaded (by us and the round's
+                        // other sources): fewer at once to it, and a
+                        // backoff with jitter so that sources shed together
+                        // do not come back together.
+                        host.congested(attempt.started);
+                        let base = 50u64 << slot.sheds;
+                        let backoff = Duration::from_millis(base + jitter(i, slot.sheds) % base);
                         later.push(Reverse((Instant::now() + backoff, i)));
                         None
                     } else {
@@ -426,9 +585,7 @@ impl Prober {
                 }
             }
             if let Some((observed, detail)) = verdict {
-                if let Some(h) = hosts.get_mut(&addr.ip()) {
-                    h.unfinished -= 1;
-                }
+                host.unfinished -= 1;
                 let result = finished(&targets[i], &slots[i], observed, detail);
                 on_result(i, &result);
                 slots[i].result = Some(result);
@@ -484,6 +641,14 @@ struct Slot {
     shed: bool,
     /// The next attempt waits for the target's ICMP budget.
     paced: bool,
+    /// Stalled handshakes tried again at the host's reduced concurrency.
+    deferrals: u32,
+    /// The attempt in flight may be deferred when its handshake stalls.
+    may_defer: bool,
+    /// The attempt in flight no longer counts against its host's bound.
+    quiet: bool,
+    /// The deadline the last silent attempt waited.
+    waited: Duration,
     latency: Duration,
     timing: Timing,
     cert: Option<Box<CertFacts>>,
@@ -604,8 +769,97 @@ async fn walk_silent(
 }
 
 /// Extra attempts for a path whose connection a canary shed (closed
-/// unanswered), spaced 100, 200, 400, 800 ms apart.
-const SHED_RETRIES: u32 = 4;
+/// unanswered), spaced 100, 200, 400, 800, 1600 ms apart, each plus up to
+/// as much again at random.
+const SHED_RETRIES: u32 = 5;
+
+/// A few bits that differ between targets, tries and processes, for
+/// backoff jitter (not for anything that needs real randomness).
+fn jitter(index: usize, round: u32) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(index);
+    h.write_u32(round);
+    h.finish()
+}
+
+/// What an attempt's task tells the scheduler.
+enum Report {
+    /// The attempt has waited past its host's round trip without an answer
+    /// and no longer loads the host.
+    Quiet,
+    /// The attempt is over.
+    Done(Attempt),
+}
+
+/// Called once when an attempt turns quiet.
+type Quiet = Box<dyn FnOnce() + Send>;
+
+/// How the scheduler starts one attempt.
+struct AttemptSetup {
+    deadline: ConnectDeadline,
+    /// Called when the connect has waited this long without an answer.
+    quiet: Option<(Quiet, Duration)>,
+    /// A stalled TLS handshake is reported as it is, without the path-MTU
+    /// tries, because the scheduler will try it again at lower concurrency.
+    may_defer: bool,
+}
+
+/// How long a connect waits for an answer.
+#[derive(Clone)]
+enum ConnectDeadline {
+    /// `timeout_ms`, whatever is measured.
+    Fixed(Duration),
+    /// The host's current adaptive timeout, which moves as its round trips
+    /// are measured (also while the attempt waits).
+    Adaptive(watch::Receiver<Duration>),
+}
+
+impl ConnectDeadline {
+    fn current(&self) -> Duration {
+        match self {
+            ConnectDeadline::Fixed(d) => *d,
+            ConnectDeadline::Adaptive(rx) => *rx.borrow(),
+        }
+    }
+
+    /// Resolves when the deadline may have moved.
+    async fn changed(&mut self) {
+        match self {
+            ConnectDeadline::Fixed(_) => std::future::pending().await,
+            ConnectDeadline::Adaptive(rx) => {
+                if rx.changed().await.is_err() {
+                    // The sweep is gone; keep what was last said.
+                    let last = *rx.borrow();
+                    *self = ConnectDeadline::Fixed(last);
+                }
+            }
+        }
+    }
+}
+
+/// The detail of a path that stayed silent through every attempt.
+fn silence_detail(slot: &Slot, host: &HostPacing, config: &ProbeConfig) -> String {
+    let attempts = format!(
+        "{} attempt{}",
+        slot.attempts,
+        if slot.attempts == 1 { "" } else { "s" }
+    );
+    let waited = slot.waited.max(Duration::from_millis(1));
+    match host.rtt.srtt() {
+        Some(srtt) if config.adaptive && waited < config.connect_timeout => format!(
+            "no answer within {} ms ({attempts}; adaptive timeout: the host's other ports answer in {:.2} ms, longest {:.2} ms; at most {} ms)",
+            waited.as_millis(),
+            srtt.as_secs_f64() * 1000.0,
+            host.rtt.max_seen().as_secs_f64() * 1000.0,
+            config.connect_timeout.as_millis()
+        ),
+        _ => format!(
+            "no answer within {} ms ({attempts})",
+            config.connect_timeout.as_millis()
+        ),
+    }
+}
 
 /// Retry pacing for one destination address.
 ///
@@ -619,8 +873,22 @@ const SHED_RETRIES: u32 = 4;
 /// told apart in any reasonable time (1000 rejects need some 1000 s from
 /// one source), so its retries go at once rather than stretching the sweep
 /// for a handful of extra answers.
-#[derive(Default)]
 struct HostPacing {
+    /// Attempts to this address in flight (and not yet quiet).
+    in_flight: usize,
+    /// Most attempts in flight to this address now.
+    limit: usize,
+    /// Targets waiting for room under `limit`.
+    waiting: VecDeque<usize>,
+    /// Some attempt to this address completed its handshake (and exchange).
+    answered: bool,
+    /// When `limit` was last cut: stalls of attempts started before then
+    /// were caused by the old limit and do not cut it again.
+    cut_at: Option<Instant>,
+    /// The address's measured round trips.
+    rtt: RttEstimate,
+    /// The adaptive connect deadline, watched by attempts in flight.
+    timeout: Option<watch::Sender<Duration>>,
     /// The host answered some probe with an ICMP error.
     icmp_seen: bool,
     /// Targets on this address without a result yet.
@@ -642,6 +910,86 @@ const ICMP_BURST: f64 = 6.0;
 const TOKEN_MARGIN: f64 = 1.1;
 
 impl HostPacing {
+    fn new(config: &ProbeConfig) -> HostPacing {
+        HostPacing {
+            in_flight: 0,
+            limit: config.per_host_concurrency.max(1),
+            waiting: VecDeque::new(),
+            answered: false,
+            cut_at: None,
+            rtt: RttEstimate::default(),
+            timeout: config
+                .adaptive
+                .then(|| watch::Sender::new(config.connect_timeout)),
+            icmp_seen: false,
+            unfinished: 0,
+            tokens: 0.0,
+            tokens_at: None,
+        }
+    }
+
+    /// An attempt stopped counting against the bound: a waiting target may
+    /// go.
+    fn release(&mut self, ready: &mut VecDeque<usize>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.admit(ready);
+    }
+
+    /// Moves one waiting target to `ready` when the host has room; the
+    /// scheduler checks the room again when it starts it.
+    fn admit(&mut self, ready: &mut VecDeque<usize>) {
+        if self.in_flight < self.limit {
+            if let Some(i) = self.waiting.pop_front() {
+                ready.push_back(i);
+            }
+        }
+    }
+
+    /// A handshake completed: the host speaks, and takes one more attempt
+    /// at once if it had been cut.
+    fn on_answer(&mut self, ready: &mut VecDeque<usize>, config: &ProbeConfig) {
+        self.answered = true;
+        if self.limit < config.per_host_concurrency {
+            self.limit += 1;
+            self.admit(ready);
+        }
+    }
+
+    /// A handshake started at `started` stalled while others succeed: half
+    /// as many at once as were in flight (counting it), once per
+    /// generation of attempts.
+    fn congested(&mut self, started: Instant) {
+        if self.cut_at.is_none_or(|at| started >= at) {
+            self.limit = (self.limit.min(self.in_flight + 1) / 2).max(1);
+            self.cut_at = Some(Instant::now());
+        }
+    }
+
+    /// Tells attempts in flight the deadline the new estimate gives, never
+    /// below `floor` (from the sweep's longest round trip to any address).
+    fn publish(&mut self, config: &ProbeConfig, floor: Duration) {
+        let t = self
+            .rtt
+            .timeout(config.min_rtt_timeout.max(floor), config.connect_timeout);
+        if let Some(tx) = &self.timeout {
+            tx.send_if_modified(|cur| {
+                let changed = *cur != t;
+                *cur = t;
+                changed
+            });
+        }
+    }
+
+    /// After how long without an answer an attempt is taken for silent
+    /// (for the per-host bound only, never for its outcome): [`rtt::SAFETY`]
+    /// times the longest round trip seen, and at least [`QUIET_FLOOR`].
+    /// Before any round trip is known that is the floor: a far host's
+    /// first wave is then bounded only by the sweep's concurrency, and
+    /// handshakes that stall there are tried again at lower concurrency.
+    fn quiet_after(&self) -> Duration {
+        QUIET_FLOOR.max(self.rtt.max_seen().saturating_mul(rtt::SAFETY))
+    }
+
     fn should_pace(&self, config: &ProbeConfig) -> bool {
         let needed = config
             .retry_spacing
@@ -692,6 +1040,9 @@ struct Attempt {
 /// neither includes the other (or the exchange after them).
 #[derive(Debug, Clone, Copy, Default)]
 struct Timing {
+    /// The round trip to the target's own stack (SYN to SYN-ACK or reset),
+    /// a sample for its adaptive timeout.
+    answer: Option<Duration>,
     /// The TCP connect round trip (SYN to SYN-ACK); `None` when it did not
     /// connect.
     connect: Option<Duration>,
@@ -709,7 +1060,10 @@ enum AttemptKind {
         /// The stall went away with a small MSS: a path-MTU black hole.
         path_mtu: bool,
     },
-    Silent,
+    Silent {
+        /// The deadline it waited.
+        waited: Duration,
+    },
     /// Closed before the far end sent a byte, where an exchange expected an
     /// answer: retried a few times, never taken for another host.
     Shed {
@@ -727,7 +1081,13 @@ enum AttemptKind {
 }
 
 impl Shared {
-    async fn attempt(&self, index: usize, target: &Target, addr: SocketAddr) -> Attempt {
+    async fn attempt(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        setup: AttemptSetup,
+    ) -> Attempt {
         if target.protocol == Protocol::Udp {
             return self.udp_attempt(target, addr).await;
         }
@@ -735,19 +1095,25 @@ impl Shared {
         let mut local_address = None;
         let mut icmp = None;
         let mut timing = Timing::default();
+        let AttemptSetup {
+            deadline,
+            quiet,
+            may_defer,
+        } = setup;
         let mut kind = self
             .attempt_inner(
                 index,
                 target,
                 addr,
                 None,
+                (deadline.clone(), quiet),
                 &mut local_address,
                 &mut icmp,
                 &mut timing,
             )
             .await;
-        if let (AttemptKind::Final { stalled: true, .. }, Some(mss)) =
-            (&kind, self.config.mtu_retry_mss)
+        if let (AttemptKind::Final { stalled: true, .. }, Some(mss), false) =
+            (&kind, self.config.mtu_retry_mss, may_defer)
         {
             kind = self
                 .mtu_retry(
@@ -755,6 +1121,7 @@ impl Shared {
                     target,
                     addr,
                     mss,
+                    &deadline,
                     kind,
                     &mut local_address,
                     &mut timing,
@@ -808,7 +1175,9 @@ impl Shared {
         let facts = facts.into_inner().unwrap_or_else(|e| e.into_inner());
         let arrived = facts.as_ref().filter(|f| f.is_canary()).map(|_| r.replies);
         let kind = match r.outcome {
-            Observed::Timeout if r.attempts > 0 => AttemptKind::Silent,
+            Observed::Timeout if r.attempts > 0 => AttemptKind::Silent {
+                waited: config.connect_timeout,
+            },
             Observed::LocalError if r.transient => AttemptKind::LocalTransient { detail: r.detail },
             Observed::LocalError => AttemptKind::LocalPermanent { detail: r.detail },
             observed => AttemptKind::Final {
@@ -847,6 +1216,7 @@ impl Shared {
         target: &Target,
         addr: SocketAddr,
         mss: u32,
+        deadline: &ConnectDeadline,
         first: AttemptKind,
         local_address: &mut Option<SocketAddr>,
         timing: &mut Timing,
@@ -867,6 +1237,7 @@ impl Shared {
                 target,
                 addr,
                 Some(mss),
+                (deadline.clone(), None),
                 &mut local,
                 &mut icmp,
                 &mut second_timing,
@@ -875,8 +1246,8 @@ impl Shared {
         // A black hole eats large packets and lets small ones through at
         // once; a small try that only just made its deadline is a slow
         // host, and proves nothing about the path.
-        let deadline = self.config.tls_timeout.max(self.config.exchange_timeout);
-        let quick = second_started.elapsed() * 2 < deadline;
+        let slow_after = self.config.tls_timeout.max(self.config.exchange_timeout);
+        let quick = second_started.elapsed() * 2 < slow_after;
         match second {
             AttemptKind::Final {
                 observed: Observed::Open,
@@ -892,6 +1263,7 @@ impl Shared {
                         target,
                         addr,
                         None,
+                        (deadline.clone(), None),
                         &mut control_local,
                         &mut control_icmp,
                         &mut control_timing,
@@ -936,6 +1308,7 @@ impl Shared {
         target: &Target,
         addr: SocketAddr,
         mss: Option<u32>,
+        (deadline, quiet): (ConnectDeadline, Option<(Quiet, Duration)>),
         local_address: &mut Option<SocketAddr>,
         icmp: &mut Option<IcmpEvidence>,
         timing: &mut Timing,
@@ -952,14 +1325,19 @@ impl Shared {
             Ok(s) => s,
             Err(kind) => return kind,
         };
-        let (connected, queued) = connect(socket, addr, config.connect_timeout).await;
+        let connecting = Instant::now();
+        let (connected, queued, waited) = connect(socket, addr, deadline, quiet).await;
         *icmp = queued;
         let mut stream = match connected {
-            Err(None) => return AttemptKind::Silent,
+            Err(None) => return AttemptKind::Silent { waited },
             Err(Some(e)) => {
                 let detail = error_detail(&e);
+                if e.raw_os_error() == Some(libc::ECONNREFUSED) && icmp.is_none() {
+                    // A reset from the target's own stack: its round trip.
+                    timing.answer = Some(connecting.elapsed());
+                }
                 return match classify_connect_error(&e) {
-                    ConnectClass::Network(Observed::Timeout) => AttemptKind::Silent,
+                    ConnectClass::Network(Observed::Timeout) => AttemptKind::Silent { waited },
                     ConnectClass::Network(observed) => AttemptKind::Final {
                         observed,
                         detail,
@@ -975,6 +1353,7 @@ impl Shared {
             }
             Ok((stream, rtt)) => {
                 timing.connect = Some(rtt);
+                timing.answer = Some(rtt);
                 stream
             }
         };
@@ -1158,7 +1537,10 @@ impl Shared {
                     self.config.exchange_timeout.as_millis()
                 ),
                 // The exchange's lines are far below any path MTU: a stall
-                // there is never a black hole, so no small-MSS retry.
+                // there is never a black hole, so no small-MSS retry. Nor
+                // is it tried again: where a canary was slow, the round's
+                // join finds our nonce in its evidence and says open, and
+                // retries would only add to the load that made it slow.
                 false,
             )),
         }
@@ -1236,14 +1618,22 @@ fn open_socket(
 /// trip. Errors carry the raw errno, from `connect` or from `SO_ERROR`
 /// (where ICMP errors land); `Err(None)` is silence. Beside the result
 /// comes the ICMP error the socket's queue holds, read before the socket
-/// closes.
+/// closes, and the deadline waited.
+///
+/// An adaptive deadline is followed as it moves while the attempt waits.
+/// When it passes, the socket itself is asked once more before the attempt
+/// is called silent, so that a busy reactor that has not yet said
+/// "writable" never turns an answered connect into silence. `quiet` is
+/// called once the connect has waited its duration without an answer.
 async fn connect(
     socket: Socket,
     addr: SocketAddr,
-    deadline: Duration,
+    mut deadline: ConnectDeadline,
+    quiet: Option<(Quiet, Duration)>,
 ) -> (
     Result<(TcpStream, Duration), Option<std::io::Error>>,
     Option<IcmpEvidence>,
+    Duration,
 ) {
     let started = Instant::now();
     let mut connected = None;
@@ -1252,7 +1642,7 @@ async fn connect(
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match socket.take_error() {
             Ok(Some(e)) | Err(e) => {
                 let icmp = errqueue::read(&socket);
-                return (Err(Some(e)), icmp);
+                return (Err(Some(e)), icmp, Duration::ZERO);
             }
             Ok(None) => {
                 // Established already (a peer name exists only then).
@@ -1263,29 +1653,64 @@ async fn connect(
         },
         Err(e) => {
             let icmp = errqueue::read(&socket);
-            return (Err(Some(e)), icmp);
+            return (Err(Some(e)), icmp, Duration::ZERO);
         }
     }
     let stream = match TcpStream::from_std(socket.into()) {
         Ok(s) => s,
-        Err(e) => return (Err(Some(e)), None),
+        Err(e) => return (Err(Some(e)), None, Duration::ZERO),
     };
     if let Some(rtt) = connected {
-        return (Ok((stream, rtt)), None);
+        return (Ok((stream, rtt)), None, Duration::ZERO);
     }
-    let r = match timeout(deadline, stream.writable()).await {
-        Err(_elapsed) => Err(None),
-        Ok(Err(e)) => Err(Some(e)),
-        Ok(Ok(())) => {
-            let rtt = started.elapsed();
-            match stream.take_error() {
-                Ok(Some(e)) | Err(e) => Err(Some(e)),
-                Ok(None) => return (Ok((stream, rtt)), None),
+    let (mut quiet, quiet_at) = match quiet {
+        Some((f, after)) => (Some(f), Some(started + after)),
+        None => (None, None),
+    };
+    enum Wake {
+        Ready(std::io::Result<()>),
+        Deadline,
+        Quiet,
+        Moved,
+    }
+    let (r, waited) = loop {
+        let limit = deadline.current();
+        let wake = tokio::select! {
+            ready = stream.writable() => Wake::Ready(ready),
+            () = sleep_until(started + limit) => Wake::Deadline,
+            () = sleep_until(quiet_at.unwrap_or(started)), if quiet.is_some() => Wake::Quiet,
+            () = deadline.changed() => Wake::Moved,
+        };
+        match wake {
+            Wake::Ready(Err(e)) => break (Err(Some(e)), limit),
+            Wake::Ready(Ok(())) => {
+                let rtt = started.elapsed();
+                match stream.take_error() {
+                    Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
+                    Ok(None) => return (Ok((stream, rtt)), None, limit),
+                }
+            }
+            Wake::Quiet => {
+                if let Some(f) = quiet.take() {
+                    f();
+                }
+            }
+            Wake::Moved => {}
+            Wake::Deadline if deadline.current() > limit => {}
+            Wake::Deadline => {
+                // The kernel's view, in case the reactor is behind.
+                match stream.take_error() {
+                    Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
+                    Ok(None) if stream.peer_addr().is_ok() => {
+                        return (Ok((stream, started.elapsed())), None, limit);
+                    }
+                    Ok(None) => break (Err(None), limit),
+                }
             }
         }
     };
     let icmp = errqueue::read(&stream);
-    (r, icmp)
+    (r, icmp, waited)
 }
 
 /// Resolves each target's host once per distinct name. Returns, per target,

@@ -15,13 +15,15 @@ mod exchange;
 mod greeting;
 mod outcome;
 pub mod render;
+pub mod rtt;
+pub mod spread;
 mod target;
 mod tls;
 pub mod ttl_walk;
 pub mod udp;
 pub mod udp_service;
 
-pub use engine::{ProbeConfig, Prober, WALK_BUDGET};
+pub use engine::{DEFAULT_PER_HOST, ProbeConfig, Prober, WALK_BUDGET};
 pub use error::ProbeError;
 pub use errqueue::IcmpEvidence;
 pub use eta::SweepEta;

@@ -494,6 +494,11 @@ fn judge_path(
     }
     let d = plan.defaults;
     let silence = |whose: &str| {
+        // The prober says how long it waited (an adaptive deadline can be
+        // shorter than `timeout_ms`); reports without that say the plan's.
+        if probe.detail.starts_with("no answer within ") {
+            return format!("dropped: {}{whose}", probe.detail);
+        }
         format!(
             "dropped: no answer within {} ms ({} attempt{}){whose}",
             d.timeout_ms,

@@ -94,6 +94,7 @@ pub(crate) fn prober_for(
         tls_timeout: timeout,
         exchange_timeout: timeout,
         retries: plan.defaults.retries,
+        adaptive: plan.defaults.adaptive,
         concurrency,
         sources: h.addresses.iter().filter_map(local_ip).collect(),
         ..ProbeConfig::default()
