@@ -10,13 +10,6 @@
 //! with element timeouts). The kernel then reports every verdict those
 //! packets meet, in every table, through netlink trace events.
 //!
-//! Tracing costs kernel and `nft` time per traced packet, and a round's
-//! exchange is some six packets each way. Up to [`FULL_TRACE_MAX_PAIRS`]
-//! pairs every packet is traced, so a drop of any of them (a stateless
-//! filter passing only SYNs) is attributed; past it only the opening SYN
-//! of each connection is (what a filter drops in the common case), so that
-//! tracing a 100-host mesh does not cost the round its probe deadline.
-//!
 //! The events are read by running `nft -a monitor` and parsing its lines,
 //! not by speaking nf_tables netlink ourselves: trace events carry rule
 //! handles and raw expressions, and turning them into the rule's text means
@@ -98,15 +91,6 @@ pub fn table_expiry(name: &str) -> Option<u64> {
     expiry.parse().ok()
 }
 
-/// Most `address . port` pairs (inbound and outbound) of a round whose
-/// every packet is traced; a larger round traces only opening SYNs.
-pub const FULL_TRACE_MAX_PAIRS: usize = 512;
-
-/// Whether the round's trace table marks only opening SYNs.
-pub fn traces_only_syns(scope: &TraceScope) -> bool {
-    scope.inbound.len() + scope.outbound.len() > FULL_TRACE_MAX_PAIRS
-}
-
 /// The `nft -f` input that creates the round's trace table.
 pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
     let name = table_name(&scope.round, scope.expires_unix);
@@ -137,18 +121,11 @@ pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
     }
     // Below raw (-300) and conntrack (-200): our mark is set before any
     // other chain of the hook sees the packet.
-    let syn = if traces_only_syns(scope) {
-        "tcp flags & (syn | ack) == syn "
-    } else {
-        ""
-    };
-    let _ = write!(
-        s,
-        "  chain pre {{\n    type filter hook prerouting priority -500; policy accept;\n    {syn}ip saddr . tcp dport @in4 meta nftrace set 1\n    {syn}ip6 saddr . tcp dport @in6 meta nftrace set 1\n  }}\n"
+    s.push_str(
+        "  chain pre {\n    type filter hook prerouting priority -500; policy accept;\n    ip saddr . tcp dport @in4 meta nftrace set 1\n    ip6 saddr . tcp dport @in6 meta nftrace set 1\n  }\n",
     );
-    let _ = write!(
-        s,
-        "  chain out {{\n    type filter hook output priority -500; policy accept;\n    {syn}ip daddr . tcp dport @out4 meta nftrace set 1\n    {syn}ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }}\n}}\n"
+    s.push_str(
+        "  chain out {\n    type filter hook output priority -500; policy accept;\n    ip daddr . tcp dport @out4 meta nftrace set 1\n    ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }\n}\n",
     );
     s
 }
@@ -636,19 +613,12 @@ impl Tracer {
             });
         }
         let legacy = legacy_tables();
-        let mut notes = Vec::new();
-        if !legacy.is_empty() {
-            notes.push(format!(
+        let note = (!legacy.is_empty()).then(|| {
+            format!(
                 "legacy iptables tables are loaded ({}): their rules are invisible to nftables tracing",
                 legacy.join(", ")
-            ));
-        }
-        if traces_only_syns(scope) {
-            notes.push(format!(
-                "only opening SYNs are traced (more than {FULL_TRACE_MAX_PAIRS} address-port pairs): a drop of later packets is not attributed to a rule"
-            ));
-        }
-        let note = (!notes.is_empty()).then(|| notes.join("; "));
+            )
+        });
         Ok(Tracer {
             nft: bin,
             table,
@@ -906,61 +876,6 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
             }
         "#]]
         .assert_eq(&ruleset(&scope, Duration::from_millis(30_500)));
-    }
-
-    #[test]
-    fn a_large_round_traces_only_opening_syns_and_nft_accepts_both_forms() {
-        let pairs = |n: usize| -> Vec<(IpAddr, u16)> {
-            (0..n)
-                .map(|i| {
-                    let ip: IpAddr = format!("198.18.{}.{}", i / 250, 1 + i % 250)
-                        .parse()
-                        .unwrap();
-                    (ip, 9443)
-                })
-                .collect()
-        };
-        let scope = |n: usize| TraceScope {
-            round: "ab".into(),
-            expires_unix: 1,
-            inbound: pairs(n),
-            outbound: pairs(n),
-        };
-        let small = ruleset(&scope(FULL_TRACE_MAX_PAIRS / 2), Duration::from_secs(30));
-        assert!(!small.contains("tcp flags"), "{small}");
-        let large = ruleset(
-            &scope(FULL_TRACE_MAX_PAIRS / 2 + 1),
-            Duration::from_secs(30),
-        );
-        assert_eq!(
-            large.matches("tcp flags & (syn | ack) == syn ").count(),
-            4,
-            "{large}"
-        );
-        // `nft --check` parses both where nft is installed.
-        if let Some(nft) = nft_path() {
-            for text in [&small, &large] {
-                let out = std::process::Command::new(&nft)
-                    .args(["--check", "-f", "-"])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .and_then(|mut c| {
-                        use std::io::Write;
-                        c.stdin.take().unwrap().write_all(text.as_bytes())?;
-                        c.wait_with_output()
-                    })
-                    .unwrap();
-                let err = String::from_utf8_lossy(&out.stderr);
-                // Without CAP_NET_ADMIN the check cannot run; a parse error
-                // names the line either way.
-                assert!(
-                    out.status.success() || err.contains("Operation not permitted"),
-                    "{err}"
-                );
-            }
-        }
     }
 
     #[test]
