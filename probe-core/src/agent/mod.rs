@@ -918,6 +918,11 @@ impl Shared {
                 }
             }
         }
+        let pairs = inbound.len() + outbound.len();
+        if let Some(why) = nftrace::too_large(pairs) {
+            tracing::info!(round, pairs, "no rule tracing: the round is too large");
+            return Err(why);
+        }
         let scope = TraceScope {
             round: round.to_string(),
             expires_unix: nftrace::unix_now() + ttl.as_secs() + 1,

@@ -91,6 +91,23 @@ pub fn table_expiry(name: &str) -> Option<u64> {
     expiry.parse().ok()
 }
 
+/// Most `address . port` pairs (inbound and outbound) one host traces in a
+/// round. Tracing costs kernel and `nft` time that grows with the round
+/// (a 50-host mesh took 2.4 times as long traced, a 100-host one missed its
+/// probe deadline), and a measurement must not be spoilt by its own
+/// diagnostics: past this the host does not trace and says why.
+pub const MAX_TRACED_PAIRS: usize = 512;
+
+/// Why a host with `pairs` pairs to trace does not, when they are more than
+/// [`MAX_TRACED_PAIRS`].
+pub fn too_large(pairs: usize) -> Option<String> {
+    (pairs > MAX_TRACED_PAIRS).then(|| {
+        format!(
+            "not traced: this host's part of the round has {pairs} address-port pairs, more than {MAX_TRACED_PAIRS} (tracing them would slow the round itself); check fewer paths (--only) to name the rules"
+        )
+    })
+}
+
 /// The `nft -f` input that creates the round's trace table.
 pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
     let name = table_name(&scope.round, scope.expires_unix);
@@ -876,6 +893,16 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
             }
         "#]]
         .assert_eq(&ruleset(&scope, Duration::from_millis(30_500)));
+    }
+
+    #[test]
+    fn a_round_too_large_to_trace_says_so() {
+        assert_eq!(too_large(MAX_TRACED_PAIRS), None);
+        let why = too_large(980).unwrap();
+        assert!(
+            why.contains("980 address-port pairs, more than 512"),
+            "{why}"
+        );
     }
 
     #[test]
