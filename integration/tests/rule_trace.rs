@@ -159,32 +159,20 @@ fn host_rule_policy_and_egress_drops_are_named_and_nothing_is_left_behind() {
     // its `timeout` wrapper): none may outlive the round in the namespace.
     for host in ["src", "dst"] {
         assert_eq!(trace_tables(&lab.lab, host), Vec::<String>::new(), "{host}");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let left = commands_in(&lab, host, "nft");
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{host}: nft processes left after the round: {left:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            &format!("{host}: no nft process left after the round"),
+            Duration::from_secs(3),
+            || commands_in(&lab, host, "nft").is_empty(),
+        );
     }
 }
 
 /// The command lines of processes in lab host `host`'s namespace whose
 /// program name is `name` (or that run it, as `timeout ... nft` does).
 fn commands_in(lab: &PlanLab, host: &str, name: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "pids", lab.lab.netns(host)])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+    processes_in(lab, host)
+        .into_iter()
+        .map(|(_, c)| c.replace('\0', " "))
         .filter(|c| {
             c.split_whitespace()
                 .any(|w| w.rsplit('/').next() == Some(name))
@@ -192,21 +180,32 @@ fn commands_in(lab: &PlanLab, host: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// The pid of the `portcall` agent inside lab host `host`, found among
-/// the processes of that namespace (ones this test started).
-fn agent_pid(lab: &PlanLab, host: &str) -> u32 {
+/// The processes of lab host `host`'s namespace: pid and raw command line
+/// (arguments separated by NULs).
+fn processes_in(lab: &PlanLab, host: &str) -> Vec<(u32, String)> {
     let out = std::process::Command::new("ip")
         .args(["netns", "pids", lab.lab.netns(host)])
         .output()
         .unwrap();
-    let pids = String::from_utf8_lossy(&out.stdout).into_owned();
-    pids.split_whitespace()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
         .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.contains("agent") && c.contains(&format!("--host\0{host}")))
+        .filter_map(|p| {
+            let c = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            Some((p, String::from_utf8_lossy(&c).into_owned()))
         })
-        .unwrap_or_else(|| panic!("no agent in {host}: {pids}"))
+        .collect()
+}
+
+/// The pid of the `portcall` agent inside lab host `host`, found among
+/// the processes of that namespace (ones this test started).
+fn agent_pid(lab: &PlanLab, host: &str) -> u32 {
+    let procs = processes_in(lab, host);
+    procs
+        .iter()
+        .find(|(_, c)| c.contains("agent") && c.contains(&format!("--host\0{host}")))
+        .map(|(p, _)| *p)
+        .unwrap_or_else(|| panic!("no agent in {host}: {procs:?}"))
 }
 
 fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {

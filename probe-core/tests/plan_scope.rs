@@ -3,7 +3,7 @@
 //! whole plan's digest), and a lazily read plan produces its paths one at a
 //! time; both must agree, path for path, with the plan expanded whole.
 //! Counts, not bytes: the memory itself is measured by
-//! `scripts/bench/plan_memory.sh`.
+//! `scripts/bench/idle_agent.sh`.
 
 use std::ops::ControlFlow;
 

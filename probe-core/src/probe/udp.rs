@@ -122,28 +122,14 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
     let mut reads = 0u32;
     let mut last_sent = Instant::now();
     let mut failure: Option<io::Error> = None;
-    'attempts: for _ in 0..attempts {
+    for _ in 0..attempts {
         // Wait out the spacing; a late reply to an earlier datagram still
         // counts meanwhile.
         if result.attempts > 0 {
             let next = last_sent + step;
-            loop {
-                match timeout_at(next, socket.recv(&mut buf)).await {
-                    Err(_elapsed) => break,
-                    Ok(r) => match read_one(r, &buf, &accept, &mut reads) {
-                        Read::Accepted(n) => {
-                            result.reply = Some(buf[..n].to_vec());
-                            result.rtt = Some(last_sent.elapsed());
-                            break 'attempts;
-                        }
-                        Read::Ignored => continue,
-                        Read::Failed(e) => {
-                            failure = Some(e);
-                            break 'attempts;
-                        }
-                        Read::TooMany => break 'attempts,
-                    },
-                }
+            if let Some(done) = read_until(&socket, &mut buf, next, &accept, &mut reads).await {
+                settle(done, &buf, last_sent, &mut result, &mut failure);
+                break;
             }
             sleep_until(next).await;
         }
@@ -157,23 +143,10 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
                 break;
             }
         }
-        loop {
-            match timeout_at(last_sent + wait, socket.recv(&mut buf)).await {
-                Err(_elapsed) => break,
-                Ok(r) => match read_one(r, &buf, &accept, &mut reads) {
-                    Read::Accepted(n) => {
-                        result.reply = Some(buf[..n].to_vec());
-                        result.rtt = Some(last_sent.elapsed());
-                        break 'attempts;
-                    }
-                    Read::Ignored => continue,
-                    Read::Failed(e) => {
-                        failure = Some(e);
-                        break 'attempts;
-                    }
-                    Read::TooMany => break 'attempts,
-                },
-            }
+        let until = last_sent + wait;
+        if let Some(done) = read_until(&socket, &mut buf, until, &accept, &mut reads).await {
+            settle(done, &buf, last_sent, &mut result, &mut failure);
+            break;
         }
     }
     if result.reply.is_some() {
@@ -204,6 +177,45 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
         if result.attempts == 1 { "" } else { "s" }
     );
     result
+}
+
+/// Reads replies until `until`: `None` when it passes with no accepted
+/// reply, else what ended the wait (never [`Read::Ignored`]).
+async fn read_until(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    until: Instant,
+    accept: &impl Fn(&[u8]) -> bool,
+    reads: &mut u32,
+) -> Option<Read> {
+    loop {
+        match timeout_at(until, socket.recv(buf)).await {
+            Err(_elapsed) => return None,
+            Ok(r) => match read_one(r, buf, accept, reads) {
+                Read::Ignored => continue,
+                done => return Some(done),
+            },
+        }
+    }
+}
+
+/// Records what ended an exchange's wait: the accepted reply and its round
+/// trip from the latest datagram, or the socket's failure.
+fn settle(
+    done: Read,
+    buf: &[u8],
+    last_sent: Instant,
+    result: &mut UdpResult,
+    failure: &mut Option<io::Error>,
+) {
+    match done {
+        Read::Accepted(n) => {
+            result.reply = Some(buf[..n].to_vec());
+            result.rtt = Some(last_sent.elapsed());
+        }
+        Read::Failed(e) => *failure = Some(e),
+        Read::Ignored | Read::TooMany => {}
+    }
 }
 
 enum Read {
