@@ -236,6 +236,15 @@ async fn tls_server_after(
     pki: &Pki,
     delay: Duration,
 ) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
+    tls_server_delaying(pki, move |_| delay).await
+}
+
+/// [`tls_server`], starting the handshake of its n-th accepted connection
+/// (from 0) only `delay(n)` after accepting it.
+async fn tls_server_delaying(
+    pki: &Pki,
+    delay: impl Fn(usize) -> Duration + Send + 'static,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Option<String>>) {
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -249,9 +258,12 @@ async fn tls_server_after(
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let mut accepted = 0;
         while let Ok((s, _)) = listener.accept().await {
             let config = config.clone();
             let tx = tx.clone();
+            let delay = delay(accepted);
+            accepted += 1;
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let acceptor =
@@ -927,6 +939,39 @@ async fn a_single_threaded_tls_server_survives_a_sweep_at_default_settings() {
         results.len(),
         not_open.first()
     );
+}
+
+/// The first attempt to a host starts alone, so nothing says yet that a
+/// stall there may be our own queue; when its handshake (and the small-MSS
+/// try after it) stalls while the host completes handshakes on other ports,
+/// the port is tried again rather than reported as not speaking TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_handshake_that_stalls_while_the_host_answers_others_is_tried_again() {
+    let pki = pki();
+    // The first try and the small-MSS try both wait past the TLS deadline.
+    let (slow, _sni) = tls_server_delaying(&pki, |n| {
+        if n < 2 {
+            Duration::from_millis(1500)
+        } else {
+            Duration::ZERO
+        }
+    })
+    .await;
+    let mut servers = Vec::new();
+    let mut targets = vec![target(slow, Protocol::Tls)];
+    for _ in 0..5 {
+        let (port, sni) = tls_server(&pki).await;
+        servers.push(sni);
+        targets.push(target(port, Protocol::Tls));
+    }
+    let results = Prober::new(ProbeConfig::default())
+        .unwrap()
+        .sweep(targets, &CancellationToken::new(), |_, _| {})
+        .await;
+    for r in &results {
+        assert_eq!(r.observed, Observed::Open, "{r:?}");
+    }
+    assert!(results[0].attempts >= 2, "{:?}", results[0]);
 }
 
 /// A sweep that sees the host answer on other ports gives up on a silent

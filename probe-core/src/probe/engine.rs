@@ -441,11 +441,15 @@ impl Prober {
                 .expect("every scheduled address has its pacing");
             let udp_target = targets[i].protocol == Protocol::Udp;
             let verdict = match attempt.kind {
+                // Deferred where our own queue can be the cause: decided
+                // when the attempt started (others in flight then), or now
+                // that the host has completed other handshakes meanwhile
+                // (the first attempt to a busy host starts alone).
                 AttemptKind::Final {
                     stalled: true,
                     path_mtu: false,
                     ..
-                } if slot.may_defer => {
+                } if slot.may_defer || (host.answered && slot.deferrals < CONGESTION_RETRIES) => {
                     tracing::debug!(%addr, answered = host.answered, limit = host.limit, "stalled handshake deferred");
                     slot.attempts += 1;
                     if host.answered {
