@@ -11,7 +11,7 @@ use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use probe_core::control::{ClientSecurity, SshOptions, SshTransport, Transport};
 use probe_core::pki::{COORDINATOR, TlsIdentity};
-use probe_core::plan::{Address, Only, Plan};
+use probe_core::plan::{Address, Only, PathScope, Plan};
 use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
 use probe_core::round::{self, RoundConfig};
 use tokio_util::sync::CancellationToken;
@@ -115,7 +115,9 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.ssh.ssh {
         return check_ssh(&args);
     }
-    let plan = Plan::load(&args.plan)?;
+    // The coordinator walks the plan's paths when it needs them and never
+    // holds them all (a 100-host mesh has 99,000).
+    let plan = Plan::load_scoped(&args.plan, &PathScope::Lazy)?;
     let config = round_config(&plan, &args)?;
     let security = match &args.pki {
         Some(dir) => ClientSecurity::Mtls(
@@ -151,7 +153,7 @@ fn round_config(plan: &Plan, args: &CheckArgs) -> anyhow::Result<RoundConfig> {
 fn check_ssh(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.plan)
         .with_context(|| format!("read plan {}", args.plan.display()))?;
-    let plan = Plan::parse(&text, &args.plan.display().to_string())?;
+    let plan = Plan::parse_scoped(&text, &args.plan.display().to_string(), &PathScope::Lazy)?;
     let a = &args.ssh;
     let push = match a.push {
         false => None,
@@ -201,6 +203,7 @@ fn run<T: Transport>(
         }
         anyhow::Ok(evidence)
     })?;
+    let joining = std::time::Instant::now();
     let code = if output.format == ReportFormat::Json {
         // JSON is written as each path is judged: the paths' reports are
         // never all held at once (a 100-host mesh has 99,000).
@@ -215,6 +218,10 @@ fn run<T: Transport>(
         emit(&report, output, &[])?;
         report.exit_code()
     };
+    tracing::info!(
+        elapsed_ms = joining.elapsed().as_millis() as u64,
+        "report joined and written"
+    );
     if cancel.is_cancelled() {
         eprintln!("portcall: interrupted; the round was torn down on every agent it reached");
         return Ok(ExitCode::from(crate::INTERRUPTED));

@@ -224,16 +224,38 @@ pub async fn run_round<T: Transport + ?Sized>(
     let started_at = SystemTime::now();
     let round = control::random_id(8);
     let digest = control::plan_digest(plan);
-    let selected: Vec<&crate::plan::Path> = match &config.only {
-        None => plan.paths.iter().collect(),
-        Some(only) => only.iter().filter_map(|&i| plan.paths.get(i)).collect(),
+    // The hosts the round involves, walking the plan's paths one at a
+    // time: the coordinator need not hold them (`PathScope::Lazy`).
+    let only = config.only.as_ref().map(|o| {
+        let mut o = o.clone();
+        o.sort_unstable();
+        o
+    });
+    let mut involved: BTreeSet<String> = BTreeSet::new();
+    let mut sources: HashSet<String> = HashSet::new();
+    let mut selected = 0usize;
+    let _ = plan.for_each_path(|p| {
+        if only
+            .as_ref()
+            .is_none_or(|o| o.binary_search(&p.index).is_ok())
+        {
+            selected += 1;
+            for name in [p.from, p.to] {
+                if !involved.contains(name) {
+                    involved.insert(name.to_owned());
+                }
+            }
+            if !sources.contains(p.from) {
+                sources.insert(p.from.to_owned());
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    tracing::info!(%round, agents = involved.len(), paths = selected, "round starting");
+    let clock = std::time::Instant::now();
+    let lap = |phase: Phase| {
+        tracing::info!(%round, phase = phase.as_str(), elapsed_ms = clock.elapsed().as_millis() as u64, "round phase over");
     };
-    let involved: BTreeSet<&str> = selected
-        .iter()
-        .flat_map(|p| [p.from.as_str(), p.to.as_str()])
-        .collect();
-    let sources: HashSet<&str> = selected.iter().map(|p| p.from.as_str()).collect();
-    tracing::info!(%round, agents = involved.len(), paths = selected.len(), "round starting");
 
     // Phase 1: connect and prepare, all agents at once.
     let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
@@ -329,6 +351,7 @@ pub async fn run_round<T: Transport + ?Sized>(
         }
     })
     .await;
+    lap(Phase::Prepare);
     if cancel.is_cancelled() {
         return cancelled(sessions, &reached, &round, transport, started_at).await;
     }
@@ -398,6 +421,7 @@ pub async fn run_round<T: Transport + ?Sized>(
         }
     })
     .await;
+    lap(Phase::Probe);
     if cancel.is_cancelled() {
         return cancelled(sessions, &reached, &round, transport, started_at).await;
     }
@@ -444,6 +468,7 @@ pub async fn run_round<T: Transport + ?Sized>(
         }
     })
     .await;
+    lap(Phase::Evidence);
     if cancel.is_cancelled() {
         return cancelled(sessions, &reached, &round, transport, started_at).await;
     }
@@ -468,6 +493,7 @@ pub async fn run_round<T: Transport + ?Sized>(
         }
     })
     .await;
+    lap(Phase::Teardown);
     tracing::info!(%round, "round finished");
     RoundEvidence {
         started_at,

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use super::flows::matching;
-use super::{Plan, Selector, Suggestion};
+use super::{PathView, Plan, Selector, Suggestion};
 
 /// One `--only` selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,10 +78,24 @@ impl Plan {
     /// one of its flows does. A selector matching nothing is an error (with
     /// "did you mean"), so a typo never silently measures nothing.
     pub fn select_paths(&self, only: &[Only]) -> Result<Vec<usize>, OnlyError> {
-        let mut selected = vec![false; self.paths.len()];
-        for o in only {
-            let hit = |hit: &mut bool| *hit = true;
+        // Walked a path at a time: the coordinator does not hold the
+        // plan's paths (`PathScope::Lazy`).
+        let mut selected = vec![false; self.path_count()];
+        let mut mark = |select: &dyn Fn(&PathView<'_>) -> bool| {
             let mut matched_any = false;
+            let _ = self.for_each_path(|p| {
+                if select(&p) {
+                    if let Some(s) = selected.get_mut(p.index) {
+                        *s = true;
+                    }
+                    matched_any = true;
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+            matched_any
+        };
+        for o in only {
+            let matched_any;
             match o {
                 Only::Hosts(sel) => {
                     let hosts: Vec<&str> = matching(std::slice::from_ref(sel), &self.hosts)
@@ -91,12 +105,7 @@ impl Plan {
                     if hosts.is_empty() {
                         return Err(self.no_match(o, self.candidates(sel)));
                     }
-                    for (i, p) in self.paths.iter().enumerate() {
-                        if hosts.contains(&p.from.as_str()) || hosts.contains(&p.to.as_str()) {
-                            hit(&mut selected[i]);
-                            matched_any = true;
-                        }
-                    }
+                    matched_any = mark(&|p| hosts.contains(&p.from) || hosts.contains(&p.to));
                 }
                 Only::Flow(name) => {
                     let flows: Vec<usize> = self
@@ -113,12 +122,7 @@ impl Plan {
                         let names = self.flows.iter().map(|f| format!("flow:{}", f.label()));
                         return Err(self.no_match(o, names.collect()));
                     }
-                    for (i, p) in self.paths.iter().enumerate() {
-                        if p.flows.iter().any(|f| flows.contains(f)) {
-                            hit(&mut selected[i]);
-                            matched_any = true;
-                        }
-                    }
+                    matched_any = mark(&|p| p.flows.iter().any(|f| flows.contains(f)));
                 }
             }
             if !matched_any {

@@ -13,7 +13,7 @@
 //! - a path whose canary closed every attempt unanswered (it was shedding
 //!   a flood) is an `error`, never `wrong-host`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use super::blame::{self, TargetStage};
@@ -25,7 +25,7 @@ use crate::control::{
     CanaryEvidence, Handshake, HandshakeStage, ListenerReport, ListenerState, PathProbe,
     TraceDirection, TraceEvidence, TraceState,
 };
-use crate::plan::{Family, Plan};
+use crate::plan::{Family, PathView, Plan};
 use crate::port::Protocol;
 use crate::probe::Observed;
 
@@ -108,50 +108,77 @@ pub struct RoundEvidence {
 
 /// Joins the evidence of a round on `plan` into its report.
 pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
-    let all: Vec<usize> = (0..plan.paths.len()).collect();
-    join_paths(plan, round, &all)
+    join_selected(plan, round, None)
 }
 
 /// [`join`] for a round that measured only the paths `only` (indices into
 /// the plan's paths, `check --only`): the report lists those paths.
 pub fn join_paths(plan: &Plan, round: &RoundEvidence, only: &[usize]) -> Report {
-    let probes = probe_index(plan, round);
-    let paths = only
-        .iter()
-        .filter(|&&i| i < plan.paths.len())
-        .map(|&i| judge_path(plan, round, i, probes[i]))
-        .collect();
-    let mut report = report_without_paths(plan, round);
+    join_selected(plan, round, Some(only))
+}
+
+fn join_selected(plan: &Plan, round: &RoundEvidence, only: Option<&[usize]>) -> Report {
+    let streamed = StreamedReport::new(plan, round, only);
+    let mut paths = Vec::new();
+    streamed
+        .each(|p| {
+            paths.push(p);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|e| match e {});
+    let mut report = streamed.report;
     report.paths = paths;
     report.recount();
     report
 }
 
 /// Each path's probe, from its source agent (the first it returned for
-/// the path), by path index: found once, not searched for per path.
-fn probe_index<'a>(plan: &Plan, round: &'a RoundEvidence) -> Vec<Option<&'a PathProbe>> {
-    let mut index: Vec<Option<&PathProbe>> = vec![None; plan.paths.len()];
-    for (host, a) in &round.agents {
-        for p in &a.probes {
-            if let Some(slot) = index.get_mut(p.path) {
-                if slot.is_none() && plan.paths[p.path].from == *host {
-                    *slot = Some(p);
-                }
-            }
-        }
+/// the path): every agent's probes sorted by path index once, then found
+/// by the path's source and index, not searched for per path. Built
+/// without the plan's paths, which the coordinator does not hold.
+#[derive(Debug)]
+struct ProbeIndex<'a> {
+    by_agent: HashMap<&'a str, Vec<&'a PathProbe>>,
+}
+
+impl<'a> ProbeIndex<'a> {
+    fn new(round: &'a RoundEvidence) -> ProbeIndex<'a> {
+        let by_agent = round
+            .agents
+            .iter()
+            .map(|(host, a)| {
+                let mut probes: Vec<&PathProbe> = a.probes.iter().collect();
+                // Stable: of several results for one path, the first
+                // returned stays first.
+                probes.sort_by_key(|p| p.path);
+                probes.dedup_by_key(|p| p.path);
+                (host.as_str(), probes)
+            })
+            .collect();
+        ProbeIndex { by_agent }
     }
-    index
+
+    /// The probe agent `from` returned for path `index`.
+    fn get(&self, from: &str, index: usize) -> Option<&'a PathProbe> {
+        let probes = self.by_agent.get(from)?;
+        probes
+            .binary_search_by_key(&index, |p| p.path)
+            .ok()
+            .map(|k| probes[k])
+    }
 }
 
 /// A joined round whose paths are judged as they are written
 /// ([`StreamedReport::write_json`]), one at a time: the coordinator holds
-/// the evidence, never every path's report at once.
+/// the evidence, never every path's report at once (nor the plan's paths:
+/// they are walked with [`Plan::for_each_path`]).
 #[derive(Debug)]
 pub struct StreamedReport<'a> {
     plan: &'a Plan,
     round: &'a RoundEvidence,
-    only: Option<&'a [usize]>,
-    probes: Vec<Option<&'a PathProbe>>,
+    /// The selected path indices, sorted; `None` for every path.
+    only: Option<Vec<usize>>,
+    probes: ProbeIndex<'a>,
     /// The report without its paths (`paths` is empty); its summary
     /// counts them.
     pub report: Report,
@@ -164,13 +191,7 @@ pub fn join_streamed<'a>(
     round: &'a RoundEvidence,
     only: Option<&'a [usize]>,
 ) -> StreamedReport<'a> {
-    let mut s = StreamedReport {
-        plan,
-        round,
-        only,
-        probes: probe_index(plan, round),
-        report: report_without_paths(plan, round),
-    };
+    let mut s = StreamedReport::new(plan, round, only);
     let mut summary = Summary::default();
     s.each(|p| {
         summary.paths += 1;
@@ -186,14 +207,40 @@ pub fn join_streamed<'a>(
     s
 }
 
-impl StreamedReport<'_> {
-    /// Judges every path in order, handing each report to `f`.
+impl<'a> StreamedReport<'a> {
+    fn new(plan: &'a Plan, round: &'a RoundEvidence, only: Option<&[usize]>) -> Self {
+        StreamedReport {
+            plan,
+            round,
+            only: only.map(|o| {
+                let mut o = o.to_vec();
+                o.sort_unstable();
+                o.dedup();
+                o
+            }),
+            probes: ProbeIndex::new(round),
+            report: report_without_paths(plan, round),
+        }
+    }
+
+    /// Judges every selected path in plan order, handing each report to
+    /// `f`.
     fn each<E>(&self, mut f: impl FnMut(PathReport) -> Result<(), E>) -> Result<(), E> {
-        let n = self.plan.paths.len();
-        let mut one = |i: usize| f(judge_path(self.plan, self.round, i, self.probes[i]));
-        match self.only {
-            None => (0..n).try_for_each(&mut one),
-            Some(only) => only.iter().filter(|&&i| i < n).try_for_each(|&i| one(i)),
+        let flow = self.plan.for_each_path(|p| {
+            if let Some(only) = &self.only {
+                if only.binary_search(&p.index).is_err() {
+                    return std::ops::ControlFlow::Continue(());
+                }
+            }
+            let probe = self.probes.get(p.from, p.index);
+            match f(judge_path(self.plan, self.round, &p, probe)) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(e) => std::ops::ControlFlow::Break(e),
+            }
+        });
+        match flow {
+            std::ops::ControlFlow::Continue(()) => Ok(()),
+            std::ops::ControlFlow::Break(e) => Err(e),
         }
     }
 
@@ -312,7 +359,7 @@ fn report_without_paths(plan: &Plan, round: &RoundEvidence) -> Report {
 
 /// The source selectors of the flows behind a path, each once, in flow
 /// order.
-fn flow_from(plan: &Plan, path: &crate::plan::Path) -> Vec<String> {
+fn flow_from(plan: &Plan, path: &PathView<'_>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for s in path
         .flows
@@ -342,16 +389,15 @@ enum Listener<'a> {
 fn judge_path(
     plan: &Plan,
     round: &RoundEvidence,
-    i: usize,
+    path: &PathView<'_>,
     probe: Option<&PathProbe>,
 ) -> PathReport {
-    let path = &plan.paths[i];
     let mut r = PathReport {
-        from: path.from.clone(),
-        to: path.to.clone(),
+        from: path.from.to_owned(),
+        to: path.to.to_owned(),
         address: path.address.to_string(),
         port: path.port.get(),
-        service: path.service.clone(),
+        service: path.service.to_owned(),
         protocol: path.protocol,
         expect: path.expect,
         observed: None,
@@ -380,7 +426,7 @@ fn judge_path(
             .and_then(|f| plan.flow(*f))
             .map(|f| f.label())
             .unwrap_or_default(),
-        role: path.role.clone(),
+        role: path.role.map(str::to_owned),
         cert: None,
         service_banner: None,
         arrived: None,
@@ -390,7 +436,7 @@ fn judge_path(
         r.detail = detail;
         r
     };
-    let (Some(src), Some(dst)) = (round.agents.get(&path.from), round.agents.get(&path.to)) else {
+    let (Some(src), Some(dst)) = (round.agents.get(path.from), round.agents.get(path.to)) else {
         return fail(
             r,
             "agent not asked (internal error: the path's hosts were not contacted)".into(),
@@ -431,7 +477,9 @@ fn judge_path(
             why: "not a planned port of the target, so no canary",
         },
         (Some(_), Some(l)) => match l.state {
-            ListenerState::Canary if udp => return super::udp::judge(plan, round, i, r, src, dst),
+            ListenerState::Canary if udp => {
+                return super::udp::judge(plan, round, path, probe, r, dst);
+            }
             ListenerState::Canary => Listener::Canary,
             ListenerState::Held
                 if udp && !super::udp::live_request_known(port, plan.snmp_community.as_deref()) =>
@@ -763,7 +811,7 @@ fn judge_path(
 /// saw it. `None` where neither end traced.
 fn traced(
     plan: &Plan,
-    path: &crate::plan::Path,
+    path: &PathView<'_>,
     probe: &PathProbe,
     address: &str,
     src: &AgentEvidence,
@@ -994,6 +1042,67 @@ expect = "blocked"
         old.as_object_mut().unwrap().remove("tls_ms");
         let back: PathReport = serde_json::from_value(old).unwrap();
         assert_eq!(back.tls_ms, None);
+    }
+
+    /// The coordinator holds no paths (`PathScope::Lazy`) and walks them:
+    /// the report is the one the whole path list gives, with and without
+    /// `only`, streamed or not; a result for a path from an agent that is
+    /// not its source is never taken for the source's, even when returned
+    /// first.
+    #[test]
+    fn a_plan_walked_lazily_joins_to_the_report_of_the_whole_plan() {
+        let all = plan();
+        let lazy = Plan::parse_scoped(PLAN, "join.toml", &crate::plan::PathScope::Lazy).unwrap();
+        assert!(lazy.paths.is_empty());
+        assert_eq!(lazy.path_count(), all.paths.len());
+        // db claims web's path 0 (wrongly); web's own result comes later
+        // and twice (the first counts).
+        let mut late = probe(0, Some("aa"), Observed::Timeout);
+        late.detail = "second".into();
+        let web = up(
+            vec![],
+            vec![
+                probe(1, None, Observed::Refused),
+                probe(0, Some("aa"), Observed::Open),
+                late,
+            ],
+            vec![],
+        );
+        let db = up(
+            vec![mysql(ListenerState::Canary)],
+            vec![
+                probe(0, Some("zz"), Observed::Refused),
+                probe(2, None, Observed::Timeout),
+            ],
+            saw("aa"),
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        let whole = join(&all, &round);
+        assert_eq!(whole.paths[0].observed, Some(Observed::Open));
+        assert_eq!(whole, join(&lazy, &round));
+        let only = [2, 0];
+        let picked = join_paths(&all, &round, &only);
+        assert_eq!(picked.paths.len(), 2);
+        assert_eq!(picked, join_paths(&lazy, &round, &only));
+        let json = |s: &StreamedReport<'_>| {
+            let mut out = Vec::new();
+            s.write_json(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            json(&join_streamed(&all, &round, Some(&only))),
+            json(&join_streamed(&lazy, &round, Some(&only)))
+        );
+        let mut written = Vec::new();
+        super::super::json::write(&whole, &mut written).unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            json(&join_streamed(&lazy, &round, None))
+        );
     }
 
     #[test]

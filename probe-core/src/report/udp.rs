@@ -16,7 +16,8 @@
 use super::blame::{self, TargetStage};
 use super::join::{AgentEvidence, RoundEvidence, elsewhere, local_denial};
 use super::{PathReport, TargetEnd, Verdict};
-use crate::plan::{Family, Plan};
+use crate::control::PathProbe;
+use crate::plan::{Family, PathView, Plan};
 use crate::probe::Observed;
 use crate::probe::udp_service::{UdpOptions, UdpService};
 
@@ -46,18 +47,17 @@ pub fn arrival(r: &PathReport) -> Option<String> {
 pub(super) fn judge(
     plan: &Plan,
     round: &RoundEvidence,
-    i: usize,
+    path: &PathView<'_>,
+    probe: Option<&PathProbe>,
     mut r: PathReport,
-    src: &AgentEvidence,
     dst: &AgentEvidence,
 ) -> PathReport {
-    let path = &plan.paths[i];
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
         r.detail = detail;
         r
     };
-    let Some(probe) = src.probes.iter().find(|p| p.path == i) else {
+    let Some(probe) = probe else {
         return fail(
             r,
             format!(
@@ -215,7 +215,7 @@ pub(super) fn judge(
 fn note_elsewhere(
     plan: &Plan,
     round: &RoundEvidence,
-    path: &crate::plan::Path,
+    path: &PathView<'_>,
     probe: &crate::control::PathProbe,
     detail: &mut String,
     redirected_to: &mut Option<String>,
