@@ -153,7 +153,19 @@ lab_up() {
     local n=$1 dir=$2 i j br="${PREFIX}br"
     lab_ns=("$br")
     for ((i = 1; i <= n; i++)); do lab_ns+=("${PREFIX}h$i"); done
-    printf 'netns add %s\n' "${lab_ns[@]}" | ip -batch -
+    # Each namespace gets a TCP connection hash table of its own, as each
+    # real host has: otherwise every agent's read of /proc/net/tcp (its
+    # handshake watch) walks one table shared by all N hosts' sockets, a
+    # cost of the lab, growing with N squared, that no real fleet has. The
+    # root namespace's setting applies only to namespaces created while it
+    # is set, and is put back at once.
+    local child_ehash
+    child_ehash=$(sysctl -n net.ipv4.tcp_child_ehash_entries 2>/dev/null || true)
+    [[ -z $child_ehash ]] || sysctl -qw net.ipv4.tcp_child_ehash_entries=16384
+    local rc=0
+    printf 'netns add %s\n' "${lab_ns[@]}" | ip -batch - || rc=$?
+    [[ -z $child_ehash ]] || sysctl -qw net.ipv4.tcp_child_ehash_entries="$child_ehash"
+    ((rc == 0)) || return "$rc"
     {
         echo "link add br0 type bridge"
         echo "link set br0 up"
@@ -321,7 +333,7 @@ for n in "${ns_list[@]}"; do
     echo "lab up in $((SECONDS - t0)) s: $((n + 1)) namespaces, $perm permanent neighbour entries ($all in all; gc_thresh3 $(cat /proc/sys/net/ipv4/neigh/default/gc_thresh3) does not count permanent ones)"
     t0=$SECONDS
     for ((i = 1; i <= n; i++)); do
-        RUST_LOG=${RUST_LOG:-warn} ip netns exec "${PREFIX}h$i" "$BIN" agent --plan "$plan" --host "h$i" --pki "$dir/pki" ${AGENT_ARGS:-} \
+        RUST_LOG=${RUST_LOG:-warn,probe_core::agent=info} ip netns exec "${PREFIX}h$i" "$BIN" agent --plan "$plan" --host "h$i" --pki "$dir/pki" ${AGENT_ARGS:-} \
             </dev/null >"$dir/agent-h$i.log" 2>&1 &
         agents+=($!)
     done
@@ -354,7 +366,8 @@ for n in "${ns_list[@]}"; do
         read -r idle_med idle_max < <(rss VmRSS)
         report=$dir/report.json tfile=$dir/time
         rm -f "$report" "$tfile"
-        timeout -k 10 "$ROUND_LIMIT" ip netns exec "${PREFIX}h1" /usr/bin/time -f '%e %M' -o "$tfile" \
+        RUST_LOG=warn,probe_core::round=info,portcall::check_cmd=info \
+            timeout -k 10 "$ROUND_LIMIT" ip netns exec "${PREFIX}h1" /usr/bin/time -f '%e %M' -o "$tfile" \
             "$BIN" check --plan "$plan" --pki "$dir/pki" --format json --out "$report" \
             </dev/null >/dev/null 2>"$dir/check.err" &
         check_pid=$!
@@ -380,6 +393,14 @@ for n in "${ns_list[@]}"; do
         printf '%5s %8s %9s %10s %10s %10s %7s %6s  %s\n' "$r" "$wall" "$(kib_mib "$coord")" "$(kib_mib "$idle_med")" \
             "$(kib_mib "$idle_max")" "$(kib_mib "$hwm_max")" "$stray" "$false" "$kinds"
         sed -n '2,$p' <<<"$score"
+        # Where the round's time went: the coordinator's phase laps.
+        phases=$(sed -n 's/.*phase="\([^"]*\)" elapsed_ms=\([0-9]*\).*/\1 at \2 ms/p; s/.*report joined and written elapsed_ms=\([0-9]*\).*/report in \1 ms/p' "$dir/check.err" | paste -sd, - | sed 's/,/, /g')
+        [[ -z $phases ]] || echo "      phases: $phases"
+        # And the agents' own sweeps (this round's `probes done` lines).
+        sweeps=$(cat "$dir"/agent-h*.log | sed -n "s/.*probes done round=$(sed -n 's/.*round starting round=\([0-9a-f]*\).*/\1/p' "$dir/check.err" | head -n 1) .* ms=\([0-9]*\).*/\1/p" | sort -n)
+        if [[ -n $sweeps ]]; then
+            echo "      agent sweeps: median $(awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }' <<<"$sweeps") ms, max $(tail -n 1 <<<"$sweeps") ms ($(wc -l <<<"$sweeps") agents)"
+        fi
     done
     lab_down
     if ip netns list | grep -q "^$PREFIX"; then

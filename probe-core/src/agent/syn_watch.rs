@@ -62,7 +62,8 @@ impl SynLog {
     /// schedule (a busy host may have delayed it).
     pub fn refresh(&self) {
         if !self.ports.is_empty() {
-            self.absorb(read_tables().as_deref(), &self.ips, &self.ports);
+            let rows = read_tables(Tables::for_ips(&self.ips));
+            self.absorb(rows.as_deref(), &self.ips, &self.ports);
         }
     }
 
@@ -120,7 +121,7 @@ impl SynLog {
 
     #[cfg(test)]
     fn poll(&self, ips: &[IpAddr], ports: &HashSet<u16>) -> bool {
-        let rows = read_tables();
+        let rows = read_tables(Tables::for_ips(ips));
         self.absorb(rows.as_deref(), ips, ports);
         rows.is_some()
     }
@@ -136,38 +137,97 @@ type Row = (IpAddr, u16, SocketAddr, HandshakeStage);
 /// all. (An older baseline only leaves out fewer sockets.)
 const SHARED_READING: Duration = Duration::from_millis(100);
 
-/// The last reading of the tables and when it was taken.
-static LAST_READING: Mutex<Option<(std::time::Instant, Option<Arc<[Row]>>)>> = Mutex::new(None);
+/// Which of the two tables a watch needs: reading one walks the kernel's
+/// whole connection hash, so a host with IPv4 addresses only never reads
+/// `/proc/net/tcp6` (nor an IPv6-only one `/proc/net/tcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Tables {
+    v4: bool,
+    v6: bool,
+}
 
-/// Both tables' handshakes for a baseline, read now or at most
-/// [`SHARED_READING`] ago; `None` when neither can be read. Concurrent
+impl Tables {
+    /// The tables sockets on `ips` are listed in: IPv4 addresses (and
+    /// `0.0.0.0`) in `tcp`; IPv6 ones in `tcp6`, and `::` in both (a
+    /// dual-stack socket lists its IPv4 peers there as mapped addresses).
+    fn for_ips(ips: &[IpAddr]) -> Tables {
+        if ips.is_empty() {
+            return Tables { v4: true, v6: true };
+        }
+        let mut t = Tables::default();
+        for ip in ips {
+            match ip {
+                IpAddr::V4(_) => t.v4 = true,
+                IpAddr::V6(v6) if v6.is_unspecified() => {
+                    t.v4 = true;
+                    t.v6 = true;
+                }
+                IpAddr::V6(_) => t.v6 = true,
+            }
+        }
+        t
+    }
+
+    fn union(self, other: Tables) -> Tables {
+        Tables {
+            v4: self.v4 || other.v4,
+            v6: self.v6 || other.v6,
+        }
+    }
+
+    /// Whether a reading of `self` holds everything a reading of `want`
+    /// would.
+    fn covers(self, want: Tables) -> bool {
+        (self.v4 || !want.v4) && (self.v6 || !want.v6)
+    }
+}
+
+/// The last reading of the tables, which tables it read, and when.
+type Reading = (std::time::Instant, Tables, Option<Arc<[Row]>>);
+static LAST_READING: Mutex<Option<Reading>> = Mutex::new(None);
+
+/// The `tables`' handshakes for a baseline, read now or at most
+/// [`SHARED_READING`] ago; `None` when none can be read. Concurrent
 /// callers wait for one reading instead of each walking the tables.
-fn read_baseline() -> Option<Vec<Row>> {
+fn read_baseline(tables: Tables) -> Option<Vec<Row>> {
     let mut last = LAST_READING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, rows)) = last.as_ref() {
-        if at.elapsed() < SHARED_READING {
+    if let Some((at, read, rows)) = last.as_ref() {
+        if at.elapsed() < SHARED_READING && read.covers(tables) {
             return rows.as_ref().map(|r| r.to_vec());
         }
     }
-    let rows = read_tables();
+    let rows = read_tables(tables);
     *last = Some((
         std::time::Instant::now(),
+        tables,
         rows.as_ref().map(|r| Arc::from(r.as_slice())),
     ));
     rows
 }
 
-/// Both tables' handshakes, read now; `None` when neither can be read.
-fn read_tables() -> Option<Vec<Row>> {
+/// The `tables`' handshakes, read now; `None` when none can be read.
+fn read_tables(tables: Tables) -> Option<Vec<Row>> {
     let mut rows = Vec::new();
     let mut any = false;
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(file) {
+    for (file, wanted) in [("/proc/net/tcp", tables.v4), ("/proc/net/tcp6", tables.v6)] {
+        if !wanted {
+            continue;
+        }
+        if let Some(text) = read_proc(file) {
             any = true;
             rows.extend(parse_table(&text));
         }
     }
     any.then_some(rows)
+}
+
+/// A `/proc` file in a few large reads: each read of a socket table
+/// resumes the kernel's walk, so fewer reads walk less.
+fn read_proc(file: &str) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(256 * 1024);
+    std::fs::File::open(file).ok()?.read_to_end(&mut buf).ok()?;
+    String::from_utf8(buf).ok()
 }
 
 /// One round's watch: what to look for, until when, and where to record it.
@@ -202,7 +262,7 @@ pub fn start(
     let tables = if ports.is_empty() {
         None
     } else {
-        read_baseline()
+        read_baseline(Tables::for_ips(&ips))
     };
     let baseline = tables
         .iter()
@@ -245,7 +305,7 @@ pub fn start(
 /// hands each reading to every watch.
 fn poller() {
     loop {
-        {
+        let tables = {
             let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
             watches.retain(|w| {
@@ -259,8 +319,11 @@ fn poller() {
                 POLLING.store(false, Ordering::Release);
                 return;
             }
-        }
-        let rows = read_tables();
+            watches
+                .iter()
+                .fold(Tables::default(), |t, w| t.union(Tables::for_ips(&w.ips)))
+        };
+        let rows = read_tables(tables);
         {
             let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
             for w in watches.iter() {
@@ -340,6 +403,29 @@ mod tests {
    2: 281212C6:0CEA 150112C6:9C41 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0
    3: 140112C6:9C42 281212C6:24FB 02 00000000:00000000 01:00000064 00000000     0        0 3 1 0
 ";
+
+    #[test]
+    fn only_the_tables_of_the_watched_families_are_read() {
+        let v4: IpAddr = "198.18.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:2::1".parse().unwrap();
+        let t = |ips: &[IpAddr]| {
+            let t = Tables::for_ips(ips);
+            (t.v4, t.v6)
+        };
+        assert_eq!(t(&[v4]), (true, false));
+        assert_eq!(t(&[v6]), (false, true));
+        assert_eq!(t(&[v4, v6]), (true, true));
+        assert_eq!(t(&[Ipv4Addr::UNSPECIFIED.into()]), (true, false));
+        assert_eq!(t(&[Ipv6Addr::UNSPECIFIED.into()]), (true, true));
+        assert_eq!(t(&[]), (true, true));
+        let only4 = Tables::for_ips(&[v4]);
+        let both = only4.union(Tables::for_ips(&[v6]));
+        assert!(both.covers(only4) && !only4.covers(both));
+        // An IPv4-only watch still sees what the IPv4 table lists.
+        if std::path::Path::new("/proc/net/tcp").exists() {
+            assert!(read_tables(only4).is_some());
+        }
+    }
 
     #[test]
     fn request_sockets_and_connections_are_read_from_the_table() {
