@@ -54,6 +54,9 @@ pub struct RoundConfig {
     pub only: Option<Vec<usize>>,
 }
 
+/// Evidence requests in flight at once (see the evidence phase).
+const EVIDENCE_AT_ONCE: usize = 16;
+
 /// The phases of a round, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -402,7 +405,16 @@ pub async fn run_round<T: Transport + ?Sized>(
                 return s;
             };
             match conn.request(&probe, probe_deadline).await {
-                Ok(Response::Probed(p)) => s.evidence.probes = p.results,
+                Ok(Response::Probed(p)) => {
+                    let mut results = p.results;
+                    // The join never reads which host answered (a wrong
+                    // host is named in the probe's detail): a string per
+                    // path is not worth holding for the whole round.
+                    for r in &mut results {
+                        r.answered_by = None;
+                    }
+                    s.evidence.probes = results;
+                }
                 Ok(_) => s.evidence.probe_error = Some(chain(&conn.unexpected(&probe))),
                 Err(e) if died(&e) => s.lost(format!("lost during probe: {}", chain(&e))),
                 Err(e) => {
@@ -430,10 +442,16 @@ pub async fn run_round<T: Transport + ?Sized>(
     let evidence = Request::Evidence(RoundRef {
         round: round.clone(),
     });
+    // A few at a time: every agent has its evidence ready, and a hundred
+    // replies read at once would hold a hundred frame buffers in the
+    // coordinator together (each agent's canaries saw ~1,000 nonces).
+    let evidence_slots = Arc::new(tokio::sync::Semaphore::new(EVIDENCE_AT_ONCE));
     let sessions = each(sessions, cancel, |mut s| {
         let evidence = evidence.clone();
         let config = config.clone();
+        let evidence_slots = evidence_slots.clone();
         async move {
+            let _slot = evidence_slots.acquire_owned().await;
             // Held ports too: the agent's handshake watch covers them. A
             // host that only probed has its firewall trace of its probes.
             let has_listeners = s

@@ -14,6 +14,7 @@
 #   PORTS=10 DROP=0.05 SEED=14 TIMEOUT_MS=1000 RETRIES=1 ROUND_LIMIT=300 ...
 #   AGENT_ARGS=--no-rule-trace   # extra `portcall agent` arguments
 #   KILL_STRAYS=1                # end leftover agent children after each round
+#   CHECK_WRAP='heaptrack -o /tmp/ht'  # run each `check` under a profiler
 #
 # Every host has a static (`nud permanent`) neighbour entry for every other
 # host: the kernel's neighbour table limit (gc_thresh3) is shared by all
@@ -38,7 +39,7 @@ while (($#)); do
     case $1 in
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
-        -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *[!0-9]* | '') echo "mesh.sh: not a host count: $1" >&2; exit 2 ;;
         *) ns_list+=("$1"); shift ;;
     esac
@@ -174,6 +175,13 @@ lab_up() {
             echo "link set v$i master br0 up"
         done
     } | ip -n "$br" -batch -
+    # The bridge is a switch, not a firewall: where br_netfilter is loaded
+    # (a new namespace then passes bridged frames to its own netfilter
+    # hooks), the lab's switch skips them, as a real one has none.
+    local f
+    for f in iptables ip6tables arptables; do
+        ip netns exec "$br" sysctl -qw "net.bridge.bridge-nf-call-$f=0" 2>/dev/null || true
+    done
     for ((i = 1; i <= n; i++)); do
         {
             echo "link set lo up"
@@ -368,7 +376,7 @@ for n in "${ns_list[@]}"; do
         rm -f "$report" "$tfile"
         RUST_LOG=warn,probe_core::round=info,portcall::check_cmd=info \
             timeout -k 10 "$ROUND_LIMIT" ip netns exec "${PREFIX}h1" /usr/bin/time -f '%e %M' -o "$tfile" \
-            "$BIN" check --plan "$plan" --pki "$dir/pki" --format json --out "$report" \
+            ${CHECK_WRAP:-} "$BIN" check --plan "$plan" --pki "$dir/pki" --format json --out "$report" \
             </dev/null >/dev/null 2>"$dir/check.err" &
         check_pid=$!
         code=0

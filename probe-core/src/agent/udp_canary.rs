@@ -379,7 +379,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         attempts: r.attempts,
         source: r.local,
         answered_by,
-        icmp: r.icmp,
+        icmp: r.icmp.map(Box::new),
         path_mtu: false,
         walk: None,
         connect_us: None,

@@ -214,16 +214,17 @@ pub struct PathProbe {
     pub source: Option<SocketAddr>,
     /// The host name a canary answered with, when one answered.
     pub answered_by: Option<String>,
-    /// The ICMP error that came back, with its sender.
+    /// The ICMP error that came back, with its sender (boxed: most paths
+    /// have none, and a coordinator holds one `PathProbe` per path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub icmp: Option<IcmpEvidence>,
+    pub icmp: Option<Box<IcmpEvidence>>,
     /// TCP opened, TLS or the exchange stalled, and a small MSS got
     /// through: a path-MTU black hole.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub path_mtu: bool,
     /// For a `timeout`, the TTL walk toward the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub walk: Option<Walk>,
+    pub walk: Option<Box<Walk>>,
     /// The final attempt's TCP connect round trip (SYN to SYN-ACK), in
     /// microseconds; `None` when it did not connect.
     #[serde(default)]

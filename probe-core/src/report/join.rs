@@ -525,7 +525,7 @@ fn judge_path(
     r.latency_ms = probe.connect_us.map(ms);
     r.tls_ms = probe.tls_us.map(ms);
     r.attempts = probe.attempts;
-    r.icmp = probe.icmp.clone();
+    r.icmp = probe.icmp.as_deref().cloned();
     // A DNS target's family is the one its resolved address had.
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     r.cert = probe.cert.as_deref().cloned();
@@ -793,9 +793,9 @@ fn judge_path(
     r.blame = blame::blame(&blame::Evidence {
         observed: r.observed,
         target_addresses: &addresses,
-        icmp: probe.icmp.as_ref(),
+        icmp: probe.icmp.as_deref(),
         target_stage: r.target_stage,
-        walk: probe.walk.as_ref(),
+        walk: probe.walk.as_deref(),
         path_mtu: probe.path_mtu,
         local_denial: denied,
         redirected_to: redirected_to.as_deref(),
@@ -1138,11 +1138,11 @@ expect = "blocked"
         // ICMP error in hand it is the router's, not the source's.
         let mut v6 = probe(0, Some("aa"), Observed::Unreachable);
         v6.detail = crate::probe::classify::errno_name(libc::EACCES);
-        v6.icmp = Some(crate::probe::IcmpEvidence {
+        v6.icmp = Some(Box::new(crate::probe::IcmpEvidence {
             kind: "admin-prohibited".into(),
             code: 1,
             from: "2001:2:0:1::254".into(),
-        });
+        }));
         for (probe_of_0, local) in [(denied, true), (icmp, false), (v6, false)] {
             let web = up(
                 vec![],

@@ -67,7 +67,7 @@ pub(super) fn judge(
         );
     };
     r.attempts = probe.attempts;
-    r.icmp = probe.icmp.clone();
+    r.icmp = probe.icmp.as_deref().cloned();
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     if let Some(e) = &dst.evidence_error {
         r.observed = Some(probe.observed);
@@ -192,9 +192,9 @@ pub(super) fn judge(
     r.blame = blame::blame(&blame::Evidence {
         observed: r.observed,
         target_addresses: &addresses,
-        icmp: probe.icmp.as_ref(),
+        icmp: probe.icmp.as_deref(),
         target_stage: r.target_stage,
-        walk: probe.walk.as_ref(),
+        walk: probe.walk.as_deref(),
         path_mtu: false,
         local_denial: denied,
         redirected_to: redirected_to.as_deref(),
@@ -494,11 +494,11 @@ expect = "blocked"
         assert_eq!(p.blame.as_ref().map(|b| b.cause), Some(Cause::Drop));
 
         let mut refused = probe(0, Observed::Refused, 1);
-        refused.icmp = Some(IcmpEvidence {
+        refused.icmp = Some(Box::new(IcmpEvidence {
             kind: "port-unreachable".into(),
             code: 3,
             from: "198.18.0.2".into(),
-        });
+        }));
         let r = run(refused, vec![], ListenerState::Canary);
         let p = &r.paths[0];
         assert_eq!(
@@ -514,11 +514,11 @@ expect = "blocked"
         assert_eq!((b.at, b.cause), (Where::Target, Cause::IcmpReject));
 
         let mut prohibited = probe(0, Observed::Unreachable, 1);
-        prohibited.icmp = Some(IcmpEvidence {
+        prohibited.icmp = Some(Box::new(IcmpEvidence {
             kind: "admin-prohibited".into(),
             code: 13,
             from: "198.18.0.254".into(),
-        });
+        }));
         let r = run(prohibited, vec![], ListenerState::Canary);
         let p = &r.paths[0];
         assert_eq!(p.observed, Some(Observed::Unreachable));
