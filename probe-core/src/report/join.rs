@@ -179,6 +179,7 @@ pub struct StreamedReport<'a> {
     /// The selected path indices, sorted; `None` for every path.
     only: Option<Vec<usize>>,
     probes: ProbeIndex<'a>,
+    texts: FlowTexts,
     /// The report without its paths (`paths` is empty); its summary
     /// counts them.
     pub report: Report,
@@ -219,6 +220,7 @@ impl<'a> StreamedReport<'a> {
                 o
             }),
             probes: ProbeIndex::new(round),
+            texts: FlowTexts::new(plan),
             report: report_without_paths(plan, round),
         }
     }
@@ -233,7 +235,7 @@ impl<'a> StreamedReport<'a> {
                 }
             }
             let probe = self.probes.get(p.from, p.index);
-            match f(judge_path(self.plan, self.round, &p, probe)) {
+            match f(judge_path(self.plan, self.round, &self.texts, &p, probe)) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
                 Err(e) => std::ops::ControlFlow::Break(e),
             }
@@ -357,22 +359,54 @@ fn report_without_paths(plan: &Plan, round: &RoundEvidence) -> Report {
     }
 }
 
-/// The source selectors of the flows behind a path, each once, in flow
-/// order.
-fn flow_from(plan: &Plan, path: &PathView<'_>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for s in path
-        .flows
-        .iter()
-        .filter_map(|f| plan.flow(*f))
-        .flat_map(|f| f.from.iter())
-    {
-        let s = s.to_string();
-        if !out.contains(&s) {
-            out.push(s);
+/// Each flow's label and source selectors, written once per report rather
+/// than once per path (a mesh's one flow has 99,000 paths).
+#[derive(Debug)]
+struct FlowTexts {
+    /// By flow index (from 1; see [`Plan::flow`]): label, source selectors.
+    flows: Vec<(String, Vec<String>)>,
+}
+
+impl FlowTexts {
+    fn new(plan: &Plan) -> FlowTexts {
+        FlowTexts {
+            flows: plan
+                .flows
+                .iter()
+                .map(|f| (f.label(), f.from.iter().map(ToString::to_string).collect()))
+                .collect(),
         }
     }
-    out
+
+    fn get(&self, index: usize) -> Option<&(String, Vec<String>)> {
+        index.checked_sub(1).and_then(|i| self.flows.get(i))
+    }
+
+    /// The labels of the flows behind a path, in flow order.
+    fn labels(&self, path: &PathView<'_>) -> Vec<String> {
+        path.flows
+            .iter()
+            .filter_map(|f| self.get(*f))
+            .map(|(label, _)| label.clone())
+            .collect()
+    }
+
+    /// The source selectors of the flows behind a path, each once, in flow
+    /// order.
+    fn from(&self, path: &PathView<'_>) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in path
+            .flows
+            .iter()
+            .filter_map(|f| self.get(*f))
+            .flat_map(|(_, from)| from.iter())
+        {
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
 }
 
 /// What the target end of a path offered.
@@ -389,9 +423,12 @@ enum Listener<'a> {
 fn judge_path(
     plan: &Plan,
     round: &RoundEvidence,
+    texts: &FlowTexts,
     path: &PathView<'_>,
     probe: Option<&PathProbe>,
 ) -> PathReport {
+    let flows = texts.labels(path);
+    let flow = flows.first().cloned().unwrap_or_default();
     let mut r = PathReport {
         from: path.from.to_owned(),
         to: path.to.to_owned(),
@@ -411,21 +448,11 @@ fn judge_path(
         icmp: None,
         target_stage: None,
         blame: None,
-        flows: path
-            .flows
-            .iter()
-            .filter_map(|f| plan.flow(*f))
-            .map(|f| f.label())
-            .collect(),
-        flow_from: flow_from(plan, path),
+        flows,
+        flow_from: texts.from(path),
         server_port: path.server_port.map(|p| p.get()),
         tls_ms: None,
-        flow: path
-            .flows
-            .first()
-            .and_then(|f| plan.flow(*f))
-            .map(|f| f.label())
-            .unwrap_or_default(),
+        flow,
         role: path.role.map(str::to_owned),
         cert: None,
         service_banner: None,
