@@ -181,7 +181,25 @@ while time.time() < end:
         .unwrap();
     for _ in 0..2 {
         let run = lab.check("coord").unwrap();
-        assert_eq!(run.code, 0, "{}\n{}", run.stderr, lab.logs());
+        let details: Vec<String> =
+            run.report
+                .paths
+                .iter()
+                .map(|p| format!("{} -> {}:{}: {}", p.from, p.to, p.port, p.detail))
+                .chain(
+                    run.report.hosts.iter().filter_map(|h| {
+                        h.agent_detail.as_ref().map(|d| format!("{}: {d}", h.name))
+                    }),
+                )
+                .collect();
+        assert_eq!(
+            run.code,
+            0,
+            "{}\n{}\n{}",
+            run.stderr,
+            details.join("\n"),
+            lab.logs()
+        );
         let got: Vec<_> = run
             .report
             .paths
