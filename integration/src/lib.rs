@@ -96,6 +96,31 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The arguments of a `dnsmasq` run inside a lab host: a test-generated
+/// configuration only (no system config, resolv.conf, hosts file or pid
+/// file), in the foreground, logging to standard error, answering DNS on
+/// port 53 of `address` alone, authoritative for `.` with `ns1.lab.test`
+/// at `address`.
+pub fn dnsmasq_args(address: &str) -> Vec<String> {
+    [
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file=",
+        "--user=root",
+        "--log-facility=-",
+        "--port=53",
+        &format!("--listen-address={address}"),
+        "--bind-interfaces",
+        "--auth-server=ns1.lab.test,eth0",
+        "--auth-zone=.",
+        &format!("--host-record=ns1.lab.test,{address}"),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 /// One host of a lab: a network namespace with `eth0` on the lab bridge.
 #[derive(Debug, Clone)]
 pub struct LabHost {

@@ -161,27 +161,10 @@ fn every_udp_outcome_is_exact_through_check() {
         eprintln!("dnsmasq missing (Debian dnsmasq-base): the live DNS part is not checked");
     }
     if let Some(dnsmasq) = &dnsmasq {
+        let args = integration::dnsmasq_args("198.18.0.9");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         lab.lab
-            .spawn_logged(
-                "resolver",
-                dnsmasq,
-                &[
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--pid-file=",
-                    "--user=root",
-                    "--log-facility=-",
-                    "--port=53",
-                    "--listen-address=198.18.0.9",
-                    "--bind-interfaces",
-                    "--auth-server=ns1.lab.test,eth0",
-                    "--auth-zone=.",
-                    "--host-record=ns1.lab.test,198.18.0.9",
-                ],
-                &dir.path().join("dnsmasq.log"),
-            )
+            .spawn_logged("resolver", dnsmasq, &args, &dir.path().join("dnsmasq.log"))
             .unwrap();
         lab.lab
             .wait_listening("resolver", 53, std::time::Duration::from_secs(10))

@@ -78,29 +78,12 @@ fn setup() -> Option<Setup> {
     .expect("start the lab server");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("dnsmasq.log");
-    // Test-generated configuration only: no system config, resolv.conf,
-    // hosts file or pid file; answers only on the server's lab address.
-    lab.spawn_logged(
-        "server",
-        &dnsmasq,
-        &[
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file=",
-            "--user=root",
-            "--log-facility=-",
-            "--port=53",
-            &format!("--listen-address={server}"),
-            "--bind-interfaces",
-            "--auth-server=ns1.lab.test,eth0",
-            "--auth-zone=.",
-            &format!("--host-record=ns1.lab.test,{server}"),
-        ],
-        &log,
-    )
-    .expect("start dnsmasq");
+    // Test-generated configuration only; answers only on the server's lab
+    // address.
+    let args = integration::dnsmasq_args(&server.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn_logged("server", &dnsmasq, &args, &log)
+        .expect("start dnsmasq");
     // dnsmasq listens on TCP 53 too, once its UDP socket is bound.
     if let Err(e) = lab.wait_listening("server", DNS, Duration::from_secs(10)) {
         panic!(

@@ -104,30 +104,7 @@ struct Agents {
 
 impl Agents {
     async fn start(plan: &Arc<Plan>, pki: &Path, hosts: &[&str]) -> Agents {
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let mut endpoints = BTreeMap::new();
-        for host in hosts {
-            let id = TlsIdentity::load(pki, host).unwrap();
-            let config = AgentConfig {
-                plan: plan.clone(),
-                host: (*host).to_string(),
-                security: ServerSecurity::Mtls(id.control_server_config().unwrap()),
-                canary_tls: id.canary_server_config().unwrap(),
-                listen: Some(SocketAddr::new(ip_of(plan, host), 0)),
-                coordinator: COORDINATOR.to_string(),
-                limits: AgentLimits::default(),
-                rule_trace: false,
-            };
-            let agent = Agent::bind(config).await.unwrap();
-            endpoints.insert((*host).to_string(), agent.local_addr());
-            tracker.spawn(agent.run(cancel.clone()));
-        }
-        Agents {
-            endpoints,
-            cancel,
-            tracker,
-        }
+        Agents::start_with(plan, pki, hosts, |_| AgentLimits::default()).await
     }
 
     /// [`Agents::start`] with each host's limits from `limits`.

@@ -40,3 +40,49 @@ summary() {
             r, pc / nc, pr / nr, goal, (r <= goal ? "met" : "missed")
     }'
 }
+
+# lab_binaries: BIN and SERVER, the release portcall and lab-server (or
+# $PORTCALL and $LAB_SERVER); exits 2 when one is missing.
+lab_binaries() {
+    local f
+    BIN=$(realpath "${PORTCALL:-target/release/portcall}")
+    SERVER=$(realpath "${LAB_SERVER:-target/release/lab-server}")
+    for f in "$BIN" "$SERVER"; do
+        [[ -x $f ]] || { echo "build first: cargo build --release -p portcall -p integration --bins ($f missing)" >&2; exit 2; }
+    done
+}
+
+# two_host_lab PREFIX: namespaces $client (198.18.0.10) and $target
+# ($target_ip, 198.18.0.11) on a bridge in a namespace of its own ($br),
+# all named PREFIX<pid>-*, nothing in the root namespace; a scratch
+# directory $work. On exit the lab-server $server_pid (when set), the
+# namespaces and $work are removed.
+two_host_lab() {
+    local ns="$1$$" i=0 host
+    br="$ns-br" client="$ns-client" target="$ns-target"
+    target_ip=198.18.0.11
+    work=$(mktemp -d)
+    server_pid=
+    trap two_host_lab_down EXIT
+    ip netns add "$br"
+    ip -n "$br" link set lo up
+    ip -n "$br" link add br0 type bridge
+    ip -n "$br" link set br0 up
+    for host in "$client" "$target"; do
+        ip netns add "$host"
+        # Created in the bridge namespace, one end moved straight into the host.
+        ip -n "$br" link add "p$i" type veth peer name eth0 netns "$host"
+        ip -n "$br" link set "p$i" master br0 up
+        ip -n "$host" link set lo up
+        ip -n "$host" addr add "198.18.0.$((10 + i))/24" dev eth0
+        ip -n "$host" link set eth0 up
+        i=$((i + 1))
+    done
+}
+
+two_host_lab_down() {
+    local n
+    if [[ -n ${server_pid:-} ]]; then kill "$server_pid" 2>/dev/null || true; fi
+    for n in "$client" "$target" "$br"; do ip netns del "$n" 2>/dev/null || true; done
+    rm -rf "$work"
+}

@@ -19,40 +19,11 @@ cd "$(dirname "$0")/../.."
 . scripts/bench/lib.sh
 
 REPS=${REPS:-5}
-BIN=$(realpath "${PORTCALL:-target/release/portcall}")
-SERVER=$(realpath "${LAB_SERVER:-target/release/lab-server}")
-for f in "$BIN" "$SERVER"; do
-    [[ -x $f ]] || { echo "build first: cargo build --release -p portcall -p integration --bins ($f missing)" >&2; exit 2; }
-done
+lab_binaries
 [[ $(id -u) == 0 ]] || { echo "needs root (network namespaces)" >&2; exit 2; }
 for t in ip nft jq; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }; done
 
-ns="pctime$$"
-br="$ns-br" client="$ns-client" target="$ns-target"
-target_ip=198.18.0.11
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-    if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; fi
-    for n in "$client" "$target" "$br"; do ip netns del "$n" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$br"
-ip -n "$br" link set lo up
-ip -n "$br" link add br0 type bridge
-ip -n "$br" link set br0 up
-i=0
-for host in "$client" "$target"; do
-    ip netns add "$host"
-    ip -n "$br" link add "p$i" type veth peer name eth0 netns "$host"
-    ip -n "$br" link set "p$i" master br0 up
-    ip -n "$host" link set lo up
-    ip -n "$host" addr add "198.18.0.$((10 + i))/24" dev eth0
-    ip -n "$host" link set eth0 up
-    i=$((i + 1))
-done
+two_host_lab pctime
 ip netns exec "$target" nft -f - <<'NFT'
 table ip bench {
   chain input {

@@ -409,6 +409,36 @@ mod tests {
         }
     }
 
+    /// A round's canaries on 127.0.0.1 holding `service` on UDP `port`
+    /// until `ttl` from now, taking at most `nonces` distinct nonces.
+    struct Round {
+        ip: IpAddr,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+        reports: Vec<ListenerReport>,
+        log: Arc<crate::agent::canary::EvidenceLog>,
+    }
+
+    fn round_on(port: u16, service: &str, ttl: Duration, nonces: usize) -> Round {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Udp,
+            service: service.into(),
+        }];
+        let deadline = Instant::now() + ttl;
+        let (reports, log) =
+            open_canaries(&[ip], &ports, &options(nonces), deadline, &cancel, &tracker);
+        Round {
+            ip,
+            cancel,
+            tracker,
+            reports,
+            log,
+        }
+    }
+
     fn free_udp_port(ip: IpAddr) -> u16 {
         let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
         s.local_addr().unwrap().port()
@@ -440,17 +470,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_udp_canary_counts_datagrams_per_nonce_answers_each_and_frees_the_port() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let port = free_udp_port(ip);
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let ports = [PlannedPort {
-            port,
-            protocol: Protocol::Udp,
-            service: "dns".into(),
-        }];
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = free_udp_port("127.0.0.1".parse().unwrap());
         // Two distinct nonces at most.
-        let (reports, log) = open_canaries(&[ip], &ports, &options(2), deadline, &cancel, &tracker);
+        let Round {
+            ip,
+            cancel,
+            tracker,
+            reports,
+            log,
+        } = round_on(port, "dns", Duration::from_secs(10), 2);
         assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
         assert_eq!(reports[0].protocol, Protocol::Udp);
         // The same port over TCP is still free: UDP canaries take only UDP.
@@ -501,7 +529,7 @@ mod tests {
         assert_eq!(ev[0].strays, 2);
 
         // A second canary on the same port sees it held.
-        let (again, _) = open_canaries(&[ip], &ports, &options(2), deadline, &cancel, &tracker);
+        let again = round_on(port, "dns", Duration::from_secs(10), 2).reports;
         assert_eq!(again[0].state, ListenerState::Held, "{again:?}");
         assert!(again[0].detail.contains("/udp"), "{again:?}");
 
@@ -517,14 +545,13 @@ mod tests {
         // A service on the wildcard holds the port for every address.
         let service = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
         let port = service.local_addr().unwrap().port();
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let ports = [PlannedPort {
-            port,
-            protocol: Protocol::Udp,
-            service: "ntp".into(),
-        }];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let (reports, log) = open_canaries(&[ip], &ports, &options(4), deadline, &cancel, &tracker);
+        let Round {
+            cancel,
+            tracker,
+            reports,
+            log,
+            ..
+        } = round_on(port, "ntp", Duration::from_secs(5), 4);
         assert_eq!(reports[0].state, ListenerState::Held, "{reports:?}");
         assert!(log.snapshot().is_empty());
         // The service still gets its datagrams.
@@ -542,16 +569,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_udp_canary_closes_at_the_round_ttl() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let port = free_udp_port(ip);
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let ports = [PlannedPort {
-            port,
-            protocol: Protocol::Udp,
-            service: "syslog".into(),
-        }];
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let _ = open_canaries(&[ip], &ports, &options(4), deadline, &cancel, &tracker);
+        let port = free_udp_port("127.0.0.1".parse().unwrap());
+        let Round { ip, tracker, .. } = round_on(port, "syslog", Duration::from_millis(200), 4);
         tracker.close();
         tokio::time::timeout(Duration::from_secs(2), tracker.wait())
             .await
@@ -561,16 +580,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_round_prober_tells_open_wrong_host_refused_and_silent_apart_on_loopback() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let port = free_udp_port(ip);
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let ports = [PlannedPort {
-            port,
-            protocol: Protocol::Udp,
-            service: "dns".into(),
-        }];
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (_, log) = open_canaries(&[ip], &ports, &options(8), deadline, &cancel, &tracker);
+        let port = free_udp_port("127.0.0.1".parse().unwrap());
+        let Round {
+            ip,
+            cancel,
+            tracker,
+            log,
+            ..
+        } = round_on(port, "dns", Duration::from_secs(10), 8);
         // A socket that reads and never answers, and a port nobody holds.
         let silent = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let silent_port = silent.local_addr().unwrap().port();

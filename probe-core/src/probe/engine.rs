@@ -134,6 +134,19 @@ pub const WALK_BUDGET: Duration = Duration::from_secs(3);
 /// well within a one-second TLS deadline.
 pub const DEFAULT_PER_HOST: usize = 64;
 
+impl ProbeConfig {
+    /// The address a probe of `addr` binds: `source`, else the first of
+    /// `sources` of the target's family; `None` lets the kernel choose.
+    fn source_for(&self, addr: SocketAddr) -> Option<IpAddr> {
+        self.source.or_else(|| {
+            self.sources
+                .iter()
+                .copied()
+                .find(|s| s.is_ipv4() == addr.is_ipv4())
+        })
+    }
+}
+
 impl Default for ProbeConfig {
     fn default() -> ProbeConfig {
         ProbeConfig {
@@ -1149,13 +1162,7 @@ impl Shared {
     async fn udp_attempt(&self, target: &Target, addr: SocketAddr) -> Attempt {
         let started = Instant::now();
         let config = &self.config;
-        let source = config.source.or_else(|| {
-            config
-                .sources
-                .iter()
-                .copied()
-                .find(|s| s.is_ipv4() == addr.is_ipv4())
-        });
+        let source = config.source_for(addr);
         let request = ServiceRequest::for_port(target.port.get(), &self.udp);
         let facts = std::sync::Mutex::new(None);
         let r = udp::exchange(
@@ -1318,13 +1325,7 @@ impl Shared {
         timing: &mut Timing,
     ) -> AttemptKind {
         let config = &self.config;
-        let source = config.source.or_else(|| {
-            config
-                .sources
-                .iter()
-                .copied()
-                .find(|s| s.is_ipv4() == addr.is_ipv4())
-        });
+        let source = config.source_for(addr);
         let socket = match open_socket(addr, source, mss) {
             Ok(s) => s,
             Err(kind) => return kind,

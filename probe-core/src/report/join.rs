@@ -735,27 +735,7 @@ fn judge_path(
                     } else {
                         probe.detail.clone()
                     };
-                    if let Some((host, source)) =
-                        probe.nonce.as_ref().and_then(|n| elsewhere(round, n))
-                    {
-                        s.push_str(&format!("; our nonce arrived at {host} from {source}"));
-                        // The address of the path's family where it landed.
-                        let v4 = path
-                            .address
-                            .to_string()
-                            .parse::<std::net::IpAddr>()
-                            .ok()
-                            .map(|a| a.is_ipv4());
-                        redirected_to = plan.host(&host).map(|h| {
-                            h.addresses
-                                .iter()
-                                .map(ToString::to_string)
-                                .find(|a| {
-                                    a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4
-                                })
-                                .unwrap_or_else(|| h.address.to_string())
-                        });
-                    }
+                    note_elsewhere(plan, round, path, probe, &mut s, &mut redirected_to);
                     s
                 }
                 Observed::LocalError => probe.detail.clone(),
@@ -904,8 +884,37 @@ pub(super) fn local_denial(detail: &str) -> bool {
     detail.starts_with("EPERM") || detail.starts_with("EACCES")
 }
 
+/// Appends where else our nonce turned up, if it did, and remembers that
+/// host's address of the path's family for the blame.
+pub(super) fn note_elsewhere(
+    plan: &Plan,
+    round: &RoundEvidence,
+    path: &PathView<'_>,
+    probe: &PathProbe,
+    detail: &mut String,
+    redirected_to: &mut Option<String>,
+) {
+    let Some((host, source)) = probe.nonce.as_ref().and_then(|n| elsewhere(round, n)) else {
+        return;
+    };
+    detail.push_str(&format!("; our nonce arrived at {host} from {source}"));
+    let v4 = path
+        .address
+        .to_string()
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|a| a.is_ipv4());
+    *redirected_to = plan.host(&host).map(|h| {
+        h.addresses
+            .iter()
+            .map(ToString::to_string)
+            .find(|a| a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
+            .unwrap_or_else(|| h.address.to_string())
+    });
+}
+
 /// Where else a nonce turned up: `(host, source)`.
-pub(super) fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
+fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
     round.agents.iter().find_map(|(host, a)| {
         a.canaries
             .iter()

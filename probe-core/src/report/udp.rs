@@ -14,7 +14,7 @@
 //! `arrived` is how many of the prober's datagrams the canary recorded.
 
 use super::blame::{self, TargetStage};
-use super::join::{AgentEvidence, RoundEvidence, elsewhere, local_denial};
+use super::join::{AgentEvidence, RoundEvidence, local_denial, note_elsewhere};
 use super::{PathReport, TargetEnd, Verdict};
 use crate::control::PathProbe;
 use crate::plan::{Family, PathView, Plan};
@@ -208,35 +208,6 @@ pub(super) fn judge(
         Verdict::judge(path.expect, r.observed, TargetEnd::Canary)
     };
     r
-}
-
-/// Appends where else our nonce turned up, if it did, and remembers that
-/// host's address of the path's family for the blame.
-fn note_elsewhere(
-    plan: &Plan,
-    round: &RoundEvidence,
-    path: &PathView<'_>,
-    probe: &crate::control::PathProbe,
-    detail: &mut String,
-    redirected_to: &mut Option<String>,
-) {
-    let Some((host, source)) = probe.nonce.as_ref().and_then(|n| elsewhere(round, n)) else {
-        return;
-    };
-    detail.push_str(&format!("; our nonce arrived at {host} from {source}"));
-    let v4 = path
-        .address
-        .to_string()
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .map(|a| a.is_ipv4());
-    *redirected_to = plan.host(&host).map(|h| {
-        h.addresses
-            .iter()
-            .map(ToString::to_string)
-            .find(|a| a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
-            .unwrap_or_else(|| h.address.to_string())
-    });
 }
 
 #[cfg(test)]
