@@ -4,6 +4,7 @@ mod abuse_lab;
 mod closed_loop;
 mod dials_lab;
 mod dual_stack;
+mod packets_lab;
 mod probe_lab;
 mod prometheus;
 mod routed_faults;

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use socket2::{Domain, Socket, Type};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -353,6 +353,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     // A deep accept queue: a flood of strangers waits there (and is shed
     // once accepted) instead of making the kernel drop a prober's SYN.
     socket.listen(4096)?;
+    // Quick ACKs off, which accepted connections inherit: the prober's
+    // line is acknowledged by the reply that follows it at once, not by a
+    // packet of its own. Set after `listen`, which resets it. An
+    // optimisation only, so a refusal is ignored.
+    #[cfg(target_os = "linux")]
+    let _ = socket.set_tcp_quickack(false);
     TcpListener::from_std(socket.into())
 }
 
@@ -486,11 +492,20 @@ async fn answer(
     log: &EvidenceLog,
 ) {
     match protocol {
-        Protocol::Tcp => talk(stream, peer, port, options, log).await,
+        Protocol::Tcp => {
+            let mut stream = stream;
+            let reply = talk(&mut stream, peer, port, options, log).await;
+            send_last(&mut stream, reply.as_bytes()).await;
+        }
         Protocol::Tls => {
             let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.clone());
             match acceptor.accept(stream).await {
-                Ok(tls) => talk(tls, peer, port, options, log).await,
+                Ok(mut tls) => {
+                    let reply = talk(&mut tls, peer, port, options, log).await;
+                    let _ = tls.write_all(reply.as_bytes()).await;
+                    let _ = tls.flush().await;
+                    let _ = tls.shutdown().await;
+                }
                 Err(_) => log.record(port, None, options.max_sightings),
             }
         }
@@ -499,15 +514,17 @@ async fn answer(
     }
 }
 
-async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
+/// Reads the prober's line on `s`, records what it carried, and returns
+/// the reply to send (the caller sends it and closes).
+async fn talk<S: AsyncRead + Unpin>(
+    s: &mut S,
     peer: SocketAddr,
     port: u16,
     options: &CanaryOptions,
     log: &EvidenceLog,
-) {
-    let line = read_line(&mut s).await;
-    let reply = match line.as_deref().and_then(parse_probe_line) {
+) -> String {
+    let line = read_line(s).await;
+    match line.as_deref().and_then(parse_probe_line) {
         Some((round, nonce)) if round == &*options.round => {
             log.record(
                 port,
@@ -528,10 +545,24 @@ async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
             log.record(port, None, options.max_sightings);
             format!("PORTCALL-ERR {} bad-line\n", options.host)
         }
-    };
-    let _ = s.write_all(reply.as_bytes()).await;
-    let _ = s.flush().await;
-    let _ = s.shutdown().await;
+    }
+}
+
+/// Sends the canary's last bytes and closes its side, in one packet where
+/// the kernel allows: the reply is held back (`MSG_MORE`) until the
+/// shutdown's FIN can ride on it. Whatever the non-blocking send did not
+/// take is written the usual way.
+async fn send_last(stream: &mut TcpStream, bytes: &[u8]) {
+    #[cfg(target_os = "linux")]
+    let sent = socket2::SockRef::from(&*stream)
+        .send_with_flags(bytes, libc::MSG_MORE)
+        .unwrap_or(0);
+    #[cfg(not(target_os = "linux"))]
+    let sent = 0;
+    if let Some(rest) = bytes.get(sent..).filter(|r| !r.is_empty()) {
+        let _ = stream.write_all(rest).await;
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// The prober's side of the exchange, for one sweep: per target, the nonce
@@ -629,6 +660,10 @@ impl NonceExchange {
 }
 
 impl Exchange for NonceExchange {
+    fn speaks_first(&self, index: usize) -> bool {
+        matches!(self.slots.get(index), Some(Some(_)))
+    }
+
     fn exchange<'a>(
         &'a self,
         context: ExchangeContext<'a>,

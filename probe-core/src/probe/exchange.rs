@@ -66,6 +66,15 @@ pub type ExchangeFuture<'a> = Pin<Box<dyn Future<Output = ExchangeOutcome> + Sen
 /// `wrong-host` ("no answer"). Implementations should also bound the bytes
 /// they read.
 pub trait Exchange: Send + Sync {
+    /// Whether the exchange of target `index` starts by sending (the
+    /// canaries' nonce line) rather than by reading (a service's
+    /// greeting). When it does, the engine lets the handshake's last ACK
+    /// ride on those first bytes instead of sending it alone; a greeting
+    /// must not wait for a delayed ACK, so the default is `false`.
+    fn speaks_first(&self, _index: usize) -> bool {
+        false
+    }
+
     /// Runs the exchange on `stream`.
     fn exchange<'a>(
         &'a self,

@@ -177,6 +177,18 @@ impl GreetingExchange {
 }
 
 impl Exchange for GreetingExchange {
+    /// A service that greets speaks first; every other target is the
+    /// inner exchange's.
+    fn speaks_first(&self, index: usize) -> bool {
+        let greets = self
+            .greetings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(index)
+            .is_some_and(Option::is_some);
+        !greets && self.inner.as_ref().is_some_and(|i| i.speaks_first(index))
+    }
+
     fn exchange<'a>(
         &'a self,
         context: ExchangeContext<'a>,
@@ -221,6 +233,26 @@ mod tests {
         let mut p = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, 0];
         p.extend_from_slice(payload);
         p
+    }
+
+    /// A greeting service must not wait for our delayed ACK, so only the
+    /// targets the inner (nonce) exchange talks to speak first.
+    #[test]
+    fn only_targets_without_a_greeting_speak_first() {
+        let slot = || Some(("00ff".to_string(), "db".to_string()));
+        let nonces =
+            crate::agent::canary::NonceExchange::new("ab".into(), vec![slot(), slot(), None]);
+        let g = GreetingExchange::new(
+            vec![Some(Greeting::Mysql), None, None],
+            Duration::from_millis(100),
+            Some(Arc::new(nonces)),
+        );
+        assert!(!g.speaks_first(0), "a MySQL greeting is read first");
+        assert!(g.speaks_first(1), "a nonce line is sent first");
+        assert!(!g.speaks_first(2), "probed live: nothing is sent");
+        assert!(!g.speaks_first(3), "no such target");
+        let alone = GreetingExchange::new(vec![None], Duration::from_millis(100), None);
+        assert!(!alone.speaks_first(0));
     }
 
     #[test]
