@@ -18,6 +18,7 @@
 pub mod canary;
 mod endpoint;
 pub mod nftrace;
+mod sock_diag;
 mod stdio;
 pub mod syn_watch;
 pub mod udp_canary;

@@ -3,7 +3,8 @@
 //! A canary only learns of connections that complete; a SYN whose SYN-ACK
 //! is lost on the way back, or whose ACK is dropped by a stateless filter,
 //! leaves only a request socket in `SYN_RECV`. Linux lists those without
-//! root in `/proc/net/tcp` and `/proc/net/tcp6` (state `03`), and keeps
+//! root through netlink (`sock_diag`, read here) and in `/proc/net/tcp` and
+//! `/proc/net/tcp6` (state `03`, read where netlink fails), and keeps
 //! them while it retransmits its SYN-ACK (about a minute), so the agent
 //! reads the tables when the round starts (what is already there is no
 //! evidence) and again when the coordinator asks for evidence, and keeps,
@@ -14,12 +15,11 @@
 //! SYN-ACK the host's own output filter drops is removed at the first
 //! retransmission (about a second), and a connection that stalls (a
 //! path-MTU black hole) is gone by the time evidence is asked for. Reading
-//! the tables walks the kernel's whole connection hash (some 10 ms of
-//! system time on a large host, whatever the namespace), so polling stops
+//! the tables walks the namespace's connection hash, so polling stops
 //! once the evidence is taken, and one poller thread serves every agent of
 //! a process.
 //!
-//! Where `/proc/net/tcp` cannot be read (not Linux) the watch reports "not
+//! Where neither can be read (not Linux) the watch reports "not
 //! available" ([`SynLog::snapshot`] is `None`) and the round goes on
 //! without it.
 
@@ -127,9 +127,7 @@ impl SynLog {
     }
 }
 
-/// One socket of the tables: local address and port, remote address and
-/// port, stage.
-type Row = (IpAddr, u16, SocketAddr, HandshakeStage);
+use super::sock_diag::{self, Row};
 
 /// How old a reading of the tables may be and still serve as another
 /// watch's baseline: the agents of one process (`portcall demo`) prepare
@@ -205,8 +203,14 @@ fn read_baseline(tables: Tables) -> Option<Vec<Row>> {
     rows
 }
 
-/// The `tables`' handshakes, read now; `None` when none can be read.
+/// The `tables`' handshakes, read now through netlink (`sock_diag`), or
+/// from `/proc` where that cannot be used; `None` when neither can be read.
 fn read_tables(tables: Tables) -> Option<Vec<Row>> {
+    sock_diag::read(tables.v4, tables.v6).or_else(|| read_proc_tables(tables))
+}
+
+/// [`read_tables`] from `/proc/net/tcp{,6}`.
+fn read_proc_tables(tables: Tables) -> Option<Vec<Row>> {
     let mut rows = Vec::new();
     let mut any = false;
     for (file, wanted) in [("/proc/net/tcp", tables.v4), ("/proc/net/tcp6", tables.v6)] {
@@ -354,12 +358,11 @@ fn parse_table(text: &str) -> Vec<Row> {
         else {
             continue;
         };
-        let stage = match state {
-            "03" => HandshakeStage::Syn,
-            // Established, and every state a connection reaches only after
-            // its handshake completed.
-            "01" | "04" | "05" | "06" | "08" | "09" | "0B" => HandshakeStage::Connected,
-            _ => continue,
+        let Some(stage) = u8::from_str_radix(state, 16)
+            .ok()
+            .and_then(sock_diag::stage)
+        else {
+            continue;
         };
         let (Some((lip, lport)), Some((rip, rport))) = (endpoint(local), endpoint(remote)) else {
             continue;
@@ -454,6 +457,29 @@ mod tests {
         assert_eq!(rows[0].2.ip(), ip("2001:2:0:1::20"));
         assert_eq!(rows[1].0, ip("198.18.18.40"));
         assert_eq!(rows[1].2.ip(), ip("198.18.1.20"));
+    }
+
+    /// Netlink and `/proc` agree on a live connection, stage included.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn netlink_and_proc_read_the_same_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let row = (
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+            c.local_addr().unwrap(),
+            HandshakeStage::Connected,
+        );
+        let v4 = Tables {
+            v4: true,
+            v6: false,
+        };
+        let netlink = sock_diag::read(true, false).expect("sock_diag on Linux");
+        let proc = read_proc_tables(v4).expect("/proc/net/tcp on Linux");
+        assert!(netlink.contains(&row), "{netlink:?}");
+        assert!(proc.contains(&row), "{proc:?}");
     }
 
     #[test]
