@@ -22,10 +22,10 @@ use super::{
     Verdict,
 };
 use crate::control::{
-    CanaryEvidence, Handshake, HandshakeStage, ListenerReport, ListenerState, PathProbe,
+    CanaryEvidence, Handshake, HandshakeStage, ListenerReport, ListenerState, PathProbe, Sighting,
     TraceDirection, TraceEvidence, TraceState,
 };
-use crate::plan::{Family, PathView, Plan};
+use crate::plan::{Address, Family, PathView, Plan};
 use crate::port::Protocol;
 use crate::probe::Observed;
 
@@ -168,6 +168,101 @@ impl<'a> ProbeIndex<'a> {
     }
 }
 
+/// Per target agent, its handshakes and its TCP canaries' sightings in
+/// sorted order (by port and source address; by port and nonce), so that
+/// each path finds its own by binary search instead of walking every
+/// record the agent returned. Positions, not copies: a few bytes per
+/// record.
+#[derive(Debug)]
+struct EvidenceIndex<'a> {
+    by_agent: HashMap<&'a str, AgentIndex<'a>>,
+}
+
+#[derive(Debug)]
+struct AgentIndex<'a> {
+    handshakes: &'a [Handshake],
+    canaries: &'a [CanaryEvidence],
+    /// Positions in `handshakes`, sorted by (port, source).
+    by_source: Vec<u32>,
+    /// (canary, sighting) positions of TCP canaries, sorted by (port,
+    /// nonce); stable, so of equal keys the first returned stays first.
+    by_nonce: Vec<(u32, u32)>,
+}
+
+impl<'a> EvidenceIndex<'a> {
+    fn new(round: &'a RoundEvidence) -> EvidenceIndex<'a> {
+        let by_agent = round
+            .agents
+            .iter()
+            .map(|(host, a)| (host.as_str(), AgentIndex::new(a)))
+            .collect();
+        EvidenceIndex { by_agent }
+    }
+
+    fn get(&self, host: &str) -> Option<&AgentIndex<'a>> {
+        self.by_agent.get(host)
+    }
+}
+
+impl<'a> AgentIndex<'a> {
+    fn new(a: &'a AgentEvidence) -> AgentIndex<'a> {
+        let handshakes = a.handshakes.as_deref().unwrap_or_default();
+        let mut by_source: Vec<u32> = (0..handshakes.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        by_source.sort_by(|&x, &y| {
+            let (x, y) = (&handshakes[x as usize], &handshakes[y as usize]);
+            (x.port, &x.source).cmp(&(y.port, &y.source))
+        });
+        let canaries = a.canaries.as_slice();
+        let mut by_nonce: Vec<(u32, u32)> = canaries
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.udp)
+            .flat_map(|(i, c)| (0..c.seen.len()).map(move |j| (i, j)))
+            .filter_map(|(i, j)| Some((u32::try_from(i).ok()?, u32::try_from(j).ok()?)))
+            .collect();
+        let key = |&(i, j): &(u32, u32)| {
+            let c = &canaries[i as usize];
+            (c.port, c.seen[j as usize].nonce.as_str())
+        };
+        by_nonce.sort_by(|x, y| key(x).cmp(&key(y)));
+        AgentIndex {
+            handshakes,
+            canaries,
+            by_source,
+            by_nonce,
+        }
+    }
+
+    /// The furthest stage of the handshakes from `source` to `port`.
+    fn stage(&self, port: u16, source: &str) -> Option<HandshakeStage> {
+        let key = |i: u32| {
+            let h = &self.handshakes[i as usize];
+            (h.port, h.source.as_str())
+        };
+        let from = self.by_source.partition_point(|&i| key(i) < (port, source));
+        self.by_source[from..]
+            .iter()
+            .take_while(|&&i| key(i) == (port, source))
+            .map(|&i| self.handshakes[i as usize].stage)
+            .max()
+    }
+
+    /// The first sighting of `nonce` by a TCP canary on `port`.
+    fn sighting(&self, port: u16, nonce: &str) -> Option<&'a Sighting> {
+        let key = |(i, j): (u32, u32)| {
+            let c = &self.canaries[i as usize];
+            (c.port, &c.seen[j as usize])
+        };
+        let from = self
+            .by_nonce
+            .partition_point(|&k| (key(k).0, key(k).1.nonce.as_str()) < (port, nonce));
+        let (p, s) = key(*self.by_nonce.get(from)?);
+        (p == port && s.nonce == nonce).then_some(s)
+    }
+}
+
 /// A joined round whose paths are judged as they are written
 /// ([`StreamedReport::write_json`]), one at a time: the coordinator holds
 /// the evidence, never every path's report at once (nor the plan's paths:
@@ -179,6 +274,7 @@ pub struct StreamedReport<'a> {
     /// The selected path indices, sorted; `None` for every path.
     only: Option<Vec<usize>>,
     probes: ProbeIndex<'a>,
+    seen: EvidenceIndex<'a>,
     texts: FlowTexts,
     /// The report without its paths (`paths` is empty); its summary
     /// counts them.
@@ -220,6 +316,7 @@ impl<'a> StreamedReport<'a> {
                 o
             }),
             probes: ProbeIndex::new(round),
+            seen: EvidenceIndex::new(round),
             texts: FlowTexts::new(plan),
             report: report_without_paths(plan, round),
         }
@@ -235,7 +332,11 @@ impl<'a> StreamedReport<'a> {
                 }
             }
             let probe = self.probes.get(p.from, p.index);
-            match f(judge_path(self.plan, self.round, &self.texts, &p, probe)) {
+            let lookups = Lookups {
+                texts: &self.texts,
+                seen: &self.seen,
+            };
+            match f(judge_path(self.plan, self.round, lookups, &p, probe)) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
                 Err(e) => std::ops::ControlFlow::Break(e),
             }
@@ -420,10 +521,17 @@ enum Listener<'a> {
     Dialled,
 }
 
+/// What the join prepared once for every path it judges.
+#[derive(Clone, Copy)]
+struct Lookups<'j, 'a> {
+    texts: &'j FlowTexts,
+    seen: &'j EvidenceIndex<'a>,
+}
+
 fn judge_path(
     plan: &Plan,
     round: &RoundEvidence,
-    texts: &FlowTexts,
+    Lookups { texts, seen }: Lookups<'_, '_>,
     path: &PathView<'_>,
     probe: Option<&PathProbe>,
 ) -> PathReport {
@@ -604,22 +712,22 @@ fn judge_path(
         .parse::<std::net::IpAddr>()
         .ok()
         .map(|a| a.is_ipv4());
-    let sources: Vec<String> = probe
-        .source
-        .map(|s| s.ip().to_string())
-        .into_iter()
-        .chain(
-            plan.host(&path.from)
-                .into_iter()
-                .flat_map(|h| h.addresses.iter().map(ToString::to_string)),
-        )
-        .filter(|a| v4.is_none() || a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
-        .collect();
+    let dst_index = seen.get(path.to);
     // The kernel's handshake tables are TCP's: nothing to say of UDP.
-    let handshake = dst.handshakes.as_ref().filter(|_| !udp).map(|hs| {
-        hs.iter()
-            .filter(|h| h.port == port && sources.contains(&h.source))
-            .map(|h| h.stage)
+    let handshake = dst.handshakes.as_ref().filter(|_| !udp).map(|_| {
+        let index = dst_index?;
+        let mut sources: Vec<std::net::IpAddr> = probe.source.map(|s| s.ip()).into_iter().collect();
+        if let Some(h) = plan.host(&path.from) {
+            // A DNS name never matches: the kernel lists addresses.
+            sources.extend(h.addresses.iter().filter_map(|a| match a {
+                Address::Ip(ip) => Some(*ip),
+                Address::Dns(_) => None,
+            }));
+        }
+        sources
+            .into_iter()
+            .filter(|a| v4.is_none_or(|v4| a.is_ipv4() == v4))
+            .filter_map(|a| index.stage(port, &a.to_string()))
             .max()
     });
     let stage_of = |h: Option<HandshakeStage>| match h {
@@ -650,13 +758,10 @@ fn judge_path(
                 r.observed = Some(probe.observed);
                 return fail(r, format!("target agent {} gave no evidence: {e}", path.to));
             }
-            let sighting = probe.nonce.as_ref().and_then(|n| {
-                dst.canaries
-                    .iter()
-                    .filter(|c| c.port == port && !c.udp)
-                    .flat_map(|c| c.seen.iter())
-                    .find(|s| &s.nonce == n)
-            });
+            let sighting = probe
+                .nonce
+                .as_ref()
+                .and_then(|n| dst_index?.sighting(port, n));
             r.target_saw = Some(sighting.is_some());
             r.seen_source = sighting.map(|s| s.source.ip().to_string());
             r.target_stage = match (sighting, handshake) {
@@ -1138,6 +1243,75 @@ expect = "blocked"
         assert_eq!(
             String::from_utf8(written).unwrap(),
             json(&join_streamed(&lazy, &round, None))
+        );
+    }
+
+    /// The index answers what a walk of the records would: the first
+    /// sighting of a nonce on the path's TCP port (not a UDP canary's, not
+    /// another port's), and the furthest stage per port and source, from
+    /// records in any order.
+    #[test]
+    fn the_evidence_index_finds_what_a_walk_would() {
+        let sighting = |nonce: &str, port: u16| Sighting {
+            nonce: nonce.into(),
+            source: std::net::SocketAddr::from(([198, 18, 0, 1], port)),
+            datagrams: 0,
+        };
+        let canary = |port: u16, udp: bool, seen: Vec<Sighting>| CanaryEvidence {
+            port,
+            seen,
+            strays: 0,
+            dropped: 0,
+            shed: 0,
+            udp,
+        };
+        let shake = |port: u16, source: &str, stage: HandshakeStage| Handshake {
+            port,
+            source: source.into(),
+            stage,
+        };
+        let mut a = AgentEvidence::unreachable(String::new());
+        a.canaries = vec![
+            canary(80, true, vec![sighting("0c", 1)]),
+            canary(
+                443,
+                false,
+                vec![sighting("0b", 2), sighting("0a", 3), sighting("0c", 4)],
+            ),
+            canary(80, false, vec![sighting("0b", 5), sighting("0b", 6)]),
+        ];
+        a.handshakes = Some(vec![
+            shake(80, "198.18.0.2", HandshakeStage::Connected),
+            shake(443, "198.18.0.1", HandshakeStage::Syn),
+            shake(80, "198.18.0.1", HandshakeStage::Syn),
+            shake(443, "198.18.0.1", HandshakeStage::Connected),
+        ]);
+        let index = AgentIndex::new(&a);
+        let port_of = |s: Option<&Sighting>| s.map(|s| s.source.port());
+        assert_eq!(
+            port_of(index.sighting(80, "0b")),
+            Some(5),
+            "the first returned"
+        );
+        assert_eq!(port_of(index.sighting(443, "0c")), Some(4));
+        assert_eq!(port_of(index.sighting(80, "0c")), None, "only on UDP");
+        assert_eq!(port_of(index.sighting(443, "0d")), None);
+        assert_eq!(port_of(index.sighting(22, "0a")), None);
+        assert_eq!(
+            index.stage(443, "198.18.0.1"),
+            Some(HandshakeStage::Connected)
+        );
+        assert_eq!(index.stage(80, "198.18.0.1"), Some(HandshakeStage::Syn));
+        assert_eq!(
+            index.stage(80, "198.18.0.2"),
+            Some(HandshakeStage::Connected)
+        );
+        assert_eq!(index.stage(443, "198.18.0.2"), None);
+        let nothing = AgentEvidence::unreachable(String::new());
+        let bare = AgentIndex::new(&nothing);
+        assert_eq!(
+            (bare.stage(80, "198.18.0.1"), bare.sighting(80, "0b")),
+            (None, None)
         );
     }
 
