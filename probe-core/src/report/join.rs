@@ -14,6 +14,7 @@
 //!   a flood) is an `error`, never `wrong-host`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::blame::{self, TargetStage};
@@ -176,6 +177,9 @@ impl<'a> ProbeIndex<'a> {
 #[derive(Debug)]
 struct EvidenceIndex<'a> {
     by_agent: HashMap<&'a str, AgentIndex<'a>>,
+    /// Each host's IP addresses from the plan, with their text (how the
+    /// handshakes name a source), formatted once.
+    addresses: HashMap<&'a str, Vec<(IpAddr, String)>>,
 }
 
 #[derive(Debug)]
@@ -190,17 +194,57 @@ struct AgentIndex<'a> {
 }
 
 impl<'a> EvidenceIndex<'a> {
-    fn new(round: &'a RoundEvidence) -> EvidenceIndex<'a> {
+    fn new(plan: &'a Plan, round: &'a RoundEvidence) -> EvidenceIndex<'a> {
         let by_agent = round
             .agents
             .iter()
             .map(|(host, a)| (host.as_str(), AgentIndex::new(a)))
             .collect();
-        EvidenceIndex { by_agent }
+        let addresses = plan
+            .hosts
+            .iter()
+            .map(|h| {
+                // A DNS name never matches: the kernel lists addresses.
+                let ips = h.addresses.iter().filter_map(|a| match a {
+                    Address::Ip(ip) => Some((*ip, ip.to_string())),
+                    Address::Dns(_) => None,
+                });
+                (h.name.as_str(), ips.collect())
+            })
+            .collect();
+        EvidenceIndex {
+            by_agent,
+            addresses,
+        }
     }
 
     fn get(&self, host: &str) -> Option<&AgentIndex<'a>> {
         self.by_agent.get(host)
+    }
+
+    /// How far the handshakes from host `from` to `port` got at `to`, by
+    /// `to`'s kernel: keyed by the address the probe left from (`source`)
+    /// and by `from`'s plan addresses, of the family `v4` says (`None`:
+    /// any). `None` when nothing was seen.
+    fn stage(
+        &self,
+        (from, source): (&str, Option<IpAddr>),
+        to: &str,
+        port: u16,
+        v4: Option<bool>,
+    ) -> Option<HandshakeStage> {
+        let index = self.get(to)?;
+        let planned = self.addresses.get(from).map_or(&[][..], Vec::as_slice);
+        let family = |a: &IpAddr| v4.is_none_or(|v4| a.is_ipv4() == v4);
+        let other = source
+            .filter(|s| family(s) && !planned.iter().any(|(ip, _)| ip == s))
+            .and_then(|s| index.stage(port, &s.to_string()));
+        planned
+            .iter()
+            .filter(|(ip, _)| family(ip))
+            .filter_map(|(_, text)| index.stage(port, text))
+            .chain(other)
+            .max()
     }
 }
 
@@ -316,7 +360,7 @@ impl<'a> StreamedReport<'a> {
                 o
             }),
             probes: ProbeIndex::new(round),
-            seen: EvidenceIndex::new(round),
+            seen: EvidenceIndex::new(plan, round),
             texts: FlowTexts::new(plan),
             report: report_without_paths(plan, round),
         }
@@ -712,23 +756,10 @@ fn judge_path(
         .parse::<std::net::IpAddr>()
         .ok()
         .map(|a| a.is_ipv4());
-    let dst_index = seen.get(path.to);
     // The kernel's handshake tables are TCP's: nothing to say of UDP.
     let handshake = dst.handshakes.as_ref().filter(|_| !udp).map(|_| {
-        let index = dst_index?;
-        let mut sources: Vec<std::net::IpAddr> = probe.source.map(|s| s.ip()).into_iter().collect();
-        if let Some(h) = plan.host(&path.from) {
-            // A DNS name never matches: the kernel lists addresses.
-            sources.extend(h.addresses.iter().filter_map(|a| match a {
-                Address::Ip(ip) => Some(*ip),
-                Address::Dns(_) => None,
-            }));
-        }
-        sources
-            .into_iter()
-            .filter(|a| v4.is_none_or(|v4| a.is_ipv4() == v4))
-            .filter_map(|a| index.stage(port, &a.to_string()))
-            .max()
+        let source = probe.source.map(|s| s.ip());
+        seen.stage((path.from, source), path.to, port, v4)
     });
     let stage_of = |h: Option<HandshakeStage>| match h {
         None => TargetStage::Nothing,
@@ -761,7 +792,7 @@ fn judge_path(
             let sighting = probe
                 .nonce
                 .as_ref()
-                .and_then(|n| dst_index?.sighting(port, n));
+                .and_then(|n| seen.get(path.to)?.sighting(port, n));
             r.target_saw = Some(sighting.is_some());
             r.seen_source = sighting.map(|s| s.source.ip().to_string());
             r.target_stage = match (sighting, handshake) {
