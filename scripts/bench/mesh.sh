@@ -15,6 +15,7 @@
 #   AGENT_ARGS=--no-rule-trace   # extra `portcall agent` arguments
 #   KILL_STRAYS=1                # end leftover agent children after each round
 #   CHECK_WRAP='heaptrack -o /tmp/ht'  # run each `check` under a profiler
+#   NMAP_ROUNDS=3                # the peer's rounds per N (0: none)
 #
 # Every host has a static (`nud permanent`) neighbour entry for every other
 # host: the kernel's neighbour table limit (gc_thresh3) is shared by all
@@ -26,10 +27,22 @@
 # the plan), false results against the ground truth (every dropped path must
 # be `timeout`/violation, every other path `open`/ok; mesh_score.py names
 # the kinds), the coordinator's peak RSS, and the agents' RSS idle (before
-# the round) and peak (VmHWM, after). Prints the rounds and a table of
-# medians; exits 1 when any round had a false result (a gate), 2 on bad
+# the round) and peak (VmHWM, after).
+#
+# The peer, side by side on the same lab: once the agents are gone, every
+# host holds plain listeners on its ports (which never accept: the kernel
+# completes each handshake, the peer's cheapest case) and runs
+# `nmap -sT -T4 --max-retries RETRIES --max-rtt-timeout TIMEOUT_MS` on every
+# other host's ports, all hosts at once, as the agents probe. Its wall runs
+# from the first nmap's start to the last one's end; its false results are
+# scored the same way (dropped: `filtered`, others `open`). nmap proves
+# less: a handshake, not that the planned host answered.
+#
+# Prints the rounds and a table of medians with the ratio portcall/nmap;
+# exits 1 when any portcall round had a false result (a gate), 2 on bad
 # arguments or a lab that could not be built. Everything (agents, the
-# check, namespaces) is torn down on exit, error, Ctrl-C or SIGTERM.
+# check, listeners, nmap, namespaces) is torn down on exit, error, Ctrl-C
+# or SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -39,7 +52,7 @@ while (($#)); do
     case $1 in
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
-        -h | --help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *[!0-9]* | '') echo "mesh.sh: not a host count: $1" >&2; exit 2 ;;
         *) ns_list+=("$1"); shift ;;
     esac
@@ -55,6 +68,8 @@ BASE_PORT=20000
 # Bound of one `portcall check` (seconds); past it the round is killed
 # and scored as it stands (no report: every path false).
 ROUND_LIMIT=${ROUND_LIMIT:-300}
+NMAP_ROUNDS=${NMAP_ROUNDS:-3}
+[[ $NMAP_ROUNDS =~ ^[0-9]+$ ]] || { echo "mesh.sh: NMAP_ROUNDS must be a number, got $NMAP_ROUNDS" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mesh.sh: --rounds must be a positive number, got $ROUNDS" >&2; exit 2; }
 for n in "${ns_list[@]}"; do
     ((n >= 2 && n <= 250)) || { echo "mesh.sh: N must be between 2 and 250, got $n" >&2; exit 2; }
@@ -64,6 +79,10 @@ if ((EUID != 0)); then echo "mesh.sh: needs root (network namespaces)" >&2; exit
 for tool in ip nft python3 timeout /usr/bin/time; do
     command -v "$tool" >/dev/null || { echo "mesh.sh: needs $tool" >&2; exit 2; }
 done
+if ((NMAP_ROUNDS)) && ! command -v nmap >/dev/null; then
+    echo "note: no nmap here: the peer is not run (apt-get install nmap)"
+    NMAP_ROUNDS=0
+fi
 if [[ -n ${PORTCALL_BIN:-} ]]; then
     BIN=$PORTCALL_BIN
 else
@@ -92,10 +111,13 @@ agents=()
 check_pid=
 lab_ns=()
 printed=
-rows=$work/rows
+rows=$work/rows nmap_rows=$work/nmap_rows
 : >"$rows"
+: >"$nmap_rows"
 
-lab_down() {
+# agents_down: ends the agents (and the nmap pass's listeners) and
+# whatever else runs inside the lab; the namespaces stay.
+agents_down() {
     local p
     if ((${#agents[@]})); then
         kill -TERM "${agents[@]}" 2>/dev/null || true
@@ -118,6 +140,10 @@ lab_down() {
     if ((${#strays[@]})); then
         kill -KILL "${strays[@]}" 2>/dev/null || true
     fi
+}
+
+lab_down() {
+    agents_down
     if ((${#lab_ns[@]})); then
         printf 'netns del %s\n' "${lab_ns[@]}" | ip -force -batch - 2>/dev/null || true
     fi
@@ -283,6 +309,89 @@ rss() {
         awk '{ v[NR] = $1 } END { printf "%d %d\n", v[int((NR + 1) / 2)], v[NR] }'
 }
 
+# nmap_pass N DIR DROPS: the agents go; every host holds listeners on its
+# ports; NMAP_ROUNDS timed rounds of nmap from every host at once, scored.
+nmap_pass() {
+    local n=$1 dir=$2 drops=$3 i j r
+    agents_down
+    local last=$((BASE_PORT + PORTS - 1))
+    for ((i = 1; i <= n; i++)); do
+        ip netns exec "${PREFIX}h$i" python3 -c '
+import socket, sys, time
+held = []
+for port in range(int(sys.argv[2]), int(sys.argv[3]) + 1):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[1], port))
+    s.listen(4096)
+    held.append(s)
+print("ready", flush=True)
+time.sleep(3600)
+' "$(addr_of "$i")" "$BASE_PORT" "$last" >"$dir/hold-h$i.log" 2>&1 &
+        agents+=($!)
+    done
+    local deadline=$((SECONDS + 60))
+    for ((i = 1; i <= n; i++)); do
+        until grep -q ready "$dir/hold-h$i.log" 2>/dev/null; do
+            if ((SECONDS > deadline)); then
+                echo "mesh.sh: listeners for nmap not up on h$i: $(head -c 300 "$dir/hold-h$i.log")" >&2
+                exit 2
+            fi
+            sleep 0.1
+        done
+    done
+    echo "nmap -sT -T4 --max-retries $RETRIES --max-rtt-timeout ${TIMEOUT_MS}ms from every host at once, against listeners that never accept"
+    printf '%5s %8s %6s  %s\n' round wall_s false kinds
+    for ((r = 1; r <= NMAP_ROUNDS; r++)); do
+        rm -f "$dir"/nmap-h*.gnmap
+        local pids=() t0 t1
+        t0=$(date +%s%N)
+        for ((i = 1; i <= n; i++)); do
+            local others=()
+            for ((j = 1; j <= n; j++)); do ((j == i)) || others+=("$(addr_of "$j")"); done
+            timeout -k 10 "$ROUND_LIMIT" ip netns exec "${PREFIX}h$i" nmap -sT -n -Pn -T4 \
+                --max-retries "$RETRIES" --max-rtt-timeout "${TIMEOUT_MS}ms" -p "$BASE_PORT-$last" \
+                -oG "$dir/nmap-h$i.gnmap" "${others[@]}" >/dev/null 2>"$dir/nmap-h$i.err" &
+            pids+=($!)
+        done
+        wait "${pids[@]}" 2>/dev/null || true
+        t1=$(date +%s%N)
+        local wall score false kinds
+        wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+        score=$(python3 - "$dir" "$drops" "$n" "$PORTS" "$BASE_PORT" <<'PY'
+import collections, glob, re, sys
+d, drops_file, n, ports, base = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def name(addr):
+    a = [int(x) for x in addr.split(".")]
+    return f"h{((a[1] - 18) * 256 + a[2]) * 250 + a[3]}"
+drops = {tuple(l.split()) for l in open(drops_file) if l.strip()}
+kinds = collections.Counter()
+seen = set()
+for f in glob.glob(f"{d}/nmap-h*.gnmap"):
+    src = re.search(r"nmap-(h\d+)\.gnmap$", f).group(1)
+    for line in open(f):
+        m = re.match(r"Host: (\S+) .*Ports: (.*)", line)
+        if not m:
+            continue
+        dst = name(m.group(1))
+        for entry in m.group(2).split(","):
+            port, state = entry.strip().split("/")[:2]
+            seen.add((src, dst, port))
+            want = "filtered" if (src, dst, port) in drops else "open"
+            if state != want:
+                kinds[f"{state}-on-{'dropped' if want == 'filtered' else 'open'}"] += 1
+missing = n * (n - 1) * ports - len(seen)
+if missing > 0:
+    kinds["missing"] += missing
+print(sum(kinds.values()), ",".join(f"{k}:{v}" for k, v in sorted(kinds.items())) or "-")
+PY
+)
+        read -r false kinds <<<"$score"
+        echo "$n $r $wall $false $kinds" >>"$nmap_rows"
+        printf '%5s %8s %6s  %s\n' "$r" "$wall" "$false" "$kinds"
+    done
+}
+
 median_col() { # median_col N COLUMN: median of a column of N's rows
     awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$rows" | sort -g |
         awk '{ v[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -311,6 +420,20 @@ table() {
             "${n}x$PORTS" "$paths" "$floor" "$wall" "$(awk -v w="$wall" -v f="$floor" 'BEGIN { print w / f }')" \
             "$per" "$kinds" "$(kib_mib "$(median_col "$n" 6)")" "$(kib_mib "$(median_col "$n" 7)")" \
             "$(kib_mib "$(max_col "$n" 8)")" "$(kib_mib "$(max_col "$n" 9)")" "$(max_col "$n" 13)"
+    done
+    [[ -s $nmap_rows ]] || return 0
+    echo
+    echo "the peer on the same labs: nmap -sT from every host at once (medians; nmap proves a handshake, portcall the planned host's answer)"
+    printf '%-9s %12s %16s %14s %-16s %s\n' hosts nmap_wall_s portcall_wall_s portcall/nmap "nmap false/round" "nmap false kinds"
+    for n in $(awk '{ print $1 }' "$nmap_rows" | uniq); do
+        local nw pw
+        nw=$(awk -v n="$n" '$1 == n { print $3 }' "$nmap_rows" | sort -g |
+            awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+        pw=$(median_col "$n" 5)
+        printf '%-9s %12.2f %16.2f %13.2fx %-16s %s\n' "${n}x$PORTS" "$nw" "$pw" \
+            "$(awk -v p="$pw" -v w="$nw" 'BEGIN { print p / w }')" \
+            "$(awk -v n="$n" '$1 == n { printf "%s%s", s, $4; s = "," }' "$nmap_rows")" \
+            "$(awk -v n="$n" '$1 == n && $5 != "-" { printf "%s%s", s, $5; s = " " }' "$nmap_rows")"
     done
 }
 
@@ -410,6 +533,9 @@ for n in "${ns_list[@]}"; do
             echo "      agent sweeps: median $(awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }' <<<"$sweeps") ms, max $(tail -n 1 <<<"$sweeps") ms ($(wc -l <<<"$sweeps") agents)"
         fi
     done
+    if ((NMAP_ROUNDS)); then
+        nmap_pass "$n" "$dir" "$drops"
+    fi
     lab_down
     if ip netns list | grep -q "^$PREFIX"; then
         echo "mesh.sh: namespaces left behind after teardown" >&2
