@@ -1613,6 +1613,16 @@ fn open_socket(
                 detail: format!("source address {source} is not of the target's address family"),
             });
         }
+        // The port is chosen at connect time (IP_BIND_ADDRESS_NO_PORT), for
+        // this 4-tuple: bind then reserves no ephemeral port of its own, so
+        // a sweep from one source address is not capped at the ephemeral
+        // range, and the kernel skips a search of its bind table.
+        #[cfg(target_os = "linux")]
+        let _ = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        );
         let bind_to = SockAddr::from(SocketAddr::new(source, 0));
         socket.bind(&bind_to).map_err(|e| {
             if e.raw_os_error() == Some(libc::EADDRINUSE) {
