@@ -16,6 +16,7 @@
 #   KILL_STRAYS=1                # end leftover agent children after each round
 #   CHECK_WRAP='heaptrack -o /tmp/ht'  # run each `check` under a profiler
 #   NMAP_ROUNDS=3                # the peer's rounds per N (0: none)
+#   FLOOR_ROUNDS=3               # exchange-floor rounds per N (0: none)
 #
 # Every host has a static (`nud permanent`) neighbour entry for every other
 # host: the kernel's neighbour table limit (gc_thresh3) is shared by all
@@ -38,6 +39,14 @@
 # scored the same way (dropped: `filtered`, others `open`). nmap proves
 # less: a handshake, not that the planned host answered.
 #
+# And the machine's own floor: every host runs `exchange-floor` (built from
+# integration/src/bin/exchange-floor.rs) at one agreed moment, which does
+# only the packets of portcall's nonce exchange to every other host's ports
+# (an attempt given up after TIMEOUT_MS, RETRIES more for a port that did
+# not answer), with no evidence, control channel or report. Its wall is the
+# slowest host's sweep; fewer answers than open paths means it did less
+# than portcall does (its own load cost it paths).
+#
 # Prints the rounds and a table of medians with the ratio portcall/nmap;
 # exits 1 when any portcall round had a false result (a gate), 2 on bad
 # arguments or a lab that could not be built. Everything (agents, the
@@ -52,7 +61,7 @@ while (($#)); do
     case $1 in
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
-        -h | --help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,53p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *[!0-9]* | '') echo "mesh.sh: not a host count: $1" >&2; exit 2 ;;
         *) ns_list+=("$1"); shift ;;
     esac
@@ -69,6 +78,8 @@ BASE_PORT=20000
 # and scored as it stands (no report: every path false).
 ROUND_LIMIT=${ROUND_LIMIT:-300}
 NMAP_ROUNDS=${NMAP_ROUNDS:-3}
+FLOOR_ROUNDS=${FLOOR_ROUNDS:-3}
+[[ $FLOOR_ROUNDS =~ ^[0-9]+$ ]] || { echo "mesh.sh: FLOOR_ROUNDS must be a number, got $FLOOR_ROUNDS" >&2; exit 2; }
 [[ $NMAP_ROUNDS =~ ^[0-9]+$ ]] || { echo "mesh.sh: NMAP_ROUNDS must be a number, got $NMAP_ROUNDS" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mesh.sh: --rounds must be a positive number, got $ROUNDS" >&2; exit 2; }
 for n in "${ns_list[@]}"; do
@@ -91,6 +102,14 @@ else
 fi
 [[ -x $BIN ]] || { echo "mesh.sh: no portcall binary at $BIN" >&2; exit 2; }
 BIN=$(realpath "$BIN")
+if ((FLOOR_ROUNDS)); then
+    if [[ -z ${FLOOR_BIN:-} ]]; then
+        cargo build -q --release -p integration --bin exchange-floor
+        FLOOR_BIN=${CARGO_TARGET_DIR:-target}/release/exchange-floor
+    fi
+    [[ -x $FLOOR_BIN ]] || { echo "mesh.sh: no exchange-floor binary at $FLOOR_BIN" >&2; exit 2; }
+    FLOOR_BIN=$(realpath "$FLOOR_BIN")
+fi
 
 # A hundred agents each hold a connection per path of theirs plus the
 # canaries' and the control channel's: lift the descriptor limit.
@@ -111,9 +130,10 @@ agents=()
 check_pid=
 lab_ns=()
 printed=
-rows=$work/rows nmap_rows=$work/nmap_rows
+rows=$work/rows nmap_rows=$work/nmap_rows floor_rows=$work/floor_rows
 : >"$rows"
 : >"$nmap_rows"
+: >"$floor_rows"
 
 # agents_down: ends the agents (and the nmap pass's listeners) and
 # whatever else runs inside the lab; the namespaces stay.
@@ -392,6 +412,43 @@ PY
     done
 }
 
+# floor_pass N DIR DROPPED: FLOOR_ROUNDS rounds of exchange-floor in every
+# host at once; the wall is the slowest host's sweep.
+floor_pass() {
+    local n=$1 dir=$2 dropped=$3 i j r
+    local last=$((BASE_PORT + PORTS - 1)) open=$((n * (n - 1) * PORTS - dropped))
+    echo "exchange-floor from every host at once: the exchange's packets and nothing else ($open paths answer)"
+    printf '%5s %8s %9s\n' round wall_s answered
+    for ((r = 1; r <= FLOOR_ROUNDS; r++)); do
+        agents_down
+        local start=$(($(date +%s%3N) + 3000 + 30 * n))
+        for ((i = 1; i <= n; i++)); do
+            local others=()
+            for ((j = 1; j <= n; j++)); do ((j == i)) || others+=("$(addr_of "$j")"); done
+            ip netns exec "${PREFIX}h$i" "$FLOOR_BIN" --bind "$(addr_of "$i")" --ports "$BASE_PORT-$last" \
+                --start-ms "$start" --timeout-ms "$TIMEOUT_MS" --retries "$RETRIES" --lifetime "$ROUND_LIMIT" "${others[@]}" \
+                </dev/null >"$dir/floor-h$i.out" 2>&1 &
+            agents+=($!)
+        done
+        local deadline=$((SECONDS + 10 + ROUND_LIMIT)) done_hosts
+        while :; do
+            done_hosts=$({ grep -l '^sweep_ms=' "$dir"/floor-h*.out 2>/dev/null || true; } | wc -l)
+            ((done_hosts < n)) || break
+            if ((SECONDS > deadline)); then
+                echo "mesh.sh: exchange-floor finished on $done_hosts of $n hosts: $(grep -hv '^ready' "$dir"/floor-h*.out | head -n 3)" >&2
+                exit 2
+            fi
+            sleep 0.2
+        done
+        local wall answered
+        wall=$(sed -n 's/^sweep_ms=\([0-9]*\).*/\1/p' "$dir"/floor-h*.out | sort -n | tail -n 1 | awk '{ printf "%.2f", $1 / 1000 }')
+        answered=$(sed -n 's/^sweep_ms=[0-9]* ok=\([0-9]*\).*/\1/p' "$dir"/floor-h*.out | awk '{ t += $1 } END { print t + 0 }')
+        echo "$n $r $wall $answered $open" >>"$floor_rows"
+        printf '%5s %8s %9s\n' "$r" "$wall" "$answered"
+    done
+    agents_down
+}
+
 median_col() { # median_col N COLUMN: median of a column of N's rows
     awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$rows" | sort -g |
         awk '{ v[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -421,20 +478,39 @@ table() {
             "$per" "$kinds" "$(kib_mib "$(median_col "$n" 6)")" "$(kib_mib "$(median_col "$n" 7)")" \
             "$(kib_mib "$(max_col "$n" 8)")" "$(kib_mib "$(max_col "$n" 9)")" "$(max_col "$n" 13)"
     done
-    [[ -s $nmap_rows ]] || return 0
-    echo
-    echo "the peer on the same labs: nmap -sT from every host at once (medians; nmap proves a handshake, portcall the planned host's answer)"
-    printf '%-9s %12s %16s %14s %-16s %s\n' hosts nmap_wall_s portcall_wall_s portcall/nmap "nmap false/round" "nmap false kinds"
-    for n in $(awk '{ print $1 }' "$nmap_rows" | uniq); do
-        local nw pw
-        nw=$(awk -v n="$n" '$1 == n { print $3 }' "$nmap_rows" | sort -g |
-            awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-        pw=$(median_col "$n" 5)
-        printf '%-9s %12.2f %16.2f %13.2fx %-16s %s\n' "${n}x$PORTS" "$nw" "$pw" \
-            "$(awk -v p="$pw" -v w="$nw" 'BEGIN { print p / w }')" \
-            "$(awk -v n="$n" '$1 == n { printf "%s%s", s, $4; s = "," }' "$nmap_rows")" \
-            "$(awk -v n="$n" '$1 == n && $5 != "-" { printf "%s%s", s, $5; s = " " }' "$nmap_rows")"
-    done
+    if [[ -s $nmap_rows ]]; then
+        echo
+        echo "the peer on the same labs: nmap -sT from every host at once (medians; nmap proves a handshake, portcall the planned host's answer)"
+        printf '%-9s %12s %16s %14s %-16s %s\n' hosts nmap_wall_s portcall_wall_s portcall/nmap "nmap false/round" "nmap false kinds"
+        for n in $(awk '{ print $1 }' "$nmap_rows" | uniq); do
+            local nw pw
+            nw=$(median_of "$nmap_rows" "$n" 3)
+            pw=$(median_col "$n" 5)
+            printf '%-9s %12.2f %16.2f %13.2fx %-16s %s\n' "${n}x$PORTS" "$nw" "$pw" \
+                "$(awk -v p="$pw" -v w="$nw" 'BEGIN { print p / w }')" \
+                "$(awk -v n="$n" '$1 == n { printf "%s%s", s, $4; s = "," }' "$nmap_rows")" \
+                "$(awk -v n="$n" '$1 == n && $5 != "-" { printf "%s%s", s, $5; s = " " }' "$nmap_rows")"
+        done
+    fi
+    if [[ -s $floor_rows ]]; then
+        echo
+        echo "the machine's floor on the same labs: exchange-floor from every host at once (medians; the exchange's packets, nothing else)"
+        printf '%-9s %13s %16s %15s %s\n' hosts floor_wall_s portcall_wall_s portcall/floor "answered/round (of)"
+        for n in $(awk '{ print $1 }' "$floor_rows" | uniq); do
+            local fw pw
+            fw=$(median_of "$floor_rows" "$n" 3)
+            pw=$(median_col "$n" 5)
+            printf '%-9s %13.2f %16.2f %14.2fx %s\n' "${n}x$PORTS" "$fw" "$pw" \
+                "$(awk -v p="$pw" -v w="$fw" 'BEGIN { print p / w }')" \
+                "$(awk -v n="$n" '$1 == n { printf "%s%s", s, $4; s = ","; o = $5 } END { printf " (%s)", o }' "$floor_rows")"
+        done
+    fi
+}
+
+# median_of FILE N COLUMN: median of a column of N's rows in FILE.
+median_of() {
+    awk -v n="$2" -v c="$3" '$1 == n { print $c }' "$1" | sort -g |
+        awk '{ v[NR] = $1 } END { if (!NR) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 echo "portcall: $BIN ($("$BIN" --version))"
@@ -535,6 +611,9 @@ for n in "${ns_list[@]}"; do
     done
     if ((NMAP_ROUNDS)); then
         nmap_pass "$n" "$dir" "$drops"
+    fi
+    if ((FLOOR_ROUNDS)); then
+        floor_pass "$n" "$dir" "$(wc -l <"$drops")"
     fi
     lab_down
     if ip netns list | grep -q "^$PREFIX"; then
