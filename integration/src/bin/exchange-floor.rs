@@ -60,7 +60,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                 o.timeout = Duration::from_millis(value()?.parse().context("--timeout-ms")?);
             }
             "--retries" => o.retries = value()?.parse().context("--retries")?,
-            "--lifetime" => o.lifetime = Duration::from_secs(value()?.parse().context("--lifetime")?),
+            "--lifetime" => {
+                o.lifetime = Duration::from_secs(value()?.parse().context("--lifetime")?)
+            }
             t => {
                 let ip: IpAddr = t.parse().with_context(|| format!("not an address: {t}"))?;
                 let lab = match ip {
@@ -106,7 +108,9 @@ async fn run(o: Options) -> anyhow::Result<()> {
             IpAddr::V6(_) => TcpSocket::new_v6(),
         }?;
         socket.set_reuseaddr(true)?;
-        socket.bind(SocketAddr::new(o.bind, port)).with_context(|| format!("bind {port}"))?;
+        socket
+            .bind(SocketAddr::new(o.bind, port))
+            .with_context(|| format!("bind {port}"))?;
         let listener = socket.listen(4096)?;
         // As the canary: the answer acknowledges the line.
         let _ = socket2::SockRef::from(&listener).set_tcp_quickack(false);
@@ -188,8 +192,7 @@ async fn exchange(addr: SocketAddr, timeout: Duration) -> bool {
 }
 
 async fn answered(s: &mut TcpStream) -> bool {
-    if s
-        .write_all(b"PORTCALL 0123456789abcdef 0123456789abcdef\n")
+    if s.write_all(b"PORTCALL 0123456789abcdef 0123456789abcdef\n")
         .await
         .is_err()
     {
