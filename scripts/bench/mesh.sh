@@ -17,6 +17,7 @@
 #   CHECK_WRAP='heaptrack -o /tmp/ht'  # run each `check` under a profiler
 #   NMAP_ROUNDS=3                # the peer's rounds per N (0: none)
 #   FLOOR_ROUNDS=3               # exchange-floor rounds per N (0: none)
+#   FLOOR_BIN=/path/to/exchange-floor   # default: a release build of it
 #
 # Every host has a static (`nud permanent`) neighbour entry for every other
 # host: the kernel's neighbour table limit (gc_thresh3) is shared by all
@@ -47,8 +48,8 @@
 # slowest host's sweep; fewer answers than open paths means it did less
 # than portcall does (its own load cost it paths).
 #
-# Prints the rounds and a table of medians with the ratio portcall/nmap;
-# exits 1 when any portcall round had a false result (a gate), 2 on bad
+# Prints the rounds and tables of medians with the ratios portcall/nmap
+# and portcall/floor; exits 1 when any portcall round had a false result (a gate), 2 on bad
 # arguments or a lab that could not be built. Everything (agents, the
 # check, listeners, nmap, namespaces) is torn down on exit, error, Ctrl-C
 # or SIGTERM.
@@ -61,7 +62,7 @@ while (($#)); do
     case $1 in
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
-        -h | --help) sed -n '2,53p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *[!0-9]* | '') echo "mesh.sh: not a host count: $1" >&2; exit 2 ;;
         *) ns_list+=("$1"); shift ;;
     esac
