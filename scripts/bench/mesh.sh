@@ -450,10 +450,13 @@ floor_pass() {
     agents_down
 }
 
-median_col() { # median_col N COLUMN: median of a column of N's rows
-    awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$rows" | sort -g |
+# median_of FILE N COLUMN: median of a column of N's rows in FILE ("-": none).
+median_of() {
+    awk -v n="$2" -v c="$3" '$1 == n { print $c }' "$1" | sort -g |
         awk '{ v[NR] = $1 } END { if (!NR) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+median_col() { median_of "$rows" "$@"; } # median_col N COLUMN: of portcall's rows
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
 max_col() { awk -v n="$1" -v c="$2" '$1 == n && $c > m { m = $c } END { print m + 0 }' "$rows"; }
 
 # rows: N paths floor round wall coord_kib idle_med idle_max hwm_max false kinds exit strays
@@ -475,7 +478,7 @@ table() {
         kinds=$(awk -v n="$n" '$1 == n && $11 != "-" { k = split($11, a, ","); for (i = 1; i <= k; i++) { split(a[i], b, ":"); t[b[1]] += b[2] } }
             END { s = ""; for (x in t) { s = s (s ? "," : "") x ":" t[x] }; print (s ? s : "-") }' "$rows")
         printf '%-9s %7s %7s %8.2f %10.2fx %-16s %-34s %8s %11s %10s %11s %7s\n' \
-            "${n}x$PORTS" "$paths" "$floor" "$wall" "$(awk -v w="$wall" -v f="$floor" 'BEGIN { print w / f }')" \
+            "${n}x$PORTS" "$paths" "$floor" "$wall" "$(ratio "$wall" "$floor")" \
             "$per" "$kinds" "$(kib_mib "$(median_col "$n" 6)")" "$(kib_mib "$(median_col "$n" 7)")" \
             "$(kib_mib "$(max_col "$n" 8)")" "$(kib_mib "$(max_col "$n" 9)")" "$(max_col "$n" 13)"
     done
@@ -488,7 +491,7 @@ table() {
             nw=$(median_of "$nmap_rows" "$n" 3)
             pw=$(median_col "$n" 5)
             printf '%-9s %12.2f %16.2f %13.2fx %-16s %s\n' "${n}x$PORTS" "$nw" "$pw" \
-                "$(awk -v p="$pw" -v w="$nw" 'BEGIN { print p / w }')" \
+                "$(ratio "$pw" "$nw")" \
                 "$(awk -v n="$n" '$1 == n { printf "%s%s", s, $4; s = "," }' "$nmap_rows")" \
                 "$(awk -v n="$n" '$1 == n && $5 != "-" { printf "%s%s", s, $5; s = " " }' "$nmap_rows")"
         done
@@ -502,16 +505,10 @@ table() {
             fw=$(median_of "$floor_rows" "$n" 3)
             pw=$(median_col "$n" 5)
             printf '%-9s %13.2f %16.2f %14.2fx %s\n' "${n}x$PORTS" "$fw" "$pw" \
-                "$(awk -v p="$pw" -v w="$fw" 'BEGIN { print p / w }')" \
+                "$(ratio "$pw" "$fw")" \
                 "$(awk -v n="$n" '$1 == n { printf "%s%s", s, $4; s = ","; o = $5 } END { printf " (%s)", o }' "$floor_rows")"
         done
     fi
-}
-
-# median_of FILE N COLUMN: median of a column of N's rows in FILE.
-median_of() {
-    awk -v n="$2" -v c="$3" '$1 == n { print $c }' "$1" | sort -g |
-        awk '{ v[NR] = $1 } END { if (!NR) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 echo "portcall: $BIN ($("$BIN" --version))"

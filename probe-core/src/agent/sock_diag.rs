@@ -226,22 +226,22 @@ mod tests {
     use super::*;
 
     /// A `SOCK_DIAG_BY_FAMILY` answer record as the kernel sends it.
-    fn message(
-        seq: u32,
-        family: u8,
-        state: u8,
-        local: (&[u8], u16),
-        remote: (&[u8], u16),
-    ) -> Vec<u8> {
-        let mut body = vec![family, state, 0, 0];
-        body.extend_from_slice(&local.1.to_be_bytes());
-        body.extend_from_slice(&remote.1.to_be_bytes());
-        let mut src = local.0.to_vec();
-        src.resize(16, 0);
-        let mut dst = remote.0.to_vec();
-        dst.resize(16, 0);
-        body.extend_from_slice(&src);
-        body.extend_from_slice(&dst);
+    fn message(seq: u32, state: u8, local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
+        let family = match local {
+            SocketAddr::V4(_) => libc::AF_INET,
+            SocketAddr::V6(_) => libc::AF_INET6,
+        };
+        let mut body = vec![family as u8, state, 0, 0];
+        body.extend_from_slice(&local.port().to_be_bytes());
+        body.extend_from_slice(&remote.port().to_be_bytes());
+        for a in [local, remote] {
+            let mut ip = match a.ip() {
+                IpAddr::V4(ip) => ip.octets().to_vec(),
+                IpAddr::V6(ip) => ip.octets().to_vec(),
+            };
+            ip.resize(16, 0);
+            body.extend_from_slice(&ip);
+        }
         body.resize(DIAG_MSG + 8, 0); // counters, then an attribute's worth
         header(SOCK_DIAG_BY_FAMILY, seq, &body)
     }
@@ -278,56 +278,35 @@ mod tests {
 
     #[test]
     fn records_of_both_families_are_read_and_the_dump_ends_on_done() {
-        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap().octets();
-        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap().octets();
-        let mut buf = message(
-            1,
-            libc::AF_INET as u8,
-            SYN_RECV,
-            (&v4("198.18.18.40"), 9467),
-            (&v4("198.18.1.20"), 40000),
-        );
-        buf.extend(message(
-            1,
-            libc::AF_INET as u8,
-            TIME_WAIT,
-            (&v4("198.18.18.40"), 3306),
-            (&v4("198.18.1.21"), 40001),
-        ));
-        // Not a handshake from a peer: left out.
-        buf.extend(message(
-            1,
-            libc::AF_INET as u8,
-            10,
-            (&v4("198.18.18.40"), 3306),
-            (&[0; 4], 0),
-        ));
-        // Another request's record: not ours.
-        buf.extend(message(
-            9,
-            libc::AF_INET as u8,
-            ESTABLISHED,
-            (&v4("198.18.18.41"), 1),
-            (&v4("198.18.1.1"), 2),
-        ));
-        buf.extend(message(
-            1,
-            libc::AF_INET6 as u8,
-            ESTABLISHED,
-            (&v6("::ffff:198.18.18.40"), 443),
-            (&v6("::ffff:198.18.1.20"), 40002),
-        ));
-        buf.extend(message(
-            1,
-            libc::AF_INET6 as u8,
-            SYN_RECV,
-            (&v6("2001:2:0:3::40"), 443),
-            (&v6("2001:2:0:1::20"), 40003),
-        ));
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // (request, state, local, remote), as the kernel would send them.
+        let records = [
+            (1, SYN_RECV, "198.18.18.40:9467", "198.18.1.20:40000"),
+            (1, TIME_WAIT, "198.18.18.40:3306", "198.18.1.21:40001"),
+            // Not a handshake from a peer: left out.
+            (1, 10, "198.18.18.40:3306", "0.0.0.0:0"),
+            // Another request's record: not ours.
+            (9, ESTABLISHED, "198.18.18.41:1", "198.18.1.1:2"),
+            (
+                1,
+                ESTABLISHED,
+                "[::ffff:198.18.18.40]:443",
+                "[::ffff:198.18.1.20]:40002",
+            ),
+            (
+                1,
+                SYN_RECV,
+                "[2001:2:0:3::40]:443",
+                "[2001:2:0:1::20]:40003",
+            ),
+        ];
+        let mut buf = Vec::new();
+        for (seq, state, local, remote) in records {
+            buf.extend(message(seq, state, sa(local), sa(remote)));
+        }
         let mut rows = Vec::new();
         assert_eq!(parse(&buf, 1, &mut rows), Part::More);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
             rows,
             vec![
@@ -362,13 +341,7 @@ mod tests {
         end = header(NLMSG_ERROR, 1, &(-libc::EPERM).to_ne_bytes());
         assert_eq!(parse(&end, 1, &mut rows), Part::Refused(-libc::EPERM));
         // A length past the buffer is refused, not read out of bounds.
-        let mut cut = message(
-            1,
-            libc::AF_INET as u8,
-            SYN_RECV,
-            (&v4("198.18.18.40"), 1),
-            (&v4("198.18.1.20"), 2),
-        );
+        let mut cut = message(1, SYN_RECV, sa("198.18.18.40:1"), sa("198.18.1.20:2"));
         cut.truncate(40);
         assert_eq!(parse(&cut, 1, &mut rows), Part::Refused(-libc::EINVAL));
         assert_eq!(rows.len(), 4);

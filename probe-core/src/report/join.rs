@@ -133,47 +133,13 @@ fn join_selected(plan: &Plan, round: &RoundEvidence, only: Option<&[usize]>) -> 
     report
 }
 
-/// Each path's probe, from its source agent (the first it returned for
-/// the path): every agent's probes sorted by path index once, then found
-/// by the path's source and index, not searched for per path. Built
-/// without the plan's paths, which the coordinator does not hold.
-#[derive(Debug)]
-struct ProbeIndex<'a> {
-    by_agent: HashMap<&'a str, Vec<&'a PathProbe>>,
-}
-
-impl<'a> ProbeIndex<'a> {
-    fn new(round: &'a RoundEvidence) -> ProbeIndex<'a> {
-        let by_agent = round
-            .agents
-            .iter()
-            .map(|(host, a)| {
-                let mut probes: Vec<&PathProbe> = a.probes.iter().collect();
-                // Stable: of several results for one path, the first
-                // returned stays first.
-                probes.sort_by_key(|p| p.path);
-                probes.dedup_by_key(|p| p.path);
-                (host.as_str(), probes)
-            })
-            .collect();
-        ProbeIndex { by_agent }
-    }
-
-    /// The probe agent `from` returned for path `index`.
-    fn get(&self, from: &str, index: usize) -> Option<&'a PathProbe> {
-        let probes = self.by_agent.get(from)?;
-        probes
-            .binary_search_by_key(&index, |p| p.path)
-            .ok()
-            .map(|k| probes[k])
-    }
-}
-
-/// Per target agent, its handshakes and its TCP canaries' sightings in
-/// sorted order (by port and source address; by port and nonce), so that
-/// each path finds its own by binary search instead of walking every
-/// record the agent returned. Positions, not copies: a few bytes per
-/// record.
+/// Every agent's evidence in the orders the join looks it up by, sorted
+/// once, so that each path finds its own by binary search instead of
+/// walking every record: as a source, its probes by path index; as a
+/// target, its handshakes by port and source address and its TCP
+/// canaries' sightings by port and nonce. References and positions, not
+/// copies: a few bytes per record. Built without the plan's paths, which
+/// the coordinator does not hold.
 #[derive(Debug)]
 struct EvidenceIndex<'a> {
     by_agent: HashMap<&'a str, AgentIndex<'a>>,
@@ -184,6 +150,9 @@ struct EvidenceIndex<'a> {
 
 #[derive(Debug)]
 struct AgentIndex<'a> {
+    /// Its probes by path index; of several results for one path, the
+    /// first it returned.
+    probes: Vec<&'a PathProbe>,
     handshakes: &'a [Handshake],
     canaries: &'a [CanaryEvidence],
     /// Positions in `handshakes`, sorted by (port, source).
@@ -222,6 +191,15 @@ impl<'a> EvidenceIndex<'a> {
         self.by_agent.get(host)
     }
 
+    /// The probe agent `from` returned for path `index`.
+    fn probe(&self, from: &str, index: usize) -> Option<&'a PathProbe> {
+        let probes = &self.get(from)?.probes;
+        probes
+            .binary_search_by_key(&index, |p| p.path)
+            .ok()
+            .map(|k| probes[k])
+    }
+
     /// How far the handshakes from host `from` to `port` got at `to`, by
     /// `to`'s kernel: keyed by the address the probe left from (`source`)
     /// and by `from`'s plan addresses, of the family `v4` says (`None`:
@@ -250,6 +228,11 @@ impl<'a> EvidenceIndex<'a> {
 
 impl<'a> AgentIndex<'a> {
     fn new(a: &'a AgentEvidence) -> AgentIndex<'a> {
+        let mut probes: Vec<&PathProbe> = a.probes.iter().collect();
+        // Stable: of several results for one path, the first returned
+        // stays first.
+        probes.sort_by_key(|p| p.path);
+        probes.dedup_by_key(|p| p.path);
         let handshakes = a.handshakes.as_deref().unwrap_or_default();
         let mut by_source: Vec<u32> = (0..handshakes.len())
             .filter_map(|i| u32::try_from(i).ok())
@@ -272,6 +255,7 @@ impl<'a> AgentIndex<'a> {
         };
         by_nonce.sort_by(|x, y| key(x).cmp(&key(y)));
         AgentIndex {
+            probes,
             handshakes,
             canaries,
             by_source,
@@ -295,14 +279,15 @@ impl<'a> AgentIndex<'a> {
 
     /// The first sighting of `nonce` by a TCP canary on `port`.
     fn sighting(&self, port: u16, nonce: &str) -> Option<&'a Sighting> {
-        let key = |(i, j): (u32, u32)| {
+        let at = |(i, j): (u32, u32)| {
             let c = &self.canaries[i as usize];
             (c.port, &c.seen[j as usize])
         };
-        let from = self
-            .by_nonce
-            .partition_point(|&k| (key(k).0, key(k).1.nonce.as_str()) < (port, nonce));
-        let (p, s) = key(*self.by_nonce.get(from)?);
+        let from = self.by_nonce.partition_point(|&k| {
+            let (p, s) = at(k);
+            (p, s.nonce.as_str()) < (port, nonce)
+        });
+        let (p, s) = at(*self.by_nonce.get(from)?);
         (p == port && s.nonce == nonce).then_some(s)
     }
 }
@@ -317,8 +302,7 @@ pub struct StreamedReport<'a> {
     round: &'a RoundEvidence,
     /// The selected path indices, sorted; `None` for every path.
     only: Option<Vec<usize>>,
-    probes: ProbeIndex<'a>,
-    seen: EvidenceIndex<'a>,
+    index: EvidenceIndex<'a>,
     texts: FlowTexts,
     /// The report without its paths (`paths` is empty); its summary
     /// counts them.
@@ -359,8 +343,7 @@ impl<'a> StreamedReport<'a> {
                 o.dedup();
                 o
             }),
-            probes: ProbeIndex::new(round),
-            seen: EvidenceIndex::new(plan, round),
+            index: EvidenceIndex::new(plan, round),
             texts: FlowTexts::new(plan),
             report: report_without_paths(plan, round),
         }
@@ -375,10 +358,10 @@ impl<'a> StreamedReport<'a> {
                     return std::ops::ControlFlow::Continue(());
                 }
             }
-            let probe = self.probes.get(p.from, p.index);
+            let probe = self.index.probe(p.from, p.index);
             let lookups = Lookups {
                 texts: &self.texts,
-                seen: &self.seen,
+                index: &self.index,
             };
             match f(judge_path(self.plan, self.round, lookups, &p, probe)) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
@@ -569,13 +552,13 @@ enum Listener<'a> {
 #[derive(Clone, Copy)]
 struct Lookups<'j, 'a> {
     texts: &'j FlowTexts,
-    seen: &'j EvidenceIndex<'a>,
+    index: &'j EvidenceIndex<'a>,
 }
 
 fn judge_path(
     plan: &Plan,
     round: &RoundEvidence,
-    Lookups { texts, seen }: Lookups<'_, '_>,
+    Lookups { texts, index }: Lookups<'_, '_>,
     path: &PathView<'_>,
     probe: Option<&PathProbe>,
 ) -> PathReport {
@@ -759,7 +742,7 @@ fn judge_path(
     // The kernel's handshake tables are TCP's: nothing to say of UDP.
     let handshake = dst.handshakes.as_ref().filter(|_| !udp).map(|_| {
         let source = probe.source.map(|s| s.ip());
-        seen.stage((path.from, source), path.to, port, v4)
+        index.stage((path.from, source), path.to, port, v4)
     });
     let stage_of = |h: Option<HandshakeStage>| match h {
         None => TargetStage::Nothing,
@@ -792,7 +775,7 @@ fn judge_path(
             let sighting = probe
                 .nonce
                 .as_ref()
-                .and_then(|n| seen.get(path.to)?.sighting(port, n));
+                .and_then(|n| index.get(path.to)?.sighting(port, n));
             r.target_saw = Some(sighting.is_some());
             r.seen_source = sighting.map(|s| s.source.ip().to_string());
             r.target_stage = match (sighting, handshake) {
