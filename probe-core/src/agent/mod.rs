@@ -1104,6 +1104,8 @@ impl Shared {
                 cert: r.cert,
                 service_banner: greeter.banner(k),
                 shed: r.shed,
+                errno: r.errno,
+                silence: r.silence,
             })
             .chain(udp_results)
             .collect();

@@ -306,6 +306,8 @@ fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
         cert: None,
         service_banner: None,
         shed: false,
+        errno: None,
+        silence: None,
     }
 }
 
@@ -387,6 +389,8 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         cert: None,
         service_banner: None,
         shed: false,
+        errno: r.errno,
+        silence: r.silence,
     }
 }
 

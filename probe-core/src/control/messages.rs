@@ -243,6 +243,13 @@ pub struct PathProbe {
     /// canary shedding load does: the path was not measured.
     #[serde(default)]
     pub shed: bool,
+    /// The errno the prober's outcome was read from, if any
+    /// ([`crate::probe::ProbeResult::errno`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    /// The path stayed silent ([`crate::probe::ProbeResult::silence`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<crate::probe::Silence>,
 }
 
 /// `probed`: results of this host's outgoing paths.

@@ -47,6 +47,15 @@ pub fn classify_errno(code: i32) -> ConnectClass {
     }
 }
 
+/// The one definition of a local denial: the source host's own firewall
+/// refused the packet before it left (netfilter's `reject` or `drop` in the
+/// output path makes `connect` fail with `EPERM`; an ICMPv6
+/// administratively-prohibited answer is `EACCES`). The join, blame and
+/// suggest all ask this, never the detail text.
+pub fn is_local_denial(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::EPERM | libc::EACCES))
+}
+
 /// A short stable name for an errno, for the `detail` column; the numeric
 /// value for ones without a name here.
 pub fn errno_name(code: i32) -> String {

@@ -695,6 +695,9 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         path_mtu: slot.path_mtu,
         walk: None,
         arrived: slot.arrived,
+        // Populated from the attempt's own facts (the architecture step).
+        errno: None,
+        silence: None,
     }
 }
 

@@ -29,7 +29,7 @@ pub use errqueue::IcmpEvidence;
 pub use eta::SweepEta;
 pub use exchange::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
 pub use greeting::{Greeting, GreetingExchange, mysql_banner, read_and_close};
-pub use outcome::{CertFacts, Observed, ProbeResult};
+pub use outcome::{CertFacts, Observed, ProbeResult, Silence};
 pub use target::{Host, Target, TargetError, TargetListError, parse_target, parse_target_list};
 pub use tls::{TlsOptions, TrustRoots};
 pub use ttl_walk::{Hop, Walk, WalkConfig};

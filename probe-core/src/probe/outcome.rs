@@ -1,5 +1,5 @@
-//! What a probe observed, as plain data: the outcome taxonomy of PRODUCT.md
-//! and the per-target result, so that callers sort and render outcomes
+//! What a probe observed, as plain data: the outcome taxonomy of
+//! `docs/outcomes.md` and the per-target result, so that callers sort and render outcomes
 //! instead of unwinding errors.
 
 use std::fmt;
@@ -94,6 +94,18 @@ pub struct CertFacts {
     pub verify_error: Option<String>,
 }
 
+/// A path that stayed silent through every attempt: how long the last
+/// attempt waited, and whether that deadline was the adaptive one (the host's
+/// other ports answering much sooner) rather than the plan's `timeout_ms`.
+/// The join reads this, never the detail text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Silence {
+    /// The deadline the last silent attempt waited, in milliseconds.
+    pub waited_ms: u64,
+    /// The deadline was the host's adaptive one.
+    pub adaptive: bool,
+}
+
 /// The result of probing one target: data, never an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
@@ -136,6 +148,11 @@ pub struct ProbeResult {
     /// UDP: datagrams a portcall canary reported receiving (its answers
     /// seen); `None` where no canary answered.
     pub arrived: Option<u32>,
+    /// The errno the outcome was read from (a refused or unreachable
+    /// connect, a local failure); `None` where no errno decided it.
+    pub errno: Option<i32>,
+    /// Set when the outcome is silence (`timeout`).
+    pub silence: Option<Silence>,
 }
 
 #[cfg(test)]

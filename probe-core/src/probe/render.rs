@@ -230,6 +230,8 @@ mod tests {
             walk: None,
             arrived: None,
             shed: false,
+            errno: None,
+            silence: None,
         }
     }
 

@@ -83,6 +83,10 @@ pub struct UdpResult {
     /// A short reason: the errno or ICMP in words, or how long it stayed
     /// silent. Empty for `open` (the caller describes the reply).
     pub detail: String,
+    /// The errno the outcome was read from, if any.
+    pub errno: Option<i32>,
+    /// Set when the outcome is silence.
+    pub silence: Option<super::Silence>,
 }
 
 impl UdpResult {
@@ -97,6 +101,8 @@ impl UdpResult {
             local: None,
             transient: false,
             detail,
+            errno: None,
+            silence: None,
         }
     }
 }

@@ -1136,6 +1136,8 @@ expect = "blocked"
             cert: None,
             service_banner: None,
             shed: false,
+            errno: None,
+            silence: None,
         }
     }
 

@@ -292,6 +292,8 @@ expect = "blocked"
             cert: None,
             service_banner: None,
             shed: false,
+            errno: None,
+            silence: None,
         }
     }
 
