@@ -26,9 +26,11 @@ report (the plan was edited between the runs) is listed as only in old or only
 in new, with `null` on the other side in JSON. Paths that are a violation or an
 error in both reports are listed as STILL FAILING (`still_failing` in JSON),
 whether they fail the same way or not, so that a partial fix is not read as done.
+With --out FILE the diff is written atomically to FILE, as `check --out` does.
 
 Exit status: 0 no path got worse; 1 a path that was ok is now a violation or an
-error; 2 bad input (unreadable file, not a report, reports of different plans).")]
+error; 2 bad input (unreadable file, not a report, reports of different plans, --out
+not writable).")]
 pub struct DiffArgs {
     /// The earlier report (JSON).
     old: PathBuf,
@@ -37,6 +39,10 @@ pub struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: DiffFormat,
+    /// Write the diff to FILE (atomically, as `check --out`) instead of
+    /// standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
@@ -49,8 +55,23 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         DiffFormat::Table => d.write_table(&mut bytes)?,
         DiffFormat::Json => d.write_json(&mut bytes)?,
     }
-    crate::write_stdout(&bytes)?;
+    write_output(args.out.as_deref(), &bytes)?;
     Ok(ExitCode::from(d.exit_code()))
+}
+
+/// Writes rendered output to standard output, or to `out` through the
+/// project's atomic writer (`report::write_atomically`: no reader sees half
+/// a file, symbolic links followed, mode and owner kept, a directory
+/// refused).
+pub fn write_output(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match out {
+        None => crate::write_stdout(bytes),
+        Some(path) => {
+            report::write_atomically(path, bytes).context("write the output")?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+    }
 }
 
 /// Reads a `portcall.report/v1` file; errors name the file.

@@ -41,10 +41,11 @@ TLS failure, a service that is down, paths not measured) are explained in
 `# NO RULE HERE` comments.
 
 Without --host every host's commands are printed, each after a `# host NAME`
-line; run each section on its host with sh.
+line; run each section on its host with sh. With --out FILE the script is
+written atomically to FILE, as `check --out` does.
 
 Exit status: 0 the script was written; 2 bad input (unreadable file, not a
-report, an unknown host, a bad table, chain or zone).")]
+report, an unknown host, a bad table, chain or zone, --out not writable).")]
 pub struct SuggestArgs {
     /// The report (portcall.report/v1 JSON).
     report: PathBuf,
@@ -67,6 +68,10 @@ pub struct SuggestArgs {
     /// blamed on the network gets a forward-chain accept on it.
     #[arg(long, value_name = "HOST")]
     router: Option<String>,
+    /// Write the script to FILE (atomically, as `check --out`) instead of
+    /// standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
@@ -83,7 +88,7 @@ pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("suggest for report {}", args.report.display()))?;
     let mut bytes = Vec::new();
     s.write(&mut bytes)?;
-    crate::write_stdout(&bytes)?;
+    crate::diff_cmd::write_output(args.out.as_deref(), &bytes)?;
     eprintln!(
         "{} rule{}, {} path{} explained without a rule",
         s.rules(),
