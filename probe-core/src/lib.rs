@@ -7,7 +7,6 @@ pub mod port;
 
 pub use port::{Port, PortRange, Protocol};
 pub mod agent;
-pub mod catalog;
 pub mod control;
 pub mod demo;
 #[doc(hidden)]

@@ -549,7 +549,7 @@ fn over_limit(raw: &RawPlan, hosts: &[Host], limit: u64) -> Option<(u64, usize)>
 pub(crate) struct Known<'a> {
     /// The plan's own roles, resolved (`None` where a role had errors).
     pub plan: &'a BTreeMap<String, Option<Role>>,
-    pub catalog: &'a crate::catalog::Catalog,
+    pub catalog: &'a super::catalog::Catalog,
 }
 
 impl Known<'_> {

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::RoleInstance;
+use super::catalog::Catalog;
 use super::raw::{RawAddresses, RawPlan};
 use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
 use super::{CollisionFix, Location, Suggestion};
-use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
 /// A port as the kernel keys sockets: TCP (and TLS) and UDP ports of the

@@ -6,6 +6,7 @@
 //! diagnostic it can find, each with its file, line and column, so that
 //! `plan lint` can show them all at once.
 
+pub mod catalog;
 mod diag;
 mod digest;
 mod flows;
@@ -22,9 +23,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::catalog::Catalog;
 use crate::port::{Port, Protocol};
 
+pub use catalog::Catalog;
 pub use diag::{
     CollisionFix, Diagnostic, DialFix, Location, Problem, Severity, Suggestion, escape_controls,
 };

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::Table;
-use crate::catalog::Catalog;
+use crate::plan::Catalog;
 use crate::plan::{Address, Expect, Family, FamilyFilter, Host, Plan};
 use crate::port::{Port, Protocol};
 
