@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 
+use super::cx::Cx;
+use super::diag::{DialFix, Problem, Suggestion};
+use super::host::{Address, EffectiveDial, Family, FamilyFilter, Host, PortShift};
+use super::path::{Expect, Flow, PathView, PortRef, Selector};
 use super::raw::{RawExpect, RawPlan, RawPortRef, Selectors};
-use super::{
-    Address, Cx, Expect, Family, FamilyFilter, Flow, Host, PathView, PortRef, Problem, Selector,
-    Suggestion,
-};
-use super::{DialFix, EffectiveDial, PortShift, Role};
+use super::roles::Role;
 use crate::port::{Port, Protocol};
 
 /// Validates every flow and prepares its expansion into paths, merging

@@ -4,11 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::RoleInstance;
 use super::catalog::Catalog;
+use super::cx::Cx;
+use super::defaults::Defaults;
+use super::diag::{CollisionFix, Location, Problem, Suggestion};
+use super::host::{Address, EffectiveDial, EffectivePort, Host, PortShift};
+use super::instance::RoleInstance;
 use super::raw::{RawAddresses, RawPlan};
-use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
-use super::{CollisionFix, Location, Suggestion};
+use super::roles::Role;
 use crate::port::{Port, Protocol};
 
 /// A port as the kernel keys sockets: TCP (and TLS) and UDP ports of the

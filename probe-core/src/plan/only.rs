@@ -5,8 +5,10 @@
 
 use std::fmt;
 
+use super::diag::Suggestion;
 use super::flows::matching;
-use super::{PathView, Plan, Selector, Suggestion};
+use super::model::Plan;
+use super::path::{PathView, Selector};
 
 /// One `--only` selector.
 #[derive(Debug, Clone, PartialEq, Eq)]

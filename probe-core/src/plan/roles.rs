@@ -8,8 +8,56 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Location, Problem, Suggestion};
 use super::raw::{RawDial, RawPort, RawRole};
-use super::{DialDef, PortDef, Role};
-use crate::port::Port;
+use crate::port::{Port, Protocol};
+
+/// A role: a named set of ports, from the catalog or the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    /// The role's name.
+    pub name: String,
+    /// What it is, in a few words.
+    pub description: String,
+    /// Its ports, before any offset.
+    pub ports: Vec<PortDef>,
+    /// Catalog or plan.
+    pub origin: RoleOrigin,
+    /// The role it `use`s, if any.
+    pub based_on: Option<String>,
+    /// The ports it dials on other roles, as its clients are configured.
+    pub dials: Vec<DialDef>,
+}
+
+/// A client port as a role defines it: the port a client of this role is
+/// configured to dial on a role `to`, before the client host's offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialDef {
+    /// The dial's name: the port name it reaches on the target role.
+    pub name: String,
+    /// The target role (or a role built on it with `use`).
+    pub to: String,
+    /// The configured client port.
+    pub port: Port,
+    /// Whether the *client host's* offset moves it.
+    pub offset: bool,
+    /// The product's name for the client setting (e.g. `ThriftClientPort`),
+    /// used when naming a fix.
+    pub client_setting: Option<String>,
+    /// The product's name for the server setting (e.g. `ThriftServerPort`).
+    pub server_setting: Option<String>,
+}
+
+/// A port as a role defines it, before offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortDef {
+    /// The port's name, e.g. `https-servlet`.
+    pub name: String,
+    /// The default number.
+    pub port: Port,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// Whether the server's port offset shifts it.
+    pub offset: bool,
+}
 
 /// Where a role came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
