@@ -22,6 +22,7 @@ mod only;
 mod path;
 pub(crate) mod raw;
 pub(crate) mod roles;
+mod selectors;
 mod ssh;
 mod ssh_targets;
 mod syntax;

@@ -6,9 +6,9 @@
 use std::fmt;
 
 use super::diag::Suggestion;
-use super::flows::matching;
 use super::model::Plan;
 use super::path::{PathView, Selector};
+use super::selectors::matching;
 
 /// One `--only` selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
