@@ -1,15 +1,15 @@
 //! [`analyze`]: plan text to a validated [`Plan`] and every diagnostic,
 //! located and sorted by position, never stopping at the first problem.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::catalog::Catalog;
 use super::cx::Cx;
-use super::defaults::{DEFAULT_MAX_PATHS, MAX_PATHS_CEILING};
+use super::defaults::max_paths;
 use super::diag::{self, Diagnostic, Diagnostics, Location, Problem, Severity};
 use super::model::{Held, PathScope, Plan, materialize};
-use super::roles::RoleOrigin;
+use super::roles::{Role, RoleOrigin};
 use super::syntax::syntax_diagnostic;
 use super::{flows, hosts, raw, roles, ssh_targets};
 
@@ -31,25 +31,12 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
 /// [`analyze`], keeping the paths `scope` says in the plan.
 pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScope) -> Analysis {
     let file: Arc<str> = Arc::from(file);
-    let blank = src
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
-    if blank {
-        return Analysis {
-            plan: None,
-            diagnostics: Diagnostics(vec![Diagnostic {
-                severity: Severity::Error,
-                location: Some(Location::of_offset(&file, src, 0)),
-                problem: Problem::EmptyPlan,
-            }]),
-        };
-    }
-    let raw: raw::RawPlan = match toml::from_str(src) {
-        Ok(r) => r,
-        Err(e) => {
+    let raw = match read_raw(&file, src) {
+        Ok(raw) => raw,
+        Err(diagnostic) => {
             return Analysis {
                 plan: None,
-                diagnostics: Diagnostics(vec![syntax_diagnostic(&file, src, &e)]),
+                diagnostics: Diagnostics(vec![diagnostic]),
             };
         }
     };
@@ -57,7 +44,7 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
         file: &file,
         src,
         diags: Vec::new(),
-        broken_roles: std::collections::BTreeSet::new(),
+        broken_roles: BTreeSet::new(),
     };
     let name = raw.name.get_ref().trim().to_owned();
     if name.is_empty() {
@@ -65,50 +52,16 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
     }
     control_characters(&mut cx, &raw);
     let defaults = cx.defaults(raw.defaults.as_ref());
-
-    // Roles: the plan's own tables, resolved over the catalog.
-    let mut resolver = roles::Resolver {
-        file: &file,
-        src,
-        raw: &raw.roles,
-        base: catalog.map(),
-        origin: RoleOrigin::Plan,
-        done: BTreeMap::new(),
-        diags: Vec::new(),
-    };
-    resolver.resolve_all();
-    cx.diags.append(&mut resolver.diags);
-    let plan_roles = resolver.done;
-
+    let plan_roles = plan_roles(&mut cx, &raw, catalog);
     let (mut hosts, roles, tainted) = hosts::build(&mut cx, &raw, &plan_roles, catalog, defaults);
     ssh_targets::resolve(&mut cx, &raw, &mut hosts);
-    // Roles that failed with an error already reported: plan roles with
-    // errors, and names hosts gave that resolve to no role. Selectors naming
-    // them (or a near miss of them, the name the typo meant) match no host
-    // as a consequence, and are not reported again.
-    cx.broken_roles = plan_roles
-        .iter()
-        .filter(|(_, r)| r.is_none())
-        .map(|(n, _)| n.clone())
-        .chain(
-            raw.hosts
-                .iter()
-                .flat_map(|h| h.get_ref().roles.iter().map(|r| r.get_ref().role.clone()))
-                .filter(|n| !roles.contains_key(n)),
-        )
-        .collect();
+    cx.broken_roles = broken_roles(&raw, &plan_roles, &roles);
     let zones = hosts::zones(&mut cx, &raw, &hosts);
-    let max_paths = raw
-        .defaults
-        .as_ref()
-        .and_then(|d| d.get_ref().max_paths.as_ref())
-        .and_then(|m| u64::try_from(*m.get_ref()).ok())
-        .filter(|m| (1..=MAX_PATHS_CEILING).contains(m))
-        .unwrap_or(DEFAULT_MAX_PATHS);
     let known = flows::Known {
         plan: &plan_roles,
         catalog,
     };
+    let max_paths = max_paths(raw.defaults.as_ref());
     let (flows, expansion) = flows::expand(&mut cx, &raw, &hosts, &tainted, &known, max_paths);
 
     cx.diags
@@ -133,6 +86,66 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
         plan
     });
     Analysis { plan, diagnostics }
+}
+
+/// The plan file as serde reads it, or the one diagnostic that stops
+/// everything: an empty plan (nothing but blanks and comments) or a TOML
+/// syntax error.
+fn read_raw(file: &Arc<str>, src: &str) -> Result<raw::RawPlan, Diagnostic> {
+    let blank = src
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    if blank {
+        return Err(Diagnostic {
+            severity: Severity::Error,
+            location: Some(Location::of_offset(file, src, 0)),
+            problem: Problem::EmptyPlan,
+        });
+    }
+    toml::from_str(src).map_err(|e| syntax_diagnostic(file, src, &e))
+}
+
+/// The plan's own role tables, resolved over the catalog (`None`: a role
+/// with errors, reported).
+fn plan_roles(
+    cx: &mut Cx<'_>,
+    raw: &raw::RawPlan,
+    catalog: &Catalog,
+) -> BTreeMap<String, Option<Role>> {
+    let mut resolver = roles::Resolver {
+        file: cx.file,
+        src: cx.src,
+        raw: &raw.roles,
+        base: catalog.map(),
+        origin: RoleOrigin::Plan,
+        done: BTreeMap::new(),
+        diags: Vec::new(),
+    };
+    resolver.resolve_all();
+    cx.diags.append(&mut resolver.diags);
+    resolver.done
+}
+
+/// Roles that failed with an error already reported: plan roles with
+/// errors, and names hosts gave that resolve to no role. Selectors naming
+/// them (or a near miss of them, the name the typo meant) match no host
+/// as a consequence, and are not reported again.
+fn broken_roles(
+    raw: &raw::RawPlan,
+    plan_roles: &BTreeMap<String, Option<Role>>,
+    roles: &BTreeMap<String, Role>,
+) -> BTreeSet<String> {
+    plan_roles
+        .iter()
+        .filter(|(_, r)| r.is_none())
+        .map(|(n, _)| n.clone())
+        .chain(
+            raw.hosts
+                .iter()
+                .flat_map(|h| h.get_ref().roles.iter().map(|r| r.get_ref().role.clone()))
+                .filter(|n| !roles.contains_key(n)),
+        )
+        .collect()
 }
 
 /// Rejects control characters in every name a plan gives (plan, flows,

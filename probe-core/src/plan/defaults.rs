@@ -42,6 +42,15 @@ pub const DEFAULT_MAX_PATHS: u64 = 1_000_000;
 /// The highest `max_paths` a plan may set.
 pub const MAX_PATHS_CEILING: u64 = 100_000_000;
 
+/// `[defaults] max_paths` when valid (a bad one is reported by
+/// `Cx::defaults`), else [`DEFAULT_MAX_PATHS`].
+pub(super) fn max_paths(raw: Option<&Spanned<RawDefaults>>) -> u64 {
+    raw.and_then(|d| d.get_ref().max_paths.as_ref())
+        .and_then(|m| u64::try_from(*m.get_ref()).ok())
+        .filter(|m| (1..=MAX_PATHS_CEILING).contains(m))
+        .unwrap_or(DEFAULT_MAX_PATHS)
+}
+
 /// Whether `c` can be sent as an SNMP community: 1 to 255 characters, none
 /// a control character (shared with `probe --snmp-community`).
 pub fn check_snmp_community(c: &str) -> Result<(), &'static str> {
