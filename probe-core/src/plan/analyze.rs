@@ -33,10 +33,10 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
     let file: Arc<str> = Arc::from(file);
     let raw = match read_raw(&file, src) {
         Ok(raw) => raw,
-        Err(diagnostic) => {
+        Err(diagnostics) => {
             return Analysis {
                 plan: None,
-                diagnostics: Diagnostics(vec![diagnostic]),
+                diagnostics,
             };
         }
     };
@@ -91,18 +91,18 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
 /// The plan file as serde reads it, or the one diagnostic that stops
 /// everything: an empty plan (nothing but blanks and comments) or a TOML
 /// syntax error.
-fn read_raw(file: &Arc<str>, src: &str) -> Result<raw::RawPlan, Diagnostic> {
+fn read_raw(file: &Arc<str>, src: &str) -> Result<raw::RawPlan, Diagnostics> {
     let blank = src
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
     if blank {
-        return Err(Diagnostic {
+        return Err(Diagnostics(vec![Diagnostic {
             severity: Severity::Error,
             location: Some(Location::of_offset(file, src, 0)),
             problem: Problem::EmptyPlan,
-        });
+        }]));
     }
-    toml::from_str(src).map_err(|e| syntax_diagnostic(file, src, &e))
+    toml::from_str(src).map_err(|e| Diagnostics(vec![syntax_diagnostic(file, src, &e)]))
 }
 
 /// The plan's own role tables, resolved over the catalog (`None`: a role
