@@ -193,6 +193,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn bad_targets_say_what_is_wrong() {
+        use SshTargetError as E;
+        for (bad, want, text) in [
+            (" h", E::Shape, "expected [user@]host[:port] without spaces"),
+            ("@h", E::EmptyUser, "the user part before `@` is empty"),
+            ("-u@h", E::BadUser("-u".into()), "`-u` is not a login name"),
+            (
+                "[::1",
+                E::UnclosedBracket,
+                "an IPv6 address opened with `[` needs its `]`",
+            ),
+            (
+                "[::1]x",
+                E::AfterBracket("x".into()),
+                "unexpected `x` after `]`",
+            ),
+            ("u@", E::EmptyHost, "the host part is empty"),
+            (
+                "u@h;rm",
+                E::BadHost("h;rm".into()),
+                "`h;rm` is not a host name or address",
+            ),
+            (
+                "h:0",
+                E::BadPort("0".into()),
+                "port `0` is not a number in 1..=65535",
+            ),
+        ] {
+            let e = SshTarget::parse(bad).unwrap_err();
+            assert_eq!(e, want, "{bad:?}");
+            assert_eq!(e.to_string(), text, "{bad:?}");
+        }
+    }
+
     const PLAN: &str = r#"name = "t"
 [defaults]
 ssh_user = "ops"
