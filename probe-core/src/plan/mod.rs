@@ -8,6 +8,7 @@
 
 mod analyze;
 pub mod catalog;
+mod collisions;
 mod cx;
 mod defaults;
 mod diag;
