@@ -14,7 +14,7 @@ use super::apim::{ApiManagerXml, read_api_manager};
 use super::carbon::{Axis2Xml, StartScript, read_axis2, read_carbon, read_start_script};
 use super::deployment::{DeploymentToml, read_deployment};
 use super::{ScanError, Setting, Source, join, read_optional, url_endpoints};
-use crate::plan::Catalog;
+use crate::catalog::Catalog;
 use crate::plan::{Address, Plan};
 use crate::port::Protocol;
 use crate::render::Table;
