@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use probe_core::catalog::Catalog;
+use probe_core::plan::Catalog;
 use probe_core::plan::{self, PathScope, Severity};
 use probe_core::render::plan as render;
 

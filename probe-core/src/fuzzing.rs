@@ -4,8 +4,8 @@
 //! takes arbitrary bytes and must never panic, hang or allocate without
 //! bound.
 
-use crate::catalog::Catalog;
 use crate::control::{Request, Response};
+use crate::plan::Catalog;
 use crate::report::{self, RenderOptions, ReportFormat};
 
 /// The plan analyzer: parse, validate and expand a plan, then render what

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use probe_core::catalog::Catalog;
+use probe_core::plan::Catalog;
 use probe_core::plan::analyze;
 
 #[test]

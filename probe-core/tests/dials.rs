@@ -2,7 +2,7 @@
 //! the client will dial, and a client/server disagreement is a lint error
 //! naming both hosts, both ports, both offsets and both fixes.
 
-use probe_core::catalog::Catalog;
+use probe_core::plan::Catalog;
 use probe_core::plan::{Plan, Problem, Severity, analyze};
 
 const GUIDE: &str = include_str!("../../examples/wso2-thrift-offsets.toml");

@@ -4,7 +4,7 @@
 
 use expect_test::expect_file;
 use probe_core::Protocol;
-use probe_core::catalog::Catalog;
+use probe_core::plan::Catalog;
 use probe_core::plan::{Expect, Family, Plan, PlanError, Problem, analyze};
 use probe_core::render::plan::{plan_json, plan_table};
 

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use expect_test::expect_file;
-use probe_core::catalog::Catalog;
+use probe_core::plan::Catalog;
 use probe_core::plan::{Plan, Problem, analyze};
 use probe_core::wso2::{self, ScanFormat};
 

@@ -206,7 +206,7 @@ pub enum Problem {
         /// The value as written.
         value: String,
         /// What is wrong with it.
-        why: String,
+        why: super::ssh::SshTargetError,
     },
     /// A host's address list is empty.
     #[error("host `{host}` has an empty address list; give at least one address, primary first")]
@@ -520,7 +520,7 @@ pub enum CollisionFix {
         offset: u16,
         /// Every role instance of the host with the offsets that clear all
         /// its collisions at once.
-        roles: Vec<super::RoleInstance>,
+        roles: Vec<super::instance::RoleInstance>,
         /// The host's own `port_offset` (items at this offset need no
         /// explicit one).
         host_offset: u16,
@@ -653,6 +653,38 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// A list of diagnostics, displayed one per line.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.0.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Whether any error makes the plan unusable. A client/server port
+    /// mismatch is an error about the deployment, not the plan: `lint`
+    /// fails on it, but a check still runs and measures the dialled port.
+    pub fn has_blocking_errors(&self) -> bool {
+        self.0
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.problem.blocks_plan())
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            d.fmt(f)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

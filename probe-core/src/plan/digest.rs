@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use super::{PathView, Plan};
+use super::defaults::Defaults;
+use super::host::Host;
+use super::path::PathView;
 
 /// FNV-1a over the digest's text, fed as it is written.
 pub(crate) struct Digest(u64);
@@ -20,19 +22,18 @@ impl Write for Digest {
 
 impl Digest {
     /// The plan's name, defaults and hosts; the paths follow.
-    pub(crate) fn start(plan: &Plan) -> Digest {
+    pub(crate) fn start(name: &str, d: &Defaults, hosts: &[Host]) -> Digest {
         let mut s = Digest(0xcbf2_9ce4_8422_2325);
-        let d = &plan.defaults;
         let _ = writeln!(
             s,
             "{}|{}|{}|{}",
-            plan.name, d.timeout_ms, d.retries, d.control_port
+            name, d.timeout_ms, d.retries, d.control_port
         );
         // Only when set, so that plans without it keep their digest.
         if !d.adaptive {
             let _ = s.write_str("fixed-timeouts\n");
         }
-        for h in &plan.hosts {
+        for h in hosts {
             let _ = write!(s, "H|{}|{}", h.name, h.address);
             // Further addresses only when there are any, so a single-address
             // plan keeps the digest it always had.

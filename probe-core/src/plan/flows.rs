@@ -1,15 +1,17 @@
-//! Flows: selectors resolved to hosts, port names resolved through each
-//! target's roles, and the expansion into merged, self-free paths.
+//! Flows: each flow validated, its selectors matched and its port names
+//! resolved through each target's roles (`selectors`), and the expansion
+//! into merged, self-free paths.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 
-use super::raw::{RawExpect, RawPlan, RawPortRef, Selectors};
-use super::{
-    Address, Cx, Expect, Family, FamilyFilter, Flow, Host, PathView, PortRef, Problem, Selector,
-    Suggestion,
-};
-use super::{DialFix, EffectiveDial, PortShift, Role};
+use super::cx::Cx;
+use super::diag::{DialFix, Problem, Suggestion};
+use super::host::{Address, EffectiveDial, Family, FamilyFilter, Host, PortShift};
+use super::path::{Expect, Flow, PathView, PortRef, Selector};
+use super::raw::{RawExpect, RawFlow, RawPlan, RawPortRef};
+use super::roles::Role;
+use super::selectors::{matching, resolve, selectors};
 use crate::port::{Port, Protocol};
 
 /// Validates every flow and prepares its expansion into paths, merging
@@ -38,171 +40,263 @@ pub(crate) fn expand(
         );
         return (Vec::new(), Expansion::default());
     }
+    let env = Env {
+        hosts,
+        fams: hosts.iter().map(HostFamilies::of).collect(),
+        tainted,
+        roles,
+        any_dials: hosts.iter().any(|h| !h.dials.is_empty()),
+    };
     let mut flows = Vec::new();
     let mut x = Expansion::default();
-    let fams: Vec<HostFamilies> = hosts.iter().map(HostFamilies::of).collect();
-    let any_dials = hosts.iter().any(|h| !h.dials.is_empty());
-
     for (i, rf) in raw.flows.iter().enumerate() {
-        let f = rf.get_ref();
-        let index = i + 1;
-        let location = cx.loc(rf.span());
-        let errors_before = cx.error_count();
-        let from = selectors(cx, &f.from, hosts);
-        let to = selectors(cx, &f.to, hosts);
-        let expect = match f.expect {
-            RawExpect::Open => Expect::Open,
-            RawExpect::Blocked => Expect::Blocked,
-        };
-        if f.ports.get_ref().is_empty() {
-            cx.push(f.ports.span(), Problem::EmptyPorts);
+        if let Some(flow) = expand_flow(cx, &env, rf, i + 1, &mut x) {
+            flows.push(flow);
         }
-        let family = match &f.family {
-            None => FamilyFilter::Both,
-            Some(v) => match v.get_ref().as_str() {
-                "both" => FamilyFilter::Both,
-                "ipv4" => FamilyFilter::Only(Family::Ipv4),
-                "ipv6" => FamilyFilter::Only(Family::Ipv6),
-                other => {
-                    cx.push(
-                        v.span(),
-                        Problem::BadFamily {
-                            value: other.to_owned(),
-                        },
-                    );
-                    FamilyFilter::Both
-                }
-            },
-        };
-        let mut port_refs = Vec::new();
-        for p in f.ports.get_ref() {
-            match p.get_ref() {
-                RawPortRef::Name(n) => port_refs.push((PortRef::Name(n.clone()), p.span())),
-                RawPortRef::Number(n) => match Port::from_i64(*n) {
-                    Ok(port) => port_refs.push((PortRef::Number(port), p.span())),
-                    Err(error) => cx.push(
-                        p.span(),
-                        Problem::BadPort {
-                            what: format!("port {n} of flow {index}"),
-                            error,
-                        },
-                    ),
-                },
-            }
-        }
-        let (Some(from_sel), Some(to_sel)) = (from, to) else {
-            continue;
-        };
-        let sources = matching(&from_sel, hosts);
-        let targets = matching(&to_sel, hosts);
-        let source_set = x.sources.len();
-
-        let mut produced = 0usize;
-        for (pref, pspan) in &port_refs {
-            let mut resolved_somewhere = false;
-            for &t in &targets {
-                let target = &hosts[t];
-                let mut entries = Vec::new();
-                for (port, service, protocol, role) in resolve(pref, target, &to_sel) {
-                    resolved_somewhere = true;
-                    if role.is_none() {
-                        cx.push(
-                            pspan.clone(),
-                            Problem::UnplannedPort {
-                                host: target.name.clone(),
-                                port: port.get(),
-                            },
-                        );
-                    }
-                    // A client role of a source that dials this port name
-                    // on the target's role decides the port it probes.
-                    let mut dials = Vec::new();
-                    if let Some(r) = role.as_deref().filter(|_| any_dials) {
-                        for &s in sources.iter().filter(|&&s| s != t) {
-                            let found = hosts[s].dials.iter().position(|d| {
-                                d.def.name == service && inherits(r, &d.def.to, roles)
-                            });
-                            if let Some(k) = found.filter(|&k| hosts[s].dials[k].port != port) {
-                                dials.push(SourceDial {
-                                    source: s,
-                                    dial: k,
-                                    port: hosts[s].dials[k].port,
-                                    colliding: false,
-                                });
-                            }
-                        }
-                    }
-                    if produced == 0 {
-                        produced += sources
-                            .iter()
-                            .filter(|&&s| s != t)
-                            .map(|&s| families(&fams[s], &fams[t], target, family).count())
-                            .sum::<usize>();
-                    }
-                    entries.push(Entry {
-                        port,
-                        service,
-                        protocol,
-                        role,
-                        colliding: false,
-                        dials,
-                    });
-                }
-                if !entries.is_empty() {
-                    x.units.push(Unit {
-                        flow: index,
-                        expect,
-                        family,
-                        sources: source_set,
-                        target: t,
-                        entries,
-                    });
-                }
-            }
-            if let PortRef::Name(n) = pref {
-                let incomplete = targets.iter().any(|t| tainted.contains(t));
-                if !resolved_somewhere && !targets.is_empty() && !incomplete {
-                    let names: BTreeSet<&str> = targets
-                        .iter()
-                        .flat_map(|&t| hosts[t].ports.iter().map(|p| p.name.as_str()))
-                        .collect();
-                    cx.push(
-                        pspan.clone(),
-                        Problem::UnknownPortName {
-                            name: n.clone(),
-                            targets: targets
-                                .iter()
-                                .map(|&t| hosts[t].name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            suggestion: Suggestion::closest(n, names),
-                        },
-                    );
-                }
-            }
-        }
-        x.sources.push(sources);
-        if produced == 0
-            && cx.error_count() == errors_before
-            && !targets.iter().any(|t| tainted.contains(t))
-            && !port_refs.is_empty()
-        {
-            cx.push(rf.span(), Problem::FlowWithoutPaths);
-        }
-        flows.push(Flow {
-            index,
-            name: f.name.clone(),
-            from: from_sel,
-            to: to_sel,
-            ports: port_refs.into_iter().map(|(p, _)| p).collect(),
-            expect,
-            family,
-            location,
-        });
     }
     x.mark_collisions();
-    x.merge(cx, raw, hosts, &flows, &fams);
+    x.merge(cx, raw, hosts, &flows, &env.fams);
     (flows, x)
+}
+
+/// What expanding every flow reads.
+struct Env<'a> {
+    hosts: &'a [Host],
+    /// Each host's address families, in host order.
+    fams: Vec<HostFamilies>,
+    /// Hosts whose ports are incomplete after an error already reported.
+    tainted: &'a BTreeSet<usize>,
+    roles: &'a Known<'a>,
+    /// Whether any host dials a port at all (most plans: none).
+    any_dials: bool,
+}
+
+/// One flow whose selectors are valid, being expanded.
+struct FlowAt<'a> {
+    /// Its position in the file, from 1.
+    index: usize,
+    expect: Expect,
+    family: FamilyFilter,
+    /// Its sources' index in [`Expansion::sources`].
+    source_set: usize,
+    sources: &'a [usize],
+    targets: &'a [usize],
+    to: &'a [Selector],
+}
+
+/// Validates one flow (`index`, from 1) and adds its units to `x`; `None`
+/// when a selector is bad (reported).
+fn expand_flow(
+    cx: &mut Cx<'_>,
+    env: &Env<'_>,
+    rf: &toml::Spanned<RawFlow>,
+    index: usize,
+    x: &mut Expansion,
+) -> Option<Flow> {
+    let f = rf.get_ref();
+    let location = cx.loc(rf.span());
+    let errors_before = cx.error_count();
+    let from = selectors(cx, &f.from, env.hosts);
+    let to = selectors(cx, &f.to, env.hosts);
+    let expect = match f.expect {
+        RawExpect::Open => Expect::Open,
+        RawExpect::Blocked => Expect::Blocked,
+    };
+    if f.ports.get_ref().is_empty() {
+        cx.push(f.ports.span(), Problem::EmptyPorts);
+    }
+    let family = flow_family(cx, f);
+    let port_refs = port_refs(cx, f, index);
+    let (Some(from_sel), Some(to_sel)) = (from, to) else {
+        return None;
+    };
+    let sources = matching(&from_sel, env.hosts);
+    let targets = matching(&to_sel, env.hosts);
+    let at = FlowAt {
+        index,
+        expect,
+        family,
+        source_set: x.sources.len(),
+        sources: &sources,
+        targets: &targets,
+        to: &to_sel,
+    };
+    let mut produced = 0usize;
+    for (pref, pspan) in &port_refs {
+        expand_port_ref(cx, env, &at, (pref, pspan), x, &mut produced);
+    }
+    let incomplete = targets.iter().any(|t| env.tainted.contains(t));
+    x.sources.push(sources);
+    if produced == 0 && cx.error_count() == errors_before && !incomplete && !port_refs.is_empty() {
+        cx.push(rf.span(), Problem::FlowWithoutPaths);
+    }
+    Some(Flow {
+        index,
+        name: f.name.clone(),
+        from: from_sel,
+        to: to_sel,
+        ports: port_refs.into_iter().map(|(p, _)| p).collect(),
+        expect,
+        family,
+        location,
+    })
+}
+
+/// A flow's `family` (`both` when absent or bad; a bad one is reported).
+fn flow_family(cx: &mut Cx<'_>, f: &RawFlow) -> FamilyFilter {
+    match &f.family {
+        None => FamilyFilter::Both,
+        Some(v) => match v.get_ref().as_str() {
+            "both" => FamilyFilter::Both,
+            "ipv4" => FamilyFilter::Only(Family::Ipv4),
+            "ipv6" => FamilyFilter::Only(Family::Ipv6),
+            other => {
+                cx.push(
+                    v.span(),
+                    Problem::BadFamily {
+                        value: other.to_owned(),
+                    },
+                );
+                FamilyFilter::Both
+            }
+        },
+    }
+}
+
+/// A flow's port references with where each is written; a bad number is
+/// reported and left out.
+fn port_refs(cx: &mut Cx<'_>, f: &RawFlow, index: usize) -> Vec<(PortRef, Range<usize>)> {
+    let mut port_refs = Vec::new();
+    for p in f.ports.get_ref() {
+        match p.get_ref() {
+            RawPortRef::Name(n) => port_refs.push((PortRef::Name(n.clone()), p.span())),
+            RawPortRef::Number(n) => match Port::from_i64(*n) {
+                Ok(port) => port_refs.push((PortRef::Number(port), p.span())),
+                Err(error) => cx.push(
+                    p.span(),
+                    Problem::BadPort {
+                        what: format!("port {n} of flow {index}"),
+                        error,
+                    },
+                ),
+            },
+        }
+    }
+    port_refs
+}
+
+/// One unit per target of the flow on which the port reference means a
+/// port; counts into `produced` the paths of the first such port (enough
+/// to know whether the flow produces any). A port name no target has is
+/// reported, unless a target's ports are incomplete after another error.
+fn expand_port_ref(
+    cx: &mut Cx<'_>,
+    env: &Env<'_>,
+    at: &FlowAt<'_>,
+    (pref, pspan): (&PortRef, &Range<usize>),
+    x: &mut Expansion,
+    produced: &mut usize,
+) {
+    let hosts = env.hosts;
+    let mut resolved_somewhere = false;
+    for &t in at.targets {
+        let target = &hosts[t];
+        let mut entries = Vec::new();
+        for (port, service, protocol, role) in resolve(pref, target, at.to) {
+            resolved_somewhere = true;
+            if role.is_none() {
+                cx.push(
+                    pspan.clone(),
+                    Problem::UnplannedPort {
+                        host: target.name.clone(),
+                        port: port.get(),
+                    },
+                );
+            }
+            let dials = match role.as_deref().filter(|_| env.any_dials) {
+                Some(r) => source_dials(env, at.sources, t, (port, &service), r),
+                None => Vec::new(),
+            };
+            if *produced == 0 {
+                *produced += at
+                    .sources
+                    .iter()
+                    .filter(|&&s| s != t)
+                    .map(|&s| families(&env.fams[s], &env.fams[t], target, at.family).count())
+                    .sum::<usize>();
+            }
+            entries.push(Entry {
+                port,
+                service,
+                protocol,
+                role,
+                colliding: false,
+                dials,
+            });
+        }
+        if !entries.is_empty() {
+            x.units.push(Unit {
+                flow: at.index,
+                expect: at.expect,
+                family: at.family,
+                sources: at.source_set,
+                target: t,
+                entries,
+            });
+        }
+    }
+    if let PortRef::Name(n) = pref {
+        let incomplete = at.targets.iter().any(|t| env.tainted.contains(t));
+        if !resolved_somewhere && !at.targets.is_empty() && !incomplete {
+            let names: BTreeSet<&str> = at
+                .targets
+                .iter()
+                .flat_map(|&t| hosts[t].ports.iter().map(|p| p.name.as_str()))
+                .collect();
+            cx.push(
+                pspan.clone(),
+                Problem::UnknownPortName {
+                    name: n.clone(),
+                    targets: at
+                        .targets
+                        .iter()
+                        .map(|&t| hosts[t].name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    suggestion: Suggestion::closest(n, names),
+                },
+            );
+        }
+    }
+}
+
+/// The sources (other than target `t`) whose client role dials `service`
+/// on the target's role `r` (or a role built on it) at another port than
+/// `port`: that dial decides the port they probe.
+fn source_dials(
+    env: &Env<'_>,
+    sources: &[usize],
+    t: usize,
+    (port, service): (Port, &str),
+    r: &str,
+) -> Vec<SourceDial> {
+    let hosts = env.hosts;
+    let mut dials = Vec::new();
+    for &s in sources.iter().filter(|&&s| s != t) {
+        let found = hosts[s]
+            .dials
+            .iter()
+            .position(|d| d.def.name == service && inherits(r, &d.def.to, env.roles));
+        if let Some(k) = found.filter(|&k| hosts[s].dials[k].port != port) {
+            dials.push(SourceDial {
+                source: s,
+                dial: k,
+                port: hosts[s].dials[k].port,
+                colliding: false,
+            });
+        }
+    }
+    dials
 }
 
 /// A path's identity: (source, target, port probed, family and transport),
@@ -549,7 +643,7 @@ fn over_limit(raw: &RawPlan, hosts: &[Host], limit: u64) -> Option<(u64, usize)>
 pub(crate) struct Known<'a> {
     /// The plan's own roles, resolved (`None` where a role had errors).
     pub plan: &'a BTreeMap<String, Option<Role>>,
-    pub catalog: &'a crate::catalog::Catalog,
+    pub catalog: &'a super::catalog::Catalog,
 }
 
 impl Known<'_> {
@@ -692,149 +786,4 @@ fn families<'a>(
         }
     }
     out.into_iter().flatten()
-}
-
-/// Parses and checks a `from`/`to` value; `None` when any selector is bad.
-fn selectors(
-    cx: &mut Cx<'_>,
-    raw: &toml::Spanned<Selectors>,
-    hosts: &[Host],
-) -> Option<Vec<Selector>> {
-    let items = Selectors::spans_fixed(raw);
-    if items.is_empty() {
-        cx.push(raw.span(), Problem::BadSelector { text: "[]".into() });
-        return None;
-    }
-    let mut out = Vec::new();
-    let mut ok = true;
-    for item in items {
-        let text = item.get_ref().trim();
-        let sel = match text.split_once(':') {
-            None if text == "all" => Some(Selector::All),
-            Some(("host", n)) if !n.is_empty() => Some(Selector::Host(n.to_owned())),
-            Some(("role", n)) if !n.is_empty() => Some(Selector::Role(n.to_owned())),
-            Some(("zone", n)) if !n.is_empty() => Some(Selector::Zone(n.to_owned())),
-            _ => None,
-        };
-        let Some(sel) = sel else {
-            cx.push(
-                item.span(),
-                Problem::BadSelector {
-                    text: text.to_owned(),
-                },
-            );
-            ok = false;
-            continue;
-        };
-        if matching(std::slice::from_ref(&sel), hosts).is_empty() {
-            if let Selector::Role(r) = &sel {
-                let explained = cx.broken_roles.contains(r)
-                    || Suggestion::closest(r, cx.broken_roles.iter().map(String::as_str))
-                        .0
-                        .is_some();
-                if explained {
-                    // A consequence of an error already reported: the flow is
-                    // dropped quietly, the plan fails on that error.
-                    ok = false;
-                    continue;
-                }
-            }
-            let candidates: Vec<String> = match &sel {
-                Selector::All => Vec::new(),
-                Selector::Host(_) => hosts.iter().map(|h| format!("host:{}", h.name)).collect(),
-                Selector::Role(_) => hosts
-                    .iter()
-                    .flat_map(|h| h.roles.iter().map(|r| format!("role:{}", r.role)))
-                    .collect(),
-                Selector::Zone(_) => hosts
-                    .iter()
-                    .filter_map(|h| h.zone.as_ref().map(|z| format!("zone:{z}")))
-                    .collect(),
-            };
-            cx.push(
-                item.span(),
-                Problem::SelectorMatchesNothing {
-                    text: text.to_owned(),
-                    suggestion: Suggestion::closest(text, candidates.iter().map(String::as_str)),
-                },
-            );
-            ok = false;
-            continue;
-        }
-        out.push(sel);
-    }
-    ok.then_some(out)
-}
-
-/// Indices of the hosts any selector matches, in host order.
-pub(crate) fn matching(sel: &[Selector], hosts: &[Host]) -> Vec<usize> {
-    hosts
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| sel.iter().any(|s| selects(s, h)))
-        .map(|(i, _)| i)
-        .collect()
-}
-
-fn selects(s: &Selector, h: &Host) -> bool {
-    match s {
-        Selector::All => true,
-        Selector::Host(n) => &h.name == n,
-        Selector::Role(r) => h.roles.iter().any(|i| &i.role == r),
-        Selector::Zone(z) => h.zone.as_deref() == Some(z.as_str()),
-    }
-}
-
-/// The ports a flow port means on one target: `(port, service, protocol,
-/// role)`. When the target was selected only through `role:` selectors, a
-/// name resolves through those roles first, so `to = "role:store"` reaches
-/// the store's 9444 and not the publisher's 9443 on a shared host.
-fn resolve(
-    pref: &PortRef,
-    target: &Host,
-    to: &[Selector],
-) -> Vec<(Port, String, Protocol, Option<String>)> {
-    match pref {
-        PortRef::Number(p) => {
-            // Every port of that number: a TCP and a UDP one may share it.
-            let planned: Vec<_> = target
-                .ports
-                .iter()
-                .filter(|e| e.port == *p)
-                .map(|e| (*p, e.name.clone(), e.protocol, Some(e.role.clone())))
-                .collect();
-            if planned.is_empty() {
-                vec![(*p, p.to_string(), Protocol::Tcp, None)]
-            } else {
-                planned
-            }
-        }
-        PortRef::Name(n) => {
-            let by_role_only = !to
-                .iter()
-                .any(|s| !matches!(s, Selector::Role(_)) && selects(s, target));
-            let via: BTreeSet<&str> = to
-                .iter()
-                .filter_map(|s| match s {
-                    Selector::Role(r) if selects(s, target) => Some(r.as_str()),
-                    _ => None,
-                })
-                .collect();
-            let all: Vec<_> = target.ports.iter().filter(|e| &e.name == n).collect();
-            let narrowed: Vec<_> = all
-                .iter()
-                .copied()
-                .filter(|e| via.contains(e.role.as_str()))
-                .collect();
-            let chosen = if by_role_only && !narrowed.is_empty() {
-                narrowed
-            } else {
-                all
-            };
-            chosen
-                .into_iter()
-                .map(|e| (e.port, e.name.clone(), e.protocol, Some(e.role.clone())))
-                .collect()
-        }
-    }
 }

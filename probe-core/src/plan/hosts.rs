@@ -4,17 +4,34 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::RoleInstance;
-use super::raw::{RawAddresses, RawPlan};
-use super::{Address, Cx, Defaults, EffectiveDial, EffectivePort, Host, PortShift, Problem, Role};
-use super::{CollisionFix, Location, Suggestion};
-use crate::catalog::Catalog;
-use crate::port::{Port, Protocol};
+use super::catalog::Catalog;
+use super::collisions::{Instance, InstancePorts, collisions};
+use super::cx::Cx;
+use super::defaults::Defaults;
+use super::diag::{Location, Problem, Suggestion};
+use super::host::{Address, EffectiveDial, EffectivePort, Host, PortShift};
+use super::instance::RoleInstance;
+use super::raw::{RawAddresses, RawHost, RawPlan};
+use super::roles::Role;
+use crate::port::Port;
 
-/// A port as the kernel keys sockets: TCP (and TLS) and UDP ports of the
-/// same number are different sockets and never collide.
-fn socket_key(port: Port, protocol: Protocol) -> u32 {
-    u32::from(port.get()) + if protocol.is_tcp() { 0 } else { 1 << 16 }
+/// What building the hosts one at a time keeps across them.
+struct Seen<'r> {
+    /// The roles hosts use, resolved, by name.
+    used: BTreeMap<String, Role>,
+    /// Host names and where each is first defined.
+    names: BTreeMap<String, Location>,
+    /// Addresses and the host (and place) first giving each.
+    addresses: BTreeMap<Address, (String, Location)>,
+    /// Every role name a host may give, for "did you mean".
+    known_roles: Vec<&'r str>,
+}
+
+/// Where a host's roles resolve: the plan's own (`None`: one with errors
+/// already reported), else the catalog.
+struct RoleSources<'r> {
+    plan: &'r BTreeMap<String, Option<Role>>,
+    catalog: &'r Catalog,
 }
 
 /// Builds every host; returns them with the roles they use.
@@ -29,209 +46,279 @@ pub(crate) fn build(
     // Hosts whose ports are incomplete because of an error already
     // reported; flows do not pile more errors on them.
     let mut tainted: BTreeSet<usize> = BTreeSet::new();
-    let mut used: BTreeMap<String, Role> = BTreeMap::new();
-    let mut names: BTreeMap<String, Location> = BTreeMap::new();
-    let mut addresses: BTreeMap<Address, (String, Location)> = BTreeMap::new();
-    let known_roles: Vec<&str> = plan_roles
-        .keys()
-        .map(String::as_str)
-        .chain(catalog.roles().map(|r| r.name.as_str()))
-        .collect();
-
+    let sources = RoleSources {
+        plan: plan_roles,
+        catalog,
+    };
+    let mut seen = Seen {
+        used: BTreeMap::new(),
+        names: BTreeMap::new(),
+        addresses: BTreeMap::new(),
+        known_roles: plan_roles
+            .keys()
+            .map(String::as_str)
+            .chain(catalog.roles().map(|r| r.name.as_str()))
+            .collect(),
+    };
     for (hi, rh) in raw.hosts.iter().enumerate() {
-        let h = rh.get_ref();
         let errors_before = cx.error_count();
-        let mut incomplete = false;
-        let location = cx.loc(rh.span());
-        let name = h.name.get_ref().clone();
-        if !valid_host_name(&name) {
-            cx.push(h.name.span(), Problem::BadHostName { name: name.clone() });
-        }
-        if let Some(first) = names.get(&name) {
-            cx.push(
-                h.name.span(),
-                Problem::DuplicateHost {
-                    name: name.clone(),
-                    first: first.clone(),
-                },
-            );
-        } else {
-            names.insert(name.clone(), cx.loc(h.name.span()));
-        }
-        let host_addresses = host_addresses(cx, &name, &h.address, &mut addresses);
-        let port_offset = h
-            .port_offset
-            .as_ref()
-            .and_then(|o| offset(cx, o))
-            .unwrap_or(0);
-
-        // Role instances, each with its own offset.
-        let mut instances: Vec<(RoleInstance, &Role, std::ops::Range<usize>)> = Vec::new();
-        for item in &h.roles {
-            let ri = item.get_ref();
-            let role = match plan_roles.get(&ri.role) {
-                Some(Some(r)) => Some(r),
-                // A plan role with errors was already reported.
-                Some(None) => {
-                    incomplete = true;
-                    None
-                }
-                None => match catalog.get(&ri.role) {
-                    Some(r) => Some(r),
-                    None => {
-                        cx.push(
-                            item.span(),
-                            Problem::UnknownRole {
-                                role: ri.role.clone(),
-                                suggestion: Suggestion::closest(
-                                    &ri.role,
-                                    known_roles.iter().copied(),
-                                ),
-                            },
-                        );
-                        None
-                    }
-                },
-            };
-            let inst_offset = match &ri.port_offset {
-                Some(o) => offset(cx, o).unwrap_or(port_offset),
-                None => port_offset,
-            };
-            if let Some(role) = role {
-                used.entry(role.name.clone())
-                    .or_insert_with(|| role.clone());
-                instances.push((
-                    RoleInstance {
-                        role: role.name.clone(),
-                        port_offset: inst_offset,
-                    },
-                    role,
-                    item.span(),
-                ));
-            }
-        }
-
-        // Overrides pin a port by name, whatever the offset.
-        let mut overrides: BTreeMap<&str, Port> = BTreeMap::new();
-        for (pname, value) in &h.port_overrides {
-            let defined = instances
-                .iter()
-                .any(|(_, r, _)| r.ports.iter().any(|p| &p.name == pname));
-            if !defined {
-                let known = instances
-                    .iter()
-                    .flat_map(|(_, r, _)| r.ports.iter().map(|p| p.name.as_str()));
-                cx.push(
-                    value.span(),
-                    Problem::UnknownOverride {
-                        host: name.clone(),
-                        name: pname.clone(),
-                        known: listing(known, "no ports"),
-                    },
-                );
-                continue;
-            }
-            match Port::from_i64(*value.get_ref()) {
-                Ok(p) => {
-                    overrides.insert(pname.as_str(), p);
-                }
-                Err(error) => cx.push(
-                    value.span(),
-                    Problem::BadPort {
-                        what: format!("port_overrides.{pname} of host `{name}`"),
-                        error,
-                    },
-                ),
-            }
-        }
-
-        let mut ports: Vec<EffectivePort> = Vec::new();
-        let mut per_instance: Vec<Vec<(String, Port, Protocol)>> = Vec::new();
-        for (inst, role, span) in &instances {
-            let mut mine = Vec::new();
-            for def in &role.ports {
-                let (port, shift) = if let Some(p) = overrides.get(def.name.as_str()) {
-                    (*p, PortShift::Pinned)
-                } else if def.offset {
-                    match def.port.checked_offset(inst.port_offset) {
-                        Ok(p) => (p, PortShift::Offset(inst.port_offset)),
-                        Err(sum) => {
-                            cx.push(
-                                span.clone(),
-                                Problem::EffectivePortTooLarge {
-                                    host: name.clone(),
-                                    role: role.name.clone(),
-                                    port_name: def.name.clone(),
-                                    base: def.port.get(),
-                                    offset: inst.port_offset,
-                                    sum,
-                                },
-                            );
-                            continue;
-                        }
-                    }
-                } else {
-                    (def.port, PortShift::Fixed)
-                };
-                mine.push((def.name.clone(), port, def.protocol));
-                ports.push(EffectivePort {
-                    name: def.name.clone(),
-                    port,
-                    protocol: def.protocol,
-                    role: role.name.clone(),
-                    base: def.port,
-                    shift,
-                });
-            }
-            per_instance.push(mine);
-        }
-        collisions(
-            cx,
-            &name,
-            port_offset,
-            &instances,
-            &per_instance,
-            &overrides,
-        );
-        let dials = dials(cx, &name, h, &instances);
-        for (i, (_, role, span)) in instances.iter().enumerate() {
-            for (pname, port, protocol) in &per_instance[i] {
-                if *port == defaults.control_port && protocol.is_tcp() {
-                    cx.push(
-                        span.clone(),
-                        Problem::ControlPortCollision {
-                            host: name.clone(),
-                            port: port.get(),
-                            role: role.name.clone(),
-                            port_name: pname.clone(),
-                        },
-                    );
-                }
-            }
-        }
-
+        let (host, incomplete) = build_host(cx, rh, &sources, &mut seen, defaults);
         if incomplete || cx.error_count() > errors_before {
             tainted.insert(hi);
         }
-        let address = host_addresses
-            .first()
-            .cloned()
-            .unwrap_or_else(|| Address::Dns(String::new()));
-        hosts.push(Host {
-            name,
-            address,
-            addresses: host_addresses,
-            zone: h.zone.as_ref().map(|z| z.get_ref().clone()),
-            roles: instances.into_iter().map(|(i, _, _)| i).collect(),
-            port_offset,
-            ports,
-            dials,
-            location,
-            ssh: None,
-        });
+        hosts.push(host);
     }
+    unused_roles(cx, raw, &seen.used);
+    (hosts, seen.used, tainted)
+}
 
-    // Plan roles nobody uses are probably typos or leftovers.
+/// One host, and whether its ports are incomplete because of an error
+/// reported elsewhere (a plan role with errors).
+fn build_host(
+    cx: &mut Cx<'_>,
+    rh: &toml::Spanned<RawHost>,
+    sources: &RoleSources<'_>,
+    seen: &mut Seen<'_>,
+    defaults: Defaults,
+) -> (Host, bool) {
+    let h = rh.get_ref();
+    let location = cx.loc(rh.span());
+    let name = h.name.get_ref().clone();
+    if !valid_host_name(&name) {
+        cx.push(h.name.span(), Problem::BadHostName { name: name.clone() });
+    }
+    if let Some(first) = seen.names.get(&name) {
+        cx.push(
+            h.name.span(),
+            Problem::DuplicateHost {
+                name: name.clone(),
+                first: first.clone(),
+            },
+        );
+    } else {
+        seen.names.insert(name.clone(), cx.loc(h.name.span()));
+    }
+    let host_addresses = host_addresses(cx, &name, &h.address, &mut seen.addresses);
+    let port_offset = h
+        .port_offset
+        .as_ref()
+        .and_then(|o| offset(cx, o))
+        .unwrap_or(0);
+    let (instances, incomplete) = instances(cx, h, sources, seen, port_offset);
+    let overrides = overrides(cx, &name, h, &instances);
+    let (ports, per_instance) = effective_ports(cx, &name, &instances, &overrides);
+    collisions(
+        cx,
+        &name,
+        port_offset,
+        &instances,
+        &per_instance,
+        &overrides,
+    );
+    let dials = dials(cx, &name, h, &instances);
+    control_port_collisions(cx, &name, &instances, &per_instance, defaults.control_port);
+    let address = host_addresses
+        .first()
+        .cloned()
+        .unwrap_or_else(|| Address::Dns(String::new()));
+    let host = Host {
+        name,
+        address,
+        addresses: host_addresses,
+        zone: h.zone.as_ref().map(|z| z.get_ref().clone()),
+        roles: instances.into_iter().map(|(i, _, _)| i).collect(),
+        port_offset,
+        ports,
+        dials,
+        location,
+        ssh: None,
+    };
+    (host, incomplete)
+}
+
+/// The host's role instances, each with its own offset (the host's
+/// `port_offset` unless the item gives one), and whether one of its roles
+/// is a plan role with errors already reported. Records each role used.
+fn instances<'r>(
+    cx: &mut Cx<'_>,
+    h: &RawHost,
+    sources: &RoleSources<'r>,
+    seen: &mut Seen<'_>,
+    port_offset: u16,
+) -> (Vec<Instance<'r>>, bool) {
+    let mut incomplete = false;
+    let mut instances: Vec<Instance<'r>> = Vec::new();
+    for item in &h.roles {
+        let ri = item.get_ref();
+        let role = match sources.plan.get(&ri.role) {
+            Some(Some(r)) => Some(r),
+            // A plan role with errors was already reported.
+            Some(None) => {
+                incomplete = true;
+                None
+            }
+            None => match sources.catalog.get(&ri.role) {
+                Some(r) => Some(r),
+                None => {
+                    cx.push(
+                        item.span(),
+                        Problem::UnknownRole {
+                            role: ri.role.clone(),
+                            suggestion: Suggestion::closest(
+                                &ri.role,
+                                seen.known_roles.iter().copied(),
+                            ),
+                        },
+                    );
+                    None
+                }
+            },
+        };
+        let inst_offset = match &ri.port_offset {
+            Some(o) => offset(cx, o).unwrap_or(port_offset),
+            None => port_offset,
+        };
+        if let Some(role) = role {
+            seen.used
+                .entry(role.name.clone())
+                .or_insert_with(|| role.clone());
+            instances.push((
+                RoleInstance {
+                    role: role.name.clone(),
+                    port_offset: inst_offset,
+                },
+                role,
+                item.span(),
+            ));
+        }
+    }
+    (instances, incomplete)
+}
+
+/// `port_overrides`: each pins a port of one of the host's roles by name,
+/// whatever the offset.
+fn overrides<'h>(
+    cx: &mut Cx<'_>,
+    name: &str,
+    h: &'h RawHost,
+    instances: &[Instance<'_>],
+) -> BTreeMap<&'h str, Port> {
+    let mut overrides: BTreeMap<&str, Port> = BTreeMap::new();
+    for (pname, value) in &h.port_overrides {
+        let defined = instances
+            .iter()
+            .any(|(_, r, _)| r.ports.iter().any(|p| &p.name == pname));
+        if !defined {
+            let known = instances
+                .iter()
+                .flat_map(|(_, r, _)| r.ports.iter().map(|p| p.name.as_str()));
+            cx.push(
+                value.span(),
+                Problem::UnknownOverride {
+                    host: name.to_owned(),
+                    name: pname.clone(),
+                    known: listing(known, "no ports"),
+                },
+            );
+            continue;
+        }
+        match Port::from_i64(*value.get_ref()) {
+            Ok(p) => {
+                overrides.insert(pname.as_str(), p);
+            }
+            Err(error) => cx.push(
+                value.span(),
+                Problem::BadPort {
+                    what: format!("port_overrides.{pname} of host `{name}`"),
+                    error,
+                },
+            ),
+        }
+    }
+    overrides
+}
+
+/// The ports the host serves, role instance by role instance, after
+/// overrides and offsets; and per instance, `(name, port, protocol)` for
+/// the collision checks. A port an offset pushes past 65535 is reported
+/// and left out.
+fn effective_ports(
+    cx: &mut Cx<'_>,
+    name: &str,
+    instances: &[Instance<'_>],
+    overrides: &BTreeMap<&str, Port>,
+) -> (Vec<EffectivePort>, Vec<InstancePorts>) {
+    let mut ports: Vec<EffectivePort> = Vec::new();
+    let mut per_instance: Vec<InstancePorts> = Vec::new();
+    for (inst, role, span) in instances {
+        let mut mine = Vec::new();
+        for def in &role.ports {
+            let (port, shift) = if let Some(p) = overrides.get(def.name.as_str()) {
+                (*p, PortShift::Pinned)
+            } else if def.offset {
+                match def.port.checked_offset(inst.port_offset) {
+                    Ok(p) => (p, PortShift::Offset(inst.port_offset)),
+                    Err(sum) => {
+                        cx.push(
+                            span.clone(),
+                            Problem::EffectivePortTooLarge {
+                                host: name.to_owned(),
+                                role: role.name.clone(),
+                                port_name: def.name.clone(),
+                                base: def.port.get(),
+                                offset: inst.port_offset,
+                                sum,
+                            },
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                (def.port, PortShift::Fixed)
+            };
+            mine.push((def.name.clone(), port, def.protocol));
+            ports.push(EffectivePort {
+                name: def.name.clone(),
+                port,
+                protocol: def.protocol,
+                role: role.name.clone(),
+                base: def.port,
+                shift,
+            });
+        }
+        per_instance.push(mine);
+    }
+    (ports, per_instance)
+}
+
+/// A TCP port of the host on its agent's control port.
+fn control_port_collisions(
+    cx: &mut Cx<'_>,
+    name: &str,
+    instances: &[Instance<'_>],
+    per_instance: &[InstancePorts],
+    control_port: Port,
+) {
+    for (i, (_, role, span)) in instances.iter().enumerate() {
+        for (pname, port, protocol) in &per_instance[i] {
+            if *port == control_port && protocol.is_tcp() {
+                cx.push(
+                    span.clone(),
+                    Problem::ControlPortCollision {
+                        host: name.to_owned(),
+                        port: port.get(),
+                        role: role.name.clone(),
+                        port_name: pname.clone(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Plan roles nobody uses, names, or builds on are probably typos or
+/// leftovers: a warning each.
+fn unused_roles(cx: &mut Cx<'_>, raw: &RawPlan, used: &BTreeMap<String, Role>) {
     let bases: BTreeSet<&str> = used
         .values()
         .filter_map(|r| r.based_on.as_deref())
@@ -258,7 +345,6 @@ pub(crate) fn build(
             );
         }
     }
-    (hosts, used, tainted)
 }
 
 /// The ports the host's client roles dial: each dial moved by the client
@@ -266,8 +352,8 @@ pub(crate) fn build(
 fn dials(
     cx: &mut Cx<'_>,
     host: &str,
-    h: &super::raw::RawHost,
-    instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
+    h: &RawHost,
+    instances: &[Instance<'_>],
 ) -> Vec<EffectiveDial> {
     let mut pinned: BTreeMap<&str, Port> = BTreeMap::new();
     for (dname, value) in &h.dial_overrides {
@@ -333,141 +419,6 @@ fn dials(
                 port,
                 shift,
             });
-        }
-    }
-    out
-}
-
-/// Reports each pair of role instances on a host that share a port, once,
-/// with one assignment of offsets (see [`assign_offsets`]) that clears every
-/// collision on the host at once.
-fn collisions(
-    cx: &mut Cx<'_>,
-    host: &str,
-    host_offset: u16,
-    instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
-    per_instance: &[Vec<(String, Port, Protocol)>],
-    overrides: &BTreeMap<&str, Port>,
-) {
-    let mut assignment: Option<Vec<Option<u16>>> = None;
-    for j in 0..per_instance.len() {
-        for i in 0..=j {
-            let clash = per_instance[j]
-                .iter()
-                .enumerate()
-                .find_map(|(bi, (bn, bp, bt))| {
-                    per_instance[i]
-                        .iter()
-                        .enumerate()
-                        .find(|(ai, (_, ap, at))| {
-                            socket_key(*ap, *at) == socket_key(*bp, *bt) && (i != j || *ai < bi)
-                        })
-                        .map(|(_, (an, _, _))| (an.clone(), bn.clone(), *bp))
-                });
-            let Some((first_port, second_port, port)) = clash else {
-                continue;
-            };
-            let assigned = assignment
-                .get_or_insert_with(|| assign_offsets(instances, per_instance, overrides));
-            // The instance of the pair that moves: the later one, unless the
-            // assignment keeps it and moves the earlier one instead.
-            let moved = if assigned[j] != Some(instances[j].0.port_offset) || i == j {
-                j
-            } else {
-                i
-            };
-            let (_, role, _) = &instances[j];
-            let fix = match assigned[moved] {
-                Some(offset) if assigned.iter().all(Option::is_some) => CollisionFix::Offset {
-                    role: instances[moved].1.name.clone(),
-                    offset,
-                    roles: instances
-                        .iter()
-                        .zip(assigned.iter())
-                        .map(|((inst, _, _), off)| RoleInstance {
-                            role: inst.role.clone(),
-                            port_offset: off.unwrap_or(inst.port_offset),
-                        })
-                        .collect(),
-                    host_offset,
-                },
-                _ => CollisionFix::Override {
-                    port_name: if moved == j {
-                        second_port.clone()
-                    } else {
-                        first_port.clone()
-                    },
-                },
-            };
-            cx.push(
-                instances[j].2.clone(),
-                Problem::PortCollision {
-                    host: host.to_owned(),
-                    port: port.get(),
-                    first_role: instances[i].1.name.clone(),
-                    first_port,
-                    second_role: role.name.clone(),
-                    second_port,
-                    fix,
-                },
-            );
-        }
-    }
-}
-
-/// One offset per role instance that clears every collision on the host at
-/// once: instances are kept, in order, while they collide with none kept
-/// before them; each other one then gets, in order, the smallest offset
-/// under which its ports collide with none of the kept and already moved
-/// instances (nor with each other) and stay below 65536. `None` for an
-/// instance no offset can move clear (a fixed port is in the way).
-pub(crate) fn assign_offsets(
-    instances: &[(RoleInstance, &Role, std::ops::Range<usize>)],
-    per_instance: &[Vec<(String, Port, Protocol)>],
-    overrides: &BTreeMap<&str, Port>,
-) -> Vec<Option<u16>> {
-    let mut taken: BTreeSet<u32> = BTreeSet::new();
-    let mut kept = vec![false; instances.len()];
-    for (k, ports) in per_instance.iter().enumerate() {
-        let mine: BTreeSet<u32> = ports.iter().map(|(_, p, t)| socket_key(*p, *t)).collect();
-        let clear = mine.len() == ports.len() && mine.is_disjoint(&taken);
-        // An instance that lost a port to an error (offset past 65535) is
-        // never kept: its port list is incomplete.
-        if clear && ports.len() == instances[k].1.ports.len() {
-            kept[k] = true;
-            taken.extend(mine);
-        }
-    }
-    let mut out: Vec<Option<u16>> = instances
-        .iter()
-        .zip(&kept)
-        .map(|((inst, _, _), &k)| k.then_some(inst.port_offset))
-        .collect();
-    for (k, slot) in out.iter_mut().enumerate() {
-        if kept[k] {
-            continue;
-        }
-        let role = instances[k].1;
-        let ports_at = |off: u16| -> Option<BTreeSet<u32>> {
-            let mut mine = BTreeSet::new();
-            for def in &role.ports {
-                let p = if let Some(p) = overrides.get(def.name.as_str()) {
-                    *p
-                } else if def.offset {
-                    def.port.checked_offset(off).ok()?
-                } else {
-                    def.port
-                };
-                let p = socket_key(p, def.protocol);
-                if taken.contains(&p) || !mine.insert(p) {
-                    return None;
-                }
-            }
-            Some(mine)
-        };
-        if let Some((off, mine)) = (0..=u16::MAX).find_map(|off| ports_at(off).map(|m| (off, m))) {
-            *slot = Some(off);
-            taken.extend(mine);
         }
     }
     out

@@ -5,8 +5,10 @@
 
 use std::fmt;
 
-use super::flows::matching;
-use super::{PathView, Plan, Selector, Suggestion};
+use super::diag::Suggestion;
+use super::model::Plan;
+use super::path::{PathView, Selector};
+use super::selectors::matching;
 
 /// One `--only` selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +97,7 @@ impl Plan {
             matched_any
         };
         for o in only {
-            let matched_any;
-            match o {
+            let matched_any = match o {
                 Only::Hosts(sel) => {
                     let hosts: Vec<&str> = matching(std::slice::from_ref(sel), &self.hosts)
                         .into_iter()
@@ -105,7 +106,7 @@ impl Plan {
                     if hosts.is_empty() {
                         return Err(self.no_match(o, self.candidates(sel)));
                     }
-                    matched_any = mark(&|p| hosts.contains(&p.from) || hosts.contains(&p.to));
+                    mark(&|p| hosts.contains(&p.from) || hosts.contains(&p.to))
                 }
                 Only::Flow(name) => {
                     let flows: Vec<usize> = self
@@ -122,9 +123,9 @@ impl Plan {
                         let names = self.flows.iter().map(|f| format!("flow:{}", f.label()));
                         return Err(self.no_match(o, names.collect()));
                     }
-                    matched_any = mark(&|p| p.flows.iter().any(|f| flows.contains(f)));
+                    mark(&|p| p.flows.iter().any(|f| flows.contains(f)))
                 }
-            }
+            };
             if !matched_any {
                 return Err(OnlyError::NoPath {
                     only: o.to_string(),

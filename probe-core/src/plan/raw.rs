@@ -134,7 +134,7 @@ pub(crate) struct RawPort {
     pub name: Spanned<String>,
     pub port: Spanned<i64>,
     #[serde(default)]
-    pub protocol: crate::Protocol,
+    pub protocol: crate::port::Protocol,
     #[serde(default = "yes")]
     pub offset: bool,
 }

@@ -8,8 +8,56 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Location, Problem, Suggestion};
 use super::raw::{RawDial, RawPort, RawRole};
-use super::{DialDef, PortDef, Role};
-use crate::port::Port;
+use crate::port::{Port, Protocol};
+
+/// A role: a named set of ports, from the catalog or the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    /// The role's name.
+    pub name: String,
+    /// What it is, in a few words.
+    pub description: String,
+    /// Its ports, before any offset.
+    pub ports: Vec<PortDef>,
+    /// Catalog or plan.
+    pub origin: RoleOrigin,
+    /// The role it `use`s, if any.
+    pub based_on: Option<String>,
+    /// The ports it dials on other roles, as its clients are configured.
+    pub dials: Vec<DialDef>,
+}
+
+/// A client port as a role defines it: the port a client of this role is
+/// configured to dial on a role `to`, before the client host's offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialDef {
+    /// The dial's name: the port name it reaches on the target role.
+    pub name: String,
+    /// The target role (or a role built on it with `use`).
+    pub to: String,
+    /// The configured client port.
+    pub port: Port,
+    /// Whether the *client host's* offset moves it.
+    pub offset: bool,
+    /// The product's name for the client setting (e.g. `ThriftClientPort`),
+    /// used when naming a fix.
+    pub client_setting: Option<String>,
+    /// The product's name for the server setting (e.g. `ThriftServerPort`).
+    pub server_setting: Option<String>,
+}
+
+/// A port as a role defines it, before offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortDef {
+    /// The port's name, e.g. `https-servlet`.
+    pub name: String,
+    /// The default number.
+    pub port: Port,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// Whether the server's port offset shifts it.
+    pub offset: bool,
+}
 
 /// Where a role came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,29 +121,7 @@ impl Resolver<'_> {
         let mut ports: Vec<PortDef> = Vec::new();
         let mut dials: Vec<DialDef> = Vec::new();
         if let Some(base) = &raw.get_ref().use_ {
-            let base_name = base.get_ref().as_str();
-            let resolved = if base_name != name && self.raw.contains_key(base_name) {
-                self.resolve(base_name, stack)
-            } else if let Some(r) = self.base.get(base_name) {
-                Some(r.clone())
-            } else {
-                let candidates: Vec<&str> = self
-                    .raw
-                    .keys()
-                    .chain(self.base.keys())
-                    .map(String::as_str)
-                    .collect();
-                let suggestion = Suggestion::closest(base_name, candidates);
-                self.error(
-                    base.span(),
-                    Problem::UnknownRole {
-                        role: base_name.to_owned(),
-                        suggestion,
-                    },
-                );
-                None
-            };
-            match resolved {
+            match self.base_role(name, base, stack) {
                 Some(r) => {
                     ports = r.ports;
                     dials = r.dials;
@@ -103,8 +129,60 @@ impl Resolver<'_> {
                 None => ok = false,
             }
         }
+        ok &= self.own_ports(name, raw.get_ref(), &mut ports);
+        ok &= self.own_dials(name, raw.get_ref(), &mut dials);
+        stack.pop();
+        let role = ok.then(|| Role {
+            name: name.to_owned(),
+            description: raw.get_ref().description.clone().unwrap_or_default(),
+            ports,
+            origin: self.origin,
+            based_on: raw.get_ref().use_.as_ref().map(|u| u.get_ref().clone()),
+            dials,
+        });
+        self.done.insert(name.to_owned(), role.clone());
+        role
+    }
+
+    /// The role `name` is built on (`use = base`): one of the roles being
+    /// resolved (resolved first), else a base role; `None` when it has
+    /// errors or is unknown (reported, with "did you mean").
+    fn base_role(
+        &mut self,
+        name: &str,
+        base: &Spanned<String>,
+        stack: &mut Vec<String>,
+    ) -> Option<Role> {
+        let base_name = base.get_ref().as_str();
+        if base_name != name && self.raw.contains_key(base_name) {
+            return self.resolve(base_name, stack);
+        }
+        if let Some(r) = self.base.get(base_name) {
+            return Some(r.clone());
+        }
+        let candidates: Vec<&str> = self
+            .raw
+            .keys()
+            .chain(self.base.keys())
+            .map(String::as_str)
+            .collect();
+        let suggestion = Suggestion::closest(base_name, candidates);
+        self.error(
+            base.span(),
+            Problem::UnknownRole {
+                role: base_name.to_owned(),
+                suggestion,
+            },
+        );
+        None
+    }
+
+    /// The role's own ports over the inherited ones (replacing by name);
+    /// false when any is bad or named twice (reported).
+    fn own_ports(&mut self, name: &str, raw: &RawRole, ports: &mut Vec<PortDef>) -> bool {
+        let mut ok = true;
         let mut own: Vec<&str> = Vec::new();
-        for p in &raw.get_ref().ports {
+        for p in &raw.ports {
             match self.port_def(name, p) {
                 Some(def) => {
                     if own.contains(&def.name.as_str()) {
@@ -127,8 +205,15 @@ impl Resolver<'_> {
                 None => ok = false,
             }
         }
+        ok
+    }
+
+    /// The role's own dials over the inherited ones (replacing by name and
+    /// target role); false when any is bad or given twice (reported).
+    fn own_dials(&mut self, name: &str, raw: &RawRole, dials: &mut Vec<DialDef>) -> bool {
+        let mut ok = true;
         let mut own_dials: Vec<(String, String)> = Vec::new();
-        for d in &raw.get_ref().dials {
+        for d in &raw.dials {
             match self.dial_def(name, d) {
                 Some(def) => {
                     let key = (def.name.clone(), def.to.clone());
@@ -156,17 +241,7 @@ impl Resolver<'_> {
                 None => ok = false,
             }
         }
-        stack.pop();
-        let role = ok.then(|| Role {
-            name: name.to_owned(),
-            description: raw.get_ref().description.clone().unwrap_or_default(),
-            ports,
-            origin: self.origin,
-            based_on: raw.get_ref().use_.as_ref().map(|u| u.get_ref().clone()),
-            dials,
-        });
-        self.done.insert(name.to_owned(), role.clone());
-        role
+        ok
     }
 
     fn port_def(&mut self, role: &str, p: &Spanned<RawPort>) -> Option<PortDef> {

@@ -1,12 +1,40 @@
 //! Where `check --ssh` reaches each host: a host's own `ssh = "user@name:port"`,
 //! else its address with `[defaults] ssh_user`. Validated here, with every
 //! problem located, so that a typo fails `plan lint` instead of an SSH
-//! handshake.
+//! handshake. The hosts' targets are filled in by `ssh_targets`.
 
 use std::fmt;
 
-use super::raw::RawPlan;
-use super::{Address, Cx, Host, Problem};
+/// Why a string is not an SSH destination ([`SshTarget::parse`]) or login
+/// name; the message says what is wrong, for `plan lint` and `--ssh`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SshTargetError {
+    /// Empty, or with surrounding spaces.
+    #[error("expected [user@]host[:port] without spaces")]
+    Shape,
+    /// Nothing before the `@`.
+    #[error("the user part before `@` is empty")]
+    EmptyUser,
+    /// A login name ssh would not pass on unchanged.
+    #[error("`{0}` is not a login name")]
+    BadUser(String),
+    /// `[` without its `]`.
+    #[error("an IPv6 address opened with `[` needs its `]`")]
+    UnclosedBracket,
+    /// Something other than `:port` after `]`.
+    #[error("unexpected `{0}` after `]`")]
+    AfterBracket(String),
+    /// Nothing where the host goes.
+    #[error("the host part is empty")]
+    EmptyHost,
+    /// A host ssh could mistake for an option or a shell word.
+    #[error("`{0}` is not a host name or address")]
+    BadHost(String),
+    /// A port outside 1..=65535 or not a number.
+    #[error("port `{0}` is not a number in 1..=65535")]
+    BadPort(String),
+}
 
 /// An SSH destination: `[user@]host[:port]` (an IPv6 host in brackets when
 /// a port follows).
@@ -38,9 +66,9 @@ impl SshTarget {
 
     /// Parses `[user@]host[:port]`, `[user@][v6]:port` or a bare IPv6
     /// literal; the error says what is wrong.
-    pub fn parse(s: &str) -> Result<SshTarget, String> {
+    pub fn parse(s: &str) -> Result<SshTarget, SshTargetError> {
         if s.trim() != s || s.is_empty() {
-            return Err("expected [user@]host[:port] without spaces".into());
+            return Err(SshTargetError::Shape);
         }
         let (user, rest) = match s.rsplit_once('@') {
             Some((u, r)) => (Some(u), r),
@@ -52,12 +80,12 @@ impl SshTarget {
         let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
             let (h, after) = inner
                 .split_once(']')
-                .ok_or("an IPv6 address opened with `[` needs its `]`")?;
+                .ok_or(SshTargetError::UnclosedBracket)?;
             match after {
                 "" => (h, None),
                 _ => match after.strip_prefix(':') {
                     Some(p) => (h, Some(p)),
-                    None => return Err(format!("unexpected `{after}` after `]`")),
+                    None => return Err(SshTargetError::AfterBracket(after.to_owned())),
                 },
             }
         } else if rest.matches(':').count() > 1 {
@@ -70,20 +98,20 @@ impl SshTarget {
             }
         };
         if host.is_empty() {
-            return Err("the host part is empty".into());
+            return Err(SshTargetError::EmptyHost);
         }
         if host.starts_with('-')
             || host
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || "'\"\\/$`;|&<>".contains(c))
         {
-            return Err(format!("`{host}` is not a host name or address"));
+            return Err(SshTargetError::BadHost(host.to_owned()));
         }
         let port = match port {
             None => None,
             Some(p) => match p.parse::<u16>() {
                 Ok(n) if n > 0 => Some(n),
-                _ => return Err(format!("port `{p}` is not a number in 1..=65535")),
+                _ => return Err(SshTargetError::BadPort(p.to_owned())),
             },
         };
         Ok(SshTarget {
@@ -108,72 +136,17 @@ impl fmt::Display for SshTarget {
 }
 
 /// A login name ssh will pass on unchanged: no spaces, no `@`, no option.
-fn valid_user(u: &str) -> Result<(), String> {
+pub(super) fn valid_user(u: &str) -> Result<(), SshTargetError> {
     if u.is_empty() {
-        return Err("the user part before `@` is empty".into());
+        return Err(SshTargetError::EmptyUser);
     }
     if u.starts_with('-')
         || u.chars()
             .any(|c| c.is_whitespace() || c.is_control() || "@:'\"\\/$`;|&<>".contains(c))
     {
-        return Err(format!("`{u}` is not a login name"));
+        return Err(SshTargetError::BadUser(u.to_owned()));
     }
     Ok(())
-}
-
-/// Fills in every host's [`Host::ssh`]: its own `ssh`, with the default
-/// user when it names none, else its address with the default user.
-pub(crate) fn resolve(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &mut [Host]) {
-    let mut default_user = None;
-    if let Some(d) = &raw.defaults {
-        if let Some(u) = &d.get_ref().ssh_user {
-            match valid_user(u.get_ref()) {
-                Ok(()) => default_user = Some(u.get_ref().clone()),
-                Err(why) => cx.push(
-                    u.span(),
-                    Problem::BadSsh {
-                        what: "defaults.ssh_user".into(),
-                        value: u.get_ref().clone(),
-                        why,
-                    },
-                ),
-            }
-        }
-    }
-    for rh in &raw.hosts {
-        let h = rh.get_ref();
-        let Some(host) = hosts.iter_mut().find(|x| x.name == *h.name.get_ref()) else {
-            continue;
-        };
-        let target = match &h.ssh {
-            Some(s) => match SshTarget::parse(s.get_ref()) {
-                Ok(t) => t,
-                Err(why) => {
-                    cx.push(
-                        s.span(),
-                        Problem::BadSsh {
-                            what: format!("host `{}`: ssh", host.name),
-                            value: s.get_ref().clone(),
-                            why,
-                        },
-                    );
-                    continue;
-                }
-            },
-            None => SshTarget {
-                user: None,
-                host: match &host.address {
-                    Address::Ip(ip) => ip.to_string(),
-                    Address::Dns(n) => n.clone(),
-                },
-                port: None,
-            },
-        };
-        host.ssh = Some(SshTarget {
-            user: target.user.or_else(|| default_user.clone()),
-            ..target
-        });
-    }
 }
 
 #[cfg(test)]
@@ -217,6 +190,41 @@ mod tests {
             "u@h;rm",
         ] {
             assert!(SshTarget::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_targets_say_what_is_wrong() {
+        use SshTargetError as E;
+        for (bad, want, text) in [
+            (" h", E::Shape, "expected [user@]host[:port] without spaces"),
+            ("@h", E::EmptyUser, "the user part before `@` is empty"),
+            ("-u@h", E::BadUser("-u".into()), "`-u` is not a login name"),
+            (
+                "[::1",
+                E::UnclosedBracket,
+                "an IPv6 address opened with `[` needs its `]`",
+            ),
+            (
+                "[::1]x",
+                E::AfterBracket("x".into()),
+                "unexpected `x` after `]`",
+            ),
+            ("u@", E::EmptyHost, "the host part is empty"),
+            (
+                "u@h;rm",
+                E::BadHost("h;rm".into()),
+                "`h;rm` is not a host name or address",
+            ),
+            (
+                "h:0",
+                E::BadPort("0".into()),
+                "port `0` is not a number in 1..=65535",
+            ),
+        ] {
+            let e = SshTarget::parse(bad).unwrap_err();
+            assert_eq!(e, want, "{bad:?}");
+            assert_eq!(e.to_string(), text, "{bad:?}");
         }
     }
 

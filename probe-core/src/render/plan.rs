@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::Table;
-use crate::catalog::Catalog;
-use crate::plan::{Address, Expect, Family, FamilyFilter, Host, Plan};
+use crate::plan::Catalog;
+use crate::plan::{Address, Expect, Family, FamilyFilter, Host, Path, Plan};
 use crate::port::{Port, Protocol};
 
 /// The `schema` value of plan JSON.
@@ -146,6 +146,46 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
         plan.path_count()
     )?;
     writeln!(w)?;
+    hosts_table(plan).write_to(w)?;
+    // Paths name their family when the plan has more than one.
+    let families: std::collections::BTreeSet<Family> =
+        plan.paths.iter().filter_map(|p| p.family).collect();
+    let mixed = families.len() > 1;
+    for f in &plan.flows {
+        let paths: Vec<&Path> = plan
+            .paths
+            .iter()
+            .filter(|p| p.flows[0] == f.index)
+            .collect();
+        writeln!(w)?;
+        let ports: Vec<String> = f.ports.iter().map(ToString::to_string).collect();
+        writeln!(
+            w,
+            "flow {} ({}): {} [{}] expect {}{}, {} path{}",
+            f.index,
+            f.location,
+            f.label(),
+            ports.join(", "),
+            f.expect,
+            match f.family {
+                FamilyFilter::Both => String::new(),
+                FamilyFilter::Only(x) => format!(" over {x} only"),
+            },
+            paths.len(),
+            if paths.len() == 1 { "" } else { "s" }
+        )?;
+        let mut t = Table::default().indent(2);
+        for p in paths {
+            t.row(path_row(p, mixed));
+        }
+        t.write_to(w)?;
+    }
+    Ok(())
+}
+
+/// The hosts table: one row per role instance, the host's name, addresses
+/// and zone on its first.
+fn hosts_table(plan: &Plan) -> Table {
     let mut t = Table::with_header(["HOST", "ADDRESS", "ZONE", "ROLE", "OFFSET", "PORTS"]);
     for h in &plan.hosts {
         if h.roles.is_empty() {
@@ -180,60 +220,31 @@ pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
             ]);
         }
     }
-    t.write_to(w)?;
-    // Paths name their family when the plan has more than one.
-    let families: std::collections::BTreeSet<Family> =
-        plan.paths.iter().filter_map(|p| p.family).collect();
-    let mixed = families.len() > 1;
-    for f in &plan.flows {
-        let paths: Vec<_> = plan
-            .paths
-            .iter()
-            .filter(|p| p.flows[0] == f.index)
-            .collect();
-        writeln!(w)?;
-        let ports: Vec<String> = f.ports.iter().map(ToString::to_string).collect();
-        writeln!(
-            w,
-            "flow {} ({}): {} [{}] expect {}{}, {} path{}",
-            f.index,
-            f.location,
-            f.label(),
-            ports.join(", "),
-            f.expect,
-            match f.family {
-                FamilyFilter::Both => String::new(),
-                FamilyFilter::Only(x) => format!(" over {x} only"),
-            },
-            paths.len(),
-            if paths.len() == 1 { "" } else { "s" }
-        )?;
-        let mut t = Table::default().indent(2);
-        for p in paths {
-            let also = if p.flows.len() > 1 {
-                let others: Vec<String> =
-                    p.flows[1..].iter().map(|i| format!("flow {i}")).collect();
-                format!("(also {})", others.join(", "))
-            } else {
-                String::new()
-            };
-            let mut service = match &p.role {
-                Some(role) => format!("{} ({role})", p.service),
-                None => format!("{} (not a planned port)", p.service),
-            };
-            if let Some(sp) = p.server_port {
-                service.push_str(&format!(", dialled; {} listens on {sp}", p.to));
-            }
-            let mut target = format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol);
-            if mixed {
-                target.push(' ');
-                target.push_str(p.family.map_or("dns", Family::as_str));
-            }
-            t.row([format!("{} -> {}", p.from, p.to), target, service, also]);
-        }
-        t.write_to(w)?;
+    t
+}
+
+/// One path's row under its flow: ends, target (with its family when the
+/// plan's paths have more than one: `mixed`), service, other flows.
+fn path_row(p: &Path, mixed: bool) -> [String; 4] {
+    let also = if p.flows.len() > 1 {
+        let others: Vec<String> = p.flows[1..].iter().map(|i| format!("flow {i}")).collect();
+        format!("(also {})", others.join(", "))
+    } else {
+        String::new()
+    };
+    let mut service = match &p.role {
+        Some(role) => format!("{} ({role})", p.service),
+        None => format!("{} (not a planned port)", p.service),
+    };
+    if let Some(sp) = p.server_port {
+        service.push_str(&format!(", dialled; {} listens on {sp}", p.to));
     }
-    Ok(())
+    let mut target = format!("{}:{}/{}", bracket(&p.address), p.port, p.protocol);
+    if mixed {
+        target.push(' ');
+        target.push_str(p.family.map_or("dns", Family::as_str));
+    }
+    [format!("{} -> {}", p.from, p.to), target, service, also]
 }
 
 /// A host's addresses for the table, primary first.

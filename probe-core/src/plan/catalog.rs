@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use crate::plan::Role;
-use crate::plan::raw::RawRole;
-use crate::plan::roles::{Resolver, RoleOrigin};
+use super::diag::Diagnostics;
+use super::raw::RawRole;
+use super::roles::{Resolver, Role, RoleOrigin};
 
 /// The catalog's source, embedded at build time.
 pub const CATALOG_TOML: &str = include_str!("catalog.toml");
@@ -34,11 +34,10 @@ impl Catalog {
     }
 
     /// Parses a catalog file; the error lists every problem found.
-    pub fn parse(src: &str) -> Result<Catalog, crate::plan::Diagnostics> {
+    pub fn parse(src: &str) -> Result<Catalog, Diagnostics> {
         let file: Arc<str> = Arc::from("<catalog>");
-        let raw: RawCatalog = toml::from_str(src).map_err(|e| {
-            crate::plan::Diagnostics(vec![crate::plan::syntax_diagnostic(&file, src, &e)])
-        })?;
+        let raw: RawCatalog = toml::from_str(src)
+            .map_err(|e| Diagnostics(vec![super::syntax::syntax_diagnostic(&file, src, &e)]))?;
         let empty = BTreeMap::new();
         let mut r = Resolver {
             file: &file,
@@ -51,7 +50,7 @@ impl Catalog {
         };
         r.resolve_all();
         if !r.diags.is_empty() {
-            return Err(crate::plan::Diagnostics(r.diags));
+            return Err(Diagnostics(r.diags));
         }
         let roles = r
             .done

@@ -1,0 +1,157 @@
+//! A flow's ends and ports against the hosts: `from`/`to` selectors parsed
+//! and matched (`host:`/`role:`/`zone:`/`all`), and a port reference
+//! resolved to the ports it means on one target.
+
+use std::collections::BTreeSet;
+
+use super::cx::Cx;
+use super::diag::{Problem, Suggestion};
+use super::host::Host;
+use super::path::{PortRef, Selector};
+use super::raw::Selectors;
+use crate::port::{Port, Protocol};
+
+/// Parses and checks a `from`/`to` value; `None` when any selector is bad.
+pub(super) fn selectors(
+    cx: &mut Cx<'_>,
+    raw: &toml::Spanned<Selectors>,
+    hosts: &[Host],
+) -> Option<Vec<Selector>> {
+    let items = Selectors::spans_fixed(raw);
+    if items.is_empty() {
+        cx.push(raw.span(), Problem::BadSelector { text: "[]".into() });
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let text = item.get_ref().trim();
+        let sel = match text.split_once(':') {
+            None if text == "all" => Some(Selector::All),
+            Some(("host", n)) if !n.is_empty() => Some(Selector::Host(n.to_owned())),
+            Some(("role", n)) if !n.is_empty() => Some(Selector::Role(n.to_owned())),
+            Some(("zone", n)) if !n.is_empty() => Some(Selector::Zone(n.to_owned())),
+            _ => None,
+        };
+        let Some(sel) = sel else {
+            cx.push(
+                item.span(),
+                Problem::BadSelector {
+                    text: text.to_owned(),
+                },
+            );
+            ok = false;
+            continue;
+        };
+        if matching(std::slice::from_ref(&sel), hosts).is_empty() {
+            if let Selector::Role(r) = &sel {
+                let explained = cx.broken_roles.contains(r)
+                    || Suggestion::closest(r, cx.broken_roles.iter().map(String::as_str))
+                        .0
+                        .is_some();
+                if explained {
+                    // A consequence of an error already reported: the flow is
+                    // dropped quietly, the plan fails on that error.
+                    ok = false;
+                    continue;
+                }
+            }
+            let candidates: Vec<String> = match &sel {
+                Selector::All => Vec::new(),
+                Selector::Host(_) => hosts.iter().map(|h| format!("host:{}", h.name)).collect(),
+                Selector::Role(_) => hosts
+                    .iter()
+                    .flat_map(|h| h.roles.iter().map(|r| format!("role:{}", r.role)))
+                    .collect(),
+                Selector::Zone(_) => hosts
+                    .iter()
+                    .filter_map(|h| h.zone.as_ref().map(|z| format!("zone:{z}")))
+                    .collect(),
+            };
+            cx.push(
+                item.span(),
+                Problem::SelectorMatchesNothing {
+                    text: text.to_owned(),
+                    suggestion: Suggestion::closest(text, candidates.iter().map(String::as_str)),
+                },
+            );
+            ok = false;
+            continue;
+        }
+        out.push(sel);
+    }
+    ok.then_some(out)
+}
+
+/// Indices of the hosts any selector matches, in host order.
+pub(crate) fn matching(sel: &[Selector], hosts: &[Host]) -> Vec<usize> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| sel.iter().any(|s| selects(s, h)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn selects(s: &Selector, h: &Host) -> bool {
+    match s {
+        Selector::All => true,
+        Selector::Host(n) => &h.name == n,
+        Selector::Role(r) => h.roles.iter().any(|i| &i.role == r),
+        Selector::Zone(z) => h.zone.as_deref() == Some(z.as_str()),
+    }
+}
+
+/// The ports a flow port means on one target: `(port, service, protocol,
+/// role)`. When the target was selected only through `role:` selectors, a
+/// name resolves through those roles first, so `to = "role:store"` reaches
+/// the store's 9444 and not the publisher's 9443 on a shared host.
+pub(super) fn resolve(
+    pref: &PortRef,
+    target: &Host,
+    to: &[Selector],
+) -> Vec<(Port, String, Protocol, Option<String>)> {
+    match pref {
+        PortRef::Number(p) => {
+            // Every port of that number: a TCP and a UDP one may share it.
+            let planned: Vec<_> = target
+                .ports
+                .iter()
+                .filter(|e| e.port == *p)
+                .map(|e| (*p, e.name.clone(), e.protocol, Some(e.role.clone())))
+                .collect();
+            if planned.is_empty() {
+                vec![(*p, p.to_string(), Protocol::Tcp, None)]
+            } else {
+                planned
+            }
+        }
+        PortRef::Name(n) => {
+            let by_role_only = !to
+                .iter()
+                .any(|s| !matches!(s, Selector::Role(_)) && selects(s, target));
+            let via: BTreeSet<&str> = to
+                .iter()
+                .filter_map(|s| match s {
+                    Selector::Role(r) if selects(s, target) => Some(r.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let all: Vec<_> = target.ports.iter().filter(|e| &e.name == n).collect();
+            let narrowed: Vec<_> = all
+                .iter()
+                .copied()
+                .filter(|e| via.contains(e.role.as_str()))
+                .collect();
+            let chosen = if by_role_only && !narrowed.is_empty() {
+                narrowed
+            } else {
+                all
+            };
+            chosen
+                .into_iter()
+                .map(|e| (e.port, e.name.clone(), e.protocol, Some(e.role.clone())))
+                .collect()
+        }
+    }
+}

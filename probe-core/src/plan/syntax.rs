@@ -1,0 +1,178 @@
+//! TOML syntax errors as located diagnostics in plain words, and the
+//! rustc-style source snippet with a caret that every such diagnostic shows.
+
+use std::sync::Arc;
+
+use super::diag::{Diagnostic, Location, Problem, Severity, Suggestion};
+
+/// Turns a TOML parser error into a located diagnostic, with a hint for the
+/// commonest mistake (an unquoted address or name).
+pub(super) fn syntax_diagnostic(file: &Arc<str>, src: &str, e: &toml::de::Error) -> Diagnostic {
+    let mut message = e
+        .message()
+        .trim_end_matches('\n')
+        .replace('\n', "; ")
+        .replace("expected i64", "expected an integer")
+        .replace("expected u64", "expected a non-negative integer");
+    message = plain_words(&message);
+    if message == "duplicate key" {
+        if let Some(span) = e.span() {
+            let key = src.get(span.clone()).unwrap_or("").trim();
+            if !key.is_empty() && !key.contains('\n') {
+                message = format!("duplicate key `{key}`");
+            }
+        }
+    }
+    let mut location = e.span().map(|s| Location::of_offset(file, src, s.start));
+    let mut problem = Problem::Syntax {
+        message: message.clone(),
+        hint: String::new(),
+        snippet: String::new(),
+    };
+    if let Some(span) = e.span() {
+        let start = span.start.min(src.len());
+        let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = src[line_start..].lines().next().unwrap_or("");
+        if let Some((key, value)) = line.split_once('=') {
+            let value = value.split('#').next().unwrap_or("").trim();
+            let bare = !value.is_empty()
+                && !value.starts_with(['"', '\'', '[', '{'])
+                && value
+                    .chars()
+                    .any(|c| c.is_ascii_alphabetic() || c == '.' || c == ':')
+                && value.parse::<f64>().is_err()
+                && !matches!(value, "true" | "false" | "inf" | "nan");
+            if bare {
+                // Point at the value itself, not wherever the parser gave up.
+                let value_at = line_start + line.find(value).unwrap_or(0);
+                location = Some(Location::of_offset(file, src, value_at));
+                problem = Problem::Syntax {
+                    message: format!(
+                        "expected a quoted string, found unquoted `{value}` ({message})"
+                    ),
+                    hint: format!("; write {} = \"{}\"", key.trim(), value),
+                    snippet: String::new(),
+                };
+            }
+        }
+    }
+    if let Problem::Syntax { message, hint, .. } = problem {
+        let at = match (&location, e.span()) {
+            (Some(l), Some(span)) => {
+                // The caret goes where the location points (it may have been
+                // moved to an unquoted value), as wide as the parser's span
+                // allows on that line.
+                let start = offset_of(src, l.line, l.col);
+                let end = if start == span.start.min(src.len()) {
+                    span.end
+                } else {
+                    start
+                };
+                Some(start..end)
+            }
+            _ => None,
+        };
+        problem = Problem::Syntax {
+            message,
+            hint,
+            snippet: at.map(|r| snippet(src, r)).unwrap_or_default(),
+        };
+    }
+    Diagnostic {
+        severity: Severity::Error,
+        location,
+        problem,
+    }
+}
+
+/// Rewrites serde's wording for the two mistakes people make most: an
+/// unknown field gets "did you mean" when one of the expected fields is
+/// close, and an unknown variant lists the allowed values in plain words.
+fn plain_words(message: &str) -> String {
+    let backticked =
+        |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let words = backticked(message);
+        if let Some((field, expected)) = words.split_first() {
+            let suggestion = Suggestion::closest(field, expected.iter().map(String::as_str));
+            if suggestion.0.is_some() {
+                return format!(
+                    "unknown field `{field}`{suggestion} (allowed here: {})",
+                    expected.join(", ")
+                );
+            }
+        }
+        return format!("unknown field `{rest}");
+    }
+    if message.starts_with("unknown variant `") {
+        let words = backticked(message);
+        if let Some((value, allowed)) = words.split_first() {
+            let allowed: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+            let list = match allowed.as_slice() {
+                [] => String::new(),
+                [one] => one.clone(),
+                [init @ .., last] => format!("{} or {last}", init.join(", ")),
+            };
+            let suggestion = Suggestion::closest(value, words[1..].iter().map(String::as_str));
+            return format!("\"{value}\" is not allowed here; write {list}{suggestion}");
+        }
+    }
+    message.to_owned()
+}
+
+/// The byte offset of 1-based `line` and character column `col` in `src`.
+fn offset_of(src: &str, line: usize, col: usize) -> usize {
+    let line_start: usize = src
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let rest = &src[line_start.min(src.len())..];
+    line_start
+        + rest
+            .char_indices()
+            .nth(col.saturating_sub(1))
+            .map_or(rest.len(), |(i, _)| i)
+}
+
+/// The source line holding `span` with a caret under it, rustc-style
+/// (without the header line, which the diagnostic already gives as
+/// `file:line:col: error: ...`), each line starting with a newline.
+fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
+    use annotate_snippets::{Level, Renderer, Snippet};
+    let mut start = span.start.min(src.len());
+    while !src.is_char_boundary(start) {
+        start -= 1;
+    }
+    // One line only: the caret stays under the token the parser stopped at.
+    let line_start = src[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[start..].find('\n').map_or(src.len(), |i| start + i);
+    let line = &src[line_start..line_end];
+    let line_no = src[..line_start].matches('\n').count() + 1;
+    let mut end = span.end.clamp(start, line_end);
+    while !src.is_char_boundary(end) {
+        end += 1;
+    }
+    let (s, mut e) = (start - line_start, end - line_start);
+    if e == s {
+        // An empty span (end of line, end of file) still gets one caret.
+        e = line[s..].chars().next().map_or(s + 1, |c| s + c.len_utf8());
+    }
+    let message = Level::Error.title("").snippet(
+        Snippet::source(line)
+            .line_start(line_no)
+            .annotation(Level::Error.span(s..e)),
+    );
+    let rendered = Renderer::plain().render(message).to_string();
+    let mut out = String::new();
+    let body: Vec<&str> = rendered.lines().skip(1).collect();
+    let last = body
+        .iter()
+        .rposition(|l| l.trim() != "|")
+        .map_or(0, |i| i + 1);
+    for l in &body[..last] {
+        out.push('\n');
+        out.push_str(l.trim_end());
+    }
+    out
+}
