@@ -195,7 +195,7 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
     match inferred_gateway(f, names) {
         Some(why) => Identity {
             product,
-            profile: Some("gateway-worker".into()),
+            profile: Some("gateway".into()),
             profile_source: format!("inferred: {why}"),
             role: "wso2-apim-gateway",
         },
@@ -206,8 +206,9 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
 /// A node with no profile validates keys at a remote key manager: a
 /// gateway (most 2.x installs start without `-Dprofile`).
 fn inferred_gateway(f: &Files, names: &[String]) -> Option<String> {
+    let vars = carbon_vars(f, 0);
     let remote = |u: &UrlSetting| {
-        let (eps, _) = endpoints(&u.value.value, &Vars::default());
+        let (eps, _) = endpoints(&u.value.value, &vars);
         eps.iter()
             .any(|e| !is_local(&e.host) && !names.iter().any(|n| n.eq_ignore_ascii_case(&e.host)))
     };

@@ -363,10 +363,10 @@ fn table(scan: &Scan, w: &mut impl Write) -> io::Result<()> {
         writeln!(w, "difference ({}): {}", d.kind, d.detail)?;
     }
     for o in &scan.outside {
-        let db = o
-            .database
-            .as_ref()
-            .map_or(String::new(), |d| format!(", {d}"));
+        let db = match &o.database {
+            Some(d) if *d != o.name => format!(", {d}"),
+            _ => String::new(),
+        };
         writeln!(
             w,
             "outside the scan: {}:{} ({}{db}) dialled by {}",
