@@ -283,6 +283,31 @@ fn wso2_correct_firewall_then_each_fault_alone_and_all_together() {
         );
     }
 
+    // The example keeps API-M Analytics at its shipped offset 1: the plan
+    // lints clean without analytics dial_overrides, and every gateway's
+    // analytics path is probed on the catalog's 7612/7712 and passes.
+    let text = std::fs::read_to_string(example()).unwrap();
+    let a = probe_core::plan::analyze(
+        &text,
+        "wso2-distributed.toml",
+        probe_core::catalog::Catalog::builtin(),
+    );
+    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+    let analytics: Vec<_> = run
+        .report
+        .paths
+        .iter()
+        .filter(|p| p.to == "apim-analytics" && p.from.starts_with("gw-"))
+        .map(|p| (p.port, p.verdict))
+        .collect();
+    assert_eq!(analytics.len(), 6, "{analytics:?}");
+    assert!(
+        analytics
+            .iter()
+            .all(|(port, v)| matches!(port, 7612 | 7712) && *v == Verdict::Ok),
+        "{analytics:?}"
+    );
+
     // b. Each fault alone, then all together.
     let faults = faults();
     for f in &faults {
