@@ -282,7 +282,12 @@ pub(crate) fn names(f: &Files) -> Vec<Setting<String>> {
         .flat_map(|c| c.hostnames.iter())
         .chain(f.deployment.iter().flat_map(|d| d.hostnames.iter()));
     for n in all {
-        if !is_local(&n.value) && !out.iter().any(|o| o.value.eq_ignore_ascii_case(&n.value)) {
+        // A template's `{{ GATEWAY_HOSTNAME }}` is not a name yet.
+        let template = n.value.contains(['{', '}']) || n.value.contains(char::is_whitespace);
+        if !template
+            && !is_local(&n.value)
+            && !out.iter().any(|o| o.value.eq_ignore_ascii_case(&n.value))
+        {
             out.push(n.clone());
         }
     }
