@@ -347,16 +347,15 @@ fn table(scan: &Scan, w: &mut impl Write) -> io::Result<()> {
         install_table(i, w)?;
     }
     for m in &scan.mismatches {
+        let dialled = if m.dialled_host.eq_ignore_ascii_case(&m.server_host) {
+            String::new()
+        } else {
+            format!(" (dialled as {})", m.dialled_host)
+        };
         writeln!(
             w,
-            "mismatch: {} dials {} on {}:{} but {} listens on {}: {}",
-            m.client_host,
-            m.name,
-            m.dialled_host,
-            m.client_port,
-            m.server_host,
-            m.server_port,
-            m.fix
+            "mismatch: {} dials {} on {} but {} listens on {}{dialled}: {}",
+            m.client_host, m.name, m.client_port, m.server_host, m.server_port, m.fix
         )?;
     }
     for d in &scan.differences {
