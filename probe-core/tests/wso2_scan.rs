@@ -768,3 +768,53 @@ fn a_plan_error_is_printed_once() {
         "{chain:?}"
     );
 }
+
+#[test]
+fn a_2x_node_without_profile_opens_the_full_distributions_receivers() {
+    let set = installs(&[("g", "apim21/gw"), ("mw", "apim21/mw")]);
+    let scan = wso2::scan(&set, None).unwrap();
+    let mw = &scan.installs[1];
+    let binary = mw.ports.iter().find(|p| p.name == "binary").unwrap();
+    assert_eq!(binary.port, 9611);
+    assert!(
+        binary.how.contains("full distribution, no -Dprofile"),
+        "{}",
+        binary.how
+    );
+    assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
+    assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+    // Its plan lints clean and probes 9611 by number.
+    let plan = plan_of(&set);
+    assert!(
+        plan.paths
+            .iter()
+            .any(|p| p.from == "g" && p.to == "mw" && p.port.get() == 9611)
+    );
+}
+
+#[test]
+fn an_esbs_analytics_publishers_dial_its_analytics_server_at_the_shipped_offset() {
+    let set = installs(&[
+        ("esb", "esb50/esb"),
+        ("esb-analytics", "esb50/esb-analytics"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    assert_eq!(scan.installs[0].role, "wso2-esb");
+    let thrift: Vec<_> = dial(&scan, "esb", "thrift")
+        .iter()
+        .map(|d| (d.to_port, d.reaches.as_str()))
+        .collect();
+    assert_eq!(
+        thrift,
+        vec![(7612, "esb-analytics"), (7612, "esb-analytics")]
+    );
+    assert!(scan.mismatches.is_empty() && scan.differences.is_empty());
+    assert_eq!(scan.exit_code(), 0);
+    let text = {
+        let mut out = Vec::new();
+        wso2::render(&scan, ScanFormat::Toml, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let a = analyze(&text, "esb.toml", Catalog::builtin());
+    assert!(a.diagnostics.0.is_empty(), "{}\n{text}", a.diagnostics);
+}

@@ -8,6 +8,7 @@ use super::apim::{ApiManagerXml, UrlSetting, read_api_manager};
 use super::carbon::{Axis2Xml, CarbonXml, StartScript, read_axis2, read_carbon, read_start_script};
 use super::datasource::{DbSetting, jdbc, read_datasources};
 use super::deployment::{DeploymentToml, read_deployment};
+use super::esb::read_event_publisher;
 use super::scan::{DialFinding, Install, PortFinding};
 use super::values::{Vars, endpoints, is_local};
 use super::{ScanError, Setting, join, read_optional};
@@ -24,6 +25,8 @@ pub(crate) struct Files {
     pub axis2: Option<Axis2Xml>,
     pub deployment: Option<DeploymentToml>,
     pub datasources: Vec<DbSetting>,
+    /// ESB/EI analytics publishers (`eventpublishers/*.xml`).
+    pub publishers: Vec<UrlSetting>,
     pub start: StartScript,
 }
 
@@ -71,6 +74,28 @@ fn read_datasource_dir(home: &Path, vars: &Vars) -> Result<Vec<DbSetting>, ScanE
     Ok(out)
 }
 
+/// The ESB's analytics event publishers, sorted by name.
+fn read_publishers(home: &Path) -> Result<Vec<UrlSetting>, ScanError> {
+    let dir = join(home, "repository/deployment/server/eventpublishers");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".xml"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names.into_iter().take(MAX_DATASOURCE_FILES) {
+        let path = dir.join(&name);
+        if let Some(t) = read_optional(&path)? {
+            out.extend(read_event_publisher(&path, &t)?);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn read_files(home: &Path) -> Result<Files, ScanError> {
     let start = read_start(home)?;
     let vars = Vars {
@@ -100,12 +125,14 @@ pub(crate) fn read_files(home: &Path) -> Result<Files, ScanError> {
         });
     }
     let datasources = read_datasource_dir(home, &vars)?;
+    let publishers = read_publishers(home)?;
     Ok(Files {
         carbon,
         apim,
         axis2,
         deployment,
         datasources,
+        publishers,
         start,
     })
 }
@@ -406,7 +433,8 @@ pub(crate) fn dials(i: &Install, f: &Files, unresolved: &mut Vec<String>) -> Vec
         .apim
         .iter()
         .flat_map(|a| a.urls.iter())
-        .chain(f.deployment.iter().flat_map(|d| d.urls.iter()));
+        .chain(f.deployment.iter().flat_map(|d| d.urls.iter()))
+        .chain(f.publishers.iter());
     for u in urls {
         let (eps, missing) = endpoints(&u.value.value, &vars);
         if !missing.is_empty() {
@@ -536,4 +564,59 @@ fn database_dials(
             out.push(d);
         }
     }
+}
+
+/// A port the full API-M 2.x distribution opens when started without
+/// `-Dprofile` (every component runs: the traffic manager's receivers and
+/// broker, the key manager's Thrift server unless `EnableThriftServer` is
+/// false), when a peer dials it there; `None` for a node started with a
+/// profile, or a name the full distribution does not open.
+pub(crate) fn full_distribution_port(i: &Install, f: &Files, name: &str) -> Option<PortFinding> {
+    let apim = f.apim.as_ref()?;
+    let started_plain = f.start.profile.is_none()
+        && !matches!(
+            i.role.as_str(),
+            "wso2-apim-analytics" | "wso2-das" | "wso2-esb"
+        );
+    if !started_plain {
+        return None;
+    }
+    let (role, setting) = match name {
+        "binary" | "binary-ssl" | "broker" => ("wso2-apim-trafficmanager", None),
+        "thrift-km" if apim.enable_thrift_server.as_ref().is_none_or(|e| e.value) => {
+            ("wso2-apim-keymanager", Some("ThriftServerPort".to_owned()))
+        }
+        _ => return None,
+    };
+    let def = Catalog::builtin()
+        .get(role)?
+        .ports
+        .iter()
+        .find(|p| p.name == name)?
+        .clone();
+    let base = def.port.get();
+    let (port, source, how) = match (&apim.thrift_server_port, name) {
+        (Some(sp), "thrift-km") => (
+            sp.value,
+            sp.source.to_string(),
+            "ThriftServerPort".to_owned(),
+        ),
+        _ => (
+            base.saturating_add(i.offset),
+            i.offset_source.clone(),
+            format!(
+                "default {base} + offset {} (full distribution, no -Dprofile)",
+                i.offset
+            ),
+        ),
+    };
+    Some(PortFinding {
+        name: name.to_owned(),
+        port,
+        protocol: def.protocol,
+        source,
+        how,
+        setting,
+        base: Some(base),
+    })
 }

@@ -15,6 +15,7 @@ mod apim;
 mod carbon;
 mod datasource;
 mod deployment;
+mod esb;
 mod install;
 mod matching;
 mod plan_out;
@@ -303,6 +304,7 @@ pub fn fuzz_one(data: &[u8]) {
     let _ = apim::read_api_manager(f, text, &vars);
     let _ = datasource::read_datasources(f, text, &vars);
     let _ = deployment::read_deployment(f, text, &vars);
+    let _ = esb::read_event_publisher(f, text);
     let _ = values::endpoints(text, &vars);
     let _ = datasource::jdbc(text);
 }

@@ -142,7 +142,12 @@ fn install_host(i: &Install, used: &mut Vec<String>, w: &mut impl Write) -> io::
     let pinned: Vec<String> = i
         .ports
         .iter()
-        .filter(|p| p.name == "cluster" || catalog_port(&i.role, &p.name, i.offset) != Some(p.port))
+        .filter(|p| {
+            let catalog = catalog_port(&i.role, &p.name, i.offset);
+            // A port the role does not name (the full distribution's) is
+            // reached by number in the flows.
+            p.name == "cluster" || catalog.is_some_and(|c| c != p.port)
+        })
         .map(|p| format!("{} = {}", p.name, p.port))
         .collect();
     if !pinned.is_empty() {
@@ -209,7 +214,9 @@ pub(crate) fn plan(scan: &Scan, w: &mut impl Write) -> io::Result<()> {
                 let Some(t) = scan.installs.iter().find(|t| t.host == d.reaches) else {
                     continue;
                 };
-                (t.host.clone(), t.ports.iter().any(|p| p.name == d.name))
+                let planned = catalog_port(&t.role, &d.name, 0).is_some()
+                    || (t.cluster && d.name == "cluster");
+                (t.host.clone(), planned)
             };
             let item = if has_name {
                 quote(&d.name)

@@ -213,6 +213,7 @@ pub fn scan(installs: &[(String, PathBuf)], plan: Option<&Plan>) -> Result<Scan,
             i.ports = install::ports(i, f);
         }
     }
+    full_distribution(&mut out, &files);
     let mut differences = Vec::new();
     let mismatches = matching::compare(&out, &mut differences);
     let outside = matching::outside(&out);
@@ -226,6 +227,28 @@ pub fn scan(installs: &[(String, PathBuf)], plan: Option<&Plan>) -> Result<Scan,
         differences,
         outside,
     })
+}
+
+/// Adds to each node started without `-Dprofile` the ports of the full
+/// distribution that its peers dial.
+fn full_distribution(installs: &mut [Install], files: &[Files]) {
+    for s in 0..installs.len() {
+        let wanted: Vec<String> = installs
+            .iter()
+            .flat_map(|c| c.dials.iter())
+            .filter(|d| d.reaches == installs[s].host)
+            .filter(|d| !installs[s].ports.iter().any(|p| p.name == d.name))
+            .map(|d| d.name.clone())
+            .collect();
+        for name in wanted {
+            if installs[s].ports.iter().any(|p| p.name == name) {
+                continue;
+            }
+            if let Some(p) = install::full_distribution_port(&installs[s], &files[s], &name) {
+                installs[s].ports.push(p);
+            }
+        }
+    }
 }
 
 fn read_install(host: &str, home: &Path) -> Result<(Install, Files), ScanError> {
