@@ -70,6 +70,22 @@ fn enabled(e: Option<&Element>, default: bool) -> bool {
         .map_or(default, |f| f.value)
 }
 
+/// Collects the URL settings of one file.
+#[derive(Default)]
+struct Urls(Vec<UrlSetting>);
+
+impl Urls {
+    fn add(&mut self, name: &'static str, setting: &str, e: Option<&Element>) {
+        if let Some(e) = e.filter(|e| !e.text.is_empty()) {
+            self.0.push(UrlSetting {
+                name,
+                setting: setting.to_owned(),
+                value: e.setting(),
+            });
+        }
+    }
+}
+
 pub(crate) fn read_api_manager(
     file: &Path,
     text: &str,
@@ -77,8 +93,52 @@ pub(crate) fn read_api_manager(
 ) -> Result<ApiManagerXml, ScanError> {
     let root = parse_xml(file, text)?;
     let mut out = ApiManagerXml::default();
-    let port = "a port (1..=65535)";
     let kv = root.child("APIKeyValidator");
+    key_validator(kv, vars, &mut out)?;
+    let mut urls = Urls::default();
+    urls.add(
+        "https-servlet",
+        "APIKeyValidator ServerURL",
+        kv.and_then(|k| k.child("ServerURL")),
+    );
+    for env in root
+        .path(&["APIGateway", "Environments"])
+        .into_iter()
+        .flat_map(|e| e.children.iter().filter(|c| c.name == "Environment"))
+    {
+        urls.add(
+            "https-servlet",
+            "APIGateway Environment ServerURL",
+            env.child("ServerURL"),
+        );
+    }
+    throttling(root.child("ThrottlingConfigurations"), &mut urls);
+    let analytics = root.child("Analytics");
+    out.analytics = analytics
+        .and_then(|a| a.child("Enabled"))
+        .and_then(Element::flag);
+    if out.analytics.as_ref().is_some_and(|f| f.value) {
+        let a = |n: &str| analytics.and_then(|a| a.child(n));
+        for (name, element) in [
+            ("thrift", "DASServerURL"),
+            ("thrift-ssl", "DASAuthServerURL"),
+            ("thrift", "StreamProcessorServerURL"),
+            ("thrift-ssl", "StreamProcessorAuthServerURL"),
+        ] {
+            urls.add(name, &format!("Analytics {element}"), a(element));
+        }
+    }
+    out.urls = urls.0;
+    Ok(out)
+}
+
+/// `<APIKeyValidator>`'s Thrift settings.
+fn key_validator(
+    kv: Option<&Element>,
+    vars: &Vars,
+    out: &mut ApiManagerXml,
+) -> Result<(), ScanError> {
+    let port = "a port (1..=65535)";
     let kv_child = |name: &str| kv.and_then(|k| k.child(name));
     out.client_type = kv_child("KeyValidatorClientType").map(Element::setting);
     if let Some(e) = kv_child("ThriftClientPort") {
@@ -102,51 +162,27 @@ pub(crate) fn read_api_manager(
             }
         };
     }
-    let mut urls = Vec::new();
-    let mut url = |name: &'static str, setting: &str, e: Option<&Element>| {
-        if let Some(e) = e.filter(|e| !e.text.is_empty()) {
-            urls.push(UrlSetting {
-                name,
-                setting: setting.to_owned(),
-                value: e.setting(),
-            });
-        }
-    };
-    url(
-        "https-servlet",
-        "APIKeyValidator ServerURL",
-        kv_child("ServerURL"),
-    );
-    for env in root
-        .path(&["APIGateway", "Environments"])
-        .into_iter()
-        .flat_map(|e| e.children.iter().filter(|c| c.name == "Environment"))
-    {
-        url(
-            "https-servlet",
-            "APIGateway Environment ServerURL",
-            env.child("ServerURL"),
-        );
-    }
-    let throttling = root.child("ThrottlingConfigurations");
-    for (layout, default_on) in [("TrafficManager", true), ("DataPublisher", true)] {
-        let parent = throttling.and_then(|t| t.child(layout));
-        // 2.0/2.1 keep the receivers under <DataPublisher>, whose <Enabled>
-        // turns publishing off; 2.2+ moved them to <TrafficManager>.
-        let publishing = enabled(
-            throttling.and_then(|t| t.child("DataPublisher")),
-            default_on,
-        );
+    Ok(())
+}
+
+/// `<ThrottlingConfigurations>`: the event publishers of both layouts
+/// and the JMS throttle-decision subscription.
+fn throttling(throttling: Option<&Element>, urls: &mut Urls) {
+    // 2.0/2.1 keep the receivers under <DataPublisher>, whose <Enabled>
+    // turns publishing off; 2.2+ moved them to <TrafficManager>.
+    let publishing = enabled(throttling.and_then(|t| t.child("DataPublisher")), true);
+    for layout in ["TrafficManager", "DataPublisher"] {
         if !publishing {
-            continue;
+            break;
         }
+        let parent = throttling.and_then(|t| t.child(layout));
         let child = |n: &str| parent.and_then(|p| p.child(n));
-        url(
+        urls.add(
             "binary",
             &format!("ThrottlingConfigurations {layout} ReceiverUrlGroup"),
             child("ReceiverUrlGroup"),
         );
-        url(
+        urls.add(
             "binary-ssl",
             &format!("ThrottlingConfigurations {layout} AuthUrlGroup"),
             child("AuthUrlGroup"),
@@ -155,12 +191,12 @@ pub(crate) fn read_api_manager(
     let jms = throttling.and_then(|t| t.child("JMSConnectionDetails"));
     if jms.is_some() && enabled(jms, true) {
         let jms_child = |path: &[&str]| jms.and_then(|j| j.path(path));
-        url(
+        urls.add(
             "broker",
             "JMSConnectionDetails ServiceURL",
             jms_child(&["ServiceURL"]),
         );
-        url(
+        urls.add(
             "broker",
             "JMSConnectionDetails connectionfactory.TopicConnectionFactory brokerlist",
             jms_child(&[
@@ -169,22 +205,4 @@ pub(crate) fn read_api_manager(
             ]),
         );
     }
-    let analytics = root.child("Analytics");
-    let analytics_on = analytics
-        .and_then(|a| a.child("Enabled"))
-        .and_then(Element::flag);
-    if analytics_on.as_ref().is_some_and(|f| f.value) {
-        let a = |n: &str| analytics.and_then(|a| a.child(n));
-        for (name, element) in [
-            ("thrift", "DASServerURL"),
-            ("thrift-ssl", "DASAuthServerURL"),
-            ("thrift", "StreamProcessorServerURL"),
-            ("thrift-ssl", "StreamProcessorAuthServerURL"),
-        ] {
-            url(name, &format!("Analytics {element}"), a(element));
-        }
-    }
-    out.analytics = analytics_on;
-    out.urls = urls;
-    Ok(out)
 }

@@ -182,6 +182,23 @@ impl Reader<'_, '_> {
         Ok(())
     }
 
+    /// The URL keys of every table of `[[path]]` (`url_group` under `parent`).
+    fn group_urls(
+        &self,
+        parent: Option<&DeTable<'_>>,
+        path: &str,
+        keys: &[(&str, &'static str)],
+        out: &mut Vec<UrlSetting>,
+    ) -> Result<(), ScanError> {
+        for g in self.groups(parent, "url_group")? {
+            for (key, name) in keys {
+                let setting = format!("[[{path}]] {key}");
+                self.urls(Some(g), key, name, &setting, out)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every table of an array of tables such as `[[apim.throttling.url_group]]`.
     fn groups<'a, 'i>(
         &self,
@@ -333,84 +350,42 @@ fn read_apim(
     apim: Option<&DeTable<'_>>,
     out: &mut DeploymentToml,
 ) -> Result<(), ScanError> {
-    let urls = &mut out.urls;
-    let km = table(apim, "key_manager");
-    r.urls(
-        km,
-        "service_url",
-        "https-servlet",
-        "[apim.key_manager] service_url",
-        urls,
-    )?;
-    let throttling = table(apim, "throttling");
-    r.urls(
-        throttling,
-        "service_url",
-        "https-servlet",
-        "[apim.throttling] service_url",
-        urls,
-    )?;
-    r.urls(
-        throttling,
-        "throttle_decision_endpoints",
-        "broker",
-        "[apim.throttling] throttle_decision_endpoints",
-        urls,
-    )?;
-    for g in r.groups(throttling, "url_group")? {
-        let g = Some(g);
-        r.urls(
-            g,
-            "traffic_manager_urls",
-            "binary",
-            "[[apim.throttling.url_group]] traffic_manager_urls",
-            urls,
-        )?;
-        r.urls(
-            g,
-            "traffic_manager_auth_urls",
-            "binary-ssl",
-            "[[apim.throttling.url_group]] traffic_manager_auth_urls",
-            urls,
-        )?;
+    for (t, key, name) in [
+        ("key_manager", "service_url", "https-servlet"),
+        ("throttling", "service_url", "https-servlet"),
+        ("throttling", "throttle_decision_endpoints", "broker"),
+    ] {
+        let setting = format!("[apim.{t}] {key}");
+        r.urls(table(apim, t), key, name, &setting, &mut out.urls)?;
     }
+    r.group_urls(
+        table(apim, "throttling"),
+        "apim.throttling.url_group",
+        &[
+            ("traffic_manager_urls", "binary"),
+            ("traffic_manager_auth_urls", "binary-ssl"),
+        ],
+        &mut out.urls,
+    )?;
     let hub = table(apim, "event_hub");
     let hub_on = match hub.and_then(|h| get(h, "enable")) {
         Some(v) => r.flag(v)?.value,
         None => hub.is_some(),
     };
     if hub_on {
-        r.urls(
-            hub,
-            "service_url",
-            "https-servlet",
-            "[apim.event_hub] service_url",
-            urls,
-        )?;
-        r.urls(
-            hub,
-            "event_listening_endpoints",
-            "broker",
-            "[apim.event_hub] event_listening_endpoints",
-            urls,
-        )?;
-        for g in r.groups(table(hub, "publish"), "url_group")? {
-            let g = Some(g);
-            r.urls(
-                g,
-                "urls",
-                "binary",
-                "[[apim.event_hub.publish.url_group]] urls",
-                urls,
-            )?;
-            r.urls(
-                g,
-                "auth_urls",
-                "binary-ssl",
-                "[[apim.event_hub.publish.url_group]] auth_urls",
-                urls,
-            )?;
+        for (key, name) in [
+            ("service_url", "https-servlet"),
+            ("event_listening_endpoints", "broker"),
+        ] {
+            let setting = format!("[apim.event_hub] {key}");
+            r.urls(hub, key, name, &setting, &mut out.urls)?;
         }
+        r.group_urls(
+            table(hub, "publish"),
+            "apim.event_hub.publish.url_group",
+            &[("urls", "binary"), ("auth_urls", "binary-ssl")],
+            &mut out.urls,
+        )?;
     }
     let analytics = table(apim, "analytics");
     out.analytics = analytics
@@ -418,24 +393,15 @@ fn read_apim(
         .map(|v| r.flag(v))
         .transpose()?;
     if out.analytics.as_ref().is_some_and(|a| a.value) {
-        let urls = &mut out.urls;
-        for g in r.groups(analytics, "url_group")? {
-            let g = Some(g);
-            r.urls(
-                g,
-                "analytics_url",
-                "thrift",
-                "[[apim.analytics.url_group]] analytics_url",
-                urls,
-            )?;
-            r.urls(
-                g,
-                "analytics_auth_url",
-                "thrift-ssl",
-                "[[apim.analytics.url_group]] analytics_auth_url",
-                urls,
-            )?;
-        }
+        r.group_urls(
+            analytics,
+            "apim.analytics.url_group",
+            &[
+                ("analytics_url", "thrift"),
+                ("analytics_auth_url", "thrift-ssl"),
+            ],
+            &mut out.urls,
+        )?;
     }
     Ok(())
 }
