@@ -818,3 +818,29 @@ fn an_esbs_analytics_publishers_dial_its_analytics_server_at_the_shipped_offset(
     let a = analyze(&text, "esb.toml", Catalog::builtin());
     assert!(a.diagnostics.0.is_empty(), "{}\n{text}", a.diagnostics);
 }
+
+#[test]
+fn a_plan_probing_a_dial_the_installation_does_not_make_is_a_difference() {
+    // The plan says the gateway manager publishes analytics; its
+    // api-manager.xml has <Analytics><Enabled>false.
+    let scan = wso2::scan(&consistent(), None).unwrap();
+    let mut out = Vec::new();
+    wso2::render(&scan, ScanFormat::Toml, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap()
+        + "\n[[flows]]\nname = \"manager publishes analytics\"\nfrom = \"host:gw-manager\"\nto = \"host:analytics\"\nports = [\"thrift\"]\n";
+    let plan = Plan::parse(&text, "p.toml").unwrap();
+    let scan = wso2::scan(&consistent(), Some(&plan)).unwrap();
+    let got: Vec<(&str, &str)> = scan
+        .differences
+        .iter()
+        .map(|d| (d.kind, d.detail.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            "dial-not-configured",
+            "the plan probes gw-manager -> analytics:7612 as gw-manager's thrift dial, the installation does not dial analytics for it"
+        )]
+    );
+    assert_eq!(scan.exit_code(), 1);
+}

@@ -308,6 +308,43 @@ pub(crate) fn differences(installs: &[Install], plan: &Plan, out: &mut Vec<Diffe
             };
             dial_difference(plan, i, h, t, d, out);
         }
+        planned_dials(plan, installs, i, h, out);
+    }
+}
+
+/// The other way: paths the plan probes as one of `h`'s dials (a path
+/// whose port name its roles dial) to a scanned installation that `i`'s
+/// files do not dial there.
+fn planned_dials(
+    plan: &Plan,
+    installs: &[Install],
+    i: &Install,
+    h: &Host,
+    out: &mut Vec<Difference>,
+) {
+    for path in plan.paths.iter().filter(|p| p.from == h.name) {
+        if !h.dials.iter().any(|d| d.def.name == path.service) {
+            continue;
+        }
+        let Some(t) = installs
+            .iter()
+            .find(|t| plan_host(plan, t).is_some_and(|th| th.name == path.to))
+        else {
+            continue;
+        };
+        let dialled = i.dials.iter().any(|d| {
+            d.reaches == t.host && (d.name == path.service || d.to_port == path.port.get())
+        });
+        if !dialled {
+            out.push(Difference {
+                host: i.host.clone(),
+                kind: "dial-not-configured",
+                detail: format!(
+                    "the plan probes {} -> {}:{} as {}'s {} dial, the installation does not dial {} for it",
+                    h.name, path.to, path.port, h.name, path.service, t.host
+                ),
+            });
+        }
     }
 }
 

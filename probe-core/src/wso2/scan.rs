@@ -148,8 +148,8 @@ pub struct Difference {
     /// The installation (or plan host) concerned.
     pub host: String,
     /// `dial-to-nothing`, `port-not-opened`, `port-not-planned`,
-    /// `dial-differs`, `dial-not-planned`, `offset-differs`,
-    /// `role-differs` or `host-not-in-plan`.
+    /// `dial-differs`, `dial-not-planned`, `dial-not-configured`,
+    /// `offset-differs` or `host-not-in-plan`.
     pub kind: &'static str,
     /// What differs, in words, with `file:line` where there is one.
     pub detail: String,
