@@ -844,3 +844,29 @@ fn a_plan_probing_a_dial_the_installation_does_not_make_is_a_difference() {
     );
     assert_eq!(scan.exit_code(), 1);
 }
+
+#[test]
+fn a_2x_node_without_profile_that_deploys_to_a_remote_gateway_is_a_publisher() {
+    let set = installs(&[
+        ("pub", "apim22/publisher"),
+        ("gw-manager", "apim22/consistent/gw-manager"),
+        ("km", "apim22/consistent/km"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    let p = &scan.installs[0];
+    assert_eq!(
+        (p.role.as_str(), p.profile.as_deref()),
+        ("wso2-apim-publisher", Some("publisher"))
+    );
+    let deploy = dial(&scan, "pub", "https-servlet");
+    let reached: Vec<(&str, u16)> = deploy
+        .iter()
+        .map(|d| (d.reaches.as_str(), d.to_port))
+        .collect();
+    assert_eq!(reached, vec![("km", 9443), ("gw-manager", 9443)]);
+    assert!(
+        dial(&scan, "pub", "thrift-km").is_empty(),
+        "a publisher validates no API calls"
+    );
+    assert!(scan.mismatches.is_empty() && scan.differences.is_empty());
+}

@@ -219,44 +219,60 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
             "carbon.xml <Name> with api-manager.xml",
         );
     }
-    match inferred_gateway(f, names) {
-        Some(why) => Identity {
+    match inferred_profile(f, names) {
+        Some((profile, role, why)) => Identity {
             product,
-            profile: Some("gateway".into()),
+            profile: Some(profile.into()),
             profile_source: format!("inferred: {why}"),
-            role: "wso2-apim-gateway",
+            role,
         },
         None => fixed("wso2-carbon", "none given"),
     }
 }
 
-/// A node with no profile validates keys at a remote key manager: a
-/// gateway (most 2.x installs start without `-Dprofile`).
-fn inferred_gateway(f: &Files, names: &[String]) -> Option<String> {
+/// What a node with no profile is, from whom it dials (most 2.x installs
+/// start without `-Dprofile`): validating keys at a remote key manager
+/// (`<APIKeyValidator><ServerURL>`, `ThriftServerHost`) and talking to a
+/// remote gateway (`<APIGateway><Environments><Environment><ServerURL>`)
+/// is a publisher or store; the first alone a gateway; the second alone
+/// (keys validated locally, gateway caches cleared remotely) a key manager.
+fn inferred_profile(f: &Files, names: &[String]) -> Option<(&'static str, &'static str, String)> {
     let vars = carbon_vars(f, 0);
     let remote = |u: &UrlSetting| {
         let (eps, _) = endpoints(&u.value.value, &vars);
         eps.iter()
             .any(|e| !is_local(&e.host) && !names.iter().any(|n| n.eq_ignore_ascii_case(&e.host)))
     };
-    let key_urls = f
-        .apim
-        .iter()
-        .flat_map(|a| a.urls.iter())
-        .chain(f.deployment.iter().flat_map(|d| d.urls.iter()))
-        .filter(|u| u.setting.contains("APIKeyValidator") || u.setting.contains("key_manager"));
-    for u in key_urls {
-        if remote(u) {
-            return Some(format!(
-                "{} names a remote key manager ({})",
-                u.setting, u.value.source
-            ));
-        }
+    let urls = || {
+        f.apim
+            .iter()
+            .flat_map(|a| a.urls.iter())
+            .chain(f.deployment.iter().flat_map(|d| d.urls.iter()))
+    };
+    let named = |u: &UrlSetting, what: &str| {
+        format!("{} names a remote {what} ({})", u.setting, u.value.source)
+    };
+    let key = |u: &&UrlSetting| {
+        u.setting.contains("APIKeyValidator") || u.setting.contains("key_manager")
+    };
+    let remote_km = urls()
+        .filter(key)
+        .find(|u| remote(u))
+        .map(|u| named(u, "key manager"))
+        .or_else(|| {
+            let h = f.apim.as_ref()?.thrift_server_host.as_ref()?;
+            (!is_local(&h.value) && !h.value.contains('$'))
+                .then(|| format!("ThriftServerHost names {} ({})", h.value, h.source))
+        });
+    let remote_gw = urls()
+        .find(|u| u.setting.contains("APIGateway Environment") && remote(u))
+        .map(|u| named(u, "gateway"));
+    match (remote_km, remote_gw) {
+        (Some(km), Some(gw)) => Some(("publisher", "wso2-apim-publisher", format!("{km}; {gw}"))),
+        (Some(km), None) => Some(("gateway", "wso2-apim-gateway", km)),
+        (None, Some(gw)) => Some(("api-key-manager", "wso2-apim-keymanager", gw)),
+        (None, None) => None,
     }
-    let thrift = f.apim.as_ref().and_then(|a| a.thrift_server_host.as_ref());
-    thrift
-        .filter(|h| !is_local(&h.value) && !h.value.contains('$'))
-        .map(|h| format!("ThriftServerHost names {} ({})", h.value, h.source))
 }
 
 /// The properties WSO2's 2.x files use, at this node's offset.
