@@ -302,9 +302,32 @@ fn dial<'a>(scan: &'a wso2::Scan, host: &str, name: &str) -> Vec<&'a wso2::DialF
 
 #[test]
 fn the_catalog_dials_analytics_where_wso2_ships_it() {
-    // A gateway with API-M Analytics at its shipped offset 1 (7612/7712):
-    // no dial_overrides needed, no lint error, paths on 7612/7712.
-    let plan = r#"
+    // A gateway and API-M Analytics as shipped, the plan setting nothing:
+    // the analytics role listens where the gateway dials (7612/7712), no
+    // dial_overrides needed, no lint error. The same with the DAS role at
+    // offset 1.
+    for analytics in [
+        r#"roles = ["wso2-apim-analytics"]"#,
+        r#"roles = [{ role = "wso2-das", port_offset = 1 }]"#,
+    ] {
+        let plan = PLAN_SHIPPED.replace("ROLES", analytics);
+        let a = analyze(&plan, "shipped.toml", Catalog::builtin());
+        assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+        let p = a.plan.unwrap();
+        let mut ports: Vec<u16> = p.paths.iter().map(|x| x.port.get()).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, vec![7612, 7712]);
+        assert!(p.paths.iter().all(|x| x.server_port.is_none()));
+    }
+    // The bundled example: analytics at offset 1, gateways without
+    // analytics dial_overrides, lints clean.
+    let example = std::fs::read_to_string("../examples/wso2-distributed.toml").unwrap();
+    assert!(!example.contains("thrift = 7612"));
+    let a = analyze(&example, "wso2-distributed.toml", Catalog::builtin());
+    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+}
+
+const PLAN_SHIPPED: &str = r#"
 name = "shipped"
 [[hosts]]
 name = "gw"
@@ -313,25 +336,12 @@ roles = ["wso2-apim-gateway"]
 [[hosts]]
 name = "analytics"
 address = "198.18.0.3"
-roles = [{ role = "wso2-apim-analytics", port_offset = 1 }]
+ROLES
 [[flows]]
 from = "host:gw"
 to = "host:analytics"
 ports = ["thrift", "thrift-ssl"]
 "#;
-    let a = analyze(plan, "shipped.toml", Catalog::builtin());
-    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
-    let p = a.plan.unwrap();
-    let mut ports: Vec<u16> = p.paths.iter().map(|x| x.port.get()).collect();
-    ports.sort_unstable();
-    assert_eq!(ports, vec![7612, 7712]);
-    // The bundled example: analytics at offset 1, gateways without
-    // analytics dial_overrides, lints clean.
-    let example = std::fs::read_to_string("../examples/wso2-distributed.toml").unwrap();
-    assert!(!example.contains("thrift = 7612"));
-    let a = analyze(&example, "wso2-distributed.toml", Catalog::builtin());
-    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
-}
 
 #[test]
 fn a_quoted_offset_and_env_placeholders_as_api_m_3_1_ships_them() {

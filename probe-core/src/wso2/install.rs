@@ -337,14 +337,27 @@ pub(crate) fn names(f: &Files) -> Vec<Setting<String>> {
     out
 }
 
+/// The offset a role's catalog ports already include: API-M Analytics
+/// ships at offset 1 (its carbon.xml `<Offset>1</Offset>`).
+pub(crate) fn shipped_offset(role: &str) -> u16 {
+    u16::from(role == "wso2-apim-analytics")
+}
+
+/// The `port_offset` a plan gives the installation's role: its offset
+/// counted from the role's shipped one.
+pub(crate) fn plan_offset(i: &Install) -> u16 {
+    i.offset.saturating_sub(shipped_offset(&i.role))
+}
+
 /// Every server port: the catalog role's, moved by the offset, then
 /// replaced by explicit settings.
 pub(crate) fn ports(i: &Install, f: &Files) -> Vec<PortFinding> {
     let catalog = Catalog::builtin();
-    let off = i.offset;
+    let shipped = shipped_offset(&i.role);
+    let off = plan_offset(i);
     let offset_how = |base: u16| match i.offset_source.as_str() {
         "default" => format!("default {base}"),
-        _ => format!("default {base} + offset {off}"),
+        _ => format!("default {} + offset {}", base - shipped, i.offset),
     };
     let mut ports: Vec<PortFinding> = Vec::new();
     for def in catalog
@@ -353,7 +366,7 @@ pub(crate) fn ports(i: &Install, f: &Files) -> Vec<PortFinding> {
         .unwrap_or_default()
     {
         let base = def.port.get();
-        let moved = def.offset.then_some(base);
+        let moved = def.offset.then_some(base.saturating_sub(shipped));
         ports.push(PortFinding {
             name: def.name.clone(),
             port: if def.offset {

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use super::install;
 use super::scan::{DialFinding, Difference, Install, Scan};
 use crate::catalog::Catalog;
 use crate::plan::{Host, Plan};
@@ -138,12 +139,24 @@ fn install_host(i: &Install, used: &mut Vec<String>, w: &mut impl Write) -> io::
         roles.push("{ role = \"wso2-cluster-wka\", port_offset = 0 }".into());
     }
     writeln!(w, "roles = [{}]", roles.join(", "))?;
-    writeln!(w, "port_offset = {}   # {}", i.offset, i.offset_source)?;
+    let offset = install::plan_offset(i);
+    if offset == i.offset {
+        writeln!(w, "port_offset = {offset}   # {}", i.offset_source)?;
+    } else {
+        writeln!(
+            w,
+            "port_offset = {offset}   # offset {} ({}), counted from {}'s shipped {}",
+            i.offset,
+            i.offset_source,
+            i.role,
+            install::shipped_offset(&i.role)
+        )?;
+    }
     let pinned: Vec<String> = i
         .ports
         .iter()
         .filter(|p| {
-            let catalog = catalog_port(&i.role, &p.name, i.offset);
+            let catalog = catalog_port(&i.role, &p.name, offset);
             // A port the role does not name (the full distribution's) is
             // reached by number in the flows.
             p.name == "cluster" || catalog.is_some_and(|c| c != p.port)
@@ -162,7 +175,7 @@ fn install_host(i: &Install, used: &mut Vec<String>, w: &mut impl Write) -> io::
             .and_then(|r| r.dials.iter().find(|c| c.name == d.name))
             .map(|c| {
                 if c.offset {
-                    c.port.get().saturating_add(i.offset)
+                    c.port.get().saturating_add(offset)
                 } else {
                     c.port.get()
                 }
@@ -354,13 +367,24 @@ fn host_differences(i: &Install, h: &Host, out: &mut Vec<Difference>) {
         .iter()
         .find(|r| r.role == i.role)
         .map_or(h.port_offset, |r| r.port_offset);
-    if plan_offset != i.offset {
+    if plan_offset != install::plan_offset(i) {
         out.push(Difference {
             host: i.host.clone(),
             kind: "offset-differs",
             detail: format!(
-                "the plan gives {} offset {plan_offset}, the installation runs at {} ({})",
-                h.name, i.offset, i.offset_source
+                "the plan gives {} offset {plan_offset}, the installation runs at {} ({}){}",
+                h.name,
+                install::plan_offset(i),
+                i.offset_source,
+                if install::shipped_offset(&i.role) > 0 {
+                    format!(
+                        ", counted from {}'s shipped {}",
+                        i.role,
+                        install::shipped_offset(&i.role)
+                    )
+                } else {
+                    String::new()
+                }
             ),
         });
     }

@@ -285,6 +285,10 @@ fn read_install(host: &str, home: &Path) -> Result<(Install, Files), ScanError> 
         unresolved: Vec::new(),
         cluster: f.axis2.as_ref().is_some_and(|a| a.cluster.is_some()),
     };
+    if i.role == "wso2-apim-analytics" && i.offset == 0 {
+        // Moved below its shipped offset 1: plain DAS ports at offset 0.
+        i.role = "wso2-das".into();
+    }
     i.ports = install::ports(&i, &f);
     i.dials = install::dials(&i, &f, &mut unresolved);
     i.unresolved = unresolved;
