@@ -16,21 +16,25 @@ pub enum Format {
     Table,
     /// `portcall.wso2/v1` JSON.
     Json,
-    /// A plan fragment: hosts, roles, offsets, overrides and flows.
+    /// A plan that reproduces the scan: hosts (and those outside the
+    /// scan), roles, offsets, overrides, dial_overrides and flows.
     Toml,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Wso2Command {
-    /// Read installations (a copy of each one's repository/conf, bin/ and
-    /// deployment.toml is enough): offsets, ports, dials, mismatches.
+    /// Read installations (a copy of each one's repository/conf and bin/
+    /// is enough): offsets, host names, ports, dials, mismatches. A dial
+    /// reaches the installation whose own host names claim its host; one
+    /// no installation claims is listed outside the scan. See docs/wso2.md.
     /// Exit 1 when anything disagrees, 0 when nothing does, 2 on bad input.
     Scan(ScanArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct ScanArgs {
-    /// HOST=PRODUCT_HOME, one per installation.
+    /// NAME=PRODUCT_HOME, one per installation (NAME is yours; the
+    /// installation's own host names are read from its files).
     #[arg(required = true, value_name = "HOST=PRODUCT_HOME")]
     installs: Vec<String>,
     /// Compare with this plan: every port it assumes and every dial.

@@ -283,6 +283,31 @@ fn wso2_correct_firewall_then_each_fault_alone_and_all_together() {
         );
     }
 
+    // The example keeps API-M Analytics at its shipped offset 1: the plan
+    // lints clean without analytics dial_overrides, and every gateway's
+    // analytics path is probed on the catalog's 7612/7712 and passes.
+    let text = std::fs::read_to_string(example()).unwrap();
+    let a = probe_core::plan::analyze(
+        &text,
+        "wso2-distributed.toml",
+        probe_core::catalog::Catalog::builtin(),
+    );
+    assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
+    let analytics: Vec<_> = run
+        .report
+        .paths
+        .iter()
+        .filter(|p| p.to == "apim-analytics" && p.from.starts_with("gw-"))
+        .map(|p| (p.port, p.verdict))
+        .collect();
+    assert_eq!(analytics.len(), 6, "{analytics:?}");
+    assert!(
+        analytics
+            .iter()
+            .all(|(port, v)| matches!(port, 7612 | 7712) && *v == Verdict::Ok),
+        "{analytics:?}"
+    );
+
     // b. Each fault alone, then all together.
     let faults = faults();
     for f in &faults {
@@ -551,4 +576,93 @@ fn wso2_dnat_to_another_host_is_wrong_host() {
         "{}",
         p.detail
     );
+}
+
+/// The plan `wso2 scan --format toml` writes for the API-M 2.2 fixtures
+/// (`km`, `tm` from `variant`), each host moved to a lab address and an
+/// operator host added to check from.
+fn scanned_plan(variant: &str, dir: &Path) -> PathBuf {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../probe-core/tests/fixtures/wso2/apim22");
+    let node = |name: &str, v: &str| (name.to_owned(), f.join(v).join(name));
+    let set = vec![
+        node("gw-worker", "consistent"),
+        node("gw-manager", "consistent"),
+        node("km", variant),
+        node("tm", variant),
+        node("analytics", "consistent"),
+    ];
+    let scan = probe_core::wso2::scan(&set, None).unwrap();
+    let mut out = Vec::new();
+    probe_core::wso2::render(&scan, probe_core::wso2::ScanFormat::Toml, &mut out).unwrap();
+    let mut n = 10;
+    let mut text = String::new();
+    for line in String::from_utf8(out).unwrap().lines() {
+        if line.starts_with("address = ") {
+            text.push_str(&format!("address = \"198.18.9.{n}\"\n"));
+            n += 1;
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str("\n[[hosts]]\nname = \"operator\"\naddress = \"198.18.9.99\"\n");
+    let path = dir.join(format!("scan-{variant}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn wso2_scan_plan_checks_the_ports_the_clients_really_dial() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The consistent deployment: every dial the scan found, ok.
+    let lab = PlanLab::new(&scanned_plan("consistent", dir.path())).unwrap();
+    lab.start_agents().unwrap();
+    let run = lab.check(COORDINATOR).unwrap();
+    assert_eq!(run.code, 0, "{:#?}\n{}", not_ok(&run), run.stderr);
+    assert!(
+        run.report
+            .paths
+            .iter()
+            .any(|p| p.from == "gw-worker" && p.to == "tm" && p.port == 5672),
+        "the JMS dial is probed"
+    );
+    drop(lab);
+    // The broken one: the key manager at offset 5, the traffic manager at
+    // -DportOffset=1. Each gateway's dial is probed where the gateway
+    // dials, refused there, and names where the server listens.
+    let lab = PlanLab::new(&scanned_plan("broken", dir.path())).unwrap();
+    lab.start_agents().unwrap();
+    let run = lab.check(COORDINATOR).unwrap();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let mut got: Vec<(String, u16, Option<u16>, Option<Observed>)> = run
+        .report
+        .paths
+        .iter()
+        .filter(|p| p.verdict != Verdict::Ok)
+        .map(|p| {
+            (
+                format!("{}->{}", p.from, p.to),
+                p.port,
+                p.server_port,
+                p.observed,
+            )
+        })
+        .collect();
+    got.sort();
+    let refused = Some(Observed::Refused);
+    let mut want = Vec::new();
+    for gw in ["gw-manager", "gw-worker"] {
+        want.extend([
+            (format!("{gw}->km"), 9443, Some(9448), refused),
+            (format!("{gw}->km"), 10397, Some(10402), refused),
+            (format!("{gw}->tm"), 5672, Some(5673), refused),
+            (format!("{gw}->tm"), 9611, Some(9612), refused),
+            (format!("{gw}->tm"), 9711, Some(9712), refused),
+        ]);
+    }
+    want.sort();
+    assert_eq!(got, want, "{}", lab.logs());
 }

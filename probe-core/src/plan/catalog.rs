@@ -170,8 +170,8 @@ mod tests {
             9611,
             false
         )));
-        assert!(gw.contains(&("thrift".into(), "wso2-das".into(), 7611, false)));
-        assert!(dials("wso2-esb").contains(&("thrift".into(), "wso2-das".into(), 7611, false)));
+        assert!(gw.contains(&("thrift".into(), "wso2-das".into(), 7612, false)));
+        assert!(dials("wso2-esb").contains(&("thrift".into(), "wso2-das".into(), 7612, false)));
         // `use` inherits dials.
         assert!(dials("wso2-carbon").is_empty());
     }
