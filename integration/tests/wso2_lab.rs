@@ -290,7 +290,7 @@ fn wso2_correct_firewall_then_each_fault_alone_and_all_together() {
     let a = probe_core::plan::analyze(
         &text,
         "wso2-distributed.toml",
-        probe_core::catalog::Catalog::builtin(),
+        probe_core::plan::Catalog::builtin(),
     );
     assert!(a.diagnostics.0.is_empty(), "{}", a.diagnostics);
     let analytics: Vec<_> = run

@@ -13,10 +13,6 @@ pub mod demo;
 pub mod fuzzing;
 pub mod pki;
 pub mod plan;
-/// Transitional: the catalog is part of the plan layer (`plan::catalog`,
-/// `plan::Catalog`); this keeps `crate::catalog::…` working for code written
-/// before the move. Remove once nothing names it.
-pub use plan::catalog;
 pub mod probe;
 pub mod render;
 pub mod report;

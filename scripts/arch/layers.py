@@ -61,13 +61,13 @@ import tempfile
 # `agent` never imports `report`, nothing imports a layer above its own.
 LAYERS = [
     ["port", "time"],
-    # The catalog is the plan's built-in roles; it moves under plan/.
-    ["plan", "catalog"],
+    # The plan model, with the catalog (built-in roles) under it.
+    ["plan"],
     ["pki"],
     ["probe"],
     ["control"],
     ["agent"],
-    # Aligned tables and `plan show` (plan and catalog only): the report's
+    # Aligned tables and `plan show` (plan only): the report's
     # renderers and the wso2 reader build on them.
     ["render"],
     ["report"],
@@ -76,12 +76,7 @@ LAYERS = [
     # layer imports them (wso2 is a reader beside the plan, never below it).
     ["schedule", "wso2", "demo", "fuzzing"],
 ]
-SAME_LAYER_ALLOWED = {
-    # plan resolves roles through the catalog and the catalog is parsed
-    # with the plan's role grammar: one model in two files until the
-    # catalog moves under plan/.
-    ("plan", "catalog"),
-}
+SAME_LAYER_ALLOWED: set = set()
 
 # Whether a parent module's file and its own descendants' files that *use*
 # each other's items (not only `mod x;` and re-exports, which never count)

@@ -12,7 +12,7 @@ use super::esb::read_event_publisher;
 use super::scan::{DialFinding, Install, PortFinding};
 use super::values::{Vars, endpoints, is_local};
 use super::{ScanError, Setting, join, read_optional};
-use crate::catalog::Catalog;
+use crate::plan::Catalog;
 use crate::port::Protocol;
 
 /// The most datasource files read from `repository/conf/datasources/`.

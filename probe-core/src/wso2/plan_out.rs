@@ -12,7 +12,7 @@ use std::io::{self, Write};
 
 use super::install;
 use super::scan::{DialFinding, Difference, Install, Scan};
-use crate::catalog::Catalog;
+use crate::plan::Catalog;
 use crate::plan::{Host, Plan};
 
 /// A TOML string literal.
