@@ -29,6 +29,8 @@ use crate::control::{
 use crate::plan::{Address, Family, PathView, Plan};
 use crate::port::Protocol;
 use crate::probe::Observed;
+use crate::probe::Silence;
+use crate::probe::classify::is_local_denial;
 
 /// Whether an agent took part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -592,6 +594,7 @@ fn judge_path(
         cert: None,
         service_banner: None,
         arrived: None,
+        local_denial: None,
     };
     let fail = |mut r: PathReport, detail: String| {
         r.verdict = Verdict::Error;
@@ -703,19 +706,7 @@ fn judge_path(
         );
     }
     let d = plan.defaults;
-    let silence = |whose: &str| {
-        // The prober says how long it waited (an adaptive deadline can be
-        // shorter than `timeout_ms`); reports without that say the plan's.
-        if probe.detail.starts_with("no answer within ") {
-            return format!("dropped: {}{whose}", probe.detail);
-        }
-        format!(
-            "dropped: no answer within {} ms ({} attempt{}){whose}",
-            d.timeout_ms,
-            probe.attempts,
-            if probe.attempts == 1 { "" } else { "s" }
-        )
-    };
+    let silence = |whose: &str| format!("dropped: {}{whose}", silence_words(probe, d.timeout_ms));
     let with = |base: String| {
         if probe.detail.is_empty() {
             base
@@ -762,9 +753,8 @@ fn judge_path(
             }
         })
     };
-    // EACCES is also how the kernel reports an ICMPv6 admin-prohibited: it
-    // is the source's own refusal only when no ICMP error came back.
-    let denied = local_denial(&probe.detail) && probe.icmp.is_none();
+    let denied = local_denial(probe);
+    r.local_denial = probe.errno.filter(|_| denied);
     let mut redirected_to = None;
     match listener {
         Listener::Canary => {
@@ -995,12 +985,33 @@ fn traced(
     })
 }
 
-/// Whether a prober's detail is a local permission error (`EPERM`,
-/// `EACCES`): the source's own kernel refused to send, which no ICMP
-/// message explains. The detail starts with the errno's stable name
-/// ([`crate::probe::classify::errno_name`]), never with OS message text.
-pub(super) fn local_denial(detail: &str) -> bool {
-    detail.starts_with("EPERM") || detail.starts_with("EACCES")
+/// Whether the source's own kernel refused to send
+/// ([`is_local_denial`] of the probe's errno) and no ICMP error explains
+/// it: EACCES is also how the kernel reports an ICMPv6 admin-prohibited,
+/// which is the source's own refusal only when no ICMP error came back.
+pub(super) fn local_denial(probe: &PathProbe) -> bool {
+    is_local_denial(probe.errno) && probe.icmp.is_none()
+}
+
+/// "no answer within N ms (k attempts)" for a path that timed out. Whether
+/// the path stayed silent is the probe's [`PathProbe::silence`]; the
+/// prober's own words then say how long it waited (an adaptive deadline
+/// can be shorter than `timeout_ms`, and they say why), shown as they are.
+/// A timeout without that (a report from a prober that does not say) gets
+/// the plan's `timeout_ms`.
+pub(super) fn silence_words(probe: &PathProbe, timeout_ms: u64) -> String {
+    let attempts = |waited_ms: u64| {
+        format!(
+            "no answer within {waited_ms} ms ({} attempt{})",
+            probe.attempts,
+            if probe.attempts == 1 { "" } else { "s" }
+        )
+    };
+    match probe.silence {
+        Some(_) if !probe.detail.is_empty() => probe.detail.clone(),
+        Some(Silence { waited_ms, .. }) => attempts(waited_ms),
+        None => attempts(timeout_ms),
+    }
 }
 
 /// Appends where else our nonce turned up, if it did, and remembers that
@@ -1137,7 +1148,11 @@ expect = "blocked"
             service_banner: None,
             shed: false,
             errno: None,
-            silence: None,
+            // A silent path says so, as the engine does.
+            silence: (observed == Observed::Timeout).then_some(crate::probe::Silence {
+                waited_ms: 500,
+                adaptive: false,
+            }),
         }
     }
 
@@ -1356,14 +1371,18 @@ expect = "blocked"
     #[test]
     fn local_eperm_is_not_called_an_icmp_rejection() {
         let p = plan();
+        let errno = |p: &mut PathProbe, e: i32| {
+            p.errno = Some(e);
+            p.detail = crate::probe::classify::errno_name(e);
+        };
         let mut denied = probe(0, Some("aa"), Observed::Unreachable);
-        denied.detail = crate::probe::classify::errno_name(libc::EPERM);
+        errno(&mut denied, libc::EPERM);
         let mut icmp = probe(0, Some("aa"), Observed::Unreachable);
-        icmp.detail = crate::probe::classify::errno_name(libc::EHOSTUNREACH);
+        errno(&mut icmp, libc::EHOSTUNREACH);
         // An ICMPv6 admin-prohibited reaches connect as EACCES: with the
         // ICMP error in hand it is the router's, not the source's.
         let mut v6 = probe(0, Some("aa"), Observed::Unreachable);
-        v6.detail = crate::probe::classify::errno_name(libc::EACCES);
+        errno(&mut v6, libc::EACCES);
         v6.icmp = Some(Box::new(crate::probe::IcmpEvidence {
             kind: "admin-prohibited".into(),
             code: 1,
@@ -1389,6 +1408,65 @@ expect = "blocked"
             assert_eq!(d.contains("refused on web itself"), local, "{d}");
             assert_eq!(d.contains("ICMP"), !local, "{d}");
         }
+    }
+
+    /// Whether a path stayed silent, and whether the source refused to
+    /// send, are the probe's fields; the detail's words decide nothing.
+    #[test]
+    fn silence_and_local_denial_are_read_from_the_probes_fields() {
+        let p = plan();
+        let join_one = |probe_of_0: PathProbe| {
+            let web = up(
+                vec![],
+                vec![probe_of_0, probe(1, None, Observed::Refused)],
+                vec![],
+            );
+            let db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+            let round = RoundEvidence {
+                started_at: SystemTime::UNIX_EPOCH,
+                finished_at: SystemTime::UNIX_EPOCH,
+                agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+            };
+            join(&p, &round).paths.swap_remove(0)
+        };
+        let adaptive = "no answer within 120 ms (1 attempt; adaptive timeout: the host's other ports answer in 0.10 ms, longest 0.20 ms; at most 500 ms)";
+        // Silent, in the prober's own words: shown as they are.
+        let mut silent = probe(0, Some("aa"), Observed::Timeout);
+        silent.silence = Some(crate::probe::Silence {
+            waited_ms: 120,
+            adaptive: true,
+        });
+        silent.detail = adaptive.into();
+        assert_eq!(
+            join_one(silent.clone()).detail,
+            format!("dropped: {adaptive} while the canary of db was listening")
+        );
+        // Silent without words: the waited time is the field's.
+        silent.detail.clear();
+        assert_eq!(
+            join_one(silent.clone()).detail,
+            "dropped: no answer within 120 ms (1 attempt) while the canary of db was listening"
+        );
+        // The same words without the field are not taken for the prober's
+        // measure: the plan's deadline is said.
+        silent.silence = None;
+        silent.detail = adaptive.into();
+        assert_eq!(
+            join_one(silent).detail,
+            "dropped: no answer within 500 ms (1 attempt) while the canary of db was listening"
+        );
+        // "EPERM" in the words without the errno is no local denial, and
+        // the errno is what the report carries.
+        let mut words = probe(0, Some("aa"), Observed::Unreachable);
+        words.detail = crate::probe::classify::errno_name(libc::EPERM);
+        let r = join_one(words.clone());
+        assert!(!r.detail.contains("refused on web itself"), "{}", r.detail);
+        assert_eq!(r.local_denial, None);
+        words.errno = Some(libc::EPERM);
+        let r = join_one(words);
+        assert!(r.detail.contains("refused on web itself"), "{}", r.detail);
+        assert_eq!(r.local_denial, Some(libc::EPERM));
+        assert_eq!(r.blame.map(|b| b.cause), Some(blame::Cause::Egress));
     }
 
     #[test]

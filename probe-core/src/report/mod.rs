@@ -385,6 +385,13 @@ pub struct PathReport {
     /// the target's canary recorded; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived: Option<u32>,
+    /// The errno (`EPERM`, `EACCES`) with which the source's own kernel
+    /// refused to send, when it did and no ICMP error explains it (see
+    /// [`crate::probe::classify::is_local_denial`]); absent otherwise.
+    /// Added to v1 so that `suggest` decides on the fact, never on the
+    /// detail's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_denial: Option<i32>,
 }
 
 impl std::fmt::Display for Summary {

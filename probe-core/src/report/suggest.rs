@@ -24,9 +24,8 @@
 //!
 //! Some violations have no fix at the target, and the script says why in
 //! `#` comments instead of guessing: a connection refused by the source's
-//! own egress policy (`unreachable` with a local `EPERM`/`EACCES` in the
-//! detail, as the probe engine's errno names spell them; reported under the
-//! source host), a connection answered by another host (`wrong-host`: a NAT
+//! own egress policy (`unreachable` with the path's `local_denial` errno,
+//! `EPERM`/`EACCES`; reported under the source host), a connection answered by another host (`wrong-host`: a NAT
 //! or redirect, not a filter), a failed TLS handshake over a TCP path that
 //! works, a live service that refused (the service is down), and paths that
 //! were not measured at all (`error`).
@@ -53,7 +52,7 @@ use super::{PathReport, Report, Verdict};
 use crate::plan::Expect;
 use crate::port::Protocol;
 use crate::probe::Observed;
-use crate::probe::classify::errno_name;
+use crate::probe::classify::{errno_name, is_local_denial};
 
 /// Which firewall the commands are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -878,10 +877,10 @@ fn judge(
             }
         }
     }
-    let local_denial = [libc::EPERM, libc::EACCES]
-        .into_iter()
-        .map(errno_name)
-        .find(|name| p.icmp.is_none() && p.detail.contains(name.as_str()));
+    let local_denial = p
+        .local_denial
+        .filter(|&e| p.icmp.is_none() && is_local_denial(Some(e)))
+        .map(errno_name);
     if let Some(sp) = p.server_port.filter(|sp| *sp != p.port) {
         // The client dials a port the server does not listen on: opening
         // the dialled port would not make anything answer there.
@@ -1486,6 +1485,7 @@ mod tests {
             cert: None,
             service_banner: None,
             arrived: None,
+            local_denial: None,
         }
     }
 
@@ -1654,6 +1654,12 @@ mod tests {
             ],
         };
         r.paths[11].target_saw = None;
+        // web's own kernel refused to send to 9443.
+        r.paths
+            .iter_mut()
+            .find(|p| p.port == 9443)
+            .expect("the 9443 path")
+            .local_denial = Some(libc::EPERM);
         // The internet zone's flow to the console port.
         r.paths[3].flow_from = vec!["zone:dmz".into()];
         for h in &mut r.hosts[..3] {

@@ -209,6 +209,7 @@ pub(crate) mod tests {
             cert: None,
             service_banner: None,
             arrived: None,
+            local_denial: None,
         }
     }
 

@@ -113,7 +113,8 @@ pub(super) fn judge(
             format!("{base} ({})", probe.detail)
         }
     };
-    let denied = local_denial(&probe.detail) && probe.icmp.is_none();
+    let denied = local_denial(probe);
+    r.local_denial = probe.errno.filter(|_| denied);
     let mut one_way = false;
     let mut redirected_to = None;
     let observed = match (sighting.is_some(), probe.observed) {
@@ -293,7 +294,11 @@ expect = "blocked"
             service_banner: None,
             shed: false,
             errno: None,
-            silence: None,
+            // A silent path says so, as the engine does.
+            silence: (observed == Observed::Timeout).then_some(crate::probe::Silence {
+                waited_ms: 500,
+                adaptive: false,
+            }),
         }
     }
 
