@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 
-use super::format::unix_seconds;
+use super::text::unix_seconds;
 use super::{PathReport, Report, Verdict};
 use crate::plan::{Expect, Family};
 use crate::port::Protocol;

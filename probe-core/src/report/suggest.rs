@@ -47,7 +47,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use super::blame::{Blame, BlameRule, Where};
-use super::format::path_label;
+use super::text::path_label;
 use super::{PathReport, Report, Verdict};
 use crate::plan::Expect;
 use crate::port::Protocol;

@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::format::why;
+use super::text::why;
 use super::{PathReport, Report, Verdict};
 use crate::render::Table;
 

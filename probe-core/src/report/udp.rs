@@ -14,34 +14,11 @@
 //! `arrived` is how many of the prober's datagrams the canary recorded.
 
 use super::blame::{self, TargetStage};
-use super::join::{AgentEvidence, RoundEvidence, local_denial, note_elsewhere};
+use super::evidence::{AgentEvidence, RoundEvidence, local_denial, note_elsewhere};
 use super::{PathReport, TargetEnd, Verdict};
 use crate::control::PathProbe;
 use crate::plan::{Family, PathView, Plan};
 use crate::probe::Observed;
-use crate::probe::udp_service::{UdpOptions, UdpService};
-
-/// Whether portcall knows a valid request to prove that a live UDP service
-/// on `port` answers ([`UdpService::for_port`]: DNS, NTP; SNMP only with
-/// the plan's `snmp_community`). Elsewhere a held UDP port cannot be
-/// proven.
-pub fn live_request_known(port: u16, snmp_community: Option<&str>) -> bool {
-    let options = UdpOptions {
-        snmp_community: snmp_community.map(str::to_string),
-    };
-    UdpService::for_port(port, &options) != UdpService::Canary
-}
-
-/// "2 of 3 datagrams arrived", for renderers; `None` when the canary's
-/// count is not known (TCP, no canary).
-pub fn arrival(r: &PathReport) -> Option<String> {
-    let arrived = r.arrived?;
-    let sent = r.attempts.max(arrived);
-    Some(format!(
-        "{arrived} of {sent} datagram{} arrived",
-        if sent == 1 { "" } else { "s" }
-    ))
-}
 
 /// Joins a UDP path whose target held a canary.
 pub(super) fn judge(
@@ -221,7 +198,9 @@ mod tests {
     use crate::port::Protocol;
     use crate::probe::IcmpEvidence;
     use crate::report::blame::{Cause, Where};
-    use crate::report::join::{AgentOutcome, join};
+    use crate::report::evidence::AgentOutcome;
+    use crate::report::join::join;
+    use crate::report::text::arrival;
     use crate::report::{Report, Verdict};
 
     const PLAN: &str = r#"
