@@ -278,7 +278,7 @@ impl Verdict {
     ///   from a stopped (or never started) service, so it proves neither
     ///   open nor blocked: `error`, whatever the expectation;
     /// - `local-error` (or no measurement) is never open nor blocked.
-    pub fn judge(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
+    pub fn decide(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
         match (observed, expect, end) {
             (None | Some(Observed::LocalError), _, _) => Verdict::Error,
             (Some(Observed::Refused), _, TargetEnd::Live) => Verdict::Error,

@@ -324,7 +324,7 @@ fn join_path(
         Err(why) => return fail(r, why),
     };
     if listener == Listener::UdpCanary {
-        return super::udp::judge(plan, round, path, probe, r, ends.dst);
+        return super::udp::decide_udp(plan, round, path, probe, r, ends.dst);
     }
     let Some(probe) = probe else {
         let why = format!(
@@ -333,7 +333,7 @@ fn join_path(
         );
         return fail(r, why);
     };
-    judge_probed(
+    join_probed(
         &Case::new(plan, round, path, probe, (ends, listener)),
         index,
         r,
@@ -341,7 +341,7 @@ fn join_path(
 }
 
 /// [`join_path`] for a path the source probed.
-fn judge_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> PathReport {
+fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> PathReport {
     let (plan, path, probe) = (c.plan, c.path, c.probe);
     observe::record(&mut r, probe);
     if probe.observed == Observed::LocalError {
@@ -380,7 +380,7 @@ fn judge_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> P
         Listener::Canary | Listener::Dialled | Listener::UdpCanary => TargetEnd::Canary,
         Listener::Live { .. } => TargetEnd::Live,
     };
-    r.verdict = Verdict::judge(path.expect, r.observed, end);
+    r.verdict = Verdict::decide(path.expect, r.observed, end);
     r
 }
 
@@ -1129,12 +1129,12 @@ ports = ["mysql"]
             (Blocked, None, Verdict::Error),
         ];
         for (e, o, v) in cases {
-            assert_eq!(Verdict::judge(e, o, TargetEnd::Canary), v, "{e:?} {o:?}");
+            assert_eq!(Verdict::decide(e, o, TargetEnd::Canary), v, "{e:?} {o:?}");
         }
         // Without a canary a refusal proves nothing either way.
         for e in [Open, Blocked] {
             assert_eq!(
-                Verdict::judge(e, Some(Refused), TargetEnd::Live),
+                Verdict::decide(e, Some(Refused), TargetEnd::Live),
                 Verdict::Error
             );
         }
