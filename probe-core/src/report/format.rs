@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::str::FromStr;
 
 use super::Report;
-use super::table::TableOptions;
+use super::table::ReportTableOptions;
 
 /// An output format of a [`Report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -92,7 +92,7 @@ impl FromStr for ReportFormat {
 pub struct RenderOptions {
     /// Options of the terminal table (colour only on a TTY: the caller
     /// decides).
-    pub table: TableOptions,
+    pub table: ReportTableOptions,
 }
 
 /// Renders `report` in `format`.

@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(r.paths[2].to, "cache");
         assert_eq!(labels.port(&r.paths[2]), "6379/tcp (https-servlet)");
         let mut table = Vec::new();
-        table::write(&r, table::TableOptions::default(), &mut table).unwrap();
+        table::write(&r, table::ReportTableOptions::default(), &mut table).unwrap();
         let table = String::from_utf8(table).unwrap();
         assert!(
             table.contains("(https-servlet, wso2-apim-store)"),
