@@ -4,8 +4,9 @@
 
 use std::net::IpAddr;
 
+use super::options::{FirewallFormat, SuggestError, SuggestOptions};
 use super::rule::Rule;
-use super::{FirewallFormat, SuggestError, SuggestOptions, firewalld, iptables, nft};
+use super::{firewalld, iptables, nft};
 
 /// An nft table's address family: the ones that filter IP traffic on the
 /// input hook.

@@ -10,7 +10,7 @@ use super::super::blame::{Blame, BlameRule, Cause, Where};
 use super::super::text::path_label;
 use super::super::{PathReport, Report, Verdict};
 use super::backend::{Backend, NftFamily, nft_identifier};
-use super::{Action, Item};
+use super::model::{Action, Item};
 use crate::plan::Expect;
 use crate::port::Protocol;
 use crate::probe::Observed;

@@ -6,9 +6,9 @@
 use std::io::{self, Write};
 
 use super::backend::Backend;
+use super::model::{Action, HostSuggestions, Item, Suggestions};
 use super::quote::comment_line;
 use super::rule::{Place, Rule};
-use super::{Action, HostSuggestions, Item, Suggestions};
 use crate::port::Protocol;
 
 impl Suggestions {
