@@ -9,13 +9,21 @@ use crate::plan::{PathView, Plan};
 use crate::port::Protocol;
 use crate::probe::udp_service::live_request_known;
 
+/// Who judges a path: the UDP join, for a UDP canary, else this join with
+/// what the target offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Offered {
+    /// A UDP canary listened: the UDP join judges the path.
+    UdpCanary,
+    /// What the target end offered to a path this join judges.
+    Probe(Listener),
+}
+
 /// What the target end of a path offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Listener {
     /// A TCP canary listened.
     Canary,
-    /// A UDP canary listened: the UDP join judges the path.
-    UdpCanary,
     /// No canary: a real service held the port, or the port is not planned.
     Live { why: &'static str },
     /// The client dials a port the target does not listen on; the canary
@@ -38,7 +46,7 @@ pub(super) fn classify<'r>(
     plan: &Plan,
     round: &'r RoundEvidence,
     path: &PathView<'_>,
-) -> Result<(Ends<'r>, Listener), String> {
+) -> Result<(Ends<'r>, Offered), String> {
     let (Some(src), Some(dst)) = (round.agents.get(path.from), round.agents.get(path.to)) else {
         return Err("agent not asked (internal error: the path's hosts were not contacted)".into());
     };
@@ -75,7 +83,7 @@ fn agents_took_part(
 }
 
 /// What the target agent reported for the path's port.
-fn listener(plan: &Plan, path: &PathView<'_>, dst: &AgentEvidence) -> Result<Listener, String> {
+fn listener(plan: &Plan, path: &PathView<'_>, dst: &AgentEvidence) -> Result<Offered, String> {
     let port = path.port.get();
     let udp = path.protocol == Protocol::Udp;
     let listener_report = dst
@@ -83,12 +91,12 @@ fn listener(plan: &Plan, path: &PathView<'_>, dst: &AgentEvidence) -> Result<Lis
         .iter()
         .find(|l| l.port == port && (l.protocol == Protocol::Udp) == udp);
     match (&path.role, listener_report) {
-        (None, _) => Ok(Listener::Live {
+        (None, _) => Ok(Offered::Probe(Listener::Live {
             why: "not a planned port of the target, so no canary",
-        }),
+        })),
         (Some(_), Some(l)) => match l.state {
-            ListenerState::Canary if udp => Ok(Listener::UdpCanary),
-            ListenerState::Canary => Ok(Listener::Canary),
+            ListenerState::Canary if udp => Ok(Offered::UdpCanary),
+            ListenerState::Canary => Ok(Offered::Probe(Listener::Canary)),
             ListenerState::Held
                 if udp && !live_request_known(port, plan.snmp_community.as_deref()) =>
             {
@@ -97,14 +105,14 @@ fn listener(plan: &Plan, path: &PathView<'_>, dst: &AgentEvidence) -> Result<Lis
                     path.to, path.service
                 ))
             }
-            ListenerState::Held => Ok(Listener::Live {
+            ListenerState::Held => Ok(Offered::Probe(Listener::Live {
                 why: "a real service holds the port",
-            }),
+            })),
             ListenerState::Failed => Err(format!("no canary on {}:{port}: {}", path.to, l.detail)),
         },
         // The client dials a port the target does not listen on: probe it
         // as a live port and say why nothing of the plan is there.
-        (Some(_), None) if path.server_port.is_some() => Ok(Listener::Dialled),
+        (Some(_), None) if path.server_port.is_some() => Ok(Offered::Probe(Listener::Dialled)),
         (Some(_), None) => Err(format!(
             "target agent {} reported no listener for port {port}",
             path.to

@@ -23,8 +23,6 @@ pub(super) fn describe(
         Listener::Canary => w.at_canary(observed),
         Listener::Dialled => (w.dialled(), None),
         Listener::Live { why } => (w.live(why), None),
-        // Judged by the UDP join, never described here.
-        Listener::UdpCanary => (c.probe.detail.clone(), None),
     }
 }
 

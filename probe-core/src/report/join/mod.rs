@@ -26,7 +26,7 @@ use super::{
 use crate::control::{ListenerState, PathProbe};
 use crate::plan::{PathView, Plan};
 use crate::probe::Observed;
-use classify::Listener;
+use classify::{Listener, Offered};
 use index::EvidenceIndex;
 use observe::Case;
 
@@ -320,12 +320,12 @@ fn join_path(
 ) -> PathReport {
     let r = unjudged(texts, path);
     let (ends, listener) = match classify::classify(plan, round, path) {
-        Ok(found) => found,
+        Ok((ends, Offered::UdpCanary)) => {
+            return super::udp::decide_udp(plan, round, path, probe, r, ends.dst);
+        }
+        Ok((ends, Offered::Probe(listener))) => (ends, listener),
         Err(why) => return fail(r, why),
     };
-    if listener == Listener::UdpCanary {
-        return super::udp::decide_udp(plan, round, path, probe, r, ends.dst);
-    }
     let Some(probe) = probe else {
         let why = format!(
             "source agent {} returned no result for this path",
@@ -377,7 +377,7 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
     let end = match c.listener {
         // A dialled port the target agent vouches is empty is as known as a
         // canary's: a refusal there is what the client will get.
-        Listener::Canary | Listener::Dialled | Listener::UdpCanary => TargetEnd::Canary,
+        Listener::Canary | Listener::Dialled => TargetEnd::Canary,
         Listener::Live { .. } => TargetEnd::Live,
     };
     r.verdict = Verdict::decide(path.expect, r.observed, end);

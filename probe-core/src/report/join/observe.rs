@@ -109,7 +109,7 @@ pub(super) fn observe(
                 .map(|h| stage_of(Some(h)));
             Ok(probe.observed)
         }
-        Listener::Dialled | Listener::UdpCanary => Ok(probe.observed),
+        Listener::Dialled => Ok(probe.observed),
     }
 }
 
