@@ -12,7 +12,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use probe_core::control::{ClientSecurity, SshOptions, SshTransport, Transport};
 use probe_core::pki::{COORDINATOR, TlsIdentity};
 use probe_core::plan::{Address, Only, PathScope, Plan};
-use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::TableOptions};
+use probe_core::report::{self, RenderOptions, Report, ReportFormat, table::ReportTableOptions};
 use probe_core::round::{self, RoundConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -274,9 +274,9 @@ pub fn emit(report: &Report, output: &OutputArgs, notes: &[String]) -> anyhow::R
         }
     }
     let options = RenderOptions {
-        table: TableOptions {
+        table: ReportTableOptions {
             color: to_tty,
-            ..TableOptions::default()
+            ..ReportTableOptions::default()
         },
     };
     // Rendered as it is written: a report of 100,000 paths is never held

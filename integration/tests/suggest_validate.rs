@@ -187,6 +187,10 @@ fn report() -> Report {
         ],
     });
     let mut r = report::json::read(&value.to_string()).expect("a valid report");
+    // web's own kernel refused to send to 9443 (EPERM).
+    if let Some(p) = r.paths.iter_mut().find(|p| p.port == 9443) {
+        p.local_denial = Some(1);
+    }
     r.recount();
     r
 }

@@ -1005,7 +1005,7 @@ impl Shared {
                 }
                 // A live UDP service portcall knows no request for cannot
                 // be proven: nothing is sent (the join says why).
-                if !crate::report::udp::live_request_known(
+                if !crate::probe::udp_service::live_request_known(
                     path.port.get(),
                     plan.snmp_community.as_deref(),
                 ) {

@@ -432,6 +432,18 @@ fn snmp_reply(r: &[u8], id: &[u8]) -> Option<String> {
     })
 }
 
+/// Whether portcall knows a valid request to prove that a live UDP service
+/// on `port` answers ([`UdpService::for_port`]: DNS, NTP; SNMP only with
+/// the plan's `snmp_community`). Elsewhere a held UDP port cannot be
+/// proven: the agent sends nothing to such a port, and the report's join
+/// says why.
+pub fn live_request_known(port: u16, snmp_community: Option<&str>) -> bool {
+    let options = UdpOptions {
+        snmp_community: snmp_community.map(str::to_string),
+    };
+    UdpService::for_port(port, &options) != UdpService::Canary
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,7 +148,7 @@ impl Outcome {
         Outcome {
             verdict: p.verdict,
             observed: p.observed,
-            detail: super::format::why(p),
+            detail: super::text::why(p),
         }
     }
 

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::str::FromStr;
 
 use super::Report;
-use super::table::TableOptions;
+use super::table::ReportTableOptions;
 
 /// An output format of a [`Report`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -92,7 +92,7 @@ impl FromStr for ReportFormat {
 pub struct RenderOptions {
     /// Options of the terminal table (colour only on a TTY: the caller
     /// decides).
-    pub table: TableOptions,
+    pub table: ReportTableOptions,
 }
 
 /// Renders `report` in `format`.
@@ -112,77 +112,8 @@ pub fn render(
     }
 }
 
-/// `from -> to:port/protocol (service)`: how every renderer names a path.
-pub(crate) fn path_label(p: &super::PathReport) -> String {
-    format!(
-        "{} -> {}:{}/{} ({})",
-        p.from,
-        p.to,
-        p.port,
-        p.protocol.as_str(),
-        p.service
-    )
-}
-
-/// Why a path got its verdict, in words: a violation says what was wanted,
-/// and a path with a [`super::Blame`] says where it breaks in one sentence
-/// (the JSON `detail` keeps the whole evidence).
-pub(crate) fn why(p: &super::PathReport) -> String {
-    let said = match &p.blame {
-        // A UDP path's datagram count is part of the evidence (the detail
-        // already says it).
-        Some(b) => match super::udp::arrival(p) {
-            Some(a) => format!("{}; {a}", b.sentence(&p.to, p.icmp.as_ref())),
-            None => b.sentence(&p.to, p.icmp.as_ref()),
-        },
-        None => p.detail.clone(),
-    };
-    match p.verdict {
-        super::Verdict::Violation => format!("must be {}, but {said}", p.expect),
-        _ => said,
-    }
-}
-
-/// Seconds since the Unix epoch of a report timestamp (`rfc3339`'s
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`); `None` for anything else, since reports
-/// read back from JSON may come from elsewhere.
-pub fn unix_seconds(s: &str) -> Option<f64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let (hms, frac) = match time.split_once('.') {
-        Some((hms, frac)) => (hms, frac),
-        None => (time, ""),
-    };
-    let mut t = hms.splitn(3, ':');
-    let hour: i64 = t.next()?.parse().ok()?;
-    let min: i64 = t.next()?.parse().ok()?;
-    let sec: i64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || min > 59
-        || sec > 60
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let fraction = if frac.is_empty() {
-        0.0
-    } else {
-        format!("0.{frac}").parse::<f64>().ok()?
-    };
-    let days = crate::time::days_from_civil(year, month, day);
-    Some((days * 86_400 + hour * 3600 + min * 60 + sec) as f64 + fraction)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use super::*;
 
     #[test]
@@ -192,23 +123,5 @@ mod tests {
         }
         let err = "xml".parse::<ReportFormat>().unwrap_err();
         assert!(err.to_string().contains("\"xml\""), "{err}");
-    }
-
-    #[test]
-    fn report_timestamps_parse_back_to_the_instant() {
-        for ms in [0u64, 951_782_400_123, 1_735_689_600_000, 4_102_444_799_999] {
-            let t = UNIX_EPOCH + Duration::from_millis(ms);
-            let back = unix_seconds(&super::super::rfc3339(t)).unwrap();
-            assert!((back - ms as f64 / 1000.0).abs() < 1e-6, "{ms}: {back}");
-        }
-        assert_eq!(unix_seconds("2025-01-01T00:00:00Z"), Some(1_735_689_600.0));
-        for bad in [
-            "",
-            "2025-01-01",
-            "2025-13-01T00:00:00Z",
-            "2025-01-01T00:00:00+01:00",
-        ] {
-            assert_eq!(unix_seconds(bad), None, "{bad}");
-        }
     }
 }

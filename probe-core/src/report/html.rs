@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use super::format::{path_label, why};
 use super::markup::escape_xml as h;
+use super::text::{path_label, why};
 use super::{PathReport, PortLabels, Report, Verdict};
 use crate::plan::Expect;
 

@@ -9,8 +9,8 @@
 
 use std::io::{self, Write};
 
-use super::format::{path_label, unix_seconds, why};
 use super::markup::escape_xml as x;
+use super::text::{path_label, unix_seconds, why};
 use super::{PathReport, Report, Verdict};
 
 /// Writes the report as one JUnit `testsuites` document.
@@ -124,7 +124,7 @@ fn evidence(p: &PathReport) -> String {
         p.attempts,
         p.latency_ms.map_or("-".to_string(), |l| format!("{l:.2}")),
         p.seen_source.as_deref().unwrap_or("-"),
-    ) + &super::udp::arrival(p).map_or(String::new(), |a| format!("arrived: {a}\n"))
+    ) + &super::text::arrival(p).map_or(String::new(), |a| format!("arrived: {a}\n"))
 }
 
 #[cfg(test)]

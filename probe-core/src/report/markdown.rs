@@ -5,8 +5,8 @@
 
 use std::io::{self, Write};
 
-use super::format::why;
 use super::markup::escape_markdown_cell as md;
+use super::text::why;
 use super::{PathReport, PortLabels, Report, Verdict};
 
 /// Writes the report as Markdown.

@@ -7,6 +7,7 @@
 mod atomic;
 pub mod blame;
 pub mod diff;
+mod evidence;
 mod format;
 pub mod html;
 mod join;
@@ -17,6 +18,7 @@ pub(crate) mod markup;
 pub mod prometheus;
 pub mod suggest;
 pub mod table;
+mod text;
 pub mod udp;
 
 use std::time::SystemTime;
@@ -25,10 +27,10 @@ use serde::{Deserialize, Serialize};
 
 pub use atomic::{WriteError, write_atomically, write_atomically_with};
 pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
-pub use format::{RenderOptions, ReportFormat, UnknownFormat, render, unix_seconds};
-pub use join::{
-    AgentEvidence, AgentOutcome, RoundEvidence, StreamedReport, join, join_paths, join_streamed,
-};
+pub use evidence::{AgentEvidence, AgentOutcome, RoundEvidence};
+pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
+pub use join::{StreamedReport, join, join_paths, join_streamed};
+pub use text::{PortLabels, unix_seconds};
 
 use crate::control::ListenerState;
 use crate::plan::{Expect, Family};
@@ -276,7 +278,7 @@ impl Verdict {
     ///   from a stopped (or never started) service, so it proves neither
     ///   open nor blocked: `error`, whatever the expectation;
     /// - `local-error` (or no measurement) is never open nor blocked.
-    pub fn judge(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
+    pub fn decide(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
         match (observed, expect, end) {
             (None | Some(Observed::LocalError), _, _) => Verdict::Error,
             (Some(Observed::Refused), _, TargetEnd::Live) => Verdict::Error,
@@ -385,6 +387,13 @@ pub struct PathReport {
     /// the target's canary recorded; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrived: Option<u32>,
+    /// The errno (`EPERM`, `EACCES`) with which the source's own kernel
+    /// refused to send, when it did and no ICMP error explains it (see
+    /// [`crate::probe::classify::is_local_denial`]); absent otherwise.
+    /// Added to v1 so that `suggest` decides on the fact, never on the
+    /// detail's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_denial: Option<i32>,
 }
 
 impl std::fmt::Display for Summary {
@@ -413,52 +422,6 @@ impl PathReport {
             .filter(|l| !l.is_empty())
             .or_else(|| (!self.flow.is_empty()).then(|| self.flow.clone()))
             .unwrap_or_else(|| format!("{} -> {}", self.from, self.to))
-    }
-}
-
-/// Port labels for renderers: `9443/tls (https-servlet)`, or with the role
-/// (`9443/tls (https-servlet, wso2-apim-publisher)`) where two roles of the
-/// target host define a port of that name in the report.
-#[derive(Debug, Default)]
-pub struct PortLabels {
-    ambiguous: std::collections::BTreeSet<(String, String)>,
-}
-
-impl PortLabels {
-    /// Finds the port names that need their role to be told apart.
-    pub fn new(report: &Report) -> PortLabels {
-        let mut roles: std::collections::BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> =
-            std::collections::BTreeMap::new();
-        for p in &report.paths {
-            if let Some(r) = &p.role {
-                roles
-                    .entry((p.to.as_str(), p.service.as_str()))
-                    .or_default()
-                    .insert(r.as_str());
-            }
-        }
-        PortLabels {
-            ambiguous: roles
-                .into_iter()
-                .filter(|(_, r)| r.len() > 1)
-                .map(|((to, s), _)| (to.to_owned(), s.to_owned()))
-                .collect(),
-        }
-    }
-
-    /// The service in words: its name, plus the role where that is needed.
-    pub fn service(&self, p: &PathReport) -> String {
-        match &p.role {
-            Some(r) if self.ambiguous.contains(&(p.to.clone(), p.service.clone())) => {
-                format!("{}, {r}", p.service)
-            }
-            _ => p.service.clone(),
-        }
-    }
-
-    /// `PORT/PROTOCOL (SERVICE)`.
-    pub fn port(&self, p: &PathReport) -> String {
-        format!("{}/{} ({})", p.port, p.protocol.as_str(), self.service(p))
     }
 }
 
@@ -590,7 +553,7 @@ mod tests {
         assert_eq!(r.paths[2].to, "cache");
         assert_eq!(labels.port(&r.paths[2]), "6379/tcp (https-servlet)");
         let mut table = Vec::new();
-        table::write(&r, table::TableOptions::default(), &mut table).unwrap();
+        table::write(&r, table::ReportTableOptions::default(), &mut table).unwrap();
         let table = String::from_utf8(table).unwrap();
         assert!(
             table.contains("(https-servlet, wso2-apim-store)"),

@@ -15,11 +15,70 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 
-use super::format::unix_seconds;
+use super::text::unix_seconds;
 use super::{PathReport, Report, Verdict};
 use crate::plan::{Expect, Family};
 use crate::port::Protocol;
 use crate::probe::Observed;
+
+/// A path's sample of one family: its extra label, if any, and its value;
+/// `None` where the path has no sample of the family.
+type PathValue = Option<(Option<(&'static str, &'static str)>, String)>;
+
+/// One per-path family of the exposition, in the order written.
+struct PathFamily {
+    name: &'static str,
+    help: &'static str,
+    /// Only paths with network evidence have it (not measured: absent).
+    measured_only: bool,
+    value: fn(&PathReport) -> PathValue,
+}
+
+/// The per-path families, with the schedule-mode agent's names.
+const PATH_FAMILIES: [PathFamily; 6] = [
+    PathFamily {
+        name: "portcall_path_open",
+        help: "1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.",
+        measured_only: true,
+        value: |p| Some((None, bool01(p.observed == Some(Observed::Open)).to_string())),
+    },
+    PathFamily {
+        name: "portcall_path_ok",
+        help: "1 when the path met its expectation (open or blocked) in the check, else 0 (a violation, or not measured).",
+        measured_only: false,
+        value: |p| Some((None, bool01(p.verdict == Verdict::Ok).to_string())),
+    },
+    PathFamily {
+        name: "portcall_path_latency_seconds",
+        help: "TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.",
+        measured_only: true,
+        value: |p| p.latency_ms.map(|ms| (None, (ms / 1000.0).to_string())),
+    },
+    PathFamily {
+        name: "portcall_path_observed",
+        help: "What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.",
+        measured_only: false,
+        value: |p| {
+            p.observed
+                .map(|o| (Some(("observed", o.as_str())), "1".to_string()))
+        },
+    },
+    PathFamily {
+        name: "portcall_path_verdict",
+        help: "The path's verdict in the check, as the verdict label (ok, violation, error); always 1.",
+        measured_only: false,
+        value: |p| Some((Some(("verdict", p.verdict.as_str())), "1".to_string())),
+    },
+    PathFamily {
+        name: "portcall_tls_cert_not_after_seconds",
+        help: "Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.",
+        measured_only: false,
+        value: |p| {
+            let t = p.cert.as_ref().and_then(|c| unix_seconds(&c.not_after))?;
+            Some((None, t.to_string()))
+        },
+    },
+];
 
 /// Writes the report's metrics.
 pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
@@ -32,109 +91,21 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         .filter(|p| seen.insert((&p.from, &p.to, p.port, p.protocol, &p.service, p.expect)))
         .collect();
     let plan = report.plan.as_str();
-    let measured = || {
-        paths
-            .iter()
-            .copied()
-            .filter(|p| p.observed.is_some_and(Observed::is_network_evidence))
-    };
-
-    gauge(
-        w,
-        "portcall_path_open",
-        "1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.",
-    )?;
-    for p in measured() {
-        sample(
-            w,
-            "portcall_path_open",
-            (plan, p),
-            None,
-            bool01(p.observed == Some(Observed::Open)),
-        )?;
-    }
-
-    gauge(
-        w,
-        "portcall_path_ok",
-        "1 when the path met its expectation (open or blocked) in the check, else 0 (a violation, or not measured).",
-    )?;
-    for p in &paths {
-        sample(
-            w,
-            "portcall_path_ok",
-            (plan, p),
-            None,
-            bool01(p.verdict == Verdict::Ok),
-        )?;
-    }
-
-    gauge(
-        w,
-        "portcall_path_latency_seconds",
-        "TCP connect round trip (SYN to SYN-ACK) of the path's last probe attempt, in seconds, without any TLS handshake; absent when it never connected.",
-    )?;
-    for p in measured() {
-        if let Some(ms) = p.latency_ms {
-            sample(
-                w,
-                "portcall_path_latency_seconds",
-                (plan, p),
-                None,
-                &(ms / 1000.0).to_string(),
-            )?;
+    for f in &PATH_FAMILIES {
+        gauge(w, f.name, f.help)?;
+        let measured = |p: &&&PathReport| p.observed.is_some_and(Observed::is_network_evidence);
+        for p in paths.iter().filter(|p| !f.measured_only || measured(p)) {
+            if let Some((extra, value)) = (f.value)(p) {
+                sample(w, f.name, (plan, p), extra, &value)?;
+            }
         }
     }
+    write_round(report, w)
+}
 
-    gauge(
-        w,
-        "portcall_path_observed",
-        "What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.",
-    )?;
-    for p in &paths {
-        if let Some(o) = p.observed {
-            sample(
-                w,
-                "portcall_path_observed",
-                (plan, p),
-                Some(("observed", o.as_str())),
-                "1",
-            )?;
-        }
-    }
-
-    gauge(
-        w,
-        "portcall_path_verdict",
-        "The path's verdict in the check, as the verdict label (ok, violation, error); always 1.",
-    )?;
-    for p in &paths {
-        sample(
-            w,
-            "portcall_path_verdict",
-            (plan, p),
-            Some(("verdict", p.verdict.as_str())),
-            "1",
-        )?;
-    }
-
-    gauge(
-        w,
-        "portcall_tls_cert_not_after_seconds",
-        "Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.",
-    )?;
-    for p in &paths {
-        if let Some(t) = p.cert.as_ref().and_then(|c| unix_seconds(&c.not_after)) {
-            sample(
-                w,
-                "portcall_tls_cert_not_after_seconds",
-                (plan, p),
-                None,
-                &t.to_string(),
-            )?;
-        }
-    }
-
+/// The round's families: paths by verdict, when it finished, how long it
+/// took.
+fn write_round(report: &Report, w: &mut impl Write) -> io::Result<()> {
     gauge(w, "portcall_check_paths", "Paths of the check by verdict.")?;
     let s = &report.summary;
     for (verdict, n) in [

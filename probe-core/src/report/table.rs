@@ -4,22 +4,22 @@
 
 use std::io::{self, Write};
 
-use super::format::why;
+use super::text::why;
 use super::{PathReport, Report, Verdict};
 use crate::render::Table;
 
 /// How the table is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableOptions {
+pub struct ReportTableOptions {
     /// ANSI colour on section headings (the caller decides: only on a TTY).
     pub color: bool,
     /// List the paths that are fine too, not only their count.
     pub show_ok: bool,
 }
 
-impl Default for TableOptions {
-    fn default() -> TableOptions {
-        TableOptions {
+impl Default for ReportTableOptions {
+    fn default() -> ReportTableOptions {
+        ReportTableOptions {
             color: false,
             show_ok: true,
         }
@@ -27,7 +27,7 @@ impl Default for TableOptions {
 }
 
 /// Writes the report as grouped tables.
-pub fn write(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
+pub fn write(report: &Report, options: ReportTableOptions, w: &mut impl Write) -> io::Result<()> {
     let s = &report.summary;
     for n in &report.notes {
         writeln!(w, "note: {n}")?;
@@ -102,7 +102,7 @@ fn verdict_colour(v: Verdict) -> &'static str {
 }
 
 /// A cell in the verdict's colour, when colour is on.
-fn paint(options: TableOptions, colour: &str, text: &str) -> String {
+fn paint(options: ReportTableOptions, colour: &str, text: &str) -> String {
     if options.color {
         format!("\x1b[{colour}m{text}\x1b[0m")
     } else {
@@ -110,7 +110,12 @@ fn paint(options: TableOptions, colour: &str, text: &str) -> String {
     }
 }
 
-fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) -> io::Result<()> {
+fn heading(
+    w: &mut impl Write,
+    options: ReportTableOptions,
+    colour: &str,
+    text: &str,
+) -> io::Result<()> {
     if options.color {
         writeln!(w, "\x1b[1;{colour}m{text}\x1b[0m")
     } else {
@@ -119,7 +124,7 @@ fn heading(w: &mut impl Write, options: TableOptions, colour: &str, text: &str) 
 }
 
 /// Agents that were not up, and planned ports that got no canary.
-fn write_hosts(report: &Report, options: TableOptions, w: &mut impl Write) -> io::Result<()> {
+fn write_hosts(report: &Report, options: ReportTableOptions, w: &mut impl Write) -> io::Result<()> {
     let mut t = Table::with_header(["HOST", "ADDRESS", "AGENT", "NOTE"]).indent(2);
     for h in &report.hosts {
         if h.agent.is_problem() {
@@ -209,6 +214,7 @@ pub(crate) mod tests {
             cert: None,
             service_banner: None,
             arrived: None,
+            local_denial: None,
         }
     }
 
@@ -343,7 +349,7 @@ pub(crate) mod tests {
     #[test]
     fn colour_marks_the_observed_cells_by_verdict_and_keeps_columns_aligned() {
         let mut out = Vec::new();
-        let options = TableOptions {
+        let options = ReportTableOptions {
             color: true,
             show_ok: true,
         };
@@ -356,7 +362,7 @@ pub(crate) mod tests {
         let mut plain = Vec::new();
         write(
             &sample(),
-            TableOptions {
+            ReportTableOptions {
                 color: false,
                 ..options
             },
@@ -387,13 +393,13 @@ pub(crate) mod tests {
     fn a_report_with_both_families_names_each_paths_family() {
         let mut r = sample();
         let mut out = Vec::new();
-        write(&r, TableOptions::default(), &mut out).unwrap();
+        write(&r, ReportTableOptions::default(), &mut out).unwrap();
         let one_family = String::from_utf8(out).unwrap();
         assert!(!one_family.contains("ipv4"), "{one_family}");
         r.paths[1].family = Some(crate::plan::Family::Ipv6);
         r.paths[1].address = "2001:2:0:9::3".into();
         let mut out = Vec::new();
-        write(&r, TableOptions::default(), &mut out).unwrap();
+        write(&r, ReportTableOptions::default(), &mut out).unwrap();
         let both = String::from_utf8(out).unwrap();
         assert!(both.contains("(svc) ipv6"), "{both}");
         assert!(both.contains("(svc) ipv4"), "{both}");
@@ -402,7 +408,7 @@ pub(crate) mod tests {
     #[test]
     fn violations_come_first_grouped_by_flow_with_reasons() {
         let mut out = Vec::new();
-        write(&sample(), TableOptions::default(), &mut out).unwrap();
+        write(&sample(), ReportTableOptions::default(), &mut out).unwrap();
         expect![[r#"
             sample: 4 paths, 1 ok, 2 violations, 1 error
 

@@ -14,37 +14,17 @@
 //! `arrived` is how many of the prober's datagrams the canary recorded.
 
 use super::blame::{self, TargetStage};
-use super::join::{AgentEvidence, RoundEvidence, local_denial, note_elsewhere};
+use super::evidence::{AgentEvidence, RoundEvidence, local_denial, note_elsewhere};
 use super::{PathReport, TargetEnd, Verdict};
 use crate::control::PathProbe;
 use crate::plan::{Family, PathView, Plan};
 use crate::probe::Observed;
-use crate::probe::udp_service::{UdpOptions, UdpService};
 
-/// Whether portcall knows a valid request to prove that a live UDP service
-/// on `port` answers ([`UdpService::for_port`]: DNS, NTP; SNMP only with
-/// the plan's `snmp_community`). Elsewhere a held UDP port cannot be
-/// proven.
-pub fn live_request_known(port: u16, snmp_community: Option<&str>) -> bool {
-    let options = UdpOptions {
-        snmp_community: snmp_community.map(str::to_string),
-    };
-    UdpService::for_port(port, &options) != UdpService::Canary
-}
-
-/// "2 of 3 datagrams arrived", for renderers; `None` when the canary's
-/// count is not known (TCP, no canary).
-pub fn arrival(r: &PathReport) -> Option<String> {
-    let arrived = r.arrived?;
-    let sent = r.attempts.max(arrived);
-    Some(format!(
-        "{arrived} of {sent} datagram{} arrived",
-        if sent == 1 { "" } else { "s" }
-    ))
-}
-
-/// Joins a UDP path whose target held a canary.
-pub(super) fn judge(
+/// Joins a UDP path whose target held a canary: what the canary recorded
+/// ([`observe`]), the outcome and its words ([`describe`]), then where it
+/// breaks and its verdict (a one-way path is a violation whatever the
+/// expectation).
+pub(super) fn decide_udp(
     plan: &Plan,
     round: &RoundEvidence,
     path: &PathView<'_>,
@@ -52,19 +32,12 @@ pub(super) fn judge(
     mut r: PathReport,
     dst: &AgentEvidence,
 ) -> PathReport {
-    let fail = |mut r: PathReport, detail: String| {
-        r.verdict = Verdict::Error;
-        r.detail = detail;
-        r
-    };
     let Some(probe) = probe else {
-        return fail(
-            r,
-            format!(
-                "source agent {} returned no result for this path",
-                path.from
-            ),
+        let why = format!(
+            "source agent {} returned no result for this path",
+            path.from
         );
+        return fail(r, why);
     };
     r.attempts = probe.attempts;
     r.icmp = probe.icmp.as_deref().cloned();
@@ -75,48 +48,100 @@ pub(super) fn judge(
     }
     if probe.observed == Observed::LocalError {
         r.observed = Some(Observed::LocalError);
-        return fail(
-            r,
-            format!(
-                "the prober on {} could not try: {}",
-                path.from, probe.detail
-            ),
+        let why = format!(
+            "the prober on {} could not try: {}",
+            path.from, probe.detail
         );
+        return fail(r, why);
     }
     // The round trip of the answer that came back.
     if probe.observed == Observed::Open {
         r.latency_ms = Some((probe.latency_us as f64 / 10.0).round() / 100.0);
     }
-    let port = path.port.get();
-    let sighting = probe.nonce.as_ref().and_then(|n| {
+    let c = Case {
+        plan,
+        round,
+        path,
+        probe,
+        denied: local_denial(probe),
+    };
+    r.local_denial = probe.errno.filter(|_| c.denied);
+    let arrived = observe(&c, dst, &mut r);
+    let (observed, one_way, redirected_to) = describe(&c, arrived, &mut r);
+    r.observed = Some(observed);
+    let mut addresses = vec![r.address.clone()];
+    if let Some(h) = plan.host(path.to) {
+        addresses.extend(h.addresses.iter().map(ToString::to_string));
+    }
+    r.blame = blame::blame(&blame::Evidence {
+        observed: r.observed,
+        target_addresses: &addresses,
+        icmp: probe.icmp.as_deref(),
+        target_stage: r.target_stage,
+        walk: probe.walk.as_deref(),
+        path_mtu: false,
+        local_denial: c.denied,
+        redirected_to: redirected_to.as_deref(),
+        traced: None,
+    });
+    r.verdict = if one_way {
+        // It got through: wrong for a must-be-blocked path, broken for a
+        // must-be-open one.
+        Verdict::Violation
+    } else {
+        Verdict::decide(path.expect, r.observed, TargetEnd::Canary)
+    };
+    r
+}
+
+/// `r` as an `error` for `detail`.
+fn fail(mut r: PathReport, detail: String) -> PathReport {
+    r.verdict = Verdict::Error;
+    r.detail = detail;
+    r
+}
+
+/// One probed UDP path as the join weighs it.
+struct Case<'a> {
+    plan: &'a Plan,
+    round: &'a RoundEvidence,
+    path: &'a PathView<'a>,
+    probe: &'a PathProbe,
+    /// The source's own kernel refused to send ([`local_denial`]).
+    denied: bool,
+}
+
+/// What the target's UDP canary recorded of our nonce: `target_saw`,
+/// `seen_source` and `arrived` in the report; whether it arrived.
+fn observe(c: &Case<'_>, dst: &AgentEvidence, r: &mut PathReport) -> bool {
+    let port = c.path.port.get();
+    let sighting = c.probe.nonce.as_ref().and_then(|n| {
         dst.canaries
             .iter()
             .filter(|c| c.port == port && c.udp)
             .flat_map(|c| c.seen.iter())
             .find(|s| &s.nonce == n)
     });
-    let arrived = sighting.map_or(0, |s| s.datagrams.max(1));
-    r.arrived = Some(arrived);
+    r.arrived = Some(sighting.map_or(0, |s| s.datagrams.max(1)));
     r.target_saw = Some(sighting.is_some());
     r.seen_source = sighting.map(|s| s.source.ip().to_string());
-    let sent = probe.attempts.max(arrived);
+    sighting.is_some()
+}
+
+/// The joined outcome, its detail (and `target_stage`) in the report,
+/// whether the path is one-way, and where else our nonce turned up.
+fn describe(c: &Case<'_>, arrived: bool, r: &mut PathReport) -> (Observed, bool, Option<String>) {
+    let (plan, path, probe) = (c.plan, c.path, c.probe);
+    let count = r.arrived.unwrap_or(0);
+    let sent = probe.attempts.max(count);
     let of = format!(
-        "{arrived} of {sent} datagram{} arrived",
+        "{count} of {sent} datagram{} arrived",
         if sent == 1 { "" } else { "s" }
     );
     let from = r.seen_source.clone().unwrap_or_default();
     let canary = format!(" while the canary of {} was listening", path.to);
-    let with = |base: String| {
-        if probe.detail.is_empty() {
-            base
-        } else {
-            format!("{base} ({})", probe.detail)
-        }
-    };
-    let denied = local_denial(&probe.detail) && probe.icmp.is_none();
-    let mut one_way = false;
     let mut redirected_to = None;
-    let observed = match (sighting.is_some(), probe.observed) {
+    let observed = match (arrived, probe.observed) {
         (true, Observed::Open) => {
             r.target_stage = Some(TargetStage::Nonce);
             r.detail = format!("{} saw our nonce from {from} and answered; {of}", path.to);
@@ -124,7 +149,6 @@ pub(super) fn judge(
         }
         (true, o) => {
             // Arrived, yet the prober heard nothing it could accept.
-            one_way = true;
             r.target_stage = Some(TargetStage::Nonce);
             let mut d = format!(
                 "the target received it; its answer never came back: {} recorded our nonce from {from} ({of}), and no answer reached {} within {} ms per attempt (a one-way path: the return route or a filter on the way back drops {}'s answers)",
@@ -134,14 +158,21 @@ pub(super) fn judge(
                 d.push_str(&format!("; the prober saw: {}", probe.detail));
             }
             r.detail = d;
-            Observed::Timeout
+            return (Observed::Timeout, true, None);
         }
         (false, Observed::Open) => {
             r.detail = format!(
                 "an answer came back, but the canary of {} did not record our nonce",
                 path.to
             );
-            note_elsewhere(plan, round, path, probe, &mut r.detail, &mut redirected_to);
+            note_elsewhere(
+                plan,
+                c.round,
+                path,
+                probe,
+                &mut r.detail,
+                &mut redirected_to,
+            );
             Observed::WrongHost
         }
         (false, Observed::Timeout) => {
@@ -157,57 +188,55 @@ pub(super) fn judge(
         }
         (false, o @ (Observed::Refused | Observed::Unreachable)) => {
             r.target_stage = Some(TargetStage::Nothing);
-            r.detail = if denied {
-                with(format!(
-                    "refused on {} itself before anything was sent: its own packet filter or security policy{canary}",
-                    path.from
-                ))
-            } else if let Some(icmp) = &probe.icmp {
-                if icmp.from == r.address {
-                    format!("rejected by {} (ICMP {}){canary}", path.to, icmp.kind)
-                } else {
-                    format!(
-                        "rejected by {} (ICMP {}), a device on the way, not {}{canary}",
-                        icmp.from, icmp.kind, path.to
-                    )
-                }
-            } else {
-                with(format!("rejected with an ICMP error{canary}"))
-            };
+            r.detail = rejected(c, &r.address, &canary);
             o
         }
         (false, o) => {
             r.detail = probe.detail.clone();
             if o == Observed::WrongHost {
-                note_elsewhere(plan, round, path, probe, &mut r.detail, &mut redirected_to);
+                note_elsewhere(
+                    plan,
+                    c.round,
+                    path,
+                    probe,
+                    &mut r.detail,
+                    &mut redirected_to,
+                );
             }
             o
         }
     };
-    r.observed = Some(observed);
-    let mut addresses = vec![r.address.clone()];
-    if let Some(h) = plan.host(&path.to) {
-        addresses.extend(h.addresses.iter().map(ToString::to_string));
-    }
-    r.blame = blame::blame(&blame::Evidence {
-        observed: r.observed,
-        target_addresses: &addresses,
-        icmp: probe.icmp.as_deref(),
-        target_stage: r.target_stage,
-        walk: probe.walk.as_deref(),
-        path_mtu: false,
-        local_denial: denied,
-        redirected_to: redirected_to.as_deref(),
-        traced: None,
-    });
-    r.verdict = if one_way {
-        // It got through: wrong for a must-be-blocked path, broken for a
-        // must-be-open one.
-        Verdict::Violation
-    } else {
-        Verdict::judge(path.expect, r.observed, TargetEnd::Canary)
+    (observed, false, redirected_to)
+}
+
+/// The words for a datagram refused: by the source itself, or by the ICMP
+/// error's sender.
+fn rejected(c: &Case<'_>, address: &str, canary: &str) -> String {
+    let (path, probe) = (c.path, c.probe);
+    let with = |base: String| {
+        if probe.detail.is_empty() {
+            base
+        } else {
+            format!("{base} ({})", probe.detail)
+        }
     };
-    r
+    if c.denied {
+        with(format!(
+            "refused on {} itself before anything was sent: its own packet filter or security policy{canary}",
+            path.from
+        ))
+    } else if let Some(icmp) = &probe.icmp {
+        if icmp.from == address {
+            format!("rejected by {} (ICMP {}){canary}", path.to, icmp.kind)
+        } else {
+            format!(
+                "rejected by {} (ICMP {}), a device on the way, not {}{canary}",
+                icmp.from, icmp.kind, path.to
+            )
+        }
+    } else {
+        with(format!("rejected with an ICMP error{canary}"))
+    }
 }
 
 #[cfg(test)]
@@ -220,7 +249,9 @@ mod tests {
     use crate::port::Protocol;
     use crate::probe::IcmpEvidence;
     use crate::report::blame::{Cause, Where};
-    use crate::report::join::{AgentOutcome, join};
+    use crate::report::evidence::AgentOutcome;
+    use crate::report::join::join;
+    use crate::report::text::arrival;
     use crate::report::{Report, Verdict};
 
     const PLAN: &str = r#"
@@ -293,7 +324,11 @@ expect = "blocked"
             service_banner: None,
             shed: false,
             errno: None,
-            silence: None,
+            // A silent path says so, as the engine does.
+            silence: (observed == Observed::Timeout).then_some(crate::probe::Silence {
+                waited_ms: 500,
+                adaptive: false,
+            }),
         }
     }
 

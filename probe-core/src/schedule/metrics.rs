@@ -48,7 +48,7 @@ impl PathSample {
     /// the live services, never a canary, so [`TargetEnd::Live`]: the same
     /// rule as a `check` path to a port a real service holds.
     pub fn verdict(&self) -> Verdict {
-        Verdict::judge(self.expect, Some(self.observed), TargetEnd::Live)
+        Verdict::decide(self.expect, Some(self.observed), TargetEnd::Live)
     }
 }
 
@@ -498,7 +498,7 @@ mod tests {
         ];
         for (o, e, v) in cases {
             assert_eq!(
-                Verdict::judge(e, Some(o), TargetEnd::Live),
+                Verdict::decide(e, Some(o), TargetEnd::Live),
                 v,
                 "{o} expecting {e}"
             );

@@ -13,99 +13,22 @@
 //! - a path whose canary closed every attempt unanswered (it was shedding
 //!   a flood) is an `error`, never `wrong-host`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
-use std::time::SystemTime;
+mod classify;
+mod describe;
+mod index;
+mod observe;
 
-use super::blame::{self, TargetStage};
+use super::blame;
+use super::evidence::{AgentOutcome, RoundEvidence};
 use super::{
-    AgentState, Conflict, HostReport, PathReport, PlanMismatch, Report, SCHEMA, Summary, TargetEnd,
-    Verdict,
+    AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, TargetEnd, Verdict,
 };
-use crate::control::{
-    CanaryEvidence, Handshake, HandshakeStage, ListenerReport, ListenerState, PathProbe, Sighting,
-    TraceDirection, TraceEvidence, TraceState,
-};
-use crate::plan::{Address, Family, PathView, Plan};
-use crate::port::Protocol;
+use crate::control::{ListenerState, PathProbe};
+use crate::plan::{PathView, Plan};
 use crate::probe::Observed;
-
-/// Whether an agent took part.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentOutcome {
-    /// It prepared the round.
-    Up,
-    /// It could not be reached or refused the round; the reason.
-    Unreachable(String),
-    /// The round was cancelled before it finished its part.
-    Cancelled,
-    /// It holds another plan.
-    PlanMismatch(PlanMismatch),
-}
-
-impl AgentOutcome {
-    /// Why the agent did not do its part, in words; `None` when it did.
-    fn problem(&self) -> Option<String> {
-        match self {
-            AgentOutcome::Up => None,
-            AgentOutcome::Unreachable(why) => Some(format!("unreachable: {why}")),
-            AgentOutcome::Cancelled => {
-                Some("the round was cancelled before it finished its part".into())
-            }
-            AgentOutcome::PlanMismatch(m) => Some(m.to_string()),
-        }
-    }
-}
-
-/// Everything one agent contributed to a round.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentEvidence {
-    /// Whether it took part.
-    pub outcome: AgentOutcome,
-    /// Its listeners, from `prepare`.
-    pub listeners: Vec<ListenerReport>,
-    /// Its probes of its outgoing paths.
-    pub probes: Vec<PathProbe>,
-    /// Why the probe request failed, if it did.
-    pub probe_error: Option<String>,
-    /// What its canaries saw.
-    pub canaries: Vec<CanaryEvidence>,
-    /// Why the evidence request failed, if it did.
-    pub evidence_error: Option<String>,
-    /// The handshakes its kernel saw on its planned ports; `None` when it
-    /// could not watch them (or gave no evidence).
-    pub handshakes: Option<Vec<Handshake>>,
-    /// What nftables tracing on its host saw; `None` when it does not
-    /// trace (or gave no evidence).
-    pub trace: Option<TraceEvidence>,
-}
-
-impl AgentEvidence {
-    /// An agent that took no part, for `reason`.
-    pub fn unreachable(reason: String) -> AgentEvidence {
-        AgentEvidence {
-            outcome: AgentOutcome::Unreachable(reason),
-            listeners: Vec::new(),
-            probes: Vec::new(),
-            probe_error: None,
-            canaries: Vec::new(),
-            evidence_error: None,
-            handshakes: None,
-            trace: None,
-        }
-    }
-}
-
-/// A round's raw material.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoundEvidence {
-    /// When the round started.
-    pub started_at: SystemTime,
-    /// When it finished.
-    pub finished_at: SystemTime,
-    /// The agents asked, by host; hosts in no path are absent.
-    pub agents: BTreeMap<String, AgentEvidence>,
-}
+use classify::{Listener, Offered};
+use index::EvidenceIndex;
+use observe::Case;
 
 /// Joins the evidence of a round on `plan` into its report.
 pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
@@ -131,165 +54,6 @@ fn join_selected(plan: &Plan, round: &RoundEvidence, only: Option<&[usize]>) -> 
     report.paths = paths;
     report.recount();
     report
-}
-
-/// Every agent's evidence in the orders the join looks it up by, sorted
-/// once, so that each path finds its own by binary search instead of
-/// walking every record: as a source, its probes by path index; as a
-/// target, its handshakes by port and source address and its TCP
-/// canaries' sightings by port and nonce. References and positions, not
-/// copies: a few bytes per record. Built without the plan's paths, which
-/// the coordinator does not hold.
-#[derive(Debug)]
-struct EvidenceIndex<'a> {
-    by_agent: HashMap<&'a str, AgentIndex<'a>>,
-    /// Each host's IP addresses from the plan, with their text (how the
-    /// handshakes name a source), formatted once.
-    addresses: HashMap<&'a str, Vec<(IpAddr, String)>>,
-}
-
-#[derive(Debug)]
-struct AgentIndex<'a> {
-    /// Its probes by path index; of several results for one path, the
-    /// first it returned.
-    probes: Vec<&'a PathProbe>,
-    handshakes: &'a [Handshake],
-    canaries: &'a [CanaryEvidence],
-    /// Positions in `handshakes`, sorted by (port, source).
-    by_source: Vec<u32>,
-    /// (canary, sighting) positions of TCP canaries, sorted by (port,
-    /// nonce); stable, so of equal keys the first returned stays first.
-    by_nonce: Vec<(u32, u32)>,
-}
-
-impl<'a> EvidenceIndex<'a> {
-    fn new(plan: &'a Plan, round: &'a RoundEvidence) -> EvidenceIndex<'a> {
-        let by_agent = round
-            .agents
-            .iter()
-            .map(|(host, a)| (host.as_str(), AgentIndex::new(a)))
-            .collect();
-        let addresses = plan
-            .hosts
-            .iter()
-            .map(|h| {
-                // A DNS name never matches: the kernel lists addresses.
-                let ips = h.addresses.iter().filter_map(|a| match a {
-                    Address::Ip(ip) => Some((*ip, ip.to_string())),
-                    Address::Dns(_) => None,
-                });
-                (h.name.as_str(), ips.collect())
-            })
-            .collect();
-        EvidenceIndex {
-            by_agent,
-            addresses,
-        }
-    }
-
-    fn get(&self, host: &str) -> Option<&AgentIndex<'a>> {
-        self.by_agent.get(host)
-    }
-
-    /// The probe agent `from` returned for path `index`.
-    fn probe(&self, from: &str, index: usize) -> Option<&'a PathProbe> {
-        let probes = &self.get(from)?.probes;
-        probes
-            .binary_search_by_key(&index, |p| p.path)
-            .ok()
-            .map(|k| probes[k])
-    }
-
-    /// How far the handshakes from host `from` to `port` got at `to`, by
-    /// `to`'s kernel: keyed by the address the probe left from (`source`)
-    /// and by `from`'s plan addresses, of the family `v4` says (`None`:
-    /// any). `None` when nothing was seen.
-    fn stage(
-        &self,
-        (from, source): (&str, Option<IpAddr>),
-        to: &str,
-        port: u16,
-        v4: Option<bool>,
-    ) -> Option<HandshakeStage> {
-        let index = self.get(to)?;
-        let planned = self.addresses.get(from).map_or(&[][..], Vec::as_slice);
-        let family = |a: &IpAddr| v4.is_none_or(|v4| a.is_ipv4() == v4);
-        let other = source
-            .filter(|s| family(s) && !planned.iter().any(|(ip, _)| ip == s))
-            .and_then(|s| index.stage(port, &s.to_string()));
-        planned
-            .iter()
-            .filter(|(ip, _)| family(ip))
-            .filter_map(|(_, text)| index.stage(port, text))
-            .chain(other)
-            .max()
-    }
-}
-
-impl<'a> AgentIndex<'a> {
-    fn new(a: &'a AgentEvidence) -> AgentIndex<'a> {
-        let mut probes: Vec<&PathProbe> = a.probes.iter().collect();
-        // Stable: of several results for one path, the first returned
-        // stays first.
-        probes.sort_by_key(|p| p.path);
-        probes.dedup_by_key(|p| p.path);
-        let handshakes = a.handshakes.as_deref().unwrap_or_default();
-        let mut by_source: Vec<u32> = (0..handshakes.len())
-            .filter_map(|i| u32::try_from(i).ok())
-            .collect();
-        by_source.sort_by(|&x, &y| {
-            let (x, y) = (&handshakes[x as usize], &handshakes[y as usize]);
-            (x.port, &x.source).cmp(&(y.port, &y.source))
-        });
-        let canaries = a.canaries.as_slice();
-        let mut by_nonce: Vec<(u32, u32)> = canaries
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| !c.udp)
-            .flat_map(|(i, c)| (0..c.seen.len()).map(move |j| (i, j)))
-            .filter_map(|(i, j)| Some((u32::try_from(i).ok()?, u32::try_from(j).ok()?)))
-            .collect();
-        let key = |&(i, j): &(u32, u32)| {
-            let c = &canaries[i as usize];
-            (c.port, c.seen[j as usize].nonce.as_str())
-        };
-        by_nonce.sort_by(|x, y| key(x).cmp(&key(y)));
-        AgentIndex {
-            probes,
-            handshakes,
-            canaries,
-            by_source,
-            by_nonce,
-        }
-    }
-
-    /// The furthest stage of the handshakes from `source` to `port`.
-    fn stage(&self, port: u16, source: &str) -> Option<HandshakeStage> {
-        let key = |i: u32| {
-            let h = &self.handshakes[i as usize];
-            (h.port, h.source.as_str())
-        };
-        let from = self.by_source.partition_point(|&i| key(i) < (port, source));
-        self.by_source[from..]
-            .iter()
-            .take_while(|&&i| key(i) == (port, source))
-            .map(|&i| self.handshakes[i as usize].stage)
-            .max()
-    }
-
-    /// The first sighting of `nonce` by a TCP canary on `port`.
-    fn sighting(&self, port: u16, nonce: &str) -> Option<&'a Sighting> {
-        let at = |(i, j): (u32, u32)| {
-            let c = &self.canaries[i as usize];
-            (c.port, &c.seen[j as usize])
-        };
-        let from = self.by_nonce.partition_point(|&k| {
-            let (p, s) = at(k);
-            (p, s.nonce.as_str()) < (port, nonce)
-        });
-        let (p, s) = at(*self.by_nonce.get(from)?);
-        (p == port && s.nonce == nonce).then_some(s)
-    }
 }
 
 /// A joined round whose paths are judged as they are written
@@ -363,7 +127,7 @@ impl<'a> StreamedReport<'a> {
                 texts: &self.texts,
                 index: &self.index,
             };
-            match f(judge_path(self.plan, self.round, lookups, &p, probe)) {
+            match f(join_path(self.plan, self.round, lookups, &p, probe)) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
                 Err(e) => std::ops::ControlFlow::Break(e),
             }
@@ -537,17 +301,6 @@ impl FlowTexts {
     }
 }
 
-/// What the target end of a path offered.
-enum Listener<'a> {
-    /// A canary listened.
-    Canary,
-    /// No canary: a real service held the port, or the port is not planned.
-    Live { why: &'a str },
-    /// The client dials a port the target does not listen on; the canary
-    /// sits on the listening port (`server_port`), this one is empty.
-    Dialled,
-}
-
 /// What the join prepared once for every path it judges.
 #[derive(Clone, Copy)]
 struct Lookups<'j, 'a> {
@@ -555,16 +308,95 @@ struct Lookups<'j, 'a> {
     index: &'j EvidenceIndex<'a>,
 }
 
-fn judge_path(
+/// Joins one path: can it be judged and what did its target offer
+/// ([`classify`]), what was observed ([`observe`]), in which words
+/// ([`describe`]), then where it breaks ([`blame::blame`]) and its verdict.
+fn join_path(
     plan: &Plan,
     round: &RoundEvidence,
     Lookups { texts, index }: Lookups<'_, '_>,
     path: &PathView<'_>,
     probe: Option<&PathProbe>,
 ) -> PathReport {
+    let r = unjudged(texts, path);
+    let (ends, listener) = match classify::classify(plan, round, path) {
+        Ok((ends, Offered::UdpCanary)) => {
+            return super::udp::decide_udp(plan, round, path, probe, r, ends.dst);
+        }
+        Ok((ends, Offered::Probe(listener))) => (ends, listener),
+        Err(why) => return fail(r, why),
+    };
+    let Some(probe) = probe else {
+        let why = format!(
+            "source agent {} returned no result for this path",
+            path.from
+        );
+        return fail(r, why);
+    };
+    join_probed(
+        &Case::new(plan, round, path, probe, (ends, listener)),
+        index,
+        r,
+    )
+}
+
+/// [`join_path`] for a path the source probed.
+fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> PathReport {
+    let (plan, path, probe) = (c.plan, c.path, c.probe);
+    observe::record(&mut r, probe);
+    if probe.observed == Observed::LocalError {
+        r.observed = Some(Observed::LocalError);
+        let why = format!(
+            "the prober on {} could not try: {}",
+            path.from, probe.detail
+        );
+        return fail(r, why);
+    }
+    let observed = match observe::observe(c, index, &mut r) {
+        Ok(o) => o,
+        Err(why) => return fail(r, why),
+    };
+    let (detail, redirected_to) = describe::describe(c, observed, &r);
+    r.detail = detail;
+    r.observed = Some(observed);
+    let mut addresses = vec![r.address.clone()];
+    if let Some(h) = plan.host(path.to) {
+        addresses.extend(h.addresses.iter().map(ToString::to_string));
+    }
+    r.blame = blame::blame(&blame::Evidence {
+        observed: r.observed,
+        target_addresses: &addresses,
+        icmp: probe.icmp.as_deref(),
+        target_stage: r.target_stage,
+        walk: probe.walk.as_deref(),
+        path_mtu: probe.path_mtu,
+        local_denial: c.denied,
+        redirected_to: redirected_to.as_deref(),
+        traced: observe::traced(c, &r.address),
+    });
+    let end = match c.listener {
+        // A dialled port the target agent vouches is empty is as known as a
+        // canary's: a refusal there is what the client will get.
+        Listener::Canary | Listener::Dialled => TargetEnd::Canary,
+        Listener::Live { .. } => TargetEnd::Live,
+    };
+    r.verdict = Verdict::decide(path.expect, r.observed, end);
+    r
+}
+
+/// `r` as an `error` for `detail`.
+fn fail(mut r: PathReport, detail: String) -> PathReport {
+    r.verdict = Verdict::Error;
+    r.detail = detail;
+    r
+}
+
+/// The report of `path` before any evidence is weighed: the plan's facts,
+/// an `error` with no detail.
+fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
     let flows = texts.labels(path);
     let flow = flows.first().cloned().unwrap_or_default();
-    let mut r = PathReport {
+    PathReport {
         from: path.from.to_owned(),
         to: path.to.to_owned(),
         address: path.address.to_string(),
@@ -592,461 +424,21 @@ fn judge_path(
         cert: None,
         service_banner: None,
         arrived: None,
-    };
-    let fail = |mut r: PathReport, detail: String| {
-        r.verdict = Verdict::Error;
-        r.detail = detail;
-        r
-    };
-    let (Some(src), Some(dst)) = (round.agents.get(path.from), round.agents.get(path.to)) else {
-        return fail(
-            r,
-            "agent not asked (internal error: the path's hosts were not contacted)".into(),
-        );
-    };
-    if let AgentOutcome::Unreachable(why) = &src.outcome {
-        return fail(r, format!("source agent {} unreachable: {why}", path.from));
+        local_denial: None,
     }
-    if let AgentOutcome::Unreachable(why) = &dst.outcome {
-        return fail(
-            r,
-            format!(
-                "target agent {} unreachable, nothing to measure against: {why}",
-                path.to
-            ),
-        );
-    }
-    if let Some(why) = src.outcome.problem() {
-        return fail(r, format!("source agent {}: {why}", path.from));
-    }
-    if let Some(why) = dst.outcome.problem() {
-        return fail(r, format!("target agent {}: {why}", path.to));
-    }
-    if let Some(e) = &src.probe_error {
-        return fail(
-            r,
-            format!("source agent {} could not probe: {e}", path.from),
-        );
-    }
-    let port = path.port.get();
-    let udp = path.protocol == Protocol::Udp;
-    let listener_report = dst
-        .listeners
-        .iter()
-        .find(|l| l.port == port && (l.protocol == Protocol::Udp) == udp);
-    let listener = match (&path.role, listener_report) {
-        (None, _) => Listener::Live {
-            why: "not a planned port of the target, so no canary",
-        },
-        (Some(_), Some(l)) => match l.state {
-            ListenerState::Canary if udp => {
-                return super::udp::judge(plan, round, path, probe, r, dst);
-            }
-            ListenerState::Canary => Listener::Canary,
-            ListenerState::Held
-                if udp && !super::udp::live_request_known(port, plan.snmp_community.as_deref()) =>
-            {
-                return fail(
-                    r,
-                    format!(
-                        "UDP cannot be proven without a canary: a real service holds {}:{port}/udp ({}) and portcall knows no request of its protocol; silence would prove nothing",
-                        path.to, path.service
-                    ),
-                );
-            }
-            ListenerState::Held => Listener::Live {
-                why: "a real service holds the port",
-            },
-            ListenerState::Failed => {
-                return fail(r, format!("no canary on {}:{port}: {}", path.to, l.detail));
-            }
-        },
-        // The client dials a port the target does not listen on: probe it
-        // as a live port and say why nothing of the plan is there.
-        (Some(_), None) if path.server_port.is_some() => Listener::Dialled,
-        (Some(_), None) => {
-            return fail(
-                r,
-                format!(
-                    "target agent {} reported no listener for port {port}",
-                    path.to
-                ),
-            );
-        }
-    };
-    let Some(probe) = probe else {
-        return fail(
-            r,
-            format!(
-                "source agent {} returned no result for this path",
-                path.from
-            ),
-        );
-    };
-    let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
-    r.latency_ms = probe.connect_us.map(ms);
-    r.tls_ms = probe.tls_us.map(ms);
-    r.attempts = probe.attempts;
-    r.icmp = probe.icmp.as_deref().cloned();
-    // A DNS target's family is the one its resolved address had.
-    r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
-    r.cert = probe.cert.as_deref().cloned();
-    r.service_banner = probe.service_banner.clone();
-    if probe.observed == Observed::LocalError {
-        r.observed = Some(Observed::LocalError);
-        return fail(
-            r,
-            format!(
-                "the prober on {} could not try: {}",
-                path.from, probe.detail
-            ),
-        );
-    }
-    let d = plan.defaults;
-    let silence = |whose: &str| {
-        // The prober says how long it waited (an adaptive deadline can be
-        // shorter than `timeout_ms`); reports without that say the plan's.
-        if probe.detail.starts_with("no answer within ") {
-            return format!("dropped: {}{whose}", probe.detail);
-        }
-        format!(
-            "dropped: no answer within {} ms ({} attempt{}){whose}",
-            d.timeout_ms,
-            probe.attempts,
-            if probe.attempts == 1 { "" } else { "s" }
-        )
-    };
-    let with = |base: String| {
-        if probe.detail.is_empty() {
-            base
-        } else {
-            format!("{base} ({})", probe.detail)
-        }
-    };
-    let end = match listener {
-        // A dialled port the target agent vouches is empty is as known as a
-        // canary's: a refusal there is what the client will get.
-        Listener::Canary | Listener::Dialled => TargetEnd::Canary,
-        Listener::Live { .. } => TargetEnd::Live,
-    };
-    // How far the source's handshakes got at the target, by the target's
-    // kernel: keyed by the address the source sent from (or, when it never
-    // connected, its plan address).
-    // Only addresses of the path's own family: a dual-stack pair's other
-    // path must not lend this one its handshakes.
-    let v4 = r
-        .address
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .map(|a| a.is_ipv4());
-    // The kernel's handshake tables are TCP's: nothing to say of UDP.
-    let handshake = dst.handshakes.as_ref().filter(|_| !udp).map(|_| {
-        let source = probe.source.map(|s| s.ip());
-        index.stage((path.from, source), path.to, port, v4)
-    });
-    let stage_of = |h: Option<HandshakeStage>| match h {
-        None => TargetStage::Nothing,
-        Some(HandshakeStage::Syn) => TargetStage::Syn,
-        Some(HandshakeStage::Connected) => TargetStage::Connected,
-    };
-    let icmp_words = |canary: &str| {
-        probe.icmp.as_ref().map(|icmp| {
-            let from_target = icmp.from == r.address;
-            if from_target {
-                format!("rejected by {} (ICMP {}){canary}", path.to, icmp.kind)
-            } else {
-                format!(
-                    "rejected by {} (ICMP {}), a device on the way, not {}",
-                    icmp.from, icmp.kind, path.to
-                )
-            }
-        })
-    };
-    // EACCES is also how the kernel reports an ICMPv6 admin-prohibited: it
-    // is the source's own refusal only when no ICMP error came back.
-    let denied = local_denial(&probe.detail) && probe.icmp.is_none();
-    let mut redirected_to = None;
-    match listener {
-        Listener::Canary => {
-            if let Some(e) = &dst.evidence_error {
-                r.observed = Some(probe.observed);
-                return fail(r, format!("target agent {} gave no evidence: {e}", path.to));
-            }
-            let sighting = probe
-                .nonce
-                .as_ref()
-                .and_then(|n| index.get(path.to)?.sighting(port, n));
-            r.target_saw = Some(sighting.is_some());
-            r.seen_source = sighting.map(|s| s.source.ip().to_string());
-            r.target_stage = match (sighting, handshake) {
-                (Some(_), _) => Some(TargetStage::Nonce),
-                // The source connected, yet the target's tables show
-                // nothing: a short connection can come and go between two
-                // readings, so "nothing" is not said.
-                (None, Some(None)) if probe.source.is_some() => None,
-                (None, Some(h)) => Some(stage_of(h)),
-                (None, None) => None,
-            };
-            if sighting.is_none() && probe.shed {
-                // Our own canary was too busy to answer: nothing measured,
-                // and never a verdict on the path.
-                let shed: u64 = dst
-                    .canaries
-                    .iter()
-                    .filter(|c| c.port == port && !c.udp)
-                    .map(|c| c.shed)
-                    .sum();
-                return fail(
-                    r,
-                    format!(
-                        "not measured: the canary of {} closed every attempt unanswered; it shed {shed} connection{} under load this round ({})",
-                        path.to,
-                        if shed == 1 { "" } else { "s" },
-                        probe.detail
-                    ),
-                );
-            }
-            let observed = match (sighting, probe.observed) {
-                // A second try with a small MSS delivered the nonce, but
-                // ordinary traffic does not get through.
-                (Some(_), o) if probe.path_mtu => o,
-                (Some(_), _) => Observed::Open,
-                (None, Observed::Open) => Observed::WrongHost,
-                (None, o) => o,
-            };
-            let canary = format!(" while the canary of {} was listening", path.to);
-            let half_open = r.target_stage == Some(TargetStage::Syn);
-            r.detail = match observed {
-                Observed::Open => format!(
-                    "{} saw our nonce from {}",
-                    path.to,
-                    r.seen_source.as_deref().unwrap_or("?")
-                ),
-                Observed::Timeout if half_open => format!(
-                    "return path lost: {} got our SYN but its answers never came back; {}",
-                    path.to,
-                    silence("")
-                ),
-                Observed::Timeout => silence(&canary),
-                Observed::Unreachable if denied => with(format!(
-                    "refused on {} itself before anything was sent: its own packet filter or security policy{canary}",
-                    path.from
-                )),
-                Observed::Unreachable | Observed::Refused if probe.icmp.is_some() => {
-                    icmp_words(&canary).unwrap_or_default()
-                }
-                Observed::Unreachable => with(format!("rejected with an ICMP error{canary}")),
-                Observed::Refused => {
-                    format!("reset (TCP RST){canary}: a firewall rejects with reset")
-                }
-                _ if probe.path_mtu => probe.detail.clone(),
-                Observed::TlsError | Observed::WrongHost if half_open => format!(
-                    "handshake incomplete at {}: our SYN arrived, but the rest of the connection never did (a stateless filter or an asymmetric route); {}",
-                    path.to, probe.detail
-                ),
-                Observed::TlsError => with(format!("TLS with the canary of {} failed", path.to)),
-                Observed::WrongHost => {
-                    let mut s = if probe.observed == Observed::Open {
-                        format!(
-                            "connected, but the canary of {} did not record our nonce",
-                            path.to
-                        )
-                    } else {
-                        probe.detail.clone()
-                    };
-                    note_elsewhere(plan, round, path, probe, &mut s, &mut redirected_to);
-                    s
-                }
-                Observed::LocalError => probe.detail.clone(),
-            };
-            r.observed = Some(observed);
-        }
-        Listener::Dialled => {
-            let sp = path.server_port.map_or(0, |p| p.get());
-            let note = format!(
-                "{} dials {port}; {}'s {} listens on {sp}",
-                path.from, path.to, path.service
-            );
-            r.observed = Some(probe.observed);
-            r.detail = match probe.observed {
-                Observed::Refused => {
-                    format!("refused: {note}, and nothing listens on {port}")
-                }
-                Observed::Open => format!("connected to something else on {port}: {note}"),
-                Observed::Timeout => silence(&format!("; {note}")),
-                _ => with(note),
-            };
-        }
-        Listener::Live { why } => {
-            r.observed = Some(probe.observed);
-            // UDP has no connect: its round trip is the answer's.
-            if udp && probe.observed == Observed::Open {
-                r.latency_ms = Some(ms(probe.latency_us));
-            }
-            // Without a canary only a trace of a failing connection is
-            // evidence: polling can miss a short one, so neither "nothing"
-            // nor the stage of a connection that worked is said.
-            r.target_stage = handshake
-                .flatten()
-                .filter(|_| probe.observed != Observed::Open)
-                .map(|h| stage_of(Some(h)));
-            let live = format!(" ({why})");
-            r.detail = match probe.observed {
-                Observed::Open if udp => with(format!("the live service answered{live}")),
-                Observed::Open => format!("connected to the live service{live}"),
-                Observed::Refused if probe.icmp.is_none() => format!(
-                    "refused: service down on {}:{port}{live}; a refusal here cannot tell a firewall reset from a stopped service",
-                    path.to
-                ),
-                Observed::Timeout => silence(&live),
-                Observed::Unreachable if denied => with(format!(
-                    "refused on {} itself before anything was sent: its own packet filter or security policy{live}",
-                    path.from
-                )),
-                Observed::Unreachable | Observed::Refused => icmp_words(&live)
-                    .unwrap_or_else(|| with(format!("rejected with an ICMP error{live}"))),
-                Observed::TlsError if probe.path_mtu => probe.detail.clone(),
-                Observed::TlsError => with(format!("TLS with the live service failed{live}")),
-                Observed::WrongHost | Observed::LocalError => with(format!("unexpected{live}")),
-            };
-        }
-    }
-    let mut addresses = vec![r.address.clone()];
-    if let Some(h) = plan.host(&path.to) {
-        addresses.extend(h.addresses.iter().map(ToString::to_string));
-    }
-    let traced = traced(plan, path, probe, &r.address, src, dst);
-    r.blame = blame::blame(&blame::Evidence {
-        observed: r.observed,
-        target_addresses: &addresses,
-        icmp: probe.icmp.as_deref(),
-        target_stage: r.target_stage,
-        walk: probe.walk.as_deref(),
-        path_mtu: probe.path_mtu,
-        local_denial: denied,
-        redirected_to: redirected_to.as_deref(),
-        traced,
-    });
-    r.verdict = Verdict::judge(path.expect, r.observed, end);
-    r
-}
-
-/// What the firewall traces of both ends say about one path: the source's
-/// output chain stopped our probe, a rule or policy on the target stopped
-/// it, the target's firewall let it through, or the target (tracing) never
-/// saw it. `None` where neither end traced.
-fn traced(
-    plan: &Plan,
-    path: &PathView<'_>,
-    probe: &PathProbe,
-    address: &str,
-    src: &AgentEvidence,
-    dst: &AgentEvidence,
-) -> Option<blame::Traced> {
-    fn on(a: &AgentEvidence) -> Option<&TraceEvidence> {
-        a.trace.as_ref().filter(|t| t.state == TraceState::Traced)
-    }
-    // The trace table matches TCP only.
-    if path.protocol == Protocol::Udp {
-        return None;
-    }
-    let dest: Option<std::net::IpAddr> = address.parse().ok();
-    let port = path.port.get();
-    if let Some(t) = on(src) {
-        let egress = t.flows.iter().find(|f| {
-            f.direction == TraceDirection::Out
-                && f.port == port
-                && Some(f.dest) == dest
-                && f.stop.is_some()
-        });
-        if let Some(stop) = egress.and_then(|f| f.stop.as_ref()) {
-            return Some(blame::Traced::Egress(blame::BlameRule::of(
-                &path.from, stop,
-            )));
-        }
-    }
-    let t = on(dst)?;
-    let mut sources: Vec<std::net::IpAddr> = probe.source.map(|s| s.ip()).into_iter().collect();
-    if let Some(h) = plan.host(&path.from) {
-        sources.extend(h.addresses.iter().filter_map(|a| match a {
-            crate::plan::Address::Ip(ip) => Some(*ip),
-            crate::plan::Address::Dns(_) => None,
-        }));
-    }
-    let arrived: Vec<_> = t
-        .flows
-        .iter()
-        .filter(|f| {
-            f.direction == TraceDirection::In
-                && f.port == port
-                && sources.contains(&f.source)
-                && dest.is_none_or(|d| d == f.dest)
-        })
-        .collect();
-    if let Some(stop) = arrived.iter().find_map(|f| f.stop.as_ref()) {
-        return Some(blame::Traced::AtTarget(blame::BlameRule::of(
-            &path.to, stop,
-        )));
-    }
-    Some(if arrived.is_empty() {
-        blame::Traced::NeverArrived
-    } else {
-        blame::Traced::PassedTarget
-    })
-}
-
-/// Whether a prober's detail is a local permission error (`EPERM`,
-/// `EACCES`): the source's own kernel refused to send, which no ICMP
-/// message explains. The detail starts with the errno's stable name
-/// ([`crate::probe::classify::errno_name`]), never with OS message text.
-pub(super) fn local_denial(detail: &str) -> bool {
-    detail.starts_with("EPERM") || detail.starts_with("EACCES")
-}
-
-/// Appends where else our nonce turned up, if it did, and remembers that
-/// host's address of the path's family for the blame.
-pub(super) fn note_elsewhere(
-    plan: &Plan,
-    round: &RoundEvidence,
-    path: &PathView<'_>,
-    probe: &PathProbe,
-    detail: &mut String,
-    redirected_to: &mut Option<String>,
-) {
-    let Some((host, source)) = probe.nonce.as_ref().and_then(|n| elsewhere(round, n)) else {
-        return;
-    };
-    detail.push_str(&format!("; our nonce arrived at {host} from {source}"));
-    let v4 = path
-        .address
-        .to_string()
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .map(|a| a.is_ipv4());
-    *redirected_to = plan.host(&host).map(|h| {
-        h.addresses
-            .iter()
-            .map(ToString::to_string)
-            .find(|a| a.parse::<std::net::IpAddr>().ok().map(|a| a.is_ipv4()) == v4)
-            .unwrap_or_else(|| h.address.to_string())
-    });
-}
-
-/// Where else a nonce turned up: `(host, source)`.
-fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
-    round.agents.iter().find_map(|(host, a)| {
-        a.canaries
-            .iter()
-            .flat_map(|c| c.seen.iter())
-            .find(|s| s.nonce == nonce)
-            .map(|s| (host.clone(), s.source.ip().to_string()))
-    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use super::super::blame::TargetStage;
+    use super::super::evidence::AgentEvidence;
+    use super::index::AgentIndex;
     use super::*;
     use crate::control::Sighting;
+    use crate::control::{CanaryEvidence, Handshake, HandshakeStage, ListenerReport};
+    use crate::port::Protocol;
 
     const PLAN: &str = r#"
 name = "join"
@@ -1137,7 +529,11 @@ expect = "blocked"
             service_banner: None,
             shed: false,
             errno: None,
-            silence: None,
+            // A silent path says so, as the engine does.
+            silence: (observed == Observed::Timeout).then_some(crate::probe::Silence {
+                waited_ms: 500,
+                adaptive: false,
+            }),
         }
     }
 
@@ -1356,14 +752,18 @@ expect = "blocked"
     #[test]
     fn local_eperm_is_not_called_an_icmp_rejection() {
         let p = plan();
+        let errno = |p: &mut PathProbe, e: i32| {
+            p.errno = Some(e);
+            p.detail = crate::probe::classify::errno_name(e);
+        };
         let mut denied = probe(0, Some("aa"), Observed::Unreachable);
-        denied.detail = crate::probe::classify::errno_name(libc::EPERM);
+        errno(&mut denied, libc::EPERM);
         let mut icmp = probe(0, Some("aa"), Observed::Unreachable);
-        icmp.detail = crate::probe::classify::errno_name(libc::EHOSTUNREACH);
+        errno(&mut icmp, libc::EHOSTUNREACH);
         // An ICMPv6 admin-prohibited reaches connect as EACCES: with the
         // ICMP error in hand it is the router's, not the source's.
         let mut v6 = probe(0, Some("aa"), Observed::Unreachable);
-        v6.detail = crate::probe::classify::errno_name(libc::EACCES);
+        errno(&mut v6, libc::EACCES);
         v6.icmp = Some(Box::new(crate::probe::IcmpEvidence {
             kind: "admin-prohibited".into(),
             code: 1,
@@ -1389,6 +789,65 @@ expect = "blocked"
             assert_eq!(d.contains("refused on web itself"), local, "{d}");
             assert_eq!(d.contains("ICMP"), !local, "{d}");
         }
+    }
+
+    /// Whether a path stayed silent, and whether the source refused to
+    /// send, are the probe's fields; the detail's words decide nothing.
+    #[test]
+    fn silence_and_local_denial_are_read_from_the_probes_fields() {
+        let p = plan();
+        let join_one = |probe_of_0: PathProbe| {
+            let web = up(
+                vec![],
+                vec![probe_of_0, probe(1, None, Observed::Refused)],
+                vec![],
+            );
+            let db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+            let round = RoundEvidence {
+                started_at: SystemTime::UNIX_EPOCH,
+                finished_at: SystemTime::UNIX_EPOCH,
+                agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+            };
+            join(&p, &round).paths.swap_remove(0)
+        };
+        let adaptive = "no answer within 120 ms (1 attempt; adaptive timeout: the host's other ports answer in 0.10 ms, longest 0.20 ms; at most 500 ms)";
+        // Silent, in the prober's own words: shown as they are.
+        let mut silent = probe(0, Some("aa"), Observed::Timeout);
+        silent.silence = Some(crate::probe::Silence {
+            waited_ms: 120,
+            adaptive: true,
+        });
+        silent.detail = adaptive.into();
+        assert_eq!(
+            join_one(silent.clone()).detail,
+            format!("dropped: {adaptive} while the canary of db was listening")
+        );
+        // Silent without words: the waited time is the field's.
+        silent.detail.clear();
+        assert_eq!(
+            join_one(silent.clone()).detail,
+            "dropped: no answer within 120 ms (1 attempt) while the canary of db was listening"
+        );
+        // The same words without the field are not taken for the prober's
+        // measure: the plan's deadline is said.
+        silent.silence = None;
+        silent.detail = adaptive.into();
+        assert_eq!(
+            join_one(silent).detail,
+            "dropped: no answer within 500 ms (1 attempt) while the canary of db was listening"
+        );
+        // "EPERM" in the words without the errno is no local denial, and
+        // the errno is what the report carries.
+        let mut words = probe(0, Some("aa"), Observed::Unreachable);
+        words.detail = crate::probe::classify::errno_name(libc::EPERM);
+        let r = join_one(words.clone());
+        assert!(!r.detail.contains("refused on web itself"), "{}", r.detail);
+        assert_eq!(r.local_denial, None);
+        words.errno = Some(libc::EPERM);
+        let r = join_one(words);
+        assert!(r.detail.contains("refused on web itself"), "{}", r.detail);
+        assert_eq!(r.local_denial, Some(libc::EPERM));
+        assert_eq!(r.blame.map(|b| b.cause), Some(blame::Cause::Egress));
     }
 
     #[test]
@@ -1670,12 +1129,12 @@ ports = ["mysql"]
             (Blocked, None, Verdict::Error),
         ];
         for (e, o, v) in cases {
-            assert_eq!(Verdict::judge(e, o, TargetEnd::Canary), v, "{e:?} {o:?}");
+            assert_eq!(Verdict::decide(e, o, TargetEnd::Canary), v, "{e:?} {o:?}");
         }
         // Without a canary a refusal proves nothing either way.
         for e in [Open, Blocked] {
             assert_eq!(
-                Verdict::judge(e, Some(Refused), TargetEnd::Live),
+                Verdict::decide(e, Some(Refused), TargetEnd::Live),
                 Verdict::Error
             );
         }

@@ -1,0 +1,157 @@
+//! The words every renderer shares: how a path is named (`path_label`,
+//! [`PortLabels`]), why it got its verdict (`why`), how many datagrams of
+//! a UDP path arrived ([`arrival`]), and report timestamps as numbers
+//! ([`unix_seconds`]). One place, so the table, JUnit, Markdown, HTML,
+//! diff and suggest say the same; the renderers import this, never each
+//! other or the format dispatcher.
+
+use super::{PathReport, Report, Verdict};
+
+/// `from -> to:port/protocol (service)`: how every renderer names a path.
+pub(crate) fn path_label(p: &PathReport) -> String {
+    format!(
+        "{} -> {}:{}/{} ({})",
+        p.from,
+        p.to,
+        p.port,
+        p.protocol.as_str(),
+        p.service
+    )
+}
+
+/// Why a path got its verdict, in words: a violation says what was wanted,
+/// and a path with a [`super::Blame`] says where it breaks in one sentence
+/// (the JSON `detail` keeps the whole evidence).
+pub(crate) fn why(p: &PathReport) -> String {
+    let said = match &p.blame {
+        // A UDP path's datagram count is part of the evidence (the detail
+        // already says it).
+        Some(b) => match arrival(p) {
+            Some(a) => format!("{}; {a}", b.sentence(&p.to, p.icmp.as_ref())),
+            None => b.sentence(&p.to, p.icmp.as_ref()),
+        },
+        None => p.detail.clone(),
+    };
+    match p.verdict {
+        Verdict::Violation => format!("must be {}, but {said}", p.expect),
+        _ => said,
+    }
+}
+
+/// Seconds since the Unix epoch of a report timestamp (`rfc3339`'s
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`); `None` for anything else, since reports
+/// read back from JSON may come from elsewhere.
+pub fn unix_seconds(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let (hms, frac) = match time.split_once('.') {
+        Some((hms, frac)) => (hms, frac),
+        None => (time, ""),
+    };
+    let mut t = hms.splitn(3, ':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let min: i64 = t.next()?.parse().ok()?;
+    let sec: i64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let fraction = if frac.is_empty() {
+        0.0
+    } else {
+        format!("0.{frac}").parse::<f64>().ok()?
+    };
+    let days = crate::time::days_from_civil(year, month, day);
+    Some((days * 86_400 + hour * 3600 + min * 60 + sec) as f64 + fraction)
+}
+
+/// "2 of 3 datagrams arrived", for renderers; `None` when the canary's
+/// count is not known (TCP, no canary).
+pub fn arrival(r: &PathReport) -> Option<String> {
+    let arrived = r.arrived?;
+    let sent = r.attempts.max(arrived);
+    Some(format!(
+        "{arrived} of {sent} datagram{} arrived",
+        if sent == 1 { "" } else { "s" }
+    ))
+}
+
+/// Port labels for renderers: `9443/tls (https-servlet)`, or with the role
+/// (`9443/tls (https-servlet, wso2-apim-publisher)`) where two roles of the
+/// target host define a port of that name in the report.
+#[derive(Debug, Default)]
+pub struct PortLabels {
+    ambiguous: std::collections::BTreeSet<(String, String)>,
+}
+
+impl PortLabels {
+    /// Finds the port names that need their role to be told apart.
+    pub fn new(report: &Report) -> PortLabels {
+        let mut roles: std::collections::BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> =
+            std::collections::BTreeMap::new();
+        for p in &report.paths {
+            if let Some(r) = &p.role {
+                roles
+                    .entry((p.to.as_str(), p.service.as_str()))
+                    .or_default()
+                    .insert(r.as_str());
+            }
+        }
+        PortLabels {
+            ambiguous: roles
+                .into_iter()
+                .filter(|(_, r)| r.len() > 1)
+                .map(|((to, s), _)| (to.to_owned(), s.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The service in words: its name, plus the role where that is needed.
+    pub fn service(&self, p: &PathReport) -> String {
+        match &p.role {
+            Some(r) if self.ambiguous.contains(&(p.to.clone(), p.service.clone())) => {
+                format!("{}, {r}", p.service)
+            }
+            _ => p.service.clone(),
+        }
+    }
+
+    /// `PORT/PROTOCOL (SERVICE)`.
+    pub fn port(&self, p: &PathReport) -> String {
+        format!("{}/{} ({})", p.port, p.protocol.as_str(), self.service(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn report_timestamps_parse_back_to_the_instant() {
+        for ms in [0u64, 951_782_400_123, 1_735_689_600_000, 4_102_444_799_999] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            let back = unix_seconds(&super::super::rfc3339(t)).unwrap();
+            assert!((back - ms as f64 / 1000.0).abs() < 1e-6, "{ms}: {back}");
+        }
+        assert_eq!(unix_seconds("2025-01-01T00:00:00Z"), Some(1_735_689_600.0));
+        for bad in [
+            "",
+            "2025-01-01",
+            "2025-13-01T00:00:00Z",
+            "2025-01-01T00:00:00+01:00",
+        ] {
+            assert_eq!(unix_seconds(bad), None, "{bad}");
+        }
+    }
+}
