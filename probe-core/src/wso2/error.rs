@@ -45,7 +45,7 @@ pub enum ScanError {
         kind: &'static str,
     },
     /// A configuration file is larger than
-    /// [`MAX_FILE_BYTES`](super::files::MAX_FILE_BYTES).
+    /// [`MAX_FILE_BYTES`](super::MAX_FILE_BYTES).
     #[error("{path}: larger than {limit} bytes, too large for a configuration file")]
     TooLarge {
         /// The file.
