@@ -25,9 +25,10 @@
 
 use std::path::Path;
 
+use super::error::ScanError;
+use super::source::Setting;
 use super::values::Vars;
 use super::xml::{Element, parse_xml};
-use super::{ScanError, Setting};
 
 /// A setting holding endpoint URLs, and the port name its endpoints reach.
 #[derive(Debug, Clone)]

@@ -12,9 +12,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::error::ScanError;
+use super::locator::Locator;
+use super::source::{Setting, Source};
 use super::values::Vars;
 use super::xml::{Element, parse_xml};
-use super::{Locator, ScanError, Setting, Source};
 
 /// What `carbon.xml` says.
 #[derive(Debug, Default)]

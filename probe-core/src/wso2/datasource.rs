@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
+use super::error::ScanError;
+use super::source::Setting;
 use super::values::Vars;
 use super::xml::parse_xml;
-use super::{ScanError, Setting};
 
 /// One datasource's JDBC URL.
 #[derive(Debug, Clone)]

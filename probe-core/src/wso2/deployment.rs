@@ -28,8 +28,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::apim::UrlSetting;
 use super::datasource::DbSetting;
+use super::error::ScanError;
+use super::locator::Locator;
+use super::source::Setting;
 use super::values::Vars;
-use super::{Locator, ScanError, Setting};
 
 /// The settings of `deployment.toml` that open or dial ports.
 #[derive(Debug, Default)]

@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use super::ScanError;
 use super::apim::UrlSetting;
+use super::error::ScanError;
 use super::xml::parse_xml;
 
 pub(crate) fn read_event_publisher(file: &Path, text: &str) -> Result<Vec<UrlSetting>, ScanError> {

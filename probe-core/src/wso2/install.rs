@@ -8,10 +8,12 @@ use super::apim::{ApiManagerXml, UrlSetting, read_api_manager};
 use super::carbon::{Axis2Xml, CarbonXml, StartScript, read_axis2, read_carbon, read_start_script};
 use super::datasource::{DbSetting, jdbc, read_datasources};
 use super::deployment::{DeploymentToml, read_deployment};
+use super::error::ScanError;
 use super::esb::read_event_publisher;
-use super::scan::{DialFinding, Install, PortFinding};
+use super::files::{join, read_optional};
+use super::model::{DialFinding, Install, PortFinding};
+use super::source::Setting;
 use super::values::{Vars, endpoints, is_local};
-use super::{ScanError, Setting, join, read_optional};
 use crate::plan::Catalog;
 use crate::port::Protocol;
 

@@ -5,7 +5,7 @@
 //! host no scanned installation claims (nor a plan host's address) is
 //! outside the scan, listed with its port, never a mismatch.
 
-use super::scan::{DialFinding, Difference, Install, Mismatch, Outside, PortFinding};
+use super::model::{DialFinding, Difference, Install, Mismatch, Outside, PortFinding};
 use super::values::is_local;
 use crate::plan::Plan;
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use super::install;
-use super::scan::{DialFinding, Difference, Install, Scan};
+use super::model::{DialFinding, Difference, Install, Scan};
 use crate::plan::Catalog;
 use crate::plan::{Host, Plan};
 

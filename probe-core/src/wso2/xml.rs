@@ -10,8 +10,16 @@ use std::rc::Rc;
 
 use quick_xml::events::{BytesStart, Event};
 
+use super::error::ScanError;
+use super::locator::Locator;
+use super::source::{Setting, Source};
 use super::values::Vars;
-use super::{Locator, MAX_XML_DEPTH, MAX_XML_ELEMENTS, ScanError, Setting, Source};
+
+/// The deepest XML nesting accepted (WSO2's files nest about ten deep).
+pub const MAX_XML_DEPTH: usize = 256;
+
+/// The most XML elements accepted in one file.
+pub const MAX_XML_ELEMENTS: usize = 200_000;
 
 /// A parsed XML element.
 #[derive(Debug, Clone, Default)]
