@@ -10,6 +10,8 @@ pub mod agent;
 pub mod catalog;
 pub mod control;
 pub mod demo;
+mod errors;
+pub use errors::error_chain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod pki;

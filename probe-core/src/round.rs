@@ -26,6 +26,7 @@ use crate::control::{
     self, ControlError, ControlStream, Dial, HostPort, ListenerState, PrepareRequest, ProbeRequest,
     Request, Response, RoundRef, Transport,
 };
+use crate::error_chain;
 use crate::plan::Plan;
 use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
 
@@ -302,13 +303,14 @@ pub async fn run_round<T: Transport + ?Sized>(
             host: s.host.clone(),
             plan_digest: digest.clone(),
             ttl_ms,
+            version: control::PROTOCOL_VERSION,
         });
         let observer = config.observer.clone();
         let prepared = async move {
             let mut conn = match opening.await {
                 Ok(c) => c,
                 Err(e) => {
-                    s.lost(chain(&e));
+                    s.lost(error_chain(&e));
                     return s;
                 }
             };
@@ -317,12 +319,27 @@ pub async fn run_round<T: Transport + ?Sized>(
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(s.host.clone(), dial);
             match conn.request(&request, config.request_timeout).await {
+                Ok(Response::Prepared(p)) if p.version != control::PROTOCOL_VERSION => {
+                    // An agent of another version prepared (one before
+                    // version 2 does not check ours): refuse it, and close
+                    // what it opened.
+                    let e = control::VersionMismatch::Agent {
+                        host: s.host.clone(),
+                        agent: p.version,
+                        coordinator: control::PROTOCOL_VERSION,
+                    };
+                    tracing::warn!(host = %s.host, "{e}");
+                    let teardown = Request::Teardown(RoundRef { round: p.round });
+                    let _ = conn.request(&teardown, config.request_timeout).await;
+                    conn.close(config.request_timeout).await;
+                    s.lost(e.to_string());
+                }
                 Ok(Response::Prepared(p)) => {
                     s.evidence.outcome = AgentOutcome::Up;
                     s.evidence.listeners = p.listeners;
                     s.conn = Some(conn);
                 }
-                Ok(_) => s.lost(chain(&conn.unexpected(&request))),
+                Ok(_) => s.lost(error_chain(&conn.unexpected(&request))),
                 Err(e @ ControlError::Refused { .. }) => {
                     // Ask who it is: a refusal because it holds another
                     // plan is reported as such, with both sides' files.
@@ -336,10 +353,10 @@ pub async fn run_round<T: Transport + ?Sized>(
                                 agent_file,
                             });
                         }
-                        None => s.lost(chain(&e)),
+                        None => s.lost(error_chain(&e)),
                     }
                 }
-                Err(e) => s.lost(chain(&e)),
+                Err(e) => s.lost(error_chain(&e)),
             }
             s
         };
@@ -372,7 +389,7 @@ pub async fn run_round<T: Transport + ?Sized>(
             let hp = HostPort {
                 host: s.host.clone(),
                 port: l.port,
-                udp: l.protocol == crate::port::Protocol::Udp,
+                transport: l.protocol.into(),
             };
             match l.state {
                 ListenerState::Canary => {}
@@ -415,10 +432,10 @@ pub async fn run_round<T: Transport + ?Sized>(
                     }
                     s.evidence.probes = results;
                 }
-                Ok(_) => s.evidence.probe_error = Some(chain(&conn.unexpected(&probe))),
-                Err(e) if died(&e) => s.lost(format!("lost during probe: {}", chain(&e))),
+                Ok(_) => s.evidence.probe_error = Some(error_chain(&conn.unexpected(&probe))),
+                Err(e) if died(&e) => s.lost(format!("lost during probe: {}", error_chain(&e))),
                 Err(e) => {
-                    s.evidence.probe_error = Some(chain(&e));
+                    s.evidence.probe_error = Some(error_chain(&e));
                     // A timed-out stream may still deliver the late reply
                     // as the next frame: do not reuse it.
                     s.conn = None;
@@ -475,10 +492,10 @@ pub async fn run_round<T: Transport + ?Sized>(
                     s.evidence.handshakes = e.handshakes;
                     s.evidence.trace = e.trace;
                 }
-                Ok(_) => s.evidence.evidence_error = Some(chain(&conn.unexpected(&evidence))),
-                Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", chain(&e))),
+                Ok(_) => s.evidence.evidence_error = Some(error_chain(&conn.unexpected(&evidence))),
+                Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", error_chain(&e))),
                 Err(e) => {
-                    s.evidence.evidence_error = Some(chain(&e));
+                    s.evidence.evidence_error = Some(error_chain(&e));
                     s.conn = None;
                 }
             }
@@ -503,7 +520,7 @@ pub async fn run_round<T: Transport + ?Sized>(
         async move {
             if let Some(mut conn) = s.conn.take() {
                 if let Err(e) = conn.request(&teardown, deadline).await {
-                    tracing::warn!(host = %s.host, error = %chain(&e), "teardown failed; the canaries close at the round's TTL");
+                    tracing::warn!(host = %s.host, error = %error_chain(&e), "teardown failed; the canaries close at the round's TTL");
                 }
                 conn.close(deadline).await;
             }
@@ -573,8 +590,9 @@ async fn cancelled<T: Transport + ?Sized>(
         // Agents that failed for a reason of their own keep it.
         let cut_short = match &s.evidence.outcome {
             AgentOutcome::Up => true,
-            AgentOutcome::Unreachable(why) => why == CANCELLED,
-            AgentOutcome::Cancelled | AgentOutcome::PlanMismatch(_) => false,
+            AgentOutcome::Unreachable(_)
+            | AgentOutcome::Cancelled
+            | AgentOutcome::PlanMismatch(_) => false,
         };
         if cut_short {
             s.evidence.outcome = AgentOutcome::Cancelled;
@@ -586,9 +604,6 @@ async fn cancelled<T: Transport + ?Sized>(
         agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
     }
 }
-
-/// The reason given to sessions a cancelled phase did not finish.
-const CANCELLED: &str = "the round was cancelled";
 
 /// After `prepare` was refused: the agent's digest and plan file when it
 /// holds another plan than `digest`, from a `hello` on the same connection.
@@ -632,14 +647,16 @@ where
     out.into_iter()
         .zip(hosts)
         .map(|(s, host)| {
+            // A session a cancelled phase did not finish was cut short:
+            // that is its outcome, not a reason in text.
             s.unwrap_or_else(|| {
-                let mut s = Session {
+                let mut evidence = AgentEvidence::unreachable(String::new());
+                evidence.outcome = AgentOutcome::Cancelled;
+                Session {
                     host,
                     conn: None,
-                    evidence: AgentEvidence::unreachable(String::new()),
-                };
-                s.lost(CANCELLED.into());
-                s
+                    evidence,
+                }
             })
         })
         .collect()
@@ -657,16 +674,4 @@ fn died(e: &ControlError) -> bool {
             ..
         } | ControlError::Transport { .. }
     )
-}
-
-/// An error and its causes on one line.
-fn chain(e: &ControlError) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }

@@ -16,6 +16,8 @@
 //! that names the coordinator ([`AgentConfig::coordinator`]).
 
 pub mod canary;
+mod canary_common;
+mod canary_line;
 mod endpoint;
 pub mod nftrace;
 mod sock_diag;
@@ -42,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use crate::control::{
     self, ErrorReply, EvidenceReply, FrameError, HelloReply, HostPort, PROTOCOL_VERSION, PathProbe,
     PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RenewReply, Request, Response,
-    RoundRef, ServerSecurity, read_frame, write_frame,
+    RoundRef, ServerSecurity, VersionMismatch, read_frame, write_frame,
 };
 use crate::plan::{Address, Plan};
 use crate::port::Protocol;
@@ -615,7 +617,10 @@ impl Shared {
                     malformed += 1;
                     note(Refusal::Malformed);
                     let _ = bucket.take();
-                    (error(e.to_string()), malformed < limits.max_malformed)
+                    (
+                        error(crate::error_chain(&e)),
+                        malformed < limits.max_malformed,
+                    )
                 }
                 Ok(Ok(request)) => {
                     if bucket.take() {
@@ -782,6 +787,14 @@ impl Shared {
 
     async fn prepare(self: &Arc<Self>, req: PrepareRequest) -> Response {
         let host = &self.config.host;
+        if req.version != PROTOCOL_VERSION {
+            let e = VersionMismatch::Coordinator {
+                host: host.clone(),
+                agent: PROTOCOL_VERSION,
+                coordinator: req.version,
+            };
+            return error(format!("prepare: {e}"));
+        }
         if req.host != *host {
             return error(format!(
                 "prepare: this agent plays {host}, not {}",
@@ -882,6 +895,7 @@ impl Shared {
         Response::Prepared(PrepareReply {
             round: req.round,
             listeners,
+            version: PROTOCOL_VERSION,
         })
     }
 
@@ -987,7 +1001,7 @@ impl Shared {
             let key = HostPort {
                 host: path.to.clone(),
                 port: path.port.get(),
-                udp: path.protocol == Protocol::Udp,
+                transport: path.protocol.into(),
             };
             if skip.contains(&key) {
                 continue;

@@ -216,11 +216,11 @@ impl<'a> EvidenceIndex<'a> {
         let family = |a: &IpAddr| v4.is_none_or(|v4| a.is_ipv4() == v4);
         let other = source
             .filter(|s| family(s) && !planned.iter().any(|(ip, _)| ip == s))
-            .and_then(|s| index.stage(port, &s.to_string()));
+            .and_then(|s| index.stage(port, s));
         planned
             .iter()
             .filter(|(ip, _)| family(ip))
-            .filter_map(|(_, text)| index.stage(port, text))
+            .filter_map(|(ip, _)| index.stage(port, *ip))
             .chain(other)
             .max()
     }
@@ -245,7 +245,7 @@ impl<'a> AgentIndex<'a> {
         let mut by_nonce: Vec<(u32, u32)> = canaries
             .iter()
             .enumerate()
-            .filter(|(_, c)| !c.udp)
+            .filter(|(_, c)| !c.is_udp())
             .flat_map(|(i, c)| (0..c.seen.len()).map(move |j| (i, j)))
             .filter_map(|(i, j)| Some((u32::try_from(i).ok()?, u32::try_from(j).ok()?)))
             .collect();
@@ -264,10 +264,10 @@ impl<'a> AgentIndex<'a> {
     }
 
     /// The furthest stage of the handshakes from `source` to `port`.
-    fn stage(&self, port: u16, source: &str) -> Option<HandshakeStage> {
+    fn stage(&self, port: u16, source: IpAddr) -> Option<HandshakeStage> {
         let key = |i: u32| {
             let h = &self.handshakes[i as usize];
-            (h.port, h.source.as_str())
+            (h.port, h.source)
         };
         let from = self.by_source.partition_point(|&i| key(i) < (port, source));
         self.by_source[from..]
@@ -793,7 +793,7 @@ fn judge_path(
                 let shed: u64 = dst
                     .canaries
                     .iter()
-                    .filter(|c| c.port == port && !c.udp)
+                    .filter(|c| c.port == port && !c.is_udp())
                     .map(|c| c.shed)
                     .sum();
                 return fail(
@@ -1092,7 +1092,7 @@ expect = "blocked"
                     strays: 0,
                     dropped: 0,
                     shed: 0,
-                    udp: l.protocol == Protocol::Udp,
+                    transport: l.protocol.into(),
                 })
                 .collect(),
             listeners,
@@ -1279,11 +1279,15 @@ expect = "blocked"
             strays: 0,
             dropped: 0,
             shed: 0,
-            udp,
+            transport: if udp {
+                crate::control::TransportProtocol::Udp
+            } else {
+                crate::control::TransportProtocol::Tcp
+            },
         };
         let shake = |port: u16, source: &str, stage: HandshakeStage| Handshake {
             port,
-            source: source.into(),
+            source: source.parse().unwrap(),
             stage,
         };
         let mut a = AgentEvidence::unreachable(String::new());
@@ -1314,19 +1318,25 @@ expect = "blocked"
         assert_eq!(port_of(index.sighting(443, "0d")), None);
         assert_eq!(port_of(index.sighting(22, "0a")), None);
         assert_eq!(
-            index.stage(443, "198.18.0.1"),
+            index.stage(443, "198.18.0.1".parse().unwrap()),
             Some(HandshakeStage::Connected)
         );
-        assert_eq!(index.stage(80, "198.18.0.1"), Some(HandshakeStage::Syn));
         assert_eq!(
-            index.stage(80, "198.18.0.2"),
+            index.stage(80, "198.18.0.1".parse().unwrap()),
+            Some(HandshakeStage::Syn)
+        );
+        assert_eq!(
+            index.stage(80, "198.18.0.2".parse().unwrap()),
             Some(HandshakeStage::Connected)
         );
-        assert_eq!(index.stage(443, "198.18.0.2"), None);
+        assert_eq!(index.stage(443, "198.18.0.2".parse().unwrap()), None);
         let nothing = AgentEvidence::unreachable(String::new());
         let bare = AgentIndex::new(&nothing);
         assert_eq!(
-            (bare.stage(80, "198.18.0.1"), bare.sighting(80, "0b")),
+            (
+                bare.stage(80, "198.18.0.1".parse().unwrap()),
+                bare.sighting(80, "0b")
+            ),
             (None, None)
         );
     }
@@ -1637,7 +1647,7 @@ ports = ["mysql"]
         );
         db.handshakes = Some(vec![Handshake {
             port: 3306,
-            source: "198.18.1.20".into(),
+            source: "198.18.1.20".parse().unwrap(),
             stage: HandshakeStage::Connected,
         }]);
         let round = RoundEvidence {

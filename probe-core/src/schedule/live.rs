@@ -209,7 +209,7 @@ impl Rounds for LiveRounds {
                 tracing::error!(
                     "reload plan {}: {}; keeping the previous plan",
                     self.plan_path.display(),
-                    super::error_chain(&e)
+                    crate::error_chain(&e)
                 );
             }
         }
