@@ -180,7 +180,7 @@ impl Shared {
             Ok(t) => Arc::new(t),
             Err(why) => {
                 tracing::warn!(round, reason = %why, "no rule tracing on this host");
-                return Err(why);
+                return Err(why.to_string());
             }
         };
         tracing::info!(round, table = tracer.table(), "rule tracing on");

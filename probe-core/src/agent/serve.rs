@@ -63,9 +63,9 @@ impl Shared {
             .and_then(|c| c.first())
             .map(crate::pki::certificate_names)
             .unwrap_or_default();
-        if let Err(message) = crate::pki::authorize_coordinator(&names, &self.config.coordinator) {
+        if let Err(e) = crate::pki::authorize_coordinator(&names, &self.config.coordinator) {
             refusals.note(Refusal::NotCoordinator, peer.ip());
-            let reply = error(message);
+            let reply = error(e.to_string());
             if timeout(limits.write_timeout, write_frame(&mut tls, &reply))
                 .await
                 .is_ok_and(|r| r.is_ok())
