@@ -115,18 +115,28 @@ pub(crate) fn prober_for(
         return Err(ScheduleError::Host(AgentError::unknown_host(plan, host)));
     };
     let timeout = Duration::from_millis(plan.defaults.timeout_ms);
-    let config = ProbeConfig {
+    let config = probe_config(plan, h, concurrency);
+    let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
+    Ok((Prober::with_exchange(config, greeter.clone())?, greeter))
+}
+
+/// The probe engine's configuration for `host`'s schedule-mode rounds: the
+/// one place schedule mode assembles it. Unlike an agent's round, no TTL
+/// walk (its result would reach no metric, and it would add its budget and
+/// its packets to every period's silent paths) and no spread offset (each
+/// agent runs on its own jittered timer, not in step with the others).
+fn probe_config(plan: &Plan, host: &crate::plan::Host, concurrency: usize) -> ProbeConfig {
+    let timeout = Duration::from_millis(plan.defaults.timeout_ms);
+    ProbeConfig {
         connect_timeout: timeout,
         tls_timeout: timeout,
         exchange_timeout: timeout,
         retries: plan.defaults.retries,
         adaptive: plan.defaults.adaptive,
         concurrency,
-        sources: h.addresses.iter().filter_map(local_ip).collect(),
+        sources: host.addresses.iter().filter_map(local_ip).collect(),
         ..ProbeConfig::default()
-    };
-    let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
-    Ok((Prober::with_exchange(config, greeter.clone())?, greeter))
+    }
 }
 
 fn target_of(path: &Path) -> Target {
