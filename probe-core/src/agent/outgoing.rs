@@ -40,7 +40,7 @@ impl Shared {
     pub(super) async fn probe(self: &Arc<Self>, req: ProbeRequest) -> Response {
         let cancel = match self.round_to_probe(&req.round) {
             Ok(c) => c,
-            Err(reply) => return reply,
+            Err(why) => return error(why),
         };
         let Ok(_running) = self.probing.try_lock() else {
             return error("probe: a probe is already running on this agent".into());
@@ -99,13 +99,13 @@ impl Shared {
     }
 
     /// The cancellation of round `id` when it is the current one and has
-    /// not expired; else the error reply.
-    fn round_to_probe(&self, id: &str) -> Result<CancellationToken, Response> {
+    /// not expired; else why not, for the error reply.
+    fn round_to_probe(&self, id: &str) -> Result<CancellationToken, String> {
         let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
             Some(r) if r.id == id && Instant::now() < r.expires => Ok(r.cancel.clone()),
-            Some(r) if r.id == id => Err(error(format!("probe: round {id} has expired"))),
-            _ => Err(error(format!("probe: no round {id} on this agent"))),
+            Some(r) if r.id == id => Err(format!("probe: round {id} has expired")),
+            _ => Err(format!("probe: no round {id} on this agent")),
         }
     }
 

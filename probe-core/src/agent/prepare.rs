@@ -17,34 +17,13 @@ use crate::control::{PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, V
 use crate::plan::Address;
 
 impl Shared {
+    /// `prepare`: checks the request, ends any earlier round, and opens
+    /// this round's canaries, watch, trace and lease.
     pub(super) async fn prepare(self: &Arc<Self>, req: PrepareRequest) -> Response {
+        if let Err(why) = self.check_prepare(&req) {
+            return error(why);
+        }
         let host = &self.config.host;
-        if req.version != PROTOCOL_VERSION {
-            let e = VersionMismatch::Coordinator {
-                host: host.clone(),
-                agent: PROTOCOL_VERSION,
-                coordinator: req.version,
-            };
-            return error(format!("prepare: {e}"));
-        }
-        if req.host != *host {
-            return error(format!(
-                "prepare: this agent plays {host}, not {}",
-                req.host
-            ));
-        }
-        if req.plan_digest != self.digest {
-            return error(format!(
-                "prepare: plan mismatch: this agent holds plan {:?} with digest {}, the coordinator's has {}; give both the same plan file",
-                self.config.plan.name, self.digest, req.plan_digest
-            ));
-        }
-        if req.round.is_empty()
-            || req.round.len() > 64
-            || !req.round.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return error("prepare: round id must be 1 to 64 hex digits".into());
-        }
         // A new round replaces any earlier one: a coordinator that crashed
         // and came back must not wait for the old TTL.
         self.end_round(None).await;
@@ -129,6 +108,39 @@ impl Shared {
             listeners,
             version: PROTOCOL_VERSION,
         })
+    }
+
+    /// Why `req` is refused: another protocol version, another host,
+    /// another plan, or a malformed round id.
+    fn check_prepare(&self, req: &PrepareRequest) -> Result<(), String> {
+        let host = &self.config.host;
+        if req.version != PROTOCOL_VERSION {
+            let e = VersionMismatch::Coordinator {
+                host: host.clone(),
+                agent: PROTOCOL_VERSION,
+                coordinator: req.version,
+            };
+            return Err(format!("prepare: {e}"));
+        }
+        if req.host != *host {
+            return Err(format!(
+                "prepare: this agent plays {host}, not {}",
+                req.host
+            ));
+        }
+        if req.plan_digest != self.digest {
+            return Err(format!(
+                "prepare: plan mismatch: this agent holds plan {:?} with digest {}, the coordinator's has {}; give both the same plan file",
+                self.config.plan.name, self.digest, req.plan_digest
+            ));
+        }
+        if req.round.is_empty()
+            || req.round.len() > 64
+            || !req.round.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err("prepare: round id must be 1 to 64 hex digits".into());
+        }
+        Ok(())
     }
 
     /// Starts the round's rule tracing, stopped at teardown or at the TTL;
