@@ -98,11 +98,11 @@ enum Format {
     Json,
 }
 
-/// Runs `portcall probe`.
-pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
-    let targets = collect_targets(&args)?;
+/// The probe engine's configuration from the command line: the one place
+/// `portcall probe` assembles it.
+fn probe_config(args: &ProbeArgs) -> anyhow::Result<ProbeConfig> {
     let timeout = Duration::from_millis(args.timeout_ms);
-    let config = ProbeConfig {
+    Ok(ProbeConfig {
         connect_timeout: timeout,
         tls_timeout: timeout,
         exchange_timeout: timeout,
@@ -119,7 +119,14 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             require_verified: args.verify,
         },
         ..ProbeConfig::default()
-    };
+    })
+}
+
+/// Runs `portcall probe`.
+pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    let targets = collect_targets(&args)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let config = probe_config(&args)?;
     if let Some(source) = args.source {
         check_source(source)?;
     }

@@ -9,6 +9,8 @@ pub use port::{Port, PortRange, Protocol};
 pub mod agent;
 pub mod control;
 pub mod demo;
+mod errors;
+pub use errors::error_chain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod pki;

@@ -730,16 +730,23 @@ pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
     names
 }
 
-/// The authorization rule of the control channel: an agent acts only for a
-/// client certificate that names the coordinator (`coordinator` unless the
-/// agent was told another name). A certificate from the same CA with any
-/// other name, even with the `clientAuth` usage, drives nothing. `Err` is
-/// the error message the client gets, naming the rule.
-pub fn authorize_coordinator(names: &[String], coordinator: &str) -> Result<(), String> {
-    if names.iter().any(|n| n == coordinator) {
-        return Ok(());
-    }
-    let shown = if names.is_empty() {
+/// A client certificate that does not name the coordinator: the error
+/// message the client gets, naming the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not authorized: this agent acts only for the certificate named {coordinator:?} (the coordinator's); the client certificate names {}",
+    shown_names(.names)
+)]
+pub struct NotCoordinator {
+    /// The name the agent acts for.
+    pub coordinator: String,
+    /// The names the client certificate carries.
+    pub names: Vec<String>,
+}
+
+/// Up to four names, quoted, or "no name".
+fn shown_names(names: &[String]) -> String {
+    if names.is_empty() {
         "no name".to_string()
     } else {
         names
@@ -748,10 +755,21 @@ pub fn authorize_coordinator(names: &[String], coordinator: &str) -> Result<(), 
             .map(|n| format!("{n:?}"))
             .collect::<Vec<_>>()
             .join(", ")
-    };
-    Err(format!(
-        "not authorized: this agent acts only for the certificate named {coordinator:?} (the coordinator's); the client certificate names {shown}"
-    ))
+    }
+}
+
+/// The authorization rule of the control channel: an agent acts only for a
+/// client certificate that names the coordinator (`coordinator` unless the
+/// agent was told another name). A certificate from the same CA with any
+/// other name, even with the `clientAuth` usage, drives nothing.
+pub fn authorize_coordinator(names: &[String], coordinator: &str) -> Result<(), NotCoordinator> {
+    if names.iter().any(|n| n == coordinator) {
+        return Ok(());
+    }
+    Err(NotCoordinator {
+        coordinator: coordinator.to_owned(),
+        names: names.to_vec(),
+    })
 }
 
 /// Accepts an agent's certificate when it chains to the CA and names either

@@ -22,10 +22,12 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::transport::BoxFuture;
 use crate::control::{
     self, ControlError, ControlStream, Dial, HostPort, ListenerState, PrepareRequest, ProbeRequest,
     Request, Response, RoundRef, Transport,
 };
+use crate::error_chain;
 use crate::plan::Plan;
 use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
 
@@ -217,7 +219,9 @@ impl Session {
 type Reached = Arc<std::sync::Mutex<BTreeMap<String, Dial>>>;
 
 /// Runs one round of `plan`: every agent that is the source or target of
-/// some path takes part.
+/// some path takes part. One function per phase: connect and prepare,
+/// probe, evidence, teardown (the join is [`check`]'s); a cancelled phase
+/// ends the round through [`cancelled`].
 pub async fn run_round<T: Transport + ?Sized>(
     plan: &Plan,
     transport: &T,
@@ -226,144 +230,376 @@ pub async fn run_round<T: Transport + ?Sized>(
 ) -> RoundEvidence {
     let started_at = SystemTime::now();
     let round = control::random_id(8);
-    let digest = control::plan_digest(plan);
-    // The hosts the round involves, walking the plan's paths one at a
-    // time: the coordinator need not hold them (`PathScope::Lazy`).
-    let only = config.only.as_ref().map(|o| {
-        let mut o = o.clone();
-        o.sort_unstable();
-        o
-    });
-    let mut involved: BTreeSet<String> = BTreeSet::new();
-    let mut sources: HashSet<String> = HashSet::new();
-    let mut selected = 0usize;
-    let _ = plan.for_each_path(|p| {
-        if only
-            .as_ref()
-            .is_none_or(|o| o.binary_search(&p.index).is_ok())
-        {
-            selected += 1;
-            for name in [p.from, p.to] {
-                if !involved.contains(name) {
-                    involved.insert(name.to_owned());
-                }
-            }
-            if !sources.contains(p.from) {
-                sources.insert(p.from.to_owned());
-            }
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    tracing::info!(%round, agents = involved.len(), paths = selected, "round starting");
-    let clock = std::time::Instant::now();
-    let lap = |phase: Phase| {
-        tracing::info!(%round, phase = phase.as_str(), elapsed_ms = clock.elapsed().as_millis() as u64, "round phase over");
+    let hosts = Involved::walk(plan, config.only.as_deref());
+    tracing::info!(%round, agents = hosts.involved.len(), paths = hosts.selected, "round starting");
+    let ctx = RoundCtx {
+        plan,
+        transport,
+        config,
+        round,
+        clock: std::time::Instant::now(),
+        reached: Reached::default(),
     };
-
-    // Phase 1: connect and prepare, all agents at once.
-    let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
-    let mut sessions = Vec::new();
-    for name in &involved {
-        let Some(host) = plan.host(name) else {
-            continue;
-        };
-        sessions.push(Session {
-            host: host.name.clone(),
-            conn: None,
-            evidence: AgentEvidence::unreachable("not contacted".into()),
-        });
+    let sessions = ctx.prepare(&hosts.involved, cancel).await;
+    if cancel.is_cancelled() {
+        return ctx.cancelled(sessions, started_at).await;
     }
-    let control_port = plan.defaults.control_port.get();
-    let observer = &config.observer;
-    observer.event(RoundEvent::PhaseStarted {
-        phase: Phase::Prepare,
-        agents: sessions.len(),
-    });
-    let reached: Reached = Arc::default();
-    let coordinator_file = plan.source.to_string();
-    let sessions = each(sessions, cancel, |mut s| {
-        let config = config.clone();
-        let reached = reached.clone();
-        let digest = digest.clone();
-        let coordinator_file = coordinator_file.clone();
-        let dial = Dial {
-            host: s.host.clone(),
-            address: plan
-                .host(&s.host)
-                .map(|h| h.address.clone())
-                .expect("sessions are plan hosts"),
-            control_port,
-            endpoint: config.endpoints.get(&s.host).copied(),
-            connect_timeout: config.connect_timeout,
-        };
-        let opening = transport.open(dial.clone());
-        let request = Request::Prepare(PrepareRequest {
-            round: round.clone(),
-            host: s.host.clone(),
-            plan_digest: digest.clone(),
-            ttl_ms,
+    let sessions = ctx.probe(sessions, &hosts.sources, cancel).await;
+    if cancel.is_cancelled() {
+        return ctx.cancelled(sessions, started_at).await;
+    }
+    let sessions = ctx.evidence(sessions, cancel).await;
+    if cancel.is_cancelled() {
+        return ctx.cancelled(sessions, started_at).await;
+    }
+    let finished_at = SystemTime::now();
+    let sessions = ctx.teardown(sessions).await;
+    tracing::info!(round = %ctx.round, "round finished");
+    RoundEvidence {
+        started_at,
+        finished_at,
+        agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+    }
+}
+
+/// The hosts a round involves, found walking the plan's paths one at a
+/// time: the coordinator need not hold them (`PathScope::Lazy`).
+struct Involved {
+    /// Every source or target of a selected path.
+    involved: BTreeSet<String>,
+    /// The sources of selected paths (the agents asked to probe).
+    sources: HashSet<String>,
+    /// How many paths are selected.
+    selected: usize,
+}
+
+impl Involved {
+    fn walk(plan: &Plan, only: Option<&[usize]>) -> Involved {
+        let only = only.map(|o| {
+            let mut o = o.to_vec();
+            o.sort_unstable();
+            o
         });
-        let observer = config.observer.clone();
-        let prepared = async move {
-            let mut conn = match opening.await {
-                Ok(c) => c,
-                Err(e) => {
-                    s.lost(chain(&e));
-                    return s;
-                }
-            };
-            reached
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(s.host.clone(), dial);
-            match conn.request(&request, config.request_timeout).await {
-                Ok(Response::Prepared(p)) => {
-                    s.evidence.outcome = AgentOutcome::Up;
-                    s.evidence.listeners = p.listeners;
-                    s.conn = Some(conn);
-                }
-                Ok(_) => s.lost(chain(&conn.unexpected(&request))),
-                Err(e @ ControlError::Refused { .. }) => {
-                    // Ask who it is: a refusal because it holds another
-                    // plan is reported as such, with both sides' files.
-                    match other_plan(&mut conn, &digest, &config).await {
-                        Some((agent_digest, agent_file)) => {
-                            s.conn = None;
-                            s.evidence.outcome = AgentOutcome::PlanMismatch(PlanMismatch {
-                                coordinator_digest: digest,
-                                coordinator_file,
-                                agent_digest,
-                                agent_file,
-                            });
-                        }
-                        None => s.lost(chain(&e)),
+        let mut hosts = Involved {
+            involved: BTreeSet::new(),
+            sources: HashSet::new(),
+            selected: 0,
+        };
+        let _ = plan.for_each_path(|p| {
+            if only
+                .as_ref()
+                .is_none_or(|o| o.binary_search(&p.index).is_ok())
+            {
+                hosts.selected += 1;
+                for name in [p.from, p.to] {
+                    if !hosts.involved.contains(name) {
+                        hosts.involved.insert(name.to_owned());
                     }
                 }
-                Err(e) => s.lost(chain(&e)),
+                if !hosts.sources.contains(p.from) {
+                    hosts.sources.insert(p.from.to_owned());
+                }
             }
-            s
-        };
-        async move {
-            let s = prepared.await;
-            observer.event(RoundEvent::AgentDone {
-                phase: Phase::Prepare,
-                host: &s.host,
-                ok: s.up(),
-            });
-            s
-        }
-    })
-    .await;
-    lap(Phase::Prepare);
-    if cancel.is_cancelled() {
-        return cancelled(sessions, &reached, &round, transport, started_at).await;
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        hosts
+    }
+}
+
+/// What every phase of one round shares.
+struct RoundCtx<'a, T: ?Sized> {
+    plan: &'a Plan,
+    transport: &'a T,
+    config: &'a RoundConfig,
+    /// The round's id.
+    round: String,
+    /// When the round started, for the phases' log lines.
+    clock: std::time::Instant,
+    /// Where a cancelled round must send its teardown.
+    reached: Reached,
+}
+
+impl<T: Transport + ?Sized> RoundCtx<'_, T> {
+    /// Logs the end of a phase.
+    fn lap(&self, phase: Phase) {
+        tracing::info!(round = %self.round, phase = phase.as_str(), elapsed_ms = self.clock.elapsed().as_millis() as u64, "round phase over");
     }
 
-    // Phase 2: probe. Each source learns which target ports have no canary.
+    /// [`cancelled`] for this round.
+    async fn cancelled(&self, sessions: Vec<Session>, started_at: SystemTime) -> RoundEvidence {
+        cancelled(
+            sessions,
+            &self.reached,
+            &self.round,
+            self.transport,
+            started_at,
+        )
+        .await
+    }
+
+    /// Phase 1: connect and prepare, all agents at once.
+    async fn prepare(
+        &self,
+        involved: &BTreeSet<String>,
+        cancel: &CancellationToken,
+    ) -> Vec<Session> {
+        let (plan, config) = (self.plan, self.config);
+        let digest = control::plan_digest(plan);
+        let ttl_ms = u64::try_from(config.ttl(plan).as_millis()).unwrap_or(u64::MAX);
+        let mut sessions = Vec::new();
+        for name in involved {
+            let Some(host) = plan.host(name) else {
+                continue;
+            };
+            sessions.push(Session {
+                host: host.name.clone(),
+                conn: None,
+                evidence: AgentEvidence::unreachable("not contacted".into()),
+            });
+        }
+        let control_port = plan.defaults.control_port.get();
+        config.observer.event(RoundEvent::PhaseStarted {
+            phase: Phase::Prepare,
+            agents: sessions.len(),
+        });
+        let coordinator_file = plan.source.to_string();
+        let sessions = each(sessions, cancel, |s| {
+            let dial = Dial {
+                host: s.host.clone(),
+                address: plan
+                    .host(&s.host)
+                    .map(|h| h.address.clone())
+                    .expect("sessions are plan hosts"),
+                control_port,
+                endpoint: config.endpoints.get(&s.host).copied(),
+                connect_timeout: config.connect_timeout,
+            };
+            let opening = self.transport.open(dial.clone());
+            let request = Request::Prepare(PrepareRequest {
+                round: self.round.clone(),
+                host: s.host.clone(),
+                plan_digest: digest.clone(),
+                ttl_ms,
+                version: control::PROTOCOL_VERSION,
+            });
+            let prepared = prepare_one(
+                s,
+                PrepareOne {
+                    opening,
+                    dial,
+                    request,
+                    reached: self.reached.clone(),
+                    digest: digest.clone(),
+                    coordinator_file: coordinator_file.clone(),
+                    config: config.clone(),
+                },
+            );
+            let observer = config.observer.clone();
+            async move {
+                let s = prepared.await;
+                observer.event(RoundEvent::AgentDone {
+                    phase: Phase::Prepare,
+                    host: &s.host,
+                    ok: s.up(),
+                });
+                s
+            }
+        })
+        .await;
+        self.lap(Phase::Prepare);
+        sessions
+    }
+
+    /// Phase 2: probe. Each source learns which target ports have no
+    /// canary.
+    async fn probe(
+        &self,
+        sessions: Vec<Session>,
+        sources: &HashSet<String>,
+        cancel: &CancellationToken,
+    ) -> Vec<Session> {
+        let probe = Request::Probe(probe_request(
+            &sessions,
+            &self.round,
+            self.config.only.clone(),
+        ));
+        let probe_deadline = self.config.probe_deadline(self.plan);
+        let observer = &self.config.observer;
+        observer.event(RoundEvent::PhaseStarted {
+            phase: Phase::Probe,
+            agents: sessions
+                .iter()
+                .filter(|s| s.up() && sources.contains(s.host.as_str()))
+                .count(),
+        });
+        let sessions = each(sessions, cancel, |mut s| {
+            let probe = probe.clone();
+            let wanted = s.up() && sources.contains(s.host.as_str());
+            let observer = observer.clone();
+            async move {
+                let Some(conn) = s.conn.as_mut().filter(|_| wanted) else {
+                    return s;
+                };
+                match conn.request(&probe, probe_deadline).await {
+                    Ok(Response::Probed(p)) => {
+                        let mut results = p.results;
+                        // The join never reads which host answered (a wrong
+                        // host is named in the probe's detail): a string per
+                        // path is not worth holding for the whole round.
+                        for r in &mut results {
+                            r.answered_by = None;
+                        }
+                        s.evidence.probes = results;
+                    }
+                    Ok(_) => s.evidence.probe_error = Some(error_chain(&conn.unexpected(&probe))),
+                    Err(e) if died(&e) => {
+                        s.lost(format!("lost during probe: {}", error_chain(&e)));
+                    }
+                    Err(e) => {
+                        s.evidence.probe_error = Some(error_chain(&e));
+                        // A timed-out stream may still deliver the late reply
+                        // as the next frame: do not reuse it.
+                        s.conn = None;
+                    }
+                }
+                observer.event(RoundEvent::AgentDone {
+                    phase: Phase::Probe,
+                    host: &s.host,
+                    ok: s.evidence.probe_error.is_none(),
+                });
+                s
+            }
+        })
+        .await;
+        self.lap(Phase::Probe);
+        sessions
+    }
+
+    /// Phase 3: evidence from every agent that held canaries.
+    async fn evidence(&self, sessions: Vec<Session>, cancel: &CancellationToken) -> Vec<Session> {
+        let evidence = Request::Evidence(RoundRef {
+            round: self.round.clone(),
+        });
+        // A few at a time: every agent has its evidence ready, and a hundred
+        // replies read at once would hold a hundred frame buffers in the
+        // coordinator together (each agent's canaries saw ~1,000 nonces).
+        let evidence_slots = Arc::new(tokio::sync::Semaphore::new(EVIDENCE_AT_ONCE));
+        let request_timeout = self.config.request_timeout;
+        let sessions = each(sessions, cancel, |s| {
+            let evidence = evidence.clone();
+            let evidence_slots = evidence_slots.clone();
+            async move {
+                let _slot = evidence_slots.acquire_owned().await;
+                evidence_one(s, &evidence, request_timeout).await
+            }
+        })
+        .await;
+        self.lap(Phase::Evidence);
+        sessions
+    }
+
+    /// Phase 4: teardown. Best effort: the TTL closes whatever this misses.
+    async fn teardown(&self, sessions: Vec<Session>) -> Vec<Session> {
+        let teardown = Request::Teardown(RoundRef {
+            round: self.round.clone(),
+        });
+        let never = CancellationToken::new();
+        let deadline = self.config.request_timeout.min(Duration::from_secs(3));
+        let sessions = each(sessions, &never, |mut s| {
+            let teardown = teardown.clone();
+            async move {
+                if let Some(mut conn) = s.conn.take() {
+                    if let Err(e) = conn.request(&teardown, deadline).await {
+                        tracing::warn!(host = %s.host, error = %error_chain(&e), "teardown failed; the canaries close at the round's TTL");
+                    }
+                    conn.close(deadline).await;
+                }
+                s
+            }
+        })
+        .await;
+        self.lap(Phase::Teardown);
+        sessions
+    }
+}
+
+/// What one agent's `prepare` needs, moved into its task.
+struct PrepareOne {
+    opening: BoxFuture<Result<ControlStream, ControlError>>,
+    dial: Dial,
+    request: Request,
+    reached: Reached,
+    digest: String,
+    coordinator_file: String,
+    config: RoundConfig,
+}
+
+/// Connects to one agent and prepares the round there: up with its
+/// listeners, unreachable with why, or refused as another plan's or
+/// another protocol version's agent.
+async fn prepare_one(mut s: Session, p: PrepareOne) -> Session {
+    let mut conn = match p.opening.await {
+        Ok(c) => c,
+        Err(e) => {
+            s.lost(error_chain(&e));
+            return s;
+        }
+    };
+    p.reached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(s.host.clone(), p.dial);
+    let config = &p.config;
+    match conn.request(&p.request, config.request_timeout).await {
+        Ok(Response::Prepared(r)) if r.version != control::PROTOCOL_VERSION => {
+            // An agent of another version prepared (one before version 2
+            // does not check ours): refuse it, and close what it opened.
+            let e = control::VersionMismatch::Agent {
+                host: s.host.clone(),
+                agent: r.version,
+                coordinator: control::PROTOCOL_VERSION,
+            };
+            tracing::warn!(host = %s.host, "{e}");
+            let teardown = Request::Teardown(RoundRef { round: r.round });
+            let _ = conn.request(&teardown, config.request_timeout).await;
+            conn.close(config.request_timeout).await;
+            s.lost(e.to_string());
+        }
+        Ok(Response::Prepared(r)) => {
+            s.evidence.outcome = AgentOutcome::Up;
+            s.evidence.listeners = r.listeners;
+            s.conn = Some(conn);
+        }
+        Ok(_) => s.lost(error_chain(&conn.unexpected(&p.request))),
+        Err(e @ ControlError::Refused { .. }) => {
+            // Ask who it is: a refusal because it holds another plan is
+            // reported as such, with both sides' files.
+            match other_plan(&mut conn, &p.digest, config).await {
+                Some((agent_digest, agent_file)) => {
+                    s.conn = None;
+                    s.evidence.outcome = AgentOutcome::PlanMismatch(PlanMismatch {
+                        coordinator_digest: p.digest,
+                        coordinator_file: p.coordinator_file,
+                        agent_digest,
+                        agent_file,
+                    });
+                }
+                None => s.lost(error_chain(&e)),
+            }
+        }
+        Err(e) => s.lost(error_chain(&e)),
+    }
+    s
+}
+
+/// The `probe` request every source gets: which target ports are probed
+/// live (a service holds them), which are skipped (no canary could open)
+/// and which hosts are down.
+fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) -> ProbeRequest {
     let mut live = Vec::new();
     let mut skip = Vec::new();
     let mut skip_hosts = Vec::new();
-    for s in &sessions {
+    for s in sessions {
         if !s.up() {
             skip_hosts.push(s.host.clone());
             continue;
@@ -372,7 +608,7 @@ pub async fn run_round<T: Transport + ?Sized>(
             let hp = HostPort {
                 host: s.host.clone(),
                 port: l.port,
-                udp: l.protocol == crate::port::Protocol::Udp,
+                transport: l.protocol.into(),
             };
             match l.state {
                 ListenerState::Canary => {}
@@ -381,143 +617,47 @@ pub async fn run_round<T: Transport + ?Sized>(
             }
         }
     }
-    let probe = Request::Probe(ProbeRequest {
-        round: round.clone(),
+    ProbeRequest {
+        round: round.to_owned(),
         live,
         skip,
         skip_hosts,
-        only: config.only.clone(),
-    });
-    let probe_deadline = config.probe_deadline(plan);
-    observer.event(RoundEvent::PhaseStarted {
-        phase: Phase::Probe,
-        agents: sessions
-            .iter()
-            .filter(|s| s.up() && sources.contains(s.host.as_str()))
-            .count(),
-    });
-    let sessions = each(sessions, cancel, |mut s| {
-        let probe = probe.clone();
-        let wanted = s.up() && sources.contains(s.host.as_str());
-        let observer = observer.clone();
-        async move {
-            let Some(conn) = s.conn.as_mut().filter(|_| wanted) else {
-                return s;
-            };
-            match conn.request(&probe, probe_deadline).await {
-                Ok(Response::Probed(p)) => {
-                    let mut results = p.results;
-                    // The join never reads which host answered (a wrong
-                    // host is named in the probe's detail): a string per
-                    // path is not worth holding for the whole round.
-                    for r in &mut results {
-                        r.answered_by = None;
-                    }
-                    s.evidence.probes = results;
-                }
-                Ok(_) => s.evidence.probe_error = Some(chain(&conn.unexpected(&probe))),
-                Err(e) if died(&e) => s.lost(format!("lost during probe: {}", chain(&e))),
-                Err(e) => {
-                    s.evidence.probe_error = Some(chain(&e));
-                    // A timed-out stream may still deliver the late reply
-                    // as the next frame: do not reuse it.
-                    s.conn = None;
-                }
-            }
-            observer.event(RoundEvent::AgentDone {
-                phase: Phase::Probe,
-                host: &s.host,
-                ok: s.evidence.probe_error.is_none(),
-            });
-            s
-        }
-    })
-    .await;
-    lap(Phase::Probe);
-    if cancel.is_cancelled() {
-        return cancelled(sessions, &reached, &round, transport, started_at).await;
+        only,
     }
+}
 
-    // Phase 3: evidence from every agent that held canaries.
-    let evidence = Request::Evidence(RoundRef {
-        round: round.clone(),
-    });
-    // A few at a time: every agent has its evidence ready, and a hundred
-    // replies read at once would hold a hundred frame buffers in the
-    // coordinator together (each agent's canaries saw ~1,000 nonces).
-    let evidence_slots = Arc::new(tokio::sync::Semaphore::new(EVIDENCE_AT_ONCE));
-    let sessions = each(sessions, cancel, |mut s| {
-        let evidence = evidence.clone();
-        let config = config.clone();
-        let evidence_slots = evidence_slots.clone();
-        async move {
-            let _slot = evidence_slots.acquire_owned().await;
-            // Held ports too: the agent's handshake watch covers them. A
-            // host that only probed has its firewall trace of its probes.
-            let has_listeners = s
-                .evidence
-                .listeners
-                .iter()
-                .any(|l| l.state != ListenerState::Failed);
-            let has_probes = !s.evidence.probes.is_empty();
-            if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
-                return s;
-            }
-            let Some(conn) = s.conn.as_mut() else {
-                s.evidence.evidence_error = Some(
-                    "the control connection was dropped after the probe request failed".into(),
-                );
-                return s;
-            };
-            match conn.request(&evidence, config.request_timeout).await {
-                Ok(Response::Evidence(e)) => {
-                    s.evidence.canaries = e.canaries;
-                    s.evidence.handshakes = e.handshakes;
-                    s.evidence.trace = e.trace;
-                }
-                Ok(_) => s.evidence.evidence_error = Some(chain(&conn.unexpected(&evidence))),
-                Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", chain(&e))),
-                Err(e) => {
-                    s.evidence.evidence_error = Some(chain(&e));
-                    s.conn = None;
-                }
-            }
-            s
-        }
-    })
-    .await;
-    lap(Phase::Evidence);
-    if cancel.is_cancelled() {
-        return cancelled(sessions, &reached, &round, transport, started_at).await;
+/// Asks one agent for its evidence, where it has any to give.
+async fn evidence_one(mut s: Session, evidence: &Request, request_timeout: Duration) -> Session {
+    // Held ports too: the agent's handshake watch covers them. A host that
+    // only probed has its firewall trace of its probes.
+    let has_listeners = s
+        .evidence
+        .listeners
+        .iter()
+        .any(|l| l.state != ListenerState::Failed);
+    let has_probes = !s.evidence.probes.is_empty();
+    if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
+        return s;
     }
-    let finished_at = SystemTime::now();
-
-    // Phase 4: teardown. Best effort: the TTL closes whatever this misses.
-    let teardown = Request::Teardown(RoundRef {
-        round: round.clone(),
-    });
-    let never = CancellationToken::new();
-    let sessions = each(sessions, &never, |mut s| {
-        let teardown = teardown.clone();
-        let deadline = config.request_timeout.min(Duration::from_secs(3));
-        async move {
-            if let Some(mut conn) = s.conn.take() {
-                if let Err(e) = conn.request(&teardown, deadline).await {
-                    tracing::warn!(host = %s.host, error = %chain(&e), "teardown failed; the canaries close at the round's TTL");
-                }
-                conn.close(deadline).await;
-            }
-            s
+    let Some(conn) = s.conn.as_mut() else {
+        s.evidence.evidence_error =
+            Some("the control connection was dropped after the probe request failed".into());
+        return s;
+    };
+    match conn.request(evidence, request_timeout).await {
+        Ok(Response::Evidence(e)) => {
+            s.evidence.canaries = e.canaries;
+            s.evidence.handshakes = e.handshakes;
+            s.evidence.trace = e.trace;
         }
-    })
-    .await;
-    lap(Phase::Teardown);
-    tracing::info!(%round, "round finished");
-    RoundEvidence {
-        started_at,
-        finished_at,
-        agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
+        Ok(_) => s.evidence.evidence_error = Some(error_chain(&conn.unexpected(evidence))),
+        Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", error_chain(&e))),
+        Err(e) => {
+            s.evidence.evidence_error = Some(error_chain(&e));
+            s.conn = None;
+        }
     }
+    s
 }
 
 /// Ends a cancelled round: every agent that was reached gets a teardown
@@ -573,8 +713,9 @@ async fn cancelled<T: Transport + ?Sized>(
         // Agents that failed for a reason of their own keep it.
         let cut_short = match &s.evidence.outcome {
             AgentOutcome::Up => true,
-            AgentOutcome::Unreachable(why) => why == CANCELLED,
-            AgentOutcome::Cancelled | AgentOutcome::PlanMismatch(_) => false,
+            AgentOutcome::Unreachable(_)
+            | AgentOutcome::Cancelled
+            | AgentOutcome::PlanMismatch(_) => false,
         };
         if cut_short {
             s.evidence.outcome = AgentOutcome::Cancelled;
@@ -586,9 +727,6 @@ async fn cancelled<T: Transport + ?Sized>(
         agents: sessions.into_iter().map(|s| (s.host, s.evidence)).collect(),
     }
 }
-
-/// The reason given to sessions a cancelled phase did not finish.
-const CANCELLED: &str = "the round was cancelled";
 
 /// After `prepare` was refused: the agent's digest and plan file when it
 /// holds another plan than `digest`, from a `hello` on the same connection.
@@ -632,14 +770,16 @@ where
     out.into_iter()
         .zip(hosts)
         .map(|(s, host)| {
+            // A session a cancelled phase did not finish was cut short:
+            // that is its outcome, not a reason in text.
             s.unwrap_or_else(|| {
-                let mut s = Session {
+                let mut evidence = AgentEvidence::unreachable(String::new());
+                evidence.outcome = AgentOutcome::Cancelled;
+                Session {
                     host,
                     conn: None,
-                    evidence: AgentEvidence::unreachable(String::new()),
-                };
-                s.lost(CANCELLED.into());
-                s
+                    evidence,
+                }
             })
         })
         .collect()
@@ -657,16 +797,4 @@ fn died(e: &ControlError) -> bool {
             ..
         } | ControlError::Transport { .. }
     )
-}
-
-/// An error and its causes on one line.
-fn chain(e: &ControlError) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }

@@ -237,6 +237,7 @@ async fn a_client_certificate_with_another_name_gets_no_canary_and_no_probe() {
         host: "db".into(),
         plan_digest: digest,
         ttl_ms: 60_000,
+        version: probe_core::control::PROTOCOL_VERSION,
     });
     for request in [
         Request::Hello,
@@ -341,6 +342,7 @@ async fn round_with_pause<F: std::future::Future<Output = ()>>(
                     host: h.name.clone(),
                     plan_digest: digest.clone(),
                     ttl_ms: 60_000,
+                    version: probe_core::control::PROTOCOL_VERSION,
                 }),
                 Duration::from_secs(5),
             )
@@ -474,6 +476,7 @@ async fn canaries_close_within_the_lease_when_the_coordinator_vanishes_mid_round
                 host: "db".into(),
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 600_000,
+                version: probe_core::control::PROTOCOL_VERSION,
             }),
             Duration::from_secs(2),
         )

@@ -18,7 +18,7 @@ use probe_core::plan::{Address, Plan};
 use probe_core::probe::Observed;
 use probe_core::report::{AgentState, PathReport, Report, TargetStage, Verdict};
 use probe_core::round::{self, RoundConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -523,6 +523,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 host: "web".into(),
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 1000,
+                version: probe_core::control::PROTOCOL_VERSION,
             }),
             Duration::from_secs(2),
         )
@@ -538,6 +539,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 host: "db".into(),
                 plan_digest: "0000".into(),
                 ttl_ms: 1000,
+                version: probe_core::control::PROTOCOL_VERSION,
             }),
             Duration::from_secs(2),
         )
@@ -606,6 +608,7 @@ async fn canaries_close_after_the_ttl_when_the_coordinator_vanishes_mid_round() 
                 host: "db".into(),
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 1200,
+                version: probe_core::control::PROTOCOL_VERSION,
             }),
             Duration::from_secs(2),
         )
@@ -1078,4 +1081,95 @@ async fn many_sources_on_one_small_canary_never_give_wrong_host() {
         "the canary was never overloaded: the test proves nothing"
     );
     assert!(ok >= 66, "only {ok} of 72 measured");
+}
+
+/// A coordinator of control protocol version 1 (its `prepare` says no
+/// version) is refused by the agent with both versions and the side to
+/// upgrade named, and nothing is prepared.
+#[tokio::test]
+async fn an_agent_refuses_a_coordinator_of_protocol_version_1_naming_both_versions() {
+    let plan = Arc::new(plan(66, ""));
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["db"]).await;
+    let addr = agents.endpoints["db"];
+    let security = coordinator(pki.path());
+    let mut c = control::connect(
+        &security,
+        "db",
+        Some(ip_of(&plan, "db")),
+        addr,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let v1_prepare = format!(
+        "{{\"op\":\"prepare\",\"round\":\"ab\",\"host\":\"db\",\"plan_digest\":\"{}\",\"ttl_ms\":1000}}\n",
+        control::plan_digest(&plan)
+    );
+    c.send_raw(v1_prepare.as_bytes()).await.unwrap();
+    let reply = c.read_reply().await.unwrap();
+    agents.stop().await;
+    let Response::Error(e) = reply else {
+        panic!("expected a refusal, got {reply:?}");
+    };
+    assert!(
+        e.message.contains(&format!(
+            "coordinator speaks control protocol 1, this agent (db) {}: upgrade the coordinator",
+            control::PROTOCOL_VERSION
+        )),
+        "{}",
+        e.message
+    );
+}
+
+/// An agent of control protocol version 1 (a fake one: its `prepared`
+/// says no version) is refused by the coordinator with both versions and
+/// the side to upgrade named, and the round it prepared is torn down.
+#[tokio::test]
+async fn a_coordinator_refuses_an_agent_of_protocol_version_1_naming_both_versions() {
+    let plan = Arc::new(plan(67, ""));
+    let fake = tokio::net::TcpListener::bind("127.0.67.3:0").await.unwrap();
+    let mut endpoints = BTreeMap::new();
+    endpoints.insert("db".to_string(), fake.local_addr().unwrap());
+    for (host, last) in [("web", 1u8), ("app", 2)] {
+        // Unreachable ones: nothing listens there.
+        let free = std::net::TcpListener::bind(format!("127.0.67.{last}:0")).unwrap();
+        endpoints.insert(host.to_string(), free.local_addr().unwrap());
+    }
+    let v1_agent = tokio::spawn(async move {
+        let (stream, _) = fake.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let prepare = lines.next_line().await.unwrap().unwrap();
+        let request: serde_json::Value = serde_json::from_str(&prepare).unwrap();
+        let round = request["round"].as_str().unwrap().to_owned();
+        let reply = format!("{{\"reply\":\"prepared\",\"round\":\"{round}\",\"listeners\":[]}}\n");
+        write.write_all(reply.as_bytes()).await.unwrap();
+        let next = lines.next_line().await.unwrap().unwrap_or_default();
+        if next.contains("\"op\":\"teardown\"") {
+            let reply = format!("{{\"reply\":\"torn-down\",\"round\":\"{round}\"}}\n");
+            let _ = write.write_all(reply.as_bytes()).await;
+        }
+        (request, next)
+    });
+    let report = round::check(
+        &plan,
+        &ClientSecurity::Insecure,
+        &config(&endpoints),
+        &CancellationToken::new(),
+    )
+    .await;
+    let (prepare, after) = v1_agent.await.unwrap();
+    assert_eq!(prepare["version"], control::PROTOCOL_VERSION);
+    assert!(after.contains("\"op\":\"teardown\""), "{after}");
+    let db = report.hosts.iter().find(|h| h.name == "db").unwrap();
+    assert_eq!(db.agent, AgentState::Unreachable, "{db:?}");
+    let detail = db.agent_detail.as_deref().unwrap();
+    assert_eq!(
+        detail,
+        format!(
+            "agent db speaks control protocol 1, this coordinator {}: upgrade the agent on db",
+            control::PROTOCOL_VERSION
+        )
+    );
 }

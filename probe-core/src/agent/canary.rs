@@ -20,93 +20,27 @@
 //! path as shed, never as `wrong-host`: only something that answered and
 //! is not our canary is another host.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use rustls::ServerConfig;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::control::{CanaryEvidence, ListenerReport, ListenerState, Sighting};
+use crate::control::{ListenerReport, ListenerState, Sighting, TransportProtocol};
 use crate::port::Protocol;
-use crate::probe::classify::error_detail;
 use crate::probe::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
 
-/// Longest exchange line either side reads, newline included.
-pub const MAX_LINE: usize = 160;
-
-/// Longest round id or nonce accepted, in hex digits.
-const MAX_ID: usize = 64;
-
-/// The line a prober sends after connecting.
-pub fn probe_line(round: &str, nonce: &str) -> String {
-    format!("PORTCALL {round} {nonce}\n")
-}
-
-/// A prober's line, parsed: `(round, nonce)`.
-pub fn parse_probe_line(line: &str) -> Option<(&str, &str)> {
-    let mut it = line.trim_end_matches(['\r', '\n']).split(' ');
-    match (it.next(), it.next(), it.next(), it.next()) {
-        (Some("PORTCALL"), Some(round), Some(nonce), None) if is_id(round) && is_id(nonce) => {
-            Some((round, nonce))
-        }
-        _ => None,
-    }
-}
-
-fn is_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_ID && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// What a canary answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// It recorded the nonce.
-    Ok {
-        /// The host the answering agent plays.
-        host: String,
-        /// The nonce it echoes.
-        nonce: String,
-    },
-    /// It refused the line (another round, or garbage).
-    Err {
-        /// The host the answering agent plays.
-        host: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// A canary's line, parsed.
-pub fn parse_answer(line: &str) -> Option<Answer> {
-    let line = line.trim_end_matches(['\r', '\n']);
-    let (head, rest) = line.split_once(' ')?;
-    let (host, tail) = rest.split_once(' ')?;
-    let host_ok =
-        !host.is_empty() && host.len() <= 64 && host.bytes().all(|b| b.is_ascii_graphic());
-    if !host_ok {
-        return None;
-    }
-    match head {
-        "PORTCALL-OK" if is_id(tail) => Some(Answer::Ok {
-            host: host.to_string(),
-            nonce: tail.to_string(),
-        }),
-        "PORTCALL-ERR" => Some(Answer::Err {
-            host: host.to_string(),
-            reason: tail.to_string(),
-        }),
-        _ => None,
-    }
-}
+// The exchange's line grammar (one place: `canary_line`, re-exported so
+// `agent::canary::{probe_line, ..}` keeps naming it).
+use super::canary_common::bind_failure;
+pub use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort};
+pub use super::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
 
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` if the peer closed
 /// or sent too much without a newline.
@@ -131,124 +65,6 @@ async fn read_line_counted<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> (Option<
         }
     }
     (None, n)
-}
-
-/// A planned port this host should hold a canary on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedPort {
-    /// The port.
-    pub port: u16,
-    /// TCP or TLS.
-    pub protocol: Protocol,
-    /// Its name.
-    pub service: String,
-}
-
-/// What one canary recorded.
-#[derive(Debug, Default)]
-struct Log {
-    seen: Vec<Sighting>,
-    strays: u64,
-    dropped: u64,
-    shed: u64,
-    /// Where each nonce sits in `seen` (UDP canaries count repeats).
-    index: HashMap<String, usize>,
-}
-
-/// The evidence of one round's canaries, shared by their tasks. Keyed by
-/// port and whether the canary is UDP: a host may plan 53/tcp and 53/udp.
-#[derive(Debug, Default)]
-pub struct EvidenceLog {
-    logs: Mutex<BTreeMap<(u16, bool), Log>>,
-}
-
-impl EvidenceLog {
-    fn record(&self, port: u16, sighting: Option<Sighting>, cap: usize) {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        let log = logs.entry((port, false)).or_default();
-        match sighting {
-            Some(s) if log.seen.len() < cap => log.seen.push(s),
-            Some(_) => log.dropped += 1,
-            None => log.strays += 1,
-        }
-    }
-
-    /// A datagram carrying `nonce` from `source` at UDP canary `port`: a
-    /// nonce seen before counts one more datagram, a new one is kept while
-    /// fewer than `cap` are (else counted as dropped).
-    pub(crate) fn record_datagram(&self, port: u16, nonce: &str, source: SocketAddr, cap: usize) {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        let log = logs.entry((port, true)).or_default();
-        if let Some(&i) = log.index.get(nonce) {
-            log.seen[i].datagrams = log.seen[i].datagrams.saturating_add(1);
-        } else if log.seen.len() < cap {
-            log.index.insert(nonce.to_string(), log.seen.len());
-            log.seen.push(Sighting {
-                nonce: nonce.to_string(),
-                source,
-                datagrams: 1,
-            });
-        } else {
-            log.dropped += 1;
-        }
-    }
-
-    /// `n` datagrams at UDP canary `port` that carried no line of this
-    /// round.
-    pub(crate) fn stray_datagrams(&self, port: u16, n: u64) {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.entry((port, true)).or_default().strays += n;
-    }
-
-    /// Registers a canary, so that its evidence is listed even when it saw
-    /// nothing.
-    pub(crate) fn open(&self, port: u16, udp: bool) {
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((port, udp))
-            .or_default();
-    }
-
-    fn shed(&self, port: u16) {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.entry((port, false)).or_default().shed += 1;
-    }
-
-    /// Everything recorded so far, one entry per canary port.
-    pub fn snapshot(&self) -> Vec<CanaryEvidence> {
-        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        logs.iter()
-            .map(|((port, udp), l)| CanaryEvidence {
-                port: *port,
-                seen: l.seen.clone(),
-                strays: l.strays,
-                dropped: l.dropped,
-                shed: l.shed,
-                udp: *udp,
-            })
-            .collect()
-    }
-}
-
-/// How the canaries of one round behave.
-#[derive(Debug, Clone)]
-pub struct CanaryOptions {
-    /// The host this agent plays (sent in every answer).
-    pub host: Arc<str>,
-    /// The round's id.
-    pub round: Arc<str>,
-    /// Server configuration for TLS canaries.
-    pub tls: Arc<ServerConfig>,
-    /// Deadline for one connection's TLS handshake and line.
-    pub exchange_timeout: Duration,
-    /// Most sightings kept per canary.
-    pub max_sightings: usize,
-    /// Most canary connections served at once, over all canaries.
-    pub connections: Arc<Semaphore>,
-    /// Most connections one canary holds at once (the nonces the round
-    /// makes it expect, plus headroom).
-    pub per_canary: usize,
 }
 
 /// Opens a canary on each port at every one of `ips` (the host's
@@ -289,7 +105,7 @@ pub fn open_canaries(
             // is a canary on every address or on none.
             Some(f) => f,
             None => {
-                log.open(p.port, false);
+                log.open(p.port, TransportProtocol::Tcp);
                 for listener in listeners {
                     tracker.spawn(serve(
                         listener,
@@ -312,27 +128,6 @@ pub fn open_canaries(
         });
     }
     (reports, log)
-}
-
-pub(crate) fn bind_failure(
-    addr: SocketAddr,
-    port: u16,
-    e: &std::io::Error,
-) -> (ListenerState, String) {
-    match e.raw_os_error() {
-        Some(libc::EADDRINUSE) => (
-            ListenerState::Held,
-            format!("a service already listens on {addr}; probed live"),
-        ),
-        Some(libc::EACCES) if port < 1024 => (
-            ListenerState::Failed,
-            format!("cannot listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE"),
-        ),
-        _ => (
-            ListenerState::Failed,
-            format!("cannot listen on {addr}: {}", error_detail(e)),
-        ),
-    }
 }
 
 /// Binds a listener without SO_REUSEPORT, so that a port some service
@@ -676,6 +471,8 @@ impl Exchange for NonceExchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use tokio::sync::Semaphore;
 
     #[test]
     fn lines_parse_strictly() {

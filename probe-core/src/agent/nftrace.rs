@@ -545,9 +545,9 @@ impl Tracer {
     /// Starts tracing `scope` for `ttl`: the monitor first, then the table,
     /// and returns once the monitor is seen to receive events. The error is
     /// the reason tracing is not possible here, in words for the report.
-    pub async fn start(scope: &TraceScope, ttl: Duration) -> Result<Tracer, String> {
+    pub async fn start(scope: &TraceScope, ttl: Duration) -> Result<Tracer, TraceError> {
         let Some(bin) = nft_path() else {
-            return Err("no nftables: the nft command is not installed".into());
+            return Err(TraceError::NoNft);
         };
         let table = table_name(&scope.round, scope.expires_unix);
         // The monitor may not outlive the round even if we die: `timeout`
@@ -566,13 +566,12 @@ impl Tracer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut monitor =
-            Monitor::spawn(&mut cmd).map_err(|e| format!("could not run nft monitor: {e}"))?;
+        let mut monitor = Monitor::spawn(&mut cmd).map_err(TraceError::Monitor)?;
         let stdout = monitor
             .child
             .stdout
             .take()
-            .ok_or("nft monitor has no stdout")?;
+            .ok_or(TraceError::MonitorOutput)?;
         let stderr = monitor.child.stderr.take();
         let log = Arc::new(Mutex::new(TraceLog::new(&table)));
         let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
@@ -624,7 +623,7 @@ impl Tracer {
             monitor.kill().await;
             let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
             return Err(if why.is_empty() {
-                "nft monitor received no events within 2 s".to_string()
+                TraceError::NoEvents
             } else {
                 refusal(&why)
             });
@@ -707,17 +706,54 @@ impl Tracer {
 }
 
 /// The report's words for why `nft` refused.
-fn refusal(stderr: &str) -> String {
-    let first = stderr.lines().next().unwrap_or_default();
+fn refusal(stderr: &str) -> TraceError {
+    let nft = stderr.lines().next().unwrap_or_default().to_owned();
     if stderr.contains("Operation not permitted") || stderr.contains("Permission denied") {
-        format!("not permitted: rule tracing needs CAP_NET_ADMIN (nft: {first})")
+        TraceError::NotPermitted { nft }
     } else if stderr.contains("Protocol not supported")
         || stderr.contains("No such file or directory")
     {
-        format!("no nftables in this kernel (nft: {first})")
+        TraceError::NoKernelSupport { nft }
     } else {
-        format!("nft refused the trace table: {first}")
+        TraceError::Refused { nft }
     }
+}
+
+/// Why rule tracing is not possible on this host, in words for the report
+/// (each cause once: a variant's words include what nft said).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TraceError {
+    /// The nft command is not installed.
+    #[error("no nftables: the nft command is not installed")]
+    NoNft,
+    /// `nft monitor` could not be started.
+    #[error("could not run nft monitor: {0}")]
+    Monitor(std::io::Error),
+    /// `nft monitor` started without an output to read.
+    #[error("nft monitor has no stdout")]
+    MonitorOutput,
+    /// nft lacks the privilege to add the trace table.
+    #[error("not permitted: rule tracing needs CAP_NET_ADMIN (nft: {nft})")]
+    NotPermitted {
+        /// nft's first line of error.
+        nft: String,
+    },
+    /// The kernel has no nftables.
+    #[error("no nftables in this kernel (nft: {nft})")]
+    NoKernelSupport {
+        /// nft's first line of error.
+        nft: String,
+    },
+    /// nft refused the trace table for another reason.
+    #[error("nft refused the trace table: {nft}")]
+    Refused {
+        /// nft's first line of error.
+        nft: String,
+    },
+    /// The monitor saw none of the trace table's events in time.
+    #[error("nft monitor received no events within 2 s")]
+    NoEvents,
 }
 
 /// An unavailable trace, for the evidence.
@@ -909,10 +945,12 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
     fn refusals_are_named() {
         assert!(
             refusal("Error: Could not process rule: Operation not permitted")
+                .to_string()
                 .starts_with("not permitted: rule tracing needs CAP_NET_ADMIN")
         );
         assert!(
             refusal("netlink: Error: cache initialization failed: Protocol not supported")
+                .to_string()
                 .starts_with("no nftables in this kernel")
         );
     }

@@ -158,6 +158,7 @@ mod tests {
                 host: "b".into(),
                 plan_digest: digest,
                 ttl_ms: 60_000,
+                version: crate::control::PROTOCOL_VERSION,
             }),
         )
         .await

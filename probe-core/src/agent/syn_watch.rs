@@ -83,7 +83,7 @@ impl SynLog {
             seen.iter()
                 .map(|((port, source), stage)| Handshake {
                     port: *port,
-                    source: source.to_string(),
+                    source: *source,
                     stage: *stage,
                 })
                 .collect(),
@@ -514,7 +514,7 @@ mod tests {
         let snap = log.snapshot().unwrap();
         assert!(
             snap.iter().any(|h| h.port == port
-                && h.source == "127.0.0.1"
+                && h.source == std::net::IpAddr::from([127, 0, 0, 1])
                 && h.stage == HandshakeStage::Connected),
             "{snap:?}"
         );

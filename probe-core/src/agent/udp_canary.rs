@@ -5,7 +5,7 @@
 //! and answers each one, so that the join can tell "arrived and answered"
 //! from "arrived, answer lost" (a one-way path) from "never arrived".
 //!
-//! Same wire lines as the TCP canaries ([`super::canary`]), one per
+//! Same wire lines as the TCP canaries ([`super::canary_line`]), one per
 //! datagram. Memory is bounded by the round (distinct nonces kept: the
 //! nonces the round makes the canary expect plus headroom, and never more
 //! than the agent's per-canary cap); datagrams that carry no line of this
@@ -24,10 +24,8 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::canary::{
-    Answer, CanaryOptions, EvidenceLog, MAX_LINE, PlannedPort, bind_failure, parse_answer,
-    probe_line,
-};
+use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort, bind_failure};
+use super::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
 use crate::control::{ListenerReport, ListenerState, PathProbe};
 use crate::probe::Observed;
 use crate::probe::udp::{self, UdpRequest};
@@ -75,7 +73,7 @@ pub(crate) fn open(
         // Sockets already bound on other addresses close here.
         Some(f) => f,
         None => {
-            log.open(p.port, true);
+            log.open(p.port, crate::control::TransportProtocol::Udp);
             // Distinct nonces kept: what the round makes this canary
             // expect plus headroom, within the agent's cap.
             let cap = options.per_canary.min(options.max_sightings).max(1);
@@ -137,7 +135,7 @@ fn reply_to(datagram: &[u8], round: &str, host: &str) -> Reply {
     let Some(line) = std::str::from_utf8(datagram).ok() else {
         return Reply::Stray;
     };
-    match super::canary::parse_probe_line(line) {
+    match parse_probe_line(line) {
         Some((r, nonce)) if r == round => Reply::Ok {
             nonce: nonce.to_string(),
             line: format!("PORTCALL-OK {host} {nonce}\n"),
@@ -522,7 +520,7 @@ mod tests {
 
         let ev = log.snapshot();
         assert_eq!(ev.len(), 1, "{ev:?}");
-        assert!(ev[0].udp);
+        assert!(ev[0].is_udp());
         let seen: Vec<(&str, u32, SocketAddr)> = ev[0]
             .seen
             .iter()

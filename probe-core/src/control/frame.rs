@@ -25,7 +25,7 @@ pub enum FrameError {
     Truncated,
     /// The line is not the JSON message expected. The stream is still in
     /// sync: the next line is the next frame.
-    #[error("malformed frame: {0}")]
+    #[error("malformed frame")]
     Malformed(#[source] serde_json::Error),
     /// Reading or writing failed.
     #[error("control connection")]

@@ -12,8 +12,80 @@ use serde::{Deserialize, Serialize};
 use crate::port::Protocol;
 use crate::probe::{IcmpEvidence, Observed, Walk};
 
-/// The protocol version an agent reports in `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The control protocol's version: an agent reports it in `hello` and in
+/// `prepared`, a coordinator sends it in `prepare`, and each end refuses a
+/// peer of another version with a message naming both ([`VersionMismatch`]).
+///
+/// Version 2 carries typed evidence: [`TransportProtocol`] instead of a
+/// `udp` flag, and handshake sources as addresses.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The version a peer that does not say one speaks: the field was added
+/// with version 2.
+const fn version_one() -> u32 {
+    1
+}
+
+/// An agent and a coordinator speak different versions of the control
+/// protocol: each end refuses the other with a message naming both
+/// versions and which side to upgrade (the older one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VersionMismatch {
+    /// The coordinator's view: the agent on `host` speaks another version.
+    #[error("agent {host} speaks control protocol {agent}, this coordinator {coordinator}: {}", upgrade(.host, *.agent, *.coordinator))]
+    Agent {
+        /// The agent's host.
+        host: String,
+        /// The agent's version.
+        agent: u32,
+        /// This coordinator's version.
+        coordinator: u32,
+    },
+    /// The agent's view: the coordinator speaks another version.
+    #[error("coordinator speaks control protocol {coordinator}, this agent ({host}) {agent}: {}", upgrade(.host, *.agent, *.coordinator))]
+    Coordinator {
+        /// This agent's host.
+        host: String,
+        /// This agent's version.
+        agent: u32,
+        /// The coordinator's version.
+        coordinator: u32,
+    },
+}
+
+/// Which side to upgrade: the one with the older version.
+fn upgrade(host: &str, agent: u32, coordinator: u32) -> String {
+    if agent < coordinator {
+        format!("upgrade the agent on {host}")
+    } else {
+        "upgrade the coordinator".to_owned()
+    }
+}
+
+/// Whether a port is spoken to over TCP (`tcp` and `tls` ports) or UDP:
+/// what tells a host's two canaries on one port number apart.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportProtocol {
+    /// TCP (a `tcp` or `tls` port).
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl From<Protocol> for TransportProtocol {
+    fn from(p: Protocol) -> TransportProtocol {
+        if p.is_tcp() {
+            TransportProtocol::Tcp
+        } else {
+            TransportProtocol::Udp
+        }
+    }
+}
 
 /// A request from the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +117,10 @@ pub struct PrepareRequest {
     /// How long the canaries may stay up, in milliseconds, if nobody tears
     /// them down (the agent caps it).
     pub ttl_ms: u64,
+    /// The coordinator's [`PROTOCOL_VERSION`] (1 when absent: coordinators
+    /// before version 2 sent none).
+    #[serde(default = "version_one")]
+    pub version: u32,
 }
 
 /// The first frame on the input of `agent --stdio --plan -` (under
@@ -64,9 +140,9 @@ pub struct HostPort {
     pub host: String,
     /// The port.
     pub port: u16,
-    /// A UDP port (a host may plan the same number over TCP and UDP).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub udp: bool,
+    /// TCP or UDP (a host may plan the same number over both).
+    #[serde(default)]
+    pub transport: TransportProtocol,
 }
 
 /// `probe`: measure this host's outgoing paths.
@@ -192,6 +268,10 @@ pub struct PrepareReply {
     pub round: String,
     /// One per planned port that some path targets.
     pub listeners: Vec<ListenerReport>,
+    /// The agent's [`PROTOCOL_VERSION`] (1 when absent: agents before
+    /// version 2 sent none).
+    #[serde(default = "version_one")]
+    pub version: u32,
 }
 
 /// The prober's side of one path.
@@ -294,10 +374,24 @@ pub struct CanaryEvidence {
     /// (unauthenticated idle ones first): the canary was under load.
     #[serde(default)]
     pub shed: u64,
-    /// A UDP canary (its `port` may also have a TCP canary); `strays` then
-    /// counts datagrams, not connections.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub udp: bool,
+    /// A UDP canary (its `port` may also have a TCP canary) or a TCP one;
+    /// a UDP canary's `strays` counts datagrams, not connections.
+    #[serde(default)]
+    pub transport: TransportProtocol,
+}
+
+impl CanaryEvidence {
+    /// A UDP canary's evidence.
+    pub fn is_udp(&self) -> bool {
+        self.transport == TransportProtocol::Udp
+    }
+}
+
+impl HostPort {
+    /// A UDP port.
+    pub fn is_udp(&self) -> bool {
+        self.transport == TransportProtocol::Udp
+    }
 }
 
 /// `evidence`: what this host's canaries saw.
@@ -410,7 +504,7 @@ pub struct Handshake {
     /// The port.
     pub port: u16,
     /// The source address.
-    pub source: String,
+    pub source: IpAddr,
     /// The furthest stage seen.
     pub stage: HandshakeStage,
 }
@@ -427,6 +521,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_version_mismatch_names_both_versions_and_the_side_to_upgrade() {
+        let old_agent = VersionMismatch::Agent {
+            host: "db".into(),
+            agent: 1,
+            coordinator: 2,
+        };
+        assert_eq!(
+            old_agent.to_string(),
+            "agent db speaks control protocol 1, this coordinator 2: upgrade the agent on db"
+        );
+        let old_coordinator = VersionMismatch::Coordinator {
+            host: "db".into(),
+            agent: 2,
+            coordinator: 1,
+        };
+        assert_eq!(
+            old_coordinator.to_string(),
+            "coordinator speaks control protocol 1, this agent (db) 2: upgrade the coordinator"
+        );
+    }
+
+    #[test]
     fn wire_format_is_tagged_json() {
         let r = Request::Evidence(RoundRef { round: "ab".into() });
         let s = serde_json::to_string(&r).unwrap();
@@ -435,6 +551,12 @@ mod tests {
         let h: Request = serde_json::from_str(r#"{"op":"hello"}"#).unwrap();
         assert_eq!(h, Request::Hello);
         assert!(serde_json::from_str::<Request>(r#"{"op":"format-disk"}"#).is_err());
+        // A version 1 coordinator's prepare says no version.
+        let p: Request = serde_json::from_str(
+            r#"{"op":"prepare","round":"ab","host":"db","plan_digest":"d","ttl_ms":1}"#,
+        )
+        .unwrap();
+        assert!(matches!(p, Request::Prepare(p) if p.version == 1));
         let e = Response::Error(ErrorReply {
             message: "x".into(),
         });

@@ -15,7 +15,8 @@ pub use messages::{
     CanaryEvidence, ErrorReply, EvidenceReply, Handshake, HandshakeStage, HelloReply, HostPort,
     ListenerReport, ListenerState, PROTOCOL_VERSION, PathProbe, PlanUpload, PrepareReply,
     PrepareRequest, ProbeReply, ProbeRequest, RenewReply, Request, Response, RoundRef, Sighting,
-    TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow,
+    TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow, TransportProtocol,
+    VersionMismatch,
 };
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};
 pub use transport::ssh::{SshOptions, SshTransport};

@@ -118,7 +118,7 @@ fn observe(c: &Case<'_>, dst: &AgentEvidence, r: &mut PathReport) -> bool {
     let sighting = c.probe.nonce.as_ref().and_then(|n| {
         dst.canaries
             .iter()
-            .filter(|c| c.port == port && c.udp)
+            .filter(|c| c.port == port && c.is_udp())
             .flat_map(|c| c.seen.iter())
             .find(|s| &s.nonce == n)
     });
@@ -360,7 +360,11 @@ expect = "blocked"
             strays: 0,
             dropped: 0,
             shed: 0,
-            udp,
+            transport: if udp {
+                crate::control::TransportProtocol::Udp
+            } else {
+                crate::control::TransportProtocol::Tcp
+            },
         }
     }
 

@@ -15,7 +15,8 @@ use super::ScheduleError;
 use super::metrics::{MetricsStore, PathSample, RoundMetrics};
 use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
-use crate::plan::{Address, Path, Plan};
+use crate::plan::{Address, Family, Path, Plan};
+use crate::port::Protocol;
 use crate::probe::{Greeting, GreetingExchange, Host, ProbeConfig, Prober, Target};
 use crate::report::Verdict;
 
@@ -31,7 +32,32 @@ pub(crate) struct LiveRounds {
     pub(crate) concurrency: usize,
     pub(crate) store: Arc<MetricsStore>,
     /// Each path's last verdict, to log changes rather than every round.
-    last: HashMap<(String, u16), Verdict>,
+    last: HashMap<PathKey, Verdict>,
+}
+
+/// A path's whole identity within one host's outgoing paths: a dual-stack
+/// pair, or a TCP and a UDP path on one port, are different paths.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PathKey {
+    from: String,
+    to: String,
+    address: Address,
+    family: Option<Family>,
+    port: u16,
+    protocol: Protocol,
+}
+
+impl PathKey {
+    fn of(p: &Path) -> PathKey {
+        PathKey {
+            from: p.from.clone(),
+            to: p.to.clone(),
+            address: p.address.clone(),
+            family: p.family,
+            port: p.port.get(),
+            protocol: p.protocol,
+        }
+    }
 }
 
 impl LiveRounds {
@@ -89,18 +115,28 @@ pub(crate) fn prober_for(
         return Err(ScheduleError::Host(AgentError::unknown_host(plan, host)));
     };
     let timeout = Duration::from_millis(plan.defaults.timeout_ms);
-    let config = ProbeConfig {
+    let config = probe_config(plan, h, concurrency);
+    let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
+    Ok((Prober::with_exchange(config, greeter.clone())?, greeter))
+}
+
+/// The probe engine's configuration for `host`'s schedule-mode rounds: the
+/// one place schedule mode assembles it. Unlike an agent's round, no TTL
+/// walk (its result would reach no metric, and it would add its budget and
+/// its packets to every period's silent paths) and no spread offset (each
+/// agent runs on its own jittered timer, not in step with the others).
+fn probe_config(plan: &Plan, host: &crate::plan::Host, concurrency: usize) -> ProbeConfig {
+    let timeout = Duration::from_millis(plan.defaults.timeout_ms);
+    ProbeConfig {
         connect_timeout: timeout,
         tls_timeout: timeout,
         exchange_timeout: timeout,
         retries: plan.defaults.retries,
         adaptive: plan.defaults.adaptive,
         concurrency,
-        sources: h.addresses.iter().filter_map(local_ip).collect(),
+        sources: host.addresses.iter().filter_map(local_ip).collect(),
         ..ProbeConfig::default()
-    };
-    let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
-    Ok((Prober::with_exchange(config, greeter.clone())?, greeter))
+    }
 }
 
 fn target_of(path: &Path) -> Target {
@@ -152,8 +188,7 @@ impl Rounds for LiveRounds {
             if verdict == Verdict::Ok {
                 ok += 1;
             }
-            let key = (s.to.clone(), s.port.get());
-            let before = self.last.insert(key, verdict);
+            let before = self.last.insert(PathKey::of(p), verdict);
             if before != Some(verdict) && (verdict != Verdict::Ok || before.is_some()) {
                 let msg = format!(
                     "path {} -> {}:{} ({}) expected {}: observed {}",
@@ -190,11 +225,8 @@ impl Rounds for LiveRounds {
                 self.greeter = greeter;
                 // Paths that left the plan must not be logged as changes
                 // if they come back later.
-                let keep: std::collections::HashSet<(String, u16)> = self
-                    .outgoing()
-                    .iter()
-                    .map(|p| (p.to.clone(), p.port.get()))
-                    .collect();
+                let keep: std::collections::HashSet<PathKey> =
+                    self.outgoing().into_iter().map(PathKey::of).collect();
                 self.last.retain(|k, _| keep.contains(k));
                 self.store.set_reload_ok(true);
                 tracing::info!(
@@ -209,9 +241,54 @@ impl Rounds for LiveRounds {
                 tracing::error!(
                     "reload plan {}: {}; keeping the previous plan",
                     self.plan_path.display(),
-                    super::error_chain(&e)
+                    crate::error_chain(&e)
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: schedule mode keyed each path's last verdict by (target,
+    /// port) only, so a TCP and a UDP path on one port (or a dual-stack
+    /// pair) shared one entry and each round logged the other's verdict as
+    /// a change.
+    #[tokio::test]
+    async fn paths_sharing_a_port_keep_their_own_last_verdict() {
+        let port = std::net::TcpListener::bind("127.0.0.2:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "name = \"schedule-keys\"\n[defaults]\ntimeout_ms = 200\nretries = 0\n\
+             [[hosts]]\nname = \"app\"\naddress = \"127.0.0.1\"\n\
+             [[hosts]]\nname = \"db\"\naddress = \"127.0.0.2\"\nroles = [\"db\"]\n\
+             [roles.db]\nports = [\n\
+               {{ name = \"sql\", port = {port}, offset = false }},\n\
+               {{ name = \"sql-udp\", port = {port}, protocol = \"udp\", offset = false }},\n\
+             ]\n\
+             [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"sql\", \"sql-udp\"]\n"
+        );
+        let plan = Arc::new(Plan::parse(&text, "keys.toml").unwrap());
+        let mut rounds = LiveRounds::new(
+            "keys.toml".into(),
+            "app".into(),
+            plan,
+            4,
+            Arc::new(MetricsStore::new()),
+        )
+        .unwrap();
+        assert_eq!(rounds.outgoing().len(), 2);
+        rounds.round(&CancellationToken::new()).await;
+        assert_eq!(
+            rounds.last.len(),
+            2,
+            "one entry per path: {:?}",
+            rounds.last
+        );
     }
 }

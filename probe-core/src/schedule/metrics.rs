@@ -80,6 +80,12 @@ impl Exposition {
     /// Writes the Prometheus text exposition (format 0.0.4): every family
     /// with its HELP and TYPE lines, samples in plan order.
     pub fn render(&self, out: &mut impl Write) -> io::Result<()> {
+        self.render_paths(out)?;
+        self.render_rounds(out)
+    }
+
+    /// The per-path families of the last round.
+    fn render_paths(&self, out: &mut impl Write) -> io::Result<()> {
         let paths = self.last_round.as_ref().map_or(&[][..], |r| &r.paths[..]);
         let plan = self.last_round.as_ref().map_or("", |r| r.plan.as_str());
 
@@ -167,7 +173,12 @@ impl Exposition {
                 )?;
             }
         }
+        Ok(())
+    }
 
+    /// The agent's families: the last round's time and duration, rounds
+    /// done, and whether the last reload worked.
+    fn render_rounds(&self, out: &mut impl Write) -> io::Result<()> {
         family(
             out,
             "portcall_last_round_timestamp_seconds",

@@ -234,18 +234,6 @@ pub async fn run(config: ScheduleConfig, cancel: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// An error and its sources, joined with ": ", for log lines.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -402,6 +390,7 @@ mod tests {
 
     #[test]
     fn error_chain_joins_sources() {
+        use crate::error_chain;
         let e = ScheduleError::BindMetrics {
             addr: "127.0.0.1:1".parse().unwrap(),
             source: std::io::Error::from(std::io::ErrorKind::AddrInUse),

@@ -91,11 +91,11 @@ impl<'a> EvidenceIndex<'a> {
         let family = |a: &IpAddr| v4.is_none_or(|v4| a.is_ipv4() == v4);
         let other = source
             .filter(|s| family(s) && !planned.iter().any(|(ip, _)| ip == s))
-            .and_then(|s| index.stage(port, &s.to_string()));
+            .and_then(|s| index.stage(port, s));
         planned
             .iter()
             .filter(|(ip, _)| family(ip))
-            .filter_map(|(_, text)| index.stage(port, text))
+            .filter_map(|(ip, _)| index.stage(port, *ip))
             .chain(other)
             .max()
     }
@@ -120,7 +120,7 @@ impl<'a> AgentIndex<'a> {
         let mut by_nonce: Vec<(u32, u32)> = canaries
             .iter()
             .enumerate()
-            .filter(|(_, c)| !c.udp)
+            .filter(|(_, c)| !c.is_udp())
             .flat_map(|(i, c)| (0..c.seen.len()).map(move |j| (i, j)))
             .filter_map(|(i, j)| Some((u32::try_from(i).ok()?, u32::try_from(j).ok()?)))
             .collect();
@@ -139,10 +139,10 @@ impl<'a> AgentIndex<'a> {
     }
 
     /// The furthest stage of the handshakes from `source` to `port`.
-    pub(super) fn stage(&self, port: u16, source: &str) -> Option<HandshakeStage> {
+    pub(super) fn stage(&self, port: u16, source: IpAddr) -> Option<HandshakeStage> {
         let key = |i: u32| {
             let h = &self.handshakes[i as usize];
-            (h.port, h.source.as_str())
+            (h.port, h.source)
         };
         let from = self.by_source.partition_point(|&i| key(i) < (port, source));
         self.by_source[from..]

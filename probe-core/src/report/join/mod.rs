@@ -484,7 +484,7 @@ expect = "blocked"
                     strays: 0,
                     dropped: 0,
                     shed: 0,
-                    udp: l.protocol == Protocol::Udp,
+                    transport: l.protocol.into(),
                 })
                 .collect(),
             listeners,
@@ -675,11 +675,15 @@ expect = "blocked"
             strays: 0,
             dropped: 0,
             shed: 0,
-            udp,
+            transport: if udp {
+                crate::control::TransportProtocol::Udp
+            } else {
+                crate::control::TransportProtocol::Tcp
+            },
         };
         let shake = |port: u16, source: &str, stage: HandshakeStage| Handshake {
             port,
-            source: source.into(),
+            source: source.parse().unwrap(),
             stage,
         };
         let mut a = AgentEvidence::unreachable(String::new());
@@ -710,19 +714,25 @@ expect = "blocked"
         assert_eq!(port_of(index.sighting(443, "0d")), None);
         assert_eq!(port_of(index.sighting(22, "0a")), None);
         assert_eq!(
-            index.stage(443, "198.18.0.1"),
+            index.stage(443, "198.18.0.1".parse().unwrap()),
             Some(HandshakeStage::Connected)
         );
-        assert_eq!(index.stage(80, "198.18.0.1"), Some(HandshakeStage::Syn));
         assert_eq!(
-            index.stage(80, "198.18.0.2"),
+            index.stage(80, "198.18.0.1".parse().unwrap()),
+            Some(HandshakeStage::Syn)
+        );
+        assert_eq!(
+            index.stage(80, "198.18.0.2".parse().unwrap()),
             Some(HandshakeStage::Connected)
         );
-        assert_eq!(index.stage(443, "198.18.0.2"), None);
+        assert_eq!(index.stage(443, "198.18.0.2".parse().unwrap()), None);
         let nothing = AgentEvidence::unreachable(String::new());
         let bare = AgentIndex::new(&nothing);
         assert_eq!(
-            (bare.stage(80, "198.18.0.1"), bare.sighting(80, "0b")),
+            (
+                bare.stage(80, "198.18.0.1".parse().unwrap()),
+                bare.sighting(80, "0b")
+            ),
             (None, None)
         );
     }
@@ -1096,7 +1106,7 @@ ports = ["mysql"]
         );
         db.handshakes = Some(vec![Handshake {
             port: 3306,
-            source: "198.18.1.20".into(),
+            source: "198.18.1.20".parse().unwrap(),
             stage: HandshakeStage::Connected,
         }]);
         let round = RoundEvidence {

@@ -155,7 +155,7 @@ fn at_canary(
         let shed: u64 = dst
             .canaries
             .iter()
-            .filter(|c| c.port == port && !c.udp)
+            .filter(|c| c.port == port && !c.is_udp())
             .map(|c| c.shed)
             .sum();
         return Err(format!(

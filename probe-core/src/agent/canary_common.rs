@@ -1,0 +1,159 @@
+//! What the TCP canaries (`canary`) and the UDP canaries (`udp_canary`)
+//! share: the ports to hold, the round's options, the evidence log both
+//! record nonces into, and how a failed bind is reported. Its own module so
+//! that neither canary module imports the other's internals.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::sync::Semaphore;
+
+use crate::control::{CanaryEvidence, ListenerState, Sighting, TransportProtocol};
+use crate::port::Protocol;
+use crate::probe::classify::error_detail;
+
+/// A planned port this host should hold a canary on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPort {
+    /// The port.
+    pub port: u16,
+    /// TCP or TLS.
+    pub protocol: Protocol,
+    /// Its name.
+    pub service: String,
+}
+
+/// What one canary recorded.
+#[derive(Debug, Default)]
+struct Log {
+    seen: Vec<Sighting>,
+    strays: u64,
+    dropped: u64,
+    shed: u64,
+    /// Where each nonce sits in `seen` (UDP canaries count repeats).
+    index: HashMap<String, usize>,
+}
+
+/// The evidence of one round's canaries, shared by their tasks. Keyed by
+/// port and whether the canary is UDP: a host may plan 53/tcp and 53/udp.
+#[derive(Debug, Default)]
+pub struct EvidenceLog {
+    logs: Mutex<BTreeMap<(u16, TransportProtocol), Log>>,
+}
+
+impl EvidenceLog {
+    pub(super) fn record(&self, port: u16, sighting: Option<Sighting>, cap: usize) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let log = logs.entry((port, TransportProtocol::Tcp)).or_default();
+        match sighting {
+            Some(s) if log.seen.len() < cap => log.seen.push(s),
+            Some(_) => log.dropped += 1,
+            None => log.strays += 1,
+        }
+    }
+
+    /// A datagram carrying `nonce` from `source` at UDP canary `port`: a
+    /// nonce seen before counts one more datagram, a new one is kept while
+    /// fewer than `cap` are (else counted as dropped).
+    pub(crate) fn record_datagram(&self, port: u16, nonce: &str, source: SocketAddr, cap: usize) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let log = logs.entry((port, TransportProtocol::Udp)).or_default();
+        if let Some(&i) = log.index.get(nonce) {
+            log.seen[i].datagrams = log.seen[i].datagrams.saturating_add(1);
+        } else if log.seen.len() < cap {
+            log.index.insert(nonce.to_string(), log.seen.len());
+            log.seen.push(Sighting {
+                nonce: nonce.to_string(),
+                source,
+                datagrams: 1,
+            });
+        } else {
+            log.dropped += 1;
+        }
+    }
+
+    /// `n` datagrams at UDP canary `port` that carried no line of this
+    /// round.
+    pub(crate) fn stray_datagrams(&self, port: u16, n: u64) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry((port, TransportProtocol::Udp))
+            .or_default()
+            .strays += n;
+    }
+
+    /// Registers a canary, so that its evidence is listed even when it saw
+    /// nothing.
+    pub(crate) fn open(&self, port: u16, transport: TransportProtocol) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((port, transport))
+            .or_default();
+    }
+
+    pub(super) fn shed(&self, port: u16) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.entry((port, TransportProtocol::Tcp)).or_default().shed += 1;
+    }
+
+    /// Everything recorded so far, one entry per canary port.
+    pub fn snapshot(&self) -> Vec<CanaryEvidence> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.iter()
+            .map(|((port, transport), l)| CanaryEvidence {
+                port: *port,
+                seen: l.seen.clone(),
+                strays: l.strays,
+                dropped: l.dropped,
+                shed: l.shed,
+                transport: *transport,
+            })
+            .collect()
+    }
+}
+
+/// How the canaries of one round behave.
+#[derive(Debug, Clone)]
+pub struct CanaryOptions {
+    /// The host this agent plays (sent in every answer).
+    pub host: Arc<str>,
+    /// The round's id.
+    pub round: Arc<str>,
+    /// Server configuration for TLS canaries.
+    pub tls: Arc<ServerConfig>,
+    /// Deadline for one connection's TLS handshake and line.
+    pub exchange_timeout: Duration,
+    /// Most sightings kept per canary.
+    pub max_sightings: usize,
+    /// Most canary connections served at once, over all canaries.
+    pub connections: Arc<Semaphore>,
+    /// Most connections one canary holds at once (the nonces the round
+    /// makes it expect, plus headroom).
+    pub per_canary: usize,
+}
+
+/// Why a canary could not bind `addr`: `held` when a service listens
+/// there (probed live), `failed` otherwise, with the detail.
+pub(super) fn bind_failure(
+    addr: SocketAddr,
+    port: u16,
+    e: &std::io::Error,
+) -> (ListenerState, String) {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => (
+            ListenerState::Held,
+            format!("a service already listens on {addr}; probed live"),
+        ),
+        Some(libc::EACCES) if port < 1024 => (
+            ListenerState::Failed,
+            format!("cannot listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE"),
+        ),
+        _ => (
+            ListenerState::Failed,
+            format!("cannot listen on {addr}: {}", error_detail(e)),
+        ),
+    }
+}

@@ -1,0 +1,255 @@
+//! `probe`: this host's outgoing paths of the round, each with a nonce
+//! for its target's canary (TCP through the probe engine, UDP through the
+//! UDP canaries' prober) or probed live where a real service holds the
+//! port.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::canary::NonceExchange;
+use super::{Shared, error, udp_canary};
+use crate::control::{self, HostPort, PathProbe, ProbeReply, ProbeRequest, Response};
+use crate::plan::Address;
+use crate::port::Protocol;
+use crate::probe::{self, ProbeConfig, ProbeResult, Prober, Target};
+// The one place the agent asks which live UDP services portcall can prove
+// (it moves below the agent, to `probe::udp_service`, at the merge).
+use crate::probe::udp_service::live_request_known;
+
+/// The round's outgoing paths, sorted by how they are probed.
+#[derive(Default)]
+struct Planned {
+    /// Plan path index of each engine target.
+    indices: Vec<usize>,
+    /// The engine's targets (TCP, TLS, live UDP).
+    targets: Vec<Target>,
+    /// Each target's nonce and expected host, where a canary waits.
+    slots: Vec<Option<(String, String)>>,
+    /// What each target's live service says first, if it speaks first.
+    greetings: Vec<Option<probe::Greeting>>,
+    /// UDP paths to a canary, probed by the UDP canaries' prober.
+    udp_paths: Vec<udp_canary::UdpPath>,
+}
+
+impl Shared {
+    pub(super) async fn probe(self: &Arc<Self>, req: ProbeRequest) -> Response {
+        let cancel = match self.round_to_probe(&req.round) {
+            Ok(c) => c,
+            Err(why) => return error(why),
+        };
+        let Ok(_running) = self.probing.try_lock() else {
+            return error("probe: a probe is already running on this agent".into());
+        };
+        let planned = self.plan_probes(&req).await;
+        let nonces: Vec<Option<String>> = planned
+            .slots
+            .iter()
+            .map(|s| s.as_ref().map(|(n, _)| n.clone()))
+            .collect();
+        let exchange = Arc::new(NonceExchange::new(req.round.clone(), planned.slots));
+        let plan = &self.config.plan;
+        let d = plan.defaults;
+        let per_attempt = Duration::from_millis(d.timeout_ms);
+        let greeter = Arc::new(probe::GreetingExchange::new(
+            planned.greetings,
+            per_attempt / 2,
+            Some(exchange.clone()),
+        ));
+        let udp_options = probe::udp_service::UdpOptions {
+            snmp_community: plan.snmp_community.clone(),
+        };
+        let prober = match Prober::with_udp(self.probe_config(), Some(greeter.clone()), udp_options)
+        {
+            Ok(p) => p,
+            Err(e) => return error(format!("probe: {e}")),
+        };
+        let started = Instant::now();
+        let udp_probing = udp_canary::UdpProbing {
+            round: req.round.clone(),
+            sources: self.sources.clone(),
+            per_attempt,
+            attempts: d.retries.saturating_add(1),
+            concurrency: self.config.limits.probe_concurrency,
+        };
+        let (results, udp_results) = tokio::join!(
+            prober.sweep(planned.targets, &cancel, |_, _| {}),
+            udp_canary::probe_paths(&udp_probing, planned.udp_paths, &cancel),
+        );
+        tracing::info!(round = %req.round, paths = results.len() + udp_results.len(), ms = started.elapsed().as_millis() as u64, "probes done");
+        let results = results
+            .into_iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let mut p = path_probe(planned.indices[k], nonces[k].clone(), r);
+                p.answered_by = exchange.answered_by(k);
+                p.service_banner = greeter.banner(k);
+                p
+            })
+            .chain(udp_results)
+            .collect();
+        Response::Probed(ProbeReply {
+            round: req.round,
+            results,
+        })
+    }
+
+    /// The cancellation of round `id` when it is the current one and has
+    /// not expired; else why not, for the error reply.
+    fn round_to_probe(&self, id: &str) -> Result<CancellationToken, String> {
+        let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(r) if r.id == id && Instant::now() < r.expires => Ok(r.cancel.clone()),
+            Some(r) if r.id == id => Err(format!("probe: round {id} has expired")),
+            _ => Err(format!("probe: no round {id} on this agent")),
+        }
+    }
+
+    /// This host's paths the request asks for, each as an engine target
+    /// (with a nonce where a canary waits) or a UDP canary path; paths
+    /// skipped, or to a live UDP service portcall cannot prove, are left
+    /// out.
+    async fn plan_probes(&self, req: &ProbeRequest) -> Planned {
+        let plan = &self.config.plan;
+        let host = &self.config.host;
+        let live: HashSet<&HostPort> = req.live.iter().collect();
+        let skip: HashSet<&HostPort> = req.skip.iter().collect();
+        let skip_hosts: HashSet<&str> = req.skip_hosts.iter().map(String::as_str).collect();
+        let only: Option<HashSet<usize>> = req.only.as_ref().map(|o| o.iter().copied().collect());
+        let mut planned = Planned::default();
+        for (k, path) in plan.paths.iter().enumerate() {
+            // The path's position in the whole plan, which is what the
+            // coordinator names (the agent may hold only its own paths).
+            let i = plan.path_index(k);
+            if path.from != *host
+                || skip_hosts.contains(path.to.as_str())
+                || only.as_ref().is_some_and(|o| !o.contains(&i))
+            {
+                continue;
+            }
+            let key = HostPort {
+                host: path.to.clone(),
+                port: path.port.get(),
+                transport: path.protocol.into(),
+            };
+            if skip.contains(&key) {
+                continue;
+            }
+            let canary = path.role.is_some() && !live.contains(&key);
+            if path.protocol == Protocol::Udp {
+                if canary {
+                    planned.udp_paths.push(udp_canary::UdpPath {
+                        path: i,
+                        target: udp_target(&path.address, path.port.get()).await,
+                        nonce: control::random_id(16),
+                        expected: path.to.clone(),
+                    });
+                    continue;
+                }
+                // A live UDP service portcall knows no request for cannot
+                // be proven: nothing is sent (the join says why).
+                if !live_request_known(path.port.get(), plan.snmp_community.as_deref()) {
+                    continue;
+                }
+            }
+            let probe_host = match &path.address {
+                Address::Ip(ip) => probe::Host::Ip(*ip),
+                Address::Dns(n) => probe::Host::Name(Arc::from(n.as_str())),
+            };
+            let mut target = Target::new(probe_host, path.port, path.protocol);
+            let slot = if canary {
+                target = target.with_server_name(path.to.as_str());
+                Some((control::random_id(16), path.to.clone()))
+            } else {
+                None
+            };
+            planned.indices.push(i);
+            planned.targets.push(target);
+            // A live service that speaks first is read and left politely.
+            planned.greetings.push(if slot.is_none() {
+                probe::Greeting::for_service(&path.service)
+            } else {
+                None
+            });
+            planned.slots.push(slot);
+        }
+        planned
+    }
+
+    /// The probe engine's configuration for this host's rounds: the one
+    /// place the agent assembles it (the plan's timeouts, the agent's
+    /// limits, its place in the plan, its local sources, TTL walks).
+    fn probe_config(&self) -> ProbeConfig {
+        let plan = &self.config.plan;
+        let host = &self.config.host;
+        let d = plan.defaults;
+        let per_attempt = Duration::from_millis(d.timeout_ms);
+        ProbeConfig {
+            connect_timeout: per_attempt,
+            tls_timeout: per_attempt,
+            exchange_timeout: per_attempt,
+            retries: d.retries,
+            concurrency: self.config.limits.probe_concurrency,
+            per_host_concurrency: self.config.limits.probe_per_host.max(1),
+            adaptive: d.adaptive,
+            // Each source starts on another host: its place in the plan
+            // (sources of a mesh then start one host apart).
+            spread_offset: plan
+                .hosts
+                .iter()
+                .position(|h| h.name == *host)
+                .map_or(0, |p| p as u64),
+            sources: self.sources.clone(),
+            ttl_walk: Some(probe::WalkConfig::default()),
+            ..ProbeConfig::default()
+        }
+    }
+}
+
+/// The wire form of the engine's result for plan path `path`; the
+/// exchange's answer and the service's banner are the caller's to add.
+fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
+    PathProbe {
+        path,
+        nonce,
+        observed: r.observed,
+        detail: r.detail,
+        latency_us: micros(r.latency),
+        attempts: r.attempts,
+        source: r.local_address,
+        answered_by: None,
+        icmp: r.icmp.map(Box::new),
+        path_mtu: r.path_mtu,
+        walk: r.walk.map(Box::new),
+        connect_us: r.connect_time.map(micros),
+        tls_us: r.tls_time.map(micros),
+        cert: r.cert,
+        service_banner: None,
+        shed: r.shed,
+        errno: r.errno,
+        silence: r.silence,
+    }
+}
+
+/// Where a UDP path's datagrams go: its plan address, a name resolved
+/// here (the first address).
+async fn udp_target(address: &Address, port: u16) -> Result<SocketAddr, String> {
+    match address {
+        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
+        Address::Dns(name) => match tokio::net::lookup_host((name.as_str(), port)).await {
+            Ok(mut found) => found
+                .next()
+                .ok_or_else(|| format!("{name} resolves to no address")),
+            Err(e) => Err(format!("cannot resolve {name}: {e}")),
+        },
+    }
+}
+
+/// A duration in whole microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,243 @@
+//! `prepare`: a new round's canaries on every planned port, the kernel's
+//! handshake watch, rule tracing, and the lease that ends the round when
+//! the coordinator is gone.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::canary::{self, CanaryOptions};
+use super::nftrace::{self, TraceScope, Tracer};
+use super::{Lease, Round, Shared, canary_ports, error, syn_watch};
+use crate::control::{PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, VersionMismatch};
+use crate::plan::Address;
+
+impl Shared {
+    /// `prepare`: checks the request, ends any earlier round, and opens
+    /// this round's canaries, watch, trace and lease.
+    pub(super) async fn prepare(self: &Arc<Self>, req: PrepareRequest) -> Response {
+        if let Err(why) = self.check_prepare(&req) {
+            return error(why);
+        }
+        let host = &self.config.host;
+        // A new round replaces any earlier one: a coordinator that crashed
+        // and came back must not wait for the old TTL.
+        self.end_round(None).await;
+        let limits = &self.config.limits;
+        let ttl = Duration::from_millis(req.ttl_ms).clamp(Duration::from_secs(1), limits.max_ttl);
+        let expires = Instant::now() + ttl;
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ports = canary_ports(&self.config.plan, host);
+        // Sized from the round: every path to a port may have a connection
+        // in flight at once, plus headroom; a flood beyond that is shed,
+        // idle unauthenticated connections first.
+        let expected = ports
+            .iter()
+            .map(|p| self.expected.get(&p.port).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let options = CanaryOptions {
+            host: Arc::from(host.as_str()),
+            round: Arc::from(req.round.as_str()),
+            tls: self.config.canary_tls.clone(),
+            exchange_timeout: limits.canary_timeout,
+            max_sightings: limits.max_sightings,
+            connections: self.canary_connections.clone(),
+            per_canary: expected.saturating_add(limits.canary_headroom),
+        };
+        let (listeners, log) = canary::open_canaries(
+            &self.canary_ips,
+            &ports,
+            &options,
+            expires,
+            &cancel,
+            &tracker,
+        );
+        // Every planned port is watched, held ones too: the kernel's
+        // handshakes say how far a probe got even where no canary listens.
+        // Polled until the evidence is taken (see syn_watch).
+        // Reading the kernel's tables blocks: off the runtime's workers.
+        let (ips, watched, watch_cancel) = (
+            self.canary_ips.clone(),
+            listeners
+                .iter()
+                .filter(|l| l.protocol.is_tcp())
+                .map(|l| l.port)
+                .collect(),
+            cancel.clone(),
+        );
+        let handshakes = tokio::task::spawn_blocking(move || {
+            syn_watch::start(ips, watched, true, expires, &watch_cancel)
+        })
+        .await
+        .unwrap_or_default();
+        let trace = if self.config.rule_trace {
+            Some(self.start_trace(&req.round, ttl, &cancel, &tracker).await)
+        } else {
+            None
+        };
+        let lease = Arc::new(Lease {
+            duration: limits.lease,
+            holders: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        });
+        tracker.spawn(watch_lease(
+            lease.clone(),
+            expires,
+            cancel.clone(),
+            req.round.clone(),
+        ));
+        tracing::info!(round = %req.round, ttl_ms = ttl.as_millis() as u64, lease_ms = limits.lease.as_millis() as u64, canaries = listeners.len(), "round prepared");
+        *self.round.lock().unwrap_or_else(|e| e.into_inner()) = Some(Round {
+            id: req.round.clone(),
+            cancel,
+            tracker,
+            expires,
+            log,
+            lease,
+            trace,
+            handshakes,
+        });
+        Response::Prepared(PrepareReply {
+            round: req.round,
+            listeners,
+            version: PROTOCOL_VERSION,
+        })
+    }
+
+    /// Why `req` is refused: another protocol version, another host,
+    /// another plan, or a malformed round id.
+    fn check_prepare(&self, req: &PrepareRequest) -> Result<(), String> {
+        let host = &self.config.host;
+        if req.version != PROTOCOL_VERSION {
+            let e = VersionMismatch::Coordinator {
+                host: host.clone(),
+                agent: PROTOCOL_VERSION,
+                coordinator: req.version,
+            };
+            return Err(format!("prepare: {e}"));
+        }
+        if req.host != *host {
+            return Err(format!(
+                "prepare: this agent plays {host}, not {}",
+                req.host
+            ));
+        }
+        if req.plan_digest != self.digest {
+            return Err(format!(
+                "prepare: plan mismatch: this agent holds plan {:?} with digest {}, the coordinator's has {}; give both the same plan file",
+                self.config.plan.name, self.digest, req.plan_digest
+            ));
+        }
+        if req.round.is_empty()
+            || req.round.len() > 64
+            || !req.round.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err("prepare: round id must be 1 to 64 hex digits".into());
+        }
+        Ok(())
+    }
+
+    /// Starts the round's rule tracing, stopped at teardown or at the TTL;
+    /// the error is why tracing is not possible on this host.
+    pub(super) async fn start_trace(
+        &self,
+        round: &str,
+        ttl: Duration,
+        cancel: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Tracer>, String> {
+        let plan = &self.config.plan;
+        let host = &self.config.host;
+        let ip = |a: &Address| match a {
+            Address::Ip(ip) => Some(*ip),
+            Address::Dns(_) => None,
+        };
+        let mut inbound = Vec::new();
+        let mut outbound = Vec::new();
+        // The trace table matches TCP only (UDP paths are not traced).
+        for p in plan.paths.iter().filter(|p| p.protocol.is_tcp()) {
+            if p.to == *host && p.role.is_some() {
+                // Every address of the source: a dual-stack source may
+                // arrive from either family.
+                for a in plan.host(&p.from).iter().flat_map(|h| &h.addresses) {
+                    if let Some(a) = ip(a) {
+                        inbound.push((a, p.port.get()));
+                    }
+                }
+            }
+            if p.from == *host {
+                if let Some(a) = ip(&p.address) {
+                    outbound.push((a, p.port.get()));
+                }
+            }
+        }
+        let pairs = inbound.len() + outbound.len();
+        if let Some(why) = nftrace::too_large(pairs) {
+            tracing::info!(round, pairs, "no rule tracing: the round is too large");
+            return Err(why);
+        }
+        let scope = TraceScope {
+            round: round.to_string(),
+            expires_unix: nftrace::unix_now() + ttl.as_secs() + 1,
+            inbound,
+            outbound,
+        };
+        let tracer = match Tracer::start(&scope, ttl).await {
+            Ok(t) => Arc::new(t),
+            Err(why) => {
+                tracing::warn!(round, reason = %why, "no rule tracing on this host");
+                return Err(why.to_string());
+            }
+        };
+        tracing::info!(round, table = tracer.table(), "rule tracing on");
+        let (t, cancel, deadline) = (tracer.clone(), cancel.clone(), Instant::now() + ttl);
+        tracker.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            t.stop().await;
+        });
+        Ok(tracer)
+    }
+}
+
+/// Ends the round when its lease lapses (the coordinator is gone and
+/// nothing renewed it) or its TTL passes, whichever comes first.
+async fn watch_lease(
+    lease: Arc<Lease>,
+    expires: Instant,
+    cancel: CancellationToken,
+    round: String,
+) {
+    loop {
+        let now = Instant::now();
+        if now >= expires {
+            // The canaries close themselves at the TTL.
+            return;
+        }
+        match lease.lapses_at() {
+            Some(at) if at <= now => {
+                tracing::info!(%round, lease_ms = lease.duration.as_millis() as u64, "round lease lapsed: the coordinator is gone; closing the canaries");
+                cancel.cancel();
+                return;
+            }
+            next => {
+                // Re-checked at least every quarter lease: a renewal moves
+                // the lapse time later, never earlier.
+                let step = lease.duration / 4;
+                let wake = next.unwrap_or(now + step).min(now + step).min(expires);
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep_until(wake.max(now + Duration::from_millis(10))) => {}
+                }
+            }
+        }
+    }
+}
