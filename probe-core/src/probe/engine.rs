@@ -26,7 +26,7 @@ use super::classify::{ConnectClass, classify_connect_error, error_detail};
 use super::error::ProbeError;
 use super::errqueue::{self, IcmpEvidence};
 use super::exchange::{Exchange, ExchangeContext, ExchangeOutcome, ProbeStream};
-use super::outcome::{CertFacts, Observed, ProbeResult};
+use super::outcome::{CertFacts, Observed, ProbeResult, Silence};
 use super::rtt::{self, RttEstimate};
 use super::spread;
 use super::target::{Host, Target};
@@ -280,7 +280,11 @@ impl Prober {
                     start.push((i, addr.ip()));
                 }
                 Err(detail) => {
-                    let result = finished(&targets[i], &slots[i], Observed::LocalError, detail);
+                    let result = finished(
+                        &targets[i],
+                        &slots[i],
+                        Verdict::new(Observed::LocalError, detail, None),
+                    );
                     on_result(i, &result);
                     slots[i].result = Some(result);
                     done += 1;
@@ -484,6 +488,7 @@ impl Prober {
                 AttemptKind::Final {
                     observed,
                     detail,
+                    errno,
                     cert,
                     path_mtu,
                     ..
@@ -504,7 +509,7 @@ impl Prober {
                     if observed == Observed::Open {
                         host.on_answer(&mut ready, config);
                     }
-                    Some((observed, detail))
+                    Some(Verdict::new(observed, detail, errno))
                 }
                 AttemptKind::Silent { waited } => {
                     tracing::debug!(%addr, waited_ms = waited.as_millis() as u64, "probe silent");
@@ -523,13 +528,16 @@ impl Prober {
                         later.push(Reverse((earliest, i)));
                         None
                     } else {
-                        let mut detail = silence_detail(slot, host, config);
+                        let (mut detail, silence) = silence_detail(slot, host, config);
                         if udp_target {
                             let service =
                                 UdpService::for_port(targets[i].port.get(), &self.shared.udp);
                             detail = format!("{detail}: {}", service.silence());
                         }
-                        Some((Observed::Timeout, detail))
+                        Some(Verdict {
+                            silence: Some(silence),
+                            ..Verdict::new(Observed::Timeout, detail, None)
+                        })
                     }
                 }
                 AttemptKind::Shed {
@@ -553,7 +561,7 @@ impl Prober {
                         None
                     } else {
                         slot.shed = true;
-                        Some((observed, detail))
+                        Some(Verdict::new(observed, detail, None))
                     }
                 }
                 AttemptKind::SelfConnect => {
@@ -565,13 +573,14 @@ impl Prober {
                         later.push(Reverse((Instant::now(), i)));
                         None
                     } else {
-                        Some((
+                        Some(Verdict::new(
                             Observed::LocalError,
                             "the socket kept connecting to itself".to_string(),
+                            None,
                         ))
                     }
                 }
-                AttemptKind::LocalTransient { detail } => {
+                AttemptKind::LocalTransient { detail, errno } => {
                     let now = Instant::now();
                     let since = *slot.local_since.get_or_insert(now);
                     slot.local_failures += 1;
@@ -588,12 +597,20 @@ impl Prober {
                         later.push(Reverse((now + backoff, i)));
                         None
                     } else {
-                        Some((Observed::LocalError, detail))
+                        Some(Verdict::new(Observed::LocalError, detail, errno))
                     }
                 }
-                AttemptKind::LocalPermanent { detail } => Some((Observed::LocalError, detail)),
+                AttemptKind::LocalPermanent { detail, errno } => {
+                    Some(Verdict::new(Observed::LocalError, detail, errno))
+                }
             };
-            if !matches!(verdict, Some((Observed::LocalError, _))) {
+            if !matches!(
+                verdict,
+                Some(Verdict {
+                    observed: Observed::LocalError,
+                    ..
+                })
+            ) {
                 clean_streak += 1;
                 if clean_streak >= capacity && capacity < config.concurrency {
                     semaphore.add_permits(1);
@@ -601,9 +618,9 @@ impl Prober {
                     clean_streak = 0;
                 }
             }
-            if let Some((observed, detail)) = verdict {
+            if let Some(verdict) = verdict {
                 host.unfinished -= 1;
-                let result = finished(&targets[i], &slots[i], observed, detail);
+                let result = finished(&targets[i], &slots[i], verdict);
                 on_result(i, &result);
                 slots[i].result = Some(result);
                 done += 1;
@@ -632,8 +649,11 @@ impl Prober {
                     let r = finished(
                         target,
                         &slot,
-                        Observed::LocalError,
-                        "cancelled before a result".to_string(),
+                        Verdict::new(
+                            Observed::LocalError,
+                            "cancelled before a result".to_string(),
+                            None,
+                        ),
                     );
                     on_result(i, &r);
                     r
@@ -678,7 +698,35 @@ struct Slot {
     arrived: Option<u32>,
 }
 
-fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) -> ProbeResult {
+/// How a target finished: its outcome and the typed facts it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verdict {
+    observed: Observed,
+    detail: String,
+    /// The errno the outcome was read from.
+    errno: Option<i32>,
+    /// Set for `timeout`.
+    silence: Option<Silence>,
+}
+
+impl Verdict {
+    fn new(observed: Observed, detail: String, errno: Option<i32>) -> Verdict {
+        Verdict {
+            observed,
+            detail,
+            errno,
+            silence: None,
+        }
+    }
+}
+
+fn finished(target: &Target, slot: &Slot, verdict: Verdict) -> ProbeResult {
+    let Verdict {
+        observed,
+        detail,
+        errno,
+        silence,
+    } = verdict;
     ProbeResult {
         target: target.clone(),
         address: slot.addr,
@@ -695,9 +743,14 @@ fn finished(target: &Target, slot: &Slot, observed: Observed, detail: String) ->
         path_mtu: slot.path_mtu,
         walk: None,
         arrived: slot.arrived,
-        // Populated from the attempt's own facts (the architecture step).
-        errno: None,
-        silence: None,
+        errno,
+        // Every `timeout` carries its silence, however it came about.
+        silence: silence.or_else(|| {
+            (observed == Observed::Timeout).then(|| Silence {
+                waited_ms: u64::try_from(slot.waited.as_millis()).unwrap_or(u64::MAX),
+                adaptive: false,
+            })
+        }),
     }
 }
 
@@ -858,25 +911,40 @@ impl ConnectDeadline {
     }
 }
 
-/// The detail of a path that stayed silent through every attempt.
-fn silence_detail(slot: &Slot, host: &HostPacing, config: &ProbeConfig) -> String {
+/// The detail of a path that stayed silent through every attempt, and the
+/// same facts typed: the deadline the text names, and whether it was the
+/// adaptive one.
+fn silence_detail(slot: &Slot, host: &HostPacing, config: &ProbeConfig) -> (String, Silence) {
     let attempts = format!(
         "{} attempt{}",
         slot.attempts,
         if slot.attempts == 1 { "" } else { "s" }
     );
     let waited = slot.waited.max(Duration::from_millis(1));
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     match host.rtt.srtt() {
-        Some(srtt) if config.adaptive && waited < config.connect_timeout => format!(
-            "no answer within {} ms ({attempts}; adaptive timeout: the host's other ports answer in {:.2} ms, longest {:.2} ms; at most {} ms)",
-            waited.as_millis(),
-            srtt.as_secs_f64() * 1000.0,
-            host.rtt.max_seen().as_secs_f64() * 1000.0,
-            config.connect_timeout.as_millis()
+        Some(srtt) if config.adaptive && waited < config.connect_timeout => (
+            format!(
+                "no answer within {} ms ({attempts}; adaptive timeout: the host's other ports answer in {:.2} ms, longest {:.2} ms; at most {} ms)",
+                waited.as_millis(),
+                srtt.as_secs_f64() * 1000.0,
+                host.rtt.max_seen().as_secs_f64() * 1000.0,
+                config.connect_timeout.as_millis()
+            ),
+            Silence {
+                waited_ms: millis(waited),
+                adaptive: true,
+            },
         ),
-        _ => format!(
-            "no answer within {} ms ({attempts})",
-            config.connect_timeout.as_millis()
+        _ => (
+            format!(
+                "no answer within {} ms ({attempts})",
+                config.connect_timeout.as_millis()
+            ),
+            Silence {
+                waited_ms: millis(config.connect_timeout),
+                adaptive: false,
+            },
         ),
     }
 }
@@ -1074,6 +1142,9 @@ enum AttemptKind {
     Final {
         observed: Observed,
         detail: String,
+        /// The errno the outcome was read from (a refused or unreachable
+        /// connect, ICMP through `SO_ERROR`).
+        errno: Option<i32>,
         cert: Option<Box<CertFacts>>,
         /// TCP opened, then TLS or the exchange got no answer in time.
         stalled: bool,
@@ -1094,9 +1165,11 @@ enum AttemptKind {
     SelfConnect,
     LocalTransient {
         detail: String,
+        errno: Option<i32>,
     },
     LocalPermanent {
         detail: String,
+        errno: Option<i32>,
     },
 }
 
@@ -1192,14 +1265,21 @@ impl Shared {
             Observed::Timeout if r.attempts > 0 => AttemptKind::Silent {
                 waited: config.connect_timeout,
             },
-            Observed::LocalError if r.transient => AttemptKind::LocalTransient { detail: r.detail },
-            Observed::LocalError => AttemptKind::LocalPermanent { detail: r.detail },
+            Observed::LocalError if r.transient => AttemptKind::LocalTransient {
+                detail: r.detail,
+                errno: r.errno,
+            },
+            Observed::LocalError => AttemptKind::LocalPermanent {
+                detail: r.detail,
+                errno: r.errno,
+            },
             observed => AttemptKind::Final {
                 observed,
                 detail: match (&facts, observed) {
                     (Some(f), Observed::Open) => f.detail(),
                     _ => r.detail,
                 },
+                errno: r.errno,
                 cert: None,
                 stalled: false,
                 path_mtu: false,
@@ -1236,7 +1316,10 @@ impl Shared {
         timing: &mut Timing,
     ) -> AttemptKind {
         let AttemptKind::Final {
-            observed, detail, ..
+            observed,
+            detail,
+            errno,
+            ..
         } = first
         else {
             return first;
@@ -1301,6 +1384,7 @@ impl Shared {
                     detail: format!(
                         "path MTU black hole: TCP opened but large packets never arrived ({detail}); a second try with a {mss}-byte MSS got through"
                     ),
+                    errno,
                     cert,
                     stalled: true,
                     path_mtu: true,
@@ -1309,6 +1393,7 @@ impl Shared {
             _ => AttemptKind::Final {
                 observed,
                 detail,
+                errno,
                 cert: None,
                 stalled: true,
                 path_mtu: false,
@@ -1349,18 +1434,21 @@ impl Shared {
                     // A reset from the target's own stack: its round trip.
                     timing.answer = Some(connecting.elapsed());
                 }
+                let errno = e.raw_os_error();
                 return match classify_connect_error(&e) {
                     ConnectClass::Network(Observed::Timeout) => AttemptKind::Silent { waited },
                     ConnectClass::Network(observed) => AttemptKind::Final {
                         observed,
                         detail,
+                        errno,
                         cert: None,
                         stalled: false,
                         path_mtu: false,
                     },
-                    ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail },
+                    ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail, errno },
                     ConnectClass::LocalPermanent => AttemptKind::LocalPermanent {
                         detail: format!("connect: {detail}"),
+                        errno,
                     },
                 };
             }
@@ -1377,6 +1465,7 @@ impl Shared {
         if let Err(e) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
             return AttemptKind::LocalPermanent {
                 detail: format!("set SO_LINGER: {}", error_detail(&e)),
+                errno: e.raw_os_error(),
             };
         }
         let local = stream.local_addr().ok();
@@ -1393,6 +1482,7 @@ impl Shared {
                 Ok((observed, detail, stalled)) => AttemptKind::Final {
                     observed,
                     detail,
+                    errno: None,
                     cert: None,
                     stalled,
                     path_mtu: false,
@@ -1410,6 +1500,7 @@ impl Shared {
             // UDP targets never reach a TCP connect (see `attempt`).
             Protocol::Udp => AttemptKind::LocalPermanent {
                 detail: "UDP target given to the TCP path".to_string(),
+                errno: None,
             },
         }
     }
@@ -1436,6 +1527,7 @@ impl Shared {
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
                     detail,
+                    errno: None,
                     cert: None,
                     stalled: true,
                     path_mtu: false,
@@ -1467,6 +1559,7 @@ impl Shared {
                 return AttemptKind::Final {
                     observed: Observed::TlsError,
                     detail: format!("TLS handshake failed: {reason}"),
+                    errno: None,
                     cert: None,
                     stalled: false,
                     path_mtu: false,
@@ -1484,6 +1577,7 @@ impl Shared {
             return AttemptKind::Final {
                 observed: Observed::TlsError,
                 detail: format!("certificate not verified: {why}"),
+                errno: None,
                 cert: Some(Box::new(facts)),
                 stalled: false,
                 path_mtu: false,
@@ -1509,6 +1603,7 @@ impl Shared {
         AttemptKind::Final {
             observed,
             detail,
+            errno: None,
             cert: Some(Box::new(facts)),
             stalled,
             path_mtu: false,
@@ -1585,9 +1680,11 @@ fn open_socket(
     .map_err(|e| match classify_connect_error(&e) {
         ConnectClass::LocalTransient => AttemptKind::LocalTransient {
             detail: error_detail(&e),
+            errno: e.raw_os_error(),
         },
         _ => AttemptKind::LocalPermanent {
             detail: format!("socket: {}", error_detail(&e)),
+            errno: e.raw_os_error(),
         },
     })?;
     // Where the error queue is not available the errno alone classifies.
@@ -1608,12 +1705,14 @@ fn open_socket(
             .set_tcp_mss(mss)
             .map_err(|e| AttemptKind::LocalPermanent {
                 detail: format!("set TCP_MAXSEG {mss}: {}", error_detail(&e)),
+                errno: e.raw_os_error(),
             })?;
     }
     if let Some(source) = source {
         if source.is_ipv4() != addr.is_ipv4() {
             return Err(AttemptKind::LocalPermanent {
                 detail: format!("source address {source} is not of the target's address family"),
+                errno: None,
             });
         }
         // The port is chosen at connect time (IP_BIND_ADDRESS_NO_PORT), for
@@ -1632,10 +1731,12 @@ fn open_socket(
                 // No ephemeral port left for this source: wait for one.
                 AttemptKind::LocalTransient {
                     detail: error_detail(&e),
+                    errno: e.raw_os_error(),
                 }
             } else {
                 AttemptKind::LocalPermanent {
                     detail: format!("bind source {source}: {}", error_detail(&e)),
+                    errno: e.raw_os_error(),
                 }
             }
         })?;
@@ -1820,4 +1921,138 @@ async fn resolve_all(
             ip.map(|ip| SocketAddr::new(ip, t.port.get()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The typed evidence of a result (errno, silence) beside its detail
+    //! text, on loopback.
+
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::port::Port;
+
+    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn target(port: u16) -> Target {
+        Target {
+            host: Host::Ip(LOCALHOST),
+            port: Port::new(port).unwrap(),
+            protocol: Protocol::Tcp,
+            server_name: None,
+        }
+    }
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// A listener whose accept queue is full: Linux drops further SYNs,
+    /// which is silence on loopback.
+    fn silent_listener() -> (socket2::Socket, std::net::TcpStream, u16) {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(LOCALHOST, 0).into()).unwrap();
+        s.listen(0).unwrap();
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        let filler = std::net::TcpStream::connect((LOCALHOST, port)).unwrap();
+        (s, filler, port)
+    }
+
+    async fn sweep(config: ProbeConfig, targets: Vec<Target>) -> Vec<ProbeResult> {
+        Prober::new(config)
+            .unwrap()
+            .sweep(targets, &CancellationToken::new(), |_, _| {})
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_refused_port_carries_its_errno_and_no_silence() {
+        let r = &sweep(ProbeConfig::default(), vec![target(closed_port())]).await[0];
+        assert_eq!(r.observed, Observed::Refused, "{r:?}");
+        assert_eq!(r.errno, Some(libc::ECONNREFUSED));
+        assert_eq!(r.silence, None);
+        assert_eq!(r.detail, "ECONNREFUSED (connection refused)");
+    }
+
+    #[tokio::test]
+    async fn a_silent_port_carries_the_fixed_deadline_it_waited() {
+        let (_listener, _filler, port) = silent_listener();
+        let config = ProbeConfig {
+            connect_timeout: Duration::from_millis(200),
+            retries: 0,
+            adaptive: false,
+            ..ProbeConfig::default()
+        };
+        let r = &sweep(config, vec![target(port)]).await[0];
+        assert_eq!(r.observed, Observed::Timeout, "{r:?}");
+        assert_eq!(r.errno, None);
+        assert_eq!(
+            r.silence,
+            Some(Silence {
+                waited_ms: 200,
+                adaptive: false
+            })
+        );
+        assert_eq!(r.detail, "no answer within 200 ms (1 attempt)");
+    }
+
+    /// Other ports of the host answer: the silent one gives up after the
+    /// adaptive deadline, which the typed silence says, with the same
+    /// number the detail names.
+    #[tokio::test]
+    async fn an_adaptive_silence_says_so_and_names_the_deadline_of_the_text() {
+        let (_listener, _filler, silent) = silent_listener();
+        let open = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+        let mut targets = vec![target(silent), target(open.local_addr().unwrap().port())];
+        targets.extend((0..20).map(|_| target(closed_port())));
+        let config = ProbeConfig {
+            connect_timeout: Duration::from_millis(3000),
+            retries: 0,
+            ..ProbeConfig::default()
+        };
+        let results = sweep(config, targets).await;
+        let r = &results[0];
+        assert_eq!(r.observed, Observed::Timeout, "{r:?}");
+        assert!(r.detail.contains("adaptive timeout"), "{}", r.detail);
+        let silence = r.silence.expect("a timeout carries its silence");
+        assert!(silence.adaptive);
+        assert!(silence.waited_ms < 3000, "{silence:?}");
+        assert!(
+            r.detail
+                .starts_with(&format!("no answer within {} ms", silence.waited_ms)),
+            "{} vs {silence:?}",
+            r.detail
+        );
+        assert_eq!(r.errno, None);
+        assert_eq!(results[1].observed, Observed::Open);
+        assert_eq!((results[1].errno, results[1].silence), (None, None));
+    }
+
+    #[tokio::test]
+    async fn a_local_error_carries_its_errno_when_one_decided_it() {
+        let bad_source = ProbeConfig {
+            source: Some("198.18.0.99".parse().unwrap()),
+            ..ProbeConfig::default()
+        };
+        let r = &sweep(bad_source, vec![target(closed_port())]).await[0];
+        assert_eq!(r.observed, Observed::LocalError, "{r:?}");
+        assert_eq!(r.errno, Some(libc::EADDRNOTAVAIL));
+        assert_eq!(r.silence, None);
+        assert!(
+            r.detail.starts_with("bind source 198.18.0.99: "),
+            "{}",
+            r.detail
+        );
+
+        let other_family = ProbeConfig {
+            source: Some("::1".parse().unwrap()),
+            ..ProbeConfig::default()
+        };
+        let r = &sweep(other_family, vec![target(closed_port())]).await[0];
+        assert_eq!(r.observed, Observed::LocalError, "{r:?}");
+        assert_eq!((r.errno, r.silence), (None, None));
+        assert!(r.detail.contains("address family"), "{}", r.detail);
+    }
 }
