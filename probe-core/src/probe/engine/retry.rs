@@ -105,25 +105,7 @@ pub(super) fn decide(
             path_mtu: false,
             ..
         } if slot.may_defer || (host.answered && slot.deferrals < CONGESTION_RETRIES) => {
-            tracing::debug!(
-                ?addr,
-                answered = host.answered,
-                limit = host.limit,
-                "stalled handshake deferred"
-            );
-            slot.attempts += 1;
-            if host.answered {
-                // A handshake stalled on a host that completes others: our
-                // own queue at a busy server, not a verdict. Fewer at once
-                // to that host, and this target tries again.
-                slot.deferrals += 1;
-                host.congested(cx.started);
-            } else {
-                // Nothing on this host has answered: maybe no TLS there at
-                // all. Once more, this time with the path-MTU tries.
-                slot.deferrals = CONGESTION_RETRIES;
-            }
-            Decision::Defer
+            defer(slot, host, cx)
         }
         AttemptKind::Final {
             observed,
@@ -136,19 +118,7 @@ pub(super) fn decide(
             slot.attempts += 1;
             slot.cert = cert;
             slot.path_mtu = path_mtu;
-            // A UDP port-unreachable is an ICMP error too, and as
-            // rate-limited as any.
-            let icmp_refused = cx.target.protocol == Protocol::Udp && observed == Observed::Refused;
-            if observed == Observed::Unreachable || icmp_refused {
-                host.icmp_seen = true;
-                // A paced retry already took its token when it left.
-                if !slot.paced {
-                    host.take_token(cx.now, cx.config);
-                }
-            }
-            if observed == Observed::Open {
-                host.on_answer(ready, cx.config);
-            }
+            answered(slot, host, ready, observed, cx);
             Decision::Finish(Verdict::new(observed, detail, errno))
         }
         AttemptKind::Silent { waited } => silent(slot, host, waited, cx),
@@ -202,6 +172,51 @@ pub(super) fn decide(
         AttemptKind::LocalPermanent { detail, errno } => {
             Decision::Finish(Verdict::new(Observed::LocalError, detail, errno))
         }
+    }
+}
+
+/// A stalled handshake deferred where our own queue can be the cause:
+/// decided when the attempt started (others in flight then), or now that
+/// the host has completed other handshakes meanwhile (the first attempt to
+/// a busy host starts alone).
+fn defer(slot: &mut Slot, host: &mut HostPacing, cx: &Context<'_>) -> Decision {
+    tracing::debug!(addr = ?slot.addr, answered = host.answered, limit = host.limit, "stalled handshake deferred");
+    slot.attempts += 1;
+    if host.answered {
+        // A handshake stalled on a host that completes others: our own
+        // queue at a busy server, not a verdict. Fewer at once to that
+        // host, and this target tries again.
+        slot.deferrals += 1;
+        host.congested(cx.started);
+    } else {
+        // Nothing on this host has answered: maybe no TLS there at all.
+        // Once more, this time with the path-MTU tries.
+        slot.deferrals = CONGESTION_RETRIES;
+    }
+    Decision::Defer
+}
+
+/// What a final outcome tells about its host: an ICMP error spends one of
+/// its tokens, a completed handshake shows it answers.
+fn answered(
+    slot: &Slot,
+    host: &mut HostPacing,
+    ready: &mut VecDeque<usize>,
+    observed: Observed,
+    cx: &Context<'_>,
+) {
+    // A UDP port-unreachable is an ICMP error too, and as rate-limited as
+    // any.
+    let icmp_refused = cx.target.protocol == Protocol::Udp && observed == Observed::Refused;
+    if observed == Observed::Unreachable || icmp_refused {
+        host.icmp_seen = true;
+        // A paced retry already took its token when it left.
+        if !slot.paced {
+            host.take_token(cx.now, cx.config);
+        }
+    }
+    if observed == Observed::Open {
+        host.on_answer(ready, cx.config);
     }
 }
 
