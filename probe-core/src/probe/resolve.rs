@@ -114,6 +114,49 @@ pub async fn resolve(
         }
         Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
     };
+    finish(name, found, preference)
+}
+
+/// [`resolve`] for callers that are not async (an agent choosing the
+/// address it binds at start-up): the system resolver runs on a thread of
+/// its own, and the caller waits for it at most `deadline` (a lookup that
+/// hangs is left to finish on its thread).
+pub fn resolve_blocking(
+    name: &str,
+    deadline: Duration,
+    preference: &FamilyPreference,
+) -> Result<Vec<IpAddr>, ResolveError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return finish(name, vec![ip], preference);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = name.to_string();
+    std::thread::spawn(move || {
+        let r = (owned.as_str(), 0u16)
+            .to_socket_addrs()
+            .map(|it| it.map(|a| a.ip()).collect::<Vec<IpAddr>>());
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(Ok(found)) => finish(name, found, preference),
+        Ok(Err(e)) => Err(ResolveError::Lookup {
+            name: name.to_string(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ResolveError::Timeout {
+            name: name.to_string(),
+            deadline,
+        }),
+    }
+}
+
+/// The addresses `preference` keeps, in its order; an error when none.
+fn finish(
+    name: &str,
+    found: Vec<IpAddr>,
+    preference: &FamilyPreference,
+) -> Result<Vec<IpAddr>, ResolveError> {
     let addrs = preference.apply(found);
     if addrs.is_empty() {
         return Err(ResolveError::NoAddressOfFamily {
@@ -247,6 +290,23 @@ mod tests {
         assert_eq!(addr, Ok("127.0.0.1:80".parse().unwrap()));
         let addr = resolve_address(&Address::Ip(ip("::1")), 443, d, &pref).await;
         assert_eq!(addr, Ok("[::1]:443".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_blocking_form_resolves_literals_and_names_with_the_same_rules() {
+        let d = Duration::from_secs(5);
+        assert_eq!(
+            resolve_blocking("::1", d, &FamilyPreference::Any),
+            Ok(vec![ip("::1")])
+        );
+        assert_eq!(
+            resolve_blocking("::1", d, &FamilyPreference::SameAs(ip("127.0.0.1"))),
+            Err(ResolveError::NoAddressOfFamily { name: "::1".into() })
+        );
+        // A name goes through the system resolver on its own thread.
+        let found =
+            resolve_blocking("localhost", d, &FamilyPreference::Any).expect("localhost resolves");
+        assert!(found.iter().all(IpAddr::is_loopback), "{found:?}");
     }
 
     #[test]
