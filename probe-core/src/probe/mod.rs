@@ -6,6 +6,7 @@
 //! [`ProbeResult`] per target back. Outcomes are data ([`Observed`]), never
 //! errors; [`render`] writes them as a table or `portcall.probe/v1` JSON.
 
+pub mod canary_line;
 pub mod classify;
 mod engine;
 mod error;
@@ -15,6 +16,7 @@ mod exchange;
 mod greeting;
 mod outcome;
 pub mod render;
+pub mod resolve;
 pub mod rtt;
 pub mod spread;
 mod target;
@@ -23,7 +25,7 @@ pub mod ttl_walk;
 pub mod udp;
 pub mod udp_service;
 
-pub use engine::{DEFAULT_PER_HOST, ProbeConfig, Prober, WALK_BUDGET};
+pub use engine::{DEFAULT_PER_HOST, ProbeConfig, Prober, SweepLimits, WALK_BUDGET};
 pub use error::ProbeError;
 pub use errqueue::IcmpEvidence;
 pub use eta::SweepEta;

@@ -18,6 +18,17 @@ pub enum Host {
     Name(Arc<str>),
 }
 
+/// A plan address as a probe host: the literal, or the name resolved at
+/// probe time.
+impl From<&crate::plan::Address> for Host {
+    fn from(address: &crate::plan::Address) -> Host {
+        match address {
+            crate::plan::Address::Ip(ip) => Host::Ip(*ip),
+            crate::plan::Address::Dns(name) => Host::Name(Arc::from(name.as_str())),
+        }
+    }
+}
+
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -326,6 +337,17 @@ mod tests {
         assert_eq!(parse_target("h:53/udp").unwrap()[0].protocol, Protocol::Udp);
         assert_eq!(parse_target("h:65535-65535").unwrap().len(), 1);
         assert_eq!(parse_target("h:1-65535").unwrap().len(), 65535);
+    }
+
+    #[test]
+    fn plan_addresses_become_hosts() {
+        use crate::plan::Address;
+        let ip: IpAddr = "2001:2::1".parse().unwrap();
+        assert_eq!(Host::from(&Address::Ip(ip)), Host::Ip(ip));
+        assert_eq!(
+            Host::from(&Address::Dns("db.internal".into())),
+            Host::Name(Arc::from("db.internal"))
+        );
     }
 
     #[test]

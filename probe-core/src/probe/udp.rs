@@ -166,11 +166,18 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
         result.icmp = errqueue::read(&socket);
         let (outcome, detail) = classify(&e, result.icmp.as_ref(), req.target.ip());
         result.outcome = outcome;
+        result.errno = e.raw_os_error();
+        if outcome == Observed::Timeout {
+            result.silence = Some(silence(wait));
+        }
         result.transient = matches!(classify_connect_error(&e), ConnectClass::LocalTransient)
             && outcome == Observed::LocalError;
         result.detail = detail;
         return result;
     }
+    // Silence (or only replies that answer something else): the deadline
+    // each datagram waited, never an adaptive one here.
+    result.silence = Some(silence(wait));
     if reads >= MAX_READS {
         result.detail =
             format!("{reads} datagrams came back, none an answer to this request; stopped reading");
@@ -183,6 +190,14 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
         if result.attempts == 1 { "" } else { "s" }
     );
     result
+}
+
+/// The typed silence of an exchange whose datagrams each waited `wait`.
+fn silence(wait: Duration) -> super::Silence {
+    super::Silence {
+        waited_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        adaptive: false,
+    }
 }
 
 /// Reads replies until `until`: `None` when it passes with no accepted
@@ -287,6 +302,7 @@ fn classify(e: &io::Error, icmp: Option<&IcmpEvidence>, target: IpAddr) -> (Obse
 fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, Box<UdpResult>> {
     let local = |e: &io::Error, what: &str| {
         let mut r = UdpResult::new(Observed::LocalError, format!("{what}: {}", error_detail(e)));
+        r.errno = e.raw_os_error();
         r.transient = matches!(classify_connect_error(e), ConnectClass::LocalTransient);
         Box::new(r)
     };
@@ -314,6 +330,7 @@ fn open(target: SocketAddr, source: Option<IpAddr>) -> Result<UdpSocket, Box<Udp
         // this host's own answer about the path.
         let (outcome, detail) = classify(&e, None, target.ip());
         let mut r = UdpResult::new(outcome, detail);
+        r.errno = e.raw_os_error();
         if outcome == Observed::LocalError {
             r.detail = format!("connect: {}", error_detail(&e));
             r.transient = matches!(classify_connect_error(&e), ConnectClass::LocalTransient);
@@ -373,6 +390,7 @@ mod tests {
         });
         let r = exchange(&request(addr, 2, 150), |b| b == b"ping\n").await;
         assert_eq!(r.outcome, Observed::Timeout, "{r:?}");
+        assert_eq!(r.silence.map(|s| s.waited_ms), Some(150));
         assert_eq!((r.attempts, r.replies), (2, 0));
         assert!(r.detail.contains("2 datagrams"), "{}", r.detail);
         drop(server.await.unwrap());
@@ -391,6 +409,8 @@ mod tests {
         let icmp = r.icmp.expect("the ICMP error is evidence");
         assert_eq!(icmp.kind, "port-unreachable");
         assert_eq!(icmp.from, "127.0.0.1");
+        assert_eq!(r.errno, Some(libc::ECONNREFUSED));
+        assert_eq!(r.silence, None);
     }
 
     /// A socket that reads and never answers: every attempt is sent, then
@@ -414,6 +434,14 @@ mod tests {
         assert_eq!(r.outcome, Observed::Timeout, "{r:?}");
         assert_eq!((r.attempts, r.replies), (3, 0));
         assert!(r.icmp.is_none());
+        assert_eq!(r.errno, None);
+        assert_eq!(
+            r.silence,
+            Some(crate::probe::Silence {
+                waited_ms: 100,
+                adaptive: false
+            })
+        );
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(300), "{took:?}");
         assert!(took < Duration::from_secs(2), "{took:?}");
@@ -458,5 +486,22 @@ mod tests {
         assert_eq!(r.outcome, Observed::LocalError);
         assert_eq!(r.attempts, 0);
         assert!(r.detail.contains("address family"), "{}", r.detail);
+        assert_eq!((r.errno, r.silence), (None, None));
+    }
+
+    /// A source address this host does not have fails at bind: a local
+    /// error whose errno is kept (nothing is sent).
+    #[tokio::test]
+    async fn a_source_that_is_not_local_keeps_its_errno() {
+        let mut req = request("127.0.0.1:9".parse().unwrap(), 1, 100);
+        req.source = Some("198.18.0.1".parse().unwrap());
+        let r = exchange(&req, |_| true).await;
+        assert_eq!(r.outcome, Observed::LocalError, "{r:?}");
+        assert_eq!(r.errno, Some(libc::EADDRNOTAVAIL));
+        assert_eq!(r.silence, None);
+        assert_eq!(
+            r.detail,
+            "bind source 198.18.0.1: EADDRNOTAVAIL (local address or ephemeral port not available)"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::agent::canary::{Answer, parse_answer, probe_line};
+use super::canary_line::{Answer, parse_answer, probe_line};
 
 /// Options for the live requests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -589,7 +589,7 @@ mod tests {
         }
         let line = String::from_utf8(ServiceRequest::canary().payload).unwrap();
         assert!(
-            crate::agent::canary::parse_probe_line(&line).is_some(),
+            crate::probe::canary_line::parse_probe_line(&line).is_some(),
             "{line}"
         );
     }

@@ -1,0 +1,520 @@
+//! One attempt on one target: a TCP connect (then TLS and the caller's
+//! exchange), with the path-MTU tries after a stall, or one UDP datagram.
+//! It returns what it saw as an [`AttemptReport`]; what that makes of the
+//! target is [`super::retry`]'s to decide.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+use super::Shared;
+use super::connect::{ConnectDeadline, connect, open_socket};
+use crate::port::Protocol;
+use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
+use crate::probe::errqueue::IcmpEvidence;
+use crate::probe::exchange::{ExchangeContext, ExchangeOutcome, ProbeStream};
+use crate::probe::outcome::{CertFacts, Observed};
+use crate::probe::target::Target;
+use crate::probe::udp::{self, UdpRequest};
+use crate::probe::udp_service::ServiceRequest;
+
+/// Called once when an attempt turns quiet.
+pub(super) type Quiet = Box<dyn FnOnce() + Send + Sync>;
+
+/// How the scheduler starts one attempt.
+pub(super) struct AttemptSetup {
+    pub(super) deadline: ConnectDeadline,
+    /// The attempt turns quiet when its connect has waited this long
+    /// without an answer.
+    pub(super) quiet_after: Duration,
+    /// A stalled TLS handshake is reported as it is, without the path-MTU
+    /// tries, because the scheduler will try it again at lower concurrency.
+    pub(super) may_defer: bool,
+}
+
+/// What one attempt saw, for the scheduler.
+pub(super) struct AttemptReport {
+    pub(super) kind: AttemptKind,
+    pub(super) started: Instant,
+    pub(super) latency: Duration,
+    pub(super) timing: Timing,
+    pub(super) local_address: Option<SocketAddr>,
+    pub(super) icmp: Option<IcmpEvidence>,
+    pub(super) arrived: Option<u32>,
+}
+
+/// How long an attempt's handshakes took, each measured on its own so that
+/// neither includes the other (or the exchange after them).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Timing {
+    /// The round trip to the target's own stack (SYN to SYN-ACK or reset),
+    /// a sample for its adaptive timeout.
+    pub(super) answer: Option<Duration>,
+    /// The TCP connect round trip (SYN to SYN-ACK); `None` when it did not
+    /// connect.
+    pub(super) connect: Option<Duration>,
+    /// The TLS handshake; `None` when none completed.
+    pub(super) tls: Option<Duration>,
+}
+
+/// What an attempt's outcome is, before the retry decision.
+#[derive(Debug)]
+pub(super) enum AttemptKind {
+    Final {
+        observed: Observed,
+        detail: String,
+        /// The errno the outcome was read from (a refused or unreachable
+        /// connect, ICMP through `SO_ERROR`).
+        errno: Option<i32>,
+        cert: Option<Box<CertFacts>>,
+        /// TCP opened, then TLS or the exchange got no answer in time.
+        stalled: bool,
+        /// The stall went away with a small MSS: a path-MTU black hole.
+        path_mtu: bool,
+    },
+    Silent {
+        /// The deadline it waited.
+        waited: Duration,
+    },
+    /// Closed before the far end sent a byte, where an exchange expected an
+    /// answer: retried a few times, never taken for another host.
+    Shed {
+        observed: Observed,
+        detail: String,
+        cert: Option<Box<CertFacts>>,
+    },
+    SelfConnect,
+    LocalTransient {
+        detail: String,
+        errno: Option<i32>,
+    },
+    LocalPermanent {
+        detail: String,
+        errno: Option<i32>,
+    },
+}
+
+impl AttemptKind {
+    /// A final outcome that is no stall.
+    fn outcome(observed: Observed, detail: String, errno: Option<i32>) -> AttemptKind {
+        AttemptKind::Final {
+            observed,
+            detail,
+            errno,
+            cert: None,
+            stalled: false,
+            path_mtu: false,
+        }
+    }
+}
+
+/// One TCP try of an attempt (the first, or a path-MTU try).
+pub(super) struct Try<'a> {
+    /// The target's place in the sweep (for the exchange).
+    pub(super) index: usize,
+    pub(super) target: &'a Target,
+    pub(super) addr: SocketAddr,
+    /// The maximum segment size to ask for; `None`: the route's.
+    pub(super) mss: Option<u32>,
+    pub(super) deadline: ConnectDeadline,
+    /// Called when the connect has waited this long without an answer.
+    pub(super) quiet: Option<(Quiet, Duration)>,
+}
+
+/// What one TCP try saw.
+struct TryReport {
+    kind: AttemptKind,
+    /// The local address of the connection, when it connected.
+    local_address: Option<SocketAddr>,
+    /// The ICMP error the socket's queue held.
+    icmp: Option<IcmpEvidence>,
+    timing: Timing,
+}
+
+impl TryReport {
+    fn of(kind: AttemptKind) -> TryReport {
+        TryReport {
+            kind,
+            local_address: None,
+            icmp: None,
+            timing: Timing::default(),
+        }
+    }
+}
+
+impl Shared {
+    /// One attempt on `target` at `addr`; `quiet` is called when it turns
+    /// quiet.
+    pub(super) async fn attempt(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        setup: AttemptSetup,
+        quiet: Quiet,
+    ) -> AttemptReport {
+        if target.protocol == Protocol::Udp {
+            return self.udp_attempt(target, addr).await;
+        }
+        let started = Instant::now();
+        let first = Try {
+            index,
+            target,
+            addr,
+            mss: None,
+            deadline: setup.deadline.clone(),
+            quiet: Some((quiet, setup.quiet_after)),
+        };
+        let mut report = self.try_once(first).await;
+        if let (AttemptKind::Final { stalled: true, .. }, Some(mss), false) =
+            (&report.kind, self.config.mtu_retry_mss, setup.may_defer)
+        {
+            let retry = Try {
+                index,
+                target,
+                addr,
+                mss: Some(mss),
+                deadline: setup.deadline,
+                quiet: None,
+            };
+            report = self.mtu_retry(retry, mss, report).await;
+        }
+        AttemptReport {
+            kind: report.kind,
+            started,
+            latency: started.elapsed(),
+            timing: report.timing,
+            local_address: report.local_address,
+            icmp: report.icmp,
+            arrived: None,
+        }
+    }
+
+    /// One datagram of the live request (or canary line) for a UDP target;
+    /// silence goes back to the scheduler to be retried like a silent TCP
+    /// path.
+    async fn udp_attempt(&self, target: &Target, addr: SocketAddr) -> AttemptReport {
+        let started = Instant::now();
+        let config = &self.config;
+        let source = config.source_for(addr);
+        let request = ServiceRequest::for_port(target.port.get(), &self.udp);
+        let facts = std::sync::Mutex::new(None);
+        let r = udp::exchange(
+            &UdpRequest {
+                target: addr,
+                source,
+                payload: &request.payload,
+                attempts: 1,
+                timeout: config.connect_timeout,
+                spacing: Duration::ZERO,
+            },
+            |reply| match request.check(reply) {
+                Some(f) => {
+                    *facts.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+                    true
+                }
+                None => false,
+            },
+        )
+        .await;
+        let facts = facts.into_inner().unwrap_or_else(|e| e.into_inner());
+        let arrived = facts.as_ref().filter(|f| f.is_canary()).map(|_| r.replies);
+        let kind = match r.outcome {
+            Observed::Timeout if r.attempts > 0 => AttemptKind::Silent {
+                waited: config.connect_timeout,
+            },
+            Observed::LocalError if r.transient => AttemptKind::LocalTransient {
+                detail: r.detail,
+                errno: r.errno,
+            },
+            Observed::LocalError => AttemptKind::LocalPermanent {
+                detail: r.detail,
+                errno: r.errno,
+            },
+            observed => AttemptKind::Final {
+                observed,
+                detail: match (&facts, observed) {
+                    (Some(f), Observed::Open) => f.detail(),
+                    _ => r.detail,
+                },
+                errno: r.errno,
+                cert: None,
+                stalled: false,
+                path_mtu: false,
+            },
+        };
+        AttemptReport {
+            kind,
+            started,
+            latency: r.rtt.unwrap_or_else(|| started.elapsed()),
+            timing: Timing::default(),
+            local_address: r.local,
+            icmp: r.icmp,
+            arrived,
+        }
+    }
+
+    /// The second try of a stalled attempt with a small MSS (`retry`).
+    /// When it gets through, a third try with the ordinary MSS is the
+    /// control: if that gets through too, the stall was passing (a busy
+    /// host, not the path) and its result is the attempt's; if it stalls
+    /// again, the first try's outcome stands (that is what ordinary clients
+    /// get) and the attempt is marked as a path-MTU black hole. When the
+    /// small MSS stalls too, or gets through only slowly (in more than half
+    /// its deadline: a busy host), the first try's outcome stands as it was.
+    /// The first try's ICMP evidence is kept whatever happens.
+    async fn mtu_retry(&self, retry: Try<'_>, mss: u32, first: TryReport) -> TryReport {
+        let TryReport {
+            kind:
+                AttemptKind::Final {
+                    observed,
+                    detail,
+                    errno,
+                    ..
+                },
+            local_address,
+            icmp,
+            mut timing,
+        } = first
+        else {
+            return first;
+        };
+        let control = Try {
+            index: retry.index,
+            target: retry.target,
+            addr: retry.addr,
+            mss: None,
+            deadline: retry.deadline.clone(),
+            quiet: None,
+        };
+        let second_started = Instant::now();
+        let second = self.try_once(retry).await;
+        // A black hole eats large packets and lets small ones through at
+        // once; a small try that only just made its deadline is a slow
+        // host, and proves nothing about the path.
+        let slow_after = self.config.tls_timeout.max(self.config.exchange_timeout);
+        let quick = second_started.elapsed() * 2 < slow_after;
+        let kind = match second.kind {
+            AttemptKind::Final {
+                observed: Observed::Open,
+                cert,
+                ..
+            } if quick => {
+                let control = self.try_once(control).await;
+                if matches!(
+                    control.kind,
+                    AttemptKind::Final {
+                        observed: Observed::Open,
+                        ..
+                    }
+                ) {
+                    return TryReport {
+                        kind: control.kind,
+                        local_address: control.local_address.or(local_address),
+                        icmp,
+                        timing: control.timing,
+                    };
+                }
+                timing.tls = second.timing.tls;
+                return TryReport {
+                    kind: AttemptKind::Final {
+                        observed,
+                        detail: format!(
+                            "path MTU black hole: TCP opened but large packets never arrived ({detail}); a second try with a {mss}-byte MSS got through"
+                        ),
+                        errno,
+                        cert,
+                        stalled: true,
+                        path_mtu: true,
+                    },
+                    local_address: second.local_address.or(local_address),
+                    icmp,
+                    timing,
+                };
+            }
+            _ => AttemptKind::Final {
+                observed,
+                detail,
+                errno,
+                cert: None,
+                stalled: true,
+                path_mtu: false,
+            },
+        };
+        TryReport {
+            kind,
+            local_address,
+            icmp,
+            timing,
+        }
+    }
+
+    /// One TCP try: socket, connect, then the protocol's phase.
+    async fn try_once(&self, mut t: Try<'_>) -> TryReport {
+        let source = self.config.source_for(t.addr);
+        let speaks_first = t.target.protocol == Protocol::Tls
+            || self
+                .exchange
+                .as_ref()
+                .is_some_and(|e| e.speaks_first(t.index));
+        let socket = match open_socket(t.addr, source, t.mss, speaks_first) {
+            Ok(s) => s,
+            Err(kind) => return TryReport::of(kind),
+        };
+        let connecting = Instant::now();
+        let (connected, icmp, waited) =
+            connect(socket, t.addr, t.deadline.clone(), t.quiet.take()).await;
+        let mut report = TryReport {
+            icmp,
+            ..TryReport::of(AttemptKind::Silent { waited })
+        };
+        let stream = match connected {
+            Err(None) => return report,
+            Err(Some(e)) => {
+                if e.raw_os_error() == Some(libc::ECONNREFUSED) && report.icmp.is_none() {
+                    // A reset from the target's own stack: its round trip.
+                    report.timing.answer = Some(connecting.elapsed());
+                }
+                report.kind = connect_failure(&e, waited);
+                return report;
+            }
+            Ok((stream, rtt)) => {
+                report.timing.connect = Some(rtt);
+                report.timing.answer = Some(rtt);
+                stream
+            }
+        };
+        // Close with a reset rather than through TIME_WAIT, so that sweeps
+        // do not pile up sockets. Only an established connection can reach
+        // TIME_WAIT, so the option is set here rather than on every socket:
+        // that saves one system call per refused or silent port.
+        if let Err(e) = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)) {
+            report.kind = AttemptKind::LocalPermanent {
+                detail: format!("set SO_LINGER: {}", error_detail(&e)),
+                errno: e.raw_os_error(),
+            };
+            return report;
+        }
+        let local = stream.local_addr().ok();
+        report.local_address = local;
+        if local == Some(t.addr) {
+            report.kind = AttemptKind::SelfConnect;
+            return report;
+        }
+        let (kind, tls) = self.connected(&t, local.unwrap_or(t.addr), stream).await;
+        report.kind = kind;
+        report.timing.tls = tls;
+        report
+    }
+
+    /// The phase after TCP connected: the caller's exchange, or TLS and
+    /// then the exchange (with how long the TLS handshake took).
+    async fn connected(
+        &self,
+        t: &Try<'_>,
+        local: SocketAddr,
+        mut stream: TcpStream,
+    ) -> (AttemptKind, Option<Duration>) {
+        match t.target.protocol {
+            Protocol::Tcp => match self.run_exchange(t, local, &mut stream).await {
+                Ok((observed, detail, stalled)) => (
+                    AttemptKind::Final {
+                        observed,
+                        detail,
+                        errno: None,
+                        cert: None,
+                        stalled,
+                        path_mtu: false,
+                    },
+                    None,
+                ),
+                Err(detail) => (
+                    AttemptKind::Shed {
+                        observed: Observed::WrongHost,
+                        detail,
+                        cert: None,
+                    },
+                    None,
+                ),
+            },
+            Protocol::Tls => self.tls_phase(t, local, stream).await,
+            // UDP targets never reach a TCP connect (see `attempt`).
+            Protocol::Udp => (
+                AttemptKind::LocalPermanent {
+                    detail: "UDP target given to the TCP path".to_string(),
+                    errno: None,
+                },
+                None,
+            ),
+        }
+    }
+
+    /// The caller's exchange on a connected stream: the outcome, its detail
+    /// and whether it stalled (no answer in time).
+    pub(super) async fn run_exchange(
+        &self,
+        t: &Try<'_>,
+        local: SocketAddr,
+        stream: &mut dyn ProbeStream,
+    ) -> Result<(Observed, String, bool), String> {
+        let Some(exchange) = &self.exchange else {
+            return Ok((Observed::Open, String::new(), false));
+        };
+        let context = ExchangeContext {
+            index: t.index,
+            target: t.target,
+            peer: t.addr,
+            local,
+        };
+        match timeout(
+            self.config.exchange_timeout,
+            exchange.exchange(context, stream),
+        )
+        .await
+        {
+            Ok(ExchangeOutcome::Confirmed { detail }) => Ok((Observed::Open, detail, false)),
+            Ok(ExchangeOutcome::WrongHost { detail }) => Ok((Observed::WrongHost, detail, false)),
+            Ok(ExchangeOutcome::Unanswered { detail }) => Err(detail),
+            Err(_elapsed) => Ok((
+                Observed::WrongHost,
+                format!(
+                    "connected, but no answer to the exchange within {} ms",
+                    self.config.exchange_timeout.as_millis()
+                ),
+                // The exchange's lines are far below any path MTU: a stall
+                // there is never a black hole, so no small-MSS retry. Nor
+                // is it tried again: where a canary was slow, the round's
+                // join finds our nonce in its evidence and says open, and
+                // retries would only add to the load that made it slow.
+                false,
+            )),
+        }
+    }
+}
+
+/// Two details as one, either of which may be empty.
+pub(super) fn join_detail(a: String, b: String) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a,
+        (true, false) => b,
+        (false, false) => format!("{a}; {b}"),
+    }
+}
+
+/// What a failed connect is: silence, a network outcome with its errno, or
+/// a local failure.
+fn connect_failure(e: &std::io::Error, waited: Duration) -> AttemptKind {
+    let detail = error_detail(e);
+    let errno = e.raw_os_error();
+    match classify_connect_error(e) {
+        ConnectClass::Network(Observed::Timeout) => AttemptKind::Silent { waited },
+        ConnectClass::Network(observed) => AttemptKind::outcome(observed, detail, errno),
+        ConnectClass::LocalTransient => AttemptKind::LocalTransient { detail, errno },
+        ConnectClass::LocalPermanent => AttemptKind::LocalPermanent {
+            detail: format!("connect: {detail}"),
+            errno,
+        },
+    }
+}

@@ -1,0 +1,236 @@
+//! A TCP connect as one attempt needs it: a non-blocking socket with the
+//! error queue on (bound to the source, with a small MSS when asked), and a
+//! connect within a deadline that may move while it waits
+//! ([`ConnectDeadline`]), reporting the raw errno, the queued ICMP error
+//! and the round trip.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+
+use super::attempt::{AttemptKind, Quiet};
+use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
+use crate::probe::errqueue::{self, IcmpEvidence};
+
+/// How long a connect waits for an answer.
+#[derive(Clone)]
+pub(super) enum ConnectDeadline {
+    /// `timeout_ms`, whatever is measured.
+    Fixed(Duration),
+    /// The host's current adaptive timeout, which moves as its round trips
+    /// are measured (also while the attempt waits).
+    Adaptive(watch::Receiver<Duration>),
+}
+
+impl ConnectDeadline {
+    fn current(&self) -> Duration {
+        match self {
+            ConnectDeadline::Fixed(d) => *d,
+            ConnectDeadline::Adaptive(rx) => *rx.borrow(),
+        }
+    }
+
+    /// Resolves when the deadline may have moved.
+    async fn changed(&mut self) {
+        match self {
+            ConnectDeadline::Fixed(_) => std::future::pending().await,
+            ConnectDeadline::Adaptive(rx) => {
+                if rx.changed().await.is_err() {
+                    // The sweep is gone; keep what was last said.
+                    let last = *rx.borrow();
+                    *self = ConnectDeadline::Fixed(last);
+                }
+            }
+        }
+    }
+}
+
+/// A non-blocking socket, bound to `source` when one is given, that queues
+/// ICMP errors with their sender, and with maximum segment size `mss` when
+/// one is given.
+pub(super) fn open_socket(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    mss: Option<u32>,
+    speaks_first: bool,
+) -> Result<Socket, AttemptKind> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(|e| match classify_connect_error(&e) {
+        ConnectClass::LocalTransient => AttemptKind::LocalTransient {
+            detail: error_detail(&e),
+            errno: e.raw_os_error(),
+        },
+        _ => AttemptKind::LocalPermanent {
+            detail: format!("socket: {}", error_detail(&e)),
+            errno: e.raw_os_error(),
+        },
+    })?;
+    // Where the error queue is not available the errno alone classifies.
+    errqueue::enable(&socket, addr.is_ipv6());
+    // A probe that speaks first (a nonce line, a ClientHello) lets the
+    // handshake's last ACK ride on its first bytes: with quick ACKs off
+    // ("ping-pong" mode) Linux delays that ACK for up to 200 ms, and the
+    // write follows within microseconds. One packet fewer per probe; an
+    // optimisation only, so a refusal is ignored.
+    #[cfg(target_os = "linux")]
+    if speaks_first {
+        let _ = socket.set_tcp_quickack(false);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = speaks_first;
+    if let Some(mss) = mss {
+        socket
+            .set_tcp_mss(mss)
+            .map_err(|e| AttemptKind::LocalPermanent {
+                detail: format!("set TCP_MAXSEG {mss}: {}", error_detail(&e)),
+                errno: e.raw_os_error(),
+            })?;
+    }
+    if let Some(source) = source {
+        if source.is_ipv4() != addr.is_ipv4() {
+            return Err(AttemptKind::LocalPermanent {
+                detail: format!("source address {source} is not of the target's address family"),
+                errno: None,
+            });
+        }
+        // The port is chosen at connect time (IP_BIND_ADDRESS_NO_PORT), for
+        // this 4-tuple: bind then reserves no ephemeral port of its own, so
+        // a sweep from one source address is not capped at the ephemeral
+        // range, and the kernel skips a search of its bind table.
+        #[cfg(target_os = "linux")]
+        let _ = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        );
+        let bind_to = SockAddr::from(SocketAddr::new(source, 0));
+        socket.bind(&bind_to).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                // No ephemeral port left for this source: wait for one.
+                AttemptKind::LocalTransient {
+                    detail: error_detail(&e),
+                    errno: e.raw_os_error(),
+                }
+            } else {
+                AttemptKind::LocalPermanent {
+                    detail: format!("bind source {source}: {}", error_detail(&e)),
+                    errno: e.raw_os_error(),
+                }
+            }
+        })?;
+    }
+    Ok(socket)
+}
+
+/// Connects a non-blocking socket within `deadline`, returning the stream
+/// and the connect round trip (SYN to SYN-ACK, as near as user space can
+/// see it). The answer is often already there when `connect` returns (a
+/// reset, or a handshake with a local or nearby host), so it is read
+/// straight away, and only a connection still in progress is handed to the
+/// reactor: that spares most refused ports two `epoll_ctl` calls and a
+/// wake-up, and keeps the reactor's scheduling delay out of a local round
+/// trip. Errors carry the raw errno, from `connect` or from `SO_ERROR`
+/// (where ICMP errors land); `Err(None)` is silence. Beside the result
+/// comes the ICMP error the socket's queue holds, read before the socket
+/// closes, and the deadline waited.
+///
+/// An adaptive deadline is followed as it moves while the attempt waits.
+/// When it passes, the socket itself is asked once more before the attempt
+/// is called silent, so that a busy reactor that has not yet said
+/// "writable" never turns an answered connect into silence. `quiet` is
+/// called once the connect has waited its duration without an answer.
+pub(super) async fn connect(
+    socket: Socket,
+    addr: SocketAddr,
+    mut deadline: ConnectDeadline,
+    quiet: Option<(Quiet, Duration)>,
+) -> (
+    Result<(TcpStream, Duration), Option<std::io::Error>>,
+    Option<IcmpEvidence>,
+    Duration,
+) {
+    let started = Instant::now();
+    let mut connected = None;
+    match socket.connect(&SockAddr::from(addr)) {
+        Ok(()) => connected = Some(started.elapsed()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match socket.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let icmp = errqueue::read(&socket);
+                return (Err(Some(e)), icmp, Duration::ZERO);
+            }
+            Ok(None) => {
+                // Established already (a peer name exists only then).
+                if socket.peer_addr().is_ok() {
+                    connected = Some(started.elapsed());
+                }
+            }
+        },
+        Err(e) => {
+            let icmp = errqueue::read(&socket);
+            return (Err(Some(e)), icmp, Duration::ZERO);
+        }
+    }
+    let stream = match TcpStream::from_std(socket.into()) {
+        Ok(s) => s,
+        Err(e) => return (Err(Some(e)), None, Duration::ZERO),
+    };
+    if let Some(rtt) = connected {
+        return (Ok((stream, rtt)), None, Duration::ZERO);
+    }
+    let (mut quiet, quiet_at) = match quiet {
+        Some((f, after)) => (Some(f), Some(started + after)),
+        None => (None, None),
+    };
+    enum Wake {
+        Ready(std::io::Result<()>),
+        Deadline,
+        Quiet,
+        Moved,
+    }
+    let (r, waited) = loop {
+        let limit = deadline.current();
+        let wake = tokio::select! {
+            ready = stream.writable() => Wake::Ready(ready),
+            () = sleep_until(started + limit) => Wake::Deadline,
+            () = sleep_until(quiet_at.unwrap_or(started)), if quiet.is_some() => Wake::Quiet,
+            () = deadline.changed() => Wake::Moved,
+        };
+        match wake {
+            Wake::Ready(Err(e)) => break (Err(Some(e)), limit),
+            Wake::Ready(Ok(())) => {
+                let rtt = started.elapsed();
+                match stream.take_error() {
+                    Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
+                    Ok(None) => return (Ok((stream, rtt)), None, limit),
+                }
+            }
+            Wake::Quiet => {
+                if let Some(f) = quiet.take() {
+                    f();
+                }
+            }
+            Wake::Moved => {}
+            Wake::Deadline if deadline.current() > limit => {}
+            Wake::Deadline => {
+                // The kernel's view, in case the reactor is behind.
+                match stream.take_error() {
+                    Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
+                    Ok(None) if stream.peer_addr().is_ok() => {
+                        return (Ok((stream, started.elapsed())), None, limit);
+                    }
+                    Ok(None) => break (Err(None), limit),
+                }
+            }
+        }
+    };
+    let icmp = errqueue::read(&stream);
+    (r, icmp, waited)
+}

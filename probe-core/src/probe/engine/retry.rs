@@ -1,0 +1,586 @@
+//! The retry decision: from one attempt's outcome and what is known about
+//! its target and host, whether the target is finished (and with what
+//! verdict), or is tried again, and when. Plain data in, plain data out:
+//! no sockets, no channels, so every rule is unit-tested with `Instant`s.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::attempt::AttemptKind;
+use super::config::ProbeConfig;
+use super::pacing::HostPacing;
+use super::scheduler::Slot;
+use crate::port::Protocol;
+use crate::probe::outcome::{Observed, Silence};
+use crate::probe::target::Target;
+use crate::probe::udp_service::{UdpOptions, UdpService};
+
+/// Extra tries for a TLS handshake that stalled on a host whose other
+/// handshakes succeed: each goes at the host's reduced concurrency before
+/// the stall may become `tls-error`.
+pub(super) const CONGESTION_RETRIES: u32 = 2;
+
+/// Extra attempts for a path whose connection a canary shed (closed
+/// unanswered), spaced 100, 200, 400, 800, 1600 ms apart, each plus up to
+/// as much again at random.
+const SHED_RETRIES: u32 = 5;
+
+/// A few bits that differ between targets, tries and processes, for
+/// backoff jitter (not for anything that needs real randomness).
+fn jitter(index: usize, round: u32) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(index);
+    h.write_u32(round);
+    h.finish()
+}
+
+/// How a target finished: its outcome and the typed facts it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Verdict {
+    pub(super) observed: Observed,
+    pub(super) detail: String,
+    /// The errno the outcome was read from.
+    pub(super) errno: Option<i32>,
+    /// Set for `timeout`.
+    pub(super) silence: Option<Silence>,
+}
+
+impl Verdict {
+    pub(super) fn new(observed: Observed, detail: String, errno: Option<i32>) -> Verdict {
+        Verdict {
+            observed,
+            detail,
+            errno,
+            silence: None,
+        }
+    }
+}
+
+/// What becomes of a target after one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// The target is finished.
+    Finish(Verdict),
+    /// A stalled handshake on a busy host, tried again at once (at the
+    /// host's reduced concurrency, or with the path-MTU tries).
+    Defer,
+    /// Tried again once this instant has come.
+    RetryAt(Instant),
+}
+
+/// What the decision reads besides the slot and its host.
+pub(super) struct Context<'a> {
+    pub(super) config: &'a ProbeConfig,
+    pub(super) target: &'a Target,
+    /// The target's place in the sweep (its backoff jitter).
+    pub(super) index: usize,
+    /// The live requests of UDP targets (what their silence means).
+    pub(super) udp: &'a UdpOptions,
+    /// When the attempt started.
+    pub(super) started: Instant,
+    pub(super) now: Instant,
+}
+
+/// Decides what one attempt's outcome makes of its target, updating the
+/// slot's counters and the host's pacing as it goes (`ready` receives a
+/// target the host takes again once a handshake completed).
+pub(super) fn decide(
+    slot: &mut Slot,
+    host: &mut HostPacing,
+    ready: &mut VecDeque<usize>,
+    kind: AttemptKind,
+    cx: &Context<'_>,
+) -> Decision {
+    let addr = slot.addr;
+    match kind {
+        // Deferred where our own queue can be the cause: decided when the
+        // attempt started (others in flight then), or now that the host
+        // has completed other handshakes meanwhile (the first attempt to a
+        // busy host starts alone).
+        AttemptKind::Final {
+            stalled: true,
+            path_mtu: false,
+            ..
+        } if slot.may_defer || (host.answered && slot.deferrals < CONGESTION_RETRIES) => {
+            defer(slot, host, cx)
+        }
+        AttemptKind::Final {
+            observed,
+            detail,
+            errno,
+            cert,
+            path_mtu,
+            ..
+        } => {
+            slot.attempts += 1;
+            slot.cert = cert;
+            slot.path_mtu = path_mtu;
+            answered(slot, host, ready, observed, cx);
+            Decision::Finish(Verdict::new(observed, detail, errno))
+        }
+        AttemptKind::Silent { waited } => silent(slot, host, waited, cx),
+        AttemptKind::Shed {
+            observed,
+            detail,
+            cert,
+        } => {
+            tracing::debug!(?addr, %detail, "probe shed");
+            slot.attempts += 1;
+            slot.sheds += 1;
+            slot.cert = cert;
+            if slot.sheds <= SHED_RETRIES {
+                // The far end is overloaded (by us and the round's other
+                // sources): fewer at once to it, and a backoff with jitter
+                // so that sources shed together do not come back together.
+                host.congested(cx.started);
+                let base = 50u64 << slot.sheds;
+                let backoff = Duration::from_millis(base + jitter(cx.index, slot.sheds) % base);
+                Decision::RetryAt(cx.now + backoff)
+            } else {
+                slot.shed = true;
+                Decision::Finish(Verdict::new(observed, detail, None))
+            }
+        }
+        AttemptKind::SelfConnect => {
+            // The kernel picked the destination port as our source port and
+            // connected the socket to itself: nothing listened. Try again
+            // from another port.
+            slot.self_connects += 1;
+            if slot.self_connects <= 3 {
+                Decision::RetryAt(cx.now)
+            } else {
+                Decision::Finish(Verdict::new(
+                    Observed::LocalError,
+                    "the socket kept connecting to itself".to_string(),
+                    None,
+                ))
+            }
+        }
+        AttemptKind::LocalTransient { detail, errno } => {
+            let since = *slot.local_since.get_or_insert(cx.now);
+            slot.local_failures += 1;
+            if cx.now.duration_since(since) < cx.config.local_error_budget {
+                let backoff = Duration::from_millis(10u64 << slot.local_failures.min(7));
+                Decision::RetryAt(cx.now + backoff)
+            } else {
+                Decision::Finish(Verdict::new(Observed::LocalError, detail, errno))
+            }
+        }
+        AttemptKind::LocalPermanent { detail, errno } => {
+            Decision::Finish(Verdict::new(Observed::LocalError, detail, errno))
+        }
+    }
+}
+
+/// A stalled handshake deferred where our own queue can be the cause:
+/// decided when the attempt started (others in flight then), or now that
+/// the host has completed other handshakes meanwhile (the first attempt to
+/// a busy host starts alone).
+fn defer(slot: &mut Slot, host: &mut HostPacing, cx: &Context<'_>) -> Decision {
+    tracing::debug!(addr = ?slot.addr, answered = host.answered, limit = host.limit, "stalled handshake deferred");
+    slot.attempts += 1;
+    if host.answered {
+        // A handshake stalled on a host that completes others: our own
+        // queue at a busy server, not a verdict. Fewer at once to that
+        // host, and this target tries again.
+        slot.deferrals += 1;
+        host.congested(cx.started);
+    } else {
+        // Nothing on this host has answered: maybe no TLS there at all.
+        // Once more, this time with the path-MTU tries.
+        slot.deferrals = CONGESTION_RETRIES;
+    }
+    Decision::Defer
+}
+
+/// What a final outcome tells about its host: an ICMP error spends one of
+/// its tokens, a completed handshake shows it answers.
+fn answered(
+    slot: &Slot,
+    host: &mut HostPacing,
+    ready: &mut VecDeque<usize>,
+    observed: Observed,
+    cx: &Context<'_>,
+) {
+    // A UDP port-unreachable is an ICMP error too, and as rate-limited as
+    // any.
+    let icmp_refused = cx.target.protocol == Protocol::Udp && observed == Observed::Refused;
+    if observed == Observed::Unreachable || icmp_refused {
+        host.icmp_seen = true;
+        // A paced retry already took its token when it left.
+        if !slot.paced {
+            host.take_token(cx.now, cx.config);
+        }
+    }
+    if observed == Observed::Open {
+        host.on_answer(ready, cx.config);
+    }
+}
+
+/// A silent attempt: retried while retries are left (at once, or paced to
+/// a host that rejects with ICMP), else `timeout` with its silence.
+fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>) -> Decision {
+    tracing::debug!(addr = ?slot.addr, waited_ms = waited.as_millis() as u64, "probe silent");
+    slot.attempts += 1;
+    slot.waited = waited;
+    if slot.attempts <= cx.config.retries {
+        // The attempt waited out its deadline already: the retry goes at
+        // once, except that retries to a host that rejects with ICMP keep
+        // to its rate limit.
+        slot.paced = host.should_pace(cx.config);
+        let earliest = if slot.paced {
+            (cx.started + cx.config.retry_spacing).max(cx.now)
+        } else {
+            cx.now
+        };
+        return Decision::RetryAt(earliest);
+    }
+    let (mut detail, silence) = silence_detail(slot, host, cx.config);
+    if cx.target.protocol == Protocol::Udp {
+        let service = UdpService::for_port(cx.target.port.get(), cx.udp);
+        detail = format!("{detail}: {}", service.silence());
+    }
+    Decision::Finish(Verdict {
+        silence: Some(silence),
+        ..Verdict::new(Observed::Timeout, detail, None)
+    })
+}
+
+/// The detail of a path that stayed silent through every attempt, and the
+/// same facts typed: the deadline the text names, and whether it was the
+/// adaptive one.
+fn silence_detail(slot: &Slot, host: &HostPacing, config: &ProbeConfig) -> (String, Silence) {
+    let attempts = format!(
+        "{} attempt{}",
+        slot.attempts,
+        if slot.attempts == 1 { "" } else { "s" }
+    );
+    let waited = slot.waited.max(Duration::from_millis(1));
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    match host.rtt.srtt() {
+        Some(srtt) if config.adaptive && waited < config.connect_timeout => (
+            format!(
+                "no answer within {} ms ({attempts}; adaptive timeout: the host's other ports answer in {:.2} ms, longest {:.2} ms; at most {} ms)",
+                waited.as_millis(),
+                srtt.as_secs_f64() * 1000.0,
+                host.rtt.max_seen().as_secs_f64() * 1000.0,
+                config.connect_timeout.as_millis()
+            ),
+            Silence {
+                waited_ms: millis(waited),
+                adaptive: true,
+            },
+        ),
+        _ => (
+            format!(
+                "no answer within {} ms ({attempts})",
+                config.connect_timeout.as_millis()
+            ),
+            Silence {
+                waited_ms: millis(config.connect_timeout),
+                adaptive: false,
+            },
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every rule of the decision on plain values: a slot, a host's pacing
+    //! and `Instant`s, no socket.
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::port::Port;
+    use crate::probe::target::Host;
+
+    const ADDR: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+
+    fn target(protocol: Protocol) -> Target {
+        Target {
+            host: Host::Ip(ADDR),
+            port: Port::new(443).unwrap(),
+            protocol,
+            server_name: None,
+        }
+    }
+
+    struct Case {
+        config: ProbeConfig,
+        target: Target,
+        slot: Slot,
+        host: HostPacing,
+        ready: VecDeque<usize>,
+        udp: UdpOptions,
+        started: Instant,
+        now: Instant,
+    }
+
+    impl Case {
+        fn new(protocol: Protocol) -> Case {
+            let config = ProbeConfig {
+                retries: 1,
+                ..ProbeConfig::default()
+            };
+            let slot = Slot {
+                addr: Some(SocketAddr::new(ADDR, 443)),
+                ..Slot::default()
+            };
+            let mut host = HostPacing::new(&config);
+            host.unfinished = 1;
+            let started = Instant::now();
+            Case {
+                host,
+                config,
+                target: target(protocol),
+                slot,
+                ready: VecDeque::new(),
+                udp: UdpOptions::default(),
+                started,
+                now: started + Duration::from_millis(1000),
+            }
+        }
+
+        fn decide(&mut self, kind: AttemptKind) -> Decision {
+            let cx = Context {
+                config: &self.config,
+                target: &self.target,
+                index: 7,
+                udp: &self.udp,
+                started: self.started,
+                now: self.now,
+            };
+            decide(&mut self.slot, &mut self.host, &mut self.ready, kind, &cx)
+        }
+    }
+
+    fn final_(observed: Observed, errno: Option<i32>, stalled: bool) -> AttemptKind {
+        AttemptKind::Final {
+            observed,
+            detail: format!("{observed}"),
+            errno,
+            cert: None,
+            stalled,
+            path_mtu: false,
+        }
+    }
+
+    fn silent() -> AttemptKind {
+        AttemptKind::Silent {
+            waited: Duration::from_millis(1000),
+        }
+    }
+
+    #[test]
+    fn silence_is_retried_at_once_then_is_a_typed_timeout() {
+        let mut c = Case::new(Protocol::Tcp);
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        assert!(!c.slot.paced);
+        let Decision::Finish(v) = c.decide(silent()) else {
+            panic!("the last retry finishes");
+        };
+        assert_eq!(v.observed, Observed::Timeout);
+        assert_eq!(v.detail, "no answer within 1000 ms (2 attempts)");
+        assert_eq!(
+            v.silence,
+            Some(Silence {
+                waited_ms: 1000,
+                adaptive: false
+            })
+        );
+        assert_eq!((v.errno, c.slot.attempts), (None, 2));
+    }
+
+    #[test]
+    fn an_adaptive_deadline_shorter_than_timeout_ms_is_an_adaptive_silence() {
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.retries = 0;
+        c.host.rtt.sample(Duration::from_millis(2));
+        let Decision::Finish(v) = c.decide(AttemptKind::Silent {
+            waited: Duration::from_millis(100),
+        }) else {
+            panic!("no retries left");
+        };
+        assert_eq!(
+            v.silence,
+            Some(Silence {
+                waited_ms: 100,
+                adaptive: true
+            })
+        );
+        assert!(
+            v.detail
+                .starts_with("no answer within 100 ms (1 attempt; adaptive timeout: "),
+            "{}",
+            v.detail
+        );
+    }
+
+    #[test]
+    fn a_udp_silence_says_what_its_service_silence_means() {
+        let mut c = Case::new(Protocol::Udp);
+        c.config.retries = 0;
+        let Decision::Finish(v) = c.decide(silent()) else {
+            panic!("no retries left");
+        };
+        let service = UdpService::for_port(443, &c.udp).silence();
+        assert_eq!(
+            v.detail,
+            format!("no answer within 1000 ms (1 attempt): {service}")
+        );
+    }
+
+    /// A host seen rejecting with ICMP gets its silent retries paced: one
+    /// `retry_spacing` after the attempt started, not at once.
+    #[test]
+    fn retries_to_a_host_that_rejects_with_icmp_are_paced() {
+        let mut c = Case::new(Protocol::Tcp);
+        c.now = c.started + Duration::from_millis(200);
+        let unreachable = final_(Observed::Unreachable, Some(libc::EHOSTUNREACH), false);
+        let mut other = Case::new(Protocol::Tcp);
+        let Decision::Finish(v) = other.decide(unreachable) else {
+            panic!("an ICMP error is final");
+        };
+        assert_eq!(v.errno, Some(libc::EHOSTUNREACH));
+        assert!(other.host.icmp_seen);
+
+        c.host.icmp_seen = true;
+        assert_eq!(
+            c.decide(silent()),
+            Decision::RetryAt(c.started + c.config.retry_spacing)
+        );
+        assert!(c.slot.paced);
+    }
+
+    #[test]
+    fn an_open_port_finishes_and_marks_its_host_as_answering() {
+        let mut c = Case::new(Protocol::Tcp);
+        let d = c.decide(final_(Observed::Open, None, false));
+        assert_eq!(
+            d,
+            Decision::Finish(Verdict::new(Observed::Open, "open".into(), None))
+        );
+        assert!(c.host.answered);
+    }
+
+    /// A stalled handshake on a host that answers others is deferred at
+    /// most CONGESTION_RETRIES times, each cutting the host's bound; then
+    /// the stall is the verdict.
+    #[test]
+    fn a_stall_on_an_answering_host_is_deferred_then_final() {
+        let mut c = Case::new(Protocol::Tls);
+        c.host.answered = true;
+        c.host.in_flight = 8;
+        let stall = || final_(Observed::TlsError, None, true);
+        assert_eq!(c.decide(stall()), Decision::Defer);
+        assert_eq!(c.host.limit, 4);
+        assert_eq!(c.decide(stall()), Decision::Defer);
+        assert_eq!(c.slot.deferrals, CONGESTION_RETRIES);
+        let Decision::Finish(v) = c.decide(stall()) else {
+            panic!("deferrals are bounded");
+        };
+        assert_eq!(v.observed, Observed::TlsError);
+        assert_eq!(c.slot.attempts, 3);
+    }
+
+    /// Where nothing on the host answered, a stall the attempt may defer is
+    /// tried once more (with the path-MTU tries), not again and again.
+    #[test]
+    fn a_stall_on_a_silent_host_gets_one_more_try() {
+        let mut c = Case::new(Protocol::Tls);
+        c.slot.may_defer = true;
+        assert_eq!(
+            c.decide(final_(Observed::TlsError, None, true)),
+            Decision::Defer
+        );
+        assert_eq!(c.slot.deferrals, CONGESTION_RETRIES);
+        c.slot.may_defer = false;
+        assert!(matches!(
+            c.decide(final_(Observed::TlsError, None, true)),
+            Decision::Finish(_)
+        ));
+    }
+
+    #[test]
+    fn a_shed_connection_backs_off_with_jitter_then_is_marked_shed() {
+        let mut c = Case::new(Protocol::Tcp);
+        let shed = || AttemptKind::Shed {
+            observed: Observed::WrongHost,
+            detail: "closed".into(),
+            cert: None,
+        };
+        for n in 1..=SHED_RETRIES {
+            let Decision::RetryAt(at) = c.decide(shed()) else {
+                panic!("shed {n} is retried");
+            };
+            let base = Duration::from_millis(50 << n);
+            assert!(at >= c.now + base && at < c.now + base * 2, "{n}");
+        }
+        let Decision::Finish(v) = c.decide(shed()) else {
+            panic!("sheds are bounded");
+        };
+        assert_eq!(v.observed, Observed::WrongHost);
+        assert!(c.slot.shed);
+    }
+
+    #[test]
+    fn a_socket_connected_to_itself_is_tried_three_more_times() {
+        let mut c = Case::new(Protocol::Tcp);
+        for _ in 0..3 {
+            assert_eq!(c.decide(AttemptKind::SelfConnect), Decision::RetryAt(c.now));
+        }
+        assert_eq!(
+            c.decide(AttemptKind::SelfConnect),
+            Decision::Finish(Verdict::new(
+                Observed::LocalError,
+                "the socket kept connecting to itself".into(),
+                None
+            ))
+        );
+    }
+
+    /// A local shortage backs off while within the budget, then is a
+    /// `local-error` carrying its errno; a permanent one is at once.
+    #[test]
+    fn local_failures_back_off_within_their_budget_and_keep_their_errno() {
+        let mut c = Case::new(Protocol::Tcp);
+        let emfile = || AttemptKind::LocalTransient {
+            detail: "EMFILE".into(),
+            errno: Some(libc::EMFILE),
+        };
+        assert_eq!(
+            c.decide(emfile()),
+            Decision::RetryAt(c.now + Duration::from_millis(20))
+        );
+        c.now += c.config.local_error_budget;
+        assert_eq!(
+            c.decide(emfile()),
+            Decision::Finish(Verdict::new(
+                Observed::LocalError,
+                "EMFILE".into(),
+                Some(libc::EMFILE)
+            ))
+        );
+        let mut c = Case::new(Protocol::Tcp);
+        let d = c.decide(AttemptKind::LocalPermanent {
+            detail: "bind".into(),
+            errno: Some(libc::EADDRNOTAVAIL),
+        });
+        assert_eq!(
+            d,
+            Decision::Finish(Verdict::new(
+                Observed::LocalError,
+                "bind".into(),
+                Some(libc::EADDRNOTAVAIL)
+            ))
+        );
+        assert_eq!(
+            c.slot.attempts, 0,
+            "local failures never reached the network"
+        );
+    }
+}
