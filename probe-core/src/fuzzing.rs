@@ -39,8 +39,8 @@ pub fn control(data: &[u8]) {
             let _ = serde_json::to_vec(&r);
         }
         if let Ok(s) = std::str::from_utf8(line) {
-            let _ = crate::agent::canary::parse_probe_line(s);
-            let _ = crate::agent::canary::parse_answer(s);
+            let _ = crate::probe::canary_line::parse_probe_line(s);
+            let _ = crate::probe::canary_line::parse_answer(s);
         }
     }
 }

@@ -60,7 +60,7 @@ import tempfile
 # imported). The invariants this keeps: `probe` never imports `agent`,
 # `agent` never imports `report`, nothing imports a layer above its own.
 LAYERS = [
-    ["port", "time"],
+    ["port", "time", "errors"],
     # The plan model, with the catalog (built-in roles) under it.
     ["plan"],
     ["pki"],

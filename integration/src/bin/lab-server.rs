@@ -124,7 +124,7 @@ fn canary_udp(s: &UdpSocket, name: &str) {
     let mut buf = [0u8; 2048];
     while let Ok((n, from)) = s.recv_from(&mut buf) {
         let line = std::str::from_utf8(&buf[..n]).unwrap_or("");
-        let why = match probe_core::agent::canary::parse_probe_line(line) {
+        let why = match probe_core::probe::canary_line::parse_probe_line(line) {
             Some(_) => "not-this-round",
             None => "bad-line",
         };

@@ -36,11 +36,11 @@ use crate::control::{ListenerReport, ListenerState, Sighting, TransportProtocol}
 use crate::port::Protocol;
 use crate::probe::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
 
-// The exchange's line grammar (one place: `canary_line`, re-exported so
-// `agent::canary::{probe_line, ..}` keeps naming it).
 use super::canary_common::bind_failure;
 pub use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort};
-pub use super::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
+// The exchange's line grammar lives in the probe layer (`probe::canary_line`),
+// which every prober that carries a nonce speaks too.
+use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
 
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` if the peer closed
 /// or sent too much without a newline.

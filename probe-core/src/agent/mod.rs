@@ -17,7 +17,6 @@
 
 pub mod canary;
 mod canary_common;
-mod canary_line;
 mod config;
 mod endpoint;
 pub mod nftrace;

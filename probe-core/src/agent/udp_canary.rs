@@ -5,7 +5,7 @@
 //! and answers each one, so that the join can tell "arrived and answered"
 //! from "arrived, answer lost" (a one-way path) from "never arrived".
 //!
-//! Same wire lines as the TCP canaries ([`super::canary_line`]), one per
+//! Same wire lines as the TCP canaries ([`crate::probe::canary_line`]), one per
 //! datagram. Memory is bounded by the round (distinct nonces kept: the
 //! nonces the round makes the canary expect plus headroom, and never more
 //! than the agent's per-canary cap); datagrams that carry no line of this
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort, bind_failure};
-use super::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
+use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
 use crate::control::{ListenerReport, ListenerState, PathProbe};
 use crate::probe::Observed;
 use crate::probe::udp::{self, UdpRequest};
