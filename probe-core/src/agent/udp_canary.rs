@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort, bind_failure};
-use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
 use crate::control::{ListenerReport, ListenerState, PathProbe};
 use crate::probe::Observed;
+use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
 use crate::probe::udp::{self, UdpRequest};
 
 /// Most `PORTCALL-ERR` answers (lines of another round) one UDP canary

@@ -9,19 +9,17 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use super::Shared;
 use super::connect::{ConnectDeadline, connect, open_socket};
+use super::report::{AttemptKind, AttemptReport, Quiet, Timing};
+use super::shared::Shared;
 use crate::port::Protocol;
 use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
 use crate::probe::errqueue::IcmpEvidence;
 use crate::probe::exchange::{ExchangeContext, ExchangeOutcome, ProbeStream};
-use crate::probe::outcome::{CertFacts, Observed};
+use crate::probe::outcome::Observed;
 use crate::probe::target::Target;
 use crate::probe::udp::{self, UdpRequest};
 use crate::probe::udp_service::ServiceRequest;
-
-/// Called once when an attempt turns quiet.
-pub(super) type Quiet = Box<dyn FnOnce() + Send + Sync>;
 
 /// How the scheduler starts one attempt.
 pub(super) struct AttemptSetup {
@@ -32,82 +30,6 @@ pub(super) struct AttemptSetup {
     /// A stalled TLS handshake is reported as it is, without the path-MTU
     /// tries, because the scheduler will try it again at lower concurrency.
     pub(super) may_defer: bool,
-}
-
-/// What one attempt saw, for the scheduler.
-pub(super) struct AttemptReport {
-    pub(super) kind: AttemptKind,
-    pub(super) started: Instant,
-    pub(super) latency: Duration,
-    pub(super) timing: Timing,
-    pub(super) local_address: Option<SocketAddr>,
-    pub(super) icmp: Option<IcmpEvidence>,
-    pub(super) arrived: Option<u32>,
-}
-
-/// How long an attempt's handshakes took, each measured on its own so that
-/// neither includes the other (or the exchange after them).
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Timing {
-    /// The round trip to the target's own stack (SYN to SYN-ACK or reset),
-    /// a sample for its adaptive timeout.
-    pub(super) answer: Option<Duration>,
-    /// The TCP connect round trip (SYN to SYN-ACK); `None` when it did not
-    /// connect.
-    pub(super) connect: Option<Duration>,
-    /// The TLS handshake; `None` when none completed.
-    pub(super) tls: Option<Duration>,
-}
-
-/// What an attempt's outcome is, before the retry decision.
-#[derive(Debug)]
-pub(super) enum AttemptKind {
-    Final {
-        observed: Observed,
-        detail: String,
-        /// The errno the outcome was read from (a refused or unreachable
-        /// connect, ICMP through `SO_ERROR`).
-        errno: Option<i32>,
-        cert: Option<Box<CertFacts>>,
-        /// TCP opened, then TLS or the exchange got no answer in time.
-        stalled: bool,
-        /// The stall went away with a small MSS: a path-MTU black hole.
-        path_mtu: bool,
-    },
-    Silent {
-        /// The deadline it waited.
-        waited: Duration,
-    },
-    /// Closed before the far end sent a byte, where an exchange expected an
-    /// answer: retried a few times, never taken for another host.
-    Shed {
-        observed: Observed,
-        detail: String,
-        cert: Option<Box<CertFacts>>,
-    },
-    SelfConnect,
-    LocalTransient {
-        detail: String,
-        errno: Option<i32>,
-    },
-    LocalPermanent {
-        detail: String,
-        errno: Option<i32>,
-    },
-}
-
-impl AttemptKind {
-    /// A final outcome that is no stall.
-    fn outcome(observed: Observed, detail: String, errno: Option<i32>) -> AttemptKind {
-        AttemptKind::Final {
-            observed,
-            detail,
-            errno,
-            cert: None,
-            stalled: false,
-            path_mtu: false,
-        }
-    }
 }
 
 /// One TCP try of an attempt (the first, or a path-MTU try).

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use super::attempt::{AttemptKind, Quiet};
+use super::report::{AttemptKind, Quiet};
 use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
 use crate::probe::errqueue::{self, IcmpEvidence};
 

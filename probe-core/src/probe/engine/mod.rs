@@ -14,8 +14,11 @@ mod attempt;
 mod config;
 mod connect;
 mod pacing;
+mod report;
 mod retry;
 mod scheduler;
+mod shared;
+mod slot;
 mod tls_phase;
 mod walk;
 
@@ -35,19 +38,12 @@ use super::tls::TlsClient;
 use super::udp_service::UdpOptions;
 use retry::Verdict;
 use scheduler::{Scheduler, finished};
+use shared::Shared;
 
 /// The probe engine. Cheap to clone; clones share the TLS client.
 #[derive(Clone)]
 pub struct Prober {
     shared: Arc<Shared>,
-}
-
-/// What every attempt of a prober shares.
-struct Shared {
-    config: ProbeConfig,
-    tls: TlsClient,
-    exchange: Option<Arc<dyn Exchange>>,
-    udp: UdpOptions,
 }
 
 impl std::fmt::Debug for Prober {

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::attempt::AttemptKind;
 use super::config::ProbeConfig;
 use super::pacing::HostPacing;
-use super::scheduler::Slot;
+use super::report::AttemptKind;
+use super::slot::Slot;
 use crate::port::Protocol;
 use crate::probe::outcome::{Observed, Silence};
 use crate::probe::target::Target;

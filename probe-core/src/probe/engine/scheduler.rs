@@ -13,18 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Shared;
-use super::attempt::{AttemptKind, AttemptReport, AttemptSetup, Quiet, Timing};
+use super::attempt::AttemptSetup;
 use super::connect::ConnectDeadline;
 use super::pacing::HostPacing;
+use super::report::{AttemptKind, AttemptReport, Quiet};
 use super::retry::{self, CONGESTION_RETRIES, Context, Decision, Verdict};
-use crate::probe::errqueue::IcmpEvidence;
-use crate::probe::outcome::{CertFacts, Observed, ProbeResult, Silence};
+use super::shared::Shared;
+use super::slot::Slot;
+use crate::probe::outcome::{Observed, ProbeResult, Silence};
 use crate::probe::rtt;
 use crate::probe::spread;
 use crate::probe::target::Target;
@@ -378,60 +378,6 @@ impl Scheduler {
             self.semaphore.add_permits(1);
             self.capacity += 1;
             self.clean_streak = 0;
-        }
-    }
-}
-
-/// Per-target state, owned by the scheduler loop.
-#[derive(Default)]
-pub(super) struct Slot {
-    pub(super) addr: Option<SocketAddr>,
-    pub(super) local_address: Option<SocketAddr>,
-    pub(super) attempts: u32,
-    pub(super) local_failures: u32,
-    pub(super) local_since: Option<Instant>,
-    pub(super) self_connects: u32,
-    /// Attempts closed unanswered (a canary shedding load).
-    pub(super) sheds: u32,
-    /// Every retry of the final attempt was closed unanswered.
-    pub(super) shed: bool,
-    /// The next attempt waits for the target's ICMP budget.
-    pub(super) paced: bool,
-    /// Stalled handshakes tried again at the host's reduced concurrency.
-    pub(super) deferrals: u32,
-    /// The attempt in flight may be deferred when its handshake stalls.
-    pub(super) may_defer: bool,
-    /// The attempt in flight no longer counts against its host's bound.
-    pub(super) quiet: bool,
-    /// The deadline the last silent attempt waited.
-    pub(super) waited: Duration,
-    pub(super) latency: Duration,
-    pub(super) timing: Timing,
-    pub(super) cert: Option<Box<CertFacts>>,
-    pub(super) icmp: Option<IcmpEvidence>,
-    pub(super) path_mtu: bool,
-    pub(super) result: Option<ProbeResult>,
-    /// The attempt in flight, aborted when the sweep is cancelled.
-    pub(super) task: Option<AbortHandle>,
-    /// UDP: datagrams a canary answered.
-    pub(super) arrived: Option<u32>,
-}
-
-impl Slot {
-    /// Keeps what an attempt saw for the target's result.
-    fn record(&mut self, attempt: &AttemptReport) {
-        // The attempt is over: let its task's memory go.
-        self.task = None;
-        self.latency = attempt.latency;
-        self.timing = attempt.timing;
-        if attempt.local_address.is_some() {
-            self.local_address = attempt.local_address;
-        }
-        if attempt.icmp.is_some() {
-            self.icmp = attempt.icmp.clone();
-        }
-        if attempt.arrived.is_some() {
-            self.arrived = attempt.arrived;
         }
     }
 }

@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::client::TlsStream;
 
-use super::Shared;
-use super::attempt::{AttemptKind, Try, join_detail};
+use super::attempt::{Try, join_detail};
+use super::report::AttemptKind;
+use super::shared::Shared;
 use crate::probe::classify::error_detail;
 use crate::probe::outcome::Observed;
 use crate::probe::tls::{handshake_failure_in_words, server_name_for};

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ProbeConfig;
-use super::scheduler::Slot;
+use super::slot::Slot;
 use crate::port::Protocol;
 use crate::probe::outcome::Observed;
 use crate::probe::ttl_walk::{self, Walk, WalkConfig};
