@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::ScheduleError;
+use super::error::ScheduleError;
 use super::metrics::{MetricsStore, PathSample, RoundMetrics};
 use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};

@@ -11,6 +11,7 @@
 //! and the previous one kept.
 
 mod duration;
+mod error;
 mod http;
 mod live;
 pub mod metrics;
@@ -26,13 +27,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use duration::{DurationError, parse_duration};
+pub use error::ScheduleError;
 pub use http::HttpLimits;
 pub use metrics::{Exposition, MetricsStore, PathSample, RoundMetrics};
 pub use timing::Timing;
 
-use crate::agent::{AgentError, detect_host};
-use crate::plan::{Plan, PlanError};
-use crate::probe::ProbeError;
+use crate::agent::detect_host;
+use crate::plan::Plan;
 use live::LiveRounds;
 
 /// The shortest period `--every` accepts.
@@ -69,37 +70,6 @@ impl ScheduleConfig {
             probe_concurrency: 256,
         }
     }
-}
-
-/// Why schedule mode could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ScheduleError {
-    /// The plan could not be read or is invalid.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// The host is not in the plan, or could not be found among this
-    /// machine's addresses.
-    #[error(transparent)]
-    Host(#[from] AgentError),
-    /// The probe engine could not be configured.
-    #[error("set up the prober")]
-    Probe(#[from] ProbeError),
-    /// `--every` is shorter than [`MIN_EVERY`].
-    #[error("--every {every:?} is too short: rounds run at most once a second")]
-    EveryTooShort {
-        /// The period asked for.
-        every: Duration,
-    },
-    /// The metrics endpoint could not be bound.
-    #[error("listen for /metrics on {addr}")]
-    BindMetrics {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Asks a running [`Scheduled`] to re-read its plan (what SIGHUP does).
