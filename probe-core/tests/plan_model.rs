@@ -1,4 +1,4 @@
-//! The plan rules of PRODUCT.md, one test each, plus snapshots of
+//! The plan rules of docs/plan.md, one test each, plus snapshots of
 //! `plan show` for the bundled WSO2 example and property tests of offsets,
 //! overrides and selectors.
 

@@ -2,7 +2,7 @@
 //! which host it plays, and where it listens and probes from.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,10 +194,12 @@ pub fn detect_host(plan: &Plan) -> Result<String, AgentError> {
 pub fn local_ip(address: &Address) -> Option<IpAddr> {
     let candidates: Vec<IpAddr> = match address {
         Address::Ip(ip) => vec![*ip],
-        Address::Dns(name) => (name.as_str(), 0)
-            .to_socket_addrs()
-            .map(|it| it.map(|a| a.ip()).collect())
-            .unwrap_or_default(),
+        Address::Dns(name) => crate::probe::resolve::resolve_blocking(
+            name.as_str(),
+            crate::probe::ProbeConfig::default().resolve_timeout,
+            &crate::probe::resolve::FamilyPreference::Any,
+        )
+        .unwrap_or_default(),
     };
     candidates
         .into_iter()

@@ -144,7 +144,7 @@ impl Shared {
                 if canary {
                     planned.udp_paths.push(udp_canary::UdpPath {
                         path: i,
-                        target: udp_target(&path.address, path.port.get()).await,
+                        target: udp_target(&path.address, path.port.get(), &self.sources).await,
                         nonce: control::random_id(16),
                         expected: path.to.clone(),
                     });
@@ -156,11 +156,8 @@ impl Shared {
                     continue;
                 }
             }
-            let probe_host = match &path.address {
-                Address::Ip(ip) => probe::Host::Ip(*ip),
-                Address::Dns(n) => probe::Host::Name(Arc::from(n.as_str())),
-            };
-            let mut target = Target::new(probe_host, path.port, path.protocol);
+            let mut target =
+                Target::new(probe::Host::from(&path.address), path.port, path.protocol);
             let slot = if canary {
                 target = target.with_server_name(path.to.as_str());
                 Some((control::random_id(16), path.to.clone()))
@@ -184,29 +181,15 @@ impl Shared {
     /// place the agent assembles it (the plan's timeouts, the agent's
     /// limits, its place in the plan, its local sources, TTL walks).
     fn probe_config(&self) -> ProbeConfig {
-        let plan = &self.config.plan;
-        let host = &self.config.host;
-        let d = plan.defaults;
-        let per_attempt = Duration::from_millis(d.timeout_ms);
-        ProbeConfig {
-            connect_timeout: per_attempt,
-            tls_timeout: per_attempt,
-            exchange_timeout: per_attempt,
-            retries: d.retries,
-            concurrency: self.config.limits.probe_concurrency,
-            per_host_concurrency: self.config.limits.probe_per_host.max(1),
-            adaptive: d.adaptive,
-            // Each source starts on another host: its place in the plan
-            // (sources of a mesh then start one host apart).
-            spread_offset: plan
-                .hosts
-                .iter()
-                .position(|h| h.name == *host)
-                .map_or(0, |p| p as u64),
-            sources: self.sources.clone(),
-            ttl_walk: Some(probe::WalkConfig::default()),
-            ..ProbeConfig::default()
-        }
+        ProbeConfig::for_plan_host(
+            &self.config.plan,
+            &self.config.host,
+            self.sources.clone(),
+            probe::SweepLimits {
+                concurrency: self.config.limits.probe_concurrency,
+                per_host: self.config.limits.probe_per_host,
+            },
+        )
     }
 }
 
@@ -236,17 +219,21 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
 }
 
 /// Where a UDP path's datagrams go: its plan address, a name resolved
-/// here (the first address).
-async fn udp_target(address: &Address, port: u16) -> Result<SocketAddr, String> {
-    match address {
-        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
-        Address::Dns(name) => match tokio::net::lookup_host((name.as_str(), port)).await {
-            Ok(mut found) => found
-                .next()
-                .ok_or_else(|| format!("{name} resolves to no address")),
-            Err(e) => Err(format!("cannot resolve {name}: {e}")),
-        },
-    }
+/// here within the resolver's deadline (the first address of a family
+/// this host has).
+async fn udp_target(
+    address: &Address,
+    port: u16,
+    sources: &[std::net::IpAddr],
+) -> Result<SocketAddr, String> {
+    probe::resolve::resolve_address(
+        address,
+        port,
+        ProbeConfig::default().resolve_timeout,
+        &probe::resolve::FamilyPreference::for_sources(None, sources),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// A duration in whole microseconds, saturating.

@@ -17,7 +17,7 @@ use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
 use crate::plan::{Address, Family, Path, Plan};
 use crate::port::Protocol;
-use crate::probe::{Greeting, GreetingExchange, Host, ProbeConfig, Prober, Target};
+use crate::probe::{Greeting, GreetingExchange, Host, ProbeConfig, Prober, SweepLimits, Target};
 use crate::report::Verdict;
 
 /// The state of a schedule-mode agent between rounds.
@@ -126,25 +126,20 @@ pub(crate) fn prober_for(
 /// its packets to every period's silent paths) and no spread offset (each
 /// agent runs on its own jittered timer, not in step with the others).
 fn probe_config(plan: &Plan, host: &crate::plan::Host, concurrency: usize) -> ProbeConfig {
-    let timeout = Duration::from_millis(plan.defaults.timeout_ms);
-    ProbeConfig {
-        connect_timeout: timeout,
-        tls_timeout: timeout,
-        exchange_timeout: timeout,
-        retries: plan.defaults.retries,
-        adaptive: plan.defaults.adaptive,
+    let sources = host.addresses.iter().filter_map(local_ip).collect();
+    let limits = SweepLimits {
         concurrency,
-        sources: host.addresses.iter().filter_map(local_ip).collect(),
-        ..ProbeConfig::default()
+        ..SweepLimits::default()
+    };
+    ProbeConfig {
+        spread_offset: 0,
+        ttl_walk: None,
+        ..ProbeConfig::for_plan_host(plan, &host.name, sources, limits)
     }
 }
 
 fn target_of(path: &Path) -> Target {
-    let host = match &path.address {
-        Address::Ip(ip) => Host::Ip(*ip),
-        Address::Dns(name) => Host::Name(name.as_str().into()),
-    };
-    Target::new(host, path.port, path.protocol)
+    Target::new(Host::from(&path.address), path.port, path.protocol)
 }
 
 impl Rounds for LiveRounds {

@@ -129,21 +129,14 @@ async fn connect_retrying(
 }
 
 async fn resolve(address: &Address, port: u16, deadline: Duration) -> Result<SocketAddr, String> {
-    match address {
-        Address::Ip(ip) => Ok(SocketAddr::new(*ip, port)),
-        Address::Dns(name) => {
-            match timeout(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
-                Err(_) => Err(format!(
-                    "resolve {name}: no answer within {} ms",
-                    deadline.as_millis()
-                )),
-                Ok(Err(e)) => Err(format!("resolve {name}: {e}")),
-                Ok(Ok(mut addrs)) => addrs
-                    .next()
-                    .ok_or_else(|| format!("resolve {name}: no address")),
-            }
-        }
-    }
+    crate::probe::resolve::resolve_address(
+        address,
+        port,
+        deadline,
+        &crate::probe::resolve::FamilyPreference::Any,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Opens a control connection to the agent of `host` at `addr`, verifying

@@ -1,6 +1,6 @@
 //! The verdict join: both sides' evidence of every path (what the prober
 //! saw, what the target's canary saw) turned into one observed outcome and
-//! a verdict, exactly as PRODUCT.md defines them. Pure: no I/O, so every
+//! a verdict, exactly as docs/outcomes.md defines them. Pure: no I/O, so every
 //! rule is tested directly.
 //!
 //! - open only when the target's canary saw our nonce;
