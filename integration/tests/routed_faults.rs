@@ -124,7 +124,7 @@ impl Faults {
             let out = self
                 .lab
                 .lab
-                .command("client", &self.lab_bin())
+                .command("client", self.lab_bin())
                 .args(["check", "--plan"])
                 .arg(self.lab.plan_path())
                 .arg("--pki")

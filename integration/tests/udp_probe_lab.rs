@@ -80,7 +80,7 @@ fn setup() -> Option<Setup> {
     let log = dir.path().join("dnsmasq.log");
     // Test-generated configuration only; answers only on the server's lab
     // address.
-    let args = integration::dnsmasq_args(&server.to_string());
+    let args = integration::dnsmasq_args(&server);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.spawn_logged("server", &dnsmasq, &args, &log)
         .expect("start dnsmasq");

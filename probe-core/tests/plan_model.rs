@@ -380,7 +380,7 @@ fn publisher_and_store_without_offsets_suggest_offset_1() {
                 probe_core::plan::CollisionFix::Offset { role, offset, .. } => {
                     assert_eq!((role.as_str(), *offset), ("wso2-apim-store", 1));
                 }
-                other => panic!("{other:?}"),
+                other @ probe_core::plan::CollisionFix::Override { .. } => panic!("{other:?}"),
             }
         }
         other => panic!("{other:?}"),

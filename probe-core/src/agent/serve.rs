@@ -49,12 +49,9 @@ impl Shared {
             ServerSecurity::Mtls(config) => config.clone(),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let mut tls = match timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
-            _ => {
-                refusals.note(Refusal::Handshake, peer.ip());
-                return None;
-            }
+        let Ok(Ok(mut tls)) = timeout(limits.handshake_timeout, acceptor.accept(tcp)).await else {
+            refusals.note(Refusal::Handshake, peer.ip());
+            return None;
         };
         let names = tls
             .get_ref()

@@ -85,7 +85,7 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// `Some(escaped)` when `s` holds any control character at all.
 pub(crate) fn has_controls(s: &str) -> Option<String> {
-    s.chars().any(char::is_control).then(|| format!("{:?}", s))
+    s.chars().any(char::is_control).then(|| format!("{s:?}"))
 }
 
 impl fmt::Display for Diagnostic {

@@ -511,21 +511,18 @@ fn host_addresses(
     let mut out: Vec<Address> = Vec::new();
     for item in &items {
         let text = item.get_ref();
-        let address = match parse_address(text) {
-            Some(a) => a,
-            None => {
-                cx.push(
-                    item.span(),
-                    Problem::BadAddress {
-                        host: host.to_owned(),
-                        address: text.clone(),
-                    },
-                );
-                // The plan is rejected; keep the text so flows still
-                // expand and report what else is wrong.
-                out.push(Address::Dns(text.clone()));
-                continue;
-            }
+        let Some(address) = parse_address(text) else {
+            cx.push(
+                item.span(),
+                Problem::BadAddress {
+                    host: host.to_owned(),
+                    address: text.clone(),
+                },
+            );
+            // The plan is rejected; keep the text so flows still
+            // expand and report what else is wrong.
+            out.push(Address::Dns(text.clone()));
+            continue;
         };
         if raw.get_ref().is_list && items.len() > 1 && matches!(address, Address::Dns(_)) {
             cx.push(

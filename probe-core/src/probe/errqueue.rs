@@ -88,7 +88,7 @@ pub fn evidence_from(origin: u8, kind: u8, code: u8, from: Option<IpAddr>) -> Op
     // An IPv4-mapped IPv6 offender is an IPv4 device.
     let from = match from {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(from, IpAddr::V4),
-        v4 => v4,
+        IpAddr::V4(_) => from,
     };
     Some(IcmpEvidence {
         kind: icmp_name(v6, kind, code),
@@ -106,9 +106,9 @@ mod imp {
         ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
     };
 
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-    use super::*;
+    use super::{IcmpEvidence, evidence_from};
 
     /// Asks the kernel to queue ICMP errors on `fd` with their sender.
     /// Returns false where that is not available; the probe goes on
@@ -131,14 +131,13 @@ mod imp {
             let mut data = [0u8; 64];
             let mut iov = [IoSliceMut::new(&mut data)];
             let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
-            let msg = match recvmsg::<SockaddrStorage>(
+            let Ok(msg) = recvmsg::<SockaddrStorage>(
                 fd.as_fd().as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
                 MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(m) => m,
-                Err(_) => break,
+            ) else {
+                break;
             };
             let Ok(cmsgs) = msg.cmsgs() else { break };
             for c in cmsgs {

@@ -213,7 +213,7 @@ async fn read_until(
         match timeout_at(until, socket.recv(buf)).await {
             Err(_elapsed) => return None,
             Ok(r) => match read_one(r, buf, accept, reads) {
-                Read::Ignored => continue,
+                Read::Ignored => {}
                 done => return Some(done),
             },
         }
