@@ -474,42 +474,6 @@ mod tests {
     use std::time::Duration;
     use tokio::sync::Semaphore;
 
-    #[test]
-    fn lines_parse_strictly() {
-        assert_eq!(
-            parse_probe_line(&probe_line("ab12", "ff00")),
-            Some(("ab12", "ff00"))
-        );
-        for bad in [
-            "",
-            "PORTCALL",
-            "PORTCALL ab",
-            "PORTCALL ab cd ef",
-            "PORTCALL zz cd",
-            "HELLO ab cd",
-            &format!("PORTCALL {} cd", "a".repeat(65)),
-        ] {
-            assert_eq!(parse_probe_line(bad), None, "{bad:?}");
-        }
-        assert_eq!(
-            parse_answer("PORTCALL-OK db 00ff\n"),
-            Some(Answer::Ok {
-                host: "db".into(),
-                nonce: "00ff".into()
-            })
-        );
-        assert_eq!(
-            parse_answer("PORTCALL-ERR db not-this-round"),
-            Some(Answer::Err {
-                host: "db".into(),
-                reason: "not-this-round".into()
-            })
-        );
-        assert_eq!(parse_answer("PORTCALL-OK db"), None);
-        assert_eq!(parse_answer("SSH-2.0-OpenSSH_9.6"), None);
-        assert_eq!(parse_answer("PORTCALL-OK db xyz"), None);
-    }
-
     #[tokio::test]
     async fn a_canary_that_closes_unanswered_is_retried_and_never_wrong_host() {
         use crate::probe::{Host, Observed, ProbeConfig, Prober, Target};
