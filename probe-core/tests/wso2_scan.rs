@@ -880,3 +880,122 @@ fn a_2x_node_without_profile_that_deploys_to_a_remote_gateway_is_a_publisher() {
     );
     assert!(scan.mismatches.is_empty() && scan.differences.is_empty());
 }
+
+// --- The Stream Processor based API-M Analytics worker (2.5 to 3.x) --------
+
+fn sp_port(scan: &wso2::Scan, host: &str, name: &str) -> (u16, String) {
+    let i = scan.installs.iter().find(|i| i.host == host).unwrap();
+    let p = i.ports.iter().find(|p| p.name == name).unwrap();
+    (p.port, p.source.clone())
+}
+
+#[test]
+fn an_api_m_2_6_gateway_reaches_its_stream_processor_analytics_worker() {
+    // Before: the worker's home (conf/worker/deployment.yaml, no
+    // repository/conf) was "not an installation", so its gateway's
+    // Thrift dials could only be outside the scan.
+    let set = installs(&[
+        ("gateway", "apim26-sp/gateway"),
+        ("analytics", "apim26-sp/analytics"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    let a = &scan.installs[1];
+    assert_eq!(a.role, "wso2-apim-analytics");
+    assert_eq!(
+        a.product,
+        "WSO2 API Manager Analytics Server (Stream Processor worker)"
+    );
+    assert_eq!(a.offset, 1);
+    assert!(
+        a.offset_source
+            .ends_with("analytics/conf/worker/deployment.yaml:16"),
+        "{}",
+        a.offset_source
+    );
+    let (port, source) = sp_port(&scan, "analytics", "thrift");
+    assert_eq!(port, 7612);
+    assert!(
+        source.ends_with("analytics/conf/worker/deployment.yaml:46"),
+        "{source}"
+    );
+    assert_eq!(sp_port(&scan, "analytics", "thrift-ssl").0, 7712);
+    assert_eq!(sp_port(&scan, "analytics", "binary").0, 9612);
+    assert_eq!(sp_port(&scan, "analytics", "https-servlet").0, 9444);
+    assert_eq!(sp_port(&scan, "analytics", "http-servlet").0, 9091);
+    for (name, port) in [("thrift", 7612), ("thrift-ssl", 7712)] {
+        let d = dial(&scan, "gateway", name);
+        assert_eq!(
+            (d[0].to_port, d[0].reaches.as_str()),
+            (port, "analytics"),
+            "{name}"
+        );
+    }
+    assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+    assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
+    assert_eq!(scan.exit_code(), 0);
+    // The worker's statistics database is a dial of its own; the H2 one
+    // under ${sys:carbon.home} is embedded and neither a dial nor
+    // unresolved.
+    let db = dial(&scan, "analytics", "mysql");
+    assert_eq!(
+        (db[0].to_host.as_str(), db[0].to_port),
+        ("db.example.com", 3306)
+    );
+    assert!(a.unresolved.is_empty(), "{:?}", a.unresolved);
+}
+
+#[test]
+fn a_stream_processor_worker_at_a_wrong_offset_is_a_mismatch_with_both_fixes() {
+    let set = installs(&[
+        ("gateway", "apim26-sp/gateway"),
+        ("analytics", "apim26-sp/analytics-offset0"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    assert_eq!(scan.exit_code(), 1);
+    let got: Vec<(&str, u16, u16)> = scan
+        .mismatches
+        .iter()
+        .map(|m| (m.name.as_str(), m.client_port, m.server_port))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("thrift", 7612, 7611), ("thrift-ssl", 7712, 7711)]
+    );
+    let fix = &scan.mismatches[0].fix;
+    assert!(
+        fix.contains("StreamProcessorServerURL 7611 on gateway"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains("or give analytics offset 1 (now 0, ")
+            && fix.ends_with("analytics-offset0/conf/worker/deployment.yaml:16)"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn an_api_m_3_2_gateway_reaches_its_analytics_worker_by_name() {
+    let set = installs(&[
+        ("gateway", "apim32-sp/gateway"),
+        ("analytics32.example.com", "apim32-sp/analytics"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    for (name, port) in [("thrift", 7612), ("thrift-ssl", 7712)] {
+        let d = dial(&scan, "gateway", name);
+        assert_eq!(
+            (d[0].to_port, d[0].reaches.as_str()),
+            (port, "analytics32.example.com"),
+            "{name}"
+        );
+    }
+    assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+    assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
+    assert!(
+        scan.outside
+            .iter()
+            .all(|o| o.host != "analytics32.example.com"),
+        "{:#?}",
+        scan.outside
+    );
+    assert_eq!(scan.exit_code(), 0);
+}

@@ -33,8 +33,10 @@ mod model;
 mod plan_out;
 pub mod scan;
 mod source;
+mod sp;
 mod values;
 mod xml;
+mod yaml;
 
 pub use error::ScanError;
 pub use files::MAX_FILE_BYTES;
@@ -43,3 +45,4 @@ pub use model::{DialFinding, Difference, Install, Mismatch, Outside, PortFinding
 pub use scan::{ScanFormat, render, scan};
 pub use source::{Setting, Source};
 pub use xml::{MAX_XML_DEPTH, MAX_XML_ELEMENTS};
+pub use yaml::{MAX_YAML_DEPTH, MAX_YAML_NODES};
