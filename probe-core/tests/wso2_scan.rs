@@ -553,7 +553,15 @@ fn dials_reach_the_installation_their_host_name_names_whatever_its_name() {
 
 #[test]
 fn the_toml_plan_reproduces_the_scan_for_lint_and_check() {
-    for set in [broken(), consistent(), mismatch_set()] {
+    let sp26 =
+        |analytics: &str| installs(&[("gateway", "apim26-sp/gateway"), ("analytics", analytics)]);
+    for set in [
+        broken(),
+        consistent(),
+        mismatch_set(),
+        sp26("apim26-sp/analytics"),
+        sp26("apim26-sp/analytics-offset0"),
+    ] {
         let scan = wso2::scan(&set, None).unwrap();
         let mut out = Vec::new();
         wso2::render(&scan, ScanFormat::Toml, &mut out).unwrap();
@@ -998,4 +1006,51 @@ fn an_api_m_3_2_gateway_reaches_its_analytics_worker_by_name() {
         scan.outside
     );
     assert_eq!(scan.exit_code(), 0);
+}
+
+#[test]
+fn a_hostile_worker_deployment_yaml_is_a_clear_error_or_a_result_within_a_second() {
+    let scan_yaml = |text: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf/worker");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("deployment.yaml"), text).unwrap();
+        let start = std::time::Instant::now();
+        let r =
+            wso2::scan(&[("x".to_owned(), dir.path().to_owned())], None).map_err(|e| e.to_string());
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        r
+    };
+    // Billion laughs: aliases are never expanded, so this is a small file.
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..12 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    bomb.push_str(
+        "wso2.carbon:\n  name: WSO2 API Manager Analytics Server\n  ports:\n    offset: 1\n",
+    );
+    let scan = scan_yaml(bomb).unwrap();
+    assert_eq!(scan.installs[0].role, "wso2-apim-analytics");
+    // Nesting past the cap, in block and flow style.
+    let block: String = (0..100)
+        .map(|d| format!("{}k{d}:\n", "  ".repeat(d)))
+        .collect();
+    for deep in [block, "[".repeat(100_000)] {
+        let e = scan_yaml(deep).unwrap_err();
+        assert!(e.contains("conf/worker/deployment.yaml:"), "{e}");
+        assert!(
+            e.contains(&format!("nested deeper than {}", wso2::MAX_YAML_DEPTH))
+                || e.contains("not well-formed YAML"),
+            "{e}"
+        );
+    }
+    // A port that is not one names the key and its place.
+    let e = scan_yaml("databridge.config:\n  dataReceivers:\n    - dataReceiver:\n        type: Thrift\n        properties:\n          tcpPort: 'lots'\n".into()).unwrap_err();
+    assert!(
+        e.ends_with(
+            "conf/worker/deployment.yaml:6:20: `tcpPort` must be a port (0..=65535), found `lots`"
+        ),
+        "{e}"
+    );
 }
