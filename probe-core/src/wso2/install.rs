@@ -343,6 +343,13 @@ pub(crate) fn carbon_vars(f: &Files, off: u16) -> Vars {
         ..Vars::default()
     };
     let plus = |base: u16| base.saturating_add(off).to_string();
+    // The defaults behind each property: catalina-server.xml `<Connector
+    // port="9443" scheme="https">` / `port="9763"`; data-bridge-config.xml
+    // `<dataReceiver name="Binary">` `<config name="tcpPort">9611` /
+    // `"sslPort">9711`; broker.xml `<transports><amqp><defaultConnection
+    // port="5672"/>`; axis2.xml `<transportReceiver name="https"|"http">`
+    // `<parameter name="port">8243|8280` (all Carbon 4.4, moved by the
+    // offset).
     for (k, base) in [
         ("mgt.transport.https.port", 9443),
         ("mgt.transport.http.port", 9763),
