@@ -1054,3 +1054,31 @@ fn a_hostile_worker_deployment_yaml_is_a_clear_error_or_a_result_within_a_second
         "{e}"
     );
 }
+
+#[test]
+fn an_identity_server_key_manager_on_3_x_is_recognised_from_its_own_files() {
+    // Alone, with no peer dialling it: before, a deployment.toml without
+    // server_role was "WSO2 API Manager 3.x/4.x", role wso2-carbon.
+    let alone = installs(&[("iskm", "apim32-iskm/is-km")]);
+    let scan = wso2::scan(&alone, None).unwrap();
+    let km = &scan.installs[0];
+    assert_eq!(km.product, "WSO2 Identity Server");
+    assert_eq!(km.role, "wso2-apim-keymanager");
+    assert!(
+        km.profile_source.starts_with(
+            "Identity Server as key manager: [tenant_context.rewrite] custom_webapps /keymanager-operations/ ("
+        ) && km.profile_source.ends_with("is-km/repository/conf/deployment.toml:40)"),
+        "{}",
+        km.profile_source
+    );
+    assert_eq!(km.names, vec!["km32.example.com", "10.32.0.9"]);
+    // With its gateway: the key manager dial reaches it by host name, on
+    // the servlet port its offset 1 opens, and nothing disagrees.
+    let pair = installs(&[("gw", "apim32-iskm/gateway"), ("iskm", "apim32-iskm/is-km")]);
+    let scan = wso2::scan(&pair, None).unwrap();
+    let d = dial(&scan, "gw", "https-servlet");
+    assert_eq!((d[0].to_port, d[0].reaches.as_str()), (9444, "iskm"));
+    assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+    assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
+    assert_eq!(scan.exit_code(), 0);
+}

@@ -206,6 +206,7 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
             .trim()
             .to_owned(),
         (None, Some(_), _) => "WSO2 API Manager 2.x".to_owned(),
+        (None, None, Some(d)) if d.identity_db.is_some() => "WSO2 Identity Server".to_owned(),
         (None, None, Some(_)) => "WSO2 API Manager 3.x/4.x".to_owned(),
         (None, None, None) => "WSO2 Carbon".to_owned(),
     };
@@ -244,12 +245,24 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
             };
         }
     }
-    // The Identity Server as key manager carries api-manager.xml.
+    // The Identity Server as key manager carries api-manager.xml (2.x) or
+    // serves /keymanager-operations/ (3.2/4.x deployment.toml).
     if lower.contains("identity server") && f.apim.is_some() {
         return fixed(
             "wso2-apim-keymanager",
             "carbon.xml <Name> with api-manager.xml",
         );
+    }
+    let km_ops = f.deployment.as_ref().and_then(|d| {
+        let is = d.identity_db.is_some() || lower.contains("identity server");
+        d.km_operations.as_ref().filter(|_| is)
+    });
+    if let Some(w) = km_ops {
+        let how = format!(
+            "Identity Server as key manager: [tenant_context.rewrite] custom_webapps {} ({})",
+            w.value, w.source
+        );
+        return fixed("wso2-apim-keymanager", &how);
     }
     match inferred_profile(f, names) {
         Some((profile, role, why)) => Identity {
