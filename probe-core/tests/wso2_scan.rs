@@ -553,7 +553,15 @@ fn dials_reach_the_installation_their_host_name_names_whatever_its_name() {
 
 #[test]
 fn the_toml_plan_reproduces_the_scan_for_lint_and_check() {
-    for set in [broken(), consistent(), mismatch_set()] {
+    let sp26 =
+        |analytics: &str| installs(&[("gateway", "apim26-sp/gateway"), ("analytics", analytics)]);
+    for set in [
+        broken(),
+        consistent(),
+        mismatch_set(),
+        sp26("apim26-sp/analytics"),
+        sp26("apim26-sp/analytics-offset0"),
+    ] {
         let scan = wso2::scan(&set, None).unwrap();
         let mut out = Vec::new();
         wso2::render(&scan, ScanFormat::Toml, &mut out).unwrap();
@@ -879,4 +887,198 @@ fn a_2x_node_without_profile_that_deploys_to_a_remote_gateway_is_a_publisher() {
         "a publisher validates no API calls"
     );
     assert!(scan.mismatches.is_empty() && scan.differences.is_empty());
+}
+
+// --- The Stream Processor based API-M Analytics worker (2.5 to 3.x) --------
+
+fn sp_port(scan: &wso2::Scan, host: &str, name: &str) -> (u16, String) {
+    let i = scan.installs.iter().find(|i| i.host == host).unwrap();
+    let p = i.ports.iter().find(|p| p.name == name).unwrap();
+    (p.port, p.source.clone())
+}
+
+#[test]
+fn an_api_m_2_6_gateway_reaches_its_stream_processor_analytics_worker() {
+    // Before: the worker's home (conf/worker/deployment.yaml, no
+    // repository/conf) was "not an installation", so its gateway's
+    // Thrift dials could only be outside the scan.
+    let set = installs(&[
+        ("gateway", "apim26-sp/gateway"),
+        ("analytics", "apim26-sp/analytics"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    let a = &scan.installs[1];
+    assert_eq!(a.role, "wso2-apim-analytics");
+    assert_eq!(
+        a.product,
+        "WSO2 API Manager Analytics Server (Stream Processor worker)"
+    );
+    assert_eq!(a.offset, 1);
+    assert!(
+        a.offset_source
+            .ends_with("analytics/conf/worker/deployment.yaml:16"),
+        "{}",
+        a.offset_source
+    );
+    let (port, source) = sp_port(&scan, "analytics", "thrift");
+    assert_eq!(port, 7612);
+    assert!(
+        source.ends_with("analytics/conf/worker/deployment.yaml:46"),
+        "{source}"
+    );
+    assert_eq!(sp_port(&scan, "analytics", "thrift-ssl").0, 7712);
+    assert_eq!(sp_port(&scan, "analytics", "binary").0, 9612);
+    assert_eq!(sp_port(&scan, "analytics", "https-servlet").0, 9444);
+    assert_eq!(sp_port(&scan, "analytics", "http-servlet").0, 9091);
+    for (name, port) in [("thrift", 7612), ("thrift-ssl", 7712)] {
+        let d = dial(&scan, "gateway", name);
+        assert_eq!(
+            (d[0].to_port, d[0].reaches.as_str()),
+            (port, "analytics"),
+            "{name}"
+        );
+    }
+    assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+    assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
+    assert_eq!(scan.exit_code(), 0);
+    // The worker's statistics database is a dial of its own; the H2 one
+    // under ${sys:carbon.home} is embedded and neither a dial nor
+    // unresolved.
+    let db = dial(&scan, "analytics", "mysql");
+    assert_eq!(
+        (db[0].to_host.as_str(), db[0].to_port),
+        ("db.example.com", 3306)
+    );
+    assert!(a.unresolved.is_empty(), "{:?}", a.unresolved);
+}
+
+#[test]
+fn a_stream_processor_worker_at_a_wrong_offset_is_a_mismatch_with_both_fixes() {
+    let set = installs(&[
+        ("gateway", "apim26-sp/gateway"),
+        ("analytics", "apim26-sp/analytics-offset0"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    assert_eq!(scan.exit_code(), 1);
+    let got: Vec<(&str, u16, u16)> = scan
+        .mismatches
+        .iter()
+        .map(|m| (m.name.as_str(), m.client_port, m.server_port))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("thrift", 7612, 7611), ("thrift-ssl", 7712, 7711)]
+    );
+    let fix = &scan.mismatches[0].fix;
+    assert!(
+        fix.contains("StreamProcessorServerURL 7611 on gateway"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains("or give analytics offset 1 (now 0, ")
+            && fix.ends_with("analytics-offset0/conf/worker/deployment.yaml:16)"),
+        "{fix}"
+    );
+}
+
+#[test]
+fn an_api_m_3_2_gateway_reaches_its_analytics_worker_by_name() {
+    let set = installs(&[
+        ("gateway", "apim32-sp/gateway"),
+        ("analytics32.example.com", "apim32-sp/analytics"),
+    ]);
+    let scan = wso2::scan(&set, None).unwrap();
+    for (name, port) in [("thrift", 7612), ("thrift-ssl", 7712)] {
+        let d = dial(&scan, "gateway", name);
+        assert_eq!(
+            (d[0].to_port, d[0].reaches.as_str()),
+            (port, "analytics32.example.com"),
+            "{name}"
+        );
+    }
+    assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+    assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
+    assert!(
+        scan.outside
+            .iter()
+            .all(|o| o.host != "analytics32.example.com"),
+        "{:#?}",
+        scan.outside
+    );
+    assert_eq!(scan.exit_code(), 0);
+}
+
+#[test]
+fn a_hostile_worker_deployment_yaml_is_a_clear_error_or_a_result_within_a_second() {
+    let scan_yaml = |text: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf/worker");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("deployment.yaml"), text).unwrap();
+        let start = std::time::Instant::now();
+        let r =
+            wso2::scan(&[("x".to_owned(), dir.path().to_owned())], None).map_err(|e| e.to_string());
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        r
+    };
+    // Billion laughs: aliases are never expanded, so this is a small file.
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..12 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    bomb.push_str(
+        "wso2.carbon:\n  name: WSO2 API Manager Analytics Server\n  ports:\n    offset: 1\n",
+    );
+    let scan = scan_yaml(bomb).unwrap();
+    assert_eq!(scan.installs[0].role, "wso2-apim-analytics");
+    // Nesting past the cap, in block and flow style.
+    let block: String = (0..100)
+        .map(|d| format!("{}k{d}:\n", "  ".repeat(d)))
+        .collect();
+    for deep in [block, "[".repeat(100_000)] {
+        let e = scan_yaml(deep).unwrap_err();
+        assert!(e.contains("conf/worker/deployment.yaml:"), "{e}");
+        assert!(
+            e.contains(&format!("nested deeper than {}", wso2::MAX_YAML_DEPTH))
+                || e.contains("not well-formed YAML"),
+            "{e}"
+        );
+    }
+    // A port that is not one names the key and its place.
+    let e = scan_yaml("databridge.config:\n  dataReceivers:\n    - dataReceiver:\n        type: Thrift\n        properties:\n          tcpPort: 'lots'\n".into()).unwrap_err();
+    assert!(
+        e.ends_with(
+            "conf/worker/deployment.yaml:6:20: `tcpPort` must be a port (0..=65535), found `lots`"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_identity_server_key_manager_on_3_x_is_recognised_from_its_own_files() {
+    // Alone, with no peer dialling it: before, a deployment.toml without
+    // server_role was "WSO2 API Manager 3.x/4.x", role wso2-carbon.
+    let alone = installs(&[("iskm", "apim32-iskm/is-km")]);
+    let scan = wso2::scan(&alone, None).unwrap();
+    let km = &scan.installs[0];
+    assert_eq!(km.product, "WSO2 Identity Server");
+    assert_eq!(km.role, "wso2-apim-keymanager");
+    assert!(
+        km.profile_source.starts_with(
+            "Identity Server as key manager: [tenant_context.rewrite] custom_webapps /keymanager-operations/ ("
+        ) && km.profile_source.ends_with("is-km/repository/conf/deployment.toml:40)"),
+        "{}",
+        km.profile_source
+    );
+    assert_eq!(km.names, vec!["km32.example.com", "10.32.0.9"]);
+    // With its gateway: the key manager dial reaches it by host name, on
+    // the servlet port its offset 1 opens, and nothing disagrees.
+    let pair = installs(&[("gw", "apim32-iskm/gateway"), ("iskm", "apim32-iskm/is-km")]);
+    let scan = wso2::scan(&pair, None).unwrap();
+    let d = dial(&scan, "gw", "https-servlet");
+    assert_eq!((d[0].to_port, d[0].reaches.as_str()), (9444, "iskm"));
+    assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+    assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
+    assert_eq!(scan.exit_code(), 0);
 }

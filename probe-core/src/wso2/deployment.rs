@@ -16,7 +16,12 @@
 //!   `urls` / `auth_urls`;
 //! - 3.x `[apim.analytics] enable` (`true` or `"True"`) and
 //!   `[[apim.analytics.url_group]] analytics_url` / `analytics_auth_url`;
-//! - `[database.NAME] url` (and `type`).
+//! - `[database.NAME] url` (and `type`);
+//! - the Identity Server as key manager (API-M 3.2/4.x, wso2/docker-apim
+//!   `apim-is-as-km-with-analytics` `is-as-km` deployment.toml): its
+//!   `[database.identity_db]` (API-M itself has `apim_db`) and
+//!   `[tenant_context.rewrite] custom_webapps = ["/keymanager-operations/"]`,
+//!   the web app API-M calls on a WSO2 IS key manager.
 //!
 //! Read with the `toml` crate's spanned document so every value keeps its
 //! line.
@@ -50,6 +55,12 @@ pub(crate) struct DeploymentToml {
     pub unresolved: Vec<String>,
     /// `[apim.analytics] enable`.
     pub analytics: Option<Setting<bool>>,
+    /// Where `[database.identity_db]` is: a WSO2 Identity Server.
+    pub identity_db: Option<Setting<String>>,
+    /// Where `[tenant_context.rewrite] custom_webapps` names
+    /// `/keymanager-operations/`: an Identity Server set up as API-M's key
+    /// manager.
+    pub km_operations: Option<Setting<String>>,
 }
 
 /// The deepest `[`/`{` nesting accepted in TOML values, checked before
@@ -285,12 +296,23 @@ pub(crate) fn read_deployment(
                 continue;
             };
             if let Some(url) = get(t, "url") {
+                let url = r.string(url)?;
+                if name.get_ref() == "identity_db" {
+                    out.identity_db = Some(url.clone());
+                }
                 out.databases.push(DbSetting {
                     name: format!("[database.{}]", name.get_ref()),
-                    url: r.string(url)?,
+                    url,
                 });
             }
         }
+    }
+    let rewrite = table(table(Some(root), "tenant_context"), "rewrite");
+    if let Some(v) = rewrite.and_then(|t| get(t, "custom_webapps")) {
+        out.km_operations = r
+            .strings(v)?
+            .into_iter()
+            .find(|w| w.value.contains("keymanager-operations"));
     }
     Ok(out)
 }

@@ -21,7 +21,7 @@ pub enum ScanError {
     },
     /// The product home holds none of the files portcall reads.
     #[error(
-        "{home}: no repository/conf/carbon.xml, api-manager.xml, deployment.toml or axis2/axis2.xml found"
+        "{home}: no repository/conf/carbon.xml, api-manager.xml, deployment.toml or axis2/axis2.xml, nor conf/worker/deployment.yaml found"
     )]
     NotAnInstallation {
         /// The product home as given.

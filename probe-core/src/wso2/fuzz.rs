@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{apim, carbon, datasource, deployment, esb, values};
+use super::{apim, carbon, datasource, deployment, esb, sp, values};
 
 /// The fuzzing entry point: every reader over arbitrary bytes, which must
 /// return a value or an error and never panic, hang or overflow the stack.
@@ -21,6 +21,7 @@ pub fn fuzz_one(data: &[u8]) {
     let _ = datasource::read_datasources(f, text, &vars);
     let _ = deployment::read_deployment(f, text, &vars);
     let _ = esb::read_event_publisher(f, text);
+    let _ = sp::read_sp_worker(f, text, &vars);
     let _ = values::endpoints(text, &vars);
     let _ = datasource::jdbc(text);
 }

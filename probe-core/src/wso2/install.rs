@@ -13,6 +13,7 @@ use super::esb::read_event_publisher;
 use super::files::{join, read_optional};
 use super::model::{DialFinding, Install, PortFinding};
 use super::source::Setting;
+use super::sp::{SpWorker, read_sp_worker};
 use super::values::{Vars, endpoints, is_local};
 use crate::plan::Catalog;
 use crate::port::Protocol;
@@ -29,6 +30,9 @@ pub(crate) struct Files {
     pub datasources: Vec<DbSetting>,
     /// ESB/EI analytics publishers (`eventpublishers/*.xml`).
     pub publishers: Vec<UrlSetting>,
+    /// The Stream Processor based API-M Analytics worker's
+    /// `conf/worker/deployment.yaml` (API-M Analytics 2.5 to 3.x).
+    pub sp: Option<SpWorker>,
     pub start: StartScript,
 }
 
@@ -99,12 +103,21 @@ fn read_publishers(home: &Path) -> Result<Vec<UrlSetting>, ScanError> {
 }
 
 pub(crate) fn read_files(home: &Path) -> Result<Files, ScanError> {
-    let start = read_start(home)?;
-    let vars = Vars {
+    let mut start = read_start(home)?;
+    let mut vars = Vars {
         props: start.props.clone(),
         env: start.env.clone(),
         ..Vars::default()
     };
+    // The Stream Processor's own properties (`${sys:carbon.home}`,
+    // `${sys:wso2.runtime}` in the worker's deployment.yaml): the product
+    // home and the worker runtime.
+    for (k, v) in [
+        ("sys:carbon.home", home.display().to_string()),
+        ("sys:wso2.runtime", "worker".to_owned()),
+    ] {
+        vars.props.entry(k.to_owned()).or_insert(v);
+    }
     let read = |rel: &str| -> Result<Option<(std::path::PathBuf, String)>, ScanError> {
         let path = join(home, rel);
         Ok(read_optional(&path)?.map(|t| (path, t)))
@@ -121,7 +134,20 @@ pub(crate) fn read_files(home: &Path) -> Result<Files, ScanError> {
     let deployment = read("repository/conf/deployment.toml")?
         .map(|(p, t)| read_deployment(&p, &t, &vars))
         .transpose()?;
-    if carbon.is_none() && apim.is_none() && axis2.is_none() && deployment.is_none() {
+    let sp = read("conf/worker/deployment.yaml")?
+        .map(|(p, t)| read_sp_worker(&p, &t, &vars))
+        .transpose()?;
+    if sp.is_some() {
+        // The worker's JDBC URLs are expanded later with the start-up
+        // properties: they need its own too.
+        for k in ["sys:carbon.home", "sys:wso2.runtime"] {
+            if let Some(v) = vars.props.get(k) {
+                start.props.entry(k.to_owned()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    if carbon.is_none() && apim.is_none() && axis2.is_none() && deployment.is_none() && sp.is_none()
+    {
         return Err(ScanError::NotAnInstallation {
             home: home.display().to_string(),
         });
@@ -135,6 +161,7 @@ pub(crate) fn read_files(home: &Path) -> Result<Files, ScanError> {
         deployment,
         datasources,
         publishers,
+        sp,
         start,
     })
 }
@@ -169,6 +196,9 @@ pub(crate) struct Identity {
 /// profile from `-Dprofile`, `[server] server_role`, or what the node
 /// dials, and the catalog role.
 pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
+    if let Some(sp) = &f.sp {
+        return sp_identity(sp);
+    }
     let carbon_name = f.carbon.as_ref().and_then(|c| c.name.clone());
     let version = f.carbon.as_ref().and_then(|c| c.version.clone());
     let product = match (&carbon_name, &f.apim, &f.deployment) {
@@ -176,6 +206,7 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
             .trim()
             .to_owned(),
         (None, Some(_), _) => "WSO2 API Manager 2.x".to_owned(),
+        (None, None, Some(d)) if d.identity_db.is_some() => "WSO2 Identity Server".to_owned(),
         (None, None, Some(_)) => "WSO2 API Manager 3.x/4.x".to_owned(),
         (None, None, None) => "WSO2 Carbon".to_owned(),
     };
@@ -214,12 +245,24 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
             };
         }
     }
-    // The Identity Server as key manager carries api-manager.xml.
+    // The Identity Server as key manager carries api-manager.xml (2.x) or
+    // serves /keymanager-operations/ (3.2/4.x deployment.toml).
     if lower.contains("identity server") && f.apim.is_some() {
         return fixed(
             "wso2-apim-keymanager",
             "carbon.xml <Name> with api-manager.xml",
         );
+    }
+    let km_ops = f.deployment.as_ref().and_then(|d| {
+        let is = d.identity_db.is_some() || lower.contains("identity server");
+        d.km_operations.as_ref().filter(|_| is)
+    });
+    if let Some(w) = km_ops {
+        let how = format!(
+            "Identity Server as key manager: [tenant_context.rewrite] custom_webapps {} ({})",
+            w.value, w.source
+        );
+        return fixed("wso2-apim-keymanager", &how);
     }
     match inferred_profile(f, names) {
         Some((profile, role, why)) => Identity {
@@ -229,6 +272,34 @@ pub(crate) fn identify(f: &Files, names: &[String]) -> Identity {
             role,
         },
         None => fixed("wso2-carbon", "none given"),
+    }
+}
+
+/// A Stream Processor worker: API-M Analytics when its `wso2.carbon`
+/// `type` or `name` says so (`wso2-apim-analytics`, "WSO2 API Manager
+/// Analytics Server"), else a plain data-bridge receiver like DAS.
+fn sp_identity(sp: &SpWorker) -> Identity {
+    let name = sp.name.as_ref().map(|n| n.value.as_str());
+    let product = format!(
+        "{} (Stream Processor worker)",
+        name.unwrap_or("WSO2 Stream Processor")
+    );
+    let lower = name.unwrap_or_default().to_ascii_lowercase();
+    let apim = sp.kind.as_deref().is_some_and(|k| k.contains("apim"))
+        || (lower.contains("api manager") && lower.contains("analytics"));
+    let how = sp.name.as_ref().map_or_else(
+        || "conf/worker/deployment.yaml".to_owned(),
+        |n| format!("wso2.carbon name ({})", n.source),
+    );
+    Identity {
+        product,
+        profile: None,
+        profile_source: how,
+        role: if apim {
+            "wso2-apim-analytics"
+        } else {
+            "wso2-das"
+        },
     }
 }
 
@@ -285,6 +356,13 @@ pub(crate) fn carbon_vars(f: &Files, off: u16) -> Vars {
         ..Vars::default()
     };
     let plus = |base: u16| base.saturating_add(off).to_string();
+    // The defaults behind each property: catalina-server.xml `<Connector
+    // port="9443" scheme="https">` / `port="9763"`; data-bridge-config.xml
+    // `<dataReceiver name="Binary">` `<config name="tcpPort">9611` /
+    // `"sslPort">9711`; broker.xml `<transports><amqp><defaultConnection
+    // port="5672"/>`; axis2.xml `<transportReceiver name="https"|"http">`
+    // `<parameter name="port">8243|8280` (all Carbon 4.4, moved by the
+    // offset).
     for (k, base) in [
         ("mgt.transport.https.port", 9443),
         ("mgt.transport.http.port", 9763),
@@ -316,6 +394,7 @@ pub(crate) fn offset(f: &Files) -> Option<Setting<u16>> {
         .clone()
         .or_else(|| f.deployment.as_ref().and_then(|d| d.offset.clone()))
         .or_else(|| f.carbon.as_ref().and_then(|c| c.offset.clone()))
+        .or_else(|| f.sp.as_ref().and_then(|s| s.offset.clone()))
 }
 
 /// The host names the installation answers to, from its own files.
@@ -354,6 +433,9 @@ pub(crate) fn plan_offset(i: &Install) -> u16 {
 /// Every server port: the catalog role's, moved by the offset, then
 /// replaced by explicit settings.
 pub(crate) fn ports(i: &Install, f: &Files) -> Vec<PortFinding> {
+    if let Some(sp) = &f.sp {
+        return sp_ports(i, sp);
+    }
     let catalog = Catalog::builtin();
     let shipped = shipped_offset(&i.role);
     let off = plan_offset(i);
@@ -434,6 +516,81 @@ pub(crate) fn ports(i: &Install, f: &Files) -> Vec<PortFinding> {
         });
     }
     ports
+}
+
+/// A Stream Processor worker's ports: each data receiver's `tcpPort` and
+/// `sslPort` moved by the offset (the data bridge's defaults, Thrift
+/// 7611/7711 and Binary 9611/9711, when the file names no receivers), and
+/// the HTTP listeners as written.
+fn sp_ports(i: &Install, sp: &SpWorker) -> Vec<PortFinding> {
+    let off = i.offset;
+    let mut out = Vec::new();
+    let mut push = |name: &str, base: u16, tls: bool, s: Option<&Setting<u16>>, kind: &str| {
+        let (base, source, key) = match s {
+            Some(s) => (
+                s.value,
+                s.source.to_string(),
+                "databridge.config dataReceivers",
+            ),
+            None => (base, i.offset_source.clone(), "data bridge default"),
+        };
+        out.push(PortFinding {
+            name: name.to_owned(),
+            port: base.saturating_add(off),
+            protocol: if tls { Protocol::Tls } else { Protocol::Tcp },
+            source,
+            how: format!("{key} {kind} {base} + offset {off}"),
+            setting: None,
+            base: Some(base),
+        });
+    };
+    let defaults = [
+        ("Thrift", "thrift", 7611, 7711),
+        ("Binary", "binary", 9611, 9711),
+    ];
+    for (kind, name, tcp, ssl) in defaults {
+        let r = sp
+            .receivers
+            .iter()
+            .find(|r| r.kind.eq_ignore_ascii_case(kind));
+        if r.is_none() && !sp.receivers.is_empty() {
+            continue;
+        }
+        let ssl_name = format!("{name}-ssl");
+        push(name, tcp, false, r.and_then(|r| r.tcp.as_ref()), "tcpPort");
+        push(
+            &ssl_name,
+            ssl,
+            true,
+            r.and_then(|r| r.ssl.as_ref()),
+            "sslPort",
+        );
+    }
+    for l in &sp.listeners {
+        let name = if l.https {
+            "https-servlet"
+        } else {
+            "http-servlet"
+        };
+        if out.iter().any(|p| p.name == name) {
+            continue;
+        }
+        out.push(PortFinding {
+            name: name.to_owned(),
+            port: l.port.value,
+            protocol: if l.https {
+                Protocol::Tls
+            } else {
+                Protocol::Tcp
+            },
+            source: l.port.source.to_string(),
+            how: "wso2.transport.http listenerConfigurations port (not moved by the offset)"
+                .to_owned(),
+            setting: Some("the listener port".to_owned()),
+            base: None,
+        });
+    }
+    out
 }
 
 fn dial(
@@ -569,7 +726,8 @@ fn database_dials(
     let all = f
         .datasources
         .iter()
-        .chain(f.deployment.iter().flat_map(|d| d.databases.iter()));
+        .chain(f.deployment.iter().flat_map(|d| d.databases.iter()))
+        .chain(f.sp.iter().flat_map(|s| s.databases.iter()));
     for db in all {
         let (url, missing) = vars.expand(&db.url.value);
         if !missing.is_empty() {

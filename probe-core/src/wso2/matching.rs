@@ -46,14 +46,16 @@ pub(crate) fn reach(installs: &mut [Install], plan: Option<&Plan>) {
     }
 }
 
-/// An API-M node started without a profile, whose files do not tell what
-/// it is, plays the role its peers dial it for: a traffic manager when
+/// An API-M node started without a profile (or an Identity Server), whose
+/// files do not tell what it is, plays the role its peers dial it for: a traffic manager when
 /// they publish throttling events or subscribe to its broker, a key
 /// manager when they validate keys at it. True when a role changed.
 pub(crate) fn refine_roles(installs: &mut [Install]) -> bool {
     let mut changes = Vec::new();
     for (n, server) in installs.iter().enumerate() {
-        if server.role != "wso2-carbon" || !server.product.contains("API Manager") {
+        let apim_or_is =
+            server.product.contains("API Manager") || server.product.contains("Identity Server");
+        if server.role != "wso2-carbon" || !apim_or_is {
             continue;
         }
         let inbound = installs

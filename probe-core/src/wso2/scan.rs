@@ -109,6 +109,7 @@ fn read_install(host: &str, home: &Path) -> Result<(Install, Files), ScanError> 
         .chain(f.apim.iter().flat_map(|a| a.unresolved.iter()))
         .chain(f.axis2.iter().flat_map(|a| a.unresolved.iter()))
         .chain(f.deployment.iter().flat_map(|d| d.unresolved.iter()))
+        .chain(f.sp.iter().flat_map(|s| s.unresolved.iter()))
         .cloned()
         .collect();
     let mut i = Install {
