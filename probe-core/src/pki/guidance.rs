@@ -112,8 +112,8 @@ mod tests {
         };
         let (c, s) = tokio::join!(client, server.accept(b));
         (
-            c.err().expect("client side fails"),
-            s.err().expect("agent side fails"),
+            c.expect_err("client side fails"),
+            s.map(|_| ()).expect_err("agent side fails"),
         )
     }
 
