@@ -112,6 +112,7 @@ pub struct SshArgs {
 
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     crate::agent_cmd::init_logging("warn");
+    check_out(&args.output)?;
     if args.ssh.ssh {
         return check_ssh(&args);
     }
@@ -252,6 +253,15 @@ fn emit_json_streamed(
             Ok(())
         }
     }
+}
+
+/// Refuses an `--out` that could not be written before the round runs, so
+/// a round is never thrown away at its end for a typo in a path.
+pub fn check_out(output: &OutputArgs) -> anyhow::Result<()> {
+    if let Some(path) = &output.out {
+        report::check_writable(path).context("--out refused before the round")?;
+    }
+    Ok(())
 }
 
 fn is_loopback(a: &Address) -> bool {

@@ -36,6 +36,7 @@ pub struct DemoArgs {
 /// must-be-blocked paths that loopback cannot block), 1 for any other
 /// violation, 3 when a path could not be measured.
 pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::check_cmd::check_out(&args.output)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

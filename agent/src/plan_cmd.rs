@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use probe_core::plan::Catalog;
 use probe_core::plan::{self, PathScope, Severity};
+use probe_core::render::count;
 use probe_core::render::plan as render;
 
 /// Output format of `plan show` and `catalog`.
@@ -104,13 +105,12 @@ pub fn plan(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             match &a.plan {
                 Some(p) if errors == 0 => writeln!(
                     out,
-                    "{}: ok: {} hosts, {} flows, {} paths; {} warning{}",
+                    "{}: ok: {}, {}, {}; {}",
                     path.display(),
-                    p.hosts.len(),
-                    p.flows.len(),
-                    p.path_count(),
-                    warnings,
-                    if warnings == 1 { "" } else { "s" }
+                    count(p.hosts.len(), "host"),
+                    count(p.flows.len(), "flow"),
+                    count(p.path_count(), "path"),
+                    count(warnings, "warning")
                 )?,
                 _ => writeln!(
                     out,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
+use probe_core::render::count;
 use probe_core::report::suggest::{self, FirewallFormat, SuggestOptions};
 
 /// `--format`: the names of [`FirewallFormat::ALL`], parsed by probe-core.
@@ -89,12 +90,41 @@ pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
     let mut bytes = Vec::new();
     s.write(&mut bytes)?;
     crate::diff_cmd::write_output(args.out.as_deref(), &bytes)?;
-    eprintln!(
-        "{} rule{}, {} path{} explained without a rule",
-        s.rules(),
-        if s.rules() == 1 { "" } else { "s" },
-        s.manual(),
-        if s.manual() == 1 { "" } else { "s" },
-    );
+    eprintln!("{}", summary(s.rules(), s.manual(), &bytes));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `4 fixes in 7 commands, 1 path explained without a rule`: the fixes
+/// (paths a rule fixes, a default deny with its keep-open accepts being
+/// one), and the commands as printed, counted in the script itself.
+fn summary(fixes: usize, manual: usize, script: &[u8]) -> String {
+    let commands = String::from_utf8_lossy(script)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .count();
+    let fixes = match fixes {
+        1 => "1 fix".to_string(),
+        n => format!("{n} fixes"),
+    };
+    format!(
+        "{fixes} in {}, {} explained without a rule",
+        count(commands, "command"),
+        count(manual, "path")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suggest_summary_counts_the_commands_printed() {
+        let script = b"# host db\n# a -> db:22\nnft insert rule a\nnft insert rule b\n\n  nft insert rule c\n# note\nfirewall-cmd --reload\n";
+        assert_eq!(
+            super::summary(2, 1, script),
+            "2 fixes in 4 commands, 1 path explained without a rule"
+        );
+        assert_eq!(
+            super::summary(1, 0, b"nft x\n"),
+            "1 fix in 1 command, 0 paths explained without a rule"
+        );
+    }
 }

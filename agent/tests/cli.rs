@@ -94,7 +94,7 @@ fn plan_show_json_streams_the_same_document_as_the_whole_plan_renders() {
     let lint = portcall(&["plan", "lint", f]);
     assert_eq!(lint.status.code(), Some(0), "{}", text(&lint.stderr));
     assert!(
-        text(&lint.stdout).contains("ok: 60 hosts, 1 flows, 17700 paths"),
+        text(&lint.stdout).contains("ok: 60 hosts, 1 flow, 17700 paths"),
         "{}",
         text(&lint.stdout)
     );

@@ -318,7 +318,7 @@ fn diff_separates_fixed_and_regressed_and_exits_1_on_a_regression() {
     let fixed_at = table.find("FIXED").unwrap();
     assert!(regressed < fixed_at, "{table}");
     assert!(
-        table[regressed..fixed_at].contains("lb    gw-worker-1  8280 (nio-http)"),
+        table[regressed..fixed_at].contains("lb    gw-worker-1  8280/tcp ipv4 (nio-http)"),
         "{table}"
     );
 
@@ -333,6 +333,8 @@ fn diff_separates_fixed_and_regressed_and_exits_1_on_a_regression() {
     assert_eq!(r["after"]["verdict"], "violation");
     assert_eq!(r["after"]["observed"], "timeout");
     assert_eq!(r["service"], "nio-http");
+    assert_eq!(r["protocol"], "tcp");
+    assert_eq!(r["family"], "ipv4");
 
     // Backwards, the same change is fixes and one regression the other way.
     let out = portcall(&["diff", s(&new), s(&old)]);

@@ -150,7 +150,7 @@ impl Drop for Agent {
 
 fn rounds(m: &str) -> u64 {
     m.lines()
-        .find_map(|l| l.strip_prefix("portcall_rounds_total "))
+        .find_map(|l| l.strip_prefix("portcall_rounds_total{plan=\"schedule-cli\"} "))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -178,7 +178,7 @@ fn sighup_reloads_the_plan_and_keeps_the_old_one_when_the_new_one_is_invalid() {
     std::fs::write(&plan_path, "name = \"broken\"\n[[hosts]]\nname = ").unwrap();
     agent.signal("HUP");
     let m = agent.wait_for("the failed reload", |m| {
-        m.contains("portcall_plan_last_reload_successful 0")
+        m.contains("portcall_plan_last_reload_successful{plan=\"schedule-cli\"} 0")
     });
     let before = rounds(&m);
     let m = agent.wait_for("rounds after the failed reload", |m| {
@@ -195,7 +195,8 @@ fn sighup_reloads_the_plan_and_keeps_the_old_one_when_the_new_one_is_invalid() {
         r#"portcall_path_ok{{plan="schedule-cli",from="app",to="db",port="{closed}",service="{closed}",expect="blocked",family="ipv4"}} 0"#
     );
     let m = agent.wait_for("the new path", |m| {
-        m.contains(&blocked) && m.contains("portcall_plan_last_reload_successful 1")
+        m.contains(&blocked)
+            && m.contains("portcall_plan_last_reload_successful{plan=\"schedule-cli\"} 1")
     });
     assert!(m.contains(&ok), "{m}");
 

@@ -303,7 +303,7 @@ async fn prometheus_scrapes_the_agent_and_alerts_on_a_path_that_goes_down() -> R
             .await
             .map_err(|e| (String::new(), Some(e)))?;
         Ok(body
-            .contains("portcall_last_round_timestamp_seconds ")
+            .contains("portcall_last_round_timestamp_seconds{")
             .then_some(body))
     })
     .await?;

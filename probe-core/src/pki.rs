@@ -25,6 +25,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+mod guidance;
+pub use guidance::{certificate_usages, refused_by_agent, refused_client_certificate};
+
 /// The name of the coordinator's certificate in a PKI directory.
 pub const COORDINATOR: &str = "coordinator";
 
@@ -65,6 +68,18 @@ pub enum PkiError {
     NoCa {
         /// The PKI directory.
         dir: PathBuf,
+    },
+    /// An agent's PKI directory lacks a file it needs: those come from the
+    /// coordinator's PKI directory, never from a `pki init` of its own.
+    #[error(
+        "{} not found: an agent's pki directory needs ca.pem, {name}.pem and {name}-key.pem, copied from the coordinator's pki directory (where `portcall pki init` and `portcall pki issue` made them); do not run `pki init` on the agent: a new CA there would match nothing",
+        missing.display()
+    )]
+    NoAgentIdentity {
+        /// The agent's name.
+        name: String,
+        /// The first missing file.
+        missing: PathBuf,
     },
     /// A file holds no usable PEM certificate or key.
     #[error("{}: {reason}", path.display())]
@@ -528,6 +543,15 @@ impl TlsIdentity {
     /// Reads `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME-key.pem`.
     pub fn load(dir: &Path, name: &str) -> Result<TlsIdentity, PkiError> {
         let ca = cert_path(dir, "ca");
+        if name != COORDINATOR {
+            let files = [ca.clone(), cert_path(dir, name), key_path(dir, name)];
+            if let Some(missing) = files.into_iter().find(|f| !f.exists()) {
+                return Err(PkiError::NoAgentIdentity {
+                    name: name.to_string(),
+                    missing,
+                });
+            }
+        }
         if !ca.exists() {
             return Err(PkiError::NoCa {
                 dir: dir.to_path_buf(),
@@ -870,6 +894,46 @@ mod tests {
         assert_eq!(mode(&a.key), 0o600);
         init(&dir, true).unwrap();
         assert_ne!(fs::read(&w.key).unwrap(), before);
+    }
+
+    #[test]
+    fn an_agent_with_an_empty_pki_directory_is_told_to_copy_from_the_coordinator() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = TlsIdentity::load(tmp.path(), "app")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{} not found",
+                tmp.path().join("ca.pem").display()
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "ca.pem, app.pem and app-key.pem, copied from the coordinator's pki directory"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("do not run `pki init` on the agent"), "{err}");
+        // With the CA copied but not its own pair, the message names that.
+        init(tmp.path(), false).unwrap();
+        let err = TlsIdentity::load(tmp.path(), "app")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{} not found",
+                tmp.path().join("app.pem").display()
+            )),
+            "{err}"
+        );
+        // The coordinator's own directory is where `pki init` belongs.
+        let empty = tempfile::tempdir().unwrap();
+        let err = TlsIdentity::load(empty.path(), COORDINATOR)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pki init"), "{err}");
     }
 
     #[test]

@@ -106,7 +106,7 @@ scrape() {
     cat <&3
     exec 3<&-
 }
-rounds_total() { scrape 2>/dev/null | awk '/^portcall_rounds_total /{print $2}'; }
+rounds_total() { scrape 2>/dev/null | awk '/^portcall_rounds_total[{ ]/{print $2}'; }
 
 deadline=$((SECONDS + 10 + 3 * ROUNDS))
 while :; do

@@ -49,9 +49,23 @@ impl Shared {
             ServerSecurity::Mtls(config) => config.clone(),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let Ok(Ok(mut tls)) = timeout(limits.handshake_timeout, acceptor.accept(tcp)).await else {
-            refusals.note(Refusal::Handshake, peer.ip());
-            return None;
+        let mut tls = match timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                // Only a certificate of our own CA gets as far as its usage,
+                // so this cannot be used to flood the log.
+                if let Some(why) =
+                    crate::pki::refused_client_certificate(&e, &self.config.coordinator)
+                {
+                    tracing::warn!(%peer, "control connection refused: {why}");
+                }
+                refusals.note(Refusal::Handshake, peer.ip());
+                return None;
+            }
+            Err(_) => {
+                refusals.note(Refusal::Handshake, peer.ip());
+                return None;
+            }
         };
         let names = tls
             .get_ref()

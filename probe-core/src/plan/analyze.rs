@@ -31,8 +31,8 @@ pub fn analyze(src: &str, file: &str, catalog: &Catalog) -> Analysis {
 /// [`analyze`], keeping the paths `scope` says in the plan.
 pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScope) -> Analysis {
     let file: Arc<str> = Arc::from(file);
-    let raw = match read_raw(&file, src) {
-        Ok(raw) => raw,
+    let (raw, type_errors) = match read_raw(&file, src) {
+        Ok(read) => read,
         Err(diagnostics) => {
             return Analysis {
                 plan: None,
@@ -43,7 +43,7 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
     let mut cx = Cx {
         file: &file,
         src,
-        diags: Vec::new(),
+        diags: type_errors,
         broken_roles: BTreeSet::new(),
     };
     let name = raw.name.get_ref().trim().to_owned();
@@ -88,10 +88,20 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
     Analysis { plan, diagnostics }
 }
 
-/// The plan file as serde reads it, or the one diagnostic that stops
-/// everything: an empty plan (nothing but blanks and comments) or a TOML
-/// syntax error.
-fn read_raw(file: &Arc<str>, src: &str) -> Result<raw::RawPlan, Diagnostics> {
+/// Type errors collected before giving up on the plan's types (a bound on
+/// the re-reads, each of which blanks one more line).
+const MAX_TYPE_ERRORS: usize = 64;
+
+/// The plan file as serde reads it with every type error (a wrong type, an
+/// unknown or missing key), or the diagnostics that stop everything: an
+/// empty plan (nothing but blanks and comments), a TOML syntax error, or
+/// type errors that leave no plan to read.
+///
+/// serde stops at the first type error, so after each one the lines its
+/// span covers are blanked (same length, newlines kept, so every later
+/// location is unchanged) and the document read again: one run reports
+/// them all, then the semantic checks run on what is left.
+fn read_raw(file: &Arc<str>, src: &str) -> Result<(raw::RawPlan, Vec<Diagnostic>), Diagnostics> {
     let blank = src
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
@@ -102,7 +112,91 @@ fn read_raw(file: &Arc<str>, src: &str) -> Result<raw::RawPlan, Diagnostics> {
             problem: Problem::EmptyPlan,
         }]));
     }
-    toml::from_str(src).map_err(|e| Diagnostics(vec![syntax_diagnostic(file, src, &e)]))
+    // Syntax first: a document that does not parse has no lines to blank.
+    if let Err(e) = src.parse::<toml::Table>() {
+        return Err(Diagnostics(vec![syntax_diagnostic(file, src, &e)]));
+    }
+    let mut errors = Vec::new();
+    let mut text = src.to_owned();
+    // Whether every blanked line only lost a misspelt key or a setting with
+    // a default: then the semantic checks cannot be misled by what is gone.
+    let mut harmless = true;
+    loop {
+        let e = match toml::from_str::<raw::RawPlan>(&text) {
+            Ok(raw) if harmless => return Ok((raw, errors)),
+            Ok(_) => return Err(Diagnostics(errors)),
+            Err(e) => e,
+        };
+        // A missing key after a blanking is of our making, as is a document
+        // that no longer parses: what was found so far is the answer.
+        let ours = !errors.is_empty()
+            && (e.message().starts_with("missing field") || text.parse::<toml::Table>().is_err());
+        if ours {
+            return Err(Diagnostics(errors));
+        }
+        errors.push(syntax_diagnostic(file, src, &e));
+        // A missing key has no line of its own to blank.
+        if e.message().starts_with("missing field") {
+            return Err(Diagnostics(errors));
+        }
+        let Some((t, key)) = e.span().and_then(|span| blank_lines(&text, span)) else {
+            return Err(Diagnostics(errors));
+        };
+        harmless &= e.message().starts_with("unknown field") || DEFAULTED.contains(&key.as_str());
+        if errors.len() >= MAX_TYPE_ERRORS {
+            return Err(Diagnostics(errors));
+        }
+        text = t;
+    }
+}
+
+/// Keys whose loss leaves a default that no other check depends on.
+const DEFAULTED: &[&str] = &[
+    "timeout_ms",
+    "retries",
+    "control_port",
+    "max_paths",
+    "adaptive",
+    "snmp_community",
+    "ssh_user",
+    "port_offset",
+    "ssh",
+];
+
+/// `text` with the lines `span` touches replaced by spaces (newlines kept),
+/// and the key of the first of them; `None` when that changes nothing (the
+/// error would come back).
+fn blank_lines(text: &str, span: std::ops::Range<usize>) -> Option<(String, String)> {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let end_at = span.end.max(span.start + 1).min(text.len());
+    let end = text[end_at..].find('\n').map_or(text.len(), |i| end_at + i);
+    let region = &text[start..end];
+    // A table header blanked would move its keys into the table above.
+    if region.trim().is_empty() || region.trim_start().starts_with('[') {
+        return None;
+    }
+    let blank: String = region
+        .chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect();
+    // Multi-byte characters become one space each: pad to keep offsets.
+    let pad = region.len() - blank.len();
+    let key = region
+        .split_once('=')
+        .map_or("", |(k, _)| k)
+        .trim()
+        .to_owned();
+    Some((
+        format!(
+            "{}{blank}{}{}",
+            &text[..start],
+            " ".repeat(pad),
+            &text[end..]
+        ),
+        key,
+    ))
 }
 
 /// The plan's own role tables, resolved over the catalog (`None`: a role

@@ -138,12 +138,12 @@ fn port_label(name: &str, port: Port, protocol: Protocol) -> String {
 pub fn plan_table(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
     writeln!(
         w,
-        "plan {} ({}): {} hosts, {} flows, {} paths",
+        "plan {} ({}): {}, {}, {}",
         plan.name,
         plan.source,
-        plan.hosts.len(),
-        plan.flows.len(),
-        plan.path_count()
+        super::count(plan.hosts.len(), "host"),
+        super::count(plan.flows.len(), "flow"),
+        super::count(plan.path_count(), "path")
     )?;
     writeln!(w)?;
     hosts_table(plan).write_to(w)?;

@@ -21,6 +21,15 @@ pub enum WriteError {
     /// The path (after following symbolic links) is a directory.
     #[error("{} is a directory", .0.display())]
     Directory(PathBuf),
+    /// The directory the file would be written into does not exist (or is
+    /// not a directory).
+    #[error("{}: directory {} does not exist", path.display(), dir.display())]
+    NoDirectory {
+        /// The path asked for.
+        path: PathBuf,
+        /// Its directory.
+        dir: PathBuf,
+    },
     /// The chain of symbolic links is too long or loops.
     #[error("{}: too many levels of symbolic links", .0.display())]
     SymlinkLoop(PathBuf),
@@ -193,6 +202,31 @@ pub fn write_atomically_with(
     }
 }
 
+/// Checks, before any work is done, that a report could be written to
+/// `path` by [`write_atomically`]: not a directory, its directory exists,
+/// and a file can be created there (a nameless one, which vanishes). A
+/// round that would be thrown away at the end is refused at the start.
+pub fn check_writable(path: &Path) -> Result<(), WriteError> {
+    let p = match resolve(path)? {
+        Target::Missing(p) | Target::Regular(p, _) => p,
+        // Opening a FIFO would block until its reader comes: written in
+        // place at the end, as always.
+        Target::Special(_) | Target::Own(_) => return Ok(()),
+    };
+    let dir = parent(&p);
+    if !dir.is_dir() {
+        return Err(WriteError::NoDirectory {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        });
+    }
+    let temp = Temp::create(dir).map_err(WriteError::io("create a file in", dir))?;
+    if let Some(named) = &temp.named {
+        let _ = std::fs::remove_file(named);
+    }
+    Ok(())
+}
+
 /// The prefix of our temporary files for `name`, so the next write can
 /// find (and only find) our own stale ones.
 fn temp_prefix(name: &str) -> String {
@@ -357,6 +391,27 @@ mod tests {
         assert_eq!(names(dir.path()), ["r.json"]);
         let err = write_atomically(&dir.path().join("missing/r.json"), b"x");
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn check_writable_refuses_missing_directories_and_directories_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        check_writable(&dir.path().join("r.json")).unwrap();
+        assert!(names(dir.path()).is_empty(), "the check left a file");
+        let missing = dir.path().join("missing/r.json");
+        let err = check_writable(&missing).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: directory {} does not exist",
+                missing.display(),
+                dir.path().join("missing").display()
+            )
+        );
+        assert!(matches!(
+            check_writable(dir.path()),
+            Err(WriteError::Directory(_))
+        ));
     }
 
     #[test]

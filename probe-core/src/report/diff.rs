@@ -2,9 +2,13 @@
 //! network team needs after a firewall change (what got fixed, what broke,
 //! what fails differently), as the `portcall.diff/v1` contract and a table.
 //!
-//! Paths are matched by `(from, to, port)` (with the address family, and
-//! UDP apart from TCP), the key under which a plan merges flows, so each
-//! appears at most once per report. A path in only one
+//! Paths are matched on their whole identity, `(from, to, port, protocol,
+//! family)`: a dual-stack pair is two paths, 53/udp and 53/tcp are two
+//! paths, and each appears at most once per report; the family and protocol
+//! are shown in the table and in `changes[]`, so a change of the IPv6 half
+//! of a pair alone says so. The target address is not part of the identity:
+//! a renumbered host (or a name that resolves elsewhere) is still the same
+//! planned path. A path in only one
 //! report (the plan file was edited between the runs) is listed with `null`
 //! on the side where it is missing. Only a path that was `ok` and no longer
 //! is counts as worse; see [`Diff::exit_code`]. Paths that fail in both
@@ -90,6 +94,13 @@ pub struct Change {
     pub port: u16,
     /// The port's name (the new report's, when both have the path).
     pub service: String,
+    /// TCP, TLS or UDP. Added to `portcall.diff/v1`; `tcp` in older diffs.
+    #[serde(default)]
+    pub protocol: crate::port::Protocol,
+    /// The address family the path runs over; `null` where neither report
+    /// says (added to `portcall.diff/v1`).
+    #[serde(default)]
+    pub family: Option<Family>,
     /// How it changed.
     pub change: ChangeKind,
     /// The old report's result; `null` when only the new report has it.
@@ -188,18 +199,25 @@ pub enum DiffError {
     },
 }
 
-type Key<'a> = (&'a str, &'a str, u16, Option<Family>, bool);
+type Key<'a> = (&'a str, &'a str, u16, crate::port::Protocol, Option<Family>);
 
-/// A path is its source, target, port, address family (a dual-stack pair
-/// has one path per family) and whether it is UDP (53/udp and 53/tcp are
-/// two paths); a report from before families takes the family of its
-/// target address.
+/// A path is its source, target, port, protocol (53/udp and 53/tcp are two
+/// paths) and address family (a dual-stack pair has one path per family).
 fn key(p: &PathReport) -> Key<'_> {
-    let family = p
-        .family
-        .or_else(|| p.address.parse::<std::net::IpAddr>().ok().map(Family::of));
-    let udp = p.protocol == crate::port::Protocol::Udp;
-    (p.from.as_str(), p.to.as_str(), p.port, family, udp)
+    (
+        p.from.as_str(),
+        p.to.as_str(),
+        p.port,
+        p.protocol,
+        family(p),
+    )
+}
+
+/// The path's family; a report from before families takes the family of
+/// its target address.
+fn family(p: &PathReport) -> Option<Family> {
+    p.family
+        .or_else(|| p.address.parse::<std::net::IpAddr>().ok().map(Family::of))
 }
 
 fn index<'a>(
@@ -300,9 +318,27 @@ fn change(
         to: p.to.clone(),
         port: p.port,
         service: p.service.clone(),
+        protocol: p.protocol,
+        family: family(p),
         change: kind,
         before,
         after,
+    }
+}
+
+impl Change {
+    /// `8280/tcp ipv6 (nio-http)`: the port with its protocol, family and
+    /// name, so the two halves of a dual-stack pair read apart.
+    fn port_cell(&self) -> String {
+        let family = self
+            .family
+            .map_or(String::new(), |f| format!(" {}", f.as_str()));
+        format!(
+            "{}/{}{family} ({})",
+            self.port,
+            self.protocol.as_str(),
+            self.service
+        )
     }
 }
 
@@ -377,7 +413,7 @@ impl Diff {
                 t.row([
                     c.from.clone(),
                     c.to.clone(),
-                    format!("{} ({})", c.port, c.service),
+                    c.port_cell(),
                     c.before.as_ref().map_or("-".into(), Outcome::short),
                     c.after.as_ref().map_or("-".into(), Outcome::short),
                     now.map_or(String::new(), |o| o.detail.clone()),
@@ -450,28 +486,28 @@ mod tests {
               new round 2025-01-02T00:00:00.000Z – 2025-01-02T00:00:01.000Z
 
             REGRESSED (ok before, not now): 1
-              FROM  TO  PORT        BEFORE     AFTER                WHY
-              web   db  3306 (svc)  ok (open)  violation (timeout)  must be open, but dropped
+              FROM  TO  PORT                 BEFORE     AFTER                WHY
+              web   db  3306/tcp ipv4 (svc)  ok (open)  violation (timeout)  must be open, but dropped
 
             FIXED (not ok before, ok now): 1
-              FROM  TO  PORT        BEFORE            AFTER         WHY
-              web   db  3307 (svc)  violation (open)  ok (timeout)  dropped
+              FROM  TO  PORT                 BEFORE            AFTER         WHY
+              web   db  3307/tcp ipv4 (svc)  violation (open)  ok (timeout)  dropped
 
             CHANGED REASON (not ok either time, failing differently): 1
-              FROM  TO     PORT        BEFORE                AFTER                WHY
-              web   cache  6379 (svc)  error (not measured)  violation (refused)  must be open, but reset
+              FROM  TO     PORT                 BEFORE                AFTER                WHY
+              web   cache  6379/tcp ipv4 (svc)  error (not measured)  violation (refused)  must be open, but reset
 
             ONLY IN NEW (the plan gained the path): 1
-              FROM  TO  PORT        BEFORE  AFTER                WHY
-              web   db  8080 (svc)  -       violation (timeout)  must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+              FROM  TO  PORT                 BEFORE  AFTER                WHY
+              web   db  8080/tcp ipv4 (svc)  -       violation (timeout)  must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
 
             ONLY IN OLD (the plan lost the path): 1
-              FROM  TO  PORT        BEFORE               AFTER  WHY
-              web   db  9999 (svc)  violation (timeout)  -      must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+              FROM  TO  PORT                 BEFORE               AFTER  WHY
+              web   db  9999/tcp ipv4 (svc)  violation (timeout)  -      must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
 
             STILL FAILING (not ok before, not ok now): 1
-              FROM  TO     PORT        BEFORE                AFTER                WHY
-              web   cache  6379 (svc)  error (not measured)  violation (refused)  must be open, but reset
+              FROM  TO     PORT                 BEFORE                AFTER                WHY
+              web   cache  6379/tcp ipv4 (svc)  error (not measured)  violation (refused)  must be open, but reset
         "#]]
         .assert_eq(&String::from_utf8(out).unwrap());
         let mut out = Vec::new();
@@ -503,6 +539,8 @@ mod tests {
                   "to": "db",
                   "port": 3306,
                   "service": "svc",
+                  "protocol": "tcp",
+                  "family": "ipv4",
                   "change": "regressed",
                   "before": {
                     "verdict": "ok",
@@ -518,6 +556,8 @@ mod tests {
                   "to": "db",
                   "port": 3307,
                   "service": "svc",
+                  "protocol": "tcp",
+                  "family": "ipv4",
                   "change": "fixed",
                   "before": {
                     "verdict": "violation",
@@ -533,6 +573,8 @@ mod tests {
                   "to": "cache",
                   "port": 6379,
                   "service": "svc",
+                  "protocol": "tcp",
+                  "family": "ipv4",
                   "change": "changed",
                   "before": {
                     "verdict": "error",
@@ -548,6 +590,8 @@ mod tests {
                   "to": "db",
                   "port": 8080,
                   "service": "svc",
+                  "protocol": "tcp",
+                  "family": "ipv4",
                   "change": "added",
                   "before": null,
                   "after": {
@@ -560,6 +604,8 @@ mod tests {
                   "to": "db",
                   "port": 9999,
                   "service": "svc",
+                  "protocol": "tcp",
+                  "family": "ipv4",
                   "change": "removed",
                   "before": {
                     "verdict": "violation",
@@ -574,6 +620,8 @@ mod tests {
                   "to": "cache",
                   "port": 6379,
                   "service": "svc",
+                  "protocol": "tcp",
+                  "family": "ipv4",
                   "change": "changed",
                   "before": {
                     "verdict": "error",
@@ -627,13 +675,13 @@ mod tests {
               new round 2025-01-01T00:00:00.000Z – 2025-01-01T00:00:01.000Z
 
             FIXED (not ok before, ok now): 1
-              FROM  TO  PORT        BEFORE            AFTER         WHY
-              web   db  3307 (svc)  violation (open)  ok (timeout)  db saw our nonce from 127.0.9.1
+              FROM  TO  PORT                 BEFORE            AFTER         WHY
+              web   db  3307/tcp ipv4 (svc)  violation (open)  ok (timeout)  db saw our nonce from 127.0.9.1
 
             STILL FAILING (not ok before, not ok now): 2
-              FROM  TO     PORT        BEFORE                AFTER                 WHY
-              web   cache  6379 (svc)  error (not measured)  error (not measured)  target agent cache unreachable, nothing to measure against: connect refused
-              web   db     9999 (svc)  violation (timeout)   violation (timeout)   must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
+              FROM  TO     PORT                 BEFORE                AFTER                 WHY
+              web   cache  6379/tcp ipv4 (svc)  error (not measured)  error (not measured)  target agent cache unreachable, nothing to measure against: connect refused
+              web   db     9999/tcp ipv4 (svc)  violation (timeout)   violation (timeout)   must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening
         "#]].assert_eq(&String::from_utf8(out).unwrap());
         // A diff written before the list existed still reads.
         let mut old_json = json.clone();
@@ -681,6 +729,46 @@ mod tests {
         assert_eq!(d.summary.compared, 4, "{:?}", d.summary);
         assert_eq!(d.summary.added, 1, "the IPv6 path is new: {:?}", d.summary);
         assert_eq!(d.summary.removed, 0);
+    }
+
+    #[test]
+    fn diff_of_the_ipv6_half_of_a_pair_names_its_family_and_protocol() {
+        use crate::plan::Family;
+        let pair = || {
+            let mut r = sample();
+            let mut v6 = r.paths[0].clone();
+            v6.address = "2001:2:0:3::40".into();
+            v6.family = Some(Family::Ipv6);
+            r.paths.push(v6);
+            r.recount();
+            r
+        };
+        let old = pair();
+        let mut new = pair();
+        let v6 = new.paths.last_mut().unwrap();
+        v6.observed = Some(Observed::Timeout);
+        v6.verdict = Verdict::Violation;
+        new.recount();
+        let d = diff(&old, &new).unwrap();
+        assert_eq!(d.summary.regressed, 1, "{:?}", d.summary);
+        let mut out = Vec::new();
+        d.write_table(&mut out).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        assert!(
+            table.contains("web   db  3306/tcp ipv6 (svc)  ok (open)"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        let c = &json["changes"][0];
+        assert_eq!(c["family"], "ipv6", "{c}");
+        assert_eq!(c["protocol"], "tcp", "{c}");
+        // A diff written before the fields existed still reads.
+        let mut older = json.clone();
+        let change = older["changes"][0].as_object_mut().unwrap();
+        change.remove("family");
+        change.remove("protocol");
+        let back: Diff = serde_json::from_value(older).unwrap();
+        assert_eq!(back.changes[0].family, None);
     }
 
     #[test]

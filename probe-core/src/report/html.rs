@@ -64,6 +64,8 @@ table.list th { text-align: left; font-size: 12px; color: var(--muted); font-wei
 table.list td { border-bottom: 1px solid #eaeef2; padding: 5px 8px; vertical-align: top; }
 table.list td.mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; white-space: nowrap; }
 table.list td.why { width: 55%; }
+table.list td.flow { min-width: 10em; max-width: 18em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; background: #eff2f5; border-radius: 4px; padding: 0 3px; }
 .tag { font-weight: 600; }
 .tag.violation { color: var(--bad); }
 .tag.error { color: var(--err); }
@@ -108,7 +110,11 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "</header>")?;
 
     for n in &report.notes {
-        writeln!(w, r#"<p class="note"><strong>Note:</strong> {}</p>"#, h(n))?;
+        writeln!(
+            w,
+            r#"<p class="note"><strong>Note:</strong> {}</p>"#,
+            with_code(n)
+        )?;
     }
 
     write_matrix(report, w)?;
@@ -361,6 +367,23 @@ fn write_graph(report: &Report, w: &mut impl Write) -> io::Result<()> {
 
 /// The verdict as a mark that reads without colour (printed in black and
 /// white, or by a colour-blind reader): ✓ met, ✗ not met, ? not measured.
+/// Text with `code` spans (as the notes write commands and keys) as
+/// `<code>`, everything escaped; an unpaired backtick stays as it is.
+fn with_code(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    if parts.len() % 2 == 0 {
+        return h(text);
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| match i % 2 {
+            0 => h(part),
+            _ => format!("<code>{}</code>", h(part)),
+        })
+        .collect()
+}
+
 fn mark(v: Verdict) -> &'static str {
     match v {
         Verdict::Ok => "✓",
@@ -377,17 +400,17 @@ fn write_list(paths: &[&PathReport], labels: &PortLabels, w: &mut impl Write) ->
     for p in paths {
         writeln!(
             w,
-            r#"<tr><td><span class="tag {}">{} {}</span></td><td>{}</td><td>{}</td><td>{}</td><td class="mono">{}</td><td>{}</td><td>{}</td><td class="why">{}</td></tr>"#,
+            r#"<tr><td><span class="tag {}">{} {}</span></td><td class="flow" title="{flow}">{flow}</td><td>{}</td><td>{}</td><td class="mono">{}</td><td>{}</td><td>{}</td><td class="why">{}</td></tr>"#,
             p.verdict.as_str(),
             mark(p.verdict),
             p.verdict.as_str(),
-            h(&p.flow_label()),
             h(&p.from),
             h(&p.to),
             h(&labels.port(p)),
             p.expect,
             p.observed.map_or("–", |o| o.as_str()),
             h(&why(p)),
+            flow = h(&p.flow_label()),
         )?;
     }
     writeln!(w, "</tbody></table>")
@@ -435,6 +458,30 @@ fn write_agents(report: &Report, w: &mut impl Write) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn notes_render_code_spans_and_flows_carry_their_full_text() {
+        assert_eq!(
+            super::with_code("run `portcall demo --out <f>` & see"),
+            "run <code>portcall demo --out &lt;f&gt;</code> &amp; see"
+        );
+        assert_eq!(super::with_code("a ` b"), "a ` b");
+        let mut r = crate::report::table::tests::sample();
+        r.notes = vec!["nothing filters loopback: `127.0.0.1`".into()];
+        let mut out = Vec::new();
+        super::write(&r, &mut out).unwrap();
+        let html = String::from_utf8(out).unwrap();
+        assert!(
+            html.contains("nothing filters loopback: <code>127.0.0.1</code>"),
+            "literal backticks in a note"
+        );
+        assert!(!html.contains('`'), "a backtick is left in the page");
+        assert!(
+            html.contains(r#"<td class="flow" title="app tier">app tier</td>"#),
+            "the flow cell has no full-text title"
+        );
+        assert!(html.contains("text-overflow: ellipsis"));
+    }
+
     use expect_test::expect;
 
     use super::*;
@@ -484,13 +531,13 @@ mod tests {
             </svg></section>
             <section><h2>Violations (2)</h2>
             <table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
-            <tr><td><span class="tag violation">✗ violation</span></td><td>no db from web</td><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>blocked</td><td>open</td><td class="why">must be blocked, but db saw our nonce from 127.0.9.1</td></tr>
-            <tr><td><span class="tag violation">✗ violation</span></td><td>app tier</td><td>web</td><td>db</td><td class="mono">9999/tcp (svc)</td><td>open</td><td>timeout</td><td class="why">must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening</td></tr>
+            <tr><td><span class="tag violation">✗ violation</span></td><td class="flow" title="no db from web">no db from web</td><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>blocked</td><td>open</td><td class="why">must be blocked, but db saw our nonce from 127.0.9.1</td></tr>
+            <tr><td><span class="tag violation">✗ violation</span></td><td class="flow" title="app tier">app tier</td><td>web</td><td>db</td><td class="mono">9999/tcp (svc)</td><td>open</td><td>timeout</td><td class="why">must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening</td></tr>
             </tbody></table>
             </section>
             <section><h2>Not measured (1)</h2>
             <table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
-            <tr><td><span class="tag error">? error</span></td><td>app tier</td><td>web</td><td>cache</td><td class="mono">6379/tcp (svc)</td><td>open</td><td>–</td><td class="why">target agent cache unreachable, nothing to measure against: connect refused</td></tr>
+            <tr><td><span class="tag error">? error</span></td><td class="flow" title="app tier">app tier</td><td>web</td><td>cache</td><td class="mono">6379/tcp (svc)</td><td>open</td><td>–</td><td class="why">target agent cache unreachable, nothing to measure against: connect refused</td></tr>
             </tbody></table>
             </section>
             <section><h2>Agents</h2>
@@ -500,7 +547,7 @@ mod tests {
             </tbody></table></section>
             <section><details><summary>1 path meeting its expectation</summary>
             <table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
-            <tr><td><span class="tag ok">✓ ok</span></td><td>app tier</td><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>open</td><td>open</td><td class="why">connected to the live service (a real service holds the port)</td></tr>
+            <tr><td><span class="tag ok">✓ ok</span></td><td class="flow" title="app tier">app tier</td><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>open</td><td>open</td><td class="why">connected to the live service (a real service holds the port)</td></tr>
             </tbody></table>
             </details></section>
             <footer>portcall.report/v1 · generated by portcall</footer>

@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-pub use atomic::{WriteError, write_atomically, write_atomically_with};
+pub use atomic::{WriteError, check_writable, write_atomically, write_atomically_with};
 pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
 pub use evidence::{AgentEvidence, AgentOutcome, RoundEvidence};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};

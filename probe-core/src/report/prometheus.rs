@@ -10,7 +10,8 @@
 //! known and `protocol="udp"` on UDP paths) so two plans'
 //! textfiles never collide; see `schedule::metrics`), with the verdict of the joined
 //! report rather than a live probe's. The textfile collector forbids sample
-//! timestamps, so the round's time is a gauge of its own.
+//! timestamps, so the round's time is a gauge of its own; it and every other
+//! series carry the `plan` label too.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -127,14 +128,22 @@ fn write_round(report: &Report, w: &mut impl Write) -> io::Result<()> {
             "portcall_last_round_timestamp_seconds",
             "Unix time at which the check's round finished.",
         )?;
-        writeln!(w, "portcall_last_round_timestamp_seconds {t}")?;
+        let plan = escape_label(&report.plan);
+        writeln!(
+            w,
+            "portcall_last_round_timestamp_seconds{{plan=\"{plan}\"}} {t}"
+        )?;
         if let Some(start) = unix_seconds(&report.started_at).filter(|s| *s <= t) {
             gauge(
                 w,
                 "portcall_round_duration_seconds",
                 "Wall time of the check's round, in seconds.",
             )?;
-            writeln!(w, "portcall_round_duration_seconds {}", t - start)?;
+            writeln!(
+                w,
+                "portcall_round_duration_seconds{{plan=\"{plan}\"}} {}",
+                t - start
+            )?;
         }
     }
     Ok(())
@@ -299,10 +308,10 @@ mod tests {
             portcall_check_paths{plan="sample",verdict="error"} 1
             # HELP portcall_last_round_timestamp_seconds Unix time at which the check's round finished.
             # TYPE portcall_last_round_timestamp_seconds gauge
-            portcall_last_round_timestamp_seconds 1735689601
+            portcall_last_round_timestamp_seconds{plan="sample"} 1735689601
             # HELP portcall_round_duration_seconds Wall time of the check's round, in seconds.
             # TYPE portcall_round_duration_seconds gauge
-            portcall_round_duration_seconds 1
+            portcall_round_duration_seconds{plan="sample"} 1
         "##]]
         .assert_eq(&String::from_utf8(out).unwrap());
     }

@@ -32,10 +32,36 @@ pub(crate) fn why(p: &PathReport) -> String {
         },
         None => p.detail.clone(),
     };
+    let said = match p.service_banner.as_deref() {
+        Some(banner) => format!("{said}; the service said: {}", banner_text(banner)),
+        None => said,
+    };
     match p.verdict {
         Verdict::Violation => format!("must be {}, but {said}", p.expect),
         _ => said,
     }
+}
+
+/// Longest service banner shown in a report's text, in characters.
+const BANNER_CHARS: usize = 80;
+
+/// A service's banner for people: control characters escaped (it is what
+/// a remote service chose to send), cut at [`BANNER_CHARS`] with `…`. Each
+/// format escapes the result for its own markup.
+pub(crate) fn banner_text(banner: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in banner.trim().chars().enumerate() {
+        if i == BANNER_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Seconds since the Unix epoch of a report timestamp (`rfc3339`'s
@@ -136,6 +162,46 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    /// A live MySQL path whose greeting is hostile markup, in every
+    /// format that shows a path's reason.
+    #[test]
+    fn service_banner_is_shown_escaped_in_table_html_and_markdown() {
+        use crate::report::{RenderOptions, ReportFormat, render};
+        let mut r = crate::report::table::tests::sample();
+        let banner = format!(
+            "MySQL 10.11.6-MariaDB <b>|`x`\u{1b}[31m {}",
+            "y".repeat(100)
+        );
+        r.paths[0].service_banner = Some(banner);
+        let out = |format| {
+            let mut w = Vec::new();
+            render(&r, format, RenderOptions::default(), &mut w).unwrap();
+            String::from_utf8(w).unwrap()
+        };
+        let cut = format!("{}…", "y".repeat(44));
+        let table = out(ReportFormat::Table);
+        assert!(
+            table.contains("the service said: MySQL 10.11.6-MariaDB <b>|`x`\\u{1b}[31m"),
+            "{table}"
+        );
+        assert!(table.contains(&cut) && !table.contains('\u{1b}'), "{table}");
+        let html = out(ReportFormat::Html);
+        assert!(
+            html.contains("the service said: MySQL 10.11.6-MariaDB &lt;b&gt;|"),
+            "{html}"
+        );
+        assert!(!html.contains("<b>"), "unescaped banner in HTML");
+        let markdown = out(ReportFormat::Markdown);
+        assert!(
+            markdown.contains("the service said: MySQL 10.11.6-MariaDB"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("\\|"),
+            "the banner's | is escaped: {markdown}"
+        );
+    }
 
     #[test]
     fn report_timestamps_parse_back_to_the_instant() {

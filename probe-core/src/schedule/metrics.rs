@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::plan::{Expect, Family};
 use crate::port::Port;
 use crate::probe::Observed;
-use crate::report::prometheus::{PathLabels, bool01, family, path_sample};
+use crate::report::prometheus::{PathLabels, bool01, escape_label, family, path_sample};
 use crate::report::{TargetEnd, Verdict};
 
 /// One path's result in one round, with the labels it is exported under.
@@ -74,6 +74,9 @@ pub struct Exposition {
     pub rounds_total: u64,
     /// Whether the last plan reload (SIGHUP) succeeded; true before any.
     pub last_reload_ok: bool,
+    /// The plan's name, the `plan` label of the agent's own series (rounds,
+    /// reload) before the first round; the last round's plan after it.
+    pub plan: String,
 }
 
 impl Exposition {
@@ -179,6 +182,9 @@ impl Exposition {
     /// The agent's families: the last round's time and duration, rounds
     /// done, and whether the last reload worked.
     fn render_rounds(&self, out: &mut impl Write) -> io::Result<()> {
+        // Every series carries the plan, so that two plans' agents (or
+        // textfiles) on one host never give the same series twice.
+        let plan = escape_label(self.last_round.as_ref().map_or(&self.plan, |r| &r.plan));
         family(
             out,
             "portcall_last_round_timestamp_seconds",
@@ -191,7 +197,10 @@ impl Exposition {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_secs_f64();
-            writeln!(out, "portcall_last_round_timestamp_seconds {t}")?;
+            writeln!(
+                out,
+                "portcall_last_round_timestamp_seconds{{plan=\"{plan}\"}} {t}"
+            )?;
         }
 
         family(
@@ -202,7 +211,10 @@ impl Exposition {
         )?;
         if let Some(r) = &self.last_round {
             let d = r.duration.as_secs_f64();
-            writeln!(out, "portcall_round_duration_seconds {d}")?;
+            writeln!(
+                out,
+                "portcall_round_duration_seconds{{plan=\"{plan}\"}} {d}"
+            )?;
         }
 
         family(
@@ -211,7 +223,11 @@ impl Exposition {
             "Rounds completed since the agent started.",
             "counter",
         )?;
-        writeln!(out, "portcall_rounds_total {}", self.rounds_total)?;
+        writeln!(
+            out,
+            "portcall_rounds_total{{plan=\"{plan}\"}} {}",
+            self.rounds_total
+        )?;
 
         family(
             out,
@@ -221,7 +237,7 @@ impl Exposition {
         )?;
         writeln!(
             out,
-            "portcall_plan_last_reload_successful {}",
+            "portcall_plan_last_reload_successful{{plan=\"{plan}\"}} {}",
             bool01(self.last_reload_ok)
         )
     }
@@ -291,6 +307,14 @@ impl MetricsStore {
         MetricsStore::default()
     }
 
+    /// A store with no round yet for the plan named `plan` (the `plan`
+    /// label of its series before the first round).
+    pub fn for_plan(plan: &str) -> MetricsStore {
+        let store = MetricsStore::default();
+        store.update(|e| e.plan = plan.to_string());
+        store
+    }
+
     /// The rendered exposition, as served at `/metrics`.
     pub fn rendered(&self) -> Arc<[u8]> {
         self.read(|s| s.rendered.clone())
@@ -304,6 +328,7 @@ impl MetricsStore {
     /// Publishes a completed round.
     pub fn publish_round(&self, round: RoundMetrics) {
         self.update(|e| {
+            e.plan.clone_from(&round.plan);
             e.last_round = Some(round);
             e.rounds_total += 1;
         });
@@ -396,6 +421,7 @@ mod tests {
             }),
             rounds_total: 3,
             last_reload_ok: false,
+            plan: "wso2".into(),
         }
     }
 
@@ -431,30 +457,30 @@ mod tests {
             # TYPE portcall_tls_cert_not_after_seconds gauge
             # HELP portcall_last_round_timestamp_seconds Unix time at which the last completed round finished; absent before the first round.
             # TYPE portcall_last_round_timestamp_seconds gauge
-            portcall_last_round_timestamp_seconds 1700000000.25
+            portcall_last_round_timestamp_seconds{plan="wso2"} 1700000000.25
             # HELP portcall_round_duration_seconds Wall time of the last completed round, in seconds.
             # TYPE portcall_round_duration_seconds gauge
-            portcall_round_duration_seconds 1.5
+            portcall_round_duration_seconds{plan="wso2"} 1.5
             # HELP portcall_rounds_total Rounds completed since the agent started.
             # TYPE portcall_rounds_total counter
-            portcall_rounds_total 3
+            portcall_rounds_total{plan="wso2"} 3
             # HELP portcall_plan_last_reload_successful 0 when the last plan reload (SIGHUP) failed and the agent kept its previous plan, else 1.
             # TYPE portcall_plan_last_reload_successful gauge
-            portcall_plan_last_reload_successful 0
+            portcall_plan_last_reload_successful{plan="wso2"} 0
         "##]]
         .assert_eq(&text);
     }
 
     #[test]
     fn before_the_first_round_only_counters_have_samples() {
-        let store = MetricsStore::new();
+        let store = MetricsStore::for_plan("wso2");
         let text = String::from_utf8(store.rendered().to_vec()).unwrap();
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             samples,
             [
-                "portcall_rounds_total 0",
-                "portcall_plan_last_reload_successful 1"
+                "portcall_rounds_total{plan=\"wso2\"} 0",
+                "portcall_plan_last_reload_successful{plan=\"wso2\"} 1"
             ]
         );
     }

@@ -120,7 +120,7 @@ impl Scheduled {
             None => detect_host(&plan)?,
         };
         let plan = plan.scoped(&crate::plan::PathScope::Host(host.clone()));
-        let store = Arc::new(MetricsStore::new());
+        let store = Arc::new(MetricsStore::for_plan(&plan.name));
         let rounds = LiveRounds::new(
             config.plan_path,
             host,

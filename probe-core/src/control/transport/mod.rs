@@ -143,6 +143,17 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent refused our certificate for its usage (an agent's
+    /// certificate presented as the coordinator's).
+    #[error("TLS handshake with agent {host} at {addr}: {why}")]
+    CertificateRefused {
+        /// The agent's host.
+        host: String,
+        /// Its control endpoint.
+        addr: SocketAddr,
+        /// Which certificate, and which one is needed.
+        why: String,
+    },
     /// The TLS handshake did not finish in time.
     #[error("TLS handshake with agent {host} at {addr}: no answer within {after_ms} ms")]
     HandshakeTimeout {

@@ -187,6 +187,13 @@ pub async fn connect(
                     });
                 }
                 Ok(Err(source)) => {
+                    if let Some(why) = crate::pki::refused_by_agent(&source, identity) {
+                        return Err(ControlError::CertificateRefused {
+                            host: host.to_string(),
+                            addr,
+                            why,
+                        });
+                    }
                     return Err(ControlError::Handshake {
                         host: host.to_string(),
                         addr,
