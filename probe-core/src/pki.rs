@@ -82,6 +82,12 @@ pub enum PkiError {
         /// The name as given.
         name: String,
     },
+    /// A plan host takes the coordinator's certificate name.
+    #[error("plan host `{name}` has the coordinator's reserved certificate name; rename the host")]
+    ReservedName {
+        /// The host's name.
+        name: String,
+    },
     /// rcgen could not create a key or certificate.
     #[error("generate certificate for {name}")]
     Generate {
@@ -387,6 +393,13 @@ pub fn issue_plan(
     force: bool,
 ) -> Result<Vec<Written>, PkiError> {
     let requests = plan_requests(plan);
+    // The last request is the coordinator's own; a plan host of that name
+    // would get (or overwrite with --force) the coordinator's client key.
+    if let Some(h) = plan.hosts.iter().find(|h| h.name == COORDINATOR) {
+        return Err(PkiError::ReservedName {
+            name: h.name.clone(),
+        });
+    }
     for req in &requests {
         check_name(&req.name)?;
         if req.name == "ca" {

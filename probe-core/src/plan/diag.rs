@@ -185,8 +185,18 @@ pub enum Problem {
     },
     /// A host name is not usable (empty or with characters outside
     /// `A-Za-z0-9._-`).
-    #[error("host name `{name}` is not valid (expected letters, digits, `.`, `_` or `-`)")]
+    #[error(
+        "host name `{name}` is not valid (expected letters, digits, `.`, `_` or `-`, not starting with `-`)"
+    )]
     BadHostName {
+        /// The name as written.
+        name: String,
+    },
+    /// A host takes the coordinator's certificate name.
+    #[error(
+        "host name `{name}` is reserved for the coordinator's certificate (pki issue --plan would give this host the coordinator's client key): rename the host"
+    )]
+    ReservedHostName {
         /// The name as written.
         name: String,
     },
