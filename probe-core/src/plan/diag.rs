@@ -65,16 +65,26 @@ pub struct Diagnostic {
     pub problem: Problem,
 }
 
-/// `s` with every control character except newline and tab written as a
+/// Whether `c` is a control character or a bidirectional formatting
+/// character (U+200E/F marks, U+202A–U+202E embeddings and overrides,
+/// U+2066–U+2069 isolates): either can make text read as something it is
+/// not (a right-to-left override reverses what follows on screen).
+pub fn is_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every control character except newline and tab (and every
+/// bidirectional formatting character, see [`is_control`]) written as a
 /// Rust escape (`\u{1b}`), so text from a file or a peer can never drive a
-/// terminal.
+/// terminal or reorder what a reader sees.
 pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !s.chars().any(|c| is_control(c) && c != '\n' && c != '\t') {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if is_control(c) && c != '\n' && c != '\t' {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -85,7 +95,9 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// `Some(escaped)` when `s` holds any control character at all.
 pub(crate) fn has_controls(s: &str) -> Option<String> {
-    s.chars().any(char::is_control).then(|| format!("{:?}", s))
+    s.chars()
+        .any(is_control)
+        .then(|| escape_controls(&format!("{s:?}")).into_owned())
 }
 
 impl fmt::Display for Diagnostic {
@@ -711,6 +723,22 @@ mod tests {
         // Offsets past the end or inside a character do not panic.
         let _ = Location::of_offset(&f, src, 999);
         let _ = Location::of_offset(&f, src, 8);
+    }
+
+    #[test]
+    fn bidirectional_controls_are_escaped_like_control_characters() {
+        // U+202E reverses what follows on screen: "evil\u{202E}txt.exe"
+        // reads as "evilexe.txt".
+        for c in [
+            '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\u{200E}', '\u{200F}',
+        ] {
+            let s = format!("db{c}-1");
+            let e = escape_controls(&s);
+            assert!(!e.contains(c), "{c:?} passed: {e}");
+            assert!(e.contains("\\u{"), "{e}");
+            assert!(has_controls(&s).is_some_and(|shown| !shown.contains(c)));
+        }
+        assert_eq!(escape_controls("plain\ttext é"), "plain\ttext é");
     }
 
     #[test]

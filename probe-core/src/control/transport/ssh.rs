@@ -502,7 +502,10 @@ async fn keep_last_line(
         if !text.is_empty() {
             tracing::debug!(%host, "ssh: {text}");
             let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-            t.last = text.chars().filter(|c| !c.is_control()).collect();
+            t.last = text
+                .chars()
+                .filter(|&c| !crate::plan::is_control(c))
+                .collect();
             if t.last.starts_with("error:") {
                 t.last_error = t.last.clone();
             }
