@@ -39,6 +39,38 @@ impl Location {
     }
 }
 
+/// Where each line of a source starts, to locate many offsets without
+/// scanning the text from its top for each (see [`Location::of_offset`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    pub(crate) fn new(src: &str) -> LineStarts {
+        LineStarts(
+            std::iter::once(0)
+                .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+        )
+    }
+
+    /// The same location as [`Location::of_offset`], in logarithmic time
+    /// plus the length of one line.
+    pub(crate) fn locate(&self, file: &Arc<str>, src: &str, offset: usize) -> Location {
+        let mut offset = offset.min(src.len());
+        while !src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.0.partition_point(|&s| s <= offset).max(1);
+        let line_start = self.0.get(line - 1).copied().unwrap_or(0).min(offset);
+        let col = src[line_start..offset].chars().count() + 1;
+        Location {
+            file: Arc::clone(file),
+            line,
+            col,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.col)
@@ -723,6 +755,17 @@ mod tests {
         // Offsets past the end or inside a character do not panic.
         let _ = Location::of_offset(&f, src, 999);
         let _ = Location::of_offset(&f, src, 8);
+        // The line index agrees with the scan at every offset.
+        for src in [src, "", "\n\n", "x\ny\n\nzé\n", "no newline"] {
+            let lines = LineStarts::new(src);
+            for o in 0..src.len() + 3 {
+                assert_eq!(
+                    lines.locate(&f, src, o),
+                    Location::of_offset(&f, src, o),
+                    "{src:?} at {o}"
+                );
+            }
+        }
     }
 
     #[test]
