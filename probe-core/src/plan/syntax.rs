@@ -161,7 +161,8 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
     // Tabs become four spaces here, where the span is known in bytes:
     // left to the renderer, a long tab-filled line misplaced the caret (and
     // overflowed a subtraction in debug builds).
-    let tabs_before = |i: usize| line[..i].matches('\t').count() * 3;
+    // (An empty span at the end of a line puts its caret one past it.)
+    let tabs_before = |i: usize| line[..i.min(line.len())].matches('\t').count() * 3;
     let (s, e) = (s + tabs_before(s), e + tabs_before(e));
     let line = line.replace('\t', "    ");
     let message = Level::Error.title("").snippet(
