@@ -988,5 +988,16 @@ ports = ["mysql"]
         assert!(!tmp.path().join("web.pem").exists(), "nothing written");
         issue_plan(tmp.path(), &plan, true).unwrap();
         assert_ne!(fs::read(tmp.path().join("db.pem")).unwrap(), before);
+        // A plan host named like the coordinator (lint refuses it; a plan
+        // built otherwise too) never gets, nor replaces, its client key.
+        let coordinator_key = fs::read(tmp.path().join("coordinator-key.pem")).unwrap();
+        let mut renamed = plan.clone();
+        renamed.hosts[0].name = COORDINATOR.into();
+        let err = issue_plan(tmp.path(), &renamed, true).unwrap_err();
+        assert!(matches!(err, PkiError::ReservedName { .. }), "{err}");
+        assert_eq!(
+            fs::read(tmp.path().join("coordinator-key.pem")).unwrap(),
+            coordinator_key
+        );
     }
 }
