@@ -273,3 +273,31 @@ fn a_remote_portcall_that_rejects_stdio_is_named_by_its_error_line() {
         "{report:#}"
     );
 }
+
+#[test]
+fn a_remote_path_starting_with_a_dash_is_refused_before_ssh_runs() {
+    // `--remote-path=-oProxyCommand=…` once reached ssh as an option and
+    // ran a local command.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("remote-tmp")).unwrap();
+    let plan = plan(dir.path(), false);
+    let pwned = dir.path().join("pwned");
+    let out = Command::new(bin())
+        .args(["check", "--plan"])
+        .arg(&plan)
+        .args(["--ssh", "--ssh-program"])
+        .arg(fake_ssh(dir.path()))
+        .arg(format!(
+            "--remote-path=-oProxyCommand=touch {}",
+            pwned.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--remote-path `-oProxyCommand=touch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!pwned.exists());
+}

@@ -97,6 +97,12 @@ pub enum PkiError {
         /// The name as given.
         name: String,
     },
+    /// A plan host takes the coordinator's certificate name.
+    #[error("plan host `{name}` has the coordinator's reserved certificate name; rename the host")]
+    ReservedName {
+        /// The host's name.
+        name: String,
+    },
     /// rcgen could not create a key or certificate.
     #[error("generate certificate for {name}")]
     Generate {
@@ -402,6 +408,13 @@ pub fn issue_plan(
     force: bool,
 ) -> Result<Vec<Written>, PkiError> {
     let requests = plan_requests(plan);
+    // The last request is the coordinator's own; a plan host of that name
+    // would get (or overwrite with --force) the coordinator's client key.
+    if let Some(h) = plan.hosts.iter().find(|h| h.name == COORDINATOR) {
+        return Err(PkiError::ReservedName {
+            name: h.name.clone(),
+        });
+    }
     for req in &requests {
         check_name(&req.name)?;
         if req.name == "ca" {
@@ -1039,5 +1052,16 @@ ports = ["mysql"]
         assert!(!tmp.path().join("web.pem").exists(), "nothing written");
         issue_plan(tmp.path(), &plan, true).unwrap();
         assert_ne!(fs::read(tmp.path().join("db.pem")).unwrap(), before);
+        // A plan host named like the coordinator (lint refuses it; a plan
+        // built otherwise too) never gets, nor replaces, its client key.
+        let coordinator_key = fs::read(tmp.path().join("coordinator-key.pem")).unwrap();
+        let mut renamed = plan.clone();
+        renamed.hosts[0].name = COORDINATOR.into();
+        let err = issue_plan(tmp.path(), &renamed, true).unwrap_err();
+        assert!(matches!(err, PkiError::ReservedName { .. }), "{err}");
+        assert_eq!(
+            fs::read(tmp.path().join("coordinator-key.pem")).unwrap(),
+            coordinator_key
+        );
     }
 }

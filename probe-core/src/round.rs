@@ -374,7 +374,17 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                 endpoint: config.endpoints.get(&s.host).copied(),
                 connect_timeout: config.connect_timeout,
             };
-            let opening = self.transport.open(dial.clone());
+            // Agents that outlive a connection (mTLS) get fresh ones when
+            // `prepare` breaks (a stranger's load shed ours); opening is
+            // lazy, so unused ones cost nothing.
+            let tries = if self.transport.agents_outlive_connections() {
+                PREPARE_TRIES
+            } else {
+                1
+            };
+            let openings = (0..tries)
+                .map(|_| self.transport.open(dial.clone()))
+                .collect();
             let request = Request::Prepare(PrepareRequest {
                 round: self.round.clone(),
                 host: s.host.clone(),
@@ -385,7 +395,7 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
             let prepared = prepare_one(
                 s,
                 PrepareOne {
-                    opening,
+                    openings,
                     dial,
                     request,
                     reached: self.reached.clone(),
@@ -523,9 +533,15 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
     }
 }
 
+/// Connections `prepare` opens to an agent whose connection broke before
+/// it answered, within the phase's budget (the connect deadline, twice,
+/// plus the request deadline).
+const PREPARE_TRIES: usize = 3;
+
 /// What one agent's `prepare` needs, moved into its task.
 struct PrepareOne {
-    opening: BoxFuture<Result<ControlStream, ControlError>>,
+    /// One lazy connection per try.
+    openings: Vec<BoxFuture<Result<ControlStream, ControlError>>>,
     dial: Dial,
     request: Request,
     reached: Reached,
@@ -537,20 +553,43 @@ struct PrepareOne {
 /// Connects to one agent and prepares the round there: up with its
 /// listeners, unreachable with why, or refused as another plan's or
 /// another protocol version's agent.
-async fn prepare_one(mut s: Session, p: PrepareOne) -> Session {
-    let mut conn = match p.opening.await {
-        Ok(c) => c,
-        Err(e) => {
-            s.lost(error_chain(&e));
+async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
+    let config = p.config.clone();
+    let give_up = tokio::time::Instant::now() + config.connect_timeout * 2 + config.request_timeout;
+    let mut openings = std::mem::take(&mut p.openings).into_iter();
+    let (mut conn, answer) = loop {
+        let Some(opening) = openings.next() else {
+            s.lost("no connection to open".into());
             return s;
+        };
+        let mut conn = match opening.await {
+            Ok(c) => c,
+            Err(e) => {
+                s.lost(error_chain(&e));
+                return s;
+            }
+        };
+        p.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(s.host.clone(), p.dial.clone());
+        let answer = conn.request(&p.request, config.request_timeout).await;
+        match &answer {
+            Err(e)
+                if died(e)
+                    && openings.len() > 0
+                    && tokio::time::Instant::now() + Duration::from_millis(50) < give_up =>
+            {
+                // `prepare` replaces any round the agent holds: asking
+                // again on a new connection is safe.
+                tracing::debug!(host = %s.host, error = %e, "prepare broke; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => break (conn, answer),
         }
     };
-    p.reached
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(s.host.clone(), p.dial);
-    let config = &p.config;
-    match conn.request(&p.request, config.request_timeout).await {
+    let config = &config;
+    match answer {
         Ok(Response::Prepared(r)) if r.version != control::PROTOCOL_VERSION => {
             // An agent of another version prepared (one before version 2
             // does not check ours): refuse it, and close what it opened.

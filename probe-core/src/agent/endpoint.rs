@@ -155,6 +155,35 @@ struct Entry {
     id: u64,
     peer: IpAddr,
     cancel: CancellationToken,
+    /// The client has sent its first bytes (a TLS hello): it is
+    /// handshaking, not idle, and idle connections are shed before it.
+    spoke: bool,
+    /// A second descriptor of the socket, to see at eviction time whether
+    /// the client has spoken though its task has not looked yet.
+    probe: Option<std::net::TcpStream>,
+}
+
+impl Entry {
+    /// Whether the client has sent anything: seen by its task, or waiting
+    /// in the socket now.
+    fn spoke(&self) -> bool {
+        self.spoke
+            || self
+                .probe
+                .as_ref()
+                .is_some_and(|p| matches!(p.peek(&mut [0u8; 1]), Ok(n) if n > 0))
+    }
+}
+
+/// `tcp` and a second descriptor of it for [`Admission::admit`]: the
+/// admission looks through it for bytes waiting when it must shed a
+/// connection, without reading them.
+pub(crate) fn with_probe(
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let tcp = tcp.into_std()?;
+    let probe = tcp.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(tcp)?, probe))
 }
 
 #[derive(Debug, Default)]
@@ -192,15 +221,24 @@ impl Admission {
         }
     }
 
-    /// Admits a new, unauthenticated connection from `peer`, evicting the
-    /// oldest unauthenticated one (of this peer first when the peer is at
-    /// its limit) to make room. `None` when `peer` holds all its slots with
-    /// authenticated connections.
-    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
+    /// Admits a new, unauthenticated connection from `peer`, evicting an
+    /// unauthenticated one (of this peer first when the peer is at its
+    /// limit) to make room: the oldest idle one, and the oldest
+    /// handshaking one only when none is idle, so that a coordinator
+    /// sharing its address with strangers (a bastion, a NAT) is never cut
+    /// mid-handshake by their idle connections. `probe` (from
+    /// [`with_probe`]) lets it see bytes its task has not looked at yet.
+    /// `None` when `peer` holds all its slots with authenticated
+    /// connections.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        probe: Option<std::net::TcpStream>,
+    ) -> Option<Ticket> {
         let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let mut evicted = Vec::new();
         if s.per_peer.get(&peer).copied().unwrap_or(0) >= self.limits.per_peer {
-            let Some(i) = s.pending.iter().position(|e| e.peer == peer) else {
+            let Some(i) = victim(&s.pending, |e| e.peer == peer) else {
                 drop(s);
                 self.refusals.note(Refusal::PerPeer, peer);
                 return None;
@@ -210,7 +248,7 @@ impl Admission {
             }
         }
         while s.pending.len() >= self.limits.pending.max(1) {
-            match s.pending.pop_front() {
+            match victim(&s.pending, |_| true).and_then(|i| s.pending.remove(i)) {
                 Some(e) => evicted.push(e),
                 None => break,
             }
@@ -225,6 +263,8 @@ impl Admission {
             id,
             peer,
             cancel: evicted_token.clone(),
+            spoke: false,
+            probe,
         });
         *s.per_peer.entry(peer).or_default() += 1;
         drop(s);
@@ -269,6 +309,14 @@ impl Admission {
         }
     }
 
+    /// Notes that a pending connection has sent its first bytes.
+    fn spoke(&self, id: u64) {
+        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = s.pending.iter_mut().find(|e| e.id == id) {
+            e.spoke = true;
+        }
+    }
+
     fn remove(&self, id: u64, peer: IpAddr) {
         let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let before = s.pending.len() + s.authenticated.len();
@@ -284,6 +332,22 @@ impl Admission {
     pub(crate) fn held(&self) -> (usize, usize) {
         let s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         (s.pending.len(), s.authenticated.len())
+    }
+}
+
+/// The pending connection to evict among those `of` selects: the oldest
+/// idle one, else the oldest.
+fn victim(pending: &VecDeque<Entry>, of: impl Fn(&Entry) -> bool) -> Option<usize> {
+    pending
+        .iter()
+        .position(|e| of(e) && !e.spoke())
+        .or_else(|| pending.iter().position(of))
+}
+
+impl Ticket {
+    /// The client has sent its first bytes: shed idle connections first.
+    pub(crate) fn spoke(&self) {
+        self.admission.spoke(self.id);
     }
 }
 
@@ -355,19 +419,23 @@ mod tests {
             },
             Duration::from_secs(3600),
         ));
-        let flood: Vec<Ticket> = (0..3).map(|_| a.admit(ip("198.18.0.9")).unwrap()).collect();
+        let flood: Vec<Ticket> = (0..3)
+            .map(|_| a.admit(ip("198.18.0.9"), None).unwrap())
+            .collect();
         // The flooding address is at its limit: its own oldest goes.
-        let fourth = a.admit(ip("198.18.0.9")).unwrap();
+        let fourth = a.admit(ip("198.18.0.9"), None).unwrap();
         assert!(flood[0].evicted.is_cancelled());
         assert!(!flood[1].evicted.is_cancelled());
         // Another address still gets in, evicting the oldest overall.
-        let coord = a.admit(ip("198.18.0.1")).unwrap();
+        let coord = a.admit(ip("198.18.0.1"), None).unwrap();
         assert!(!coord.evicted.is_cancelled());
         assert_eq!(a.held(), (4, 0));
         a.authenticated(&coord);
         assert_eq!(a.held(), (3, 1));
         // A flood of new connections never evicts an authenticated one.
-        let more: Vec<Ticket> = (0..20).filter_map(|_| a.admit(ip("198.18.0.7"))).collect();
+        let more: Vec<Ticket> = (0..20)
+            .filter_map(|_| a.admit(ip("198.18.0.7"), None))
+            .collect();
         assert!(!coord.evicted.is_cancelled());
         assert!(more.len() == 20 && flood[2].evicted.is_cancelled());
         drop(more);
@@ -375,13 +443,13 @@ mod tests {
         drop(fourth);
         assert_eq!(a.held(), (0, 1));
         // Authenticated slots are full: the oldest makes room.
-        let c2 = a.admit(ip("198.18.0.1")).unwrap();
+        let c2 = a.admit(ip("198.18.0.1"), None).unwrap();
         a.authenticated(&c2);
-        let c3 = a.admit(ip("198.18.0.1")).unwrap();
+        let c3 = a.admit(ip("198.18.0.1"), None).unwrap();
         a.authenticated(&c3);
         assert!(coord.evicted.is_cancelled() && !c3.evicted.is_cancelled());
         // An address holding only authenticated slots at its limit is refused.
-        let c4 = a.admit(ip("198.18.0.1")).unwrap();
+        let c4 = a.admit(ip("198.18.0.1"), None).unwrap();
         a.authenticated(&c4);
         assert!(c2.evicted.is_cancelled());
         let lim = Arc::new(Admission::new(
@@ -392,12 +460,94 @@ mod tests {
             },
             Duration::from_secs(3600),
         ));
-        let only = lim.admit(ip("198.18.0.1")).unwrap();
+        let only = lim.admit(ip("198.18.0.1"), None).unwrap();
         lim.authenticated(&only);
-        assert!(lim.admit(ip("198.18.0.1")).is_none());
+        assert!(lim.admit(ip("198.18.0.1"), None).is_none());
         let line = a.refusals.flush(true).unwrap();
         assert!(line.contains("evicted unauthenticated"), "{line}");
         assert!(line.contains("from 2 addresses"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn idle_strangers_from_the_coordinators_address_never_evict_its_handshake() {
+        // A bastion or NAT: the coordinator and strangers share one
+        // address. Their idle connections churn; the coordinator's, which
+        // has spoken (its TLS hello), must survive until authenticated.
+        let a = Arc::new(Admission::new(
+            SlotLimits {
+                pending: 64,
+                authenticated: 4,
+                per_peer: 8,
+            },
+            Duration::from_secs(3600),
+        ));
+        let shared = ip("198.18.0.1");
+        let mut idle: VecDeque<Ticket> = (0..7).map(|_| a.admit(shared, None).unwrap()).collect();
+        let coord = a.admit(shared, None).unwrap();
+        coord.spoke();
+        for _ in 0..10_000 {
+            idle.push_back(a.admit(shared, None).unwrap());
+            idle.retain(|t| !t.evicted.is_cancelled());
+            assert!(!coord.evicted.is_cancelled(), "the coordinator was evicted");
+        }
+        a.authenticated(&coord);
+        assert_eq!(a.held(), (7, 1));
+        // Bytes waiting in the socket count before its task has looked.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        std::io::Write::write_all(&mut client, b"\x16\x03\x01").unwrap();
+        let (server, _) = l.accept().unwrap();
+        let p = Arc::new(Admission::new(
+            SlotLimits {
+                pending: 64,
+                authenticated: 4,
+                per_peer: 8,
+            },
+            Duration::from_secs(3600),
+        ));
+        let hello = p.admit(shared, Some(server)).unwrap();
+        let churn: Vec<Ticket> = (0..1000).map(|_| p.admit(shared, None).unwrap()).collect();
+        assert!(
+            !hello.evicted.is_cancelled(),
+            "a connection that spoke was evicted"
+        );
+        assert_eq!(
+            churn.iter().filter(|t| !t.evicted.is_cancelled()).count(),
+            7
+        );
+        // The global cap sheds idle strangers before handshakes too.
+        let b = Arc::new(Admission::new(
+            SlotLimits {
+                pending: 4,
+                authenticated: 4,
+                per_peer: 64,
+            },
+            Duration::from_secs(3600),
+        ));
+        let first = b.admit(ip("198.18.0.1"), None).unwrap();
+        first.spoke();
+        let others: Vec<Ticket> = (0..100)
+            .map(|_| b.admit(ip("198.18.0.7"), None).unwrap())
+            .collect();
+        assert!(!first.evicted.is_cancelled());
+        assert!(others[0].evicted.is_cancelled());
+        // Handshakes only: the oldest still goes, so none can hold a slot.
+        let c = Arc::new(Admission::new(
+            SlotLimits {
+                pending: 2,
+                authenticated: 4,
+                per_peer: 64,
+            },
+            Duration::from_secs(3600),
+        ));
+        let h: Vec<Ticket> = (0..3)
+            .map(|_| {
+                let t = c.admit(ip("198.18.0.7"), None).unwrap();
+                t.spoke();
+                t
+            })
+            .collect();
+        assert!(h[0].evicted.is_cancelled() && !h[1].evicted.is_cancelled());
     }
 
     #[test]

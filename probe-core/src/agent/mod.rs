@@ -191,7 +191,10 @@ impl Agent {
                     };
                     // Over its per-address limit with only authenticated
                     // connections: closed at once, counted in the summary.
-                    let Some(ticket) = shared.admission.admit(peer.ip()) else {
+                    let Ok((tcp, probe)) = endpoint::with_probe(tcp) else {
+                        continue;
+                    };
+                    let Some(ticket) = shared.admission.admit(peer.ip(), Some(probe)) else {
                         continue;
                     };
                     let (shared, cancel) = (shared.clone(), cancel.clone());

@@ -106,6 +106,16 @@ impl Shared {
         let sock = socket2::SockRef::from(&tcp);
         let _ = sock.set_tcp_keepalive(&keepalive);
         let _ = sock.set_tcp_user_timeout(Some(limits.lease.max(Duration::from_secs(1))));
+        // A client that has sent something is handshaking, not idle:
+        // idle strangers are shed before it (see `Admission::admit`).
+        if !matches!(
+            timeout(limits.handshake_timeout, tcp.readable()).await,
+            Ok(Ok(()))
+        ) {
+            self.admission.refusals.note(Refusal::Handshake, peer.ip());
+            return;
+        }
+        ticket.spoke();
         let Some(stream) = self.authenticate(tcp, peer).await else {
             return;
         };

@@ -45,6 +45,7 @@ pub fn analyze_scoped(src: &str, file: &str, catalog: &Catalog, scope: &PathScop
         src,
         diags: type_errors,
         broken_roles: BTreeSet::new(),
+        lines: super::diag::LineStarts::new(src),
     };
     let name = raw.name.get_ref().trim().to_owned();
     if name.is_empty() {

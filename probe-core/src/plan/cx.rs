@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::diag::{Diagnostic, Location, Problem, Severity};
+use super::diag::{Diagnostic, LineStarts, Location, Problem, Severity};
 
 /// Shared state while validating: where we are and what we found.
 pub(super) struct Cx<'a> {
@@ -12,6 +12,9 @@ pub(super) struct Cx<'a> {
     pub diags: Vec<Diagnostic>,
     /// Role names whose failure is already reported (see [`analyze`]).
     pub broken_roles: std::collections::BTreeSet<String>,
+    /// Where `src`'s lines start: every host is located, and scanning
+    /// from the top for each made analysis quadratic in the host count.
+    pub lines: LineStarts,
 }
 
 impl Cx<'_> {
@@ -23,7 +26,7 @@ impl Cx<'_> {
     }
 
     pub fn loc(&self, span: std::ops::Range<usize>) -> Location {
-        Location::of_offset(self.file, self.src, span.start)
+        self.lines.locate(self.file, self.src, span.start)
     }
 
     pub fn push_at(&mut self, location: Location, problem: Problem) {

@@ -39,6 +39,38 @@ impl Location {
     }
 }
 
+/// Where each line of a source starts, to locate many offsets without
+/// scanning the text from its top for each (see [`Location::of_offset`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    pub(crate) fn new(src: &str) -> LineStarts {
+        LineStarts(
+            std::iter::once(0)
+                .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+        )
+    }
+
+    /// The same location as [`Location::of_offset`], in logarithmic time
+    /// plus the length of one line.
+    pub(crate) fn locate(&self, file: &Arc<str>, src: &str, offset: usize) -> Location {
+        let mut offset = offset.min(src.len());
+        while !src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.0.partition_point(|&s| s <= offset).max(1);
+        let line_start = self.0.get(line - 1).copied().unwrap_or(0).min(offset);
+        let col = src[line_start..offset].chars().count() + 1;
+        Location {
+            file: Arc::clone(file),
+            line,
+            col,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.col)
@@ -65,16 +97,26 @@ pub struct Diagnostic {
     pub problem: Problem,
 }
 
-/// `s` with every control character except newline and tab written as a
+/// Whether `c` is a control character or a bidirectional formatting
+/// character (U+200E/F marks, U+202A–U+202E embeddings and overrides,
+/// U+2066–U+2069 isolates): either can make text read as something it is
+/// not (a right-to-left override reverses what follows on screen).
+pub fn is_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every control character except newline and tab (and every
+/// bidirectional formatting character, see [`is_control`]) written as a
 /// Rust escape (`\u{1b}`), so text from a file or a peer can never drive a
-/// terminal.
+/// terminal or reorder what a reader sees.
 pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !s.chars().any(|c| is_control(c) && c != '\n' && c != '\t') {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if is_control(c) && c != '\n' && c != '\t' {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -85,7 +127,9 @@ pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// `Some(escaped)` when `s` holds any control character at all.
 pub(crate) fn has_controls(s: &str) -> Option<String> {
-    s.chars().any(char::is_control).then(|| format!("{s:?}"))
+    s.chars()
+        .any(is_control)
+        .then(|| escape_controls(&format!("{s:?}")).into_owned())
 }
 
 impl fmt::Display for Diagnostic {
@@ -185,8 +229,18 @@ pub enum Problem {
     },
     /// A host name is not usable (empty or with characters outside
     /// `A-Za-z0-9._-`).
-    #[error("host name `{name}` is not valid (expected letters, digits, `.`, `_` or `-`)")]
+    #[error(
+        "host name `{name}` is not valid (expected letters, digits, `.`, `_` or `-`, not starting with `-`)"
+    )]
     BadHostName {
+        /// The name as written.
+        name: String,
+    },
+    /// A host takes the coordinator's certificate name.
+    #[error(
+        "host name `{name}` is reserved for the coordinator's certificate (pki issue --plan would give this host the coordinator's client key): rename the host"
+    )]
+    ReservedHostName {
         /// The name as written.
         name: String,
     },
@@ -701,6 +755,33 @@ mod tests {
         // Offsets past the end or inside a character do not panic.
         let _ = Location::of_offset(&f, src, 999);
         let _ = Location::of_offset(&f, src, 8);
+        // The line index agrees with the scan at every offset.
+        for src in [src, "", "\n\n", "x\ny\n\nzé\n", "no newline"] {
+            let lines = LineStarts::new(src);
+            for o in 0..src.len() + 3 {
+                assert_eq!(
+                    lines.locate(&f, src, o),
+                    Location::of_offset(&f, src, o),
+                    "{src:?} at {o}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bidirectional_controls_are_escaped_like_control_characters() {
+        // U+202E reverses what follows on screen: "evil\u{202E}txt.exe"
+        // reads as "evilexe.txt".
+        for c in [
+            '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\u{200E}', '\u{200F}',
+        ] {
+            let s = format!("db{c}-1");
+            let e = escape_controls(&s);
+            assert!(!e.contains(c), "{c:?} passed: {e}");
+            assert!(e.contains("\\u{"), "{e}");
+            assert!(has_controls(&s).is_some_and(|shown| !shown.contains(c)));
+        }
+        assert_eq!(escape_controls("plain\ttext é"), "plain\ttext é");
     }
 
     #[test]

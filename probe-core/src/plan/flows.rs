@@ -603,6 +603,7 @@ fn over_limit(raw: &RawPlan, hosts: &[Host], limit: u64) -> Option<(u64, usize)>
         src: "",
         diags: Vec::new(),
         broken_roles: BTreeSet::new(),
+        lines: super::diag::LineStarts::new(""),
     };
     for (i, rf) in raw.flows.iter().enumerate() {
         let f = rf.get_ref();

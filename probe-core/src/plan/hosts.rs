@@ -86,6 +86,11 @@ fn build_host(
     let name = h.name.get_ref().clone();
     if !valid_host_name(&name) {
         cx.push(h.name.span(), Problem::BadHostName { name: name.clone() });
+    } else if name == RESERVED_HOST_NAME {
+        cx.push(
+            h.name.span(),
+            Problem::ReservedHostName { name: name.clone() },
+        );
     }
     if let Some(first) = seen.names.get(&name) {
         cx.push(
@@ -480,8 +485,15 @@ pub(crate) fn zones(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &[Host]) -> BTreeMap<
     }
 }
 
+/// The coordinator's certificate name (`pki::COORDINATOR`): a host of that
+/// name would be issued the coordinator's client key by `pki issue --plan`.
+const RESERVED_HOST_NAME: &str = "coordinator";
+
+/// Letters, digits, `.`, `_`, `-`; not starting with `-`, which ssh and
+/// every other command line would read as an option.
 fn valid_host_name(name: &str) -> bool {
     !name.is_empty()
+        && !name.starts_with('-')
         && name.len() <= 253
         && name
             .chars()

@@ -33,7 +33,7 @@ pub use catalog::Catalog;
 pub use defaults::{DEFAULT_MAX_PATHS, Defaults, MAX_PATHS_CEILING, check_snmp_community};
 pub use diag::{
     CollisionFix, Diagnostic, Diagnostics, DialFix, Location, Problem, Severity, Suggestion,
-    escape_controls,
+    escape_controls, is_control,
 };
 pub use host::{Address, EffectiveDial, EffectivePort, Family, FamilyFilter, Host, PortShift};
 pub use instance::RoleInstance;

@@ -27,11 +27,19 @@ pub(crate) fn resolve(cx: &mut Cx<'_>, raw: &RawPlan, hosts: &mut [Host]) {
             }
         }
     }
+    // By name, first of each (a duplicate is an error reported elsewhere):
+    // a search per host made this quadratic in the host count.
+    let mut by_name: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(hosts.len());
+    for (i, x) in hosts.iter().enumerate() {
+        by_name.entry(x.name.clone()).or_insert(i);
+    }
     for rh in &raw.hosts {
         let h = rh.get_ref();
-        let Some(host) = hosts.iter_mut().find(|x| x.name == *h.name.get_ref()) else {
+        let Some(&i) = by_name.get(h.name.get_ref()) else {
             continue;
         };
+        let host = &mut hosts[i];
         let target = match &h.ssh {
             Some(s) => match SshTarget::parse(s.get_ref()) {
                 Ok(t) => t,

@@ -158,8 +158,15 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
         // An empty span (end of line, end of file) still gets one caret.
         e = line[s..].chars().next().map_or(s + 1, |c| s + c.len_utf8());
     }
+    // Tabs become four spaces here, where the span is known in bytes:
+    // left to the renderer, a long tab-filled line misplaced the caret (and
+    // overflowed a subtraction in debug builds).
+    // (An empty span at the end of a line puts its caret one past it.)
+    let tabs_before = |i: usize| line[..i.min(line.len())].matches('\t').count() * 3;
+    let (s, e) = (s + tabs_before(s), e + tabs_before(e));
+    let line = line.replace('\t', "    ");
     let message = Level::Error.title("").snippet(
-        Snippet::source(line)
+        Snippet::source(&line)
             .line_start(line_no)
             .annotation(Level::Error.span(s..e)),
     );
@@ -175,4 +182,21 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
         out.push_str(l.trim_end());
     }
     out
+}
+
+#[cfg(test)]
+mod tab_tests {
+    #[test]
+    fn a_long_tab_filled_line_keeps_the_caret_under_the_error() {
+        // From the `plan` fuzz target: 300 tabs before a syntax error put
+        // the caret in the gutter (and panicked in debug builds).
+        let src = format!("name = \"t\"\n{}x = = 1\n", "\t".repeat(300));
+        let start = src.find("= 1").unwrap();
+        let out = super::snippet(&src, start..start + 1);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        let code = lines.iter().find(|l| l.contains("x = = 1")).expect(&out);
+        let caret = lines.iter().find(|l| l.contains('^')).expect(&out);
+        let at = caret.find('^').unwrap();
+        assert_eq!(&code[at..at + 3], "= 1", "{out}");
+    }
 }

@@ -71,4 +71,20 @@ mod tests {
         }
         assert!(!out.contains(&0x1b) && !out.contains(&0x07));
     }
+
+    #[test]
+    fn bidirectional_overrides_in_a_report_read_back_are_escaped() {
+        // U+202E (right-to-left override) made "db-1\u{202E}nepo" render as
+        // "db-1open" reversed: treated like any control character.
+        let text = include_str!("../../../fuzz/corpus/report/small-escapes.json")
+            .replace("x\\u001b[2J", "db-1\\u202Enepo\\u2066x\\u2069");
+        let r = super::read(&text).unwrap();
+        assert_eq!(r.paths[0].detail, "db-1\\u{202e}nepo\\u{2066}x\\u{2069}");
+        let mut out = Vec::new();
+        for format in crate::report::ReportFormat::ALL {
+            crate::report::render(&r, format, Default::default(), &mut out).unwrap();
+        }
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains('\u{202E}') && !out.contains('\u{2066}'));
+    }
 }

@@ -39,7 +39,7 @@ pub(crate) fn escape_markdown_cell(s: &str) -> String {
                 out.push(c);
             }
             '\n' | '\r' | '\t' => out.push(' '),
-            c if c.is_control() => out.push('\u{FFFD}'),
+            c if crate::plan::is_control(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }

@@ -29,6 +29,11 @@ use super::{BoxFuture, ControlError, ControlIo, ControlStream, Dial, Transport};
 use crate::control::messages::{PlanUpload, Request, Response};
 use crate::plan::{Plan, SshTarget};
 
+/// A pushed copy left by a session killed during the copy is removed by
+/// the next push to that host as this user once it is this many minutes
+/// old (longer than any setup deadline of a copy in flight).
+const STALE_PUSH_MINUTES: u32 = 30;
+
 /// How `check --ssh` runs ssh.
 #[derive(Debug, Clone)]
 pub struct SshOptions {
@@ -81,6 +86,11 @@ pub enum SshError {
     /// `parallel` is zero.
     #[error("--ssh-parallel must be at least 1")]
     NoParallelism,
+    /// A remote path ssh or the remote shell could read as an option.
+    #[error(
+        "--remote-path `{0}` starts with `-`: give a path (such as /usr/local/bin/portcall) or a command name"
+    )]
+    RemotePathOption(String),
 }
 
 /// The SSH transport of one round.
@@ -121,6 +131,13 @@ impl SshTransport {
     ) -> Result<SshTransport, SshError> {
         if options.parallel == 0 {
             return Err(SshError::NoParallelism);
+        }
+        if let Some(p) = options
+            .remote_path
+            .as_deref()
+            .filter(|p| p.starts_with('-'))
+        {
+            return Err(SshError::RemotePathOption(p.to_owned()));
         }
         let push = match &options.push {
             None => None,
@@ -177,7 +194,13 @@ impl SshTransport {
             format!("ConnectTimeout={}", o.connect_timeout.as_secs().max(1)),
             "-T".to_owned(),
         ]);
-        args.extend(target.args());
+        // `--` ends ssh's options: nothing after it (the destination, the
+        // remote command) is ever read as one, whatever it starts with.
+        let mut destination = target.args();
+        let name = destination.pop().unwrap_or_default();
+        args.extend(destination);
+        args.push("--".to_owned());
+        args.push(name);
         args.push(self.remote_command(host));
         args
     }
@@ -196,23 +219,48 @@ impl SshTransport {
                 format!("{} {}", quote(bin), agent.join(" "))
             }
             Some(p) => {
-                // The copy lives in a private directory that the shell
-                // removes when the agent exits, also on HUP/INT/TERM (the
-                // ssh session closing), and that is never run unless the
-                // checksum matches.
+                // Only the bytes that were verified run: the copy is
+                // received into a fresh private directory under a parent
+                // no one else can rename entries in, opened once, checked
+                // (ours, a regular file, its SHA-256) and run through that
+                // descriptor after its name is removed, so swapping names
+                // changes nothing and a `kill -9` leaves nothing behind.
+                // Every step is checked; any failure stops before running.
                 let script = format!(
                     r#"umask 077
-d=$(mktemp -d "${{TMPDIR:-/tmp}}/portcall-push.XXXXXXXX") || exit 125
-trap 'rm -rf "$d"' EXIT
+fail() {{ echo "portcall --push: $*; not run" >&2; exit 125; }}
+uid=$(id -u) || fail "id -u failed"
+p=$(cd -P -- "${{TMPDIR:-/tmp}}" && pwd -P) || fail "cannot enter ${{TMPDIR:-/tmp}}"
+q=$p
+while :; do
+  m=$(stat -c '%u %a' -- "$q") || fail "cannot stat $q"
+  o=${{m% *}}; a=${{m#* }}
+  [ "$o" = "$uid" ] || [ "$o" = 0 ] || fail "$q is owned by uid $o, not by this user or root"
+  if [ $((0$a & 022)) -ne 0 ] && [ $((0$a & 01000)) -eq 0 ]; then fail "$q is writable by others and not sticky (mode $a): set TMPDIR to a private directory"; fi
+  [ "$q" = / ] && break
+  q=${{q%/*}}; [ -n "$q" ] || q=/
+done
+find "$p" -maxdepth 1 -type d -name 'portcall-push.*' -user "$uid" -mmin +{stale} -exec rm -rf -- {{}} + 2>/dev/null
+d=$(mktemp -d "$p/portcall-push.XXXXXXXX") || fail "mktemp -d in $p failed"
+trap 'rm -rf -- "$d"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
-head -c {size} >"$d/portcall" || exit 125
-if ! echo "{sum}  $d/portcall" | sha256sum -c --status; then echo "portcall --push: the copy does not match its SHA-256 {sum}; not run" >&2; exit 125; fi
-chmod 0700 "$d/portcall"
-"$d/portcall" {agent}"#,
+[ "$(stat -c '%u %a' -- "$d")" = "$uid 700" ] || fail "$d is not private"
+head -c {size} >"$d/portcall" || fail "receiving the copy failed"
+command exec 3<"$d/portcall" || fail "cannot open the copy"
+f=/proc/self/fd/3
+[ "$(stat -L -c '%u %F' -- "$f")" = "$uid regular file" ] || fail "the copy is not a file of this user"
+chmod 0700 "$f" || fail "chmod of the copy failed"
+[ "$(stat -L -c '%a' -- "$f")" = 700 ] || fail "the copy's mode did not change"
+s=$(sha256sum <&3) || fail "sha256sum failed"
+[ "${{s%% *}}" = {sum} ] || fail "the copy does not match its SHA-256 {sum}"
+rm -rf -- "$d" || fail "cannot remove $d"
+trap - EXIT HUP INT TERM
+exec "$f" {agent}"#,
                     size = p.bytes.len(),
                     sum = p.sha256,
+                    stale = STALE_PUSH_MINUTES,
                     agent = agent.join(" "),
                 );
                 format!("sh -c {}", quote(&script))
@@ -454,7 +502,10 @@ async fn keep_last_line(
         if !text.is_empty() {
             tracing::debug!(%host, "ssh: {text}");
             let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
-            t.last = text.chars().filter(|c| !c.is_control()).collect();
+            t.last = text
+                .chars()
+                .filter(|&c| !crate::plan::is_control(c))
+                .collect();
             if t.last.starts_with("error:") {
                 t.last_error = t.last.clone();
             }
@@ -554,21 +605,63 @@ ports = [22]
                 "ConnectTimeout=10"
             ]
         );
-        assert_eq!(args[8..11], ["-T", "-p", "2222"]);
-        assert_eq!(args[11], "root@b.lab");
+        assert_eq!(args[8..12], ["-T", "-p", "2222", "--"]);
+        assert_eq!(args[12], "root@b.lab");
         assert_eq!(
-            args[12],
+            args[13],
             "'/opt/portcall bin/portcall' agent --stdio --plan - --host b"
         );
     }
 
     #[test]
-    fn a_pushed_copy_is_checked_run_and_removed_by_the_remote_shell() {
-        // The remote command, run by a local shell against a fake binary:
-        // the copy is verified, run with the agent's arguments, removed.
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("fake");
+    fn a_remote_path_ssh_could_read_as_an_option_is_refused() {
+        let plan = Plan::parse(PLAN, "t.toml").unwrap();
+        let err = SshTransport::new(
+            &plan,
+            PLAN,
+            SshOptions {
+                remote_path: Some("-oProxyCommand=touch /tmp/pwned".into()),
+                ..SshOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, SshError::RemotePathOption(_)), "{err}");
+        assert!(err.to_string().contains("starts with `-`"), "{err}");
+    }
+
+    /// Runs `t`'s remote command for host `a` in a local shell, as sshd
+    /// would, with `TMPDIR` and `PATH` set and `input` on its stdin.
+    fn run_remote(
+        t: &SshTransport,
+        tmpdir: &std::path::Path,
+        path: Option<&std::path::Path>,
+        input: &[u8],
+    ) -> std::process::Output {
+        use std::io::Write;
+        let cmd = t.remote_command("a");
+        let mut sh = std::process::Command::new("sh");
+        sh.args(["-c", &cmd]).env("TMPDIR", tmpdir);
+        if let Some(dir) = path {
+            let old = std::env::var("PATH").unwrap_or_default();
+            sh.env("PATH", format!("{}:{old}", dir.display()));
+        }
+        let mut child = sh
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The shell may stop reading early (a refused TMPDIR).
+        let _ = child.stdin.take().unwrap().write_all(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// A transport pushing a fake agent that prints its arguments.
+    fn fake_push(dir: &std::path::Path) -> (SshTransport, Vec<u8>) {
+        use std::os::unix::fs::PermissionsExt;
+        let fake = dir.join("fake");
         std::fs::write(&fake, "#!/bin/sh\necho \"ran $# $*\"; cat >/dev/null\n").unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let plan = Plan::parse(PLAN, "t.toml").unwrap();
         let t = SshTransport::new(
             &plan,
@@ -579,23 +672,18 @@ ports = [22]
             },
         )
         .unwrap();
-        let cmd = t.remote_command("a");
-        let run = |input: &[u8]| {
-            use std::io::Write;
-            let mut child = std::process::Command::new("sh")
-                .args(["-c", &cmd])
-                .env("TMPDIR", dir.path())
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(input).unwrap();
-            child.wait_with_output().unwrap()
-        };
         let mut input = std::fs::read(&fake).unwrap();
         input.extend_from_slice(b"{\"plan\":\"...\"}\n");
-        let out = run(&input);
+        (t, input)
+    }
+
+    #[test]
+    fn a_pushed_copy_is_checked_run_and_removed_by_the_remote_shell() {
+        // The remote command, run by a local shell against a fake binary:
+        // the copy is verified, run with the agent's arguments, removed.
+        let dir = tempfile::tempdir().unwrap();
+        let (t, input) = fake_push(dir.path());
+        let out = run_remote(&t, dir.path(), None, &input);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "ran 6 agent --stdio --plan - --host a\n",
@@ -603,9 +691,9 @@ ports = [22]
             String::from_utf8_lossy(&out.stderr)
         );
         // A corrupted copy is refused and never run.
-        let mut bad = std::fs::read(&fake).unwrap();
+        let mut bad = input.clone();
         bad[12] ^= 1;
-        let out = run(&bad);
+        let out = run_remote(&t, dir.path(), None, &bad);
         assert_eq!(out.status.code(), Some(125));
         assert!(out.stdout.is_empty());
         assert!(String::from_utf8_lossy(&out.stderr).contains("does not match its SHA-256"));
@@ -615,5 +703,95 @@ ports = [22]
             .filter(|n| n != "fake")
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn push_runs_the_verified_bytes_even_when_the_directory_is_swapped_after_the_check() {
+        // The audit's race, won on every try: a `sha256sum` that checks
+        // the genuine copy and then swaps the pushed directory for one
+        // holding another binary (what a local user could do in a
+        // world-writable TMPDIR). Only the verified bytes may run.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (t, input) = fake_push(dir.path());
+        let bin = tempfile::tempdir().unwrap();
+        let wrapper = bin.path().join("sha256sum");
+        let real = ["/usr/bin/sha256sum", "/bin/sha256sum"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("sha256sum is installed");
+        std::fs::write(
+            &wrapper,
+            format!(
+                r#"#!/bin/sh
+out=$({real} "$@"); st=$?
+for d in "$TMPDIR"/portcall-push.*; do
+  mv "$d" "$d.moved"; mkdir "$d"
+  printf '#!/bin/sh\necho evil\n' >"$d/portcall"; chmod 0755 "$d/portcall"
+done
+printf '%s\n' "$out"; exit $st
+"#
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = run_remote(&t, dir.path(), Some(bin.path()), &input);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ran 6 agent --stdio --plan - --host a\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn push_refuses_a_tmpdir_others_can_write_unless_it_is_sticky() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (t, input) = fake_push(dir.path());
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = run_remote(&t, &shared, None, &input);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(out.stdout.is_empty());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("writable by others and not sticky (mode 777)"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
+        // Sticky, like /tmp: accepted.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let out = run_remote(&t, &shared, None, &input);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ran 6 agent --stdio --plan - --host a\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn push_removes_a_stale_copy_left_by_a_killed_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, input) = fake_push(dir.path());
+        let stale = dir.path().join("portcall-push.OLDCOPY1");
+        let fresh = dir.path().join("portcall-push.NEWCOPY1");
+        for d in [&stale, &fresh] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("portcall"), b"12 MB of agent").unwrap();
+        }
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let f = std::fs::File::open(&stale).unwrap();
+        f.set_modified(old).unwrap();
+        let out = run_remote(&t, dir.path(), None, &input);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stale.exists(), "a copy an hour old survives the next push");
+        assert!(fresh.exists(), "a copy in flight was removed");
     }
 }

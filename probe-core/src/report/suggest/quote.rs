@@ -33,6 +33,6 @@ pub(super) fn comment_token(s: &str, max: usize) -> String {
 /// can end the comment and start a command.
 pub(super) fn comment_line(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if crate::plan::is_control(c) { ' ' } else { c })
         .collect()
 }
