@@ -524,6 +524,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 1000,
                 version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
             Duration::from_secs(2),
         )
@@ -540,6 +541,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 plan_digest: "0000".into(),
                 ttl_ms: 1000,
                 version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
             Duration::from_secs(2),
         )
@@ -609,6 +611,7 @@ async fn canaries_close_after_the_ttl_when_the_coordinator_vanishes_mid_round() 
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 1200,
                 version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
             Duration::from_secs(2),
         )
