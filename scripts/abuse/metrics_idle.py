@@ -7,7 +7,7 @@ loopback, opens IDLE connections to its metrics endpoint that never send a
 byte (spread over SOURCES loopback source addresses, all from one by
 default, like a shared bastion), then times SCRAPES scrapes while they are
 held, and prints the median and largest latency. Exits 1 when the median is
-over 100 ms or a scrape fails.
+over 100 ms, any scrape takes over 1 s, or a scrape fails.
 
     cargo build -p portcall && scripts/abuse/metrics_idle.py
     IDLE=2000 SOURCES=16 SCRAPES=9 PORTCALL=target/release/portcall scripts/abuse/metrics_idle.py
@@ -32,6 +32,9 @@ SCRAPES = int(os.environ.get("SCRAPES", "9"))
 NET = int(os.environ.get("NET", "73"))
 PORT = int(os.environ.get("METRICS_PORT", "19750"))
 GOAL_MS = 100.0
+# The old endpoint answered the first scrape after the idle connections
+# timed out (29.5 s), the rest at once: the median alone would hide it.
+MAX_MS = 1000.0
 
 
 def binary():
@@ -160,8 +163,9 @@ def main():
     print(f"{IDLE} idle connections from {SOURCES} source address(es) ({refused} refused at connect), "
           f"{SCRAPES} scrapes: median {median:.1f} ms, max {max(ms, default=float('inf')):.1f} ms, "
           f"{failures} failed")
-    ok = failures == 0 and median <= GOAL_MS
-    print(f"goal: median scrape <= {GOAL_MS:.0f} ms under {IDLE} idle connections: "
+    ok = failures == 0 and median <= GOAL_MS and max(ms, default=0) <= MAX_MS
+    print(f"goal: median scrape <= {GOAL_MS:.0f} ms and none over {MAX_MS:.0f} ms "
+          f"under {IDLE} idle connections: "
           f"{'met' if ok else 'NOT met'}")
     sys.exit(0 if ok else 1)
 

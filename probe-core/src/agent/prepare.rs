@@ -41,6 +41,13 @@ impl Shared {
         let ttl = Duration::from_millis(req.ttl_ms).clamp(Duration::from_secs(1), limits.max_ttl);
         let expires = Instant::now() + ttl;
         let cancel = CancellationToken::new();
+        // The request is dropped half done when its coordinator is killed
+        // mid-prepare (see `handle_watching`): until the round is stored,
+        // where the next `prepare` ends it, dropping this closes the
+        // canaries already open. Otherwise they would hold their ports
+        // until the TTL, and the next round would take the agent's own
+        // canaries for live services.
+        let unstored = cancel.clone().drop_guard();
         let tracker = TaskTracker::new();
         let ports = canary_ports(&self.config.plan, host);
         // Sized from the round: every path to a port may have a connection
@@ -115,6 +122,7 @@ impl Shared {
             handshakes,
             nonce_key,
         });
+        unstored.disarm();
         Response::Prepared(PrepareReply {
             round: req.round,
             listeners,
