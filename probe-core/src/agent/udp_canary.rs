@@ -502,6 +502,17 @@ mod tests {
                 Reply::Ok { .. } => panic!("{line:?} is not of this round"),
             }
         }
+        // `portcall probe`'s canary request is long enough to be answered
+        // whatever the host name.
+        let request = crate::probe::udp_service::ServiceRequest::canary();
+        assert!(
+            matches!(
+                reply_to(&request.payload, "abcd", &"h".repeat(64), None),
+                Reply::Err(_)
+            ),
+            "{:?}",
+            String::from_utf8_lossy(&request.payload)
+        );
         // A nonce of this round not made under its key: no answer at all.
         let key = NonceKey::from_hex(&"5a".repeat(32)).unwrap();
         assert_eq!(
