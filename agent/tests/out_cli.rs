@@ -175,3 +175,36 @@ fn out_to_a_directory_is_exit_2_naming_it_and_writes_nothing() {
         assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
     }
 }
+
+/// Regression: as root, `report --out /tmp/x.json` where another user had
+/// planted `/tmp/x.json -> /root/secret` replaced the secret.
+#[test]
+fn report_out_refuses_another_user_s_symlink_in_a_shared_directory_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, _) = reports(dir.path());
+    let probe = dir.path().join("owner-probe");
+    std::fs::write(&probe, b"").unwrap();
+    if std::os::unix::fs::chown(&probe, Some(65534), Some(65534)).is_err() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipped: needs root to give a symlink to another user");
+        }
+        return;
+    }
+    let shared = dir.path().join("tmp");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"secret").unwrap();
+    let planted = shared.join("x.json");
+    std::os::unix::fs::symlink(&secret, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let out = portcall(&["report", s(&old), "--format", "json", "--out", s(&planted)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(s(&planted)) && err.contains("not followed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+}

@@ -237,6 +237,7 @@ pub async fn run_round<T: Transport + ?Sized>(
         transport,
         config,
         round,
+        nonce_key: control::random_id(32),
         clock: std::time::Instant::now(),
         reached: Reached::default(),
     };
@@ -313,6 +314,8 @@ struct RoundCtx<'a, T: ?Sized> {
     config: &'a RoundConfig,
     /// The round's id.
     round: String,
+    /// The round's nonce key (hex), given to every agent in `prepare`.
+    nonce_key: String,
     /// When the round started, for the phases' log lines.
     clock: std::time::Instant,
     /// Where a cancelled round must send its teardown.
@@ -391,6 +394,7 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                 plan_digest: digest.clone(),
                 ttl_ms,
                 version: control::PROTOCOL_VERSION,
+                nonce_key: Some(self.nonce_key.clone()),
             });
             let prepared = prepare_one(
                 s,

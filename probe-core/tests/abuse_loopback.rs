@@ -238,6 +238,7 @@ async fn a_client_certificate_with_another_name_gets_no_canary_and_no_probe() {
         plan_digest: digest,
         ttl_ms: 60_000,
         version: probe_core::control::PROTOCOL_VERSION,
+        nonce_key: None,
     });
     for request in [
         Request::Hello,
@@ -343,6 +344,7 @@ async fn round_with_pause<F: std::future::Future<Output = ()>>(
                     plan_digest: digest.clone(),
                     ttl_ms: 60_000,
                     version: probe_core::control::PROTOCOL_VERSION,
+                    nonce_key: None,
                 }),
                 Duration::from_secs(5),
             )
@@ -477,6 +479,7 @@ async fn canaries_close_within_the_lease_when_the_coordinator_vanishes_mid_round
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 600_000,
                 version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
             Duration::from_secs(2),
         )

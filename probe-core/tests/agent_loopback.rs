@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use probe_core::agent::{Agent, AgentConfig, AgentLimits};
 use probe_core::control::{
-    self, ClientSecurity, ControlError, ListenerState, PrepareRequest, Request, Response, RoundRef,
-    ServerSecurity,
+    self, ClientSecurity, ControlError, ListenerState, PrepareRequest, ProbeRequest, Request,
+    Response, RoundRef, ServerSecurity,
 };
 use probe_core::pki::{self, Authority, COORDINATOR, IssueRequest, TlsIdentity};
 use probe_core::plan::{Address, Plan};
@@ -524,6 +524,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 1000,
                 version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
             Duration::from_secs(2),
         )
@@ -540,6 +541,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 plan_digest: "0000".into(),
                 ttl_ms: 1000,
                 version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
             Duration::from_secs(2),
         )
@@ -609,6 +611,7 @@ async fn canaries_close_after_the_ttl_when_the_coordinator_vanishes_mid_round() 
                 plan_digest: control::plan_digest(&plan),
                 ttl_ms: 1200,
                 version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
             Duration::from_secs(2),
         )
@@ -1172,4 +1175,118 @@ async fn a_coordinator_refuses_an_agent_of_protocol_version_1_naming_both_versio
             control::PROTOCOL_VERSION
         )
     );
+}
+
+/// Regression: a round started within the lease after `check` was killed
+/// saw the agents' own leftover canaries as real services ("open …
+/// connected to the live service"). The earlier round's canaries must be
+/// the agent's to close, never a service of the next round.
+#[tokio::test]
+async fn a_killed_round_does_not_poison_the_next_one_within_the_lease() {
+    let plan = Arc::new(plan(58, ""));
+    let pki = pki_dir(&plan);
+    let agents = Agents::start(&plan, pki.path(), &["web", "app", "db"]).await;
+    let security = coordinator(pki.path());
+    // Round A: every agent prepared, then the coordinator is killed (no
+    // teardown; the connections just close).
+    let mut killed = Vec::new();
+    for host in ["web", "app", "db"] {
+        let mut c = control::connect(
+            &security,
+            host,
+            Some(ip_of(&plan, host)),
+            agents.endpoints[host],
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        let r = c
+            .request(
+                &Request::Prepare(PrepareRequest {
+                    round: "dead0001".into(),
+                    host: host.into(),
+                    plan_digest: control::plan_digest(&plan),
+                    ttl_ms: 60_000,
+                    version: probe_core::control::PROTOCOL_VERSION,
+                    nonce_key: Some("ab".repeat(32)),
+                }),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(r, Response::Prepared(_)), "{r:?}");
+        killed.push(c);
+    }
+    // Round A's probes ran (its canaries took their connections) before
+    // the kill.
+    for c in &mut killed[..2] {
+        let r = c
+            .request(
+                &Request::Probe(ProbeRequest {
+                    round: "dead0001".into(),
+                    live: vec![],
+                    skip: vec![],
+                    skip_hosts: vec![],
+                    only: None,
+                }),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(r, Response::Probed(_)), "{r:?}");
+    }
+    drop(killed);
+    // And coordinators killed in the middle of a `prepare` (the frame sent,
+    // the connection closed before the reply): the agent drops the request
+    // half done, which must not leave its canaries behind.
+    for k in 0..10 {
+        for host in ["app", "db"] {
+            let mut c = control::connect(
+                &security,
+                host,
+                Some(ip_of(&plan, host)),
+                agents.endpoints[host],
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+            let prepare = Request::Prepare(PrepareRequest {
+                round: format!("dead{k:04}"),
+                host: host.into(),
+                plan_digest: control::plan_digest(&plan),
+                ttl_ms: 60_000,
+                version: probe_core::control::PROTOCOL_VERSION,
+                nonce_key: None,
+            });
+            let mut frame = serde_json::to_vec(&prepare).unwrap();
+            frame.push(b'\n');
+            c.send_raw(&frame).await.unwrap();
+            drop(c);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Round B, within the lease of A.
+    let report = round::check(
+        &plan,
+        &security,
+        &config(&agents.endpoints),
+        &CancellationToken::new(),
+    )
+    .await;
+    agents.stop().await;
+    for host in &report.hosts {
+        assert!(host.conflicts.is_empty(), "{host:?}");
+    }
+    for (from, to, port) in [
+        ("web", "app", 18080),
+        ("web", "app", 18443),
+        ("app", "db", 13306),
+        ("web", "db", 13306),
+    ] {
+        let p = path(&report, from, to, port);
+        assert_eq!(p.observed, Some(Observed::Open), "{p:?}");
+        assert_eq!(p.target_saw, Some(true), "judged against a canary: {p:?}");
+        assert!(!p.detail.contains("live service"), "{}", p.detail);
+    }
 }

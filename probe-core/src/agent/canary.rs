@@ -320,7 +320,13 @@ async fn talk<S: AsyncRead + Unpin>(
 ) -> String {
     let line = read_line(s).await;
     match line.as_deref().and_then(parse_probe_line) {
-        Some((round, nonce)) if round == &*options.round => {
+        Some((round, nonce))
+            if round == &*options.round
+                && options
+                    .nonce_key
+                    .as_ref()
+                    .is_none_or(|k| k.verify(round, nonce)) =>
+        {
             log.record(
                 port,
                 Some(Sighting {
@@ -331,6 +337,11 @@ async fn talk<S: AsyncRead + Unpin>(
                 options.max_sightings,
             );
             format!("PORTCALL-OK {} {nonce}\n", options.host)
+        }
+        Some((round, _)) if round == &*options.round => {
+            // Our round's id with a nonce not made under its key: forged.
+            log.record(port, None, options.max_sightings);
+            format!("PORTCALL-ERR {} bad-nonce\n", options.host)
         }
         Some(_) => {
             log.record(port, None, options.max_sightings);
@@ -546,6 +557,7 @@ mod tests {
             max_sightings: 16,
             connections: Arc::new(Semaphore::new(1000)),
             per_canary: 4,
+            nonce_key: None,
         };
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
         let ports = [PlannedPort {
@@ -614,6 +626,7 @@ mod tests {
             max_sightings: 8,
             connections: Arc::new(Semaphore::new(8)),
             per_canary: 8,
+            nonce_key: None,
         };
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
         let ports = [PlannedPort {
@@ -672,6 +685,7 @@ mod tests {
             max_sightings: 2,
             connections: Arc::new(Semaphore::new(8)),
             per_canary: 8,
+            nonce_key: None,
         };
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::control::{CanaryEvidence, ListenerState, Sighting, TransportProtocol};
 use crate::port::Protocol;
+use crate::probe::canary_line::NonceKey;
 use crate::probe::classify::error_detail;
 
 /// A planned port this host should hold a canary on.
@@ -133,6 +134,9 @@ pub struct CanaryOptions {
     /// Most connections one canary holds at once (the nonces the round
     /// makes it expect, plus headroom).
     pub per_canary: usize,
+    /// The round's nonce key: a nonce not made under it is forged (counted
+    /// as a stray, never recorded). `None` when the coordinator sent none.
+    pub nonce_key: Option<NonceKey>,
 }
 
 /// Why a canary could not bind `addr`: `held` when a service listens

@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control::{self, ErrorReply, Response, ServerSecurity};
+use crate::probe::canary_line::NonceKey;
 use canary::EvidenceLog;
 use endpoint::{Admission, SlotLimits};
 use nftrace::Tracer;
@@ -88,6 +89,9 @@ struct Round {
     /// agent does not trace.
     trace: Option<Result<Arc<Tracer>, String>>,
     handshakes: Arc<syn_watch::SynLog>,
+    /// The round's nonce key, which this agent's prober makes its nonces
+    /// under.
+    nonce_key: Option<NonceKey>,
 }
 
 /// A round's lease: held while the coordinator's control connection that

@@ -16,10 +16,21 @@ use super::{Shared, error, udp_canary};
 use crate::control::{self, HostPort, PathProbe, ProbeReply, ProbeRequest, Response};
 use crate::plan::Address;
 use crate::port::Protocol;
+use crate::probe::canary_line::NonceKey;
 use crate::probe::{self, ProbeConfig, ProbeResult, Prober, Target};
 // The one place the agent asks which live UDP services portcall can prove
 // (it moves below the agent, to `probe::udp_service`, at the merge).
 use crate::probe::udp_service::live_request_known;
+
+/// A fresh nonce for `round`: made under the round's key when the
+/// coordinator gave one (so the target's canary can tell it from a forged
+/// one), else random.
+fn make_nonce(key: Option<&NonceKey>, round: &str) -> String {
+    match key {
+        Some(k) => k.nonce(round, &control::random_id(8)),
+        None => control::random_id(16),
+    }
+}
 
 /// The round's outgoing paths, sorted by how they are probed.
 #[derive(Default)]
@@ -38,14 +49,14 @@ struct Planned {
 
 impl Shared {
     pub(super) async fn probe(self: &Arc<Self>, req: ProbeRequest) -> Response {
-        let cancel = match self.round_to_probe(&req.round) {
+        let (cancel, nonce_key) = match self.round_to_probe(&req.round) {
             Ok(c) => c,
             Err(why) => return error(why),
         };
         let Ok(_running) = self.probing.try_lock() else {
             return error("probe: a probe is already running on this agent".into());
         };
-        let planned = self.plan_probes(&req).await;
+        let planned = self.plan_probes(&req, nonce_key.as_ref()).await;
         let nonces: Vec<Option<String>> = planned
             .slots
             .iter()
@@ -100,10 +111,12 @@ impl Shared {
 
     /// The cancellation of round `id` when it is the current one and has
     /// not expired; else why not, for the error reply.
-    fn round_to_probe(&self, id: &str) -> Result<CancellationToken, String> {
+    fn round_to_probe(&self, id: &str) -> Result<(CancellationToken, Option<NonceKey>), String> {
         let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
-            Some(r) if r.id == id && Instant::now() < r.expires => Ok(r.cancel.clone()),
+            Some(r) if r.id == id && Instant::now() < r.expires => {
+                Ok((r.cancel.clone(), r.nonce_key.clone()))
+            }
             Some(r) if r.id == id => Err(format!("probe: round {id} has expired")),
             _ => Err(format!("probe: no round {id} on this agent")),
         }
@@ -113,7 +126,7 @@ impl Shared {
     /// (with a nonce where a canary waits) or a UDP canary path; paths
     /// skipped, or to a live UDP service portcall cannot prove, are left
     /// out.
-    async fn plan_probes(&self, req: &ProbeRequest) -> Planned {
+    async fn plan_probes(&self, req: &ProbeRequest, nonce_key: Option<&NonceKey>) -> Planned {
         let plan = &self.config.plan;
         let host = &self.config.host;
         let live: HashSet<&HostPort> = req.live.iter().collect();
@@ -145,7 +158,7 @@ impl Shared {
                     planned.udp_paths.push(udp_canary::UdpPath {
                         path: i,
                         target: udp_target(&path.address, path.port.get(), &self.sources).await,
-                        nonce: control::random_id(16),
+                        nonce: make_nonce(nonce_key, &req.round),
                         expected: path.to.clone(),
                     });
                     continue;
@@ -160,7 +173,7 @@ impl Shared {
                 Target::new(probe::Host::from(&path.address), path.port, path.protocol);
             let slot = if canary {
                 target = target.with_server_name(path.to.as_str());
-                Some((control::random_id(16), path.to.clone()))
+                Some((make_nonce(nonce_key, &req.round), path.to.clone()))
             } else {
                 None
             };

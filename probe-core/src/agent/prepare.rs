@@ -15,6 +15,7 @@ use super::nftrace::{self, TraceScope, Tracer};
 use super::{Lease, Round, Shared, canary_ports, error, syn_watch};
 use crate::control::{PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, VersionMismatch};
 use crate::plan::Address;
+use crate::probe::canary_line::{NONCE_KEY_HEX, NonceKey};
 
 impl Shared {
     /// `prepare`: checks the request, ends any earlier round, and opens
@@ -23,6 +24,15 @@ impl Shared {
         if let Err(why) = self.check_prepare(&req) {
             return error(why);
         }
+        let nonce_key = match req.nonce_key.as_deref().map(NonceKey::from_hex) {
+            None => None,
+            Some(Some(k)) => Some(k),
+            Some(None) => {
+                return error(format!(
+                    "prepare: the nonce key is not {NONCE_KEY_HEX} hex digits"
+                ));
+            }
+        };
         let host = &self.config.host;
         // A new round replaces any earlier one: a coordinator that crashed
         // and came back must not wait for the old TTL.
@@ -31,6 +41,13 @@ impl Shared {
         let ttl = Duration::from_millis(req.ttl_ms).clamp(Duration::from_secs(1), limits.max_ttl);
         let expires = Instant::now() + ttl;
         let cancel = CancellationToken::new();
+        // The request is dropped half done when its coordinator is killed
+        // mid-prepare (see `handle_watching`): until the round is stored,
+        // where the next `prepare` ends it, dropping this closes the
+        // canaries already open. Otherwise they would hold their ports
+        // until the TTL, and the next round would take the agent's own
+        // canaries for live services.
+        let unstored = cancel.clone().drop_guard();
         let tracker = TaskTracker::new();
         let ports = canary_ports(&self.config.plan, host);
         // Sized from the round: every path to a port may have a connection
@@ -49,6 +66,7 @@ impl Shared {
             max_sightings: limits.max_sightings,
             connections: self.canary_connections.clone(),
             per_canary: expected.saturating_add(limits.canary_headroom),
+            nonce_key: nonce_key.clone(),
         };
         let (listeners, log) = canary::open_canaries(
             &self.canary_ips,
@@ -102,7 +120,9 @@ impl Shared {
             lease,
             trace,
             handshakes,
+            nonce_key,
         });
+        unstored.disarm();
         Response::Prepared(PrepareReply {
             round: req.round,
             listeners,

@@ -159,6 +159,7 @@ mod tests {
                 plan_digest: digest,
                 ttl_ms: 60_000,
                 version: crate::control::PROTOCOL_VERSION,
+                nonce_key: None,
             }),
         )
         .await

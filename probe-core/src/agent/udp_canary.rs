@@ -27,7 +27,9 @@ use tokio_util::task::TaskTracker;
 use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort, bind_failure};
 use crate::control::{ListenerReport, ListenerState, PathProbe};
 use crate::probe::Observed;
-use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
+use crate::probe::canary_line::{
+    Answer, MAX_LINE, NonceKey, parse_answer, parse_probe_line, probe_line,
+};
 use crate::probe::udp::{self, UdpRequest};
 
 /// Most `PORTCALL-ERR` answers (lines of another round) one UDP canary
@@ -127,8 +129,11 @@ enum Reply {
     Stray,
 }
 
-/// Reads one datagram's bytes as a prober's line for `round`.
-fn reply_to(datagram: &[u8], round: &str, host: &str) -> Reply {
+/// Reads one datagram's bytes as a prober's line for `round`. A nonce not
+/// made under the round's key is forged: counted, never recorded nor
+/// answered. An answer to anything without a valid nonce is never larger
+/// than the datagram (else none), so the canary cannot amplify.
+fn reply_to(datagram: &[u8], round: &str, host: &str, key: Option<&NonceKey>) -> Reply {
     if datagram.len() > MAX_LINE {
         return Reply::Stray;
     }
@@ -136,11 +141,19 @@ fn reply_to(datagram: &[u8], round: &str, host: &str) -> Reply {
         return Reply::Stray;
     };
     match parse_probe_line(line) {
-        Some((r, nonce)) if r == round => Reply::Ok {
+        Some((r, nonce)) if r == round && key.is_none_or(|k| k.verify(round, nonce)) => Reply::Ok {
             nonce: nonce.to_string(),
             line: format!("PORTCALL-OK {host} {nonce}\n"),
         },
-        Some(_) => Reply::Err(format!("PORTCALL-ERR {host} not-this-round\n")),
+        Some((r, _)) if r == round => Reply::Stray,
+        Some(_) => {
+            let line = format!("PORTCALL-ERR {host} not-this-round\n");
+            if line.len() <= datagram.len() {
+                Reply::Err(line)
+            } else {
+                Reply::Stray
+            }
+        }
         None => Reply::Stray,
     }
 }
@@ -179,7 +192,12 @@ async fn serve(
                 }
             },
         };
-        let answer = match reply_to(&buf[..n], &options.round, &options.host) {
+        let answer = match reply_to(
+            &buf[..n],
+            &options.round,
+            &options.host,
+            options.nonce_key.as_ref(),
+        ) {
             Reply::Ok { nonce, line } => {
                 log.record_datagram(port, &nonce, peer, cap);
                 Some(line)
@@ -408,6 +426,7 @@ mod tests {
             max_sightings: 64,
             connections: Arc::new(Semaphore::new(8)),
             per_canary,
+            nonce_key: None,
         }
     }
 
@@ -449,14 +468,15 @@ mod tests {
     #[test]
     fn only_lines_of_this_round_are_recorded_and_garbage_is_never_answered() {
         assert_eq!(
-            reply_to(b"PORTCALL abcd 0011\n", "abcd", "ns"),
+            reply_to(b"PORTCALL abcd 0011\n", "abcd", "ns", None),
             Reply::Ok {
                 nonce: "0011".into(),
                 line: "PORTCALL-OK ns 0011\n".into()
             }
         );
+        let long = format!("PORTCALL ffff {}\n", "0".repeat(32));
         assert_eq!(
-            reply_to(b"PORTCALL ffff 0011\n", "abcd", "ns"),
+            reply_to(long.as_bytes(), "abcd", "ns", None),
             Reply::Err("PORTCALL-ERR ns not-this-round\n".into())
         );
         for bad in [
@@ -466,8 +486,108 @@ mod tests {
             b"PORTCALL abcd",
             &[b'a'; MAX_LINE + 1][..],
         ] {
-            assert_eq!(reply_to(bad, "abcd", "ns"), Reply::Stray, "{bad:?}");
+            assert_eq!(reply_to(bad, "abcd", "ns", None), Reply::Stray, "{bad:?}");
         }
+    }
+
+    /// Regression: a 12-byte line of another round got a 30-byte answer
+    /// (more with a long host name): the canary amplified.
+    #[test]
+    fn no_answer_is_larger_than_a_line_without_a_valid_nonce() {
+        let host = "a-rather-long-host-name.example";
+        for line in [&b"PORTCALL f 0"[..], b"PORTCALL ffff 0011\n"] {
+            match reply_to(line, "abcd", host, None) {
+                Reply::Err(answer) => assert!(answer.len() <= line.len(), "{answer:?}"),
+                Reply::Stray => {}
+                Reply::Ok { .. } => panic!("{line:?} is not of this round"),
+            }
+        }
+        // `portcall probe`'s canary request is long enough to be answered
+        // whatever the host name.
+        let request = crate::probe::udp_service::ServiceRequest::canary();
+        assert!(
+            matches!(
+                reply_to(&request.payload, "abcd", &"h".repeat(64), None),
+                Reply::Err(_)
+            ),
+            "{:?}",
+            String::from_utf8_lossy(&request.payload)
+        );
+        // A nonce of this round not made under its key: no answer at all.
+        let key = NonceKey::from_hex(&"5a".repeat(32)).unwrap();
+        assert_eq!(
+            reply_to(b"PORTCALL abcd 0011\n", "abcd", host, Some(&key)),
+            Reply::Stray
+        );
+        let n = key.nonce("abcd", "0123456789abcdef");
+        assert!(matches!(
+            reply_to(probe_line("abcd", &n).as_bytes(), "abcd", host, Some(&key)),
+            Reply::Ok { .. }
+        ));
+    }
+
+    /// Regression: after sniffing the round id, 100 forged datagrams filled
+    /// the UDP canary's cap, the genuine nonce was dropped and the open
+    /// path was reported `wrong-host`.
+    #[tokio::test]
+    async fn forged_nonces_neither_fill_the_cap_nor_get_answers() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let port = free_udp_port(ip);
+        let key = NonceKey::from_hex(&"c3".repeat(32)).unwrap();
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Udp,
+            service: "dns".into(),
+        }];
+        let options = CanaryOptions {
+            nonce_key: Some(key.clone()),
+            ..options(2)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (reports, log) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
+        assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
+        let attacker = UdpSocket::bind((ip, 0)).await.unwrap();
+        for i in 0..100u32 {
+            let forged = probe_line("abcd", &format!("{i:032x}"));
+            attacker
+                .send_to(forged.as_bytes(), (ip, port))
+                .await
+                .unwrap();
+        }
+        let prober = UdpSocket::bind((ip, 0)).await.unwrap();
+        prober.connect((ip, port)).await.unwrap();
+        let nonce = key.nonce("abcd", "00112233445566ff");
+        let mut buf = [0u8; 256];
+        let mut answer = None;
+        for _ in 0..3 {
+            prober
+                .send(probe_line("abcd", &nonce).as_bytes())
+                .await
+                .unwrap();
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(500), prober.recv(&mut buf)).await
+            {
+                answer = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                break;
+            }
+        }
+        assert_eq!(answer, Some(format!("PORTCALL-OK ns {nonce}\n")));
+        let ev = log.snapshot();
+        let seen: Vec<&str> = ev[0].seen.iter().map(|s| s.nonce.as_str()).collect();
+        assert_eq!(seen, [nonce.as_str()], "{ev:?}");
+        assert_eq!(ev[0].dropped, 0);
+        assert_eq!(ev[0].strays, 100, "forged datagrams are counted");
+        let mut none = [0u8; 64];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), attacker.recv(&mut none))
+                .await
+                .is_err(),
+            "a forged nonce gets no answer"
+        );
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 
     #[tokio::test]
@@ -512,10 +632,8 @@ mod tests {
             ask(probe_line("abcd", "0033").as_bytes()).await.as_deref(),
             Some("PORTCALL-OK ns 0033\n")
         );
-        assert_eq!(
-            ask(probe_line("ffff", "0044").as_bytes()).await.as_deref(),
-            Some("PORTCALL-ERR ns not-this-round\n")
-        );
+        // Another round's line shorter than the answer: no answer.
+        assert_eq!(ask(probe_line("ffff", "0044").as_bytes()).await, None);
         assert_eq!(ask(b"garbage that is not a line").await, None);
 
         let ev = log.snapshot();

@@ -121,6 +121,12 @@ pub struct PrepareRequest {
     /// before version 2 sent none).
     #[serde(default = "version_one")]
     pub version: u32,
+    /// The round's nonce key ([`crate::probe::canary_line::NonceKey`], 64
+    /// hex digits): probers make their nonces under it and canaries accept
+    /// only nonces made under it. Absent from coordinators that predate it
+    /// (their nonces are then taken as they come).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce_key: Option<String>,
 }
 
 /// The first frame on the input of `agent --stdio --plan -` (under

@@ -36,6 +36,80 @@ fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The round's nonce key: the coordinator draws one per round and gives it
+/// to every agent in `prepare`, over the authenticated control channel, so
+/// that a nonce is `<random><tag>` with `tag` a truncated
+/// HMAC-SHA256 of the round and the random part. Whoever sniffs the round
+/// id (it travels in clear in every probe line) still cannot make a nonce
+/// the canaries accept, so forged lines cannot fill a canary's cap.
+#[derive(Clone)]
+pub struct NonceKey(ring::hmac::Key);
+
+impl std::fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NonceKey(..)")
+    }
+}
+
+/// Hex digits of a nonce's random part, and of its tag.
+const NONCE_PART: usize = 16;
+
+/// Hex digits of a nonce key on the wire (32 bytes).
+pub const NONCE_KEY_HEX: usize = 64;
+
+impl NonceKey {
+    /// The key from its wire form: exactly [`NONCE_KEY_HEX`] hex digits.
+    pub fn from_hex(hex: &str) -> Option<NonceKey> {
+        if hex.len() != NONCE_KEY_HEX || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        Some(NonceKey(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &bytes,
+        )))
+    }
+
+    fn tag(&self, round: &str, random: &str) -> String {
+        let mut ctx = ring::hmac::Context::with_key(&self.0);
+        ctx.update(b"portcall-nonce\0");
+        ctx.update(round.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(random.as_bytes());
+        let tag = ctx.sign();
+        tag.as_ref()[..NONCE_PART / 2]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The nonce of `round` whose random part is `random` (hex digits; the
+    /// first [`NONCE_PART`] are used, and there must be that many).
+    pub fn nonce(&self, round: &str, random: &str) -> String {
+        let random = &random[..NONCE_PART.min(random.len())];
+        format!("{random}{}", self.tag(round, random))
+    }
+
+    /// Whether `nonce` was made by [`NonceKey::nonce`] for `round` under
+    /// this key. The comparison takes the same time whatever differs.
+    pub fn verify(&self, round: &str, nonce: &str) -> bool {
+        if nonce.len() != 2 * NONCE_PART || !nonce.is_ascii() {
+            return false;
+        }
+        let (random, tag) = nonce.split_at(NONCE_PART);
+        let want = self.tag(round, &random.to_ascii_lowercase());
+        let got = tag.to_ascii_lowercase();
+        want.bytes()
+            .zip(got.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
 /// What a canary answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -116,5 +190,24 @@ mod tests {
         assert_eq!(parse_answer("PORTCALL-OK db"), None);
         assert_eq!(parse_answer("SSH-2.0-OpenSSH_9.6"), None);
         assert_eq!(parse_answer("PORTCALL-OK db xyz"), None);
+    }
+
+    #[test]
+    fn a_nonce_verifies_only_under_its_key_and_round() {
+        let key = NonceKey::from_hex(&"ab".repeat(32)).unwrap();
+        let other = NonceKey::from_hex(&"cd".repeat(32)).unwrap();
+        let n = key.nonce("0011", "0123456789abcdef");
+        assert_eq!(n.len(), 32);
+        assert!(parse_probe_line(&probe_line("0011", &n)).is_some());
+        assert!(key.verify("0011", &n));
+        assert!(!key.verify("0012", &n), "another round");
+        assert!(!other.verify("0011", &n), "another key");
+        let mut forged = n.clone();
+        forged.replace_range(31.., if n.ends_with('0') { "1" } else { "0" });
+        assert!(!key.verify("0011", &forged));
+        assert!(!key.verify("0011", "0123456789abcdef"), "no tag");
+        assert!(!key.verify("0011", ""));
+        assert!(NonceKey::from_hex("ab").is_none());
+        assert!(NonceKey::from_hex(&"zz".repeat(32)).is_none());
     }
 }

@@ -175,10 +175,13 @@ impl ServiceRequest {
 
     /// A canary line with a random round and nonce: a canary of another
     /// round answers `PORTCALL-ERR <host> not-this-round`, which still
-    /// proves arrival.
+    /// proves arrival. Both are as long as the grammar allows, since a
+    /// canary never answers a line without a valid nonce with more bytes
+    /// than it received (the line is 139 bytes, room for any host name an
+    /// answer may carry).
     pub fn canary() -> ServiceRequest {
-        let round: [u8; 8] = random();
-        let nonce: [u8; 8] = random();
+        let round: [u8; 32] = random();
+        let nonce: [u8; 32] = random();
         ServiceRequest {
             service: UdpService::Canary,
             payload: probe_line(&hex(&round), &hex(&nonce)).into_bytes(),

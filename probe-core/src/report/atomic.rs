@@ -33,6 +33,23 @@ pub enum WriteError {
     /// The chain of symbolic links is too long or loops.
     #[error("{}: too many levels of symbolic links", .0.display())]
     SymlinkLoop(PathBuf),
+    /// A symbolic link in a sticky, world-writable directory (`/tmp`) is
+    /// owned by neither the caller nor the directory's owner: another user
+    /// planted it, so it is not followed (the kernel's
+    /// `protected_symlinks` rule).
+    #[error(
+        "{} is a symbolic link owned by uid {owner} in the shared directory {}: not followed (remove it or write elsewhere)",
+        link.display(),
+        dir.display()
+    )]
+    ForeignSymlink {
+        /// The link.
+        link: PathBuf,
+        /// The sticky, world-writable directory holding it.
+        dir: PathBuf,
+        /// The link's owner.
+        owner: u32,
+    },
     /// The existing file's owner cannot be given to its replacement, and
     /// replacing it would change who owns it.
     #[error(
@@ -128,6 +145,7 @@ fn resolve(path: &Path) -> Result<Target, WriteError> {
             if cur.starts_with("/proc") {
                 return Ok(Target::Special(cur));
             }
+            check_link_owner(&cur, &meta)?;
             let link = std::fs::read_link(&cur).map_err(WriteError::io("read link", &cur))?;
             cur = if link.is_absolute() {
                 link
@@ -143,6 +161,24 @@ fn resolve(path: &Path) -> Result<Target, WriteError> {
         }
     }
     Err(WriteError::SymlinkLoop(path.to_path_buf()))
+}
+
+/// The kernel's `protected_symlinks` rule, applied whatever the sysctl
+/// says: in a sticky, world-writable directory a symbolic link is followed
+/// only when its owner is the directory's owner or the caller.
+fn check_link_owner(link: &Path, meta: &Metadata) -> Result<(), WriteError> {
+    let dir = parent(link);
+    let dir_meta = std::fs::metadata(dir).map_err(WriteError::io("inspect", dir))?;
+    let shared = dir_meta.mode() & 0o1002 == 0o1002;
+    let caller = rustix::process::geteuid().as_raw();
+    if shared && meta.uid() != dir_meta.uid() && meta.uid() != caller {
+        return Err(WriteError::ForeignSymlink {
+            link: link.to_path_buf(),
+            dir: dir.to_path_buf(),
+            owner: meta.uid(),
+        });
+    }
+    Ok(())
 }
 
 fn parent(path: &Path) -> &Path {
@@ -471,6 +507,45 @@ mod tests {
             write_atomically(&a, b"x"),
             Err(WriteError::SymlinkLoop(_))
         ));
+    }
+
+    /// Regression: as root, `--out /tmp/x.json` where another user planted
+    /// `/tmp/x.json -> /root/secret` replaced the secret.
+    #[test]
+    fn another_user_s_symlink_in_a_shared_directory_is_not_followed() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to give a symlink to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("tmp");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"secret").unwrap();
+        let planted = shared.join("x.json");
+        std::os::unix::fs::symlink(&secret, &planted).unwrap();
+        std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+        let err = write_atomically(&planted, b"report").unwrap_err();
+        assert!(matches!(err, WriteError::ForeignSymlink { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&planted.display().to_string()), "{msg}");
+        assert!(msg.contains("uid 65534"), "{msg}");
+        assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+        assert!(std::fs::symlink_metadata(&planted).unwrap().is_symlink());
+
+        // The caller's own link in the same directory is followed as before.
+        let own = shared.join("own.json");
+        std::os::unix::fs::symlink(&secret, &own).unwrap();
+        write_atomically(&own, b"mine").unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), b"mine");
+
+        // Outside a sticky world-writable directory the owner does not matter.
+        let private = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&secret, &private).unwrap();
+        std::os::unix::fs::lchown(&private, Some(65534), Some(65534)).unwrap();
+        write_atomically(&private, b"private").unwrap();
+        assert_eq!(std::fs::read(&secret).unwrap(), b"private");
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub(super) fn decide_udp(
     };
     r.local_denial = probe.errno.filter(|_| c.denied);
     let arrived = observe(&c, dst, &mut r);
+    if let Some(why) = overloaded(&c, arrived, dst) {
+        r.observed = Some(probe.observed);
+        return fail(r, why);
+    }
     let (observed, one_way, redirected_to) = describe(&c, arrived, &mut r);
     r.observed = Some(observed);
     let mut addresses = vec![r.address.clone()];
@@ -126,6 +130,28 @@ fn observe(c: &Case<'_>, dst: &AgentEvidence, r: &mut PathReport) -> bool {
     r.target_saw = Some(sighting.is_some());
     r.seen_source = sighting.map(|s| s.source.ip().to_string());
     sighting.is_some()
+}
+
+/// Why the canary's silence about our nonce proves nothing: its cap of
+/// distinct nonces was full, so ours may have arrived and been dropped.
+/// Only an answer or a silence is in doubt (an ICMP error still says what
+/// it says); such a path is an `error`, never a verdict.
+fn overloaded(c: &Case<'_>, arrived: bool, dst: &AgentEvidence) -> Option<String> {
+    if arrived || !matches!(c.probe.observed, Observed::Open | Observed::Timeout) {
+        return None;
+    }
+    let port = c.path.port.get();
+    let (kept, dropped) = dst
+        .canaries
+        .iter()
+        .filter(|e| e.port == port && e.is_udp())
+        .fold((0, 0), |(k, d), e| (k + e.seen.len(), d + e.dropped));
+    (dropped > 0).then(|| {
+        format!(
+            "overloaded: the canary of {} kept {kept} nonces and dropped {dropped} more, so whether ours arrived is unknown",
+            c.path.to
+        )
+    })
 }
 
 /// The joined outcome, its detail (and `target_stage`) in the report,
@@ -427,6 +453,26 @@ expect = "blocked"
         assert_eq!(p.observed, Some(Observed::WrongHost), "{p:?}");
         assert_eq!(p.verdict, Verdict::Violation);
         assert_eq!(p.arrived, Some(0));
+    }
+
+    /// Regression: forged nonces filled the UDP canary's cap, ours was
+    /// dropped, and an open path became a `wrong-host` violation. A full
+    /// cap says "overloaded" and decides nothing.
+    #[test]
+    fn a_full_canary_cap_is_overloaded_never_a_verdict() {
+        for observed in [Observed::Open, Observed::Timeout] {
+            let mut full = saw(53, true, "forged", 1);
+            full.dropped = 1;
+            let r = run(probe(0, observed, 1), vec![full], ListenerState::Canary);
+            let p = &r.paths[0];
+            assert_eq!(p.verdict, Verdict::Error, "{p:?}");
+            assert!(
+                p.detail
+                    .starts_with("overloaded: the canary of ns kept 1 nonces and dropped 1 more"),
+                "{}",
+                p.detail
+            );
+        }
     }
 
     #[test]

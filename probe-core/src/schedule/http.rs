@@ -1,14 +1,16 @@
 //! The agent's HTTP endpoint: `GET /metrics` and `GET /healthz`, nothing
 //! else. Hand-written on tokio because two fixed routes do not justify a web
 //! framework in an agent that should idle in a few MiB; every connection is
-//! bounded in count, request size and time, and answered once, then closed.
+//! bounded in count (in total and per address), request size and time, and
+//! answered once, then closed.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,18 +22,29 @@ use super::metrics::MetricsStore;
 pub struct HttpLimits {
     /// Largest request head (request line and headers) read, in bytes.
     pub max_request: usize,
-    /// Deadline to receive the request head, and again to send the reply.
+    /// Deadline to receive the request head after connecting: short, since
+    /// a scraper sends its request at once and an idle connection only
+    /// holds a slot.
+    pub header_timeout: Duration,
+    /// Deadline to send the reply.
     pub io_timeout: Duration,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Connections held at once (waiting for their request or being
+    /// answered). A new connection past it closes the oldest one still
+    /// waiting for its request, so idle clients never starve a scrape.
     pub max_connections: usize,
+    /// Connections from one address still waiting for their request; a new
+    /// one past it closes that address's oldest waiting connection.
+    pub max_per_address: usize,
 }
 
 impl Default for HttpLimits {
     fn default() -> HttpLimits {
         HttpLimits {
             max_request: 4096,
+            header_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(5),
-            max_connections: 16,
+            max_connections: 256,
+            max_per_address: 16,
         }
     }
 }
@@ -41,28 +54,25 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `listener` until `cancel` fires, then stops accepting, abandons
 /// connections in flight and returns.
+///
+/// Every connection is accepted at once (a flood waiting in the kernel's
+/// backlog would queue a scrape behind it); what bounds the cost is
+/// [`Held`]: past a cap, the oldest connection still waiting for its
+/// request is closed, so the newest client — a scraper sends its request
+/// right after connecting — is always served.
 pub(crate) async fn serve(
     listener: TcpListener,
     store: Arc<MetricsStore>,
     limits: HttpLimits,
     cancel: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let held = Arc::new(Mutex::new(Held::default()));
     let tracker = TaskTracker::new();
     loop {
-        // Take a permit before accepting, so a flood of clients waits in
-        // the backlog instead of costing a task each.
-        let permit = tokio::select! {
-            () = cancel.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, or a connection reset before we
                     // took it: keep serving, after a pause that lets
@@ -73,24 +83,109 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let Some((id, evicted)) = lock(&held).admit(peer.ip(), limits) else {
+            // Every held connection is being answered: this one waits for
+            // none of them.
+            continue;
+        };
         let store = store.clone();
         let cancel = cancel.clone();
+        let held = held.clone();
         tracker.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = handle(stream, &store, limits) => {}
+                () = evicted.cancelled() => {}
+                () = handle(stream, &store, limits, || lock(&held).answering(id)) => {}
             }
-            drop(permit);
+            lock(&held).remove(id);
         });
     }
     tracker.close();
     tracker.wait().await;
 }
 
-/// Answers one request, then closes the connection.
-async fn handle(mut stream: TcpStream, store: &MetricsStore, limits: HttpLimits) {
+fn lock(held: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    held.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The connections being held, oldest first.
+#[derive(Default)]
+struct Held {
+    next: u64,
+    conns: VecDeque<Conn>,
+}
+
+struct Conn {
+    id: u64,
+    ip: IpAddr,
+    /// Still waiting for its request head (may be closed to make room).
+    waiting: bool,
+    close: CancellationToken,
+}
+
+impl Held {
+    /// Makes room for a connection from `ip` and registers it: closes that
+    /// address's oldest waiting connection past the per-address cap, then
+    /// the oldest waiting one past the total cap. `None` when every held
+    /// connection is being answered.
+    fn admit(&mut self, ip: IpAddr, limits: HttpLimits) -> Option<(u64, CancellationToken)> {
+        let same = self
+            .conns
+            .iter()
+            .filter(|c| c.waiting && c.ip == ip)
+            .count();
+        if same >= limits.max_per_address.max(1) {
+            self.evict_oldest(|c| c.ip == ip);
+        }
+        if self.conns.len() >= limits.max_connections.max(1) && !self.evict_oldest(|_| true) {
+            return None;
+        }
+        self.next += 1;
+        let close = CancellationToken::new();
+        self.conns.push_back(Conn {
+            id: self.next,
+            ip,
+            waiting: true,
+            close: close.clone(),
+        });
+        Some((self.next, close))
+    }
+
+    fn evict_oldest(&mut self, pick: impl Fn(&Conn) -> bool) -> bool {
+        let Some(i) = self.conns.iter().position(|c| c.waiting && pick(c)) else {
+            return false;
+        };
+        if let Some(c) = self.conns.remove(i) {
+            c.close.cancel();
+        }
+        true
+    }
+
+    /// The connection's request arrived: it is answered, never evicted.
+    fn answering(&mut self, id: u64) {
+        if let Some(c) = self.conns.iter_mut().find(|c| c.id == id) {
+            c.waiting = false;
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(i) = self.conns.iter().position(|c| c.id == id) {
+            self.conns.remove(i);
+        }
+    }
+}
+
+/// Answers one request, then closes the connection. `answering` is called
+/// once the request head is in.
+async fn handle(
+    mut stream: TcpStream,
+    store: &MetricsStore,
+    limits: HttpLimits,
+    answering: impl FnOnce(),
+) {
     let reply = match timeout(
-        limits.io_timeout,
+        limits.header_timeout,
         read_head(&mut stream, limits.max_request),
     )
     .await
@@ -104,6 +199,7 @@ async fn handle(mut stream: TcpStream, store: &MetricsStore, limits: HttpLimits)
         ),
         Ok(Ok(Head::Complete(head))) => route(&head, store),
     };
+    answering();
     let _ = timeout(limits.io_timeout, async {
         stream.write_all(&reply.head()).await?;
         stream.write_all(&reply.body).await?;
@@ -329,27 +425,80 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_silent_client_is_dropped_after_the_deadline_and_does_not_block_others() {
+    async fn a_silent_client_is_dropped_after_the_header_deadline() {
         let limits = HttpLimits {
-            io_timeout: Duration::from_millis(200),
-            max_connections: 1,
+            header_timeout: Duration::from_millis(200),
             ..HttpLimits::default()
         };
         let (addr, cancel, task) = start(limits).await;
         let mut idle = TcpStream::connect(addr).await.unwrap();
-        // The idle client holds the only slot until its deadline passes;
-        // then the next client is served.
         let started = tokio::time::Instant::now();
-        let r = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(started.elapsed() >= Duration::from_millis(150));
         let mut buf = [0u8; 16];
         let n = timeout(Duration::from_secs(2), idle.read(&mut buf))
             .await
-            .unwrap()
+            .expect("closed by the header deadline")
             .unwrap_or(0);
         assert_eq!(n, 0, "the idle client was closed without a reply");
+        assert!(started.elapsed() >= Duration::from_millis(150));
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    /// Regression: 16 idle connections pushed a scrape from 2 ms to 4 s,
+    /// and 100 to 15 s or more (each held one of 16 slots for 5 s).
+    #[tokio::test]
+    async fn idle_connections_do_not_starve_a_scrape() {
+        let (addr, cancel, task) = start(HttpLimits::default()).await;
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server take them all before the scrape arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let r = timeout(
+                Duration::from_secs(3),
+                exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n"),
+            )
+            .await
+            .expect("a scrape is answered despite 200 idle connections");
+            assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(1), "scrape took {took:?}");
+        }
+        // Past the per-address cap the oldest idle connections were closed.
+        let mut buf = [0u8; 1];
+        let n = timeout(Duration::from_secs(1), idle[0].read(&mut buf))
+            .await
+            .expect("the oldest idle connection was closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn a_connection_being_answered_is_never_evicted() {
+        let limits = HttpLimits {
+            max_connections: 2,
+            max_per_address: 2,
+            ..HttpLimits::default()
+        };
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut held = Held::default();
+        let (a, a_close) = held.admit(ip, limits).unwrap();
+        held.answering(a);
+        let (_, b_close) = held.admit(other, limits).unwrap();
+        // Full: the waiting one goes, the answered one stays.
+        let (_, c_close) = held.admit(other, limits).unwrap();
+        assert!(b_close.is_cancelled() && !a_close.is_cancelled());
+        // Per address: the same address's oldest waiting one goes first.
+        held.remove(a);
+        let (_, d_close) = held.admit(ip, limits).unwrap();
+        assert!(!c_close.is_cancelled() && !d_close.is_cancelled());
+        let _ = held.admit(other, limits).unwrap();
+        assert!(c_close.is_cancelled());
     }
 }
