@@ -35,7 +35,7 @@ per path.
 Each subcommand has its own page, e.g. portcall-check(1), and `portcall help \
 SUBCOMMAND` prints the same text. The plan grammar, the outcomes and the report \
 formats are described in the documentation shipped with the package \
-(/usr/share/doc/portcall) and in the repository's docs/.";
+(/usr/share/doc/portcall/docs) and in the repository's docs/.";
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -88,7 +88,8 @@ comp fish "$root/usr/share/fish/vendor_completions.d/portcall.fish"
 doc="$root/usr/share/doc/portcall"
 install -d "$doc/examples"
 install -m 0644 README.md "$doc/README.md"
-install -m 0644 docs/*.md "$doc/"
+install -d "$doc/docs"
+install -m 0644 docs/*.md "$doc/docs/"
 install -m 0644 examples/*.toml "$doc/examples/"
 cat >"$doc/copyright" <<COPY
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/

@@ -54,7 +54,7 @@ suite="$(. /etc/os-release && echo "${VERSION_CODENAME:-stable}")"
 
 echo "== fresh root: mmdebstrap --variant=essential $suite"
 start=$SECONDS
-mmdebstrap --quiet --variant=essential --mode=root --include=adduser \
+mmdebstrap --quiet --variant=essential --mode=root --include=adduser,systemd,procps \
   "$suite" "$root" "${sources[@]}"
 echo "   built in $((SECONDS - start)) s"
 
@@ -91,8 +91,8 @@ for f in /usr/bin/portcall /lib/systemd/system/portcall-agent.service \
 done
 zcat "$root/usr/share/man/man1/portcall.1.gz" | grep -q '^\.TH portcall 1 ' || fail "portcall.1.gz is not a man page"
 in_root getent passwd portcall >/dev/null || fail "postinst did not create the portcall user"
-[ "$(stat -c '%U:%G %a' "$root/etc/portcall")" = "root:portcall 750" ] \
-  || fail "/etc/portcall is $(stat -c '%U:%G %a' "$root/etc/portcall")"
+[ "$(in_root stat -c '%U:%G %a' /etc/portcall)" = "root:portcall 750" ] \
+  || fail "/etc/portcall is $(in_root stat -c '%U:%G %a' /etc/portcall)"
 # Installing must not enable (nor, with no systemd running, start) the unit.
 [ ! -e "$root/etc/systemd/system/multi-user.target.wants/portcall-agent.service" ] \
   || fail "the package enabled portcall-agent.service"
