@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the deployment assets in scripts/deploy with the tools operators
 # run: systemd-analyze (unit), ansible-playbook (playbook), promtool
-# (Prometheus config, rules and rule unit tests), dpkg-deb and mmdebstrap
+# (Prometheus config, rules and rule unit tests, the Grafana dashboard's
+# queries), dpkg-deb and mmdebstrap
 # (the Debian package, built and installed into a fresh root). Installs
 # nothing on this machine. A missing
 # tool is skipped with the reason printed, or is a failure when
@@ -116,6 +117,35 @@ if have promtool "prometheus (Debian)"; then
     promtool check rules "$here/prometheus/portcall-rules.yml"
   run "promtool test rules portcall-rules.test.yml" \
     promtool test rules "$here/prometheus/portcall-rules.test.yml"
+  # Every query of the Grafana dashboard, parsed and evaluated against the
+  # series of a real exposition (the built binary's demo round).
+  bin=""
+  for b in "${PORTCALL_BIN:-}" "$here/../../target/debug/portcall" "$here/../../target/release/portcall"; do
+    if [ -n "$b" ] && [ -x "$b" ]; then
+      bin="$b"
+      break
+    fi
+  done
+  if [ -n "$bin" ]; then
+    dashboard_queries() {
+      local rc=0
+      "$bin" demo --format prometheus >"$tmp/demo.prom" 2>"$tmp/demo.err" || rc=$?
+      # The demo exits 1 for its planned violations.
+      if [ "$rc" -gt 1 ]; then
+        cat "$tmp/demo.err"
+        return 1
+      fi
+      python3 "$here/grafana/check-queries.py" "$here/grafana/portcall.json" \
+        "$tmp/demo.prom" "$tmp/grafana"
+    }
+    run "grafana/portcall.json: every query parses and returns series (promtool)" dashboard_queries
+  elif [ "$require" = "1" ]; then
+    echo "FAIL: no portcall binary in target/ for the dashboard check (cargo build first)" >&2
+    failed=$((failed + 1))
+  else
+    echo "skipped: dashboard queries (no portcall binary in target/; cargo build first)"
+    skipped=$((skipped + 1))
+  fi
 fi
 
 # The Debian package: built from a release binary, installed into a fresh
