@@ -130,7 +130,7 @@ if have promtool "prometheus (Debian)"; then
     dashboard_queries() {
       local rc=0
       "$bin" demo --format prometheus >"$tmp/demo.prom" 2>"$tmp/demo.err" || rc=$?
-      # The demo exits 1 for its planned violations.
+      # 0, or 1 when a round has violations; 2 is an error.
       if [ "$rc" -gt 1 ]; then
         cat "$tmp/demo.err"
         return 1
