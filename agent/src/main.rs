@@ -9,6 +9,7 @@ mod agent_cmd;
 mod check_cmd;
 mod demo_cmd;
 mod diff_cmd;
+mod meta_cmd;
 mod pki_cmd;
 mod plan_cmd;
 mod probe_cmd;
@@ -21,7 +22,12 @@ mod wso2_cmd;
 /// portcall — prove which network paths of a distributed deployment are open,
 /// which are blocked, and by what.
 #[derive(Parser, Debug)]
-#[command(name = "portcall", version, about, propagate_version = true)]
+#[command(
+    name = "portcall",
+    version = meta_cmd::VERSION_LINE,
+    about,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +61,12 @@ enum Command {
     /// Re-render a saved JSON report: html, markdown, junit, table,
     /// prometheus or json.
     Report(report_cmd::ReportArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(meta_cmd::CompletionsArgs),
+    /// Print the man page (roff), or write every page into a directory.
+    Man(meta_cmd::ManArgs),
+    /// Print the version, commit, build date and control protocol.
+    Version(meta_cmd::VersionArgs),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +93,9 @@ fn main() -> ExitCode {
         Command::Suggest(args) => suggest_cmd::suggest(args),
         Command::Wso2(cmd) => wso2_cmd::wso2(cmd),
         Command::Report(args) => report_cmd::report(args),
+        Command::Completions(args) => meta_cmd::completions(&args),
+        Command::Man(args) => meta_cmd::man(&args),
+        Command::Version(args) => meta_cmd::version(&args),
     };
     match result {
         Ok(code) => code,

@@ -246,8 +246,8 @@ fn bad_schedule_arguments_exit_2_with_a_clear_message() {
             "5 needs a unit",
         ),
         (
-            &["--every", "5min", "--metrics", "127.0.0.1:0"],
-            "unknown unit \"min\"",
+            &["--every", "5mn", "--metrics", "127.0.0.1:0"],
+            "unknown unit \"mn\"",
         ),
         (&["--every", "1s"], "--metrics"),
         (

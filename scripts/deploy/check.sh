@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Validates the deployment assets in scripts/deploy with the tools operators
 # run: systemd-analyze (unit), ansible-playbook (playbook), promtool
-# (Prometheus config, rules and rule unit tests). Installs nothing. A missing
+# (Prometheus config, rules and rule unit tests, the Grafana dashboard's
+# queries), dpkg-deb and mmdebstrap
+# (the Debian package, built and installed into a fresh root). Installs
+# nothing on this machine. A missing
 # tool is skipped with the reason printed, or is a failure when
 # PORTCALL_REQUIRE_TOOLS=1.
 set -euo pipefail
@@ -114,6 +117,69 @@ if have promtool "prometheus (Debian)"; then
     promtool check rules "$here/prometheus/portcall-rules.yml"
   run "promtool test rules portcall-rules.test.yml" \
     promtool test rules "$here/prometheus/portcall-rules.test.yml"
+  # Every query of the Grafana dashboard, parsed and evaluated against the
+  # series of a real exposition (the built binary's demo round).
+  bin=""
+  for b in "${PORTCALL_BIN:-}" "$here/../../target/debug/portcall" "$here/../../target/release/portcall"; do
+    if [ -n "$b" ] && [ -x "$b" ]; then
+      bin="$b"
+      break
+    fi
+  done
+  if [ -n "$bin" ]; then
+    dashboard_queries() {
+      local rc=0
+      "$bin" demo --format prometheus >"$tmp/demo.prom" 2>"$tmp/demo.err" || rc=$?
+      # 0, or 1 when a round has violations; 2 is an error.
+      if [ "$rc" -gt 1 ]; then
+        cat "$tmp/demo.err"
+        return 1
+      fi
+      python3 "$here/grafana/check-queries.py" "$here/grafana/portcall.json" \
+        "$tmp/demo.prom" "$tmp/grafana"
+    }
+    run "grafana/portcall.json: every query parses and returns series (promtool)" dashboard_queries
+  elif [ "$require" = "1" ]; then
+    echo "FAIL: no portcall binary in target/ for the dashboard check (cargo build first)" >&2
+    failed=$((failed + 1))
+  else
+    echo "skipped: dashboard queries (no portcall binary in target/; cargo build first)"
+    skipped=$((skipped + 1))
+  fi
+fi
+
+# The Debian package: built from a release binary, installed into a fresh
+# root (mmdebstrap, needs root), run, verified and purged. Each step prints
+# how long it took; together about 2 minutes plus the release build.
+if have dpkg-deb dpkg && have mmdebstrap mmdebstrap; then
+  if [ "$(id -u)" -ne 0 ]; then
+    if [ "$require" = "1" ]; then
+      echo "FAIL: the .deb check needs root (mmdebstrap, chroot)" >&2
+      failed=$((failed + 1))
+    else
+      echo "skipped: the .deb check needs root (mmdebstrap, chroot)"
+      skipped=$((skipped + 1))
+    fi
+  else
+    deb_build() {
+      local t=$SECONDS
+      "$here/debian/build.sh" >"$tmp/deb.log" 2>&1 || {
+        cat "$tmp/deb.log"
+        return 1
+      }
+      tail -n 1 "$tmp/deb.log" >"$tmp/deb.path"
+      echo "   $(cat "$tmp/deb.path") in $((SECONDS - t)) s"
+    }
+    deb_verify() {
+      local t=$SECONDS
+      "$here/debian/verify.sh" "$(cat "$tmp/deb.path")" || return 1
+      echo "   verified in $((SECONDS - t)) s"
+    }
+    run "debian/build.sh (release build, dpkg-deb)" deb_build
+    if [ -s "$tmp/deb.path" ]; then
+      run "debian/verify.sh (fresh root: install, --version, systemd-analyze verify, purge)" deb_verify
+    fi
+  fi
 fi
 
 echo "deploy checks: $passed passed, $failed failed, $skipped skipped"

@@ -35,8 +35,13 @@ struct PathFamily {
     value: fn(&PathReport) -> PathValue,
 }
 
+/// The family that says whether a TLS path's certificate verified, the
+/// same in a check's textfile and a schedule-mode agent's exposition.
+pub(crate) const CERT_VERIFIED: &str = "portcall_tls_cert_verified";
+pub(crate) const CERT_VERIFIED_HELP: &str = "1 when the server certificate a TLS path presented verified (its chain against the trust roots in use, and its name or address), 0 when it did not; absent where no TLS handshake saw a certificate.";
+
 /// The per-path families, with the schedule-mode agent's names.
-const PATH_FAMILIES: [PathFamily; 6] = [
+const PATH_FAMILIES: [PathFamily; 7] = [
     PathFamily {
         name: "portcall_path_open",
         help: "1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.",
@@ -77,6 +82,15 @@ const PATH_FAMILIES: [PathFamily; 6] = [
         value: |p| {
             let t = p.cert.as_ref().and_then(|c| unix_seconds(&c.not_after))?;
             Some((None, t.to_string()))
+        },
+    },
+    PathFamily {
+        name: CERT_VERIFIED,
+        help: CERT_VERIFIED_HELP,
+        measured_only: false,
+        value: |p| {
+            let verified = p.cert.as_ref()?.verified;
+            Some((None, bool01(verified).to_string()))
         },
     },
 ];
@@ -301,6 +315,8 @@ mod tests {
             portcall_path_verdict{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",verdict="violation"} 1
             # HELP portcall_tls_cert_not_after_seconds Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.
             # TYPE portcall_tls_cert_not_after_seconds gauge
+            # HELP portcall_tls_cert_verified 1 when the server certificate a TLS path presented verified (its chain against the trust roots in use, and its name or address), 0 when it did not; absent where no TLS handshake saw a certificate.
+            # TYPE portcall_tls_cert_verified gauge
             # HELP portcall_check_paths Paths of the check by verdict.
             # TYPE portcall_check_paths gauge
             portcall_check_paths{plan="sample",verdict="ok"} 1
@@ -340,6 +356,27 @@ mod tests {
                 r#"portcall_tls_cert_not_after_seconds{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1893456000"#
             ],
             "{text}"
+        );
+        let verified = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("portcall_tls_cert_verified{"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(
+            verified(&text),
+            [
+                r#"portcall_tls_cert_verified{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 1"#
+            ]
+        );
+        r.paths[0].cert.as_mut().unwrap().verified = false;
+        let mut out = Vec::new();
+        write(&r, &mut out).unwrap();
+        assert_eq!(
+            verified(&String::from_utf8(out).unwrap()),
+            [
+                r#"portcall_tls_cert_verified{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 0"#
+            ]
         );
     }
 

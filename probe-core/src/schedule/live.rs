@@ -174,6 +174,7 @@ impl Rounds for LiveRounds {
                     .cert
                     .as_ref()
                     .and_then(|c| crate::report::unix_seconds(&c.not_after)),
+                cert_verified: r.cert.as_ref().map(|c| c.verified),
             })
             .collect();
         let duration = started.elapsed();

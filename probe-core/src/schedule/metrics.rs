@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::plan::{Expect, Family};
 use crate::port::Port;
 use crate::probe::Observed;
-use crate::report::prometheus::{PathLabels, bool01, escape_label, family, path_sample};
+use crate::report::prometheus::{
+    CERT_VERIFIED, CERT_VERIFIED_HELP, PathLabels, bool01, escape_label, family, path_sample,
+};
 use crate::report::{TargetEnd, Verdict};
 
 /// One path's result in one round, with the labels it is exported under.
@@ -39,6 +41,9 @@ pub struct PathSample {
     /// When the server certificate of a TLS path expires (Unix seconds),
     /// where a handshake saw one.
     pub cert_not_after: Option<f64>,
+    /// Whether that certificate verified (chain to the trust roots in use,
+    /// valid for the name or address probed), where a handshake saw one.
+    pub cert_verified: Option<bool>,
     /// TCP, TLS or UDP (exported as the `protocol` label for UDP).
     pub protocol: crate::port::Protocol,
 }
@@ -174,6 +179,13 @@ impl Exposition {
                     &[],
                     &t.to_string(),
                 )?;
+            }
+        }
+
+        family(out, CERT_VERIFIED, CERT_VERIFIED_HELP, "gauge")?;
+        for p in paths {
+            if let Some(verified) = p.cert_verified {
+                sample(out, CERT_VERIFIED, (plan, p), &[], bool01(verified))?;
             }
         }
         Ok(())
@@ -377,6 +389,7 @@ mod tests {
             .then(|| Duration::from_micros(ms)),
             family: Some(Family::Ipv4),
             cert_not_after: None,
+            cert_verified: None,
         };
         Exposition {
             last_round: Some(RoundMetrics {
@@ -455,6 +468,8 @@ mod tests {
             portcall_path_observed{plan="wso2",from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4",observed="local-error"} 1
             # HELP portcall_tls_cert_not_after_seconds Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.
             # TYPE portcall_tls_cert_not_after_seconds gauge
+            # HELP portcall_tls_cert_verified 1 when the server certificate a TLS path presented verified (its chain against the trust roots in use, and its name or address), 0 when it did not; absent where no TLS handshake saw a certificate.
+            # TYPE portcall_tls_cert_verified gauge
             # HELP portcall_last_round_timestamp_seconds Unix time at which the last completed round finished; absent before the first round.
             # TYPE portcall_last_round_timestamp_seconds gauge
             portcall_last_round_timestamp_seconds{plan="wso2"} 1700000000.25
@@ -469,6 +484,32 @@ mod tests {
             portcall_plan_last_reload_successful{plan="wso2"} 0
         "##]]
         .assert_eq(&text);
+    }
+
+    /// The issue: no metric said that a TLS path's certificate did not
+    /// verify, so no rule could alert on it.
+    #[test]
+    fn tls_paths_export_whether_their_certificate_verified() {
+        let mut e = fixture();
+        let paths = &mut e.last_round.as_mut().unwrap().paths;
+        paths[0].cert_not_after = Some(1_893_456_000.0);
+        paths[0].cert_verified = Some(true);
+        paths[3].cert_not_after = Some(1_893_456_000.0);
+        paths[3].cert_verified = Some(false);
+        let text = String::from_utf8(e.to_bytes()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("portcall_tls_cert_verified"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                r#"portcall_tls_cert_verified{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 1"#,
+                r#"portcall_tls_cert_verified{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0"#,
+            ],
+            "{text}"
+        );
+        assert!(text.contains("# TYPE portcall_tls_cert_verified gauge\n"));
     }
 
     #[test]

@@ -938,6 +938,7 @@ expect = "blocked"
                     latency: None,
                     family: None,
                     cert_not_after: None,
+                    cert_verified: None,
                     protocol: path.protocol,
                 };
                 assert_eq!(
