@@ -4,7 +4,7 @@
 //! the ports of that pair coloured by verdict, then the violations and the
 //! unmeasured paths with their reasons, then everything that is fine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
 use super::markup::escape_xml as h;
@@ -16,13 +16,26 @@ const STYLE: &str = r#"
 :root { --ok: #1a7f37; --ok-bg: #dafbe1; --bad: #cf222e; --bad-bg: #ffebe9;
   --err: #9a6700; --err-bg: #fff8c5; --line: #d0d7de; --muted: #57606a; }
 * { box-sizing: border-box; }
-svg.graph { width: 100%; max-width: 760px; height: auto; display: block; }
-svg.graph .edge { fill: none; stroke-width: 1.4; opacity: .55; }
-svg.graph .edge.ok { stroke: var(--ok); }
-svg.graph .edge.violation { stroke: var(--bad); stroke-width: 2.4; opacity: 1; }
-svg.graph .edge.error { stroke: var(--err); stroke-width: 2.2; opacity: 1; stroke-dasharray: 5 3; }
-svg.graph .node circle { fill: #fff; stroke: #57606a; stroke-width: 2; }
-svg.graph .node text { font-size: 13px; fill: #1f2328; }
+.graph-wrap { max-width: 100%; }
+svg.graph { max-width: 100%; height: auto; display: block; }
+svg.graph .edge, svg.key .edge { fill: none; stroke-width: 1.6; }
+svg.graph .edge.ok, svg.key .edge.ok { stroke: var(--ok); opacity: .6; }
+svg.graph .edge.violation, svg.key .edge.violation { stroke: var(--bad); stroke-width: 3; stroke-dasharray: 9 4; }
+svg.graph .edge.error, svg.key .edge.error { stroke: var(--err); stroke-width: 2.4; stroke-dasharray: 2 3; }
+svg.key { width: 40px; height: 10px; vertical-align: middle; }
+svg.graph .zone rect { fill: #f6f8fa; stroke: #8c959f; stroke-width: 1.5; }
+svg.graph text { font-size: 13px; fill: #1f2328; }
+svg.graph .zone-name { font-weight: 700; font-size: 14px; }
+svg.graph .within { font-size: 11px; fill: var(--muted); }
+svg.graph .host.violation { fill: var(--bad); font-weight: 600; }
+svg.graph .host.error { fill: var(--err); font-weight: 600; }
+svg.graph .count { font: 700 12px ui-monospace, "DejaVu Sans Mono", monospace; paint-order: stroke; stroke: #fff; stroke-width: 4px; }
+svg.graph .count.ok { fill: var(--ok); }
+svg.graph .count.violation { fill: var(--bad); }
+svg.graph .count.error { fill: var(--err); }
+table.zones { margin-top: 12px; }
+table.zones thead th { font-size: 12px; padding: 4px 8px; }
+table.zones td { font: 600 12px ui-monospace, "DejaVu Sans Mono", monospace; padding: 3px 8px; white-space: nowrap; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
   color: #1f2328; margin: 0; padding: 24px 32px; background: #f6f8fa; }
 header { display: flex; flex-wrap: wrap; align-items: baseline; gap: 12px 24px; margin-bottom: 16px; }
@@ -64,13 +77,22 @@ table.list th { text-align: left; font-size: 12px; color: var(--muted); font-wei
 table.list td { border-bottom: 1px solid #eaeef2; padding: 5px 8px; vertical-align: top; }
 table.list td.mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; white-space: nowrap; }
 table.list td.why { width: 55%; }
-table.list td.flow { min-width: 10em; max-width: 18em; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+table.list td.flow { width: 22%; min-width: 8em; max-width: 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; background: #eff2f5; border-radius: 4px; padding: 0 3px; }
 .tag { font-weight: 600; }
 .tag.violation { color: var(--bad); }
 .tag.error { color: var(--err); }
 .tag.ok { color: var(--ok); }
 details summary { cursor: pointer; font-weight: 600; }
+/* An 800 px window: tighter boxes, smaller chips, wrapping ports, so that
+   nothing scrolls sideways (agent/tests/html_chromium.rs checks it). */
+@media (max-width: 1000px) {
+  body { padding: 12px; } section { padding: 12px 10px; }
+  table.matrix td { min-width: 0; } table.matrix tbody th { padding: 4px 6px; }
+  .port { padding: 0 2px; font-size: 10px; }
+  table.list td.why { width: auto; } table.list td.mono { white-space: normal; }
+  table.list th, table.list td { padding: 4px; }
+}
 footer { color: var(--muted); font-size: 12px; }
 "#;
 
@@ -269,48 +291,139 @@ fn write_matrix(report: &Report, w: &mut impl Write) -> io::Result<()> {
     writeln!(w, "</tbody></table></div></section>")
 }
 
-/// The hosts around a circle and one line per (source, target) pair,
-/// coloured by the pair's worst verdict, as inline SVG: the shape of the
-/// deployment and where it breaks, at a glance.
-fn write_graph(report: &Report, w: &mut impl Write) -> io::Result<()> {
-    let mut hosts: Vec<&str> = report.hosts.iter().map(|x| x.name.as_str()).collect();
+/// Paths of one zone pair counted by verdict.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    ok: usize,
+    violation: usize,
+    error: usize,
+}
+
+impl Tally {
+    fn add(&mut self, v: Verdict) {
+        match v {
+            Verdict::Ok => self.ok += 1,
+            Verdict::Violation => self.violation += 1,
+            Verdict::Error => self.error += 1,
+        }
+    }
+
+    fn worst(&self) -> Verdict {
+        if self.violation > 0 {
+            Verdict::Violation
+        } else if self.error > 0 {
+            Verdict::Error
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    /// The counts with their marks, worst first, so they read without
+    /// colour: `✗2 ?1 ✓5`.
+    fn marks(&self) -> String {
+        [
+            (self.violation, Verdict::Violation),
+            (self.error, Verdict::Error),
+            (self.ok, Verdict::Ok),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, v)| format!("{}{n}", mark(*v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+
+    fn words(&self) -> String {
+        format!(
+            "{} violation{}, {} error{}, {} ok",
+            self.violation,
+            plural(self.violation),
+            self.error,
+            plural(self.error),
+            self.ok
+        )
+    }
+}
+
+/// The zones in the order their first host appears, each with its hosts;
+/// hosts without a zone (and path ends the host list lacks) go to `–`.
+/// With a single zone, every host is a zone of its own.
+fn zones(report: &Report) -> Vec<(String, Vec<&str>)> {
+    let mut out: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut add = |zone: String, host| {
+        if out.iter().any(|(_, hs)| hs.contains(&host)) {
+            return;
+        }
+        match out.iter_mut().find(|(z, _)| *z == zone) {
+            Some((_, hs)) => hs.push(host),
+            None => out.push((zone, vec![host])),
+        }
+    };
+    for x in &report.hosts {
+        add(
+            x.zone.clone().unwrap_or_else(|| "–".into()),
+            x.name.as_str(),
+        );
+    }
     for p in &report.paths {
+        add("–".into(), p.from.as_str());
+        add("–".into(), p.to.as_str());
+    }
+    // A plan without zones (or with one): each host is its own column.
+    if out.len() == 1 {
+        let (_, hosts) = out.remove(0);
+        return hosts
+            .into_iter()
+            .map(|x| (x.to_string(), vec![x]))
+            .collect();
+    }
+    out
+}
+
+/// The zones as columns, their hosts stacked in them, and one arc per
+/// (source zone, target zone) pair, as inline SVG: arcs to a zone on the
+/// right run above the columns, arcs to the left below, each styled by
+/// its worst path (solid ok, dashed violation, dotted error) and labelled
+/// with its counts; then the same as a zone × zone table. "Which zone
+/// cannot reach which" at a glance, in colour or not.
+fn write_graph(report: &Report, w: &mut impl Write) -> io::Result<()> {
+    let zones = zones(report);
+    if zones.iter().map(|(_, hs)| hs.len()).sum::<usize>() < 2 {
+        return Ok(());
+    }
+    let zone_of = |host: &str| zones.iter().position(|(_, hs)| hs.contains(&host));
+    let mut pairs: BTreeMap<(usize, usize), Tally> = BTreeMap::new();
+    let mut host_worst: HashMap<&str, Verdict> = HashMap::new();
+    for p in &report.paths {
+        if let (Some(a), Some(b)) = (zone_of(&p.from), zone_of(&p.to)) {
+            pairs.entry((a, b)).or_default().add(p.verdict);
+        }
         for n in [p.from.as_str(), p.to.as_str()] {
-            if !hosts.contains(&n) {
-                hosts.push(n);
+            let e = host_worst.entry(n).or_insert(Verdict::Ok);
+            if severity(p.verdict) > severity(*e) {
+                *e = p.verdict;
             }
         }
     }
-    if hosts.len() < 2 {
-        return Ok(());
-    }
-    // (from, to) -> (worst verdict, ports, paths)
-    let mut pairs: std::collections::BTreeMap<(&str, &str), (Verdict, Vec<String>)> =
-        std::collections::BTreeMap::new();
-    for p in &report.paths {
-        let e = pairs
-            .entry((p.from.as_str(), p.to.as_str()))
-            .or_insert((Verdict::Ok, Vec::new()));
-        if severity(p.verdict) > severity(e.0) {
-            e.0 = p.verdict;
-        }
-        e.1.push(format!("{}/{} {}", p.port, p.expect, p.verdict.as_str()));
-    }
-    let n = hosts.len() as f64;
-    let (cx, cy, r) = (380.0_f64, 330.0_f64, 250.0_f64);
-    let at = |i: usize| {
-        let a = std::f64::consts::TAU * i as f64 / n - std::f64::consts::FRAC_PI_2;
-        (cx + r * a.cos(), cy + r * a.sin())
-    };
-    let index = |name: &str| hosts.iter().position(|h| *h == name).unwrap_or(0);
+    let longest = zones
+        .iter()
+        .flat_map(|(z, hs)| {
+            hs.iter()
+                .map(|x| x.chars().count())
+                .chain([z.chars().count()])
+        })
+        .max()
+        .unwrap_or(0);
+    let g = Geometry::new(&zones, &pairs, longest);
     writeln!(w, "<section><h2>Host graph</h2>")?;
     writeln!(
         w,
-        r#"<div class="legend"><span>one line per source → target pair, arrow at the target, coloured by its worst path</span><span><span class="port ok">ok</span></span><span><span class="port violation">violation</span></span><span><span class="port error">error</span></span></div>"#
+        r#"<div class="legend"><span>zones as columns, hosts stacked in them; one arc per source zone → target zone, arrow at the target, above when the target is to the right, below when to the left; ✗ violations, ? not measured, ✓ ok</span><span><svg class="key" viewBox="0 0 40 10"><line class="edge ok" x1="0" y1="5" x2="40" y2="5"/></svg> all ok</span><span><svg class="key" viewBox="0 0 40 10"><line class="edge violation" x1="0" y1="5" x2="40" y2="5"/></svg> a violation</span><span><svg class="key" viewBox="0 0 40 10"><line class="edge error" x1="0" y1="5" x2="40" y2="5"/></svg> an error, no violation</span></div>"#
     )?;
     writeln!(
         w,
-        r#"<svg class="graph" viewBox="0 0 760 660" role="img" aria-label="host graph"><defs>"#
+        r#"<div class="graph-wrap"><svg class="graph" width="{}" viewBox="0 0 {} {}" role="img" aria-label="host graph by zone"><defs>"#,
+        g.width, g.width, g.height
     )?;
     for (id, colour) in [
         ("ok", "var(--ok)"),
@@ -323,46 +436,184 @@ fn write_graph(report: &Report, w: &mut impl Write) -> io::Result<()> {
         )?;
     }
     writeln!(w, "</defs>")?;
-    // Ok lines first, so that the broken ones are drawn on top.
-    let mut edges: Vec<_> = pairs.iter().collect();
-    edges.sort_by_key(|(_, (v, _))| severity(*v));
-    for ((from, to), (verdict, ports)) in edges {
-        let (x1, y1) = at(index(from));
-        let (x2, y2) = at(index(to));
-        // Stop short of the node circles, and bend a little so that a pair
-        // of opposite lines does not overlap.
-        let (dx, dy) = (x2 - x1, y2 - y1);
-        let len = (dx * dx + dy * dy).sqrt().max(1.0);
-        let (ux, uy) = (dx / len, dy / len);
-        let (sx, sy) = (x1 + ux * 14.0, y1 + uy * 14.0);
-        let (ex, ey) = (x2 - ux * 16.0, y2 - uy * 16.0);
-        let (mx, my) = ((sx + ex) / 2.0 - uy * 18.0, (sy + ey) / 2.0 + ux * 18.0);
-        let class = verdict.as_str();
+    for (i, (zone, hosts)) in zones.iter().enumerate() {
+        g.write_column(w, i, zone, hosts, &host_worst, pairs.get(&(i, i)))?;
+    }
+    // Ok arcs first, so that the broken ones are drawn on top.
+    let mut arcs: Vec<_> = pairs.iter().filter(|((a, b), _)| a != b).collect();
+    arcs.sort_by_key(|(_, t)| severity(t.worst()));
+    for ((a, b), t) in &arcs {
+        g.write_arc(w, (*a, *b), (&zones[*a].0, &zones[*b].0), t)?;
+    }
+    writeln!(w, "</svg></div>")?;
+    write_zone_table(&zones, &pairs, w)?;
+    writeln!(w, "</section>")
+}
+
+/// Where the columns and arcs of the zone graph go.
+struct Geometry {
+    col: f64,
+    gap: f64,
+    top: f64,
+    rows: f64,
+    width: f64,
+    height: f64,
+}
+
+const ROW: f64 = 22.0;
+const HEAD: f64 = 40.0;
+/// How much higher an arc rises per column it spans.
+const RISE: f64 = 24.0;
+
+impl Geometry {
+    /// Room above the columns for the rightward arcs and below for the
+    /// leftward ones, as high as the widest arc each way needs.
+    fn new(
+        zones: &[(String, Vec<&str>)],
+        pairs: &BTreeMap<(usize, usize), Tally>,
+        longest: usize,
+    ) -> Geometry {
+        let n = zones.len() as f64;
+        let room = |right: bool| {
+            let span = pairs
+                .keys()
+                .filter(|(a, b)| a != b && (b > a) == right)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max();
+            span.map_or(10.0, |s| RISE * s as f64 + 34.0)
+        };
+        let col = (longest as f64 * 8.0 + 44.0).max(110.0);
+        let gap = 36.0;
+        let (top, bottom) = (room(true), room(false));
+        let most = zones.iter().map(|(_, hs)| hs.len()).max().unwrap_or(1) as f64;
+        let rows = HEAD + most * ROW + 8.0;
+        Geometry {
+            col,
+            gap,
+            top,
+            rows,
+            width: 20.0 + n * col + (n - 1.0) * gap,
+            height: top + rows + bottom,
+        }
+    }
+
+    fn x(&self, i: usize) -> f64 {
+        10.0 + i as f64 * (self.col + self.gap)
+    }
+
+    fn write_column(
+        &self,
+        w: &mut impl Write,
+        i: usize,
+        zone: &str,
+        hosts: &[&str],
+        worst: &HashMap<&str, Verdict>,
+        inside: Option<&Tally>,
+    ) -> io::Result<()> {
+        let (x, y) = (self.x(i), self.top);
         writeln!(
             w,
-            r#"<path class="edge {class}" d="M{sx:.1},{sy:.1} Q{mx:.1},{my:.1} {ex:.1},{ey:.1}" marker-end="url(#arrow-{class})"><title>{} -&gt; {}: {}</title></path>"#,
+            r#"<g class="zone"><rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" rx="6"/><text class="zone-name" x="{:.1}" y="{:.1}">{}</text>"#,
+            self.col,
+            self.rows,
+            x + 10.0,
+            y + 18.0,
+            h(zone)
+        )?;
+        let within = inside.map_or(String::new(), |t| format!("within: {}", t.marks()));
+        writeln!(
+            w,
+            r#"<text class="within" x="{:.1}" y="{:.1}">{}</text>"#,
+            x + 10.0,
+            y + 33.0,
+            h(&within)
+        )?;
+        for (k, host) in hosts.iter().enumerate() {
+            let v = worst.get(host).copied().unwrap_or(Verdict::Ok);
+            let flag = if v == Verdict::Ok { "" } else { mark(v) };
+            writeln!(
+                w,
+                r#"<text class="host {}" x="{:.1}" y="{:.1}">{}{}{flag}</text>"#,
+                v.as_str(),
+                x + 10.0,
+                y + HEAD + 15.0 + k as f64 * ROW,
+                h(host),
+                if flag.is_empty() { "" } else { " " }
+            )?;
+        }
+        writeln!(w, "</g>")
+    }
+
+    fn write_arc(
+        &self,
+        w: &mut impl Write,
+        (a, b): (usize, usize),
+        (from, to): (&str, &str),
+        t: &Tally,
+    ) -> io::Result<()> {
+        let span = a.abs_diff(b) as f64;
+        let rise = RISE * span + 10.0;
+        // Rightward arcs leave the top of the columns, leftward ones the
+        // bottom; each end sits off the centre so the two directions of a
+        // pair and the arcs in and out of one column do not meet.
+        let (y, up) = if b > a {
+            (self.top, -1.0)
+        } else {
+            (self.top + self.rows, 1.0)
+        };
+        let third = self.col / 3.0;
+        let sx = self.x(a) + if b > a { 2.0 * third } else { third };
+        let ex = self.x(b) + if b > a { third } else { 2.0 * third };
+        let (mx, my) = ((sx + ex) / 2.0, y + up * 2.0 * rise);
+        let class = t.worst().as_str();
+        writeln!(
+            w,
+            r#"<path class="edge {class}" d="M{sx:.1},{y:.1} Q{mx:.1},{my:.1} {ex:.1},{y:.1}" marker-end="url(#arrow-{class})"><title>{} -&gt; {}: {}</title></path>"#,
             h(from),
             h(to),
-            h(&ports.join(", "))
+            t.words()
         )?;
-    }
-    for (i, name) in hosts.iter().enumerate() {
-        let (x, y) = at(i);
-        let anchor = if x < cx - 1.0 {
-            "end"
-        } else if x > cx + 1.0 {
-            "start"
-        } else {
-            "middle"
-        };
-        let (lx, ly) = (x + (x - cx) / r * 20.0, y + (y - cy) / r * 20.0 + 4.0);
         writeln!(
             w,
-            r#"<g class="node"><circle cx="{x:.1}" cy="{y:.1}" r="11"/><text x="{lx:.1}" y="{ly:.1}" text-anchor="{anchor}">{}</text></g>"#,
-            h(name)
-        )?;
+            r#"<text class="count {class}" x="{mx:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            y + up * rise + if up < 0.0 { -4.0 } else { 14.0 },
+            t.marks()
+        )
     }
-    writeln!(w, "</svg></section>")
+}
+
+/// The zone × zone summary: source zones down, target zones across, each
+/// cell the counts of that pair with its worst verdict's class.
+fn write_zone_table(
+    zones: &[(String, Vec<&str>)],
+    pairs: &BTreeMap<(usize, usize), Tally>,
+    w: &mut impl Write,
+) -> io::Result<()> {
+    writeln!(
+        w,
+        r#"<table class="matrix zones"><thead><tr><th class="corner">from zone \ to zone</th>"#
+    )?;
+    for (z, _) in zones {
+        write!(w, "<th>{}</th>", h(z))?;
+    }
+    writeln!(w, "</tr></thead><tbody>")?;
+    for (a, (z, _)) in zones.iter().enumerate() {
+        write!(w, "<tr><th>{}</th>", h(z))?;
+        for b in 0..zones.len() {
+            match pairs.get(&(a, b)) {
+                None => write!(w, r#"<td class="none"></td>"#)?,
+                Some(t) => write!(
+                    w,
+                    r#"<td class="{}" title="{}">{}</td>"#,
+                    t.worst().as_str(),
+                    t.words(),
+                    t.marks()
+                )?,
+            }
+        }
+        writeln!(w, "</tr>")?;
+    }
+    writeln!(w, "</tbody></table>")
 }
 
 /// The verdict as a mark that reads without colour (printed in black and
@@ -497,6 +748,9 @@ mod tests {
 
     #[test]
     fn matrix_cells_take_their_worst_verdict_and_violations_are_listed() {
+        let mut r = sample();
+        r.hosts[0].zone = Some("data".into());
+        r.hosts[1].zone = Some("data".into());
         expect![[r#"
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8">
@@ -517,18 +771,30 @@ mod tests {
             web -&gt; db:9999/tcp (svc): must be open, violation"><span class="port ok" title="web -&gt; db:3306/tcp (svc): ok: connected to the live service (a real service holds the port)">✓3306</span><span class="port violation blocked" title="web -&gt; db:3306/tcp (svc): violation: must be blocked, but db saw our nonce from 127.0.9.1">✗3306</span><span class="port violation" title="web -&gt; db:9999/tcp (svc): violation: must be open, but dropped: no answer within 500 ms (2 attempts) while the canary of db was listening">✗9999</span></td><td class="error" title="web -&gt; cache:6379/tcp (svc): must be open, error"><span class="port error" title="web -&gt; cache:6379/tcp (svc): error: target agent cache unreachable, nothing to measure against: connect refused">?6379</span></td></tr>
             </tbody></table></div></section>
             <section><h2>Host graph</h2>
-            <div class="legend"><span>one line per source → target pair, arrow at the target, coloured by its worst path</span><span><span class="port ok">ok</span></span><span><span class="port violation">violation</span></span><span><span class="port error">error</span></span></div>
-            <svg class="graph" viewBox="0 0 760 660" role="img" aria-label="host graph"><defs>
+            <div class="legend"><span>zones as columns, hosts stacked in them; one arc per source zone → target zone, arrow at the target, above when the target is to the right, below when to the left; ✗ violations, ? not measured, ✓ ok</span><span><svg class="key" viewBox="0 0 40 10"><line class="edge ok" x1="0" y1="5" x2="40" y2="5"/></svg> all ok</span><span><svg class="key" viewBox="0 0 40 10"><line class="edge violation" x1="0" y1="5" x2="40" y2="5"/></svg> a violation</span><span><svg class="key" viewBox="0 0 40 10"><line class="edge error" x1="0" y1="5" x2="40" y2="5"/></svg> an error, no violation</span></div>
+            <div class="graph-wrap"><svg class="graph" width="276" viewBox="0 0 276 160" role="img" aria-label="host graph by zone"><defs>
             <marker id="arrow-ok" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="var(--ok)"/></marker>
             <marker id="arrow-violation" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="var(--bad)"/></marker>
             <marker id="arrow-error" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="var(--err)"/></marker>
             </defs>
-            <path class="edge error" d="M177.5,455.0 Q379.0,473.0 580.5,455.0" marker-end="url(#arrow-error)"><title>web -&gt; cache: 6379/open error</title></path>
-            <path class="edge violation" d="M170.5,442.9 Q286.8,277.4 372.0,93.9" marker-end="url(#arrow-violation)"><title>web -&gt; db: 3306/open ok, 3306/blocked violation, 9999/open violation</title></path>
-            <g class="node"><circle cx="380.0" cy="80.0" r="11"/><text x="380.0" y="64.0" text-anchor="middle">db</text></g>
-            <g class="node"><circle cx="596.5" cy="455.0" r="11"/><text x="613.8" y="469.0" text-anchor="start">cache</text></g>
-            <g class="node"><circle cx="163.5" cy="455.0" r="11"/><text x="146.2" y="469.0" text-anchor="end">web</text></g>
-            </svg></section>
+            <g class="zone"><rect x="10.0" y="10.0" width="110.0" height="92.0" rx="6"/><text class="zone-name" x="20.0" y="28.0">data</text>
+            <text class="within" x="20.0" y="43.0"></text>
+            <text class="host violation" x="20.0" y="65.0">db ✗</text>
+            <text class="host error" x="20.0" y="87.0">cache ?</text>
+            </g>
+            <g class="zone"><rect x="156.0" y="10.0" width="110.0" height="92.0" rx="6"/><text class="zone-name" x="166.0" y="28.0">–</text>
+            <text class="within" x="166.0" y="43.0"></text>
+            <text class="host violation" x="166.0" y="65.0">web ✗</text>
+            </g>
+            <path class="edge violation" d="M192.7,102.0 Q138.0,170.0 83.3,102.0" marker-end="url(#arrow-violation)"><title>– -&gt; data: 2 violations, 1 error, 1 ok</title></path>
+            <text class="count violation" x="138.0" y="150.0" text-anchor="middle">✗2 ?1 ✓1</text>
+            </svg></div>
+            <table class="matrix zones"><thead><tr><th class="corner">from zone \ to zone</th>
+            <th>data</th><th>–</th></tr></thead><tbody>
+            <tr><th>data</th><td class="none"></td><td class="none"></td></tr>
+            <tr><th>–</th><td class="violation" title="2 violations, 1 error, 1 ok">✗2 ?1 ✓1</td><td class="none"></td></tr>
+            </tbody></table>
+            </section>
             <section><h2>Violations (2)</h2>
             <table class="list"><thead><tr><th>verdict</th><th>flow</th><th>from</th><th>to</th><th>port</th><th>expect</th><th>observed</th><th>why</th></tr></thead><tbody>
             <tr><td><span class="tag violation">✗ violation</span></td><td class="flow" title="no db from web">no db from web</td><td>web</td><td>db</td><td class="mono">3306/tcp (svc)</td><td>blocked</td><td>open</td><td class="why">must be blocked, but db saw our nonce from 127.0.9.1</td></tr>
@@ -553,7 +819,41 @@ mod tests {
             <footer>portcall.report/v1 · generated by portcall</footer>
             </body></html>
         "#]]
-        .assert_eq(&body(&sample()));
+        .assert_eq(&body(&r));
+    }
+
+    #[test]
+    fn hosts_are_grouped_by_zone_and_arcs_read_without_colour() {
+        let mut r = sample();
+        r.hosts[0].zone = Some("data".into());
+        r.hosts[1].zone = Some("data".into());
+        let text = body(&r);
+        // Two columns: `data` (db, cache) and `–` (web, which the host
+        // list lacks), in that order.
+        let data = text.find(r#"class="zone-name""#).unwrap();
+        assert!(
+            text[data..].starts_with(r#"class="zone-name" x="20.0" y="28.0">data<"#),
+            "{}",
+            &text[data..data + 60]
+        );
+        assert!(text.contains(r#">–</text>"#));
+        assert!(text.contains(r#"<text class="host violation" x="20.0" y="65.0">db ✗</text>"#));
+        assert!(text.contains(r#"<text class="host error" x="20.0" y="87.0">cache ?</text>"#));
+        // One arc, web's zone to data: leftward, so below the columns,
+        // dashed as a violation, its counts in marks and in words.
+        assert_eq!(text.matches(r#"<path class="edge"#).count(), 1, "{text}");
+        assert!(text.contains(r#"<path class="edge violation" d="M"#));
+        assert!(text.contains("<title>– -&gt; data: 2 violations, 1 error, 1 ok</title>"));
+        assert!(text.contains(r#">✗2 ?1 ✓1</text>"#));
+        assert!(text.contains(
+            r#"<td class="violation" title="2 violations, 1 error, 1 ok">✗2 ?1 ✓1</td>"#
+        ));
+        assert!(STYLE.contains("stroke-dasharray: 9 4"));
+        // Without zones, each host is a column of its own.
+        let plain = body(&sample());
+        assert_eq!(plain.matches(r#"<path class="edge"#).count(), 2, "{plain}");
+        assert!(plain.contains("<title>web -&gt; db: 2 violations, 0 errors, 1 ok</title>"));
+        assert!(plain.contains("<title>web -&gt; cache: 0 violations, 1 error, 0 ok</title>"));
     }
 
     #[test]

@@ -1,0 +1,208 @@
+//! The HTML report as a browser lays it out: the golden demo report
+//! (`agent/tests/golden/demo.json`, 14 hosts in 6 zones) rendered with
+//! `portcall report --format html`, opened from a file in headless Chromium
+//! at 1400 px and 800 px wide, must not overflow: not the page, not a table
+//! cell, not the matrix or the zone graph. Screenshots of both widths are
+//! left in `target/tmp/` for a human to look at.
+//!
+//! The page itself carries no script: the test checks a copy with a small
+//! checking script appended, which writes what overflows into the title,
+//! read back with `--dump-dom`. Chromium runs with background networking,
+//! component updates and sync off, on `file://` only. Needs Debian's
+//! `chromium`; without it the test prints `skipped: <reason>` and passes,
+//! unless `PORTCALL_REQUIRE_LAB=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Sets the title to `OVERFLOW-CHECK none` or to what overflows. Cells that
+/// truncate on purpose (`text-overflow: ellipsis`, full text in `title`)
+/// are not overflow.
+const CHECK: &str = r#"<script>
+addEventListener('load', () => {
+  const bad = [];
+  const name = e => e.tagName.toLowerCase() + (e.className && e.className.baseVal === undefined ? '.' + e.className.split(' ').join('.') : '') + ' "' + (e.textContent || '').trim().slice(0, 30) + '"';
+  const de = document.documentElement;
+  if (de.scrollWidth > innerWidth) bad.push('page ' + de.scrollWidth + ' > ' + innerWidth);
+  for (const e of document.querySelectorAll('section, td, th, .matrix-wrap, .graph-wrap')) {
+    if (getComputedStyle(e).textOverflow === 'ellipsis') continue;
+    if (e.scrollWidth > e.clientWidth + 1) bad.push(name(e) + ' ' + e.scrollWidth + ' > ' + e.clientWidth);
+  }
+  for (const e of document.querySelectorAll('section svg.graph, section table')) {
+    const s = e.closest('section').getBoundingClientRect(), r = e.getBoundingClientRect();
+    if (r.right > s.right + 1) bad.push(name(e) + ' right ' + Math.round(r.right) + ' > section ' + Math.round(s.right));
+  }
+  document.title = 'OVERFLOW-CHECK ' + (bad.length ? bad.join('; ') : 'none');
+});
+</script>"#;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|d| [d.join("chromium"), d.join("chromium-browser")])
+        .find(|p| p.is_file())
+}
+
+/// Chromium on one local file, nothing else: no network, a fresh profile.
+fn browse(
+    browser: &Path,
+    profile: &Path,
+    width: u32,
+    height: u32,
+    extra: &[&str],
+    page: &Path,
+) -> String {
+    let out = Command::new("timeout")
+        .arg("180")
+        .arg(browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--run-all-compositor-stages-before-draw",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--window-size={width},{height}"))
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the checking script found in `page` at `width`: `None` when nothing
+/// overflows.
+fn overflow(browser: &Path, dir: &Path, page: &Path, width: u32) -> Option<String> {
+    let html = std::fs::read_to_string(page).expect("read page");
+    let checked = dir.join(format!("checked-{width}.html"));
+    std::fs::write(
+        &checked,
+        html.replace("</body>", &format!("{CHECK}</body>")),
+    )
+    .unwrap();
+    let dom = browse(
+        browser,
+        &dir.join(format!("profile-{width}")),
+        width,
+        1000,
+        &["--dump-dom"],
+        &checked,
+    );
+    let start = dom.find("<title>OVERFLOW-CHECK ").unwrap_or_else(|| {
+        panic!(
+            "the checking script did not run at {width} px: {}",
+            &dom[..dom.len().min(400)]
+        )
+    });
+    let title = &dom[start + "<title>OVERFLOW-CHECK ".len()..];
+    let title = &title[..title.find("</title>").expect("title end")];
+    (title != "none").then(|| title.to_string())
+}
+
+fn render(dir: &Path) -> PathBuf {
+    let page = dir.join("report.html");
+    let json = workspace().join("agent/tests/golden/demo.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(["report"])
+        .arg(&json)
+        .args(["--format", "html", "--out"])
+        .arg(&page)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run portcall");
+    assert!(
+        page.is_file(),
+        "no page: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    page
+}
+
+fn browser_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        let why = "chromium not found (apt-get install chromium)";
+        if std::env::var("PORTCALL_REQUIRE_LAB").as_deref() == Ok("1") {
+            panic!("PORTCALL_REQUIRE_LAB=1 but {why}");
+        }
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
+#[test]
+fn the_report_fits_1400_and_800_px_wide_in_chromium() {
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let page = render(dir.path());
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    for width in [1400, 800] {
+        let shot = shots.join(format!("report-{width}.png"));
+        let _ = std::fs::remove_file(&shot);
+        browse(
+            &browser,
+            &dir.path().join(format!("shot-{width}")),
+            width,
+            2600,
+            &[&format!("--screenshot={}", shot.display())],
+            &page,
+        );
+        assert!(shot.is_file(), "no screenshot at {}", shot.display());
+        eprintln!("screenshot: {}", shot.display());
+        if let Some(what) = overflow(&browser, dir.path(), &page, width) {
+            panic!("the report overflows at {width} px: {what}");
+        }
+    }
+}
+
+/// The check itself: a page whose graph is wider than the window, and one
+/// with a table cell too narrow for its text, are both caught.
+#[test]
+fn the_overflow_check_catches_a_page_that_overflows() {
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let page = render(dir.path());
+    let html = std::fs::read_to_string(&page).unwrap();
+    let wide = dir.path().join("wide.html");
+    std::fs::write(
+        &wide,
+        html.replace("max-width: 100%; height: auto;", "min-width: 1200px;"),
+    )
+    .unwrap();
+    let what = overflow(&browser, dir.path(), &wide, 800).expect("a 1200 px graph fits 800 px");
+    assert!(what.contains("svg") || what.contains("page"), "{what}");
+    let cell = dir.path().join("cell.html");
+    std::fs::write(
+        &cell,
+        html.replace("</body>", r#"<section><table><tr><td style="width:40px;max-width:40px;overflow:hidden;white-space:nowrap">a-host-name-far-too-long</td></tr></table></section></body>"#),
+    )
+    .unwrap();
+    let what = overflow(&browser, dir.path(), &cell, 1400).expect("a clipped cell passes");
+    assert!(what.contains("a-host-name-far-too-long"), "{what}");
+}
