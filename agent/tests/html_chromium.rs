@@ -1,6 +1,5 @@
-//! The HTML report as a browser lays it out: the golden demo report
-//! (`agent/tests/golden/demo.json`, 14 hosts in 6 zones) rendered with
-//! `portcall report --format html`, opened from a file in headless Chromium
+//! The HTML report as a browser lays it out: the demo's page (`portcall
+//! demo --format html`, 14 loopback hosts in 6 zones), opened from a file in headless Chromium
 //! at 1400 px and 800 px wide, must not overflow: not the page, not a table
 //! cell, not the matrix or the zone graph. Screenshots of both widths are
 //! left in `target/tmp/` for a human to look at.
@@ -35,13 +34,6 @@ addEventListener('load', () => {
   document.title = 'OVERFLOW-CHECK ' + (bad.length ? bad.join('; ') : 'none');
 });
 </script>"#;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -118,23 +110,26 @@ fn overflow(browser: &Path, dir: &Path, page: &Path, width: u32) -> Option<Strin
     });
     let title = &dom[start + "<title>OVERFLOW-CHECK ".len()..];
     let title = &title[..title.find("</title>").expect("title end")];
-    (title != "none").then(|| title.to_string())
+    let title = title
+        .replace("&gt;", ">")
+        .replace("&lt;", "<")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&");
+    (title != "none").then_some(title)
 }
 
+/// The demo's page: 14 loopback hosts in 6 zones.
 fn render(dir: &Path) -> PathBuf {
     let page = dir.join("report.html");
-    let json = workspace().join("agent/tests/golden/demo.json");
     let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(["report"])
-        .arg(&json)
-        .args(["--format", "html", "--out"])
+        .args(["demo", "--format", "html", "--out"])
         .arg(&page)
         .stdin(Stdio::null())
         .output()
-        .expect("run portcall");
+        .expect("run portcall demo");
     assert!(
         page.is_file(),
-        "no page: {}",
+        "the demo wrote no page: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     page

@@ -554,16 +554,17 @@ impl Geometry {
         let span = a.abs_diff(b) as f64;
         let rise = RISE * span + 10.0;
         // Rightward arcs leave the top of the columns, leftward ones the
-        // bottom; each end sits off the centre so the two directions of a
-        // pair and the arcs in and out of one column do not meet.
-        let (y, up) = if b > a {
-            (self.top, -1.0)
+        // bottom; the wider an arc, the further from the column's centre its
+        // ends, so that arcs nest instead of crossing and their arrowheads
+        // do not pile up.
+        let (y, up, dir) = if b > a {
+            (self.top, -1.0, 1.0)
         } else {
-            (self.top + self.rows, 1.0)
+            (self.top + self.rows, 1.0, -1.0)
         };
-        let third = self.col / 3.0;
-        let sx = self.x(a) + if b > a { 2.0 * third } else { third };
-        let ex = self.x(b) + if b > a { third } else { 2.0 * third };
+        let off = self.col * (0.08 * span.min(5.0));
+        let sx = self.x(a) + self.col / 2.0 + dir * off;
+        let ex = self.x(b) + self.col / 2.0 - dir * off;
         let (mx, my) = ((sx + ex) / 2.0, y + up * 2.0 * rise);
         let class = t.worst().as_str();
         writeln!(
@@ -786,7 +787,7 @@ mod tests {
             <text class="within" x="166.0" y="43.0"></text>
             <text class="host violation" x="166.0" y="65.0">web ✗</text>
             </g>
-            <path class="edge violation" d="M192.7,102.0 Q138.0,170.0 83.3,102.0" marker-end="url(#arrow-violation)"><title>– -&gt; data: 2 violations, 1 error, 1 ok</title></path>
+            <path class="edge violation" d="M202.2,102.0 Q138.0,170.0 73.8,102.0" marker-end="url(#arrow-violation)"><title>– -&gt; data: 2 violations, 1 error, 1 ok</title></path>
             <text class="count violation" x="138.0" y="150.0" text-anchor="middle">✗2 ?1 ✓1</text>
             </svg></div>
             <table class="matrix zones"><thead><tr><th class="corner">from zone \ to zone</th>
