@@ -1,8 +1,10 @@
 //! One self-contained HTML page (inline CSS, no scripts, no external
 //! assets) that can be attached to a change ticket or opened offline: a
 //! host × host matrix, sources down and targets across, each cell listing
-//! the ports of that pair coloured by verdict, then the violations and the
-//! unmeasured paths with their reasons, then everything that is fine.
+//! the ports of that pair coloured by verdict, then the hosts grouped by
+//! zone with one arc per zone pair and a zone × zone table, then the
+//! violations and the unmeasured paths with their reasons, then everything
+//! that is fine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
