@@ -878,8 +878,12 @@ mod tests {
     fn hostile_names_are_escaped() {
         let mut r = sample();
         r.paths[1].to = "<img src=x onerror=alert(1)>".into();
+        r.hosts[0].zone = Some("<b>dmz</b>".into());
         let text = body(&r);
         assert!(!text.contains("<img"), "{text}");
+        assert!(!text.contains("<b>"), "{text}");
+        assert!(text.contains(">&lt;b&gt;dmz&lt;/b&gt;</text>"), "{text}");
+        assert!(text.contains("<th>&lt;b&gt;dmz&lt;/b&gt;</th>"), "{text}");
         assert!(text.contains("&lt;img src=x onerror=alert(1)&gt;"));
     }
 }
