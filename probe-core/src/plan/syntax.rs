@@ -164,7 +164,21 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
     // (An empty span at the end of a line puts its caret one past it.)
     let tabs_before = |i: usize| line[..i.min(line.len())].matches('\t').count() * 3;
     let (s, e) = (s + tabs_before(s), e + tabs_before(e));
-    let line = line.replace('\t', "    ");
+    // Any other control character (a bare CR above all, which the renderer
+    // takes for a line break and then underflows on) becomes as many spaces
+    // as it has bytes, so every byte offset stays where it was.
+    let line: String = line
+        .chars()
+        .flat_map(|c| {
+            let n = match c {
+                '\t' => 4,
+                c if c.is_control() => c.len_utf8(),
+                _ => 0,
+            };
+            let keep = (n == 0).then_some(c);
+            keep.into_iter().chain(std::iter::repeat_n(' ', n))
+        })
+        .collect();
     let message = Level::Error.title("").snippet(
         Snippet::source(&line)
             .line_start(line_no)
