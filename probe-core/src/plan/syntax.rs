@@ -164,15 +164,16 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
     // (An empty span at the end of a line puts its caret one past it.)
     let tabs_before = |i: usize| line[..i.min(line.len())].matches('\t').count() * 3;
     let (s, e) = (s + tabs_before(s), e + tabs_before(e));
-    // Any other control character (a bare CR above all, which the renderer
-    // takes for a line break and then underflows on) becomes as many spaces
-    // as it has bytes, so every byte offset stays where it was.
+    // A character a renderer may take for a line break (a bare CR above
+    // all, on which annotate-snippets underflowed) becomes as many spaces as
+    // it has bytes, so every byte offset stays where it was; other controls
+    // are escaped visibly further on.
     let line: String = line
         .chars()
         .flat_map(|c| {
             let n = match c {
                 '\t' => 4,
-                c if c.is_control() => c.len_utf8(),
+                '\r' | '\u{0b}' | '\u{0c}' | '\u{85}' | '\u{2028}' | '\u{2029}' => c.len_utf8(),
                 _ => 0,
             };
             let keep = (n == 0).then_some(c);
