@@ -361,7 +361,7 @@ fn a_quoted_offset_and_env_placeholders_as_api_m_3_1_ships_them() {
     );
     // The all-in-one node's $env{NODE_IP} is in its start script.
     let am = &scan.installs[1];
-    assert_eq!(am.names, vec!["am31.example.com", "10.20.0.5"]);
+    assert_eq!(am.names, vec!["am31.example.com", "198.18.20.5"]);
     assert_eq!(am.role, "wso2-apim-trafficmanager", "{}", am.profile_source);
     assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
     assert!(scan.differences.is_empty(), "{:#?}", scan.differences);
@@ -1071,7 +1071,7 @@ fn an_identity_server_key_manager_on_3_x_is_recognised_from_its_own_files() {
         "{}",
         km.profile_source
     );
-    assert_eq!(km.names, vec!["km32.example.com", "10.32.0.9"]);
+    assert_eq!(km.names, vec!["km32.example.com", "198.18.32.9"]);
     // With its gateway: the key manager dial reaches it by host name, on
     // the servlet port its offset 1 opens, and nothing disagrees.
     let pair = installs(&[("gw", "apim32-iskm/gateway"), ("iskm", "apim32-iskm/is-km")]);

@@ -248,11 +248,11 @@ mod tests {
         let found = vec![ip("::1"), ip("127.0.0.1"), ip("::2"), ip("127.0.0.2")];
         assert_eq!(FamilyPreference::Any.apply(found.clone()), found);
         assert_eq!(
-            FamilyPreference::SameAs(ip("10.0.0.1")).apply(found.clone()),
+            FamilyPreference::SameAs(ip("198.18.0.1")).apply(found.clone()),
             vec![ip("127.0.0.1"), ip("127.0.0.2")]
         );
         assert_eq!(
-            FamilyPreference::PreferFamiliesOf(vec![ip("10.0.0.1")]).apply(found.clone()),
+            FamilyPreference::PreferFamiliesOf(vec![ip("198.18.0.1")]).apply(found.clone()),
             vec![ip("127.0.0.1"), ip("127.0.0.2"), ip("::1"), ip("::2")]
         );
         // Without own addresses, the resolver's order stands.

@@ -337,11 +337,11 @@ mod tests {
     fn start_script_variables_resolve_the_offset_or_are_named() {
         let s = read_start_script(
             Path::new("s.sh"),
-            "export OFFSET=2\nNODE_IP=10.0.0.1\njava -DportOffset=$OFFSET -Dcarbon.home=/opt\n",
+            "export OFFSET=2\nNODE_IP=198.18.0.1\njava -DportOffset=$OFFSET -Dcarbon.home=/opt\n",
         )
         .unwrap();
         assert_eq!(s.offset.unwrap().value, 2);
-        assert_eq!(s.env.get("NODE_IP").map(String::as_str), Some("10.0.0.1"));
+        assert_eq!(s.env.get("NODE_IP").map(String::as_str), Some("198.18.0.1"));
         assert_eq!(s.props.get("carbon.home").map(String::as_str), Some("/opt"));
         let s = read_start_script(Path::new("s.sh"), "java -DportOffset=${OFF}\n").unwrap();
         assert!(s.offset.is_none());
