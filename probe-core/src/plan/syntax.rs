@@ -180,6 +180,7 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
             keep.into_iter().chain(std::iter::repeat_n(' ', n))
         })
         .collect();
+    let (line, s, e) = window(&line, s, e);
     let message = Level::Error.title("").snippet(
         Snippet::source(&line)
             .line_start(line_no)
@@ -199,6 +200,37 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
     out
 }
 
+/// How many bytes of a long line the snippet shows around its caret.
+/// Narrow enough that even double-width characters stay inside
+/// annotate-snippets' 140 columns, so it never trims the line itself: its
+/// trimming underflowed when the caret sat inside a long run of leading
+/// whitespace (found by the `plan` fuzz target).
+const WINDOW: usize = 60;
+
+/// The part of a long `line` around the caret at bytes `s..e`, cut at
+/// character boundaries and marked with `...` where cut, with the caret's
+/// offsets moved to match. A short line is returned whole.
+fn window(line: &str, s: usize, e: usize) -> (String, usize, usize) {
+    if line.len() <= WINDOW {
+        return (line.to_owned(), s, e);
+    }
+    let s = s.min(line.len());
+    let e = e.clamp(s, s + WINDOW / 2);
+    let mut from = s.saturating_sub(WINDOW / 4);
+    while !line.is_char_boundary(from) {
+        from -= 1;
+    }
+    let mut to = (from + WINDOW).max(e).min(line.len());
+    while !line.is_char_boundary(to) {
+        to += 1;
+    }
+    let head = if from > 0 { "..." } else { "" };
+    let tail = if to < line.len() { "..." } else { "" };
+    let shown = format!("{head}{}{tail}", &line[from..to]);
+    let shift = |i: usize| i - from + head.len();
+    (shown, shift(s), shift(e))
+}
+
 #[cfg(test)]
 mod tab_tests {
     #[test]
@@ -213,5 +245,37 @@ mod tab_tests {
         let caret = lines.iter().find(|l| l.contains('^')).expect(&out);
         let at = caret.find('^').unwrap();
         assert_eq!(&code[at..at + 3], "= 1", "{out}");
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    #[test]
+    fn a_caret_inside_long_leading_whitespace_is_shown_without_panicking() {
+        // From the `plan` fuzz target: tabs, a bare CR and a vertical tab
+        // before the token put the caret inside the line's leading
+        // whitespace, where annotate-snippets' own trimming underflowed.
+        let src = format!(
+            "{}\r{}\u{0b}{}J\n",
+            "\t".repeat(40),
+            "\t".repeat(20),
+            "\t".repeat(30)
+        );
+        for at in [0, 10, 40, 41, 61, src.len() - 2] {
+            let out = super::snippet(&src, at..at + 1);
+            assert!(out.contains('^'), "caret missing at {at}: {out}");
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_cut_around_the_caret() {
+        let src = format!("k = \"{}\" x\n", "a".repeat(500));
+        let at = src.find(" x").unwrap() + 1;
+        let out = super::snippet(&src, at..at + 1);
+        let code = out.lines().find(|l| l.contains(" x")).expect(&out);
+        let caret = out.lines().find(|l| l.contains('^')).expect(&out);
+        assert!(code.contains("...") && code.len() < 120, "{out}");
+        let col = caret.find('^').unwrap();
+        assert_eq!(&code[col..=col], "x", "{out}");
     }
 }
