@@ -215,7 +215,10 @@ fn window(line: &str, s: usize, e: usize) -> (String, usize, usize) {
         return (line.to_owned(), s, e);
     }
     let s = s.min(line.len());
-    let e = e.clamp(s, s + WINDOW / 2);
+    let mut e = e.clamp(s, s + WINDOW / 2);
+    while e < line.len() && !line.is_char_boundary(e) {
+        e += 1;
+    }
     let mut from = s.saturating_sub(WINDOW / 4);
     while !line.is_char_boundary(from) {
         from -= 1;
@@ -263,6 +266,17 @@ mod window_tests {
         );
         for at in [0, 10, 40, 41, 61, src.len() - 2] {
             let out = super::snippet(&src, at..at + 1);
+            assert!(out.contains('^'), "caret missing at {at}: {out}");
+        }
+    }
+
+    #[test]
+    fn a_wide_caret_is_cut_at_a_character_boundary() {
+        // From the `plan` fuzz target: cutting a caret wider than the window
+        // landed inside a two-byte character.
+        let src = format!("k = \"{}\"\n", "\u{5e7}".repeat(80));
+        for at in [4, 5, 6] {
+            let out = super::snippet(&src, at..src.len() - 1);
             assert!(out.contains('^'), "caret missing at {at}: {out}");
         }
     }
