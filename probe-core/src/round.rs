@@ -31,6 +31,8 @@ use crate::error_chain;
 use crate::plan::Plan;
 use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
 
+mod sources;
+
 /// How long a cancelled round may spend tearing down what it started.
 pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
 
@@ -245,6 +247,10 @@ pub async fn run_round<T: Transport + ?Sized>(
     if cancel.is_cancelled() {
         return ctx.cancelled(sessions, started_at).await;
     }
+    let sessions = ctx.trace_sources(sessions, cancel).await;
+    if cancel.is_cancelled() {
+        return ctx.cancelled(sessions, started_at).await;
+    }
     let sessions = ctx.probe(sessions, &hosts.sources, cancel).await;
     if cancel.is_cancelled() {
         return ctx.cancelled(sessions, started_at).await;
@@ -421,6 +427,74 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
         })
         .await;
         self.lap(Phase::Prepare);
+        sessions
+    }
+
+    /// Phase 1b: every target that traces learns every address its
+    /// sources can arrive from ([`sources`]): what their agents reported
+    /// in `prepared`, their plan addresses, their plan names resolved
+    /// here. The same sets stay in the sources' evidence for the join. An
+    /// agent that predates the request refuses it and traces the plan's
+    /// addresses only.
+    async fn trace_sources(
+        &self,
+        mut sessions: Vec<Session>,
+        cancel: &CancellationToken,
+    ) -> Vec<Session> {
+        let by_target = sources::sources_by_target(self.plan);
+        let wanted: BTreeSet<&str> = by_target.values().flatten().map(String::as_str).collect();
+        let up: Vec<&str> = sessions
+            .iter()
+            .filter(|s| s.up() && wanted.contains(s.host.as_str()))
+            .map(|s| s.host.as_str())
+            .collect();
+        let resolved = sources::resolve_all(sources::names(self.plan, up)).await;
+        let mut addresses = BTreeMap::new();
+        for s in sessions
+            .iter_mut()
+            .filter(|s| s.up() && wanted.contains(s.host.as_str()))
+        {
+            let a = sources::addresses_of(self.plan, &s.host, &s.evidence.addresses, &resolved);
+            s.evidence.addresses.clone_from(&a);
+            addresses.insert(s.host.clone(), a);
+        }
+        let requests = Arc::new(sources::requests(&self.round, &by_target, &addresses));
+        let request_timeout = self.config.request_timeout;
+        let sessions = each(sessions, cancel, |mut s| {
+            let request = requests.get(&s.host).cloned().map(Request::TraceSources);
+            async move {
+                let Some(request) = request.filter(|_| s.up()) else {
+                    return s;
+                };
+                let Some(conn) = s.conn.as_mut() else {
+                    return s;
+                };
+                match conn.request(&request, request_timeout).await {
+                    Ok(Response::SourcesTraced(t)) => {
+                        if let Some(note) = t.note {
+                            tracing::debug!(host = %s.host, %note, "sources not traced");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if died(&e) => {
+                        s.lost(format!("lost while tracing sources: {}", error_chain(&e)));
+                    }
+                    // An agent that predates the request refuses it: its
+                    // trace covers the plan's addresses only.
+                    Err(e @ ControlError::Refused { .. }) => {
+                        tracing::debug!(host = %s.host, error = %error_chain(&e), "trace-sources refused");
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %s.host, error = %error_chain(&e), "trace-sources failed");
+                        // A timed-out stream may still deliver the late
+                        // reply as the next frame: do not reuse it.
+                        s.lost(format!("lost while tracing sources: {}", error_chain(&e)));
+                    }
+                }
+                s
+            }
+        })
+        .await;
         sessions
     }
 
@@ -611,6 +685,7 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
         Ok(Response::Prepared(r)) => {
             s.evidence.outcome = AgentOutcome::Up;
             s.evidence.listeners = r.listeners;
+            s.evidence.addresses = r.addresses;
             s.conn = Some(conn);
         }
         Ok(_) => s.lost(error_chain(&conn.unexpected(&p.request))),
