@@ -394,4 +394,38 @@ fn check_over_ssh_as_root_names_the_blocking_rule() {
     for h in ["src", "dst"] {
         assert!(trace_tables(&lab.lab, h).is_empty(), "{h}");
     }
+
+    // The remote side without CAP_NET_ADMIN (root, its bounding set
+    // stripped): no host can trace, and the report says why for each.
+    let wrapper = lab.dir.path().join("portcall-no-net-admin");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec /usr/bin/setpriv --bounding-set=-net_admin {bin} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let wrapper = wrapper.display().to_string();
+    let args = ["--ssh", "--ssh-config", &cfg, "--remote-path", &wrapper];
+    let run = lab.check_with("operator", &args).unwrap();
+    let shown = format!("{:#?}\n{}", run.report.hosts, run.stderr);
+    for h in run.report.hosts.iter().filter(|h| h.name != "operator") {
+        let t = h.rule_trace.as_ref().unwrap_or_else(|| panic!("{shown}"));
+        assert_eq!(t.state.as_str(), "unavailable", "{shown}");
+        let why = t.reason.as_deref().unwrap_or_default();
+        assert!(why.contains("CAP_NET_ADMIN"), "{shown}");
+    }
+    let mut table = Vec::new();
+    probe_core::report::table::write(&run.report, Default::default(), &mut table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(
+        table.contains("rule tracing unavailable: not permitted"),
+        "{table}"
+    );
+    let p = path(&run, "src", "dst", 7531);
+    assert_eq!(p.verdict, Verdict::Violation, "{p:#?}");
+    assert!(p.blame.as_ref().is_some_and(|b| b.rule.is_none()), "{p:#?}");
 }

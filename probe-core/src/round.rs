@@ -442,60 +442,28 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
         cancel: &CancellationToken,
     ) -> Vec<Session> {
         let by_target = sources::sources_by_target(self.plan);
-        let wanted: BTreeSet<&str> = by_target.values().flatten().map(String::as_str).collect();
-        let up: Vec<&str> = sessions
-            .iter()
-            .filter(|s| s.up() && wanted.contains(s.host.as_str()))
-            .map(|s| s.host.as_str())
-            .collect();
-        let resolved = sources::resolve_all(sources::names(self.plan, up)).await;
-        let mut addresses = BTreeMap::new();
-        for s in sessions
+        let up = sessions
             .iter_mut()
-            .filter(|s| s.up() && wanted.contains(s.host.as_str()))
-        {
-            let a = sources::addresses_of(self.plan, &s.host, &s.evidence.addresses, &resolved);
-            s.evidence.addresses.clone_from(&a);
-            addresses.insert(s.host.clone(), a);
-        }
+            .filter(|s| s.up())
+            .map(|s| (s.host.as_str(), &mut s.evidence.addresses));
+        let addresses = sources::gather(self.plan, &by_target, up.collect()).await;
         let requests = Arc::new(sources::requests(&self.round, &by_target, &addresses));
         let request_timeout = self.config.request_timeout;
-        let sessions = each(sessions, cancel, |mut s| {
-            let request = requests.get(&s.host).cloned().map(Request::TraceSources);
+        each(sessions, cancel, |mut s| {
+            let request = requests.get(&s.host).cloned();
             async move {
-                let Some(request) = request.filter(|_| s.up()) else {
+                let (Some(request), Some(conn)) = (request, s.conn.as_mut()) else {
                     return s;
                 };
-                let Some(conn) = s.conn.as_mut() else {
-                    return s;
-                };
-                match conn.request(&request, request_timeout).await {
-                    Ok(Response::SourcesTraced(t)) => {
-                        if let Some(note) = t.note {
-                            tracing::debug!(host = %s.host, %note, "sources not traced");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) if died(&e) => {
-                        s.lost(format!("lost while tracing sources: {}", error_chain(&e)));
-                    }
-                    // An agent that predates the request refuses it: its
-                    // trace covers the plan's addresses only.
-                    Err(e @ ControlError::Refused { .. }) => {
-                        tracing::debug!(host = %s.host, error = %error_chain(&e), "trace-sources refused");
-                    }
-                    Err(e) => {
-                        tracing::warn!(host = %s.host, error = %error_chain(&e), "trace-sources failed");
-                        // A timed-out stream may still deliver the late
-                        // reply as the next frame: do not reuse it.
-                        s.lost(format!("lost while tracing sources: {}", error_chain(&e)));
-                    }
+                if let Err(e) = sources::ask(conn, &s.host, request, request_timeout).await {
+                    // Broken, or timed out (a late reply could come as the
+                    // next frame): the stream is not reused.
+                    s.lost(format!("lost while tracing sources: {}", error_chain(&e)));
                 }
                 s
             }
         })
-        .await;
-        sessions
+        .await
     }
 
     /// Phase 2: probe. Each source learns which target ports have no

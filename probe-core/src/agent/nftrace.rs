@@ -5,7 +5,9 @@
 //! During a round the agent adds a table of its own,
 //! `inet portcall_trace_<round>_<expiry>`, whose chains run before every
 //! other on the prerouting and output hooks and set `meta nftrace` only on
-//! TCP packets from the plan's source addresses to this host's canary ports,
+//! TCP packets from the sources' addresses (the plan's at `prepare`, then
+//! every address the coordinator sends in `trace-sources`: the sources'
+//! interfaces and resolved names) to this host's canary ports,
 //! and on this host's own probes to their targets (sets of `address . port`
 //! with element timeouts). The kernel then reports every verdict those
 //! packets meet, in every table, through netlink trace events.

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::control::{SourceAddresses, TraceSourcesRequest};
+use crate::control::{
+    ControlError, ControlStream, Request, Response, SourceAddresses, TraceSourcesRequest,
+};
 use crate::plan::{Address, Plan};
 use crate::probe::resolve::{FamilyPreference, resolve};
 
@@ -96,6 +98,54 @@ pub(super) fn addresses_of(
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// The full address sets of the sources among `up` (host, the addresses
+/// its agent reported), which are also updated in place for the join:
+/// reported, plan addresses and plan names resolved.
+pub(super) async fn gather(
+    plan: &Plan,
+    by_target: &BTreeMap<String, BTreeSet<String>>,
+    up: Vec<(&str, &mut Vec<IpAddr>)>,
+) -> BTreeMap<String, Vec<IpAddr>> {
+    let wanted: BTreeSet<&str> = by_target.values().flatten().map(String::as_str).collect();
+    let up: Vec<_> = up.into_iter().filter(|(h, _)| wanted.contains(h)).collect();
+    let resolved = resolve_all(names(plan, up.iter().map(|(h, _)| *h))).await;
+    let mut out = BTreeMap::new();
+    for (host, reported) in up {
+        let all = addresses_of(plan, host, reported, &resolved);
+        reported.clone_from(&all);
+        out.insert(host.to_owned(), all);
+    }
+    out
+}
+
+/// Sends one target its `trace-sources`. An agent that predates the
+/// request refuses it (its trace covers the plan's addresses only) and one
+/// that cannot trace says why in the reply: neither is an error here.
+pub(super) async fn ask(
+    conn: &mut ControlStream,
+    host: &str,
+    request: TraceSourcesRequest,
+    deadline: Duration,
+) -> Result<(), ControlError> {
+    match conn
+        .request(&Request::TraceSources(request), deadline)
+        .await
+    {
+        Ok(Response::SourcesTraced(t)) => {
+            if let Some(note) = t.note {
+                tracing::debug!(%host, %note, "sources not traced");
+            }
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e @ ControlError::Refused { .. }) => {
+            tracing::debug!(%host, error = %e, "trace-sources refused");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The `trace-sources` request of each target, from the sources' full
