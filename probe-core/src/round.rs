@@ -430,12 +430,8 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
         sessions
     }
 
-    /// Phase 1b: every target that traces learns every address its
-    /// sources can arrive from ([`sources`]): what their agents reported
-    /// in `prepared`, their plan addresses, their plan names resolved
-    /// here. The same sets stay in the sources' evidence for the join. An
-    /// agent that predates the request refuses it and traces the plan's
-    /// addresses only.
+    /// Phase 1b: each target learns every address its sources can arrive
+    /// from ([`sources`]); the sets stay in the sources' evidence.
     async fn trace_sources(
         &self,
         mut sessions: Vec<Session>,
@@ -446,7 +442,10 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
             .iter_mut()
             .filter(|s| s.up())
             .map(|s| (s.host.as_str(), &mut s.evidence.addresses));
-        let addresses = sources::gather(self.plan, &by_target, up.collect()).await;
+        let gathered = sources::gather(self.plan, &by_target, up.collect(), cancel).await;
+        let Some(addresses) = gathered else {
+            return sessions;
+        };
         let requests = Arc::new(sources::requests(&self.round, &by_target, &addresses));
         let request_timeout = self.config.request_timeout;
         each(sessions, cancel, |mut s| {

@@ -102,22 +102,28 @@ pub(super) fn addresses_of(
 
 /// The full address sets of the sources among `up` (host, the addresses
 /// its agent reported), which are also updated in place for the join:
-/// reported, plan addresses and plan names resolved.
+/// reported, plan addresses and plan names resolved. `None` when `cancel`
+/// fires first: resolving may take its deadline, an interrupt does not
+/// wait for it.
 pub(super) async fn gather(
     plan: &Plan,
     by_target: &BTreeMap<String, BTreeSet<String>>,
     up: Vec<(&str, &mut Vec<IpAddr>)>,
-) -> BTreeMap<String, Vec<IpAddr>> {
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<BTreeMap<String, Vec<IpAddr>>> {
     let wanted: BTreeSet<&str> = by_target.values().flatten().map(String::as_str).collect();
     let up: Vec<_> = up.into_iter().filter(|(h, _)| wanted.contains(h)).collect();
-    let resolved = resolve_all(names(plan, up.iter().map(|(h, _)| *h))).await;
+    let resolved = tokio::select! {
+        r = resolve_all(names(plan, up.iter().map(|(h, _)| *h))) => r,
+        () = cancel.cancelled() => return None,
+    };
     let mut out = BTreeMap::new();
     for (host, reported) in up {
         let all = addresses_of(plan, host, reported, &resolved);
         reported.clone_from(&all);
         out.insert(host.to_owned(), all);
     }
-    out
+    Some(out)
 }
 
 /// Sends one target its `trace-sources`. An agent that predates the
