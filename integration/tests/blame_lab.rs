@@ -429,3 +429,85 @@ fn check_over_ssh_as_root_names_the_blocking_rule() {
     assert_eq!(p.verdict, Verdict::Violation, "{p:#?}");
     assert!(p.blame.as_ref().is_some_and(|b| b.rule.is_none()), "{p:#?}");
 }
+
+/// `src` is dual-stack (IPv4 in the plan, so its control stays on IPv4);
+/// `tgt` is IPv6 only, behind the router.
+const ND_HOP: &str = r#"
+name = "blame-nd-hop"
+
+[defaults]
+timeout_ms = 3000
+retries = 0
+control_port = 7400
+
+[zones]
+ops = "Operators"
+app = "Applications"
+data = "Databases"
+
+[[hosts]]
+name = "op"
+address = ["198.18.2.10", "2001:2:0:2::10"]
+zone = "app"
+
+[[hosts]]
+name = "src"
+address = "198.18.1.10"
+zone = "ops"
+
+[[hosts]]
+name = "tgt"
+address = "2001:2:0:3::40"
+zone = "data"
+roles = ["svc"]
+
+[roles.svc]
+ports = [{ name = "svc", port = 7541 }]
+
+[[flows]]
+from = "host:src"
+to = "host:tgt"
+ports = ["svc"]
+"#;
+
+/// The neighbour that never answers is the next hop (the router), not the
+/// target: the source's route to the target names it, and the blame is
+/// the network's, with the router as the hop, never the source itself.
+#[test]
+fn a_router_dropping_neighbour_discovery_is_the_next_hop_that_never_answered() {
+    if !lab_available() {
+        return;
+    }
+    let (_dir, plan) = plan_file(ND_HOP);
+    let lab = PlanLab::routed(&plan, &[("src", "2001:2:0:1::10")]).unwrap();
+    lab.lab
+        .run_ok(
+            "src",
+            "ip",
+            &["neigh", "del", "2001:2:0:1::254", "dev", "eth0"],
+        )
+        .unwrap();
+    lab.lab
+        .sysctl("src", "net.ipv6.neigh.eth0.retrans_time_ms", "200")
+        .unwrap();
+    lab.lab
+        .nft(
+            integration::routed::ROUTER,
+            "table ip6 nd {\n chain input {\n  type filter hook input priority -10; policy accept;\n  icmpv6 type nd-neighbor-solicit drop\n }\n}\n",
+        )
+        .unwrap();
+    lab.start_agents().unwrap();
+    let run = lab.check("op").unwrap();
+    let p = path(&run, "src", "tgt", 7541);
+    let shown = format!("{p:#?}\n{}\n{}", run.stderr, lab.logs());
+    let b = p.blame.as_ref().expect("blame");
+    assert_eq!(
+        serde_json::to_value(b).unwrap(),
+        serde_json::json!({
+            "where": "network", "hop": "2001:2:0:1::254", "hop_distance": null,
+            "cause": "neighbour-unresolved", "rule": null,
+        }),
+        "{shown}"
+    );
+    assert!(!p.detail.contains("a device on the way"), "{shown}");
+}

@@ -14,6 +14,14 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+/// `struct rtmsg`: family, lengths, tos, table, protocol, scope, type,
+/// flags.
+const RTMSG: usize = 12;
+/// `RTA_DST` and `RTA_GATEWAY`: a route's destination and next hop.
+const RTA_DST: u16 = 1;
+const RTA_GATEWAY: u16 = 5;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 /// `struct ndmsg`: family, two pad bytes, interface, state, flags, type.
@@ -120,6 +128,113 @@ fn entry(b: &[u8]) -> Option<Entry> {
         }
         at += (len + 3) & !3;
     }
+    None
+}
+
+/// The `RTM_GETROUTE` request for the route the kernel takes to `to`.
+fn route_request(to: IpAddr, seq: u32) -> Vec<u8> {
+    let (family, bits, bytes): (i32, u8, Vec<u8>) = match to {
+        IpAddr::V4(v4) => (libc::AF_INET, 32, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (libc::AF_INET6, 128, v6.octets().to_vec()),
+    };
+    let attr = 4 + bytes.len();
+    let len = NLMSG_HDR + RTMSG + attr;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&u32::try_from(len).unwrap_or(0).to_ne_bytes());
+    m.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.push(u8::try_from(family).unwrap_or(0));
+    m.push(bits);
+    m.resize(NLMSG_HDR + RTMSG, 0);
+    m.extend_from_slice(&u16::try_from(attr).unwrap_or(0).to_ne_bytes());
+    m.extend_from_slice(&RTA_DST.to_ne_bytes());
+    m.extend_from_slice(&bytes);
+    m
+}
+
+/// The gateway of the route in an `RTM_NEWROUTE` answer; `Some(None)` for
+/// a route without one (the destination is on the link), `None` when the
+/// answer is not a route (an error, a malformed buffer).
+fn parse_route(buf: &[u8], seq: u32) -> Option<Option<IpAddr>> {
+    if buf.len() < NLMSG_HDR + RTMSG {
+        return None;
+    }
+    let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+    let got = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    if kind != RTM_NEWROUTE || got != seq || len > buf.len() || len < NLMSG_HDR + RTMSG {
+        return None;
+    }
+    let b = &buf[NLMSG_HDR..len];
+    let family = i32::from(b[0]);
+    let mut at = RTMSG;
+    while at + 4 <= b.len() {
+        let alen = usize::from(u16::from_ne_bytes([b[at], b[at + 1]]));
+        let kind = u16::from_ne_bytes([b[at + 2], b[at + 3]]);
+        if alen < 4 || at + alen > b.len() {
+            return None;
+        }
+        let data = &b[at + 4..at + alen];
+        if kind == RTA_GATEWAY {
+            return Some(match (family, data.len()) {
+                (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
+                    data[0], data[1], data[2], data[3],
+                ))),
+                (libc::AF_INET6, 16) => {
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(data);
+                    Some(IpAddr::V6(Ipv6Addr::from(a)))
+                }
+                _ => None,
+            });
+        }
+        at += (alen + 3) & !3;
+    }
+    Some(None)
+}
+
+/// The neighbour a packet to `to` is handed to: the route's gateway, or
+/// `to` itself on its link; `to` where the route cannot be read (the
+/// report then looks for the target's own entry only).
+pub(super) fn next_hop(to: IpAddr) -> IpAddr {
+    route_gateway(to).flatten().unwrap_or(to)
+}
+
+#[cfg(target_os = "linux")]
+fn route_gateway(to: IpAddr) -> Option<Option<IpAddr>> {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+        setsockopt, socket, sockopt,
+    };
+    use nix::sys::time::TimeVal;
+
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )
+    .ok()?;
+    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).ok()?;
+    let seq = 2;
+    sendto(
+        fd.as_raw_fd(),
+        &route_request(to, seq),
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .ok()?;
+    let mut buf = vec![0u8; 8 * 1024];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+    parse_route(buf.get(..n)?, seq)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn route_gateway(_to: IpAddr) -> Option<Option<IpAddr>> {
     None
 }
 
@@ -239,6 +354,40 @@ mod tests {
         assert_eq!(r.len(), NLMSG_HDR + NDMSG);
         assert_eq!(u16::from_ne_bytes([r[4], r[5]]), RTM_GETNEIGH);
         assert_eq!(r[NLMSG_HDR], 0, "AF_UNSPEC");
+    }
+
+    #[test]
+    fn a_routes_gateway_is_its_next_hop_and_a_link_route_has_none() {
+        let req = route_request("198.18.3.40".parse().unwrap(), 9);
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), RTM_GETROUTE);
+        assert_eq!(req[NLMSG_HDR + 1], 32);
+        assert_eq!(&req[req.len() - 4..], &[198, 18, 3, 40]);
+        let route = |attrs: &[(u16, &[u8])]| {
+            let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 254, 0, 0, 1, 0, 0, 0, 0];
+            for (kind, data) in attrs {
+                let len = u16::try_from(4 + data.len()).unwrap();
+                body.extend_from_slice(&len.to_ne_bytes());
+                body.extend_from_slice(&kind.to_ne_bytes());
+                body.extend_from_slice(data);
+            }
+            header(RTM_NEWROUTE, 9, &body)
+        };
+        let via = route(&[
+            (RTA_DST, &[198, 18, 3, 40]),
+            (RTA_GATEWAY, &[198, 18, 1, 254]),
+        ]);
+        assert_eq!(
+            parse_route(&via, 9),
+            Some(Some("198.18.1.254".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_route(&route(&[(RTA_DST, &[198, 18, 1, 7])]), 9),
+            Some(None)
+        );
+        assert_eq!(parse_route(&via, 10), None, "another request's answer");
+        // Loopback is on no gateway's far side.
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(next_hop(lo), lo);
     }
 
     #[test]

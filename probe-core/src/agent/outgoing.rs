@@ -263,8 +263,12 @@ async fn unresolved_neighbours(results: &[ProbeResult]) -> Vec<Option<NeighbourF
         .iter()
         .map(|r| {
             let target = r.address?.ip();
+            // The target's own entry on its link, else its route's gateway.
             local(r)
-                .then(|| neighbours::failure(&entries, target))
+                .then(|| {
+                    neighbours::failure(&entries, target)
+                        .or_else(|| neighbours::failure(&entries, neighbours::next_hop(target)))
+                })
                 .flatten()
         })
         .collect()
