@@ -154,9 +154,11 @@ fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
             plan,
             &host,
             AgentLimits::default(),
-            // Not yet: the trace's `nft monitor` child must end with the
-            // session, and a stdio agent exits without dropping its tasks.
-            false,
+            // As a long-running agent: traced where the remote side may
+            // (root or CAP_NET_ADMIN), else the evidence says why. The
+            // session's end stops the monitor and deletes the table before
+            // `serve_stdio` returns.
+            !args.no_rule_trace,
             tokio::io::stdin(),
             tokio::io::stdout(),
             cancel,

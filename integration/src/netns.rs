@@ -214,3 +214,37 @@ pub(crate) fn kill_children(children: &Mutex<Vec<Child>>) {
         let _ = child.wait();
     }
 }
+
+/// A hosts file for lab namespaces: `ip netns exec NAME` mounts
+/// `/etc/netns/NAME/hosts` over `/etc/hosts` for the command it runs, so
+/// agents and coordinators inside the lab resolve the test's names while
+/// the machine's own `/etc/hosts` is never touched. Removed on drop.
+#[derive(Debug)]
+pub struct HostsFile {
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl HostsFile {
+    /// Writes `text` as the hosts file of each of `hosts`' namespaces
+    /// (before anything in them is started: a command sees the file only
+    /// if it exists when `ip netns exec` runs).
+    pub fn write(lab: &impl LabNet, hosts: &[&str], text: &str) -> anyhow::Result<HostsFile> {
+        let mut me = HostsFile { dirs: Vec::new() };
+        for h in hosts {
+            let dir = Path::new("/etc/netns").join(lab.netns(h));
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            me.dirs.push(dir.clone());
+            std::fs::write(dir.join("hosts"), text)
+                .with_context(|| format!("write {}/hosts", dir.display()))?;
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for HostsFile {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}

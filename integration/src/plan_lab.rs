@@ -82,20 +82,29 @@ impl PlanLab<RoutedLab> {
                         h.name
                     )
                 })?;
-                let mut addrs = Vec::new();
-                for a in &h.addresses {
-                    let Address::Ip(ip) = a else {
-                        bail!("lab host {}: {a} is not an IP literal", h.name);
-                    };
-                    addrs.push(*ip);
-                }
-                let ip = addrs[0];
+                // A host the plan names by DNS takes its addresses from
+                // `extra` (the test resolves the name, see `HostsFile`).
+                let mut addrs: Vec<IpAddr> = h
+                    .addresses
+                    .iter()
+                    .filter_map(|a| match a {
+                        Address::Ip(ip) => Some(*ip),
+                        Address::Dns(_) => None,
+                    })
+                    .collect();
                 for (_, a) in extra.iter().filter(|(n, _)| *n == h.name) {
                     let a: IpAddr = a.parse().with_context(|| format!("extra address {a}"))?;
                     if !addrs.contains(&a) {
                         addrs.push(a);
                     }
                 }
+                let Some(&ip) = addrs.first() else {
+                    bail!(
+                        "lab host {}: {} is not an IP literal and no extra address gives it one",
+                        h.name,
+                        h.address
+                    );
+                };
                 let index = zone_index_of(ip).with_context(|| {
                     format!(
                         "lab host {}: {ip} is outside 198.18.0.0/16 and 2001:2::/48",
@@ -159,9 +168,13 @@ impl<N: LabNet> PlanLab<N> {
                 "--name",
                 h.name.as_str(),
             ];
-            let ips: Vec<String> = h.addresses.iter().map(ToString::to_string).collect();
-            for ip in &ips {
-                args.extend(["--ip", ip.as_str()]);
+            let ips: Vec<(bool, String)> = h
+                .addresses
+                .iter()
+                .map(|a| (matches!(a, Address::Dns(_)), a.to_string()))
+                .collect();
+            for (dns, ip) in &ips {
+                args.extend([if *dns { "--dns" } else { "--ip" }, ip.as_str()]);
             }
             me.portcall_ok(&args)?;
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests; one module per topic.
 
 mod abuse_lab;
+mod blame_lab;
 mod closed_loop;
 mod dials_lab;
 mod dual_stack;

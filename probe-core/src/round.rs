@@ -31,6 +31,8 @@ use crate::error_chain;
 use crate::plan::Plan;
 use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
 
+mod sources;
+
 /// How long a cancelled round may spend tearing down what it started.
 pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
 
@@ -245,6 +247,10 @@ pub async fn run_round<T: Transport + ?Sized>(
     if cancel.is_cancelled() {
         return ctx.cancelled(sessions, started_at).await;
     }
+    let sessions = ctx.trace_sources(sessions, cancel).await;
+    if cancel.is_cancelled() {
+        return ctx.cancelled(sessions, started_at).await;
+    }
     let sessions = ctx.probe(sessions, &hosts.sources, cancel).await;
     if cancel.is_cancelled() {
         return ctx.cancelled(sessions, started_at).await;
@@ -422,6 +428,41 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
         .await;
         self.lap(Phase::Prepare);
         sessions
+    }
+
+    /// Phase 1b: each target learns every address its sources can arrive
+    /// from ([`sources`]); the sets stay in the sources' evidence.
+    async fn trace_sources(
+        &self,
+        mut sessions: Vec<Session>,
+        cancel: &CancellationToken,
+    ) -> Vec<Session> {
+        let by_target = sources::sources_by_target(self.plan);
+        let up = sessions
+            .iter_mut()
+            .filter(|s| s.up())
+            .map(|s| (s.host.as_str(), &mut s.evidence.addresses));
+        let gathered = sources::gather(self.plan, &by_target, up.collect(), cancel).await;
+        let Some(addresses) = gathered else {
+            return sessions;
+        };
+        let requests = Arc::new(sources::requests(&self.round, &by_target, &addresses));
+        let request_timeout = self.config.request_timeout;
+        each(sessions, cancel, |mut s| {
+            let request = requests.get(&s.host).cloned();
+            async move {
+                let (Some(request), Some(conn)) = (request, s.conn.as_mut()) else {
+                    return s;
+                };
+                if let Err(e) = sources::ask(conn, &s.host, request, request_timeout).await {
+                    // Broken, or timed out (a late reply could come as the
+                    // next frame): the stream is not reused.
+                    s.lost(format!("lost while tracing sources: {}", error_chain(&e)));
+                }
+                s
+            }
+        })
+        .await
     }
 
     /// Phase 2: probe. Each source learns which target ports have no
@@ -611,6 +652,7 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
         Ok(Response::Prepared(r)) => {
             s.evidence.outcome = AgentOutcome::Up;
             s.evidence.listeners = r.listeners;
+            s.evidence.addresses = r.addresses;
             s.conn = Some(conn);
         }
         Ok(_) => s.lost(error_chain(&conn.unexpected(&p.request))),

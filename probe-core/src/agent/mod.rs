@@ -15,10 +15,12 @@
 //! Authorization is by name: an agent acts only for the client certificate
 //! that names the coordinator ([`AgentConfig::coordinator`]).
 
+pub mod addresses;
 pub mod canary;
 mod canary_common;
 mod config;
 mod endpoint;
+mod neighbours;
 pub mod nftrace;
 mod outgoing;
 mod prepare;

@@ -5,7 +5,9 @@
 //! During a round the agent adds a table of its own,
 //! `inet portcall_trace_<round>_<expiry>`, whose chains run before every
 //! other on the prerouting and output hooks and set `meta nftrace` only on
-//! TCP packets from the plan's source addresses to this host's canary ports,
+//! TCP packets from the sources' addresses (the plan's at `prepare`, then
+//! every address the coordinator sends in `trace-sources`: the sources'
+//! interfaces and resolved names) to this host's canary ports,
 //! and on this host's own probes to their targets (sets of `address . port`
 //! with element timeouts). The kernel then reports every verdict those
 //! packets meet, in every table, through netlink trace events.
@@ -144,6 +146,29 @@ pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
     s.push_str(
         "  chain out {\n    type filter hook output priority -500; policy accept;\n    ip daddr . tcp dport @out4 meta nftrace set 1\n    ip6 daddr . tcp dport @out6 meta nftrace set 1\n  }\n}\n",
     );
+    s
+}
+
+/// The `nft -f` input that adds `pairs` to the arriving sets of table
+/// `inet table`, each element timing out after `left` (whole seconds,
+/// rounded up).
+pub fn add_elements(table: &str, pairs: &[(IpAddr, u16)], left: Duration) -> String {
+    let secs = left.as_secs().max(1) + u64::from(left.subsec_nanos() > 0);
+    let mut s = String::new();
+    for (set, v6) in [("in4", false), ("in6", true)] {
+        let elements: Vec<String> = pairs
+            .iter()
+            .filter(|(a, _)| a.is_ipv6() == v6)
+            .map(|(a, p)| format!("{a} . {p} timeout {secs}s"))
+            .collect();
+        if !elements.is_empty() {
+            let _ = writeln!(
+                s,
+                "add element inet {table} {set} {{ {} }}",
+                elements.join(", ")
+            );
+        }
+    }
     s
 }
 
@@ -499,6 +524,9 @@ pub struct Tracer {
     log: Arc<Mutex<TraceLog>>,
     monitor: Mutex<Option<Monitor>>,
     note: Option<String>,
+    /// Every `address . port` pair the table marks, arriving or leaving
+    /// (bounded by [`MAX_TRACED_PAIRS`]).
+    traced: Mutex<std::collections::HashSet<(IpAddr, u16)>>,
 }
 
 /// The `nft monitor` process and the `timeout` wrapper around it, in a
@@ -641,7 +669,51 @@ impl Tracer {
             log,
             monitor: Mutex::new(Some(monitor)),
             note,
+            traced: Mutex::new(
+                scope
+                    .inbound
+                    .iter()
+                    .chain(&scope.outbound)
+                    .copied()
+                    .collect(),
+            ),
         })
+    }
+
+    /// Marks packets arriving from more `(source address, port)` pairs,
+    /// their elements timing out `left` from now (the round's TTL left):
+    /// the addresses the plan does not name (a dual-stack source's other
+    /// family, a source named by DNS). Pairs already marked are skipped;
+    /// past [`MAX_TRACED_PAIRS`] in all none is added and the error says
+    /// so. Returns how many pairs the table marks.
+    pub async fn add_inbound(
+        &self,
+        pairs: &[(IpAddr, u16)],
+        left: Duration,
+    ) -> Result<usize, String> {
+        let (new, total) = {
+            let traced = self.traced.lock().unwrap_or_else(|e| e.into_inner());
+            let mut new: Vec<(IpAddr, u16)> = pairs
+                .iter()
+                .filter(|p| !traced.contains(p))
+                .copied()
+                .collect();
+            new.sort_unstable();
+            new.dedup();
+            let total = traced.len() + new.len();
+            (new, total)
+        };
+        if new.is_empty() {
+            return Ok(total);
+        }
+        if let Some(why) = too_large(total) {
+            return Err(why);
+        }
+        let input = add_elements(&self.table, &new, left);
+        nft(&self.nft, &["-f", "-"], Some(&input)).await?;
+        let mut traced = self.traced.lock().unwrap_or_else(|e| e.into_inner());
+        traced.extend(new);
+        Ok(traced.len())
     }
 
     /// The table's name.
@@ -929,6 +1001,21 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
             }
         "#]]
         .assert_eq(&ruleset(&scope, Duration::from_millis(30_500)));
+    }
+
+    #[test]
+    fn more_sources_are_added_to_the_arriving_set_of_their_family() {
+        let pairs = [
+            ("198.18.0.1".parse().unwrap(), 7101),
+            ("2001:2:0:1::10".parse().unwrap(), 7101),
+            ("2001:2:0:1::10".parse().unwrap(), 7102),
+        ];
+        expect_test::expect![[r#"
+            add element inet portcall_trace_ab12_1999999999 in4 { 198.18.0.1 . 7101 timeout 3s }
+            add element inet portcall_trace_ab12_1999999999 in6 { 2001:2:0:1::10 . 7101 timeout 3s, 2001:2:0:1::10 . 7102 timeout 3s }
+        "#]]
+        .assert_eq(&add_elements(TABLE, &pairs, Duration::from_millis(2_100)));
+        assert_eq!(add_elements(TABLE, &[], Duration::from_secs(3)), "");
     }
 
     #[test]

@@ -12,8 +12,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::canary::NonceExchange;
-use super::{Shared, error, udp_canary};
-use crate::control::{self, HostPort, PathProbe, ProbeReply, ProbeRequest, Response};
+use super::{Shared, error, neighbours, udp_canary};
+use crate::control::{
+    self, HostPort, NeighbourFailure, PathProbe, ProbeReply, ProbeRequest, Response,
+};
 use crate::plan::Address;
 use crate::port::Protocol;
 use crate::probe::canary_line::NonceKey;
@@ -92,11 +94,14 @@ impl Shared {
             udp_canary::probe_paths(&udp_probing, planned.udp_paths, &cancel),
         );
         tracing::info!(round = %req.round, paths = results.len() + udp_results.len(), ms = started.elapsed().as_millis() as u64, "probes done");
+        let neighbours = unresolved_neighbours(&results).await;
         let results = results
             .into_iter()
             .enumerate()
             .map(|(k, r)| {
+                let neighbour = neighbours.get(k).cloned().flatten();
                 let mut p = path_probe(planned.indices[k], nonces[k].clone(), r);
+                p.neighbour = neighbour;
                 p.answered_by = exchange.answered_by(k);
                 p.service_banner = greeter.banner(k);
                 p
@@ -228,7 +233,45 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
         shed: r.shed,
         errno: r.errno,
         silence: r.silence,
+        neighbour: None,
     }
+}
+
+/// For each result whose ICMP error came from this host itself (the
+/// kernel's "address unreachable" when ARP or neighbour discovery got no
+/// answer), the unresolved neighbour entry of its target; the table is
+/// read once, and only when some result needs it.
+async fn unresolved_neighbours(results: &[ProbeResult]) -> Vec<Option<NeighbourFailure>> {
+    let own = super::addresses::host_addresses();
+    let local = |r: &ProbeResult| {
+        r.icmp
+            .as_ref()
+            .and_then(probe::IcmpEvidence::from_ip)
+            .is_some_and(|from| {
+                Some(from) == r.local_address.map(|l| l.ip()) || own.contains(&from)
+            })
+    };
+    if !results.iter().any(local) {
+        return Vec::new();
+    }
+    let entries = tokio::task::spawn_blocking(neighbours::read)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    results
+        .iter()
+        .map(|r| {
+            let target = r.address?.ip();
+            // The target's own entry on its link, else its route's gateway.
+            local(r)
+                .then(|| {
+                    neighbours::failure(&entries, target)
+                        .or_else(|| neighbours::failure(&entries, neighbours::next_hop(target)))
+                })
+                .flatten()
+        })
+        .collect()
 }
 
 /// Where a UDP path's datagrams go: its plan address, a name resolved

@@ -13,7 +13,10 @@ use tokio_util::task::TaskTracker;
 use super::canary::{self, CanaryOptions};
 use super::nftrace::{self, TraceScope, Tracer};
 use super::{Lease, Round, Shared, canary_ports, error, syn_watch};
-use crate::control::{PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, VersionMismatch};
+use crate::control::{
+    PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, SourcesTraced, TraceSourcesRequest,
+    VersionMismatch,
+};
 use crate::plan::Address;
 use crate::probe::canary_line::{NONCE_KEY_HEX, NonceKey};
 
@@ -127,6 +130,7 @@ impl Shared {
             round: req.round,
             listeners,
             version: PROTOCOL_VERSION,
+            addresses: super::addresses::host_addresses(),
         })
     }
 
@@ -225,6 +229,80 @@ impl Shared {
             t.stop().await;
         });
         Ok(tracer)
+    }
+}
+
+impl Shared {
+    /// `trace-sources`: marks packets from every address the sources of
+    /// this host's paths reported (or the coordinator resolved) in the
+    /// round's trace table. A host that does not trace says why in the
+    /// reply's note; the round goes on either way.
+    pub(super) async fn trace_sources(&self, req: TraceSourcesRequest) -> Response {
+        let found = {
+            let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
+            guard
+                .as_ref()
+                .filter(|r| r.id == req.round && !r.cancel.is_cancelled())
+                .map(|r| {
+                    r.lease.renew();
+                    (r.trace.clone(), r.expires)
+                })
+        };
+        let Some((trace, expires)) = found else {
+            return error(format!(
+                "trace-sources: no round {} on this agent",
+                req.round
+            ));
+        };
+        let reply = |pairs, note| {
+            Response::SourcesTraced(SourcesTraced {
+                round: req.round.clone(),
+                pairs,
+                note,
+            })
+        };
+        let tracer = match trace {
+            None => return reply(0, Some("this agent does not trace".into())),
+            Some(Err(why)) => return reply(0, Some(why)),
+            Some(Ok(t)) => t,
+        };
+        let by_host: std::collections::HashMap<&str, Vec<std::net::IpAddr>> = req
+            .sources
+            .iter()
+            .map(|s| {
+                let ips = s
+                    .addresses
+                    .iter()
+                    .copied()
+                    .filter(|ip| super::addresses::is_source_address(*ip))
+                    .collect();
+                (s.host.as_str(), ips)
+            })
+            .collect();
+        let host = &self.config.host;
+        let mut pairs = Vec::new();
+        for p in self
+            .config
+            .plan
+            .paths
+            .iter()
+            .filter(|p| p.protocol.is_tcp())
+        {
+            if p.to != *host || p.role.is_none() {
+                continue;
+            }
+            for a in by_host.get(p.from.as_str()).into_iter().flatten() {
+                pairs.push((*a, p.port.get()));
+            }
+        }
+        let left = expires.saturating_duration_since(Instant::now());
+        match tracer.add_inbound(&pairs, left).await {
+            Ok(n) => reply(n, None),
+            Err(why) => {
+                tracing::warn!(round = %req.round, reason = %why, "could not trace every source address");
+                reply(0, Some(why))
+            }
+        }
     }
 }
 

@@ -308,10 +308,27 @@ impl Shared {
                     trace,
                 })
             }
+            Request::TraceSources(r) => self.trace_sources(r).await,
             Request::Teardown(r) => {
                 self.end_round(Some(&r.round)).await;
                 Response::TornDown(RoundRef { round: r.round })
             }
+        }
+    }
+
+    /// Stops the current round's rule tracing, if any, and waits until its
+    /// monitor is ended and its table deleted (idempotent).
+    pub(super) async fn stop_trace(&self) {
+        let tracer = {
+            let guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
+            guard
+                .as_ref()
+                .and_then(|r| r.trace.as_ref())
+                .and_then(|t| t.as_ref().ok())
+                .cloned()
+        };
+        if let Some(t) = tracer {
+            t.stop().await;
         }
     }
 

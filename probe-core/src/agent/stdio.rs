@@ -110,6 +110,10 @@ where
         () = shared.serve(&mut io, &"stdin", None) => {}
     }
     shared.end_round(None).await;
+    // The process exits right after: the trace's monitor and table must be
+    // gone before, not left to a task the runtime drops (ending the round
+    // asked for it, within the canaries' timeout; this waits for nft).
+    shared.stop_trace().await;
     Ok(())
 }
 

@@ -103,6 +103,47 @@ pub enum Request {
     Teardown(RoundRef),
     /// Keep the round's canaries up for another lease.
     Renew(RoundRef),
+    /// Trace packets from every address the sources of this host's paths
+    /// can arrive from (sent after `prepare`, before `probe`).
+    TraceSources(TraceSourcesRequest),
+}
+
+/// `trace-sources`: every address each source host can send from, as its
+/// agent reported them in `prepared` and the coordinator resolved its plan
+/// names. A plan names one address per family at most, yet a dual-stack
+/// host whose plan address is IPv4 reaches an IPv6-only target from an
+/// address the plan never mentions, and a host named by DNS has no
+/// address in the plan at all: without these the target's trace table
+/// would not mark their packets, and their drops would be blamed on the
+/// network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSourcesRequest {
+    /// The round's id.
+    pub round: String,
+    /// The source hosts of this host's paths, with their addresses.
+    pub sources: Vec<SourceAddresses>,
+}
+
+/// One host's addresses (all interfaces, both families).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceAddresses {
+    /// The plan host.
+    pub host: String,
+    /// Its addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// `sources-traced`: how many `address . port` pairs the round's trace
+/// table now marks arriving, and why some are not, if so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcesTraced {
+    /// The round's id.
+    pub round: String,
+    /// Pairs the trace table marks arriving.
+    pub pairs: usize,
+    /// Why the addresses were not (all) added, when they were not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `prepare`: a new round.
@@ -196,6 +237,8 @@ pub enum Response {
     TornDown(RoundRef),
     /// To `renew`.
     Renewed(RenewReply),
+    /// To `trace-sources`.
+    SourcesTraced(SourcesTraced),
     /// The request was refused or could not be served.
     Error(ErrorReply),
 }
@@ -278,6 +321,12 @@ pub struct PrepareReply {
     /// version 2 sent none).
     #[serde(default = "version_one")]
     pub version: u32,
+    /// Every address of the agent's host (all interfaces, both families,
+    /// loopback excepted): where its probes may leave from, so targets can
+    /// trace them and the join can recognise them. Empty from agents that
+    /// predate it or cannot list them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// The prober's side of one path.
@@ -336,6 +385,22 @@ pub struct PathProbe {
     /// The path stayed silent ([`crate::probe::ProbeResult::silence`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<crate::probe::Silence>,
+    /// The source's own kernel could not resolve the next hop's link-layer
+    /// address (ARP or neighbour discovery failed): read from its
+    /// neighbour table when the connect failed with an error from the
+    /// source's own address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbour: Option<NeighbourFailure>,
+}
+
+/// A neighbour entry of the source that never resolved: ARP (IPv4) or
+/// neighbour discovery (IPv6) got no answer from `address`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourFailure {
+    /// The neighbour (the target itself on its link, else the next hop).
+    pub address: IpAddr,
+    /// The kernel's state of the entry: `failed` or `incomplete`.
+    pub state: String,
 }
 
 /// `probed`: results of this host's outgoing paths.

@@ -66,6 +66,10 @@ pub enum Cause {
     Redirect,
     /// The source refused to send.
     Egress,
+    /// The source's kernel never resolved the next hop's link-layer
+    /// address: ARP (IPv4) or neighbour discovery (IPv6) got no answer, so
+    /// nothing was sent (the "unreachable" comes from the source itself).
+    NeighbourUnresolved,
 }
 
 impl Cause {
@@ -81,6 +85,7 @@ impl Cause {
             Cause::PathMtu => "path-mtu",
             Cause::Redirect => "redirect",
             Cause::Egress => "egress",
+            Cause::NeighbourUnresolved => "neighbour-unresolved",
         }
     }
 }
@@ -226,6 +231,12 @@ pub struct Evidence<'a> {
     pub redirected_to: Option<&'a str>,
     /// What the ends' firewall traces say, where they traced.
     pub traced: Option<Traced>,
+    /// The ICMP error came from the source itself (one of its own
+    /// addresses): its kernel's word that it could not send, not a
+    /// device's.
+    pub icmp_from_source: bool,
+    /// The source's unresolved neighbour entry behind such an error.
+    pub neighbour: Option<&'a crate::control::NeighbourFailure>,
 }
 
 /// Where and why the path breaks; `None` for an open path and for one that
@@ -289,6 +300,20 @@ fn blame_untraced(e: &Evidence<'_>) -> Option<Blame> {
         Observed::Open | Observed::LocalError => None,
         _ if e.local_denial => at(Where::Source, Cause::Egress, None),
         Observed::Refused | Observed::Unreachable => match e.icmp {
+            // The source's own kernel said "unreachable": ARP or neighbour
+            // discovery failed. Where depends on whose entry failed.
+            Some(_) if e.icmp_from_source => match e.neighbour {
+                Some(n) => {
+                    let address = n.address.to_string();
+                    let place = if e.target_addresses.contains(&address) {
+                        Where::Target
+                    } else {
+                        Where::Network
+                    };
+                    at(place, Cause::NeighbourUnresolved, Some((address, None)))
+                }
+                None => at(Where::Unknown, Cause::NeighbourUnresolved, None),
+            },
             Some(icmp) => {
                 let from_target = e.target_addresses.contains(&icmp.from);
                 let place = if from_target {
@@ -391,6 +416,17 @@ impl Blame {
                 )
             }
             (_, Cause::Egress) => "refused by the source itself before anything was sent".into(),
+            (Where::Target, Cause::NeighbourUnresolved) => format!(
+                "neighbour discovery failed: {to} never answered the source's ARP or neighbour solicitation for {}, so nothing was sent; {to} may drop neighbour discovery (ICMPv6 types 135/136, or ARP)",
+                hop()
+            ),
+            (Where::Network, Cause::NeighbourUnresolved) => format!(
+                "neighbour discovery failed: the next hop {} never answered the source's ARP or neighbour solicitation, so nothing was sent toward {to}",
+                hop()
+            ),
+            (_, Cause::NeighbourUnresolved) => format!(
+                "the source's own kernel found no way to {to}: its neighbour resolution (ARP or neighbour discovery) failed, so nothing was sent; {to} may drop neighbour discovery"
+            ),
         };
         match &self.rule {
             Some(rule) => format!("{said}: {}", rule.describe()),
@@ -424,6 +460,8 @@ mod tests {
             local_denial: false,
             redirected_to: None,
             traced: None,
+            icmp_from_source: false,
+            neighbour: None,
         }
     }
 

@@ -61,6 +61,10 @@ pub struct AgentEvidence {
     /// What nftables tracing on its host saw; `None` when it does not
     /// trace (or gave no evidence).
     pub trace: Option<TraceEvidence>,
+    /// Every address its host can send from: what its agent reported in
+    /// `prepared` (all interfaces), and for a source its plan addresses
+    /// and resolved plan names. Empty from agents that predate it.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 impl AgentEvidence {
@@ -75,6 +79,7 @@ impl AgentEvidence {
             evidence_error: None,
             handshakes: None,
             trace: None,
+            addresses: Vec::new(),
         }
     }
 }
@@ -157,4 +162,30 @@ fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
             .find(|s| s.nonce == nonce)
             .map(|s| (host.clone(), s.source.ip().to_string()))
     })
+}
+
+/// Whether the ICMP error `probe` got came from the source `from` itself
+/// (one of its own addresses: its agent's list, the probe's bound source,
+/// its plan addresses). The kernel reports a failed ARP or neighbour
+/// discovery that way; such an error is no device's answer.
+pub(super) fn icmp_from_source(
+    plan: &Plan,
+    from: &str,
+    src: &AgentEvidence,
+    probe: &PathProbe,
+) -> bool {
+    let Some(sender) = probe
+        .icmp
+        .as_deref()
+        .and_then(crate::probe::IcmpEvidence::from_ip)
+    else {
+        return false;
+    };
+    src.addresses.contains(&sender)
+        || probe.source.is_some_and(|s| s.ip() == sender)
+        || plan.host(from).is_some_and(|h| {
+            h.addresses
+                .iter()
+                .any(|a| matches!(a, crate::plan::Address::Ip(ip) if *ip == sender))
+        })
 }

@@ -123,7 +123,8 @@ fn heading(
     }
 }
 
-/// Agents that were not up, and planned ports that got no canary.
+/// Agents that were not up, planned ports that got no canary, and hosts
+/// whose firewall could not be traced (and why).
 fn write_hosts(report: &Report, options: ReportTableOptions, w: &mut impl Write) -> io::Result<()> {
     let mut t = Table::with_header(["HOST", "ADDRESS", "AGENT", "NOTE"]).indent(2);
     for h in &report.hosts {
@@ -141,6 +142,22 @@ fn write_hosts(report: &Report, options: ReportTableOptions, w: &mut impl Write)
                 h.address.clone(),
                 h.agent.as_str().to_string(),
                 c.to_string(),
+            ]);
+        }
+        // Why no blame on this host can name a rule (over ssh as over mTLS).
+        if let Some(rt) = h
+            .rule_trace
+            .as_ref()
+            .filter(|rt| rt.state == crate::control::TraceState::Unavailable)
+        {
+            t.row([
+                h.name.clone(),
+                h.address.clone(),
+                h.agent.as_str().to_string(),
+                format!(
+                    "rule tracing unavailable: {}",
+                    rt.reason.as_deref().unwrap_or("no reason given")
+                ),
             ]);
         }
     }

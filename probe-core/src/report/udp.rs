@@ -14,7 +14,9 @@
 //! `arrived` is how many of the prober's datagrams the canary recorded.
 
 use super::blame::{self, TargetStage};
-use super::evidence::{AgentEvidence, RoundEvidence, local_denial, note_elsewhere};
+use super::evidence::{
+    AgentEvidence, RoundEvidence, icmp_from_source, local_denial, note_elsewhere,
+};
 use super::{PathReport, TargetEnd, Verdict};
 use crate::control::PathProbe;
 use crate::plan::{Family, PathView, Plan};
@@ -87,6 +89,11 @@ pub(super) fn decide_udp(
         local_denial: c.denied,
         redirected_to: redirected_to.as_deref(),
         traced: None,
+        icmp_from_source: round
+            .agents
+            .get(path.from)
+            .is_some_and(|src| icmp_from_source(plan, path.from, src, probe)),
+        neighbour: probe.neighbour.as_ref(),
     });
     r.verdict = if one_way {
         // It got through: wrong for a must-be-blocked path, broken for a
@@ -355,6 +362,7 @@ expect = "blocked"
                 waited_ms: 500,
                 adaptive: false,
             }),
+            neighbour: None,
         }
     }
 
@@ -372,6 +380,7 @@ expect = "blocked"
             evidence_error: None,
             handshakes: None,
             trace: None,
+            addresses: Vec::new(),
         }
     }
 

@@ -54,9 +54,25 @@ impl Words<'_, '_> {
     /// Who sent the ICMP error that came back, if one did.
     fn icmp(&self, canary: &str) -> Option<String> {
         let to = self.c.path.to;
+        let source = self.c.path.from;
+        let own = self.c.round.agents.get(source).is_some_and(|src| {
+            super::super::evidence::icmp_from_source(self.c.plan, source, src, self.c.probe)
+        });
         self.c.probe.icmp.as_ref().map(|icmp| {
             let from_target = icmp.from == self.r.address;
-            if from_target {
+            if own {
+                // The source's own kernel: ARP or neighbour discovery failed.
+                match &self.c.probe.neighbour {
+                    Some(n) => format!(
+                        "neighbour discovery failed: {source}'s neighbour entry for {} is {} (no answer to ARP or neighbour solicitation), so nothing was sent{canary}",
+                        n.address, n.state
+                    ),
+                    None => format!(
+                        "{source}'s own kernel reported {to} unreachable (ICMP {} from {}): its neighbour resolution failed, so nothing was sent{canary}",
+                        icmp.kind, icmp.from
+                    ),
+                }
+            } else if from_target {
                 format!("rejected by {to} (ICMP {}){canary}", icmp.kind)
             } else {
                 format!(

@@ -19,7 +19,7 @@ mod index;
 mod observe;
 
 use super::blame;
-use super::evidence::{AgentOutcome, RoundEvidence};
+use super::evidence::{AgentOutcome, RoundEvidence, icmp_from_source};
 use super::{
     AgentState, Conflict, HostReport, PathReport, Report, SCHEMA, Summary, TargetEnd, Verdict,
 };
@@ -373,6 +373,8 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
         local_denial: c.denied,
         redirected_to: redirected_to.as_deref(),
         traced: observe::traced(c, &r.address),
+        icmp_from_source: icmp_from_source(plan, path.from, c.ends.src, probe),
+        neighbour: probe.neighbour.as_ref(),
     });
     let end = match c.listener {
         // A dialled port the target agent vouches is empty is as known as a
@@ -493,6 +495,7 @@ expect = "blocked"
             evidence_error: None,
             handshakes: None,
             trace: None,
+            addresses: Vec::new(),
         }
     }
 
@@ -534,6 +537,7 @@ expect = "blocked"
                 waited_ms: 500,
                 adaptive: false,
             }),
+            neighbour: None,
         }
     }
 
@@ -1264,5 +1268,144 @@ ports = ["thrift"]
         }
         let r = join(&p, &round);
         assert_eq!(r.paths[0].verdict, Verdict::Ok);
+    }
+
+    /// A dual-stack web whose plan address is IPv4 reaches an IPv6-only db
+    /// from an address the plan never names, and db's `table ip6` drops
+    /// it; a second path to db fails neighbour discovery.
+    fn v6_only_target() -> Plan {
+        Plan::parse(
+            r#"
+name = "v6"
+[defaults]
+timeout_ms = 500
+retries = 0
+[[hosts]]
+name = "web"
+address = "198.18.1.20"
+[[hosts]]
+name = "db"
+address = "2001:2:0:3::40"
+roles = ["mysql"]
+[[flows]]
+from = "host:web"
+to = "host:db"
+ports = ["mysql"]
+"#,
+            "v6.toml",
+        )
+        .unwrap()
+    }
+
+    fn v6_round(web: AgentEvidence, db: AgentEvidence) -> RoundEvidence {
+        RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        }
+    }
+
+    /// Regression (issue 26): the drop in the target's `table ip6` was
+    /// blamed on the network because the source's IPv6 address, absent
+    /// from the plan, was not among the addresses the trace is read for.
+    #[test]
+    fn a_drop_traced_from_an_address_only_the_agent_reported_names_the_targets_rule() {
+        use crate::control::{TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow};
+        let p = v6_only_target();
+        assert_eq!(p.paths.len(), 1);
+        let mut silent = probe(0, Some("bb"), Observed::Timeout);
+        silent.source = None;
+        let mut web = up(vec![], vec![silent], vec![]);
+        web.addresses = vec![
+            "198.18.1.20".parse().unwrap(),
+            "2001:2:0:1::20".parse().unwrap(),
+        ];
+        let mut db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+        db.trace = Some(TraceEvidence {
+            state: TraceState::Traced,
+            reason: None,
+            flows: vec![TracedFlow {
+                direction: TraceDirection::In,
+                source: "2001:2:0:1::20".parse().unwrap(),
+                dest: "2001:2:0:3::40".parse().unwrap(),
+                port: 3306,
+                packets: 2,
+                stop: Some(TraceStop {
+                    table: "ip6 filter".into(),
+                    chain: "input".into(),
+                    handle: Some(5),
+                    text: Some("tcp dport 3306 drop".into()),
+                    policy: None,
+                }),
+            }],
+        });
+        let r = join(&p, &v6_round(web.clone(), db.clone()));
+        let b = r.paths[0].blame.as_ref().unwrap();
+        assert_eq!(b.at, blame::Where::Target, "{b:?}");
+        let rule = b.rule.as_ref().unwrap();
+        assert_eq!((rule.table.as_str(), rule.handle), ("ip6 filter", Some(5)));
+        // Without the agent's list the same trace says nothing of this
+        // source: the target never saw it, the network is blamed.
+        web.addresses.clear();
+        let r = join(&p, &v6_round(web, db));
+        assert_eq!(r.paths[0].blame.as_ref().unwrap().at, blame::Where::Network);
+    }
+
+    /// Regression (issue 26): an "unreachable" the source's own kernel
+    /// sent (neighbour discovery failed) was reported as "rejected by
+    /// <the source's address>, a device on the way".
+    #[test]
+    fn a_failed_neighbour_discovery_is_said_and_never_blamed_on_a_device() {
+        let p = v6_only_target();
+        let mut failed = probe(0, Some("bb"), Observed::Unreachable);
+        failed.source = None;
+        failed.errno = Some(libc::EHOSTUNREACH);
+        failed.icmp = Some(Box::new(crate::probe::IcmpEvidence {
+            kind: "address-unreachable".into(),
+            code: 3,
+            from: "2001:2:0:1::20".into(),
+        }));
+        failed.neighbour = Some(crate::control::NeighbourFailure {
+            address: "2001:2:0:3::40".parse().unwrap(),
+            state: "failed".into(),
+        });
+        let mut web = up(vec![], vec![failed.clone()], vec![]);
+        web.addresses = vec!["2001:2:0:1::20".parse().unwrap()];
+        let db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+        let r = join(&p, &v6_round(web.clone(), db.clone()));
+        let path = &r.paths[0];
+        let b = path.blame.as_ref().unwrap();
+        assert_eq!(
+            (b.at, b.cause, b.hop.as_deref()),
+            (
+                blame::Where::Target,
+                blame::Cause::NeighbourUnresolved,
+                Some("2001:2:0:3::40")
+            ),
+            "{path:#?}"
+        );
+        assert!(
+            path.detail.contains("neighbour discovery failed"),
+            "{}",
+            path.detail
+        );
+        assert!(
+            !path.detail.contains("a device on the way"),
+            "{}",
+            path.detail
+        );
+        let why = b.sentence(&path.to, path.icmp.as_ref());
+        assert!(why.contains("may drop neighbour discovery"), "{why}");
+        // The neighbour table unread: still the source's own word, never
+        // a device's.
+        failed.neighbour = None;
+        web.probes = vec![failed];
+        let r = join(&p, &v6_round(web, db));
+        let b = r.paths[0].blame.as_ref().unwrap();
+        assert_eq!(
+            (b.at, b.cause),
+            (blame::Where::Unknown, blame::Cause::NeighbourUnresolved)
+        );
+        assert!(!r.paths[0].detail.contains("a device on the way"));
     }
 }

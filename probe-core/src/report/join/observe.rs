@@ -203,6 +203,10 @@ pub(super) fn traced(c: &Case<'_>, address: &str) -> Option<blame::Traced> {
     }
     let t = on(c.ends.dst)?;
     let mut sources: Vec<std::net::IpAddr> = probe.source.map(|s| s.ip()).into_iter().collect();
+    // Every address the source can send from (its agent's interfaces, its
+    // resolved plan names): the one its unconnected probe left from is
+    // among them.
+    sources.extend(&c.ends.src.addresses);
     if let Some(h) = plan.host(path.from) {
         sources.extend(h.addresses.iter().filter_map(|a| match a {
             crate::plan::Address::Ip(ip) => Some(*ip),

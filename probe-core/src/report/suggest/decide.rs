@@ -79,6 +79,23 @@ impl Case<'_> {
         }
         let mut target_rule = None;
         if let (Expect::Open, Some(b)) = (p.expect, p.blame.as_ref()) {
+            if b.cause == Cause::NeighbourUnresolved {
+                // No port rule helps: nothing was sent to the port.
+                let whom = b.hop.as_deref().unwrap_or(p.address.as_str());
+                return manual(
+                    &p.to,
+                    format!(
+                        "{} could not resolve {whom} on its link (ARP or neighbour discovery got no answer), so nothing reached port {}; let {} answer neighbour discovery (accept ICMPv6 types 133-136, or ARP) and check that the address is up there",
+                        p.from,
+                        p.port,
+                        if b.at == Where::Target {
+                            p.to.as_str()
+                        } else {
+                            whom
+                        }
+                    ),
+                );
+            }
             match b.at {
                 Where::Source => return self.at_source(b, notes),
                 Where::Network | Where::ReturnPath => return self.in_network(b, notes),
