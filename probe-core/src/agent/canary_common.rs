@@ -4,14 +4,18 @@
 //! that neither canary module imports the other's internals.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::sync::Semaphore;
 
-use crate::control::{CanaryEvidence, ListenerState, Sighting, TransportProtocol};
+use super::listening::Listening;
+use crate::control::{
+    CanaryEvidence, ListenerState, ListeningSocket, Sighting, TransportProtocol, listening_words,
+    process_words,
+};
 use crate::port::Protocol;
 use crate::probe::canary_line::NonceKey;
 use crate::probe::classify::error_detail;
@@ -140,13 +144,23 @@ pub struct CanaryOptions {
 }
 
 /// Why a canary could not bind `addr`: `held` when a service listens
-/// there (probed live), `failed` otherwise, with the detail.
+/// there (probed live), `failed` otherwise, with the detail. `own` says
+/// the host's socket table shows this agent's own socket there (an
+/// earlier round's canary not yet closed): never a live service, so the
+/// port is `failed`, not `held`.
 pub(super) fn bind_failure(
     addr: SocketAddr,
     port: u16,
     e: &std::io::Error,
+    own: bool,
 ) -> (ListenerState, String) {
     match e.raw_os_error() {
+        Some(libc::EADDRINUSE) if own => (
+            ListenerState::Failed,
+            format!(
+                "this agent's own canary of an earlier round still holds {addr}; no canary this round"
+            ),
+        ),
         Some(libc::EADDRINUSE) => (
             ListenerState::Held,
             format!("a service already listens on {addr}; probed live"),
@@ -160,4 +174,73 @@ pub(super) fn bind_failure(
             format!("cannot listen on {addr}: {}", error_detail(e)),
         ),
     }
+}
+
+/// What a planned port gets this round, from the host's sockets on it
+/// (the agent's own left out: they are never a live service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// No other process holds the port: a canary on every address, as far
+    /// as the binds allow.
+    Canary,
+    /// Another process listens on a canary address (or a wildcard that
+    /// covers it): probed live, with the detail naming it.
+    Live(String),
+    /// Other processes hold the port only at addresses the canaries would
+    /// not use: no canary, so the path is measured as clients find it.
+    Elsewhere(Vec<ListeningSocket>),
+}
+
+/// The canary decision for `port` over `transport` at `ips`; `listening`
+/// is `None` where the host's sockets cannot be listed (the binds alone
+/// decide then, as they always did).
+pub(super) fn decide(
+    listening: Option<&Listening>,
+    ips: &[IpAddr],
+    port: u16,
+    transport: TransportProtocol,
+) -> Decision {
+    let Some(listening) = listening else {
+        return Decision::Canary;
+    };
+    let foreign: Vec<_> = listening.foreign(port, transport).collect();
+    if let Some(l) = foreign.iter().find(|l| ips.iter().any(|ip| l.covers(*ip))) {
+        let wire = l.to_wire();
+        let who = match wire.process.as_deref() {
+            Some(name) => format!(
+                "{} (pid {})",
+                process_words(Some(name)),
+                wire.pid.unwrap_or(0)
+            ),
+            None => "a service".to_string(),
+        };
+        let udp = transport == TransportProtocol::Udp;
+        let detail = if udp {
+            format!(
+                "{who} already holds {}/udp; probed live where portcall knows a request of its protocol",
+                l.local
+            )
+        } else {
+            format!("{who} already listens on {}; probed live", l.local)
+        };
+        return Decision::Live(detail);
+    }
+    // A host planned at loopback addresses (the demo, loopback tests)
+    // shares its machine with the other pretend hosts: a socket at another
+    // address is theirs, or the machine's, never this host's service.
+    let pretend = ips.iter().all(IpAddr::is_loopback);
+    if foreign.is_empty() || pretend {
+        Decision::Canary
+    } else {
+        Decision::Elsewhere(foreign.iter().map(|l| l.to_wire()).collect())
+    }
+}
+
+/// The detail of a port left without a canary because its service
+/// listens elsewhere only.
+pub(super) fn elsewhere_detail(sockets: &[ListeningSocket]) -> String {
+    format!(
+        "{}; no canary, so the port is measured as the service's clients find it",
+        listening_words(sockets)
+    )
 }

@@ -19,6 +19,7 @@ pub mod canary;
 mod canary_common;
 mod config;
 mod endpoint;
+pub mod listening;
 pub mod nftrace;
 mod outgoing;
 mod prepare;

@@ -356,6 +356,9 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
         Ok(o) => o,
         Err(why) => return fail(r, why),
     };
+    if c.listener == Listener::Elsewhere {
+        r.listening_elsewhere = classify::elsewhere(path, c.ends.dst).to_vec();
+    }
     let (detail, redirected_to) = describe::describe(c, observed, &r);
     r.detail = detail;
     r.observed = Some(observed);
@@ -379,6 +382,7 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
         // canary's: a refusal there is what the client will get.
         Listener::Canary | Listener::Dialled => TargetEnd::Canary,
         Listener::Live { .. } => TargetEnd::Live,
+        Listener::Elsewhere => TargetEnd::Elsewhere,
     };
     r.verdict = Verdict::decide(path.expect, r.observed, end);
     r
@@ -425,6 +429,7 @@ fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
         service_banner: None,
         arrived: None,
         local_denial: None,
+        listening_elsewhere: Vec::new(),
     }
 }
 
@@ -498,6 +503,7 @@ expect = "blocked"
 
     fn mysql(state: ListenerState) -> ListenerReport {
         ListenerReport {
+            elsewhere: Vec::new(),
             port: 3306,
             protocol: Protocol::Tcp,
             service: "mysql".into(),
@@ -1032,6 +1038,7 @@ expect = "blocked"
         let p = plan();
         let mut web = up(
             vec![ListenerReport {
+                elsewhere: Vec::new(),
                 port: 3306,
                 protocol: Protocol::Tcp,
                 service: "x".into(),
@@ -1184,6 +1191,7 @@ ports = ["thrift"]
         );
         let km = up(
             vec![ListenerReport {
+                elsewhere: Vec::new(),
                 port: 7000,
                 protocol: Protocol::Tcp,
                 service: "thrift".into(),
