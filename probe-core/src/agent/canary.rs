@@ -631,6 +631,80 @@ mod tests {
         tracker.wait().await;
     }
 
+    /// Regression (issue 26): a new round within the lease of a killed
+    /// coordinator found the agent's own leftover canary on the port and
+    /// reported "a real service holds the port" (`held`, probed live, so
+    /// the path was `open` through the old canary). Our own socket is never
+    /// a service: the round waits for it to close, and when it does not,
+    /// the port is `failed`, never `held`; once it closes, a canary again.
+    #[tokio::test]
+    async fn the_agents_own_leftover_canary_is_never_a_live_service() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // This process's own listener: what an earlier round left.
+        let leftover = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = leftover.local_addr().unwrap().port();
+        let options = CanaryOptions {
+            host: "db".into(),
+            round: "abcd".into(),
+            tls: crate::pki::self_signed_canary_config("db").unwrap(),
+            exchange_timeout: Duration::from_secs(2),
+            max_sightings: 8,
+            connections: Arc::new(Semaphore::new(8)),
+            per_canary: 8,
+            nonce_key: None,
+        };
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Tcp,
+            service: "mysql".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        // Closed while the round waits for it: the round holds a canary.
+        let closing = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(leftover);
+        });
+        let started = std::time::Instant::now();
+        let listing =
+            super::super::listening::survey(&[ip], [(port, Protocol::Tcp)].into_iter()).await;
+        closing.await.unwrap();
+        let (reports, _) = open_canaries(
+            &[ip],
+            &ports,
+            listing.as_ref(),
+            &options,
+            deadline,
+            &cancel,
+            &tracker,
+        );
+        assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        // Never closed: not a service either.
+        let leftover = std::net::TcpListener::bind((ip, port)).unwrap();
+        let listing =
+            super::super::listening::survey(&[ip], [(port, Protocol::Tcp)].into_iter()).await;
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (reports, _) = open_canaries(
+            &[ip],
+            &ports,
+            listing.as_ref(),
+            &options,
+            deadline,
+            &cancel,
+            &tracker,
+        );
+        assert_eq!(reports[0].state, ListenerState::Failed, "{reports:?}");
+        assert!(
+            reports[0].detail.contains("this agent's own canary"),
+            "{reports:?}"
+        );
+        drop(leftover);
+    }
+
     #[tokio::test]
     async fn a_dual_stack_host_holds_its_canary_on_every_address_or_on_none() {
         let v4: IpAddr = "127.0.0.1".parse().unwrap();

@@ -244,3 +244,122 @@ pub(super) fn elsewhere_detail(sockets: &[ListeningSocket]) -> String {
         listening_words(sockets)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::listening::{Listener, Owner};
+    use super::*;
+
+    fn sock(addr: &str, owner: Owner) -> Listener {
+        Listener {
+            transport: TransportProtocol::Tcp,
+            local: addr.parse().unwrap(),
+            v6only: true,
+            owner,
+        }
+    }
+
+    fn mariadbd() -> Owner {
+        Owner::Process {
+            pid: 42,
+            name: "mariadbd".into(),
+        }
+    }
+
+    #[test]
+    fn a_port_held_only_elsewhere_gets_no_canary_and_one_held_here_is_live() {
+        let db: IpAddr = "198.18.0.42".parse().unwrap();
+        let decide_with = |sockets: Vec<Listener>| {
+            decide(
+                Some(&Listening { sockets }),
+                &[db],
+                3307,
+                TransportProtocol::Tcp,
+            )
+        };
+        // Nothing holds it, or only this agent (an earlier round's
+        // canary), or something on another port or protocol: a canary.
+        assert_eq!(decide_with(vec![]), Decision::Canary);
+        assert_eq!(
+            decide_with(vec![sock("198.18.0.42:3307", Owner::Agent)]),
+            Decision::Canary
+        );
+        let mut udp = sock("127.0.0.1:3307", mariadbd());
+        udp.transport = TransportProtocol::Udp;
+        assert_eq!(
+            decide_with(vec![udp, sock("127.0.0.1:3306", mariadbd())]),
+            Decision::Canary
+        );
+        // Loopback only, another interface, the other family: elsewhere.
+        for at in ["127.0.0.1:3307", "198.18.200.42:3307", "[::]:3307"] {
+            match decide_with(vec![sock(at, mariadbd())]) {
+                Decision::Elsewhere(s) => {
+                    assert_eq!(s[0].address.to_string(), at);
+                    assert_eq!(s[0].process.as_deref(), Some("mariadbd"));
+                    assert_eq!(
+                        elsewhere_detail(&s),
+                        format!(
+                            "mariadbd listens on {at} only; no canary, so the port is measured as the service's clients find it"
+                        )
+                    );
+                }
+                other => panic!("{at}: {other:?}"),
+            }
+        }
+        // On the plan address or a wildcard covering it: live, named.
+        for at in ["198.18.0.42:3307", "0.0.0.0:3307"] {
+            assert_eq!(
+                decide_with(vec![
+                    sock("127.0.0.1:3307", mariadbd()),
+                    sock(at, mariadbd())
+                ]),
+                Decision::Live(format!(
+                    "mariadbd (pid 42) already listens on {at}; probed live"
+                )),
+                "{at}"
+            );
+        }
+        let mut dual = sock("[::]:3307", Owner::Unknown);
+        dual.v6only = false;
+        assert_eq!(
+            decide_with(vec![dual]),
+            Decision::Live("a service already listens on [::]:3307; probed live".into())
+        );
+        // No listing (not Linux): the binds decide, as before.
+        assert_eq!(
+            decide(None, &[db], 3307, TransportProtocol::Tcp),
+            Decision::Canary
+        );
+        // A host planned on loopback shares its machine with the other
+        // pretend hosts (the demo): a socket elsewhere is not its own.
+        assert_eq!(
+            decide(
+                Some(&Listening {
+                    sockets: vec![sock("127.0.0.1:3307", mariadbd())]
+                }),
+                &["127.0.9.2".parse().unwrap()],
+                3307,
+                TransportProtocol::Tcp
+            ),
+            Decision::Canary
+        );
+    }
+
+    #[test]
+    fn several_sockets_are_said_by_process_and_a_process_name_is_escaped() {
+        let s = |a: &str, p: Option<&str>| ListeningSocket {
+            address: a.parse().unwrap(),
+            process: p.map(str::to_string),
+            pid: None,
+        };
+        assert_eq!(
+            listening_words(&[
+                s("127.0.0.1:3307", Some("mariadbd")),
+                s("[::1]:3307", Some("mariadbd")),
+                s("198.18.200.9:3307", None),
+                s("198.18.200.10:3307", Some("evil\u{1b}[2J")),
+            ]),
+            "mariadbd listens on 127.0.0.1:3307 and [::1]:3307, an unknown process on 198.18.200.9:3307, evil\\u{1b}[2J on 198.18.200.10:3307, only"
+        );
+    }
+}

@@ -374,3 +374,148 @@ fn proc_endpoint(s: &str) -> Option<SocketAddr> {
     };
     Some(SocketAddr::new(ip, port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(addr: &str, v6only: bool) -> Listener {
+        Listener {
+            transport: TransportProtocol::Tcp,
+            local: addr.parse().unwrap(),
+            v6only,
+            owner: Owner::Unknown,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_socket_covers_its_address_its_wildcard_and_a_dual_stack_wildcard_takes_ipv4() {
+        let plan4 = ip("198.18.0.42");
+        let plan6 = ip("2001:2::42");
+        // (socket, v6only, covers plan4, covers plan6)
+        let table = [
+            ("198.18.0.42:3307", false, true, false),
+            ("127.0.0.1:3307", false, false, false),
+            ("198.18.200.42:3307", false, false, false),
+            ("0.0.0.0:3307", false, true, false),
+            ("[::]:3307", false, true, true),
+            ("[::]:3307", true, false, true),
+            ("[::1]:3307", false, false, false),
+            ("[2001:2::42]:3307", true, false, true),
+            ("[::ffff:198.18.0.42]:3307", false, true, false),
+        ];
+        for (sock, v6only, c4, c6) in table {
+            let l = at(sock, v6only);
+            assert_eq!(l.covers(plan4), c4, "{sock} v6only={v6only} on {plan4}");
+            assert_eq!(l.covers(plan6), c6, "{sock} v6only={v6only} on {plan6}");
+        }
+        // A wildcard canary address collides with every socket of its
+        // family.
+        assert!(at("127.0.0.1:3307", false).covers(ip("0.0.0.0")));
+        assert!(!at("[::1]:3307", true).covers(ip("0.0.0.0")));
+        assert!(at("[::1]:3307", true).covers(ip("::")));
+    }
+
+    #[test]
+    fn proc_tables_give_listeners_with_their_inodes_and_v6only_from_the_sysctl() {
+        let tcp = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:33C5 00000000:0000 0A 00000000:00000000 00:00000000 00000000   104        0 4242 1 0 100 0 0 10 0
+   1: 2A0012C6:33C5 290012C6:9C40 01 00000000:00000000 02:00000064 00000002     0        0 4243 1 0
+";
+        let got = parse_proc_bound(tcp, "0A", false);
+        assert_eq!(
+            got,
+            [Bound {
+                local: "127.0.0.1:13253".parse().unwrap(),
+                v6only: false,
+                inode: 4242,
+            }]
+        );
+        let tcp6 = "\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:33C5 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0
+";
+        let got = parse_proc_bound(tcp6, "0A", true);
+        assert_eq!(got[0].local, "[::]:13253".parse().unwrap());
+        assert!(
+            got[0].v6only,
+            "bindv6only=1 makes every IPv6 socket IPv6-only"
+        );
+        assert!(!parse_proc_bound(tcp6, "0A", false)[0].v6only);
+        assert_eq!(socket_inode("socket:[77]"), Some(77));
+        assert_eq!(socket_inode("pipe:[77]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    /// On Linux the listing finds our own listener (and names it the
+    /// agent's) and another process's, named by its `comm`, with the
+    /// IPv6-only flag read from the kernel.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_listing_tells_our_own_sockets_from_another_process_and_names_it() {
+        use std::io::BufRead;
+        let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let our_port = ours.local_addr().unwrap().port();
+        // Another process: python3 listening on an IPv6-only loopback
+        // socket (or IPv4 where there is no IPv6), saying its port.
+        let script = "import socket,sys,time\n\
+try:\n s=socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); s.bind(('::1',0))\n\
+except OSError:\n s=socket.socket(); s.bind(('127.0.0.1',0))\n\
+s.listen(1); print(s.getsockname()[1], flush=True); sys.stdin.read(); time.sleep(0)\n";
+        let Ok(mut child) = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("skipped: no python3");
+            return;
+        };
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let their_port: u16 = line.trim().parse().unwrap();
+        let wanted: HashSet<_> = [
+            (our_port, TransportProtocol::Tcp),
+            (their_port, TransportProtocol::Tcp),
+        ]
+        .into();
+        let listing = list(&wanted).expect("a socket table on Linux");
+        drop(child.stdin.take());
+        let _ = child.wait();
+        let mine: Vec<_> = listing
+            .sockets
+            .iter()
+            .filter(|l| l.local.port() == our_port)
+            .collect();
+        assert_eq!(mine.len(), 1, "{listing:?}");
+        assert_eq!(mine[0].owner, Owner::Agent);
+        assert_eq!(listing.foreign(our_port, TransportProtocol::Tcp).count(), 0);
+        assert!(listing.own_on(&[ip("127.0.0.1")], our_port, TransportProtocol::Tcp));
+        let theirs: Vec<_> = listing
+            .foreign(their_port, TransportProtocol::Tcp)
+            .collect();
+        assert_eq!(theirs.len(), 1, "{listing:?}");
+        match &theirs[0].owner {
+            Owner::Process { name, .. } => assert!(name.starts_with("python"), "{name}"),
+            other => panic!("not named: {other:?}"),
+        }
+        if theirs[0].local.is_ipv6() {
+            assert!(theirs[0].v6only, "{:?}", theirs[0]);
+        }
+        // Nothing of the other protocol was asked for, nor listed.
+        assert!(
+            listing
+                .sockets
+                .iter()
+                .all(|l| l.transport == TransportProtocol::Tcp)
+        );
+        drop(ours);
+    }
+}

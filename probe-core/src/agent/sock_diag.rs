@@ -447,6 +447,70 @@ mod tests {
         assert_eq!(rows.len(), 4);
     }
 
+    #[test]
+    fn a_listener_record_gives_its_address_inode_and_v6only_attribute() {
+        let mut body = vec![libc::AF_INET6 as u8, LISTEN, 0, 0];
+        body.extend_from_slice(&3307u16.to_be_bytes());
+        body.extend_from_slice(&0u16.to_be_bytes());
+        body.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        body.resize(DIAG_MSG, 0);
+        body[68..72].copy_from_slice(&4242u32.to_ne_bytes());
+        // An attribute of another kind, then INET_DIAG_SKV6ONLY = 1.
+        body.extend_from_slice(&8u16.to_ne_bytes());
+        body.extend_from_slice(&5u16.to_ne_bytes());
+        body.extend_from_slice(&[0, 0, 0, 0]);
+        body.extend_from_slice(&5u16.to_ne_bytes());
+        body.extend_from_slice(&SKV6ONLY.to_ne_bytes());
+        body.extend_from_slice(&[1, 0, 0, 0]);
+        let got = bound_record(&body).unwrap();
+        assert_eq!(got.local, "[::1]:3307".parse().unwrap());
+        assert_eq!(got.inode, 4242);
+        assert!(got.v6only);
+        // Without the attribute: dual-stack (the kernel always sends it
+        // for IPv6 sockets, so this is only a truncated record).
+        body.truncate(DIAG_MSG);
+        assert!(!bound_record(&body).unwrap().v6only);
+        let mut buf = header(SOCK_DIAG_BY_FAMILY, 1, &body);
+        buf.extend(header(NLMSG_DONE, 1, &0i32.to_ne_bytes()));
+        let mut rows = Vec::new();
+        assert_eq!(parse_with(&buf, 1, &mut rows, bound_record), Part::Done);
+        assert_eq!(rows.len(), 1);
+    }
+
+    /// On Linux a listener dump shows a loopback listener, and a UDP dump a
+    /// bound UDP socket, each with its IPv6-only flag.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dumps_list_listeners_and_bound_udp_sockets_with_their_flags() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        let rows = read_bound(false).expect("sock_diag on Linux");
+        assert!(
+            rows.iter().any(|r| r.local == at && r.inode != 0),
+            "{rows:?}"
+        );
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let at = u.local_addr().unwrap();
+        if let Some(rows) = read_bound(true) {
+            assert!(rows.iter().any(|r| r.local == at), "{rows:?}");
+        }
+        let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        if v6.set_only_v6(true).is_ok()
+            && v6
+                .bind(&"[::1]:0".parse::<SocketAddr>().unwrap().into())
+                .is_ok()
+        {
+            v6.listen(1).unwrap();
+            let at = v6.local_addr().unwrap().as_socket().unwrap();
+            let rows = read_bound(false).unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r.local == at)
+                .expect("the IPv6 listener");
+            assert!(row.v6only, "{row:?}");
+        }
+    }
+
     /// On Linux a dump lists a connection to a loopback listener that never
     /// accepts, from both ends, and not the listener.
     #[cfg(target_os = "linux")]
