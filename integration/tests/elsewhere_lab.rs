@@ -103,7 +103,7 @@ fn serve(lab: &PlanLab, dir: &tempfile::TempDir, addrs: &[&str]) {
     lab.lab.spawn_ready("db", &named, &args).unwrap();
 }
 
-fn path<'r>(report: &'r Report, port: u16) -> &'r PathReport {
+fn path(report: &Report, port: u16) -> &PathReport {
     report
         .paths
         .iter()
@@ -251,8 +251,12 @@ fn a_service_on_the_wildcard_is_still_probed_live_and_open() {
     );
 }
 
+/// A path's outcome: source, port, observed, verdict, whether a canary
+/// saw the nonce.
+type Outcome = (String, u16, Option<Observed>, Verdict, Option<bool>);
+
 /// Verdicts of every path, for comparing runs.
-fn verdicts(report: &Report) -> Vec<(String, u16, Option<Observed>, Verdict, Option<bool>)> {
+fn verdicts(report: &Report) -> Vec<Outcome> {
     report
         .paths
         .iter()

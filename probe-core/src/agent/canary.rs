@@ -117,6 +117,14 @@ pub fn open_canaries(
     (reports, log)
 }
 
+/// The host's sockets on `ports`, this agent's own left out (and an
+/// earlier round's canaries waited for): the input of [`open_canaries`],
+/// so that no canary opens beside a service that listens elsewhere.
+/// `None` where the host's sockets cannot be listed.
+pub(super) async fn survey(ips: &[IpAddr], ports: &[PlannedPort]) -> Option<Listening> {
+    super::listening::survey(ips, ports.iter().map(|p| (p.port, p.protocol))).await
+}
+
 /// The TCP canary of `p` on every one of `ips`, or none: listeners already
 /// bound on other addresses close when one bind fails.
 #[allow(clippy::too_many_arguments)]

@@ -68,12 +68,8 @@ impl Shared {
             per_canary: expected.saturating_add(limits.canary_headroom),
             nonce_key: nonce_key.clone(),
         };
-        // Every socket on the planned ports, this agent's own left out
-        // (and an earlier round's canaries waited for): the canaries'
-        // input, so none opens beside a service that listens elsewhere.
-        let listening =
-            super::listening::survey(&self.canary_ips, ports.iter().map(|p| (p.port, p.protocol)))
-                .await;
+        // The host's sockets on the planned ports decide the canaries.
+        let listening = canary::survey(&self.canary_ips, &ports).await;
         let (listeners, log) = canary::open_canaries(
             &self.canary_ips,
             &ports,
