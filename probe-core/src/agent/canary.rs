@@ -38,7 +38,7 @@ use crate::probe::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, P
 
 pub use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort};
 use super::canary_common::{Decision, bind_failure, decide, elsewhere_detail};
-use super::listening::Listening;
+use super::listening::{CanaryMark, Listening};
 // The exchange's line grammar lives in the probe layer (`probe::canary_line`),
 // which every prober that carries a nonce speaks too.
 use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
@@ -150,14 +150,21 @@ fn open_tcp(
     }
     log.open(p.port, TransportProtocol::Tcp);
     for listener in listeners {
-        tracker.spawn(serve(
+        // Our own while it serves: never taken for a service, even by a
+        // later round that starts before this one has closed.
+        let mark = CanaryMark::of(&listener);
+        let serving = serve(
             listener,
             p.protocol,
             options.clone(),
             log.clone(),
             deadline,
             cancel.clone(),
-        ));
+        );
+        tracker.spawn(async move {
+            serving.await;
+            drop(mark);
+        });
     }
     (ListenerState::Canary, String::new())
 }
@@ -648,9 +655,10 @@ mod tests {
     #[tokio::test]
     async fn the_agents_own_leftover_canary_is_never_a_live_service() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        // This process's own listener: what an earlier round left.
+        // This agent's own canary: what an earlier round left.
         let leftover = std::net::TcpListener::bind((ip, 0)).unwrap();
         let port = leftover.local_addr().unwrap().port();
+        let mark = CanaryMark::of(&leftover);
         let options = CanaryOptions {
             host: "db".into(),
             round: "abcd".into(),
@@ -672,6 +680,7 @@ mod tests {
         let closing = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(leftover);
+            drop(mark);
         });
         let started = std::time::Instant::now();
         let listing =
@@ -693,6 +702,7 @@ mod tests {
         tracker.wait().await;
         // Never closed: not a service either.
         let leftover = std::net::TcpListener::bind((ip, port)).unwrap();
+        let mark = CanaryMark::of(&leftover);
         let listing =
             super::super::listening::survey(&[ip], [(port, Protocol::Tcp)].into_iter()).await;
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
@@ -711,6 +721,7 @@ mod tests {
             "{reports:?}"
         );
         drop(leftover);
+        drop(mark);
     }
 
     #[tokio::test]

@@ -4,9 +4,9 @@
 //! family) would answer in its place and make a path `open` that every
 //! real client finds refused; so before holding a canary the agent looks
 //! at the host's socket table (all addresses, both families), names the
-//! process behind each socket, and leaves out its own sockets (this
-//! round's canaries, and an earlier round's still closing), which are
-//! never a live service.
+//! process behind each socket, and leaves out its own canaries (this
+//! round's, and an earlier round's still closing: known by their inodes,
+//! [`CanaryMark`]), which are never a live service.
 //!
 //! The table is read through `NETLINK_SOCK_DIAG` (`sock_diag`), with
 //! `/proc/net/{tcp,tcp6,udp,udp6}` where netlink fails; owners come from
@@ -22,11 +22,52 @@ use super::sock_diag::{self, Bound};
 use crate::control::{ListeningSocket, TransportProtocol};
 use crate::port::Protocol;
 
+/// The inodes of the canary sockets this process holds now, every round's
+/// and every in-process agent's (the demo's): what the listing calls the
+/// agent's own. Kept by [`CanaryMark`]s, so it holds only open canaries.
+static CANARIES: std::sync::Mutex<std::collections::BTreeSet<u64>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Marks one canary socket as this agent's own while it is held: made
+/// when the canary starts serving, dropped after its socket closes.
+#[derive(Debug)]
+pub struct CanaryMark(Option<u64>);
+
+impl CanaryMark {
+    /// The mark of the socket `fd` (none where its inode cannot be read:
+    /// not Linux, where the listing is not available either).
+    pub fn of(fd: &impl std::os::fd::AsRawFd) -> CanaryMark {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let inode = link
+            .ok()
+            .as_ref()
+            .and_then(|t| t.to_str())
+            .and_then(socket_inode);
+        if let Some(i) = inode {
+            CANARIES.lock().unwrap_or_else(|e| e.into_inner()).insert(i);
+        }
+        CanaryMark(inode)
+    }
+}
+
+impl Drop for CanaryMark {
+    fn drop(&mut self) {
+        if let Some(i) = self.0 {
+            CANARIES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&i);
+        }
+    }
+}
+
 /// Who holds a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {
-    /// This agent's own process: a canary of this round or of an earlier
-    /// one. Never a live service.
+    /// One of this agent's canaries, of this round or of an earlier one
+    /// still closing (a [`CanaryMark`]). Never a live service. Any other
+    /// socket of this process (a service a test runs in-process) is a
+    /// [`Owner::Process`] like any other.
     Agent,
     /// Another process, by id and name.
     Process {
@@ -218,19 +259,18 @@ pub fn list(ports: &HashSet<(u16, TransportProtocol)>) -> Result<Listening, NotA
     Ok(Listening { sockets })
 }
 
-/// The owners of the sockets `inodes`: this process's own first (its
-/// `/proc/self/fd`), then every other process's until all are named or the
-/// bound ([`MAX_FD_ENTRIES`], [`OWNER_SCAN`]) is reached. An inode not
-/// found is absent (the caller says "unknown").
+/// The owners of the sockets `inodes`: this agent's canaries first (its
+/// [`CanaryMark`]s), then every process's (this one's too) until all are
+/// named or the bound ([`MAX_FD_ENTRIES`], [`OWNER_SCAN`]) is reached. An
+/// inode not found is absent (the caller says "unknown").
 fn owners(inodes: &HashSet<u64>) -> HashMap<u64, Owner> {
     let mut out = HashMap::new();
-    let mut own_budget = MAX_FD_ENTRIES;
-    for inode in socket_inodes(std::path::Path::new("/proc/self/fd"), &mut own_budget) {
-        if inodes.contains(&inode) {
-            out.insert(inode, Owner::Agent);
+    {
+        let canaries = CANARIES.lock().unwrap_or_else(|e| e.into_inner());
+        for inode in inodes.iter().filter(|i| canaries.contains(i)) {
+            out.insert(*inode, Owner::Agent);
         }
     }
-    let me = std::process::id();
     let started = Instant::now();
     let mut budget = MAX_FD_ENTRIES;
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -247,9 +287,6 @@ fn owners(inodes: &HashSet<u64>) -> HashMap<u64, Owner> {
         else {
             continue;
         };
-        if pid == me {
-            continue;
-        }
         let mut hits = Vec::new();
         for inode in socket_inodes(&entry.path().join("fd"), &mut budget) {
             if inodes.contains(&inode) && !out.contains_key(&inode) {
@@ -260,7 +297,7 @@ fn owners(inodes: &HashSet<u64>) -> HashMap<u64, Owner> {
             continue;
         }
         // A process that exited meanwhile, or whose name cannot be read,
-        // is still not us: unknown.
+        // is still not our canary: unknown.
         let owner = std::fs::read_to_string(entry.path().join("comm"))
             .ok()
             .map(|n| n.trim_end_matches('\n').to_string())
@@ -452,8 +489,8 @@ mod tests {
         assert_eq!(socket_inode("/dev/null"), None);
     }
 
-    /// On Linux the listing finds our own listener (and names it the
-    /// agent's) and another process's, named by its `comm`, with the
+    /// On Linux the listing finds our own canary (marked: the agent's),
+    /// and another process's listener, named by its `comm`, with the
     /// IPv6-only flag read from the kernel.
     #[cfg(target_os = "linux")]
     #[test]
@@ -461,6 +498,7 @@ mod tests {
         use std::io::BufRead;
         let ours = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let our_port = ours.local_addr().unwrap().port();
+        let mark = CanaryMark::of(&ours);
         // Another process: python3 listening on an IPv6-only loopback
         // socket (or IPv4 where there is no IPv6), saying its port.
         let script = "import socket,sys,time\n\
@@ -495,7 +533,7 @@ s.listen(1); print(s.getsockname()[1], flush=True); sys.stdin.read(); time.sleep
             .filter(|l| l.local.port() == our_port)
             .collect();
         assert_eq!(mine.len(), 1, "{listing:?}");
-        assert_eq!(mine[0].owner, Owner::Agent);
+        assert_eq!(mine[0].owner, Owner::Agent, "a marked canary");
         assert_eq!(listing.foreign(our_port, TransportProtocol::Tcp).count(), 0);
         assert!(listing.own_on(&[ip("127.0.0.1")], our_port, TransportProtocol::Tcp));
         let theirs: Vec<_> = listing
@@ -515,6 +553,17 @@ s.listen(1); print(s.getsockname()[1], flush=True); sys.stdin.read(); time.sleep
                 .sockets
                 .iter()
                 .all(|l| l.transport == TransportProtocol::Tcp)
+        );
+        // Unmarked, the same socket is this process's like any service's.
+        drop(mark);
+        let listing = list(&wanted).expect("a socket table on Linux");
+        let me = listing
+            .foreign(our_port, TransportProtocol::Tcp)
+            .next()
+            .expect("listed");
+        assert!(
+            matches!(&me.owner, Owner::Process { pid, .. } if *pid == std::process::id()),
+            "{me:?}"
         );
         drop(ours);
     }

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::canary_common::{
     CanaryOptions, Decision, EvidenceLog, PlannedPort, bind_failure, decide, elsewhere_detail,
 };
-use super::listening::Listening;
+use super::listening::{CanaryMark, Listening};
 use crate::control::{ListenerReport, ListenerState, PathProbe, TransportProtocol};
 use crate::probe::Observed;
 use crate::probe::canary_line::{
@@ -97,7 +97,9 @@ pub(crate) fn open(
     // headroom, within the agent's cap.
     let cap = options.per_canary.min(options.max_sightings).max(1);
     for socket in sockets {
-        tracker.spawn(serve(
+        // Our own while it serves (see `listening`).
+        let mark = CanaryMark::of(&socket);
+        let serving = serve(
             socket,
             p.port,
             options.clone(),
@@ -105,7 +107,11 @@ pub(crate) fn open(
             log.clone(),
             deadline,
             cancel.clone(),
-        ));
+        );
+        tracker.spawn(async move {
+            serving.await;
+            drop(mark);
+        });
     }
     report(ListenerState::Canary, String::new(), Vec::new())
 }
