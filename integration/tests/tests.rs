@@ -5,6 +5,7 @@ mod blame_lab;
 mod closed_loop;
 mod dials_lab;
 mod dual_stack;
+mod elsewhere_lab;
 mod packets_lab;
 mod probe_lab;
 mod prometheus;

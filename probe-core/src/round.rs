@@ -698,6 +698,9 @@ fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) ->
             match l.state {
                 ListenerState::Canary => {}
                 ListenerState::Held => live.push(hp),
+                // No canary because the service listens only elsewhere:
+                // probed as its clients connect, to meet what they meet.
+                ListenerState::Failed if !l.elsewhere.is_empty() => live.push(hp),
                 ListenerState::Failed => skip.push(hp),
             }
         }
@@ -719,7 +722,7 @@ async fn evidence_one(mut s: Session, evidence: &Request, request_timeout: Durat
         .evidence
         .listeners
         .iter()
-        .any(|l| l.state != ListenerState::Failed);
+        .any(|l| l.state != ListenerState::Failed || !l.elsewhere.is_empty());
     let has_probes = !s.evidence.probes.is_empty();
     if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
         return s;

@@ -36,8 +36,9 @@ use crate::control::{ListenerReport, ListenerState, Sighting, TransportProtocol}
 use crate::port::Protocol;
 use crate::probe::{Exchange, ExchangeContext, ExchangeFuture, ExchangeOutcome, ProbeStream};
 
-use super::canary_common::bind_failure;
 pub use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort};
+use super::canary_common::{Decision, bind_failure, decide, elsewhere_detail};
+use super::listening::{CanaryMark, Listening};
 // The exchange's line grammar lives in the probe layer (`probe::canary_line`),
 // which every prober that carries a nonce speaks too.
 use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
@@ -69,11 +70,15 @@ async fn read_line_counted<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> (Option<
 
 /// Opens a canary on each port at every one of `ips` (the host's
 /// addresses), serving until `deadline` (the round's TTL) or until `cancel`
-/// fires, whichever comes first. Ports a real service holds (at any of the
-/// addresses) are reported as held, never taken over.
+/// fires, whichever comes first. `listening` is the host's sockets on the
+/// planned ports (`None` where they cannot be listed): a port another
+/// process holds at one of the addresses is reported as held, never taken
+/// over; a port it holds only elsewhere gets no canary (`failed`, with the
+/// sockets in `elsewhere`), so that the path meets what clients meet.
 pub fn open_canaries(
     ips: &[IpAddr],
     ports: &[PlannedPort],
+    listening: Option<&Listening>,
     options: &CanaryOptions,
     deadline: Instant,
     cancel: &CancellationToken,
@@ -84,39 +89,20 @@ pub fn open_canaries(
     for p in ports {
         if p.protocol == Protocol::Udp {
             reports.push(super::udp_canary::open(
-                ips, p, options, &log, deadline, cancel, tracker,
+                ips, p, listening, options, &log, deadline, cancel, tracker,
             ));
             continue;
         }
-        let mut listeners = Vec::with_capacity(ips.len());
-        let mut failure = None;
-        for ip in ips {
-            let addr = SocketAddr::new(*ip, p.port);
-            match bind(addr) {
-                Ok(listener) => listeners.push(listener),
-                Err(e) => {
-                    failure = Some(bind_failure(addr, p.port, &e));
-                    break;
-                }
+        let mut elsewhere = Vec::new();
+        let (state, detail) = match decide(listening, ips, p.port, TransportProtocol::Tcp) {
+            Decision::Live(detail) => (ListenerState::Held, detail),
+            Decision::Elsewhere(sockets) => {
+                let detail = elsewhere_detail(&sockets);
+                elsewhere = sockets;
+                (ListenerState::Failed, detail)
             }
-        }
-        let (state, detail) = match failure {
-            // Listeners already bound on other addresses close here: a port
-            // is a canary on every address or on none.
-            Some(f) => f,
-            None => {
-                log.open(p.port, TransportProtocol::Tcp);
-                for listener in listeners {
-                    tracker.spawn(serve(
-                        listener,
-                        p.protocol,
-                        options.clone(),
-                        log.clone(),
-                        deadline,
-                        cancel.clone(),
-                    ));
-                }
-                (ListenerState::Canary, String::new())
+            Decision::Canary => {
+                open_tcp(ips, p, listening, options, &log, deadline, cancel, tracker)
             }
         };
         reports.push(ListenerReport {
@@ -125,9 +111,68 @@ pub fn open_canaries(
             service: p.service.clone(),
             state,
             detail,
+            elsewhere,
         });
     }
     (reports, log)
+}
+
+/// The host's sockets on `ports`, this agent's own left out (and an
+/// earlier round's canaries waited for): the input of [`open_canaries`],
+/// so that no canary opens beside a service that listens elsewhere.
+/// `None` where the host's sockets cannot be listed.
+pub(super) async fn survey(ips: &[IpAddr], ports: &[PlannedPort]) -> Option<Listening> {
+    super::listening::survey(ips, ports.iter().map(|p| (p.port, p.protocol))).await
+}
+
+/// The TCP canary of `p` on every one of `ips`, or none: listeners already
+/// bound on other addresses close when one bind fails.
+#[allow(clippy::too_many_arguments)]
+fn open_tcp(
+    ips: &[IpAddr],
+    p: &PlannedPort,
+    listening: Option<&Listening>,
+    options: &CanaryOptions,
+    log: &Arc<EvidenceLog>,
+    deadline: Instant,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> (ListenerState, String) {
+    let mut listeners = Vec::with_capacity(ips.len());
+    for ip in ips {
+        let addr = SocketAddr::new(*ip, p.port);
+        match bind(addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => {
+                return bind_failure(addr, p.port, &e, own_leftover(listening, ips, p.port));
+            }
+        }
+    }
+    log.open(p.port, TransportProtocol::Tcp);
+    for listener in listeners {
+        // Our own while it serves: never taken for a service, even by a
+        // later round that starts before this one has closed.
+        let mark = CanaryMark::of(&listener);
+        let serving = serve(
+            listener,
+            p.protocol,
+            options.clone(),
+            log.clone(),
+            deadline,
+            cancel.clone(),
+        );
+        tracker.spawn(async move {
+            serving.await;
+            drop(mark);
+        });
+    }
+    (ListenerState::Canary, String::new())
+}
+
+/// Whether this agent's own socket (an earlier round's canary still
+/// closing) holds `port` at one of `ips`.
+fn own_leftover(listening: Option<&Listening>, ips: &[IpAddr], port: u16) -> bool {
+    listening.is_some_and(|l| l.own_on(ips, port, TransportProtocol::Tcp))
 }
 
 /// Binds a listener without SO_REUSEPORT, so that a port some service
@@ -566,7 +611,7 @@ mod tests {
             service: "mysql".into(),
         }];
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (_, log) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
+        let (_, log) = open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
         // Twenty idle strangers: the canary keeps four at most.
         let mut idle = Vec::new();
         for _ in 0..20 {
@@ -599,6 +644,84 @@ mod tests {
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
+    }
+
+    /// Regression (issue 26): a new round within the lease of a killed
+    /// coordinator found the agent's own leftover canary on the port and
+    /// reported "a real service holds the port" (`held`, probed live, so
+    /// the path was `open` through the old canary). Our own socket is never
+    /// a service: the round waits for it to close, and when it does not,
+    /// the port is `failed`, never `held`; once it closes, a canary again.
+    #[tokio::test]
+    async fn the_agents_own_leftover_canary_is_never_a_live_service() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // This agent's own canary: what an earlier round left.
+        let leftover = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = leftover.local_addr().unwrap().port();
+        let mark = CanaryMark::of(&leftover);
+        let options = CanaryOptions {
+            host: "db".into(),
+            round: "abcd".into(),
+            tls: crate::pki::self_signed_canary_config("db").unwrap(),
+            exchange_timeout: Duration::from_secs(2),
+            max_sightings: 8,
+            connections: Arc::new(Semaphore::new(8)),
+            per_canary: 8,
+            nonce_key: None,
+        };
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Tcp,
+            service: "mysql".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        // Closed while the round waits for it: the round holds a canary.
+        let closing = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(leftover);
+            drop(mark);
+        });
+        let started = std::time::Instant::now();
+        let listing =
+            super::super::listening::survey(&[ip], [(port, Protocol::Tcp)].into_iter()).await;
+        closing.await.unwrap();
+        let (reports, _) = open_canaries(
+            &[ip],
+            &ports,
+            listing.as_ref(),
+            &options,
+            deadline,
+            &cancel,
+            &tracker,
+        );
+        assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        // Never closed: not a service either.
+        let leftover = std::net::TcpListener::bind((ip, port)).unwrap();
+        let mark = CanaryMark::of(&leftover);
+        let listing =
+            super::super::listening::survey(&[ip], [(port, Protocol::Tcp)].into_iter()).await;
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let (reports, _) = open_canaries(
+            &[ip],
+            &ports,
+            listing.as_ref(),
+            &options,
+            deadline,
+            &cancel,
+            &tracker,
+        );
+        assert_eq!(reports[0].state, ListenerState::Failed, "{reports:?}");
+        assert!(
+            reports[0].detail.contains("this agent's own canary"),
+            "{reports:?}"
+        );
+        drop(leftover);
+        drop(mark);
     }
 
     #[tokio::test]
@@ -635,8 +758,15 @@ mod tests {
             service: "mysql".into(),
         }];
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (reports, log) =
-            open_canaries(&[v4, v6], &ports, &options, deadline, &cancel, &tracker);
+        let (reports, log) = open_canaries(
+            &[v4, v6],
+            &ports,
+            None,
+            &options,
+            deadline,
+            &cancel,
+            &tracker,
+        );
         assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
         for (ip, nonce) in [(v4, "0001"), (v6, "0006")] {
             let mut s = TcpStream::connect((ip, port)).await.unwrap();
@@ -663,7 +793,15 @@ mod tests {
         // IPv4 canary bound first is released again.
         let service = std::net::TcpListener::bind((v6, port)).unwrap();
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let (reports, _) = open_canaries(&[v4, v6], &ports, &options, deadline, &cancel, &tracker);
+        let (reports, _) = open_canaries(
+            &[v4, v6],
+            &ports,
+            None,
+            &options,
+            deadline,
+            &cancel,
+            &tracker,
+        );
         assert_eq!(reports[0].state, ListenerState::Held, "{reports:?}");
         assert!(reports[0].detail.contains("[::1]"), "{reports:?}");
         assert!(std::net::TcpListener::bind((v4, port)).is_ok());
@@ -695,11 +833,12 @@ mod tests {
             service: "mysql".into(),
         }];
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (reports, log) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
+        let (reports, log) =
+            open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
         assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
 
         // A second canary on the same port sees it held.
-        let (again, _) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
+        let (again, _) = open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
         assert_eq!(again[0].state, ListenerState::Held, "{again:?}");
 
         let ask = |line: String| async move {

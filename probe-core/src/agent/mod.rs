@@ -20,6 +20,7 @@ pub mod canary;
 mod canary_common;
 mod config;
 mod endpoint;
+pub mod listening;
 mod neighbours;
 pub mod nftrace;
 mod outgoing;

@@ -71,9 +71,12 @@ impl Shared {
             per_canary: expected.saturating_add(limits.canary_headroom),
             nonce_key: nonce_key.clone(),
         };
+        // The host's sockets on the planned ports decide the canaries.
+        let listening = canary::survey(&self.canary_ips, &ports).await;
         let (listeners, log) = canary::open_canaries(
             &self.canary_ips,
             &ports,
+            listening.as_ref(),
             &options,
             expires,
             &cancel,

@@ -64,7 +64,14 @@ const DIAG_MSG: usize = 72;
 /// The dump request for TCP sockets of `family` (`AF_INET`, `AF_INET6`)
 /// in [`STATES`]: a `nlmsghdr` and a `struct inet_diag_req_v2` with an
 /// empty socket id (every socket).
+#[cfg(test)]
 fn request(family: u8, seq: u32) -> Vec<u8> {
+    request_for(family, libc::IPPROTO_TCP as u8, STATES, seq)
+}
+
+/// The dump request for sockets of `family` and `protocol` (TCP, UDP) in
+/// `states` (a bit per state).
+fn request_for(family: u8, protocol: u8, states: u32, seq: u32) -> Vec<u8> {
     let len = NLMSG_HDR + 8 + 48;
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&u32::try_from(len).unwrap_or(72).to_ne_bytes());
@@ -72,8 +79,8 @@ fn request(family: u8, seq: u32) -> Vec<u8> {
     m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
-    m.extend_from_slice(&STATES.to_ne_bytes());
+    m.extend_from_slice(&[family, protocol, 0, 0]);
+    m.extend_from_slice(&states.to_ne_bytes());
     m.resize(len, 0);
     m
 }
@@ -90,8 +97,15 @@ enum Part {
 }
 
 /// Parses one buffer of a dump's answer for request `seq`, adding its
-/// records to `rows`. A malformed buffer is refused with `EINVAL`.
+/// handshake records to `rows`. A malformed buffer is refused with `EINVAL`.
+#[cfg(test)]
 fn parse(buf: &[u8], seq: u32, rows: &mut Vec<Row>) -> Part {
+    parse_with(buf, seq, rows, record)
+}
+
+/// [`parse`] with `record` reading each `struct inet_diag_msg` (and its
+/// attributes) into a row.
+fn parse_with<T>(buf: &[u8], seq: u32, rows: &mut Vec<T>, record: fn(&[u8]) -> Option<T>) -> Part {
     let mut at = 0;
     while at + NLMSG_HDR <= buf.len() {
         let word = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
@@ -157,8 +171,103 @@ fn record(b: &[u8]) -> Option<Row> {
 /// The TCP sockets of this namespace that show a handshake from a peer,
 /// for the families asked for; `None` when netlink cannot tell (the
 /// caller then reads `/proc`).
-#[cfg(target_os = "linux")]
 pub(super) fn read(v4: bool, v6: bool) -> Option<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (family, wanted) in [(libc::AF_INET, v4), (libc::AF_INET6, v6)] {
+        if wanted {
+            let family = u8::try_from(family).ok()?;
+            dump(family, libc::IPPROTO_TCP as u8, STATES, record, &mut rows)?;
+        }
+    }
+    Some(rows)
+}
+
+/// A socket that listens (TCP) or is bound without a peer (UDP), as a
+/// dump of those states shows it: local address, whether an IPv6 socket
+/// is IPv6-only (`INET_DIAG_SKV6ONLY`; always `false` for IPv4), inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bound {
+    /// Where it listens.
+    pub(super) local: SocketAddr,
+    /// An IPv6 socket that does not take IPv4 connections.
+    pub(super) v6only: bool,
+    /// Its inode, which `/proc/<pid>/fd` names as `socket:[inode]`.
+    pub(super) inode: u64,
+}
+
+/// `TCP_LISTEN`: a listening TCP socket.
+const LISTEN: u8 = 10;
+/// `TCP_CLOSE`: the state of a UDP socket that has no peer (a server's).
+const UDP_UNCONNECTED: u8 = 7;
+/// `INET_DIAG_SKV6ONLY`: the attribute carrying `IPV6_V6ONLY`.
+const SKV6ONLY: u16 = 11;
+
+/// The listening TCP sockets (`udp`: the peerless bound UDP sockets) of
+/// this namespace, both families; `None` when netlink cannot tell.
+pub(super) fn read_bound(udp: bool) -> Option<Vec<Bound>> {
+    let (protocol, state) = if udp {
+        (libc::IPPROTO_UDP as u8, UDP_UNCONNECTED)
+    } else {
+        (libc::IPPROTO_TCP as u8, LISTEN)
+    };
+    let mut rows = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let family = u8::try_from(family).ok()?;
+        dump(family, protocol, 1 << state, bound_record, &mut rows)?;
+    }
+    Some(rows)
+}
+
+/// One `struct inet_diag_msg` of a listening or bound socket, with its
+/// `INET_DIAG_SKV6ONLY` attribute (`None`: a family it does not know).
+fn bound_record(b: &[u8]) -> Option<Bound> {
+    if b.len() < DIAG_MSG {
+        return None;
+    }
+    let port = u16::from_be_bytes([b[4], b[5]]);
+    let ip = match i32::from(b[0]) {
+        libc::AF_INET => IpAddr::V4(Ipv4Addr::new(b[8], b[9], b[10], b[11])),
+        libc::AF_INET6 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[8..24]);
+            IpAddr::V6(Ipv6Addr::from(a))
+        }
+        _ => return None,
+    };
+    let inode = u32::from_ne_bytes([b[68], b[69], b[70], b[71]]);
+    let mut v6only = false;
+    // Attributes follow the message, each a `struct nlattr` (length with
+    // the 4-byte header, type) padded to 4 bytes.
+    let mut at = DIAG_MSG;
+    while at + 4 <= b.len() {
+        let len = usize::from(u16::from_ne_bytes([b[at], b[at + 1]]));
+        let kind = u16::from_ne_bytes([b[at + 2], b[at + 3]]);
+        if len < 4 || at + len > b.len() {
+            break;
+        }
+        if kind == SKV6ONLY && len > 4 {
+            v6only = b[at + 4] != 0;
+        }
+        at += (len + 3) & !3;
+    }
+    Some(Bound {
+        local: SocketAddr::new(ip, port),
+        v6only: v6only && ip.is_ipv6(),
+        inode: u64::from(inode),
+    })
+}
+
+/// One dump: sockets of `family` and `protocol` in `states`, read into
+/// `rows` by `record`; `None` when netlink cannot tell (not Linux, or
+/// `inet_diag` refused).
+#[cfg(target_os = "linux")]
+fn dump<T>(
+    family: u8,
+    protocol: u8,
+    states: u32,
+    record: fn(&[u8]) -> Option<T>,
+    rows: &mut Vec<T>,
+) -> Option<()> {
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{
@@ -177,47 +286,38 @@ pub(super) fn read(v4: bool, v6: bool) -> Option<Vec<Row>> {
     // The kernel answers a dump at once; a bound on each read keeps a
     // wedged socket from stopping the watch.
     setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).ok()?;
-    let mut rows = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let families = [(libc::AF_INET, v4), (libc::AF_INET6, v6)];
-    for (seq, (family, wanted)) in (1u32..).zip(families) {
-        if !wanted {
-            continue;
-        }
-        let family = u8::try_from(family).ok()?;
-        let req = request(family, seq);
-        sendto(
-            fd.as_raw_fd(),
-            &req,
-            &NetlinkAddr::new(0, 0),
-            MsgFlags::empty(),
-        )
-        .ok()?;
-        // A dump of a few thousand sockets comes in a few buffers; the
-        // bound only stops a kernel that never says done.
-        let mut done = false;
-        for _ in 0..100_000 {
-            let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
-            match parse(buf.get(..n)?, seq, &mut rows) {
-                Part::More if n > 0 => {}
-                Part::More => return None,
-                Part::Done => {
-                    done = true;
-                    break;
-                }
-                Part::Refused(_) => return None,
-            }
-        }
-        if !done {
-            return None;
+    let seq = 1;
+    let req = request_for(family, protocol, states, seq);
+    sendto(
+        fd.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )
+    .ok()?;
+    // A dump of a few thousand sockets comes in a few buffers; the bound
+    // only stops a kernel that never says done.
+    for _ in 0..100_000 {
+        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+        match parse_with(buf.get(..n)?, seq, rows, record) {
+            Part::More if n > 0 => {}
+            Part::More | Part::Refused(_) => return None,
+            Part::Done => return Some(()),
         }
     }
-    Some(rows)
+    None
 }
 
 /// Not Linux: no netlink.
 #[cfg(not(target_os = "linux"))]
-pub(super) fn read(_v4: bool, _v6: bool) -> Option<Vec<Row>> {
+fn dump<T>(
+    _family: u8,
+    _protocol: u8,
+    _states: u32,
+    _record: fn(&[u8]) -> Option<T>,
+    _rows: &mut Vec<T>,
+) -> Option<()> {
     None
 }
 
@@ -345,6 +445,70 @@ mod tests {
         cut.truncate(40);
         assert_eq!(parse(&cut, 1, &mut rows), Part::Refused(-libc::EINVAL));
         assert_eq!(rows.len(), 4);
+    }
+
+    #[test]
+    fn a_listener_record_gives_its_address_inode_and_v6only_attribute() {
+        let mut body = vec![libc::AF_INET6 as u8, LISTEN, 0, 0];
+        body.extend_from_slice(&3307u16.to_be_bytes());
+        body.extend_from_slice(&0u16.to_be_bytes());
+        body.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        body.resize(DIAG_MSG, 0);
+        body[68..72].copy_from_slice(&4242u32.to_ne_bytes());
+        // An attribute of another kind, then INET_DIAG_SKV6ONLY = 1.
+        body.extend_from_slice(&8u16.to_ne_bytes());
+        body.extend_from_slice(&5u16.to_ne_bytes());
+        body.extend_from_slice(&[0, 0, 0, 0]);
+        body.extend_from_slice(&5u16.to_ne_bytes());
+        body.extend_from_slice(&SKV6ONLY.to_ne_bytes());
+        body.extend_from_slice(&[1, 0, 0, 0]);
+        let got = bound_record(&body).unwrap();
+        assert_eq!(got.local, "[::1]:3307".parse().unwrap());
+        assert_eq!(got.inode, 4242);
+        assert!(got.v6only);
+        // Without the attribute: dual-stack (the kernel always sends it
+        // for IPv6 sockets, so this is only a truncated record).
+        body.truncate(DIAG_MSG);
+        assert!(!bound_record(&body).unwrap().v6only);
+        let mut buf = header(SOCK_DIAG_BY_FAMILY, 1, &body);
+        buf.extend(header(NLMSG_DONE, 1, &0i32.to_ne_bytes()));
+        let mut rows = Vec::new();
+        assert_eq!(parse_with(&buf, 1, &mut rows, bound_record), Part::Done);
+        assert_eq!(rows.len(), 1);
+    }
+
+    /// On Linux a listener dump shows a loopback listener, and a UDP dump a
+    /// bound UDP socket, each with its IPv6-only flag.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dumps_list_listeners_and_bound_udp_sockets_with_their_flags() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        let rows = read_bound(false).expect("sock_diag on Linux");
+        assert!(
+            rows.iter().any(|r| r.local == at && r.inode != 0),
+            "{rows:?}"
+        );
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let at = u.local_addr().unwrap();
+        if let Some(rows) = read_bound(true) {
+            assert!(rows.iter().any(|r| r.local == at), "{rows:?}");
+        }
+        let v6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        if v6.set_only_v6(true).is_ok()
+            && v6
+                .bind(&"[::1]:0".parse::<SocketAddr>().unwrap().into())
+                .is_ok()
+        {
+            v6.listen(1).unwrap();
+            let at = v6.local_addr().unwrap().as_socket().unwrap();
+            let rows = read_bound(false).unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r.local == at)
+                .expect("the IPv6 listener");
+            assert!(row.v6only, "{row:?}");
+        }
     }
 
     /// On Linux a dump lists a connection to a loopback listener that never

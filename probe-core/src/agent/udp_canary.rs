@@ -24,8 +24,11 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::canary_common::{CanaryOptions, EvidenceLog, PlannedPort, bind_failure};
-use crate::control::{ListenerReport, ListenerState, PathProbe};
+use super::canary_common::{
+    CanaryOptions, Decision, EvidenceLog, PlannedPort, bind_failure, decide, elsewhere_detail,
+};
+use super::listening::{CanaryMark, Listening};
+use crate::control::{ListenerReport, ListenerState, PathProbe, TransportProtocol};
 use crate::probe::Observed;
 use crate::probe::canary_line::{
     Answer, MAX_LINE, NonceKey, parse_answer, parse_probe_line, probe_line,
@@ -40,24 +43,42 @@ pub const ERR_PER_SECOND: u32 = 50;
 const STRAY_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Opens the UDP canary of `p` on every one of `ips`, or none: a port some
-/// service holds on any address is reported `held` (and probed live).
+/// service holds on any address is reported `held` (and probed live); one
+/// it holds only at other addresses (`listening`) gets no canary.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn open(
     ips: &[IpAddr],
     p: &PlannedPort,
+    listening: Option<&Listening>,
     options: &CanaryOptions,
     log: &Arc<EvidenceLog>,
     deadline: Instant,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> ListenerReport {
+    let report = |state, detail, elsewhere| ListenerReport {
+        port: p.port,
+        protocol: p.protocol,
+        service: p.service.clone(),
+        state,
+        detail,
+        elsewhere,
+    };
+    match decide(listening, ips, p.port, TransportProtocol::Udp) {
+        Decision::Live(detail) => return report(ListenerState::Held, detail, Vec::new()),
+        Decision::Elsewhere(sockets) => {
+            return report(ListenerState::Failed, elsewhere_detail(&sockets), sockets);
+        }
+        Decision::Canary => {}
+    }
+    let own = listening.is_some_and(|l| l.own_on(ips, p.port, TransportProtocol::Udp));
     let mut sockets = Vec::with_capacity(ips.len());
-    let mut failure = None;
     for ip in ips {
         let addr = SocketAddr::new(*ip, p.port);
         match bind(addr) {
             Ok(s) => sockets.push(s),
             Err(e) => {
-                let (state, detail) = bind_failure(addr, p.port, &e);
+                let (state, detail) = bind_failure(addr, p.port, &e, own);
                 let detail = match state {
                     ListenerState::Held => {
                         format!(
@@ -66,40 +87,33 @@ pub(crate) fn open(
                     }
                     _ => detail,
                 };
-                failure = Some((state, detail));
-                break;
+                // Sockets already bound on other addresses close here.
+                return report(state, detail, Vec::new());
             }
         }
     }
-    let (state, detail) = match failure {
-        // Sockets already bound on other addresses close here.
-        Some(f) => f,
-        None => {
-            log.open(p.port, crate::control::TransportProtocol::Udp);
-            // Distinct nonces kept: what the round makes this canary
-            // expect plus headroom, within the agent's cap.
-            let cap = options.per_canary.min(options.max_sightings).max(1);
-            for socket in sockets {
-                tracker.spawn(serve(
-                    socket,
-                    p.port,
-                    options.clone(),
-                    cap,
-                    log.clone(),
-                    deadline,
-                    cancel.clone(),
-                ));
-            }
-            (ListenerState::Canary, String::new())
-        }
-    };
-    ListenerReport {
-        port: p.port,
-        protocol: p.protocol,
-        service: p.service.clone(),
-        state,
-        detail,
+    log.open(p.port, TransportProtocol::Udp);
+    // Distinct nonces kept: what the round makes this canary expect plus
+    // headroom, within the agent's cap.
+    let cap = options.per_canary.min(options.max_sightings).max(1);
+    for socket in sockets {
+        // Our own while it serves (see `listening`).
+        let mark = CanaryMark::of(&socket);
+        let serving = serve(
+            socket,
+            p.port,
+            options.clone(),
+            cap,
+            log.clone(),
+            deadline,
+            cancel.clone(),
+        );
+        tracker.spawn(async move {
+            serving.await;
+            drop(mark);
+        });
     }
+    report(ListenerState::Canary, String::new(), Vec::new())
 }
 
 /// Binds without SO_REUSEADDR or SO_REUSEPORT: Linux then refuses the bind
@@ -451,8 +465,15 @@ mod tests {
             service: service.into(),
         }];
         let deadline = Instant::now() + ttl;
-        let (reports, log) =
-            open_canaries(&[ip], &ports, &options(nonces), deadline, &cancel, &tracker);
+        let (reports, log) = open_canaries(
+            &[ip],
+            &ports,
+            None,
+            &options(nonces),
+            deadline,
+            &cancel,
+            &tracker,
+        );
         Round {
             ip,
             cancel,
@@ -547,7 +568,8 @@ mod tests {
             ..options(2)
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (reports, log) = open_canaries(&[ip], &ports, &options, deadline, &cancel, &tracker);
+        let (reports, log) =
+            open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
         assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
         let attacker = UdpSocket::bind((ip, 0)).await.unwrap();
         for i in 0..100u32 {

@@ -308,6 +308,76 @@ pub struct ListenerReport {
     /// Why, for held and failed ports.
     #[serde(default)]
     pub detail: String,
+    /// Sockets of other processes that listen on this port (and protocol)
+    /// only at addresses the plan does not give the host (loopback,
+    /// another interface, the other family): the port then gets no canary
+    /// (`failed`), so the path is measured as the service's clients will
+    /// find it. Empty (absent) otherwise; agents before it sent none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elsewhere: Vec<ListeningSocket>,
+}
+
+/// `sockets` in words, grouped by process in the order first seen:
+/// "mariadbd listens on 127.0.0.1:3307 only", "mariadbd listens on
+/// 127.0.0.1:3307 and [::1]:3307, an unknown process on 198.18.0.9:3307,
+/// only". A process name is what the process chose: control characters
+/// are escaped.
+pub fn listening_words(sockets: &[ListeningSocket]) -> String {
+    let mut groups: Vec<(Option<&str>, Vec<String>)> = Vec::new();
+    for s in sockets {
+        let who = s.process.as_deref();
+        match groups.iter_mut().find(|(w, _)| *w == who) {
+            Some((_, at)) => at.push(s.address.to_string()),
+            None => groups.push((who, vec![s.address.to_string()])),
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, (who, at))| {
+            let verb = if i == 0 { " listens on " } else { " on " };
+            format!("{}{verb}{}", process_words(*who), at.join(" and "))
+        })
+        .collect();
+    if parts.len() > 1 {
+        format!("{}, only", parts.join(", "))
+    } else {
+        format!("{} only", parts.join(""))
+    }
+}
+
+/// A process's name for people: "an unknown process" when none could be
+/// read, else the name with control characters escaped (it is what the
+/// process chose).
+pub fn process_words(process: Option<&str>) -> String {
+    let Some(name) = process else {
+        return "an unknown process".to_string();
+    };
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A socket another process listens on (TCP) or is bound to (UDP), from
+/// the host's socket table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningSocket {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The owning process's name (`/proc/<pid>/comm`); absent when it could
+    /// not be read (another user's process without the privilege, or the
+    /// scan's bound reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// The owning process's id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// `prepared`: the round's listeners on this host.

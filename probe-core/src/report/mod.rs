@@ -32,7 +32,7 @@ pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
 pub use join::{StreamedReport, join, join_paths, join_streamed};
 pub use text::{PortLabels, unix_seconds};
 
-use crate::control::ListenerState;
+use crate::control::{ListenerState, ListeningSocket};
 use crate::plan::{Expect, Family};
 use crate::port::Protocol;
 use crate::probe::{CertFacts, IcmpEvidence, Observed};
@@ -265,6 +265,11 @@ pub enum TargetEnd {
     /// No canary: a real service holds the port, the port is not a planned
     /// one, or the probe ran against the live services (schedule mode).
     Live,
+    /// No canary, because the port's service listens only at other
+    /// addresses than the path's (the target's socket table says so):
+    /// nothing listens where clients connect, so a refusal is what they
+    /// will get.
+    Elsewhere,
 }
 
 impl Verdict {
@@ -276,12 +281,19 @@ impl Verdict {
     ///   TCP got through, is neither, so it misses both;
     /// - `refused` where no canary listened cannot tell a firewall's reset
     ///   from a stopped (or never started) service, so it proves neither
-    ///   open nor blocked: `error`, whatever the expectation;
+    ///   open nor blocked: `error`, whatever the expectation; except where
+    ///   the service listens only elsewhere ([`TargetEnd::Elsewhere`]): a
+    ///   must-be-open path is then refused as its clients are, a
+    ///   violation;
     /// - `local-error` (or no measurement) is never open nor blocked.
     pub fn decide(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
         match (observed, expect, end) {
             (None | Some(Observed::LocalError), _, _) => Verdict::Error,
             (Some(Observed::Refused), _, TargetEnd::Live) => Verdict::Error,
+            // Nothing listens on the path's address: a must-be-open path
+            // is refused as its clients will be; for a must-be-blocked one
+            // a refusal cannot tell a firewall's reset from the kernel's.
+            (Some(Observed::Refused), Expect::Blocked, TargetEnd::Elsewhere) => Verdict::Error,
             (Some(Observed::Open), Expect::Open, _) => Verdict::Ok,
             (
                 Some(Observed::Refused | Observed::Timeout | Observed::Unreachable),
@@ -394,6 +406,15 @@ pub struct PathReport {
     /// detail's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_denial: Option<i32>,
+    /// Where the port's service listens instead, when it listens only at
+    /// addresses the path does not reach (loopback, another interface,
+    /// the other family), with the process holding each socket
+    /// (`process` absent when it could not be named): read from the
+    /// target's socket table, so the target held no canary and the path
+    /// was measured as the service's clients find it. Absent otherwise.
+    /// Added to v1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listening_elsewhere: Vec<ListeningSocket>,
 }
 
 impl std::fmt::Display for Summary {

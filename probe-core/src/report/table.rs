@@ -232,6 +232,7 @@ pub(crate) mod tests {
             service_banner: None,
             arrived: None,
             local_denial: None,
+            listening_elsewhere: Vec::new(),
         }
     }
 

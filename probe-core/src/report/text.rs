@@ -32,6 +32,16 @@ pub(crate) fn why(p: &PathReport) -> String {
         },
         None => p.detail.clone(),
     };
+    // Where the service listens instead is the finding itself; the blame
+    // sentence alone would only say the port refused.
+    let said = if p.listening_elsewhere.is_empty() || p.blame.is_none() {
+        said
+    } else {
+        format!(
+            "{said}; {}",
+            crate::control::listening_words(&p.listening_elsewhere)
+        )
+    };
     let said = match p.service_banner.as_deref() {
         Some(banner) => format!("{said}; the service said: {}", banner_text(banner)),
         None => said,

@@ -335,6 +335,7 @@ expect = "blocked"
             service: String::new(),
             state,
             detail: String::new(),
+            elsewhere: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 //! cannot be judged is an `error` with its words.
 
 use super::super::evidence::{AgentEvidence, AgentOutcome, RoundEvidence};
-use crate::control::ListenerState;
+use crate::control::{ListenerState, ListeningSocket};
 use crate::plan::{PathView, Plan};
 use crate::port::Protocol;
 use crate::probe::udp_service::live_request_known;
@@ -29,6 +29,9 @@ pub(super) enum Listener {
     /// The client dials a port the target does not listen on; the canary
     /// sits on the listening port (`server_port`), this one is empty.
     Dialled,
+    /// No canary: the port's service listens only at other addresses
+    /// (the target's `elsewhere` sockets), so nothing listens here.
+    Elsewhere,
 }
 
 /// Both ends' evidence of a path that can be judged.
@@ -108,6 +111,9 @@ fn listener(plan: &Plan, path: &PathView<'_>, dst: &AgentEvidence) -> Result<Off
             ListenerState::Held => Ok(Offered::Probe(Listener::Live {
                 why: "a real service holds the port",
             })),
+            ListenerState::Failed if !l.elsewhere.is_empty() => {
+                Ok(Offered::Probe(Listener::Elsewhere))
+            }
             ListenerState::Failed => Err(format!("no canary on {}:{port}: {}", path.to, l.detail)),
         },
         // The client dials a port the target does not listen on: probe it
@@ -118,4 +124,14 @@ fn listener(plan: &Plan, path: &PathView<'_>, dst: &AgentEvidence) -> Result<Off
             path.to
         )),
     }
+}
+
+/// The sockets the target agent found holding the path's port only at
+/// other addresses (its `elsewhere`); empty when it found none.
+pub(super) fn elsewhere<'r>(path: &PathView<'_>, dst: &'r AgentEvidence) -> &'r [ListeningSocket] {
+    let udp = path.protocol == Protocol::Udp;
+    dst.listeners
+        .iter()
+        .find(|l| l.port == path.port.get() && (l.protocol == Protocol::Udp) == udp)
+        .map_or(&[], |l| l.elsewhere.as_slice())
 }

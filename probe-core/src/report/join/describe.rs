@@ -8,6 +8,7 @@ use super::super::blame::TargetStage;
 use super::super::evidence::{note_elsewhere, silence_words};
 use super::classify::Listener;
 use super::observe::Case;
+use crate::control::listening_words;
 use crate::port::Protocol;
 use crate::probe::Observed;
 
@@ -23,6 +24,7 @@ pub(super) fn describe(
         Listener::Canary => w.at_canary(observed),
         Listener::Dialled => (w.dialled(), None),
         Listener::Live { why } => (w.live(why), None),
+        Listener::Elsewhere => (w.elsewhere(), None),
     }
 }
 
@@ -153,6 +155,35 @@ impl Words<'_, '_> {
             Observed::Open => format!("connected to something else on {port}: {note}"),
             Observed::Timeout => self.silence(&format!("; {note}")),
             _ => self.with(note),
+        }
+    }
+
+    /// Words for a path whose service listens only at other addresses:
+    /// where it listens, by which process, and what the path met.
+    fn elsewhere(&self) -> String {
+        let (path, probe) = (self.c.path, self.c.probe);
+        let there = listening_words(&self.r.listening_elsewhere);
+        let here = match self.r.address.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, path.port.get()).to_string(),
+            Err(_) => format!("{}:{}", self.r.address, path.port.get()),
+        };
+        let note = format!(" ({there}; no canary, so nothing listens on {here})");
+        match probe.observed {
+            Observed::Refused if probe.icmp.is_none() => {
+                format!("refused: nothing listens on {here}; {there}")
+            }
+            Observed::Open => format!(
+                "connected: something listens on {here} now, though {} listed only other addresses when the round was prepared ({there})",
+                path.to
+            ),
+            Observed::Timeout => self.silence(&note),
+            Observed::Unreachable if self.c.denied => self.denied(&note),
+            Observed::Unreachable | Observed::Refused => self
+                .icmp(&note)
+                .unwrap_or_else(|| self.with(format!("rejected with an ICMP error{note}"))),
+            Observed::TlsError | Observed::WrongHost | Observed::LocalError => {
+                self.with(format!("unexpected{note}"))
+            }
         }
     }
 

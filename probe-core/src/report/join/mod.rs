@@ -356,6 +356,9 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
         Ok(o) => o,
         Err(why) => return fail(r, why),
     };
+    if c.listener == Listener::Elsewhere {
+        r.listening_elsewhere = classify::elsewhere(path, c.ends.dst).to_vec();
+    }
     let (detail, redirected_to) = describe::describe(c, observed, &r);
     r.detail = detail;
     r.observed = Some(observed);
@@ -381,6 +384,7 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
         // canary's: a refusal there is what the client will get.
         Listener::Canary | Listener::Dialled => TargetEnd::Canary,
         Listener::Live { .. } => TargetEnd::Live,
+        Listener::Elsewhere => TargetEnd::Elsewhere,
     };
     r.verdict = Verdict::decide(path.expect, r.observed, end);
     r
@@ -427,6 +431,7 @@ fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
         service_banner: None,
         arrived: None,
         local_denial: None,
+        listening_elsewhere: Vec::new(),
     }
 }
 
@@ -501,6 +506,7 @@ expect = "blocked"
 
     fn mysql(state: ListenerState) -> ListenerReport {
         ListenerReport {
+            elsewhere: Vec::new(),
             port: 3306,
             protocol: Protocol::Tcp,
             service: "mysql".into(),
@@ -890,6 +896,101 @@ expect = "blocked"
         assert_eq!(r.summary.ok, 2);
     }
 
+    /// Joins web's probe of db's 3306 observing `observed`, where db left
+    /// the port without a canary because mariadbd listens on loopback only.
+    fn run_elsewhere(observed: Observed) -> Report {
+        let p = plan();
+        let web = up(vec![], vec![probe(0, Some("aa"), observed)], vec![]);
+        let mut listener = mysql(ListenerState::Failed);
+        listener.elsewhere = vec![crate::control::ListeningSocket {
+            address: "127.0.0.1:3306".parse().unwrap(),
+            process: Some("mariadbd".into()),
+            pid: Some(42),
+        }];
+        listener.detail = "mariadbd listens on 127.0.0.1:3306 only; no canary".into();
+        let db = up(vec![listener], vec![], vec![]);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        join(&p, &round)
+    }
+
+    #[test]
+    fn a_service_listening_elsewhere_only_is_refused_as_its_clients_are_never_open() {
+        use crate::plan::Expect;
+        let r = run_elsewhere(Observed::Refused);
+        let p = &r.paths[0];
+        assert_eq!(p.observed, Some(Observed::Refused));
+        assert_eq!(p.verdict, Verdict::Violation, "{p:#?}");
+        assert_eq!(p.target_saw, None);
+        assert_eq!(
+            p.detail,
+            "refused: nothing listens on 127.0.9.2:3306; mariadbd listens on 127.0.0.1:3306 only"
+        );
+        assert_eq!(p.listening_elsewhere.len(), 1);
+        let why = super::super::text::why(p);
+        assert!(
+            why.contains("mariadbd listens on 127.0.0.1:3306 only"),
+            "{why}"
+        );
+        let json = serde_json::to_value(p).unwrap();
+        assert_eq!(
+            json["listening_elsewhere"],
+            serde_json::json!([{"address": "127.0.0.1:3306", "process": "mariadbd", "pid": 42}])
+        );
+        // Absent when empty: the other paths carry no such field.
+        let other = serde_json::to_value(&r.paths[1]).unwrap();
+        assert!(other.get("listening_elsewhere").is_none(), "{other}");
+        // A dropped path says where the service listens as well.
+        let r = run_elsewhere(Observed::Timeout);
+        assert_eq!(r.paths[0].verdict, Verdict::Violation);
+        assert!(
+            r.paths[0]
+                .detail
+                .contains("mariadbd listens on 127.0.0.1:3306 only; no canary, so nothing listens on 127.0.9.2:3306"),
+            "{}",
+            r.paths[0].detail
+        );
+        // A must-be-blocked path refused there proves no firewall; one
+        // dropped does.
+        assert_eq!(
+            Verdict::decide(
+                Expect::Blocked,
+                Some(Observed::Refused),
+                TargetEnd::Elsewhere
+            ),
+            Verdict::Error
+        );
+        assert_eq!(
+            Verdict::decide(
+                Expect::Blocked,
+                Some(Observed::Timeout),
+                TargetEnd::Elsewhere
+            ),
+            Verdict::Ok
+        );
+        assert_eq!(
+            Verdict::decide(Expect::Open, Some(Observed::Refused), TargetEnd::Elsewhere),
+            Verdict::Violation
+        );
+        // Without the sockets (an older agent's `failed`) it stays an error.
+        let p = plan();
+        let web = up(
+            vec![],
+            vec![probe(0, Some("aa"), Observed::Refused)],
+            vec![],
+        );
+        let db = up(vec![mysql(ListenerState::Failed)], vec![], vec![]);
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        assert_eq!(join(&p, &round).paths[0].verdict, Verdict::Error);
+    }
+
     #[test]
     fn refused_without_a_canary_is_service_down_not_blocked() {
         // Path 1 is web -> db:22, not planned: refused means nothing listens.
@@ -1036,6 +1137,7 @@ expect = "blocked"
         let p = plan();
         let mut web = up(
             vec![ListenerReport {
+                elsewhere: Vec::new(),
                 port: 3306,
                 protocol: Protocol::Tcp,
                 service: "x".into(),
@@ -1188,6 +1290,7 @@ ports = ["thrift"]
         );
         let km = up(
             vec![ListenerReport {
+                elsewhere: Vec::new(),
                 port: 7000,
                 protocol: Protocol::Tcp,
                 service: "thrift".into(),

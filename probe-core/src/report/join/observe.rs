@@ -95,7 +95,7 @@ pub(super) fn observe(
     });
     match c.listener {
         Listener::Canary => at_canary(c, index, handshake, r),
-        Listener::Live { .. } => {
+        Listener::Live { .. } | Listener::Elsewhere => {
             // UDP has no connect: its round trip is the answer's.
             if udp && probe.observed == Observed::Open {
                 r.latency_ms = Some(ms(probe.latency_us));

@@ -77,6 +77,20 @@ impl Case<'_> {
             };
             return manual(&p.to, reason);
         }
+        if p.expect == Expect::Open
+            && p.observed == Some(Observed::Refused)
+            && !p.listening_elsewhere.is_empty()
+        {
+            // The packets got through; nothing listens where they land.
+            return manual(
+                &p.to,
+                format!(
+                    "{}, not on {}: make it listen there (its bind or listen address setting); a firewall rule would not help",
+                    crate::control::listening_words(&p.listening_elsewhere),
+                    p.address
+                ),
+            );
+        }
         let mut target_rule = None;
         if let (Expect::Open, Some(b)) = (p.expect, p.blame.as_ref()) {
             if b.cause == Cause::NeighbourUnresolved {

@@ -226,6 +226,7 @@ mod tests {
             service_banner: None,
             arrived: None,
             local_denial: None,
+            listening_elsewhere: Vec::new(),
         }
     }
 
@@ -415,6 +416,41 @@ mod tests {
         let mut out = Vec::new();
         s.write(&mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_service_listening_elsewhere_gets_no_firewall_rule_but_its_bind_address() {
+        let mut r = report();
+        r.paths.clear();
+        let mut p = path(
+            "web",
+            "db",
+            3307,
+            Expect::Open,
+            Some(Observed::Refused),
+            Verdict::Violation,
+            "refused: nothing listens on 198.18.0.4:3307; mariadbd listens on 127.0.0.1:3307 only",
+            None,
+        );
+        p.target_saw = None;
+        p.listening_elsewhere = vec![crate::control::ListeningSocket {
+            address: "127.0.0.1:3307".parse().unwrap(),
+            process: Some("mariadbd".into()),
+            pid: Some(42),
+        }];
+        r.paths = vec![p];
+        r.recount();
+        let s = suggest(&r, &SuggestOptions::new(FirewallFormat::Nft)).unwrap();
+        let mut out = Vec::new();
+        s.write(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains(
+                "mariadbd listens on 127.0.0.1:3307 only, not on 198.18.0.4: make it listen there"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("dport 3307"), "no rule: {out}");
     }
 
     #[test]
