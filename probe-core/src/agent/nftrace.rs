@@ -33,7 +33,7 @@
 //! iptables are invisible to nftables tracing; when legacy tables are
 //! loaded the evidence says so.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -491,6 +491,115 @@ pub async fn delete_at(name: String, expiry_unix: u64) {
     }
 }
 
+/// The trace tables one agent has made and not deleted yet. A `prepare`
+/// dropped half done (its coordinator gone) and an agent stopped by a
+/// signal must not leave theirs behind: the first deletes its table from
+/// a drop guard, the second deletes every table still listed here before
+/// it exits ([`OwnedTables::delete_all`]).
+#[derive(Debug, Default)]
+pub struct OwnedTables(Mutex<BTreeSet<String>>);
+
+impl OwnedTables {
+    fn add(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+    }
+
+    fn forget(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// The tables still listed.
+    pub fn names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Deletes every table still listed (one `nft` call for all of them).
+    pub async fn delete_all(&self) {
+        let names = self.names();
+        if names.is_empty() {
+            return;
+        }
+        let Some(bin) = nft_path() else {
+            return;
+        };
+        let script: String = names
+            .iter()
+            .map(|n| format!("delete table inet {n}\n"))
+            .collect();
+        // One table already gone fails the whole batch: then one by one.
+        if nft(&bin, &["-f", "-"], Some(&script)).await.is_err() {
+            for n in &names {
+                let _ = nft(&bin, &["delete", "table", "inet", n], None).await;
+            }
+        }
+        for n in &names {
+            self.forget(n);
+            tracing::info!(table = %n, "trace table deleted as the agent stops");
+        }
+    }
+}
+
+/// Deletes a table [`Tracer::start`] created when the start is dropped
+/// half done (its `prepare` was, because the coordinator went away).
+struct Unfinished {
+    owned: Arc<OwnedTables>,
+    nft: PathBuf,
+    table: Option<String>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(table) = self.table.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime left: the agent's own `delete_all` or the next
+            // start's sweep removes it.
+            return;
+        };
+        let (owned, nft_bin) = (self.owned.clone(), self.nft.clone());
+        runtime.spawn(async move {
+            let _ = nft(&nft_bin, &["delete", "table", "inet", &table], None).await;
+            owned.forget(&table);
+            tracing::info!(%table, "trace table of an abandoned prepare deleted");
+        });
+    }
+}
+
+/// Every `portcall_trace_*` table in this network namespace, deleted
+/// whatever its expiry: `portcall agent --cleanup`, for a service
+/// manager to run after the agent stopped (nothing else of ours may be
+/// running then). Returns the names deleted.
+pub async fn delete_every_table() -> Result<Vec<String>, TraceError> {
+    let bin = nft_path().ok_or(TraceError::NoNft)?;
+    let listing = nft(&bin, &["list", "tables", "inet"], None)
+        .await
+        .map_err(|e| refusal(&e))?;
+    let mut deleted = Vec::new();
+    for name in listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet "))
+        .filter(|n| table_expiry(n).is_some())
+    {
+        nft(&bin, &["delete", "table", "inet", name], None)
+            .await
+            .map_err(|e| refusal(&e))?;
+        deleted.push(name.to_string());
+    }
+    Ok(deleted)
+}
+
 /// A round's tracing, running.
 #[derive(Debug)]
 pub struct Tracer {
@@ -499,6 +608,7 @@ pub struct Tracer {
     log: Arc<Mutex<TraceLog>>,
     monitor: Mutex<Option<Monitor>>,
     note: Option<String>,
+    owned: Arc<OwnedTables>,
 }
 
 /// The `nft monitor` process and the `timeout` wrapper around it, in a
@@ -545,7 +655,12 @@ impl Tracer {
     /// Starts tracing `scope` for `ttl`: the monitor first, then the table,
     /// and returns once the monitor is seen to receive events. The error is
     /// the reason tracing is not possible here, in words for the report.
-    pub async fn start(scope: &TraceScope, ttl: Duration) -> Result<Tracer, TraceError> {
+    /// The table is listed in `owned` until [`Tracer::stop`] deletes it.
+    pub async fn start(
+        scope: &TraceScope,
+        ttl: Duration,
+        owned: &Arc<OwnedTables>,
+    ) -> Result<Tracer, TraceError> {
         let Some(bin) = nft_path() else {
             return Err(TraceError::NoNft);
         };
@@ -590,8 +705,18 @@ impl Tracer {
                 }
             });
         }
+        // Listed before it exists: dropped from here on (the coordinator
+        // went away mid-`prepare`), the guard deletes it.
+        owned.add(&table);
+        let mut unfinished = Unfinished {
+            owned: owned.clone(),
+            nft: bin.clone(),
+            table: Some(table.clone()),
+        };
         if let Err(e) = nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
             monitor.kill().await;
+            unfinished.table = None;
+            owned.forget(&table);
             return Err(refusal(&e));
         }
         // The monitor subscribes asynchronously: touch our table until it
@@ -622,6 +747,8 @@ impl Tracer {
             }
             monitor.kill().await;
             let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
+            unfinished.table = None;
+            owned.forget(&table);
             return Err(if why.is_empty() {
                 TraceError::NoEvents
             } else {
@@ -635,12 +762,14 @@ impl Tracer {
                 legacy.join(", ")
             )
         });
+        unfinished.table = None;
         Ok(Tracer {
             nft: bin,
             table,
             log,
             monitor: Mutex::new(Some(monitor)),
             note,
+            owned: owned.clone(),
         })
     }
 
@@ -701,7 +830,9 @@ impl Tracer {
             && !e.contains("No such file")
         {
             tracing::warn!(table = %self.table, error = %e, "could not delete the trace table");
+            return;
         }
+        self.owned.forget(&self.table);
     }
 }
 

@@ -2,7 +2,7 @@
 //! handshake watch, rule tracing, and the lease that ends the round when
 //! the coordinator is gone.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +16,13 @@ use super::{Lease, Round, Shared, canary_ports, error, syn_watch};
 use crate::control::{PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, VersionMismatch};
 use crate::plan::Address;
 use crate::probe::canary_line::{NONCE_KEY_HEX, NonceKey};
+
+/// How long a prepared round outlives its coordinator's control
+/// connection before the first `probe` request: a coordinator killed or
+/// interrupted while it still waits for another host's `prepare` has
+/// nothing to come back for, so its canaries close at once, not a whole
+/// lease later. A `renew` within it keeps the round.
+pub(super) const PREPARED_GRACE: Duration = Duration::from_secs(1);
 
 impl Shared {
     /// `prepare`: checks the request, ends any earlier round, and opens
@@ -101,6 +108,8 @@ impl Shared {
         };
         let lease = Arc::new(Lease {
             duration: limits.lease,
+            grace: limits.lease.min(PREPARED_GRACE),
+            probed: AtomicBool::new(false),
             holders: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
         });
@@ -208,7 +217,7 @@ impl Shared {
             inbound,
             outbound,
         };
-        let tracer = match Tracer::start(&scope, ttl).await {
+        let tracer = match Tracer::start(&scope, ttl, &self.traces).await {
             Ok(t) => Arc::new(t),
             Err(why) => {
                 tracing::warn!(round, reason = %why, "no rule tracing on this host");
@@ -244,14 +253,14 @@ async fn watch_lease(
         }
         match lease.lapses_at() {
             Some(at) if at <= now => {
-                tracing::info!(%round, lease_ms = lease.duration.as_millis() as u64, "round lease lapsed: the coordinator is gone; closing the canaries");
+                tracing::info!(%round, lease_ms = lease.current().as_millis() as u64, "round lease lapsed: the coordinator is gone; closing the canaries");
                 cancel.cancel();
                 return;
             }
             next => {
-                // Re-checked at least every quarter lease: a renewal moves
+                // Re-checked at least every quarter grace: a renewal moves
                 // the lapse time later, never earlier.
-                let step = lease.duration / 4;
+                let step = lease.grace / 4;
                 let wake = next.unwrap_or(now + step).min(now + step).min(expires);
                 tokio::select! {
                     () = cancel.cancelled() => return,

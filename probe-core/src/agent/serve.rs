@@ -256,7 +256,11 @@ impl Shared {
             }),
             Request::Prepare(req) => self.prepare(req).await,
             Request::Probe(req) => {
-                self.renew(&req.round);
+                if self.renew(&req.round)
+                    && let Some(lease) = self.current_lease()
+                {
+                    lease.probing();
+                }
                 self.probe(req).await
             }
             Request::Renew(r) => {

@@ -109,7 +109,7 @@ where
         () = cancel.cancelled() => {}
         () = shared.serve(&mut io, &"stdin", None) => {}
     }
-    shared.end_round(None).await;
+    shared.shut_down(tokio_util::task::TaskTracker::new()).await;
     Ok(())
 }
 
