@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Records real `nft monitor trace` output (JSON and text) of the installed
-# nftables into probe-core/src/agent/testdata/, for nftrace's parser tests.
+# Records real trace events into probe-core/src/agent/testdata/, for the
+# parser tests of nftrace (text) and trace_netlink (netlink): the kernel's
+# netlink trace messages as hex (one datagram a line), `nft -a monitor
+# trace` of the installed nftables, and `nft -j monitor trace` (nftables
+# before 1.1.5 prints trace events as text even with -j: recorded to show
+# it).
 # Runs in a network namespace of its own with only its loopback: a trace
 # table like an agent's, a rule drop, a reset, an ip6 policy drop and an
 # output drop, each hit by one connection attempt to 127.0.0.1 or ::1 in
@@ -58,6 +62,21 @@ table ip legacyish {
   }
 }
 RULES
+ip netns exec "$ns" timeout 3 python3 -c '
+import socket, sys, time
+# NETLINK_NETFILTER (12), group NFNLGRP_NFTRACE (9): bit 8 of the mask.
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+s.bind((0, 1 << 8))
+s.settimeout(0.2)
+end = time.time() + 2.4
+with open(sys.argv[1], "w") as f:
+    while time.time() < end:
+        try:
+            f.write(s.recv(65536).hex() + "\n")
+            f.flush()
+        except socket.timeout:
+            pass
+' "$out/netlink-$(uname -r | cut -d- -f1)-trace.hex" &
 ip netns exec "$ns" timeout 3 nft -j monitor trace >"$out/nft-$ver-monitor-trace.jsonl" 2>&1 &
 ip netns exec "$ns" timeout 3 nft -a monitor trace >"$out/nft-$ver-monitor-trace.txt" 2>&1 &
 sleep 0.7

@@ -26,6 +26,8 @@ mod serve;
 mod sock_diag;
 mod stdio;
 pub mod syn_watch;
+mod trace_event;
+mod trace_netlink;
 pub mod udp_canary;
 
 use config::bind_ip;

@@ -38,6 +38,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
+use super::trace_netlink;
 use crate::control::{TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow};
 
 /// Every table the agent adds starts with this.
@@ -147,56 +149,7 @@ pub fn ruleset(scope: &TraceScope, ttl: Duration) -> String {
     s
 }
 
-/// A table, as `nft` trace lines name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainRef {
-    /// `ip`, `ip6`, `inet`, ...
-    pub family: String,
-    /// The table's name.
-    pub table: String,
-    /// The chain's name.
-    pub chain: String,
-}
-
-/// One line of `nft -a monitor trace` output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TraceLine {
-    /// `packet: ...`: the packet as the chain saw it.
-    Packet {
-        /// The trace id.
-        id: String,
-        /// Where.
-        at: ChainRef,
-        /// Source address.
-        source: IpAddr,
-        /// Destination address.
-        dest: IpAddr,
-        /// TCP destination port.
-        port: u16,
-    },
-    /// `rule ... (verdict V)`: a rule's verdict.
-    Rule {
-        /// The trace id.
-        id: String,
-        /// Where.
-        at: ChainRef,
-        /// The rule's handle, when printed.
-        handle: Option<u64>,
-        /// The rule's text; `None` when nft printed `unknown rule`.
-        text: Option<String>,
-        /// `accept`, `drop`, `continue`, `jump X`, ...
-        verdict: String,
-    },
-    /// `policy P`: the chain's policy decided.
-    Policy {
-        /// The trace id.
-        id: String,
-        /// Where.
-        at: ChainRef,
-        /// `accept` or `drop`.
-        policy: String,
-    },
-}
+pub use super::trace_event::{ChainRef, TraceLine};
 
 /// Parses one line of `nft -a monitor` output; `None` for anything that is
 /// not a trace line of a TCP packet, a rule verdict or a policy.
@@ -606,7 +559,11 @@ pub struct Tracer {
     nft: PathBuf,
     table: String,
     log: Arc<Mutex<TraceLog>>,
-    monitor: Mutex<Option<Monitor>>,
+    /// `netlink` or `nft monitor text`: see [`Tracer::events`].
+    events: &'static str,
+    monitor: Mutex<Option<TextMonitor>>,
+    /// Set to stop the netlink reader.
+    netlink: Option<Arc<AtomicBool>>,
     note: Option<String>,
     owned: Arc<OwnedTables>,
 }
@@ -645,6 +602,120 @@ impl Monitor {
     }
 }
 
+/// How a round's trace events are read.
+#[derive(Debug)]
+enum Reader {
+    /// The kernel's netlink messages (`trace_netlink`), subscribed before
+    /// the table exists.
+    Netlink(Option<trace_netlink::Subscription>),
+    /// `nft -a monitor`, with a watch that turns true once it is seen to
+    /// receive our table's events, and its standard error.
+    Text(TextMonitor),
+}
+
+/// The fallback reader: `nft -a monitor` parsed line by line.
+#[derive(Debug)]
+struct TextMonitor {
+    monitor: Monitor,
+    ready: tokio::sync::watch::Receiver<bool>,
+    stderr: Option<tokio::process::ChildStderr>,
+}
+
+impl Reader {
+    /// Waits until events of `table` are read: at once for netlink; for
+    /// the monitor, which subscribes asynchronously, touching the table
+    /// until its lines show it receives events (or about 2 s).
+    async fn ready(&mut self, bin: &Path, table: &str) -> Result<(), TraceError> {
+        let Reader::Text(m) = self else {
+            return Ok(());
+        };
+        for i in 0..20 {
+            if timeout(Duration::from_millis(100), m.ready.wait_for(|r| *r))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(());
+            }
+            let _ = nft(
+                bin,
+                &["add", "chain", "inet", table, &format!("sync{i}")],
+                None,
+            )
+            .await;
+        }
+        let mut why = String::new();
+        if let Some(mut err) = m.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::new();
+            let _ = timeout(Duration::from_millis(200), err.read_to_end(&mut buf)).await;
+            why = String::from_utf8_lossy(&buf).trim().to_string();
+        }
+        Err(if why.is_empty() {
+            TraceError::NoEvents
+        } else {
+            refusal(&why)
+        })
+    }
+}
+
+impl TextMonitor {
+    async fn kill(self) {
+        self.monitor.kill().await;
+    }
+}
+
+impl Monitor {
+    /// Starts `nft -a monitor` for `table`, its lines parsed into `log`.
+    fn start(
+        bin: &Path,
+        table: &str,
+        ttl: Duration,
+        log: &Arc<Mutex<TraceLog>>,
+    ) -> Result<TextMonitor, TraceError> {
+        // The monitor may not outlive the round even if we die: `timeout`
+        // ends it at the TTL (and kill_on_drop when we drop it).
+        let bound = format!("{}s", ttl.as_secs() + 2);
+        let mut cmd = match find_tool("timeout") {
+            Some(t) => {
+                let mut c = Command::new(t);
+                c.args(["-k", "1", &bound]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.args(["-a", "monitor"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut monitor = Monitor::spawn(&mut cmd).map_err(TraceError::Monitor)?;
+        let stdout = monitor
+            .child
+            .stdout
+            .take()
+            .ok_or(TraceError::MonitorOutput)?;
+        let stderr = monitor.child.stderr.take();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let (log, table) = (log.clone(), table.to_string());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !*ready_tx.borrow() && line.contains(&table) && !line.starts_with("trace") {
+                    let _ = ready_tx.send(true);
+                }
+                if let Some(t) = parse_line(&line) {
+                    log.lock().unwrap_or_else(|e| e.into_inner()).record(t);
+                }
+            }
+        });
+        Ok(TextMonitor {
+            monitor,
+            ready,
+            stderr,
+        })
+    }
+}
+
 impl Drop for Monitor {
     fn drop(&mut self) {
         self.signal_group();
@@ -665,46 +736,16 @@ impl Tracer {
             return Err(TraceError::NoNft);
         };
         let table = table_name(&scope.round, scope.expires_unix);
-        // The monitor may not outlive the round even if we die: `timeout`
-        // ends it at the TTL (and kill_on_drop when we drop it).
-        let bound = format!("{}s", ttl.as_secs() + 2);
-        let mut cmd = match find_tool("timeout") {
-            Some(t) => {
-                let mut c = Command::new(t);
-                c.args(["-k", "1", &bound]).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
-        cmd.args(["-a", "monitor"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut monitor = Monitor::spawn(&mut cmd).map_err(TraceError::Monitor)?;
-        let stdout = monitor
-            .child
-            .stdout
-            .take()
-            .ok_or(TraceError::MonitorOutput)?;
-        let stderr = monitor.child.stderr.take();
         let log = Arc::new(Mutex::new(TraceLog::new(&table)));
-        let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
-        {
-            let log = log.clone();
-            let table = table.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if !*ready_tx.borrow() && line.contains(&table) && !line.starts_with("trace") {
-                        let _ = ready_tx.send(true);
-                    }
-                    if let Some(t) = parse_line(&line) {
-                        log.lock().unwrap_or_else(|e| e.into_inner()).record(t);
-                    }
-                }
-            });
-        }
+        // The kernel's own events where this process may read them; `nft
+        // -a monitor`'s text where it may not.
+        let mut reader = match trace_netlink::subscribe() {
+            Ok(sub) => Reader::Netlink(Some(sub)),
+            Err(e) => {
+                tracing::info!(error = %e, "no netlink trace events here; reading `nft -a monitor` instead");
+                Reader::Text(Monitor::start(&bin, &table, ttl, &log)?)
+            }
+        };
         // Listed before it exists: dropped from here on (the coordinator
         // went away mid-`prepare`), the guard deletes it.
         owned.add(&table);
@@ -713,48 +754,33 @@ impl Tracer {
             nft: bin.clone(),
             table: Some(table.clone()),
         };
-        if let Err(e) = nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
-            monitor.kill().await;
-            unfinished.table = None;
-            owned.forget(&table);
-            return Err(refusal(&e));
-        }
-        // The monitor subscribes asynchronously: touch our table until it
-        // shows that it receives events (or give up after about 2 s).
-        let mut ready = false;
-        for i in 0..20 {
-            if timeout(Duration::from_millis(100), ready_rx.wait_for(|r| *r))
-                .await
-                .is_ok_and(|r| r.is_ok())
-            {
-                ready = true;
-                break;
+        let made = match nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
+            Err(e) => Err(refusal(&e)),
+            Ok(_) => reader.ready(&bin, &table).await,
+        };
+        if let Err(e) = made {
+            if let Reader::Text(m) = reader {
+                m.kill().await;
             }
-            let _ = nft(
-                &bin,
-                &["add", "chain", "inet", &table, &format!("sync{i}")],
-                None,
-            )
-            .await;
-        }
-        if !ready {
-            let mut why = String::new();
-            if let Some(mut err) = stderr {
-                use tokio::io::AsyncReadExt;
-                let mut buf = Vec::new();
-                let _ = timeout(Duration::from_millis(200), err.read_to_end(&mut buf)).await;
-                why = String::from_utf8_lossy(&buf).trim().to_string();
-            }
-            monitor.kill().await;
             let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
             unfinished.table = None;
             owned.forget(&table);
-            return Err(if why.is_empty() {
-                TraceError::NoEvents
-            } else {
-                refusal(&why)
-            });
+            return Err(e);
         }
+        let (monitor, netlink) = match reader {
+            Reader::Text(m) => (Some(m), None),
+            Reader::Netlink(sub) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let log = log.clone();
+                let until = std::time::Instant::now() + ttl + Duration::from_secs(2);
+                sub.expect("subscribed above")
+                    .read(stop.clone(), until, move |l| {
+                        log.lock().unwrap_or_else(|e| e.into_inner()).record(l);
+                    })
+                    .map_err(TraceError::Monitor)?;
+                (None, Some(stop))
+            }
+        };
         let legacy = legacy_tables();
         let note = (!legacy.is_empty()).then(|| {
             format!(
@@ -767,10 +793,22 @@ impl Tracer {
             nft: bin,
             table,
             log,
-            monitor: Mutex::new(Some(monitor)),
+            events: if netlink.is_some() {
+                "netlink"
+            } else {
+                "nft monitor text"
+            },
+            monitor: Mutex::new(monitor),
+            netlink,
             note,
             owned: owned.clone(),
         })
+    }
+
+    /// Where this tracer reads its events: `netlink` (the kernel's trace
+    /// messages) or `nft monitor text` (the fallback).
+    pub fn events(&self) -> &'static str {
+        self.events
     }
 
     /// The table's name.
@@ -825,6 +863,9 @@ impl Tracer {
             .take();
         if let Some(m) = child {
             m.kill().await;
+        }
+        if let Some(stop) = &self.netlink {
+            stop.store(true, Ordering::SeqCst);
         }
         if let Err(e) = nft(&self.nft, &["delete", "table", "inet", &self.table], None).await
             && !e.contains("No such file")

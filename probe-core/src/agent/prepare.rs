@@ -224,7 +224,12 @@ impl Shared {
                 return Err(why.to_string());
             }
         };
-        tracing::info!(round, table = tracer.table(), "rule tracing on");
+        tracing::info!(
+            round,
+            table = tracer.table(),
+            events = tracer.events(),
+            "rule tracing on"
+        );
         let (t, cancel, deadline) = (tracer.clone(), cancel.clone(), Instant::now() + ttl);
         tracker.spawn(async move {
             tokio::select! {
