@@ -62,8 +62,12 @@ ports = ["one", "two"]
 
 const HOSTS: [&str; 4] = ["src", "a", "b", "quiet"];
 
-/// A lab for [`PLAN`] with agents running, b dropping port 7602.
-fn lab() -> (tempfile::TempDir, PlanLab) {
+/// A lab for [`PLAN`] with agents running, b dropping port 7602. With
+/// `slow_nft`, the agents' `nft -f` (the trace table being made) takes
+/// half a second longer, as on a host with a large ruleset: a `prepare`
+/// then spends that long with its trace table made but not yet working,
+/// and a test can interrupt it there every time.
+fn lab(slow_nft: bool) -> (tempfile::TempDir, PlanLab) {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.toml");
     std::fs::write(&plan, PLAN).unwrap();
@@ -74,7 +78,48 @@ fn lab() -> (tempfile::TempDir, PlanLab) {
             "table inet lab {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    tcp dport 7602 drop\n  }\n}\n",
         )
         .unwrap();
-    lab.start_agents().unwrap();
+    if !slow_nft {
+        lab.start_agents().unwrap();
+        return (dir, lab);
+    }
+    let tools = dir.path().join("slow-nft");
+    std::fs::create_dir(&tools).unwrap();
+    let nft = integration::find_tool("nft").unwrap();
+    let wrapper = tools.join("nft");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{} \"$@\"\nrc=$?\n[ \"$1\" = -f ] && sleep 0.5\nexit $rc\n",
+            nft.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("PATH={}:/usr/sbin:/usr/bin:/sbin:/bin", tools.display());
+    let (plan, pki) = (lab.plan_path(), lab.pki());
+    let (plan, pki) = (plan.to_string_lossy(), pki.to_string_lossy());
+    let bin = lab.bin().to_string_lossy().into_owned();
+    for h in HOSTS {
+        lab.lab
+            .spawn_logged(
+                h,
+                "env",
+                &[
+                    &path, &bin, "agent", "--plan", &plan, "--host", h, "--pki", &pki,
+                ],
+                &lab.log(h),
+            )
+            .unwrap();
+    }
+    for h in HOSTS {
+        lab.lab
+            .wait_listening(h, 7600, Duration::from_secs(20))
+            .unwrap();
+    }
     (dir, lab)
 }
 
@@ -112,6 +157,25 @@ fn canary_up(lab: &PlanLab, host: &str) -> bool {
         .run_ok(host, "ss", &["-Hltn", "sport = :7601"])
         .unwrap();
     !out.trim().is_empty()
+}
+
+/// Waits (up to 10 s) until `host` has a trace table: its agent is then
+/// in the middle of `prepare`, starting its trace (the first moment the
+/// table exists, before the trace is known to work and the round is
+/// stored).
+fn wait_for_trace_table(lab: &PlanLab, host: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tables = lab.lab.run_ok(host, "nft", &["list", "tables"]).unwrap();
+        if tables.contains("portcall_trace_") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace table on {host}\n{}",
+            lab.logs()
+        );
+    }
 }
 
 /// The pid of the `portcall agent` of lab host `host`.
@@ -177,7 +241,7 @@ fn check_interrupted_at_50_200_and_1000_ms_leaves_nothing_on_any_host_2_s_later(
     if !lab_available() {
         return;
     }
-    let (dir, lab) = lab();
+    let (dir, lab) = lab(false);
     for (n, delay) in [50u64, 200, 1000, 50, 200, 1000].into_iter().enumerate() {
         assert_eq!(
             all_leftovers(&lab, &HOSTS),
@@ -230,19 +294,13 @@ fn kill_9_of_check_waiting_for_a_silent_hosts_prepare_closes_every_canary_within
     if !lab_available() {
         return;
     }
-    let (dir, lab) = lab();
+    let (dir, lab) = lab(true);
     let quiet = agent_pid(&lab, "quiet");
     signal(quiet, "STOP");
     let mut check = start_check(&lab, dir.path(), 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(canary_up(&lab, "a") && canary_up(&lab, "b")) {
-        assert!(
-            Instant::now() < deadline,
-            "a and b never prepared\n{}",
-            lab.logs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // b's canaries are open and its trace is starting.
+    wait_for_trace_table(&lab, "b");
+    assert!(canary_up(&lab, "b"), "b's canaries open before its trace");
     assert!(
         check.try_wait().unwrap().is_none(),
         "check ended before the kill"
@@ -276,19 +334,11 @@ fn agent_sigterm_mid_round_leaves_no_trace_table() {
     if !lab_available() {
         return;
     }
-    let (dir, lab) = lab();
+    let (dir, lab) = lab(true);
     // A coordinator killed while b's `prepare` is under way (its canaries
-    // are open, its trace is starting).
+    // are open, its trace table just made).
     let mut first = start_check(&lab, dir.path(), 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !canary_up(&lab, "b") {
-        assert!(
-            Instant::now() < deadline,
-            "b never prepared\n{}",
-            lab.logs()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_trace_table(&lab, "b");
     signal(first.id(), "KILL");
     let _ = first.wait();
     // A round in progress.
