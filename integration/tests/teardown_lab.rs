@@ -378,3 +378,52 @@ fn agent_sigterm_mid_round_leaves_no_trace_table() {
     assert_eq!(left, Vec::<String>::new(), "{}", lab.logs());
     let _ = wait_exit(&mut check, Duration::from_secs(60));
 }
+
+/// `portcall agent --cleanup` (the packaged unit's `ExecStopPost`)
+/// deletes every trace table of its network namespace, expired or not,
+/// and no other table.
+#[test]
+fn agent_cleanup_deletes_every_trace_table_and_nothing_else() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let lab = PlanLab::new(&plan).unwrap();
+    let now = probe_core::agent::nftrace::unix_now();
+    let ours = [
+        probe_core::agent::nftrace::table_name("dead", now - 5),
+        probe_core::agent::nftrace::table_name("beef", now + 600),
+    ];
+    for t in &ours {
+        lab.lab
+            .nft("a", &format!("table inet {t} {{\n}}\n"))
+            .unwrap();
+    }
+    lab.lab.nft("a", "table inet operators {\n}\n").unwrap();
+    let out = lab
+        .lab
+        .output("a", lab.bin(), &["agent", "--cleanup"])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for t in &ours {
+        assert!(
+            stderr.contains(&format!("deleted table inet {t}")),
+            "{stderr}"
+        );
+    }
+    let tables = lab.lab.run_ok("a", "nft", &["list", "tables"]).unwrap();
+    assert!(!tables.contains("portcall_trace_"), "{tables}");
+    assert!(tables.contains("table inet operators"), "{tables}");
+    let again = lab
+        .lab
+        .output("a", lab.bin(), &["agent", "--cleanup"])
+        .unwrap();
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no trace table"),
+        "{again:?}"
+    );
+}

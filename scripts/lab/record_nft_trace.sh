@@ -3,8 +3,7 @@
 # parser tests of nftrace (text) and trace_netlink (netlink): the kernel's
 # netlink trace messages as hex (one datagram a line), `nft -a monitor
 # trace` of the installed nftables, and `nft -j monitor trace` (nftables
-# before 1.1.5 prints trace events as text even with -j: recorded to show
-# it).
+# 1.0.6 prints trace events as text even with -j: recorded to show it).
 # Runs in a network namespace of its own with only its loopback: a trace
 # table like an agent's, a rule drop, a reset, an ip6 policy drop and an
 # output drop, each hit by one connection attempt to 127.0.0.1 or ::1 in

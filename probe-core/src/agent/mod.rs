@@ -19,6 +19,7 @@ pub mod canary;
 mod canary_common;
 mod config;
 mod endpoint;
+mod nft_cmd;
 pub mod nftrace;
 mod outgoing;
 mod prepare;

@@ -33,7 +33,7 @@
 //! iptables are invisible to nftables tracing; when legacy tables are
 //! loaded the evidence says so.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -42,10 +42,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
+pub use super::nft_cmd::{OwnedTables, nft_path};
+use super::nft_cmd::{Unfinished, find_tool, nft};
 use super::trace_netlink;
 use crate::control::{TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow};
 
@@ -343,48 +345,6 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The `nft` binary, if installed.
-pub fn nft_path() -> Option<PathBuf> {
-    find_tool("nft")
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Runs `nft args` with `stdin`; its stderr as the error.
-async fn nft(nft: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut cmd = Command::new(nft);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("run nft: {e}"))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .await
-            .map_err(|e| format!("write to nft: {e}"))?;
-    }
-    let out = timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .map_err(|_| "nft did not finish within 10 s".to_string())?
-        .map_err(|e| format!("run nft: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
 /// The legacy iptables tables loaded in this network namespace, whose rules
 /// nftables tracing cannot see.
 fn legacy_tables() -> Vec<String> {
@@ -441,92 +401,6 @@ pub async fn delete_at(name: String, expiry_unix: u64) {
     tokio::time::sleep(Duration::from_secs(wait)).await;
     if let Some(bin) = nft_path() {
         let _ = nft(&bin, &["delete", "table", "inet", &name], None).await;
-    }
-}
-
-/// The trace tables one agent has made and not deleted yet. A `prepare`
-/// dropped half done (its coordinator gone) and an agent stopped by a
-/// signal must not leave theirs behind: the first deletes its table from
-/// a drop guard, the second deletes every table still listed here before
-/// it exits ([`OwnedTables::delete_all`]).
-#[derive(Debug, Default)]
-pub struct OwnedTables(Mutex<BTreeSet<String>>);
-
-impl OwnedTables {
-    fn add(&self, name: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
-    }
-
-    fn forget(&self, name: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-    }
-
-    /// The tables still listed.
-    pub fn names(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// Deletes every table still listed (one `nft` call for all of them).
-    pub async fn delete_all(&self) {
-        let names = self.names();
-        if names.is_empty() {
-            return;
-        }
-        let Some(bin) = nft_path() else {
-            return;
-        };
-        let script: String = names
-            .iter()
-            .map(|n| format!("delete table inet {n}\n"))
-            .collect();
-        // One table already gone fails the whole batch: then one by one.
-        if nft(&bin, &["-f", "-"], Some(&script)).await.is_err() {
-            for n in &names {
-                let _ = nft(&bin, &["delete", "table", "inet", n], None).await;
-            }
-        }
-        for n in &names {
-            self.forget(n);
-            tracing::info!(table = %n, "trace table deleted as the agent stops");
-        }
-    }
-}
-
-/// Deletes a table [`Tracer::start`] created when the start is dropped
-/// half done (its `prepare` was, because the coordinator went away).
-struct Unfinished {
-    owned: Arc<OwnedTables>,
-    nft: PathBuf,
-    table: Option<String>,
-}
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        let Some(table) = self.table.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // No runtime left: the agent's own `delete_all` or the next
-            // start's sweep removes it.
-            return;
-        };
-        let (owned, nft_bin) = (self.owned.clone(), self.nft.clone());
-        runtime.spawn(async move {
-            let _ = nft(&nft_bin, &["delete", "table", "inet", &table], None).await;
-            owned.forget(&table);
-            tracing::info!(%table, "trace table of an abandoned prepare deleted");
-        });
     }
 }
 
@@ -610,7 +484,7 @@ enum Reader {
     Netlink(Option<trace_netlink::Subscription>),
     /// `nft -a monitor`, with a watch that turns true once it is seen to
     /// receive our table's events, and its standard error.
-    Text(TextMonitor),
+    Text(Box<TextMonitor>),
 }
 
 /// The fallback reader: `nft -a monitor` parsed line by line.
@@ -743,7 +617,7 @@ impl Tracer {
             Ok(sub) => Reader::Netlink(Some(sub)),
             Err(e) => {
                 tracing::info!(error = %e, "no netlink trace events here; reading `nft -a monitor` instead");
-                Reader::Text(Monitor::start(&bin, &table, ttl, &log)?)
+                Reader::Text(Box::new(Monitor::start(&bin, &table, ttl, &log)?))
             }
         };
         // Listed before it exists: dropped from here on (the coordinator
@@ -760,7 +634,7 @@ impl Tracer {
         };
         if let Err(e) = made {
             if let Reader::Text(m) = reader {
-                m.kill().await;
+                (*m).kill().await;
             }
             let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
             unfinished.table = None;
@@ -768,7 +642,7 @@ impl Tracer {
             return Err(e);
         }
         let (monitor, netlink) = match reader {
-            Reader::Text(m) => (Some(m), None),
+            Reader::Text(m) => (Some(*m), None),
             Reader::Netlink(sub) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let log = log.clone();

@@ -3,9 +3,9 @@
 //! `nft monitor trace` prints, without `nft`'s text in between. The
 //! messages are the kernel's ABI (`enum nft_trace_attributes` in
 //! `linux/netfilter/nf_tables.h`), stable across nftables releases, where
-//! the monitor's text and its JSON (which nftables before 1.1.5 does not
-//! even print for trace events: `nft -j monitor trace` gives text there)
-//! change with the release.
+//! the monitor's text and its JSON change with the release (nftables
+//! 1.0.6, Debian 12's, does not even print JSON for trace events: `nft -j
+//! monitor trace` gives the same text there).
 //!
 //! A message names the rule by handle, not by text: the tracer reads the
 //! text of a stopping rule back by handle (`nft -a list chain`), as it
