@@ -267,6 +267,10 @@ fn check_interrupted_at_50_200_and_1000_ms_leaves_nothing_on_any_host_2_s_later(
             took < Duration::from_millis(2500),
             "run {n} at {delay} ms took {took:?} to exit"
         );
+        eprintln!(
+            "teardown_lab: SIGINT at {delay} ms: check exited {:?} after {took:?}",
+            status.code()
+        );
         std::thread::sleep(
             (signalled + Duration::from_secs(2)).saturating_duration_since(Instant::now()),
         );
