@@ -275,3 +275,54 @@ async fn watch_lease(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease() -> Arc<Lease> {
+        Arc::new(Lease {
+            duration: Duration::from_secs(5),
+            grace: PREPARED_GRACE,
+            probed: AtomicBool::new(false),
+            holders: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Watches `lease` as a prepared round does (TTL 90 s) once the
+    /// preparing connection has closed, and says when the round ended.
+    async fn ended_after(lease: Arc<Lease>) -> Duration {
+        drop(lease.hold());
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        tokio::spawn(watch_lease(
+            lease,
+            start + Duration::from_secs(90),
+            cancel.clone(),
+            "ab12".into(),
+        ));
+        cancel.cancelled().await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_coordinator_gone_before_its_first_probe_request_ends_the_round_within_the_grace() {
+        let ended = ended_after(lease()).await;
+        assert!(
+            ended <= PREPARED_GRACE + Duration::from_millis(300),
+            "{ended:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_first_probe_request_the_whole_lease_applies() {
+        let l = lease();
+        l.probing();
+        let ended = ended_after(l).await;
+        assert!(
+            ended >= Duration::from_secs(5) && ended <= Duration::from_millis(6300),
+            "{ended:?}"
+        );
+    }
+}
