@@ -102,7 +102,9 @@ struct Round {
 /// A round's lease: held while the coordinator's control connection that
 /// prepared it is open (TCP keepalive probes it), renewed by every request
 /// naming the round; it lapses `grace` after the last sign of life until
-/// the first `probe` request, `duration` after it from then on.
+/// the first `probe` or `renew` request, `duration` after it from then on
+/// (a target gets no `probe` request: without a `renew`, its round ends
+/// `grace` after the coordinator's connection closed, in every phase).
 #[derive(Debug)]
 struct Lease {
     duration: Duration,

@@ -21,7 +21,8 @@ use crate::probe::canary_line::{NONCE_KEY_HEX, NonceKey};
 /// connection before the first `probe` request: a coordinator killed or
 /// interrupted while it still waits for another host's `prepare` has
 /// nothing to come back for, so its canaries close at once, not a whole
-/// lease later. A `renew` within it keeps the round.
+/// lease later. A `renew` within it keeps the round, for the whole lease
+/// from then on.
 pub(super) const PREPARED_GRACE: Duration = Duration::from_secs(1);
 
 impl Shared {

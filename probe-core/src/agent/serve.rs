@@ -264,7 +264,12 @@ impl Shared {
                 self.probe(req).await
             }
             Request::Renew(r) => {
+                // A coordinator that renews is alive and past `prepare`
+                // (a target gets no `probe` request): the whole lease.
                 if self.renew(&r.round) {
+                    if let Some(lease) = self.current_lease() {
+                        lease.probing();
+                    }
                     Response::Renewed(RenewReply {
                         round: r.round,
                         lease_ms: u64::try_from(self.config.limits.lease.as_millis())
