@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub struct AgentArgs {
     /// The plan file (TOML), the same one the coordinator uses; with
     /// --stdio, `-` reads it from the coordinator first.
-    #[arg(long)]
-    plan: PathBuf,
+    #[arg(long, required_unless_present = "cleanup")]
+    plan: Option<PathBuf>,
     /// The plan host this agent plays (default: the host whose address is
     /// one of this machine's).
     #[arg(long)]
@@ -50,24 +50,34 @@ pub struct AgentArgs {
     /// unavailable without it).
     #[arg(long)]
     no_rule_trace: bool,
+    /// Delete every rule-tracing table (`inet portcall_trace_*`) in this
+    /// network namespace and exit: what a service manager runs after the
+    /// agent stopped (systemd's ExecStopPost), so that not even an agent
+    /// killed with SIGKILL leaves one until its expiry.
+    #[arg(long, exclusive = true)]
+    cleanup: bool,
     /// Schedule mode: `--every` and `--metrics` (see schedule_cmd).
     #[command(flatten)]
     schedule: crate::schedule_cmd::ScheduleArgs,
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if args.cleanup {
+        return cleanup();
+    }
+    let plan_file = args.plan.clone().context("--plan is required")?;
     if args.stdio {
-        return stdio(&args);
+        return stdio(&args, &plan_file);
     }
     init_logging("info");
     // Schedule mode alone: without --pki or --insecure there is no control
     // endpoint (clap has made sure --every is there).
     if args.pki.is_none() && !args.insecure {
-        return crate::schedule_cmd::run(&args.plan, args.host.as_deref(), &args.schedule);
+        return crate::schedule_cmd::run(&plan_file, args.host.as_deref(), &args.schedule);
     }
     // Read without materializing a path, then keep only this host's: an
     // agent's memory follows its own paths, not the whole plan's.
-    let plan = Plan::load_scoped(&args.plan, &PathScope::Lazy)?;
+    let plan = Plan::load_scoped(&plan_file, &PathScope::Lazy)?;
     let host = match args.host {
         Some(h) => h,
         None => agent::detect_host(&plan)?,
@@ -119,7 +129,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         crate::schedule_cmd::stop_on_signal(cancel.clone())?;
         // With --every, schedule mode runs beside the control endpoint.
         let scheduled =
-            crate::schedule_cmd::start(&args.plan, Some(agent.host()), &args.schedule).await?;
+            crate::schedule_cmd::start(&plan_file, Some(agent.host()), &args.schedule).await?;
         let ((), scheduled) = tokio::join!(
             agent.run(cancel.clone()),
             crate::schedule_cmd::run_scheduled(scheduled, cancel)
@@ -131,15 +141,15 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `agent --stdio`: the plan from a file or (`-`) from the coordinator.
-fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+fn stdio(args: &AgentArgs, plan_file: &std::path::Path) -> anyhow::Result<ExitCode> {
     // Standard error travels back through ssh; only warnings go there.
     init_logging("warn");
     let host = args.host.clone().context("--stdio needs --host")?;
-    let plan = if args.plan.as_os_str() == "-" {
+    let plan = if plan_file.as_os_str() == "-" {
         StdioPlan::Upload
     } else {
         StdioPlan::Loaded(Arc::new(Plan::load_scoped(
-            &args.plan,
+            plan_file,
             &PathScope::Host(host.clone()),
         )?))
     };
@@ -170,6 +180,29 @@ fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     // after a signal: do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent --cleanup`: deletes every trace table of this namespace and
+/// says which; exits 0 when there is nothing to delete or no nftables
+/// (nothing can be left then), 2 when nft refused.
+fn cleanup() -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    match runtime.block_on(agent::nftrace::delete_every_table()) {
+        Ok(deleted) if deleted.is_empty() => eprintln!("portcall agent --cleanup: no trace table"),
+        Ok(deleted) => {
+            for t in &deleted {
+                eprintln!("portcall agent --cleanup: deleted table inet {t}");
+            }
+        }
+        Err(agent::nftrace::TraceError::NoNft) => {
+            eprintln!("portcall agent --cleanup: no nft command, so no trace table");
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("delete the trace tables")),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

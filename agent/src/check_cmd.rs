@@ -224,7 +224,7 @@ fn run<T: Transport>(
         "report joined and written"
     );
     if cancel.is_cancelled() {
-        eprintln!("portcall: interrupted; the round was torn down on every agent it reached");
+        eprintln!("portcall: {}", round::interrupted_summary(&evidence));
         return Ok(ExitCode::from(crate::INTERRUPTED));
     }
     Ok(ExitCode::from(code))

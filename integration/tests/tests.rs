@@ -14,6 +14,7 @@ mod routed_lab;
 mod rule_trace;
 mod ssh_lab;
 mod suggest_validate;
+mod teardown_lab;
 mod timing_lab;
 mod udp_lab;
 mod udp_probe_lab;

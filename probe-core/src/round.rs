@@ -32,6 +32,8 @@ use crate::plan::Plan;
 use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, RoundEvidence};
 
 mod sources;
+mod summary;
+pub use summary::interrupted_summary;
 
 /// How long a cancelled round may spend tearing down what it started.
 pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
@@ -752,7 +754,11 @@ async fn evidence_one(mut s: Session, evidence: &Request, request_timeout: Durat
 /// (over its own connection when it is still usable, else a new one when
 /// the transport's agents outlive their connection), all at once and within
 /// [`CANCEL_TEARDOWN`]; agents that did not fail for another reason are
-/// reported `cancelled`.
+/// reported `cancelled`, and those whose teardown was not confirmed
+/// unreachable, with why ([`interrupted_summary`] names them). An agent
+/// whose `prepare` was still running saw its connection close, which drops
+/// that `prepare` and closes what it opened; the teardown that follows
+/// confirms it.
 async fn cancelled<T: Transport + ?Sized>(
     mut sessions: Vec<Session>,
     reached: &Reached,
@@ -766,7 +772,9 @@ async fn cancelled<T: Transport + ?Sized>(
         round: round.to_string(),
     });
     let mut set = JoinSet::new();
-    for s in &mut sessions {
+    // Hosts whose teardown is under way, until it is confirmed.
+    let mut unconfirmed = BTreeMap::new();
+    for (i, s) in sessions.iter_mut().enumerate() {
         let conn = s.conn.take();
         let Some(dial) = reached.get(&s.host) else {
             continue;
@@ -781,31 +789,54 @@ async fn cancelled<T: Transport + ?Sized>(
             _ => None,
         };
         if conn.is_none() && reopen.is_none() {
+            // Its session is closed: such an agent ends the round when its
+            // input closes.
             continue;
         }
+        unconfirmed.insert(
+            i,
+            format!("no answer to the teardown within {CANCEL_TEARDOWN:?}"),
+        );
         set.spawn(async move {
-            let mut conn = match (conn, reopen) {
-                (Some(c), _) => c,
-                (None, Some(opening)) => opening.await?,
-                (None, None) => return Ok(()),
+            let done = async {
+                let mut conn = match (conn, reopen) {
+                    (Some(c), _) => c,
+                    (None, Some(opening)) => opening.await?,
+                    (None, None) => unreachable!("skipped above"),
+                };
+                match conn.request(&teardown, CANCEL_TEARDOWN).await? {
+                    Response::TornDown(_) => Ok(()),
+                    _ => Err(conn.unexpected(&teardown)),
+                }
             };
-            conn.request(&teardown, CANCEL_TEARDOWN).await.map(drop)
+            (i, done.await.map_err(|e| error_chain(&e)))
         });
     }
-    let all = async { while set.join_next().await.is_some() {} };
+    let all = async {
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok((i, Ok(()))) => {
+                    unconfirmed.remove(&i);
+                }
+                Ok((i, Err(why))) => {
+                    unconfirmed.insert(i, why);
+                }
+                Err(_) => {}
+            }
+        }
+    };
     if timeout(CANCEL_TEARDOWN, all).await.is_err() {
-        tracing::warn!(%round, "teardown after cancel not finished within {CANCEL_TEARDOWN:?}; the canaries close at the round's TTL");
+        tracing::warn!(%round, "teardown after cancel not finished within {CANCEL_TEARDOWN:?}; those agents close the round when its lease lapses");
     }
     set.abort_all();
-    for s in &mut sessions {
+    for (i, s) in sessions.iter_mut().enumerate() {
+        if let Some(why) = unconfirmed.remove(&i) {
+            s.evidence.outcome =
+                AgentOutcome::Unreachable(format!("round interrupted; teardown failed: {why}"));
+            continue;
+        }
         // Agents that failed for a reason of their own keep it.
-        let cut_short = match &s.evidence.outcome {
-            AgentOutcome::Up => true,
-            AgentOutcome::Unreachable(_)
-            | AgentOutcome::Cancelled
-            | AgentOutcome::PlanMismatch(_) => false,
-        };
-        if cut_short {
+        if s.evidence.outcome == AgentOutcome::Up {
             s.evidence.outcome = AgentOutcome::Cancelled;
         }
     }

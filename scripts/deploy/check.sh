@@ -64,6 +64,12 @@ if have systemd-analyze systemd; then
     fi
   }
   run "systemd-analyze verify portcall-agent.service" verify_unit
+  # The backstop for trace tables a killed agent leaves behind.
+  stop_post_cleans() {
+    grep -qx 'ExecStopPost=/usr/local/bin/portcall agent --cleanup' \
+      "$here/systemd/portcall-agent.service"
+  }
+  run "ExecStopPost runs portcall agent --cleanup" stop_post_cleans
   if systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
     # Print only the overall exposure line; the exit status carries the
     # verdict against the threshold.

@@ -22,6 +22,7 @@ mod config;
 mod endpoint;
 pub mod listening;
 mod neighbours;
+mod nft_cmd;
 pub mod nftrace;
 mod outgoing;
 mod prepare;
@@ -29,6 +30,8 @@ mod serve;
 mod sock_diag;
 mod stdio;
 pub mod syn_watch;
+mod trace_event;
+mod trace_netlink;
 pub mod udp_canary;
 
 use config::bind_ip;
@@ -37,7 +40,7 @@ pub use stdio::{StdioPlan, serve_stdio};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +79,8 @@ struct Shared {
     canary_connections: Arc<Semaphore>,
     /// Nonces each canary port must expect in a round (paths to it).
     expected: HashMap<u16, usize>,
+    /// The trace tables this agent made and has not deleted yet.
+    traces: Arc<nftrace::OwnedTables>,
 }
 
 /// The round in progress (or the last one, whose evidence stays readable
@@ -99,10 +104,18 @@ struct Round {
 
 /// A round's lease: held while the coordinator's control connection that
 /// prepared it is open (TCP keepalive probes it), renewed by every request
-/// naming the round; it lapses `duration` after the last sign of life.
+/// naming the round; it lapses `grace` after the last sign of life until
+/// the first `probe` or `renew` request, `duration` after it from then on
+/// (a target gets no `probe` request: without a `renew`, its round ends
+/// `grace` after the coordinator's connection closed, in every phase).
 #[derive(Debug)]
 struct Lease {
     duration: Duration,
+    /// The lease before the first `probe` request (see
+    /// `prepare::PREPARED_GRACE`).
+    grace: Duration,
+    /// Whether a `probe` request came: the coordinator is past `prepare`.
+    probed: AtomicBool,
     holders: AtomicUsize,
     last: Mutex<Instant>,
 }
@@ -110,6 +123,21 @@ struct Lease {
 impl Lease {
     fn renew(&self) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// The coordinator asked this round to probe: the full lease applies.
+    fn probing(&self) {
+        self.probed.store(true, Ordering::SeqCst);
+        self.renew();
+    }
+
+    /// How long the lease outlasts the last sign of life now.
+    fn current(&self) -> Duration {
+        if self.probed.load(Ordering::SeqCst) {
+            self.duration
+        } else {
+            self.grace
+        }
     }
 
     fn hold(self: &Arc<Self>) -> LeaseHold {
@@ -123,7 +151,7 @@ impl Lease {
         if self.holders.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        Some(*self.last.lock().unwrap_or_else(|e| e.into_inner()) + self.duration)
+        Some(*self.last.lock().unwrap_or_else(|e| e.into_inner()) + self.current())
     }
 }
 
@@ -218,13 +246,33 @@ impl Agent {
         }
         shared.admission.refusals.flush(true);
         drop(listener);
-        shared.end_round(None).await;
-        conns.close();
-        conns.wait().await;
+        shared.shut_down(conns).await;
     }
 }
 
+/// How long a stopping agent (SIGTERM, SIGINT, end of its input) spends
+/// closing its round: its canaries, its connections and its trace tables.
+pub const SHUTDOWN: Duration = Duration::from_millis(1500);
+
 impl Shared {
+    /// Ends everything a stopping agent holds, within [`SHUTDOWN`]: the
+    /// connections (a `prepare` still running is dropped, and closes what
+    /// it opened), the round, and every trace table this agent made, the
+    /// last even when the rest ran out of time.
+    async fn shut_down(&self, conns: TaskTracker) {
+        let closing = async {
+            conns.close();
+            self.end_round(None).await;
+            conns.wait().await;
+        };
+        if tokio::time::timeout(SHUTDOWN, closing).await.is_err() {
+            tracing::warn!(
+                "the round was not closed within {SHUTDOWN:?}; deleting its trace tables anyway"
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.traces.delete_all()).await;
+    }
+
     /// Checks that the plan has the host and sets up the agent's state.
     fn new(config: AgentConfig) -> Result<Arc<Shared>, AgentError> {
         let plan = &config.plan;
@@ -259,6 +307,7 @@ impl Shared {
             )),
             canary_connections: Arc::new(Semaphore::new(limits.canary_connections)),
             expected,
+            traces: Arc::default(),
             config,
         }))
     }

@@ -40,13 +40,17 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
+pub use super::nft_cmd::{OwnedTables, nft_path};
+use super::nft_cmd::{Unfinished, find_tool, nft};
+use super::trace_netlink;
 use crate::control::{TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow};
 
 /// Every table the agent adds starts with this.
@@ -172,56 +176,7 @@ pub fn add_elements(table: &str, pairs: &[(IpAddr, u16)], left: Duration) -> Str
     s
 }
 
-/// A table, as `nft` trace lines name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainRef {
-    /// `ip`, `ip6`, `inet`, ...
-    pub family: String,
-    /// The table's name.
-    pub table: String,
-    /// The chain's name.
-    pub chain: String,
-}
-
-/// One line of `nft -a monitor trace` output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TraceLine {
-    /// `packet: ...`: the packet as the chain saw it.
-    Packet {
-        /// The trace id.
-        id: String,
-        /// Where.
-        at: ChainRef,
-        /// Source address.
-        source: IpAddr,
-        /// Destination address.
-        dest: IpAddr,
-        /// TCP destination port.
-        port: u16,
-    },
-    /// `rule ... (verdict V)`: a rule's verdict.
-    Rule {
-        /// The trace id.
-        id: String,
-        /// Where.
-        at: ChainRef,
-        /// The rule's handle, when printed.
-        handle: Option<u64>,
-        /// The rule's text; `None` when nft printed `unknown rule`.
-        text: Option<String>,
-        /// `accept`, `drop`, `continue`, `jump X`, ...
-        verdict: String,
-    },
-    /// `policy P`: the chain's policy decided.
-    Policy {
-        /// The trace id.
-        id: String,
-        /// Where.
-        at: ChainRef,
-        /// `accept` or `drop`.
-        policy: String,
-    },
-}
+pub use super::trace_event::{ChainRef, TraceLine};
 
 /// Parses one line of `nft -a monitor` output; `None` for anything that is
 /// not a trace line of a TCP packet, a rule verdict or a policy.
@@ -415,48 +370,6 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The `nft` binary, if installed.
-pub fn nft_path() -> Option<PathBuf> {
-    find_tool("nft")
-}
-
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Runs `nft args` with `stdin`; its stderr as the error.
-async fn nft(nft: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut cmd = Command::new(nft);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("run nft: {e}"))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .await
-            .map_err(|e| format!("write to nft: {e}"))?;
-    }
-    let out = timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .map_err(|_| "nft did not finish within 10 s".to_string())?
-        .map_err(|e| format!("run nft: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
 /// The legacy iptables tables loaded in this network namespace, whose rules
 /// nftables tracing cannot see.
 fn legacy_tables() -> Vec<String> {
@@ -516,17 +429,45 @@ pub async fn delete_at(name: String, expiry_unix: u64) {
     }
 }
 
+/// Every `portcall_trace_*` table in this network namespace, deleted
+/// whatever its expiry: `portcall agent --cleanup`, for a service
+/// manager to run after the agent stopped (nothing else of ours may be
+/// running then). Returns the names deleted.
+pub async fn delete_every_table() -> Result<Vec<String>, TraceError> {
+    let bin = nft_path().ok_or(TraceError::NoNft)?;
+    let listing = nft(&bin, &["list", "tables", "inet"], None)
+        .await
+        .map_err(|e| refusal(&e))?;
+    let mut deleted = Vec::new();
+    for name in listing
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet "))
+        .filter(|n| table_expiry(n).is_some())
+    {
+        nft(&bin, &["delete", "table", "inet", name], None)
+            .await
+            .map_err(|e| refusal(&e))?;
+        deleted.push(name.to_string());
+    }
+    Ok(deleted)
+}
+
 /// A round's tracing, running.
 #[derive(Debug)]
 pub struct Tracer {
     nft: PathBuf,
     table: String,
     log: Arc<Mutex<TraceLog>>,
-    monitor: Mutex<Option<Monitor>>,
+    /// `netlink` or `nft monitor text`: see [`Tracer::events`].
+    events: &'static str,
+    monitor: Mutex<Option<TextMonitor>>,
+    /// Set to stop the netlink reader.
+    netlink: Option<Arc<AtomicBool>>,
     note: Option<String>,
     /// Every `address . port` pair the table marks, arriving or leaving
     /// (bounded by [`MAX_TRACED_PAIRS`]).
     traced: Mutex<std::collections::HashSet<(IpAddr, u16)>>,
+    owned: Arc<OwnedTables>,
 }
 
 /// The `nft monitor` process and the `timeout` wrapper around it, in a
@@ -563,31 +504,86 @@ impl Monitor {
     }
 }
 
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.signal_group();
+/// How a round's trace events are read.
+#[derive(Debug)]
+enum Reader {
+    /// The kernel's netlink messages (`trace_netlink`), subscribed before
+    /// the table exists.
+    Netlink(Option<trace_netlink::Subscription>),
+    /// `nft -a monitor`, with a watch that turns true once it is seen to
+    /// receive our table's events, and its standard error.
+    Text(Box<TextMonitor>),
+}
+
+/// The fallback reader: `nft -a monitor` parsed line by line.
+#[derive(Debug)]
+struct TextMonitor {
+    monitor: Monitor,
+    ready: tokio::sync::watch::Receiver<bool>,
+    stderr: Option<tokio::process::ChildStderr>,
+}
+
+impl Reader {
+    /// Waits until events of `table` are read: at once for netlink; for
+    /// the monitor, which subscribes asynchronously, touching the table
+    /// until its lines show it receives events (or about 2 s).
+    async fn ready(&mut self, bin: &Path, table: &str) -> Result<(), TraceError> {
+        let Reader::Text(m) = self else {
+            return Ok(());
+        };
+        for i in 0..20 {
+            if timeout(Duration::from_millis(100), m.ready.wait_for(|r| *r))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(());
+            }
+            let _ = nft(
+                bin,
+                &["add", "chain", "inet", table, &format!("sync{i}")],
+                None,
+            )
+            .await;
+        }
+        let mut why = String::new();
+        if let Some(mut err) = m.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::new();
+            let _ = timeout(Duration::from_millis(200), err.read_to_end(&mut buf)).await;
+            why = String::from_utf8_lossy(&buf).trim().to_string();
+        }
+        Err(if why.is_empty() {
+            TraceError::NoEvents
+        } else {
+            refusal(&why)
+        })
     }
 }
 
-impl Tracer {
-    /// Starts tracing `scope` for `ttl`: the monitor first, then the table,
-    /// and returns once the monitor is seen to receive events. The error is
-    /// the reason tracing is not possible here, in words for the report.
-    pub async fn start(scope: &TraceScope, ttl: Duration) -> Result<Tracer, TraceError> {
-        let Some(bin) = nft_path() else {
-            return Err(TraceError::NoNft);
-        };
-        let table = table_name(&scope.round, scope.expires_unix);
+impl TextMonitor {
+    async fn kill(self) {
+        self.monitor.kill().await;
+    }
+}
+
+impl Monitor {
+    /// Starts `nft -a monitor` for `table`, its lines parsed into `log`.
+    fn start(
+        bin: &Path,
+        table: &str,
+        ttl: Duration,
+        log: &Arc<Mutex<TraceLog>>,
+    ) -> Result<TextMonitor, TraceError> {
         // The monitor may not outlive the round even if we die: `timeout`
         // ends it at the TTL (and kill_on_drop when we drop it).
         let bound = format!("{}s", ttl.as_secs() + 2);
         let mut cmd = match find_tool("timeout") {
             Some(t) => {
                 let mut c = Command::new(t);
-                c.args(["-k", "1", &bound]).arg(&bin);
+                c.args(["-k", "1", &bound]).arg(bin);
                 c
             }
-            None => Command::new(&bin),
+            None => Command::new(bin),
         };
         cmd.args(["-a", "monitor"])
             .stdin(Stdio::null())
@@ -601,61 +597,92 @@ impl Tracer {
             .take()
             .ok_or(TraceError::MonitorOutput)?;
         let stderr = monitor.child.stderr.take();
-        let log = Arc::new(Mutex::new(TraceLog::new(&table)));
-        let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
-        {
-            let log = log.clone();
-            let table = table.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if !*ready_tx.borrow() && line.contains(&table) && !line.starts_with("trace") {
-                        let _ = ready_tx.send(true);
-                    }
-                    if let Some(t) = parse_line(&line) {
-                        log.lock().unwrap_or_else(|e| e.into_inner()).record(t);
-                    }
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let (log, table) = (log.clone(), table.to_string());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if !*ready_tx.borrow() && line.contains(&table) && !line.starts_with("trace") {
+                    let _ = ready_tx.send(true);
                 }
-            });
-        }
-        if let Err(e) = nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
-            monitor.kill().await;
-            return Err(refusal(&e));
-        }
-        // The monitor subscribes asynchronously: touch our table until it
-        // shows that it receives events (or give up after about 2 s).
-        let mut ready = false;
-        for i in 0..20 {
-            if timeout(Duration::from_millis(100), ready_rx.wait_for(|r| *r))
-                .await
-                .is_ok_and(|r| r.is_ok())
-            {
-                ready = true;
-                break;
+                if let Some(t) = parse_line(&line) {
+                    log.lock().unwrap_or_else(|e| e.into_inner()).record(t);
+                }
             }
-            let _ = nft(
-                &bin,
-                &["add", "chain", "inet", &table, &format!("sync{i}")],
-                None,
-            )
-            .await;
-        }
-        if !ready {
-            let mut why = String::new();
-            if let Some(mut err) = stderr {
-                use tokio::io::AsyncReadExt;
-                let mut buf = Vec::new();
-                let _ = timeout(Duration::from_millis(200), err.read_to_end(&mut buf)).await;
-                why = String::from_utf8_lossy(&buf).trim().to_string();
+        });
+        Ok(TextMonitor {
+            monitor,
+            ready,
+            stderr,
+        })
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.signal_group();
+    }
+}
+
+impl Tracer {
+    /// Starts tracing `scope` for `ttl`: the monitor first, then the table,
+    /// and returns once the monitor is seen to receive events. The error is
+    /// the reason tracing is not possible here, in words for the report.
+    /// The table is listed in `owned` until [`Tracer::stop`] deletes it.
+    pub async fn start(
+        scope: &TraceScope,
+        ttl: Duration,
+        owned: &Arc<OwnedTables>,
+    ) -> Result<Tracer, TraceError> {
+        let Some(bin) = nft_path() else {
+            return Err(TraceError::NoNft);
+        };
+        let table = table_name(&scope.round, scope.expires_unix);
+        let log = Arc::new(Mutex::new(TraceLog::new(&table)));
+        // The kernel's own events where this process may read them; `nft
+        // -a monitor`'s text where it may not.
+        let mut reader = match trace_netlink::subscribe() {
+            Ok(sub) => Reader::Netlink(Some(sub)),
+            Err(e) => {
+                tracing::info!(error = %e, "no netlink trace events here; reading `nft -a monitor` instead");
+                Reader::Text(Box::new(Monitor::start(&bin, &table, ttl, &log)?))
             }
-            monitor.kill().await;
+        };
+        // Listed before it exists: dropped from here on (the coordinator
+        // went away mid-`prepare`), the guard deletes it.
+        owned.add(&table);
+        let mut unfinished = Unfinished {
+            owned: owned.clone(),
+            nft: bin.clone(),
+            table: Some(table.clone()),
+        };
+        let made = match nft(&bin, &["-f", "-"], Some(&ruleset(scope, ttl))).await {
+            Err(e) => Err(refusal(&e)),
+            Ok(_) => reader.ready(&bin, &table).await,
+        };
+        if let Err(e) = made {
+            if let Reader::Text(m) = reader {
+                (*m).kill().await;
+            }
             let _ = nft(&bin, &["delete", "table", "inet", &table], None).await;
-            return Err(if why.is_empty() {
-                TraceError::NoEvents
-            } else {
-                refusal(&why)
-            });
+            unfinished.table = None;
+            owned.forget(&table);
+            return Err(e);
         }
+        let (monitor, netlink) = match reader {
+            Reader::Text(m) => (Some(*m), None),
+            Reader::Netlink(sub) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let log = log.clone();
+                let until = std::time::Instant::now() + ttl + Duration::from_secs(2);
+                sub.expect("subscribed above")
+                    .read(stop.clone(), until, move |l| {
+                        log.lock().unwrap_or_else(|e| e.into_inner()).record(l);
+                    })
+                    .map_err(TraceError::Monitor)?;
+                (None, Some(stop))
+            }
+        };
         let legacy = legacy_tables();
         let note = (!legacy.is_empty()).then(|| {
             format!(
@@ -663,11 +690,18 @@ impl Tracer {
                 legacy.join(", ")
             )
         });
+        unfinished.table = None;
         Ok(Tracer {
             nft: bin,
             table,
             log,
-            monitor: Mutex::new(Some(monitor)),
+            events: if netlink.is_some() {
+                "netlink"
+            } else {
+                "nft monitor text"
+            },
+            monitor: Mutex::new(monitor),
+            netlink,
             note,
             traced: Mutex::new(
                 scope
@@ -677,6 +711,7 @@ impl Tracer {
                     .copied()
                     .collect(),
             ),
+            owned: owned.clone(),
         })
     }
 
@@ -714,6 +749,12 @@ impl Tracer {
         let mut traced = self.traced.lock().unwrap_or_else(|e| e.into_inner());
         traced.extend(new);
         Ok(traced.len())
+    }
+
+    /// Where this tracer reads its events: `netlink` (the kernel's trace
+    /// messages) or `nft monitor text` (the fallback).
+    pub fn events(&self) -> &'static str {
+        self.events
     }
 
     /// The table's name.
@@ -769,11 +810,16 @@ impl Tracer {
         if let Some(m) = child {
             m.kill().await;
         }
+        if let Some(stop) = &self.netlink {
+            stop.store(true, Ordering::SeqCst);
+        }
         if let Err(e) = nft(&self.nft, &["delete", "table", "inet", &self.table], None).await
             && !e.contains("No such file")
         {
             tracing::warn!(table = %self.table, error = %e, "could not delete the trace table");
+            return;
         }
+        self.owned.forget(&self.table);
     }
 }
 

@@ -2,7 +2,7 @@
 //! handshake watch, rule tracing, and the lease that ends the round when
 //! the coordinator is gone.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,14 @@ use crate::control::{
 };
 use crate::plan::Address;
 use crate::probe::canary_line::{NONCE_KEY_HEX, NonceKey};
+
+/// How long a prepared round outlives its coordinator's control
+/// connection before the first `probe` request: a coordinator killed or
+/// interrupted while it still waits for another host's `prepare` has
+/// nothing to come back for, so its canaries close at once, not a whole
+/// lease later. A `renew` within it keeps the round, for the whole lease
+/// from then on.
+pub(super) const PREPARED_GRACE: Duration = Duration::from_secs(1);
 
 impl Shared {
     /// `prepare`: checks the request, ends any earlier round, and opens
@@ -107,6 +115,8 @@ impl Shared {
         };
         let lease = Arc::new(Lease {
             duration: limits.lease,
+            grace: limits.lease.min(PREPARED_GRACE),
+            probed: AtomicBool::new(false),
             holders: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
         });
@@ -215,14 +225,19 @@ impl Shared {
             inbound,
             outbound,
         };
-        let tracer = match Tracer::start(&scope, ttl).await {
+        let tracer = match Tracer::start(&scope, ttl, &self.traces).await {
             Ok(t) => Arc::new(t),
             Err(why) => {
                 tracing::warn!(round, reason = %why, "no rule tracing on this host");
                 return Err(why.to_string());
             }
         };
-        tracing::info!(round, table = tracer.table(), "rule tracing on");
+        tracing::info!(
+            round,
+            table = tracer.table(),
+            events = tracer.events(),
+            "rule tracing on"
+        );
         let (t, cancel, deadline) = (tracer.clone(), cancel.clone(), Instant::now() + ttl);
         tracker.spawn(async move {
             tokio::select! {
@@ -325,14 +340,14 @@ async fn watch_lease(
         }
         match lease.lapses_at() {
             Some(at) if at <= now => {
-                tracing::info!(%round, lease_ms = lease.duration.as_millis() as u64, "round lease lapsed: the coordinator is gone; closing the canaries");
+                tracing::info!(%round, lease_ms = lease.current().as_millis() as u64, "round lease lapsed: the coordinator is gone; closing the canaries");
                 cancel.cancel();
                 return;
             }
             next => {
-                // Re-checked at least every quarter lease: a renewal moves
+                // Re-checked at least every quarter grace: a renewal moves
                 // the lapse time later, never earlier.
-                let step = lease.duration / 4;
+                let step = lease.grace / 4;
                 let wake = next.unwrap_or(now + step).min(now + step).min(expires);
                 tokio::select! {
                     () = cancel.cancelled() => return,
@@ -340,5 +355,56 @@ async fn watch_lease(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease() -> Arc<Lease> {
+        Arc::new(Lease {
+            duration: Duration::from_secs(5),
+            grace: PREPARED_GRACE,
+            probed: AtomicBool::new(false),
+            holders: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Watches `lease` as a prepared round does (TTL 90 s) once the
+    /// preparing connection has closed, and says when the round ended.
+    async fn ended_after(lease: Arc<Lease>) -> Duration {
+        drop(lease.hold());
+        let cancel = CancellationToken::new();
+        let start = Instant::now();
+        tokio::spawn(watch_lease(
+            lease,
+            start + Duration::from_secs(90),
+            cancel.clone(),
+            "ab12".into(),
+        ));
+        cancel.cancelled().await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_coordinator_gone_before_its_first_probe_request_ends_the_round_within_the_grace() {
+        let ended = ended_after(lease()).await;
+        assert!(
+            ended <= PREPARED_GRACE + Duration::from_millis(300),
+            "{ended:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_first_probe_request_the_whole_lease_applies() {
+        let l = lease();
+        l.probing();
+        let ended = ended_after(l).await;
+        assert!(
+            ended >= Duration::from_secs(5) && ended <= Duration::from_millis(6300),
+            "{ended:?}"
+        );
     }
 }

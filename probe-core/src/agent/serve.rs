@@ -256,11 +256,20 @@ impl Shared {
             }),
             Request::Prepare(req) => self.prepare(req).await,
             Request::Probe(req) => {
-                self.renew(&req.round);
+                if self.renew(&req.round)
+                    && let Some(lease) = self.current_lease()
+                {
+                    lease.probing();
+                }
                 self.probe(req).await
             }
             Request::Renew(r) => {
+                // A coordinator that renews is alive and past `prepare`
+                // (a target gets no `probe` request): the whole lease.
                 if self.renew(&r.round) {
+                    if let Some(lease) = self.current_lease() {
+                        lease.probing();
+                    }
                     Response::Renewed(RenewReply {
                         round: r.round,
                         lease_ms: u64::try_from(self.config.limits.lease.as_millis())

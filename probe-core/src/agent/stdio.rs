@@ -112,8 +112,10 @@ where
     shared.end_round(None).await;
     // The process exits right after: the trace's monitor and table must be
     // gone before, not left to a task the runtime drops (ending the round
-    // asked for it, within the canaries' timeout; this waits for nft).
+    // asked for it, within the canaries' timeout; this waits for nft), and
+    // so must every table this agent made (shut_down).
     shared.stop_trace().await;
+    shared.shut_down(tokio_util::task::TaskTracker::new()).await;
     Ok(())
 }
 
