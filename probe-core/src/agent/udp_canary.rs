@@ -324,6 +324,8 @@ fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
         shed: false,
         errno: None,
         silence: None,
+        proof: None,
+        service_answer: None,
     }
 }
 
@@ -407,6 +409,8 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         shed: false,
         errno: r.errno,
         silence: r.silence,
+        proof: None,
+        service_answer: None,
     }
 }
 

@@ -145,8 +145,8 @@ pub struct Path {
     /// The address family of `address`; `None` for a DNS name (it takes
     /// the resolved address's).
     pub family: Option<Family>,
-    /// What the target must answer with (the port's `service`, else
-    /// inferred from its name); `None`: the connection is the proof.
+    /// What the target must answer with (the port's `service`); `None`:
+    /// the plan does not say (see [`ServiceKind::inferred`]).
     pub service_kind: Option<ServiceKind>,
 }
 

@@ -111,7 +111,7 @@ pub(super) struct Resolved {
     pub(super) protocol: Protocol,
     /// The role serving it, when planned.
     pub(super) role: Option<String>,
-    /// What it must answer with (the role's `service`, else inferred).
+    /// What it must answer with (the role's `service`).
     pub(super) kind: Option<ServiceKind>,
 }
 
@@ -122,7 +122,7 @@ impl Resolved {
             service: e.name.clone(),
             protocol: e.protocol,
             role: Some(e.role.clone()),
-            kind: e.service_kind.or_else(|| ServiceKind::inferred(&e.name)),
+            kind: e.service_kind,
         }
     }
 }

@@ -215,6 +215,8 @@ pub(crate) mod tests {
             service_banner: None,
             arrived: None,
             local_denial: None,
+            proof: None,
+            service_answer: None,
         }
     }
 

@@ -355,6 +355,8 @@ expect = "blocked"
                 waited_ms: 500,
                 adaptive: false,
             }),
+            proof: None,
+            service_answer: None,
         }
     }
 

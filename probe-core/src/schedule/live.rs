@@ -17,7 +17,8 @@ use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
 use crate::plan::{Address, Family, Path, Plan};
 use crate::port::Protocol;
-use crate::probe::{Greeting, GreetingExchange, Host, ProbeConfig, Prober, SweepLimits, Target};
+use crate::probe::service::{ServiceExchange, ServicePlan, sweep_proving};
+use crate::probe::{Host, ProbeConfig, Prober, SweepLimits, Target};
 use crate::report::Verdict;
 
 /// The state of a schedule-mode agent between rounds.
@@ -26,9 +27,9 @@ pub(crate) struct LiveRounds {
     pub(crate) host: String,
     pub(crate) plan: Arc<Plan>,
     pub(crate) prober: Prober,
-    /// Reads the greeting of live services that speak first (MySQL), as
-    /// evidence, and leaves them politely.
-    pub(crate) greeter: Arc<GreetingExchange>,
+    /// Proves the planned service of each path (`probe::service`) and
+    /// leaves it politely.
+    pub(crate) greeter: Arc<ServiceExchange>,
     pub(crate) concurrency: usize,
     pub(crate) store: Arc<MetricsStore>,
     /// Each path's last verdict, to log changes rather than every round.
@@ -100,7 +101,7 @@ impl LiveRounds {
 }
 
 /// A prober and the greeting exchange it runs.
-pub(crate) type Probing = (Prober, Arc<GreetingExchange>);
+pub(crate) type Probing = (Prober, Arc<ServiceExchange>);
 
 /// The probe engine for `host`'s rounds: the plan's timeouts and retries,
 /// and the host's plan address as source when it is an address of this
@@ -116,7 +117,7 @@ pub(crate) fn prober_for(
     };
     let timeout = Duration::from_millis(plan.defaults.timeout_ms);
     let config = probe_config(plan, h, concurrency);
-    let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
+    let greeter = Arc::new(ServiceExchange::new(Vec::new(), timeout / 2, None));
     Ok((Prober::with_exchange(config, greeter.clone())?, greeter))
 }
 
@@ -146,14 +147,14 @@ impl Rounds for LiveRounds {
     async fn round(&mut self, cancel: &CancellationToken) {
         let paths: Vec<Path> = self.outgoing().into_iter().cloned().collect();
         let targets = paths.iter().map(target_of).collect();
-        self.greeter.set_greetings(
+        self.greeter.set_plans(
             paths
                 .iter()
-                .map(|p| Greeting::for_service(&p.service))
+                .map(|p| ServicePlan::of(p.service_kind, &p.service, &p.to))
                 .collect(),
         );
         let started = Instant::now();
-        let results = self.prober.sweep(targets, cancel, |_, _| {}).await;
+        let results = sweep_proving(&self.prober, &self.greeter, targets, cancel).await;
         if cancel.is_cancelled() {
             return;
         }

@@ -425,6 +425,8 @@ fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
         service_banner: None,
         arrived: None,
         local_denial: None,
+        proof: None,
+        service_answer: None,
     }
 }
 
@@ -534,6 +536,8 @@ expect = "blocked"
                 waited_ms: 500,
                 adaptive: false,
             }),
+            proof: None,
+            service_answer: None,
         }
     }
 

@@ -226,6 +226,8 @@ mod tests {
             service_banner: None,
             arrived: None,
             local_denial: None,
+            proof: None,
+            service_answer: None,
         }
     }
 
