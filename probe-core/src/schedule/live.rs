@@ -17,7 +17,7 @@ use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
 use crate::plan::{Address, Family, Path, Plan};
 use crate::port::Protocol;
-use crate::probe::service::{ServiceExchange, ServicePlan, sweep_proving};
+use crate::probe::service::{Proof, ServiceExchange, ServicePlan, sweep_proving};
 use crate::probe::{Host, ProbeConfig, Prober, SweepLimits, Target};
 use crate::report::Verdict;
 
@@ -34,6 +34,26 @@ pub(crate) struct LiveRounds {
     pub(crate) store: Arc<MetricsStore>,
     /// Each path's last verdict, to log changes rather than every round.
     last: HashMap<PathKey, Verdict>,
+    /// Each path's last answering product and version, to log a service
+    /// that changed version between rounds.
+    banners: HashMap<PathKey, Banner>,
+}
+
+/// The product and version a service's answer named.
+type Banner = (Option<String>, Option<String>);
+
+/// "changed from X to Y" when a path's service answered with another
+/// product or version than in the last round that it answered; `None` on
+/// the first answer, an unchanged one, or a round without an answer.
+fn banner_change(before: Option<&Banner>, now: &Banner) -> Option<String> {
+    let before = before?;
+    let words = |(p, v): &Banner| match (p, v) {
+        (Some(p), Some(v)) => format!("{p} {v}"),
+        (Some(p), None) => p.clone(),
+        (None, Some(v)) => v.clone(),
+        (None, None) => "no version".to_owned(),
+    };
+    (before != now).then(|| format!("changed from {} to {}", words(before), words(now)))
 }
 
 /// A path's whole identity within one host's outgoing paths: a dual-stack
@@ -79,6 +99,7 @@ impl LiveRounds {
             concurrency,
             store,
             last: HashMap::new(),
+            banners: HashMap::new(),
         })
     }
 
@@ -161,7 +182,9 @@ impl Rounds for LiveRounds {
         let samples: Vec<PathSample> = paths
             .iter()
             .zip(results)
-            .map(|(p, r)| PathSample {
+            .enumerate()
+            .map(|(k, (p, r))| (p, r, self.greeter.check(k)))
+            .map(|(p, r, check)| PathSample {
                 from: p.from.clone(),
                 to: p.to.clone(),
                 port: p.port,
@@ -176,11 +199,30 @@ impl Rounds for LiveRounds {
                     .as_ref()
                     .and_then(|c| crate::report::unix_seconds(&c.not_after)),
                 cert_verified: r.cert.as_ref().map(|c| c.verified),
+                proof: check
+                    .as_ref()
+                    .map(|c| c.proof)
+                    .or_else(|| r.connect_time.map(|_| Proof::L4)),
+                answer: check.and_then(|c| c.answer),
             })
             .collect();
         let duration = started.elapsed();
         let mut ok = 0usize;
         for (s, p) in samples.iter().zip(&paths) {
+            if let Some(a) = &s.answer {
+                let now = (a.product.clone(), a.version.clone());
+                if let Some(change) = banner_change(self.banners.get(&PathKey::of(p)), &now) {
+                    tracing::warn!(
+                        "path {} -> {}:{} ({}): the {} service {change}",
+                        s.from,
+                        s.to,
+                        p.port,
+                        s.service,
+                        a.protocol
+                    );
+                }
+                self.banners.insert(PathKey::of(p), now);
+            }
             let verdict = s.verdict();
             if verdict == Verdict::Ok {
                 ok += 1;
@@ -225,6 +267,7 @@ impl Rounds for LiveRounds {
                 let keep: std::collections::HashSet<PathKey> =
                     self.outgoing().into_iter().map(PathKey::of).collect();
                 self.last.retain(|k, _| keep.contains(k));
+                self.banners.retain(|k, _| keep.contains(k));
                 self.store.set_reload_ok(true);
                 tracing::info!(
                     plan = %self.plan_path.display(),
@@ -248,6 +291,17 @@ impl Rounds for LiveRounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_that_changes_version_between_rounds_is_noticed_once() {
+        let b = |v: &str| (Some("RabbitMQ".to_owned()), Some(v.to_owned()));
+        assert_eq!(banner_change(None, &b("3.10.8")), None, "a first answer");
+        assert_eq!(banner_change(Some(&b("3.10.8")), &b("3.10.8")), None);
+        assert_eq!(
+            banner_change(Some(&b("3.10.8")), &b("3.12.1")).as_deref(),
+            Some("changed from RabbitMQ 3.10.8 to RabbitMQ 3.12.1")
+        );
+    }
 
     /// Regression: schedule mode keyed each path's last verdict by (target,
     /// port) only, so a TCP and a UDP path on one port (or a dual-stack

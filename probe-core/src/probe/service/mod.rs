@@ -251,9 +251,10 @@ pub async fn check(
     };
     if !matches!(plan.kind, ServiceKind::Tls | ServiceKind::None) {
         // A silent server used the whole wait: leaving still gets a short
-        // grace (within the engine's exchange timeout, twice the wait), so
-        // the FIN goes out and is read before the engine's reset.
-        let grace = tokio::time::Instant::now() + wait.min(Duration::from_millis(250));
+        // grace (half the wait at most, so the whole exchange stays within
+        // the engine's exchange timeout, twice the wait), so the FIN goes
+        // out and is read before the engine's reset.
+        let grace = tokio::time::Instant::now() + (wait / 2).min(Duration::from_millis(250));
         io::leave(stream, deadline.max(grace)).await;
     }
     check

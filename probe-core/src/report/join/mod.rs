@@ -944,6 +944,8 @@ expect = "blocked"
                     cert_not_after: None,
                     cert_verified: None,
                     protocol: path.protocol,
+                    proof: None,
+                    answer: None,
                 };
                 assert_eq!(
                     path.verdict,
