@@ -53,6 +53,40 @@ pub struct PathSample {
     pub answer: Option<crate::probe::service::ServiceAnswer>,
 }
 
+/// The service-proof families: each path's proof level, and what
+/// answered its protocol probe as bounded labels.
+fn render_proof(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> io::Result<()> {
+    family(out, PROOF_LEVEL, PROOF_LEVEL_HELP, "gauge")?;
+    for p in paths {
+        if let Some(proof) = p.proof {
+            sample(out, PROOF_LEVEL, (plan, p), &[], &proof.level().to_string())?;
+        }
+    }
+
+    family(
+        out,
+        "portcall_path_service_info",
+        "What answered the path's protocol probe: its protocol, product and version as labels (letters, digits and . _ - + only, 32 characters at most); always 1, one series per path.",
+        "gauge",
+    )?;
+    for p in paths {
+        if let Some(a) = &p.answer {
+            let (protocol, product, version) = (
+                fact(Some(&a.protocol)),
+                fact(a.product.as_deref()),
+                fact(a.version.as_deref()),
+            );
+            let extra = [
+                ("answer_protocol", protocol.as_str()),
+                ("product", product.as_str()),
+                ("version", version.as_str()),
+            ];
+            sample(out, "portcall_path_service_info", (plan, p), &extra, "1")?;
+        }
+    }
+    Ok(())
+}
+
 /// A banner fact as a label value of bounded size and alphabet (letters,
 /// digits, `.`, `_`, `-`, `+`; 32 characters), so that whatever a remote
 /// service sends, a path has one info series with short values.
@@ -205,35 +239,7 @@ impl Exposition {
             }
         }
 
-        family(out, PROOF_LEVEL, PROOF_LEVEL_HELP, "gauge")?;
-        for p in paths {
-            if let Some(proof) = p.proof {
-                sample(out, PROOF_LEVEL, (plan, p), &[], &proof.level().to_string())?;
-            }
-        }
-
-        family(
-            out,
-            "portcall_path_service_info",
-            "What answered the path's protocol probe: its protocol, product and version as labels (letters, digits and . _ - + only, 32 characters at most); always 1, one series per path.",
-            "gauge",
-        )?;
-        for p in paths {
-            if let Some(a) = &p.answer {
-                let (protocol, product, version) = (
-                    fact(Some(&a.protocol)),
-                    fact(a.product.as_deref()),
-                    fact(a.version.as_deref()),
-                );
-                let extra = [
-                    ("answer_protocol", protocol.as_str()),
-                    ("product", product.as_str()),
-                    ("version", version.as_str()),
-                ];
-                sample(out, "portcall_path_service_info", (plan, p), &extra, "1")?;
-            }
-        }
-        Ok(())
+        render_proof(out, plan, paths)
     }
 
     /// The agent's families: the last round's time and duration, rounds

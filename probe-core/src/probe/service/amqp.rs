@@ -7,8 +7,8 @@
 
 use tokio::time::Instant;
 
+use super::answer::{Judged, Proof, ServiceAnswer, ServiceCheck, unrecognised};
 use super::io::{self, End, text};
-use super::{Proof, ServiceAnswer, ServiceCheck};
 use crate::probe::exchange::ProbeStream;
 
 /// The protocol header a 0-9-1 client opens with.
@@ -90,17 +90,17 @@ pub fn parse_connection_start(buf: &[u8]) -> Option<ServiceAnswer> {
 }
 
 /// The header and the judgement of the server's answer.
-pub(super) async fn check(stream: &mut dyn ProbeStream, deadline: Instant) -> ServiceCheck {
+pub(super) async fn check(stream: &mut dyn ProbeStream, deadline: Instant) -> Judged {
     let started = Instant::now();
     if !io::send(stream, deadline, AMQP_HEADER).await {
-        return super::sniff::other("amqp", b"", End::Closed, 0);
+        return unrecognised(Vec::new(), End::Closed, started);
     }
     let (buf, end) = io::read_answer(stream, deadline, 8192, |b| {
         parse_connection_start(b).is_some() || (b.starts_with(b"AMQP") && b.len() >= 8)
     })
     .await;
     if let Some(a) = parse_connection_start(&buf) {
-        return ServiceCheck::proven(Proof::Healthy, a);
+        return Ok(ServiceCheck::proven(Proof::Healthy, a));
     }
     if buf.starts_with(b"AMQP") && buf.len() >= 8 {
         // The broker answers a version it does not speak with its own
@@ -111,9 +111,9 @@ pub(super) async fn check(stream: &mut dyn ProbeStream, deadline: Instant) -> Se
             "the broker speaks AMQP {}-{}-{}, not 0-9-1",
             buf[5], buf[6], buf[7]
         );
-        return ServiceCheck::proven(Proof::Identified, a);
+        return Ok(ServiceCheck::proven(Proof::Identified, a));
     }
-    super::sniff::other("amqp", &buf, end, started.elapsed().as_millis())
+    unrecognised(buf, end, started)
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 
 use tokio::time::Instant;
 
+use super::answer::{Judged, Proof, Retry, ServiceAnswer, ServiceCheck, ServicePlan, unrecognised};
 use super::io::{self, End, text};
-use super::{Proof, Retry, ServiceAnswer, ServiceCheck, ServicePlan};
 use crate::probe::exchange::ProbeStream;
 
 /// The request method.
@@ -127,15 +127,15 @@ pub(super) async fn check(
     method: Method,
     stream: &mut dyn ProbeStream,
     deadline: Instant,
-) -> ServiceCheck {
+) -> Judged {
     let started = Instant::now();
     let protocol = plan.kind.as_str();
     if !io::send(stream, deadline, &head_request(method, &plan.host)).await {
-        return super::sniff::other(protocol, b"", End::Closed, 0);
+        return unrecognised(Vec::new(), End::Closed, started);
     }
     let (buf, end) = io::read_answer(stream, deadline, 8 * 1024, head_complete).await;
     let Some(r) = parse_response(&buf) else {
-        return super::sniff::other(protocol, &buf, end, started.elapsed().as_millis());
+        return unrecognised(buf, end, started);
     };
     let mut answer = r.answer(protocol);
     if method == Method::Get {
@@ -153,7 +153,7 @@ pub(super) async fn check(
     if method == Method::Head && matches!(r.code, 405 | 501) {
         c.again = Some(Retry::HttpGet);
     }
-    c
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 
 use tokio::time::Instant;
 
+use super::answer::{Judged, Proof, ServiceAnswer, ServiceCheck, unrecognised};
 use super::io::{self, text};
-use super::{Proof, ServiceAnswer, ServiceCheck};
 use crate::probe::exchange::ProbeStream;
 
 /// Whether `buf` holds a whole packet.
@@ -63,18 +63,18 @@ pub fn parse_greeting(buf: &[u8]) -> Option<ServiceAnswer> {
 }
 
 /// Reads the greeting and judges it.
-pub(super) async fn check(stream: &mut dyn ProbeStream, deadline: Instant) -> ServiceCheck {
+pub(super) async fn check(stream: &mut dyn ProbeStream, deadline: Instant) -> Judged {
     let started = Instant::now();
     let (buf, end) = io::read_answer(stream, deadline, 4096, complete).await;
     match parse_greeting(&buf) {
         Some(a) if a.status.as_deref() == Some("greeting") => {
-            ServiceCheck::proven(Proof::Healthy, a)
+            Ok(ServiceCheck::proven(Proof::Healthy, a))
         }
         Some(mut a) => {
             a.detail = format!("{} (the server refuses this client)", a.detail);
-            ServiceCheck::proven(Proof::Identified, a)
+            Ok(ServiceCheck::proven(Proof::Identified, a))
         }
-        None => super::sniff::other("mysql", &buf, end, started.elapsed().as_millis()),
+        None => unrecognised(buf, end, started),
     }
 }
 

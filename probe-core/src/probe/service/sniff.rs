@@ -2,8 +2,8 @@
 //! an answer recognised as one of the protocols portcall knows (so that a
 //! `wrong-service` says "HTTP answered" rather than "garbage").
 
+use super::answer::{ServiceAnswer, ServiceCheck, Unrecognised};
 use super::io::{End, printable, text};
-use super::{ServiceAnswer, ServiceCheck};
 
 /// The protocol `bytes` are in, with what they say, where recognisable;
 /// `unknown` with the first bytes otherwise; `None` for no bytes.
@@ -52,7 +52,8 @@ pub fn describe(bytes: &[u8]) -> Option<ServiceAnswer> {
 
 /// The check of a port that did not answer as `planned`: what did answer
 /// (or that nothing did), as a wrong service.
-pub(super) fn other(planned: &str, bytes: &[u8], end: End, waited_ms: u128) -> ServiceCheck {
+pub(super) fn other(planned: &str, u: &Unrecognised) -> ServiceCheck {
+    let (bytes, end, waited_ms) = (&u.bytes[..], u.end, u.waited_ms);
     match describe(bytes) {
         Some(a) => {
             let why = format!("{} answered instead", a.summary());
@@ -103,14 +104,19 @@ mod tests {
 
     #[test]
     fn silence_and_a_bare_close_are_wrong_services_without_an_answer() {
-        let c = other("amqp", b"", End::Silent, 500);
+        let quiet = |end| Unrecognised {
+            bytes: Vec::new(),
+            end,
+            waited_ms: 500,
+        };
+        let c = other("amqp", &quiet(End::Silent));
         assert_eq!(c.answer, None);
         assert!(
             c.wrong
                 .unwrap()
                 .contains("nothing answered the amqp request within 500 ms")
         );
-        let c = other("thrift", b"", End::Closed, 500);
+        let c = other("thrift", &quiet(End::Closed));
         assert!(c.wrong.unwrap().contains("closed without a byte"));
     }
 }

@@ -7,8 +7,8 @@
 
 use tokio::time::Instant;
 
+use super::answer::{Judged, Proof, Retry, ServiceAnswer, ServiceCheck, unrecognised};
 use super::io::{self, End, text};
-use super::{Proof, Retry, ServiceAnswer, ServiceCheck};
 use crate::probe::exchange::ProbeStream;
 
 /// The method called: no Thrift IDL defines it.
@@ -150,10 +150,10 @@ pub(super) async fn check(
     framing: Framing,
     stream: &mut dyn ProbeStream,
     deadline: Instant,
-) -> ServiceCheck {
+) -> Judged {
     let started = Instant::now();
     if !io::send(stream, deadline, &call_unknown_method(framing)).await {
-        return super::sniff::other("thrift", b"", End::Closed, 0);
+        return unrecognised(Vec::new(), End::Closed, started);
     }
     let (buf, end) = io::read_answer(stream, deadline, 4096, |b| {
         parse_reply(b, framing).is_some()
@@ -165,23 +165,26 @@ pub(super) async fn check(
                 a.detail = format!("{} (framed)", a.detail);
             }
             let ours = a.status.as_deref() == Some("UNKNOWN_METHOD");
-            ServiceCheck::proven(
+            Ok(ServiceCheck::proven(
                 if ours {
                     Proof::Healthy
                 } else {
                     Proof::Identified
                 },
                 a,
-            )
+            ))
         }
         // A framed server reads our unframed header as a frame length far
         // over its limit and closes without a byte: ask again, framed.
         None if buf.is_empty() && end == End::Closed && framing == Framing::Unframed => {
-            let mut c = super::sniff::other("thrift", &buf, end, 0);
+            let mut c = ServiceCheck::wrong(
+                None,
+                "the connection was accepted, then closed without a byte in answer to the unframed thrift call".into(),
+            );
             c.again = Some(Retry::ThriftFramed);
-            c
+            Ok(c)
         }
-        None => super::sniff::other("thrift", &buf, end, started.elapsed().as_millis()),
+        None => unrecognised(buf, end, started),
     }
 }
 
