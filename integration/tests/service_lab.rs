@@ -150,7 +150,7 @@ fn servers_available() -> bool {
     false
 }
 
-fn path<'a>(paths: &'a [PathReport], port: u16) -> &'a PathReport {
+fn path(paths: &[PathReport], port: u16) -> &PathReport {
     paths.iter().find(|p| p.port == port).unwrap()
 }
 

@@ -138,7 +138,7 @@ pub(super) fn resolve(pref: &PortRef, target: &Host, to: &[Selector]) -> Vec<Res
                 .ports
                 .iter()
                 .filter(|e| e.port == *p)
-                .map(|e| Resolved::of(e))
+                .map(Resolved::of)
                 .collect();
             if planned.is_empty() {
                 vec![Resolved {
@@ -174,7 +174,7 @@ pub(super) fn resolve(pref: &PortRef, target: &Host, to: &[Selector]) -> Vec<Res
             } else {
                 all
             };
-            chosen.into_iter().map(|e| Resolved::of(e)).collect()
+            chosen.into_iter().map(Resolved::of).collect()
         }
     }
 }
