@@ -112,7 +112,7 @@ while True:
 fn nginx_conf(dir: &Path, addr: &str) -> String {
     let d = dir.display();
     format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log info;\n\
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log info;\n\
          events {{ worker_connections 64; }}\n\
          http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
@@ -150,6 +150,33 @@ fn servers_available() -> bool {
     false
 }
 
+/// Kills every process still living in a namespace when dropped (before
+/// the lab, so also when a test panics): daemons such as nginx's workers,
+/// RabbitMQ's Erlang VM and the `epmd` it forks outlive the process the lab
+/// started and would outlive the namespace.
+struct Reaper(Vec<String>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for _ in 0..2 {
+            for ns in &self.0 {
+                let Ok(out) = std::process::Command::new("ip")
+                    .args(["netns", "pids", ns])
+                    .output()
+                else {
+                    continue;
+                };
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", pid])
+                        .status();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 fn path(paths: &[PathReport], port: u16) -> &PathReport {
     paths.iter().find(|p| p.port == port).unwrap()
 }
@@ -163,6 +190,7 @@ fn each_protocol_is_proven_on_its_port_and_wrong_services_say_what_answered() {
     let plan_file = dir.path().join("plan.toml");
     std::fs::write(&plan_file, PLAN).unwrap();
     let lab = PlanLab::new(&plan_file).unwrap();
+    let _reaper = Reaper(vec![lab.lab.host("svc").netns.clone()]);
     let addr = lab.addr("svc").to_string();
     let run_dir = lab.dir.path().join("servers");
     std::fs::create_dir_all(&run_dir).unwrap();
@@ -320,4 +348,105 @@ fn each_protocol_is_proven_on_its_port_and_wrong_services_say_what_answered() {
     for line in silent.lines() {
         assert_eq!(line, "fin 414d515000000901", "{silent}");
     }
+}
+
+const BROKER_PLAN: &str = r#"name = "broker-proof"
+[defaults]
+timeout_ms = 1500
+retries = 1
+
+[[hosts]]
+name = "gw"
+address = "198.18.0.63"
+
+[[hosts]]
+name = "tm"
+address = "198.18.0.64"
+roles = ["wso2-apim-trafficmanager"]
+
+[[flows]]
+from = "host:gw"
+to = "host:tm"
+ports = ["broker"]
+"#;
+
+/// The catalog's traffic manager plans its JMS broker (5672) as AMQP: a
+/// real RabbitMQ there (its own node name, cookie and data dirs inside the
+/// lab) answers the header with `Connection.Start`, naming itself.
+#[test]
+fn a_real_rabbitmq_on_the_brokers_port_is_healthy_and_named() {
+    if !lab_available() {
+        return;
+    }
+    let Some(server) = [
+        "/usr/lib/rabbitmq/bin/rabbitmq-server",
+        "/usr/sbin/rabbitmq-server",
+    ]
+    .iter()
+    .map(Path::new)
+    .find(|p| p.is_file()) else {
+        let reason = "needs rabbitmq-server";
+        if std::env::var(integration::REQUIRE_LAB_ENV).as_deref() == Ok("1") {
+            panic!("{}=1 but {reason}", integration::REQUIRE_LAB_ENV);
+        }
+        eprintln!("skipped: {reason}");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("plan.toml");
+    std::fs::write(&plan_file, BROKER_PLAN).unwrap();
+    let lab = PlanLab::new(&plan_file).unwrap();
+    let _reaper = Reaper(vec![lab.lab.host("tm").netns.clone()]);
+    let addr = lab.addr("tm").to_string();
+    let rmq = lab.dir.path().join("rabbitmq");
+    for sub in ["home", "mnesia", "log"] {
+        std::fs::create_dir_all(rmq.join(sub)).unwrap();
+    }
+    let cookie = rmq.join("home/.erlang.cookie");
+    std::fs::write(&cookie, "portcall-service-lab").unwrap();
+    std::fs::set_permissions(&cookie, std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
+    std::fs::write(rmq.join("plugins"), "[].").unwrap();
+    let r = |f: &str| rmq.join(f).display().to_string();
+    let env = [
+        format!("HOME={}", r("home")),
+        "RABBITMQ_NODENAME=rabbit@localhost".to_string(),
+        format!("RABBITMQ_NODE_IP_ADDRESS={addr}"),
+        "RABBITMQ_NODE_PORT=5672".to_string(),
+        "ERL_EPMD_ADDRESS=127.0.0.1".to_string(),
+        format!("RABBITMQ_MNESIA_BASE={}", r("mnesia")),
+        format!("RABBITMQ_LOG_BASE={}", r("log")),
+        format!("RABBITMQ_ENABLED_PLUGINS_FILE={}", r("plugins")),
+        format!("RABBITMQ_CONFIG_FILE={}", r("rabbitmq")),
+        format!("RABBITMQ_PID_FILE={}", r("pid")),
+    ];
+    let mut args: Vec<&str> = env.iter().map(String::as_str).collect();
+    let server = server.display().to_string();
+    args.push(&server);
+    lab.lab
+        .spawn_logged("tm", "/usr/bin/env", &args, &rmq.join("out.log"))
+        .unwrap();
+    lab.lab
+        .output("tm", "ip", &["link", "set", "lo", "up"])
+        .unwrap();
+    lab.lab
+        .wait_listening("tm", 5672, Duration::from_secs(40))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e:#}\n{}",
+                std::fs::read_to_string(rmq.join("out.log")).unwrap_or_default()
+            )
+        });
+    lab.start_agents().unwrap();
+    let run = lab.check("gw").unwrap();
+    let broker = path(&run.report.paths, 5672);
+    assert_eq!(broker.observed, Some(Observed::Open), "{broker:?}");
+    assert_eq!(broker.verdict, Verdict::Ok);
+    assert_eq!(broker.proof, Some(Proof::Healthy), "{broker:?}");
+    let a = broker.service_answer.as_ref().unwrap();
+    assert_eq!(a.protocol, "amqp");
+    assert_eq!(a.product.as_deref(), Some("RabbitMQ"), "{a:?}");
+    assert!(
+        a.version.as_deref().is_some_and(|v| v.starts_with('3')),
+        "{a:?}"
+    );
 }
