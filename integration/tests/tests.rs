@@ -12,6 +12,7 @@ mod prometheus;
 mod routed_faults;
 mod routed_lab;
 mod rule_trace;
+mod service_lab;
 mod ssh_lab;
 mod suggest_validate;
 mod teardown_lab;

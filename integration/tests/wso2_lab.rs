@@ -475,6 +475,15 @@ fn wso2_real_mariadb_is_held_probed_live_and_keeps_working() {
                 "{}->db banner {banner:?}",
                 p.from
             );
+            // The catalog plans 3306 as `mysql`: the greeting is healthy.
+            assert_eq!(
+                p.proof,
+                Some(probe_core::probe::service::Proof::Healthy),
+                "{}->db",
+                p.from
+            );
+            let answer = p.service_answer.as_ref().unwrap();
+            assert_eq!(answer.product.as_deref(), Some("MariaDB"), "{answer:?}");
         }
     }
     // The probes left after the greeting with an orderly close: MariaDB

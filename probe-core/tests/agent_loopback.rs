@@ -270,6 +270,7 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
             "latency_ms",
             "observed",
             "port",
+            "proof",
             "protocol",
             "role",
             "seen_source",
@@ -283,6 +284,8 @@ async fn a_full_round_gives_exact_verdicts_with_the_targets_evidence() {
         ]
     );
     assert_eq!(json["paths"][0]["observed"], "open");
+    // A canary proves the connection, never a service.
+    assert_eq!(json["paths"][0]["proof"], "l4");
     // An open path: our nonce arrived, nothing to blame, no ICMP.
     assert_eq!(json["paths"][0]["target_stage"], "nonce");
     assert_eq!(json["paths"][0]["blame"], serde_json::Value::Null);

@@ -19,6 +19,7 @@ use crate::control::{
 use crate::plan::Address;
 use crate::port::Protocol;
 use crate::probe::canary_line::NonceKey;
+use crate::probe::service::{ServiceExchange, ServicePlan, sweep_proving};
 use crate::probe::{self, ProbeConfig, ProbeResult, Prober, Target};
 // The one place the agent asks which live UDP services portcall can prove
 // (it moves below the agent, to `probe::udp_service`, at the merge).
@@ -43,8 +44,8 @@ struct Planned {
     targets: Vec<Target>,
     /// Each target's nonce and expected host, where a canary waits.
     slots: Vec<Option<(String, String)>>,
-    /// What each target's live service says first, if it speaks first.
-    greetings: Vec<Option<probe::Greeting>>,
+    /// What each target's live service must prove to be, where planned.
+    services: Vec<Option<ServicePlan>>,
     /// UDP paths to a canary, probed by the UDP canaries' prober.
     udp_paths: Vec<udp_canary::UdpPath>,
 }
@@ -68,8 +69,8 @@ impl Shared {
         let plan = &self.config.plan;
         let d = plan.defaults;
         let per_attempt = Duration::from_millis(d.timeout_ms);
-        let greeter = Arc::new(probe::GreetingExchange::new(
-            planned.greetings,
+        let greeter = Arc::new(ServiceExchange::new(
+            planned.services,
             per_attempt / 2,
             Some(exchange.clone()),
         ));
@@ -90,7 +91,7 @@ impl Shared {
             concurrency: self.config.limits.probe_concurrency,
         };
         let (results, udp_results) = tokio::join!(
-            prober.sweep(planned.targets, &cancel, |_, _| {}),
+            sweep_proving(&prober, &greeter, planned.targets, &cancel),
             udp_canary::probe_paths(&udp_probing, planned.udp_paths, &cancel),
         );
         tracing::info!(round = %req.round, paths = results.len() + udp_results.len(), ms = started.elapsed().as_millis() as u64, "probes done");
@@ -103,7 +104,11 @@ impl Shared {
                 let mut p = path_probe(planned.indices[k], nonces[k].clone(), r);
                 p.neighbour = neighbour;
                 p.answered_by = exchange.answered_by(k);
-                p.service_banner = greeter.banner(k);
+                if let Some(check) = greeter.check(k) {
+                    p.service_banner = check.answer.as_ref().and_then(mysql_banner);
+                    p.proof = Some(check.proof);
+                    p.service_answer = check.answer.map(Box::new);
+                }
                 p
             })
             .chain(udp_results)
@@ -184,12 +189,12 @@ impl Shared {
             };
             planned.indices.push(i);
             planned.targets.push(target);
-            // A live service that speaks first is read and left politely.
-            planned.greetings.push(if slot.is_none() {
-                probe::Greeting::for_service(&path.service)
-            } else {
-                None
-            });
+            // A live service is asked in its planned protocol and left
+            // politely; a canary is never (it proves itself by the nonce).
+            planned.services.push(
+                ServicePlan::of(path.service_kind, &path.service, &path.to)
+                    .filter(|_| slot.is_none()),
+            );
             planned.slots.push(slot);
         }
         planned
@@ -234,6 +239,8 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
         errno: r.errno,
         silence: r.silence,
         neighbour: None,
+        proof: None,
+        service_answer: None,
     }
 }
 
@@ -295,4 +302,18 @@ async fn udp_target(
 /// A duration in whole microseconds, saturating.
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The `service_banner` a MySQL answer has always given
+/// (`MySQL 10.11.6-MariaDB`, `MySQL error 1130: ...`), kept beside the
+/// typed `service_answer` for readers of the older field.
+fn mysql_banner(a: &probe::service::ServiceAnswer) -> Option<String> {
+    if a.protocol != "mysql" {
+        return None;
+    }
+    match (&a.version, a.status.as_deref()) {
+        (Some(v), _) => Some(format!("MySQL {v}")),
+        (None, Some(s)) => Some(format!("MySQL {s}: {}", a.detail)),
+        _ => None,
+    }
 }

@@ -339,6 +339,8 @@ fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
         errno: None,
         silence: None,
         neighbour: None,
+        proof: None,
+        service_answer: None,
     }
 }
 
@@ -423,6 +425,8 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         errno: r.errno,
         silence: r.silence,
         neighbour: None,
+        proof: None,
+        service_answer: None,
     }
 }
 

@@ -455,6 +455,14 @@ pub struct PathProbe {
     /// The path stayed silent ([`crate::probe::ProbeResult::silence`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<crate::probe::Silence>,
+    /// How far the planned service was proven, where the path connected to
+    /// a live service with a planned protocol (`probe::service`); absent
+    /// elsewhere (the join says `l4` for any connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<crate::probe::service::Proof>,
+    /// What answered the protocol probe, where anything did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_answer: Option<Box<crate::probe::service::ServiceAnswer>>,
     /// The source's own kernel could not resolve the next hop's link-layer
     /// address (ARP or neighbour discovery failed): read from its
     /// neighbour table when the connect failed with an error from the

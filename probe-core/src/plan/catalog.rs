@@ -97,6 +97,31 @@ mod tests {
     }
 
     #[test]
+    fn catalog_ports_say_what_answers_them() {
+        use crate::plan::ServiceKind::{Amqp, Http, Https, Mysql, Thrift, Tls};
+        let c = Catalog::builtin();
+        let service = |role: &str, port: &str| {
+            c.get(role)
+                .unwrap()
+                .ports
+                .iter()
+                .find(|p| p.name == port)
+                .unwrap()
+                .service
+        };
+        assert_eq!(service("wso2-carbon", "https-servlet"), Some(Https));
+        assert_eq!(service("wso2-carbon", "http-servlet"), Some(Http));
+        assert_eq!(service("wso2-apim-keymanager", "thrift-km"), Some(Thrift));
+        assert_eq!(service("wso2-apim-trafficmanager", "broker"), Some(Amqp));
+        assert_eq!(service("wso2-apim-trafficmanager", "binary-ssl"), Some(Tls));
+        // WSO2's own binary event protocol: nothing to prove it by.
+        assert_eq!(service("wso2-apim-trafficmanager", "binary"), None);
+        assert_eq!(service("wso2-apim-analytics", "thrift"), Some(Thrift));
+        assert_eq!(service("wso2-apim-gateway", "nio-https"), Some(Https));
+        assert_eq!(service("mariadb", "mysql"), Some(Mysql));
+    }
+
+    #[test]
     fn catalog_has_the_product_table() {
         use Protocol::{Tcp, Tls};
         let carbon = vec![
@@ -107,7 +132,8 @@ mod tests {
         assert_eq!(ports("wso2-apim-publisher"), carbon);
         assert_eq!(ports("wso2-apim-store"), carbon);
         let mut km = carbon.clone();
-        km.push(("thrift-km".into(), 10397, Tcp, true));
+        // Thrift inside TLS (carbon-apimgt's TSSLTransportFactory server).
+        km.push(("thrift-km".into(), 10397, Tls, true));
         assert_eq!(ports("wso2-apim-keymanager"), km);
         let mut gw = carbon.clone();
         gw.push(("nio-http".into(), 8280, Tcp, true));

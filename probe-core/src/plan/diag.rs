@@ -345,6 +345,22 @@ pub enum Problem {
         /// The repeated port name.
         name: String,
     },
+    /// A port's `service` needs another transport than its `protocol`
+    /// (`https` on a plain TCP port, `thrift` on a TLS or UDP one).
+    #[error(
+        "port `{name}` of role `{role}` has service = \"{service}\" on protocol = \"{protocol}\": {service} runs over {} (set the port's protocol, or another service)",
+        service.transports()
+    )]
+    ServiceTransport {
+        /// The role.
+        role: String,
+        /// The port's name.
+        name: String,
+        /// The service as written.
+        service: super::ServiceKind,
+        /// The port's protocol.
+        protocol: crate::port::Protocol,
+    },
     /// A port name is not a usable identifier.
     #[error(
         "port name `{name}` in role `{role}` is not valid (expected letters, digits, `_` or `-`, not only digits)"

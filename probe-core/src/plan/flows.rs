@@ -202,7 +202,14 @@ fn expand_port_ref(
     for &t in at.targets {
         let target = &hosts[t];
         let mut entries = Vec::new();
-        for (port, service, protocol, role) in resolve(pref, target, at.to) {
+        for resolved in resolve(pref, target, at.to) {
+            let super::selectors::Resolved {
+                port,
+                service,
+                protocol,
+                role,
+                kind,
+            } = resolved;
             resolved_somewhere = true;
             if role.is_none() {
                 cx.push(
@@ -228,6 +235,7 @@ fn expand_port_ref(
             entries.push(Entry {
                 port,
                 service,
+                kind,
                 protocol,
                 role,
                 colliding: false,
@@ -353,6 +361,8 @@ struct Unit {
 struct Entry {
     port: Port,
     service: String,
+    /// What the port must answer with.
+    kind: Option<super::ServiceKind>,
     protocol: Protocol,
     role: Option<String>,
     /// Whether another entry may produce a path to the same target and port.
@@ -585,6 +595,7 @@ impl Expansion {
                 role: e.entry.role.as_deref(),
                 flows,
                 family: e.family,
+                service_kind: e.entry.kind,
             };
             index += 1;
             f(view)

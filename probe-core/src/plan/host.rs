@@ -151,6 +151,9 @@ pub struct EffectivePort {
     pub protocol: Protocol,
     /// The role that defines it.
     pub role: String,
+    /// What the port must answer with, when the role says.
+    #[serde(skip_serializing_if = "Option::is_none", rename = "service")]
+    pub service_kind: Option<super::ServiceKind>,
     /// The port before offsets and overrides. Not part of `plan/v1`.
     #[serde(skip)]
     pub base: Port,

@@ -287,6 +287,7 @@ fn effective_ports(
                 port,
                 protocol: def.protocol,
                 role: role.name.clone(),
+                service_kind: def.service,
                 base: def.port,
                 shift,
             });

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::diag::Location;
 use super::host::{Address, Family, FamilyFilter};
+use super::service::ServiceKind;
 use crate::port::{Port, Protocol};
 
 /// Which hosts a flow endpoint means.
@@ -144,6 +145,9 @@ pub struct Path {
     /// The address family of `address`; `None` for a DNS name (it takes
     /// the resolved address's).
     pub family: Option<Family>,
+    /// What the target must answer with (the port's `service`); `None`:
+    /// the plan does not say (see [`ServiceKind::inferred`]).
+    pub service_kind: Option<ServiceKind>,
 }
 
 /// A path borrowed from wherever it lives (a materialized [`Path`] or the
@@ -174,6 +178,8 @@ pub struct PathView<'a> {
     pub flows: &'a [usize],
     /// The address family of `address`.
     pub family: Option<Family>,
+    /// What the target must answer with.
+    pub service_kind: Option<ServiceKind>,
 }
 
 impl PathView<'_> {
@@ -191,6 +197,7 @@ impl PathView<'_> {
             role: self.role.map(str::to_owned),
             flows: self.flows.to_vec(),
             family: self.family,
+            service_kind: self.service_kind,
         }
     }
 }
@@ -211,6 +218,7 @@ impl Path {
             role: self.role.as_deref(),
             flows: &self.flows,
             family: self.family,
+            service_kind: self.service_kind,
         }
     }
 }

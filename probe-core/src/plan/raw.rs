@@ -137,6 +137,8 @@ pub(crate) struct RawPort {
     pub protocol: crate::port::Protocol,
     #[serde(default = "yes")]
     pub offset: bool,
+    /// What the port must answer with (`http`, `thrift`, ...).
+    pub service: Option<Spanned<super::ServiceKind>>,
 }
 
 fn yes() -> bool {

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Location, Problem, Suggestion};
 use super::raw::{RawDial, RawPort, RawRole};
+use super::service::ServiceKind;
 use crate::port::{Port, Protocol};
 
 /// A role: a named set of ports, from the catalog or the plan.
@@ -57,6 +58,9 @@ pub struct PortDef {
     pub protocol: Protocol,
     /// Whether the server's port offset shifts it.
     pub offset: bool,
+    /// What the port must answer with; `None` when the plan does not say
+    /// (see [`ServiceKind::inferred`]).
+    pub service: Option<ServiceKind>,
 }
 
 /// Where a role came from.
@@ -257,12 +261,28 @@ impl Resolver<'_> {
             );
             return None;
         }
+        if let Some(service) = &p.service {
+            let kind = *service.get_ref();
+            if !kind.runs_over(p.protocol) {
+                self.error(
+                    service.span(),
+                    Problem::ServiceTransport {
+                        role: role.to_owned(),
+                        name: name.clone(),
+                        service: kind,
+                        protocol: p.protocol,
+                    },
+                );
+                return None;
+            }
+        }
         match Port::from_i64(*p.port.get_ref()) {
             Ok(port) => Some(PortDef {
                 name: name.clone(),
                 port,
                 protocol: p.protocol,
                 offset: p.offset,
+                service: p.service.as_ref().map(|s| *s.get_ref()),
             }),
             Err(error) => {
                 self.error(

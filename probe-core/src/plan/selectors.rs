@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use super::cx::Cx;
 use super::diag::{Problem, Suggestion};
-use super::host::Host;
+use super::host::{EffectivePort, Host};
 use super::path::{PortRef, Selector};
 use super::raw::Selectors;
+use super::service::ServiceKind;
 use crate::port::{Port, Protocol};
 
 /// Parses and checks a `from`/`to` value; `None` when any selector is bad.
@@ -102,15 +103,34 @@ fn selects(s: &Selector, h: &Host) -> bool {
     }
 }
 
-/// The ports a flow port means on one target: `(port, service, protocol,
-/// role)`. When the target was selected only through `role:` selectors, a
+/// One port a flow's port reference means on a target.
+pub(super) struct Resolved {
+    pub(super) port: Port,
+    /// The port's name (its number when unplanned).
+    pub(super) service: String,
+    pub(super) protocol: Protocol,
+    /// The role serving it, when planned.
+    pub(super) role: Option<String>,
+    /// What it must answer with (the role's `service`).
+    pub(super) kind: Option<ServiceKind>,
+}
+
+impl Resolved {
+    fn of(e: &EffectivePort) -> Resolved {
+        Resolved {
+            port: e.port,
+            service: e.name.clone(),
+            protocol: e.protocol,
+            role: Some(e.role.clone()),
+            kind: e.service_kind,
+        }
+    }
+}
+
+/// The ports a flow port means on one target. When the target was selected only through `role:` selectors, a
 /// name resolves through those roles first, so `to = "role:store"` reaches
 /// the store's 9444 and not the publisher's 9443 on a shared host.
-pub(super) fn resolve(
-    pref: &PortRef,
-    target: &Host,
-    to: &[Selector],
-) -> Vec<(Port, String, Protocol, Option<String>)> {
+pub(super) fn resolve(pref: &PortRef, target: &Host, to: &[Selector]) -> Vec<Resolved> {
     match pref {
         PortRef::Number(p) => {
             // Every port of that number: a TCP and a UDP one may share it.
@@ -118,10 +138,16 @@ pub(super) fn resolve(
                 .ports
                 .iter()
                 .filter(|e| e.port == *p)
-                .map(|e| (*p, e.name.clone(), e.protocol, Some(e.role.clone())))
+                .map(Resolved::of)
                 .collect();
             if planned.is_empty() {
-                vec![(*p, p.to_string(), Protocol::Tcp, None)]
+                vec![Resolved {
+                    port: *p,
+                    service: p.to_string(),
+                    protocol: Protocol::Tcp,
+                    role: None,
+                    kind: None,
+                }]
             } else {
                 planned
             }
@@ -148,10 +174,7 @@ pub(super) fn resolve(
             } else {
                 all
             };
-            chosen
-                .into_iter()
-                .map(|e| (e.port, e.name.clone(), e.protocol, Some(e.role.clone())))
-                .collect()
+            chosen.into_iter().map(Resolved::of).collect()
         }
     }
 }

@@ -46,6 +46,13 @@ pub enum ExchangeOutcome {
         /// What was (or was not) seen, e.g. "answered by gw-2".
         detail: String,
     },
+    /// Connected to the planned host, but the port answered as another
+    /// service than the plan's (or not at all where its protocol must
+    /// answer): the probe becomes `wrong-service`.
+    WrongService {
+        /// What answered instead, e.g. "http 200 (nginx) answered instead".
+        detail: String,
+    },
     /// The connection closed before the other end sent a single byte (a
     /// canary shedding load closes unanswered): nobody answered, so this
     /// is never `wrong-host`. The engine retries; when every attempt ends

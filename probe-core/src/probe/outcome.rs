@@ -34,11 +34,15 @@ pub enum Observed {
     /// The prober itself could not try (no free descriptor or buffer, source
     /// address not available, name not resolvable). Never a sign of blocking.
     LocalError,
+    /// Connected, but the port answered as another service than the plan's
+    /// (or not at all where the planned protocol must answer): right port,
+    /// wrong service.
+    WrongService,
 }
 
 impl Observed {
     /// Every outcome, in declaration order.
-    pub const ALL: [Observed; 7] = [
+    pub const ALL: [Observed; 8] = [
         Observed::Open,
         Observed::Refused,
         Observed::Unreachable,
@@ -46,6 +50,7 @@ impl Observed {
         Observed::TlsError,
         Observed::WrongHost,
         Observed::LocalError,
+        Observed::WrongService,
     ];
 
     /// The kebab-case name used in reports.
@@ -58,6 +63,7 @@ impl Observed {
             Observed::TlsError => "tls-error",
             Observed::WrongHost => "wrong-host",
             Observed::LocalError => "local-error",
+            Observed::WrongService => "wrong-service",
         }
     }
 

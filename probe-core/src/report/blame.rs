@@ -297,7 +297,9 @@ fn blame_untraced(e: &Evidence<'_>) -> Option<Blame> {
         return at(Where::Network, Cause::PathMtu, None);
     }
     match observed {
-        Observed::Open | Observed::LocalError => None,
+        // A wrong service answered: the path works, the far end serves
+        // something else; the report's service answer says what.
+        Observed::Open | Observed::LocalError | Observed::WrongService => None,
         _ if e.local_denial => at(Where::Source, Cause::Egress, None),
         Observed::Refused | Observed::Unreachable => match e.icmp {
             // The source's own kernel said "unreachable": ARP or neighbour

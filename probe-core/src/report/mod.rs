@@ -415,6 +415,17 @@ pub struct PathReport {
     /// Added to v1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listening_elsewhere: Vec<ListeningSocket>,
+    /// How far the path proved the planned service, on every path that
+    /// connected: `l4` (the connection completed), `identified` (the
+    /// planned protocol answered), `healthy` (its own "ready" answer was
+    /// read); absent where nothing connected. Added to v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<crate::probe::service::Proof>,
+    /// What answered the protocol probe of a live service, where anything
+    /// did (also what answered instead, on a `wrong-service` path). Added
+    /// to v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_answer: Option<crate::probe::service::ServiceAnswer>,
 }
 
 impl std::fmt::Display for Summary {

@@ -40,8 +40,13 @@ struct PathFamily {
 pub(crate) const CERT_VERIFIED: &str = "portcall_tls_cert_verified";
 pub(crate) const CERT_VERIFIED_HELP: &str = "1 when the server certificate a TLS path presented verified (its chain against the trust roots in use, and its name or address), 0 when it did not; absent where no TLS handshake saw a certificate.";
 
+/// The family of a path's proof level, the same in a check's textfile and
+/// a schedule-mode agent's exposition.
+pub(crate) const PROOF_LEVEL: &str = "portcall_path_proof_level";
+pub(crate) const PROOF_LEVEL_HELP: &str = "How far the path proved the planned service: 1 l4 (the connection completed), 2 identified (the planned protocol answered), 3 healthy (its own ready answer was read); absent where nothing connected.";
+
 /// The per-path families, with the schedule-mode agent's names.
-const PATH_FAMILIES: [PathFamily; 7] = [
+const PATH_FAMILIES: [PathFamily; 8] = [
     PathFamily {
         name: "portcall_path_open",
         help: "1 when the path was observed open (the target saw our nonce, or the live service answered), 0 when it was not; absent when the path was not measured.",
@@ -62,7 +67,7 @@ const PATH_FAMILIES: [PathFamily; 7] = [
     },
     PathFamily {
         name: "portcall_path_observed",
-        help: "What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.",
+        help: "What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error, wrong-service); always 1.",
         measured_only: false,
         value: |p| {
             p.observed
@@ -83,6 +88,12 @@ const PATH_FAMILIES: [PathFamily; 7] = [
             let t = p.cert.as_ref().and_then(|c| unix_seconds(&c.not_after))?;
             Some((None, t.to_string()))
         },
+    },
+    PathFamily {
+        name: PROOF_LEVEL,
+        help: PROOF_LEVEL_HELP,
+        measured_only: true,
+        value: |p| Some((None, p.proof?.level().to_string())),
     },
     PathFamily {
         name: CERT_VERIFIED,
@@ -302,7 +313,7 @@ mod tests {
             portcall_path_latency_seconds{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4"} 0.00025
             portcall_path_latency_seconds{plan="sample",from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4"} 0.00025
             portcall_path_latency_seconds{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4"} 0.00025
-            # HELP portcall_path_observed What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
+            # HELP portcall_path_observed What the check observed on the path, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error, wrong-service); always 1.
             # TYPE portcall_path_observed gauge
             portcall_path_observed{plan="sample",from="web",to="db",port="3306",service="svc",expect="open",family="ipv4",observed="open"} 1
             portcall_path_observed{plan="sample",from="web",to="db",port="3306",service="svc",expect="blocked",family="ipv4",observed="open"} 1
@@ -315,6 +326,8 @@ mod tests {
             portcall_path_verdict{plan="sample",from="web",to="db",port="9999",service="svc",expect="open",family="ipv4",verdict="violation"} 1
             # HELP portcall_tls_cert_not_after_seconds Unix time at which the server certificate a TLS path presented expires; absent where no TLS handshake saw a certificate.
             # TYPE portcall_tls_cert_not_after_seconds gauge
+            # HELP portcall_path_proof_level How far the path proved the planned service: 1 l4 (the connection completed), 2 identified (the planned protocol answered), 3 healthy (its own ready answer was read); absent where nothing connected.
+            # TYPE portcall_path_proof_level gauge
             # HELP portcall_tls_cert_verified 1 when the server certificate a TLS path presented verified (its chain against the trust roots in use, and its name or address), 0 when it did not; absent where no TLS handshake saw a certificate.
             # TYPE portcall_tls_cert_verified gauge
             # HELP portcall_check_paths Paths of the check by verdict.

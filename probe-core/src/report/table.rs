@@ -233,6 +233,8 @@ pub(crate) mod tests {
             arrived: None,
             local_denial: None,
             listening_elsewhere: Vec::new(),
+            proof: None,
+            service_answer: None,
         }
     }
 

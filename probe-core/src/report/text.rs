@@ -42,9 +42,16 @@ pub(crate) fn why(p: &PathReport) -> String {
             crate::control::listening_words(&p.listening_elsewhere)
         )
     };
-    let said = match p.service_banner.as_deref() {
-        Some(banner) => format!("{said}; the service said: {}", banner_text(banner)),
-        None => said,
+    let said = match (p.service_banner.as_deref(), p.service_answer.as_ref()) {
+        // The typed answer says more than the banner, and wrong-service
+        // details already name what answered.
+        (_, Some(a)) if p.observed != Some(crate::probe::Observed::WrongService) => format!(
+            "{said}; proof {}: {}",
+            p.proof.map_or("l4", crate::probe::service::Proof::as_str),
+            banner_text(&a.summary())
+        ),
+        (Some(banner), None) => format!("{said}; the service said: {}", banner_text(banner)),
+        _ => said,
     };
     match p.verdict {
         Verdict::Violation => format!("must be {}, but {said}", p.expect),

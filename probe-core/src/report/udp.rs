@@ -364,6 +364,8 @@ expect = "blocked"
                 adaptive: false,
             }),
             neighbour: None,
+            proof: None,
+            service_answer: None,
         }
     }
 

@@ -17,7 +17,8 @@ use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
 use crate::plan::{Address, Family, Path, Plan};
 use crate::port::Protocol;
-use crate::probe::{Greeting, GreetingExchange, Host, ProbeConfig, Prober, SweepLimits, Target};
+use crate::probe::service::{Proof, ServiceExchange, ServicePlan, sweep_proving};
+use crate::probe::{Host, ProbeConfig, Prober, SweepLimits, Target};
 use crate::report::Verdict;
 
 /// The state of a schedule-mode agent between rounds.
@@ -26,13 +27,33 @@ pub(crate) struct LiveRounds {
     pub(crate) host: String,
     pub(crate) plan: Arc<Plan>,
     pub(crate) prober: Prober,
-    /// Reads the greeting of live services that speak first (MySQL), as
-    /// evidence, and leaves them politely.
-    pub(crate) greeter: Arc<GreetingExchange>,
+    /// Proves the planned service of each path (`probe::service`) and
+    /// leaves it politely.
+    pub(crate) greeter: Arc<ServiceExchange>,
     pub(crate) concurrency: usize,
     pub(crate) store: Arc<MetricsStore>,
     /// Each path's last verdict, to log changes rather than every round.
     last: HashMap<PathKey, Verdict>,
+    /// Each path's last answering product and version, to log a service
+    /// that changed version between rounds.
+    banners: HashMap<PathKey, Banner>,
+}
+
+/// The product and version a service's answer named.
+type Banner = (Option<String>, Option<String>);
+
+/// "changed from X to Y" when a path's service answered with another
+/// product or version than in the last round that it answered; `None` on
+/// the first answer, an unchanged one, or a round without an answer.
+fn banner_change(before: Option<&Banner>, now: &Banner) -> Option<String> {
+    let before = before?;
+    let words = |(p, v): &Banner| match (p, v) {
+        (Some(p), Some(v)) => format!("{p} {v}"),
+        (Some(p), None) => p.clone(),
+        (None, Some(v)) => v.clone(),
+        (None, None) => "no version".to_owned(),
+    };
+    (before != now).then(|| format!("changed from {} to {}", words(before), words(now)))
 }
 
 /// A path's whole identity within one host's outgoing paths: a dual-stack
@@ -78,6 +99,7 @@ impl LiveRounds {
             concurrency,
             store,
             last: HashMap::new(),
+            banners: HashMap::new(),
         })
     }
 
@@ -100,7 +122,7 @@ impl LiveRounds {
 }
 
 /// A prober and the greeting exchange it runs.
-pub(crate) type Probing = (Prober, Arc<GreetingExchange>);
+pub(crate) type Probing = (Prober, Arc<ServiceExchange>);
 
 /// The probe engine for `host`'s rounds: the plan's timeouts and retries,
 /// and the host's plan address as source when it is an address of this
@@ -116,7 +138,7 @@ pub(crate) fn prober_for(
     };
     let timeout = Duration::from_millis(plan.defaults.timeout_ms);
     let config = probe_config(plan, h, concurrency);
-    let greeter = Arc::new(GreetingExchange::new(Vec::new(), timeout / 2, None));
+    let greeter = Arc::new(ServiceExchange::new(Vec::new(), timeout / 2, None));
     Ok((Prober::with_exchange(config, greeter.clone())?, greeter))
 }
 
@@ -146,21 +168,23 @@ impl Rounds for LiveRounds {
     async fn round(&mut self, cancel: &CancellationToken) {
         let paths: Vec<Path> = self.outgoing().into_iter().cloned().collect();
         let targets = paths.iter().map(target_of).collect();
-        self.greeter.set_greetings(
+        self.greeter.set_plans(
             paths
                 .iter()
-                .map(|p| Greeting::for_service(&p.service))
+                .map(|p| ServicePlan::of(p.service_kind, &p.service, &p.to))
                 .collect(),
         );
         let started = Instant::now();
-        let results = self.prober.sweep(targets, cancel, |_, _| {}).await;
+        let results = sweep_proving(&self.prober, &self.greeter, targets, cancel).await;
         if cancel.is_cancelled() {
             return;
         }
         let samples: Vec<PathSample> = paths
             .iter()
             .zip(results)
-            .map(|(p, r)| PathSample {
+            .enumerate()
+            .map(|(k, (p, r))| (p, r, self.greeter.check(k)))
+            .map(|(p, r, check)| PathSample {
                 from: p.from.clone(),
                 to: p.to.clone(),
                 port: p.port,
@@ -175,11 +199,30 @@ impl Rounds for LiveRounds {
                     .as_ref()
                     .and_then(|c| crate::report::unix_seconds(&c.not_after)),
                 cert_verified: r.cert.as_ref().map(|c| c.verified),
+                proof: check
+                    .as_ref()
+                    .map(|c| c.proof)
+                    .or_else(|| r.connect_time.map(|_| Proof::L4)),
+                answer: check.and_then(|c| c.answer),
             })
             .collect();
         let duration = started.elapsed();
         let mut ok = 0usize;
         for (s, p) in samples.iter().zip(&paths) {
+            if let Some(a) = &s.answer {
+                let now = (a.product.clone(), a.version.clone());
+                if let Some(change) = banner_change(self.banners.get(&PathKey::of(p)), &now) {
+                    tracing::warn!(
+                        "path {} -> {}:{} ({}): the {} service {change}",
+                        s.from,
+                        s.to,
+                        p.port,
+                        s.service,
+                        a.protocol
+                    );
+                }
+                self.banners.insert(PathKey::of(p), now);
+            }
             let verdict = s.verdict();
             if verdict == Verdict::Ok {
                 ok += 1;
@@ -224,6 +267,7 @@ impl Rounds for LiveRounds {
                 let keep: std::collections::HashSet<PathKey> =
                     self.outgoing().into_iter().map(PathKey::of).collect();
                 self.last.retain(|k, _| keep.contains(k));
+                self.banners.retain(|k, _| keep.contains(k));
                 self.store.set_reload_ok(true);
                 tracing::info!(
                     plan = %self.plan_path.display(),
@@ -247,6 +291,17 @@ impl Rounds for LiveRounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_that_changes_version_between_rounds_is_noticed_once() {
+        let b = |v: &str| (Some("RabbitMQ".to_owned()), Some(v.to_owned()));
+        assert_eq!(banner_change(None, &b("3.10.8")), None, "a first answer");
+        assert_eq!(banner_change(Some(&b("3.10.8")), &b("3.10.8")), None);
+        assert_eq!(
+            banner_change(Some(&b("3.10.8")), &b("3.12.1")).as_deref(),
+            Some("changed from RabbitMQ 3.10.8 to RabbitMQ 3.12.1")
+        );
+    }
 
     /// Regression: schedule mode keyed each path's last verdict by (target,
     /// port) only, so a TCP and a UDP path on one port (or a dual-stack

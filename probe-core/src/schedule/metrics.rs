@@ -13,7 +13,8 @@ use crate::plan::{Expect, Family};
 use crate::port::Port;
 use crate::probe::Observed;
 use crate::report::prometheus::{
-    CERT_VERIFIED, CERT_VERIFIED_HELP, PathLabels, bool01, escape_label, family, path_sample,
+    CERT_VERIFIED, CERT_VERIFIED_HELP, PROOF_LEVEL, PROOF_LEVEL_HELP, PathLabels, bool01,
+    escape_label, family, path_sample,
 };
 use crate::report::{TargetEnd, Verdict};
 
@@ -46,6 +47,55 @@ pub struct PathSample {
     pub cert_verified: Option<bool>,
     /// TCP, TLS or UDP (exported as the `protocol` label for UDP).
     pub protocol: crate::port::Protocol,
+    /// How far the planned service was proven, where the path connected.
+    pub proof: Option<crate::probe::service::Proof>,
+    /// What answered the protocol probe, where anything did.
+    pub answer: Option<crate::probe::service::ServiceAnswer>,
+}
+
+/// The service-proof families: each path's proof level, and what
+/// answered its protocol probe as bounded labels.
+fn render_proof(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> io::Result<()> {
+    family(out, PROOF_LEVEL, PROOF_LEVEL_HELP, "gauge")?;
+    for p in paths {
+        if let Some(proof) = p.proof {
+            sample(out, PROOF_LEVEL, (plan, p), &[], &proof.level().to_string())?;
+        }
+    }
+
+    family(
+        out,
+        "portcall_path_service_info",
+        "What answered the path's protocol probe: its protocol, product and version as labels (letters, digits and . _ - + only, 32 characters at most); always 1, one series per path.",
+        "gauge",
+    )?;
+    for p in paths {
+        if let Some(a) = &p.answer {
+            let (protocol, product, version) = (
+                fact(Some(&a.protocol)),
+                fact(a.product.as_deref()),
+                fact(a.version.as_deref()),
+            );
+            let extra = [
+                ("answer_protocol", protocol.as_str()),
+                ("product", product.as_str()),
+                ("version", version.as_str()),
+            ];
+            sample(out, "portcall_path_service_info", (plan, p), &extra, "1")?;
+        }
+    }
+    Ok(())
+}
+
+/// A banner fact as a label value of bounded size and alphabet (letters,
+/// digits, `.`, `_`, `-`, `+`; 32 characters), so that whatever a remote
+/// service sends, a path has one info series with short values.
+fn fact(v: Option<&str>) -> String {
+    v.unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+        .take(32)
+        .collect()
 }
 
 impl PathSample {
@@ -151,7 +201,7 @@ impl Exposition {
         family(
             out,
             "portcall_path_observed",
-            "What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.",
+            "What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error, wrong-service); always 1.",
             "gauge",
         )?;
         for p in paths {
@@ -188,7 +238,8 @@ impl Exposition {
                 sample(out, CERT_VERIFIED, (plan, p), &[], bool01(verified))?;
             }
         }
-        Ok(())
+
+        render_proof(out, plan, paths)
     }
 
     /// The agent's families: the last round's time and duration, rounds
@@ -368,6 +419,7 @@ impl MetricsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::service::Proof;
 
     fn port(n: u16) -> Port {
         Port::new(n).unwrap()
@@ -390,6 +442,19 @@ mod tests {
             family: Some(Family::Ipv4),
             cert_not_after: None,
             cert_verified: None,
+            proof: (observed == Observed::Open).then_some(if service == "mysql" {
+                Proof::Healthy
+            } else {
+                Proof::L4
+            }),
+            // A hostile version string keeps to the label alphabet.
+            answer: (service == "mysql").then(|| crate::probe::service::ServiceAnswer {
+                protocol: "mysql".into(),
+                product: Some("MariaDB".into()),
+                version: Some("10.11.6-MariaDB\"} 9\n{x=\"".into()),
+                status: Some("greeting".into()),
+                detail: String::new(),
+            }),
         };
         Exposition {
             last_round: Some(RoundMetrics {
@@ -459,7 +524,7 @@ mod tests {
             # TYPE portcall_path_latency_seconds gauge
             portcall_path_latency_seconds{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 0.00025
             portcall_path_latency_seconds{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 0.0035
-            # HELP portcall_path_observed What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error); always 1.
+            # HELP portcall_path_observed What the path's last probe saw, as the observed label (open, refused, unreachable, timeout, tls-error, wrong-host, local-error, wrong-service); always 1.
             # TYPE portcall_path_observed gauge
             portcall_path_observed{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4",observed="open"} 1
             portcall_path_observed{plan="wso2",from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4",observed="refused"} 1
@@ -470,6 +535,12 @@ mod tests {
             # TYPE portcall_tls_cert_not_after_seconds gauge
             # HELP portcall_tls_cert_verified 1 when the server certificate a TLS path presented verified (its chain against the trust roots in use, and its name or address), 0 when it did not; absent where no TLS handshake saw a certificate.
             # TYPE portcall_tls_cert_verified gauge
+            # HELP portcall_path_proof_level How far the path proved the planned service: 1 l4 (the connection completed), 2 identified (the planned protocol answered), 3 healthy (its own ready answer was read); absent where nothing connected.
+            # TYPE portcall_path_proof_level gauge
+            portcall_path_proof_level{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 3
+            # HELP portcall_path_service_info What answered the path's protocol probe: its protocol, product and version as labels (letters, digits and . _ - + only, 32 characters at most); always 1, one series per path.
+            # TYPE portcall_path_service_info gauge
+            portcall_path_service_info{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4",answer_protocol="mysql",product="MariaDB",version="10.11.6-MariaDB9x"} 1
             # HELP portcall_last_round_timestamp_seconds Unix time at which the last completed round finished; absent before the first round.
             # TYPE portcall_last_round_timestamp_seconds gauge
             portcall_last_round_timestamp_seconds{plan="wso2"} 1700000000.25

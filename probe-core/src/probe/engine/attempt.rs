@@ -398,6 +398,9 @@ impl Shared {
         {
             Ok(ExchangeOutcome::Confirmed { detail }) => Ok((Observed::Open, detail, false)),
             Ok(ExchangeOutcome::WrongHost { detail }) => Ok((Observed::WrongHost, detail, false)),
+            Ok(ExchangeOutcome::WrongService { detail }) => {
+                Ok((Observed::WrongService, detail, false))
+            }
             Ok(ExchangeOutcome::Unanswered { detail }) => Err(detail),
             Err(_elapsed) => Ok((
                 Observed::WrongHost,

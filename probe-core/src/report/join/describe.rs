@@ -137,7 +137,7 @@ impl Words<'_, '_> {
                 note_elsewhere(c.plan, c.round, path, probe, &mut s, &mut redirected_to);
                 s
             }
-            Observed::LocalError => probe.detail.clone(),
+            Observed::LocalError | Observed::WrongService => probe.detail.clone(),
         };
         (detail, redirected_to)
     }
@@ -181,9 +181,10 @@ impl Words<'_, '_> {
             Observed::Unreachable | Observed::Refused => self
                 .icmp(&note)
                 .unwrap_or_else(|| self.with(format!("rejected with an ICMP error{note}"))),
-            Observed::TlsError | Observed::WrongHost | Observed::LocalError => {
-                self.with(format!("unexpected{note}"))
-            }
+            Observed::TlsError
+            | Observed::WrongHost
+            | Observed::WrongService
+            | Observed::LocalError => self.with(format!("unexpected{note}")),
         }
     }
 
@@ -193,7 +194,16 @@ impl Words<'_, '_> {
         let live = format!(" ({why})");
         match probe.observed {
             Observed::Open if udp => self.with(format!("the live service answered{live}")),
-            Observed::Open => format!("connected to the live service{live}"),
+            Observed::Open => match &probe.service_answer {
+                Some(a) => format!("connected to the live service{live}; {}", a.summary()),
+                None => format!("connected to the live service{live}"),
+            },
+            Observed::WrongService => format!(
+                "right port, wrong service on {}:{}{live}: {}",
+                path.to,
+                path.port.get(),
+                probe.detail
+            ),
             Observed::Refused if probe.icmp.is_none() => format!(
                 "refused: service down on {}:{}{live}; a refusal here cannot tell a firewall reset from a stopped service",
                 path.to,

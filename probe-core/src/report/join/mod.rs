@@ -432,6 +432,8 @@ fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
         arrived: None,
         local_denial: None,
         listening_elsewhere: Vec::new(),
+        proof: None,
+        service_answer: None,
     }
 }
 
@@ -544,6 +546,8 @@ expect = "blocked"
                 adaptive: false,
             }),
             neighbour: None,
+            proof: None,
+            service_answer: None,
         }
     }
 
@@ -1045,6 +1049,8 @@ expect = "blocked"
                     cert_not_after: None,
                     cert_verified: None,
                     protocol: path.protocol,
+                    proof: None,
+                    answer: None,
                 };
                 assert_eq!(
                     path.verdict,

@@ -64,6 +64,11 @@ pub(super) fn record(r: &mut PathReport, probe: &PathProbe) {
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     r.cert = probe.cert.as_deref().cloned();
     r.service_banner = probe.service_banner.clone();
+    // Any connection proves layer 4; a protocol probe may prove more.
+    r.proof = probe
+        .proof
+        .or_else(|| probe.connect_us.map(|_| crate::probe::service::Proof::L4));
+    r.service_answer = probe.service_answer.as_deref().cloned();
 }
 
 /// The joined outcome of a probed path, with what the target saw recorded

@@ -227,6 +227,8 @@ mod tests {
             arrived: None,
             local_denial: None,
             listening_elsewhere: Vec::new(),
+            proof: None,
+            service_answer: None,
         }
     }
 
