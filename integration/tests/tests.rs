@@ -4,6 +4,7 @@ mod abuse_lab;
 mod closed_loop;
 mod dials_lab;
 mod dual_stack;
+mod loss_lab;
 mod packets_lab;
 mod probe_lab;
 mod prometheus;

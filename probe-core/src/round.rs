@@ -161,16 +161,19 @@ impl RoundConfig {
     /// The deadline of a `probe` request: every attempt of a silent path,
     /// its TLS handshake and exchange, the two extra tries of a stalled
     /// handshake (the path-MTU retry and its control) and the two tries at
-    /// lower concurrency before them, the engine's ICMP pacing window, the
+    /// lower concurrency before them, the extra attempts that tell loss
+    /// from a drop or a stall ([`crate::probe::ROUND_LOSS_RETRIES`], and
+    /// three more stalled attempts), the engine's ICMP pacing window, the
     /// TTL walks' budget, plus slack.
     pub fn probe_deadline(&self, plan: &Plan) -> Duration {
         let d = plan.defaults;
         let attempt = Duration::from_millis(d.timeout_ms);
         let pacing = crate::probe::ProbeConfig::default().icmp_pacing_window;
-        attempt * (d.retries.saturating_add(7))
-            + pacing
-            + crate::probe::WALK_BUDGET
-            + self.probe_slack
+        let tries = d
+            .retries
+            .saturating_add(10)
+            .saturating_add(crate::probe::ROUND_LOSS_RETRIES);
+        attempt * tries + pacing + crate::probe::WALK_BUDGET + self.probe_slack
     }
 
     /// The canaries' TTL: the worst case of the whole round, plus slack.

@@ -228,6 +228,7 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
         shed: r.shed,
         errno: r.errno,
         silence: r.silence,
+        answered: r.answered,
     }
 }
 

@@ -324,6 +324,7 @@ fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
         shed: false,
         errno: None,
         silence: None,
+        answered: None,
     }
 }
 
@@ -407,6 +408,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         shed: false,
         errno: r.errno,
         silence: r.silence,
+        answered: None,
     }
 }
 

@@ -336,6 +336,10 @@ pub struct PathProbe {
     /// The path stayed silent ([`crate::probe::ProbeResult::silence`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<crate::probe::Silence>,
+    /// `lossy`: attempts that got an answer out of `attempts`
+    /// ([`crate::probe::ProbeResult::answered`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u32>,
 }
 
 /// `probed`: results of this host's outgoing paths.

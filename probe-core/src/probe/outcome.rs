@@ -34,11 +34,16 @@ pub enum Observed {
     /// The prober itself could not try (no free descriptor or buffer, source
     /// address not available, name not resolvable). Never a sign of blocking.
     LocalError,
+    /// The attempts disagreed and no retry settled it: some answered, others
+    /// were silent or stalled (packet loss on the way). Neither open nor
+    /// blocked, and never a verdict about the service or the host: the
+    /// counts are in [`ProbeResult::answered`] and the detail.
+    Lossy,
 }
 
 impl Observed {
     /// Every outcome, in declaration order.
-    pub const ALL: [Observed; 7] = [
+    pub const ALL: [Observed; 8] = [
         Observed::Open,
         Observed::Refused,
         Observed::Unreachable,
@@ -46,6 +51,7 @@ impl Observed {
         Observed::TlsError,
         Observed::WrongHost,
         Observed::LocalError,
+        Observed::Lossy,
     ];
 
     /// The kebab-case name used in reports.
@@ -58,6 +64,7 @@ impl Observed {
             Observed::TlsError => "tls-error",
             Observed::WrongHost => "wrong-host",
             Observed::LocalError => "local-error",
+            Observed::Lossy => "lossy",
         }
     }
 
@@ -153,6 +160,9 @@ pub struct ProbeResult {
     pub errno: Option<i32>,
     /// Set when the outcome is silence (`timeout`).
     pub silence: Option<Silence>,
+    /// `lossy`: how many of `attempts` got an answer from the target (a
+    /// completed handshake, a reset or an ICMP error); `None` otherwise.
+    pub answered: Option<u32>,
 }
 
 #[cfg(test)]

@@ -286,7 +286,8 @@ fn blame_untraced(e: &Evidence<'_>) -> Option<Blame> {
         return at(Where::Network, Cause::PathMtu, None);
     }
     match observed {
-        Observed::Open | Observed::LocalError => None,
+        // Loss is no place on the path to name.
+        Observed::Open | Observed::LocalError | Observed::Lossy => None,
         _ if e.local_denial => at(Where::Source, Cause::Egress, None),
         Observed::Refused | Observed::Unreachable => match e.icmp {
             Some(icmp) => {

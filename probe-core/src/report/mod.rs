@@ -280,7 +280,8 @@ impl Verdict {
     /// - `local-error` (or no measurement) is never open nor blocked.
     pub fn decide(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
         match (observed, expect, end) {
-            (None | Some(Observed::LocalError), _, _) => Verdict::Error,
+            // Attempts that disagreed measured neither open nor blocked.
+            (None | Some(Observed::LocalError | Observed::Lossy), _, _) => Verdict::Error,
             (Some(Observed::Refused), _, TargetEnd::Live) => Verdict::Error,
             (Some(Observed::Open), Expect::Open, _) => Verdict::Ok,
             (
@@ -394,6 +395,11 @@ pub struct PathReport {
     /// detail's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_denial: Option<i32>,
+    /// For a `lossy` path: how many of the `attempts` got an answer from
+    /// the target (a completed handshake, a reset or an ICMP error), the
+    /// others silent or stalled; absent otherwise. Added to v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u32>,
 }
 
 impl std::fmt::Display for Summary {

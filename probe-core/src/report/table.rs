@@ -215,6 +215,7 @@ pub(crate) mod tests {
             service_banner: None,
             arrived: None,
             local_denial: None,
+            answered: None,
         }
     }
 

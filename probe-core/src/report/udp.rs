@@ -355,6 +355,7 @@ expect = "blocked"
                 waited_ms: 500,
                 adaptive: false,
             }),
+            answered: None,
         }
     }
 

@@ -27,9 +27,11 @@ pub(super) struct AttemptSetup {
     /// The attempt turns quiet when its connect has waited this long
     /// without an answer.
     pub(super) quiet_after: Duration,
-    /// A stalled TLS handshake is reported as it is, without the path-MTU
-    /// tries, because the scheduler will try it again at lower concurrency.
-    pub(super) may_defer: bool,
+    /// A stall is followed by the path-MTU tries: not when it may be
+    /// deferred (the scheduler tries it again at lower concurrency, and a
+    /// stall is reported as it is), nor once an earlier attempt's small
+    /// MSS stalled too.
+    pub(super) mtu_tries: bool,
 }
 
 /// One TCP try of an attempt (the first, or a path-MTU try).
@@ -90,8 +92,8 @@ impl Shared {
             quiet: Some((quiet, setup.quiet_after)),
         };
         let mut report = self.try_once(first).await;
-        if let (AttemptKind::Final { stalled: true, .. }, Some(mss), false) =
-            (&report.kind, self.config.mtu_retry_mss, setup.may_defer)
+        if let (AttemptKind::Final { stalled: true, .. }, Some(mss), true) =
+            (&report.kind, self.config.mtu_retry_mss, setup.mtu_tries)
         {
             let retry = Try {
                 index,

@@ -223,14 +223,15 @@ impl Scheduler {
         let may_defer =
             (host.answered || host.in_flight > 1) && slot.deferrals < CONGESTION_RETRIES;
         slot.may_defer = may_defer;
+        slot.tally.mtu_tries = !may_defer && !slot.tally.mtu_ruled_out;
         slot.quiet = false;
         Some(AttemptSetup {
+            mtu_tries: slot.tally.mtu_tries,
             deadline,
             // Past this without an answer the attempt is most likely
             // silent: it stops counting against the host's bound (a SYN
             // nobody answers costs the server nothing).
             quiet_after: host.quiet_after(),
-            may_defer,
         })
     }
 
@@ -407,6 +408,7 @@ pub(super) fn finished(target: &Target, slot: &Slot, verdict: Verdict) -> ProbeR
         walk: None,
         arrived: slot.arrived,
         errno,
+        answered: (observed == Observed::Lossy).then_some(slot.tally.answered),
         // Every `timeout` carries its silence, however it came about.
         silence: silence.or_else(|| {
             (observed == Observed::Timeout).then(|| Silence {

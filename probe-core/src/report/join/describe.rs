@@ -119,7 +119,7 @@ impl Words<'_, '_> {
                 note_elsewhere(c.plan, c.round, path, probe, &mut s, &mut redirected_to);
                 s
             }
-            Observed::LocalError => probe.detail.clone(),
+            Observed::LocalError | Observed::Lossy => probe.detail.clone(),
         };
         (detail, redirected_to)
     }
@@ -159,6 +159,7 @@ impl Words<'_, '_> {
                 .unwrap_or_else(|| self.with(format!("rejected with an ICMP error{live}"))),
             Observed::TlsError if probe.path_mtu => probe.detail.clone(),
             Observed::TlsError => self.with(format!("TLS with the live service failed{live}")),
+            Observed::Lossy => format!("{}{live}", probe.detail),
             Observed::WrongHost | Observed::LocalError => self.with(format!("unexpected{live}")),
         }
     }

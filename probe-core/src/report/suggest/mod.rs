@@ -226,6 +226,7 @@ mod tests {
             service_banner: None,
             arrived: None,
             local_denial: None,
+            answered: None,
         }
     }
 
