@@ -19,8 +19,8 @@ use probe_core::report::{AgentState, PathReport};
 const PLAN: &str = r#"
 name = "loss-lab"
 [defaults]
-timeout_ms = 1000
-retries = 1
+timeout_ms = 1500
+retries = 2
 [[hosts]]
 name = "lossy"
 address = "198.18.0.70"

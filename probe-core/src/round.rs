@@ -179,7 +179,7 @@ impl RoundConfig {
     /// The canaries' TTL: the worst case of the whole round, plus slack.
     pub fn ttl(&self, plan: &Plan) -> Duration {
         self.connect_timeout * 2
-            + self.request_timeout * 2
+            + self.request_timeout * (2 + EVIDENCE_REOPENS as u32)
             + self.probe_deadline(plan)
             + self.ttl_slack
     }
@@ -502,12 +502,26 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
         // coordinator together (each agent's canaries saw ~1,000 nonces).
         let evidence_slots = Arc::new(tokio::sync::Semaphore::new(EVIDENCE_AT_ONCE));
         let request_timeout = self.config.request_timeout;
+        let reached = self
+            .reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let sessions = each(sessions, cancel, |s| {
             let evidence = evidence.clone();
             let evidence_slots = evidence_slots.clone();
+            // A reply lost to a lossy link is asked for again on a fresh
+            // connection (evidence is a read: asking twice is safe), where
+            // the transport's agents outlive their connections.
+            let reopen: Vec<_> = match reached.get(&s.host) {
+                Some(dial) if self.transport.agents_outlive_connections() => (0..EVIDENCE_REOPENS)
+                    .map(|_| self.transport.open(dial.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            };
             async move {
                 let _slot = evidence_slots.acquire_owned().await;
-                evidence_one(s, &evidence, request_timeout).await
+                evidence_one(s, &evidence, request_timeout, reopen).await
             }
         })
         .await;
@@ -672,8 +686,18 @@ fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) ->
     }
 }
 
-/// Asks one agent for its evidence, where it has any to give.
-async fn evidence_one(mut s: Session, evidence: &Request, request_timeout: Duration) -> Session {
+/// Fresh connections the evidence phase may open to an agent whose reply
+/// was lost (timed out, or the connection broke).
+const EVIDENCE_REOPENS: usize = 2;
+
+/// Asks one agent for its evidence, where it has any to give; when the
+/// reply is lost, again on each of `reopen`'s fresh connections in turn.
+async fn evidence_one(
+    mut s: Session,
+    evidence: &Request,
+    request_timeout: Duration,
+    reopen: Vec<BoxFuture<Result<ControlStream, ControlError>>>,
+) -> Session {
     // Held ports too: the agent's handshake watch covers them. A host that
     // only probed has its firewall trace of its probes.
     let has_listeners = s
@@ -685,12 +709,44 @@ async fn evidence_one(mut s: Session, evidence: &Request, request_timeout: Durat
     if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
         return s;
     }
-    let Some(conn) = s.conn.as_mut() else {
-        s.evidence.evidence_error =
-            Some("the control connection was dropped after the probe request failed".into());
-        return s;
+    let mut reopen = reopen.into_iter();
+    let mut conn = match s.conn.take() {
+        Some(c) => c,
+        // The probe request's connection was dropped (its reply was late):
+        // a fresh one asks for the evidence.
+        None => {
+            let mut fresh = None;
+            for opening in reopen.by_ref() {
+                if let Ok(c) = opening.await {
+                    fresh = Some(c);
+                    break;
+                }
+            }
+            let Some(c) = fresh else {
+                s.evidence.evidence_error = Some(
+                    "the control connection was dropped after the probe request failed".into(),
+                );
+                return s;
+            };
+            c
+        }
     };
-    match conn.request(evidence, request_timeout).await {
+    let mut answer = conn.request(evidence, request_timeout).await;
+    for opening in reopen {
+        match &answer {
+            Err(e) if died(e) || matches!(e, ControlError::RequestTimeout { .. }) => {}
+            _ => break,
+        }
+        tracing::debug!(host = %s.host, error = %answer.as_ref().err().map(|e| error_chain(e)).unwrap_or_default(), "evidence lost; asking again on a fresh connection");
+        let Ok(mut fresh) = opening.await else {
+            continue;
+        };
+        answer = fresh.request(evidence, request_timeout).await;
+        conn = fresh;
+    }
+    s.conn = Some(conn);
+    let conn = s.conn.as_mut().expect("just set");
+    match answer {
         Ok(Response::Evidence(e)) => {
             s.evidence.canaries = e.canaries;
             s.evidence.handshakes = e.handshakes;

@@ -167,6 +167,7 @@ impl Shared {
                 cert: None,
                 stalled: false,
                 path_mtu: false,
+                unanswered: false,
             },
         };
         AttemptReport {
@@ -252,6 +253,7 @@ impl Shared {
                         cert,
                         stalled: true,
                         path_mtu: true,
+                        unanswered: false,
                     },
                     local_address: second.local_address.or(local_address),
                     icmp,
@@ -265,6 +267,7 @@ impl Shared {
                 cert: None,
                 stalled: true,
                 path_mtu: false,
+                unanswered: false,
             },
         };
         TryReport {
@@ -343,14 +346,15 @@ impl Shared {
     ) -> (AttemptKind, Option<Duration>) {
         match t.target.protocol {
             Protocol::Tcp => match self.run_exchange(t, local, &mut stream).await {
-                Ok((observed, detail, stalled)) => (
+                Ok((observed, detail, unanswered)) => (
                     AttemptKind::Final {
                         observed,
                         detail,
                         errno: None,
                         cert: None,
-                        stalled,
+                        stalled: false,
                         path_mtu: false,
+                        unanswered,
                     },
                     None,
                 ),
@@ -376,7 +380,7 @@ impl Shared {
     }
 
     /// The caller's exchange on a connected stream: the outcome, its detail
-    /// and whether it stalled (no answer in time).
+    /// and whether it got no answer in time (`unanswered`).
     pub(super) async fn run_exchange(
         &self,
         t: &Try<'_>,
@@ -408,11 +412,12 @@ impl Shared {
                     self.config.exchange_timeout.as_millis()
                 ),
                 // The exchange's lines are far below any path MTU: a stall
-                // there is never a black hole, so no small-MSS retry. Nor
-                // is it tried again: where a canary was slow, the round's
-                // join finds our nonce in its evidence and says open, and
-                // retries would only add to the load that made it slow.
-                false,
+                // there is never a black hole, so no small-MSS retry (not
+                // `stalled`). It is tried again only to tell loss from a
+                // wrong host (see `retry`): where a canary was slow, the
+                // round's join finds our nonce in its evidence and says
+                // open.
+                true,
             )),
         }
     }

@@ -129,13 +129,14 @@ pub(super) fn decide(
             cert,
             stalled,
             path_mtu,
+            unanswered,
         } => {
             slot.attempts += 1;
             if cert.is_some() || slot.cert.is_none() {
                 slot.cert = cert;
             }
-            if stalled || path_mtu {
-                if let Some(d) = unsettled(slot, observed, path_mtu, cx) {
+            if stalled || path_mtu || unanswered {
+                if let Some(d) = unsettled(slot, stalled, path_mtu, cx) {
                     return d;
                 }
             }
@@ -206,6 +207,7 @@ fn tally(slot: &mut Slot, kind: &AttemptKind) {
             cert,
             stalled,
             path_mtu,
+            unanswered,
             ..
         } => {
             if matches!(observed, Observed::Timeout | Observed::LocalError) {
@@ -215,12 +217,10 @@ fn tally(slot: &mut Slot, kind: &AttemptKind) {
             t.tls_done |= cert.is_some();
             if *path_mtu {
                 t.mtu_suspicions += 1;
+            } else if *unanswered {
+                t.exchange_stalls += 1;
             } else if *stalled {
-                if *observed == Observed::TlsError && cert.is_none() {
-                    t.tls_stalls += 1;
-                } else {
-                    t.exchange_stalls += 1;
-                }
+                t.tls_stalls += 1;
                 // The small MSS stalled as well: no black hole to find.
                 t.mtu_ruled_out |= t.mtu_tries;
             }
@@ -239,19 +239,16 @@ fn tally(slot: &mut Slot, kind: &AttemptKind) {
 /// holds: a TLS stall [`STALL_CONFIRM`] times and TLS never completed in
 /// any attempt of the path, an exchange stall as often, a black hole in
 /// [`MTU_CONFIRM`] attempts.
-fn unsettled(
-    slot: &mut Slot,
-    observed: Observed,
-    path_mtu: bool,
-    cx: &Context<'_>,
-) -> Option<Decision> {
+fn unsettled(slot: &mut Slot, stalled: bool, path_mtu: bool, cx: &Context<'_>) -> Option<Decision> {
     let t = slot.tally;
     let settled = if path_mtu {
         t.mtu_suspicions >= MTU_CONFIRM
-    } else if observed == Observed::TlsError && !t.tls_done {
-        t.tls_stalls >= STALL_CONFIRM
+    } else if stalled {
+        // The TLS handshake stalled: never `tls-error` where another
+        // attempt of the path completed one.
+        t.tls_stalls >= STALL_CONFIRM && !t.tls_done
     } else {
-        t.exchange_stalls >= STALL_CONFIRM && !(observed == Observed::TlsError && t.tls_done)
+        t.exchange_stalls >= STALL_CONFIRM
     };
     if settled {
         return None;
@@ -354,7 +351,10 @@ fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>
     // silence may be loss as well as a drop: a few more attempts at the
     // host's adaptive deadline tell them apart. Not where silence may be a
     // rate-limited ICMP reject (those retries are paced).
-    let loss_retries = if (host.answered || slot.tally.answered > 0) && !host.icmp_seen {
+    // A round trip measured to the address (a connect, or a reset from its
+    // own stack) is an answer too, before that attempt's exchange is over.
+    let host_answers = host.answered || host.rtt.srtt().is_some();
+    let loss_retries = if (host_answers || slot.tally.answered > 0) && !host.icmp_seen {
         cx.config.loss_retries
     } else {
         0
@@ -495,14 +495,18 @@ mod tests {
         }
     }
 
+    /// A final outcome; `stalled` means the TLS handshake stalled, or for
+    /// `wrong-host` that the exchange got no answer in time.
     fn final_(observed: Observed, errno: Option<i32>, stalled: bool) -> AttemptKind {
+        let unanswered = stalled && observed == Observed::WrongHost;
         AttemptKind::Final {
             observed,
             detail: format!("{observed}"),
             errno,
             cert: None,
-            stalled,
+            stalled: stalled && !unanswered,
             path_mtu: false,
+            unanswered,
         }
     }
 
@@ -655,6 +659,7 @@ mod tests {
             errno,
             stalled,
             path_mtu,
+            unanswered,
             ..
         } = kind
         else {
@@ -674,6 +679,7 @@ mod tests {
             })),
             stalled,
             path_mtu,
+            unanswered,
         }
     }
 
@@ -752,6 +758,7 @@ mod tests {
             cert: None,
             stalled: true,
             path_mtu: true,
+            unanswered: false,
         }
     }
 
@@ -807,7 +814,8 @@ mod tests {
 
         let mut c = Case::new(Protocol::Tcp);
         c.config.loss_retries = 3;
-        c.host.answered = true;
+        // A connect's round trip is enough: its exchange may not be over.
+        c.host.rtt.sample(Duration::from_millis(1));
         for _ in 0..(c.config.retries + 3) {
             assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
         }
