@@ -449,15 +449,35 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                 .filter(|s| s.up() && sources.contains(s.host.as_str()))
                 .count(),
         });
+        let reached = self
+            .reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let sessions = each(sessions, cancel, |mut s| {
             let probe = probe.clone();
             let wanted = s.up() && sources.contains(s.host.as_str());
             let observer = observer.clone();
+            // Fresh connections to ask again beside a reply that is late
+            // (lost to a lossy link); where agents outlive connections.
+            let hedges: Vec<_> = match reached.get(&s.host) {
+                Some(dial) if wanted && self.transport.agents_outlive_connections() => (0
+                    ..PROBE_HEDGES)
+                    .map(|_| self.transport.open(dial.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            };
             async move {
                 let Some(conn) = s.conn.as_mut().filter(|_| wanted) else {
                     return s;
                 };
-                match conn.request(&probe, probe_deadline).await {
+                let (answer, fresh) = hedged(conn, &probe, probe_deadline, hedges).await;
+                if let Some(fresh) = fresh {
+                    // The old connection may still deliver the late reply
+                    // as its next frame: the fresh one carries on.
+                    *conn = fresh;
+                }
+                match answer {
                     Ok(Response::Probed(p)) => {
                         let mut results = p.results;
                         // The join never reads which host answered (a wrong
@@ -684,6 +704,77 @@ fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) ->
         skip_hosts,
         only,
     }
+}
+
+/// Fresh connections the probe phase may ask again on, beside a reply
+/// that is late.
+const PROBE_HEDGES: usize = 2;
+
+/// How long a probe reply may take before the same request goes again on
+/// a fresh connection; then again after as long once more.
+const PROBE_HEDGE_AFTER: Duration = Duration::from_secs(4);
+
+/// `request` on `conn`; while no reply has come, the same request again
+/// on each of `hedges`' fresh connections in turn, [`PROBE_HEDGE_AFTER`]
+/// apart (at once when `conn` broke). The first reply wins, with the
+/// fresh connection it came on. Only for requests an agent answers alike
+/// when asked twice: a repeated `probe` of a round waits for the running
+/// sweep and gets its results. A lost segment under heavy loss is resent
+/// only after the kernel's backed-off timer (seconds, doubling), a fresh
+/// connection starts with short ones.
+async fn hedged(
+    conn: &mut ControlStream,
+    request: &Request,
+    deadline: Duration,
+    hedges: Vec<BoxFuture<Result<ControlStream, ControlError>>>,
+) -> (Result<Response, ControlError>, Option<ControlStream>) {
+    let give_up = tokio::time::Instant::now() + deadline;
+    let host = conn.host().to_string();
+    let mut set = JoinSet::new();
+    let mut hedges = hedges.into_iter();
+    let mut next = tokio::time::Instant::now() + PROBE_HEDGE_AFTER;
+    let first = conn.request(request, deadline);
+    tokio::pin!(first);
+    let mut first_err: Option<ControlError> = None;
+    loop {
+        tokio::select! {
+            r = &mut first, if first_err.is_none() => match r {
+                Ok(reply) => return (Ok(reply), None),
+                Err(e) if set.is_empty() && hedges.len() == 0 => return (Err(e), None),
+                Err(e) => {
+                    first_err = Some(e);
+                    next = tokio::time::Instant::now();
+                }
+            },
+            Some(done) = set.join_next() => {
+                if let Ok(Ok((reply, fresh))) = done {
+                    return (Ok(reply), Some(fresh));
+                }
+                if set.is_empty() && hedges.len() == 0 && first_err.is_some() {
+                    break;
+                }
+            },
+            () = tokio::time::sleep_until(next), if hedges.len() > 0 => {
+                let Some(opening) = hedges.next() else { continue };
+                let request = request.clone();
+                let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                set.spawn(async move {
+                    let mut fresh = opening.await?;
+                    let reply = fresh.request(&request, left).await?;
+                    Ok::<_, ControlError>((reply, fresh))
+                });
+                next += PROBE_HEDGE_AFTER;
+            },
+            else => break,
+        }
+    }
+    let e = first_err.unwrap_or_else(|| ControlError::RequestTimeout {
+        host,
+        addr: String::new(),
+        op: "probe",
+        after_ms: deadline.as_millis(),
+    });
+    (Err(e), None)
 }
 
 /// Fresh connections the evidence phase may open to an agent whose reply

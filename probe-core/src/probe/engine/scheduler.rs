@@ -29,6 +29,9 @@ use crate::probe::rtt;
 use crate::probe::spread;
 use crate::probe::target::Target;
 
+/// When Linux first resends an unanswered SYN (`TCP_TIMEOUT_INIT`).
+const SYN_RESEND: Duration = Duration::from_secs(1);
+
 /// What an attempt's task tells the scheduler. One per attempt, moved once
 /// through the channel: not boxed, so that a sweep of many ports does not
 /// allocate for each.
@@ -291,7 +294,11 @@ impl Scheduler {
             host.release(&mut self.ready);
         }
         slot.record(&attempt);
-        if let Some(rtt) = attempt.timing.answer {
+        // Karn's rule: a connect that outlasted the kernel's first SYN
+        // retransmission may have been answered to the resent SYN, so its
+        // time is no round trip (under loss it would be ~1 s, and every
+        // deadline of the sweep would stretch to it).
+        if let Some(rtt) = attempt.timing.answer.filter(|rtt| *rtt < SYN_RESEND) {
             self.sample_rtt(addr.ip(), rtt);
         }
         if matches!(attempt.kind, AttemptKind::LocalTransient { .. }) {
