@@ -350,15 +350,17 @@ fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>
     // Where the host answers other ports (or this one answered before),
     // silence may be loss as well as a drop: a few more attempts at the
     // host's adaptive deadline tell them apart. Not where silence may be a
-    // rate-limited ICMP reject (those retries are paced).
+    // rate-limited ICMP reject (those retries are paced), nor with fixed
+    // deadlines (each would wait the whole `timeout_ms`).
     // A round trip measured to the address (a connect, or a reset from its
     // own stack) is an answer too, before that attempt's exchange is over.
     let host_answers = host.answered || host.rtt.srtt().is_some();
-    let loss_retries = if (host_answers || slot.tally.answered > 0) && !host.icmp_seen {
-        cx.config.loss_retries
-    } else {
-        0
-    };
+    let loss_retries =
+        if (host_answers || slot.tally.answered > 0) && !host.icmp_seen && cx.config.adaptive {
+            cx.config.loss_retries
+        } else {
+            0
+        };
     if slot.attempts <= cx.config.retries + loss_retries {
         // The attempt waited out its deadline already: the retry goes at
         // once, except that retries to a host that rejects with ICMP keep
@@ -823,6 +825,14 @@ mod tests {
             panic!("loss retries are bounded");
         };
         assert_eq!((v.observed, c.slot.attempts), (Observed::Timeout, 5));
+
+        // Fixed deadlines: every retry would wait `timeout_ms`; none.
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 3;
+        c.config.adaptive = false;
+        c.host.answered = true;
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        assert!(matches!(c.decide(silent()), Decision::Finish(_)));
 
         let mut c = Case::new(Protocol::Tcp);
         c.config.loss_retries = 1;
