@@ -34,6 +34,10 @@ use crate::report::{self, AgentEvidence, AgentOutcome, PlanMismatch, Report, Rou
 mod sources;
 mod summary;
 pub use summary::interrupted_summary;
+mod resilient;
+mod session;
+use resilient::{EVIDENCE_REOPENS, PROBE_HEDGES, evidence_one, hedged};
+use session::{Session, died};
 
 /// How long a cancelled round may spend tearing down what it started.
 pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
@@ -165,22 +169,25 @@ impl RoundConfig {
     /// The deadline of a `probe` request: every attempt of a silent path,
     /// its TLS handshake and exchange, the two extra tries of a stalled
     /// handshake (the path-MTU retry and its control) and the two tries at
-    /// lower concurrency before them, the engine's ICMP pacing window, the
+    /// lower concurrency before them, the extra attempts that tell loss
+    /// from a drop or a stall ([`crate::probe::ROUND_LOSS_RETRIES`], and
+    /// three more stalled attempts), the engine's ICMP pacing window, the
     /// TTL walks' budget, plus slack.
     pub fn probe_deadline(&self, plan: &Plan) -> Duration {
         let d = plan.defaults;
         let attempt = Duration::from_millis(d.timeout_ms);
         let pacing = crate::probe::ProbeConfig::default().icmp_pacing_window;
-        attempt * (d.retries.saturating_add(7))
-            + pacing
-            + crate::probe::WALK_BUDGET
-            + self.probe_slack
+        let tries = d
+            .retries
+            .saturating_add(10)
+            .saturating_add(crate::probe::ROUND_LOSS_RETRIES);
+        attempt * tries + pacing + crate::probe::WALK_BUDGET + self.probe_slack
     }
 
     /// The canaries' TTL: the worst case of the whole round, plus slack.
     pub fn ttl(&self, plan: &Plan) -> Duration {
         self.connect_timeout * 2
-            + self.request_timeout * 2
+            + self.request_timeout * (2 + EVIDENCE_REOPENS as u32)
             + self.probe_deadline(plan)
             + self.ttl_slack
     }
@@ -197,24 +204,6 @@ pub async fn check<T: Transport + ?Sized>(
     match &config.only {
         None => report::join(plan, &evidence),
         Some(only) => report::join_paths(plan, &evidence, only),
-    }
-}
-
-/// One agent's part of the round, moved into each phase's task and back.
-struct Session {
-    host: String,
-    conn: Option<ControlStream>,
-    evidence: AgentEvidence,
-}
-
-impl Session {
-    fn up(&self) -> bool {
-        self.conn.is_some() && self.evidence.outcome == AgentOutcome::Up
-    }
-
-    fn lost(&mut self, why: String) {
-        self.conn = None;
-        self.evidence.outcome = AgentOutcome::Unreachable(why);
     }
 }
 
@@ -489,15 +478,35 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                 .filter(|s| s.up() && sources.contains(s.host.as_str()))
                 .count(),
         });
+        let reached = self
+            .reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let sessions = each(sessions, cancel, |mut s| {
             let probe = probe.clone();
             let wanted = s.up() && sources.contains(s.host.as_str());
             let observer = observer.clone();
+            // Fresh connections to ask again beside a reply that is late
+            // (lost to a lossy link); where agents outlive connections.
+            let hedges: Vec<_> = match reached.get(&s.host) {
+                Some(dial) if wanted && self.transport.agents_outlive_connections() => (0
+                    ..PROBE_HEDGES)
+                    .map(|_| self.transport.open(dial.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            };
             async move {
                 let Some(conn) = s.conn.as_mut().filter(|_| wanted) else {
                     return s;
                 };
-                match conn.request(&probe, probe_deadline).await {
+                let (answer, fresh) = hedged(conn, &probe, probe_deadline, hedges).await;
+                if let Some(fresh) = fresh {
+                    // The old connection may still deliver the late reply
+                    // as its next frame: the fresh one carries on.
+                    *conn = fresh;
+                }
+                match answer {
                     Ok(Response::Probed(p)) => {
                         let mut results = p.results;
                         // The join never reads which host answered (a wrong
@@ -542,12 +551,26 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
         // coordinator together (each agent's canaries saw ~1,000 nonces).
         let evidence_slots = Arc::new(tokio::sync::Semaphore::new(EVIDENCE_AT_ONCE));
         let request_timeout = self.config.request_timeout;
+        let reached = self
+            .reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let sessions = each(sessions, cancel, |s| {
             let evidence = evidence.clone();
             let evidence_slots = evidence_slots.clone();
+            // A reply lost to a lossy link is asked for again on a fresh
+            // connection (evidence is a read: asking twice is safe), where
+            // the transport's agents outlive their connections.
+            let reopen: Vec<_> = match reached.get(&s.host) {
+                Some(dial) if self.transport.agents_outlive_connections() => (0..EVIDENCE_REOPENS)
+                    .map(|_| self.transport.open(dial.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            };
             async move {
                 let _slot = evidence_slots.acquire_owned().await;
-                evidence_one(s, &evidence, request_timeout).await
+                evidence_one(s, &evidence, request_timeout, reopen).await
             }
         })
         .await;
@@ -716,40 +739,6 @@ fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) ->
     }
 }
 
-/// Asks one agent for its evidence, where it has any to give.
-async fn evidence_one(mut s: Session, evidence: &Request, request_timeout: Duration) -> Session {
-    // Held ports too: the agent's handshake watch covers them. A host that
-    // only probed has its firewall trace of its probes.
-    let has_listeners = s
-        .evidence
-        .listeners
-        .iter()
-        .any(|l| l.state != ListenerState::Failed || !l.elsewhere.is_empty());
-    let has_probes = !s.evidence.probes.is_empty();
-    if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
-        return s;
-    }
-    let Some(conn) = s.conn.as_mut() else {
-        s.evidence.evidence_error =
-            Some("the control connection was dropped after the probe request failed".into());
-        return s;
-    };
-    match conn.request(evidence, request_timeout).await {
-        Ok(Response::Evidence(e)) => {
-            s.evidence.canaries = e.canaries;
-            s.evidence.handshakes = e.handshakes;
-            s.evidence.trace = e.trace;
-        }
-        Ok(_) => s.evidence.evidence_error = Some(error_chain(&conn.unexpected(evidence))),
-        Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", error_chain(&e))),
-        Err(e) => {
-            s.evidence.evidence_error = Some(error_chain(&e));
-            s.conn = None;
-        }
-    }
-    s
-}
-
 /// Ends a cancelled round: every agent that was reached gets a teardown
 /// (over its own connection when it is still usable, else a new one when
 /// the transport's agents outlive their connection), all at once and within
@@ -902,18 +891,4 @@ where
             })
         })
         .collect()
-}
-
-/// Whether the agent's end of the connection is gone (closed or reset): an
-/// agent that died after `prepare` is unreachable, with the phase, not up.
-fn died(e: &ControlError) -> bool {
-    matches!(
-        e,
-        ControlError::Frame {
-            source: control::FrameError::Closed
-                | control::FrameError::Truncated
-                | control::FrameError::Io(_),
-            ..
-        } | ControlError::Transport { .. }
-    )
 }

@@ -74,7 +74,12 @@ struct Shared {
     /// the one of their target's family.
     sources: Vec<IpAddr>,
     round: Mutex<Option<Round>>,
-    probing: tokio::sync::Mutex<()>,
+    /// Held while a probe runs; keeps the last round's reply, so that a
+    /// probe request repeated for the same round (a coordinator whose
+    /// reply was lost to a lossy link asks again on a fresh connection)
+    /// waits for the running sweep and gets its results, never a second
+    /// sweep.
+    probing: tokio::sync::Mutex<Option<crate::control::ProbeReply>>,
     admission: Arc<Admission>,
     canary_connections: Arc<Semaphore>,
     /// Nonces each canary port must expect in a round (paths to it).
@@ -296,7 +301,7 @@ impl Shared {
             canary_ips,
             sources,
             round: Mutex::new(None),
-            probing: tokio::sync::Mutex::new(()),
+            probing: tokio::sync::Mutex::new(None),
             admission: Arc::new(Admission::new(
                 SlotLimits {
                     pending: limits.pending_connections,

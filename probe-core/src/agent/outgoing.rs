@@ -56,9 +56,13 @@ impl Shared {
             Ok(c) => c,
             Err(why) => return error(why),
         };
-        let Ok(_running) = self.probing.try_lock() else {
-            return error("probe: a probe is already running on this agent".into());
-        };
+        // A repeated request for this round waits for the running sweep
+        // and gets its reply; it never probes twice.
+        let mut running = self.probing.lock().await;
+        if let Some(done) = running.as_ref().filter(|r| r.round == req.round) {
+            tracing::info!(round = %req.round, "probe asked again: the same results");
+            return Response::Probed(done.clone());
+        }
         let planned = self.plan_probes(&req, nonce_key.as_ref()).await;
         let nonces: Vec<Option<String>> = planned
             .slots
@@ -113,10 +117,12 @@ impl Shared {
             })
             .chain(udp_results)
             .collect();
-        Response::Probed(ProbeReply {
+        let reply = ProbeReply {
             round: req.round,
             results,
-        })
+        };
+        *running = Some(reply.clone());
+        Response::Probed(reply)
     }
 
     /// The cancellation of round `id` when it is the current one and has
@@ -241,6 +247,7 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
         neighbour: None,
         proof: None,
         service_answer: None,
+        answered: r.answered,
     }
 }
 

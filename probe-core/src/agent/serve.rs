@@ -18,6 +18,11 @@ use crate::control::{
     RoundRef, ServerSecurity, read_frame, write_frame,
 };
 
+/// The least time without an acknowledgement after which a coordinator's
+/// connection is taken for dead (`TCP_USER_TIMEOUT`; the lease when
+/// longer): long enough for seven retransmissions of a lost reply.
+const DEAD_PEER_AFTER: Duration = Duration::from_secs(20);
+
 impl Shared {
     /// Authenticates a new connection within the handshake deadline: mutual
     /// TLS and the coordinator's name, or (with `--insecure`, loopback
@@ -105,7 +110,13 @@ impl Shared {
             .with_retries(3);
         let sock = socket2::SockRef::from(&tcp);
         let _ = sock.set_tcp_keepalive(&keepalive);
-        let _ = sock.set_tcp_user_timeout(Some(limits.lease.max(Duration::from_secs(1))));
+        // Declared dead only after this long without an acknowledgement:
+        // under heavy loss (30% each way) a reply's retransmissions back
+        // off to 6 s apart, and keepalive probes fail half the time, so a
+        // live coordinator must not be taken for a vanished one within a
+        // few seconds (the round's lease would lapse mid-probe). A
+        // coordinator that exits closes its connection at once anyway.
+        let _ = sock.set_tcp_user_timeout(Some(limits.lease.max(DEAD_PEER_AFTER)));
         // A client that has sent something is handshaking, not idle:
         // idle strangers are shed before it (see `Admission::admit`).
         if !matches!(

@@ -341,6 +341,7 @@ fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
         neighbour: None,
         proof: None,
         service_answer: None,
+        answered: None,
     }
 }
 
@@ -427,6 +428,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         neighbour: None,
         proof: None,
         service_answer: None,
+        answered: None,
     }
 }
 

@@ -455,6 +455,10 @@ pub struct PathProbe {
     /// The path stayed silent ([`crate::probe::ProbeResult::silence`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<crate::probe::Silence>,
+    /// `lossy`: attempts that got an answer out of `attempts`
+    /// ([`crate::probe::ProbeResult::answered`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u32>,
     /// How far the planned service was proven, where the path connected to
     /// a live service with a planned protocol (`probe::service`); absent
     /// elsewhere (the join says `l4` for any connection).

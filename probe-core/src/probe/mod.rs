@@ -26,7 +26,9 @@ pub mod ttl_walk;
 pub mod udp;
 pub mod udp_service;
 
-pub use engine::{DEFAULT_PER_HOST, ProbeConfig, Prober, SweepLimits, WALK_BUDGET};
+pub use engine::{
+    DEFAULT_PER_HOST, ProbeConfig, Prober, ROUND_LOSS_RETRIES, SweepLimits, WALK_BUDGET,
+};
 pub use error::ProbeError;
 pub use errqueue::IcmpEvidence;
 pub use eta::SweepEta;

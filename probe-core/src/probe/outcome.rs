@@ -38,11 +38,16 @@ pub enum Observed {
     /// (or not at all where the planned protocol must answer): right port,
     /// wrong service.
     WrongService,
+    /// The attempts disagreed and no retry settled it: some answered, others
+    /// were silent or stalled (packet loss on the way). Neither open nor
+    /// blocked, and never a verdict about the service or the host: the
+    /// counts are in [`ProbeResult::answered`] and the detail.
+    Lossy,
 }
 
 impl Observed {
     /// Every outcome, in declaration order.
-    pub const ALL: [Observed; 8] = [
+    pub const ALL: [Observed; 9] = [
         Observed::Open,
         Observed::Refused,
         Observed::Unreachable,
@@ -51,6 +56,7 @@ impl Observed {
         Observed::WrongHost,
         Observed::LocalError,
         Observed::WrongService,
+        Observed::Lossy,
     ];
 
     /// The kebab-case name used in reports.
@@ -64,6 +70,7 @@ impl Observed {
             Observed::WrongHost => "wrong-host",
             Observed::LocalError => "local-error",
             Observed::WrongService => "wrong-service",
+            Observed::Lossy => "lossy",
         }
     }
 
@@ -159,6 +166,9 @@ pub struct ProbeResult {
     pub errno: Option<i32>,
     /// Set when the outcome is silence (`timeout`).
     pub silence: Option<Silence>,
+    /// `lossy`: how many of `attempts` got an answer from the target (a
+    /// completed handshake, a reset or an ICMP error); `None` otherwise.
+    pub answered: Option<u32>,
 }
 
 #[cfg(test)]

@@ -232,6 +232,7 @@ mod tests {
             shed: false,
             errno: None,
             silence: None,
+            answered: None,
         }
     }
 

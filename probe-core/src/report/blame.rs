@@ -298,8 +298,9 @@ fn blame_untraced(e: &Evidence<'_>) -> Option<Blame> {
     }
     match observed {
         // A wrong service answered: the path works, the far end serves
-        // something else; the report's service answer says what.
-        Observed::Open | Observed::LocalError | Observed::WrongService => None,
+        // something else; the report's service answer says what. Loss is
+        // no place on the path to name.
+        Observed::Open | Observed::LocalError | Observed::WrongService | Observed::Lossy => None,
         _ if e.local_denial => at(Where::Source, Cause::Egress, None),
         Observed::Refused | Observed::Unreachable => match e.icmp {
             // The source's own kernel said "unreachable": ARP or neighbour

@@ -288,7 +288,8 @@ impl Verdict {
     /// - `local-error` (or no measurement) is never open nor blocked.
     pub fn decide(expect: Expect, observed: Option<Observed>, end: TargetEnd) -> Verdict {
         match (observed, expect, end) {
-            (None | Some(Observed::LocalError), _, _) => Verdict::Error,
+            // Attempts that disagreed measured neither open nor blocked.
+            (None | Some(Observed::LocalError | Observed::Lossy), _, _) => Verdict::Error,
             (Some(Observed::Refused), _, TargetEnd::Live) => Verdict::Error,
             // Nothing listens on the path's address: a must-be-open path
             // is refused as its clients will be; for a must-be-blocked one
@@ -426,6 +427,11 @@ pub struct PathReport {
     /// to v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_answer: Option<crate::probe::service::ServiceAnswer>,
+    /// For a `lossy` path: how many of the `attempts` got an answer from
+    /// the target (a completed handshake, a reset or an ICMP error), the
+    /// others silent or stalled; absent otherwise. Added to v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u32>,
 }
 
 impl std::fmt::Display for Summary {

@@ -235,6 +235,7 @@ pub(crate) mod tests {
             listening_elsewhere: Vec::new(),
             proof: None,
             service_answer: None,
+            answered: None,
         }
     }
 

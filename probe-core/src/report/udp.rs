@@ -366,6 +366,7 @@ expect = "blocked"
             neighbour: None,
             proof: None,
             service_answer: None,
+            answered: None,
         }
     }
 

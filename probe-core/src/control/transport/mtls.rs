@@ -84,8 +84,77 @@ impl Transport for ClientSecurity {
                 Address::Ip(ip) => Some(*ip),
                 Address::Dns(_) => None,
             };
-            connect_retrying(&security, &dial.host, ip, addr, dial.connect_timeout).await
+            connect_overlapping(&security, &dial.host, ip, addr, dial.connect_timeout).await
         })
+    }
+}
+
+/// Whole connections (TCP and TLS) [`connect_retrying`] may have in
+/// flight at once.
+const CONNECTIONS_AT_ONCE: usize = 3;
+
+/// How long a connection may go unfinished before another starts beside
+/// it.
+const CONNECTION_STAGGER: Duration = Duration::from_millis(1000);
+
+/// [`connect_retrying`], with a fresh one started beside it every
+/// [`CONNECTION_STAGGER`] while none has finished (at most
+/// [`CONNECTIONS_AT_ONCE`]): under heavy loss a TLS handshake whose
+/// flights were lost waits out the kernel's backed-off retransmissions,
+/// while a fresh connection starts with short timers; the first to
+/// connect wins and the others are dropped. An error that retrying cannot
+/// mend (no agent, certificate refused) ends it at once.
+async fn connect_overlapping(
+    security: &ClientSecurity,
+    host: &str,
+    ip: Option<IpAddr>,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<ControlStream, ControlError> {
+    let mut set = tokio::task::JoinSet::new();
+    let start = |set: &mut tokio::task::JoinSet<_>| {
+        let (security, host) = (security.clone(), host.to_string());
+        set.spawn(
+            async move { connect_retrying(&security, &host, ip, addr, connect_timeout).await },
+        );
+    };
+    start(&mut set);
+    let mut started = 1;
+    let mut last = None;
+    loop {
+        let more = started < CONNECTIONS_AT_ONCE;
+        tokio::select! {
+            done = set.join_next() => match done {
+                Some(Ok(Ok(c))) => return Ok(c),
+                Some(Ok(Err(e))) if !retryable(&e) => return Err(e),
+                Some(Ok(Err(e))) => last = Some(e),
+                Some(Err(_)) => {}
+                None => {
+                    return Err(last.unwrap_or_else(|| ControlError::ConnectTimeout {
+                        host: host.to_string(),
+                        addr,
+                        after_ms: connect_timeout.as_millis(),
+                    }));
+                }
+            },
+            () = tokio::time::sleep(CONNECTION_STAGGER), if more => {
+                start(&mut set);
+                started += 1;
+            }
+        }
+    }
+}
+
+/// Whether a failed control connect may succeed when tried again.
+fn retryable(err: &ControlError) -> bool {
+    match err {
+        ControlError::Connect { source, .. } => {
+            source.kind() != std::io::ErrorKind::ConnectionRefused
+        }
+        ControlError::ConnectTimeout { .. }
+        | ControlError::HandshakeTimeout { .. }
+        | ControlError::Handshake { .. } => true,
+        _ => false,
     }
 }
 
@@ -110,21 +179,51 @@ async fn connect_retrying(
             Ok(c) => return Ok(c),
             Err(e) => e,
         };
-        let retry = match &err {
-            ControlError::Connect { source, .. } => {
-                source.kind() != std::io::ErrorKind::ConnectionRefused
-            }
-            ControlError::ConnectTimeout { .. }
-            | ControlError::HandshakeTimeout { .. }
-            | ControlError::Handshake { .. } => true,
-            _ => false,
-        };
-        if !retry || tokio::time::Instant::now() + backoff >= give_up {
+        if !retryable(&err) || tokio::time::Instant::now() + backoff >= give_up {
             return Err(err);
         }
         tracing::debug!(%host, error = %err, "connect failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(800));
+    }
+}
+
+/// How long a control connect waits for its SYN's answer before it sends
+/// another connect's SYN beside it.
+const CONNECT_STAGGER: Duration = Duration::from_millis(300);
+
+/// Connects attempts at most in flight together.
+const CONNECT_AT_ONCE: usize = 8;
+
+/// A TCP connect that survives loss: the kernel resends a lost SYN only
+/// after 1 s, then 3 s, so one connect under 30% loss each way misses a
+/// 3 s deadline about once in four; a fresh connect every
+/// [`CONNECT_STAGGER`] (at most [`CONNECT_AT_ONCE`]) sends a new SYN
+/// instead, and the first to connect wins (the others are dropped). On a
+/// clean network the first answers at once and no second SYN is sent. A
+/// refusal (no agent) ends it at once.
+async fn staggered_connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut set = tokio::task::JoinSet::new();
+    set.spawn(TcpStream::connect(addr));
+    let mut last_err = None;
+    loop {
+        let more = set.len() < CONNECT_AT_ONCE;
+        tokio::select! {
+            done = set.join_next() => match done {
+                Some(Ok(Ok(stream))) => return Ok(stream),
+                Some(Ok(Err(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(e),
+                Some(Ok(Err(e))) => last_err = Some(e),
+                Some(Err(join)) => last_err = Some(std::io::Error::other(join)),
+                None => {
+                    return Err(last_err.unwrap_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "no connect left")
+                    }));
+                }
+            },
+            () = tokio::time::sleep(CONNECT_STAGGER), if more => {
+                set.spawn(TcpStream::connect(addr));
+            }
+        }
     }
 }
 
@@ -149,7 +248,7 @@ pub async fn connect(
     addr: SocketAddr,
     deadline: Duration,
 ) -> Result<ControlStream, ControlError> {
-    let tcp = match timeout(deadline, TcpStream::connect(addr)).await {
+    let tcp = match timeout(deadline, staggered_connect(addr)).await {
         Err(_) => {
             return Err(ControlError::ConnectTimeout {
                 host: host.to_string(),

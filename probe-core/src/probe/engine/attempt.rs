@@ -27,9 +27,11 @@ pub(super) struct AttemptSetup {
     /// The attempt turns quiet when its connect has waited this long
     /// without an answer.
     pub(super) quiet_after: Duration,
-    /// A stalled TLS handshake is reported as it is, without the path-MTU
-    /// tries, because the scheduler will try it again at lower concurrency.
-    pub(super) may_defer: bool,
+    /// A stall is followed by the path-MTU tries: not when it may be
+    /// deferred (the scheduler tries it again at lower concurrency, and a
+    /// stall is reported as it is), nor once an earlier attempt's small
+    /// MSS stalled too.
+    pub(super) mtu_tries: bool,
 }
 
 /// One TCP try of an attempt (the first, or a path-MTU try).
@@ -90,8 +92,8 @@ impl Shared {
             quiet: Some((quiet, setup.quiet_after)),
         };
         let mut report = self.try_once(first).await;
-        if let (AttemptKind::Final { stalled: true, .. }, Some(mss), false) =
-            (&report.kind, self.config.mtu_retry_mss, setup.may_defer)
+        if let (AttemptKind::Final { stalled: true, .. }, Some(mss), true) =
+            (&report.kind, self.config.mtu_retry_mss, setup.mtu_tries)
         {
             let retry = Try {
                 index,
@@ -165,6 +167,7 @@ impl Shared {
                 cert: None,
                 stalled: false,
                 path_mtu: false,
+                unanswered: false,
             },
         };
         AttemptReport {
@@ -250,6 +253,7 @@ impl Shared {
                         cert,
                         stalled: true,
                         path_mtu: true,
+                        unanswered: false,
                     },
                     local_address: second.local_address.or(local_address),
                     icmp,
@@ -263,6 +267,7 @@ impl Shared {
                 cert: None,
                 stalled: true,
                 path_mtu: false,
+                unanswered: false,
             },
         };
         TryReport {
@@ -341,14 +346,15 @@ impl Shared {
     ) -> (AttemptKind, Option<Duration>) {
         match t.target.protocol {
             Protocol::Tcp => match self.run_exchange(t, local, &mut stream).await {
-                Ok((observed, detail, stalled)) => (
+                Ok((observed, detail, unanswered)) => (
                     AttemptKind::Final {
                         observed,
                         detail,
                         errno: None,
                         cert: None,
-                        stalled,
+                        stalled: false,
                         path_mtu: false,
+                        unanswered,
                     },
                     None,
                 ),
@@ -374,7 +380,7 @@ impl Shared {
     }
 
     /// The caller's exchange on a connected stream: the outcome, its detail
-    /// and whether it stalled (no answer in time).
+    /// and whether it got no answer in time (`unanswered`).
     pub(super) async fn run_exchange(
         &self,
         t: &Try<'_>,
@@ -409,11 +415,12 @@ impl Shared {
                     self.config.exchange_timeout.as_millis()
                 ),
                 // The exchange's lines are far below any path MTU: a stall
-                // there is never a black hole, so no small-MSS retry. Nor
-                // is it tried again: where a canary was slow, the round's
-                // join finds our nonce in its evidence and says open, and
-                // retries would only add to the load that made it slow.
-                false,
+                // there is never a black hole, so no small-MSS retry (not
+                // `stalled`). It is tried again only to tell loss from a
+                // wrong host (see `retry`): where a canary was slow, the
+                // round's join finds our nonce in its evidence and says
+                // open.
+                true,
             )),
         }
     }

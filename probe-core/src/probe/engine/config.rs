@@ -77,6 +77,12 @@ pub struct ProbeConfig {
     pub adaptive: bool,
     /// The least an adaptive connect deadline may be.
     pub min_rtt_timeout: Duration,
+    /// Extra attempts for a silent target whose host answers other ports
+    /// (or that answered itself before): silence there may be packet loss
+    /// as well as a firewall's drop, and a few more tries at the host's
+    /// adaptive deadline tell them apart. Rounds ([`Self::for_plan_host`])
+    /// use [`ROUND_LOSS_RETRIES`]; 0 for agentless sweeps.
+    pub loss_retries: u32,
     /// Where in the destination addresses the sweep starts
     /// ([`crate::probe::spread`]): sources of one round given different offsets
     /// start on different hosts.
@@ -87,6 +93,12 @@ pub struct ProbeConfig {
 /// TLS server taking a few milliseconds per handshake clears this many
 /// well within a one-second TLS deadline.
 pub const DEFAULT_PER_HOST: usize = 64;
+
+/// [`ProbeConfig::loss_retries`] in rounds: with 30% of packets lost each
+/// way a handshake gets through about every other try, and an open port
+/// then stays silent through all of `1 + retries + 10` tries well under
+/// once in a thousand rounds.
+pub const ROUND_LOSS_RETRIES: u32 = 10;
 
 impl ProbeConfig {
     /// The address a probe of `addr` binds: `source`, else the first of
@@ -122,6 +134,7 @@ impl Default for ProbeConfig {
             adaptive: true,
             min_rtt_timeout: Duration::from_millis(100),
             spread_offset: 0,
+            loss_retries: 0,
         }
     }
 }
@@ -177,6 +190,7 @@ impl ProbeConfig {
                 .map_or(0, |p| p as u64),
             sources,
             ttl_walk: Some(WalkConfig::default()),
+            loss_retries: ROUND_LOSS_RETRIES,
             ..ProbeConfig::default()
         }
     }
@@ -233,6 +247,7 @@ ports = ["sql"]
                 spread_offset: db,
                 sources,
                 ttl_walk: Some(WalkConfig::default()),
+                loss_retries: ROUND_LOSS_RETRIES,
                 ..ProbeConfig::default()
             }
         );

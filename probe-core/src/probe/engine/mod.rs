@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DEFAULT_PER_HOST, ProbeConfig, SweepLimits};
+pub use config::{DEFAULT_PER_HOST, ProbeConfig, ROUND_LOSS_RETRIES, SweepLimits};
 pub use walk::WALK_BUDGET;
 
 use super::error::ProbeError;

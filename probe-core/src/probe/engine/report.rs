@@ -53,6 +53,10 @@ pub(super) enum AttemptKind {
         stalled: bool,
         /// The stall went away with a small MSS: a path-MTU black hole.
         path_mtu: bool,
+        /// TCP (and TLS) opened and the exchange got no answer within its
+        /// deadline: loss, or a slow far end; `wrong-host` only once it
+        /// holds over attempts (see `retry`).
+        unanswered: bool,
     },
     Silent {
         /// The deadline it waited.
@@ -86,6 +90,7 @@ impl AttemptKind {
             cert: None,
             stalled: false,
             path_mtu: false,
+            unanswered: false,
         }
     }
 }

@@ -22,6 +22,20 @@ use crate::probe::udp_service::{UdpOptions, UdpService};
 /// the stall may become `tls-error`.
 pub(super) const CONGESTION_RETRIES: u32 = 2;
 
+/// Stalled attempts a stall needs before it is a verdict about the port: a
+/// TLS handshake (`tls-error`) or a nonce exchange (`wrong-host`) that
+/// stalls this many times, and never got further in another attempt of
+/// the path, is the port's doing; fewer is taken for loss and tried again.
+pub(super) const STALL_CONFIRM: u32 = 3;
+
+/// Stalled attempts at most (of any kind): past this, attempts that still
+/// disagree make the path `lossy`.
+const STALL_ATTEMPTS: u32 = 5;
+
+/// Attempts that must each find a path-MTU black hole (the small MSS got
+/// through, the full size stalled before and after it) before it is one.
+pub(super) const MTU_CONFIRM: u32 = 2;
+
 /// Extra attempts for a path whose connection a canary shed (closed
 /// unanswered), spaced 100, 200, 400, 800, 1600 ms apart, each plus up to
 /// as much again at random.
@@ -95,6 +109,7 @@ pub(super) fn decide(
     cx: &Context<'_>,
 ) -> Decision {
     let addr = slot.addr;
+    tally(slot, &kind);
     match kind {
         // Deferred where our own queue can be the cause: decided when the
         // attempt started (others in flight then), or now that the host
@@ -112,11 +127,19 @@ pub(super) fn decide(
             detail,
             errno,
             cert,
+            stalled,
             path_mtu,
-            ..
+            unanswered,
         } => {
             slot.attempts += 1;
-            slot.cert = cert;
+            if cert.is_some() || slot.cert.is_none() {
+                slot.cert = cert;
+            }
+            if stalled || path_mtu || unanswered {
+                if let Some(d) = unsettled(slot, stalled, path_mtu, cx) {
+                    return d;
+                }
+            }
             slot.path_mtu = path_mtu;
             answered(slot, host, ready, observed, cx);
             Decision::Finish(Verdict::new(observed, detail, errno))
@@ -175,6 +198,104 @@ pub(super) fn decide(
     }
 }
 
+/// Counts what one attempt saw into the target's [`Tally`].
+fn tally(slot: &mut Slot, kind: &AttemptKind) {
+    let t = &mut slot.tally;
+    match kind {
+        AttemptKind::Final {
+            observed,
+            cert,
+            stalled,
+            path_mtu,
+            unanswered,
+            ..
+        } => {
+            if matches!(observed, Observed::Timeout | Observed::LocalError) {
+                return;
+            }
+            t.answered += 1;
+            t.tls_done |= cert.is_some();
+            if *path_mtu {
+                t.mtu_suspicions += 1;
+            } else if *unanswered {
+                t.exchange_stalls += 1;
+            } else if *stalled {
+                t.tls_stalls += 1;
+                // The small MSS stalled as well: no black hole to find.
+                t.mtu_ruled_out |= t.mtu_tries;
+            }
+        }
+        AttemptKind::Shed { .. } => t.answered += 1,
+        AttemptKind::Silent { .. } => t.silent += 1,
+        AttemptKind::SelfConnect
+        | AttemptKind::LocalTransient { .. }
+        | AttemptKind::LocalPermanent { .. } => {}
+    }
+}
+
+/// A stall or a path-MTU suspicion that does not hold over attempts yet:
+/// tried again (the path-MTU tries at once), or, once stalled attempts
+/// are spent and they still disagree, `lossy`. `None` when the evidence
+/// holds: a TLS stall [`STALL_CONFIRM`] times and TLS never completed in
+/// any attempt of the path, an exchange stall as often, a black hole in
+/// [`MTU_CONFIRM`] attempts.
+fn unsettled(slot: &mut Slot, stalled: bool, path_mtu: bool, cx: &Context<'_>) -> Option<Decision> {
+    let t = slot.tally;
+    let settled = if path_mtu {
+        t.mtu_suspicions >= MTU_CONFIRM
+    } else if stalled {
+        // The TLS handshake stalled: never `tls-error` where another
+        // attempt of the path completed one.
+        t.tls_stalls >= STALL_CONFIRM && !t.tls_done
+    } else {
+        t.exchange_stalls >= STALL_CONFIRM
+    };
+    if settled {
+        return None;
+    }
+    tracing::debug!(addr = ?slot.addr, ?t, "stall not settled; trying again");
+    if t.tls_stalls + t.exchange_stalls + t.mtu_suspicions < STALL_ATTEMPTS {
+        if path_mtu {
+            // The next attempt goes straight to the path-MTU tries.
+            slot.deferrals = CONGESTION_RETRIES;
+        }
+        return Some(Decision::RetryAt(cx.now));
+    }
+    Some(Decision::Finish(lossy(slot)))
+}
+
+/// The verdict of a path whose attempts disagreed to the end: `lossy`,
+/// with the counts.
+fn lossy(slot: &Slot) -> Verdict {
+    let t = &slot.tally;
+    let mut seen = Vec::new();
+    let mut note = |n: u32, what: &str| {
+        if n > 0 {
+            seen.push(format!("{n} {what}"));
+        }
+    };
+    note(t.silent, "silent");
+    note(t.tls_stalls, "stalled in the TLS handshake");
+    note(
+        t.exchange_stalls,
+        "connected and got no answer to the exchange",
+    );
+    note(t.mtu_suspicions, "got through only with a small MSS");
+    if t.tls_done {
+        seen.push("TLS completed in some".to_string());
+    }
+    Verdict::new(
+        Observed::Lossy,
+        format!(
+            "attempts disagreed: {} of {} attempts answered ({}); packet loss on the way, not a verdict about the port",
+            t.answered,
+            slot.attempts,
+            seen.join(", ")
+        ),
+        None,
+    )
+}
+
 /// A stalled handshake deferred where our own queue can be the cause:
 /// decided when the attempt started (others in flight then), or now that
 /// the host has completed other handshakes meanwhile (the first attempt to
@@ -226,7 +347,21 @@ fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>
     tracing::debug!(addr = ?slot.addr, waited_ms = waited.as_millis() as u64, "probe silent");
     slot.attempts += 1;
     slot.waited = waited;
-    if slot.attempts <= cx.config.retries {
+    // Where the host answers other ports (or this one answered before),
+    // silence may be loss as well as a drop: a few more attempts at the
+    // host's adaptive deadline tell them apart. Not where silence may be a
+    // rate-limited ICMP reject (those retries are paced), nor with fixed
+    // deadlines (each would wait the whole `timeout_ms`).
+    // A round trip measured to the address (a connect, or a reset from its
+    // own stack) is an answer too, before that attempt's exchange is over.
+    let host_answers = host.answered || host.rtt.srtt().is_some();
+    let loss_retries =
+        if (host_answers || slot.tally.answered > 0) && !host.icmp_seen && cx.config.adaptive {
+            cx.config.loss_retries
+        } else {
+            0
+        };
+    if slot.attempts <= cx.config.retries + loss_retries {
         // The attempt waited out its deadline already: the retry goes at
         // once, except that retries to a host that rejects with ICMP keep
         // to its rate limit.
@@ -237,6 +372,10 @@ fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>
             cx.now
         };
         return Decision::RetryAt(earliest);
+    }
+    if slot.tally.answered > 0 {
+        // It answered before and went silent since: loss, not a drop.
+        return Decision::Finish(lossy(slot));
     }
     let (mut detail, silence) = silence_detail(slot, host, cx.config);
     if cx.target.protocol == Protocol::Udp {
@@ -358,14 +497,18 @@ mod tests {
         }
     }
 
+    /// A final outcome; `stalled` means the TLS handshake stalled, or for
+    /// `wrong-host` that the exchange got no answer in time.
     fn final_(observed: Observed, errno: Option<i32>, stalled: bool) -> AttemptKind {
+        let unanswered = stalled && observed == Observed::WrongHost;
         AttemptKind::Final {
             observed,
             detail: format!("{observed}"),
             errno,
             cert: None,
-            stalled,
+            stalled: stalled && !unanswered,
             path_mtu: false,
+            unanswered,
         }
     }
 
@@ -488,9 +631,10 @@ mod tests {
     }
 
     /// Where nothing on the host answered, a stall the attempt may defer is
-    /// tried once more (with the path-MTU tries), not again and again.
+    /// tried again with the path-MTU tries, and is `tls-error` only once it
+    /// held over [`STALL_CONFIRM`] attempts, not again and again.
     #[test]
-    fn a_stall_on_a_silent_host_gets_one_more_try() {
+    fn a_stall_on_a_silent_host_is_confirmed_then_final() {
         let mut c = Case::new(Protocol::Tls);
         c.slot.may_defer = true;
         assert_eq!(
@@ -499,10 +643,213 @@ mod tests {
         );
         assert_eq!(c.slot.deferrals, CONGESTION_RETRIES);
         c.slot.may_defer = false;
-        assert!(matches!(
+        assert_eq!(
             c.decide(final_(Observed::TlsError, None, true)),
-            Decision::Finish(_)
+            Decision::RetryAt(c.now)
+        );
+        let Decision::Finish(v) = c.decide(final_(Observed::TlsError, None, true)) else {
+            panic!("three consistent stalls are a verdict");
+        };
+        assert_eq!(v.observed, Observed::TlsError);
+        assert_eq!(c.slot.attempts, STALL_CONFIRM);
+    }
+
+    fn with_cert(kind: AttemptKind) -> AttemptKind {
+        let AttemptKind::Final {
+            observed,
+            detail,
+            errno,
+            stalled,
+            path_mtu,
+            unanswered,
+            ..
+        } = kind
+        else {
+            return kind;
+        };
+        AttemptKind::Final {
+            observed,
+            detail,
+            errno,
+            cert: Some(Box::new(crate::probe::outcome::CertFacts {
+                subject: "CN=t".into(),
+                issuer: "CN=t".into(),
+                sans: Vec::new(),
+                not_after: "2030-01-01T00:00:00Z".into(),
+                verified: false,
+                verify_error: Some("self-signed".into()),
+            })),
+            stalled,
+            path_mtu,
+            unanswered,
+        }
+    }
+
+    /// A TLS stall on a port that completed a TLS handshake in another
+    /// attempt of the same path is loss, never `tls-error`: however many
+    /// stalls follow, the path ends `lossy` with the counts.
+    #[test]
+    fn a_tls_stall_after_a_completed_handshake_is_never_tls_error() {
+        let mut c = Case::new(Protocol::Tls);
+        // TLS completed, then the nonce exchange stalled (loss).
+        let exchange_stall = with_cert(final_(Observed::WrongHost, None, true));
+        assert_eq!(c.decide(exchange_stall), Decision::RetryAt(c.now));
+        assert!(c.slot.tally.tls_done);
+        let mut last = None;
+        for _ in 0..STALL_ATTEMPTS {
+            match c.decide(final_(Observed::TlsError, None, true)) {
+                Decision::RetryAt(_) => {}
+                d => {
+                    last = Some(d);
+                    break;
+                }
+            }
+        }
+        let Some(Decision::Finish(v)) = last else {
+            panic!("stalled attempts are bounded: {last:?}");
+        };
+        assert_eq!(v.observed, Observed::Lossy, "{}", v.detail);
+        assert_eq!(c.slot.attempts, STALL_ATTEMPTS);
+        assert!(
+            v.detail
+                .starts_with("attempts disagreed: 5 of 5 attempts answered ("),
+            "{}",
+            v.detail
+        );
+        assert!(v.detail.contains("TLS completed in some"), "{}", v.detail);
+    }
+
+    /// `wrong-host` from a stalled exchange only when it stalls
+    /// consistently: one stall is tried again, and an answer in a later
+    /// attempt makes the path open.
+    #[test]
+    fn a_wrong_host_reading_needs_consistent_stalls() {
+        let mut c = Case::new(Protocol::Tcp);
+        let stall = || final_(Observed::WrongHost, None, true);
+        assert_eq!(c.decide(stall()), Decision::RetryAt(c.now));
+        let Decision::Finish(v) = c.decide(final_(Observed::Open, None, false)) else {
+            panic!("an open attempt finishes");
+        };
+        assert_eq!(v.observed, Observed::Open);
+
+        let mut c = Case::new(Protocol::Tcp);
+        for _ in 1..STALL_CONFIRM {
+            assert_eq!(c.decide(stall()), Decision::RetryAt(c.now));
+        }
+        let Decision::Finish(v) = c.decide(stall()) else {
+            panic!("consistent stalls are a verdict");
+        };
+        assert_eq!(v.observed, Observed::WrongHost);
+        // A wrong host that answered (another agent's name) is evidence at
+        // once: no stall, nothing to confirm.
+        let mut c = Case::new(Protocol::Tcp);
+        assert!(matches!(
+            c.decide(final_(Observed::WrongHost, None, false)),
+            Decision::Finish(Verdict {
+                observed: Observed::WrongHost,
+                ..
+            })
         ));
+    }
+
+    fn black_hole() -> AttemptKind {
+        AttemptKind::Final {
+            observed: Observed::TlsError,
+            detail: "path MTU black hole".into(),
+            errno: None,
+            cert: None,
+            stalled: true,
+            path_mtu: true,
+            unanswered: false,
+        }
+    }
+
+    /// A path-MTU black hole only when a second attempt finds it too; the
+    /// retry goes straight to the path-MTU tries. A full-size success in
+    /// between is `open`.
+    #[test]
+    fn a_path_mtu_black_hole_must_hold_over_two_attempts() {
+        let mut c = Case::new(Protocol::Tls);
+        assert_eq!(c.decide(black_hole()), Decision::RetryAt(c.now));
+        assert_eq!(c.slot.deferrals, CONGESTION_RETRIES);
+        assert!(!c.slot.path_mtu);
+        let Decision::Finish(v) = c.decide(black_hole()) else {
+            panic!("two suspicions are a verdict");
+        };
+        assert_eq!(v.observed, Observed::TlsError);
+        assert!(c.slot.path_mtu);
+        assert_eq!(c.slot.tally.mtu_suspicions, MTU_CONFIRM);
+
+        let mut c = Case::new(Protocol::Tls);
+        assert_eq!(c.decide(black_hole()), Decision::RetryAt(c.now));
+        let d = c.decide(with_cert(final_(Observed::Open, None, false)));
+        assert!(
+            matches!(&d, Decision::Finish(v) if v.observed == Observed::Open),
+            "{d:?}"
+        );
+        assert!(!c.slot.path_mtu);
+    }
+
+    /// Once the small MSS stalled as well, later attempts skip the
+    /// path-MTU tries.
+    #[test]
+    fn a_small_mss_that_stalls_too_rules_the_path_mtu_tries_out() {
+        let mut c = Case::new(Protocol::Tls);
+        c.slot.tally.mtu_tries = true;
+        assert_eq!(
+            c.decide(final_(Observed::TlsError, None, true)),
+            Decision::RetryAt(c.now)
+        );
+        assert!(c.slot.tally.mtu_ruled_out);
+    }
+
+    /// On a host that answers other ports, silence gets the loss retries;
+    /// a port that answered in one attempt and went silent after is
+    /// `lossy` with the counts, never `timeout`. A host that answered
+    /// nothing keeps the plan's retries.
+    #[test]
+    fn silence_on_an_answering_host_gets_the_loss_retries_then_is_lossy_or_timeout() {
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 3;
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        assert!(matches!(c.decide(silent()), Decision::Finish(_)));
+
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 3;
+        // A connect's round trip is enough: its exchange may not be over.
+        c.host.rtt.sample(Duration::from_millis(1));
+        for _ in 0..(c.config.retries + 3) {
+            assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        }
+        let Decision::Finish(v) = c.decide(silent()) else {
+            panic!("loss retries are bounded");
+        };
+        assert_eq!((v.observed, c.slot.attempts), (Observed::Timeout, 5));
+
+        // Fixed deadlines: every retry would wait `timeout_ms`; none.
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 3;
+        c.config.adaptive = false;
+        c.host.answered = true;
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        assert!(matches!(c.decide(silent()), Decision::Finish(_)));
+
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 1;
+        assert_eq!(
+            c.decide(final_(Observed::WrongHost, None, true)),
+            Decision::RetryAt(c.now)
+        );
+        // The stall was attempt 1 of the 1 + retries + loss_retries.
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        let Decision::Finish(v) = c.decide(silent()) else {
+            panic!("loss retries are bounded");
+        };
+        assert_eq!(v.observed, Observed::Lossy);
+        assert_eq!(
+            v.detail,
+            "attempts disagreed: 1 of 3 attempts answered (2 silent, 1 connected and got no answer to the exchange); packet loss on the way, not a verdict about the port"
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ use crate::probe::rtt;
 use crate::probe::spread;
 use crate::probe::target::Target;
 
+/// When Linux first resends an unanswered SYN (`TCP_TIMEOUT_INIT`).
+const SYN_RESEND: Duration = Duration::from_secs(1);
+
 /// What an attempt's task tells the scheduler. One per attempt, moved once
 /// through the channel: not boxed, so that a sweep of many ports does not
 /// allocate for each.
@@ -223,14 +226,15 @@ impl Scheduler {
         let may_defer =
             (host.answered || host.in_flight > 1) && slot.deferrals < CONGESTION_RETRIES;
         slot.may_defer = may_defer;
+        slot.tally.mtu_tries = !may_defer && !slot.tally.mtu_ruled_out;
         slot.quiet = false;
         Some(AttemptSetup {
+            mtu_tries: slot.tally.mtu_tries,
             deadline,
             // Past this without an answer the attempt is most likely
             // silent: it stops counting against the host's bound (a SYN
             // nobody answers costs the server nothing).
             quiet_after: host.quiet_after(),
-            may_defer,
         })
     }
 
@@ -290,7 +294,11 @@ impl Scheduler {
             host.release(&mut self.ready);
         }
         slot.record(&attempt);
-        if let Some(rtt) = attempt.timing.answer {
+        // Karn's rule: a connect that outlasted the kernel's first SYN
+        // retransmission may have been answered to the resent SYN, so its
+        // time is no round trip (under loss it would be ~1 s, and every
+        // deadline of the sweep would stretch to it).
+        if let Some(rtt) = attempt.timing.answer.filter(|rtt| *rtt < SYN_RESEND) {
             self.sample_rtt(addr.ip(), rtt);
         }
         if matches!(attempt.kind, AttemptKind::LocalTransient { .. }) {
@@ -407,6 +415,7 @@ pub(super) fn finished(target: &Target, slot: &Slot, verdict: Verdict) -> ProbeR
         walk: None,
         arrived: slot.arrived,
         errno,
+        answered: (observed == Observed::Lossy).then_some(slot.tally.answered),
         // Every `timeout` carries its silence, however it came about.
         silence: silence.or_else(|| {
             (observed == Observed::Timeout).then(|| Silence {

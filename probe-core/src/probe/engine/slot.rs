@@ -45,6 +45,35 @@ pub(super) struct Slot {
     pub(super) task: Option<AbortHandle>,
     /// UDP: datagrams a canary answered.
     pub(super) arrived: Option<u32>,
+    /// What the attempts so far agreed on, for the retry decision: a
+    /// stall, a wrong-host reading or a path-MTU suspicion is concluded
+    /// only when it holds over attempts (see [`super::retry`]).
+    pub(super) tally: Tally,
+}
+
+/// How a target's attempts went, counted over all of them: loss makes
+/// attempts of one path disagree, a verdict about the port never does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tally {
+    /// Attempts the target answered in any way: a completed TCP
+    /// handshake, a reset or an ICMP error.
+    pub(super) answered: u32,
+    /// Attempts that stayed silent.
+    pub(super) silent: u32,
+    /// Attempts whose TLS handshake stalled after TCP opened.
+    pub(super) tls_stalls: u32,
+    /// Attempts whose exchange got no answer in time after TCP (and TLS)
+    /// opened.
+    pub(super) exchange_stalls: u32,
+    /// Some attempt completed its TLS handshake: the port speaks TLS.
+    pub(super) tls_done: bool,
+    /// Attempts whose path-MTU tries said "black hole".
+    pub(super) mtu_suspicions: u32,
+    /// An attempt ran the path-MTU tries and the small MSS stalled too:
+    /// later attempts skip them.
+    pub(super) mtu_ruled_out: bool,
+    /// The attempt in flight runs the path-MTU tries after a stall.
+    pub(super) mtu_tries: bool,
 }
 
 impl Slot {

@@ -62,6 +62,7 @@ impl Shared {
                     cert: None,
                     stalled: true,
                     path_mtu: false,
+                    unanswered: false,
                 })
             }
             Ok(Err(e)) => {
@@ -94,6 +95,7 @@ impl Shared {
                     cert: None,
                     stalled: false,
                     path_mtu: false,
+                    unanswered: false,
                 })
             }
             Ok(Ok(tls)) => Ok(tls),
@@ -121,9 +123,10 @@ impl Shared {
                 cert: Some(Box::new(facts)),
                 stalled: false,
                 path_mtu: false,
+                unanswered: false,
             };
         }
-        let (observed, mut detail, stalled) = match self.run_exchange(t, local, tls).await {
+        let (observed, mut detail, unanswered) = match self.run_exchange(t, local, tls).await {
             Ok(r) => r,
             Err(detail) => {
                 return AttemptKind::Shed {
@@ -142,8 +145,9 @@ impl Shared {
             detail,
             errno: None,
             cert: Some(Box::new(facts)),
-            stalled,
+            stalled: false,
             path_mtu: false,
+            unanswered,
         }
     }
 }

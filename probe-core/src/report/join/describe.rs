@@ -137,7 +137,7 @@ impl Words<'_, '_> {
                 note_elsewhere(c.plan, c.round, path, probe, &mut s, &mut redirected_to);
                 s
             }
-            Observed::LocalError | Observed::WrongService => probe.detail.clone(),
+            Observed::LocalError | Observed::WrongService | Observed::Lossy => probe.detail.clone(),
         };
         (detail, redirected_to)
     }
@@ -184,6 +184,7 @@ impl Words<'_, '_> {
             Observed::TlsError
             | Observed::WrongHost
             | Observed::WrongService
+            | Observed::Lossy
             | Observed::LocalError => self.with(format!("unexpected{note}")),
         }
     }
@@ -216,6 +217,7 @@ impl Words<'_, '_> {
                 .unwrap_or_else(|| self.with(format!("rejected with an ICMP error{live}"))),
             Observed::TlsError if probe.path_mtu => probe.detail.clone(),
             Observed::TlsError => self.with(format!("TLS with the live service failed{live}")),
+            Observed::Lossy => format!("{}{live}", probe.detail),
             Observed::WrongHost | Observed::LocalError => self.with(format!("unexpected{live}")),
         }
     }

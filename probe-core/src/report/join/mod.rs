@@ -362,6 +362,8 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
     let (detail, redirected_to) = describe::describe(c, observed, &r);
     r.detail = detail;
     r.observed = Some(observed);
+    // The counts only where the attempts' disagreement is the outcome.
+    r.answered = probe.answered.filter(|_| observed == Observed::Lossy);
     let mut addresses = vec![r.address.clone()];
     if let Some(h) = plan.host(path.to) {
         addresses.extend(h.addresses.iter().map(ToString::to_string));
@@ -434,6 +436,7 @@ fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
         listening_elsewhere: Vec::new(),
         proof: None,
         service_answer: None,
+        answered: None,
     }
 }
 
@@ -548,6 +551,7 @@ expect = "blocked"
             neighbour: None,
             proof: None,
             service_answer: None,
+            answered: None,
         }
     }
 
@@ -1250,6 +1254,8 @@ ports = ["mysql"]
             (Blocked, Some(TlsError), Verdict::Violation),
             (Open, Some(LocalError), Verdict::Error),
             (Blocked, None, Verdict::Error),
+            (Open, Some(Observed::Lossy), Verdict::Error),
+            (Blocked, Some(Observed::Lossy), Verdict::Error),
         ];
         for (e, o, v) in cases {
             assert_eq!(Verdict::decide(e, o, TargetEnd::Canary), v, "{e:?} {o:?}");

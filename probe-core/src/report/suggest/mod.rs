@@ -229,6 +229,7 @@ mod tests {
             listening_elsewhere: Vec::new(),
             proof: None,
             service_answer: None,
+            answered: None,
         }
     }
 

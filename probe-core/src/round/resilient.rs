@@ -1,0 +1,164 @@
+//! Requests that survive a lossy control channel: under heavy loss a lost
+//! segment is resent only after the kernel's backed-off timer (seconds,
+//! doubling), while a fresh connection starts with short ones. So a probe
+//! reply that is late is asked for again on fresh connections beside the
+//! first ([`hedged`]), and evidence whose reply was lost on a fresh one
+//! ([`evidence_one`]); both are requests an agent answers alike when
+//! asked twice.
+
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::session::{Session, died};
+use crate::control::transport::BoxFuture;
+use crate::control::{ControlError, ControlStream, ListenerState, Request, Response};
+use crate::error_chain;
+use crate::report::AgentOutcome;
+
+/// Fresh connections the probe phase may ask again on, beside a reply
+/// that is late.
+pub(super) const PROBE_HEDGES: usize = 2;
+
+/// How long a probe reply may take before the same request goes again on
+/// a fresh connection; then again after as long once more.
+const PROBE_HEDGE_AFTER: Duration = Duration::from_secs(4);
+
+/// `request` on `conn`; while no reply has come, the same request again
+/// on each of `hedges`' fresh connections in turn, [`PROBE_HEDGE_AFTER`]
+/// apart (at once when `conn` broke). The first reply wins, with the
+/// fresh connection it came on. Only for requests an agent answers alike
+/// when asked twice: a repeated `probe` of a round waits for the running
+/// sweep and gets its results. A lost segment under heavy loss is resent
+/// only after the kernel's backed-off timer (seconds, doubling), a fresh
+/// connection starts with short ones.
+pub(super) async fn hedged(
+    conn: &mut ControlStream,
+    request: &Request,
+    deadline: Duration,
+    hedges: Vec<BoxFuture<Result<ControlStream, ControlError>>>,
+) -> (Result<Response, ControlError>, Option<ControlStream>) {
+    let give_up = tokio::time::Instant::now() + deadline;
+    let host = conn.host().to_string();
+    let mut set = JoinSet::new();
+    let mut hedges = hedges.into_iter();
+    let mut next = tokio::time::Instant::now() + PROBE_HEDGE_AFTER;
+    let first = conn.request(request, deadline);
+    tokio::pin!(first);
+    let mut first_err: Option<ControlError> = None;
+    loop {
+        tokio::select! {
+            r = &mut first, if first_err.is_none() => match r {
+                Ok(reply) => return (Ok(reply), None),
+                Err(e) if set.is_empty() && hedges.len() == 0 => return (Err(e), None),
+                Err(e) => {
+                    first_err = Some(e);
+                    next = tokio::time::Instant::now();
+                }
+            },
+            Some(done) = set.join_next() => {
+                if let Ok(Ok((reply, fresh))) = done {
+                    return (Ok(reply), Some(fresh));
+                }
+                if set.is_empty() && hedges.len() == 0 && first_err.is_some() {
+                    break;
+                }
+            },
+            () = tokio::time::sleep_until(next), if hedges.len() > 0 => {
+                let Some(opening) = hedges.next() else { continue };
+                let request = request.clone();
+                let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+                set.spawn(async move {
+                    let mut fresh = opening.await?;
+                    let reply = fresh.request(&request, left).await?;
+                    Ok::<_, ControlError>((reply, fresh))
+                });
+                next += PROBE_HEDGE_AFTER;
+            },
+            else => break,
+        }
+    }
+    let e = first_err.unwrap_or_else(|| ControlError::RequestTimeout {
+        host,
+        addr: String::new(),
+        op: "probe",
+        after_ms: deadline.as_millis(),
+    });
+    (Err(e), None)
+}
+
+/// Fresh connections the evidence phase may open to an agent whose reply
+/// was lost (timed out, or the connection broke).
+pub(super) const EVIDENCE_REOPENS: usize = 2;
+
+/// Asks one agent for its evidence, where it has any to give; when the
+/// reply is lost, again on each of `reopen`'s fresh connections in turn.
+pub(super) async fn evidence_one(
+    mut s: Session,
+    evidence: &Request,
+    request_timeout: Duration,
+    reopen: Vec<BoxFuture<Result<ControlStream, ControlError>>>,
+) -> Session {
+    // Held ports too: the agent's handshake watch covers them. A host that
+    // only probed has its firewall trace of its probes.
+    let has_listeners = s
+        .evidence
+        .listeners
+        .iter()
+        .any(|l| l.state != ListenerState::Failed || !l.elsewhere.is_empty());
+    let has_probes = !s.evidence.probes.is_empty();
+    if (!has_listeners && !has_probes) || s.evidence.outcome != AgentOutcome::Up {
+        return s;
+    }
+    let mut reopen = reopen.into_iter();
+    let mut conn = match s.conn.take() {
+        Some(c) => c,
+        // The probe request's connection was dropped (its reply was late):
+        // a fresh one asks for the evidence.
+        None => {
+            let mut fresh = None;
+            for opening in reopen.by_ref() {
+                if let Ok(c) = opening.await {
+                    fresh = Some(c);
+                    break;
+                }
+            }
+            let Some(c) = fresh else {
+                s.evidence.evidence_error = Some(
+                    "the control connection was dropped after the probe request failed".into(),
+                );
+                return s;
+            };
+            c
+        }
+    };
+    let mut answer = conn.request(evidence, request_timeout).await;
+    for opening in reopen {
+        match &answer {
+            Err(e) if died(e) || matches!(e, ControlError::RequestTimeout { .. }) => {}
+            _ => break,
+        }
+        tracing::debug!(host = %s.host, error = %answer.as_ref().err().map(|e| error_chain(e)).unwrap_or_default(), "evidence lost; asking again on a fresh connection");
+        let Ok(mut fresh) = opening.await else {
+            continue;
+        };
+        answer = fresh.request(evidence, request_timeout).await;
+        conn = fresh;
+    }
+    s.conn = Some(conn);
+    let conn = s.conn.as_mut().expect("just set");
+    match answer {
+        Ok(Response::Evidence(e)) => {
+            s.evidence.canaries = e.canaries;
+            s.evidence.handshakes = e.handshakes;
+            s.evidence.trace = e.trace;
+        }
+        Ok(_) => s.evidence.evidence_error = Some(error_chain(&conn.unexpected(evidence))),
+        Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", error_chain(&e))),
+        Err(e) => {
+            s.evidence.evidence_error = Some(error_chain(&e));
+            s.conn = None;
+        }
+    }
+    s
+}
