@@ -50,6 +50,11 @@ pub struct AgentArgs {
     /// unavailable without it).
     #[arg(long)]
     no_rule_trace: bool,
+    /// With --stdio, trace the round's packets too (`whatif` asks for it:
+    /// it kills what its namespaces still run after each round, so the
+    /// trace's `nft monitor` cannot outlive the session).
+    #[arg(long, hide = true, requires = "stdio")]
+    stdio_rule_trace: bool,
     /// Schedule mode: `--every` and `--metrics` (see schedule_cmd).
     #[command(flatten)]
     schedule: crate::schedule_cmd::ScheduleArgs,
@@ -154,9 +159,10 @@ fn stdio(args: &AgentArgs) -> anyhow::Result<ExitCode> {
             plan,
             &host,
             AgentLimits::default(),
-            // Not yet: the trace's `nft monitor` child must end with the
-            // session, and a stdio agent exits without dropping its tasks.
-            false,
+            // Not by default: the trace's `nft monitor` child must end with
+            // the session, and a stdio agent exits without dropping its
+            // tasks; `whatif` reaps its namespaces' processes itself.
+            args.stdio_rule_trace,
             tokio::io::stdin(),
             tokio::io::stdout(),
             cancel,
