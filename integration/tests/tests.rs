@@ -15,4 +15,5 @@ mod suggest_validate;
 mod timing_lab;
 mod udp_lab;
 mod udp_probe_lab;
+mod whatif_lab;
 mod wso2_lab;
