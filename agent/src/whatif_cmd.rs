@@ -4,15 +4,16 @@
 //! the candidates loaded, and the paths the change breaks, opens or fixes
 //! are listed; exit 1 when it breaks or opens a planned path.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use probe_core::plan::{PathScope, Plan};
+use probe_core::report::Report;
 use probe_core::round::RoundConfig;
-use probe_core::twin::{self, Change, State, TwinConfig, TwinError};
+use probe_core::twin::{self, Change, State, TwinConfig, TwinError, WhatIf};
 use tokio_util::sync::CancellationToken;
 
 /// Output format of a what-if.
@@ -72,15 +73,7 @@ pub struct WhatIfArgs {
 
 pub fn whatif(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
     crate::agent_cmd::init_logging("warn");
-    if let Some(why) = twin::privileges_missing() {
-        anyhow::bail!(
-            "whatif needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN, to build the twin's network namespaces: {why}"
-        );
-    }
-    let text = std::fs::read_to_string(&args.plan)
-        .with_context(|| format!("read plan {}", args.plan.display()))?;
-    let plan = Plan::parse_scoped(&text, &args.plan.display().to_string(), &PathScope::Lazy)?;
-    let state = State::load(&args.state).context("read the state directory")?;
+    refuse_without_privileges()?;
     let changes = args
         .changes
         .iter()
@@ -90,6 +83,41 @@ pub fn whatif(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
         None => None,
         Some(p) => Some(crate::diff_cmd::read_report(p)?),
     };
+    let Some(answer) = predict(&args.plan, &args.state, &changes, live.as_ref())? else {
+        return Ok(ExitCode::from(crate::INTERRUPTED));
+    };
+    let mut bytes = Vec::new();
+    match args.format {
+        WhatIfFormat::Table => twin::diff::write_table(&mut bytes, &answer, args.all)?,
+        WhatIfFormat::Json => twin::diff::write_json(&mut bytes, &answer)?,
+    }
+    crate::diff_cmd::write_output(args.out.as_deref(), &bytes)?;
+    Ok(ExitCode::from(answer.exit_code()))
+}
+
+/// Refuses, before any work, a process that cannot build namespaces.
+pub fn refuse_without_privileges() -> anyhow::Result<()> {
+    if let Some(why) = twin::privileges_missing() {
+        anyhow::bail!(
+            "whatif needs root, or CAP_NET_ADMIN and CAP_SYS_ADMIN, to build the twin's network namespaces: {why}"
+        );
+    }
+    Ok(())
+}
+
+/// Builds the twin of `state` for `plan`, runs the base and candidate
+/// rounds and compares them (with `live`, when given); `None` when
+/// interrupted (the namespaces are gone either way).
+pub fn predict(
+    plan_path: &Path,
+    state_dir: &Path,
+    changes: &[Change],
+    live: Option<&Report>,
+) -> anyhow::Result<Option<WhatIf>> {
+    let text = std::fs::read_to_string(plan_path)
+        .with_context(|| format!("read plan {}", plan_path.display()))?;
+    let plan = Plan::parse_scoped(&text, &plan_path.display().to_string(), &PathScope::Lazy)?;
+    let state = State::load(state_dir).context("read the state directory")?;
     let config = TwinConfig {
         agent_exe: std::env::current_exe().context("find the running portcall")?,
         round: RoundConfig::default(),
@@ -102,12 +130,12 @@ pub fn whatif(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let rounds = runtime.block_on(async {
         crate::schedule_cmd::stop_on_signal(cancel.clone())?;
-        anyhow::Ok(twin::whatif(&plan, &text, &state, &changes, &config, &cancel).await)
+        anyhow::Ok(twin::whatif(&plan, &text, &state, changes, &config, &cancel).await)
     })?;
     let rounds = match rounds {
         Err(TwinError::Cancelled) => {
             eprintln!("portcall: interrupted; the twin's namespaces are removed");
-            return Ok(ExitCode::from(crate::INTERRUPTED));
+            return Ok(None);
         }
         other => other?,
     };
@@ -116,19 +144,12 @@ pub fn whatif(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
         .values()
         .flat_map(|h| h.addresses().map(|a| a.addr.to_string()))
         .collect();
-    let answer = twin::compare(
+    Ok(Some(twin::compare(
         &rounds.base,
         rounds.candidate.as_ref(),
-        live.as_ref(),
-        &changes,
-        &args.state.display().to_string(),
+        live,
+        changes,
+        &state_dir.display().to_string(),
         &addresses,
-    );
-    let mut bytes = Vec::new();
-    match args.format {
-        WhatIfFormat::Table => twin::diff::write_table(&mut bytes, &answer, args.all)?,
-        WhatIfFormat::Json => twin::diff::write_json(&mut bytes, &answer)?,
-    }
-    crate::diff_cmd::write_output(args.out.as_deref(), &bytes)?;
-    Ok(ExitCode::from(answer.exit_code()))
+    )))
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration::firewall::{self, HostRules};
-use integration::{PlanLab, lab_available};
+use integration::{LabNet, PlanLab, lab_available};
 use probe_core::plan::Expect;
 use probe_core::report::{PathReport, Report};
 use probe_core::twin::diff::{Side, WhatIf};
@@ -61,7 +61,12 @@ fn write_state(lab: &PlanLab, rules: &BTreeMap<String, HostRules>, dir: &Path) {
 }
 
 /// Runs `portcall whatif` in the root namespace and reads its answer.
-fn whatif(lab: &PlanLab, dir: &Path, live: &Path, changes: &[String]) -> (i32, WhatIf) {
+fn whatif<N: LabNet>(
+    lab: &PlanLab<N>,
+    dir: &Path,
+    live: &Path,
+    changes: &[String],
+) -> (i32, WhatIf) {
     let out_file = dir.join("whatif.json");
     let _ = std::fs::remove_file(&out_file);
     let mut cmd = Command::new(lab.bin());
@@ -145,13 +150,13 @@ fn live_with(
 /// A candidate: the file for one host and how the live lab applies it.
 struct Candidate {
     name: &'static str,
-    host: &'static str,
+    host: String,
     file: String,
     /// The file is an iptables-save dump (else nft input).
     iptables: bool,
 }
 
-fn candidates(lab: &PlanLab, base: &BTreeMap<String, HostRules>) -> Vec<Candidate> {
+fn candidates(lab: &PlanLab, base: &BTreeMap<String, HostRules>, live: &Report) -> Vec<Candidate> {
     // An accept removed: the key manager no longer admits gateway worker 1
     // on Thrift (a whole ruleset).
     let mut removed = base["keymanager"].clone();
@@ -162,8 +167,19 @@ fn candidates(lab: &PlanLab, base: &BTreeMap<String, HostRules>) -> Vec<Candidat
     // A broad drop above the accepts on the database (commands on top of
     // the base ruleset).
     let broad = "insert rule inet portcall input position 0 tcp dport 3306 drop\n".to_string();
-    // A chain policy changed: the load balancer's input accepts everything.
-    let policy = base["lb"]
+    // A chain policy changed: the input chain of a host with a
+    // must-be-blocked path blocked today accepts everything.
+    let guarded = live
+        .paths
+        .iter()
+        .find(|p| {
+            p.expect == Expect::Blocked
+                && p.verdict == probe_core::report::Verdict::Ok
+                && !["db", "keymanager", "trafficmanager"].contains(&p.to.as_str())
+        })
+        .map(|p| p.to.clone())
+        .expect("a must-be-blocked path that is blocked");
+    let policy = base[&guarded]
         .render()
         .replacen("policy drop;", "policy accept;", 1);
     // An iptables-save dump loaded on top of the trafficmanager's ruleset:
@@ -175,25 +191,25 @@ fn candidates(lab: &PlanLab, base: &BTreeMap<String, HostRules>) -> Vec<Candidat
     vec![
         Candidate {
             name: "an accept removed",
-            host: "keymanager",
+            host: "keymanager".into(),
             file: removed.render(),
             iptables: false,
         },
         Candidate {
             name: "a broad drop above the accepts",
-            host: "db",
+            host: "db".into(),
             file: broad,
             iptables: false,
         },
         Candidate {
             name: "a chain policy changed",
-            host: "lb",
+            host: guarded,
             file: policy,
             iptables: false,
         },
         Candidate {
             name: "an iptables-save dump",
-            host: "trafficmanager",
+            host: "trafficmanager".into(),
             file: dump,
             iptables: true,
         },
@@ -226,7 +242,7 @@ fn whatif_wso2_twin_agrees_with_live_and_predicts_each_candidate() {
     assert_predicted(&answer, &live.report, "no change");
     assert_eq!(answer.summary.same, answer.paths.len());
 
-    for c in candidates(&lab, &base) {
+    for c in candidates(&lab, &base, &live.report) {
         let file = dir.path().join(format!("candidate-{}", c.host));
         std::fs::write(&file, &c.file).unwrap();
         let (code, answer) = whatif(
@@ -239,7 +255,7 @@ fn whatif_wso2_twin_agrees_with_live_and_predicts_each_candidate() {
             if c.iptables {
                 let mut child = lab
                     .lab
-                    .command(c.host, "iptables-nft-restore")
+                    .command(&c.host, "iptables-nft-restore")
                     .stdin(Stdio::piped())
                     .spawn()
                     .unwrap();
@@ -248,7 +264,7 @@ fn whatif_wso2_twin_agrees_with_live_and_predicts_each_candidate() {
                 drop(child.stdin.take());
                 assert!(child.wait().unwrap().success(), "{}: restore", c.name);
             } else {
-                lab.lab.nft(c.host, &c.file).unwrap();
+                lab.lab.nft(&c.host, &c.file).unwrap();
             }
         });
         assert_predicted(&answer, &after, c.name);
@@ -277,7 +293,108 @@ fn whatif_wso2_twin_agrees_with_live_and_predicts_each_candidate() {
             }
         }
     }
+    suggestion(&lab, &base, &live, dir.path());
     apply(&lab, &base);
+}
+
+/// The output of `portcall suggest` for the lab's violations as the
+/// candidate: each host's section run with sh in its namespace, predicted
+/// by the twin, then run in the live lab and checked.
+fn suggestion(
+    lab: &PlanLab,
+    base: &BTreeMap<String, HostRules>,
+    live: &integration::CheckRun,
+    dir: &Path,
+) {
+    let script = dir.join("suggest.sh");
+    lab.portcall_ok(&[
+        "suggest",
+        &live.path.to_string_lossy(),
+        "--format",
+        "nft",
+        "--table",
+        "inet portcall",
+        "--chain",
+        "input",
+        "--out",
+        &script.to_string_lossy(),
+    ])
+    .unwrap();
+    let text = std::fs::read_to_string(&script).unwrap();
+    let sections = dir.join("sections");
+    std::fs::create_dir_all(&sections).unwrap();
+    let changes = probe_core::twin::suggest::changes(&text, &sections).unwrap();
+    assert!(
+        !changes.is_empty(),
+        "suggest has rules for the lab:\n{text}"
+    );
+    let args: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{}={}", c.host, c.file.display()))
+        .collect();
+    let (code, answer) = whatif(lab, dir, &live.path, &args);
+    assert!(
+        answer.changes.iter().all(|c| c.kind == "shell-commands"),
+        "{:?}",
+        answer.changes
+    );
+    apply(lab, base);
+    for c in &changes {
+        let out = lab
+            .lab
+            .command(&c.host, "sh")
+            .arg("-e")
+            .arg(&c.file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            c.host,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = lab.check(COORDINATOR).unwrap().report;
+    assert_predicted(&answer, &after, "the output of suggest");
+    assert!(answer.summary.fixes > 0, "{:?}", answer.summary);
+    assert_eq!(
+        code,
+        i32::from(answer.summary.breaks + answer.summary.opens > 0)
+    );
+
+    // `suggest --whatif` prints the same script followed by the predicted
+    // diff as comments.
+    let out = Command::new(lab.bin())
+        .args(["suggest", &live.path.to_string_lossy(), "--format", "nft"])
+        .args([
+            "--table",
+            "inet portcall",
+            "--chain",
+            "input",
+            "--whatif",
+            "--plan",
+        ])
+        .arg(lab.plan_path())
+        .arg("--state")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.starts_with(&text), "{printed}");
+    assert!(
+        printed.contains("# predicted by the twin (portcall whatif):"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("{} fixes", answer.summary.fixes)),
+        "{printed}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The names in /run/netns that start with `prefix`.
@@ -433,4 +550,154 @@ fn whatif_without_privileges_is_refused_with_a_clear_message() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// client (ops) reaches db and db2 through a router that is no plan host.
+const ROUTED_PLAN: &str = r#"
+name = "whatif-routed"
+[defaults]
+timeout_ms = 800
+retries = 0
+control_port = 7400
+[zones]
+ops = "Operators"
+data = "Data"
+[[hosts]]
+name = "client"
+address = "198.18.1.20"
+zone = "ops"
+[[hosts]]
+name = "db"
+address = "198.18.3.40"
+zone = "data"
+roles = ["svc"]
+[[hosts]]
+name = "db2"
+address = "198.18.3.41"
+zone = "data"
+roles = ["svc"]
+[roles.svc]
+ports = [{ name = "app", port = 7100 }, { name = "admin", port = 7101 }]
+[[flows]]
+from = "host:client"
+to = "role:svc"
+ports = ["app", "admin"]
+"#;
+
+#[test]
+fn whatif_routed_lab_router_outside_the_twin_is_outside_twin_and_the_rest_agrees() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, ROUTED_PLAN).unwrap();
+    let lab = PlanLab::routed(&plan, &[]).unwrap();
+    // The router (no plan host, no state) drops one path and resets another.
+    lab.lab
+        .router_rules(&integration::RouterRules {
+            forward: vec![
+                "ip daddr 198.18.3.40 tcp dport 7100 drop".into(),
+                "ip daddr 198.18.3.41 tcp dport 7101 reject with tcp reset".into(),
+            ],
+            ..integration::RouterRules::default()
+        })
+        .unwrap();
+    lab.start_agents().unwrap();
+    let live = lab.check("client").unwrap();
+    // State: each host on its zone's /24, its default route via the
+    // router's address there; no rulesets.
+    for (host, addr, gw) in [
+        ("client", "198.18.1.20", "198.18.1.254"),
+        ("db", "198.18.3.40", "198.18.3.254"),
+        ("db2", "198.18.3.41", "198.18.3.254"),
+    ] {
+        let d = dir.path().join("state").join(host);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("net.toml"),
+            format!(
+                "[[interface]]\nname = \"eth0\"\naddresses = [\"{addr}/24\"]\n\n[[route]]\nto = \"default\"\nvia = \"{gw}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    let (code, answer) = whatif(&lab, dir.path(), &live.path, &[]);
+    assert_eq!(code, 0);
+    let outside: Vec<String> = answer
+        .paths
+        .iter()
+        .filter(|p| p.change == probe_core::twin::PathChange::OutsideTwin)
+        .map(|p| format!("{}->{}:{}", p.from, p.to, p.port))
+        .collect();
+    assert_eq!(outside, ["client->db:7100", "client->db2:7101"]);
+    // Every other path agrees with the live report.
+    let disagree: Vec<&str> = answer
+        .fidelity
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|d| d.path.as_str())
+        .collect();
+    assert_eq!(
+        disagree,
+        [
+            "client -> db:7100/tcp (ipv4)",
+            "client -> db2:7101/tcp (ipv4)"
+        ]
+    );
+    assert_eq!(answer.summary.same, answer.paths.len() - 2);
+
+    // The router written into the state (forwarding, a leg on each zone,
+    // its ruleset): now inside the twin, every path agrees with the live
+    // report, and a change on the router is predicted.
+    let router = |forward: Vec<String>| integration::RouterRules {
+        forward,
+        ..integration::RouterRules::default()
+    };
+    let base = router(vec![
+        "ip daddr 198.18.3.40 tcp dport 7100 drop".into(),
+        "ip daddr 198.18.3.41 tcp dport 7101 reject with tcp reset".into(),
+    ]);
+    let d = dir.path().join("state/router");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("net.toml"),
+        "forwarding = true\n\n[[interface]]\nname = \"ops\"\naddresses = [\"198.18.1.254/24\"]\n\n[[interface]]\nname = \"data\"\naddresses = [\"198.18.3.254/24\"]\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("ruleset.nft"), base.render()).unwrap();
+    let (_, answer) = whatif(&lab, dir.path(), &live.path, &[]);
+    assert_eq!(answer.summary.outside_twin, 0);
+    assert_eq!(
+        answer.fidelity.as_deref(),
+        Some(&[][..]),
+        "router in the twin"
+    );
+    let candidate = router(vec![
+        "ip daddr 198.18.3.41 tcp dport 7100 drop".into(),
+        "ip daddr 198.18.3.41 tcp dport 7101 reject with tcp reset".into(),
+    ]);
+    let file = dir.path().join("router-candidate.nft");
+    std::fs::write(&file, candidate.render()).unwrap();
+    let (code, answer) = whatif(
+        &lab,
+        dir.path(),
+        &live.path,
+        &[format!("router={}", file.display())],
+    );
+    lab.lab.router_rules(&candidate).unwrap();
+    let after = lab.check("client").unwrap().report;
+    assert_predicted(&answer, &after, "a change on the router between the zones");
+    let changes: Vec<String> = answer
+        .paths
+        .iter()
+        .filter(|p| p.change != probe_core::twin::PathChange::Same)
+        .map(|p| format!("{}->{}:{} {}", p.from, p.to, p.port, p.change.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        ["client->db:7100 fixes", "client->db2:7100 breaks"]
+    );
+    assert_eq!(code, 1);
 }

@@ -6,12 +6,13 @@
 //! `state` reads and writes the state directory, `netns` builds the
 //! namespaces, `run` runs the real agents and round through them, `diff`
 //! compares the rounds. The files import one way: `state` < `netns` <
-//! `run` < `diff`.
+//! `run` < `diff`, `suggest`.
 
 pub mod diff;
 pub mod netns;
 pub mod run;
 pub mod state;
+pub mod suggest;
 
 pub use diff::{PathChange, SCHEMA, WhatIf, compare};
 pub use netns::{NetnsError, TwinNet, privileges_missing, reap_stale};

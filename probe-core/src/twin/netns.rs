@@ -590,6 +590,20 @@ impl TwinNet {
             })
     }
 
+    /// Runs the shell script `file` with `sh` inside `host`'s namespace
+    /// (a `portcall suggest` section: its `nft` or `iptables` commands).
+    pub fn run_script(&self, host: &str, file: &Path) -> Result<(), NetnsError> {
+        let ns = self.ns_of(host)?;
+        let sh = tool("sh")?;
+        let f = file.display().to_string();
+        self.exec(ns, &sh, &["-e", &f])
+            .map_err(|message| NetnsError::Ruleset {
+                host: host.to_string(),
+                file: f.clone(),
+                message,
+            })
+    }
+
     fn ns_of(&self, host: &str) -> Result<&str, NetnsError> {
         self.netns(host).ok_or_else(|| NetnsError::Command {
             what: format!("host {host}"),
