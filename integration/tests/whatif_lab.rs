@@ -242,6 +242,40 @@ fn whatif_wso2_twin_agrees_with_live_and_predicts_each_candidate() {
     assert_predicted(&answer, &live.report, "no change");
     assert_eq!(answer.summary.same, answer.paths.len());
 
+    // The state collected through the agents (mTLS, the coordinator's
+    // certificate, from the operator's host) gives the same agreement.
+    let collected = tempfile::tempdir().unwrap();
+    let out = lab
+        .lab
+        .command(COORDINATOR, lab.bin())
+        .args(["state", "collect", "--plan"])
+        .arg(lab.plan_path())
+        .arg("--pki")
+        .arg(lab.pki())
+        .arg("--out")
+        .arg(collected.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = State::load(&collected.path().join("state")).unwrap();
+    assert_eq!(state.hosts.len(), lab.plan.hosts.len());
+    let db = &state.hosts["db"];
+    assert_eq!(db.interfaces[0].name, "eth0");
+    assert_eq!(
+        db.interfaces[0].addresses[0].to_string(),
+        format!("{}/15", lab.addr("db"))
+    );
+    assert_eq!(db.ruleset.as_ref().unwrap().syntax, RulesetSyntax::Json);
+    let (code, answer) = whatif(&lab, collected.path(), &live.path, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(answer.fidelity.as_deref(), Some(&[][..]), "collected state");
+    assert_predicted(&answer, &live.report, "collected state");
+
     for c in candidates(&lab, &base, &live.report) {
         let file = dir.path().join(format!("candidate-{}", c.host));
         std::fs::write(&file, &c.file).unwrap();

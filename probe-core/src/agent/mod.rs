@@ -24,6 +24,7 @@ mod outgoing;
 mod prepare;
 mod serve;
 mod sock_diag;
+mod state;
 mod stdio;
 pub mod syn_watch;
 pub mod udp_canary;

@@ -18,6 +18,7 @@ pub use messages::{
     TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow, TransportProtocol,
     VersionMismatch,
 };
+pub use messages::{InterfaceState, RouteState, StateReply};
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};
 pub use transport::ssh::{SshOptions, SshTransport};
 pub use transport::{ControlError, ControlStream, Dial, Transport, op_name};

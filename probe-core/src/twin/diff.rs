@@ -201,11 +201,18 @@ pub fn classify(expect: Expect, base: &Side, candidate: &Side) -> PathChange {
     }
 }
 
-/// Whether the live report decides `p` in a network device that is no
-/// host of the twin (`hosts` holds every twin address).
-fn decided_outside(p: &PathReport, twin_addresses: &[String]) -> bool {
+/// Whether the live report decides `p` in a network device the twin does
+/// not hold: blamed on the network at a hop that is no address of the
+/// twin (`twin_addresses`), or at an unknown hop when the twin's base does
+/// not reproduce the live result (a reproduced one shows the device is in
+/// the twin).
+fn decided_outside(p: &PathReport, twin_addresses: &[String], reproduced: bool) -> bool {
     p.blame.as_ref().is_some_and(|b| {
-        b.at == Where::Network && b.hop.as_ref().is_none_or(|h| !twin_addresses.contains(h))
+        b.at == Where::Network
+            && match &b.hop {
+                Some(h) => !twin_addresses.contains(h),
+                None => !reproduced,
+            }
     })
 }
 
@@ -234,7 +241,8 @@ pub fn compare(
         let mut change = classify(p.expect, &b, &c);
         if let Some(lp) = live_p {
             let l = Side::of(lp);
-            if l != b {
+            let reproduced = l == b;
+            if !reproduced {
                 if let Some(f) = fidelity.as_mut() {
                     f.push(Disagreement {
                         path: label(p),
@@ -243,7 +251,7 @@ pub fn compare(
                     });
                 }
             }
-            if decided_outside(lp, twin_addresses) {
+            if decided_outside(lp, twin_addresses, reproduced) {
                 change = PathChange::OutsideTwin;
             }
         }

@@ -8,6 +8,7 @@
 //! compares the rounds. The files import one way: `state` < `netns` <
 //! `run` < `diff`, `suggest`.
 
+pub mod collect;
 pub mod diff;
 pub mod netns;
 pub mod run;

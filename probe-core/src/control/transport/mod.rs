@@ -356,5 +356,6 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::Evidence(_) => "evidence",
         Request::Teardown(_) => "teardown",
         Request::Renew(_) => "renew",
+        Request::State => "state",
     }
 }
