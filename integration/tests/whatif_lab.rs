@@ -638,7 +638,35 @@ fn whatif_routed_lab_router_outside_the_twin_is_outside_twin_and_the_rest_agrees
         })
         .unwrap();
     lab.start_agents().unwrap();
-    let live = lab.check("client").unwrap();
+    // `check --save-state` collects every host's state after the round:
+    // here each host's default route via the router.
+    let pki = lab.pki().to_string_lossy().into_owned();
+    let saved = dir.path().join("saved");
+    let live = lab
+        .check_with(
+            "client",
+            &["--pki", &pki, "--save-state", &saved.to_string_lossy()],
+        )
+        .unwrap();
+    let collected = State::load(&saved).unwrap();
+    assert_eq!(collected.hosts.len(), 3);
+    let client = &collected.hosts["client"];
+    assert_eq!(
+        client
+            .addresses()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+        ["198.18.1.20/24"]
+    );
+    assert!(
+        client
+            .routes
+            .iter()
+            .any(|r| r.to == probe_core::twin::state::RouteTo::Default
+                && r.via == Some("198.18.1.254".parse().unwrap())),
+        "{:?}",
+        client.routes
+    );
     // State: each host on its zone's /24, its default route via the
     // router's address there; no rulesets.
     for (host, addr, gw) in [
