@@ -33,9 +33,12 @@ STATE is a directory with one subdirectory per host holding net.toml
 (`nft list ruleset` or `nft -j list ruleset`); docs/whatif.md describes it.
 A --change FILE is an nft ruleset (JSON, or text with `flush ruleset`:
 it replaces the host's ruleset), nft commands applied on top of the base
-(any other nft text), or an iptables-save / ip6tables-save dump (loaded
-with iptables-nft-restore inside the host's namespace). All changes are
-loaded together for the candidate round.
+(any other nft text), shell lines that are all nft / iptables / ip6tables
+commands (a `portcall suggest` section: run with sh -e in the host's
+namespace), or an iptables-save / ip6tables-save dump (loaded with
+iptables-nft-restore inside the host's namespace). All changes are loaded
+together for the candidate round. `portcall state collect` writes STATE from
+the running agents.
 
 Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): the twin is one network
 namespace per host, named pctw<pid>-…, removed on exit, Ctrl-C and

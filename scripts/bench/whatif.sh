@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${1:-3}
 PLAN=${PLAN_FILE:-examples/wso2-distributed.toml}
 COORD=${COORDINATOR:-operator}
-export PROFILE=release
+export PROFILE=${PROFILE:-release}  # PROFILE=debug skips the release build
 export PORTCALL_LAB_STATE
 PORTCALL_LAB_STATE=$(mktemp -d)
 work=$(mktemp -d)
