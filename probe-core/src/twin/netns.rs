@@ -293,75 +293,139 @@ impl TwinNet {
     }
 
     fn build_inner(&mut self, state: &State) -> Result<(), NetnsError> {
-        let sw = self.add_netns("sw")?;
+        // Every name is recorded before it is made, so a failure half way
+        // deletes what exists (deleting a missing namespace is harmless).
+        let sw = format!("{}-sw", self.prefix);
+        self.made.push(sw.clone());
+        for (i, host) in state.hosts.keys().enumerate() {
+            let ns = format!("{}-h{i}", self.prefix);
+            self.made.push(ns.clone());
+            self.hosts.insert(host.clone(), ns);
+        }
+        // Namespaces are made and deleted at the kernel's pace (RCU
+        // grace periods), not the CPU's: all at once.
+        let forwarding = |host: Option<&str>| {
+            host.and_then(|h| state.hosts.get(h))
+                .is_some_and(|h| h.forwarding)
+        };
+        let mut jobs: Vec<(String, bool)> = vec![(sw.clone(), false)];
+        jobs.extend(
+            self.hosts
+                .iter()
+                .map(|(h, ns)| (ns.clone(), forwarding(Some(h)))),
+        );
+        self.parallel(
+            jobs.iter()
+                .map(|(ns, fwd)| move |me: &TwinNet| me.init_netns(ns, *fwd)),
+        )?;
         let segs = segments(state);
+        let mut switch: Vec<String> = Vec::new();
         for s in 0..segs.count {
-            let br = format!("br{s}");
-            self.ip_ok(&["-n", &sw, "link", "add", &br, "type", "bridge"], "switch")?;
-            self.ip_ok(&["-n", &sw, "link", "set", &br, "up"], "switch")?;
+            switch.push(format!("link add br{s} type bridge"));
+            switch.push(format!("link set br{s} up"));
         }
         let mut port = 0usize;
-        for (i, (host, h)) in state.hosts.iter().enumerate() {
-            let ns = self.add_netns(&format!("h{i}"))?;
-            self.hosts.insert(host.clone(), ns.clone());
-            self.sysctl(
-                &ns,
-                "net.ipv4.ip_forward",
-                if h.forwarding { "1" } else { "0" },
-            )?;
-            self.sysctl(
-                &ns,
-                "net.ipv6.conf.all.forwarding",
-                if h.forwarding { "1" } else { "0" },
-            )?;
+        for (host, h) in &state.hosts {
+            let ns = &self.hosts[host];
             for iface in &h.interfaces {
                 let seg = segs.of[&(host.clone(), iface.name.clone())];
-                let p = format!("p{port}");
+                // The pair is made in the switch namespace and one end
+                // moved straight into the host's.
+                switch.push(format!(
+                    "link add p{port} type veth peer name {} netns {ns}",
+                    iface.name
+                ));
+                switch.push(format!("link set p{port} master br{seg} up"));
                 port += 1;
-                self.veth(&sw, &p, &ns, &iface.name, seg, host)?;
-                for a in &iface.addresses {
-                    self.add_addr(&ns, a, &iface.name, host)?;
-                }
-                self.ip_ok(&["-n", &ns, "link", "set", &iface.name, "up"], host)?;
             }
         }
-        self.build_gateways(state, &segs, &sw)?;
-        for (host, h) in &state.hosts {
-            let ns = self.hosts[host].clone();
-            for r in &h.routes {
-                let connected = |v: IpAddr| h.addresses().any(|a| a.contains(v));
-                let mut args: Vec<String> = vec![
-                    "-n".into(),
-                    ns.clone(),
-                    if r.is_ipv6() { "-6" } else { "-4" }.into(),
-                    "route".into(),
-                    "add".into(),
-                    match r.to {
-                        RouteTo::Default => "default".into(),
-                        RouteTo::Net(n) => n.network().to_string(),
-                    },
-                ];
-                if let Some(v) = r.via {
-                    args.extend(["via".into(), v.to_string()]);
-                }
-                let dev = r.dev.clone().or_else(|| {
-                    r.via
-                        .and_then(|v| route_dev(h, v))
-                        .or_else(|| (h.interfaces.len() == 1).then(|| h.interfaces[0].name.clone()))
-                });
-                if let Some(d) = &dev {
-                    args.extend(["dev".into(), d.clone()]);
-                }
-                // A next hop outside every connected network (a /32 host
-                // behind a VPC gateway) is reached on the link itself.
-                if r.via.is_some_and(|v| !connected(v)) && dev.is_some() {
-                    args.push("onlink".into());
-                }
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                self.ip_ok(&args, host)?;
-            }
+        self.ip_batch(&sw, &switch, "the twin's switch")?;
+        let batches: Vec<(String, String, Vec<String>)> = state
+            .hosts
+            .iter()
+            .map(|(host, h)| (host.clone(), self.hosts[host].clone(), host_batch(h)))
+            .collect();
+        self.parallel(
+            batches
+                .iter()
+                .map(|(host, ns, lines)| move |me: &TwinNet| me.ip_batch(ns, lines, host)),
+        )?;
+        self.build_gateways(state, &segs, &sw)
+    }
+
+    /// Runs `jobs` on threads of their own, returning the first failure.
+    fn parallel<F>(&self, jobs: impl Iterator<Item = F>) -> Result<(), NetnsError>
+    where
+        F: FnOnce(&TwinNet) -> Result<(), NetnsError> + Send,
+    {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs.map(|job| scope.spawn(move || job(self))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(NetnsError::Command {
+                            what: "twin".into(),
+                            message: "a builder thread panicked".into(),
+                        })
+                    })
+                })
+                .collect::<Result<Vec<()>, NetnsError>>()
+                .map(|_| ())
+        })
+    }
+
+    /// Makes namespace `ns`: loopback up, no duplicate address detection
+    /// (addresses are usable at once, as on a host that has been up for a
+    /// while), forwarding as the state says.
+    fn init_netns(&self, ns: &str, forwarding: bool) -> Result<(), NetnsError> {
+        self.ip_ok(&["netns", "add", ns], "twin")?;
+        self.ip_ok(&["-n", ns, "link", "set", "lo", "up"], "twin")?;
+        let f = if forwarding { "1" } else { "0" };
+        let keys = [
+            "net.ipv6.conf.all.accept_dad=0".to_string(),
+            "net.ipv6.conf.default.accept_dad=0".to_string(),
+            format!("net.ipv4.ip_forward={f}"),
+            format!("net.ipv6.conf.all.forwarding={f}"),
+        ];
+        let mut args = vec!["netns", "exec", ns, "sysctl", "-qw"];
+        args.extend(keys.iter().map(String::as_str));
+        run(&self.ip, &args, || format!("twin namespace {ns}: sysctl"))
+    }
+
+    /// Runs `lines` as one `ip -n NS -batch -`.
+    fn ip_batch(&self, ns: &str, lines: &[String], host: &str) -> Result<(), NetnsError> {
+        use std::io::Write as _;
+        if lines.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let what = || format!("twin of {host}: ip -n {ns} -batch");
+        let mut child = Command::new(&self.ip)
+            .args(["-n", ns, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| NetnsError::Command {
+                what: what(),
+                message: format!("start {}: {e}", self.ip.display()),
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(lines.join("\n").as_bytes());
+            let _ = stdin.write_all(b"\n");
+        }
+        let out = child.wait_with_output().map_err(|e| NetnsError::Command {
+            what: what(),
+            message: e.to_string(),
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(NetnsError::Command {
+                what: what(),
+                message: last_words(&out.stderr),
+            })
+        }
     }
 
     /// A rule-less router holding every next hop that is no host of the
@@ -639,12 +703,57 @@ fn route_dev(h: &super::state::HostState, v: IpAddr) -> Option<String> {
         .map(|i| i.name.clone())
 }
 
+/// A host's `ip -batch` lines: its addresses, its interfaces up, then its
+/// routes (with `onlink` where the next hop is on no connected network, a
+/// `/32` host behind a VPC gateway).
+fn host_batch(h: &super::state::HostState) -> Vec<String> {
+    let mut lines = Vec::new();
+    for iface in &h.interfaces {
+        for a in &iface.addresses {
+            let nodad = if a.addr.is_ipv6() { " nodad" } else { "" };
+            lines.push(format!("addr add {a} dev {}{nodad}", iface.name));
+        }
+        lines.push(format!("link set {} up", iface.name));
+    }
+    for r in &h.routes {
+        // `ip -batch` takes no family option: the destination says it.
+        let to = match r.to {
+            RouteTo::Default if r.is_ipv6() => "::/0".to_string(),
+            RouteTo::Default => "0.0.0.0/0".to_string(),
+            RouteTo::Net(n) => n.network().to_string(),
+        };
+        let mut line = format!("route add {to}");
+        if let Some(v) = r.via {
+            line.push_str(&format!(" via {v}"));
+        }
+        let dev = r.dev.clone().or_else(|| {
+            r.via
+                .and_then(|v| route_dev(h, v))
+                .or_else(|| (h.interfaces.len() == 1).then(|| h.interfaces[0].name.clone()))
+        });
+        if let Some(d) = &dev {
+            line.push_str(&format!(" dev {d}"));
+        }
+        if r.via.is_some_and(|v| !h.addresses().any(|a| a.contains(v))) && dev.is_some() {
+            line.push_str(" onlink");
+        }
+        lines.push(line);
+    }
+    lines
+}
+
 impl Drop for TwinNet {
     fn drop(&mut self) {
-        for ns in self.made.iter().rev() {
-            kill_inside(&self.ip, ns);
-            delete_netns(&self.ip, ns);
-        }
+        // At the kernel's pace, all at once (see `build_inner`).
+        std::thread::scope(|scope| {
+            for ns in &self.made {
+                let ip = &self.ip;
+                scope.spawn(move || {
+                    kill_inside(ip, ns);
+                    delete_netns(ip, ns);
+                });
+            }
+        });
     }
 }
 
