@@ -56,6 +56,10 @@ pub struct AgentArgs {
     /// killed with SIGKILL leaves one until its expiry.
     #[arg(long, exclusive = true)]
     cleanup: bool,
+    /// With --stdio, trace the round's packets (what `whatif` passes; the
+    /// default now, kept so that older `whatif` invocations still parse).
+    #[arg(long, hide = true, requires = "stdio")]
+    stdio_rule_trace: bool,
     /// Schedule mode: `--every` and `--metrics` (see schedule_cmd).
     #[command(flatten)]
     schedule: crate::schedule_cmd::ScheduleArgs,
@@ -167,8 +171,9 @@ fn stdio(args: &AgentArgs, plan_file: &std::path::Path) -> anyhow::Result<ExitCo
             // As a long-running agent: traced where the remote side may
             // (root or CAP_NET_ADMIN), else the evidence says why. The
             // session's end stops the monitor and deletes the table before
-            // `serve_stdio` returns.
-            !args.no_rule_trace,
+            // `serve_stdio` returns. (`--stdio-rule-trace`, which `whatif`
+            // passes, is implied now.)
+            args.stdio_rule_trace || !args.no_rule_trace,
             tokio::io::stdin(),
             tokio::io::stdout(),
             cancel,

@@ -68,6 +68,10 @@ pub struct CheckArgs {
     /// union is measured. Agents still hold the whole plan.
     #[arg(long, value_name = "SELECTOR")]
     only: Vec<Only>,
+    /// After the round, collect every host's state (ruleset, addresses,
+    /// routes; as `portcall state collect`) into DIR for `portcall whatif`.
+    #[arg(long, value_name = "DIR")]
+    save_state: Option<PathBuf>,
     #[command(flatten)]
     ssh: SshArgs,
     #[command(flatten)]
@@ -135,7 +139,13 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             ClientSecurity::Insecure
         }
     };
-    run(&plan, &security, &config, &args.output)
+    run(
+        &plan,
+        &security,
+        &config,
+        &args.output,
+        args.save_state.as_deref(),
+    )
 }
 
 /// The round's settings: `--only` selects paths.
@@ -171,7 +181,13 @@ fn check_ssh(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let transport = SshTransport::new(&plan, &text, options)?;
     let config = round_config(&plan, args)?;
-    run(&plan, &transport, &config, &args.output)
+    run(
+        &plan,
+        &transport,
+        &config,
+        &args.output,
+        args.save_state.as_deref(),
+    )
 }
 
 /// Runs the round through `transport`, tearing it down on SIGINT or
@@ -181,6 +197,7 @@ fn run<T: Transport>(
     transport: &T,
     config: &RoundConfig,
     output: &OutputArgs,
+    save_state: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -201,6 +218,16 @@ fn run<T: Transport>(
         let evidence = round::run_round(plan, transport, &config, &cancel).await;
         if let Some(p) = progress {
             p.finish();
+        }
+        if let (Some(dir), false) = (save_state, cancel.is_cancelled()) {
+            let timeout = std::time::Duration::from_secs(20);
+            let collected = probe_core::twin::collect::collect(plan, transport, timeout).await;
+            let notes = probe_core::twin::collect::write(&collected, dir)
+                .context("write the state directory")?;
+            for n in &notes {
+                eprintln!("portcall: state: {n}");
+            }
+            eprintln!("saved the hosts' state in {}", dir.display());
         }
         anyhow::Ok(evidence)
     })?;

@@ -16,7 +16,9 @@ mod probe_cmd;
 mod progress;
 mod report_cmd;
 mod schedule_cmd;
+mod state_cmd;
 mod suggest_cmd;
+mod whatif_cmd;
 mod wso2_cmd;
 
 /// portcall — prove which network paths of a distributed deployment are open,
@@ -61,6 +63,13 @@ enum Command {
     /// Re-render a saved JSON report: html, markdown, junit, table,
     /// prometheus or json.
     Report(report_cmd::ReportArgs),
+    /// Test a firewall change before it is applied: the deployment's twin
+    /// in network namespaces, the real round on the base and candidate
+    /// rulesets, and the paths that change.
+    Whatif(whatif_cmd::WhatIfArgs),
+    /// The deployment's network state for `whatif`: `state collect`.
+    #[command(subcommand)]
+    State(state_cmd::StateCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(meta_cmd::CompletionsArgs),
     /// Print the man page (roff), or write every page into a directory.
@@ -93,6 +102,8 @@ fn main() -> ExitCode {
         Command::Suggest(args) => suggest_cmd::suggest(args),
         Command::Wso2(cmd) => wso2_cmd::wso2(cmd),
         Command::Report(args) => report_cmd::report(args),
+        Command::Whatif(args) => whatif_cmd::whatif(args),
+        Command::State(cmd) => state_cmd::state(cmd),
         Command::Completions(args) => meta_cmd::completions(&args),
         Command::Man(args) => meta_cmd::man(&args),
         Command::Version(args) => meta_cmd::version(&args),

@@ -45,7 +45,12 @@ Without --host every host's commands are printed, each after a `# host NAME`
 line; run each section on its host with sh. With --out FILE the script is
 written atomically to FILE, as `check --out` does.
 
-Exit status: 0 the script was written; 2 bad input (unreadable file, not a
+With --whatif --plan PLAN --state DIR the suggestion is run through the twin
+first (see `portcall whatif`; needs root): each host's section runs with sh in
+that host's namespace, and the predicted diff follows the script as comments.
+
+Exit status: 0 the script was written (with --whatif: and it breaks and opens
+nothing); 1 with --whatif, the suggestion breaks or opens a planned path; 2 bad input (unreadable file, not a
 report, an unknown host, a bad table, chain or zone, --out not writable).")]
 pub struct SuggestArgs {
     /// The report (portcall.report/v1 JSON).
@@ -73,9 +78,27 @@ pub struct SuggestArgs {
     /// standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Run the suggestion through the twin first (`portcall whatif`, needs
+    /// root): each host's section runs with sh in that host's namespace,
+    /// and the predicted diff follows the script as `#` comments.
+    #[arg(long, requires_all = ["plan", "state"])]
+    whatif: bool,
+    /// The plan, for --whatif.
+    #[arg(long, requires = "whatif")]
+    plan: Option<PathBuf>,
+    /// The state directory, for --whatif.
+    #[arg(long, value_name = "DIR", requires = "whatif")]
+    state: Option<PathBuf>,
 }
 
 pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
+    if args.whatif {
+        anyhow::ensure!(
+            args.format != FirewallFormat::Firewalld,
+            "--whatif runs nft or iptables suggestions; firewall-cmd needs a running firewalld, which the twin does not have"
+        );
+        crate::whatif_cmd::refuse_without_privileges()?;
+    }
     let report = crate::diff_cmd::read_report(&args.report)?;
     let options = SuggestOptions {
         format: args.format,
@@ -89,9 +112,27 @@ pub fn suggest(args: SuggestArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("suggest for report {}", args.report.display()))?;
     let mut bytes = Vec::new();
     s.write(&mut bytes)?;
+    let mut code = ExitCode::SUCCESS;
+    if let (true, Some(plan), Some(state)) = (args.whatif, &args.plan, &args.state) {
+        let dir = tempfile::tempdir().context("a directory for the twin's scripts")?;
+        let changes =
+            probe_core::twin::suggest::changes(&String::from_utf8_lossy(&bytes), dir.path())
+                .context("write the suggestion's sections")?;
+        let Some(answer) = crate::whatif_cmd::predict(plan, state, &changes, Some(&report))? else {
+            return Ok(ExitCode::from(crate::INTERRUPTED));
+        };
+        let mut table = Vec::new();
+        probe_core::twin::diff::write_table(&mut table, &answer, false)?;
+        bytes.extend_from_slice(b"\n# predicted by the twin (portcall whatif):\n");
+        for line in String::from_utf8_lossy(&table).lines() {
+            bytes.extend_from_slice(format!("# {line}").trim_end().as_bytes());
+            bytes.push(b'\n');
+        }
+        code = ExitCode::from(answer.exit_code());
+    }
     crate::diff_cmd::write_output(args.out.as_deref(), &bytes)?;
     eprintln!("{}", summary(s.rules(), s.manual(), &bytes));
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// `4 fixes in 7 commands, 1 path explained without a rule`: the fixes

@@ -20,4 +20,5 @@ mod teardown_lab;
 mod timing_lab;
 mod udp_lab;
 mod udp_probe_lab;
+mod whatif_lab;
 mod wso2_lab;

@@ -13,7 +13,7 @@ use probe_core::probe::Observed;
 use probe_core::report::Verdict;
 use serde_json::{Value, json};
 
-fn example() -> PathBuf {
+pub(crate) fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wso2-distributed.toml")
 }
 
@@ -34,7 +34,7 @@ fn not_ok(run: &CheckRun) -> BTreeMap<String, (Verdict, Option<Observed>)> {
         .collect()
 }
 
-fn apply(lab: &PlanLab, rules: &BTreeMap<String, HostRules>) {
+pub(crate) fn apply(lab: &PlanLab, rules: &BTreeMap<String, HostRules>) {
     for (host, r) in rules {
         lab.firewall(host, r).unwrap();
     }
@@ -42,10 +42,10 @@ fn apply(lab: &PlanLab, rules: &BTreeMap<String, HostRules>) {
 
 /// A fault: what it does to the correct rules, and the violations it must
 /// cause (and nothing else).
-struct Fault {
-    name: &'static str,
-    inject: fn(&PlanLab, &mut BTreeMap<String, HostRules>),
-    expect: &'static [(&'static str, Observed)],
+pub(crate) struct Fault {
+    pub(crate) name: &'static str,
+    pub(crate) inject: fn(&PlanLab, &mut BTreeMap<String, HostRules>),
+    pub(crate) expect: &'static [(&'static str, Observed)],
     /// The faulted path's `icmp`, `target_stage` and `blame`, exactly.
     evidence: fn(&PlanLab) -> Value,
 }
@@ -81,7 +81,7 @@ fn dropped_on_egress(_: &PlanLab) -> Value {
     )
 }
 
-fn faults() -> Vec<Fault> {
+pub(crate) fn faults() -> Vec<Fault> {
     vec![
         Fault {
             name: "missing accept (dropped)",

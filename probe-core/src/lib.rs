@@ -21,4 +21,5 @@ pub mod report;
 pub mod round;
 pub mod schedule;
 mod time;
+pub mod twin;
 pub mod wso2;

@@ -74,7 +74,7 @@ LAYERS = [
     ["round"],
     # The top: each of these is a front end of the layers below and no
     # layer imports them (wso2 is a reader beside the plan, never below it).
-    ["schedule", "wso2", "demo", "fuzzing"],
+    ["schedule", "wso2", "demo", "fuzzing", "twin"],
 ]
 SAME_LAYER_ALLOWED: set = set()
 

@@ -28,6 +28,7 @@ mod outgoing;
 mod prepare;
 mod serve;
 mod sock_diag;
+mod state;
 mod stdio;
 pub mod syn_watch;
 mod trace_event;

@@ -333,6 +333,7 @@ impl Shared {
                 self.end_round(Some(&r.round)).await;
                 Response::TornDown(RoundRef { round: r.round })
             }
+            Request::State => Response::State(super::state::collect(&self.config).await),
         }
     }
 

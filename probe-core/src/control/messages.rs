@@ -106,6 +106,10 @@ pub enum Request {
     /// Trace packets from every address the sources of this host's paths
     /// can arrive from (sent after `prepare`, before `probe`).
     TraceSources(TraceSourcesRequest),
+    /// Read-only: this host's network state for the twin (ruleset,
+    /// addresses, routes, forwarding, listening planned ports). Answered
+    /// only for the coordinator's certificate, like every request.
+    State,
 }
 
 /// `trace-sources`: every address each source host can send from, as its
@@ -241,6 +245,52 @@ pub enum Response {
     SourcesTraced(SourcesTraced),
     /// The request was refused or could not be served.
     Error(ErrorReply),
+    /// To `state`.
+    State(StateReply),
+}
+
+/// `state`: what the twin needs of a host, as the host itself reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateReply {
+    /// The host the agent plays.
+    pub host: String,
+    /// `nft -j list ruleset`, verbatim; absent when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruleset: Option<String>,
+    /// Interfaces with their addresses (`ADDRESS/PREFIX`), loopback and
+    /// link-local addresses left out.
+    pub interfaces: Vec<InterfaceState>,
+    /// Routes of the main table beyond the ones addresses imply.
+    pub routes: Vec<RouteState>,
+    /// Whether IPv4 or IPv6 forwarding is on.
+    pub forwarding: bool,
+    /// Planned ports something listens on (`3306/tcp`, `53/udp`).
+    pub listening: Vec<String>,
+    /// What could not be read, and why (the rest is still reported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
+}
+
+/// One interface of a [`StateReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceState {
+    /// Its name.
+    pub name: String,
+    /// Its addresses with their prefix lengths.
+    pub addresses: Vec<String>,
+}
+
+/// One route of a [`StateReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteState {
+    /// `default` or a network.
+    pub to: String,
+    /// The next hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
 }
 
 /// Who the agent is.

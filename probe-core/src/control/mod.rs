@@ -19,6 +19,7 @@ pub use messages::{
     TraceSourcesRequest, TraceState, TraceStop, TracedFlow, TransportProtocol, VersionMismatch,
     listening_words, process_words,
 };
+pub use messages::{InterfaceState, RouteState, StateReply};
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};
 pub use transport::ssh::{SshOptions, SshTransport};
 pub use transport::{ControlError, ControlStream, Dial, Transport, op_name};

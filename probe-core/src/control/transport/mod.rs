@@ -357,5 +357,6 @@ pub fn op_name(request: &Request) -> &'static str {
         Request::Teardown(_) => "teardown",
         Request::Renew(_) => "renew",
         Request::TraceSources(_) => "trace-sources",
+        Request::State => "state",
     }
 }
