@@ -155,6 +155,8 @@ fn the_report_fits_1400_and_800_px_wide_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let page = render(dir.path());
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    // The page beside its screenshots, for a human to read when it fails.
+    let _ = std::fs::copy(&page, shots.join("report.html"));
     for width in [1400, 800] {
         let shot = shots.join(format!("report-{width}.png"));
         let _ = std::fs::remove_file(&shot);

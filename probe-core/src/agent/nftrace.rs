@@ -788,7 +788,10 @@ impl Tracer {
         let (family, table) = stop.table.split_once(' ')?;
         let listing = nft(
             &self.nft,
-            &["-a", "list", "chain", family, table, &stop.chain],
+            // Stateless: a rule's text without its counters' values, so
+            // the same rule reads the same in every round (a diff or a
+            // what-if compares it).
+            &["-a", "-s", "list", "chain", family, table, &stop.chain],
             None,
         )
         .await

@@ -200,18 +200,20 @@ fn snippet(src: &str, span: std::ops::Range<usize>) -> String {
     out
 }
 
-/// How many bytes of a long line the snippet shows around its caret.
-/// Narrow enough that even double-width characters stay inside
-/// annotate-snippets' 140 columns, so it never trims the line itself: its
-/// trimming underflowed when the caret sat inside a long run of leading
-/// whitespace (found by the `plan` fuzz target).
+/// The longest line (in bytes) a snippet shows whole: even in
+/// double-width characters it stays inside annotate-snippets' 140 columns,
+/// so the renderer never trims it itself (its trimming underflowed when the
+/// caret sat inside a long run of leading whitespace: found by the `plan`
+/// fuzz target).
+const WHOLE: usize = 100;
+/// How many bytes of a longer line the snippet shows around its caret.
 const WINDOW: usize = 60;
 
 /// The part of a long `line` around the caret at bytes `s..e`, cut at
 /// character boundaries and marked with `...` where cut, with the caret's
 /// offsets moved to match. A short line is returned whole.
 fn window(line: &str, s: usize, e: usize) -> (String, usize, usize) {
-    if line.len() <= WINDOW {
+    if line.len() <= WHOLE {
         return (line.to_owned(), s, e);
     }
     let s = s.min(line.len());
