@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 
 use serde_json::Value;
 
@@ -45,17 +44,10 @@ fn available(reason: Option<String>) -> bool {
     }
 }
 
-/// Two demos at once would share loopback ports, and each would find the
-/// other's canaries holding them; the tests of this binary take turns.
-static DEMO: Mutex<()> = Mutex::new(());
-
 /// The demo's report in `format`, written with `--out` into `dir`.
 fn demo(dir: &Path, format: &str) -> PathBuf {
     let file = dir.join(format!("report.{format}"));
-    let out = {
-        let _turn = DEMO.lock().unwrap_or_else(|p| p.into_inner());
-        portcall(&["demo", "--format", format, "--out", s(&file)])
-    };
+    let out = portcall(&["demo", "--format", format, "--out", s(&file)]);
     // 0 normally; 1 when something on this machine holds a demo port.
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
@@ -124,15 +116,63 @@ fn every_format_is_written_atomically_with_out() {
 
 #[test]
 fn machine_formats_keep_notes_off_standard_output() {
-    let out = {
-        let _turn = DEMO.lock().unwrap_or_else(|p| p.into_inner());
-        portcall(&["demo", "--format", "prometheus"])
-    };
+    let out = portcall(&["demo", "--format", "prometheus"]);
     assert!(matches!(out.status.code(), Some(0 | 1)));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("# HELP portcall_path_open "), "{stdout}");
     assert!(!stdout.contains("note:"));
     assert!(text(&out.stderr).contains("note: demo"));
+}
+
+/// Two demos started together on one machine (the tests of this binary run
+/// side by side too): neither takes the other's canaries for live services.
+/// Before each demo held its own loopback slot, the second one reported
+/// most live paths `wrong-service` ("PORTCALL-ERR ... bad-line").
+#[test]
+fn two_demos_at_once_each_play_on_their_own_addresses() {
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_portcall"))
+            .args(["demo", "--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run portcall demo")
+    };
+    let (a, b) = (start(), start());
+    let runs: Vec<Value> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+            serde_json::from_slice(&out.stdout).expect("demo JSON")
+        })
+        .collect();
+    let outcomes = |r: &Value| -> Vec<String> {
+        r["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} -> {}:{} {} {}",
+                    p["from"], p["to"], p["port"], p["verdict"], p["observed"]
+                )
+            })
+            .collect()
+    };
+    assert_eq!(outcomes(&runs[0]), outcomes(&runs[1]));
+    let elsewhere = |r: &Value| {
+        r["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("another portcall demo"))
+    };
+    assert!(
+        elsewhere(&runs[0]) || elsewhere(&runs[1]),
+        "one of two demos at once plays on other addresses"
+    );
 }
 
 #[test]

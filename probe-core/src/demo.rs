@@ -8,9 +8,16 @@
 //! filters loopback traffic (so must-be-blocked paths come out open, which
 //! is exactly what a missing firewall rule looks like), and ports below
 //! 1024 need privileges a normal user lacks (so they are moved up by 10000).
+//!
+//! Demos run side by side on one machine do not meet: each holds a slot (an
+//! abstract Unix socket, released by the kernel when the process ends) that
+//! names the second octet of its addresses, so a second demo plays on
+//! 127.1.x.y instead of taking the first one's canaries for live services.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -59,6 +66,51 @@ pub enum DemoError {
         /// How many.
         hosts: usize,
     },
+    /// Every loopback slot is held by another demo on this machine.
+    #[error(
+        "{SLOTS} other portcall demos are running on this machine (each holds its own 127.N.x.y); wait for one to finish"
+    )]
+    Busy,
+}
+
+/// How many demos may run side by side: slot `k` plays on 127.k.x.y.
+const SLOTS: u8 = 32;
+
+/// The loopback slot a demo holds for its whole run.
+struct Slot {
+    /// The second octet of every address the demo uses.
+    octet: u8,
+    /// Bound while the demo runs; `None` when abstract sockets are not
+    /// available (the demo then plays on slot 0 unguarded).
+    _hold: Option<UnixListener>,
+}
+
+/// Takes the lowest free slot: a demo alone on the machine always gets 0,
+/// so its addresses are the documented 127.0.x.y.
+fn take_slot() -> Result<Slot, DemoError> {
+    for octet in 0..SLOTS {
+        let name = format!("portcall-demo-slot-{octet}");
+        let bound = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|addr| UnixListener::bind_addr(&addr));
+        match bound {
+            Ok(hold) => {
+                return Ok(Slot {
+                    octet,
+                    _hold: Some(hold),
+                });
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(error = %e, "cannot hold a demo slot; playing on 127.0.x.y unguarded");
+                return Ok(Slot {
+                    octet: 0,
+                    _hold: None,
+                });
+            }
+            // Held by another demo: try the next slot.
+            Err(_) => {}
+        }
+    }
+    Err(DemoError::Busy)
 }
 
 /// A planned port moved because a normal user cannot bind it.
@@ -83,6 +135,8 @@ pub struct LoopbackPlan {
     pub addresses: Vec<(String, Address, IpAddr)>,
     /// Every port moved.
     pub moves: Vec<PortMove>,
+    /// The second octet of every loopback address.
+    pub octet: u8,
 }
 
 /// Rewrites `plan` for loopback: each host gets its own 127.0.x.y (the last
@@ -90,6 +144,11 @@ pub struct LoopbackPlan {
 /// numbered in order), and each planned port below 1024 moves up by
 /// [`LOW_PORT_SHIFT`] (further if that collides on the host).
 pub fn to_loopback(plan: &Plan) -> Result<LoopbackPlan, DemoError> {
+    to_loopback_at(plan, 0)
+}
+
+/// [`to_loopback`] on 127.`octet`.x.y.
+pub fn to_loopback_at(plan: &Plan, octet: u8) -> Result<LoopbackPlan, DemoError> {
     let n = plan.hosts.len();
     if n > 65_000 {
         return Err(DemoError::TooManyHosts { hosts: n });
@@ -116,7 +175,7 @@ pub fn to_loopback(plan: &Plan) -> Result<LoopbackPlan, DemoError> {
                     (1 + (k / 250) as u8, (k % 250) as u8 + 1)
                 }
             };
-            IpAddr::V4(Ipv4Addr::new(127, 0, c, d))
+            IpAddr::V4(Ipv4Addr::new(127, octet, c, d))
         })
         .collect();
 
@@ -182,6 +241,7 @@ pub fn to_loopback(plan: &Plan) -> Result<LoopbackPlan, DemoError> {
         plan: out,
         addresses,
         moves,
+        octet,
     })
 }
 
@@ -227,7 +287,8 @@ pub async fn run_wso2() -> Result<DemoRun, DemoError> {
 /// Plays `plan` on loopback: one in-process agent per host that takes part,
 /// a throwaway CA, one round through [`round::check`].
 pub async fn run(plan: &Plan) -> Result<DemoRun, DemoError> {
-    let lp = to_loopback(plan)?;
+    let slot = take_slot()?;
+    let lp = to_loopback_at(plan, slot.octet)?;
     let plan = Arc::new(lp.plan.clone());
     let ca = Authority::generate("portcall demo CA")?;
     let ca_pem = ca.pem().cert_pem.clone();
@@ -291,6 +352,7 @@ pub async fn run(plan: &Plan) -> Result<DemoRun, DemoError> {
     tracker.close();
     tracker.wait().await;
     let mut report = report?;
+    drop(slot);
     let notes = notes(&lp, &report);
     report.notes = notes.clone();
     Ok(DemoRun { notes, report })
@@ -298,10 +360,17 @@ pub async fn run(plan: &Plan) -> Result<DemoRun, DemoError> {
 
 fn notes(lp: &LoopbackPlan, report: &Report) -> Vec<String> {
     let mut notes = vec![format!(
-        "demo: plan {} played on loopback: each of its {} hosts is an in-process agent on its own 127.0.x.y address (mutual TLS with a throwaway CA), through the same round as `portcall check`",
+        "demo: plan {} played on loopback: each of its {} hosts is an in-process agent on its own 127.{}.x.y address (mutual TLS with a throwaway CA), through the same round as `portcall check`",
         report.plan,
-        lp.addresses.len()
+        lp.addresses.len(),
+        lp.octet
     )];
+    if lp.octet != 0 {
+        notes.push(format!(
+            "another portcall demo is running on this machine, so this one plays on 127.{}.x.y instead of 127.0.x.y",
+            lp.octet
+        ));
+    }
     if !lp.moves.is_empty() {
         let moved: Vec<String> = lp
             .moves
