@@ -69,12 +69,15 @@ impl PlanLab<RoutedLab> {
     /// index taken from its hosts' addresses (198.18.n.x, 2001:2:0:n::x),
     /// every host at its plan addresses plus any of `extra` (host, address)
     /// the plan does not list (a host the OS gives both families while the
-    /// plan names one), then issues the certificates.
+    /// plan names one), then issues the certificates. A plan host whose
+    /// addresses are all the router's (`.254`, `::254`) is the router
+    /// itself: a plan host routing between the zones, with its own agent.
     pub fn routed(plan_file: &Path, extra: &[(&str, &str)]) -> anyhow::Result<PlanLab<RoutedLab>> {
         PlanLab::on(plan_file, |plan| {
             let mut zones: Vec<(String, u8)> = Vec::new();
             let mut builder = RoutedLab::builder();
             let mut hosts = Vec::new();
+            let mut router_host: Option<String> = None;
             for h in &plan.hosts {
                 let zone = h.zone.clone().with_context(|| {
                     format!(
@@ -111,6 +114,13 @@ impl PlanLab<RoutedLab> {
                         h.name
                     )
                 })?;
+                if addrs.iter().all(|a| is_router_address(*a)) {
+                    ensure!(
+                        router_host.replace(h.name.clone()).is_none(),
+                        "lab host {}: a second host at the router's addresses",
+                        h.name
+                    );
+                }
                 match zones.iter().find(|(z, _)| *z == zone) {
                     Some((_, i)) => ensure!(
                         *i == index,
@@ -119,7 +129,12 @@ impl PlanLab<RoutedLab> {
                     ),
                     None => zones.push((zone.clone(), index)),
                 }
-                hosts.push((h.name.clone(), zone, addrs));
+                if router_host.as_deref() != Some(h.name.as_str()) {
+                    hosts.push((h.name.clone(), zone, addrs));
+                }
+            }
+            if let Some(r) = &router_host {
+                builder = builder.router_host(r);
             }
             for (name, _) in extra {
                 ensure!(
@@ -310,6 +325,14 @@ impl<N: LabNet> PlanLab<N> {
             }
         }
         s
+    }
+}
+
+/// Whether `addr` is the router's on its zone (198.18.n.254, 2001:2:0:n::254).
+fn is_router_address(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(v4) => v4.octets()[3] == 254,
+        IpAddr::V6(v6) => v6.segments()[4..] == [0, 0, 0, 0x254],
     }
 }
 

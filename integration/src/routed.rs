@@ -127,6 +127,7 @@ pub struct RoutedLabBuilder {
     zones: Vec<(String, u8)>,
     hosts: Vec<(String, String, Vec<IpAddr>)>,
     static_neighbours: bool,
+    router_host: Option<String>,
 }
 
 impl RoutedLabBuilder {
@@ -162,6 +163,15 @@ impl RoutedLabBuilder {
     /// ICMP host-unreachable after the kernel's resolution timeout.
     pub fn static_neighbours(mut self, on: bool) -> Self {
         self.static_neighbours = on;
+        self
+    }
+
+    /// Makes the router a host of the lab named `name` as well (a plan
+    /// host that routes between the zones, with its own agent): commands,
+    /// processes and rulesets for `name` run in the router's namespace,
+    /// whose addresses are its `.254` and `::254` on every zone.
+    pub fn router_host(mut self, name: &str) -> Self {
+        self.router_host = Some(name.to_string());
         self
     }
 
@@ -240,6 +250,7 @@ fn chain(s: &mut String, name: &str, kind: &str, hook: &str, priority: i32, rule
 #[derive(Debug)]
 pub struct RoutedLab {
     router: String,
+    router_host: Option<String>,
     zones: Vec<Zone>,
     hosts: Vec<RoutedHost>,
     children: Mutex<Vec<Child>>,
@@ -254,6 +265,7 @@ impl RoutedLab {
             zones: Vec::new(),
             hosts: Vec::new(),
             static_neighbours: true,
+            router_host: None,
         }
     }
 
@@ -264,6 +276,7 @@ impl RoutedLab {
         let prefix = crate::lab_prefix();
         let mut lab = RoutedLab {
             router: format!("{prefix}-rt"),
+            router_host: spec.router_host.clone(),
             zones: Vec::new(),
             hosts: Vec::new(),
             children: Mutex::new(Vec::new()),
@@ -636,6 +649,12 @@ fn validate(spec: &RoutedLabBuilder) -> anyhow::Result<()> {
     }
     let mut hosts = BTreeSet::new();
     let mut addrs = BTreeSet::new();
+    if let Some(r) = &spec.router_host {
+        ensure!(
+            r != ROUTER && spec.hosts.iter().all(|(name, ..)| name != r),
+            "routed lab: the router's host name {r} is taken"
+        );
+    }
     for (name, zone, host_addrs) in &spec.hosts {
         ensure!(
             name != ROUTER,
@@ -675,7 +694,7 @@ fn validate(spec: &RoutedLabBuilder) -> anyhow::Result<()> {
 
 impl LabNet for RoutedLab {
     fn netns(&self, host: &str) -> &str {
-        if host == ROUTER {
+        if host == ROUTER || self.router_host.as_deref() == Some(host) {
             &self.router
         } else {
             &self.host(host).netns

@@ -21,4 +21,5 @@ mod timing_lab;
 mod udp_lab;
 mod udp_probe_lab;
 mod whatif_lab;
+mod whatif_router_lab;
 mod wso2_lab;

@@ -61,7 +61,7 @@ fn write_state(lab: &PlanLab, rules: &BTreeMap<String, HostRules>, dir: &Path) {
 }
 
 /// Runs `portcall whatif` in the root namespace and reads its answer.
-fn whatif<N: LabNet>(
+pub(crate) fn whatif<N: LabNet>(
     lab: &PlanLab<N>,
     dir: &Path,
     live: &Path,
@@ -92,7 +92,7 @@ fn whatif<N: LabNet>(
     (code, serde_json::from_str(&text).unwrap())
 }
 
-fn side(p: &PathReport) -> Side {
+pub(crate) fn side(p: &PathReport) -> Side {
     Side {
         verdict: p.verdict,
         observed: p.observed,
@@ -102,7 +102,7 @@ fn side(p: &PathReport) -> Side {
 
 /// Every path's candidate side equals the live report's, and the live
 /// report has no path the twin lacks.
-fn assert_predicted(answer: &WhatIf, live: &Report, what: &str) {
+pub(crate) fn assert_predicted(answer: &WhatIf, live: &Report, what: &str) {
     assert_eq!(answer.paths.len(), live.paths.len(), "{what}: path count");
     let mut wrong = Vec::new();
     for p in &answer.paths {
