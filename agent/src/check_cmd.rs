@@ -81,8 +81,8 @@ pub struct CheckArgs {
 /// `--ssh` and its settings.
 #[derive(Args, Debug)]
 pub struct SshArgs {
-    /// Start each host's agent over ssh and run the round through it: no
-    /// control port, no certificates.
+    /// Start each host's agent over ssh and talk to it there: no control
+    /// port, no certificates.
     #[arg(long, conflicts_with_all = ["pki", "insecure"])]
     ssh: bool,
     /// Copy this portcall binary to each host for the round (a private
@@ -160,26 +160,36 @@ fn round_config(plan: &Plan, args: &CheckArgs) -> anyhow::Result<RoundConfig> {
     })
 }
 
+impl SshArgs {
+    /// Whether `--ssh` was given.
+    pub fn enabled(&self) -> bool {
+        self.ssh
+    }
+
+    /// The ssh transport's settings (`--push` copies the running binary).
+    pub fn options(&self) -> anyhow::Result<SshOptions> {
+        let push = match self.push {
+            false => None,
+            true => Some(std::env::current_exe().context("find the running portcall to push")?),
+        };
+        Ok(SshOptions {
+            program: self.ssh_program.clone(),
+            config_file: self.ssh_config.clone(),
+            options: self.ssh_options.clone(),
+            remote_path: self.remote_path.clone(),
+            push,
+            parallel: usize::from(self.ssh_parallel),
+            ..SshOptions::default()
+        })
+    }
+}
+
 /// `check --ssh`: the same round through ssh sessions.
 fn check_ssh(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.plan)
         .with_context(|| format!("read plan {}", args.plan.display()))?;
     let plan = Plan::parse_scoped(&text, &args.plan.display().to_string(), &PathScope::Lazy)?;
-    let a = &args.ssh;
-    let push = match a.push {
-        false => None,
-        true => Some(std::env::current_exe().context("find the running portcall to push")?),
-    };
-    let options = SshOptions {
-        program: a.ssh_program.clone(),
-        config_file: a.ssh_config.clone(),
-        options: a.ssh_options.clone(),
-        remote_path: a.remote_path.clone(),
-        push,
-        parallel: usize::from(a.ssh_parallel),
-        ..SshOptions::default()
-    };
-    let transport = SshTransport::new(&plan, &text, options)?;
+    let transport = SshTransport::new(&plan, &text, args.ssh.options()?)?;
     let config = round_config(&plan, args)?;
     run(
         &plan,

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use probe_core::control::{ClientSecurity, SshOptions, SshTransport};
+use probe_core::control::{ClientSecurity, SshTransport};
 use probe_core::pki::{COORDINATOR, TlsIdentity};
 use probe_core::plan::{PathScope, Plan};
 use probe_core::twin;
+
+use crate::check_cmd::SshArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum StateCommand {
@@ -42,21 +44,10 @@ pub struct CollectArgs {
     /// Plain TCP to agents on loopback (as `check --insecure`).
     #[arg(long, conflicts_with_all = ["pki", "ssh"])]
     insecure: bool,
-    /// Start each host's agent over ssh, as `check --ssh`.
-    #[arg(long, conflicts_with = "pki")]
-    ssh: bool,
-    /// An ssh option (`-o OPTION`); repeatable.
-    #[arg(long = "ssh-option", value_name = "OPTION", requires = "ssh")]
-    ssh_options: Vec<String>,
-    /// The ssh client to run.
-    #[arg(
-        long,
-        value_name = "PATH",
-        requires = "ssh",
-        default_value = "ssh",
-        hide = true
-    )]
-    ssh_program: PathBuf,
+    // --ssh and its settings (--ssh-config, --remote-path, --push, ...),
+    // those of `check --ssh`.
+    #[command(flatten)]
+    ssh: SshArgs,
     /// The state directory to write.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -78,13 +69,8 @@ fn collect(args: &CollectArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("start the async runtime")?;
     let timeout = Duration::from_secs(20);
-    let collected = if args.ssh {
-        let options = SshOptions {
-            program: args.ssh_program.clone(),
-            options: args.ssh_options.clone(),
-            ..SshOptions::default()
-        };
-        let transport = SshTransport::new(&plan, &text, options)?;
+    let collected = if args.ssh.enabled() {
+        let transport = SshTransport::new(&plan, &text, args.ssh.options()?)?;
         runtime.block_on(twin::collect::collect(&plan, &transport, timeout))
     } else {
         let security = match &args.pki {

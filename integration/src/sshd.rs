@@ -5,6 +5,7 @@
 //! neither the machine's sshd nor the user's ssh configuration is touched.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 
-use crate::Lab;
+use crate::{Lab, LabNet};
 
 /// How one host's sshd is set up, faults included.
 #[derive(Debug, Clone)]
@@ -116,9 +117,19 @@ impl SshLab {
     /// says, waits until it listens, and records its key (or, for a fault,
     /// another key) in the client's known_hosts.
     pub fn start(&self, lab: &Lab, host: &str, sshd: &Sshd) -> anyhow::Result<()> {
+        self.start_at(lab, host, lab.host(host).addr.into(), sshd)
+    }
+
+    /// [`SshLab::start`] in any lab, on `addr` (one of `host`'s).
+    pub fn start_at(
+        &self,
+        lab: &impl LabNet,
+        host: &str,
+        addr: IpAddr,
+        sshd: &Sshd,
+    ) -> anyhow::Result<()> {
         // sshd insists on its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").context("create /run/sshd")?;
-        let addr = lab.host(host).addr;
         let host_key = format!("host-{host}");
         self.keygen(&host_key)?;
         let authorized = self.dir.join(format!("authorized-{host}"));
@@ -131,8 +142,8 @@ impl SshLab {
         let mut cfg = String::new();
         let _ = write!(
             cfg,
-            "ListenAddress {addr}:{port}\nHostKey {key}\nAuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nLogLevel INFO\nMaxStartups 64\n",
-            port = sshd.port,
+            "ListenAddress {listen}\nHostKey {key}\nAuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nLogLevel INFO\nMaxStartups 64\n",
+            listen = SocketAddr::new(addr, sshd.port),
             key = self.dir.join(&host_key).display(),
             authorized = authorized.display(),
         );

@@ -9,7 +9,9 @@
 
 use std::path::Path;
 
+use integration::sshd::{SshLab, Sshd};
 use integration::{LabNet, PlanLab, RoutedLab, lab_available};
+use probe_core::plan::Address;
 use probe_core::report::{Report, Verdict};
 use probe_core::twin::PathChange;
 use probe_core::twin::diff::WhatIf;
@@ -96,8 +98,9 @@ ports = ["metrics"]
 fn forward_rules() -> Vec<&'static str> {
     vec![
         "ct state established,related accept",
-        // The coordinator reaches the data zone's agents.
-        "ip saddr 198.18.1.20 ip daddr 198.18.2.0/24 tcp dport 7400 accept",
+        // The coordinator reaches the data zone's agents (their control
+        // port, or ssh).
+        "ip saddr 198.18.1.20 ip daddr 198.18.2.0/24 tcp dport { 22, 7400 } accept",
         "ip saddr 198.18.1.20 ip daddr 198.18.2.0/24 tcp dport 7100 accept",
         "ip saddr 198.18.1.20 ip daddr 198.18.2.0/24 tcp dport 7101 accept",
         "ip saddr 198.18.2.0/24 ip daddr 198.18.1.20 tcp dport 7300 accept",
@@ -110,7 +113,7 @@ fn input_rules() -> Vec<&'static str> {
     vec![
         "ct state established,related accept",
         "iif \"lo\" accept",
-        "ip saddr 198.18.1.20 tcp dport { 7400, 7200 } accept",
+        "ip saddr 198.18.1.20 tcp dport { 22, 7400, 7200 } accept",
         "ip saddr 198.18.2.0/24 tcp dport 7201 reject with tcp reset",
     ]
 }
@@ -191,17 +194,24 @@ fn changes(answer: &WhatIf) -> Vec<String> {
     v
 }
 
+/// The routed lab of [`PLAN`] (fw playing the router) with fw's base
+/// ruleset loaded, and that ruleset.
+fn lab(dir: &Path) -> (PlanLab<RoutedLab>, String) {
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let lab = PlanLab::routed(&plan, &[]).unwrap();
+    let base = ruleset(&input_rules(), &forward_rules());
+    lab.lab.nft("fw", &base).unwrap();
+    (lab, base)
+}
+
 #[test]
 fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
     if !lab_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("plan.toml");
-    std::fs::write(&plan, PLAN).unwrap();
-    let lab: PlanLab<RoutedLab> = PlanLab::routed(&plan, &[]).unwrap();
-    let base = ruleset(&input_rules(), &forward_rules());
-    lab.lab.nft("fw", &base).unwrap();
+    let (lab, base) = lab(dir.path());
     lab.start_agents().unwrap();
     let live = lab.check(COORDINATOR).unwrap();
     // The base ruleset is the plan's: every path as planned, the blocked
@@ -361,4 +371,81 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
             p.port
         );
     }
+}
+
+#[test]
+fn whatif_state_collected_over_ssh_with_a_plan_host_router_agrees_with_live() {
+    if !lab_available() {
+        return;
+    }
+    if let Some(reason) = integration::sshd::ssh_missing() {
+        assert!(
+            std::env::var(integration::REQUIRE_LAB_ENV).as_deref() != Ok("1"),
+            "{reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (lab, _) = lab(dir.path());
+    // No agent runs and no control port is used: every agent is started
+    // over ssh, fw's at its ops leg, the data zone's through fw.
+    let ssh = SshLab::new(lab.dir.path()).unwrap();
+    for h in &lab.plan.hosts {
+        let Address::Ip(addr) = h.address else {
+            panic!("{}: an IP literal", h.name)
+        };
+        ssh.start_at(&lab.lab, &h.name, addr, &Sshd::default())
+            .unwrap();
+    }
+    let cfg = ssh.config().display().to_string();
+    let bin = lab.bin().display().to_string();
+    let args = ["--ssh", "--ssh-config", &cfg, "--remote-path", &bin];
+    let live = lab.check_with(COORDINATOR, &args).unwrap();
+    assert_eq!(
+        (live.code, live.report.summary.violations),
+        (0, 0),
+        "{}\n{}",
+        live.stderr,
+        describe(&live.report)
+    );
+
+    let collected = tempfile::tempdir().unwrap();
+    let out = lab
+        .lab
+        .command(COORDINATOR, lab.bin())
+        .args(["state", "collect", "--plan"])
+        .arg(lab.plan_path())
+        .args(args)
+        .arg("--out")
+        .arg(collected.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = State::load(&collected.path().join("state")).unwrap();
+    assert_eq!(state.hosts.len(), lab.plan.hosts.len());
+    assert!(state.hosts["fw"].forwarding, "fw forwards");
+    assert!(!state.hosts["db"].forwarding, "db does not");
+    assert!(
+        state.hosts["db"]
+            .routes
+            .iter()
+            .any(|r| r.to == probe_core::twin::state::RouteTo::Default
+                && r.via == Some("198.18.2.254".parse().unwrap())),
+        "{:?}",
+        state.hosts["db"].routes
+    );
+    let (code, answer) = whatif(&lab, collected.path(), &live.path, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        answer.fidelity.as_deref(),
+        Some(&[][..]),
+        "state collected over ssh"
+    );
+    assert_predicted(&answer, &live.report, "state collected over ssh");
 }
