@@ -2,7 +2,8 @@
 //! real `portcall agent --stdio`, started inside that host's namespace and
 //! spoken to over its standard input and output (as `check --ssh` does
 //! over ssh), and [`crate::round::check`] drives them. Once on the base
-//! state, once with the candidate changes loaded; [`super::diff`] compares.
+//! state and once with the candidate changes loaded, in two twins built
+//! side by side and played at the same time; [`super::diff`] compares.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -217,34 +218,46 @@ pub async fn whatif(
             });
         }
     }
-    let net = Arc::new(TwinNet::build(state)?);
-    net.load_base(state)?;
-    let transport = NetnsTransport::new(net.clone(), plan, plan_text, config);
-    let base = crate::round::check(plan, &transport, &config.round, cancel).await;
-    // What the agents left running (their traces' `nft monitor`) ends
-    // with the round.
-    net.kill_processes();
+    // Base and candidate are two twins built side by side and played at
+    // once: the rounds mostly wait on deadlines of dropped paths, so the
+    // what-if costs about one round, not two.
+    let (base_net, candidate_net) = std::thread::scope(|scope| {
+        let candidate = (!changes.is_empty()).then(|| scope.spawn(|| twin_of(state, changes)));
+        let base = twin_of(state, &[]);
+        let candidate = candidate.map(|t| t.join().expect("building a twin does not panic"));
+        (base, candidate)
+    });
+    let base_net = base_net?;
+    let candidate_net = candidate_net.transpose()?;
+    let play = |net: Arc<TwinNet>| async move {
+        let transport = NetnsTransport::new(net.clone(), plan, plan_text, config);
+        let report = crate::round::check(plan, &transport, &config.round, cancel).await;
+        // What the agents left running (their traces' `nft monitor`) ends
+        // with the round.
+        net.kill_processes();
+        report
+    };
+    let (base, candidate) = match candidate_net {
+        None => (play(base_net).await, None),
+        Some(c) => {
+            let (base, candidate) = tokio::join!(play(base_net), play(c));
+            (base, Some(candidate))
+        }
+    };
     if cancel.is_cancelled() {
         return Err(TwinError::Cancelled);
     }
-    if changes.is_empty() {
-        return Ok(Rounds {
-            base,
-            candidate: None,
-        });
-    }
+    Ok(Rounds { base, candidate })
+}
+
+/// A twin of `state` with the base rulesets and then `changes` loaded.
+fn twin_of(state: &State, changes: &[Change]) -> Result<Arc<TwinNet>, NetnsError> {
+    let net = TwinNet::build(state)?;
+    net.load_base(state)?;
     for c in changes {
         apply(&net, c)?;
     }
-    let candidate = crate::round::check(plan, &transport, &config.round, cancel).await;
-    net.kill_processes();
-    if cancel.is_cancelled() {
-        return Err(TwinError::Cancelled);
-    }
-    Ok(Rounds {
-        base,
-        candidate: Some(candidate),
-    })
+    Ok(Arc::new(net))
 }
 
 /// Loads one change into its host's namespace.
