@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use super::{
+use super::shared::{
     WhatIfRenderOptions, change_words, clean, counts_words, exit_words, mark, path_words, sections,
 };
 use crate::report::html::STYLE;

@@ -8,7 +8,7 @@
 
 use std::io::{self, Write};
 
-use super::{change_words, clean};
+use super::shared::{change_words, clean};
 use crate::report::markup::escape_xml;
 use crate::twin::diff::{PathChange, WhatIf, WhatIfPath, rule_words, side_words};
 

@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use super::{WhatIfRenderOptions, clean, counts_words, exit_reason, path_words, sections};
+use super::shared::{WhatIfRenderOptions, clean, counts_words, exit_reason, path_words, sections};
 use crate::report::markup::escape_markdown_cell;
 use crate::twin::diff::{PathChange, WhatIf, WhatIfPath, rule_words, side_words};
 

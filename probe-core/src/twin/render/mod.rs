@@ -5,220 +5,20 @@
 //! exposition. One name per format ([`WhatIfFormat`]) and one entry point
 //! ([`render`]), so `whatif` offers every format and they cannot drift.
 //!
-//! The words the formats share (a path's name, each kind of change in
-//! words, what the exit status means, the order of the sections) live
-//! here; the format files import this file and `diff`, never each other.
+//! `format` names the formats and dispatches; `shared` holds what the
+//! format files share (the options, a path's name, each change in words,
+//! the sections' order). The files import one way: `shared` < the
+//! format files < `format`, so no format file imports another.
 
-use std::borrow::Cow;
-use std::fmt;
-use std::io::{self, Write};
-use std::str::FromStr;
-
-use super::diff::{self, PathChange, WhatIf, WhatIfPath};
-
+mod format;
 mod html;
 mod junit;
 mod markdown;
 mod prometheus;
+mod shared;
 
-/// An output format of a [`WhatIf`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum WhatIfFormat {
-    /// The paths that change, then the counts (`diff::write_table`).
-    #[default]
-    Table,
-    /// `portcall.whatif/v1` JSON, every path (`diff::write_json`).
-    Json,
-    /// GitHub-flavoured Markdown for a pull request's comment.
-    Markdown,
-    /// One self-contained HTML page, changes first.
-    Html,
-    /// JUnit XML, one test case per path; breaks and opens fail.
-    Junit,
-    /// Prometheus text exposition: counts per change, one series per
-    /// changed path.
-    Prometheus,
-}
-
-impl WhatIfFormat {
-    /// Every format, in the order `--help` lists them.
-    pub const ALL: [WhatIfFormat; 6] = [
-        WhatIfFormat::Table,
-        WhatIfFormat::Json,
-        WhatIfFormat::Markdown,
-        WhatIfFormat::Html,
-        WhatIfFormat::Junit,
-        WhatIfFormat::Prometheus,
-    ];
-
-    /// The name used on the command line.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            WhatIfFormat::Table => "table",
-            WhatIfFormat::Json => "json",
-            WhatIfFormat::Markdown => "markdown",
-            WhatIfFormat::Html => "html",
-            WhatIfFormat::Junit => "junit",
-            WhatIfFormat::Prometheus => "prometheus",
-        }
-    }
-}
-
-impl fmt::Display for WhatIfFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A format name that is not one of [`WhatIfFormat::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown what-if format {name:?}: expected one of table, json, markdown, html, junit, prometheus"
-)]
-pub struct UnknownWhatIfFormat {
-    /// The name given.
-    pub name: String,
-}
-
-impl FromStr for WhatIfFormat {
-    type Err = UnknownWhatIfFormat;
-
-    fn from_str(s: &str) -> Result<WhatIfFormat, UnknownWhatIfFormat> {
-        WhatIfFormat::ALL
-            .into_iter()
-            .find(|f| f.as_str() == s)
-            .ok_or_else(|| UnknownWhatIfFormat {
-                name: s.to_string(),
-            })
-    }
-}
-
-/// How a what-if is rendered, beyond its format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WhatIfRenderOptions {
-    /// List the unchanged paths too (table, Markdown, HTML; JUnit has a
-    /// case for every path and Prometheus a series for changed paths
-    /// only, either way).
-    pub all: bool,
-}
-
-/// Renders `whatif` in `format`.
-pub fn render(
-    whatif: &WhatIf,
-    format: WhatIfFormat,
-    options: WhatIfRenderOptions,
-    w: &mut impl Write,
-) -> io::Result<()> {
-    match format {
-        WhatIfFormat::Table => diff::write_table(w, whatif, options.all),
-        WhatIfFormat::Json => diff::write_json(w, whatif),
-        WhatIfFormat::Markdown => markdown::write(whatif, options, w),
-        WhatIfFormat::Html => html::write(whatif, options, w),
-        WhatIfFormat::Junit => junit::write(whatif, w),
-        WhatIfFormat::Prometheus => prometheus::write(whatif, w),
-    }
-}
-
-/// The sections of the human formats, in order, with their titles: what
-/// needs attention first, the unchanged paths last (and only with
-/// [`WhatIfRenderOptions::all`]).
-const SECTIONS: [(PathChange, &str); 6] = [
-    (PathChange::Breaks, "Breaks"),
-    (PathChange::Opens, "Opens"),
-    (PathChange::Fixes, "Fixes"),
-    (PathChange::Changed, "Other changes"),
-    (PathChange::OutsideTwin, "Outside the twin"),
-    (PathChange::Same, "Unchanged"),
-];
-
-/// The non-empty sections to list: each kind of change with its title and
-/// its paths in the answer's order.
-fn sections(
-    whatif: &WhatIf,
-    options: WhatIfRenderOptions,
-) -> Vec<(PathChange, &'static str, Vec<&WhatIfPath>)> {
-    SECTIONS
-        .iter()
-        .filter(|(c, _)| options.all || *c != PathChange::Same)
-        .map(|&(c, title)| {
-            let paths: Vec<&WhatIfPath> = whatif.paths.iter().filter(|p| p.change == c).collect();
-            (c, title, paths)
-        })
-        .filter(|(_, _, paths)| !paths.is_empty())
-        .collect()
-}
-
-/// `from → to:port/protocol (family)`: how the human formats name a path.
-fn path_words(p: &WhatIfPath) -> String {
-    let fam = p.family.map_or(String::new(), |f| format!(" ({f})"));
-    format!(
-        "{} → {}:{}/{}{fam}",
-        p.from,
-        p.to,
-        p.port,
-        p.protocol.as_str()
-    )
-}
-
-/// What a kind of change means, in words, so that no format depends on
-/// colour to say it.
-const fn change_words(c: PathChange) -> &'static str {
-    match c {
-        PathChange::Breaks => "breaks: a must-be-open path is blocked with the change",
-        PathChange::Opens => "opens: a must-be-blocked path is open with the change",
-        PathChange::Fixes => "fixes: a violation the change repairs",
-        PathChange::Changed => "changed: another outcome or deciding rule",
-        PathChange::Same => "same: no difference",
-        PathChange::OutsideTwin => {
-            "outside-twin: the live network decides this path in a device the twin does not hold"
-        }
-    }
-}
-
-/// A mark per kind of change, beside its name wherever colour is used.
-const fn mark(c: PathChange) -> &'static str {
-    match c {
-        PathChange::Breaks | PathChange::Opens => "✗",
-        PathChange::Fixes => "✓",
-        PathChange::Changed => "~",
-        PathChange::Same => "=",
-        PathChange::OutsideTwin => "?",
-    }
-}
-
-/// The counts in words, as the table's last line says them.
-fn counts_words(whatif: &WhatIf) -> String {
-    let s = &whatif.summary;
-    format!(
-        "{} paths: {} breaks, {} opens, {} fixes, {} changed, {} same, {} outside the twin",
-        s.paths, s.breaks, s.opens, s.fixes, s.changed, s.same, s.outside_twin
-    )
-}
-
-/// Why `whatif` exits with its status for this answer.
-fn exit_reason(whatif: &WhatIf) -> &'static str {
-    if whatif.exit_code() == 0 {
-        "the change breaks and opens nothing"
-    } else {
-        "the change breaks a must-be-open path or opens a must-be-blocked one"
-    }
-}
-
-/// What the exit status of `whatif` is for this answer, and why.
-fn exit_words(whatif: &WhatIf) -> String {
-    format!(
-        "exit status {}: {}",
-        whatif.exit_code(),
-        exit_reason(whatif)
-    )
-}
-
-/// Operator input (host names, file names, rule text) with every control
-/// and bidirectional formatting character written as a visible escape
-/// (`\u{202e}`), before each format escapes it for its own markup.
-fn clean(s: &str) -> Cow<'_, str> {
-    crate::plan::escape_controls(s)
-}
+pub use format::{UnknownWhatIfFormat, WhatIfFormat, render};
+pub use shared::WhatIfRenderOptions;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -229,6 +29,7 @@ pub(crate) mod tests {
     use crate::report::Verdict;
     use crate::report::blame::BlameRule;
     use crate::twin::diff::{ChangeRef, Disagreement, SCHEMA, Side, WhatIfSummary};
+    use crate::twin::diff::{PathChange, WhatIf, WhatIfPath};
 
     fn side(verdict: Verdict, observed: Observed, rule: Option<BlameRule>) -> Side {
         Side {

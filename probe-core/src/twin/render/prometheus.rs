@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::io::{self, Write};
 
-use super::clean;
+use super::shared::clean;
 use crate::report::prometheus::{escape_label, family};
 use crate::twin::diff::{PathChange, WhatIf};
 
