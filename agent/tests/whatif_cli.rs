@@ -205,7 +205,10 @@ fn whatif_junit_reads_back_through_junitparser() {
     // Fixes, changed and same pass.
     assert_eq!(v["passed"].as_array().unwrap().len(), 3, "{v}");
     let failures = v["failures"].as_array().unwrap();
-    let types: Vec<&str> = failures.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = failures
+        .iter()
+        .map(|f| f["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["breaks", "opens"], "{v}");
     let breaks = &failures[0];
     // The hostile name comes back as written, its override made visible;
@@ -216,7 +219,9 @@ fn whatif_junit_reads_back_through_junitparser() {
     );
     let message = breaks["message"].as_str().unwrap();
     assert!(
-        message.starts_with("breaks: ok (open) → violation (timeout); candidate rule: db inet fw input: handle 5: "),
+        message.starts_with(
+            "breaks: ok (open) → violation (timeout); candidate rule: db inet fw input: handle 5: "
+        ),
         "{message}"
     );
     assert!(message.contains("</failure><x/>"), "{message}");
@@ -268,11 +273,61 @@ fn whatif_prometheus_passes_promtool() {
         body.contains("portcall_whatif_path_change{plan=\"lab\",from=\"web\",to=\"db\",port=\"22\",protocol=\"tcp\",family=\"ipv6\",change=\"opens\"} 1\n"),
         "{body}"
     );
-    assert!(body.contains("portcall_whatif_ok{plan=\"lab\"} 0\n"), "{body}");
+    assert!(
+        body.contains("portcall_whatif_ok{plan=\"lab\"} 0\n"),
+        "{body}"
+    );
     assert!(
         body.contains("portcall_whatif_fidelity_disagreements{plan=\"lab\"} 0\n"),
         "{body}"
     );
     // Five paths change; the unchanged one has no series.
-    assert_eq!(body.matches("portcall_whatif_path_change{").count(), 5, "{body}");
+    assert_eq!(
+        body.matches("portcall_whatif_path_change{").count(),
+        5,
+        "{body}"
+    );
+}
+
+/// The fenced block of `lang` that follows `after` in `text`.
+fn block<'a>(text: &'a str, after: &str, lang: &str) -> &'a str {
+    let from = text
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} in the doc"));
+    let open = format!("```{lang}\n");
+    let start = from + text[from..].find(&open).unwrap() + open.len();
+    let end = start + text[start..].find("```\n").unwrap();
+    &text[start..end]
+}
+
+/// docs/whatif.md's examples are what `whatif` writes for its JSON
+/// example: the Markdown whole, the JUnit failure and the metrics lines.
+#[test]
+fn the_docs_examples_are_rendered_from_the_docs_answer() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/whatif.md")).unwrap();
+    let answer: WhatIf = serde_json::from_str(block(&doc, "## The answer", "json")).unwrap();
+    let out = |format| {
+        let mut bytes = Vec::new();
+        twin::render(&answer, format, WhatIfRenderOptions::default(), &mut bytes).unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    assert_eq!(
+        block(&doc, "**markdown**", "markdown"),
+        out(WhatIfFormat::Markdown)
+    );
+    let junit = out(WhatIfFormat::Junit);
+    for line in block(&doc, "**junit**", "xml").lines().take(2) {
+        assert!(junit.contains(line.trim_start()), "{line} in {junit}");
+    }
+    let metrics = out(WhatIfFormat::Prometheus);
+    for line in block(&doc, "**prometheus**", "")
+        .lines()
+        .filter(|l| *l != "…")
+    {
+        assert!(
+            metrics.contains(&format!("{line}\n")),
+            "{line} in {metrics}"
+        );
+    }
 }
