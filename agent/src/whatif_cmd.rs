@@ -9,21 +9,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use probe_core::plan::{PathScope, Plan};
 use probe_core::report::Report;
 use probe_core::round::RoundConfig;
-use probe_core::twin::{self, Change, State, TwinConfig, TwinError, WhatIf};
+use probe_core::twin::{
+    self, Change, State, TwinConfig, TwinError, WhatIf, WhatIfFormat, WhatIfRenderOptions,
+};
 use tokio_util::sync::CancellationToken;
 
-/// Output format of a what-if.
-#[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
-pub enum WhatIfFormat {
-    /// The paths that change, then the counts.
-    #[default]
-    Table,
-    /// `portcall.whatif/v1` JSON (every path).
-    Json,
+/// `--format`: the names of [`WhatIfFormat::ALL`], parsed by probe-core.
+fn whatif_format() -> impl TypedValueParser<Value = WhatIfFormat> {
+    PossibleValuesParser::new(WhatIfFormat::ALL.map(WhatIfFormat::as_str))
+        .try_map(|s| s.parse::<WhatIfFormat>())
 }
 
 #[derive(Args, Debug)]
@@ -63,10 +62,13 @@ pub struct WhatIfArgs {
     /// twin.
     #[arg(long, value_name = "REPORT")]
     live: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    /// Output format: table (the paths that change, then the counts), json
+    /// (portcall.whatif/v1, every path), markdown (a pull request
+    /// comment), html (self-contained page), junit (breaks and opens fail)
+    /// or prometheus (textfile collector).
+    #[arg(long, default_value = "table", value_parser = whatif_format())]
     format: WhatIfFormat,
-    /// Every path in the table, unchanged ones too.
+    /// Every path in the table, Markdown and HTML, unchanged ones too.
     #[arg(long)]
     all: bool,
     /// Write the answer to FILE (atomically) instead of standard output.
@@ -90,10 +92,8 @@ pub fn whatif(args: WhatIfArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::INTERRUPTED));
     };
     let mut bytes = Vec::new();
-    match args.format {
-        WhatIfFormat::Table => twin::diff::write_table(&mut bytes, &answer, args.all)?,
-        WhatIfFormat::Json => twin::diff::write_json(&mut bytes, &answer)?,
-    }
+    let options = WhatIfRenderOptions { all: args.all };
+    twin::render(&answer, args.format, options, &mut bytes)?;
     crate::diff_cmd::write_output(args.out.as_deref(), &bytes)?;
     Ok(ExitCode::from(answer.exit_code()))
 }

@@ -14,7 +14,9 @@ use super::text::{path_label, why};
 use super::{PathReport, PortLabels, Report, Verdict};
 use crate::plan::Expect;
 
-const STYLE: &str = r#"
+/// The page's stylesheet, which `portcall whatif --format html` shares so
+/// both pages look alike.
+pub(crate) const STYLE: &str = r#"
 :root { --ok: #1a7f37; --ok-bg: #dafbe1; --bad: #cf222e; --bad-bg: #ffebe9;
   --err: #9a6700; --err-bg: #fff8c5; --line: #d0d7de; --muted: #57606a; }
 * { box-sizing: border-box; }

@@ -304,12 +304,16 @@ pub fn write_json(w: &mut impl Write, whatif: &WhatIf) -> io::Result<()> {
     writeln!(w)
 }
 
-fn side_words(s: &Side) -> String {
+/// A side in words: `violation (timeout)`; every what-if renderer says it
+/// so.
+pub(crate) fn side_words(s: &Side) -> String {
     let observed = s.observed.map_or("-".to_string(), |o| o.to_string());
     format!("{} ({observed})", s.verdict.as_str())
 }
 
-fn rule_words(r: Option<&BlameRule>) -> String {
+/// The deciding rule in words: `db inet fw input: handle 5: ip saddr … drop`,
+/// `policy drop`, or `-` when no rule decided.
+pub(crate) fn rule_words(r: Option<&BlameRule>) -> String {
     match r {
         None => "-".into(),
         Some(r) => {
