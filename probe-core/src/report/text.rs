@@ -53,6 +53,9 @@ pub(crate) fn why(p: &PathReport) -> String {
         (Some(banner), None) => format!("{said}; the service said: {}", banner_text(banner)),
         _ => said,
     };
+    // Rule text comes from the host's ruleset (its comments too): it never
+    // drives the terminal.
+    let said = crate::plan::escape_controls(&said).into_owned();
     match p.verdict {
         Verdict::Violation => format!("must be {}, but {said}", p.expect),
         _ => said,
@@ -179,6 +182,23 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+
+    /// Rule text from a host's ruleset (a comment with a terminal escape
+    /// and a right-to-left override) is shown escaped in the table.
+    #[test]
+    fn a_rules_control_characters_never_reach_the_terminal() {
+        use crate::report::{RenderOptions, ReportFormat, render};
+        let mut r = crate::report::table::tests::sample();
+        for p in &mut r.paths {
+            p.blame = None;
+            p.detail = "dropped by tcp dport 3306 comment \"\u{1b}[2J\u{202e}nepo\" drop".into();
+        }
+        let mut w = Vec::new();
+        render(&r, ReportFormat::Table, RenderOptions::default(), &mut w).unwrap();
+        let table = String::from_utf8(w).unwrap();
+        assert!(table.contains("\\u{1b}[2J\\u{202e}nepo"), "{table}");
+        assert!(!table.contains('\u{202e}') && !table.contains("\u{1b}[2J"));
+    }
 
     /// A live MySQL path whose greeting is hostile markup, in every
     /// format that shows a path's reason.

@@ -324,7 +324,9 @@ pub(crate) fn rule_words(r: Option<&BlameRule>) -> String {
                 (None, None, Some(h)) => format!("handle {h}"),
                 (None, None, None) => "?".into(),
             };
-            format!("{} {} {}: {what}", r.host, r.table, r.chain)
+            // A ruleset's names and comments never drive the terminal.
+            crate::plan::escape_controls(&format!("{} {} {}: {what}", r.host, r.table, r.chain))
+                .into_owned()
         }
     }
 }
@@ -405,6 +407,23 @@ mod tests {
             observed: Some(observed),
             rule: None,
         }
+    }
+
+    #[test]
+    fn rule_words_escape_what_a_ruleset_could_smuggle() {
+        let r = BlameRule {
+            host: "db".into(),
+            table: "inet fw\u{202e}".into(),
+            chain: "input".into(),
+            handle: Some(7),
+            text: Some("tcp dport 3306 comment \"\u{1b}[2J\" drop".into()),
+            policy: None,
+        };
+        let words = rule_words(Some(&r));
+        assert_eq!(
+            words,
+            "db inet fw\\u{202e} input: handle 7: tcp dport 3306 comment \"\\u{1b}[2J\" drop"
+        );
     }
 
     #[test]
