@@ -707,6 +707,7 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
 /// and which hosts are down.
 fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) -> ProbeRequest {
     let mut live = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut skip = Vec::new();
     let mut skip_hosts = Vec::new();
     for s in sessions {
@@ -725,7 +726,10 @@ fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) ->
                 ListenerState::Held => live.push(hp),
                 // No canary because the service listens only elsewhere:
                 // probed as its clients connect, to meet what they meet.
-                ListenerState::Failed if !l.elsewhere.is_empty() => live.push(hp),
+                ListenerState::Failed if !l.elsewhere.is_empty() => {
+                    elsewhere.push(hp.clone());
+                    live.push(hp);
+                }
                 ListenerState::Failed => skip.push(hp),
             }
         }
@@ -736,6 +740,7 @@ fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) ->
         skip,
         skip_hosts,
         only,
+        elsewhere,
     }
 }
 

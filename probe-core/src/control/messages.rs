@@ -212,6 +212,14 @@ pub struct ProbeRequest {
     /// Target hosts whose agent is down: none of their ports is probed.
     #[serde(default)]
     pub skip_hosts: Vec<String>,
+    /// The ports of `live` held only on other addresses than the planned
+    /// one (no canary, nothing on the planned address): a UDP one is sent
+    /// a datagram even without a request its service would know, to meet
+    /// what its clients meet (the target's port-unreachable). Added in
+    /// wave 3; an agent that does not know it sends nothing there, as
+    /// before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elsewhere: Vec<HostPort>,
     /// When the round measures part of the plan (`check --only`): the
     /// indices of the paths to probe; `None` for every outgoing path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
