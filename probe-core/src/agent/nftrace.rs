@@ -11,7 +11,7 @@
 //! and on this host's own probes to their targets (sets of `address . port`
 //! with element timeouts). On a host that forwards, the coordinator also
 //! sends the paths between other plan hosts that may cross it, and a
-//! `fwd` chain at the same priority on the forward hook marks those
+//! `transit` chain at the same priority on the forward hook marks those
 //! (`source . destination . port`). The kernel then reports every verdict
 //! those packets meet, in every table, through netlink trace events.
 //!
@@ -177,10 +177,10 @@ pub type ForwardTriple = (IpAddr, IpAddr, u16);
 
 /// The `nft -f` input that marks `triples` in the forward hook of table
 /// `inet table`, elements timing out after `left`: with `create`, first
-/// the `fwd4`/`fwd6` sets and the `fwd` chain (before every other chain
-/// of the hook, as `pre` is in prerouting), made only on a host asked to
-/// trace what it forwards. A triple whose two addresses differ in family
-/// is left out.
+/// the `transit4`/`transit6` sets and the `transit` chain (before every
+/// other chain of the hook, as `pre` is in prerouting; not `fwd`, a
+/// keyword of nft's grammar), made only on a host asked to trace what it
+/// forwards. A triple whose two addresses differ in family is left out.
 pub fn forward_elements(
     table: &str,
     triples: &[ForwardTriple],
@@ -190,7 +190,7 @@ pub fn forward_elements(
     let secs = left.as_secs().max(1) + u64::from(left.subsec_nanos() > 0);
     let mut s = String::new();
     if create {
-        for (set, kind) in [("fwd4", "ipv4_addr"), ("fwd6", "ipv6_addr")] {
+        for (set, kind) in [("transit4", "ipv4_addr"), ("transit6", "ipv6_addr")] {
             let _ = writeln!(
                 s,
                 "add set inet {table} {set} {{ type {kind} . {kind} . inet_service; flags timeout; }}"
@@ -198,16 +198,16 @@ pub fn forward_elements(
         }
         let _ = writeln!(
             s,
-            "add chain inet {table} fwd {{ type filter hook forward priority -500; policy accept; }}"
+            "add chain inet {table} transit {{ type filter hook forward priority -500; policy accept; }}"
         );
-        for (ip, set) in [("ip", "fwd4"), ("ip6", "fwd6")] {
+        for (ip, set) in [("ip", "transit4"), ("ip6", "transit6")] {
             let _ = writeln!(
                 s,
-                "add rule inet {table} fwd {ip} saddr . {ip} daddr . tcp dport @{set} meta nftrace set 1"
+                "add rule inet {table} transit {ip} saddr . {ip} daddr . tcp dport @{set} meta nftrace set 1"
             );
         }
     }
-    for (set, v6) in [("fwd4", false), ("fwd6", true)] {
+    for (set, v6) in [("transit4", false), ("transit6", true)] {
         let elements: Vec<String> = triples
             .iter()
             .filter(|(a, d, _)| a.is_ipv6() == v6 && d.is_ipv6() == v6)
@@ -1064,13 +1064,13 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
             ),
         ];
         expect_test::expect![[r#"
-            add set inet portcall_trace_ab12_1999999999 fwd4 { type ipv4_addr . ipv4_addr . inet_service; flags timeout; }
-            add set inet portcall_trace_ab12_1999999999 fwd6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }
-            add chain inet portcall_trace_ab12_1999999999 fwd { type filter hook forward priority -500; policy accept; }
-            add rule inet portcall_trace_ab12_1999999999 fwd ip saddr . ip daddr . tcp dport @fwd4 meta nftrace set 1
-            add rule inet portcall_trace_ab12_1999999999 fwd ip6 saddr . ip6 daddr . tcp dport @fwd6 meta nftrace set 1
-            add element inet portcall_trace_ab12_1999999999 fwd4 { 198.18.1.20 . 198.18.2.40 . 7101 timeout 3s }
-            add element inet portcall_trace_ab12_1999999999 fwd6 { 2001:2:0:1::20 . 2001:2:0:2::40 . 7101 timeout 3s }
+            add set inet portcall_trace_ab12_1999999999 transit4 { type ipv4_addr . ipv4_addr . inet_service; flags timeout; }
+            add set inet portcall_trace_ab12_1999999999 transit6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }
+            add chain inet portcall_trace_ab12_1999999999 transit { type filter hook forward priority -500; policy accept; }
+            add rule inet portcall_trace_ab12_1999999999 transit ip saddr . ip daddr . tcp dport @transit4 meta nftrace set 1
+            add rule inet portcall_trace_ab12_1999999999 transit ip6 saddr . ip6 daddr . tcp dport @transit6 meta nftrace set 1
+            add element inet portcall_trace_ab12_1999999999 transit4 { 198.18.1.20 . 198.18.2.40 . 7101 timeout 3s }
+            add element inet portcall_trace_ab12_1999999999 transit6 { 2001:2:0:1::20 . 2001:2:0:2::40 . 7101 timeout 3s }
         "#]]
         .assert_eq(&forward_elements(
             TABLE,
@@ -1080,7 +1080,7 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
         ));
         // Later flows: elements only.
         expect_test::expect![[r#"
-            add element inet portcall_trace_ab12_1999999999 fwd4 { 198.18.1.20 . 198.18.2.40 . 7101 timeout 3s }
+            add element inet portcall_trace_ab12_1999999999 transit4 { 198.18.1.20 . 198.18.2.40 . 7101 timeout 3s }
         "#]]
         .assert_eq(&forward_elements(
             TABLE,

@@ -2,7 +2,7 @@
 //! nftrace's readers (netlink and `nft -a monitor` text) feed their
 //! `TraceLine`s into. A packet's flow is set by the first line of its
 //! trace id in our own table (`pre`: arriving for a canary, `out`: this
-//! host's probe, `fwd`: a path between two other plan hosts that this
+//! host's probe, `transit`: a path between two other plan hosts that this
 //! host forwards), and the first drop or reject it meets in any other
 //! table is the flow's stop.
 
@@ -58,7 +58,7 @@ impl TraceLog {
                 }
                 let direction = match at.chain.as_str() {
                     "out" => TraceDirection::Out,
-                    "fwd" => TraceDirection::Forward,
+                    "transit" => TraceDirection::Forward,
                     _ => TraceDirection::In,
                 };
                 let key = (direction, source, dest, port);
@@ -217,7 +217,7 @@ mod tests {
         let mut log = TraceLog::new(TABLE);
         let filter = |chain: &str| at("fw", chain);
         for line in [
-            packet("1", "fwd", "198.18.1.20", "198.18.2.40", 7102),
+            packet("1", "transit", "198.18.1.20", "198.18.2.40", 7102),
             TraceLine::Packet {
                 id: "1".into(),
                 at: filter("forward"),
@@ -232,13 +232,13 @@ mod tests {
                 text: None,
                 verdict: "drop".into(),
             },
-            packet("2", "fwd", "2001:2:0:1::20", "2001:2:0:2::40", 7101),
+            packet("2", "transit", "2001:2:0:1::20", "2001:2:0:2::40", 7101),
             TraceLine::Policy {
                 id: "2".into(),
                 at: filter("forward"),
                 policy: "drop".into(),
             },
-            packet("3", "fwd", "198.18.1.20", "198.18.2.40", 7100),
+            packet("3", "transit", "198.18.1.20", "198.18.2.40", 7100),
             TraceLine::Rule {
                 id: "3".into(),
                 at: filter("forward"),
@@ -268,14 +268,14 @@ mod tests {
         let mut log = TraceLog::new(TABLE);
         log.record(packet("7", "pre", "198.18.1.20", "198.18.1.254", 7200));
         log.record(packet("8", "pre", "198.18.1.20", "198.18.2.40", 7200));
-        log.record(packet("8", "fwd", "198.18.1.20", "198.18.2.40", 7200));
+        log.record(packet("8", "transit", "198.18.1.20", "198.18.2.40", 7200));
         log.record(TraceLine::Policy {
             id: "8".into(),
             at: at("fw", "forward"),
             policy: "drop".into(),
         });
         // A second forward line of a known forward packet changes nothing.
-        log.record(packet("8", "fwd", "198.18.1.20", "198.18.2.40", 7200));
+        log.record(packet("8", "transit", "198.18.1.20", "198.18.2.40", 7200));
         expect_test::expect![[r#"
             [
                 "In 198.18.1.20 -> 198.18.1.254:7200 x1 passed",
