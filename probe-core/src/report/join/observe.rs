@@ -229,13 +229,22 @@ pub(super) fn traced(
         decided => return decided,
     }
     let forwarded = dest.and_then(|d| index.forward_stop((path.from, path.to), &sources, d, port));
-    match forwarded {
-        Some((host, flow)) => Some(blame::Traced::Forwarded {
-            rule: blame::BlameRule::of(host, flow.stop.as_ref()?),
-            address: plan.host(host).map(|h| h.address.to_string()),
-        }),
-        None => at_target,
-    }
+    let Some((host, flow)) = forwarded else {
+        return at_target;
+    };
+    // The forwarding host's plan address of the path's family, else its
+    // primary.
+    let address = plan.host(host).map(|h| {
+        let same = h.addresses.iter().find(|a| match a {
+            crate::plan::Address::Ip(ip) => ip.is_ipv6() == flow.dest.is_ipv6(),
+            crate::plan::Address::Dns(_) => false,
+        });
+        same.unwrap_or(&h.address).to_string()
+    });
+    Some(blame::Traced::Forwarded {
+        rule: blame::BlameRule::of(host, flow.stop.as_ref()?),
+        address,
+    })
 }
 
 /// What the target's trace `t` says of packets from `sources` to
