@@ -5,7 +5,9 @@
 //! agree with the live lab on every path, from a hand-written state and
 //! from `state collect`, and a candidate ruleset for `fw` predicted by the
 //! twin must equal the live result once applied: verdict, outcome and
-//! deciding rule on every path, and the exit status.
+//! deciding rule on every path, and the exit status. fw's agent traces
+//! what it forwards, so a path its `forward` chain stops (a reject, a
+//! drop, the chain's policy) names that rule on fw, live and in the twin.
 
 use std::path::Path;
 
