@@ -857,6 +857,42 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), with);
+        // As an agent before forward flows reads it (its request type had
+        // no `forward`): the same request without them, not an error.
+        #[derive(Deserialize)]
+        #[serde(tag = "op", rename_all = "kebab-case")]
+        enum OldRequest {
+            TraceSources {
+                round: String,
+                sources: Vec<SourceAddresses>,
+            },
+        }
+        let OldRequest::TraceSources { round, sources } =
+            serde_json::from_str::<OldRequest>(&text).unwrap();
+        assert_eq!((round.as_str(), sources.len()), ("ab", 0));
+        // And a coordinator before `forwarding` reads a new `prepared`.
+        #[derive(Deserialize)]
+        #[serde(tag = "reply", rename_all = "kebab-case")]
+        enum OldResponse {
+            Prepared { round: String },
+        }
+        let new = Response::Prepared(PrepareReply {
+            round: "ab".into(),
+            listeners: Vec::new(),
+            version: PROTOCOL_VERSION,
+            addresses: Vec::new(),
+            forwarding: Forwarding {
+                ipv4: true,
+                ipv6: false,
+            },
+        });
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(
+            text.contains(r#""forwarding":{"ipv4":true,"ipv6":false}"#),
+            "{text}"
+        );
+        let OldResponse::Prepared { round } = serde_json::from_str(&text).unwrap();
+        assert_eq!(round, "ab");
         let e = Response::Error(ErrorReply {
             message: "x".into(),
         });
