@@ -422,22 +422,24 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
     }
 
     /// Phase 1b: each target learns every address its sources can arrive
-    /// from ([`sources`]); the sets stay in the sources' evidence.
+    /// from, and each forwarding host the paths that may cross it
+    /// ([`sources`]); the sets stay in the sources' evidence.
     async fn trace_sources(
         &self,
         mut sessions: Vec<Session>,
         cancel: &CancellationToken,
     ) -> Vec<Session> {
-        let by_target = sources::sources_by_target(self.plan);
+        let up = sessions.iter().filter(|s| s.up());
+        let wanted = sources::Wanted::new(self.plan, up.map(|s| (&*s.host, s.evidence.forwarding)));
         let up = sessions
             .iter_mut()
             .filter(|s| s.up())
             .map(|s| (s.host.as_str(), &mut s.evidence.addresses));
-        let gathered = sources::gather(self.plan, &by_target, up.collect(), cancel).await;
+        let gathered = sources::gather(self.plan, &wanted, up.collect(), cancel).await;
         let Some(addresses) = gathered else {
             return sessions;
         };
-        let requests = Arc::new(sources::requests(&self.round, &by_target, &addresses));
+        let requests = Arc::new(sources::requests(&self.round, &wanted, &addresses));
         let request_timeout = self.config.request_timeout;
         each(sessions, cancel, |mut s| {
             let request = requests.get(&s.host).cloned();
@@ -678,6 +680,7 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
             s.evidence.outcome = AgentOutcome::Up;
             s.evidence.listeners = r.listeners;
             s.evidence.addresses = r.addresses;
+            s.evidence.forwarding = r.forwarding;
             s.conn = Some(conn);
         }
         Ok(_) => s.lost(error_chain(&conn.unexpected(&p.request))),

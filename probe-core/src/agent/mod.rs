@@ -32,6 +32,7 @@ mod state;
 mod stdio;
 pub mod syn_watch;
 mod trace_event;
+mod trace_log;
 mod trace_netlink;
 pub mod udp_canary;
 

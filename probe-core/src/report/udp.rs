@@ -385,6 +385,7 @@ expect = "blocked"
             handshakes: None,
             trace: None,
             addresses: Vec::new(),
+            forwarding: crate::control::Forwarding::default(),
         }
     }
 
