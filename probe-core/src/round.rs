@@ -24,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::transport::BoxFuture;
 use crate::control::{
-    self, ControlError, ControlStream, Dial, HostPort, ListenerState, PrepareRequest, ProbeRequest,
-    Request, Response, RoundRef, Transport,
+    self, ControlError, ControlStream, Dial, PrepareRequest, Request, Response, RoundRef, Transport,
 };
 use crate::error_chain;
 use crate::plan::Plan;
@@ -37,7 +36,7 @@ pub use summary::interrupted_summary;
 mod resilient;
 mod session;
 use resilient::{EVIDENCE_REOPENS, PROBE_HEDGES, evidence_one, hedged};
-use session::{Session, died};
+use session::{Session, died, probe_request};
 
 /// How long a cancelled round may spend tearing down what it started.
 pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
@@ -703,48 +702,6 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
         Err(e) => s.lost(error_chain(&e)),
     }
     s
-}
-
-/// The `probe` request every source gets: which target ports are probed
-/// live (a service holds them), which are skipped (no canary could open)
-/// and which hosts are down.
-fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) -> ProbeRequest {
-    let mut live = Vec::new();
-    let mut elsewhere = Vec::new();
-    let mut skip = Vec::new();
-    let mut skip_hosts = Vec::new();
-    for s in sessions {
-        if !s.up() {
-            skip_hosts.push(s.host.clone());
-            continue;
-        }
-        for l in &s.evidence.listeners {
-            let hp = HostPort {
-                host: s.host.clone(),
-                port: l.port,
-                transport: l.protocol.into(),
-            };
-            match l.state {
-                ListenerState::Canary => {}
-                ListenerState::Held => live.push(hp),
-                // No canary because the service listens only elsewhere:
-                // probed as its clients connect, to meet what they meet.
-                ListenerState::Failed if !l.elsewhere.is_empty() => {
-                    elsewhere.push(hp.clone());
-                    live.push(hp);
-                }
-                ListenerState::Failed => skip.push(hp),
-            }
-        }
-    }
-    ProbeRequest {
-        round: round.to_owned(),
-        live,
-        skip,
-        skip_hosts,
-        only,
-        elsewhere,
-    }
 }
 
 /// Ends a cancelled round: every agent that was reached gets a teardown
