@@ -398,7 +398,6 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
             "client->db2:7101 breaks",
             "client->db2:7102 opens",
             "client->db:7101 breaks",
-            "client->db:7102 changed",
             "db->fw:7201 changed",
             "db2->client:7300 breaks",
             "db2->fw:7201 changed",
@@ -408,9 +407,9 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
     );
     assert_eq!(code, 1, "the change breaks and opens planned paths");
     // The client's metrics on db stay rejected by the same forward rule,
-    // which the whole candidate ruleset gave another handle: the twin
-    // names the deciding rule on both sides, so the path is `changed`
-    // with the same verdict, outcome and rule text.
+    // which the whole candidate ruleset gave another handle: the same
+    // rule (place and text), so the path is `same`, each side naming it
+    // with its own handle.
     let metrics = answer
         .paths
         .iter()
@@ -434,6 +433,7 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
     );
     assert_eq!((&before.chain, &before.text), (&now.chain, &now.text));
     assert_ne!(before.handle, now.handle);
+    assert_eq!(metrics.change, probe_core::twin::PathChange::Same);
     // A path stopped on fw's own input names the rule there, on both
     // sides: the reset before, the drop with the change.
     let api = answer
