@@ -1055,6 +1055,7 @@ expect = "blocked"
                     protocol: path.protocol,
                     proof: None,
                     answer: None,
+                    history: Default::default(),
                 };
                 assert_eq!(
                     path.verdict,
