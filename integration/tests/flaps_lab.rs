@@ -253,7 +253,8 @@ fn a_path_dropped_one_round_in_ten_is_flagged_as_flapping_and_logged_once() {
     eprintln!("the agent's line: {}", flapping[0]);
     assert!(flapping[0].contains(" WARN "), "{context}");
     assert!(
-        flapping[0].contains("3 state changes within the last 20 rounds"),
+        flapping[0].contains("3 state changes within the last 20 rounds (k = 3, W = 20)")
+            && flapping[0].contains("oldest first: .........x.........x "),
         "{context}"
     );
     assert_eq!(lines.len(), 3, "violation, ok again, flapping: {context}");

@@ -161,7 +161,6 @@ impl LiveRounds {
             match flap_log {
                 Some(FlapLog::Started) => log_flapping(&name, s, tracker),
                 Some(FlapLog::Stopped) => tracing::info!(
-                    path = %name,
                     "{name} stopped flapping: fewer than {} state changes within the last {} rounds for {} rounds in a row; now {}",
                     tracker.config().changes(),
                     tracker.config().window(),
@@ -244,14 +243,9 @@ fn probe_config(plan: &Plan, host: &crate::plan::Host, concurrency: usize) -> Pr
 fn log_flapping(name: &str, s: &PathSample, tracker: &FlapTracker) {
     let config = tracker.config();
     tracing::warn!(
-        path = %name,
-        changes = tracker.recent_changes(),
-        k = config.changes(),
-        window = config.window(),
-        recent = %tracker.recent(),
         "{name} expected {} is flapping: {} state changes within the last {} rounds \
-         (flapping at {} within {}); recent rounds, oldest first (. ok, x violation, \
-         ? no verdict): {}; no further line for it until it has not flapped for {} rounds",
+         (k = {}, W = {}); recent rounds, oldest first: {} (. ok, x violation, ? no \
+         verdict); logged again only once it has not flapped for {} rounds",
         s.expect,
         tracker.recent_changes(),
         config.window(),
