@@ -464,4 +464,103 @@ mod tests {
             "{text}"
         );
     }
+
+    /// The log lines `follow` writes, captured.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The log-once rule as the agent applies it: a path lost one round in
+    /// ten for 200 rounds, then steady, gets its first drop's two change
+    /// lines, one "is flapping" line, nothing for the 37 changes after it,
+    /// and one "stopped flapping" line; its series count every change.
+    #[tokio::test]
+    async fn a_flapping_path_is_logged_once_and_its_changes_are_held_back() {
+        let text = "name = \"schedule-flaps\"\n\
+             [[hosts]]\nname = \"app\"\naddress = \"127.0.0.1\"\n\
+             [[hosts]]\nname = \"db\"\naddress = \"127.0.0.2\"\nroles = [\"db\"]\n\
+             [roles.db]\nports = [{ name = \"svc\", port = 3306, offset = false }]\n\
+             [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"svc\"]\n";
+        let plan = Arc::new(Plan::parse(text, "flaps.toml").unwrap());
+        let paths: Vec<Path> = plan.paths.clone();
+        let mut rounds = LiveRounds::new(
+            "flaps.toml".into(),
+            "app".into(),
+            plan,
+            1,
+            Arc::new(MetricsStore::new()),
+            FlapConfig::default(),
+        )
+        .unwrap();
+        let p = &paths[0];
+        let sample = |observed| PathSample {
+            from: p.from.clone(),
+            to: p.to.clone(),
+            port: p.port,
+            service: p.service.clone(),
+            protocol: p.protocol,
+            expect: p.expect,
+            observed,
+            latency: None,
+            family: p.family,
+            cert_not_after: None,
+            cert_verified: None,
+            proof: None,
+            answer: None,
+            history: PathHistory::default(),
+        };
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let mut history = Vec::new();
+        tracing::subscriber::with_default(subscriber, || {
+            for round in 1..=300 {
+                let lost = round <= 200 && round % 10 == 0;
+                let mut samples = [sample(if lost {
+                    crate::probe::Observed::Timeout
+                } else {
+                    crate::probe::Observed::Open
+                })];
+                rounds.follow(&mut samples, &paths);
+                history.push(samples[0].history);
+            }
+        });
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        let expected = [
+            (" WARN ", "observed timeout, violation"),
+            (" INFO ", "observed open, ok again"),
+            (
+                " WARN ",
+                "is flapping: 3 state changes within the last 20 rounds",
+            ),
+            (" INFO ", "stopped flapping"),
+        ];
+        for (line, (level, words)) in lines.iter().zip(expected) {
+            assert!(line.contains(level) && line.contains(words), "{log}");
+        }
+        assert!(lines[3].ends_with("; now ok"), "{log}");
+        // Flagged at round 20, until the changes of rounds 190 and 191 have
+        // left the window (round 211).
+        let flagged: Vec<usize> = (1..=300).filter(|&r| history[r - 1].flapping).collect();
+        assert_eq!((flagged[0], flagged[flagged.len() - 1]), (20, 210));
+        assert_eq!(history[299].flaps_total, 40);
+    }
 }
