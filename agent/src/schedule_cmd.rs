@@ -1,4 +1,5 @@
-//! `portcall agent --every DURATION --metrics ADDR`: schedule mode's glue.
+//! `portcall agent --every DURATION --metrics ADDR [--flap-changes K]
+//! [--flap-window ROUNDS]`: schedule mode's glue.
 //! Arguments, the runtime and the signals (SIGTERM and SIGINT stop,
 //! SIGHUP re-reads the plan); the rounds and the endpoint live in
 //! `probe_core::schedule`.
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use probe_core::schedule::{ReloadHandle, ScheduleConfig, Scheduled, parse_duration};
+use probe_core::schedule::{FlapConfig, ReloadHandle, ScheduleConfig, Scheduled, parse_duration};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,16 @@ pub struct ScheduleArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (and /healthz).
     #[arg(long, value_name = "ADDR:PORT", requires = "every")]
     pub metrics: Option<SocketAddr>,
+    /// A path flaps while its verdict changed (ok to violation or back,
+    /// between rounds that measured it) at least this many times within
+    /// the last --flap-window rounds: exported as portcall_path_flapping
+    /// and logged once per episode [default: 3]
+    #[arg(long, value_name = "K", requires = "every")]
+    pub flap_changes: Option<u32>,
+    /// The rounds --flap-changes are counted over, 2 to 1000
+    /// [default: 20]
+    #[arg(long, value_name = "ROUNDS", requires = "every")]
+    pub flap_window: Option<u32>,
 }
 
 fn parse_every(s: &str) -> Result<Duration, String> {
@@ -68,6 +79,10 @@ pub async fn start(
     };
     let mut config = ScheduleConfig::new(plan.to_path_buf(), every, metrics);
     config.host = host.map(str::to_string);
+    config.flaps = FlapConfig::new(
+        args.flap_changes.unwrap_or(FlapConfig::DEFAULT_CHANGES),
+        args.flap_window.unwrap_or(FlapConfig::DEFAULT_WINDOW),
+    )?;
     let scheduled = Scheduled::start(config).await?;
     eprintln!(
         "portcall agent {}: probing {} outgoing path(s) every {}; metrics on http://{}/metrics",

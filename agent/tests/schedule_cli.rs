@@ -172,7 +172,14 @@ fn sighup_reloads_the_plan_and_keeps_the_old_one_when_the_new_one_is_invalid() {
     let ok = format!(
         r#"portcall_path_ok{{plan="schedule-cli",from="app",to="db",port="{db_port}",service="svc",expect="open",family="ipv4"}} 1"#
     );
-    agent.wait_for("the first round", |m| m.contains(&ok));
+    let m = agent.wait_for("the first round", |m| m.contains(&ok));
+    // A steady path: no state change, not flapping.
+    for family in ["portcall_path_flaps_total", "portcall_path_flapping"] {
+        let line = format!(
+            r#"{family}{{plan="schedule-cli",from="app",to="db",port="{db_port}",service="svc",expect="open",family="ipv4"}} 0"#
+        );
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
 
     // An invalid plan: reported, and the old plan goes on being probed.
     std::fs::write(&plan_path, "name = \"broken\"\n[[hosts]]\nname = ").unwrap();
@@ -240,7 +247,7 @@ fn bad_schedule_arguments_exit_2_with_a_clear_message() {
     let plan_path = dir.path().join("plan.toml");
     std::fs::write(&plan_path, plan(9, "tcp", None)).unwrap();
     let p = plan_path.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--every", "5", "--metrics", "127.0.0.1:0"],
             "5 needs a unit",
@@ -264,6 +271,50 @@ fn bad_schedule_arguments_exit_2_with_a_clear_message() {
                 "127.0.0.1:0",
             ],
             "host \"nope\" is not in plan",
+        ),
+        (
+            &[
+                "--every",
+                "1s",
+                "--metrics",
+                "127.0.0.1:0",
+                "--flap-window",
+                "1",
+            ],
+            "--flap-window 1 is out of range: give 2 to 1000 rounds",
+        ),
+        (
+            &[
+                "--every",
+                "1s",
+                "--metrics",
+                "127.0.0.1:0",
+                "--flap-window",
+                "1001",
+            ],
+            "--flap-window 1001 is out of range",
+        ),
+        (
+            &[
+                "--every",
+                "1s",
+                "--metrics",
+                "127.0.0.1:0",
+                "--flap-changes",
+                "21",
+            ],
+            "--flap-changes 21 is out of range: give 2 to --flap-window (20)",
+        ),
+        (
+            &[
+                "--every",
+                "1s",
+                "--metrics",
+                "127.0.0.1:0",
+                "--flap-changes",
+                "three",
+            ],
+            "invalid value 'three' for '--flap-changes <K>'",
         ),
     ];
     for (args, needle) in cases {

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ScheduleError;
-use super::metrics::{MetricsStore, PathSample, RoundMetrics};
+use super::flaps::{FlapConfig, FlapLog, FlapTracker};
+use super::metrics::{MetricsStore, PathHistory, PathSample, RoundMetrics};
 use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
-use crate::plan::{Address, Family, Path, Plan};
+use crate::plan::{Address, Expect, Family, Path, Plan};
 use crate::port::Protocol;
 use crate::probe::service::{Proof, ServiceExchange, ServicePlan, sweep_proving};
 use crate::probe::{Host, ProbeConfig, Prober, SweepLimits, Target};
@@ -37,6 +38,12 @@ pub(crate) struct LiveRounds {
     /// Each path's last answering product and version, to log a service
     /// that changed version between rounds.
     banners: HashMap<PathKey, Banner>,
+    /// How many state changes within how many rounds make a path flap.
+    flap_config: FlapConfig,
+    /// Each path's state changes across rounds. Keyed with the
+    /// expectation too: a reload that turns a must-be-open path into a
+    /// must-be-blocked one starts new series, not a state change.
+    flaps: HashMap<(PathKey, Expect), FlapTracker>,
 }
 
 /// The product and version a service's answer named.
@@ -88,6 +95,7 @@ impl LiveRounds {
         plan: Arc<Plan>,
         concurrency: usize,
         store: Arc<MetricsStore>,
+        flap_config: FlapConfig,
     ) -> Result<LiveRounds, ScheduleError> {
         let (prober, greeter) = prober_for(&plan, &host, concurrency)?;
         Ok(LiveRounds {
@@ -100,6 +108,8 @@ impl LiveRounds {
             store,
             last: HashMap::new(),
             banners: HashMap::new(),
+            flap_config,
+            flaps: HashMap::new(),
         })
     }
 
@@ -109,6 +119,73 @@ impl LiveRounds {
             .iter()
             .filter(|p| p.from == self.host)
             .collect()
+    }
+
+    /// Follows each path across rounds: logs a service whose version
+    /// changed, a verdict that changed (unless the path is flapping, which
+    /// is logged once for the whole episode) and a path that starts or
+    /// stops flapping; fills in each sample's [`PathHistory`]. Returns how
+    /// many paths are ok.
+    fn follow(&mut self, samples: &mut [PathSample], paths: &[Path]) -> usize {
+        let mut ok = 0usize;
+        for (s, p) in samples.iter_mut().zip(paths) {
+            let key = PathKey::of(p);
+            if let Some(a) = &s.answer {
+                let now = (a.product.clone(), a.version.clone());
+                if let Some(change) = banner_change(self.banners.get(&key), &now) {
+                    tracing::warn!(
+                        "path {} -> {}:{} ({}): the {} service {change}",
+                        s.from,
+                        s.to,
+                        p.port,
+                        s.service,
+                        a.protocol
+                    );
+                }
+                self.banners.insert(key.clone(), now);
+            }
+            let verdict = s.verdict();
+            if verdict == Verdict::Ok {
+                ok += 1;
+            }
+            let tracker = self
+                .flaps
+                .entry((key.clone(), p.expect))
+                .or_insert_with(|| FlapTracker::new(self.flap_config));
+            let flap_log = tracker.observe(verdict.into());
+            s.history = PathHistory {
+                flaps_total: tracker.total(),
+                flapping: tracker.flapping(),
+            };
+            let name = format!("path {} -> {}:{} ({})", s.from, s.to, p.port, s.service);
+            match flap_log {
+                Some(FlapLog::Started) => log_flapping(&name, s, tracker),
+                Some(FlapLog::Stopped) => tracing::info!(
+                    "{name} stopped flapping: fewer than {} state changes within the last {} rounds for {} rounds in a row; now {}",
+                    tracker.config().changes(),
+                    tracker.config().window(),
+                    tracker.config().window(),
+                    match verdict {
+                        Verdict::Ok => "ok",
+                        Verdict::Violation => "a violation",
+                        Verdict::Error => "without a verdict",
+                    },
+                ),
+                None => {}
+            }
+            let held_back = tracker.announced();
+            let before = self.last.insert(key, verdict);
+            if before != Some(verdict) && (verdict != Verdict::Ok || before.is_some()) && !held_back
+            {
+                let msg = format!("{name} expected {}: observed {}", s.expect, s.observed);
+                match verdict {
+                    Verdict::Ok => tracing::info!("{msg}, ok again"),
+                    Verdict::Violation => tracing::warn!("{msg}, violation"),
+                    Verdict::Error => tracing::warn!("{msg}, could not probe"),
+                }
+            }
+        }
+        ok
     }
 
     fn try_reload(&self) -> Result<(Arc<Plan>, Probing), ScheduleError> {
@@ -160,6 +237,25 @@ fn probe_config(plan: &Plan, host: &crate::plan::Host, concurrency: usize) -> Pr
     }
 }
 
+/// The one `warn` line of a path that started flapping: what it did, the
+/// thresholds, its recent rounds, and that nothing more follows until it
+/// has been steady for a window.
+fn log_flapping(name: &str, s: &PathSample, tracker: &FlapTracker) {
+    let config = tracker.config();
+    tracing::warn!(
+        "{name} expected {} is flapping: {} state changes within the last {} rounds \
+         (k = {}, W = {}); recent rounds, oldest first: {} (. ok, x violation, ? no \
+         verdict); logged again only once it has not flapped for {} rounds",
+        s.expect,
+        tracker.recent_changes(),
+        config.window(),
+        config.changes(),
+        config.window(),
+        tracker.recent(),
+        config.window(),
+    );
+}
+
 fn target_of(path: &Path) -> Target {
     Target::new(Host::from(&path.address), path.port, path.protocol)
 }
@@ -179,7 +275,7 @@ impl Rounds for LiveRounds {
         if cancel.is_cancelled() {
             return;
         }
-        let samples: Vec<PathSample> = paths
+        let mut samples: Vec<PathSample> = paths
             .iter()
             .zip(results)
             .enumerate()
@@ -204,42 +300,11 @@ impl Rounds for LiveRounds {
                     .map(|c| c.proof)
                     .or_else(|| r.connect_time.map(|_| Proof::L4)),
                 answer: check.and_then(|c| c.answer),
+                history: PathHistory::default(),
             })
             .collect();
         let duration = started.elapsed();
-        let mut ok = 0usize;
-        for (s, p) in samples.iter().zip(&paths) {
-            if let Some(a) = &s.answer {
-                let now = (a.product.clone(), a.version.clone());
-                if let Some(change) = banner_change(self.banners.get(&PathKey::of(p)), &now) {
-                    tracing::warn!(
-                        "path {} -> {}:{} ({}): the {} service {change}",
-                        s.from,
-                        s.to,
-                        p.port,
-                        s.service,
-                        a.protocol
-                    );
-                }
-                self.banners.insert(PathKey::of(p), now);
-            }
-            let verdict = s.verdict();
-            if verdict == Verdict::Ok {
-                ok += 1;
-            }
-            let before = self.last.insert(PathKey::of(p), verdict);
-            if before != Some(verdict) && (verdict != Verdict::Ok || before.is_some()) {
-                let msg = format!(
-                    "path {} -> {}:{} ({}) expected {}: observed {}",
-                    s.from, s.to, p.port, s.service, s.expect, s.observed
-                );
-                match verdict {
-                    Verdict::Ok => tracing::info!("{msg}, ok again"),
-                    Verdict::Violation => tracing::warn!("{msg}, violation"),
-                    Verdict::Error => tracing::warn!("{msg}, could not probe"),
-                }
-            }
-        }
+        let ok = self.follow(&mut samples, &paths);
         tracing::info!(
             host = %self.host,
             paths = samples.len(),
@@ -268,6 +333,12 @@ impl Rounds for LiveRounds {
                     self.outgoing().into_iter().map(PathKey::of).collect();
                 self.last.retain(|k, _| keep.contains(k));
                 self.banners.retain(|k, _| keep.contains(k));
+                let keep_flaps: std::collections::HashSet<(PathKey, Expect)> = self
+                    .outgoing()
+                    .into_iter()
+                    .map(|p| (PathKey::of(p), p.expect))
+                    .collect();
+                self.flaps.retain(|k, _| keep_flaps.contains(k));
                 self.store.set_reload_ok(true);
                 tracing::info!(
                     plan = %self.plan_path.display(),
@@ -331,6 +402,7 @@ mod tests {
             plan,
             4,
             Arc::new(MetricsStore::new()),
+            FlapConfig::default(),
         )
         .unwrap();
         assert_eq!(rounds.outgoing().len(), 2);
@@ -341,5 +413,154 @@ mod tests {
             "one entry per path: {:?}",
             rounds.last
         );
+    }
+
+    /// The must-show's clean side with real rounds: 500 rounds against a
+    /// steady loopback service (driven back to back, not on the timer)
+    /// count no state change and never flag the path.
+    #[tokio::test]
+    async fn five_hundred_clean_rounds_report_no_flap() {
+        let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming().take(10_000) {
+                drop(s);
+            }
+        });
+        let text = format!(
+            "name = \"schedule-clean\"\n[defaults]\ntimeout_ms = 500\nretries = 0\n\
+             [[hosts]]\nname = \"app\"\naddress = \"127.0.0.1\"\n\
+             [[hosts]]\nname = \"db\"\naddress = \"127.0.0.2\"\nroles = [\"db\"]\n\
+             [roles.db]\nports = [{{ name = \"svc\", port = {port}, offset = false }}]\n\
+             [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"svc\"]\n"
+        );
+        let plan = Arc::new(Plan::parse(&text, "clean.toml").unwrap());
+        let store = Arc::new(MetricsStore::new());
+        let mut rounds = LiveRounds::new(
+            "clean.toml".into(),
+            "app".into(),
+            plan,
+            4,
+            store.clone(),
+            FlapConfig::default(),
+        )
+        .unwrap();
+        let cancel = CancellationToken::new();
+        for _ in 0..500 {
+            rounds.round(&cancel).await;
+        }
+        let e = store.snapshot();
+        assert_eq!(e.rounds_total, 500);
+        let sample = &e.last_round.as_ref().unwrap().paths[0];
+        assert_eq!(sample.verdict(), Verdict::Ok, "{sample:?}");
+        assert_eq!(sample.history, PathHistory::default());
+        let text = String::from_utf8(store.rendered().to_vec()).unwrap();
+        let labels = format!(
+            "{{plan=\"schedule-clean\",from=\"app\",to=\"db\",port=\"{port}\",service=\"svc\",expect=\"open\",family=\"ipv4\"}}"
+        );
+        assert!(
+            text.contains(&format!("portcall_path_flaps_total{labels} 0\n"))
+                && text.contains(&format!("portcall_path_flapping{labels} 0\n")),
+            "{text}"
+        );
+    }
+
+    /// The log lines `follow` writes, captured.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The log-once rule as the agent applies it: a path lost one round in
+    /// ten for 200 rounds, then steady, gets its first drop's two change
+    /// lines, one "is flapping" line, nothing for the 37 changes after it,
+    /// and one "stopped flapping" line; its series count every change.
+    #[tokio::test]
+    async fn a_flapping_path_is_logged_once_and_its_changes_are_held_back() {
+        let text = "name = \"schedule-flaps\"\n\
+             [[hosts]]\nname = \"app\"\naddress = \"127.0.0.1\"\n\
+             [[hosts]]\nname = \"db\"\naddress = \"127.0.0.2\"\nroles = [\"db\"]\n\
+             [roles.db]\nports = [{ name = \"svc\", port = 3306, offset = false }]\n\
+             [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"svc\"]\n";
+        let plan = Arc::new(Plan::parse(text, "flaps.toml").unwrap());
+        let paths: Vec<Path> = plan.paths.clone();
+        let mut rounds = LiveRounds::new(
+            "flaps.toml".into(),
+            "app".into(),
+            plan,
+            1,
+            Arc::new(MetricsStore::new()),
+            FlapConfig::default(),
+        )
+        .unwrap();
+        let p = &paths[0];
+        let sample = |observed| PathSample {
+            from: p.from.clone(),
+            to: p.to.clone(),
+            port: p.port,
+            service: p.service.clone(),
+            protocol: p.protocol,
+            expect: p.expect,
+            observed,
+            latency: None,
+            family: p.family,
+            cert_not_after: None,
+            cert_verified: None,
+            proof: None,
+            answer: None,
+            history: PathHistory::default(),
+        };
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let mut history = Vec::new();
+        tracing::subscriber::with_default(subscriber, || {
+            for round in 1..=300 {
+                let lost = round <= 200 && round % 10 == 0;
+                let mut samples = [sample(if lost {
+                    crate::probe::Observed::Timeout
+                } else {
+                    crate::probe::Observed::Open
+                })];
+                rounds.follow(&mut samples, &paths);
+                history.push(samples[0].history);
+            }
+        });
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 4, "{log}");
+        let expected = [
+            (" WARN ", "observed timeout, violation"),
+            (" INFO ", "observed open, ok again"),
+            (
+                " WARN ",
+                "is flapping: 3 state changes within the last 20 rounds",
+            ),
+            (" INFO ", "stopped flapping"),
+        ];
+        for (line, (level, words)) in lines.iter().zip(expected) {
+            assert!(line.contains(level) && line.contains(words), "{log}");
+        }
+        assert!(lines[3].ends_with("; now ok"), "{log}");
+        // Flagged at round 20, until the changes of rounds 190 and 191 have
+        // left the window (round 211).
+        let flagged: Vec<usize> = (1..=300).filter(|&r| history[r - 1].flapping).collect();
+        assert_eq!((flagged[0], flagged[flagged.len() - 1]), (20, 210));
+        assert_eq!(history[299].flaps_total, 40);
     }
 }

@@ -51,6 +51,48 @@ pub struct PathSample {
     pub proof: Option<crate::probe::service::Proof>,
     /// What answered the protocol probe, where anything did.
     pub answer: Option<crate::probe::service::ServiceAnswer>,
+    /// The path's series that accumulate over rounds.
+    pub history: PathHistory,
+}
+
+/// What a path's series carry across rounds, unlike the rest of a
+/// [`PathSample`], which is this round's alone: the place for every
+/// per-path series computed over rounds, each exported once per path, so
+/// that the series count stays linear in paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathHistory {
+    /// State changes (ok to violation or back, between measured rounds)
+    /// since the agent started probing the path.
+    pub flaps_total: u64,
+    /// Whether the path has at least `--flap-changes` changes within its
+    /// last `--flap-window` rounds.
+    pub flapping: bool,
+}
+
+/// The families computed over rounds: state changes and flapping.
+fn render_history(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> io::Result<()> {
+    family(
+        out,
+        "portcall_path_flaps_total",
+        "State changes of the path since the agent started: its verdict turned from ok to violation or back between two measured rounds (a round without a verdict is skipped, never a change).",
+        "counter",
+    )?;
+    for p in paths {
+        let v = p.history.flaps_total.to_string();
+        sample(out, "portcall_path_flaps_total", (plan, p), &[], &v)?;
+    }
+
+    family(
+        out,
+        "portcall_path_flapping",
+        "1 while the path has changed state at least --flap-changes times (default 3) within its last --flap-window rounds (default 20), else 0.",
+        "gauge",
+    )?;
+    for p in paths {
+        let v = bool01(p.history.flapping);
+        sample(out, "portcall_path_flapping", (plan, p), &[], v)?;
+    }
+    Ok(())
 }
 
 /// The service-proof families: each path's proof level, and what
@@ -239,7 +281,8 @@ impl Exposition {
             }
         }
 
-        render_proof(out, plan, paths)
+        render_proof(out, plan, paths)?;
+        render_history(out, plan, paths)
     }
 
     /// The agent's families: the last round's time and duration, rounds
@@ -455,6 +498,10 @@ mod tests {
                 status: Some("greeting".into()),
                 detail: String::new(),
             }),
+            history: PathHistory {
+                flaps_total: if to == "km" { 4 } else { 0 },
+                flapping: to == "km",
+            },
         };
         Exposition {
             last_round: Some(RoundMetrics {
@@ -541,6 +588,20 @@ mod tests {
             # HELP portcall_path_service_info What answered the path's protocol probe: its protocol, product and version as labels (letters, digits and . _ - + only, 32 characters at most); always 1, one series per path.
             # TYPE portcall_path_service_info gauge
             portcall_path_service_info{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4",answer_protocol="mysql",product="MariaDB",version="10.11.6-MariaDB9x"} 1
+            # HELP portcall_path_flaps_total State changes of the path since the agent started: its verdict turned from ok to violation or back between two measured rounds (a round without a verdict is skipped, never a change).
+            # TYPE portcall_path_flaps_total counter
+            portcall_path_flaps_total{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 0
+            portcall_path_flaps_total{plan="wso2",from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
+            portcall_path_flaps_total{plan="wso2",from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 0
+            portcall_path_flaps_total{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 4
+            portcall_path_flaps_total{plan="wso2",from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4"} 0
+            # HELP portcall_path_flapping 1 while the path has changed state at least --flap-changes times (default 3) within its last --flap-window rounds (default 20), else 0.
+            # TYPE portcall_path_flapping gauge
+            portcall_path_flapping{plan="wso2",from="app-1",to="db",port="3306",service="mysql",expect="open",family="ipv4"} 0
+            portcall_path_flapping{plan="wso2",from="app-1",to="db",port="5432",service="postgresql",expect="open",family="ipv4"} 0
+            portcall_path_flapping{plan="wso2",from="app-1",to="dmz",port="22",service="22",expect="blocked",family="ipv4"} 0
+            portcall_path_flapping{plan="wso2",from="app-1",to="km",port="9443",service="https-servlet",expect="open",family="ipv4"} 1
+            portcall_path_flapping{plan="wso2",from="app-1",to="gw",port="8243",service="nio-https",expect="open",family="ipv4"} 0
             # HELP portcall_last_round_timestamp_seconds Unix time at which the last completed round finished; absent before the first round.
             # TYPE portcall_last_round_timestamp_seconds gauge
             portcall_last_round_timestamp_seconds{plan="wso2"} 1700000000.25

@@ -12,6 +12,7 @@
 
 mod duration;
 mod error;
+mod flaps;
 mod http;
 mod live;
 pub mod metrics;
@@ -28,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use duration::{DurationError, parse_duration};
 pub use error::ScheduleError;
+pub use flaps::{FlapConfig, FlapConfigError, FlapLog, FlapState, FlapTracker};
 pub use http::HttpLimits;
-pub use metrics::{Exposition, MetricsStore, PathSample, RoundMetrics};
+pub use metrics::{Exposition, MetricsStore, PathHistory, PathSample, RoundMetrics};
 pub use timing::Timing;
 
 use crate::agent::detect_host;
@@ -55,6 +57,8 @@ pub struct ScheduleConfig {
     pub http: HttpLimits,
     /// Probe attempts in flight at once during a round.
     pub probe_concurrency: usize,
+    /// When a path counts as flapping.
+    pub flaps: FlapConfig,
 }
 
 impl ScheduleConfig {
@@ -68,6 +72,7 @@ impl ScheduleConfig {
             metrics_listen,
             http: HttpLimits::default(),
             probe_concurrency: 256,
+            flaps: FlapConfig::default(),
         }
     }
 }
@@ -127,6 +132,7 @@ impl Scheduled {
             Arc::new(plan),
             config.probe_concurrency.max(1),
             store,
+            config.flaps,
         )?;
         let addr = config.metrics_listen;
         let listener = TcpListener::bind(addr)

@@ -1056,6 +1056,7 @@ expect = "blocked"
                     protocol: path.protocol,
                     proof: None,
                     answer: None,
+                    history: Default::default(),
                 };
                 assert_eq!(
                     path.verdict,
