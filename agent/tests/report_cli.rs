@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 mod common;
-use common::{available, junit_python, portcall, text};
+use common::{available, junit_python, portcall, promtool_available, text};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -228,14 +228,7 @@ fn junit_report_reads_back_through_junitparser() {
 
 #[test]
 fn prometheus_report_passes_promtool() {
-    let have = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !available((!have).then(|| "promtool not runnable (Debian package prometheus)".to_string()))
-    {
+    if !promtool_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

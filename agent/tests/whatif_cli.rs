@@ -13,13 +13,13 @@
 //! `skipped: <reason>` and pass, unless `PORTCALL_REQUIRE_LAB=1`.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use probe_core::twin::{self, WhatIf, WhatIfFormat, WhatIfRenderOptions};
 use serde_json::Value;
 
 mod common;
-use common::{available, junit_python, portcall, text};
+use common::{available, junit_python, portcall, promtool_available, text};
 
 /// A what-if answer as `whatif --format json` writes it: one path per
 /// kind of change, a host name and a rule text with a table-cell pipe, a
@@ -199,14 +199,7 @@ fn whatif_junit_reads_back_through_junitparser() {
 
 #[test]
 fn whatif_prometheus_passes_promtool() {
-    let have = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !available((!have).then(|| "promtool not runnable (Debian package prometheus)".to_string()))
-    {
+    if !promtool_available() {
         return;
     }
     let prom = rendered(WhatIfFormat::Prometheus);

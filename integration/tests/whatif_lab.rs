@@ -92,6 +92,33 @@ pub(crate) fn whatif<N: LabNet>(
     (code, serde_json::from_str(&text).unwrap())
 }
 
+/// `portcall state collect` from the coordinator's namespace with
+/// `access` (`--pki DIR`, or the `--ssh` settings), into `dir/state`; the
+/// state it wrote.
+pub(crate) fn collect_state<N: LabNet>(
+    lab: &PlanLab<N>,
+    access: &[std::ffi::OsString],
+    dir: &Path,
+) -> State {
+    let out = lab
+        .lab
+        .command(COORDINATOR, lab.bin())
+        .args(["state", "collect", "--plan"])
+        .arg(lab.plan_path())
+        .args(access)
+        .arg("--out")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    State::load(&dir.join("state")).unwrap()
+}
+
 pub(crate) fn side(p: &PathReport) -> Side {
     Side {
         verdict: p.verdict,
@@ -245,24 +272,7 @@ fn whatif_wso2_twin_agrees_with_live_and_predicts_each_candidate() {
     // The state collected through the agents (mTLS, the coordinator's
     // certificate, from the operator's host) gives the same agreement.
     let collected = tempfile::tempdir().unwrap();
-    let out = lab
-        .lab
-        .command(COORDINATOR, lab.bin())
-        .args(["state", "collect", "--plan"])
-        .arg(lab.plan_path())
-        .arg("--pki")
-        .arg(lab.pki())
-        .arg("--out")
-        .arg(collected.path().join("state"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let state = State::load(&collected.path().join("state")).unwrap();
+    let state = collect_state(&lab, &["--pki".into(), lab.pki().into()], collected.path());
     assert_eq!(state.hosts.len(), lab.plan.hosts.len());
     let db = &state.hosts["db"];
     assert_eq!(db.interfaces[0].name, "eth0");

@@ -18,9 +18,9 @@ use probe_core::report::blame::{BlameRule, Where};
 use probe_core::report::{Report, Verdict};
 use probe_core::twin::PathChange;
 use probe_core::twin::diff::WhatIf;
-use probe_core::twin::state::{RulesetSyntax, State};
+use probe_core::twin::state::RulesetSyntax;
 
-use crate::whatif_lab::{assert_predicted, whatif};
+use crate::whatif_lab::{assert_predicted, collect_state, whatif};
 
 /// The coordinator runs here (its control connections to the data zone
 /// cross `fw`'s forward chain, like every probe between the zones).
@@ -321,24 +321,7 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
     // The state collected through the agents gives the same agreement:
     // fw's two legs, forwarding on, its ruleset as JSON.
     let collected = tempfile::tempdir().unwrap();
-    let out = lab
-        .lab
-        .command(COORDINATOR, lab.bin())
-        .args(["state", "collect", "--plan"])
-        .arg(lab.plan_path())
-        .arg("--pki")
-        .arg(lab.pki())
-        .arg("--out")
-        .arg(collected.path().join("state"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let state = State::load(&collected.path().join("state")).unwrap();
+    let state = collect_state(&lab, &["--pki".into(), lab.pki().into()], collected.path());
     let fw = &state.hosts["fw"];
     assert!(fw.forwarding, "fw forwards");
     let mut legs: Vec<String> = fw
@@ -542,23 +525,8 @@ fn whatif_state_collected_over_ssh_with_a_plan_host_router_agrees_with_live() {
     );
 
     let collected = tempfile::tempdir().unwrap();
-    let out = lab
-        .lab
-        .command(COORDINATOR, lab.bin())
-        .args(["state", "collect", "--plan"])
-        .arg(lab.plan_path())
-        .args(args)
-        .arg("--out")
-        .arg(collected.path().join("state"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let state = State::load(&collected.path().join("state")).unwrap();
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let state = collect_state(&lab, &args, collected.path());
     assert_eq!(state.hosts.len(), lab.plan.hosts.len());
     assert!(state.hosts["fw"].forwarding, "fw forwards");
     assert!(!state.hosts["db"].forwarding, "db does not");

@@ -49,3 +49,15 @@ pub fn junit_python() -> Result<String, String> {
             .into(),
     )
 }
+
+/// Whether promtool runs here; otherwise prints `skipped` (or panics under
+/// `PORTCALL_REQUIRE_LAB=1`) and returns false.
+pub fn promtool_available() -> bool {
+    let have = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    available((!have).then(|| "promtool not runnable (Debian package prometheus)".to_string()))
+}
