@@ -92,17 +92,18 @@ pub(crate) fn whatif<N: LabNet>(
     (code, serde_json::from_str(&text).unwrap())
 }
 
-/// `portcall state collect` from the coordinator's namespace with
-/// `access` (`--pki DIR`, or the `--ssh` settings), into `dir/state`; the
-/// state it wrote.
+/// `portcall state collect` from `coordinator`'s namespace with `access`
+/// (`--pki DIR`, or the `--ssh` settings), into `dir/state`; the state it
+/// wrote.
 pub(crate) fn collect_state<N: LabNet>(
     lab: &PlanLab<N>,
+    coordinator: &str,
     access: &[std::ffi::OsString],
     dir: &Path,
 ) -> State {
     let out = lab
         .lab
-        .command(COORDINATOR, lab.bin())
+        .command(coordinator, lab.bin())
         .args(["state", "collect", "--plan"])
         .arg(lab.plan_path())
         .args(access)
@@ -272,7 +273,12 @@ fn whatif_wso2_twin_agrees_with_live_and_predicts_each_candidate() {
     // The state collected through the agents (mTLS, the coordinator's
     // certificate, from the operator's host) gives the same agreement.
     let collected = tempfile::tempdir().unwrap();
-    let state = collect_state(&lab, &["--pki".into(), lab.pki().into()], collected.path());
+    let state = collect_state(
+        &lab,
+        COORDINATOR,
+        &["--pki".into(), lab.pki().into()],
+        collected.path(),
+    );
     assert_eq!(state.hosts.len(), lab.plan.hosts.len());
     let db = &state.hosts["db"];
     assert_eq!(db.interfaces[0].name, "eth0");

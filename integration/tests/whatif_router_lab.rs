@@ -321,7 +321,12 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
     // The state collected through the agents gives the same agreement:
     // fw's two legs, forwarding on, its ruleset as JSON.
     let collected = tempfile::tempdir().unwrap();
-    let state = collect_state(&lab, &["--pki".into(), lab.pki().into()], collected.path());
+    let state = collect_state(
+        &lab,
+        COORDINATOR,
+        &["--pki".into(), lab.pki().into()],
+        collected.path(),
+    );
     let fw = &state.hosts["fw"];
     assert!(fw.forwarding, "fw forwards");
     let mut legs: Vec<String> = fw
@@ -526,7 +531,7 @@ fn whatif_state_collected_over_ssh_with_a_plan_host_router_agrees_with_live() {
 
     let collected = tempfile::tempdir().unwrap();
     let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-    let state = collect_state(&lab, &args, collected.path());
+    let state = collect_state(&lab, COORDINATOR, &args, collected.path());
     assert_eq!(state.hosts.len(), lab.plan.hosts.len());
     assert!(state.hosts["fw"].forwarding, "fw forwards");
     assert!(!state.hosts["db"].forwarding, "db does not");
