@@ -62,6 +62,8 @@ pub struct RoundConfig {
     /// The paths to measure (`check --only`, from
     /// [`Plan::select_paths`]); `None` for every path of the plan.
     pub only: Option<Vec<usize>>,
+    /// Quality samples per path (`check --samples`; 1: none).
+    pub samples: u32,
 }
 
 /// Evidence requests in flight at once (see the evidence phase).
@@ -161,6 +163,7 @@ impl Default for RoundConfig {
             endpoints: BTreeMap::new(),
             observer: Observer::default(),
             only: None,
+            samples: 1,
         }
     }
 }
@@ -181,7 +184,8 @@ impl RoundConfig {
             .retries
             .saturating_add(10)
             .saturating_add(crate::probe::ROUND_LOSS_RETRIES);
-        attempt * tries + pacing + crate::probe::WALK_BUDGET + self.probe_slack
+        let sampling = crate::probe::samples::plan_sampling_time(plan, self.samples);
+        attempt * tries + pacing + crate::probe::WALK_BUDGET + self.probe_slack + sampling
     }
 
     /// The canaries' TTL: the worst case of the whole round, plus slack.
@@ -468,6 +472,7 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
             &sessions,
             &self.round,
             self.config.only.clone(),
+            self.config.samples,
         ));
         let probe_deadline = self.config.probe_deadline(self.plan);
         let observer = &self.config.observer;
@@ -705,7 +710,12 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
 /// The `probe` request every source gets: which target ports are probed
 /// live (a service holds them), which are skipped (no canary could open)
 /// and which hosts are down.
-fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) -> ProbeRequest {
+fn probe_request(
+    sessions: &[Session],
+    round: &str,
+    only: Option<Vec<usize>>,
+    samples: u32,
+) -> ProbeRequest {
     let mut live = Vec::new();
     let mut skip = Vec::new();
     let mut skip_hosts = Vec::new();
@@ -736,6 +746,7 @@ fn probe_request(sessions: &[Session], round: &str, only: Option<Vec<usize>>) ->
         skip,
         skip_hosts,
         only,
+        samples,
     }
 }
 

@@ -249,6 +249,7 @@ async fn a_client_certificate_with_another_name_gets_no_canary_and_no_probe() {
             skip: vec![],
             skip_hosts: vec![],
             only: None,
+            samples: 1,
         }),
     ] {
         let mut c = control::connect(&hb, "db", Some(ip), db, Duration::from_secs(2))
@@ -367,6 +368,7 @@ async fn round_with_pause<F: std::future::Future<Output = ()>>(
         skip: vec![],
         skip_hosts: vec![],
         only: None,
+        samples: 1,
     });
     for host in ["web", "app"] {
         let r = conns

@@ -1231,6 +1231,7 @@ async fn a_killed_round_does_not_poison_the_next_one_within_the_lease() {
                     skip: vec![],
                     skip_hosts: vec![],
                     only: None,
+                    samples: 1,
                 }),
                 Duration::from_secs(5),
             )

@@ -26,6 +26,7 @@ mod nft_cmd;
 pub mod nftrace;
 mod outgoing;
 mod prepare;
+mod sampling;
 mod serve;
 mod sock_diag;
 mod state;

@@ -216,6 +216,16 @@ pub struct ProbeRequest {
     /// indices of the paths to probe; `None` for every outgoing path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<usize>>,
+    /// Quality samples per path (`check --samples`): more than 1 asks
+    /// the source to repeat each open canary path's exchange that many
+    /// times after its probe ([`crate::probe::samples`]); 0 or 1 (absent
+    /// from older coordinators) samples nothing.
+    #[serde(default, skip_serializing_if = "is_one_or_less")]
+    pub samples: u32,
+}
+
+fn is_one_or_less(n: &u32) -> bool {
+    *n <= 1
 }
 
 /// Names a round in `evidence` and `teardown`.
@@ -523,6 +533,10 @@ pub struct PathProbe {
     /// source's own address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbour: Option<NeighbourFailure>,
+    /// The source's count of the path's quality samples (sent, answered,
+    /// round trips), where the round sampled and the path was open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Box<crate::probe::samples::SampleTally>>,
 }
 
 /// A neighbour entry of the source that never resolved: ARP (IPv4) or
@@ -556,6 +570,10 @@ pub struct Sighting {
     /// retries); 0 for TCP, where one connection carries one nonce.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub datagrams: u32,
+    /// For a UDP canary: how many quality samples (`PORTCALL-SAMPLE`
+    /// datagrams) carried this nonce, counted apart from `datagrams`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -581,6 +599,10 @@ pub struct CanaryEvidence {
     /// a UDP canary's `strays` counts datagrams, not connections.
     #[serde(default)]
     pub transport: TransportProtocol,
+    /// The canary counts quality samples per nonce (`Sighting::samples`);
+    /// absent from agents that do not, whose count is then unknown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counts_samples: bool,
 }
 
 impl CanaryEvidence {

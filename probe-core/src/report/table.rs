@@ -236,6 +236,7 @@ pub(crate) mod tests {
             proof: None,
             service_answer: None,
             answered: None,
+            quality: None,
         }
     }
 

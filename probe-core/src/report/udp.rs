@@ -367,6 +367,7 @@ expect = "blocked"
             proof: None,
             service_answer: None,
             answered: None,
+            quality: None,
         }
     }
 
@@ -395,6 +396,7 @@ expect = "blocked"
                 nonce: nonce.into(),
                 source: "198.18.0.1:40000".parse().unwrap(),
                 datagrams,
+                samples: 0,
             }],
             strays: 0,
             dropped: 0,
@@ -404,6 +406,7 @@ expect = "blocked"
             } else {
                 crate::control::TransportProtocol::Tcp
             },
+            counts_samples: false,
         }
     }
 

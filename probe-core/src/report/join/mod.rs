@@ -127,7 +127,9 @@ impl<'a> StreamedReport<'a> {
                 texts: &self.texts,
                 index: &self.index,
             };
-            match f(join_path(self.plan, self.round, lookups, &p, probe)) {
+            let mut r = join_path(self.plan, self.round, lookups, &p, probe);
+            super::quality::attach(self.plan, self.round, &p, probe, &mut r);
+            match f(r) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
                 Err(e) => std::ops::ControlFlow::Break(e),
             }
@@ -437,6 +439,7 @@ fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
         proof: None,
         service_answer: None,
         answered: None,
+        quality: None,
     }
 }
 
@@ -497,6 +500,7 @@ expect = "blocked"
                     dropped: 0,
                     shed: 0,
                     transport: l.protocol.into(),
+                    counts_samples: false,
                 })
                 .collect(),
             listeners,
@@ -552,6 +556,7 @@ expect = "blocked"
             proof: None,
             service_answer: None,
             answered: None,
+            quality: None,
         }
     }
 
@@ -585,6 +590,7 @@ expect = "blocked"
             nonce: nonce.into(),
             source: "127.0.9.1:40000".parse().unwrap(),
             datagrams: 0,
+            samples: 0,
         }]
     }
 
@@ -686,6 +692,7 @@ expect = "blocked"
             nonce: nonce.into(),
             source: std::net::SocketAddr::from(([198, 18, 0, 1], port)),
             datagrams: 0,
+            samples: 0,
         };
         let canary = |port: u16, udp: bool, seen: Vec<Sighting>| CanaryEvidence {
             port,
@@ -698,6 +705,7 @@ expect = "blocked"
             } else {
                 crate::control::TransportProtocol::Tcp
             },
+            counts_samples: false,
         };
         let shake = |port: u16, source: &str, stage: HandshakeStage| Handshake {
             port,
@@ -1219,6 +1227,7 @@ ports = ["mysql"]
                 nonce: "aa".into(),
                 source: "198.18.1.20:40000".parse().unwrap(),
                 datagrams: 0,
+                samples: 0,
             }],
         );
         db.handshakes = Some(vec![Handshake {
