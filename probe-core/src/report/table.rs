@@ -62,13 +62,18 @@ pub fn write(report: &Report, options: ReportTableOptions, w: &mut impl Write) -
         if verdict == Verdict::Ok && !options.show_ok {
             continue;
         }
+        // The quality column only where the round took samples.
+        let sampled = paths.iter().any(|p| p.quality.is_some());
         for (label, group) in by_flow(&paths) {
             writeln!(w, "  {label}")?;
-            let mut t =
-                Table::with_header(["FROM", "TO", "PORT", "EXPECT", "OBSERVED", "LATENCY", "WHY"])
-                    .indent(4);
+            let mut header = vec!["FROM", "TO", "PORT", "EXPECT", "OBSERVED", "LATENCY"];
+            if sampled {
+                header.push("QUALITY");
+            }
+            header.push("WHY");
+            let mut t = Table::with_header(header).indent(4);
             for p in group {
-                t.row([
+                let mut row = vec![
                     p.from.clone(),
                     p.to.clone(),
                     match p.family.filter(|_| mixed) {
@@ -83,8 +88,12 @@ pub fn write(report: &Report, options: ReportTableOptions, w: &mut impl Write) -
                     ),
                     p.latency_ms
                         .map_or("-".to_string(), |l| format!("{l:.2} ms")),
-                    why(p),
-                ]);
+                ];
+                if sampled {
+                    row.push(super::text::quality(p).unwrap_or_else(|| "-".into()));
+                }
+                row.push(why(p));
+                t.row(row);
             }
             t.write_to(w)?;
         }

@@ -595,6 +595,57 @@ expect = "blocked"
     }
 
     #[test]
+    fn quality_sits_beside_the_verdict_and_a_flow_threshold_makes_a_violation() {
+        use crate::probe::samples::SampleTally;
+        let strict = PLAN.replace(
+            "ports = [\"mysql\", 22]",
+            "ports = [\"mysql\", 22]\nmax_rtt_ms = 10",
+        );
+        let p = Plan::parse(&strict, "join.toml").unwrap();
+        let mut web = up(
+            vec![],
+            vec![
+                probe(0, Some("aa"), Observed::Open),
+                probe(1, None, Observed::Refused),
+            ],
+            vec![],
+        );
+        let rtts: Vec<u64> = (0..97).map(|k| 20_000 + (k % 3) * 1000).collect();
+        web.probes[0].quality = Some(Box::new(SampleTally::of(100, 100, &rtts)));
+        web.probes[1].quality = Some(Box::new(SampleTally::of(100, 0, &[])));
+        let db = up(
+            vec![mysql(ListenerState::Canary)],
+            vec![probe(2, None, Observed::Timeout)],
+            saw("aa"),
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        let r = join(&p, &round);
+        let q = r.paths[0].quality.clone().flatten().expect("sampled");
+        assert_eq!((q.sent, q.answered, q.arrived), (100, 97, None));
+        assert_eq!((q.loss_forward_pct, q.loss_return_pct), (None, None), "TCP");
+        assert_eq!(r.paths[0].verdict, Verdict::Violation);
+        assert!(
+            r.paths[0]
+                .detail
+                .ends_with("; median round trip 21.0 ms > 10 ms"),
+            "{}",
+            r.paths[0].detail
+        );
+        let json = serde_json::to_value(&r.paths).unwrap();
+        assert_eq!(json[0]["quality"]["rtt_ms"]["p50"], 21.0);
+        assert!(json[1]["quality"].is_null() && json[1].get("quality").is_some());
+        assert!(json[2].get("quality").is_none(), "not a sampling source");
+        // Without the threshold the same figures leave the verdict alone.
+        let lenient = join(&plan(), &round);
+        assert_eq!(lenient.paths[0].verdict, Verdict::Ok);
+        assert!(lenient.paths[0].quality.is_some());
+    }
+
+    #[test]
     fn latency_is_the_connect_round_trip_null_without_a_connection_and_tls_apart() {
         let mut r = run(ListenerState::Canary, Observed::Timeout, vec![]);
         assert_eq!(r.paths[0].latency_ms, None, "a timeout never connected");
