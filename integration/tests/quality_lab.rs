@@ -46,11 +46,16 @@ address = "198.18.0.92"
 roles = ["q"]
 
 [[flows]]
-name = "src reaches lossy"
+name = "lossy udp"
 from = "host:src"
 to = "host:lossy"
 ports = ["q-udp"]
 max_loss_pct = 10
+[[flows]]
+name = "lossy tcp"
+from = "host:src"
+to = "host:lossy"
+ports = ["q-tcp"]
 [[flows]]
 name = "src reaches far"
 from = "host:src"
@@ -78,6 +83,42 @@ table inet qtruth {{
   chain input {{
     type filter hook input priority 0; policy accept;
     ip saddr 198.18.0.91 udp sport 15501 {SAMPLE_PREFIX} counter name \"back\"
+  }}
+}}
+"
+    )
+}
+
+/// A TCP sample's SYN (its MSS is the samples' mark).
+const SAMPLE_SYN: &str = "tcp flags & (fin|syn|rst|ack) == syn tcp option maxseg size 1211";
+
+/// The source's counter of TCP sample SYNs sent to `lossy`.
+fn tcp_source_counters() -> String {
+    format!(
+        "
+table inet qtruth {{
+  counter sent {{}}
+  counter back {{}}
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr 198.18.0.91 tcp dport 15502 {SAMPLE_SYN} counter name \"sent\"
+  }}
+}}
+"
+    )
+}
+
+/// `pct` of the TCP sample SYNs dropped on `lossy`'s input, counted.
+fn tcp_target_rules(pct: u32) -> String {
+    format!(
+        "
+table inet qloss {{
+  counter seen_in {{}}
+  counter dropped_in {{}}
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    ip saddr 198.18.0.90 tcp dport 15502 {SAMPLE_SYN} counter name \"seen_in\"
+    ip saddr 198.18.0.90 tcp dport 15502 {SAMPLE_SYN} numgen random mod 100 < {pct} counter name \"dropped_in\" drop
   }}
 }}
 "
@@ -151,7 +192,14 @@ fn loss_case(lab: &PlanLab, forward: bool, pct_lost: u32) -> String {
     let run = lab
         .check_with(
             "src",
-            &["--pki", &pki, "--samples", &samples, "--only", "host:lossy"],
+            &[
+                "--pki",
+                &pki,
+                "--samples",
+                &samples,
+                "--only",
+                "flow:lossy udp",
+            ],
         )
         .expect("check");
     let p = run
@@ -209,6 +257,57 @@ fn loss_case(lab: &PlanLab, forward: bool, pct_lost: u32) -> String {
     line
 }
 
+/// TCP: `pct`% of the sample SYNs dropped on the target's input; the
+/// target's count (its trace table) against the nft counters.
+fn tcp_forward_case(lab: &PlanLab, pct_lost: u32) -> String {
+    load(lab, "src", "qtruth", &tcp_source_counters());
+    load(lab, "lossy", "qloss", &tcp_target_rules(pct_lost));
+    let pki = lab.pki().to_string_lossy().into_owned();
+    let samples = SAMPLES.to_string();
+    let run = lab
+        .check_with(
+            "src",
+            &[
+                "--pki",
+                &pki,
+                "--samples",
+                &samples,
+                "--only",
+                "flow:lossy tcp",
+            ],
+        )
+        .expect("check");
+    let p = run
+        .report
+        .paths
+        .iter()
+        .find(|p| p.to == "lossy" && p.protocol == Protocol::Tcp)
+        .expect("the lossy tcp path");
+    let q = quality(p);
+    let sent = counter(lab, "src", "qtruth", "sent");
+    let (seen, dropped) = (
+        counter(lab, "lossy", "qloss", "seen_in"),
+        counter(lab, "lossy", "qloss", "dropped_in"),
+    );
+    let truth = pct(dropped, seen);
+    let line = format!(
+        "tcp {pct_lost}% forward: measured forward {:?}% return {:?}% (sent {} arrived {:?} \
+         answered {}); nft truth forward {truth:.2}% ({dropped} of {seen}), source sent {sent}",
+        q.loss_forward_pct, q.loss_return_pct, q.sent, q.arrived, q.answered
+    );
+    eprintln!("{line}");
+    assert_eq!(u64::from(q.sent), sent, "one SYN per sample: {line}");
+    assert_eq!(q.arrived.map(u64::from), Some(seen - dropped), "{line}");
+    let fwd = q.loss_forward_pct.expect("forward loss");
+    assert!((fwd - truth).abs() <= 1.5, "{line}");
+    assert!(
+        q.loss_return_pct.expect("return loss").abs() <= 1.0,
+        "{line}"
+    );
+    assert!(q.sent >= 200, "{line}");
+    line
+}
+
 #[test]
 fn loss_per_direction_matches_nft_counters_and_delay_the_delay_line() {
     if !lab_available() {
@@ -225,6 +324,7 @@ fn loss_per_direction_matches_nft_counters_and_delay_the_delay_line() {
     for (forward, pct_lost) in [(true, 5), (true, 20), (false, 5), (false, 20)] {
         lines.push(loss_case(&lab, forward, pct_lost));
     }
+    lines.push(tcp_forward_case(&lab, 20));
     // 20 ± 5 ms on far's inbound packets, from here on.
     crate::timing_lab::delay(&lab.lab, "far", 20, 5);
     let pki = lab.pki().to_string_lossy().into_owned();
@@ -258,9 +358,8 @@ fn loss_per_direction_matches_nft_counters_and_delay_the_delay_line() {
         if p.protocol == Protocol::Udp {
             assert_eq!(q.arrived, Some(q.sent), "{line}");
         } else {
-            // A TCP target counts no SYNs: the directions are unknown.
-            assert_eq!(q.arrived, None, "{line}");
-            assert_eq!((q.loss_forward_pct, q.loss_return_pct), (None, None));
+            // The target's trace table counted every sample SYN.
+            assert_eq!(q.arrived, Some(q.sent), "{line}");
         }
     }
     assert_eq!(run.report.paths.iter().filter(|p| p.to == "far").count(), 2);

@@ -31,6 +31,7 @@ mod serve;
 mod sock_diag;
 mod state;
 mod stdio;
+mod syn_samples;
 pub mod syn_watch;
 mod trace_event;
 mod trace_netlink;

@@ -669,6 +669,7 @@ impl Tracer {
             owned.forget(&table);
             return Err(e);
         }
+        super::syn_samples::add(&bin, &table, ttl).await;
         let (monitor, netlink) = match reader {
             Reader::Text(m) => (Some(*m), None),
             Reader::Netlink(sub) => {

@@ -635,6 +635,23 @@ pub struct EvidenceReply {
     /// `None` from agents that do not trace (older ones, the demo's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceEvidence>,
+    /// TCP quality samples' SYNs that passed this host's input filters,
+    /// per source address and port (counted in the round's trace table);
+    /// `None` where the agent cannot count (no trace table: no
+    /// CAP_NET_ADMIN or no `nft`, older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_samples: Option<Vec<SynSamples>>,
+}
+
+/// SYNs of TCP quality samples from one source address to one port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynSamples {
+    /// The source address.
+    pub source: IpAddr,
+    /// The port.
+    pub port: u16,
+    /// How many arrived.
+    pub syns: u32,
 }
 
 /// Whether an agent could trace its host's firewall during the round.

@@ -15,9 +15,9 @@ pub use messages::{
     CanaryEvidence, ErrorReply, EvidenceReply, Handshake, HandshakeStage, HelloReply, HostPort,
     ListenerReport, ListenerState, ListeningSocket, NeighbourFailure, PROTOCOL_VERSION, PathProbe,
     PlanUpload, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RenewReply, Request,
-    Response, RoundRef, Sighting, SourceAddresses, SourcesTraced, TraceDirection, TraceEvidence,
-    TraceSourcesRequest, TraceState, TraceStop, TracedFlow, TransportProtocol, VersionMismatch,
-    listening_words, process_words,
+    Response, RoundRef, Sighting, SourceAddresses, SourcesTraced, SynSamples, TraceDirection,
+    TraceEvidence, TraceSourcesRequest, TraceState, TraceStop, TracedFlow, TransportProtocol,
+    VersionMismatch, listening_words, process_words,
 };
 pub use messages::{InterfaceState, RouteState, StateReply};
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};

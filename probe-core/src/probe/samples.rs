@@ -13,8 +13,10 @@
 //!   ([`TCP_SAMPLE_DEADLINE`], at most the plan's timeout) is below the
 //!   kernel's initial SYN retransmission (1 s), so each sample is exactly
 //!   one SYN; answered is a completed handshake, its round trip the
-//!   connect time. The connection then carries the sample line, so the
-//!   canary knows it for ours and counts it as nothing else. At most
+//!   connect time. Its SYN advertises the MSS [`SAMPLE_MSS`], by which the
+//!   target's trace table counts the sample SYNs that arrived. The
+//!   connection then carries the sample line, so the canary knows it for
+//!   ours and counts it as nothing else. At most
 //!   [`TCP_IN_FLIGHT`] connects are in flight per path.
 //!
 //! Every loop is bounded in count ([`MAX_SAMPLES`]) and in time (the
@@ -44,8 +46,17 @@ pub const INTERVAL: Duration = Duration::from_millis(10);
 /// retransmission timeout (1 s), so a sample is one SYN, never two.
 pub const TCP_SAMPLE_DEADLINE: Duration = Duration::from_millis(900);
 
-/// TCP sample connects in flight at once per path.
-pub const TCP_IN_FLIGHT: usize = 4;
+/// TCP sample connects in flight at once per path (a lost SYN holds its
+/// slot until the deadline).
+pub const TCP_IN_FLIGHT: usize = 8;
+
+/// The MSS a TCP sample's SYN advertises (`TCP_MAXSEG` before connect):
+/// the mark by which the target's trace table counts sample SYNs apart
+/// from every other. Below any link's MSS (so the kernel advertises it as
+/// set) and unlike the engine's path-MTU try (536). A middlebox that
+/// rewrites it makes the target count fewer than were answered: counts
+/// that disagree, reported as unknown.
+pub const SAMPLE_MSS: u32 = 1211;
 
 /// Longest a UDP sample's answer is waited for.
 pub const MAX_REPLY_WAIT: Duration = Duration::from_secs(1);
@@ -347,6 +358,7 @@ async fn tcp_sample(
     if let Some(s) = source.filter(|s| s.is_ipv4() == target.is_ipv4()) {
         socket.bind(SocketAddr::new(s, 0))?;
     }
+    socket2::SockRef::from(&socket).set_tcp_mss(SAMPLE_MSS)?;
     let started = Instant::now();
     let mut stream = match timeout(deadline, socket.connect(target)).await {
         Ok(Ok(s)) => s,

@@ -159,11 +159,22 @@ impl Limits {
 /// that counts samples, its count under the probe's nonce (0 when it never
 /// saw the nonce); `None` for TCP or a target that cannot count.
 fn arrived(round: &RoundEvidence, path: &PathView<'_>, probe: &PathProbe) -> Option<u32> {
-    if path.protocol != Protocol::Udp {
-        return None;
-    }
     let dst = round.agents.get(path.to)?;
     if dst.evidence_error.is_some() {
+        return None;
+    }
+    if path.protocol == Protocol::Tcp {
+        // The SYNs its trace table counted from the probe's source.
+        let source = probe.source?.ip();
+        let port = path.port.get();
+        return dst.syn_samples.as_ref().map(|counts| {
+            counts
+                .iter()
+                .find(|c| c.source == source && c.port == port)
+                .map_or(0, |c| c.syns)
+        });
+    }
+    if path.protocol != Protocol::Udp {
         return None;
     }
     let nonce = probe.nonce.as_deref()?;

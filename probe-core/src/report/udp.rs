@@ -386,6 +386,7 @@ expect = "blocked"
             handshakes: None,
             trace: None,
             addresses: Vec::new(),
+            syn_samples: None,
         }
     }
 

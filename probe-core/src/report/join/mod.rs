@@ -510,6 +510,7 @@ expect = "blocked"
             handshakes: None,
             trace: None,
             addresses: Vec::new(),
+            syn_samples: None,
         }
     }
 
