@@ -9,7 +9,9 @@
 //! sent, the samples and answers the target's firewall saw and dropped,
 //! the answers the source's kernel received. Each measured loss must be
 //! within 1.5 points of the truth, the other direction within 1 point of
-//! 0. The delay is `scripts/lab/delay_line.py` (20 ± 5 ms on the target's
+//! 0. TCP samples (one SYN each, marked by its MSS) are counted by the
+//! target's trace table: 20% of their SYNs dropped on the target's input
+//! must be measured as the counters say. The delay is `scripts/lab/delay_line.py` (20 ± 5 ms on the target's
 //! inbound packets, this kernel has no `sch_netem`): the median round trip
 //! must be within 2 ms of 20 ms, with p95 and jitter reported, for UDP and
 //! TCP samples alike.

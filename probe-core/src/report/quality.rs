@@ -5,10 +5,11 @@
 //! turn a path over them into a violation with the figures in its detail.
 //!
 //! - forward loss = 1 − arrived/sent, return loss = 1 − answered/arrived,
-//!   only where the target counted (a UDP canary); a TCP path's target
-//!   does not count SYNs, so both are `null` and `sent`/`answered` say the
-//!   round-trip loss. Counts that disagree with themselves (more arrived
-//!   than sent, more answered than arrived) are `null` too, never guessed.
+//!   only where the target counted (a UDP canary; a TCP target's trace
+//!   table, counting the samples' SYNs); elsewhere both are `null` and
+//!   `sent`/`answered` say the round-trip loss. Counts that disagree with
+//!   themselves (more arrived than sent, more answered than arrived) are
+//!   `null` too, never guessed.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +27,8 @@ pub struct Quality {
     pub samples: u32,
     /// Samples sent.
     pub sent: u32,
-    /// Samples the target's canary counted; `null` where it cannot count
-    /// (TCP) or its count disagrees with the source's.
+    /// Samples the target counted; `null` where it cannot count or its
+    /// count disagrees with the source's.
     pub arrived: Option<u32>,
     /// Samples answered back to the source.
     pub answered: u32,

@@ -627,7 +627,11 @@ expect = "blocked"
         let r = join(&p, &round);
         let q = r.paths[0].quality.clone().flatten().expect("sampled");
         assert_eq!((q.sent, q.answered, q.arrived), (100, 97, None));
-        assert_eq!((q.loss_forward_pct, q.loss_return_pct), (None, None), "TCP");
+        assert_eq!(
+            (q.loss_forward_pct, q.loss_return_pct),
+            (None, None),
+            "no count"
+        );
         assert_eq!(r.paths[0].verdict, Verdict::Violation);
         assert!(
             r.paths[0]
