@@ -13,11 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::evidence::RoundEvidence;
-use super::{PathReport, Verdict};
-use crate::control::PathProbe;
-use crate::plan::{Expect, PathView, Plan};
-use crate::port::Protocol;
+use crate::plan::{PathView, Plan};
 use crate::probe::samples::SampleTally;
 
 /// A path's quality in the report (`quality` in `portcall.report/v1`).
@@ -156,74 +152,6 @@ impl Limits {
     }
 }
 
-/// What the target's canary counted of `path`'s samples: a UDP canary
-/// that counts samples, its count under the probe's nonce (0 when it never
-/// saw the nonce); `None` for TCP or a target that cannot count.
-fn arrived(round: &RoundEvidence, path: &PathView<'_>, probe: &PathProbe) -> Option<u32> {
-    let dst = round.agents.get(path.to)?;
-    if dst.evidence_error.is_some() {
-        return None;
-    }
-    if path.protocol == Protocol::Tcp {
-        // The SYNs its trace table counted from the probe's source.
-        let source = probe.source?.ip();
-        let port = path.port.get();
-        return dst.syn_samples.as_ref().map(|counts| {
-            counts
-                .iter()
-                .find(|c| c.source == source && c.port == port)
-                .map_or(0, |c| c.syns)
-        });
-    }
-    if path.protocol != Protocol::Udp {
-        return None;
-    }
-    let nonce = probe.nonce.as_deref()?;
-    let port = path.port.get();
-    let canary = dst
-        .canaries
-        .iter()
-        .find(|c| c.port == port && c.is_udp() && c.counts_samples)?;
-    Some(
-        canary
-            .seen
-            .iter()
-            .find(|s| s.nonce == nonce)
-            .map_or(0, |s| s.samples),
-    )
-}
-
-/// Puts `path`'s quality on `r` where the round sampled it (`null` where it
-/// sampled nothing: the path did not open), and makes an `ok` open path
-/// over its flows' thresholds a violation with the figures in its detail.
-pub(super) fn attach(
-    plan: &Plan,
-    round: &RoundEvidence,
-    path: &PathView<'_>,
-    probe: Option<&PathProbe>,
-    r: &mut PathReport,
-) {
-    let Some(tally) = probe.and_then(|p| p.quality.as_deref()) else {
-        return;
-    };
-    if tally.sent == 0 || tally.samples <= 1 {
-        r.quality = Some(None);
-        return;
-    }
-    let q = Quality::of(tally, probe.and_then(|p| arrived(round, path, p)));
-    let breaches = q.breaches(Limits::of(plan, path));
-    if r.verdict == Verdict::Ok && path.expect == Expect::Open && !breaches.is_empty() {
-        r.verdict = Verdict::Violation;
-        let figures = breaches.join("; ");
-        r.detail = if r.detail.is_empty() {
-            figures
-        } else {
-            format!("{}; {figures}", r.detail)
-        };
-    }
-    r.quality = Some(Some(q));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,43 +215,5 @@ mod tests {
             "round-trip loss 3.0% > 2%".to_string()
         );
         assert!(Quality::of(&tally(100, 0), None).breaches(limits)[1].contains("no sample"));
-    }
-
-    #[test]
-    fn table_and_markdown_show_the_figures_only_when_the_round_sampled() {
-        let mut report = crate::report::table::tests::sample();
-        let render = |r: &crate::report::Report| {
-            let mut table = Vec::new();
-            let options = crate::report::table::ReportTableOptions {
-                show_ok: true,
-                ..Default::default()
-            };
-            crate::report::table::write(r, options, &mut table).unwrap();
-            let mut md = Vec::new();
-            crate::report::markdown::write(r, &mut md).unwrap();
-            (
-                String::from_utf8(table).unwrap(),
-                String::from_utf8(md).unwrap(),
-            )
-        };
-        let (table, md) = render(&report);
-        assert!(
-            !table.contains("QUALITY") && !md.contains("Quality"),
-            "{table}{md}"
-        );
-        report.paths[0].quality = Some(Some(Quality::of(&tally(1000, 931), Some(950))));
-        for p in report.paths.iter_mut().skip(1) {
-            p.quality = Some(None);
-        }
-        let (table, md) = render(&report);
-        let figures = "loss fwd 5.0% ret 2.0%, rtt p50 21.0 p95 22.0 ms, jitter 1.3 ms";
-        for text in [&table, &md] {
-            assert!(text.contains(figures), "{text}");
-        }
-        assert!(
-            table.contains("QUALITY") && md.contains("| Quality |"),
-            "{md}"
-        );
-        assert!(table.contains("not sampled"), "{table}");
     }
 }

@@ -638,4 +638,49 @@ pub(crate) mod tests {
         );
         assert!(crate::report::json::read("nope").is_err());
     }
+
+    #[test]
+    fn table_and_markdown_show_the_figures_only_when_the_round_sampled() {
+        let mut report = crate::report::table::tests::sample();
+        let render = |r: &crate::report::Report| {
+            let mut table = Vec::new();
+            let options = crate::report::table::ReportTableOptions {
+                show_ok: true,
+                ..Default::default()
+            };
+            crate::report::table::write(r, options, &mut table).unwrap();
+            let mut md = Vec::new();
+            crate::report::markdown::write(r, &mut md).unwrap();
+            (
+                String::from_utf8(table).unwrap(),
+                String::from_utf8(md).unwrap(),
+            )
+        };
+        let (table, md) = render(&report);
+        assert!(
+            !table.contains("QUALITY") && !md.contains("Quality"),
+            "{table}{md}"
+        );
+        report.paths[0].quality = Some(Some(crate::report::quality::Quality::of(
+            &crate::probe::samples::SampleTally::of(
+                1000,
+                1000,
+                &(0..931).map(|k| 20_000 + (k % 3) * 1000).collect::<Vec<u64>>(),
+            ),
+            Some(950),
+        )));
+        for p in report.paths.iter_mut().skip(1) {
+            p.quality = Some(None);
+        }
+        let (table, md) = render(&report);
+        let figures = "loss fwd 5.0% ret 2.0%, rtt p50 21.0 p95 22.0 ms, jitter 1.3 ms";
+        for text in [&table, &md] {
+            assert!(text.contains(figures), "{text}");
+        }
+        assert!(
+            table.contains("QUALITY") && md.contains("| Quality |"),
+            "{md}"
+        );
+        assert!(table.contains("not sampled"), "{table}");
+    }
 }

@@ -17,6 +17,7 @@ mod classify;
 mod describe;
 mod index;
 mod observe;
+mod quality;
 
 use super::blame;
 use super::evidence::{AgentOutcome, RoundEvidence, icmp_from_source};
@@ -128,7 +129,7 @@ impl<'a> StreamedReport<'a> {
                 index: &self.index,
             };
             let mut r = join_path(self.plan, self.round, lookups, &p, probe);
-            super::quality::attach(self.plan, self.round, &p, probe, &mut r);
+            quality::attach(self.plan, self.round, &p, probe, &mut r);
             match f(r) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
                 Err(e) => std::ops::ControlFlow::Break(e),
