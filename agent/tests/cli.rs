@@ -35,6 +35,29 @@ fn plan_show_lists_effective_ports_of_the_example() {
     );
     let km = s.lines().find(|l| l.starts_with("keymanager")).unwrap();
     assert!(km.contains("+2") && km.contains("thrift-km 10399"), "{km}");
+    // Each port's planned service, as the proof will ask it.
+    assert!(km.contains("thrift-km 10399/tls thrift"), "{km}");
+    let json = portcall(&[
+        "plan",
+        "show",
+        "examples/wso2-distributed.toml",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let km = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "keymanager")
+        .unwrap();
+    let thrift = km["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "thrift-km")
+        .unwrap();
+    assert_eq!(thrift["service"], "thrift", "{thrift}");
     let store = s.lines().find(|l| l.contains("wso2-apim-store")).unwrap();
     assert!(
         store.contains("+1") && store.contains("https-servlet 9444/tls"),
@@ -205,6 +228,9 @@ fn catalog_lists_roles_as_table_and_json() {
     assert_eq!(out.status.code(), Some(0));
     let table = text(&out.stdout);
     assert!(table.contains("mysql 3306 fixed"), "{table}");
+    // The planned service, where the port's name does not say it.
+    assert!(table.contains("thrift-km 10397/tls thrift"), "{table}");
+    assert!(table.contains("broker 5672 amqp"), "{table}");
     assert!(
         table.contains("dials thrift-km 10397 on wso2-apim-keymanager"),
         "{table}"
@@ -219,6 +245,7 @@ fn catalog_lists_roles_as_table_and_json() {
         .find(|r| r["name"] == "wso2-das")
         .unwrap();
     assert_eq!(das["ports"][2]["port"], 7611);
+    assert_eq!(das["ports"][2]["service"], "thrift");
 }
 
 /// A 200-host, 500-port, all-to-all plan: about 40 KB of text that would

@@ -176,6 +176,58 @@ fn the_report_fits_1400_and_800_px_wide_in_chromium() {
     }
 }
 
+/// A round gone badly: every must-be-open path of the demo a violation
+/// with a long reason (another service answered, its first bytes shown,
+/// a long host name without a place to break), re-rendered with `portcall
+/// report`: still no overflow at either width. (Before reasons could
+/// break anywhere, the page was 931 px wide in an 800 px window.)
+#[test]
+fn a_report_full_of_long_violations_fits_too() {
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(["demo", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run portcall demo");
+    let mut report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("demo JSON");
+    for p in report["paths"].as_array_mut().unwrap() {
+        if p["expect"] == "open" {
+            p["verdict"] = "violation".into();
+            p["observed"] = "wrong-service".into();
+            p["detail"] = format!(
+                "must be open, but wrong service: (a real service holds the port) the {} request got another protocol's answer; first bytes: PORTCALL-ERR {}.internal.example.com bad-line-of-a-rather-long-kind",
+                p["service"].as_str().unwrap(),
+                p["to"].as_str().unwrap()
+            )
+            .into();
+        }
+    }
+    let json = dir.path().join("bad.json");
+    std::fs::write(&json, serde_json::to_vec(&report).unwrap()).unwrap();
+    let page = dir.path().join("bad.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(["report", "--format", "html", "--out"])
+        .arg(&page)
+        .arg(&json)
+        .output()
+        .expect("run portcall report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let _ = std::fs::copy(&page, shots.join("report-violations.html"));
+    for width in [1400, 800] {
+        if let Some(what) = overflow(&browser, dir.path(), &page, width) {
+            panic!("the report of violations overflows at {width} px: {what}");
+        }
+    }
+}
+
 /// The check itself: a page whose graph is wider than the window, and one
 /// with a table cell too narrow for its text, are both caught.
 #[test]

@@ -9,39 +9,15 @@
 //! pass, unless `PORTCALL_REQUIRE_LAB=1`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn portcall(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcall")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{available, junit_python, portcall, text};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// True when `tool` is usable; otherwise prints `skipped` and returns false,
-/// or panics under `PORTCALL_REQUIRE_LAB=1`.
-fn available(reason: Option<String>) -> bool {
-    match reason {
-        None => true,
-        Some(why) => {
-            if std::env::var("PORTCALL_REQUIRE_LAB").as_deref() == Ok("1") {
-                panic!("PORTCALL_REQUIRE_LAB=1 but {why}");
-            }
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
 }
 
 /// The demo's report in `format`, written with `--out` into `dir`.
@@ -181,25 +157,6 @@ fn unknown_format_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("junit") && err.contains("prometheus"), "{err}");
-}
-
-/// A Python that can import junitparser, if any.
-fn junit_python() -> Result<String, String> {
-    for py in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(py)
-            .args(["-c", "import junitparser"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(py.to_string());
-        }
-    }
-    Err(
-        "no python3 with junitparser (Debian python3-junitparser, or pip install junitparser)"
-            .into(),
-    )
 }
 
 const JUNIT_CHECK: &str = r#"

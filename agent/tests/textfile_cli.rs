@@ -11,37 +11,13 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{available, portcall, text};
+
 const NODE_EXPORTER: &str = "prometheus-node-exporter";
-
-fn portcall(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcall")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// True when `tool` is usable; otherwise prints `skipped` and returns false,
-/// or panics under `PORTCALL_REQUIRE_LAB=1`.
-fn available(reason: Option<String>) -> bool {
-    match reason {
-        None => true,
-        Some(why) => {
-            if std::env::var("PORTCALL_REQUIRE_LAB").as_deref() == Ok("1") {
-                panic!("PORTCALL_REQUIRE_LAB=1 but {why}");
-            }
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
 
 /// Kills node_exporter when the test ends, even on a failed assertion.
 struct Exporter(Child);

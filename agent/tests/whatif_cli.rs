@@ -13,37 +13,13 @@
 //! `skipped: <reason>` and pass, unless `PORTCALL_REQUIRE_LAB=1`.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use probe_core::twin::{self, WhatIf, WhatIfFormat, WhatIfRenderOptions};
 use serde_json::Value;
 
-fn portcall(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcall")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// True when the tool is usable; otherwise prints `skipped` and returns
-/// false, or panics under `PORTCALL_REQUIRE_LAB=1`.
-fn available(reason: Option<String>) -> bool {
-    match reason {
-        None => true,
-        Some(why) => {
-            if std::env::var("PORTCALL_REQUIRE_LAB").as_deref() == Ok("1") {
-                panic!("PORTCALL_REQUIRE_LAB=1 but {why}");
-            }
-            eprintln!("skipped: {why}");
-            false
-        }
-    }
-}
+mod common;
+use common::{available, junit_python, portcall, text};
 
 /// A what-if answer as `whatif --format json` writes it: one path per
 /// kind of change, a host name and a rule text with a table-cell pipe, a
@@ -137,25 +113,6 @@ fn every_format_is_accepted_and_listed_in_help() {
             "{f}: {err}"
         );
     }
-}
-
-/// A Python that can import junitparser, if any.
-fn junit_python() -> Result<String, String> {
-    for py in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(py)
-            .args(["-c", "import junitparser"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(py.to_string());
-        }
-    }
-    Err(
-        "no python3 with junitparser (Debian python3-junitparser, or pip install junitparser)"
-            .into(),
-    )
 }
 
 const JUNIT_CHECK: &str = r#"

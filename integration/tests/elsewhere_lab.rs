@@ -44,31 +44,67 @@ to = "host:db"
 ports = ["sql", "admin"]
 "#;
 
+/// The same lab with a UDP port planned as well: a syslog collector's.
+const UDP_PLAN: &str = r#"
+name = "elsewhere-udp-lab"
+[defaults]
+timeout_ms = 1000
+retries = 1
+[[hosts]]
+name = "coord"
+address = "198.18.0.43"
+[[hosts]]
+name = "web"
+address = "198.18.0.44"
+[[hosts]]
+name = "db"
+address = "198.18.0.45"
+roles = ["logs"]
+[roles.logs]
+ports = [
+  { name = "app", port = 13319, protocol = "udp", offset = false },
+  { name = "sql", port = 13317, offset = false },
+]
+[[flows]]
+from = "host:web"
+to = "host:db"
+ports = ["app", "sql"]
+"#;
+
 /// A service that listens on every address given (`[v6]` addresses are
-/// IPv6-only sockets), says `ready`, and exits by itself after two
-/// minutes: nothing in the lab outlives a stuck test for long.
+/// IPv6-only sockets, `udp:` ones datagram sockets), says `ready`, and
+/// exits by itself after two minutes: nothing in the lab outlives a stuck
+/// test for long.
 const SERVER: &str = r#"
 import socket, sys, time
 socks = []
 for a in sys.argv[1:]:
+    kind = socket.SOCK_STREAM
+    if a.startswith("udp:"):
+        kind, a = socket.SOCK_DGRAM, a[4:]
     host, port = a.rsplit(":", 1)
     if host.startswith("["):
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6, kind)
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         host = host.strip("[]")
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET, kind)
     s.bind((host, int(port)))
-    s.listen(16)
+    if kind == socket.SOCK_STREAM:
+        s.listen(16)
     socks.append(s)
 print("ready", flush=True)
 time.sleep(120)
 "#;
 
 fn lab(dir: &tempfile::TempDir) -> PlanLab {
+    lab_of(dir, PLAN)
+}
+
+fn lab_of(dir: &tempfile::TempDir, text: &str) -> PlanLab {
     let plan = dir.path().join("elsewhere-lab.toml");
     std::fs::File::create(&plan)
-        .and_then(|mut f| f.write_all(PLAN.as_bytes()))
+        .and_then(|mut f| f.write_all(text.as_bytes()))
         .unwrap();
     let lab = PlanLab::new(&plan).unwrap();
     for (host, r) in &firewall::correct(&lab.plan, "coord") {
@@ -226,6 +262,51 @@ fn a_service_on_another_interface_and_the_other_family_only_is_refused_and_named
     );
     refused_naming(&run.report, 13318, &["198.18.200.42:13318", "[::]:13318"]);
     open_through_the_canary(&run.report, 13317);
+}
+
+/// A UDP service bound to loopback only: no canary stands in for it, the
+/// path is not open, and the report says where it listens.
+#[test]
+fn a_udp_service_bound_to_loopback_only_is_not_open_and_named() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lab = lab_of(&dir, UDP_PLAN);
+    let before = lab.check("coord").unwrap();
+    assert_eq!(before.code, 0, "{}\n{}", before.stderr, lab.logs());
+    let p = path(&before.report, 13319);
+    assert_eq!(
+        p.observed,
+        Some(Observed::Open),
+        "the canary's proof: {p:#?}"
+    );
+    serve(&lab, &dir, &["udp:127.0.0.1:13319"]);
+    let after = lab.check("coord").unwrap();
+    assert_eq!(after.code, 1, "{}\n{:#?}", after.stderr, after.report.paths);
+    let p = path(&after.report, 13319);
+    // The datagram met the target's port-unreachable, as clients will.
+    assert_eq!(p.observed, Some(Observed::Refused), "{p:#?}");
+    assert_eq!(p.verdict, Verdict::Violation, "{p:#?}");
+    assert_ne!(p.target_saw, Some(true), "no canary answered: {p:#?}");
+    let listed: Vec<String> = p
+        .listening_elsewhere
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect();
+    assert_eq!(listed, ["127.0.0.1:13319"], "{p:#?}");
+    assert_eq!(
+        p.listening_elsewhere[0].process.as_deref(),
+        Some("mariadbd"),
+        "{p:#?}"
+    );
+    assert!(
+        p.detail
+            .contains("mariadbd listens on 127.0.0.1:13319 only"),
+        "{p:#?}"
+    );
+    // The TCP port beside it is still a canary's.
+    open_through_the_canary(&after.report, 13317);
 }
 
 #[test]

@@ -348,6 +348,68 @@ fn each_protocol_is_proven_on_its_port_and_wrong_services_say_what_answered() {
     for line in silent.lines() {
         assert_eq!(line, "fin 414d515000000901", "{silent}");
     }
+
+    // A thousand proofs against each server, by the engine's own code on
+    // fresh connections: each server saw exactly one request per proof,
+    // and its own logs gained nothing at warning level or above (nginx
+    // logs at `info` here, so a client that left would show).
+    let serious = || -> Vec<String> {
+        let log = std::fs::read_to_string(run_dir.join("nginx-error.log")).unwrap_or_default();
+        let thrift = std::fs::read_to_string(run_dir.join("thrift.out")).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                ["[warn]", "[error]", "[crit]", "[alert]", "[emerg]"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .chain(thrift.lines().filter(|l| !l.trim().is_empty()))
+            .map(str::to_string)
+            .collect()
+    };
+    let before = serious();
+    let requests = |port: &str| {
+        let access = std::fs::read_to_string(run_dir.join("access.log")).unwrap();
+        let thrift = std::fs::read_to_string(run_dir.join("thrift.log")).unwrap();
+        if port == "9090" {
+            thrift.lines().count()
+        } else {
+            access
+                .lines()
+                .filter(|l| l.starts_with(&format!("{port} ")))
+                .count()
+        }
+    };
+    for (service, port) in [("http", "8080"), ("thrift", "9090")] {
+        let had = requests(port);
+        let out = lab
+            .lab
+            .command("client", env!("CARGO_BIN_EXE_service-proof"))
+            .args([service, &format!("{addr}:{port}"), "1000", "svc"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "healthy 1000\n",
+            "{service}: every proof healthy"
+        );
+        assert_eq!(
+            requests(port) - had,
+            1000,
+            "{service}: one request per proof"
+        );
+    }
+    let info = std::fs::read_to_string(run_dir.join("nginx-error.log")).unwrap_or_default();
+    eprintln!(
+        "after 1,000 HTTP and 1,000 Thrift proofs: nginx error log {} lines (info and above), {} at warn or above",
+        info.lines().count(),
+        serious().len()
+    );
+    assert_eq!(serious(), before, "the servers logged warnings or errors");
 }
 
 const BROKER_PLAN: &str = r#"name = "broker-proof"

@@ -6,6 +6,7 @@ mod closed_loop;
 mod dials_lab;
 mod dual_stack;
 mod elsewhere_lab;
+mod forward_trace;
 mod loss_lab;
 mod packets_lab;
 mod probe_lab;

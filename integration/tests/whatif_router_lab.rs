@@ -5,13 +5,16 @@
 //! agree with the live lab on every path, from a hand-written state and
 //! from `state collect`, and a candidate ruleset for `fw` predicted by the
 //! twin must equal the live result once applied: verdict, outcome and
-//! deciding rule on every path, and the exit status.
+//! deciding rule on every path, and the exit status. fw's agent traces
+//! what it forwards, so a path its `forward` chain stops (a reject, a
+//! drop, the chain's policy) names that rule on fw, live and in the twin.
 
 use std::path::Path;
 
 use integration::sshd::{SshLab, Sshd};
 use integration::{LabNet, PlanLab, RoutedLab, lab_available};
 use probe_core::plan::Address;
+use probe_core::report::blame::{BlameRule, Where};
 use probe_core::report::{Report, Verdict};
 use probe_core::twin::PathChange;
 use probe_core::twin::diff::WhatIf;
@@ -182,6 +185,72 @@ fn describe(report: &Report) -> String {
         .join("\n")
 }
 
+/// The handle of the rule of fw's chain `chain` (table inet fw) whose
+/// text is `text`, read from fw's own listing.
+fn fw_handle(lab: &PlanLab<RoutedLab>, chain: &str, text: &str) -> u64 {
+    let listing = lab
+        .lab
+        .run_ok("fw", "nft", &["-a", "list", "chain", "inet", "fw", chain])
+        .unwrap();
+    listing
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(text)?.strip_prefix(" # handle "))
+        .and_then(|h| h.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rule {text:?} in fw {chain}:\n{listing}"))
+}
+
+/// `host chain handle-or-policy text` of a rule, for comparisons.
+fn rule_words(rule: Option<&BlameRule>) -> Option<String> {
+    rule.map(|r| {
+        format!(
+            "{} {} {} {}",
+            r.host,
+            r.chain,
+            r.handle.map_or_else(
+                || format!("policy {}", r.policy.as_deref().unwrap_or("?")),
+                |h| h.to_string()
+            ),
+            r.text.as_deref().unwrap_or("-")
+        )
+    })
+}
+
+/// The live path `from -> to:port` stopped in fw's forward chain: blamed
+/// on the network at fw, with fw's rule (or policy) as `want`; and the
+/// twin's prediction (`twin`) names the same rule.
+fn assert_forward_stop(
+    report: &Report,
+    twin: Option<&BlameRule>,
+    (from, to, port): (&str, &str, u16),
+    want: &str,
+) {
+    let p = report
+        .paths
+        .iter()
+        .find(|p| p.from == from && p.to == to && p.port == port)
+        .unwrap_or_else(|| panic!("no path {from}->{to}:{port}"));
+    let b = p
+        .blame
+        .as_ref()
+        .unwrap_or_else(|| panic!("{from}->{to}:{port} has no blame: {p:?}"));
+    assert_eq!(b.at, Where::Network, "{from}->{to}:{port}: {b:?}");
+    assert!(
+        matches!(b.hop.as_deref(), Some("198.18.1.254" | "198.18.2.254")),
+        "{from}->{to}:{port}: {b:?}"
+    );
+    assert_eq!(
+        rule_words(b.rule.as_ref()).as_deref(),
+        Some(want),
+        "{from}->{to}:{port} live: {b:?}"
+    );
+    assert_eq!(
+        rule_words(twin).as_deref(),
+        Some(want),
+        "{from}->{to}:{port} in the twin"
+    );
+}
+
 /// The paths that change, as `from->to:port change`.
 fn changes(answer: &WhatIf) -> Vec<String> {
     let mut v: Vec<String> = answer
@@ -236,6 +305,18 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
         "hand-written state"
     );
     assert_predicted(&answer, &live.report, "no change");
+    // The metrics the client is kept from are rejected in fw's forward
+    // chain: fw's own trace names that rule, live and in the twin.
+    let reject = "ip daddr 198.18.2.0/24 tcp dport 7102 reject with icmpx admin-prohibited";
+    let want = format!("fw forward {} {reject}", fw_handle(&lab, "forward", reject));
+    for to in ["db", "db2"] {
+        let twin = answer
+            .paths
+            .iter()
+            .find(|p| p.from == "client" && p.to == to && p.port == 7102)
+            .and_then(|p| p.base.rule.as_ref());
+        assert_forward_stop(&live.report, twin, ("client", to, 7102), &want);
+    }
 
     // The state collected through the agents gives the same agreement:
     // fw's two legs, forwarding on, its ruleset as JSON.
@@ -325,6 +406,34 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
         describe(&after)
     );
     assert_eq!(code, 1, "the change breaks and opens planned paths");
+    // The client's metrics on db stay rejected by the same forward rule,
+    // which the whole candidate ruleset gave another handle: the same
+    // rule (place and text), so the path is `same`, each side naming it
+    // with its own handle.
+    let metrics = answer
+        .paths
+        .iter()
+        .find(|p| p.from == "client" && p.to == "db" && p.port == 7102)
+        .unwrap();
+    assert_eq!(
+        (metrics.base.verdict, metrics.base.observed),
+        (metrics.candidate.verdict, metrics.candidate.observed)
+    );
+    let (before, now) = (
+        metrics
+            .base
+            .rule
+            .as_ref()
+            .expect("fw's forward reject, before"),
+        metrics
+            .candidate
+            .rule
+            .as_ref()
+            .expect("and with the change"),
+    );
+    assert_eq!((&before.chain, &before.text), (&now.chain, &now.text));
+    assert_ne!(before.handle, now.handle);
+    assert_eq!(metrics.change, probe_core::twin::PathChange::Same);
     // A path stopped on fw's own input names the rule there, on both
     // sides: the reset before, the drop with the change.
     let api = answer
@@ -349,28 +458,50 @@ fn whatif_plan_host_routing_between_two_zones_predicts_a_change_on_it() {
             ("fw", "input", Some(text))
         );
     }
-    // A path fw's forward chain breaks is stopped at fw: live, the last
-    // hop that answered is fw's leg on the source's zone.
+    // A path fw's forward chain breaks is stopped at fw, by the rule
+    // fw's own trace names, live and in the twin: the admin port by the
+    // chain's policy (its accept removed), db2's callbacks by the drop
+    // above their accept.
+    let drop = "ip saddr 198.18.2.41 tcp dport 7300 drop";
+    let drop_rule = format!("fw forward {} {drop}", fw_handle(&lab, "forward", drop));
     for p in answer
         .paths
         .iter()
         .filter(|p| p.change == PathChange::Breaks)
     {
         assert_ne!(p.candidate.verdict, Verdict::Ok);
-        let l = after
-            .paths
-            .iter()
-            .find(|l| l.from == p.from && l.to == p.to && l.port == p.port)
-            .unwrap();
-        let hop = l.blame.as_ref().and_then(|b| b.hop.as_deref());
-        assert!(
-            matches!(hop, Some("198.18.1.254" | "198.18.2.254")),
-            "{}->{}:{} blamed on {hop:?}",
-            p.from,
-            p.to,
-            p.port
+        let want = if p.port == 7300 {
+            drop_rule.clone()
+        } else {
+            "fw forward policy drop -".to_string()
+        };
+        assert_forward_stop(
+            &after,
+            p.candidate.rule.as_ref(),
+            (&p.from, &p.to, p.port),
+            &want,
         );
     }
+    // suggest fixes each on fw, in its forward chain, never on a target.
+    let report_file = dir.path().join("after.json");
+    std::fs::write(&report_file, serde_json::to_vec(&after).unwrap()).unwrap();
+    let out = std::process::Command::new(lab.bin())
+        .arg("suggest")
+        .arg(&report_file)
+        .args(["--format", "nft"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&out.stdout);
+    for fix in [
+        "nft insert rule inet fw forward ip saddr 198.18.1.20 ip daddr 198.18.2.40 tcp dport 7101 counter accept",
+        "nft insert rule inet fw forward ip saddr 198.18.2.41 ip daddr 198.18.1.20 tcp dport 7300 counter accept",
+    ] {
+        assert!(script.contains(fix), "{fix}\n{script}");
+    }
+    assert!(
+        !script.contains("# host db (") && !script.contains("# host client ("),
+        "{script}"
+    );
 }
 
 #[test]

@@ -24,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::transport::BoxFuture;
 use crate::control::{
-    self, ControlError, ControlStream, Dial, HostPort, ListenerState, PrepareRequest, ProbeRequest,
-    Request, Response, RoundRef, Transport,
+    self, ControlError, ControlStream, Dial, PrepareRequest, Request, Response, RoundRef, Transport,
 };
 use crate::error_chain;
 use crate::plan::Plan;
@@ -37,7 +36,7 @@ pub use summary::interrupted_summary;
 mod resilient;
 mod session;
 use resilient::{EVIDENCE_REOPENS, PROBE_HEDGES, evidence_one, hedged};
-use session::{Session, died};
+use session::{Session, died, probe_request};
 
 /// How long a cancelled round may spend tearing down what it started.
 pub const CANCEL_TEARDOWN: Duration = Duration::from_secs(2);
@@ -426,22 +425,24 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
     }
 
     /// Phase 1b: each target learns every address its sources can arrive
-    /// from ([`sources`]); the sets stay in the sources' evidence.
+    /// from, and each forwarding host the paths that may cross it
+    /// ([`sources`]); the sets stay in the sources' evidence.
     async fn trace_sources(
         &self,
         mut sessions: Vec<Session>,
         cancel: &CancellationToken,
     ) -> Vec<Session> {
-        let by_target = sources::sources_by_target(self.plan);
+        let up = sessions.iter().filter(|s| s.up());
+        let wanted = sources::Wanted::new(self.plan, up.map(|s| (&*s.host, s.evidence.forwarding)));
         let up = sessions
             .iter_mut()
             .filter(|s| s.up())
             .map(|s| (s.host.as_str(), &mut s.evidence.addresses));
-        let gathered = sources::gather(self.plan, &by_target, up.collect(), cancel).await;
+        let gathered = sources::gather(self.plan, &wanted, up.collect(), cancel).await;
         let Some(addresses) = gathered else {
             return sessions;
         };
-        let requests = Arc::new(sources::requests(&self.round, &by_target, &addresses));
+        let requests = Arc::new(sources::requests(&self.round, &wanted, &addresses));
         let request_timeout = self.config.request_timeout;
         each(sessions, cancel, |mut s| {
             let request = requests.get(&s.host).cloned();
@@ -683,6 +684,7 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
             s.evidence.outcome = AgentOutcome::Up;
             s.evidence.listeners = r.listeners;
             s.evidence.addresses = r.addresses;
+            s.evidence.forwarding = r.forwarding;
             s.conn = Some(conn);
         }
         Ok(_) => s.lost(error_chain(&conn.unexpected(&p.request))),
@@ -705,49 +707,6 @@ async fn prepare_one(mut s: Session, mut p: PrepareOne) -> Session {
         Err(e) => s.lost(error_chain(&e)),
     }
     s
-}
-
-/// The `probe` request every source gets: which target ports are probed
-/// live (a service holds them), which are skipped (no canary could open)
-/// and which hosts are down.
-fn probe_request(
-    sessions: &[Session],
-    round: &str,
-    only: Option<Vec<usize>>,
-    samples: u32,
-) -> ProbeRequest {
-    let mut live = Vec::new();
-    let mut skip = Vec::new();
-    let mut skip_hosts = Vec::new();
-    for s in sessions {
-        if !s.up() {
-            skip_hosts.push(s.host.clone());
-            continue;
-        }
-        for l in &s.evidence.listeners {
-            let hp = HostPort {
-                host: s.host.clone(),
-                port: l.port,
-                transport: l.protocol.into(),
-            };
-            match l.state {
-                ListenerState::Canary => {}
-                ListenerState::Held => live.push(hp),
-                // No canary because the service listens only elsewhere:
-                // probed as its clients connect, to meet what they meet.
-                ListenerState::Failed if !l.elsewhere.is_empty() => live.push(hp),
-                ListenerState::Failed => skip.push(hp),
-            }
-        }
-    }
-    ProbeRequest {
-        round: round.to_owned(),
-        live,
-        skip,
-        skip_hosts,
-        only,
-        samples,
-    }
 }
 
 /// Ends a cancelled round: every agent that was reached gets a teardown

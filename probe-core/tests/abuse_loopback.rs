@@ -250,6 +250,7 @@ async fn a_client_certificate_with_another_name_gets_no_canary_and_no_probe() {
             skip_hosts: vec![],
             only: None,
             samples: 1,
+            elsewhere: Vec::new(),
         }),
     ] {
         let mut c = control::connect(&hb, "db", Some(ip), db, Duration::from_secs(2))
@@ -369,6 +370,7 @@ async fn round_with_pause<F: std::future::Future<Output = ()>>(
         skip_hosts: vec![],
         only: None,
         samples: 1,
+        elsewhere: Vec::new(),
     });
     for host in ["web", "app"] {
         let r = conns

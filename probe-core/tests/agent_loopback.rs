@@ -1232,6 +1232,7 @@ async fn a_killed_round_does_not_poison_the_next_one_within_the_lease() {
                     skip_hosts: vec![],
                     only: None,
                     samples: 1,
+                    elsewhere: Vec::new(),
                 }),
                 Duration::from_secs(5),
             )

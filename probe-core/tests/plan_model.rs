@@ -126,7 +126,8 @@ fn plan_show_json_snapshot() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(port_keys, ["name", "port", "protocol", "role"]);
+    // `service` was added with the service proof (wave 3).
+    assert_eq!(port_keys, ["name", "port", "protocol", "role", "service"]);
     let path_keys: Vec<&str> = v["paths"][0]
         .as_object()
         .unwrap()

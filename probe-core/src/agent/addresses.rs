@@ -4,7 +4,8 @@
 //! dual-stack host's plan names one address per family at most), so the
 //! targets' rule tracing and the join must know them all. Read through
 //! `getifaddrs` (netlink under glibc and musl), never by running a tool
-//! that a minimal host may lack.
+//! that a minimal host may lack. Also whether the host forwards (from its
+//! sysctls): a router between zones carries other hosts' paths.
 
 use std::net::IpAddr;
 
@@ -41,6 +42,17 @@ pub fn host_addresses() -> Vec<IpAddr> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// Which families this host forwards, from the sysctls of the agent's
+/// network namespace (`net.ipv4.ip_forward`,
+/// `net.ipv6.conf.all.forwarding`); off where they cannot be read.
+pub fn forwarding() -> crate::control::Forwarding {
+    let on = |file: &str| std::fs::read_to_string(file).is_ok_and(|v| v.trim() == "1");
+    crate::control::Forwarding {
+        ipv4: on("/proc/sys/net/ipv4/ip_forward"),
+        ipv6: on("/proc/sys/net/ipv6/conf/all/forwarding"),
+    }
 }
 
 #[cfg(test)]

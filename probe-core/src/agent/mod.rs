@@ -34,6 +34,7 @@ mod stdio;
 mod syn_samples;
 pub mod syn_watch;
 mod trace_event;
+mod trace_log;
 mod trace_netlink;
 pub mod udp_canary;
 

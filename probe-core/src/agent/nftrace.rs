@@ -9,8 +9,11 @@
 //! every address the coordinator sends in `trace-sources`: the sources'
 //! interfaces and resolved names) to this host's canary ports,
 //! and on this host's own probes to their targets (sets of `address . port`
-//! with element timeouts). The kernel then reports every verdict those
-//! packets meet, in every table, through netlink trace events.
+//! with element timeouts). On a host that forwards, the coordinator also
+//! sends the paths between other plan hosts that may cross it, and a
+//! `transit` chain at the same priority on the forward hook marks those
+//! (`source . destination . port`). The kernel then reports every verdict
+//! those packets meet, in every table, through netlink trace events.
 //!
 //! The events are read by running `nft -a monitor` and parsing its lines,
 //! not by speaking nf_tables netlink ourselves: trace events carry rule
@@ -35,7 +38,6 @@
 //! iptables are invisible to nftables tracing; when legacy tables are
 //! loaded the evidence says so.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -51,16 +53,10 @@ use tokio::time::timeout;
 pub use super::nft_cmd::{OwnedTables, nft_path};
 use super::nft_cmd::{Unfinished, find_tool, nft};
 use super::trace_netlink;
-use crate::control::{TraceDirection, TraceEvidence, TraceState, TraceStop, TracedFlow};
+use crate::control::{TraceEvidence, TraceState, TraceStop};
 
 /// Every table the agent adds starts with this.
 pub const TABLE_PREFIX: &str = "portcall_trace_";
-
-/// Flows kept per round; packets beyond are still counted by no one.
-const MAX_FLOWS: usize = 4096;
-
-/// Trace ids remembered at once (a packet's lines arrive together).
-const MAX_IDS: usize = 8192;
 
 /// Which packets to trace in a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +172,60 @@ pub fn add_elements(table: &str, pairs: &[(IpAddr, u16)], left: Duration) -> Str
     s
 }
 
+/// A forwarded flow to mark: source address, destination address, port.
+pub type ForwardTriple = (IpAddr, IpAddr, u16);
+
+/// The `nft -f` input that marks `triples` in the forward hook of table
+/// `inet table`, elements timing out after `left`: with `create`, first
+/// the `transit4`/`transit6` sets and the `transit` chain (before every
+/// other chain of the hook, as `pre` is in prerouting; not `fwd`, a
+/// keyword of nft's grammar), made only on a host asked to trace what it
+/// forwards. A triple whose two addresses differ in family is left out.
+pub fn forward_elements(
+    table: &str,
+    triples: &[ForwardTriple],
+    left: Duration,
+    create: bool,
+) -> String {
+    let secs = left.as_secs().max(1) + u64::from(left.subsec_nanos() > 0);
+    let mut s = String::new();
+    if create {
+        for (set, kind) in [("transit4", "ipv4_addr"), ("transit6", "ipv6_addr")] {
+            let _ = writeln!(
+                s,
+                "add set inet {table} {set} {{ type {kind} . {kind} . inet_service; flags timeout; }}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "add chain inet {table} transit {{ type filter hook forward priority -500; policy accept; }}"
+        );
+        for (ip, set) in [("ip", "transit4"), ("ip6", "transit6")] {
+            let _ = writeln!(
+                s,
+                "add rule inet {table} transit {ip} saddr . {ip} daddr . tcp dport @{set} meta nftrace set 1"
+            );
+        }
+    }
+    for (set, v6) in [("transit4", false), ("transit6", true)] {
+        let elements: Vec<String> = triples
+            .iter()
+            .filter(|(a, d, _)| a.is_ipv6() == v6 && d.is_ipv6() == v6)
+            .map(|(a, d, p)| format!("{a} . {d} . {p} timeout {secs}s"))
+            .collect();
+        if !elements.is_empty() {
+            let _ = writeln!(
+                s,
+                "add element inet {table} {set} {{ {} }}",
+                elements.join(", ")
+            );
+        }
+    }
+    s
+}
+
 pub use super::trace_event::{ChainRef, TraceLine};
+pub use super::trace_log::TraceLog;
 
 /// Parses one line of `nft -a monitor` output; `None` for anything that is
 /// not a trace line of a TCP packet, a rule verdict or a policy.
@@ -242,125 +291,6 @@ pub fn parse_line(line: &str) -> Option<TraceLine> {
         text: Some(text.trim().to_string()),
         verdict: verdict.strip_suffix(')')?.to_string(),
     })
-}
-
-/// A flow's key: direction, source, destination, port.
-type FlowKey = (TraceDirection, IpAddr, IpAddr, u16);
-
-/// The traced packets of a round, by flow.
-#[derive(Debug, Default)]
-pub struct TraceLog {
-    /// Our own table's name: its lines only say which way a packet goes.
-    table: String,
-    /// Trace id → the flow its packet belongs to.
-    ids: HashMap<String, FlowKey>,
-    /// Flow → packets and the first stop.
-    flows: BTreeMap<FlowKey, (u32, Option<TraceStop>)>,
-}
-
-impl TraceLog {
-    /// A log for the packets our table `table` marks.
-    pub fn new(table: &str) -> TraceLog {
-        TraceLog {
-            table: table.to_string(),
-            ..TraceLog::default()
-        }
-    }
-
-    /// Takes one parsed trace line.
-    pub fn record(&mut self, line: TraceLine) {
-        match line {
-            TraceLine::Packet {
-                id,
-                at,
-                source,
-                dest,
-                port,
-            } => {
-                // The first packet line of an id is in our own chain (it
-                // runs first); later ones are the same packet elsewhere.
-                if at.table != self.table || self.ids.contains_key(&id) {
-                    return;
-                }
-                let direction = if at.chain == "out" {
-                    TraceDirection::Out
-                } else {
-                    TraceDirection::In
-                };
-                let key = (direction, source, dest, port);
-                if !self.flows.contains_key(&key) && self.flows.len() >= MAX_FLOWS {
-                    return;
-                }
-                if self.ids.len() >= MAX_IDS {
-                    self.ids.clear();
-                }
-                self.ids.insert(id, key);
-                self.flows.entry(key).or_default().0 += 1;
-            }
-            TraceLine::Rule {
-                id,
-                at,
-                handle,
-                text,
-                verdict,
-            } => {
-                if at.table == self.table || !(verdict == "drop" || verdict.starts_with("reject")) {
-                    return;
-                }
-                self.stop(
-                    &id,
-                    TraceStop {
-                        table: format!("{} {}", at.family, at.table),
-                        chain: at.chain,
-                        handle,
-                        text,
-                        policy: None,
-                    },
-                );
-            }
-            TraceLine::Policy { id, at, policy } => {
-                if at.table == self.table || policy != "drop" {
-                    return;
-                }
-                self.stop(
-                    &id,
-                    TraceStop {
-                        table: format!("{} {}", at.family, at.table),
-                        chain: at.chain,
-                        handle: None,
-                        text: None,
-                        policy: Some(policy),
-                    },
-                );
-            }
-        }
-    }
-
-    fn stop(&mut self, id: &str, stop: TraceStop) {
-        let Some(key) = self.ids.get(id) else {
-            return;
-        };
-        if let Some((_, slot @ None)) = self.flows.get_mut(key) {
-            *slot = Some(stop);
-        }
-    }
-
-    /// The flows, in order.
-    pub fn flows(&self) -> Vec<TracedFlow> {
-        self.flows
-            .iter()
-            .map(
-                |(&(direction, source, dest, port), (packets, stop))| TracedFlow {
-                    direction,
-                    source,
-                    dest,
-                    port,
-                    packets: *packets,
-                    stop: stop.clone(),
-                },
-            )
-            .collect()
-    }
 }
 
 /// Seconds since the epoch, now.
@@ -467,6 +397,9 @@ pub struct Tracer {
     /// Every `address . port` pair the table marks, arriving or leaving
     /// (bounded by [`MAX_TRACED_PAIRS`]).
     traced: Mutex<std::collections::HashSet<(IpAddr, u16)>>,
+    /// Every forwarded flow the table marks (counted against the same
+    /// bound); the forward chain exists once this is not empty.
+    forwarded: Mutex<std::collections::HashSet<ForwardTriple>>,
     owned: Arc<OwnedTables>,
 }
 
@@ -712,8 +645,51 @@ impl Tracer {
                     .copied()
                     .collect(),
             ),
+            forwarded: Mutex::default(),
             owned: owned.clone(),
         })
+    }
+
+    /// Marks forwarded packets of more flows (`source . destination .
+    /// port`), their elements timing out `left` from now: paths between
+    /// other plan hosts that may cross this one. The forward chain is
+    /// made with the first ones. Past [`MAX_TRACED_PAIRS`] in all (arriving,
+    /// leaving and forwarded) none is added and the error says so.
+    /// Returns how many forwarded flows the table marks.
+    pub async fn add_forward(
+        &self,
+        triples: &[ForwardTriple],
+        left: Duration,
+    ) -> Result<usize, String> {
+        let (new, total, create) = {
+            let done = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+            let mut new: Vec<ForwardTriple> = triples
+                .iter()
+                .filter(|(a, d, _)| a.is_ipv6() == d.is_ipv6())
+                .filter(|t| !done.contains(t))
+                .copied()
+                .collect();
+            new.sort_unstable();
+            new.dedup();
+            let inbound = self.traced.lock().unwrap_or_else(|e| e.into_inner()).len();
+            let total = inbound + done.len() + new.len();
+            (new, total, done.is_empty())
+        };
+        if new.is_empty() {
+            return Ok(self
+                .forwarded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len());
+        }
+        if let Some(why) = too_large(total) {
+            return Err(why);
+        }
+        let input = forward_elements(&self.table, &new, left, create);
+        nft(&self.nft, &["-f", "-"], Some(&input)).await?;
+        let mut done = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+        done.extend(new);
+        Ok(done.len())
     }
 
     /// Marks packets arriving from more `(source address, port)` pairs,
@@ -1066,6 +1042,53 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
         "#]]
         .assert_eq(&add_elements(TABLE, &pairs, Duration::from_millis(2_100)));
         assert_eq!(add_elements(TABLE, &[], Duration::from_secs(3)), "");
+    }
+
+    #[test]
+    fn forwarded_flows_get_a_forward_hook_chain_once_and_elements_by_family() {
+        let triples = [
+            (
+                "198.18.1.20".parse().unwrap(),
+                "198.18.2.40".parse().unwrap(),
+                7101,
+            ),
+            (
+                "2001:2:0:1::20".parse().unwrap(),
+                "2001:2:0:2::40".parse().unwrap(),
+                7101,
+            ),
+            // Mixed families never match a packet: left out.
+            (
+                "198.18.1.20".parse().unwrap(),
+                "2001:2:0:2::40".parse().unwrap(),
+                7101,
+            ),
+        ];
+        expect_test::expect![[r#"
+            add set inet portcall_trace_ab12_1999999999 transit4 { type ipv4_addr . ipv4_addr . inet_service; flags timeout; }
+            add set inet portcall_trace_ab12_1999999999 transit6 { type ipv6_addr . ipv6_addr . inet_service; flags timeout; }
+            add chain inet portcall_trace_ab12_1999999999 transit { type filter hook forward priority -500; policy accept; }
+            add rule inet portcall_trace_ab12_1999999999 transit ip saddr . ip daddr . tcp dport @transit4 meta nftrace set 1
+            add rule inet portcall_trace_ab12_1999999999 transit ip6 saddr . ip6 daddr . tcp dport @transit6 meta nftrace set 1
+            add element inet portcall_trace_ab12_1999999999 transit4 { 198.18.1.20 . 198.18.2.40 . 7101 timeout 3s }
+            add element inet portcall_trace_ab12_1999999999 transit6 { 2001:2:0:1::20 . 2001:2:0:2::40 . 7101 timeout 3s }
+        "#]]
+        .assert_eq(&forward_elements(
+            TABLE,
+            &triples,
+            Duration::from_millis(2_100),
+            true,
+        ));
+        // Later flows: elements only.
+        expect_test::expect![[r#"
+            add element inet portcall_trace_ab12_1999999999 transit4 { 198.18.1.20 . 198.18.2.40 . 7101 timeout 3s }
+        "#]]
+        .assert_eq(&forward_elements(
+            TABLE,
+            &triples[..1],
+            Duration::from_millis(2_100),
+            false,
+        ));
     }
 
     #[test]

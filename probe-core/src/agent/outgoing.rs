@@ -159,6 +159,7 @@ impl Shared {
         let plan = &self.config.plan;
         let host = &self.config.host;
         let live: HashSet<&HostPort> = req.live.iter().collect();
+        let elsewhere: HashSet<&HostPort> = req.elsewhere.iter().collect();
         let skip: HashSet<&HostPort> = req.skip.iter().collect();
         let skip_hosts: HashSet<&str> = req.skip_hosts.iter().map(String::as_str).collect();
         let only: Option<HashSet<usize>> = req.only.as_ref().map(|o| o.iter().copied().collect());
@@ -193,8 +194,12 @@ impl Shared {
                     continue;
                 }
                 // A live UDP service portcall knows no request for cannot
-                // be proven: nothing is sent (the join says why).
-                if !live_request_known(path.port.get(), plan.snmp_community.as_deref()) {
+                // be proven: nothing is sent (the join says why). A port
+                // held only on other addresses has nothing on the planned
+                // one: a datagram meets what its clients meet.
+                if !live_request_known(path.port.get(), plan.snmp_community.as_deref())
+                    && !elsewhere.contains(&key)
+                {
                     continue;
                 }
             }

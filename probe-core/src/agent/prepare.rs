@@ -14,8 +14,8 @@ use super::canary::{self, CanaryOptions};
 use super::nftrace::{self, TraceScope, Tracer};
 use super::{Lease, Round, Shared, canary_ports, error, syn_watch};
 use crate::control::{
-    PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, SourcesTraced, TraceSourcesRequest,
-    VersionMismatch,
+    ForwardFlow, PROTOCOL_VERSION, PrepareReply, PrepareRequest, Response, SourcesTraced,
+    TraceSourcesRequest, VersionMismatch,
 };
 use crate::plan::Address;
 use crate::probe::canary_line::{NONCE_KEY_HEX, NonceKey};
@@ -144,6 +144,7 @@ impl Shared {
             listeners,
             version: PROTOCOL_VERSION,
             addresses: super::addresses::host_addresses(),
+            forwarding: super::addresses::forwarding(),
         })
     }
 
@@ -272,16 +273,17 @@ impl Shared {
                 req.round
             ));
         };
-        let reply = |pairs, note| {
+        let reply = |pairs, forwarded, note| {
             Response::SourcesTraced(SourcesTraced {
                 round: req.round.clone(),
                 pairs,
+                forwarded,
                 note,
             })
         };
         let tracer = match trace {
-            None => return reply(0, Some("this agent does not trace".into())),
-            Some(Err(why)) => return reply(0, Some(why)),
+            None => return reply(0, 0, Some("this agent does not trace".into())),
+            Some(Err(why)) => return reply(0, 0, Some(why)),
             Some(Ok(t)) => t,
         };
         let by_host: std::collections::HashMap<&str, Vec<std::net::IpAddr>> = req
@@ -314,14 +316,50 @@ impl Shared {
             }
         }
         let left = expires.saturating_duration_since(Instant::now());
-        match tracer.add_inbound(&pairs, left).await {
-            Ok(n) => reply(n, None),
+        let (pairs, mut note) = match tracer.add_inbound(&pairs, left).await {
+            Ok(n) => (n, None),
             Err(why) => {
                 tracing::warn!(round = %req.round, reason = %why, "could not trace every source address");
-                reply(0, Some(why))
+                (0, Some(why))
             }
-        }
+        };
+        let triples = forward_triples(&req.forward, &by_host);
+        let forwarded = if triples.is_empty() {
+            0
+        } else {
+            match tracer.add_forward(&triples, left).await {
+                Ok(n) => n,
+                Err(why) => {
+                    tracing::warn!(round = %req.round, reason = %why, "could not trace the flows this host forwards");
+                    note.get_or_insert(why);
+                    0
+                }
+            }
+        };
+        reply(pairs, forwarded, note)
     }
+}
+
+/// The `source . destination . port` triples of `flows`: every address of
+/// each flow's source (`by_host`) of its destination's family.
+fn forward_triples(
+    flows: &[ForwardFlow],
+    by_host: &std::collections::HashMap<&str, Vec<std::net::IpAddr>>,
+) -> Vec<nftrace::ForwardTriple> {
+    let mut out: Vec<nftrace::ForwardTriple> = flows
+        .iter()
+        .flat_map(|f| {
+            by_host
+                .get(f.from.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.is_ipv6() == f.dest.is_ipv6())
+                .map(|a| (*a, f.dest, f.port))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Ends the round when its lease lapses (the coordinator is gone and
@@ -386,6 +424,37 @@ mod tests {
         ));
         cancel.cancelled().await;
         start.elapsed()
+    }
+
+    #[test]
+    fn each_forward_flow_is_traced_from_every_source_address_of_its_family() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let by_host = std::collections::HashMap::from([(
+            "client",
+            vec![ip("198.18.1.20"), ip("2001:2:0:1::20")],
+        )]);
+        let flow = |from: &str, dest: &str| ForwardFlow {
+            from: from.into(),
+            dest: ip(dest),
+            port: 7101,
+        };
+        let triples = forward_triples(
+            &[
+                flow("client", "2001:2:0:2::40"),
+                flow("client", "198.18.2.40"),
+                flow("client", "198.18.2.40"),
+                // A source the request gave no addresses for: nothing.
+                flow("ghost", "198.18.2.40"),
+            ],
+            &by_host,
+        );
+        assert_eq!(
+            triples,
+            [
+                (ip("198.18.1.20"), ip("198.18.2.40"), 7101),
+                (ip("2001:2:0:1::20"), ip("2001:2:0:2::40"), 7101),
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

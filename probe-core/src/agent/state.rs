@@ -50,12 +50,7 @@ fn read(host: String, planned: &[(u16, bool)]) -> StateReply {
             Err(why) => reply.unavailable.push(format!("routes ({family}): {why}")),
         }
     }
-    reply.forwarding = [
-        "/proc/sys/net/ipv4/ip_forward",
-        "/proc/sys/net/ipv6/conf/all/forwarding",
-    ]
-    .iter()
-    .any(|f| std::fs::read_to_string(f).is_ok_and(|v| v.trim() == "1"));
+    reply.forwarding = !super::addresses::forwarding().is_off();
     let listening = listening_ports();
     reply.listening = planned
         .iter()

@@ -124,8 +124,57 @@ pub enum Request {
 pub struct TraceSourcesRequest {
     /// The round's id.
     pub round: String,
-    /// The source hosts of this host's paths, with their addresses.
+    /// The source hosts of this host's paths, with their addresses (and
+    /// the sources of the `forward` flows: their addresses are given once,
+    /// here).
     pub sources: Vec<SourceAddresses>,
+    /// Sent to a host whose agent reported [`Forwarding`]: the round's TCP
+    /// paths between other plan hosts, which may cross it, for its trace
+    /// table to mark in the forward hook. Absent from coordinators that
+    /// predate it, and ignored by agents that do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<ForwardFlow>,
+}
+
+/// One path between two other plan hosts that may cross a forwarding
+/// host: packets from any of `from`'s addresses (in the request's
+/// `sources`) to `dest:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardFlow {
+    /// The source host (its addresses are in the request's `sources`).
+    pub from: String,
+    /// The target address probed.
+    pub dest: IpAddr,
+    /// The TCP port dialled.
+    pub port: u16,
+}
+
+/// Which address families a host forwards (its `net.ipv4.ip_forward` and
+/// `net.ipv6.conf.all.forwarding` sysctls), as its agent reports them in
+/// `prepared`: such a host may carry paths between other plan hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarding {
+    /// IPv4 forwarding is on.
+    #[serde(default)]
+    pub ipv4: bool,
+    /// IPv6 forwarding is on.
+    #[serde(default)]
+    pub ipv6: bool,
+}
+
+impl Forwarding {
+    /// Neither family is forwarded.
+    pub const fn is_off(&self) -> bool {
+        !self.ipv4 && !self.ipv6
+    }
+
+    /// Whether packets to `ip` may be forwarded here (its family is on).
+    pub const fn carries(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(_) => self.ipv4,
+            IpAddr::V6(_) => self.ipv6,
+        }
+    }
 }
 
 /// One host's addresses (all interfaces, both families).
@@ -145,6 +194,10 @@ pub struct SourcesTraced {
     pub round: String,
     /// Pairs the trace table marks arriving.
     pub pairs: usize,
+    /// `source . destination . port` triples the trace table marks in the
+    /// forward hook (the request's `forward` flows); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub forwarded: usize,
     /// Why the addresses were not (all) added, when they were not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -212,6 +265,14 @@ pub struct ProbeRequest {
     /// Target hosts whose agent is down: none of their ports is probed.
     #[serde(default)]
     pub skip_hosts: Vec<String>,
+    /// The ports of `live` held only on other addresses than the planned
+    /// one (no canary, nothing on the planned address): a UDP one is sent
+    /// a datagram even without a request its service would know, to meet
+    /// what its clients meet (the target's port-unreachable). Added in
+    /// wave 3; an agent that does not know it sends nothing there, as
+    /// before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elsewhere: Vec<HostPort>,
     /// When the round measures part of the plan (`check --only`): the
     /// indices of the paths to probe; `None` for every outgoing path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -457,6 +518,10 @@ pub struct PrepareReply {
     /// predate it or cannot list them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<IpAddr>,
+    /// The families the agent's host forwards; absent when it forwards
+    /// neither (and from agents that predate it).
+    #[serde(default, skip_serializing_if = "Forwarding::is_off")]
+    pub forwarding: Forwarding,
 }
 
 /// The prober's side of one path.
@@ -580,6 +645,12 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+// serde's `skip_serializing_if` takes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+const fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
 /// What one canary saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanaryEvidence {
@@ -682,6 +753,9 @@ pub enum TraceDirection {
     In,
     /// Leaving: this host's own probes.
     Out,
+    /// Forwarded: a path between two other plan hosts crossing this one
+    /// (only traced when the coordinator sent it as a `forward` flow).
+    Forward,
 }
 
 /// The nftables rule, or chain policy, whose verdict stopped a packet.
@@ -799,6 +873,73 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(p, Request::Prepare(p) if p.version == 1));
+        // A coordinator before forward flows sends none; an agent that
+        // forwards nothing says nothing of it.
+        let t: Request =
+            serde_json::from_str(r#"{"op":"trace-sources","round":"ab","sources":[]}"#).unwrap();
+        assert!(matches!(&t, Request::TraceSources(t) if t.forward.is_empty()));
+        assert!(!serde_json::to_string(&t).unwrap().contains("forward"));
+        let prepared: Response =
+            serde_json::from_str(r#"{"reply":"prepared","round":"ab","listeners":[]}"#).unwrap();
+        assert!(matches!(&prepared, Response::Prepared(p) if p.forwarding.is_off()));
+        assert!(
+            !serde_json::to_string(&prepared)
+                .unwrap()
+                .contains("forwarding")
+        );
+        // An agent that predates forward flows reads a request with them
+        // as one without: unknown fields are ignored.
+        let with = Request::TraceSources(TraceSourcesRequest {
+            round: "ab".into(),
+            sources: Vec::new(),
+            forward: vec![ForwardFlow {
+                from: "client".into(),
+                dest: "198.18.2.40".parse().unwrap(),
+                port: 7101,
+            }],
+        });
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(
+            text.contains(r#""forward":[{"from":"client","dest":"198.18.2.40","port":7101}]"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), with);
+        // As an agent before forward flows reads it (its request type had
+        // no `forward`): the same request without them, not an error.
+        #[derive(Deserialize)]
+        #[serde(tag = "op", rename_all = "kebab-case")]
+        enum OldRequest {
+            TraceSources {
+                round: String,
+                sources: Vec<SourceAddresses>,
+            },
+        }
+        let OldRequest::TraceSources { round, sources } =
+            serde_json::from_str::<OldRequest>(&text).unwrap();
+        assert_eq!((round.as_str(), sources.len()), ("ab", 0));
+        // And a coordinator before `forwarding` reads a new `prepared`.
+        #[derive(Deserialize)]
+        #[serde(tag = "reply", rename_all = "kebab-case")]
+        enum OldResponse {
+            Prepared { round: String },
+        }
+        let new = Response::Prepared(PrepareReply {
+            round: "ab".into(),
+            listeners: Vec::new(),
+            version: PROTOCOL_VERSION,
+            addresses: Vec::new(),
+            forwarding: Forwarding {
+                ipv4: true,
+                ipv6: false,
+            },
+        });
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(
+            text.contains(r#""forwarding":{"ipv4":true,"ipv6":false}"#),
+            "{text}"
+        );
+        let OldResponse::Prepared { round } = serde_json::from_str(&text).unwrap();
+        assert_eq!(round, "ab");
         let e = Response::Error(ErrorReply {
             message: "x".into(),
         });

@@ -12,12 +12,12 @@ pub mod transport;
 
 pub use frame::{FrameError, read_frame, write_frame};
 pub use messages::{
-    CanaryEvidence, ErrorReply, EvidenceReply, Handshake, HandshakeStage, HelloReply, HostPort,
-    ListenerReport, ListenerState, ListeningSocket, NeighbourFailure, PROTOCOL_VERSION, PathProbe,
-    PlanUpload, PrepareReply, PrepareRequest, ProbeReply, ProbeRequest, RenewReply, Request,
-    Response, RoundRef, Sighting, SourceAddresses, SourcesTraced, SynSamples, TraceDirection,
-    TraceEvidence, TraceSourcesRequest, TraceState, TraceStop, TracedFlow, TransportProtocol,
-    VersionMismatch, listening_words, process_words,
+    CanaryEvidence, ErrorReply, EvidenceReply, ForwardFlow, Forwarding, Handshake, HandshakeStage,
+    HelloReply, HostPort, ListenerReport, ListenerState, ListeningSocket, NeighbourFailure,
+    PROTOCOL_VERSION, PathProbe, PlanUpload, PrepareReply, PrepareRequest, ProbeReply,
+    ProbeRequest, RenewReply, Request, Response, RoundRef, Sighting, SourceAddresses,
+    SourcesTraced, SynSamples, TraceDirection, TraceEvidence, TraceSourcesRequest, TraceState, TraceStop,
+    TracedFlow, TransportProtocol, VersionMismatch, listening_words, process_words,
 };
 pub use messages::{InterfaceState, RouteState, StateReply};
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};

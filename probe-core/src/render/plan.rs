@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Table;
 use crate::plan::Catalog;
-use crate::plan::{Address, Expect, Family, FamilyFilter, Host, Path, Plan};
+use crate::plan::{Address, Expect, Family, FamilyFilter, Host, Path, Plan, ServiceKind};
 use crate::port::{Port, Protocol};
 
 /// The `schema` value of plan JSON.
@@ -40,6 +40,9 @@ struct PortJson<'a> {
     port: Port,
     protocol: Protocol,
     role: &'a str,
+    /// The planned service, where the plan or catalog names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<ServiceKind>,
 }
 
 #[derive(Serialize)]
@@ -115,6 +118,7 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
                         port: p.port,
                         protocol: p.protocol,
                         role: &p.role,
+                        service: p.service_kind,
                     })
                     .collect(),
             })
@@ -125,12 +129,25 @@ pub fn plan_json(plan: &Plan, w: &mut impl Write) -> io::Result<()> {
     writeln!(w)
 }
 
-fn port_label(name: &str, port: Port, protocol: Protocol) -> String {
-    match protocol {
+/// `name port[/tls|/udp][ service]`: the planned service where one is
+/// named and the port's name does not already say it (`console 9443/tls
+/// https`).
+fn port_label(name: &str, port: Port, protocol: Protocol, service: Option<ServiceKind>) -> String {
+    let mut label = match protocol {
         Protocol::Tcp => format!("{name} {port}"),
         Protocol::Tls => format!("{name} {port}/tls"),
         Protocol::Udp => format!("{name} {port}/udp"),
+    };
+    // A port named after its service (`mysql`), or TLS on a TLS port,
+    // says it once.
+    let said = |s: &ServiceKind| {
+        s.as_str() == name || (*s == ServiceKind::Tls && protocol == Protocol::Tls)
+    };
+    if let Some(s) = service.filter(|s| !said(s)) {
+        label.push(' ');
+        label.push_str(s.as_str());
     }
+    label
 }
 
 /// Writes the plan for a terminal: hosts with their effective ports, then
@@ -203,7 +220,7 @@ fn hosts_table(plan: &Plan) -> Table {
                 .ports
                 .iter()
                 .filter(|p| p.role == r.role)
-                .map(|p| port_label(&p.name, p.port, p.protocol))
+                .map(|p| port_label(&p.name, p.port, p.protocol, p.service_kind))
                 .collect();
             let first = i == 0;
             t.row([
@@ -294,6 +311,9 @@ struct CatalogPortJson<'a> {
     port: Port,
     protocol: Protocol,
     offset: bool,
+    /// The service the catalog plans on the port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<ServiceKind>,
 }
 
 /// Writes the catalog as `portcall.catalog/v1` JSON.
@@ -314,6 +334,7 @@ pub fn catalog_json(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
                         port: p.port,
                         protocol: p.protocol,
                         offset: p.offset,
+                        service: p.service,
                     })
                     .collect(),
                 dials: r
@@ -354,7 +375,7 @@ pub fn catalog_table(catalog: &Catalog, w: &mut impl Write) -> io::Result<()> {
             .ports
             .iter()
             .map(|p| {
-                let mut s = port_label(&p.name, p.port, p.protocol);
+                let mut s = port_label(&p.name, p.port, p.protocol, p.service);
                 if !p.offset {
                     s.push_str(" fixed");
                 }

@@ -164,6 +164,17 @@ pub enum Traced {
     PassedTarget,
     /// The target traced, and our packets never reached its netfilter.
     NeverArrived,
+    /// Neither end names a rule, and a plan host between them that
+    /// forwards (a router between zones with its own agent) traced the
+    /// path stopped in its firewall as it forwarded it: `rule` is on that
+    /// host, `address` its plan address (the hop when no other evidence
+    /// names one).
+    Forwarded {
+        /// The rule or policy on the forwarding host.
+        rule: BlameRule,
+        /// The forwarding host's plan address.
+        address: Option<String>,
+    },
 }
 
 /// Where and why a path is blocked or failing.
@@ -273,7 +284,32 @@ pub fn blame(e: &Evidence<'_>) -> Option<Blame> {
             },
             _ => base,
         },
+        Some(Traced::Forwarded { rule, address }) => forwarded(base, rule, address.as_ref()),
     })
+}
+
+/// A path a forwarding plan host stopped in its firewall: the network
+/// (that host is a device between the two ends), with its rule, where the
+/// untraced evidence says the network or cannot say; the hop the evidence
+/// named (the ICMP sender, the walk's last hop), else that host's
+/// address. Direct evidence of another place (the target's ICMP, the
+/// return path, the source, a path-MTU black hole) stands.
+fn forwarded(base: Blame, rule: &BlameRule, address: Option<&String>) -> Blame {
+    let stopped = matches!(base.cause, Cause::Drop | Cause::IcmpReject | Cause::Reset);
+    if !stopped || !matches!(base.at, Where::Unknown | Where::Network) {
+        return base;
+    }
+    let (hop, hop_distance) = match base.hop {
+        Some(h) => (Some(h), base.hop_distance),
+        None => (address.cloned(), None),
+    };
+    Blame {
+        at: Where::Network,
+        hop,
+        hop_distance,
+        cause: base.cause,
+        rule: Some(rule.clone()),
+    }
 }
 
 fn blame_untraced(e: &Evidence<'_>) -> Option<Blame> {
@@ -652,6 +688,94 @@ mod tests {
             serde_json::to_string(&policy).unwrap(),
             r#"{"host":"db","table":"inet filter","chain":"input","policy":"drop"}"#
         );
+    }
+
+    /// A plan host routing between the two ends stopped the path in its
+    /// forward chain: the network, with that host's rule; the hop the
+    /// evidence named stands, else the host's address; direct evidence of
+    /// another place is kept.
+    #[test]
+    fn a_forwarding_plan_hosts_rule_names_the_network_stop() {
+        let rule = BlameRule {
+            host: "fw".into(),
+            table: "inet fw".into(),
+            chain: "forward".into(),
+            handle: Some(9),
+            text: Some(
+                "ip daddr 198.18.2.0/24 tcp dport 7102 reject with icmpx admin-prohibited".into(),
+            ),
+            policy: None,
+        };
+        let forwarded = || {
+            Some(Traced::Forwarded {
+                rule: rule.clone(),
+                address: Some("198.18.1.254".into()),
+            })
+        };
+        // A reject: the router's ICMP, its sender the hop.
+        let router = icmp("admin-prohibited", "198.18.1.254");
+        let mut e = ev(Observed::Unreachable);
+        e.icmp = Some(&router);
+        e.traced = forwarded();
+        let got = blame(&e).unwrap();
+        assert_eq!(
+            (got.at, got.cause, got.hop.as_deref(), got.rule.as_ref()),
+            (
+                Where::Network,
+                Cause::IcmpReject,
+                Some("198.18.1.254"),
+                Some(&rule)
+            )
+        );
+        assert_eq!(
+            got.sentence("db", Some(&router)),
+            "rejected by 198.18.1.254 (ICMP admin-prohibited), a device on the way, not db: fw: table inet fw chain forward rule handle 9 (ip daddr 198.18.2.0/24 tcp dport 7102 reject with icmpx admin-prohibited)"
+        );
+        // A silent drop, no walk: unknown becomes the network, the
+        // forwarding host's address the hop.
+        let mut e = ev(Observed::Timeout);
+        e.traced = forwarded();
+        let got = blame(&e).unwrap();
+        assert_eq!(
+            (got.at, got.cause, got.hop.as_deref(), got.hop_distance),
+            (Where::Network, Cause::Drop, Some("198.18.1.254"), None)
+        );
+        assert_eq!(got.rule.as_ref(), Some(&rule));
+        // The walk's last hop stands, with its distance.
+        let walk = Walk {
+            last_hop: Some(Hop {
+                address: "198.18.2.254".into(),
+                distance: 1,
+            }),
+            ..Walk::default()
+        };
+        e.walk = Some(&walk);
+        let got = blame(&e).unwrap();
+        assert_eq!(
+            (got.hop.as_deref(), got.hop_distance),
+            (Some("198.18.2.254"), Some(1))
+        );
+        // A reset without ICMP: the network, reset, the rule.
+        let mut e = ev(Observed::Refused);
+        e.traced = forwarded();
+        let got = blame(&e).unwrap();
+        assert_eq!((got.at, got.cause), (Where::Network, Cause::Reset));
+        assert!(got.rule.is_some());
+        // The target itself answered, or the SYN reached it: not the
+        // forwarding host's doing, whatever its trace says.
+        let own = icmp("port-unreachable", "198.18.3.40");
+        let db = ["198.18.3.40".to_string()];
+        let mut e = ev(Observed::Refused);
+        e.icmp = Some(&own);
+        e.target_addresses = &db;
+        e.traced = forwarded();
+        let got = blame(&e).unwrap();
+        assert_eq!((got.at, got.rule), (Where::Target, None));
+        let mut e = ev(Observed::Timeout);
+        e.target_stage = Some(TargetStage::Syn);
+        e.traced = forwarded();
+        let got = blame(&e).unwrap();
+        assert_eq!((got.at, got.rule), (Where::ReturnPath, None));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::PlanMismatch;
-use crate::control::{CanaryEvidence, Handshake, ListenerReport, PathProbe, TraceEvidence};
+use crate::control::{
+    CanaryEvidence, Forwarding, Handshake, ListenerReport, PathProbe, TraceEvidence,
+};
 use crate::plan::{PathView, Plan};
 use crate::probe::Silence;
 use crate::probe::classify::is_local_denial;
@@ -68,6 +70,9 @@ pub struct AgentEvidence {
     /// `prepared` (all interfaces), and for a source its plan addresses
     /// and resolved plan names. Empty from agents that predate it.
     pub addresses: Vec<std::net::IpAddr>,
+    /// The families its host forwards, as its agent reported them in
+    /// `prepared` (off from agents that predate it).
+    pub forwarding: Forwarding,
 }
 
 impl AgentEvidence {
@@ -84,6 +89,7 @@ impl AgentEvidence {
             handshakes: None,
             trace: None,
             addresses: Vec::new(),
+            forwarding: Forwarding::default(),
         }
     }
 }

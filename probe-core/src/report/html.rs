@@ -78,7 +78,7 @@ td.error { background: var(--err-bg); }
 .legend .port.blocked.ok { color: var(--ok); }
 table.list { border-collapse: collapse; width: 100%; }
 table.list th { text-align: left; font-size: 12px; color: var(--muted); font-weight: 600; border-bottom: 1px solid var(--line); padding: 4px 8px; }
-table.list td { border-bottom: 1px solid #eaeef2; padding: 5px 8px; vertical-align: top; }
+table.list td { border-bottom: 1px solid #eaeef2; padding: 5px 8px; vertical-align: top; overflow-wrap: anywhere; }
 table.list td.mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; white-space: nowrap; }
 table.list td.why { width: 55%; }
 table.list td.flow { width: 22%; min-width: 8em; max-width: 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }

@@ -387,6 +387,7 @@ expect = "blocked"
             trace: None,
             addresses: Vec::new(),
             syn_samples: None,
+            forwarding: crate::control::Forwarding::default(),
         }
     }
 

@@ -7,15 +7,23 @@
 //! plan at all; without these the target's trace would not see their
 //! packets and the join would blame the network for its own firewall.
 //!
+//! A host whose agent reported forwarding on (a router between zones that
+//! is a plan host) also gets the round's TCP paths between other plan
+//! hosts ([`forward_flows`]), with their sources' addresses, so that its
+//! trace table marks what it forwards and the join can name the rule of
+//! its `forward` chain that stopped one.
+//!
 //! Pure apart from name resolution: the round sends what [`requests`]
-//! builds (one `trace-sources` per target) between `prepare` and `probe`.
+//! builds (one `trace-sources` per target or forwarding host) between
+//! `prepare` and `probe`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::control::{
-    ControlError, ControlStream, Request, Response, SourceAddresses, TraceSourcesRequest,
+    ControlError, ControlStream, ForwardFlow, Forwarding, Request, Response, SourceAddresses,
+    TraceSourcesRequest,
 };
 use crate::plan::{Address, Plan};
 use crate::probe::resolve::{FamilyPreference, resolve};
@@ -36,6 +44,97 @@ pub(super) fn sources_by_target(plan: &Plan) -> BTreeMap<String, BTreeSet<String
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
+    out
+}
+
+/// Most forwarded flows one host is sent: its trace table marks at most
+/// `nftrace::MAX_TRACED_PAIRS` elements in all, and the request must stay
+/// far below the agents' request size limit. Past it the host is sent
+/// none, and the join names no forward rule of its.
+pub(super) const MAX_FORWARD_FLOWS: usize = 256;
+
+/// Who gets which `trace-sources`: each target's sources, and each
+/// forwarding host's flows between other plan hosts.
+#[derive(Debug, Default)]
+pub(super) struct Wanted {
+    /// For each target, the sources of its TCP paths to canaries.
+    pub(super) by_target: BTreeMap<String, BTreeSet<String>>,
+    /// For each forwarding host, the flows that may cross it.
+    pub(super) forward: BTreeMap<String, Vec<ForwardFlow>>,
+}
+
+impl Wanted {
+    /// What the round's `trace-sources` requests need, with `agents` the
+    /// hosts whose agents are up and what each reported forwarding.
+    pub(super) fn new<'a>(
+        plan: &Plan,
+        agents: impl IntoIterator<Item = (&'a str, Forwarding)>,
+    ) -> Wanted {
+        Wanted {
+            by_target: sources_by_target(plan),
+            forward: forward_flows(plan, &agents.into_iter().collect()),
+        }
+    }
+
+    /// Every source host whose addresses some request carries.
+    fn sources(&self) -> BTreeSet<&str> {
+        let flows = self.forward.values().flatten().map(|f| f.from.as_str());
+        self.by_target
+            .values()
+            .flatten()
+            .map(String::as_str)
+            .chain(flows)
+            .collect()
+    }
+}
+
+/// For each host of `forwarders` that forwards some family, the round's
+/// TCP paths between two other plan hosts whose target address (an IP
+/// literal) is of a family it forwards: the paths that may cross it.
+/// Whether one does is the kernel's routing decision; only the ones that
+/// do are traced there. A host with more than [`MAX_FORWARD_FLOWS`] gets
+/// none.
+pub(super) fn forward_flows(
+    plan: &Plan,
+    forwarders: &BTreeMap<&str, Forwarding>,
+) -> BTreeMap<String, Vec<ForwardFlow>> {
+    let forwarders: Vec<(&str, Forwarding)> = forwarders
+        .iter()
+        .filter(|(_, f)| !f.is_off())
+        .map(|(h, f)| (*h, *f))
+        .collect();
+    let mut out: BTreeMap<String, Vec<ForwardFlow>> = BTreeMap::new();
+    if forwarders.is_empty() {
+        return out;
+    }
+    let _ = plan.for_each_path(|p| {
+        let dest = match p.address {
+            Address::Ip(ip) if p.protocol.is_tcp() => *ip,
+            _ => return std::ops::ControlFlow::<()>::Continue(()),
+        };
+        for (host, fwd) in &forwarders {
+            if *host != p.from && *host != p.to && fwd.carries(dest) {
+                let flows = out.entry((*host).to_owned()).or_default();
+                if flows.len() <= MAX_FORWARD_FLOWS {
+                    flows.push(ForwardFlow {
+                        from: p.from.to_owned(),
+                        dest,
+                        port: p.port.get(),
+                    });
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    for (host, flows) in &mut out {
+        flows.sort_unstable_by(|a, b| (&a.from, a.dest, a.port).cmp(&(&b.from, b.dest, b.port)));
+        flows.dedup();
+        if flows.len() > MAX_FORWARD_FLOWS {
+            tracing::info!(%host, limit = MAX_FORWARD_FLOWS, "too many paths may cross this forwarding host to trace them there");
+            flows.clear();
+        }
+    }
+    out.retain(|_, f| !f.is_empty());
     out
 }
 
@@ -107,11 +206,11 @@ pub(super) fn addresses_of(
 /// wait for it.
 pub(super) async fn gather(
     plan: &Plan,
-    by_target: &BTreeMap<String, BTreeSet<String>>,
+    wanted: &Wanted,
     up: Vec<(&str, &mut Vec<IpAddr>)>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Option<BTreeMap<String, Vec<IpAddr>>> {
-    let wanted: BTreeSet<&str> = by_target.values().flatten().map(String::as_str).collect();
+    let wanted = wanted.sources();
     let up: Vec<_> = up.into_iter().filter(|(h, _)| wanted.contains(h)).collect();
     let resolved = tokio::select! {
         r = resolve_all(names(plan, up.iter().map(|(h, _)| *h))) => r,
@@ -154,35 +253,57 @@ pub(super) async fn ask(
     }
 }
 
-/// The `trace-sources` request of each target, from the sources' full
-/// address sets (`addresses`, by host); targets none of whose sources has
-/// an address get none.
+/// The `trace-sources` request of each target and forwarding host, from
+/// the sources' full address sets (`addresses`, by host): a target's
+/// sources, and a forwarding host's flows with their sources' addresses
+/// (a flow whose source has none is left out). A host left with no
+/// address to trace gets none.
 pub(super) fn requests(
     round: &str,
-    by_target: &BTreeMap<String, BTreeSet<String>>,
+    wanted: &Wanted,
     addresses: &BTreeMap<String, Vec<IpAddr>>,
 ) -> BTreeMap<String, TraceSourcesRequest> {
-    by_target
-        .iter()
-        .filter_map(|(target, sources)| {
-            let sources: Vec<SourceAddresses> = sources
+    let known = |s: &str| addresses.get(s).is_some_and(|a| !a.is_empty());
+    let no_sources = BTreeSet::new();
+    let hosts: BTreeSet<&String> = wanted
+        .by_target
+        .keys()
+        .chain(wanted.forward.keys())
+        .collect();
+    hosts
+        .into_iter()
+        .filter_map(|host| {
+            let forward: Vec<ForwardFlow> = wanted
+                .forward
+                .get(host)
+                .into_iter()
+                .flatten()
+                .filter(|f| known(&f.from))
+                .cloned()
+                .collect();
+            let names: BTreeSet<&str> = wanted
+                .by_target
+                .get(host)
+                .unwrap_or(&no_sources)
                 .iter()
-                .filter_map(|s| {
-                    let a = addresses.get(s).filter(|a| !a.is_empty())?;
-                    Some(SourceAddresses {
-                        host: s.clone(),
-                        addresses: a.clone(),
-                    })
+                .map(String::as_str)
+                .chain(forward.iter().map(|f| f.from.as_str()))
+                .filter(|s| known(s))
+                .collect();
+            let sources: Vec<SourceAddresses> = names
+                .into_iter()
+                .map(|s| SourceAddresses {
+                    host: s.to_owned(),
+                    addresses: addresses[s].clone(),
                 })
                 .collect();
             (!sources.is_empty()).then(|| {
-                (
-                    target.clone(),
-                    TraceSourcesRequest {
-                        round: round.to_owned(),
-                        sources,
-                    },
-                )
+                let request = TraceSourcesRequest {
+                    round: round.to_owned(),
+                    sources,
+                    forward,
+                };
+                (host.clone(), request)
             })
         })
         .collect()
@@ -234,11 +355,114 @@ ports = ["svc", "dns"]
         let b = addresses_of(&plan, "b", &[], &resolved);
         assert!(b.iter().any(IpAddr::is_loopback), "{b:?}");
         addresses.insert("b".to_owned(), b);
-        let r = requests("ab12", &by_target, &addresses);
+        let wanted = Wanted {
+            by_target,
+            forward: BTreeMap::new(),
+        };
+        let r = requests("ab12", &wanted, &addresses);
         let t = &r["t"];
         assert_eq!(t.round, "ab12");
+        assert!(t.forward.is_empty());
         let hosts: Vec<&str> = t.sources.iter().map(|s| s.host.as_str()).collect();
         assert_eq!(hosts, ["a", "b"]);
-        assert!(requests("ab12", &by_target, &BTreeMap::new()).is_empty());
+        assert!(requests("ab12", &wanted, &BTreeMap::new()).is_empty());
+    }
+
+    /// A router between two zones that is a plan host: client (ops) to db
+    /// (data) crosses it; its own paths and the UDP path do not count.
+    const ROUTED: &str = r#"
+name = "routed"
+[roles.svc]
+ports = [{ name = "app", port = 7100 }, { name = "dns", port = 7302, protocol = "udp" }]
+[roles.gate]
+ports = [{ name = "mgmt", port = 7200 }]
+[[hosts]]
+name = "client"
+address = ["198.18.1.20", "2001:2:0:1::20"]
+[[hosts]]
+name = "fw"
+address = "198.18.1.254"
+roles = ["gate"]
+[[hosts]]
+name = "db"
+address = ["198.18.2.40", "2001:2:0:2::40"]
+roles = ["svc"]
+[[flows]]
+from = "host:client"
+to = ["host:db", "host:fw"]
+ports = ["app", "dns", "mgmt"]
+[[flows]]
+from = "host:fw"
+to = "host:db"
+ports = ["app"]
+"#;
+
+    #[test]
+    fn a_forwarding_host_gets_the_paths_between_other_hosts_of_the_families_it_forwards() {
+        let plan = Plan::parse(ROUTED, "p.toml").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let v4 = Forwarding {
+            ipv4: true,
+            ipv6: false,
+        };
+        let off = Forwarding::default();
+        let wanted = Wanted::new(&plan, [("fw", v4), ("db", off), ("client", off)]);
+        let flows: Vec<String> = wanted.forward["fw"]
+            .iter()
+            .map(|f| format!("{} -> {}:{}", f.from, f.dest, f.port))
+            .collect();
+        // Only client -> db over IPv4 (fw forwards no IPv6); neither fw's
+        // own paths nor the UDP one.
+        assert_eq!(flows, ["client -> 198.18.2.40:7100"]);
+        assert_eq!(wanted.forward.keys().collect::<Vec<_>>(), ["fw"]);
+        let both = Forwarding {
+            ipv4: true,
+            ipv6: true,
+        };
+        let dual = forward_flows(&plan, &BTreeMap::from([("fw", both)]));
+        assert_eq!(dual["fw"].len(), 2);
+        assert_eq!(dual["fw"][1].dest, ip("2001:2:0:2::40"));
+        // fw's request carries the flow and client's addresses beside its
+        // own sources; db's has no forward flow.
+        let addresses = BTreeMap::from([
+            (
+                "client".to_owned(),
+                vec![ip("198.18.1.20"), ip("2001:2:0:1::20")],
+            ),
+            (
+                "fw".to_owned(),
+                vec![ip("198.18.1.254"), ip("198.18.2.254")],
+            ),
+        ]);
+        let r = requests("ab12", &wanted, &addresses);
+        assert_eq!(r["fw"].forward, wanted.forward["fw"]);
+        let fw_sources: Vec<&str> = r["fw"].sources.iter().map(|s| s.host.as_str()).collect();
+        assert_eq!(fw_sources, ["client"]);
+        assert!(r["db"].forward.is_empty());
+        // A flow whose source has no address is not sent.
+        let r = requests("ab12", &wanted, &BTreeMap::new());
+        assert!(r.is_empty(), "{r:?}");
+        // None forwards: no flows at all.
+        assert!(forward_flows(&plan, &BTreeMap::from([("fw", off)])).is_empty());
+    }
+
+    #[test]
+    fn a_forwarding_host_crossed_by_too_many_paths_gets_none() {
+        let mut text = String::from(
+            "name = \"many\"\n[[hosts]]\nname = \"a\"\naddress = \"198.18.1.1\"\n[[hosts]]\nname = \"fw\"\naddress = \"198.18.1.254\"\n[[hosts]]\nname = \"b\"\naddress = \"198.18.2.1\"\n",
+        );
+        text.push_str(&format!(
+            "[[flows]]\nfrom = \"host:a\"\nto = \"host:b\"\nports = [{}]\n",
+            (1..=MAX_FORWARD_FLOWS + 1)
+                .map(|p| (10_000 + p).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let plan = Plan::parse(&text, "p.toml").unwrap();
+        let v4 = Forwarding {
+            ipv4: true,
+            ipv6: false,
+        };
+        assert!(forward_flows(&plan, &BTreeMap::from([("fw", v4)])).is_empty());
     }
 }

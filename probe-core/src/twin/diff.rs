@@ -33,6 +33,21 @@ pub struct Side {
 }
 
 impl Side {
+    /// The same decision: verdict, outcome and deciding rule, a rule known
+    /// by its host, table, chain and text (or policy). Handles are the
+    /// kernel's numbering, not the rule: a ruleset loaded again (a whole
+    /// candidate, or the live ruleset into the twin after rules were
+    /// deleted over the years) renumbers the same rule.
+    pub fn same_decision(&self, other: &Side) -> bool {
+        self.verdict == other.verdict
+            && self.observed == other.observed
+            && match (&self.rule, &other.rule) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same_rule(a, b),
+                _ => false,
+            }
+    }
+
     fn of(p: &PathReport) -> Side {
         Side {
             verdict: p.verdict,
@@ -40,6 +55,19 @@ impl Side {
             rule: p.blame.as_ref().and_then(|b| b.rule.clone()),
         }
     }
+}
+
+/// Two rules are the same rule: same place and the same text (or policy);
+/// the handle decides only where neither has its text.
+fn same_rule(a: &BlameRule, b: &BlameRule) -> bool {
+    a.host == b.host
+        && a.table == b.table
+        && a.chain == b.chain
+        && a.policy == b.policy
+        && match (&a.text, &b.text) {
+            (Some(x), Some(y)) => x == y,
+            _ => a.text == b.text && a.handle == b.handle,
+        }
 }
 
 /// What the change does to a path.
@@ -190,7 +218,7 @@ fn label(p: &PathReport) -> String {
 
 /// What the change does to one path.
 pub fn classify(expect: Expect, base: &Side, candidate: &Side) -> PathChange {
-    if base == candidate {
+    if base.same_decision(candidate) {
         return PathChange::Same;
     }
     match (base.verdict, candidate.verdict) {
@@ -241,7 +269,7 @@ pub fn compare(
         let mut change = classify(p.expect, &b, &c);
         if let Some(lp) = live_p {
             let l = Side::of(lp);
-            let reproduced = l == b;
+            let reproduced = l.same_decision(&b);
             if !reproduced {
                 if let Some(f) = fidelity.as_mut() {
                     f.push(Disagreement {
@@ -343,7 +371,7 @@ pub fn write_table(w: &mut impl Write, whatif: &WhatIf, all: bool) -> io::Result
     rows.sort_by_key(|p| p.change);
     for p in rows {
         let fam = p.family.map_or(String::new(), |f| format!(" ({f})"));
-        let rule = if p.base.rule == p.candidate.rule {
+        let rule = if p.base.same_decision(&p.candidate) || p.base.rule == p.candidate.rule {
             rule_words(p.candidate.rule.as_ref())
         } else {
             format!(
@@ -424,6 +452,41 @@ mod tests {
             words,
             "db inet fw\\u{202e} input: handle 7: tcp dport 3306 comment \"\\u{1b}[2J\" drop"
         );
+    }
+
+    #[test]
+    fn the_same_rule_renumbered_is_the_same_decision() {
+        let rule = |handle, text: &str| BlameRule {
+            host: "db".into(),
+            table: "inet fw".into(),
+            chain: "input".into(),
+            handle: Some(handle),
+            text: Some(text.into()),
+            policy: None,
+        };
+        let side = |r| Side {
+            verdict: Verdict::Ok,
+            observed: Some(Observed::Timeout),
+            rule: Some(r),
+        };
+        let a = side(rule(5, "tcp dport 3306 drop"));
+        assert!(a.same_decision(&side(rule(9, "tcp dport 3306 drop"))));
+        assert_eq!(
+            classify(Expect::Blocked, &a, &side(rule(9, "tcp dport 3306 drop"))),
+            PathChange::Same
+        );
+        // Another rule text, or another chain, is another decision.
+        assert!(!a.same_decision(&side(rule(5, "tcp dport 3306 reject"))));
+        let mut other = rule(5, "tcp dport 3306 drop");
+        other.chain = "forward".into();
+        assert!(!a.same_decision(&side(other)));
+        // Without the text, the handle is all there is to compare.
+        let mut bare = rule(5, "");
+        bare.text = None;
+        let mut renumbered = bare.clone();
+        renumbered.handle = Some(9);
+        assert!(!side(bare.clone()).same_decision(&side(renumbered)));
+        assert!(side(bare.clone()).same_decision(&side(bare)));
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::super::evidence::{AgentEvidence, RoundEvidence};
-use crate::control::{CanaryEvidence, Handshake, HandshakeStage, PathProbe, Sighting};
+use crate::control::{
+    CanaryEvidence, Handshake, HandshakeStage, PathProbe, Sighting, TraceDirection, TraceState,
+    TracedFlow,
+};
 use crate::plan::{Address, Plan};
 
 /// Every agent's evidence in the orders the join looks it up by, sorted
@@ -21,6 +24,10 @@ pub(super) struct EvidenceIndex<'a> {
     /// Each host's IP addresses from the plan, with their text (how the
     /// handshakes name a source), formatted once.
     addresses: HashMap<&'a str, Vec<(IpAddr, String)>>,
+    /// Every forwarded flow an agent traced as stopped in its host's
+    /// firewall (a plan host routing between others), with the host,
+    /// sorted by (port, destination).
+    forward_stops: Vec<(&'a str, &'a TracedFlow)>,
 }
 
 #[derive(Debug)]
@@ -56,10 +63,40 @@ impl<'a> EvidenceIndex<'a> {
                 (h.name.as_str(), ips.collect())
             })
             .collect();
+        let mut forward_stops: Vec<(&str, &TracedFlow)> = round
+            .agents
+            .iter()
+            .filter_map(|(host, a)| Some((host.as_str(), a.trace.as_ref()?)))
+            .filter(|(_, t)| t.state == TraceState::Traced)
+            .flat_map(|(host, t)| t.flows.iter().map(move |f| (host, f)))
+            .filter(|(_, f)| f.direction == TraceDirection::Forward && f.stop.is_some())
+            .collect();
+        forward_stops.sort_by_key(|(_, f)| (f.port, f.dest));
         EvidenceIndex {
             by_agent,
             addresses,
+            forward_stops,
         }
+    }
+
+    /// A host other than `from` and `to` that traced packets from one of
+    /// `sources` to `dest:port` stopped in its firewall as it forwarded
+    /// them, with the stopping flow: the first such host by name.
+    pub(super) fn forward_stop(
+        &self,
+        (from, to): (&str, &str),
+        sources: &[IpAddr],
+        dest: IpAddr,
+        port: u16,
+    ) -> Option<(&'a str, &'a TracedFlow)> {
+        let start = self
+            .forward_stops
+            .partition_point(|(_, f)| (f.port, f.dest) < (port, dest));
+        self.forward_stops[start..]
+            .iter()
+            .take_while(|(_, f)| (f.port, f.dest) == (port, dest))
+            .find(|(host, f)| *host != from && *host != to && sources.contains(&f.source))
+            .copied()
     }
 
     pub(super) fn get(&self, host: &str) -> Option<&AgentIndex<'a>> {

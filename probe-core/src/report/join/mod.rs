@@ -380,7 +380,7 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
         path_mtu: probe.path_mtu,
         local_denial: c.denied,
         redirected_to: redirected_to.as_deref(),
-        traced: observe::traced(c, &r.address),
+        traced: observe::traced(c, index, &r.address),
         icmp_from_source: icmp_from_source(plan, path.from, c.ends.src, probe),
         neighbour: probe.neighbour.as_ref(),
     });
@@ -512,6 +512,7 @@ expect = "blocked"
             trace: None,
             addresses: Vec::new(),
             syn_samples: None,
+            forwarding: crate::control::Forwarding::default(),
         }
     }
 
@@ -1588,5 +1589,172 @@ ports = ["mysql"]
             (blame::Where::Unknown, blame::Cause::NeighbourUnresolved)
         );
         assert!(!r.paths[0].detail.contains("a device on the way"));
+    }
+
+    /// web (ops) reaches db (data) through fw, a plan host that routes
+    /// between the zones with its own agent; fw's forward chain stops the
+    /// path.
+    fn routed_through_fw() -> Plan {
+        Plan::parse(
+            r#"
+name = "routed"
+[defaults]
+timeout_ms = 500
+retries = 0
+[roles.gate]
+ports = [{ name = "mgmt", port = 7200 }]
+[[hosts]]
+name = "web"
+address = "198.18.1.20"
+[[hosts]]
+name = "fw"
+address = "198.18.1.254"
+roles = ["gate"]
+[[hosts]]
+name = "db"
+address = "198.18.2.40"
+roles = ["mysql"]
+[[flows]]
+from = "host:web"
+to = "host:db"
+ports = ["mysql"]
+[[flows]]
+from = "host:web"
+to = "host:fw"
+ports = ["mgmt"]
+"#,
+            "routed.toml",
+        )
+        .unwrap()
+    }
+
+    fn traced(flows: Vec<crate::control::TracedFlow>) -> Option<crate::control::TraceEvidence> {
+        Some(crate::control::TraceEvidence {
+            state: crate::control::TraceState::Traced,
+            reason: None,
+            flows,
+        })
+    }
+
+    fn forward_flow(
+        direction: crate::control::TraceDirection,
+        port: u16,
+        stop: Option<crate::control::TraceStop>,
+    ) -> crate::control::TracedFlow {
+        crate::control::TracedFlow {
+            direction,
+            source: "198.18.1.20".parse().unwrap(),
+            dest: "198.18.2.40".parse().unwrap(),
+            port,
+            packets: 1,
+            stop,
+        }
+    }
+
+    /// Regression: a path stopped in the forward chain of a plan host
+    /// routing between the zones was blamed on the network at the
+    /// router's address without the rule, although the router's agent
+    /// traced it. Its forward trace names the rule, on fw; the target's
+    /// own trace (never arrived) and a path the router did not stop
+    /// keep saying what they said.
+    #[test]
+    fn a_forwarding_plan_hosts_trace_names_the_forward_rule_that_stopped_a_path() {
+        use crate::control::{TraceDirection, TraceStop};
+        let p = routed_through_fw();
+        let db_path = p.paths.iter().position(|x| x.to == "db").unwrap();
+        let mut rejected = probe(db_path, Some("bb"), Observed::Unreachable);
+        rejected.source = Some("198.18.1.20:40000".parse().unwrap());
+        rejected.icmp = Some(Box::new(crate::probe::IcmpEvidence {
+            kind: "admin-prohibited".into(),
+            code: 13,
+            from: "198.18.1.254".into(),
+        }));
+        let web = up(vec![], vec![rejected], vec![]);
+        let mut db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);
+        db.trace = traced(vec![]);
+        let stop = TraceStop {
+            table: "inet fw".into(),
+            chain: "forward".into(),
+            handle: Some(9),
+            text: Some("tcp dport 3306 reject with icmpx admin-prohibited".into()),
+            policy: None,
+        };
+        let mut fw = up(vec![], vec![], vec![]);
+        fw.trace = traced(vec![forward_flow(
+            TraceDirection::Forward,
+            3306,
+            Some(stop.clone()),
+        )]);
+        let round = |web: &AgentEvidence, fw: &AgentEvidence, db: &AgentEvidence| RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [
+                ("web".to_string(), web.clone()),
+                ("fw".to_string(), fw.clone()),
+                ("db".to_string(), db.clone()),
+            ]
+            .into(),
+        };
+        let r = join(&p, &round(&web, &fw, &db));
+        let path = &r.paths[db_path];
+        let b = path.blame.as_ref().unwrap();
+        assert_eq!(
+            (b.at, b.cause, b.hop.as_deref()),
+            (
+                blame::Where::Network,
+                blame::Cause::IcmpReject,
+                Some("198.18.1.254")
+            ),
+            "{path:#?}"
+        );
+        let rule = b.rule.as_ref().expect("fw's forward rule");
+        assert_eq!(
+            (
+                rule.host.as_str(),
+                rule.table.as_str(),
+                rule.chain.as_str(),
+                rule.handle
+            ),
+            ("fw", "inet fw", "forward", Some(9))
+        );
+        // The same stop seen arriving (fw as a target), or on another
+        // port, or on a flow that passed, names nothing.
+        for other in [
+            forward_flow(TraceDirection::In, 3306, Some(stop.clone())),
+            forward_flow(TraceDirection::Forward, 3307, Some(stop.clone())),
+            forward_flow(TraceDirection::Forward, 3306, None),
+        ] {
+            let mut fw = fw.clone();
+            fw.trace = traced(vec![other.clone()]);
+            let b = join(&p, &round(&web, &fw, &db)).paths[db_path]
+                .blame
+                .clone()
+                .unwrap();
+            assert_eq!((b.at, b.rule), (blame::Where::Network, None), "{other:?}");
+        }
+        // The target's own rule comes first: it saw the SYN and dropped it.
+        let mut db_drops = db.clone();
+        db_drops.trace = traced(vec![forward_flow(
+            TraceDirection::In,
+            3306,
+            Some(TraceStop {
+                chain: "input".into(),
+                table: "inet filter".into(),
+                ..stop.clone()
+            }),
+        )]);
+        let b = join(&p, &round(&web, &fw, &db_drops)).paths[db_path]
+            .blame
+            .clone()
+            .unwrap();
+        assert_eq!(b.rule.unwrap().host, "db");
+        // A target that does not trace: the router's trace still names it.
+        let mut untraced = db.clone();
+        untraced.trace = None;
+        let b = join(&p, &round(&web, &fw, &untraced)).paths[db_path]
+            .blame
+            .clone()
+            .unwrap();
+        assert_eq!(b.rule.unwrap().chain, "forward");
     }
 }

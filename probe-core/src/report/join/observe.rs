@@ -180,11 +180,17 @@ fn at_canary(
     })
 }
 
-/// What the firewall traces of both ends say about one path: the source's
-/// output chain stopped our probe, a rule or policy on the target stopped
-/// it, the target's firewall let it through, or the target (tracing) never
-/// saw it. `None` where neither end traced.
-pub(super) fn traced(c: &Case<'_>, address: &str) -> Option<blame::Traced> {
+/// What the firewall traces say about one path: the source's output
+/// chain stopped our probe, a rule or policy on the target stopped it, the
+/// target's firewall let it through, or the target (tracing) never saw
+/// it; and when neither end names a rule, a forwarding plan host between
+/// them that traced the path stopped in its firewall as it forwarded it.
+/// `None` where no one traced.
+pub(super) fn traced(
+    c: &Case<'_>,
+    index: &EvidenceIndex<'_>,
+    address: &str,
+) -> Option<blame::Traced> {
     fn on(a: &AgentEvidence) -> Option<&TraceEvidence> {
         a.trace.as_ref().filter(|t| t.state == TraceState::Traced)
     }
@@ -206,7 +212,6 @@ pub(super) fn traced(c: &Case<'_>, address: &str) -> Option<blame::Traced> {
             return Some(blame::Traced::Egress(blame::BlameRule::of(path.from, stop)));
         }
     }
-    let t = on(c.ends.dst)?;
     let mut sources: Vec<std::net::IpAddr> = probe.source.map(|s| s.ip()).into_iter().collect();
     // Every address the source can send from (its agent's interfaces, its
     // resolved plan names): the one its unconnected probe left from is
@@ -218,6 +223,40 @@ pub(super) fn traced(c: &Case<'_>, address: &str) -> Option<blame::Traced> {
             crate::plan::Address::Dns(_) => None,
         }));
     }
+    let at_target = on(c.ends.dst).map(|t| at_target(t, &sources, dest, port, path.to));
+    match at_target {
+        None | Some(blame::Traced::NeverArrived) => {}
+        decided => return decided,
+    }
+    let forwarded = dest.and_then(|d| index.forward_stop((path.from, path.to), &sources, d, port));
+    let Some((host, flow)) = forwarded else {
+        return at_target;
+    };
+    // The forwarding host's plan address of the path's family, else its
+    // primary.
+    let address = plan.host(host).map(|h| {
+        let same = h.addresses.iter().find(|a| match a {
+            crate::plan::Address::Ip(ip) => ip.is_ipv6() == flow.dest.is_ipv6(),
+            crate::plan::Address::Dns(_) => false,
+        });
+        same.unwrap_or(&h.address).to_string()
+    });
+    Some(blame::Traced::Forwarded {
+        rule: blame::BlameRule::of(host, flow.stop.as_ref()?),
+        address,
+    })
+}
+
+/// What the target's trace `t` says of packets from `sources` to
+/// `dest:port`: a rule of `to`'s stopped them, they passed, or none
+/// arrived.
+fn at_target(
+    t: &TraceEvidence,
+    sources: &[std::net::IpAddr],
+    dest: Option<std::net::IpAddr>,
+    port: u16,
+    to: &str,
+) -> blame::Traced {
     let arrived: Vec<_> = t
         .flows
         .iter()
@@ -229,11 +268,11 @@ pub(super) fn traced(c: &Case<'_>, address: &str) -> Option<blame::Traced> {
         })
         .collect();
     if let Some(stop) = arrived.iter().find_map(|f| f.stop.as_ref()) {
-        return Some(blame::Traced::AtTarget(blame::BlameRule::of(path.to, stop)));
+        return blame::Traced::AtTarget(blame::BlameRule::of(to, stop));
     }
-    Some(if arrived.is_empty() {
+    if arrived.is_empty() {
         blame::Traced::NeverArrived
     } else {
         blame::Traced::PassedTarget
-    })
+    }
 }

@@ -160,11 +160,21 @@ impl Case<'_> {
     }
 
     /// Blamed on the network: a paragraph for the network team, and a
-    /// forward accept on the router when one is named.
+    /// forward accept on the router: the plan host whose own agent traced
+    /// the rule that stopped the path as it forwarded it (in that rule's
+    /// table and chain), else the one `--router` names.
     fn in_network(&self, b: &Blame, notes: &mut Vec<String>) -> (String, Action) {
         let p = self.p;
         let paragraph = network_paragraph(self.report, p, b);
-        let router = self.router.filter(|r| *r != p.to && *r != p.from);
+        // A rule traced on a plan host between the two ends (a router
+        // with its own agent): the fix goes there, whatever --router says.
+        let traced = b.rule.as_ref().filter(|r| {
+            r.host != p.to && r.host != p.from && self.report.hosts.iter().any(|h| h.name == r.host)
+        });
+        let router = match traced {
+            Some(rule) => Some(rule.host.as_str()),
+            None => self.router.filter(|r| *r != p.to && *r != p.from),
+        };
         let (Some(router), Ok(dest)) = (router, p.address.parse::<IpAddr>()) else {
             return manual(&p.to, paragraph);
         };
@@ -173,10 +183,25 @@ impl Case<'_> {
         };
         notes.push(paragraph);
         notes.extend(note);
+        if let Some(rule) = traced {
+            notes.push(format!(
+                "{router} forwards the path and its own trace names the rule that stops it"
+            ));
+            if self.router.is_some_and(|r| r != router) {
+                notes.push(format!(
+                    "--router {} does not apply here: the rule is on {router}",
+                    self.router.unwrap_or_default()
+                ));
+            }
+            notes.push(overrides(rule));
+        }
         let action = Action::Forward {
             source,
             dest: dest.to_canonical(),
             port: p.port,
+            at: traced
+                .and_then(rule_chain)
+                .filter(|_| matches!(self.backend, Backend::Nft { .. })),
         };
         (router.to_string(), action)
     }

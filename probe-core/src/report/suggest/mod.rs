@@ -1016,6 +1016,75 @@ mod tests {
         );
     }
 
+    /// A path a plan host's forward chain stops, named by that host's own
+    /// trace: the accept goes in that rule's table and chain on that
+    /// host, with or without --router (which cannot move it elsewhere),
+    /// and never on the target.
+    #[test]
+    fn a_forward_rule_traced_on_a_plan_host_is_fixed_on_that_host() {
+        use crate::report::blame::{Blame, BlameRule, Cause, Where};
+        let mut r = report();
+        r.paths.truncate(2);
+        r.hosts.push(host("fw", "198.18.0.254"));
+        r.hosts.push(host("edge", "198.18.0.253"));
+        let mut network = r.paths[1].clone();
+        network.blame = Some(Blame {
+            at: Where::Network,
+            hop: Some("198.18.0.254".into()),
+            hop_distance: Some(1),
+            cause: Cause::Drop,
+            rule: Some(BlameRule {
+                host: "fw".into(),
+                table: "inet fw".into(),
+                chain: "forward".into(),
+                handle: None,
+                text: None,
+                policy: Some("drop".into()),
+            }),
+        });
+        r.paths = vec![network];
+        r.recount();
+        let run = |router: Option<&str>, format| {
+            let mut o = SuggestOptions::new(format);
+            o.router = router.map(Into::into);
+            let s = suggest(&r, &o).unwrap();
+            let mut out = Vec::new();
+            s.write(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let plain = run(None, FirewallFormat::Nft);
+        assert!(
+            plain.contains("# host fw (198.18.0.254)\n# web -> db:5432/tcp (svc)\n"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("nft insert rule inet fw forward ip saddr 198.18.0.2 ip daddr 198.18.0.4 tcp dport 5432 counter accept comment"),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("note: overrides fw: table inet fw chain forward policy drop"),
+            "{plain}"
+        );
+        assert!(!plain.contains("# host db"), "{plain}");
+        let elsewhere = run(Some("edge"), FirewallFormat::Nft);
+        assert!(!elsewhere.contains("# host edge"), "{elsewhere}");
+        assert!(
+            elsewhere.contains("--router edge does not apply here: the rule is on fw"),
+            "{elsewhere}"
+        );
+        assert!(
+            elsewhere.contains("nft insert rule inet fw forward"),
+            "{elsewhere}"
+        );
+        // iptables has no traced table to name: the FORWARD chain.
+        let ipt = run(None, FirewallFormat::Iptables);
+        assert!(ipt.contains("# host fw (198.18.0.254)"), "{ipt}");
+        assert!(
+            ipt.contains("iptables -w -I FORWARD -s 198.18.0.2 -d 198.18.0.4"),
+            "{ipt}"
+        );
+    }
+
     #[test]
     fn shell_quoting() {
         assert_eq!(sh_quote("198.18.0.2"), "198.18.0.2");

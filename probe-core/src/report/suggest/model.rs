@@ -33,7 +33,8 @@ pub enum Action {
         at: Option<(String, String)>,
     },
     /// Accept forwarded TCP from `source` to `dest:port` on the router
-    /// (`--router`): a device between the zones stopped the path.
+    /// (`--router`, or the plan host whose trace named the rule): a device
+    /// between the zones stopped the path.
     Forward {
         /// The source address.
         source: IpAddr,
@@ -41,6 +42,9 @@ pub enum Action {
         dest: IpAddr,
         /// The target port.
         port: u16,
+        /// nft: the traced forward rule's table and chain, as for
+        /// `Accept`.
+        at: Option<(String, String)>,
     },
     /// Per-port default deny at the path's target, for a must-be-blocked
     /// path that was open: accept TCP to `port` from each of `allow` (the

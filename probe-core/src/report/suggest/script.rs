@@ -112,10 +112,15 @@ fn commands(backend: &Backend, i: &Item, w: &mut impl Write) -> io::Result<Vec<S
             };
             accept(place, None, Some(*dest), *port, &rule_note)
         }
-        Action::Forward { source, dest, port } => {
+        Action::Forward {
+            source,
+            dest,
+            port,
+            at,
+        } => {
             let place = Place::Hook {
                 hook: "forward",
-                at: None,
+                at: at.as_ref(),
             };
             accept(place, Some(*source), Some(*dest), *port, &rule_note)
         }
