@@ -665,7 +665,9 @@ pub(crate) mod tests {
             &crate::probe::samples::SampleTally::of(
                 1000,
                 1000,
-                &(0..931).map(|k| 20_000 + (k % 3) * 1000).collect::<Vec<u64>>(),
+                &(0..931)
+                    .map(|k| 20_000 + (k % 3) * 1000)
+                    .collect::<Vec<u64>>(),
             ),
             Some(950),
         )));
