@@ -395,6 +395,7 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                 ttl_ms,
                 version: control::PROTOCOL_VERSION,
                 nonce_key: Some(self.nonce_key.clone()),
+                samples: self.config.samples,
             });
             let prepared = prepare_one(
                 s,

@@ -320,7 +320,11 @@ impl Shared {
                     None => (None, None),
                     Some(Ok(tracer)) => (
                         Some(tracer.evidence().await),
-                        super::syn_samples::read(tracer.table()).await,
+                        if tracer.counts_samples {
+                            super::syn_samples::read(tracer.table()).await
+                        } else {
+                            None
+                        },
                     ),
                     Some(Err(why)) => (Some(nftrace::unavailable(why)), None),
                 };

@@ -225,6 +225,11 @@ pub struct PrepareRequest {
     /// (their nonces are then taken as they come).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce_key: Option<String>,
+    /// Quality samples per path the round will take (`check --samples`):
+    /// more than 1 makes the agent count TCP samples' SYNs in its trace
+    /// table; absent (older coordinators) or 1, nothing is added.
+    #[serde(default, skip_serializing_if = "is_one_or_less")]
+    pub samples: u32,
 }
 
 /// The first frame on the input of `agent --stdio --plan -` (under
