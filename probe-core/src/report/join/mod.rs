@@ -650,6 +650,27 @@ expect = "blocked"
         let lenient = join(&plan(), &round);
         assert_eq!(lenient.paths[0].verdict, Verdict::Ok);
         assert!(lenient.paths[0].quality.is_some());
+        // A target that counted the samples' SYNs from the probe's source:
+        // both directions, exactly.
+        let mut counted = round.clone();
+        let web = counted.agents.get_mut("web").unwrap();
+        web.probes[0].source = Some("127.0.9.1:40000".parse().unwrap());
+        counted.agents.get_mut("db").unwrap().syn_samples =
+            Some(vec![crate::control::SynSamples {
+                source: "127.0.9.1".parse().unwrap(),
+                port: 3306,
+                syns: 98,
+            }]);
+        let q = join(&plan(), &counted).paths[0]
+            .quality
+            .clone()
+            .flatten()
+            .unwrap();
+        assert_eq!(q.arrived, Some(98));
+        assert_eq!(
+            (q.loss_forward_pct, q.loss_return_pct),
+            (Some(2.0), Some(1.02))
+        );
     }
 
     #[test]
