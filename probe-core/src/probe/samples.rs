@@ -80,7 +80,8 @@ pub struct SampleTally {
     /// trips (in sample order), in microseconds; needs two answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_us: Option<u64>,
-    /// A local failure that stopped the sampling early, if any.
+    /// The first local failure (a send that did not leave, a connect this
+    /// host could not make), if any: such samples are not counted as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -234,19 +235,17 @@ pub async fn udp_samples(req: &SampleRequest) -> SampleTally {
                 }
                 let line = sample_line(&req.round, &req.nonce, sent);
                 match socket.try_send(line.as_bytes()) {
-                    Ok(_) => sent_at[sent as usize] = Some(Instant::now()),
-                    // A full send buffer loses this sample here: counted
-                    // as sent would be a lie, so it is not sent at all.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    // An ICMP error queued for an earlier sample: the
-                    // path's loss, not ours; keep going.
-                    Err(_) => {}
-                }
-                if sent_at[sent as usize].is_some() {
-                    sent += 1;
-                } else {
-                    error = Some("send buffer full".to_string());
-                    break;
+                    Ok(_) => {
+                        sent_at[sent as usize] = Some(Instant::now());
+                        sent += 1;
+                    }
+                    // A full send buffer, or an ICMP error queued for an
+                    // earlier sample (reported instead of sending): this
+                    // sample did not leave, so it is not counted; it is
+                    // sent again at the next tick.
+                    Err(e) => {
+                        error.get_or_insert_with(|| format!("send: {e}"));
+                    }
                 }
                 next += INTERVAL;
             }
