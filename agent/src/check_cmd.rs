@@ -68,6 +68,12 @@ pub struct CheckArgs {
     /// union is measured. Agents still hold the whole plan.
     #[arg(long, value_name = "SELECTOR")]
     only: Vec<Only>,
+    /// Repeat each open path's nonce exchange N times, paced per target
+    /// (one sample per 10 ms), for loss per direction, round-trip
+    /// percentiles and jitter in the report's `quality` (default: the
+    /// plan's `[defaults] samples`, else 1: no samples).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    samples: Option<u32>,
     /// After the round, collect every host's state (ruleset, addresses,
     /// routes; as `portcall state collect`) into DIR for `portcall whatif`.
     #[arg(long, value_name = "DIR")]
@@ -148,9 +154,11 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
-/// The round's settings: `--only` selects paths.
+/// The round's settings: `--only` selects paths, `--samples` (else the
+/// plan's default) sets the quality samples.
 fn round_config(plan: &Plan, args: &CheckArgs) -> anyhow::Result<RoundConfig> {
     Ok(RoundConfig {
+        samples: args.samples.unwrap_or(plan.defaults.samples),
         only: if args.only.is_empty() {
             None
         } else {

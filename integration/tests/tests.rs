@@ -12,6 +12,7 @@ mod loss_lab;
 mod packets_lab;
 mod probe_lab;
 mod prometheus;
+mod quality_lab;
 mod routed_faults;
 mod routed_lab;
 mod rule_trace;

@@ -34,7 +34,7 @@ table ip lab {{
 /// from `scripts/lab/delay_line.py`: eth0's IPv4 ingress is redirected (tc
 /// mirred) to a TUN device whose process hands every packet back after the
 /// delay. Either way inside `host`'s namespace, gone with the lab.
-fn delay(lab: &Lab, host: &str, delay_ms: u32, jitter_ms: u32) {
+pub(crate) fn delay(lab: &Lab, host: &str, delay_ms: u32, jitter_ms: u32) {
     let (d, j) = (format!("{delay_ms}ms"), format!("{jitter_ms}ms"));
     let out = lab
         .command(host, "tc")

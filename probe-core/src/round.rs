@@ -61,6 +61,8 @@ pub struct RoundConfig {
     /// The paths to measure (`check --only`, from
     /// [`Plan::select_paths`]); `None` for every path of the plan.
     pub only: Option<Vec<usize>>,
+    /// Quality samples per path (`check --samples`; 1: none).
+    pub samples: u32,
 }
 
 /// Evidence requests in flight at once (see the evidence phase).
@@ -160,6 +162,7 @@ impl Default for RoundConfig {
             endpoints: BTreeMap::new(),
             observer: Observer::default(),
             only: None,
+            samples: 1,
         }
     }
 }
@@ -180,7 +183,8 @@ impl RoundConfig {
             .retries
             .saturating_add(10)
             .saturating_add(crate::probe::ROUND_LOSS_RETRIES);
-        attempt * tries + pacing + crate::probe::WALK_BUDGET + self.probe_slack
+        let sampling = crate::probe::samples::plan_sampling_time(plan, self.samples);
+        attempt * tries + pacing + crate::probe::WALK_BUDGET + self.probe_slack + sampling
     }
 
     /// The canaries' TTL: the worst case of the whole round, plus slack.
@@ -391,6 +395,7 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                 ttl_ms,
                 version: control::PROTOCOL_VERSION,
                 nonce_key: Some(self.nonce_key.clone()),
+                samples: self.config.samples,
             });
             let prepared = prepare_one(
                 s,
@@ -469,6 +474,7 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
             &sessions,
             &self.round,
             self.config.only.clone(),
+            self.config.samples,
         ));
         let probe_deadline = self.config.probe_deadline(self.plan);
         let observer = &self.config.observer;

@@ -239,6 +239,7 @@ async fn a_client_certificate_with_another_name_gets_no_canary_and_no_probe() {
         ttl_ms: 60_000,
         version: probe_core::control::PROTOCOL_VERSION,
         nonce_key: None,
+        samples: 1,
     });
     for request in [
         Request::Hello,
@@ -249,6 +250,7 @@ async fn a_client_certificate_with_another_name_gets_no_canary_and_no_probe() {
             skip: vec![],
             skip_hosts: vec![],
             only: None,
+            samples: 1,
             elsewhere: Vec::new(),
         }),
     ] {
@@ -346,6 +348,7 @@ async fn round_with_pause<F: std::future::Future<Output = ()>>(
                     ttl_ms: 60_000,
                     version: probe_core::control::PROTOCOL_VERSION,
                     nonce_key: None,
+                    samples: 1,
                 }),
                 Duration::from_secs(5),
             )
@@ -368,6 +371,7 @@ async fn round_with_pause<F: std::future::Future<Output = ()>>(
         skip: vec![],
         skip_hosts: vec![],
         only: None,
+        samples: 1,
         elsewhere: Vec::new(),
     });
     for host in ["web", "app"] {
@@ -482,6 +486,7 @@ async fn canaries_close_within_the_lease_when_the_coordinator_vanishes_mid_round
                 ttl_ms: 600_000,
                 version: probe_core::control::PROTOCOL_VERSION,
                 nonce_key: None,
+                samples: 1,
             }),
             Duration::from_secs(2),
         )

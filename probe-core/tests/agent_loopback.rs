@@ -528,6 +528,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 ttl_ms: 1000,
                 version: probe_core::control::PROTOCOL_VERSION,
                 nonce_key: None,
+                samples: 1,
             }),
             Duration::from_secs(2),
         )
@@ -545,6 +546,7 @@ async fn oversized_and_malformed_frames_get_error_replies_and_the_agent_keeps_se
                 ttl_ms: 1000,
                 version: probe_core::control::PROTOCOL_VERSION,
                 nonce_key: None,
+                samples: 1,
             }),
             Duration::from_secs(2),
         )
@@ -615,6 +617,7 @@ async fn canaries_close_after_the_ttl_when_the_coordinator_vanishes_mid_round() 
                 ttl_ms: 1200,
                 version: probe_core::control::PROTOCOL_VERSION,
                 nonce_key: None,
+                samples: 1,
             }),
             Duration::from_secs(2),
         )
@@ -1212,6 +1215,7 @@ async fn a_killed_round_does_not_poison_the_next_one_within_the_lease() {
                     ttl_ms: 60_000,
                     version: probe_core::control::PROTOCOL_VERSION,
                     nonce_key: Some("ab".repeat(32)),
+                    samples: 1,
                 }),
                 Duration::from_secs(2),
             )
@@ -1231,6 +1235,7 @@ async fn a_killed_round_does_not_poison_the_next_one_within_the_lease() {
                     skip: vec![],
                     skip_hosts: vec![],
                     only: None,
+                    samples: 1,
                     elsewhere: Vec::new(),
                 }),
                 Duration::from_secs(5),
@@ -1261,6 +1266,7 @@ async fn a_killed_round_does_not_poison_the_next_one_within_the_lease() {
                 ttl_ms: 60_000,
                 version: probe_core::control::PROTOCOL_VERSION,
                 nonce_key: None,
+                samples: 1,
             });
             let mut frame = serde_json::to_vec(&prepare).unwrap();
             frame.push(b'\n');

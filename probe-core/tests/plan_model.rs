@@ -959,3 +959,43 @@ fn a_bad_snmp_community_or_protocol_is_an_error_at_its_place() {
         other => panic!("accepted: {other:?}"),
     }
 }
+
+#[test]
+fn quality_thresholds_and_samples_parse_from_integers_and_floats() {
+    let plan = Plan::parse(
+        r#"
+name = "q"
+[defaults]
+samples = 200
+[roles.svc]
+ports = [{ name = "app", port = 8080 }]
+[[hosts]]
+name = "a"
+address = "198.18.0.1"
+[[hosts]]
+name = "b"
+address = "198.18.0.2"
+roles = ["svc"]
+[[flows]]
+from = "host:a"
+to = "host:b"
+ports = ["app"]
+max_loss_pct = 2
+max_rtt_ms = 20.5
+[[flows]]
+from = "host:b"
+to = "host:a"
+ports = [22]
+"#,
+        "q.toml",
+    )
+    .expect("a valid plan");
+    assert_eq!(plan.defaults.samples, 200);
+    assert_eq!(plan.flows[0].max_loss_pct, Some(2.0));
+    assert_eq!(plan.flows[0].max_rtt_ms, Some(20.5));
+    assert_eq!(
+        (plan.flows[1].max_loss_pct, plan.flows[1].max_rtt_ms),
+        (None, None)
+    );
+    assert_eq!(example().defaults.samples, 1, "no samples unless asked");
+}

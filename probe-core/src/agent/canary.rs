@@ -41,7 +41,9 @@ use super::canary_common::{Decision, bind_failure, decide, elsewhere_detail};
 use super::listening::{CanaryMark, Listening};
 // The exchange's line grammar lives in the probe layer (`probe::canary_line`),
 // which every prober that carries a nonce speaks too.
-use crate::probe::canary_line::{Answer, MAX_LINE, parse_answer, parse_probe_line, probe_line};
+use crate::probe::canary_line::{
+    Answer, MAX_LINE, parse_answer, parse_probe_line, parse_sample_line, probe_line, sample_answer,
+};
 
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` if the peer closed
 /// or sent too much without a newline.
@@ -354,6 +356,15 @@ async fn answer(
     }
 }
 
+/// Whether `nonce` is one of `round`, this canary's, made under its key.
+fn valid(options: &CanaryOptions, round: &str, nonce: &str) -> bool {
+    round == &*options.round
+        && options
+            .nonce_key
+            .as_ref()
+            .is_none_or(|k| k.verify(round, nonce))
+}
+
 /// Reads the prober's line on `s`, records what it carried, and returns
 /// the reply to send (the caller sends it and closes).
 async fn talk<S: AsyncRead + Unpin>(
@@ -364,20 +375,25 @@ async fn talk<S: AsyncRead + Unpin>(
     log: &EvidenceLog,
 ) -> String {
     let line = read_line(s).await;
+    // A quality sample of a path whose nonce this canary recorded: its
+    // handshake was the measurement; answered, never a stray nor a
+    // sighting (a sample carries the nonce again).
+    if let Some((_, nonce, seq)) = line
+        .as_deref()
+        .and_then(parse_sample_line)
+        .filter(|(round, nonce, _)| valid(options, round, nonce))
+    {
+        return sample_answer(nonce, seq);
+    }
     match line.as_deref().and_then(parse_probe_line) {
-        Some((round, nonce))
-            if round == &*options.round
-                && options
-                    .nonce_key
-                    .as_ref()
-                    .is_none_or(|k| k.verify(round, nonce)) =>
-        {
+        Some((round, nonce)) if valid(options, round, nonce) => {
             log.record(
                 port,
                 Some(Sighting {
                     nonce: nonce.to_string(),
                     source: peer,
                     datagrams: 0,
+                    samples: 0,
                 }),
                 options.max_sightings,
             );

@@ -74,6 +74,28 @@ impl EvidenceLog {
                 nonce: nonce.to_string(),
                 source,
                 datagrams: 1,
+                samples: 0,
+            });
+        } else {
+            log.dropped += 1;
+        }
+    }
+
+    /// A quality sample carrying `nonce` at UDP canary `port`: counted on
+    /// the nonce's sighting (a new one, without datagrams, when the probe's
+    /// own never arrived, while fewer than `cap` are kept).
+    pub(crate) fn record_sample(&self, port: u16, nonce: &str, source: SocketAddr, cap: usize) {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let log = logs.entry((port, TransportProtocol::Udp)).or_default();
+        if let Some(&i) = log.index.get(nonce) {
+            log.seen[i].samples = log.seen[i].samples.saturating_add(1);
+        } else if log.seen.len() < cap {
+            log.index.insert(nonce.to_string(), log.seen.len());
+            log.seen.push(Sighting {
+                nonce: nonce.to_string(),
+                source,
+                datagrams: 0,
+                samples: 1,
             });
         } else {
             log.dropped += 1;
@@ -115,6 +137,7 @@ impl EvidenceLog {
                 dropped: l.dropped,
                 shed: l.shed,
                 transport: *transport,
+                counts_samples: *transport == TransportProtocol::Udp,
             })
             .collect()
     }

@@ -70,6 +70,9 @@ pub struct TraceScope {
     /// `(target address, port)` pairs of this host's probes to trace
     /// leaving.
     pub outbound: Vec<(IpAddr, u16)>,
+    /// The round takes quality samples: the table also counts TCP
+    /// samples' SYNs ([`super::syn_samples`]).
+    pub count_samples: bool,
 }
 
 /// The table name for a round: the prefix, up to 16 hex digits of the
@@ -401,6 +404,8 @@ pub struct Tracer {
     /// bound); the forward chain exists once this is not empty.
     forwarded: Mutex<std::collections::HashSet<ForwardTriple>>,
     owned: Arc<OwnedTables>,
+    /// The table counts TCP quality samples' SYNs.
+    pub counts_samples: bool,
 }
 
 /// The `nft monitor` process and the `timeout` wrapper around it, in a
@@ -602,6 +607,9 @@ impl Tracer {
             owned.forget(&table);
             return Err(e);
         }
+        if scope.count_samples {
+            super::syn_samples::add(&bin, &table, ttl).await;
+        }
         let (monitor, netlink) = match reader {
             Reader::Text(m) => (Some(*m), None),
             Reader::Netlink(sub) => {
@@ -636,6 +644,7 @@ impl Tracer {
             monitor: Mutex::new(monitor),
             netlink,
             note,
+            counts_samples: scope.count_samples,
             traced: Mutex::new(
                 scope
                     .inbound
@@ -992,6 +1001,7 @@ trace id 55550000 inet filter input unknown rule handle 12 (verdict drop)
                 ("198.18.0.1".parse().unwrap(), 9443),
             ],
             outbound: vec![],
+            count_samples: false,
         };
         expect_test::expect![[r#"
             table inet portcall_trace_ab12_1999999999 {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::canary::NonceExchange;
+use super::sampling::{self, ToSample};
 use super::{Shared, error, neighbours, udp_canary};
 use crate::control::{
     self, HostPort, NeighbourFailure, PathProbe, ProbeReply, ProbeRequest, Response,
@@ -94,13 +95,15 @@ impl Shared {
             attempts: d.retries.saturating_add(1),
             concurrency: self.config.limits.probe_concurrency,
         };
+        let mut to_sample = udp_to_sample(&planned.udp_paths);
         let (results, udp_results) = tokio::join!(
             sweep_proving(&prober, &greeter, planned.targets, &cancel),
             udp_canary::probe_paths(&udp_probing, planned.udp_paths, &cancel),
         );
         tracing::info!(round = %req.round, paths = results.len() + udp_results.len(), ms = started.elapsed().as_millis() as u64, "probes done");
         let neighbours = unresolved_neighbours(&results).await;
-        let results = results
+        to_sample.extend(tcp_to_sample(&planned.indices, &nonces, &results));
+        let mut results: Vec<PathProbe> = results
             .into_iter()
             .enumerate()
             .map(|(k, r)| {
@@ -117,6 +120,16 @@ impl Shared {
             })
             .chain(udp_results)
             .collect();
+        if req.samples > 1 {
+            let sampling = sampling::Sampling {
+                round: req.round.clone(),
+                samples: req.samples,
+                sources: self.sources.clone(),
+                timeout: per_attempt,
+                concurrency: self.config.limits.probe_concurrency,
+            };
+            sampling::sample(&sampling, to_sample, &mut results, &cancel).await;
+        }
         let reply = ProbeReply {
             round: req.round,
             results,
@@ -253,7 +266,46 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
         proof: None,
         service_answer: None,
         answered: r.answered,
+        quality: None,
     }
+}
+
+/// The UDP canary paths quality samples may follow (those that open).
+fn udp_to_sample(paths: &[udp_canary::UdpPath]) -> Vec<ToSample> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            Some(ToSample {
+                path: p.path,
+                target: *p.target.as_ref().ok()?,
+                nonce: p.nonce.clone(),
+                udp: true,
+            })
+        })
+        .collect()
+}
+
+/// The TCP canary paths quality samples follow: those that connected to a
+/// canary (`nonces`), plain TCP only (a TLS sample would be a handshake
+/// the canary must complete, not yet sampled).
+fn tcp_to_sample(
+    indices: &[usize],
+    nonces: &[Option<String>],
+    results: &[ProbeResult],
+) -> Vec<ToSample> {
+    results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.target.protocol == Protocol::Tcp && r.observed == probe::Observed::Open)
+        .filter_map(|(k, r)| {
+            Some(ToSample {
+                path: indices[k],
+                target: r.address?,
+                nonce: nonces.get(k)?.clone()?,
+                udp: false,
+            })
+        })
+        .collect()
 }
 
 /// For each result whose ICMP error came from this host itself (the

@@ -109,7 +109,10 @@ impl Shared {
         .await
         .unwrap_or_default();
         let trace = if self.config.rule_trace {
-            Some(self.start_trace(&req.round, ttl, &cancel, &tracker).await)
+            Some(
+                self.start_trace(&req.round, ttl, req.samples > 1, &cancel, &tracker)
+                    .await,
+            )
         } else {
             None
         };
@@ -187,6 +190,7 @@ impl Shared {
         &self,
         round: &str,
         ttl: Duration,
+        count_samples: bool,
         cancel: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Tracer>, String> {
@@ -225,6 +229,7 @@ impl Shared {
             expires_unix: nftrace::unix_now() + ttl.as_secs() + 1,
             inbound,
             outbound,
+            count_samples,
         };
         let tracer = match Tracer::start(&scope, ttl, &self.traces).await {
             Ok(t) => Arc::new(t),

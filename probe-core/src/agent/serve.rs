@@ -316,16 +316,24 @@ impl Shared {
                     watched.finish();
                 })
                 .await;
-                let trace = match trace {
-                    None => None,
-                    Some(Ok(tracer)) => Some(tracer.evidence().await),
-                    Some(Err(why)) => Some(nftrace::unavailable(why)),
+                let (trace, syn_samples) = match trace {
+                    None => (None, None),
+                    Some(Ok(tracer)) => (
+                        Some(tracer.evidence().await),
+                        if tracer.counts_samples {
+                            super::syn_samples::read(tracer.table()).await
+                        } else {
+                            None
+                        },
+                    ),
+                    Some(Err(why)) => (Some(nftrace::unavailable(why)), None),
                 };
                 Response::Evidence(EvidenceReply {
                     round: r.round,
                     canaries: log.snapshot(),
                     handshakes: handshakes.snapshot(),
                     trace,
+                    syn_samples,
                 })
             }
             Request::TraceSources(r) => self.trace_sources(r).await,

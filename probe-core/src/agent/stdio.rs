@@ -166,6 +166,7 @@ mod tests {
                 ttl_ms: 60_000,
                 version: crate::control::PROTOCOL_VERSION,
                 nonce_key: None,
+                samples: 1,
             }),
         )
         .await

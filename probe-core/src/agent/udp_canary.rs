@@ -31,7 +31,8 @@ use super::listening::{CanaryMark, Listening};
 use crate::control::{ListenerReport, ListenerState, PathProbe, TransportProtocol};
 use crate::probe::Observed;
 use crate::probe::canary_line::{
-    Answer, MAX_LINE, NonceKey, parse_answer, parse_probe_line, probe_line,
+    Answer, MAX_LINE, NonceKey, parse_answer, parse_probe_line, parse_sample_line, probe_line,
+    sample_answer,
 };
 use crate::probe::udp::{self, UdpRequest};
 
@@ -137,6 +138,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 enum Reply {
     /// Our round: recorded, answered with this line.
     Ok { nonce: String, line: String },
+    /// A quality sample of our round: counted on its nonce, answered.
+    Sample { nonce: String, line: String },
     /// A well-formed line of another round: answered (within the rate).
     Err(String),
     /// Anything else: counted, never answered.
@@ -154,6 +157,16 @@ fn reply_to(datagram: &[u8], round: &str, host: &str, key: Option<&NonceKey>) ->
     let Some(line) = std::str::from_utf8(datagram).ok() else {
         return Reply::Stray;
     };
+    if let Some((r, nonce, seq)) = parse_sample_line(line) {
+        return if r == round && key.is_none_or(|k| k.verify(round, nonce)) {
+            Reply::Sample {
+                nonce: nonce.to_string(),
+                line: sample_answer(nonce, seq),
+            }
+        } else {
+            Reply::Stray
+        };
+    }
     match parse_probe_line(line) {
         Some((r, nonce)) if r == round && key.is_none_or(|k| k.verify(round, nonce)) => Reply::Ok {
             nonce: nonce.to_string(),
@@ -214,6 +227,10 @@ async fn serve(
         ) {
             Reply::Ok { nonce, line } => {
                 log.record_datagram(port, &nonce, peer, cap);
+                Some(line)
+            }
+            Reply::Sample { nonce, line } => {
+                log.record_sample(port, &nonce, peer, cap);
                 Some(line)
             }
             Reply::Err(line) => {
@@ -342,6 +359,7 @@ fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
         proof: None,
         service_answer: None,
         answered: None,
+        quality: None,
     }
 }
 
@@ -429,6 +447,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         proof: None,
         service_answer: None,
         answered: None,
+        quality: None,
     }
 }
 
@@ -528,7 +547,9 @@ mod tests {
             match reply_to(line, "abcd", host, None) {
                 Reply::Err(answer) => assert!(answer.len() <= line.len(), "{answer:?}"),
                 Reply::Stray => {}
-                Reply::Ok { .. } => panic!("{line:?} is not of this round"),
+                Reply::Ok { .. } | Reply::Sample { .. } => {
+                    panic!("{line:?} is not of this round")
+                }
             }
         }
         // `portcall probe`'s canary request is long enough to be answered

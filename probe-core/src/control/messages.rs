@@ -225,6 +225,11 @@ pub struct PrepareRequest {
     /// (their nonces are then taken as they come).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce_key: Option<String>,
+    /// Quality samples per path the round will take (`check --samples`):
+    /// more than 1 makes the agent count TCP samples' SYNs in its trace
+    /// table; absent (older coordinators) or 1, nothing is added.
+    #[serde(default, skip_serializing_if = "is_one_or_less")]
+    pub samples: u32,
 }
 
 /// The first frame on the input of `agent --stdio --plan -` (under
@@ -277,6 +282,16 @@ pub struct ProbeRequest {
     /// indices of the paths to probe; `None` for every outgoing path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<usize>>,
+    /// Quality samples per path (`check --samples`): more than 1 asks
+    /// the source to repeat each open canary path's exchange that many
+    /// times after its probe ([`crate::probe::samples`]); 0 or 1 (absent
+    /// from older coordinators) samples nothing.
+    #[serde(default, skip_serializing_if = "is_one_or_less")]
+    pub samples: u32,
+}
+
+fn is_one_or_less(n: &u32) -> bool {
+    *n <= 1
 }
 
 /// Names a round in `evidence` and `teardown`.
@@ -588,6 +603,10 @@ pub struct PathProbe {
     /// source's own address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbour: Option<NeighbourFailure>,
+    /// The source's count of the path's quality samples (sent, answered,
+    /// round trips), where the round sampled and the path was open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Box<crate::probe::samples::SampleTally>>,
 }
 
 /// A neighbour entry of the source that never resolved: ARP (IPv4) or
@@ -621,6 +640,10 @@ pub struct Sighting {
     /// retries); 0 for TCP, where one connection carries one nonce.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub datagrams: u32,
+    /// For a UDP canary: how many quality samples (`PORTCALL-SAMPLE`
+    /// datagrams) carried this nonce, counted apart from `datagrams`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -652,6 +675,10 @@ pub struct CanaryEvidence {
     /// a UDP canary's `strays` counts datagrams, not connections.
     #[serde(default)]
     pub transport: TransportProtocol,
+    /// The canary counts quality samples per nonce (`Sighting::samples`);
+    /// absent from agents that do not, whose count is then unknown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counts_samples: bool,
 }
 
 impl CanaryEvidence {
@@ -684,6 +711,23 @@ pub struct EvidenceReply {
     /// `None` from agents that do not trace (older ones, the demo's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceEvidence>,
+    /// TCP quality samples' SYNs that passed this host's input filters,
+    /// per source address and port (counted in the round's trace table);
+    /// `None` where the agent cannot count (no trace table: no
+    /// CAP_NET_ADMIN or no `nft`, older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_samples: Option<Vec<SynSamples>>,
+}
+
+/// SYNs of TCP quality samples from one source address to one port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SynSamples {
+    /// The source address.
+    pub source: IpAddr,
+    /// The port.
+    pub port: u16,
+    /// How many arrived.
+    pub syns: u32,
 }
 
 /// Whether an agent could trace its host's firewall during the round.

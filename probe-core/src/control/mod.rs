@@ -16,8 +16,8 @@ pub use messages::{
     HelloReply, HostPort, ListenerReport, ListenerState, ListeningSocket, NeighbourFailure,
     PROTOCOL_VERSION, PathProbe, PlanUpload, PrepareReply, PrepareRequest, ProbeReply,
     ProbeRequest, RenewReply, Request, Response, RoundRef, Sighting, SourceAddresses,
-    SourcesTraced, TraceDirection, TraceEvidence, TraceSourcesRequest, TraceState, TraceStop,
-    TracedFlow, TransportProtocol, VersionMismatch, listening_words, process_words,
+    SourcesTraced, SynSamples, TraceDirection, TraceEvidence, TraceSourcesRequest, TraceState,
+    TraceStop, TracedFlow, TransportProtocol, VersionMismatch, listening_words, process_words,
 };
 pub use messages::{InterfaceState, RouteState, StateReply};
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};

@@ -21,6 +21,9 @@ pub struct Defaults {
     /// `timeout_ms` as the upper bound (`adaptive = false`: every attempt
     /// waits `timeout_ms`).
     pub adaptive: bool,
+    /// Quality samples per path (`[defaults] samples`; 1: none beyond the
+    /// probe).
+    pub samples: u32,
 }
 
 impl Default for Defaults {
@@ -30,9 +33,14 @@ impl Default for Defaults {
             retries: 1,
             control_port: Port::new(7400).expect("7400 is a port"),
             adaptive: true,
+            samples: 1,
         }
     }
 }
+
+/// The most quality samples a round takes per path (`[defaults] samples`,
+/// `check --samples`).
+pub const MAX_SAMPLES: u32 = 10_000;
 
 /// The default cap on the paths a plan may expand into (`[defaults]
 /// max_paths`): far above real deployments (a 100-host full mesh over ten
@@ -110,6 +118,19 @@ impl Cx<'_> {
                         key: "retries",
                         value: *r.get_ref(),
                         expected: "0..=20",
+                    },
+                ),
+            }
+        }
+        if let Some(n) = &raw.samples {
+            match u32::try_from(*n.get_ref()) {
+                Ok(v) if (1..=MAX_SAMPLES).contains(&v) => d.samples = v,
+                _ => self.push(
+                    n.span(),
+                    Problem::BadDefault {
+                        key: "samples",
+                        value: *n.get_ref(),
+                        expected: "1..=10000",
                     },
                 ),
             }

@@ -287,6 +287,17 @@ pub enum Problem {
         /// The name as written.
         address: String,
     },
+    /// A flow's quality threshold (`max_loss_pct`, `max_rtt_ms`) is out
+    /// of range.
+    #[error("{key} = {value} is out of range (expected {expected})")]
+    BadThreshold {
+        /// The key in the flow.
+        key: &'static str,
+        /// The offending value, as written.
+        value: String,
+        /// The accepted range, in words.
+        expected: &'static str,
+    },
     /// A flow's `family` is not one of the accepted values.
     #[error("family `{value}` is not one of ipv4, ipv6, both")]
     BadFamily {

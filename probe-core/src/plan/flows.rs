@@ -106,6 +106,8 @@ fn expand_flow(
         cx.push(f.ports.span(), Problem::EmptyPorts);
     }
     let family = flow_family(cx, f);
+    let max_loss_pct = threshold(cx, f.max_loss_pct.as_ref(), "max_loss_pct", 100.0);
+    let max_rtt_ms = threshold(cx, f.max_rtt_ms.as_ref(), "max_rtt_ms", 600_000.0);
     let port_refs = port_refs(cx, f, index);
     let (Some(from_sel), Some(to_sel)) = (from, to) else {
         return None;
@@ -138,8 +140,38 @@ fn expand_flow(
         ports: port_refs.into_iter().map(|(p, _)| p).collect(),
         expect,
         family,
+        max_loss_pct,
+        max_rtt_ms,
         location,
     })
+}
+
+/// A flow's quality threshold `key`, from 0 to `max` (a bad one is
+/// reported and left out).
+fn threshold(
+    cx: &mut Cx<'_>,
+    v: Option<&toml::Spanned<f64>>,
+    key: &'static str,
+    max: f64,
+) -> Option<f64> {
+    let v = v?;
+    let x = *v.get_ref();
+    if (0.0..=max).contains(&x) {
+        return Some(x);
+    }
+    cx.push(
+        v.span(),
+        Problem::BadThreshold {
+            key,
+            value: x.to_string(),
+            expected: if max >= 1000.0 {
+                "0..=600000"
+            } else {
+                "0..=100"
+            },
+        },
+    );
+    None
 }
 
 /// A flow's `family` (`both` when absent or bad; a bad one is reported).

@@ -31,7 +31,9 @@ mod syntax;
 
 pub use analyze::{Analysis, analyze, analyze_scoped};
 pub use catalog::Catalog;
-pub use defaults::{DEFAULT_MAX_PATHS, Defaults, MAX_PATHS_CEILING, check_snmp_community};
+pub use defaults::{
+    DEFAULT_MAX_PATHS, Defaults, MAX_PATHS_CEILING, MAX_SAMPLES, check_snmp_community,
+};
 pub use diag::{
     CollisionFix, Diagnostic, Diagnostics, DialFix, Location, Problem, Severity, Suggestion,
     escape_controls, is_control,

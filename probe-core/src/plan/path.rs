@@ -98,6 +98,12 @@ pub struct Flow {
     pub expect: Expect,
     /// The address families its paths may use.
     pub family: FamilyFilter,
+    /// Most loss a path may show in either direction, in percent, where
+    /// the round samples (`max_loss_pct`).
+    pub max_loss_pct: Option<f64>,
+    /// Longest median round trip a path may show, in milliseconds, where
+    /// the round samples (`max_rtt_ms`).
+    pub max_rtt_ms: Option<f64>,
     /// Where the flow is defined.
     pub location: Location,
 }

@@ -37,6 +37,8 @@ pub(crate) struct RawDefaults {
     pub adaptive: Option<Spanned<bool>>,
     /// The SNMP community UDP probes of port 161 may use.
     pub snmp_community: Option<Spanned<String>>,
+    /// Quality samples per path (`check --samples` overrides).
+    pub samples: Option<Spanned<i64>>,
 }
 
 /// One `[[hosts]]` entry.
@@ -165,6 +167,12 @@ pub(crate) struct RawFlow {
     #[serde(default)]
     pub expect: RawExpect,
     pub family: Option<Spanned<String>>,
+    /// Most loss a path of the flow may show in either direction, in
+    /// percent (`check --samples`).
+    pub max_loss_pct: Option<Spanned<f64>>,
+    /// Longest median round trip a path of the flow may show, in
+    /// milliseconds (`check --samples`).
+    pub max_rtt_ms: Option<Spanned<f64>>,
 }
 
 /// A host's `address`: one address, or a list whose first is the primary.

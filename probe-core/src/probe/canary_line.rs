@@ -9,6 +9,16 @@
 //! prober -> canary   PORTCALL <round> <nonce>
 //! canary -> prober   PORTCALL-OK <host> <nonce>      (or PORTCALL-ERR <host> <why>)
 //! ```
+//!
+//! Quality samples (`check --samples N`) repeat a path's exchange under its
+//! nonce with a sequence number, so a canary counts them beside the nonce
+//! (never as strays, never as new nonces) and the prober matches each
+//! answer to its sample:
+//!
+//! ```text
+//! prober -> canary   PORTCALL-SAMPLE <round> <nonce> <seq>
+//! canary -> prober   PORTCALL-SAMPLE-OK <nonce> <seq>
+//! ```
 
 /// Longest exchange line either side reads, newline included.
 pub const MAX_LINE: usize = 160;
@@ -30,6 +40,51 @@ pub fn parse_probe_line(line: &str) -> Option<(&str, &str)> {
         }
         _ => None,
     }
+}
+
+/// Highest sample sequence number a line may carry.
+pub const MAX_SEQ: u32 = 999_999;
+
+/// The line of quality sample `seq` of the path whose nonce is `nonce`.
+pub fn sample_line(round: &str, nonce: &str, seq: u32) -> String {
+    format!("PORTCALL-SAMPLE {round} {nonce} {seq}\n")
+}
+
+/// A sample line, parsed: `(round, nonce, seq)`.
+pub fn parse_sample_line(line: &str) -> Option<(&str, &str, u32)> {
+    let mut it = line.trim_end_matches(['\r', '\n']).split(' ');
+    match (it.next(), it.next(), it.next(), it.next(), it.next()) {
+        (Some("PORTCALL-SAMPLE"), Some(round), Some(nonce), Some(seq), None)
+            if is_id(round) && is_id(nonce) =>
+        {
+            Some((round, nonce, parse_seq(seq)?))
+        }
+        _ => None,
+    }
+}
+
+/// The canary's answer to sample `seq` of `nonce`: no longer than the
+/// sample line it answers, so it cannot amplify.
+pub fn sample_answer(nonce: &str, seq: u32) -> String {
+    format!("PORTCALL-SAMPLE-OK {nonce} {seq}\n")
+}
+
+/// A sample answer, parsed: `(nonce, seq)`.
+pub fn parse_sample_answer(line: &str) -> Option<(&str, u32)> {
+    let mut it = line.trim_end_matches(['\r', '\n']).split(' ');
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some("PORTCALL-SAMPLE-OK"), Some(nonce), Some(seq), None) if is_id(nonce) => {
+            Some((nonce, parse_seq(seq)?))
+        }
+        _ => None,
+    }
+}
+
+fn parse_seq(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|&n| n <= MAX_SEQ)
 }
 
 fn is_id(s: &str) -> bool {
@@ -190,6 +245,28 @@ mod tests {
         assert_eq!(parse_answer("PORTCALL-OK db"), None);
         assert_eq!(parse_answer("SSH-2.0-OpenSSH_9.6"), None);
         assert_eq!(parse_answer("PORTCALL-OK db xyz"), None);
+    }
+
+    #[test]
+    fn sample_lines_parse_strictly_and_answers_never_exceed_them() {
+        let line = sample_line("ab12", "ff00", 42);
+        assert_eq!(parse_sample_line(&line), Some(("ab12", "ff00", 42)));
+        assert_eq!(parse_probe_line(&line), None, "never a nonce line");
+        let answer = sample_answer("ff00", 42);
+        assert!(answer.len() < line.len());
+        assert_eq!(parse_sample_answer(&answer), Some(("ff00", 42)));
+        assert_eq!(parse_answer(&answer), None, "never a nonce answer");
+        for bad in [
+            "PORTCALL-SAMPLE ab12 ff00",
+            "PORTCALL-SAMPLE ab12 ff00 -1",
+            "PORTCALL-SAMPLE ab12 ff00 1000000",
+            "PORTCALL-SAMPLE ab12 ff00 1 2",
+            "PORTCALL-SAMPLE ab12 zz 1",
+            "PORTCALL ab12 ff00 1",
+        ] {
+            assert_eq!(parse_sample_line(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_sample_answer("PORTCALL-SAMPLE-OK ff00 x"), None);
     }
 
     #[test]

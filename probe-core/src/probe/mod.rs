@@ -18,6 +18,7 @@ mod outcome;
 pub mod render;
 pub mod resolve;
 pub mod rtt;
+pub mod samples;
 pub mod service;
 pub mod spread;
 mod target;

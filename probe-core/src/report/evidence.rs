@@ -45,6 +45,9 @@ impl AgentOutcome {
 /// Everything one agent contributed to a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentEvidence {
+    /// TCP quality samples' SYNs the target counted, where it could
+    /// ([`crate::control::EvidenceReply::syn_samples`]).
+    pub syn_samples: Option<Vec<crate::control::SynSamples>>,
     /// Whether it took part.
     pub outcome: AgentOutcome,
     /// Its listeners, from `prepare`.
@@ -76,6 +79,7 @@ impl AgentEvidence {
     /// An agent that took no part, for `reason`.
     pub fn unreachable(reason: String) -> AgentEvidence {
         AgentEvidence {
+            syn_samples: None,
             outcome: AgentOutcome::Unreachable(reason),
             listeners: Vec::new(),
             probes: Vec::new(),

@@ -130,12 +130,27 @@ fn write_agents(report: &Report, w: &mut impl Write) -> io::Result<()> {
 }
 
 fn write_table(paths: &[&PathReport], labels: &PortLabels, w: &mut impl Write) -> io::Result<()> {
-    writeln!(w, "| Flow | From | To | Port | Expect | Observed | Why |")?;
-    writeln!(w, "|---|---|---|---:|---|---|---|")?;
+    // The quality column only where the round took samples.
+    let sampled = paths.iter().any(|p| p.quality.is_some());
+    let (head, rule) = if sampled {
+        (" Quality |", "---|")
+    } else {
+        ("", "")
+    };
+    writeln!(
+        w,
+        "| Flow | From | To | Port | Expect | Observed |{head} Why |"
+    )?;
+    writeln!(w, "|---|---|---|---:|---|---|{rule}---|")?;
     for p in paths {
+        let quality = if sampled {
+            format!(" {} |", md(&super::text::quality(p).unwrap_or_default()))
+        } else {
+            String::new()
+        };
         writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |{quality} {} |",
             md(&p.flow_label()),
             md(&p.from),
             md(&p.to),

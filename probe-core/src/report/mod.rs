@@ -16,6 +16,7 @@ pub mod junit;
 pub mod markdown;
 pub(crate) mod markup;
 pub mod prometheus;
+pub mod quality;
 pub mod suggest;
 pub mod table;
 mod text;
@@ -432,6 +433,13 @@ pub struct PathReport {
     /// others silent or stalled; absent otherwise. Added to v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered: Option<u32>,
+    /// Path quality (`check --samples N`, N > 1): loss per direction,
+    /// round trips and jitter of the path's samples
+    /// ([`quality::Quality`]); `null` on a path the round could not sample
+    /// (it did not open); absent when the round took no samples. Added to
+    /// v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Option<quality::Quality>>,
 }
 
 impl std::fmt::Display for Summary {

@@ -62,13 +62,18 @@ pub fn write(report: &Report, options: ReportTableOptions, w: &mut impl Write) -
         if verdict == Verdict::Ok && !options.show_ok {
             continue;
         }
+        // The quality column only where the round took samples.
+        let sampled = paths.iter().any(|p| p.quality.is_some());
         for (label, group) in by_flow(&paths) {
             writeln!(w, "  {label}")?;
-            let mut t =
-                Table::with_header(["FROM", "TO", "PORT", "EXPECT", "OBSERVED", "LATENCY", "WHY"])
-                    .indent(4);
+            let mut header = vec!["FROM", "TO", "PORT", "EXPECT", "OBSERVED", "LATENCY"];
+            if sampled {
+                header.push("QUALITY");
+            }
+            header.push("WHY");
+            let mut t = Table::with_header(header).indent(4);
             for p in group {
-                t.row([
+                let mut row = vec![
                     p.from.clone(),
                     p.to.clone(),
                     match p.family.filter(|_| mixed) {
@@ -83,8 +88,12 @@ pub fn write(report: &Report, options: ReportTableOptions, w: &mut impl Write) -
                     ),
                     p.latency_ms
                         .map_or("-".to_string(), |l| format!("{l:.2} ms")),
-                    why(p),
-                ]);
+                ];
+                if sampled {
+                    row.push(super::text::quality(p).unwrap_or_else(|| "-".into()));
+                }
+                row.push(why(p));
+                t.row(row);
             }
             t.write_to(w)?;
         }
@@ -236,6 +245,7 @@ pub(crate) mod tests {
             proof: None,
             service_answer: None,
             answered: None,
+            quality: None,
         }
     }
 
@@ -627,5 +637,52 @@ pub(crate) mod tests {
             "{err}"
         );
         assert!(crate::report::json::read("nope").is_err());
+    }
+
+    #[test]
+    fn table_and_markdown_show_the_figures_only_when_the_round_sampled() {
+        let mut report = crate::report::table::tests::sample();
+        let render = |r: &crate::report::Report| {
+            let mut table = Vec::new();
+            let options = crate::report::table::ReportTableOptions {
+                show_ok: true,
+                ..Default::default()
+            };
+            crate::report::table::write(r, options, &mut table).unwrap();
+            let mut md = Vec::new();
+            crate::report::markdown::write(r, &mut md).unwrap();
+            (
+                String::from_utf8(table).unwrap(),
+                String::from_utf8(md).unwrap(),
+            )
+        };
+        let (table, md) = render(&report);
+        assert!(
+            !table.contains("QUALITY") && !md.contains("Quality"),
+            "{table}{md}"
+        );
+        report.paths[0].quality = Some(Some(crate::report::quality::Quality::of(
+            &crate::probe::samples::SampleTally::of(
+                1000,
+                1000,
+                &(0..931)
+                    .map(|k| 20_000 + (k % 3) * 1000)
+                    .collect::<Vec<u64>>(),
+            ),
+            Some(950),
+        )));
+        for p in report.paths.iter_mut().skip(1) {
+            p.quality = Some(None);
+        }
+        let (table, md) = render(&report);
+        let figures = "loss fwd 5.0% ret 2.0%, rtt p50 21.0 p95 22.0 ms, jitter 1.3 ms";
+        for text in [&table, &md] {
+            assert!(text.contains(figures), "{text}");
+        }
+        assert!(
+            table.contains("QUALITY") && md.contains("| Quality |"),
+            "{md}"
+        );
+        assert!(table.contains("not sampled"), "{table}");
     }
 }

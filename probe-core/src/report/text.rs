@@ -131,6 +131,33 @@ pub fn arrival(r: &PathReport) -> Option<String> {
     ))
 }
 
+/// A path's quality figures in a few words, as the table and Markdown show
+/// them: `loss fwd 5.4% ret 0.0%, rtt p50 20.4 p95 25.1 ms, jitter 3.8 ms`
+/// (`loss 2.0% round trip` where the target could not count); `not
+/// sampled` on a path the round did not sample; `None` when the round took
+/// no samples.
+pub fn quality(r: &PathReport) -> Option<String> {
+    let Some(q) = r.quality.as_ref()? else {
+        return Some("not sampled".to_string());
+    };
+    let loss = match (q.loss_forward_pct, q.loss_return_pct) {
+        (Some(f), Some(b)) => format!("loss fwd {f:.1}% ret {b:.1}%"),
+        (Some(f), None) => format!("loss fwd {f:.1}%"),
+        _ => q
+            .loss_round_trip_pct()
+            .map_or_else(String::new, |l| format!("loss {l:.1}% round trip")),
+    };
+    let rtt = q.rtt_ms.map_or_else(
+        || "no answer".to_string(),
+        |t| format!("rtt p50 {:.1} p95 {:.1} ms", t.p50, t.p95),
+    );
+    let mut out = format!("{loss}, {rtt}");
+    if let Some(j) = q.jitter_ms {
+        out.push_str(&format!(", jitter {j:.1} ms"));
+    }
+    Some(out)
+}
+
 /// Port labels for renderers: `9443/tls (https-servlet)`, or with the role
 /// (`9443/tls (https-servlet, wso2-apim-publisher)`) where two roles of the
 /// target host define a port of that name in the report.

@@ -367,6 +367,7 @@ expect = "blocked"
             proof: None,
             service_answer: None,
             answered: None,
+            quality: None,
         }
     }
 
@@ -385,6 +386,7 @@ expect = "blocked"
             handshakes: None,
             trace: None,
             addresses: Vec::new(),
+            syn_samples: None,
             forwarding: crate::control::Forwarding::default(),
         }
     }
@@ -396,6 +398,7 @@ expect = "blocked"
                 nonce: nonce.into(),
                 source: "198.18.0.1:40000".parse().unwrap(),
                 datagrams,
+                samples: 0,
             }],
             strays: 0,
             dropped: 0,
@@ -405,6 +408,7 @@ expect = "blocked"
             } else {
                 crate::control::TransportProtocol::Tcp
             },
+            counts_samples: false,
         }
     }
 

@@ -152,6 +152,7 @@ pub(super) async fn evidence_one(
             s.evidence.canaries = e.canaries;
             s.evidence.handshakes = e.handshakes;
             s.evidence.trace = e.trace;
+            s.evidence.syn_samples = e.syn_samples;
         }
         Ok(_) => s.evidence.evidence_error = Some(error_chain(&conn.unexpected(evidence))),
         Err(e) if died(&e) => s.lost(format!("lost during evidence: {}", error_chain(&e))),

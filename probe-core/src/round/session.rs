@@ -41,11 +41,12 @@ pub(super) fn died(e: &ControlError) -> bool {
 
 /// The `probe` request every source gets: which target ports are probed
 /// live (a service holds them), which are skipped (no canary could open)
-/// and which hosts are down.
+/// and which hosts are down; `samples` quality samples per open path.
 pub(super) fn probe_request(
     sessions: &[Session],
     round: &str,
     only: Option<Vec<usize>>,
+    samples: u32,
 ) -> ProbeRequest {
     let mut live = Vec::new();
     let mut elsewhere = Vec::new();
@@ -82,5 +83,6 @@ pub(super) fn probe_request(
         skip_hosts,
         only,
         elsewhere,
+        samples,
     }
 }

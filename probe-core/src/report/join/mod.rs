@@ -17,6 +17,7 @@ mod classify;
 mod describe;
 mod index;
 mod observe;
+mod quality;
 
 use super::blame;
 use super::evidence::{AgentOutcome, RoundEvidence, icmp_from_source};
@@ -127,7 +128,9 @@ impl<'a> StreamedReport<'a> {
                 texts: &self.texts,
                 index: &self.index,
             };
-            match f(join_path(self.plan, self.round, lookups, &p, probe)) {
+            let mut r = join_path(self.plan, self.round, lookups, &p, probe);
+            quality::attach(self.plan, self.round, &p, probe, &mut r);
+            match f(r) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
                 Err(e) => std::ops::ControlFlow::Break(e),
             }
@@ -437,6 +440,7 @@ fn unjudged(texts: &FlowTexts, path: &PathView<'_>) -> PathReport {
         proof: None,
         service_answer: None,
         answered: None,
+        quality: None,
     }
 }
 
@@ -497,6 +501,7 @@ expect = "blocked"
                     dropped: 0,
                     shed: 0,
                     transport: l.protocol.into(),
+                    counts_samples: false,
                 })
                 .collect(),
             listeners,
@@ -506,6 +511,7 @@ expect = "blocked"
             handshakes: None,
             trace: None,
             addresses: Vec::new(),
+            syn_samples: None,
             forwarding: crate::control::Forwarding::default(),
         }
     }
@@ -553,6 +559,7 @@ expect = "blocked"
             proof: None,
             service_answer: None,
             answered: None,
+            quality: None,
         }
     }
 
@@ -586,7 +593,84 @@ expect = "blocked"
             nonce: nonce.into(),
             source: "127.0.9.1:40000".parse().unwrap(),
             datagrams: 0,
+            samples: 0,
         }]
+    }
+
+    #[test]
+    fn quality_sits_beside_the_verdict_and_a_flow_threshold_makes_a_violation() {
+        use crate::probe::samples::SampleTally;
+        let strict = PLAN.replace(
+            "ports = [\"mysql\", 22]",
+            "ports = [\"mysql\", 22]\nmax_rtt_ms = 10",
+        );
+        let p = Plan::parse(&strict, "join.toml").unwrap();
+        let mut web = up(
+            vec![],
+            vec![
+                probe(0, Some("aa"), Observed::Open),
+                probe(1, None, Observed::Refused),
+            ],
+            vec![],
+        );
+        let rtts: Vec<u64> = (0..97).map(|k| 20_000 + (k % 3) * 1000).collect();
+        web.probes[0].quality = Some(Box::new(SampleTally::of(100, 100, &rtts)));
+        web.probes[1].quality = Some(Box::new(SampleTally::of(100, 0, &[])));
+        let db = up(
+            vec![mysql(ListenerState::Canary)],
+            vec![probe(2, None, Observed::Timeout)],
+            saw("aa"),
+        );
+        let round = RoundEvidence {
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            agents: [("web".to_string(), web), ("db".to_string(), db)].into(),
+        };
+        let r = join(&p, &round);
+        let q = r.paths[0].quality.clone().flatten().expect("sampled");
+        assert_eq!((q.sent, q.answered, q.arrived), (100, 97, None));
+        assert_eq!(
+            (q.loss_forward_pct, q.loss_return_pct),
+            (None, None),
+            "no count"
+        );
+        assert_eq!(r.paths[0].verdict, Verdict::Violation);
+        assert!(
+            r.paths[0]
+                .detail
+                .ends_with("; median round trip 21.0 ms > 10 ms"),
+            "{}",
+            r.paths[0].detail
+        );
+        let json = serde_json::to_value(&r.paths).unwrap();
+        assert_eq!(json[0]["quality"]["rtt_ms"]["p50"], 21.0);
+        assert!(json[1]["quality"].is_null() && json[1].get("quality").is_some());
+        assert!(json[2].get("quality").is_none(), "not a sampling source");
+        // Without the threshold the same figures leave the verdict alone.
+        let lenient = join(&plan(), &round);
+        assert_eq!(lenient.paths[0].verdict, Verdict::Ok);
+        assert!(lenient.paths[0].quality.is_some());
+        // A target that counted the samples' SYNs from the probe's source:
+        // both directions, exactly.
+        let mut counted = round.clone();
+        let web = counted.agents.get_mut("web").unwrap();
+        web.probes[0].source = Some("127.0.9.1:40000".parse().unwrap());
+        counted.agents.get_mut("db").unwrap().syn_samples =
+            Some(vec![crate::control::SynSamples {
+                source: "127.0.9.1".parse().unwrap(),
+                port: 3306,
+                syns: 98,
+            }]);
+        let q = join(&plan(), &counted).paths[0]
+            .quality
+            .clone()
+            .flatten()
+            .unwrap();
+        assert_eq!(q.arrived, Some(98));
+        assert_eq!(
+            (q.loss_forward_pct, q.loss_return_pct),
+            (Some(2.0), Some(1.02))
+        );
     }
 
     #[test]
@@ -687,6 +771,7 @@ expect = "blocked"
             nonce: nonce.into(),
             source: std::net::SocketAddr::from(([198, 18, 0, 1], port)),
             datagrams: 0,
+            samples: 0,
         };
         let canary = |port: u16, udp: bool, seen: Vec<Sighting>| CanaryEvidence {
             port,
@@ -699,6 +784,7 @@ expect = "blocked"
             } else {
                 crate::control::TransportProtocol::Tcp
             },
+            counts_samples: false,
         };
         let shake = |port: u16, source: &str, stage: HandshakeStage| Handshake {
             port,
@@ -1221,6 +1307,7 @@ ports = ["mysql"]
                 nonce: "aa".into(),
                 source: "198.18.1.20:40000".parse().unwrap(),
                 datagrams: 0,
+                samples: 0,
             }],
         );
         db.handshakes = Some(vec![Handshake {

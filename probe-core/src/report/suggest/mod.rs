@@ -230,6 +230,7 @@ mod tests {
             proof: None,
             service_answer: None,
             answered: None,
+            quality: None,
         }
     }
 

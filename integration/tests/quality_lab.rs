@@ -1,0 +1,371 @@
+//! Path quality (`check --samples 1000`) against the truth: loss imposed
+//! on one direction at a time of one host's link, and a delay line.
+//!
+//! The loss is an nftables `numgen random mod 100 < L drop` in the target's
+//! own namespace, on input (forward loss) or on output (return loss), that
+//! matches only the quality samples (`PORTCALL-S...` in the UDP payload),
+//! so the probe and the control channel are never touched. The truth is
+//! counted by nft counters on both ends: the samples the source's kernel
+//! sent, the samples and answers the target's firewall saw and dropped,
+//! the answers the source's kernel received. Each measured loss must be
+//! within 1.5 points of the truth, the other direction within 1 point of
+//! 0. TCP samples (one SYN each, marked by its MSS) are counted by the
+//! target's trace table: 20% of their SYNs dropped on the target's input
+//! must be measured as the counters say. The delay is `scripts/lab/delay_line.py` (20 ± 5 ms on the target's
+//! inbound packets, this kernel has no `sch_netem`): the median round trip
+//! must be within 2 ms of 20 ms, with p95 and jitter reported, for UDP and
+//! TCP samples alike.
+
+use std::io::Write as _;
+
+use integration::{PlanLab, lab_available};
+use probe_core::port::Protocol;
+use probe_core::report::quality::Quality;
+use probe_core::report::{PathReport, Verdict};
+
+const PLAN: &str = r#"
+name = "quality-lab"
+[defaults]
+timeout_ms = 800
+retries = 1
+
+[roles.q]
+ports = [
+  { name = "q-udp", port = 15501, protocol = "udp", offset = false },
+  { name = "q-tcp", port = 15502, offset = false },
+]
+
+[[hosts]]
+name = "src"
+address = "198.18.0.90"
+[[hosts]]
+name = "lossy"
+address = "198.18.0.91"
+roles = ["q"]
+[[hosts]]
+name = "far"
+address = "198.18.0.92"
+roles = ["q"]
+
+[[flows]]
+name = "lossy udp"
+from = "host:src"
+to = "host:lossy"
+ports = ["q-udp"]
+max_loss_pct = 10
+[[flows]]
+name = "lossy tcp"
+from = "host:src"
+to = "host:lossy"
+ports = ["q-tcp"]
+[[flows]]
+name = "src reaches far"
+from = "host:src"
+to = "host:far"
+ports = ["q-udp", "q-tcp"]
+"#;
+
+const SAMPLES: u32 = 1000;
+
+/// "PORTCALL-S", the first bytes of every sample line and sample answer.
+const SAMPLE_PREFIX: &str = "@th,64,80 0x504f525443414c4c2d53";
+
+/// The source's counters: samples its kernel sent to the UDP canary and
+/// sample answers it received.
+fn source_counters() -> String {
+    format!(
+        "
+table inet qtruth {{
+  counter sent {{}}
+  counter back {{}}
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr 198.18.0.91 udp dport 15501 {SAMPLE_PREFIX} counter name \"sent\"
+  }}
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    ip saddr 198.18.0.91 udp sport 15501 {SAMPLE_PREFIX} counter name \"back\"
+  }}
+}}
+"
+    )
+}
+
+/// A TCP sample's SYN (its MSS is the samples' mark).
+const SAMPLE_SYN: &str = "tcp flags & (fin|syn|rst|ack) == syn tcp option maxseg size 1211";
+
+/// The source's counter of TCP sample SYNs sent to `lossy`.
+fn tcp_source_counters() -> String {
+    format!(
+        "
+table inet qtruth {{
+  counter sent {{}}
+  counter back {{}}
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr 198.18.0.91 tcp dport 15502 {SAMPLE_SYN} counter name \"sent\"
+  }}
+}}
+"
+    )
+}
+
+/// `pct` of the TCP sample SYNs dropped on `lossy`'s input, counted.
+fn tcp_target_rules(pct: u32) -> String {
+    format!(
+        "
+table inet qloss {{
+  counter seen_in {{}}
+  counter dropped_in {{}}
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    ip saddr 198.18.0.90 tcp dport 15502 {SAMPLE_SYN} counter name \"seen_in\"
+    ip saddr 198.18.0.90 tcp dport 15502 {SAMPLE_SYN} numgen random mod 100 < {pct} counter name \"dropped_in\" drop
+  }}
+}}
+"
+    )
+}
+
+/// The target's truth and loss: `pct` of the samples dropped on input
+/// (`forward`) or of the answers on output, with counters of what its
+/// firewall saw and what it dropped each way.
+fn target_rules(forward: bool, pct: u32) -> String {
+    let (fwd, ret) = if forward { (pct, 0) } else { (0, pct) };
+    format!(
+        "
+table inet qloss {{
+  counter seen_in {{}}
+  counter dropped_in {{}}
+  counter seen_out {{}}
+  counter dropped_out {{}}
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    ip saddr 198.18.0.90 udp dport 15501 {SAMPLE_PREFIX} counter name \"seen_in\"
+    ip saddr 198.18.0.90 udp dport 15501 {SAMPLE_PREFIX} numgen random mod 100 < {fwd} counter name \"dropped_in\" drop
+  }}
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr 198.18.0.90 udp sport 15501 {SAMPLE_PREFIX} counter name \"seen_out\"
+    ip daddr 198.18.0.90 udp sport 15501 {SAMPLE_PREFIX} numgen random mod 100 < {ret} counter name \"dropped_out\" drop
+  }}
+}}
+"
+    )
+}
+
+/// Packets counted by named counter `name` of `table` inside `host`.
+fn counter(lab: &PlanLab, host: &str, table: &str, name: &str) -> u64 {
+    let out = lab
+        .lab
+        .output(host, "nft", &["-j", "list", "counter", "inet", table, name])
+        .expect("nft list counter");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j");
+    v["nftables"]
+        .as_array()
+        .and_then(|a| a.iter().find_map(|o| o["counter"]["packets"].as_u64()))
+        .unwrap_or_else(|| panic!("no counter {name} in {v}"))
+}
+
+/// Replaces `table` inside `host` with `ruleset` (which defines it).
+fn load(lab: &PlanLab, host: &str, table: &str, ruleset: &str) {
+    let reset = format!("table inet {table} {{}}\ndelete table inet {table}\n{ruleset}");
+    lab.lab.nft(host, &reset).expect("load the rules");
+}
+
+fn quality(p: &PathReport) -> &Quality {
+    p.quality
+        .as_ref()
+        .and_then(Option::as_ref)
+        .unwrap_or_else(|| panic!("no quality on {}:{}: {p:#?}", p.to, p.port))
+}
+
+fn pct(lost: u64, of: u64) -> f64 {
+    lost as f64 * 100.0 / of as f64
+}
+
+/// One loss case: a round of `--samples 1000` to `lossy` with `pct`%
+/// dropped one way; the measured loss against the nft counters.
+fn loss_case(lab: &PlanLab, forward: bool, pct_lost: u32) -> String {
+    load(lab, "src", "qtruth", &source_counters());
+    load(lab, "lossy", "qloss", &target_rules(forward, pct_lost));
+    let pki = lab.pki().to_string_lossy().into_owned();
+    let samples = SAMPLES.to_string();
+    let run = lab
+        .check_with(
+            "src",
+            &[
+                "--pki",
+                &pki,
+                "--samples",
+                &samples,
+                "--only",
+                "flow:lossy udp",
+            ],
+        )
+        .expect("check");
+    let p = run
+        .report
+        .paths
+        .iter()
+        .find(|p| p.to == "lossy" && p.protocol == Protocol::Udp)
+        .expect("the lossy path");
+    let q = quality(p);
+    let sent = counter(lab, "src", "qtruth", "sent");
+    let back = counter(lab, "src", "qtruth", "back");
+    let (seen_in, dropped_in) = (
+        counter(lab, "lossy", "qloss", "seen_in"),
+        counter(lab, "lossy", "qloss", "dropped_in"),
+    );
+    let (seen_out, dropped_out) = (
+        counter(lab, "lossy", "qloss", "seen_out"),
+        counter(lab, "lossy", "qloss", "dropped_out"),
+    );
+    let truth_fwd = pct(dropped_in, seen_in);
+    let truth_ret = pct(dropped_out, seen_out);
+    let (fwd, ret) = (
+        q.loss_forward_pct.expect("forward loss"),
+        q.loss_return_pct.expect("return loss"),
+    );
+    let way = if forward { "forward" } else { "return" };
+    let line = format!(
+        "{pct_lost}% {way}: measured forward {fwd:.2}% return {ret:.2}% \
+         (sent {} arrived {:?} answered {}); nft truth forward {truth_fwd:.2}% \
+         ({dropped_in} of {seen_in}) return {truth_ret:.2}% ({dropped_out} of {seen_out}), \
+         source sent {sent} received {back}",
+        q.sent, q.arrived, q.answered
+    );
+    eprintln!("{line}");
+    // Both ends' counts are the kernel's, sample for sample.
+    assert_eq!(u64::from(q.sent), sent, "{line}");
+    assert_eq!(u64::from(q.answered), back, "{line}");
+    assert!(q.sent >= SAMPLES * 99 / 100, "{line}");
+    let (lossy, clean, truth) = if forward {
+        (fwd, ret, truth_fwd)
+    } else {
+        (ret, fwd, truth_ret)
+    };
+    assert!((lossy - truth).abs() <= 1.5, "{line}");
+    assert!(clean.abs() <= 1.0, "{line}");
+    // The rule really dropped about what it says (the truth is a draw).
+    assert!((truth - f64::from(pct_lost)).abs() <= 4.0, "{line}");
+    // The flow allows 10%: 20% is a violation naming the figure, 5% is ok.
+    if pct_lost > 10 {
+        assert_eq!(p.verdict, Verdict::Violation, "{line}: {}", p.detail);
+        assert!(p.detail.contains(&format!("{way} loss")), "{}", p.detail);
+    } else {
+        assert_eq!(p.verdict, Verdict::Ok, "{line}: {}", p.detail);
+    }
+    line
+}
+
+/// TCP: `pct`% of the sample SYNs dropped on the target's input; the
+/// target's count (its trace table) against the nft counters.
+fn tcp_forward_case(lab: &PlanLab, pct_lost: u32) -> String {
+    load(lab, "src", "qtruth", &tcp_source_counters());
+    load(lab, "lossy", "qloss", &tcp_target_rules(pct_lost));
+    let pki = lab.pki().to_string_lossy().into_owned();
+    let samples = SAMPLES.to_string();
+    let run = lab
+        .check_with(
+            "src",
+            &[
+                "--pki",
+                &pki,
+                "--samples",
+                &samples,
+                "--only",
+                "flow:lossy tcp",
+            ],
+        )
+        .expect("check");
+    let p = run
+        .report
+        .paths
+        .iter()
+        .find(|p| p.to == "lossy" && p.protocol == Protocol::Tcp)
+        .expect("the lossy tcp path");
+    let q = quality(p);
+    let sent = counter(lab, "src", "qtruth", "sent");
+    let (seen, dropped) = (
+        counter(lab, "lossy", "qloss", "seen_in"),
+        counter(lab, "lossy", "qloss", "dropped_in"),
+    );
+    let truth = pct(dropped, seen);
+    let line = format!(
+        "tcp {pct_lost}% forward: measured forward {:?}% return {:?}% (sent {} arrived {:?} \
+         answered {}); nft truth forward {truth:.2}% ({dropped} of {seen}), source sent {sent}",
+        q.loss_forward_pct, q.loss_return_pct, q.sent, q.arrived, q.answered
+    );
+    eprintln!("{line}");
+    assert_eq!(u64::from(q.sent), sent, "one SYN per sample: {line}");
+    assert_eq!(q.arrived.map(u64::from), Some(seen - dropped), "{line}");
+    let fwd = q.loss_forward_pct.expect("forward loss");
+    assert!((fwd - truth).abs() <= 1.5, "{line}");
+    assert!(
+        q.loss_return_pct.expect("return loss").abs() <= 1.0,
+        "{line}"
+    );
+    assert!(q.sent >= 200, "{line}");
+    line
+}
+
+#[test]
+fn loss_per_direction_matches_nft_counters_and_delay_the_delay_line() {
+    if !lab_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("quality-lab.toml");
+    std::fs::File::create(&plan)
+        .and_then(|mut f| f.write_all(PLAN.as_bytes()))
+        .unwrap();
+    let lab = PlanLab::new(&plan).unwrap();
+    lab.start_agents().unwrap();
+    let mut lines = Vec::new();
+    for (forward, pct_lost) in [(true, 5), (true, 20), (false, 5), (false, 20)] {
+        lines.push(loss_case(&lab, forward, pct_lost));
+    }
+    lines.push(tcp_forward_case(&lab, 20));
+    // 20 ± 5 ms on far's inbound packets, from here on.
+    crate::timing_lab::delay(&lab.lab, "far", 20, 5);
+    let pki = lab.pki().to_string_lossy().into_owned();
+    let run = lab
+        .check_with(
+            "src",
+            &["--pki", &pki, "--samples", "500", "--only", "host:far"],
+        )
+        .expect("check");
+    for p in run.report.paths.iter().filter(|p| p.to == "far") {
+        let q = quality(p);
+        let rtt = q.rtt_ms.expect("round trips");
+        let line = format!(
+            "20±5 ms delay, {}: rtt min {} p50 {} p95 {} max {} jitter {:?} ms, \
+             sent {} answered {} arrived {:?}",
+            p.protocol,
+            rtt.min,
+            rtt.p50,
+            rtt.p95,
+            rtt.max,
+            q.jitter_ms,
+            q.sent,
+            q.answered,
+            q.arrived
+        );
+        eprintln!("{line}");
+        assert!((rtt.p50 - 20.0).abs() <= 2.0, "{line}");
+        assert!(rtt.p95 >= rtt.p50 && rtt.max >= rtt.p95, "{line}");
+        assert!(q.jitter_ms.is_some_and(|j| j > 0.0), "{line}");
+        assert!(q.answered >= q.sent * 99 / 100, "{line}");
+        if p.protocol == Protocol::Udp {
+            assert_eq!(q.arrived, Some(q.sent), "{line}");
+        } else {
+            // The target's trace table counted every sample SYN.
+            assert_eq!(q.arrived, Some(q.sent), "{line}");
+        }
+    }
+    assert_eq!(run.report.paths.iter().filter(|p| p.to == "far").count(), 2);
+    for l in lines {
+        eprintln!("{l}");
+    }
+}
