@@ -277,6 +277,30 @@ pub async fn udp_samples(req: &SampleRequest) -> SampleTally {
 /// Takes `req.samples` TCP samples of a path that connected: one connect
 /// each, at most [`TCP_IN_FLIGHT`] at once, one started per [`INTERVAL`].
 pub async fn tcp_samples(req: &SampleRequest) -> SampleTally {
+    tcp_sampling(req, Mark::Canary).await.0
+}
+
+/// Takes `req.samples` connect-only TCP samples of a live service (schedule
+/// mode): paced and counted as [`tcp_samples`], but each sample's SYN is
+/// unmarked and its connection carries no data: it is closed with a FIN
+/// once the handshake completed, and whatever the service sent (a greeting)
+/// is read and dropped until it closes too, within the sample's deadline,
+/// so that the close is polite rather than a reset. `req.round` and
+/// `req.nonce` are not used. Returns the tally and the answered samples'
+/// round trips in microseconds, in sample order.
+pub async fn tcp_connect_samples(req: &SampleRequest) -> (SampleTally, Vec<u64>) {
+    tcp_sampling(req, Mark::None).await
+}
+
+/// Whether a TCP sample is one of a canary's (marked SYN, sample line) or
+/// one to a live service (neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Canary,
+    None,
+}
+
+async fn tcp_sampling(req: &SampleRequest, mark: Mark) -> (SampleTally, Vec<u64>) {
     let n = clamp(req.samples);
     let deadline = req.timeout.min(TCP_SAMPLE_DEADLINE);
     let slots = Arc::new(tokio::sync::Semaphore::new(TCP_IN_FLIGHT));
@@ -290,7 +314,7 @@ pub async fn tcp_samples(req: &SampleRequest) -> SampleTally {
             break;
         };
         let (target, source) = (req.target, req.source);
-        let line = sample_line(&req.round, &req.nonce, sent);
+        let line = (mark == Mark::Canary).then(|| sample_line(&req.round, &req.nonce, sent));
         let seq = sent;
         set.spawn(async move {
             let r = tcp_sample(target, source, deadline, line).await;
@@ -312,7 +336,7 @@ pub async fn tcp_samples(req: &SampleRequest) -> SampleTally {
     // address) is not the path's loss: it is not counted as sent.
     let mut t = SampleTally::of(n, sent.saturating_sub(done.local_failures), &in_order);
     t.error = done.error;
-    t
+    (t, in_order)
 }
 
 /// What the TCP samples that finished gave.
@@ -342,12 +366,14 @@ impl TcpDone {
 
 /// One TCP sample: `Ok(Some(rtt_us))` when the handshake completed within
 /// `deadline`, `Ok(None)` when it did not (the path's loss), `Err` when
-/// this host could not even try.
+/// this host could not even try. With a `line`, the SYN is marked and the
+/// line sent (a canary's sample); without, the connection is closed
+/// politely and carries nothing (a live service's).
 async fn tcp_sample(
     target: SocketAddr,
     source: Option<IpAddr>,
     deadline: Duration,
-    line: String,
+    line: Option<String>,
 ) -> std::io::Result<Option<u64>> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
@@ -357,7 +383,9 @@ async fn tcp_sample(
     if let Some(s) = source.filter(|s| s.is_ipv4() == target.is_ipv4()) {
         socket.bind(SocketAddr::new(s, 0))?;
     }
-    socket2::SockRef::from(&socket).set_tcp_mss(SAMPLE_MSS)?;
+    if line.is_some() {
+        socket2::SockRef::from(&socket).set_tcp_mss(SAMPLE_MSS)?;
+    }
     let started = Instant::now();
     let mut stream = match timeout(deadline, socket.connect(target)).await {
         Ok(Ok(s)) => s,
@@ -370,11 +398,30 @@ async fn tcp_sample(
         },
     };
     let rtt = micros(started.elapsed());
-    // The line tells the canary the connection is a sample of ours; its
-    // answer is not waited for (the handshake is the measurement).
-    let _ = timeout(deadline, stream.write_all(line.as_bytes())).await;
-    let _ = stream.shutdown().await;
+    match line {
+        // The line tells the canary the connection is a sample of ours; its
+        // answer is not waited for (the handshake is the measurement).
+        Some(line) => {
+            let _ = timeout(deadline, stream.write_all(line.as_bytes())).await;
+            let _ = stream.shutdown().await;
+        }
+        None => close_politely(stream, deadline).await,
+    }
     Ok(Some(rtt))
+}
+
+/// Sends a FIN, then reads and drops what the service sends until it
+/// closes too (or `deadline` passes): a socket closed with unread data
+/// would reset the connection instead.
+async fn close_politely(mut stream: tokio::net::TcpStream, deadline: Duration) {
+    use tokio::io::AsyncReadExt;
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 1024];
+    let _ = timeout(deadline, async {
+        // Bounded by the deadline; each read returns data, EOF or an error.
+        while let Ok(1..) = stream.read(&mut buf).await {}
+    })
+    .await;
 }
 
 fn failed(n: u32, sent: u32, e: &std::io::Error) -> SampleTally {
@@ -508,5 +555,33 @@ mod tests {
         };
         let t = tcp_samples(&request(closed, 5)).await;
         assert_eq!((t.sent, t.answered), (5, 0), "{t:?}");
+    }
+
+    /// Schedule mode's samples of a live service: a service that greets
+    /// first gets no byte from any sample and sees each one end with a
+    /// FIN (a clean end of stream), never a reset.
+    #[tokio::test]
+    async fn connect_only_samples_send_nothing_and_close_without_a_reset() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _ = s.write_all(b"220 greeting\r\n").await;
+                    let mut got = Vec::new();
+                    let end = s.read_to_end(&mut got).await.map(|_| got.len());
+                    let _ = tx.send(end.map_err(|e| e.kind()));
+                });
+            }
+        });
+        let (t, rtts) = tcp_connect_samples(&request(target, 10)).await;
+        assert_eq!((t.sent, t.answered, rtts.len()), (10, 10, 10), "{t:?}");
+        for _ in 0..10 {
+            let end = timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+            assert_eq!(end, Some(Ok(0)), "no data, a clean close");
+        }
     }
 }

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::error::ScheduleError;
 use super::flaps::{FlapConfig, FlapLog, FlapTracker};
 use super::metrics::{MetricsStore, PathHistory, PathSample, RoundMetrics};
+use super::quality::QualityHistory;
+use super::sampling::{self, Sampling, Taken};
 use super::timing::Rounds;
 use crate::agent::{AgentError, local_ip};
 use crate::plan::{Address, Expect, Family, Path, Plan};
@@ -44,6 +46,14 @@ pub(crate) struct LiveRounds {
     /// expectation too: a reload that turns a must-be-open path into a
     /// must-be-blocked one starts new series, not a state change.
     flaps: HashMap<(PathKey, Expect), FlapTracker>,
+    /// Quality samples per path per round (`agent --samples`); `None`
+    /// takes the plan's `[defaults] samples`. 1 or less samples nothing.
+    pub(crate) samples: Option<u32>,
+    /// This host's addresses of this machine, the samples' sources.
+    sources: Vec<std::net::IpAddr>,
+    /// Each sampled path's samples over the agent's life, keyed as
+    /// `flaps` (its series carry the expectation too).
+    quality: HashMap<(PathKey, Expect), QualityHistory>,
 }
 
 /// The product and version a service's answer named.
@@ -98,6 +108,7 @@ impl LiveRounds {
         flap_config: FlapConfig,
     ) -> Result<LiveRounds, ScheduleError> {
         let (prober, greeter) = prober_for(&plan, &host, concurrency)?;
+        let sources = sources_of(&plan, &host);
         Ok(LiveRounds {
             plan_path,
             host,
@@ -110,7 +121,59 @@ impl LiveRounds {
             banners: HashMap::new(),
             flap_config,
             flaps: HashMap::new(),
+            samples: None,
+            sources,
+            quality: HashMap::new(),
         })
+    }
+
+    /// The samples each path takes this round: `--samples`, else the
+    /// plan's default, within [`crate::probe::samples::MAX_SAMPLES`].
+    fn samples_per_path(&self) -> u32 {
+        crate::probe::samples::clamp(self.samples.unwrap_or(self.plan.defaults.samples))
+    }
+
+    /// Takes this round's samples of the paths whose probe connected (TCP
+    /// and TLS), when the round samples; `None` when it does not.
+    async fn sample(
+        &self,
+        paths: &[Path],
+        connected: &[Option<std::net::SocketAddr>],
+        cancel: &CancellationToken,
+    ) -> Option<Vec<Option<Taken>>> {
+        let n = self.samples_per_path();
+        if n <= 1 {
+            return None;
+        }
+        let targets: Vec<Option<std::net::SocketAddr>> = paths
+            .iter()
+            .zip(connected)
+            .map(|(p, c)| c.filter(|_| p.protocol != Protocol::Udp))
+            .collect();
+        let s = Sampling {
+            samples: n,
+            sources: self.sources.clone(),
+            timeout: Duration::from_millis(self.plan.defaults.timeout_ms),
+            concurrency: self.concurrency,
+        };
+        Some(sampling::take(&s, &targets, cancel).await)
+    }
+
+    /// Adds this round's samples to each path's quality history and puts
+    /// it on the path's sample: every TCP or TLS path of a sampling round
+    /// has one (zero until its probe first connects), UDP paths none.
+    fn account(&mut self, out: &mut [PathSample], paths: &[Path], taken: Option<Vec<Option<Taken>>>) {
+        let Some(taken) = taken else { return };
+        for ((s, p), t) in out.iter_mut().zip(paths).zip(taken) {
+            if p.protocol == Protocol::Udp {
+                continue;
+            }
+            let q = self.quality.entry((PathKey::of(p), p.expect)).or_default();
+            if let Some(t) = t {
+                q.add(t.sent, &t.rtts_us);
+            }
+            s.history.quality = Some(*q);
+        }
     }
 
     fn outgoing(&self) -> Vec<&Path> {
@@ -156,6 +219,7 @@ impl LiveRounds {
             s.history = PathHistory {
                 flaps_total: tracker.total(),
                 flapping: tracker.flapping(),
+                quality: None,
             };
             let name = format!("path {} -> {}:{} ({})", s.from, s.to, p.port, s.service);
             match flap_log {
@@ -256,6 +320,13 @@ fn log_flapping(name: &str, s: &PathSample, tracker: &FlapTracker) {
     );
 }
 
+/// `host`'s plan addresses that are addresses of this machine.
+fn sources_of(plan: &Plan, host: &str) -> Vec<std::net::IpAddr> {
+    plan.host(host)
+        .map(|h| h.addresses.iter().filter_map(local_ip).collect())
+        .unwrap_or_default()
+}
+
 fn target_of(path: &Path) -> Target {
     Target::new(Host::from(&path.address), path.port, path.protocol)
 }
@@ -272,6 +343,14 @@ impl Rounds for LiveRounds {
         );
         let started = Instant::now();
         let results = sweep_proving(&self.prober, &self.greeter, targets, cancel).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        let connected: Vec<Option<std::net::SocketAddr>> = results
+            .iter()
+            .map(|r| r.address.filter(|_| r.observed == crate::probe::Observed::Open))
+            .collect();
+        let taken = self.sample(&paths, &connected, cancel).await;
         if cancel.is_cancelled() {
             return;
         }
@@ -305,6 +384,7 @@ impl Rounds for LiveRounds {
             .collect();
         let duration = started.elapsed();
         let ok = self.follow(&mut samples, &paths);
+        self.account(&mut samples, &paths, taken);
         tracing::info!(
             host = %self.host,
             paths = samples.len(),
@@ -324,6 +404,7 @@ impl Rounds for LiveRounds {
     fn reload(&mut self) {
         match self.try_reload() {
             Ok((plan, (prober, greeter))) => {
+                self.sources = sources_of(&plan, &self.host);
                 self.plan = plan;
                 self.prober = prober;
                 self.greeter = greeter;
@@ -339,6 +420,7 @@ impl Rounds for LiveRounds {
                     .map(|p| (PathKey::of(p), p.expect))
                     .collect();
                 self.flaps.retain(|k, _| keep_flaps.contains(k));
+                self.quality.retain(|k, _| keep_flaps.contains(k));
                 self.store.set_reload_ok(true);
                 tracing::info!(
                     plan = %self.plan_path.display(),

@@ -67,6 +67,10 @@ pub struct PathHistory {
     /// Whether the path has at least `--flap-changes` changes within its
     /// last `--flap-window` rounds.
     pub flapping: bool,
+    /// The path's quality samples over the agent's life, while the agent
+    /// samples it (`--samples` above 1, a TCP or TLS path); `None` exports
+    /// no quality series for it.
+    pub quality: Option<super::quality::QualityHistory>,
 }
 
 /// The families computed over rounds: state changes and flapping.
@@ -92,7 +96,7 @@ fn render_history(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> io:
         let v = bool01(p.history.flapping);
         sample(out, "portcall_path_flapping", (plan, p), &[], v)?;
     }
-    Ok(())
+    super::quality::render(out, plan, paths)
 }
 
 /// The service-proof families: each path's proof level, and what
@@ -358,7 +362,9 @@ impl Exposition {
     }
 }
 
-fn sample(
+/// Writes one sample of a per-path family, under the path's labels and
+/// `extra` ones.
+pub(super) fn sample(
     out: &mut impl Write,
     name: &str,
     (plan, p): (&str, &PathSample),
@@ -501,6 +507,7 @@ mod tests {
             history: PathHistory {
                 flaps_total: if to == "km" { 4 } else { 0 },
                 flapping: to == "km",
+                quality: None,
             },
         };
         Exposition {

@@ -16,6 +16,8 @@ mod flaps;
 mod http;
 mod live;
 pub mod metrics;
+mod quality;
+mod sampling;
 mod timing;
 
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ pub use error::ScheduleError;
 pub use flaps::{FlapConfig, FlapConfigError, FlapLog, FlapState, FlapTracker};
 pub use http::HttpLimits;
 pub use metrics::{Exposition, MetricsStore, PathHistory, PathSample, RoundMetrics};
+pub use quality::{QualityHistory, RTT_BUCKETS, RttHistogram, SERIES_PER_PATH};
 pub use timing::Timing;
 
 use crate::agent::detect_host;
@@ -59,6 +62,9 @@ pub struct ScheduleConfig {
     pub probe_concurrency: usize,
     /// When a path counts as flapping.
     pub flaps: FlapConfig,
+    /// Quality samples per path per round (`agent --samples`); `None`
+    /// takes the plan's `[defaults] samples` (1 by default: none).
+    pub samples: Option<u32>,
 }
 
 impl ScheduleConfig {
@@ -73,6 +79,7 @@ impl ScheduleConfig {
             http: HttpLimits::default(),
             probe_concurrency: 256,
             flaps: FlapConfig::default(),
+            samples: None,
         }
     }
 }
@@ -126,7 +133,7 @@ impl Scheduled {
         };
         let plan = plan.scoped(&crate::plan::PathScope::Host(host.clone()));
         let store = Arc::new(MetricsStore::for_plan(&plan.name));
-        let rounds = LiveRounds::new(
+        let mut rounds = LiveRounds::new(
             config.plan_path,
             host,
             Arc::new(plan),
@@ -134,6 +141,7 @@ impl Scheduled {
             store,
             config.flaps,
         )?;
+        rounds.samples = config.samples;
         let addr = config.metrics_listen;
         let listener = TcpListener::bind(addr)
             .await
