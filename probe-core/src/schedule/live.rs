@@ -162,7 +162,12 @@ impl LiveRounds {
     /// Adds this round's samples to each path's quality history and puts
     /// it on the path's sample: every TCP or TLS path of a sampling round
     /// has one (zero until its probe first connects), UDP paths none.
-    fn account(&mut self, out: &mut [PathSample], paths: &[Path], taken: Option<Vec<Option<Taken>>>) {
+    fn account(
+        &mut self,
+        out: &mut [PathSample],
+        paths: &[Path],
+        taken: Option<Vec<Option<Taken>>>,
+    ) {
         let Some(taken) = taken else { return };
         for ((s, p), t) in out.iter_mut().zip(paths).zip(taken) {
             if p.protocol == Protocol::Udp {
@@ -348,7 +353,10 @@ impl Rounds for LiveRounds {
         }
         let connected: Vec<Option<std::net::SocketAddr>> = results
             .iter()
-            .map(|r| r.address.filter(|_| r.observed == crate::probe::Observed::Open))
+            .map(|r| {
+                r.address
+                    .filter(|_| r.observed == crate::probe::Observed::Open)
+            })
             .collect();
         let taken = self.sample(&paths, &connected, cancel).await;
         if cancel.is_cancelled() {
@@ -545,6 +553,88 @@ mod tests {
                 && text.contains(&format!("portcall_path_flapping{labels} 0\n")),
             "{text}"
         );
+    }
+
+    /// Issue 27 in schedule mode: real rounds on loopback, each taking N
+    /// connect-only samples of the open path; its counters grow by N a
+    /// round, its histogram counts every answer, and a path whose probe
+    /// does not connect is never sampled (its series stay at zero).
+    #[tokio::test]
+    async fn sampling_rounds_add_n_samples_a_round_and_the_histogram_counts_the_answers() {
+        let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let open = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in listener.incoming().take(10_000) {
+                drop(s);
+            }
+        });
+        let closed = std::net::TcpListener::bind("127.0.0.2:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "name = \"schedule-samples\"\n[defaults]\ntimeout_ms = 500\nretries = 0\nsamples = 3\n\
+             [[hosts]]\nname = \"app\"\naddress = \"127.0.0.1\"\n\
+             [[hosts]]\nname = \"db\"\naddress = \"127.0.0.2\"\nroles = [\"db\"]\n\
+             [roles.db]\nports = [{{ name = \"svc\", port = {open}, offset = false }}]\n\
+             [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [\"svc\"]\n\
+             [[flows]]\nfrom = \"host:app\"\nto = \"host:db\"\nports = [{closed}]\nexpect = \"blocked\"\n"
+        );
+        let plan = Arc::new(Plan::parse(&text, "samples.toml").unwrap());
+        let store = Arc::new(MetricsStore::new());
+        let mut rounds = LiveRounds::new(
+            "samples.toml".into(),
+            "app".into(),
+            plan,
+            4,
+            store.clone(),
+            FlapConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(rounds.samples_per_path(), 3, "the plan's default");
+        const N: u64 = 20;
+        rounds.samples = Some(N as u32);
+        let cancel = CancellationToken::new();
+        for round in 1..=5u64 {
+            rounds.round(&cancel).await;
+            let e = store.snapshot();
+            let paths = &e.last_round.as_ref().unwrap().paths;
+            let q = paths[0].history.quality.expect("the open path is sampled");
+            assert_eq!((q.sent, q.answered), (N * round, N * round), "{q:?}");
+            assert_eq!(q.rtt.count(), q.answered);
+            assert_eq!(q.rtt.cumulative()[11], q.answered, "all below 2.5 s");
+            assert!(q.rtt.sum_seconds() > 0.0);
+            let refused = paths[1]
+                .history
+                .quality
+                .expect("a TCP path of a sampling round");
+            assert_eq!(
+                refused,
+                QualityHistory::default(),
+                "not sampled: it did not open"
+            );
+        }
+        let text = String::from_utf8(store.rendered().to_vec()).unwrap();
+        let labels = format!(
+            "{{plan=\"schedule-samples\",from=\"app\",to=\"db\",port=\"{open}\",service=\"svc\",expect=\"open\",family=\"ipv4\"}}"
+        );
+        for line in [
+            format!("portcall_path_samples_sent_total{labels} 100\n"),
+            format!("portcall_path_samples_answered_total{labels} 100\n"),
+            format!("portcall_path_rtt_seconds_count{labels} 100\n"),
+        ] {
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(!text.contains("samples_arrived"), "never guessed: {text}");
+
+        // Without --samples and with the plan's default of 1, nothing is
+        // sampled and no quality family is exported.
+        rounds.samples = Some(1);
+        rounds.round(&cancel).await;
+        let text = String::from_utf8(store.rendered().to_vec()).unwrap();
+        assert!(!text.contains("portcall_path_samples_"), "{text}");
+        assert!(!text.contains("portcall_path_rtt_seconds"), "{text}");
     }
 
     /// The log lines `follow` writes, captured.

@@ -126,7 +126,13 @@ pub(super) fn render(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> 
     )?;
     for (p, q) in &sampled {
         let v = q.answered.to_string();
-        sample(out, "portcall_path_samples_answered_total", (plan, p), &[], &v)?;
+        sample(
+            out,
+            "portcall_path_samples_answered_total",
+            (plan, p),
+            &[],
+            &v,
+        )?;
     }
     family(
         out,
@@ -138,14 +144,32 @@ pub(super) fn render(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> 
         for (bound, n) in RTT_BUCKETS.iter().zip(q.rtt.cumulative()) {
             let le = bound.to_string();
             let v = n.to_string();
-            sample(out, "portcall_path_rtt_seconds_bucket", (plan, p), &[("le", &le)], &v)?;
+            sample(
+                out,
+                "portcall_path_rtt_seconds_bucket",
+                (plan, p),
+                &[("le", &le)],
+                &v,
+            )?;
         }
         let count = q.rtt.count().to_string();
         let inf = [("le", "+Inf")];
-        sample(out, "portcall_path_rtt_seconds_bucket", (plan, p), &inf, &count)?;
+        sample(
+            out,
+            "portcall_path_rtt_seconds_bucket",
+            (plan, p),
+            &inf,
+            &count,
+        )?;
         let sum = q.rtt.sum_seconds().to_string();
         sample(out, "portcall_path_rtt_seconds_sum", (plan, p), &[], &sum)?;
-        sample(out, "portcall_path_rtt_seconds_count", (plan, p), &[], &count)?;
+        sample(
+            out,
+            "portcall_path_rtt_seconds_count",
+            (plan, p),
+            &[],
+            &count,
+        )?;
     }
     Ok(())
 }
@@ -164,7 +188,10 @@ mod tests {
         assert_eq!(h.cumulative(), [1, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 5]);
         assert_eq!(h.count(), 7);
         assert_eq!(h.sum_seconds(), 14.032002);
-        let bounds_us: Vec<u64> = RTT_BUCKETS.iter().map(|b| (b * 1e6).round() as u64).collect();
+        let bounds_us: Vec<u64> = RTT_BUCKETS
+            .iter()
+            .map(|b| (b * 1e6).round() as u64)
+            .collect();
         assert_eq!(bounds_us, RTT_BUCKETS_US, "the two tables agree");
     }
 
@@ -177,5 +204,72 @@ mod tests {
         assert_eq!((q.sent, q.answered, q.rtt.count()), (25, 8, 8));
         assert_eq!(q.rtt.cumulative()[..4], [1, 3, 3, 8]);
         assert_eq!(SERIES_PER_PATH, 17);
+    }
+
+    fn path(port: u16, quality: Option<QualityHistory>) -> PathSample {
+        PathSample {
+            from: "app".into(),
+            to: "db".into(),
+            port: crate::port::Port::new(port).unwrap(),
+            service: format!("svc{port}"),
+            expect: crate::plan::Expect::Open,
+            observed: crate::probe::Observed::Open,
+            latency: None,
+            family: Some(crate::plan::Family::Ipv4),
+            cert_not_after: None,
+            cert_verified: None,
+            protocol: crate::port::Protocol::Tcp,
+            proof: None,
+            answer: None,
+            history: super::super::PathHistory {
+                quality,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn rendered(paths: &[PathSample]) -> String {
+        let mut out = Vec::new();
+        render(&mut out, "lab", paths).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn exposition_exact_text_of_a_sampled_and_an_unsampled_path() {
+        let mut q = QualityHistory::default();
+        q.add(20, &[300, 450, 800, 1_200, 7_000, 30_000]);
+        let text = rendered(&[path(3306, Some(q)), path(5432, None)]);
+        expect_test::expect![[r##"
+            # HELP portcall_path_samples_sent_total Quality samples (connect-only TCP handshakes, --samples per round while the path's probe connects) sent on the path since the agent started.
+            # TYPE portcall_path_samples_sent_total counter
+            portcall_path_samples_sent_total{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4"} 20
+            # HELP portcall_path_samples_answered_total Quality samples answered (the handshake completed) since the agent started; 1 - answered/sent is round-trip loss (no target agent counts what arrived in schedule mode).
+            # TYPE portcall_path_samples_answered_total counter
+            portcall_path_samples_answered_total{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4"} 6
+            # HELP portcall_path_rtt_seconds Round trips (SYN to SYN-ACK) of the path's answered quality samples since the agent started, in seconds.
+            # TYPE portcall_path_rtt_seconds histogram
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.0005"} 2
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.001"} 3
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.0025"} 4
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.005"} 4
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.01"} 5
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.025"} 5
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.05"} 6
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.1"} 6
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.25"} 6
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="0.5"} 6
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="1"} 6
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="2.5"} 6
+            portcall_path_rtt_seconds_bucket{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4",le="+Inf"} 6
+            portcall_path_rtt_seconds_sum{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4"} 0.03975
+            portcall_path_rtt_seconds_count{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4"} 6
+        "##]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn no_sampled_path_no_family() {
+        assert_eq!(rendered(&[path(3306, None)]), "");
+        assert_eq!(rendered(&[]), "");
     }
 }
