@@ -1,5 +1,5 @@
 //! `portcall agent --every DURATION --metrics ADDR [--flap-changes K]
-//! [--flap-window ROUNDS]`: schedule mode's glue.
+//! [--flap-window ROUNDS] [--samples N]`: schedule mode's glue.
 //! Arguments, the runtime and the signals (SIGTERM and SIGINT stop,
 //! SIGHUP re-reads the plan); the rounds and the endpoint live in
 //! `probe_core::schedule`.
@@ -36,6 +36,15 @@ pub struct ScheduleArgs {
     /// [default: 20]
     #[arg(long, value_name = "ROUNDS", requires = "every")]
     pub flap_window: Option<u32>,
+    /// Each round, after its probes, time N connect-only TCP handshakes
+    /// (one per 10 ms per target address; nothing sent, closed politely) of
+    /// every TCP or TLS path whose probe connected: exported as the
+    /// portcall_path_samples_{sent,answered}_total counters and the
+    /// portcall_path_rtt_seconds histogram [default: the plan's
+    /// `[defaults] samples`, else 1: no samples]
+    #[arg(long, value_name = "N", requires = "every",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub samples: Option<u32>,
 }
 
 fn parse_every(s: &str) -> Result<Duration, String> {
@@ -83,6 +92,7 @@ pub async fn start(
         args.flap_changes.unwrap_or(FlapConfig::DEFAULT_CHANGES),
         args.flap_window.unwrap_or(FlapConfig::DEFAULT_WINDOW),
     )?;
+    config.samples = args.samples;
     let scheduled = Scheduled::start(config).await?;
     eprintln!(
         "portcall agent {}: probing {} outgoing path(s) every {}; metrics on http://{}/metrics",

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -74,12 +76,18 @@ struct Agent {
 
 impl Agent {
     fn start(plan: &Path) -> Agent {
+        Agent::start_with(plan, &[])
+    }
+
+    /// [`Agent::start`] with more arguments.
+    fn start_with(plan: &Path, extra: &[&str]) -> Agent {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_portcall"))
             .args(["agent", "--plan"])
             .arg(plan)
             .args(["--host", "app", "--every", "1s", "--metrics"])
             .arg(metrics.to_string())
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -213,6 +221,75 @@ fn sighup_reloads_the_plan_and_keeps_the_old_one_when_the_new_one_is_invalid() {
     drop(db);
 }
 
+/// The value of the per-path series `name` of the `svc` path, if exported.
+fn path_value(m: &str, name: &str, port: u16) -> Option<u64> {
+    let prefix = format!(
+        r#"{name}{{plan="schedule-cli",from="app",to="db",port="{port}",service="svc",expect="open",family="ipv4"}} "#
+    );
+    m.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `agent --samples 10`: every round adds 10 samples sent and answered to
+/// the open path's counters and 10 round trips to its histogram; the
+/// exposition passes `promtool check metrics`.
+#[test]
+fn samples_grow_by_n_per_round_and_the_exposition_passes_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TcpListener::bind("127.0.0.2:0").unwrap();
+    let db_port = db.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in db.incoming().take(10_000) {
+            drop(s);
+        }
+    });
+    let plan_path = dir.path().join("plan.toml");
+    std::fs::write(&plan_path, plan(db_port, "tcp", None)).unwrap();
+    let agent = Agent::start_with(&plan_path, &["--samples", "10"]);
+    let m = agent.wait_for("two rounds", |m| rounds(m) >= 2);
+    let n = rounds(&m);
+    let value = |name| path_value(&m, name, db_port);
+    assert_eq!(
+        value("portcall_path_samples_sent_total"),
+        Some(10 * n),
+        "{m}"
+    );
+    assert_eq!(
+        value("portcall_path_samples_answered_total"),
+        Some(10 * n),
+        "{m}"
+    );
+    assert_eq!(
+        value("portcall_path_rtt_seconds_count"),
+        Some(10 * n),
+        "{m}"
+    );
+    assert!(
+        m.contains("# TYPE portcall_path_rtt_seconds histogram\n"),
+        "{m}"
+    );
+    assert!(!m.contains("portcall_path_samples_arrived"), "{m}");
+
+    if common::promtool_available() {
+        let file = dir.path().join("metrics.prom");
+        std::fs::write(&file, &m).unwrap();
+        let out = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{m}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, status) = agent.stop_with("TERM");
+    assert!(status.success(), "{status}");
+}
+
 #[test]
 fn sigterm_and_sigint_stop_the_agent_within_a_second_even_mid_round() {
     let dir = tempfile::tempdir().unwrap();
@@ -247,7 +324,18 @@ fn bad_schedule_arguments_exit_2_with_a_clear_message() {
     let plan_path = dir.path().join("plan.toml");
     std::fs::write(&plan_path, plan(9, "tcp", None)).unwrap();
     let p = plan_path.to_str().unwrap();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &[
+                "--every",
+                "1s",
+                "--metrics",
+                "127.0.0.1:0",
+                "--samples",
+                "0",
+            ],
+            "invalid value '0' for '--samples <N>'",
+        ),
         (
             &["--every", "5", "--metrics", "127.0.0.1:0"],
             "5 needs a unit",
