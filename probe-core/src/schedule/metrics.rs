@@ -96,7 +96,11 @@ fn render_history(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> io:
         let v = bool01(p.history.flapping);
         sample(out, "portcall_path_flapping", (plan, p), &[], v)?;
     }
-    super::quality::render(out, plan, paths)
+    let sampled: Vec<_> = paths
+        .iter()
+        .filter_map(|p| Some((labels(plan, p), p.history.quality.as_ref()?)))
+        .collect();
+    super::quality::render(out, &sampled)
 }
 
 /// The service-proof families: each path's proof level, and what
@@ -362,16 +366,19 @@ impl Exposition {
     }
 }
 
-/// Writes one sample of a per-path family, under the path's labels and
-/// `extra` ones.
-pub(super) fn sample(
+fn sample(
     out: &mut impl Write,
     name: &str,
     (plan, p): (&str, &PathSample),
     extra: &[(&str, &str)],
     value: &str,
 ) -> io::Result<()> {
-    let labels = PathLabels {
+    path_sample(out, name, &labels(plan, p), extra, value)
+}
+
+/// The labels of `p`'s series.
+fn labels<'a>(plan: &'a str, p: &'a PathSample) -> PathLabels<'a> {
+    PathLabels {
         plan,
         from: &p.from,
         to: &p.to,
@@ -380,8 +387,7 @@ pub(super) fn sample(
         expect: p.expect,
         family: p.family,
         protocol: p.protocol,
-    };
-    path_sample(out, name, &labels, extra, value)
+    }
 }
 
 /// The agent's current exposition, shared between the scheduler (which

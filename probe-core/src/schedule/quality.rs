@@ -12,8 +12,7 @@
 
 use std::io::{self, Write};
 
-use super::metrics::{PathSample, sample};
-use crate::report::prometheus::family;
+use crate::report::prometheus::{PathLabels, family, path_sample};
 
 /// The upper bounds of the round-trip histogram's buckets, in seconds
 /// (plus `+Inf`): from a LAN's half millisecond to a slow WAN's 2.5 s.
@@ -98,13 +97,13 @@ impl QualityHistory {
     }
 }
 
-/// The quality families, for the paths that are sampled; nothing at all
-/// when none is (a round without `--samples`, as before them).
-pub(super) fn render(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> io::Result<()> {
-    let sampled: Vec<(&PathSample, &QualityHistory)> = paths
-        .iter()
-        .filter_map(|p| p.history.quality.as_ref().map(|q| (p, q)))
-        .collect();
+/// The quality families of the sampled paths (each under its labels);
+/// nothing at all when none is (a round without `--samples`, as before
+/// them).
+pub(super) fn render(
+    out: &mut impl Write,
+    sampled: &[(PathLabels<'_>, &QualityHistory)],
+) -> io::Result<()> {
     if sampled.is_empty() {
         return Ok(());
     }
@@ -114,9 +113,9 @@ pub(super) fn render(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> 
         "Quality samples (connect-only TCP handshakes, --samples per round while the path's probe connects) sent on the path since the agent started.",
         "counter",
     )?;
-    for (p, q) in &sampled {
+    for (p, q) in sampled {
         let v = q.sent.to_string();
-        sample(out, "portcall_path_samples_sent_total", (plan, p), &[], &v)?;
+        path_sample(out, "portcall_path_samples_sent_total", p, &[], &v)?;
     }
     family(
         out,
@@ -124,15 +123,9 @@ pub(super) fn render(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> 
         "Quality samples answered (the handshake completed) since the agent started; 1 - answered/sent is round-trip loss (no target agent counts what arrived in schedule mode).",
         "counter",
     )?;
-    for (p, q) in &sampled {
+    for (p, q) in sampled {
         let v = q.answered.to_string();
-        sample(
-            out,
-            "portcall_path_samples_answered_total",
-            (plan, p),
-            &[],
-            &v,
-        )?;
+        path_sample(out, "portcall_path_samples_answered_total", p, &[], &v)?;
     }
     family(
         out,
@@ -140,36 +133,24 @@ pub(super) fn render(out: &mut impl Write, plan: &str, paths: &[PathSample]) -> 
         "Round trips (SYN to SYN-ACK) of the path's answered quality samples since the agent started, in seconds.",
         "histogram",
     )?;
-    for (p, q) in &sampled {
+    for (p, q) in sampled {
         for (bound, n) in RTT_BUCKETS.iter().zip(q.rtt.cumulative()) {
             let le = bound.to_string();
             let v = n.to_string();
-            sample(
+            path_sample(
                 out,
                 "portcall_path_rtt_seconds_bucket",
-                (plan, p),
+                p,
                 &[("le", &le)],
                 &v,
             )?;
         }
         let count = q.rtt.count().to_string();
         let inf = [("le", "+Inf")];
-        sample(
-            out,
-            "portcall_path_rtt_seconds_bucket",
-            (plan, p),
-            &inf,
-            &count,
-        )?;
+        path_sample(out, "portcall_path_rtt_seconds_bucket", p, &inf, &count)?;
         let sum = q.rtt.sum_seconds().to_string();
-        sample(out, "portcall_path_rtt_seconds_sum", (plan, p), &[], &sum)?;
-        sample(
-            out,
-            "portcall_path_rtt_seconds_count",
-            (plan, p),
-            &[],
-            &count,
-        )?;
+        path_sample(out, "portcall_path_rtt_seconds_sum", p, &[], &sum)?;
+        path_sample(out, "portcall_path_rtt_seconds_count", p, &[], &count)?;
     }
     Ok(())
 }
@@ -206,39 +187,30 @@ mod tests {
         assert_eq!(SERIES_PER_PATH, 17);
     }
 
-    fn path(port: u16, quality: Option<QualityHistory>) -> PathSample {
-        PathSample {
-            from: "app".into(),
-            to: "db".into(),
-            port: crate::port::Port::new(port).unwrap(),
-            service: format!("svc{port}"),
+    fn labels(service: &str) -> PathLabels<'_> {
+        PathLabels {
+            plan: "lab",
+            from: "app",
+            to: "db",
+            port: service[3..].parse().unwrap(),
+            service,
             expect: crate::plan::Expect::Open,
-            observed: crate::probe::Observed::Open,
-            latency: None,
             family: Some(crate::plan::Family::Ipv4),
-            cert_not_after: None,
-            cert_verified: None,
             protocol: crate::port::Protocol::Tcp,
-            proof: None,
-            answer: None,
-            history: super::super::PathHistory {
-                quality,
-                ..Default::default()
-            },
         }
     }
 
-    fn rendered(paths: &[PathSample]) -> String {
+    fn rendered(sampled: &[(PathLabels<'_>, &QualityHistory)]) -> String {
         let mut out = Vec::new();
-        render(&mut out, "lab", paths).unwrap();
+        render(&mut out, sampled).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
-    fn exposition_exact_text_of_a_sampled_and_an_unsampled_path() {
+    fn exposition_exact_text_of_a_sampled_path() {
         let mut q = QualityHistory::default();
         q.add(20, &[300, 450, 800, 1_200, 7_000, 30_000]);
-        let text = rendered(&[path(3306, Some(q)), path(5432, None)]);
+        let text = rendered(&[(labels("svc3306"), &q)]);
         expect_test::expect![[r##"
             # HELP portcall_path_samples_sent_total Quality samples (connect-only TCP handshakes, --samples per round while the path's probe connects) sent on the path since the agent started.
             # TYPE portcall_path_samples_sent_total counter
@@ -269,7 +241,6 @@ mod tests {
 
     #[test]
     fn no_sampled_path_no_family() {
-        assert_eq!(rendered(&[path(3306, None)]), "");
         assert_eq!(rendered(&[]), "");
     }
 }
