@@ -58,6 +58,12 @@ pub const TCP_IN_FLIGHT: usize = 8;
 /// that disagree, reported as unknown.
 pub const SAMPLE_MSS: u32 = 1211;
 
+/// Longest a connect-only sample (schedule mode's, to a live service)
+/// waits, after its FIN, for the service to close too, reading and dropping
+/// what it sends meanwhile: most services close at once; one that does not
+/// must not hold the path's sample slots for the whole connect deadline.
+pub const LIVE_CLOSE_WAIT: Duration = Duration::from_millis(100);
+
 /// Longest a UDP sample's answer is waited for.
 pub const MAX_REPLY_WAIT: Duration = Duration::from_secs(1);
 
@@ -284,7 +290,7 @@ pub async fn tcp_samples(req: &SampleRequest) -> SampleTally {
 /// mode): paced and counted as [`tcp_samples`], but each sample's SYN is
 /// unmarked and its connection carries no data: it is closed with a FIN
 /// once the handshake completed, and whatever the service sent (a greeting)
-/// is read and dropped until it closes too, within the sample's deadline,
+/// is read and dropped until it closes too (at most [`LIVE_CLOSE_WAIT`]),
 /// so that the close is polite rather than a reset. `req.round` and
 /// `req.nonce` are not used. Returns the tally and the answered samples'
 /// round trips in microseconds, in sample order.
@@ -405,20 +411,20 @@ async fn tcp_sample(
             let _ = timeout(deadline, stream.write_all(line.as_bytes())).await;
             let _ = stream.shutdown().await;
         }
-        None => close_politely(stream, deadline).await,
+        None => close_politely(stream, deadline.min(LIVE_CLOSE_WAIT)).await,
     }
     Ok(Some(rtt))
 }
 
 /// Sends a FIN, then reads and drops what the service sends until it
-/// closes too (or `deadline` passes): a socket closed with unread data
-/// would reset the connection instead.
-async fn close_politely(mut stream: tokio::net::TcpStream, deadline: Duration) {
+/// closes too (or `wait` passes): a socket closed with unread data would
+/// reset the connection instead.
+async fn close_politely(mut stream: tokio::net::TcpStream, wait: Duration) {
     use tokio::io::AsyncReadExt;
     let _ = stream.shutdown().await;
     let mut buf = [0u8; 1024];
-    let _ = timeout(deadline, async {
-        // Bounded by the deadline; each read returns data, EOF or an error.
+    let _ = timeout(wait, async {
+        // Bounded by the wait; each read returns data, EOF or an error.
         while let Ok(1..) = stream.read(&mut buf).await {}
     })
     .await;
@@ -583,5 +589,30 @@ mod tests {
             let end = timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
             assert_eq!(end, Some(Ok(0)), "no data, a clean close");
         }
+    }
+
+    /// A live service that never closes its end must not hold the sample
+    /// slots for the connect deadline: 40 samples through 8 slots take
+    /// about 5 waits of 100 ms, not 5 of 900 ms.
+    #[tokio::test]
+    async fn connect_only_samples_do_not_wait_long_for_a_service_that_keeps_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut req = request(target, 40);
+        req.timeout = Duration::from_millis(900);
+        let started = Instant::now();
+        let (t, rtts) = tcp_connect_samples(&req).await;
+        assert_eq!((t.sent, t.answered, rtts.len()), (40, 40, 40), "{t:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
