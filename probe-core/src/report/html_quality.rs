@@ -354,8 +354,8 @@ mod tests {
         assert_eq!(clean.lines(), vec!["↑0.0% ↓0.0%", "1.0/2.0 ms"]);
         assert_eq!(Worst::of(&[quality(1000, Some(995), 995, 3)]).shade(), 1);
         assert_eq!(
-            (ms(0.123), ms(3.14), ms(20.4)),
-            ("0.12".into(), "3.1".into(), "20".into())
+            (ms(0.123), ms(3.24), ms(20.4)),
+            ("0.12".into(), "3.2".into(), "20".into())
         );
     }
 
