@@ -4,7 +4,7 @@
 # with the plan's correct firewalls and `portcall check --samples N` is
 # timed from the operator's host, with the CPU the agents spent meanwhile
 # (utime + stime of every process in the lab's namespaces, read from /proc
-# before and after). Beside it, the same measurement with `ping -c N -i
+# before and after), and a round without samples for the round's own cost. Beside it, the same measurement with `ping -c N -i
 # 0.01` (one echo every 10 ms, as portcall paces its samples) from each
 # source namespace to the target address of every path the round sampled:
 # a source's pings to one address one after another (as an agent samples
@@ -77,6 +77,16 @@ for _ in $(seq "$RUNS"); do
     awk -v d=$((after - before)) -v hz="$HZ" 'BEGIN { printf "%.3f\n", d / hz }' >>"$work/pc.agents"
 done
 
+echo "portcall: check without samples from $COORD (the round's own cost), $RUNS runs"
+for _ in $(seq "$RUNS"); do
+    mapfile -t pids < <(lab_pids)
+    before=$(cpu_ticks "${pids[@]}")
+    timed "$work/base.t" "$(ns_of "$COORD")" "$PORTCALL" check --plan "$PLAN" --pki "$PKI" \
+        --samples 1 --format json
+    after=$(cpu_ticks "${pids[@]}")
+    awk -v d=$((after - before)) -v hz="$HZ" 'BEGIN { printf "%.3f\n", d / hz }' >>"$work/base.agents"
+done
+
 # Every sampled path: its source's namespace and target address, and the
 # figures, from the last run's report.
 python3 - "$work/pc.t.stdout" >"$work/sampled" <<'EOF'
@@ -127,6 +137,8 @@ pw=$(median "$work/pc.t" 1) pc=$(median "$work/pc.t" 2) pa=$(median "$work/pc.ag
 printf '%-34s %10s %10s\n' "" "wall (s)" "cpu (s)"
 printf '%-34s %10s %10s\n' "portcall check (coordinator)" "$pw" "$pc"
 printf '%-34s %10s %10s\n' "portcall agents" "" "$pa"
+printf '%-34s %10s %10s\n' "round without samples" "$(median "$work/base.t" 1)" "$(median "$work/base.t" 2)"
+printf '%-34s %10s %10s\n' "its agents" "" "$(median "$work/base.agents" 1)"
 if [[ -n $PING ]]; then
     nw=$(median "$work/ping.t" 1) nc=$(median "$work/ping.t" 2)
     printf '%-34s %10s %10s\n' "ping, every sampled path" "$nw" "$nc"
