@@ -87,6 +87,12 @@ fn browse(
 /// What the checking script found in `page` at `width`: `None` when nothing
 /// overflows.
 fn overflow(browser: &Path, dir: &Path, page: &Path, width: u32) -> Option<String> {
+    inspect(browser, dir, page, width).0
+}
+
+/// What the checking script found in `page` at `width`, and the DOM it
+/// left.
+fn inspect(browser: &Path, dir: &Path, page: &Path, width: u32) -> (Option<String>, String) {
     let html = std::fs::read_to_string(page).expect("read page");
     let checked = dir.join(format!("checked-{width}.html"));
     std::fs::write(
@@ -115,7 +121,7 @@ fn overflow(browser: &Path, dir: &Path, page: &Path, width: u32) -> Option<Strin
         .replace("&lt;", "<")
         .replace("&quot;", "\"")
         .replace("&amp;", "&");
-    (title != "none").then_some(title)
+    ((title != "none").then_some(title), dom)
 }
 
 /// The demo's page: 14 loopback hosts in 6 zones.
@@ -225,6 +231,123 @@ fn a_report_full_of_long_violations_fits_too() {
         if let Some(what) = overflow(&browser, dir.path(), &page, width) {
             panic!("the report of violations overflows at {width} px: {what}");
         }
+    }
+}
+
+/// Which of the matrix's two views a browser shows, written on the body
+/// as `data-views` (`verdicts:block heat:none`).
+const VIEWS: &str = r#"<script>
+addEventListener('load', () => {
+  const d = s => getComputedStyle(document.querySelector(s)).display;
+  document.body.dataset.views = 'verdicts:' + d('section.verdicts') + ' heat:' + d('section.heat');
+});
+</script>"#;
+
+/// A round that sampled (`check --samples 1000`): every must-be-open path
+/// of the demo with figures (losses up to 100% either way, a target that
+/// could not count, a path none of whose samples was answered), rendered
+/// with `portcall report`. The loss and latency view is a tab, hidden
+/// until chosen: the page fits at both widths with either tab chosen, and
+/// choosing it (the radio input `checked`, as a click on its label does)
+/// shows the heat map instead of the verdicts.
+#[test]
+fn a_report_with_quality_on_every_path_fits_in_both_views() {
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(["demo", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run portcall demo");
+    let mut report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("demo JSON");
+    let mut sampled = 0;
+    for (i, p) in report["paths"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        if p["expect"] != "open" {
+            p["quality"] = serde_json::Value::Null;
+            continue;
+        }
+        sampled += 1;
+        let k = i as f64;
+        let lost = (i % 7) as u32 * 17;
+        let arrived = 1000 - lost;
+        let answered = arrived - (i % 5) as u32 * 9;
+        p["quality"] = match i % 11 {
+            // A TCP target that could not count: the loss both ways.
+            3 => serde_json::json!({"samples": 1000, "sent": 1000, "arrived": null,
+                "answered": 880, "loss_forward_pct": null, "loss_return_pct": null,
+                "rtt_ms": {"min": 0.05, "p50": 0.12, "p95": 0.4, "max": 3.5}, "jitter_ms": 0.03}),
+            // Nothing came back.
+            7 => serde_json::json!({"samples": 1000, "sent": 1000, "arrived": 0,
+                "answered": 0, "loss_forward_pct": 100.0, "loss_return_pct": null,
+                "rtt_ms": null, "jitter_ms": null}),
+            _ => serde_json::json!({"samples": 1000, "sent": 1000, "arrived": arrived,
+                "answered": answered,
+                "loss_forward_pct": f64::from(lost) / 10.0,
+                "loss_return_pct": (f64::from(arrived - answered) * 10000.0 / f64::from(arrived)).round() / 100.0,
+                "rtt_ms": {"min": 0.9 + k, "p50": 12.5 + k, "p95": 180.25 + 3.0 * k, "max": 1200.0 + k},
+                "jitter_ms": 4.5}),
+        };
+    }
+    assert!(
+        sampled > 20,
+        "only {sampled} must-be-open paths in the demo"
+    );
+    let json = dir.path().join("sampled.json");
+    std::fs::write(&json, serde_json::to_vec(&report).unwrap()).unwrap();
+    let page = dir.path().join("sampled.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(["report", "--format", "html", "--out"])
+        .arg(&page)
+        .arg(&json)
+        .output()
+        .expect("run portcall report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    let (verdicts, heat) = (r#"id="view-verdicts" checked>"#, r#"id="view-heat">"#);
+    assert!(html.contains(verdicts) && html.contains(heat), "no tabs");
+    let chosen = dir.path().join("sampled-heat.html");
+    std::fs::write(
+        &chosen,
+        html.replace(verdicts, r#"id="view-verdicts">"#)
+            .replace(heat, r#"id="view-heat" checked>"#)
+            .replace("</body>", &format!("{VIEWS}</body>")),
+    )
+    .unwrap();
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let _ = std::fs::copy(&chosen, shots.join("report-heat.html"));
+    for width in [1400, 800] {
+        if let Some(what) = overflow(&browser, dir.path(), &page, width) {
+            panic!("the sampled report overflows at {width} px: {what}");
+        }
+        let (what, dom) = inspect(&browser, dir.path(), &chosen, width);
+        if let Some(what) = what {
+            panic!("the loss and latency view overflows at {width} px: {what}");
+        }
+        assert!(
+            dom.contains(r#"data-views="verdicts:none heat:block""#),
+            "the heat map is not the view shown at {width} px: {}",
+            &dom[..dom.len().min(600)]
+        );
+        let shot = shots.join(format!("report-heat-{width}.png"));
+        browse(
+            &browser,
+            &dir.path().join(format!("heat-shot-{width}")),
+            width,
+            1600,
+            &[&format!("--screenshot={}", shot.display())],
+            &chosen,
+        );
     }
 }
 

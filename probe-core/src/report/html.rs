@@ -110,7 +110,11 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#
     )?;
     writeln!(w, "<title>portcall: {}</title>", h(&report.plan))?;
-    writeln!(w, "<style>{STYLE}</style></head><body>")?;
+    writeln!(
+        w,
+        "<style>{STYLE}{}</style></head><body>",
+        super::html_quality::style(report)
+    )?;
     writeln!(w, "<header>")?;
     writeln!(
         w,
@@ -143,7 +147,7 @@ pub fn write(report: &Report, w: &mut impl Write) -> io::Result<()> {
         )?;
     }
 
-    write_matrix(report, w)?;
+    super::html_quality::write_views(report, w, |b| write_matrix(report, b))?;
     write_graph(report, w)?;
     let labels = PortLabels::new(report);
 
