@@ -141,6 +141,36 @@ fn render(dir: &Path) -> PathBuf {
     page
 }
 
+/// The demo's report as JSON, for tests to edit.
+fn demo_json() -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(["demo", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run portcall demo");
+    serde_json::from_slice(&out.stdout).expect("demo JSON")
+}
+
+/// `report` (edited demo JSON) written to `dir/NAME.json` and rendered by
+/// `portcall report --format html` into `dir/NAME.html`.
+fn rerender(dir: &Path, report: &serde_json::Value, name: &str) -> PathBuf {
+    let json = dir.join(format!("{name}.json"));
+    std::fs::write(&json, serde_json::to_vec(report).unwrap()).unwrap();
+    let page = dir.join(format!("{name}.html"));
+    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
+        .args(["report", "--format", "html", "--out"])
+        .arg(&page)
+        .arg(&json)
+        .output()
+        .expect("run portcall report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    page
+}
+
 fn browser_or_skip() -> Option<PathBuf> {
     let found = chromium();
     if found.is_none() {
@@ -193,12 +223,7 @@ fn a_report_full_of_long_violations_fits_too() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(["demo", "--format", "json"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcall demo");
-    let mut report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("demo JSON");
+    let mut report = demo_json();
     for p in report["paths"].as_array_mut().unwrap() {
         if p["expect"] == "open" {
             p["verdict"] = "violation".into();
@@ -211,20 +236,7 @@ fn a_report_full_of_long_violations_fits_too() {
             .into();
         }
     }
-    let json = dir.path().join("bad.json");
-    std::fs::write(&json, serde_json::to_vec(&report).unwrap()).unwrap();
-    let page = dir.path().join("bad.html");
-    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(["report", "--format", "html", "--out"])
-        .arg(&page)
-        .arg(&json)
-        .output()
-        .expect("run portcall report");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let page = rerender(dir.path(), &report, "bad");
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let _ = std::fs::copy(&page, shots.join("report-violations.html"));
     for width in [1400, 800] {
@@ -256,12 +268,7 @@ fn a_report_with_quality_on_every_path_fits_in_both_views() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(["demo", "--format", "json"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run portcall demo");
-    let mut report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("demo JSON");
+    let mut report = demo_json();
     let mut sampled = 0;
     for (i, p) in report["paths"]
         .as_array_mut()
@@ -299,20 +306,7 @@ fn a_report_with_quality_on_every_path_fits_in_both_views() {
         sampled > 20,
         "only {sampled} must-be-open paths in the demo"
     );
-    let json = dir.path().join("sampled.json");
-    std::fs::write(&json, serde_json::to_vec(&report).unwrap()).unwrap();
-    let page = dir.path().join("sampled.html");
-    let out = Command::new(env!("CARGO_BIN_EXE_portcall"))
-        .args(["report", "--format", "html", "--out"])
-        .arg(&page)
-        .arg(&json)
-        .output()
-        .expect("run portcall report");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let page = rerender(dir.path(), &report, "sampled");
     let html = std::fs::read_to_string(&page).unwrap();
     let (verdicts, heat) = (r#"id="view-verdicts" checked>"#, r#"id="view-heat">"#);
     assert!(html.contains(verdicts) && html.contains(heat), "no tabs");

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
+use super::html_grid::write_grid;
 use super::markup::escape_xml as h;
 use super::text::{path_label, why};
 use super::{PathReport, PortLabels, Report, Verdict};
@@ -200,103 +201,59 @@ fn severity(v: Verdict) -> u8 {
     }
 }
 
-fn write_matrix(report: &Report, w: &mut impl Write) -> io::Result<()> {
-    // Hosts in report order, then any path end the host list lacks (a
-    // hand-edited report), so that every path has a cell.
-    let mut hosts: Vec<&str> = report.hosts.iter().map(|x| x.name.as_str()).collect();
-    for p in &report.paths {
-        for n in [p.from.as_str(), p.to.as_str()] {
-            if !hosts.contains(&n) {
-                hosts.push(n);
-            }
-        }
-    }
-    let sources: Vec<&str> = hosts
-        .iter()
-        .copied()
-        .filter(|n| report.paths.iter().any(|p| p.from == *n))
-        .collect();
-    let targets: Vec<&str> = hosts
-        .iter()
-        .copied()
-        .filter(|n| report.paths.iter().any(|p| p.to == *n))
-        .collect();
-    let mut cells: HashMap<(&str, &str), Vec<&PathReport>> = HashMap::new();
-    for p in &report.paths {
-        cells
-            .entry((p.from.as_str(), p.to.as_str()))
-            .or_default()
-            .push(p);
-    }
-
+fn write_matrix<W: Write>(report: &Report, w: &mut W) -> io::Result<()> {
     writeln!(w, "<section><h2>Matrix</h2>")?;
     writeln!(
         w,
         r#"<div class="legend"><span>rows: source, columns: target, one chip per port</span><span><span class="port ok">✓8280</span> must be open</span><span><span class="port blocked ok">✓3306</span> must be blocked</span><span>·</span><span><span class="port ok">✓ ok</span> met</span><span><span class="port violation">✗ violation</span> not met</span><span><span class="port error">? error</span> not measured</span><span>must-be-blocked ports are struck through</span></div>"#
     )?;
-    writeln!(w, r#"<div class="matrix-wrap"><table class="matrix">"#)?;
-    write!(w, r#"<thead><tr><th class="corner">from \ to</th>"#)?;
-    for t in &targets {
-        write!(w, r#"<th class="col"><div>{}</div></th>"#, h(t))?;
-    }
-    writeln!(w, "</tr></thead><tbody>")?;
-    for f in &sources {
-        write!(w, "<tr><th>{}</th>", h(f))?;
-        for t in &targets {
-            match cells.get(&(*f, *t)) {
-                None if f == t => write!(w, r#"<td class="self"></td>"#)?,
-                None => write!(w, r#"<td class="none"></td>"#)?,
-                Some(ports) => {
-                    let worst = ports
-                        .iter()
-                        .map(|p| p.verdict)
-                        .max_by_key(|v| severity(*v))
-                        .unwrap_or(Verdict::Ok);
-                    let title = ports
-                        .iter()
-                        .map(|p| {
-                            format!(
-                                "{}: must be {}, {}",
-                                path_label(p),
-                                p.expect,
-                                p.verdict.as_str()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    write!(
-                        w,
-                        r#"<td class="{}" title="{}">"#,
-                        worst.as_str(),
-                        h(&title)
-                    )?;
-                    for p in ports {
-                        let blocked = if p.expect == Expect::Blocked {
-                            " blocked"
-                        } else {
-                            ""
-                        };
-                        write!(
-                            w,
-                            r#"<span class="port {}{blocked}" title="{}">{}{}</span>"#,
-                            p.verdict.as_str(),
-                            h(&format!(
-                                "{}: {}: {}",
-                                path_label(p),
-                                p.verdict.as_str(),
-                                why(p)
-                            )),
-                            mark(p.verdict),
-                            p.port
-                        )?;
-                    }
-                    write!(w, "</td>")?;
-                }
-            }
+    write_grid(report, w, |ports, w| {
+        let worst = ports
+            .iter()
+            .map(|p| p.verdict)
+            .max_by_key(|v| severity(*v))
+            .unwrap_or(Verdict::Ok);
+        let title = ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: must be {}, {}",
+                    path_label(p),
+                    p.expect,
+                    p.verdict.as_str()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        write!(
+            w,
+            r#"<td class="{}" title="{}">"#,
+            worst.as_str(),
+            h(&title)
+        )?;
+        for p in ports {
+            let blocked = if p.expect == Expect::Blocked {
+                " blocked"
+            } else {
+                ""
+            };
+            write!(
+                w,
+                r#"<span class="port {}{blocked}" title="{}">{}{}</span>"#,
+                p.verdict.as_str(),
+                h(&format!(
+                    "{}: {}: {}",
+                    path_label(p),
+                    p.verdict.as_str(),
+                    why(p)
+                )),
+                mark(p.verdict),
+                p.port
+            )?;
         }
-        writeln!(w, "</tr>")?;
-    }
-    writeln!(w, "</tbody></table></div></section>")
+        write!(w, "</td>")
+    })?;
+    writeln!(w, "</section>")
 }
 
 /// Paths of one zone pair counted by verdict.

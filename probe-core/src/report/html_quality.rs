@@ -6,9 +6,9 @@
 //! `:checked`), both shown when printed. A report without figures gets
 //! none of this, byte for byte: the page stays what it was.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 
+use super::html_grid::write_grid;
 use super::markup::escape_xml as h;
 use super::quality::Quality;
 use super::text::{path_label, quality as figures};
@@ -178,59 +178,14 @@ fn ms(v: f64) -> String {
     }
 }
 
-/// Sources and targets in report order, then any path end the host list
-/// lacks, as the verdict matrix orders them.
-fn ends(report: &Report) -> (Vec<&str>, Vec<&str>) {
-    let mut hosts: Vec<&str> = report.hosts.iter().map(|x| x.name.as_str()).collect();
-    for p in &report.paths {
-        for n in [p.from.as_str(), p.to.as_str()] {
-            if !hosts.contains(&n) {
-                hosts.push(n);
-            }
-        }
-    }
-    let pick = |end: fn(&PathReport) -> &str| -> Vec<&str> {
-        hosts
-            .iter()
-            .copied()
-            .filter(|n| report.paths.iter().any(|p| end(p) == *n))
-            .collect()
-    };
-    (pick(|p| p.from.as_str()), pick(|p| p.to.as_str()))
-}
-
-fn write_heat(report: &Report, w: &mut impl Write) -> io::Result<()> {
-    let (sources, targets) = ends(report);
-    let mut cells: HashMap<(&str, &str), Vec<&PathReport>> = HashMap::new();
-    for p in &report.paths {
-        cells
-            .entry((p.from.as_str(), p.to.as_str()))
-            .or_default()
-            .push(p);
-    }
+fn write_heat<W: Write>(report: &Report, w: &mut W) -> io::Result<()> {
     writeln!(w, r#"<section class="heat"><h2>Loss and latency</h2>"#)?;
     writeln!(
         w,
         r#"<div class="legend"><span>rows: source, columns: target; each cell the worst of the sampled paths between them: ↑ forward loss, ↓ return loss (⇅ both ways, where the target could not count), then the median/p95 round trip of the slowest path; every path's figures in the cell's tooltip</span><span>shade by the worst loss:</span><span class="shade q0">0%</span><span class="shade q1">&lt; 1%</span><span class="shade q2">&lt; 5%</span><span class="shade q3">&lt; 20%</span><span class="shade q4">≥ 20% or no answer</span><span>· not sampled</span></div>"#
     )?;
-    writeln!(w, r#"<div class="matrix-wrap"><table class="matrix">"#)?;
-    write!(w, r#"<thead><tr><th class="corner">from \ to</th>"#)?;
-    for t in &targets {
-        write!(w, r#"<th class="col"><div>{}</div></th>"#, h(t))?;
-    }
-    writeln!(w, "</tr></thead><tbody>")?;
-    for f in &sources {
-        write!(w, "<tr><th>{}</th>", h(f))?;
-        for t in &targets {
-            match cells.get(&(*f, *t)) {
-                None if f == t => write!(w, r#"<td class="self"></td>"#)?,
-                None => write!(w, r#"<td class="none"></td>"#)?,
-                Some(paths) => write_cell(paths, w)?,
-            }
-        }
-        writeln!(w, "</tr>")?;
-    }
-    writeln!(w, "</tbody></table></div></section>")
+    write_grid(report, w, |paths, w| write_cell(paths, w))?;
+    writeln!(w, "</section>")
 }
 
 fn write_cell(paths: &[&PathReport], w: &mut impl Write) -> io::Result<()> {

@@ -10,6 +10,7 @@ pub mod diff;
 mod evidence;
 mod format;
 pub mod html;
+mod html_grid;
 mod html_quality;
 mod join;
 pub mod json;
