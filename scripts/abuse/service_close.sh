@@ -54,9 +54,21 @@ aborted() {
   run mariadb --no-defaults --socket="$work/db/sock" -uroot -N -e \
     "SHOW GLOBAL STATUS LIKE 'Aborted_connects'" | awk '{print $2}'
 }
-for way in fin rst; do
+# `portcall`: the engine's own proof (integration/src/bin/service-proof.rs,
+# built with `cargo build -p integration --bin service-proof`), when built.
+proof=${SERVICE_PROOF:-$here/../../target/debug/service-proof}
+ways="fin rst"
+[ -x "$proof" ] && ways="portcall $ways"
+leave() { # PROTOCOL WAY PORT N
+  if [ "$2" = portcall ]; then
+    run "$proof" "$1" "127.0.0.1:$3" "$4"
+  else
+    run /usr/bin/python3 "$here/service_close.py" "$1" "$2" 127.0.0.1 "$3" "$4"
+  fi
+}
+for way in $ways; do
   a=$(aborted); l=$(wc -l <"$work/db/err.log")
-  run /usr/bin/python3 "$here/service_close.py" mysql "$way" 127.0.0.1 3306 "$n"
+  leave mysql "$way" 3306 "$n"
   sleep 1
   echo "mysql $way: Aborted_connects +$(($(aborted) - a)); log lines:"
   tail -n +$((l + 1)) "$work/db/err.log" | sed -E 's/^.*\[(Warning|Note|ERROR)\]/[\1]/; s/[0-9]+/N/g' \
@@ -74,11 +86,11 @@ settle() {
   done
 }
 settle
-for way in fin rst close; do
+for way in $ways close; do
   m=$n
   [ "$way" = close ] && m=$((n / 50 > 0 ? n / 50 : 1))
   l=$(wc -l <"$log")
-  run /usr/bin/python3 "$here/service_close.py" amqp "$way" 127.0.0.1 5672 "$m"
+  leave amqp "$way" 5672 "$m"
   settle
   echo "amqp $way ($m connections): log lines by level:"
   tail -n +$((l + 1)) "$log" | grep -o '^[0-9-]* [0-9:.+-]* \[[a-z]*\]' | grep -o '\[[a-z]*\]' | sort | uniq -c

@@ -5,7 +5,7 @@
 //! for it, exactly as a round's second pass does. The lab test that runs it
 //! reads the server's own logs afterwards: what N proofs cost the server.
 //!
-//! Usage: `service-proof http|thrift ADDR:PORT N [HOST_NAME]`. The address
+//! Usage: `service-proof http|thrift|mysql|amqp ADDR:PORT N [HOST_NAME]`. The address
 //! must be a lab address (198.18.0.0/15) or loopback. Prints one line per
 //! proof level reached (`healthy 1000`) and one per failure.
 
@@ -22,12 +22,14 @@ use tokio::net::TcpStream;
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [kind, addr, n, rest @ ..] = args.as_slice() else {
-        bail!("usage: service-proof http|thrift ADDR:PORT N [HOST_NAME]");
+        bail!("usage: service-proof http|thrift|mysql|amqp ADDR:PORT N [HOST_NAME]");
     };
     let kind = match kind.as_str() {
         "http" => ServiceKind::Http,
         "thrift" => ServiceKind::Thrift,
-        other => bail!("service-proof: {other} is not http or thrift"),
+        "mysql" => ServiceKind::Mysql,
+        "amqp" => ServiceKind::Amqp,
+        other => bail!("service-proof: {other} is not http, thrift, mysql or amqp"),
     };
     let addr: SocketAddr = addr.parse().context("ADDR:PORT")?;
     let lab = match addr.ip() {
