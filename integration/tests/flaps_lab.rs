@@ -94,7 +94,7 @@ fn rounds(metrics: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn promtool_check_metrics(text: &str) {
+pub(crate) fn promtool_check_metrics(text: &str) {
     let Ok(mut child) = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -16,6 +16,7 @@ mod quality_lab;
 mod routed_faults;
 mod routed_lab;
 mod rule_trace;
+mod schedule_quality_lab;
 mod service_lab;
 mod ssh_lab;
 mod suggest_validate;

@@ -58,6 +58,14 @@ pub const TCP_IN_FLIGHT: usize = 8;
 /// that disagree, reported as unknown.
 pub const SAMPLE_MSS: u32 = 1211;
 
+/// The MSS a schedule-mode sample's SYN advertises (connect-only samples
+/// of a live service): the mark by which the target's agent counts the
+/// samples that arrived (`schedule::arrivals`), apart from `check
+/// --samples`' ([`SAMPLE_MSS`]) so that an agent doing both never counts
+/// one as the other. The connection carries no data, so the MSS changes
+/// nothing for the service.
+pub const LIVE_SAMPLE_MSS: u32 = 1213;
+
 /// Longest a connect-only sample (schedule mode's, to a live service)
 /// waits, after its FIN, for the service to close too, reading and dropping
 /// what it sends meanwhile: most services close at once; one that does not
@@ -287,8 +295,8 @@ pub async fn tcp_samples(req: &SampleRequest) -> SampleTally {
 }
 
 /// Takes `req.samples` connect-only TCP samples of a live service (schedule
-/// mode): paced and counted as [`tcp_samples`], but each sample's SYN is
-/// unmarked and its connection carries no data: it is closed with a FIN
+/// mode): paced and counted as [`tcp_samples`], but each sample's SYN
+/// advertises [`LIVE_SAMPLE_MSS`] and its connection carries no data: it is closed with a FIN
 /// once the handshake completed, and whatever the service sent (a greeting)
 /// is read and dropped until it closes too (at most [`LIVE_CLOSE_WAIT`]),
 /// so that the close is polite rather than a reset. `req.round` and
@@ -298,8 +306,9 @@ pub async fn tcp_connect_samples(req: &SampleRequest) -> (SampleTally, Vec<u64>)
     tcp_sampling(req, Mark::None).await
 }
 
-/// Whether a TCP sample is one of a canary's (marked SYN, sample line) or
-/// one to a live service (neither).
+/// Whether a TCP sample is one of a canary's (SYN marked [`SAMPLE_MSS`],
+/// sample line) or one to a live service (SYN marked [`LIVE_SAMPLE_MSS`],
+/// no data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mark {
     Canary,
@@ -372,9 +381,10 @@ impl TcpDone {
 
 /// One TCP sample: `Ok(Some(rtt_us))` when the handshake completed within
 /// `deadline`, `Ok(None)` when it did not (the path's loss), `Err` when
-/// this host could not even try. With a `line`, the SYN is marked and the
-/// line sent (a canary's sample); without, the connection is closed
-/// politely and carries nothing (a live service's).
+/// this host could not even try. With a `line`, the SYN is marked
+/// [`SAMPLE_MSS`] and the line sent (a canary's sample); without, the SYN
+/// is marked [`LIVE_SAMPLE_MSS`] and the connection is closed politely and
+/// carries nothing (a live service's).
 async fn tcp_sample(
     target: SocketAddr,
     source: Option<IpAddr>,
@@ -389,9 +399,12 @@ async fn tcp_sample(
     if let Some(s) = source.filter(|s| s.is_ipv4() == target.is_ipv4()) {
         socket.bind(SocketAddr::new(s, 0))?;
     }
-    if line.is_some() {
-        socket2::SockRef::from(&socket).set_tcp_mss(SAMPLE_MSS)?;
-    }
+    let mss = if line.is_some() {
+        SAMPLE_MSS
+    } else {
+        LIVE_SAMPLE_MSS
+    };
+    socket2::SockRef::from(&socket).set_tcp_mss(mss)?;
     let started = Instant::now();
     let mut stream = match timeout(deadline, socket.connect(target)).await {
         Ok(Ok(s)) => s,

@@ -168,6 +168,10 @@ pub struct RoundMetrics {
     pub duration: Duration,
     /// One sample per outgoing path, in plan order.
     pub paths: Vec<PathSample>,
+    /// The quality samples other hosts' agents sent here that arrived,
+    /// per incoming path with at least one counted (empty where this host
+    /// does not count: see `schedule::arrivals`).
+    pub arrived: Vec<super::arrivals::Arrived>,
 }
 
 /// Everything `/metrics` shows at one moment.
@@ -290,7 +294,9 @@ impl Exposition {
         }
 
         render_proof(out, plan, paths)?;
-        render_history(out, plan, paths)
+        render_history(out, plan, paths)?;
+        let arrived = self.last_round.as_ref().map_or(&[][..], |r| &r.arrived[..]);
+        super::quality::render_arrived(out, plan, arrived)
     }
 
     /// The agent's families: the last round's time and duration, rounds
@@ -521,6 +527,7 @@ mod tests {
                 plan: "wso2".into(),
                 finished_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
                 duration: Duration::from_millis(1500),
+                arrived: Vec::new(),
                 paths: vec![
                     s("db", 3306, "mysql", Expect::Open, Observed::Open, 250),
                     s(

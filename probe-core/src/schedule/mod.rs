@@ -10,6 +10,7 @@
 //! re-reads the plan between rounds; a plan that became invalid is logged
 //! and the previous one kept.
 
+pub mod arrivals;
 mod duration;
 mod error;
 mod flaps;

@@ -5,10 +5,14 @@
 //! over any window (`rate`, `histogram_quantile`) from a fixed number of
 //! series per path.
 //!
-//! Only the source counts in schedule mode (the live service runs no
-//! canary), so loss is round-trip loss: `1 - answered / sent`. Samples that
-//! arrived at the target are never guessed, and no `arrived` series is
-//! exported.
+//! The source counts what it sent and what was answered; the target's
+//! agent, where it samples too, counts what arrived (`super::arrivals`) and
+//! exports it under the same path labels, so that Prometheus computes loss
+//! per direction: forward `1 - arrived / sent`, return
+//! `1 - answered / arrived` (joined `ignoring(instance, job)`). Where the
+//! target does not count, there is no `arrived` series and only the round
+//! trip's loss, `1 - answered / sent`, is known; an `arrived` is never
+//! guessed.
 
 use std::io::{self, Write};
 
@@ -97,6 +101,40 @@ impl QualityHistory {
     }
 }
 
+/// The family of the samples that arrived here, one series per incoming
+/// path with a count; nothing at all without one.
+pub(super) fn render_arrived(
+    out: &mut impl Write,
+    plan: &str,
+    arrived: &[super::arrivals::Arrived],
+) -> io::Result<()> {
+    if arrived.is_empty() {
+        return Ok(());
+    }
+    family(
+        out,
+        "portcall_path_samples_arrived_total",
+        "Quality samples (SYNs) of the source's agent that arrived at this target after its own filters, counted by the target's agent since it started counting; with the source's sent and answered counters: forward loss 1 - arrived/sent, return loss 1 - answered/arrived.",
+        "counter",
+    )?;
+    for a in arrived {
+        let p = &a.path;
+        let labels = PathLabels {
+            plan,
+            from: &p.from,
+            to: &p.to,
+            port: p.port.get(),
+            service: &p.service,
+            expect: p.expect,
+            family: p.family,
+            protocol: p.protocol,
+        };
+        let v = a.syns.to_string();
+        path_sample(out, "portcall_path_samples_arrived_total", &labels, &[], &v)?;
+    }
+    Ok(())
+}
+
 /// The quality families of the sampled paths (each under its labels);
 /// nothing at all when none is (a round without `--samples`, as before
 /// them).
@@ -120,7 +158,7 @@ pub(super) fn render(
     family(
         out,
         "portcall_path_samples_answered_total",
-        "Quality samples answered (the handshake completed) since the agent started; 1 - answered/sent is round-trip loss (no target agent counts what arrived in schedule mode).",
+        "Quality samples answered (the handshake completed) since the agent started; 1 - answered/sent is round-trip loss, and with the target agent's portcall_path_samples_arrived_total the loss per direction.",
         "counter",
     )?;
     for (p, q) in sampled {
@@ -215,7 +253,7 @@ mod tests {
             # HELP portcall_path_samples_sent_total Quality samples (connect-only TCP handshakes, --samples per round while the path's probe connects) sent on the path since the agent started.
             # TYPE portcall_path_samples_sent_total counter
             portcall_path_samples_sent_total{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4"} 20
-            # HELP portcall_path_samples_answered_total Quality samples answered (the handshake completed) since the agent started; 1 - answered/sent is round-trip loss (no target agent counts what arrived in schedule mode).
+            # HELP portcall_path_samples_answered_total Quality samples answered (the handshake completed) since the agent started; 1 - answered/sent is round-trip loss, and with the target agent's portcall_path_samples_arrived_total the loss per direction.
             # TYPE portcall_path_samples_answered_total counter
             portcall_path_samples_answered_total{plan="lab",from="app",to="db",port="3306",service="svc3306",expect="open",family="ipv4"} 6
             # HELP portcall_path_rtt_seconds Round trips (SYN to SYN-ACK) of the path's answered quality samples since the agent started, in seconds.
