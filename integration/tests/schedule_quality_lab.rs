@@ -1,5 +1,5 @@
 //! Schedule mode's loss per direction with real agents at both ends: the
-//! source's agent (`agent --every 5s`, the plan's `[defaults] samples =
+//! source's agent (`agent --every 10s`, the plan's `[defaults] samples =
 //! 150`) samples a live TCP service on the target, and the target's own
 //! schedule-mode agent counts the sample SYNs that arrived
 //! (`schedule::arrivals`), exporting `portcall_path_samples_arrived_total`
@@ -9,13 +9,18 @@
 //! its SYN-ACKs to them on output (`numgen random`, the SYN-ACKs matched by
 //! a `ct mark` set on their SYN), counted by nft counters; its
 //! `tcp_synack_retries` is 0 so that a dropped SYN-ACK is not sent again.
-//! After 6 rounds the source's samples are cut off on its own output (in
+//! After 4 rounds the source's samples are cut off on its own output (in
 //! the idle gap after a round, so its counters are final), and the three
-//! counters must give the truth exactly: arrived = SYNs past the drop,
-//! answered = SYN-ACKs past the drop, so forward loss `1 - arrived/sent`
-//! and return loss `1 - answered/arrived` equal the counters' figures
-//! (asserted within 1.5 points). The target's exposition passes
-//! `promtool check metrics`. About 40 s.
+//! counters must give the truth: answered = SYN-ACKs past the drop
+//! exactly, arrived = SYNs past the drop (exactly in most runs; one run
+//! was 5 of 533 short, so within 1.5 points), and forward loss
+//! `1 - arrived/sent` and return loss `1 - answered/arrived` within 1.5
+//! points of the counters' figures. The target's exposition passes
+//! `promtool check metrics`.
+//!
+//! A UDP path to a live DNS server (dnsmasq) on the target is sampled too:
+//! up to 150 queries a round, all answered, and no arrived series (the target
+//! cannot tell a sample query from any other). About 45 s.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +28,7 @@ use integration::{Lab, lab_available, portcall_bin};
 
 const LAB_SERVER: &str = env!("CARGO_BIN_EXE_lab-server");
 const PORT: u16 = 15601;
-const ROUNDS: u64 = 6;
+const ROUNDS: u64 = 4;
 
 fn plan(src: &str, dst: &str) -> String {
     format!(
@@ -40,11 +45,14 @@ name = "qdst"
 address = "{dst}"
 roles = ["svc"]
 [roles.svc]
-ports = [{{ name = "svc", port = {PORT}, offset = false }}]
+ports = [
+  {{ name = "svc", port = {PORT}, offset = false }},
+  {{ name = "dns", port = 53, protocol = "udp", offset = false }},
+]
 [[flows]]
 from = "host:qsrc"
 to = "host:qdst"
-ports = ["svc"]
+ports = ["svc", "dns"]
 "#
     )
 }
@@ -60,8 +68,10 @@ table inet sqloss {{
   counter dropped_in {{}}
   counter seen_out {{}}
   counter dropped_out {{}}
+  counter dns_in {{}}
   chain input {{
     type filter hook input priority 0; policy accept;
+    ip saddr {src} udp dport 53 counter name \"dns_in\"
     ip saddr {src} tcp dport {PORT} {SYN} counter name \"seen_in\" ct mark set 0x1213
     ip saddr {src} tcp dport {PORT} {SYN} numgen random mod 100 < 10 counter name \"dropped_in\" drop
   }}
@@ -81,6 +91,7 @@ table inet sqcut {
   chain output {
     type filter hook output priority -10; policy accept;
     tcp flags & (fin|syn|rst|ack) == syn tcp option maxseg size 1213 drop
+    udp dport 53 drop
   }
 }
 ";
@@ -95,11 +106,13 @@ fn scrape(lab: &Lab, host: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
-/// The series `name{labels}` and its value.
-fn series(metrics: &str, name: &str) -> Option<(String, u64)> {
+/// The series `name{labels}` of the TCP path (or the UDP one) and its
+/// value.
+fn series(metrics: &str, name: &str, udp: bool) -> Option<(String, u64)> {
     metrics.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?.strip_prefix('{')?;
         let (labels, v) = rest.rsplit_once("} ")?;
+        (labels.contains("protocol=\"udp\"") == udp).then_some(())?;
         Some((labels.to_string(), v.parse().ok()?))
     })
 }
@@ -173,6 +186,7 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
     ])
     .expect("build the lab");
     let (src, dst) = ("198.18.0.150", "198.18.0.151");
+    let dir = tempfile::tempdir().unwrap();
     lab.spawn_ready(
         "qdst",
         LAB_SERVER,
@@ -186,15 +200,21 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
         ],
     )
     .expect("start the lab server");
+    let dnsmasq = integration::find_tool("dnsmasq").expect("dnsmasq (Debian dnsmasq-base)");
+    let args = integration::dnsmasq_args(dst);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn_logged("qdst", dnsmasq, &args, &dir.path().join("dnsmasq.log"))
+        .expect("start dnsmasq");
+    lab.wait_listening("qdst", 53, Duration::from_secs(10))
+        .expect("dnsmasq listening");
     lab.sysctl("qdst", "net.ipv4.tcp_synack_retries", "0")
         .expect("sysctl");
     lab.nft("qdst", &target_rules(src)).expect("the loss rules");
-    let dir = tempfile::tempdir().unwrap();
     let plan_path = dir.path().join("sched-quality.toml");
     std::fs::write(&plan_path, plan(src, dst)).unwrap();
     let (src_log, dst_log) = (dir.path().join("src.log"), dir.path().join("dst.log"));
     spawn_agent(&lab, "qdst", &plan_path, "1s", &dst_log);
-    spawn_agent(&lab, "qsrc", &plan_path, "5s", &src_log);
+    spawn_agent(&lab, "qsrc", &plan_path, "10s", &src_log);
     let logs = || {
         format!(
             "source log:\n{}\ntarget log:\n{}",
@@ -204,20 +224,26 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
     };
 
     // Round ROUNDS has just been published: the next one is seconds away.
-    let m = wait_for(&lab, "qsrc", Duration::from_secs(5 * ROUNDS + 30), |m| {
+    let m = wait_for(&lab, "qsrc", Duration::from_secs(10 * ROUNDS + 30), |m| {
         rounds(m) >= ROUNDS
     });
     lab.nft("qsrc", CUT).expect("cut the samples off");
     assert_eq!(rounds(&m), ROUNDS, "{}", logs());
-    let (labels, sent) = series(&m, "portcall_path_samples_sent_total").expect("sent");
-    let (_, answered) = series(&m, "portcall_path_samples_answered_total").expect("answered");
+    let (labels, sent) = series(&m, "portcall_path_samples_sent_total", false).expect("sent");
+    let (_, answered) =
+        series(&m, "portcall_path_samples_answered_total", false).expect("answered");
+    let (_, dns_sent) = series(&m, "portcall_path_samples_sent_total", true).expect("dns sent");
+    let (_, dns_answered) =
+        series(&m, "portcall_path_samples_answered_total", true).expect("dns answered");
+    let (_, dns_rtts) =
+        series(&m, "portcall_path_rtt_seconds_count", true).expect("dns round trips");
 
     // Two of the target's rounds later its count is final too.
     let first = scrape(&lab, "qdst").map_or(0, |m| rounds(&m));
     let t = wait_for(&lab, "qdst", Duration::from_secs(10), |m| {
         rounds(m) >= first + 2
     });
-    let (arrived_labels, arrived) = series(&t, "portcall_path_samples_arrived_total")
+    let (arrived_labels, arrived) = series(&t, "portcall_path_samples_arrived_total", false)
         .unwrap_or_else(|| panic!("no arrived series:\n{t}\n{}", logs()));
     let (seen_in, dropped_in) = (
         counter(&lab, "qdst", "seen_in"),
@@ -242,15 +268,43 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
         seen_in, sent,
         "every sample SYN reached the firewall: {line}"
     );
-    assert_eq!(arrived, seen_in - dropped_in, "{line}");
-    assert_eq!(seen_out, arrived, "one SYN-ACK per SYN: {line}");
+    // The target's count is the kernel's (1 run in 5 it has been a few
+    // SYNs short of the accept counter; the bound is the must-show's).
+    let passed = seen_in - dropped_in;
+    assert!(
+        pct(arrived.abs_diff(passed), sent) <= 1.5,
+        "arrived {arrived} vs {passed} past the drop: {line}"
+    );
+    assert_eq!(seen_out, passed, "one SYN-ACK per SYN: {line}");
     assert_eq!(answered, seen_out - dropped_out, "{line}");
     assert!((fwd - truth_fwd).abs() <= 1.5, "{line}");
     assert!((ret - truth_ret).abs() <= 1.5, "{line}");
-    assert!(sent >= 500, "{line}");
+    assert!(sent >= 400, "{line}");
     assert!((2.0..=20.0).contains(&truth_fwd), "{line}");
     assert!((2.0..=20.0).contains(&truth_ret), "{line}");
     crate::flaps_lab::promtool_check_metrics(&t);
+    crate::flaps_lab::promtool_check_metrics(&m);
+
+    // The DNS path: up to 150 queries a round after its probe's (after the
+    // TCP path's samples, within the round's sampling time), every one
+    // answered; the target cannot tell them from other queries, so no
+    // arrived series.
+    let dns_in = counter(&lab, "qdst", "dns_in");
+    eprintln!(
+        "schedule mode, DNS: sent {dns_sent} answered {dns_answered} round trips {dns_rtts}; \
+         queries the target's firewall saw {dns_in} ({ROUNDS} of them probes)"
+    );
+    // Both paths share the target address's sampling time (150 samples
+    // each at 10 ms, plus the waits), and the lossy TCP path, sampled
+    // first, spends more than its share (a lost SYN holds one of its 8
+    // connect slots for 800 ms): the DNS path gets what is left.
+    assert!((40..=150 * ROUNDS).contains(&dns_sent), "{m}");
+    assert_eq!((dns_answered, dns_rtts), (dns_sent, dns_sent), "{m}");
+    assert_eq!(dns_in, dns_sent + ROUNDS, "one probe query a round");
+    assert!(
+        series(&t, "portcall_path_samples_arrived_total", true).is_none(),
+        "{t}"
+    );
     // The source's agent holds no table (no path samples into it); the
     // target's holds one, deleted when it stops.
     let tables = |host: &str| {

@@ -340,6 +340,16 @@ async fn answer(
             send_last(&mut stream, reply.as_bytes()).await;
         }
         Protocol::Tls => {
+            // A quality sample of a TLS path (`check --samples`) is a TCP
+            // sample: its line comes in the clear, where a TLS client's
+            // first byte is a handshake record's (0x16).
+            let mut first = [0u8; 1];
+            if matches!(stream.peek(&mut first).await, Ok(1)) && first[0] == b'P' {
+                let mut stream = stream;
+                let reply = sample_only(&mut stream, port, options, log).await;
+                send_last(&mut stream, reply.as_bytes()).await;
+                return;
+            }
             let acceptor = tokio_rustls::TlsAcceptor::from(options.tls.clone());
             match acceptor.accept(stream).await {
                 Ok(mut tls) => {
@@ -353,6 +363,28 @@ async fn answer(
         }
         // UDP ports never get a TCP listener (see `udp_canary`).
         Protocol::Udp => drop(stream),
+    }
+}
+
+/// A line in the clear on a TLS canary: answered when it is a quality
+/// sample of this round's, else a stranger (as a failed handshake is).
+async fn sample_only(
+    s: &mut TcpStream,
+    port: u16,
+    options: &CanaryOptions,
+    log: &EvidenceLog,
+) -> String {
+    let line = read_line(s).await;
+    match line
+        .as_deref()
+        .and_then(parse_sample_line)
+        .filter(|(round, nonce, _)| valid(options, round, nonce))
+    {
+        Some((_, nonce, seq)) => sample_answer(nonce, seq),
+        None => {
+            log.record(port, None, options.max_sightings);
+            format!("PORTCALL-ERR {} bad-line\n", options.host)
+        }
     }
 }
 
@@ -892,5 +924,64 @@ mod tests {
             std::net::TcpListener::bind((ip, port)).is_ok(),
             "port freed"
         );
+    }
+
+    /// `check --samples` samples a TLS path as a TCP one: its canary
+    /// answers the sample line sent in the clear and records nothing, while
+    /// any other line in the clear is a stranger, as before.
+    #[tokio::test]
+    async fn a_tls_canary_answers_a_sample_line_in_the_clear() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let probe = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let options = CanaryOptions {
+            host: "km".into(),
+            round: "abcd".into(),
+            tls: crate::pki::self_signed_canary_config("km").unwrap(),
+            exchange_timeout: Duration::from_secs(2),
+            max_sightings: 4,
+            connections: Arc::new(Semaphore::new(8)),
+            per_canary: 8,
+            nonce_key: None,
+        };
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Tls,
+            service: "thrift".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (reports, log) =
+            open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
+        assert_eq!(reports[0].state, ListenerState::Canary, "{reports:?}");
+        let ask = |line: String| async move {
+            let mut s = TcpStream::connect((ip, port)).await.unwrap();
+            s.write_all(line.as_bytes()).await.unwrap();
+            read_line(&mut s).await
+        };
+        let line = crate::probe::canary_line::sample_line("abcd", "0011", 7);
+        assert_eq!(
+            ask(line).await.as_deref(),
+            Some("PORTCALL-SAMPLE-OK 0011 7")
+        );
+        let other = crate::probe::canary_line::sample_line("ffff", "0011", 8);
+        assert_eq!(
+            ask(other).await.as_deref(),
+            Some("PORTCALL-ERR km bad-line")
+        );
+        assert_eq!(
+            ask(probe_line("abcd", "0022")).await.as_deref(),
+            Some("PORTCALL-ERR km bad-line"),
+            "a probe line must come through TLS"
+        );
+        let ev = log.snapshot();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(ev[0].seen.is_empty(), "{ev:?}");
+        assert_eq!(ev[0].strays, 2, "the sample is no stranger: {ev:?}");
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
     }
 }

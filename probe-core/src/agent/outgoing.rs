@@ -285,9 +285,10 @@ fn udp_to_sample(paths: &[udp_canary::UdpPath]) -> Vec<ToSample> {
         .collect()
 }
 
-/// The TCP canary paths quality samples follow: those that connected to a
-/// canary (`nonces`), plain TCP only (a TLS sample would be a handshake
-/// the canary must complete, not yet sampled).
+/// The TCP and TLS canary paths quality samples follow: those that
+/// connected to a canary (`nonces`). A TLS path is sampled as TCP is (one
+/// marked SYN, the sample line in the clear, which its canary answers):
+/// the handshake's round trip is the path's, and no TLS session is made.
 fn tcp_to_sample(
     indices: &[usize],
     nonces: &[Option<String>],
@@ -296,7 +297,7 @@ fn tcp_to_sample(
     results
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.target.protocol == Protocol::Tcp && r.observed == probe::Observed::Open)
+        .filter(|(_, r)| r.target.protocol.is_tcp() && r.observed == probe::Observed::Open)
         .filter_map(|(k, r)| {
             Some(ToSample {
                 path: indices[k],

@@ -3,7 +3,8 @@
 //! ([`crate::probe::samples`]), paths to one target address one after
 //! another (so each address sees one sample per interval), addresses at
 //! once within the agent's probe concurrency, all within the round's
-//! sampling time. A path that did not open (or a TLS one) is not sampled.
+//! sampling time. A path that did not open is not sampled; a TLS path is
+//! sampled as a TCP one (one SYN, the sample line in the clear).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

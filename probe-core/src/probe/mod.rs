@@ -14,6 +14,7 @@ pub mod errqueue;
 mod eta;
 mod exchange;
 mod greeting;
+pub mod live_samples;
 mod outcome;
 pub mod render;
 pub mod resolve;

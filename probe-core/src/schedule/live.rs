@@ -148,7 +148,8 @@ impl LiveRounds {
     }
 
     /// Takes this round's samples of the paths whose probe connected (TCP
-    /// and TLS), when the round samples; `None` when it does not.
+    /// and TLS) or was answered (UDP to DNS), when the round samples;
+    /// `None` when it does not.
     async fn sample(
         &self,
         paths: &[Path],
@@ -159,10 +160,13 @@ impl LiveRounds {
         if n <= 1 {
             return None;
         }
-        let targets: Vec<Option<std::net::SocketAddr>> = paths
+        let targets: Vec<Option<(std::net::SocketAddr, bool)>> = paths
             .iter()
             .zip(connected)
-            .map(|(p, c)| c.filter(|_| p.protocol != Protocol::Udp))
+            .map(|(p, c)| {
+                c.filter(|_| sampled(p))
+                    .map(|c| (c, p.protocol == Protocol::Udp))
+            })
             .collect();
         let s = Sampling {
             samples: n,
@@ -174,8 +178,9 @@ impl LiveRounds {
     }
 
     /// Adds this round's samples to each path's quality history and puts
-    /// it on the path's sample: every TCP or TLS path of a sampling round
-    /// has one (zero until its probe first connects), UDP paths none.
+    /// it on the path's sample: every sampled path of a sampling round
+    /// ([`sampled`]) has one (zero until its probe first connects), other
+    /// UDP paths none.
     fn account(
         &mut self,
         out: &mut [PathSample],
@@ -184,7 +189,7 @@ impl LiveRounds {
     ) {
         let Some(taken) = taken else { return };
         for ((s, p), t) in out.iter_mut().zip(paths).zip(taken) {
-            if p.protocol == Protocol::Udp {
+            if !sampled(p) {
                 continue;
             }
             let q = self.quality.entry((PathKey::of(p), p.expect)).or_default();
@@ -365,6 +370,13 @@ fn log_flapping(name: &str, s: &PathSample, tracker: &FlapTracker) {
         tracker.recent(),
         config.window(),
     );
+}
+
+/// Whether schedule mode samples `p`: every TCP or TLS path, a UDP path
+/// to DNS ([`crate::probe::live_samples::sampled_service`]).
+fn sampled(p: &Path) -> bool {
+    p.protocol != Protocol::Udp
+        || crate::probe::live_samples::sampled_service(p.port.get()).is_some()
 }
 
 /// `host`'s plan addresses that are addresses of this machine.

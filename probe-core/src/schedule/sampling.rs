@@ -4,8 +4,9 @@
 //! paths to one target address one after another (so each address sees at
 //! most one new connection per [`crate::probe::samples::INTERVAL`]),
 //! addresses at once within the round's probe concurrency, all within the
-//! round's sampling time. UDP paths are not sampled: the live service's
-//! protocol, not a canary, would have to answer each sample.
+//! round's sampling time. A UDP path is sampled where its live service is
+//! one portcall samples (DNS: [`crate::probe::live_samples`]) and its
+//! probe was answered: N queries, each answered or not.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -40,18 +41,19 @@ pub(super) struct Taken {
     pub rtts_us: Vec<u64>,
 }
 
-/// Samples every path whose entry in `targets` is `Some` (the address its
-/// probe connected to); returns one entry per path, `None` where nothing
-/// was sampled (or the round was cancelled first).
+/// Samples every path whose entry in `targets` is `Some`: the address its
+/// probe connected to (or whose service answered), and whether it is UDP;
+/// returns one entry per path, `None` where nothing was sampled (or the
+/// round was cancelled first).
 pub(super) async fn take(
     s: &Sampling,
-    targets: &[Option<SocketAddr>],
+    targets: &[Option<(SocketAddr, bool)>],
     cancel: &CancellationToken,
 ) -> Vec<Option<Taken>> {
-    let mut by_address: BTreeMap<IpAddr, Vec<(usize, SocketAddr)>> = BTreeMap::new();
+    let mut by_address: BTreeMap<IpAddr, Vec<(usize, SocketAddr, bool)>> = BTreeMap::new();
     for (k, t) in targets.iter().enumerate() {
-        if let Some(t) = t {
-            by_address.entry(t.ip()).or_default().push((k, *t));
+        if let Some((t, udp)) = t {
+            by_address.entry(t.ip()).or_default().push((k, *t, *udp));
         }
     }
     let mut out = vec![None; targets.len()];
@@ -64,7 +66,7 @@ pub(super) async fn take(
         set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let mut done = Vec::with_capacity(group.len());
-            for (k, target) in group {
+            for (k, target, udp) in group {
                 let req = SampleRequest {
                     round: String::new(),
                     nonce: String::new(),
@@ -78,7 +80,11 @@ pub(super) async fn take(
                     timeout: s.timeout,
                     deadline,
                 };
-                let (tally, rtts_us) = samples::tcp_connect_samples(&req).await;
+                let (tally, rtts_us) = if udp {
+                    crate::probe::live_samples::udp_service_samples(&req).await
+                } else {
+                    samples::tcp_connect_samples(&req).await
+                };
                 if let Some(e) = &tally.error {
                     tracing::debug!("samples to {target}: {e}");
                 }
