@@ -671,6 +671,17 @@ expect = "blocked"
             (q.loss_forward_pct, q.loss_return_pct),
             (Some(2.0), Some(1.02))
         );
+        // A TLS path is sampled as a TCP one (marked SYNs): the same count.
+        let tls = PLAN.replace(
+            "roles = [\"mysql\"]",
+            "roles = [\"km\"]\n[roles.km]\nports = [{ name = \"mysql\", port = 3306, protocol = \"tls\", offset = false }]",
+        );
+        let tls = Plan::parse(&tls, "join.toml").unwrap();
+        let r = join(&tls, &counted);
+        assert_eq!(r.paths[0].protocol, crate::port::Protocol::Tls);
+        let q = r.paths[0].quality.clone().flatten().unwrap();
+        assert_eq!(q.arrived, Some(98));
+        assert_eq!(q.loss_forward_pct, Some(2.0));
     }
 
     #[test]

@@ -11,13 +11,14 @@ use crate::port::Protocol;
 
 /// What the target's canary counted of `path`'s samples: a UDP canary
 /// that counts samples, its count under the probe's nonce (0 when it never
-/// saw the nonce); `None` for TCP or a target that cannot count.
+/// saw the nonce); a TCP or TLS path (sampled alike), the marked SYNs the
+/// target's trace table counted; `None` for a target that cannot count.
 fn arrived(round: &RoundEvidence, path: &PathView<'_>, probe: &PathProbe) -> Option<u32> {
     let dst = round.agents.get(path.to)?;
     if dst.evidence_error.is_some() {
         return None;
     }
-    if path.protocol == Protocol::Tcp {
+    if path.protocol.is_tcp() {
         // The SYNs its trace table counted from the probe's source.
         let source = probe.source?.ip();
         let port = path.port.get();
