@@ -38,10 +38,13 @@ pub struct ScheduleArgs {
     pub flap_window: Option<u32>,
     /// Each round, after its probes, time N connect-only TCP handshakes
     /// (one per 10 ms per target address; nothing sent, closed politely) of
-    /// every TCP or TLS path whose probe connected: exported as the
+    /// every TCP or TLS path whose probe connected, and N DNS queries of
+    /// every UDP path to a DNS server that answered: exported as the
     /// portcall_path_samples_{sent,answered}_total counters and the
-    /// portcall_path_rtt_seconds histogram [default: the plan's
-    /// `[defaults] samples`, else 1: no samples]
+    /// portcall_path_rtt_seconds histogram. The agent also counts other
+    /// agents' samples arriving here (nft, CAP_NET_ADMIN) as
+    /// portcall_path_samples_arrived_total, for loss per direction
+    /// [default: the plan's `[defaults] samples`, else 1: no samples]
     #[arg(long, value_name = "N", requires = "every",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub samples: Option<u32>,
