@@ -12,8 +12,8 @@
 //! After 4 rounds the source's samples are cut off on its own output (in
 //! the idle gap after a round, so its counters are final), and the three
 //! counters must give the truth: answered = SYN-ACKs past the drop
-//! exactly, arrived = SYNs past the drop (exactly in most runs; one run
-//! was 5 of 533 short, so within 1.5 points), and forward loss
+//! exactly, arrived = SYNs past the drop (exactly in most runs; two runs
+//! were 5 of 533 and 12 of 548 short, so within 1.5 points), and forward loss
 //! `1 - arrived/sent` and return loss `1 - answered/arrived` within 1.5
 //! points of the counters' figures. The target's exposition passes
 //! `promtool check metrics`.
@@ -268,9 +268,18 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
         seen_in, sent,
         "every sample SYN reached the firewall: {line}"
     );
-    // The target's count is the kernel's (1 run in 5 it has been a few
-    // SYNs short of the accept counter; the bound is the must-show's).
+    // The target's count is the kernel's: equal to the accept counter in
+    // most runs, but 2 runs of 11 (both beside other lab tests) were 5 and
+    // 12 SYNs short, cause not found; the bound is the must-show's.
     let passed = seen_in - dropped_in;
+    if arrived != passed {
+        // Which count is short: the kernel's set, or the agent's read?
+        let sets = lab.output("qdst", "nft", &["list", "ruleset"]).unwrap();
+        eprintln!(
+            "arrived {arrived} != {passed} past the drop; the target's ruleset now:\n{}",
+            String::from_utf8_lossy(&sets.stdout)
+        );
+    }
     assert!(
         pct(arrived.abs_diff(passed), sent) <= 1.5,
         "arrived {arrived} vs {passed} past the drop: {line}"
@@ -279,7 +288,7 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
     assert_eq!(answered, seen_out - dropped_out, "{line}");
     assert!((fwd - truth_fwd).abs() <= 1.5, "{line}");
     assert!((ret - truth_ret).abs() <= 1.5, "{line}");
-    assert!(sent >= 400, "{line}");
+    assert_eq!(sent, 150 * ROUNDS, "every sample sent: {line}");
     assert!((2.0..=20.0).contains(&truth_fwd), "{line}");
     assert!((2.0..=20.0).contains(&truth_ret), "{line}");
     crate::flaps_lab::promtool_check_metrics(&t);
@@ -295,10 +304,9 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
          queries the target's firewall saw {dns_in} ({ROUNDS} of them probes)"
     );
     // Both paths share the target address's sampling time (150 samples
-    // each at 10 ms, plus the waits), and the lossy TCP path, sampled
-    // first, spends more than its share (a lost SYN holds one of its 8
-    // connect slots for 800 ms): the DNS path gets what is left.
-    assert!((40..=150 * ROUNDS).contains(&dns_sent), "{m}");
+    // each at 10 ms, plus the answers' waits): the DNS path, sampled after
+    // the TCP one, gets most of its share.
+    assert!((100 * ROUNDS..=150 * ROUNDS).contains(&dns_sent), "{m}");
     assert_eq!((dns_answered, dns_rtts), (dns_sent, dns_sent), "{m}");
     assert_eq!(dns_in, dns_sent + ROUNDS, "one probe query a round");
     assert!(
