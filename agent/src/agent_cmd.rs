@@ -188,7 +188,8 @@ fn stdio(args: &AgentArgs, plan_file: &std::path::Path) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// `agent --cleanup`: deletes every trace table of this namespace and
+/// `agent --cleanup`: deletes every trace table of this namespace, and
+/// the arrival-count tables of schedule-mode agents no longer running, and
 /// says which; exits 0 when there is nothing to delete or no nftables
 /// (nothing can be left then), 2 when nft refused.
 fn cleanup() -> anyhow::Result<ExitCode> {
@@ -207,6 +208,10 @@ fn cleanup() -> anyhow::Result<ExitCode> {
             eprintln!("portcall agent --cleanup: no nft command, so no trace table");
         }
         Err(e) => return Err(anyhow::Error::new(e).context("delete the trace tables")),
+    }
+    // Schedule mode's arrival counts of agents no longer running.
+    for t in runtime.block_on(probe_core::schedule::arrivals::delete_dead_tables()) {
+        eprintln!("portcall agent --cleanup: deleted table inet {t}");
     }
     Ok(ExitCode::SUCCESS)
 }

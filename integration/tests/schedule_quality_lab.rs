@@ -324,9 +324,28 @@ fn the_target_agent_counts_arrivals_so_loss_is_known_per_direction() {
         "{}",
         tables("qsrc")
     );
+    // A killed agent's table (a pid that runs no process) is deleted by
+    // `agent --cleanup`, the running agent's is not.
+    let dead = (900_000u32..)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    lab.nft(
+        "qdst",
+        &format!("table inet portcall_arrivals_{dead} {{}}\n"),
+    )
+    .expect("a stale table");
+    let bin = portcall_bin().expect("the portcall binary");
+    let out = lab.output("qdst", &bin, &["agent", "--cleanup"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed = tables("qdst");
+    assert!(
+        !listed.contains(&format!("portcall_arrivals_{dead}"))
+            && listed.contains("portcall_arrivals_"),
+        "{listed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The table is named by the target agent's pid: SIGTERM it (by that
     // pid, an agent this test started) and the table goes with it.
-    let listed = tables("qdst");
     let pid = listed
         .split("portcall_arrivals_")
         .nth(1)

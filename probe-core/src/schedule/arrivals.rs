@@ -20,7 +20,8 @@
 //! source behind NAT (its SYNs arrive from another address), a middlebox
 //! that rewrites the MSS, a host without CAP_NET_ADMIN or `nft`, a source
 //! named by DNS: no series, never a guessed zero. The table is deleted when
-//! the agent stops (and a dead agent's is deleted by the next one).
+//! the agent stops (and a dead agent's by the next one, or by `agent
+//! --cleanup`: [`delete_dead_tables`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -286,10 +287,21 @@ fn want_elements(table: &str, paths: &[Incoming]) -> String {
     s
 }
 
-/// Deletes the arrivals tables of agents that are no longer running.
-async fn remove_dead_tables(bin: &FsPath) {
+/// Deletes the arrivals tables of agents that are no longer running (what
+/// a killed agent left; `agent --cleanup`, the packaged unit's
+/// `ExecStopPost`, calls it too) and returns their names; a running
+/// agent's table is left alone.
+pub async fn delete_dead_tables() -> Vec<String> {
+    match nft_bin() {
+        Some(bin) => remove_dead_tables(&bin).await,
+        None => Vec::new(),
+    }
+}
+
+async fn remove_dead_tables(bin: &FsPath) -> Vec<String> {
+    let mut deleted = Vec::new();
     let Ok(list) = run(bin, &["list", "tables", "inet"], None).await else {
-        return;
+        return deleted;
     };
     for line in list.lines() {
         let Some(pid) = line
@@ -301,9 +313,15 @@ async fn remove_dead_tables(bin: &FsPath) {
         };
         if pid.parse::<u32>().is_ok() && !FsPath::new("/proc").join(pid).exists() {
             let table = format!("{TABLE_PREFIX}{pid}");
-            let _ = run(bin, &["delete", "table", "inet", &table], None).await;
+            if run(bin, &["delete", "table", "inet", &table], None)
+                .await
+                .is_ok()
+            {
+                deleted.push(table);
+            }
         }
     }
+    deleted
 }
 
 fn nft_bin() -> Option<PathBuf> {
