@@ -200,11 +200,24 @@ impl LiveRounds {
         }
     }
 
-    /// Counts the samples other hosts' agents send here, from the first
-    /// round that samples (an agent that samples is one whose peers do,
-    /// with the plan's `[defaults] samples`) while the plan has paths into
-    /// this host, and reads the counts.
+    /// Reads how many of the samples other hosts' agents sent here arrived
+    /// (counted since [`Self::prepare_arrivals`] made the table).
     async fn count_arrivals(&mut self) {
+        if let Some(c) = &self.arrivals
+            && let Some(now) = c.read().await
+        {
+            self.arrived = now;
+        }
+    }
+
+    /// Starts counting the samples other hosts' agents send here, from the
+    /// first round that samples (an agent that samples is one whose peers
+    /// do, with the plan's `[defaults] samples`) while the plan has paths
+    /// into this host, or follows a reloaded plan; before the round's
+    /// probes, so that the samples of a peer whose round begins with this
+    /// agent's are counted from the first (a table made after this agent's
+    /// first round missed a peer's first samples).
+    async fn prepare_arrivals(&mut self) {
         if !self.arrivals_tried && self.samples_per_path() > 1 {
             // A host no plan path samples into holds no table.
             let paths = arrivals::incoming(&self.plan, &self.host, local_ip);
@@ -220,11 +233,6 @@ impl LiveRounds {
                 c.set_paths(arrivals::incoming(&self.plan, &self.host, local_ip))
                     .await;
             }
-        }
-        if let Some(c) = &self.arrivals
-            && let Some(now) = c.read().await
-        {
-            self.arrived = now;
         }
     }
 
@@ -392,6 +400,7 @@ fn target_of(path: &Path) -> Target {
 
 impl Rounds for LiveRounds {
     async fn round(&mut self, cancel: &CancellationToken) {
+        self.prepare_arrivals().await;
         let paths: Vec<Path> = self.outgoing().into_iter().cloned().collect();
         let targets = paths.iter().map(target_of).collect();
         self.greeter.set_plans(
