@@ -37,8 +37,10 @@ impl Default for OnePass {
             threads: std::thread::available_parallelism()
                 .map_or(1, std::num::NonZeroUsize::get)
                 .clamp(1, 4),
-            chunk: 256,
-            memory: 1 << 20,
+            // Small: what the threads hold adds to the coordinator's peak,
+            // which comes at the report (every agent's evidence held).
+            chunk: 64,
+            memory: 64 << 10,
         }
     }
 }
@@ -255,7 +257,7 @@ impl Spill {
         };
         f.flush()?;
         f.rewind()?;
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         loop {
             match f.read(&mut buf) {
                 Ok(0) => return Ok(()),
