@@ -251,10 +251,11 @@ fn run<T: Transport>(
     })?;
     let joining = std::time::Instant::now();
     let code = if output.format == ReportFormat::Json {
-        // JSON is written as each path is judged: the paths' reports are
-        // never all held at once (a 100-host mesh has 99,000).
-        let streamed = report::join_streamed(plan, &evidence, config.only.as_deref());
-        emit_json_streamed(&streamed, output)?;
+        // JSON is written as each path is judged, once, on every core: the
+        // paths' reports are never all held at once (a 100-host mesh has
+        // 99,000).
+        let mut streamed = report::join_deferred(plan, &evidence, config.only.as_deref());
+        emit_json_streamed(&mut streamed, output)?;
         streamed.report.exit_code()
     } else {
         let report = match &config.only {
@@ -277,14 +278,14 @@ fn run<T: Transport>(
 
 /// [`emit`] for `--format json`, judging the paths as they are written.
 fn emit_json_streamed(
-    streamed: &report::StreamedReport<'_>,
+    streamed: &mut report::StreamedReport<'_>,
     output: &OutputArgs,
 ) -> anyhow::Result<()> {
     match &output.out {
         None => {
             let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
             match streamed
-                .write_json(&mut out)
+                .write_json_once(&mut out)
                 .and_then(|()| std::io::Write::flush(&mut out))
             {
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
@@ -292,7 +293,7 @@ fn emit_json_streamed(
             }
         }
         Some(path) => {
-            report::write_atomically_with(path, |w| streamed.write_json(w))
+            report::write_atomically_with(path, |w| streamed.write_json_once(w))
                 .context("write the report")?;
             eprintln!("wrote {}: {}", path.display(), streamed.report.summary);
             Ok(())

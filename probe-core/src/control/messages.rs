@@ -301,8 +301,9 @@ pub struct RoundRef {
     pub round: String,
 }
 
-/// A reply from an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A reply from an agent. Read by hand (`control/reply.rs`), without the
+/// derived reader's copy of the whole reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Response {
     /// To `hello`.

@@ -8,6 +8,7 @@
 
 mod frame;
 mod messages;
+mod reply;
 pub mod transport;
 
 pub use frame::{FrameError, read_frame, write_frame};

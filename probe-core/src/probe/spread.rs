@@ -2,8 +2,12 @@
 //! address in turn, beginning at an offset the caller gives (an agent
 //! derives it from its host), so that the sources of one round do not all
 //! start on the same host, and no source sends its first wave to one host
-//! alone. A canary that would otherwise receive every source's first
-//! connections at once sees them spread over the sweep.
+//! alone. Each address's own targets (its ports) start at the same offset
+//! too, so the sources' sweeps do not converge on one port of every host
+//! either: in a mesh of N sources and P ports, each port of a host is
+//! among the first targets of N/P sources, not of all N. A canary that
+//! would otherwise receive every source's first connections at once sees
+//! them spread over the sweep.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +15,7 @@ use std::net::IpAddr;
 /// The indices of `targets` (each an index and its destination address) in
 /// spread order: addresses in the order they first appear, rotated left by
 /// `offset`, then one target of each address in turn, each address's own
-/// targets in their given order.
+/// targets in their given order rotated left by `offset` as well.
 pub fn spread(targets: &[(usize, IpAddr)], offset: u64) -> Vec<usize> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut by_addr: HashMap<IpAddr, usize> = HashMap::new();
@@ -27,6 +31,10 @@ pub fn spread(targets: &[(usize, IpAddr)], offset: u64) -> Vec<usize> {
     }
     let shift = usize::try_from(offset % groups.len() as u64).unwrap_or(0);
     groups.rotate_left(shift);
+    for g in &mut groups {
+        let own = usize::try_from(offset % g.len() as u64).unwrap_or(0);
+        g.rotate_left(own);
+    }
     let mut out = Vec::with_capacity(targets.len());
     let mut cursors: Vec<std::slice::Iter<'_, usize>> = groups.iter().map(|g| g.iter()).collect();
     while out.len() < targets.len() {
@@ -76,10 +84,12 @@ mod tests {
     #[test]
     fn hosts_take_turns_from_the_offset() {
         let t = mesh(3, 2);
-        // Host 1 has targets 0 and 1, host 2 has 2 and 3, host 3 has 4, 5.
+        // Host 1 has targets 0 and 1, host 2 has 2 and 3, host 3 has 4, 5;
+        // an odd offset starts each host at its second target.
         assert_eq!(spread(&t, 0), vec![0, 2, 4, 1, 3, 5]);
-        assert_eq!(spread(&t, 1), vec![2, 4, 0, 3, 5, 1]);
-        assert_eq!(spread(&t, 5), vec![4, 0, 2, 5, 1, 3]);
+        assert_eq!(spread(&t, 1), vec![3, 5, 1, 2, 4, 0]);
+        assert_eq!(spread(&t, 5), vec![5, 1, 3, 4, 0, 2]);
+        assert_eq!(spread(&t, 6), vec![0, 2, 4, 1, 3, 5]);
     }
 
     #[test]
@@ -102,6 +112,58 @@ mod tests {
             assert_eq!(wave.len(), 9);
         }
         assert!(first.values().all(|&n| n <= 2), "{first:?}");
+    }
+
+    #[test]
+    fn sources_do_not_converge_on_one_port_of_every_host() {
+        // A 20-host x 5-port mesh: in plan order every source's first wave
+        // is port 0 of every host. Spread, each (host, port) is in the
+        // first wave (one target per host) of at most 20 / 5 sources, and
+        // at no point of the sweeps do more than 20 / 5 + 1 sources take
+        // the same target at the same step.
+        let (hosts, ports) = (20u8, 5usize);
+        // Each source's targets and its spread order of them.
+        type Sweep = (Vec<(usize, IpAddr)>, Vec<usize>);
+        let orders: Vec<Sweep> = (0..hosts)
+            .map(|source| {
+                let t: Vec<(usize, IpAddr)> = (0..hosts)
+                    .filter(|h| *h != source)
+                    .flat_map(|h| std::iter::repeat_n(ip(h), ports))
+                    .enumerate()
+                    .collect();
+                let order = spread(&t, u64::from(source));
+                (t, order)
+            })
+            .collect();
+        let target = |(t, order): &Sweep, step: usize| {
+            let i = order[step];
+            // The port is the target's place among its host's targets.
+            (t[i].1, i % ports)
+        };
+        let steps = usize::from(hosts - 1) * ports;
+        for step in 0..steps {
+            let mut at: HashMap<(IpAddr, usize), usize> = HashMap::new();
+            for o in &orders {
+                *at.entry(target(o, step)).or_insert(0) += 1;
+            }
+            let most = at.values().max().copied().unwrap_or(0);
+            assert!(
+                most <= usize::from(hosts) / ports + 1,
+                "step {step}: {most}"
+            );
+        }
+        let mut first_wave: HashMap<(IpAddr, usize), usize> = HashMap::new();
+        for o in &orders {
+            for step in 0..usize::from(hosts - 1) {
+                *first_wave.entry(target(o, step)).or_insert(0) += 1;
+            }
+        }
+        assert!(
+            first_wave
+                .values()
+                .all(|&n| n <= usize::from(hosts) / ports),
+            "{first_wave:?}"
+        );
     }
 
     #[test]

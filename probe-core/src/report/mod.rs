@@ -32,7 +32,7 @@ pub use atomic::{WriteError, check_writable, write_atomically, write_atomically_
 pub use blame::{Blame, BlameRule, Cause, TargetStage, Where};
 pub use evidence::{AgentEvidence, AgentOutcome, RoundEvidence};
 pub use format::{RenderOptions, ReportFormat, UnknownFormat, render};
-pub use join::{StreamedReport, join, join_paths, join_streamed};
+pub use join::{OnePass, StreamedReport, join, join_deferred, join_paths, join_streamed};
 pub use text::{PortLabels, unix_seconds};
 
 use crate::control::{ListenerState, ListeningSocket};

@@ -17,6 +17,7 @@ mod classify;
 mod describe;
 mod index;
 mod observe;
+mod once;
 mod quality;
 
 use super::blame;
@@ -30,6 +31,7 @@ use crate::probe::Observed;
 use classify::{Listener, Offered};
 use index::EvidenceIndex;
 use observe::Case;
+pub use once::OnePass;
 
 /// Joins the evidence of a round on `plan` into its report.
 pub fn join(plan: &Plan, round: &RoundEvidence) -> Report {
@@ -72,6 +74,17 @@ pub struct StreamedReport<'a> {
     /// The report without its paths (`paths` is empty); its summary
     /// counts them.
     pub report: Report,
+}
+
+/// A [`StreamedReport`] whose paths are not judged yet (its summary is
+/// empty): [`StreamedReport::write_json_once`] judges each once as it
+/// writes it and fills the summary in.
+pub fn join_deferred<'a>(
+    plan: &'a Plan,
+    round: &'a RoundEvidence,
+    only: Option<&'a [usize]>,
+) -> StreamedReport<'a> {
+    StreamedReport::new(plan, round, only)
 }
 
 /// [`join_paths`] (or [`join`], without `only`) judged path by path, for
@@ -118,19 +131,10 @@ impl<'a> StreamedReport<'a> {
     /// `f`.
     fn each<E>(&self, mut f: impl FnMut(PathReport) -> Result<(), E>) -> Result<(), E> {
         let flow = self.plan.for_each_path(|p| {
-            if let Some(only) = &self.only {
-                if only.binary_search(&p.index).is_err() {
-                    return std::ops::ControlFlow::Continue(());
-                }
+            if !self.selected(p.index) {
+                return std::ops::ControlFlow::Continue(());
             }
-            let probe = self.index.probe(p.from, p.index);
-            let lookups = Lookups {
-                texts: &self.texts,
-                index: &self.index,
-            };
-            let mut r = join_path(self.plan, self.round, lookups, &p, probe);
-            quality::attach(self.plan, self.round, &p, probe, &mut r);
-            match f(r) {
+            match f(self.judge(&p)) {
                 Ok(()) => std::ops::ControlFlow::Continue(()),
                 Err(e) => std::ops::ControlFlow::Break(e),
             }
@@ -141,44 +145,76 @@ impl<'a> StreamedReport<'a> {
         }
     }
 
+    /// Whether the path at `index` is in the report.
+    fn selected(&self, index: usize) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.binary_search(&index).is_ok())
+    }
+
+    /// The report of one path.
+    fn judge(&self, p: &PathView<'_>) -> PathReport {
+        let probe = self.index.probe(p.from, p.index);
+        let lookups = Lookups {
+            texts: &self.texts,
+            index: &self.index,
+        };
+        let mut r = join_path(self.plan, self.round, lookups, p, probe);
+        quality::attach(self.plan, self.round, p, probe, &mut r);
+        r
+    }
+
     /// Writes the report as [`super::json::write`] writes the whole one,
     /// byte for byte, judging each path as it goes.
     pub fn write_json(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        use serde::Serialize;
+        serde_json::to_writer_pretty(&mut *w, &Doc(self, true))?;
+        writeln!(w)
+    }
+
+    /// The report as [`StreamedReport::write_json`] writes it, with no
+    /// paths (`"paths": []`): the frame [`OnePass`] fills.
+    fn write_frame(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *w, &Doc(self, false))?;
+        writeln!(w)
+    }
+}
+
+/// The fields of `Report`, in its order, with the paths streamed (or,
+/// with `false`, none).
+struct Doc<'s, 'a>(&'s StreamedReport<'a>, bool);
+
+impl serde::Serialize for Doc<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeSeq, SerializeStruct};
 
         struct Paths<'s, 'a>(&'s StreamedReport<'a>);
-        impl Serialize for Paths<'_, '_> {
+        impl serde::Serialize for Paths<'_, '_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.report.summary.paths))?;
                 self.0.each(|p| seq.serialize_element(&p))?;
                 seq.end()
             }
         }
-        // The fields of `Report`, in its order, with the paths streamed.
-        struct Doc<'s, 'a>(&'s StreamedReport<'a>);
-        impl Serialize for Doc<'_, '_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let r = &self.0.report;
-                let notes = !r.notes.is_empty();
-                let mut st = s.serialize_struct("Report", 7 + usize::from(notes))?;
-                st.serialize_field("schema", &r.schema)?;
-                st.serialize_field("plan", &r.plan)?;
-                st.serialize_field("started_at", &r.started_at)?;
-                st.serialize_field("finished_at", &r.finished_at)?;
-                st.serialize_field("summary", &r.summary)?;
-                st.serialize_field("hosts", &r.hosts)?;
-                st.serialize_field("paths", &Paths(self.0))?;
-                if notes {
-                    st.serialize_field("notes", &r.notes)?;
-                } else {
-                    st.skip_field("notes")?;
-                }
-                st.end()
-            }
+        let r = &self.0.report;
+        let notes = !r.notes.is_empty();
+        let mut st = s.serialize_struct("Report", 7 + usize::from(notes))?;
+        st.serialize_field("schema", &r.schema)?;
+        st.serialize_field("plan", &r.plan)?;
+        st.serialize_field("started_at", &r.started_at)?;
+        st.serialize_field("finished_at", &r.finished_at)?;
+        st.serialize_field("summary", &r.summary)?;
+        st.serialize_field("hosts", &r.hosts)?;
+        if self.1 {
+            st.serialize_field("paths", &Paths(self.0))?;
+        } else {
+            st.serialize_field("paths", &[(); 0])?;
         }
-        serde_json::to_writer_pretty(&mut *w, &Doc(self))?;
-        writeln!(w)
+        if notes {
+            st.serialize_field("notes", &r.notes)?;
+        } else {
+            st.skip_field("notes")?;
+        }
+        st.end()
     }
 }
 
@@ -1477,9 +1513,29 @@ ports = ["thrift"]
             streamed.write_json(&mut b).unwrap();
             assert_eq!(
                 String::from_utf8(b).unwrap(),
-                String::from_utf8(a).unwrap(),
+                String::from_utf8(a.clone()).unwrap(),
                 "{only:?}"
             );
+            // Judged once, by one to four threads, one path or several per
+            // chunk, in memory or spilled to a file: the same bytes and
+            // summary.
+            for (threads, chunk, memory) in [(1, 256, 1 << 20), (2, 1, 0), (3, 1, 1), (4, 2, 0)] {
+                let mut once = join_deferred(&p, &round, only.as_deref());
+                assert_eq!(once.report.summary, Summary::default());
+                let mut c = Vec::new();
+                let pass = OnePass {
+                    threads,
+                    chunk,
+                    memory,
+                };
+                once.write_json_with(&mut c, pass).unwrap();
+                assert_eq!(once.report.summary, whole.summary, "{only:?} {pass:?}");
+                assert_eq!(
+                    String::from_utf8(c).unwrap(),
+                    String::from_utf8(a.clone()).unwrap(),
+                    "{only:?} {pass:?}"
+                );
+            }
         }
         let r = join(&p, &round);
         assert_eq!(r.paths[0].verdict, Verdict::Ok);
