@@ -164,8 +164,10 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         crate::schedule_cmd::stop_on_signal(cancel.clone())?;
         let mut bar =
             crate::progress::SweepProgress::on_terminal(targets.len(), PROGRESS_FROM, eta);
+        // Kept compact (a closed port is a few numbers), each result built
+        // again only as it is written.
         let results = prober
-            .sweep(targets, &cancel, |_, _| {
+            .sweep_kept(targets, &cancel, |_, _| {
                 if let Some(bar) = &mut bar {
                     bar.inc();
                 }
@@ -181,10 +183,12 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     // results. A closed pipe (`| head`) is not an error worth reporting.
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = match args.format {
-        Format::Table => {
-            render::write_table(&results, render::TableOptions { all: args.all }, &mut out)
-        }
-        Format::Json => render::write_json(&results, &mut out),
+        Format::Table => render::write_table_each(
+            results.iter(),
+            render::TableOptions { all: args.all },
+            &mut out,
+        ),
+        Format::Json => render::write_json_each(results.iter(), &mut out),
     }
     .and_then(|()| out.flush());
     match written {
@@ -197,7 +201,7 @@ pub fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("portcall: interrupted; targets not probed are listed as local-error");
         return Ok(ExitCode::from(crate::INTERRUPTED));
     }
-    let all_open = results.iter().all(|r| r.observed == Observed::Open);
+    let all_open = results.observed().all(|o| o == Observed::Open);
     Ok(if all_open {
         ExitCode::SUCCESS
     } else {
