@@ -196,6 +196,11 @@ impl Scheduler {
         F: FnMut(usize, &ProbeResult) + Send,
     {
         while self.done < self.results.len() {
+            // A cancelled sweep starts nothing more (what would finish
+            // inline would otherwise still get a result).
+            if cancel.is_cancelled() {
+                break;
+            }
             let now = Instant::now();
             // More to start at once: poll what is under way, then come
             // back (yielding to the runtime when this task's budget is
