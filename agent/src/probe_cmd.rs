@@ -229,7 +229,7 @@ fn collect_targets(args: &ProbeArgs) -> anyhow::Result<Vec<Target>> {
     if targets.is_empty() {
         bail!("no targets given (name some, e.g. db1:3306, or use -f FILE)");
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(targets.len());
     targets.retain(|t| seen.insert(t.clone()));
     Ok(targets)
 }

@@ -410,7 +410,7 @@ impl Shared {
             Err(kind) => return Begun::Over(TryReport::of(kind)),
         };
         let connecting = Instant::now();
-        match connect::start(socket, addr, defer_refusal) {
+        match connect::start(socket, addr, connecting, defer_refusal) {
             Start::Failed(e, icmp) => Begun::Over(failed_try(&e, icmp, Duration::ZERO, connecting)),
             start => Begun::Going(start, connecting),
         }

@@ -159,8 +159,13 @@ pub(super) enum Start {
 /// `defer_refusal`, a refusal comes back with its socket instead, the
 /// queue unread: the caller reads it only when some ICMP message may have
 /// come ([`super::icmp_count`]).
-pub(super) fn start(socket: Socket, addr: SocketAddr, defer_refusal: bool) -> Start {
-    let started = Instant::now();
+/// `started` is the instant taken just before (the connect's start).
+pub(super) fn start(
+    socket: Socket,
+    addr: SocketAddr,
+    started: Instant,
+    defer_refusal: bool,
+) -> Start {
     let mut connected = None;
     let failed = |e: std::io::Error, socket: Socket| {
         if defer_refusal && e.raw_os_error() == Some(libc::ECONNREFUSED) {

@@ -19,30 +19,29 @@ use std::os::unix::fs::FileExt;
 /// The two counter files, opened once per sweep (in the namespace the
 /// sweep's sockets are opened in).
 pub(super) struct IcmpCount {
-    files: Option<(File, File)>,
+    v4: Option<File>,
+    v6: Option<File>,
     buf: Vec<u8>,
 }
 
 impl IcmpCount {
-    /// The counters of this thread's network namespace; when either file
-    /// cannot be opened, [`IcmpCount::read`] always says "unknown".
+    /// The counters of this thread's network namespace; a file that cannot
+    /// be opened makes [`IcmpCount::read`] say "unknown" for its family.
     pub(super) fn open() -> IcmpCount {
-        let files = File::open("/proc/thread-self/net/snmp")
-            .and_then(|v4| Ok((v4, File::open("/proc/thread-self/net/snmp6")?)))
-            .ok();
         IcmpCount {
-            files,
+            v4: File::open("/proc/thread-self/net/snmp").ok(),
+            v6: File::open("/proc/thread-self/net/snmp6").ok(),
             buf: vec![0; 16 * 1024],
         }
     }
 
-    /// ICMP and ICMPv6 messages received so far, together; `None` when
-    /// unknown.
-    pub(super) fn read(&mut self) -> Option<u64> {
-        let (v4, v6) = self.files.as_ref()?;
-        let v4 = read_all(v4, &mut self.buf).and_then(parse_v4)?;
-        let v6 = read_all(v6, &mut self.buf).and_then(parse_v6)?;
-        Some(v4.wrapping_add(v6))
+    /// ICMP (`v6`: ICMPv6) messages received so far; `None` when unknown.
+    pub(super) fn read(&mut self, v6: bool) -> Option<u64> {
+        if v6 {
+            read_all(self.v6.as_ref()?, &mut self.buf).and_then(parse_v6)
+        } else {
+            read_all(self.v4.as_ref()?, &mut self.buf).and_then(parse_v4)
+        }
     }
 }
 
@@ -105,9 +104,12 @@ mod tests {
     fn this_namespaces_counters_read() {
         let mut count = IcmpCount::open();
         let first = count
-            .read()
+            .read(false)
             .expect("the counters of a Linux namespace read");
-        let second = count.read().expect("and read again");
+        let second = count.read(false).expect("and read again");
         assert!(second >= first);
+        if std::path::Path::new("/proc/net/snmp6").exists() {
+            assert!(count.read(true).is_some());
+        }
     }
 }

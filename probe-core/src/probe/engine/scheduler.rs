@@ -105,10 +105,10 @@ pub(super) struct Scheduler {
     /// Attempts refused at once in this batch, their sockets open and
     /// error queues unread ([`Scheduler::settle`]).
     unsettled: Vec<(usize, Unsettled)>,
-    /// The namespace's ICMP counters, and their reading before the
-    /// sockets of the current batch were opened.
+    /// The namespace's ICMP counters, and their readings (IPv4, IPv6)
+    /// before the sockets of the current batch were opened.
     icmp_count: IcmpCount,
-    icmp_seen: Option<u64>,
+    icmp_seen: [Option<u64>; 2],
 }
 
 /// How [`Scheduler::start`] left an attempt.
@@ -165,7 +165,7 @@ impl Scheduler {
         let slots = (0..targets.len()).map(|_| None).collect();
         let (quiet_tx, quiet_rx) = mpsc::unbounded_channel();
         let mut icmp_count = IcmpCount::open();
-        let icmp_seen = icmp_count.read();
+        let icmp_seen = [icmp_count.read(false), icmp_count.read(true)];
         Scheduler {
             semaphore: Arc::new(Semaphore::new(config.concurrency)),
             capacity: config.concurrency,
@@ -324,9 +324,20 @@ impl Scheduler {
         if self.unsettled.is_empty() {
             return;
         }
-        let count = self.icmp_count.read();
-        let read_queues = count.is_none() || count != self.icmp_seen;
-        self.icmp_seen = count;
+        // Each family's counter, where the batch has sockets of it.
+        let mut read_queues = false;
+        for v6 in [false, true] {
+            let family = self
+                .unsettled
+                .iter()
+                .any(|(i, _)| self.addrs[*i].is_some_and(|a| a.is_ipv6() == v6));
+            if family {
+                let count = self.icmp_count.read(v6);
+                let seen = &mut self.icmp_seen[usize::from(v6)];
+                read_queues |= count.is_none() || count != *seen;
+                *seen = count;
+            }
+        }
         let mut batch = std::mem::take(&mut self.unsettled);
         for (i, refused) in batch.drain(..) {
             let report = refused.settle(read_queues);
