@@ -13,6 +13,7 @@ mod packets_lab;
 mod probe_lab;
 mod prometheus;
 mod quality_lab;
+mod refusal_lab;
 mod routed_faults;
 mod routed_lab;
 mod rule_trace;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark (a): a full TCP sweep of 127.0.0.1 ports 1-65535 with 100
 # listeners, portcall beside `nmap -sT -T5`, REPS times each (alternating).
-# Prints wall, CPU and peak-RSS medians and the ratio (goal: portcall wall
-# <= 0.7x nmap), and fails when the two do not find the same open ports or
-# miss one of the 100 listeners.
+# The pairs are interleaved (nmap, then portcall, REPS times). Prints wall,
+# CPU (user + sys) and peak RSS for both side by side: medians, min-max and
+# the ratios, against the goals of issue 25 (portcall CPU <= 1.0x nmap's,
+# RSS <= 1.5x, wall <= 0.6x); fails when the two do not find the same open
+# ports or miss one of the 100 listeners.
 #
 #   cargo build --release -p portcall -p integration --bins
 #   scripts/bench/probe_loopback.sh            # REPS=5 by default
@@ -56,10 +58,33 @@ for rep in $(seq "$REPS"); do
         echo "rep $rep: portcall reported $total results and missed $missing listeners" >&2
         status=1
     fi
-    echo "rep $rep: nmap $(tail -n 1 "$work/nmap" | cut -d' ' -f1) s, portcall $(tail -n 1 "$work/portcall" | cut -d' ' -f1) s, open ports: nmap $(wc -l <"$work/nmap.open"), portcall $(wc -l <"$work/portcall.open")"
+    echo "pair $rep: nmap $(tail -n 1 "$work/nmap") | portcall $(tail -n 1 "$work/portcall") (wall s, cpu s, RSS KiB); open: nmap $(wc -l <"$work/nmap.open"), portcall $(wc -l <"$work/portcall.open")"
 done
 
+# range FILE COLUMN: "min-max" of one column of a `timed` file.
+range() {
+    awk -v c="$2" '{ print $c }' "$1" | sort -g | sed -n '1p;$p' | paste -sd-
+}
+
 echo
-echo "(a) loopback 1-65535, 100 listeners, $REPS reps, medians:"
-summary "$work/nmap" "$work/portcall" 0.7
+echo "(a) loopback 1-65535, 100 listeners, $REPS interleaved pairs, median [min-max]:"
+printf '%-10s %22s %22s %26s\n' "" "wall (s)" "cpu user+sys (s)" "peak RSS (KiB)"
+for tool in nmap portcall; do
+    printf '%-10s %22s %22s %26s\n' "$tool" \
+        "$(median "$work/$tool" 1) [$(range "$work/$tool" 1)]" \
+        "$(median "$work/$tool" 2) [$(range "$work/$tool" 2)]" \
+        "$(median "$work/$tool" 3) [$(range "$work/$tool" 3)]"
+done
+awk -v pw="$(median "$work/portcall" 1)" -v nw="$(median "$work/nmap" 1)" \
+    -v pc="$(median "$work/portcall" 2)" -v nc="$(median "$work/nmap" 2)" \
+    -v pr="$(median "$work/portcall" 3)" -v nr="$(median "$work/nmap" 3)" 'BEGIN {
+    split("wall cpu rss", name, " ")
+    r["wall"] = pw / nw; r["cpu"] = pc / nc; r["rss"] = pr / nr
+    goal["wall"] = 0.6; goal["cpu"] = 1.0; goal["rss"] = 1.5
+    printf "ratio portcall/nmap (medians):"
+    for (k = 1; k <= 3; k++)
+        printf " %s %.2fx (goal <= %.1fx: %s)%s", name[k], r[name[k]], goal[name[k]],
+            (r[name[k]] <= goal[name[k]] ? "met" : "missed"), (k < 3 ? "," : "\n")
+}'
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit "$status"

@@ -59,7 +59,12 @@ pub fn is_local_denial(errno: Option<i32>) -> bool {
 /// A short stable name for an errno, for the `detail` column; the numeric
 /// value for ones without a name here.
 pub fn errno_name(code: i32) -> String {
-    let name = match code {
+    errno_static_name(code).map_or_else(|| format!("os error {code}"), str::to_string)
+}
+
+/// The name [`errno_name`] gives an errno, when it has one of its own.
+pub fn errno_static_name(code: i32) -> Option<&'static str> {
+    Some(match code {
         libc::ECONNREFUSED => "ECONNREFUSED (connection refused)",
         libc::EHOSTUNREACH => "EHOSTUNREACH (no route to host)",
         libc::ENETUNREACH => "ENETUNREACH (network unreachable)",
@@ -76,9 +81,8 @@ pub fn errno_name(code: i32) -> String {
         libc::EAFNOSUPPORT => "EAFNOSUPPORT (address family not supported)",
         libc::ENETDOWN => "ENETDOWN (network is down)",
         libc::ECONNRESET => "ECONNRESET (connection reset)",
-        _ => return format!("os error {code}"),
-    };
-    name.to_string()
+        _ => return None,
+    })
 }
 
 /// The detail text for an I/O error: its errno name when there is one.

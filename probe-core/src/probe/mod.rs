@@ -29,7 +29,8 @@ pub mod udp;
 pub mod udp_service;
 
 pub use engine::{
-    DEFAULT_PER_HOST, ProbeConfig, Prober, ROUND_LOSS_RETRIES, SweepLimits, WALK_BUDGET,
+    DEFAULT_PER_HOST, ProbeConfig, Prober, ROUND_LOSS_RETRIES, SweepLimits, SweepResults,
+    WALK_BUDGET,
 };
 pub use error::ProbeError;
 pub use errqueue::IcmpEvidence;

@@ -1,6 +1,7 @@
 //! Writes probe results for people (a table) and for programs (the stable
 //! `portcall.probe/v1` JSON), to any `Write`, so the library never prints.
 
+use std::borrow::Borrow;
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -51,9 +52,23 @@ fn latency_ms(r: &ProbeResult) -> f64 {
 /// target in the order probed. Each result is one compact line: a sweep of
 /// 65535 ports stays greppable and is written in a fraction of the time a
 /// fully indented document takes.
-pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()> {
+pub fn write_json<W: Write>(results: &[ProbeResult], w: W) -> io::Result<()> {
+    write_json_each(results, w)
+}
+
+/// [`write_json`] of results as they come (e.g. built one at a time from
+/// a [`super::SweepResults`]).
+pub fn write_json_each<W, I, R>(results: I, mut w: W) -> io::Result<()>
+where
+    W: Write,
+    I: IntoIterator<Item = R>,
+    R: Borrow<ProbeResult>,
+{
     write!(w, "{{\n  \"schema\": \"{PROBE_SCHEMA}\",\n  \"results\": [")?;
-    for (i, r) in results.iter().enumerate() {
+    let mut any = false;
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.borrow();
+        any = true;
         let row = Row {
             target: r.target.to_string(),
             address: r.address.map(|a| a.ip().to_string()),
@@ -70,7 +85,7 @@ pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()>
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &row)?;
     }
-    if !results.is_empty() {
+    if any {
         w.write_all(b"\n  ")?;
     }
     w.write_all(b"]\n}\n")
@@ -78,9 +93,26 @@ pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()>
 
 /// Counts of each outcome, in taxonomy order, leaving out zeros.
 pub fn summarize(results: &[ProbeResult]) -> Vec<(Observed, usize)> {
+    summarize_each(results)
+}
+
+/// [`summarize`] of results as they come, in one pass.
+pub fn summarize_each<I, R>(results: I) -> Vec<(Observed, usize)>
+where
+    I: IntoIterator<Item = R>,
+    R: Borrow<ProbeResult>,
+{
+    let mut counts = [0usize; Observed::ALL.len()];
+    for r in results {
+        let observed = r.borrow().observed;
+        if let Some(k) = Observed::ALL.iter().position(|&o| o == observed) {
+            counts[k] += 1;
+        }
+    }
     Observed::ALL
         .iter()
-        .map(|&o| (o, results.iter().filter(|r| r.observed == o).count()))
+        .zip(counts)
+        .map(|(&o, n)| (o, n))
         .filter(|&(_, n)| n > 0)
         .collect()
 }
@@ -92,15 +124,28 @@ pub fn summarize(results: &[ProbeResult]) -> Vec<(Observed, usize)> {
 pub fn write_table<W: Write>(
     results: &[ProbeResult],
     options: TableOptions,
-    mut w: W,
+    w: W,
 ) -> io::Result<()> {
-    let hidden: Vec<(Observed, usize)> = summarize(results)
-        .into_iter()
+    write_table_each(results.iter(), options, w)
+}
+
+/// [`write_table`] of results as they come (e.g. built one at a time from
+/// a [`super::SweepResults`]); read twice: for the counts, then the rows.
+pub fn write_table_each<W, I, R>(results: I, options: TableOptions, mut w: W) -> io::Result<()>
+where
+    W: Write,
+    I: ExactSizeIterator<Item = R> + Clone,
+    R: Borrow<ProbeResult>,
+{
+    let total = results.len();
+    let summary = summarize_each(results.clone());
+    let hidden: Vec<(Observed, usize)> = summary
+        .iter()
+        .copied()
         .filter(|&(o, n)| !options.all && o != Observed::Open && n > TABLE_COLLAPSE_OVER)
         .collect();
-    let shown: Vec<&ProbeResult> = results
-        .iter()
-        .filter(|r| !hidden.iter().any(|(o, _)| *o == r.observed))
+    let shown: Vec<R> = results
+        .filter(|r| !hidden.iter().any(|(o, _)| *o == r.borrow().observed))
         .collect();
     if !hidden.is_empty() {
         let parts: Vec<String> = hidden
@@ -112,6 +157,7 @@ pub fn write_table<W: Write>(
     let rows: Vec<[String; 6]> = shown
         .iter()
         .map(|r| {
+            let r = r.borrow();
             [
                 r.target.to_string(),
                 r.address
@@ -140,7 +186,7 @@ pub fn write_table<W: Write>(
     }
     for (row, r) in rows.iter().zip(&shown) {
         write_row(&mut w, row, &widths)?;
-        if let Some(c) = &r.cert {
+        if let Some(c) = &r.borrow().cert {
             let verified = match (&c.verified, &c.verify_error) {
                 (true, _) => "yes".to_string(),
                 (false, Some(e)) => format!("no ({e})"),
@@ -157,15 +203,15 @@ pub fn write_table<W: Write>(
             )?;
         }
     }
-    let counts: Vec<String> = summarize(results)
+    let counts: Vec<String> = summary
         .iter()
         .map(|(o, n)| format!("{} {o}", thousands(*n)))
         .collect();
     write!(
         w,
         "{} target{}: {}",
-        thousands(results.len()),
-        if results.len() == 1 { "" } else { "s" },
+        thousands(total),
+        if total == 1 { "" } else { "s" },
         if counts.is_empty() {
             "nothing probed".to_string()
         } else {

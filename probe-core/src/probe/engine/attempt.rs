@@ -6,15 +6,16 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use socket2::Socket;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-use super::connect::{ConnectDeadline, connect, open_socket};
+use super::connect::{self, ConnectDeadline, Start, open_socket};
 use super::report::{AttemptKind, AttemptReport, Quiet, Timing};
 use super::shared::Shared;
 use crate::port::Protocol;
 use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
-use crate::probe::errqueue::IcmpEvidence;
+use crate::probe::errqueue::{self, IcmpEvidence};
 use crate::probe::exchange::{ExchangeContext, ExchangeOutcome, ProbeStream};
 use crate::probe::outcome::Observed;
 use crate::probe::target::Target;
@@ -47,6 +48,14 @@ pub(super) struct Try<'a> {
     pub(super) quiet: Option<(Quiet, Duration)>,
 }
 
+/// How a try's socket and connect left it ([`Shared::try_start`]).
+enum Begun {
+    /// Over already: a local failure, or a connect answered at once.
+    Over(TryReport),
+    /// The connect as it stands, and when it began.
+    Going(Start, Instant),
+}
+
 /// What one TCP try saw.
 struct TryReport {
     kind: AttemptKind,
@@ -68,9 +77,100 @@ impl TryReport {
     }
 }
 
+/// The first try of a TCP attempt as [`Shared::open_first`] left it.
+pub(super) enum Opening {
+    /// The connect answered at once (a reset, an ICMP error, a local
+    /// failure): the attempt is over, on the caller's thread.
+    Done(AttemptReport),
+    /// Refused at once, its socket's error queue still to be read or not
+    /// ([`Unsettled::settle`]).
+    Unsettled(Unsettled),
+    /// Connected at once, or in progress: [`Shared::attempt`] goes on.
+    Underway(FirstTry),
+}
+
+/// An attempt refused at once, with its socket, whose error queue alone
+/// tells a reset from an ICMP port-unreachable.
+pub(super) struct Unsettled {
+    report: AttemptReport,
+    socket: Socket,
+}
+
+impl Unsettled {
+    /// The attempt's report, its socket's error queue read only when
+    /// `read_queue` (some ICMP message may have come: see
+    /// [`super::icmp_count`]); the socket closes here.
+    pub(super) fn settle(self, read_queue: bool) -> AttemptReport {
+        let mut report = self.report;
+        if read_queue {
+            if let Some(icmp) = errqueue::read(&self.socket) {
+                // As `failed_try` has it: an ICMP error is no round trip
+                // to the target's own stack.
+                report.timing.answer = None;
+                report.icmp = Some(icmp);
+            }
+        }
+        report
+    }
+}
+
+/// A first try underway: its socket's connect and when it began.
+pub(super) struct FirstTry {
+    started: Instant,
+    connecting: Instant,
+    start: Start,
+}
+
+impl AttemptReport {
+    /// The report of a TCP attempt begun at `started` whose tries ended in
+    /// `report`.
+    fn of_tcp(started: Instant, report: TryReport) -> AttemptReport {
+        AttemptReport {
+            kind: report.kind,
+            started,
+            latency: started.elapsed(),
+            timing: report.timing,
+            local_address: report.local_address,
+            icmp: report.icmp,
+            arrived: None,
+        }
+    }
+}
+
 impl Shared {
-    /// One attempt on `target` at `addr`; `quiet` is called when it turns
-    /// quiet.
+    /// Begins a TCP attempt without waiting: its socket and connect. Most
+    /// closed ports answer before `connect` returns (always on loopback and
+    /// nearby hosts); such an attempt is over here, with no task, timer or
+    /// channel behind it. With `defer_refusal` a refusal comes back
+    /// [`Opening::Unsettled`].
+    pub(super) fn open_first(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        defer_refusal: bool,
+    ) -> Opening {
+        let started = Instant::now();
+        match self.try_start(index, target, addr, None, defer_refusal) {
+            Begun::Over(report) => Opening::Done(AttemptReport::of_tcp(started, report)),
+            Begun::Going(Start::Refused(e, socket), connecting) => Opening::Unsettled(Unsettled {
+                report: AttemptReport::of_tcp(
+                    started,
+                    failed_try(&e, None, Duration::ZERO, connecting),
+                ),
+                socket,
+            }),
+            Begun::Going(start, connecting) => Opening::Underway(FirstTry {
+                started,
+                connecting,
+                start,
+            }),
+        }
+    }
+
+    /// One attempt on `target` at `addr`, going on from `first` when the
+    /// scheduler began it ([`Shared::open_first`]); `quiet` is called when
+    /// it turns quiet.
     pub(super) async fn attempt(
         &self,
         index: usize,
@@ -78,12 +178,21 @@ impl Shared {
         addr: SocketAddr,
         setup: AttemptSetup,
         quiet: Quiet,
+        first: Option<FirstTry>,
     ) -> AttemptReport {
         if target.protocol == Protocol::Udp {
             return self.udp_attempt(target, addr).await;
         }
-        let started = Instant::now();
-        let first = Try {
+        let first = match first {
+            Some(first) => first,
+            None => match self.open_first(index, target, addr, false) {
+                Opening::Done(report) => return report,
+                Opening::Unsettled(refused) => return refused.settle(true),
+                Opening::Underway(first) => first,
+            },
+        };
+        let started = first.started;
+        let first_try = Try {
             index,
             target,
             addr,
@@ -91,7 +200,9 @@ impl Shared {
             deadline: setup.deadline.clone(),
             quiet: Some((quiet, setup.quiet_after)),
         };
-        let mut report = self.try_once(first).await;
+        let mut report = self
+            .try_rest(first_try, first.start, first.connecting)
+            .await;
         if let (AttemptKind::Final { stalled: true, .. }, Some(mss), true) =
             (&report.kind, self.config.mtu_retry_mss, setup.mtu_tries)
         {
@@ -105,15 +216,7 @@ impl Shared {
             };
             report = self.mtu_retry(retry, mss, report).await;
         }
-        AttemptReport {
-            kind: report.kind,
-            started,
-            latency: started.elapsed(),
-            timing: report.timing,
-            local_address: report.local_address,
-            icmp: report.icmp,
-            arrived: None,
-        }
+        AttemptReport::of_tcp(started, report)
     }
 
     /// One datagram of the live request (or canary line) for a UDP target;
@@ -279,34 +382,52 @@ impl Shared {
     }
 
     /// One TCP try: socket, connect, then the protocol's phase.
-    async fn try_once(&self, mut t: Try<'_>) -> TryReport {
-        let source = self.config.source_for(t.addr);
-        let speaks_first = t.target.protocol == Protocol::Tls
+    async fn try_once(&self, t: Try<'_>) -> TryReport {
+        match self.try_start(t.index, t.target, t.addr, t.mss, false) {
+            Begun::Over(report) => report,
+            Begun::Going(start, connecting) => self.try_rest(t, start, connecting).await,
+        }
+    }
+
+    /// A try's socket and connect, without waiting (refused with its queue
+    /// unread only with `defer_refusal`).
+    fn try_start(
+        &self,
+        index: usize,
+        target: &Target,
+        addr: SocketAddr,
+        mss: Option<u32>,
+        defer_refusal: bool,
+    ) -> Begun {
+        let source = self.config.source_for(addr);
+        let speaks_first = target.protocol == Protocol::Tls
             || self
                 .exchange
                 .as_ref()
-                .is_some_and(|e| e.speaks_first(t.index));
-        let socket = match open_socket(t.addr, source, t.mss, speaks_first) {
+                .is_some_and(|e| e.speaks_first(index));
+        let socket = match open_socket(addr, source, mss, speaks_first) {
             Ok(s) => s,
-            Err(kind) => return TryReport::of(kind),
+            Err(kind) => return Begun::Over(TryReport::of(kind)),
         };
         let connecting = Instant::now();
+        match connect::start(socket, addr, connecting, defer_refusal) {
+            Start::Failed(e, icmp) => Begun::Over(failed_try(&e, icmp, Duration::ZERO, connecting)),
+            start => Begun::Going(start, connecting),
+        }
+    }
+
+    /// The rest of a try begun by [`Shared::try_start`]: the wait for its
+    /// connect, then the protocol's phase.
+    async fn try_rest(&self, mut t: Try<'_>, start: Start, connecting: Instant) -> TryReport {
         let (connected, icmp, waited) =
-            connect(socket, t.addr, t.deadline.clone(), t.quiet.take()).await;
+            connect::complete(start, t.deadline.clone(), t.quiet.take()).await;
         let mut report = TryReport {
             icmp,
             ..TryReport::of(AttemptKind::Silent { waited })
         };
         let stream = match connected {
             Err(None) => return report,
-            Err(Some(e)) => {
-                if e.raw_os_error() == Some(libc::ECONNREFUSED) && report.icmp.is_none() {
-                    // A reset from the target's own stack: its round trip.
-                    report.timing.answer = Some(connecting.elapsed());
-                }
-                report.kind = connect_failure(&e, waited);
-                return report;
-            }
+            Err(Some(e)) => return failed_try(&e, report.icmp, waited, connecting),
             Ok((stream, rtt)) => {
                 report.timing.connect = Some(rtt);
                 report.timing.answer = Some(rtt);
@@ -433,6 +554,25 @@ pub(super) fn join_detail(a: String, b: String) -> String {
         (true, false) => b,
         (false, false) => format!("{a}; {b}"),
     }
+}
+
+/// A try whose connect (begun at `connecting`) failed with `e`, having
+/// waited `waited`, with the ICMP error its socket's queue held.
+fn failed_try(
+    e: &std::io::Error,
+    icmp: Option<IcmpEvidence>,
+    waited: Duration,
+    connecting: Instant,
+) -> TryReport {
+    let mut report = TryReport {
+        icmp,
+        ..TryReport::of(connect_failure(e, waited))
+    };
+    if e.raw_os_error() == Some(libc::ECONNREFUSED) && report.icmp.is_none() {
+        // A reset from the target's own stack: its round trip.
+        report.timing.answer = Some(connecting.elapsed());
+    }
+    report
 }
 
 /// What a failed connect is: silence, a network outcome with its errno, or

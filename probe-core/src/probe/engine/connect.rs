@@ -130,42 +130,54 @@ pub(super) fn open_socket(
     Ok(socket)
 }
 
-/// Connects a non-blocking socket within `deadline`, returning the stream
-/// and the connect round trip (SYN to SYN-ACK, as near as user space can
-/// see it). The answer is often already there when `connect` returns (a
-/// reset, or a handshake with a local or nearby host), so it is read
-/// straight away, and only a connection still in progress is handed to the
-/// reactor: that spares most refused ports two `epoll_ctl` calls and a
-/// wake-up, and keeps the reactor's scheduling delay out of a local round
-/// trip. Errors carry the raw errno, from `connect` or from `SO_ERROR`
-/// (where ICMP errors land); `Err(None)` is silence. Beside the result
-/// comes the ICMP error the socket's queue holds, read before the socket
-/// closes, and the deadline waited.
-///
-/// An adaptive deadline is followed as it moves while the attempt waits.
-/// When it passes, the socket itself is asked once more before the attempt
-/// is called silent, so that a busy reactor that has not yet said
-/// "writable" never turns an answered connect into silence. `quiet` is
-/// called once the connect has waited its duration without an answer.
-pub(super) async fn connect(
+/// How a connect stands the moment `connect` returns ([`start`]).
+pub(super) enum Start {
+    /// It failed at once: a reset or an ICMP error already processed (on
+    /// loopback and nearby hosts the answer is often there before
+    /// `connect` returns), or a local failure. With it, the ICMP error the
+    /// socket's queue holds.
+    Failed(std::io::Error, Option<IcmpEvidence>),
+    /// It was refused at once, and the socket's error queue is left
+    /// unread (see [`start`]'s `defer_refusal`): the socket is still open
+    /// for it.
+    Refused(std::io::Error, Socket),
+    /// It connected at once, with the round trip.
+    Connected(TcpStream, Duration),
+    /// It is in progress, since the instant given: [`finish`] waits for it.
+    InProgress(TcpStream, Instant),
+}
+
+/// Starts connecting a non-blocking socket, without waiting: the answer is
+/// often already there when `connect` returns (a reset, or a handshake with
+/// a local or nearby host), so it is read straight away, and only a
+/// connection still in progress is handed to the reactor. That spares most
+/// refused ports two `epoll_ctl` calls and a wake-up, lets the scheduler's
+/// loop finish them on its own thread, and keeps the reactor's scheduling
+/// delay out of a local round trip. Errors carry the raw errno, from
+/// `connect` or from `SO_ERROR` (where ICMP errors land), and the ICMP
+/// error the socket's queue holds, read before the socket closes. With
+/// `defer_refusal`, a refusal comes back with its socket instead, the
+/// queue unread: the caller reads it only when some ICMP message may have
+/// come ([`super::icmp_count`]).
+/// `started` is the instant taken just before (the connect's start).
+pub(super) fn start(
     socket: Socket,
     addr: SocketAddr,
-    mut deadline: ConnectDeadline,
-    quiet: Option<(Quiet, Duration)>,
-) -> (
-    Result<(TcpStream, Duration), Option<std::io::Error>>,
-    Option<IcmpEvidence>,
-    Duration,
-) {
-    let started = Instant::now();
+    started: Instant,
+    defer_refusal: bool,
+) -> Start {
     let mut connected = None;
+    let failed = |e: std::io::Error, socket: Socket| {
+        if defer_refusal && e.raw_os_error() == Some(libc::ECONNREFUSED) {
+            return Start::Refused(e, socket);
+        }
+        let icmp = errqueue::read(&socket);
+        Start::Failed(e, icmp)
+    };
     match socket.connect(&SockAddr::from(addr)) {
         Ok(()) => connected = Some(started.elapsed()),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => match socket.take_error() {
-            Ok(Some(e)) | Err(e) => {
-                let icmp = errqueue::read(&socket);
-                return (Err(Some(e)), icmp, Duration::ZERO);
-            }
+            Ok(Some(e)) | Err(e) => return failed(e, socket),
             Ok(None) => {
                 // Established already (a peer name exists only then).
                 if socket.peer_addr().is_ok() {
@@ -173,18 +185,63 @@ pub(super) async fn connect(
                 }
             }
         },
-        Err(e) => {
-            let icmp = errqueue::read(&socket);
-            return (Err(Some(e)), icmp, Duration::ZERO);
-        }
+        Err(e) => return failed(e, socket),
     }
     let stream = match TcpStream::from_std(socket.into()) {
         Ok(s) => s,
-        Err(e) => return (Err(Some(e)), None, Duration::ZERO),
+        Err(e) => return Start::Failed(e, None),
     };
-    if let Some(rtt) = connected {
-        return (Ok((stream, rtt)), None, Duration::ZERO);
+    match connected {
+        Some(rtt) => Start::Connected(stream, rtt),
+        None => Start::InProgress(stream, started),
     }
+}
+
+/// What a connect came to: the stream and its round trip, or the error
+/// (`None`: silence); the ICMP error the socket's queue held; the deadline
+/// waited.
+pub(super) type Connected = (
+    Result<(TcpStream, Duration), Option<std::io::Error>>,
+    Option<IcmpEvidence>,
+    Duration,
+);
+
+/// A connect begun by [`start`], to its end (see [`finish`] for one still
+/// in progress).
+pub(super) async fn complete(
+    start: Start,
+    deadline: ConnectDeadline,
+    quiet: Option<(Quiet, Duration)>,
+) -> Connected {
+    match start {
+        Start::Failed(e, icmp) => (Err(Some(e)), icmp, Duration::ZERO),
+        Start::Refused(e, socket) => {
+            let icmp = errqueue::read(&socket);
+            (Err(Some(e)), icmp, Duration::ZERO)
+        }
+        Start::Connected(stream, rtt) => (Ok((stream, rtt)), None, Duration::ZERO),
+        Start::InProgress(stream, started) => finish(stream, started, deadline, quiet).await,
+    }
+}
+
+/// Waits for a connect in progress since `started` within `deadline`,
+/// returning the stream and the connect round trip (SYN to SYN-ACK, as near
+/// as user space can see it). Errors carry the raw errno from `SO_ERROR`;
+/// `Err(None)` is silence. Beside the result comes the ICMP error the
+/// socket's queue holds, read before the socket closes, and the deadline
+/// waited.
+///
+/// An adaptive deadline is followed as it moves while the attempt waits.
+/// When it passes, the socket itself is asked once more before the attempt
+/// is called silent, so that a busy reactor that has not yet said
+/// "writable" never turns an answered connect into silence. `quiet` is
+/// called once the connect has waited its duration without an answer.
+async fn finish(
+    stream: TcpStream,
+    started: Instant,
+    mut deadline: ConnectDeadline,
+    quiet: Option<(Quiet, Duration)>,
+) -> Connected {
     let (mut quiet, quiet_at) = match quiet {
         Some((f, after)) => (Some(f), Some(started + after)),
         None => (None, None),

@@ -13,12 +13,14 @@
 mod attempt;
 mod config;
 mod connect;
+mod icmp_count;
 mod pacing;
 mod report;
 mod retry;
 mod scheduler;
 mod shared;
 mod slot;
+mod stored;
 mod tls_phase;
 mod walk;
 
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{DEFAULT_PER_HOST, ProbeConfig, ROUND_LOSS_RETRIES, SweepLimits};
+pub use stored::SweepResults;
 pub use walk::WALK_BUDGET;
 
 use super::error::ProbeError;
@@ -39,6 +42,8 @@ use super::udp_service::UdpOptions;
 use retry::Verdict;
 use scheduler::{Scheduler, finished};
 use shared::Shared;
+use slot::Slot;
+use stored::Stored;
 
 /// The probe engine. Cheap to clone; clones share the TLS client.
 #[derive(Clone)]
@@ -121,8 +126,23 @@ impl Prober {
         &self,
         targets: Vec<Target>,
         cancel: &CancellationToken,
-        mut on_result: F,
+        on_result: F,
     ) -> Vec<ProbeResult>
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        self.sweep_kept(targets, cancel, on_result).await.into_vec()
+    }
+
+    /// [`Prober::sweep`], with the results as the sweep keeps them: most
+    /// of a large sweep's as a few numbers each, every [`ProbeResult`]
+    /// built when it is read (see [`SweepResults`]).
+    pub async fn sweep_kept<F>(
+        &self,
+        targets: Vec<Target>,
+        cancel: &CancellationToken,
+        mut on_result: F,
+    ) -> SweepResults
     where
         F: FnMut(usize, &ProbeResult) + Send,
     {
@@ -142,15 +162,15 @@ impl Prober {
             &mut on_result,
         );
         scheduler.run(cancel, &mut on_result).await;
-        let mut slots = scheduler.close(cancel).await;
+        let (mut results, slots, addrs) = scheduler.close();
         if let (Some(walk), false) = (config.ttl_walk, cancel.is_cancelled()) {
-            walk::walk_silent(&mut slots, walk, config, cancel).await;
+            walk::walk_silent(&mut results, walk, config, cancel).await;
         }
-        targets
-            .iter()
-            .zip(slots)
+        let kept = results
+            .into_iter()
+            .zip(slots.into_iter().zip(addrs))
             .enumerate()
-            .map(|(i, (target, slot))| match slot.result {
+            .map(|(i, (result, (slot, addr)))| match result {
                 Some(r) => r,
                 None => {
                     let verdict = Verdict::new(
@@ -158,12 +178,20 @@ impl Prober {
                         "cancelled before a result".to_string(),
                         None,
                     );
-                    let r = finished(target, &slot, verdict);
+                    let slot = slot.map_or_else(
+                        || Slot {
+                            addr,
+                            ..Slot::default()
+                        },
+                        |s| *s,
+                    );
+                    let r = finished(&targets[i], &slot, verdict);
                     on_result(i, &r);
-                    r
+                    Stored::keep(r)
                 }
             })
-            .collect()
+            .collect();
+        SweepResults::new(targets, kept)
     }
 }
 

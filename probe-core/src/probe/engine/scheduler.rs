@@ -1,29 +1,40 @@
 //! The sweep's scheduler: one loop that owns every target's state
 //! ([`Slot`]) and every address's pacing ([`HostPacing`]), starts single
-//! attempts as tasks (each holding a semaphore permit for its socket's
-//! lifetime), and hands each attempt's report to [`retry::decide`].
+//! attempts, and hands each attempt's report to [`retry::decide`].
+//! An attempt whose connect answers at once (a closed port nearby: most of
+//! a sweep) is finished by the loop itself; the others are futures the
+//! loop polls in its own task (each holding a semaphore permit for its
+//! socket's lifetime), so no attempt's report crosses threads and none
+//! costs a task, a channel message or a wake-up of another thread.
+//! Completions are drained in batches.
 //! Due retries go before targets waiting for room on their host, which go
 //! before fresh ones; the concurrency narrows itself when the prober runs
 //! out of descriptors and widens again slowly.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::attempt::AttemptSetup;
+use super::attempt::{AttemptSetup, Opening, Unsettled};
 use super::connect::ConnectDeadline;
+use super::icmp_count::IcmpCount;
 use super::pacing::HostPacing;
 use super::report::{AttemptKind, AttemptReport, Quiet};
 use super::retry::{self, CONGESTION_RETRIES, Context, Decision, Verdict};
 use super::shared::Shared;
 use super::slot::Slot;
+use super::stored::Stored;
+use crate::port::Protocol;
 use crate::probe::outcome::{Observed, ProbeResult, Silence};
 use crate::probe::rtt;
 use crate::probe::spread;
@@ -32,9 +43,23 @@ use crate::probe::target::Target;
 /// When Linux first resends an unanswered SYN (`TCP_TIMEOUT_INIT`).
 const SYN_RESEND: Duration = Duration::from_secs(1);
 
-/// What an attempt's task tells the scheduler. One per attempt, moved once
-/// through the channel: not boxed, so that a sweep of many ports does not
-/// allocate for each.
+/// Attempts the loop finishes itself (connects answered at once) before it
+/// polls the others again and lets the runtime run other tasks.
+const INLINE_BATCH: usize = 64;
+
+/// An attempt still under way, polled by the loop: the target's index and
+/// its report.
+type Underway = Pin<Box<dyn Future<Output = (usize, AttemptReport)> + Send>>;
+
+/// What a closed sweep gives back: every target's result (`None`: it was
+/// cancelled first), the state of those under way, and their addresses.
+pub(super) type Closed = (
+    Vec<Option<Stored>>,
+    Vec<Option<Box<Slot>>>,
+    Vec<Option<SocketAddr>>,
+);
+
+/// What the loop hears about an attempt.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum TaskEvent {
     /// The attempt has waited past its host's round trip without an answer
@@ -48,7 +73,14 @@ pub(super) enum TaskEvent {
 pub(super) struct Scheduler {
     shared: Arc<Shared>,
     targets: Arc<[Target]>,
-    slots: Vec<Slot>,
+    /// Every target's address; `None` where it did not resolve.
+    addrs: Vec<Option<SocketAddr>>,
+    /// The state of the targets under way: created when a target is first
+    /// admitted, let go when it finishes, so that a sweep of many ports
+    /// holds state only for the few in progress.
+    slots: Vec<Option<Box<Slot>>>,
+    /// Every target's result, once it has one.
+    results: Vec<Option<Stored>>,
     /// Targets with a result.
     done: usize,
     /// Targets not tried yet, one address at a time from the offset.
@@ -65,9 +97,28 @@ pub(super) struct Scheduler {
     clean_streak: usize,
     /// The longest round trip measured to any address in this sweep.
     sweep_max_rtt: Duration,
-    tx: mpsc::UnboundedSender<(usize, TaskEvent)>,
-    rx: mpsc::UnboundedReceiver<(usize, TaskEvent)>,
-    tracker: TaskTracker,
+    /// The attempts under way, polled in the loop's own task.
+    underway: FuturesUnordered<Underway>,
+    /// Attempts that turned quiet (sent from within `underway`'s polls).
+    quiet_tx: mpsc::UnboundedSender<usize>,
+    quiet_rx: mpsc::UnboundedReceiver<usize>,
+    /// Attempts refused at once in this batch, their sockets open and
+    /// error queues unread ([`Scheduler::settle`]).
+    unsettled: Vec<(usize, Unsettled)>,
+    /// The namespace's ICMP counters, and their readings (IPv4, IPv6)
+    /// before the sockets of the current batch were opened.
+    icmp_count: IcmpCount,
+    icmp_seen: [Option<u64>; 2],
+}
+
+/// How [`Scheduler::start`] left an attempt.
+enum Started {
+    /// Joined those under way.
+    Underway,
+    /// Over at once.
+    Done(AttemptReport),
+    /// Refused at once, its error queue unread.
+    Unsettled(Unsettled),
 }
 
 impl Scheduler {
@@ -83,42 +134,46 @@ impl Scheduler {
         F: FnMut(usize, &ProbeResult) + Send,
     {
         let config = &shared.config;
-        let mut slots: Vec<Slot> = (0..targets.len()).map(|_| Slot::default()).collect();
+        let mut addrs = Vec::with_capacity(targets.len());
+        let mut results: Vec<Option<Stored>> = (0..targets.len()).map(|_| None).collect();
         let mut done = 0usize;
         let mut start = Vec::with_capacity(targets.len());
+        let mut hosts: HashMap<IpAddr, HostPacing> = HashMap::new();
         for (i, r) in resolved.into_iter().enumerate() {
             match r {
                 Ok(addr) => {
-                    slots[i].addr = Some(addr);
+                    addrs.push(Some(addr));
                     start.push((i, addr.ip()));
+                    let host = hosts
+                        .entry(addr.ip())
+                        .or_insert_with(|| HostPacing::new(config));
+                    host.unfinished += 1;
                 }
                 Err(detail) => {
+                    addrs.push(None);
                     let verdict = Verdict::new(Observed::LocalError, detail, None);
-                    let result = finished(&targets[i], &slots[i], verdict);
+                    let result = finished(&targets[i], &Slot::default(), verdict);
                     on_result(i, &result);
-                    slots[i].result = Some(result);
+                    results[i] = Some(Stored::keep(result));
                     done += 1;
                 }
             }
         }
         // One target of each address in turn, from the caller's offset.
         let fresh: VecDeque<usize> = spread::spread(&start, config.spread_offset).into();
-        let mut hosts: HashMap<IpAddr, HostPacing> = HashMap::new();
-        for slot in &slots {
-            if let (Some(addr), None) = (slot.addr, &slot.result) {
-                let host = hosts
-                    .entry(addr.ip())
-                    .or_insert_with(|| HostPacing::new(config));
-                host.unfinished += 1;
-            }
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
+        drop(start);
+        let slots = (0..targets.len()).map(|_| None).collect();
+        let (quiet_tx, quiet_rx) = mpsc::unbounded_channel();
+        let mut icmp_count = IcmpCount::open();
+        let icmp_seen = [icmp_count.read(false), icmp_count.read(true)];
         Scheduler {
             semaphore: Arc::new(Semaphore::new(config.concurrency)),
             capacity: config.concurrency,
             shared,
             targets,
+            addrs,
             slots,
+            results,
             done,
             fresh,
             later: BinaryHeap::new(),
@@ -126,9 +181,12 @@ impl Scheduler {
             hosts,
             clean_streak: 0,
             sweep_max_rtt: Duration::ZERO,
-            tx,
-            rx,
-            tracker: TaskTracker::new(),
+            underway: FuturesUnordered::new(),
+            quiet_tx,
+            quiet_rx,
+            unsettled: Vec::new(),
+            icmp_count,
+            icmp_seen,
         }
     }
 
@@ -137,41 +195,89 @@ impl Scheduler {
     where
         F: FnMut(usize, &ProbeResult) + Send,
     {
-        while self.done < self.slots.len() {
+        while self.done < self.results.len() {
+            // A cancelled sweep starts nothing more (what would finish
+            // inline would otherwise still get a result).
+            if cancel.is_cancelled() {
+                break;
+            }
             let now = Instant::now();
-            self.start_due(now);
+            // More to start at once: poll what is under way, then come
+            // back (yielding to the runtime when this task's budget is
+            // spent) rather than wait.
+            let more = self.start_due(now, on_result);
+            if self.done == self.results.len() {
+                break;
+            }
             let next_due = self.later.peek().map(|Reverse((due, _))| *due);
             let room = self.semaphore.available_permits() > 0;
+            let polling = !self.underway.is_empty();
             let (i, event) = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                Some(event) = self.rx.recv() => event,
+                Some(i) = self.quiet_rx.recv() => (i, TaskEvent::Quiet),
+                Some((i, report)) = self.underway.next(), if polling => (i, TaskEvent::Done(report)),
+                () = tokio::task::consume_budget(), if more => continue,
                 () = sleep_until(next_due.unwrap_or(now)), if next_due.is_some() && room => continue,
             };
+            self.quiet_first(on_result);
             self.on_event(i, event, on_result);
+            self.drain(on_result);
         }
     }
 
-    /// Aborts the attempts still in flight when the sweep was cancelled,
-    /// waits for every task, and gives the slots back.
-    pub(super) async fn close(self, cancel: &CancellationToken) -> Vec<Slot> {
-        if cancel.is_cancelled() {
-            for slot in &self.slots {
-                if let (None, Some(task)) = (&slot.result, &slot.task) {
-                    task.abort();
-                }
-            }
+    /// Takes every completion that is ready now, in one batch, without
+    /// waiting.
+    fn drain<F>(&mut self, on_result: &mut F)
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        while !self.underway.is_empty() {
+            let Some(Some((i, report))) = self.underway.next().now_or_never() else {
+                break;
+            };
+            self.quiet_first(on_result);
+            self.on_event(i, TaskEvent::Done(report), on_result);
         }
-        self.tracker.close();
-        self.tracker.wait().await;
-        self.slots
+        self.quiet_first(on_result);
+    }
+
+    /// Takes the quiet signals sent so far. An attempt can turn quiet and
+    /// end within one poll, its signal sent before its report comes back:
+    /// taking them before every report keeps each signal before the end of
+    /// its own attempt.
+    fn quiet_first<F>(&mut self, on_result: &mut F)
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        while let Ok(i) = self.quiet_rx.try_recv() {
+            self.on_event(i, TaskEvent::Quiet, on_result);
+        }
+    }
+
+    /// Gives the results back, with the state of the targets that have
+    /// none (the sweep was cancelled); the attempts still under way are
+    /// dropped (their sockets closed).
+    pub(super) fn close(self) -> Closed {
+        drop(self.underway);
+        (self.results, self.slots, self.addrs)
     }
 
     /// Starts attempts while permits are free. Due retries go first, so
     /// that a long sweep finishes targets instead of only starting new
-    /// ones.
-    fn start_due(&mut self, now: Instant) {
+    /// ones. Returns whether it stopped with more to start, after
+    /// [`INLINE_BATCH`] attempts it finished itself.
+    fn start_due<F>(&mut self, now: Instant, on_result: &mut F) -> bool
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        let mut inline = 0;
+        let mut more = false;
         while self.semaphore.available_permits() > 0 {
+            if inline == INLINE_BATCH {
+                more = true;
+                break;
+            }
             let next = match self.ready.pop_front() {
                 Some(i) => Some(i),
                 None => match self.later.peek() {
@@ -182,19 +288,76 @@ impl Scheduler {
                 },
             };
             let Some(i) = next else { break };
-            if let Some(setup) = self.admit(i, now) {
-                self.spawn(i, setup);
+            let Some(setup) = self.admit(i, now) else {
+                // It waits: when its host is full of this batch's
+                // refusals, settling them gives the host room again.
+                self.settle(on_result);
+                continue;
+            };
+            match self.start(i, setup) {
+                Started::Underway => {}
+                Started::Done(report) => {
+                    inline += 1;
+                    self.on_event(i, TaskEvent::Done(report), on_result);
+                }
+                Started::Unsettled(refused) => {
+                    inline += 1;
+                    self.unsettled.push((i, refused));
+                }
             }
         }
+        self.settle(on_result);
+        // Settling can give hosts room again: targets waiting for it are
+        // started on the next round.
+        more || !self.ready.is_empty()
+    }
+
+    /// Settles the attempts refused at once in this batch: when the
+    /// namespace's ICMP counters have not moved since before their sockets
+    /// were opened, no ICMP error can be queued on any of them and their
+    /// queues are left unread; otherwise (or when the counters cannot be
+    /// read) each queue is read, as an attempt finished alone would.
+    fn settle<F>(&mut self, on_result: &mut F)
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        if self.unsettled.is_empty() {
+            return;
+        }
+        // Each family's counter, where the batch has sockets of it.
+        let mut read_queues = false;
+        for v6 in [false, true] {
+            let family = self
+                .unsettled
+                .iter()
+                .any(|(i, _)| self.addrs[*i].is_some_and(|a| a.is_ipv6() == v6));
+            if family {
+                let count = self.icmp_count.read(v6);
+                let seen = &mut self.icmp_seen[usize::from(v6)];
+                read_queues |= count.is_none() || count != *seen;
+                *seen = count;
+            }
+        }
+        let mut batch = std::mem::take(&mut self.unsettled);
+        for (i, refused) in batch.drain(..) {
+            let report = refused.settle(read_queues);
+            self.on_event(i, TaskEvent::Done(report), on_result);
+        }
+        self.unsettled = batch;
     }
 
     /// Whether target `i` may start now: its host has room, and a paced
     /// retry has its ICMP token. Otherwise it waits (for room, or until its
     /// token is due) and `None` comes back.
     fn admit(&mut self, i: usize, now: Instant) -> Option<AttemptSetup> {
+        let addr = self.addrs[i].expect("only resolved targets are scheduled");
         let config = &self.shared.config;
-        let slot = &mut self.slots[i];
-        let addr = slot.addr.expect("only resolved targets are scheduled");
+        let slot = self.slots[i].get_or_insert_with(|| {
+            Box::new(Slot {
+                addr: Some(addr),
+                ..Slot::default()
+            })
+        });
         let host = self
             .hosts
             .entry(addr.ip())
@@ -238,11 +401,21 @@ impl Scheduler {
         })
     }
 
-    /// Runs one attempt of target `i` as a task holding a permit.
-    fn spawn(&mut self, i: usize, setup: AttemptSetup) {
-        let addr = self.slots[i]
-            .addr
-            .expect("only resolved targets are scheduled");
+    /// Starts one attempt of target `i`. A TCP connect that answers at once
+    /// is the whole attempt, and its report comes back here (a refusal
+    /// unsettled); any other attempt joins those under way, holding a
+    /// permit.
+    fn start(&mut self, i: usize, setup: AttemptSetup) -> Started {
+        let addr = self.addrs[i].expect("only resolved targets are scheduled");
+        let target = &self.targets[i];
+        let first = match target.protocol {
+            Protocol::Udp => None,
+            Protocol::Tcp | Protocol::Tls => match self.shared.open_first(i, target, addr, true) {
+                Opening::Done(report) => return Started::Done(report),
+                Opening::Unsettled(refused) => return Started::Unsettled(refused),
+                Opening::Underway(first) => Some(first),
+            },
+        };
         let permit = self
             .semaphore
             .clone()
@@ -250,22 +423,23 @@ impl Scheduler {
             .expect("a permit is available and only this loop takes them");
         let shared = self.shared.clone();
         let targets = self.targets.clone();
-        let tx = self.tx.clone();
+        let quiet_tx = self.quiet_tx.clone();
         // Attempts are not raced against the cancel token each (a waiter
         // per attempt on one shared lock is what a fast sweep would spend
-        // its time on); a cancelled sweep aborts them.
-        let task = self.tracker.spawn(async move {
-            let quiet_tx = tx.clone();
+        // its time on); a cancelled sweep drops them.
+        self.underway.push(Box::pin(async move {
             let quiet: Quiet = Box::new(move || {
-                let _ = quiet_tx.send((i, TaskEvent::Quiet));
+                let _ = quiet_tx.send(i);
             });
-            let attempt = shared.attempt(i, &targets[i], addr, setup, quiet).await;
+            let attempt = shared
+                .attempt(i, &targets[i], addr, setup, quiet, first)
+                .await;
             // Free the socket's permit before reporting, so the scheduler
             // can start the next attempt at once.
             drop(permit);
-            let _ = tx.send((i, TaskEvent::Done(attempt)));
-        });
-        self.slots[i].task = Some(task.abort_handle());
+            (i, attempt)
+        }));
+        Started::Underway
     }
 
     /// What an attempt's task reported: a quiet attempt frees its host's
@@ -274,7 +448,9 @@ impl Scheduler {
     where
         F: FnMut(usize, &ProbeResult) + Send,
     {
-        let slot = &mut self.slots[i];
+        let slot = self.slots[i]
+            .as_deref_mut()
+            .expect("a target under way has its state");
         let addr = slot.addr.expect("only resolved targets are scheduled");
         let host = self
             .hosts
@@ -312,7 +488,9 @@ impl Scheduler {
             started: attempt.started,
             now: Instant::now(),
         };
-        let slot = &mut self.slots[i];
+        let slot = self.slots[i]
+            .as_deref_mut()
+            .expect("a target under way has its state");
         let host = self
             .hosts
             .get_mut(&addr.ip())
@@ -335,9 +513,13 @@ impl Scheduler {
             Decision::Defer => self.later.push(Reverse((Instant::now(), i))),
             Decision::RetryAt(at) => self.later.push(Reverse((at, i))),
             Decision::Finish(verdict) => {
-                let result = finished(&self.targets[i], &self.slots[i], verdict);
+                // The target's state goes: its result holds what it found.
+                let slot = self.slots[i]
+                    .take()
+                    .expect("a target under way has its state");
+                let result = finished(&self.targets[i], &slot, verdict);
                 on_result(i, &result);
-                self.slots[i].result = Some(result);
+                self.results[i] = Some(Stored::keep(result));
                 self.done += 1;
             }
         }

@@ -5,14 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::report::{AttemptReport, Timing};
 use crate::probe::errqueue::IcmpEvidence;
-use crate::probe::outcome::{CertFacts, ProbeResult};
+use crate::probe::outcome::CertFacts;
 
-/// Per-target state, owned by the scheduler loop.
+/// Per-target state, owned by the scheduler loop while the target is under
+/// way (its result, once it has one, holds what it found).
 #[derive(Default)]
 pub(super) struct Slot {
     pub(super) addr: Option<SocketAddr>,
@@ -40,9 +40,6 @@ pub(super) struct Slot {
     pub(super) cert: Option<Box<CertFacts>>,
     pub(super) icmp: Option<IcmpEvidence>,
     pub(super) path_mtu: bool,
-    pub(super) result: Option<ProbeResult>,
-    /// The attempt in flight, aborted when the sweep is cancelled.
-    pub(super) task: Option<AbortHandle>,
     /// UDP: datagrams a canary answered.
     pub(super) arrived: Option<u32>,
     /// What the attempts so far agreed on, for the retry decision: a
@@ -79,8 +76,6 @@ pub(super) struct Tally {
 impl Slot {
     /// Keeps what an attempt saw for the target's result.
     pub(super) fn record(&mut self, attempt: &AttemptReport) {
-        // The attempt is over: let its task's memory go.
-        self.task = None;
         self.latency = attempt.latency;
         self.timing = attempt.timing;
         if attempt.local_address.is_some() {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ProbeConfig;
-use super::slot::Slot;
+use super::stored::Stored;
 use crate::port::Protocol;
 use crate::probe::outcome::Observed;
 use crate::probe::ttl_walk::{self, Walk, WalkConfig};
@@ -29,7 +29,7 @@ pub const WALK_BUDGET: Duration = Duration::from_secs(3);
 /// others, within [`WALK_BUDGET`]), skipping targets on this host's own
 /// link, and attaches each walk to the results it explains.
 pub(super) async fn walk_silent(
-    slots: &mut [Slot],
+    results: &mut [Option<Stored>],
     config: WalkConfig,
     probe: &ProbeConfig,
     cancel: &CancellationToken,
@@ -37,8 +37,8 @@ pub(super) async fn walk_silent(
     let mut on_link: HashMap<IpAddr, bool> = HashMap::new();
     let mut first: Vec<SocketAddr> = Vec::new();
     let mut rest: Vec<SocketAddr> = Vec::new();
-    for slot in slots.iter() {
-        let (Some(r), Some(addr)) = (&slot.result, slot.addr) else {
+    for r in results.iter().flatten().filter_map(Stored::full) {
+        let Some(addr) = r.address else {
             continue;
         };
         if r.observed != Observed::Timeout || first.contains(&addr) || rest.contains(&addr) {
@@ -102,8 +102,8 @@ pub(super) async fn walk_silent(
             }
         }
     }
-    for slot in slots.iter_mut() {
-        if let (Some(r), Some(addr)) = (slot.result.as_mut(), slot.addr) {
+    for r in results.iter_mut().flatten().filter_map(Stored::full_mut) {
+        if let Some(addr) = r.address {
             if r.observed == Observed::Timeout {
                 r.walk = walks.get(&addr).cloned();
             }
