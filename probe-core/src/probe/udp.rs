@@ -72,8 +72,9 @@ pub struct UdpResult {
     pub reply: Option<Vec<u8>>,
     /// The ICMP error queued on the socket, with its sender.
     pub icmp: Option<IcmpEvidence>,
-    /// From the datagram the reply answered (the latest sent before it) to
-    /// the reply.
+    /// From the datagram the reply (or the ICMP error) answered, the
+    /// latest sent before it, to the reply: a round trip to the target (or
+    /// to the device that sent the error).
     pub rtt: Option<Duration>,
     /// The local address the datagrams left from.
     pub local: Option<SocketAddr>,
@@ -197,6 +198,7 @@ fn silence(wait: Duration) -> super::Silence {
     super::Silence {
         waited_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         adaptive: false,
+        possibly_rate_limited: false,
     }
 }
 
@@ -234,7 +236,11 @@ fn settle(
             result.reply = Some(buf[..n].to_vec());
             result.rtt = Some(last_sent.elapsed());
         }
-        Read::Failed(e) => *failure = Some(e),
+        Read::Failed(e) => {
+            // The ICMP error's round trip, for the host's adaptive deadline.
+            result.rtt = Some(last_sent.elapsed());
+            *failure = Some(e);
+        }
         Read::Ignored | Read::TooMany => {}
     }
 }
@@ -439,7 +445,8 @@ mod tests {
             r.silence,
             Some(crate::probe::Silence {
                 waited_ms: 100,
-                adaptive: false
+                adaptive: false,
+                possibly_rate_limited: false,
             })
         );
         let took = started.elapsed();

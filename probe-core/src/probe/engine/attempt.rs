@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 
 use super::connect::{ConnectDeadline, connect, open_socket};
 use super::report::{AttemptKind, AttemptReport, Quiet, Timing};
@@ -80,7 +80,7 @@ impl Shared {
         quiet: Quiet,
     ) -> AttemptReport {
         if target.protocol == Protocol::Udp {
-            return self.udp_attempt(target, addr).await;
+            return self.udp_attempt(target, addr, setup, quiet).await;
         }
         let started = Instant::now();
         let first = Try {
@@ -116,38 +116,85 @@ impl Shared {
         }
     }
 
-    /// One datagram of the live request (or canary line) for a UDP target;
-    /// silence goes back to the scheduler to be retried like a silent TCP
-    /// path.
-    async fn udp_attempt(&self, target: &Target, addr: SocketAddr) -> AttemptReport {
+    /// One datagram of the live request (or canary line) for a UDP target,
+    /// waiting the host's adaptive deadline (as it moves while it waits)
+    /// within `timeout_ms`; silence goes back to the scheduler to be
+    /// retried like a silent TCP path. An accepted reply or an ICMP error
+    /// is a round trip for that deadline.
+    async fn udp_attempt(
+        &self,
+        target: &Target,
+        addr: SocketAddr,
+        setup: AttemptSetup,
+        quiet: Quiet,
+    ) -> AttemptReport {
         let started = Instant::now();
         let config = &self.config;
         let source = config.source_for(addr);
         let request = ServiceRequest::for_port(target.port.get(), &self.udp);
         let facts = std::sync::Mutex::new(None);
-        let r = udp::exchange(
-            &UdpRequest {
-                target: addr,
-                source,
-                payload: &request.payload,
-                attempts: 1,
-                timeout: config.connect_timeout,
-                spacing: Duration::ZERO,
-            },
-            |reply| match request.check(reply) {
+        let mut deadline = setup.deadline;
+        let req = UdpRequest {
+            target: addr,
+            source,
+            payload: &request.payload,
+            attempts: 1,
+            timeout: deadline.current().min(config.connect_timeout),
+            spacing: Duration::ZERO,
+        };
+        let mut quiet = Some(quiet);
+        let quiet_at = started + setup.quiet_after;
+        let r = {
+            let exchange = udp::exchange(&req, |reply| match request.check(reply) {
                 Some(f) => {
                     *facts.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
                     true
                 }
                 None => false,
-            },
-        )
-        .await;
+            });
+            tokio::pin!(exchange);
+            loop {
+                let until = started + deadline.current().min(config.connect_timeout);
+                tokio::select! {
+                    r = &mut exchange => break Some(r),
+                    () = sleep_until(quiet_at), if quiet.is_some() => {
+                        if let Some(q) = quiet.take() {
+                            q();
+                        }
+                    }
+                    () = sleep_until(until) => break None,
+                    () = deadline.changed() => {}
+                }
+            }
+        };
+        let Some(r) = r else {
+            // The host's adaptive deadline passed first.
+            return AttemptReport {
+                kind: AttemptKind::Silent {
+                    waited: deadline.current().min(config.connect_timeout),
+                },
+                started,
+                latency: started.elapsed(),
+                timing: Timing::default(),
+                local_address: None,
+                icmp: None,
+                arrived: None,
+            };
+        };
         let facts = facts.into_inner().unwrap_or_else(|e| e.into_inner());
         let arrived = facts.as_ref().filter(|f| f.is_canary()).map(|_| r.replies);
+        let timing = Timing {
+            answer: r.rtt.filter(|_| {
+                matches!(
+                    r.outcome,
+                    Observed::Open | Observed::Refused | Observed::Unreachable
+                )
+            }),
+            ..Timing::default()
+        };
         let kind = match r.outcome {
             Observed::Timeout if r.attempts > 0 => AttemptKind::Silent {
-                waited: config.connect_timeout,
+                waited: req.timeout,
             },
             Observed::LocalError if r.transient => AttemptKind::LocalTransient {
                 detail: r.detail,
@@ -174,7 +221,7 @@ impl Shared {
             kind,
             started,
             latency: r.rtt.unwrap_or_else(|| started.elapsed()),
-            timing: Timing::default(),
+            timing,
             local_address: r.local,
             icmp: r.icmp,
             arrived,

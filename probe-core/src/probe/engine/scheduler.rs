@@ -24,6 +24,7 @@ use super::report::{AttemptKind, AttemptReport, Quiet};
 use super::retry::{self, CONGESTION_RETRIES, Context, Decision, Verdict};
 use super::shared::Shared;
 use super::slot::Slot;
+use crate::port::Protocol;
 use crate::probe::outcome::{Observed, ProbeResult, Silence};
 use crate::probe::rtt;
 use crate::probe::spread;
@@ -193,29 +194,47 @@ impl Scheduler {
     /// token is due) and `None` comes back.
     fn admit(&mut self, i: usize, now: Instant) -> Option<AttemptSetup> {
         let config = &self.shared.config;
-        let slot = &mut self.slots[i];
-        let addr = slot.addr.expect("only resolved targets are scheduled");
+        let udp = self.targets[i].protocol == Protocol::Udp;
+        let addr = self.slots[i]
+            .addr
+            .expect("only resolved targets are scheduled");
         let host = self
             .hosts
             .entry(addr.ip())
             .or_insert_with(|| HostPacing::new(config));
-        if host.in_flight >= host.limit {
+        if std::mem::take(&mut self.slots[i].wake) {
+            host.wake_armed = false;
+        }
+        let paced = host.should_pace(config, udp);
+        if paced {
+            // The host rejects with ICMP and is paced: this attempt goes
+            // only with a token of its budget (the window it may have in
+            // flight is the budget's, not `per_host_concurrency`).
+            if !host.budget.room(now) {
+                host.token_waiting.push_back(i);
+                if !host.wake_armed {
+                    if let Some(next) = host.token_waiting.pop_front() {
+                        host.wake_armed = true;
+                        self.slots[next].wake = true;
+                        self.later.push(Reverse((host.budget.ready_at(now), next)));
+                    }
+                }
+                return None;
+            }
+            host.budget.reserved += 1;
+            if host.budget.room(now) && !host.wake_armed {
+                if let Some(next) = host.token_waiting.pop_front() {
+                    self.ready.push_back(next);
+                }
+            }
+        } else if host.in_flight >= host.limit {
             // The host has as many attempts as it may take: this one waits
             // for one of them to finish.
             host.waiting.push_back(i);
             return None;
         }
-        if slot.paced {
-            // A paced retry goes only when the target should have an ICMP
-            // token for it; the estimate moves with every reject seen, so
-            // the due time is checked again here.
-            let ready_at = host.token_ready_at(now, config);
-            if ready_at > now {
-                self.later.push(Reverse((ready_at, i)));
-                return None;
-            }
-            host.take_token(now, config);
-        }
+        let slot = &mut self.slots[i];
+        slot.paced = paced;
         host.in_flight += 1;
         let deadline = match &host.timeout {
             Some(tx) if config.adaptive => ConnectDeadline::Adaptive(tx.subscribe()),
@@ -286,10 +305,18 @@ impl Scheduler {
                     slot.quiet = true;
                     host.release(&mut self.ready);
                 }
+                // An ICMP error would be back by now: the token it held is
+                // free for the next attempt.
+                if std::mem::take(&mut slot.paced) {
+                    host.free_token(&mut self.ready);
+                }
                 return;
             }
             TaskEvent::Done(attempt) => attempt,
         };
+        if std::mem::take(&mut slot.paced) {
+            host.free_token(&mut self.ready);
+        }
         if !std::mem::replace(&mut slot.quiet, false) {
             host.release(&mut self.ready);
         }
@@ -421,6 +448,7 @@ pub(super) fn finished(target: &Target, slot: &Slot, verdict: Verdict) -> ProbeR
             (observed == Observed::Timeout).then(|| Silence {
                 waited_ms: u64::try_from(slot.waited.as_millis()).unwrap_or(u64::MAX),
                 adaptive: false,
+                possibly_rate_limited: false,
             })
         }),
     }
