@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::errqueue::IcmpEvidence;
-use super::outcome::{CertFacts, Observed, ProbeResult};
+use super::outcome::{CertFacts, Observed, ProbeResult, Silence};
 use crate::port::Protocol;
 
 /// The `schema` value of the JSON document.
@@ -40,6 +40,8 @@ struct Row<'a> {
     icmp: Option<&'a IcmpEvidence>,
     #[serde(skip_serializing_if = "Option::is_none")]
     arrived: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silence: Option<&'a Silence>,
 }
 
 fn latency_ms(r: &ProbeResult) -> f64 {
@@ -66,6 +68,7 @@ pub fn write_json<W: Write>(results: &[ProbeResult], mut w: W) -> io::Result<()>
             certificate: r.cert.as_deref(),
             icmp: r.icmp.as_ref(),
             arrived: r.arrived,
+            silence: r.silence.as_ref(),
         };
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &row)?;
