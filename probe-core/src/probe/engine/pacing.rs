@@ -160,10 +160,10 @@ impl HostPacing {
     /// for a token may try again.
     pub(super) fn free_token(&mut self, ready: &mut VecDeque<usize>) {
         self.budget.reserved = self.budget.reserved.saturating_sub(1);
-        if !self.wake_armed {
-            if let Some(i) = self.token_waiting.pop_front() {
-                ready.push_back(i);
-            }
+        // Whether or not a wake-up is due later (counted with this token
+        // still held): the freed token may be there now.
+        if let Some(i) = self.token_waiting.pop_front() {
+            ready.push_back(i);
         }
     }
 }

@@ -222,7 +222,7 @@ impl Scheduler {
                 return None;
             }
             host.budget.reserved += 1;
-            if host.budget.room(now) && !host.wake_armed {
+            if host.budget.room(now) {
                 if let Some(next) = host.token_waiting.pop_front() {
                     self.ready.push_back(next);
                 }
