@@ -56,6 +56,11 @@ pub(super) struct HostPacing {
     /// One waiting target is in the scheduler's timer queue for when a
     /// token is due.
     pub(super) wake_armed: bool,
+    /// Targets with a silence no token covered.
+    pub(super) uncovered_targets: usize,
+    /// The estimated rate (tokens a second) at which the host had too many
+    /// such targets to pace; 0 while it never had.
+    given_up_rate: f64,
 }
 
 impl HostPacing {
@@ -75,6 +80,8 @@ impl HostPacing {
             budget: IcmpBudget::new(Instant::now(), config.retry_spacing),
             token_waiting: VecDeque::new(),
             wake_armed: false,
+            uncovered_targets: 0,
+            given_up_rate: 0.0,
         }
     }
 
@@ -141,18 +148,39 @@ impl HostPacing {
     }
 
     /// Whether attempts to this host wait for a token of its ICMP budget:
-    /// once it was seen rejecting, always for UDP, and for TCP when its
-    /// unfinished targets fit in `icmp_pacing_window` at the estimated
-    /// rate (each at worst a reject).
-    pub(super) fn should_pace(&self, config: &ProbeConfig, udp: bool) -> bool {
+    /// once it was seen rejecting, always for UDP; for TCP, a target whose
+    /// silences no token covered yet (`needs_token`) when all such targets
+    /// of the host fit in `icmp_pacing_window` at the estimated rate (and
+    /// the host was not given up on at that rate), any other when all the
+    /// host's unfinished targets do.
+    pub(super) fn should_pace(&self, config: &ProbeConfig, udp: bool, needs_token: bool) -> bool {
         if !self.icmp_seen {
             return false;
         }
         if udp {
             return true;
         }
-        let needed = self.unfinished as f64 / self.budget.rate();
-        needed <= config.icmp_pacing_window.as_secs_f64()
+        let window = config.icmp_pacing_window.as_secs_f64();
+        let rate = self.budget.rate();
+        if needs_token {
+            self.given_up_rate < rate && self.uncovered_targets as f64 / rate <= window
+        } else {
+            self.unfinished as f64 / rate <= window
+        }
+    }
+
+    /// One more target of this host was silent while its budget was spent.
+    /// When they are more than the budget passes in `icmp_pacing_window`,
+    /// the host is given up on at this rate: its targets waiting for a
+    /// token go at once (and their silences are flagged).
+    pub(super) fn note_uncovered(&mut self, config: &ProbeConfig, ready: &mut VecDeque<usize>) {
+        self.uncovered_targets += 1;
+        let rate = self.budget.rate();
+        let needed = self.uncovered_targets as f64 / rate;
+        if self.given_up_rate < rate && needed > config.icmp_pacing_window.as_secs_f64() {
+            self.given_up_rate = rate;
+            ready.extend(self.token_waiting.drain(..));
+        }
     }
 
     /// An attempt that held a token is over, or quiet: its token is free

@@ -148,7 +148,7 @@ pub(super) fn decide(
             answered(host, ready, observed, cx);
             Decision::Finish(Verdict::new(observed, detail, errno))
         }
-        AttemptKind::Silent { waited } => silent(slot, host, waited, cx),
+        AttemptKind::Silent { waited } => silent(slot, host, ready, waited, cx),
         AttemptKind::Shed {
             observed,
             detail,
@@ -343,7 +343,13 @@ fn answered(
 
 /// A silent attempt: retried while retries are left (at once, or paced to
 /// a host that rejects with ICMP), else `timeout` with its silence.
-fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>) -> Decision {
+fn silent(
+    slot: &mut Slot,
+    host: &mut HostPacing,
+    ready: &mut VecDeque<usize>,
+    waited: Duration,
+    cx: &Context<'_>,
+) -> Decision {
     tracing::debug!(addr = ?slot.addr, waited_ms = waited.as_millis() as u64, "probe silent");
     slot.attempts += 1;
     slot.waited = waited;
@@ -369,10 +375,14 @@ fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>
         slot.covered = true;
     } else {
         slot.uncovered += 1;
+        if slot.uncovered == 1 && !slot.covered {
+            host.note_uncovered(cx.config, ready);
+        }
     }
     let udp = cx.target.protocol == Protocol::Udp;
-    let for_budget =
-        !slot.covered && slot.uncovered <= UNCOVERED_RETRIES && host.should_pace(cx.config, udp);
+    let for_budget = !slot.covered
+        && slot.uncovered <= UNCOVERED_RETRIES
+        && host.should_pace(cx.config, udp, true);
     if slot.attempts <= cx.config.retries + loss_retries || for_budget {
         // The attempt waited out its deadline already: the retry goes at
         // once, or, to a paced host, when its budget has a token for it.
@@ -666,36 +676,47 @@ mod tests {
         assert!(!v.detail.contains("rate-limited"), "{}", v.detail);
     }
 
-    /// A TCP host with more unfinished ports than its budget passes in
-    /// `icmp_pacing_window` is not paced: its silences get the plan's
-    /// retries only, and those no token covered are flagged.
+    /// A TCP host with more silences no token covered than its budget
+    /// passes in `icmp_pacing_window` is given up on: its silences get the
+    /// plan's retries only, and are flagged. With few, it is paced.
     #[test]
     fn a_tcp_host_too_large_to_pace_gets_the_plan_retries_then_flags() {
         let mut c = Case::new(Protocol::Tcp);
         c.host.icmp_seen = true;
-        c.host.unfinished = 4000;
+        c.host.uncovered_targets = 5;
         for k in 0..6 {
             c.host
                 .budget
                 .record(c.started - Duration::from_micros(60 - k));
         }
-        assert!(!c.host.should_pace(&c.config, false));
+        assert!(c.host.should_pace(&c.config, false, true));
+        c.ready.clear();
+        c.host.token_waiting.extend([3, 4]);
         assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        // The sixth such target: more than five seconds at one a second.
+        assert!(!c.host.should_pace(&c.config, false, true));
+        assert_eq!(
+            Vec::from(c.ready.clone()),
+            vec![3, 4],
+            "the waiting targets go at once"
+        );
         let Decision::Finish(v) = c.decide(silent()) else {
-            panic!("no retries for the budget where the host is not paced");
+            panic!("no retries for the budget where the host is given up on");
         };
         assert_eq!(c.slot.attempts, 2);
         assert!(v.silence.unwrap().possibly_rate_limited);
-        // One host port left: paced, so it is tried again.
+        // Few such targets: paced, so tried again beyond the plan's retries.
         let mut c = Case::new(Protocol::Tcp);
         c.host.icmp_seen = true;
-        c.host.budget.record(c.started - Duration::from_micros(1));
-        for _ in 0..5 {
+        for _ in 0..6 {
             c.host.budget.record(c.started - Duration::from_micros(2));
         }
-        assert!(c.host.should_pace(&c.config, false));
         c.decide(silent());
+        assert!(c.host.should_pace(&c.config, false, true));
         assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        // Fresh targets are paced only when all unfinished ones fit.
+        c.host.unfinished = 4000;
+        assert!(!c.host.should_pace(&c.config, false, false));
     }
 
     #[test]

@@ -205,7 +205,11 @@ impl Scheduler {
         if std::mem::take(&mut self.slots[i].wake) {
             host.wake_armed = false;
         }
-        let paced = host.should_pace(config, udp);
+        // A target whose silence a token covered is a drop: its retries
+        // draw no ICMP error and need no token.
+        let needs_token = self.slots[i].uncovered > 0 && !self.slots[i].covered;
+        let fresh = self.slots[i].attempts == 0;
+        let paced = (needs_token || fresh) && host.should_pace(config, udp, needs_token);
         if paced {
             // The host rejects with ICMP and is paced: this attempt goes
             // only with a token of its budget (the window it may have in
