@@ -12,7 +12,8 @@
 //!
 //! The estimate starts as the per-peer bucket at its defaults and replays
 //! every ICMP error seen (at the instant the attempt that drew it was sent)
-//! through it. A host that sends more than that bucket allows has the
+//! through it (the host-wide one 25 ms late: Linux hands its credits out
+//! at most every 20 ms). A host that sends more than that bucket allows has the
 //! per-peer limit off (or wider), and its estimate becomes the host-wide
 //! bucket with every error at its dearest (16 tokens, 333 a second). Both
 //! are lower bounds of the real bucket as long as our own probes are what
@@ -35,6 +36,11 @@ const PEER_BURST: f64 = 6.0;
 /// credits): `icmp_msgs_burst` 50 / 3 and `icmp_msgs_per_sec` 1000 / 3.
 const HOST_BURST: f64 = 16.0;
 const HOST_RATE: f64 = 333.0;
+
+/// How long the host-wide bucket may hold back credits it has earned:
+/// Linux refills it only when it is empty and at least `HZ / 50` (20 ms)
+/// after its last refill (a few jiffies more at a coarse `HZ`).
+const HOST_LAG: Duration = Duration::from_millis(25);
 
 /// A token counts as there only with this much to spare: the target's clock
 /// and ours differ by the paths' jitter.
@@ -129,8 +135,28 @@ impl IcmpBudget {
 
     /// The estimated level just before `t`: the bucket full at the start,
     /// one token less for every error drawn by an attempt sent before `t`,
-    /// never below zero.
+    /// never below zero. The host-wide bucket earns its credits
+    /// continuously but hands them out only when it is empty and
+    /// [`HOST_LAG`] has passed since its last refill: its level at `t` is
+    /// taken to be the continuous one `HOST_LAG` earlier, less the errors
+    /// drawn since.
     pub(super) fn level_at(&self, t: Instant) -> f64 {
+        if !self.host_wide() {
+            return self.replay(t);
+        }
+        let earlier = t
+            .checked_sub(HOST_LAG)
+            .unwrap_or(self.start)
+            .max(self.start);
+        let recent = self
+            .spent
+            .iter()
+            .filter(|s| **s >= earlier && **s < t)
+            .count();
+        (self.replay(earlier) - recent as f64).max(0.0)
+    }
+
+    fn replay(&self, t: Instant) -> f64 {
         let mut level = self.bucket.burst;
         let mut last = self.start;
         for &s in self.spent.iter().take_while(|s| **s < t) {
@@ -158,7 +184,12 @@ impl IcmpBudget {
         if missing <= 0.0 {
             return now;
         }
-        now + Duration::from_secs_f64(missing / self.bucket.rate)
+        let lag = if self.host_wide() {
+            HOST_LAG
+        } else {
+            Duration::ZERO
+        };
+        now + Duration::from_secs_f64(missing / self.bucket.rate) + lag
     }
 }
 
@@ -202,14 +233,16 @@ mod tests {
             b.record(t0 + ms(10) + Duration::from_micros(k * 10));
         }
         assert!(b.host_wide());
+        // Nine of the host-wide burst are left.
         assert!(b.covered(t0 + ms(11)));
         for k in 7..16 {
             b.record(t0 + ms(10) + Duration::from_micros(k * 10));
         }
         // 16 errors within a fraction of a millisecond spend it.
         assert!(!b.covered(t0 + ms(10) + Duration::from_micros(170)));
-        // A few milliseconds later tokens are back.
-        assert!(b.covered(t0 + ms(20)));
+        // Credits earned since are handed out only some 20 ms later.
+        assert!(!b.covered(t0 + ms(20)));
+        assert!(b.covered(t0 + ms(45)));
     }
 
     /// Attempts in flight hold their token until they are over.
