@@ -67,6 +67,23 @@ pub(super) struct IcmpBudget {
     pub(super) reserved: usize,
 }
 
+/// When the packet that drew an ICMP error left, for a TCP attempt that
+/// started at `started` and learnt of the error at `now`: the kernel
+/// resends an unanswered SYN 1, 3, 7, 15, ... s after the first, and an
+/// error that came back after a resend answers the latest one (recorded at
+/// the attempt's start it would look like one error too many in the first
+/// burst).
+pub(super) fn syn_sent(started: Instant, now: Instant) -> Instant {
+    let elapsed = now.saturating_duration_since(started);
+    let mut resend = Duration::ZERO;
+    let mut next = Duration::from_secs(1);
+    while next <= elapsed {
+        resend = next;
+        next = next * 2 + Duration::from_secs(1);
+    }
+    started + resend
+}
+
 impl IcmpBudget {
     /// A full per-peer bucket at `start`; `per_token` is the per-peer
     /// refill interval assumed (`icmp_ratelimit`).
@@ -243,6 +260,15 @@ mod tests {
         // Credits earned since are handed out only some 20 ms later.
         assert!(!b.covered(t0 + ms(20)));
         assert!(b.covered(t0 + ms(45)));
+    }
+
+    #[test]
+    fn an_error_after_a_syn_resend_answers_the_resend() {
+        let t0 = Instant::now();
+        assert_eq!(syn_sent(t0, t0 + ms(999)), t0);
+        assert_eq!(syn_sent(t0, t0 + ms(1001)), t0 + ms(1000));
+        assert_eq!(syn_sent(t0, t0 + ms(3500)), t0 + ms(3000));
+        assert_eq!(syn_sent(t0, t0 + ms(7000)), t0 + ms(7000));
     }
 
     /// Attempts in flight hold their token until they are over.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::budget;
 use super::config::ProbeConfig;
 use super::pacing::HostPacing;
 use super::report::AttemptKind;
@@ -334,7 +335,11 @@ fn answered(
     let icmp_refused = cx.target.protocol == Protocol::Udp && observed == Observed::Refused;
     if observed == Observed::Unreachable || icmp_refused {
         host.icmp_seen = true;
-        host.budget.record(cx.started);
+        let sent = match cx.target.protocol {
+            Protocol::Udp => cx.started,
+            Protocol::Tcp | Protocol::Tls => budget::syn_sent(cx.started, cx.now),
+        };
+        host.budget.record(sent);
     }
     if observed == Observed::Open {
         host.on_answer(ready, cx.config);
