@@ -16,7 +16,7 @@ const RULES: &str = "
 table inet icmpbudget {
   chain input {
     type filter hook input priority 0; policy accept;
-    tcp dport 20000-20099 drop
+    tcp dport 20000-20299 drop
     tcp dport 21000-21399 reject with icmp type admin-prohibited
     tcp dport 21400-21499 drop
     udp dport 31000-31009 drop
@@ -95,8 +95,9 @@ fn classes(
 /// Linux's default limits: 400 rejects, of which the target answers only
 /// six at once and then one a second. Each reject is `unreachable` or a
 /// `timeout` flagged as possibly rate-limited (with the flag's words in
-/// the detail), never a bare `timeout`; the 100 drops probed before the
-/// rejects (while the budget held its tokens) are plain `timeout`s.
+/// the detail), never a bare `timeout`; the 300 drops probed before the
+/// rejects (while the budget held its tokens) are `timeout`s, plain but
+/// for the few whose SYNs left among the first rejects.
 #[test]
 fn rejects_under_default_icmp_limits_are_rejects_or_flagged_and_earlier_drops_stay_timeouts() {
     let Some((lab, target)) = setup(false) else {
@@ -105,12 +106,12 @@ fn rejects_under_default_icmp_limits_are_rejects_or_flagged_and_earlier_drops_st
     let r = probe(
         &lab,
         &[
-            format!("{target}:20000-20099,21000-21399"),
+            format!("{target}:20000-20299,21000-21399"),
             "--timeout-ms".into(),
             "1000".into(),
         ],
     );
-    assert_eq!(r.len(), 500);
+    assert_eq!(r.len(), 700);
     let (unreachable, flag, plain, other) = classes(&r, 21000..=21399);
     println!("rejects: {unreachable} unreachable, {flag} flagged, {plain} bare timeout");
     assert!(other.is_empty(), "{other:?}");
@@ -128,8 +129,15 @@ fn rejects_under_default_icmp_limits_are_rejects_or_flagged_and_earlier_drops_st
             .contains("possibly a rate-limited reject"),
         "{f}"
     );
-    let (unreachable, flag, plain, other) = classes(&r, 20000..=20099);
-    assert_eq!((unreachable, flag, plain), (0, 0, 100), "drops: {other:?}");
+    // The drops: each a `timeout`; plain where its SYN left while the
+    // budget held a token. The last drops in flight may leave among the
+    // first rejects (attempts run on two threads): those few are flagged,
+    // truly, as the evidence cannot tell them from swallowed rejects.
+    let (unreachable, flag, plain, other) = classes(&r, 20000..=20299);
+    println!("drops: {plain} plain timeout, {flag} flagged");
+    assert!(other.is_empty() && unreachable == 0, "drops: {other:?}");
+    assert_eq!(flag + plain, 300);
+    assert!(plain >= 270, "drops: {plain} plain, {flag} flagged");
 }
 
 /// The per-peer limit off: the target's host-wide budget still swallows
