@@ -54,6 +54,10 @@ pub struct UdpRequest<'a> {
     /// leaves at `max(timeout, spacing)` after the previous one. A reply to
     /// an earlier datagram still counts while a later one waits.
     pub spacing: Duration,
+    /// Where to note the instant each datagram had left (just after its
+    /// send returned), for a caller that may drop the exchange before it
+    /// returns; `None`: nowhere.
+    pub sent_at: Option<&'a std::sync::Mutex<Option<Instant>>>,
 }
 
 /// What one exchange saw.
@@ -144,6 +148,9 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
             Ok(_) => {
                 result.attempts += 1;
                 last_sent = Instant::now();
+                if let Some(at) = req.sent_at {
+                    *at.lock().unwrap_or_else(|e| e.into_inner()) = Some(last_sent);
+                }
             }
             Err(e) => {
                 failure = Some(e);
@@ -358,6 +365,7 @@ mod tests {
             attempts,
             timeout: Duration::from_millis(ms),
             spacing: Duration::from_millis(ms),
+            sent_at: None,
         }
     }
 
@@ -475,6 +483,7 @@ mod tests {
         let r = exchange(
             &UdpRequest {
                 spacing: Duration::from_millis(200),
+                sent_at: None,
                 ..request(addr, 3, 100)
             },
             |_| true,

@@ -108,6 +108,7 @@ impl Shared {
         AttemptReport {
             kind: report.kind,
             started,
+            sent: started,
             latency: started.elapsed(),
             timing: report.timing,
             local_address: report.local_address,
@@ -133,6 +134,7 @@ impl Shared {
         let source = config.source_for(addr);
         let request = ServiceRequest::for_port(target.port.get(), &self.udp);
         let facts = std::sync::Mutex::new(None);
+        let sent_at = std::sync::Mutex::new(None);
         let mut deadline = setup.deadline;
         let req = UdpRequest {
             target: addr,
@@ -141,6 +143,7 @@ impl Shared {
             attempts: 1,
             timeout: deadline.current().min(config.connect_timeout),
             spacing: Duration::ZERO,
+            sent_at: Some(&sent_at),
         };
         let mut quiet = Some(quiet);
         let quiet_at = started + setup.quiet_after;
@@ -167,6 +170,7 @@ impl Shared {
                 }
             }
         };
+        let sent = sent_at.lock().map_or(None, |at| *at).unwrap_or(started);
         let Some(r) = r else {
             // The host's adaptive deadline passed first.
             return AttemptReport {
@@ -174,6 +178,7 @@ impl Shared {
                     waited: deadline.current().min(config.connect_timeout),
                 },
                 started,
+                sent,
                 latency: started.elapsed(),
                 timing: Timing::default(),
                 local_address: None,
@@ -220,6 +225,7 @@ impl Shared {
         AttemptReport {
             kind,
             started,
+            sent,
             latency: r.rtt.unwrap_or_else(|| started.elapsed()),
             timing,
             local_address: r.local,

@@ -60,8 +60,14 @@ pub(super) struct IcmpBudget {
     bucket: Bucket,
     /// When the sweep began: the bucket is taken to be full then.
     start: Instant,
-    /// When each attempt that drew an ICMP error was sent, in order.
+    /// When each attempt that drew an ICMP error may have sent the packet
+    /// that drew it at the earliest, in order: what the level is read
+    /// from (an error counts against every packet that may have left
+    /// after it).
     spent: Vec<Instant>,
+    /// The same at the latest, in order: what tells the per-peer bucket
+    /// overdrawn (errors as far apart as they may have been).
+    spent_late: Vec<Instant>,
     /// Attempts in flight that may draw an error and were counted against
     /// the level when they left.
     pub(super) reserved: usize,
@@ -95,6 +101,7 @@ impl IcmpBudget {
             },
             start,
             spent: Vec::new(),
+            spent_late: Vec::new(),
             reserved: 0,
         }
     }
@@ -115,12 +122,15 @@ impl IcmpBudget {
         self.spent.len()
     }
 
-    /// An attempt sent at `sent` drew an ICMP error. When the estimate
+    /// An attempt whose packet left between `earliest` and `latest` drew
+    /// an ICMP error. When the estimate
     /// could not have sent it, the per-peer limit is not what bounds this
     /// host: the estimate becomes the host-wide bucket.
-    pub(super) fn record(&mut self, sent: Instant) {
-        let at = self.spent.partition_point(|s| *s <= sent);
-        self.spent.insert(at, sent);
+    pub(super) fn record(&mut self, earliest: Instant, latest: Instant) {
+        let at = self.spent.partition_point(|s| *s <= earliest);
+        self.spent.insert(at, earliest);
+        let at = self.spent_late.partition_point(|s| *s <= latest);
+        self.spent_late.insert(at, latest);
         if !self.host_wide() && self.overdrawn() {
             self.bucket = Bucket {
                 burst: HOST_BURST,
@@ -134,7 +144,7 @@ impl IcmpBudget {
     fn overdrawn(&self) -> bool {
         let mut level = self.bucket.burst;
         let mut last = self.start;
-        for &s in &self.spent {
+        for &s in &self.spent_late {
             level = self.refill(level, last, s);
             last = last.max(s);
             if level < 1.0 - MARGIN {
@@ -230,7 +240,7 @@ mod tests {
     fn six_errors_spend_a_peer_bucket() {
         let (mut b, t0) = budget();
         for k in 0..6 {
-            b.record(t0 + ms(10 + k));
+            b.record(t0 + ms(10 + k), t0 + ms(10 + k));
         }
         assert!(!b.host_wide());
         assert!(b.covered(t0 + ms(5)));
@@ -247,13 +257,19 @@ mod tests {
     fn more_errors_than_a_peer_bucket_allows_switch_to_the_host_bucket() {
         let (mut b, t0) = budget();
         for k in 0..7 {
-            b.record(t0 + ms(10) + Duration::from_micros(k * 10));
+            b.record(
+                t0 + ms(10) + Duration::from_micros(k * 10),
+                t0 + ms(10) + Duration::from_micros(k * 10),
+            );
         }
         assert!(b.host_wide());
         // Nine of the host-wide burst are left.
         assert!(b.covered(t0 + ms(11)));
         for k in 7..16 {
-            b.record(t0 + ms(10) + Duration::from_micros(k * 10));
+            b.record(
+                t0 + ms(10) + Duration::from_micros(k * 10),
+                t0 + ms(10) + Duration::from_micros(k * 10),
+            );
         }
         // 16 errors within a fraction of a millisecond spend it.
         assert!(!b.covered(t0 + ms(10) + Duration::from_micros(170)));
@@ -283,8 +299,8 @@ mod tests {
         assert!(b.ready_at(t0) > t0);
         // Errors recorded out of order are replayed in order.
         let (mut b, t0) = budget();
-        b.record(t0 + ms(30));
-        b.record(t0 + ms(10));
+        b.record(t0 + ms(30), t0 + ms(30));
+        b.record(t0 + ms(10), t0 + ms(10));
         assert_eq!(b.errors(), 2);
         assert!((b.level_at(t0 + ms(20)) - 5.0).abs() < 0.1);
     }

@@ -100,6 +100,8 @@ pub(super) struct Context<'a> {
     pub(super) udp: &'a UdpOptions,
     /// When the attempt started.
     pub(super) started: Instant,
+    /// The latest instant its packet may have left.
+    pub(super) sent: Instant,
     pub(super) now: Instant,
 }
 
@@ -335,11 +337,16 @@ fn answered(
     let icmp_refused = cx.target.protocol == Protocol::Udp && observed == Observed::Refused;
     if observed == Observed::Unreachable || icmp_refused {
         host.icmp_seen = true;
+        // When the packet that drew it left, at the earliest and at the
+        // latest.
         let sent = match cx.target.protocol {
-            Protocol::Udp => cx.started,
-            Protocol::Tcp | Protocol::Tls => budget::syn_sent(cx.started, cx.now),
+            Protocol::Udp => (cx.started, cx.sent),
+            Protocol::Tcp | Protocol::Tls => {
+                let resent = budget::syn_sent(cx.started, cx.now);
+                (resent, resent.max(cx.sent))
+            }
         };
-        host.budget.record(sent);
+        host.budget.record(sent.0, sent.1);
     }
     if observed == Observed::Open {
         host.on_answer(ready, cx.config);
@@ -376,7 +383,9 @@ fn silent(
     // is no swallowed reject. One that went while it was spent proves
     // nothing yet: tried again when a token should be there, as long as
     // the host is paced at all.
-    if host.budget.covered(cx.started) {
+    // Judged at the latest instant the packet may have left: every error
+    // drawn by a packet that may have left before it counts.
+    if host.budget.covered(cx.sent) {
         slot.covered = true;
     } else {
         slot.uncovered += 1;
@@ -520,6 +529,7 @@ mod tests {
                 index: 7,
                 udp: &self.udp,
                 started: self.started,
+                sent: self.started,
                 now: self.now,
             };
             decide(&mut self.slot, &mut self.host, &mut self.ready, kind, &cx)
@@ -635,9 +645,10 @@ mod tests {
         let mut c = Case::new(Protocol::Udp);
         c.host.icmp_seen = true;
         for k in 0..6 {
-            c.host
-                .budget
-                .record(c.started - Duration::from_micros(60 - k));
+            c.host.budget.record(
+                c.started - Duration::from_micros(60 - k),
+                c.started - Duration::from_micros(60 - k),
+            );
         }
         let mut attempts = 0;
         let v = loop {
@@ -667,9 +678,10 @@ mod tests {
         let mut c = Case::new(Protocol::Udp);
         c.host.icmp_seen = true;
         for k in 0..6 {
-            c.host
-                .budget
-                .record(c.started + Duration::from_millis(10 + k));
+            c.host.budget.record(
+                c.started + Duration::from_millis(10 + k),
+                c.started + Duration::from_millis(10 + k),
+            );
         }
         assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
         let Decision::Finish(v) = c.decide(silent()) else {
@@ -690,9 +702,10 @@ mod tests {
         c.host.icmp_seen = true;
         c.host.uncovered_targets = 5;
         for k in 0..6 {
-            c.host
-                .budget
-                .record(c.started - Duration::from_micros(60 - k));
+            c.host.budget.record(
+                c.started - Duration::from_micros(60 - k),
+                c.started - Duration::from_micros(60 - k),
+            );
         }
         assert!(c.host.should_pace(&c.config, false, true));
         c.ready.clear();
@@ -714,7 +727,10 @@ mod tests {
         let mut c = Case::new(Protocol::Tcp);
         c.host.icmp_seen = true;
         for _ in 0..6 {
-            c.host.budget.record(c.started - Duration::from_micros(2));
+            c.host.budget.record(
+                c.started - Duration::from_micros(2),
+                c.started - Duration::from_micros(2),
+            );
         }
         c.decide(silent());
         assert!(c.host.should_pace(&c.config, false, true));

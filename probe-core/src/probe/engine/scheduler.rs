@@ -341,6 +341,7 @@ impl Scheduler {
             index: i,
             udp: &self.shared.udp,
             started: attempt.started,
+            sent: attempt.sent,
             now: Instant::now(),
         };
         let slot = &mut self.slots[i];
