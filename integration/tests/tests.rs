@@ -8,6 +8,7 @@ mod dual_stack;
 mod elsewhere_lab;
 mod flaps_lab;
 mod forward_trace;
+mod icmp_budget_lab;
 mod loss_lab;
 mod packets_lab;
 mod probe_lab;

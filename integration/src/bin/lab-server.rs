@@ -4,12 +4,13 @@
 //!
 //! Usage: `lab-server --bind ADDR [--tcp PORTS] [--tls PORTS --ca-out FILE
 //! --name NAME [--extra-sans N]] [--udp-canary PORTS] [--udp-silent PORTS]
-//! [--lifetime SECS]`; PORTS as in targets (`80,443,7000-7099`).
+//! [--udp-echo PORTS] [--lifetime SECS]`; PORTS as in targets (`80,443,7000-7099`).
 //! `--extra-sans N` pads the certificate with N more DNS names, for a
 //! handshake too large for a small path MTU. `--udp-canary` answers each
 //! datagram as a portcall canary of `--name` from another round would
 //! (`PORTCALL-ERR NAME not-this-round`); `--udp-silent` reads datagrams and
-//! never answers (a service that ignores the request).
+//! never answers (a service that ignores the request); `--udp-echo` sends
+//! every datagram back as it came (the echo service, RFC 862).
 //! Prints `ready` once every listener is bound.
 
 use std::io::{Read, Write};
@@ -31,6 +32,7 @@ struct Options {
     extra_sans: usize,
     udp_canary: Vec<u16>,
     udp_silent: Vec<u16>,
+    udp_echo: Vec<u16>,
     lifetime: Duration,
 }
 
@@ -49,6 +51,7 @@ fn parse_args() -> anyhow::Result<Options> {
         extra_sans: 0,
         udp_canary: Vec::new(),
         udp_silent: Vec::new(),
+        udp_echo: Vec::new(),
         lifetime: Duration::from_secs(300),
     };
     let mut args = std::env::args().skip(1);
@@ -65,6 +68,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--extra-sans" => o.extra_sans = value.parse().context("--extra-sans")?,
             "--udp-canary" => o.udp_canary = ports(&value)?,
             "--udp-silent" => o.udp_silent = ports(&value)?,
+            "--udp-echo" => o.udp_echo = ports(&value)?,
             "--lifetime" => o.lifetime = Duration::from_secs(value.parse().context("--lifetime")?),
             _ => bail!("unknown flag {flag}"),
         }
@@ -111,6 +115,15 @@ fn main() -> anyhow::Result<()> {
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while s.recv_from(&mut buf).is_ok() {}
+        });
+    }
+    for &port in &o.udp_echo {
+        let s = UdpSocket::bind((o.bind, port)).with_context(|| format!("bind udp {port}"))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
         });
     }
     println!("ready");

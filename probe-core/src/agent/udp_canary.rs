@@ -383,6 +383,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
             attempts: probing.attempts,
             timeout: probing.per_attempt,
             spacing: Duration::ZERO,
+            sent_at: None,
         },
         // Any canary's answer proves arrival at a canary; whose it is and
         // what it says is judged below.

@@ -117,6 +117,14 @@ pub struct Silence {
     pub waited_ms: u64,
     /// The deadline was the host's adaptive one.
     pub adaptive: bool,
+    /// The host rejected other ports with ICMP errors, and its ICMP budget
+    /// towards us (Linux: `icmp_ratelimit`, `icmp_msgs_per_sec`) was spent
+    /// whenever this path was tried: the silence may be a reject the
+    /// target's rate limit swallowed as well as a drop. Still `timeout`;
+    /// false (and absent from JSON) for a silence that went while a token
+    /// was there for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub possibly_rate_limited: bool,
 }
 
 /// The result of probing one target: data, never an error.

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::errqueue::IcmpEvidence;
-use super::outcome::{CertFacts, Observed, ProbeResult};
+use super::outcome::{CertFacts, Observed, ProbeResult, Silence};
 use crate::port::Protocol;
 
 /// The `schema` value of the JSON document.
@@ -41,6 +41,8 @@ struct Row<'a> {
     icmp: Option<&'a IcmpEvidence>,
     #[serde(skip_serializing_if = "Option::is_none")]
     arrived: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silence: Option<&'a Silence>,
 }
 
 fn latency_ms(r: &ProbeResult) -> f64 {
@@ -81,6 +83,7 @@ where
             certificate: r.cert.as_deref(),
             icmp: r.icmp.as_ref(),
             arrived: r.arrived,
+            silence: r.silence.as_ref(),
         };
         w.write_all(if i == 0 { b"\n    " } else { b",\n    " })?;
         serde_json::to_writer(&mut w, &row)?;

@@ -54,6 +54,10 @@ pub struct UdpRequest<'a> {
     /// leaves at `max(timeout, spacing)` after the previous one. A reply to
     /// an earlier datagram still counts while a later one waits.
     pub spacing: Duration,
+    /// Where to note the instant each datagram had left (just after its
+    /// send returned), for a caller that may drop the exchange before it
+    /// returns; `None`: nowhere.
+    pub sent_at: Option<&'a std::sync::Mutex<Option<Instant>>>,
 }
 
 /// What one exchange saw.
@@ -72,8 +76,9 @@ pub struct UdpResult {
     pub reply: Option<Vec<u8>>,
     /// The ICMP error queued on the socket, with its sender.
     pub icmp: Option<IcmpEvidence>,
-    /// From the datagram the reply answered (the latest sent before it) to
-    /// the reply.
+    /// From the datagram the reply (or the ICMP error) answered, the
+    /// latest sent before it, to the reply: a round trip to the target (or
+    /// to the device that sent the error).
     pub rtt: Option<Duration>,
     /// The local address the datagrams left from.
     pub local: Option<SocketAddr>,
@@ -143,6 +148,9 @@ pub async fn exchange(req: &UdpRequest<'_>, accept: impl Fn(&[u8]) -> bool) -> U
             Ok(_) => {
                 result.attempts += 1;
                 last_sent = Instant::now();
+                if let Some(at) = req.sent_at {
+                    *at.lock().unwrap_or_else(|e| e.into_inner()) = Some(last_sent);
+                }
             }
             Err(e) => {
                 failure = Some(e);
@@ -197,6 +205,7 @@ fn silence(wait: Duration) -> super::Silence {
     super::Silence {
         waited_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         adaptive: false,
+        possibly_rate_limited: false,
     }
 }
 
@@ -234,7 +243,11 @@ fn settle(
             result.reply = Some(buf[..n].to_vec());
             result.rtt = Some(last_sent.elapsed());
         }
-        Read::Failed(e) => *failure = Some(e),
+        Read::Failed(e) => {
+            // The ICMP error's round trip, for the host's adaptive deadline.
+            result.rtt = Some(last_sent.elapsed());
+            *failure = Some(e);
+        }
         Read::Ignored | Read::TooMany => {}
     }
 }
@@ -352,6 +365,7 @@ mod tests {
             attempts,
             timeout: Duration::from_millis(ms),
             spacing: Duration::from_millis(ms),
+            sent_at: None,
         }
     }
 
@@ -439,7 +453,8 @@ mod tests {
             r.silence,
             Some(crate::probe::Silence {
                 waited_ms: 100,
-                adaptive: false
+                adaptive: false,
+                possibly_rate_limited: false,
             })
         );
         let took = started.elapsed();
@@ -468,6 +483,7 @@ mod tests {
         let r = exchange(
             &UdpRequest {
                 spacing: Duration::from_millis(200),
+                sent_at: None,
                 ..request(addr, 3, 100)
             },
             |_| true,

@@ -59,6 +59,8 @@ pub enum ReplyFacts {
     },
     /// The service answered this request; the text says what it showed.
     Service(String),
+    /// The port sent our own datagram back (an echo service): it arrived.
+    Echoed,
 }
 
 impl ReplyFacts {
@@ -74,6 +76,9 @@ impl ReplyFacts {
                 refused: Some(why),
             } => format!("the portcall canary of {host} answered ({why}): the datagram arrived"),
             ReplyFacts::Service(s) => s.clone(),
+            ReplyFacts::Echoed => {
+                "echoed: the port sent our own datagram back, so it arrived".to_string()
+            }
         }
     }
 
@@ -194,6 +199,12 @@ impl ServiceRequest {
     pub fn check(&self, reply: &[u8]) -> Option<ReplyFacts> {
         if let Some(facts) = canary_reply(reply) {
             return Some(facts);
+        }
+        // Our datagram (with its fresh nonce or id) came back from the
+        // target's port: only something there that read it can have sent
+        // it, which proves arrival as well as any answer.
+        if reply == self.payload.as_slice() {
+            return Some(ReplyFacts::Echoed);
         }
         match self.service {
             UdpService::Dns => dns_reply(reply, &self.token).map(ReplyFacts::Service),
@@ -492,8 +503,9 @@ mod tests {
                 "DNS answered: rcode NOERROR, authoritative, 1 NS record".into()
             ))
         );
-        // Our own query echoed back (no QR) is no answer.
-        assert_eq!(q.check(&q.payload), None);
+        // Our own query echoed back (no QR) is no DNS answer, but it proves
+        // arrival: an echo.
+        assert_eq!(q.check(&q.payload), Some(ReplyFacts::Echoed));
         let mut other = r.clone();
         other[0] ^= 0xff;
         assert_eq!(q.check(&other), None);
@@ -564,8 +576,12 @@ mod tests {
                 "SNMP answered: sysDescr \"Linux lab 6.1\"".into()
             ))
         );
-        // The request itself (a GetRequest) is no answer.
-        assert_eq!(q.check(&q.payload), None);
+        // The request itself (a GetRequest) is no SNMP answer, only an
+        // echo.
+        assert_eq!(q.check(&q.payload), Some(ReplyFacts::Echoed));
+        let mut almost = q.payload.clone();
+        almost.push(0);
+        assert_eq!(q.check(&almost), None);
         assert_eq!(q.check(&resp[..resp.len() - 3]), None);
     }
 

@@ -362,6 +362,7 @@ expect = "blocked"
             silence: (observed == Observed::Timeout).then_some(crate::probe::Silence {
                 waited_ms: 500,
                 adaptive: false,
+                possibly_rate_limited: false,
             }),
             neighbour: None,
             proof: None,

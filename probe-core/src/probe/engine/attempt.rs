@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use socket2::Socket;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 
 use super::connect::{self, ConnectDeadline, Start, open_socket};
 use super::report::{AttemptKind, AttemptReport, Quiet, Timing};
@@ -128,6 +128,7 @@ impl AttemptReport {
         AttemptReport {
             kind: report.kind,
             started,
+            sent: started,
             latency: started.elapsed(),
             timing: report.timing,
             local_address: report.local_address,
@@ -181,7 +182,7 @@ impl Shared {
         first: Option<FirstTry>,
     ) -> AttemptReport {
         if target.protocol == Protocol::Udp {
-            return self.udp_attempt(target, addr).await;
+            return self.udp_attempt(target, addr, setup, quiet).await;
         }
         let first = match first {
             Some(first) => first,
@@ -219,38 +220,89 @@ impl Shared {
         AttemptReport::of_tcp(started, report)
     }
 
-    /// One datagram of the live request (or canary line) for a UDP target;
-    /// silence goes back to the scheduler to be retried like a silent TCP
-    /// path.
-    async fn udp_attempt(&self, target: &Target, addr: SocketAddr) -> AttemptReport {
+    /// One datagram of the live request (or canary line) for a UDP target,
+    /// waiting the host's adaptive deadline (as it moves while it waits)
+    /// within `timeout_ms`; silence goes back to the scheduler to be
+    /// retried like a silent TCP path. An accepted reply or an ICMP error
+    /// is a round trip for that deadline.
+    async fn udp_attempt(
+        &self,
+        target: &Target,
+        addr: SocketAddr,
+        setup: AttemptSetup,
+        quiet: Quiet,
+    ) -> AttemptReport {
         let started = Instant::now();
         let config = &self.config;
         let source = config.source_for(addr);
         let request = ServiceRequest::for_port(target.port.get(), &self.udp);
         let facts = std::sync::Mutex::new(None);
-        let r = udp::exchange(
-            &UdpRequest {
-                target: addr,
-                source,
-                payload: &request.payload,
-                attempts: 1,
-                timeout: config.connect_timeout,
-                spacing: Duration::ZERO,
-            },
-            |reply| match request.check(reply) {
+        let sent_at = std::sync::Mutex::new(None);
+        let mut deadline = setup.deadline;
+        let req = UdpRequest {
+            target: addr,
+            source,
+            payload: &request.payload,
+            attempts: 1,
+            timeout: deadline.current().min(config.connect_timeout),
+            spacing: Duration::ZERO,
+            sent_at: Some(&sent_at),
+        };
+        let mut quiet = Some(quiet);
+        let quiet_at = started + setup.quiet_after;
+        let r = {
+            let exchange = udp::exchange(&req, |reply| match request.check(reply) {
                 Some(f) => {
                     *facts.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
                     true
                 }
                 None => false,
-            },
-        )
-        .await;
+            });
+            tokio::pin!(exchange);
+            loop {
+                let until = started + deadline.current().min(config.connect_timeout);
+                tokio::select! {
+                    r = &mut exchange => break Some(r),
+                    () = sleep_until(quiet_at), if quiet.is_some() => {
+                        if let Some(q) = quiet.take() {
+                            q();
+                        }
+                    }
+                    () = sleep_until(until) => break None,
+                    () = deadline.changed() => {}
+                }
+            }
+        };
+        let sent = sent_at.lock().map_or(None, |at| *at).unwrap_or(started);
+        let Some(r) = r else {
+            // The host's adaptive deadline passed first.
+            return AttemptReport {
+                kind: AttemptKind::Silent {
+                    waited: deadline.current().min(config.connect_timeout),
+                },
+                started,
+                sent,
+                latency: started.elapsed(),
+                timing: Timing::default(),
+                local_address: None,
+                icmp: None,
+                arrived: None,
+            };
+        };
         let facts = facts.into_inner().unwrap_or_else(|e| e.into_inner());
         let arrived = facts.as_ref().filter(|f| f.is_canary()).map(|_| r.replies);
+        let timing = Timing {
+            answer: r.rtt.filter(|_| {
+                matches!(
+                    r.outcome,
+                    Observed::Open | Observed::Refused | Observed::Unreachable
+                )
+            }),
+            ..Timing::default()
+        };
         let kind = match r.outcome {
             Observed::Timeout if r.attempts > 0 => AttemptKind::Silent {
-                waited: config.connect_timeout,
+                waited: req.timeout,
             },
             Observed::LocalError if r.transient => AttemptKind::LocalTransient {
                 detail: r.detail,
@@ -276,8 +328,9 @@ impl Shared {
         AttemptReport {
             kind,
             started,
+            sent,
             latency: r.rtt.unwrap_or_else(|| started.elapsed()),
-            timing: Timing::default(),
+            timing,
             local_address: r.local,
             icmp: r.icmp,
             arrived,

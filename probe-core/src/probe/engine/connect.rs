@@ -27,7 +27,7 @@ pub(super) enum ConnectDeadline {
 }
 
 impl ConnectDeadline {
-    fn current(&self) -> Duration {
+    pub(super) fn current(&self) -> Duration {
         match self {
             ConnectDeadline::Fixed(d) => *d,
             ConnectDeadline::Adaptive(rx) => *rx.borrow(),
@@ -35,7 +35,7 @@ impl ConnectDeadline {
     }
 
     /// Resolves when the deadline may have moved.
-    async fn changed(&mut self) {
+    pub(super) async fn changed(&mut self) {
         match self {
             ConnectDeadline::Fixed(_) => std::future::pending().await,
             ConnectDeadline::Adaptive(rx) => {

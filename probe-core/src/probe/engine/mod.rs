@@ -11,6 +11,7 @@
 //! [`ProbeConfig`].
 
 mod attempt;
+mod budget;
 mod config;
 mod connect;
 mod icmp_count;
@@ -269,7 +270,8 @@ mod tests {
             r.silence,
             Some(Silence {
                 waited_ms: 200,
-                adaptive: false
+                adaptive: false,
+                possibly_rate_limited: false,
             })
         );
         assert_eq!(r.detail, "no answer within 200 ms (1 attempt)");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::budget::IcmpBudget;
 use super::config::ProbeConfig;
 use crate::probe::rtt::{self, RttEstimate};
 
@@ -15,18 +16,19 @@ use crate::probe::rtt::{self, RttEstimate};
 /// against its host's bound.
 const QUIET_FLOOR: Duration = Duration::from_millis(10);
 
-/// Retry pacing for one destination address.
+/// Pacing for one destination address.
 ///
-/// A host that rate-limits its ICMP errors (Linux: a burst of six, then one
-/// per second to each peer) turns rejects beyond its budget into silence.
-/// Once it has been seen rejecting, its silent ports may be such rejects,
-/// so their retries are paced by an estimate of the host's token bucket
-/// (emptied by every reject seen, refilled one token per `retry_spacing`):
-/// each goes when a token should be there for it - but only when every
-/// unfinished port of the host fits in `icmp_pacing_window`. A host with more silent ports than that cannot be
-/// told apart in any reasonable time (1000 rejects need some 1000 s from
-/// one source), so its retries go at once rather than stretching the sweep
-/// for a handful of extra answers.
+/// A host that rate-limits its ICMP errors turns rejects beyond its budget
+/// into silence. Once it has been seen rejecting, its attempts go only
+/// while its estimated budget ([`IcmpBudget`]) holds a token for each of
+/// those in flight, so that a reject is answered and a silence is a drop:
+/// always for UDP (a closed UDP port answers with nothing else), and for
+/// TCP when every unfinished port of the host fits in
+/// `icmp_pacing_window` at the estimated rate. A TCP host with more than
+/// that cannot be told apart in any reasonable time (1000 rejects need
+/// some 1000 s from one source at Linux's defaults): its attempts go at
+/// once, and a silence that no token covered is reported as possibly a
+/// rate-limited reject.
 pub(super) struct HostPacing {
     /// Attempts to this address in flight (and not yet quiet).
     pub(super) in_flight: usize,
@@ -47,21 +49,19 @@ pub(super) struct HostPacing {
     pub(super) icmp_seen: bool,
     /// Targets on this address without a result yet.
     pub(super) unfinished: usize,
-    /// Estimate of the host's ICMP token bucket towards us: its level at
-    /// `tokens_at` (in tokens; `None` before any reject was seen, when the
-    /// bucket is taken to be empty so that the first paced retry waits a
-    /// full interval).
-    tokens: f64,
-    tokens_at: Option<Instant>,
+    /// The estimate of the host's ICMP budget towards us.
+    pub(super) budget: IcmpBudget,
+    /// Targets waiting for a token of `budget`.
+    pub(super) token_waiting: VecDeque<usize>,
+    /// One waiting target is in the scheduler's timer queue for when a
+    /// token is due.
+    pub(super) wake_armed: bool,
+    /// Targets with a silence no token covered.
+    pub(super) uncovered_targets: usize,
+    /// The estimated rate (tokens a second) at which the host had too many
+    /// such targets to pace; 0 while it never had.
+    given_up_rate: f64,
 }
-
-/// Linux's `icmp_ratelimit` burst: six tokens.
-const ICMP_BURST: f64 = 6.0;
-
-/// Wait for a little more than one whole token: the target refills
-/// continuously, and a retry sent exactly one interval after the last
-/// reject can find its bucket a hair short.
-const TOKEN_MARGIN: f64 = 1.1;
 
 impl HostPacing {
     pub(super) fn new(config: &ProbeConfig) -> HostPacing {
@@ -77,8 +77,11 @@ impl HostPacing {
                 .then(|| watch::Sender::new(config.connect_timeout)),
             icmp_seen: false,
             unfinished: 0,
-            tokens: 0.0,
-            tokens_at: None,
+            budget: IcmpBudget::new(Instant::now(), config.retry_spacing),
+            token_waiting: VecDeque::new(),
+            wake_armed: false,
+            uncovered_targets: 0,
+            given_up_rate: 0.0,
         }
     }
 
@@ -144,37 +147,51 @@ impl HostPacing {
         QUIET_FLOOR.max(self.rtt.max_seen().saturating_mul(rtt::SAFETY))
     }
 
-    pub(super) fn should_pace(&self, config: &ProbeConfig) -> bool {
-        let needed = config
-            .retry_spacing
-            .mul_f64(TOKEN_MARGIN)
-            .saturating_mul(u32::try_from(self.unfinished).unwrap_or(u32::MAX));
-        self.icmp_seen && needed <= config.icmp_pacing_window
-    }
-
-    fn level(&self, now: Instant, config: &ProbeConfig) -> f64 {
-        let Some(at) = self.tokens_at else {
-            return 0.0;
-        };
-        let refill = now.duration_since(at).as_secs_f64() / config.retry_spacing.as_secs_f64();
-        (self.tokens + refill).min(ICMP_BURST)
-    }
-
-    /// One ICMP error was (or is about to be) sent to us at `now`.
-    pub(super) fn take_token(&mut self, now: Instant, config: &ProbeConfig) {
-        self.tokens = (self.level(now, config) - 1.0).max(0.0);
-        self.tokens_at = Some(now);
-    }
-
-    /// When the bucket should hold a token for one more reject.
-    pub(super) fn token_ready_at(&self, now: Instant, config: &ProbeConfig) -> Instant {
-        let missing = TOKEN_MARGIN - self.level(now, config);
-        if self.tokens_at.is_none() || missing > 0.0 {
-            now + config
-                .retry_spacing
-                .mul_f64(missing.clamp(0.0, TOKEN_MARGIN))
+    /// Whether attempts to this host wait for a token of its ICMP budget:
+    /// once it was seen rejecting, always for UDP; for TCP, a target whose
+    /// silences no token covered yet (`needs_token`) when all such targets
+    /// of the host fit in `icmp_pacing_window` at the estimated rate (and
+    /// the host was not given up on at that rate), any other when all the
+    /// host's unfinished targets do.
+    pub(super) fn should_pace(&self, config: &ProbeConfig, udp: bool, needs_token: bool) -> bool {
+        if !self.icmp_seen {
+            return false;
+        }
+        if udp {
+            return true;
+        }
+        let window = config.icmp_pacing_window.as_secs_f64();
+        let rate = self.budget.rate();
+        if needs_token {
+            self.given_up_rate < rate && self.uncovered_targets as f64 / rate <= window
         } else {
-            now
+            self.unfinished as f64 / rate <= window
+        }
+    }
+
+    /// One more target of this host was silent while its budget was spent.
+    /// When they are more than the budget passes in `icmp_pacing_window`,
+    /// the host is given up on at this rate: its targets waiting for a
+    /// token go at once (and their silences are flagged).
+    pub(super) fn note_uncovered(&mut self, config: &ProbeConfig, ready: &mut VecDeque<usize>) {
+        self.uncovered_targets += 1;
+        let rate = self.budget.rate();
+        let needed = self.uncovered_targets as f64 / rate;
+        if self.given_up_rate < rate && needed > config.icmp_pacing_window.as_secs_f64() {
+            self.given_up_rate = rate;
+            ready.extend(self.token_waiting.drain(..));
+        }
+    }
+
+    /// An attempt that held a token is over, or quiet: its token is free
+    /// again unless it drew an error (recorded apart). A target waiting
+    /// for a token may try again.
+    pub(super) fn free_token(&mut self, ready: &mut VecDeque<usize>) {
+        self.budget.reserved = self.budget.reserved.saturating_sub(1);
+        // Whether or not a wake-up is due later (counted with this token
+        // still held): the freed token may be there now.
+        if let Some(i) = self.token_waiting.pop_front() {
+            ready.push_back(i);
         }
     }
 }

@@ -18,6 +18,9 @@ pub(super) type Quiet = Box<dyn FnOnce() + Send + Sync>;
 pub(super) struct AttemptReport {
     pub(super) kind: AttemptKind,
     pub(super) started: Instant,
+    /// The latest instant its (last) packet may have left: UDP notes it
+    /// just after the send returned; TCP uses `started`.
+    pub(super) sent: Instant,
     pub(super) latency: Duration,
     pub(super) timing: Timing,
     pub(super) local_address: Option<SocketAddr>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::budget;
 use super::config::ProbeConfig;
 use super::pacing::HostPacing;
 use super::report::AttemptKind;
@@ -40,6 +41,10 @@ pub(super) const MTU_CONFIRM: u32 = 2;
 /// unanswered), spaced 100, 200, 400, 800, 1600 ms apart, each plus up to
 /// as much again at random.
 const SHED_RETRIES: u32 = 5;
+
+/// Extra attempts for a silent target of a paced host while none of its
+/// attempts went with a token of the host's ICMP budget.
+pub(super) const UNCOVERED_RETRIES: u32 = 4;
 
 /// A few bits that differ between targets, tries and processes, for
 /// backoff jitter (not for anything that needs real randomness).
@@ -95,6 +100,8 @@ pub(super) struct Context<'a> {
     pub(super) udp: &'a UdpOptions,
     /// When the attempt started.
     pub(super) started: Instant,
+    /// The latest instant its packet may have left.
+    pub(super) sent: Instant,
     pub(super) now: Instant,
 }
 
@@ -141,10 +148,10 @@ pub(super) fn decide(
                 }
             }
             slot.path_mtu = path_mtu;
-            answered(slot, host, ready, observed, cx);
+            answered(host, ready, observed, cx);
             Decision::Finish(Verdict::new(observed, detail, errno))
         }
-        AttemptKind::Silent { waited } => silent(slot, host, waited, cx),
+        AttemptKind::Silent { waited } => silent(slot, host, ready, waited, cx),
         AttemptKind::Shed {
             observed,
             detail,
@@ -320,21 +327,26 @@ fn defer(slot: &mut Slot, host: &mut HostPacing, cx: &Context<'_>) -> Decision {
 /// What a final outcome tells about its host: an ICMP error spends one of
 /// its tokens, a completed handshake shows it answers.
 fn answered(
-    slot: &Slot,
     host: &mut HostPacing,
     ready: &mut VecDeque<usize>,
     observed: Observed,
     cx: &Context<'_>,
 ) {
     // A UDP port-unreachable is an ICMP error too, and as rate-limited as
-    // any.
+    // any: it spent a token of the host's budget when the attempt arrived.
     let icmp_refused = cx.target.protocol == Protocol::Udp && observed == Observed::Refused;
     if observed == Observed::Unreachable || icmp_refused {
         host.icmp_seen = true;
-        // A paced retry already took its token when it left.
-        if !slot.paced {
-            host.take_token(cx.now, cx.config);
-        }
+        // When the packet that drew it left, at the earliest and at the
+        // latest.
+        let sent = match cx.target.protocol {
+            Protocol::Udp => (cx.started, cx.sent),
+            Protocol::Tcp | Protocol::Tls => {
+                let resent = budget::syn_sent(cx.started, cx.now);
+                (resent, resent.max(cx.sent))
+            }
+        };
+        host.budget.record(sent.0, sent.1);
     }
     if observed == Observed::Open {
         host.on_answer(ready, cx.config);
@@ -343,7 +355,13 @@ fn answered(
 
 /// A silent attempt: retried while retries are left (at once, or paced to
 /// a host that rejects with ICMP), else `timeout` with its silence.
-fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>) -> Decision {
+fn silent(
+    slot: &mut Slot,
+    host: &mut HostPacing,
+    ready: &mut VecDeque<usize>,
+    waited: Duration,
+    cx: &Context<'_>,
+) -> Decision {
     tracing::debug!(addr = ?slot.addr, waited_ms = waited.as_millis() as u64, "probe silent");
     slot.attempts += 1;
     slot.waited = waited;
@@ -361,26 +379,44 @@ fn silent(slot: &mut Slot, host: &HostPacing, waited: Duration, cx: &Context<'_>
         } else {
             0
         };
-    if slot.attempts <= cx.config.retries + loss_retries {
+    // Silence that went while the host's ICMP budget held a token for it
+    // is no swallowed reject. One that went while it was spent proves
+    // nothing yet: tried again when a token should be there, as long as
+    // the host is paced at all.
+    // Judged at the latest instant the packet may have left: every error
+    // drawn by a packet that may have left before it counts.
+    if host.budget.covered(cx.sent) {
+        slot.covered = true;
+    } else {
+        slot.uncovered += 1;
+        if slot.uncovered == 1 && !slot.covered {
+            host.note_uncovered(cx.config, ready);
+        }
+    }
+    let udp = cx.target.protocol == Protocol::Udp;
+    let for_budget = !slot.covered
+        && slot.uncovered <= UNCOVERED_RETRIES
+        && host.should_pace(cx.config, udp, true);
+    if slot.attempts <= cx.config.retries + loss_retries || for_budget {
         // The attempt waited out its deadline already: the retry goes at
-        // once, except that retries to a host that rejects with ICMP keep
-        // to its rate limit.
-        slot.paced = host.should_pace(cx.config);
-        let earliest = if slot.paced {
-            (cx.started + cx.config.retry_spacing).max(cx.now)
-        } else {
-            cx.now
-        };
-        return Decision::RetryAt(earliest);
+        // once, or, to a paced host, when its budget has a token for it.
+        return Decision::RetryAt(cx.now);
     }
     if slot.tally.answered > 0 {
         // It answered before and went silent since: loss, not a drop.
         return Decision::Finish(lossy(slot));
     }
-    let (mut detail, silence) = silence_detail(slot, host, cx.config);
-    if cx.target.protocol == Protocol::Udp {
+    let (mut detail, mut silence) = silence_detail(slot, host, cx.config);
+    if udp {
         let service = UdpService::for_port(cx.target.port.get(), cx.udp);
         detail = format!("{detail}: {}", service.silence());
+    }
+    if host.icmp_seen && !slot.covered {
+        silence.possibly_rate_limited = true;
+        detail = format!(
+            "{detail}; possibly a rate-limited reject: the host answered {} other probes with ICMP errors, and its ICMP budget towards us was spent whenever this one went",
+            host.budget.errors()
+        );
     }
     Decision::Finish(Verdict {
         silence: Some(silence),
@@ -411,6 +447,7 @@ fn silence_detail(slot: &Slot, host: &HostPacing, config: &ProbeConfig) -> (Stri
             Silence {
                 waited_ms: millis(waited),
                 adaptive: true,
+                possibly_rate_limited: false,
             },
         ),
         _ => (
@@ -421,6 +458,7 @@ fn silence_detail(slot: &Slot, host: &HostPacing, config: &ProbeConfig) -> (Stri
             Silence {
                 waited_ms: millis(config.connect_timeout),
                 adaptive: false,
+                possibly_rate_limited: false,
             },
         ),
     }
@@ -491,6 +529,7 @@ mod tests {
                 index: 7,
                 udp: &self.udp,
                 started: self.started,
+                sent: self.started,
                 now: self.now,
             };
             decide(&mut self.slot, &mut self.host, &mut self.ready, kind, &cx)
@@ -532,7 +571,8 @@ mod tests {
             v.silence,
             Some(Silence {
                 waited_ms: 1000,
-                adaptive: false
+                adaptive: false,
+                possibly_rate_limited: false,
             })
         );
         assert_eq!((v.errno, c.slot.attempts), (None, 2));
@@ -552,7 +592,8 @@ mod tests {
             v.silence,
             Some(Silence {
                 waited_ms: 100,
-                adaptive: true
+                adaptive: true,
+                possibly_rate_limited: false,
             })
         );
         assert!(
@@ -577,26 +618,126 @@ mod tests {
         );
     }
 
-    /// A host seen rejecting with ICMP gets its silent retries paced: one
-    /// `retry_spacing` after the attempt started, not at once.
+    /// An ICMP error spends a token of its host's budget at the instant
+    /// its attempt was sent.
     #[test]
-    fn retries_to_a_host_that_rejects_with_icmp_are_paced() {
+    fn an_icmp_error_marks_its_host_and_spends_a_token() {
         let mut c = Case::new(Protocol::Tcp);
-        c.now = c.started + Duration::from_millis(200);
         let unreachable = final_(Observed::Unreachable, Some(libc::EHOSTUNREACH), false);
-        let mut other = Case::new(Protocol::Tcp);
-        let Decision::Finish(v) = other.decide(unreachable) else {
+        let Decision::Finish(v) = c.decide(unreachable) else {
             panic!("an ICMP error is final");
         };
         assert_eq!(v.errno, Some(libc::EHOSTUNREACH));
-        assert!(other.host.icmp_seen);
+        assert!(c.host.icmp_seen);
+        assert_eq!(c.host.budget.errors(), 1);
+        let mut c = Case::new(Protocol::Udp);
+        c.decide(final_(Observed::Refused, Some(libc::ECONNREFUSED), false));
+        assert_eq!((c.host.icmp_seen, c.host.budget.errors()), (true, 1));
+    }
 
+    /// Six rejects spend a host's ICMP budget (Linux's defaults). A UDP
+    /// silence sent after them proves nothing: it is tried again (the
+    /// scheduler sends it when a token is due) until the retries for the
+    /// budget are spent, and then it is a `timeout` flagged as possibly a
+    /// rate-limited reject, in the typed silence and in the text.
+    #[test]
+    fn a_silence_while_the_icmp_budget_was_spent_is_flagged() {
+        let mut c = Case::new(Protocol::Udp);
         c.host.icmp_seen = true;
-        assert_eq!(
-            c.decide(silent()),
-            Decision::RetryAt(c.started + c.config.retry_spacing)
+        for k in 0..6 {
+            c.host.budget.record(
+                c.started - Duration::from_micros(60 - k),
+                c.started - Duration::from_micros(60 - k),
+            );
+        }
+        let mut attempts = 0;
+        let v = loop {
+            attempts += 1;
+            match c.decide(silent()) {
+                Decision::RetryAt(at) => assert_eq!(at, c.now),
+                Decision::Finish(v) => break v,
+                Decision::Defer => panic!("a silence is never deferred"),
+            }
+        };
+        assert_eq!(attempts, 1 + UNCOVERED_RETRIES);
+        assert!(!c.slot.covered);
+        assert_eq!(v.observed, Observed::Timeout);
+        let silence = v.silence.expect("a timeout carries its silence");
+        assert!(silence.possibly_rate_limited, "{silence:?}");
+        assert!(
+            v.detail.contains("; possibly a rate-limited reject: the host answered 6 other probes with ICMP errors"),
+            "{}",
+            v.detail
         );
-        assert!(c.slot.paced);
+    }
+
+    /// A silence sent while the budget held a token (the rejects came
+    /// after it) is a drop: a plain `timeout` after the plan's retries.
+    #[test]
+    fn a_silence_while_a_token_was_there_is_a_plain_timeout() {
+        let mut c = Case::new(Protocol::Udp);
+        c.host.icmp_seen = true;
+        for k in 0..6 {
+            c.host.budget.record(
+                c.started + Duration::from_millis(10 + k),
+                c.started + Duration::from_millis(10 + k),
+            );
+        }
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        let Decision::Finish(v) = c.decide(silent()) else {
+            panic!("the plan's retries are spent and a token covered it");
+        };
+        assert!(c.slot.covered);
+        assert_eq!(v.observed, Observed::Timeout);
+        assert!(!v.silence.unwrap().possibly_rate_limited);
+        assert!(!v.detail.contains("rate-limited"), "{}", v.detail);
+    }
+
+    /// A TCP host with more silences no token covered than its budget
+    /// passes in `icmp_pacing_window` is given up on: its silences get the
+    /// plan's retries only, and are flagged. With few, it is paced.
+    #[test]
+    fn a_tcp_host_too_large_to_pace_gets_the_plan_retries_then_flags() {
+        let mut c = Case::new(Protocol::Tcp);
+        c.host.icmp_seen = true;
+        c.host.uncovered_targets = 5;
+        for k in 0..6 {
+            c.host.budget.record(
+                c.started - Duration::from_micros(60 - k),
+                c.started - Duration::from_micros(60 - k),
+            );
+        }
+        assert!(c.host.should_pace(&c.config, false, true));
+        c.ready.clear();
+        c.host.token_waiting.extend([3, 4]);
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        // The sixth such target: more than five seconds at one a second.
+        assert!(!c.host.should_pace(&c.config, false, true));
+        assert_eq!(
+            Vec::from(c.ready.clone()),
+            vec![3, 4],
+            "the waiting targets go at once"
+        );
+        let Decision::Finish(v) = c.decide(silent()) else {
+            panic!("no retries for the budget where the host is given up on");
+        };
+        assert_eq!(c.slot.attempts, 2);
+        assert!(v.silence.unwrap().possibly_rate_limited);
+        // Few such targets: paced, so tried again beyond the plan's retries.
+        let mut c = Case::new(Protocol::Tcp);
+        c.host.icmp_seen = true;
+        for _ in 0..6 {
+            c.host.budget.record(
+                c.started - Duration::from_micros(2),
+                c.started - Duration::from_micros(2),
+            );
+        }
+        c.decide(silent());
+        assert!(c.host.should_pace(&c.config, false, true));
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        // Fresh targets are paced only when all unfinished ones fit.
+        c.host.unfinished = 4000;
+        assert!(!c.host.should_pace(&c.config, false, false));
     }
 
     #[test]

@@ -352,7 +352,8 @@ impl Scheduler {
     fn admit(&mut self, i: usize, now: Instant) -> Option<AttemptSetup> {
         let addr = self.addrs[i].expect("only resolved targets are scheduled");
         let config = &self.shared.config;
-        let slot = self.slots[i].get_or_insert_with(|| {
+        let udp = self.targets[i].protocol == Protocol::Udp;
+        self.slots[i].get_or_insert_with(|| {
             Box::new(Slot {
                 addr: Some(addr),
                 ..Slot::default()
@@ -362,23 +363,44 @@ impl Scheduler {
             .hosts
             .entry(addr.ip())
             .or_insert_with(|| HostPacing::new(config));
-        if host.in_flight >= host.limit {
+        if std::mem::take(&mut state(&mut self.slots, i).wake) {
+            host.wake_armed = false;
+        }
+        // A target whose silence a token covered is a drop: its retries
+        // draw no ICMP error and need no token.
+        let needs_token =
+            state(&mut self.slots, i).uncovered > 0 && !state(&mut self.slots, i).covered;
+        let fresh = state(&mut self.slots, i).attempts == 0;
+        let paced = (needs_token || fresh) && host.should_pace(config, udp, needs_token);
+        if paced {
+            // The host rejects with ICMP and is paced: this attempt goes
+            // only with a token of its budget (the window it may have in
+            // flight is the budget's, not `per_host_concurrency`).
+            if !host.budget.room(now) {
+                host.token_waiting.push_back(i);
+                if !host.wake_armed {
+                    if let Some(next) = host.token_waiting.pop_front() {
+                        host.wake_armed = true;
+                        state(&mut self.slots, next).wake = true;
+                        self.later.push(Reverse((host.budget.ready_at(now), next)));
+                    }
+                }
+                return None;
+            }
+            host.budget.reserved += 1;
+            if host.budget.room(now) {
+                if let Some(next) = host.token_waiting.pop_front() {
+                    self.ready.push_back(next);
+                }
+            }
+        } else if host.in_flight >= host.limit {
             // The host has as many attempts as it may take: this one waits
             // for one of them to finish.
             host.waiting.push_back(i);
             return None;
         }
-        if slot.paced {
-            // A paced retry goes only when the target should have an ICMP
-            // token for it; the estimate moves with every reject seen, so
-            // the due time is checked again here.
-            let ready_at = host.token_ready_at(now, config);
-            if ready_at > now {
-                self.later.push(Reverse((ready_at, i)));
-                return None;
-            }
-            host.take_token(now, config);
-        }
+        let slot = state(&mut self.slots, i);
+        slot.paced = paced;
         host.in_flight += 1;
         let deadline = match &host.timeout {
             Some(tx) if config.adaptive => ConnectDeadline::Adaptive(tx.subscribe()),
@@ -462,10 +484,18 @@ impl Scheduler {
                     slot.quiet = true;
                     host.release(&mut self.ready);
                 }
+                // An ICMP error would be back by now: the token it held is
+                // free for the next attempt.
+                if std::mem::take(&mut slot.paced) {
+                    host.free_token(&mut self.ready);
+                }
                 return;
             }
             TaskEvent::Done(attempt) => attempt,
         };
+        if std::mem::take(&mut slot.paced) {
+            host.free_token(&mut self.ready);
+        }
         if !std::mem::replace(&mut slot.quiet, false) {
             host.release(&mut self.ready);
         }
@@ -486,6 +516,7 @@ impl Scheduler {
             index: i,
             udp: &self.shared.udp,
             started: attempt.started,
+            sent: attempt.sent,
             now: Instant::now(),
         };
         let slot = self.slots[i]
@@ -573,6 +604,13 @@ impl Scheduler {
 }
 
 /// The result of a finished target: its verdict and what its slot holds.
+/// The state of target `i`, which is under way (admitted, not finished).
+fn state(slots: &mut [Option<Box<Slot>>], i: usize) -> &mut Slot {
+    slots[i]
+        .as_deref_mut()
+        .expect("a target under way has its state")
+}
+
 pub(super) fn finished(target: &Target, slot: &Slot, verdict: Verdict) -> ProbeResult {
     let Verdict {
         observed,
@@ -603,6 +641,7 @@ pub(super) fn finished(target: &Target, slot: &Slot, verdict: Verdict) -> ProbeR
             (observed == Observed::Timeout).then(|| Silence {
                 waited_ms: u64::try_from(slot.waited.as_millis()).unwrap_or(u64::MAX),
                 adaptive: false,
+                possibly_rate_limited: false,
             })
         }),
     }

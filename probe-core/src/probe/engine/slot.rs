@@ -25,8 +25,16 @@ pub(super) struct Slot {
     pub(super) sheds: u32,
     /// Every retry of the final attempt was closed unanswered.
     pub(super) shed: bool,
-    /// The next attempt waits for the target's ICMP budget.
+    /// The attempt in flight holds a token of its host's ICMP budget
+    /// (given back when it turns quiet or is over).
     pub(super) paced: bool,
+    /// The target is its host's one waiter in the timer queue for a token.
+    pub(super) wake: bool,
+    /// Some silent attempt went while its host's ICMP budget held a token
+    /// for it: the silence is no swallowed reject.
+    pub(super) covered: bool,
+    /// Silent attempts that went while the budget was spent.
+    pub(super) uncovered: u32,
     /// Stalled handshakes tried again at the host's reduced concurrency.
     pub(super) deferrals: u32,
     /// The attempt in flight may be deferred when its handshake stalls.

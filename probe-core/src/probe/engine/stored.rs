@@ -262,6 +262,7 @@ mod tests {
             silence: Some(Silence {
                 waited_ms: 200,
                 adaptive: false,
+                possibly_rate_limited: true,
             }),
             ..refused()
         };

@@ -590,6 +590,7 @@ expect = "blocked"
             silence: (observed == Observed::Timeout).then_some(crate::probe::Silence {
                 waited_ms: 500,
                 adaptive: false,
+                possibly_rate_limited: false,
             }),
             neighbour: None,
             proof: None,
@@ -978,6 +979,7 @@ expect = "blocked"
         silent.silence = Some(crate::probe::Silence {
             waited_ms: 120,
             adaptive: true,
+            possibly_rate_limited: false,
         });
         silent.detail = adaptive.into();
         assert_eq!(
