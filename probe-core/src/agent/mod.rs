@@ -40,6 +40,7 @@ pub mod udp_canary;
 
 use config::bind_ip;
 pub use config::{AgentConfig, AgentError, AgentLimits, canary_ports, detect_host, local_ip};
+pub use nft_cmd::{nft, nft_path};
 pub use stdio::{StdioPlan, serve_stdio};
 
 use std::collections::HashMap;

@@ -27,7 +27,7 @@ pub(super) fn find_tool(name: &str) -> Option<PathBuf> {
 }
 
 /// Runs `nft args` with `stdin`; its stderr as the error.
-pub(super) async fn nft(nft: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+pub async fn nft(nft: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut cmd = Command::new(nft);
     cmd.args(args)
         .stdin(if stdin.is_some() {

@@ -12,12 +12,11 @@
 //! target from the source host's other queries, so a UDP path has sent
 //! and answered only.
 
-use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 
-use tokio::net::UdpSocket;
-use tokio::time::{Instant, sleep_until};
-
-use super::samples::{INTERVAL, MAX_REPLY_WAIT, SampleRequest, SampleTally, clamp};
+use super::samples::{
+    MAX_REPLY_WAIT, PacedUdp, SampleRequest, SampleTally, clamp, paced_udp, udp_socket,
+};
 use super::udp_service::{ServiceRequest, UdpOptions, UdpService};
 
 /// The live UDP service schedule mode samples on `port`, if any: DNS only.
@@ -31,7 +30,7 @@ pub fn sampled_service(port: u16) -> Option<UdpService> {
 /// answered samples' round trips in microseconds, in sample order.
 pub async fn udp_service_samples(req: &SampleRequest) -> (SampleTally, Vec<u64>) {
     let n = clamp(req.samples);
-    let socket = match socket(req.target, req.source) {
+    let socket = match udp_socket(req.target, req.source) {
         Ok(s) => s,
         Err(e) => {
             let mut t = SampleTally::of(n, 0, &[]);
@@ -40,75 +39,50 @@ pub async fn udp_service_samples(req: &SampleRequest) -> (SampleTally, Vec<u64>)
         }
     };
     let wait = req.timeout.min(MAX_REPLY_WAIT);
-    // Each sample's request and when it left.
-    let mut out: Vec<(ServiceRequest, Instant)> = Vec::with_capacity(n as usize);
-    let mut rtts: Vec<Option<u64>> = vec![None; n as usize];
-    let mut next = Instant::now();
-    let mut buf = [0u8; 4096];
-    let mut error = None;
-    let mut last_read = req.deadline;
-    loop {
+    // Each sample's query (its id is how its answer is known).
+    let queries: Mutex<Vec<ServiceRequest>> = Mutex::new(Vec::with_capacity(n as usize));
+    let paced = paced_udp(
+        &socket,
+        PacedUdp {
+            samples: n,
+            wait,
+            deadline: req.deadline,
+            reply_len: 4096,
+        },
         // A query is sent only with its answer's wait still before the
         // deadline: one sent at the last moment would be lost by our own
         // clock, not by the path.
-        let sending = out.len() < n as usize && next + wait <= req.deadline;
-        if !sending && last_read == req.deadline {
-            last_read = (Instant::now() + wait).min(req.deadline);
-        }
-        let until = if sending { next } else { last_read };
-        tokio::select! {
-            () = sleep_until(until) => {
-                if !sending {
-                    break;
-                }
-                let r = ServiceRequest::dns();
-                match socket.try_send(&r.payload) {
-                    Ok(_) => out.push((r, Instant::now())),
-                    // Not sent (a full buffer, a queued ICMP error): not
-                    // counted, tried again at the next tick.
-                    Err(e) => {
-                        error.get_or_insert_with(|| format!("send: {e}"));
-                    }
-                }
-                next += INTERVAL;
-            }
-            got = socket.recv(&mut buf) => {
-                let Ok(len) = got else { continue };
-                let now = Instant::now();
-                let reply = &buf[..len];
-                let found = out
-                    .iter()
-                    .enumerate()
-                    .find(|(k, (r, _))| rtts[*k].is_none() && r.check(reply).is_some());
-                if let Some((k, (_, at))) = found {
-                    rtts[k] = Some(u64::try_from((now - *at).as_micros()).unwrap_or(u64::MAX));
-                }
-            }
-        }
-    }
-    let sent = u32::try_from(out.len()).unwrap_or(u32::MAX);
-    let in_order: Vec<u64> = rtts.into_iter().flatten().collect();
-    let mut t = SampleTally::of(n, sent, &in_order);
-    t.error = error;
+        |next| next + wait <= req.deadline,
+        |k| {
+            let r = ServiceRequest::dns();
+            let payload = r.payload.clone();
+            let mut q = queries.lock().unwrap_or_else(|e| e.into_inner());
+            // A query that did not leave is replaced by the next one.
+            q.truncate(k as usize);
+            q.push(r);
+            payload
+        },
+        |reply, answered| {
+            let q = queries.lock().unwrap_or_else(|e| e.into_inner());
+            q.iter()
+                .zip(answered)
+                .position(|(r, rtt)| rtt.is_none() && r.check(reply).is_some())
+        },
+    )
+    .await;
+    let in_order: Vec<u64> = paced.rtts.into_iter().flatten().collect();
+    let mut t = SampleTally::of(n, paced.sent, &in_order);
+    t.error = paced.error;
     (t, in_order)
-}
-
-/// A UDP socket bound to `source` (when of the target's family) and
-/// connected to `target`.
-fn socket(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(match source {
-        Some(s) if s.is_ipv4() == target.is_ipv4() => SocketAddr::new(s, 0),
-        _ if target.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
-        _ => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
-    })?;
-    socket.connect(target)?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::time::Duration;
+
+    use tokio::net::UdpSocket;
+    use tokio::time::Instant;
 
     use super::*;
 

@@ -231,19 +231,74 @@ pub async fn udp_samples(req: &SampleRequest) -> SampleTally {
         Err(e) => return failed(n, 0, &e),
     };
     let wait = req.timeout.min(MAX_REPLY_WAIT);
+    let paced = paced_udp(
+        &socket,
+        PacedUdp {
+            samples: n,
+            wait,
+            deadline: req.deadline,
+            reply_len: super::canary_line::MAX_LINE + 1,
+        },
+        |next| next < req.deadline,
+        |k| sample_line(&req.round, &req.nonce, k).into_bytes(),
+        |reply, _answered| {
+            let (nonce, seq) = std::str::from_utf8(reply)
+                .ok()
+                .and_then(parse_sample_answer)?;
+            (nonce == req.nonce).then_some(seq as usize)
+        },
+    )
+    .await;
+    let in_order: Vec<u64> = paced.rtts.into_iter().flatten().collect();
+    let mut t = SampleTally::of(n, paced.sent, &in_order);
+    t.error = paced.error;
+    t
+}
+
+/// How [`paced_udp`] samples: how many, how long an answer is waited for
+/// after the last datagram, when it stops, the longest answer read.
+pub(super) struct PacedUdp {
+    pub(super) samples: u32,
+    pub(super) wait: Duration,
+    pub(super) deadline: Instant,
+    pub(super) reply_len: usize,
+}
+
+/// What [`paced_udp`] found: the datagrams that left, each sample's round
+/// trip (in microseconds) where it was answered, the first send error.
+pub(super) struct Paced {
+    pub(super) sent: u32,
+    pub(super) rtts: Vec<Option<u64>>,
+    pub(super) error: Option<String>,
+}
+
+/// One datagram per sample on `socket`, one every [`INTERVAL`] while
+/// `may_send(next)` holds: sample k's is `payload(k)` (asked again for the
+/// same k when it did not leave), and an answer is sample
+/// `answer_to(reply, answered)`'s (`answered`: the round trips of the
+/// samples that left so far) when that one left and has no answer yet (a
+/// late answer is its own sample's, never the next one's). After
+/// the last datagram, answers are read for `wait` (within the deadline); a
+/// read never outlasts it.
+pub(super) async fn paced_udp(
+    socket: &UdpSocket,
+    how: PacedUdp,
+    may_send: impl Fn(Instant) -> bool,
+    mut payload: impl FnMut(u32) -> Vec<u8>,
+    answer_to: impl Fn(&[u8], &[Option<u64>]) -> Option<usize>,
+) -> Paced {
+    let n = how.samples;
     let mut sent_at: Vec<Option<Instant>> = vec![None; n as usize];
     let mut rtts: Vec<Option<u64>> = vec![None; n as usize];
     let mut sent = 0u32;
     let mut next = Instant::now();
-    let mut buf = [0u8; super::canary_line::MAX_LINE + 1];
+    let mut buf = vec![0u8; how.reply_len];
     let mut error = None;
-    // After the last datagram, answers are read for `wait` (within the
-    // deadline); a read never outlasts it.
-    let mut last_read = req.deadline;
+    let mut last_read = how.deadline;
     loop {
-        let sending = sent < n && next < req.deadline;
-        if !sending && last_read == req.deadline {
-            last_read = (Instant::now() + wait).min(req.deadline);
+        let sending = sent < n && may_send(next);
+        if !sending && last_read == how.deadline {
+            last_read = (Instant::now() + how.wait).min(how.deadline);
         }
         let until = if sending { next } else { last_read };
         tokio::select! {
@@ -251,8 +306,7 @@ pub async fn udp_samples(req: &SampleRequest) -> SampleTally {
                 if !sending {
                     break;
                 }
-                let line = sample_line(&req.round, &req.nonce, sent);
-                match socket.try_send(line.as_bytes()) {
+                match socket.try_send(&payload(sent)) {
                     Ok(_) => {
                         sent_at[sent as usize] = Some(Instant::now());
                         sent += 1;
@@ -270,14 +324,10 @@ pub async fn udp_samples(req: &SampleRequest) -> SampleTally {
             got = socket.recv(&mut buf) => {
                 let Ok(len) = got else { continue };
                 let now = Instant::now();
-                let Some((nonce, seq)) = std::str::from_utf8(&buf[..len])
-                    .ok()
-                    .and_then(parse_sample_answer)
-                else {
+                let Some(k) = answer_to(&buf[..len], &rtts[..sent as usize]) else {
                     continue;
                 };
-                let k = seq as usize;
-                if nonce != req.nonce || k >= rtts.len() || rtts[k].is_some() {
+                if k >= rtts.len() || rtts[k].is_some() {
                     continue;
                 }
                 if let Some(at) = sent_at[k] {
@@ -286,10 +336,7 @@ pub async fn udp_samples(req: &SampleRequest) -> SampleTally {
             }
         }
     }
-    let in_order: Vec<u64> = rtts.into_iter().flatten().collect();
-    let mut t = SampleTally::of(n, sent, &in_order);
-    t.error = error;
-    t
+    Paced { sent, rtts, error }
 }
 
 /// Takes `req.samples` TCP samples of a path that connected: one connect
@@ -455,7 +502,7 @@ fn failed(n: u32, sent: u32, e: &std::io::Error) -> SampleTally {
 
 /// A UDP socket bound to `source` (when of the target's family) and
 /// connected to `target`, so only the target's answers reach it.
-fn udp_socket(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<UdpSocket> {
+pub(super) fn udp_socket(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind(match source {
         Some(s) if s.is_ipv4() == target.is_ipv4() => SocketAddr::new(s, 0),
         _ if target.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),

@@ -26,11 +26,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path as FsPath, PathBuf};
-use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
-
+use crate::agent::{nft, nft_path};
 use crate::plan::{Address, Expect, Family, Path, Plan};
 use crate::port::{Port, Protocol};
 use crate::probe::samples::LIVE_SAMPLE_MSS;
@@ -209,7 +206,7 @@ impl Counter {
     /// Creates the table counting `paths`' sample SYNs; `None` (logged
     /// once) where this host cannot (no `nft`, no CAP_NET_ADMIN).
     pub(super) async fn start(paths: Vec<Incoming>) -> Option<Counter> {
-        let Some(bin) = nft_bin() else {
+        let Some(bin) = nft_path() else {
             tracing::info!(
                 "no nft: quality samples arriving here are not counted (no portcall_path_samples_arrived_total)"
             );
@@ -218,7 +215,7 @@ impl Counter {
         remove_dead_tables(&bin).await;
         let table = format!("{TABLE_PREFIX}{}", std::process::id());
         let c = Counter { bin, table, paths };
-        if let Err(e) = run(&c.bin, &["-f", "-"], Some(&ruleset(&c.table, &c.paths))).await {
+        if let Err(e) = nft(&c.bin, &["-f", "-"], Some(&ruleset(&c.table, &c.paths))).await {
             tracing::info!(
                 error = %e,
                 "quality samples arriving here are not counted (no portcall_path_samples_arrived_total)"
@@ -237,7 +234,7 @@ impl Counter {
             t = self.table
         );
         script.push_str(&want_elements(&self.table, &paths));
-        match run(&self.bin, &["-f", "-"], Some(&script)).await {
+        match nft(&self.bin, &["-f", "-"], Some(&script)).await {
             Ok(_) => self.paths = paths,
             Err(e) => tracing::warn!(error = %e, "arrival counts: the reloaded plan's paths"),
         }
@@ -247,7 +244,7 @@ impl Counter {
     pub(super) async fn read(&self) -> Option<Vec<Arrived>> {
         let mut counts = BTreeMap::new();
         for set in ["seen4", "seen6"] {
-            let json = run(
+            let json = nft(
                 &self.bin,
                 &["-j", "list", "set", "inet", &self.table, set],
                 None,
@@ -292,7 +289,7 @@ fn want_elements(table: &str, paths: &[Incoming]) -> String {
 /// `ExecStopPost`, calls it too) and returns their names; a running
 /// agent's table is left alone.
 pub async fn delete_dead_tables() -> Vec<String> {
-    match nft_bin() {
+    match nft_path() {
         Some(bin) => remove_dead_tables(&bin).await,
         None => Vec::new(),
     }
@@ -300,7 +297,7 @@ pub async fn delete_dead_tables() -> Vec<String> {
 
 async fn remove_dead_tables(bin: &FsPath) -> Vec<String> {
     let mut deleted = Vec::new();
-    let Ok(list) = run(bin, &["list", "tables", "inet"], None).await else {
+    let Ok(list) = nft(bin, &["list", "tables", "inet"], None).await else {
         return deleted;
     };
     for line in list.lines() {
@@ -313,7 +310,7 @@ async fn remove_dead_tables(bin: &FsPath) -> Vec<String> {
         };
         if pid.parse::<u32>().is_ok() && !FsPath::new("/proc").join(pid).exists() {
             let table = format!("{TABLE_PREFIX}{pid}");
-            if run(bin, &["delete", "table", "inet", &table], None)
+            if nft(bin, &["delete", "table", "inet", &table], None)
                 .await
                 .is_ok()
             {
@@ -322,43 +319,6 @@ async fn remove_dead_tables(bin: &FsPath) -> Vec<String> {
         }
     }
     deleted
-}
-
-fn nft_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join("nft"))
-        .find(|p| p.is_file())
-}
-
-/// Runs `nft args` with `stdin`, at most 10 s; its stderr as the error.
-async fn run(bin: &FsPath, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("run nft: {e}"))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .await
-            .map_err(|e| format!("write to nft: {e}"))?;
-    }
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .map_err(|_| "nft did not finish within 10 s".to_string())?
-        .map_err(|e| format!("run nft: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 #[cfg(test)]
