@@ -496,34 +496,7 @@ nmap_round() {
     t1=$(date +%s%N)
     nmap_pids=()
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-    score=$(python3 - "$dir" "$drops" "$n" "$PORTS" "$BASE_PORT" <<'PY'
-import collections, glob, re, sys
-d, drops_file, n, ports, base = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-def name(addr):
-    a = [int(x) for x in addr.split(".")]
-    return f"h{((a[1] - 18) * 256 + a[2]) * 250 + a[3]}"
-drops = {tuple(l.split()) for l in open(drops_file) if l.strip()}
-kinds = collections.Counter()
-seen = set()
-for f in glob.glob(f"{d}/nmap-h*.gnmap"):
-    src = re.search(r"nmap-(h\d+)\.gnmap$", f).group(1)
-    for line in open(f):
-        m = re.match(r"Host: (\S+) .*Ports: (.*)", line)
-        if not m:
-            continue
-        dst = name(m.group(1))
-        for entry in m.group(2).split(","):
-            port, state = entry.strip().split("/")[:2]
-            seen.add((src, dst, port))
-            want = "filtered" if (src, dst, port) in drops else "open"
-            if state != want:
-                kinds[f"{state}-on-{'dropped' if want == 'filtered' else 'open'}"] += 1
-missing = n * (n - 1) * ports - len(seen)
-if missing > 0:
-    kinds["missing"] += missing
-print(sum(kinds.values()), ",".join(f"{k}:{v}" for k, v in sorted(kinds.items())) or "-")
-PY
-)
+    score=$(python3 scripts/bench/mesh_nmap_score.py "$dir" "$drops" "$n" "$PORTS")
     read -r false kinds <<<"$score"
     echo "$n $k $wall $false $kinds" >>"$nmap_rows"
     nm_wall=$wall nm_false=$false
