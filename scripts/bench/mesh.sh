@@ -566,7 +566,11 @@ table() {
     printed=1
     local n
     echo
-    echo "portcall and nmap in interleaved pairs on the same lab (pair k: portcall first when k is odd, nmap first when even)"
+    if [[ -s $nmap_rows ]]; then
+        echo "portcall and nmap in interleaved pairs on the same lab (pair k: portcall first when k is odd, nmap first when even)"
+    else
+        echo "portcall's rounds alone (no nmap: no ratios)"
+    fi
     echo "walls in s: median, min-max over the pairs; pc/nmap: median of the pairs' ratios, and med/med: the ratio of the medians;"
     echo "coordinator peak RSS in MiB (median, max); false results of each side, per pair"
     printf '%-9s %5s %8s %11s %9s %11s %8s %8s %9s %9s %-14s %s\n' \
