@@ -47,7 +47,7 @@ impl IcmpCount {
 
 /// The whole file from its start (a `pread`, which makes the kernel write
 /// the counters afresh).
-pub(super) fn read_all<'a>(file: &File, buf: &'a mut [u8]) -> Option<&'a str> {
+fn read_all<'a>(file: &File, buf: &'a mut [u8]) -> Option<&'a str> {
     let mut len = 0;
     loop {
         match file.read_at(&mut buf[len..], len as u64) {

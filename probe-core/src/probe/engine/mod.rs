@@ -17,7 +17,6 @@ mod connect;
 mod icmp_count;
 mod pacing;
 mod report;
-mod retrans;
 mod retry;
 mod scheduler;
 mod shared;

@@ -47,13 +47,6 @@ pub(super) struct HostPacing {
     pub(super) timeout: Option<watch::Sender<Duration>>,
     /// The host answered some probe with an ICMP error.
     pub(super) icmp_seen: bool,
-    /// Something showed that this host's packets get lost: a port that
-    /// answered only after silent attempts, one that answered and went
-    /// silent, a path found `lossy`, or a connect answered only to the
-    /// kernel's resent SYN. Silence on the host earns the loss retries at
-    /// once then, else only if the namespace resent data segments during
-    /// the sweep ([`super::retry::Decision::AwaitLoss`]).
-    pub(super) loss_seen: bool,
     /// Targets on this address without a result yet.
     pub(super) unfinished: usize,
     /// The estimate of the host's ICMP budget towards us.
@@ -83,7 +76,6 @@ impl HostPacing {
                 .adaptive
                 .then(|| watch::Sender::new(config.connect_timeout)),
             icmp_seen: false,
-            loss_seen: false,
             unfinished: 0,
             budget: IcmpBudget::new(Instant::now(), config.retry_spacing),
             token_waiting: VecDeque::new(),

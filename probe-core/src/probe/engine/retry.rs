@@ -88,13 +88,6 @@ pub(super) enum Decision {
     Defer,
     /// Tried again once this instant has come.
     RetryAt(Instant),
-    /// Silent through the plan's attempts on a host that answers other
-    /// ports, where nothing has shown loss on that host yet: held until
-    /// the host's other targets are decided. If loss shows there by then
-    /// ([`HostPacing::loss_seen`]), it gets the loss retries; if not, it
-    /// finishes with this verdict, as a firewall's drop costs no more
-    /// attempts than the plan asked for.
-    AwaitLoss(Verdict),
 }
 
 /// What the decision reads besides the slot and its host.
@@ -155,14 +148,6 @@ pub(super) fn decide(
                 }
             }
             slot.path_mtu = path_mtu;
-            // A port that answered only after silent attempts shows that
-            // this host's packets get lost. Not one whose exchange stalled
-            // first: its handshake came through, and a starved agent at the
-            // far end (our own load) stalls exchanges as well as loss does.
-            if observed == Observed::Open && slot.tally.silent > 0 {
-                tracing::debug!(target: "portcall::loss", ?addr, "loss seen: answered after silence");
-                host.loss_seen = true;
-            }
             answered(host, ready, observed, cx);
             Decision::Finish(Verdict::new(observed, detail, errno))
         }
@@ -382,10 +367,7 @@ fn silent(
     slot.waited = waited;
     // Where the host answers other ports (or this one answered before),
     // silence may be loss as well as a drop: a few more attempts at the
-    // host's adaptive deadline tell them apart, once something on the host
-    // has shown loss (until then the target awaits the host's other
-    // targets: a mesh of firewalls dropping 5% of paths shows none, and
-    // its drops cost the plan's attempts, not ten more). Not where silence may be a
+    // host's adaptive deadline tell them apart. Not where silence may be a
     // rate-limited ICMP reject (those retries are paced), nor with fixed
     // deadlines (each would wait the whole `timeout_ms`).
     // A round trip measured to the address (a connect, or a reset from its
@@ -415,31 +397,15 @@ fn silent(
     let for_budget = !slot.covered
         && slot.uncovered <= UNCOVERED_RETRIES
         && host.should_pace(cx.config, udp, true);
-    if slot.attempts <= cx.config.retries || for_budget {
+    if slot.attempts <= cx.config.retries + loss_retries || for_budget {
         // The attempt waited out its deadline already: the retry goes at
         // once, or, to a paced host, when its budget has a token for it.
         return Decision::RetryAt(cx.now);
-    }
-    if slot.attempts <= cx.config.retries + loss_retries {
-        // It answered before and went silent since: loss.
-        host.loss_seen |= slot.tally.answered > 0;
-        if host.loss_seen {
-            return Decision::RetryAt(cx.now);
-        }
-        return Decision::AwaitLoss(timeout_verdict(slot, host, cx));
     }
     if slot.tally.answered > 0 {
         // It answered before and went silent since: loss, not a drop.
         return Decision::Finish(lossy(slot));
     }
-    Decision::Finish(timeout_verdict(slot, host, cx))
-}
-
-/// The verdict of a target silent through every attempt it was given:
-/// `timeout`, with its silence (and, where the host's ICMP budget was spent
-/// whenever it went, that it may be a rate-limited reject).
-fn timeout_verdict(slot: &Slot, host: &HostPacing, cx: &Context<'_>) -> Verdict {
-    let udp = cx.target.protocol == Protocol::Udp;
     let (mut detail, mut silence) = silence_detail(slot, host, cx.config);
     if udp {
         let service = UdpService::for_port(cx.target.port.get(), cx.udp);
@@ -452,10 +418,10 @@ fn timeout_verdict(slot: &Slot, host: &HostPacing, cx: &Context<'_>) -> Verdict 
             host.budget.errors()
         );
     }
-    Verdict {
+    Decision::Finish(Verdict {
         silence: Some(silence),
         ..Verdict::new(Observed::Timeout, detail, None)
-    }
+    })
 }
 
 /// The detail of a path that stayed silent through every attempt, and the
@@ -691,7 +657,6 @@ mod tests {
                 Decision::RetryAt(at) => assert_eq!(at, c.now),
                 Decision::Finish(v) => break v,
                 Decision::Defer => panic!("a silence is never deferred"),
-                Decision::AwaitLoss(_) => panic!("a host that rejects gets no loss retries"),
             }
         };
         assert_eq!(attempts, 1 + UNCOVERED_RETRIES);
@@ -979,12 +944,10 @@ mod tests {
         assert!(c.slot.tally.mtu_ruled_out);
     }
 
-    /// On a host that answers other ports and has shown loss, silence gets
-    /// the loss retries; where it has shown none, silence through the
-    /// plan's attempts awaits the host's other targets with its `timeout`
-    /// verdict. A port that answered in one attempt and went silent after
-    /// is `lossy` with the counts, never `timeout`, and shows the host's
-    /// loss. A host that answered nothing keeps the plan's retries.
+    /// On a host that answers other ports, silence gets the loss retries;
+    /// a port that answered in one attempt and went silent after is
+    /// `lossy` with the counts, never `timeout`. A host that answered
+    /// nothing keeps the plan's retries.
     #[test]
     fn silence_on_an_answering_host_gets_the_loss_retries_then_is_lossy_or_timeout() {
         let mut c = Case::new(Protocol::Tcp);
@@ -996,36 +959,13 @@ mod tests {
         c.config.loss_retries = 3;
         // A connect's round trip is enough: its exchange may not be over.
         c.host.rtt.sample(Duration::from_millis(1));
-        for _ in 0..c.config.retries {
-            assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
-        }
-        // No loss seen on the host: the plan's attempts, then it awaits.
-        let Decision::AwaitLoss(v) = c.decide(silent()) else {
-            panic!("a silence on a host without loss awaits its other targets");
-        };
-        assert_eq!((v.observed, c.slot.attempts), (Observed::Timeout, 2));
-        assert!(v.detail.contains("(2 attempts"), "{}", v.detail);
-        // Loss seen meanwhile: the scheduler tries it again, and the loss
-        // retries follow.
-        c.host.loss_seen = true;
-        for _ in 0..2 {
+        for _ in 0..(c.config.retries + 3) {
             assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
         }
         let Decision::Finish(v) = c.decide(silent()) else {
             panic!("loss retries are bounded");
         };
         assert_eq!((v.observed, c.slot.attempts), (Observed::Timeout, 5));
-
-        // A port that answered after a silent attempt shows loss.
-        let mut c = Case::new(Protocol::Tcp);
-        c.config.loss_retries = 3;
-        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
-        assert!(!c.host.loss_seen);
-        assert!(matches!(
-            c.decide(final_(Observed::Open, None, false)),
-            Decision::Finish(_)
-        ));
-        assert!(c.host.loss_seen);
 
         // Fixed deadlines: every retry would wait `timeout_ms`; none.
         let mut c = Case::new(Protocol::Tcp);

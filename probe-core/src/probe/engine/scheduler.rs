@@ -30,7 +30,6 @@ use super::connect::ConnectDeadline;
 use super::icmp_count::IcmpCount;
 use super::pacing::HostPacing;
 use super::report::{AttemptKind, AttemptReport, Quiet};
-use super::retrans::{DataRetrans, Segments};
 use super::retry::{self, CONGESTION_RETRIES, Context, Decision, Verdict};
 use super::shared::Shared;
 use super::slot::Slot;
@@ -110,14 +109,6 @@ pub(super) struct Scheduler {
     /// before the sockets of the current batch were opened.
     icmp_count: IcmpCount,
     icmp_seen: [Option<u64>; 2],
-    /// Targets awaiting a sign of loss on their host
-    /// ([`Decision::AwaitLoss`]), each with the verdict it finishes with
-    /// when none comes.
-    awaiting: HashMap<IpAddr, Vec<(usize, Verdict)>>,
-    /// The namespace's resent data segments and sent segments, and their
-    /// counts when the sweep began (`None`: unknown, taken as loss).
-    retrans: DataRetrans,
-    retrans_at_start: Option<Segments>,
 }
 
 /// How [`Scheduler::start`] left an attempt.
@@ -175,8 +166,6 @@ impl Scheduler {
         let (quiet_tx, quiet_rx) = mpsc::unbounded_channel();
         let mut icmp_count = IcmpCount::open();
         let icmp_seen = [icmp_count.read(false), icmp_count.read(true)];
-        let mut retrans = DataRetrans::open();
-        let retrans_at_start = retrans.read();
         Scheduler {
             semaphore: Arc::new(Semaphore::new(config.concurrency)),
             capacity: config.concurrency,
@@ -198,9 +187,6 @@ impl Scheduler {
             unsettled: Vec::new(),
             icmp_count,
             icmp_seen,
-            awaiting: HashMap::new(),
-            retrans,
-            retrans_at_start,
         }
     }
 
@@ -518,14 +504,8 @@ impl Scheduler {
         // retransmission may have been answered to the resent SYN, so its
         // time is no round trip (under loss it would be ~1 s, and every
         // deadline of the sweep would stretch to it).
-        match attempt.timing.answer {
-            Some(rtt) if rtt < SYN_RESEND => self.sample_rtt(addr.ip(), rtt),
-            // Answered only to the resent SYN: the first was lost.
-            Some(rtt) => {
-                tracing::debug!(target: "portcall::loss", ?addr, ?rtt, "loss seen: answered to a resent SYN");
-                host.loss_seen = true;
-            }
-            None => {}
+        if let Some(rtt) = attempt.timing.answer.filter(|rtt| *rtt < SYN_RESEND) {
+            self.sample_rtt(addr.ip(), rtt);
         }
         if matches!(attempt.kind, AttemptKind::LocalTransient { .. }) {
             self.narrow();
@@ -547,9 +527,8 @@ impl Scheduler {
             .get_mut(&addr.ip())
             .expect("every scheduled address has its pacing");
         let decision = retry::decide(slot, host, &mut self.ready, attempt.kind, &cx);
-        if matches!(&decision, Decision::Finish(v) if v.observed == Observed::Lossy) {
-            tracing::debug!(target: "portcall::loss", ?addr, "loss seen: lossy");
-            host.loss_seen = true;
+        if matches!(decision, Decision::Finish(_)) {
+            host.unfinished -= 1;
         }
         let local_error = matches!(
             &decision,
@@ -564,71 +543,15 @@ impl Scheduler {
         match decision {
             Decision::Defer => self.later.push(Reverse((Instant::now(), i))),
             Decision::RetryAt(at) => self.later.push(Reverse((at, i))),
-            Decision::AwaitLoss(verdict) => {
-                self.awaiting
-                    .entry(addr.ip())
-                    .or_default()
-                    .push((i, verdict));
-            }
-            Decision::Finish(verdict) => self.finish(i, verdict, on_result),
-        }
-        self.decide_awaiting(addr.ip(), on_result);
-    }
-
-    /// Target `i` is finished with `verdict`: its state goes, its result
-    /// holds what it found.
-    fn finish<F>(&mut self, i: usize, verdict: Verdict, on_result: &mut F)
-    where
-        F: FnMut(usize, &ProbeResult) + Send,
-    {
-        let slot = self.slots[i]
-            .take()
-            .expect("a target under way has its state");
-        if let Some(host) = slot.addr.and_then(|a| self.hosts.get_mut(&a.ip())) {
-            host.unfinished -= 1;
-        }
-        let result = finished(&self.targets[i], &slot, verdict);
-        on_result(i, &result);
-        self.results[i] = Some(Stored::keep(result));
-        self.done += 1;
-    }
-
-    /// The targets of `ip` awaiting a sign of loss: tried again at once
-    /// when the host has shown loss, or once every other target of the
-    /// host is decided, when the namespace has resent more than 1% of its
-    /// segments as data since the sweep began (or cannot tell); otherwise
-    /// finished with their verdicts.
-    fn decide_awaiting<F>(&mut self, ip: IpAddr, on_result: &mut F)
-    where
-        F: FnMut(usize, &ProbeResult) + Send,
-    {
-        let Some(waiting) = self.awaiting.get(&ip) else {
-            return;
-        };
-        let Some(host) = self.hosts.get(&ip) else {
-            return;
-        };
-        if !host.loss_seen && host.unfinished > waiting.len() {
-            return;
-        }
-        let loss = host.loss_seen
-            || {
-                let now = self.retrans.read();
-                let resent = match (now, self.retrans_at_start) {
-                    (Some(now), Some(start)) => now.lossy_since(start),
-                    _ => true,
-                };
-                if resent {
-                    tracing::debug!(target: "portcall::loss", %ip, ?now, start = ?self.retrans_at_start, "loss seen: the namespace resent data");
-                }
-                resent
-            };
-        let now = Instant::now();
-        for (i, verdict) in self.awaiting.remove(&ip).unwrap_or_default() {
-            if loss {
-                self.later.push(Reverse((now, i)));
-            } else {
-                self.finish(i, verdict, on_result);
+            Decision::Finish(verdict) => {
+                // The target's state goes: its result holds what it found.
+                let slot = self.slots[i]
+                    .take()
+                    .expect("a target under way has its state");
+                let result = finished(&self.targets[i], &slot, verdict);
+                on_result(i, &result);
+                self.results[i] = Some(Stored::keep(result));
+                self.done += 1;
             }
         }
     }
