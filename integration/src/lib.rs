@@ -274,6 +274,22 @@ impl Lab {
         LabNet::nft(self, host, ruleset)
     }
 
+    /// Packets counted so far by the named counter `name` of the inet
+    /// table `table` inside `host` (`nft -j list counter`).
+    pub fn nft_counter(&self, host: &str, table: &str, name: &str) -> anyhow::Result<u64> {
+        let out = self.output(host, "nft", &["-j", "list", "counter", "inet", table, name])?;
+        ensure!(
+            out.status.success(),
+            "nft list counter {table} {name} in {host}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("nft -j")?;
+        v["nftables"]
+            .as_array()
+            .and_then(|a| a.iter().find_map(|o| o["counter"]["packets"].as_u64()))
+            .with_context(|| format!("no counter {name} in {v}"))
+    }
+
     /// Sets a sysctl inside `host`'s namespace (only per-namespace keys,
     /// such as `net.ipv4.icmp_ratelimit`, stay inside it).
     pub fn sysctl(&self, host: &str, key: &str, value: &str) -> anyhow::Result<()> {

@@ -126,18 +126,7 @@ fn rounds(metrics: &str) -> u64 {
 }
 
 fn counter(lab: &Lab, host: &str, name: &str) -> u64 {
-    let out = lab
-        .output(
-            host,
-            "nft",
-            &["-j", "list", "counter", "inet", "sqloss", name],
-        )
-        .expect("nft list counter");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft -j");
-    v["nftables"]
-        .as_array()
-        .and_then(|a| a.iter().find_map(|o| o["counter"]["packets"].as_u64()))
-        .unwrap_or_else(|| panic!("no counter {name} in {v}"))
+    lab.nft_counter(host, "sqloss", name).expect("nft counter")
 }
 
 /// Polls `host`'s `/metrics` until `until` holds (at most `within`).
