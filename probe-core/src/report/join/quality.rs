@@ -64,7 +64,20 @@ pub(super) fn attach(
         r.quality = Some(None);
         return;
     }
-    let q = Quality::of(tally, probe.and_then(|p| arrived(round, path, p)));
+    let counted = probe.and_then(|p| arrived(round, path, p));
+    let q = Quality::of(tally, counted);
+    if let (Some(counted), None) = (counted, q.arrived) {
+        tracing::warn!(
+            from = path.from,
+            to = path.to,
+            port = path.port.get(),
+            protocol = %path.protocol,
+            counted,
+            sent = tally.sent,
+            answered = tally.answered,
+            "the target's count of the samples disagrees with the source's (it must lie between answered and sent): loss per direction is unknown"
+        );
+    }
     let breaches = q.breaches(Limits::of(plan, path));
     if r.verdict == Verdict::Ok && path.expect == Expect::Open && !breaches.is_empty() {
         r.verdict = Verdict::Violation;
