@@ -77,11 +77,13 @@ pub struct ProbeConfig {
     pub adaptive: bool,
     /// The least an adaptive connect deadline may be.
     pub min_rtt_timeout: Duration,
-    /// Extra attempts for a silent target whose host answers other ports
-    /// (or that answered itself before): silence there may be packet loss
-    /// as well as a firewall's drop, and a few more tries at the host's
-    /// adaptive deadline tell them apart. Rounds ([`Self::for_plan_host`])
-    /// use [`ROUND_LOSS_RETRIES`]; 0 for agentless sweeps.
+    /// Most extra attempts for a silent target whose host answers other
+    /// ports (or that answered itself before): silence there may be packet
+    /// loss as well as a firewall's drop, and a few more tries at the
+    /// host's adaptive deadline tell them apart; how many of these a
+    /// target gets follows the loss the sweep has shown ([`super::loss`]).
+    /// Rounds ([`Self::for_plan_host`]) use [`ROUND_LOSS_RETRIES`]; 0 for
+    /// agentless sweeps.
     pub loss_retries: u32,
     /// Where in the destination addresses the sweep starts
     /// ([`crate::probe::spread`]): sources of one round given different offsets

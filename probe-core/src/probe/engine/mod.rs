@@ -15,6 +15,7 @@ mod budget;
 mod config;
 mod connect;
 mod icmp_count;
+mod loss;
 mod pacing;
 mod report;
 mod retry;

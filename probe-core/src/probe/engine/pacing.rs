@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::budget::IcmpBudget;
 use super::config::ProbeConfig;
+use super::loss::LossTally;
 use crate::probe::rtt::{self, RttEstimate};
 
 /// The least an attempt waits without an answer before it stops counting
@@ -61,6 +62,9 @@ pub(super) struct HostPacing {
     /// The estimated rate (tokens a second) at which the host had too many
     /// such targets to pace; 0 while it never had.
     given_up_rate: f64,
+    /// Attempts to this host's ports that answered, and how many of them
+    /// were silent ([`super::loss`]).
+    pub(super) loss: LossTally,
 }
 
 impl HostPacing {
@@ -82,6 +86,7 @@ impl HostPacing {
             wake_armed: false,
             uncovered_targets: 0,
             given_up_rate: 0.0,
+            loss: LossTally::default(),
         }
     }
 

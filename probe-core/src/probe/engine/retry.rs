@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::budget;
 use super::config::ProbeConfig;
+use super::loss::{self, LossTally};
 use super::pacing::HostPacing;
 use super::report::AttemptKind;
 use super::slot::Slot;
@@ -88,6 +89,12 @@ pub(super) enum Decision {
     Defer,
     /// Tried again once this instant has come.
     RetryAt(Instant),
+    /// Silent through its attempts while nothing of its host has answered
+    /// yet (the loss retries need an answer of the host): held until the
+    /// host's other targets are decided. If the host answers by then, it
+    /// is tried again and gets the loss retries; if not, it finishes with
+    /// this verdict.
+    AwaitHost(Verdict),
 }
 
 /// What the decision reads besides the slot and its host.
@@ -106,17 +113,31 @@ pub(super) struct Context<'a> {
 }
 
 /// Decides what one attempt's outcome makes of its target, updating the
-/// slot's counters and the host's pacing as it goes (`ready` receives a
-/// target the host takes again once a handshake completed).
+/// slot's counters, the host's pacing and the sweep's loss trials (`sweep`)
+/// as it goes (`ready` receives a target the host takes again once a
+/// handshake completed).
 pub(super) fn decide(
     slot: &mut Slot,
     host: &mut HostPacing,
     ready: &mut VecDeque<usize>,
+    sweep: &mut LossTally,
     kind: AttemptKind,
     cx: &Context<'_>,
 ) -> Decision {
     let addr = slot.addr;
+    let answered_before = slot.tally.answered;
     tally(slot, &kind);
+    if slot.tally.answered > answered_before {
+        // A trial passed: the port is open (or answers), and so were its
+        // silent attempts before (trials failed).
+        for t in [&mut *sweep, &mut host.loss] {
+            if answered_before == 0 {
+                t.first_answer(slot.tally.silent);
+            } else {
+                t.answer_again();
+            }
+        }
+    }
     match kind {
         // Deferred where our own queue can be the cause: decided when the
         // attempt started (others in flight then), or now that the host
@@ -151,7 +172,7 @@ pub(super) fn decide(
             answered(host, ready, observed, cx);
             Decision::Finish(Verdict::new(observed, detail, errno))
         }
-        AttemptKind::Silent { waited } => silent(slot, host, ready, waited, cx),
+        AttemptKind::Silent { waited } => silent(slot, host, ready, sweep, waited, cx),
         AttemptKind::Shed {
             observed,
             detail,
@@ -359,26 +380,39 @@ fn silent(
     slot: &mut Slot,
     host: &mut HostPacing,
     ready: &mut VecDeque<usize>,
+    sweep: &mut LossTally,
     waited: Duration,
     cx: &Context<'_>,
 ) -> Decision {
     tracing::debug!(addr = ?slot.addr, waited_ms = waited.as_millis() as u64, "probe silent");
     slot.attempts += 1;
     slot.waited = waited;
+    if slot.tally.answered > 0 {
+        // A port that answered is open: its silence is a failed trial.
+        sweep.silent_after_answer();
+        host.loss.silent_after_answer();
+    }
     // Where the host answers other ports (or this one answered before),
-    // silence may be loss as well as a drop: a few more attempts at the
-    // host's adaptive deadline tell them apart. Not where silence may be a
-    // rate-limited ICMP reject (those retries are paced), nor with fixed
-    // deadlines (each would wait the whole `timeout_ms`).
+    // silence may be loss as well as a drop: more attempts at the host's
+    // adaptive deadline tell them apart, as many as the loss the sweep
+    // (or the host) has shown could need (`loss`), all of them for a port
+    // that answered before. Not where silence may be a rate-limited ICMP
+    // reject (those retries are paced), nor with fixed deadlines (each
+    // would wait the whole `timeout_ms`).
     // A round trip measured to the address (a connect, or a reset from its
     // own stack) is an answer too, before that attempt's exchange is over.
     let host_answers = host.answered || host.rtt.srtt().is_some();
-    let loss_retries =
-        if (host_answers || slot.tally.answered > 0) && !host.icmp_seen && cx.config.adaptive {
+    let loss_retries = if !host.icmp_seen && cx.config.adaptive {
+        if slot.tally.answered > 0 {
             cx.config.loss_retries
+        } else if host_answers {
+            loss::retries(*sweep, host.loss, cx.config.retries, cx.config.loss_retries)
         } else {
             0
-        };
+        }
+    } else {
+        0
+    };
     // Silence that went while the host's ICMP budget held a token for it
     // is no swallowed reject. One that went while it was spent proves
     // nothing yet: tried again when a token should be there, as long as
@@ -418,10 +452,16 @@ fn silent(
             host.budget.errors()
         );
     }
-    Decision::Finish(Verdict {
+    let verdict = Verdict {
         silence: Some(silence),
         ..Verdict::new(Observed::Timeout, detail, None)
-    })
+    };
+    if !host_answers && !host.icmp_seen && cx.config.adaptive && cx.config.loss_retries > 0 {
+        // Under loss the host's other ports may answer later than this one
+        // gave up: it awaits them.
+        return Decision::AwaitHost(verdict);
+    }
+    Decision::Finish(verdict)
 }
 
 /// The detail of a path that stayed silent through every attempt, and the
@@ -492,6 +532,7 @@ mod tests {
         slot: Slot,
         host: HostPacing,
         ready: VecDeque<usize>,
+        sweep: LossTally,
         udp: UdpOptions,
         started: Instant,
         now: Instant,
@@ -516,6 +557,7 @@ mod tests {
                 target: target(protocol),
                 slot,
                 ready: VecDeque::new(),
+                sweep: LossTally::default(),
                 udp: UdpOptions::default(),
                 started,
                 now: started + Duration::from_millis(1000),
@@ -532,7 +574,14 @@ mod tests {
                 sent: self.started,
                 now: self.now,
             };
-            decide(&mut self.slot, &mut self.host, &mut self.ready, kind, &cx)
+            decide(
+                &mut self.slot,
+                &mut self.host,
+                &mut self.ready,
+                &mut self.sweep,
+                kind,
+                &cx,
+            )
         }
     }
 
@@ -657,6 +706,7 @@ mod tests {
                 Decision::RetryAt(at) => assert_eq!(at, c.now),
                 Decision::Finish(v) => break v,
                 Decision::Defer => panic!("a silence is never deferred"),
+                Decision::AwaitHost(_) => panic!("a host that rejects is no host to await"),
             }
         };
         assert_eq!(attempts, 1 + UNCOVERED_RETRIES);
@@ -944,14 +994,30 @@ mod tests {
         assert!(c.slot.tally.mtu_ruled_out);
     }
 
-    /// On a host that answers other ports, silence gets the loss retries;
-    /// a port that answered in one attempt and went silent after is
-    /// `lossy` with the counts, never `timeout`. A host that answered
-    /// nothing keeps the plan's retries.
+    /// On a host that answers other ports, silence gets the loss retries
+    /// (all of them while the sweep has few trials); a port that answered
+    /// in one attempt and went silent after is `lossy` with the counts,
+    /// never `timeout`. A host that answered nothing keeps the plan's
+    /// retries, and then awaits its host's other ports.
     #[test]
     fn silence_on_an_answering_host_gets_the_loss_retries_then_is_lossy_or_timeout() {
         let mut c = Case::new(Protocol::Tcp);
         c.config.loss_retries = 3;
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        let Decision::AwaitHost(v) = c.decide(silent()) else {
+            panic!("silence on a host that answered nothing awaits the host");
+        };
+        assert_eq!((v.observed, c.slot.attempts), (Observed::Timeout, 2));
+        // Answered meanwhile: the scheduler tries it again, and it gets the
+        // loss retries (none answered yet: all of them).
+        c.host.rtt.sample(Duration::from_millis(1));
+        for _ in 0..2 {
+            assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        }
+        assert!(matches!(c.decide(silent()), Decision::Finish(_)));
+        assert_eq!(c.slot.attempts, 5);
+        // Agentless sweeps (no loss retries) never await.
+        let mut c = Case::new(Protocol::Tcp);
         assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
         assert!(matches!(c.decide(silent()), Decision::Finish(_)));
 
@@ -991,6 +1057,59 @@ mod tests {
             v.detail,
             "attempts disagreed: 1 of 3 attempts answered (2 silent, 1 connected and got no answer to the exchange); packet loss on the way, not a verdict about the port"
         );
+    }
+
+    /// The loss retries follow the loss the sweep has shown: none past
+    /// the plan's attempts where 940 open ports answered at once, all of
+    /// them where the host itself lost trials; a port's answer after
+    /// silent attempts counts those as lost.
+    #[test]
+    fn loss_retries_follow_the_trials_of_the_sweep_and_the_host() {
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 10;
+        c.host.rtt.sample(Duration::from_millis(1));
+        c.sweep = LossTally {
+            trials: 940,
+            silent: 0,
+        };
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        let Decision::Finish(v) = c.decide(silent()) else {
+            panic!("a clean sweep gives the plan's attempts");
+        };
+        assert_eq!((v.observed, c.slot.attempts), (Observed::Timeout, 2));
+
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 10;
+        c.host.rtt.sample(Duration::from_millis(1));
+        c.sweep = LossTally {
+            trials: 940,
+            silent: 2,
+        };
+        c.host.loss = LossTally {
+            trials: 4,
+            silent: 2,
+        };
+        for _ in 0..11 {
+            assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        }
+        assert!(matches!(c.decide(silent()), Decision::Finish(_)));
+        assert_eq!(c.slot.attempts, 12);
+
+        // Two silent attempts, then an answer: three trials, two lost.
+        let mut c = Case::new(Protocol::Tcp);
+        c.config.loss_retries = 10;
+        c.host.rtt.sample(Duration::from_millis(1));
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
+        assert!(matches!(
+            c.decide(final_(Observed::Open, None, false)),
+            Decision::Finish(_)
+        ));
+        let lost = LossTally {
+            trials: 3,
+            silent: 2,
+        };
+        assert_eq!((c.sweep, c.host.loss), (lost, lost));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::attempt::{AttemptSetup, Opening, Unsettled};
 use super::connect::ConnectDeadline;
 use super::icmp_count::IcmpCount;
+use super::loss::LossTally;
 use super::pacing::HostPacing;
 use super::report::{AttemptKind, AttemptReport, Quiet};
 use super::retry::{self, CONGESTION_RETRIES, Context, Decision, Verdict};
@@ -89,6 +90,12 @@ pub(super) struct Scheduler {
     later: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Targets whose host had room again, ahead of fresh ones.
     ready: VecDeque<usize>,
+    /// The sweep's loss trials ([`super::loss`]).
+    loss: LossTally,
+    /// Targets silent through their attempts while nothing of their host
+    /// had answered yet, each with the verdict it finishes with
+    /// ([`Decision::AwaitHost`]).
+    awaiting: HashMap<IpAddr, Vec<(usize, Verdict)>>,
     hosts: HashMap<IpAddr, HostPacing>,
     semaphore: Arc<Semaphore>,
     /// Permits the semaphore holds now (narrowed on local failures).
@@ -178,6 +185,8 @@ impl Scheduler {
             fresh,
             later: BinaryHeap::new(),
             ready: VecDeque::new(),
+            loss: LossTally::default(),
+            awaiting: HashMap::new(),
             hosts,
             clean_streak: 0,
             sweep_max_rtt: Duration::ZERO,
@@ -504,8 +513,15 @@ impl Scheduler {
         // retransmission may have been answered to the resent SYN, so its
         // time is no round trip (under loss it would be ~1 s, and every
         // deadline of the sweep would stretch to it).
-        if let Some(rtt) = attempt.timing.answer.filter(|rtt| *rtt < SYN_RESEND) {
-            self.sample_rtt(addr.ip(), rtt);
+        match attempt.timing.answer {
+            Some(rtt) if rtt < SYN_RESEND => self.sample_rtt(addr.ip(), rtt),
+            // Answered only to the resent SYN: the first was lost, a
+            // failed trial of the path ([`super::loss`]).
+            Some(_) => {
+                self.loss.resent_syn();
+                host.loss.resent_syn();
+            }
+            None => {}
         }
         if matches!(attempt.kind, AttemptKind::LocalTransient { .. }) {
             self.narrow();
@@ -526,10 +542,14 @@ impl Scheduler {
             .hosts
             .get_mut(&addr.ip())
             .expect("every scheduled address has its pacing");
-        let decision = retry::decide(slot, host, &mut self.ready, attempt.kind, &cx);
-        if matches!(decision, Decision::Finish(_)) {
-            host.unfinished -= 1;
-        }
+        let decision = retry::decide(
+            slot,
+            host,
+            &mut self.ready,
+            &mut self.loss,
+            attempt.kind,
+            &cx,
+        );
         let local_error = matches!(
             &decision,
             Decision::Finish(Verdict {
@@ -543,15 +563,56 @@ impl Scheduler {
         match decision {
             Decision::Defer => self.later.push(Reverse((Instant::now(), i))),
             Decision::RetryAt(at) => self.later.push(Reverse((at, i))),
-            Decision::Finish(verdict) => {
-                // The target's state goes: its result holds what it found.
-                let slot = self.slots[i]
-                    .take()
-                    .expect("a target under way has its state");
-                let result = finished(&self.targets[i], &slot, verdict);
-                on_result(i, &result);
-                self.results[i] = Some(Stored::keep(result));
-                self.done += 1;
+            Decision::AwaitHost(verdict) => {
+                self.awaiting
+                    .entry(addr.ip())
+                    .or_default()
+                    .push((i, verdict));
+            }
+            Decision::Finish(verdict) => self.finish(i, addr.ip(), verdict, on_result),
+        }
+        self.decide_awaiting(addr.ip(), on_result);
+    }
+
+    /// Target `i` (of address `ip`) is finished with `verdict`: its state
+    /// goes, its result holds what it found.
+    fn finish<F>(&mut self, i: usize, ip: IpAddr, verdict: Verdict, on_result: &mut F)
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        if let Some(host) = self.hosts.get_mut(&ip) {
+            host.unfinished -= 1;
+        }
+        let slot = self.slots[i]
+            .take()
+            .expect("a target under way has its state");
+        let result = finished(&self.targets[i], &slot, verdict);
+        on_result(i, &result);
+        self.results[i] = Some(Stored::keep(result));
+        self.done += 1;
+    }
+
+    /// The targets of `ip` awaiting its host ([`Decision::AwaitHost`]):
+    /// tried again at once when the host has answered meanwhile (they get
+    /// the loss retries then), finished with their verdicts once every
+    /// other target of the host is decided without an answer.
+    fn decide_awaiting<F>(&mut self, ip: IpAddr, on_result: &mut F)
+    where
+        F: FnMut(usize, &ProbeResult) + Send,
+    {
+        let (Some(waiting), Some(host)) = (self.awaiting.get(&ip), self.hosts.get(&ip)) else {
+            return;
+        };
+        let answers = host.answered || host.rtt.srtt().is_some();
+        if !answers && host.unfinished > waiting.len() {
+            return;
+        }
+        let now = Instant::now();
+        for (i, verdict) in self.awaiting.remove(&ip).unwrap_or_default() {
+            if answers {
+                self.later.push(Reverse((now, i)));
+            } else {
+                self.finish(i, ip, verdict, on_result);
             }
         }
     }
