@@ -522,6 +522,9 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                         for r in &mut results {
                             r.answered_by = None;
                         }
+                        // Read into a vector grown by doubling: up to half
+                        // of it spare, held for the whole round.
+                        results.shrink_to_fit();
                         s.evidence.probes = results;
                     }
                     Ok(_) => s.evidence.probe_error = Some(error_chain(&conn.unexpected(&probe))),

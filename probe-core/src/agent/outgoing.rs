@@ -109,10 +109,14 @@ impl Shared {
             .map(|(k, r)| {
                 let neighbour = neighbours.get(k).cloned().flatten();
                 let mut p = path_probe(planned.indices[k], nonces[k].clone(), r);
-                p.neighbour = neighbour;
-                p.answered_by = exchange.answered_by(k);
+                p.neighbour = neighbour.map(Box::new);
+                p.answered_by = exchange.answered_by(k).map(String::into_boxed_str);
                 if let Some(check) = greeter.check(k) {
-                    p.service_banner = check.answer.as_ref().and_then(mysql_banner);
+                    p.service_banner = check
+                        .answer
+                        .as_ref()
+                        .and_then(mysql_banner)
+                        .map(String::into_boxed_str);
                     p.proof = Some(check.proof);
                     p.service_answer = check.answer.map(Box::new);
                 }
@@ -245,7 +249,7 @@ impl Shared {
 fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
     PathProbe {
         path,
-        nonce,
+        nonce: nonce.map(String::into_boxed_str),
         observed: r.observed,
         detail: r.detail,
         latency_us: micros(r.latency),
@@ -255,8 +259,8 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
         icmp: r.icmp.map(Box::new),
         path_mtu: r.path_mtu,
         walk: r.walk.map(Box::new),
-        connect_us: r.connect_time.map(micros),
-        tls_us: r.tls_time.map(micros),
+        connect_us: r.connect_time.map(micros32),
+        tls_us: r.tls_time.map(micros32),
         cert: r.cert,
         service_banner: None,
         shed: r.shed,
@@ -367,6 +371,12 @@ async fn udp_target(
 /// A duration in whole microseconds, saturating.
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A handshake's time in microseconds, as the reply holds it (71 minutes
+/// at most, far above any deadline).
+fn micros32(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 /// The `service_banner` a MySQL answer has always given

@@ -338,7 +338,7 @@ pub(crate) async fn probe_paths(
 fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
     PathProbe {
         path: p.path,
-        nonce: Some(p.nonce.clone()),
+        nonce: Some(p.nonce.as_str().into()),
         observed: Observed::LocalError,
         detail,
         latency_us: 0,
@@ -425,7 +425,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
     };
     PathProbe {
         path: p.path,
-        nonce: Some(p.nonce.clone()),
+        nonce: Some(p.nonce.as_str().into()),
         observed,
         detail,
         latency_us: r
@@ -433,7 +433,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         attempts: r.attempts,
         source: r.local,
-        answered_by,
+        answered_by: answered_by.map(String::into_boxed_str),
         icmp: r.icmp.map(Box::new),
         path_mtu: false,
         walk: None,

@@ -93,7 +93,7 @@ pub(super) fn decide_udp(
             .agents
             .get(path.from)
             .is_some_and(|src| icmp_from_source(plan, path.from, src, probe)),
-        neighbour: probe.neighbour.as_ref(),
+        neighbour: probe.neighbour.as_deref(),
     });
     r.verdict = if one_way {
         // It got through: wrong for a must-be-blocked path, broken for a
@@ -131,7 +131,7 @@ fn observe(c: &Case<'_>, dst: &AgentEvidence, r: &mut PathReport) -> bool {
             .iter()
             .filter(|c| c.port == port && c.is_udp())
             .flat_map(|c| c.seen.iter())
-            .find(|s| &s.nonce == n)
+            .find(|s| *s.nonce == **n)
     });
     r.arrived = Some(sighting.map_or(0, |s| s.datagrams.max(1)));
     r.target_saw = Some(sighting.is_some());
@@ -342,7 +342,7 @@ expect = "blocked"
     fn probe(path: usize, observed: Observed, attempts: u32) -> PathProbe {
         PathProbe {
             path,
-            nonce: Some(format!("n{path}")),
+            nonce: Some(format!("n{path}").into()),
             observed,
             detail: String::new(),
             latency_us: 800,

@@ -148,7 +148,11 @@ pub(super) async fn evidence_one(
     s.conn = Some(conn);
     let conn = s.conn.as_mut().expect("just set");
     match answer {
-        Ok(Response::Evidence(e)) => {
+        Ok(Response::Evidence(mut e)) => {
+            // Read into vectors grown by doubling, and held for the round.
+            for c in &mut e.canaries {
+                c.seen.shrink_to_fit();
+            }
             s.evidence.canaries = e.canaries;
             s.evidence.handshakes = e.handshakes;
             s.evidence.trace = e.trace;

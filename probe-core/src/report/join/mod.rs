@@ -418,7 +418,7 @@ fn join_probed(c: &Case<'_>, index: &EvidenceIndex<'_>, mut r: PathReport) -> Pa
         redirected_to: redirected_to.as_deref(),
         traced: observe::traced(c, index, &r.address),
         icmp_from_source: icmp_from_source(plan, path.from, c.ends.src, probe),
-        neighbour: probe.neighbour.as_ref(),
+        neighbour: probe.neighbour.as_deref(),
     });
     let end = match c.listener {
         // A dialled port the target agent vouches is empty is as known as a
@@ -566,7 +566,7 @@ expect = "blocked"
     fn probe(path: usize, nonce: Option<&str>, observed: Observed) -> PathProbe {
         PathProbe {
             path,
-            nonce: nonce.map(str::to_string),
+            nonce: nonce.map(Box::from),
             observed,
             detail: String::new(),
             latency_us: 1234,
@@ -1638,10 +1638,10 @@ ports = ["mysql"]
             code: 3,
             from: "2001:2:0:1::20".into(),
         }));
-        failed.neighbour = Some(crate::control::NeighbourFailure {
+        failed.neighbour = Some(Box::new(crate::control::NeighbourFailure {
             address: "2001:2:0:3::40".parse().unwrap(),
             state: "failed".into(),
-        });
+        }));
         let mut web = up(vec![], vec![failed.clone()], vec![]);
         web.addresses = vec!["2001:2:0:1::20".parse().unwrap()];
         let db = up(vec![mysql(ListenerState::Canary)], vec![], vec![]);

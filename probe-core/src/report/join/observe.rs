@@ -56,14 +56,14 @@ pub(super) fn ms(us: u64) -> f64 {
 
 /// Copies the prober's own measurements into the report.
 pub(super) fn record(r: &mut PathReport, probe: &PathProbe) {
-    r.latency_ms = probe.connect_us.map(ms);
-    r.tls_ms = probe.tls_us.map(ms);
+    r.latency_ms = probe.connect_us.map(|us| ms(u64::from(us)));
+    r.tls_ms = probe.tls_us.map(|us| ms(u64::from(us)));
     r.attempts = probe.attempts;
     r.icmp = probe.icmp.as_deref().cloned();
     // A DNS target's family is the one its resolved address had.
     r.family = r.family.or(probe.source.map(|s| Family::of(s.ip())));
     r.cert = probe.cert.as_deref().cloned();
-    r.service_banner = probe.service_banner.clone();
+    r.service_banner = probe.service_banner.as_deref().map(str::to_string);
     // Any connection proves layer 4; a protocol probe may prove more.
     r.proof = probe
         .proof
