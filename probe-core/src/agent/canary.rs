@@ -422,7 +422,7 @@ async fn talk<S: AsyncRead + Unpin>(
             log.record(
                 port,
                 Some(Sighting {
-                    nonce: nonce.to_string(),
+                    nonce: nonce.into(),
                     source: peer,
                     datagrams: 0,
                     samples: 0,
@@ -827,7 +827,7 @@ mod tests {
         let seen: Vec<(String, bool)> = log.snapshot()[0]
             .seen
             .iter()
-            .map(|s| (s.nonce.clone(), s.source.is_ipv4()))
+            .map(|s| (s.nonce.to_string(), s.source.is_ipv4()))
             .collect();
         assert_eq!(
             seen,
@@ -911,7 +911,7 @@ mod tests {
         }
         let ev = log.snapshot();
         assert_eq!(ev.len(), 1);
-        assert_eq!(ev[0].seen[0].nonce, "0011");
+        assert_eq!(&*ev[0].seen[0].nonce, "0011");
         assert_eq!(ev[0].seen[0].source, local);
         assert_eq!(ev[0].seen.len(), 2, "capped at max_sightings");
         assert_eq!(ev[0].dropped, 1);

@@ -71,7 +71,7 @@ impl EvidenceLog {
         } else if log.seen.len() < cap {
             log.index.insert(nonce.to_string(), log.seen.len());
             log.seen.push(Sighting {
-                nonce: nonce.to_string(),
+                nonce: nonce.into(),
                 source,
                 datagrams: 1,
                 samples: 0,
@@ -92,7 +92,7 @@ impl EvidenceLog {
         } else if log.seen.len() < cap {
             log.index.insert(nonce.to_string(), log.seen.len());
             log.seen.push(Sighting {
-                nonce: nonce.to_string(),
+                nonce: nonce.into(),
                 source,
                 datagrams: 0,
                 samples: 1,

@@ -251,7 +251,7 @@ fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
         path,
         nonce: nonce.map(String::into_boxed_str),
         observed: r.observed,
-        detail: r.detail,
+        detail: r.detail.into_boxed_str(),
         latency_us: micros(r.latency),
         attempts: r.attempts,
         source: r.local_address,

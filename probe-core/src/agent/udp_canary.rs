@@ -340,7 +340,7 @@ fn unprobed(p: &UdpPath, detail: String) -> PathProbe {
         path: p.path,
         nonce: Some(p.nonce.as_str().into()),
         observed: Observed::LocalError,
-        detail,
+        detail: detail.into(),
         latency_us: 0,
         attempts: 0,
         source: None,
@@ -427,7 +427,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
         path: p.path,
         nonce: Some(p.nonce.as_str().into()),
         observed,
-        detail,
+        detail: detail.into(),
         latency_us: r
             .rtt
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
@@ -626,7 +626,7 @@ mod tests {
         }
         assert_eq!(answer, Some(format!("PORTCALL-OK ns {nonce}\n")));
         let ev = log.snapshot();
-        let seen: Vec<&str> = ev[0].seen.iter().map(|s| s.nonce.as_str()).collect();
+        let seen: Vec<&str> = ev[0].seen.iter().map(|s| &*s.nonce).collect();
         assert_eq!(seen, [nonce.as_str()], "{ev:?}");
         assert_eq!(ev[0].dropped, 0);
         assert_eq!(ev[0].strays, 100, "forged datagrams are counted");
@@ -694,7 +694,7 @@ mod tests {
         let seen: Vec<(&str, u32, SocketAddr)> = ev[0]
             .seen
             .iter()
-            .map(|s| (s.nonce.as_str(), s.datagrams, s.source))
+            .map(|s| (&*s.nonce, s.datagrams, s.source))
             .collect();
         assert_eq!(seen, [("0011", 3, me), ("0022", 1, me)]);
         assert_eq!(ev[0].dropped, 1);
@@ -831,7 +831,7 @@ mod tests {
         let seen: Vec<(&str, u32)> = ev[0]
             .seen
             .iter()
-            .map(|s| (s.nonce.as_str(), s.datagrams))
+            .map(|s| (&*s.nonce, s.datagrams))
             .collect();
         assert_eq!(seen, [("007", 1), ("008", 1)]);
         assert_eq!(Some(ev[0].seen[0].source), r[0].source);

@@ -541,7 +541,7 @@ pub struct PathProbe {
     /// The outcome.
     pub observed: Observed,
     /// The prober's detail.
-    pub detail: String,
+    pub detail: Box<str>,
     /// Duration of the final attempt, in microseconds.
     pub latency_us: u64,
     /// Attempts that reached the network.
@@ -634,7 +634,7 @@ pub struct ProbeReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sighting {
     /// The nonce.
-    pub nonce: String,
+    pub nonce: Box<str>,
     /// The source address the connection came from (for UDP, the first
     /// datagram's).
     pub source: SocketAddr,
@@ -848,7 +848,7 @@ mod tests {
     #[test]
     fn a_path_probe_stays_small() {
         assert!(
-            std::mem::size_of::<PathProbe>() <= 224,
+            std::mem::size_of::<PathProbe>() <= 216,
             "{} bytes",
             std::mem::size_of::<PathProbe>()
         );

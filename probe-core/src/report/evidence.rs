@@ -128,7 +128,7 @@ pub(super) fn silence_words(probe: &PathProbe, timeout_ms: u64) -> String {
         )
     };
     match probe.silence {
-        Some(_) if !probe.detail.is_empty() => probe.detail.clone(),
+        Some(_) if !probe.detail.is_empty() => probe.detail.to_string(),
         Some(Silence { waited_ms, .. }) => attempts(waited_ms),
         None => attempts(timeout_ms),
     }
@@ -169,7 +169,7 @@ fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
         a.canaries
             .iter()
             .flat_map(|c| c.seen.iter())
-            .find(|s| s.nonce == nonce)
+            .find(|s| &*s.nonce == nonce)
             .map(|s| (host.clone(), s.source.ip().to_string()))
     })
 }

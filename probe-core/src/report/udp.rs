@@ -225,7 +225,7 @@ fn describe(c: &Case<'_>, arrived: bool, r: &mut PathReport) -> (Observed, bool,
             o
         }
         (false, o) => {
-            r.detail = probe.detail.clone();
+            r.detail = probe.detail.to_string();
             if o == Observed::WrongHost {
                 note_elsewhere(
                     plan,
@@ -344,7 +344,7 @@ expect = "blocked"
             path,
             nonce: Some(format!("n{path}").into()),
             observed,
-            detail: String::new(),
+            detail: Box::default(),
             latency_us: 800,
             attempts,
             source: Some("198.18.0.1:40000".parse().unwrap()),

@@ -118,7 +118,7 @@ impl Words<'_, '_> {
             Observed::Refused => {
                 format!("reset (TCP RST){canary}: a firewall rejects with reset")
             }
-            _ if probe.path_mtu => probe.detail.clone(),
+            _ if probe.path_mtu => probe.detail.to_string(),
             Observed::TlsError | Observed::WrongHost if half_open => format!(
                 "handshake incomplete at {}: our SYN arrived, but the rest of the connection never did (a stateless filter or an asymmetric route); {}",
                 path.to, probe.detail
@@ -131,13 +131,15 @@ impl Words<'_, '_> {
                         path.to
                     )
                 } else {
-                    probe.detail.clone()
+                    probe.detail.to_string()
                 };
                 let c = self.c;
                 note_elsewhere(c.plan, c.round, path, probe, &mut s, &mut redirected_to);
                 s
             }
-            Observed::LocalError | Observed::WrongService | Observed::Lossy => probe.detail.clone(),
+            Observed::LocalError | Observed::WrongService | Observed::Lossy => {
+                probe.detail.to_string()
+            }
         };
         (detail, redirected_to)
     }
@@ -215,7 +217,7 @@ impl Words<'_, '_> {
             Observed::Unreachable | Observed::Refused => self
                 .icmp(&live)
                 .unwrap_or_else(|| self.with(format!("rejected with an ICMP error{live}"))),
-            Observed::TlsError if probe.path_mtu => probe.detail.clone(),
+            Observed::TlsError if probe.path_mtu => probe.detail.to_string(),
             Observed::TlsError => self.with(format!("TLS with the live service failed{live}")),
             Observed::Lossy => format!("{}{live}", probe.detail),
             Observed::WrongHost | Observed::LocalError => self.with(format!("unexpected{live}")),

@@ -163,7 +163,7 @@ impl<'a> AgentIndex<'a> {
             .collect();
         let key = |&(i, j): &(u32, u32)| {
             let c = &canaries[i as usize];
-            (c.port, c.seen[j as usize].nonce.as_str())
+            (c.port, c.seen[j as usize].nonce.as_ref())
         };
         by_nonce.sort_by(|x, y| key(x).cmp(&key(y)));
         AgentIndex {
@@ -197,9 +197,9 @@ impl<'a> AgentIndex<'a> {
         };
         let from = self.by_nonce.partition_point(|&k| {
             let (p, s) = at(k);
-            (p, s.nonce.as_str()) < (port, nonce)
+            (p, &*s.nonce) < (port, nonce)
         });
         let (p, s) = at(*self.by_nonce.get(from)?);
-        (p == port && s.nonce == nonce).then_some(s)
+        (p == port && *s.nonce == *nonce).then_some(s)
     }
 }

@@ -568,7 +568,7 @@ expect = "blocked"
             path,
             nonce: nonce.map(Box::from),
             observed,
-            detail: String::new(),
+            detail: Box::default(),
             latency_us: 1234,
             attempts: 1,
             source: Some("127.0.9.1:40000".parse().unwrap()),
@@ -917,7 +917,7 @@ expect = "blocked"
         let p = plan();
         let errno = |p: &mut PathProbe, e: i32| {
             p.errno = Some(e);
-            p.detail = crate::probe::classify::errno_name(e);
+            p.detail = crate::probe::classify::errno_name(e).into();
         };
         let mut denied = probe(0, Some("aa"), Observed::Unreachable);
         errno(&mut denied, libc::EPERM);
@@ -987,7 +987,7 @@ expect = "blocked"
             format!("dropped: {adaptive} while the canary of db was listening")
         );
         // Silent without words: the waited time is the field's.
-        silent.detail.clear();
+        silent.detail = Box::default();
         assert_eq!(
             join_one(silent.clone()).detail,
             "dropped: no answer within 120 ms (1 attempt) while the canary of db was listening"
@@ -1003,7 +1003,7 @@ expect = "blocked"
         // "EPERM" in the words without the errno is no local denial, and
         // the errno is what the report carries.
         let mut words = probe(0, Some("aa"), Observed::Unreachable);
-        words.detail = crate::probe::classify::errno_name(libc::EPERM);
+        words.detail = crate::probe::classify::errno_name(libc::EPERM).into();
         let r = join_one(words.clone());
         assert!(!r.detail.contains("refused on web itself"), "{}", r.detail);
         assert_eq!(r.local_denial, None);

@@ -42,7 +42,7 @@ fn arrived(round: &RoundEvidence, path: &PathView<'_>, probe: &PathProbe) -> Opt
         canary
             .seen
             .iter()
-            .find(|s| s.nonce == nonce)
+            .find(|s| &*s.nonce == nonce)
             .map_or(0, |s| s.samples),
     )
 }
