@@ -310,6 +310,50 @@ mod tests {
         assert_eq!((results[1].errno, results[1].silence), (None, None));
     }
 
+    /// A port silent through its attempts while nothing of its host has
+    /// answered yet awaits the host's other ports; one answering later
+    /// (here: one attempt at a time, the second port freed meanwhile)
+    /// makes it try again with the loss retries, all of them on so few
+    /// trials, before it is `timeout`.
+    #[tokio::test]
+    async fn a_silence_awaits_its_host_and_gets_the_loss_retries_once_it_answers() {
+        let (_listener, _filler, silent) = silent_listener();
+        let (later, later_filler, later_port) = silent_listener();
+        let freed = std::thread::spawn(move || {
+            // Well before the silent port's two attempts (1 s) are over.
+            std::thread::sleep(Duration::from_millis(300));
+            // Room in the accept queue: the next SYN is answered.
+            let accepted = later.accept().unwrap();
+            (later, later_filler, accepted)
+        });
+        let config = ProbeConfig {
+            connect_timeout: Duration::from_millis(500),
+            retries: 1,
+            loss_retries: 10,
+            concurrency: 1,
+            ..ProbeConfig::default()
+        };
+        let results = sweep(config, vec![target(silent), target(later_port)]).await;
+        let _keep = freed.join().unwrap();
+        assert_eq!(results[1].observed, Observed::Open, "{:?}", results[1]);
+        let r = &results[0];
+        assert_eq!(r.observed, Observed::Timeout, "{r:?}");
+        assert_eq!(r.attempts, 12, "{r:?}");
+
+        // Nothing of the host ever answers: the plan's attempts only.
+        let (_a, _fa, one) = silent_listener();
+        let (_b, _fb, two) = silent_listener();
+        let config = ProbeConfig {
+            connect_timeout: Duration::from_millis(100),
+            retries: 1,
+            loss_retries: 10,
+            ..ProbeConfig::default()
+        };
+        for r in sweep(config, vec![target(one), target(two)]).await {
+            assert_eq!((r.observed, r.attempts), (Observed::Timeout, 2), "{r:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_local_error_carries_its_errno_when_one_decided_it() {
         let bad_source = ProbeConfig {
