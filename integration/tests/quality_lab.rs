@@ -100,19 +100,21 @@ table inet qtruth {{
 /// A TCP sample's SYN (its MSS is the samples' mark).
 const SAMPLE_SYN: &str = "tcp flags & (fin|syn|rst|ack) == syn tcp option maxseg size 1211";
 
-/// The source's counter of TCP sample SYNs sent to `lossy`.
-fn tcp_source_counters() -> String {
+/// The source's counters of the TCP sample SYNs its kernel sent, one per
+/// `(address, port, counter name)`.
+fn sample_syn_counters(to: &[(&str, u16, &str)]) -> String {
+    let counters: String = to
+        .iter()
+        .map(|(_, _, name)| format!("  counter {name} {{}}\n"))
+        .collect();
+    let rules: String = to
+        .iter()
+        .map(|(addr, port, name)| {
+            format!("    ip daddr {addr} tcp dport {port} {SAMPLE_SYN} counter name \"{name}\"\n")
+        })
+        .collect();
     format!(
-        "
-table inet qtruth {{
-  counter sent {{}}
-  counter back {{}}
-  chain output {{
-    type filter hook output priority 0; policy accept;
-    ip daddr 198.18.0.91 tcp dport 15502 {SAMPLE_SYN} counter name \"sent\"
-  }}
-}}
-"
+        "table inet qtruth {{\n{counters}  chain output {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n}}\n"
     )
 }
 
@@ -317,7 +319,12 @@ const TCP_CASE_TRIES: usize = 3;
 /// SYN again (and `last` is false), after checking that the report did not
 /// guess the arrivals.
 fn tcp_case_once(lab: &PlanLab, forward: bool, pct_lost: u32, last: bool) -> Option<String> {
-    load(lab, "src", "qtruth", &tcp_source_counters());
+    load(
+        lab,
+        "src",
+        "qtruth",
+        &sample_syn_counters(&[("198.18.0.91", 15502, "sent")]),
+    );
     load(lab, "lossy", "qloss", &tcp_target_rules(forward, pct_lost));
     let retries = if forward { "5" } else { "0" };
     lab.lab
@@ -424,24 +431,6 @@ fn loss_per_direction_matches_nft_counters_and_delay_the_delay_line() {
 /// Runs of the delay case before one must have the target's count.
 const DELAY_CASE_TRIES: usize = 3;
 
-/// The source's count of the sample SYNs it sent to far's TCP and TLS
-/// canaries.
-fn far_source_counters() -> String {
-    format!(
-        "
-table inet qtruth {{
-  counter sent_tcp {{}}
-  counter sent_tls {{}}
-  chain output {{
-    type filter hook output priority 0; policy accept;
-    ip daddr 198.18.0.92 tcp dport 15502 {SAMPLE_SYN} counter name \"sent_tcp\"
-    ip daddr 198.18.0.92 tcp dport 15503 {SAMPLE_SYN} counter name \"sent_tls\"
-  }}
-}}
-"
-    )
-}
-
 /// One run of 500 samples of each of far's paths through the delay line:
 /// the round trips as delayed, and every sample counted where it arrived.
 /// A run whose TCP or TLS count is unknown (`arrived` null: the source's
@@ -449,7 +438,12 @@ table inet qtruth {{
 /// guess but no figure either: with `last` false it returns false to run
 /// again, printing why; the last run must count.
 fn delay_case(lab: &PlanLab, last: bool) -> bool {
-    load(lab, "src", "qtruth", &far_source_counters());
+    // The sample SYNs the source's kernel sent to far's TCP and TLS canaries.
+    let truth = sample_syn_counters(&[
+        ("198.18.0.92", 15502, "sent_tcp"),
+        ("198.18.0.92", 15503, "sent_tls"),
+    ]);
+    load(lab, "src", "qtruth", &truth);
     let pki = lab.pki().to_string_lossy().into_owned();
     let run = lab
         .check_with(

@@ -55,6 +55,16 @@ pub async fn nft(nft: &Path, args: &[&str], stdin: Option<&str>) -> Result<Strin
     }
 }
 
+/// [`nft`], run once more after a failure: a busy machine's `nft` can fail
+/// where the same input succeeds a moment later. The second failure's
+/// error.
+pub async fn nft_retried(bin: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    match nft(bin, args, stdin).await {
+        Ok(out) => Ok(out),
+        Err(_) => nft(bin, args, stdin).await,
+    }
+}
+
 /// The trace tables one agent has made and not deleted yet. A `prepare`
 /// dropped half done (its coordinator gone) and an agent stopped by a
 /// signal must not leave theirs behind: the first deletes its table from

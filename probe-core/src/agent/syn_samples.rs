@@ -12,7 +12,7 @@
 
 use std::net::IpAddr;
 
-use super::nft_cmd::{nft, nft_path};
+use super::nft_cmd::{nft_path, nft_retried};
 use crate::control::SynSamples;
 use crate::probe::samples::SAMPLE_MSS;
 
@@ -41,17 +41,8 @@ pub(super) fn ruleset_part(secs: u64) -> String {
 pub(super) async fn add(bin: &std::path::Path, table: &str, ttl: std::time::Duration) {
     let secs = ttl.as_secs().max(1) + u64::from(ttl.subsec_nanos() > 0);
     let script = format!("table inet {table} {{\n{}}}\n", ruleset_part(secs));
-    // Once more after a failure: a busy machine's `nft` can fail where the
-    // same input succeeds a moment later, and a count lost costs the
-    // round its loss per direction.
-    let mut last = None;
-    for _ in 0..2 {
-        match nft(bin, &["-f", "-"], Some(&script)).await {
-            Ok(_) => return,
-            Err(e) => last = Some(e),
-        }
-    }
-    if let Some(e) = last {
+    // Tried twice: a count lost costs the round its loss per direction.
+    if let Err(e) = nft_retried(bin, &["-f", "-"], Some(&script)).await {
         tracing::warn!(table, error = %e, "tcp quality samples will not be counted here");
     }
 }
@@ -63,16 +54,12 @@ pub(super) async fn read(table: &str) -> Option<Vec<SynSamples>> {
     let mut out = Vec::new();
     for set in ["qsyn4", "qsyn6"] {
         let args = ["-j", "list", "set", "inet", table, set];
-        let json = match nft(&bin, &args, None).await {
+        let json = match nft_retried(&bin, &args, None).await {
             Ok(json) => json,
-            // Once more, as in `add`.
-            Err(_) => match nft(&bin, &args, None).await {
-                Ok(json) => json,
-                Err(e) => {
-                    tracing::warn!(table, set, error = %e, "the tcp quality samples' counts cannot be read");
-                    return None;
-                }
-            },
+            Err(e) => {
+                tracing::warn!(table, set, error = %e, "the tcp quality samples' counts cannot be read");
+                return None;
+            }
         };
         let Some(counts) = parse(&json) else {
             tracing::warn!(

@@ -49,15 +49,10 @@ impl LossTally {
         self.trials = self.trials.saturating_add(1);
     }
 
-    /// An attempt answered only to the kernel's resent SYN: its first SYN
-    /// (or the answer to it) was lost, taken as one more failed trial.
-    pub(super) fn resent_syn(&mut self) {
-        self.trials = self.trials.saturating_add(1);
-        self.silent = self.silent.saturating_add(1);
-    }
-
-    /// A port that answered before went silent.
-    pub(super) fn silent_after_answer(&mut self) {
+    /// A trial of a port known to be open was lost: the port answered
+    /// before and went silent, or an attempt was answered only to the
+    /// kernel's resent SYN (its first SYN, or the answer to it, was lost).
+    pub(super) fn lost(&mut self) {
         self.trials = self.trials.saturating_add(1);
         self.silent = self.silent.saturating_add(1);
     }
@@ -147,9 +142,9 @@ mod tests {
         let mut t = LossTally::default();
         t.first_answer(2);
         t.answer_again();
-        t.silent_after_answer();
+        t.lost();
         assert_eq!(t, tally(5, 3));
-        t.resent_syn();
+        t.lost();
         assert_eq!(t, tally(6, 4));
     }
 }

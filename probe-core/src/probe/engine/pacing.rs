@@ -107,6 +107,13 @@ impl HostPacing {
         }
     }
 
+    /// Whether the host has answered anything: a completed handshake, or a
+    /// round trip measured to it (a connect, or a reset from its own
+    /// stack, before that attempt's exchange is over).
+    pub(super) fn answers(&self) -> bool {
+        self.answered || self.rtt.srtt().is_some()
+    }
+
     /// A handshake completed: the host speaks, and takes one more attempt
     /// at once if it had been cut.
     pub(super) fn on_answer(&mut self, ready: &mut VecDeque<usize>, config: &ProbeConfig) {

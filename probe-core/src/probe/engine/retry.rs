@@ -389,8 +389,8 @@ fn silent(
     slot.waited = waited;
     if slot.tally.answered > 0 {
         // A port that answered is open: its silence is a failed trial.
-        sweep.silent_after_answer();
-        host.loss.silent_after_answer();
+        sweep.lost();
+        host.loss.lost();
     }
     // Where the host answers other ports (or this one answered before),
     // silence may be loss as well as a drop: more attempts at the host's
@@ -399,9 +399,7 @@ fn silent(
     // that answered before. Not where silence may be a rate-limited ICMP
     // reject (those retries are paced), nor with fixed deadlines (each
     // would wait the whole `timeout_ms`).
-    // A round trip measured to the address (a connect, or a reset from its
-    // own stack) is an answer too, before that attempt's exchange is over.
-    let host_answers = host.answered || host.rtt.srtt().is_some();
+    let host_answers = host.answers();
     let loss_retries = if !host.icmp_seen && cx.config.adaptive {
         if slot.tally.answered > 0 {
             cx.config.loss_retries
@@ -1065,9 +1063,14 @@ mod tests {
     /// silent attempts counts those as lost.
     #[test]
     fn loss_retries_follow_the_trials_of_the_sweep_and_the_host() {
-        let mut c = Case::new(Protocol::Tcp);
-        c.config.loss_retries = 10;
-        c.host.rtt.sample(Duration::from_millis(1));
+        // A TCP target with ten loss retries on a host that answers.
+        let answering = || {
+            let mut c = Case::new(Protocol::Tcp);
+            c.config.loss_retries = 10;
+            c.host.rtt.sample(Duration::from_millis(1));
+            c
+        };
+        let mut c = answering();
         c.sweep = LossTally {
             trials: 940,
             silent: 0,
@@ -1078,9 +1081,7 @@ mod tests {
         };
         assert_eq!((v.observed, c.slot.attempts), (Observed::Timeout, 2));
 
-        let mut c = Case::new(Protocol::Tcp);
-        c.config.loss_retries = 10;
-        c.host.rtt.sample(Duration::from_millis(1));
+        let mut c = answering();
         c.sweep = LossTally {
             trials: 940,
             silent: 2,
@@ -1096,9 +1097,7 @@ mod tests {
         assert_eq!(c.slot.attempts, 12);
 
         // Two silent attempts, then an answer: three trials, two lost.
-        let mut c = Case::new(Protocol::Tcp);
-        c.config.loss_retries = 10;
-        c.host.rtt.sample(Duration::from_millis(1));
+        let mut c = answering();
         assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
         assert_eq!(c.decide(silent()), Decision::RetryAt(c.now));
         assert!(matches!(

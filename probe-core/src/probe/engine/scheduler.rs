@@ -518,8 +518,8 @@ impl Scheduler {
             // Answered only to the resent SYN: the first was lost, a
             // failed trial of the path ([`super::loss`]).
             Some(_) => {
-                self.loss.resent_syn();
-                host.loss.resent_syn();
+                self.loss.lost();
+                host.loss.lost();
             }
             None => {}
         }
@@ -603,7 +603,7 @@ impl Scheduler {
         let (Some(waiting), Some(host)) = (self.awaiting.get(&ip), self.hosts.get(&ip)) else {
             return;
         };
-        let answers = host.answered || host.rtt.srtt().is_some();
+        let answers = host.answers();
         if !answers && host.unfinished > waiting.len() {
             return;
         }
