@@ -11,6 +11,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::control::HandshakeStage;
+use crate::probe::sock_diag::{DIAG_MSG, attributes, dump};
+#[cfg(test)]
+use crate::probe::sock_diag::{
+    NLMSG_DONE, NLMSG_ERROR, NLMSG_HDR, Part, SOCK_DIAG_BY_FAMILY, dump_request, parse_with,
+};
 
 /// One socket: local address and port, remote address and port, stage.
 pub(super) type Row = (IpAddr, u16, SocketAddr, HandshakeStage);
@@ -50,50 +55,11 @@ const STATES: u32 = (1 << ESTABLISHED)
     | (1 << LAST_ACK)
     | (1 << CLOSING);
 
-const NLMSG_HDR: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-/// `struct inet_diag_msg`: family, state, timer, retrans, then the
-/// socket id (ports big-endian, two 16-byte addresses, interface, cookie),
-/// then five 32-bit counters.
-const DIAG_MSG: usize = 72;
-
 /// The dump request for TCP sockets of `family` (`AF_INET`, `AF_INET6`)
-/// in [`STATES`]: a `nlmsghdr` and a `struct inet_diag_req_v2` with an
-/// empty socket id (every socket).
+/// in [`STATES`].
 #[cfg(test)]
 fn request(family: u8, seq: u32) -> Vec<u8> {
-    request_for(family, libc::IPPROTO_TCP as u8, STATES, seq)
-}
-
-/// The dump request for sockets of `family` and `protocol` (TCP, UDP) in
-/// `states` (a bit per state).
-fn request_for(family: u8, protocol: u8, states: u32, seq: u32) -> Vec<u8> {
-    let len = NLMSG_HDR + 8 + 48;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&u32::try_from(len).unwrap_or(72).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[family, protocol, 0, 0]);
-    m.extend_from_slice(&states.to_ne_bytes());
-    m.resize(len, 0);
-    m
-}
-
-/// What one buffer of a dump's answer held.
-#[derive(Debug, PartialEq, Eq)]
-enum Part {
-    /// More records follow in the next buffer.
-    More,
-    /// The dump is complete.
-    Done,
-    /// The kernel refused the request (its errno, negated as sent).
-    Refused(i32),
+    dump_request(family, libc::IPPROTO_TCP as u8, STATES, seq)
 }
 
 /// Parses one buffer of a dump's answer for request `seq`, adding its
@@ -101,41 +67,6 @@ enum Part {
 #[cfg(test)]
 fn parse(buf: &[u8], seq: u32, rows: &mut Vec<Row>) -> Part {
     parse_with(buf, seq, rows, record)
-}
-
-/// [`parse`] with `record` reading each `struct inet_diag_msg` (and its
-/// attributes) into a row.
-fn parse_with<T>(buf: &[u8], seq: u32, rows: &mut Vec<T>, record: fn(&[u8]) -> Option<T>) -> Part {
-    let mut at = 0;
-    while at + NLMSG_HDR <= buf.len() {
-        let word = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
-        let len = word(at) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if len < NLMSG_HDR || at + len > buf.len() {
-            return Part::Refused(-libc::EINVAL);
-        }
-        let body = &buf[at + NLMSG_HDR..at + len];
-        if word(at + 8) == seq {
-            match kind {
-                NLMSG_DONE => return Part::Done,
-                NLMSG_ERROR => {
-                    let code = body.get(..4).map_or(-libc::EINVAL, |b| {
-                        i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-                    });
-                    return Part::Refused(code);
-                }
-                SOCK_DIAG_BY_FAMILY => {
-                    if let Some(row) = record(body) {
-                        rows.push(row);
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Messages are aligned to 4 bytes.
-        at += (len + 3) & !3;
-    }
-    Part::More
 }
 
 /// One `struct inet_diag_msg`, as a row (`None`: a state the watch does
@@ -235,90 +166,13 @@ fn bound_record(b: &[u8]) -> Option<Bound> {
         _ => return None,
     };
     let inode = u32::from_ne_bytes([b[68], b[69], b[70], b[71]]);
-    let mut v6only = false;
-    // Attributes follow the message, each a `struct nlattr` (length with
-    // the 4-byte header, type) padded to 4 bytes.
-    let mut at = DIAG_MSG;
-    while at + 4 <= b.len() {
-        let len = usize::from(u16::from_ne_bytes([b[at], b[at + 1]]));
-        let kind = u16::from_ne_bytes([b[at + 2], b[at + 3]]);
-        if len < 4 || at + len > b.len() {
-            break;
-        }
-        if kind == SKV6ONLY && len > 4 {
-            v6only = b[at + 4] != 0;
-        }
-        at += (len + 3) & !3;
-    }
+    let v6only =
+        attributes(b).any(|(kind, v)| kind == SKV6ONLY && v.first().is_some_and(|f| *f != 0));
     Some(Bound {
         local: SocketAddr::new(ip, port),
         v6only: v6only && ip.is_ipv6(),
         inode: u64::from(inode),
     })
-}
-
-/// One dump: sockets of `family` and `protocol` in `states`, read into
-/// `rows` by `record`; `None` when netlink cannot tell (not Linux, or
-/// `inet_diag` refused).
-#[cfg(target_os = "linux")]
-fn dump<T>(
-    family: u8,
-    protocol: u8,
-    states: u32,
-    record: fn(&[u8]) -> Option<T>,
-    rows: &mut Vec<T>,
-) -> Option<()> {
-    use std::os::fd::AsRawFd;
-
-    use nix::sys::socket::{
-        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
-        setsockopt, socket, sockopt,
-    };
-    use nix::sys::time::TimeVal;
-
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .ok()?;
-    // The kernel answers a dump at once; a bound on each read keeps a
-    // wedged socket from stopping the watch.
-    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).ok()?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let seq = 1;
-    let req = request_for(family, protocol, states, seq);
-    sendto(
-        fd.as_raw_fd(),
-        &req,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .ok()?;
-    // A dump of a few thousand sockets comes in a few buffers; the bound
-    // only stops a kernel that never says done.
-    for _ in 0..100_000 {
-        let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
-        match parse_with(buf.get(..n)?, seq, rows, record) {
-            Part::More if n > 0 => {}
-            Part::More | Part::Refused(_) => return None,
-            Part::Done => return Some(()),
-        }
-    }
-    None
-}
-
-/// Not Linux: no netlink.
-#[cfg(not(target_os = "linux"))]
-fn dump<T>(
-    _family: u8,
-    _protocol: u8,
-    _states: u32,
-    _record: fn(&[u8]) -> Option<T>,
-    _rows: &mut Vec<T>,
-) -> Option<()> {
-    None
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod resolve;
 pub mod rtt;
 pub mod samples;
 pub mod service;
+pub(crate) mod sock_diag;
 pub mod spread;
 mod target;
 mod tls;

@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use super::report::{AttemptKind, Quiet};
 use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
 use crate::probe::errqueue::{self, IcmpEvidence};
+use crate::probe::sock_diag;
 
 /// How long a connect waits for an answer.
 #[derive(Clone)]
@@ -192,9 +193,34 @@ pub(super) fn start(
         Err(e) => return Start::Failed(e, None),
     };
     match connected {
-        Some(rtt) => Start::Connected(stream, rtt),
+        Some(rtt) => {
+            let rtt = kernel_rtt(&stream, rtt);
+            Start::Connected(stream, rtt)
+        }
         None => Start::InProgress(stream, started),
     }
+}
+
+/// Above this, a connect's time as user space saw it is checked against
+/// the kernel's own measure of the handshake ([`kernel_rtt`]); below it the
+/// question would cost more than any deadline could gain.
+pub(super) const ASK_KERNEL_AFTER: Duration = Duration::from_millis(1);
+
+/// A connected stream's handshake round trip: `seen` (from just before
+/// `connect` to the moment this process got back to the socket), or, when
+/// that is longer than [`ASK_KERNEL_AFTER`], the kernel's measure from
+/// its SYN leaving to the SYN-ACK's processing if that is shorter. On a
+/// loaded host most of `seen` is the wait for the CPU (inside `connect`, or
+/// until the reactor runs), which is no round trip: a deadline built on it
+/// would stretch every silent port's wait (see [`sock_diag`]).
+fn kernel_rtt(stream: &TcpStream, seen: Duration) -> Duration {
+    if seen <= ASK_KERNEL_AFTER {
+        return seen;
+    }
+    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
+        return seen;
+    };
+    sock_diag::tcp_rtt(local, peer).map_or(seen, |k| k.min(seen))
 }
 
 /// What a connect came to: the stream and its round trip, or the error
@@ -263,7 +289,7 @@ async fn finish(
         match wake {
             Wake::Ready(Err(e)) => break (Err(Some(e)), limit),
             Wake::Ready(Ok(())) => {
-                let rtt = started.elapsed();
+                let rtt = kernel_rtt(&stream, started.elapsed());
                 match stream.take_error() {
                     Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
                     Ok(None) => return (Ok((stream, rtt)), None, limit),
@@ -281,7 +307,8 @@ async fn finish(
                 match stream.take_error() {
                     Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
                     Ok(None) if stream.peer_addr().is_ok() => {
-                        return (Ok((stream, started.elapsed())), None, limit);
+                        let rtt = kernel_rtt(&stream, started.elapsed());
+                        return (Ok((stream, rtt)), None, limit);
                     }
                     Ok(None) => break (Err(None), limit),
                 }
@@ -290,4 +317,24 @@ async fn finish(
     };
     let icmp = errqueue::read(&stream);
     (r, icmp, waited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handshake the process saw late (here: said to have taken five
+    /// seconds) keeps the kernel's measure, which on loopback is far
+    /// shorter; one seen within [`ASK_KERNEL_AFTER`] is taken as seen.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_late_seen_handshake_keeps_the_kernels_round_trip() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let late = Duration::from_secs(5);
+        let rtt = kernel_rtt(&s, late);
+        assert!(rtt < Duration::from_millis(500), "{rtt:?}");
+        let quick = Duration::from_micros(300);
+        assert_eq!(kernel_rtt(&s, quick), quick);
+    }
 }
