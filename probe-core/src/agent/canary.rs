@@ -911,7 +911,7 @@ mod tests {
         }
         let ev = log.snapshot();
         assert_eq!(ev.len(), 1);
-        assert_eq!(&*ev[0].seen[0].nonce, "0011");
+        assert_eq!(ev[0].seen[0].nonce.to_string(), "0011");
         assert_eq!(ev[0].seen[0].source, local);
         assert_eq!(ev[0].seen.len(), 2, "capped at max_sightings");
         assert_eq!(ev[0].dropped, 1);

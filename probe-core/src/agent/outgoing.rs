@@ -15,7 +15,7 @@ use super::canary::NonceExchange;
 use super::sampling::{self, ToSample};
 use super::{Shared, error, neighbours, udp_canary};
 use crate::control::{
-    self, HostPort, NeighbourFailure, PathProbe, ProbeReply, ProbeRequest, Response,
+    self, HostPort, NeighbourFailure, Nonce, PathProbe, ProbeReply, ProbeRequest, Response,
 };
 use crate::plan::Address;
 use crate::port::Protocol;
@@ -249,7 +249,7 @@ impl Shared {
 fn path_probe(path: usize, nonce: Option<String>, r: ProbeResult) -> PathProbe {
     PathProbe {
         path,
-        nonce: nonce.map(String::into_boxed_str),
+        nonce: nonce.map(Nonce::from),
         observed: r.observed,
         detail: r.detail.into_boxed_str(),
         latency_us: micros(r.latency),

@@ -626,7 +626,7 @@ mod tests {
         }
         assert_eq!(answer, Some(format!("PORTCALL-OK ns {nonce}\n")));
         let ev = log.snapshot();
-        let seen: Vec<&str> = ev[0].seen.iter().map(|s| &*s.nonce).collect();
+        let seen: Vec<String> = ev[0].seen.iter().map(|s| s.nonce.to_string()).collect();
         assert_eq!(seen, [nonce.as_str()], "{ev:?}");
         assert_eq!(ev[0].dropped, 0);
         assert_eq!(ev[0].strays, 100, "forged datagrams are counted");
@@ -691,12 +691,12 @@ mod tests {
         let ev = log.snapshot();
         assert_eq!(ev.len(), 1, "{ev:?}");
         assert!(ev[0].is_udp());
-        let seen: Vec<(&str, u32, SocketAddr)> = ev[0]
+        let seen: Vec<(String, u32, SocketAddr)> = ev[0]
             .seen
             .iter()
-            .map(|s| (&*s.nonce, s.datagrams, s.source))
+            .map(|s| (s.nonce.to_string(), s.datagrams, s.source))
             .collect();
-        assert_eq!(seen, [("0011", 3, me), ("0022", 1, me)]);
+        assert_eq!(seen, [("0011".into(), 3, me), ("0022".into(), 1, me)]);
         assert_eq!(ev[0].dropped, 1);
         assert_eq!(ev[0].strays, 2);
 
@@ -806,7 +806,10 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(r[0].answered_by.as_deref(), Some("ns"));
-        assert_eq!(r[0].nonce.as_deref(), Some("007"));
+        assert_eq!(
+            r[0].nonce.as_ref().map(ToString::to_string),
+            Some("007".into())
+        );
         assert!(
             r[1].detail.contains("answered by the agent of ns, not db"),
             "{}",
@@ -828,12 +831,12 @@ mod tests {
         assert_eq!(lines, ["PORTCALL abcd 0010\n", "PORTCALL abcd 0010\n"]);
         // The canary recorded what reached it, with the prober's source.
         let ev = log.snapshot();
-        let seen: Vec<(&str, u32)> = ev[0]
+        let seen: Vec<(String, u32)> = ev[0]
             .seen
             .iter()
-            .map(|s| (&*s.nonce, s.datagrams))
+            .map(|s| (s.nonce.to_string(), s.datagrams))
             .collect();
-        assert_eq!(seen, [("007", 1), ("008", 1)]);
+        assert_eq!(seen, [("007".into(), 1), ("008".into(), 1)]);
         assert_eq!(Some(ev[0].seen[0].source), r[0].source);
         cancel.cancel();
         tracker.close();

@@ -8,6 +8,7 @@
 
 mod frame;
 mod messages;
+mod nonce;
 mod reply;
 pub mod transport;
 
@@ -21,6 +22,7 @@ pub use messages::{
     TraceStop, TracedFlow, TransportProtocol, VersionMismatch, listening_words, process_words,
 };
 pub use messages::{InterfaceState, RouteState, StateReply};
+pub use nonce::Nonce;
 pub use transport::mtls::{ClientSecurity, ServerSecurity, connect};
 pub use transport::ssh::{SshOptions, SshTransport};
 pub use transport::{ControlError, ControlStream, Dial, Transport, op_name};

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use super::PlanMismatch;
 use crate::control::{
-    CanaryEvidence, Forwarding, Handshake, ListenerReport, PathProbe, TraceEvidence,
+    CanaryEvidence, Forwarding, Handshake, ListenerReport, Nonce, PathProbe, TraceEvidence,
 };
 use crate::plan::{PathView, Plan};
 use crate::probe::Silence;
@@ -164,12 +164,12 @@ pub(super) fn note_elsewhere(
 }
 
 /// Where else a nonce turned up: `(host, source)`.
-fn elsewhere(round: &RoundEvidence, nonce: &str) -> Option<(String, String)> {
+fn elsewhere(round: &RoundEvidence, nonce: &Nonce) -> Option<(String, String)> {
     round.agents.iter().find_map(|(host, a)| {
         a.canaries
             .iter()
             .flat_map(|c| c.seen.iter())
-            .find(|s| &*s.nonce == nonce)
+            .find(|s| s.nonce == *nonce)
             .map(|s| (host.clone(), s.source.ip().to_string()))
     })
 }

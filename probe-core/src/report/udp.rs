@@ -131,7 +131,7 @@ fn observe(c: &Case<'_>, dst: &AgentEvidence, r: &mut PathReport) -> bool {
             .iter()
             .filter(|c| c.port == port && c.is_udp())
             .flat_map(|c| c.seen.iter())
-            .find(|s| *s.nonce == **n)
+            .find(|s| s.nonce == *n)
     });
     r.arrived = Some(sighting.map_or(0, |s| s.datagrams.max(1)));
     r.target_saw = Some(sighting.is_some());

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use super::super::evidence::{AgentEvidence, RoundEvidence};
 use crate::control::{
-    CanaryEvidence, Handshake, HandshakeStage, PathProbe, Sighting, TraceDirection, TraceState,
-    TracedFlow,
+    CanaryEvidence, Handshake, HandshakeStage, Nonce, PathProbe, Sighting, TraceDirection,
+    TraceState, TracedFlow,
 };
 use crate::plan::{Address, Plan};
 
@@ -163,7 +163,7 @@ impl<'a> AgentIndex<'a> {
             .collect();
         let key = |&(i, j): &(u32, u32)| {
             let c = &canaries[i as usize];
-            (c.port, c.seen[j as usize].nonce.as_ref())
+            (c.port, &c.seen[j as usize].nonce)
         };
         by_nonce.sort_by(|x, y| key(x).cmp(&key(y)));
         AgentIndex {
@@ -190,16 +190,16 @@ impl<'a> AgentIndex<'a> {
     }
 
     /// The first sighting of `nonce` by a TCP canary on `port`.
-    pub(super) fn sighting(&self, port: u16, nonce: &str) -> Option<&'a Sighting> {
+    pub(super) fn sighting(&self, port: u16, nonce: &Nonce) -> Option<&'a Sighting> {
         let at = |(i, j): (u32, u32)| {
             let c = &self.canaries[i as usize];
             (c.port, &c.seen[j as usize])
         };
         let from = self.by_nonce.partition_point(|&k| {
             let (p, s) = at(k);
-            (p, &*s.nonce) < (port, nonce)
+            (p, &s.nonce) < (port, nonce)
         });
         let (p, s) = at(*self.by_nonce.get(from)?);
-        (p == port && *s.nonce == *nonce).then_some(s)
+        (p == port && s.nonce == *nonce).then_some(s)
     }
 }

@@ -566,7 +566,7 @@ expect = "blocked"
     fn probe(path: usize, nonce: Option<&str>, observed: Observed) -> PathProbe {
         PathProbe {
             path,
-            nonce: nonce.map(Box::from),
+            nonce: nonce.map(crate::control::Nonce::from),
             observed,
             detail: Box::default(),
             latency_us: 1234,
@@ -858,14 +858,18 @@ expect = "blocked"
         let index = AgentIndex::new(&a);
         let port_of = |s: Option<&Sighting>| s.map(|s| s.source.port());
         assert_eq!(
-            port_of(index.sighting(80, "0b")),
+            port_of(index.sighting(80, &"0b".into())),
             Some(5),
             "the first returned"
         );
-        assert_eq!(port_of(index.sighting(443, "0c")), Some(4));
-        assert_eq!(port_of(index.sighting(80, "0c")), None, "only on UDP");
-        assert_eq!(port_of(index.sighting(443, "0d")), None);
-        assert_eq!(port_of(index.sighting(22, "0a")), None);
+        assert_eq!(port_of(index.sighting(443, &"0c".into())), Some(4));
+        assert_eq!(
+            port_of(index.sighting(80, &"0c".into())),
+            None,
+            "only on UDP"
+        );
+        assert_eq!(port_of(index.sighting(443, &"0d".into())), None);
+        assert_eq!(port_of(index.sighting(22, &"0a".into())), None);
         assert_eq!(
             index.stage(443, "198.18.0.1".parse().unwrap()),
             Some(HandshakeStage::Connected)
@@ -884,7 +888,7 @@ expect = "blocked"
         assert_eq!(
             (
                 bare.stage(80, "198.18.0.1".parse().unwrap()),
-                bare.sighting(80, "0b")
+                bare.sighting(80, &"0b".into())
             ),
             (None, None)
         );

@@ -32,7 +32,7 @@ fn arrived(round: &RoundEvidence, path: &PathView<'_>, probe: &PathProbe) -> Opt
     if path.protocol != Protocol::Udp {
         return None;
     }
-    let nonce = probe.nonce.as_deref()?;
+    let nonce = probe.nonce.as_ref()?;
     let port = path.port.get();
     let canary = dst
         .canaries
@@ -42,7 +42,7 @@ fn arrived(round: &RoundEvidence, path: &PathView<'_>, probe: &PathProbe) -> Opt
         canary
             .seen
             .iter()
-            .find(|s| &*s.nonce == nonce)
+            .find(|s| s.nonce == *nonce)
             .map_or(0, |s| s.samples),
     )
 }
