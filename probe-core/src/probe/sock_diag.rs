@@ -1,7 +1,8 @@
 //! The kernel's socket tables through `NETLINK_SOCK_DIAG` (what `ss`
 //! uses): the request and answer framing, one exchange with the kernel,
-//! and the one question the prober asks of it, [`tcp_rtt`]: the round trip
-//! the kernel measured for a connection's handshake.
+//! and the one question the prober asks of it, [`tcp_info`]: the round trip
+//! the kernel measured for a connection's handshake, and whether it resent
+//! its SYN.
 //!
 //! Binary records, no privilege needed, and only the caller's network
 //! namespace. The agent's handshake watch and listener survey
@@ -40,6 +41,18 @@ const INET_DIAG_INFO: u16 = 2;
 /// handshake its only sample) in `struct tcp_info` (include/uapi/linux/tcp.h:
 /// eight bytes of state and flags, then 32-bit fields from `tcpi_rto`).
 const TCPI_RTT: usize = 68;
+/// Offset of `tcpi_total_retrans`: segments the connection resent, its
+/// SYN included.
+const TCPI_TOTAL_RETRANS: usize = 100;
+
+/// What the kernel says of a connection's handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TcpInfo {
+    /// Its round trip (`None`: the kernel took no sample).
+    pub(crate) rtt: Option<Duration>,
+    /// Whether it resent anything (after a handshake: its SYN).
+    pub(crate) resent: bool,
+}
 
 /// The dump request for sockets of `family` (`AF_INET`, `AF_INET6`) and
 /// `protocol` (TCP, UDP) in `states` (a bit per state): a `nlmsghdr` and a
@@ -170,29 +183,35 @@ pub(crate) fn attributes(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-/// The handshake's round trip in a connection's record: `tcpi_rtt` of its
-/// `INET_DIAG_INFO` attribute (`None`: no attribute, or no sample, which
-/// the kernel shows as 0, e.g. after a resent SYN).
-fn rtt_record(b: &[u8]) -> Option<Duration> {
+/// A connection's record, read: `tcpi_rtt` and `tcpi_total_retrans` of its
+/// `INET_DIAG_INFO` attribute (`None`: no attribute, or one too short; a
+/// round trip of 0 is the kernel's "no sample").
+fn info_record(b: &[u8]) -> Option<TcpInfo> {
     if b.len() < DIAG_MSG {
         return None;
     }
     let (_, info) = attributes(b).find(|(kind, _)| *kind == INET_DIAG_INFO)?;
-    let us = u32::from_ne_bytes(info.get(TCPI_RTT..TCPI_RTT + 4)?.try_into().ok()?);
-    (us > 0).then(|| Duration::from_micros(u64::from(us)))
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(info.get(at..at + 4)?.try_into().ok()?))
+    };
+    let us = word(TCPI_RTT)?;
+    Some(TcpInfo {
+        rtt: (us > 0).then(|| Duration::from_micros(u64::from(us))),
+        resent: word(TCPI_TOTAL_RETRANS)? > 0,
+    })
 }
 
-/// The round trip the kernel measured for the TCP connection from `local`
-/// to `peer` (in this network namespace); `None` when it cannot tell (no
-/// such connection, no sample, not Linux).
-pub(crate) fn tcp_rtt(local: SocketAddr, peer: SocketAddr) -> Option<Duration> {
+/// What the kernel says of the TCP connection from `local` to `peer` (in
+/// this network namespace); `None` when it cannot tell (no such
+/// connection, not Linux).
+pub(crate) fn tcp_info(local: SocketAddr, peer: SocketAddr) -> Option<TcpInfo> {
     let seq = 1;
     let req = connection_request(local, peer, seq)?;
     let mut rows = Vec::with_capacity(1);
     // The answer to a request for one socket is one message (or an error):
     // the first buffer holds all of it.
     transact(&req, 4096, |buf| {
-        match parse_with(buf, seq, &mut rows, rtt_record) {
+        match parse_with(buf, seq, &mut rows, info_record) {
             Part::Refused(_) => None,
             Part::More | Part::Done => Some(true),
         }
@@ -312,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn the_round_trip_is_read_from_the_tcp_info_attribute() {
+    fn the_round_trip_and_resends_are_read_from_the_tcp_info_attribute() {
         let mut b = vec![0u8; DIAG_MSG];
         // An attribute of another kind first, then INET_DIAG_INFO.
         b.extend_from_slice(&8u16.to_ne_bytes());
@@ -323,15 +342,24 @@ mod tests {
         b.extend_from_slice(&(4 + info.len() as u16).to_ne_bytes());
         b.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
         b.extend_from_slice(&info);
-        assert_eq!(rtt_record(&b), Some(Duration::from_micros(317)));
+        let start = b.len() - info.len();
+        let got = |b: &[u8]| info_record(b);
+        assert_eq!(
+            got(&b),
+            Some(TcpInfo {
+                rtt: Some(Duration::from_micros(317)),
+                resent: false
+            })
+        );
+        b[start + TCPI_TOTAL_RETRANS] = 1;
+        assert!(got(&b).unwrap().resent);
         // No sample: the kernel's 0 is no round trip.
-        let at = b.len() - info.len() + TCPI_RTT;
-        b[at..at + 4].copy_from_slice(&0u32.to_ne_bytes());
-        assert_eq!(rtt_record(&b), None);
+        b[start + TCPI_RTT..start + TCPI_RTT + 4].copy_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(got(&b).unwrap().rtt, None);
         // A truncated attribute is not read out of bounds.
         b.truncate(DIAG_MSG + 8 + 4 + 40);
-        assert_eq!(rtt_record(&b), None);
-        assert_eq!(rtt_record(&[0; 10]), None);
+        assert_eq!(got(&b), None);
+        assert_eq!(got(&[0; 10]), None);
     }
 
     /// On Linux the kernel tells a loopback connection's handshake round
@@ -343,10 +371,12 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (local, peer) = (c.local_addr().unwrap(), c.peer_addr().unwrap());
-        let rtt = tcp_rtt(local, peer).expect("sock_diag on Linux");
+        let info = tcp_info(local, peer).expect("sock_diag on Linux");
+        let rtt = info.rtt.expect("a sample");
         assert!(rtt < Duration::from_secs(1), "{rtt:?}");
+        assert!(!info.resent);
         drop(c);
         let gone = SocketAddr::new(local.ip(), 1);
-        assert_eq!(tcp_rtt(gone, peer), None);
+        assert_eq!(tcp_info(gone, peer), None);
     }
 }

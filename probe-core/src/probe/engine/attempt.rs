@@ -481,9 +481,10 @@ impl Shared {
         let stream = match connected {
             Err(None) => return report,
             Err(Some(e)) => return failed_try(&e, report.icmp, waited, connecting),
-            Ok((stream, rtt)) => {
-                report.timing.connect = Some(rtt);
-                report.timing.answer = Some(rtt);
+            Ok((stream, handshake)) => {
+                report.timing.connect = Some(handshake.rtt);
+                report.timing.answer = Some(handshake.rtt);
+                report.timing.syn_resent = handshake.resent;
                 stream
             }
         };

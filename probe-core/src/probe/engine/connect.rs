@@ -142,8 +142,8 @@ pub(super) enum Start {
     /// unread (see [`start`]'s `defer_refusal`): the socket is still open
     /// for it.
     Refused(std::io::Error, Socket),
-    /// It connected at once, with the round trip.
-    Connected(TcpStream, Duration),
+    /// It connected at once, with its handshake.
+    Connected(TcpStream, Handshake),
     /// It is in progress, since the instant given: [`finish`] waits for it.
     InProgress(TcpStream, Instant),
 }
@@ -193,9 +193,9 @@ pub(super) fn start(
         Err(e) => return Start::Failed(e, None),
     };
     match connected {
-        Some(rtt) => {
-            let rtt = kernel_rtt(&stream, rtt);
-            Start::Connected(stream, rtt)
+        Some(seen) => {
+            let handshake = kernel_rtt(&stream, seen);
+            Start::Connected(stream, handshake)
         }
         None => Start::InProgress(stream, started),
     }
@@ -206,28 +206,44 @@ pub(super) fn start(
 /// question would cost more than any deadline could gain.
 pub(super) const ASK_KERNEL_AFTER: Duration = Duration::from_millis(1);
 
-/// A connected stream's handshake round trip: `seen` (from just before
-/// `connect` to the moment this process got back to the socket), or, when
-/// that is longer than [`ASK_KERNEL_AFTER`], the kernel's measure from
-/// its SYN leaving to the SYN-ACK's processing if that is shorter. On a
-/// loaded host most of `seen` is the wait for the CPU (inside `connect`, or
-/// until the reactor runs), which is no round trip: a deadline built on it
-/// would stretch every silent port's wait (see [`sock_diag`]).
-fn kernel_rtt(stream: &TcpStream, seen: Duration) -> Duration {
-    if seen <= ASK_KERNEL_AFTER {
-        return seen;
-    }
-    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
-        return seen;
-    };
-    sock_diag::tcp_rtt(local, peer).map_or(seen, |k| k.min(seen))
+/// When Linux first resends an unanswered SYN (`TCP_TIMEOUT_INIT`).
+pub(super) const SYN_RESEND: Duration = Duration::from_secs(1);
+
+/// A completed handshake, as [`kernel_rtt`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Handshake {
+    /// Its round trip.
+    pub(super) rtt: Duration,
+    /// It may have been answered only to a resent SYN (its first SYN, or
+    /// the answer to it, was lost): it took [`SYN_RESEND`] or more, and the
+    /// kernel did not say it resent nothing.
+    pub(super) resent: bool,
 }
 
-/// What a connect came to: the stream and its round trip, or the error
+/// A connected stream's handshake: `seen` (from just before `connect` to
+/// the moment this process got back to the socket), or, when that is
+/// longer than [`ASK_KERNEL_AFTER`], the kernel's measure from its SYN
+/// leaving to the SYN-ACK's processing if that is shorter. On a loaded
+/// host most of `seen` is the wait for the CPU (inside `connect`, or until
+/// the reactor runs), which is no round trip: a deadline built on it would
+/// stretch every silent port's wait (see [`sock_diag`]). A handshake seen
+/// to take [`SYN_RESEND`] or more was answered to a resent SYN unless the
+/// kernel says it resent nothing (the CPU's wait again).
+fn kernel_rtt(stream: &TcpStream, seen: Duration) -> Handshake {
+    let info = (seen > ASK_KERNEL_AFTER)
+        .then(|| sock_diag::tcp_info(stream.local_addr().ok()?, stream.peer_addr().ok()?))
+        .flatten();
+    Handshake {
+        rtt: info.and_then(|i| i.rtt).map_or(seen, |k| k.min(seen)),
+        resent: seen >= SYN_RESEND && info.is_none_or(|i| i.resent),
+    }
+}
+
+/// What a connect came to: the stream and its handshake, or the error
 /// (`None`: silence); the ICMP error the socket's queue held; the deadline
 /// waited.
 pub(super) type Connected = (
-    Result<(TcpStream, Duration), Option<std::io::Error>>,
+    Result<(TcpStream, Handshake), Option<std::io::Error>>,
     Option<IcmpEvidence>,
     Duration,
 );
@@ -245,7 +261,7 @@ pub(super) async fn complete(
             let icmp = errqueue::read(&socket);
             (Err(Some(e)), icmp, Duration::ZERO)
         }
-        Start::Connected(stream, rtt) => (Ok((stream, rtt)), None, Duration::ZERO),
+        Start::Connected(stream, handshake) => (Ok((stream, handshake)), None, Duration::ZERO),
         Start::InProgress(stream, started) => finish(stream, started, deadline, quiet).await,
     }
 }
@@ -289,10 +305,13 @@ async fn finish(
         match wake {
             Wake::Ready(Err(e)) => break (Err(Some(e)), limit),
             Wake::Ready(Ok(())) => {
-                let rtt = kernel_rtt(&stream, started.elapsed());
+                let seen = started.elapsed();
                 match stream.take_error() {
                     Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
-                    Ok(None) => return (Ok((stream, rtt)), None, limit),
+                    Ok(None) => {
+                        let handshake = kernel_rtt(&stream, seen);
+                        return (Ok((stream, handshake)), None, limit);
+                    }
                 }
             }
             Wake::Quiet => {
@@ -307,8 +326,8 @@ async fn finish(
                 match stream.take_error() {
                     Ok(Some(e)) | Err(e) => break (Err(Some(e)), limit),
                     Ok(None) if stream.peer_addr().is_ok() => {
-                        let rtt = kernel_rtt(&stream, started.elapsed());
-                        return (Ok((stream, rtt)), None, limit);
+                        let handshake = kernel_rtt(&stream, started.elapsed());
+                        return (Ok((stream, handshake)), None, limit);
                     }
                     Ok(None) => break (Err(None), limit),
                 }
@@ -332,9 +351,16 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let late = Duration::from_secs(5);
-        let rtt = kernel_rtt(&s, late);
-        assert!(rtt < Duration::from_millis(500), "{rtt:?}");
+        let h = kernel_rtt(&s, late);
+        assert!(h.rtt < Duration::from_millis(500), "{h:?}");
+        assert!(!h.resent, "the kernel resent nothing: {h:?}");
         let quick = Duration::from_micros(300);
-        assert_eq!(kernel_rtt(&s, quick), quick);
+        assert_eq!(
+            kernel_rtt(&s, quick),
+            Handshake {
+                rtt: quick,
+                resent: false
+            }
+        );
     }
 }

@@ -40,6 +40,9 @@ pub(super) struct Timing {
     pub(super) connect: Option<Duration>,
     /// The TLS handshake; `None` when none completed.
     pub(super) tls: Option<Duration>,
+    /// The connect may have been answered only to a resent SYN
+    /// ([`super::connect::Handshake::resent`]).
+    pub(super) syn_resent: bool,
 }
 
 /// What an attempt's outcome is, before the retry decision.

@@ -26,7 +26,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{AttemptSetup, Opening, Unsettled};
-use super::connect::ConnectDeadline;
+use super::connect::{ConnectDeadline, SYN_RESEND};
 use super::icmp_count::IcmpCount;
 use super::loss::LossTally;
 use super::pacing::HostPacing;
@@ -40,9 +40,6 @@ use crate::probe::outcome::{Observed, ProbeResult, Silence};
 use crate::probe::rtt;
 use crate::probe::spread;
 use crate::probe::target::Target;
-
-/// When Linux first resends an unanswered SYN (`TCP_TIMEOUT_INIT`).
-const SYN_RESEND: Duration = Duration::from_secs(1);
 
 /// Attempts the loop finishes itself (connects answered at once) before it
 /// polls the others again and lets the runtime run other tasks.
@@ -512,9 +509,13 @@ impl Scheduler {
         // Karn's rule: a connect that outlasted the kernel's first SYN
         // retransmission may have been answered to the resent SYN, so its
         // time is no round trip (under loss it would be ~1 s, and every
-        // deadline of the sweep would stretch to it).
+        // deadline of the sweep would stretch to it). A connect's time is
+        // the kernel's where user space saw it late, so whether the SYN
+        // was resent is asked apart (`syn_resent`).
         match attempt.timing.answer {
-            Some(rtt) if rtt < SYN_RESEND => self.sample_rtt(addr.ip(), rtt),
+            Some(rtt) if rtt < SYN_RESEND && !attempt.timing.syn_resent => {
+                self.sample_rtt(addr.ip(), rtt);
+            }
             // Answered only to the resent SYN: the first was lost, a
             // failed trial of the path ([`super::loss`]).
             Some(_) => {
