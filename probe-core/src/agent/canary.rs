@@ -54,8 +54,18 @@ async fn read_line<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> Option<String> {
 /// [`read_line`], also saying how many bytes arrived (zero: the peer said
 /// nothing at all before closing).
 async fn read_line_counted<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> (Option<String>, usize) {
+    read_line_after(s, &[]).await
+}
+
+/// [`read_line_counted`] of a line whose first bytes, `first` (no newline
+/// among them, at most [`MAX_LINE`]), were read already.
+async fn read_line_after<S: AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    first: &[u8],
+) -> (Option<String>, usize) {
     let mut buf = [0u8; MAX_LINE];
-    let mut n = 0;
+    let mut n = first.len().min(MAX_LINE);
+    buf[..n].copy_from_slice(&first[..n]);
     while n < buf.len() {
         match s.read(&mut buf[n..]).await {
             Ok(0) | Err(_) => return (None, n),
@@ -265,6 +275,17 @@ async fn serve(
             }
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
+                // A prober's line rides the handshake's last ACK, so it is
+                // usually there when the connection is accepted: answered
+                // at once, on this loop, with no task, timer or room of its
+                // own (so never shed either).
+                let mut first = Vec::new();
+                if protocol == Protocol::Tcp {
+                    match answer_at_once(&stream, peer, port, &options, &log) {
+                        AtOnce::Done => continue,
+                        AtOnce::Later(read) => first = read,
+                    }
+                }
                 // Full: the oldest connection that has sent nothing goes;
                 // when every one has spoken, the newcomer goes. Either way
                 // the evidence says the canary shed a connection.
@@ -304,10 +325,12 @@ async fn serve(
                     let talk = async {
                         // Wait for the first bytes before anything else, so
                         // that an idle connection is known as one.
-                        let mut first = [0u8; 1];
-                        if matches!(stream.peek(&mut first).await, Ok(n) if n > 0) {
+                        let mut peeked = [0u8; 1];
+                        if !first.is_empty()
+                            || matches!(stream.peek(&mut peeked).await, Ok(n) if n > 0)
+                        {
                             spoke.store(ms() + 1, Ordering::Relaxed);
-                            answer(stream, peer, port, protocol, &options, &log).await;
+                            answer(stream, &first, peer, port, protocol, &options, &log).await;
                         }
                     };
                     tokio::select! {
@@ -325,8 +348,54 @@ async fn serve(
     let _ = timeout(options.exchange_timeout, conns.wait()).await;
 }
 
+/// What [`answer_at_once`] did with a newly accepted connection.
+enum AtOnce {
+    /// Answered (or found closed): nothing more to do.
+    Done,
+    /// Its line is not all there yet: the bytes read so far (perhaps none).
+    Later(Vec<u8>),
+}
+
+/// Reads a TCP canary's newly accepted connection without waiting, and
+/// when the whole line is there, answers it and closes (as [`answer`]
+/// would). A peer that closed, or reset, before sending anything is done
+/// with, as a canary that waited for its first bytes would be.
+fn answer_at_once(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    options: &CanaryOptions,
+    log: &EvidenceLog,
+) -> AtOnce {
+    let mut buf = [0u8; MAX_LINE];
+    let n = match stream.try_read(&mut buf) {
+        Ok(0) => return AtOnce::Done,
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return AtOnce::Later(Vec::new()),
+        Err(_) => return AtOnce::Done,
+    };
+    let Some(end) = buf[..n].iter().position(|&b| b == b'\n') else {
+        // Part of a line (or too long a one): the task reads the rest.
+        return AtOnce::Later(buf[..n].to_vec());
+    };
+    let line = std::str::from_utf8(&buf[..end]).ok();
+    let reply = reply(line, peer, port, options, log);
+    let sock = socket2::SockRef::from(stream);
+    #[cfg(target_os = "linux")]
+    let sent = sock.send_with_flags(reply.as_bytes(), libc::MSG_MORE);
+    #[cfg(not(target_os = "linux"))]
+    let sent = sock.send(reply.as_bytes());
+    // A fresh connection's send buffer takes a line; where it did not,
+    // the peer gets no answer and retries, as after a shed.
+    if matches!(sent, Ok(k) if k == reply.len()) {
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+    }
+    AtOnce::Done
+}
+
 async fn answer(
     stream: TcpStream,
+    first: &[u8],
     peer: SocketAddr,
     port: u16,
     protocol: Protocol,
@@ -336,7 +405,8 @@ async fn answer(
     match protocol {
         Protocol::Tcp => {
             let mut stream = stream;
-            let reply = talk(&mut stream, peer, port, options, log).await;
+            let (line, _) = read_line_after(&mut stream, first).await;
+            let reply = reply(line.as_deref(), peer, port, options, log);
             send_last(&mut stream, reply.as_bytes()).await;
         }
         Protocol::Tls => {
@@ -407,17 +477,28 @@ async fn talk<S: AsyncRead + Unpin>(
     log: &EvidenceLog,
 ) -> String {
     let line = read_line(s).await;
+    reply(line.as_deref(), peer, port, options, log)
+}
+
+/// Records what the prober's `line` (`None`: none came whole) carried and
+/// returns the reply to send.
+fn reply(
+    line: Option<&str>,
+    peer: SocketAddr,
+    port: u16,
+    options: &CanaryOptions,
+    log: &EvidenceLog,
+) -> String {
     // A quality sample of a path whose nonce this canary recorded: its
     // handshake was the measurement; answered, never a stray nor a
     // sighting (a sample carries the nonce again).
     if let Some((_, nonce, seq)) = line
-        .as_deref()
         .and_then(parse_sample_line)
         .filter(|(round, nonce, _)| valid(options, round, nonce))
     {
         return sample_answer(nonce, seq);
     }
-    match line.as_deref().and_then(parse_probe_line) {
+    match line.and_then(parse_probe_line) {
         Some((round, nonce)) if valid(options, round, nonce) => {
             log.record(
                 port,
@@ -689,6 +770,77 @@ mod tests {
             }
         }
         assert!(closed >= 16, "{closed} closed");
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// A prober's line that rides the handshake's last ACK (quick ACKs
+    /// off, as the engine's sockets have them) is there when the canary
+    /// accepts: answered on the accept loop, so even a canary whose every
+    /// place is held by strangers still in their grace, which sheds a
+    /// newcomer that has to wait for its line, answers it and sheds no one.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_line_there_on_accept_is_answered_at_once_even_when_the_canary_is_full() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let free = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let options = CanaryOptions {
+            host: "db".into(),
+            round: "abcd".into(),
+            tls: crate::pki::self_signed_canary_config("db").unwrap(),
+            exchange_timeout: Duration::from_secs(5),
+            max_sightings: 16,
+            connections: Arc::new(Semaphore::new(1000)),
+            per_canary: 2,
+            nonce_key: None,
+        };
+        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
+        let ports = [PlannedPort {
+            port,
+            protocol: Protocol::Tcp,
+            service: "mysql".into(),
+        }];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (_, log) = open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
+        // Two strangers that started a line and have not finished it: the
+        // canary's two places, in their grace.
+        let mut talking = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect((ip, port)).await.unwrap();
+            c.write_all(b"PORTCALL abcd").await.unwrap();
+            talking.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let prober = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        prober.set_tcp_quickack(false).unwrap();
+        prober.connect(&SocketAddr::new(ip, port).into()).unwrap();
+        let line = probe_line("abcd", "0011");
+        assert_eq!(prober.send(line.as_bytes()).unwrap(), line.len());
+        prober.set_nonblocking(true).unwrap();
+        let mut s = TcpStream::from_std(std::net::TcpStream::from(prober)).unwrap();
+        let got = timeout(Duration::from_secs(2), read_line(&mut s))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some("PORTCALL-OK db 0011"),
+            "{:?}",
+            log.snapshot()
+        );
+        let ev = log.snapshot();
+        assert_eq!(ev[0].shed, 0, "{ev:?}");
+        assert_eq!(ev[0].seen.len(), 1);
+        // The strangers still hold their places: they finish and are answered.
+        for mut c in talking {
+            c.write_all(b" 0022\n").await.unwrap();
+            let got = timeout(Duration::from_secs(2), read_line(&mut c))
+                .await
+                .unwrap();
+            assert_eq!(got.as_deref(), Some("PORTCALL-OK db 0022"));
+        }
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
