@@ -10,7 +10,7 @@ use socket2::Socket;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::connect::{self, ConnectDeadline, Start, open_socket};
+use super::connect::{self, ConnectDeadline, Handshake, Start, open_socket};
 use super::report::{AttemptKind, AttemptReport, Quiet, Timing};
 use super::shared::Shared;
 use crate::port::Protocol;
@@ -119,6 +119,16 @@ pub(super) struct FirstTry {
     started: Instant,
     connecting: Instant,
     start: Start,
+}
+
+impl FirstTry {
+    /// The handshake, where the connect completed at once.
+    pub(super) fn handshake(&self) -> Option<Handshake> {
+        match &self.start {
+            Start::Connected(_, h) => Some(*h),
+            _ => None,
+        }
+    }
 }
 
 impl AttemptReport {

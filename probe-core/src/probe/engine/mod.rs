@@ -354,6 +354,32 @@ mod tests {
         }
     }
 
+    /// A connect that answers at once gives its host's round trip then,
+    /// while what follows it (here a TLS handshake the port never answers)
+    /// goes on: a silent port of the same host waits the adaptive
+    /// deadline that round trip gives, not until the other attempt's end.
+    #[tokio::test]
+    async fn a_round_trip_counts_from_the_connect_not_from_the_attempts_end() {
+        let (_listener, _filler, silent) = silent_listener();
+        let mute = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+        let tls = Target {
+            protocol: Protocol::Tls,
+            ..target(mute.local_addr().unwrap().port())
+        };
+        let config = ProbeConfig {
+            connect_timeout: Duration::from_millis(3000),
+            tls_timeout: Duration::from_millis(1500),
+            retries: 0,
+            ..ProbeConfig::default()
+        };
+        let results = sweep(config, vec![target(silent), tls]).await;
+        let r = &results[0];
+        assert_eq!(r.observed, Observed::Timeout, "{r:?}");
+        assert!(r.latency < Duration::from_millis(1000), "{r:?}");
+        assert_eq!(r.silence.map(|s| s.adaptive), Some(true), "{r:?}");
+        assert_ne!(results[1].observed, Observed::Open, "{:?}", results[1]);
+    }
+
     #[tokio::test]
     async fn a_local_error_carries_its_errno_when_one_decided_it() {
         let bad_source = ProbeConfig {

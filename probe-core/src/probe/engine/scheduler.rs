@@ -441,7 +441,19 @@ impl Scheduler {
             Protocol::Tcp | Protocol::Tls => match self.shared.open_first(i, target, addr, true) {
                 Opening::Done(report) => return Started::Done(report),
                 Opening::Unsettled(refused) => return Started::Unsettled(refused),
-                Opening::Underway(first) => Some(first),
+                Opening::Underway(first) => {
+                    // Its round trip is known now, while the exchange
+                    // after it may wait on a busy target for long: the
+                    // host's other attempts in flight get their deadline
+                    // from it at once, not from the first exchange over.
+                    if let Some(h) = first.handshake() {
+                        if h.rtt < SYN_RESEND && !h.resent {
+                            self.sample_rtt(addr.ip(), h.rtt);
+                            state(&mut self.slots, i).sampled = true;
+                        }
+                    }
+                    Some(first)
+                }
             },
         };
         let permit = self
@@ -506,16 +518,18 @@ impl Scheduler {
             host.release(&mut self.ready);
         }
         slot.record(&attempt);
+        let sampled = std::mem::take(&mut slot.sampled);
         // Karn's rule: a connect that outlasted the kernel's first SYN
         // retransmission may have been answered to the resent SYN, so its
         // time is no round trip (under loss it would be ~1 s, and every
         // deadline of the sweep would stretch to it). A connect's time is
         // the kernel's where user space saw it late, so whether the SYN
         // was resent is asked apart (`syn_resent`).
+        let round_trip = |rtt: Duration| rtt < SYN_RESEND && !attempt.timing.syn_resent;
         match attempt.timing.answer {
-            Some(rtt) if rtt < SYN_RESEND && !attempt.timing.syn_resent => {
-                self.sample_rtt(addr.ip(), rtt);
-            }
+            // Taken already, when the connect answered at once.
+            Some(rtt) if round_trip(rtt) && sampled => {}
+            Some(rtt) if round_trip(rtt) => self.sample_rtt(addr.ip(), rtt),
             // Answered only to the resent SYN: the first was lost, a
             // failed trial of the path ([`super::loss`]).
             Some(_) => {

@@ -41,6 +41,9 @@ pub(super) struct Slot {
     pub(super) may_defer: bool,
     /// The attempt in flight no longer counts against its host's bound.
     pub(super) quiet: bool,
+    /// The attempt in flight connected at once, and its round trip was
+    /// taken then (not again from its report).
+    pub(super) sampled: bool,
     /// The deadline the last silent attempt waited.
     pub(super) waited: Duration,
     pub(super) latency: Duration,
