@@ -110,7 +110,7 @@ impl Shared {
                 let neighbour = neighbours.get(k).cloned().flatten();
                 let mut p = path_probe(planned.indices[k], nonces[k].clone(), r);
                 p.neighbour = neighbour.map(Box::new);
-                p.answered_by = exchange.answered_by(k).map(String::into_boxed_str);
+                p.answered_by = exchange.answered_by(k).map(Into::into);
                 if let Some(check) = greeter.check(k) {
                     p.service_banner = check
                         .answer

@@ -433,7 +433,7 @@ async fn probe_one(probing: &UdpProbing, p: &UdpPath) -> PathProbe {
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         attempts: r.attempts,
         source: r.local,
-        answered_by: answered_by.map(String::into_boxed_str),
+        answered_by: answered_by.map(Into::into),
         icmp: r.icmp.map(Box::new),
         path_mtu: false,
         walk: None,
