@@ -717,8 +717,18 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_full_canary_sheds_idle_strangers_first_and_still_answers_a_prober() {
+    /// A TCP canary of host `db` in round `abcd` on a free loopback port,
+    /// holding at most `per_canary` connections: its address, port,
+    /// evidence, and what stops and awaits it.
+    fn db_canary(
+        per_canary: usize,
+    ) -> (
+        IpAddr,
+        u16,
+        Arc<EvidenceLog>,
+        CancellationToken,
+        TaskTracker,
+    ) {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let free = std::net::TcpListener::bind((ip, 0)).unwrap();
         let port = free.local_addr().unwrap().port();
@@ -730,7 +740,7 @@ mod tests {
             exchange_timeout: Duration::from_secs(5),
             max_sightings: 16,
             connections: Arc::new(Semaphore::new(1000)),
-            per_canary: 4,
+            per_canary,
             nonce_key: None,
         };
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
@@ -741,6 +751,12 @@ mod tests {
         }];
         let deadline = Instant::now() + Duration::from_secs(30);
         let (_, log) = open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
+        (ip, port, log, cancel, tracker)
+    }
+
+    #[tokio::test]
+    async fn a_full_canary_sheds_idle_strangers_first_and_still_answers_a_prober() {
+        let (ip, port, log, cancel, tracker) = db_canary(4);
         // Twenty idle strangers: the canary keeps four at most.
         let mut idle = Vec::new();
         for _ in 0..20 {
@@ -783,28 +799,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_line_there_on_accept_is_answered_at_once_even_when_the_canary_is_full() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let free = std::net::TcpListener::bind((ip, 0)).unwrap();
-        let port = free.local_addr().unwrap().port();
-        drop(free);
-        let options = CanaryOptions {
-            host: "db".into(),
-            round: "abcd".into(),
-            tls: crate::pki::self_signed_canary_config("db").unwrap(),
-            exchange_timeout: Duration::from_secs(5),
-            max_sightings: 16,
-            connections: Arc::new(Semaphore::new(1000)),
-            per_canary: 2,
-            nonce_key: None,
-        };
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let ports = [PlannedPort {
-            port,
-            protocol: Protocol::Tcp,
-            service: "mysql".into(),
-        }];
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (_, log) = open_canaries(&[ip], &ports, None, &options, deadline, &cancel, &tracker);
+        let (ip, port, log, cancel, tracker) = db_canary(2);
         // Two strangers that started a line and have not finished it: the
         // canary's two places, in their grace.
         let mut talking = Vec::new();

@@ -206,20 +206,9 @@ pub(super) fn next_hop(to: IpAddr) -> IpAddr {
 fn route_gateway(to: IpAddr) -> Option<Option<IpAddr>> {
     use std::os::fd::AsRawFd;
 
-    use nix::sys::socket::{
-        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
-        setsockopt, socket, sockopt,
-    };
-    use nix::sys::time::TimeVal;
+    use nix::sys::socket::{MsgFlags, NetlinkAddr, SockProtocol, recv, sendto};
 
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )
-    .ok()?;
-    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).ok()?;
+    let fd = crate::probe::sock_diag::netlink_socket(SockProtocol::NetlinkRoute)?;
     let seq = 2;
     sendto(
         fd.as_raw_fd(),
@@ -244,20 +233,9 @@ fn route_gateway(_to: IpAddr) -> Option<Option<IpAddr>> {
 pub(super) fn read() -> Option<Vec<Entry>> {
     use std::os::fd::AsRawFd;
 
-    use nix::sys::socket::{
-        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
-        setsockopt, socket, sockopt,
-    };
-    use nix::sys::time::TimeVal;
+    use nix::sys::socket::{MsgFlags, NetlinkAddr, SockProtocol, recv, sendto};
 
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )
-    .ok()?;
-    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).ok()?;
+    let fd = crate::probe::sock_diag::netlink_socket(SockProtocol::NetlinkRoute)?;
     let seq = 1;
     sendto(
         fd.as_raw_fd(),

@@ -247,22 +247,9 @@ pub(crate) fn dump<T>(
 fn transact(req: &[u8], size: usize, mut take: impl FnMut(&[u8]) -> Option<bool>) -> Option<()> {
     use std::os::fd::AsRawFd;
 
-    use nix::sys::socket::{
-        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
-        setsockopt, socket, sockopt,
-    };
-    use nix::sys::time::TimeVal;
+    use nix::sys::socket::{MsgFlags, NetlinkAddr, SockProtocol, recv, sendto};
 
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )
-    .ok()?;
-    // The kernel answers at once; a bound on each read keeps a wedged
-    // socket from stopping the caller.
-    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).ok()?;
+    let fd = netlink_socket(SockProtocol::NetlinkSockDiag)?;
     sendto(
         fd.as_raw_fd(),
         req,
@@ -280,6 +267,27 @@ fn transact(req: &[u8], size: usize, mut take: impl FnMut(&[u8]) -> Option<bool>
         }
     }
     None
+}
+
+/// A netlink socket of `protocol` whose every read gives up after a
+/// second: the kernel answers at once, and the bound keeps a wedged socket
+/// from stopping the caller.
+#[cfg(target_os = "linux")]
+pub(crate) fn netlink_socket(
+    protocol: nix::sys::socket::SockProtocol,
+) -> Option<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socket, sockopt};
+    use nix::sys::time::TimeVal;
+
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        protocol,
+    )
+    .ok()?;
+    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(1, 0)).ok()?;
+    Some(fd)
 }
 
 /// Not Linux: no netlink.
