@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::control::NeighbourFailure;
+use crate::probe::sock_diag::messages;
 
 const NLMSG_HDR: usize = 16;
 const NLMSG_ERROR: u16 = 2;
@@ -74,27 +75,21 @@ fn request(seq: u32) -> Vec<u8> {
 /// Parses one buffer of the dump's answer; `Some(true)` when the dump is
 /// complete, `None` when the kernel refused or the buffer is malformed.
 fn parse(buf: &[u8], seq: u32, out: &mut Vec<Entry>) -> Option<bool> {
-    let mut at = 0;
-    while at + NLMSG_HDR <= buf.len() {
-        let word = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
-        let len = word(at) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if len < NLMSG_HDR || at + len > buf.len() {
-            return None;
+    for message in messages(buf) {
+        let (kind, got, body) = message.ok()?;
+        if got != seq {
+            continue;
         }
-        if word(at + 8) == seq {
-            match kind {
-                NLMSG_DONE => return Some(true),
-                NLMSG_ERROR => return None,
-                RTM_NEWNEIGH => {
-                    if let Some(e) = entry(&buf[at + NLMSG_HDR..at + len]) {
-                        out.push(e);
-                    }
+        match kind {
+            NLMSG_DONE => return Some(true),
+            NLMSG_ERROR => return None,
+            RTM_NEWNEIGH => {
+                if let Some(e) = entry(body) {
+                    out.push(e);
                 }
-                _ => {}
             }
+            _ => {}
         }
-        at += (len + 3) & !3;
     }
     Some(false)
 }

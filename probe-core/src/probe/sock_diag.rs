@@ -122,6 +122,30 @@ pub(crate) enum Part {
     Refused(i32),
 }
 
+/// The netlink messages in one buffer of an answer, in order: each one's
+/// type, sequence number and body (after its `nlmsghdr`), or `Err` for one
+/// whose length does not fit the buffer (a malformed buffer: nothing
+/// follows it).
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Result<(u16, u32, &[u8]), ()>> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + NLMSG_HDR > buf.len() {
+            return None;
+        }
+        let word = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+        let len = word(at) as usize;
+        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+        if len < NLMSG_HDR || at + len > buf.len() {
+            at = buf.len();
+            return Some(Err(()));
+        }
+        let message = (kind, word(at + 8), &buf[at + NLMSG_HDR..at + len]);
+        // Messages are aligned to 4 bytes.
+        at += (len + 3) & !3;
+        Some(Ok(message))
+    })
+}
+
 /// Parses one buffer of the answer to request `seq`, adding what `record`
 /// reads of each `struct inet_diag_msg` (and its attributes) to `rows`. A
 /// malformed buffer is refused with `EINVAL`.
@@ -131,34 +155,28 @@ pub(crate) fn parse_with<T>(
     rows: &mut Vec<T>,
     record: fn(&[u8]) -> Option<T>,
 ) -> Part {
-    let mut at = 0;
-    while at + NLMSG_HDR <= buf.len() {
-        let word = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
-        let len = word(at) as usize;
-        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-        if len < NLMSG_HDR || at + len > buf.len() {
+    for message in messages(buf) {
+        let Ok((kind, got, body)) = message else {
             return Part::Refused(-libc::EINVAL);
+        };
+        if got != seq {
+            continue;
         }
-        let body = &buf[at + NLMSG_HDR..at + len];
-        if word(at + 8) == seq {
-            match kind {
-                NLMSG_DONE => return Part::Done,
-                NLMSG_ERROR => {
-                    let code = body.get(..4).map_or(-libc::EINVAL, |b| {
-                        i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-                    });
-                    return Part::Refused(code);
-                }
-                SOCK_DIAG_BY_FAMILY => {
-                    if let Some(row) = record(body) {
-                        rows.push(row);
-                    }
-                }
-                _ => {}
+        match kind {
+            NLMSG_DONE => return Part::Done,
+            NLMSG_ERROR => {
+                let code = body.get(..4).map_or(-libc::EINVAL, |b| {
+                    i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+                });
+                return Part::Refused(code);
             }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(row) = record(body) {
+                    rows.push(row);
+                }
+            }
+            _ => {}
         }
-        // Messages are aligned to 4 bytes.
-        at += (len + 3) & !3;
     }
     Part::More
 }

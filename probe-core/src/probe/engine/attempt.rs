@@ -10,8 +10,8 @@ use socket2::Socket;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::connect::{self, ConnectDeadline, Handshake, Start, open_socket};
-use super::report::{AttemptKind, AttemptReport, Quiet, Timing};
+use super::connect::{self, ConnectDeadline, Start, open_socket};
+use super::report::{AttemptKind, AttemptReport, Handshake, Quiet, Timing};
 use super::shared::Shared;
 use crate::port::Protocol;
 use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
@@ -302,12 +302,15 @@ impl Shared {
         let facts = facts.into_inner().unwrap_or_else(|e| e.into_inner());
         let arrived = facts.as_ref().filter(|f| f.is_canary()).map(|_| r.replies);
         let timing = Timing {
-            answer: r.rtt.filter(|_| {
-                matches!(
-                    r.outcome,
-                    Observed::Open | Observed::Refused | Observed::Unreachable
-                )
-            }),
+            answer: r
+                .rtt
+                .filter(|_| {
+                    matches!(
+                        r.outcome,
+                        Observed::Open | Observed::Refused | Observed::Unreachable
+                    )
+                })
+                .map(Handshake::seen),
             ..Timing::default()
         };
         let kind = match r.outcome {
@@ -493,8 +496,7 @@ impl Shared {
             Err(Some(e)) => return failed_try(&e, report.icmp, waited, connecting),
             Ok((stream, handshake)) => {
                 report.timing.connect = Some(handshake.rtt);
-                report.timing.answer = Some(handshake.rtt);
-                report.timing.syn_resent = handshake.resent;
+                report.timing.answer = Some(handshake);
                 stream
             }
         };
@@ -634,7 +636,7 @@ fn failed_try(
     };
     if e.raw_os_error() == Some(libc::ECONNREFUSED) && report.icmp.is_none() {
         // A reset from the target's own stack: its round trip.
-        report.timing.answer = Some(connecting.elapsed());
+        report.timing.answer = Some(Handshake::seen(connecting.elapsed()));
     }
     report
 }

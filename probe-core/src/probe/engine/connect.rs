@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
-use super::report::{AttemptKind, Quiet};
+use super::report::{AttemptKind, Handshake, Quiet, SYN_RESEND};
 use crate::probe::classify::{ConnectClass, classify_connect_error, error_detail};
 use crate::probe::errqueue::{self, IcmpEvidence};
 use crate::probe::sock_diag;
@@ -205,20 +205,6 @@ pub(super) fn start(
 /// the kernel's own measure of the handshake ([`kernel_rtt`]); below it the
 /// question would cost more than any deadline could gain.
 pub(super) const ASK_KERNEL_AFTER: Duration = Duration::from_millis(1);
-
-/// When Linux first resends an unanswered SYN (`TCP_TIMEOUT_INIT`).
-pub(super) const SYN_RESEND: Duration = Duration::from_secs(1);
-
-/// A completed handshake, as [`kernel_rtt`] reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Handshake {
-    /// Its round trip.
-    pub(super) rtt: Duration,
-    /// It may have been answered only to a resent SYN (its first SYN, or
-    /// the answer to it, was lost): it took [`SYN_RESEND`] or more, and the
-    /// kernel did not say it resent nothing.
-    pub(super) resent: bool,
-}
 
 /// A connected stream's handshake: `seen` (from just before `connect` to
 /// the moment this process got back to the socket), or, when that is

@@ -28,21 +28,47 @@ pub(super) struct AttemptReport {
     pub(super) arrived: Option<u32>,
 }
 
+/// When Linux first resends an unanswered SYN (`TCP_TIMEOUT_INIT`).
+pub(super) const SYN_RESEND: Duration = Duration::from_secs(1);
+
+/// An answer from the target's own stack to a connect (a SYN-ACK, as
+/// `connect::kernel_rtt` reads it, or a reset), with its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Handshake {
+    /// Its round trip.
+    pub(super) rtt: Duration,
+    /// It may have been answered only to a resent SYN (its first SYN, or
+    /// the answer to it, was lost): it took [`SYN_RESEND`] or more, and the
+    /// kernel did not say it resent nothing.
+    pub(super) resent: bool,
+}
+
+impl Handshake {
+    /// An answer whose time user space saw, with nothing more to ask.
+    pub(super) fn seen(rtt: Duration) -> Handshake {
+        Handshake { rtt, resent: false }
+    }
+
+    /// Its round trip as a sample of the host's, by Karn's rule: none when
+    /// it may have answered a resent SYN (resent, or [`SYN_RESEND`] or
+    /// longer), which makes it a lost trial of the path instead.
+    pub(super) fn sample(self) -> Option<Duration> {
+        (self.rtt < SYN_RESEND && !self.resent).then_some(self.rtt)
+    }
+}
+
 /// How long an attempt's handshakes took, each measured on its own so that
 /// neither includes the other (or the exchange after them).
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Timing {
-    /// The round trip to the target's own stack (SYN to SYN-ACK or reset),
-    /// a sample for its adaptive timeout.
-    pub(super) answer: Option<Duration>,
+    /// The answer of the target's own stack (SYN-ACK or reset), a sample
+    /// for its adaptive timeout unless it may have answered a resent SYN.
+    pub(super) answer: Option<Handshake>,
     /// The TCP connect round trip (SYN to SYN-ACK); `None` when it did not
     /// connect.
     pub(super) connect: Option<Duration>,
     /// The TLS handshake; `None` when none completed.
     pub(super) tls: Option<Duration>,
-    /// The connect may have been answered only to a resent SYN
-    /// ([`super::connect::Handshake::resent`]).
-    pub(super) syn_resent: bool,
 }
 
 /// What an attempt's outcome is, before the retry decision.

@@ -26,11 +26,11 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{AttemptSetup, Opening, Unsettled};
-use super::connect::{ConnectDeadline, SYN_RESEND};
+use super::connect::ConnectDeadline;
 use super::icmp_count::IcmpCount;
 use super::loss::LossTally;
 use super::pacing::HostPacing;
-use super::report::{AttemptKind, AttemptReport, Quiet};
+use super::report::{AttemptKind, AttemptReport, Handshake, Quiet};
 use super::retry::{self, CONGESTION_RETRIES, Context, Decision, Verdict};
 use super::shared::Shared;
 use super::slot::Slot;
@@ -446,11 +446,9 @@ impl Scheduler {
                     // after it may wait on a busy target for long: the
                     // host's other attempts in flight get their deadline
                     // from it at once, not from the first exchange over.
-                    if let Some(h) = first.handshake() {
-                        if h.rtt < SYN_RESEND && !h.resent {
-                            self.sample_rtt(addr.ip(), h.rtt);
-                            state(&mut self.slots, i).sampled = true;
-                        }
+                    if let Some(rtt) = first.handshake().and_then(Handshake::sample) {
+                        self.sample_rtt(addr.ip(), rtt);
+                        state(&mut self.slots, i).sampled = true;
                     }
                     Some(first)
                 }
@@ -519,20 +517,16 @@ impl Scheduler {
         }
         slot.record(&attempt);
         let sampled = std::mem::take(&mut slot.sampled);
-        // Karn's rule: a connect that outlasted the kernel's first SYN
-        // retransmission may have been answered to the resent SYN, so its
-        // time is no round trip (under loss it would be ~1 s, and every
-        // deadline of the sweep would stretch to it). A connect's time is
-        // the kernel's where user space saw it late, so whether the SYN
-        // was resent is asked apart (`syn_resent`).
-        let round_trip = |rtt: Duration| rtt < SYN_RESEND && !attempt.timing.syn_resent;
-        match attempt.timing.answer {
+        // Karn's rule (`Handshake::sample`): an answer to a resent SYN is no
+        // round trip (under loss it would be ~1 s, and every deadline of
+        // the sweep would stretch to it).
+        match attempt.timing.answer.map(Handshake::sample) {
             // Taken already, when the connect answered at once.
-            Some(rtt) if round_trip(rtt) && sampled => {}
-            Some(rtt) if round_trip(rtt) => self.sample_rtt(addr.ip(), rtt),
+            Some(Some(_)) if sampled => {}
+            Some(Some(rtt)) => self.sample_rtt(addr.ip(), rtt),
             // Answered only to the resent SYN: the first was lost, a
             // failed trial of the path ([`super::loss`]).
-            Some(_) => {
+            Some(None) => {
                 self.loss.lost();
                 host.loss.lost();
             }
