@@ -380,15 +380,10 @@ fn answer_at_once(
     };
     let line = std::str::from_utf8(&buf[..end]).ok();
     let reply = reply(line, peer, port, options, log);
-    let sock = socket2::SockRef::from(stream);
-    #[cfg(target_os = "linux")]
-    let sent = sock.send_with_flags(reply.as_bytes(), libc::MSG_MORE);
-    #[cfg(not(target_os = "linux"))]
-    let sent = sock.send(reply.as_bytes());
     // A fresh connection's send buffer takes a line; where it did not,
     // the peer gets no answer and retries, as after a shed.
-    if matches!(sent, Ok(k) if k == reply.len()) {
-        let _ = sock.shutdown(std::net::Shutdown::Write);
+    if send_held(stream, reply.as_bytes()) == reply.len() {
+        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     }
     AtOnce::Done
 }
@@ -529,20 +524,26 @@ fn reply(
 }
 
 /// Sends the canary's last bytes and closes its side, in one packet where
-/// the kernel allows: the reply is held back (`MSG_MORE`) until the
-/// shutdown's FIN can ride on it. Whatever the non-blocking send did not
-/// take is written the usual way.
+/// the kernel allows ([`send_held`]). Whatever the non-blocking send did
+/// not take is written the usual way.
 async fn send_last(stream: &mut TcpStream, bytes: &[u8]) {
-    #[cfg(target_os = "linux")]
-    let sent = socket2::SockRef::from(&*stream)
-        .send_with_flags(bytes, libc::MSG_MORE)
-        .unwrap_or(0);
-    #[cfg(not(target_os = "linux"))]
-    let sent = 0;
+    let sent = send_held(stream, bytes);
     if let Some(rest) = bytes.get(sent..).filter(|r| !r.is_empty()) {
         let _ = stream.write_all(rest).await;
     }
     let _ = stream.shutdown().await;
+}
+
+/// Sends what the non-blocking socket takes of the canary's last bytes
+/// now, held back (`MSG_MORE`) until the shutdown that follows lets its
+/// FIN ride on them: how many it took (0 on an error).
+fn send_held(stream: &TcpStream, bytes: &[u8]) -> usize {
+    let sock = socket2::SockRef::from(stream);
+    #[cfg(target_os = "linux")]
+    let sent = sock.send_with_flags(bytes, libc::MSG_MORE);
+    #[cfg(not(target_os = "linux"))]
+    let sent = sock.send(bytes);
+    sent.unwrap_or(0)
 }
 
 /// The prober's side of the exchange, for one sweep: per target, the nonce
