@@ -35,7 +35,7 @@ mod summary;
 pub use summary::interrupted_summary;
 mod resilient;
 mod session;
-use resilient::{EVIDENCE_REOPENS, PROBE_HEDGES, evidence_one, hedged};
+use resilient::{EVIDENCE_REOPENS, PROBE_HEDGES, PeerReplies, evidence_one, hedged};
 use session::{Session, died, probe_request};
 
 /// How long a cancelled round may spend tearing down what it started.
@@ -478,13 +478,15 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
         ));
         let probe_deadline = self.config.probe_deadline(self.plan);
         let observer = &self.config.observer;
+        let asked = sessions
+            .iter()
+            .filter(|s| s.up() && sources.contains(s.host.as_str()))
+            .count();
         observer.event(RoundEvent::PhaseStarted {
             phase: Phase::Probe,
-            agents: sessions
-                .iter()
-                .filter(|s| s.up() && sources.contains(s.host.as_str()))
-                .count(),
+            agents: asked,
         });
+        let peers = PeerReplies::new(asked);
         let reached = self
             .reached
             .lock()
@@ -494,6 +496,7 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
             let probe = probe.clone();
             let wanted = s.up() && sources.contains(s.host.as_str());
             let observer = observer.clone();
+            let peers = peers.clone();
             // Fresh connections to ask again beside a reply that is late
             // (lost to a lossy link); where agents outlive connections.
             let hedges: Vec<_> = match reached.get(&s.host) {
@@ -507,7 +510,10 @@ impl<T: Transport + ?Sized> RoundCtx<'_, T> {
                 let Some(conn) = s.conn.as_mut().filter(|_| wanted) else {
                     return s;
                 };
-                let (answer, fresh) = hedged(conn, &probe, probe_deadline, hedges).await;
+                let (answer, fresh) = hedged(conn, &probe, probe_deadline, hedges, &peers).await;
+                if answer.is_ok() {
+                    peers.answered();
+                }
                 if let Some(fresh) = fresh {
                     // The old connection may still deliver the late reply
                     // as its next frame: the fresh one carries on.

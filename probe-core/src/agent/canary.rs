@@ -22,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -266,6 +267,65 @@ async fn serve(
     let mut next_id = 0u64;
     let opened = Instant::now();
     let ms = move || u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+    // Holds a connection whose line is not all there: a task of its own
+    // answers it, within the canary's room.
+    let mut hold = |stream: TcpStream, peer: SocketAddr, first: Vec<u8>| {
+        // Full: the oldest connection that has sent nothing goes;
+        // when every one has spoken, the newcomer goes. Either way
+        // the evidence says the canary shed a connection.
+        let room = {
+            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+            make_room(&mut h, options.per_canary, ms())
+        };
+        match room {
+            Ok(None) => {}
+            Ok(Some(victim)) => {
+                victim.shed.cancel();
+                log.shed(port);
+            }
+            Err(()) => {
+                log.shed(port);
+                return;
+            }
+        }
+        // Over the agent-wide memory bound: closed unanswered.
+        let Ok(permit) = options.connections.clone().try_acquire_owned() else {
+            log.shed(port);
+            return;
+        };
+        next_id += 1;
+        let id = next_id;
+        let spoke = Arc::new(AtomicU64::new(0));
+        let shed = CancellationToken::new();
+        held.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(Held {
+                id,
+                spoke: spoke.clone(),
+                shed: shed.clone(),
+            });
+        let (options, log, held) = (options.clone(), log.clone(), held.clone());
+        conns.spawn(async move {
+            let _permit = permit;
+            let limit = options.exchange_timeout;
+            let talk = async {
+                // Wait for the first bytes before anything else, so
+                // that an idle connection is known as one.
+                let mut peeked = [0u8; 1];
+                if !first.is_empty() || matches!(stream.peek(&mut peeked).await, Ok(n) if n > 0) {
+                    spoke.store(ms() + 1, Ordering::Relaxed);
+                    answer(stream, &first, peer, port, protocol, &options, &log).await;
+                }
+            };
+            tokio::select! {
+                () = shed.cancelled() => {}
+                _ = timeout(limit, talk) => {}
+            }
+            held.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|h| h.id != id);
+        });
+    };
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -279,66 +339,20 @@ async fn serve(
                 // usually there when the connection is accepted: answered
                 // at once, on this loop, with no task, timer or room of its
                 // own (so never shed either).
-                let mut first = Vec::new();
-                if protocol == Protocol::Tcp {
-                    match answer_at_once(&stream, peer, port, &options, &log) {
-                        AtOnce::Done => continue,
-                        AtOnce::Later(read) => first = read,
-                    }
-                }
-                // Full: the oldest connection that has sent nothing goes;
-                // when every one has spoken, the newcomer goes. Either way
-                // the evidence says the canary shed a connection.
-                let room = {
-                    let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
-                    make_room(&mut h, options.per_canary, ms())
-                };
-                match room {
-                    Ok(None) => {}
-                    Ok(Some(victim)) => {
-                        victim.shed.cancel();
-                        log.shed(port);
-                    }
-                    Err(()) => {
-                        log.shed(port);
-                        continue;
-                    }
-                }
-                // Over the agent-wide memory bound: closed unanswered.
-                let Ok(permit) = options.connections.clone().try_acquire_owned() else {
-                    log.shed(port);
+                if protocol != Protocol::Tcp {
+                    hold(stream, peer, Vec::new());
                     continue;
-                };
-                next_id += 1;
-                let id = next_id;
-                let spoke = Arc::new(AtomicU64::new(0));
-                let shed = CancellationToken::new();
-                held.lock().unwrap_or_else(|e| e.into_inner()).push_back(Held {
-                    id,
-                    spoke: spoke.clone(),
-                    shed: shed.clone(),
-                });
-                let (options, log, held) = (options.clone(), log.clone(), held.clone());
-                conns.spawn(async move {
-                    let _permit = permit;
-                    let limit = options.exchange_timeout;
-                    let talk = async {
-                        // Wait for the first bytes before anything else, so
-                        // that an idle connection is known as one.
-                        let mut peeked = [0u8; 1];
-                        if !first.is_empty()
-                            || matches!(stream.peek(&mut peeked).await, Ok(n) if n > 0)
-                        {
-                            spoke.store(ms() + 1, Ordering::Relaxed);
-                            answer(stream, &first, peer, port, protocol, &options, &log).await;
-                        }
-                    };
-                    tokio::select! {
-                        () = shed.cancelled() => {}
-                        _ = timeout(limit, talk) => {}
-                    }
-                    held.lock().unwrap_or_else(|e| e.into_inner()).retain(|h| h.id != id);
-                });
+                }
+                if let AtOnce::Later(read) = answer_at_once(&stream, peer, port, &options, &log) {
+                    hold(stream, peer, read);
+                }
+                // More connections may wait behind this one: they are taken
+                // straight from the backlog, and those whose line is there
+                // are answered without ever being registered with the
+                // runtime (two `epoll_ctl` calls saved each).
+                for (waiting, peer, read) in drain_backlog(&listener, port, &options, &log) {
+                    hold(waiting, peer, read);
+                }
             }
         }
     }
@@ -361,17 +375,19 @@ enum AtOnce {
 /// would). A peer that closed, or reset, before sending anything is done
 /// with, as a canary that waited for its first bytes would be.
 fn answer_at_once(
-    stream: &TcpStream,
+    stream: &impl AsFd,
     peer: SocketAddr,
     port: u16,
     options: &CanaryOptions,
     log: &EvidenceLog,
 ) -> AtOnce {
+    use nix::sys::socket::{MsgFlags, recv};
     let mut buf = [0u8; MAX_LINE];
-    let n = match stream.try_read(&mut buf) {
+    let fd = stream.as_fd().as_raw_fd();
+    let n = match recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
         Ok(0) => return AtOnce::Done,
         Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return AtOnce::Later(Vec::new()),
+        Err(nix::errno::Errno::EAGAIN) => return AtOnce::Later(Vec::new()),
         Err(_) => return AtOnce::Done,
     };
     let Some(end) = buf[..n].iter().position(|&b| b == b'\n') else {
@@ -537,13 +553,53 @@ async fn send_last(stream: &mut TcpStream, bytes: &[u8]) {
 /// Sends what the non-blocking socket takes of the canary's last bytes
 /// now, held back (`MSG_MORE`) until the shutdown that follows lets its
 /// FIN ride on them: how many it took (0 on an error).
-fn send_held(stream: &TcpStream, bytes: &[u8]) -> usize {
+fn send_held(stream: &impl AsFd, bytes: &[u8]) -> usize {
     let sock = socket2::SockRef::from(stream);
+    // Never waits, on a socket the runtime has not made non-blocking too.
     #[cfg(target_os = "linux")]
-    let sent = sock.send_with_flags(bytes, libc::MSG_MORE);
+    let sent = sock.send_with_flags(bytes, libc::MSG_MORE | libc::MSG_DONTWAIT);
     #[cfg(not(target_os = "linux"))]
-    let sent = sock.send(bytes);
+    let sent = sock.send_with_flags(bytes, libc::MSG_DONTWAIT);
     sent.unwrap_or(0)
+}
+
+/// Most connections one wake of a TCP canary takes from its backlog past
+/// the one the runtime handed it: then the loop looks at its other
+/// branches (the round's end) again.
+const DRAIN_AT_ONCE: usize = 64;
+
+/// Takes the connections waiting in `listener`'s backlog without the
+/// runtime (until none waits, or [`DRAIN_AT_ONCE`]), answers those whose
+/// line is there ([`answer_at_once`]), and gives back the others,
+/// registered with the runtime now, with what each sent so far.
+fn drain_backlog(
+    listener: &TcpListener,
+    port: u16,
+    options: &CanaryOptions,
+    log: &EvidenceLog,
+) -> Vec<(TcpStream, SocketAddr, Vec<u8>)> {
+    let mut later = Vec::new();
+    let backlog = socket2::SockRef::from(listener);
+    for _ in 0..DRAIN_AT_ONCE {
+        // The runtime made the listener non-blocking: an empty backlog
+        // says so at once.
+        let Ok((conn, from)) = backlog.accept() else {
+            break;
+        };
+        let Some(peer) = from.as_socket() else {
+            continue;
+        };
+        if let AtOnce::Later(read) = answer_at_once(&conn, peer, port, options, log) {
+            let conn = std::net::TcpStream::from(conn);
+            if let Ok(stream) = conn
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(conn))
+            {
+                later.push((stream, peer, read));
+            }
+        }
+    }
+    later
 }
 
 /// The prober's side of the exchange, for one sweep: per target, the nonce
@@ -837,6 +893,60 @@ mod tests {
                 .unwrap();
             assert_eq!(got.as_deref(), Some("PORTCALL-OK db 0022"));
         }
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    /// Connections that queued up while the canary's loop was away are
+    /// taken from the backlog in one wake: those whose line is there are
+    /// answered at once, those still sending it are held and answered
+    /// when it comes, and none is lost or shed.
+    #[tokio::test]
+    async fn a_backlog_of_connections_is_answered_in_one_wake() {
+        let (ip, port, log, cancel, tracker) = db_canary(4);
+        // The canary's loop has not run yet (one thread, not yielded):
+        // every connection waits in the backlog, its line with it.
+        let nonce = |k: usize| format!("{k:04x}");
+        let mut ready = Vec::new();
+        for k in 0..30 {
+            let mut c = std::net::TcpStream::connect((ip, port)).unwrap();
+            std::io::Write::write_all(&mut c, probe_line("abcd", &nonce(k)).as_bytes()).unwrap();
+            ready.push(c);
+        }
+        let mut partial = Vec::new();
+        for _ in 0..2 {
+            let mut c = std::net::TcpStream::connect((ip, port)).unwrap();
+            std::io::Write::write_all(&mut c, b"PORTCALL abcd").unwrap();
+            partial.push(c);
+        }
+        let stream = |c: std::net::TcpStream| {
+            c.set_nonblocking(true).unwrap();
+            TcpStream::from_std(c).unwrap()
+        };
+        for (k, c) in ready.into_iter().enumerate() {
+            let mut s = stream(c);
+            let got = timeout(Duration::from_secs(2), read_line(&mut s))
+                .await
+                .unwrap();
+            assert_eq!(
+                got,
+                Some(format!("PORTCALL-OK db {}", nonce(k))),
+                "{:?}",
+                log.snapshot()
+            );
+        }
+        for (k, c) in partial.into_iter().enumerate() {
+            let mut s = stream(c);
+            let rest = format!(" {}\n", nonce(100 + k));
+            s.write_all(rest.as_bytes()).await.unwrap();
+            let got = timeout(Duration::from_secs(2), read_line(&mut s))
+                .await
+                .unwrap();
+            assert_eq!(got, Some(format!("PORTCALL-OK db {}", nonce(100 + k))));
+        }
+        let ev = log.snapshot();
+        assert_eq!(ev[0].shed, 0, "{ev:?}");
         cancel.cancel();
         tracker.close();
         tracker.wait().await;

@@ -11,7 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::control::HandshakeStage;
-use crate::probe::sock_diag::{DIAG_MSG, attributes, dump};
+use std::collections::HashSet;
+
+use crate::probe::sock_diag::{DIAG_MSG, attributes, dump, local_ports_filter};
 #[cfg(test)]
 use crate::probe::sock_diag::{
     NLMSG_DONE, NLMSG_ERROR, NLMSG_HDR, Part, SOCK_DIAG_BY_FAMILY, dump_request, parse_with,
@@ -59,7 +61,7 @@ const STATES: u32 = (1 << ESTABLISHED)
 /// in [`STATES`].
 #[cfg(test)]
 fn request(family: u8, seq: u32) -> Vec<u8> {
-    dump_request(family, libc::IPPROTO_TCP as u8, STATES, seq)
+    dump_request(family, libc::IPPROTO_TCP as u8, STATES, &[], seq)
 }
 
 /// Parses one buffer of a dump's answer for request `seq`, adding its
@@ -101,13 +103,33 @@ fn record(b: &[u8]) -> Option<Row> {
 
 /// The TCP sockets of this namespace that show a handshake from a peer,
 /// for the families asked for; `None` when netlink cannot tell (the
-/// caller then reads `/proc`).
-pub(super) fn read(v4: bool, v6: bool) -> Option<Vec<Row>> {
+/// caller then reads `/proc`). With `ports`, the kernel leaves out sockets
+/// on other local ports ([`local_ports_filter`]); a kernel that refuses
+/// the filter is asked again without it.
+pub(super) fn read(v4: bool, v6: bool, ports: Option<&HashSet<u16>>) -> Option<Vec<Row>> {
+    let filter = ports.map_or_else(Vec::new, |p| local_ports_filter(p.iter().copied()));
+    read_filtered(v4, v6, &filter).or_else(|| {
+        if filter.is_empty() {
+            None
+        } else {
+            read_filtered(v4, v6, &[])
+        }
+    })
+}
+
+fn read_filtered(v4: bool, v6: bool, filter: &[u8]) -> Option<Vec<Row>> {
     let mut rows = Vec::new();
     for (family, wanted) in [(libc::AF_INET, v4), (libc::AF_INET6, v6)] {
         if wanted {
             let family = u8::try_from(family).ok()?;
-            dump(family, libc::IPPROTO_TCP as u8, STATES, record, &mut rows)?;
+            dump(
+                family,
+                libc::IPPROTO_TCP as u8,
+                STATES,
+                filter,
+                record,
+                &mut rows,
+            )?;
         }
     }
     Some(rows)
@@ -144,7 +166,7 @@ pub(super) fn read_bound(udp: bool) -> Option<Vec<Bound>> {
     let mut rows = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
         let family = u8::try_from(family).ok()?;
-        dump(family, protocol, 1 << state, bound_record, &mut rows)?;
+        dump(family, protocol, 1 << state, &[], bound_record, &mut rows)?;
     }
     Some(rows)
 }
@@ -374,7 +396,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let from = c.local_addr().unwrap();
-        let rows = read(true, false).expect("sock_diag on Linux");
+        let rows = read(true, false, None).expect("sock_diag on Linux");
         assert!(
             rows.contains(&(ip4(), port, from, HandshakeStage::Connected)),
             "{rows:?}"

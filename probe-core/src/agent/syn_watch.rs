@@ -62,7 +62,7 @@ impl SynLog {
     /// schedule (a busy host may have delayed it).
     pub fn refresh(&self) {
         if !self.ports.is_empty() {
-            let rows = read_tables(Tables::for_ips(&self.ips));
+            let rows = read_tables(Tables::for_ips(&self.ips), Some(&self.ports));
             self.absorb(rows.as_deref(), &self.ips, &self.ports);
         }
     }
@@ -121,7 +121,7 @@ impl SynLog {
 
     #[cfg(test)]
     fn poll(&self, ips: &[IpAddr], ports: &HashSet<u16>) -> bool {
-        let rows = read_tables(Tables::for_ips(ips));
+        let rows = read_tables(Tables::for_ips(ips), Some(ports));
         self.absorb(rows.as_deref(), ips, ports);
         rows.is_some()
     }
@@ -194,7 +194,8 @@ fn read_baseline(tables: Tables) -> Option<Vec<Row>> {
             return rows.as_ref().map(|r| r.to_vec());
         }
     }
-    let rows = read_tables(tables);
+    // Every port: the reading may serve another watch's baseline.
+    let rows = read_tables(tables, None);
     *last = Some((
         std::time::Instant::now(),
         tables,
@@ -205,8 +206,10 @@ fn read_baseline(tables: Tables) -> Option<Vec<Row>> {
 
 /// The `tables`' handshakes, read now through netlink (`sock_diag`), or
 /// from `/proc` where that cannot be used; `None` when neither can be read.
-fn read_tables(tables: Tables) -> Option<Vec<Row>> {
-    sock_diag::read(tables.v4, tables.v6).or_else(|| read_proc_tables(tables))
+/// With `ports`, only sockets on those local ports need be listed (the
+/// kernel filters them where it can).
+fn read_tables(tables: Tables, ports: Option<&HashSet<u16>>) -> Option<Vec<Row>> {
+    sock_diag::read(tables.v4, tables.v6, ports).or_else(|| read_proc_tables(tables))
 }
 
 /// [`read_tables`] from `/proc/net/tcp{,6}`.
@@ -309,7 +312,7 @@ pub fn start(
 /// hands each reading to every watch.
 fn poller() {
     loop {
-        let tables = {
+        let (tables, ports) = {
             let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
             watches.retain(|w| {
@@ -323,11 +326,16 @@ fn poller() {
                 POLLING.store(false, Ordering::Release);
                 return;
             }
-            watches
+            let ports: HashSet<u16> = watches
                 .iter()
-                .fold(Tables::default(), |t, w| t.union(Tables::for_ips(&w.ips)))
+                .flat_map(|w| w.ports.iter().copied())
+                .collect();
+            let tables = watches
+                .iter()
+                .fold(Tables::default(), |t, w| t.union(Tables::for_ips(&w.ips)));
+            (tables, ports)
         };
-        let rows = read_tables(tables);
+        let rows = read_tables(tables, Some(&ports));
         {
             let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
             for w in watches.iter() {
@@ -426,7 +434,7 @@ mod tests {
         assert!(both.covers(only4) && !only4.covers(both));
         // An IPv4-only watch still sees what the IPv4 table lists.
         if std::path::Path::new("/proc/net/tcp").exists() {
-            assert!(read_tables(only4).is_some());
+            assert!(read_tables(only4, None).is_some());
         }
     }
 
@@ -476,7 +484,7 @@ mod tests {
             v4: true,
             v6: false,
         };
-        let netlink = sock_diag::read(true, false).expect("sock_diag on Linux");
+        let netlink = sock_diag::read(true, false, None).expect("sock_diag on Linux");
         let proc = read_proc_tables(v4).expect("/proc/net/tcp on Linux");
         assert!(netlink.contains(&row), "{netlink:?}");
         assert!(proc.contains(&row), "{proc:?}");

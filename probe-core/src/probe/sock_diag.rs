@@ -56,13 +56,90 @@ pub(crate) struct TcpInfo {
 
 /// The dump request for sockets of `family` (`AF_INET`, `AF_INET6`) and
 /// `protocol` (TCP, UDP) in `states` (a bit per state): a `nlmsghdr` and a
-/// `struct inet_diag_req_v2` with an empty socket id (every socket).
-pub(crate) fn dump_request(family: u8, protocol: u8, states: u32, seq: u32) -> Vec<u8> {
+/// `struct inet_diag_req_v2` with an empty socket id (every socket), and
+/// the `filter` program ([`local_ports_filter`]) where it is not empty.
+pub(crate) fn dump_request(
+    family: u8,
+    protocol: u8,
+    states: u32,
+    filter: &[u8],
+    seq: u32,
+) -> Vec<u8> {
     let mut m = header(NLM_F_REQUEST | NLM_F_DUMP, seq);
     m.extend_from_slice(&[family, protocol, 0, 0]);
     m.extend_from_slice(&states.to_ne_bytes());
     m.resize(NLMSG_HDR + REQ, 0);
+    if let (false, Ok(len)) = (filter.is_empty(), u16::try_from(filter.len() + 4)) {
+        m.extend_from_slice(&len.to_ne_bytes());
+        m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        m.extend_from_slice(filter);
+        let total = u32::try_from(m.len()).unwrap_or(u32::MAX);
+        m[..4].copy_from_slice(&total.to_ne_bytes());
+    }
     m
+}
+
+/// `INET_DIAG_REQ_BYTECODE`: the request attribute carrying a filter
+/// program the kernel runs on each socket before it describes it.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// Filter opcodes (`include/uapi/linux/inet_diag.h`): each op is `code`,
+/// `yes` and `no` (the bytes to jump forward by), and a port comparison
+/// takes its port from the `no` of a second op after it.
+const BC_JMP: u8 = 1;
+const BC_S_GE: u8 = 2;
+const BC_S_LE: u8 = 3;
+/// Most port ranges a filter holds: a longer program would cost the kernel
+/// more per socket than describing it does.
+const MAX_FILTER_RANGES: usize = 256;
+
+/// A filter program that keeps the sockets whose local port is one of
+/// `ports` (an empty program, which keeps every socket, for none or for
+/// too many ranges). The kernel then describes only those: a host's watch
+/// of its planned ports need not have every other connection of the host
+/// (its own probes, its control channel) formatted and copied to it.
+///
+/// Per run of consecutive ports `lo..=hi`: `S_GE lo` then `S_LE hi`, each
+/// jumping to the next run when false, then a `JMP` to the program's end
+/// (keep). The last run has no `JMP`: its end is the program's end, and
+/// its false jumps land 4 bytes past it (drop). Only `S_GE`, `S_LE` and
+/// `JMP`, which every Linux with `inet_diag` knows, and no privilege.
+pub(crate) fn local_ports_filter(ports: impl IntoIterator<Item = u16>) -> Vec<u8> {
+    let mut ports: Vec<u16> = ports.into_iter().collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for p in ports {
+        match runs.last_mut() {
+            Some((_, hi)) if hi.checked_add(1) == Some(p) => *hi = p,
+            _ => runs.push((p, p)),
+        }
+    }
+    if runs.is_empty() || runs.len() > MAX_FILTER_RANGES {
+        return Vec::new();
+    }
+    let op = |code: u8, yes: u8, no: u16| {
+        let mut o = [code, yes, 0, 0];
+        o[2..].copy_from_slice(&no.to_ne_bytes());
+        o
+    };
+    // A run is 16 bytes, and 4 more for the JMP of every run but the last.
+    let total = runs.len() * 20 - 4;
+    let mut bc = Vec::with_capacity(total);
+    for (k, (lo, hi)) in runs.iter().enumerate() {
+        // False: past this run's 20 bytes (from S_GE) or its last 12 (from
+        // S_LE), to the next run, or 4 past the end after the last.
+        bc.extend_from_slice(&op(BC_S_GE, 8, 20));
+        bc.extend_from_slice(&op(0, 0, *lo));
+        bc.extend_from_slice(&op(BC_S_LE, 8, 12));
+        bc.extend_from_slice(&op(0, 0, *hi));
+        if k + 1 < runs.len() {
+            // Taken on its `no`: to the end, kept.
+            let to_end = u16::try_from(total - bc.len()).unwrap_or(u16::MAX);
+            bc.extend_from_slice(&op(BC_JMP, 4, to_end));
+        }
+    }
+    debug_assert_eq!(bc.len(), total);
+    bc
 }
 
 /// The request for the one TCP connection from `local` to `peer`, with its
@@ -237,18 +314,19 @@ pub(crate) fn tcp_info(local: SocketAddr, peer: SocketAddr) -> Option<TcpInfo> {
     rows.pop()
 }
 
-/// A dump: sockets of `family` and `protocol` in `states`, read into
-/// `rows` by `record`; `None` when netlink cannot tell (not Linux, or
-/// `inet_diag` refused).
+/// A dump: sockets of `family` and `protocol` in `states` that pass
+/// `filter` (empty: every one), read into `rows` by `record`; `None` when
+/// netlink cannot tell (not Linux, or `inet_diag` refused).
 pub(crate) fn dump<T>(
     family: u8,
     protocol: u8,
     states: u32,
+    filter: &[u8],
     record: fn(&[u8]) -> Option<T>,
     rows: &mut Vec<T>,
 ) -> Option<()> {
     let seq = 1;
-    let req = dump_request(family, protocol, states, seq);
+    let req = dump_request(family, protocol, states, filter, seq);
     transact(&req, 64 * 1024, |buf| {
         match parse_with(buf, seq, rows, record) {
             Part::More if !buf.is_empty() => Some(false),
@@ -349,11 +427,164 @@ mod tests {
             connection_request(local, "[::1]:1".parse().unwrap(), 1).is_none(),
             "one family"
         );
-        let d = dump_request(libc::AF_INET6 as u8, 17, 1 << 7, 3);
+        let d = dump_request(libc::AF_INET6 as u8, 17, 1 << 7, &[], 3);
         assert_eq!(d.len(), 72);
         assert_eq!(u16::from_ne_bytes([d[6], d[7]]), 0x301);
         assert_eq!(&d[16..18], &[libc::AF_INET6 as u8, 17]);
         assert_eq!(u32::from_ne_bytes(d[20..24].try_into().unwrap()), 1 << 7);
+    }
+
+    /// The kernel's checks of a filter program (`inet_diag_bc_audit` and
+    /// `valid_cc`, for the opcodes the filter uses): every jump lands on an
+    /// op reached along `yes` jumps, at the end, or 4 bytes past it (from a
+    /// `no`).
+    fn audit(bc: &[u8]) -> bool {
+        let op = |at: usize| {
+            (
+                bc[at],
+                usize::from(bc[at + 1]),
+                usize::from(u16::from_ne_bytes([bc[at + 2], bc[at + 3]])),
+            )
+        };
+        let reachable = |target: usize| {
+            let mut at = 0;
+            while at < target {
+                at += op(at).1;
+            }
+            at == target
+        };
+        let mut at = 0;
+        while at < bc.len() {
+            let len = bc.len() - at;
+            let (code, yes, no) = op(at);
+            let min = match code {
+                BC_S_GE | BC_S_LE if len >= 8 => 8,
+                BC_JMP => 4,
+                _ => return false,
+            };
+            for (jump, is_no) in [(yes, false), (no, true)] {
+                if jump < min || jump > len + 4 || jump % 4 != 0 {
+                    return false;
+                }
+                if is_no && jump < len && !reachable(at + jump) {
+                    return false;
+                }
+            }
+            at += yes;
+        }
+        at == bc.len()
+    }
+
+    /// The kernel's run of a filter program over a socket's local port
+    /// (`inet_diag_bc_run`): kept when it ends exactly at the end.
+    fn keeps(bc: &[u8], port: u16) -> bool {
+        let mut at = 0usize;
+        let mut len = bc.len() as isize;
+        while len > 0 {
+            let code = bc[at];
+            let operand = || u16::from_ne_bytes([bc[at + 6], bc[at + 7]]);
+            let yes = match code {
+                BC_S_GE => port >= operand(),
+                BC_S_LE => port <= operand(),
+                BC_JMP => false,
+                _ => panic!("opcode {code}"),
+            };
+            let jump = if yes {
+                usize::from(bc[at + 1])
+            } else {
+                usize::from(u16::from_ne_bytes([bc[at + 2], bc[at + 3]]))
+            };
+            at += jump;
+            len -= jump as isize;
+        }
+        len == 0
+    }
+
+    #[test]
+    fn a_port_filter_keeps_exactly_its_ports_and_passes_the_kernels_audit() {
+        let cases: [&[u16]; 6] = [
+            &[22],
+            &[20000, 20001, 20002, 20009, 7400],
+            &[0, 65535],
+            &[443, 443, 80, 8080, 8081, 8443, 9443, 3306, 5672, 7711],
+            &[1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 65534],
+            &[65535],
+        ];
+        for ports in cases {
+            let bc = local_ports_filter(ports.iter().copied());
+            assert!(!bc.is_empty());
+            assert!(audit(&bc), "{ports:?}: {bc:?}");
+            for p in (0..=65535u16)
+                .step_by(1)
+                .filter(|p| p % 97 == 0 || ports.iter().any(|q| q.abs_diff(*p) <= 1))
+            {
+                assert_eq!(keeps(&bc, p), ports.contains(&p), "{ports:?} port {p}");
+            }
+        }
+        // None, or more runs than a filter holds: no filter (every socket).
+        assert!(local_ports_filter([]).is_empty());
+        assert!(local_ports_filter((0..600).map(|p| p * 2)).is_empty());
+        // A run of any length is one comparison pair.
+        assert_eq!(local_ports_filter(20000..30000).len(), 16);
+        // The request carries it as INET_DIAG_REQ_BYTECODE after the
+        // request, and its length counts it.
+        let bc = local_ports_filter([22, 443]);
+        let d = dump_request(libc::AF_INET as u8, 6, 1 << 3, &bc, 1);
+        assert_eq!(d.len(), 72 + 4 + bc.len());
+        assert_eq!(
+            u32::from_ne_bytes(d[0..4].try_into().unwrap()) as usize,
+            d.len()
+        );
+        assert_eq!(u16::from_ne_bytes([d[72], d[73]]) as usize, 4 + bc.len());
+        assert_eq!(u16::from_ne_bytes([d[74], d[75]]), INET_DIAG_REQ_BYTECODE);
+        assert_eq!(&d[76..], &bc[..]);
+    }
+
+    /// On Linux the kernel takes the filter and lists only sockets on its
+    /// ports: a connection to a listener on a filtered port shows, one to
+    /// another port does not, nor the client ends.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_kernel_lists_only_the_filtered_local_ports() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (pa, pb) = (
+            a.local_addr().unwrap().port(),
+            b.local_addr().unwrap().port(),
+        );
+        let ca = std::net::TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        let _cb = std::net::TcpStream::connect(("127.0.0.1", pb)).unwrap();
+        let established = 1 << 1;
+        let local_port = |m: &[u8]| (m.len() >= DIAG_MSG).then(|| u16::from_be_bytes([m[4], m[5]]));
+        let mut rows = Vec::new();
+        let filter = local_ports_filter([pa]);
+        dump(
+            libc::AF_INET as u8,
+            6,
+            established,
+            &filter,
+            local_port,
+            &mut rows,
+        )
+        .expect("the kernel takes the filter");
+        assert!(rows.contains(&pa), "{rows:?}");
+        assert!(rows.iter().all(|p| *p == pa), "only port {pa}: {rows:?}");
+        // Unfiltered, the same dump lists the other connection and the
+        // client ends too.
+        rows.clear();
+        dump(
+            libc::AF_INET as u8,
+            6,
+            established,
+            &[],
+            local_port,
+            &mut rows,
+        )
+        .unwrap();
+        assert!(
+            rows.contains(&pb) && rows.contains(&ca.local_addr().unwrap().port()),
+            "{rows:?}"
+        );
     }
 
     #[test]

@@ -24,9 +24,69 @@ pub(super) const PROBE_HEDGES: usize = 2;
 /// a fresh connection; then again after as long once more.
 const PROBE_HEDGE_AFTER: Duration = Duration::from_secs(4);
 
+/// Where other agents were asked to probe too, a reply is late only once
+/// this long has passed since the first of theirs came ([`PeerReplies`]).
+const PROBE_HEDGE_AFTER_PEERS: Duration = Duration::from_secs(2);
+
+/// Where other agents were asked to probe too and none has answered, the
+/// sweeps are long for everyone (a large plan, a loaded host): the first
+/// hedge waits this long.
+const PROBE_HEDGE_UNANSWERED: Duration = Duration::from_secs(12);
+
+/// When the agents of a probe phase answered: a reply is late against the
+/// others', not against a fixed clock. In a 100-host mesh every sweep
+/// takes 5-7 s on a loaded machine; hedging each at 4 s cost a hundred
+/// TLS handshakes and a hundred repeated replies while the sweeps ran,
+/// for no reply that was lost.
+#[derive(Debug, Clone)]
+pub(super) struct PeerReplies {
+    /// Agents asked to probe in this phase.
+    asked: usize,
+    first: std::sync::Arc<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
+}
+
+impl PeerReplies {
+    /// A phase that asked `asked` agents to probe.
+    pub(super) fn new(asked: usize) -> PeerReplies {
+        PeerReplies {
+            asked,
+            first: std::sync::Arc::new(tokio::sync::watch::Sender::new(None)),
+        }
+    }
+
+    /// An agent answered (its probe reply came).
+    pub(super) fn answered(&self) {
+        self.first.send_if_modified(|first| {
+            if first.is_some() {
+                return false;
+            }
+            *first = Some(tokio::time::Instant::now());
+            true
+        });
+    }
+
+    /// When a request sent at `asked_at` is late enough to hedge, as far
+    /// as the replies so far tell: [`PROBE_HEDGE_AFTER`] after it, and,
+    /// where others were asked too, [`PROBE_HEDGE_AFTER_PEERS`] after the
+    /// first reply came (or [`PROBE_HEDGE_UNANSWERED`] after it while none
+    /// has).
+    fn hedge_at(&self, asked_at: tokio::time::Instant) -> tokio::time::Instant {
+        let least = asked_at + PROBE_HEDGE_AFTER;
+        if self.asked <= 1 {
+            return least;
+        }
+        let against_peers = match *self.first.borrow() {
+            Some(first) => (first + PROBE_HEDGE_AFTER_PEERS).min(asked_at + PROBE_HEDGE_UNANSWERED),
+            None => asked_at + PROBE_HEDGE_UNANSWERED,
+        };
+        least.max(against_peers)
+    }
+}
+
 /// `request` on `conn`; while no reply has come, the same request again
-/// on each of `hedges`' fresh connections in turn, [`PROBE_HEDGE_AFTER`]
-/// apart (at once when `conn` broke). The first reply wins, with the
+/// on each of `hedges`' fresh connections in turn: the first once `peers`
+/// say the reply is late ([`PeerReplies`]; at once when `conn` broke),
+/// the next [`PROBE_HEDGE_AFTER`] later. The first reply wins, with the
 /// fresh connection it came on. Only for requests an agent answers alike
 /// when asked twice: a repeated `probe` of a round waits for the running
 /// sweep and gets its results. A lost segment under heavy loss is resent
@@ -37,12 +97,17 @@ pub(super) async fn hedged(
     request: &Request,
     deadline: Duration,
     hedges: Vec<BoxFuture<Result<ControlStream, ControlError>>>,
+    peers: &PeerReplies,
 ) -> (Result<Response, ControlError>, Option<ControlStream>) {
-    let give_up = tokio::time::Instant::now() + deadline;
+    let asked_at = tokio::time::Instant::now();
+    let give_up = asked_at + deadline;
     let host = conn.host().to_string();
     let mut set = JoinSet::new();
     let mut hedges = hedges.into_iter();
-    let mut next = tokio::time::Instant::now() + PROBE_HEDGE_AFTER;
+    let mut next = peers.hedge_at(asked_at);
+    // Until the first hedge goes, its time moves with the peers' replies.
+    let mut replies = peers.first.subscribe();
+    let mut first_hedged = false;
     let first = conn.request(request, deadline);
     tokio::pin!(first);
     let mut first_err: Option<ControlError> = None;
@@ -54,7 +119,11 @@ pub(super) async fn hedged(
                 Err(e) => {
                     first_err = Some(e);
                     next = tokio::time::Instant::now();
+                    first_hedged = true;
                 }
+            },
+            Ok(()) = replies.changed(), if !first_hedged => {
+                next = peers.hedge_at(asked_at);
             },
             Some(done) = set.join_next() => {
                 if let Ok(Ok((reply, fresh))) = done {
@@ -73,6 +142,7 @@ pub(super) async fn hedged(
                     let reply = fresh.request(&request, left).await?;
                     Ok::<_, ControlError>((reply, fresh))
                 });
+                first_hedged = true;
                 next += PROBE_HEDGE_AFTER;
             },
             else => break,
@@ -166,4 +236,48 @@ pub(super) async fn evidence_one(
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::{Instant, advance};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_reply_is_late_against_the_other_agents_replies() {
+        let s = Duration::from_secs;
+        // One agent asked: late after the fixed wait, whatever happens.
+        let asked_at = Instant::now();
+        let alone = PeerReplies::new(1);
+        assert_eq!(alone.hedge_at(asked_at), asked_at + s(4));
+
+        // Many asked, none answered yet: every sweep is long, no hedge
+        // before the long wait.
+        let peers = PeerReplies::new(100);
+        assert_eq!(peers.hedge_at(asked_at), asked_at + s(12));
+        let mut changes = peers.first.subscribe();
+
+        // The first reply came 5 s in: another is late 2 s after it.
+        advance(s(5)).await;
+        peers.answered();
+        assert!(changes.has_changed().unwrap(), "a waiting hedge is told");
+        assert_eq!(peers.hedge_at(asked_at), asked_at + s(7));
+        // Later replies do not move it.
+        changes.mark_unchanged();
+        advance(s(1)).await;
+        peers.answered();
+        assert!(!changes.has_changed().unwrap());
+        assert_eq!(peers.hedge_at(asked_at), asked_at + s(7));
+
+        // A first reply that came at once leaves the fixed wait.
+        let quick = PeerReplies::new(2);
+        let asked_at = Instant::now();
+        advance(Duration::from_millis(300)).await;
+        quick.answered();
+        assert_eq!(quick.hedge_at(asked_at), asked_at + s(4));
+        // A request sent long after the first reply still waits its own 4 s.
+        advance(s(10)).await;
+        let late_ask = Instant::now();
+        assert_eq!(quick.hedge_at(late_ask), late_ask + s(4));
+    }
 }
