@@ -33,6 +33,7 @@
 #   AGENT_ARGS=--no-rule-trace   # extra `portcall agent` arguments
 #   KILL_STRAYS=1                # end leftover agent children after each round
 #   CHECK_WRAP='heaptrack -o /tmp/ht'  # run each `check` under a profiler
+#   CHECK_LOG=...                # the `check`'s RUST_LOG (default: its phase laps)
 #   FLOOR_ROUNDS=3               # exchange-floor rounds per N after the pairs (default 0)
 #   FLOOR_BIN=/path/to/exchange-floor   # default: a release build of it
 #
@@ -406,7 +407,7 @@ portcall_round() {
     read -r idle_med idle_max < <(rss VmRSS)
     rm -f "$report" "$tfile"
     # shellcheck disable=SC2086 # CHECK_WRAP: words on purpose
-    RUST_LOG=warn,probe_core::round=info,portcall::check_cmd=info \
+    RUST_LOG=${CHECK_LOG:-warn,probe_core::round=info,portcall::check_cmd=info} \
         timeout -k 10 "$ROUND_LIMIT" ip netns exec "${PREFIX}h1" /usr/bin/time -f '%e %M' -o "$tfile" \
         ${CHECK_WRAP:-} "$BIN" check --plan "$plan" --pki "$dir/pki" --format json --out "$report" \
         </dev/null >/dev/null 2>"$dir/check.err" &
