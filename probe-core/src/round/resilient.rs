@@ -30,7 +30,8 @@ const PROBE_HEDGE_AFTER_PEERS: Duration = Duration::from_secs(2);
 
 /// Where other agents were asked to probe too and none has answered, the
 /// sweeps are long for everyone (a large plan, a loaded host): the first
-/// hedge waits this long.
+/// hedge waits half the probe deadline, up to this long (and at least
+/// [`PROBE_HEDGE_AFTER`], so a short deadline leaves time for a hedge).
 const PROBE_HEDGE_UNANSWERED: Duration = Duration::from_secs(12);
 
 /// When the agents of a probe phase answered: a reply is late against the
@@ -65,19 +66,20 @@ impl PeerReplies {
         });
     }
 
-    /// When a request sent at `asked_at` is late enough to hedge, as far
-    /// as the replies so far tell: [`PROBE_HEDGE_AFTER`] after it, and,
-    /// where others were asked too, [`PROBE_HEDGE_AFTER_PEERS`] after the
-    /// first reply came (or [`PROBE_HEDGE_UNANSWERED`] after it while none
-    /// has).
-    fn hedge_at(&self, asked_at: tokio::time::Instant) -> tokio::time::Instant {
+    /// When a request sent at `asked_at`, with `deadline` to answer, is
+    /// late enough to hedge, as far as the replies so far tell:
+    /// [`PROBE_HEDGE_AFTER`] after it, and, where others were asked too,
+    /// [`PROBE_HEDGE_AFTER_PEERS`] after the first reply came, or, while
+    /// none has, half the deadline (at most [`PROBE_HEDGE_UNANSWERED`]).
+    fn hedge_at(&self, asked_at: tokio::time::Instant, deadline: Duration) -> tokio::time::Instant {
         let least = asked_at + PROBE_HEDGE_AFTER;
         if self.asked <= 1 {
             return least;
         }
+        let unanswered = asked_at + (deadline / 2).min(PROBE_HEDGE_UNANSWERED);
         let against_peers = match *self.first.borrow() {
-            Some(first) => (first + PROBE_HEDGE_AFTER_PEERS).min(asked_at + PROBE_HEDGE_UNANSWERED),
-            None => asked_at + PROBE_HEDGE_UNANSWERED,
+            Some(first) => (first + PROBE_HEDGE_AFTER_PEERS).min(unanswered),
+            None => unanswered,
         };
         least.max(against_peers)
     }
@@ -104,7 +106,7 @@ pub(super) async fn hedged(
     let host = conn.host().to_string();
     let mut set = JoinSet::new();
     let mut hedges = hedges.into_iter();
-    let mut next = peers.hedge_at(asked_at);
+    let mut next = peers.hedge_at(asked_at, deadline);
     // Until the first hedge goes, its time moves with the peers' replies.
     let mut replies = peers.first.subscribe();
     let mut first_hedged = false;
@@ -123,7 +125,7 @@ pub(super) async fn hedged(
                 }
             },
             Ok(()) = replies.changed(), if !first_hedged => {
-                next = peers.hedge_at(asked_at);
+                next = peers.hedge_at(asked_at, deadline);
             },
             Some(done) = set.join_next() => {
                 if let Ok(Ok((reply, fresh))) = done {
@@ -246,38 +248,41 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_probe_reply_is_late_against_the_other_agents_replies() {
         let s = Duration::from_secs;
+        let deadline = s(30);
         // One agent asked: late after the fixed wait, whatever happens.
         let asked_at = Instant::now();
         let alone = PeerReplies::new(1);
-        assert_eq!(alone.hedge_at(asked_at), asked_at + s(4));
+        assert_eq!(alone.hedge_at(asked_at, deadline), asked_at + s(4));
 
         // Many asked, none answered yet: every sweep is long, no hedge
-        // before the long wait.
+        // before the long wait (half a short deadline, not less than 4 s).
         let peers = PeerReplies::new(100);
-        assert_eq!(peers.hedge_at(asked_at), asked_at + s(12));
+        assert_eq!(peers.hedge_at(asked_at, deadline), asked_at + s(12));
+        assert_eq!(peers.hedge_at(asked_at, s(14)), asked_at + s(7));
+        assert_eq!(peers.hedge_at(asked_at, s(5)), asked_at + s(4));
         let mut changes = peers.first.subscribe();
 
         // The first reply came 5 s in: another is late 2 s after it.
         advance(s(5)).await;
         peers.answered();
         assert!(changes.has_changed().unwrap(), "a waiting hedge is told");
-        assert_eq!(peers.hedge_at(asked_at), asked_at + s(7));
+        assert_eq!(peers.hedge_at(asked_at, deadline), asked_at + s(7));
         // Later replies do not move it.
         changes.mark_unchanged();
         advance(s(1)).await;
         peers.answered();
         assert!(!changes.has_changed().unwrap());
-        assert_eq!(peers.hedge_at(asked_at), asked_at + s(7));
+        assert_eq!(peers.hedge_at(asked_at, deadline), asked_at + s(7));
 
         // A first reply that came at once leaves the fixed wait.
         let quick = PeerReplies::new(2);
         let asked_at = Instant::now();
         advance(Duration::from_millis(300)).await;
         quick.answered();
-        assert_eq!(quick.hedge_at(asked_at), asked_at + s(4));
+        assert_eq!(quick.hedge_at(asked_at, deadline), asked_at + s(4));
         // A request sent long after the first reply still waits its own 4 s.
         advance(s(10)).await;
         let late_ask = Instant::now();
-        assert_eq!(quick.hedge_at(late_ask), late_ask + s(4));
+        assert_eq!(quick.hedge_at(late_ask, deadline), late_ask + s(4));
     }
 }
