@@ -106,9 +106,10 @@ pub(super) async fn hedged(
     let host = conn.host().to_string();
     let mut set = JoinSet::new();
     let mut hedges = hedges.into_iter();
-    let mut next = peers.hedge_at(asked_at, deadline);
-    // Until the first hedge goes, its time moves with the peers' replies.
+    // Until the first hedge goes, its time moves with the peers' replies
+    // (subscribed first: a reply that comes in between is not missed).
     let mut replies = peers.first.subscribe();
+    let mut next = peers.hedge_at(asked_at, deadline);
     let mut first_hedged = false;
     let first = conn.request(request, deadline);
     tokio::pin!(first);
