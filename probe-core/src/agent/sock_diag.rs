@@ -8,11 +8,10 @@
 //! the caller's network namespace. Where netlink is not there (not Linux,
 //! or `inet_diag` refused) [`read`] says `None` and the watch reads `/proc`.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::control::HandshakeStage;
-use std::collections::HashSet;
-
 use crate::probe::sock_diag::{DIAG_MSG, attributes, dump, local_ports_filter};
 #[cfg(test)]
 use crate::probe::sock_diag::{
