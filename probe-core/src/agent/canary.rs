@@ -811,6 +811,13 @@ mod tests {
         (ip, port, log, cancel, tracker)
     }
 
+    /// That `got` is host `db`'s answer to `nonce` (the canary's evidence
+    /// shown when it is not).
+    fn assert_answered(got: Option<&str>, nonce: &str, log: &EvidenceLog) {
+        let want = format!("PORTCALL-OK db {nonce}");
+        assert_eq!(got, Some(want.as_str()), "{:?}", log.snapshot());
+    }
+
     #[tokio::test]
     async fn a_full_canary_sheds_idle_strangers_first_and_still_answers_a_prober() {
         let (ip, port, log, cancel, tracker) = db_canary(4);
@@ -825,12 +832,7 @@ mod tests {
             .await
             .unwrap();
         let got = read_line(&mut s).await;
-        assert_eq!(
-            got.as_deref(),
-            Some("PORTCALL-OK db 0011"),
-            "{:?}",
-            log.snapshot()
-        );
+        assert_answered(got.as_deref(), "0011", &log);
         let ev = log.snapshot();
         assert_eq!(ev[0].seen.len(), 1);
         assert!(ev[0].shed >= 16, "{ev:?}");
@@ -876,12 +878,7 @@ mod tests {
         let got = timeout(Duration::from_secs(2), read_line(&mut s))
             .await
             .unwrap();
-        assert_eq!(
-            got.as_deref(),
-            Some("PORTCALL-OK db 0011"),
-            "{:?}",
-            log.snapshot()
-        );
+        assert_answered(got.as_deref(), "0011", &log);
         let ev = log.snapshot();
         assert_eq!(ev[0].shed, 0, "{ev:?}");
         assert_eq!(ev[0].seen.len(), 1);
@@ -929,12 +926,7 @@ mod tests {
             let got = timeout(Duration::from_secs(2), read_line(&mut s))
                 .await
                 .unwrap();
-            assert_eq!(
-                got,
-                Some(format!("PORTCALL-OK db {}", nonce(k))),
-                "{:?}",
-                log.snapshot()
-            );
+            assert_answered(got.as_deref(), &nonce(k), &log);
         }
         for (k, c) in partial.into_iter().enumerate() {
             let mut s = stream(c);
@@ -943,7 +935,7 @@ mod tests {
             let got = timeout(Duration::from_secs(2), read_line(&mut s))
                 .await
                 .unwrap();
-            assert_eq!(got, Some(format!("PORTCALL-OK db {}", nonce(100 + k))));
+            assert_answered(got.as_deref(), &nonce(100 + k), &log);
         }
         let ev = log.snapshot();
         assert_eq!(ev[0].shed, 0, "{ev:?}");
